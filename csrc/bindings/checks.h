@@ -1,0 +1,40 @@
+// Argument checks shared by the bindings: every problem becomes a ValueError naming the argument.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "common/formats.h"
+
+namespace llamix {
+namespace py = pybind11;
+
+inline void require(bool ok, const std::string& message) {
+    if (!ok) throw py::value_error(message);
+}
+
+inline void require_c_contiguous(const py::array& a, const char* name) {
+    require(a.flags() & py::array::c_style, std::string(name) + " must be C-contiguous");
+}
+
+template <class T>
+inline void require_dtype(const py::array& a, const char* name, const char* dtype_name) {
+    require(a.dtype().is(py::dtype::of<T>()),
+            std::string(name) + " must have dtype " + dtype_name + ", got " + std::string(py::str(a.dtype())));
+}
+
+inline QType qtype_from_int(int id) {
+    const QType t = static_cast<QType>(id);
+    require(qtype_block_size(t) != 0, "unknown qtype id " + std::to_string(id));
+    return t;
+}
+
+inline void require_row_length(QType t, int64_t k, const char* what) {
+    const int64_t bs = qtype_block_size(t);
+    require(k > 0 && k % bs == 0, std::string(what) + ": row length " + std::to_string(k) +
+                                      " is not a positive multiple of the block size " + std::to_string(bs));
+}
+
+}  // namespace llamix

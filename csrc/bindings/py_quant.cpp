@@ -1,0 +1,134 @@
+// quantize / dequantize rows and the matmul entry point.
+#include <vector>
+
+#include "bindings/checks.h"
+#include "common/thread_pool.h"
+#include "kernels/kernels.h"
+
+namespace llamix {
+
+namespace {
+
+constexpr int64_t kRowsPerTask = 8;
+
+// Rows of float32/float16/bfloat16 -> float32, one row at a time.
+using ToF32 = void (*)(const void* src, float* dst, int64_t k);
+
+ToF32 source_converter(QType src) {
+    switch (src) {
+        case QType::F32: return nullptr;
+        case QType::F16: return [](const void* s, float* d, int64_t k) { kernels().quant.f16_to_f32(static_cast<const uint16_t*>(s), d, k); };
+        case QType::BF16: return [](const void* s, float* d, int64_t k) { kernels().quant.bf16_to_f32(static_cast<const uint16_t*>(s), d, k); };
+        default: throw py::value_error("unsupported source type");
+    }
+}
+
+// float32 row -> row of dst type
+void quantize_row(QType dst, const float* x, void* y, int64_t k) {
+    const QuantKernels& Q = kernels().quant;
+    switch (dst) {
+        case QType::F32: std::copy(x, x + k, static_cast<float*>(y)); return;
+        case QType::F16: Q.f32_to_f16(x, static_cast<uint16_t*>(y), k); return;
+        case QType::BF16: Q.f32_to_bf16(x, static_cast<uint16_t*>(y), k); return;
+        case QType::Q4_0: Q.quantize_row_q4_0(x, y, k); return;
+        case QType::Q8_0: Q.quantize_row_q8_0(x, y, k); return;
+        default: throw std::invalid_argument("quantize: unsupported target type");
+    }
+}
+
+}  // namespace
+
+// Row of type t -> float32 row. Shared with other bindings (declared in bindings/checks.h users).
+void dequantize_row(QType t, const void* x, float* y, int64_t k) {
+    const QuantKernels& Q = kernels().quant;
+    switch (t) {
+        case QType::F32: std::copy(static_cast<const float*>(x), static_cast<const float*>(x) + k, y); return;
+        case QType::F16: Q.f16_to_f32(static_cast<const uint16_t*>(x), y, k); return;
+        case QType::BF16: Q.bf16_to_f32(static_cast<const uint16_t*>(x), y, k); return;
+        case QType::Q4_0: Q.dequantize_row_q4_0(x, y, k); return;
+        case QType::Q8_0: Q.dequantize_row_q8_0(x, y, k); return;
+        default: throw std::invalid_argument("dequantize: unsupported type");
+    }
+}
+
+void register_quant(py::module_& m) {
+    m.def("quantize_rows", [](py::array w, int src_id, int dst_id) {
+        const QType src = qtype_from_int(src_id), dst = qtype_from_int(dst_id);
+        require(w.ndim() == 2, "w must be 2-D (rows, k)");
+        require_c_contiguous(w, "w");
+        require(src == QType::F32 || src == QType::F16 || src == QType::BF16, "w must be float32, float16 or bfloat16");
+        require(w.itemsize() == (src == QType::F32 ? 4 : 2), "w's dtype does not match its declared source type");
+        const int64_t rows = w.shape(0), k = w.shape(1);
+        require_row_length(dst, k, "quantize");
+        const int64_t out_bytes = qtype_row_bytes(dst, k);
+        py::array_t<uint8_t> out({rows, out_bytes});
+        const auto* src_bytes = static_cast<const uint8_t*>(w.data());
+        uint8_t* dst_bytes = out.mutable_data();
+        const int64_t src_row_bytes = k * w.itemsize();
+        const ToF32 to_f32 = source_converter(src);
+        {
+            py::gil_scoped_release release;
+            ThreadPool::instance().parallel_for(ceil_div(rows, kRowsPerTask), [&](int64_t task, int) {
+                std::vector<float> buf(to_f32 ? k : 0);
+                const int64_t r1 = std::min(rows, (task + 1) * kRowsPerTask);
+                for (int64_t r = task * kRowsPerTask; r < r1; ++r) {
+                    const void* row = src_bytes + r * src_row_bytes;
+                    const float* x = static_cast<const float*>(row);
+                    if (to_f32) { to_f32(row, buf.data(), k); x = buf.data(); }
+                    quantize_row(dst, x, dst_bytes + r * out_bytes, k);
+                }
+            });
+        }
+        return out;
+    }, py::arg("w"), py::arg("src_type"), py::arg("dst_type"),
+       "Quantize/convert rows of a (rows, k) float array to a GGUF type; returns uint8 (rows, row_bytes).");
+
+    m.def("dequantize_rows", [](py::array data, int qtype_id, int64_t k) {
+        const QType t = qtype_from_int(qtype_id);
+        require_dtype<uint8_t>(data, "data", "uint8");
+        require(data.ndim() == 2, "data must be 2-D (rows, row_bytes)");
+        require_c_contiguous(data, "data");
+        require_row_length(t, k, "dequantize");
+        require(data.shape(1) == qtype_row_bytes(t, k), "data has " + std::to_string(data.shape(1)) +
+                " bytes per row, expected " + std::to_string(qtype_row_bytes(t, k)));
+        const int64_t rows = data.shape(0), row_bytes = data.shape(1);
+        py::array_t<float> out({rows, k});
+        const auto* src = static_cast<const uint8_t*>(data.data());
+        float* dst = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            ThreadPool::instance().parallel_for(ceil_div(rows, kRowsPerTask), [&](int64_t task, int) {
+                const int64_t r1 = std::min(rows, (task + 1) * kRowsPerTask);
+                for (int64_t r = task * kRowsPerTask; r < r1; ++r) dequantize_row(t, src + r * row_bytes, dst + r * k, k);
+            });
+        }
+        return out;
+    }, py::arg("data"), py::arg("qtype"), py::arg("k"));
+
+    m.def("matmul", [](py::array x, py::array w, int qtype_id, int64_t k) {
+        const QType t = qtype_from_int(qtype_id);
+        require_dtype<float>(x, "x", "float32");
+        require(x.ndim() == 2, "x must be 2-D (n_tokens, k)");
+        require_c_contiguous(x, "x");
+        require_dtype<uint8_t>(w, "w", "uint8");
+        require(w.ndim() == 2, "w must be 2-D (rows, row_bytes)");
+        require_c_contiguous(w, "w");
+        require(x.shape(1) == k, "x has " + std::to_string(x.shape(1)) + " columns but the weight rows have " +
+                std::to_string(k) + " elements");
+        require_row_length(t, k, "matmul");
+        require(w.shape(1) == qtype_row_bytes(t, k), "weight has " + std::to_string(w.shape(1)) +
+                " bytes per row, expected " + std::to_string(qtype_row_bytes(t, k)));
+        const int64_t n = x.shape(0), rows = w.shape(0);
+        py::array_t<float> y({n, rows});
+        const float* xp = static_cast<const float*>(x.data());
+        const void* wp = w.data();
+        float* yp = y.mutable_data();
+        {
+            py::gil_scoped_release release;
+            matmul(xp, n, k, wp, t, rows, yp);
+        }
+        return y;
+    }, py::arg("x"), py::arg("w"), py::arg("qtype"), py::arg("k"), "y = x @ dequantize(w).T in float32.");
+}
+
+}  // namespace llamix

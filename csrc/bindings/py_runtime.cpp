@@ -1,0 +1,35 @@
+// CPU features, kernel variant and thread pool control.
+#include <pybind11/stl.h>
+
+#include "bindings/checks.h"
+#include "common/cpu_features.h"
+#include "common/thread_pool.h"
+#include "kernels/kernels.h"
+
+namespace llamix {
+
+void register_runtime(py::module_& m) {
+    m.def("cpu_features", [] { return cpu_features().names(); }, "CPU features usable (CPUID and OS support).");
+    m.def("physical_cores", &physical_cores);
+    m.def("available_isas", [] {
+        std::vector<std::string> out;
+        for (Isa isa : available_isas()) out.emplace_back(isa_name(isa));
+        return out;
+    }, "Kernel variants this CPU can run, best first.");
+    m.def("isa", [] { return std::string(isa_name(kernels().isa)); }, "The active kernel variant.");
+    m.def("set_isa", [](const std::string& name) {
+        try {
+            set_isa(name);
+        } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+        }
+    });
+    m.def("threads", [] { return ThreadPool::instance().threads(); });
+    m.def("set_threads", [](int n) {
+        require(n >= 0, "threads must be >= 0 (0 = physical cores)");
+        py::gil_scoped_release release;
+        ThreadPool::instance().set_threads(n);
+    });
+}
+
+}  // namespace llamix

@@ -1,0 +1,83 @@
+// Block layouts, byte-compatible with GGUF / llama.cpp (all little-endian).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace llamix {
+
+// Tensor element types. Values equal GGUF's ggml_type ids so files map directly.
+enum class QType : int32_t {
+    F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30,
+};
+
+constexpr int QK4_0 = 32;
+constexpr int QK8_0 = 32;
+constexpr int QK_K = 256;
+
+// Q4_0: value = d * (q - 8); qs[j] holds element j (low nibble) and j + 16 (high nibble).
+struct block_q4_0 {
+    uint16_t d;             // fp16 scale
+    uint8_t qs[QK4_0 / 2];  // nibbles, offset 8
+};
+static_assert(sizeof(block_q4_0) == 18, "Q4_0 block must be 18 bytes");
+
+// Q8_0: value = d * q.
+struct block_q8_0 {
+    uint16_t d;          // fp16 scale
+    int8_t qs[QK8_0];
+};
+static_assert(sizeof(block_q8_0) == 34, "Q8_0 block must be 34 bytes");
+
+// Q4_K: 8 sub-blocks of 32, 6-bit scales and mins packed in 12 bytes.
+struct block_q4_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[QK_K / 2];
+};
+static_assert(sizeof(block_q4_K) == 144, "Q4_K block must be 144 bytes");
+
+struct block_q5_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+};
+static_assert(sizeof(block_q5_K) == 176, "Q5_K block must be 176 bytes");
+
+struct block_q6_K {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    uint16_t d;
+};
+static_assert(sizeof(block_q6_K) == 210, "Q6_K block must be 210 bytes");
+
+// Elements per block and bytes per block of a type; 0 for an unknown type.
+inline int64_t qtype_block_size(QType t) {
+    switch (t) {
+        case QType::F32: case QType::F16: case QType::BF16: return 1;
+        case QType::Q4_0: return QK4_0;
+        case QType::Q8_0: return QK8_0;
+        case QType::Q4_K: case QType::Q5_K: case QType::Q6_K: return QK_K;
+    }
+    return 0;
+}
+
+inline int64_t qtype_block_bytes(QType t) {
+    switch (t) {
+        case QType::F32: return 4;
+        case QType::F16: case QType::BF16: return 2;
+        case QType::Q4_0: return sizeof(block_q4_0);
+        case QType::Q8_0: return sizeof(block_q8_0);
+        case QType::Q4_K: return sizeof(block_q4_K);
+        case QType::Q5_K: return sizeof(block_q5_K);
+        case QType::Q6_K: return sizeof(block_q6_K);
+    }
+    return 0;
+}
+
+inline int64_t qtype_row_bytes(QType t, int64_t k) { return k / qtype_block_size(t) * qtype_block_bytes(t); }
+
+}  // namespace llamix

@@ -1,0 +1,124 @@
+#include "common/thread_pool.h"
+
+#include <cstdlib>
+
+#include "common/cpu_features.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define LLAMIX_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define LLAMIX_PAUSE() __asm__ __volatile__("yield")
+#else
+#define LLAMIX_PAUSE() ((void)0)
+#endif
+
+namespace llamix {
+
+namespace {
+// About 50-100 microseconds of spinning before a worker sleeps: long enough to cover the gap
+// between the ops of one decode step, short enough not to burn a core while Python samples.
+constexpr int kSpinIterations = 20000;
+
+int default_threads() {
+    if (const char* env = std::getenv("LLAMIX_THREADS")) {
+        const int n = std::atoi(env);
+        if (n > 0) return n;
+    }
+    return physical_cores();
+}
+}  // namespace
+
+ThreadPool& ThreadPool::instance() {
+    static ThreadPool pool;
+    return pool;
+}
+
+ThreadPool::ThreadPool() { start_workers(default_threads()); }
+
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::set_threads(int n) {
+    if (n <= 0) n = default_threads();
+    std::lock_guard<std::mutex> lock(run_mutex_);
+    if (n == n_threads_) return;
+    stop_workers();
+    start_workers(n);
+}
+
+void ThreadPool::start_workers(int n) {
+    n_threads_ = n;
+    stop_ = false;
+    // Workers start from the generation current now: a job published before a new thread
+    // gets scheduled must still count as unseen by it.
+    const uint64_t gen = generation_.load(std::memory_order_acquire);
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, gen] { worker_main(i, gen); });
+}
+
+void ThreadPool::stop_workers() {
+    {
+        std::lock_guard<std::mutex> lock(sleep_mutex_);
+        stop_ = true;
+        generation_.fetch_add(1, std::memory_order_release);
+    }
+    sleep_cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+}
+
+void ThreadPool::work_on_current_job(int thread) {
+    for (;;) {
+        const int64_t t = next_task_.fetch_add(1, std::memory_order_relaxed);
+        if (t >= n_tasks_) break;
+        try {
+            (*job_)(t, thread);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mutex_);
+            if (!error_) error_ = std::current_exception();
+        }
+    }
+}
+
+void ThreadPool::worker_main(int index, uint64_t seen) {
+    for (;;) {
+        uint64_t gen = generation_.load(std::memory_order_acquire);
+        for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
+            LLAMIX_PAUSE();
+            gen = generation_.load(std::memory_order_acquire);
+        }
+        if (gen == seen) {
+            std::unique_lock<std::mutex> lock(sleep_mutex_);
+            sleep_cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+            gen = generation_.load(std::memory_order_acquire);
+        }
+        seen = gen;
+        if (stop_.load(std::memory_order_acquire)) return;
+        work_on_current_job(index);
+        busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+}
+
+void ThreadPool::run(int64_t n_tasks, TaskRef fn) {
+    if (n_tasks <= 0) return;
+    std::lock_guard<std::mutex> lock(run_mutex_);
+    if (n_threads_ == 1 || n_tasks == 1) {
+        for (int64_t t = 0; t < n_tasks; ++t) fn(t, 0);
+        return;
+    }
+    job_ = &fn;
+    n_tasks_ = n_tasks;
+    error_ = nullptr;
+    next_task_.store(0, std::memory_order_relaxed);
+    busy_workers_.store(n_threads_ - 1, std::memory_order_relaxed);
+    {
+        std::lock_guard<std::mutex> sl(sleep_mutex_);
+        generation_.fetch_add(1, std::memory_order_release);
+    }
+    sleep_cv_.notify_all();
+    work_on_current_job(0);
+    while (busy_workers_.load(std::memory_order_acquire) != 0) LLAMIX_PAUSE();
+    job_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+}
+
+}  // namespace llamix

@@ -1,0 +1,26 @@
+// Quantize / dequantize / convert rows between float32 and the block formats.
+#pragma once
+#include <cstdint>
+
+namespace llamix {
+
+struct QuantKernels {
+    // x: (k) float32 -> y: (k / 32) blocks. k is a multiple of 32.
+    void (*quantize_row_q4_0)(const float* x, void* y, int64_t k) = nullptr;
+    void (*quantize_row_q8_0)(const float* x, void* y, int64_t k) = nullptr;
+    // blocks -> (k) float32
+    void (*dequantize_row_q4_0)(const void* x, float* y, int64_t k) = nullptr;
+    void (*dequantize_row_q8_0)(const void* x, float* y, int64_t k) = nullptr;
+    // element-wise conversions
+    void (*f16_to_f32)(const uint16_t* x, float* y, int64_t n) = nullptr;
+    void (*bf16_to_f32)(const uint16_t* x, float* y, int64_t n) = nullptr;
+    void (*f32_to_f16)(const float* x, uint16_t* y, int64_t n) = nullptr;
+    void (*f32_to_bf16)(const float* x, uint16_t* y, int64_t n) = nullptr;
+};
+
+void fill_quant_ref(QuantKernels& k);
+void fill_quant_avx2(QuantKernels& k);
+void fill_quant_avx512(QuantKernels& k);
+void fill_quant_neon(QuantKernels& k);
+
+}  // namespace llamix

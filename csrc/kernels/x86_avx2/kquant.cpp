@@ -1,0 +1,5 @@
+#include "kernels/kquant.h"
+
+namespace llamix {
+void fill_kquant_avx2(KQuantKernels&) {}
+}  // namespace llamix

@@ -1,0 +1,5 @@
+#include "kernels/matmul.h"
+
+namespace llamix {
+void fill_matmul_avx2(MatmulKernels&) {}
+}  // namespace llamix

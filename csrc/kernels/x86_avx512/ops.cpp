@@ -1,0 +1,5 @@
+#include "kernels/ops.h"
+
+namespace llamix {
+void fill_ops_avx512(OpsKernels&) {}
+}  // namespace llamix

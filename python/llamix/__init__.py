@@ -1,0 +1,9 @@
+"""llamix: LLaMA-family models in 4 bits on the CPU, and model merging, on SIMD C++ kernels."""
+from __future__ import annotations
+
+from ._runtime import cpu_info, set_isa, set_threads
+from .quant import QuantizedTensor, matmul, quantize
+
+__version__ = "0.1.0"
+
+__all__ = ["QuantizedTensor", "cpu_info", "matmul", "quantize", "set_isa", "set_threads", "__version__"]

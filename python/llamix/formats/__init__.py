@@ -1,0 +1,1 @@
+"""File formats: safetensors, GGUF, llama2.c checkpoints (memory-mapped, lazy)."""

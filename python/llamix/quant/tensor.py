@@ -1,0 +1,134 @@
+"""QuantizedTensor and the public quantize / matmul functions."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _C
+from .qtypes import QTypeInfo, qtype_info
+
+
+class QuantizedTensor:
+    """A (rows, k) matrix stored row by row in a GGUF block format.
+
+    ``data`` is a uint8 array of shape (rows, bytes per row) holding exactly the GGUF bytes.
+    """
+
+    __slots__ = ("data", "_info", "shape")
+
+    def __init__(self, data: np.ndarray, qtype: str | QTypeInfo, shape: tuple[int, int]):
+        info = qtype_info(qtype)
+        rows, k = (int(s) for s in shape)
+        if k % info.block_size:
+            raise ValueError(f"row length {k} is not a multiple of the {info.name} block size {info.block_size}")
+        if data.dtype != np.uint8 or data.shape != (rows, info.row_bytes(k)):
+            raise ValueError(
+                f"{info.name} data for shape {(rows, k)} must be uint8 of shape {(rows, info.row_bytes(k))}, "
+                f"got {data.dtype} {data.shape}")
+        self.data = data
+        self._info = info
+        self.shape = (rows, k)
+
+    @classmethod
+    def from_bytes(cls, data, qtype: str, shape: tuple[int, int]) -> "QuantizedTensor":
+        """Wrap existing bytes (a buffer, memoryview or uint8 array; e.g. a memory-mapped file) without a copy."""
+        info = qtype_info(qtype)
+        rows, k = (int(s) for s in shape)
+        arr = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+        if arr.dtype != np.uint8:
+            arr = arr.view(np.uint8)
+        expected = rows * info.row_bytes(k)
+        if arr.size != expected:
+            raise ValueError(f"{info.name} tensor of shape {(rows, k)} needs {expected} bytes, got {arr.size}")
+        return cls(arr.reshape(rows, info.row_bytes(k)), info, (rows, k))
+
+    @property
+    def qtype(self) -> str:
+        return self._info.name
+
+    @property
+    def info(self) -> QTypeInfo:
+        return self._info
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 (rows, k) matrix these blocks represent."""
+        return _C.dequantize_rows(self.data, self._info.gguf_id, self.shape[1])
+
+    def __repr__(self) -> str:
+        return f"QuantizedTensor(qtype={self.qtype!r}, shape={self.shape}, nbytes={self.nbytes})"
+
+
+def _float_source(w: np.ndarray, src: str | None) -> tuple[np.ndarray, int]:
+    if src == "bf16":
+        if w.dtype not in (np.uint16, np.int16):
+            raise ValueError(f"bf16 source data must be given as uint16 bit patterns, got {w.dtype}")
+        return w, 30
+    if w.dtype == np.float32:
+        return w, 0
+    if w.dtype == np.float16:
+        return w, 1
+    raise ValueError(f"w must be float32 or float16 (or uint16 with src='bf16'), got {w.dtype}")
+
+
+def quantize(w: np.ndarray, qtype: str, *, src: str | None = None) -> QuantizedTensor:
+    """Quantize a (rows, k) float32/float16 matrix (or bf16 bit patterns with ``src='bf16'``).
+
+    ``qtype`` is one of ``q4_0``, ``q8_0``, ``f16``, ``bf16``, ``f32``. The bytes equal llama.cpp's
+    reference quantizer. Rows are converted one at a time: no float32 copy of a half matrix is made.
+    """
+    info = qtype_info(qtype)
+    w = np.asarray(w)
+    if w.ndim == 1:
+        w = w.reshape(1, -1)
+    if w.ndim != 2:
+        raise ValueError(f"w must be 2-D (rows, k), got shape {w.shape}")
+    w, src_id = _float_source(w, src)
+    if not w.flags.c_contiguous:
+        w = np.ascontiguousarray(w)
+    if w.shape[1] % info.block_size:
+        raise ValueError(f"row length {w.shape[1]} is not a multiple of the {info.name} block size {info.block_size}")
+    data = _C.quantize_rows(w, src_id, info.gguf_id)
+    return QuantizedTensor(data, info, w.shape)
+
+
+def _as_weight(w) -> tuple[np.ndarray, int, int, int]:
+    """(bytes (rows, row_bytes), type id, rows, k) for a QuantizedTensor or a float matrix, no copy."""
+    if isinstance(w, QuantizedTensor):
+        return w.data, w.info.gguf_id, w.shape[0], w.shape[1]
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"w must be 2-D (rows, k), got shape {w.shape}")
+    if w.dtype == np.float32:
+        type_id = 0
+    elif w.dtype == np.float16:
+        type_id = 1
+    else:
+        raise ValueError(f"w must be a QuantizedTensor or a float32/float16 array, got {w.dtype}")
+    if not w.flags.c_contiguous:
+        raise ValueError("w must be C-contiguous (llamix never copies weights)")
+    return w.view(np.uint8), type_id, w.shape[0], w.shape[1]
+
+
+def matmul(x: np.ndarray, w) -> np.ndarray:
+    """``x @ dequantize(w).T`` in float32: x is float32 (n_tokens, k), w a QuantizedTensor or float (rows, k).
+
+    Block-quantized weights multiply 8-bit-quantized activations (Q8_0, as llama.cpp does) with
+    integer dot products; float weights use float32 FMA.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise ValueError(f"x must be float32, got {x.dtype}")
+    squeeze = x.ndim == 1
+    if squeeze:
+        x = x.reshape(1, -1)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D (n_tokens, k), got shape {x.shape}")
+    x = np.ascontiguousarray(x)
+    data, type_id, rows, k = _as_weight(w)
+    if x.shape[1] != k:
+        raise ValueError(f"x has {x.shape[1]} columns but w has rows of {k}")
+    y = _C.matmul(x, data, type_id, k)
+    return y[0] if squeeze else y
