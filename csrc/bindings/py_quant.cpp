@@ -51,7 +51,46 @@ void dequantize_row(QType t, const void* x, float* y, int64_t k) {
     }
 }
 
+// A prepared weight that keeps its source array alive.
+struct PyPreparedWeight {
+    py::array source;
+    PreparedWeight weight;
+};
+
 void register_quant(py::module_& m) {
+    py::class_<PyPreparedWeight>(m, "PreparedWeight")
+        .def(py::init([](py::array w, int qtype_id, int64_t k) {
+            const QType t = qtype_from_int(qtype_id);
+            require_dtype<uint8_t>(w, "w", "uint8");
+            require(w.ndim() == 2, "w must be 2-D (rows, row_bytes)");
+            require_c_contiguous(w, "w");
+            require_row_length(t, k, "prepare_weight");
+            require(w.shape(1) == qtype_row_bytes(t, k), "weight has " + std::to_string(w.shape(1)) +
+                    " bytes per row, expected " + std::to_string(qtype_row_bytes(t, k)));
+            PyPreparedWeight p{w, {}};
+            const void* data = w.data();
+            const int64_t rows = w.shape(0);
+            py::gil_scoped_release release;
+            p.weight = prepare_weight(data, t, rows, k);
+            return p;
+        }), py::arg("w"), py::arg("qtype"), py::arg("k"))
+        .def_property_readonly("rows", [](const PyPreparedWeight& p) { return p.weight.rows; })
+        .def_property_readonly("k", [](const PyPreparedWeight& p) { return p.weight.k; })
+        .def("matmul", [](const PyPreparedWeight& p, py::array x) {
+            require_dtype<float>(x, "x", "float32");
+            require(x.ndim() == 2, "x must be 2-D (n_tokens, k)");
+            require_c_contiguous(x, "x");
+            require(x.shape(1) == p.weight.k, "x has " + std::to_string(x.shape(1)) + " columns but the weight rows have " +
+                    std::to_string(p.weight.k) + " elements");
+            const int64_t n = x.shape(0);
+            py::array_t<float> y({n, p.weight.rows});
+            const float* xp = static_cast<const float*>(x.data());
+            float* yp = y.mutable_data();
+            py::gil_scoped_release release;
+            matmul_prepared(xp, n, p.weight, yp);
+            return y;
+        }, py::arg("x"), "y = x @ W.T (float32 x of shape (n_tokens, k)).");
+
     m.def("quantize_rows", [](py::array w, int src_id, int dst_id) {
         const QType src = qtype_from_int(src_id), dst = qtype_from_int(dst_id);
         require(w.ndim() == 2, "w must be 2-D (rows, k)");

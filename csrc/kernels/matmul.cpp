@@ -48,4 +48,12 @@ void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, in
     });
 }
 
+PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k) {
+    return PreparedWeight{w, wtype, rows, k};
+}
+
+void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y) {
+    matmul(x, n, w.k, w.data, w.type, w.rows, y);
+}
+
 }  // namespace llamix

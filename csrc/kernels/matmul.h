@@ -25,6 +25,18 @@ void fill_matmul_avx2(MatmulKernels& k);
 void fill_matmul_avx512(MatmulKernels& k);
 void fill_matmul_neon(MatmulKernels& k);
 
+// A weight matrix prepared once for fast multiplication (an ISA may repack it, e.g. rows
+// interleaved in tiles); it borrows the source bytes, which must outlive it.
+struct PreparedWeight {
+    const void* data = nullptr;  // the original GGUF bytes, (rows, row_bytes)
+    QType type = QType::F32;
+    int64_t rows = 0, k = 0;
+};
+
+PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k);
+// y: (n, rows) = x: (n, k) @ W.T
+void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y);
+
 // The threaded driver. x: (n, k) float32, w: (rows, k) of type wtype, y: (n, rows) float32.
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y);
 

@@ -7,3 +7,14 @@ from .quant import QuantizedTensor, matmul, quantize
 __version__ = "0.1.0"
 
 __all__ = ["QuantizedTensor", "cpu_info", "matmul", "quantize", "set_isa", "set_threads", "__version__"]
+
+# Each area adds its public names in its own block below (kept apart so branches merge cleanly).
+
+# --- inference (issue 3) ---
+
+
+# --- merging (issue 4) ---
+
+
+# --- quantize, export, quality (issue 5) ---
+

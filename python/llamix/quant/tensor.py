@@ -13,7 +13,7 @@ class QuantizedTensor:
     ``data`` is a uint8 array of shape (rows, bytes per row) holding exactly the GGUF bytes.
     """
 
-    __slots__ = ("data", "_info", "shape")
+    __slots__ = ("data", "_info", "shape", "_prepared")
 
     def __init__(self, data: np.ndarray, qtype: str | QTypeInfo, shape: tuple[int, int]):
         info = qtype_info(qtype)
@@ -27,6 +27,7 @@ class QuantizedTensor:
         self.data = data
         self._info = info
         self.shape = (rows, k)
+        self._prepared = None
 
     @classmethod
     def from_bytes(cls, data, qtype: str, shape: tuple[int, int]) -> "QuantizedTensor":
@@ -52,6 +53,12 @@ class QuantizedTensor:
     @property
     def nbytes(self) -> int:
         return self.data.nbytes
+
+    def prepared(self):
+        """The kernels' prepared form of this weight (repacked once on first use, then cached)."""
+        if self._prepared is None:
+            self._prepared = _C.PreparedWeight(self.data, self._info.gguf_id, self.shape[1])
+        return self._prepared
 
     def dequantize(self) -> np.ndarray:
         """The float32 (rows, k) matrix these blocks represent."""
@@ -127,8 +134,13 @@ def matmul(x: np.ndarray, w) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D (n_tokens, k), got shape {x.shape}")
     x = np.ascontiguousarray(x)
-    data, type_id, rows, k = _as_weight(w)
-    if x.shape[1] != k:
-        raise ValueError(f"x has {x.shape[1]} columns but w has rows of {k}")
-    y = _C.matmul(x, data, type_id, k)
+    if isinstance(w, QuantizedTensor):
+        if x.shape[1] != w.shape[1]:
+            raise ValueError(f"x has {x.shape[1]} columns but w has rows of {w.shape[1]}")
+        y = w.prepared().matmul(x)
+    else:
+        data, type_id, rows, k = _as_weight(w)
+        if x.shape[1] != k:
+            raise ValueError(f"x has {x.shape[1]} columns but w has rows of {k}")
+        y = _C.matmul(x, data, type_id, k)
     return y[0] if squeeze else y
