@@ -76,6 +76,8 @@ void register_quant(py::module_& m) {
         }), py::arg("w"), py::arg("qtype"), py::arg("k"))
         .def_property_readonly("rows", [](const PyPreparedWeight& p) { return p.weight.rows; })
         .def_property_readonly("k", [](const PyPreparedWeight& p) { return p.weight.k; })
+        .def_property_readonly("nbytes", [](const PyPreparedWeight& p) { return p.weight.packed_bytes; },
+                               "Bytes of the repacked copy (0 when the source bytes are used directly).")
         .def("matmul", [](const PyPreparedWeight& p, py::array x) {
             require_dtype<float>(x, "x", "float32");
             require(x.ndim() == 2, "x must be 2-D (n_tokens, k)");
