@@ -18,6 +18,11 @@ namespace {
 
 inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
+// v where finite, 0 elsewhere (NaN, +-inf)
+inline __m256 zero_non_finite(__m256 v) {
+    return _mm256_and_ps(v, _mm256_cmp_ps(abs_ps(v), _mm256_set1_ps(__builtin_inff()), _CMP_LT_OQ));
+}
+
 inline float hmax(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -47,13 +52,13 @@ inline __m128i pack_i32_i8(__m256i a, __m256i b) {
     return _mm256_castsi256_si128(_mm256_permute4x64_epi64(p, 0x08));
 }
 
-// roundf (half away from zero); NaN lanes become 0; saturate to [-127, 127] (the reference's rule).
+// roundf (half away from zero); non-finite lanes become 0; saturate to [-127, 127] (the reference).
 inline __m256i round_q8(__m256 v) {
     const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     const __m256 away = _mm256_cmp_ps(abs_ps(_mm256_sub_ps(v, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
     const __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
     __m256 r = _mm256_add_ps(t, _mm256_and_ps(away, one));
-    r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+    r = zero_non_finite(r);
     r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
     return _mm256_cvtps_epi32(r);
 }
@@ -93,21 +98,19 @@ void quantize_row_q4_0(const float* x, void* out, int64_t k) {
             continue;
         }
         const float amax = hmax(_mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3])));
-        float max = 0.0f;  // an all-zero block keeps +0 (the reference never picks a -0)
-        if (amax != 0.0f) {
-            const __m256 va = _mm256_set1_ps(amax);
-            uint32_t hits = 0;
-            for (int i = 0; i < 4; ++i) hits |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a[i], va, _CMP_EQ_OQ))) << (8 * i);
-            max = x[__builtin_ctz(hits)];  // the first element of largest magnitude, with its sign
-        }
+        // the first element of largest magnitude, with its sign (x[0] for an all-zero block)
+        const __m256 va = _mm256_set1_ps(amax);
+        uint32_t hits = 0;
+        for (int i = 0; i < 4; ++i) hits |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a[i], va, _CMP_EQ_OQ))) << (8 * i);
+        const float max = x[__builtin_ctz(hits)];
         const float d = max / -8.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = to_half(d);
         const __m256 vid = _mm256_set1_ps(id), half8 = _mm256_set1_ps(8.5f);
         __m256i q[4];
         for (int i = 0; i < 4; ++i) {
-            // max(v, 0) returns 0 for NaN lanes (inf * 0 in a block holding an inf), as the reference
-            const __m256 t = _mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(v[i], vid), half8), _mm256_setzero_ps());
+            // non-finite lanes (inf * 0 in a block holding an inf; x * inf under a subnormal scale) give 0
+            const __m256 t = _mm256_max_ps(zero_non_finite(_mm256_add_ps(_mm256_mul_ps(v[i], vid), half8)), _mm256_setzero_ps());
             q[i] = _mm256_cvttps_epi32(_mm256_min_ps(t, _mm256_set1_ps(15.0f)));
         }
         const __m256i lo = _mm256_or_si256(q[0], _mm256_slli_epi32(q[2], 4));  // elements j and j + 16

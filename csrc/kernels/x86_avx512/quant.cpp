@@ -24,17 +24,19 @@ inline bool has_nan(__m512 a, __m512 b) {
 
 inline __m512 abs_ps(__m512 v) { return _mm512_abs_ps(v); }
 
+inline __mmask16 finite(__m512 v) { return _mm512_cmp_ps_mask(abs_ps(v), _mm512_set1_ps(__builtin_inff()), _CMP_LT_OQ); }
+
 inline uint16_t to_half(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
 // roundf (half away from zero): truncate, then step away from zero when the (exact) remainder
-// is at least one half. NaN lanes become 0, then saturate to [-127, 127] as the reference does.
+// is at least one half. Non-finite lanes become 0, then saturate to [-127, 127] (the reference).
 inline __m512i round_q8(__m512 v) {
     const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     const __m512 frac = abs_ps(_mm512_sub_ps(v, t));
     const __mmask16 away = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ);
     const __m512 one = _mm512_or_ps(_mm512_set1_ps(1.0f), _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
     __m512 r = _mm512_mask_add_ps(t, away, t, one);
-    r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, r, _CMP_ORD_Q), r);
+    r = _mm512_maskz_mov_ps(finite(r), r);
     r = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
     return _mm512_cvtps_epi32(r);
 }
@@ -71,21 +73,20 @@ void quantize_row_q4_0(const float* x, void* out, int64_t k) {
         }
         const __m512 a0 = abs_ps(x0), a1 = abs_ps(x1);
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
-        float max = 0.0f;  // an all-zero block keeps +0 (the reference never picks a -0)
-        if (amax != 0.0f) {
-            const __m512 va = _mm512_set1_ps(amax);
-            const uint32_t hits = uint32_t(_mm512_cmp_ps_mask(a0, va, _CMP_EQ_OQ)) |
-                                  (uint32_t(_mm512_cmp_ps_mask(a1, va, _CMP_EQ_OQ)) << 16);
-            max = x[__builtin_ctz(hits)];  // the first element of largest magnitude, with its sign
-        }
+        // the first element of largest magnitude, with its sign (x[0] for an all-zero block)
+        const __m512 va = _mm512_set1_ps(amax);
+        const uint32_t hits = uint32_t(_mm512_cmp_ps_mask(a0, va, _CMP_EQ_OQ)) |
+                              (uint32_t(_mm512_cmp_ps_mask(a1, va, _CMP_EQ_OQ)) << 16);
+        const float max = x[__builtin_ctz(hits)];
         const float d = max / -8.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = to_half(d);
         const __m512 vid = _mm512_set1_ps(id), half8 = _mm512_set1_ps(8.5f);
         const __m512 zero = _mm512_setzero_ps(), fifteen = _mm512_set1_ps(15.0f);
-        // max(v, 0) returns 0 for NaN lanes (inf * 0 in a block holding an inf), as the reference
-        const __m512 v0 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(x0, vid), half8), zero), fifteen);
-        const __m512 v1 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(x1, vid), half8), zero), fifteen);
+        // non-finite lanes (inf * 0 in a block holding an inf; x * inf under a subnormal scale) give 0
+        __m512 v0 = _mm512_add_ps(_mm512_mul_ps(x0, vid), half8), v1 = _mm512_add_ps(_mm512_mul_ps(x1, vid), half8);
+        v0 = _mm512_min_ps(_mm512_max_ps(_mm512_maskz_mov_ps(finite(v0), v0), zero), fifteen);
+        v1 = _mm512_min_ps(_mm512_max_ps(_mm512_maskz_mov_ps(finite(v1), v1), zero), fifteen);
         const __m512i q = _mm512_or_si512(_mm512_cvttps_epi32(v0), _mm512_slli_epi32(_mm512_cvttps_epi32(v1), 4));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(y[b].qs), _mm512_cvtepi32_epi8(q));
     }
