@@ -101,19 +101,24 @@ void matmul_blocks(const float* x, int64_t n, int64_t k, QType t, const uint8_t*
 
 void matmul_floats(const float* x, int64_t n, int64_t k, const void* w, QType t, int64_t rows, float* y) {
     const MatmulKernels& K = kernels().matmul;
-    float (*dot)(int64_t, const void*, const float*) = nullptr;
+    MatmulKernels::FloatGemm gemm = nullptr;
     switch (t) {
-        case QType::F32: dot = K.dot_f32_f32; break;
-        case QType::F16: dot = K.dot_f16_f32; break;
-        case QType::BF16: dot = K.dot_bf16_f32; break;
+        case QType::F32: gemm = K.gemm_f32; break;
+        case QType::F16: gemm = K.gemm_f16; break;
+        case QType::BF16: gemm = K.gemm_bf16; break;
         default: throw std::invalid_argument("matmul: unsupported weight type");
     }
     const auto* wbytes = static_cast<const uint8_t*>(w);
     const int64_t row_bytes = qtype_row_bytes(t, k);
-    ThreadPool::instance().parallel_for(ceil_div(rows, kFloatRowsPerTask), [&](int64_t task, int) {
-        const int64_t r1 = std::min(rows, (task + 1) * kFloatRowsPerTask);
-        for (int64_t r = task * kFloatRowsPerTask; r < r1; ++r)
-            for (int64_t i = 0; i < n; ++i) y[i * rows + r] = dot(k, wbytes + r * row_bytes, x + i * k);
+    // (16 rows) x (a token chunk whose activations stay in L2)
+    const int64_t row_tasks = ceil_div(rows, kFloatRowsPerTask);
+    const int64_t tokens_per_chunk = std::max<int64_t>(4, kActChunkBytes / 2 / (k * int64_t(sizeof(float))) / 4 * 4);
+    const int64_t chunks = ceil_div(n, tokens_per_chunk);
+    ThreadPool::instance().parallel_for(row_tasks * chunks, [&](int64_t task, int) {
+        const int64_t chunk = task / row_tasks, r0 = (task % row_tasks) * kFloatRowsPerTask;
+        const int64_t t0 = chunk * tokens_per_chunk;
+        gemm(wbytes + r0 * row_bytes, std::min(kFloatRowsPerTask, rows - r0), k, x + t0 * k,
+             std::min(tokens_per_chunk, n - t0), y + t0 * rows + r0, rows);
     });
 }
 

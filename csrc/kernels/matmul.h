@@ -53,6 +53,13 @@ struct MatmulKernels {
     float (*dot_f16_f32)(int64_t k, const void* w, const float* x) = nullptr;
     float (*dot_bf16_f32)(int64_t k, const void* w, const float* x) = nullptr;
     float (*dot_f32_f32)(int64_t k, const void* w, const float* x) = nullptr;
+    // Float weights, many at once: `rows` consecutive weight rows (k elements each) against n
+    // activation rows (k apart): y[t * y_stride + r]. Float32 accumulation, order per ISA.
+    using FloatGemm = void (*)(const void* w, int64_t rows, int64_t k, const float* x, int64_t n, float* y,
+                               int64_t y_stride);
+    FloatGemm gemm_f16 = nullptr;
+    FloatGemm gemm_bf16 = nullptr;
+    FloatGemm gemm_f32 = nullptr;
 };
 
 void fill_matmul_ref(MatmulKernels& k);

@@ -128,6 +128,9 @@ void fill_matmul_neon(MatmulKernels& k) {
     k.dot_f32_f32 = neon::dot_f32_f32;
     k.dot_f16_f32 = neon::dot_f16_f32;
     k.dot_bf16_f32 = neon::dot_bf16_f32;
+    k.gemm_f16 = neon::gemm_float<neon::dot_f16_f32, 2>;
+    k.gemm_bf16 = neon::gemm_float<neon::dot_bf16_f32, 2>;
+    k.gemm_f32 = neon::gemm_float<neon::dot_f32_f32, 4>;
 }
 
 }  // namespace llamix

@@ -158,6 +158,14 @@ float dot_bf16_f32(int64_t k, const void* w, const float* x) {
     });
 }
 
+// Float weights, many rows and tokens: this ISA's row dots (the weight row stays in L1 across tokens).
+template <float (*Dot)(int64_t, const void*, const float*), int64_t ElemBytes>
+void gemm_float(const void* w, int64_t rows, int64_t k, const float* x, int64_t n, float* y, int64_t y_stride) {
+    const auto* wb = static_cast<const uint8_t*>(w);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t t = 0; t < n; ++t) y[t * y_stride + r] = Dot(k, wb + r * k * ElemBytes, x + t * k);
+}
+
 }  // namespace avx2
 
 void fill_matmul_avx2(MatmulKernels& k) {
@@ -167,6 +175,9 @@ void fill_matmul_avx2(MatmulKernels& k) {
     k.dot_f32_f32 = avx2::dot_f32_f32;
     k.dot_f16_f32 = avx2::dot_f16_f32;
     k.dot_bf16_f32 = avx2::dot_bf16_f32;
+    k.gemm_f16 = avx2::gemm_float<avx2::dot_f16_f32, 2>;
+    k.gemm_bf16 = avx2::gemm_float<avx2::dot_bf16_f32, 2>;
+    k.gemm_f32 = avx2::gemm_float<avx2::dot_f32_f32, 4>;
 }
 
 }  // namespace llamix
