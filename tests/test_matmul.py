@@ -81,6 +81,25 @@ def test_block_matmul_bit_identical_to_scalar(isa, qtype, n, rows, k):
     np.testing.assert_array_equal(raw, ref)
 
 
+def test_q8_0_weights_at_minus_128(isa):
+    """-128 is a valid int8 in a Q8_0 file (our quantizer never writes it, other tools may): every
+    kernel must still compute the exact integer dot."""
+    rng = np.random.default_rng(5)
+    rows, k = 19, 96
+    blocks = np.zeros((rows, k // 32, 34), np.uint8)
+    blocks[:, :, :2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    qs = rng.integers(-128, 128, (rows, k // 32, 32), dtype=np.int8)
+    qs[:, :, ::3] = -128
+    blocks[:, :, 2:] = qs.view(np.uint8)
+    qw = llamix.QuantizedTensor(blocks.reshape(rows, -1), "q8_0", (rows, k))
+    x = (rng.standard_normal((3, k)) * 2).astype(np.float32)
+    x[:, 1::2] = -np.abs(x[:, 1::2])  # negative activations against -128
+    ref = _with_isa("scalar", lambda: _C.matmul(x, qw.data, 8, k))
+    np.testing.assert_array_equal(llamix.matmul(x, qw), ref)
+    err = np.abs(ref - _oracle(x, qw))
+    assert (err <= _act_rounding_bound(x, qw.dequantize())).all()
+
+
 def test_prepared_weight_stays_valid_across_isas():
     rng = np.random.default_rng(3)
     qw = llamix.quantize(rng.standard_normal((40, 128)).astype(np.float32), "q4_0")

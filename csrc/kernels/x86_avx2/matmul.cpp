@@ -3,7 +3,7 @@
 // activation block gives each row two int16 partial sums, pmaddwd with ones folds them to int32.
 // Q4_0: nibbles (0..15) times int8 (|x| <= 127) keep all 8 partial sums of a block within int16
 // (8 * 2 * 15 * 127 = 30480), so one pmaddwd per block suffices. Q8_0 uses the sign trick
-// (|x| times sign-adjusted weights) and widens per 4-byte piece. The float accumulation is the
+// (|w| times sign-adjusted activations) and widens per 4-byte piece. The float accumulation is the
 // reference's: (d_w * d_x) * float(isum), added in block order.
 #include <immintrin.h>
 
@@ -80,7 +80,9 @@ void q8_0_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float ou
                 const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
                 const __m256i ws = _mm256_xor_si256(v, bias);  // back to int8
                 const __m256i xv = bcast4(xb.qs + 4 * c);
-                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(ws, xv));
+                // |w| times x with w's sign: x is within [-127, 127], so negating it never overflows
+                // (a weight of -128, which other tools may write, becomes 128 unsigned)
+                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(ws, ws), _mm256_sign_epi8(xv, ws));
                 s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
             }
             acc[i] = accumulate(acc[i], dw, xb, s, 0);
