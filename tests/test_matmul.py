@@ -207,3 +207,30 @@ def test_out_must_not_overlap_x():
 def test_empty_inputs():
     qw = _q4()
     assert llamix.matmul(np.zeros((0, 64), np.float32), qw).shape == (0, 4)
+
+
+@pytest.mark.parametrize("n", [1, 5, 40])
+def test_matmul_many_equals_separate_calls(isa, threads, n):
+    rng = np.random.default_rng(n)
+    k = 128
+    ws = [llamix.quantize(rng.standard_normal((rows, k)).astype(np.float32), qt)
+          for rows, qt in [(48, "q4_0"), (17, "q8_0"), (16, "f16"), (33, "q4_0")]]
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    outs = [np.full((n, w.shape[0]), np.nan, np.float32) for w in ws]
+    got = llamix.matmul_many(x, ws, outs)
+    for w, y, out in zip(ws, got, outs):
+        assert y is out
+        np.testing.assert_array_equal(y, llamix.matmul(x, w))
+
+
+def test_matmul_many_bad_input():
+    a = llamix.quantize(np.ones((4, 64), np.float32), "q4_0")
+    b = llamix.quantize(np.ones((4, 32), np.float32), "q4_0")
+    x = np.ones((2, 64), np.float32)
+    for bad in [lambda: llamix.matmul_many(x, [a, b]),                     # different k
+                lambda: llamix.matmul_many(x, []),                         # nothing to do
+                lambda: llamix.matmul_many(x, [a, np.ones((4, 64))]),      # not quantized
+                lambda: llamix.matmul_many(x, [a], [np.ones((2, 5), np.float32)]),  # out shape
+                lambda: llamix.matmul_many(x, [a, a], [np.ones((2, 4), np.float32)])]:  # outs count
+        with pytest.raises(ValueError):
+            bad()

@@ -88,6 +88,10 @@ PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t 
 // y: (n, rows) = x: (n, k) @ W.T
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y);
 
+// Several weights with the same k against the same x (e.g. q, k, v or gate, up): the activations
+// are quantized once and all block weights share one parallel region. ys[i]: (n, ws[i]->rows).
+void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const* ws, float* const* ys, int count);
+
 // The same on raw GGUF bytes (groups are packed per task into a small per-thread buffer).
 // x: (n, k) float32, w: (rows, k) of type wtype, y: (n, rows) float32.
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y);
