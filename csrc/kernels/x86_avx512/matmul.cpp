@@ -176,9 +176,8 @@ struct LoadBF16 {
 };
 
 // R weight rows x T tokens in R*T accumulators: each loaded vector feeds R or T FMAs.
-// Elements [i0, i1) of the rows; the sums are added to y unless `first`.
 template <class L, int R, int T>
-void float_tile(const void* w, int64_t k, int64_t i0, int64_t i1, const float* x, float* y, int64_t y_stride, bool first) {
+void float_tile(const void* w, int64_t k, const float* x, float* y, int64_t y_stride) {
     __m512 acc[R][T];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r)
@@ -198,40 +197,32 @@ void float_tile(const void* w, int64_t k, int64_t i0, int64_t i1, const float* x
 #pragma GCC unroll 4
             for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv[r], xv[t], acc[r][t]);
     };
-    int64_t i = i0;
-    for (; i + 16 <= i1; i += 16) step(i);
-    if (i < i1) step(i, tail_mask(i1 - i));
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) step(i);
+    if (i < k) step(i, tail_mask(k - i));
     for (int r = 0; r < R; ++r)
-        for (int t = 0; t < T; ++t) {
-            const float sum = _mm512_reduce_add_ps(acc[r][t]);
-            y[t * y_stride + r] = first ? sum : y[t * y_stride + r] + sum;
-        }
+        for (int t = 0; t < T; ++t) y[t * y_stride + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
 constexpr int kFloatTile = 4;
-constexpr int64_t kFloatSlice = 256;  // elements per pass: 16 rows and 16 tokens of it stay in L1
-using FloatTileFn = void (*)(const void*, int64_t, int64_t, int64_t, const float*, float*, int64_t, bool);
+using FloatTileFn = void (*)(const void*, int64_t, const float*, float*, int64_t);
 
 template <class L, int... I>
 constexpr std::array<FloatTileFn, sizeof...(I)> float_tiles(std::integer_sequence<int, I...>) {
     return {float_tile<L, I / kFloatTile + 1, I % kFloatTile + 1>...};
 }
 
-// Tiles of 4 rows x 4 tokens over slices of k (a fixed order: results do not depend on threads);
-// the last row and token tiles pick smaller instantiations.
+// Tiles of 4 rows x 4 tokens over the whole of k (so a token's result does not depend on the
+// others in the call); the last row and token tiles pick smaller instantiations.
 template <class L>
 void gemm_float(const void* w, int64_t rows, int64_t k, const float* x, int64_t n, float* y, int64_t y_stride) {
     static constexpr auto tiles = float_tiles<L>(std::make_integer_sequence<int, kFloatTile * kFloatTile>{});
     const auto* wb = static_cast<const uint8_t*>(w);
-    for (int64_t i0 = 0; i0 < k; i0 += kFloatSlice) {
-        const int64_t i1 = k - i0 < kFloatSlice ? k : i0 + kFloatSlice;
-        for (int64_t r = 0; r < rows; r += kFloatTile) {
-            const int nr = rows - r < kFloatTile ? int(rows - r) : kFloatTile;
-            for (int64_t t = 0; t < n; t += kFloatTile) {
-                const int nt = n - t < kFloatTile ? int(n - t) : kFloatTile;
-                tiles[(nr - 1) * kFloatTile + nt - 1](wb + r * k * L::bytes, k, i0, i1, x + t * k,
-                                                      y + t * y_stride + r, y_stride, i0 == 0);
-            }
+    for (int64_t r = 0; r < rows; r += kFloatTile) {
+        const int nr = rows - r < kFloatTile ? int(rows - r) : kFloatTile;
+        for (int64_t t = 0; t < n; t += kFloatTile) {
+            const int nt = n - t < kFloatTile ? int(n - t) : kFloatTile;
+            tiles[(nr - 1) * kFloatTile + nt - 1](wb + r * k * L::bytes, k, x + t * k, y + t * y_stride + r, y_stride);
         }
     }
 }
