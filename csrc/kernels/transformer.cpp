@@ -45,13 +45,12 @@ void TransformerWeights::prepare() {
     prepare_one(output);
     for (auto& l : layers)
         for (WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) prepare_one(*r);
-    prepared_for = kernels().isa;
     is_prepared = true;
 }
 
 void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* tokens, int64_t n, int64_t pos,
                          float* logits, int64_t n_out) {
-    if (!w.is_prepared || w.prepared_for != kernels().isa) w.prepare();  // the kernel variant was switched since loading
+    if (!w.is_prepared) w.prepare();  // prepared layouts are shared by every kernel variant
     const TransformerConfig& c = w.cfg;
     const OpsKernels& K = kernels().ops;
     const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;

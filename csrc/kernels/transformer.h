@@ -42,10 +42,9 @@ struct TransformerWeights {
     const float* output_norm = nullptr;  // (dim)
     WeightRef output;                  // (vocab, dim)
     std::vector<float> inv_freq;       // (head_dim / 2) RoPE inverse frequencies (scaling applied)
-    Isa prepared_for = Isa::scalar;
     bool is_prepared = false;
 
-    // (Re)prepare every weight for the active kernel variant.
+    // Prepare (repack) every weight once; the prepared layout serves every kernel variant.
     void prepare();
 };
 

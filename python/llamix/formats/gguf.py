@@ -324,6 +324,9 @@ class GGUFWriter:
         try:
             with os.fdopen(fd, "wb") as f:
                 self._write_to(f)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
             os.replace(tmp, self.path)
         except BaseException:
             try:
