@@ -97,3 +97,22 @@ def test_ops_reject_bad_input():
         _C.rmsnorm(np.zeros((2, 4), np.float32), np.zeros(5, np.float32), 1e-5)
     with pytest.raises(ValueError):
         _C.attention(np.zeros(8, np.float32), np.zeros((0, 8), np.float32), np.zeros((0, 8), np.float32), 1.0)
+
+
+@pytest.mark.parametrize("n_keys", [1, 9, 300])
+@pytest.mark.parametrize("head_dim", [8, 64, 100])
+def test_attention_fp16_cache(isa, n_keys, head_dim):
+    """With fp16 keys/values the kernel computes exactly the float32 attention of the rounded
+    values (the conversion is exact), so the float32 bound applies to that oracle."""
+    rng = np.random.default_rng(n_keys + head_dim)
+    q = rng.standard_normal(head_dim).astype(np.float32)
+    k = rng.standard_normal((n_keys, head_dim)).astype(np.float16)
+    v = rng.standard_normal((n_keys, head_dim)).astype(np.float16)
+    scale = float(1 / np.sqrt(head_dim))
+    out = _C.attention_f16(q, k.view(np.uint16), v.view(np.uint16), scale)
+    exact = _C.attention(q, k.astype(np.float32), v.astype(np.float32), scale)
+    assert np.allclose(out, exact, rtol=1e-5, atol=1e-6)
+    s = k.astype(np.float64) @ q * scale
+    p = np.exp(s - s.max())
+    ref = (p / p.sum()) @ v.astype(np.float64)
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(v).max()

@@ -98,6 +98,27 @@ void register_ops(py::module_& m) {
         kernels().ops.swiglu(gp, up, yp, n);
         return y;
     }, py::arg("g"), py::arg("u"), "silu(g) * u.");
+    m.def("attention_f16", [](py::array q, py::array k, py::array v, float scale) {
+        require_dtype<float>(q, "q", "float32");
+        require(q.ndim() == 1, "q must be 1-D (head_dim)");
+        const int64_t hd = q.shape(0);
+        for (auto* a : {&k, &v}) {
+            require_dtype<uint16_t>(*a, "k/v", "uint16 (fp16 bit patterns)");
+            require(a->ndim() == 2 && a->shape(1) == hd && a->shape(0) > 0, "k and v must be (n_keys >= 1, head_dim)");
+            require_c_contiguous(*a, "k/v");
+        }
+        require(k.shape(0) == v.shape(0), "k and v must have the same number of rows");
+        const int64_t nk = k.shape(0);
+        const float* qp = f32_vector(q, hd, "q");
+        py::array_t<float> out(hd);
+        std::vector<float> scratch(static_cast<size_t>(nk));
+        const auto* kp = static_cast<const uint16_t*>(k.data());
+        const auto* vp = static_cast<const uint16_t*>(v.data());
+        float* op = out.mutable_data();
+        py::gil_scoped_release release;
+        kernels().ops.attention_f16(qp, kp, vp, hd, nk, hd, scale, op, scratch.data());
+        return out;
+    }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), "attention with fp16 keys/values (uint16 bits).");
     m.def("attention", [](py::array q, py::array k, py::array v, float scale) {
         require_dtype<float>(q, "q", "float32");
         require(q.ndim() == 1, "q must be 1-D (head_dim)");
@@ -117,14 +138,17 @@ void register_ops(py::module_& m) {
     }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), "softmax(scale * k @ q) @ v for one query.");
 
     py::class_<KVCache>(m, "KVCache")
-        .def(py::init([](int64_t n_layers, int64_t n_ctx, int64_t kv_dim) {
+        .def(py::init([](int64_t n_layers, int64_t n_ctx, int64_t kv_dim, const std::string& type) {
             require(n_layers > 0 && n_ctx > 0 && kv_dim > 0, "KVCache dimensions must be positive");
-            return new KVCache(n_layers, n_ctx, kv_dim);
-        }), py::arg("n_layers"), py::arg("n_ctx"), py::arg("kv_dim"))
+            require(type == "f32" || type == "f16", "KV cache type must be 'f32' or 'f16', got '" + type + "'");
+            py::gil_scoped_release release;
+            return new KVCache(n_layers, n_ctx, kv_dim, type == "f16");
+        }), py::arg("n_layers"), py::arg("n_ctx"), py::arg("kv_dim"), py::arg("type") = "f32")
         .def_readonly("n_ctx", &KVCache::n_ctx)
         .def_readonly("n_layers", &KVCache::n_layers)
         .def_readonly("kv_dim", &KVCache::kv_dim)
-        .def_property_readonly("nbytes", [](const KVCache& c) { return 2 * c.k.size() * sizeof(float); });
+        .def_property_readonly("type", [](const KVCache& c) { return std::string(c.f16 ? "f16" : "f32"); })
+        .def_property_readonly("nbytes", &KVCache::nbytes);
 
     py::class_<PyTransformer>(m, "Transformer")
         .def(py::init([](int64_t dim, int64_t n_layers, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,

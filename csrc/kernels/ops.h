@@ -22,6 +22,9 @@ struct OpsKernels {
     // scratch: n_keys floats.
     void (*attention)(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys,
                       int64_t head_dim, float scale, float* out, float* scratch) = nullptr;
+    // The same with keys and values stored as fp16 (IEEE half bit patterns).
+    void (*attention_f16)(const float* q, const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n_keys,
+                          int64_t head_dim, float scale, float* out, float* scratch) = nullptr;
 };
 
 void fill_ops_ref(OpsKernels& k);

@@ -33,6 +33,11 @@ struct TransformerLayer {
     WeightRef wo;                      // (dim, n_heads * head_dim)
     WeightRef w_gate, w_up;            // (hidden, dim)
     WeightRef w_down;                  // (dim, hidden)
+    // Block-quantized q/k/v (and gate/up) of one type are also prepared as one matrix with their
+    // rows stacked, so a token multiplies them in one pass over one quantized activation.
+    bool fused_qkv = false, fused_gate_up = false;
+    PreparedWeight wqkv;               // (n_heads * head_dim + 2 * kv_dim, dim)
+    PreparedWeight w_gate_up;          // (2 * hidden, dim)
 };
 
 struct TransformerWeights {
@@ -48,12 +53,24 @@ struct TransformerWeights {
     void prepare();
 };
 
-// Keys and values of every layer and position: (n_layers, n_ctx, kv_dim) float32 each.
+// Keys and values of every layer and position: (n_layers, n_ctx, kv_dim) each, float32 or fp16.
 struct KVCache {
     int64_t n_layers = 0, n_ctx = 0, kv_dim = 0;
-    std::vector<float> k, v;
-    KVCache(int64_t layers, int64_t ctx, int64_t kvd)
-        : n_layers(layers), n_ctx(ctx), kv_dim(kvd), k(size_t(layers * ctx * kvd)), v(size_t(layers * ctx * kvd)) {}
+    bool f16 = false;
+    std::vector<float> k, v;          // float32 cache
+    std::vector<uint16_t> k16, v16;   // fp16 cache
+    KVCache(int64_t layers, int64_t ctx, int64_t kvd, bool half)
+        : n_layers(layers), n_ctx(ctx), kv_dim(kvd), f16(half) {
+        const size_t n = size_t(layers * ctx * kvd);
+        if (half) {
+            k16.resize(n);
+            v16.resize(n);
+        } else {
+            k.resize(n);
+            v.resize(n);
+        }
+    }
+    size_t nbytes() const { return (k.size() + v.size()) * sizeof(float) + (k16.size() + v16.size()) * 2; }
 };
 
 // Runs tokens[0..n) at positions pos..pos+n-1 (the cache must already hold positions < pos) and

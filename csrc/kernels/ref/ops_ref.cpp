@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/fp16.h"
 #include "kernels/ops.h"
 
 namespace llamix {
@@ -33,13 +34,15 @@ void add(float* y, const float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
-void attention(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys, int64_t head_dim,
-               float scale, float* out, float* scratch) {
+// One body for float32 and fp16 caches: `load` widens an element to float32.
+template <class T, class Load>
+void attention_impl(const float* q, const T* k, const T* v, int64_t stride, int64_t n_keys, int64_t head_dim,
+                    float scale, float* out, float* scratch, Load load) {
     float mx = -INFINITY;
     for (int64_t j = 0; j < n_keys; ++j) {  // scores (n_keys)
-        const float* kj = k + j * stride;
+        const T* kj = k + j * stride;
         float s = 0.0f;
-        for (int64_t d = 0; d < head_dim; ++d) s += q[d] * kj[d];
+        for (int64_t d = 0; d < head_dim; ++d) s += q[d] * load(kj[d]);
         scratch[j] = s * scale;
         mx = std::max(mx, scratch[j]);
     }
@@ -52,9 +55,19 @@ void attention(const float* q, const float* k, const float* v, int64_t stride, i
     for (int64_t d = 0; d < head_dim; ++d) out[d] = 0.0f;
     for (int64_t j = 0; j < n_keys; ++j) {  // out (head_dim) = sum_j p_j v_j
         const float p = scratch[j] * inv;
-        const float* vj = v + j * stride;
-        for (int64_t d = 0; d < head_dim; ++d) out[d] += p * vj[d];
+        const T* vj = v + j * stride;
+        for (int64_t d = 0; d < head_dim; ++d) out[d] += p * load(vj[d]);
     }
+}
+
+void attention(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys, int64_t head_dim,
+               float scale, float* out, float* scratch) {
+    attention_impl(q, k, v, stride, n_keys, head_dim, scale, out, scratch, [](float x) { return x; });
+}
+
+void attention_f16(const float* q, const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n_keys,
+                   int64_t head_dim, float scale, float* out, float* scratch) {
+    attention_impl(q, k, v, stride, n_keys, head_dim, scale, out, scratch, fp16_to_fp32);
 }
 
 }  // namespace ref
@@ -65,6 +78,7 @@ void fill_ops_ref(OpsKernels& k) {
     k.swiglu = ref::swiglu;
     k.add = ref::add;
     k.attention = ref::attention;
+    k.attention_f16 = ref::attention_f16;
 }
 
 }  // namespace llamix

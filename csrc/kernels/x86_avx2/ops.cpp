@@ -87,17 +87,30 @@ void add(float* y, const float* x, int64_t n) {
     for (; i < n; ++i) y[i] += x[i];
 }
 
-void attention(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys, int64_t head_dim,
-               float scale, float* out, float* scratch) {
+// Loads of 8 / 1 cache elements as float32, for float32 and fp16 caches.
+struct F32Cache {
+    using T = float;
+    static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+    static float load1(const float* p) { return *p; }
+};
+struct F16Cache {
+    using T = uint16_t;
+    static __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+    static float load1(const uint16_t* p) { return _cvtsh_ss(*p); }
+};
+
+template <class C>
+void attention_impl(const float* q, const typename C::T* k, const typename C::T* v, int64_t stride, int64_t n_keys,
+                    int64_t head_dim, float scale, float* out, float* scratch) {
     const int64_t hd8 = head_dim & ~int64_t(7);
     // scores (n_keys)
     float mx = -INFINITY;
     for (int64_t j = 0; j < n_keys; ++j) {
-        const float* kj = k + j * stride;
+        const typename C::T* kj = k + j * stride;
         __m256 acc = _mm256_setzero_ps();
-        for (int64_t d = 0; d < hd8; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kj + d), acc);
+        for (int64_t d = 0; d < hd8; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), C::load8(kj + d), acc);
         float s = hsum(acc);
-        for (int64_t d = hd8; d < head_dim; ++d) s += q[d] * kj[d];
+        for (int64_t d = hd8; d < head_dim; ++d) s += q[d] * C::load1(kj + d);
         scratch[j] = s * scale;
         mx = std::max(mx, scratch[j]);
     }
@@ -122,16 +135,26 @@ void attention(const float* q, const float* k, const float* v, int64_t stride, i
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int64_t jj = 0; jj < n_keys; ++jj) {
             const __m256 p = _mm256_set1_ps(scratch[jj] * inv);
-            const float* vj = v + jj * stride + d0;
-            for (int64_t c = 0; c < nd / 8; ++c) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), acc[c]);
+            const typename C::T* vj = v + jj * stride + d0;
+            for (int64_t c = 0; c < nd / 8; ++c) acc[c] = _mm256_fmadd_ps(p, C::load8(vj + 8 * c), acc[c]);
         }
         for (int64_t c = 0; c < nd / 8; ++c) _mm256_storeu_ps(out + d0 + 8 * c, acc[c]);
     }
     for (int64_t d = hd8; d < head_dim; ++d) {
         float acc = 0.0f;
-        for (int64_t jj = 0; jj < n_keys; ++jj) acc += scratch[jj] * inv * v[jj * stride + d];
+        for (int64_t jj = 0; jj < n_keys; ++jj) acc += scratch[jj] * inv * C::load1(v + jj * stride + d);
         out[d] = acc;
     }
+}
+
+void attention(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys, int64_t head_dim,
+               float scale, float* out, float* scratch) {
+    attention_impl<F32Cache>(q, k, v, stride, n_keys, head_dim, scale, out, scratch);
+}
+
+void attention_f16(const float* q, const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n_keys,
+                   int64_t head_dim, float scale, float* out, float* scratch) {
+    attention_impl<F16Cache>(q, k, v, stride, n_keys, head_dim, scale, out, scratch);
 }
 
 }  // namespace avx2
@@ -141,6 +164,7 @@ void fill_ops_avx2(OpsKernels& k) {
     k.swiglu = avx2::swiglu;
     k.add = avx2::add;
     k.attention = avx2::attention;
+    k.attention_f16 = avx2::attention_f16;
 }
 
 }  // namespace llamix

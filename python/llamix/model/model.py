@@ -30,7 +30,8 @@ class Model:
     float32 arrays (norms): the model exactly as it computes, e.g. for export.
     """
 
-    def __init__(self, checkpoint: Checkpoint, n_ctx: int | None = None, threads: int | None = None):
+    def __init__(self, checkpoint: Checkpoint, n_ctx: int | None = None, threads: int | None = None,
+                 kv_cache: str = "f32"):
         self.config: ModelConfig = checkpoint.config
         self.tokenizer: Tokenizer | None = checkpoint.tokenizer
         self.tensors: dict[str, QuantizedTensor | np.ndarray] = checkpoint.tensors
@@ -58,7 +59,7 @@ class Model:
                         *(spec(b + n + ".weight") for n in LAYER_TENSORS if not n.endswith("norm")))
         t.prepare()
         self._t = t
-        self._cache = _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim)
+        self._cache = _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, kv_cache)
         self.n_past = 0              # positions filled in the cache
         self._cached: list[int] = []  # the tokens that filled them
 
@@ -217,7 +218,7 @@ def _overlap(text: str, stop: str) -> int:
 
 
 def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | None = None, quant: str | None = None,
-         threads: int | None = None, n_ctx: int | None = None) -> Model:
+         threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32") -> Model:
     """Load a model: a GGUF file (architecture ``llama``), a Hugging Face folder (config.json +
     safetensors) or a llama2.c ``.bin`` checkpoint.
 
@@ -226,5 +227,7 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | Non
       (tensor by tensor from the mapping); ``None`` keeps the stored types.
     - ``threads``: compute threads (default: physical cores); ``n_ctx``: KV cache length
       (default: the training context, at most 2048).
+    - ``kv_cache``: ``"f32"`` (default, exact) or ``"f16"`` (half the memory, as llama.cpp keeps it).
     """
-    return Model(load_checkpoint(path, tokenizer=tokenizer, quant=quant), n_ctx=n_ctx, threads=threads)
+    return Model(load_checkpoint(path, tokenizer=tokenizer, quant=quant), n_ctx=n_ctx, threads=threads,
+                 kv_cache=kv_cache)
