@@ -99,26 +99,61 @@ struct F16Cache {
     static float load1(const uint16_t* p) { return _cvtsh_ss(*p); }
 };
 
+// Sums of four vectors' lanes, returned as lanes 0..3 of one 128-bit vector.
+inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);  // pairwise sums
+    const __m256 abcd = _mm256_hadd_ps(ab, cd);
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+// Scores use four keys at a time (four independent FMA chains instead of one latency-bound
+// chain); the weighted sum of values keeps up to 64 output lanes in registers per pass.
 template <class C>
 void attention_impl(const float* q, const typename C::T* k, const typename C::T* v, int64_t stride, int64_t n_keys,
                     int64_t head_dim, float scale, float* out, float* scratch) {
+    using T = typename C::T;
     const int64_t hd8 = head_dim & ~int64_t(7);
     // scores (n_keys)
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n_keys; ++j) {
-        const typename C::T* kj = k + j * stride;
+    int64_t j = 0;
+    for (; j + 4 <= n_keys; j += 4) {
+        const T* k0 = k + j * stride;
+        const T* k1 = k0 + stride;
+        const T* k2 = k1 + stride;
+        const T* k3 = k2 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int64_t d = 0; d < hd8; d += 8) {
+            const __m256 qv = _mm256_loadu_ps(q + d);
+            a0 = _mm256_fmadd_ps(qv, C::load8(k0 + d), a0);
+            a1 = _mm256_fmadd_ps(qv, C::load8(k1 + d), a1);
+            a2 = _mm256_fmadd_ps(qv, C::load8(k2 + d), a2);
+            a3 = _mm256_fmadd_ps(qv, C::load8(k3 + d), a3);
+        }
+        alignas(16) float s4[4];
+        _mm_store_ps(s4, hsum4(a0, a1, a2, a3));
+        for (int64_t d = hd8; d < head_dim; ++d) {
+            s4[0] += q[d] * C::load1(k0 + d);
+            s4[1] += q[d] * C::load1(k1 + d);
+            s4[2] += q[d] * C::load1(k2 + d);
+            s4[3] += q[d] * C::load1(k3 + d);
+        }
+        for (int i = 0; i < 4; ++i) scratch[j + i] = s4[i] * scale;
+    }
+    for (; j < n_keys; ++j) {
+        const T* kj = k + j * stride;
         __m256 acc = _mm256_setzero_ps();
         for (int64_t d = 0; d < hd8; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), C::load8(kj + d), acc);
         float s = hsum(acc);
         for (int64_t d = hd8; d < head_dim; ++d) s += q[d] * C::load1(kj + d);
         scratch[j] = s * scale;
-        mx = std::max(mx, scratch[j]);
     }
     // softmax numerators and their sum
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    for (j = 0; j + 8 <= n_keys; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(scratch + j));
+    float mx = hmax(vmax);
+    for (; j < n_keys; ++j) mx = std::max(mx, scratch[j]);
     const __m256 m = _mm256_set1_ps(mx);
     __m256 vsum = _mm256_setzero_ps();
-    int64_t j = 0;
-    for (; j + 8 <= n_keys; j += 8) {
+    for (j = 0; j + 8 <= n_keys; j += 8) {
         const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(scratch + j), m));
         _mm256_storeu_ps(scratch + j, e);
         vsum = _mm256_add_ps(vsum, e);
@@ -129,16 +164,21 @@ void attention_impl(const float* q, const typename C::T* k, const typename C::T*
         sum += scratch[j];
     }
     const float inv = 1.0f / sum;
-    // out (head_dim) = sum_j p_j v_j, accumulated in registers 32 lanes at a time
-    for (int64_t d0 = 0; d0 < hd8; d0 += 32) {
-        const int64_t nd = std::min<int64_t>(32, hd8 - d0);
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    // out (head_dim) = sum_j p_j v_j, 64 lanes per pass in 8 independent accumulators
+    for (int64_t d0 = 0; d0 < hd8; d0 += 64) {
+        const int64_t nv = std::min<int64_t>(64, hd8 - d0) / 8;
+        __m256 acc[8];
+        for (int64_t c = 0; c < 8; ++c) acc[c] = _mm256_setzero_ps();
         for (int64_t jj = 0; jj < n_keys; ++jj) {
             const __m256 p = _mm256_set1_ps(scratch[jj] * inv);
-            const typename C::T* vj = v + jj * stride + d0;
-            for (int64_t c = 0; c < nd / 8; ++c) acc[c] = _mm256_fmadd_ps(p, C::load8(vj + 8 * c), acc[c]);
+            const T* vj = v + jj * stride + d0;
+            if (nv == 8) {
+                for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(p, C::load8(vj + 8 * c), acc[c]);
+            } else {
+                for (int64_t c = 0; c < nv; ++c) acc[c] = _mm256_fmadd_ps(p, C::load8(vj + 8 * c), acc[c]);
+            }
         }
-        for (int64_t c = 0; c < nd / 8; ++c) _mm256_storeu_ps(out + d0 + 8 * c, acc[c]);
+        for (int64_t c = 0; c < nv; ++c) _mm256_storeu_ps(out + d0 + 8 * c, acc[c]);
     }
     for (int64_t d = hd8; d < head_dim; ++d) {
         float acc = 0.0f;
