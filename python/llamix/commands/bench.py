@@ -23,6 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("-n", "--n-gen", type=int, default=128)
     p.add_argument("-t", "--threads", type=int, help="compute threads (default: physical cores)")
     p.add_argument("-r", "--repetitions", type=int, default=3)
+    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache precision")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -61,21 +62,23 @@ def run(args) -> int:
     from .._runtime import cpu_info
     from ..model.model import Model, load
 
+    if args.n_prompt < 0 or args.n_gen < 0 or args.repetitions < 1:
+        raise ValueError("-p and -n must be >= 0 and -r >= 1")
     n_ctx = max(args.n_prompt, args.n_gen, 1)
     if args.shape:
         from ..model.random import random_checkpoint
 
         quant = args.quant or "q4_0"
-        m = Model(random_checkpoint(args.shape, quant), n_ctx=n_ctx, threads=args.threads)
+        m = Model(random_checkpoint(args.shape, quant), n_ctx=n_ctx, threads=args.threads, kv_cache=args.kv_cache)
         name = f"random {args.shape} {quant}"
     else:
-        m = load(args.model, quant=args.quant, threads=args.threads, n_ctx=n_ctx)
+        m = load(args.model, quant=args.quant, threads=args.threads, n_ctx=n_ctx, kv_cache=args.kv_cache)
         name = m.source
     res = measure(m, args.n_prompt, args.n_gen, args.repetitions)
     info = cpu_info()
     gb = m.nbytes / 1e9
     out = {"model": name, "size_gb": round(gb, 3), "threads": info["threads"], "isa": info["isa"],
-           "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
+           "kv_cache": args.kv_cache, "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
            **{k: round(v, 2) for k, v in res.items()}}
     if args.json:
         print(json.dumps(out))

@@ -23,6 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--stop", action="append", help="stop before this string (repeatable)")
     p.add_argument("-t", "--threads", type=int, help="compute threads (default: physical cores)")
     p.add_argument("--n-ctx", type=int)
+    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache precision")
     p.add_argument("--stats", action="store_true", help="print tokens/s to stderr at the end")
 
 
@@ -34,9 +35,11 @@ def run(args) -> int:
 
         print(f"[llamix: random-weight '{args.random}' model, no download: the text below is meaningless]",
               file=sys.stderr)
-        m = Model(random_checkpoint(args.random, args.quant or "q4_0"), n_ctx=args.n_ctx, threads=args.threads)
+        m = Model(random_checkpoint(args.random, args.quant or "q4_0"), n_ctx=args.n_ctx, threads=args.threads,
+                  kv_cache=args.kv_cache)
     else:
-        m = load(args.model, tokenizer=args.tokenizer, quant=args.quant, threads=args.threads, n_ctx=args.n_ctx)
+        m = load(args.model, tokenizer=args.tokenizer, quant=args.quant, threads=args.threads, n_ctx=args.n_ctx,
+                 kv_cache=args.kv_cache)
     t0 = time.perf_counter()
     n = 0
     sys.stdout.write(args.prompt)
