@@ -4,8 +4,10 @@
 // kTile tokens reuses every unpacked weight vector; decode is the same code with one token.
 // Per block the integer dot is corrected by the activation sum (weights are unsigned: nibbles, or
 // int8 + 128), then (d_w * d_x) * isum is added in block order, exactly as the reference does.
-// GCC 12 warns inside its own headers about _mm512_undefined_*() (GCC bug 105593).
+// GCC 12 warns inside its own headers about _mm512_undefined_*() (GCC bug 105593), e.g. in the
+// _mm512_reduce_* helpers.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <array>

@@ -3,8 +3,10 @@
 // holding a NaN are handed to the reference so NaN payloads come out identical.
 // Only intrinsics and this file's own functions are used here: an inline function shared with
 // baseline code could be emitted with AVX-512 instructions and picked by the linker for it.
-// GCC 12 warns inside its own headers about _mm512_undefined_*() (GCC bug 105593).
+// GCC 12 warns inside its own headers about _mm512_undefined_*() (GCC bug 105593), e.g. in the
+// _mm512_reduce_* helpers.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <cstring>
