@@ -1,0 +1,1 @@
+"""Model merging (mergekit-compatible): config, parameters, methods, plan and streaming executor."""
