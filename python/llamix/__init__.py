@@ -14,6 +14,9 @@ __all__ = ["QuantizedTensor", "cpu_info", "matmul", "quantize", "set_isa", "set_
 
 
 # --- merging (issue 4) ---
+from .merge import ConfigError, merge  # noqa: E402
+
+__all__ += ["ConfigError", "merge"]
 
 
 # --- quantize, export, quality (issue 5) ---
