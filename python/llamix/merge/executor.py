@@ -5,10 +5,12 @@ kernels' scratch (a few times the largest tensor for the top-k masks), never the
 Writers are pluggable (an output format is a writer): ``dtype_for(task)`` says which dtype the
 merge should produce for a tensor (a quantizing GGUF writer asks for float32), ``write(name,
 array)`` receives each merged tensor in plan order, ``begin(plan)`` / ``finish()`` / ``abort()``
-bracket the run. See output.HFFolderWriter.
+bracket the run; ``write`` is called from one background thread, in order. See
+output.HFFolderWriter.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Protocol
 
 import numpy as np
@@ -48,12 +50,21 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
 
 
 def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Optional[bool] = None) -> None:
-    """Merge every tensor of the plan into the writer; the writer is aborted on any error."""
+    """Merge every tensor of the plan into the writer; the writer is aborted on any error.
+
+    Writing tensor k overlaps merging tensor k + 1: ``writer.write`` runs on one background
+    thread, in plan order, with at most one write pending (so at most two outputs in memory)."""
     writer.begin(plan)
     try:
-        with Progress(plan.input_bytes, "merge", quiet=None if progress is None else not progress) as bar:
+        with Progress(plan.input_bytes, "merge", quiet=None if progress is None else not progress) as bar, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamix-merge-writer") as pool:
+            pending = None
             for name, array in merged_tensors(plan, seed, writer.dtype_for, bar):
-                writer.write(name, array)
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(writer.write, name, array)
+            if pending is not None:
+                pending.result()
         writer.finish()
     except BaseException:
         writer.abort()
