@@ -113,8 +113,10 @@ uint32_t threshold24(double p) {
 inline uint32_t mag_key(float v) { return f32_bits(v) & 0x7fffffffu; }
 
 // The keep-mask of one task vector, plus the L1 rescale factor mergekit applies to kept entries.
+struct RankRule;
 struct ModelMask {
-    std::vector<uint8_t> bits;  // empty: keep everything
+    std::vector<uint8_t> bits;      // empty: keep everything (unless rule is set)
+    const RankRule* rule = nullptr;  // computed per chunk in the final pass instead of stored
     float rescale = 1.0f;
 };
 
@@ -133,115 +135,30 @@ class TaskVectorSource {
     MergeInput base_, x_;
 };
 
-// Ranks [r0, r1) of |delta| ascending, equal magnitudes ordered by index: radix selection on the
-// magnitude bits (a 16-bit histogram pass, then one over the low 16 bits of the chosen bin), never
-// a sort. Returns the keep bits.
-std::vector<uint8_t> rank_mask(const TaskVectorSource& src, int64_t n, int64_t r0, int64_t r1) {
-    ThreadPool& pool = ThreadPool::instance();
-    const int T = pool.threads();
-    const Tiling tl(n, 1);
-    Scratch scratch(2, kChunk);
-    std::vector<uint8_t> bits(size_t(ceil_div(n, 8)), 0);
-    if (r0 >= r1) return bits;
-
-    // Boundaries: the first kept rank (r0, if > 0) and the last kept rank (r1 - 1, if < n - 1).
+// Ranks [r0, r1) of |delta| ascending, equal magnitudes ordered by index, for several models at
+// once: radix selection on the magnitude bits, never a sort. Pass 1 histograms the high 16 bits
+// of every model's |delta|; pass 2 collects the low 16 bits of the elements inside the bins that
+// hold the boundary ranks, which gives the exact boundary keys and, per chunk, how many equal
+// keys precede it (tie ordinals). The mask of any chunk then follows from the rule alone, so the
+// final pass can compute it inline instead of storing it.
+struct RankRule {
     struct Boundary {
-        int64_t rank;
-        bool active;
+        bool active = false;
+        int64_t rank = 0;
+        int bin = -1;
         uint32_t key = 0;
-        int64_t below = 0;  // elements with a smaller key
+        int64_t below = 0;            // elements with a smaller key
+        std::vector<int64_t> prefix;  // per task: elements equal to key in earlier tasks
     };
-    Boundary lo{r0, r0 > 0}, hi{r1 - 1, r1 < n};
+    bool keep_all = true, keep_none = false;
+    int64_t r0 = 0, r1 = 0;
+    Boundary lo, hi;  // the first kept rank r0 (if > 0) and the last kept rank r1 - 1 (if < n - 1)
 
-    // Pass 1: histogram of the high 16 bits.
-    std::vector<uint32_t> hist(size_t(T) * 65536, 0);
-    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        float* d = scratch.get(th, 0);
-        const int64_t off = tl.begin(task), len = tl.size(task);
-        src.delta(off, len, d, scratch.get(th, 1));
-        uint32_t* h = hist.data() + size_t(th) * 65536;
-        for (int64_t i = 0; i < len; ++i) h[mag_key(d[i]) >> 16]++;
-    });
-    std::vector<int64_t> cum(65537, 0);
-    for (int b = 0; b < 65536; ++b) {
-        int64_t s = 0;
-        for (int th = 0; th < T; ++th) s += hist[size_t(th) * 65536 + b];
-        cum[b + 1] = cum[b] + s;
-    }
-    auto find_bin = [&](const std::vector<int64_t>& cm, int64_t rank) {
-        // the first bin whose cumulative count passes rank
-        return int(std::upper_bound(cm.begin(), cm.end(), rank) - cm.begin()) - 1;
-    };
-    int bins[2] = {-1, -1};
-    Boundary* bs[2] = {&lo, &hi};
-    for (int j = 0; j < 2; ++j)
-        if (bs[j]->active) {
-            bins[j] = find_bin(cum, bs[j]->rank);
-            bs[j]->below = cum[bins[j]];
-        }
-
-    // Pass 2: histogram of the low 16 bits inside the chosen bins.
-    if (lo.active || hi.active) {
-        std::vector<uint32_t> hist2(size_t(T) * 2 * 65536, 0);
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            float* d = scratch.get(th, 0);
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            src.delta(off, len, d, scratch.get(th, 1));
-            uint32_t* h = hist2.data() + size_t(th) * 2 * 65536;
-            for (int64_t i = 0; i < len; ++i) {
-                const uint32_t k = mag_key(d[i]);
-                const int b = int(k >> 16);
-                if (b == bins[0]) h[k & 0xffff]++;
-                if (b == bins[1]) h[65536 + (k & 0xffff)]++;
-            }
-        });
-        for (int j = 0; j < 2; ++j) {
-            if (!bs[j]->active) continue;
-            std::vector<int64_t> c2(65537, 0);
-            for (int b = 0; b < 65536; ++b) {
-                int64_t s = 0;
-                for (int th = 0; th < T; ++th) s += hist2[(size_t(th) * 2 + j) * 65536 + b];
-                c2[b + 1] = c2[b] + s;
-            }
-            const int lb = find_bin(c2, bs[j]->rank - bs[j]->below);
-            bs[j]->key = (uint32_t(bins[j]) << 16) | uint32_t(lb);
-            bs[j]->below += c2[lb];
-        }
-    }
-
-    // Pass 3: how many elements equal to each boundary key precede each chunk (tie ordinals).
-    std::vector<int64_t> eq(size_t(tl.tasks()) * 2, 0);
-    if (lo.active || hi.active) {
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            float* d = scratch.get(th, 0);
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            src.delta(off, len, d, scratch.get(th, 1));
-            int64_t a = 0, b = 0;
-            for (int64_t i = 0; i < len; ++i) {
-                const uint32_t k = mag_key(d[i]);
-                a += lo.active && k == lo.key;
-                b += hi.active && k == hi.key;
-            }
-            eq[task * 2] = a;
-            eq[task * 2 + 1] = b;
-        });
-        int64_t sa = 0, sb = 0;
-        for (int64_t t = 0; t < tl.tasks(); ++t) {
-            const int64_t a = eq[t * 2], b = eq[t * 2 + 1];
-            eq[t * 2] = sa;
-            eq[t * 2 + 1] = sb;
-            sa += a;
-            sb += b;
-        }
-    }
-
-    // Pass 4: the mask. An element is kept when its rank (key, then index) lies in [r0, r1).
-    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        float* d = scratch.get(th, 0);
-        const int64_t off = tl.begin(task), len = tl.size(task);
-        src.delta(off, len, d, scratch.get(th, 1));
-        int64_t ord_lo = eq[task * 2], ord_hi = eq[task * 2 + 1];
-        uint8_t* out = bits.data() + off / 8;
+    // Keep bits of chunk `task` (delta d, len elements) into bits (len / 8 rounded up bytes).
+    void mask(int64_t task, const float* d, int64_t len, uint8_t* bits) const {
+        std::memset(bits, 0, size_t(ceil_div(len, 8)));
+        if (keep_none) return;
+        int64_t ord_lo = lo.active ? lo.prefix[task] : 0, ord_hi = hi.active ? hi.prefix[task] : 0;
         for (int64_t i = 0; i < len; ++i) {
             const uint32_t k = mag_key(d[i]);
             bool keep = true;
@@ -253,10 +170,120 @@ std::vector<uint8_t> rank_mask(const TaskVectorSource& src, int64_t n, int64_t r
                 if (k > hi.key) keep = false;
                 else if (k == hi.key) keep = keep && (hi.below + ord_hi++) < r1;
             }
-            if (keep) out[i >> 3] |= uint8_t(1u << (i & 7));
+            if (keep) bits[i >> 3] |= uint8_t(1u << (i & 7));
+        }
+    }
+};
+
+std::vector<RankRule> rank_rules(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x,
+                                 const std::vector<Sparsify>& sp) {
+    const int M = int(x.size());
+    const int64_t n = c.n;
+    std::vector<RankRule> rules(size_t(M), RankRule{});
+    std::vector<int> active;
+    for (int m = 0; m < M; ++m) {
+        if (sp[m].kind != Sparsify::rank) continue;
+        RankRule& r = rules[m];
+        r.r0 = std::max<int64_t>(sp[m].r0, 0);
+        r.r1 = std::min(sp[m].r1, n);
+        if (r.r0 <= 0 && r.r1 >= n) continue;
+        r.keep_all = false;
+        if (r.r0 >= r.r1) {
+            r.keep_none = true;
+            continue;
+        }
+        r.lo.active = r.r0 > 0;
+        r.lo.rank = r.r0;
+        r.hi.active = r.r1 < n;
+        r.hi.rank = r.r1 - 1;
+        active.push_back(m);
+    }
+    if (active.empty()) return rules;
+    ThreadPool& pool = ThreadPool::instance();
+    const int T = pool.threads();
+    const int A = int(active.size());
+    const Tiling tl(n, 1);
+    Scratch scratch(2, kChunk);
+    auto delta = [&](int m, int64_t off, int64_t len, float* d, const float* b) {
+        load_work(c, x[m], off, len, d);
+        kernels().merge.sub(d, d, b, len);
+    };
+
+    // Pass 1: histograms of the high 16 bits, per model and thread.
+    std::vector<uint32_t> hist(size_t(T) * A * 65536, 0);
+    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        float* b = scratch.get(th, 0);
+        float* d = scratch.get(th, 1);
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        load_work(c, base, off, len, b);
+        for (int a = 0; a < A; ++a) {
+            delta(active[a], off, len, d, b);
+            uint32_t* h = hist.data() + (size_t(th) * A + a) * 65536;
+            for (int64_t i = 0; i < len; ++i) h[mag_key(d[i]) >> 16]++;
         }
     });
-    return bits;
+    auto find_bin = [](const std::vector<int64_t>& cm, int64_t rank) {  // first bin whose cumulative count passes rank
+        return int(std::upper_bound(cm.begin(), cm.end(), rank) - cm.begin()) - 1;
+    };
+    for (int a = 0; a < A; ++a) {
+        std::vector<int64_t> cum(65537, 0);
+        for (int b = 0; b < 65536; ++b) {
+            int64_t s = 0;
+            for (int th = 0; th < T; ++th) s += hist[(size_t(th) * A + a) * 65536 + b];
+            cum[b + 1] = cum[b] + s;
+        }
+        for (RankRule::Boundary* bd : {&rules[active[a]].lo, &rules[active[a]].hi}) {
+            if (!bd->active) continue;
+            bd->bin = find_bin(cum, bd->rank);
+            bd->below = cum[bd->bin];
+        }
+    }
+    hist = std::vector<uint32_t>();
+
+    // Pass 2: the low 16 bits of the elements inside the boundary bins, per task (in index order).
+    const int64_t tasks = tl.tasks();
+    std::vector<std::vector<uint16_t>> coll(size_t(tasks) * A * 2);
+    pool.parallel_for(tasks, [&](int64_t task, int th) {
+        float* b = scratch.get(th, 0);
+        float* d = scratch.get(th, 1);
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        load_work(c, base, off, len, b);
+        for (int a = 0; a < A; ++a) {
+            const RankRule& r = rules[active[a]];
+            delta(active[a], off, len, d, b);
+            const int b0 = r.lo.active ? r.lo.bin : -1, b1 = r.hi.active ? r.hi.bin : -1;
+            std::vector<uint16_t>& c0 = coll[(size_t(task) * A + a) * 2];
+            std::vector<uint16_t>& c1 = coll[(size_t(task) * A + a) * 2 + 1];
+            for (int64_t i = 0; i < len; ++i) {
+                const uint32_t k = mag_key(d[i]);
+                const int bin = int(k >> 16);
+                if (bin == b0) c0.push_back(uint16_t(k));
+                if (bin == b1) c1.push_back(uint16_t(k));
+            }
+        }
+    });
+    for (int a = 0; a < A; ++a) {
+        RankRule& r = rules[active[a]];
+        RankRule::Boundary* bds[2] = {&r.lo, &r.hi};
+        for (int j = 0; j < 2; ++j) {
+            RankRule::Boundary& bd = *bds[j];
+            if (!bd.active) continue;
+            std::vector<int64_t> cum(65537, 0);
+            for (int64_t t = 0; t < tasks; ++t)
+                for (uint16_t v : coll[(size_t(t) * A + a) * 2 + j]) cum[size_t(v) + 1]++;
+            for (int v = 0; v < 65536; ++v) cum[v + 1] += cum[v];
+            const int lb = find_bin(cum, bd.rank - bd.below);
+            bd.key = (uint32_t(bd.bin) << 16) | uint32_t(lb);
+            bd.below += cum[lb];
+            bd.prefix.assign(size_t(tasks), 0);
+            int64_t s = 0;
+            for (int64_t t = 0; t < tasks; ++t) {
+                bd.prefix[t] = s;
+                for (uint16_t v : coll[(size_t(t) * A + a) * 2 + j]) s += v == uint16_t(lb);
+            }
+        }
+    }
+    return rules;
 }
 
 std::vector<uint8_t> random_mask_bits(int64_t n, double density, const MaskKey& key) {
@@ -304,14 +331,19 @@ std::vector<uint8_t> della_mask_bits(const TaskVectorSource& src, int64_t n, int
 }
 
 ModelMask sparsify_mask(const MergeCommon& c, const TaskVectorSource& src, const Sparsify& sp, const MaskKey& key,
-                        int64_t rows, bool rescale) {
+                        int64_t rows, bool rescale, const RankRule& rule, bool materialize) {
     const int64_t n = c.n;
+    const Tiling tl(n, 1);
     ModelMask mm;
     switch (sp.kind) {
         case Sparsify::none: return mm;
         case Sparsify::rank:
-            if (sp.r0 <= 0 && sp.r1 >= n) return mm;
-            mm.bits = rank_mask(src, n, std::max<int64_t>(sp.r0, 0), std::min(sp.r1, n));
+            if (rule.keep_all) return mm;
+            if (!rescale && !materialize) {
+                mm.rule = &rule;  // the final pass computes it chunk by chunk
+                return mm;
+            }
+            mm.bits.assign(size_t(ceil_div(n, 8)), 0);
             break;
         case Sparsify::random:
             if (sp.density >= 1.0) return mm;
@@ -326,22 +358,24 @@ ModelMask sparsify_mask(const MergeCommon& c, const TaskVectorSource& src, const
             mm.bits = della_mask_bits(src, n, rows, sp.density, sp.epsilon, key);
             break;
     }
+    if (!rescale && sp.kind != Sparsify::rank) return mm;
+    // One pass: the rank mask (if stored) and the L1 norms before and after masking.
+    Scratch scratch(2, kChunk);
+    std::vector<double> part(size_t(tl.tasks()) * 2);
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        float* d = scratch.get(th, 0);
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        src.delta(off, len, d, scratch.get(th, 1));
+        if (sp.kind == Sparsify::rank) rule.mask(task, d, len, mm.bits.data() + off / 8);
+        if (rescale) kernels().merge.abs_sums(d, mm.bits.data() + off / 8, len, &part[size_t(task) * 2]);
+    });
     if (rescale) {
-        // L1 norms before and after masking; rescale unless either is tiny (eps 1e-7).
-        const Tiling tl(n, 1);
-        Scratch scratch(2, kChunk);
-        std::vector<double> part(size_t(tl.tasks()) * 2);
-        ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            float* d = scratch.get(th, 0);
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            src.delta(off, len, d, scratch.get(th, 1));
-            kernels().merge.abs_sums(d, mm.bits.data() + off / 8, len, &part[size_t(task) * 2]);
-        });
         double before = 0, after = 0;
         for (int64_t t = 0; t < tl.tasks(); ++t) {
             before += part[t * 2];
             after += part[t * 2 + 1];
         }
+        // rescale unless either norm is tiny (eps 1e-7), in float32 as mergekit
         const float b = float(before), a = float(after);
         if (!(b < 1e-7f || a < 1e-7f)) mm.rescale = b / a;
     }
@@ -467,11 +501,12 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base, const std::vector
     const int N = int(x.size());
     if (N == 0 || sp.size() != x.size()) throw std::invalid_argument("merge_task_vectors: need one sparsifier per input");
     const MergeKernels& K = kernels().merge;
+    const std::vector<RankRule> rules = rank_rules(c, base, x, sp);
     std::vector<ModelMask> masks;
     std::vector<float> w(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) {
         TaskVectorSource src(c, base, x[m]);
-        masks.push_back(sparsify_mask(c, src, sp[m], MaskKey(p.seed, p.name, m), p.rows, p.rescale));
+        masks.push_back(sparsify_mask(c, src, sp[m], MaskKey(p.seed, p.name, m), p.rows, p.rescale, rules[m], false));
         w[m] = sp[m].weight;
     }
     float total = w[0];
@@ -479,9 +514,10 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base, const std::vector
     if (std::fabs(total) < 1e-8f) total = 1.0f;
 
     const Tiling tl(c.n, 1);
-    Scratch scratch(N + 3, kChunk);
+    Scratch scratch(N + 4, kChunk);  // the last buffer holds a chunk's inline mask bits
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         const int64_t off = tl.begin(task), len = tl.size(task);
+        uint8_t* chunk_bits = reinterpret_cast<uint8_t*>(scratch.get(th, N + 3));
         float* b = scratch.get(th, N);
         float* acc = scratch.get(th, N + 1);
         float* div = scratch.get(th, N + 2);
@@ -492,8 +528,12 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base, const std::vector
             load_work(c, x[m], off, len, dm);
             K.sub(dm, dm, b, len);
             const ModelMask& mm = masks[m];
-            if (!mm.bits.empty() || mm.rescale != 1.0f)
+            if (mm.rule) {
+                mm.rule->mask(task, dm, len, chunk_bits);
+                K.mask_scale(dm, chunk_bits, mm.rescale, len);
+            } else if (!mm.bits.empty() || mm.rescale != 1.0f) {
                 K.mask_scale(dm, mm.bits.empty() ? nullptr : mm.bits.data() + off / 8, mm.rescale, len);
+            }
             K.scale(dm, w[m], len);
             d[m] = dm;
         }
@@ -584,7 +624,8 @@ void merge_scale(const MergeCommon& c, MergeInput x, float s, MergeOutput out) {
 std::vector<uint8_t> merge_sparsify_mask(const MergeCommon& c, MergeInput base, MergeInput x, const Sparsify& sp,
                                          uint64_t seed, const std::string& name, int model_index, int64_t rows) {
     TaskVectorSource src(c, base, x);
-    ModelMask mm = sparsify_mask(c, src, sp, MaskKey(seed, name, model_index), rows, false);
+    const std::vector<RankRule> rules = rank_rules(c, base, {x}, {sp});
+    ModelMask mm = sparsify_mask(c, src, sp, MaskKey(seed, name, model_index), rows, false, rules[0], true);
     if (mm.bits.empty()) mm.bits.assign(size_t(ceil_div(c.n, 8)), 0xff);
     return mm.bits;
 }
