@@ -149,28 +149,38 @@ struct RankRule {
         uint32_t key = 0;
         int64_t below = 0;            // elements with a smaller key
         std::vector<int64_t> prefix;  // per task: elements equal to key in earlier tasks
+        std::vector<int64_t> count;   // per task: elements equal to key in it
     };
     bool keep_all = true, keep_none = false;
     int64_t r0 = 0, r1 = 0;
     Boundary lo, hi;  // the first kept rank r0 (if > 0) and the last kept rank r1 - 1 (if < n - 1)
 
-    // Keep bits of chunk `task` (delta d, len elements) into bits (len / 8 rounded up bytes).
+    // Keep bits of chunk `task` (delta d, len elements) into bits (len / 8 rounded up bytes):
+    // keys strictly between the boundary keys by one vector compare, then the few elements equal
+    // to a boundary key by their tie ordinal.
     void mask(int64_t task, const float* d, int64_t len, uint8_t* bits) const {
-        std::memset(bits, 0, size_t(ceil_div(len, 8)));
-        if (keep_none) return;
+        if (keep_none) {
+            std::memset(bits, 0, size_t(ceil_div(len, 8)));
+            return;
+        }
+        uint32_t a = lo.active ? lo.key + 1 : 0, b = hi.active ? hi.key - 1 : 0x7fffffffu;
+        if (hi.active && hi.key == 0) a = 1, b = 0;  // nothing lies below key 0
+        kernels().merge.range_mask(d, a, b, bits, len);
+        const bool lo_eq = lo.active && lo.count[task] > 0, hi_eq = hi.active && hi.count[task] > 0;
+        if (!lo_eq && !hi_eq) return;
         int64_t ord_lo = lo.active ? lo.prefix[task] : 0, ord_hi = hi.active ? hi.prefix[task] : 0;
         for (int64_t i = 0; i < len; ++i) {
             const uint32_t k = mag_key(d[i]);
-            bool keep = true;
-            if (lo.active) {
-                if (k < lo.key) keep = false;
-                else if (k == lo.key) keep = (lo.below + ord_lo++) >= r0;
+            bool keep;
+            if (lo_eq && k == lo.key) {
+                keep = (lo.below + ord_lo++) >= r0;
+                if (hi.active && k == hi.key) keep = (hi.below + ord_hi++) < r1 && keep;
+            } else if (hi_eq && k == hi.key) {
+                keep = (hi.below + ord_hi++) < r1;
+            } else {
+                continue;
             }
-            if (hi.active) {
-                if (k > hi.key) keep = false;
-                else if (k == hi.key) keep = keep && (hi.below + ord_hi++) < r1;
-            }
-            if (keep) bits[i >> 3] |= uint8_t(1u << (i & 7));
+            bits[i >> 3] = uint8_t((bits[i >> 3] & ~(1u << (i & 7))) | (unsigned(keep) << (i & 7)));
         }
     }
 };
@@ -276,10 +286,12 @@ std::vector<RankRule> rank_rules(const MergeCommon& c, MergeInput base, const st
             bd.key = (uint32_t(bd.bin) << 16) | uint32_t(lb);
             bd.below += cum[lb];
             bd.prefix.assign(size_t(tasks), 0);
+            bd.count.assign(size_t(tasks), 0);
             int64_t s = 0;
             for (int64_t t = 0; t < tasks; ++t) {
                 bd.prefix[t] = s;
-                for (uint16_t v : coll[(size_t(t) * A + a) * 2 + j]) s += v == uint16_t(lb);
+                for (uint16_t v : coll[(size_t(t) * A + a) * 2 + j]) bd.count[t] += v == uint16_t(lb);
+                s += bd.count[t];
             }
         }
     }

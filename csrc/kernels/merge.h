@@ -66,6 +66,9 @@ struct MergeKernels {
     // threshold24 / 2^24). n is a multiple of 8 except for the last chunk; index0 % 8 == 0.
     void (*random_mask)(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24, uint8_t* mask,
                         int64_t n) = nullptr;
+    // Bit i of mask = lo <= key(x[i]) <= hi with key = the bits of |x[i]| as uint32 (an
+    // order-preserving integer; lo, hi <= 0x7fffffff). The chunk starts at a multiple of 8.
+    void (*range_mask)(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) = nullptr;
     // x[i] = mask bit i ? x[i] * s : 0 (x times a 0/1 mask, then rescaled, as mergekit does
     // (x * m) * s); s == 1 skips the multiply. mask may be null (keep all).
     void (*mask_scale)(float* x, const uint8_t* mask, float s, int64_t n) = nullptr;

@@ -99,6 +99,17 @@ void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24
     }
 }
 
+void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) {
+    for (int64_t i = 0; i < n; i += 8) {
+        uint8_t byte = 0;
+        for (int64_t j = 0; j < 8 && i + j < n; ++j) {
+            const uint32_t k = f32_bits(x[i + j]) & 0x7fffffffu;
+            byte |= uint8_t(lo <= k && k <= hi) << j;
+        }
+        mask[i >> 3] = byte;
+    }
+}
+
 void mask_scale(float* x, const uint8_t* mask, float s, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
         const bool keep = !mask || (mask[i >> 3] >> (i & 7) & 1);
@@ -153,6 +164,7 @@ void fill_merge_ref(MergeKernels& k) {
     k.dot3 = ref::dot3;
     k.abs_sums = ref::abs_sums;
     k.random_mask = ref::random_mask;
+    k.range_mask = ref::range_mask;
     k.mask_scale = ref::mask_scale;
     k.scale = ref::scale;
     k.consensus = ref::consensus;

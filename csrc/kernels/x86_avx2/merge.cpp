@@ -214,6 +214,19 @@ void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24
     if (i < n) ref::random_mask(k0, k1, index0 + uint32_t(i), threshold24, mask + (i >> 3), n - i);
 }
 
+void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) {
+    // keys and bounds are <= 0x7fffffff, so signed compares order them correctly
+    const __m256i abs = _mm256_set1_epi32(0x7fffffff);
+    const __m256i vlo = _mm256_set1_epi32(int(lo) - 1), vhi = _mm256_set1_epi32(int(hi));
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i k = _mm256_and_si256(_mm256_castps_si256(_mm256_loadu_ps(x + i)), abs);
+        const __m256i out = _mm256_or_si256(_mm256_cmpgt_epi32(vlo, k), _mm256_cmpgt_epi32(k, vhi));
+        mask[i >> 3] = uint8_t(~_mm256_movemask_ps(_mm256_castsi256_ps(out)));
+    }
+    if (i < n) ref::range_mask(x + i, lo, hi, mask + (i >> 3), n - i);
+}
+
 void mask_scale(float* x, const uint8_t* mask, float s, int64_t n) {
     const __m256 one = _mm256_set1_ps(1.0f), vs = _mm256_set1_ps(s);
     int64_t i = 0;
@@ -272,6 +285,7 @@ void fill_merge_avx2(MergeKernels& k) {
     k.dot3 = avx2::dot3;
     k.abs_sums = avx2::abs_sums;
     k.random_mask = avx2::random_mask;
+    k.range_mask = avx2::range_mask;
     k.mask_scale = avx2::mask_scale;
     k.consensus = avx2::consensus;
 }

@@ -176,6 +176,19 @@ void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24
     if (i < n) ref::random_mask(k0, k1, index0 + uint32_t(i), threshold24, mask + (i >> 3), n - i);
 }
 
+void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) {
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff);
+    const __m512i vlo = _mm512_set1_epi32(int(lo)), vhi = _mm512_set1_epi32(int(hi));
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i k = _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + i)), abs);
+        const __mmask16 keep = _mm512_cmpge_epu32_mask(k, vlo) & _mm512_cmple_epu32_mask(k, vhi);
+        mask[i >> 3] = uint8_t(keep);
+        mask[(i >> 3) + 1] = uint8_t(keep >> 8);
+    }
+    if (i < n) ref::range_mask(x + i, lo, hi, mask + (i >> 3), n - i);
+}
+
 void mask_scale(float* x, const uint8_t* mask, float s, int64_t n) {
     const __m512 one = _mm512_set1_ps(1.0f), vs = _mm512_set1_ps(s);
     int64_t i = 0;
@@ -229,6 +242,7 @@ void fill_merge_avx512(MergeKernels& k) {
     k.dot3 = avx512::dot3;
     k.abs_sums = avx512::abs_sums;
     k.random_mask = avx512::random_mask;
+    k.range_mask = avx512::range_mask;
     k.mask_scale = avx512::mask_scale;
     k.consensus = avx512::consensus;
 }
