@@ -15,6 +15,7 @@ constexpr int64_t kRowsPerTask = 16;
 }
 
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
+    if (is_kquant(wtype)) return matmul_kquant(x, n, k, w, wtype, rows, y);  // issue 5: K-quants
     const MatmulKernels& K = kernels().matmul;
     ThreadPool& pool = ThreadPool::instance();
     const auto* wbytes = static_cast<const uint8_t*>(w);

@@ -26,9 +26,13 @@ QTYPES: dict[str, QTypeInfo] = {
         QTypeInfo("q5_k", 13, 256, 176),
         QTypeInfo("q6_k", 14, 256, 210),
         QTypeInfo("bf16", 30, 1, 2),
+        # issue 5: Q4_0 bytes whose block scales come from an error-minimising search
+        QTypeInfo("q4_0_mse", 2, 32, 18),
     ]
 }
-BY_GGUF_ID: dict[int, QTypeInfo] = {t.gguf_id: t for t in QTYPES.values()}
+# Quantizer variants that write another type's bytes (the file says Q4_0, not "q4_0_mse").
+VARIANTS: dict[str, str] = {"q4_0_mse": "q4_0"}
+BY_GGUF_ID: dict[int, QTypeInfo] = {t.gguf_id: t for t in QTYPES.values() if t.name not in VARIANTS}
 
 
 def qtype_info(qtype: str | QTypeInfo) -> QTypeInfo:
