@@ -174,3 +174,47 @@ def test_kquant_bad_input():
         llamix.quantize(np.zeros((2, 300), np.float32), "q4_k")
     with pytest.raises(ValueError, match="must be uint8 of shape"):
         QuantizedTensor(np.zeros((2, 100), np.uint8), "q6_k", (2, 256))
+
+
+def _fallback_rows(kind: str, rng) -> np.ndarray:
+    if kind == "gauss":
+        return rng.standard_normal((12, 96)).astype(np.float32)
+    if kind == "zeros":
+        return np.zeros((4, 64), np.float32)
+    if kind == "ties":  # half-way points of the truncating rules, and a constant block
+        w = (rng.integers(-32, 32, (8, 64)) / 2).astype(np.float32)
+        w[:, ::32] = 16.0
+        w[0, :32] = 0.25
+        return w
+    if kind == "negative_max":
+        w = rng.uniform(-1, 1, (6, 64)).astype(np.float32)
+        w[:, 7::32] = -9.0
+        return w
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("qtype", ["q5_0", "q5_1"])
+@pytest.mark.parametrize("kind", ["gauss", "zeros", "ties", "negative_max"])
+def test_q5_fallback_types_equal_gguf(qtype, kind):
+    """Q5_0 / Q5_1 (the fallbacks of Q4_K / Q5_K) quantize byte-identically with gguf.quants."""
+    require_peer("gguf", "test")
+    from gguf import GGMLQuantizationType, quants
+
+    w = _fallback_rows(kind, np.random.default_rng(10))
+    gt = getattr(GGMLQuantizationType, qtype.upper())
+    q = llamix.quantize(w, qtype)
+    np.testing.assert_array_equal(q.data, quants.quantize(w, gt))
+    np.testing.assert_array_equal(q.dequantize(), quants.dequantize(q.data, gt))
+
+
+@pytest.mark.parametrize("qtype", ["q5_0", "q5_1"])
+def test_q5_fallback_matmul(isa, threads, qtype):
+    """Fallback types multiply as dequantized float32 weights: error is float32 rounding only."""
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((19, 96)).astype(np.float32)
+    x = rng.standard_normal((3, 96)).astype(np.float32)
+    q = llamix.quantize(w, qtype)
+    wd = q.dequantize().astype(np.float64)
+    y = llamix.matmul(x, q)
+    bound = 96 * 2.0**-23 * (np.abs(x) @ np.abs(wd).T)
+    assert np.all(np.abs(y - x.astype(np.float64) @ wd.T) <= bound)

@@ -36,6 +36,8 @@ void quantize_row(QType dst, const float* x, void* y, int64_t k) {
         case QType::Q4_K: kernels().kquant.quantize_row_q4_K(x, y, k); return;
         case QType::Q5_K: kernels().kquant.quantize_row_q5_K(x, y, k); return;
         case QType::Q6_K: kernels().kquant.quantize_row_q6_K(x, y, k); return;
+        case QType::Q5_0: kernels().kquant.quantize_row_q5_0(x, y, k); return;
+        case QType::Q5_1: kernels().kquant.quantize_row_q5_1(x, y, k); return;
         default: throw std::invalid_argument("quantize: unsupported target type");
     }
 }
@@ -71,6 +73,8 @@ void dequantize_row(QType t, const void* x, float* y, int64_t k) {
         case QType::Q4_K: kernels().kquant.dequantize_row_q4_K(x, y, k); return;
         case QType::Q5_K: kernels().kquant.dequantize_row_q5_K(x, y, k); return;
         case QType::Q6_K: kernels().kquant.dequantize_row_q6_K(x, y, k); return;
+        case QType::Q5_0: kernels().kquant.dequantize_row_q5_0(x, y, k); return;
+        case QType::Q5_1: kernels().kquant.dequantize_row_q5_1(x, y, k); return;
         default: throw std::invalid_argument("dequantize: unsupported type");
     }
 }

@@ -45,6 +45,12 @@ struct KQuantKernels {
     // Q4_0 bytes (readable by every Q4_0 reader) with the per-block scale chosen to minimise
     // the squared error instead of the max-abs rule; k is a multiple of 32.
     void (*quantize_row_q4_0_mse)(const float* x, void* y, int64_t k) = nullptr;
+    // Q5_0 / Q5_1, the fallbacks of Q4_K / Q5_K for rows that are not a multiple of 256; the
+    // quantizers are llama.cpp's reference rules, byte-identical with gguf.quants.
+    void (*quantize_row_q5_0)(const float* x, void* y, int64_t k) = nullptr;
+    void (*quantize_row_q5_1)(const float* x, void* y, int64_t k) = nullptr;
+    void (*dequantize_row_q5_0)(const void* x, float* y, int64_t k) = nullptr;
+    void (*dequantize_row_q5_1)(const void* x, float* y, int64_t k) = nullptr;
     // Activation quantizer: d = amax / 127, q = round(x / d) half away from zero.
     void (*quantize_act_q8_K)(const float* x, void* y, int64_t k) = nullptr;
     // One weight row (k elements) against one Q8_K activation row.
@@ -59,8 +65,9 @@ void fill_kquant_avx512(KQuantKernels& k);
 void fill_kquant_neon(KQuantKernels& k);
 
 // The threaded matmul for K-quant weights (kernels/kquant_matmul.cpp): quantize the activations
-// to Q8_K once, then fixed-size row tasks. x: (n, k), w: (rows, k) of type wtype, y: (n, rows).
-bool is_kquant(QType t);
+// to Q8_K once, then fixed-size row tasks. Q5_0 / Q5_1 (small fallback tensors) are dequantized
+// row by row and multiplied in float32. x: (n, k), w: (rows, k) of type wtype, y: (n, rows).
+bool is_kquant(QType t);  // Q4_K, Q5_K, Q6_K, Q5_0, Q5_1: the types this family multiplies
 void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y);
 
 }  // namespace llamix

@@ -8,10 +8,34 @@
 
 namespace llamix {
 
-bool is_kquant(QType t) { return t == QType::Q4_K || t == QType::Q5_K || t == QType::Q6_K; }
+bool is_kquant(QType t) {
+    return t == QType::Q4_K || t == QType::Q5_K || t == QType::Q6_K || t == QType::Q5_0 || t == QType::Q5_1;
+}
+
+namespace {
+
+constexpr int64_t kRowsPerTask = 16;
+
+// Q5_0 / Q5_1 only appear as fallbacks for small tensors: dequantize, then float32 dots.
+void matmul_dequantized(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
+    const KernelTable& K = kernels();
+    auto deq = wtype == QType::Q5_0 ? K.kquant.dequantize_row_q5_0 : K.kquant.dequantize_row_q5_1;
+    const auto* wbytes = static_cast<const uint8_t*>(w);
+    const int64_t w_row_bytes = qtype_row_bytes(wtype, k);
+    ThreadPool::instance().parallel_for(ceil_div(rows, kRowsPerTask), [&](int64_t task, int) {
+        std::vector<float> row(static_cast<size_t>(k));
+        const int64_t r1 = std::min(rows, (task + 1) * kRowsPerTask);
+        for (int64_t r = task * kRowsPerTask; r < r1; ++r) {
+            deq(wbytes + r * w_row_bytes, row.data(), k);
+            for (int64_t t = 0; t < n; ++t) y[t * rows + r] = K.matmul.dot_f32_f32(k, row.data(), x + t * k);
+        }
+    });
+}
+
+}  // namespace
 
 void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
-    constexpr int64_t kRowsPerTask = 16;
+    if (wtype == QType::Q5_0 || wtype == QType::Q5_1) return matmul_dequantized(x, n, k, w, wtype, rows, y);
     const KQuantKernels& K = kernels().kquant;
     auto dot = wtype == QType::Q4_K ? K.dot_q4_K_q8_K : wtype == QType::Q5_K ? K.dot_q5_K_q8_K : K.dot_q6_K_q8_K;
     ThreadPool& pool = ThreadPool::instance();

@@ -282,6 +282,80 @@ void quantize_row_q4_0_mse(const float* x, void* out, int64_t k) {
     }
 }
 
+// Truncating float -> 5-bit conversion (llama.cpp's (int8_t)(v) then MIN(31, .)), NaN-safe.
+static inline uint8_t q5_from(float v) {
+    if (v >= 31.0f) return 31;
+    if (v > 0.0f) return static_cast<uint8_t>(v);
+    return 0;
+}
+
+static void pack_q5(const uint8_t* q, uint8_t* qh, uint8_t* qs) {
+    uint32_t h = 0;
+    for (int j = 0; j < 16; ++j) {
+        qs[j] = static_cast<uint8_t>((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+        h |= uint32_t(q[j] >> 4) << j;
+        h |= uint32_t(q[j + 16] >> 4) << (j + 16);
+    }
+    std::memcpy(qh, &h, 4);
+}
+
+static inline int unpack_q5(const uint8_t* qh, const uint8_t* qs, int j) {
+    uint32_t h;
+    std::memcpy(&h, qh, 4);
+    const int lo = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
+    return lo | int((h >> j) & 1) << 4;
+}
+
+// Q5_0: d = max / -16 with max the element of largest magnitude, with its sign (first on ties).
+void quantize_row_q5_0(const float* x, void* out, int64_t k) {
+    auto* y = static_cast<block_q5_0*>(out);
+    for (int64_t b = 0; b < k / QK4_0; ++b, x += QK4_0) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK4_0; ++j) {
+            const bool first_nan = std::isnan(x[j]) && !std::isnan(amax);
+            if (amax < std::fabs(x[j]) || first_nan) { amax = std::fabs(x[j]); max = x[j]; }
+        }
+        const float d = max / -16.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = fp32_to_fp16(d);
+        uint8_t q[QK4_0];
+        for (int j = 0; j < QK4_0; ++j) q[j] = q5_from(x[j] * id + 16.5f);
+        pack_q5(q, y[b].qh, y[b].qs);
+    }
+}
+
+// Q5_1: d = (max - min) / 31, offset min.
+void quantize_row_q5_1(const float* x, void* out, int64_t k) {
+    auto* y = static_cast<block_q5_1*>(out);
+    for (int64_t b = 0; b < k / QK4_0; ++b, x += QK4_0) {
+        float min = x[0], max = x[0];
+        for (int j = 1; j < QK4_0; ++j) { min = std::min(min, x[j]); max = std::max(max, x[j]); }
+        const float d = (max - min) / 31.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = fp32_to_fp16(d);
+        y[b].m = fp32_to_fp16(min);
+        uint8_t q[QK4_0];
+        for (int j = 0; j < QK4_0; ++j) q[j] = q5_from((x[j] - min) * id + 0.5f);
+        pack_q5(q, y[b].qh, y[b].qs);
+    }
+}
+
+void dequantize_row_q5_0(const void* in, float* y, int64_t k) {
+    const auto* x = static_cast<const block_q5_0*>(in);
+    for (int64_t b = 0; b < k / QK4_0; ++b, y += QK4_0) {
+        const float d = fp16_to_fp32(x[b].d);
+        for (int j = 0; j < QK4_0; ++j) y[j] = d * float(unpack_q5(x[b].qh, x[b].qs, j) - 16);
+    }
+}
+
+void dequantize_row_q5_1(const void* in, float* y, int64_t k) {
+    const auto* x = static_cast<const block_q5_1*>(in);
+    for (int64_t b = 0; b < k / QK4_0; ++b, y += QK4_0) {
+        const float d = fp16_to_fp32(x[b].d), m = fp16_to_fp32(x[b].m);
+        for (int j = 0; j < QK4_0; ++j) y[j] = d * float(unpack_q5(x[b].qh, x[b].qs, j)) + m;
+    }
+}
+
 void quantize_act_q8_K(const float* x, void* out, int64_t k) {
     auto* y = static_cast<block_q8_K*>(out);
     for (int64_t b = 0; b < k / QK_K; ++b, x += QK_K) {
@@ -382,6 +456,10 @@ void fill_kquant_ref(KQuantKernels& k) {
     k.quantize_row_q5_K = ref::quantize_row_q5_K;
     k.quantize_row_q6_K = ref::quantize_row_q6_K;
     k.quantize_row_q4_0_mse = ref::quantize_row_q4_0_mse;
+    k.quantize_row_q5_0 = ref::quantize_row_q5_0;
+    k.quantize_row_q5_1 = ref::quantize_row_q5_1;
+    k.dequantize_row_q5_0 = ref::dequantize_row_q5_0;
+    k.dequantize_row_q5_1 = ref::dequantize_row_q5_1;
     k.quantize_act_q8_K = ref::quantize_act_q8_K;
     k.dot_q4_K_q8_K = ref::dot_q4_K_q8_K;
     k.dot_q5_K_q8_K = ref::dot_q5_K_q8_K;

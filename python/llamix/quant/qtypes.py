@@ -21,6 +21,8 @@ QTYPES: dict[str, QTypeInfo] = {
         QTypeInfo("f32", 0, 1, 4),
         QTypeInfo("f16", 1, 1, 2),
         QTypeInfo("q4_0", 2, 32, 18),
+        QTypeInfo("q5_0", 6, 32, 22),  # issue 5: K-quant fallbacks
+        QTypeInfo("q5_1", 7, 32, 24),
         QTypeInfo("q8_0", 8, 32, 34),
         QTypeInfo("q4_k", 12, 256, 144),
         QTypeInfo("q5_k", 13, 256, 176),
