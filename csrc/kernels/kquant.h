@@ -68,6 +68,8 @@ void fill_kquant_neon(KQuantKernels& k);
 // to Q8_K once, then fixed-size row tasks. Q5_0 / Q5_1 (small fallback tensors) are dequantized
 // row by row and multiplied in float32. x: (n, k), w: (rows, k) of type wtype, y: (n, rows).
 bool is_kquant(QType t);  // Q4_K, Q5_K, Q6_K, Q5_0, Q5_1: the types this family multiplies
+// One row of any of those types -> float32 (e.g. an embedding lookup).
+void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k);
 void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y);
 
 }  // namespace llamix

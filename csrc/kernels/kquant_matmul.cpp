@@ -1,6 +1,7 @@
 // The threaded matmul for K-quant weights (Q4_K, Q5_K, Q6_K): activations quantized once to
 // Q8_K, then fixed-size row tasks, so the result never depends on the thread count.
 #include <algorithm>
+#include <stdexcept>
 #include <vector>
 
 #include "common/thread_pool.h"
@@ -10,6 +11,18 @@ namespace llamix {
 
 bool is_kquant(QType t) {
     return t == QType::Q4_K || t == QType::Q5_K || t == QType::Q6_K || t == QType::Q5_0 || t == QType::Q5_1;
+}
+
+void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k) {
+    const KQuantKernels& K = kernels().kquant;
+    switch (t) {
+        case QType::Q4_K: K.dequantize_row_q4_K(x, y, k); return;
+        case QType::Q5_K: K.dequantize_row_q5_K(x, y, k); return;
+        case QType::Q6_K: K.dequantize_row_q6_K(x, y, k); return;
+        case QType::Q5_0: K.dequantize_row_q5_0(x, y, k); return;
+        case QType::Q5_1: K.dequantize_row_q5_1(x, y, k); return;
+        default: throw std::invalid_argument("dequantize_row_kquant: not a K-quant family type");
+    }
 }
 
 namespace {
