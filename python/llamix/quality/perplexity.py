@@ -88,10 +88,16 @@ def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | No
     from ..progress import Progress
 
     n_ctx = int(n_ctx)
-    max_ctx = getattr(getattr(model, "config", None), "n_ctx", None) or getattr(getattr(model, "config", None), "context_length", None)
-    if max_ctx and n_ctx > int(max_ctx):
-        raise ValueError(f"n_ctx {n_ctx} exceeds the model's context length {max_ctx}")
+    for m in (model, kl_base):
+        max_ctx = getattr(m, "n_ctx", None) if m is not None else None
+        if max_ctx and n_ctx > int(max_ctx):
+            raise ValueError(f"n_ctx {n_ctx} exceeds the context the model was loaded with ({max_ctx})")
+    if n_batch is not None and int(n_batch) <= 0:
+        raise ValueError(f"n_batch must be positive, got {n_batch}")
     tokens = _tokens(model, text)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if kl_base is not None and vocab and getattr(kl_base.config, "vocab_size", vocab) != vocab:
+        raise ValueError(f"the base model's vocabulary ({kl_base.config.vocab_size}) differs from the model's ({vocab})")
     wins = windows(tokens, n_ctx, _bos_id(model))
     first = n_ctx // 2
     nll_all, kl_all, top1_all, chunk_ppl = [], [], [], []
@@ -128,11 +134,13 @@ def _sem(v: np.ndarray) -> float:
 
 
 def _window_logits(model, ids: np.ndarray, n_batch: int | None) -> np.ndarray:
-    """Logits (n_ctx, vocab) of one window evaluated from position 0."""
+    """Logits (n_ctx, vocab) of one window evaluated from position 0, ``n_batch`` tokens per
+    forward call (all at once when None)."""
     ids = [int(t) for t in ids]
-    if n_batch:
-        try:
-            return np.asarray(model.logits(ids, n_batch=n_batch))
-        except TypeError:
-            pass
-    return np.asarray(model.logits(ids))
+    if not n_batch or n_batch >= len(ids):
+        return np.asarray(model.logits(ids))
+    # a llamix Model: continue the sequence batch by batch in its KV cache
+    if not hasattr(model, "_eval"):
+        raise ValueError("n_batch needs a llamix Model (or a model whose logits() takes whole windows)")
+    model.reset()
+    return np.concatenate([model._eval(ids[i:i + n_batch], all_logits=True) for i in range(0, len(ids), n_batch)])
