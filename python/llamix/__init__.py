@@ -18,6 +18,9 @@ __all__ += ["Model", "ModelConfig", "Tokenizer", "load"]
 
 
 # --- merging (issue 4) ---
+from .merge import ConfigError, merge  # noqa: E402
+
+__all__ += ["ConfigError", "merge"]
 
 
 # --- quantize, export, quality (issue 5) ---

@@ -8,7 +8,9 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <array>
 #include <cstring>
+#include <utility>
 
 #include "kernels/matmul.h"
 
@@ -19,7 +21,7 @@ void quantize_act_q8a(const float* x, block_q8a* y, int64_t k);  // x86_avx512/q
 
 namespace {
 
-constexpr int kTile = 8;  // tokens per register tile: 8 float accumulators + 8 weight vectors
+constexpr int kTile = 12;  // tokens per register tile: 12 float accumulators + 8 weight vectors + temporaries
 
 inline __m512i bcast4(const int8_t* p) {
     int32_t v;
@@ -31,77 +33,100 @@ inline __m512 scales(const uint8_t* blk) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
 }
 
-// acc += (d_w * d_x) * float(dot - offset * sum_x)
-inline __m512 accumulate(__m512 acc, __m512 dw, const block_q8a& xb, __m512i dot, int offset) {
-    const __m512i isum = _mm512_sub_epi32(dot, _mm512_set1_epi32(offset * xb.sum));
+// acc += (d_w * d_x) * float(isum): the reference's expression, without FMA.
+inline __m512 accumulate(__m512 acc, __m512 dw, const block_q8a& xb, __m512i isum) {
     const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
     return _mm512_add_ps(acc, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum)));
 }
 
-template <int T>
-void q4_0_tile(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t y_stride, __mmask16 rows) {
-    __m512 acc[T];
-    for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = w + b * kQ4GroupBlockBytes;
-        const __m512 dw = scales(blk);
-        __m512i lo[4], hi[4];
-        for (int c = 0; c < 4; ++c) {
-            const __m512i v = _mm512_loadu_si512(blk + 2 * kGroupRows + 64 * c);
-            lo[c] = _mm512_and_si512(v, m4);
-            hi[c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+// The integer dots start from -offset * sum_x, which removes the weights' unsigned offset.
+// With few tokens a second chain halves the dependency chain of one token's 8 vpdpbusd; with
+// many tokens the tokens themselves are independent chains.
+template <int T, int Chunks, class Weights>
+inline __m512i block_dot(const Weights& wv, const block_q8a& xb, int offset) {
+    __m512i s0 = _mm512_set1_epi32(-offset * xb.sum);
+    if constexpr (T < 4) {
+        __m512i s1 = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int c = 0; c < Chunks; c += 2) {
+            s0 = _mm512_dpbusd_epi32(s0, wv[c], bcast4(xb.qs + wv.offset(c)));
+            s1 = _mm512_dpbusd_epi32(s1, wv[c + 1], bcast4(xb.qs + wv.offset(c + 1)));
         }
-        for (int i = 0; i < T; ++i) {
-            const block_q8a& xb = x[i * nb + b];
-            // two chains so one token's dependency chain is half as long
-            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-            for (int c = 0; c < 4; ++c) {
-                s0 = _mm512_dpbusd_epi32(s0, lo[c], bcast4(xb.qs + 4 * c));
-                s1 = _mm512_dpbusd_epi32(s1, hi[c], bcast4(xb.qs + 16 + 4 * c));
-            }
-            acc[i] = accumulate(acc[i], dw, xb, _mm512_add_epi32(s0, s1), 8);
-        }
+        return _mm512_add_epi32(s0, s1);
+    } else {
+#pragma GCC unroll 8
+        for (int c = 0; c < Chunks; ++c) s0 = _mm512_dpbusd_epi32(s0, wv[c], bcast4(xb.qs + wv.offset(c)));
+        return s0;
     }
-    for (int i = 0; i < T; ++i) _mm512_mask_storeu_ps(y + i * y_stride, rows, acc[i]);
 }
 
-template <int T>
-void q8_0_tile(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t y_stride, __mmask16 rows) {
-    __m512 acc[T];
-    for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = w + b * kQ8GroupBlockBytes;
-        const __m512 dw = scales(blk);
-        __m512i q[8];
-        for (int c = 0; c < 8; ++c) q[c] = _mm512_loadu_si512(blk + 2 * kGroupRows + 64 * c);
-        for (int i = 0; i < T; ++i) {
-            const block_q8a& xb = x[i * nb + b];
-            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-            for (int c = 0; c < 8; c += 2) {
-                s0 = _mm512_dpbusd_epi32(s0, q[c], bcast4(xb.qs + 4 * c));
-                s1 = _mm512_dpbusd_epi32(s1, q[c + 1], bcast4(xb.qs + 4 * c + 4));
-            }
-            acc[i] = accumulate(acc[i], dw, xb, _mm512_add_epi32(s0, s1), 128);
+// One block's weights of 16 rows as 8 vectors of 4 bytes per row, and where each vector's
+// 4 activation bytes sit in the block.
+struct Q4Weights {
+    __m512i v[8];  // low nibbles of chunks 0..3, then high nibbles
+    const __m512i& operator[](int c) const { return v[c]; }
+    static constexpr int offset(int c) { return c < 4 ? 4 * c : 16 + 4 * (c - 4); }
+    inline void load(const uint8_t* qs) {
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+            const __m512i raw = _mm512_loadu_si512(qs + 64 * c);
+            v[c] = _mm512_and_si512(raw, m4);
+            v[c + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
         }
     }
+};
+
+struct Q8Weights {
+    __m512i v[8];  // int8 + 128 of chunks 0..7
+    const __m512i& operator[](int c) const { return v[c]; }
+    static constexpr int offset(int c) { return 4 * c; }
+    inline void load(const uint8_t* qs) {
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) v[c] = _mm512_loadu_si512(qs + 64 * c);
+    }
+};
+
+template <class Weights, int64_t BlockBytes, int Offset, int T>
+void tile(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t y_stride, __mmask16 rows) {
+    __m512 acc[T];
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
+#pragma GCC unroll 1
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = w + b * BlockBytes;
+        const __m512 dw = scales(blk);
+        Weights wv;
+        wv.load(blk + 2 * kGroupRows);
+#pragma GCC unroll 16
+        for (int i = 0; i < T; ++i) {
+            const block_q8a& xb = x[i * nb + b];
+            acc[i] = accumulate(acc[i], dw, xb, block_dot<T, 8>(wv, xb, Offset));
+        }
+    }
+#pragma GCC unroll 16
     for (int i = 0; i < T; ++i) _mm512_mask_storeu_ps(y + i * y_stride, rows, acc[i]);
 }
 
 using TileFn = void (*)(const uint8_t*, int64_t, const block_q8a*, float*, int64_t, __mmask16);
 
+template <template <int> class K, int... I>
+constexpr std::array<TileFn, sizeof...(I)> tail_table(std::integer_sequence<int, I...>) {
+    return {(I == 0 ? nullptr : K<(I == 0 ? 1 : I)>::f)...};
+}
+
 // Full tiles of kTile tokens, then one smaller tile for the rest: the only tail handling.
 template <template <int> class K>
 void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    static constexpr TileFn tails[kTile] = {nullptr, K<1>::f, K<2>::f, K<3>::f, K<4>::f, K<5>::f, K<6>::f, K<7>::f};
+    static constexpr auto tails = tail_table<K>(std::make_integer_sequence<int, kTile>{});
     const __mmask16 mask = __mmask16((1u << rows) - 1);
     int64_t t = 0;
     for (; t + kTile <= n; t += kTile) K<kTile>::f(w, nb, x + t * nb, y + t * y_stride, y_stride, mask);
     if (t < n) tails[n - t](w, nb, x + t * nb, y + t * y_stride, y_stride, mask);
 }
 
-template <int T> struct Q4 { static void f(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t s, __mmask16 m) { q4_0_tile<T>(w, nb, x, y, s, m); } };
-template <int T> struct Q8 { static void f(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t s, __mmask16 m) { q8_0_tile<T>(w, nb, x, y, s, m); } };
+template <int T> struct Q4 { static constexpr TileFn f = tile<Q4Weights, kQ4GroupBlockBytes, 8, T>; };
+template <int T> struct Q8 { static constexpr TileFn f = tile<Q8Weights, kQ8GroupBlockBytes, 128, T>; };
 
 // Float weights: 4 independent accumulators of 16 lanes; masked loads for the tail.
 inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
