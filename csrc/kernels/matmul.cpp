@@ -169,6 +169,7 @@ PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t 
 
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y) {
     if (n <= 0 || w.rows <= 0) return;
+    if (is_kquant(w.type)) return matmul_kquant(x, n, w.k, w.data, w.type, w.rows, y);  // issue 5: K-quants
     if (is_block_type(w.type))
         matmul_blocks(x, n, w.k, w.type, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, y);
     else
@@ -177,6 +178,7 @@ void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* 
 
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
     if (n <= 0 || rows <= 0) return;
+    if (is_kquant(wtype)) return matmul_kquant(x, n, k, w, wtype, rows, y);  // issue 5: K-quants
     if (is_block_type(wtype))
         matmul_blocks(x, n, k, wtype, nullptr, static_cast<const uint8_t*>(w), rows, y);
     else

@@ -24,4 +24,7 @@ __all__ += ["ConfigError", "merge"]
 
 
 # --- quantize, export, quality (issue 5) ---
+from .quality.export import export_gguf  # noqa: E402
+from .quality.perplexity import PerplexityResult, perplexity  # noqa: E402
 
+__all__ += ["PerplexityResult", "export_gguf", "perplexity"]

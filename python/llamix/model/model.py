@@ -198,6 +198,14 @@ class Model:
             if tail:
                 yield tail, -1
 
+    # --- export (issue 5) ---
+    def save(self, path: str | os.PathLike, qtype: str = "f16", *, pure: bool = False):
+        """Write this model as a GGUF file llama.cpp loads alone (see :func:`llamix.export_gguf`):
+        ``qtype`` is ``f32 f16 q8_0 q4_0 q4_0_mse q4_k q4_k_m q5_k_m q6_k``. Returns the export report."""
+        from ..quality.export import export_gguf
+
+        return export_gguf(self, path, qtype, pure=pure)
+
     def __repr__(self) -> str:
         c = self.config
         return (f"Model({os.path.basename(self.source)!r}, dim={c.dim}, layers={c.n_layers}, heads={c.n_heads}/"

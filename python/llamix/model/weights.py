@@ -25,7 +25,8 @@ from .config import ModelConfig
 
 # Weight types the forward pass computes with. Other GGUF types are refused by name; a new
 # block format (e.g. K-quants) slots in by adding it here and to the C++ forward's row lookup.
-COMPUTE_TYPES = ("f32", "f16", "bf16", "q4_0", "q8_0")
+COMPUTE_TYPES = ("f32", "f16", "bf16", "q4_0", "q8_0",
+                 "q4_k", "q5_k", "q6_k", "q5_0", "q5_1")  # issue 5: K-quant mixes and their fallbacks
 LOAD_QUANTS = (None, "q4_0", "q8_0", "f16")
 LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
 
