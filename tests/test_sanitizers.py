@@ -66,9 +66,9 @@ def test_kernel_tests_pass_under_asan_and_ubsan(sanitize_build, tmp_path):
     shutil.copytree(ROOT / "python" / "llamix", pkg / "llamix", ignore=shutil.ignore_patterns("_C*.so", "__pycache__"))
     shutil.copy2(built[0], pkg / "llamix" / built[0].name)
 
-    # The import path of this interpreter minus any other llamix (an editable install's finder is
-    # a .pth hook, which -S skips).
-    paths = [p for p in sys.path if p and not (Path(p) / "llamix").exists() and Path(p).exists()]
+    # This interpreter's import path behind the sanitized copy, which therefore shadows an installed
+    # llamix (an editable install's finder is a .pth hook, which -S skips).
+    paths = [p for p in sys.path if p and Path(p).exists()]
     tests = [ROOT / "tests" / t for t in KERNEL_TESTS] + sorted((ROOT / "tests").glob("test_*kernel*.py"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMIX_")}
     env.update({
