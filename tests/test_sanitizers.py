@@ -66,8 +66,8 @@ def test_kernel_tests_pass_under_asan_and_ubsan(sanitize_build, tmp_path):
     shutil.copytree(ROOT / "python" / "llamix", pkg / "llamix", ignore=shutil.ignore_patterns("_C*.so", "__pycache__"))
     shutil.copy2(built[0], pkg / "llamix" / built[0].name)
 
-    # This interpreter's import path behind the copy, so the copy's llamix wins (an editable
-    # install's finder is a .pth hook, which -S skips); the probe below checks which _C loads.
+    # This interpreter's import path behind the sanitized copy, which therefore shadows an installed
+    # llamix (an editable install's finder is a .pth hook, which -S skips).
     paths = [p for p in sys.path if p and Path(p).exists()]
     tests = [ROOT / "tests" / t for t in KERNEL_TESTS] + sorted((ROOT / "tests").glob("test_*kernel*.py"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMIX_")}

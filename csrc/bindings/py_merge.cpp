@@ -1,5 +1,180 @@
+// Merge drivers: check and convert the arrays, then run one output tensor with the GIL released.
+// Arrays are float32, float16 or bfloat16 bit patterns in uint16, with their QType id given
+// explicitly (numpy has no bfloat16); outputs are allocated here in the requested type.
+#include <pybind11/stl.h>
+
 #include "bindings/checks.h"
+#include "kernels/kernels.h"
 
 namespace llamix {
-void register_merge(py::module_&) {}
+
+namespace {
+
+QType float_type(int id, const char* what) {
+    const QType t = static_cast<QType>(id);
+    require(t == QType::F32 || t == QType::F16 || t == QType::BF16,
+            std::string(what) + ": type id " + std::to_string(id) + " is not float32 (0), float16 (1) or bfloat16 (30)");
+    return t;
+}
+
+MergeInput as_input(const py::array& a, int type_id, int64_t n, const std::string& what) {
+    const QType t = float_type(type_id, what.c_str());
+    require(a.size() == n, what + " has " + std::to_string(a.size()) + " elements, expected " + std::to_string(n));
+    require(a.itemsize() == (t == QType::F32 ? 4 : 2), what + ": dtype " + std::string(py::str(a.dtype())) +
+                                                          " does not match its declared type");
+    require(a.dtype().kind() == 'f' || a.dtype().kind() == 'u', what + ": expected a float or uint16 array");
+    require_c_contiguous(a, what.c_str());
+    return MergeInput{a.data(), t};
+}
+
+py::array new_output(const py::array& like, int type_id) {
+    const QType t = float_type(type_id, "out_type");
+    std::vector<py::ssize_t> shape(like.shape(), like.shape() + like.ndim());
+    if (t == QType::F32) return py::array_t<float>(shape);
+    if (t == QType::F16) return py::array(py::dtype("float16"), shape);
+    return py::array_t<uint16_t>(shape);
+}
+
+MergeOutput as_output(py::array& out, int type_id) { return MergeOutput{out.mutable_data(), static_cast<QType>(type_id)}; }
+
+MergeCommon common(const py::array& first, int work_id) {
+    return MergeCommon{static_cast<int64_t>(first.size()), float_type(work_id, "work_type")};
+}
+
+std::vector<MergeInput> as_inputs(const std::vector<py::array>& xs, const std::vector<int>& types, int64_t n) {
+    require(!xs.empty(), "at least one input tensor is needed");
+    require(xs.size() == types.size(), "one type id per input tensor is needed");
+    std::vector<MergeInput> out;
+    for (size_t i = 0; i < xs.size(); ++i) out.push_back(as_input(xs[i], types[i], n, "input " + std::to_string(i)));
+    return out;
+}
+
+// (kind, r0, r1, density, epsilon, weight)
+using SparsifyTuple = std::tuple<int, int64_t, int64_t, double, double, float>;
+
+Sparsify as_sparsify(const SparsifyTuple& s) {
+    Sparsify sp;
+    const int kind = std::get<0>(s);
+    require(kind >= 0 && kind <= 3, "sparsify kind must be 0 (none), 1 (rank), 2 (random) or 3 (della)");
+    sp.kind = static_cast<Sparsify::Kind>(kind);
+    sp.r0 = std::get<1>(s);
+    sp.r1 = std::get<2>(s);
+    sp.density = std::get<3>(s);
+    sp.epsilon = std::get<4>(s);
+    sp.weight = std::get<5>(s);
+    return sp;
+}
+
+}  // namespace
+
+void register_merge(py::module_& m) {
+    m.def("merge_linear", [](std::vector<py::array> xs, std::vector<int> types, std::vector<float> weights, bool normalize,
+                             int out_type, int work_type) {
+        require(weights.size() == xs.size(), "one weight per input tensor is needed");
+        const MergeCommon c = common(xs.at(0), work_type);
+        const auto in = as_inputs(xs, types, c.n);
+        py::array out = new_output(xs[0], out_type);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_linear(c, in, weights, normalize, o);
+        return out;
+    }, py::arg("xs"), py::arg("types"), py::arg("weights"), py::arg("normalize"), py::arg("out_type"), py::arg("work_type"));
+
+    m.def("merge_slerp", [](py::array v0, int t0, py::array v1, int t1, float t, int out_type, int work_type) {
+        const MergeCommon c = common(v0, work_type);
+        const MergeInput a = as_input(v0, t0, c.n, "v0"), b = as_input(v1, t1, c.n, "v1");
+        py::array out = new_output(v0, out_type);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_slerp(c, a, b, t, o);
+        return out;
+    }, py::arg("v0"), py::arg("type0"), py::arg("v1"), py::arg("type1"), py::arg("t"), py::arg("out_type"), py::arg("work_type"));
+
+    m.def("merge_nuslerp", [](py::array x0, int t0, py::array x1, int t1, std::optional<py::array> base, int base_type,
+                              double t, int64_t rows, int out_type, int work_type) {
+        const MergeCommon c = common(x0, work_type);
+        const MergeInput a = as_input(x0, t0, c.n, "x0"), b = as_input(x1, t1, c.n, "x1");
+        MergeInput bs;
+        if (base) bs = as_input(*base, base_type, c.n, "base");
+        require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
+        py::array out = new_output(x0, out_type);
+        const MergeOutput o = as_output(out, out_type);
+        const bool has_base = bool(base);
+        py::gil_scoped_release release;
+        merge_nuslerp(c, a, b, has_base ? &bs : nullptr, t, rows, o);
+        return out;
+    }, py::arg("x0"), py::arg("type0"), py::arg("x1"), py::arg("type1"), py::arg("base"), py::arg("base_type"), py::arg("t"),
+       py::arg("rows"), py::arg("out_type"), py::arg("work_type"));
+
+    m.def("merge_task_vectors", [](py::array base, int base_type, std::vector<py::array> xs, std::vector<int> types,
+                                   std::vector<SparsifyTuple> sparsify, int consensus, bool rescale, bool normalize,
+                                   float lambda, uint64_t seed, std::string name, int64_t rows, int out_type, int work_type) {
+        const MergeCommon c = common(base, work_type);
+        const MergeInput b = as_input(base, base_type, c.n, "base");
+        const auto in = as_inputs(xs, types, c.n);
+        require(sparsify.size() == xs.size(), "one sparsifier per input tensor is needed");
+        require(consensus >= 0 && consensus <= 2, "consensus must be 0 (none), 1 (sum) or 2 (count)");
+        require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
+        std::vector<Sparsify> sp;
+        for (const auto& s : sparsify) sp.push_back(as_sparsify(s));
+        TaskVectorParams p;
+        p.consensus = static_cast<Consensus>(consensus);
+        p.rescale = rescale;
+        p.normalize = normalize;
+        p.lambda = lambda;
+        p.seed = seed;
+        p.name = std::move(name);
+        p.rows = rows;
+        py::array out = new_output(base, out_type);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_task_vectors(c, b, in, sp, p, o);
+        return out;
+    }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("sparsify"), py::arg("consensus"),
+       py::arg("rescale"), py::arg("normalize"), py::arg("lambda_"), py::arg("seed"), py::arg("name"), py::arg("rows"),
+       py::arg("out_type"), py::arg("work_type"));
+
+    m.def("merge_model_stock", [](py::array base, int base_type, std::vector<py::array> xs, std::vector<int> types,
+                                  int64_t rows, int out_type, int work_type) {
+        const MergeCommon c = common(base, work_type);
+        const MergeInput b = as_input(base, base_type, c.n, "base");
+        const auto in = as_inputs(xs, types, c.n);
+        require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
+        py::array out = new_output(base, out_type);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_model_stock(c, b, in, rows, o);
+        return out;
+    }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("rows"), py::arg("out_type"),
+       py::arg("work_type"));
+
+    m.def("merge_scale", [](py::array x, int type, float s, int out_type, int work_type) {
+        const MergeCommon c = common(x, work_type);
+        const MergeInput a = as_input(x, type, c.n, "x");
+        py::array out = new_output(x, out_type);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_scale(c, a, s, o);
+        return out;
+    }, py::arg("x"), py::arg("type"), py::arg("scale"), py::arg("out_type"), py::arg("work_type"));
+
+    m.def("merge_sparsify_mask", [](py::array base, int base_type, py::array x, int type, SparsifyTuple sparsify,
+                                    uint64_t seed, std::string name, int model_index, int64_t rows, int work_type) {
+        const MergeCommon c = common(base, work_type);
+        const MergeInput b = as_input(base, base_type, c.n, "base"), a = as_input(x, type, c.n, "x");
+        require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
+        const Sparsify sp = as_sparsify(sparsify);
+        std::vector<uint8_t> bits;
+        {
+            py::gil_scoped_release release;
+            bits = merge_sparsify_mask(c, b, a, sp, seed, name, model_index, rows);
+        }
+        py::array_t<uint8_t> out(static_cast<py::ssize_t>(bits.size()));
+        std::copy(bits.begin(), bits.end(), out.mutable_data());
+        return out;
+    }, py::arg("base"), py::arg("base_type"), py::arg("x"), py::arg("type"), py::arg("sparsify"), py::arg("seed"),
+       py::arg("name"), py::arg("model_index"), py::arg("rows"), py::arg("work_type"),
+       "The keep mask (n bits, LSB first, packed in bytes) of one model's sparsifier.");
+}
+
 }  // namespace llamix

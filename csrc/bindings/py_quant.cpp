@@ -34,6 +34,12 @@ void quantize_row(QType dst, const float* x, void* y, int64_t k) {
         case QType::BF16: Q.f32_to_bf16(x, static_cast<uint16_t*>(y), k); return;
         case QType::Q4_0: Q.quantize_row_q4_0(x, y, k); return;
         case QType::Q8_0: Q.quantize_row_q8_0(x, y, k); return;
+        // issue 5: K-quants (error-minimising quantizers in kernels/kquant.h)
+        case QType::Q4_K: kernels().kquant.quantize_row_q4_K(x, y, k); return;
+        case QType::Q5_K: kernels().kquant.quantize_row_q5_K(x, y, k); return;
+        case QType::Q6_K: kernels().kquant.quantize_row_q6_K(x, y, k); return;
+        case QType::Q5_0: kernels().kquant.quantize_row_q5_0(x, y, k); return;
+        case QType::Q5_1: kernels().kquant.quantize_row_q5_1(x, y, k); return;
         default: throw std::invalid_argument("quantize: unsupported target type");
     }
 }
@@ -65,6 +71,12 @@ void dequantize_row(QType t, const void* x, float* y, int64_t k) {
         case QType::BF16: Q.bf16_to_f32(static_cast<const uint16_t*>(x), y, k); return;
         case QType::Q4_0: Q.dequantize_row_q4_0(x, y, k); return;
         case QType::Q8_0: Q.dequantize_row_q8_0(x, y, k); return;
+        // issue 5: K-quants
+        case QType::Q4_K: kernels().kquant.dequantize_row_q4_K(x, y, k); return;
+        case QType::Q5_K: kernels().kquant.dequantize_row_q5_K(x, y, k); return;
+        case QType::Q6_K: kernels().kquant.dequantize_row_q6_K(x, y, k); return;
+        case QType::Q5_0: kernels().kquant.dequantize_row_q5_0(x, y, k); return;
+        case QType::Q5_1: kernels().kquant.dequantize_row_q5_1(x, y, k); return;
         default: throw std::invalid_argument("dequantize: unsupported type");
     }
 }

@@ -199,6 +199,7 @@ PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t 
 
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y) {
     if (n <= 0 || w.rows <= 0) return;
+    if (is_kquant(w.type)) return matmul_kquant(x, n, w.k, w.data, w.type, w.rows, y);  // issue 5: K-quants
     if (is_block_type(w.type))
         matmul_blocks(x, n, w.k, w.type, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, y);
     else
@@ -214,7 +215,9 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
     std::vector<BlockJob> jobs;
     for (int i = 0; i < count; ++i) {
         const PreparedWeight& w = *ws[i];
-        if (!is_block_type(w.type))
+        if (is_kquant(w.type))
+            matmul_kquant(x, n, k, w.data, w.type, w.rows, ys[i]);  // issue 5: K-quants
+        else if (!is_block_type(w.type))
             matmul_floats(x, n, k, w.data, w.type, w.rows, ys[i]);
         else if (w.rows > 0)
             jobs.emplace_back(K, w.type, k, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, n, ys[i]);
@@ -224,6 +227,7 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
 
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
     if (n <= 0 || rows <= 0) return;
+    if (is_kquant(wtype)) return matmul_kquant(x, n, k, w, wtype, rows, y);  // issue 5: K-quants
     if (is_block_type(wtype))
         matmul_blocks(x, n, k, wtype, nullptr, static_cast<const uint8_t*>(w), rows, y);
     else

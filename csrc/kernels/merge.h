@@ -1,17 +1,165 @@
-// Merge primitives (weighted sums, SLERP, task-vector sparsify / consensus).
+// Merge primitives (weighted sums, SLERP, task-vector sparsify / sign consensus) and the
+// threaded per-tensor drivers built on them (kernels/merge.cpp).
+//
+// The table holds element-wise kernels on float32 chunks; every ISA must produce the same bits
+// as the reference (ref/merge_ref.cpp is the spec):
+// - no contraction: a*b + c is two roundings unless the kernel says "fused";
+// - reductions accumulate in double over 8 lanes, element i going to lane i % 8, lanes combined
+//   as ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)). Products of two floats are exact in double, so the
+//   result depends only on this order, never on the ISA or on the thread count (the drivers sum
+//   chunk partials of a fixed size in chunk order).
+// - random masks come from mask_hash(key, element index): a counter-based generator, so a mask
+//   is the same for any order, thread count or ISA.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/formats.h"
 
 namespace llamix {
 
+// Sign-consensus rules of TIES (Yadav et al. 2023): majority sign by summed mass or by count.
+enum class Consensus : int { none = 0, sum = 1, count = 2 };
+
+// Lane sums of one chunk: out[j] accumulates over elements i with i % 8 == j.
+inline double combine_lanes(const double l[8]) {
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+// murmur3's 32-bit finaliser: a bijection with good avalanche.
+inline uint32_t fmix32(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+// Counter-based random bits for element `index` under a 64-bit key (two 32-bit halves).
+// Tensors are < 2^32 elements per 32-bit counter block; the high half of the index is folded
+// into the key by the drivers (mask_key_for_block).
+inline uint32_t mask_hash(uint32_t k0, uint32_t k1, uint32_t index) {
+    return fmix32(fmix32(index ^ k0) + k1);
+}
+
 struct MergeKernels {
-    // Placeholder entry so the table has a shape before the merge kernels land.
-    int reserved = 0;
+    // dst[i] = float(src[i]); src is float32, float16 or bfloat16 (QType F32/F16/BF16).
+    void (*load)(const void* src, QType type, float* dst, int64_t n) = nullptr;
+    // dst[i] = src[i] rounded (nearest even) to type.
+    void (*store)(const float* src, void* dst, QType type, int64_t n) = nullptr;
+    // acc[i] = fma(x[i], w, acc[i])  (fused: one rounding, as torch's addcmul_ on CPU)
+    void (*fma_acc)(float* acc, const float* x, float w, int64_t n) = nullptr;
+    // x[i] = x[i] / d
+    void (*div)(float* x, float d, int64_t n) = nullptr;
+    // out[i] = ((ca * a[i]) + (cb * b[i])) / d, each operation rounded
+    void (*lincomb2)(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n) = nullptr;
+    // out[i] = a[i] - b[i]
+    void (*sub)(float* out, const float* a, const float* b, int64_t n) = nullptr;
+    // Lane sums (see above) of a*a, b*b, a*b in double: out[0..2]. b may equal a.
+    void (*dot3)(const float* a, const float* b, int64_t n, double out[3]) = nullptr;
+    // Lane sum of |x[i]|, and of |x[i]| where bit i of mask is set: out[0], out[1].
+    // mask may be null (then out[1] = out[0]). The chunk starts at a multiple of 8 elements.
+    void (*abs_sums)(const float* x, const uint8_t* mask, int64_t n, double out[2]) = nullptr;
+    // Bit i of mask = (mask_hash(k0, k1, index0 + i) >> 8) < threshold24  (keep with probability
+    // threshold24 / 2^24). n is a multiple of 8 except for the last chunk; index0 % 8 == 0.
+    void (*random_mask)(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24, uint8_t* mask,
+                        int64_t n) = nullptr;
+    // Bit i of mask = lo <= key(x[i]) <= hi with key = the bits of |x[i]| as uint32 (an
+    // order-preserving integer; lo, hi <= 0x7fffffff). The chunk starts at a multiple of 8.
+    void (*range_mask)(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) = nullptr;
+    // x[i] = mask bit i ? x[i] * s : 0 (x times a 0/1 mask, then rescaled, as mergekit does
+    // (x * m) * s); s == 1 skips the multiply. mask may be null (keep all).
+    void (*mask_scale)(float* x, const uint8_t* mask, float s, int64_t n) = nullptr;
+    // x[i] = x[i] * w
+    void (*scale)(float* x, float w, int64_t n) = nullptr;
+    // The TIES vote over n_models weighted deltas d[m] (each n floats), weights w[m]:
+    //   sum:   sigma = (sum_m d[m][i]) >= 0 ? +1 : -1     count: sigma = (sum_m sign d[m][i]) >= 0 ? +1 : -1
+    //   agree_m = sign(d[m][i]) == sigma   (a zero never agrees)
+    //   out[i] = sum_m (agree_m ? d[m][i] : 0), div[i] = sum_m (agree_m ? w[m] : 0), 0 -> 1
+    // Sums run in model order from the first term, in float32.
+    void (*consensus)(const float* const* d, const float* w, int n_models, Consensus rule, float* out, float* div,
+                      int64_t n) = nullptr;
+    // acc[i] += x[i]   (plain float32 add)
+    void (*add)(float* acc, const float* x, int64_t n) = nullptr;
+    // x[i] = x[i] / d[i]
+    void (*div_elementwise)(float* x, const float* d, int64_t n) = nullptr;
 };
 
 void fill_merge_ref(MergeKernels& k);
 void fill_merge_avx2(MergeKernels& k);
 void fill_merge_avx512(MergeKernels& k);
 void fill_merge_neon(MergeKernels& k);
+
+// ---- Drivers (kernels/merge.cpp): one output tensor, chunked over the thread pool. ----
+
+// A read-only input tensor of n elements stored as float32, float16 or bfloat16.
+struct MergeInput {
+    const void* data = nullptr;
+    QType type = QType::F32;
+};
+
+// The output: n elements of type F32, F16 or BF16.
+struct MergeOutput {
+    void* data = nullptr;
+    QType type = QType::F32;
+};
+
+// Inputs may be rounded to a narrower working dtype first (mergekit casts inputs to `dtype` on
+// load); F32 means no rounding.
+struct MergeCommon {
+    int64_t n = 0;
+    QType work = QType::F32;
+};
+
+// out = (sum_i w_i x_i) [/ sum_i w_i]: float32 accumulator from zero, one fused multiply-add per
+// input in input order, then one division (mergekit's linear). Throws if normalizing by zero.
+void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const std::vector<float>& w, bool normalize,
+                  MergeOutput out);
+
+// SLERP from v0 (t = 0) to v1 (t = 1) over the whole tensor, mergekit's rules (see merge.cpp).
+void merge_slerp(const MergeCommon& c, MergeInput v0, MergeInput v1, float t, MergeOutput out);
+
+// NuSLERP between x0 and x1 (of their task vectors over base, when given): vectors are `rows`
+// contiguous runs of n / rows elements (rows = 1 flattens the tensor). t is mergekit's double.
+void merge_nuslerp(const MergeCommon& c, MergeInput x0, MergeInput x1, const MergeInput* base, double t, int64_t rows,
+                   MergeOutput out);
+
+// How one model's task vector is sparsified.
+struct Sparsify {
+    enum Kind { none = 0, rank = 1, random = 2, della = 3 } kind = none;
+    // rank: keep ranks [r0, r1) of |delta| ascending; equal magnitudes rank by ascending index.
+    int64_t r0 = 0, r1 = 0;
+    // random: keep with probability density; della: per row, density -/+ epsilon by rank.
+    double density = 1.0, epsilon = 0.0;
+    float weight = 1.0f;
+};
+
+struct TaskVectorParams {
+    Consensus consensus = Consensus::none;
+    bool rescale = false;    // L1-rescale kept entries (mergekit's RescaleNorm.l1)
+    bool normalize = false;  // divide by the (agreeing) weight sum
+    float lambda = 1.0f;
+    uint64_t seed = 0;
+    std::string name;     // tensor name: keys the random masks
+    int64_t rows = 1;     // della ranks within rows of n / rows elements
+};
+
+// out = base + lambda * combine_i(w_i * sparsify(x_i - base)) — the task-arithmetic family.
+void merge_task_vectors(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x,
+                        const std::vector<Sparsify>& sp, const TaskVectorParams& p, MergeOutput out);
+
+// Model Stock: out = t * mean(x_i) + (1 - t) * base with t from the mean pairwise cosine of the
+// offsets; per row (rows > 1) or per tensor.
+void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x, int64_t rows,
+                       MergeOutput out);
+
+// out = x * s (passthrough with scale) or a plain dtype conversion when s == 1.
+void merge_scale(const MergeCommon& c, MergeInput x, float s, MergeOutput out);
+
+// The keep-mask bits of one model's sparsifier (for tests and statistics): n bits, LSB first.
+std::vector<uint8_t> merge_sparsify_mask(const MergeCommon& c, MergeInput base, MergeInput x, const Sparsify& sp,
+                                         uint64_t seed, const std::string& name, int model_index, int64_t rows);
 
 }  // namespace llamix

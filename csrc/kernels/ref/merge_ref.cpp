@@ -1,5 +1,175 @@
-#include "kernels/merge.h"
+// Reference merge primitives: THE SPEC every SIMD variant must reproduce bit for bit.
+// Plain loops; the rounding of every operation is written out (the build uses -ffp-contract=off).
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "common/fp16.h"
+#include "kernels/ref/merge_ref.h"
 
 namespace llamix {
-void fill_merge_ref(MergeKernels&) {}
+namespace ref {
+
+void load(const void* src, QType type, float* dst, int64_t n) {
+    switch (type) {
+        case QType::F32: std::memcpy(dst, src, size_t(n) * 4); return;
+        case QType::F16: {
+            const auto* s = static_cast<const uint16_t*>(src);
+            for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(s[i]);
+            return;
+        }
+        case QType::BF16: {
+            const auto* s = static_cast<const uint16_t*>(src);
+            for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(s[i]);
+            return;
+        }
+        default: throw std::invalid_argument("merge: inputs must be float32, float16 or bfloat16");
+    }
+}
+
+void store(const float* src, void* dst, QType type, int64_t n) {
+    switch (type) {
+        case QType::F32: std::memcpy(dst, src, size_t(n) * 4); return;
+        case QType::F16: {
+            auto* d = static_cast<uint16_t*>(dst);
+            for (int64_t i = 0; i < n; ++i) d[i] = fp32_to_fp16(src[i]);
+            return;
+        }
+        case QType::BF16: {
+            auto* d = static_cast<uint16_t*>(dst);
+            for (int64_t i = 0; i < n; ++i) d[i] = fp32_to_bf16(src[i]);
+            return;
+        }
+        default: throw std::invalid_argument("merge: outputs must be float32, float16 or bfloat16");
+    }
+}
+
+void fma_acc(float* acc, const float* x, float w, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) acc[i] = std::fma(x[i], w, acc[i]);
+}
+
+void div(float* x, float d, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = x[i] / d;
+}
+
+void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float pa = ca * a[i];
+        const float pb = cb * b[i];
+        out[i] = (pa + pb) / d;
+    }
+}
+
+void sub(float* out, const float* a, const float* b, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) out[i] = a[i] - b[i];
+}
+
+void dot3(const float* a, const float* b, int64_t n, double out[3]) {
+    double aa[8] = {}, bb[8] = {}, ab[8] = {};
+    for (int64_t i = 0; i < n; ++i) {
+        const double x = a[i], y = b[i];
+        aa[i % 8] += x * x;  // exact product: the sum order alone decides the result
+        bb[i % 8] += y * y;
+        ab[i % 8] += x * y;
+    }
+    out[0] = combine_lanes(aa);
+    out[1] = combine_lanes(bb);
+    out[2] = combine_lanes(ab);
+}
+
+void abs_sums(const float* x, const uint8_t* mask, int64_t n, double out[2]) {
+    double all[8] = {}, kept[8] = {};
+    for (int64_t i = 0; i < n; ++i) {
+        const double v = std::fabs(double(x[i]));
+        all[i % 8] += v;
+        if (!mask || (mask[i >> 3] >> (i & 7) & 1)) kept[i % 8] += v;
+    }
+    out[0] = combine_lanes(all);
+    out[1] = combine_lanes(kept);
+}
+
+void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24, uint8_t* mask, int64_t n) {
+    for (int64_t i = 0; i < n; i += 8) {
+        uint8_t byte = 0;
+        for (int64_t j = 0; j < 8 && i + j < n; ++j) {
+            const uint32_t u = mask_hash(k0, k1, index0 + uint32_t(i + j)) >> 8;
+            byte |= uint8_t(u < threshold24) << j;
+        }
+        mask[i >> 3] = byte;
+    }
+}
+
+void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) {
+    for (int64_t i = 0; i < n; i += 8) {
+        uint8_t byte = 0;
+        for (int64_t j = 0; j < 8 && i + j < n; ++j) {
+            const uint32_t k = f32_bits(x[i + j]) & 0x7fffffffu;
+            byte |= uint8_t(lo <= k && k <= hi) << j;
+        }
+        mask[i >> 3] = byte;
+    }
+}
+
+void mask_scale(float* x, const uint8_t* mask, float s, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const bool keep = !mask || (mask[i >> 3] >> (i & 7) & 1);
+        float v = x[i] * (keep ? 1.0f : 0.0f);  // a dropped entry keeps its sign: x * 0
+        if (s != 1.0f) v = v * s;
+        x[i] = v;
+    }
+}
+
+void scale(float* x, float w, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = x[i] * w;
+}
+
+// sign as mergekit's mask sees it: -1, 0 or +1 (NaN compares unequal to both signs)
+static inline float sign_of(float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : (v == 0.0f ? 0.0f : NAN)); }
+
+void consensus(const float* const* d, const float* w, int n_models, Consensus rule, float* out, float* div, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        float vote = rule == Consensus::sum ? d[0][i] : sign_of(d[0][i]);
+        for (int m = 1; m < n_models; ++m) vote = vote + (rule == Consensus::sum ? d[m][i] : sign_of(d[m][i]));
+        const float sigma = vote >= 0.0f ? 1.0f : -1.0f;
+        float acc = 0.0f, den = 0.0f;
+        for (int m = 0; m < n_models; ++m) {
+            const bool agree = sign_of(d[m][i]) == sigma;
+            const float term = d[m][i] * (agree ? 1.0f : 0.0f);  // disagreeing: a signed zero
+            const float wt = w[m] * (agree ? 1.0f : 0.0f);
+            acc = m == 0 ? term : acc + term;
+            den = m == 0 ? wt : den + wt;
+        }
+        out[i] = acc;
+        div[i] = den == 0.0f ? 1.0f : den;
+    }
+}
+
+void accumulate(float* acc, const float* x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) acc[i] = acc[i] + x[i];
+}
+
+void div_elementwise(float* x, const float* d, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = x[i] / d[i];
+}
+
+}  // namespace ref
+
+void fill_merge_ref(MergeKernels& k) {
+    k.load = ref::load;
+    k.store = ref::store;
+    k.fma_acc = ref::fma_acc;
+    k.div = ref::div;
+    k.lincomb2 = ref::lincomb2;
+    k.sub = ref::sub;
+    k.dot3 = ref::dot3;
+    k.abs_sums = ref::abs_sums;
+    k.random_mask = ref::random_mask;
+    k.range_mask = ref::range_mask;
+    k.mask_scale = ref::mask_scale;
+    k.scale = ref::scale;
+    k.consensus = ref::consensus;
+    k.add = ref::accumulate;
+    k.div_elementwise = ref::div_elementwise;
+}
+
 }  // namespace llamix

@@ -1,5 +1,250 @@
-#include "kernels/merge.h"
+// AVX-512 merge primitives: 16 floats per step with mask registers, bit-identical to
+// ref/merge_ref.cpp (same rounding of every operation, same reduction lanes); tails go to the
+// reference. Primitives not listed here come from the AVX2 table.
+#include <immintrin.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/ref/merge_ref.h"
 
 namespace llamix {
-void fill_merge_avx512(MergeKernels&) {}
+namespace avx512 {
+
+namespace {
+
+inline __m512 load16(const void* src, QType type, int64_t i) {
+    switch (type) {
+        case QType::F16:
+            return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(src) + i)));
+        case QType::BF16: {
+            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(src) + i));
+            return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        }
+        default: return _mm512_loadu_ps(static_cast<const float*>(src) + i);
+    }
+}
+
+// float32 -> bfloat16, round to nearest even, NaN kept quiet (as fp32_to_bf16)
+inline __m256i to_bf16(__m512 v) {
+    const __m512i x = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(x, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+    const __mmask16 is_nan =
+        _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_mov_epi32(r, is_nan, _mm512_or_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+inline __mmask16 mask16(const uint8_t* mask, int64_t i) {
+    return __mmask16(mask[i >> 3] | (unsigned(mask[(i >> 3) + 1]) << 8));
+}
+
+inline __m512i fmix32(__m512i h) {
+    h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+    h = _mm512_mullo_epi32(h, _mm512_set1_epi32(int(0x85ebca6bu)));
+    h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 13));
+    h = _mm512_mullo_epi32(h, _mm512_set1_epi32(int(0xc2b2ae35u)));
+    return _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+}
+
+// -1, 0, +1, or the NaN itself (the reference's sign_of)
+inline __m512 sign16(__m512 x) {
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 s = _mm512_mask_mov_ps(zero, _mm512_cmp_ps_mask(x, zero, _CMP_GT_OQ), _mm512_set1_ps(1.0f));
+    s = _mm512_mask_mov_ps(s, _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ), _mm512_set1_ps(-1.0f));
+    return _mm512_mask_mov_ps(s, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+}  // namespace
+
+void load(const void* src, QType type, float* dst, int64_t n) {
+    if (type == QType::F32) return ref::load(src, type, dst, n);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16(src, type, i));
+    if (i < n) ref::load(static_cast<const uint16_t*>(src) + i, type, dst + i, n - i);
+}
+
+void store(const float* src, void* dst, QType type, int64_t n) {
+    int64_t i = 0;
+    if (type == QType::F16) {
+        for (; i + 16 <= n; i += 16)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(dst) + i),
+                                _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    } else if (type == QType::BF16) {
+        for (; i + 16 <= n; i += 16)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(dst) + i), to_bf16(_mm512_loadu_ps(src + i)));
+    } else {
+        return ref::store(src, dst, type, n);
+    }
+    if (i < n) ref::store(src + i, static_cast<uint16_t*>(dst) + i, type, n - i);
+}
+
+void fma_acc(float* acc, const float* x, float w, int64_t n) {
+    const __m512 vw = _mm512_set1_ps(w);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(_mm512_loadu_ps(x + i), vw, _mm512_loadu_ps(acc + i)));
+    if (i < n) ref::fma_acc(acc + i, x + i, w, n - i);
+}
+
+void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n) {
+    const __m512 va = _mm512_set1_ps(ca), vb = _mm512_set1_ps(cb), vd = _mm512_set1_ps(d);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 pa = _mm512_mul_ps(va, _mm512_loadu_ps(a + i));
+        const __m512 pb = _mm512_mul_ps(vb, _mm512_loadu_ps(b + i));
+        _mm512_storeu_ps(out + i, _mm512_div_ps(_mm512_add_ps(pa, pb), vd));
+    }
+    if (i < n) ref::lincomb2(out + i, a + i, ca, b + i, cb, d, n - i);
+}
+
+void sub(float* out, const float* a, const float* b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+    if (i < n) ref::sub(out + i, a + i, b + i, n - i);
+}
+
+void dot3(const float* a, const float* b, int64_t n, double out[3]) {
+    // One 8-lane accumulator each: elements i..i+7 then i+8..i+15 go to lanes 0..7 in that order,
+    // exactly the reference's per-lane order.
+    __m512d aa = _mm512_setzero_pd(), bb = aa, ab = aa;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(a + i), y = _mm512_loadu_ps(b + i);
+        const __m512d xl = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+        const __m512d xh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+        const __m512d yl = _mm512_cvtps_pd(_mm512_castps512_ps256(y));
+        const __m512d yh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
+        aa = _mm512_add_pd(_mm512_add_pd(aa, _mm512_mul_pd(xl, xl)), _mm512_mul_pd(xh, xh));
+        bb = _mm512_add_pd(_mm512_add_pd(bb, _mm512_mul_pd(yl, yl)), _mm512_mul_pd(yh, yh));
+        ab = _mm512_add_pd(_mm512_add_pd(ab, _mm512_mul_pd(xl, yl)), _mm512_mul_pd(xh, yh));
+    }
+    double la[8], lb[8], lab[8];
+    _mm512_storeu_pd(la, aa);
+    _mm512_storeu_pd(lb, bb);
+    _mm512_storeu_pd(lab, ab);
+    for (; i < n; ++i) {
+        const double x = a[i], y = b[i];
+        la[i % 8] += x * x;
+        lb[i % 8] += y * y;
+        lab[i % 8] += x * y;
+    }
+    out[0] = combine_lanes(la);
+    out[1] = combine_lanes(lb);
+    out[2] = combine_lanes(lab);
+}
+
+void abs_sums(const float* x, const uint8_t* mask, int64_t n, double out[2]) {
+    __m512d all = _mm512_setzero_pd(), kept = all;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_abs_ps(_mm512_loadu_ps(x + i));
+        const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        all = _mm512_add_pd(_mm512_add_pd(all, lo), hi);
+        if (mask) {
+            const __mmask16 m = mask16(mask, i);
+            kept = _mm512_add_pd(_mm512_add_pd(kept, _mm512_maskz_mov_pd(__mmask8(m), lo)), _mm512_maskz_mov_pd(__mmask8(m >> 8), hi));
+        }
+    }
+    if (!mask) kept = all;
+    double la[8], lk[8];
+    _mm512_storeu_pd(la, all);
+    _mm512_storeu_pd(lk, kept);
+    for (; i < n; ++i) {
+        const double v = std::fabs(double(x[i]));
+        la[i % 8] += v;
+        if (!mask || (mask[i >> 3] >> (i & 7) & 1)) lk[i % 8] += v;
+    }
+    out[0] = combine_lanes(la);
+    out[1] = combine_lanes(lk);
+}
+
+void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24, uint8_t* mask, int64_t n) {
+    const __m512i vk0 = _mm512_set1_epi32(int(k0)), vk1 = _mm512_set1_epi32(int(k1));
+    const __m512i vth = _mm512_set1_epi32(int(threshold24));
+    const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(int(index0 + uint32_t(i))), step);
+        const __m512i h = fmix32(_mm512_add_epi32(fmix32(_mm512_xor_si512(idx, vk0)), vk1));
+        const __mmask16 keep = _mm512_cmplt_epu32_mask(_mm512_srli_epi32(h, 8), vth);
+        mask[i >> 3] = uint8_t(keep);
+        mask[(i >> 3) + 1] = uint8_t(keep >> 8);
+    }
+    if (i < n) ref::random_mask(k0, k1, index0 + uint32_t(i), threshold24, mask + (i >> 3), n - i);
+}
+
+void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) {
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff);
+    const __m512i vlo = _mm512_set1_epi32(int(lo)), vhi = _mm512_set1_epi32(int(hi));
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i k = _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + i)), abs);
+        const __mmask16 keep = _mm512_cmpge_epu32_mask(k, vlo) & _mm512_cmple_epu32_mask(k, vhi);
+        mask[i >> 3] = uint8_t(keep);
+        mask[(i >> 3) + 1] = uint8_t(keep >> 8);
+    }
+    if (i < n) ref::range_mask(x + i, lo, hi, mask + (i >> 3), n - i);
+}
+
+void mask_scale(float* x, const uint8_t* mask, float s, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f), vs = _mm512_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 m = mask ? _mm512_maskz_mov_ps(mask16(mask, i), one) : one;
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), m);
+        if (s != 1.0f) v = _mm512_mul_ps(v, vs);
+        _mm512_storeu_ps(x + i, v);
+    }
+    if (i < n) ref::mask_scale(x + i, mask ? mask + (i >> 3) : nullptr, s, n - i);
+}
+
+void consensus(const float* const* d, const float* w, int n_models, Consensus rule, float* out, float* div, int64_t n) {
+    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), minus_one = _mm512_set1_ps(-1.0f);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 vote = zero;
+        for (int m = 0; m < n_models; ++m) {
+            const __m512 v = _mm512_loadu_ps(d[m] + i);
+            const __m512 term = rule == Consensus::sum ? v : sign16(v);
+            vote = m == 0 ? term : _mm512_add_ps(vote, term);
+        }
+        const __m512 sigma = _mm512_mask_mov_ps(minus_one, _mm512_cmp_ps_mask(vote, zero, _CMP_GE_OQ), one);
+        __m512 acc = zero, den = zero;
+        for (int m = 0; m < n_models; ++m) {
+            const __m512 v = _mm512_loadu_ps(d[m] + i);
+            const __m512 agree = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(sign16(v), sigma, _CMP_EQ_OQ), one);
+            const __m512 term = _mm512_mul_ps(v, agree);
+            const __m512 wt = _mm512_mul_ps(_mm512_set1_ps(w[m]), agree);
+            acc = m == 0 ? term : _mm512_add_ps(acc, term);
+            den = m == 0 ? wt : _mm512_add_ps(den, wt);
+        }
+        _mm512_storeu_ps(out + i, acc);
+        _mm512_storeu_ps(div + i, _mm512_mask_mov_ps(den, _mm512_cmp_ps_mask(den, zero, _CMP_EQ_OQ), one));
+    }
+    if (i < n) {
+        std::vector<const float*> tail(static_cast<size_t>(n_models));
+        for (int m = 0; m < n_models; ++m) tail[m] = d[m] + i;
+        ref::consensus(tail.data(), w, n_models, rule, out + i, div + i, n - i);
+    }
+}
+
+}  // namespace avx512
+
+void fill_merge_avx512(MergeKernels& k) {
+    k.load = avx512::load;
+    k.store = avx512::store;
+    k.fma_acc = avx512::fma_acc;
+    k.lincomb2 = avx512::lincomb2;
+    k.sub = avx512::sub;
+    k.dot3 = avx512::dot3;
+    k.abs_sums = avx512::abs_sums;
+    k.random_mask = avx512::random_mask;
+    k.range_mask = avx512::range_mask;
+    k.mask_scale = avx512::mask_scale;
+    k.consensus = avx512::consensus;
+}
+
 }  // namespace llamix

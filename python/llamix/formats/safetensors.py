@@ -102,6 +102,18 @@ class SafetensorsFile:
                             offset=self._data_start + begin)
         return arr.reshape(shape)
 
+    def release(self, name: str) -> None:
+        """Drop the tensor's pages from this process's resident memory (they stay in the OS page
+        cache and fault back in if read again): streaming readers call it after each tensor so
+        the resident set stays near one tensor, not the whole file."""
+        _, _, _, begin, end = self._entry(name)
+        if self._mmap is None or begin == end or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        start = (self._data_start + begin) // page * page
+        stop = min(len(self._mmap), -(-(self._data_start + end) // page) * page)
+        self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
     def _entry(self, name: str):
         try:
             return self._entries[name]
@@ -166,5 +178,117 @@ class SafetensorsCheckpoint:
     def dtype(self, name: str) -> str:
         return self.file_of(name).dtype(name)
 
+    def release(self, name: str) -> None:
+        """See SafetensorsFile.release."""
+        self.file_of(name).release(name)
+
     def shape(self, name: str) -> tuple[int, ...]:
         return self.file_of(name).shape(name)
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+_WRITE_DTYPES = {"f32": ("F32", 4), "f16": ("F16", 2), "bf16": ("BF16", 2)}
+
+
+def shard_names(n: int) -> list[str]:
+    """Hugging Face's file names: model.safetensors, or model-0000k-of-0000n.safetensors."""
+    if n == 1:
+        return ["model.safetensors"]
+    return [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+
+
+class SafetensorsWriter:
+    """Streams tensors into (sharded) safetensors files in a folder.
+
+    The layout is fixed up front from the list of (name, dtype, shape) — dtype one of f32, f16,
+    bf16 — so each file's header is written first and every tensor goes straight to its place
+    as it arrives (in the listed order); nothing is held in memory. Shards are filled in order up
+    to ``max_shard_bytes`` (a larger tensor gets a shard of its own). ``close()`` writes
+    ``model.safetensors.index.json`` when there is more than one shard. Making the folder appear
+    atomically is the caller's business (write into a temporary folder, then rename it).
+    """
+
+    def __init__(self, folder: str | os.PathLike, tensors: list[tuple[str, str, tuple[int, ...]]],
+                 max_shard_bytes: int = 5_000_000_000, metadata: dict | None = None):
+        self.folder = Path(folder)
+        self._order = [name for name, _, _ in tensors]
+        if len(set(self._order)) != len(self._order):
+            raise ValueError("SafetensorsWriter: duplicate tensor names")
+        self._spec: dict[str, tuple[str, tuple[int, ...], int]] = {}
+        shards: list[list[str]] = [[]]
+        size = 0
+        for name, dtype, shape in tensors:
+            if dtype not in _WRITE_DTYPES:
+                raise ValueError(f"SafetensorsWriter: tensor {name!r} has unsupported dtype {dtype}")
+            nbytes = int(np.prod(shape, dtype=np.int64)) * _WRITE_DTYPES[dtype][1]
+            if shards[-1] and size + nbytes > max_shard_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append(name)
+            size += nbytes
+            self._spec[name] = (dtype, tuple(int(s) for s in shape), nbytes)
+        self._files = shard_names(len(shards))
+        self._shards = shards
+        self._shard_of = {name: i for i, names in enumerate(shards) for name in names}
+        self._metadata = {str(k): str(v) for k, v in (metadata or {"format": "pt"}).items()}
+        self._next = 0
+        self._fh = None
+        self._open_shard = -1
+        self.total_bytes = sum(s[2] for s in self._spec.values())
+
+    def _start_shard(self, i: int) -> None:
+        if self._fh:
+            self._fh.close()
+        header: dict = {"__metadata__": self._metadata}
+        offset = 0
+        for name in self._shards[i]:
+            dtype, shape, nbytes = self._spec[name]
+            header[name] = {"dtype": _WRITE_DTYPES[dtype][0], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-(8 + len(raw)) % 8)  # data starts 8-byte aligned
+        self._fh = open(self.folder / self._files[i], "wb")
+        self._fh.write(struct.pack("<Q", len(raw)))
+        self._fh.write(raw)
+        self._open_shard = i
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        """Write the next tensor (in the order given to the constructor); bf16 as uint16."""
+        if self._next >= len(self._order) or self._order[self._next] != name:
+            expected = self._order[self._next] if self._next < len(self._order) else "nothing more"
+            raise ValueError(f"SafetensorsWriter: got tensor {name!r}, expected {expected!r}")
+        dtype, shape, nbytes = self._spec[name]
+        arr = np.ascontiguousarray(array)
+        if tuple(arr.shape) != shape and arr.size == int(np.prod(shape, dtype=np.int64)):
+            arr = arr.reshape(shape)
+        if tuple(arr.shape) != shape or arr.nbytes != nbytes:
+            raise ValueError(f"SafetensorsWriter: tensor {name!r} has shape {list(arr.shape)} and {arr.nbytes} bytes, "
+                             f"expected {list(shape)} ({dtype})")
+        shard = self._shard_of[name]
+        if shard != self._open_shard:
+            self._start_shard(shard)
+        self._fh.write(memoryview(arr).cast("B"))
+        self._next += 1
+
+    def close(self) -> list[str]:
+        """Finish the files (and the index if sharded); returns the file names written."""
+        if self._next != len(self._order):
+            raise ValueError(f"SafetensorsWriter: only {self._next} of {len(self._order)} tensors were written")
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+        if not self._order:  # no tensors at all: still a valid (empty) file
+            self._start_shard(0)
+            self._fh.close()
+            self._fh = None
+        if len(self._files) > 1:
+            index = {"metadata": {"total_size": self.total_bytes},
+                     "weight_map": {name: self._files[self._shard_of[name]] for name in self._order}}
+            (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        return list(self._files)
+
+    def abort(self) -> None:
+        if self._fh:
+            self._fh.close()
+            self._fh = None

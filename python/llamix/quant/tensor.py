@@ -88,8 +88,9 @@ def _float_source(w: np.ndarray, src: str | None) -> tuple[np.ndarray, int]:
 def quantize(w: np.ndarray, qtype: str, *, src: str | None = None) -> QuantizedTensor:
     """Quantize a (rows, k) float32/float16 matrix (or bf16 bit patterns with ``src='bf16'``).
 
-    ``qtype`` is one of ``q4_0``, ``q8_0``, ``f16``, ``bf16``, ``f32``. The bytes equal llama.cpp's
-    reference quantizer. Rows are converted one at a time: no float32 copy of a half matrix is made.
+    ``qtype`` is one of ``q4_0``, ``q8_0``, ``f16``, ``bf16``, ``f32`` (bytes equal llama.cpp's
+    reference quantizer), ``q4_k``, ``q5_k``, ``q6_k`` (searched scales and mins) or ``q4_0_mse``
+    (Q4_0 bytes, each block's scale chosen to minimise the squared error). Rows are converted one at a time: no float32 copy of a half matrix is made.
     """
     info = qtype_info(qtype)
     w = np.asarray(w)
@@ -102,6 +103,8 @@ def quantize(w: np.ndarray, qtype: str, *, src: str | None = None) -> QuantizedT
         w = np.ascontiguousarray(w)
     if w.shape[1] % info.block_size:
         raise ValueError(f"row length {w.shape[1]} is not a multiple of the {info.name} block size {info.block_size}")
+    if info.name == "q4_0_mse":  # issue 5: same bytes as q4_0, scales by error-minimising search
+        return QuantizedTensor(_C.quantize_rows_q4_0_mse(w, src_id), "q4_0", w.shape)
     data = _C.quantize_rows(w, src_id, info.gguf_id)
     return QuantizedTensor(data, info, w.shape)
 

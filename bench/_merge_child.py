@@ -1,0 +1,26 @@
+"""One timed merge in a fresh process (so peak RSS is this merge's alone); prints JSON."""
+import json
+import resource
+import sys
+import time
+
+tool, config, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+t0 = time.perf_counter()
+if tool == "llamix":
+    import llamix
+    t1 = time.perf_counter()
+    llamix.merge(config, out, threads=threads, progress=False, seed=0)
+else:
+    import torch
+    import yaml
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+    torch.set_num_threads(threads)
+    t1 = time.perf_counter()
+    with open(config) as f:
+        cfg = MergeConfiguration.model_validate(yaml.safe_load(f))
+    run_merge(cfg, out, MergeOptions(copy_tokenizer=False, lazy_unpickle=False, write_model_card=False, quiet=True,
+                                     device="cpu", random_seed=0))
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "merge_s": t2 - t1,
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

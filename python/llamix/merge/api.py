@@ -1,0 +1,40 @@
+"""``llamix.merge(config, out_dir)``: the whole merge from Python."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from .._runtime import set_threads
+from .. import _C
+from .config import load_config
+from .executor import execute
+from .output import HFFolderWriter
+from .plan import build_plan
+
+
+def merge(config: Any, out_dir: str | os.PathLike, *, threads: Optional[int] = None, shard_size="5GB",
+          seed: int = 0, out_dtype: Optional[str] = None, progress: Optional[bool] = None, writer=None) -> Path:
+    """Merge models as a mergekit YAML config describes, into a Hugging Face folder.
+
+    config: a path to a YAML file, a YAML string, or a dict (mergekit's schema). Everything is
+    validated (fields, models, tensor names and shapes, parameters) before any work starts.
+    out_dir: the output folder (must not exist or be empty); written atomically.
+    threads: compute threads (default: the current setting). shard_size: e.g. "5GB".
+    seed: keys the random masks of DARE / DELLA. out_dtype: overrides the config's.
+    writer: another output (see llamix.merge.executor.TensorWriter), e.g. a GGUF writer.
+    Returns the output path.
+    """
+    from .kernels import dtype_name
+    cfg = load_config(config)
+    plan = build_plan(cfg, dtype_name(out_dtype) if out_dtype else None)
+    out = writer if writer is not None else HFFolderWriter(out_dir, shard_size)
+    before = _C.threads()
+    if threads is not None:
+        set_threads(threads)
+    try:
+        execute(plan, out, seed=seed, progress=progress)
+    finally:
+        if threads is not None:
+            set_threads(before)
+    return Path(out_dir)

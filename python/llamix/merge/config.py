@@ -1,0 +1,242 @@
+"""mergekit's YAML merge configuration, parsed and validated before any work starts.
+
+Schema (mergekit 0.1.5, https://github.com/arcee-ai/mergekit/blob/main/docs/): exactly one of
+``models`` (``- model: PATH`` with optional ``parameters``) or ``slices`` (``- sources: [{model,
+layer_range: [start, end], parameters}]`` with optional slice ``parameters`` / ``base_model``);
+``merge_method``, ``base_model``, global ``parameters``, ``dtype``, ``out_dtype``,
+``tokenizer_source``. Every problem raises :class:`ConfigError` naming the field, e.g.
+``models[1].parameters.weight``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .kernels import dtype_name
+
+
+class ConfigError(ValueError):
+    """An invalid or unsupported merge configuration; the message names the field."""
+
+
+TOP_LEVEL = {"models", "slices", "merge_method", "base_model", "dtype", "out_dtype", "tokenizer_source", "parameters",
+             "tokenizer", "chat_template", "modules", "name"}
+# Keys mergekit accepts that llamix refuses, with the reason.
+UNSUPPORTED = {
+    "modules": "multi-module (e.g. vision-language) merges are not supported; use `models` or `slices`",
+    "tokenizer": "vocabulary alignment (`tokenizer:` with extra tokens) is not supported; use `tokenizer_source: base`",
+    "chat_template": "setting a chat template is not supported; edit tokenizer_config.json after merging",
+}
+
+
+@dataclass
+class Source:
+    """One input: a model folder, its parameters and (in slices) its layer range."""
+    model: str
+    parameters: dict = field(default_factory=dict)
+    layer_range: Optional[tuple[int, int]] = None
+    where: str = ""  # the field path, for messages
+
+
+@dataclass
+class Slice:
+    sources: list[Source]
+    parameters: dict = field(default_factory=dict)
+    base_model: Optional[str] = None
+    where: str = ""
+
+
+@dataclass
+class MergeConfig:
+    merge_method: str
+    models: Optional[list[Source]] = None
+    slices: Optional[list[Slice]] = None
+    base_model: Optional[str] = None
+    dtype: Optional[str] = None
+    out_dtype: Optional[str] = None
+    tokenizer_source: Optional[str] = None
+    parameters: dict = field(default_factory=dict)
+    base_dir: Path = field(default_factory=Path.cwd)  # relative model paths resolve here too
+    text: str = ""  # the YAML as given (recorded in the output README)
+
+    def referenced_models(self) -> list[str]:
+        """Every model the config names, in first-mention order (base first if set)."""
+        seen: list[str] = []
+        for m in ([self.base_model] if self.base_model else []) + [
+                s.model for s in (self.models or [])] + [
+                s.model for sl in (self.slices or []) for s in sl.sources] + [
+                sl.base_model for sl in (self.slices or []) if sl.base_model]:
+            if m not in seen:
+                seen.append(m)
+        return seen
+
+
+def load_config(config: Any) -> MergeConfig:
+    """A config from a path, a YAML string, a dict, or a MergeConfig (returned as is)."""
+    if isinstance(config, MergeConfig):
+        return config
+    base_dir = Path.cwd()
+    if isinstance(config, (str, os.PathLike)):
+        text = str(config)
+        is_path = isinstance(config, os.PathLike) or ("\n" not in text and (
+            text.endswith((".yml", ".yaml")) or Path(text).is_file()))
+        if is_path:
+            path = Path(config)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: merge config not found")
+            text = path.read_text()
+            base_dir = path.resolve().parent
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"the merge config is not valid YAML: {e}") from None
+    elif isinstance(config, dict):
+        data = config
+        text = yaml.safe_dump(config, sort_keys=False)
+    else:
+        raise ConfigError(f"config must be a path, a YAML string or a dict, not {type(config).__name__}")
+    cfg = parse_config(data)
+    cfg.base_dir = base_dir
+    cfg.text = text
+    return cfg
+
+
+def parse_config(data: Any) -> MergeConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("the merge config must be a mapping (merge_method, models or slices, ...)")
+    for key in data:
+        if key not in TOP_LEVEL:
+            raise ConfigError(f"{key}: unknown field (known: {', '.join(sorted(TOP_LEVEL))})")
+        if key in UNSUPPORTED and data[key] is not None:
+            raise ConfigError(f"{key}: {UNSUPPORTED[key]}")
+    method = data.get("merge_method")
+    if not isinstance(method, str) or not method:
+        raise ConfigError("merge_method: required, a method name such as linear, slerp or ties")
+    has_models, has_slices = bool(data.get("models")), bool(data.get("slices"))
+    if has_models == has_slices:
+        raise ConfigError("models / slices: exactly one of them must be given (and not be empty)")
+    cfg = MergeConfig(merge_method=method)
+    cfg.base_model = _model_ref(data.get("base_model"), "base_model", optional=True)
+    for key in ("dtype", "out_dtype"):
+        if data.get(key) is not None:
+            try:
+                setattr(cfg, key, dtype_name(data[key]))
+            except ValueError:
+                raise ConfigError(f"{key}: unsupported dtype {data[key]!r} (float32, float16 or bfloat16)") from None
+    ts = data.get("tokenizer_source")
+    if ts is not None:
+        if ts == "union":
+            raise ConfigError("tokenizer_source: 'union' (merging vocabularies) is not supported; use 'base' or a model")
+        cfg.tokenizer_source = _model_ref(ts, "tokenizer_source")
+    cfg.parameters = _parameters(data.get("parameters"), "parameters")
+    if has_models:
+        cfg.models = [_source(m, f"models[{i}]", slices=False) for i, m in enumerate(_list(data["models"], "models"))]
+    else:
+        cfg.slices = []
+        for i, s in enumerate(_list(data["slices"], "slices")):
+            where = f"slices[{i}]"
+            if not isinstance(s, dict):
+                raise ConfigError(f"{where}: expected a mapping with `sources`")
+            for key in s:
+                if key not in ("sources", "parameters", "base_model", "residual_weight"):
+                    raise ConfigError(f"{where}.{key}: unknown field")
+            if s.get("residual_weight") is not None:
+                raise ConfigError(f"{where}.residual_weight: not supported")
+            sources = [_source(x, f"{where}.sources[{j}]", slices=True)
+                       for j, x in enumerate(_list(s.get("sources"), f"{where}.sources"))]
+            lengths = {src.layer_range[1] - src.layer_range[0] for src in sources}
+            if len(lengths) > 1:
+                raise ConfigError(f"{where}.sources: all sources of a slice must span the same number of layers "
+                                  f"(got {sorted(lengths)})")
+            cfg.slices.append(Slice(sources, _parameters(s.get("parameters"), f"{where}.parameters"),
+                                    _model_ref(s.get("base_model"), f"{where}.base_model", optional=True), where))
+    return cfg
+
+
+def _list(value, where: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: expected a non-empty list")
+    return value
+
+
+def _model_ref(value, where: str, optional: bool = False) -> Optional[str]:
+    if value is None and optional:
+        return None
+    if isinstance(value, dict) and set(value) <= {"model", "lora"} and "lora" not in value:
+        value = value.get("model")
+        if isinstance(value, dict):
+            value = value.get("path")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected a model folder path")
+    if "+" in value and not Path(value).exists():
+        raise ConfigError(f"{where}: LoRA references ('model+lora') are not supported")
+    return value
+
+
+def _source(m, where: str, slices: bool) -> Source:
+    if isinstance(m, str) and not slices:
+        return Source(_model_ref(m, where), where=where)
+    if not isinstance(m, dict):
+        raise ConfigError(f"{where}: expected a mapping with `model`")
+    allowed = {"model", "parameters", "layer_range"} if slices else {"model", "parameters"}
+    for key in m:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}: unknown field (expected {', '.join(sorted(allowed))})")
+    src = Source(_model_ref(m.get("model"), f"{where}.model"), _parameters(m.get("parameters"), f"{where}.parameters"),
+                 where=where)
+    if slices:
+        lr = m.get("layer_range")
+        if (not isinstance(lr, (list, tuple)) or len(lr) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                         for v in lr) or not 0 <= lr[0] < lr[1]):
+            raise ConfigError(f"{where}.layer_range: expected [start, end) with 0 <= start < end, got {lr!r}")
+        src.layer_range = (lr[0], lr[1])
+    return src
+
+
+def _scalar_ok(v) -> bool:
+    return isinstance(v, (bool, int, float, str))
+
+
+def _parameters(p, where: str) -> dict:
+    """Check the shape of every parameter setting: scalar, gradient, or filtered entries."""
+    if p is None:
+        return {}
+    if not isinstance(p, dict):
+        raise ConfigError(f"{where}: expected a mapping of parameter names to values")
+    out = {}
+    for name, setting in p.items():
+        out[name] = _setting(setting, f"{where}.{name}")
+    return out
+
+
+def _setting(s, where: str):
+    if _scalar_ok(s):
+        return s
+    if isinstance(s, dict):
+        s = [s]
+    if isinstance(s, list) and s:
+        if all(_scalar_ok(v) for v in s):
+            return list(s)
+        entries = []
+        for i, e in enumerate(s):
+            if not isinstance(e, dict):
+                raise ConfigError(f"{where}[{i}]: mix of plain values and filtered entries")
+            for key in e:
+                if key not in ("filter", "pattern", "value"):
+                    raise ConfigError(f"{where}[{i}].{key}: unknown field (expected filter and value)")
+            if "value" not in e:
+                raise ConfigError(f"{where}[{i}]: a filtered entry needs a `value`")
+            # `pattern` is what older mergekit examples call `filter`
+            flt = e.get("filter", e.get("pattern"))
+            if flt is not None and not isinstance(flt, str):
+                raise ConfigError(f"{where}[{i}].filter: expected a string")
+            value = e["value"]
+            if not (_scalar_ok(value) or (isinstance(value, list) and value and all(_scalar_ok(v) for v in value))):
+                raise ConfigError(f"{where}[{i}].value: expected a number or a list of numbers")
+            entries.append({"filter": flt, "value": value})
+        return entries
+    raise ConfigError(f"{where}: expected a number, a list of numbers (gradient) or filtered entries, got {s!r}")

@@ -1,0 +1,98 @@
+"""Thin typed wrappers over the C++ merge drivers (one output tensor per call).
+
+Tensors are numpy arrays: float32, float16, or bfloat16 as uint16 bit patterns (numpy has no
+bfloat16). Each argument may be an array (uint16 means bfloat16) or ``(array, dtype)``.
+``out`` and ``work`` are dtype names; ``work`` rounds inputs first (mergekit's ``dtype``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _C
+
+# dtype name -> GGUF type id used by the kernels
+TYPE_IDS = {"float32": 0, "float16": 1, "bfloat16": 30}
+ALIASES = {"f32": "float32", "fp32": "float32", "float": "float32", "f16": "float16", "fp16": "float16",
+           "half": "float16", "bf16": "bfloat16"}
+NUMPY = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
+
+
+def dtype_name(name: str) -> str:
+    """Canonical dtype name (float32 / float16 / bfloat16) for a name or alias."""
+    n = ALIASES.get(str(name).lower(), str(name).lower())
+    if n not in TYPE_IDS:
+        raise ValueError(f"unsupported dtype {name!r} (expected float32, float16 or bfloat16)")
+    return n
+
+
+def _typed(x) -> tuple[np.ndarray, int]:
+    if isinstance(x, tuple):
+        arr, name = x
+        return arr, TYPE_IDS[dtype_name(name)]
+    dt = np.asarray(x).dtype
+    if dt == np.float32:
+        return x, 0
+    if dt == np.float16:
+        return x, 1
+    if dt == np.uint16:
+        return x, 30
+    raise ValueError(f"merge inputs must be float32, float16 or bfloat16 (uint16), got {dt}")
+
+
+def _ids(out: str, work: str) -> tuple[int, int]:
+    return TYPE_IDS[dtype_name(out)], TYPE_IDS[dtype_name(work)]
+
+
+def linear(xs, weights, normalize=True, out="float32", work="float32") -> np.ndarray:
+    arrs, types = zip(*(_typed(x) for x in xs))
+    return _C.merge_linear(list(arrs), list(types), [float(w) for w in weights], bool(normalize), *_ids(out, work))
+
+
+def slerp(v0, v1, t, out="float32", work="float32") -> np.ndarray:
+    (a, ta), (b, tb) = _typed(v0), _typed(v1)
+    return _C.merge_slerp(a, ta, b, tb, float(t), *_ids(out, work))
+
+
+def nuslerp(x0, x1, t, base=None, rows=1, out="float32", work="float32") -> np.ndarray:
+    (a, ta), (b, tb) = _typed(x0), _typed(x1)
+    bs, tbs = _typed(base) if base is not None else (None, 0)
+    return _C.merge_nuslerp(a, ta, b, tb, bs, tbs, float(t), int(rows), *_ids(out, work))
+
+
+# Sparsifier kinds understood by the kernel
+NONE, RANK, RANDOM, DELLA = 0, 1, 2, 3
+CONSENSUS = {None: 0, "none": 0, "sum": 1, "count": 2}
+
+
+def sparsifier(kind=NONE, r0=0, r1=0, density=1.0, epsilon=0.0, weight=1.0) -> tuple:
+    """(kind, r0, r1, density, epsilon, weight): RANK keeps ranks [r0, r1) of |delta| ascending
+    (ties by index), RANDOM keeps with probability density, DELLA ranks within rows."""
+    return (int(kind), int(r0), int(r1), float(density), float(epsilon), float(weight))
+
+
+def task_vectors(base, xs, sparsify, consensus=None, rescale=False, normalize=False, lambda_=1.0, seed=0,
+                 name="", rows=1, out="float32", work="float32") -> np.ndarray:
+    b, tb = _typed(base)
+    arrs, types = zip(*(_typed(x) for x in xs))
+    return _C.merge_task_vectors(b, tb, list(arrs), list(types), list(sparsify), CONSENSUS[consensus], bool(rescale),
+                                 bool(normalize), float(lambda_), int(seed), str(name), int(rows), *_ids(out, work))
+
+
+def model_stock(base, xs, rows=1, out="float32", work="float32") -> np.ndarray:
+    b, tb = _typed(base)
+    arrs, types = zip(*(_typed(x) for x in xs))
+    return _C.merge_model_stock(b, tb, list(arrs), list(types), int(rows), *_ids(out, work))
+
+
+def scale(x, s=1.0, out="float32", work="float32") -> np.ndarray:
+    a, t = _typed(x)
+    return _C.merge_scale(a, t, float(s), *_ids(out, work))
+
+
+def sparsify_mask(base, x, sp, seed=0, name="", model_index=0, rows=1, work="float32") -> np.ndarray:
+    """The keep mask of one model's sparsifier as a bool array of the tensor's size (flat)."""
+    b, tb = _typed(base)
+    a, ta = _typed(x)
+    bits = _C.merge_sparsify_mask(b, tb, a, ta, sp, int(seed), str(name), int(model_index), int(rows),
+                                  TYPE_IDS[dtype_name(work)])
+    return np.unpackbits(bits, bitorder="little")[: np.asarray(b).size].astype(bool)

@@ -1,0 +1,96 @@
+"""The merge's output as a Hugging Face folder: sharded safetensors with an index, config.json
+(dtype and layer count updated), the tokenizer files of the chosen source, and a README holding
+the config. Everything is written into a temporary sibling folder that is renamed into place at
+the end, so an interrupted merge never leaves a folder that looks complete."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..formats.safetensors import SafetensorsWriter
+from .plan import MergePlan, TensorTask
+
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json")
+SHORT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+
+
+def parse_size(size) -> int:
+    """Bytes from 5GB / 500MB / 2.5G / 1000000 (decimal units, as Hugging Face uses)."""
+    if isinstance(size, (int, float)) and not isinstance(size, bool):
+        n = int(size)
+    else:
+        text = str(size).strip().upper().replace(" ", "")
+        units = {"TB": 1e12, "T": 1e12, "GB": 1e9, "G": 1e9, "MB": 1e6, "M": 1e6, "KB": 1e3, "K": 1e3, "B": 1}
+        for u, f in units.items():
+            if text.endswith(u):
+                try:
+                    n = int(float(text[: -len(u)]) * f)
+                except ValueError:
+                    raise ValueError(f"shard size {size!r}: expected e.g. 5GB, 500MB or a byte count") from None
+                break
+        else:
+            try:
+                n = int(text)
+            except ValueError:
+                raise ValueError(f"shard size {size!r}: expected e.g. 5GB, 500MB or a byte count") from None
+    if n <= 0:
+        raise ValueError(f"shard size {size!r} must be positive")
+    return n
+
+
+class HFFolderWriter:
+    """Writes the merged tensors as a Hugging Face model folder at ``out_dir`` (atomically)."""
+
+    def __init__(self, out_dir: str | os.PathLike, shard_size="5GB"):
+        self.out_dir = Path(out_dir)
+        self.shard_bytes = parse_size(shard_size)
+        if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
+            raise FileExistsError(f"{self.out_dir}: already exists and is not an empty folder")
+        self.tmp = self.out_dir.parent / f".{self.out_dir.name}.llamix-tmp-{os.getpid()}"
+        self._st = None
+        self._plan = None
+
+    def begin(self, plan: MergePlan) -> None:
+        self._plan = plan
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        manifest = [(t.name, SHORT[t.out], t.shape) for t in plan.tensors]
+        self._st = SafetensorsWriter(self.tmp, manifest, self.shard_bytes, {"format": "pt", "merged_by": "llamix"})
+
+    def dtype_for(self, task: TensorTask) -> str:
+        return task.out
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        self._st.write(name, array)
+
+    def finish(self) -> None:
+        plan = self._plan
+        self._st.close()
+        (self.tmp / "config.json").write_text(json.dumps(plan.out_config, indent=2) + "\n")
+        if plan.tokenizer_from is not None:
+            for f in TOKENIZER_FILES:
+                src = plan.tokenizer_from.path / f
+                if src.is_file():
+                    shutil.copyfile(src, self.tmp / f)
+        (self.tmp / "README.md").write_text(readme(plan))
+        if self.out_dir.exists():  # an empty folder: replace it
+            self.out_dir.rmdir()
+        os.replace(self.tmp, self.out_dir)
+
+    def abort(self) -> None:
+        if self._st is not None:
+            self._st.abort()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def readme(plan: MergePlan) -> str:
+    cfg = plan.config
+    return (f"---\ntags:\n- merge\n- llamix\n---\n# Merged model\n\nMade with llamix's `{plan.method.name}` merge "
+            f"({plan.method.paper}) of {len(plan.models)} models into {plan.num_layers} layers.\n\n"
+            f"## Configuration\n\n```yaml\n{cfg.text.strip()}\n```\n")

@@ -1,0 +1,267 @@
+"""From a validated config and the input folders to the list of output tensors, each with its
+inputs and fully resolved parameters. Everything that can be wrong (missing models or tensors,
+shape mismatches, parameter values) is found here, before the executor reads a single weight.
+
+Output order follows mergekit: tensors before the layers (embeddings), then each slice's layers
+renumbered consecutively, then the tensors after the layers (final norm, output head). Embeddings
+come from the first slice's sources, the final norm and head from the last slice's.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..formats.safetensors import SafetensorsCheckpoint
+from .config import ConfigError, MergeConfig, Slice, Source
+from .methods import MergeMethod, TensorJob, get_method
+from .params import layer_t, resolve
+
+LAYER = re.compile(r"^(?P<prefix>(?:.*\.)?layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
+FLOAT_TYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+
+
+@dataclass
+class ModelInfo:
+    """One input folder: its config.json and memory-mapped weights."""
+    ref: str
+    path: Path
+    config: dict
+    weights: SafetensorsCheckpoint
+
+    def num_layers(self) -> int:
+        n = self.config.get("num_hidden_layers")
+        if isinstance(n, int):
+            return n
+        idx = [int(m["index"]) for name in self.weights.keys() if (m := LAYER.match(name))]
+        return max(idx) + 1 if idx else 0
+
+
+@dataclass
+class TensorTask:
+    """One output tensor: where its inputs come from and every parameter, resolved."""
+    name: str
+    shape: tuple[int, ...]
+    inputs: list[tuple[str, str]]  # (model ref, tensor name) in input order
+    base_index: Optional[int]
+    params: dict
+    input_params: list[dict]
+    work: str
+    out: str
+
+    def job(self, arrays: list[tuple], seed: int = 0) -> TensorJob:
+        return TensorJob(self.name, self.shape, arrays, self.base_index, self.params, self.input_params,
+                         self.work, self.out, seed)
+
+
+@dataclass
+class MergePlan:
+    config: MergeConfig
+    method: MergeMethod
+    models: dict[str, ModelInfo]
+    tensors: list[TensorTask]
+    num_layers: int
+    out_config: dict            # config.json of the output
+    tokenizer_from: Optional[ModelInfo]
+    input_bytes: int = 0        # bytes read from the inputs (for throughput)
+    notes: list[str] = field(default_factory=list)
+
+
+def open_model(ref: str, base_dir: Path, where: str) -> ModelInfo:
+    candidates = [Path(ref).expanduser(), base_dir / ref]
+    path = next((p for p in candidates if p.exists()), None)
+    if path is None:
+        raise ConfigError(f"{where}: model {ref!r} is not a local folder (looked in {candidates[0]} and "
+                          f"{candidates[1]}); downloading from the Hugging Face Hub is not supported")
+    folder = path if path.is_dir() else path.parent
+    config = {}
+    if (folder / "config.json").exists():
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{where}: {folder / 'config.json'} is not valid JSON ({e})") from None
+    try:
+        weights = SafetensorsCheckpoint(path)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{where}: {e} (only safetensors checkpoints are supported)") from None
+    return ModelInfo(ref, folder, config, weights)
+
+
+def _promote(dtypes: list[str]) -> str:
+    return dtypes[0] if len(set(dtypes)) == 1 else "float32"
+
+
+def build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None) -> MergePlan:
+    method = get_method(cfg.merge_method)
+    where_of = _first_mention(cfg)
+    models = {ref: open_model(ref, cfg.base_dir, where_of[ref]) for ref in cfg.referenced_models()}
+    slices = _as_slices(cfg, models)
+    known = {p.name for p in method.parameters}
+    _check_parameter_names(cfg, slices, known, method.name)
+    for sl in slices:
+        method.check_inputs([s.model for s in sl.sources], sl.base_model or cfg.base_model, sl.where)
+
+    ref_model = models[slices[0].sources[0].model]
+    layered: dict[int, list[tuple[str, str]]] = {}  # layer index -> [(prefix, rest)] in file order
+    pre, post = [], []
+    for name in ref_model.weights.keys():
+        m = LAYER.match(name)
+        if m:
+            layered.setdefault(int(m["index"]), []).append((m["prefix"], m["rest"]))
+        elif "embed" in name:
+            pre.append(name)
+        else:
+            post.append(name)
+    if cfg.models:
+        _check_same_names(models, [s.model for s in slices[0].sources])
+
+    planner = _Planner(cfg, method, models, out_dtype)
+    first, last = slices[0], slices[-1]
+    for name in pre:
+        planner.add(name, first, [(s, name) for s in first.sources], 0.0)
+    out_layer = 0
+    for sl in slices:
+        length = sl.sources[0].layer_range[1] - sl.sources[0].layer_range[0]
+        for i in range(length):
+            template = layered.get(sl.sources[0].layer_range[0] + i) or layered.get(0, [])
+            for prefix, rest in template:
+                inputs = [(s, f"{prefix}.{s.layer_range[0] + i}.{rest}") for s in sl.sources]
+                planner.add(f"{prefix}.{out_layer}.{rest}", sl, inputs, layer_t(i, length))
+            out_layer += 1
+    for name in post:
+        planner.add(name, last, [(s, name) for s in last.sources], 0.0)
+
+    base_ref = cfg.base_model or slices[0].sources[0].model
+    out_config = dict(models[base_ref].config)
+    if not out_config:
+        raise ConfigError(f"base_model: {models[base_ref].path} has no config.json to base the output's on")
+    out_types = {t.out for t in planner.tasks}
+    out_config["torch_dtype"] = out_types.pop() if len(out_types) == 1 else "float32"
+    if "num_hidden_layers" in out_config or out_layer:
+        out_config["num_hidden_layers"] = out_layer
+    plan = MergePlan(cfg, method, models, planner.tasks, out_layer, out_config,
+                     _tokenizer_model(cfg, models, base_ref), planner.input_bytes)
+    return plan
+
+
+def _first_mention(cfg: MergeConfig) -> dict[str, str]:
+    where = {}
+    if cfg.base_model:
+        where[cfg.base_model] = "base_model"
+    for s in cfg.models or []:
+        where.setdefault(s.model, f"{s.where}.model")
+    for sl in cfg.slices or []:
+        for s in sl.sources:
+            where.setdefault(s.model, f"{s.where}.model")
+        if sl.base_model:
+            where.setdefault(sl.base_model, f"{sl.where}.base_model")
+    return where
+
+
+def _as_slices(cfg: MergeConfig, models: dict[str, ModelInfo]) -> list[Slice]:
+    """`models:` is one slice over every layer; the base is added as an input if not listed."""
+    if cfg.slices:
+        for sl in cfg.slices:
+            for s in sl.sources:
+                n = models[s.model].num_layers()
+                if s.layer_range[1] > n:
+                    raise ConfigError(f"{s.where}.layer_range: {list(s.layer_range)} exceeds the {n} layers of "
+                                      f"{s.model}")
+        return cfg.slices
+    sources = []
+    for s in cfg.models:
+        sources.append(Source(s.model, s.parameters, (0, models[s.model].num_layers()), s.where))
+    if cfg.base_model and cfg.base_model not in [s.model for s in cfg.models]:
+        sources.append(Source(cfg.base_model, {}, (0, models[cfg.base_model].num_layers()), "base_model"))
+    counts = {s.layer_range[1] for s in sources}
+    if len(counts) > 1:
+        detail = ", ".join(f"{s.model}: {s.layer_range[1]}" for s in sources)
+        raise ConfigError(f"models: the models have different numbers of layers ({detail}); use slices")
+    return [Slice(sources, {}, None, "models")]
+
+
+def _check_parameter_names(cfg: MergeConfig, slices: list[Slice], known: set[str], method: str) -> None:
+    scopes = [("parameters", cfg.parameters)]
+    for sl in slices:
+        scopes.append((f"{sl.where}.parameters", sl.parameters))
+        scopes += [(f"{s.where}.parameters", s.parameters) for s in sl.sources]
+    for where, params in scopes:
+        for name in params or {}:
+            if name not in known:
+                raise ConfigError(f"{where}.{name}: not a parameter of {method} "
+                                  f"(its parameters: {', '.join(sorted(known)) or 'none'})")
+
+
+def _check_same_names(models: dict[str, ModelInfo], refs: list[str]) -> None:
+    first = models[refs[0]]
+    names = set(first.weights.keys())
+    for ref in refs[1:]:
+        other = set(models[ref].weights.keys())
+        if other != names:
+            missing = sorted(names - other)
+            extra = sorted(other - names)
+            if missing:
+                raise ValueError(f"tensor {missing[0]!r} is in {first.ref} but not in {ref} "
+                                 f"({len(missing)} missing); the models do not have the same architecture")
+            raise ValueError(f"tensor {extra[0]!r} is in {ref} but not in {first.ref} ({len(extra)} extra); "
+                             "the models do not have the same architecture")
+
+
+def _tokenizer_model(cfg: MergeConfig, models: dict[str, ModelInfo], base_ref: str) -> Optional[ModelInfo]:
+    src = cfg.tokenizer_source
+    if src is None or src == "base":
+        if src == "base" and not cfg.base_model:
+            raise ConfigError("tokenizer_source: 'base' needs a base_model")
+        return models[base_ref]
+    if src in models:
+        return models[src]
+    return open_model(src, cfg.base_dir, "tokenizer_source")
+
+
+class _Planner:
+    def __init__(self, cfg: MergeConfig, method: MergeMethod, models: dict[str, ModelInfo], out_dtype: Optional[str]):
+        self.cfg, self.method, self.models, self.out_dtype = cfg, method, models, out_dtype
+        self.tasks: list[TensorTask] = []
+        self.input_bytes = 0
+
+    def add(self, out_name: str, sl: Slice, inputs: list[tuple[Source, str]], t: float) -> None:
+        cfg, method = self.cfg, self.method
+        shapes, dtypes = [], []
+        for src, name in inputs:
+            w = self.models[src.model].weights
+            if name not in w:
+                raise ValueError(f"tensor {name!r} is missing from {src.model} ({src.where}); needed for {out_name}")
+            shapes.append(tuple(w.shape(name)))
+            dt = w.dtype(name)
+            if dt not in FLOAT_TYPES:
+                raise ValueError(f"tensor {name!r} in {src.model} has dtype {dt}; only float32/float16/bfloat16 "
+                                 "tensors can be merged")
+            dtypes.append(FLOAT_TYPES[dt])
+            self.input_bytes += w.file_of(name).nbytes(name)
+        if len(set(shapes)) > 1:
+            detail = ", ".join(f"{src.model}: {list(s)}" for (src, _), s in zip(inputs, shapes))
+            hint = " (different vocabularies: llamix does not align tokenizers)" if "embed" in out_name or \
+                "lm_head" in out_name else ""
+            raise ValueError(f"tensor {out_name}: shapes differ between models ({detail}){hint}")
+        base = sl.base_model or cfg.base_model
+        refs = [src.model for src, _ in inputs]
+        base_index = refs.index(base) if (base in refs and method.base != "ignored") else None
+        shared_scopes = [(sl.parameters, f"{sl.where}.parameters"), (cfg.parameters, "parameters")]
+        params = {p.name: resolve(p, shared_scopes, out_name, t) for p in method.parameters if p.scope == "global"}
+        input_params = []
+        for i, (src, name) in enumerate(inputs):
+            scopes = [(s.parameters, f"{s.where}.parameters") for s in sl.sources if s.model == src.model]
+            scopes += shared_scopes
+            per = {}
+            for p in method.parameters:
+                if p.scope == "input" or (p.scope == "non_base" and i != base_index):
+                    per[p.name] = resolve(p, scopes, name, t, what=f"{src.model} ({name})")
+            input_params.append(per)
+        work = cfg.dtype or _promote(dtypes)
+        out = self.out_dtype or cfg.out_dtype or work
+        task = TensorTask(out_name, shapes[0], [(src.model, name) for src, name in inputs], base_index, params,
+                          input_params, work, out)
+        method.check_params(task.job([(None, d) for d in dtypes]), out_name)
+        self.tasks.append(task)

@@ -1,0 +1,289 @@
+"""Merge kernels: every ISA bit-identical to the scalar reference, the reference against float64
+oracles (tests/merge_oracle.py), and the invariants of each method.
+
+Tolerances (float32 math, u = 2^-24 the unit roundoff):
+- linear: N fused multiply-adds and one division, each within u of its result:
+  |err| <= (N + 2) u * sum_i |w_i x_i| / |sum_i w_i| per element.
+- slerp / nuslerp / model_stock: coefficients from float32 acos/sin of a dot product computed in
+  double (error a few u), then two products and a sum: |err| <= 16 u (|c0 x0| + |c1 x1|) is loose
+  enough for the coefficient error and tight enough to catch any wrong formula.
+- task vectors: a subtraction, a mask, a weight, an N-term sum and a division: (2N + 6) u times
+  the magnitudes involved.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import llamix
+from llamix import _C
+from llamix.merge import kernels as K
+
+import merge_oracle as O
+
+U = 2.0 ** -24
+# around the 8/16-lane tiles and the 16384-element chunks
+SIZES = [1, 7, 8, 9, 15, 16, 17, 33, 16383, 16385, 40000]
+
+
+def both(fn):
+    """fn() under the scalar reference and under the active ISA; asserts identical bits."""
+    isa = _C.isa()
+    llamix.set_isa("scalar")
+    try:
+        ref = fn()
+    finally:
+        llamix.set_isa(isa)
+    got = fn()
+    np.testing.assert_array_equal(np.asarray(got).view(np.uint8), np.asarray(ref).view(np.uint8))
+    return got
+
+
+def rand(rng, n, dtype="float32", scale=1.0):
+    x = (rng.standard_normal(n) * scale).astype(np.float32)
+    if dtype == "float32":
+        return x, x.astype(np.float64)
+    if dtype == "float16":
+        h = x.astype(np.float16)
+        return h, h.astype(np.float64)
+    b = O.f32_to_bf16(x)
+    return b, O.bf16_to_f64(b)
+
+
+def as_f64(out, dtype):
+    if dtype == "bfloat16":
+        return O.bf16_to_f64(out)
+    return np.asarray(out).astype(np.float64)
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_linear(isa, threads, n, dtype):
+    rng = np.random.default_rng(n)
+    xs = [rand(rng, n, dtype) for _ in range(3)]
+    w = [0.5, -0.25, 1.5]
+    got = both(lambda: K.linear([x for x, _ in xs], w, normalize=True))
+    want = O.linear([x for _, x in xs], w)
+    tol = 5 * U * sum(abs(wi) * np.abs(x) for wi, (_, x) in zip(w, xs)) / abs(sum(w))
+    assert np.all(np.abs(got - want) <= tol + 1e-30)
+
+
+def test_linear_output_dtypes_round_once(isa):
+    rng = np.random.default_rng(0)
+    xs = [rand(rng, 1000)[0] for _ in range(2)]
+    f32 = K.linear(xs, [1, 1])
+    np.testing.assert_array_equal(K.linear(xs, [1, 1], out="bfloat16"), O.f32_to_bf16(f32))
+    np.testing.assert_array_equal(K.linear(xs, [1, 1], out="float16"), f32.astype(np.float16))
+
+
+def test_linear_zero_weight_sum_is_an_error():
+    x = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="sum to zero"):
+        K.linear([x, x], [1.0, -1.0], normalize=True)
+
+
+def test_work_dtype_rounds_inputs(isa):
+    rng = np.random.default_rng(1)
+    x = rand(rng, 999)[0]
+    got = K.linear([x], [1.0], work="bfloat16")
+    np.testing.assert_array_equal(got, O.bf16_to_f64(O.f32_to_bf16(x)).astype(np.float32))
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0])
+def test_slerp(isa, threads, n, t):
+    rng = np.random.default_rng(n)
+    (a, a64), (b, b64) = rand(rng, n, "bfloat16"), rand(rng, n, "bfloat16")
+    got = both(lambda: K.slerp(a, b, t))
+    want = O.slerp(a64, b64, t)
+    assert np.all(np.abs(got - want) <= 16 * U * (np.abs(a64) + np.abs(b64)) + 1e-30)
+    if t == 0:
+        np.testing.assert_array_equal(got, a64.astype(np.float32))
+    if t == 1:
+        np.testing.assert_array_equal(got, b64.astype(np.float32))
+
+
+def test_slerp_colinear_and_zero(isa):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal(5000).astype(np.float32)
+    for b in (2 * a, -3 * a):  # parallel and anti-parallel: plain interpolation
+        got = K.slerp(a, b, 0.25)
+        np.testing.assert_allclose(got, 0.75 * a.astype(np.float64) + 0.25 * b, rtol=0, atol=4 * U * 4 * np.abs(a).max())
+    z = np.zeros_like(a)  # a zero vector is not normalised: dot 0, theta pi/2
+    got = K.slerp(z, a, 0.5)
+    np.testing.assert_allclose(got, O.slerp(z.astype(np.float64), a.astype(np.float64), 0.5), atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize("with_base", [False, True])
+def test_nuslerp(isa, threads, rows, with_base):
+    rng = np.random.default_rng(rows)
+    n = 4 * 5003
+    (a, a64), (b, b64), (c, c64) = (rand(rng, n) for _ in range(3))
+    t = 0.7 / (0.3 + 0.7)
+    got = both(lambda: K.nuslerp(a, b, t, base=c if with_base else None, rows=rows))
+    if with_base:
+        want = c64 + O.nuslerp_vectors((a64 - c64).reshape(rows, -1), (b64 - c64).reshape(rows, -1), t).ravel()
+        mag = np.abs(a64 - c64) + np.abs(b64 - c64) + np.abs(c64)
+    else:
+        want = O.nuslerp_vectors(a64.reshape(rows, -1), b64.reshape(rows, -1), t).ravel()
+        mag = np.abs(a64) + np.abs(b64)
+    assert np.all(np.abs(got - want) <= 32 * U * mag)
+
+
+@pytest.mark.parametrize("filter_wise", [False, True])
+def test_model_stock(isa, threads, filter_wise):
+    rng = np.random.default_rng(3)
+    rows, cols = 9, 4001
+    base = rng.standard_normal((rows, cols)).astype(np.float32)
+    xs = [base + 0.1 * rng.standard_normal((rows, cols)).astype(np.float32) + 0.05 for _ in range(3)]
+    got = both(lambda: K.model_stock(base, xs, rows=rows if filter_wise else 1))
+    want = O.model_stock(base.astype(np.float64), [x.astype(np.float64) for x in xs], filter_wise)
+    np.testing.assert_allclose(got, want, rtol=0, atol=64 * U * np.abs(base).max())
+
+
+# ---- task vectors --------------------------------------------------------------------------
+
+def tv_inputs(rng, n, n_models=3, dtype="bfloat16"):
+    base, base64 = rand(rng, n, dtype)
+    xs = []
+    for _ in range(n_models):
+        d = rng.standard_normal(n).astype(np.float32) * 0.05
+        x = (base64 + d).astype(np.float32)
+        xs.append(O.f32_to_bf16(x) if dtype == "bfloat16" else x.astype(dtype))
+    xs64 = [as_f64(x, dtype) for x in xs]
+    return base, base64, xs, xs64
+
+
+@pytest.mark.parametrize("n", [1, 17, 16385, 50000])
+@pytest.mark.parametrize("kind", ["topk", "breadcrumbs"])
+def test_rank_mask_exact_with_ties(isa, threads, n, kind):
+    """bf16 deltas have many equal magnitudes: the mask must follow the stated tie rule exactly
+    (ranks by |delta| ascending, equal magnitudes by ascending index)."""
+    rng = np.random.default_rng(n)
+    base, base64, xs, xs64 = tv_inputs(rng, n, 1)
+    # quantise the delta coarsely so ties are everywhere
+    x = O.f32_to_bf16((base64 + np.round((xs64[0] - base64) * 64) / 64).astype(np.float32))
+    x64 = O.bf16_to_f64(x)
+    r0, r1 = O.topk_range(n, 0.3) if kind == "topk" else O.breadcrumbs_range(n, 0.6, 0.05)
+    got = both(lambda: K.sparsify_mask(base, x, K.sparsifier(K.RANK, r0, r1)))
+    delta32 = (x64.astype(np.float32) - base64.astype(np.float32))
+    want = O.rank_keep(delta32, r0, r1)
+    np.testing.assert_array_equal(got, want)
+    assert got.sum() == r1 - r0
+
+
+@pytest.mark.parametrize("consensus", [None, "sum", "count"])
+@pytest.mark.parametrize("sparsify", ["none", "topk", "random", "breadcrumbs"])
+def test_task_vectors_against_oracle(isa, threads, consensus, sparsify):
+    rng = np.random.default_rng(4)
+    n = 20011
+    base, base64, xs, xs64 = tv_inputs(rng, n)
+    weights, densities = [0.6, 0.3, -0.2], [0.5, 0.3, 0.9]
+    sps, masks = [], []
+    for i, x in enumerate(xs):
+        if sparsify == "none":
+            sp = K.sparsifier(weight=weights[i])
+        elif sparsify == "topk":
+            sp = K.sparsifier(K.RANK, *O.topk_range(n, densities[i]), weight=weights[i])
+        elif sparsify == "breadcrumbs":
+            sp = K.sparsifier(K.RANK, *O.breadcrumbs_range(n, densities[i], 0.01), weight=weights[i])
+        else:
+            sp = K.sparsifier(K.RANDOM, density=densities[i], weight=weights[i])
+        sps.append(sp)
+        masks.append(K.sparsify_mask(base, x, sp, seed=7, name="w", model_index=i))
+    rescale = sparsify == "random"
+    got = both(lambda: K.task_vectors(base, xs, sps, consensus=consensus, rescale=rescale, normalize=True,
+                                      lambda_=0.9, seed=7, name="w"))
+    want = O.task_vectors(base64, xs64, weights, masks, consensus, rescale=rescale, normalize=True, lam=0.9)
+    mag = np.abs(base64) + sum(np.abs(x - base64) for x in xs64) * 4
+    assert np.all(np.abs(got - want) <= 12 * U * mag)
+
+
+def test_ties_density_one_is_task_arithmetic_with_consensus(isa):
+    rng = np.random.default_rng(5)
+    n = 3001
+    base, base64, xs, xs64 = tv_inputs(rng, n, 2)
+    w = [1.0, 0.5]
+    dense = [K.sparsifier(K.RANK, *O.topk_range(n, 1.0), weight=wi) for wi in w]
+    got = K.task_vectors(base, xs, dense, consensus="sum", normalize=True)
+    plain = K.task_vectors(base, xs, [K.sparsifier(weight=wi) for wi in w], consensus="sum", normalize=True)
+    np.testing.assert_array_equal(got, plain)
+    want = O.task_vectors(base64, xs64, w, None, "sum", normalize=True)
+    assert np.all(np.abs(got - want) <= 12 * U * (np.abs(base64) + 1))
+
+
+def test_random_mask_statistics_and_determinism(isa, threads):
+    rng = np.random.default_rng(6)
+    n = 200_000
+    base, _, xs, _ = tv_inputs(rng, n, 1, "float32")
+    p = 0.3
+    sp = K.sparsifier(K.RANDOM, density=p)
+    m = both(lambda: K.sparsify_mask(base, xs[0], sp, seed=1, name="layer.0"))
+    # kept fraction: binomial, 5 sigma
+    assert abs(m.mean() - p) <= 5 * np.sqrt(p * (1 - p) / n)
+    # the same key gives the same mask; any other key an independent one (agreement p^2 + q^2)
+    np.testing.assert_array_equal(m, K.sparsify_mask(base, xs[0], sp, seed=1, name="layer.0"))
+    for other in (dict(seed=2, name="layer.0"), dict(seed=1, name="layer.1"), dict(seed=1, name="layer.0", model_index=1)):
+        m2 = K.sparsify_mask(base, xs[0], sp, **other)
+        agree = (m == m2).mean()
+        assert abs(agree - (p * p + (1 - p) ** 2)) <= 5 * np.sqrt(0.25 / n)
+
+
+def test_dare_preserves_mean_in_expectation():
+    """Averaged over seeds, a DARE task vector (kept entries rescaled by the L1 ratio, about
+    1/density) approaches the dense one: per-element relative error shrinks like 1/sqrt(seeds)."""
+    rng = np.random.default_rng(7)
+    n, seeds, p = 4000, 400, 0.25
+    base = np.zeros(n, np.float32)
+    x = (rng.standard_normal(n) * 0.1).astype(np.float32)
+    sp = [K.sparsifier(K.RANDOM, density=p)]
+    acc = np.zeros(n)
+    for s in range(seeds):
+        acc += K.task_vectors(base, [x], sp, rescale=True, seed=s, name="w")
+    mean = acc / seeds
+    # each element: Bernoulli(p)/p has relative std sqrt((1-p)/p) ~ 1.73; 5 sigma of the mean of 400
+    rel = np.abs(mean - x) / np.abs(x)
+    assert np.median(rel) < 0.2
+    assert abs(mean.sum() / x.sum() - 1) < 0.05 or abs(x.sum()) < 1
+
+
+def test_della_probabilities_follow_rank(isa):
+    rng = np.random.default_rng(8)
+    rows, cols = 64, 1000
+    base = np.zeros(rows * cols, np.float32)
+    x = rng.standard_normal(rows * cols).astype(np.float32)
+    d, eps = 0.5, 0.3
+    m = both(lambda: K.sparsify_mask(base, x, K.sparsifier(K.DELLA, density=d, epsilon=eps), seed=3, rows=rows))
+    m = m.reshape(rows, cols)
+    ranks = np.argsort(np.argsort(np.abs(x.reshape(rows, cols)), axis=1, kind="stable"), axis=1)
+    low, high = m[ranks < cols // 10].mean(), m[ranks >= cols - cols // 10].mean()
+    # expected keep probability in the bottom / top decile: about d - 0.9 eps and d + 0.9 eps
+    assert abs(low - (d - 0.9 * eps)) < 0.03 and abs(high - (d + 0.9 * eps)) < 0.03
+
+
+def test_thread_count_does_not_change_results():
+    rng = np.random.default_rng(9)
+    base, _, xs, _ = tv_inputs(rng, 70001, 2)
+    sps = [K.sparsifier(K.RANDOM, density=0.4, weight=1.0), K.sparsifier(K.RANK, *O.topk_range(70001, 0.2), weight=0.5)]
+    before = _C.threads()
+    outs = []
+    for t in (1, 2, 3):
+        llamix.set_threads(t)
+        outs.append(K.task_vectors(base, xs, sps, consensus="sum", rescale=True, normalize=True, seed=11, name="x"))
+        outs.append(K.slerp(xs[0], xs[1], 0.4))
+    llamix.set_threads(before)
+    for a, b in zip(outs[::2], outs[2::2]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(outs[1::2], outs[3::2]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_arguments_raise():
+    x = np.ones(10, np.float32)
+    with pytest.raises(ValueError, match="elements"):
+        K.linear([x, np.ones(9, np.float32)], [1, 1])
+    with pytest.raises(ValueError, match="float32, float16 or bfloat16"):
+        K.linear([x.astype(np.float64)], [1])
+    with pytest.raises(ValueError):
+        K.scale(x, 1.0, out="int8")
