@@ -40,6 +40,15 @@ struct TransformerLayer {
     PreparedWeight w_gate_up;          // (2 * hidden, dim)
 };
 
+// Scratch buffers of the forward pass, kept between calls and grown on demand.
+struct Workspace {
+    std::vector<float> bufs[13];
+    float* get(int i, int64_t n) {
+        if (bufs[i].size() < size_t(n)) bufs[i].resize(size_t(n));
+        return bufs[i].data();
+    }
+};
+
 struct TransformerWeights {
     TransformerConfig cfg;
     WeightRef token_embd;              // (vocab, dim), rows dequantized on lookup
@@ -48,6 +57,7 @@ struct TransformerWeights {
     WeightRef output;                  // (vocab, dim)
     std::vector<float> inv_freq;       // (head_dim / 2) RoPE inverse frequencies (scaling applied)
     bool is_prepared = false;
+    Workspace workspace;
 
     // Prepare (repack) every weight once; the prepared layout serves every kernel variant.
     void prepare();
