@@ -103,7 +103,7 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
     float* fused = ws.get(9, n * std::max(q_dim + 2 * kv_dim, 2 * c.hidden));  // stacked matmul outputs
     float* rope_cos = ws.get(10, n * half);     // (n, hd / 2)
     float* rope_sin = ws.get(11, n * half);
-    float* scores = ws.get(12, int64_t(pool.threads()) * (pos + n));  // per-thread softmax scratch
+    float* scores = ws.get(12, int64_t(pool.threads()) * group * (pos + n));  // per-thread softmax scratch
 
     for_rows(n, [&](int64_t t, int) {
         dequantize_row_any(w.token_embd.type,
@@ -151,21 +151,23 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
             std::copy(knew, knew + n * kv_dim, cache.k.begin() + new_off);
             std::copy(vnew, vnew + n * kv_dim, cache.v.begin() + new_off);
         }
-        // one task per (token, head): causal, token t sees positions 0..pos+t
+        // one task per (token, kv head): the group of query heads sharing it reads the cache once;
+        // causal: token t sees positions 0..pos+t
         const int64_t n_pos = pos + n;
         auto attend = [&](int64_t task, int th) {
-            const int64_t t = task / c.n_heads, h = task % c.n_heads, off = layer_off + h / group * hd;
-            const float* qh = q + t * q_dim + h * hd;
-            float* out = att + t * q_dim + h * hd;
-            float* scratch = scores + int64_t(th) * n_pos;
+            const int64_t t = task / c.n_kv_heads, g = task % c.n_kv_heads, off = layer_off + g * hd;
+            const float* qg = q + t * q_dim + g * group * hd;
+            float* out = att + t * q_dim + g * group * hd;
+            float* scratch = scores + int64_t(th) * group * n_pos;
             if (cache.f16)
-                K.attention_f16(qh, cache.k16.data() + off, cache.v16.data() + off, kv_dim, pos + t + 1, hd, scale, out,
-                                scratch);
+                K.attention_group_f16(qg, hd, group, cache.k16.data() + off, cache.v16.data() + off, kv_dim, pos + t + 1,
+                                      hd, scale, out, hd, scratch);
             else
-                K.attention(qh, cache.k.data() + off, cache.v.data() + off, kv_dim, pos + t + 1, hd, scale, out, scratch);
+                K.attention_group(qg, hd, group, cache.k.data() + off, cache.v.data() + off, kv_dim, pos + t + 1, hd,
+                                  scale, out, hd, scratch);
         };
-        if (n * c.n_heads * n_pos >= 4096) pool.parallel_for(n * c.n_heads, attend);
-        else for (int64_t task = 0; task < n * c.n_heads; ++task) attend(task, 0);
+        if (n * c.n_heads * n_pos >= 4096) pool.parallel_for(n * c.n_kv_heads, attend);
+        else for (int64_t task = 0; task < n * c.n_kv_heads; ++task) attend(task, 0);
         mm(att, n, L.wo, proj);
         for_rows(n, [&](int64_t t, int) { K.add(x + t * dim, proj + t * dim, dim); });
 
