@@ -108,6 +108,9 @@ def main() -> int:
 
     peer = numpy_peer(shapes, max(3, args.rounds // 2))
     info = llamix.cpu_info()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs "
+          "(other processes share the machine: compare within a row)")
     print(f"llamix isa={info['isa']} threads={info['threads']}; numpy {np.__version__} OpenBLAS core: {peer['core']}")
     print(f"read bandwidth (STREAM-like probe, 512 MiB, same run): median {np.median(probe_gbs) / 1e9:.1f} GB/s")
     print(f"GEMV working set >= {WORKING_SET >> 20} MiB (LLC {LLC_BYTES >> 20} MiB); GEMM {TOKENS} tokens\n")

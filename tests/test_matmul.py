@@ -81,6 +81,25 @@ def test_block_matmul_bit_identical_to_scalar(isa, qtype, n, rows, k):
     np.testing.assert_array_equal(raw, ref)
 
 
+def test_q8_0_weights_at_minus_128(isa):
+    """-128 is a valid int8 in a Q8_0 file (our quantizer never writes it, other tools may): every
+    kernel must still compute the exact integer dot."""
+    rng = np.random.default_rng(5)
+    rows, k = 19, 96
+    blocks = np.zeros((rows, k // 32, 34), np.uint8)
+    blocks[:, :, :2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    qs = rng.integers(-128, 128, (rows, k // 32, 32), dtype=np.int8)
+    qs[:, :, ::3] = -128
+    blocks[:, :, 2:] = qs.view(np.uint8)
+    qw = llamix.QuantizedTensor(blocks.reshape(rows, -1), "q8_0", (rows, k))
+    x = (rng.standard_normal((3, k)) * 2).astype(np.float32)
+    x[:, 1::2] = -np.abs(x[:, 1::2])  # negative activations against -128
+    ref = _with_isa("scalar", lambda: _C.matmul(x, qw.data, 8, k))
+    np.testing.assert_array_equal(llamix.matmul(x, qw), ref)
+    err = np.abs(ref - _oracle(x, qw))
+    assert (err <= _act_rounding_bound(x, qw.dequantize())).all()
+
+
 def test_prepared_weight_stays_valid_across_isas():
     rng = np.random.default_rng(3)
     qw = llamix.quantize(rng.standard_normal((40, 128)).astype(np.float32), "q4_0")
@@ -188,3 +207,30 @@ def test_out_must_not_overlap_x():
 def test_empty_inputs():
     qw = _q4()
     assert llamix.matmul(np.zeros((0, 64), np.float32), qw).shape == (0, 4)
+
+
+@pytest.mark.parametrize("n", [1, 5, 40])
+def test_matmul_many_equals_separate_calls(isa, threads, n):
+    rng = np.random.default_rng(n)
+    k = 128
+    ws = [llamix.quantize(rng.standard_normal((rows, k)).astype(np.float32), qt)
+          for rows, qt in [(48, "q4_0"), (17, "q8_0"), (16, "f16"), (33, "q4_0")]]
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    outs = [np.full((n, w.shape[0]), np.nan, np.float32) for w in ws]
+    got = llamix.matmul_many(x, ws, outs)
+    for w, y, out in zip(ws, got, outs):
+        assert y is out
+        np.testing.assert_array_equal(y, llamix.matmul(x, w))
+
+
+def test_matmul_many_bad_input():
+    a = llamix.quantize(np.ones((4, 64), np.float32), "q4_0")
+    b = llamix.quantize(np.ones((4, 32), np.float32), "q4_0")
+    x = np.ones((2, 64), np.float32)
+    for bad in [lambda: llamix.matmul_many(x, [a, b]),                     # different k
+                lambda: llamix.matmul_many(x, []),                         # nothing to do
+                lambda: llamix.matmul_many(x, [a, np.ones((4, 64))]),      # not quantized
+                lambda: llamix.matmul_many(x, [a], [np.ones((2, 5), np.float32)]),  # out shape
+                lambda: llamix.matmul_many(x, [a, a], [np.ones((2, 4), np.float32)])]:  # outs count
+        with pytest.raises(ValueError):
+            bad()

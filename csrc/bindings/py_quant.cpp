@@ -1,6 +1,8 @@
 // quantize / dequantize rows and the matmul entry point.
 #include <vector>
 
+#include <pybind11/stl.h>
+
 #include "bindings/checks.h"
 #include "common/thread_pool.h"
 #include "kernels/kernels.h"
@@ -109,6 +111,38 @@ void register_quant(py::module_& m) {
             return y;
         }, py::arg("x"), py::arg("out") = py::none(),
            "y = x @ W.T (float32 x of shape (n_tokens, k)); writes into `out` (float32 (n_tokens, rows)) if given.");
+
+    m.def("matmul_many", [](py::array x, std::vector<const PyPreparedWeight*> ws, py::object outs) {
+        require_dtype<float>(x, "x", "float32");
+        require(x.ndim() == 2, "x must be 2-D (n_tokens, k)");
+        require_c_contiguous(x, "x");
+        require(!ws.empty(), "matmul_many needs at least one weight");
+        const int64_t n = x.shape(0);
+        std::vector<py::object> out_list(ws.size(), py::none());
+        if (!outs.is_none()) {
+            out_list = outs.cast<std::vector<py::object>>();
+            require(out_list.size() == ws.size(), "outs must have one array per weight");
+        }
+        std::vector<py::array_t<float>> ys;
+        std::vector<const PreparedWeight*> wp;
+        std::vector<float*> yp;
+        for (size_t i = 0; i < ws.size(); ++i) {
+            require(ws[i] != nullptr, "weights must be PreparedWeight objects");
+            if (ws[i]->weight.k != x.shape(1))
+                throw py::value_error("weight " + std::to_string(i) + " has rows of " + std::to_string(ws[i]->weight.k) +
+                                      " elements but x has " + std::to_string(x.shape(1)) + " columns");
+            ys.push_back(output_array(out_list[i], n, ws[i]->weight.rows, x));
+            wp.push_back(&ws[i]->weight);
+            yp.push_back(ys.back().mutable_data());
+        }
+        const float* xp = static_cast<const float*>(x.data());
+        {
+            py::gil_scoped_release release;
+            matmul_prepared_many(xp, n, wp.data(), yp.data(), int(wp.size()));
+        }
+        return ys;
+    }, py::arg("x"), py::arg("weights"), py::arg("outs") = py::none(),
+       "[x @ W.T for W in weights]: x quantized once, one parallel region for all block weights.");
 
     m.def("quantize_rows", [](py::array w, int src_id, int dst_id) {
         const QType src = qtype_from_int(src_id), dst = qtype_from_int(dst_id);

@@ -68,23 +68,29 @@ const block_q8a* quantize_activations(const MatmulKernels& K, const float* x, in
 using GemmFn = void (*)(const uint8_t*, int64_t, const block_q8a*, int64_t, float*, int64_t, int);
 using PackFn = void (*)(const uint8_t*, int64_t, int, int64_t, uint8_t*);
 
-// Block weights: `packed` is the prepared buffer, or null to pack each group from `raw` per task.
-void matmul_blocks(const float* x, int64_t n, int64_t k, QType t, const uint8_t* packed, const uint8_t* raw,
-                   int64_t rows, float* y) {
-    const MatmulKernels& K = kernels().matmul;
-    const GemmFn gemm = t == QType::Q4_0 ? K.gemm_q4_0 : K.gemm_q8_0;
-    const PackFn pack = t == QType::Q4_0 ? pack_group_q4_0 : pack_group_q8_0;
-    const int64_t nb = k / QK8_0;
-    const int64_t group_bytes = nb * group_block_bytes(t);
-    const int64_t row_bytes = qtype_row_bytes(t, k);
-    const Plan p = make_plan(rows, nb, n, group_bytes);
-    const block_q8a* xq = quantize_activations(K, x, n, k);
+// One block-weight matmul as a list of tasks over already quantized activations.
+// `packed` is the prepared buffer, or null to pack each group from `raw` per task.
+struct BlockJob {
+    GemmFn gemm;
+    PackFn pack;
+    const uint8_t* packed;
+    const uint8_t* raw;
+    int64_t rows, nb, group_bytes, row_bytes;
+    Plan plan;
+    float* y;
 
-    ThreadPool::instance().parallel_for(p.tasks(), [&](int64_t task, int) {
-        const int64_t chunk = task / p.row_tasks, rt = task % p.row_tasks;
-        const int64_t t0 = chunk * p.tokens_per_chunk, nt = std::min(n - t0, p.tokens_per_chunk);
-        const int64_t g1 = std::min(p.groups, (rt + 1) * p.groups_per_task);
-        for (int64_t g = rt * p.groups_per_task; g < g1; ++g) {
+    BlockJob(const MatmulKernels& K, QType t, int64_t k, const uint8_t* packed_, const uint8_t* raw_, int64_t rows_,
+             int64_t n, float* y_)
+        : gemm(t == QType::Q4_0 ? K.gemm_q4_0 : K.gemm_q8_0),
+          pack(t == QType::Q4_0 ? pack_group_q4_0 : pack_group_q8_0),
+          packed(packed_), raw(raw_), rows(rows_), nb(k / QK8_0), group_bytes(nb * group_block_bytes(t)),
+          row_bytes(qtype_row_bytes(t, k)), plan(make_plan(rows_, nb, n, group_bytes)), y(y_) {}
+
+    void run(int64_t task, const block_q8a* xq, int64_t n) const {
+        const int64_t chunk = task / plan.row_tasks, rt = task % plan.row_tasks;
+        const int64_t t0 = chunk * plan.tokens_per_chunk, nt = std::min(n - t0, plan.tokens_per_chunk);
+        const int64_t g1 = std::min(plan.groups, (rt + 1) * plan.groups_per_task);
+        for (int64_t g = rt * plan.groups_per_task; g < g1; ++g) {
             const int64_t r0 = g * kGroupRows;
             const int rows_here = int(std::min<int64_t>(kGroupRows, rows - r0));
             const uint8_t* w = packed ? packed + g * group_bytes : nullptr;
@@ -96,24 +102,48 @@ void matmul_blocks(const float* x, int64_t n, int64_t k, QType t, const uint8_t*
             }
             gemm(w, nb, xq + t0 * nb, nt, y + t0 * rows + r0, rows, rows_here);
         }
+    }
+};
+
+// Several block-weight matmuls on the same activations: quantized once, one parallel region.
+void run_block_jobs(const std::vector<BlockJob>& jobs, const block_q8a* xq, int64_t n) {
+    std::vector<int64_t> first(jobs.size() + 1, 0);  // task index where each job starts
+    for (size_t j = 0; j < jobs.size(); ++j) first[j + 1] = first[j] + jobs[j].plan.tasks();
+    ThreadPool::instance().parallel_for(first.back(), [&](int64_t task, int) {
+        size_t j = 0;
+        while (task >= first[j + 1]) ++j;
+        jobs[j].run(task - first[j], xq, n);
     });
+}
+
+void matmul_blocks(const float* x, int64_t n, int64_t k, QType t, const uint8_t* packed, const uint8_t* raw,
+                   int64_t rows, float* y) {
+    const MatmulKernels& K = kernels().matmul;
+    const BlockJob job(K, t, k, packed, raw, rows, n, y);
+    const block_q8a* xq = quantize_activations(K, x, n, k);
+    ThreadPool::instance().parallel_for(job.plan.tasks(), [&](int64_t task, int) { job.run(task, xq, n); });
 }
 
 void matmul_floats(const float* x, int64_t n, int64_t k, const void* w, QType t, int64_t rows, float* y) {
     const MatmulKernels& K = kernels().matmul;
-    float (*dot)(int64_t, const void*, const float*) = nullptr;
+    MatmulKernels::FloatGemm gemm = nullptr;
     switch (t) {
-        case QType::F32: dot = K.dot_f32_f32; break;
-        case QType::F16: dot = K.dot_f16_f32; break;
-        case QType::BF16: dot = K.dot_bf16_f32; break;
+        case QType::F32: gemm = K.gemm_f32; break;
+        case QType::F16: gemm = K.gemm_f16; break;
+        case QType::BF16: gemm = K.gemm_bf16; break;
         default: throw std::invalid_argument("matmul: unsupported weight type");
     }
     const auto* wbytes = static_cast<const uint8_t*>(w);
     const int64_t row_bytes = qtype_row_bytes(t, k);
-    ThreadPool::instance().parallel_for(ceil_div(rows, kFloatRowsPerTask), [&](int64_t task, int) {
-        const int64_t r1 = std::min(rows, (task + 1) * kFloatRowsPerTask);
-        for (int64_t r = task * kFloatRowsPerTask; r < r1; ++r)
-            for (int64_t i = 0; i < n; ++i) y[i * rows + r] = dot(k, wbytes + r * row_bytes, x + i * k);
+    // (16 rows) x (a token chunk whose activations stay in L2)
+    const int64_t row_tasks = ceil_div(rows, kFloatRowsPerTask);
+    const int64_t tokens_per_chunk = std::max<int64_t>(4, kActChunkBytes / 2 / (k * int64_t(sizeof(float))) / 4 * 4);
+    const int64_t chunks = ceil_div(n, tokens_per_chunk);
+    ThreadPool::instance().parallel_for(row_tasks * chunks, [&](int64_t task, int) {
+        const int64_t chunk = task / row_tasks, r0 = (task % row_tasks) * kFloatRowsPerTask;
+        const int64_t t0 = chunk * tokens_per_chunk;
+        gemm(wbytes + r0 * row_bytes, std::min(kFloatRowsPerTask, rows - r0), k, x + t0 * k,
+             std::min(tokens_per_chunk, n - t0), y + t0 * rows + r0, rows);
     });
 }
 
@@ -173,6 +203,23 @@ void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* 
         matmul_blocks(x, n, w.k, w.type, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, y);
     else
         matmul_floats(x, n, w.k, w.data, w.type, w.rows, y);
+}
+
+void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const* ws, float* const* ys, int count) {
+    if (n <= 0 || count <= 0) return;
+    const int64_t k = ws[0]->k;
+    for (int i = 0; i < count; ++i)
+        if (ws[i]->k != k) throw std::invalid_argument("matmul_prepared_many: weights have different row lengths");
+    const MatmulKernels& K = kernels().matmul;
+    std::vector<BlockJob> jobs;
+    for (int i = 0; i < count; ++i) {
+        const PreparedWeight& w = *ws[i];
+        if (!is_block_type(w.type))
+            matmul_floats(x, n, k, w.data, w.type, w.rows, ys[i]);
+        else if (w.rows > 0)
+            jobs.emplace_back(K, w.type, k, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, n, ys[i]);
+    }
+    if (!jobs.empty()) run_block_jobs(jobs, quantize_activations(K, x, n, k), n);
 }
 
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {

@@ -53,6 +53,13 @@ struct MatmulKernels {
     float (*dot_f16_f32)(int64_t k, const void* w, const float* x) = nullptr;
     float (*dot_bf16_f32)(int64_t k, const void* w, const float* x) = nullptr;
     float (*dot_f32_f32)(int64_t k, const void* w, const float* x) = nullptr;
+    // Float weights, many at once: `rows` consecutive weight rows (k elements each) against n
+    // activation rows (k apart): y[t * y_stride + r]. Float32 accumulation, order per ISA.
+    using FloatGemm = void (*)(const void* w, int64_t rows, int64_t k, const float* x, int64_t n, float* y,
+                               int64_t y_stride);
+    FloatGemm gemm_f16 = nullptr;
+    FloatGemm gemm_bf16 = nullptr;
+    FloatGemm gemm_f32 = nullptr;
 };
 
 void fill_matmul_ref(MatmulKernels& k);
@@ -80,6 +87,10 @@ struct PreparedWeight {
 PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k);
 // y: (n, rows) = x: (n, k) @ W.T
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y);
+
+// Several weights with the same k against the same x (e.g. q, k, v or gate, up): the activations
+// are quantized once and all block weights share one parallel region. ys[i]: (n, ws[i]->rows).
+void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const* ws, float* const* ys, int count);
 
 // The same on raw GGUF bytes (groups are packed per task into a small per-thread buffer).
 // x: (n, k) float32, w: (rows, k) of type wtype, y: (n, rows) float32.

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from ._runtime import cpu_info, set_isa, set_threads
-from .quant import QuantizedTensor, matmul, quantize
+from .quant import QuantizedTensor, matmul, matmul_many, quantize
 
 __version__ = "0.1.0"
 
-__all__ = ["QuantizedTensor", "cpu_info", "matmul", "quantize", "set_isa", "set_threads", "__version__"]
+__all__ = ["QuantizedTensor", "cpu_info", "matmul", "matmul_many", "quantize", "set_isa", "set_threads", "__version__"]
 
 # Each area adds its public names in its own block below (kept apart so branches merge cleanly).
 

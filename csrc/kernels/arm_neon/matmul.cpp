@@ -119,6 +119,14 @@ float dot_bf16_f32(int64_t k, const void* w, const float* x) {
                      [](const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); });
 }
 
+// Float weights, many rows and tokens: the row dots (the weight row stays in L1 across tokens).
+template <float (*Dot)(int64_t, const void*, const float*), int64_t ElemBytes>
+void gemm_float(const void* w, int64_t rows, int64_t k, const float* x, int64_t n, float* y, int64_t y_stride) {
+    const auto* wb = static_cast<const uint8_t*>(w);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t t = 0; t < n; ++t) y[t * y_stride + r] = Dot(k, wb + r * k * ElemBytes, x + t * k);
+}
+
 }  // namespace neon
 
 // The activation quantizer stays the reference's (bit-exact rounding, untested SIMD would risk it).
@@ -128,6 +136,9 @@ void fill_matmul_neon(MatmulKernels& k) {
     k.dot_f32_f32 = neon::dot_f32_f32;
     k.dot_f16_f32 = neon::dot_f16_f32;
     k.dot_bf16_f32 = neon::dot_bf16_f32;
+    k.gemm_f16 = neon::gemm_float<neon::dot_f16_f32, 2>;
+    k.gemm_bf16 = neon::gemm_float<neon::dot_bf16_f32, 2>;
+    k.gemm_f32 = neon::gemm_float<neon::dot_f32_f32, 4>;
 }
 
 }  // namespace llamix

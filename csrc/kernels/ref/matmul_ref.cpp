@@ -93,6 +93,13 @@ float dot_f32_f32(int64_t k, const void* wv, const float* x) {
     return sum;
 }
 
+template <float (*Dot)(int64_t, const void*, const float*), int64_t ElemBytes>
+void gemm_float(const void* w, int64_t rows, int64_t k, const float* x, int64_t n, float* y, int64_t y_stride) {
+    const auto* wb = static_cast<const uint8_t*>(w);
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 0; r < rows; ++r) y[t * y_stride + r] = Dot(k, wb + r * k * ElemBytes, x + t * k);
+}
+
 }  // namespace ref
 
 void fill_matmul_ref(MatmulKernels& k) {
@@ -102,6 +109,9 @@ void fill_matmul_ref(MatmulKernels& k) {
     k.dot_f16_f32 = ref::dot_f16_f32;
     k.dot_bf16_f32 = ref::dot_bf16_f32;
     k.dot_f32_f32 = ref::dot_f32_f32;
+    k.gemm_f16 = ref::gemm_float<ref::dot_f16_f32, 2>;
+    k.gemm_bf16 = ref::gemm_float<ref::dot_bf16_f32, 2>;
+    k.gemm_f32 = ref::gemm_float<ref::dot_f32_f32, 4>;
 }
 
 }  // namespace llamix

@@ -3,7 +3,7 @@
 // activation block gives each row two int16 partial sums, pmaddwd with ones folds them to int32.
 // Q4_0: nibbles (0..15) times int8 (|x| <= 127) keep all 8 partial sums of a block within int16
 // (8 * 2 * 15 * 127 = 30480), so one pmaddwd per block suffices. Q8_0 uses the sign trick
-// (|x| times sign-adjusted weights) and widens per 4-byte piece. The float accumulation is the
+// (|w| times sign-adjusted activations) and widens per 4-byte piece. The float accumulation is the
 // reference's: (d_w * d_x) * float(isum), added in block order.
 #include <immintrin.h>
 
@@ -32,32 +32,36 @@ inline __m256 accumulate(__m256 acc, __m256 dw, const block_q8a& xb, __m256i dot
     return _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
 }
 
-// Rows [8h, 8h + 8) of one group against T tokens; results to out[i][0..8).
+// Rows [8h, 8h + 8) of one group against T tokens; results to out[i][0..8). Chunk by chunk, so
+// only one chunk's unpacked weights, T int16 sums and T float accumulators are live (16 ymm).
 template <int T>
 void q4_0_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
     __m256 acc[T];
+#pragma GCC unroll 4
     for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 1
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* blk = w + b * kQ4GroupBlockBytes;
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
-        __m256i lo[4], hi[4];
+        __m256i s[T];
+#pragma GCC unroll 4
+        for (int i = 0; i < T; ++i) s[i] = _mm256_setzero_si256();
+#pragma GCC unroll 4
         for (int c = 0; c < 4; ++c) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
-            lo[c] = _mm256_and_si256(v, m4);
-            hi[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        }
-        for (int i = 0; i < T; ++i) {
-            const block_q8a& xb = x[i * nb + b];
-            __m256i s = _mm256_maddubs_epi16(lo[0], bcast4(xb.qs));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[0], bcast4(xb.qs + 16)));
-            for (int c = 1; c < 4; ++c) {
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[c], bcast4(xb.qs + 4 * c)));
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[c], bcast4(xb.qs + 16 + 4 * c)));
+            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+#pragma GCC unroll 4
+            for (int i = 0; i < T; ++i) {
+                const int8_t* q = x[i * nb + b].qs;
+                s[i] = _mm256_add_epi16(s[i], _mm256_maddubs_epi16(lo, bcast4(q + 4 * c)));
+                s[i] = _mm256_add_epi16(s[i], _mm256_maddubs_epi16(hi, bcast4(q + 16 + 4 * c)));
             }
-            acc[i] = accumulate(acc[i], dw, xb, _mm256_madd_epi16(s, ones), 8);
         }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
+#pragma GCC unroll 4
+        for (int i = 0; i < T; ++i) acc[i] = accumulate(acc[i], dw, x[i * nb + b], _mm256_madd_epi16(s[i], ones), 8);
     }
+#pragma GCC unroll 4
     for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
 }
 
@@ -76,7 +80,9 @@ void q8_0_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float ou
                 const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
                 const __m256i ws = _mm256_xor_si256(v, bias);  // back to int8
                 const __m256i xv = bcast4(xb.qs + 4 * c);
-                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(ws, xv));
+                // |w| times x with w's sign: x is within [-127, 127], so negating it never overflows
+                // (a weight of -128, which other tools may write, becomes 128 unsigned)
+                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(ws, ws), _mm256_sign_epi8(xv, ws));
                 s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
             }
             acc[i] = accumulate(acc[i], dw, xb, s, 0);
@@ -158,6 +164,14 @@ float dot_bf16_f32(int64_t k, const void* w, const float* x) {
     });
 }
 
+// Float weights, many rows and tokens: this ISA's row dots (the weight row stays in L1 across tokens).
+template <float (*Dot)(int64_t, const void*, const float*), int64_t ElemBytes>
+void gemm_float(const void* w, int64_t rows, int64_t k, const float* x, int64_t n, float* y, int64_t y_stride) {
+    const auto* wb = static_cast<const uint8_t*>(w);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t t = 0; t < n; ++t) y[t * y_stride + r] = Dot(k, wb + r * k * ElemBytes, x + t * k);
+}
+
 }  // namespace avx2
 
 void fill_matmul_avx2(MatmulKernels& k) {
@@ -167,6 +181,9 @@ void fill_matmul_avx2(MatmulKernels& k) {
     k.dot_f32_f32 = avx2::dot_f32_f32;
     k.dot_f16_f32 = avx2::dot_f16_f32;
     k.dot_bf16_f32 = avx2::dot_bf16_f32;
+    k.gemm_f16 = avx2::gemm_float<avx2::dot_f16_f32, 2>;
+    k.gemm_bf16 = avx2::gemm_float<avx2::dot_bf16_f32, 2>;
+    k.gemm_f32 = avx2::gemm_float<avx2::dot_f32_f32, 4>;
 }
 
 }  // namespace llamix

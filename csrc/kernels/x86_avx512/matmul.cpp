@@ -147,6 +147,86 @@ float dot_float(int64_t k, const float* x, Load load) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
 }
 
+// Weight rows as float32 vectors: 16 elements from element i of row r (masked for the tail).
+struct LoadF32 {
+    static constexpr int64_t bytes = 4;
+    static __m512 at(const void* w, int64_t k, int r, int64_t i) { return _mm512_loadu_ps(static_cast<const float*>(w) + r * k + i); }
+    static __m512 at(const void* w, int64_t k, int r, int64_t i, __mmask16 m) {
+        return _mm512_maskz_loadu_ps(m, static_cast<const float*>(w) + r * k + i);
+    }
+};
+struct LoadF16 {
+    static constexpr int64_t bytes = 2;
+    static __m512 at(const void* w, int64_t k, int r, int64_t i) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + r * k + i)));
+    }
+    static __m512 at(const void* w, int64_t k, int r, int64_t i, __mmask16 m) {
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(w) + r * k + i));
+    }
+};
+struct LoadBF16 {
+    static constexpr int64_t bytes = 2;
+    static __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+    static __m512 at(const void* w, int64_t k, int r, int64_t i) {
+        return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + r * k + i)));
+    }
+    static __m512 at(const void* w, int64_t k, int r, int64_t i, __mmask16 m) {
+        return widen(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(w) + r * k + i));
+    }
+};
+
+// R weight rows x T tokens in R*T accumulators: each loaded vector feeds R or T FMAs.
+template <class L, int R, int T>
+void float_tile(const void* w, int64_t k, const float* x, float* y, int64_t y_stride) {
+    __m512 acc[R][T];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+    auto step = [&](int64_t i, auto... mask) {
+        __m512 wv[R], xv[T];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) wv[r] = L::at(w, k, r, i, mask...);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+            if constexpr (sizeof...(mask) == 0) xv[t] = _mm512_loadu_ps(x + t * k + i);
+            else xv[t] = _mm512_maskz_loadu_ps(mask..., x + t * k + i);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv[r], xv[t], acc[r][t]);
+    };
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) step(i);
+    if (i < k) step(i, tail_mask(k - i));
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) y[t * y_stride + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+constexpr int kFloatTile = 4;
+using FloatTileFn = void (*)(const void*, int64_t, const float*, float*, int64_t);
+
+template <class L, int... I>
+constexpr std::array<FloatTileFn, sizeof...(I)> float_tiles(std::integer_sequence<int, I...>) {
+    return {float_tile<L, I / kFloatTile + 1, I % kFloatTile + 1>...};
+}
+
+// Tiles of 4 rows x 4 tokens over the whole of k (so a token's result does not depend on the
+// others in the call); the last row and token tiles pick smaller instantiations.
+template <class L>
+void gemm_float(const void* w, int64_t rows, int64_t k, const float* x, int64_t n, float* y, int64_t y_stride) {
+    static constexpr auto tiles = float_tiles<L>(std::make_integer_sequence<int, kFloatTile * kFloatTile>{});
+    const auto* wb = static_cast<const uint8_t*>(w);
+    for (int64_t r = 0; r < rows; r += kFloatTile) {
+        const int nr = rows - r < kFloatTile ? int(rows - r) : kFloatTile;
+        for (int64_t t = 0; t < n; t += kFloatTile) {
+            const int nt = n - t < kFloatTile ? int(n - t) : kFloatTile;
+            tiles[(nr - 1) * kFloatTile + nt - 1](wb + r * k * L::bytes, k, x + t * k, y + t * y_stride + r, y_stride);
+        }
+    }
+}
+
 }  // namespace
 
 void gemm_q4_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
@@ -183,6 +263,9 @@ void fill_matmul_avx512(MatmulKernels& k) {
     k.dot_f32_f32 = avx512::dot_f32_f32;
     k.dot_f16_f32 = avx512::dot_f16_f32;
     k.dot_bf16_f32 = avx512::dot_bf16_f32;
+    k.gemm_f32 = avx512::gemm_float<avx512::LoadF32>;
+    k.gemm_f16 = avx512::gemm_float<avx512::LoadF16>;
+    k.gemm_bf16 = avx512::gemm_float<avx512::LoadBF16>;
 }
 
 }  // namespace llamix

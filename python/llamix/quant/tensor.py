@@ -157,3 +157,22 @@ def matmul(x: np.ndarray, w, out: np.ndarray | None = None) -> np.ndarray:
     if out is not None:
         return out
     return y[0] if squeeze else y
+
+
+def matmul_many(x: np.ndarray, weights, outs=None) -> list:
+    """``[matmul(x, w) for w in weights]`` in one call: the activations are quantized once and all
+    block-quantized weights share one parallel region (e.g. q/k/v, or gate/up, in a decode step).
+
+    ``weights`` are QuantizedTensors with the same row length; ``outs`` optionally one float32
+    (n_tokens, rows) array per weight. Results equal separate ``matmul`` calls bit for bit.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise ValueError(f"x must be float32, got {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D (n_tokens, k), got shape {x.shape}")
+    weights = list(weights)
+    for i, w in enumerate(weights):
+        if not isinstance(w, QuantizedTensor):
+            raise ValueError(f"weights[{i}] must be a QuantizedTensor, got {type(w).__name__}")
+    return _C.matmul_many(np.ascontiguousarray(x), [w.prepared() for w in weights], outs)
