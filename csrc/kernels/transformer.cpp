@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
@@ -28,27 +27,15 @@ namespace {
 
 void prepare_one(WeightRef& r) { r.prepared = prepare_weight(r.data, r.type, r.rows, r.k); }
 
-bool is_block(QType t) { return t == QType::Q4_0 || t == QType::Q8_0; }
-
-// Stack the rows of same-typed block weights into one prepared matrix. Block weights are repacked
-// into the prepared weight's own buffer (matmul.h), so the stacked source is only temporary.
-bool prepare_stacked(std::initializer_list<const WeightRef*> parts, PreparedWeight& out) {
-    const WeightRef& first = **parts.begin();
-    int64_t rows = 0;
-    for (const WeightRef* p : parts) {
-        if (p->type != first.type || p->k != first.k || !is_block(p->type)) return false;
-        rows += p->rows;
-    }
-    const int64_t row_bytes = qtype_row_bytes(first.type, first.k);
-    std::vector<uint8_t> stacked(static_cast<size_t>(rows * row_bytes));
-    size_t at = 0;
-    for (const WeightRef* p : parts) {
-        std::memcpy(stacked.data() + at, p->data, static_cast<size_t>(p->rows * row_bytes));
-        at += static_cast<size_t>(p->rows * row_bytes);
-    }
-    out = prepare_weight(stacked.data(), first.type, rows, first.k);
-    out.data = nullptr;  // the stacked source is freed on return
-    return true;
+// Several weights multiplying the same activations (q/k/v, gate/up) in one parallel region.
+void mm_many(const float* x, int64_t n, std::initializer_list<const WeightRef*> ws, std::initializer_list<float*> ys) {
+    const PreparedWeight* pw[4];
+    float* py[4];
+    int count = 0;
+    for (const WeightRef* w : ws) pw[count++] = &w->prepared;
+    count = 0;
+    for (float* y : ys) py[count++] = y;
+    matmul_prepared_many(x, n, pw, py, count);
 }
 
 // y (n, rows) = x (n, k) @ W.T
@@ -68,16 +55,8 @@ void for_rows(int64_t n, F&& f) {
 
 void TransformerWeights::prepare() {
     prepare_one(output);
-    for (auto& l : layers) {
-        l.fused_qkv = prepare_stacked({&l.wq, &l.wk, &l.wv}, l.wqkv);
-        if (!l.fused_qkv)
-            for (WeightRef* r : {&l.wq, &l.wk, &l.wv}) prepare_one(*r);
-        l.fused_gate_up = prepare_stacked({&l.w_gate, &l.w_up}, l.w_gate_up);
-        if (!l.fused_gate_up)
-            for (WeightRef* r : {&l.w_gate, &l.w_up}) prepare_one(*r);
-        prepare_one(l.wo);
-        prepare_one(l.w_down);
-    }
+    for (auto& l : layers)
+        for (WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) prepare_one(*r);
     is_prepared = true;
 }
 
@@ -100,10 +79,9 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
     float* proj = ws.get(6, n * dim);           // (n, dim)
     float* gate = ws.get(7, n * c.hidden);      // (n, hidden)
     float* up = ws.get(8, n * c.hidden);        // (n, hidden)
-    float* fused = ws.get(9, n * std::max(q_dim + 2 * kv_dim, 2 * c.hidden));  // stacked matmul outputs
-    float* rope_cos = ws.get(10, n * half);     // (n, hd / 2)
-    float* rope_sin = ws.get(11, n * half);
-    float* scores = ws.get(12, int64_t(pool.threads()) * group * (pos + n));  // per-thread softmax scratch
+    float* rope_cos = ws.get(9, n * half);     // (n, hd / 2)
+    float* rope_sin = ws.get(10, n * half);
+    float* scores = ws.get(11, int64_t(pool.threads()) * group * (pos + n));  // per-thread softmax scratch
 
     for_rows(n, [&](int64_t t, int) {
         dequantize_row_any(w.token_embd.type,
@@ -125,20 +103,7 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
         // attention
         for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.attn_norm, xn + t * dim, dim, c.eps); });
         // new keys and values (n, kv_dim), rotated, then stored in the cache rows pos..pos+n-1
-        if (L.fused_qkv) {
-            const int64_t qkv_dim = q_dim + 2 * kv_dim;
-            matmul_prepared(xn, n, L.wqkv, fused);  // (n, q_dim + 2 kv_dim)
-            for (int64_t t = 0; t < n; ++t) {
-                const float* row = fused + t * qkv_dim;
-                std::memcpy(q + t * q_dim, row, sizeof(float) * size_t(q_dim));
-                std::memcpy(knew + t * kv_dim, row + q_dim, sizeof(float) * size_t(kv_dim));
-                std::memcpy(vnew + t * kv_dim, row + q_dim + kv_dim, sizeof(float) * size_t(kv_dim));
-            }
-        } else {
-            mm(xn, n, L.wq, q);
-            mm(xn, n, L.wk, knew);
-            mm(xn, n, L.wv, vnew);
-        }
+        mm_many(xn, n, {&L.wq, &L.wk, &L.wv}, {q, knew, vnew});  // one pass, x quantized once
         for_rows(n, [&](int64_t t, int) {
             K.rope(q + t * q_dim, c.n_heads, hd, rope_cos + t * half, rope_sin + t * half);
             K.rope(knew + t * kv_dim, c.n_kv_heads, hd, rope_cos + t * half, rope_sin + t * half);
@@ -173,19 +138,10 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
 
         // feed-forward (SwiGLU)
         for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.ffn_norm, xn + t * dim, dim, c.eps); });
-        if (L.fused_gate_up) {
-            matmul_prepared(xn, n, L.w_gate_up, fused);  // (n, 2 hidden): gate | up
-            for_rows(n, [&](int64_t t, int) {
-                const float* row = fused + t * 2 * c.hidden;
-                K.swiglu(row, row + c.hidden, gate + t * c.hidden, c.hidden);
-            });
-        } else {
-            mm(xn, n, L.w_gate, gate);
-            mm(xn, n, L.w_up, up);
-            for_rows(n, [&](int64_t t, int) {
-                K.swiglu(gate + t * c.hidden, up + t * c.hidden, gate + t * c.hidden, c.hidden);
-            });
-        }
+        mm_many(xn, n, {&L.w_gate, &L.w_up}, {gate, up});
+        for_rows(n, [&](int64_t t, int) {
+            K.swiglu(gate + t * c.hidden, up + t * c.hidden, gate + t * c.hidden, c.hidden);
+        });
         mm(gate, n, L.w_down, proj);
         for_rows(n, [&](int64_t t, int) { K.add(x + t * dim, proj + t * dim, dim); });
     }
