@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -73,15 +74,20 @@ def main() -> int:
                      "runs": res})
         del llm, m
     bandwidth = statistics.median(bw)
+    load = os.getloadavg()[0]  # other processes competing for the cores distort both engines
     for r in rows:
         r["tg_bw_fraction"] = r["llamix_tg"] * r["bytes_per_token"] / bandwidth
         r["llamacpp_tg_bw_fraction"] = r["llamacpp_tg"] * r["bytes_per_token"] / bandwidth
     if args.json:
         print(json.dumps({"shape": args.shape, "threads": args.threads, "p": args.p, "n": args.n, "reps": args.reps,
-                          "read_bandwidth_gbs": bandwidth / 1e9, "rows": rows}, indent=1))
+                          "read_bandwidth_gbs": bandwidth / 1e9, "load_average": load, "rows": rows}, indent=1))
         return 0
     print(f"random-weight {args.shape} model, {args.threads} threads, {llamix.cpu_info()['isa']} kernels, "
-          f"medians of {args.reps} runs; read bandwidth probe {bandwidth / 1e9:.1f} GB/s")
+          f"medians of {args.reps} runs; read bandwidth probe {bandwidth / 1e9:.1f} GB/s; load average {load:.1f}"
+          f" on {os.cpu_count()} CPUs")
+    if load > os.cpu_count():
+        print("WARNING: the machine is busy with other processes; both engines' figures are distorted "
+              "(llama.cpp's spinning thread barriers suffer most)")
     print("| type | test | llamix t/s | llama.cpp t/s | ratio | llamix GB/s (share of bw) | llama.cpp GB/s (share) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -113,3 +113,16 @@ def test_invalid_configs_are_refused(tmp_path):
         (folder / "config.json").write_text(json.dumps({**cfg, **change}))
         with pytest.raises(ValueError, match=message):
             llamix.load(folder)
+
+
+def test_sharded_checkpoint(tmp_path):
+    """Shards listed in model.safetensors.index.json load to the same model."""
+    torch = require_peer("torch")
+    hf, folder = _make(tmp_path, "shard", num_key_value_heads=2)
+    hf.save_pretrained(tmp_path / "sharded", safe_serialization=True, max_shard_size="40KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
+    ids = [1, 4, 9, 16, 25]
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0].numpy()
+    m = llamix.load(tmp_path / "sharded")
+    assert np.abs(m.logits(ids) - ref).max() <= 1e-4 * np.abs(ref).max()

@@ -220,3 +220,11 @@ def test_fp16_kv_cache(bin_path, fp32):
     assert m.generate_tokens(PROMPT_IDS, 60, temperature=0) == GREEDY_60
     with pytest.raises(ValueError, match="KV cache type"):
         llamix.load(bin_path, kv_cache="q8")
+
+
+def test_generation_stops_at_eos(fp32, monkeypatch):
+    from llamix.model.sampling import Sampler
+
+    picks = iter([432, 383, fp32.tokenizer.eos_id, 286])
+    monkeypatch.setattr(Sampler, "sample", lambda self, logits, history=(): next(picks))
+    assert fp32.generate_tokens(PROMPT_IDS, 10) == [432, 383]

@@ -116,3 +116,23 @@ def test_attention_fp16_cache(isa, n_keys, head_dim):
     p = np.exp(s - s.max())
     ref = (p / p.sum()) @ v.astype(np.float64)
     assert np.abs(out - ref).max() <= 1e-4 * np.abs(v).max()
+
+
+@pytest.mark.parametrize("n_q", [1, 2, 3, 8])
+@pytest.mark.parametrize("head_dim", [16, 64, 72, 128])
+@pytest.mark.parametrize("n_keys", [1, 5, 33, 300])
+def test_attention_group_equals_per_head_attention(isa, n_q, head_dim, n_keys):
+    """Grouped-query attention: each head's output is that head's attention (float64 oracle,
+    same bound as test_attention)."""
+    rng = np.random.default_rng(n_q * 7 + head_dim + n_keys)
+    q = rng.standard_normal((n_q, head_dim)).astype(np.float32)
+    k = rng.standard_normal((n_keys, head_dim)).astype(np.float32)
+    v = rng.standard_normal((n_keys, head_dim)).astype(np.float32)
+    scale = float(1 / np.sqrt(head_dim))
+    out = _C.attention_group(q, k, v, scale)
+    s = q.astype(np.float64) @ k.T.astype(np.float64) * scale
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    ref = (p / p.sum(axis=1, keepdims=True)) @ v.astype(np.float64)
+    score_err = head_dim * EPS32 * (np.abs(q) @ np.abs(k).T).max() * scale
+    bound = (2 * score_err + (n_keys + 8) * EPS32) * np.abs(v).max() * 2
+    assert np.abs(out - ref).max() <= bound

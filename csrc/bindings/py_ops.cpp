@@ -99,6 +99,19 @@ void register_ops(py::module_& m) {
         kernels().ops.swiglu(gp, up, yp, n);
         return y;
     }, py::arg("g"), py::arg("u"), "silu(g) * u.");
+    m.def("attention_group", [](py::array q, py::array k, py::array v, float scale) {
+        auto qa = f32_2d(q, "q"), ka = f32_2d(k, "k"), va = f32_2d(v, "v");
+        const int64_t nq = qa.shape(0), hd = qa.shape(1), nk = ka.shape(0);
+        require(ka.shape(1) == hd && va.shape(1) == hd && va.shape(0) == nk && nk > 0 && nq > 0,
+                "q must be (n_heads, head_dim), k and v (n_keys >= 1, head_dim)");
+        py::array_t<float> out({nq, hd});
+        std::vector<float> scratch(static_cast<size_t>(nq * nk));
+        const float *qp = qa.data(), *kp = ka.data(), *vp = va.data();
+        float* op = out.mutable_data();
+        py::gil_scoped_release release;
+        kernels().ops.attention_group(qp, hd, nq, kp, vp, hd, nk, hd, scale, op, hd, scratch.data());
+        return out;
+    }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), "attention of n_heads queries sharing k and v.");
     m.def("attention_f16", [](py::array q, py::array k, py::array v, float scale) {
         require_dtype<float>(q, "q", "float32");
         require(q.ndim() == 1, "q must be 1-D (head_dim)");

@@ -22,6 +22,16 @@ struct OpsKernels {
     // scratch: n_keys floats.
     void (*attention)(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys,
                       int64_t head_dim, float scale, float* out, float* scratch) = nullptr;
+    // Grouped-query attention: n_q query heads that share one key/value head, in one pass over the
+    // keys and values (the cache is read once for the group instead of once per head).
+    // q: n_q rows q_stride apart; out: n_q rows out_stride apart; scratch: n_q * n_keys floats.
+    // Each head's result is defined as attention() of that head.
+    void (*attention_group)(const float* q, int64_t q_stride, int64_t n_q, const float* k, const float* v,
+                            int64_t stride, int64_t n_keys, int64_t head_dim, float scale, float* out,
+                            int64_t out_stride, float* scratch) = nullptr;
+    void (*attention_group_f16)(const float* q, int64_t q_stride, int64_t n_q, const uint16_t* k, const uint16_t* v,
+                                int64_t stride, int64_t n_keys, int64_t head_dim, float scale, float* out,
+                                int64_t out_stride, float* scratch) = nullptr;
     // The same with keys and values stored as fp16 (IEEE half bit patterns).
     void (*attention_f16)(const float* q, const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n_keys,
                           int64_t head_dim, float scale, float* out, float* scratch) = nullptr;

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
@@ -30,27 +29,15 @@ namespace {
 
 void prepare_one(WeightRef& r) { r.prepared = prepare_weight(r.data, r.type, r.rows, r.k); }
 
-bool is_block(QType t) { return t == QType::Q4_0 || t == QType::Q8_0; }
-
-// Stack the rows of same-typed block weights into one prepared matrix. Block weights are repacked
-// into the prepared weight's own buffer (matmul.h), so the stacked source is only temporary.
-bool prepare_stacked(std::initializer_list<const WeightRef*> parts, PreparedWeight& out) {
-    const WeightRef& first = **parts.begin();
-    int64_t rows = 0;
-    for (const WeightRef* p : parts) {
-        if (p->type != first.type || p->k != first.k || !is_block(p->type)) return false;
-        rows += p->rows;
-    }
-    const int64_t row_bytes = qtype_row_bytes(first.type, first.k);
-    std::vector<uint8_t> stacked(static_cast<size_t>(rows * row_bytes));
-    size_t at = 0;
-    for (const WeightRef* p : parts) {
-        std::memcpy(stacked.data() + at, p->data, static_cast<size_t>(p->rows * row_bytes));
-        at += static_cast<size_t>(p->rows * row_bytes);
-    }
-    out = prepare_weight(stacked.data(), first.type, rows, first.k);
-    out.data = nullptr;  // the stacked source is freed on return
-    return true;
+// Several weights multiplying the same activations (q/k/v, gate/up) in one parallel region.
+void mm_many(const float* x, int64_t n, std::initializer_list<const WeightRef*> ws, std::initializer_list<float*> ys) {
+    const PreparedWeight* pw[4];
+    float* py[4];
+    int count = 0;
+    for (const WeightRef* w : ws) pw[count++] = &w->prepared;
+    count = 0;
+    for (float* y : ys) py[count++] = y;
+    matmul_prepared_many(x, n, pw, py, count);
 }
 
 // y (n, rows) = x (n, k) @ W.T
@@ -70,16 +57,8 @@ void for_rows(int64_t n, F&& f) {
 
 void TransformerWeights::prepare() {
     prepare_one(output);
-    for (auto& l : layers) {
-        l.fused_qkv = prepare_stacked({&l.wq, &l.wk, &l.wv}, l.wqkv);
-        if (!l.fused_qkv)
-            for (WeightRef* r : {&l.wq, &l.wk, &l.wv}) prepare_one(*r);
-        l.fused_gate_up = prepare_stacked({&l.w_gate, &l.w_up}, l.w_gate_up);
-        if (!l.fused_gate_up)
-            for (WeightRef* r : {&l.w_gate, &l.w_up}) prepare_one(*r);
-        prepare_one(l.wo);
-        prepare_one(l.w_down);
-    }
+    for (auto& l : layers)
+        for (WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) prepare_one(*r);
     is_prepared = true;
 }
 
@@ -92,26 +71,29 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
     const int64_t group = c.n_heads / c.n_kv_heads, half = hd / 2;
     ThreadPool& pool = ThreadPool::instance();
 
-    std::vector<float> x(static_cast<size_t>(n * dim));           // residual stream (n, dim)
-    std::vector<float> xn(size_t(n * dim));          // normed input (n, dim)
-    std::vector<float> q(size_t(n * q_dim));         // (n, n_heads * hd)
-    std::vector<float> knew(size_t(n * kv_dim)), vnew(size_t(n * kv_dim));  // (n, kv_dim)
-    std::vector<float> att(size_t(n * q_dim));       // attention output (n, n_heads * hd)
-    std::vector<float> proj(size_t(n * dim));        // (n, dim)
-    std::vector<float> gate(size_t(n * c.hidden)), up(size_t(n * c.hidden));  // (n, hidden)
-    std::vector<float> fused(size_t(n * std::max(q_dim + 2 * kv_dim, 2 * c.hidden)));  // stacked matmul outputs
-    std::vector<float> rope_cos(size_t(n * half)), rope_sin(size_t(n * half));  // (n, hd / 2)
-    std::vector<float> scores(size_t(pool.threads()) * size_t(pos + n));  // per-thread softmax scratch
+    Workspace& ws = w.workspace;  // buffers reused across calls (no page faults per token)
+    float* x = ws.get(0, n * dim);              // residual stream (n, dim)
+    float* xn = ws.get(1, n * dim);             // normed input (n, dim)
+    float* q = ws.get(2, n * q_dim);            // (n, n_heads * hd)
+    float* knew = ws.get(3, n * kv_dim);        // new keys (n, kv_dim)
+    float* vnew = ws.get(4, n * kv_dim);        // new values (n, kv_dim)
+    float* att = ws.get(5, n * q_dim);          // attention output (n, n_heads * hd)
+    float* proj = ws.get(6, n * dim);           // (n, dim)
+    float* gate = ws.get(7, n * c.hidden);      // (n, hidden)
+    float* up = ws.get(8, n * c.hidden);        // (n, hidden)
+    float* rope_cos = ws.get(9, n * half);     // (n, hd / 2)
+    float* rope_sin = ws.get(10, n * half);
+    float* scores = ws.get(11, int64_t(pool.threads()) * group * (pos + n));  // per-thread softmax scratch
 
     for_rows(n, [&](int64_t t, int) {
         dequantize_row_any(w.token_embd.type,
                            static_cast<const uint8_t*>(w.token_embd.data) + tokens[t] * qtype_row_bytes(w.token_embd.type, dim),
-                           x.data() + t * dim, dim);
+                           x + t * dim, dim);
         // angles in float32 as transformers computes them; cos/sin evaluated in double
         for (int64_t i = 0; i < half; ++i) {
             const float angle = float(pos + t) * w.inv_freq[size_t(i)];
-            rope_cos[size_t(t * half + i)] = float(std::cos(double(angle)));
-            rope_sin[size_t(t * half + i)] = float(std::sin(double(angle)));
+            rope_cos[t * half + i] = float(std::cos(double(angle)));
+            rope_sin[t * half + i] = float(std::sin(double(angle)));
         }
     });
 
@@ -121,77 +103,57 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
         const int64_t layer_off = li * cache.n_ctx * kv_dim;  // this layer's (n_ctx, kv_dim) block
 
         // attention
-        for_rows(n, [&](int64_t t, int) { K.rmsnorm(x.data() + t * dim, L.attn_norm, xn.data() + t * dim, dim, c.eps); });
+        for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.attn_norm, xn + t * dim, dim, c.eps); });
         // new keys and values (n, kv_dim), rotated, then stored in the cache rows pos..pos+n-1
-        if (L.fused_qkv) {
-            const int64_t qkv_dim = q_dim + 2 * kv_dim;
-            matmul_prepared(xn.data(), n, L.wqkv, fused.data());  // (n, q_dim + 2 kv_dim)
-            for (int64_t t = 0; t < n; ++t) {
-                const float* row = fused.data() + t * qkv_dim;
-                std::memcpy(q.data() + t * q_dim, row, sizeof(float) * size_t(q_dim));
-                std::memcpy(knew.data() + t * kv_dim, row + q_dim, sizeof(float) * size_t(kv_dim));
-                std::memcpy(vnew.data() + t * kv_dim, row + q_dim + kv_dim, sizeof(float) * size_t(kv_dim));
-            }
-        } else {
-            mm(xn.data(), n, L.wq, q.data());
-            mm(xn.data(), n, L.wk, knew.data());
-            mm(xn.data(), n, L.wv, vnew.data());
-        }
+        mm_many(xn, n, {&L.wq, &L.wk, &L.wv}, {q, knew, vnew});  // one pass, x quantized once
         for_rows(n, [&](int64_t t, int) {
-            K.rope(q.data() + t * q_dim, c.n_heads, hd, rope_cos.data() + t * half, rope_sin.data() + t * half);
-            K.rope(knew.data() + t * kv_dim, c.n_kv_heads, hd, rope_cos.data() + t * half, rope_sin.data() + t * half);
+            K.rope(q + t * q_dim, c.n_heads, hd, rope_cos + t * half, rope_sin + t * half);
+            K.rope(knew + t * kv_dim, c.n_kv_heads, hd, rope_cos + t * half, rope_sin + t * half);
         });
         const int64_t new_off = layer_off + pos * kv_dim;
         if (cache.f16) {
-            kernels().quant.f32_to_f16(knew.data(), cache.k16.data() + new_off, n * kv_dim);
-            kernels().quant.f32_to_f16(vnew.data(), cache.v16.data() + new_off, n * kv_dim);
+            kernels().quant.f32_to_f16(knew, cache.k16.data() + new_off, n * kv_dim);
+            kernels().quant.f32_to_f16(vnew, cache.v16.data() + new_off, n * kv_dim);
         } else {
-            std::copy(knew.begin(), knew.end(), cache.k.begin() + new_off);
-            std::copy(vnew.begin(), vnew.end(), cache.v.begin() + new_off);
+            std::copy(knew, knew + n * kv_dim, cache.k.begin() + new_off);
+            std::copy(vnew, vnew + n * kv_dim, cache.v.begin() + new_off);
         }
-        // one task per (token, head): causal, token t sees positions 0..pos+t
+        // one task per (token, kv head): the group of query heads sharing it reads the cache once;
+        // causal: token t sees positions 0..pos+t
         const int64_t n_pos = pos + n;
         auto attend = [&](int64_t task, int th) {
-            const int64_t t = task / c.n_heads, h = task % c.n_heads, off = layer_off + h / group * hd;
-            const float* qh = q.data() + t * q_dim + h * hd;
-            float* out = att.data() + t * q_dim + h * hd;
-            float* scratch = scores.data() + size_t(th) * size_t(n_pos);
+            const int64_t t = task / c.n_kv_heads, g = task % c.n_kv_heads, off = layer_off + g * hd;
+            const float* qg = q + t * q_dim + g * group * hd;
+            float* out = att + t * q_dim + g * group * hd;
+            float* scratch = scores + int64_t(th) * group * n_pos;
             if (cache.f16)
-                K.attention_f16(qh, cache.k16.data() + off, cache.v16.data() + off, kv_dim, pos + t + 1, hd, scale, out,
-                                scratch);
+                K.attention_group_f16(qg, hd, group, cache.k16.data() + off, cache.v16.data() + off, kv_dim, pos + t + 1,
+                                      hd, scale, out, hd, scratch);
             else
-                K.attention(qh, cache.k.data() + off, cache.v.data() + off, kv_dim, pos + t + 1, hd, scale, out, scratch);
+                K.attention_group(qg, hd, group, cache.k.data() + off, cache.v.data() + off, kv_dim, pos + t + 1, hd,
+                                  scale, out, hd, scratch);
         };
-        if (n * c.n_heads * n_pos >= 4096) pool.parallel_for(n * c.n_heads, attend);
-        else for (int64_t task = 0; task < n * c.n_heads; ++task) attend(task, 0);
-        mm(att.data(), n, L.wo, proj.data());
-        for_rows(n, [&](int64_t t, int) { K.add(x.data() + t * dim, proj.data() + t * dim, dim); });
+        if (n * c.n_heads * n_pos >= 4096) pool.parallel_for(n * c.n_kv_heads, attend);
+        else for (int64_t task = 0; task < n * c.n_kv_heads; ++task) attend(task, 0);
+        mm(att, n, L.wo, proj);
+        for_rows(n, [&](int64_t t, int) { K.add(x + t * dim, proj + t * dim, dim); });
 
         // feed-forward (SwiGLU)
-        for_rows(n, [&](int64_t t, int) { K.rmsnorm(x.data() + t * dim, L.ffn_norm, xn.data() + t * dim, dim, c.eps); });
-        if (L.fused_gate_up) {
-            matmul_prepared(xn.data(), n, L.w_gate_up, fused.data());  // (n, 2 hidden): gate | up
-            for_rows(n, [&](int64_t t, int) {
-                const float* row = fused.data() + t * 2 * c.hidden;
-                K.swiglu(row, row + c.hidden, gate.data() + t * c.hidden, c.hidden);
-            });
-        } else {
-            mm(xn.data(), n, L.w_gate, gate.data());
-            mm(xn.data(), n, L.w_up, up.data());
-            for_rows(n, [&](int64_t t, int) {
-                K.swiglu(gate.data() + t * c.hidden, up.data() + t * c.hidden, gate.data() + t * c.hidden, c.hidden);
-            });
-        }
-        mm(gate.data(), n, L.w_down, proj.data());
-        for_rows(n, [&](int64_t t, int) { K.add(x.data() + t * dim, proj.data() + t * dim, dim); });
+        for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.ffn_norm, xn + t * dim, dim, c.eps); });
+        mm_many(xn, n, {&L.w_gate, &L.w_up}, {gate, up});
+        for_rows(n, [&](int64_t t, int) {
+            K.swiglu(gate + t * c.hidden, up + t * c.hidden, gate + t * c.hidden, c.hidden);
+        });
+        mm(gate, n, L.w_down, proj);
+        for_rows(n, [&](int64_t t, int) { K.add(x + t * dim, proj + t * dim, dim); });
     }
 
     // final norm and the output head, only for the rows asked for
     const int64_t first = n - n_out;
     for_rows(n_out, [&](int64_t t, int) {
-        K.rmsnorm(x.data() + (first + t) * dim, w.output_norm, xn.data() + t * dim, dim, c.eps);
+        K.rmsnorm(x + (first + t) * dim, w.output_norm, xn + t * dim, dim, c.eps);
     });
-    mm(xn.data(), n_out, w.output, logits);
+    mm(xn, n_out, w.output, logits);
 }
 
 }  // namespace llamix

@@ -33,11 +33,15 @@ struct TransformerLayer {
     WeightRef wo;                      // (dim, n_heads * head_dim)
     WeightRef w_gate, w_up;            // (hidden, dim)
     WeightRef w_down;                  // (dim, hidden)
-    // Block-quantized q/k/v (and gate/up) of one type are also prepared as one matrix with their
-    // rows stacked, so a token multiplies them in one pass over one quantized activation.
-    bool fused_qkv = false, fused_gate_up = false;
-    PreparedWeight wqkv;               // (n_heads * head_dim + 2 * kv_dim, dim)
-    PreparedWeight w_gate_up;          // (2 * hidden, dim)
+};
+
+// Scratch buffers of the forward pass, kept between calls and grown on demand.
+struct Workspace {
+    std::vector<float> bufs[12];
+    float* get(int i, int64_t n) {
+        if (bufs[i].size() < size_t(n)) bufs[i].resize(size_t(n));
+        return bufs[i].data();
+    }
 };
 
 struct TransformerWeights {
@@ -48,6 +52,7 @@ struct TransformerWeights {
     WeightRef output;                  // (vocab, dim)
     std::vector<float> inv_freq;       // (head_dim / 2) RoPE inverse frequencies (scaling applied)
     bool is_prepared = false;
+    Workspace workspace;
 
     // Prepare (repack) every weight once; the prepared layout serves every kernel variant.
     void prepare();

@@ -1,6 +1,289 @@
-// The AVX2 transformer ops are already bandwidth-bound at these sizes; AVX-512 adds nothing yet.
+// AVX-512 attention (16 lanes): the same algorithm as the AVX2 kernel (kernels/x86_avx2/ops.cpp),
+// twice as wide; the element-wise ops stay AVX2 (they are memory-bound at these sizes).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+
 #include "kernels/ops.h"
 
 namespace llamix {
-void fill_ops_avx512(OpsKernels&) {}
+namespace avx512 {
+
+namespace {
+
+// e^x, Cephes-style polynomial as in the AVX2 kernel (inputs clamped to [-87.3, 88.7]).
+inline __m512 exp_ps(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+inline __m256 fold(__m512 a) { return _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1)); }
+
+// Lane sums of four vectors as lanes 0..3 of one 128-bit vector.
+inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m256 ab = _mm256_hadd_ps(fold(a), fold(b)), cd = _mm256_hadd_ps(fold(c), fold(d));
+    const __m256 abcd = _mm256_hadd_ps(ab, cd);
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+struct F32Cache {
+    using T = float;
+    static __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+    static __m512 load_n(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+};
+struct F16Cache {
+    using T = uint16_t;
+    static __m512 load16(const uint16_t* p) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    static __m512 load_n(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+};
+
+// Scores four keys at a time (independent FMA chains), a masked tail for head_dim % 16; the
+// values' weighted sum keeps 128 output lanes in 8 registers per pass.
+template <class C>
+void attention_impl(const float* q, const typename C::T* k, const typename C::T* v, int64_t stride, int64_t n_keys,
+                    int64_t head_dim, float scale, float* out, float* scratch) {
+    using T = typename C::T;
+    const int64_t nfull = head_dim / 16;
+    const int rem = int(head_dim % 16);
+    const __mmask16 tail = __mmask16((1u << rem) - 1);
+    const __m512 q_tail = _mm512_maskz_loadu_ps(tail, q + nfull * 16);
+    int64_t j = 0;
+    for (; j + 4 <= n_keys; j += 4) {
+        const T* k0 = k + j * stride;
+        const T* k1 = k0 + stride;
+        const T* k2 = k1 + stride;
+        const T* k3 = k2 + stride;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nfull; ++b) {
+            const __m512 qv = _mm512_loadu_ps(q + 16 * b);
+            a0 = _mm512_fmadd_ps(qv, C::load16(k0 + 16 * b), a0);
+            a1 = _mm512_fmadd_ps(qv, C::load16(k1 + 16 * b), a1);
+            a2 = _mm512_fmadd_ps(qv, C::load16(k2 + 16 * b), a2);
+            a3 = _mm512_fmadd_ps(qv, C::load16(k3 + 16 * b), a3);
+        }
+        if (rem) {
+            const int64_t o = nfull * 16;
+            a0 = _mm512_fmadd_ps(q_tail, C::load_n(k0 + o, tail), a0);
+            a1 = _mm512_fmadd_ps(q_tail, C::load_n(k1 + o, tail), a1);
+            a2 = _mm512_fmadd_ps(q_tail, C::load_n(k2 + o, tail), a2);
+            a3 = _mm512_fmadd_ps(q_tail, C::load_n(k3 + o, tail), a3);
+        }
+        _mm_storeu_ps(scratch + j, _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm_set1_ps(scale)));
+    }
+    for (; j < n_keys; ++j) {
+        const T* kj = k + j * stride;
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nfull; ++b) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * b), C::load16(kj + 16 * b), acc);
+        if (rem) acc = _mm512_fmadd_ps(q_tail, C::load_n(kj + nfull * 16, tail), acc);
+        scratch[j] = _mm512_reduce_add_ps(acc) * scale;
+    }
+    // softmax numerators and their sum (masked tail, so every key uses the same exp)
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (j = 0; j < n_keys; j += 16) {
+        const __mmask16 m = n_keys - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n_keys - j)) - 1);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, scratch + j));
+    }
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    __m512 vsum = _mm512_setzero_ps();
+    for (j = 0; j < n_keys; j += 16) {
+        const __mmask16 m = n_keys - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n_keys - j)) - 1);
+        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, scratch + j), mx));
+        _mm512_mask_storeu_ps(scratch + j, m, e);
+        vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
+    }
+    const float inv = 1.0f / _mm512_reduce_add_ps(vsum);
+    // out (head_dim) = sum_j p_j v_j
+    const int64_t nvec = nfull + (rem ? 1 : 0);
+    for (int64_t c0 = 0; c0 < nvec; c0 += 8) {
+        const int64_t nc = std::min<int64_t>(8, nvec - c0);
+        __m512 acc[8];
+        for (int c = 0; c < 8; ++c) acc[c] = _mm512_setzero_ps();
+        auto load = [&](const T* vj, int64_t c) {
+            return rem && c0 + c == nfull ? C::load_n(vj + 16 * c, tail) : C::load16(vj + 16 * c);
+        };
+        int64_t jj = 0;
+        if (nc <= 4) {  // short heads: even and odd keys in separate accumulators (8 chains)
+            for (; jj + 2 <= n_keys; jj += 2) {
+                const __m512 p0 = _mm512_set1_ps(scratch[jj] * inv), p1 = _mm512_set1_ps(scratch[jj + 1] * inv);
+                const T* v0 = v + jj * stride + c0 * 16;
+                const T* v1 = v0 + stride;
+                for (int64_t c = 0; c < nc; ++c) {
+                    acc[c] = _mm512_fmadd_ps(p0, load(v0, c), acc[c]);
+                    acc[c + 4] = _mm512_fmadd_ps(p1, load(v1, c), acc[c + 4]);
+                }
+            }
+        }
+        for (; jj < n_keys; ++jj) {
+            const __m512 p = _mm512_set1_ps(scratch[jj] * inv);
+            const T* vj = v + jj * stride + c0 * 16;
+            for (int64_t c = 0; c < nc; ++c) acc[c] = _mm512_fmadd_ps(p, load(vj, c), acc[c]);
+        }
+        if (nc <= 4)
+            for (int64_t c = 0; c < nc; ++c) acc[c] = _mm512_add_ps(acc[c], acc[c + 4]);
+        for (int64_t c = 0; c < nc; ++c) {
+            const bool partial = rem && c0 + c == nfull;
+            if (partial) _mm512_mask_storeu_ps(out + (c0 + c) * 16, tail, acc[c]);
+            else _mm512_storeu_ps(out + (c0 + c) * 16, acc[c]);
+        }
+    }
+}
+
+
+// Grouped-query attention for head_dim a multiple of 16 (up to 256): every block of four keys is
+// read from the cache once and used by all heads of the group (two heads at a time from L1);
+// values are applied in blocks of 32 keys that stay in L1 while each head accumulates.
+template <class C>
+void attention_group_impl(const float* q, int64_t q_stride, int64_t n_q, const typename C::T* k,
+                          const typename C::T* v, int64_t stride, int64_t n_keys, int64_t head_dim, float scale,
+                          float* out, int64_t out_stride, float* scratch) {
+    using T = typename C::T;
+    if (head_dim % 16 || head_dim > 256) {
+        for (int64_t h = 0; h < n_q; ++h)
+            attention_impl<C>(q + h * q_stride, k, v, stride, n_keys, head_dim, scale, out + h * out_stride, scratch);
+        return;
+    }
+    const int64_t nv = head_dim / 16;
+    const __m128 vscale = _mm_set1_ps(scale);
+    // scores: scratch[h * n_keys + j]
+    int64_t j = 0;
+    for (; j + 4 <= n_keys; j += 4) {
+        const T* k0 = k + j * stride;
+        const T* k1 = k0 + stride;
+        const T* k2 = k1 + stride;
+        const T* k3 = k2 + stride;
+        for (int64_t h = 0; h < n_q; h += 2) {
+            const bool two = h + 1 < n_q;
+            const float* qa = q + h * q_stride;
+            const float* qb = two ? qa + q_stride : qa;
+            __m512 a[8];
+            for (int i = 0; i < 8; ++i) a[i] = _mm512_setzero_ps();
+            for (int64_t b = 0; b < nv; ++b) {
+                const __m512 x0 = C::load16(k0 + 16 * b), x1 = C::load16(k1 + 16 * b);
+                const __m512 x2 = C::load16(k2 + 16 * b), x3 = C::load16(k3 + 16 * b);
+                const __m512 q0 = _mm512_loadu_ps(qa + 16 * b), q1 = _mm512_loadu_ps(qb + 16 * b);
+                a[0] = _mm512_fmadd_ps(q0, x0, a[0]);
+                a[1] = _mm512_fmadd_ps(q0, x1, a[1]);
+                a[2] = _mm512_fmadd_ps(q0, x2, a[2]);
+                a[3] = _mm512_fmadd_ps(q0, x3, a[3]);
+                a[4] = _mm512_fmadd_ps(q1, x0, a[4]);
+                a[5] = _mm512_fmadd_ps(q1, x1, a[5]);
+                a[6] = _mm512_fmadd_ps(q1, x2, a[6]);
+                a[7] = _mm512_fmadd_ps(q1, x3, a[7]);
+            }
+            _mm_storeu_ps(scratch + h * n_keys + j, _mm_mul_ps(hsum4(a[0], a[1], a[2], a[3]), vscale));
+            if (two) _mm_storeu_ps(scratch + (h + 1) * n_keys + j, _mm_mul_ps(hsum4(a[4], a[5], a[6], a[7]), vscale));
+        }
+    }
+    for (; j < n_keys; ++j) {
+        const T* kj = k + j * stride;
+        for (int64_t h = 0; h < n_q; ++h) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t b = 0; b < nv; ++b)
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + h * q_stride + 16 * b), C::load16(kj + 16 * b), acc);
+            scratch[h * n_keys + j] = _mm512_reduce_add_ps(acc) * scale;
+        }
+    }
+    // softmax of each head's row, normalised in place
+    for (int64_t h = 0; h < n_q; ++h) {
+        float* s = scratch + h * n_keys;
+        __m512 vmax = _mm512_set1_ps(-INFINITY);
+        for (j = 0; j < n_keys; j += 16) {
+            const __mmask16 m = n_keys - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n_keys - j)) - 1);
+            vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, s + j));
+        }
+        const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+        __m512 vsum = _mm512_setzero_ps();
+        for (j = 0; j < n_keys; j += 16) {
+            const __mmask16 m = n_keys - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n_keys - j)) - 1);
+            const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx));
+            _mm512_mask_storeu_ps(s + j, m, e);
+            vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
+        }
+        const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+        for (j = 0; j < n_keys; j += 16) {
+            const __mmask16 m = n_keys - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n_keys - j)) - 1);
+            _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv));
+        }
+    }
+    // out[h] = sum_j p[h][j] v_j, key blocks of 32 (8-16 KB of values, L1-resident for the group)
+    for (int64_t h = 0; h < n_q; ++h) std::fill(out + h * out_stride, out + h * out_stride + head_dim, 0.0f);
+    constexpr int64_t kBlock = 32;
+    for (int64_t j0 = 0; j0 < n_keys; j0 += kBlock) {
+        const int64_t j1 = std::min(n_keys, j0 + kBlock);
+        for (int64_t h = 0; h < n_q; ++h) {
+            const float* p = scratch + h * n_keys;
+            float* o = out + h * out_stride;
+            __m512 acc[16], acc2[4];
+            for (int64_t c = 0; c < nv; ++c) acc[c] = _mm512_loadu_ps(o + 16 * c);
+            for (int c = 0; c < 4; ++c) acc2[c] = _mm512_setzero_ps();
+            int64_t jj = j0;
+            if (nv <= 4) {  // short heads: even and odd keys in separate chains
+                for (; jj + 2 <= j1; jj += 2) {
+                    const __m512 p0 = _mm512_set1_ps(p[jj]), p1 = _mm512_set1_ps(p[jj + 1]);
+                    const T* v0 = v + jj * stride;
+                    const T* v1 = v0 + stride;
+                    for (int64_t c = 0; c < nv; ++c) {
+                        acc[c] = _mm512_fmadd_ps(p0, C::load16(v0 + 16 * c), acc[c]);
+                        acc2[c] = _mm512_fmadd_ps(p1, C::load16(v1 + 16 * c), acc2[c]);
+                    }
+                }
+            }
+            for (; jj < j1; ++jj) {
+                const __m512 pj = _mm512_set1_ps(p[jj]);
+                const T* vj = v + jj * stride;
+                for (int64_t c = 0; c < nv; ++c) acc[c] = _mm512_fmadd_ps(pj, C::load16(vj + 16 * c), acc[c]);
+            }
+            for (int64_t c = 0; c < nv; ++c)
+                _mm512_storeu_ps(o + 16 * c, c < 4 ? _mm512_add_ps(acc[c], acc2[c]) : acc[c]);
+        }
+    }
+}
+
+}  // namespace
+
+void attention(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys, int64_t head_dim,
+               float scale, float* out, float* scratch) {
+    attention_impl<F32Cache>(q, k, v, stride, n_keys, head_dim, scale, out, scratch);
+}
+
+void attention_f16(const float* q, const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n_keys,
+                   int64_t head_dim, float scale, float* out, float* scratch) {
+    attention_impl<F16Cache>(q, k, v, stride, n_keys, head_dim, scale, out, scratch);
+}
+
+void attention_group(const float* q, int64_t q_stride, int64_t n_q, const float* k, const float* v, int64_t stride,
+                     int64_t n_keys, int64_t head_dim, float scale, float* out, int64_t out_stride, float* scratch) {
+    attention_group_impl<F32Cache>(q, q_stride, n_q, k, v, stride, n_keys, head_dim, scale, out, out_stride, scratch);
+}
+
+void attention_group_f16(const float* q, int64_t q_stride, int64_t n_q, const uint16_t* k, const uint16_t* v,
+                         int64_t stride, int64_t n_keys, int64_t head_dim, float scale, float* out, int64_t out_stride,
+                         float* scratch) {
+    attention_group_impl<F16Cache>(q, q_stride, n_q, k, v, stride, n_keys, head_dim, scale, out, out_stride, scratch);
+}
+
+}  // namespace avx512
+
+void fill_ops_avx512(OpsKernels& k) {
+    k.attention = avx512::attention;
+    k.attention_f16 = avx512::attention_f16;
+    k.attention_group = avx512::attention_group;
+    k.attention_group_f16 = avx512::attention_group_f16;
+}
+
 }  // namespace llamix

@@ -44,6 +44,10 @@ class Model:
         if int(n_ctx) <= 0:
             raise ValueError(f"n_ctx must be positive, got {n_ctx}")
         self.n_ctx = int(n_ctx)
+        window = c.extra.get("sliding_window")
+        if window and self.n_ctx > window:
+            raise ValueError(f"{self.source}: n_ctx = {self.n_ctx} exceeds the model's sliding attention window "
+                             f"({window}), which llamix does not implement; use n_ctx <= {window}")
         if threads is not None:
             set_threads(threads)
         self.inv_freq = c.rope_inv_freq(self.rope_freqs)
