@@ -446,6 +446,11 @@ float dot_q6_K_q8_K(int64_t k, const void* w, const void* xq) {
     return sum;
 }
 
+template <float (*dot)(int64_t, const void*, const void*)>
+void dot_rows(int64_t k, const void* w, const void* xq, int64_t xq_stride, int n, float* y, int64_t y_stride) {
+    for (int t = 0; t < n; ++t) y[t * y_stride] = dot(k, w, static_cast<const uint8_t*>(xq) + t * xq_stride);
+}
+
 }  // namespace ref
 
 void fill_kquant_ref(KQuantKernels& k) {
@@ -461,9 +466,9 @@ void fill_kquant_ref(KQuantKernels& k) {
     k.dequantize_row_q5_0 = ref::dequantize_row_q5_0;
     k.dequantize_row_q5_1 = ref::dequantize_row_q5_1;
     k.quantize_act_q8_K = ref::quantize_act_q8_K;
-    k.dot_q4_K_q8_K = ref::dot_q4_K_q8_K;
-    k.dot_q5_K_q8_K = ref::dot_q5_K_q8_K;
-    k.dot_q6_K_q8_K = ref::dot_q6_K_q8_K;
+    k.dot_q4_K_q8_K = ref::dot_rows<ref::dot_q4_K_q8_K>;
+    k.dot_q5_K_q8_K = ref::dot_rows<ref::dot_q5_K_q8_K>;
+    k.dot_q6_K_q8_K = ref::dot_rows<ref::dot_q6_K_q8_K>;
 }
 
 }  // namespace llamix
