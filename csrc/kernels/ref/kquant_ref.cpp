@@ -36,17 +36,27 @@ inline float round_clamp(float v, float lo, float hi) {
 }
 
 // Sums of q and q*x and q*q over n (a multiple of 8) elements for q = round_clamp(iscale * (x - x0)),
-// in 8 lanes so the compiler vectorizes the loop (float lanes: these sums only rank candidates).
+// in 4 lanes (GCC/Clang vector extensions: portable, and each lane's float operations are exactly
+// the scalar ones, so the result does not depend on the target). Float lanes suffice: these sums
+// only rank candidate scales.
+typedef float f32x4 __attribute__((vector_size(16)));
 struct QuantSums { float q = 0, qx = 0, qq = 0; };
 inline QuantSums quant_sums(const float* x, int n, float iscale, float x0, float lo, float hi) {
-    float q1[8] = {}, qx[8] = {}, qq[8] = {};
-    for (int i = 0; i < n; i += 8)
-        for (int j = 0; j < 8; ++j) {
-            const float q = round_clamp(iscale * (x[i + j] - x0), lo, hi);
-            q1[j] += q; qx[j] += q * x[i + j]; qq[j] += q * q;
-        }
+    f32x4 q1 = {}, qx = {}, qq = {};
+    const f32x4 vs = iscale - f32x4{}, v0 = x0 - f32x4{}, vlo = lo - f32x4{}, vhi = hi - f32x4{};
+    const f32x4 magic = kRoundMagic - f32x4{};
+    for (int i = 0; i < n; i += 4) {
+        f32x4 xv;
+        std::memcpy(&xv, x + i, sizeof(xv));
+        f32x4 q = (vs * (xv - v0) + magic) - magic;
+        q = q < vlo ? vlo : q;
+        q = q > vhi ? vhi : q;
+        q1 += q;
+        qx += q * xv;
+        qq += q * q;
+    }
     QuantSums s;
-    for (int j = 0; j < 8; ++j) { s.q += q1[j]; s.qx += qx[j]; s.qq += qq[j]; }
+    for (int j = 0; j < 4; ++j) { s.q += q1[j]; s.qx += qx[j]; s.qq += qq[j]; }
     return s;
 }
 
