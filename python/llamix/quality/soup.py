@@ -14,7 +14,6 @@ the quantized average.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
