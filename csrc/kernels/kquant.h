@@ -22,6 +22,19 @@ struct block_q8_K {
 };
 static_assert(sizeof(block_q8_K) == 292, "Q8_K block must be 292 bytes");
 
+// All 8 scales then all 8 mins of a Q4_K/Q5_K 12-byte scale field as 16 bytes, with 32-bit
+// operations: bytes 0..3 of each word hold four sub-blocks' fields (see kquant_scale_min).
+inline void kquant_scales_mins(const uint8_t* s, uint8_t* out16) {
+    uint32_t w[3];
+    __builtin_memcpy(w, s, 12);
+    const uint32_t low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
+    const uint32_t v[4] = {w[0] & low6,                                       // sc[0..3]
+                           (w[2] & low4) | (((w[0] >> 6) & low2) << 4),       // sc[4..7]
+                           w[1] & low6,                                       // m[0..3]
+                           ((w[2] >> 4) & low4) | (((w[1] >> 6) & low2) << 4)};  // m[4..7]
+    __builtin_memcpy(out16, v, 16);
+}
+
 // Unpack sub-block j (0..7) scale and min from a Q4_K/Q5_K 12-byte scale field.
 inline void kquant_scale_min(int j, const uint8_t* s, uint8_t& sc, uint8_t& m) {
     if (j < 4) {
@@ -32,6 +45,8 @@ inline void kquant_scale_min(int j, const uint8_t* s, uint8_t& sc, uint8_t& m) {
         m = static_cast<uint8_t>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
     }
 }
+
+constexpr int kMaxTokens = 8;  // activation rows per K-quant dot call (one unpack of each super-block)
 
 struct KQuantKernels {
     // blocks -> (k) float32; k is a multiple of 256. Bit-exact with gguf.quants.dequantize.
@@ -53,10 +68,13 @@ struct KQuantKernels {
     void (*dequantize_row_q5_1)(const void* x, float* y, int64_t k) = nullptr;
     // Activation quantizer: d = amax / 127, q = round(x / d) half away from zero.
     void (*quantize_act_q8_K)(const float* x, void* y, int64_t k) = nullptr;
-    // One weight row (k elements) against one Q8_K activation row.
-    float (*dot_q4_K_q8_K)(int64_t k, const void* w, const void* x_q8k) = nullptr;
-    float (*dot_q5_K_q8_K)(int64_t k, const void* w, const void* x_q8k) = nullptr;
-    float (*dot_q6_K_q8_K)(int64_t k, const void* w, const void* x_q8k) = nullptr;
+    // One weight row (k elements) against n <= kMaxTokens Q8_K activation rows (xq_stride bytes
+    // apart): y[t * y_stride] = dot(w, row t). Each super-block is unpacked once for all n.
+    using DotRows = void (*)(int64_t k, const void* w, const void* xq, int64_t xq_stride, int n, float* y,
+                             int64_t y_stride);
+    DotRows dot_q4_K_q8_K = nullptr;
+    DotRows dot_q5_K_q8_K = nullptr;
+    DotRows dot_q6_K_q8_K = nullptr;
 };
 
 void fill_kquant_ref(KQuantKernels& k);

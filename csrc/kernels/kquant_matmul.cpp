@@ -57,10 +57,16 @@ void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wt
     pool.parallel_for(n, [&](int64_t t, int) { K.quantize_act_q8_K(x + t * k, xq.data() + t * x_row_bytes, k); });
     const auto* wbytes = static_cast<const uint8_t*>(w);
     const int64_t w_row_bytes = qtype_row_bytes(wtype, k);
-    pool.parallel_for(ceil_div(rows, kRowsPerTask), [&](int64_t task, int) {
-        const int64_t r1 = std::min(rows, (task + 1) * kRowsPerTask);
-        for (int64_t r = task * kRowsPerTask; r < r1; ++r)
-            for (int64_t t = 0; t < n; ++t) y[t * rows + r] = dot(k, wbytes + r * w_row_bytes, xq.data() + t * x_row_bytes);
+    // tasks: (run of rows) x (chunk of tokens); each weight row meets kMaxTokens tokens per call
+    const int64_t token_chunk = 64, token_chunks = ceil_div(n, token_chunk);
+    const int64_t row_tasks = ceil_div(rows, kRowsPerTask);
+    pool.parallel_for(row_tasks * token_chunks, [&](int64_t task, int) {
+        const int64_t rt = task % row_tasks, t0 = task / row_tasks * token_chunk;
+        const int64_t r1 = std::min(rows, (rt + 1) * kRowsPerTask), t1 = std::min(n, t0 + token_chunk);
+        for (int64_t r = rt * kRowsPerTask; r < r1; ++r)
+            for (int64_t t = t0; t < t1; t += kMaxTokens)
+                dot(k, wbytes + r * w_row_bytes, xq.data() + t * x_row_bytes, x_row_bytes,
+                    int(std::min<int64_t>(kMaxTokens, t1 - t)), y + t * rows + r, rows);
     });
 }
 

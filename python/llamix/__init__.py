@@ -25,6 +25,8 @@ __all__ += ["ConfigError", "merge"]
 
 # --- quantize, export, quality (issue 5) ---
 from .quality.export import export_gguf  # noqa: E402
+from .quality.merge_gguf import merge_to_gguf  # noqa: E402
 from .quality.perplexity import PerplexityResult, perplexity  # noqa: E402
+from .quality.soup import SoupResult, soup  # noqa: E402
 
-__all__ += ["PerplexityResult", "export_gguf", "perplexity"]
+__all__ += ["PerplexityResult", "SoupResult", "export_gguf", "merge_to_gguf", "perplexity", "soup"]

@@ -16,34 +16,76 @@ namespace ref {
 
 namespace {
 
-inline int nearest_int(float v) { return static_cast<int>(std::lround(v)); }  // half away from zero
+// Round to nearest (ties to even) by the 1.5 * 2^23 trick: exact for |v| < 2^22, which the clamp
+// guarantees, and ~20x cheaper than a libm call in these search loops. NaN -> 0.
+inline int nearest_int(float v) {
+    if (!(v == v)) return 0;
+    v = std::min(std::max(v, -4194303.0f), 4194303.0f);
+    const float t = v + 12582912.0f;
+    int32_t i;
+    std::memcpy(&i, &t, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
 inline int clampi(int v, int lo, int hi) { return std::min(hi, std::max(lo, v)); }
 inline float finite_or_zero(float v) { return std::isfinite(v) ? v : 0.0f; }
 
-// Fit x ~= s * q - m with q in [0, nmax], s >= 0, m >= 0 (an asymmetric sub-block).
+// Round to nearest in float (ties to even) for |v| < 2^22: adding 1.5 * 2^23 leaves no fraction bits.
+constexpr float kRoundMagic = 12582912.0f;
+inline float round_clamp(float v, float lo, float hi) {
+    return std::min(std::max((v + kRoundMagic) - kRoundMagic, lo), hi);
+}
+
+// Sums of q and q*x and q*q over n (a multiple of 8) elements for q = round_clamp(iscale * (x - x0)),
+// in 4 lanes (GCC/Clang vector extensions: portable, and each lane's float operations are exactly
+// the scalar ones, so the result does not depend on the target). Float lanes suffice: these sums
+// only rank candidate scales.
+typedef float f32x4 __attribute__((vector_size(16)));
+struct QuantSums { float q = 0, qx = 0, qq = 0; };
+inline QuantSums quant_sums(const float* x, int n, float iscale, float x0, float lo, float hi) {
+    f32x4 q1 = {}, qx = {}, qq = {};
+    const f32x4 vs = iscale - f32x4{}, v0 = x0 - f32x4{}, vlo = lo - f32x4{}, vhi = hi - f32x4{};
+    const f32x4 magic = kRoundMagic - f32x4{};
+    for (int i = 0; i < n; i += 4) {
+        f32x4 xv;
+        std::memcpy(&xv, x + i, sizeof(xv));
+        f32x4 q = (vs * (xv - v0) + magic) - magic;
+        q = q < vlo ? vlo : q;
+        q = q > vhi ? vhi : q;
+        q1 += q;
+        qx += q * xv;
+        qq += q * q;
+    }
+    QuantSums s;
+    for (int j = 0; j < 4; ++j) { s.q += q1[j]; s.qx += qx[j]; s.qq += qq[j]; }
+    return s;
+}
+
+// Fit x ~= s * q - m with q in [0, nmax], s >= 0, m >= 0 (an asymmetric sub-block): for each
+// candidate scale, the quants it gives are refitted by weighted-free least squares; the error
+// is evaluated in closed form from the sums.
 void fit_scale_min(const float* x, int n, int nmax, float& s_out, float& m_out) {
     float xmin = x[0], xmax = x[0];
-    for (int i = 1; i < n; ++i) { xmin = std::min(xmin, x[i]); xmax = std::max(xmax, x[i]); }
+    double sx = 0, sxx = 0;
+    for (int i = 0; i < n; ++i) {
+        xmin = std::min(xmin, x[i]); xmax = std::max(xmax, x[i]);
+        sx += x[i]; sxx += double(x[i]) * x[i];
+    }
     xmin = std::min(xmin, 0.0f);  // the min is stored as a non-negative offset
-    if (!(xmax > xmin)) { s_out = 0.0f; m_out = -xmin; return; }
-    float best_err = INFINITY, best_s = (xmax - xmin) / nmax, best_m = -xmin;
-    int q[QK_K];
+    if (!(xmax > xmin) || !std::isfinite(xmax - xmin)) { s_out = 0.0f; m_out = -xmin; return; }
+    double best_err = INFINITY;
+    float best_s = (xmax - xmin) / nmax, best_m = -xmin;
     for (int step = -10; step <= 10; ++step) {
         const float iscale = (nmax + 0.1f * step) / (xmax - xmin);
-        double sq = 0, sq2 = 0, sx = 0, sqx = 0;
-        for (int i = 0; i < n; ++i) {
-            q[i] = clampi(nearest_int(iscale * (x[i] - xmin)), 0, nmax);
-            sq += q[i]; sq2 += double(q[i]) * q[i]; sx += x[i]; sqx += double(q[i]) * x[i];
-        }
+        const QuantSums q = quant_sums(x, n, iscale, xmin, 0.0f, float(nmax));
         // least squares for (s, b) in x ~= s q + b, then b <= 0 enforced
-        const double det = n * sq2 - sq * sq;
+        const double det = n * double(q.qq) - double(q.q) * q.q;
         if (det <= 0) continue;
-        double s = (n * sqx - sq * sx) / det, b = (sq2 * sx - sq * sqx) / det;
-        if (b > 0) { b = 0; s = sq2 > 0 ? sqx / sq2 : 0; }
+        double s = (n * double(q.qx) - q.q * sx) / det, b = (double(q.qq) * sx - q.q * double(q.qx)) / det;
+        if (b > 0) { b = 0; s = q.qq > 0 ? q.qx / double(q.qq) : 0; }
         if (s < 0) continue;
-        double err = 0;
-        for (int i = 0; i < n; ++i) { const double e = s * q[i] + b - x[i]; err += e * e; }
-        if (err < best_err) { best_err = float(err); best_s = float(s); best_m = float(-b); }
+        // sum (s q + b - x)^2 expanded
+        const double err = s * s * q.qq + 2 * s * b * q.q + n * b * b - 2 * s * q.qx - 2 * b * sx + sxx;
+        if (err < best_err) { best_err = err; best_s = float(s); best_m = float(-b); }
     }
     s_out = best_s;
     m_out = best_m;
@@ -58,25 +100,21 @@ float fit_scale_sym(const float* x, int n, int nneg, int npos) {
         if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); max = x[i]; }
     if (amax == 0.0f || !std::isfinite(amax)) return max / -nneg;
     // with the least-squares s = sqx / sq2 the error is sum x^2 - sqx^2 / sq2: maximise sqx^2 / sq2
-    auto fit = [&](float iscale, double& sqx, double& sq2) {
-        sqx = 0; sq2 = 0;
-        for (int i = 0; i < n; ++i) {
-            const int q = clampi(nearest_int(iscale * x[i]), -nneg, npos);
-            sqx += double(q) * x[i]; sq2 += double(q) * q;
-        }
-    };
     double best = -1.0;
     float best_s = max / -nneg;
+    auto consider = [&](const QuantSums& q) {
+        if (q.qq > 0 && double(q.qx) * q.qx / q.qq > best) { best = double(q.qx) * q.qx / q.qq; best_s = q.qx / q.qq; }
+    };
     // the largest element on the -nneg side, then on the npos side of the grid
-    for (int cand = 0; cand < 146; ++cand) {
-        const int step = cand % 73 - 36;
-        const float iscale = cand < 73 ? -(nneg + 0.1f * step) / max : (npos + 0.1f * step) / max;
-        double sqx, sq2;
-        fit(iscale, sqx, sq2);
-        if (!(sq2 > 0)) continue;
-        if (sqx * sqx / sq2 > best) { best = sqx * sqx / sq2; best_s = float(sqx / sq2); }
-        fit(float(sq2 / sqx), sqx, sq2);  // re-round with the refitted scale
-        if (sq2 > 0 && sqx * sqx / sq2 > best) { best = sqx * sqx / sq2; best_s = float(sqx / sq2); }
+    // (a 0.2-wide grid with a Lloyd step reaches the brute-force optimum within 0.1 % on
+    // Gaussian and heavy-tailed blocks; see tests/test_kquant.py)
+    constexpr int kSteps = 13;
+    for (int cand = 0; cand < 2 * kSteps; ++cand) {
+        const float step = 0.2f * float(cand % kSteps - kSteps / 2);
+        const float iscale = cand < kSteps ? -(nneg + step) / max : (npos + step) / max;
+        const QuantSums q = quant_sums(x, n, iscale, 0.0f, float(-nneg), float(npos));
+        consider(q);
+        if (q.qx != 0) consider(quant_sums(x, n, q.qq / q.qx, 0.0f, float(-nneg), float(npos)));  // re-round
     }
     return best_s;
 }
@@ -446,6 +484,11 @@ float dot_q6_K_q8_K(int64_t k, const void* w, const void* xq) {
     return sum;
 }
 
+template <float (*dot)(int64_t, const void*, const void*)>
+void dot_rows(int64_t k, const void* w, const void* xq, int64_t xq_stride, int n, float* y, int64_t y_stride) {
+    for (int t = 0; t < n; ++t) y[t * y_stride] = dot(k, w, static_cast<const uint8_t*>(xq) + t * xq_stride);
+}
+
 }  // namespace ref
 
 void fill_kquant_ref(KQuantKernels& k) {
@@ -461,9 +504,9 @@ void fill_kquant_ref(KQuantKernels& k) {
     k.dequantize_row_q5_0 = ref::dequantize_row_q5_0;
     k.dequantize_row_q5_1 = ref::dequantize_row_q5_1;
     k.quantize_act_q8_K = ref::quantize_act_q8_K;
-    k.dot_q4_K_q8_K = ref::dot_q4_K_q8_K;
-    k.dot_q5_K_q8_K = ref::dot_q5_K_q8_K;
-    k.dot_q6_K_q8_K = ref::dot_q6_K_q8_K;
+    k.dot_q4_K_q8_K = ref::dot_rows<ref::dot_q4_K_q8_K>;
+    k.dot_q5_K_q8_K = ref::dot_rows<ref::dot_q5_K_q8_K>;
+    k.dot_q6_K_q8_K = ref::dot_rows<ref::dot_q6_K_q8_K>;
 }
 
 }  // namespace llamix

@@ -1,5 +1,6 @@
 // AVX-512 (VNNI) K-quant dot products against Q8_K activations: 64 quants per vpdpbusd, the
-// sub-block scales applied to the int32 partial sums. Integer sums per super-block are exact
+// sub-block scales applied to the int32 partial sums; each super-block is unpacked once for up to
+// kMaxTokens activation rows. Integer sums per super-block are exact
 // and combined in float32 as the reference does: bit-identical to kernels/ref/kquant_ref.cpp.
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as a mask source and trip
 // -Wmaybe-uninitialized (GCC bug 105593, fixed in 13): a false positive, silenced here only.
@@ -23,119 +24,142 @@ inline __m512i broadcast256(const void* p) { return _mm512_broadcast_i64x4(_mm25
 inline __m512i shift_halves(__m512i v, int lo, int hi) {
     return _mm512_srlv_epi16(v, _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16(short(lo)), _mm512_set1_epi16(short(hi))));
 }
-inline __m512i halves_epi32(int32_t lo, int32_t hi) {
-    return _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(lo), _mm512_set1_epi32(hi));
-}
-inline int32_t hsum_i32(__m512i v) {
-    const __m256i h = _mm256_add_epi32(_mm512_extracti64x4_epi64(v, 0), _mm512_extracti64x4_epi64(v, 1));
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
+// A super-block unpacked once for up to kMaxTokens activation rows: q[c] holds the 64 unsigned
+// quants that meet activations 64c..64c+63, s[c] the sub-block scale of each int32 lane.
+struct Unpacked {
+    __m512i q[4], s[4];
+    __m256i bsum_mul;  // int16 multiplier of each of the 16 activation sums: Q4_K/Q5_K mins m_(i/2), Q6_K scales
+    float d, dmin;
+};
+
+// Scales of chunk c (two sub-blocks) per int32 lane, and each activation sum's min (int16).
+inline void unpack_scales(const uint8_t* scales, Unpacked& u) {
+    alignas(16) uint8_t sm[16];
+    kquant_scales_mins(scales, sm);
+    const __m128i b = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
+    const __m512i s32 = _mm512_cvtepu8_epi32(b);  // sc0..sc7, m0..m7
+    for (int c = 0; c < 4; ++c)
+        u.s[c] = _mm512_permutexvar_epi32(_mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * c), _mm512_set1_epi32(2 * c + 1)), s32);
+    u.bsum_mul = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(b, b));  // m0 m0 m1 m1 ... m7 m7
 }
 
-inline int32_t min_term(const uint8_t* scales, const int16_t* bsums, uint8_t* sc) {
-    int32_t summ = 0;
-    for (int j = 0; j < 8; ++j) {
-        uint8_t m;
-        kquant_scale_min(j, scales, sc[j], m);
-        summ += m * (bsums[2 * j] + bsums[2 * j + 1]);
+inline void unpack(const block_q4_K& x, Unpacked& u) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    unpack_scales(x.scales, u);
+    for (int c = 0; c < 4; ++c)  // low nibbles: elements 0..31 of the chunk, high nibbles: 32..63
+        u.q[c] = _mm512_and_si512(shift_halves(broadcast256(x.qs + 32 * c), 0, 4), m4);
+    u.d = fp16_to_fp32(x.d);
+    u.dmin = fp16_to_fp32(x.dmin);
+}
+
+inline void unpack(const block_q5_K& x, Unpacked& u) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
+    unpack_scales(x.scales, u);
+    const __m512i qh = broadcast256(x.qh);
+    for (int c = 0; c < 4; ++c) {
+        // fifth bits: bit 2c of qh for the low half, bit 2c + 1 for the high half
+        const __m512i h = _mm512_slli_epi16(_mm512_and_si512(shift_halves(qh, 2 * c, 2 * c + 1), one), 4);
+        u.q[c] = _mm512_or_si512(_mm512_and_si512(shift_halves(broadcast256(x.qs + 32 * c), 0, 4), m4), h);
     }
-    return summ;
+    u.d = fp16_to_fp32(x.d);
+    u.dmin = fp16_to_fp32(x.dmin);
 }
 
-// 64 unsigned quants (two sub-blocks of 32, scales s0 and s1) against 64 activations.
-inline __m512i scaled_dot64(__m512i q, const int8_t* a, int32_t s0, int32_t s1) {
-    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, load512(a));
-    return _mm512_mullo_epi32(dot, halves_epi32(s0, s1));
+inline void unpack(const block_q6_K& x, Unpacked& u) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
+    // int32 lane i of a vpdpbusd result holds elements 4i..4i+3: scale (i / 4) of four
+    const __m128i spread = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    for (int h = 0; h < 2; ++h) {
+        // elements 0..63 of the half: low nibbles of ql[0..63], qh bits (0,1) then (2,3);
+        // elements 64..127: high nibbles, qh bits (4,5) then (6,7)
+        const __m512i ql = load512(x.ql + 64 * h);
+        const __m512i qh = broadcast256(x.qh + 32 * h);
+        u.q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                     _mm512_slli_epi16(_mm512_and_si512(shift_halves(qh, 0, 2), m2), 4));
+        u.q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                         _mm512_slli_epi16(_mm512_and_si512(shift_halves(qh, 4, 6), m2), 4));
+        for (int g = 0; g < 2; ++g) {
+            int32_t four;
+            __builtin_memcpy(&four, x.scales + 8 * h + 4 * g, 4);
+            u.s[2 * h + g] = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(four), spread));
+        }
+    }
+    u.bsum_mul = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
+    u.d = fp16_to_fp32(x.d);
+}
+
+inline __m512i scaled_sum(const Unpacked& u, const int8_t* a) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c)
+        acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u.q[c], load512(a + 64 * c)), u.s[c]));
+    return acc;
+}
+
+// The float combination of one super-block, in the reference's order.
+// [sum of v0, v1, v2, v3] as int32 lanes (exact): horizontal adds of four vectors at once.
+inline __m128i reduce4(const __m256i v[4]) {
+    const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+inline __m256i fold(__m512i v) { return _mm256_add_epi32(_mm512_extracti64x4_epi64(v, 0), _mm512_extracti64x4_epi64(v, 1)); }
+
+inline bool has_mins(const block_q4_K*) { return true; }
+inline bool has_mins(const block_q5_K*) { return true; }
+inline bool has_mins(const block_q6_K*) { return false; }
+
+// One weight row against n <= kMaxTokens activation rows. Per super-block and token the int32
+// sums are exact; four tokens' sums are reduced together and combined in float32 lane by lane
+// with the reference's operations and order, so results equal the reference bit for bit.
+template <class Block>
+void dot_rows(int64_t k, const void* w, const void* xq, int64_t xq_stride, int n, float* y, int64_t y_stride) {
+    static_assert(kMaxTokens % 4 == 0, "tokens are reduced four at a time");
+    const auto* x = static_cast<const Block*>(w);
+    const auto* xb = static_cast<const uint8_t*>(xq);
+    const bool mins = has_mins(x);
+    const int groups = (n + 3) / 4;
+    __m128 sum[kMaxTokens / 4];
+    for (int g = 0; g < groups; ++g) sum[g] = _mm_setzero_ps();
+    Unpacked u;
+    for (int64_t b = 0; b < k / QK_K; ++b) {
+        unpack(x[b], u);
+        const __m128 d = _mm_set1_ps(u.d), dmin = _mm_set1_ps(u.dmin);
+        for (int g = 0; g < groups; ++g) {
+            __m256i acc[4], bs[4];
+            alignas(16) float ad[4] = {};
+            for (int i = 0; i < 4; ++i) {
+                const int t = 4 * g + i;
+                if (t < n) {
+                    const block_q8_K& a = reinterpret_cast<const block_q8_K*>(xb + t * xq_stride)[b];
+                    acc[i] = fold(scaled_sum(u, a.qs));
+                    bs[i] = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)), u.bsum_mul);
+                    ad[i] = a.d;
+                } else {
+                    acc[i] = bs[i] = _mm256_setzero_si256();
+                }
+            }
+            const __m128i sumi = reduce4(acc), sumb = reduce4(bs);
+            __m128 v;
+            if (mins)  // a.d * (d * sumi - dmin * summ)
+                v = _mm_sub_ps(_mm_mul_ps(d, _mm_cvtepi32_ps(sumi)), _mm_mul_ps(dmin, _mm_cvtepi32_ps(sumb)));
+            else       // a.d * (d * (sumi - 32 * offset)): Q6_K's quants were multiplied unsigned
+                v = _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_sub_epi32(sumi, _mm_slli_epi32(sumb, 5))));
+            sum[g] = _mm_add_ps(sum[g], _mm_mul_ps(_mm_load_ps(ad), v));
+        }
+    }
+    alignas(16) float out[kMaxTokens];
+    for (int g = 0; g < groups; ++g) _mm_store_ps(out + 4 * g, sum[g]);
+    for (int t = 0; t < n; ++t) y[t * y_stride] = out[t];
 }
 
 }  // namespace
 
-float dot_q4_K_q8_K(int64_t k, const void* w, const void* xq) {
-    const auto* x = static_cast<const block_q4_K*>(w);
-    const auto* a = static_cast<const block_q8_K*>(xq);
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    float sum = 0.0f;
-    for (int64_t b = 0; b < k / QK_K; ++b) {
-        uint8_t sc[8];
-        const int32_t summ = min_term(x[b].scales, a[b].bsums, sc);
-        __m512i acc = _mm512_setzero_si512();
-        for (int c = 0; c < 4; ++c) {
-            // low nibbles: elements 0..31 of the chunk, high nibbles: 32..63
-            const __m512i q64 = _mm512_and_si512(shift_halves(broadcast256(x[b].qs + 32 * c), 0, 4), m4);
-            acc = _mm512_add_epi32(acc, scaled_dot64(q64, a[b].qs + 64 * c, sc[2 * c], sc[2 * c + 1]));
-        }
-        const int32_t sumi = hsum_i32(acc);
-        sum += a[b].d * (fp16_to_fp32(x[b].d) * float(sumi) - fp16_to_fp32(x[b].dmin) * float(summ));
-    }
-    return sum;
-}
-
-float dot_q5_K_q8_K(int64_t k, const void* w, const void* xq) {
-    const auto* x = static_cast<const block_q5_K*>(w);
-    const auto* a = static_cast<const block_q8_K*>(xq);
-    const __m512i m4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
-    float sum = 0.0f;
-    for (int64_t b = 0; b < k / QK_K; ++b) {
-        uint8_t sc[8];
-        const int32_t summ = min_term(x[b].scales, a[b].bsums, sc);
-        const __m512i qh = broadcast256(x[b].qh);
-        __m512i acc = _mm512_setzero_si512();
-        for (int c = 0; c < 4; ++c) {
-            // fifth bits: bit 2c of qh for the low half, bit 2c + 1 for the high half
-            const __m512i h = _mm512_slli_epi16(_mm512_and_si512(shift_halves(qh, 2 * c, 2 * c + 1), one), 4);
-            const __m512i q64 = _mm512_or_si512(_mm512_and_si512(shift_halves(broadcast256(x[b].qs + 32 * c), 0, 4), m4), h);
-            acc = _mm512_add_epi32(acc, scaled_dot64(q64, a[b].qs + 64 * c, sc[2 * c], sc[2 * c + 1]));
-        }
-        const int32_t sumi = hsum_i32(acc);
-        sum += a[b].d * (fp16_to_fp32(x[b].d) * float(sumi) - fp16_to_fp32(x[b].dmin) * float(summ));
-    }
-    return sum;
-}
-
-float dot_q6_K_q8_K(int64_t k, const void* w, const void* xq) {
-    const auto* x = static_cast<const block_q6_K*>(w);
-    const auto* a = static_cast<const block_q8_K*>(xq);
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
-    // int32 lane i of a vpdpbusd result holds elements 4i..4i+3: scale (i / 4) of four
-    const __m128i spread = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    float sum = 0.0f;
-    for (int64_t b = 0; b < k / QK_K; ++b) {
-        int32_t offset = 0;
-        for (int j = 0; j < 16; ++j) offset += x[b].scales[j] * a[b].bsums[j];
-        __m512i acc = _mm512_setzero_si512();
-        for (int h = 0; h < 2; ++h) {
-            // elements 0..63 of the half: low nibbles of ql[0..63], qh bits (0,1) then (2,3);
-            // elements 64..127: high nibbles, qh bits (4,5) then (6,7)
-            const __m512i ql = load512(x[b].ql + 64 * h);
-            const __m512i qh = broadcast256(x[b].qh + 32 * h);
-            const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, m4),
-                                                _mm512_slli_epi16(_mm512_and_si512(shift_halves(qh, 0, 2), m2), 4));
-            const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                                _mm512_slli_epi16(_mm512_and_si512(shift_halves(qh, 4, 6), m2), 4));
-            const int8_t* sc = x[b].scales + 8 * h;
-            for (int g = 0; g < 2; ++g) {
-                int32_t four;
-                __builtin_memcpy(&four, sc + 4 * g, 4);
-                const __m512i scv = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(four), spread));
-                const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), g == 0 ? q01 : q23,
-                                                        load512(a[b].qs + 128 * h + 64 * g));
-                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(dot, scv));
-            }
-        }
-        const int32_t sumi = hsum_i32(acc) - 32 * offset;
-        sum += a[b].d * (fp16_to_fp32(x[b].d) * float(sumi));
-    }
-    return sum;
-}
 
 }  // namespace avx512
 
 void fill_kquant_avx512(KQuantKernels& k) {
-    k.dot_q4_K_q8_K = avx512::dot_q4_K_q8_K;
-    k.dot_q5_K_q8_K = avx512::dot_q5_K_q8_K;
-    k.dot_q6_K_q8_K = avx512::dot_q6_K_q8_K;
+    k.dot_q4_K_q8_K = avx512::dot_rows<block_q4_K>;
+    k.dot_q5_K_q8_K = avx512::dot_rows<block_q5_K>;
+    k.dot_q6_K_q8_K = avx512::dot_rows<block_q6_K>;
 }
 
 }  // namespace llamix

@@ -187,14 +187,15 @@ def _source(model, tokenizer):
         ck = load_checkpoint(model, tokenizer=tokenizer)
         reader = ck.keep_alive if isinstance(ck.keep_alive, GGUFReader) else None
         return ck.config, ck.tensors, ck.tokenizer, ck.rope_freqs, reader, ck
+    # a loaded Model, or anything with config / tensors / tokenizer / rope_freqs (e.g. a soup)
     reader = getattr(model, "_keep_alive", None)
     reader = reader if isinstance(reader, GGUFReader) else None
-    tok = model.tokenizer
+    tok = getattr(model, "tokenizer", None)
     if tokenizer is not None:
         from ..tokenizer import Tokenizer
 
         tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_file(tokenizer)
-    return model.config, model.tensors, tok, model.rope_freqs, reader, model
+    return model.config, model.tensors, tok, getattr(model, "rope_freqs", None), reader, model
 
 
 def export_gguf(model, out, qtype: str = "f16", *, tokenizer=None, pure: bool = False, name: str | None = None,
@@ -234,8 +235,8 @@ def export_gguf(model, out, qtype: str = "f16", *, tokenizer=None, pure: bool = 
         return produce
 
     for tname in names:
-        t = tensors[tname]
-        shape = tuple(t.shape)
+        # lazily computed tensors (a soup's averages) tell their shape without being computed
+        shape = tuple(tensors.shape_of(tname) if hasattr(tensors, "shape_of") else tensors[tname].shape)
         target = tensor_type(tname, shape, qtype, config.n_layers, config.tie_embeddings, pure)
         gtype = GGUF_TYPE_NAME.get(target, target.upper())
         w.add_tensor(tname, lazy(tname, target), gtype, shape)

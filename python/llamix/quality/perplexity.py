@@ -55,11 +55,8 @@ def _tokens(model, text) -> list[int]:
 
 
 def _bos_id(model) -> int:
-    for obj, name in ((model, "bos_id"), (getattr(model, "tokenizer", None), "bos_id"), (getattr(model, "config", None), "bos_token_id")):
-        v = getattr(obj, name, None) if obj is not None else None
-        if v is not None:
-            return int(v() if callable(v) else v)
-    return 1
+    tok = getattr(model, "tokenizer", None)
+    return int(tok.bos_id) if tok is not None and tok.bos_id >= 0 else int(model.config.bos_token_id)
 
 
 def windows(tokens: list[int], n_ctx: int, bos: int) -> list[np.ndarray]:

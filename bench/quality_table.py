@@ -1,0 +1,217 @@
+"""Issue 5 tables, every figure measured in this run (medians of --rounds):
+
+1. Quality of each file type on stories260K (shared/assets): bits per weight, file size,
+   perplexity +- SE, KL(f32 || type) and top-1 agreement on tests/data/stories_eval.txt
+   (llama.cpp's perplexity rule, --ctx windows), perplexity and decode tokens/s.
+2. A random-weight TinyLlama-1.1B-shaped model (--layers to shorten it): size, KL / top-1 against
+   its f16 file on a short text, prompt (--pp tokens) and decode (--tg tokens) speed in llamix and
+   in llama.cpp (llama-cpp-python) on the same file.
+3. Quantization throughput (GB/s of input file) of `llamix quantize` against llama.cpp's own
+   quantizer (llama_model_quantize through llama-cpp-python) on the same input, same types.
+4. Perplexity throughput (tokens/s): llamix.perplexity against llama.cpp evaluating the same
+   windows with all logits (what llama-perplexity does), same file.
+
+    python bench/quality_table.py [--layers 22] [--rounds 3] [--threads 2] [--skip-tinyllama]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import llamix
+from llamix.quality.export import export_gguf
+from llamix.quality.synthetic import SHAPES, random_llama_gguf
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT.parent / "shared" / "assets"
+TEXT = (ROOT / "tests" / "data" / "stories_eval.txt").read_text()
+TYPES = ["f32", "f16", "q8_0", "q5_k_m", "q4_k_m", "q4_0", "q4_0_mse"]
+
+
+def median(f, rounds):
+    ts, out = [], None
+    for _ in range(rounds):
+        t = time.perf_counter()
+        out = f()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)), out
+
+
+def llama_cpp():
+    try:
+        import llama_cpp as lc
+        return lc
+    except Exception as e:  # noqa: BLE001
+        print(f"(llama-cpp-python unavailable: {e})")
+        return None
+
+
+def lcpp_quantize(lc, src, dst, ftype: str, threads: int) -> None:
+    p = lc.llama_model_quantize_default_params()
+    p.ftype, p.nthread = getattr(lc, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}"), threads
+    if lc.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)) != 0:
+        raise RuntimeError(f"llama_model_quantize failed for {ftype}")
+
+
+def decode_speed(model, n: int) -> float:
+    bos = model.config.bos_token_id
+    t = time.perf_counter()
+    ids = model.generate_tokens([bos], max_tokens=n, temperature=0)
+    return max(len(ids), 1) / (time.perf_counter() - t)
+
+
+def lcpp_speeds(lc, path, pp: int, tg: int, threads: int, n_ctx: int):
+    """(prompt tokens/s, decode tokens/s) in llama.cpp for the same file."""
+    llm = lc.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=pp, n_threads=threads, n_threads_batch=threads,
+                   verbose=False)
+    prompt = [1] + [int(i) for i in np.random.default_rng(0).integers(3, 500, pp - 1)]
+    llm.reset()
+    t = time.perf_counter()
+    llm.eval(prompt)
+    pp_s = pp / (time.perf_counter() - t)
+    llm.reset()
+    llm.eval([1])
+    t = time.perf_counter()
+    for _ in range(tg):  # greedy: argmax of the last logits (no sampler overhead, as llamix's decode here)
+        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        llm.eval([tok])
+    tg_s = tg / (time.perf_counter() - t)
+    del llm
+    return pp_s, tg_s
+
+
+def table_stories(d: Path, args, lc):
+    src = ASSETS / "stories260K" / "stories260K.bin"
+    base = llamix.load(src, n_ctx=args.ctx)
+    print(f"\n## stories260K quality (text: tests/data/stories_eval.txt, --ctx {args.ctx}; KL and top-1 "
+          "against the f32 model)\n")
+    print("| type | bits/weight | file | PPL | KL divergence | top-1 agreement | perplexity tok/s | decode tok/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for t in TYPES + ["q4_0 pure", "q4_0_mse pure"]:
+        name, pure = t.split()[0], t.endswith("pure")
+        path = d / f"s260_{name}{'_pure' if pure else ''}.gguf"
+        rep = export_gguf(src, path, name, pure=pure, progress=False)
+        m = llamix.load(path, n_ctx=args.ctx)
+        dt, r = median(lambda: llamix.perplexity(m, TEXT, n_ctx=args.ctx, kl_base=base, progress=False), args.rounds)
+        tps = r.n_chunks * r.n_ctx * 2 / dt  # model + base evaluated
+        dec = np.median([decode_speed(m, args.ctx - 1) for _ in range(args.rounds)])
+        print(f"| {t} | {rep.bits_per_weight:.3f} | {os.path.getsize(path) / 1e3:.1f} kB | {r.ppl:.4f} +- {r.ppl_se:.4f} "
+              f"| {r.kl:.5f} +- {r.kl_se:.5f} | {100 * r.top1:.2f} +- {100 * r.top1_se:.2f} % | {tps:.0f} | {dec:.0f} |")
+    return d / "s260_f32.gguf"
+
+
+def table_tinyllama(d: Path, args, lc):
+    shape = dict(SHAPES["tinyllama"], n_layers=args.layers)
+    tok = ASSETS / "llama_tokenizer" / "tokenizer.model"
+    f16 = random_llama_gguf(d / "tl_f16.gguf", tok, dtype="f16", **shape)
+    print(f"\n## Random-weight TinyLlama-1.1B shape ({args.layers} layers; threads {args.threads}; pp {args.pp} / "
+          f"tg {args.tg} tokens; KL and top-1 against the f16 file over {args.kl_tokens} tokens)\n")
+    print("| type | bits/weight | file | KL divergence | top-1 | llamix pp tok/s | llama.cpp pp tok/s | "
+          "llamix tg tok/s | llama.cpp tg tok/s | quantize s (llamix / llama.cpp) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    n_ctx = max(args.pp, args.kl_tokens) + args.tg + 8
+    base = llamix.load(f16, n_ctx=n_ctx)
+    ids = [1] + [int(i) for i in np.random.default_rng(1).integers(3, 32000, args.kl_tokens - 1)]
+    base_lp = _log_softmax(base.logits(ids))
+    quant_rows = []
+    for t in ["f16", "q8_0", "q4_0", "q4_0_mse", "q4_k_m", "q5_k_m"]:
+        path = d / f"tl_{t}.gguf"
+        tq, rep = median(lambda: export_gguf(f16, path, t, progress=False), 1)
+        tl = float("nan")
+        if lc is not None and t in ("q8_0", "q4_0", "q4_k_m", "q5_k_m"):
+            tl, _ = median(lambda: lcpp_quantize(lc, f16, d / f"tl_lcpp_{t}.gguf", t, args.threads), 1)
+        quant_rows.append((t, f16.stat().st_size, tq, tl))
+        m = llamix.load(path, n_ctx=n_ctx)
+        lp = _log_softmax(m.logits(ids))
+        kl = float((np.exp(base_lp) * (base_lp - lp)).sum(-1).mean())
+        top1 = float((base_lp.argmax(-1) == lp.argmax(-1)).mean())
+        prompt = ids[:args.pp] if len(ids) >= args.pp else ([1] * args.pp)
+        pp_dt, _ = median(lambda: m.logits(prompt[:args.pp]), args.rounds)
+        tg = np.median([decode_speed(m, args.tg) for _ in range(args.rounds)])
+        lpp = ltg = float("nan")
+        if lc is not None:
+            speeds = [lcpp_speeds(lc, path, args.pp, args.tg, args.threads, n_ctx) for _ in range(args.rounds)]
+            lpp, ltg = float(np.median([s[0] for s in speeds])), float(np.median([s[1] for s in speeds]))
+        del m
+        print(f"| {t} | {rep.bits_per_weight:.3f} | {os.path.getsize(path) / 1e6:.0f} MB | {kl:.5f} | {100 * top1:.1f} % "
+              f"| {args.pp / pp_dt:.1f} | {lpp:.1f} | {tg:.1f} | {ltg:.1f} | {tq:.1f} / {tl:.1f} |")
+    print("\n## Quantization throughput (GB/s of the f16 input file)\n")
+    print("| type | llamix | llama.cpp | llamix / llama.cpp |")
+    print("|---|---:|---:|---:|")
+    for t, nbytes, tq, tl in quant_rows:
+        print(f"| {t} | {nbytes / tq / 1e9:.3f} | {nbytes / tl / 1e9:.3f} | {tl / tq:.2f} |")
+
+
+def _log_softmax(z):
+    z = z.astype(np.float64)
+    z -= z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def table_perplexity_speed(d: Path, args, lc):
+    if lc is None:
+        return
+    print(f"\n## Perplexity throughput (tokens evaluated per second, --ctx {args.ctx}, same file)\n")
+    print("| model | type | llamix tok/s | llama.cpp tok/s | ratio | PPL llamix | PPL llama.cpp |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for t in ["q8_0", "q4_0"]:
+        path = d / f"s260_{t}.gguf"
+        m = llamix.load(path, n_ctx=args.ctx)
+        dt, r = median(lambda: llamix.perplexity(m, TEXT, n_ctx=args.ctx, progress=False), args.rounds)
+        llm = lc.Llama(model_path=str(path), n_ctx=args.ctx, n_batch=args.ctx, n_threads=args.threads,
+                       n_threads_batch=args.threads, logits_all=True, verbose=False)
+        wins = llamix.quality.perplexity.windows(m.tokenize(TEXT), args.ctx, 1)
+
+        def lcpp_ppl():
+            nll = []
+            for w in wins:
+                llm.reset()
+                llm.eval([int(i) for i in w])
+                lp = _log_softmax(np.array(llm.scores[:args.ctx]))
+                half = args.ctx // 2
+                nll.extend(-lp[np.arange(half, args.ctx - 1), w[half + 1:]])
+            return math.exp(np.mean(nll))
+        dl, ppl_l = median(lcpp_ppl, args.rounds)
+        n = len(wins) * args.ctx
+        print(f"| stories260K | {t} | {n / dt:.0f} | {n / dl:.0f} | {dl / dt:.2f} | {r.ppl:.4f} | {ppl_l:.4f} |")
+        del llm
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=22)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ctx", type=int, default=128)
+    ap.add_argument("--pp", type=int, default=256)
+    ap.add_argument("--tg", type=int, default=32)
+    ap.add_argument("--kl-tokens", type=int, default=128)
+    ap.add_argument("--skip-tinyllama", action="store_true")
+    ap.add_argument("--workdir", help="keep the files here (default: a temporary folder)")
+    args = ap.parse_args()
+    if not ASSETS.is_dir():
+        print(f"assets not found at {ASSETS}", file=sys.stderr)
+        return 1
+    os.environ.setdefault("LLAMIX_QUIET", "1")
+    llamix.set_threads(args.threads)
+    lc = llama_cpp()
+    print(f"llamix {llamix.__version__}, kernels: {llamix.cpu_info()['isa']}, threads {args.threads}")
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        d = Path(tmp)
+        table_stories(d, args, lc)
+        table_perplexity_speed(d, args, lc)
+        if not args.skip_tinyllama:
+            table_tinyllama(d, args, lc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Model soups: the uniform average of fine-tuned models, and the greedy soup.
+
+Reference: Wortsman et al. 2022, "Model soups: averaging weights of multiple fine-tuned models
+improves accuracy without increasing inference time" (https://arxiv.org/abs/2203.05482),
+Recipe 1 (greedy soup): rank the candidates by held-out score, start from the best, and add the
+next candidate to the uniform average only if the held-out score of the average improves.
+Here the held-out score is perplexity on a text, measured with llamix's own quantized inference
+(Q8_0 by default), so each trial costs one quantized forward pass over the text. The greedy soup
+is never worse on that text than the best single candidate: it starts there and only accepts
+strict improvements.
+
+Tensors are averaged one at a time from the memory-mapped candidates; a trial model holds only
+the quantized average.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..progress import Progress
+from ..quant import QuantizedTensor, quantize
+from ..quant.qtypes import qtype_info
+from .perplexity import perplexity
+
+
+@dataclass
+class SoupStep:
+    candidate: str
+    ppl_before: float   # the soup's held-out perplexity before trying the candidate
+    ppl_after: float    # with the candidate added to the uniform average
+    kept: bool
+
+
+@dataclass
+class SoupResult:
+    method: str                                    # "greedy" or "uniform"
+    ranking: list = field(default_factory=list)    # [(candidate, perplexity)] best first
+    steps: list = field(default_factory=list)      # SoupStep per candidate after the first
+    kept: list = field(default_factory=list)       # candidates in the soup
+    ppl: float = float("nan")                      # the soup's held-out perplexity
+    base_ppl: float | None = None
+    out: str | None = None
+
+    def report(self) -> str:
+        lines = []
+        if self.base_ppl is not None:
+            lines.append(f"base: ppl {self.base_ppl:.4f}")
+        lines += [f"rank {i + 1}: {c}  ppl {p:.4f}" for i, (c, p) in enumerate(self.ranking)]
+        if self.method == "greedy" and self.ranking:
+            lines.append(f"start: {self.ranking[0][0]}  ppl {self.ranking[0][1]:.4f}")
+        for s in self.steps:
+            lines.append(f"try {s.candidate}: ppl {s.ppl_before:.4f} -> {s.ppl_after:.4f}  "
+                         f"{'kept' if s.kept else 'rejected'}")
+        lines.append(f"{self.method} soup of {len(self.kept)}: ppl {self.ppl:.4f}" + (f" -> {self.out}" if self.out else ""))
+        return "\n".join(lines)
+
+
+def _as_float(t) -> np.ndarray:
+    if isinstance(t, QuantizedTensor):
+        if t.qtype == "f32":
+            return t.data.view(np.float32).reshape(t.shape)
+        return t.dequantize()
+    return np.asarray(t, dtype=np.float32)
+
+
+class AveragedTensors:
+    """The uniform average of some checkpoints' tensors, computed tensor by tensor on access."""
+
+    def __init__(self, checkpoints: list):
+        self.checkpoints = checkpoints
+
+    def shape_of(self, name: str) -> tuple:
+        return tuple(self.checkpoints[0].tensors[name].shape)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        acc = _as_float(self.checkpoints[0].tensors[name]).astype(np.float32, copy=True)
+        for ck in self.checkpoints[1:]:
+            acc += _as_float(ck.tensors[name])
+        acc /= np.float32(len(self.checkpoints))
+        return acc
+
+
+class _Soup:
+    """What export_gguf needs to write a soup: config, (lazy) tensors, tokenizer, rope_freqs."""
+
+    def __init__(self, checkpoints: list, tokenizer):
+        self.config = checkpoints[0].config
+        self.tensors = AveragedTensors(checkpoints)
+        self.tokenizer = tokenizer
+        self.rope_freqs = checkpoints[0].rope_freqs
+        self.source = "soup"
+
+
+def _model(checkpoints: list, tokenizer, quant: str, n_ctx: int):
+    """A runnable Model of the average, quantized tensor by tensor (rows that are not whole
+    blocks stay F16, as everywhere in llamix)."""
+    from ..model.model import Model
+    from ..model.weights import Checkpoint, tensor_names
+
+    avg = AveragedTensors(checkpoints)
+    c = checkpoints[0].config
+    tensors = {}
+    for name in tensor_names(c):
+        w = avg[name]
+        if w.ndim == 1:
+            tensors[name] = w
+        else:
+            q = quant if w.shape[1] % qtype_info(quant).block_size == 0 else "f16"
+            tensors[name] = quantize(w, q)
+    return Model(Checkpoint(c, tensors, tokenizer, checkpoints[0].rope_freqs, "soup"), n_ctx=n_ctx)
+
+
+def _check_compatible(refs: list[str], checkpoints: list) -> None:
+    from ..model.weights import tensor_names
+
+    first = checkpoints[0]
+    names = tensor_names(first.config)
+    for ref, ck in zip(refs[1:], checkpoints[1:]):
+        if tensor_names(ck.config) != names:
+            raise ValueError(f"{ref}: its tensors differ from {refs[0]}'s (different architecture or layer count)")
+        for n in names:
+            if tuple(ck.tensors[n].shape) != tuple(first.tensors[n].shape):
+                raise ValueError(f"{ref}: tensor {n!r} has shape {tuple(ck.tensors[n].shape)}, "
+                                 f"{refs[0]} has {tuple(first.tensors[n].shape)}")
+
+
+def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", quant: str = "q8_0",
+         n_ctx: int | None = None, out_type: str = "f16", tokenizer=None, progress: bool | None = None) -> SoupResult:
+    """Make a model soup of ``candidates`` (paths llamix loads, fine-tuned from the same base).
+
+    ``method="greedy"``: rank the candidates by perplexity on ``eval_text`` (held-out text) with
+    ``quant`` inference, start from the best, add each next one to the uniform average only if the
+    perplexity improves. ``method="uniform"``: the average of all. ``base`` (optional) is measured
+    for reference. ``out``: write the soup as a GGUF file of ``out_type``. ``n_ctx``: the
+    perplexity window (default: the smaller of 512 and the model's context).
+    """
+    from ..model.weights import load_checkpoint
+    from .export import export_gguf
+
+    if method not in ("greedy", "uniform"):
+        raise ValueError(f"method must be 'greedy' or 'uniform', got {method!r}")
+    refs = [str(c) for c in candidates]
+    if not refs:
+        raise ValueError("soup needs at least one candidate")
+    qtype_info(quant)
+    cks = [load_checkpoint(c, tokenizer=tokenizer) for c in refs]
+    base_ck = load_checkpoint(base, tokenizer=tokenizer) if base is not None else None
+    _check_compatible(refs + ([str(base)] if base is not None else []), cks + ([base_ck] if base_ck else []))
+    tok = next((ck.tokenizer for ck in ([base_ck] if base_ck else []) + cks if ck.tokenizer is not None), None)
+    if tok is None:
+        raise ValueError(f"{refs[0]}: no tokenizer to read the evaluation text; pass tokenizer=")
+    n_ctx = int(n_ctx or min(512, cks[0].config.context_length))
+    tokens = tok.encode(eval_text, bos=True) if isinstance(eval_text, str) else list(eval_text)
+
+    def ppl(group: list) -> float:
+        return perplexity(_model(group, tok, quant, n_ctx), tokens, n_ctx=n_ctx, progress=False).ppl
+
+    res = SoupResult(method)
+    n_trials = len(refs) + (1 if base_ck else 0) + (len(refs) - 1 if method == "greedy" else 1)
+    with Progress(n_trials, f"{method} soup", quiet=None if progress is None else not progress) as bar:
+        if base_ck is not None:
+            res.base_ppl = ppl([base_ck])
+            bar.update(1, "base")
+        scores = []
+        for ref, ck in zip(refs, cks):
+            scores.append(ppl([ck]))
+            bar.update(1, Path(ref).name)
+        order = sorted(range(len(refs)), key=lambda i: scores[i])  # stable: ties keep the given order
+        res.ranking = [(refs[i], scores[i]) for i in order]
+        if method == "uniform":
+            kept = order
+            res.ppl = ppl([cks[i] for i in kept])
+            bar.update(1, "uniform")
+        else:
+            kept, current = [order[0]], scores[order[0]]
+            for i in order[1:]:
+                after = ppl([cks[j] for j in kept + [i]])
+                res.steps.append(SoupStep(refs[i], current, after, after < current))
+                if after < current:
+                    kept.append(i)
+                    current = after
+                bar.update(1, Path(refs[i]).name)
+            res.ppl = current
+    res.kept = [refs[i] for i in kept]
+    if out is not None:
+        export_gguf(_Soup([cks[i] for i in kept], tok), out, out_type, progress=progress)
+        res.out = str(out)
+    return res
