@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import llamix
+from llamix import _C
 
 
 def _oracle(x: np.ndarray, qw) -> np.ndarray:
@@ -24,32 +25,85 @@ def _act_rounding_bound(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return step @ wb.T + 1e-5 * (np.abs(x) @ np.abs(w).T) + 1e-6
 
 
+# Shapes around the kernels' tiles: 16-row groups (1, 15, 16, 17, a prime) and token tiles of 4
+# (AVX2) / 8 (AVX-512) plus the decode path (1 token) and a long prefill (513).
+ROWS = [1, 15, 16, 17, 97]
+TOKENS = [1, 2, 7, 8, 9, 64, 513]
+
+
+def _sentinel_matmul(x, qw):
+    """matmul into an output pre-filled with NaN, so any element a kernel forgets shows up."""
+    out = np.full((x.shape[0], qw.shape[0]), np.nan, np.float32)
+    y = llamix.matmul(x, qw, out=out)
+    assert y is out
+    return out
+
+
 @pytest.mark.parametrize("qtype", ["q4_0", "q8_0"])
-@pytest.mark.parametrize("n", [1, 2, 7, 64, 513])
-def test_block_matmul_within_activation_rounding(isa, threads, qtype, n):
-    rng = np.random.default_rng(n)
-    rows, k = 67, 256 if n < 513 else 96
+@pytest.mark.parametrize("n", TOKENS)
+@pytest.mark.parametrize("rows", ROWS)
+def test_block_matmul_within_activation_rounding(isa, threads, qtype, n, rows):
+    rng = np.random.default_rng(1000 * n + rows)
+    k = 256 if n < 513 else 96
     w = rng.standard_normal((rows, k)).astype(np.float32)
     qw = llamix.quantize(w, qtype)
     x = rng.standard_normal((n, k)).astype(np.float32)
-    y = llamix.matmul(x, qw)
+    y = _sentinel_matmul(x, qw)
     assert y.shape == (n, rows) and y.dtype == np.float32
-    wd = qw.dequantize()
+    assert np.isfinite(y).all()
     err = np.abs(y - _oracle(x, qw))
-    assert (err <= _act_rounding_bound(x, wd)).all(), err.max()
+    assert (err <= _act_rounding_bound(x, qw.dequantize())).all(), err.max()
+
+
+def _with_isa(name, f):
+    before = llamix.cpu_info()["isa"]
+    llamix.set_isa(name)
+    try:
+        return f()
+    finally:
+        llamix.set_isa(before)
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q8_0"])
+@pytest.mark.parametrize("n,rows,k", [(1, 33, 512), (5, 16, 64), (8, 47, 128), (13, 17, 96), (64, 31, 32)])
+def test_block_matmul_bit_identical_to_scalar(isa, qtype, n, rows, k):
+    """SIMD kernels compute the reference's sums exactly: same integer dots, same
+    (d_w * d_x) * isum per block, added in block order; the activation bytes are the same."""
+    rng = np.random.default_rng(n * rows)
+    w = (rng.standard_normal((rows, k)) * rng.uniform(0.01, 10, (rows, 1))).astype(np.float32)
+    x = (rng.standard_normal((n, k)) * 3).astype(np.float32)
+    x[0, :32] = 0.0  # an all-zero activation block (scale 0)
+    qw = llamix.quantize(w, qtype)
+    ref = _with_isa("scalar", lambda: llamix.matmul(x, llamix.QuantizedTensor(qw.data, qtype, qw.shape)))
+    prepared = llamix.matmul(x, qw)
+    raw = _C.matmul(x, qw.data, qw.info.gguf_id, k)  # the raw-bytes path packs per task
+    np.testing.assert_array_equal(prepared, ref)
+    np.testing.assert_array_equal(raw, ref)
+
+
+def test_prepared_weight_stays_valid_across_isas():
+    rng = np.random.default_rng(3)
+    qw = llamix.quantize(rng.standard_normal((40, 128)).astype(np.float32), "q4_0")
+    x = rng.standard_normal((3, 128)).astype(np.float32)
+    results = [_with_isa(name, lambda: qw.prepared().matmul(x)) for name in _C.available_isas()]
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    # the repacked copy holds 16-row groups: the source's bytes plus the padding of the last group
+    assert qw.prepared().nbytes == 48 * qw.data.shape[1]
 
 
 @pytest.mark.parametrize("qtype", ["f32", "f16", "bf16"])
 @pytest.mark.parametrize("n", [1, 7, 64])
-def test_float_matmul(isa, threads, qtype, n):
-    rng = np.random.default_rng(10 + n)
-    rows, k = 37, 200
+@pytest.mark.parametrize("k", [1, 15, 37, 200])
+def test_float_matmul(isa, threads, qtype, n, k):
+    rng = np.random.default_rng(10 + n + k)
+    rows = 37
     w = rng.standard_normal((rows, k)).astype(np.float32)
     qw = llamix.quantize(w, qtype)
     x = rng.standard_normal((n, k)).astype(np.float32)
-    y = llamix.matmul(x, qw)
+    y = _sentinel_matmul(x, qw)
     ref = _oracle(x, qw)
-    # float32 accumulation over k terms: |err| <= k * eps32 * sum|x w|
+    # float32 accumulation over k terms (any order): |err| <= k * eps32 * sum|x w|
     bound = k * 2.0 ** -23 * (np.abs(x).astype(np.float64) @ np.abs(qw.dequantize()).T.astype(np.float64)) + 1e-6
     assert (np.abs(y - ref) <= bound).all()
 
@@ -59,38 +113,78 @@ def test_float_arrays_directly():
     w = rng.standard_normal((5, 64)).astype(np.float16)
     x = rng.standard_normal((3, 64)).astype(np.float32)
     np.testing.assert_allclose(llamix.matmul(x, w), x @ w.astype(np.float32).T, rtol=1e-5, atol=1e-5)
+    y1 = llamix.matmul(x[0], w)
+    assert y1.shape == (5,)
+    np.testing.assert_array_equal(y1, llamix.matmul(x[:1], w)[0])
 
 
-def test_results_identical_across_thread_counts(isa):
+@pytest.mark.parametrize("n", [1, 9, 64])
+def test_results_identical_across_thread_counts(isa, n):
     rng = np.random.default_rng(7)
-    qw = llamix.quantize(rng.standard_normal((301, 512)).astype(np.float32), "q4_0")
-    x = rng.standard_normal((9, 512)).astype(np.float32)
-    llamix.set_threads(1)
-    y1 = llamix.matmul(x, qw)
-    llamix.set_threads(2)
-    y2 = llamix.matmul(x, qw)
-    llamix.set_threads(0)
-    np.testing.assert_array_equal(y1, y2)
+    for qtype in ["q4_0", "q8_0", "f16"]:
+        qw = llamix.quantize(rng.standard_normal((301, 512)).astype(np.float32), qtype)
+        x = rng.standard_normal((n, 512)).astype(np.float32)
+        outs = []
+        for t in [1, 2, 3]:
+            llamix.set_threads(t)
+            outs.append(llamix.matmul(x, qw))
+        llamix.set_threads(0)
+        for y in outs[1:]:
+            np.testing.assert_array_equal(y, outs[0])
 
 
-def test_nan_and_inf_propagate(isa):
+@pytest.mark.parametrize("qtype", ["q4_0", "q8_0", "f16", "bf16", "f32"])
+def test_nan_and_inf_propagate(isa, qtype):
+    """Non-finite inputs give non-finite outputs exactly where float64 math on the dequantized
+    weights does (a NaN/inf activation poisons its whole output row; a NaN weight block its row)."""
     rng = np.random.default_rng(8)
-    qw = llamix.quantize(rng.standard_normal((16, 64)).astype(np.float32), "q8_0")
-    x = rng.standard_normal((2, 64)).astype(np.float32)
+    w = rng.standard_normal((19, 64)).astype(np.float32)
+    w[3, 40] = np.nan
+    qw = llamix.quantize(w, qtype)
+    x = rng.standard_normal((4, 64)).astype(np.float32)
     x[0, 3] = np.nan
-    y = llamix.matmul(x, qw)
-    assert not np.isfinite(llamix.matmul(x, qw.dequantize())[0]).any()
-    assert not np.isfinite(y[0]).any()  # a NaN activation poisons its whole output row
-    assert np.isfinite(y[1]).all()
+    x[2, 33] = np.inf
+    y = _sentinel_matmul(x, qw)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = _oracle(x, qw)
+    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(ref))
+    assert np.isfinite(y[1]).sum() == 18 and np.isfinite(y[3]).sum() == 18
+
+
+def _q4(rows=4, k=64):
+    return llamix.quantize(np.ones((rows, k), np.float32), "q4_0")
 
 
 @pytest.mark.parametrize("bad", [
-    lambda qw: llamix.matmul(np.zeros((2, 63), np.float32), qw),
-    lambda qw: llamix.matmul(np.zeros((2, 64), np.float64), qw),
-    lambda qw: llamix.matmul(np.zeros((2, 64), np.float32), np.zeros((4, 64), np.float64)),
-    lambda qw: llamix.matmul(np.zeros((2, 64), np.float32), np.zeros((64, 8), np.float32).T),
+    lambda qw: llamix.matmul(np.zeros((2, 63), np.float32), qw),                    # k mismatch
+    lambda qw: llamix.matmul(np.zeros((2, 64), np.float64), qw),                    # x dtype
+    lambda qw: llamix.matmul(np.zeros((2, 2, 64), np.float32), qw),                 # x rank
+    lambda qw: llamix.matmul(np.zeros((2, 64), np.float32), np.zeros((4, 64), np.float64)),  # w dtype
+    lambda qw: llamix.matmul(np.zeros((2, 64), np.float32), np.zeros((64, 8), np.float32).T),  # w not contiguous
+    lambda qw: llamix.matmul(np.zeros((2, 64), np.float32), qw, out=np.zeros((2, 5), np.float32)),  # out shape
+    lambda qw: llamix.matmul(np.zeros((2, 64), np.float32), qw, out=np.zeros((2, 4), np.float64)),  # out dtype
+    lambda qw: llamix.matmul(np.zeros((2, 64), np.float32), qw, out=np.zeros((4, 2), np.float32).T),  # out layout
+    lambda qw: qw.prepared().matmul(np.zeros((64, 2), np.float32).T),              # x not contiguous (C level)
+    lambda qw: _C.matmul(np.zeros((2, 33), np.float32), np.zeros((4, 18), np.uint8), 2, 33),  # k % 32
+    lambda qw: _C.matmul(np.zeros((2, 64), np.float32), np.zeros((4, 35), np.uint8), 2, 64),  # row bytes
+    lambda qw: _C.matmul(np.zeros((2, 64), np.float32), np.zeros((4, 36), np.int8), 2, 64),   # bytes dtype
+    lambda qw: _C.matmul(np.zeros((2, 64), np.float32), np.zeros((4, 36), np.uint8), 99, 64),  # unknown type
+    lambda qw: _C.PreparedWeight(np.zeros((4, 18), np.uint8), 2, 33),              # k % 32
+    lambda qw: _C.PreparedWeight(np.zeros((4, 36), np.uint8)[:, ::2], 2, 32),      # not contiguous
+    lambda qw: _C.PreparedWeight(np.zeros((4, 36), np.uint8), 8, 64),              # Q8_0 needs 68 bytes
 ])
-def test_bad_shapes_raise(bad):
-    qw = llamix.quantize(np.ones((4, 64), np.float32), "q4_0")
+def test_bad_input_raises_value_error(bad):
     with pytest.raises(ValueError):
-        bad(qw)
+        bad(_q4())
+
+
+def test_out_must_not_overlap_x():
+    buf = np.zeros((2, 64), np.float32)
+    qw = _q4(rows=64)
+    with pytest.raises(ValueError):
+        _C.matmul(buf, qw.data, 2, 64, buf)
+
+
+def test_empty_inputs():
+    qw = _q4()
+    assert llamix.matmul(np.zeros((0, 64), np.float32), qw).shape == (0, 4)

@@ -119,3 +119,66 @@ def test_nan_poisons_its_block_like_gguf(isa, qtype):
     ref = quants.quantize(w, getattr(GGMLQuantizationType, qtype.upper()))
     np.testing.assert_array_equal(ours.data[:, :2], ref[:, :2])  # first block's scale
     assert np.isnan(ours.dequantize()[0, 32:]).all() and np.isfinite(ours.dequantize()[0, :32]).all()
+
+
+def _adversarial(rng: np.random.Generator, rows: int = 24, k: int = 160) -> np.ndarray:
+    """Rows that stress every branch of the quantizers, one special per 32-element block."""
+    w = rng.standard_normal((rows, k)).astype(np.float32)
+    w[0] = 0.0
+    w[1, :32] = -0.0                                   # negative zeros only: the scale must be +0
+    w[1, 32:64] = 0.0
+    w[1, 40] = -0.0
+    w[2, 5] = np.nan                                   # NaN (the block goes to the reference)
+    w[2, 70] = -np.nan
+    w[3, 7] = np.inf                                   # inf: scale inf, other elements give inf * 0
+    w[3, 40] = -np.inf
+    w[4, :32] = 1e-40                                  # subnormal amax: 1/d overflows to inf
+    w[4, 32:64] = -3e38                                # near float max
+    w[5, :32] = np.float32(0.5) * np.arange(-16, 16)   # exact .5 ties after scaling
+    w[6, ::7] = -w[6, ::7].max() * 1.0                 # equal magnitudes, first one wins
+    w[7, 3], w[7, 9] = 2.0, -2.0                       # +max first
+    w[8, 3], w[8, 9] = -2.0, 2.0                       # -max first
+    w[9] = rng.standard_normal(k).astype(np.float32) * 1e-6
+    w[10, :32] = np.float32(1e-40) * np.sign(rng.standard_normal(32))  # x * id = +-inf, mixed signs
+    w[10, 32:64] = np.float32(3e-39) * rng.standard_normal(32)
+    return w
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q8_0", "f16", "bf16"])
+def test_simd_bytes_equal_scalar_reference(isa, qtype):
+    """Every variant's quantizer writes the reference's bytes, NaN payloads and signed zeros included."""
+    w = _adversarial(np.random.default_rng(11))
+    ours = llamix.quantize(w, qtype)
+    llamix.set_isa("scalar")
+    ref = llamix.quantize(w, qtype)
+    llamix.set_isa(isa)
+    np.testing.assert_array_equal(ours.data, ref.data)
+    np.testing.assert_array_equal(ours.dequantize().view(np.uint32), ref.dequantize().view(np.uint32))
+
+
+def test_adversarial_bytes_equal_gguf_reference(isa):
+    require_peer("gguf", "test")
+    from gguf import GGMLQuantizationType, quants
+
+    w = _adversarial(np.random.default_rng(12))[:, :]
+    finite = np.isfinite(w).all(axis=1)  # gguf's numpy casts NaN to int with a warning; compare finite rows
+    for qtype in ["q4_0", "q8_0"]:
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            ref = quants.quantize(w[finite], getattr(GGMLQuantizationType, qtype.upper()))
+        np.testing.assert_array_equal(llamix.quantize(w[finite], qtype).data, ref)
+
+
+@pytest.mark.parametrize("k", [1, 7, 8, 9, 15, 16, 17, 31, 33, 100])
+def test_conversions_tails(isa, k):
+    """Element-wise conversions at every tail length; specials included; no write past the row."""
+    rng = np.random.default_rng(k)
+    w = (rng.standard_normal((3, k)) * 1e3).astype(np.float32)
+    w.flat[:4] = [np.nan, -np.inf, 65519.0, 1e-8][: w.size]
+    np.testing.assert_array_equal(llamix.quantize(w, "f16").data.view(np.float16), w.astype(np.float16))
+    np.testing.assert_array_equal(llamix.quantize(w, "bf16").data.view(np.uint16)[np.isfinite(w)],
+                                  _bf16_numpy(w)[np.isfinite(w)])
+    h = w.astype(np.float16)
+    np.testing.assert_array_equal(llamix.quantize(h, "f32").data.view(np.float32), h.astype(np.float32))
+    bf = _bf16_numpy(np.nan_to_num(w))
+    back = llamix.QuantizedTensor(bf.view(np.uint8).reshape(3, -1), "bf16", (3, k)).dequantize()
+    np.testing.assert_array_equal(back.view(np.uint32), bf.astype(np.uint32) << 16)

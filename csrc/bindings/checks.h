@@ -19,10 +19,11 @@ inline void require_c_contiguous(const py::array& a, const char* name) {
     require(a.flags() & py::array::c_style, std::string(name) + " must be C-contiguous");
 }
 
+// The message is built only on failure: str(dtype) runs Python code (microseconds per call).
 template <class T>
 inline void require_dtype(const py::array& a, const char* name, const char* dtype_name) {
-    require(a.dtype().is(py::dtype::of<T>()),
-            std::string(name) + " must have dtype " + dtype_name + ", got " + std::string(py::str(a.dtype())));
+    if (!a.dtype().is(py::dtype::of<T>()))
+        throw py::value_error(std::string(name) + " must have dtype " + dtype_name + ", got " + std::string(py::str(a.dtype())));
 }
 
 inline QType qtype_from_int(int id) {

@@ -32,8 +32,30 @@ void quantize_row(QType dst, const float* x, void* y, int64_t k) {
         case QType::BF16: Q.f32_to_bf16(x, static_cast<uint16_t*>(y), k); return;
         case QType::Q4_0: Q.quantize_row_q4_0(x, y, k); return;
         case QType::Q8_0: Q.quantize_row_q8_0(x, y, k); return;
+        // issue 5: K-quants (error-minimising quantizers in kernels/kquant.h)
+        case QType::Q4_K: kernels().kquant.quantize_row_q4_K(x, y, k); return;
+        case QType::Q5_K: kernels().kquant.quantize_row_q5_K(x, y, k); return;
+        case QType::Q6_K: kernels().kquant.quantize_row_q6_K(x, y, k); return;
+        case QType::Q5_0: kernels().kquant.quantize_row_q5_0(x, y, k); return;
+        case QType::Q5_1: kernels().kquant.quantize_row_q5_1(x, y, k); return;
         default: throw std::invalid_argument("quantize: unsupported target type");
     }
+}
+
+// The result array: a new (n, rows) float32 array, or `out` after checking it can take the result.
+py::array_t<float> output_array(const py::object& out, int64_t n, int64_t rows, const py::array& x) {
+    if (out.is_none()) return py::array_t<float>({n, rows});
+    require(py::isinstance<py::array>(out), "out must be a numpy array");
+    py::array o = out.cast<py::array>();
+    require_dtype<float>(o, "out", "float32");
+    require(o.ndim() == 2 && o.shape(0) == n && o.shape(1) == rows,
+            "out must have shape (" + std::to_string(n) + ", " + std::to_string(rows) + ")");
+    require_c_contiguous(o, "out");
+    require(o.writeable(), "out must be writeable");
+    const auto* ob = static_cast<const uint8_t*>(o.data());
+    const auto* xb = static_cast<const uint8_t*>(x.data());
+    require(ob + o.nbytes() <= xb || xb + x.nbytes() <= ob, "out must not overlap x");
+    return py::array_t<float>(o);
 }
 
 }  // namespace
@@ -47,6 +69,12 @@ void dequantize_row(QType t, const void* x, float* y, int64_t k) {
         case QType::BF16: Q.bf16_to_f32(static_cast<const uint16_t*>(x), y, k); return;
         case QType::Q4_0: Q.dequantize_row_q4_0(x, y, k); return;
         case QType::Q8_0: Q.dequantize_row_q8_0(x, y, k); return;
+        // issue 5: K-quants
+        case QType::Q4_K: kernels().kquant.dequantize_row_q4_K(x, y, k); return;
+        case QType::Q5_K: kernels().kquant.dequantize_row_q5_K(x, y, k); return;
+        case QType::Q6_K: kernels().kquant.dequantize_row_q6_K(x, y, k); return;
+        case QType::Q5_0: kernels().kquant.dequantize_row_q5_0(x, y, k); return;
+        case QType::Q5_1: kernels().kquant.dequantize_row_q5_1(x, y, k); return;
         default: throw std::invalid_argument("dequantize: unsupported type");
     }
 }
@@ -76,20 +104,23 @@ void register_quant(py::module_& m) {
         }), py::arg("w"), py::arg("qtype"), py::arg("k"))
         .def_property_readonly("rows", [](const PyPreparedWeight& p) { return p.weight.rows; })
         .def_property_readonly("k", [](const PyPreparedWeight& p) { return p.weight.k; })
-        .def("matmul", [](const PyPreparedWeight& p, py::array x) {
+        .def_property_readonly("nbytes", [](const PyPreparedWeight& p) { return p.weight.packed_bytes; },
+                               "Bytes of the repacked copy (0 when the source bytes are used directly).")
+        .def("matmul", [](const PyPreparedWeight& p, py::array x, py::object out) {
             require_dtype<float>(x, "x", "float32");
             require(x.ndim() == 2, "x must be 2-D (n_tokens, k)");
             require_c_contiguous(x, "x");
             require(x.shape(1) == p.weight.k, "x has " + std::to_string(x.shape(1)) + " columns but the weight rows have " +
                     std::to_string(p.weight.k) + " elements");
             const int64_t n = x.shape(0);
-            py::array_t<float> y({n, p.weight.rows});
+            py::array_t<float> y = output_array(out, n, p.weight.rows, x);
             const float* xp = static_cast<const float*>(x.data());
             float* yp = y.mutable_data();
             py::gil_scoped_release release;
             matmul_prepared(xp, n, p.weight, yp);
             return y;
-        }, py::arg("x"), "y = x @ W.T (float32 x of shape (n_tokens, k)).");
+        }, py::arg("x"), py::arg("out") = py::none(),
+           "y = x @ W.T (float32 x of shape (n_tokens, k)); writes into `out` (float32 (n_tokens, rows)) if given.");
 
     m.def("quantize_rows", [](py::array w, int src_id, int dst_id) {
         const QType src = qtype_from_int(src_id), dst = qtype_from_int(dst_id);
@@ -144,7 +175,7 @@ void register_quant(py::module_& m) {
         return out;
     }, py::arg("data"), py::arg("qtype"), py::arg("k"));
 
-    m.def("matmul", [](py::array x, py::array w, int qtype_id, int64_t k) {
+    m.def("matmul", [](py::array x, py::array w, int qtype_id, int64_t k, py::object out) {
         const QType t = qtype_from_int(qtype_id);
         require_dtype<float>(x, "x", "float32");
         require(x.ndim() == 2, "x must be 2-D (n_tokens, k)");
@@ -158,7 +189,7 @@ void register_quant(py::module_& m) {
         require(w.shape(1) == qtype_row_bytes(t, k), "weight has " + std::to_string(w.shape(1)) +
                 " bytes per row, expected " + std::to_string(qtype_row_bytes(t, k)));
         const int64_t n = x.shape(0), rows = w.shape(0);
-        py::array_t<float> y({n, rows});
+        py::array_t<float> y = output_array(out, n, rows, x);
         const float* xp = static_cast<const float*>(x.data());
         const void* wp = w.data();
         float* yp = y.mutable_data();
@@ -167,7 +198,8 @@ void register_quant(py::module_& m) {
             matmul(xp, n, k, wp, t, rows, yp);
         }
         return y;
-    }, py::arg("x"), py::arg("w"), py::arg("qtype"), py::arg("k"), "y = x @ dequantize(w).T in float32.");
+    }, py::arg("x"), py::arg("w"), py::arg("qtype"), py::arg("k"), py::arg("out") = py::none(),
+       "y = x @ dequantize(w).T in float32 (into `out` if given).");
 }
 
 }  // namespace llamix

@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/checks.h"
+#include "common/bandwidth.h"
 #include "common/cpu_features.h"
 #include "common/thread_pool.h"
 #include "kernels/kernels.h"
@@ -25,6 +26,13 @@ void register_runtime(py::module_& m) {
         }
     });
     m.def("threads", [] { return ThreadPool::instance().threads(); });
+    m.def("stream_read", [](py::array data) {
+        require_c_contiguous(data, "data");
+        const void* p = data.data();
+        const int64_t n = data.nbytes();
+        py::gil_scoped_release release;
+        return stream_read(p, n);
+    }, py::arg("data"), "Read a buffer once with the thread pool (a memory-bandwidth probe); returns a checksum.");
     m.def("set_threads", [](int n) {
         require(n >= 0, "threads must be >= 0 (0 = physical cores)");
         py::gil_scoped_release release;

@@ -7,7 +7,7 @@ namespace llamix {
 
 // Tensor element types. Values equal GGUF's ggml_type ids so files map directly.
 enum class QType : int32_t {
-    F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30,
+    F32 = 0, F16 = 1, Q4_0 = 2, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30,
 };
 
 constexpr int QK4_0 = 32;
@@ -20,6 +20,22 @@ struct block_q4_0 {
     uint8_t qs[QK4_0 / 2];  // nibbles, offset 8
 };
 static_assert(sizeof(block_q4_0) == 18, "Q4_0 block must be 18 bytes");
+
+// Q5_0 / Q5_1 (issue 5: the fallbacks of Q4_K / Q5_K rows that are not a multiple of 256):
+// element j's low 4 bits as in Q4_0, its fifth bit is bit j of qh (little-endian u32).
+struct block_q5_0 {
+    uint16_t d;             // value = d * (q - 16)
+    uint8_t qh[4];
+    uint8_t qs[QK4_0 / 2];
+};
+static_assert(sizeof(block_q5_0) == 22, "Q5_0 block must be 22 bytes");
+
+struct block_q5_1 {
+    uint16_t d, m;          // value = d * q + m
+    uint8_t qh[4];
+    uint8_t qs[QK4_0 / 2];
+};
+static_assert(sizeof(block_q5_1) == 24, "Q5_1 block must be 24 bytes");
 
 // Q8_0: value = d * q.
 struct block_q8_0 {
@@ -58,7 +74,7 @@ static_assert(sizeof(block_q6_K) == 210, "Q6_K block must be 210 bytes");
 inline int64_t qtype_block_size(QType t) {
     switch (t) {
         case QType::F32: case QType::F16: case QType::BF16: return 1;
-        case QType::Q4_0: return QK4_0;
+        case QType::Q4_0: case QType::Q5_0: case QType::Q5_1: return QK4_0;
         case QType::Q8_0: return QK8_0;
         case QType::Q4_K: case QType::Q5_K: case QType::Q6_K: return QK_K;
     }
@@ -70,6 +86,8 @@ inline int64_t qtype_block_bytes(QType t) {
         case QType::F32: return 4;
         case QType::F16: case QType::BF16: return 2;
         case QType::Q4_0: return sizeof(block_q4_0);
+        case QType::Q5_0: return sizeof(block_q5_0);
+        case QType::Q5_1: return sizeof(block_q5_1);
         case QType::Q8_0: return sizeof(block_q8_0);
         case QType::Q4_K: return sizeof(block_q4_K);
         case QType::Q5_K: return sizeof(block_q5_K);

@@ -19,6 +19,8 @@ namespace {
 // About 50-100 microseconds of spinning before a worker sleeps: long enough to cover the gap
 // between the ops of one decode step, short enough not to burn a core while Python samples.
 constexpr int kSpinIterations = 20000;
+constexpr uint64_t kClosed = 1ull << 31;
+constexpr uint64_t kJoinedMask = kClosed - 1;
 
 int default_threads() {
     if (const char* env = std::getenv("LLAMIX_THREADS")) {
@@ -93,8 +95,15 @@ void ThreadPool::worker_main(int index, uint64_t seen) {
         }
         seen = gen;
         if (stop_.load(std::memory_order_acquire)) return;
-        work_on_current_job(index);
-        busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+        // Join the open job, if any (a late worker finds it closed and goes back to waiting).
+        uint64_t s = job_state_.load(std::memory_order_acquire);
+        while (!(s & kClosed)) {
+            if (job_state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                work_on_current_job(index);
+                job_state_.fetch_sub(1, std::memory_order_release);
+                break;
+            }
+        }
     }
 }
 
@@ -109,14 +118,16 @@ void ThreadPool::run(int64_t n_tasks, TaskRef fn) {
     n_tasks_ = n_tasks;
     error_ = nullptr;
     next_task_.store(0, std::memory_order_relaxed);
-    busy_workers_.store(n_threads_ - 1, std::memory_order_relaxed);
+    job_state_.store(uint64_t(++job_id_) << 32, std::memory_order_release);  // open, nobody inside
     {
         std::lock_guard<std::mutex> sl(sleep_mutex_);
         generation_.fetch_add(1, std::memory_order_release);
     }
     sleep_cv_.notify_all();
     work_on_current_job(0);
-    while (busy_workers_.load(std::memory_order_acquire) != 0) LLAMIX_PAUSE();
+    // All tasks are taken: close the job, then wait for the workers still inside it.
+    job_state_.fetch_or(kClosed, std::memory_order_acq_rel);
+    while (job_state_.load(std::memory_order_acquire) & kJoinedMask) LLAMIX_PAUSE();
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
 }

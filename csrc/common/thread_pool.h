@@ -1,5 +1,6 @@
 // A persistent worker pool shared by every kernel. Workers spin briefly before sleeping, so the
-// many small parallel regions of one-token decoding do not pay a futex wake-up each.
+// many small parallel regions of one-token decoding do not pay a futex wake-up each; the calling
+// thread works too and never waits for a worker that has not joined the job.
 // Determinism: work is split into tasks whose boundaries never depend on the thread count, and
 // each output element is written by exactly one task, so results are bit-identical for any count.
 #pragma once
@@ -55,11 +56,15 @@ class ThreadPool {
     std::vector<std::thread> workers_;
     std::mutex run_mutex_;  // one parallel region at a time (calls may come from several Python threads)
 
-    // Current job, published by bumping generation_.
+    // Current job, published by bumping generation_. Workers join it through job_state_
+    // (job id << 32 | closed bit | number of workers inside): when the caller has run out of
+    // tasks it closes the job and waits only for workers that joined, never for one the OS has
+    // not scheduled yet (on a busy machine that wait would cost a whole time slice).
     const TaskRef* job_ = nullptr;
     int64_t n_tasks_ = 0;
     std::atomic<int64_t> next_task_{0};
-    std::atomic<int> busy_workers_{0};
+    std::atomic<uint64_t> job_state_{0};
+    uint32_t job_id_ = 0;
     std::atomic<uint64_t> generation_{0};
     std::atomic<bool> stop_{false};
     std::exception_ptr error_;

@@ -1,20 +1,55 @@
-// y = x @ W.T with W in a block format or F16/BF16/F32 and x float32.
-// The SIMD-specific pieces are dot products over one weight row; the threaded driver
-// (kernels/matmul.cpp) is shared by every ISA.
+// y = x @ W.T with W in a block format (Q4_0, Q8_0) or F16/BF16/F32 and x float32.
+//
+// Block weights are repacked once (prepare_weight) into groups of kGroupRows rows interleaved
+// block by block, the layout every ISA's kernel reads (so a prepared weight stays valid when the
+// variant changes). Activations are quantized on the fly to Q8_0 (same rounding as
+// quantize_row_q8_0) and carry their block sums, so unsigned weights (nibbles 0..15, or int8 + 128)
+// work directly with vpdpbusd / pmaddubsw; one multiply by the sum removes the offset.
+// The threaded driver (kernels/matmul.cpp) is shared by every ISA.
 #pragma once
 #include <cstdint>
+#include <memory>
 
 #include "common/formats.h"
 
 namespace llamix {
 
+// Rows per interleaved group: one 512-bit vector holds 4 bytes of each of 16 rows.
+constexpr int kGroupRows = 16;
+
+// A Q8_0 activation block with its scale already widened to float32 (exactly fp16(d)) and the
+// sum of its 32 quants.
+struct block_q8a {
+    float d;
+    int32_t sum;
+    int8_t qs[QK8_0];
+};
+static_assert(sizeof(block_q8a) == 40, "activation block must be 40 bytes");
+
+// Packed Q4_0 group, per block b (kGroupRows rows):
+//   uint16_t d[16];            fp16 scales of the 16 rows
+//   uint8_t  qs[4][16][4];     chunk c, row r: bytes 4c..4c+3 of row r's qs (nibbles unchanged)
+// -> 288 bytes, the same as the 16 source blocks. Low nibbles of chunk c are elements 4c..4c+3,
+// high nibbles elements 16+4c..16+4c+3.
+constexpr int64_t kQ4GroupBlockBytes = kGroupRows * 2 + 4 * kGroupRows * 4;  // 288
+// Packed Q8_0 group, per block b:
+//   uint16_t d[16];
+//   uint8_t  qs[8][16][4];     chunk c, row r: elements 4c..4c+3 of row r, stored as q + 128
+// -> 544 bytes.
+constexpr int64_t kQ8GroupBlockBytes = kGroupRows * 2 + 8 * kGroupRows * 4;   // 544
+
 struct MatmulKernels {
-    // Activation quantizer used before integer dot products (same rule as quantize_row_q8_0:
-    // round half away from zero), so every ISA produces the same activation bytes.
-    void (*quantize_act_q8_0)(const float* x, void* y, int64_t k) = nullptr;
-    // One weight row (k elements) against one activation row; returns the float32 dot product.
-    float (*dot_q4_0_q8_0)(int64_t k, const void* w, const void* x_q8) = nullptr;
-    float (*dot_q8_0_q8_0)(int64_t k, const void* w, const void* x_q8) = nullptr;
+    // x: (k) float32 -> (k / 32) activation blocks; the quants and fp16 scale equal
+    // quantize_row_q8_0's bytes on every ISA.
+    void (*quantize_act_q8a)(const float* x, block_q8a* y, int64_t k) = nullptr;
+    // One packed group (nb blocks of kGroupRows rows) against n activation rows (row stride nb
+    // blocks): y[t * y_stride + r] for t < n, r < rows (rows <= kGroupRows; the rest is padding).
+    // Per row and token: sum over blocks, in block order, of (d_w * d_x) * float(integer dot).
+    void (*gemm_q4_0)(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y,
+                      int64_t y_stride, int rows) = nullptr;
+    void (*gemm_q8_0)(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y,
+                      int64_t y_stride, int rows) = nullptr;
+    // Float weights: one weight row (k elements) against one float32 activation row.
     float (*dot_f16_f32)(int64_t k, const void* w, const float* x) = nullptr;
     float (*dot_bf16_f32)(int64_t k, const void* w, const float* x) = nullptr;
     float (*dot_f32_f32)(int64_t k, const void* w, const float* x) = nullptr;
@@ -25,19 +60,29 @@ void fill_matmul_avx2(MatmulKernels& k);
 void fill_matmul_avx512(MatmulKernels& k);
 void fill_matmul_neon(MatmulKernels& k);
 
-// A weight matrix prepared once for fast multiplication (an ISA may repack it, e.g. rows
-// interleaved in tiles); it borrows the source bytes, which must outlive it.
+// Repack `rows` (<= kGroupRows) GGUF rows of Q4_0 / Q8_0 (row_bytes apart) into one group
+// (missing rows are zero padded). Used by prepare_weight and, per task, by the raw-bytes matmul.
+void pack_group_q4_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
+void pack_group_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
+
+// A weight matrix prepared once for fast multiplication. Q4_0 / Q8_0 are repacked into a buffer
+// of about the same size as the source (so while the source stays resident, e.g. an mmap'd file
+// that is still referenced, the weights take twice the RAM; the source pages go cold and can be
+// dropped). F16/BF16/F32 borrow the source bytes, which must then outlive it.
 struct PreparedWeight {
     const void* data = nullptr;  // the original GGUF bytes, (rows, row_bytes)
     QType type = QType::F32;
     int64_t rows = 0, k = 0;
+    std::shared_ptr<uint8_t> packed;  // interleaved groups (block types only), 64-byte aligned
+    int64_t packed_bytes = 0;
 };
 
 PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k);
 // y: (n, rows) = x: (n, k) @ W.T
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y);
 
-// The threaded driver. x: (n, k) float32, w: (rows, k) of type wtype, y: (n, rows) float32.
+// The same on raw GGUF bytes (groups are packed per task into a small per-thread buffer).
+// x: (n, k) float32, w: (rows, k) of type wtype, y: (n, rows) float32.
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y);
 
 }  // namespace llamix

@@ -1,4 +1,6 @@
-// The transformer's hot operations (everything but the matmuls).
+// The transformer's hot operations (everything but the matmuls), float32.
+// Reference semantics in kernels/ref/ops_ref.cpp; SIMD variants must match them to float32
+// rounding (their exp is a polynomial accurate to a few ulp).
 #pragma once
 #include <cstdint>
 
@@ -7,6 +9,22 @@ namespace llamix {
 struct OpsKernels {
     // y = x / sqrt(mean(x^2) + eps) * w, one row of n.
     void (*rmsnorm)(const float* x, const float* w, float* y, int64_t n, float eps) = nullptr;
+    // RoPE on adjacent pairs (Meta / GGUF layout), in place: x is (n_heads, head_dim); pair i of
+    // every head (x[2i], x[2i+1]) is rotated by the angle whose cosine and sine are cos[i], sin[i].
+    void (*rope)(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) = nullptr;
+    // SwiGLU: y = silu(g) * u = g / (1 + exp(-g)) * u, n elements.
+    void (*swiglu)(const float* g, const float* u, float* y, int64_t n) = nullptr;
+    // y += x, n elements (the residual connection).
+    void (*add)(float* y, const float* x, int64_t n) = nullptr;
+    // One query of one head against n_keys cached positions:
+    //   s_j = scale * dot(q, k_j);  p = softmax(s);  out = sum_j p_j v_j
+    // q, out: (head_dim); k_j = k + j * stride, v_j = v + j * stride (float32);
+    // scratch: n_keys floats.
+    void (*attention)(const float* q, const float* k, const float* v, int64_t stride, int64_t n_keys,
+                      int64_t head_dim, float scale, float* out, float* scratch) = nullptr;
+    // The same with keys and values stored as fp16 (IEEE half bit patterns).
+    void (*attention_f16)(const float* q, const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n_keys,
+                          int64_t head_dim, float scale, float* out, float* scratch) = nullptr;
 };
 
 void fill_ops_ref(OpsKernels& k);

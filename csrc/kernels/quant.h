@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 
+#include "common/formats.h"
+
 namespace llamix {
 
 struct QuantKernels {
@@ -19,6 +21,13 @@ struct QuantKernels {
 };
 
 void fill_quant_ref(QuantKernels& k);
+
+// One block of the reference quantizers: SIMD variants hand blocks containing NaN to these, so
+// NaN payloads and the sign of zero come out exactly as the spec says.
+namespace ref {
+void quantize_block_q4_0(const float* x, block_q4_0* y);
+void quantize_block_q8_0(const float* x, block_q8_0* y);
+}  // namespace ref
 void fill_quant_avx2(QuantKernels& k);
 void fill_quant_avx512(QuantKernels& k);
 void fill_quant_neon(QuantKernels& k);

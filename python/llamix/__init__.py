@@ -11,6 +11,10 @@ __all__ = ["QuantizedTensor", "cpu_info", "matmul", "quantize", "set_isa", "set_
 # Each area adds its public names in its own block below (kept apart so branches merge cleanly).
 
 # --- inference (issue 3) ---
+from .model import Model, ModelConfig, load  # noqa: E402
+from .tokenizer import Tokenizer  # noqa: E402
+
+__all__ += ["Model", "ModelConfig", "Tokenizer", "load"]
 
 
 # --- merging (issue 4) ---
@@ -20,4 +24,7 @@ __all__ += ["ConfigError", "merge"]
 
 
 # --- quantize, export, quality (issue 5) ---
+from .quality.export import export_gguf  # noqa: E402
+from .quality.perplexity import PerplexityResult, perplexity  # noqa: E402
 
+__all__ += ["PerplexityResult", "export_gguf", "perplexity"]

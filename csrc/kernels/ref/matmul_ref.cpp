@@ -1,4 +1,8 @@
-// Reference dot products for the matmul driver: plain loops, float32 accumulation per block.
+// Reference kernels for the matmul driver: plain loops over the packed layout (kernels/matmul.h),
+// float32 accumulation per block in block order. SIMD variants reproduce these sums bit for bit
+// for block weights (same integer dot, same (d_w * d_x) * isum, same addition order).
+#include <cstring>
+
 #include "common/formats.h"
 #include "common/fp16.h"
 #include "kernels/matmul.h"
@@ -7,34 +11,65 @@
 namespace llamix {
 namespace ref {
 
-void quantize_row_q8_0(const float* x, void* y, int64_t k);
-
-// sum over blocks of d_w * d_x * sum_j (q_w[j] - 8) * q_x[j]
-float dot_q4_0_q8_0(int64_t k, const void* wv, const void* xv) {
-    const auto* w = static_cast<const block_q4_0*>(wv);
-    const auto* x = static_cast<const block_q8_0*>(xv);
-    float sum = 0.0f;
-    for (int64_t b = 0; b < k / QK4_0; ++b) {
-        int32_t isum = 0;
-        for (int j = 0; j < QK4_0 / 2; ++j) {
-            isum += ((w[b].qs[j] & 0x0f) - 8) * x[b].qs[j];
-            isum += ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + QK4_0 / 2];
+// quantize_row_q8_0's rounding, plus the widened scale and the block sum.
+void quantize_act_q8a(const float* x, block_q8a* y, int64_t k) {
+    for (int64_t b = 0; b < k / QK8_0; ++b) {
+        block_q8_0 blk;
+        quantize_block_q8_0(x + b * QK8_0, &blk);
+        y[b].d = fp16_to_fp32(blk.d);
+        int32_t sum = 0;
+        for (int j = 0; j < QK8_0; ++j) {
+            y[b].qs[j] = blk.qs[j];
+            sum += blk.qs[j];
         }
-        sum += fp16_to_fp32(w[b].d) * fp16_to_fp32(x[b].d) * float(isum);
+        y[b].sum = sum;
     }
-    return sum;
 }
 
-float dot_q8_0_q8_0(int64_t k, const void* wv, const void* xv) {
-    const auto* w = static_cast<const block_q8_0*>(wv);
-    const auto* x = static_cast<const block_q8_0*>(xv);
-    float sum = 0.0f;
-    for (int64_t b = 0; b < k / QK8_0; ++b) {
-        int32_t isum = 0;
-        for (int j = 0; j < QK8_0; ++j) isum += w[b].qs[j] * x[b].qs[j];
-        sum += fp16_to_fp32(w[b].d) * fp16_to_fp32(x[b].d) * float(isum);
+// w: nb packed Q4_0 blocks of 16 rows; for row r of block b:
+//   sum_j (q_w[j] - 8) * q_x[j], then sum_b += (d_w * d_x) * isum
+void gemm_q4_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    for (int64_t t = 0; t < n; ++t, x += nb) {
+        for (int r = 0; r < rows; ++r) {
+            float sum = 0.0f;
+            for (int64_t b = 0; b < nb; ++b) {
+                const uint8_t* blk = w + b * kQ4GroupBlockBytes;
+                uint16_t dw;
+                std::memcpy(&dw, blk + 2 * r, 2);
+                const uint8_t* qs = blk + 2 * kGroupRows;
+                int32_t isum = 0;
+                for (int c = 0; c < 4; ++c)
+                    for (int j = 0; j < 4; ++j) {
+                        const uint8_t q = qs[(c * kGroupRows + r) * 4 + j];
+                        isum += ((q & 0x0f) - 8) * x[b].qs[4 * c + j];
+                        isum += ((q >> 4) - 8) * x[b].qs[16 + 4 * c + j];
+                    }
+                sum += fp16_to_fp32(dw) * x[b].d * float(isum);
+            }
+            y[t * y_stride + r] = sum;
+        }
     }
-    return sum;
+}
+
+// As gemm_q4_0 with int8 weights stored as q + 128 in 8 chunks of 4 elements.
+void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    for (int64_t t = 0; t < n; ++t, x += nb) {
+        for (int r = 0; r < rows; ++r) {
+            float sum = 0.0f;
+            for (int64_t b = 0; b < nb; ++b) {
+                const uint8_t* blk = w + b * kQ8GroupBlockBytes;
+                uint16_t dw;
+                std::memcpy(&dw, blk + 2 * r, 2);
+                const uint8_t* qs = blk + 2 * kGroupRows;
+                int32_t isum = 0;
+                for (int c = 0; c < 8; ++c)
+                    for (int j = 0; j < 4; ++j)
+                        isum += (int(qs[(c * kGroupRows + r) * 4 + j]) - 128) * x[b].qs[4 * c + j];
+                sum += fp16_to_fp32(dw) * x[b].d * float(isum);
+            }
+            y[t * y_stride + r] = sum;
+        }
+    }
 }
 
 float dot_f16_f32(int64_t k, const void* wv, const float* x) {
@@ -61,9 +96,9 @@ float dot_f32_f32(int64_t k, const void* wv, const float* x) {
 }  // namespace ref
 
 void fill_matmul_ref(MatmulKernels& k) {
-    k.quantize_act_q8_0 = ref::quantize_row_q8_0;
-    k.dot_q4_0_q8_0 = ref::dot_q4_0_q8_0;
-    k.dot_q8_0_q8_0 = ref::dot_q8_0_q8_0;
+    k.quantize_act_q8a = ref::quantize_act_q8a;
+    k.gemm_q4_0 = ref::gemm_q4_0;
+    k.gemm_q8_0 = ref::gemm_q8_0;
     k.dot_f16_f32 = ref::dot_f16_f32;
     k.dot_bf16_f32 = ref::dot_bf16_f32;
     k.dot_f32_f32 = ref::dot_f32_f32;

@@ -154,7 +154,7 @@ void consensus(const float* const* d, const float* w, int n_models, Consensus ru
     }
 }
 
-void add(float* acc, const float* x, int64_t n) {
+void accumulate(float* acc, const float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) acc[i] = acc[i] + x[i];
 }
 
@@ -179,7 +179,7 @@ void fill_merge_ref(MergeKernels& k) {
     k.mask_scale = ref::mask_scale;
     k.scale = ref::scale;
     k.consensus = ref::consensus;
-    k.add = ref::add;
+    k.add = ref::accumulate;
     k.div_elementwise = ref::div_elementwise;
 }
 

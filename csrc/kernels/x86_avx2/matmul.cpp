@@ -1,5 +1,172 @@
+// AVX2 matmul kernels on the packed 16-row groups (kernels/matmul.h), one 8-row half at a time:
+// a ymm holds 4 bytes of each of 8 rows, pmaddubsw against a broadcast 4-byte piece of one
+// activation block gives each row two int16 partial sums, pmaddwd with ones folds them to int32.
+// Q4_0: nibbles (0..15) times int8 (|x| <= 127) keep all 8 partial sums of a block within int16
+// (8 * 2 * 15 * 127 = 30480), so one pmaddwd per block suffices. Q8_0 uses the sign trick
+// (|x| times sign-adjusted weights) and widens per 4-byte piece. The float accumulation is the
+// reference's: (d_w * d_x) * float(isum), added in block order.
+#include <immintrin.h>
+
+#include <cstring>
+
 #include "kernels/matmul.h"
 
 namespace llamix {
-void fill_matmul_avx2(MatmulKernels&) {}
+namespace avx2 {
+
+void quantize_act_q8a(const float* x, block_q8a* y, int64_t k);  // x86_avx2/quant.cpp
+
+namespace {
+
+constexpr int kTile = 4;  // tokens per register tile (16 ymm registers)
+
+inline __m256i bcast4(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+inline __m256 accumulate(__m256 acc, __m256 dw, const block_q8a& xb, __m256i dot, int offset) {
+    const __m256i isum = _mm256_sub_epi32(dot, _mm256_set1_epi32(offset * xb.sum));
+    const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb.d));
+    return _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+}
+
+// Rows [8h, 8h + 8) of one group against T tokens; results to out[i][0..8).
+template <int T>
+void q4_0_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
+    __m256 acc[T];
+    for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = w + b * kQ4GroupBlockBytes;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
+        __m256i lo[4], hi[4];
+        for (int c = 0; c < 4; ++c) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
+            lo[c] = _mm256_and_si256(v, m4);
+            hi[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+        for (int i = 0; i < T; ++i) {
+            const block_q8a& xb = x[i * nb + b];
+            __m256i s = _mm256_maddubs_epi16(lo[0], bcast4(xb.qs));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[0], bcast4(xb.qs + 16)));
+            for (int c = 1; c < 4; ++c) {
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[c], bcast4(xb.qs + 4 * c)));
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[c], bcast4(xb.qs + 16 + 4 * c)));
+            }
+            acc[i] = accumulate(acc[i], dw, xb, _mm256_madd_epi16(s, ones), 8);
+        }
+    }
+    for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
+}
+
+template <int T>
+void q8_0_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
+    __m256 acc[T];
+    for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
+    const __m256i bias = _mm256_set1_epi8(char(0x80)), ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = w + b * kQ8GroupBlockBytes;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
+        for (int i = 0; i < T; ++i) {
+            const block_q8a& xb = x[i * nb + b];
+            __m256i s = _mm256_setzero_si256();
+            for (int c = 0; c < 8; ++c) {
+                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
+                const __m256i ws = _mm256_xor_si256(v, bias);  // back to int8
+                const __m256i xv = bcast4(xb.qs + 4 * c);
+                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(ws, xv));
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+            }
+            acc[i] = accumulate(acc[i], dw, xb, s, 0);
+        }
+    }
+    for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
+}
+
+using HalfFn = void (*)(const uint8_t*, int64_t, const block_q8a*, int, float[][8]);
+
+template <int T> struct Q4 { static void f(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float o[][8]) { q4_0_half<T>(w, nb, x, h, o); } };
+template <int T> struct Q8 { static void f(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float o[][8]) { q8_0_half<T>(w, nb, x, h, o); } };
+
+// Token tiles of kTile, then one smaller tile: the only tail handling. Results go through a small
+// buffer so rows beyond `rows` (padding) are never written.
+template <template <int> class K>
+void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    static constexpr HalfFn fns[kTile + 1] = {nullptr, K<1>::f, K<2>::f, K<3>::f, K<4>::f};
+    float out[kTile][8];
+    for (int64_t t = 0; t < n; t += kTile) {
+        const int nt = int(n - t < kTile ? n - t : kTile);
+        for (int h = 0; h < 2 && 8 * h < rows; ++h) {
+            fns[nt](w, nb, x + t * nb, h, out);
+            const int nr = rows - 8 * h < 8 ? rows - 8 * h : 8;
+            for (int i = 0; i < nt; ++i) std::memcpy(y + (t + i) * y_stride + 8 * h, out[i], size_t(nr) * sizeof(float));
+        }
+    }
+}
+
+// Float weights: 4 accumulators of 8 lanes; the tail goes through a zero-padded vector.
+inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+template <class W, class Load>
+float dot_float(int64_t k, const W* w, const float* x, Load load) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 32 <= k; i += 32)
+        for (int j = 0; j < 4; ++j) acc[j] = _mm256_fmadd_ps(load(w + i + 8 * j), _mm256_loadu_ps(x + i + 8 * j), acc[j]);
+    for (; i + 8 <= k; i += 8) acc[0] = _mm256_fmadd_ps(load(w + i), _mm256_loadu_ps(x + i), acc[0]);
+    if (i < k) {
+        W wt[8] = {};
+        float xt[8] = {};
+        std::memcpy(wt, w + i, size_t(k - i) * sizeof(W));
+        std::memcpy(xt, x + i, size_t(k - i) * sizeof(float));
+        acc[1] = _mm256_fmadd_ps(load(wt), _mm256_loadu_ps(xt), acc[1]);
+    }
+    return hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+}
+
+}  // namespace
+
+void gemm_q4_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    run_tiles<Q4>(w, nb, x, n, y, y_stride, rows);
+}
+
+void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    run_tiles<Q8>(w, nb, x, n, y, y_stride, rows);
+}
+
+float dot_f32_f32(int64_t k, const void* w, const float* x) {
+    return dot_float(k, static_cast<const float*>(w), x, [](const float* p) { return _mm256_loadu_ps(p); });
+}
+
+float dot_f16_f32(int64_t k, const void* w, const float* x) {
+    return dot_float(k, static_cast<const uint16_t*>(w), x, [](const uint16_t* p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    });
+}
+
+float dot_bf16_f32(int64_t k, const void* w, const float* x) {
+    return dot_float(k, static_cast<const uint16_t*>(w), x, [](const uint16_t* p) {
+        const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+    });
+}
+
+}  // namespace avx2
+
+void fill_matmul_avx2(MatmulKernels& k) {
+    k.quantize_act_q8a = avx2::quantize_act_q8a;
+    k.gemm_q4_0 = avx2::gemm_q4_0;
+    k.gemm_q8_0 = avx2::gemm_q8_0;
+    k.dot_f32_f32 = avx2::dot_f32_f32;
+    k.dot_f16_f32 = avx2::dot_f16_f32;
+    k.dot_bf16_f32 = avx2::dot_bf16_f32;
+}
+
 }  // namespace llamix

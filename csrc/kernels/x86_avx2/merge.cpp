@@ -128,7 +128,7 @@ void sub(float* out, const float* a, const float* b, int64_t n) {
     if (i < n) ref::sub(out + i, a + i, b + i, n - i);
 }
 
-void add(float* acc, const float* x, int64_t n) {
+void accumulate(float* acc, const float* x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i), _mm256_loadu_ps(x + i)));
     if (i < n) ref::add(acc + i, x + i, n - i);
@@ -287,7 +287,7 @@ void fill_merge_avx2(MergeKernels& k) {
     k.div = avx2::div;
     k.lincomb2 = avx2::lincomb2;
     k.sub = avx2::sub;
-    k.add = avx2::add;
+    k.add = avx2::accumulate;
     k.scale = avx2::scale;
     k.div_elementwise = avx2::div_elementwise;
     k.dot3 = avx2::dot3;

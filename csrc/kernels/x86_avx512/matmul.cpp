@@ -1,5 +1,188 @@
+// AVX-512 VNNI matmul kernels on the packed 16-row groups (kernels/matmul.h).
+// One zmm holds 4 bytes of each of the 16 rows, so vpdpbusd against a broadcast 4-byte piece of
+// one activation block accumulates 16 row dots at once: no horizontal sums. A tile of up to
+// kTile tokens reuses every unpacked weight vector; decode is the same code with one token.
+// Per block the integer dot is corrected by the activation sum (weights are unsigned: nibbles, or
+// int8 + 128), then (d_w * d_x) * isum is added in block order, exactly as the reference does.
+// GCC 12 warns inside its own headers about _mm512_undefined_*() (GCC bug 105593), e.g. in the
+// _mm512_reduce_* helpers.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
+#include <array>
+#include <cstring>
+#include <utility>
+
 #include "kernels/matmul.h"
 
 namespace llamix {
-void fill_matmul_avx512(MatmulKernels&) {}
+namespace avx512 {
+
+void quantize_act_q8a(const float* x, block_q8a* y, int64_t k);  // x86_avx512/quant.cpp
+
+namespace {
+
+constexpr int kTile = 12;  // tokens per register tile: 12 float accumulators + 8 weight vectors + temporaries
+
+inline __m512i bcast4(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+inline __m512 scales(const uint8_t* blk) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+}
+
+// acc += (d_w * d_x) * float(isum): the reference's expression, without FMA.
+inline __m512 accumulate(__m512 acc, __m512 dw, const block_q8a& xb, __m512i isum) {
+    const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
+    return _mm512_add_ps(acc, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum)));
+}
+
+// The integer dots start from -offset * sum_x, which removes the weights' unsigned offset.
+// With few tokens a second chain halves the dependency chain of one token's 8 vpdpbusd; with
+// many tokens the tokens themselves are independent chains.
+template <int T, int Chunks, class Weights>
+inline __m512i block_dot(const Weights& wv, const block_q8a& xb, int offset) {
+    __m512i s0 = _mm512_set1_epi32(-offset * xb.sum);
+    if constexpr (T < 4) {
+        __m512i s1 = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int c = 0; c < Chunks; c += 2) {
+            s0 = _mm512_dpbusd_epi32(s0, wv[c], bcast4(xb.qs + wv.offset(c)));
+            s1 = _mm512_dpbusd_epi32(s1, wv[c + 1], bcast4(xb.qs + wv.offset(c + 1)));
+        }
+        return _mm512_add_epi32(s0, s1);
+    } else {
+#pragma GCC unroll 8
+        for (int c = 0; c < Chunks; ++c) s0 = _mm512_dpbusd_epi32(s0, wv[c], bcast4(xb.qs + wv.offset(c)));
+        return s0;
+    }
+}
+
+// One block's weights of 16 rows as 8 vectors of 4 bytes per row, and where each vector's
+// 4 activation bytes sit in the block.
+struct Q4Weights {
+    __m512i v[8];  // low nibbles of chunks 0..3, then high nibbles
+    const __m512i& operator[](int c) const { return v[c]; }
+    static constexpr int offset(int c) { return c < 4 ? 4 * c : 16 + 4 * (c - 4); }
+    inline void load(const uint8_t* qs) {
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+            const __m512i raw = _mm512_loadu_si512(qs + 64 * c);
+            v[c] = _mm512_and_si512(raw, m4);
+            v[c + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+        }
+    }
+};
+
+struct Q8Weights {
+    __m512i v[8];  // int8 + 128 of chunks 0..7
+    const __m512i& operator[](int c) const { return v[c]; }
+    static constexpr int offset(int c) { return 4 * c; }
+    inline void load(const uint8_t* qs) {
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) v[c] = _mm512_loadu_si512(qs + 64 * c);
+    }
+};
+
+template <class Weights, int64_t BlockBytes, int Offset, int T>
+void tile(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t y_stride, __mmask16 rows) {
+    __m512 acc[T];
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
+#pragma GCC unroll 1
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = w + b * BlockBytes;
+        const __m512 dw = scales(blk);
+        Weights wv;
+        wv.load(blk + 2 * kGroupRows);
+#pragma GCC unroll 16
+        for (int i = 0; i < T; ++i) {
+            const block_q8a& xb = x[i * nb + b];
+            acc[i] = accumulate(acc[i], dw, xb, block_dot<T, 8>(wv, xb, Offset));
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) _mm512_mask_storeu_ps(y + i * y_stride, rows, acc[i]);
+}
+
+using TileFn = void (*)(const uint8_t*, int64_t, const block_q8a*, float*, int64_t, __mmask16);
+
+template <template <int> class K, int... I>
+constexpr std::array<TileFn, sizeof...(I)> tail_table(std::integer_sequence<int, I...>) {
+    return {(I == 0 ? nullptr : K<(I == 0 ? 1 : I)>::f)...};
+}
+
+// Full tiles of kTile tokens, then one smaller tile for the rest: the only tail handling.
+template <template <int> class K>
+void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    static constexpr auto tails = tail_table<K>(std::make_integer_sequence<int, kTile>{});
+    const __mmask16 mask = __mmask16((1u << rows) - 1);
+    int64_t t = 0;
+    for (; t + kTile <= n; t += kTile) K<kTile>::f(w, nb, x + t * nb, y + t * y_stride, y_stride, mask);
+    if (t < n) tails[n - t](w, nb, x + t * nb, y + t * y_stride, y_stride, mask);
+}
+
+template <int T> struct Q4 { static constexpr TileFn f = tile<Q4Weights, kQ4GroupBlockBytes, 8, T>; };
+template <int T> struct Q8 { static constexpr TileFn f = tile<Q8Weights, kQ8GroupBlockBytes, 128, T>; };
+
+// Float weights: 4 independent accumulators of 16 lanes; masked loads for the tail.
+inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
+
+template <class Load>
+float dot_float(int64_t k, const float* x, Load load) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 64 <= k; i += 64)
+        for (int j = 0; j < 4; ++j)
+            acc[j] = _mm512_fmadd_ps(load(i + 16 * j, __mmask16(0xffff)), _mm512_loadu_ps(x + i + 16 * j), acc[j]);
+    for (; i < k; i += 16) {
+        const __mmask16 m = tail_mask(k - i);
+        acc[0] = _mm512_fmadd_ps(load(i, m), _mm512_maskz_loadu_ps(m, x + i), acc[0]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+
+}  // namespace
+
+void gemm_q4_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    run_tiles<Q4>(w, nb, x, n, y, y_stride, rows);
+}
+
+void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    run_tiles<Q8>(w, nb, x, n, y, y_stride, rows);
+}
+
+float dot_f32_f32(int64_t k, const void* wv, const float* x) {
+    const auto* w = static_cast<const float*>(wv);
+    return dot_float(k, x, [w](int64_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, w + i); });
+}
+
+float dot_f16_f32(int64_t k, const void* wv, const float* x) {
+    const auto* w = static_cast<const uint16_t*>(wv);
+    return dot_float(k, x, [w](int64_t i, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + i)); });
+}
+
+float dot_bf16_f32(int64_t k, const void* wv, const float* x) {
+    const auto* w = static_cast<const uint16_t*>(wv);
+    return dot_float(k, x, [w](int64_t i, __mmask16 m) {
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w + i)), 16));
+    });
+}
+
+}  // namespace avx512
+
+void fill_matmul_avx512(MatmulKernels& k) {
+    k.quantize_act_q8a = avx512::quantize_act_q8a;
+    k.gemm_q4_0 = avx512::gemm_q4_0;
+    k.gemm_q8_0 = avx512::gemm_q8_0;
+    k.dot_f32_f32 = avx512::dot_f32_f32;
+    k.dot_f16_f32 = avx512::dot_f16_f32;
+    k.dot_bf16_f32 = avx512::dot_bf16_f32;
+}
+
 }  // namespace llamix

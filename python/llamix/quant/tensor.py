@@ -55,7 +55,12 @@ class QuantizedTensor:
         return self.data.nbytes
 
     def prepared(self):
-        """The kernels' prepared form of this weight (repacked once on first use, then cached)."""
+        """The kernels' prepared form of this weight (repacked once on first use, then cached).
+
+        Q4_0 / Q8_0 weights are repacked into 16-row interleaved groups: a second copy the size of
+        ``data`` (``.nbytes`` tells), so keeping both resident doubles the RAM of that tensor; pages
+        of a memory-mapped source go cold once it is prepared. Float types use ``data`` in place.
+        """
         if self._prepared is None:
             self._prepared = _C.PreparedWeight(self.data, self._info.gguf_id, self.shape[1])
         return self._prepared
@@ -83,8 +88,9 @@ def _float_source(w: np.ndarray, src: str | None) -> tuple[np.ndarray, int]:
 def quantize(w: np.ndarray, qtype: str, *, src: str | None = None) -> QuantizedTensor:
     """Quantize a (rows, k) float32/float16 matrix (or bf16 bit patterns with ``src='bf16'``).
 
-    ``qtype`` is one of ``q4_0``, ``q8_0``, ``f16``, ``bf16``, ``f32``. The bytes equal llama.cpp's
-    reference quantizer. Rows are converted one at a time: no float32 copy of a half matrix is made.
+    ``qtype`` is one of ``q4_0``, ``q8_0``, ``f16``, ``bf16``, ``f32`` (bytes equal llama.cpp's
+    reference quantizer), ``q4_k``, ``q5_k``, ``q6_k`` (searched scales and mins) or ``q4_0_mse``
+    (Q4_0 bytes, each block's scale chosen to minimise the squared error). Rows are converted one at a time: no float32 copy of a half matrix is made.
     """
     info = qtype_info(qtype)
     w = np.asarray(w)
@@ -97,6 +103,8 @@ def quantize(w: np.ndarray, qtype: str, *, src: str | None = None) -> QuantizedT
         w = np.ascontiguousarray(w)
     if w.shape[1] % info.block_size:
         raise ValueError(f"row length {w.shape[1]} is not a multiple of the {info.name} block size {info.block_size}")
+    if info.name == "q4_0_mse":  # issue 5: same bytes as q4_0, scales by error-minimising search
+        return QuantizedTensor(_C.quantize_rows_q4_0_mse(w, src_id), "q4_0", w.shape)
     data = _C.quantize_rows(w, src_id, info.gguf_id)
     return QuantizedTensor(data, info, w.shape)
 
@@ -119,11 +127,12 @@ def _as_weight(w) -> tuple[np.ndarray, int, int, int]:
     return w.view(np.uint8), type_id, w.shape[0], w.shape[1]
 
 
-def matmul(x: np.ndarray, w) -> np.ndarray:
+def matmul(x: np.ndarray, w, out: np.ndarray | None = None) -> np.ndarray:
     """``x @ dequantize(w).T`` in float32: x is float32 (n_tokens, k), w a QuantizedTensor or float (rows, k).
 
     Block-quantized weights multiply 8-bit-quantized activations (Q8_0, as llama.cpp does) with
-    integer dot products; float weights use float32 FMA.
+    integer dot products; float weights use float32 FMA. ``out``, if given, is a C-contiguous
+    float32 array of shape (n_tokens, rows) (or (rows,) for a 1-D x) that receives the result.
     """
     x = np.asarray(x)
     if x.dtype != np.float32:
@@ -134,13 +143,20 @@ def matmul(x: np.ndarray, w) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D (n_tokens, k), got shape {x.shape}")
     x = np.ascontiguousarray(x)
+    out2d = None
+    if out is not None:
+        if not isinstance(out, np.ndarray):
+            raise ValueError("out must be a numpy array")
+        out2d = out.reshape(1, -1) if (squeeze and out.ndim == 1) else out
     if isinstance(w, QuantizedTensor):
         if x.shape[1] != w.shape[1]:
             raise ValueError(f"x has {x.shape[1]} columns but w has rows of {w.shape[1]}")
-        y = w.prepared().matmul(x)
+        y = w.prepared().matmul(x, out2d)
     else:
         data, type_id, rows, k = _as_weight(w)
         if x.shape[1] != k:
             raise ValueError(f"x has {x.shape[1]} columns but w has rows of {k}")
-        y = _C.matmul(x, data, type_id, k)
+        y = _C.matmul(x, data, type_id, k, out2d)
+    if out is not None:
+        return out
     return y[0] if squeeze else y

@@ -1,0 +1,106 @@
+"""Shared pieces of the inference benchmarks: the synthesized random-weight GGUF files (same file
+for llamix and llama.cpp), timing loops for both, and a read-bandwidth probe."""
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from llamix import _C
+from llamix.formats.gguf import GGUFReader
+from llamix.model.gguf_file import save_gguf
+from llamix.model.random import byte_tokenizer, random_tensors, shape_config
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCAB_GGUF = ROOT.parent / "shared" / "assets" / "llama_tokenizer" / "ggml-vocab-llama-spm.gguf"
+CACHE = Path(os.environ.get("LLAMIX_BENCH_CACHE", "/tmp/llamix-bench"))
+
+
+def model_file(shape: str, quant: str, seed: int = 0) -> Path:
+    """A random-weight LLaMA of ``shape`` as a GGUF file of ``quant`` (made once, then cached).
+    The vocabulary is LLaMA's 32000 SentencePiece tokens when the assets are present."""
+    path = CACHE / f"random-{shape}-{quant}-s{seed}.gguf"
+    if path.exists():
+        return path
+    config = shape_config(shape)
+    if VOCAB_GGUF.exists() and config.vocab_size == 32000:
+        r = GGUFReader(VOCAB_GGUF)
+        tok = {k: v for k, v in r.metadata.items() if k.startswith("tokenizer.")}
+    else:
+        tok = byte_tokenizer(config.vocab_size)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    save_gguf(path, config, random_tensors(config, quant, seed, lazy=True), tok, name=f"random {shape} {quant}")
+    return path
+
+
+def prompt_tokens(n: int, vocab: int, seed: int = 0) -> list[int]:
+    return np.random.default_rng(seed).integers(3, vocab, n).tolist()
+
+
+def llamix_pp(m, tokens) -> float:
+    m.reset()
+    t = time.perf_counter()
+    m._eval(tokens)
+    return len(tokens) / (time.perf_counter() - t)
+
+
+def llamix_tg(m, tokens) -> float:
+    m.reset()
+    t = time.perf_counter()
+    for tok in tokens:
+        m._eval([tok])
+    return len(tokens) / (time.perf_counter() - t)
+
+
+def llamacpp_pp(llm, tokens) -> float:
+    llm.reset()
+    t = time.perf_counter()
+    llm.eval(tokens)
+    return len(tokens) / (time.perf_counter() - t)
+
+
+def llamacpp_tg(llm, tokens) -> float:
+    llm.reset()
+    t = time.perf_counter()
+    for tok in tokens:
+        llm.eval([tok])
+    return len(tokens) / (time.perf_counter() - t)
+
+
+def read_bandwidth(threads: int, mib: int = 512, rounds: int = 5) -> float:
+    """Bytes/s for reading a buffer far larger than the caches once, median of rounds. Uses the
+    kernels' STREAM-like probe when this build has it, else numpy reductions on ``threads``
+    Python threads (numpy releases the GIL)."""
+    buf = np.ones(mib << 17, dtype=np.uint64)  # mib MiB
+    probe = getattr(_C, "stream_read", None)
+    if probe is not None:
+        run = lambda: probe(buf)  # noqa: E731
+    else:
+        parts = np.array_split(buf, threads)
+
+        def run():
+            ts = [threading.Thread(target=np.bitwise_xor.reduce, args=(p,)) for p in parts]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+    run()
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return buf.nbytes / statistics.median(times)
+
+
+def decode_bytes_per_token(model) -> int:
+    """Weight bytes a one-token decode reads: every matrix except the embedding (one row)."""
+    c = model.config
+    total = sum(t.nbytes for n, t in model.tensors.items() if n != "token_embd.weight")
+    if c.tie_embeddings:
+        total += model.tensors["token_embd.weight"].nbytes
+    return total

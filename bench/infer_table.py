@@ -1,0 +1,98 @@
+"""Inference speed, llamix against llama.cpp (llama-cpp-python) in the same run, on the same
+synthesized random-weight TinyLlama-1.1B-shaped GGUF files (Q4_0 and Q8_0), same thread count.
+
+    python bench/infer_table.py [--reps 3] [--threads 2] [--shape 1b] [--quants q4_0,q8_0] [--json]
+
+pp: one batch of 512 prompt tokens from an empty cache; tg: 128 single-token decodes from an
+empty cache (llama-bench's -p 512 / -n 128). Repetitions alternate between the two engines;
+medians are reported, with the llamix/llama.cpp ratio and generation's share of the memory
+bandwidth limit (weight bytes read per token x tokens/s / a read-bandwidth probe, same run).
+Before timing, both engines' logits for a short prompt are compared (same file, same answer).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import llamix  # noqa: E402
+from infer_common import (decode_bytes_per_token, llamacpp_pp, llamacpp_tg, llamix_pp, llamix_tg,  # noqa: E402
+                          model_file, prompt_tokens, read_bandwidth)
+
+
+def check_same_answer(m, llm, tokens) -> float:
+    """Correlation of the last-token logits of both engines (must be > 0.99)."""
+    ours = m.logits(tokens)[-1]
+    llm.reset()
+    llm.eval(tokens)
+    theirs = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()  # last token
+    r = float(np.corrcoef(ours, theirs)[0, 1])
+    assert r > 0.99, f"llamix and llama.cpp disagree on the same file (logit correlation {r:.4f})"
+    return r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shape", default="1b")
+    ap.add_argument("--quants", default="q4_0,q8_0")
+    ap.add_argument("-p", type=int, default=512)
+    ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    import llama_cpp
+
+    llamix.set_threads(args.threads)
+    rows = []
+    bw = []
+    for quant in args.quants.split(","):
+        path = model_file(args.shape, quant)
+        m = llamix.load(path, threads=args.threads, n_ctx=args.p + args.n)
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=args.p + args.n, n_batch=args.p, n_ubatch=args.p,
+                              n_threads=args.threads, n_threads_batch=args.threads, logits_all=False, verbose=False)
+        corr = check_same_answer(m, llm, prompt_tokens(8, m.config.vocab_size, seed=1))
+        pp_tokens = prompt_tokens(args.p, m.config.vocab_size)
+        tg_tokens = prompt_tokens(args.n, m.config.vocab_size, seed=2)
+        llamix_pp(m, pp_tokens), llamacpp_pp(llm, pp_tokens)  # warm-up: first touch of every weight
+        res = {"llamix_pp": [], "llamacpp_pp": [], "llamix_tg": [], "llamacpp_tg": []}
+        for _ in range(args.reps):
+            res["llamix_pp"].append(llamix_pp(m, pp_tokens))
+            res["llamacpp_pp"].append(llamacpp_pp(llm, pp_tokens))
+            res["llamix_tg"].append(llamix_tg(m, tg_tokens))
+            res["llamacpp_tg"].append(llamacpp_tg(llm, tg_tokens))
+            bw.append(read_bandwidth(args.threads, rounds=3))
+        med = {k: statistics.median(v) for k, v in res.items()}
+        rows.append({"quant": quant, "bytes_per_token": decode_bytes_per_token(m), "logit_corr": corr, **med,
+                     "runs": res})
+        del llm, m
+    bandwidth = statistics.median(bw)
+    for r in rows:
+        r["tg_bw_fraction"] = r["llamix_tg"] * r["bytes_per_token"] / bandwidth
+        r["llamacpp_tg_bw_fraction"] = r["llamacpp_tg"] * r["bytes_per_token"] / bandwidth
+    if args.json:
+        print(json.dumps({"shape": args.shape, "threads": args.threads, "p": args.p, "n": args.n, "reps": args.reps,
+                          "read_bandwidth_gbs": bandwidth / 1e9, "rows": rows}, indent=1))
+        return 0
+    print(f"random-weight {args.shape} model, {args.threads} threads, {llamix.cpu_info()['isa']} kernels, "
+          f"medians of {args.reps} runs; read bandwidth probe {bandwidth / 1e9:.1f} GB/s")
+    print("| type | test | llamix t/s | llama.cpp t/s | ratio | llamix GB/s (share of bw) | llama.cpp GB/s (share) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        gb = r["bytes_per_token"] / 1e9
+        print(f"| {r['quant']} | pp{args.p} | {r['llamix_pp']:.1f} | {r['llamacpp_pp']:.1f} | "
+              f"{r['llamix_pp'] / r['llamacpp_pp']:.2f} | | |")
+        print(f"| {r['quant']} | tg{args.n} | {r['llamix_tg']:.1f} | {r['llamacpp_tg']:.1f} | "
+              f"{r['llamix_tg'] / r['llamacpp_tg']:.2f} | {r['llamix_tg'] * gb:.1f} ({r['tg_bw_fraction']:.0%}) | "
+              f"{r['llamacpp_tg'] * gb:.1f} ({r['llamacpp_tg_bw_fraction']:.0%}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

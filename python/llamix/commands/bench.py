@@ -1,0 +1,93 @@
+"""``llamix bench``: prompt processing and generation speed, like llama-bench.
+
+``pp``: one forward pass over ``-p`` prompt tokens from an empty cache; ``tg``: ``-n`` single-token
+decodes from an empty cache. Reported in tokens/s, median over ``-r`` repetitions (after one
+warm-up). ``--shape 1b|7b|tiny`` measures a synthesized random-weight LLaMA (no download).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def add_arguments(p) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-m", "--model", help="GGUF file, Hugging Face folder or llama2.c .bin")
+    src.add_argument("--shape", choices=["tiny", "1b", "7b"], help="a random-weight model of this shape (no download)")
+    p.add_argument("--quant", choices=["q4_0", "q8_0", "f16"], help="weight type (default: as stored; q4_0 for --shape)")
+    p.add_argument("-p", "--n-prompt", type=int, default=512)
+    p.add_argument("-n", "--n-gen", type=int, default=128)
+    p.add_argument("-t", "--threads", type=int, help="compute threads (default: physical cores)")
+    p.add_argument("-r", "--repetitions", type=int, default=3)
+    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache precision")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def measure(m, n_prompt: int, n_gen: int, reps: int) -> dict:
+    """Median tokens/s for prompt processing and generation on a loaded Model."""
+    rng = np.random.default_rng(0)
+    vocab = m.config.vocab_size
+    prompt = rng.integers(3, vocab, n_prompt).tolist() if n_prompt else []
+    gen = rng.integers(3, vocab, max(n_gen, 1)).tolist()
+
+    def pp() -> float:
+        m.reset()
+        t = time.perf_counter()
+        m._eval(prompt)
+        return n_prompt / (time.perf_counter() - t)
+
+    def tg() -> float:
+        m.reset()
+        t = time.perf_counter()
+        for tok in gen[:n_gen]:
+            m._eval([tok])
+        return n_gen / (time.perf_counter() - t)
+
+    out = {}
+    if n_prompt:
+        pp()  # warm-up (first touch of the weights)
+        out["pp"] = statistics.median(pp() for _ in range(reps))
+    if n_gen:
+        if not n_prompt:
+            tg()
+        out["tg"] = statistics.median(tg() for _ in range(reps))
+    return out
+
+
+def run(args) -> int:
+    from .._runtime import cpu_info
+    from ..model.model import Model, load
+
+    if args.n_prompt < 0 or args.n_gen < 0 or args.repetitions < 1:
+        raise ValueError("-p and -n must be >= 0 and -r >= 1")
+    n_ctx = max(args.n_prompt, args.n_gen, 1)
+    if args.shape:
+        from ..model.random import random_checkpoint
+
+        quant = args.quant or "q4_0"
+        m = Model(random_checkpoint(args.shape, quant), n_ctx=n_ctx, threads=args.threads, kv_cache=args.kv_cache)
+        name = f"random {args.shape} {quant}"
+    else:
+        m = load(args.model, quant=args.quant, threads=args.threads, n_ctx=n_ctx, kv_cache=args.kv_cache)
+        name = m.source
+    res = measure(m, args.n_prompt, args.n_gen, args.repetitions)
+    info = cpu_info()
+    gb = m.nbytes / 1e9
+    out = {"model": name, "size_gb": round(gb, 3), "threads": info["threads"], "isa": info["isa"],
+           "kv_cache": args.kv_cache, "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
+           **{k: round(v, 2) for k, v in res.items()}}
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"| model | size | threads | isa | test | t/s |")
+    print(f"|---|---:|---:|---|---|---:|")
+    if "pp" in res:
+        print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | pp{args.n_prompt} | {res['pp']:.2f} |")
+    if "tg" in res:
+        print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | tg{args.n_gen} | {res['tg']:.2f} |")
+        print(f"(tg reads {gb * res['tg']:.1f} GB/s of weights)", file=sys.stderr)
+    return 0

@@ -1,0 +1,241 @@
+"""``llamix.Model``: a loaded LLaMA-family model with a KV cache, logits, sampling and streaming.
+
+The forward pass is one GIL-released C++ call per batch of tokens (``_C.Transformer``); this
+file keeps structure, bookkeeping and sampling.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .. import _C
+from .._runtime import set_threads
+from ..quant import QuantizedTensor
+from ..tokenizer import StreamDecoder, Tokenizer
+from .config import ModelConfig
+from .sampling import Sampler
+from .weights import LAYER_TENSORS, Checkpoint, load_checkpoint
+
+DEFAULT_N_CTX = 2048  # KV cache positions when n_ctx is not given (capped by the training context)
+N_BATCH = 512         # prompt tokens per forward call
+
+
+class Model:
+    """A model ready to run. Build with :func:`llamix.load`.
+
+    ``tensors`` maps GGUF tensor names (``token_embd.weight``, ``blk.0.attn_q.weight``, ...) to
+    :class:`QuantizedTensor` (2-D weights; q/k rows in the adjacent-pair RoPE order of GGUF) or
+    float32 arrays (norms): the model exactly as it computes, e.g. for export.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, n_ctx: int | None = None, threads: int | None = None,
+                 kv_cache: str = "f32"):
+        self.config: ModelConfig = checkpoint.config
+        self.tokenizer: Tokenizer | None = checkpoint.tokenizer
+        self.tensors: dict[str, QuantizedTensor | np.ndarray] = checkpoint.tensors
+        self.rope_freqs = checkpoint.rope_freqs
+        self.source = checkpoint.source
+        self._keep_alive = checkpoint.keep_alive
+        c = self.config
+        if n_ctx is None:
+            n_ctx = min(c.context_length, DEFAULT_N_CTX)
+        if int(n_ctx) <= 0:
+            raise ValueError(f"n_ctx must be positive, got {n_ctx}")
+        self.n_ctx = int(n_ctx)
+        if threads is not None:
+            set_threads(threads)
+        self.inv_freq = c.rope_inv_freq(self.rope_freqs)
+        t = _C.Transformer(c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size,
+                           float(c.rms_eps), self.inv_freq)
+        spec = lambda name: (self.tensors[name].data, self.tensors[name].info.gguf_id)  # noqa: E731
+        t.set_embedding(spec("token_embd.weight"))
+        t.set_output(self.tensors["output_norm.weight"],
+                     spec("token_embd.weight" if c.tie_embeddings else "output.weight"))
+        for i in range(c.n_layers):
+            b = f"blk.{i}."
+            t.add_layer(self.tensors[b + "attn_norm.weight"], self.tensors[b + "ffn_norm.weight"],
+                        *(spec(b + n + ".weight") for n in LAYER_TENSORS if not n.endswith("norm")))
+        t.prepare()
+        self._t = t
+        self._cache = _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, kv_cache)
+        self.n_past = 0              # positions filled in the cache
+        self._cached: list[int] = []  # the tokens that filled them
+
+    # --- tokens ---
+    def _tok(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ValueError(f"{self.source}: this model has no tokenizer; pass tokenizer= a SentencePiece .model file")
+        return self.tokenizer
+
+    def tokenize(self, text: str, bos: bool = True) -> list[int]:
+        """Token ids of ``text`` (with the BOS id first when ``bos``)."""
+        return self._tok().encode(text, bos=bos)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self._tok().decode(ids)
+
+    # --- forward ---
+    def _check_tokens(self, ids: np.ndarray) -> None:
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
+            bad = int(ids[(ids < 0) | (ids >= self.config.vocab_size)][0])
+            raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.config.vocab_size - 1})")
+
+    def _eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Append ``ids`` to the cached sequence; logits of every new token or only of the last one."""
+        arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if arr.size == 0:
+            raise ValueError("no tokens to evaluate")
+        self._check_tokens(arr)
+        if self.n_past + arr.size > self.n_ctx:
+            raise ValueError(f"context overflow: {self.n_past} cached + {arr.size} new tokens exceed n_ctx = "
+                             f"{self.n_ctx} (load with a larger n_ctx, up to the model's {self.config.context_length})")
+        arr = arr.astype(np.int32)
+        outs = []
+        for start in range(0, arr.size, N_BATCH):
+            chunk = arr[start:start + N_BATCH]
+            last = start + N_BATCH >= arr.size
+            n_out = chunk.size if all_logits else 1
+            logits = self._t.forward(self._cache, chunk, self.n_past, n_out)
+            self.n_past += chunk.size
+            self._cached.extend(chunk.tolist())
+            if all_logits or last:
+                outs.append(logits)
+        return np.concatenate(outs) if all_logits else outs[-1][0]
+
+    def reset(self) -> None:
+        """Forget the cached sequence."""
+        self.n_past = 0
+        self._cached = []
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """float32 (n_tokens, vocab) logits for a fresh sequence starting at position 0."""
+        self.reset()
+        return self._eval(token_ids, all_logits=True)
+
+    def _prefill(self, ids: list[int]) -> np.ndarray:
+        """Logits after ``ids``, reusing the cached prefix they share with the last sequence."""
+        common = 0
+        for a, b in zip(self._cached, ids[:-1]):
+            if a != b:
+                break
+            common += 1
+        self.n_past = common
+        self._cached = self._cached[:common]
+        return self._eval(ids[common:])
+
+    # --- generation ---
+    def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
+               top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
+               stop: str | Sequence[str] | None = None) -> Iterator[str]:
+        """Yield the completion's text piece by piece as tokens are generated (see :meth:`generate`)."""
+        for piece, _ in self._generate(prompt, max_tokens, Sampler(temperature, top_k, top_p, min_p, repeat_penalty,
+                                                                   seed=seed), stop):
+            if piece:
+                yield piece
+
+    def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
+                 top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
+                 stop: str | Sequence[str] | None = None) -> str:
+        """The completion of ``prompt`` (the prompt is not repeated).
+
+        Stops after ``max_tokens`` tokens, at the end-of-sequence token, or before the first
+        occurrence of any ``stop`` string. ``temperature=0`` is greedy; ``seed`` makes sampling
+        reproducible. A prompt may also be a list of token ids.
+        """
+        return "".join(self.stream(prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop))
+
+    def generate_tokens(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8,
+                        top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
+                        seed: int | None = None) -> list[int]:
+        """The generated token ids (no stop strings; stops at EOS or max_tokens)."""
+        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
+        return [t for _, t in self._generate(prompt, max_tokens, sampler, None, decode=False)]
+
+    def _generate(self, prompt, max_tokens: int, sampler: Sampler, stop, decode: bool = True):
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        if not ids:
+            raise ValueError("empty prompt: give at least one token (e.g. BOS)")
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        if len(ids) + max_tokens > self.n_ctx:
+            raise ValueError(f"context overflow: the prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) "
+                             f"exceed n_ctx = {self.n_ctx}")
+        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        self._check_tokens(np.asarray(ids))
+        if max_tokens == 0:
+            return
+        decoder = StreamDecoder(self._tok(), ids) if decode else None
+        eos = self.config.eos_token_id if self.tokenizer is None else self.tokenizer.eos_id
+        text, emitted = "", 0   # generated text so far, and how much of it has been yielded
+        history = list(ids)
+        logits = self._prefill(ids)
+        for i in range(max_tokens):
+            token = sampler.sample(logits, history)
+            if token == eos:
+                break
+            history.append(token)
+            piece = decoder.push(token) if decoder else ""
+            if stops and piece:
+                # never yield text that a stop string could still start in: hold back its prefix
+                text += piece
+                cuts = [text.find(s) for s in stops if s in text]
+                if cuts:
+                    yield text[emitted:min(cuts)], token
+                    return
+                hold = max(_overlap(text, s) for s in stops)
+                piece, emitted = text[emitted:len(text) - hold], len(text) - hold
+            yield piece, token
+            if i + 1 < max_tokens:
+                logits = self._eval([token])
+        if decoder:
+            tail = decoder.flush()
+            if stops:
+                text += tail
+                cuts = [text.find(s) for s in stops if s in text]
+                tail = text[emitted:min(cuts)] if cuts else text[emitted:]
+            if tail:
+                yield tail, -1
+
+    # --- export (issue 5) ---
+    def save(self, path: str | os.PathLike, qtype: str = "f16", *, pure: bool = False):
+        """Write this model as a GGUF file llama.cpp loads alone (see :func:`llamix.export_gguf`):
+        ``qtype`` is ``f32 f16 q8_0 q4_0 q4_0_mse q4_k q4_k_m q5_k_m q6_k``. Returns the export report."""
+        from ..quality.export import export_gguf
+
+        return export_gguf(self, path, qtype, pure=pure)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Model({os.path.basename(self.source)!r}, dim={c.dim}, layers={c.n_layers}, heads={c.n_heads}/"
+                f"{c.n_kv_heads}, vocab={c.vocab_size}, n_ctx={self.n_ctx})")
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of weights (as stored)."""
+        return sum(t.nbytes for t in self.tensors.values())
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``stop``."""
+    for n in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | None = None, quant: str | None = None,
+         threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32") -> Model:
+    """Load a model: a GGUF file (architecture ``llama``), a Hugging Face folder (config.json +
+    safetensors) or a llama2.c ``.bin`` checkpoint.
+
+    - ``tokenizer``: a SentencePiece ``.model`` file, to override or supply the model's own.
+    - ``quant``: ``"q4_0"``, ``"q8_0"`` or ``"f16"`` to convert float weights while loading
+      (tensor by tensor from the mapping); ``None`` keeps the stored types.
+    - ``threads``: compute threads (default: physical cores); ``n_ctx``: KV cache length
+      (default: the training context, at most 2048).
+    - ``kv_cache``: ``"f32"`` (default, exact) or ``"f16"`` (half the memory, as llama.cpp keeps it).
+    """
+    return Model(load_checkpoint(path, tokenizer=tokenizer, quant=quant), n_ctx=n_ctx, threads=threads,
+                 kv_cache=kv_cache)

@@ -1,0 +1,78 @@
+"""Token sampling, in llama.cpp's order: repetition penalty, then top-k, top-p (nucleus, Holtzman
+et al. 2019, https://arxiv.org/abs/1904.09751) and min-p (Nguyen et al. 2024,
+https://arxiv.org/abs/2407.01082) filters on the softmax of the raw logits, then temperature on
+the surviving logits, then one draw. ``temperature <= 0`` is greedy (argmax after the penalty).
+
+Definitions (p = softmax(logits), tokens sorted by decreasing p, ties by lower id):
+- top-k (k > 0): keep the k most probable tokens.
+- top-p (< 1): keep the shortest prefix whose probability (renormalised after top-k) reaches top_p.
+- min-p (> 0): keep tokens with p >= min_p * max(p).
+- temperature: the kept tokens are drawn with probability proportional to exp(logit / T).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+class Sampler:
+    def __init__(self, temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int | None = None):
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables it), got {top_k}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if not 0 <= min_p <= 1:
+            raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+        if repeat_penalty <= 0:
+            raise ValueError(f"repeat_penalty must be > 0, got {repeat_penalty}")
+        self.temperature, self.top_k, self.top_p, self.min_p = float(temperature), int(top_k), float(top_p), float(min_p)
+        self.repeat_penalty, self.repeat_last_n = float(repeat_penalty), int(repeat_last_n)
+        self.rng = np.random.default_rng(seed)
+
+    def penalize(self, logits: np.ndarray, history: Sequence[int]) -> np.ndarray:
+        """CTRL-style repetition penalty (Keskar et al. 2019) on the last ``repeat_last_n`` tokens:
+        positive logits are divided by the penalty, negative ones multiplied."""
+        if self.repeat_penalty == 1.0 or not len(history):
+            return logits
+        ids = np.unique(np.asarray(history[-self.repeat_last_n:], dtype=np.int64))
+        logits = logits.copy()
+        v = logits[ids]
+        logits[ids] = np.where(v > 0, v / self.repeat_penalty, v * self.repeat_penalty)
+        return logits
+
+    def candidates(self, logits: np.ndarray) -> np.ndarray:
+        """Token ids that survive top-k, top-p and min-p, most probable first."""
+        n = logits.shape[0]
+        if 0 < self.top_k < n:
+            idx = np.argpartition(-logits, self.top_k - 1)[:self.top_k]
+        else:
+            idx = np.arange(n)
+        idx = idx[np.lexsort((idx, -logits[idx]))]  # by decreasing logit, ties by id
+        p = np.exp(logits[idx].astype(np.float64) - logits[idx[0]])
+        p /= p.sum()
+        keep = n
+        if self.top_p < 1.0:
+            keep = int(np.searchsorted(np.cumsum(p), self.top_p - 1e-12)) + 1
+        if self.min_p > 0.0:
+            keep = min(keep, int(np.count_nonzero(p >= self.min_p * p[0])))
+        return idx[:max(keep, 1)]
+
+    def probabilities(self, logits: np.ndarray, history: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """(candidate ids, their sampling probabilities)."""
+        logits = self.penalize(np.asarray(logits, dtype=np.float32), history)
+        if self.temperature <= 0:
+            return np.array([int(np.argmax(logits))]), np.array([1.0])
+        idx = self.candidates(logits)
+        z = logits[idx].astype(np.float64) / self.temperature
+        p = np.exp(z - z.max())
+        return idx, p / p.sum()
+
+    def sample(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
+        idx, p = self.probabilities(logits, history)
+        if len(idx) == 1:
+            return int(idx[0])
+        return int(idx[min(int(np.searchsorted(np.cumsum(p), self.rng.random() * 1.0)), len(idx) - 1)])

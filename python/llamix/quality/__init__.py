@@ -1,0 +1,1 @@
+"""Quantize and export (GGUF), perplexity / KL divergence, and greedy model soups."""

@@ -1,0 +1,146 @@
+"""Perplexity, KL divergence and top-1 agreement, computed as llama.cpp's ``llama-perplexity`` does.
+
+Reference: llama.cpp ``tools/perplexity/perplexity.cpp`` (function ``perplexity``, and
+``kl_divergence`` for ``--kl-divergence``). The text is tokenized once (with BOS) and cut into
+non-overlapping windows of ``n_ctx`` tokens (a tail shorter than a window is dropped); the first
+token of every window is replaced by BOS; each window is evaluated from position 0, and only the
+second half is scored: the logits at positions ``n_ctx // 2 .. n_ctx - 2`` predict the next token.
+
+    PPL = exp(mean NLL),  its standard error  PPL * sqrt((mean NLL^2 - mean NLL^2) / (N - 1))
+    KL  = mean over scored positions of  sum_v p_base(v) (log p_base(v) - log p_model(v))
+    top-1 agreement = fraction of scored positions where both models' argmax agree
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class PerplexityResult:
+    """What ``llamix.perplexity`` measured; ``ppl_se``, ``kl_se`` and ``top1_se`` are standard errors."""
+
+    ppl: float
+    ppl_se: float
+    n_tokens: int                # scored tokens
+    n_chunks: int
+    n_ctx: int
+    chunk_ppl: list[float] = field(default_factory=list)   # running perplexity after each window
+    kl: float | None = None      # mean KL(base || model), nats
+    kl_se: float | None = None
+    top1: float | None = None    # top-1 agreement with the base model, 0..1
+    top1_se: float | None = None
+    nll: np.ndarray | None = field(default=None, repr=False)  # per scored token
+
+    def summary(self) -> str:
+        s = f"PPL = {self.ppl:.4f} +/- {self.ppl_se:.4f} ({self.n_tokens} tokens, {self.n_chunks} chunks of {self.n_ctx})"
+        if self.kl is not None:
+            s += f"\nMean KLD = {self.kl:.6f} +/- {self.kl_se:.6f}\nSame top p = {100 * self.top1:.3f} +/- {100 * self.top1_se:.3f} %"
+        return s
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64 (n, vocab)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _tokens(model, text) -> list[int]:
+    if isinstance(text, str):
+        return list(model.tokenize(text, bos=True))
+    return [int(t) for t in text]
+
+
+def _bos_id(model) -> int:
+    for obj, name in ((model, "bos_id"), (getattr(model, "tokenizer", None), "bos_id"), (getattr(model, "config", None), "bos_token_id")):
+        v = getattr(obj, name, None) if obj is not None else None
+        if v is not None:
+            return int(v() if callable(v) else v)
+    return 1
+
+
+def windows(tokens: list[int], n_ctx: int, bos: int) -> list[np.ndarray]:
+    """The non-overlapping evaluation windows, each starting with BOS."""
+    if n_ctx < 4:
+        raise ValueError(f"n_ctx must be at least 4, got {n_ctx}")
+    n_chunks = len(tokens) // n_ctx
+    if n_chunks < 1:
+        raise ValueError(f"the text has {len(tokens)} tokens: at least n_ctx = {n_ctx} are needed for one window")
+    out = []
+    for i in range(n_chunks):
+        w = np.asarray(tokens[i * n_ctx:(i + 1) * n_ctx], dtype=np.int64)
+        w[0] = bos
+        out.append(w)
+    return out
+
+
+def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | None = None,
+               progress: bool | None = None) -> PerplexityResult:
+    """Perplexity of ``model`` on ``text`` (a string, or token ids) as llama.cpp computes it.
+
+    ``kl_base``: a second model (the unquantized one) to compare token distributions with: adds
+    the mean KL divergence KL(base || model) and the top-1 agreement. ``n_batch``: tokens per
+    forward call inside a window (default: the whole window at once).
+    """
+    from ..progress import Progress
+
+    n_ctx = int(n_ctx)
+    for m in (model, kl_base):
+        max_ctx = getattr(m, "n_ctx", None) if m is not None else None
+        if max_ctx and n_ctx > int(max_ctx):
+            raise ValueError(f"n_ctx {n_ctx} exceeds the context the model was loaded with ({max_ctx})")
+    if n_batch is not None and int(n_batch) <= 0:
+        raise ValueError(f"n_batch must be positive, got {n_batch}")
+    tokens = _tokens(model, text)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if kl_base is not None and vocab and getattr(kl_base.config, "vocab_size", vocab) != vocab:
+        raise ValueError(f"the base model's vocabulary ({kl_base.config.vocab_size}) differs from the model's ({vocab})")
+    wins = windows(tokens, n_ctx, _bos_id(model))
+    first = n_ctx // 2
+    nll_all, kl_all, top1_all, chunk_ppl = [], [], [], []
+    with Progress(len(wins), "perplexity", quiet=None if progress is None else not progress) as bar:
+        for w in wins:
+            lp = log_softmax(_window_logits(model, w, n_batch)[first:n_ctx - 1])
+            target = w[first + 1:]
+            nll = -lp[np.arange(len(target)), target]
+            nll_all.append(nll)
+            if kl_base is not None:
+                lb = log_softmax(_window_logits(kl_base, w, n_batch)[first:n_ctx - 1])
+                kl_all.append((np.exp(lb) * (lb - lp)).sum(axis=-1))
+                top1_all.append(lb.argmax(-1) == lp.argmax(-1))
+            chunk_ppl.append(math.exp(np.concatenate(nll_all).mean()))
+            bar.update(1, f"ppl {chunk_ppl[-1]:.4f}")
+    nll = np.concatenate(nll_all)
+    res = PerplexityResult(ppl=math.exp(nll.mean()), ppl_se=0.0, n_tokens=len(nll), n_chunks=len(wins), n_ctx=n_ctx,
+                           chunk_ppl=chunk_ppl, nll=nll)
+    res.ppl_se = res.ppl * _sem(nll)
+    if kl_base is not None:
+        kl = np.concatenate(kl_all)
+        top1 = np.concatenate(top1_all).astype(np.float64)
+        res.kl, res.kl_se = float(kl.mean()), _sem(kl)
+        res.top1, res.top1_se = float(top1.mean()), _sem(top1)
+    return res
+
+
+def _sem(v: np.ndarray) -> float:
+    """Standard error of the mean, as llama.cpp: sqrt((E[v^2] - E[v]^2) / (N - 1))."""
+    if len(v) < 2:
+        return 0.0
+    var = float(np.mean(v * v) - np.mean(v) ** 2)
+    return math.sqrt(var / (len(v) - 1)) if var > 0 else 0.0
+
+
+def _window_logits(model, ids: np.ndarray, n_batch: int | None) -> np.ndarray:
+    """Logits (n_ctx, vocab) of one window evaluated from position 0, ``n_batch`` tokens per
+    forward call (all at once when None)."""
+    ids = [int(t) for t in ids]
+    if not n_batch or n_batch >= len(ids):
+        return np.asarray(model.logits(ids))
+    # a llamix Model: continue the sequence batch by batch in its KV cache
+    if not hasattr(model, "_eval"):
+        raise ValueError("n_batch needs a llamix Model (or a model whose logits() takes whole windows)")
+    model.reset()
+    return np.concatenate([model._eval(ids[i:i + n_batch], all_logits=True) for i in range(0, len(ids), n_batch)])

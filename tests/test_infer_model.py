@@ -1,0 +1,222 @@
+"""End-to-end inference on the real stories260K model (llama2.c .bin and HF folder), quantized
+loading, the KV cache, GGUF round trips, and error cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import llamix
+from llamix.formats.gguf import GGUFWriter
+from llamix.model import model as model_mod
+from llamix.model.gguf_file import save_gguf
+
+# assets/README.md: BOS + "Once upon a time", 60 greedy tokens with fp32 weights
+PROMPT_IDS = [1, 403, 407, 261, 378]
+GREEDY_60 = [432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411,
+             322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391,
+             266, 267, 337, 335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13, 438, 310]
+TEXT = ('Tom and Sue went to the park. They saw a big dog. The dog was brown and happy. Tom said, "Can we play with '
+        'the dog?" Sue said, "Yes, let us ask mom." Mom said they could play. They threw a ball and the dog ran fast. '
+        'They all laughed and had fun in the sun.')
+
+
+@pytest.fixture(scope="module")
+def bin_path(assets):
+    return assets / "stories260K" / "stories260K.bin"
+
+
+@pytest.fixture(scope="module")
+def fp32(bin_path):
+    return llamix.load(bin_path)
+
+
+def _nrmse(a, ref):
+    return float(np.sqrt(((a - ref) ** 2).mean() / (ref ** 2).mean()))
+
+
+def _perplexity(m, ids):
+    lg = m.logits(ids).astype(np.float64)
+    lg -= lg.max(axis=1, keepdims=True)
+    logp = lg - np.log(np.exp(lg).sum(axis=1, keepdims=True))
+    return float(np.exp(-logp[np.arange(len(ids) - 1), ids[1:]].mean()))
+
+
+def test_greedy_matches_known_good_tokens(fp32, isa):
+    assert fp32.tokenize("Once upon a time") == PROMPT_IDS
+    assert fp32.generate_tokens("Once upon a time", max_tokens=60, temperature=0) == GREEDY_60
+
+
+def test_generate_returns_completion_text(fp32):
+    text = fp32.generate("Once upon a time", max_tokens=60, temperature=0)
+    assert text == fp32.detokenize(PROMPT_IDS + GREEDY_60)[len("Once upon a time"):]
+    assert text.startswith(", there was a little girl named Lily.")
+    assert "".join(fp32.stream("Once upon a time", max_tokens=60, temperature=0)) == text
+    assert fp32.generate("Once upon a time", max_tokens=60, temperature=0, stop=["Lily."]) == \
+        ", there was a little girl named "
+    assert fp32.generate("Once upon a time", max_tokens=0) == ""
+
+
+def test_hf_folder_and_bin_give_the_same_logits(fp32, assets):
+    hf = llamix.load(assets / "stories260K_hf")
+    ids = fp32.tokenize(TEXT)[:40]
+    a, b = fp32.logits(ids), hf.logits(ids)
+    # same weights after the rotate-half -> adjacent-pair row permutation: float32 rounding only
+    assert np.allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+    assert hf.generate_tokens(PROMPT_IDS, 60, temperature=0) == GREEDY_60
+
+
+# Tolerances (normalised RMS error of all logits over a 110-token text, and perplexity):
+# - f16 weights: relative rounding 2^-11 per weight, averaging down over dot products -> 1e-3.
+# - Q8_0: weights 0.5% RMS error plus Q8_0 activation rounding (~0.5%) per matmul, through 35
+#   matmuls (5 layers x 7) -> at most ~3%; perplexity within 2%.
+# - Q4_0: 8.6% RMS weight error per matmul (KERNELS.md) -> 20%; perplexity within 15%.
+@pytest.mark.parametrize("quant,max_nrmse,ppl_margin", [("f16", 1e-3, 0.001), ("q8_0", 0.03, 0.02), ("q4_0", 0.2, 0.15)])
+def test_quantized_logits_and_perplexity(fp32, bin_path, quant, max_nrmse, ppl_margin):
+    m = llamix.load(bin_path, quant=quant)
+    assert m.tensors["blk.0.attn_q.weight"].qtype == quant
+    # rows of 172 weights are not whole blocks: llama.cpp's rule keeps them F16
+    assert m.tensors["blk.0.ffn_down.weight"].qtype == "f16"
+    assert m.nbytes < fp32.nbytes * (0.6 if quant != "q4_0" else 0.4)
+    ids = fp32.tokenize(TEXT)
+    assert _nrmse(m.logits(ids), fp32.logits(ids)) <= max_nrmse
+    p, p32 = _perplexity(m, ids), _perplexity(fp32, ids)
+    assert abs(p / p32 - 1) <= ppl_margin, (p, p32)
+
+
+def test_cached_decoding_equals_full_sequence(fp32, monkeypatch):
+    ids = fp32.tokenize(TEXT)[:30]
+    full = fp32.logits(ids)
+    fp32.reset()
+    step = np.stack([fp32._eval([t]) for t in ids])
+    assert np.array_equal(step, full)  # same kernels per row: bit-identical
+    monkeypatch.setattr(model_mod, "N_BATCH", 7)  # prompt split across several forward calls
+    assert np.array_equal(fp32.logits(ids), full)
+
+
+def test_thread_count_does_not_change_results(bin_path, threads):
+    m = llamix.load(bin_path, quant="q4_0")
+    ids = PROMPT_IDS + GREEDY_60[:20]
+    out = m.logits(ids)
+    llamix.set_threads(1)
+    assert np.array_equal(llamix.load(bin_path, quant="q4_0").logits(ids), out)
+
+
+def test_isa_variants_agree(bin_path, isa):
+    m = llamix.load(bin_path, quant="q8_0")
+    ids = PROMPT_IDS + GREEDY_60[:20]
+    out = m.logits(ids)
+    llamix.set_isa("scalar")
+    ref = m.logits(ids)
+    # same quantized activations; only float summation order differs between variants
+    assert np.allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("quant", [None, "q4_0"])
+def test_gguf_round_trip(fp32, bin_path, tmp_path, quant):
+    m = llamix.load(bin_path, quant=quant)
+    path = tmp_path / "m.gguf"
+    save_gguf(path, m.config, m.tensors, m.tokenizer)
+    g = llamix.load(path)
+    assert g.config.n_kv_heads == 4 and g.config.tie_embeddings
+    assert g.tokenize("Once upon a time") == PROMPT_IDS  # tokenizer rebuilt from GGUF metadata
+    ids = PROMPT_IDS + GREEDY_60[:10]
+    assert np.array_equal(g.logits(ids), m.logits(ids))  # used in place, same bytes
+
+
+def test_seeded_sampling_is_reproducible(fp32):
+    a = fp32.generate("Once upon a time", max_tokens=30, temperature=1.0, seed=123)
+    b = fp32.generate("Once upon a time", max_tokens=30, temperature=1.0, seed=123)
+    c = fp32.generate("Once upon a time", max_tokens=30, temperature=1.0, seed=124)
+    assert a == b and a != c
+
+
+def test_context_overflow_and_bad_tokens(bin_path):
+    m = llamix.load(bin_path, n_ctx=16)
+    with pytest.raises(ValueError, match="context overflow"):
+        m.logits(list(range(1, 18)))
+    with pytest.raises(ValueError, match="context overflow"):
+        m.generate("Once upon a time", max_tokens=20)
+    m.logits(PROMPT_IDS)
+    with pytest.raises(ValueError, match="context overflow"):
+        m._eval(list(range(1, 13)))
+    with pytest.raises(ValueError, match="token id 512 is outside the vocabulary"):
+        m.logits([1, 512])
+    with pytest.raises(ValueError, match="token id -1"):
+        m.logits([1, -1])
+    with pytest.raises(ValueError, match="quant"):
+        llamix.load(bin_path, quant="q3_x")
+
+
+def test_corrupt_files_name_the_file(tmp_path, bin_path):
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(bin_path.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=r"cut\.bin: truncated"):
+        llamix.load(cut)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        llamix.load(tmp_path / "nope.gguf")
+
+
+def _tiny_gguf(path, **over):
+    """A 1-layer llama GGUF with arbitrary tensors (for error cases)."""
+    meta = {"general.architecture": "llama", "llama.embedding_length": 32, "llama.block_count": 1,
+            "llama.feed_forward_length": 64, "llama.attention.head_count": 2, "llama.context_length": 64,
+            "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.vocab_size": 16}
+    meta.update(over.pop("meta", {}))
+    w = GGUFWriter(path)
+    for k, v in meta.items():
+        if v is not None:
+            w.add(k, v)
+    shapes = {"token_embd.weight": (16, 32), "output_norm.weight": (32,), "blk.0.attn_norm.weight": (32,),
+              "blk.0.ffn_norm.weight": (32,), "blk.0.attn_q.weight": (32, 32), "blk.0.attn_k.weight": (32, 32),
+              "blk.0.attn_v.weight": (32, 32), "blk.0.attn_output.weight": (32, 32),
+              "blk.0.ffn_gate.weight": (64, 32), "blk.0.ffn_up.weight": (64, 32), "blk.0.ffn_down.weight": (32, 64)}
+    for name, shape in shapes.items():
+        t = over.get(name)
+        if t is None:
+            w.add_tensor(name, np.full(shape, 0.01, np.float32))
+        else:
+            w.add_tensor(name, *t)
+    w.write()
+    return path
+
+
+def test_gguf_errors_name_file_field_and_type(tmp_path):
+    ok = llamix.load(_tiny_gguf(tmp_path / "ok.gguf"))
+    assert ok.logits([0, 1, 2]).shape == (3, 16)
+    with pytest.raises(ValueError, match="no tokenizer"):
+        ok.tokenize("hi")
+    # a K-quant tensor (rows of 256): the loader refuses it by name
+    p = tmp_path / "k.gguf"
+    w = GGUFWriter(p)
+    for k, v in {"general.architecture": "llama", "llama.embedding_length": 32, "llama.block_count": 1,
+                 "llama.feed_forward_length": 256, "llama.attention.head_count": 2,
+                 "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.vocab_size": 16}.items():
+        w.add(k, v)
+    for name, shape in {"token_embd.weight": (16, 32), "output_norm.weight": (32,), "blk.0.attn_norm.weight": (32,),
+                        "blk.0.ffn_norm.weight": (32,), "blk.0.attn_q.weight": (32, 32),
+                        "blk.0.attn_k.weight": (32, 32), "blk.0.attn_v.weight": (32, 32),
+                        "blk.0.attn_output.weight": (32, 32), "blk.0.ffn_gate.weight": (256, 32),
+                        "blk.0.ffn_up.weight": (256, 32)}.items():
+        w.add_tensor(name, np.zeros(shape, np.float32))
+    # Q2_K: a type llamix does not compute with (Q4_K/Q5_K/Q6_K load since issue 5)
+    w.add_tensor("blk.0.ffn_down.weight", np.zeros((32, 84), np.uint8), "Q2_K", (32, 256))
+    w.write()
+    with pytest.raises(ValueError, match=r"k\.gguf: tensor 'blk\.0\.ffn_down\.weight' has type Q2_K"):
+        llamix.load(p)
+    with pytest.raises(ValueError, match=r"missing\.gguf: required metadata key 'llama\.block_count'"):
+        llamix.load(_tiny_gguf(tmp_path / "missing.gguf", meta={"llama.block_count": None}))
+    with pytest.raises(ValueError, match="architecture 'gpt2'"):
+        llamix.load(_tiny_gguf(tmp_path / "arch.gguf", meta={"general.architecture": "gpt2"}))
+    with pytest.raises(ValueError, match=r"shape\.gguf: tensor 'blk\.0\.attn_q\.weight' has shape \(16, 32\)"):
+        llamix.load(_tiny_gguf(tmp_path / "shape.gguf", **{"blk.0.attn_q.weight": (np.zeros((16, 32), np.float32),)}))
+
+
+def test_fp16_kv_cache(bin_path, fp32):
+    """An fp16 cache rounds each key/value to 11 significant bits (relative 2^-11 ~ 5e-4); through
+    5 layers of attention the logits move by well under 1%, and greedy decoding keeps its course."""
+    m = llamix.load(bin_path, kv_cache="f16")
+    ids = fp32.tokenize(TEXT)
+    assert _nrmse(m.logits(ids), fp32.logits(ids)) <= 5e-3
+    assert m.generate_tokens(PROMPT_IDS, 60, temperature=0) == GREEDY_60
+    with pytest.raises(ValueError, match="KV cache type"):
+        llamix.load(bin_path, kv_cache="q8")

@@ -1,0 +1,118 @@
+"""The transformer ops (RMSNorm, RoPE, SwiGLU, attention) for every kernel variant, against
+float64 numpy oracles written from the formulas, on sizes around the 8-lane SIMD width."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llamix import _C
+
+SIZES = [1, 7, 8, 9, 31, 64, 100, 129]
+EPS32 = 2.0 ** -23
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_rmsnorm(isa, n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((3, n)).astype(np.float32) * 3
+    w = rng.standard_normal(n).astype(np.float32)
+    y = _C.rmsnorm(x, w, 1e-5)
+    x64 = x.astype(np.float64)
+    ref = x64 / np.sqrt((x64 ** 2).mean(axis=1, keepdims=True) + 1e-5) * w
+    # float32 sum of n squares (relative error <= n eps) enters through a square root: n eps / 2, plus
+    # the rounding of the three products
+    bound = (n / 2 + 4) * EPS32 * np.abs(ref) + 1e-30
+    assert (np.abs(y - ref) <= bound).all()
+
+
+@pytest.mark.parametrize("head_dim", [2, 8, 64, 130])
+def test_rope_rotates_adjacent_pairs(isa, head_dim):
+    rng = np.random.default_rng(head_dim)
+    x = rng.standard_normal((3, head_dim)).astype(np.float32)
+    ang = rng.uniform(-10, 10, head_dim // 2)
+    cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+    y = _C.rope(x, cos, sin)
+    a, b = x[:, 0::2].astype(np.float64), x[:, 1::2].astype(np.float64)
+    ref = np.empty_like(x, dtype=np.float64)
+    ref[:, 0::2] = a * cos - b * sin
+    ref[:, 1::2] = a * sin + b * cos
+    assert np.abs(y - ref).max() <= 4 * EPS32 * (np.abs(a) + np.abs(b)).max()
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_swiglu(isa, n):
+    rng = np.random.default_rng(100 + n)
+    g = (rng.standard_normal(n) * 6).astype(np.float32)
+    g[0] = -100.0  # exp overflow region: silu(-100) is -0 to float32 precision
+    u = rng.standard_normal(n).astype(np.float32)
+    y = _C.swiglu(g, u)
+    g64 = g.astype(np.float64)
+    ref = g64 / (1 + np.exp(-g64)) * u
+    # SIMD exp is a polynomial with relative error < 2e-7 (a few ulp); plus the divide and multiply
+    assert np.allclose(y, ref, rtol=8 * EPS32, atol=1e-30)
+
+
+@pytest.mark.parametrize("n_keys", [1, 2, 7, 8, 9, 33, 300])
+@pytest.mark.parametrize("head_dim", [8, 64, 72, 100])
+def test_attention(isa, n_keys, head_dim):
+    rng = np.random.default_rng(n_keys * 1000 + head_dim)
+    q = rng.standard_normal(head_dim).astype(np.float32)
+    k = rng.standard_normal((n_keys, head_dim)).astype(np.float32)
+    v = rng.standard_normal((n_keys, head_dim)).astype(np.float32)
+    scale = float(1 / np.sqrt(head_dim))
+    out = _C.attention(q, k, v, scale)
+    s = k.astype(np.float64) @ q * scale
+    p = np.exp(s - s.max())
+    p /= p.sum()
+    ref = p @ v.astype(np.float64)
+    # scores carry head_dim eps relative error of sum|q k|; softmax propagates it additively;
+    # the weighted sum adds n_keys eps of sum p|v|
+    score_err = head_dim * EPS32 * (np.abs(k) @ np.abs(q)).max() * scale
+    bound = (2 * score_err + (n_keys + 8) * EPS32) * np.abs(v).max() * 2
+    assert np.abs(out - ref).max() <= bound
+
+
+def test_simd_variants_agree_with_reference_closely():
+    """Every ISA's ops stay within a few ulp of the scalar reference (same formulas)."""
+    rng = np.random.default_rng(7)
+    q = rng.standard_normal(64).astype(np.float32)
+    k = rng.standard_normal((50, 64)).astype(np.float32)
+    v = rng.standard_normal((50, 64)).astype(np.float32)
+    before = _C.isa()
+    outs = {}
+    try:
+        for isa in _C.available_isas():
+            _C.set_isa(isa)
+            outs[isa] = _C.attention(q, k, v, 0.125)
+    finally:
+        _C.set_isa(before)
+    for isa, o in outs.items():
+        assert np.allclose(o, outs["scalar"], rtol=1e-5, atol=1e-6), isa
+
+
+def test_ops_reject_bad_input():
+    with pytest.raises(ValueError, match="float32"):
+        _C.rmsnorm(np.zeros((2, 4)), np.zeros(4, np.float32), 1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        _C.rmsnorm(np.zeros((2, 4), np.float32), np.zeros(5, np.float32), 1e-5)
+    with pytest.raises(ValueError):
+        _C.attention(np.zeros(8, np.float32), np.zeros((0, 8), np.float32), np.zeros((0, 8), np.float32), 1.0)
+
+
+@pytest.mark.parametrize("n_keys", [1, 9, 300])
+@pytest.mark.parametrize("head_dim", [8, 64, 100])
+def test_attention_fp16_cache(isa, n_keys, head_dim):
+    """With fp16 keys/values the kernel computes exactly the float32 attention of the rounded
+    values (the conversion is exact), so the float32 bound applies to that oracle."""
+    rng = np.random.default_rng(n_keys + head_dim)
+    q = rng.standard_normal(head_dim).astype(np.float32)
+    k = rng.standard_normal((n_keys, head_dim)).astype(np.float16)
+    v = rng.standard_normal((n_keys, head_dim)).astype(np.float16)
+    scale = float(1 / np.sqrt(head_dim))
+    out = _C.attention_f16(q, k.view(np.uint16), v.view(np.uint16), scale)
+    exact = _C.attention(q, k.astype(np.float32), v.astype(np.float32), scale)
+    assert np.allclose(out, exact, rtol=1e-5, atol=1e-6)
+    s = k.astype(np.float64) @ q * scale
+    p = np.exp(s - s.max())
+    ref = (p / p.sum()) @ v.astype(np.float64)
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(v).max()

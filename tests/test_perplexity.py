@@ -1,0 +1,135 @@
+"""Perplexity, KL divergence and top-1 agreement as llama.cpp's llama-perplexity computes them.
+
+Oracles: an independent float64 numpy forward pass of stories260K (tests/oracle_llama.py) with
+the windowing rule re-implemented here from llama.cpp's perplexity.cpp; llama.cpp itself (its
+logits through llama-cpp-python) on the same GGUF file.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import llamix
+from llamix.quality.perplexity import windows
+
+import oracle_llama
+from conftest import require_peer
+
+TEXT = (Path(__file__).parent / "data" / "stories_eval.txt").read_text()
+
+
+@pytest.fixture(scope="module")
+def s260(assets):
+    return llamix.load(assets / "stories260K" / "stories260K.bin", n_ctx=256)
+
+
+def _oracle_ppl(nll_of_window, tokens, n_ctx, bos=1):
+    """llama.cpp's rule: windows of n_ctx (tail dropped), first token -> BOS, score the logits at
+    n_ctx//2 .. n_ctx-2 against the next token; PPL = exp(mean), SE = PPL * std / sqrt(N - 1)."""
+    nll = []
+    for i in range(len(tokens) // n_ctx):
+        win = list(tokens[i * n_ctx:(i + 1) * n_ctx])
+        win[0] = bos
+        nll.extend(nll_of_window(win)[n_ctx // 2:n_ctx - 1])
+    nll = np.array(nll)
+    ppl = math.exp(nll.mean())
+    return ppl, ppl * nll.std() / math.sqrt(len(nll) - 1), len(nll)
+
+
+def _nll_numpy(w):
+    def f(win):
+        lg = oracle_llama.logits(w, win)
+        lg = lg - lg.max(-1, keepdims=True)
+        lp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
+        return [-lp[j, win[j + 1]] for j in range(len(win) - 1)] + [0.0]
+    return f
+
+
+def test_perplexity_matches_numpy_oracle(assets, s260):
+    """f32 llamix vs the float64 oracle: logits differ by ~1e-6 relative (float32 rounding over
+    5 layers), so mean NLL differs by < 1e-5 nats: PPL within 1e-4 relative."""
+    w = oracle_llama.read_llama2c(assets / "stories260K" / "stories260K.bin")
+    tokens = s260.tokenize(TEXT[:2000])
+    ppl, se, n = _oracle_ppl(_nll_numpy(w), tokens, 64)
+    r = llamix.perplexity(s260, TEXT[:2000], n_ctx=64)
+    assert r.n_tokens == n and r.n_chunks == len(tokens) // 64
+    assert r.ppl == pytest.approx(ppl, rel=1e-4)
+    assert r.ppl_se == pytest.approx(se, rel=1e-3)
+    assert 1.5 < r.ppl < 20  # a trained model on in-domain text
+
+
+def test_kl_of_model_with_itself_is_zero(s260):
+    r = llamix.perplexity(s260, TEXT[:3000], n_ctx=128, kl_base=s260)
+    assert r.kl == 0.0 and r.kl_se == 0.0
+    assert r.top1 == 1.0
+
+
+def test_kl_and_top1_against_numpy(assets, s260):
+    """KL(base || q4_0) and top-1 agreement recomputed from the two models' logits in float64."""
+    q = llamix.load(assets / "stories260K" / "stories260K.bin", quant="q4_0", n_ctx=256)
+    r = llamix.perplexity(q, TEXT[:2500], n_ctx=128, kl_base=s260)
+    kl, top = [], []
+    for win in windows(s260.tokenize(TEXT[:2500]), 128, 1):
+        a = s260.logits(win)[64:127].astype(np.float64)
+        b = q.logits(win)[64:127].astype(np.float64)
+        la = a - a.max(-1, keepdims=True); la -= np.log(np.exp(la).sum(-1, keepdims=True))
+        lb = b - b.max(-1, keepdims=True); lb -= np.log(np.exp(lb).sum(-1, keepdims=True))
+        kl.extend((np.exp(la) * (la - lb)).sum(-1))
+        top.extend(a.argmax(-1) == b.argmax(-1))
+    assert r.kl == pytest.approx(np.mean(kl), rel=1e-9)
+    assert r.top1 == pytest.approx(np.mean(top), abs=1e-12)
+    assert 0 < r.kl < 0.5 and 0.5 < r.top1 < 1
+
+
+def test_batched_windows_equal_whole(s260):
+    """n_batch splits a window into forward calls through the KV cache: same logits up to float32
+    reduction order, so PPL within 1e-5 relative."""
+    a = llamix.perplexity(s260, TEXT[:2000], n_ctx=128)
+    b = llamix.perplexity(s260, TEXT[:2000], n_ctx=128, n_batch=48)
+    assert b.ppl == pytest.approx(a.ppl, rel=1e-5)
+
+
+def test_bad_input(s260):
+    with pytest.raises(ValueError, match="at least n_ctx"):
+        llamix.perplexity(s260, "Once upon a time", n_ctx=128)
+    with pytest.raises(ValueError, match="exceeds the context"):
+        llamix.perplexity(s260, TEXT, n_ctx=512)
+    with pytest.raises(ValueError, match="n_batch"):
+        llamix.perplexity(s260, TEXT, n_ctx=64, n_batch=0)
+
+
+def test_cli(assets, tmp_path, capsys):
+    from llamix.cli import main
+
+    f = tmp_path / "t.txt"
+    f.write_text(TEXT[:2000])
+    model = str(assets / "stories260K" / "stories260K.bin")
+    assert main(["perplexity", "-m", model, "-f", str(f), "--ctx", "64", "--kl-base", model]) == 0
+    out = capsys.readouterr().out
+    assert "PPL = " in out and "Mean KLD = 0.000000" in out and "Same top p = 100.000" in out
+
+
+@pytest.mark.peers
+def test_perplexity_matches_llama_cpp(assets, tmp_path):
+    """The same q8_0 GGUF in llama.cpp (its logits, our windowing rule) and in llamix: logits
+    differ by llama.cpp's fp16 KV cache and activation rounding (~1e-3 relative), so PPL agrees
+    within 0.5 %."""
+    llama_cpp = require_peer("llama_cpp")
+    path = tmp_path / "s260_q8_0.gguf"
+    llamix.export_gguf(assets / "stories260K" / "stories260K.bin", path, "q8_0")
+    m = llamix.load(path, n_ctx=128)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
+
+    def nll(win):
+        llm.reset()
+        llm.eval(win)
+        lg = np.array(llm.scores[:len(win)], dtype=np.float64)
+        lg -= lg.max(-1, keepdims=True)
+        lp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
+        return [-lp[j, win[j + 1]] for j in range(len(win) - 1)] + [0.0]
+
+    ppl, _, _ = _oracle_ppl(nll, m.tokenize(TEXT[:3000]), 128)
+    assert llamix.perplexity(m, TEXT[:3000], n_ctx=128).ppl == pytest.approx(ppl, rel=5e-3)

@@ -1,0 +1,79 @@
+"""The persistent thread pool: many tiny parallel regions, resizing while idle, determinism,
+and calls from several Python threads at once (the pool serialises them)."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import llamix
+from llamix import _C
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    before = _C.threads()
+    yield
+    llamix.set_threads(before)
+
+
+def test_many_tiny_calls_stay_correct():
+    """Thousands of one-token calls (as decoding makes): each wakes the pool and must neither hang
+    nor mix up results. 48 rows = 3 groups -> 3 tasks, so both threads take part."""
+    rng = np.random.default_rng(0)
+    qw = llamix.quantize(rng.standard_normal((48, 64)).astype(np.float32), "q4_0")
+    xs = rng.standard_normal((64, 64)).astype(np.float32)
+    llamix.set_threads(2)
+    expected = llamix.matmul(xs, qw)  # rows are independent: one call with all tokens
+    p = qw.prepared()
+    for i in range(3000):
+        j = i % 64
+        np.testing.assert_array_equal(p.matmul(xs[j:j + 1])[0], expected[j])
+
+
+def test_set_threads_while_idle():
+    rng = np.random.default_rng(1)
+    qw = llamix.quantize(rng.standard_normal((200, 256)).astype(np.float32), "q8_0")
+    x = rng.standard_normal((5, 256)).astype(np.float32)
+    llamix.set_threads(1)
+    expected = llamix.matmul(x, qw)
+    for n in [2, 3, 1, 4, 2, 2, 1]:
+        llamix.set_threads(n)
+        assert llamix.cpu_info()["threads"] == n
+        np.testing.assert_array_equal(llamix.matmul(x, qw), expected)
+    llamix.set_threads(None)  # back to the default: LLAMIX_THREADS, else one per physical core
+    default = int(os.environ.get("LLAMIX_THREADS", "0")) or _C.physical_cores()
+    assert llamix.cpu_info()["threads"] == default
+
+
+def test_set_threads_rejects_negative():
+    with pytest.raises(ValueError):
+        llamix.set_threads(-1)
+
+
+@pytest.mark.parametrize("n", [1, 3, 64])
+def test_bit_identical_for_any_thread_count(isa, n):
+    rng = np.random.default_rng(n)
+    qw = llamix.quantize(rng.standard_normal((333, 320)).astype(np.float32), "q4_0")
+    x = rng.standard_normal((n, 320)).astype(np.float32)
+    outs = []
+    for t in [1, 2, 3, 5]:
+        llamix.set_threads(t)
+        outs.append(llamix.matmul(x, qw))
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+
+
+def test_concurrent_python_threads():
+    """Kernels release the GIL; parallel regions from several Python threads take turns."""
+    rng = np.random.default_rng(2)
+    qw = llamix.quantize(rng.standard_normal((96, 128)).astype(np.float32), "q4_0")
+    xs = [rng.standard_normal((3, 128)).astype(np.float32) for _ in range(16)]
+    llamix.set_threads(2)
+    expected = [llamix.matmul(x, qw) for x in xs]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda x: llamix.matmul(x, qw), xs * 8))
+    for i, y in enumerate(got):
+        np.testing.assert_array_equal(y, expected[i % 16])
