@@ -22,5 +22,9 @@ else:
     run_merge(cfg, out, MergeOptions(copy_tokenizer=False, lazy_unpickle=False, write_model_card=False, quiet=True,
                                      device="cpu", random_seed=0))
 t2 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "merge_s": t2 - t1,
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM is the peak RSS of this process image; ru_maxrss would also count the parent's resident
+# set at fork time, which the child inherits as its starting high-water mark.
+with open("/proc/self/status") as f:
+    hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+print(json.dumps({"import_s": t1 - t0, "merge_s": t2 - t1, "maxrss_mb": hwm_kb / 1024,
+                  "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

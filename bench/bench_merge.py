@@ -150,7 +150,7 @@ def main() -> int:
               f"{m['merge_s'] / l['merge_s']:.1f}x | {gbs:.2f} ({gbs / bw:.0%}) | {l['maxrss_mb']:.0f} | "
               f"{m['maxrss_mb']:.0f} | {l['maxrss_mb'] / m['maxrss_mb']:.2f} | {verdict} |")
     print("\ntimes: median merge time inside the process (imports excluded: llamix ~0.1 s, mergekit/torch ~2-4 s); "
-          "RSS: peak resident set of the merging process (ru_maxrss)")
+          "RSS: peak resident set of the merging process (VmHWM)")
     return 0
 
 

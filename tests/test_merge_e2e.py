@@ -296,3 +296,92 @@ def test_stories260k_perturbed_copies_merge_and_generate(tmp_path, assets):
     model = llamix.load(str(out))
     text = model.generate("Once upon a time", max_tokens=16) if hasattr(model, "generate") else None
     assert text
+
+
+# Configs from mergekit's examples folder (examples/gradient-slerp.yml, orcamini-platy-44layer.yml,
+# linear.yml, bio-merge.yml), kept as they are; the Hub names resolve to local folders beside them.
+MERGEKIT_EXAMPLES = {
+    "gradient-slerp": """slices:
+  - sources:
+      - model: psmathur/orca_mini_v3_13b
+        layer_range: [0, 40]
+      - model: garage-bAInd/Platypus2-13B
+        layer_range: [0, 40]
+merge_method: slerp
+base_model: psmathur/orca_mini_v3_13b
+parameters:
+  t:
+    - pattern: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - pattern: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: float16
+""",
+    "orcamini-platy-44layer": """slices:
+  - sources:
+    - model: psmathur/orca_mini_v3_13b
+      layer_range: [0, 24]
+  - sources:
+    - model: garage-bAInd/Platypus2-13B
+      layer_range: [20, 40]
+merge_method: passthrough
+dtype: float16
+""",
+    "linear": """models:
+  - model: psmathur/orca_mini_v3_13b
+    parameters:
+      weight: 1.0
+  - model: WizardLM/WizardLM-13B-V1.2
+    parameters:
+      weight: 0.3
+  - model: garage-bAInd/Platypus2-13B
+    parameters:
+      weight: 0.5
+merge_method: linear
+dtype: float16
+""",
+    "bio-merge": """models:
+  - model: mistralai/Mistral-7B-Instruct-v0.2
+    parameters:
+      density: 0.5
+      weight: 0.5
+  - model: BioMistral/BioMistral-7B
+    parameters:
+      density: 0.5
+      weight: 0.5
+merge_method: ties
+base_model: mistralai/Mistral-7B-v0.1
+parameters:
+  normalize: false
+  int8_mask: true
+dtype: float16""",
+}
+
+
+@pytest.fixture(scope="module")
+def hub_like(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub")
+    names = ["psmathur/orca_mini_v3_13b", "garage-bAInd/Platypus2-13B", "WizardLM/WizardLM-13B-V1.2",
+             "mistralai/Mistral-7B-Instruct-v0.2", "BioMistral/BioMistral-7B", "mistralai/Mistral-7B-v0.1"]
+    base = tiny_tensors(7, layers=40, hidden=8, ffn=8, vocab=16)
+    for i, name in enumerate(names):
+        write_model(root / name, perturbed(base, 100 + i), layers=40, hidden=8, vocab=16)
+    return root
+
+
+@pytest.mark.parametrize("example", list(MERGEKIT_EXAMPLES))
+def test_mergekit_examples_run_unchanged(tmp_path, hub_like, example):
+    cfg = hub_like / f"{example}.yml"
+    cfg.write_text(MERGEKIT_EXAMPLES[example])
+    out = tmp_path / "out"
+    llamix.merge(cfg, out, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["torch_dtype"] == "float16"
+    assert config["num_hidden_layers"] == (44 if example == "orcamini-platy-44layer" else 40)
+    got = read_model(out)
+    assert all(np.isfinite(v).all() for v in got.values())
+    if example == "gradient-slerp":  # `pattern` acts as `filter`: layer 0 attention is the base (t = 0)
+        a = f64(read_model(hub_like / "psmathur/orca_mini_v3_13b"))
+        name = "model.layers.0.self_attn.q_proj.weight"
+        np.testing.assert_array_equal(got[name], a[name].astype(np.float16).astype(np.float64))

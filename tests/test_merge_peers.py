@@ -258,3 +258,37 @@ def test_dare_statistics_match_mergekit(tmp_path, inputs, method):
         assert np.all(np.abs(r[1::2] - 1 / density) < 0.5 / density), who
     # same distribution: the survivors' scale factors agree on average
     assert abs(stats["llamix"][1][1::2].mean() - stats["mergekit"][1][1::2].mean()) < 0.1 / density
+
+
+def test_merged_stories260k_loads_and_generates_in_transformers(tmp_path, assets):
+    """Two perturbed copies of the real tiny model, TIES-merged onto it: transformers loads the
+    output folder and its next-token logits stay close to the base model's (the perturbations
+    are small), and it generates."""
+    transformers = require_peer("transformers")
+    torch = require_peer("torch")
+    from safetensors.numpy import save_file
+
+    from llamix.formats.safetensors import SafetensorsCheckpoint
+    src = assets / "stories260K_hf"
+    ck = SafetensorsCheckpoint(src)
+    base = {k: np.array(ck.get(k), dtype=np.float32) for k in ck.keys()}
+    models = []
+    for s in (1, 2):
+        folder = tmp_path / f"ft{s}"
+        folder.mkdir()
+        save_file(perturbed(base, s, 0.002), str(folder / "model.safetensors"))
+        (folder / "config.json").write_bytes((src / "config.json").read_bytes())
+        models.append({"model": str(folder), "parameters": {"weight": 0.5, "density": 0.7}})
+    out = tmp_path / "merged"
+    llamix.merge({"merge_method": "ties", "base_model": str(src), "models": models, "dtype": "float32",
+                  "out_dtype": "bfloat16", "tokenizer_source": "base"}, out, progress=False)
+    merged = transformers.AutoModelForCausalLM.from_pretrained(str(out), torch_dtype=torch.float32)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(str(src), torch_dtype=torch.float32)
+    ids = torch.tensor([[1, 403, 407, 261, 378, 261, 1038 % 512]])
+    with torch.no_grad():
+        a, b = merged(ids).logits, reference(ids).logits
+    assert torch.isfinite(a).all()
+    # bf16 output (2^-9 relative) and 0.2% perturbations: logits move by a few percent at most
+    assert torch.allclose(a, b, atol=0.1 * b.abs().max().item())
+    gen = merged.generate(ids, max_new_tokens=8, do_sample=False)
+    assert gen.shape[1] == ids.shape[1] + 8

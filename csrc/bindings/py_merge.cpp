@@ -27,8 +27,17 @@ MergeInput as_input(const py::array& a, int type_id, int64_t n, const std::strin
     return MergeInput{a.data(), t};
 }
 
-py::array new_output(const py::array& like, int type_id) {
+// A new output array shaped like `like`, or `buffer` (a caller's reusable array) when given.
+py::array new_output(const py::array& like, int type_id, const std::optional<py::array>& buffer = std::nullopt) {
     const QType t = float_type(type_id, "out_type");
+    if (buffer) {
+        const py::array& o = *buffer;
+        require(o.size() == like.size() && o.itemsize() == (t == QType::F32 ? 4 : 2),
+                "out buffer must have the output's size and element width");
+        require_c_contiguous(o, "out buffer");
+        require(o.writeable(), "out buffer must be writeable");
+        return o;
+    }
     std::vector<py::ssize_t> shape(like.shape(), like.shape() + like.ndim());
     if (t == QType::F32) return py::array_t<float>(shape);
     if (t == QType::F16) return py::array(py::dtype("float16"), shape);
@@ -69,46 +78,51 @@ Sparsify as_sparsify(const SparsifyTuple& s) {
 
 void register_merge(py::module_& m) {
     m.def("merge_linear", [](std::vector<py::array> xs, std::vector<int> types, std::vector<float> weights, bool normalize,
-                             int out_type, int work_type) {
+                             int out_type, int work_type, std::optional<py::array> buffer) {
         require(weights.size() == xs.size(), "one weight per input tensor is needed");
         const MergeCommon c = common(xs.at(0), work_type);
         const auto in = as_inputs(xs, types, c.n);
-        py::array out = new_output(xs[0], out_type);
+        py::array out = new_output(xs[0], out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         py::gil_scoped_release release;
         merge_linear(c, in, weights, normalize, o);
         return out;
-    }, py::arg("xs"), py::arg("types"), py::arg("weights"), py::arg("normalize"), py::arg("out_type"), py::arg("work_type"));
+    }, py::arg("xs"), py::arg("types"), py::arg("weights"), py::arg("normalize"), py::arg("out_type"), py::arg("work_type"),
+       py::arg("buffer") = py::none());
 
-    m.def("merge_slerp", [](py::array v0, int t0, py::array v1, int t1, float t, int out_type, int work_type) {
+    m.def("merge_slerp", [](py::array v0, int t0, py::array v1, int t1, float t, int out_type, int work_type,
+                            std::optional<py::array> buffer) {
         const MergeCommon c = common(v0, work_type);
         const MergeInput a = as_input(v0, t0, c.n, "v0"), b = as_input(v1, t1, c.n, "v1");
-        py::array out = new_output(v0, out_type);
+        py::array out = new_output(v0, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         py::gil_scoped_release release;
         merge_slerp(c, a, b, t, o);
         return out;
-    }, py::arg("v0"), py::arg("type0"), py::arg("v1"), py::arg("type1"), py::arg("t"), py::arg("out_type"), py::arg("work_type"));
+    }, py::arg("v0"), py::arg("type0"), py::arg("v1"), py::arg("type1"), py::arg("t"), py::arg("out_type"), py::arg("work_type"),
+       py::arg("buffer") = py::none());
 
     m.def("merge_nuslerp", [](py::array x0, int t0, py::array x1, int t1, std::optional<py::array> base, int base_type,
-                              double t, int64_t rows, int out_type, int work_type) {
+                              double t, int64_t rows, int out_type, int work_type, std::optional<py::array> buffer) {
         const MergeCommon c = common(x0, work_type);
         const MergeInput a = as_input(x0, t0, c.n, "x0"), b = as_input(x1, t1, c.n, "x1");
         MergeInput bs;
         if (base) bs = as_input(*base, base_type, c.n, "base");
         require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
-        py::array out = new_output(x0, out_type);
+        py::array out = new_output(x0, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         const bool has_base = bool(base);
         py::gil_scoped_release release;
         merge_nuslerp(c, a, b, has_base ? &bs : nullptr, t, rows, o);
         return out;
     }, py::arg("x0"), py::arg("type0"), py::arg("x1"), py::arg("type1"), py::arg("base"), py::arg("base_type"), py::arg("t"),
-       py::arg("rows"), py::arg("out_type"), py::arg("work_type"));
+       py::arg("rows"), py::arg("out_type"), py::arg("work_type"),
+       py::arg("buffer") = py::none());
 
     m.def("merge_task_vectors", [](py::array base, int base_type, std::vector<py::array> xs, std::vector<int> types,
                                    std::vector<SparsifyTuple> sparsify, int consensus, bool rescale, bool normalize,
-                                   float lambda, uint64_t seed, std::string name, int64_t rows, int out_type, int work_type) {
+                                   float lambda, uint64_t seed, std::string name, int64_t rows, int out_type, int work_type,
+                                   std::optional<py::array> buffer) {
         const MergeCommon c = common(base, work_type);
         const MergeInput b = as_input(base, base_type, c.n, "base");
         const auto in = as_inputs(xs, types, c.n);
@@ -125,38 +139,40 @@ void register_merge(py::module_& m) {
         p.seed = seed;
         p.name = std::move(name);
         p.rows = rows;
-        py::array out = new_output(base, out_type);
+        py::array out = new_output(base, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         py::gil_scoped_release release;
         merge_task_vectors(c, b, in, sp, p, o);
         return out;
     }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("sparsify"), py::arg("consensus"),
        py::arg("rescale"), py::arg("normalize"), py::arg("lambda_"), py::arg("seed"), py::arg("name"), py::arg("rows"),
-       py::arg("out_type"), py::arg("work_type"));
+       py::arg("out_type"), py::arg("work_type"),
+       py::arg("buffer") = py::none());
 
     m.def("merge_model_stock", [](py::array base, int base_type, std::vector<py::array> xs, std::vector<int> types,
-                                  int64_t rows, int out_type, int work_type) {
+                                  int64_t rows, int out_type, int work_type, std::optional<py::array> buffer) {
         const MergeCommon c = common(base, work_type);
         const MergeInput b = as_input(base, base_type, c.n, "base");
         const auto in = as_inputs(xs, types, c.n);
         require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
-        py::array out = new_output(base, out_type);
+        py::array out = new_output(base, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         py::gil_scoped_release release;
         merge_model_stock(c, b, in, rows, o);
         return out;
     }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("rows"), py::arg("out_type"),
-       py::arg("work_type"));
+       py::arg("work_type"), py::arg("buffer") = py::none());
 
-    m.def("merge_scale", [](py::array x, int type, float s, int out_type, int work_type) {
+    m.def("merge_scale", [](py::array x, int type, float s, int out_type, int work_type, std::optional<py::array> buffer) {
         const MergeCommon c = common(x, work_type);
         const MergeInput a = as_input(x, type, c.n, "x");
-        py::array out = new_output(x, out_type);
+        py::array out = new_output(x, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         py::gil_scoped_release release;
         merge_scale(c, a, s, o);
         return out;
-    }, py::arg("x"), py::arg("type"), py::arg("scale"), py::arg("out_type"), py::arg("work_type"));
+    }, py::arg("x"), py::arg("type"), py::arg("scale"), py::arg("out_type"), py::arg("work_type"),
+       py::arg("buffer") = py::none());
 
     m.def("merge_sparsify_mask", [](py::array base, int base_type, py::array x, int type, SparsifyTuple sparsify,
                                     uint64_t seed, std::string name, int model_index, int64_t rows, int work_type) {

@@ -412,8 +412,12 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const 
         const int64_t off = tl.begin(task), len = tl.size(task);
         std::fill(acc, acc + len, 0.0f);
         for (size_t i = 0; i < x.size(); ++i) {
-            load_work(c, x[i], off, len, tmp);
-            K.fma_acc(acc, tmp, w[i], len);
+            if (c.work == QType::F32 || x[i].type == c.work) {
+                K.fma_acc_typed(acc, at(x[i], off), x[i].type, w[i], len);  // no rounding: read in place
+            } else {
+                load_work(c, x[i], off, len, tmp);
+                K.fma_acc(acc, tmp, w[i], len);
+            }
         }
         if (normalize) K.div(acc, total, len);
         store_out(c, acc, out, off, len);

@@ -51,6 +51,9 @@ struct MergeKernels {
     void (*store)(const float* src, void* dst, QType type, int64_t n) = nullptr;
     // acc[i] = fma(x[i], w, acc[i])  (fused: one rounding, as torch's addcmul_ on CPU)
     void (*fma_acc)(float* acc, const float* x, float w, int64_t n) = nullptr;
+    // acc[i] = fma(float(x[i]), w, acc[i]) with x of type F32/F16/BF16 read in place (load + fma_acc
+    // without the float32 copy)
+    void (*fma_acc_typed)(float* acc, const void* x, QType type, float w, int64_t n) = nullptr;
     // x[i] = x[i] / d
     void (*div)(float* x, float d, int64_t n) = nullptr;
     // out[i] = ((ca * a[i]) + (cb * b[i])) / d, each operation rounded

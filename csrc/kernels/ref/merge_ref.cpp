@@ -48,6 +48,16 @@ void fma_acc(float* acc, const float* x, float w, int64_t n) {
     for (int64_t i = 0; i < n; ++i) acc[i] = std::fma(x[i], w, acc[i]);
 }
 
+void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
+    float tmp[256];
+    const int64_t size = type == QType::F32 ? 4 : 2;
+    for (int64_t i = 0; i < n; i += 256) {
+        const int64_t m = n - i < 256 ? n - i : 256;
+        load(static_cast<const uint8_t*>(x) + i * size, type, tmp, m);
+        fma_acc(acc + i, tmp, w, m);
+    }
+}
+
 void div(float* x, float d, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] / d;
 }
@@ -158,6 +168,7 @@ void fill_merge_ref(MergeKernels& k) {
     k.load = ref::load;
     k.store = ref::store;
     k.fma_acc = ref::fma_acc;
+    k.fma_acc_typed = ref::fma_acc_typed;
     k.div = ref::div;
     k.lincomb2 = ref::lincomb2;
     k.sub = ref::sub;

@@ -97,6 +97,13 @@ void fma_acc(float* acc, const float* x, float w, int64_t n) {
     if (i < n) ref::fma_acc(acc + i, x + i, w, n - i);
 }
 
+void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
+    const __m256 vw = _mm256_set1_ps(w);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(load8(x, type, i), vw, _mm256_loadu_ps(acc + i)));
+    if (i < n) ref::fma_acc_typed(acc + i, static_cast<const uint8_t*>(x) + i * (type == QType::F32 ? 4 : 2), type, w, n - i);
+}
+
 void div(float* x, float d, int64_t n) {
     const __m256 vd = _mm256_set1_ps(d);
     int64_t i = 0;
@@ -276,6 +283,7 @@ void fill_merge_avx2(MergeKernels& k) {
     k.load = avx2::load;
     k.store = avx2::store;
     k.fma_acc = avx2::fma_acc;
+    k.fma_acc_typed = avx2::fma_acc_typed;
     k.div = avx2::div;
     k.lincomb2 = avx2::lincomb2;
     k.sub = avx2::sub;

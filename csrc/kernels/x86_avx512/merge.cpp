@@ -88,6 +88,14 @@ void fma_acc(float* acc, const float* x, float w, int64_t n) {
     if (i < n) ref::fma_acc(acc + i, x + i, w, n - i);
 }
 
+void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
+    const __m512 vw = _mm512_set1_ps(w);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(load16(x, type, i), vw, _mm512_loadu_ps(acc + i)));
+    if (i < n) ref::fma_acc_typed(acc + i, static_cast<const uint8_t*>(x) + i * (type == QType::F32 ? 4 : 2), type, w, n - i);
+}
+
 void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n) {
     const __m512 va = _mm512_set1_ps(ca), vb = _mm512_set1_ps(cb), vd = _mm512_set1_ps(d);
     int64_t i = 0;
@@ -237,6 +245,7 @@ void fill_merge_avx512(MergeKernels& k) {
     k.load = avx512::load;
     k.store = avx512::store;
     k.fma_acc = avx512::fma_acc;
+    k.fma_acc_typed = avx512::fma_acc_typed;
     k.lincomb2 = avx512::lincomb2;
     k.sub = avx512::sub;
     k.dot3 = avx512::dot3;

@@ -102,6 +102,23 @@ class SafetensorsFile:
                             offset=self._data_start + begin)
         return arr.reshape(shape)
 
+    def prefetch(self, name: str) -> None:
+        """Map the tensor's pages in one system call (MADV_POPULATE_READ, Linux 5.14+) instead of
+        one page fault per page on first touch; a no-op where unsupported."""
+        _, _, _, begin, end = self._entry(name)
+        if self._mmap is None or begin == end:
+            return
+        start, stop = self._page_range(begin, end)
+        try:
+            self._mmap.madvise(getattr(mmap, "MADV_POPULATE_READ", 22), start, stop - start)
+        except (OSError, ValueError):
+            pass
+
+    def _page_range(self, begin: int, end: int) -> tuple[int, int]:
+        page = mmap.PAGESIZE
+        start = (self._data_start + begin) // page * page
+        return start, min(len(self._mmap), -(-(self._data_start + end) // page) * page)
+
     def release(self, name: str) -> None:
         """Drop the tensor's pages from this process's resident memory (they stay in the OS page
         cache and fault back in if read again): streaming readers call it after each tensor so
@@ -109,9 +126,7 @@ class SafetensorsFile:
         _, _, _, begin, end = self._entry(name)
         if self._mmap is None or begin == end or not hasattr(mmap, "MADV_DONTNEED"):
             return
-        page = mmap.PAGESIZE
-        start = (self._data_start + begin) // page * page
-        stop = min(len(self._mmap), -(-(self._data_start + end) // page) * page)
+        start, stop = self._page_range(begin, end)
         self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
     def _entry(self, name: str):
@@ -177,6 +192,10 @@ class SafetensorsCheckpoint:
 
     def dtype(self, name: str) -> str:
         return self.file_of(name).dtype(name)
+
+    def prefetch(self, name: str) -> None:
+        """See SafetensorsFile.prefetch."""
+        self.file_of(name).prefetch(name)
 
     def release(self, name: str) -> None:
         """See SafetensorsFile.release."""

@@ -16,6 +16,7 @@ from typing import Optional, Protocol
 import numpy as np
 
 from ..progress import Progress
+from .kernels import NUMPY
 from .plan import FLOAT_TYPES, MergePlan, TensorTask
 
 
@@ -27,16 +28,39 @@ class TensorWriter(Protocol):
     def abort(self) -> None: ...
 
 
-def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Optional[Progress] = None):
-    """Yield (name, merged array) in plan order; input pages are released after each tensor."""
+class OutputBuffers:
+    """Two output arrays used in turn, so the pages of a model's worth of outputs are not faulted
+    in and zeroed tensor after tensor. Safe only while the consumer is done with tensor k before
+    tensor k + 2 is computed (execute() guarantees it)."""
+
+    def __init__(self):
+        self._raw = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
+        self._turn = 0
+
+    def get(self, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+        dt = NUMPY[dtype]
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        self._turn ^= 1
+        if self._raw[self._turn].nbytes < nbytes:
+            self._raw[self._turn] = np.empty(nbytes, np.uint8)
+        return self._raw[self._turn][:nbytes].view(dt).reshape(shape)
+
+
+def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Optional[Progress] = None,
+                   buffers: Optional[OutputBuffers] = None):
+    """Yield (name, merged array) in plan order; input pages are released after each tensor.
+    With `buffers`, the arrays are reused two tensors later (copy them to keep them)."""
     for task in plan.tensors:
         arrays = []
         for ref, name in task.inputs:
             w = plan.models[ref].weights
+            w.prefetch(name)
             arrays.append((w.get(name), FLOAT_TYPES[w.dtype(name)]))
         job = task.job(arrays, seed)
         if dtype_for is not None:
             job.out = dtype_for(task)
+        if buffers is not None:
+            job.buffer = buffers.get(job.out, task.shape)
         out = plan.method.merge(job).reshape(task.shape)
         del arrays, job
         nbytes = 0
@@ -59,7 +83,7 @@ def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Opti
         with Progress(plan.input_bytes, "merge", quiet=None if progress is None else not progress) as bar, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamix-merge-writer") as pool:
             pending = None
-            for name, array in merged_tensors(plan, seed, writer.dtype_for, bar):
+            for name, array in merged_tensors(plan, seed, writer.dtype_for, bar, OutputBuffers()):
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(writer.write, name, array)

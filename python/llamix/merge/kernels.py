@@ -3,6 +3,7 @@
 Tensors are numpy arrays: float32, float16, or bfloat16 as uint16 bit patterns (numpy has no
 bfloat16). Each argument may be an array (uint16 means bfloat16) or ``(array, dtype)``.
 ``out`` and ``work`` are dtype names; ``work`` rounds inputs first (mergekit's ``dtype``).
+``buffer``: an optional reusable output array (the output's size and dtype), returned filled.
 """
 from __future__ import annotations
 
@@ -43,20 +44,20 @@ def _ids(out: str, work: str) -> tuple[int, int]:
     return TYPE_IDS[dtype_name(out)], TYPE_IDS[dtype_name(work)]
 
 
-def linear(xs, weights, normalize=True, out="float32", work="float32") -> np.ndarray:
+def linear(xs, weights, normalize=True, out="float32", work="float32", buffer=None) -> np.ndarray:
     arrs, types = zip(*(_typed(x) for x in xs))
-    return _C.merge_linear(list(arrs), list(types), [float(w) for w in weights], bool(normalize), *_ids(out, work))
+    return _C.merge_linear(list(arrs), list(types), [float(w) for w in weights], bool(normalize), *_ids(out, work), buffer)
 
 
-def slerp(v0, v1, t, out="float32", work="float32") -> np.ndarray:
+def slerp(v0, v1, t, out="float32", work="float32", buffer=None) -> np.ndarray:
     (a, ta), (b, tb) = _typed(v0), _typed(v1)
-    return _C.merge_slerp(a, ta, b, tb, float(t), *_ids(out, work))
+    return _C.merge_slerp(a, ta, b, tb, float(t), *_ids(out, work), buffer)
 
 
-def nuslerp(x0, x1, t, base=None, rows=1, out="float32", work="float32") -> np.ndarray:
+def nuslerp(x0, x1, t, base=None, rows=1, out="float32", work="float32", buffer=None) -> np.ndarray:
     (a, ta), (b, tb) = _typed(x0), _typed(x1)
     bs, tbs = _typed(base) if base is not None else (None, 0)
-    return _C.merge_nuslerp(a, ta, b, tb, bs, tbs, float(t), int(rows), *_ids(out, work))
+    return _C.merge_nuslerp(a, ta, b, tb, bs, tbs, float(t), int(rows), *_ids(out, work), buffer)
 
 
 # Sparsifier kinds understood by the kernel
@@ -71,22 +72,23 @@ def sparsifier(kind=NONE, r0=0, r1=0, density=1.0, epsilon=0.0, weight=1.0) -> t
 
 
 def task_vectors(base, xs, sparsify, consensus=None, rescale=False, normalize=False, lambda_=1.0, seed=0,
-                 name="", rows=1, out="float32", work="float32") -> np.ndarray:
+                 name="", rows=1, out="float32", work="float32", buffer=None) -> np.ndarray:
     b, tb = _typed(base)
     arrs, types = zip(*(_typed(x) for x in xs))
     return _C.merge_task_vectors(b, tb, list(arrs), list(types), list(sparsify), CONSENSUS[consensus], bool(rescale),
-                                 bool(normalize), float(lambda_), int(seed), str(name), int(rows), *_ids(out, work))
+                                 bool(normalize), float(lambda_), int(seed), str(name), int(rows), *_ids(out, work),
+                                 buffer)
 
 
-def model_stock(base, xs, rows=1, out="float32", work="float32") -> np.ndarray:
+def model_stock(base, xs, rows=1, out="float32", work="float32", buffer=None) -> np.ndarray:
     b, tb = _typed(base)
     arrs, types = zip(*(_typed(x) for x in xs))
-    return _C.merge_model_stock(b, tb, list(arrs), list(types), int(rows), *_ids(out, work))
+    return _C.merge_model_stock(b, tb, list(arrs), list(types), int(rows), *_ids(out, work), buffer)
 
 
-def scale(x, s=1.0, out="float32", work="float32") -> np.ndarray:
+def scale(x, s=1.0, out="float32", work="float32", buffer=None) -> np.ndarray:
     a, t = _typed(x)
-    return _C.merge_scale(a, t, float(s), *_ids(out, work))
+    return _C.merge_scale(a, t, float(s), *_ids(out, work), buffer)
 
 
 def sparsify_mask(base, x, sp, seed=0, name="", model_index=0, rows=1, work="float32") -> np.ndarray:

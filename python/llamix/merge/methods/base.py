@@ -23,6 +23,7 @@ class TensorJob:
     work: str = "float32"                    # working dtype: inputs are rounded to it
     out: str = "float32"                     # output dtype
     seed: int = 0
+    buffer: Optional[np.ndarray] = None      # reusable output array (size and dtype of the output)
 
     @property
     def base(self) -> tuple[np.ndarray, str]:

@@ -22,7 +22,7 @@ class Linear(MergeMethod):
 
     def merge(self, job: TensorJob):
         return kernels.linear(job.inputs, [p["weight"] for p in job.input_params], job.params["normalize"],
-                              out=job.out, work=job.work)
+                              out=job.out, work=job.work, buffer=job.buffer)
 
 
 LINEAR = Linear(

@@ -23,7 +23,7 @@ class ModelStock(MergeMethod):
         if job.params["filter_wise"] and len(job.shape) >= 2:
             rows = int(np.prod(job.shape)) // job.shape[-1]
         return kernels.model_stock(job.base, [job.inputs[i] for i in job.non_base], rows=rows,
-                                   out=job.out, work=job.work)
+                                   out=job.out, work=job.work, buffer=job.buffer)
 
 
 MODEL_STOCK = ModelStock(

@@ -31,7 +31,8 @@ class NuSlerp(MergeMethod):
         if not job.params["nuslerp_flatten"] and len(job.shape) >= 1 and job.shape[-1] > 0:
             rows = int(np.prod(job.shape)) // job.shape[-1]
         base = job.base if job.base_index is not None else None
-        return kernels.nuslerp(job.inputs[a], job.inputs[b], t, base=base, rows=rows, out=job.out, work=job.work)
+        return kernels.nuslerp(job.inputs[a], job.inputs[b], t, base=base, rows=rows, out=job.out, work=job.work,
+                               buffer=job.buffer)
 
 
 NUSLERP = NuSlerp(

@@ -11,7 +11,8 @@ from .base import MergeMethod, TensorJob
 class Passthrough(MergeMethod):
     def merge(self, job: TensorJob):
         s = job.input_params[0].get("scale")
-        return kernels.scale(job.inputs[0], 1.0 if s is None else s, out=job.out, work=job.work)
+        return kernels.scale(job.inputs[0], 1.0 if s is None else s, out=job.out, work=job.work,
+                             buffer=job.buffer)
 
 
 PASSTHROUGH = Passthrough(

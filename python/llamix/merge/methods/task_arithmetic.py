@@ -84,7 +84,8 @@ class TaskArithmeticFamily(MergeMethod):
         return kernels.task_vectors(
             job.base, [job.inputs[i] for i in others], [self.sparsifier(job, i) for i in others],
             consensus=self.consensus, rescale=job.params["rescale"], normalize=job.params["normalize"],
-            lambda_=job.params["lambda"], seed=job.seed, name=job.name, rows=rows, out=job.out, work=job.work)
+            lambda_=job.params["lambda"], seed=job.seed, name=job.name, rows=rows, out=job.out, work=job.work,
+            buffer=job.buffer)
 
 
 def family(name: str, paper: str, sparsification=None, consensus=None, normalize=False, rescale=False):
