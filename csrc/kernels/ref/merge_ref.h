@@ -18,7 +18,7 @@ void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t
 void mask_scale(float* x, const uint8_t* mask, float s, int64_t n);
 void scale(float* x, float w, int64_t n);
 void consensus(const float* const* d, const float* w, int n_models, Consensus rule, float* out, float* div, int64_t n);
-void add(float* acc, const float* x, int64_t n);
+void accumulate(float* acc, const float* x, int64_t n);
 void div_elementwise(float* x, const float* d, int64_t n);
 }  // namespace ref
 }  // namespace llamix

@@ -131,7 +131,7 @@ void sub(float* out, const float* a, const float* b, int64_t n) {
 void accumulate(float* acc, const float* x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i), _mm256_loadu_ps(x + i)));
-    if (i < n) ref::add(acc + i, x + i, n - i);
+    if (i < n) ref::accumulate(acc + i, x + i, n - i);
 }
 
 void scale(float* x, float w, int64_t n) {
