@@ -2,31 +2,25 @@
 from __future__ import annotations
 
 from ._runtime import cpu_info, set_isa, set_threads
+from .merge import ConfigError, merge
+from .model import Model, ModelConfig, load
+from .quality.export import export_gguf
+from .quality.merge_gguf import merge_to_gguf
+from .quality.perplexity import PerplexityResult, perplexity
+from .quality.soup import SoupResult, soup
 from .quant import QuantizedTensor, matmul, matmul_many, quantize
+from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
-__all__ = ["QuantizedTensor", "cpu_info", "matmul", "matmul_many", "quantize", "set_isa", "set_threads", "__version__"]
-
-# Each area adds its public names in its own block below (kept apart so branches merge cleanly).
-
-# --- inference (issue 3) ---
-from .model import Model, ModelConfig, load  # noqa: E402
-from .tokenizer import Tokenizer  # noqa: E402
-
-__all__ += ["Model", "ModelConfig", "Tokenizer", "load"]
-
-
-# --- merging (issue 4) ---
-from .merge import ConfigError, merge  # noqa: E402
-
-__all__ += ["ConfigError", "merge"]
-
-
-# --- quantize, export, quality (issue 5) ---
-from .quality.export import export_gguf  # noqa: E402
-from .quality.merge_gguf import merge_to_gguf  # noqa: E402
-from .quality.perplexity import PerplexityResult, perplexity  # noqa: E402
-from .quality.soup import SoupResult, soup  # noqa: E402
-
-__all__ += ["PerplexityResult", "SoupResult", "export_gguf", "merge_to_gguf", "perplexity", "soup"]
+__all__ = [
+    # kernels and runtime
+    "QuantizedTensor", "cpu_info", "matmul", "matmul_many", "quantize", "set_isa", "set_threads",
+    # inference
+    "Model", "ModelConfig", "Tokenizer", "load",
+    # merging
+    "ConfigError", "merge",
+    # quantize, export, quality
+    "PerplexityResult", "SoupResult", "export_gguf", "merge_to_gguf", "perplexity", "soup",
+    "__version__",
+]
