@@ -109,7 +109,7 @@ void register_ops(py::module_& m) {
         const float *qp = qa.data(), *kp = ka.data(), *vp = va.data();
         float* op = out.mutable_data();
         py::gil_scoped_release release;
-        kernels().ops.attention_group(qp, hd, nq, kp, vp, hd, nk, hd, scale, op, hd, scratch.data());
+        attention_group(kernels().ops, qp, hd, nq, kp, vp, hd, nk, hd, scale, op, hd, scratch.data());
         return out;
     }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"), "attention of n_heads queries sharing k and v.");
     m.def("attention_f16", [](py::array q, py::array k, py::array v, float scale) {

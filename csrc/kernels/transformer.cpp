@@ -127,10 +127,10 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
             float* out = att + t * q_dim + g * group * hd;
             float* scratch = scores + int64_t(th) * group * n_pos;
             if (cache.f16)
-                K.attention_group_f16(qg, hd, group, cache.k16.data() + off, cache.v16.data() + off, kv_dim, pos + t + 1,
+                attention_group_f16(K, qg, hd, group, cache.k16.data() + off, cache.v16.data() + off, kv_dim, pos + t + 1,
                                       hd, scale, out, hd, scratch);
             else
-                K.attention_group(qg, hd, group, cache.k.data() + off, cache.v.data() + off, kv_dim, pos + t + 1, hd,
+                attention_group(K, qg, hd, group, cache.k.data() + off, cache.v.data() + off, kv_dim, pos + t + 1, hd,
                                   scale, out, hd, scratch);
         };
         if (n * c.n_heads * n_pos >= 4096) pool.parallel_for(n * c.n_kv_heads, attend);

@@ -198,25 +198,6 @@ void attention_f16(const float* q, const uint16_t* k, const uint16_t* v, int64_t
 }
 
 
-template <class T, class F>
-void attention_group_loop(F single, const float* q, int64_t q_stride, int64_t n_q, const T* k, const T* v, int64_t stride,
-                          int64_t n_keys, int64_t head_dim, float scale, float* out, int64_t out_stride, float* scratch) {
-    for (int64_t h = 0; h < n_q; ++h)
-        single(q + h * q_stride, k, v, stride, n_keys, head_dim, scale, out + h * out_stride, scratch);
-}
-
-void attention_group(const float* q, int64_t q_stride, int64_t n_q, const float* k, const float* v, int64_t stride,
-                     int64_t n_keys, int64_t head_dim, float scale, float* out, int64_t out_stride, float* scratch) {
-    attention_group_loop(attention, q, q_stride, n_q, k, v, stride, n_keys, head_dim, scale, out, out_stride, scratch);
-}
-
-void attention_group_f16(const float* q, int64_t q_stride, int64_t n_q, const uint16_t* k, const uint16_t* v,
-                         int64_t stride, int64_t n_keys, int64_t head_dim, float scale, float* out, int64_t out_stride,
-                         float* scratch) {
-    attention_group_loop(attention_f16, q, q_stride, n_q, k, v, stride, n_keys, head_dim, scale, out, out_stride,
-                         scratch);
-}
-
 }  // namespace avx2
 
 void fill_ops_avx2(OpsKernels& k) {
@@ -225,8 +206,6 @@ void fill_ops_avx2(OpsKernels& k) {
     k.add = avx2::add;
     k.attention = avx2::attention;
     k.attention_f16 = avx2::attention_f16;
-    k.attention_group = avx2::attention_group;
-    k.attention_group_f16 = avx2::attention_group_f16;
 }
 
 }  // namespace llamix
