@@ -39,6 +39,25 @@ inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
+// Replaces s[0..n) by exp(s - max) and returns their sum: softmax's numerators, with a masked
+// tail so every element goes through the same exp.
+inline float softmax_numerators(float* s, int64_t n) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, s + j));
+    }
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    __m512 vsum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx));
+        _mm512_mask_storeu_ps(s + j, m, e);
+        vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
+    }
+    return _mm512_reduce_add_ps(vsum);
+}
+
 struct F32Cache {
     using T = float;
     static __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
@@ -92,21 +111,7 @@ void attention_impl(const float* q, const typename C::T* k, const typename C::T*
         if (rem) acc = _mm512_fmadd_ps(q_tail, C::load_n(kj + nfull * 16, tail), acc);
         scratch[j] = _mm512_reduce_add_ps(acc) * scale;
     }
-    // softmax numerators and their sum (masked tail, so every key uses the same exp)
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (j = 0; j < n_keys; j += 16) {
-        const __mmask16 m = n_keys - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n_keys - j)) - 1);
-        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, scratch + j));
-    }
-    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-    __m512 vsum = _mm512_setzero_ps();
-    for (j = 0; j < n_keys; j += 16) {
-        const __mmask16 m = n_keys - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n_keys - j)) - 1);
-        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, scratch + j), mx));
-        _mm512_mask_storeu_ps(scratch + j, m, e);
-        vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
-    }
-    const float inv = 1.0f / _mm512_reduce_add_ps(vsum);
+    const float inv = 1.0f / softmax_numerators(scratch, n_keys);
     // out (head_dim) = sum_j p_j v_j
     const int64_t nvec = nfull + (rem ? 1 : 0);
     for (int64_t c0 = 0; c0 < nvec; c0 += 8) {
@@ -201,20 +206,7 @@ void attention_group_impl(const float* q, int64_t q_stride, int64_t n_q, const t
     // softmax of each head's row, normalised in place
     for (int64_t h = 0; h < n_q; ++h) {
         float* s = scratch + h * n_keys;
-        __m512 vmax = _mm512_set1_ps(-INFINITY);
-        for (j = 0; j < n_keys; j += 16) {
-            const __mmask16 m = n_keys - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n_keys - j)) - 1);
-            vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, s + j));
-        }
-        const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-        __m512 vsum = _mm512_setzero_ps();
-        for (j = 0; j < n_keys; j += 16) {
-            const __mmask16 m = n_keys - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n_keys - j)) - 1);
-            const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx));
-            _mm512_mask_storeu_ps(s + j, m, e);
-            vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
-        }
-        const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+        const __m512 inv = _mm512_set1_ps(1.0f / softmax_numerators(s, n_keys));
         for (j = 0; j < n_keys; j += 16) {
             const __mmask16 m = n_keys - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n_keys - j)) - 1);
             _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv));
