@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include "common/fp16.h"
@@ -16,6 +17,7 @@ namespace llamix {
 namespace {
 
 constexpr int64_t kChunk = 16384;  // elements per task; a power of two dividing 2^32 (mask counters)
+constexpr int64_t kL1Block = 2048;  // elements a streaming pass keeps in L1 (8 KB of float32)
 
 int64_t type_size(QType t) { return t == QType::F32 ? 4 : 2; }
 
@@ -23,17 +25,18 @@ const void* at(MergeInput in, int64_t offset) {
     return static_cast<const uint8_t*>(in.data) + offset * type_size(in.type);
 }
 
-// Per-thread float32 scratch: `count` buffers of `len` floats for each pool thread.
+// Per-thread float32 scratch: `count` buffers of `len` floats for each pool thread. Left
+// uninitialised (every user writes before reading): zeroing it would cost a pass per tensor.
 class Scratch {
    public:
     Scratch(int count, int64_t len)
-        : count_(count), len_(len), data_(size_t(ThreadPool::instance().threads()) * count * len + 16) {}
-    float* get(int thread, int j) { return data_.data() + (int64_t(thread) * count_ + j) * len_; }
+        : count_(count), len_(len), data_(new float[size_t(ThreadPool::instance().threads()) * count * len + 16]) {}
+    float* get(int thread, int j) { return data_.get() + (int64_t(thread) * count_ + j) * len_; }
 
    private:
     int count_;
     int64_t len_;
-    std::vector<float> data_;
+    std::unique_ptr<float[]> data_;
 };
 
 // Round float32 values to the working dtype and back (mergekit casts inputs to `dtype` on load).
@@ -409,18 +412,21 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const 
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* acc = scratch.get(th, 0);
         float* tmp = scratch.get(th, 1);
-        const int64_t off = tl.begin(task), len = tl.size(task);
-        std::fill(acc, acc + len, 0.0f);
-        for (size_t i = 0; i < x.size(); ++i) {
-            if (c.work == QType::F32 || x[i].type == c.work) {
-                K.fma_acc_typed(acc, at(x[i], off), x[i].type, w[i], len);  // no rounding: read in place
-            } else {
-                load_work(c, x[i], off, len, tmp);
-                K.fma_acc(acc, tmp, w[i], len);
+        // Sub-blocks small enough that the accumulator stays in L1 across the inputs.
+        for (int64_t off = tl.begin(task), end = off + tl.size(task); off < end; off += kL1Block) {
+            const int64_t len = std::min(kL1Block, end - off);
+            std::fill(acc, acc + len, 0.0f);
+            for (size_t i = 0; i < x.size(); ++i) {
+                if (c.work == QType::F32 || x[i].type == c.work) {
+                    K.fma_acc_typed(acc, at(x[i], off), x[i].type, w[i], len);  // no rounding: read in place
+                } else {
+                    load_work(c, x[i], off, len, tmp);
+                    K.fma_acc(acc, tmp, w[i], len);
+                }
             }
+            if (normalize && total != 1.0f) K.div(acc, total, len);  // x / 1 == x exactly
+            store_out(c, acc, out, off, len);
         }
-        if (normalize) K.div(acc, total, len);
-        store_out(c, acc, out, off, len);
     });
 }
 

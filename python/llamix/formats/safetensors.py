@@ -102,18 +102,6 @@ class SafetensorsFile:
                             offset=self._data_start + begin)
         return arr.reshape(shape)
 
-    def prefetch(self, name: str) -> None:
-        """Map the tensor's pages in one system call (MADV_POPULATE_READ, Linux 5.14+) instead of
-        one page fault per page on first touch; a no-op where unsupported."""
-        _, _, _, begin, end = self._entry(name)
-        if self._mmap is None or begin == end:
-            return
-        start, stop = self._page_range(begin, end)
-        try:
-            self._mmap.madvise(getattr(mmap, "MADV_POPULATE_READ", 22), start, stop - start)
-        except (OSError, ValueError):
-            pass
-
     def _page_range(self, begin: int, end: int) -> tuple[int, int]:
         page = mmap.PAGESIZE
         start = (self._data_start + begin) // page * page
@@ -192,10 +180,6 @@ class SafetensorsCheckpoint:
 
     def dtype(self, name: str) -> str:
         return self.file_of(name).dtype(name)
-
-    def prefetch(self, name: str) -> None:
-        """See SafetensorsFile.prefetch."""
-        self.file_of(name).prefetch(name)
 
     def release(self, name: str) -> None:
         """See SafetensorsFile.release."""

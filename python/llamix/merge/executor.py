@@ -54,7 +54,6 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
         arrays = []
         for ref, name in task.inputs:
             w = plan.models[ref].weights
-            w.prefetch(name)
             arrays.append((w.get(name), FLOAT_TYPES[w.dtype(name)]))
         job = task.job(arrays, seed)
         if dtype_for is not None:
