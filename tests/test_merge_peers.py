@@ -187,6 +187,26 @@ def test_interpolations_match_mergekit_at_input_scale(tmp_path, inputs, cfg, dty
     assert worst <= bound
 
 
+NUSLERP_LAYOUTS = {"flatten": {}, "last_axis": {"nuslerp_flatten": False},
+                   "axis0": {"nuslerp_flatten": False, "nuslerp_row_wise": True}}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("layout", list(NUSLERP_LAYOUTS))
+def test_nuslerp_matches_mergekit_at_input_scale(tmp_path, inputs, layout, dtype):
+    """nuslerp's vectors: the whole tensor, runs along the last axis, or along axis 0
+    (`nuslerp_row_wise`). Mixing the layouts up moves outputs by ~10^6 ulps at the inputs' scale;
+    what remains is the coefficient noise of mergekit's float32 cosines (see above), larger here
+    because each short vector (16 to 40 elements) has its own cosine: measured worst 2 (float32,
+    flattened), 6 (float32, either axis), 4 (bfloat16), so the budget is 7 ulps at the inputs'
+    scale."""
+    cfg = resolve({"merge_method": "nuslerp", "base_model": "base", "parameters": NUSLERP_LAYOUTS[layout],
+                   "models": [{"model": "ft0", "parameters": {"weight": 0.7}},
+                              {"model": "bf1", "parameters": {"weight": 0.4}}]}, inputs)
+    worst, _ = compare(tmp_path, cfg, dtype, 7, scale_of=input_scale(cfg, inputs, dtype))
+    assert worst <= 7
+
+
 def _task_vector_exemptions(cfg, inputs, dtype, ranges_of, with_vote):
     from llamix.formats.safetensors import SafetensorsCheckpoint
     ck = {k: SafetensorsCheckpoint(v) for k, v in inputs.items()}
