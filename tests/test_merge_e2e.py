@@ -147,6 +147,25 @@ def test_every_method_runs_deterministically(tmp_path, models, method):
         assert any(not np.array_equal(a[k], c[k]) for k in a)  # the seed matters
 
 
+@pytest.mark.parametrize("row_wise", [False, True])
+def test_nuslerp_vectors_along_either_axis(tmp_path, models, row_wise):
+    """nuslerp_flatten: false: a vector per run along the last axis, or along axis 0 with
+    nuslerp_row_wise (mergekit swaps axes 0 and -1); 1-D tensors are one vector either way."""
+    p, base, ft = models["paths"], f64(models["base"]), [f64(t) for t in models["ft"]]
+    cfg = {"merge_method": "nuslerp", "base_model": str(p["base"]), "dtype": "float32",
+           "parameters": {"nuslerp_flatten": False, "nuslerp_row_wise": row_wise},
+           "models": [{"model": str(p["ft0"]), "parameters": {"weight": 0.7}},
+                      {"model": str(p["ft1"]), "parameters": {"weight": 0.4}}]}
+    got = run(tmp_path, cfg)
+    for name, v in got.items():
+        d0, d1 = ft[0][name] - base[name], ft[1][name] - base[name]
+        if row_wise:
+            d0, d1 = np.swapaxes(d0, 0, -1), np.swapaxes(d1, 0, -1)
+        mixed = O.nuslerp_vectors(d0, d1, 0.4 / 1.1)
+        want = base[name] + (np.swapaxes(mixed, 0, -1) if row_wise else mixed)
+        close(v, want, np.abs(base[name]).max() + 1)
+
+
 def test_passthrough_frankenmerge(tmp_path, models):
     p, base, ft = models["paths"], f64(models["base"]), f64(models["ft"][1])
     cfg = {"merge_method": "passthrough", "dtype": "float16",

@@ -3,36 +3,51 @@ vectors over a base (mergekit's "NuSLERP").
 
 Based on Shoemake 1985 (SLERP); mergekit's formulation: t = w2 / (w1 + w2) (0.5 when the weights
 sum to ~0). With a base, out = base + slerp(x1 - base, x2 - base). `nuslerp_flatten` (default
-true) treats the tensor as one vector, otherwise each row along the last axis is a vector.
-Norms are clamped at 1e-7; plain interpolation only when exactly colinear (1 - cos^2 <= 1e-16).
+true) treats the tensor as one vector; otherwise each vector runs along the last axis, or along
+axis 0 with `nuslerp_row_wise: true` (mergekit swaps axes 0 and -1 first; we do the same on a
+copy, so the kernel still sees contiguous rows). Norms are clamped at 1e-7; plain interpolation
+only when exactly colinear (1 - cos^2 <= 1e-16).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import kernels
-from ..config import ConfigError
 from ..params import Param
 from .base import MergeMethod, TensorJob
 
 
-class NuSlerp(MergeMethod):
-    def check_params(self, job: TensorJob, where: str) -> None:
-        if job.params["nuslerp_row_wise"] and not job.params["nuslerp_flatten"]:
-            raise ConfigError(f"parameters.nuslerp_row_wise: column-wise vectors are not supported ({where}); "
-                              "use nuslerp_flatten: true (the default) or row-wise: false")
+def _swap_first_last(x, shape):
+    """(array, dtype) with axes 0 and -1 swapped, contiguous: vectors along axis 0 become rows."""
+    arr, dtype = x
+    return np.ascontiguousarray(np.swapaxes(np.asarray(arr).reshape(shape), 0, -1)), dtype
 
+
+class NuSlerp(MergeMethod):
     def merge(self, job: TensorJob):
         a, b = job.non_base
         w = [job.input_params[a]["weight"], job.input_params[b]["weight"]]
         total = sum(w)
         t = 0.5 if abs(total) < 1e-6 else w[1] / total
-        rows = 1
-        if not job.params["nuslerp_flatten"] and len(job.shape) >= 1 and job.shape[-1] > 0:
-            rows = int(np.prod(job.shape)) // job.shape[-1]
+        x0, x1 = job.inputs[a], job.inputs[b]
         base = job.base if job.base_index is not None else None
-        return kernels.nuslerp(job.inputs[a], job.inputs[b], t, base=base, rows=rows, out=job.out, work=job.work,
-                               buffer=job.buffer)
+        shape, n = tuple(job.shape), int(np.prod(job.shape))
+        if job.params["nuslerp_flatten"] or len(shape) < 1 or n == 0:
+            return kernels.nuslerp(x0, x1, t, base=base, rows=1, out=job.out, work=job.work, buffer=job.buffer)
+        if not job.params["nuslerp_row_wise"] or len(shape) == 1:  # vectors along the last axis
+            return kernels.nuslerp(x0, x1, t, base=base, rows=n // shape[-1], out=job.out, work=job.work,
+                                   buffer=job.buffer)
+        # vectors along axis 0: swap it with the last axis, merge rows, swap back
+        swapped = (shape[-1],) + shape[1:-1] + (shape[0],)
+        x0, x1 = _swap_first_last(x0, shape), _swap_first_last(x1, shape)
+        if base is not None:
+            base = _swap_first_last(base, shape)
+        res = kernels.nuslerp(x0, x1, t, base=base, rows=n // shape[0], out=job.out, work=job.work)
+        res = np.swapaxes(res.reshape(swapped), 0, -1)
+        if job.buffer is None:
+            return np.ascontiguousarray(res)
+        job.buffer.reshape(shape)[...] = res
+        return job.buffer
 
 
 NUSLERP = NuSlerp(
