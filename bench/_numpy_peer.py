@@ -1,6 +1,14 @@
-"""numpy float32 timings for bench/matmul_table.py, run in a subprocess whose environment has
+"""numpy float32 timings for bench/matmul_table.py, served from a subprocess whose environment has
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed (so OpenBLAS picks its own, AVX-512, kernels).
-Reads a JSON job on argv[1], prints a JSON result."""
+
+The parent starts it with a JSON job on argv[1] (shapes, working set, tokens), then sends one
+command per line and reads one JSON answer per line, so numpy's timings interleave with llamix's
+round by round and both see the same machine (this VM's memory bandwidth drifts by tens of percent
+over minutes):
+    {"op": "info"}                         -> {"core": ...}
+    {"op": "gemv", "shape": "RxK"}         -> {"s": seconds per matvec, cycling the copies}
+    {"op": "gemm", "shape": "RxK"}         -> {"s": seconds per (tokens x K) @ (K x R)}
+"""
 from __future__ import annotations
 
 import ctypes
@@ -33,41 +41,44 @@ def openblas_core() -> str:
     return "unknown (threadpoolctl not installed, no openblas symbol found)"
 
 
-def median_time(f, repeats: int) -> float:
-    ts = []
-    for _ in range(repeats):
+class Shape:
+    """Enough distinct copies of one float32 weight matrix to exceed the working set."""
+
+    def __init__(self, rows: int, k: int, working_set: int, tokens: int, rng):
+        w = rng.standard_normal((rows, k), dtype=np.float32)
+        self.mats = [w] + [w.copy() for _ in range(max(2, -(-working_set // w.nbytes)) - 1)]
+        self.x = rng.standard_normal(k, dtype=np.float32)
+        self.y = np.empty(rows, np.float32)
+        self.calls = max(len(self.mats), 8 // len(self.mats) * len(self.mats))
+        self.X = rng.standard_normal((tokens, k), dtype=np.float32)
+        self.Y = np.empty((tokens, rows), np.float32)
+        for m in self.mats:
+            np.matmul(m, self.x, out=self.y)
+        np.matmul(self.X, w.T, out=self.Y)
+
+    def gemv(self) -> float:
         t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+        for i in range(self.calls):
+            np.matmul(self.mats[i % len(self.mats)], self.x, out=self.y)
+        return (time.perf_counter() - t) / self.calls
+
+    def gemm(self) -> float:
+        t = time.perf_counter()
+        np.matmul(self.X, self.mats[0].T, out=self.Y)
+        return time.perf_counter() - t
 
 
 def main() -> None:
     job = json.loads(sys.argv[1])
     rng = np.random.default_rng(0)
-    out = {"core": openblas_core(), "shapes": {}}
-    for rows, k in job["shapes"]:
-        w = rng.standard_normal((rows, k), dtype=np.float32)
-        n_copies = max(2, -(-job["working_set"] // w.nbytes))
-        mats = [w] + [w.copy() for _ in range(n_copies - 1)]
-        x = rng.standard_normal(k, dtype=np.float32)
-        y = np.empty(rows, np.float32)
-        calls = max(len(mats), 8 // len(mats) * len(mats))
-        for m in mats:
-            np.matmul(m, x, out=y)
-
-        def gemv():
-            for i in range(calls):
-                np.matmul(mats[i % len(mats)], x, out=y)
-
-        t_gemv = median_time(gemv, job["rounds"]) / calls
-        X = rng.standard_normal((job["tokens"], k), dtype=np.float32)
-        Y = np.empty((job["tokens"], rows), np.float32)
-        np.matmul(X, w.T, out=Y)
-        t_gemm = median_time(lambda: np.matmul(X, w.T, out=Y), job["rounds"])
-        out["shapes"][f"{rows}x{k}"] = {"gemv_s": t_gemv, "gemv_bytes": w.nbytes, "gemm_s": t_gemm, "copies": n_copies}
-        del mats, w
-    print(json.dumps(out))
+    shapes = {f"{r}x{k}": Shape(r, k, job["working_set"], job["tokens"], rng) for r, k in job["shapes"]}
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["op"] == "info":
+            answer = {"core": openblas_core()}
+        else:
+            answer = {"s": getattr(shapes[cmd["shape"]], cmd["op"])()}
+        print(json.dumps(answer), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,14 @@ memory bandwidth, all measured in one run.
 
 GEMV (1 token): effective GB/s of weight bytes, cycling through enough distinct weight matrices
 that the working set is several times the last-level cache (as a model's layers are), next to a
-STREAM-like read probe measured in the same rounds and numpy's float32 matvec (also cycled).
+STREAM-like read probe and numpy's float32 matvec (also cycled). "% of read BW" is against the
+better of the two (numpy's matvec is itself a read stream, and sometimes the faster one).
 GEMM (512 tokens): GFLOP/s against numpy's float32 matmul. numpy runs in a subprocess whose
 environment has OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed, so OpenBLAS uses its own
-(AVX-512) kernels. Every figure is a median over rounds; answers are checked before timing.
+(AVX-512) kernels. llamix, the probe and numpy are timed in turn, round by round (this VM's
+bandwidth drifts by tens of percent over minutes); times are medians over the rounds, ratios and
+bandwidth fractions medians of the per-round ratios, and
+answers are checked before timing.
 """
 from __future__ import annotations
 
@@ -29,6 +33,9 @@ SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (32000, 4096)]
 LLC_BYTES = 32 << 20
 WORKING_SET = 4 * LLC_BYTES
 TOKENS = 512
+# OpenBLAS's idle threads spin for a while after each call (2^28 cycles by default) and would
+# take the cores from whatever is timed next: let them fall asleep first.
+SETTLE_S = 0.3
 
 
 def median_time(f, rounds: int) -> float:
@@ -48,12 +55,28 @@ def check_answer(qt: llamix.QuantizedTensor, x: np.ndarray) -> None:
     assert rel < 2e-2, f"{qt}: relative error {rel:.3g}"
 
 
-def numpy_peer(shapes, rounds: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    job = json.dumps({"shapes": shapes, "working_set": WORKING_SET, "tokens": TOKENS, "rounds": rounds})
-    r = subprocess.run([sys.executable, str(Path(__file__).with_name("_numpy_peer.py")), job], env=env,
-                       capture_output=True, text=True, check=True)
-    return json.loads(r.stdout)
+class NumpyPeer:
+    """numpy in a subprocess (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed from its environment),
+    asked for one timing at a time so its rounds interleave with ours."""
+
+    def __init__(self, shapes):
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        job = json.dumps({"shapes": shapes, "working_set": WORKING_SET, "tokens": TOKENS})
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_numpy_peer.py")), job], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, op: str, shape: str = "") -> dict:
+        self.proc.stdin.write(json.dumps({"op": op, "shape": shape}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"numpy peer exited with code {self.proc.wait()}")
+        time.sleep(SETTLE_S)
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main() -> int:
@@ -69,9 +92,11 @@ def main() -> int:
     probe = np.ones(WORKING_SET * 4 // 8, np.uint64)  # 512 MiB
     _C.stream_read(probe)
     probe_gbs = []
+    peer = NumpyPeer(shapes)
 
     rows_out = []
     for rows, k in shapes:
+        shape = f"{rows}x{k}"
         w = rng.standard_normal((rows, k), dtype=np.float32)
         x1 = rng.standard_normal((1, k), dtype=np.float32)
         X = rng.standard_normal((TOKENS, k), dtype=np.float32)
@@ -91,38 +116,46 @@ def main() -> int:
                 for i in range(calls):
                     mats[i % len(mats)].matmul(x1, y1)
 
-            t_gemv, t_probe = [], []
-            for _ in range(args.rounds):  # interleaved, so both see the same machine load
-                t_gemv.append(median_time(gemv, 1) / calls)
-                t_probe.append(median_time(lambda: _C.stream_read(probe), 1))
-            t_gemv = float(np.median(t_gemv))
-            bw = probe.nbytes / float(np.median(t_probe))
-            probe_gbs.append(bw)
             Y = np.empty((TOKENS, rows), np.float32)
             mats[0].matmul(X, Y)
-            t_gemm = median_time(lambda: mats[0].matmul(X, Y), max(3, args.rounds // 2))
-            rows_out.append({"shape": f"{rows}x{k}", "qtype": qtype, "gemv_s": t_gemv, "bytes": qt.nbytes,
-                             "bw": bw, "gemm_s": t_gemm, "flops": 2.0 * TOKENS * rows * k, "copies": n_copies})
+            t = {"gemv": [], "probe": [], "np_gemv": [], "gemm": [], "np_gemm": []}
+            for r in range(args.rounds):  # interleaved, so all see the same machine load
+                t["gemv"].append(median_time(gemv, 1) / calls)
+                t["probe"].append(median_time(lambda: _C.stream_read(probe), 1))
+                t["np_gemv"].append(peer.ask("gemv", shape)["s"])
+                t["gemm"].append(median_time(lambda: mats[0].matmul(X, Y), 1))
+                t["np_gemm"].append(peer.ask("gemm", shape)["s"])
+            # Ratios per round, then their median: robust to the drift between rounds.
+            v = {key: np.array(val) for key, val in t.items()}
+            read_bw = np.maximum(probe.nbytes / v["probe"], 4.0 * rows * k / v["np_gemv"])
+            med = {key: float(np.median(val)) for key, val in v.items()}
+            probe_gbs.append(probe.nbytes / med["probe"])
+            rows_out.append({"shape": shape, "qtype": qtype, "bytes": qt.nbytes, "flops": 2.0 * TOKENS * rows * k,
+                             "copies": n_copies, **med,
+                             "bw_frac": float(np.median(qt.nbytes / v["gemv"] / read_bw)),
+                             "gemv_ratio": float(np.median(v["np_gemv"] / v["gemv"])),
+                             "gemm_ratio": float(np.median(v["np_gemm"] / v["gemm"]))})
             del mats
         del w
+    core = peer.ask("info")["core"]
+    peer.close()
 
-    peer = numpy_peer(shapes, max(3, args.rounds // 2))
     info = llamix.cpu_info()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs "
           "(other processes share the machine: compare within a row)")
-    print(f"llamix isa={info['isa']} threads={info['threads']}; numpy {np.__version__} OpenBLAS core: {peer['core']}")
+    print(f"llamix isa={info['isa']} threads={info['threads']}; numpy {np.__version__} OpenBLAS core: {core}")
     print(f"read bandwidth (STREAM-like probe, 512 MiB, same run): median {np.median(probe_gbs) / 1e9:.1f} GB/s")
     print(f"GEMV working set >= {WORKING_SET >> 20} MiB (LLC {LLC_BYTES >> 20} MiB); GEMM {TOKENS} tokens\n")
-    print("| shape (rows x k) | type | GEMV us | GEMV GB/s | % of read BW | numpy f32 GEMV us | GEMV vs numpy "
+    print("| shape (rows x k) | type | GEMV us | GEMV GB/s | % of read BW | numpy f32 GEMV us (GB/s) | GEMV vs numpy "
           "| GEMM-512 ms | GEMM GFLOP/s | numpy sgemm GFLOP/s | GEMM vs numpy |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows_out:
-        p = peer["shapes"][r["shape"]]
-        gbs = r["bytes"] / r["gemv_s"] / 1e9
-        print(f"| {r['shape']} | {r['qtype']} | {r['gemv_s'] * 1e6:.0f} | {gbs:.1f} | {100 * gbs * 1e9 / r['bw']:.0f}% "
-              f"| {p['gemv_s'] * 1e6:.0f} | {p['gemv_s'] / r['gemv_s']:.1f}x | {r['gemm_s'] * 1e3:.1f} "
-              f"| {r['flops'] / r['gemm_s'] / 1e9:.0f} | {r['flops'] / p['gemm_s'] / 1e9:.0f} | {p['gemm_s'] / r['gemm_s']:.2f}x |")
+        gbs = r["bytes"] / r["gemv"] / 1e9
+        print(f"| {r['shape']} | {r['qtype']} | {r['gemv'] * 1e6:.0f} | {gbs:.1f} | {100 * r['bw_frac']:.0f}% "
+              f"| {r['np_gemv'] * 1e6:.0f} ({4e-9 * r['flops'] / 2 / TOKENS / r['np_gemv']:.1f}) | {r['gemv_ratio']:.1f}x "
+              f"| {r['gemm'] * 1e3:.1f} | {r['flops'] / r['gemm'] / 1e9:.0f} | {r['flops'] / r['np_gemm'] / 1e9:.0f} "
+              f"| {r['gemm_ratio']:.2f}x |")
     return 0
 
 

@@ -23,6 +23,10 @@ void quantize_act_q8a(const float* x, block_q8a* y, int64_t k);  // x86_avx512/q
 
 namespace {
 
+// Decode streams the weights once: a software prefetch this far ahead keeps more lines in flight
+// than the hardware prefetcher does while the core unpacks nibbles (Q4_0: +7-10% GB/s measured;
+// Q8_0, with half the work per byte, streams as fast without it).
+constexpr int64_t kPrefetchBytes = 4096;
 constexpr int kTile = 12;  // tokens per register tile: 12 float accumulators + 8 weight vectors + temporaries
 
 inline __m512i bcast4(const int8_t* p) {
@@ -65,6 +69,7 @@ inline __m512i block_dot(const Weights& wv, const block_q8a& xb, int offset) {
 // One block's weights of 16 rows as 8 vectors of 4 bytes per row, and where each vector's
 // 4 activation bytes sit in the block.
 struct Q4Weights {
+    static constexpr bool kPrefetch = true;
     __m512i v[8];  // low nibbles of chunks 0..3, then high nibbles
     const __m512i& operator[](int c) const { return v[c]; }
     static constexpr int offset(int c) { return c < 4 ? 4 * c : 16 + 4 * (c - 4); }
@@ -80,6 +85,7 @@ struct Q4Weights {
 };
 
 struct Q8Weights {
+    static constexpr bool kPrefetch = false;
     __m512i v[8];  // int8 + 128 of chunks 0..7
     const __m512i& operator[](int c) const { return v[c]; }
     static constexpr int offset(int c) { return 4 * c; }
@@ -97,6 +103,11 @@ void tile(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t y_
 #pragma GCC unroll 1
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* blk = w + b * BlockBytes;
+        if constexpr (T <= 2 && Weights::kPrefetch) {
+#pragma GCC unroll 8
+            for (int64_t o = 0; o < BlockBytes; o += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + o), _MM_HINT_T0);
+        }
         const __m512 dw = scales(blk);
         Weights wv;
         wv.load(blk + 2 * kGroupRows);
