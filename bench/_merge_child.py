@@ -4,10 +4,17 @@ import resource
 import sys
 import time
 
+# Imports are not timed, and neither is their wake: numpy's OpenBLAS threads busy-wait for a while
+# after they start (2^28 cycles by default), which would otherwise eat into the first tenth of a
+# second of whichever merge starts right after a fast import.
+SETTLE_S = 0.5
+
 tool, config, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 t0 = time.perf_counter()
 if tool == "llamix":
     import llamix
+    t_imported = time.perf_counter()
+    time.sleep(SETTLE_S)
     t1 = time.perf_counter()
     llamix.merge(config, out, threads=threads, progress=False, seed=0)
 else:
@@ -16,6 +23,8 @@ else:
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
     torch.set_num_threads(threads)
+    t_imported = time.perf_counter()
+    time.sleep(SETTLE_S)
     t1 = time.perf_counter()
     with open(config) as f:
         cfg = MergeConfiguration.model_validate(yaml.safe_load(f))
@@ -26,5 +35,5 @@ t2 = time.perf_counter()
 # set at fork time, which the child inherits as its starting high-water mark.
 with open("/proc/self/status") as f:
     hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-print(json.dumps({"import_s": t1 - t0, "merge_s": t2 - t1, "maxrss_mb": hwm_kb / 1024,
+print(json.dumps({"import_s": t_imported - t0, "merge_s": t2 - t1, "maxrss_mb": hwm_kb / 1024,
                   "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -404,3 +404,12 @@ def test_mergekit_examples_run_unchanged(tmp_path, hub_like, example):
         a = f64(read_model(hub_like / "psmathur/orca_mini_v3_13b"))
         name = "model.layers.0.self_attn.q_proj.weight"
         np.testing.assert_array_equal(got[name], a[name].astype(np.float16).astype(np.float64))
+
+
+def test_merge_is_both_the_function_and_the_package():
+    """llamix.merge(config, out) is the API; the package under the same name stays importable."""
+    import importlib
+
+    plan = importlib.import_module("llamix.merge.plan")
+    assert callable(llamix.merge) and plan.__name__ == "llamix.merge.plan"
+    assert llamix.merge.__call__.__doc__ == llamix.merge.api.merge.__doc__

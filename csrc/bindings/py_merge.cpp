@@ -17,44 +17,76 @@ QType float_type(int id, const char* what) {
     return t;
 }
 
-MergeInput as_input(const py::array& a, int type_id, int64_t n, const std::string& what) {
-    const QType t = float_type(type_id, what.c_str());
-    require(a.size() == n, what + " has " + std::to_string(a.size()) + " elements, expected " + std::to_string(n));
-    require(a.itemsize() == (t == QType::F32 ? 4 : 2), what + ": dtype " + std::string(py::str(a.dtype())) +
-                                                          " does not match its declared type");
+// One input argument: a contiguous array, or a tensor in a file given as (fd, byte offset, shape),
+// which the drivers read with pread (kernels/merge.h).
+struct Input {
+    MergeInput in;
+    std::vector<py::ssize_t> shape;
+    int64_t n = 0;
+};
+
+Input as_input(const py::object& x, int type_id, const std::string& what) {
+    Input r;
+    r.in.type = float_type(type_id, what.c_str());
+    const int64_t width = r.in.type == QType::F32 ? 4 : 2;
+    if (py::isinstance<py::tuple>(x)) {
+        const auto ref = x.cast<std::tuple<int, int64_t, std::vector<py::ssize_t>>>();
+        r.in.fd = std::get<0>(ref);
+        r.in.file_offset = std::get<1>(ref);
+        r.shape = std::get<2>(ref);
+        require(r.in.fd >= 0 && r.in.file_offset >= 0, what + ": invalid file reference (fd, offset, shape)");
+        r.n = 1;
+        for (const py::ssize_t d : r.shape) {
+            require(d >= 0, what + ": negative dimension in the file reference's shape");
+            r.n *= d;
+        }
+        return r;
+    }
+    // The caller's array itself (no conversion, which would make a temporary the pointer outlives).
+    require(py::isinstance<py::array>(x), what + ": expected a numpy array or a file reference (fd, offset, shape)");
+    const auto a = py::reinterpret_borrow<py::array>(x);
+    require(a.itemsize() == width, what + ": dtype " + std::string(py::str(a.dtype())) + " does not match its declared type");
     require(a.dtype().kind() == 'f' || a.dtype().kind() == 'u', what + ": expected a float or uint16 array");
     require_c_contiguous(a, what.c_str());
-    return MergeInput{a.data(), t};
+    r.in.data = a.data();
+    r.shape.assign(a.shape(), a.shape() + a.ndim());
+    r.n = static_cast<int64_t>(a.size());
+    return r;
+}
+
+MergeInput checked(const Input& x, int64_t n, const std::string& what) {
+    require(x.n == n, what + " has " + std::to_string(x.n) + " elements, expected " + std::to_string(n));
+    return x.in;
 }
 
 // A new output array shaped like `like`, or `buffer` (a caller's reusable array) when given.
-py::array new_output(const py::array& like, int type_id, const std::optional<py::array>& buffer = std::nullopt) {
+py::array new_output(const Input& like, int type_id, const std::optional<py::array>& buffer = std::nullopt) {
     const QType t = float_type(type_id, "out_type");
     if (buffer) {
         const py::array& o = *buffer;
-        require(o.size() == like.size() && o.itemsize() == (t == QType::F32 ? 4 : 2),
+        require(o.size() == like.n && o.itemsize() == (t == QType::F32 ? 4 : 2),
                 "out buffer must have the output's size and element width");
         require_c_contiguous(o, "out buffer");
         require(o.writeable(), "out buffer must be writeable");
         return o;
     }
-    std::vector<py::ssize_t> shape(like.shape(), like.shape() + like.ndim());
-    if (t == QType::F32) return py::array_t<float>(shape);
-    if (t == QType::F16) return py::array(py::dtype("float16"), shape);
-    return py::array_t<uint16_t>(shape);
+    if (t == QType::F32) return py::array_t<float>(like.shape);
+    if (t == QType::F16) return py::array(py::dtype("float16"), like.shape);
+    return py::array_t<uint16_t>(like.shape);
 }
 
 MergeOutput as_output(py::array& out, int type_id) { return MergeOutput{out.mutable_data(), static_cast<QType>(type_id)}; }
 
-MergeCommon common(const py::array& first, int work_id) {
-    return MergeCommon{static_cast<int64_t>(first.size()), float_type(work_id, "work_type")};
-}
+MergeCommon common(const Input& first, int work_id) { return MergeCommon{first.n, float_type(work_id, "work_type")}; }
 
-std::vector<MergeInput> as_inputs(const std::vector<py::array>& xs, const std::vector<int>& types, int64_t n) {
+std::vector<MergeInput> as_inputs(const std::vector<py::object>& xs, const std::vector<int>& types, int64_t n) {
     require(!xs.empty(), "at least one input tensor is needed");
     require(xs.size() == types.size(), "one type id per input tensor is needed");
     std::vector<MergeInput> out;
-    for (size_t i = 0; i < xs.size(); ++i) out.push_back(as_input(xs[i], types[i], n, "input " + std::to_string(i)));
+    for (size_t i = 0; i < xs.size(); ++i) {
+        const std::string what = "input " + std::to_string(i);
+        out.push_back(checked(as_input(xs[i], types[i], what), n, what));
+    }
     return out;
 }
 
@@ -77,12 +109,14 @@ Sparsify as_sparsify(const SparsifyTuple& s) {
 }  // namespace
 
 void register_merge(py::module_& m) {
-    m.def("merge_linear", [](std::vector<py::array> xs, std::vector<int> types, std::vector<float> weights, bool normalize,
+    m.def("merge_linear", [](std::vector<py::object> xs, std::vector<int> types, std::vector<float> weights, bool normalize,
                              int out_type, int work_type, std::optional<py::array> buffer) {
         require(weights.size() == xs.size(), "one weight per input tensor is needed");
-        const MergeCommon c = common(xs.at(0), work_type);
+        require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
+        const Input first = as_input(xs[0], types[0], "input 0");
+        const MergeCommon c = common(first, work_type);
         const auto in = as_inputs(xs, types, c.n);
-        py::array out = new_output(xs[0], out_type, buffer);
+        py::array out = new_output(first, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         py::gil_scoped_release release;
         merge_linear(c, in, weights, normalize, o);
@@ -90,11 +124,12 @@ void register_merge(py::module_& m) {
     }, py::arg("xs"), py::arg("types"), py::arg("weights"), py::arg("normalize"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
 
-    m.def("merge_slerp", [](py::array v0, int t0, py::array v1, int t1, float t, int out_type, int work_type,
+    m.def("merge_slerp", [](py::object v0, int t0, py::object v1, int t1, float t, int out_type, int work_type,
                             std::optional<py::array> buffer) {
-        const MergeCommon c = common(v0, work_type);
-        const MergeInput a = as_input(v0, t0, c.n, "v0"), b = as_input(v1, t1, c.n, "v1");
-        py::array out = new_output(v0, out_type, buffer);
+        const Input x0 = as_input(v0, t0, "v0");
+        const MergeCommon c = common(x0, work_type);
+        const MergeInput a = x0.in, b = checked(as_input(v1, t1, "v1"), c.n, "v1");
+        py::array out = new_output(x0, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         py::gil_scoped_release release;
         merge_slerp(c, a, b, t, o);
@@ -102,14 +137,15 @@ void register_merge(py::module_& m) {
     }, py::arg("v0"), py::arg("type0"), py::arg("v1"), py::arg("type1"), py::arg("t"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
 
-    m.def("merge_nuslerp", [](py::array x0, int t0, py::array x1, int t1, std::optional<py::array> base, int base_type,
+    m.def("merge_nuslerp", [](py::object x0, int t0, py::object x1, int t1, std::optional<py::object> base, int base_type,
                               double t, int64_t rows, int out_type, int work_type, std::optional<py::array> buffer) {
-        const MergeCommon c = common(x0, work_type);
-        const MergeInput a = as_input(x0, t0, c.n, "x0"), b = as_input(x1, t1, c.n, "x1");
+        const Input first = as_input(x0, t0, "x0");
+        const MergeCommon c = common(first, work_type);
+        const MergeInput a = first.in, b = checked(as_input(x1, t1, "x1"), c.n, "x1");
         MergeInput bs;
-        if (base) bs = as_input(*base, base_type, c.n, "base");
+        if (base) bs = checked(as_input(*base, base_type, "base"), c.n, "base");
         require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
-        py::array out = new_output(x0, out_type, buffer);
+        py::array out = new_output(first, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         const bool has_base = bool(base);
         py::gil_scoped_release release;
@@ -119,12 +155,13 @@ void register_merge(py::module_& m) {
        py::arg("rows"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
 
-    m.def("merge_task_vectors", [](py::array base, int base_type, std::vector<py::array> xs, std::vector<int> types,
+    m.def("merge_task_vectors", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types,
                                    std::vector<SparsifyTuple> sparsify, int consensus, bool rescale, bool normalize,
                                    float lambda, uint64_t seed, std::string name, int64_t rows, int out_type, int work_type,
                                    std::optional<py::array> buffer) {
-        const MergeCommon c = common(base, work_type);
-        const MergeInput b = as_input(base, base_type, c.n, "base");
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in;
         const auto in = as_inputs(xs, types, c.n);
         require(sparsify.size() == xs.size(), "one sparsifier per input tensor is needed");
         require(consensus >= 0 && consensus <= 2, "consensus must be 0 (none), 1 (sum) or 2 (count)");
@@ -139,7 +176,7 @@ void register_merge(py::module_& m) {
         p.seed = seed;
         p.name = std::move(name);
         p.rows = rows;
-        py::array out = new_output(base, out_type, buffer);
+        py::array out = new_output(bi, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         py::gil_scoped_release release;
         merge_task_vectors(c, b, in, sp, p, o);
@@ -149,13 +186,14 @@ void register_merge(py::module_& m) {
        py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
 
-    m.def("merge_model_stock", [](py::array base, int base_type, std::vector<py::array> xs, std::vector<int> types,
+    m.def("merge_model_stock", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types,
                                   int64_t rows, int out_type, int work_type, std::optional<py::array> buffer) {
-        const MergeCommon c = common(base, work_type);
-        const MergeInput b = as_input(base, base_type, c.n, "base");
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in;
         const auto in = as_inputs(xs, types, c.n);
         require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
-        py::array out = new_output(base, out_type, buffer);
+        py::array out = new_output(bi, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         py::gil_scoped_release release;
         merge_model_stock(c, b, in, rows, o);
@@ -163,10 +201,11 @@ void register_merge(py::module_& m) {
     }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("rows"), py::arg("out_type"),
        py::arg("work_type"), py::arg("buffer") = py::none());
 
-    m.def("merge_scale", [](py::array x, int type, float s, int out_type, int work_type, std::optional<py::array> buffer) {
-        const MergeCommon c = common(x, work_type);
-        const MergeInput a = as_input(x, type, c.n, "x");
-        py::array out = new_output(x, out_type, buffer);
+    m.def("merge_scale", [](py::object x, int type, float s, int out_type, int work_type, std::optional<py::array> buffer) {
+        const Input xi = as_input(x, type, "x");
+        const MergeCommon c = common(xi, work_type);
+        const MergeInput a = xi.in;
+        py::array out = new_output(xi, out_type, buffer);
         const MergeOutput o = as_output(out, out_type);
         py::gil_scoped_release release;
         merge_scale(c, a, s, o);
@@ -174,10 +213,11 @@ void register_merge(py::module_& m) {
     }, py::arg("x"), py::arg("type"), py::arg("scale"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
 
-    m.def("merge_sparsify_mask", [](py::array base, int base_type, py::array x, int type, SparsifyTuple sparsify,
+    m.def("merge_sparsify_mask", [](py::object base, int base_type, py::object x, int type, SparsifyTuple sparsify,
                                     uint64_t seed, std::string name, int model_index, int64_t rows, int work_type) {
-        const MergeCommon c = common(base, work_type);
-        const MergeInput b = as_input(base, base_type, c.n, "base"), a = as_input(x, type, c.n, "x");
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in, a = checked(as_input(x, type, "x"), c.n, "x");
         require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
         const Sparsify sp = as_sparsify(sparsify);
         std::vector<uint8_t> bits;

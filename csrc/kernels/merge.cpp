@@ -5,11 +5,16 @@
 // The sums behind them (norms, dots) do not: ours are accurate (double, fixed order), mergekit's
 // are torch's float32 reductions, whose rounding depends on torch's summation order and thread
 // count; that, not the formula, is what separates slerp / nuslerp / model_stock from mergekit.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "common/fp16.h"
 #include "common/thread_pool.h"
@@ -26,6 +31,36 @@ int64_t type_size(QType t) { return t == QType::F32 ? 4 : 2; }
 
 const void* at(MergeInput in, int64_t offset) {
     return static_cast<const uint8_t*>(in.data) + offset * type_size(in.type);
+}
+
+void read_exact(int fd, void* dst, int64_t bytes, int64_t offset) {
+    auto* p = static_cast<uint8_t*>(dst);
+    while (bytes > 0) {
+        const ssize_t got = ::pread(fd, p, size_t(bytes), off_t(offset));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0)
+            throw std::runtime_error("merge: reading an input tensor failed at byte " + std::to_string(offset) + ": " +
+                                     (got == 0 ? std::string("unexpected end of file") : std::strerror(errno)));
+        p += got, bytes -= got, offset += got;
+    }
+}
+
+// A per-thread byte buffer; `slot` tells apart the buffers one task holds at the same time.
+uint8_t* thread_buffer(int slot, int64_t bytes) {
+    static thread_local std::vector<std::vector<uint8_t>> buffers;
+    if (buffers.size() <= size_t(slot)) buffers.resize(size_t(slot) + 1);
+    std::vector<uint8_t>& b = buffers[size_t(slot)];
+    if (b.size() < size_t(bytes)) b.resize(size_t(bytes));
+    return b.data();
+}
+
+// Elements [off, off + len) of an input in its stored type: in place, or read into `slot`.
+const uint8_t* fetch(MergeInput in, int64_t off, int64_t len, int slot) {
+    if (in.fd < 0) return static_cast<const uint8_t*>(at(in, off));
+    const int64_t size = type_size(in.type);
+    uint8_t* buf = thread_buffer(slot, len * size);
+    read_exact(in.fd, buf, len * size, in.file_offset + off * size);
+    return buf;
 }
 
 // Per-thread float32 scratch: `count` buffers of `len` floats for each pool thread. Left
@@ -56,7 +91,11 @@ void round_to(QType work, float* x, int64_t n) {
 
 // Load elements [off, off + len) of an input as float32 in the working dtype's precision.
 void load_work(const MergeCommon& c, MergeInput in, int64_t off, int64_t len, float* dst) {
-    kernels().merge.load(at(in, off), in.type, dst, len);
+    if (in.fd >= 0 && in.type == QType::F32) {
+        read_exact(in.fd, dst, len * 4, in.file_offset + off * 4);  // already float32: straight in
+    } else {
+        kernels().merge.load(fetch(in, off, len, 0), in.type, dst, len);
+    }
     if (c.work != QType::F32 && in.type != c.work) round_to(c.work, dst, len);
 }
 
@@ -412,18 +451,22 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const 
     const MergeKernels& K = kernels().merge;
     const Tiling tl(c.n, 1);
     Scratch scratch(2, kChunk);
+    std::vector<const uint8_t*> src(size_t(ThreadPool::instance().threads()) * x.size());  // each input's task chunk
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* acc = scratch.get(th, 0);
         float* tmp = scratch.get(th, 1);
+        const int64_t begin = tl.begin(task), end = begin + tl.size(task);
+        for (size_t i = 0; i < x.size(); ++i) src[size_t(th) * x.size() + i] = fetch(x[i], begin, end - begin, int(i));
         // Sub-blocks small enough that the accumulator stays in L1 across the inputs.
-        for (int64_t off = tl.begin(task), end = off + tl.size(task); off < end; off += kL1Block) {
+        for (int64_t off = begin; off < end; off += kL1Block) {
             const int64_t len = std::min(kL1Block, end - off);
             std::fill(acc, acc + len, 0.0f);
             for (size_t i = 0; i < x.size(); ++i) {
+                const MergeInput part{src[size_t(th) * x.size() + i] + (off - begin) * type_size(x[i].type), x[i].type};
                 if (c.work == QType::F32 || x[i].type == c.work) {
-                    K.fma_acc_typed(acc, at(x[i], off), x[i].type, w[i], len);  // no rounding: read in place
+                    K.fma_acc_typed(acc, part.data, part.type, w[i], len);  // no rounding: read in place
                 } else {
-                    load_work(c, x[i], off, len, tmp);
+                    load_work(c, part, 0, len, tmp);
                     K.fma_acc(acc, tmp, w[i], len);
                 }
             }

@@ -97,10 +97,15 @@ void fill_merge_neon(MergeKernels& k);
 
 // ---- Drivers (kernels/merge.cpp): one output tensor, chunked over the thread pool. ----
 
-// A read-only input tensor of n elements stored as float32, float16 or bfloat16.
+// A read-only input tensor of n elements stored as float32, float16 or bfloat16: in memory at
+// `data`, or, with fd >= 0, in a file at byte `file_offset`, read with pread a chunk at a time
+// into per-thread buffers (no page mapping, faulting and unmapping per tensor; the file's pages
+// are copied from the page cache into cache-resident scratch).
 struct MergeInput {
     const void* data = nullptr;
     QType type = QType::F32;
+    int fd = -1;
+    int64_t file_offset = 0;
 };
 
 // The output: n elements of type F32, F16 or BF16.

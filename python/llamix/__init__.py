@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ._runtime import cpu_info, set_isa, set_threads
-from .merge import ConfigError, merge
+from . import merge
+from .merge import ConfigError
 from .model import Model, ModelConfig, load
 from .quality.export import export_gguf
 from .quality.merge_gguf import merge_to_gguf

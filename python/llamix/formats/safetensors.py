@@ -35,6 +35,25 @@ class SafetensorsError(ValueError):
     """A safetensors file is truncated, corrupt or holds something unsupported."""
 
 
+class TensorRef:
+    """Where a tensor's bytes lie in a file: an open descriptor, a byte offset, dtype and shape.
+    Streaming kernels (the merge) read it with pread a chunk at a time, so its pages are never
+    mapped into the process; ``np.asarray(ref)`` gives the usual memory-mapped view instead."""
+
+    __slots__ = ("fd", "offset", "dtype", "shape", "_view")
+
+    def __init__(self, fd: int, offset: int, dtype: np.dtype, shape: tuple[int, ...], view):
+        self.fd, self.offset, self.dtype, self.shape, self._view = fd, offset, dtype, shape, view
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self._view()
+        return arr if dtype is None else arr.astype(dtype)
+
+
 class SafetensorsFile:
     """One memory-mapped .safetensors file."""
 
@@ -101,6 +120,19 @@ class SafetensorsFile:
         arr = np.frombuffer(self._mmap, dtype=np_dtype, count=(end - begin) // np_dtype.itemsize,
                             offset=self._data_start + begin)
         return arr.reshape(shape)
+
+    def ref(self, name: str) -> TensorRef:
+        """The tensor as a TensorRef (file descriptor opened on first use, closed with this object)."""
+        np_dtype, _, shape, begin, _ = self._entry(name)
+        if getattr(self, "_fd", None) is None:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return TensorRef(self._fd, self._data_start + begin, np_dtype, shape, lambda: self.get(name))
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+            self._fd = None
 
     def _page_range(self, begin: int, end: int) -> tuple[int, int]:
         page = mmap.PAGESIZE
@@ -180,6 +212,10 @@ class SafetensorsCheckpoint:
 
     def dtype(self, name: str) -> str:
         return self.file_of(name).dtype(name)
+
+    def ref(self, name: str) -> TensorRef:
+        """See SafetensorsFile.ref."""
+        return self.file_of(name).ref(name)
 
     def release(self, name: str) -> None:
         """See SafetensorsFile.release."""

@@ -1,6 +1,7 @@
-"""Run a merge plan one output tensor at a time: map the inputs' tensors, merge them in C++,
-hand the result to a writer, release the input pages. Peak memory is the output tensor plus the
-kernels' scratch (a few times the largest tensor for the top-k masks), never the model.
+"""Run a merge plan one output tensor at a time: the C++ kernels read the inputs' tensors from
+their files chunk by chunk (TensorRef), merge them, and hand the result to a writer. Peak memory
+is the outputs waiting for the writer (at most MAX_PENDING_BYTES) plus the kernels' scratch (a
+few times the largest tensor for the top-k masks), never the model.
 
 Writers are pluggable (an output format is a writer): ``dtype_for(task)`` says which dtype the
 merge should produce for a tensor (a quantizing GGUF writer asks for float32), ``write(name,
@@ -10,6 +11,7 @@ output.HFFolderWriter.
 """
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Protocol
 
@@ -28,33 +30,34 @@ class TensorWriter(Protocol):
     def abort(self) -> None: ...
 
 
-class OutputBuffers:
-    """Two output arrays used in turn, so the pages of a model's worth of outputs are not faulted
-    in and zeroed tensor after tensor. Safe only while the consumer is done with tensor k before
-    tensor k + 2 is computed (execute() guarantees it)."""
+class BufferPool:
+    """Output arrays handed back once written and reused for later tensors, so the pages of a
+    model's worth of outputs are not faulted in and zeroed tensor after tensor."""
 
     def __init__(self):
-        self._raw = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
-        self._turn = 0
+        self._free: list[np.ndarray] = []  # raw uint8 buffers
 
     def get(self, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
         dt = NUMPY[dtype]
         nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        self._turn ^= 1
-        if self._raw[self._turn].nbytes < nbytes:
-            self._raw[self._turn] = np.empty(nbytes, np.uint8)
-        return self._raw[self._turn][:nbytes].view(dt).reshape(shape)
+        fits = [i for i, raw in enumerate(self._free) if raw.nbytes >= nbytes]
+        raw = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes)) if fits else np.empty(nbytes, np.uint8)
+        return raw[:nbytes].view(dt).reshape(shape)
+
+    def put(self, array: np.ndarray) -> None:
+        """Return an array from get() (the caller is done with it)."""
+        self._free.append(array.base if array.base is not None else array)
 
 
 def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Optional[Progress] = None,
-                   buffers: Optional[OutputBuffers] = None):
+                   buffers: Optional[BufferPool] = None):
     """Yield (name, merged array) in plan order; input pages are released after each tensor.
-    With `buffers`, the arrays are reused two tensors later (copy them to keep them)."""
+    With `buffers`, the arrays come from that pool (hand them back with put() when done)."""
     for task in plan.tensors:
         arrays = []
         for ref, name in task.inputs:
             w = plan.models[ref].weights
-            arrays.append((w.get(name), FLOAT_TYPES[w.dtype(name)]))
+            arrays.append((w.ref(name), FLOAT_TYPES[w.dtype(name)]))
         job = task.job(arrays, seed)
         if dtype_for is not None:
             job.out = dtype_for(task)
@@ -72,22 +75,33 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
             progress.update(nbytes, task.name)
 
 
+# Outputs merged ahead of the writer, at most: the writer (one file, written by one thread) is the
+# slowest stage, and a merge that waited on every write would leave a core idle while it does.
+MAX_PENDING_BYTES = 64 << 20
+
+
 def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Optional[bool] = None) -> None:
     """Merge every tensor of the plan into the writer; the writer is aborted on any error.
 
-    Writing tensor k overlaps merging tensor k + 1: ``writer.write`` runs on one background
-    thread, in plan order, with at most one write pending (so at most two outputs in memory)."""
+    ``writer.write`` runs on one background thread, in plan order, while the next tensors are
+    merged; up to MAX_PENDING_BYTES of merged outputs may wait for it."""
     writer.begin(plan)
     try:
         with Progress(plan.input_bytes, "merge", quiet=None if progress is None else not progress) as bar, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamix-merge-writer") as pool:
-            pending = None
-            for name, array in merged_tensors(plan, seed, writer.dtype_for, bar, OutputBuffers()):
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(writer.write, name, array)
-            if pending is not None:
-                pending.result()
+            buffers = BufferPool()
+            pending: deque = deque()  # (future, array) in plan order
+            waiting = 0
+            for name, array in merged_tensors(plan, seed, writer.dtype_for, bar, buffers):
+                pending.append((pool.submit(writer.write, name, array), array))
+                waiting += array.nbytes
+                while pending and (pending[0][0].done() or waiting > MAX_PENDING_BYTES):
+                    future, done = pending.popleft()
+                    future.result()
+                    waiting -= done.nbytes
+                    buffers.put(done)
+            for future, _ in pending:
+                future.result()
         writer.finish()
     except BaseException:
         writer.abort()

@@ -1,7 +1,8 @@
 """Thin typed wrappers over the C++ merge drivers (one output tensor per call).
 
 Tensors are numpy arrays: float32, float16, or bfloat16 as uint16 bit patterns (numpy has no
-bfloat16). Each argument may be an array (uint16 means bfloat16) or ``(array, dtype)``.
+bfloat16). Each argument may be an array (uint16 means bfloat16), a TensorRef (read from its file
+chunk by chunk), or either as ``(tensor, dtype)``.
 ``out`` and ``work`` are dtype names; ``work`` rounds inputs first (mergekit's ``dtype``).
 ``buffer``: an optional reusable output array (the output's size and dtype), returned filled.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
+from ..formats.safetensors import TensorRef
 
 # dtype name -> GGUF type id used by the kernels
 TYPE_IDS = {"float32": 0, "float16": 1, "bfloat16": 30}
@@ -26,18 +28,23 @@ def dtype_name(name: str) -> str:
     return n
 
 
-def _typed(x) -> tuple[np.ndarray, int]:
+def _typed(x) -> tuple[object, int]:
+    """(what the C++ driver reads, type id): an array, or a TensorRef as (fd, offset, shape)."""
     if isinstance(x, tuple):
         arr, name = x
-        return arr, TYPE_IDS[dtype_name(name)]
-    dt = np.asarray(x).dtype
+        return _readable(arr), TYPE_IDS[dtype_name(name)]
+    dt = x.dtype if isinstance(x, TensorRef) else np.asarray(x).dtype
     if dt == np.float32:
-        return x, 0
+        return _readable(x), 0
     if dt == np.float16:
-        return x, 1
+        return _readable(x), 1
     if dt == np.uint16:
-        return x, 30
+        return _readable(x), 30
     raise ValueError(f"merge inputs must be float32, float16 or bfloat16 (uint16), got {dt}")
+
+
+def _readable(x):
+    return (x.fd, x.offset, list(x.shape)) if isinstance(x, TensorRef) else np.asarray(x)
 
 
 def _ids(out: str, work: str) -> tuple[int, int]:
