@@ -127,10 +127,11 @@ def main() -> int:
         from llamix.merge.plan import build_plan
         in_bytes = build_plan(load_config(cfg_path)).input_bytes
         res = {"llamix": [], "mergekit": []}
-        for tool in ("mergekit", "llamix"):
-            reps = args.repeat if tool == "llamix" else (args.mergekit_repeat or args.repeat)
-            for _ in range(reps):
-                res[tool].append(run(tool, cfg_path, outroot / f"{method}-{tool}", args.threads))
+        reps = {"llamix": args.repeat, "mergekit": args.mergekit_repeat or args.repeat}
+        for r in range(max(reps.values())):  # the tools take turns, so both see the same machine
+            for tool in ("mergekit", "llamix"):
+                if r < reps[tool]:
+                    res[tool].append(run(tool, cfg_path, outroot / f"{method}-{tool}", args.threads))
         verdict = check(method, outroot / f"{method}-llamix", outroot / f"{method}-mergekit", base)
         med = {k: {m: statistics.median(r[m] for r in v) for m in ("merge_s", "wall_s", "maxrss_mb")}
                for k, v in res.items()}

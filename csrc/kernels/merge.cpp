@@ -106,6 +106,22 @@ void store_out(const MergeCommon& c, float* x, MergeOutput out, int64_t off, int
     kernels().merge.store(x, static_cast<uint8_t*>(out.data) + off * type_size(out.type), out.type, len);
 }
 
+// f(off, len) for each L1-sized block of [begin, end), with both inputs' elements there loaded
+// into a and b (float32, working precision); each input's range is read once, in place or from
+// its file. Streaming passes stay in L1 instead of round-tripping whole chunks through L2.
+template <class F>
+void for_l1_blocks(const MergeCommon& c, MergeInput x, MergeInput y, int64_t begin, int64_t end, float* a, float* b,
+                   F&& f) {
+    const uint8_t* px = fetch(x, begin, end - begin, 0);
+    const uint8_t* py = fetch(y, begin, end - begin, 1);
+    for (int64_t off = begin; off < end; off += kL1Block) {
+        const int64_t len = std::min(kL1Block, end - off);
+        load_work(c, MergeInput{px + (off - begin) * type_size(x.type), x.type}, 0, len, a);
+        load_work(c, MergeInput{py + (off - begin) * type_size(y.type), y.type}, 0, len, b);
+        f(off, len);
+    }
+}
+
 // Vectors of length L laid out as `rows` contiguous runs, each split into chunks of kChunk.
 struct Tiling {
     int64_t rows, len, per_row;
@@ -479,15 +495,17 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const 
 void merge_slerp(const MergeCommon& c, MergeInput v0, MergeInput v1, float t, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
     const Tiling tl(c.n, 1);
-    Scratch scratch(2, kChunk);
+    Scratch scratch(2, kL1Block);
     std::vector<double> part(size_t(tl.tasks()) * 3);
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* a = scratch.get(th, 0);
         float* b = scratch.get(th, 1);
-        const int64_t off = tl.begin(task), len = tl.size(task);
-        load_work(c, v0, off, len, a);
-        load_work(c, v1, off, len, b);
-        K.dot3(a, b, len, &part[size_t(task) * 3]);
+        double* sums = &part[size_t(task) * 3];
+        for_l1_blocks(c, v0, v1, tl.begin(task), tl.begin(task) + tl.size(task), a, b, [&](int64_t, int64_t len) {
+            double d[3];
+            K.dot3(a, b, len, d);
+            for (int j = 0; j < 3; ++j) sums[j] += d[j];
+        });
     });
     const std::vector<double> s = sum_rows(tl, part, 3);
     // Norms <= 1e-8 are not normalised; the dot of the normalised vectors, clamped.
@@ -504,11 +522,10 @@ void merge_slerp(const MergeCommon& c, MergeInput v0, MergeInput v1, float t, Me
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* a = scratch.get(th, 0);
         float* b = scratch.get(th, 1);
-        const int64_t off = tl.begin(task), len = tl.size(task);
-        load_work(c, v0, off, len, a);
-        load_work(c, v1, off, len, b);
-        K.lincomb2(a, a, ca, b, cb, 1.0f, len);
-        store_out(c, a, out, off, len);
+        for_l1_blocks(c, v0, v1, tl.begin(task), tl.begin(task) + tl.size(task), a, b, [&](int64_t off, int64_t len) {
+            K.lincomb2(a, a, ca, b, cb, 1.0f, len);
+            store_out(c, a, out, off, len);
+        });
     });
 }
 
