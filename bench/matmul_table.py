@@ -5,8 +5,9 @@ memory bandwidth, all measured in one run.
 
 GEMV (1 token): effective GB/s of weight bytes, cycling through enough distinct weight matrices
 that the working set is several times the last-level cache (as a model's layers are), next to a
-STREAM-like read probe and numpy's float32 matvec (also cycled). "% of read BW" is against the
-better of the two (numpy's matvec is itself a read stream, and sometimes the faster one).
+STREAM-like read probe and numpy's float32 matvec (also cycled). "% of probe" is against the
+probe; "% of read BW" against the better of the two (numpy's matvec is itself a read stream,
+and sometimes the faster one).
 GEMM (512 tokens): GFLOP/s against numpy's float32 matmul. numpy runs in a subprocess whose
 environment has OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed, so OpenBLAS uses its own
 (AVX-512) kernels. llamix, the probe and numpy are timed in turn, round by round (this VM's
@@ -133,6 +134,7 @@ def main() -> int:
             rows_out.append({"shape": shape, "qtype": qtype, "bytes": qt.nbytes, "flops": 2.0 * TOKENS * rows * k,
                              "copies": n_copies, **med,
                              "bw_frac": float(np.median(qt.nbytes / v["gemv"] / read_bw)),
+                             "probe_frac": float(np.median(qt.nbytes / v["gemv"] / (probe.nbytes / v["probe"]))),
                              "gemv_ratio": float(np.median(v["np_gemv"] / v["gemv"])),
                              "gemm_ratio": float(np.median(v["np_gemm"] / v["gemm"]))})
             del mats
@@ -147,12 +149,13 @@ def main() -> int:
     print(f"llamix isa={info['isa']} threads={info['threads']}; numpy {np.__version__} OpenBLAS core: {core}")
     print(f"read bandwidth (STREAM-like probe, 512 MiB, same run): median {np.median(probe_gbs) / 1e9:.1f} GB/s")
     print(f"GEMV working set >= {WORKING_SET >> 20} MiB (LLC {LLC_BYTES >> 20} MiB); GEMM {TOKENS} tokens\n")
-    print("| shape (rows x k) | type | GEMV us | GEMV GB/s | % of read BW | numpy f32 GEMV us (GB/s) | GEMV vs numpy "
+    print("| shape (rows x k) | type | GEMV us | GEMV GB/s | % of probe | % of read BW | numpy f32 GEMV us (GB/s) | GEMV vs numpy "
           "| GEMM-512 ms | GEMM GFLOP/s | numpy sgemm GFLOP/s | GEMM vs numpy |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows_out:
         gbs = r["bytes"] / r["gemv"] / 1e9
-        print(f"| {r['shape']} | {r['qtype']} | {r['gemv'] * 1e6:.0f} | {gbs:.1f} | {100 * r['bw_frac']:.0f}% "
+        print(f"| {r['shape']} | {r['qtype']} | {r['gemv'] * 1e6:.0f} | {gbs:.1f} | {100 * r['probe_frac']:.0f}% "
+              f"| {100 * r['bw_frac']:.0f}% "
               f"| {r['np_gemv'] * 1e6:.0f} ({4e-9 * r['flops'] / 2 / TOKENS / r['np_gemv']:.1f}) | {r['gemv_ratio']:.1f}x "
               f"| {r['gemm'] * 1e3:.1f} | {r['flops'] / r['gemm'] / 1e9:.0f} | {r['flops'] / r['np_gemm'] / 1e9:.0f} "
               f"| {r['gemm_ratio']:.2f}x |")
