@@ -45,8 +45,12 @@ class BufferPool:
         return raw[:nbytes].view(dt).reshape(shape)
 
     def put(self, array: np.ndarray) -> None:
-        """Return an array from get() (the caller is done with it)."""
-        self._free.append(array.base if array.base is not None else array)
+        """Hand back a merged array once it is written. Only buffers that came from get() are kept
+        (a method may return an array of its own, e.g. a view of an input)."""
+        raw = array.base if array.base is not None else array
+        if isinstance(raw, np.ndarray) and raw.dtype == np.uint8 and raw.ndim == 1 and raw.flags.owndata \
+                and raw.flags.writeable:
+            self._free.append(raw)
 
 
 def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Optional[Progress] = None,
