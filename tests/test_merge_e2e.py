@@ -413,3 +413,23 @@ def test_merge_is_both_the_function_and_the_package():
     plan = importlib.import_module("llamix.merge.plan")
     assert callable(llamix.merge) and plan.__name__ == "llamix.merge.plan"
     assert llamix.merge.__call__.__doc__ == llamix.merge.api.merge.__doc__
+
+
+def test_input_truncated_after_planning_names_the_tensor(tmp_path):
+    """The kernels read inputs with pread while merging: a file cut short after the plan was
+    made fails with the tensor's name, not a crash or a silently short tensor."""
+    import os
+
+    from llamix.merge.config import load_config
+    from llamix.merge.executor import merged_tensors
+    from llamix.merge.plan import build_plan
+
+    a = write_model(tmp_path / "a", tiny_tensors(1))
+    b = write_model(tmp_path / "b", tiny_tensors(2))
+    plan = build_plan(load_config({"merge_method": "linear", "models": [
+        {"model": str(a), "parameters": {"weight": 0.5}}, {"model": str(b), "parameters": {"weight": 0.5}}]}))
+    shard = next(b.glob("*.safetensors"))
+    os.truncate(shard, os.path.getsize(shard) // 2)
+    with pytest.raises(RuntimeError, match=r"merging tensor '.*': merge: reading an input tensor failed"):
+        for _ in merged_tensors(plan):
+            pass

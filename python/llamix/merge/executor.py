@@ -67,7 +67,10 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
             job.out = dtype_for(task)
         if buffers is not None:
             job.buffer = buffers.get(job.out, task.shape)
-        out = plan.method.merge(job).reshape(task.shape)
+        try:
+            out = plan.method.merge(job).reshape(task.shape)
+        except (OSError, RuntimeError) as e:  # e.g. an input file truncated since it was opened
+            raise type(e)(f"merging tensor {task.name!r}: {e}") from e
         del arrays, job
         nbytes = 0
         for ref, name in task.inputs:
