@@ -45,10 +45,6 @@ class TensorRef:
     def __init__(self, fd: int, offset: int, dtype: np.dtype, shape: tuple[int, ...], view):
         self.fd, self.offset, self.dtype, self.shape, self._view = fd, offset, dtype, shape, view
 
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
     def __array__(self, dtype=None, copy=None):
         arr = self._view()
         return arr if dtype is None else arr.astype(dtype)
