@@ -234,3 +234,26 @@ def test_matmul_many_bad_input():
                 lambda: llamix.matmul_many(x, [a, a], [np.ones((2, 4), np.float32)])]:  # outs count
         with pytest.raises(ValueError):
             bad()
+
+
+def _anon_huge_kb() -> int:
+    with open("/proc/self/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("AnonHugePages:"))
+
+
+def test_prepared_weights_ask_for_huge_pages():
+    """Decode streams the repacked weights once per token; on 4 KiB pages every 4 KiB costs a TLB
+    miss, so buffers of 2 MiB and more are madvised for transparent huge pages (as numpy does)."""
+    try:
+        mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+        _anon_huge_kb()
+    except OSError:
+        pytest.skip("no transparent huge pages on this OS")
+    if "[never]" in mode:
+        pytest.skip("transparent huge pages are disabled on this machine")
+    weights = [llamix.quantize(np.ones((1024, 4096), np.float32), "q4_0") for _ in range(9)]  # 2.25 MiB each
+    before = _anon_huge_kb()
+    prepared = [w.prepared() for w in weights]  # each repacked copy spans at least one whole huge page
+    grown = _anon_huge_kb() - before
+    assert grown >= 8 * 2048, f"prepared weights got {grown} KiB of huge pages, expected >= {8 * 2048}"
+    del prepared

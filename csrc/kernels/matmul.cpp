@@ -3,12 +3,12 @@
 // the shape only and every output element is computed whole by one task (k is never split), so
 // results are bit-identical for any thread count.
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
 
 #include "common/thread_pool.h"
+#include "common/weight_memory.h"
 #include "kernels/kernels.h"
 
 namespace llamix {
@@ -185,10 +185,8 @@ PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t 
     const int64_t group_bytes = nb * group_block_bytes(wtype);
     const int64_t groups = ceil_div(rows, kGroupRows);
     p.packed_bytes = groups * group_bytes;
-    const size_t alloc = size_t(ceil_div(p.packed_bytes, 64) * 64);
-    auto* mem = static_cast<uint8_t*>(std::aligned_alloc(64, alloc));
-    if (!mem) throw std::bad_alloc();
-    p.packed = std::shared_ptr<uint8_t>(mem, [](uint8_t* m) { std::free(m); });
+    p.packed = allocate_weight_memory(size_t(p.packed_bytes));
+    uint8_t* mem = p.packed.get();
     const PackFn pack = wtype == QType::Q4_0 ? pack_group_q4_0 : pack_group_q8_0;
     const auto* src = static_cast<const uint8_t*>(w);
     const int64_t row_bytes = qtype_row_bytes(wtype, k);
