@@ -33,6 +33,30 @@ def test_many_tiny_calls_stay_correct():
         np.testing.assert_array_equal(p.matmul(xs[j:j + 1])[0], expected[j])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("prepared", [True, False])
+def test_decode_lanes_cover_every_row_group(threads, prepared):
+    """Decode gives each thread one lane of row groups, and a thread that finishes early takes
+    groups from the ends of the others' lanes: every group must be computed (no NaN left in the
+    output) and equal the prefill's answer, whichever thread took it. More threads than cores make
+    the OS interleave them, so lanes are finished by helpers in many different ways."""
+    rng = np.random.default_rng(7)
+    rows, k = 16 * 157 + 5, 64
+    qw = llamix.quantize(rng.standard_normal((rows, k)).astype(np.float32), "q4_0")
+    xs = rng.standard_normal((40, k)).astype(np.float32)
+    llamix.set_threads(threads)
+    expected = llamix.matmul(xs, qw)  # 40 tokens: the prefill path
+    p = qw.prepared()
+    # prepared: repacked once; raw GGUF bytes: each group is repacked by whichever thread takes it
+    decode = (lambda x, out: p.matmul(x, out)) if prepared else (lambda x, out: _C.matmul(x, qw.data, qw.info.gguf_id, k, out))
+    out = np.empty((1, rows), np.float32)
+    for i in range(400):
+        out.fill(np.nan)
+        j = i % len(xs)
+        decode(xs[j:j + 1], out)
+        np.testing.assert_array_equal(out[0], expected[j])
+
+
 def test_set_threads_while_idle():
     rng = np.random.default_rng(1)
     qw = llamix.quantize(rng.standard_normal((200, 256)).astype(np.float32), "q8_0")

@@ -4,6 +4,7 @@
 // Determinism: work is split into tasks whose boundaries never depend on the thread count, and
 // each output element is written by exactly one task, so results are bit-identical for any count.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -44,6 +45,14 @@ class ThreadPool {
         run(n_tasks, ref);
     }
 
+    // Runs f(begin, end, thread) over [0, n) in pieces of `grain`. Each thread takes one
+    // contiguous lane (about n / threads) front to back, then helps finish the other lanes from
+    // their back ends. For streaming kernels: each core's hardware prefetcher follows one long
+    // stream (many interleaved tasks restart it), and no core idles while another has work.
+    // Which thread runs a piece depends on timing, so f must compute each element whole.
+    template <class F>
+    void parallel_ranges(int64_t n, int64_t grain, F&& f);
+
    private:
     ThreadPool();
     void run(int64_t n_tasks, TaskRef fn);
@@ -74,7 +83,45 @@ class ThreadPool {
     std::condition_variable sleep_cv_;
 };
 
-// Splits [0, n) into chunks of `grain` (rounded to `align`) independent of the thread count.
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+namespace detail {
+// One lane of parallel_ranges: the unclaimed pieces [front, back), both in one word so that a
+// piece is claimed from either end by a single compare-and-swap.
+struct alignas(64) Lane {
+    std::atomic<uint64_t> span;
+    static uint64_t pack(uint32_t front, uint32_t back) { return uint64_t(front) << 32 | back; }
+    // The next piece from the front (owner) or the back (helper), or -1 when the lane is empty.
+    int64_t claim(bool from_front) {
+        uint64_t s = span.load(std::memory_order_relaxed);
+        for (;;) {
+            const uint32_t front = uint32_t(s >> 32), back = uint32_t(s);
+            if (front >= back) return -1;
+            const uint64_t next = from_front ? pack(front + 1, back) : pack(front, back - 1);
+            if (span.compare_exchange_weak(s, next, std::memory_order_relaxed)) return from_front ? front : back - 1;
+        }
+    }
+};
+}  // namespace detail
+
+template <class F>
+void ThreadPool::parallel_ranges(int64_t n, int64_t grain, F&& f) {
+    if (n <= 0) return;
+    grain = std::max(grain, ceil_div(n, 0xffffffff));  // piece numbers fit in 32 bits
+    const int64_t pieces = ceil_div(n, grain);
+    const int lanes = int(std::min<int64_t>(pieces, n_threads_));
+    std::vector<detail::Lane> lane(static_cast<size_t>(lanes));
+    for (int i = 0; i < lanes; ++i)
+        lane[size_t(i)].span.store(detail::Lane::pack(uint32_t(pieces * i / lanes), uint32_t(pieces * (i + 1) / lanes)),
+                                   std::memory_order_relaxed);
+    parallel_for(lanes, [&](int64_t own, int thread) {
+        auto run = [&](int64_t piece) { f(piece * grain, std::min(n, piece * grain + grain), thread); };
+        for (int64_t p; (p = lane[size_t(own)].claim(true)) >= 0;) run(p);
+        for (int i = 1; i < lanes; ++i) {
+            detail::Lane& other = lane[size_t((own + i) % lanes)];
+            for (int64_t p; (p = other.claim(false)) >= 0;) run(p);
+        }
+    });
+}
 
 }  // namespace llamix

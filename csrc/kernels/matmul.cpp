@@ -1,7 +1,7 @@
 // The threaded matmul driver shared by every ISA: quantize the activations once (block weights),
-// then split the output into tasks of (token chunk, run of row groups). Task boundaries depend on
-// the shape only and every output element is computed whole by one task (k is never split), so
-// results are bit-identical for any thread count.
+// then run the row groups: a decode streams them in one contiguous lane per thread, a prefill as
+// tasks of (token chunk, row group). Every output element is computed whole by one kernel call
+// (k is never split), so results are bit-identical for any thread count.
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -20,24 +20,22 @@ constexpr int64_t kFloatRowsPerTask = 16;
 // group, from L3: large chunks (a quarter of the 32 MiB L3 here) read the weights fewest times.
 // Measured at 512 tokens: 512 KiB chunks (L2-sized) gave 630 GFLOP/s at 4096x11008, 8 MiB 950.
 constexpr int64_t kActChunkBytes = 8 << 20;
-// Weight bytes per decode task: long contiguous runs keep each core's hardware prefetcher on one
-// stream (small interleaved tasks measured ~25% slower); at least 16 tasks so two threads balance.
-constexpr int64_t kDecodeTaskBytes = 256 * 1024;
+// Up to this many tokens a matmul is a weight stream (decode): each thread reads one contiguous
+// lane of row groups (ThreadPool::parallel_ranges). 256 KiB tasks taken in turn restarted each
+// core's prefetcher every task and left one core idle at the end: lanes measured 2-8% faster.
+constexpr int64_t kDecodeTokens = 7;
 
 int64_t group_block_bytes(QType t) { return t == QType::Q4_0 ? kQ4GroupBlockBytes : kQ8GroupBlockBytes; }
 
+// Prefill tasks: (token chunk, row group).
 struct Plan {
-    int64_t groups, groups_per_task, row_tasks;
-    int64_t tokens_per_chunk, token_chunks;
-    int64_t tasks() const { return row_tasks * token_chunks; }
+    int64_t groups, tokens_per_chunk, token_chunks;
+    int64_t tasks() const { return groups * token_chunks; }
 };
 
-Plan make_plan(int64_t rows, int64_t nb, int64_t n, int64_t group_bytes) {
+Plan make_plan(int64_t rows, int64_t nb, int64_t n) {
     Plan p;
     p.groups = ceil_div(rows, kGroupRows);
-    p.groups_per_task = 1;
-    if (n < 8) p.groups_per_task = std::clamp<int64_t>(kDecodeTaskBytes / group_bytes, 1, std::max<int64_t>(1, p.groups / 16));
-    p.row_tasks = ceil_div(p.groups, p.groups_per_task);
     const int64_t act_row_bytes = nb * int64_t(sizeof(block_q8a));
     p.tokens_per_chunk = std::max<int64_t>(8, kActChunkBytes / act_row_bytes / 8 * 8);
     p.token_chunks = ceil_div(n, p.tokens_per_chunk);
@@ -86,44 +84,61 @@ struct BlockJob {
         : gemm(t == QType::Q4_0 ? K.gemm_q4_0 : K.gemm_q8_0),
           pack(t == QType::Q4_0 ? pack_group_q4_0 : pack_group_q8_0),
           packed(packed_), raw(raw_), rows(rows_), nb(k / QK8_0), group_bytes(nb * group_block_bytes(t)),
-          row_bytes(qtype_row_bytes(t, k)), plan(make_plan(rows_, nb, n, group_bytes)), y(y_) {}
+          row_bytes(qtype_row_bytes(t, k)), plan(make_plan(rows_, nb, n)), y(y_) {}
 
-    void run(int64_t task, const block_q8a* xq, int64_t n) const {
-        const int64_t chunk = task / plan.row_tasks, rt = task % plan.row_tasks;
-        const int64_t t0 = chunk * plan.tokens_per_chunk, nt = std::min(n - t0, plan.tokens_per_chunk);
-        const int64_t g1 = std::min(plan.groups, (rt + 1) * plan.groups_per_task);
-        for (int64_t g = rt * plan.groups_per_task; g < g1; ++g) {
-            const int64_t r0 = g * kGroupRows;
-            const int rows_here = int(std::min<int64_t>(kGroupRows, rows - r0));
-            const uint8_t* w = packed ? packed + g * group_bytes : nullptr;
-            if (!w) {
-                auto& buf = pack_buffer();
-                if (buf.size() < size_t(group_bytes)) buf.resize(size_t(group_bytes));
-                pack(raw + r0 * row_bytes, row_bytes, rows_here, nb, buf.data());
-                w = buf.data();
-            }
-            gemm(w, nb, xq + t0 * nb, nt, y + t0 * rows + r0, rows, rows_here);
+    // Row group g for tokens [t0, t0 + nt).
+    void run_group(int64_t g, const block_q8a* xq, int64_t t0, int64_t nt) const {
+        const int64_t r0 = g * kGroupRows;
+        const int rows_here = int(std::min<int64_t>(kGroupRows, rows - r0));
+        const uint8_t* w = packed ? packed + g * group_bytes : nullptr;
+        if (!w) {
+            auto& buf = pack_buffer();
+            if (buf.size() < size_t(group_bytes)) buf.resize(size_t(group_bytes));
+            pack(raw + r0 * row_bytes, row_bytes, rows_here, nb, buf.data());
+            w = buf.data();
         }
+        gemm(w, nb, xq + t0 * nb, nt, y + t0 * rows + r0, rows, rows_here);
+    }
+
+    void run_task(int64_t task, const block_q8a* xq, int64_t n) const {
+        const int64_t chunk = task / plan.groups;
+        const int64_t t0 = chunk * plan.tokens_per_chunk;
+        run_group(task % plan.groups, xq, t0, std::min(n - t0, plan.tokens_per_chunk));
     }
 };
 
-// Several block-weight matmuls on the same activations: quantized once, one parallel region.
-void run_block_jobs(const std::vector<BlockJob>& jobs, const block_q8a* xq, int64_t n) {
-    std::vector<int64_t> first(jobs.size() + 1, 0);  // task index where each job starts
-    for (size_t j = 0; j < jobs.size(); ++j) first[j + 1] = first[j] + jobs[j].plan.tasks();
-    ThreadPool::instance().parallel_for(first.back(), [&](int64_t task, int) {
+// Several block-weight matmuls on the same activations (quantized once) in one parallel region:
+// as one stream of row groups (decode) or one list of tasks (prefill).
+void run_block_jobs(const BlockJob* jobs, size_t count, const block_q8a* xq, int64_t n) {
+    const bool decode = n <= kDecodeTokens;
+    std::vector<int64_t> first(count + 1, 0);  // where each job's groups (decode) or tasks start
+    for (size_t j = 0; j < count; ++j) first[j + 1] = first[j] + (decode ? jobs[j].plan.groups : jobs[j].plan.tasks());
+    auto job_of = [&](int64_t i) {
         size_t j = 0;
-        while (task >= first[j + 1]) ++j;
-        jobs[j].run(task - first[j], xq, n);
-    });
+        while (i >= first[j + 1]) ++j;
+        return j;
+    };
+    ThreadPool& pool = ThreadPool::instance();
+    if (decode) {
+        pool.parallel_ranges(first.back(), 1, [&](int64_t begin, int64_t end, int) {
+            for (int64_t i = begin; i < end; ++i) {
+                const size_t j = job_of(i);
+                jobs[j].run_group(i - first[j], xq, 0, n);
+            }
+        });
+    } else {
+        pool.parallel_for(first.back(), [&](int64_t task, int) {
+            const size_t j = job_of(task);
+            jobs[j].run_task(task - first[j], xq, n);
+        });
+    }
 }
 
 void matmul_blocks(const float* x, int64_t n, int64_t k, QType t, const uint8_t* packed, const uint8_t* raw,
                    int64_t rows, float* y) {
     const MatmulKernels& K = kernels().matmul;
     const BlockJob job(K, t, k, packed, raw, rows, n, y);
-    const block_q8a* xq = quantize_activations(K, x, n, k);
-    ThreadPool::instance().parallel_for(job.plan.tasks(), [&](int64_t task, int) { job.run(task, xq, n); });
+    run_block_jobs(&job, 1, quantize_activations(K, x, n, k), n);
 }
 
 void matmul_floats(const float* x, int64_t n, int64_t k, const void* w, QType t, int64_t rows, float* y) {
@@ -222,7 +237,7 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
         else if (w.rows > 0)
             jobs.emplace_back(K, w.type, k, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, n, ys[i]);
     }
-    if (!jobs.empty()) run_block_jobs(jobs, quantize_activations(K, x, n, k), n);
+    if (!jobs.empty()) run_block_jobs(jobs.data(), jobs.size(), quantize_activations(K, x, n, k), n);
 }
 
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
