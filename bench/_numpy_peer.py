@@ -1,8 +1,8 @@
 """numpy float32 timings for bench/matmul_table.py, served from a subprocess whose environment has
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed (so OpenBLAS picks its own, AVX-512, kernels).
 
-The parent starts it with a JSON job on argv[1] (shapes, working set, tokens), then sends one
-command per line and reads one JSON answer per line, so numpy's timings interleave with llamix's
+The parent starts it with a JSON job on argv[1] (shapes, working set, tokens), waits for its
+{"ready": true} line (setting up GBs of random matrices), then sends one command per line and reads one JSON answer per line, so numpy's timings interleave with llamix's
 round by round and both see the same machine (this VM's memory bandwidth drifts by tens of percent
 over minutes):
     {"op": "info"}                         -> {"core": ...}
@@ -44,12 +44,13 @@ def openblas_core() -> str:
 class Shape:
     """Enough distinct copies of one float32 weight matrix to exceed the working set."""
 
-    def __init__(self, rows: int, k: int, working_set: int, tokens: int, rng):
+    def __init__(self, rows: int, k: int, working_set: int, stream_bytes: int, tokens: int, rng):
         w = rng.standard_normal((rows, k), dtype=np.float32)
         self.mats = [w] + [w.copy() for _ in range(max(2, -(-working_set // w.nbytes)) - 1)]
         self.x = rng.standard_normal(k, dtype=np.float32)
         self.y = np.empty(rows, np.float32)
-        self.calls = max(len(self.mats), 8 // len(self.mats) * len(self.mats))
+        # whole cycles through the copies, at least stream_bytes (the parent counts alike)
+        self.calls = len(self.mats) * max(1, -(-stream_bytes // (len(self.mats) * w.nbytes)))
         self.X = rng.standard_normal((tokens, k), dtype=np.float32)
         self.Y = np.empty((tokens, rows), np.float32)
         for m in self.mats:
@@ -57,6 +58,7 @@ class Shape:
         np.matmul(self.X, w.T, out=self.Y)
 
     def gemv(self) -> float:
+        np.matmul(self.mats[-1], self.x, out=self.y)  # untimed: wakes OpenBLAS's threads
         t = time.perf_counter()
         for i in range(self.calls):
             np.matmul(self.mats[i % len(self.mats)], self.x, out=self.y)
@@ -71,7 +73,8 @@ class Shape:
 def main() -> None:
     job = json.loads(sys.argv[1])
     rng = np.random.default_rng(0)
-    shapes = {f"{r}x{k}": Shape(r, k, job["working_set"], job["tokens"], rng) for r, k in job["shapes"]}
+    shapes = {f"{r}x{k}": Shape(r, k, job["working_set"], job["stream_bytes"], job["tokens"], rng) for r, k in job["shapes"]}
+    print(json.dumps({"ready": True}), flush=True)  # setup takes both cores for seconds: not while the parent times
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "info":

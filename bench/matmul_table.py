@@ -5,7 +5,8 @@ memory bandwidth, all measured in one run.
 
 GEMV (1 token): effective GB/s of weight bytes, cycling through enough distinct weight matrices
 that the working set is several times the last-level cache (as a model's layers are), next to a
-STREAM-like read probe and numpy's float32 matvec (also cycled). "% of probe" is against the
+STREAM-like read probe and numpy's float32 matvec (also cycled). Each GEMV timing streams at least
+512 MiB, after one untimed call that wakes the threads. "% of probe" is against the
 probe; "% of read BW" against the better of the two (numpy's matvec is itself a read stream,
 and sometimes the faster one).
 GEMM (512 tokens): GFLOP/s against numpy's float32 matmul. numpy runs in a subprocess whose
@@ -34,9 +35,17 @@ SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (32000, 4096)]
 LLC_BYTES = 32 << 20
 WORKING_SET = 4 * LLC_BYTES
 TOKENS = 512
+# Each GEMV timing streams at least this much, as the probe does: a few milliseconds right after
+# the other tool's turn measure the threads' and the clock's wake-up more than the memory.
+STREAM_BYTES = 512 << 20
 # OpenBLAS's idle threads spin for a while after each call (2^28 cycles by default) and would
 # take the cores from whatever is timed next: let them fall asleep first.
 SETTLE_S = 0.3
+
+
+def gemv_calls(copies: int, nbytes: int) -> int:
+    """Whole cycles through the copies, at least STREAM_BYTES in all (numpy's side counts alike)."""
+    return copies * max(1, -(-STREAM_BYTES // (copies * nbytes)))
 
 
 def median_time(f, rounds: int) -> float:
@@ -62,18 +71,24 @@ class NumpyPeer:
 
     def __init__(self, shapes):
         env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-        job = json.dumps({"shapes": shapes, "working_set": WORKING_SET, "tokens": TOKENS})
+        job = json.dumps({"shapes": shapes, "working_set": WORKING_SET, "tokens": TOKENS, "stream_bytes": STREAM_BYTES})
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_numpy_peer.py")), job], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._answer()  # its setup (GBs of random matrices) must not overlap our timings
+        time.sleep(SETTLE_S)
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"numpy peer exited with code {self.proc.wait()}")
+        return json.loads(line)
 
     def ask(self, op: str, shape: str = "") -> dict:
         self.proc.stdin.write(json.dumps({"op": op, "shape": shape}) + "\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"numpy peer exited with code {self.proc.wait()}")
+        answer = self._answer()
         time.sleep(SETTLE_S)
-        return json.loads(line)
+        return answer
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -109,19 +124,22 @@ def main() -> int:
             info = qt.info
             mats = [qt.prepared()] + [_C.PreparedWeight(qt.data.copy(), info.gguf_id, k) for _ in range(n_copies - 1)]
             y1 = np.empty((1, rows), np.float32)
-            calls = max(len(mats), 16 // len(mats) * len(mats))
+            calls = gemv_calls(len(mats), qt.nbytes)
             for m in mats:
                 m.matmul(x1, y1)
 
             def gemv():
+                mats[-1].matmul(x1, y1)  # untimed: wakes the threads (and the clock) after the peer's turn
+                t0 = time.perf_counter()
                 for i in range(calls):
                     mats[i % len(mats)].matmul(x1, y1)
+                return time.perf_counter() - t0
 
             Y = np.empty((TOKENS, rows), np.float32)
             mats[0].matmul(X, Y)
             t = {"gemv": [], "probe": [], "np_gemv": [], "gemm": [], "np_gemm": []}
             for r in range(args.rounds):  # interleaved, so all see the same machine load
-                t["gemv"].append(median_time(gemv, 1) / calls)
+                t["gemv"].append(gemv() / calls)
                 t["probe"].append(median_time(lambda: _C.stream_read(probe), 1))
                 t["np_gemv"].append(peer.ask("gemv", shape)["s"])
                 t["gemm"].append(median_time(lambda: mats[0].matmul(X, Y), 1))
