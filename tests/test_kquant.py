@@ -158,6 +158,33 @@ def test_matmul_matches_oracle_and_reference(isa, threads, qtype, n, rows, k):
 
 
 @pytest.mark.parametrize("qtype", list(KTYPES))
+@pytest.mark.parametrize("rows", [1, 16, 17, 97])
+def test_packed_groups_equal_reference_bit_for_bit(threads, qtype, rows):
+    """A variant with group kernels repacks the weight into 16-row groups at prepare time and
+    multiplies those (decode: per-thread lanes; prefill: token tiles with tails); a variant
+    without them reads the source bytes. Random block bytes (every scale, min and fifth-bit
+    pattern) through both paths, for token counts around the tiles, must agree bit for bit."""
+    packing = [name for name in _C.available_isas() if name != "scalar"]
+    if not packing:
+        pytest.skip("only the scalar reference on this CPU")
+    rng = np.random.default_rng(rows)
+    k = 768
+    q = QuantizedTensor.from_bytes(_random_blocks(qtype, rows, k // 256, rng), qtype, (rows, k))
+    x = rng.standard_normal((70, k)).astype(np.float32)
+    before = _C.isa()
+    try:
+        llamix.set_isa("scalar")
+        expected = llamix.matmul(x, QuantizedTensor.from_bytes(q.data, qtype, q.shape))
+        for name in packing:
+            llamix.set_isa(name)
+            p = QuantizedTensor.from_bytes(q.data, qtype, q.shape).prepared()
+            for n in (1, 2, 3, 4, 5, 7, 8, 9, 13, 70):
+                np.testing.assert_array_equal(p.matmul(x[:n]), expected[:n], err_msg=f"{name} packed={p.nbytes > 0} n={n}")
+    finally:
+        llamix.set_isa(before)
+
+
+@pytest.mark.parametrize("qtype", list(KTYPES))
 def test_kquant_matmul_close_to_float(qtype):
     """End to end: the K-quant matmul approximates x @ w.T as the quantization error predicts."""
     rng = np.random.default_rng(9)

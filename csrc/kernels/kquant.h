@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "common/formats.h"
+#include "kernels/matmul.h"
 
 namespace llamix {
 
@@ -75,7 +76,31 @@ struct KQuantKernels {
     DotRows dot_q4_K_q8_K = nullptr;
     DotRows dot_q5_K_q8_K = nullptr;
     DotRows dot_q6_K_q8_K = nullptr;
+    // Packed groups (below) of nsb super-blocks against n Q8_K activation rows (xq_stride bytes
+    // apart): y[t * y_stride + r] for t < n, r < rows. Null where a variant has none: the row
+    // kernels above then run on the source bytes. Bit-identical with them.
+    using GroupGemm = void (*)(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y,
+                               int64_t y_stride, int rows);
+    GroupGemm gemm_q4_K_groups = nullptr;
+    GroupGemm gemm_q5_K_groups = nullptr;
 };
+
+// Packed Q4_K / Q5_K groups: kGroupRows (16) rows interleaved super-block by super-block, the
+// source's bytes rearranged (same size) so that one 512-bit vector holds 4 bytes of each of 16
+// rows, as the Q4_0 groups of kernels/matmul.h. Per super-block:
+//   uint16_t d[16], dmin[16];
+//   uint32_t scales[3][16];       word i of row r's 12-byte scale field
+//   uint8_t  qs[4][8][16][4];     pair p, chunk c, row r: row r's qs[32p + 4c .. 32p + 4c + 3]:
+//                                 low nibbles are sub-block 2p's elements 4c..4c+3, high
+//                                 nibbles sub-block 2p + 1's
+//   uint8_t  qh[8][16][4];        Q5_K only: chunk c, row r: row r's qh[4c .. 4c + 3]
+constexpr int64_t kQ4KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q4_K));
+constexpr int64_t kQ5KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q5_K));
+// Bytes per packed super-block of 16 rows, or 0 if `t` has no packed form.
+int64_t kquant_group_block_bytes(QType t);
+// Repack `rows` (<= 16) source rows (row_bytes apart) of Q4_K / Q5_K into one group of nsb
+// super-blocks; missing rows are zero (their results are never stored).
+void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst);
 
 void fill_kquant_ref(KQuantKernels& k);
 void fill_kquant_avx2(KQuantKernels& k);
@@ -88,6 +113,11 @@ void fill_kquant_neon(KQuantKernels& k);
 bool is_kquant(QType t);  // Q4_K, Q5_K, Q6_K, Q5_0, Q5_1: the types this family multiplies
 // One row of any of those types -> float32 (e.g. an embedding lookup).
 void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k);
-void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y);
+// `packed`, if not null, holds the weight's packed groups (used when the chosen variant has a
+// group kernel for the type).
+void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y,
+                   const uint8_t* packed = nullptr);
+// Whether the chosen variant multiplies packed groups of this type (then prepare_weight packs it).
+bool kquant_packs(QType t);
 
 }  // namespace llamix

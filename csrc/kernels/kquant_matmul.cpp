@@ -1,6 +1,10 @@
 // The threaded matmul for K-quant weights (Q4_K, Q5_K, Q6_K): activations quantized once to
-// Q8_K, then fixed-size row tasks, so the result never depends on the thread count.
+// Q8_K, then packed 16-row groups (when the variant has a group kernel: decode in per-thread
+// lanes, prefill in (token chunk, group) tasks) or fixed-size row tasks on the source bytes.
+// Every output element is computed whole by one kernel call, so the result never depends on the
+// thread count.
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -25,9 +29,69 @@ void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k) {
     }
 }
 
+int64_t kquant_group_block_bytes(QType t) {
+    return t == QType::Q4_K ? kQ4KGroupBlockBytes : t == QType::Q5_K ? kQ5KGroupBlockBytes : 0;
+}
+
+void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst) {
+    const int64_t block_bytes = t == QType::Q4_K ? int64_t(sizeof(block_q4_K)) : int64_t(sizeof(block_q5_K));
+    const int64_t group_bytes = kquant_group_block_bytes(t);
+    if (group_bytes == 0) throw std::invalid_argument("pack_group_kquant: only Q4_K and Q5_K are packed");
+    for (int64_t b = 0; b < nsb; ++b, dst += group_bytes) {
+        std::memset(dst, 0, size_t(group_bytes));
+        for (int r = 0; r < rows; ++r) {
+            // Q4_K and Q5_K share d, dmin and scales; Q5_K adds qh before qs
+            const uint8_t* blk = src + r * row_bytes + b * block_bytes;
+            const auto* head = reinterpret_cast<const block_q4_K*>(blk);
+            const uint8_t* qs = t == QType::Q4_K ? head->qs : reinterpret_cast<const block_q5_K*>(blk)->qs;
+            std::memcpy(dst + 2 * r, &head->d, 2);
+            std::memcpy(dst + 32 + 2 * r, &head->dmin, 2);
+            for (int i = 0; i < 3; ++i) std::memcpy(dst + 64 + (i * kGroupRows + r) * 4, head->scales + 4 * i, 4);
+            uint8_t* q = dst + 64 + 3 * kGroupRows * 4;
+            for (int p = 0; p < 4; ++p)
+                for (int c = 0; c < 8; ++c) std::memcpy(q + ((p * 8 + c) * kGroupRows + r) * 4, qs + 32 * p + 4 * c, 4);
+            if (t == QType::Q5_K) {
+                uint8_t* qh = q + 4 * 8 * kGroupRows * 4;
+                const uint8_t* src_qh = reinterpret_cast<const block_q5_K*>(blk)->qh;
+                for (int c = 0; c < 8; ++c) std::memcpy(qh + (c * kGroupRows + r) * 4, src_qh + 4 * c, 4);
+            }
+        }
+    }
+}
+
 namespace {
 
 constexpr int64_t kRowsPerTask = 16;
+// Prefill tasks take this many tokens' activations (Q8_K) against one packed group: each group is
+// read once per chunk (as the Q4_0 prefill does).
+constexpr int64_t kActChunkBytes = 8 << 20;
+
+KQuantKernels::GroupGemm group_kernel(const KQuantKernels& K, QType t) {
+    return t == QType::Q4_K ? K.gemm_q4_K_groups : t == QType::Q5_K ? K.gemm_q5_K_groups : nullptr;
+}
+
+void matmul_groups(KQuantKernels::GroupGemm gemm, const uint8_t* xq, int64_t x_row_bytes, int64_t n, int64_t k,
+                   const uint8_t* packed, QType wtype, int64_t rows, float* y) {
+    const int64_t nsb = k / QK_K, group_bytes = nsb * kquant_group_block_bytes(wtype);
+    const int64_t groups = ceil_div(rows, kGroupRows);
+    auto run = [&](int64_t g, int64_t t0, int64_t nt) {
+        const int rows_here = int(std::min<int64_t>(kGroupRows, rows - g * kGroupRows));
+        gemm(packed + g * group_bytes, nsb, xq + t0 * x_row_bytes, x_row_bytes, nt, y + t0 * rows + g * kGroupRows, rows,
+             rows_here);
+    };
+    ThreadPool& pool = ThreadPool::instance();
+    if (n <= kDecodeTokens) {
+        pool.parallel_ranges(groups, 1, [&](int64_t g0, int64_t g1, int) {
+            for (int64_t g = g0; g < g1; ++g) run(g, 0, n);
+        });
+        return;
+    }
+    const int64_t chunk = std::max<int64_t>(8, kActChunkBytes / x_row_bytes), chunks = ceil_div(n, chunk);
+    pool.parallel_for(groups * chunks, [&](int64_t task, int) {
+        const int64_t t0 = task / groups * chunk;
+        run(task % groups, t0, std::min(chunk, n - t0));
+    });
+}
 
 // Q5_0 / Q5_1 only appear as fallbacks for small tensors: dequantize, then float32 dots.
 void matmul_dequantized(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
@@ -47,14 +111,22 @@ void matmul_dequantized(const float* x, int64_t n, int64_t k, const void* w, QTy
 
 }  // namespace
 
-void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
+bool kquant_packs(QType t) { return group_kernel(kernels().kquant, t) != nullptr; }
+
+void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y,
+                   const uint8_t* packed) {
     if (wtype == QType::Q5_0 || wtype == QType::Q5_1) return matmul_dequantized(x, n, k, w, wtype, rows, y);
     const KQuantKernels& K = kernels().kquant;
     auto dot = wtype == QType::Q4_K ? K.dot_q4_K_q8_K : wtype == QType::Q5_K ? K.dot_q5_K_q8_K : K.dot_q6_K_q8_K;
     ThreadPool& pool = ThreadPool::instance();
     const int64_t x_row_bytes = k / QK_K * static_cast<int64_t>(sizeof(block_q8_K));
     std::vector<uint8_t> xq(static_cast<size_t>(n * x_row_bytes));
-    pool.parallel_for(n, [&](int64_t t, int) { K.quantize_act_q8_K(x + t * k, xq.data() + t * x_row_bytes, k); });
+    if (n == 1)
+        K.quantize_act_q8_K(x, xq.data(), k);
+    else
+        pool.parallel_for(n, [&](int64_t t, int) { K.quantize_act_q8_K(x + t * k, xq.data() + t * x_row_bytes, k); });
+    if (const auto gemm = group_kernel(K, wtype); gemm && packed)
+        return matmul_groups(gemm, xq.data(), x_row_bytes, n, k, packed, wtype, rows, y);
     const auto* wbytes = static_cast<const uint8_t*>(w);
     const int64_t w_row_bytes = qtype_row_bytes(wtype, k);
     // tasks: (run of rows) x (chunk of tokens); each weight row meets kMaxTokens tokens per call

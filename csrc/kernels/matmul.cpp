@@ -20,10 +20,6 @@ constexpr int64_t kFloatRowsPerTask = 16;
 // group, from L3: large chunks (a quarter of the 32 MiB L3 here) read the weights fewest times.
 // Measured at 512 tokens: 512 KiB chunks (L2-sized) gave 630 GFLOP/s at 4096x11008, 8 MiB 950.
 constexpr int64_t kActChunkBytes = 8 << 20;
-// Up to this many tokens a matmul is a weight stream (decode): each thread reads one contiguous
-// lane of row groups (ThreadPool::parallel_ranges). 256 KiB tasks taken in turn restarted each
-// core's prefetcher every task and left one core idle at the end: lanes measured 2-8% faster.
-constexpr int64_t kDecodeTokens = 7;
 
 int64_t group_block_bytes(QType t) { return t == QType::Q4_0 ? kQ4GroupBlockBytes : kQ8GroupBlockBytes; }
 
@@ -195,26 +191,35 @@ void pack_group_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb
 
 PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k) {
     PreparedWeight p{w, wtype, rows, k, nullptr, 0};
-    if (!is_block_type(wtype)) return p;
-    const int64_t nb = k / QK8_0;
-    const int64_t group_bytes = nb * group_block_bytes(wtype);
+    // K-quants are packed only for a variant that multiplies packed groups; the others read the
+    // source bytes (so does any variant chosen later that has no group kernel).
+    const bool kquant = is_kquant(wtype) && kquant_packs(wtype);
+    if (!is_block_type(wtype) && !kquant) return p;
+    const int64_t blocks = kquant ? k / QK_K : k / QK8_0;
+    const int64_t group_bytes = blocks * (kquant ? kquant_group_block_bytes(wtype) : group_block_bytes(wtype));
     const int64_t groups = ceil_div(rows, kGroupRows);
     p.packed_bytes = groups * group_bytes;
     p.packed = allocate_weight_memory(size_t(p.packed_bytes));
     uint8_t* mem = p.packed.get();
-    const PackFn pack = wtype == QType::Q4_0 ? pack_group_q4_0 : pack_group_q8_0;
     const auto* src = static_cast<const uint8_t*>(w);
     const int64_t row_bytes = qtype_row_bytes(wtype, k);
     ThreadPool::instance().parallel_for(groups, [&](int64_t g, int) {
         const int rows_here = int(std::min<int64_t>(kGroupRows, rows - g * kGroupRows));
-        pack(src + g * kGroupRows * row_bytes, row_bytes, rows_here, nb, mem + g * group_bytes);
+        const uint8_t* first = src + g * kGroupRows * row_bytes;
+        uint8_t* dst = mem + g * group_bytes;
+        if (kquant)
+            pack_group_kquant(wtype, first, row_bytes, rows_here, blocks, dst);
+        else if (wtype == QType::Q4_0)
+            pack_group_q4_0(first, row_bytes, rows_here, blocks, dst);
+        else
+            pack_group_q8_0(first, row_bytes, rows_here, blocks, dst);
     });
     return p;
 }
 
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y) {
     if (n <= 0 || w.rows <= 0) return;
-    if (is_kquant(w.type)) return matmul_kquant(x, n, w.k, w.data, w.type, w.rows, y);  // issue 5: K-quants
+    if (is_kquant(w.type)) return matmul_kquant(x, n, w.k, w.data, w.type, w.rows, y, w.packed.get());
     if (is_block_type(w.type))
         matmul_blocks(x, n, w.k, w.type, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, y);
     else
@@ -231,7 +236,7 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
     for (int i = 0; i < count; ++i) {
         const PreparedWeight& w = *ws[i];
         if (is_kquant(w.type))
-            matmul_kquant(x, n, k, w.data, w.type, w.rows, ys[i]);  // issue 5: K-quants
+            matmul_kquant(x, n, k, w.data, w.type, w.rows, ys[i], w.packed.get());
         else if (!is_block_type(w.type))
             matmul_floats(x, n, k, w.data, w.type, w.rows, ys[i]);
         else if (w.rows > 0)

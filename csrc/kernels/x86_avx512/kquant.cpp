@@ -151,6 +151,98 @@ void dot_rows(int64_t k, const void* w, const void* xq, int64_t xq_stride, int n
     for (int t = 0; t < n; ++t) y[t * y_stride] = out[t];
 }
 
+// Packed Q4_K / Q5_K groups (kernels/kquant.h): 16 rows per vector, so vpdpbusd against a
+// broadcast 4-byte piece of the activations gives 16 row dots at once, with no horizontal sums
+// and no per-row unpacking of the scales. Per super-block and row the integer sums are the
+// reference's (exact), then combined in float32 with its operations and order: bit-identical.
+constexpr int kGroupTile = 4;  // tokens per register tile: 5 accumulators each + the weights
+
+inline __m512i bcast32(const void* p) {
+    int32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+template <bool Q5, int T>
+void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride,
+                __mmask16 rows) {
+    constexpr int64_t kBlockBytes = Q5 ? kQ5KGroupBlockBytes : kQ4KGroupBlockBytes;
+    constexpr int64_t kQs = 64 + 3 * 64, kQh = kQs + 2048;  // offsets in a packed super-block
+    const __m512i m4 = _mm512_set1_epi8(0x0F), low6 = _mm512_set1_epi32(0x3f3f3f3f);
+    const __m512i low4 = _mm512_set1_epi32(0x0f0f0f0f), low2 = _mm512_set1_epi32(0x03030303);
+    const __m512i byte0 = _mm512_set1_epi32(0xff);
+    __m512 fsum[T];
+    for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nsb; ++b) {
+        const uint8_t* g = w + b * kBlockBytes;
+        if constexpr (T == 1) {  // decode streams the weights once: keep more lines in flight
+            for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
+        }
+        const block_q8_K* a[T];
+        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+        // the 12-byte scale fields of 16 rows as three words each: sc0..3, sc4..7, m0..3, m4..7
+        const __m512i w0 = _mm512_loadu_si512(g + 64), w1 = _mm512_loadu_si512(g + 128), w2 = _mm512_loadu_si512(g + 192);
+        const __m512i sc[2] = {_mm512_and_si512(w0, low6),
+                               _mm512_or_si512(_mm512_and_si512(w2, low4),
+                                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w0, 6), low2), 4))};
+        const __m512i mn[2] = {_mm512_and_si512(w1, low6),
+                               _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w2, 4), low4),
+                                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w1, 6), low2), 4))};
+        __m512i sumi[T], summ[T];
+        for (int t = 0; t < T; ++t) sumi[t] = summ[t] = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {  // sub-blocks 2p (low nibbles) and 2p + 1 (high nibbles)
+            __m512i lo_acc[T], hi_acc[T];
+            for (int t = 0; t < T; ++t) lo_acc[t] = hi_acc[t] = _mm512_setzero_si512();
+            for (int c = 0; c < 8; ++c) {
+                const __m512i raw = _mm512_loadu_si512(g + kQs + (p * 8 + c) * 64);
+                __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+                if constexpr (Q5) {  // fifth bits: bit j of qh for sub-block j
+                    const __m512i qh = _mm512_loadu_si512(g + kQh + c * 64), v16 = _mm512_set1_epi8(16);
+                    lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(char(1 << (2 * p)))), lo, v16);
+                    hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(char(2 << (2 * p)))), hi, v16);
+                }
+                for (int t = 0; t < T; ++t) {
+                    lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, bcast32(a[t]->qs + 64 * p + 4 * c));
+                    hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, bcast32(a[t]->qs + 64 * p + 32 + 4 * c));
+                }
+            }
+            // byte (2p % 4) and (2p % 4 + 1) of the scale word: sub-blocks 2p and 2p + 1
+            const __m512i s_lo = _mm512_and_si512(_mm512_srli_epi32(sc[p / 2], 16 * (p % 2)), byte0);
+            const __m512i s_hi = _mm512_and_si512(_mm512_srli_epi32(sc[p / 2], 16 * (p % 2) + 8), byte0);
+            for (int t = 0; t < T; ++t)
+                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_add_epi32(_mm512_mullo_epi32(lo_acc[t], s_lo),
+                                                                     _mm512_mullo_epi32(hi_acc[t], s_hi)));
+        }
+        // summ = sum_j m_j * (bsums[2j] + bsums[2j+1]): (m_j, m_j) int16 pairs against the two sums
+        for (int j = 0; j < 8; ++j) {
+            const __m512i m = _mm512_and_si512(_mm512_srli_epi32(mn[j / 4], 8 * (j % 4)), byte0);
+            const __m512i pair = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+            for (int t = 0; t < T; ++t) summ[t] = _mm512_dpwssd_epi32(summ[t], pair, bcast32(a[t]->bsums + 2 * j));
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
+        const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32)));
+        for (int t = 0; t < T; ++t) {  // a.d * (d * sumi - dmin * summ), as the reference
+            const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi[t])), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(summ[t])));
+            fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), v));
+        }
+    }
+    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, fsum[t]);
+}
+
+template <bool Q5>
+void gemm_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y, int64_t y_stride,
+                 int rows) {
+    static constexpr void (*tails[kGroupTile])(const uint8_t*, int64_t, const uint8_t*, int64_t, float*, int64_t,
+                                                __mmask16) = {nullptr, group_tile<Q5, 1>, group_tile<Q5, 2>, group_tile<Q5, 3>};
+    static_assert(kGroupTile == 4, "tail table lists tiles 1..3");
+    const auto* x = static_cast<const uint8_t*>(xq);
+    const __mmask16 mask = __mmask16((1u << rows) - 1);
+    int64_t t = 0;
+    for (; t + kGroupTile <= n; t += kGroupTile)
+        group_tile<Q5, kGroupTile>(w, nsb, x + t * xq_stride, xq_stride, y + t * y_stride, y_stride, mask);
+    if (t < n) tails[n - t](w, nsb, x + t * xq_stride, xq_stride, y + t * y_stride, y_stride, mask);
+}
+
 }  // namespace
 
 
@@ -160,6 +252,8 @@ void fill_kquant_avx512(KQuantKernels& k) {
     k.dot_q4_K_q8_K = avx512::dot_rows<block_q4_K>;
     k.dot_q5_K_q8_K = avx512::dot_rows<block_q5_K>;
     k.dot_q6_K_q8_K = avx512::dot_rows<block_q6_K>;
+    k.gemm_q4_K_groups = avx512::gemm_groups<false>;
+    k.gemm_q5_K_groups = avx512::gemm_groups<true>;
 }
 
 }  // namespace llamix
