@@ -83,9 +83,10 @@ struct KQuantKernels {
                                int64_t y_stride, int rows);
     GroupGemm gemm_q4_K_groups = nullptr;
     GroupGemm gemm_q5_K_groups = nullptr;
+    GroupGemm gemm_q6_K_groups = nullptr;
 };
 
-// Packed Q4_K / Q5_K groups: kGroupRows (16) rows interleaved super-block by super-block, the
+// Packed K-quant groups: kGroupRows (16) rows interleaved super-block by super-block, the
 // source's bytes rearranged (same size) so that one 512-bit vector holds 4 bytes of each of 16
 // rows, as the Q4_0 groups of kernels/matmul.h. Per super-block:
 //   uint16_t d[16], dmin[16];
@@ -94,12 +95,21 @@ struct KQuantKernels {
 //                                 low nibbles are sub-block 2p's elements 4c..4c+3, high
 //                                 nibbles sub-block 2p + 1's
 //   uint8_t  qh[8][16][4];        Q5_K only: chunk c, row r: row r's qh[4c .. 4c + 3]
+// Packed Q6_K groups, with v(e) the 6-bit quant of element e (0..255) and chunk c its elements
+// 4c..4c+3:
+//   uint16_t d[16];
+//   int8_t   scales[8][16][2];    q, row r: row r's scales[2q], scales[2q + 1]
+//   uint8_t  ql[32][16][4];       chunk c < 32, row r, byte i: low nibble = v(4c + i) & 15, high
+//                                 nibble = v(128 + 4c + i) & 15
+//   uint8_t  qh[16][16][4];       h, row r, byte i: 2-bit fields v >> 4 of elements 8h + i,
+//                                 128 + 8h + i, 8h + 4 + i, 128 + 8h + 4 + i (from bit 0 up)
 constexpr int64_t kQ4KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q4_K));
 constexpr int64_t kQ5KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q5_K));
+constexpr int64_t kQ6KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q6_K));
 // Bytes per packed super-block of 16 rows, or 0 if `t` has no packed form.
 int64_t kquant_group_block_bytes(QType t);
-// Repack `rows` (<= 16) source rows (row_bytes apart) of Q4_K / Q5_K into one group of nsb
-// super-blocks; missing rows are zero (their results are never stored).
+// Repack `rows` (<= 16) source rows (row_bytes apart) of Q4_K / Q5_K / Q6_K into one group of
+// nsb super-blocks; missing rows are zero (their results are never stored).
 void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst);
 
 void fill_kquant_ref(KQuantKernels& k);

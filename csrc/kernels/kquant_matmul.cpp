@@ -30,18 +30,54 @@ void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k) {
 }
 
 int64_t kquant_group_block_bytes(QType t) {
-    return t == QType::Q4_K ? kQ4KGroupBlockBytes : t == QType::Q5_K ? kQ5KGroupBlockBytes : 0;
+    switch (t) {
+        case QType::Q4_K: return kQ4KGroupBlockBytes;
+        case QType::Q5_K: return kQ5KGroupBlockBytes;
+        case QType::Q6_K: return kQ6KGroupBlockBytes;
+        default: return 0;
+    }
 }
 
+namespace {
+
+// One Q6_K super-block of one row into its place in a packed group (layout in kquant.h).
+void pack_q6_K(const block_q6_K& x, int r, uint8_t* dst) {
+    uint8_t v[QK_K];  // the 6-bit quants, as the reference's dot product reads them
+    for (int e = 0; e < QK_K; ++e) {
+        const int h = e / 128, c = (e % 128) / 32, l = e % 32;
+        const int lo = (x.ql[64 * h + l + 32 * (c % 2)] >> (4 * (c / 2))) & 0xF;
+        v[e] = static_cast<uint8_t>(lo | (((x.qh[32 * h + l] >> (2 * c)) & 3) << 4));
+    }
+    std::memcpy(dst + 2 * r, &x.d, 2);
+    for (int q = 0; q < 8; ++q) std::memcpy(dst + 32 + (q * kGroupRows + r) * 2, x.scales + 2 * q, 2);
+    uint8_t* ql = dst + 32 + 256;
+    uint8_t* qh = ql + 2048;
+    for (int c = 0; c < 32; ++c)
+        for (int i = 0; i < 4; ++i)
+            ql[(c * kGroupRows + r) * 4 + i] = static_cast<uint8_t>((v[4 * c + i] & 0xF) | (v[128 + 4 * c + i] & 0xF) << 4);
+    for (int h = 0; h < 16; ++h)
+        for (int i = 0; i < 4; ++i) {
+            const int e = 8 * h + i;
+            qh[(h * kGroupRows + r) * 4 + i] = static_cast<uint8_t>(v[e] >> 4 | (v[128 + e] >> 4) << 2 |
+                                                                   (v[e + 4] >> 4) << 4 | (v[128 + e + 4] >> 4) << 6);
+        }
+}
+
+}  // namespace
+
 void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst) {
-    const int64_t block_bytes = t == QType::Q4_K ? int64_t(sizeof(block_q4_K)) : int64_t(sizeof(block_q5_K));
     const int64_t group_bytes = kquant_group_block_bytes(t);
-    if (group_bytes == 0) throw std::invalid_argument("pack_group_kquant: only Q4_K and Q5_K are packed");
+    if (group_bytes == 0) throw std::invalid_argument("pack_group_kquant: only Q4_K, Q5_K and Q6_K are packed");
+    const int64_t block_bytes = group_bytes / kGroupRows;
     for (int64_t b = 0; b < nsb; ++b, dst += group_bytes) {
         std::memset(dst, 0, size_t(group_bytes));
         for (int r = 0; r < rows; ++r) {
-            // Q4_K and Q5_K share d, dmin and scales; Q5_K adds qh before qs
             const uint8_t* blk = src + r * row_bytes + b * block_bytes;
+            if (t == QType::Q6_K) {
+                pack_q6_K(*reinterpret_cast<const block_q6_K*>(blk), r, dst);
+                continue;
+            }
+            // Q4_K and Q5_K share d, dmin and scales; Q5_K adds qh before qs
             const auto* head = reinterpret_cast<const block_q4_K*>(blk);
             const uint8_t* qs = t == QType::Q4_K ? head->qs : reinterpret_cast<const block_q5_K*>(blk)->qs;
             std::memcpy(dst + 2 * r, &head->d, 2);
@@ -67,7 +103,12 @@ constexpr int64_t kRowsPerTask = 16;
 constexpr int64_t kActChunkBytes = 8 << 20;
 
 KQuantKernels::GroupGemm group_kernel(const KQuantKernels& K, QType t) {
-    return t == QType::Q4_K ? K.gemm_q4_K_groups : t == QType::Q5_K ? K.gemm_q5_K_groups : nullptr;
+    switch (t) {
+        case QType::Q4_K: return K.gemm_q4_K_groups;
+        case QType::Q5_K: return K.gemm_q5_K_groups;
+        case QType::Q6_K: return K.gemm_q6_K_groups;
+        default: return nullptr;
+    }
 }
 
 void matmul_groups(KQuantKernels::GroupGemm gemm, const uint8_t* xq, int64_t x_row_bytes, int64_t n, int64_t k,

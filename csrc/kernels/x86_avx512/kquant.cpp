@@ -229,17 +229,75 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
     for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, fsum[t]);
 }
 
-template <bool Q5>
+// Q6_K: 16 sub-blocks of 16 with signed scales, 6-bit unsigned quants (offset 32, removed with
+// the activation sums as the reference does: sumi = sum_j sc_j * (s_j - 32 * bsum_j)).
+template <int T>
+void q6_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride,
+                   __mmask16 rows) {
+    constexpr int64_t kScales = 32, kQl = kScales + 256, kQh = kQl + 2048;  // offsets in a packed super-block
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    __m512 fsum[T];
+    for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nsb; ++b) {
+        const uint8_t* g = w + b * kQ6KGroupBlockBytes;
+        if constexpr (T == 1) {
+            for (int64_t o = 0; o < kQ6KGroupBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
+        }
+        const block_q8_K* a[T];
+        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+        __m512i sumi[T], off[T];
+        for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm512_setzero_si512();
+        for (int u = 0; u < 8; ++u) {  // sub-blocks u (chunks 4u..4u+3) and 8 + u (chunks 32 + 4u..)
+            __m512i acc_a[T], acc_b[T];
+            for (int t = 0; t < T; ++t) acc_a[t] = acc_b[t] = _mm512_setzero_si512();
+            for (int c = 4 * u; c < 4 * u + 4; ++c) {
+                const __m512i raw = _mm512_loadu_si512(g + kQl + c * 64);
+                const __m512i hb = _mm512_loadu_si512(g + kQh + (c / 2) * 64);
+                // high bits of chunk c at bits 4(c % 2), of chunk 32 + c two bits above; moved to bits 4..5
+                const __m512i ha = c % 2 ? hb : _mm512_slli_epi16(hb, 4);
+                const __m512i hh = c % 2 ? _mm512_srli_epi16(hb, 2) : _mm512_slli_epi16(hb, 2);
+                const __m512i qa = _mm512_or_si512(_mm512_and_si512(raw, m4), _mm512_and_si512(ha, m30));
+                const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), _mm512_and_si512(hh, m30));
+                for (int t = 0; t < T; ++t) {
+                    acc_a[t] = _mm512_dpbusd_epi32(acc_a[t], qa, bcast32(a[t]->qs + 4 * c));
+                    acc_b[t] = _mm512_dpbusd_epi32(acc_b[t], qb, bcast32(a[t]->qs + 128 + 4 * c));
+                }
+            }
+            // scales of sub-blocks u and 8 + u: int16 pairs (sc_2q, sc_2q+1) per row, q = u / 2 and 4 + u / 2
+            const __m512i pa = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kScales + (u / 2) * 32)));
+            const __m512i pb = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kScales + (4 + u / 2) * 32)));
+            const __m512i sa = u % 2 ? _mm512_srai_epi32(pa, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pa, 16), 16);
+            const __m512i sb = u % 2 ? _mm512_srai_epi32(pb, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pb, 16), 16);
+            for (int t = 0; t < T; ++t)
+                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_add_epi32(_mm512_mullo_epi32(acc_a[t], sa), _mm512_mullo_epi32(acc_b[t], sb)));
+            if (u % 2) {  // both sub-block pairs of this u / 2 are done: their offsets sc_j * bsum_j
+                for (int t = 0; t < T; ++t) {
+                    off[t] = _mm512_dpwssd_epi32(off[t], pa, bcast32(a[t]->bsums + 2 * (u / 2)));
+                    off[t] = _mm512_dpwssd_epi32(off[t], pb, bcast32(a[t]->bsums + 8 + 2 * (u / 2)));
+                }
+            }
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
+        for (int t = 0; t < T; ++t) {  // a.d * (d * sumi), as the reference
+            const __m512i total = _mm512_sub_epi32(sumi[t], _mm512_slli_epi32(off[t], 5));
+            fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), _mm512_mul_ps(d, _mm512_cvtepi32_ps(total))));
+        }
+    }
+    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, fsum[t]);
+}
+
+using GroupTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, float*, int64_t, __mmask16);
+
+// Tiles of kGroupTile tokens, then one smaller tile for the rest.
+template <GroupTileFn Tile1, GroupTileFn Tile2, GroupTileFn Tile3, GroupTileFn Tile4>
 void gemm_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y, int64_t y_stride,
                  int rows) {
-    static constexpr void (*tails[kGroupTile])(const uint8_t*, int64_t, const uint8_t*, int64_t, float*, int64_t,
-                                                __mmask16) = {nullptr, group_tile<Q5, 1>, group_tile<Q5, 2>, group_tile<Q5, 3>};
-    static_assert(kGroupTile == 4, "tail table lists tiles 1..3");
+    static_assert(kGroupTile == 4, "one tile function per token count 1..4");
+    static constexpr GroupTileFn tails[kGroupTile] = {nullptr, Tile1, Tile2, Tile3};
     const auto* x = static_cast<const uint8_t*>(xq);
     const __mmask16 mask = __mmask16((1u << rows) - 1);
     int64_t t = 0;
-    for (; t + kGroupTile <= n; t += kGroupTile)
-        group_tile<Q5, kGroupTile>(w, nsb, x + t * xq_stride, xq_stride, y + t * y_stride, y_stride, mask);
+    for (; t + kGroupTile <= n; t += kGroupTile) Tile4(w, nsb, x + t * xq_stride, xq_stride, y + t * y_stride, y_stride, mask);
     if (t < n) tails[n - t](w, nsb, x + t * xq_stride, xq_stride, y + t * y_stride, y_stride, mask);
 }
 
@@ -252,8 +310,10 @@ void fill_kquant_avx512(KQuantKernels& k) {
     k.dot_q4_K_q8_K = avx512::dot_rows<block_q4_K>;
     k.dot_q5_K_q8_K = avx512::dot_rows<block_q5_K>;
     k.dot_q6_K_q8_K = avx512::dot_rows<block_q6_K>;
-    k.gemm_q4_K_groups = avx512::gemm_groups<false>;
-    k.gemm_q5_K_groups = avx512::gemm_groups<true>;
+    using namespace avx512;
+    k.gemm_q4_K_groups = gemm_groups<group_tile<false, 1>, group_tile<false, 2>, group_tile<false, 3>, group_tile<false, 4>>;
+    k.gemm_q5_K_groups = gemm_groups<group_tile<true, 1>, group_tile<true, 2>, group_tile<true, 3>, group_tile<true, 4>>;
+    k.gemm_q6_K_groups = gemm_groups<q6_group_tile<1>, q6_group_tile<2>, q6_group_tile<3>, q6_group_tile<4>>;
 }
 
 }  // namespace llamix
