@@ -172,6 +172,7 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
     const __m512i low4 = _mm512_set1_epi32(0x0f0f0f0f), low2 = _mm512_set1_epi32(0x03030303);
     const __m512i byte0 = _mm512_set1_epi32(0xff);
     __m512 fsum[T];
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; ++b) {
         const uint8_t* g = w + b * kBlockBytes;
@@ -179,6 +180,7 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
             for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
         }
         const block_q8_K* a[T];
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
         // the 12-byte scale fields of 16 rows as three words each: sc0..3, sc4..7, m0..3, m4..7
         const __m512i w0 = _mm512_loadu_si512(g + 64), w1 = _mm512_loadu_si512(g + 128), w2 = _mm512_loadu_si512(g + 192);
@@ -189,10 +191,13 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
                                _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w2, 4), low4),
                                                _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w1, 6), low2), 4))};
         __m512i sumi[T], summ[T];
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) sumi[t] = summ[t] = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {  // sub-blocks 2p (low nibbles) and 2p + 1 (high nibbles)
             __m512i lo_acc[T], hi_acc[T];
+#pragma GCC unroll 4
             for (int t = 0; t < T; ++t) lo_acc[t] = hi_acc[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
             for (int c = 0; c < 8; ++c) {
                 const __m512i raw = _mm512_loadu_si512(g + kQs + (p * 8 + c) * 64);
                 __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
@@ -201,6 +206,7 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
                     lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(char(1 << (2 * p)))), lo, v16);
                     hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(char(2 << (2 * p)))), hi, v16);
                 }
+#pragma GCC unroll 4
                 for (int t = 0; t < T; ++t) {
                     lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, bcast32(a[t]->qs + 64 * p + 4 * c));
                     hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, bcast32(a[t]->qs + 64 * p + 32 + 4 * c));
@@ -209,23 +215,28 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
             // byte (2p % 4) and (2p % 4 + 1) of the scale word: sub-blocks 2p and 2p + 1
             const __m512i s_lo = _mm512_and_si512(_mm512_srli_epi32(sc[p / 2], 16 * (p % 2)), byte0);
             const __m512i s_hi = _mm512_and_si512(_mm512_srli_epi32(sc[p / 2], 16 * (p % 2) + 8), byte0);
+#pragma GCC unroll 4
             for (int t = 0; t < T; ++t)
                 sumi[t] = _mm512_add_epi32(sumi[t], _mm512_add_epi32(_mm512_mullo_epi32(lo_acc[t], s_lo),
                                                                      _mm512_mullo_epi32(hi_acc[t], s_hi)));
         }
         // summ = sum_j m_j * (bsums[2j] + bsums[2j+1]): (m_j, m_j) int16 pairs against the two sums
+#pragma GCC unroll 8
         for (int j = 0; j < 8; ++j) {
             const __m512i m = _mm512_and_si512(_mm512_srli_epi32(mn[j / 4], 8 * (j % 4)), byte0);
             const __m512i pair = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+#pragma GCC unroll 4
             for (int t = 0; t < T; ++t) summ[t] = _mm512_dpwssd_epi32(summ[t], pair, bcast32(a[t]->bsums + 2 * j));
         }
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
         const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32)));
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) {  // a.d * (d * sumi - dmin * summ), as the reference
             const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi[t])), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(summ[t])));
             fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), v));
         }
     }
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, fsum[t]);
 }
 
@@ -237,6 +248,7 @@ void q6_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_
     constexpr int64_t kScales = 32, kQl = kScales + 256, kQh = kQl + 2048;  // offsets in a packed super-block
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     __m512 fsum[T];
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; ++b) {
         const uint8_t* g = w + b * kQ6KGroupBlockBytes;
@@ -244,23 +256,33 @@ void q6_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_
             for (int64_t o = 0; o < kQ6KGroupBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
         }
         const block_q8_K* a[T];
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
         __m512i sumi[T], off[T];
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm512_setzero_si512();
         for (int u = 0; u < 8; ++u) {  // sub-blocks u (chunks 4u..4u+3) and 8 + u (chunks 32 + 4u..)
             __m512i acc_a[T], acc_b[T];
+#pragma GCC unroll 4
             for (int t = 0; t < T; ++t) acc_a[t] = acc_b[t] = _mm512_setzero_si512();
-            for (int c = 4 * u; c < 4 * u + 4; ++c) {
-                const __m512i raw = _mm512_loadu_si512(g + kQl + c * 64);
-                const __m512i hb = _mm512_loadu_si512(g + kQh + (c / 2) * 64);
-                // high bits of chunk c at bits 4(c % 2), of chunk 32 + c two bits above; moved to bits 4..5
-                const __m512i ha = c % 2 ? hb : _mm512_slli_epi16(hb, 4);
-                const __m512i hh = c % 2 ? _mm512_srli_epi16(hb, 2) : _mm512_slli_epi16(hb, 2);
-                const __m512i qa = _mm512_or_si512(_mm512_and_si512(raw, m4), _mm512_and_si512(ha, m30));
-                const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), _mm512_and_si512(hh, m30));
-                for (int t = 0; t < T; ++t) {
-                    acc_a[t] = _mm512_dpbusd_epi32(acc_a[t], qa, bcast32(a[t]->qs + 4 * c));
-                    acc_b[t] = _mm512_dpbusd_epi32(acc_b[t], qb, bcast32(a[t]->qs + 128 + 4 * c));
+#pragma GCC unroll 2
+            for (int h = 2 * u; h < 2 * u + 2; ++h) {
+                // chunks 2h and 2h + 1 share one vector of high bits: fields (bits 0-1, 2-3) for
+                // chunk 2h and 32 + 2h, (4-5, 6-7) for 2h + 1 and 33 + 2h; each moved to bits 4-5
+                const __m512i hb = _mm512_loadu_si512(g + kQh + h * 64);
+                const __m512i high[4] = {_mm512_slli_epi16(hb, 4), _mm512_slli_epi16(hb, 2), hb, _mm512_srli_epi16(hb, 2)};
+#pragma GCC unroll 2
+                for (int odd = 0; odd < 2; ++odd) {
+                    const int c = 2 * h + odd;
+                    const __m512i raw = _mm512_loadu_si512(g + kQl + c * 64);
+                    const __m512i qa = _mm512_or_si512(_mm512_and_si512(raw, m4), _mm512_and_si512(high[2 * odd], m30));
+                    const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4),
+                                                       _mm512_and_si512(high[2 * odd + 1], m30));
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; ++t) {
+                        acc_a[t] = _mm512_dpbusd_epi32(acc_a[t], qa, bcast32(a[t]->qs + 4 * c));
+                        acc_b[t] = _mm512_dpbusd_epi32(acc_b[t], qb, bcast32(a[t]->qs + 128 + 4 * c));
+                    }
                 }
             }
             // scales of sub-blocks u and 8 + u: int16 pairs (sc_2q, sc_2q+1) per row, q = u / 2 and 4 + u / 2
@@ -268,9 +290,11 @@ void q6_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_
             const __m512i pb = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kScales + (4 + u / 2) * 32)));
             const __m512i sa = u % 2 ? _mm512_srai_epi32(pa, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pa, 16), 16);
             const __m512i sb = u % 2 ? _mm512_srai_epi32(pb, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pb, 16), 16);
+#pragma GCC unroll 4
             for (int t = 0; t < T; ++t)
                 sumi[t] = _mm512_add_epi32(sumi[t], _mm512_add_epi32(_mm512_mullo_epi32(acc_a[t], sa), _mm512_mullo_epi32(acc_b[t], sb)));
             if (u % 2) {  // both sub-block pairs of this u / 2 are done: their offsets sc_j * bsum_j
+#pragma GCC unroll 4
                 for (int t = 0; t < T; ++t) {
                     off[t] = _mm512_dpwssd_epi32(off[t], pa, bcast32(a[t]->bsums + 2 * (u / 2)));
                     off[t] = _mm512_dpwssd_epi32(off[t], pb, bcast32(a[t]->bsums + 8 + 2 * (u / 2)));
@@ -278,11 +302,13 @@ void q6_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_
             }
         }
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) {  // a.d * (d * sumi), as the reference
             const __m512i total = _mm512_sub_epi32(sumi[t], _mm512_slli_epi32(off[t], 5));
             fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), _mm512_mul_ps(d, _mm512_cvtepi32_ps(total))));
         }
     }
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, fsum[t]);
 }
 
