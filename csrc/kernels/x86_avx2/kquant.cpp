@@ -140,6 +140,169 @@ void dot_rows(int64_t k, const void* w, const void* xq, int64_t xq_stride, int n
     for (int t = 0; t < n; ++t) y[t * y_stride] = out[t];
 }
 
+// Packed K-quant groups (kernels/kquant.h), one 8-row half at a time: a ymm holds 4 bytes of
+// each of 8 rows; pmaddubsw against a broadcast 4-byte piece of the activations gives each row two
+// int16 sums, kept in int16 only while they provably fit (Q4_K: one 32-wide sub-block, 16
+// products of at most 15 * 127; Q5_K: half of one; Q6_K: 8 elements), then pmaddwd with the
+// sub-block scale in both halves turns them into scale * sum in int32. Exact integer sums,
+// combined in float32 as the reference does: bit-identical.
+constexpr int kGroupTile = 2;  // tokens per register tile (16 ymm registers)
+
+inline __m256i bcast32(const void* p) {
+    int32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+// An int32 lane's low 16 bits copied to its high 16 bits: (v, v) as int16 for pmaddwd.
+inline __m256i pair16(__m256i low16) { return _mm256_or_si256(low16, _mm256_slli_epi32(low16, 16)); }
+
+template <bool Q5, int T>
+void kq_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, int h, float out[][8]) {
+    constexpr int64_t kBlockBytes = Q5 ? kQ5KGroupBlockBytes : kQ4KGroupBlockBytes;
+    constexpr int64_t kQs = 64 + 3 * 64, kQh = kQs + 2048;
+    constexpr int kFlush = Q5 ? 4 : 8;  // chunks whose int16 sums fit
+    const __m256i m4 = _mm256_set1_epi8(0x0F), low6 = _mm256_set1_epi32(0x3f3f3f3f), low4 = _mm256_set1_epi32(0x0f0f0f0f);
+    const __m256i low2 = _mm256_set1_epi32(0x03030303), byte0 = _mm256_set1_epi32(0xff);
+    __m256 fsum[T];
+    for (int t = 0; t < T; ++t) fsum[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nsb; ++b) {
+        const uint8_t* g = w + b * kBlockBytes;
+        const block_q8_K* a[T];
+        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+        // the 12-byte scale fields of 8 rows as three words each: sc0..3, sc4..7, m0..3, m4..7
+        const __m256i w0 = load256(g + 64 + 32 * h), w1 = load256(g + 128 + 32 * h), w2 = load256(g + 192 + 32 * h);
+        const __m256i sc[2] = {_mm256_and_si256(w0, low6),
+                               _mm256_or_si256(_mm256_and_si256(w2, low4),
+                                               _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), low2), 4))};
+        const __m256i mn[2] = {_mm256_and_si256(w1, low6),
+                               _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4),
+                                               _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), low2), 4))};
+        __m256i sumi[T], summ[T];
+        for (int t = 0; t < T; ++t) sumi[t] = summ[t] = _mm256_setzero_si256();
+        for (int p = 0; p < 4; ++p) {  // sub-blocks 2p (low nibbles) and 2p + 1 (high nibbles)
+            const __m256i s_lo = pair16(_mm256_and_si256(_mm256_srli_epi32(sc[p / 2], 16 * (p % 2)), byte0));
+            const __m256i s_hi = pair16(_mm256_and_si256(_mm256_srli_epi32(sc[p / 2], 16 * (p % 2) + 8), byte0));
+            __m256i lo16[T], hi16[T];
+            for (int t = 0; t < T; ++t) lo16[t] = hi16[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; ++c) {
+                const __m256i raw = load256(g + kQs + (p * 8 + c) * 64 + 32 * h);
+                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                if constexpr (Q5) {  // fifth bits: bit j of qh for sub-block j, moved to bit 4
+                    const __m256i qh = load256(g + kQh + c * 64 + 32 * h), b4 = _mm256_set1_epi8(0x10);
+                    const int j = 2 * p;
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4), b4));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(j + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - j) : _mm256_srli_epi16(qh, j - 3), b4));
+                }
+#pragma GCC unroll 2
+                for (int t = 0; t < T; ++t) {
+                    lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast32(a[t]->qs + 64 * p + 4 * c)));
+                    hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, bcast32(a[t]->qs + 64 * p + 32 + 4 * c)));
+                }
+                if ((c + 1) % kFlush == 0) {
+#pragma GCC unroll 2
+                    for (int t = 0; t < T; ++t) {
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(lo16[t], s_lo), _mm256_madd_epi16(hi16[t], s_hi)));
+                        lo16[t] = hi16[t] = _mm256_setzero_si256();
+                    }
+                }
+            }
+        }
+        // summ = sum_j m_j * (bsums[2j] + bsums[2j+1])
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+            const __m256i m = pair16(_mm256_and_si256(_mm256_srli_epi32(mn[j / 4], 8 * (j % 4)), byte0));
+            for (int t = 0; t < T; ++t) summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(a[t]->bsums + 2 * j)));
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * h)));
+        for (int t = 0; t < T; ++t) {  // a.d * (d * sumi - dmin * summ), as the reference
+            const __m256 v = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[t])), _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(summ[t])));
+            fsum[t] = _mm256_add_ps(fsum[t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), v));
+        }
+    }
+    for (int t = 0; t < T; ++t) _mm256_storeu_ps(out[t], fsum[t]);
+}
+
+template <int T>
+void q6_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, int h, float out[][8]) {
+    constexpr int64_t kScales = 32, kQl = kScales + 256, kQh = kQl + 2048;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30), high16 = _mm256_set1_epi32(int(0xffff0000u));
+    __m256 fsum[T];
+    for (int t = 0; t < T; ++t) fsum[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nsb; ++b) {
+        const uint8_t* g = w + b * kQ6KGroupBlockBytes;
+        const block_q8_K* a[T];
+        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+        __m256i sumi[T], off[T];
+        for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm256_setzero_si256();
+        for (int u = 0; u < 8; ++u) {  // sub-blocks u (chunks 4u..4u+3) and 8 + u (chunks 32 + 4u..)
+            // (sc_2q, sc_2q+1) int16 pairs per row for q = u / 2 and 4 + u / 2; (sc_u, sc_u) of each
+            const __m256i pa = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kScales + (u / 2) * 32 + 16 * h)));
+            const __m256i pb = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kScales + (4 + u / 2) * 32 + 16 * h)));
+            const __m256i ha = u % 2 ? _mm256_and_si256(pa, high16) : _mm256_slli_epi32(pa, 16);
+            const __m256i hb_ = u % 2 ? _mm256_and_si256(pb, high16) : _mm256_slli_epi32(pb, 16);
+            const __m256i sa = _mm256_or_si256(ha, _mm256_srli_epi32(ha, 16)), sb = _mm256_or_si256(hb_, _mm256_srli_epi32(hb_, 16));
+#pragma GCC unroll 2
+            for (int hh = 2 * u; hh < 2 * u + 2; ++hh) {
+                // chunks 2hh and 2hh + 1 share one vector of high bits (layout in kquant.h)
+                const __m256i bits = load256(g + kQh + hh * 64 + 32 * h);
+                const __m256i high[4] = {_mm256_slli_epi16(bits, 4), _mm256_slli_epi16(bits, 2), bits, _mm256_srli_epi16(bits, 2)};
+                __m256i a16[T], b16[T];  // two chunks: 8 products of at most 63 * 127 per int16
+                for (int t = 0; t < T; ++t) a16[t] = b16[t] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+                for (int odd = 0; odd < 2; ++odd) {
+                    const int c = 2 * hh + odd;
+                    const __m256i raw = load256(g + kQl + c * 64 + 32 * h);
+                    const __m256i qa = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_and_si256(high[2 * odd], m30));
+                    const __m256i qb = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
+                                                       _mm256_and_si256(high[2 * odd + 1], m30));
+#pragma GCC unroll 2
+                    for (int t = 0; t < T; ++t) {
+                        a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(qa, bcast32(a[t]->qs + 4 * c)));
+                        b16[t] = _mm256_add_epi16(b16[t], _mm256_maddubs_epi16(qb, bcast32(a[t]->qs + 128 + 4 * c)));
+                    }
+                }
+#pragma GCC unroll 2
+                for (int t = 0; t < T; ++t)
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(a16[t], sa), _mm256_madd_epi16(b16[t], sb)));
+            }
+            if (u % 2) {  // both sub-blocks of each pair are done: their offsets sc_j * bsum_j
+                for (int t = 0; t < T; ++t) {
+                    off[t] = _mm256_add_epi32(off[t], _mm256_madd_epi16(pa, bcast32(a[t]->bsums + 2 * (u / 2))));
+                    off[t] = _mm256_add_epi32(off[t], _mm256_madd_epi16(pb, bcast32(a[t]->bsums + 8 + 2 * (u / 2))));
+                }
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
+        for (int t = 0; t < T; ++t) {  // a.d * (d * sumi), as the reference
+            const __m256i total = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(off[t], 5));
+            fsum[t] = _mm256_add_ps(fsum[t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), _mm256_mul_ps(d, _mm256_cvtepi32_ps(total))));
+        }
+    }
+    for (int t = 0; t < T; ++t) _mm256_storeu_ps(out[t], fsum[t]);
+}
+
+using HalfFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int, float[][8]);
+
+// Token tiles of kGroupTile, each over both 8-row halves; results go through a small buffer so
+// padding rows are never written.
+template <HalfFn Tile1, HalfFn Tile2>
+void gemm_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y, int64_t y_stride,
+                 int rows) {
+    static_assert(kGroupTile == 2, "one half function per token count 1..2");
+    const auto* x = static_cast<const uint8_t*>(xq);
+    float out[kGroupTile][8];
+    for (int64_t t = 0; t < n; t += kGroupTile) {
+        const int nt = n - t < kGroupTile ? int(n - t) : kGroupTile;
+        for (int h = 0; h < 2 && 8 * h < rows; ++h) {
+            (nt == 2 ? Tile2 : Tile1)(w, nsb, x + t * xq_stride, xq_stride, h, out);
+            const int nr = rows - 8 * h < 8 ? rows - 8 * h : 8;
+            for (int i = 0; i < nt; ++i) __builtin_memcpy(y + (t + i) * y_stride + 8 * h, out[i], size_t(nr) * sizeof(float));
+        }
+    }
+}
+
 }  // namespace
 
 }  // namespace avx2
@@ -148,6 +311,10 @@ void fill_kquant_avx2(KQuantKernels& k) {
     k.dot_q4_K_q8_K = avx2::dot_rows<block_q4_K>;
     k.dot_q5_K_q8_K = avx2::dot_rows<block_q5_K>;
     k.dot_q6_K_q8_K = avx2::dot_rows<block_q6_K>;
+    using namespace avx2;
+    k.gemm_q4_K_groups = gemm_groups<kq_half<false, 1>, kq_half<false, 2>>;
+    k.gemm_q5_K_groups = gemm_groups<kq_half<true, 1>, kq_half<true, 2>>;
+    k.gemm_q6_K_groups = gemm_groups<q6_half<1>, q6_half<2>>;
 }
 
 }  // namespace llamix
