@@ -55,3 +55,28 @@ def test_same_gguf_same_greedy_tokens_close_logits(assets, tmp_path, quant):
             break
         out.append(t)
     assert mine == out
+
+
+@pytest.mark.parametrize("quant", ["q4_K", "q5_K", "q6_K"])
+def test_kquant_model_matches_llamacpp(tmp_path, quant):
+    """K-quant weights (repacked into 16-row groups where the variant has group kernels) against
+    llama.cpp on the same file: a random-weight model whose rows are multiples of 256 (stories260K's
+    are 64 wide). Both quantize activations to Q8_K, so the two must differ by less than twice
+    llamix's own distance from the same model with float32 weights."""
+    llama_cpp = require_peer("llama_cpp")
+    from llamix.model.random import byte_tokenizer, random_tensors, shape_config
+
+    config = shape_config("tiny")
+    tok = byte_tokenizer(config.vocab_size)
+    path, ref_path = tmp_path / f"tiny-{quant}.gguf", tmp_path / "tiny-f32.gguf"
+    save_gguf(path, config, random_tensors(config, quant, seed=1), tok)
+    save_gguf(ref_path, config, random_tensors(config, "f32", seed=1), tok)
+    ids = [1] + np.random.default_rng(2).integers(3, config.vocab_size, 24).tolist()
+    ours = llamix.load(path).logits(ids)
+    ref32 = llamix.load(ref_path).logits(ids)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False, n_threads=2, seed=0)
+    llm.eval(ids)
+    theirs = np.array(llm.scores[:len(ids)])
+    noise = _rms(ours - ref32)
+    assert noise > 0  # the weights really are quantized
+    assert _rms(ours - theirs) <= 2 * max(noise, 1e-3 * _rms(ours)), (_rms(ours - theirs), noise)
