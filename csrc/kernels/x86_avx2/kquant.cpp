@@ -167,6 +167,9 @@ void kq_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride
     for (int t = 0; t < T; ++t) fsum[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nsb; ++b) {
         const uint8_t* g = w + b * kBlockBytes;
+        if (T == 1 && h == 0) {  // decode streams the weights once (the second half then hits L1/L2)
+            for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
+        }
         const block_q8_K* a[T];
         for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
         // the 12-byte scale fields of 8 rows as three words each: sc0..3, sc4..7, m0..3, m4..7
@@ -232,6 +235,9 @@ void q6_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride
     for (int t = 0; t < T; ++t) fsum[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nsb; ++b) {
         const uint8_t* g = w + b * kQ6KGroupBlockBytes;
+        if (T == 1 && h == 0) {
+            for (int64_t o = 0; o < kQ6KGroupBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
+        }
         const block_q8_K* a[T];
         for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
         __m256i sumi[T], off[T];
