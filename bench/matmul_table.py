@@ -1,7 +1,7 @@
 """Matmul speed table: llamix Q4_0 / Q8_0 (and F16) against numpy float32 and the machine's
 memory bandwidth, all measured in one run.
 
-    python bench/matmul_table.py [--quick] [--f16] [--rounds N]
+    python bench/matmul_table.py [--quick] [--f16] [--types q4_0,q8_0,q4_K,...] [--rounds N]
 
 GEMV (1 token): effective GB/s of weight bytes, cycling through enough distinct weight matrices
 that the working set is several times the last-level cache (as a model's layers are), next to a
@@ -99,10 +99,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only 4096x4096")
     ap.add_argument("--f16", action="store_true", help="also time F16 weights")
+    ap.add_argument("--types", default="q4_0,q8_0", help="weight types, comma-separated (e.g. q4_K,q5_K,q6_K)")
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     shapes = SHAPES[:1] if args.quick else SHAPES
-    qtypes = ["q4_0", "q8_0"] + (["f16"] if args.f16 else [])
+    qtypes = args.types.split(",") + (["f16"] if args.f16 else [])
     rng = np.random.default_rng(0)
 
     probe = np.ones(WORKING_SET * 4 // 8, np.uint64)  # 512 MiB
