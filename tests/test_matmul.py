@@ -1,6 +1,8 @@
 """y = x @ dequantize(W).T for every weight type, kernel variant, thread count and awkward shape."""
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -252,8 +254,13 @@ def test_prepared_weights_ask_for_huge_pages():
     if "[never]" in mode:
         pytest.skip("transparent huge pages are disabled on this machine")
     weights = [llamix.quantize(np.ones((1024, 4096), np.float32), "q4_0") for _ in range(9)]  # 2.25 MiB each
-    before = _anon_huge_kb()
-    prepared = [w.prepared() for w in weights]  # each repacked copy spans at least one whole huge page
-    grown = _anon_huge_kb() - before
+    gc.collect()  # nothing else may free huge pages while we count
+    gc.disable()
+    try:
+        before = _anon_huge_kb()
+        prepared = [w.prepared() for w in weights]  # each repacked copy spans at least one whole huge page
+        grown = _anon_huge_kb() - before
+    finally:
+        gc.enable()
     assert grown >= 8 * 2048, f"prepared weights got {grown} KiB of huge pages, expected >= {8 * 2048}"
     del prepared

@@ -1,8 +1,8 @@
 // A persistent worker pool shared by every kernel. Workers spin briefly before sleeping, so the
 // many small parallel regions of one-token decoding do not pay a futex wake-up each; the calling
 // thread works too and never waits for a worker that has not joined the job.
-// Determinism: work is split into tasks whose boundaries never depend on the thread count, and
-// each output element is written by exactly one task, so results are bit-identical for any count.
+// Determinism: each output element is computed whole by one task (parallel_for) or one piece
+// (parallel_ranges), never split across threads, so results are bit-identical for any count.
 #pragma once
 #include <algorithm>
 #include <atomic>
