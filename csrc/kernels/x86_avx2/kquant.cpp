@@ -246,9 +246,10 @@ void q6_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride
             // (sc_2q, sc_2q+1) int16 pairs per row for q = u / 2 and 4 + u / 2; (sc_u, sc_u) of each
             const __m256i pa = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kScales + (u / 2) * 32 + 16 * h)));
             const __m256i pb = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kScales + (4 + u / 2) * 32 + 16 * h)));
-            const __m256i ha = u % 2 ? _mm256_and_si256(pa, high16) : _mm256_slli_epi32(pa, 16);
-            const __m256i hb_ = u % 2 ? _mm256_and_si256(pb, high16) : _mm256_slli_epi32(pb, 16);
-            const __m256i sa = _mm256_or_si256(ha, _mm256_srli_epi32(ha, 16)), sb = _mm256_or_si256(hb_, _mm256_srli_epi32(hb_, 16));
+            const __m256i top_a = u % 2 ? _mm256_and_si256(pa, high16) : _mm256_slli_epi32(pa, 16);  // (0, sc_u)
+            const __m256i top_b = u % 2 ? _mm256_and_si256(pb, high16) : _mm256_slli_epi32(pb, 16);  // (0, sc_8+u)
+            const __m256i sa = _mm256_or_si256(top_a, _mm256_srli_epi32(top_a, 16));
+            const __m256i sb = _mm256_or_si256(top_b, _mm256_srli_epi32(top_b, 16));
 #pragma GCC unroll 2
             for (int hh = 2 * u; hh < 2 * u + 2; ++hh) {
                 // chunks 2hh and 2hh + 1 share one vector of high bits (layout in kquant.h)
