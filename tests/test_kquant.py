@@ -184,6 +184,21 @@ def test_packed_groups_equal_reference_bit_for_bit(threads, qtype, rows):
         llamix.set_isa(before)
 
 
+@pytest.mark.parametrize("n", [1, 9])
+def test_matmul_many_mixes_kquants_bit_for_bit(isa, threads, n):
+    """q, k and v of a Q4_K_M model have different types (Q4_K, Q6_K) and share x: matmul_many runs
+    the K-quant group weights in one parallel region with activations quantized once; each result
+    must equal its own matmul bit for bit."""
+    rng = np.random.default_rng(11)
+    k = 512
+    weights = [llamix.quantize(rng.standard_normal((rows, k)).astype(np.float32), t)
+               for rows, t in [(40, "q4_K"), (17, "q6_K"), (33, "q5_K"), (21, "q4_0"), (16, "q6_K")]]
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    together = llamix.matmul_many(x, weights)
+    for w, y in zip(weights, together):
+        np.testing.assert_array_equal(y, llamix.matmul(x, w), err_msg=w.qtype)
+
+
 @pytest.mark.parametrize("qtype", list(KTYPES))
 def test_kquant_matmul_close_to_float(qtype):
     """End to end: the K-quant matmul approximates x @ w.T as the quantization error predicts."""

@@ -129,5 +129,16 @@ void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wt
                    const uint8_t* packed = nullptr);
 // Whether the chosen variant multiplies packed groups of this type (then prepare_weight packs it).
 bool kquant_packs(QType t);
+// A packed K-quant weight (rows, k) and its output y: (n, rows).
+struct KQuantGroupJob {
+    const uint8_t* packed;
+    QType type;
+    int64_t rows;
+    float* y;
+};
+// Packed K-quant weights with the same k against the same x (e.g. q, k and v): the activations
+// are quantized once and all weights share one parallel region (a decode streams all their row
+// groups as one). Each type must pass kquant_packs.
+void matmul_kquant_groups(const float* x, int64_t n, int64_t k, const KQuantGroupJob* jobs, int count);
 
 }  // namespace llamix

@@ -111,27 +111,15 @@ KQuantKernels::GroupGemm group_kernel(const KQuantKernels& K, QType t) {
     }
 }
 
-void matmul_groups(KQuantKernels::GroupGemm gemm, const uint8_t* xq, int64_t x_row_bytes, int64_t n, int64_t k,
-                   const uint8_t* packed, QType wtype, int64_t rows, float* y) {
-    const int64_t nsb = k / QK_K, group_bytes = nsb * kquant_group_block_bytes(wtype);
-    const int64_t groups = ceil_div(rows, kGroupRows);
-    auto run = [&](int64_t g, int64_t t0, int64_t nt) {
-        const int rows_here = int(std::min<int64_t>(kGroupRows, rows - g * kGroupRows));
-        gemm(packed + g * group_bytes, nsb, xq + t0 * x_row_bytes, x_row_bytes, nt, y + t0 * rows + g * kGroupRows, rows,
-             rows_here);
-    };
-    ThreadPool& pool = ThreadPool::instance();
-    if (n <= kDecodeTokens) {
-        pool.parallel_ranges(groups, 1, [&](int64_t g0, int64_t g1, int) {
-            for (int64_t g = g0; g < g1; ++g) run(g, 0, n);
-        });
-        return;
-    }
-    const int64_t chunk = std::max<int64_t>(8, kActChunkBytes / x_row_bytes), chunks = ceil_div(n, chunk);
-    pool.parallel_for(groups * chunks, [&](int64_t task, int) {
-        const int64_t t0 = task / groups * chunk;
-        run(task % groups, t0, std::min(chunk, n - t0));
-    });
+// Activations quantized to Q8_K, (n, k / 256) blocks.
+std::vector<uint8_t> quantize_q8_K(const KQuantKernels& K, const float* x, int64_t n, int64_t k) {
+    const int64_t row_bytes = k / QK_K * static_cast<int64_t>(sizeof(block_q8_K));
+    std::vector<uint8_t> xq(static_cast<size_t>(n * row_bytes));
+    if (n == 1)
+        K.quantize_act_q8_K(x, xq.data(), k);
+    else
+        ThreadPool::instance().parallel_for(n, [&](int64_t t, int) { K.quantize_act_q8_K(x + t * k, xq.data() + t * row_bytes, k); });
+    return xq;
 }
 
 // Q5_0 / Q5_1 only appear as fallbacks for small tensors: dequantize, then float32 dots.
@@ -154,26 +142,66 @@ void matmul_dequantized(const float* x, int64_t n, int64_t k, const void* w, QTy
 
 bool kquant_packs(QType t) { return group_kernel(kernels().kquant, t) != nullptr; }
 
+void matmul_kquant_groups(const float* x, int64_t n, int64_t k, const KQuantGroupJob* jobs, int count) {
+    struct Job {
+        KQuantKernels::GroupGemm gemm;
+        const uint8_t* packed;
+        int64_t rows, group_bytes;
+        float* y;
+    };
+    const KQuantKernels& K = kernels().kquant;
+    const int64_t nsb = k / QK_K;
+    std::vector<Job> js;
+    std::vector<int64_t> first{0};  // index of each job's first row group
+    for (int i = 0; i < count; ++i) {
+        const auto gemm = group_kernel(K, jobs[i].type);
+        if (!gemm || !jobs[i].packed) throw std::invalid_argument("matmul_kquant_groups: weight has no packed groups");
+        js.push_back({gemm, jobs[i].packed, jobs[i].rows, nsb * kquant_group_block_bytes(jobs[i].type), jobs[i].y});
+        first.push_back(first.back() + ceil_div(jobs[i].rows, kGroupRows));
+    }
+    const std::vector<uint8_t> xq = quantize_q8_K(K, x, n, k);
+    const int64_t x_row_bytes = nsb * static_cast<int64_t>(sizeof(block_q8_K)), groups = first.back();
+    // group i of all jobs' groups in a row (its job found by a short scan), tokens [t0, t0 + nt)
+    auto run = [&](int64_t i, int64_t t0, int64_t nt) {
+        size_t j = 0;
+        while (i >= first[j + 1]) ++j;
+        const Job& job = js[j];
+        const int64_t g = i - first[j];
+        const int rows_here = int(std::min<int64_t>(kGroupRows, job.rows - g * kGroupRows));
+        job.gemm(job.packed + g * job.group_bytes, nsb, xq.data() + t0 * x_row_bytes, x_row_bytes, nt,
+                 job.y + t0 * job.rows + g * kGroupRows, job.rows, rows_here);
+    };
+    ThreadPool& pool = ThreadPool::instance();
+    if (n <= kDecodeTokens) {
+        pool.parallel_ranges(groups, 1, [&](int64_t g0, int64_t g1, int) {
+            for (int64_t i = g0; i < g1; ++i) run(i, 0, n);
+        });
+        return;
+    }
+    const int64_t chunk = std::max<int64_t>(8, kActChunkBytes / x_row_bytes), chunks = ceil_div(n, chunk);
+    pool.parallel_for(groups * chunks, [&](int64_t task, int) {
+        const int64_t t0 = task / groups * chunk;
+        run(task % groups, t0, std::min(chunk, n - t0));
+    });
+}
+
 void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y,
                    const uint8_t* packed) {
     if (wtype == QType::Q5_0 || wtype == QType::Q5_1) return matmul_dequantized(x, n, k, w, wtype, rows, y);
     const KQuantKernels& K = kernels().kquant;
+    if (packed && group_kernel(K, wtype)) {
+        const KQuantGroupJob job{packed, wtype, rows, y};
+        return matmul_kquant_groups(x, n, k, &job, 1);
+    }
     auto dot = wtype == QType::Q4_K ? K.dot_q4_K_q8_K : wtype == QType::Q5_K ? K.dot_q5_K_q8_K : K.dot_q6_K_q8_K;
-    ThreadPool& pool = ThreadPool::instance();
     const int64_t x_row_bytes = k / QK_K * static_cast<int64_t>(sizeof(block_q8_K));
-    std::vector<uint8_t> xq(static_cast<size_t>(n * x_row_bytes));
-    if (n == 1)
-        K.quantize_act_q8_K(x, xq.data(), k);
-    else
-        pool.parallel_for(n, [&](int64_t t, int) { K.quantize_act_q8_K(x + t * k, xq.data() + t * x_row_bytes, k); });
-    if (const auto gemm = group_kernel(K, wtype); gemm && packed)
-        return matmul_groups(gemm, xq.data(), x_row_bytes, n, k, packed, wtype, rows, y);
+    const std::vector<uint8_t> xq = quantize_q8_K(K, x, n, k);
     const auto* wbytes = static_cast<const uint8_t*>(w);
     const int64_t w_row_bytes = qtype_row_bytes(wtype, k);
     // tasks: (run of rows) x (chunk of tokens); each weight row meets kMaxTokens tokens per call
     const int64_t token_chunk = 64, token_chunks = ceil_div(n, token_chunk);
     const int64_t row_tasks = ceil_div(rows, kRowsPerTask);
-    pool.parallel_for(row_tasks * token_chunks, [&](int64_t task, int) {
+    ThreadPool::instance().parallel_for(row_tasks * token_chunks, [&](int64_t task, int) {
         const int64_t rt = task % row_tasks, t0 = task / row_tasks * token_chunk;
         const int64_t r1 = std::min(rows, (rt + 1) * kRowsPerTask), t1 = std::min(n, t0 + token_chunk);
         for (int64_t r = rt * kRowsPerTask; r < r1; ++r)

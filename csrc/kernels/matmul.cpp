@@ -233,16 +233,20 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
         if (ws[i]->k != k) throw std::invalid_argument("matmul_prepared_many: weights have different row lengths");
     const MatmulKernels& K = kernels().matmul;
     std::vector<BlockJob> jobs;
+    std::vector<KQuantGroupJob> kjobs;
     for (int i = 0; i < count; ++i) {
         const PreparedWeight& w = *ws[i];
-        if (is_kquant(w.type))
-            matmul_kquant(x, n, k, w.data, w.type, w.rows, ys[i], w.packed.get());
+        if (is_kquant(w.type) && w.packed && kquant_packs(w.type))
+            kjobs.push_back({w.packed.get(), w.type, w.rows, ys[i]});
+        else if (is_kquant(w.type))
+            matmul_kquant(x, n, k, w.data, w.type, w.rows, ys[i]);
         else if (!is_block_type(w.type))
             matmul_floats(x, n, k, w.data, w.type, w.rows, ys[i]);
         else if (w.rows > 0)
             jobs.emplace_back(K, w.type, k, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, n, ys[i]);
     }
     if (!jobs.empty()) run_block_jobs(jobs.data(), jobs.size(), quantize_activations(K, x, n, k), n);
+    if (!kjobs.empty()) matmul_kquant_groups(x, n, k, kjobs.data(), int(kjobs.size()));
 }
 
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
