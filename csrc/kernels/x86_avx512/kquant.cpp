@@ -294,13 +294,13 @@ void q6_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_
 #pragma GCC unroll 4
             for (int t = 0; t < T; ++t)
                 sumi[t] = _mm512_add_epi32(sumi[t], _mm512_add_epi32(_mm512_mullo_epi32(acc_a[t], sa), _mm512_mullo_epi32(acc_b[t], sb)));
-            if (u % 2) {  // both sub-block pairs of this u / 2 are done: their offsets sc_j * bsum_j
+        }
+        // the offsets sum_j sc_j * bsum_j, after the products so that fewer registers are live there
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; ++q) {
+            const __m512i pairs = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kScales + q * 32)));
 #pragma GCC unroll 4
-                for (int t = 0; t < T; ++t) {
-                    off[t] = _mm512_dpwssd_epi32(off[t], pa, bcast32(a[t]->bsums + 2 * (u / 2)));
-                    off[t] = _mm512_dpwssd_epi32(off[t], pb, bcast32(a[t]->bsums + 8 + 2 * (u / 2)));
-                }
-            }
+            for (int t = 0; t < T; ++t) off[t] = _mm512_dpwssd_epi32(off[t], pairs, bcast32(a[t]->bsums + 2 * q));
         }
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
 #pragma GCC unroll 4
