@@ -10,6 +10,7 @@
 
 #include "common/thread_pool.h"
 #include "kernels/kernels.h"
+#include "kernels/row_groups.h"
 
 namespace llamix {
 
@@ -98,9 +99,6 @@ void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows,
 namespace {
 
 constexpr int64_t kRowsPerTask = 16;
-// Prefill tasks take this many tokens' activations (Q8_K) against one packed group: each group is
-// read once per chunk (as the Q4_0 prefill does).
-constexpr int64_t kActChunkBytes = 8 << 20;
 
 KQuantKernels::GroupGemm group_kernel(const KQuantKernels& K, QType t) {
     switch (t) {
@@ -160,29 +158,14 @@ void matmul_kquant_groups(const float* x, int64_t n, int64_t k, const KQuantGrou
         first.push_back(first.back() + ceil_div(jobs[i].rows, kGroupRows));
     }
     const std::vector<uint8_t> xq = quantize_q8_K(K, x, n, k);
-    const int64_t x_row_bytes = nsb * static_cast<int64_t>(sizeof(block_q8_K)), groups = first.back();
-    // group i of all jobs' groups in a row (its job found by a short scan), tokens [t0, t0 + nt)
-    auto run = [&](int64_t i, int64_t t0, int64_t nt) {
-        size_t j = 0;
-        while (i >= first[j + 1]) ++j;
-        const Job& job = js[j];
-        const int64_t g = i - first[j];
-        const int rows_here = int(std::min<int64_t>(kGroupRows, job.rows - g * kGroupRows));
-        job.gemm(job.packed + g * job.group_bytes, nsb, xq.data() + t0 * x_row_bytes, x_row_bytes, nt,
-                 job.y + t0 * job.rows + g * kGroupRows, job.rows, rows_here);
-    };
-    ThreadPool& pool = ThreadPool::instance();
-    if (n <= kDecodeTokens) {
-        pool.parallel_ranges(groups, 1, [&](int64_t g0, int64_t g1, int) {
-            for (int64_t i = g0; i < g1; ++i) run(i, 0, n);
-        });
-        return;
-    }
-    const int64_t chunk = std::max<int64_t>(8, kActChunkBytes / x_row_bytes), chunks = ceil_div(n, chunk);
-    pool.parallel_for(groups * chunks, [&](int64_t task, int) {
-        const int64_t t0 = task / groups * chunk;
-        run(task % groups, t0, std::min(chunk, n - t0));
-    });
+    const int64_t x_row_bytes = nsb * static_cast<int64_t>(sizeof(block_q8_K));
+    run_row_groups(first, n, std::max<int64_t>(8, kActChunkBytes / x_row_bytes),
+                   [&](size_t j, int64_t g, int64_t t0, int64_t nt) {
+                       const Job& job = js[j];
+                       const int rows_here = int(std::min<int64_t>(kGroupRows, job.rows - g * kGroupRows));
+                       job.gemm(job.packed + g * job.group_bytes, nsb, xq.data() + t0 * x_row_bytes, x_row_bytes, nt,
+                                job.y + t0 * job.rows + g * kGroupRows, job.rows, rows_here);
+                   });
 }
 
 void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y,

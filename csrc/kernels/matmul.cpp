@@ -10,33 +10,15 @@
 #include "common/thread_pool.h"
 #include "common/weight_memory.h"
 #include "kernels/kernels.h"
+#include "kernels/row_groups.h"
 
 namespace llamix {
 
 namespace {
 
 constexpr int64_t kFloatRowsPerTask = 16;
-// Each weight group is read once per token chunk and the chunk's activations are streamed once per
-// group, from L3: large chunks (a quarter of the 32 MiB L3 here) read the weights fewest times.
-// Measured at 512 tokens: 512 KiB chunks (L2-sized) gave 630 GFLOP/s at 4096x11008, 8 MiB 950.
-constexpr int64_t kActChunkBytes = 8 << 20;
 
 int64_t group_block_bytes(QType t) { return t == QType::Q4_0 ? kQ4GroupBlockBytes : kQ8GroupBlockBytes; }
-
-// Prefill tasks: (token chunk, row group).
-struct Plan {
-    int64_t groups, tokens_per_chunk, token_chunks;
-    int64_t tasks() const { return groups * token_chunks; }
-};
-
-Plan make_plan(int64_t rows, int64_t nb, int64_t n) {
-    Plan p;
-    p.groups = ceil_div(rows, kGroupRows);
-    const int64_t act_row_bytes = nb * int64_t(sizeof(block_q8a));
-    p.tokens_per_chunk = std::max<int64_t>(8, kActChunkBytes / act_row_bytes / 8 * 8);
-    p.token_chunks = ceil_div(n, p.tokens_per_chunk);
-    return p;
-}
 
 // Per-thread buffers reused across calls (no allocation on the decode path).
 std::vector<block_q8a>& act_buffer() {
@@ -64,23 +46,22 @@ const block_q8a* quantize_activations(const MatmulKernels& K, const float* x, in
 using GemmFn = void (*)(const uint8_t*, int64_t, const block_q8a*, int64_t, float*, int64_t, int);
 using PackFn = void (*)(const uint8_t*, int64_t, int, int64_t, uint8_t*);
 
-// One block-weight matmul as a list of tasks over already quantized activations.
-// `packed` is the prepared buffer, or null to pack each group from `raw` per task.
+// One block-weight matmul, row group by row group, over already quantized activations.
+// `packed` is the prepared buffer, or null to pack each group from `raw` when it runs.
 struct BlockJob {
     GemmFn gemm;
     PackFn pack;
     const uint8_t* packed;
     const uint8_t* raw;
-    int64_t rows, nb, group_bytes, row_bytes;
-    Plan plan;
+    int64_t rows, nb, group_bytes, row_bytes, groups;
     float* y;
 
     BlockJob(const MatmulKernels& K, QType t, int64_t k, const uint8_t* packed_, const uint8_t* raw_, int64_t rows_,
-             int64_t n, float* y_)
+             float* y_)
         : gemm(t == QType::Q4_0 ? K.gemm_q4_0 : K.gemm_q8_0),
           pack(t == QType::Q4_0 ? pack_group_q4_0 : pack_group_q8_0),
           packed(packed_), raw(raw_), rows(rows_), nb(k / QK8_0), group_bytes(nb * group_block_bytes(t)),
-          row_bytes(qtype_row_bytes(t, k)), plan(make_plan(rows_, nb, n)), y(y_) {}
+          row_bytes(qtype_row_bytes(t, k)), groups(ceil_div(rows_, kGroupRows)), y(y_) {}
 
     // Row group g for tokens [t0, t0 + nt).
     void run_group(int64_t g, const block_q8a* xq, int64_t t0, int64_t nt) const {
@@ -95,45 +76,23 @@ struct BlockJob {
         }
         gemm(w, nb, xq + t0 * nb, nt, y + t0 * rows + r0, rows, rows_here);
     }
-
-    void run_task(int64_t task, const block_q8a* xq, int64_t n) const {
-        const int64_t chunk = task / plan.groups;
-        const int64_t t0 = chunk * plan.tokens_per_chunk;
-        run_group(task % plan.groups, xq, t0, std::min(n - t0, plan.tokens_per_chunk));
-    }
 };
 
-// Several block-weight matmuls on the same activations (quantized once) in one parallel region:
-// as one stream of row groups (decode) or one list of tasks (prefill).
+// Several block-weight matmuls (same k) on the same activations, quantized once, in one
+// parallel region.
 void run_block_jobs(const BlockJob* jobs, size_t count, const block_q8a* xq, int64_t n) {
-    const bool decode = n <= kDecodeTokens;
-    std::vector<int64_t> first(count + 1, 0);  // where each job's groups (decode) or tasks start
-    for (size_t j = 0; j < count; ++j) first[j + 1] = first[j] + (decode ? jobs[j].plan.groups : jobs[j].plan.tasks());
-    auto job_of = [&](int64_t i) {
-        size_t j = 0;
-        while (i >= first[j + 1]) ++j;
-        return j;
-    };
-    ThreadPool& pool = ThreadPool::instance();
-    if (decode) {
-        pool.parallel_ranges(first.back(), 1, [&](int64_t begin, int64_t end, int) {
-            for (int64_t i = begin; i < end; ++i) {
-                const size_t j = job_of(i);
-                jobs[j].run_group(i - first[j], xq, 0, n);
-            }
-        });
-    } else {
-        pool.parallel_for(first.back(), [&](int64_t task, int) {
-            const size_t j = job_of(task);
-            jobs[j].run_task(task - first[j], xq, n);
-        });
-    }
+    std::vector<int64_t> first{0};  // index of each job's first row group
+    for (size_t j = 0; j < count; ++j) first.push_back(first.back() + jobs[j].groups);
+    const int64_t act_row_bytes = jobs[0].nb * int64_t(sizeof(block_q8a));
+    const int64_t tokens_per_chunk = std::max<int64_t>(8, kActChunkBytes / act_row_bytes / 8 * 8);
+    run_row_groups(first, n, tokens_per_chunk,
+                   [&](size_t j, int64_t g, int64_t t0, int64_t nt) { jobs[j].run_group(g, xq, t0, nt); });
 }
 
 void matmul_blocks(const float* x, int64_t n, int64_t k, QType t, const uint8_t* packed, const uint8_t* raw,
                    int64_t rows, float* y) {
     const MatmulKernels& K = kernels().matmul;
-    const BlockJob job(K, t, k, packed, raw, rows, n, y);
+    const BlockJob job(K, t, k, packed, raw, rows, y);
     run_block_jobs(&job, 1, quantize_activations(K, x, n, k), n);
 }
 
@@ -243,7 +202,7 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
         else if (!is_block_type(w.type))
             matmul_floats(x, n, k, w.data, w.type, w.rows, ys[i]);
         else if (w.rows > 0)
-            jobs.emplace_back(K, w.type, k, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, n, ys[i]);
+            jobs.emplace_back(K, w.type, k, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, ys[i]);
     }
     if (!jobs.empty()) run_block_jobs(jobs.data(), jobs.size(), quantize_activations(K, x, n, k), n);
     if (!kjobs.empty()) matmul_kquant_groups(x, n, k, kjobs.data(), int(kjobs.size()));

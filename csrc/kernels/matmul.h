@@ -16,10 +16,6 @@ namespace llamix {
 
 // Rows per interleaved group: one 512-bit vector holds 4 bytes of each of 16 rows.
 constexpr int kGroupRows = 16;
-// Up to this many tokens a matmul is a weight stream (decode): each thread reads one contiguous
-// lane of row groups (ThreadPool::parallel_ranges). 256 KiB tasks taken in turn restarted each
-// core's prefetcher every task and left one core idle at the end: lanes measured 2-5% faster.
-constexpr int64_t kDecodeTokens = 7;
 
 // A Q8_0 activation block with its scale already widened to float32 (exactly fp16(d)) and the
 // sum of its 32 quants.
