@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from llamix import _C
+from llamix import Tokenizer, export_gguf, random_checkpoint
 from llamix.formats.gguf import GGUFReader
-from llamix.model.gguf_file import save_gguf
-from llamix.model.random import byte_tokenizer, random_tensors, shape_config
+from llamix.formats.gguf_llama import tokenizer_entries_of
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB_GGUF = ROOT.parent / "shared" / "assets" / "llama_tokenizer" / "ggml-vocab-llama-spm.gguf"
@@ -26,14 +26,12 @@ def model_file(shape: str, quant: str, seed: int = 0) -> Path:
     path = CACHE / f"random-{shape}-{quant}-s{seed}.gguf"
     if path.exists():
         return path
-    config = shape_config(shape)
-    if VOCAB_GGUF.exists() and config.vocab_size == 32000:
+    ck = random_checkpoint(shape, seed=seed, lazy=True)
+    if VOCAB_GGUF.exists() and ck.config.vocab_size == 32000:
         r = GGUFReader(VOCAB_GGUF)
-        tok = {k: v for k, v in r.metadata.items() if k.startswith("tokenizer.")}
-    else:
-        tok = byte_tokenizer(config.vocab_size)
+        ck.tokenizer, ck.tokenizer_entries = Tokenizer.from_gguf_metadata(r.metadata), tokenizer_entries_of(r)
     CACHE.mkdir(parents=True, exist_ok=True)
-    save_gguf(path, config, random_tensors(config, quant, seed, lazy=True), tok, name=f"random {shape} {quant}")
+    export_gguf(ck, path, quant, pure=True, name=f"random {shape} {quant}")
     return path
 
 
@@ -44,7 +42,7 @@ def prompt_tokens(n: int, vocab: int, seed: int = 0) -> list[int]:
 def llamix_pp(m, tokens) -> float:
     m.reset()
     t = time.perf_counter()
-    m._eval(tokens)
+    m.eval(tokens)
     return len(tokens) / (time.perf_counter() - t)
 
 
@@ -52,7 +50,7 @@ def llamix_tg(m, tokens) -> float:
     m.reset()
     t = time.perf_counter()
     for tok in tokens:
-        m._eval([tok])
+        m.eval([tok])
     return len(tokens) / (time.perf_counter() - t)
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 import llamix
-from llamix.quality.export import export_gguf
-from llamix.quality.synthetic import SHAPES, random_llama_gguf
+from llamix.eval.perplexity import windows
+from llamix.export import export_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
@@ -109,9 +109,9 @@ def table_stories(d: Path, args, lc):
 
 
 def table_tinyllama(d: Path, args, lc):
-    shape = dict(SHAPES["tinyllama"], n_layers=args.layers)
-    tok = ASSETS / "llama_tokenizer" / "tokenizer.model"
-    f16 = random_llama_gguf(d / "tl_f16.gguf", tok, dtype="f16", **shape)
+    tok = llamix.Tokenizer.from_file(ASSETS / "llama_tokenizer" / "tokenizer.model")
+    f16 = d / "tl_f16.gguf"
+    export_gguf(llamix.random_checkpoint("1b", tokenizer=tok, lazy=True, n_layers=args.layers), f16, "f16")
     print(f"\n## Random-weight TinyLlama-1.1B shape ({args.layers} layers; threads {args.threads}; pp {args.pp} / "
           f"tg {args.tg} tokens; KL and top-1 against the f16 file over {args.kl_tokens} tokens)\n")
     print("| type | bits/weight | file | KL divergence | top-1 | llamix pp tok/s | llama.cpp pp tok/s | "
@@ -168,7 +168,7 @@ def table_perplexity_speed(d: Path, args, lc):
         dt, r = median(lambda: llamix.perplexity(m, TEXT, n_ctx=args.ctx, progress=False), args.rounds)
         llm = lc.Llama(model_path=str(path), n_ctx=args.ctx, n_batch=args.ctx, n_threads=args.threads,
                        n_threads_batch=args.threads, logits_all=True, verbose=False)
-        wins = llamix.quality.perplexity.windows(m.tokenize(TEXT), args.ctx, 1)
+        wins = windows(m.tokenize(TEXT), args.ctx, 1)
 
         def lcpp_ppl():
             nll = []

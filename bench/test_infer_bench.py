@@ -38,12 +38,12 @@ def test_llamix_decode_token(benchmark, engines):
     m, _ = engines
     toks = prompt_tokens(16, m.config.vocab_size)
     m.reset()
-    m._eval(toks)
+    m.eval(toks)
 
     def step():
         m.n_past = 16  # decode position 16 again and again
         m._cached = m._cached[:16]
-        m._eval([toks[0]])
+        m.eval([toks[0]])
     benchmark.pedantic(step, rounds=20, warmup_rounds=2)
 
 
@@ -63,7 +63,7 @@ def test_llamacpp_decode_token(benchmark, engines):
 def test_llamix_prompt_512(benchmark, engines):
     m, _ = engines
     toks = prompt_tokens(512, m.config.vocab_size)
-    benchmark.pedantic(lambda: (m.reset(), m._eval(toks)), rounds=3, warmup_rounds=1)
+    benchmark.pedantic(lambda: (m.reset(), m.eval(toks)), rounds=3, warmup_rounds=1)
 
 
 def test_llamacpp_prompt_512(benchmark, engines):

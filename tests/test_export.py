@@ -15,8 +15,8 @@ import pytest
 
 import llamix
 from llamix.formats.gguf import GGUFReader
-from llamix.quality.export import export_gguf, fallback_type, tensor_type, use_more_bits
-from llamix.quality.synthetic import SHAPES, random_llama_gguf
+from llamix.export.gguf import export_gguf, fallback_type, tensor_type, use_more_bits
+from llamix import Tokenizer, random_checkpoint
 
 from conftest import require_peer
 
@@ -41,8 +41,10 @@ def exported(s260_bin, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_f32(assets, tmp_path_factory):
     """A random model whose rows are multiples of 256, so K-quant types are really used."""
-    return random_llama_gguf(tmp_path_factory.mktemp("tiny") / "tiny_f32.gguf", assets / "stories260K" / "tok512.model",
-                             dtype="f32", **SHAPES["tiny"])
+    tok = Tokenizer.from_file(assets / "stories260K" / "tok512.model")
+    path = tmp_path_factory.mktemp("tiny") / "tiny_f32.gguf"
+    export_gguf(random_checkpoint("tiny", tokenizer=tok, lazy=True, n_layers=2, n_heads=4, n_kv_heads=2), path, "f32")
+    return path
 
 
 def test_round_trip_identical_tensors(s260_bin, exported, assets):
@@ -87,7 +89,7 @@ def test_greedy_text_f32_and_q8_0(s260_bin, exported):
 
 def test_model_save(s260_bin, tmp_path):
     m = llamix.load(s260_bin)
-    rep = m.save(tmp_path / "m.gguf", qtype="q4_0")
+    rep = export_gguf(m, tmp_path / "m.gguf", qtype="q4_0")
     assert rep.types["blk.0.attn_q.weight"] == "Q4_0"
     assert rep.types["blk.0.ffn_down.weight"] == "F16"      # 172-wide rows
     assert rep.types["token_embd.weight"] == "Q8_0"         # tied head: Q6_K -> Q8_0 (64-wide rows)
@@ -115,7 +117,7 @@ def test_type_rules():
 
 
 def test_atomic_write_and_errors(s260_bin, tmp_path, monkeypatch):
-    import llamix.quality.export as ex
+    import llamix.export.gguf as ex
 
     out = tmp_path / "never.gguf"
 

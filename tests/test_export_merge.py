@@ -10,7 +10,8 @@ import pytest
 
 import llamix
 from llamix.formats.gguf import GGUFReader
-from llamix.quality.merge_gguf import gguf_name, merge_to_gguf
+from llamix.export import merge_to_gguf
+from llamix.formats.names import gguf_name
 
 
 def _config(assets, tmp_path, method="linear"):

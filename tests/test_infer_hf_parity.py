@@ -67,7 +67,7 @@ def test_logits_match_transformers(tmp_path, case):
             out = hf(torch.tensor([[t]]), past_key_values=past, use_cache=True)
         past = out.past_key_values
         step_ref = out.logits[0, -1].numpy()
-        assert np.abs(m._eval([t]) - step_ref).max() <= 1e-4 * np.abs(step_ref).max()
+        assert np.abs(m.eval([t]) - step_ref).max() <= 1e-4 * np.abs(step_ref).max()
 
 
 def test_transformers_4x_config_spelling(tmp_path):

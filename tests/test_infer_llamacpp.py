@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import llamix
-from llamix.model.gguf_file import save_gguf
+from llamix.export import export_gguf
 
 from conftest import require_peer
 
@@ -32,7 +32,7 @@ def test_same_gguf_same_greedy_tokens_close_logits(assets, tmp_path, quant):
     ref32 = llamix.load(src).logits(IDS)
     m = llamix.load(src, quant=quant)
     path = tmp_path / f"s260k-{quant}.gguf"
-    save_gguf(path, m.config, m.tensors, m.tokenizer)
+    export_gguf(m, path, None)
     g = llamix.load(path)
     ours = g.logits(IDS)
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=2, seed=0)
@@ -64,13 +64,10 @@ def test_kquant_model_matches_llamacpp(tmp_path, quant):
     are 64 wide). Both quantize activations to Q8_K, so the two must differ by less than twice
     llamix's own distance from the same model with float32 weights."""
     llama_cpp = require_peer("llama_cpp")
-    from llamix.model.random import byte_tokenizer, random_tensors, shape_config
-
-    config = shape_config("tiny")
-    tok = byte_tokenizer(config.vocab_size)
     path, ref_path = tmp_path / f"tiny-{quant}.gguf", tmp_path / "tiny-f32.gguf"
-    save_gguf(path, config, random_tensors(config, quant, seed=1), tok)
-    save_gguf(ref_path, config, random_tensors(config, "f32", seed=1), tok)
+    export_gguf(llamix.random_checkpoint("tiny", quant.lower(), seed=1), path, None)
+    export_gguf(llamix.random_checkpoint("tiny", "f32", seed=1), ref_path, None)
+    config = llamix.random_checkpoint("tiny", seed=1, lazy=True).config
     ids = [1] + np.random.default_rng(2).integers(3, config.vocab_size, 24).tolist()
     ours = llamix.load(path).logits(ids)
     ref32 = llamix.load(ref_path).logits(ids)

@@ -8,7 +8,7 @@ import pytest
 import llamix
 from llamix.formats.gguf import GGUFWriter
 from llamix.model import model as model_mod
-from llamix.model.gguf_file import save_gguf
+from llamix.export import export_gguf
 
 # assets/README.md: BOS + "Once upon a time", 60 greedy tokens with fp32 weights
 PROMPT_IDS = [1, 403, 407, 261, 378]
@@ -87,7 +87,7 @@ def test_cached_decoding_equals_full_sequence(fp32, monkeypatch):
     ids = fp32.tokenize(TEXT)[:30]
     full = fp32.logits(ids)
     fp32.reset()
-    step = np.stack([fp32._eval([t]) for t in ids])
+    step = np.stack([fp32.eval([t]) for t in ids])
     assert np.array_equal(step, full)  # same kernels per row: bit-identical
     monkeypatch.setattr(model_mod, "N_BATCH", 7)  # prompt split across several forward calls
     assert np.array_equal(fp32.logits(ids), full)
@@ -115,7 +115,7 @@ def test_isa_variants_agree(bin_path, isa):
 def test_gguf_round_trip(fp32, bin_path, tmp_path, quant):
     m = llamix.load(bin_path, quant=quant)
     path = tmp_path / "m.gguf"
-    save_gguf(path, m.config, m.tensors, m.tokenizer)
+    export_gguf(m, path, None)
     g = llamix.load(path)
     assert g.config.n_kv_heads == 4 and g.config.tie_embeddings
     assert g.tokenize("Once upon a time") == PROMPT_IDS  # tokenizer rebuilt from GGUF metadata
@@ -138,7 +138,7 @@ def test_context_overflow_and_bad_tokens(bin_path):
         m.generate("Once upon a time", max_tokens=20)
     m.logits(PROMPT_IDS)
     with pytest.raises(ValueError, match="context overflow"):
-        m._eval(list(range(1, 13)))
+        m.eval(list(range(1, 13)))
     with pytest.raises(ValueError, match="token id 512 is outside the vocabulary"):
         m.logits([1, 512])
     with pytest.raises(ValueError, match="token id -1"):

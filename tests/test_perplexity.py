@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import llamix
-from llamix.quality.perplexity import windows
+from llamix.eval.perplexity import windows
 
 import oracle_llama
 from conftest import require_peer

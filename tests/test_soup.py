@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import llamix
-from llamix.model.weights import load_checkpoint
+from llamix.loaders import load_checkpoint
 
 TEXT = (Path(__file__).parent / "data" / "stories_eval.txt").read_text()[:2600]
 N_CTX = 128
@@ -103,8 +103,9 @@ def test_soup_errors(assets, noisy, tmp_path):
         llamix.soup([], TEXT)
     with pytest.raises(ValueError, match="method"):
         llamix.soup([noisy["small_a"]], TEXT, method="ties")
-    from llamix.quality.synthetic import SHAPES, random_llama_gguf
-    other = random_llama_gguf(tmp_path / "other.gguf", assets / "stories260K" / "tok512.model", **SHAPES["tiny"])
+    tok = llamix.Tokenizer.from_file(assets / "stories260K" / "tok512.model")
+    other = tmp_path / "other.gguf"
+    llamix.export_gguf(llamix.random_checkpoint("tiny", tokenizer=tok, lazy=True, n_layers=2), other, "f16")
     with pytest.raises(ValueError, match="other.gguf"):
         llamix.soup([noisy["small_a"], other], TEXT)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from llamix.formats.gguf import GGUFReader
-from llamix.model.gguf_file import tokenizer_metadata
-from llamix.model.random import byte_tokenizer
+from llamix.formats.gguf_llama import tokenizer_metadata
+from llamix.loaders import byte_tokenizer
 from llamix.tokenizer import Tokenizer, decode_stream
 
 TEXTS = ["Hello world", "Once upon a time, there was a little girl named Lily.",
@@ -30,7 +30,7 @@ def test_gguf_vocab_encodes_like_the_model_file(llama_tokenizers):
 
 def test_metadata_round_trip_small_vocab(assets):
     ref = Tokenizer.from_file(assets / "stories260K" / "tok512.model")
-    tok = Tokenizer.from_gguf_metadata(tokenizer_metadata(ref))
+    tok = Tokenizer.from_gguf_metadata({e.key: e.value for e in tokenizer_metadata(ref)})
     assert ref.encode("Once upon a time") == [1, 403, 407, 261, 378]
     # tok512 was trained with remove_extra_whitespaces, which GGUF cannot express (llama.cpp does
     # not collapse spaces either), so compare on texts without runs of whitespace

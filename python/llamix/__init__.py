@@ -1,27 +1,37 @@
-"""llamix: LLaMA-family models in 4 bits on the CPU, and model merging, on SIMD C++ kernels."""
+"""llamix: LLaMA-family models in 4 bits on the CPU, and model merging, on SIMD C++ kernels.
+
+Layers, each importing only those below it (held by an import-linter contract in the tests):
+``commands``/``cli`` -> ``eval`` -> ``export`` -> ``model`` | ``merge`` -> ``loaders`` -> ``formats``
+-> ``config``, ``tokenizer``, ``quant``, ``_runtime`` (and the C++ module ``_C``).
+"""
 from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
 
 from ._runtime import cpu_info, set_isa, set_threads
 from . import merge
+from .config import ModelConfig
+from .eval import PerplexityResult, SoupResult, perplexity, soup
+from .export import ExportReport, export_gguf, merge_to_gguf
+from .loaders import Checkpoint, load_checkpoint, random_checkpoint
 from .merge import ConfigError
-from .model import Model, ModelConfig, load
-from .quality.export import export_gguf
-from .quality.merge_gguf import merge_to_gguf
-from .quality.perplexity import PerplexityResult, perplexity
-from .quality.soup import SoupResult, soup
+from .model import Model, load
 from .quant import QuantizedTensor, matmul, matmul_many, quantize
 from .tokenizer import Tokenizer
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("llamix")
+except PackageNotFoundError:  # run from a source tree without installing
+    __version__ = "0+unknown"
 
 __all__ = [
     # kernels and runtime
     "QuantizedTensor", "cpu_info", "matmul", "matmul_many", "quantize", "set_isa", "set_threads",
     # inference
-    "Model", "ModelConfig", "Tokenizer", "load",
+    "Checkpoint", "Model", "ModelConfig", "Tokenizer", "load", "load_checkpoint", "random_checkpoint",
     # merging
     "ConfigError", "merge",
     # quantize, export, quality
-    "PerplexityResult", "SoupResult", "export_gguf", "merge_to_gguf", "perplexity", "soup",
+    "ExportReport", "PerplexityResult", "SoupResult", "export_gguf", "merge_to_gguf", "perplexity", "soup",
     "__version__",
 ]

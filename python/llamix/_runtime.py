@@ -1,4 +1,5 @@
-"""CPU features, the active kernel variant, and the thread pool."""
+"""The compiled kernels (``_C``, imported here and only here, so the layers above see one
+module), CPU features, the active kernel variant, and the thread pool."""
 from __future__ import annotations
 
 from . import _C

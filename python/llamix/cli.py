@@ -1,10 +1,19 @@
 """The ``llamix`` command line: each subcommand lives in ``llamix/commands/<name>.py`` and provides
-``add_arguments(parser)`` and ``run(args) -> int``."""
+``add_arguments(parser)`` and ``run(args) -> int``.
+
+Exit codes: 0 done, 1 an error (one line on stderr naming the file, field or flag), 2 bad usage,
+130 interrupted (Ctrl-C or SIGTERM: partial output files are removed), 141 the reader of stdout
+went away (``| head``).
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+
+from . import __version__
 
 COMMANDS = {
     "info": "show a model's hyper-parameters and tensors, and the CPU's kernels",
@@ -17,34 +26,75 @@ COMMANDS = {
 }
 
 
-def _load(name: str):
-    try:
-        return importlib.import_module(f"llamix.commands.{name}")
-    except ModuleNotFoundError as e:
-        if e.name == f"llamix.commands.{name}":
-            return None
-        raise
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each default, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.help == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llamix", description="LLaMA-family models in 4 bits on the CPU, and model merging.")
+    parser.add_argument("--version", action="version", version=f"llamix {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        mod = importlib.import_module(f"llamix.commands.{name}")
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
+        p.set_defaults(run=mod.run)
+        mod.add_arguments(p)
+    return parser
+
+
+def _terminate(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so writers remove their temporary files on the way out
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llamix", description="LLaMA-family models in 4 bits on the CPU, and model merging.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    modules = {}
-    for name, help_text in COMMANDS.items():
-        mod = _load(name)
-        if mod is None:
-            continue
-        modules[name] = mod
-        mod.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
-        return int(modules[args.command].run(args) or 0)
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        _stderr_line(f"llamix {args.command}: interrupted")
+        return 130
+    except BrokenPipeError:
+        # the reader of our output is gone: say nothing more, and don't let the interpreter's
+        # final flush fail on the same pipe
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except (ValueError, OSError, KeyError) as e:
-        print(f"llamix {args.command}: error: {e}", file=sys.stderr)
+        _stderr_line(f"llamix {args.command}: error: {_message(e)}")
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, KeyError):  # str(KeyError) is the key's repr
+        return f"missing {e.args[0]!r}" if e.args else "missing key"
+    return str(e)
+
+
+def _stderr_line(msg: str) -> None:
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    print(msg, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ warm-up). ``--shape 1b|7b|tiny`` measures a synthesized random-weight LLaMA (no 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -13,21 +14,26 @@ import time
 
 import numpy as np
 
+from .._runtime import cpu_info
+from ..loaders import SHAPES, random_checkpoint
+from ..model import Model, load
+from .common import MODEL_HELP, add_qtype, add_threads, check, check_threads
+
 
 def add_arguments(p) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("-m", "--model", help="GGUF file, Hugging Face folder or llama2.c .bin")
-    src.add_argument("--shape", choices=["tiny", "1b", "7b"], help="a random-weight model of this shape (no download)")
-    p.add_argument("--quant", choices=["q4_0", "q8_0", "f16"], help="weight type (default: as stored; q4_0 for --shape)")
-    p.add_argument("-p", "--n-prompt", type=int, default=512)
-    p.add_argument("-n", "--n-gen", type=int, default=128)
-    p.add_argument("-t", "--threads", type=int, help="compute threads (default: physical cores)")
-    p.add_argument("-r", "--repetitions", type=int, default=3)
-    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache precision")
+    src.add_argument("-m", "--model", help=MODEL_HELP)
+    src.add_argument("--shape", choices=list(SHAPES), help="a random-weight model of this shape (no download)")
+    add_qtype(p, help="weight type (default: as stored; q4_0 for --shape)")
+    p.add_argument("-p", "--n-prompt", type=int, default=512, metavar="N", help="prompt tokens (pp test; 0: skip)")
+    p.add_argument("-n", "--n-gen", type=int, default=128, metavar="N", help="generated tokens (tg test; 0: skip)")
+    add_threads(p)
+    p.add_argument("-r", "--repetitions", type=int, default=3, metavar="N", help="repetitions of each test (median)")
+    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache type (keys and values)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def measure(m, n_prompt: int, n_gen: int, reps: int) -> dict:
+def measure(m: Model, n_prompt: int, n_gen: int, reps: int) -> dict:
     """Median tokens/s for prompt processing and generation on a loaded Model."""
     rng = np.random.default_rng(0)
     vocab = m.config.vocab_size
@@ -37,14 +43,14 @@ def measure(m, n_prompt: int, n_gen: int, reps: int) -> dict:
     def pp() -> float:
         m.reset()
         t = time.perf_counter()
-        m._eval(prompt)
+        m.eval(prompt)
         return n_prompt / (time.perf_counter() - t)
 
     def tg() -> float:
         m.reset()
         t = time.perf_counter()
         for tok in gen[:n_gen]:
-            m._eval([tok])
+            m.eval([tok])
         return n_gen / (time.perf_counter() - t)
 
     out = {}
@@ -59,20 +65,17 @@ def measure(m, n_prompt: int, n_gen: int, reps: int) -> dict:
 
 
 def run(args) -> int:
-    from .._runtime import cpu_info
-    from ..model.model import Model, load
-
-    if args.n_prompt < 0 or args.n_gen < 0 or args.repetitions < 1:
-        raise ValueError("-p and -n must be >= 0 and -r >= 1")
+    check_threads(args)
+    check(args.n_prompt >= 0, "-p/--n-prompt", f"must be >= 0, got {args.n_prompt}")
+    check(args.n_gen >= 0, "-n/--n-gen", f"must be >= 0, got {args.n_gen}")
+    check(args.repetitions >= 1, "-r/--repetitions", f"must be >= 1, got {args.repetitions}")
     n_ctx = max(args.n_prompt, args.n_gen, 1)
     if args.shape:
-        from ..model.random import random_checkpoint
-
-        quant = args.quant or "q4_0"
-        m = Model(random_checkpoint(args.shape, quant), n_ctx=n_ctx, threads=args.threads, kv_cache=args.kv_cache)
-        name = f"random {args.shape} {quant}"
+        qtype = args.qtype or "q4_0"
+        m = Model(random_checkpoint(args.shape, qtype), n_ctx=n_ctx, n_threads=args.threads, kv_cache=args.kv_cache)
+        name = f"random {args.shape} {qtype}"
     else:
-        m = load(args.model, quant=args.quant, threads=args.threads, n_ctx=n_ctx, kv_cache=args.kv_cache)
+        m = load(args.model, qtype=args.qtype, n_threads=args.threads, n_ctx=n_ctx, kv_cache=args.kv_cache)
         name = m.source
     res = measure(m, args.n_prompt, args.n_gen, args.repetitions)
     info = cpu_info()
@@ -83,8 +86,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"| model | size | threads | isa | test | t/s |")
-    print(f"|---|---:|---:|---|---|---:|")
+    print("| model | size | threads | isa | test | t/s |")
+    print("|---|---:|---:|---|---|---:|")
     if "pp" in res:
         print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | pp{args.n_prompt} | {res['pp']:.2f} |")
     if "tg" in res:

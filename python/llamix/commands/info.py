@@ -5,10 +5,12 @@ import json
 from collections import Counter
 
 from .._runtime import cpu_info
+from ..loaders import load_checkpoint
+from .common import MODEL_HELP
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", nargs="?", help="GGUF file, Hugging Face folder or llama2.c .bin (omit for CPU info only)")
+    p.add_argument("model", nargs="?", help=MODEL_HELP + " (omit for CPU info only)")
     p.add_argument("--tokenizer", help="SentencePiece .model file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -16,8 +18,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     out: dict = {"cpu": cpu_info()}
     if args.model:
-        from ..model.weights import load_checkpoint
-
         ck = load_checkpoint(args.model, tokenizer=args.tokenizer)
         types = Counter(getattr(t, "qtype", "f32") for t in ck.tensors.values())
         out["model"] = {

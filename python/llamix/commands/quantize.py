@@ -1,19 +1,27 @@
-"""``llamix quantize MODEL OUT.gguf --type q4_0``: write any model llamix loads as a GGUF file."""
+"""``llamix quantize MODEL OUT.gguf [TYPE] [--type TYPE]``: write any model llamix loads as a GGUF
+file (llama-quantize's job; its type names, any case)."""
 from __future__ import annotations
 
 import os
 import time
 
+from .._runtime import set_threads
+from ..export import FILE_TYPES, export_gguf
+from .common import MODEL_HELP, UsageError, add_threads, check_threads, lower_choice, progress_bar, quiet_requested
+
 
 def add_arguments(p) -> None:
-    from ..quality.export import FILE_TYPES
-
-    p.add_argument("model", help="GGUF file, Hugging Face folder or llama2.c .bin")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("out", help="output .gguf path (written atomically)")
-    p.add_argument("--type", "-t", default="q4_0", choices=list(FILE_TYPES), help="file type (default q4_0)")
+    types = lower_choice(FILE_TYPES)
+    p.add_argument("type_pos", nargs="?", type=types, metavar="TYPE",
+                   help="file type, as llama-quantize takes it (same as --type)")
+    p.add_argument("--type", type=types, default=None, metavar="TYPE",
+                   help=f"file type: {', '.join(FILE_TYPES)} (default q4_0)")
     p.add_argument("--tokenizer", help="SentencePiece .model file, when the model has none beside it")
     p.add_argument("--pure", action="store_true", help="no Q6_K/Q8_0 output head, no _M mix: one type everywhere")
-    p.add_argument("--threads", type=int, help="compute threads (default: physical cores)")
+    add_threads(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _input_bytes(path: str) -> int:
@@ -23,17 +31,19 @@ def _input_bytes(path: str) -> int:
 
 
 def run(args) -> int:
-    from .. import set_threads
-    from ..quality.export import export_gguf
-
+    check_threads(args)
+    if args.type_pos and args.type and args.type_pos != args.type:
+        raise UsageError(f"--type {args.type} and the positional TYPE {args.type_pos} disagree")
+    qtype = args.type or args.type_pos or "q4_0"
     if args.threads:
         set_threads(args.threads)
     t0 = time.perf_counter()
-    r = export_gguf(args.model, args.out, args.type, tokenizer=args.tokenizer, pure=args.pure)
+    with progress_bar(f"quantize {os.path.basename(args.out)}", quiet=quiet_requested(args)) as bar:
+        r = export_gguf(args.model, args.out, qtype, tokenizer=args.tokenizer, pure=args.pure, progress=bar)
     dt = time.perf_counter() - t0
     size = os.path.getsize(args.out)
     counts = ", ".join(f"{n} {t}" for t, n in sorted(r.type_counts().items()))
-    print(f"wrote {args.out}: {args.type}, {size / 1e6:.2f} MB, {r.bits_per_weight:.3f} bits/weight over "
+    print(f"wrote {args.out}: {qtype}, {size / 1e6:.2f} MB, {r.bits_per_weight:.3f} bits/weight over "
           f"{r.n_params / 1e6:.2f} M weights ({counts})")
     print(f"{dt:.2f} s, {_input_bytes(args.model) / dt / 1e9:.3f} GB/s of input")
     return 0

@@ -5,27 +5,30 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .._runtime import set_threads
-from .. import _C
+from .._runtime import _C, set_threads
 from .config import load_config
-from .executor import execute
+from .executor import Progress, execute
+from .kernels import dtype_name
 from .output import HFFolderWriter
 from .plan import build_plan
 
 
-def merge(config: Any, out_dir: str | os.PathLike, *, threads: Optional[int] = None, shard_size="5GB",
-          seed: int = 0, out_dtype: Optional[str] = None, progress: Optional[bool] = None, writer=None) -> Path:
+def merge(config: Any, out_dir: str | os.PathLike, *, n_threads: Optional[int] = None, shard_size="5GB",
+          seed: int = 0, out_dtype: Optional[str] = None, progress: Optional[Progress] = None, writer=None,
+          threads: Optional[int] = None) -> Path:
     """Merge models as a mergekit YAML config describes, into a Hugging Face folder.
 
     config: a path to a YAML file, a YAML string, or a dict (mergekit's schema). Everything is
     validated (fields, models, tensor names and shapes, parameters) before any work starts.
     out_dir: the output folder (must not exist or be empty); written atomically.
-    threads: compute threads (default: the current setting). shard_size: e.g. "5GB".
+    n_threads: compute threads (default: the current setting; ``threads`` is an alias).
+    shard_size: e.g. "5GB". progress(input_bytes_done, input_bytes_total, tensor_name): called
+    after each tensor.
     seed: keys the random masks of DARE / DELLA. out_dtype: overrides the config's.
     writer: another output (see llamix.merge.executor.TensorWriter), e.g. a GGUF writer.
     Returns the output path.
     """
-    from .kernels import dtype_name
+    threads = threads if n_threads is None else n_threads
     cfg = load_config(config)
     plan = build_plan(cfg, dtype_name(out_dtype) if out_dtype else None)
     out = writer if writer is not None else HFFolderWriter(out_dir, shard_size)

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 
-from ..progress import Progress
 from .kernels import NUMPY
 from .plan import FLOAT_TYPES, MergePlan, TensorTask
 
@@ -53,10 +52,15 @@ class BufferPool:
             self._free.append(raw)
 
 
+Progress = Callable[[float, float, str], None]  # progress(done, total, note)
+
+
 def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Optional[Progress] = None,
                    buffers: Optional[BufferPool] = None):
     """Yield (name, merged array) in plan order; input pages are released after each tensor.
-    With `buffers`, the arrays come from that pool (hand them back with put() when done)."""
+    With `buffers`, the arrays come from that pool (hand them back with put() when done).
+    ``progress(input_bytes_done, plan.input_bytes, name)`` is called after each tensor."""
+    done = 0
     for task in plan.tensors:
         arrays = []
         for ref, name in task.inputs:
@@ -78,8 +82,9 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
             nbytes += w.file_of(name).nbytes(name)
             w.release(name)
         yield task.name, out
+        done += nbytes
         if progress is not None:
-            progress.update(nbytes, task.name)
+            progress(done, plan.input_bytes, task.name)
 
 
 # Outputs merged ahead of the writer, at most: the writer (one file, written by one thread) is the
@@ -87,19 +92,18 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
 MAX_PENDING_BYTES = 64 << 20
 
 
-def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Optional[bool] = None) -> None:
+def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Optional[Progress] = None) -> None:
     """Merge every tensor of the plan into the writer; the writer is aborted on any error.
 
     ``writer.write`` runs on one background thread, in plan order, while the next tensors are
     merged; up to MAX_PENDING_BYTES of merged outputs may wait for it."""
     writer.begin(plan)
     try:
-        with Progress(plan.input_bytes, "merge", quiet=None if progress is None else not progress) as bar, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamix-merge-writer") as pool:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamix-merge-writer") as pool:
             buffers = BufferPool()
             pending: deque = deque()  # (future, array) in plan order
             waiting = 0
-            for name, array in merged_tensors(plan, seed, writer.dtype_for, bar, buffers):
+            for name, array in merged_tensors(plan, seed, writer.dtype_for, progress if callable(progress) else None, buffers):
                 pending.append((pool.submit(writer.write, name, array), array))
                 waiting += array.nbytes
                 while pending and (pending[0][0].done() or waiting > MAX_PENDING_BYTES):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from .._runtime import _C
 from ..formats.safetensors import TensorRef
 
 # dtype name -> GGUF type id used by the kernels

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
+from .config import ConfigError
+
 
 @dataclass(frozen=True)
 class Param:
@@ -27,7 +29,6 @@ class Param:
 
     def convert(self, value, where: str):
         """Validate one resolved value; errors name the field."""
-        from .config import ConfigError
         if self.kind is bool:
             if isinstance(value, bool):
                 return value
@@ -68,7 +69,6 @@ def resolve(param: Param, scopes: Iterable[tuple[Optional[dict], str]], tensor_n
             what: str = ""):
     """First scope (highest precedence first) that sets the parameter wins; then the default.
     scopes: (parameters dict or None, its field path)."""
-    from .config import ConfigError
     for params, where in scopes:
         if params and param.name in params:
             value = evaluate(params[param.name], tensor_name, t, param, f"{where}.{param.name}")

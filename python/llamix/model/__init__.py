@@ -1,6 +1,6 @@
-"""LLaMA-family models: config, weights loading, forward pass (C++), sampling, generation."""
-from .config import ModelConfig
+"""A loaded model: forward pass (C++), KV cache, sampling, generation. Sees a Checkpoint (config +
+tensor lookup + tokenizer), nothing of files."""
 from .model import Model, load
 from .sampling import Sampler
 
-__all__ = ["Model", "ModelConfig", "Sampler", "load"]
+__all__ = ["Model", "Sampler", "load"]

@@ -6,38 +6,54 @@ file keeps structure, bookkeeping and sampling.
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from .. import _C
+from .._runtime import _C
 from .._runtime import set_threads
+from ..config import ModelConfig
+from ..formats.names import LAYER_TENSORS
+from ..loaders import Checkpoint, load_checkpoint
 from ..quant import QuantizedTensor
 from ..tokenizer import StreamDecoder, Tokenizer
-from .config import ModelConfig
 from .sampling import Sampler
-from .weights import LAYER_TENSORS, Checkpoint, load_checkpoint
 
 DEFAULT_N_CTX = 2048  # KV cache positions when n_ctx is not given (capped by the training context)
 N_BATCH = 512         # prompt tokens per forward call
 
 
-class Model:
-    """A model ready to run. Build with :func:`llamix.load`.
+@dataclass
+class Timings:
+    """Where the last generation's time went, as llama.cpp reports it (llama_perf_context)."""
+    prompt_tokens: int = 0   # prompt tokens evaluated (a prefix still in the cache is not)
+    prompt_s: float = 0.0
+    eval_tokens: int = 0     # single-token decode steps
+    eval_s: float = 0.0
 
+
+class Model:
+    """A model ready to run: weights prepared for the kernels and a KV cache of ``n_ctx`` positions.
+    Build with :func:`llamix.load` (a file) or ``Model(checkpoint)`` (e.g. a random-weight one).
+
+    ``n_threads``: compute threads (default: one per physical core; ``threads`` is an alias).
+    ``kv_cache``: ``"f32"`` or ``"f16"``. ``checkpoint`` is what the model runs;
     ``tensors`` maps GGUF tensor names (``token_embd.weight``, ``blk.0.attn_q.weight``, ...) to
     :class:`QuantizedTensor` (2-D weights; q/k rows in the adjacent-pair RoPE order of GGUF) or
     float32 arrays (norms): the model exactly as it computes, e.g. for export.
     """
 
-    def __init__(self, checkpoint: Checkpoint, n_ctx: int | None = None, threads: int | None = None,
-                 kv_cache: str = "f32"):
+    def __init__(self, checkpoint: Checkpoint, n_ctx: int | None = None, n_threads: int | None = None,
+                 kv_cache: str = "f32", *, threads: int | None = None):
+        self.checkpoint = checkpoint
         self.config: ModelConfig = checkpoint.config
         self.tokenizer: Tokenizer | None = checkpoint.tokenizer
         self.tensors: dict[str, QuantizedTensor | np.ndarray] = checkpoint.tensors
         self.rope_freqs = checkpoint.rope_freqs
         self.source = checkpoint.source
-        self._keep_alive = checkpoint.keep_alive
+        n_threads = threads if n_threads is None else n_threads
         c = self.config
         if n_ctx is None:
             n_ctx = min(c.context_length, DEFAULT_N_CTX)
@@ -48,8 +64,8 @@ class Model:
         if window and self.n_ctx > window:
             raise ValueError(f"{self.source}: n_ctx = {self.n_ctx} exceeds the model's sliding attention window "
                              f"({window}), which llamix does not implement; use n_ctx <= {window}")
-        if threads is not None:
-            set_threads(threads)
+        if n_threads is not None:
+            set_threads(n_threads)
         self.inv_freq = c.rope_inv_freq(self.rope_freqs)
         t = _C.Transformer(c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size,
                            float(c.rms_eps), self.inv_freq)
@@ -64,6 +80,7 @@ class Model:
         t.prepare()
         self._t = t
         self._cache = _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, kv_cache)
+        self.timings = Timings()     # of the last generation
         self.n_past = 0              # positions filled in the cache
         self._cached: list[int] = []  # the tokens that filled them
 
@@ -86,8 +103,14 @@ class Model:
             bad = int(ids[(ids < 0) | (ids >= self.config.vocab_size)][0])
             raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.config.vocab_size - 1})")
 
-    def _eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
-        """Append ``ids`` to the cached sequence; logits of every new token or only of the last one."""
+    def eval(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Append ``tokens`` to the cached sequence (after ``n_past`` positions) and run them.
+
+        Returns float32 logits: (vocab,) of the last token, or (len(tokens), vocab) of every token
+        when ``all_logits``. Raises ValueError for an empty list, an id outside the vocabulary, or
+        more tokens than the cache has room for (nothing is evaluated then).
+        """
+        ids = tokens
         arr = np.asarray(ids, dtype=np.int64).reshape(-1)
         if arr.size == 0:
             raise ValueError("no tokens to evaluate")
@@ -116,7 +139,7 @@ class Model:
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """float32 (n_tokens, vocab) logits for a fresh sequence starting at position 0."""
         self.reset()
-        return self._eval(token_ids, all_logits=True)
+        return self.eval(token_ids, all_logits=True)
 
     def _prefill(self, ids: list[int]) -> np.ndarray:
         """Logits after ``ids``, reusing the cached prefix they share with the last sequence."""
@@ -127,7 +150,8 @@ class Model:
             common += 1
         self.n_past = common
         self._cached = self._cached[:common]
-        return self._eval(ids[common:])
+        self.timings.prompt_tokens = len(ids) - common
+        return self.eval(ids[common:])
 
     # --- generation ---
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
@@ -144,8 +168,8 @@ class Model:
                  stop: str | Sequence[str] | None = None) -> str:
         """The completion of ``prompt`` (the prompt is not repeated).
 
-        Stops after ``max_tokens`` tokens, at the end-of-sequence token, or before the first
-        occurrence of any ``stop`` string. ``temperature=0`` is greedy; ``seed`` makes sampling
+        Stops after ``max_tokens`` tokens (``-1``: when the context is full), at the
+        end-of-sequence token, or before the first occurrence of any ``stop`` string. ``temperature=0`` is greedy; ``seed`` makes sampling
         reproducible. A prompt may also be a list of token ids.
         """
         return "".join(self.stream(prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop))
@@ -161,8 +185,8 @@ class Model:
         ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
         if not ids:
             raise ValueError("empty prompt: give at least one token (e.g. BOS)")
-        if max_tokens < 0:
-            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        if max_tokens < 0:  # llama.cpp's -n -1: until end-of-sequence or the context is full
+            max_tokens = max(self.n_ctx - len(ids), 0)
         if len(ids) + max_tokens > self.n_ctx:
             raise ValueError(f"context overflow: the prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) "
                              f"exceed n_ctx = {self.n_ctx}")
@@ -174,7 +198,10 @@ class Model:
         eos = self.config.eos_token_id if self.tokenizer is None else self.tokenizer.eos_id
         text, emitted = "", 0   # generated text so far, and how much of it has been yielded
         history = list(ids)
+        self.timings = timings = Timings()
+        t0 = time.perf_counter()
         logits = self._prefill(ids)
+        timings.prompt_s = time.perf_counter() - t0
         for i in range(max_tokens):
             token = sampler.sample(logits, history)
             if token == eos:
@@ -192,7 +219,10 @@ class Model:
                 piece, emitted = text[emitted:len(text) - hold], len(text) - hold
             yield piece, token
             if i + 1 < max_tokens:
-                logits = self._eval([token])
+                t0 = time.perf_counter()
+                logits = self.eval([token])
+                timings.eval_s += time.perf_counter() - t0
+                timings.eval_tokens += 1
         if decoder:
             tail = decoder.flush()
             if stops:
@@ -201,14 +231,6 @@ class Model:
                 tail = text[emitted:min(cuts)] if cuts else text[emitted:]
             if tail:
                 yield tail, -1
-
-    # --- export (issue 5) ---
-    def save(self, path: str | os.PathLike, qtype: str = "f16", *, pure: bool = False):
-        """Write this model as a GGUF file llama.cpp loads alone (see :func:`llamix.export_gguf`):
-        ``qtype`` is ``f32 f16 q8_0 q4_0 q4_0_mse q4_k q4_k_m q5_k_m q6_k``. Returns the export report."""
-        from ..quality.export import export_gguf
-
-        return export_gguf(self, path, qtype, pure=pure)
 
     def __repr__(self) -> str:
         c = self.config
@@ -229,17 +251,20 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
-def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | None = None, quant: str | None = None,
-         threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32") -> Model:
+def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | None = None, qtype: str | None = None,
+         n_threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32", *,
+         quant: str | None = None, threads: int | None = None) -> Model:
     """Load a model: a GGUF file (architecture ``llama``), a Hugging Face folder (config.json +
-    safetensors) or a llama2.c ``.bin`` checkpoint.
+    safetensors) or a llama2.c ``.bin`` checkpoint (the loaders read it; see llamix.loaders).
 
     - ``tokenizer``: a SentencePiece ``.model`` file, to override or supply the model's own.
-    - ``quant``: ``"q4_0"``, ``"q8_0"`` or ``"f16"`` to convert float weights while loading
-      (tensor by tensor from the mapping); ``None`` keeps the stored types.
-    - ``threads``: compute threads (default: physical cores); ``n_ctx``: KV cache length
-      (default: the training context, at most 2048).
+    - ``qtype``: ``"q4_0"``, ``"q8_0"`` or ``"f16"`` to convert float weights while loading
+      (tensor by tensor from the mapping); ``None`` keeps the stored types. ``quant`` is an alias.
+    - ``n_threads``: compute threads (default: physical cores; ``threads`` is an alias).
+    - ``n_ctx``: KV cache length in tokens (default: the training context, at most 2048).
     - ``kv_cache``: ``"f32"`` (default, exact) or ``"f16"`` (half the memory, as llama.cpp keeps it).
+
+    Raises FileNotFoundError for a missing path, ValueError naming the file and field otherwise.
     """
-    return Model(load_checkpoint(path, tokenizer=tokenizer, quant=quant), n_ctx=n_ctx, threads=threads,
-                 kv_cache=kv_cache)
+    ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
+    return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache)

@@ -21,14 +21,14 @@ QTYPES: dict[str, QTypeInfo] = {
         QTypeInfo("f32", 0, 1, 4),
         QTypeInfo("f16", 1, 1, 2),
         QTypeInfo("q4_0", 2, 32, 18),
-        QTypeInfo("q5_0", 6, 32, 22),  # issue 5: K-quant fallbacks
+        QTypeInfo("q5_0", 6, 32, 22),  # the K-quant mixes fall back to these
         QTypeInfo("q5_1", 7, 32, 24),
         QTypeInfo("q8_0", 8, 32, 34),
         QTypeInfo("q4_k", 12, 256, 144),
         QTypeInfo("q5_k", 13, 256, 176),
         QTypeInfo("q6_k", 14, 256, 210),
         QTypeInfo("bf16", 30, 1, 2),
-        # issue 5: Q4_0 bytes whose block scales come from an error-minimising search
+        # Q4_0 bytes whose block scales come from an error-minimising search
         QTypeInfo("q4_0_mse", 2, 32, 18),
     ]
 }

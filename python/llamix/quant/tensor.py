@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from .._runtime import _C
 from .qtypes import QTypeInfo, qtype_info
 
 
@@ -103,7 +103,7 @@ def quantize(w: np.ndarray, qtype: str, *, src: str | None = None) -> QuantizedT
         w = np.ascontiguousarray(w)
     if w.shape[1] % info.block_size:
         raise ValueError(f"row length {w.shape[1]} is not a multiple of the {info.name} block size {info.block_size}")
-    if info.name == "q4_0_mse":  # issue 5: same bytes as q4_0, scales by error-minimising search
+    if info.name == "q4_0_mse":  # same bytes as q4_0, scales by error-minimising search
         return QuantizedTensor(_C.quantize_rows_q4_0_mse(w, src_id), "q4_0", w.shape)
     data = _C.quantize_rows(w, src_id, info.gguf_id)
     return QuantizedTensor(data, info, w.shape)

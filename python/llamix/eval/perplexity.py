@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
+
+Progress = Callable[[float, float, str], None]  # progress(done, total, note)
 
 
 @dataclass
@@ -75,15 +78,17 @@ def windows(tokens: list[int], n_ctx: int, bos: int) -> list[np.ndarray]:
 
 
 def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | None = None,
-               progress: bool | None = None) -> PerplexityResult:
+               progress: Progress | None = None) -> PerplexityResult:
     """Perplexity of ``model`` on ``text`` (a string, or token ids) as llama.cpp computes it.
 
     ``kl_base``: a second model (the unquantized one) to compare token distributions with: adds
     the mean KL divergence KL(base || model) and the top-1 agreement. ``n_batch``: tokens per
-    forward call inside a window (default: the whole window at once).
+    forward call inside a window (default: the whole window at once). ``progress(done_windows,
+    total_windows, "ppl X")`` is called after each window. ``model`` is a :class:`llamix.Model` or
+    anything with ``logits(ids)``, ``tokenize``, ``config`` (a peer wrapped for comparison).
+    Raises ValueError for a text shorter than one window or models of different vocabularies.
     """
-    from ..progress import Progress
-
+    progress = progress if callable(progress) else None
     n_ctx = int(n_ctx)
     for m in (model, kl_base):
         max_ctx = getattr(m, "n_ctx", None) if m is not None else None
@@ -98,18 +103,18 @@ def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | No
     wins = windows(tokens, n_ctx, _bos_id(model))
     first = n_ctx // 2
     nll_all, kl_all, top1_all, chunk_ppl = [], [], [], []
-    with Progress(len(wins), "perplexity", quiet=None if progress is None else not progress) as bar:
-        for w in wins:
-            lp = log_softmax(_window_logits(model, w, n_batch)[first:n_ctx - 1])
-            target = w[first + 1:]
-            nll = -lp[np.arange(len(target)), target]
-            nll_all.append(nll)
-            if kl_base is not None:
-                lb = log_softmax(_window_logits(kl_base, w, n_batch)[first:n_ctx - 1])
-                kl_all.append((np.exp(lb) * (lb - lp)).sum(axis=-1))
-                top1_all.append(lb.argmax(-1) == lp.argmax(-1))
-            chunk_ppl.append(math.exp(np.concatenate(nll_all).mean()))
-            bar.update(1, f"ppl {chunk_ppl[-1]:.4f}")
+    for i, w in enumerate(wins):
+        lp = log_softmax(_window_logits(model, w, n_batch)[first:n_ctx - 1])
+        target = w[first + 1:]
+        nll = -lp[np.arange(len(target)), target]
+        nll_all.append(nll)
+        if kl_base is not None:
+            lb = log_softmax(_window_logits(kl_base, w, n_batch)[first:n_ctx - 1])
+            kl_all.append((np.exp(lb) * (lb - lp)).sum(axis=-1))
+            top1_all.append(lb.argmax(-1) == lp.argmax(-1))
+        chunk_ppl.append(math.exp(np.concatenate(nll_all).mean()))
+        if progress is not None:
+            progress(i + 1, len(wins), f"ppl {chunk_ppl[-1]:.4f}")
     nll = np.concatenate(nll_all)
     res = PerplexityResult(ppl=math.exp(nll.mean()), ppl_se=0.0, n_tokens=len(nll), n_chunks=len(wins), n_ctx=n_ctx,
                            chunk_ppl=chunk_ppl, nll=nll)
@@ -137,7 +142,7 @@ def _window_logits(model, ids: np.ndarray, n_batch: int | None) -> np.ndarray:
     if not n_batch or n_batch >= len(ids):
         return np.asarray(model.logits(ids))
     # a llamix Model: continue the sequence batch by batch in its KV cache
-    if not hasattr(model, "_eval"):
+    if not hasattr(model, "eval"):
         raise ValueError("n_batch needs a llamix Model (or a model whose logits() takes whole windows)")
     model.reset()
-    return np.concatenate([model._eval(ids[i:i + n_batch], all_logits=True) for i in range(0, len(ids), n_batch)])
+    return np.concatenate([model.eval(ids[i:i + n_batch], all_logits=True) for i in range(0, len(ids), n_batch)])

@@ -19,10 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..progress import Progress
+from ..export import export_gguf
+from ..formats.names import tensor_names
+from ..loaders import Checkpoint, load_checkpoint
+from ..model import Model
 from ..quant import QuantizedTensor, quantize
 from ..quant.qtypes import qtype_info
-from .perplexity import perplexity
+from .perplexity import Progress, perplexity
 
 
 @dataclass
@@ -82,23 +85,15 @@ class AveragedTensors:
         return acc
 
 
-class _Soup:
-    """What export_gguf needs to write a soup: config, (lazy) tensors, tokenizer, rope_freqs."""
-
-    def __init__(self, checkpoints: list, tokenizer):
-        self.config = checkpoints[0].config
-        self.tensors = AveragedTensors(checkpoints)
-        self.tokenizer = tokenizer
-        self.rope_freqs = checkpoints[0].rope_freqs
-        self.source = "soup"
+def _average(checkpoints: list, tokenizer) -> Checkpoint:
+    """The soup as a checkpoint whose tensors are averaged when the writer reaches them."""
+    first = checkpoints[0]
+    return Checkpoint(first.config, AveragedTensors(checkpoints), tokenizer, first.rope_freqs, "soup")
 
 
-def _model(checkpoints: list, tokenizer, quant: str, n_ctx: int):
+def _model(checkpoints: list, tokenizer, qtype: str, n_ctx: int):
     """A runnable Model of the average, quantized tensor by tensor (rows that are not whole
     blocks stay F16, as everywhere in llamix)."""
-    from ..model.model import Model
-    from ..model.weights import Checkpoint, tensor_names
-
     avg = AveragedTensors(checkpoints)
     c = checkpoints[0].config
     tensors = {}
@@ -107,14 +102,12 @@ def _model(checkpoints: list, tokenizer, quant: str, n_ctx: int):
         if w.ndim == 1:
             tensors[name] = w
         else:
-            q = quant if w.shape[1] % qtype_info(quant).block_size == 0 else "f16"
+            q = qtype if w.shape[1] % qtype_info(qtype).block_size == 0 else "f16"
             tensors[name] = quantize(w, q)
     return Model(Checkpoint(c, tensors, tokenizer, checkpoints[0].rope_freqs, "soup"), n_ctx=n_ctx)
 
 
 def _check_compatible(refs: list[str], checkpoints: list) -> None:
-    from ..model.weights import tensor_names
-
     first = checkpoints[0]
     names = tensor_names(first.config)
     for ref, ck in zip(refs[1:], checkpoints[1:]):
@@ -126,25 +119,28 @@ def _check_compatible(refs: list[str], checkpoints: list) -> None:
                                  f"{refs[0]} has {tuple(first.tensors[n].shape)}")
 
 
-def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", quant: str = "q8_0",
-         n_ctx: int | None = None, out_type: str = "f16", tokenizer=None, progress: bool | None = None) -> SoupResult:
+def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", qtype: str = "q8_0",
+         n_ctx: int | None = None, out_qtype: str = "f16", tokenizer=None, progress: Progress | None = None,
+         quant: str | None = None, out_type: str | None = None) -> SoupResult:
     """Make a model soup of ``candidates`` (paths llamix loads, fine-tuned from the same base).
 
     ``method="greedy"``: rank the candidates by perplexity on ``eval_text`` (held-out text) with
-    ``quant`` inference, start from the best, add each next one to the uniform average only if the
-    perplexity improves. ``method="uniform"``: the average of all. ``base`` (optional) is measured
-    for reference. ``out``: write the soup as a GGUF file of ``out_type``. ``n_ctx``: the
-    perplexity window (default: the smaller of 512 and the model's context).
+    ``qtype`` inference (``quant`` is an alias), start from the best, add each next one to the
+    uniform average only if the perplexity improves. ``method="uniform"``: the average of all.
+    ``base`` (optional) is measured for reference. ``out``: write the soup as a GGUF file of
+    ``out_qtype`` (``out_type`` is an alias). ``n_ctx``: the perplexity window (default: the
+    smaller of 512 and the model's context). ``progress(done_trials, total_trials, note)`` is
+    called after each perplexity run. Raises ValueError for incompatible candidates.
     """
-    from ..model.weights import load_checkpoint
-    from .export import export_gguf
-
+    progress = progress if callable(progress) else None
+    qtype = quant or qtype
+    out_qtype = out_type or out_qtype
     if method not in ("greedy", "uniform"):
         raise ValueError(f"method must be 'greedy' or 'uniform', got {method!r}")
     refs = [str(c) for c in candidates]
     if not refs:
         raise ValueError("soup needs at least one candidate")
-    qtype_info(quant)
+    qtype_info(qtype)
     cks = [load_checkpoint(c, tokenizer=tokenizer) for c in refs]
     base_ck = load_checkpoint(base, tokenizer=tokenizer) if base is not None else None
     _check_compatible(refs + ([str(base)] if base is not None else []), cks + ([base_ck] if base_ck else []))
@@ -153,38 +149,36 @@ def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", 
         raise ValueError(f"{refs[0]}: no tokenizer to read the evaluation text; pass tokenizer=")
     n_ctx = int(n_ctx or min(512, cks[0].config.context_length))
     tokens = tok.encode(eval_text, bos=True) if isinstance(eval_text, str) else list(eval_text)
+    n_trials = len(refs) + (1 if base_ck else 0) + (len(refs) - 1 if method == "greedy" else 1)
+    trials = {"done": 0}
 
-    def ppl(group: list) -> float:
-        return perplexity(_model(group, tok, quant, n_ctx), tokens, n_ctx=n_ctx, progress=False).ppl
+    def ppl(group: list, note: str) -> float:
+        p = perplexity(_model(group, tok, qtype, n_ctx), tokens, n_ctx=n_ctx).ppl
+        trials["done"] += 1
+        if progress is not None:
+            progress(trials["done"], n_trials, note)
+        return p
 
     res = SoupResult(method)
-    n_trials = len(refs) + (1 if base_ck else 0) + (len(refs) - 1 if method == "greedy" else 1)
-    with Progress(n_trials, f"{method} soup", quiet=None if progress is None else not progress) as bar:
-        if base_ck is not None:
-            res.base_ppl = ppl([base_ck])
-            bar.update(1, "base")
-        scores = []
-        for ref, ck in zip(refs, cks):
-            scores.append(ppl([ck]))
-            bar.update(1, Path(ref).name)
-        order = sorted(range(len(refs)), key=lambda i: scores[i])  # stable: ties keep the given order
-        res.ranking = [(refs[i], scores[i]) for i in order]
-        if method == "uniform":
-            kept = order
-            res.ppl = ppl([cks[i] for i in kept])
-            bar.update(1, "uniform")
-        else:
-            kept, current = [order[0]], scores[order[0]]
-            for i in order[1:]:
-                after = ppl([cks[j] for j in kept + [i]])
-                res.steps.append(SoupStep(refs[i], current, after, after < current))
-                if after < current:
-                    kept.append(i)
-                    current = after
-                bar.update(1, Path(refs[i]).name)
-            res.ppl = current
+    if base_ck is not None:
+        res.base_ppl = ppl([base_ck], "base")
+    scores = [ppl([ck], Path(ref).name) for ref, ck in zip(refs, cks)]
+    order = sorted(range(len(refs)), key=lambda i: scores[i])  # stable: ties keep the given order
+    res.ranking = [(refs[i], scores[i]) for i in order]
+    if method == "uniform":
+        kept = order
+        res.ppl = ppl([cks[i] for i in kept], "uniform")
+    else:
+        kept, current = [order[0]], scores[order[0]]
+        for i in order[1:]:
+            after = ppl([cks[j] for j in kept + [i]], Path(refs[i]).name)
+            res.steps.append(SoupStep(refs[i], current, after, after < current))
+            if after < current:
+                kept.append(i)
+                current = after
+        res.ppl = current
     res.kept = [refs[i] for i in kept]
     if out is not None:
-        export_gguf(_Soup([cks[i] for i in kept], tok), out, out_type, progress=progress)
+        export_gguf(_average([cks[i] for i in kept], tok), out, out_qtype)
         res.out = str(out)
     return res

@@ -1,0 +1,102 @@
+"""What the subcommands share: llama.cpp's spelling of the common flags, type names in any case,
+the prompt from -p / -f / stdin, and progress bars (tqdm: drawn on a terminal's stderr only)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from tqdm import tqdm
+
+MODEL_HELP = "GGUF file, Hugging Face folder or llama2.c .bin"
+
+
+class UsageError(ValueError):
+    """A flag's value is wrong; the message names the flag."""
+
+
+def add_threads(p) -> None:
+    p.add_argument("-t", "--threads", type=int, default=None, metavar="N",
+                   help="compute threads (default: one per physical core)")
+
+
+def add_ctx(p, default: int | None = None, what: str = "context size in tokens (default: the model's, at most 2048)") -> None:
+    p.add_argument("-c", "--ctx-size", type=int, default=default, metavar="N", dest="ctx_size", help=what)
+    for old in ("--ctx", "--n-ctx"):  # earlier spellings, kept working
+        p.add_argument(old, type=int, dest="ctx_size", help=argparse.SUPPRESS)
+
+
+def lower_choice(choices) -> Callable[[str], str]:
+    """An argparse type: a name from ``choices`` in any case (``Q4_K_M`` == ``q4_k_m``)."""
+    def parse(s: str) -> str:
+        v = s.lower()
+        if v not in choices:
+            raise argparse.ArgumentTypeError(f"{s!r} is not one of {', '.join(choices)}")
+        return v
+    parse.__name__ = "type name"
+    return parse
+
+
+def add_qtype(p, choices=("q4_0", "q8_0", "f16"), help: str = "convert float weights to this type while loading") -> None:
+    p.add_argument("--qtype", type=lower_choice(choices), metavar="TYPE", help=f"{help} ({', '.join(choices)})")
+    p.add_argument("--quant", type=lower_choice(choices), dest="qtype", help=argparse.SUPPRESS)
+
+
+def check(cond: bool, flag: str, msg: str) -> None:
+    if not cond:
+        raise UsageError(f"{flag} {msg}")
+
+
+def check_threads(args) -> None:
+    if args.threads is not None:
+        check(args.threads >= 0, "-t/--threads", f"must be >= 0, got {args.threads}")
+
+
+def read_prompt(args) -> str:
+    """The prompt of -p TEXT, -f FILE (``-`` reads standard input) or the positional PROMPT."""
+    given = [x for x in (args.prompt, args.file, args.prompt_text) if x is not None]
+    if len(given) > 1:
+        raise UsageError("give the prompt once: -p/--prompt, -f/--file or a positional PROMPT")
+    if args.file is not None:
+        if args.file == "-":
+            return sys.stdin.read()
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                return f.read()
+        except UnicodeDecodeError as e:
+            raise UsageError(f"-f/--file {args.file}: not UTF-8 text ({e})") from None
+    text = args.prompt if args.prompt is not None else args.prompt_text
+    if text is None:
+        raise UsageError("no prompt: give -p/--prompt TEXT or -f/--file FILE")
+    return text
+
+
+def quiet_requested(args=None) -> bool:
+    return bool(os.environ.get("LLAMIX_QUIET")) or bool(getattr(args, "quiet", False))
+
+
+@contextmanager
+def progress_bar(desc: str, unit: str = "B", quiet: bool = False) -> Iterator[Callable[[float, float, str], None]]:
+    """A progress callback ``(done, total, note)`` for the library, drawing a tqdm bar on stderr
+    when it is a terminal (never when piped or ``quiet``); ``unit="B"`` shows bytes and an ETA."""
+    bar = None
+    disable = quiet or not sys.stderr.isatty()
+
+    def update(done: float, total: float, note: str = "") -> None:
+        nonlocal bar
+        if disable:
+            return
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000,
+                       leave=False, file=sys.stderr, dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if note:
+            bar.set_postfix_str(note[:40], refresh=False)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()

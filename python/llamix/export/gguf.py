@@ -1,0 +1,212 @@
+"""Write a model as a GGUF file that llama.cpp loads alone, quantizing tensor by tensor.
+
+Format: GGUF v3 (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md), LLaMA keys and
+tensor names as llama.cpp's ``convert_hf_to_gguf.py`` writes them. Tensor types follow
+llama.cpp's ``llama_tensor_get_type`` (src/llama-quant.cpp) for the file types offered here:
+
+- 1-D tensors (norms) stay F32; for F32/F16 files every matrix takes that type.
+- For quantized files the output head (or the token embedding when the head is tied to it) is
+  Q6_K, or Q8_0 when its rows are not a multiple of 256 (``pure=True`` turns this off).
+- ``q4_k_m`` / ``q5_k_m``: Q4_K / Q5_K, with Q6_K for ``attn_v`` and ``ffn_down`` of the layers
+  ``use_more_bits`` picks (the first and last eighth, and every third layer between).
+- A row length that is not a multiple of the chosen block size falls back as llama-quantize
+  does: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, and then (or for Q4_0/Q8_0) F16.
+
+``q4_0_mse`` writes Q4_0 blocks whose scales minimise the squared error (same bytes format).
+The source is read through the memory map and converted one tensor at a time while the file is
+written, so memory holds one converted tensor, never the model in float32.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..formats.gguf_llama import FILE_TYPE_IDS, TensorEntry, tokenizer_metadata, write_llama_gguf
+from ..formats.names import tensor_names
+from ..loaders import Checkpoint, load_checkpoint
+from ..quant import QuantizedTensor, quantize
+from ..quant.qtypes import qtype_info
+from ..tokenizer import Tokenizer
+
+Progress = Callable[[float, float, str], None]  # progress(done, total, note)
+
+# file type name (llama-quantize's, lower case) -> the tensor type most matrices take
+FILE_TYPES: dict[str, str] = {
+    "f32": "f32", "f16": "f16", "q4_0": "q4_0", "q8_0": "q8_0", "q4_0_mse": "q4_0_mse",
+    "q4_k": "q4_k", "q4_k_m": "q4_k", "q5_k_m": "q5_k", "q6_k": "q6_k",
+}
+# file types whose general.file_type is another's
+_FTYPE_AS = {"q4_0_mse": "q4_0", "q4_k": "q4_k_m"}
+
+
+def check_file_type(name: str) -> str:
+    """A file type name as llama-quantize spells it, any case (``Q4_K_M`` == ``q4_k_m``), checked."""
+    t = str(name).lower()
+    if t not in FILE_TYPES:
+        raise ValueError(f"unknown type {name!r}; expected one of {', '.join(FILE_TYPES)}")
+    return t
+
+
+def file_type_id(name: str) -> int:
+    """llama.cpp's ``general.file_type`` (enum llama_ftype) of a file type."""
+    return FILE_TYPE_IDS[_FTYPE_AS.get(name, name)]
+
+
+FALLBACK = {"q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+GGUF_TYPE_NAME = {"q4_0_mse": "Q4_0"}  # quantizer variants -> the type written in the file
+
+
+def use_more_bits(i: int, n: int) -> bool:
+    """llama.cpp's choice of layers that get more bits in the _M mixes."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def fallback_type(qtype: str, k: int) -> str:
+    """The type a row of ``k`` weights can take when ``qtype``'s block does not divide it."""
+    while qtype not in ("f32", "f16", "bf16") and k % qtype_info(qtype).block_size:
+        qtype = FALLBACK.get(qtype, "f16")
+    return qtype
+
+
+def tensor_type(name: str, shape: tuple[int, ...], file_type: str, n_layers: int, tied: bool,
+                pure: bool = False) -> str:
+    """The llamix qtype a tensor is written in, for a file of ``file_type``."""
+    ft = check_file_type(file_type)
+    if len(shape) < 2:
+        return "f32"
+    base = FILE_TYPES[ft]
+    if base in ("f32", "f16"):
+        return base
+    t = base
+    is_head = name == "output.weight" or (tied and name == "token_embd.weight")
+    if not pure:
+        if is_head:
+            t = "q8_0" if shape[-1] % 256 else (t if t == "q8_0" else "q6_k")
+        elif ft in ("q4_k_m", "q5_k_m") and (".attn_v." in name or ".ffn_down." in name):
+            if use_more_bits(int(name.split(".")[1]), n_layers):
+                t = "q6_k"
+    return fallback_type(t, shape[-1])
+
+
+@dataclass
+class ExportReport:
+    path: str
+    file_type: str
+    n_params: int = 0
+    nbytes: int = 0                               # tensor bytes (the file adds metadata)
+    types: dict = field(default_factory=dict)     # tensor name -> GGUF type written
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * self.nbytes / max(self.n_params, 1)
+
+    def type_counts(self) -> dict:
+        out: dict = {}
+        for t in self.types.values():
+            out[t] = out.get(t, 0) + 1
+        return out
+
+
+_PLAIN = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}
+
+
+def convert_tensor(t, target: str) -> np.ndarray:
+    """One tensor (QuantizedTensor, or a float array) -> the bytes (or float array) of ``target``."""
+    if not isinstance(t, QuantizedTensor):
+        w = np.asarray(t)
+        if w.ndim < 2:
+            return np.ascontiguousarray(w, dtype=np.float32)
+        return quantize(np.ascontiguousarray(w.reshape(-1, w.shape[-1])), target).data
+    src = t.qtype
+    if src == target:
+        return t.data
+    if src in _PLAIN:
+        w = t.data.view(_PLAIN[src]).reshape(t.shape)
+        return quantize(w, target, src="bf16" if src == "bf16" else None).data
+    return quantize(t.dequantize(), target).data  # block -> block: one tensor in float32 at a time
+
+
+def _source(model, tokenizer) -> Checkpoint:
+    """A Checkpoint from a path llamix loads, a loaded Model, a Checkpoint, or anything with
+    ``config``, ``tensors``, ``tokenizer`` and ``rope_freqs`` (a soup's lazy average)."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_checkpoint(model, tokenizer=tokenizer)
+    ck = getattr(model, "checkpoint", model)  # a Model runs a Checkpoint
+    if tokenizer is not None:
+        tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_file(tokenizer)
+        return Checkpoint(ck.config, ck.tensors, tok, getattr(ck, "rope_freqs", None), getattr(ck, "source", "model"))
+    return ck
+
+
+def _shape(tensors, name: str) -> tuple:
+    # lazily computed tensors (a soup's averages) tell their shape without being computed
+    return tuple(tensors.shape_of(name) if hasattr(tensors, "shape_of") else tensors[name].shape)
+
+
+def _stored_type(t) -> str:
+    return t.qtype if isinstance(t, QuantizedTensor) else "f32"
+
+
+def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: bool = False, name: str | None = None,
+                progress: Progress | None = None) -> ExportReport:
+    """Write ``model`` as a GGUF file that llama.cpp loads alone, converting tensor by tensor.
+
+    ``model``: a path llamix loads, a loaded :class:`llamix.Model`, or a Checkpoint. ``qtype``:
+    the file type (any case: ``f32 f16 q8_0 q4_0 q4_0_mse q4_k q4_k_m q5_k_m q6_k``; per-tensor
+    types as llama-quantize chooses them, see :func:`tensor_type`), or ``None`` to keep every
+    tensor's stored type. ``tokenizer``: a SentencePiece file or Tokenizer replacing the model's.
+    ``pure``: one type for every matrix. ``progress(done_bytes, total_bytes, tensor_name)`` is
+    called after each tensor. The file appears only when complete (temporary name, then rename).
+    Raises ValueError for an unknown type or a model without a tokenizer (llama.cpp needs one).
+    """
+    ft = None if qtype is None else check_file_type(qtype)
+    progress = progress if callable(progress) else None
+    ck = _source(model, tokenizer)
+    config, tensors = ck.config, ck.tensors
+    entries = list(getattr(ck, "tokenizer_entries", None) or [])
+    if not entries and ck.tokenizer is not None:
+        entries = tokenizer_metadata(ck.tokenizer)
+    if not entries:
+        raise ValueError(f"{getattr(ck, 'source', model)}: the model has no tokenizer; pass tokenizer= a "
+                         "SentencePiece .model file (llama.cpp needs it in the GGUF)")
+    out = Path(out)
+    names = tensor_names(config)
+    report = ExportReport(str(out), ft or "as stored")
+    plan = []
+    for tname in names:
+        shape = _shape(tensors, tname)
+        if ft is None:
+            target = _stored_type(tensors[tname])
+        else:
+            target = tensor_type(tname, shape, ft, config.n_layers, config.tie_embeddings, pure)
+        gtype = GGUF_TYPE_NAME.get(target, target.upper())
+        n = int(np.prod(shape))
+        nbytes = qtype_info(target).row_bytes(shape[-1]) * (n // shape[-1])
+        plan.append((TensorEntry(tname, gtype, shape, _converter(tensors, tname, target)), nbytes))
+        report.types[tname] = gtype
+        report.n_params += n
+        report.nbytes += nbytes
+    if ft is not None:
+        ftype_id = file_type_id(ft)
+    else:
+        ftype_id = FILE_TYPE_IDS.get(_stored_type(tensors["blk.0.ffn_gate.weight"]))
+    written = {"bytes": 0}
+    sizes = {e.name: nbytes for e, nbytes in plan}
+
+    def on_tensor(e: TensorEntry) -> None:
+        written["bytes"] += sizes[e.name]
+        if progress is not None:
+            progress(written["bytes"], report.nbytes, e.name)
+
+    write_llama_gguf(out, config, [e for e, _ in plan], tokenizer=entries,
+                     name=name or Path(str(getattr(ck, "source", "llamix"))).stem, file_type_id=ftype_id,
+                     rope_freqs=getattr(ck, "rope_freqs", None), on_tensor=on_tensor)
+    return report
+
+
+def _converter(tensors, name: str, target: str):
+    return lambda: convert_tensor(tensors[name], target)

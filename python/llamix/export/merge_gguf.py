@@ -1,0 +1,83 @@
+"""``llamix merge CONFIG.yml OUT.gguf --type q4_0``: merge and quantize in one streaming pass.
+
+The merge executor yields each merged tensor (float32, Hugging Face name and layout) in plan
+order; each is renamed to GGUF, its q/k rows permuted from rotate-half to adjacent-pair RoPE
+order, quantized with the same type rules as ``llamix quantize``, and written; the full-precision
+model never exists, in memory or on disk.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..formats.gguf_llama import TensorEntry, tokenizer_metadata, write_llama_gguf
+from ..formats.names import gguf_name, hf_rows_to_gguf
+from ..loaders import config_from_hf
+from ..merge.config import load_config
+from ..merge.executor import merged_tensors
+from ..merge.plan import build_plan
+from ..quant import quantize
+from ..quant.qtypes import qtype_info
+from ..tokenizer import Tokenizer
+from .gguf import GGUF_TYPE_NAME, ExportReport, Progress, check_file_type, file_type_id, tensor_type
+
+
+def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool = False,
+                  progress: Progress | None = None) -> ExportReport:
+    """Merge as a mergekit YAML config says and write the result as a GGUF file of ``qtype``
+    (a file type as :func:`llamix.export_gguf` takes, any case), in one streaming pass.
+
+    ``config``: a YAML path, text or dict. ``seed``: of the random masks (dare_*, della*).
+    ``progress(done_tensors, total_tensors, name)`` is called after each tensor. The file appears
+    only when complete. Raises ConfigError for a bad config, ValueError for a type or a model
+    without a ``tokenizer.model`` (llama.cpp needs the vocabulary in the file).
+    """
+    ft = check_file_type(qtype)
+    progress = progress if callable(progress) else None
+    plan = build_plan(load_config(config))
+    mc = config_from_hf(plan.out_config, "merged config.json")
+    names = {t.name: gguf_name(t.name) for t in plan.tensors}
+    mc.tie_embeddings = "output.weight" not in names.values()
+    tok_file = plan.tokenizer_from.path / "tokenizer.model" if plan.tokenizer_from is not None else None
+    if tok_file is None or not tok_file.is_file():
+        raise ValueError(f"{tok_file or 'merge config'}: no tokenizer.model to put in the GGUF (llama.cpp needs it)")
+    tok = Tokenizer.from_file(tok_file)
+
+    out = Path(out)
+    report = ExportReport(str(out), ft)
+    stream = merged_tensors(plan, seed, dtype_for=lambda task: "float32")
+    done = {"n": 0}
+
+    def next_tensor(task, name, target):
+        def produce():
+            got, arr = next(stream)
+            if got != task.name:  # the executor's order is the plan's order
+                raise RuntimeError(f"merge produced {got!r} where {task.name!r} was expected")
+            arr = np.asarray(arr, dtype=np.float32).reshape(task.shape)
+            if arr.ndim == 1:
+                return arr
+            return quantize(np.ascontiguousarray(hf_rows_to_gguf(name, arr, mc)), target).data
+        return produce
+
+    def on_tensor(e: TensorEntry) -> None:
+        done["n"] += 1
+        if progress is not None:
+            progress(done["n"], len(plan.tensors), e.name)
+
+    entries = []
+    for task in plan.tensors:
+        name, shape = names[task.name], tuple(task.shape)
+        target = tensor_type(name, shape, ft, mc.n_layers, mc.tie_embeddings, pure)
+        gtype = GGUF_TYPE_NAME.get(target, target.upper())
+        entries.append(TensorEntry(name, gtype, shape, next_tensor(task, name, target)))
+        report.types[name] = gtype
+        n = int(np.prod(shape))
+        report.n_params += n
+        report.nbytes += qtype_info(target).row_bytes(shape[-1]) * (n // shape[-1])
+    try:
+        write_llama_gguf(out, mc, entries, tokenizer=tokenizer_metadata(tok), name=out.stem,
+                         file_type_id=file_type_id(ft), on_tensor=on_tensor)
+    finally:
+        stream.close()
+    return report

@@ -1,1 +1,0 @@
-"""Quantize and export (GGUF), perplexity / KL divergence, and greedy model soups."""
