@@ -1,0 +1,143 @@
+"""The command line speaks llama.cpp's conventions: -t/-c/-n/-p/-f everywhere they apply, type
+names in any case, --version, defaults in --help, errors naming the flag on a line of their own,
+and quiet endings for Ctrl-C, SIGTERM (no temporary file left) and a closed pipe."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import llamix
+from llamix.cli import main
+from llamix.model import Model
+
+
+@pytest.fixture(scope="module")
+def s260(assets):
+    return str(assets / "stories260K" / "stories260K.bin")
+
+
+def test_version_and_help_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"llamix {llamix.__version__}"
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("-t N, --threads N", "-c N, --ctx-size N", "-n N, --n-predict N", "-p PROMPT, --prompt PROMPT",
+                 "-f FILE, --file FILE", "--temp TEMP"):
+        assert flag in out, flag
+    assert "(default: 128)" in out and "(default: 0.8)" in out
+
+
+def test_prompt_from_flag_file_and_stdin(s260, tmp_path, capsys, monkeypatch):
+    want = "Once upon a time, there was a little girl named Lily. She\n"
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0"]) == 0
+    assert capsys.readouterr().out == want
+    f = tmp_path / "prompt.txt"
+    f.write_text("Once upon a time")
+    assert main(["generate", "-m", s260, "-f", str(f), "-n", "12", "--temp", "0", "-t", "1", "-c", "64"]) == 0
+    assert capsys.readouterr().out == want
+    monkeypatch.setattr(sys, "stdin", open(f, encoding="utf-8"))
+    assert main(["generate", "-m", s260, "-f", "-", "-n", "12", "--temp", "0"]) == 0
+    assert capsys.readouterr().out == want
+
+
+def test_n_predict_minus_one_fills_the_context(s260, capsys):
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "-1", "-c", "12", "--temp", "0",
+                 "--stop", "\x00never"]) == 0
+    m = llamix.load(s260, n_ctx=12)
+    assert len(m.generate_tokens("Once upon a time", max_tokens=-1, temperature=0)) == 12 - 5
+    assert capsys.readouterr().out.startswith("Once upon a time")
+
+
+def test_stats_print_prompt_and_generation_speed(s260, capsys):
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "8", "--temp", "0", "--stats"]) == 0
+    err = capsys.readouterr().err
+    assert "prompt eval time" in err and "5 tokens" in err and "tokens per second" in err
+    assert "eval time" in err and "7 runs" in err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["generate", "-p", "hi", "-n", "-2"], "-n/--n-predict"),
+    (["generate", "-p", "hi", "-t", "-1"], "-t/--threads"),
+    (["generate", "-p", "hi", "--top-p", "0"], "--top-p"),
+    (["generate", "-p", "hi", "-n", "600", "-c", "16"], "-c/--ctx-size"),
+    (["generate"], "-p/--prompt"),
+])
+def test_errors_name_the_flag_on_their_own_line(s260, argv, flag, capsys):
+    argv = argv[:1] + ["-m", s260] + argv[1:]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("llamix generate: error: ") and flag in err and err.count("\n") == 1
+
+
+def test_error_during_generation_starts_on_a_new_line(s260, capsys, monkeypatch):
+    calls = {"n": 0}
+    real = Model.eval
+
+    def failing(self, tokens, all_logits=False):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise ValueError("simulated failure")
+        return real(self, tokens, all_logits)
+    monkeypatch.setattr(Model, "eval", failing)
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0"]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("Once upon a time,") and out.endswith("\n")
+    assert err == "llamix generate: error: simulated failure\n"
+
+
+def test_ctrl_c_in_generate_keeps_the_text_and_exits_130(s260, capsys, monkeypatch):
+    calls = {"n": 0}
+    real = Model.eval
+
+    def interrupted(self, tokens, all_logits=False):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, tokens, all_logits)
+    monkeypatch.setattr(Model, "eval", interrupted)
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0"]) == 130
+    out, err = capsys.readouterr()
+    assert out.startswith("Once upon a time, there") and out.endswith("\n") and "Traceback" not in err
+
+
+def test_type_names_in_any_case(s260, tmp_path, capsys):
+    assert main(["quantize", s260, str(tmp_path / "a.gguf"), "--type", "Q4_K_M", "-t", "1"]) == 0
+    assert main(["quantize", s260, str(tmp_path / "b.gguf"), "q4_k_m"]) == 0
+    assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
+    assert llamix.export_gguf(s260, tmp_path / "c.gguf", "Q8_0").file_type == "q8_0"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["quantize", s260, str(tmp_path / "d.gguf"), "--type", "Q9_9"])
+    assert e.value.code == 2 and "Q9_9" in capsys.readouterr().err
+
+
+def test_sigterm_during_quantize_leaves_no_file(s260, tmp_path, monkeypatch, capsys):
+    import llamix.export.gguf as export_gguf_module
+    real = export_gguf_module.convert_tensor
+    seen = {"n": 0}
+
+    def convert_then_terminate(t, target):
+        seen["n"] += 1
+        if seen["n"] == 5:  # mid-file: the temporary file exists now
+            assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(t, target)
+    monkeypatch.setattr(export_gguf_module, "convert_tensor", convert_then_terminate)
+    assert main(["quantize", s260, str(tmp_path / "out.gguf"), "q8_0"]) == 130
+    assert list(tmp_path.iterdir()) == [] and "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the CLI's handler is gone again
+
+
+def test_closed_pipe_exits_quietly(s260):
+    p = subprocess.Popen([sys.executable, "-m", "llamix", "generate", "-m", s260, "-p", "Once upon a time",
+                          "-n", "400", "-c", "512", "--temp", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(5)
+    p.stdout.close()  # as `| head -c 5` does
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141 and err == ""
