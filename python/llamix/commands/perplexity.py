@@ -6,7 +6,8 @@ import time
 
 from ..eval import perplexity
 from ..model import load
-from .common import MODEL_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads, progress_bar
+from .common import (MODEL_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads, progress_bar,
+                     quiet_requested)
 
 
 def add_arguments(p) -> None:
@@ -35,7 +36,7 @@ def run(args) -> int:
     model = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size)
     base = load(args.kl_base, tokenizer=args.tokenizer, n_ctx=args.ctx_size) if args.kl_base else None
     t0 = time.perf_counter()
-    with progress_bar("perplexity", unit="chunk") as bar:
+    with progress_bar("perplexity", unit="chunk", quiet=quiet_requested()) as bar:
         r = perplexity(model, text, n_ctx=args.ctx_size, kl_base=base, n_batch=args.batch, progress=bar)
     dt = time.perf_counter() - t0
     print(" ".join(f"[{i + 1}]{p:.4f}" for i, p in enumerate(r.chunk_ppl)))
