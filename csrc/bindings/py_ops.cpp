@@ -8,7 +8,7 @@
 #include "bindings/checks.h"
 #include "common/thread_pool.h"
 #include "kernels/kernels.h"
-#include "kernels/transformer.h"
+#include "model/transformer.h"
 
 namespace llamix {
 

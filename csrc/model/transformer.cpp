@@ -1,5 +1,5 @@
 // The decoder forward pass: structure only; every op goes through the kernel table.
-#include "kernels/transformer.h"
+#include "model/transformer.h"
 
 #include <algorithm>
 #include <cmath>
