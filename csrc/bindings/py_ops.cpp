@@ -7,6 +7,8 @@
 
 #include "bindings/checks.h"
 #include "common/thread_pool.h"
+#include "drivers/attention.h"
+#include "drivers/kquant_matmul.h"
 #include "kernels/kernels.h"
 #include "model/transformer.h"
 

@@ -5,6 +5,7 @@
 
 #include "bindings/checks.h"
 #include "common/thread_pool.h"
+#include "drivers/matmul.h"
 #include "kernels/kernels.h"
 
 namespace llamix {

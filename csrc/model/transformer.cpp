@@ -8,6 +8,8 @@
 #include <string>
 
 #include "common/thread_pool.h"
+#include "drivers/attention.h"
+#include "drivers/kquant_matmul.h"
 
 namespace llamix {
 

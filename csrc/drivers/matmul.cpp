@@ -9,8 +9,10 @@
 
 #include "common/thread_pool.h"
 #include "common/weight_memory.h"
+#include "drivers/kquant_matmul.h"
+#include "drivers/matmul.h"
+#include "drivers/row_groups.h"
 #include "kernels/kernels.h"
-#include "kernels/row_groups.h"
 
 namespace llamix {
 

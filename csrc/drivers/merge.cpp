@@ -18,6 +18,7 @@
 
 #include "common/fp16.h"
 #include "common/thread_pool.h"
+#include "drivers/merge.h"
 #include "kernels/kernels.h"
 
 namespace llamix {

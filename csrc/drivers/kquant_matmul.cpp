@@ -9,8 +9,9 @@
 #include <vector>
 
 #include "common/thread_pool.h"
+#include "drivers/kquant_matmul.h"
+#include "drivers/row_groups.h"
 #include "kernels/kernels.h"
-#include "kernels/row_groups.h"
 
 namespace llamix {
 
@@ -41,7 +42,7 @@ int64_t kquant_group_block_bytes(QType t) {
 
 namespace {
 
-// One Q6_K super-block of one row into its place in a packed group (layout in kquant.h).
+// One Q6_K super-block of one row into its place in a packed group (layout in kernels/kquant.h).
 void pack_q6_K(const block_q6_K& x, int r, uint8_t* dst) {
     uint8_t v[QK_K];  // the 6-bit quants, as the reference's dot product reads them
     for (int e = 0; e < QK_K; ++e) {
