@@ -1,5 +1,7 @@
 // The per-tensor merge drivers: one output tensor, chunked over the thread pool, on the merge
-// primitives of the kernel table (kernels/merge.h).
+// primitives of the kernel table (kernels/merge.h). The methods are in merge_methods.cpp; they
+// read inputs through merge_io.h, cut tensors with merge_tiling.h and sparsify task vectors with
+// merge_sparsify.h (rank masks by radix selection, merge_rank_select.h).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -39,7 +41,7 @@ struct MergeCommon {
 void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const std::vector<float>& w, bool normalize,
                   MergeOutput out);
 
-// SLERP from v0 (t = 0) to v1 (t = 1) over the whole tensor, mergekit's rules (see drivers/merge.cpp).
+// SLERP from v0 (t = 0) to v1 (t = 1) over the whole tensor, mergekit's rules (merge_methods.cpp).
 void merge_slerp(const MergeCommon& c, MergeInput v0, MergeInput v1, float t, MergeOutput out);
 
 // NuSLERP between x0 and x1 (of their task vectors over base, when given): vectors are `rows`
