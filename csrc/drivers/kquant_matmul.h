@@ -14,9 +14,8 @@ int64_t kquant_group_block_bytes(QType t);
 void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst);
 
 // The threaded matmul for K-quant weights (drivers/kquant_matmul.cpp): quantize the activations
-// to Q8_K once, then fixed-size row tasks. Q5_0 / Q5_1 (small fallback tensors) are dequantized
-// row by row and multiplied in float32. x: (n, k), w: (rows, k) of type wtype, y: (n, rows).
-bool is_kquant(QType t);  // Q4_K, Q5_K, Q6_K, Q5_0, Q5_1: the types this family multiplies
+// to Q8_K once, then fixed-size row tasks. x: (n, k), w: (rows, k) of type wtype, y: (n, rows).
+bool is_kquant(QType t);  // Q4_K, Q5_K, Q6_K: the types this family multiplies
 // One row of any of those types -> float32 (e.g. an embedding lookup).
 void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k);
 // `packed`, if not null, holds the weight's packed groups (used when the chosen variant has a

@@ -34,7 +34,9 @@ void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* 
 // are quantized once and all block weights share one parallel region. ys[i]: (n, ws[i]->rows).
 void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const* ws, float* const* ys, int count);
 
-// The same on raw GGUF bytes (groups are packed per task into a small per-thread buffer).
+// The same on raw GGUF bytes (groups are packed per task into a small per-thread buffer). Q5_0 /
+// Q5_1 (small fallback tensors), prepared or not, are dequantized row by row and multiplied in
+// float32.
 // x: (n, k) float32, w: (rows, k) of type wtype, y: (n, rows) float32.
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y);
 

@@ -1,6 +1,6 @@
 // K-quants (Q4_K, Q5_K, Q6_K): super-blocks of 256 weights with packed sub-block scales
 // (block layouts in common/formats.h; values as llama.cpp's ggml-quants.c / gguf.quants define
-// them), and the error-minimising quantizers (K-quants, and Q4_0 bytes with a searched scale).
+// them), and their error-minimising quantizers.
 //
 // Dot products run against activations quantized to Q8_K: one float32 scale per 256 values,
 // int8 quants, and the sum of every 16 quants (so the K-quant mins and Q6_K's offset of 32 are
@@ -58,15 +58,6 @@ struct KQuantKernels {
     void (*quantize_row_q4_K)(const float* x, void* y, int64_t k) = nullptr;
     void (*quantize_row_q5_K)(const float* x, void* y, int64_t k) = nullptr;
     void (*quantize_row_q6_K)(const float* x, void* y, int64_t k) = nullptr;
-    // Q4_0 bytes (readable by every Q4_0 reader) with the per-block scale chosen to minimise
-    // the squared error instead of the max-abs rule; k is a multiple of 32.
-    void (*quantize_row_q4_0_mse)(const float* x, void* y, int64_t k) = nullptr;
-    // Q5_0 / Q5_1, the fallbacks of Q4_K / Q5_K for rows that are not a multiple of 256; the
-    // quantizers are llama.cpp's reference rules, byte-identical with gguf.quants.
-    void (*quantize_row_q5_0)(const float* x, void* y, int64_t k) = nullptr;
-    void (*quantize_row_q5_1)(const float* x, void* y, int64_t k) = nullptr;
-    void (*dequantize_row_q5_0)(const void* x, float* y, int64_t k) = nullptr;
-    void (*dequantize_row_q5_1)(const void* x, float* y, int64_t k) = nullptr;
     // Activation quantizer: d = amax / 127, q = round(x / d) half away from zero.
     void (*quantize_act_q8_K)(const float* x, void* y, int64_t k) = nullptr;
     // One weight row (k elements) against n <= kMaxTokens Q8_K activation rows (xq_stride bytes
