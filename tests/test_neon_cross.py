@@ -34,7 +34,8 @@ def test_neon_sources_compile(tmp_path):
 
 @pytest.mark.skipif(QEMU is None, reason="needs qemu-user to run aarch64 binaries")
 def test_neon_kernels_match_reference_under_qemu(tmp_path):
-    baseline = [*sorted((CSRC / "common").glob("*.cpp")), *sorted((CSRC / "kernels").glob("*.cpp")),
+    baseline = [*sorted((CSRC / "common").glob("*.cpp")), *sorted((CSRC / "model").glob("*.cpp")),
+                *sorted((CSRC / "drivers").glob("*.cpp")), *sorted((CSRC / "kernels").glob("*.cpp")),
                 *sorted((CSRC / "kernels" / "ref").glob("*.cpp")), ROOT / "tests" / "native" / "isa_check.cpp"]
     objs = [_compile(s, tmp_path / f"b{i}.o", ["-DLLAMIX_HAVE_NEON=1"]) for i, s in enumerate(baseline)]
     objs += [_compile(s, tmp_path / f"n{i}.o", NEON)

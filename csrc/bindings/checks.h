@@ -26,6 +26,14 @@ inline void require_dtype(const py::array& a, const char* name, const char* dtyp
         throw py::value_error(std::string(name) + " must have dtype " + dtype_name + ", got " + std::string(py::str(a.dtype())));
 }
 
+// A float32 vector of exactly n elements, C-contiguous.
+inline const float* f32_vector(const py::array& a, int64_t n, const std::string& name) {
+    require_dtype<float>(a, name.c_str(), "float32");
+    require(a.ndim() == 1 && a.shape(0) == n, name + " must have shape (" + std::to_string(n) + ",)");
+    require_c_contiguous(a, name.c_str());
+    return static_cast<const float*>(a.data());
+}
+
 inline QType qtype_from_int(int id) {
     const QType t = static_cast<QType>(id);
     require(qtype_block_size(t) != 0, "unknown qtype id " + std::to_string(id));

@@ -7,6 +7,7 @@ namespace llamix {
 void register_runtime(py::module_& m);
 void register_quant(py::module_& m);
 void register_ops(py::module_& m);
+void register_model(py::module_& m);
 void register_merge(py::module_& m);
 void register_kquant(py::module_& m);
 }  // namespace llamix
@@ -16,6 +17,7 @@ PYBIND11_MODULE(_C, m) {
     llamix::register_runtime(m);
     llamix::register_quant(m);
     llamix::register_ops(m);
+    llamix::register_model(m);
     llamix::register_merge(m);
     llamix::register_kquant(m);
 }

@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/checks.h"
+#include "drivers/merge.h"
 #include "kernels/kernels.h"
 
 namespace llamix {
@@ -18,7 +19,7 @@ QType float_type(int id, const char* what) {
 }
 
 // One input argument: a contiguous array, or a tensor in a file given as (fd, byte offset, shape),
-// which the drivers read with pread (kernels/merge.h).
+// which the drivers read with pread (drivers/merge.h).
 struct Input {
     MergeInput in;
     std::vector<py::ssize_t> shape;

@@ -1,10 +1,12 @@
-// quantize / dequantize rows and the matmul entry point.
+// quantize / dequantize rows (also Q4_0 with searched scales) and the matmul entry point.
+#include <algorithm>
 #include <vector>
 
 #include <pybind11/stl.h>
 
 #include "bindings/checks.h"
 #include "common/thread_pool.h"
+#include "drivers/matmul.h"
 #include "kernels/kernels.h"
 
 namespace llamix {
@@ -34,12 +36,12 @@ void quantize_row(QType dst, const float* x, void* y, int64_t k) {
         case QType::BF16: Q.f32_to_bf16(x, static_cast<uint16_t*>(y), k); return;
         case QType::Q4_0: Q.quantize_row_q4_0(x, y, k); return;
         case QType::Q8_0: Q.quantize_row_q8_0(x, y, k); return;
-        // issue 5: K-quants (error-minimising quantizers in kernels/kquant.h)
+        case QType::Q5_0: Q.quantize_row_q5_0(x, y, k); return;
+        case QType::Q5_1: Q.quantize_row_q5_1(x, y, k); return;
+        // K-quants (error-minimising quantizers in kernels/kquant.h)
         case QType::Q4_K: kernels().kquant.quantize_row_q4_K(x, y, k); return;
         case QType::Q5_K: kernels().kquant.quantize_row_q5_K(x, y, k); return;
         case QType::Q6_K: kernels().kquant.quantize_row_q6_K(x, y, k); return;
-        case QType::Q5_0: kernels().kquant.quantize_row_q5_0(x, y, k); return;
-        case QType::Q5_1: kernels().kquant.quantize_row_q5_1(x, y, k); return;
         default: throw std::invalid_argument("quantize: unsupported target type");
     }
 }
@@ -71,12 +73,12 @@ void dequantize_row(QType t, const void* x, float* y, int64_t k) {
         case QType::BF16: Q.bf16_to_f32(static_cast<const uint16_t*>(x), y, k); return;
         case QType::Q4_0: Q.dequantize_row_q4_0(x, y, k); return;
         case QType::Q8_0: Q.dequantize_row_q8_0(x, y, k); return;
-        // issue 5: K-quants
+        case QType::Q5_0: Q.dequantize_row_q5_0(x, y, k); return;
+        case QType::Q5_1: Q.dequantize_row_q5_1(x, y, k); return;
+        // K-quants
         case QType::Q4_K: kernels().kquant.dequantize_row_q4_K(x, y, k); return;
         case QType::Q5_K: kernels().kquant.dequantize_row_q5_K(x, y, k); return;
         case QType::Q6_K: kernels().kquant.dequantize_row_q6_K(x, y, k); return;
-        case QType::Q5_0: kernels().kquant.dequantize_row_q5_0(x, y, k); return;
-        case QType::Q5_1: kernels().kquant.dequantize_row_q5_1(x, y, k); return;
         default: throw std::invalid_argument("dequantize: unsupported type");
     }
 }
@@ -186,6 +188,36 @@ void register_quant(py::module_& m) {
         return out;
     }, py::arg("w"), py::arg("src_type"), py::arg("dst_type"),
        "Quantize/convert rows of a (rows, k) float array to a GGUF type; returns uint8 (rows, row_bytes).");
+
+    m.def("quantize_rows_q4_0_mse", [](py::array w, int src_id) {
+        const QType src = qtype_from_int(src_id);
+        require(w.ndim() == 2, "w must be 2-D (rows, k)");
+        require_c_contiguous(w, "w");
+        require(src == QType::F32 || src == QType::F16 || src == QType::BF16, "w must be float32, float16 or bfloat16");
+        require(w.itemsize() == (src == QType::F32 ? 4 : 2), "w's dtype does not match its declared source type");
+        const int64_t rows = w.shape(0), k = w.shape(1);
+        require_row_length(QType::Q4_0, k, "quantize q4_0_mse");
+        const int64_t out_bytes = qtype_row_bytes(QType::Q4_0, k), src_row_bytes = k * w.itemsize();
+        py::array_t<uint8_t> out({rows, out_bytes});
+        const auto* sp = static_cast<const uint8_t*>(w.data());
+        uint8_t* dp = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            const KernelTable& K = kernels();
+            ThreadPool::instance().parallel_for(ceil_div(rows, 8), [&](int64_t task, int) {
+                std::vector<float> buf(k);
+                for (int64_t r = task * 8; r < std::min(rows, task * 8 + 8); ++r) {
+                    const void* row = sp + r * src_row_bytes;
+                    const float* x = static_cast<const float*>(row);
+                    if (src == QType::F16) { K.quant.f16_to_f32(static_cast<const uint16_t*>(row), buf.data(), k); x = buf.data(); }
+                    if (src == QType::BF16) { K.quant.bf16_to_f32(static_cast<const uint16_t*>(row), buf.data(), k); x = buf.data(); }
+                    K.quant.quantize_row_q4_0_mse(x, dp + r * out_bytes, k);
+                }
+            });
+        }
+        return out;
+    }, py::arg("w"), py::arg("src_type"),
+       "Q4_0 bytes with each block's scale chosen by an error-minimising search; returns uint8 (rows, row_bytes).");
 
     m.def("dequantize_rows", [](py::array data, int qtype_id, int64_t k) {
         const QType t = qtype_from_int(qtype_id);

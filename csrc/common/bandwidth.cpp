@@ -1,3 +1,4 @@
+// The read-bandwidth probe (stream_read): XOR of every word, in per-thread 1 MiB chunks.
 #include "common/bandwidth.h"
 
 #include <algorithm>

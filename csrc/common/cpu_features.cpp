@@ -1,3 +1,4 @@
+// CPU feature detection: CPUID + XGETBV on x86, HWCAP on arm64, and the physical core count.
 #include "common/cpu_features.h"
 
 #include <fstream>

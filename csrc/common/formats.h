@@ -21,7 +21,7 @@ struct block_q4_0 {
 };
 static_assert(sizeof(block_q4_0) == 18, "Q4_0 block must be 18 bytes");
 
-// Q5_0 / Q5_1 (issue 5: the fallbacks of Q4_K / Q5_K rows that are not a multiple of 256):
+// Q5_0 / Q5_1 (the fallbacks of Q4_K / Q5_K rows that are not a multiple of 256):
 // element j's low 4 bits as in Q4_0, its fifth bit is bit j of qh (little-endian u32).
 struct block_q5_0 {
     uint16_t d;             // value = d * (q - 16)

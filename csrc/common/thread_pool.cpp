@@ -1,3 +1,4 @@
+// The persistent worker pool: worker loop (spin, then sleep), job hand-out and sizing.
 #include "common/thread_pool.h"
 
 #include <chrono>

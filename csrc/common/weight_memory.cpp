@@ -1,3 +1,4 @@
+// Weight memory: 64-byte aligned, or huge-page aligned (and advised on Linux) for large buffers.
 #include "common/weight_memory.h"
 
 #include <cstdlib>

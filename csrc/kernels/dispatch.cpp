@@ -1,3 +1,4 @@
+// Builds the kernel table of each ISA (reference entries, then each SIMD level) and picks the active one.
 #include <atomic>
 #include <cstdlib>
 #include <mutex>

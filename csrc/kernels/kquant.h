@@ -1,6 +1,6 @@
 // K-quants (Q4_K, Q5_K, Q6_K): super-blocks of 256 weights with packed sub-block scales
 // (block layouts in common/formats.h; values as llama.cpp's ggml-quants.c / gguf.quants define
-// them), and the error-minimising quantizers (K-quants, and Q4_0 bytes with a searched scale).
+// them), and their error-minimising quantizers.
 //
 // Dot products run against activations quantized to Q8_K: one float32 scale per 256 values,
 // int8 quants, and the sum of every 16 quants (so the K-quant mins and Q6_K's offset of 32 are
@@ -58,15 +58,6 @@ struct KQuantKernels {
     void (*quantize_row_q4_K)(const float* x, void* y, int64_t k) = nullptr;
     void (*quantize_row_q5_K)(const float* x, void* y, int64_t k) = nullptr;
     void (*quantize_row_q6_K)(const float* x, void* y, int64_t k) = nullptr;
-    // Q4_0 bytes (readable by every Q4_0 reader) with the per-block scale chosen to minimise
-    // the squared error instead of the max-abs rule; k is a multiple of 32.
-    void (*quantize_row_q4_0_mse)(const float* x, void* y, int64_t k) = nullptr;
-    // Q5_0 / Q5_1, the fallbacks of Q4_K / Q5_K for rows that are not a multiple of 256; the
-    // quantizers are llama.cpp's reference rules, byte-identical with gguf.quants.
-    void (*quantize_row_q5_0)(const float* x, void* y, int64_t k) = nullptr;
-    void (*quantize_row_q5_1)(const float* x, void* y, int64_t k) = nullptr;
-    void (*dequantize_row_q5_0)(const void* x, float* y, int64_t k) = nullptr;
-    void (*dequantize_row_q5_1)(const void* x, float* y, int64_t k) = nullptr;
     // Activation quantizer: d = amax / 127, q = round(x / d) half away from zero.
     void (*quantize_act_q8_K)(const float* x, void* y, int64_t k) = nullptr;
     // One weight row (k elements) against n <= kMaxTokens Q8_K activation rows (xq_stride bytes
@@ -106,39 +97,10 @@ struct KQuantKernels {
 constexpr int64_t kQ4KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q4_K));
 constexpr int64_t kQ5KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q5_K));
 constexpr int64_t kQ6KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q6_K));
-// Bytes per packed super-block of 16 rows, or 0 if `t` has no packed form.
-int64_t kquant_group_block_bytes(QType t);
-// Repack `rows` (<= 16) source rows (row_bytes apart) of Q4_K / Q5_K / Q6_K into one group of
-// nsb super-blocks; missing rows are zero (their results are never stored).
-void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst);
 
 void fill_kquant_ref(KQuantKernels& k);
 void fill_kquant_avx2(KQuantKernels& k);
 void fill_kquant_avx512(KQuantKernels& k);
 void fill_kquant_neon(KQuantKernels& k);
-
-// The threaded matmul for K-quant weights (kernels/kquant_matmul.cpp): quantize the activations
-// to Q8_K once, then fixed-size row tasks. Q5_0 / Q5_1 (small fallback tensors) are dequantized
-// row by row and multiplied in float32. x: (n, k), w: (rows, k) of type wtype, y: (n, rows).
-bool is_kquant(QType t);  // Q4_K, Q5_K, Q6_K, Q5_0, Q5_1: the types this family multiplies
-// One row of any of those types -> float32 (e.g. an embedding lookup).
-void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k);
-// `packed`, if not null, holds the weight's packed groups (used when the chosen variant has a
-// group kernel for the type).
-void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y,
-                   const uint8_t* packed = nullptr);
-// Whether the chosen variant multiplies packed groups of this type (then prepare_weight packs it).
-bool kquant_packs(QType t);
-// A packed K-quant weight (rows, k) and its output y: (n, rows).
-struct KQuantGroupJob {
-    const uint8_t* packed;
-    QType type;
-    int64_t rows;
-    float* y;
-};
-// Packed K-quant weights with the same k against the same x (e.g. q, k and v): the activations
-// are quantized once and all weights share one parallel region (a decode streams all their row
-// groups as one). Each type must pass kquant_packs.
-void matmul_kquant_groups(const float* x, int64_t n, int64_t k, const KQuantGroupJob* jobs, int count);
 
 }  // namespace llamix

@@ -5,10 +5,9 @@
 // variant changes). Activations are quantized on the fly to Q8_0 (same rounding as
 // quantize_row_q8_0) and carry their block sums, so unsigned weights (nibbles 0..15, or int8 + 128)
 // work directly with vpdpbusd / pmaddubsw; one multiply by the sum removes the offset.
-// The threaded driver (kernels/matmul.cpp) is shared by every ISA.
+// The threaded drivers (drivers/matmul.h) are shared by every ISA.
 #pragma once
 #include <cstdint>
-#include <memory>
 
 #include "common/formats.h"
 
@@ -66,34 +65,5 @@ void fill_matmul_ref(MatmulKernels& k);
 void fill_matmul_avx2(MatmulKernels& k);
 void fill_matmul_avx512(MatmulKernels& k);
 void fill_matmul_neon(MatmulKernels& k);
-
-// Repack `rows` (<= kGroupRows) GGUF rows of Q4_0 / Q8_0 (row_bytes apart) into one group
-// (missing rows are zero padded). Used by prepare_weight and, per task, by the raw-bytes matmul.
-void pack_group_q4_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
-void pack_group_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
-
-// A weight matrix prepared once for fast multiplication. Q4_0 / Q8_0 are repacked into a buffer
-// of about the same size as the source (so while the source stays resident, e.g. an mmap'd file
-// that is still referenced, the weights take twice the RAM; the source pages go cold and can be
-// dropped). F16/BF16/F32 borrow the source bytes, which must then outlive it.
-struct PreparedWeight {
-    const void* data = nullptr;  // the original GGUF bytes, (rows, row_bytes)
-    QType type = QType::F32;
-    int64_t rows = 0, k = 0;
-    std::shared_ptr<uint8_t> packed;  // interleaved groups (block types only), 64-byte aligned
-    int64_t packed_bytes = 0;
-};
-
-PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k);
-// y: (n, rows) = x: (n, k) @ W.T
-void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y);
-
-// Several weights with the same k against the same x (e.g. q, k, v or gate, up): the activations
-// are quantized once and all block weights share one parallel region. ys[i]: (n, ws[i]->rows).
-void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const* ws, float* const* ys, int count);
-
-// The same on raw GGUF bytes (groups are packed per task into a small per-thread buffer).
-// x: (n, k) float32, w: (rows, k) of type wtype, y: (n, rows) float32.
-void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y);
 
 }  // namespace llamix

@@ -1,5 +1,5 @@
-// Merge primitives (weighted sums, SLERP, task-vector sparsify / sign consensus) and the
-// threaded per-tensor drivers built on them (kernels/merge.cpp).
+// Merge primitives (weighted sums, SLERP, task-vector sparsify / sign consensus); the threaded
+// per-tensor drivers built on them are in drivers/merge.h.
 //
 // The table holds element-wise kernels on float32 chunks; every ISA must produce the same bits
 // as the reference (ref/merge_ref.cpp is the spec):
@@ -12,8 +12,6 @@
 //   is the same for any order, thread count or ISA.
 #pragma once
 #include <cstdint>
-#include <string>
-#include <vector>
 
 #include "common/formats.h"
 
@@ -39,7 +37,7 @@ inline uint32_t fmix32(uint32_t h) {
 
 // Counter-based random bits for element `index` under a 64-bit key (two 32-bit halves).
 // Tensors are < 2^32 elements per 32-bit counter block; the high half of the index is folded
-// into the key by the drivers (mask_key_for_block).
+// into the key by the drivers (MaskKey::k0_for in drivers/).
 inline uint32_t mask_hash(uint32_t k0, uint32_t k1, uint32_t index) {
     return fmix32(fmix32(index ^ k0) + k1);
 }
@@ -94,80 +92,5 @@ void fill_merge_ref(MergeKernels& k);
 void fill_merge_avx2(MergeKernels& k);
 void fill_merge_avx512(MergeKernels& k);
 void fill_merge_neon(MergeKernels& k);
-
-// ---- Drivers (kernels/merge.cpp): one output tensor, chunked over the thread pool. ----
-
-// A read-only input tensor of n elements stored as float32, float16 or bfloat16: in memory at
-// `data`, or, with fd >= 0, in a file at byte `file_offset`, read with pread a chunk at a time
-// into per-thread buffers (no page mapping, faulting and unmapping per tensor; the file's pages
-// are copied from the page cache into cache-resident scratch).
-struct MergeInput {
-    const void* data = nullptr;
-    QType type = QType::F32;
-    int fd = -1;
-    int64_t file_offset = 0;
-};
-
-// The output: n elements of type F32, F16 or BF16.
-struct MergeOutput {
-    void* data = nullptr;
-    QType type = QType::F32;
-};
-
-// Inputs may be rounded to a narrower working dtype first (mergekit casts inputs to `dtype` on
-// load); F32 means no rounding.
-struct MergeCommon {
-    int64_t n = 0;
-    QType work = QType::F32;
-};
-
-// out = (sum_i w_i x_i) [/ sum_i w_i]: float32 accumulator from zero, one fused multiply-add per
-// input in input order, then one division (mergekit's linear). Throws if normalizing by zero.
-void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const std::vector<float>& w, bool normalize,
-                  MergeOutput out);
-
-// SLERP from v0 (t = 0) to v1 (t = 1) over the whole tensor, mergekit's rules (see merge.cpp).
-void merge_slerp(const MergeCommon& c, MergeInput v0, MergeInput v1, float t, MergeOutput out);
-
-// NuSLERP between x0 and x1 (of their task vectors over base, when given): vectors are `rows`
-// contiguous runs of n / rows elements (rows = 1 flattens the tensor). t is mergekit's double.
-void merge_nuslerp(const MergeCommon& c, MergeInput x0, MergeInput x1, const MergeInput* base, double t, int64_t rows,
-                   MergeOutput out);
-
-// How one model's task vector is sparsified.
-struct Sparsify {
-    enum Kind { none = 0, rank = 1, random = 2, della = 3 } kind = none;
-    // rank: keep ranks [r0, r1) of |delta| ascending; equal magnitudes rank by ascending index.
-    int64_t r0 = 0, r1 = 0;
-    // random: keep with probability density; della: per row, density -/+ epsilon by rank.
-    double density = 1.0, epsilon = 0.0;
-    float weight = 1.0f;
-};
-
-struct TaskVectorParams {
-    Consensus consensus = Consensus::none;
-    bool rescale = false;    // L1-rescale kept entries (mergekit's RescaleNorm.l1)
-    bool normalize = false;  // divide by the (agreeing) weight sum
-    float lambda = 1.0f;
-    uint64_t seed = 0;
-    std::string name;     // tensor name: keys the random masks
-    int64_t rows = 1;     // della ranks within rows of n / rows elements
-};
-
-// out = base + lambda * combine_i(w_i * sparsify(x_i - base)) — the task-arithmetic family.
-void merge_task_vectors(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x,
-                        const std::vector<Sparsify>& sp, const TaskVectorParams& p, MergeOutput out);
-
-// Model Stock: out = t * mean(x_i) + (1 - t) * base with t from the mean pairwise cosine of the
-// offsets; per row (rows > 1) or per tensor.
-void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x, int64_t rows,
-                       MergeOutput out);
-
-// out = x * s (passthrough with scale) or a plain dtype conversion when s == 1.
-void merge_scale(const MergeCommon& c, MergeInput x, float s, MergeOutput out);
-
-// The keep-mask bits of one model's sparsifier (for tests and statistics): n bits, LSB first.
-std::vector<uint8_t> merge_sparsify_mask(const MergeCommon& c, MergeInput base, MergeInput x, const Sparsify& sp,
-                                         uint64_t seed, const std::string& name, int model_index, int64_t rows);
 
 }  // namespace llamix

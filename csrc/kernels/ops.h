@@ -24,7 +24,8 @@ struct OpsKernels {
                       int64_t head_dim, float scale, float* out, float* scratch) = nullptr;
     // Grouped-query attention: n_q query heads that share one key/value head, in one pass over the
     // keys and values (the cache is read once for the group instead of once per head). Optional:
-    // callers go through attention_group() below, which loops over attention() where it is unset.
+    // callers go through attention_group() (drivers/attention.h), which loops over attention()
+    // where it is unset.
     // q: n_q rows q_stride apart; out: n_q rows out_stride apart; scratch: n_q * n_keys floats.
     // Each head's result is defined as attention() of that head.
     void (*attention_group)(const float* q, int64_t q_stride, int64_t n_q, const float* k, const float* v,
@@ -37,15 +38,6 @@ struct OpsKernels {
     void (*attention_f16)(const float* q, const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n_keys,
                           int64_t head_dim, float scale, float* out, float* scratch) = nullptr;
 };
-
-// Grouped-query attention through the table: the ISA's grouped kernel where it has one, else
-// attention() head by head (the same result by definition). Arguments as for the entries above.
-void attention_group(const OpsKernels& K, const float* q, int64_t q_stride, int64_t n_q, const float* k,
-                     const float* v, int64_t stride, int64_t n_keys, int64_t head_dim, float scale, float* out,
-                     int64_t out_stride, float* scratch);
-void attention_group_f16(const OpsKernels& K, const float* q, int64_t q_stride, int64_t n_q, const uint16_t* k,
-                         const uint16_t* v, int64_t stride, int64_t n_keys, int64_t head_dim, float scale, float* out,
-                         int64_t out_stride, float* scratch);
 
 void fill_ops_ref(OpsKernels& k);
 void fill_ops_avx2(OpsKernels& k);

@@ -18,6 +18,16 @@ struct QuantKernels {
     void (*bf16_to_f32)(const uint16_t* x, float* y, int64_t n) = nullptr;
     void (*f32_to_f16)(const float* x, uint16_t* y, int64_t n) = nullptr;
     void (*f32_to_bf16)(const float* x, uint16_t* y, int64_t n) = nullptr;
+    // Q4_0 bytes (readable by every Q4_0 reader) with the per-block scale chosen to minimise
+    // the squared error instead of the max-abs rule; k is a multiple of 32.
+    void (*quantize_row_q4_0_mse)(const float* x, void* y, int64_t k) = nullptr;
+    // Q5_0 / Q5_1, the fallbacks of Q4_K / Q5_K for rows that are not a multiple of 256; the
+    // quantizers are llama.cpp's reference rules, byte-identical with gguf.quants. k is a
+    // multiple of 32.
+    void (*quantize_row_q5_0)(const float* x, void* y, int64_t k) = nullptr;
+    void (*quantize_row_q5_1)(const float* x, void* y, int64_t k) = nullptr;
+    void (*dequantize_row_q5_0)(const void* x, float* y, int64_t k) = nullptr;
+    void (*dequantize_row_q5_1)(const void* x, float* y, int64_t k) = nullptr;
 };
 
 void fill_quant_ref(QuantKernels& k);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/formats.h"
+#include "drivers/matmul.h"
 #include "kernels/kernels.h"
 
 using namespace llamix;

@@ -1,3 +1,4 @@
+// arm64: no NEON K-quant kernels yet; the reference fills the table.
 #include "kernels/kquant.h"
 
 namespace llamix {

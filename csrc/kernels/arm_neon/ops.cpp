@@ -1,3 +1,4 @@
+// arm64: no NEON transformer ops yet; the reference fills the table.
 #include "kernels/ops.h"
 
 namespace llamix {

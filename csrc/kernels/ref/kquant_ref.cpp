@@ -10,55 +10,14 @@
 
 #include "common/fp16.h"
 #include "kernels/kquant.h"
+#include "kernels/ref/scale_search.h"
 
 namespace llamix {
 namespace ref {
 
 namespace {
 
-// Round to nearest (ties to even) by the 1.5 * 2^23 trick: exact for |v| < 2^22, which the clamp
-// guarantees, and ~20x cheaper than a libm call in these search loops. NaN -> 0.
-inline int nearest_int(float v) {
-    if (!(v == v)) return 0;
-    v = std::min(std::max(v, -4194303.0f), 4194303.0f);
-    const float t = v + 12582912.0f;
-    int32_t i;
-    std::memcpy(&i, &t, 4);
-    return (i & 0x007fffff) - 0x00400000;
-}
-inline int clampi(int v, int lo, int hi) { return std::min(hi, std::max(lo, v)); }
 inline float finite_or_zero(float v) { return std::isfinite(v) ? v : 0.0f; }
-
-// Round to nearest in float (ties to even) for |v| < 2^22: adding 1.5 * 2^23 leaves no fraction bits.
-constexpr float kRoundMagic = 12582912.0f;
-inline float round_clamp(float v, float lo, float hi) {
-    return std::min(std::max((v + kRoundMagic) - kRoundMagic, lo), hi);
-}
-
-// Sums of q and q*x and q*q over n (a multiple of 8) elements for q = round_clamp(iscale * (x - x0)),
-// in 4 lanes (GCC/Clang vector extensions: portable, and each lane's float operations are exactly
-// the scalar ones, so the result does not depend on the target). Float lanes suffice: these sums
-// only rank candidate scales.
-typedef float f32x4 __attribute__((vector_size(16)));
-struct QuantSums { float q = 0, qx = 0, qq = 0; };
-inline QuantSums quant_sums(const float* x, int n, float iscale, float x0, float lo, float hi) {
-    f32x4 q1 = {}, qx = {}, qq = {};
-    const f32x4 vs = iscale - f32x4{}, v0 = x0 - f32x4{}, vlo = lo - f32x4{}, vhi = hi - f32x4{};
-    const f32x4 magic = kRoundMagic - f32x4{};
-    for (int i = 0; i < n; i += 4) {
-        f32x4 xv;
-        std::memcpy(&xv, x + i, sizeof(xv));
-        f32x4 q = (vs * (xv - v0) + magic) - magic;
-        q = q < vlo ? vlo : q;
-        q = q > vhi ? vhi : q;
-        q1 += q;
-        qx += q * xv;
-        qq += q * q;
-    }
-    QuantSums s;
-    for (int j = 0; j < 4; ++j) { s.q += q1[j]; s.qx += qx[j]; s.qq += qq[j]; }
-    return s;
-}
 
 // Fit x ~= s * q - m with q in [0, nmax], s >= 0, m >= 0 (an asymmetric sub-block): for each
 // candidate scale, the quants it gives are refitted by weighted-free least squares; the error
@@ -89,34 +48,6 @@ void fit_scale_min(const float* x, int n, int nmax, float& s_out, float& m_out) 
     }
     s_out = best_s;
     m_out = best_m;
-}
-
-// Fit x ~= s * q with q in [-nneg, npos] (a symmetric sub-block); s may be negative. Each
-// candidate scale fixes the quants, which are refitted by least squares and re-rounded once
-// (a Lloyd step); the candidate with the smallest squared error wins.
-float fit_scale_sym(const float* x, int n, int nneg, int npos) {
-    float amax = 0.0f, max = 0.0f;
-    for (int i = 0; i < n; ++i)
-        if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); max = x[i]; }
-    if (amax == 0.0f || !std::isfinite(amax)) return max / -nneg;
-    // with the least-squares s = sqx / sq2 the error is sum x^2 - sqx^2 / sq2: maximise sqx^2 / sq2
-    double best = -1.0;
-    float best_s = max / -nneg;
-    auto consider = [&](const QuantSums& q) {
-        if (q.qq > 0 && double(q.qx) * q.qx / q.qq > best) { best = double(q.qx) * q.qx / q.qq; best_s = q.qx / q.qq; }
-    };
-    // the largest element on the -nneg side, then on the npos side of the grid
-    // (a 0.2-wide grid with a Lloyd step reaches the brute-force optimum within 0.1 % on
-    // Gaussian and heavy-tailed blocks; see tests/test_kquant.py)
-    constexpr int kSteps = 13;
-    for (int cand = 0; cand < 2 * kSteps; ++cand) {
-        const float step = 0.2f * float(cand % kSteps - kSteps / 2);
-        const float iscale = cand < kSteps ? -(nneg + step) / max : (npos + step) / max;
-        const QuantSums q = quant_sums(x, n, iscale, 0.0f, float(-nneg), float(npos));
-        consider(q);
-        if (q.qx != 0) consider(quant_sums(x, n, q.qq / q.qx, 0.0f, float(-nneg), float(npos)));  // re-round
-    }
-    return best_s;
 }
 
 // Code 8 sub-block scales and mins in 6 bits each (Q4_K/Q5_K): fills d, dmin and scales[12],
@@ -269,131 +200,6 @@ void quantize_row_q6_K(const float* x, void* out, int64_t k) {
     }
 }
 
-// Q4_0 with a searched scale. Candidates: the max-abs rule itself (so no block gets worse than
-// plain Q4_0) and least-squares refits of the quants given by a grid of scales; each is judged
-// with its fp16-rounded scale, as a reader will see it.
-void quantize_row_q4_0_mse(const float* x, void* out, int64_t k) {
-    auto* y = static_cast<block_q4_0*>(out);
-    for (int64_t b = 0; b < k / QK4_0; ++b, x += QK4_0) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK4_0; ++j)
-            if (std::fabs(x[j]) > amax) { amax = std::fabs(x[j]); max = x[j]; }
-        auto err_of = [&](uint16_t dh16, const float* id_opt) {
-            const float dh = fp16_to_fp32(dh16);
-            const float id = id_opt ? *id_opt : (dh != 0.0f ? 1.0f / dh : 0.0f);
-            double e = 0;
-            for (int j = 0; j < QK4_0; ++j) {
-                const int q = clampi(id_opt ? int(std::min(15.0f, std::max(0.0f, x[j] * id + 8.5f))) - 8
-                                            : nearest_int(x[j] * id), -8, 7);
-                const double r = double(dh) * q - x[j];
-                e += r * r;
-            }
-            return e;
-        };
-        // plain Q4_0: the quants use the float32 1/d, as the max-abs rule defines them
-        const float d0 = max / -8.0f;
-        const float id0 = d0 != 0.0f ? 1.0f / d0 : 0.0f;
-        uint16_t best_d = fp32_to_fp16(d0);
-        bool best_plain = true;
-        double best_err = err_of(best_d, &id0);
-        if (amax > 0.0f && std::isfinite(amax)) {
-            const float s = fit_scale_sym(x, QK4_0, 8, 7);
-            for (const uint16_t cand : {fp32_to_fp16(s), fp32_to_fp16(-s)}) {
-                const double e = err_of(cand, nullptr);
-                if (e < best_err) { best_err = e; best_d = cand; best_plain = false; }
-            }
-        }
-        y[b].d = best_d;
-        const float dh = fp16_to_fp32(best_d);
-        const float id = best_plain ? id0 : (dh != 0.0f ? 1.0f / dh : 0.0f);
-        for (int j = 0; j < QK4_0 / 2; ++j) {
-            int lo, hi;
-            if (best_plain) {
-                lo = int(std::min(15.0f, std::max(0.0f, x[j] * id + 8.5f)));
-                hi = int(std::min(15.0f, std::max(0.0f, x[j + 16] * id + 8.5f)));
-            } else {
-                lo = clampi(nearest_int(x[j] * id), -8, 7) + 8;
-                hi = clampi(nearest_int(x[j + 16] * id), -8, 7) + 8;
-            }
-            y[b].qs[j] = static_cast<uint8_t>(lo | (hi << 4));
-        }
-    }
-}
-
-// Truncating float -> 5-bit conversion (llama.cpp's (int8_t)(v) then MIN(31, .)), NaN-safe.
-static inline uint8_t q5_from(float v) {
-    if (v >= 31.0f) return 31;
-    if (v > 0.0f) return static_cast<uint8_t>(v);
-    return 0;
-}
-
-static void pack_q5(const uint8_t* q, uint8_t* qh, uint8_t* qs) {
-    uint32_t h = 0;
-    for (int j = 0; j < 16; ++j) {
-        qs[j] = static_cast<uint8_t>((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
-        h |= uint32_t(q[j] >> 4) << j;
-        h |= uint32_t(q[j + 16] >> 4) << (j + 16);
-    }
-    std::memcpy(qh, &h, 4);
-}
-
-static inline int unpack_q5(const uint8_t* qh, const uint8_t* qs, int j) {
-    uint32_t h;
-    std::memcpy(&h, qh, 4);
-    const int lo = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
-    return lo | int((h >> j) & 1) << 4;
-}
-
-// Q5_0: d = max / -16 with max the element of largest magnitude, with its sign (first on ties).
-void quantize_row_q5_0(const float* x, void* out, int64_t k) {
-    auto* y = static_cast<block_q5_0*>(out);
-    for (int64_t b = 0; b < k / QK4_0; ++b, x += QK4_0) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK4_0; ++j) {
-            const bool first_nan = std::isnan(x[j]) && !std::isnan(amax);
-            if (amax < std::fabs(x[j]) || first_nan) { amax = std::fabs(x[j]); max = x[j]; }
-        }
-        const float d = max / -16.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[b].d = fp32_to_fp16(d);
-        uint8_t q[QK4_0];
-        for (int j = 0; j < QK4_0; ++j) q[j] = q5_from(x[j] * id + 16.5f);
-        pack_q5(q, y[b].qh, y[b].qs);
-    }
-}
-
-// Q5_1: d = (max - min) / 31, offset min.
-void quantize_row_q5_1(const float* x, void* out, int64_t k) {
-    auto* y = static_cast<block_q5_1*>(out);
-    for (int64_t b = 0; b < k / QK4_0; ++b, x += QK4_0) {
-        float min = x[0], max = x[0];
-        for (int j = 1; j < QK4_0; ++j) { min = std::min(min, x[j]); max = std::max(max, x[j]); }
-        const float d = (max - min) / 31.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[b].d = fp32_to_fp16(d);
-        y[b].m = fp32_to_fp16(min);
-        uint8_t q[QK4_0];
-        for (int j = 0; j < QK4_0; ++j) q[j] = q5_from((x[j] - min) * id + 0.5f);
-        pack_q5(q, y[b].qh, y[b].qs);
-    }
-}
-
-void dequantize_row_q5_0(const void* in, float* y, int64_t k) {
-    const auto* x = static_cast<const block_q5_0*>(in);
-    for (int64_t b = 0; b < k / QK4_0; ++b, y += QK4_0) {
-        const float d = fp16_to_fp32(x[b].d);
-        for (int j = 0; j < QK4_0; ++j) y[j] = d * float(unpack_q5(x[b].qh, x[b].qs, j) - 16);
-    }
-}
-
-void dequantize_row_q5_1(const void* in, float* y, int64_t k) {
-    const auto* x = static_cast<const block_q5_1*>(in);
-    for (int64_t b = 0; b < k / QK4_0; ++b, y += QK4_0) {
-        const float d = fp16_to_fp32(x[b].d), m = fp16_to_fp32(x[b].m);
-        for (int j = 0; j < QK4_0; ++j) y[j] = d * float(unpack_q5(x[b].qh, x[b].qs, j)) + m;
-    }
-}
-
 void quantize_act_q8_K(const float* x, void* out, int64_t k) {
     auto* y = static_cast<block_q8_K*>(out);
     for (int64_t b = 0; b < k / QK_K; ++b, x += QK_K) {
@@ -498,11 +304,6 @@ void fill_kquant_ref(KQuantKernels& k) {
     k.quantize_row_q4_K = ref::quantize_row_q4_K;
     k.quantize_row_q5_K = ref::quantize_row_q5_K;
     k.quantize_row_q6_K = ref::quantize_row_q6_K;
-    k.quantize_row_q4_0_mse = ref::quantize_row_q4_0_mse;
-    k.quantize_row_q5_0 = ref::quantize_row_q5_0;
-    k.quantize_row_q5_1 = ref::quantize_row_q5_1;
-    k.dequantize_row_q5_0 = ref::dequantize_row_q5_0;
-    k.dequantize_row_q5_1 = ref::dequantize_row_q5_1;
     k.quantize_act_q8_K = ref::quantize_act_q8_K;
     k.dot_q4_K_q8_K = ref::dot_rows<ref::dot_q4_K_q8_K>;
     k.dot_q5_K_q8_K = ref::dot_rows<ref::dot_q5_K_q8_K>;

@@ -1,6 +1,7 @@
 // AVX-512 (VNNI) K-quant dot products against Q8_K activations: 64 quants per vpdpbusd, the
 // sub-block scales applied to the int32 partial sums; each super-block is unpacked once for up to
-// kMaxTokens activation rows. Integer sums per super-block are exact
+// kMaxTokens activation rows (the row loop is shared with AVX2: kernels/x86_shared/kquant_dot_rows.h).
+// Integer sums per super-block are exact
 // and combined in float32 as the reference does: bit-identical to kernels/ref/kquant_ref.cpp.
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as a mask source and trip
 // -Wmaybe-uninitialized (GCC bug 105593, fixed in 13): a false positive, silenced here only.
@@ -11,6 +12,7 @@
 
 #include "common/fp16.h"
 #include "kernels/kquant.h"
+#include "kernels/x86_shared/kquant_dot_rows.h"
 
 namespace llamix {
 namespace avx512 {
@@ -88,67 +90,15 @@ inline void unpack(const block_q6_K& x, Unpacked& u) {
     u.d = fp16_to_fp32(x.d);
 }
 
-inline __m512i scaled_sum(const Unpacked& u, const int8_t* a) {
+inline __m256i fold(__m512i v) { return _mm256_add_epi32(_mm512_extracti64x4_epi64(v, 0), _mm512_extracti64x4_epi64(v, 1)); }
+
+// sum over the super-block of scale * q * a, folded to the 8 int32 lanes the shared dot_rows
+// reduces (exact).
+inline __m256i scaled_sum(const Unpacked& u, const int8_t* a) {
     __m512i acc = _mm512_setzero_si512();
     for (int c = 0; c < 4; ++c)
         acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u.q[c], load512(a + 64 * c)), u.s[c]));
-    return acc;
-}
-
-// The float combination of one super-block, in the reference's order.
-// [sum of v0, v1, v2, v3] as int32 lanes (exact): horizontal adds of four vectors at once.
-inline __m128i reduce4(const __m256i v[4]) {
-    const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-}
-inline __m256i fold(__m512i v) { return _mm256_add_epi32(_mm512_extracti64x4_epi64(v, 0), _mm512_extracti64x4_epi64(v, 1)); }
-
-inline bool has_mins(const block_q4_K*) { return true; }
-inline bool has_mins(const block_q5_K*) { return true; }
-inline bool has_mins(const block_q6_K*) { return false; }
-
-// One weight row against n <= kMaxTokens activation rows. Per super-block and token the int32
-// sums are exact; four tokens' sums are reduced together and combined in float32 lane by lane
-// with the reference's operations and order, so results equal the reference bit for bit.
-template <class Block>
-void dot_rows(int64_t k, const void* w, const void* xq, int64_t xq_stride, int n, float* y, int64_t y_stride) {
-    static_assert(kMaxTokens % 4 == 0, "tokens are reduced four at a time");
-    const auto* x = static_cast<const Block*>(w);
-    const auto* xb = static_cast<const uint8_t*>(xq);
-    const bool mins = has_mins(x);
-    const int groups = (n + 3) / 4;
-    __m128 sum[kMaxTokens / 4];
-    for (int g = 0; g < groups; ++g) sum[g] = _mm_setzero_ps();
-    Unpacked u;
-    for (int64_t b = 0; b < k / QK_K; ++b) {
-        unpack(x[b], u);
-        const __m128 d = _mm_set1_ps(u.d), dmin = _mm_set1_ps(u.dmin);
-        for (int g = 0; g < groups; ++g) {
-            __m256i acc[4], bs[4];
-            alignas(16) float ad[4] = {};
-            for (int i = 0; i < 4; ++i) {
-                const int t = 4 * g + i;
-                if (t < n) {
-                    const block_q8_K& a = reinterpret_cast<const block_q8_K*>(xb + t * xq_stride)[b];
-                    acc[i] = fold(scaled_sum(u, a.qs));
-                    bs[i] = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)), u.bsum_mul);
-                    ad[i] = a.d;
-                } else {
-                    acc[i] = bs[i] = _mm256_setzero_si256();
-                }
-            }
-            const __m128i sumi = reduce4(acc), sumb = reduce4(bs);
-            __m128 v;
-            if (mins)  // a.d * (d * sumi - dmin * summ)
-                v = _mm_sub_ps(_mm_mul_ps(d, _mm_cvtepi32_ps(sumi)), _mm_mul_ps(dmin, _mm_cvtepi32_ps(sumb)));
-            else       // a.d * (d * (sumi - 32 * offset)): Q6_K's quants were multiplied unsigned
-                v = _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_sub_epi32(sumi, _mm_slli_epi32(sumb, 5))));
-            sum[g] = _mm_add_ps(sum[g], _mm_mul_ps(_mm_load_ps(ad), v));
-        }
-    }
-    alignas(16) float out[kMaxTokens];
-    for (int g = 0; g < groups; ++g) _mm_store_ps(out + 4 * g, sum[g]);
-    for (int t = 0; t < n; ++t) y[t * y_stride] = out[t];
+    return fold(acc);
 }
 
 // Packed Q4_K / Q5_K groups (kernels/kquant.h): 16 rows per vector, so vpdpbusd against a
@@ -334,10 +284,10 @@ void gemm_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_strid
 }  // namespace avx512
 
 void fill_kquant_avx512(KQuantKernels& k) {
-    k.dot_q4_K_q8_K = avx512::dot_rows<block_q4_K>;
-    k.dot_q5_K_q8_K = avx512::dot_rows<block_q5_K>;
-    k.dot_q6_K_q8_K = avx512::dot_rows<block_q6_K>;
     using namespace avx512;
+    k.dot_q4_K_q8_K = x86_shared::dot_rows<block_q4_K, Unpacked, unpack, scaled_sum>;
+    k.dot_q5_K_q8_K = x86_shared::dot_rows<block_q5_K, Unpacked, unpack, scaled_sum>;
+    k.dot_q6_K_q8_K = x86_shared::dot_rows<block_q6_K, Unpacked, unpack, scaled_sum>;
     k.gemm_q4_K_groups = gemm_groups<group_tile<false, 1>, group_tile<false, 2>, group_tile<false, 3>, group_tile<false, 4>>;
     k.gemm_q5_K_groups = gemm_groups<group_tile<true, 1>, group_tile<true, 2>, group_tile<true, 3>, group_tile<true, 4>>;
     k.gemm_q6_K_groups = gemm_groups<q6_group_tile<1>, q6_group_tile<2>, q6_group_tile<3>, q6_group_tile<4>>;

@@ -1,5 +1,11 @@
 // AVX-512 attention (16 lanes): the same algorithm as the AVX2 kernel (kernels/x86_avx2/ops.cpp),
 // twice as wide; the element-wise ops stay AVX2 (they are memory-bound at these sizes).
+// GCC 12 warns inside its own headers about _mm512_undefined_*() (GCC bug 105593), e.g. in the
+// _mm512_reduce_* helpers: a false positive, silenced for this file only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>

@@ -9,7 +9,7 @@ Per tensor, with base b and task vectors d_i = x_i - b:
 3. sign consensus (TIES): majority sign by summed mass, keep agreeing entries; divisor per
    element = sum of agreeing weights (0 -> 1); without consensus: plain sum, divisor sum_i w_i;
 4. divide by the divisor if `normalize`; multiply by `lambda`; add back to b.
-The whole pipeline runs in one C++ call per tensor (kernels/merge.cpp: merge_task_vectors).
+The whole pipeline runs in one C++ call per tensor (drivers/merge_methods.cpp: merge_task_vectors).
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "drivers/matmul.h"
 #include "kernels/kernels.h"
 
 namespace llamix {

@@ -9,8 +9,10 @@
 
 #include "common/thread_pool.h"
 #include "common/weight_memory.h"
+#include "drivers/kquant_matmul.h"
+#include "drivers/matmul.h"
+#include "drivers/row_groups.h"
 #include "kernels/kernels.h"
-#include "kernels/row_groups.h"
 
 namespace llamix {
 
@@ -121,6 +123,27 @@ void matmul_floats(const float* x, int64_t n, int64_t k, const void* w, QType t,
 
 bool is_block_type(QType t) { return t == QType::Q4_0 || t == QType::Q8_0; }
 
+// Types multiplied by dequantizing each weight row to float32 (no packed kernel of their own).
+bool is_dequantized_type(QType t) { return t == QType::Q5_0 || t == QType::Q5_1; }
+
+constexpr int64_t kDequantRowsPerTask = 16;
+
+// Q5_0 / Q5_1 only appear as fallbacks for small tensors: dequantize, then float32 dots.
+void matmul_dequantized(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
+    const KernelTable& K = kernels();
+    auto deq = wtype == QType::Q5_0 ? K.quant.dequantize_row_q5_0 : K.quant.dequantize_row_q5_1;
+    const auto* wbytes = static_cast<const uint8_t*>(w);
+    const int64_t w_row_bytes = qtype_row_bytes(wtype, k);
+    ThreadPool::instance().parallel_for(ceil_div(rows, kDequantRowsPerTask), [&](int64_t task, int) {
+        std::vector<float> row(static_cast<size_t>(k));
+        const int64_t r1 = std::min(rows, (task + 1) * kDequantRowsPerTask);
+        for (int64_t r = task * kDequantRowsPerTask; r < r1; ++r) {
+            deq(wbytes + r * w_row_bytes, row.data(), k);
+            for (int64_t t = 0; t < n; ++t) y[t * rows + r] = K.matmul.dot_f32_f32(k, row.data(), x + t * k);
+        }
+    });
+}
+
 }  // namespace
 
 void pack_group_q4_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst) {
@@ -178,6 +201,7 @@ PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t 
 
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y) {
     if (n <= 0 || w.rows <= 0) return;
+    if (is_dequantized_type(w.type)) return matmul_dequantized(x, n, w.k, w.data, w.type, w.rows, y);
     if (is_kquant(w.type)) return matmul_kquant(x, n, w.k, w.data, w.type, w.rows, y, w.packed.get());
     if (is_block_type(w.type))
         matmul_blocks(x, n, w.k, w.type, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, y);
@@ -197,6 +221,8 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
         const PreparedWeight& w = *ws[i];
         if (is_kquant(w.type) && w.packed && kquant_packs(w.type))
             kjobs.push_back({w.packed.get(), w.type, w.rows, ys[i]});
+        else if (is_dequantized_type(w.type))
+            matmul_dequantized(x, n, k, w.data, w.type, w.rows, ys[i]);
         else if (is_kquant(w.type))
             matmul_kquant(x, n, k, w.data, w.type, w.rows, ys[i]);
         else if (!is_block_type(w.type))
@@ -210,7 +236,8 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
 
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
     if (n <= 0 || rows <= 0) return;
-    if (is_kquant(wtype)) return matmul_kquant(x, n, k, w, wtype, rows, y);  // issue 5: K-quants
+    if (is_dequantized_type(wtype)) return matmul_dequantized(x, n, k, w, wtype, rows, y);
+    if (is_kquant(wtype)) return matmul_kquant(x, n, k, w, wtype, rows, y);
     if (is_block_type(wtype))
         matmul_blocks(x, n, k, wtype, nullptr, static_cast<const uint8_t*>(w), rows, y);
     else

@@ -1,5 +1,5 @@
 // The decoder forward pass: structure only; every op goes through the kernel table.
-#include "kernels/transformer.h"
+#include "model/transformer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +8,8 @@
 #include <string>
 
 #include "common/thread_pool.h"
+#include "drivers/attention.h"
+#include "drivers/kquant_matmul.h"
 
 namespace llamix {
 
@@ -19,8 +21,10 @@ void dequantize_row_any(QType type, const void* row, float* y, int64_t k) {
         case QType::BF16: Q.bf16_to_f32(static_cast<const uint16_t*>(row), y, k); return;
         case QType::Q4_0: Q.dequantize_row_q4_0(row, y, k); return;
         case QType::Q8_0: Q.dequantize_row_q8_0(row, y, k); return;
+        case QType::Q5_0: Q.dequantize_row_q5_0(row, y, k); return;
+        case QType::Q5_1: Q.dequantize_row_q5_1(row, y, k); return;
         default:
-            if (is_kquant(type)) return dequantize_row_kquant(type, row, y, k);  // issue 5: K-quants
+            if (is_kquant(type)) return dequantize_row_kquant(type, row, y, k);
             throw std::invalid_argument("embedding lookup: unsupported tensor type " + std::to_string(int(type)));
     }
 }

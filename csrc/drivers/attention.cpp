@@ -1,5 +1,5 @@
-// Table-level fallbacks for optional ops entries.
-#include "kernels/ops.h"
+// Table-level fallbacks for the optional grouped-attention entries of the ops table.
+#include "drivers/attention.h"
 
 namespace llamix {
 

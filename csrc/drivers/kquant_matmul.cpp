@@ -9,14 +9,13 @@
 #include <vector>
 
 #include "common/thread_pool.h"
+#include "drivers/kquant_matmul.h"
+#include "drivers/row_groups.h"
 #include "kernels/kernels.h"
-#include "kernels/row_groups.h"
 
 namespace llamix {
 
-bool is_kquant(QType t) {
-    return t == QType::Q4_K || t == QType::Q5_K || t == QType::Q6_K || t == QType::Q5_0 || t == QType::Q5_1;
-}
+bool is_kquant(QType t) { return t == QType::Q4_K || t == QType::Q5_K || t == QType::Q6_K; }
 
 void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k) {
     const KQuantKernels& K = kernels().kquant;
@@ -24,8 +23,6 @@ void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k) {
         case QType::Q4_K: K.dequantize_row_q4_K(x, y, k); return;
         case QType::Q5_K: K.dequantize_row_q5_K(x, y, k); return;
         case QType::Q6_K: K.dequantize_row_q6_K(x, y, k); return;
-        case QType::Q5_0: K.dequantize_row_q5_0(x, y, k); return;
-        case QType::Q5_1: K.dequantize_row_q5_1(x, y, k); return;
         default: throw std::invalid_argument("dequantize_row_kquant: not a K-quant family type");
     }
 }
@@ -41,7 +38,7 @@ int64_t kquant_group_block_bytes(QType t) {
 
 namespace {
 
-// One Q6_K super-block of one row into its place in a packed group (layout in kquant.h).
+// One Q6_K super-block of one row into its place in a packed group (layout in kernels/kquant.h).
 void pack_q6_K(const block_q6_K& x, int r, uint8_t* dst) {
     uint8_t v[QK_K];  // the 6-bit quants, as the reference's dot product reads them
     for (int e = 0; e < QK_K; ++e) {
@@ -120,22 +117,6 @@ std::vector<uint8_t> quantize_q8_K(const KQuantKernels& K, const float* x, int64
     return xq;
 }
 
-// Q5_0 / Q5_1 only appear as fallbacks for small tensors: dequantize, then float32 dots.
-void matmul_dequantized(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
-    const KernelTable& K = kernels();
-    auto deq = wtype == QType::Q5_0 ? K.kquant.dequantize_row_q5_0 : K.kquant.dequantize_row_q5_1;
-    const auto* wbytes = static_cast<const uint8_t*>(w);
-    const int64_t w_row_bytes = qtype_row_bytes(wtype, k);
-    ThreadPool::instance().parallel_for(ceil_div(rows, kRowsPerTask), [&](int64_t task, int) {
-        std::vector<float> row(static_cast<size_t>(k));
-        const int64_t r1 = std::min(rows, (task + 1) * kRowsPerTask);
-        for (int64_t r = task * kRowsPerTask; r < r1; ++r) {
-            deq(wbytes + r * w_row_bytes, row.data(), k);
-            for (int64_t t = 0; t < n; ++t) y[t * rows + r] = K.matmul.dot_f32_f32(k, row.data(), x + t * k);
-        }
-    });
-}
-
 }  // namespace
 
 bool kquant_packs(QType t) { return group_kernel(kernels().kquant, t) != nullptr; }
@@ -170,7 +151,6 @@ void matmul_kquant_groups(const float* x, int64_t n, int64_t k, const KQuantGrou
 
 void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y,
                    const uint8_t* packed) {
-    if (wtype == QType::Q5_0 || wtype == QType::Q5_1) return matmul_dequantized(x, n, k, w, wtype, rows, y);
     const KQuantKernels& K = kernels().kquant;
     if (packed && group_kernel(K, wtype)) {
         const KQuantGroupJob job{packed, wtype, rows, y};

@@ -1,0 +1,88 @@
+// The per-tensor merge drivers: one output tensor, chunked over the thread pool, on the merge
+// primitives of the kernel table (kernels/merge.h). The methods are in merge_methods.cpp; they
+// read inputs through merge_io.h, cut tensors with merge_tiling.h and sparsify task vectors with
+// merge_sparsify.h (rank masks by radix selection, merge_rank_select.h).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/formats.h"
+#include "kernels/merge.h"
+
+namespace llamix {
+
+// A read-only input tensor of n elements stored as float32, float16 or bfloat16: in memory at
+// `data`, or, with fd >= 0, in a file at byte `file_offset`, read with pread a chunk at a time
+// into per-thread buffers (no page mapping, faulting and unmapping per tensor; the file's pages
+// are copied from the page cache into cache-resident scratch).
+struct MergeInput {
+    const void* data = nullptr;
+    QType type = QType::F32;
+    int fd = -1;
+    int64_t file_offset = 0;
+};
+
+// The output: n elements of type F32, F16 or BF16.
+struct MergeOutput {
+    void* data = nullptr;
+    QType type = QType::F32;
+};
+
+// Inputs may be rounded to a narrower working dtype first (mergekit casts inputs to `dtype` on
+// load); F32 means no rounding.
+struct MergeCommon {
+    int64_t n = 0;
+    QType work = QType::F32;
+};
+
+// out = (sum_i w_i x_i) [/ sum_i w_i]: float32 accumulator from zero, one fused multiply-add per
+// input in input order, then one division (mergekit's linear). Throws if normalizing by zero.
+void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const std::vector<float>& w, bool normalize,
+                  MergeOutput out);
+
+// SLERP from v0 (t = 0) to v1 (t = 1) over the whole tensor, mergekit's rules (merge_methods.cpp).
+void merge_slerp(const MergeCommon& c, MergeInput v0, MergeInput v1, float t, MergeOutput out);
+
+// NuSLERP between x0 and x1 (of their task vectors over base, when given): vectors are `rows`
+// contiguous runs of n / rows elements (rows = 1 flattens the tensor). t is mergekit's double.
+void merge_nuslerp(const MergeCommon& c, MergeInput x0, MergeInput x1, const MergeInput* base, double t, int64_t rows,
+                   MergeOutput out);
+
+// How one model's task vector is sparsified.
+struct Sparsify {
+    enum Kind { none = 0, rank = 1, random = 2, della = 3 } kind = none;
+    // rank: keep ranks [r0, r1) of |delta| ascending; equal magnitudes rank by ascending index.
+    int64_t r0 = 0, r1 = 0;
+    // random: keep with probability density; della: per row, density -/+ epsilon by rank.
+    double density = 1.0, epsilon = 0.0;
+    float weight = 1.0f;
+};
+
+struct TaskVectorParams {
+    Consensus consensus = Consensus::none;
+    bool rescale = false;    // L1-rescale kept entries (mergekit's RescaleNorm.l1)
+    bool normalize = false;  // divide by the (agreeing) weight sum
+    float lambda = 1.0f;
+    uint64_t seed = 0;
+    std::string name;     // tensor name: keys the random masks
+    int64_t rows = 1;     // della ranks within rows of n / rows elements
+};
+
+// out = base + lambda * combine_i(w_i * sparsify(x_i - base)) — the task-arithmetic family.
+void merge_task_vectors(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x,
+                        const std::vector<Sparsify>& sp, const TaskVectorParams& p, MergeOutput out);
+
+// Model Stock: out = t * mean(x_i) + (1 - t) * base with t from the mean pairwise cosine of the
+// offsets; per row (rows > 1) or per tensor.
+void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x, int64_t rows,
+                       MergeOutput out);
+
+// out = x * s (passthrough with scale) or a plain dtype conversion when s == 1.
+void merge_scale(const MergeCommon& c, MergeInput x, float s, MergeOutput out);
+
+// The keep-mask bits of one model's sparsifier (for tests and statistics): n bits, LSB first.
+std::vector<uint8_t> merge_sparsify_mask(const MergeCommon& c, MergeInput base, MergeInput x, const Sparsify& sp,
+                                         uint64_t seed, const std::string& name, int model_index, int64_t rows);
+
+}  // namespace llamix
