@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llamix import ModelConfig
+from llamix.formats.names import expected_shapes, hf_name, tensor_names
 from llamix.formats.safetensors import SafetensorsWriter
 from llamix.merge import kernels
 
@@ -15,21 +17,12 @@ SHAPE = dict(hidden=1024, layers=22, ffn=2816, vocab=32000, heads=16, kv_heads=1
 
 
 def tensor_shapes(hidden, layers, ffn, vocab, heads, kv_heads):
-    kv = hidden * kv_heads // heads
-    yield "model.embed_tokens.weight", (vocab, hidden)
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        yield p + "input_layernorm.weight", (hidden,)
-        yield p + "self_attn.q_proj.weight", (hidden, hidden)
-        yield p + "self_attn.k_proj.weight", (kv, hidden)
-        yield p + "self_attn.v_proj.weight", (kv, hidden)
-        yield p + "self_attn.o_proj.weight", (hidden, hidden)
-        yield p + "post_attention_layernorm.weight", (hidden,)
-        yield p + "mlp.gate_proj.weight", (ffn, hidden)
-        yield p + "mlp.up_proj.weight", (ffn, hidden)
-        yield p + "mlp.down_proj.weight", (hidden, ffn)
-    yield "model.norm.weight", (hidden,)
-    yield "lm_head.weight", (vocab, hidden)
+    """(Hugging Face name, shape) of every tensor, from llamix's one name and shape table."""
+    config = ModelConfig(dim=hidden, n_layers=layers, n_heads=heads, n_kv_heads=kv_heads, hidden_dim=ffn,
+                         vocab_size=vocab)
+    shapes = expected_shapes(config)
+    for name in tensor_names(config):
+        yield hf_name(name), shapes[name]
 
 
 def make_models(root: Path, n_finetunes: int = 2, shape: dict = SHAPE, noise: float = 0.1) -> list[Path]:
