@@ -1,21 +1,11 @@
 """float64 numpy oracles for the merge methods, written from the formulas in
-shared/MERGE_METHODS.md (mergekit 0.1.5 semantics), independent of the C++ kernels."""
+shared/MERGE_METHODS.md (mergekit 0.1.5 semantics), independent of the C++ kernels (numpy only,
+with the bf16 rounding of helpers.py)."""
 from __future__ import annotations
 
 import numpy as np
 
-
-def bf16_to_f64(u16: np.ndarray) -> np.ndarray:
-    return (u16.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-
-
-def f32_to_bf16(x: np.ndarray) -> np.ndarray:
-    """Round to nearest even (NaN kept quiet), as uint16 bit patterns."""
-    u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    nan = np.isnan(np.asarray(x, np.float32))
-    r[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)
-    return r
+from helpers import bf16_to_f64, f32_to_bf16  # noqa: F401 - part of this module's interface
 
 
 def linear(xs, w, normalize=True):

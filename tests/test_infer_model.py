@@ -11,10 +11,10 @@ from llamix.model import model as model_mod
 from llamix.model.gguf_file import save_gguf
 
 # assets/README.md: BOS + "Once upon a time", 60 greedy tokens with fp32 weights
-PROMPT_IDS = [1, 403, 407, 261, 378]
-GREEDY_60 = [432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411,
-             322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391,
-             266, 267, 337, 335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13, 438, 310]
+from helpers import STORIES_GREEDY_60 as GREEDY_60
+from helpers import STORIES_PROMPT as PROMPT_IDS
+from helpers import rel_rms
+
 TEXT = ('Tom and Sue went to the park. They saw a big dog. The dog was brown and happy. Tom said, "Can we play with '
         'the dog?" Sue said, "Yes, let us ask mom." Mom said they could play. They threw a ball and the dog ran fast. '
         'They all laughed and had fun in the sun.')
@@ -28,10 +28,6 @@ def bin_path(assets):
 @pytest.fixture(scope="module")
 def fp32(bin_path):
     return llamix.load(bin_path)
-
-
-def _nrmse(a, ref):
-    return float(np.sqrt(((a - ref) ** 2).mean() / (ref ** 2).mean()))
 
 
 def _perplexity(m, ids):
@@ -78,7 +74,7 @@ def test_quantized_logits_and_perplexity(fp32, bin_path, quant, max_nrmse, ppl_m
     assert m.tensors["blk.0.ffn_down.weight"].qtype == "f16"
     assert m.nbytes < fp32.nbytes * (0.6 if quant != "q4_0" else 0.4)
     ids = fp32.tokenize(TEXT)
-    assert _nrmse(m.logits(ids), fp32.logits(ids)) <= max_nrmse
+    assert rel_rms(m.logits(ids), fp32.logits(ids)) <= max_nrmse
     p, p32 = _perplexity(m, ids), _perplexity(fp32, ids)
     assert abs(p / p32 - 1) <= ppl_margin, (p, p32)
 
@@ -216,7 +212,7 @@ def test_fp16_kv_cache(bin_path, fp32):
     5 layers of attention the logits move by well under 1%, and greedy decoding keeps its course."""
     m = llamix.load(bin_path, kv_cache="f16")
     ids = fp32.tokenize(TEXT)
-    assert _nrmse(m.logits(ids), fp32.logits(ids)) <= 5e-3
+    assert rel_rms(m.logits(ids), fp32.logits(ids)) <= 5e-3
     assert m.generate_tokens(PROMPT_IDS, 60, temperature=0) == GREEDY_60
     with pytest.raises(ValueError, match="KV cache type"):
         llamix.load(bin_path, kv_cache="q8")

@@ -15,11 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import llamix
-from llamix import _C
 from llamix.merge import kernels as K
 
 import merge_oracle as O
+from helpers import using_isa, using_threads
 
 U = 2.0 ** -24
 # around the 8/16-lane tiles and the 16384-element chunks
@@ -28,12 +27,8 @@ SIZES = [1, 7, 8, 9, 15, 16, 17, 33, 16383, 16385, 40000]
 
 def both(fn):
     """fn() under the scalar reference and under the active ISA; asserts identical bits."""
-    isa = _C.isa()
-    llamix.set_isa("scalar")
-    try:
+    with using_isa("scalar"):
         ref = fn()
-    finally:
-        llamix.set_isa(isa)
     got = fn()
     np.testing.assert_array_equal(np.asarray(got).view(np.uint8), np.asarray(ref).view(np.uint8))
     return got
@@ -266,13 +261,11 @@ def test_thread_count_does_not_change_results():
     rng = np.random.default_rng(9)
     base, _, xs, _ = tv_inputs(rng, 70001, 2)
     sps = [K.sparsifier(K.RANDOM, density=0.4, weight=1.0), K.sparsifier(K.RANK, *O.topk_range(70001, 0.2), weight=0.5)]
-    before = _C.threads()
     outs = []
     for t in (1, 2, 3):
-        llamix.set_threads(t)
-        outs.append(K.task_vectors(base, xs, sps, consensus="sum", rescale=True, normalize=True, seed=11, name="x"))
-        outs.append(K.slerp(xs[0], xs[1], 0.4))
-    llamix.set_threads(before)
+        with using_threads(t):
+            outs.append(K.task_vectors(base, xs, sps, consensus="sum", rescale=True, normalize=True, seed=11, name="x"))
+            outs.append(K.slerp(xs[0], xs[1], 0.4))
     for a, b in zip(outs[::2], outs[2::2]):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(outs[1::2], outs[3::2]):
