@@ -35,7 +35,10 @@ def assets() -> Path:
 
 
 def require_peer(module: str, extra: str = "peers"):
-    """Import a peer package, or skip with a clear reason (fail in CI, where peers must run)."""
+    """Import a peer package, or skip with a clear reason (fail in CI, where peers must run).
+    Not llama_cpp: it runs only in child processes (llama_cpp_peer.require() and its calls)."""
+    if module == "llama_cpp":
+        raise ValueError("llama.cpp runs only in a child process: use llama_cpp_peer.require() and its functions")
     try:
         return importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 - any import failure means the peer is unusable
