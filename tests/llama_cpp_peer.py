@@ -5,18 +5,20 @@ native CPU flags llama.cpp's repacked weight buffers (AMX on Xeon, extra buffer 
 have crashed the whole test run with a segfault; in a child that is one failed test with a
 message. Models are also opened with ``use_extra_bufts=False`` (no repacked weight buffers),
 which avoids that crash. The parent process never imports llama_cpp: use ``require()`` to skip
-(or fail under CI) when it is missing, and the ``in_child`` wrappers to call it.
+(or fail under CI) when it is missing, and the ``*_in_child`` wrappers to call it (one worker
+process for the session, replaced after a crash: see ``child()``).
 
 Only numpy and llama_cpp are imported in the child (never llamix).
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 
 import numpy as np
 
-from child_process import run_in_child
+from child_process import Child
 from helpers import skip_or_fail
 
 # One thread: the test models are tiny, llama.cpp's results do not depend on its thread count
@@ -117,17 +119,31 @@ def probe() -> dict:
 
 
 # --- called in the parent -----------------------------------------------------------------------------
+_child = None
+
+
+def child() -> Child:
+    """The worker process that runs llama.cpp for this session's tests. One process serves every
+    call (llama_cpp is imported once); after a crash, which fails only the test that made the
+    call, the next call starts a fresh one. Closed at exit."""
+    global _child
+    if _child is None:
+        _child = Child()
+        atexit.register(_child.close)
+    return _child
+
+
 @functools.lru_cache(maxsize=None)
-def _probe_in_child():
+def _probe():
     try:
-        return run_in_child(probe, timeout=300), None
+        return child().call(probe, timeout=300), None
     except Exception as e:  # noqa: BLE001 - any failure means the peer is unusable
         return None, f"{type(e).__name__}: {e}"
 
 
 def available() -> tuple[bool, str]:
-    """(usable, reason) for llama-cpp-python, asked of a child process once per session."""
-    info, err = _probe_in_child()
+    """(usable, reason) for llama-cpp-python, asked of the child process once per session."""
+    info, err = _probe()
     if info is None:
         return False, f"peer 'llama_cpp' is not importable ({err.splitlines()[0]}); install llamix[peers] (see README)"
     if not info["use_extra_bufts"]:
@@ -144,8 +160,10 @@ def require() -> None:
 
 
 def run_model_in_child(path, **kw) -> dict:
-    return run_in_child(run_model, path, **kw)
+    """run_model in the child process (see child())."""
+    return child().call(run_model, path, **kw)
 
 
 def quantize_in_child(src, dst, ftype: str, pure: bool = False) -> int:
-    return run_in_child(quantize, src, dst, ftype, pure)
+    """quantize in the child process (see child())."""
+    return child().call(quantize, src, dst, ftype, pure)
