@@ -34,6 +34,12 @@ def assets() -> Path:
     return ASSETS
 
 
+@pytest.fixture(scope="session")
+def s260_bin(assets) -> Path:
+    """stories260K as llama2.c wrote it (shared/assets/stories260K): the real tiny test model."""
+    return assets / "stories260K" / "stories260K.bin"
+
+
 def require_peer(module: str, extra: str = "peers"):
     """Import a peer package, or skip with a clear reason (fail in CI, where peers must run).
     Not llama_cpp: it runs only in child processes (llama_cpp_peer.require() and its calls)."""

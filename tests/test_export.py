@@ -24,11 +24,6 @@ from helpers import rel_rms
 
 
 @pytest.fixture(scope="module")
-def s260_bin(assets):
-    return assets / "stories260K" / "stories260K.bin"
-
-
-@pytest.fixture(scope="module")
 def exported(s260_bin, tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
     return {t: (export_gguf(s260_bin, d / f"s260_{t}.gguf", t), d / f"s260_{t}.gguf")
