@@ -77,6 +77,7 @@ def _best_q4_0_scale_error(w: np.ndarray) -> float:
     return float(np.sqrt(best.sum() / (b**2).sum()))
 
 
+@pytest.mark.slow  # the brute-force scale search (~1-1.5 s)
 def test_better_4bit_beats_q4_0_at_same_size():
     """Q4_K (4.5 bits/weight, as Q4_0) has >= 10 % lower error than Q4_0; q4_0_mse (Q4_0 bytes)
     reaches the brute-force best single scale per block (the search is within 0.2 % of it; fp16

@@ -58,6 +58,7 @@ def _nll_numpy(w):
     return lambda win: _nll(oracle_llama.logits(w, win), win)
 
 
+@pytest.mark.slow  # the float64 numpy forward pass over every window (~2-3 s)
 def test_perplexity_matches_numpy_oracle(assets, s260):
     """f32 llamix vs the float64 oracle: logits differ by ~1e-6 relative (float32 rounding over
     5 layers), so mean NLL differs by < 1e-5 nats: PPL within 1e-4 relative."""
