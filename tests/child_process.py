@@ -143,6 +143,7 @@ class Child:
 
     def call(self, func, *args, timeout: float | None = None, **kwargs):
         """``func(*args, **kwargs)`` in the child; its result, its exception, or ChildCrashed."""
+        __tracebackhide__ = True  # pytest: show the test's line and the message, not this loop
         if getattr(func, "__module__", None) == "__main__":
             raise ValueError(f"{_name(func)}: a function for the child must live in an importable module")
         if self._proc is None:
@@ -196,5 +197,6 @@ class Child:
 
 def run_in_child(func, *args, timeout: float = DEFAULT_TIMEOUT_S, **kwargs):
     """``func(*args, **kwargs)`` in a fresh process; its result, its exception, or ChildCrashed."""
+    __tracebackhide__ = True
     with Child(timeout=timeout) as child:
         return child.call(func, *args, **kwargs)

@@ -161,9 +161,11 @@ def require() -> None:
 
 def run_model_in_child(path, **kw) -> dict:
     """run_model in the child process (see child())."""
+    __tracebackhide__ = True
     return child().call(run_model, path, **kw)
 
 
 def quantize_in_child(src, dst, ftype: str, pure: bool = False) -> int:
     """quantize in the child process (see child())."""
+    __tracebackhide__ = True
     return child().call(quantize, src, dst, ftype, pure)
