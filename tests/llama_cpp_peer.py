@@ -63,7 +63,8 @@ def open_model(path, n_ctx: int = 128, n_threads: int = DEFAULT_THREADS, **kw):
     kw.setdefault("verbose", False)
     kw.setdefault("n_threads_batch", n_threads)
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, **kw)
-    assert llm.model_params.use_extra_bufts is False, "use_extra_bufts did not reach the model params"
+    if llm.model_params.use_extra_bufts:
+        raise RuntimeError("use_extra_bufts=False did not reach llama.cpp's model params")
     return llm
 
 
