@@ -35,31 +35,29 @@ def skip_or_fail(msg: str):
 
 # --- llamix settings for a block -----------------------------------------------------------------
 @contextlib.contextmanager
+def _setting(get, set_, value):
+    before = get()
+    set_(value)
+    try:
+        yield value
+    finally:
+        set_(before)
+
+
 def using_isa(name: str):
     """Run the block with kernel variant ``name``; the previous variant is restored after it."""
     import llamix
     from llamix import _C
 
-    before = _C.isa()
-    llamix.set_isa(name)
-    try:
-        yield name
-    finally:
-        llamix.set_isa(before)
+    return _setting(_C.isa, llamix.set_isa, name)
 
 
-@contextlib.contextmanager
 def using_threads(n):
     """Run the block with ``n`` kernel threads; the previous count is restored after it."""
     import llamix
     from llamix import _C
 
-    before = _C.threads()
-    llamix.set_threads(n)
-    try:
-        yield n
-    finally:
-        llamix.set_threads(before)
+    return _setting(_C.threads, llamix.set_threads, n)
 
 
 # --- numbers -------------------------------------------------------------------------------------
