@@ -1,5 +1,6 @@
 """Shared pieces of the inference benchmarks: the synthesized random-weight GGUF files (same file
-for llamix and llama.cpp), timing loops for both, and a read-bandwidth probe."""
+for llamix and llama.cpp), llamix's timing loops (llama.cpp's are in lcpp_child.py, run in a
+child process), and a read-bandwidth probe."""
 from __future__ import annotations
 
 import os
@@ -51,21 +52,6 @@ def llamix_tg(m, tokens) -> float:
     t = time.perf_counter()
     for tok in tokens:
         m.eval([tok])
-    return len(tokens) / (time.perf_counter() - t)
-
-
-def llamacpp_pp(llm, tokens) -> float:
-    llm.reset()
-    t = time.perf_counter()
-    llm.eval(tokens)
-    return len(tokens) / (time.perf_counter() - t)
-
-
-def llamacpp_tg(llm, tokens) -> float:
-    llm.reset()
-    t = time.perf_counter()
-    for tok in tokens:
-        llm.eval([tok])
     return len(tokens) / (time.perf_counter() - t)
 
 

@@ -8,6 +8,8 @@ empty cache (llama-bench's -p 512 / -n 128). Repetitions alternate between the t
 medians are reported, with the llamix/llama.cpp ratio and generation's share of the memory
 bandwidth limit (weight bytes read per token x tokens/s / a read-bandwidth probe, same run).
 Before timing, both engines' logits for a short prompt are compared (same file, same answer).
+llama.cpp runs in a child process (bench/lcpp_child.py) without its extra (repacked) weight
+buffers; the timings are taken inside each engine's process.
 """
 from __future__ import annotations
 
@@ -22,17 +24,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import lcpp_child  # noqa: E402
 import llamix  # noqa: E402
-from infer_common import (decode_bytes_per_token, llamacpp_pp, llamacpp_tg, llamix_pp, llamix_tg,  # noqa: E402
-                          model_file, prompt_tokens, read_bandwidth)
+from infer_common import (decode_bytes_per_token, llamix_pp, llamix_tg, model_file, prompt_tokens,  # noqa: E402
+                          read_bandwidth)
 
 
-def check_same_answer(m, llm, tokens) -> float:
-    """Correlation of the last-token logits of both engines (must be > 0.99)."""
+def check_same_answer(m, lcpp, tokens) -> float:
+    """Correlation of the last-token logits of both engines (must be > 0.99); lcpp: the child
+    process holding llama.cpp's model."""
     ours = m.logits(tokens)[-1]
-    llm.reset()
-    llm.eval(tokens)
-    theirs = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()  # last token
+    theirs = lcpp.call(lcpp_child.last_logits, tokens)
     r = float(np.corrcoef(ours, theirs)[0, 1])
     assert r > 0.99, f"llamix and llama.cpp disagree on the same file (logit correlation {r:.4f})"
     return r
@@ -48,7 +50,6 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    import llama_cpp
 
     llamix.set_threads(args.threads)
     rows = []
@@ -56,23 +57,23 @@ def main() -> int:
     for quant in args.quants.split(","):
         path = model_file(args.shape, quant)
         m = llamix.load(path, threads=args.threads, n_ctx=args.p + args.n)
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=args.p + args.n, n_batch=args.p, n_ubatch=args.p,
-                              n_threads=args.threads, n_threads_batch=args.threads, logits_all=False, verbose=False)
-        corr = check_same_answer(m, llm, prompt_tokens(8, m.config.vocab_size, seed=1))
-        pp_tokens = prompt_tokens(args.p, m.config.vocab_size)
-        tg_tokens = prompt_tokens(args.n, m.config.vocab_size, seed=2)
-        llamix_pp(m, pp_tokens), llamacpp_pp(llm, pp_tokens)  # warm-up: first touch of every weight
-        res = {"llamix_pp": [], "llamacpp_pp": [], "llamix_tg": [], "llamacpp_tg": []}
-        for _ in range(args.reps):
-            res["llamix_pp"].append(llamix_pp(m, pp_tokens))
-            res["llamacpp_pp"].append(llamacpp_pp(llm, pp_tokens))
-            res["llamix_tg"].append(llamix_tg(m, tg_tokens))
-            res["llamacpp_tg"].append(llamacpp_tg(llm, tg_tokens))
-            bw.append(read_bandwidth(args.threads, rounds=3))
+        with lcpp_child.Child() as lcpp:  # llama.cpp in its own process, the model kept loaded
+            lcpp.call(lcpp_child.load, path, n_ctx=args.p + args.n, n_batch=args.p, threads=args.threads)
+            corr = check_same_answer(m, lcpp, prompt_tokens(8, m.config.vocab_size, seed=1))
+            pp_tokens = prompt_tokens(args.p, m.config.vocab_size)
+            tg_tokens = prompt_tokens(args.n, m.config.vocab_size, seed=2)
+            llamix_pp(m, pp_tokens), lcpp.call(lcpp_child.pp, pp_tokens)  # warm-up: first touch of every weight
+            res = {"llamix_pp": [], "llamacpp_pp": [], "llamix_tg": [], "llamacpp_tg": []}
+            for _ in range(args.reps):
+                res["llamix_pp"].append(llamix_pp(m, pp_tokens))
+                res["llamacpp_pp"].append(lcpp.call(lcpp_child.pp, pp_tokens))
+                res["llamix_tg"].append(llamix_tg(m, tg_tokens))
+                res["llamacpp_tg"].append(lcpp.call(lcpp_child.tg, tg_tokens))
+                bw.append(read_bandwidth(args.threads, rounds=3))
         med = {k: statistics.median(v) for k, v in res.items()}
         rows.append({"quant": quant, "bytes_per_token": decode_bytes_per_token(m), "logit_corr": corr, **med,
                      "runs": res})
-        del llm, m
+        del m
     bandwidth = statistics.median(bw)
     load = os.getloadavg()[0]  # other processes competing for the cores distort both engines
     for r in rows:
@@ -80,11 +81,12 @@ def main() -> int:
         r["llamacpp_tg_bw_fraction"] = r["llamacpp_tg"] * r["bytes_per_token"] / bandwidth
     if args.json:
         print(json.dumps({"shape": args.shape, "threads": args.threads, "p": args.p, "n": args.n, "reps": args.reps,
-                          "read_bandwidth_gbs": bandwidth / 1e9, "load_average": load, "rows": rows}, indent=1))
+                          "llama_cpp": lcpp_child.NOTE, "read_bandwidth_gbs": bandwidth / 1e9, "load_average": load,
+                          "rows": rows}, indent=1))
         return 0
     print(f"random-weight {args.shape} model, {args.threads} threads, {llamix.cpu_info()['isa']} kernels, "
           f"medians of {args.reps} runs; read bandwidth probe {bandwidth / 1e9:.1f} GB/s; load average {load:.1f}"
-          f" on {os.cpu_count()} CPUs")
+          f" on {os.cpu_count()} CPUs; {lcpp_child.NOTE}")
     if load > os.cpu_count():
         print("WARNING: the machine is busy with other processes; both engines' figures are distorted "
               "(llama.cpp's spinning thread barriers suffer most)")

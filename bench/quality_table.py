@@ -12,11 +12,13 @@
    windows with all logits (what llama-perplexity does), same file.
 
     python bench/quality_table.py [--layers 22] [--rounds 3] [--threads 2] [--skip-tinyllama]
+
+llama.cpp runs in child processes (bench/lcpp_child.py), without its extra (repacked) weight
+buffers; its timings are taken inside the child.
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import math
 import os
 import sys
@@ -29,6 +31,9 @@ import numpy as np
 import llamix
 from llamix.eval.perplexity import windows
 from llamix.export import export_gguf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lcpp_child  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
@@ -45,20 +50,16 @@ def median(f, rounds):
     return float(np.median(ts)), out
 
 
-def llama_cpp():
-    try:
-        import llama_cpp as lc
-        return lc
-    except Exception as e:  # noqa: BLE001
-        print(f"(llama-cpp-python unavailable: {e})")
-        return None
+def llama_cpp() -> bool:
+    """Whether llama-cpp-python is usable (asked of a child process: llama.cpp never runs here)."""
+    ok, reason = lcpp_child.llama_cpp_peer.available()
+    print(f"({reason}{'; ' + lcpp_child.NOTE if ok else ''})")
+    return ok
 
 
-def lcpp_quantize(lc, src, dst, ftype: str, threads: int) -> None:
-    p = lc.llama_model_quantize_default_params()
-    p.ftype, p.nthread = getattr(lc, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}"), threads
-    if lc.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)) != 0:
-        raise RuntimeError(f"llama_model_quantize failed for {ftype}")
+def lcpp_quantize(src, dst, ftype: str, threads: int) -> float:
+    """Seconds llama.cpp's quantizer takes, timed in its child process."""
+    return lcpp_child.run_in_child(lcpp_child.timed_quantize, src, dst, ftype, threads)
 
 
 def decode_speed(model, n: int) -> float:
@@ -68,24 +69,14 @@ def decode_speed(model, n: int) -> float:
     return max(len(ids), 1) / (time.perf_counter() - t)
 
 
-def lcpp_speeds(lc, path, pp: int, tg: int, threads: int, n_ctx: int):
-    """(prompt tokens/s, decode tokens/s) in llama.cpp for the same file."""
-    llm = lc.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=pp, n_threads=threads, n_threads_batch=threads,
-                   verbose=False)
+def lcpp_speeds(path, pp: int, tg: int, threads: int, n_ctx: int, rounds: int):
+    """[(prompt tokens/s, decode tokens/s)] in llama.cpp for the same file, one per round, from a
+    child process that keeps the model loaded."""
     prompt = [1] + [int(i) for i in np.random.default_rng(0).integers(3, 500, pp - 1)]
-    llm.reset()
-    t = time.perf_counter()
-    llm.eval(prompt)
-    pp_s = pp / (time.perf_counter() - t)
-    llm.reset()
-    llm.eval([1])
-    t = time.perf_counter()
-    for _ in range(tg):  # greedy: argmax of the last logits (no sampler overhead, as llamix's decode here)
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        llm.eval([tok])
-    tg_s = tg / (time.perf_counter() - t)
-    del llm
-    return pp_s, tg_s
+    with lcpp_child.Child() as lcpp:
+        lcpp.call(lcpp_child.load, path, n_ctx=n_ctx, n_batch=pp, threads=threads)
+        # decode: greedy, argmax of the last logits (no sampler overhead, as llamix's decode here)
+        return [(lcpp.call(lcpp_child.pp, prompt), lcpp.call(lcpp_child.greedy_tg, tg)) for _ in range(rounds)]
 
 
 def table_stories(d: Path, args, lc):
@@ -126,8 +117,8 @@ def table_tinyllama(d: Path, args, lc):
         path = d / f"tl_{t}.gguf"
         tq, rep = median(lambda: export_gguf(f16, path, t, progress=False), 1)
         tl = float("nan")
-        if lc is not None and t in ("q8_0", "q4_0", "q4_k_m", "q5_k_m"):
-            tl, _ = median(lambda: lcpp_quantize(lc, f16, d / f"tl_lcpp_{t}.gguf", t, args.threads), 1)
+        if lc and t in ("q8_0", "q4_0", "q4_k_m", "q5_k_m"):
+            tl = lcpp_quantize(f16, d / f"tl_lcpp_{t}.gguf", t, args.threads)
         quant_rows.append((t, f16.stat().st_size, tq, tl))
         m = llamix.load(path, n_ctx=n_ctx)
         lp = _log_softmax(m.logits(ids))
@@ -137,8 +128,8 @@ def table_tinyllama(d: Path, args, lc):
         pp_dt, _ = median(lambda: m.logits(prompt[:args.pp]), args.rounds)
         tg = np.median([decode_speed(m, args.tg) for _ in range(args.rounds)])
         lpp = ltg = float("nan")
-        if lc is not None:
-            speeds = [lcpp_speeds(lc, path, args.pp, args.tg, args.threads, n_ctx) for _ in range(args.rounds)]
+        if lc:
+            speeds = lcpp_speeds(path, args.pp, args.tg, args.threads, n_ctx, args.rounds)
             lpp, ltg = float(np.median([s[0] for s in speeds])), float(np.median([s[1] for s in speeds]))
         del m
         print(f"| {t} | {rep.bits_per_weight:.3f} | {os.path.getsize(path) / 1e6:.0f} MB | {kl:.5f} | {100 * top1:.1f} % "
@@ -157,7 +148,7 @@ def _log_softmax(z):
 
 
 def table_perplexity_speed(d: Path, args, lc):
-    if lc is None:
+    if not lc:
         return
     print(f"\n## Perplexity throughput (tokens evaluated per second, --ctx {args.ctx}, same file)\n")
     print("| model | type | llamix tok/s | llama.cpp tok/s | ratio | PPL llamix | PPL llama.cpp |")
@@ -166,23 +157,13 @@ def table_perplexity_speed(d: Path, args, lc):
         path = d / f"s260_{t}.gguf"
         m = llamix.load(path, n_ctx=args.ctx)
         dt, r = median(lambda: llamix.perplexity(m, TEXT, n_ctx=args.ctx, progress=False), args.rounds)
-        llm = lc.Llama(model_path=str(path), n_ctx=args.ctx, n_batch=args.ctx, n_threads=args.threads,
-                       n_threads_batch=args.threads, logits_all=True, verbose=False)
-        wins = windows(m.tokenize(TEXT), args.ctx, 1)
-
-        def lcpp_ppl():
-            nll = []
-            for w in wins:
-                llm.reset()
-                llm.eval([int(i) for i in w])
-                lp = _log_softmax(np.array(llm.scores[:args.ctx]))
-                half = args.ctx // 2
-                nll.extend(-lp[np.arange(half, args.ctx - 1), w[half + 1:]])
-            return math.exp(np.mean(nll))
-        dl, ppl_l = median(lcpp_ppl, args.rounds)
+        wins = [[int(i) for i in w] for w in windows(m.tokenize(TEXT), args.ctx, 1)]
+        with lcpp_child.Child() as lcpp:  # timed in the child, the model kept loaded
+            lcpp.call(lcpp_child.load, path, n_ctx=args.ctx, n_batch=args.ctx, threads=args.threads, logits_all=True)
+            runs = [lcpp.call(lcpp_child.window_nll, wins, args.ctx) for _ in range(args.rounds)]
+        dl, ppl_l = float(np.median([s for s, _ in runs])), math.exp(np.mean(runs[-1][1]))
         n = len(wins) * args.ctx
         print(f"| stories260K | {t} | {n / dt:.0f} | {n / dl:.0f} | {dl / dt:.2f} | {r.ppl:.4f} | {ppl_l:.4f} |")
-        del llm
 
 
 def main() -> int:

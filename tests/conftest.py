@@ -2,34 +2,29 @@
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 
 import pytest
 
-import llamix
 from llamix import _C
+
+from helpers import skip_or_fail, using_isa, using_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
-IN_CI = bool(os.environ.get("CI"))
 
 
 @pytest.fixture(params=list(_C.available_isas()))
 def isa(request):
     """Run the test once per kernel variant the CPU supports (scalar always included)."""
-    before = _C.isa()
-    llamix.set_isa(request.param)
-    yield request.param
-    llamix.set_isa(before)
+    with using_isa(request.param):
+        yield request.param
 
 
 @pytest.fixture(params=[1, max(2, _C.physical_cores())], ids=lambda n: f"threads{n}")
 def threads(request):
-    before = _C.threads()
-    llamix.set_threads(request.param)
-    yield request.param
-    llamix.set_threads(before)
+    with using_threads(request.param):
+        yield request.param
 
 
 @pytest.fixture(scope="session")
@@ -39,12 +34,18 @@ def assets() -> Path:
     return ASSETS
 
 
+@pytest.fixture(scope="session")
+def s260_bin(assets) -> Path:
+    """stories260K as llama2.c wrote it (shared/assets/stories260K): the real tiny test model."""
+    return assets / "stories260K" / "stories260K.bin"
+
+
 def require_peer(module: str, extra: str = "peers"):
-    """Import a peer package, or skip with a clear reason (fail in CI, where peers must run)."""
+    """Import a peer package, or skip with a clear reason (fail in CI, where peers must run).
+    Not llama_cpp: it runs only in child processes (llama_cpp_peer.require() and its calls)."""
+    if module == "llama_cpp":
+        raise ValueError("llama.cpp runs only in a child process: use llama_cpp_peer.require() and its functions")
     try:
         return importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 - any import failure means the peer is unusable
-        msg = f"peer '{module}' is not importable ({e}); install llamix[{extra}] (see README)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        skip_or_fail(f"peer '{module}' is not importable ({e}); install llamix[{extra}] (see README)")

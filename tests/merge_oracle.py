@@ -1,21 +1,14 @@
 """float64 numpy oracles for the merge methods, written from the formulas in
-shared/MERGE_METHODS.md (mergekit 0.1.5 semantics), independent of the C++ kernels."""
+shared/MERGE_METHODS.md (mergekit 0.1.5 semantics), independent of llamix: numpy only (and the
+numpy bf16 helpers of helpers.py), never llamix's kernels or arithmetic (test_merge_kernels.py
+checks that importing it loads no llamix module). Top-k / magnitude selections (TIES,
+breadcrumbs) rank by sorting |delta| in float64 (rank_keep); della's rank-dependent keep
+probabilities are checked against np.argsort ranks in test_merge_kernels.py."""
 from __future__ import annotations
 
 import numpy as np
 
-
-def bf16_to_f64(u16: np.ndarray) -> np.ndarray:
-    return (u16.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-
-
-def f32_to_bf16(x: np.ndarray) -> np.ndarray:
-    """Round to nearest even (NaN kept quiet), as uint16 bit patterns."""
-    u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    nan = np.isnan(np.asarray(x, np.float32))
-    r[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)
-    return r
+from helpers import bf16_to_f64, f32_to_bf16  # noqa: F401 - part of this module's interface
 
 
 def linear(xs, w, normalize=True):
@@ -47,9 +40,12 @@ def nuslerp_vectors(v0, v1, t):
 
 
 def rank_keep(delta, r0, r1):
-    """Keep ranks [r0, r1) of |delta| ascending, equal magnitudes ordered by index (the tie rule)."""
-    flat = np.abs(delta.ravel().astype(np.float32))
-    order = np.lexsort((np.arange(flat.size), flat))  # primary |delta|, then index
+    """Keep ranks [r0, r1) of |delta| ascending, equal magnitudes ordered by index (the tie rule).
+    ``delta`` as the merge computes it (x - base in the working dtype, float32); its magnitudes
+    are sorted in float64 (exact for float32 values), a stable sort keeping equal ones in index
+    order."""
+    flat = np.abs(np.asarray(delta, np.float64).ravel())
+    order = np.argsort(flat, kind="stable")  # primary |delta|, then index
     keep = np.zeros(flat.size, bool)
     keep[order[r0:r1]] = True
     return keep.reshape(delta.shape)

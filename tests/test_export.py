@@ -3,11 +3,10 @@
 Oracles: the source tensors themselves (round trips), the known-good greedy tokens of
 stories260K (shared/assets/README.md), llama.cpp's own quantizer (``llama_model_quantize``
 through llama-cpp-python: same tensor types and, for its reference quantizers, the same bytes)
-and llama.cpp's inference on our files.
+and llama.cpp's inference on our files (llama.cpp always in a child process: llama_cpp_peer.py).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 
 import numpy as np
@@ -18,17 +17,10 @@ from llamix.formats.gguf import GGUFReader
 from llamix.export.gguf import export_gguf, fallback_type, tensor_type, use_more_bits
 from llamix import Tokenizer, random_checkpoint
 
-from conftest import require_peer
-
-KNOWN_IDS = [432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411,
-             322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266,
-             267, 337, 335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13, 438, 310]
-PROMPT = [1, 403, 407, 261, 378]
-
-
-@pytest.fixture(scope="module")
-def s260_bin(assets):
-    return assets / "stories260K" / "stories260K.bin"
+import llama_cpp_peer
+from helpers import STORIES_GREEDY_60 as KNOWN_IDS
+from helpers import STORIES_PROMPT as PROMPT
+from helpers import rel_rms
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +151,9 @@ def test_kquant_mix_on_a_256_multiple_model(tiny_f32, tmp_path):
 
 
 # --- llama.cpp peers -------------------------------------------------------------------------------
-def _llama_quantize(llama_cpp, src, dst, ftype, pure=False):
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype, p.nthread, p.pure = ftype, 2, pure
-    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)) == 0
+def _llama_quantize(src, dst, ftype, pure=False):
+    """llama.cpp's quantizer (llama_model_quantize), in a child process; ftype e.g. "q4_k_m"."""
+    assert llama_cpp_peer.quantize_in_child(src, dst, ftype, pure) == 0
 
 
 @pytest.mark.peers
@@ -171,9 +162,9 @@ def test_same_types_and_bytes_as_llama_quantize(exported, tmp_path, ftype):
     """llama.cpp's quantization of our f32 GGUF and ours: the same tensor types, and byte-identical
     tensors (on stories260K every K type falls back to Q5_0/Q5_1/Q8_0/F16, whose reference
     quantizers we reproduce)."""
-    llama_cpp = require_peer("llama_cpp")
+    llama_cpp_peer.require()
     theirs = tmp_path / f"lcpp_{ftype}.gguf"
-    _llama_quantize(llama_cpp, exported["f32"][1], theirs, getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}"))
+    _llama_quantize(exported["f32"][1], theirs, ftype)
     a, b = GGUFReader(exported[ftype][1]), GGUFReader(theirs)
     assert {n: t.type.name for n, t in a.tensors.items()} == {n: t.type.name for n, t in b.tensors.items()}
     for name in b.tensors:
@@ -182,21 +173,14 @@ def test_same_types_and_bytes_as_llama_quantize(exported, tmp_path, ftype):
 
 @pytest.mark.peers
 def test_llama_quantize_pure_q4_0_bytes(exported, tmp_path):
-    llama_cpp = require_peer("llama_cpp")
+    llama_cpp_peer.require()
     ours, theirs = tmp_path / "ours.gguf", tmp_path / "theirs.gguf"
     export_gguf(exported["f32"][1], ours, "q4_0", pure=True)
-    _llama_quantize(llama_cpp, exported["f32"][1], theirs, llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, pure=True)
+    _llama_quantize(exported["f32"][1], theirs, "q4_0", pure=True)
     a, b = GGUFReader(ours), GGUFReader(theirs)
     for name in b.tensors:
         assert a.tensors[name].type == b.tensors[name].type
         np.testing.assert_array_equal(a.tensors[name].raw(), b.tensors[name].raw(), err_msg=name)
-
-
-def _llama_cpp_logits(llama_cpp, path, ids, n_ctx=128):
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False)
-    llm.reset()
-    llm.eval(ids)
-    return llm, np.array(llm.scores[:len(ids)])
 
 
 @pytest.mark.peers
@@ -207,21 +191,18 @@ def test_llama_cpp_runs_our_files(exported, ftype):
     along llama.cpp's 40 greedy tokens, llamix's argmax agrees at every step except where llamix's
     own top two logits are closer than 0.25 (the largest logit difference measured between the
     two on these files), i.e. a genuine near-tie that rounding may break either way."""
-    llama_cpp = require_peer("llama_cpp")
+    llama_cpp_peer.require()
     path = exported[ftype][1]
     m = llamix.load(path)
     text = "Once upon a time, there was a little dog."
-    llm, theirs = _llama_cpp_logits(llama_cpp, path, m.tokenize(text))
-    assert llm.tokenize(text.encode(), add_bos=True) == m.tokenize(text)
+    lcpp = llama_cpp_peer.run_model_in_child(path, n_ctx=128, tokenize=[(text, True)], logits=[m.tokenize(text)],
+                                             greedy_runs=[(PROMPT, 40, False)])
+    theirs = lcpp["logits"][0]
+    assert lcpp["tokenize"][0] == m.tokenize(text)
     ours = m.logits(m.tokenize(text))
-    rel = np.sqrt(np.mean((ours - theirs) ** 2) / np.mean(ours ** 2))
+    rel = rel_rms(theirs, ours)
     assert rel < (1e-3 if ftype == "f32" else 1e-2)
-    llm.reset()
-    theirs_ids = []
-    for tok in llm.generate(PROMPT, temp=0.0, top_k=1):
-        theirs_ids.append(tok)
-        if len(theirs_ids) == 40:
-            break
+    theirs_ids = lcpp["greedy"][0]
     lg = m.logits(PROMPT + theirs_ids[:-1])[len(PROMPT) - 1:]
     for i, tok in enumerate(theirs_ids):
         best = int(lg[i].argmax())
@@ -234,13 +215,13 @@ def test_llama_cpp_runs_our_files(exported, ftype):
 def test_kquant_quantizers_at_least_as_accurate_as_llama_cpp(tiny_f32, tmp_path):
     """On the same f32 tensors, our Q4_K / Q5_K / Q6_K blocks have no larger RMS error than
     llama.cpp's own quantizer's (measured: 0.2 %, 1 %, 7 % lower)."""
-    llama_cpp = require_peer("llama_cpp")
+    llama_cpp_peer.require()
     from gguf import GGMLQuantizationType, quants
 
     src = GGUFReader(tiny_f32)
     for ftype, name in [("Q4_K_M", "blk.0.ffn_up.weight"), ("Q5_K_M", "blk.0.attn_q.weight"), ("Q6_K", "output.weight")]:
         theirs, ours = tmp_path / f"l_{ftype}.gguf", tmp_path / f"o_{ftype}.gguf"
-        _llama_quantize(llama_cpp, tiny_f32, theirs, getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}"))
+        _llama_quantize(tiny_f32, theirs, ftype)
         export_gguf(tiny_f32, ours, ftype.lower())
         w = src.tensors[name].array().astype(np.float64)
         errs = []
@@ -256,15 +237,15 @@ def test_kquant_quantizers_at_least_as_accurate_as_llama_cpp(tiny_f32, tmp_path)
 def test_llama_cpp_q4_k_m_file_runs_in_llamix(tiny_f32, tmp_path):
     """A Q4_K_M file made by llama.cpp itself (K-quant blocks from llama.cpp's quantizer) runs in
     llamix with logits close to llama.cpp's; and llamix's own Q4_K_M runs in llama.cpp."""
-    llama_cpp = require_peer("llama_cpp")
+    llama_cpp_peer.require()
     theirs = tmp_path / "lcpp_q4_k_m.gguf"
-    _llama_quantize(llama_cpp, tiny_f32, theirs, llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M)
+    _llama_quantize(tiny_f32, theirs, "q4_k_m")
     ours = tmp_path / "ours_q4_k_m.gguf"
     export_gguf(tiny_f32, ours, "q4_k_m")
     ids = [1] + list(range(10, 60))
     for path in (theirs, ours):
         assert GGUFReader(path).tensors["blk.0.attn_q.weight"].type.name == "Q4_K"
-        _, ref = _llama_cpp_logits(llama_cpp, path, ids)
+        ref = llama_cpp_peer.run_model_in_child(path, n_ctx=128, logits=[ids])["logits"][0]
         got = llamix.load(path).logits(ids)
         # random weights give small logits; both sides quantize activations (Q8_K) differently
-        assert np.sqrt(np.mean((got - ref) ** 2) / np.mean(ref ** 2)) < 0.03
+        assert rel_rms(got, ref) < 0.03

@@ -11,27 +11,18 @@ from llamix.model import model as model_mod
 from llamix.export import export_gguf
 
 # assets/README.md: BOS + "Once upon a time", 60 greedy tokens with fp32 weights
-PROMPT_IDS = [1, 403, 407, 261, 378]
-GREEDY_60 = [432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411,
-             322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391,
-             266, 267, 337, 335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13, 438, 310]
+from helpers import STORIES_GREEDY_60 as GREEDY_60
+from helpers import STORIES_PROMPT as PROMPT_IDS
+from helpers import rel_rms
+
 TEXT = ('Tom and Sue went to the park. They saw a big dog. The dog was brown and happy. Tom said, "Can we play with '
         'the dog?" Sue said, "Yes, let us ask mom." Mom said they could play. They threw a ball and the dog ran fast. '
         'They all laughed and had fun in the sun.')
 
 
 @pytest.fixture(scope="module")
-def bin_path(assets):
-    return assets / "stories260K" / "stories260K.bin"
-
-
-@pytest.fixture(scope="module")
-def fp32(bin_path):
-    return llamix.load(bin_path)
-
-
-def _nrmse(a, ref):
-    return float(np.sqrt(((a - ref) ** 2).mean() / (ref ** 2).mean()))
+def fp32(s260_bin):
+    return llamix.load(s260_bin)
 
 
 def _perplexity(m, ids):
@@ -71,14 +62,14 @@ def test_hf_folder_and_bin_give_the_same_logits(fp32, assets):
 #   matmuls (5 layers x 7) -> at most ~3%; perplexity within 2%.
 # - Q4_0: 8.6% RMS weight error per matmul (KERNELS.md) -> 20%; perplexity within 15%.
 @pytest.mark.parametrize("quant,max_nrmse,ppl_margin", [("f16", 1e-3, 0.001), ("q8_0", 0.03, 0.02), ("q4_0", 0.2, 0.15)])
-def test_quantized_logits_and_perplexity(fp32, bin_path, quant, max_nrmse, ppl_margin):
-    m = llamix.load(bin_path, quant=quant)
+def test_quantized_logits_and_perplexity(fp32, s260_bin, quant, max_nrmse, ppl_margin):
+    m = llamix.load(s260_bin, quant=quant)
     assert m.tensors["blk.0.attn_q.weight"].qtype == quant
     # rows of 172 weights are not whole blocks: llama.cpp's rule keeps them F16
     assert m.tensors["blk.0.ffn_down.weight"].qtype == "f16"
     assert m.nbytes < fp32.nbytes * (0.6 if quant != "q4_0" else 0.4)
     ids = fp32.tokenize(TEXT)
-    assert _nrmse(m.logits(ids), fp32.logits(ids)) <= max_nrmse
+    assert rel_rms(m.logits(ids), fp32.logits(ids)) <= max_nrmse
     p, p32 = _perplexity(m, ids), _perplexity(fp32, ids)
     assert abs(p / p32 - 1) <= ppl_margin, (p, p32)
 
@@ -93,16 +84,16 @@ def test_cached_decoding_equals_full_sequence(fp32, monkeypatch):
     assert np.array_equal(fp32.logits(ids), full)
 
 
-def test_thread_count_does_not_change_results(bin_path, threads):
-    m = llamix.load(bin_path, quant="q4_0")
+def test_thread_count_does_not_change_results(s260_bin, threads):
+    m = llamix.load(s260_bin, quant="q4_0")
     ids = PROMPT_IDS + GREEDY_60[:20]
     out = m.logits(ids)
     llamix.set_threads(1)
-    assert np.array_equal(llamix.load(bin_path, quant="q4_0").logits(ids), out)
+    assert np.array_equal(llamix.load(s260_bin, quant="q4_0").logits(ids), out)
 
 
-def test_isa_variants_agree(bin_path, isa):
-    m = llamix.load(bin_path, quant="q8_0")
+def test_isa_variants_agree(s260_bin, isa):
+    m = llamix.load(s260_bin, quant="q8_0")
     ids = PROMPT_IDS + GREEDY_60[:20]
     out = m.logits(ids)
     llamix.set_isa("scalar")
@@ -112,8 +103,8 @@ def test_isa_variants_agree(bin_path, isa):
 
 
 @pytest.mark.parametrize("quant", [None, "q4_0"])
-def test_gguf_round_trip(fp32, bin_path, tmp_path, quant):
-    m = llamix.load(bin_path, quant=quant)
+def test_gguf_round_trip(fp32, s260_bin, tmp_path, quant):
+    m = llamix.load(s260_bin, quant=quant)
     path = tmp_path / "m.gguf"
     export_gguf(m, path, None)
     g = llamix.load(path)
@@ -130,8 +121,8 @@ def test_seeded_sampling_is_reproducible(fp32):
     assert a == b and a != c
 
 
-def test_context_overflow_and_bad_tokens(bin_path):
-    m = llamix.load(bin_path, n_ctx=16)
+def test_context_overflow_and_bad_tokens(s260_bin):
+    m = llamix.load(s260_bin, n_ctx=16)
     with pytest.raises(ValueError, match="context overflow"):
         m.logits(list(range(1, 18)))
     with pytest.raises(ValueError, match="context overflow"):
@@ -144,12 +135,12 @@ def test_context_overflow_and_bad_tokens(bin_path):
     with pytest.raises(ValueError, match="token id -1"):
         m.logits([1, -1])
     with pytest.raises(ValueError, match="quant"):
-        llamix.load(bin_path, quant="q3_x")
+        llamix.load(s260_bin, quant="q3_x")
 
 
-def test_corrupt_files_name_the_file(tmp_path, bin_path):
+def test_corrupt_files_name_the_file(tmp_path, s260_bin):
     cut = tmp_path / "cut.bin"
-    cut.write_bytes(bin_path.read_bytes()[:5000])
+    cut.write_bytes(s260_bin.read_bytes()[:5000])
     with pytest.raises(ValueError, match=r"cut\.bin: truncated"):
         llamix.load(cut)
     with pytest.raises(FileNotFoundError, match="nope"):
@@ -211,15 +202,15 @@ def test_gguf_errors_name_file_field_and_type(tmp_path):
         llamix.load(_tiny_gguf(tmp_path / "shape.gguf", **{"blk.0.attn_q.weight": (np.zeros((16, 32), np.float32),)}))
 
 
-def test_fp16_kv_cache(bin_path, fp32):
+def test_fp16_kv_cache(s260_bin, fp32):
     """An fp16 cache rounds each key/value to 11 significant bits (relative 2^-11 ~ 5e-4); through
     5 layers of attention the logits move by well under 1%, and greedy decoding keeps its course."""
-    m = llamix.load(bin_path, kv_cache="f16")
+    m = llamix.load(s260_bin, kv_cache="f16")
     ids = fp32.tokenize(TEXT)
-    assert _nrmse(m.logits(ids), fp32.logits(ids)) <= 5e-3
+    assert rel_rms(m.logits(ids), fp32.logits(ids)) <= 5e-3
     assert m.generate_tokens(PROMPT_IDS, 60, temperature=0) == GREEDY_60
     with pytest.raises(ValueError, match="KV cache type"):
-        llamix.load(bin_path, kv_cache="q8")
+        llamix.load(s260_bin, kv_cache="q8")
 
 
 def test_generation_stops_at_eos(fp32, monkeypatch):

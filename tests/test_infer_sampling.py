@@ -46,6 +46,7 @@ def _chi2_ok(counts, probs, n):
     return chi2 < 36.0
 
 
+@pytest.mark.slow  # 20000 samples per case (~0.5-0.9 s each)
 @pytest.mark.parametrize("kw", [dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0),
                                 dict(temperature=0.7, top_k=3, top_p=1.0, min_p=0.0),
                                 dict(temperature=1.3, top_k=0, top_p=0.8, min_p=0.0),

@@ -14,6 +14,7 @@ import llamix
 from llamix import QuantizedTensor, _C
 
 from conftest import require_peer
+from helpers import using_isa
 
 KTYPES = {"q4_k": 144, "q5_k": 176, "q6_k": 210}
 
@@ -76,6 +77,7 @@ def _best_q4_0_scale_error(w: np.ndarray) -> float:
     return float(np.sqrt(best.sum() / (b**2).sum()))
 
 
+@pytest.mark.slow  # the brute-force scale search (~1-1.5 s)
 def test_better_4bit_beats_q4_0_at_same_size():
     """Q4_K (4.5 bits/weight, as Q4_0) has >= 10 % lower error than Q4_0; q4_0_mse (Q4_0 bytes)
     reaches the brute-force best single scale per block (the search is within 0.2 % of it; fp16
@@ -143,12 +145,8 @@ def test_matmul_matches_oracle_and_reference(isa, threads, qtype, n, rows, k):
     x = rng.standard_normal((n, k)).astype(np.float32)
     q = llamix.quantize(w, qtype)
     y = llamix.matmul(x, q)
-    before = _C.isa()
-    llamix.set_isa("scalar")
-    try:
+    with using_isa("scalar"):
         y_ref = llamix.matmul(x, q)
-    finally:
-        llamix.set_isa(before)
     np.testing.assert_array_equal(y, y_ref)
     wd = q.dequantize().astype(np.float64)
     xd = np.stack([_q8_K_numpy(r) for r in x])
@@ -171,17 +169,13 @@ def test_packed_groups_equal_reference_bit_for_bit(threads, qtype, rows):
     k = 768
     q = QuantizedTensor.from_bytes(_random_blocks(qtype, rows, k // 256, rng), qtype, (rows, k))
     x = rng.standard_normal((70, k)).astype(np.float32)
-    before = _C.isa()
-    try:
-        llamix.set_isa("scalar")
+    with using_isa("scalar"):
         expected = llamix.matmul(x, QuantizedTensor.from_bytes(q.data, qtype, q.shape))
-        for name in packing:
-            llamix.set_isa(name)
+    for name in packing:
+        with using_isa(name):
             p = QuantizedTensor.from_bytes(q.data, qtype, q.shape).prepared()
             for n in (1, 2, 3, 4, 5, 7, 8, 9, 13, 70):
                 np.testing.assert_array_equal(p.matmul(x[:n]), expected[:n], err_msg=f"{name} packed={p.nbytes > 0} n={n}")
-    finally:
-        llamix.set_isa(before)
 
 
 @pytest.mark.parametrize("n", [1, 9])

@@ -9,6 +9,8 @@ import pytest
 import llamix
 from llamix import _C
 
+from helpers import using_isa
+
 
 def _oracle(x: np.ndarray, qw) -> np.ndarray:
     """float64 math on the dequantized weights and the exact input."""
@@ -58,12 +60,8 @@ def test_block_matmul_within_activation_rounding(isa, threads, qtype, n, rows):
 
 
 def _with_isa(name, f):
-    before = llamix.cpu_info()["isa"]
-    llamix.set_isa(name)
-    try:
+    with using_isa(name):
         return f()
-    finally:
-        llamix.set_isa(before)
 
 
 @pytest.mark.parametrize("qtype", ["q4_0", "q8_0"])

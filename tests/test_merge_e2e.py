@@ -18,7 +18,7 @@ from llamix.cli import main as cli_main
 from llamix.merge import ConfigError
 
 import merge_oracle as O
-from merge_models import perturbed, read_model, tiny_tensors, write_model
+from helpers import perturbed, perturbed_copies, read_model, tiny_tensors, write_model
 
 TOL = 1e-5
 
@@ -291,19 +291,9 @@ def test_mixed_dtypes_promote_to_float32(tmp_path, models):
 def test_stories260k_perturbed_copies_merge_and_generate(tmp_path, assets):
     """The real tiny model: two perturbed copies TIES-merged onto it load in transformers and
     (once llamix.load exists) in llamix and generate."""
-    from llamix.formats.safetensors import SafetensorsCheckpoint
     src = assets / "stories260K_hf"
-    ck = SafetensorsCheckpoint(src)
-    base = {k: np.array(ck.get(k), dtype=np.float32) for k in ck.keys()}
-    paths = []
-    for s in (1, 2):
-        folder = tmp_path / f"ft{s}"
-        folder.mkdir()
-        from safetensors.numpy import save_file
-        save_file(perturbed(base, s, 0.005), str(folder / "model.safetensors"))
-        for f in ("config.json", "tokenizer.model", "tokenizer_config.json"):
-            (folder / f).write_bytes((src / f).read_bytes())
-        paths.append(folder)
+    base, paths = perturbed_copies(src, tmp_path, (1, 2), 0.005,
+                                   files=("config.json", "tokenizer.model", "tokenizer_config.json"))
     out = tmp_path / "merged"
     llamix.merge({"merge_method": "ties", "base_model": str(src), "parameters": {"density": 0.5, "weight": 0.5},
                   "models": [{"model": str(p)} for p in paths], "tokenizer_source": "base"}, out, progress=False)

@@ -20,7 +20,7 @@ import llamix
 
 import merge_oracle as O
 from conftest import require_peer
-from merge_models import perturbed, read_model, tiny_tensors, write_model
+from helpers import perturbed, perturbed_copies, read_model, tiny_tensors, write_model
 
 pytestmark = pytest.mark.peers
 
@@ -295,19 +295,9 @@ def test_merged_stories260k_loads_and_generates_in_transformers(tmp_path, assets
     are small), and it generates."""
     transformers = require_peer("transformers")
     torch = require_peer("torch")
-    from safetensors.numpy import save_file
-
-    from llamix.formats.safetensors import SafetensorsCheckpoint
     src = assets / "stories260K_hf"
-    ck = SafetensorsCheckpoint(src)
-    base = {k: np.array(ck.get(k), dtype=np.float32) for k in ck.keys()}
-    models = []
-    for s in (1, 2):
-        folder = tmp_path / f"ft{s}"
-        folder.mkdir()
-        save_file(perturbed(base, s, 0.002), str(folder / "model.safetensors"))
-        (folder / "config.json").write_bytes((src / "config.json").read_bytes())
-        models.append({"model": str(folder), "parameters": {"weight": 0.5, "density": 0.7}})
+    _, folders = perturbed_copies(src, tmp_path, (1, 2), 0.002)
+    models = [{"model": str(folder), "parameters": {"weight": 0.5, "density": 0.7}} for folder in folders]
     out = tmp_path / "merged"
     llamix.merge({"merge_method": "ties", "base_model": str(src), "models": models, "dtype": "float32",
                   "out_dtype": "bfloat16", "tokenizer_source": "base"}, out, progress=False)

@@ -32,6 +32,7 @@ def test_neon_sources_compile(tmp_path):
         _compile(src, tmp_path / (src.stem + ".o"), NEON)
 
 
+@pytest.mark.slow  # compiles every kernel source for aarch64 and runs them under qemu (~12 s)
 @pytest.mark.skipif(QEMU is None, reason="needs qemu-user to run aarch64 binaries")
 def test_neon_kernels_match_reference_under_qemu(tmp_path):
     baseline = [*sorted((CSRC / "common").glob("*.cpp")), *sorted((CSRC / "model").glob("*.cpp")),

@@ -7,6 +7,8 @@ import pytest
 
 from llamix import _C
 
+from helpers import using_isa
+
 SIZES = [1, 7, 8, 9, 31, 64, 100, 129]
 EPS32 = 2.0 ** -23
 
@@ -78,14 +80,10 @@ def test_simd_variants_agree_with_reference_closely():
     q = rng.standard_normal(64).astype(np.float32)
     k = rng.standard_normal((50, 64)).astype(np.float32)
     v = rng.standard_normal((50, 64)).astype(np.float32)
-    before = _C.isa()
     outs = {}
-    try:
-        for isa in _C.available_isas():
-            _C.set_isa(isa)
+    for isa in _C.available_isas():
+        with using_isa(isa):
             outs[isa] = _C.attention(q, k, v, 0.125)
-    finally:
-        _C.set_isa(before)
     for isa, o in outs.items():
         assert np.allclose(o, outs["scalar"], rtol=1e-5, atol=1e-6), isa
 

@@ -2,7 +2,7 @@
 
 Oracles: an independent float64 numpy forward pass of stories260K (tests/oracle_llama.py) with
 the windowing rule re-implemented here from llama.cpp's perplexity.cpp; llama.cpp itself (its
-logits through llama-cpp-python) on the same GGUF file.
+logits through llama-cpp-python, in a child process) on the same GGUF file.
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import pytest
 import llamix
 from llamix.eval.perplexity import windows
 
+import llama_cpp_peer
 import oracle_llama
-from conftest import require_peer
+from helpers import log_softmax
 
 TEXT = (Path(__file__).parent / "data" / "stories_eval.txt").read_text()
 
@@ -26,13 +27,27 @@ def s260(assets):
     return llamix.load(assets / "stories260K" / "stories260K.bin", n_ctx=256)
 
 
+def _oracle_windows(tokens, n_ctx, bos=1):
+    """llama.cpp's rule: windows of n_ctx (tail dropped), first token -> BOS."""
+    wins = []
+    for i in range(len(tokens) // n_ctx):
+        win = list(tokens[i * n_ctx:(i + 1) * n_ctx])
+        win[0] = bos
+        wins.append(win)
+    return wins
+
+
+def _nll(logits, win):
+    """Next-token NLL along a window from its logits (0 for the last position)."""
+    lp = log_softmax(logits)
+    return [-lp[j, win[j + 1]] for j in range(len(win) - 1)] + [0.0]
+
+
 def _oracle_ppl(nll_of_window, tokens, n_ctx, bos=1):
     """llama.cpp's rule: windows of n_ctx (tail dropped), first token -> BOS, score the logits at
     n_ctx//2 .. n_ctx-2 against the next token; PPL = exp(mean), SE = PPL * std / sqrt(N - 1)."""
     nll = []
-    for i in range(len(tokens) // n_ctx):
-        win = list(tokens[i * n_ctx:(i + 1) * n_ctx])
-        win[0] = bos
+    for win in _oracle_windows(tokens, n_ctx, bos):
         nll.extend(nll_of_window(win)[n_ctx // 2:n_ctx - 1])
     nll = np.array(nll)
     ppl = math.exp(nll.mean())
@@ -40,14 +55,10 @@ def _oracle_ppl(nll_of_window, tokens, n_ctx, bos=1):
 
 
 def _nll_numpy(w):
-    def f(win):
-        lg = oracle_llama.logits(w, win)
-        lg = lg - lg.max(-1, keepdims=True)
-        lp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
-        return [-lp[j, win[j + 1]] for j in range(len(win) - 1)] + [0.0]
-    return f
+    return lambda win: _nll(oracle_llama.logits(w, win), win)
 
 
+@pytest.mark.slow  # the float64 numpy forward pass over every window (~2-3 s)
 def test_perplexity_matches_numpy_oracle(assets, s260):
     """f32 llamix vs the float64 oracle: logits differ by ~1e-6 relative (float32 rounding over
     5 layers), so mean NLL differs by < 1e-5 nats: PPL within 1e-4 relative."""
@@ -75,8 +86,7 @@ def test_kl_and_top1_against_numpy(assets, s260):
     for win in windows(s260.tokenize(TEXT[:2500]), 128, 1):
         a = s260.logits(win)[64:127].astype(np.float64)
         b = q.logits(win)[64:127].astype(np.float64)
-        la = a - a.max(-1, keepdims=True); la -= np.log(np.exp(la).sum(-1, keepdims=True))
-        lb = b - b.max(-1, keepdims=True); lb -= np.log(np.exp(lb).sum(-1, keepdims=True))
+        la, lb = log_softmax(a), log_softmax(b)
         kl.extend((np.exp(la) * (la - lb)).sum(-1))
         top.extend(a.argmax(-1) == b.argmax(-1))
     assert r.kl == pytest.approx(np.mean(kl), rel=1e-9)
@@ -117,19 +127,14 @@ def test_perplexity_matches_llama_cpp(assets, tmp_path):
     """The same q8_0 GGUF in llama.cpp (its logits, our windowing rule) and in llamix: logits
     differ by llama.cpp's fp16 KV cache and activation rounding (~1e-3 relative), so PPL agrees
     within 0.5 %."""
-    llama_cpp = require_peer("llama_cpp")
+    llama_cpp_peer.require()
     path = tmp_path / "s260_q8_0.gguf"
     llamix.export_gguf(assets / "stories260K" / "stories260K.bin", path, "q8_0")
     m = llamix.load(path, n_ctx=128)
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
+    tokens = m.tokenize(TEXT[:3000])
+    wins = _oracle_windows(tokens, 128)
+    logits = llama_cpp_peer.run_model_in_child(path, n_ctx=128, logits=wins)["logits"]  # each from an empty cache
+    by_window = {tuple(w): lg for w, lg in zip(wins, logits)}
 
-    def nll(win):
-        llm.reset()
-        llm.eval(win)
-        lg = np.array(llm.scores[:len(win)], dtype=np.float64)
-        lg -= lg.max(-1, keepdims=True)
-        lp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
-        return [-lp[j, win[j + 1]] for j in range(len(win) - 1)] + [0.0]
-
-    ppl, _, _ = _oracle_ppl(nll, m.tokenize(TEXT[:3000]), 128)
+    ppl, _, _ = _oracle_ppl(lambda win: _nll(by_window[tuple(win)], win), tokens, 128)
     assert llamix.perplexity(m, TEXT[:3000], n_ctx=128).ppl == pytest.approx(ppl, rel=5e-3)

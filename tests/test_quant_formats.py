@@ -8,6 +8,7 @@ import llamix
 from llamix import QuantizedTensor
 
 from conftest import require_peer
+from helpers import f32_to_bf16
 
 
 def _rows(kind: str, rng: np.random.Generator, rows: int = 16, k: int = 256) -> np.ndarray:
@@ -60,27 +61,20 @@ def test_float_types_match_numpy(isa, qtype, numpy_dtype):
     np.testing.assert_array_equal(q.dequantize(), w.astype(numpy_dtype).astype(np.float32))
 
 
-def _bf16_numpy(w: np.ndarray) -> np.ndarray:
-    """Round-to-nearest-even float32 -> bfloat16 bit patterns, written from the definition."""
-    u = w.view(np.uint32).astype(np.uint64)
-    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    return r
-
-
 def test_bf16_round_to_nearest_even(isa):
     rng = np.random.default_rng(3)
     w = rng.standard_normal((4, 64)).astype(np.float32)
     w[0, :3] = [1.00390625, 1.01171875, -3.0e38]  # exact ties between two bf16 values, and a large one
     q = llamix.quantize(w, "bf16")
-    np.testing.assert_array_equal(q.data.view(np.uint16), _bf16_numpy(w))
+    np.testing.assert_array_equal(q.data.view(np.uint16), f32_to_bf16(w))
     back = q.dequantize()
-    np.testing.assert_array_equal(back.view(np.uint32), _bf16_numpy(w).astype(np.uint32) << 16)
+    np.testing.assert_array_equal(back.view(np.uint32), f32_to_bf16(w).astype(np.uint32) << 16)
 
 
 def test_quantize_from_half_without_float32_copy(isa):
     w = np.random.default_rng(4).standard_normal((32, 128)).astype(np.float16)
     np.testing.assert_array_equal(llamix.quantize(w, "q4_0").data, llamix.quantize(w.astype(np.float32), "q4_0").data)
-    bf = _bf16_numpy(w.astype(np.float32))
+    bf = f32_to_bf16(w.astype(np.float32))
     from_bf = llamix.quantize(bf, "q8_0", src="bf16")
     np.testing.assert_array_equal(from_bf.data, llamix.quantize((bf.astype(np.uint32) << 16).view(np.float32), "q8_0").data)
 
@@ -176,9 +170,9 @@ def test_conversions_tails(isa, k):
     w.flat[:4] = [np.nan, -np.inf, 65519.0, 1e-8][: w.size]
     np.testing.assert_array_equal(llamix.quantize(w, "f16").data.view(np.float16), w.astype(np.float16))
     np.testing.assert_array_equal(llamix.quantize(w, "bf16").data.view(np.uint16)[np.isfinite(w)],
-                                  _bf16_numpy(w)[np.isfinite(w)])
+                                  f32_to_bf16(w)[np.isfinite(w)])
     h = w.astype(np.float16)
     np.testing.assert_array_equal(llamix.quantize(h, "f32").data.view(np.float32), h.astype(np.float32))
-    bf = _bf16_numpy(np.nan_to_num(w))
+    bf = f32_to_bf16(np.nan_to_num(w))
     back = llamix.QuantizedTensor(bf.view(np.uint8).reshape(3, -1), "bf16", (3, k)).dequantize()
     np.testing.assert_array_equal(back.view(np.uint32), bf.astype(np.uint32) << 16)

@@ -4,6 +4,9 @@ instructions in baseline code (one build must run on any x86-64 CPU).
 The sanitizer build (-DLLAMIX_SANITIZE=ON, Debug at -O1) goes to build/sanitize (kept between runs
 so ninja rebuilds only what changed); its _C is placed next to a copy of python/llamix and the
 kernel tests run in a subprocess with libasan preloaded (python itself is not instrumented).
+
+Marked `sanitize`: not in the default run (the build takes minutes on 2 cores); .ci/run runs it
+as its own step on every CI run (python -m pytest -m sanitize tests/test_sanitizers.py).
 """
 from __future__ import annotations
 
@@ -16,16 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import skip_or_fail as _skip_or_fail
+
+pytestmark = pytest.mark.sanitize
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "sanitize"
-IN_CI = bool(os.environ.get("CI"))
 KERNEL_TESTS = ["test_quant_formats.py", "test_matmul.py", "test_kquant.py", "test_thread_pool.py"]
-
-
-def _skip_or_fail(msg: str):
-    if IN_CI:
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
 def _tool(name: str) -> str:
@@ -83,8 +82,9 @@ def test_kernel_tests_pass_under_asan_and_ubsan(sanitize_build, tmp_path):
                            env=env, capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr[-4000:]
     assert probe.stdout.strip().startswith(str(pkg)), probe.stdout
+    # -m "": every test of those files, `slow` ones too (the default run's addopts leave them out)
     r = subprocess.run([sys.executable, "-S", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                        "-p", "no:randomly", *map(str, tests)],
+                        "-p", "no:randomly", "-m", "", *map(str, tests)],
                        env=env, capture_output=True, text=True, cwd=tmp_path)
     logs = "".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("*san*")) if p.is_file())
     report = logs[-8000:] + r.stdout[-4000:] + r.stderr[-4000:]

@@ -59,6 +59,7 @@ def _ppl_of_average(paths) -> float:
         return llamix.perplexity(m, TEXT, n_ctx=N_CTX).ppl
 
 
+@pytest.mark.slow  # perplexity of every candidate and of each growing soup (~1 s)
 def test_greedy_soup_trace_follows_the_rule(assets, noisy, tmp_path):
     cands = [noisy["big"], noisy["small_c"], noisy["small_a"], noisy["small_b"]]
     base = assets / "stories260K" / "stories260K.bin"

@@ -1,0 +1,172 @@
+"""llama.cpp (llama-cpp-python) as a peer, always in a child process.
+
+Every function here that touches llama.cpp is meant to run in a child (``child_process``): with
+native CPU flags llama.cpp's repacked weight buffers (AMX on Xeon, extra buffer types elsewhere)
+have crashed the whole test run with a segfault; in a child that is one failed test with a
+message. Models are also opened with ``use_extra_bufts=False`` (no repacked weight buffers),
+which avoids that crash. The parent process never imports llama_cpp: use ``require()`` to skip
+(or fail under CI) when it is missing, and the ``*_in_child`` wrappers to call it (one worker
+process for the session, replaced after a crash: see ``child()``).
+
+Only numpy and llama_cpp are imported in the child (never llamix).
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import functools
+
+import numpy as np
+
+from child_process import Child
+from helpers import skip_or_fail
+
+# One thread: the test models are tiny, llama.cpp's results do not depend on its thread count
+# (each output element is one thread's dot product), and its spinning thread barrier makes two
+# threads several times slower whenever another process wants a core (measured on 2 cores:
+# the llama.cpp tests took 31-34 s with 2 threads, 17-18 s with 1, under a load of 3.5).
+DEFAULT_THREADS = 1
+
+
+# --- runs in the child ------------------------------------------------------------------------------
+def _llama_cpp():
+    import llama_cpp
+
+    return llama_cpp
+
+
+def _no_extra_bufts(lib) -> None:
+    """Make every llama_model_params that llama-cpp-python creates say use_extra_bufts=False
+    (Llama() has no argument for it: it fills llama_model_default_params() and swallows unknown
+    keyword arguments)."""
+    if getattr(lib, "_llamix_no_extra_bufts", False):
+        return
+    if "use_extra_bufts" not in dict(lib.llama_model_params._fields_):
+        raise RuntimeError(f"llama-cpp-python {getattr(_llama_cpp(), '__version__', '?')} has no "
+                           "llama_model_params.use_extra_bufts; the tests need a version that has it (0.3.36)")
+    default = lib.llama_model_default_params
+
+    @functools.wraps(default)
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    lib.llama_model_default_params = params
+    lib._llamix_no_extra_bufts = True
+
+
+def open_model(path, n_ctx: int = 128, n_threads: int = DEFAULT_THREADS, **kw):
+    """llama_cpp.Llama on ``path`` without extra (repacked) weight buffers; quiet by default."""
+    llama_cpp = _llama_cpp()
+    _no_extra_bufts(llama_cpp.llama_cpp)
+    kw.setdefault("verbose", False)
+    kw.setdefault("n_threads_batch", n_threads)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, **kw)
+    if llm.model_params.use_extra_bufts:
+        raise RuntimeError("use_extra_bufts=False did not reach llama.cpp's model params")
+    return llm
+
+
+def scores(llm, ids) -> np.ndarray:
+    """(len(ids), vocab) logits of ``ids`` evaluated from an empty cache (needs logits_all)."""
+    llm.reset()
+    llm.eval([int(i) for i in ids])
+    return np.array(llm.scores[:len(ids)], dtype=np.float32)
+
+
+def last_logits(llm) -> np.ndarray:
+    """The logits of the last evaluated token (works without logits_all)."""
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+
+
+def greedy(llm, prompt, n: int, stop_at_eos: bool = True) -> list[int]:
+    """Up to ``n`` greedy tokens after ``prompt`` (llama.cpp's sampler at temperature 0, top-k 1)."""
+    out = []
+    llm.reset()
+    for t in llm.generate([int(i) for i in prompt], temp=0.0, top_k=1, reset=True):
+        if stop_at_eos and t == llm.token_eos():
+            break
+        out.append(int(t))
+        if len(out) == n:
+            break
+    return out
+
+
+def run_model(path, *, n_ctx: int = 128, n_threads: int = DEFAULT_THREADS, tokenize=(), logits=(), greedy_runs=(),
+              **params) -> dict:
+    """One model load, several questions. tokenize: [(text, add_bos)]; logits: [ids] (each from an
+    empty cache); greedy_runs: [(prompt, n, stop_at_eos)]. Answers under the same keys, in order."""
+    llm = open_model(path, n_ctx=n_ctx, n_threads=n_threads, logits_all=True, **params)
+    return {"tokenize": [llm.tokenize(text.encode() if isinstance(text, str) else text, add_bos=bos)
+                         for text, bos in tokenize],
+            "logits": [scores(llm, ids) for ids in logits],
+            "greedy": [greedy(llm, prompt, n, stop) for prompt, n, stop in greedy_runs]}
+
+
+def quantize(src, dst, ftype: str, pure: bool = False, nthread: int = DEFAULT_THREADS) -> int:
+    """llama_model_quantize(src -> dst) to LLAMA_FTYPE_MOSTLY_<ftype>; llama.cpp's return code."""
+    llama_cpp = _llama_cpp()
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.nthread, p.pure = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}"), nthread, pure
+    return int(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)))
+
+
+def probe() -> dict:
+    """Whether llama_cpp imports here, and its version."""
+    llama_cpp = _llama_cpp()
+    return {"version": getattr(llama_cpp, "__version__", "?"),
+            "use_extra_bufts": "use_extra_bufts" in dict(llama_cpp.llama_cpp.llama_model_params._fields_)}
+
+
+# --- called in the parent -----------------------------------------------------------------------------
+_child = None
+
+
+def child() -> Child:
+    """The worker process that runs llama.cpp for this session's tests. One process serves every
+    call (llama_cpp is imported once); after a crash, which fails only the test that made the
+    call, the next call starts a fresh one. Closed at exit."""
+    global _child
+    if _child is None:
+        _child = Child()
+        atexit.register(_child.close)
+    return _child
+
+
+@functools.lru_cache(maxsize=None)
+def _probe():
+    try:
+        return child().call(probe, timeout=300), None
+    except Exception as e:  # noqa: BLE001 - any failure means the peer is unusable
+        return None, f"{type(e).__name__}: {e}"
+
+
+def available() -> tuple[bool, str]:
+    """(usable, reason) for llama-cpp-python, asked of the child process once per session."""
+    info, err = _probe()
+    if info is None:
+        return False, f"peer 'llama_cpp' is not importable ({err.splitlines()[0]}); install llamix[peers] (see README)"
+    if not info["use_extra_bufts"]:
+        return False, (f"llama-cpp-python {info['version']} has no use_extra_bufts model parameter; "
+                       "install llamix[peers] (llama-cpp-python==0.3.36)")
+    return True, f"llama-cpp-python {info['version']}"
+
+
+def require() -> None:
+    """Skip the calling test when llama.cpp is not usable; fail instead under CI."""
+    ok, reason = available()
+    if not ok:
+        skip_or_fail(reason)
+
+
+def run_model_in_child(path, **kw) -> dict:
+    """run_model in the child process (see child())."""
+    __tracebackhide__ = True
+    return child().call(run_model, path, **kw)
+
+
+def quantize_in_child(src, dst, ftype: str, pure: bool = False) -> int:
+    """quantize in the child process (see child())."""
+    __tracebackhide__ = True
+    return child().call(quantize, src, dst, ftype, pure)
