@@ -141,3 +141,27 @@ def test_closed_pipe_exits_quietly(s260):
     p.stdout.close()  # as `| head -c 5` does
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 141 and err == ""
+
+
+def test_sigterm_during_merge_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from helpers import perturbed, tiny_tensors, write_model
+    from llamix.merge.output import HFFolderWriter
+
+    base = tiny_tensors(0)
+    paths = [write_model(tmp_path / f"m{i}", perturbed(base, i)) for i in range(2)]
+    cfg = tmp_path / "merge.yml"
+    cfg.write_text(yaml.safe_dump({"merge_method": "linear", "dtype": "float32",
+                                   "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in paths]}))
+    real, seen = HFFolderWriter.write, {"n": 0}
+
+    def write_then_terminate(self, name, array):  # runs on the writer thread; the handler on the main one
+        seen["n"] += 1
+        if seen["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, name, array)
+    monkeypatch.setattr(HFFolderWriter, "write", write_then_terminate)
+    before = set(tmp_path.iterdir())
+    assert main(["merge", str(cfg), str(tmp_path / "out"), "-t", "1", "-q"]) == 130
+    assert set(tmp_path.iterdir()) == before and "interrupted" in capsys.readouterr().err
