@@ -75,16 +75,19 @@ def test_errors_name_the_flag_on_their_own_line(s260, argv, flag, capsys):
     assert out == "" and err.startswith("llamix generate: error: ") and flag in err and err.count("\n") == 1
 
 
-def test_error_during_generation_starts_on_a_new_line(s260, capsys, monkeypatch):
-    calls = {"n": 0}
-    real = Model.eval
+def _raise_on_fourth_eval(monkeypatch, exc: BaseException) -> None:
+    calls, real = {"n": 0}, Model.eval
 
-    def failing(self, tokens, all_logits=False):
+    def eval_then_raise(self, tokens, all_logits=False):
         calls["n"] += 1
         if calls["n"] == 4:
-            raise ValueError("simulated failure")
+            raise exc
         return real(self, tokens, all_logits)
-    monkeypatch.setattr(Model, "eval", failing)
+    monkeypatch.setattr(Model, "eval", eval_then_raise)
+
+
+def test_error_during_generation_starts_on_a_new_line(s260, capsys, monkeypatch):
+    _raise_on_fourth_eval(monkeypatch, ValueError("simulated failure"))
     assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0"]) == 1
     out, err = capsys.readouterr()
     assert out.startswith("Once upon a time,") and out.endswith("\n")
@@ -92,15 +95,7 @@ def test_error_during_generation_starts_on_a_new_line(s260, capsys, monkeypatch)
 
 
 def test_ctrl_c_in_generate_keeps_the_text_and_exits_130(s260, capsys, monkeypatch):
-    calls = {"n": 0}
-    real = Model.eval
-
-    def interrupted(self, tokens, all_logits=False):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(self, tokens, all_logits)
-    monkeypatch.setattr(Model, "eval", interrupted)
+    _raise_on_fourth_eval(monkeypatch, KeyboardInterrupt())
     assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0"]) == 130
     out, err = capsys.readouterr()
     assert out.startswith("Once upon a time, there") and out.endswith("\n") and "Traceback" not in err
