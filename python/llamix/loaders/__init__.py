@@ -22,7 +22,9 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
     """Read a GGUF file, a Hugging Face folder or a llama2.c ``.bin`` (told apart by the file's
     magic) into a :class:`Checkpoint`.
 
-    ``tokenizer``: a SentencePiece ``.model`` file or Tokenizer overriding the model's own.
+    ``tokenizer``: a Tokenizer, or a file :meth:`Tokenizer.from_file` reads (``tokenizer.model``,
+    ``tokenizer.json``, a GGUF file), used instead of the model's own vocabulary: it is read
+    first, and the model's own is then not read at all (a broken one does not stop the load).
     ``qtype``: ``q4_0``, ``q8_0`` or ``f16`` to convert float weights while loading.
     ``progress(done, total, name)`` is called after each tensor. Raises FileNotFoundError for a
     missing path and ValueError (naming the file and the field or tensor) for anything malformed.
@@ -32,15 +34,16 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
+    override = None
+    if tokenizer is not None:
+        override = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_file(tokenizer)
     if path.is_dir():
-        ck = load_hf(path, qtype, progress)
+        ck = load_hf(path, qtype, progress, tokenizer=override)
     else:
         with open(path, "rb") as f:
             magic = f.read(4)
-        ck = load_gguf(path, qtype, progress) if magic == b"GGUF" else load_llama2c(path, qtype, progress)
-    if tokenizer is not None:
-        ck.tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_file(tokenizer)
-        ck.tokenizer_entries = []
+        load = load_gguf if magic == b"GGUF" else load_llama2c
+        ck = load(path, qtype, progress, tokenizer=override)
     if ck.tokenizer is not None and ck.tokenizer.vocab_size > ck.config.vocab_size:
         raise ValueError(f"{ck.tokenizer.source}: tokenizer has {ck.tokenizer.vocab_size} pieces but the model's "
                          f"vocabulary is {ck.config.vocab_size}")

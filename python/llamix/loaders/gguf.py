@@ -11,7 +11,7 @@ from ..formats.gguf import GGUFReader
 from ..formats.gguf_llama import tokenizer_entries_of
 from ..formats.names import expected_shapes, tensor_names
 from ..quant import QuantizedTensor
-from ..tokenizer import Tokenizer
+from ..tokenizer import Tokenizer, register_metadata_reader
 from .checkpoint import COMPUTE_TYPES, Checkpoint, Progress, check_shape, float_weight, norm_weight
 
 
@@ -56,7 +56,24 @@ def config_from_gguf(reader: GGUFReader) -> ModelConfig:
     return c
 
 
-def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None) -> Checkpoint:
+def gguf_metadata(path: Path) -> dict:
+    """A GGUF file's metadata (how ``Tokenizer.from_file`` reads a GGUF vocabulary)."""
+    return GGUFReader(path).metadata
+
+
+register_metadata_reader(b"GGUF", gguf_metadata)
+
+
+def tokenizer_of(reader: GGUFReader) -> Tokenizer | None:
+    """The tokenizer of a GGUF file's ``tokenizer.ggml.*`` metadata (None if it has none)."""
+    if "tokenizer.ggml.model" not in reader.metadata:
+        return None
+    return Tokenizer.from_gguf_metadata(reader.metadata, source=str(reader.path))
+
+
+def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
+              tokenizer: Tokenizer | None = None) -> Checkpoint:
+    """``tokenizer``: used instead of the file's own vocabulary, which is then not read at all."""
     r = GGUFReader(path)
     config = config_from_gguf(r)
     shapes = expected_shapes(config)
@@ -78,5 +95,6 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None) -
         if progress is not None:
             progress(i + 1, len(names), name)
     rope_freqs = r.tensors["rope_freqs.weight"].array().astype(np.float32) if "rope_freqs.weight" in r.tensors else None
-    tok = Tokenizer.from_gguf_metadata(r.metadata, source=str(path)) if "tokenizer.ggml.model" in r.metadata else None
-    return Checkpoint(config, tensors, tok, rope_freqs, str(path), keep_alive=r, tokenizer_entries=tokenizer_entries_of(r))
+    tok = tokenizer if tokenizer is not None else tokenizer_of(r)
+    entries = tokenizer_entries_of(r) if tokenizer is None else []
+    return Checkpoint(config, tensors, tok, rope_freqs, str(path), keep_alive=r, tokenizer_entries=entries)

@@ -1,0 +1,263 @@
+"""Byte-level BPE (``tokenizer.ggml.model = gpt2``) on Hugging Face's ``tokenizers`` library, and
+Hugging Face ``tokenizer.json`` files.
+
+From GGUF metadata the tokenizer is assembled as llama.cpp's ``llm_tokenizer_bpe`` works
+(``src/llama-vocab.cpp``): the pre-tokenizer's regular expressions split the text (each one's
+matches and the text between them become pieces, ``Split(behavior="isolated")``), each piece's
+UTF-8 bytes are mapped to GPT-2's printable characters (``ByteLevel``), and the merges are applied
+by rank (``models.BPE``; ``ignore_merges`` where llama.cpp takes a piece that is a token whole).
+Special tokens are cut out of the text before, by the Tokenizer, so the library sees none.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .pretokenizers import PRE_TOKENIZERS
+from .vocab import BYTE, CONTROL, NORMAL, UNUSED, USER_DEFINED, Vocab
+
+
+def byte_to_char() -> dict[int, str]:
+    """GPT-2's mapping of the 256 byte values to printable characters (``bytes_to_unicode`` in
+    OpenAI's encoder.py; llama.cpp's ``unicode_byte_to_utf8``): printable Latin-1 bytes map to
+    themselves, the others to U+0100 onwards in byte order."""
+    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(0x100 + extra)
+            extra += 1
+    return table
+
+
+# str.translate table: GPT-2 character -> the byte it stands for (as a Latin-1 character)
+CHAR_TO_BYTE = {ord(c): b for b, c in byte_to_char().items()}
+
+
+def token_bytes(text: str) -> bytes:
+    """The bytes a byte-level token stands for; characters outside GPT-2's byte alphabet (which a
+    well-formed vocabulary has none of) are kept as their UTF-8."""
+    t = text.translate(CHAR_TO_BYTE)
+    try:
+        return t.encode("latin-1")
+    except UnicodeEncodeError:
+        return b"".join(c.encode("latin-1") if ord(c) < 256 else c.encode("utf-8") for c in t)
+
+
+def split_merges(merges: list[str], index: dict[str, int] | None = None) -> list[tuple[str, str]]:
+    """``"left right"`` merges as pairs, split at the first space after the first character (as
+    llama.cpp does, so a left part may begin with a space); entries without one are left out.
+    With ``index``, merges naming a part or a result that is not a token are left out too: they
+    could never produce a token, llama.cpp keeps them without effect, the ``tokenizers`` library
+    refuses them."""
+    out = []
+    for m in merges:
+        p = m.find(" ", 1)
+        if p > 0:
+            out.append((m[:p], m[p + 1:]))
+    if index is not None:
+        out = [(a, b) for a, b in out if a in index and b in index and a + b in index]
+    return out
+
+
+def tokenizer_from_vocab(vocab: Vocab):
+    """A ``tokenizers.Tokenizer`` encoding raw text (no special tokens) as llama.cpp's BPE does."""
+    import tokenizers
+
+    pre = vocab.pre_tokenizer
+    index = {t: i for i, t in enumerate(vocab.tokens)}
+    pairs = split_merges(vocab.merges or [])
+    try:
+        model = tokenizers.models.BPE(index, pairs, ignore_merges=pre.ignore_merges)
+    except Exception:  # noqa: BLE001 - a merge outside the vocabulary: check each (slower) and build again
+        model = tokenizers.models.BPE(index, split_merges(vocab.merges or [], index), ignore_merges=pre.ignore_merges)
+    tok = tokenizers.Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizer(pre.expressions)
+    return tok
+
+
+def pre_tokenizer(expressions: tuple[str, ...]):
+    import tokenizers
+
+    pts = tokenizers.pre_tokenizers
+    return pts.Sequence([pts.Split(tokenizers.Regex(e), behavior="isolated") for e in expressions]
+                        + [pts.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+class HFBackend:
+    """Encodes text fragments with a ``tokenizers.Tokenizer`` (special tokens are cut out before,
+    and the library is told not to look for them: ``encode_special_tokens``)."""
+
+    def __init__(self, hf):
+        self.hf = hf
+        hf.encode_special_tokens = True
+
+    def encode(self, fragments: list[str]) -> list[list[int]]:
+        if len(fragments) == 1:
+            return [self.hf.encode(fragments[0], add_special_tokens=False).ids]
+        return [e.ids for e in self.hf.encode_batch(fragments, add_special_tokens=False)]
+
+    def decode(self, ids: list[int], special: bool) -> str:
+        return self.hf.decode(ids, skip_special_tokens=not special)
+
+
+# --- tokenizer.json -----------------------------------------------------------------------------
+def load_tokenizer_json(path: Path):
+    """A ``tokenizers.Tokenizer`` from a tokenizer.json file (ValueError naming it if unreadable)."""
+    import tokenizers
+
+    try:
+        return tokenizers.Tokenizer.from_file(str(path))
+    except Exception as e:  # noqa: BLE001 - the library raises plain Exception for any parse problem
+        raise ValueError(f"{path}: not a Hugging Face tokenizer.json ({e})") from None
+
+
+def _token_text(v) -> str | None:
+    """A special token of tokenizer_config.json: a string, or an AddedToken dict."""
+    if isinstance(v, dict):
+        v = v.get("content")
+    return v if isinstance(v, str) else None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from None
+    return d if isinstance(d, dict) else {}
+
+
+def folder_settings(folder: Path) -> dict:
+    """What a Hugging Face folder says about BOS/EOS beside its tokenizer files:
+    tokenizer_config.json (``bos_token``, ``eos_token``, ``add_bos_token``, ``add_eos_token``),
+    and the end-of-generation ids of generation_config.json and config.json."""
+    cfg = _read_json(folder / "tokenizer_config.json")
+    out: dict = {}
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        if _token_text(cfg.get(key)) is not None:
+            out[key] = _token_text(cfg[key])
+    for key in ("add_bos_token", "add_eos_token"):
+        if isinstance(cfg.get(key), bool):
+            out[key] = cfg[key]
+    eos = []
+    for name in ("generation_config.json", "config.json"):
+        e = _read_json(folder / name).get("eos_token_id")
+        eos += [x for x in (e if isinstance(e, list) else [e]) if isinstance(x, int) and not isinstance(x, bool)]
+    out["eos_ids"] = tuple(dict.fromkeys(eos))
+    return out
+
+
+def vocab_from_hf(hf, settings: dict, source: str) -> Vocab:
+    """The vocabulary of a ``tokenizers.Tokenizer`` in GGUF's terms, as llama.cpp's
+    convert_hf_to_gguf.py writes it: added special tokens are control tokens, other added tokens
+    user-defined, ids without a token ``[PAD<id>]`` (unused)."""
+    n = hf.get_vocab_size(with_added_tokens=True)
+    vocab = hf.get_vocab(with_added_tokens=True)
+    n = max(n, max(vocab.values(), default=-1) + 1)
+    tokens: list[str | None] = [None] * n
+    for t, i in vocab.items():
+        tokens[i] = t
+    types = np.full(n, NORMAL, np.int32)
+    for i, t in enumerate(tokens):
+        if t is None:
+            tokens[i], types[i] = f"[PAD{i}]", UNUSED
+    lstrip, rstrip = set(), set()
+    for i, added in hf.get_added_tokens_decoder().items():
+        types[i] = CONTROL if added.special else USER_DEFINED
+        if added.lstrip:
+            lstrip.add(i)
+        if added.rstrip:
+            rstrip.add(i)
+    spec = json.loads(hf.to_str())
+    model = spec.get("model") or {}
+    byte_level = _uses(spec.get("pre_tokenizer"), "ByteLevel") or _uses(spec.get("decoder"), "ByteLevel")
+    if model.get("byte_fallback"):
+        for i, t in enumerate(tokens):
+            if len(t) == 6 and t.startswith("<0x") and t.endswith(">") and types[i] == NORMAL:
+                types[i] = BYTE
+    index = {t: i for i, t in enumerate(tokens)}
+
+    def idx(key: str) -> int:
+        t = settings.get(key)
+        return index.get(t, -1) if t is not None else -1
+
+    v = Vocab("gpt2" if byte_level else "llama", tokens, types, name=str(source))
+    v.bos_id, v.eos_id, v.unk_id, v.pad_id = idx("bos_token"), idx("eos_token"), idx("unk_token"), idx("pad_token")
+    # without tokenizer_config.json, read BOS/EOS off what the post-processor adds
+    with_special = hf.encode("a", add_special_tokens=True).ids
+    plain = hf.encode("a", add_special_tokens=False).ids
+    k = _find(with_special, plain)
+    added_front, added_back = with_special[:k], with_special[k + len(plain):] if k >= 0 else []
+    if v.bos_id < 0 and added_front:
+        v.bos_id = added_front[0]
+    if v.eos_id < 0 and added_back:
+        v.eos_id = added_back[-1]
+    v.add_bos = settings.get("add_bos_token", bool(added_front) and added_front[0] == v.bos_id)
+    v.add_eos = settings.get("add_eos_token", bool(added_back) and added_back[-1] == v.eos_id)
+    v.add_bos = v.add_bos and v.bos_id >= 0
+    v.add_eos = v.add_eos and v.eos_id >= 0
+    v.extra_eos = tuple(i for i in settings.get("eos_ids", ()) if 0 <= i < n)
+    if v.eos_id < 0 and v.extra_eos:
+        v.eos_id = v.extra_eos[0]
+    if v.model == "gpt2":
+        merges = model.get("merges") or []
+        v.merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    v.finish()
+    v.lstrip, v.rstrip = frozenset(lstrip), frozenset(rstrip)
+    return v
+
+
+def _find(seq: list[int], sub: list[int]) -> int:
+    for k in range(len(seq) - len(sub) + 1):
+        if seq[k:k + len(sub)] == sub:
+            return k
+    return -1
+
+
+def _uses(component, kind: str) -> bool:
+    """Whether a tokenizer.json component (or a Sequence of them) is or contains ``kind``."""
+    if not isinstance(component, dict):
+        return False
+    if component.get("type") == kind:
+        return True
+    return any(_uses(c, kind) for key in ("pretokenizers", "decoders", "normalizers")
+               for c in component.get(key) or [])
+
+
+def detect_pre(hf, vocab: Vocab, source: str) -> str:
+    """The ``tokenizer.ggml.pre`` name under which llama.cpp tokenizes as this tokenizer.json does:
+    the candidate whose tokenizer built from the same vocabulary and merges gives the same ids on
+    a probe text (what convert_hf_to_gguf.py checks with a hash of the ids)."""
+    probe = ("Hello World! It's 1234567 o'clock, ABC DEF ghi. \n\n  \t  three  spaces\r\n"
+             "déjà vu — ünïcödé 日本語 中文字符 한국어 🦙🎉 #$%^&*(){}[] x=1+2; y += 3 ... "
+             "'s 've 'RE ''' \"\" ``` 3.14159 1,000,000 \u00a0nbsp  end  \n")
+    want = hf.encode(probe, add_special_tokens=False).ids
+    order = ["llama-bpe", "qwen2", "gpt-2", "starcoder", "deepseek-coder", "deepseek-llm", "falcon", "default"]
+    order += [name for name in PRE_TOKENIZERS if name not in order]
+    built: dict[bool, object] = {}   # one BPE model per ignore_merges; only the pre-tokenizer changes
+    tried = set()
+    for name in order:
+        pre = PRE_TOKENIZERS[name]
+        if (pre.kind, pre.ignore_merges) in tried:
+            continue
+        tried.add((pre.kind, pre.ignore_merges))
+        vocab.pre = name
+        try:
+            if pre.ignore_merges not in built:
+                built[pre.ignore_merges] = tokenizer_from_vocab(vocab)
+            tok = built[pre.ignore_merges]
+            tok.pre_tokenizer = pre_tokenizer(pre.expressions)
+            got = tok.encode(probe, add_special_tokens=False).ids
+        except Exception:  # noqa: BLE001 - an expression the regex engine refuses is no match either
+            continue
+        if got == want:
+            return name
+    vocab.pre = None
+    raise ValueError(f"{source}: no llama.cpp pre-tokenizer tokenizes as this tokenizer.json does, so it cannot be "
+                     "written as a GGUF vocabulary")
