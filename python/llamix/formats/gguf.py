@@ -296,6 +296,17 @@ class GGUFReader:
         self._mmap.close()
 
 
+def read_header(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """``(version, tensor count, metadata count)`` from a file's first 24 bytes, or None when it
+    is not a GGUF file (to tell a vocabulary-only file without parsing the rest)."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:4] != GGUF_MAGIC:
+        return None
+    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:])
+    return version, n_tensors, n_kv
+
+
 # --- writing -----------------------------------------------------------------------------------
 class GGUFWriter:
     """Writes a GGUF v3 file atomically: everything goes to a temporary name beside the target,

@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..formats.gguf import read_header
 from ..tokenizer import Tokenizer
 from .checkpoint import COMPUTE_TYPES, LOAD_QTYPES, Checkpoint, Progress, check_qtype
-from .gguf import config_from_gguf, load_gguf
+from .gguf import config_from_gguf, load_gguf, vocabulary_only
 from .hf import config_from_hf, load_hf, read_hf_config
 from .llama2c import config_from_llama2c, load_llama2c
 from .random import SHAPES, byte_tokenizer, random_checkpoint, random_config
 
 __all__ = ["COMPUTE_TYPES", "Checkpoint", "LOAD_QTYPES", "SHAPES", "byte_tokenizer", "config_from_gguf",
            "config_from_hf", "config_from_llama2c", "load_checkpoint", "random_checkpoint", "random_config",
-           "read_hf_config"]
+           "read_hf_config", "vocabulary_only"]
 
 
 def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | None = None,
@@ -37,6 +38,10 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
     override = None
     if tokenizer is not None:
         override = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_file(tokenizer)
+    header = read_header(path) if path.is_file() else None
+    if header is not None and header[1] == 0:
+        raise ValueError(f"{path}: a vocabulary-only GGUF file (no tensors): it holds a tokenizer but no weights; "
+                         "load it with llamix.Tokenizer.from_file, or pass it as tokenizer=")
     if path.is_dir():
         ck = load_hf(path, qtype, progress, tokenizer=override)
     else:

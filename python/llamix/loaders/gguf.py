@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig
-from ..formats.gguf import GGUFReader
+from ..formats.gguf import GGUFReader, read_header
 from ..formats.gguf_llama import tokenizer_entries_of
 from ..formats.names import expected_shapes, tensor_names
 from ..quant import QuantizedTensor
@@ -69,6 +69,21 @@ def tokenizer_of(reader: GGUFReader) -> Tokenizer | None:
     if "tokenizer.ggml.model" not in reader.metadata:
         return None
     return Tokenizer.from_gguf_metadata(reader.metadata, source=str(reader.path))
+
+
+def vocabulary_only(path: Path, tokenizer: Tokenizer | None = None) -> tuple[str, Tokenizer | None] | None:
+    """For a GGUF file holding no tensors (a vocabulary-only file, as llama.cpp's tokenizer tests
+    ship them): its architecture name and tokenizer (``tokenizer`` instead, when given). None for
+    any other file or a folder."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    header = read_header(path)
+    if header is None or header[1] != 0:
+        return None
+    r = GGUFReader(path)
+    arch = r.get("general.architecture")
+    return (arch if isinstance(arch, str) else "?"), (tokenizer if tokenizer is not None else tokenizer_of(r))
 
 
 def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,

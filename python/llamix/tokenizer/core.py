@@ -197,6 +197,16 @@ class Tokenizer:
         """The ``tokenizers.Tokenizer`` doing BPE (None for SentencePiece)."""
         return getattr(self._backend, "hf", None)
 
+    def gguf_pre(self) -> str:
+        """The ``tokenizer.ggml.pre`` name llama.cpp tokenizes this BPE vocabulary with: the
+        GGUF's own, or for a tokenizer.json the one found to tokenize as it does (ValueError if
+        none does)."""
+        if self.vocab.pre is None and self._hf is not None and self.model == "gpt2":
+            bpe.detect_pre(self._hf, self.vocab, self.source)
+        if self.vocab.pre is None:
+            raise ValueError(f"{self.source}: no BPE pre-tokenizer name for this vocabulary")
+        return self.vocab.pre
+
     def is_eog(self, token: int) -> bool:
         return int(token) in self.vocab.eog
 
