@@ -7,7 +7,9 @@ fallback, so a ``ModelProto`` made of the GGUF tokens, scores and types tokenize
 exactly one piece of type UNKNOWN and the byte pieces named ``<0xXX>``; GGUF files do not always
 agree (Phi-3 and Gemma-3 type ``<unk>`` as control, Phi-3 has 53 ``[PAD]`` pieces typed unknown),
 so the proto gives the unknown id that type and every other unknown piece the control type: such
-pieces never come out of text, in SentencePiece as in llama.cpp.
+pieces never come out of text, in SentencePiece as in llama.cpp. User-defined pieces are cut out
+of the text before SentencePiece sees it (as llama.cpp does), so its own matching of them never
+comes into play.
 """
 from __future__ import annotations
 
@@ -62,7 +64,9 @@ def model_proto(vocab: Vocab, source: str = "GGUF") -> bytes:
     if unk < 0:
         found = np.flatnonzero(vocab.types == UNKNOWN)
         unk = int(found[0]) if found.size else 0
-    sp_types = vocab.types.copy()
+    # the types llama.cpp acts on: a user-defined token it counts as end of generation (Gemma-3's
+    # </s>) is a control token there, never matched in text unless special tokens are parsed
+    sp_types = vocab.attrs.copy()
     sp_types[sp_types == UNKNOWN] = CONTROL
     sp_types[sp_types == UNDEFINED] = NORMAL
     sp_types[unk] = UNKNOWN
