@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .pretokenizers import PRE_TOKENIZERS
+from .pretokenizers import CONTRACTIONS, GPT2, PRE_TOKENIZERS
 from .vocab import BYTE, CONTROL, NORMAL, UNUSED, USER_DEFINED, Vocab
 
 
@@ -230,16 +230,49 @@ def _uses(component, kind: str) -> bool:
                for c in component.get(key) or [])
 
 
+def _split_patterns(component) -> list[str]:
+    """The regular expressions a tokenizer.json pre-tokenizer splits by, in order (a ByteLevel
+    pre-tokenizer with ``use_regex`` splits by GPT-2's)."""
+    if not isinstance(component, dict):
+        return []
+    kind = component.get("type")
+    if kind == "Sequence":
+        return [p for c in component.get("pretokenizers") or [] for p in _split_patterns(c)]
+    if kind == "Split" and isinstance(component.get("pattern"), dict) and "Regex" in component["pattern"]:
+        return [component["pattern"]["Regex"]]
+    if kind == "ByteLevel" and component.get("use_regex", True):
+        return [GPT2 + r"|\s+"]
+    return []
+
+
+def _as_written(expression: str) -> str:
+    """A llama.cpp expression as the models' tokenizer.json files write it (llama.cpp spells
+    their case-insensitive contractions out)."""
+    return expression.replace(CONTRACTIONS, "(?i:'s|'t|'re|'ve|'m|'ll|'d)")
+
+
+_PROBE = ("Hello World! It's 1234567 o'clock, ABC DEF ghi. \n\n  \t  three  spaces\r\n"
+          "d\u00e9j\u00e0 vu \u2014 \u00fcn\u00efc\u00f6d\u00e9 \u65e5\u672c\u8a9e \ud55c\uad6d\uc5b4 "
+          "\U0001f999\U0001f389 #$%^&*(){}[] x=1+2; y += 3 ... 's 've 'RE ''' \"\" ``` 3.14159 1,000,000 "
+          "\u00a0nbsp  end  \n")
+
+
 def detect_pre(hf, vocab: Vocab, source: str) -> str:
-    """The ``tokenizer.ggml.pre`` name under which llama.cpp tokenizes as this tokenizer.json does:
-    the candidate whose tokenizer built from the same vocabulary and merges gives the same ids on
-    a probe text (what convert_hf_to_gguf.py checks with a hash of the ids)."""
-    probe = ("Hello World! It's 1234567 o'clock, ABC DEF ghi. \n\n  \t  three  spaces\r\n"
-             "déjà vu — ünïcödé 日本語 中文字符 한국어 🦙🎉 #$%^&*(){}[] x=1+2; y += 3 ... "
-             "'s 've 'RE ''' \"\" ``` 3.14159 1,000,000 \u00a0nbsp  end  \n")
-    want = hf.encode(probe, add_special_tokens=False).ids
-    order = ["llama-bpe", "qwen2", "gpt-2", "starcoder", "deepseek-coder", "deepseek-llm", "falcon", "default"]
-    order += [name for name in PRE_TOKENIZERS if name not in order]
+    """The ``tokenizer.ggml.pre`` name under which llama.cpp tokenizes as this tokenizer.json does.
+
+    Candidates whose expressions are the ones the file splits by come first (llama.cpp's comments
+    give each type's original expression), then all others; the first one whose tokenizer, built
+    from the same vocabulary and merges, gives the same ids on a probe text is taken (what
+    convert_hf_to_gguf.py checks with a hash of the ids). ValueError naming ``source`` if none does.
+    """
+    want = hf.encode(_PROBE, add_special_tokens=False).ids
+    spec = json.loads(hf.to_str())
+    written = _split_patterns(spec.get("pre_tokenizer"))
+    ignore = bool((spec.get("model") or {}).get("ignore_merges"))
+    same = [name for name, pre in PRE_TOKENIZERS.items()
+            if [_as_written(e) for e in pre.expressions] == written or list(pre.expressions) == written]
+    same.sort(key=lambda name: PRE_TOKENIZERS[name].ignore_merges != ignore)
+    order = same + [name for name in PRE_TOKENIZERS if name not in same]
     built: dict[bool, object] = {}   # one BPE model per ignore_merges; only the pre-tokenizer changes
     tried = set()
     for name in order:
@@ -253,7 +286,7 @@ def detect_pre(hf, vocab: Vocab, source: str) -> str:
                 built[pre.ignore_merges] = tokenizer_from_vocab(vocab)
             tok = built[pre.ignore_merges]
             tok.pre_tokenizer = pre_tokenizer(pre.expressions)
-            got = tok.encode(probe, add_special_tokens=False).ids
+            got = tok.encode(_PROBE, add_special_tokens=False).ids
         except Exception:  # noqa: BLE001 - an expression the regex engine refuses is no match either
             continue
         if got == want:
