@@ -11,6 +11,7 @@ Special tokens are cut out of the text before, by the Tokenizer, so the library 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,9 @@ def split_merges(merges: list[str], index: dict[str, int] | None = None) -> list
     return out
 
 
+CACHE_WORDS = 1 << 17
+
+
 def tokenizer_from_vocab(vocab: Vocab):
     """A ``tokenizers.Tokenizer`` encoding raw text (no special tokens) as llama.cpp's BPE does."""
     import tokenizers
@@ -71,10 +75,13 @@ def tokenizer_from_vocab(vocab: Vocab):
     pre = vocab.pre_tokenizer
     index = {t: i for i, t in enumerate(vocab.tokens)}
     pairs = split_merges(vocab.merges or [])
+    # the word cache: the library's default (10000 words) misses often on long texts; 2^17 words
+    # made 1 MB of mixed text 1.6x faster
+    kw = dict(ignore_merges=pre.ignore_merges, cache_capacity=CACHE_WORDS)
     try:
-        model = tokenizers.models.BPE(index, pairs, ignore_merges=pre.ignore_merges)
+        model = tokenizers.models.BPE(index, pairs, **kw)
     except Exception:  # noqa: BLE001 - a merge outside the vocabulary: check each (slower) and build again
-        model = tokenizers.models.BPE(index, split_merges(vocab.merges or [], index), ignore_merges=pre.ignore_merges)
+        model = tokenizers.models.BPE(index, split_merges(vocab.merges or [], index), **kw)
     tok = tokenizers.Tokenizer(model)
     tok.pre_tokenizer = pre_tokenizer(pre.expressions)
     return tok
@@ -88,18 +95,53 @@ def pre_tokenizer(expressions: tuple[str, ...]):
                         + [pts.ByteLevel(add_prefix_space=False, use_regex=False)])
 
 
+# A place where every pre-tokenizer of PRE_TOKENIZERS ends a piece: a newline between a
+# non-space character and an ASCII letter. No expression lets a piece run from a newline into a
+# letter, and with a non-space character before it the newline's own piece is the same whether
+# the text goes on or ends there (GPT-2's ``\s+(?!\S)`` would take spaces before it along at the
+# end of a text, but not in the middle).
+_SAFE_CUT = re.compile(r"(?<=\S)\n(?=[A-Za-z])")
+CHUNK_CHARS = 1 << 15
+
+
+def cut_points(text: str, every: int = CHUNK_CHARS) -> list[int]:
+    """Positions (after a safe newline) that cut ``text`` into pieces of about ``every`` characters."""
+    cuts, pos = [], every
+    while pos < len(text):
+        m = _SAFE_CUT.search(text, pos)
+        if m is None:
+            break
+        cuts.append(m.end())
+        pos = m.end() + every
+    return cuts
+
+
 class HFBackend:
     """Encodes text fragments with a ``tokenizers.Tokenizer`` (special tokens are cut out before,
-    and the library is told not to look for them: ``encode_special_tokens``)."""
+    and the library is told not to look for them: ``encode_special_tokens``).
 
-    def __init__(self, hf):
+    ``chunk``: cut long fragments at newlines where every llama.cpp pre-tokenizer ends a piece
+    (:func:`cut_points`), so the library encodes the pieces in parallel; only for tokenizers built
+    from GGUF metadata, whose pre-tokenizers are known.
+    """
+
+    def __init__(self, hf, chunk: bool = False):
         self.hf = hf
+        self.chunk = chunk
         hf.encode_special_tokens = True
 
     def encode(self, fragments: list[str]) -> list[list[int]]:
-        if len(fragments) == 1:
-            return [self.hf.encode(fragments[0], add_special_tokens=False).ids]
-        return [e.ids for e in self.hf.encode_batch(fragments, add_special_tokens=False)]
+        pieces, owner = [], []
+        for k, f in enumerate(fragments):
+            bounds = [0, *(cut_points(f) if self.chunk and len(f) > 2 * CHUNK_CHARS else []), len(f)]
+            for a, b in zip(bounds, bounds[1:]):
+                pieces.append(f[a:b])
+                owner.append(k)
+        out: list[list[int]] = [[] for _ in fragments]
+        # the "fast" batch call skips the character offsets, a third of the time on long texts
+        for k, e in zip(owner, self.hf.encode_batch_fast(pieces, add_special_tokens=False)):
+            out[k].extend(e.ids)
+        return out
 
     def decode(self, ids: list[int], special: bool) -> str:
         return self.hf.decode(ids, skip_special_tokens=not special)

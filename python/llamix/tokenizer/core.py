@@ -135,7 +135,7 @@ class Tokenizer:
             hf = bpe.tokenizer_from_vocab(vocab)
         except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception
             raise ValueError(f"{source}: the tokenizer metadata does not form a BPE tokenizer ({e})") from None
-        return cls._make(vocab, bpe.HFBackend(hf), source)
+        return cls._make(vocab, bpe.HFBackend(hf, chunk=True), source)
 
     # --- what the vocabulary says ---
     @property
