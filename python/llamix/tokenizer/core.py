@@ -57,6 +57,7 @@ class Tokenizer:
         self.source = source
         self._pieces: list[bytes] | None = None
         self._special_re: dict[bool, re.Pattern | None] = {}
+        self._special_index: dict[str, int] | None = None   # special token text -> id
 
     @classmethod
     def _make(cls, vocab: Vocab, backend, source: str, hf=None) -> "Tokenizer":
@@ -283,12 +284,8 @@ class Tokenizer:
         if parse_special not in self._special_re:
             ids = self.vocab.special_ids(parse_special)
             texts = sorted({self.vocab.tokens[i] for i in ids}, key=lambda t: (-len(t), t))
-            if not hasattr(self, "_special_index"):
-                specials = self.vocab.special_ids(True)
-                # where two special tokens share a text, llama.cpp's stable order keeps the lower id
-                self._special_index = {}
-                for i in sorted(specials.tolist(), reverse=True):
-                    self._special_index[self.vocab.tokens[i]] = i
+            if self._special_index is None:
+                self._special_index = {self.vocab.tokens[i]: i for i in self.vocab.special_ids(True).tolist()}
             self._special_re[parse_special] = re.compile("|".join(map(re.escape, texts))) if texts else None
         return self._special_re[parse_special]
 
