@@ -24,7 +24,7 @@ def byte_to_char() -> dict[int, str]:
     """GPT-2's mapping of the 256 byte values to printable characters (``bytes_to_unicode`` in
     OpenAI's encoder.py; llama.cpp's ``unicode_byte_to_utf8``): printable Latin-1 bytes map to
     themselves, the others to U+0100 onwards in byte order."""
-    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    keep = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
     table, extra = {}, 0
     for b in range(256):
         if b in keep:
