@@ -446,3 +446,30 @@ def test_real_published_files_agree_with_llama_cpp(file):
     tok = Tokenizer.from_file(path)
     assert time.perf_counter() - t0 < 10
     _agrees_with_llama_cpp(tok, path, SPECIAL_TEXTS)
+
+
+def test_special_token_matcher_is_leftmost_longest():
+    """The prefix-tree expression special tokens are found with matches as a longest-first alternation."""
+    import random
+    import re
+
+    from llamix.tokenizer.core import trie_pattern
+
+    rng = random.Random(0)
+    for _ in range(300):
+        words = sorted({"".join(rng.choice("ab<>") for _ in range(rng.randint(1, 5))) for _ in range(rng.randint(1, 12))})
+        plain = re.compile("|".join(map(re.escape, sorted(words, key=lambda w: (-len(w), w)))))
+        text = "".join(rng.choice("ab<> ") for _ in range(60))
+        assert [m.span() for m in re.finditer(trie_pattern(words), text)] == [m.span() for m in plain.finditer(text)]
+
+
+@pytest.mark.peers
+def test_llama_cpp_reads_the_vocabularies_llamix_writes(assets, qwen_json, tmp_path):
+    """Exported GGUF files: SentencePiece (stories260K) and byte-level BPE (a tokenizer.json
+    vocabulary), read back by llama.cpp with the same tokens, EOG set and add_bos."""
+    require_peer("llama_cpp")
+    llamix.export_gguf(assets / "stories260K" / "stories260K.bin", tmp_path / "spm.gguf", "q8_0")
+    tok = Tokenizer.from_file(qwen_json)
+    llamix.export_gguf(random_checkpoint("tiny", "q8_0", tokenizer=tok, vocab_size=151936), tmp_path / "bpe.gguf", "q8_0")
+    for name in ("spm.gguf", "bpe.gguf"):
+        _agrees_with_llama_cpp(Tokenizer.from_file(tmp_path / name), tmp_path / name, SPECIAL_TEXTS)
