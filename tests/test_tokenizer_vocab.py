@@ -150,10 +150,16 @@ def test_model_tokenize_and_generation_stop_on_every_eog(assets, monkeypatch):
     assert m.tokenize("Hello world", add_bos=True) == m.tokenize("Hello world", bos=True) == [15043, 3186]
     assert m.tokenize("<s>Hi", special=True, add_bos=False)[0] == 1
     assert m.tokenize("<s>Hi", parse_special=True)[0] == 1
+    assert m.tokenize(b"Hello world") == [15043, 3186]
     for stop in (5, 2):
         picks = iter([100, 101, stop, 102])
         monkeypatch.setattr(Sampler, "sample", lambda self, logits, history=(): next(picks))
         assert m.generate_tokens([15043], 10) == [100, 101]
+    # a text prompt: no BOS (the vocabulary adds none), control tokens written in it as their ids
+    picks = iter([2])
+    monkeypatch.setattr(Sampler, "sample", lambda self, logits, history=(): next(picks))
+    assert m.generate_tokens("<s>Hi", 4) == []
+    assert m._cached == [1] + tok.encode("Hi", add_special=False)
 
 
 def test_perplexity_adds_bos_only_where_the_vocabulary_says(assets):

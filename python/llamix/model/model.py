@@ -91,7 +91,7 @@ class Model:
                              "tokenizer.json or GGUF file")
         return self.tokenizer
 
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False, *, bos: bool | None = None,
+    def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = False, *, bos: bool | None = None,
                  add_bos: bool | None = None, special: bool | None = None) -> list[int]:
         """Token ids of ``text``, as llama.cpp's ``llama_tokenize``: ``add_special`` adds BOS (and
         EOS) where the vocabulary asks for them; ``parse_special`` turns control tokens written in
@@ -102,6 +102,8 @@ class Model:
                 add_special = bool(alias)
         if special is not None:
             parse_special = bool(special)
+        if isinstance(text, (bytes, bytearray)):  # as llama-cpp-python takes it
+            text = bytes(text).decode("utf-8")
         return self._tok().encode(text, add_special=add_special, parse_special=parse_special)
 
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
@@ -191,7 +193,8 @@ class Model:
         end-of-generation token (:attr:`eos_ids`: EOS, end of turn, ``<|im_end|>`` ...), or before
         the first occurrence of any ``stop`` string. ``temperature=0`` is greedy; ``seed`` makes
         sampling reproducible. A text prompt gets BOS only where the vocabulary asks for it
-        (``add_bos_token``); a prompt may also be a list of token ids, used as it is.
+        (``add_bos_token``), and control tokens written in it (``<|im_start|>``) count as their ids,
+        as llama-cli reads prompts; a prompt may also be a list of token ids, used as it is.
         """
         return "".join(self.stream(prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop))
 
@@ -203,7 +206,9 @@ class Model:
         return [t for _, t in self._generate(prompt, max_tokens, sampler, None, decode=False)]
 
     def _generate(self, prompt, max_tokens: int, sampler: Sampler, stop, decode: bool = True):
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        # a text prompt is read as llama-cli and llama-cpp-python read one: BOS where the vocabulary
+        # asks for it, control tokens written in it (a chat template's <|im_start|>) as their ids
+        ids = self.tokenize(prompt, parse_special=True) if isinstance(prompt, str) else [int(i) for i in prompt]
         if not ids:
             raise ValueError("empty prompt: give at least one token (e.g. BOS)")
         if max_tokens < 0:  # llama.cpp's -n -1: until end-of-sequence or the context is full
