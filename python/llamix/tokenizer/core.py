@@ -296,24 +296,22 @@ class Tokenizer:
         not form UTF-8 (an incomplete character at the end) show as U+FFFD."""
         ids = [int(i) for i in ids]
         n = self.vocab_size
-        bad = [i for i in ids if not 0 <= i < n]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{n - 1})")
+        if ids and (min(ids) < 0 or max(ids) >= n):
+            bad = next(i for i in ids if not 0 <= i < n)
+            raise ValueError(f"token id {bad} is outside the vocabulary (0..{n - 1})")
         if self._hf is not None:
             return self._hf.decode(ids, skip_special_tokens=not special)
-        pieces = self._piece_bytes()
-        attrs = self.vocab.attrs
-        chunks = []
-        strip = self.vocab.model == "llama" and self.vocab.add_space_prefix
-        for i in ids:
-            b = pieces[i]
-            if special and not b and attrs[i] in (CONTROL, UNKNOWN):
-                b = self.vocab.tokens[i].encode("utf-8")
-            if strip and b:
-                if attrs[i] == NORMAL and b[:1] == b" ":
-                    b = b[1:]
-                strip = False
-            chunks.append(b)
+        pieces, attrs = self._piece_bytes(), self.vocab.attrs
+        chunks = [pieces[i] for i in ids]
+        if special:
+            for k, i in enumerate(ids):
+                if not chunks[k] and attrs[i] in (CONTROL, UNKNOWN):
+                    chunks[k] = self.vocab.tokens[i].encode("utf-8")
+        if self.vocab.model == "llama" and self.vocab.add_space_prefix:
+            # the space SentencePiece put before the text (add_dummy_prefix) comes off the first piece
+            k = next((k for k, b in enumerate(chunks) if b), None)
+            if k is not None and attrs[ids[k]] == NORMAL and chunks[k][:1] == b" ":
+                chunks[k] = chunks[k][1:]
         return b"".join(chunks).decode("utf-8", errors="replace")
 
     def _piece_bytes(self) -> list[bytes]:
