@@ -373,6 +373,8 @@ def test_override_is_read_before_the_files_vocabulary(tmp_path):
     assert m.tokenize("hi")[0] == 1
     ck = llamix.load_checkpoint(path, tokenizer=byte_tokenizer(354))
     assert ck.tokenizer_entries == []  # the override is what an export writes
+    bare = llamix.load(path, tokenizer=False)  # no vocabulary at all: token ids only
+    assert bare.tokenizer is None and bare.logits([1, 2]).shape == (2, 354)
 
 
 def test_info_on_a_vocabulary_only_file(assets, capsys):

@@ -18,7 +18,7 @@ __all__ = ["COMPUTE_TYPES", "Checkpoint", "LOAD_QTYPES", "SHAPES", "byte_tokeniz
            "read_hf_config", "vocabulary_only"]
 
 
-def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | None = None,
+def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None,
                     qtype: str | None = None, progress: Progress | None = None) -> Checkpoint:
     """Read a GGUF file, a Hugging Face folder or a llama2.c ``.bin`` (told apart by the file's
     magic) into a :class:`Checkpoint`.
@@ -26,6 +26,7 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
     ``tokenizer``: a Tokenizer, or a file :meth:`Tokenizer.from_file` reads (``tokenizer.model``,
     ``tokenizer.json``, a GGUF file), used instead of the model's own vocabulary: it is read
     first, and the model's own is then not read at all (a broken one does not stop the load).
+    ``False``: no tokenizer at all (token ids only); ``None`` or ``True``: the model's own.
     ``qtype``: ``q4_0``, ``q8_0`` or ``f16`` to convert float weights while loading.
     ``progress(done, total, name)`` is called after each tensor. Raises FileNotFoundError for a
     missing path and ValueError (naming the file and the field or tensor) for anything malformed.
@@ -35,9 +36,9 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    override = None
-    if tokenizer is not None:
-        override = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_file(tokenizer)
+    override: Tokenizer | bool | None = None if tokenizer is True else tokenizer
+    if override is not None and override is not False and not isinstance(override, Tokenizer):
+        override = Tokenizer.from_file(override)
     header = read_header(path) if path.is_file() else None
     if header is not None and header[1] == 0:
         raise ValueError(f"{path}: a vocabulary-only GGUF file (no tensors): it holds a tokenizer but no weights; "

@@ -87,8 +87,9 @@ def vocabulary_only(path: Path, tokenizer: Tokenizer | None = None) -> tuple[str
 
 
 def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
-              tokenizer: Tokenizer | None = None) -> Checkpoint:
-    """``tokenizer``: used instead of the file's own vocabulary, which is then not read at all."""
+              tokenizer: Tokenizer | bool | None = None) -> Checkpoint:
+    """``tokenizer``: used instead of the file's own vocabulary, which is then not read at all
+    (``False``: no tokenizer; ``None`` or ``True``: the file's own)."""
     r = GGUFReader(path)
     config = config_from_gguf(r)
     shapes = expected_shapes(config)
@@ -110,6 +111,7 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
         if progress is not None:
             progress(i + 1, len(names), name)
     rope_freqs = r.tensors["rope_freqs.weight"].array().astype(np.float32) if "rope_freqs.weight" in r.tensors else None
-    tok = tokenizer if tokenizer is not None else tokenizer_of(r)
-    entries = tokenizer_entries_of(r) if tokenizer is None else []
+    own = tokenizer is None or tokenizer is True
+    tok = tokenizer_of(r) if own else (tokenizer or None)
+    entries = tokenizer_entries_of(r) if own else []
     return Checkpoint(config, tensors, tok, rope_freqs, str(path), keep_alive=r, tokenizer_entries=entries)

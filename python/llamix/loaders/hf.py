@@ -96,9 +96,9 @@ def _normalise_scaling(s: dict | None, source: str) -> dict | None:
 
 
 def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None,
-            tokenizer: Tokenizer | None = None) -> Checkpoint:
-    """``tokenizer``: used instead of the folder's own, which is then not read; otherwise
-    tokenizer.model (SentencePiece) or, without one, tokenizer.json."""
+            tokenizer: Tokenizer | bool | None = None) -> Checkpoint:
+    """``tokenizer``: used instead of the folder's own, which is then not read (``False``: no
+    tokenizer); otherwise tokenizer.model (SentencePiece) or, without one, tokenizer.json."""
     config = config_from_hf(read_hf_config(folder), str(folder / "config.json"))
     st = SafetensorsCheckpoint(folder)
     if config.tie_embeddings is False and "lm_head.weight" not in st:
@@ -120,7 +120,8 @@ def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None,
             tensors[name] = float_weight(hf_rows_to_gguf(name, w, config), src, qtype)
         if progress is not None:
             progress(i + 1, len(names), name)
-    tok = tokenizer
-    if tok is None and any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
+    own = tokenizer is None or tokenizer is True
+    tok = None if own or tokenizer is False else tokenizer
+    if own and any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
         tok = Tokenizer.from_file(folder)
     return Checkpoint(config, tensors, tok, None, str(folder), keep_alive=st)

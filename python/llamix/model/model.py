@@ -277,7 +277,7 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
-def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | None = None, qtype: str | None = None,
+def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None, qtype: str | None = None,
          n_threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32", *,
          quant: str | None = None, threads: int | None = None) -> Model:
     """Load a model: a GGUF file (architecture ``llama``), a Hugging Face folder (config.json +
@@ -285,7 +285,8 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | Non
 
     - ``tokenizer``: a Tokenizer or a tokenizer file (``tokenizer.model``, ``tokenizer.json``, a
       GGUF file, also vocabulary-only), to override or supply the model's own; it is read first,
-      and the model's own vocabulary is then not read.
+      and the model's own vocabulary is then not read; ``False`` loads no tokenizer (prompts as
+      token ids).
     - ``qtype``: ``"q4_0"``, ``"q8_0"`` or ``"f16"`` to convert float weights while loading
       (tensor by tensor from the mapping); ``None`` keeps the stored types. ``quant`` is an alias.
     - ``n_threads``: compute threads (default: physical cores; ``threads`` is an alias).
