@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 from tqdm import tqdm
 
 MODEL_HELP = "GGUF file, Hugging Face folder or llama2.c .bin"
+TOKENIZER_HELP = "tokenizer file (tokenizer.model, tokenizer.json or GGUF) instead of the model's own"
 
 
 class UsageError(ValueError):

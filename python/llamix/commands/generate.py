@@ -7,8 +7,8 @@ import time
 
 from ..loaders import SHAPES, random_checkpoint
 from ..model import Model, load
-from .common import (MODEL_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads, quiet_requested,
-                     read_prompt)
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads,
+                     quiet_requested, read_prompt)
 
 
 def add_arguments(p) -> None:
@@ -32,7 +32,7 @@ def add_arguments(p) -> None:
     p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty of the last 64 tokens (1.0: off)")
     p.add_argument("-s", "--seed", type=int, help="sampling seed (default: random)")
     p.add_argument("--stop", action="append", metavar="STR", help="stop before this string (repeatable)")
-    p.add_argument("--tokenizer", help="SentencePiece .model file, if the model has none")
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
     p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache type (keys and values)")
     p.add_argument("--stats", action="store_true", help="print prompt and generation speed to stderr at the end")

@@ -6,8 +6,8 @@ import time
 
 from ..eval import perplexity
 from ..model import load
-from .common import (MODEL_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads, progress_bar,
-                     quiet_requested)
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads,
+                     progress_bar, quiet_requested)
 
 
 def add_arguments(p) -> None:
@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=int, dest="batch", help=argparse.SUPPRESS)
     p.add_argument("--kl-base", help="base model: also report mean KL(base || model) and top-1 agreement")
     add_qtype(p, help="quantize MODEL while loading")
-    p.add_argument("--tokenizer", help="SentencePiece .model file, when the model has none")
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_threads(p)
 
 

@@ -7,7 +7,8 @@ import time
 
 from .._runtime import set_threads
 from ..export import FILE_TYPES, export_gguf
-from .common import MODEL_HELP, UsageError, add_threads, check_threads, lower_choice, progress_bar, quiet_requested
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_threads, check_threads, lower_choice, progress_bar,
+                     quiet_requested)
 
 
 def add_arguments(p) -> None:
@@ -18,7 +19,7 @@ def add_arguments(p) -> None:
                    help="file type, as llama-quantize takes it (same as --type)")
     p.add_argument("--type", type=types, default=None, metavar="TYPE",
                    help=f"file type: {', '.join(FILE_TYPES)} (default q4_0)")
-    p.add_argument("--tokenizer", help="SentencePiece .model file, when the model has none beside it")
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     p.add_argument("--pure", action="store_true", help="no Q6_K/Q8_0 output head, no _M mix: one type everywhere")
     add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

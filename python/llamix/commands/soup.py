@@ -6,7 +6,8 @@ import argparse
 from .._runtime import set_threads
 from ..eval import soup
 from ..export import FILE_TYPES
-from .common import UsageError, add_ctx, add_threads, check_threads, lower_choice, progress_bar, quiet_requested
+from .common import (TOKENIZER_HELP, UsageError, add_ctx, add_threads, check_threads, lower_choice, progress_bar,
+                     quiet_requested)
 
 EVAL_TYPES = ("q8_0", "q4_0", "f16", "f32")
 
@@ -23,7 +24,7 @@ def add_arguments(p) -> None:
     add_ctx(p, what="perplexity window in tokens (default: the smaller of 512 and the model's context)")
     p.add_argument("--type", type=lower_choice(FILE_TYPES), default="f16", metavar="TYPE",
                    help=f"GGUF type of the output ({', '.join(FILE_TYPES)})")
-    p.add_argument("--tokenizer", help="SentencePiece .model file, when the models have none")
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

@@ -1,10 +1,13 @@
 """Perplexity, KL divergence and top-1 agreement, computed as llama.cpp's ``llama-perplexity`` does.
 
 Reference: llama.cpp ``tools/perplexity/perplexity.cpp`` (function ``perplexity``, and
-``kl_divergence`` for ``--kl-divergence``). The text is tokenized once (with BOS) and cut into
-non-overlapping windows of ``n_ctx`` tokens (a tail shorter than a window is dropped); the first
-token of every window is replaced by BOS; each window is evaluated from position 0, and only the
-second half is scored: the logits at positions ``n_ctx // 2 .. n_ctx - 2`` predict the next token.
+``kl_divergence`` for ``--kl-divergence``). The text is tokenized once, with BOS first only if the
+vocabulary says ``add_bos_token`` (``common_tokenize(ctx, text, add_special=true)``; llama.cpp
+refuses vocabularies with ``add_eos_token``, llamix adds no EOS) and cut into non-overlapping
+windows of ``n_ctx`` tokens (a tail shorter than a window is dropped); when the vocabulary adds
+BOS, the first token of every window is replaced by BOS (``llama_vocab_get_add_bos``), otherwise
+windows are evaluated as cut; each window is evaluated from position 0, and only the second half
+is scored: the logits at positions ``n_ctx // 2 .. n_ctx - 2`` predict the next token.
 
     PPL = exp(mean NLL),  its standard error  PPL * sqrt((mean NLL^2 - mean NLL^2) / (N - 1))
     KL  = mean over scored positions of  sum_v p_base(v) (log p_base(v) - log p_model(v))
@@ -51,19 +54,30 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
+def text_tokens(tokenizer, text: str) -> list[int]:
+    """``text`` tokenized as llama-perplexity does: BOS first if the vocabulary says
+    ``add_bos_token``, no EOS."""
+    return ([tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id >= 0 else []) + \
+        tokenizer.encode(text, add_special=False)
+
+
 def _tokens(model, text) -> list[int]:
     if isinstance(text, str):
-        return list(model.tokenize(text, bos=True))
+        tok = getattr(model, "tokenizer", None)
+        return text_tokens(tok, text) if tok is not None else list(model.tokenize(text))
     return [int(t) for t in text]
 
 
-def _bos_id(model) -> int:
+def _bos_id(model) -> int | None:
+    """The BOS id each window starts with, or None when the vocabulary adds no BOS."""
     tok = getattr(model, "tokenizer", None)
-    return int(tok.bos_id) if tok is not None and tok.bos_id >= 0 else int(model.config.bos_token_id)
+    if tok is not None:
+        return int(tok.bos_id) if tok.add_bos and tok.bos_id >= 0 else None
+    return int(model.config.bos_token_id)
 
 
-def windows(tokens: list[int], n_ctx: int, bos: int) -> list[np.ndarray]:
-    """The non-overlapping evaluation windows, each starting with BOS."""
+def windows(tokens: list[int], n_ctx: int, bos: int | None) -> list[np.ndarray]:
+    """The non-overlapping evaluation windows, each starting with ``bos`` (None: as cut)."""
     if n_ctx < 4:
         raise ValueError(f"n_ctx must be at least 4, got {n_ctx}")
     n_chunks = len(tokens) // n_ctx
@@ -72,7 +86,8 @@ def windows(tokens: list[int], n_ctx: int, bos: int) -> list[np.ndarray]:
     out = []
     for i in range(n_chunks):
         w = np.asarray(tokens[i * n_ctx:(i + 1) * n_ctx], dtype=np.int64)
-        w[0] = bos
+        if bos is not None:
+            w[0] = bos
         out.append(w)
     return out
 

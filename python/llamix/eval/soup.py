@@ -25,7 +25,7 @@ from ..loaders import Checkpoint, load_checkpoint
 from ..model import Model
 from ..quant import QuantizedTensor, quantize
 from ..quant.qtypes import qtype_info
-from .perplexity import Progress, perplexity
+from .perplexity import Progress, perplexity, text_tokens
 
 
 @dataclass
@@ -148,7 +148,7 @@ def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", 
     if tok is None:
         raise ValueError(f"{refs[0]}: no tokenizer to read the evaluation text; pass tokenizer=")
     n_ctx = int(n_ctx or min(512, cks[0].config.context_length))
-    tokens = tok.encode(eval_text, bos=True) if isinstance(eval_text, str) else list(eval_text)
+    tokens = text_tokens(tok, eval_text) if isinstance(eval_text, str) else list(eval_text)
     n_trials = len(refs) + (1 if base_ck else 0) + (len(refs) - 1 if method == "greedy" else 1)
     trials = {"done": 0}
 

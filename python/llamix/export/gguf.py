@@ -158,7 +158,7 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     ``model``: a path llamix loads, a loaded :class:`llamix.Model`, or a Checkpoint. ``qtype``:
     the file type (any case: ``f32 f16 q8_0 q4_0 q4_0_mse q4_k q4_k_m q5_k_m q6_k``; per-tensor
     types as llama-quantize chooses them, see :func:`tensor_type`), or ``None`` to keep every
-    tensor's stored type. ``tokenizer``: a SentencePiece file or Tokenizer replacing the model's.
+    tensor's stored type. ``tokenizer``: a tokenizer file or Tokenizer replacing the model's.
     ``pure``: one type for every matrix. ``progress(done_bytes, total_bytes, tensor_name)`` is
     called after each tensor. The file appears only when complete (temporary name, then rename).
     Raises ValueError for an unknown type or a model without a tokenizer (llama.cpp needs one).
@@ -169,10 +169,10 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     config, tensors = ck.config, ck.tensors
     entries = list(getattr(ck, "tokenizer_entries", None) or [])
     if not entries and ck.tokenizer is not None:
-        entries = tokenizer_metadata(ck.tokenizer)
+        entries = tokenizer_metadata(ck.tokenizer, config.vocab_size)
     if not entries:
         raise ValueError(f"{getattr(ck, 'source', model)}: the model has no tokenizer; pass tokenizer= a "
-                         "SentencePiece .model file (llama.cpp needs it in the GGUF)")
+                         "tokenizer.model, tokenizer.json or GGUF file (llama.cpp needs it in the GGUF)")
     out = Path(out)
     names = tensor_names(config)
     report = ExportReport(str(out), ft or "as stored")

@@ -31,7 +31,7 @@ def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool
     ``config``: a YAML path, text or dict. ``seed``: of the random masks (dare_*, della*).
     ``progress(done_tensors, total_tensors, name)`` is called after each tensor. The file appears
     only when complete. Raises ConfigError for a bad config, ValueError for a type or a model
-    without a ``tokenizer.model`` (llama.cpp needs the vocabulary in the file).
+    without a ``tokenizer.model`` or ``tokenizer.json`` (llama.cpp needs the vocabulary in the file).
     """
     ft = check_file_type(qtype)
     progress = progress if callable(progress) else None
@@ -39,10 +39,11 @@ def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool
     mc = config_from_hf(plan.out_config, "merged config.json")
     names = {t.name: gguf_name(t.name) for t in plan.tensors}
     mc.tie_embeddings = "output.weight" not in names.values()
-    tok_file = plan.tokenizer_from.path / "tokenizer.model" if plan.tokenizer_from is not None else None
-    if tok_file is None or not tok_file.is_file():
-        raise ValueError(f"{tok_file or 'merge config'}: no tokenizer.model to put in the GGUF (llama.cpp needs it)")
-    tok = Tokenizer.from_file(tok_file)
+    folder = plan.tokenizer_from.path if plan.tokenizer_from is not None else None
+    if folder is None or not any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
+        raise ValueError(f"{folder / 'tokenizer.model' if folder else 'merge config'}: no tokenizer.model or "
+                         "tokenizer.json to put in the GGUF (llama.cpp needs it)")
+    tok = Tokenizer.from_file(folder)
 
     out = Path(out)
     report = ExportReport(str(out), ft)
@@ -76,7 +77,7 @@ def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool
         report.n_params += n
         report.nbytes += qtype_info(target).row_bytes(shape[-1]) * (n // shape[-1])
     try:
-        write_llama_gguf(out, mc, entries, tokenizer=tokenizer_metadata(tok), name=out.stem,
+        write_llama_gguf(out, mc, entries, tokenizer=tokenizer_metadata(tok, mc.vocab_size), name=out.stem,
                          file_type_id=file_type_id(ft), on_tensor=on_tensor)
     finally:
         stream.close()

@@ -161,6 +161,31 @@ class _Cursor:
         except UnicodeDecodeError:
             raise GGUFError(f"{self.path}: {what} is not valid UTF-8") from None
 
+    def strings(self, count: int, what: str) -> list[str]:
+        """``count`` strings in a row: a vocabulary holds hundreds of thousands (tokens, merges),
+        so this loop avoids the per-field helpers and checks the bounds once per string."""
+        buf, size, pos = self.buf, self.size, self.pos
+        out = []
+        append = out.append
+        from_bytes = int.from_bytes
+        for i in range(count):
+            if pos + 8 > size:
+                self.pos = pos
+                self.take(8, f"{what}[{i}] length")
+            n = from_bytes(buf[pos:pos + 8], "little")
+            pos += 8
+            if pos + n > size:
+                self.pos = pos
+                self.take(n, f"{what}[{i}]")
+            raw = buf[pos:pos + n]
+            pos += n
+            try:
+                append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise GGUFError(f"{self.path}: {what}[{i}] is not valid UTF-8") from None
+        self.pos = pos
+        return out
+
     def value(self, vtype: int, what: str):
         if vtype in _SCALAR_FMT:
             return self.unpack(_SCALAR_FMT[vtype], what)
@@ -173,9 +198,11 @@ class _Cursor:
                 dt = _SCALAR_NP[etype]
                 raw = self.take(count * dt.itemsize, f"{what} ({count} x {_TYPE_NAMES[etype]})")
                 return np.frombuffer(raw, dtype=dt).copy()
-            if etype in (ValueType.STRING, ValueType.ARRAY):
-                if count > self.size:
-                    raise GGUFError(f"{self.path}: {what} claims {count} elements, more than the file can hold")
+            if count > self.size:
+                raise GGUFError(f"{self.path}: {what} claims {count} elements, more than the file can hold")
+            if etype == ValueType.STRING:
+                return self.strings(count, what)
+            if etype == ValueType.ARRAY:
                 return [self.value(etype, f"{what}[{i}]") for i in range(count)]
             raise GGUFError(f"{self.path}: {what} has unknown array element type {etype}")
         raise GGUFError(f"{self.path}: {what} has unknown value type {vtype}")
@@ -267,6 +294,17 @@ class GGUFReader:
     def close(self) -> None:
         """Release the mapping (only once no tensor views are alive)."""
         self._mmap.close()
+
+
+def read_header(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """``(version, tensor count, metadata count)`` from a file's first 24 bytes, or None when it
+    is not a GGUF file (to tell a vocabulary-only file without parsing the rest)."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:4] != GGUF_MAGIC:
+        return None
+    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:])
+    return version, n_tensors, n_kv
 
 
 # --- writing -----------------------------------------------------------------------------------

@@ -62,25 +62,50 @@ def llama_metadata(config, name: str = "llamix", file_type_id: int | None = None
     return kv
 
 
-def tokenizer_metadata(tokenizer) -> list[MetadataEntry]:
-    """``tokenizer.ggml.*`` entries of a SentencePiece :class:`llamix.Tokenizer` (model ``llama``;
-    SentencePiece piece types equal GGUF token types)."""
-    from sentencepiece import sentencepiece_model_pb2 as pb  # protobuf: only when writing a vocabulary
+def tokenizer_metadata(tokenizer, vocab_size: int | None = None) -> list[MetadataEntry]:
+    """``tokenizer.ggml.*`` entries of a :class:`llamix.Tokenizer`, as llama.cpp's
+    ``llama-vocab.cpp`` reads them and ``convert_hf_to_gguf.py`` writes them: a SentencePiece
+    vocabulary as model ``llama`` (tokens, scores, token types: SentencePiece's piece types), a
+    byte-level BPE one as ``gpt2`` (tokens, token types, merges, the ``pre`` pre-tokenizer name);
+    then the special ids, ``add_bos_token`` / ``add_eos_token`` and ``add_space_prefix``.
 
-    proto = pb.ModelProto()
-    proto.ParseFromString(tokenizer.sp.serialized_model_proto())
-    tokens = [p.piece for p in proto.pieces]
-    ts = proto.trainer_spec
-    kv = [MetadataEntry("tokenizer.ggml.model", "llama", V.STRING),
-          MetadataEntry("tokenizer.ggml.tokens", tokens, V.ARRAY, V.STRING),
-          MetadataEntry("tokenizer.ggml.scores", np.array([p.score for p in proto.pieces], dtype=np.float32), V.ARRAY),
-          MetadataEntry("tokenizer.ggml.token_type", np.array([p.type for p in proto.pieces], dtype=np.int32), V.ARRAY)]
-    for key, idx in (("bos", ts.bos_id), ("eos", ts.eos_id), ("unknown", ts.unk_id), ("padding", ts.pad_id)):
+    ``vocab_size``: the model's embedding rows. llama.cpp wants one token per row, so a shorter
+    vocabulary is padded with unused ``[PAD<id>]`` tokens, as convert_hf_to_gguf.py pads it.
+    Raises ValueError for a vocabulary llama.cpp could not read back (a tokenizer.json whose
+    pre-tokenizer llama.cpp does not know, a SentencePiece-style tokenizer.json without scores).
+    """
+    vocab = tokenizer.vocab
+    model = vocab.model
+    tokens = list(vocab.tokens)
+    types = np.asarray(vocab.types, dtype=np.int32)
+    n = len(tokens)
+    pad = max(0, int(vocab_size or 0) - n)
+    if pad:
+        tokens += [f"[PAD{i}]" for i in range(n, n + pad)]
+        types = np.concatenate([types, np.full(pad, 5, np.int32)])  # 5: unused
+    kv = [MetadataEntry("tokenizer.ggml.model", model, V.STRING)]
+    if model == "gpt2":
+        kv += [MetadataEntry("tokenizer.ggml.pre", tokenizer.gguf_pre(), V.STRING),
+               MetadataEntry("tokenizer.ggml.tokens", tokens, V.ARRAY, V.STRING),
+               MetadataEntry("tokenizer.ggml.token_type", types, V.ARRAY),
+               MetadataEntry("tokenizer.ggml.merges", list(vocab.merges or []), V.ARRAY, V.STRING)]
+    else:
+        if vocab.scores is None:
+            raise ValueError(f"{tokenizer.source}: a SentencePiece vocabulary without piece scores cannot be written "
+                             "as GGUF (give the model's tokenizer.model)")
+        # padding tokens get the score convert_hf_to_gguf.py gives them, below every real piece
+        scores = np.concatenate([np.asarray(vocab.scores, dtype=np.float32), np.full(pad, -1000.0, np.float32)])
+        kv += [MetadataEntry("tokenizer.ggml.tokens", tokens, V.ARRAY, V.STRING),
+               MetadataEntry("tokenizer.ggml.scores", scores, V.ARRAY),
+               MetadataEntry("tokenizer.ggml.token_type", types, V.ARRAY)]
+    for key, idx in (("bos", vocab.bos_id), ("eos", vocab.eos_id), ("unknown", vocab.unk_id),
+                     ("padding", vocab.pad_id), ("eot", vocab.eot_id), ("eom", vocab.eom_id)):
         if 0 <= idx < len(tokens):
             kv.append(MetadataEntry(f"tokenizer.ggml.{key}_token_id", int(idx), V.UINT32))
-    kv += [MetadataEntry("tokenizer.ggml.add_bos_token", bool(getattr(tokenizer, "add_bos", True)), V.BOOL),
-           MetadataEntry("tokenizer.ggml.add_eos_token", False, V.BOOL),
-           MetadataEntry("tokenizer.ggml.add_space_prefix", bool(proto.normalizer_spec.add_dummy_prefix), V.BOOL)]
+    kv += [MetadataEntry("tokenizer.ggml.add_bos_token", bool(vocab.add_bos), V.BOOL),
+           MetadataEntry("tokenizer.ggml.add_eos_token", bool(vocab.add_eos), V.BOOL)]
+    if model == "llama":
+        kv.append(MetadataEntry("tokenizer.ggml.add_space_prefix", bool(vocab.add_space_prefix), V.BOOL))
     return kv
 
 

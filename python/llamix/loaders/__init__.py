@@ -5,24 +5,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..formats.gguf import read_header
 from ..tokenizer import Tokenizer
 from .checkpoint import COMPUTE_TYPES, LOAD_QTYPES, Checkpoint, Progress, check_qtype
-from .gguf import config_from_gguf, load_gguf
+from .gguf import config_from_gguf, load_gguf, vocabulary_only
 from .hf import config_from_hf, load_hf, read_hf_config
 from .llama2c import config_from_llama2c, load_llama2c
 from .random import SHAPES, byte_tokenizer, random_checkpoint, random_config
 
 __all__ = ["COMPUTE_TYPES", "Checkpoint", "LOAD_QTYPES", "SHAPES", "byte_tokenizer", "config_from_gguf",
            "config_from_hf", "config_from_llama2c", "load_checkpoint", "random_checkpoint", "random_config",
-           "read_hf_config"]
+           "read_hf_config", "vocabulary_only"]
 
 
-def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | None = None,
+def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None,
                     qtype: str | None = None, progress: Progress | None = None) -> Checkpoint:
     """Read a GGUF file, a Hugging Face folder or a llama2.c ``.bin`` (told apart by the file's
     magic) into a :class:`Checkpoint`.
 
-    ``tokenizer``: a SentencePiece ``.model`` file or Tokenizer overriding the model's own.
+    ``tokenizer``: a Tokenizer, or a file :meth:`Tokenizer.from_file` reads (``tokenizer.model``,
+    ``tokenizer.json``, a GGUF file), used instead of the model's own vocabulary: it is read
+    first, and the model's own is then not read at all (a broken one does not stop the load).
+    ``False``: no tokenizer at all (token ids only); ``None`` or ``True``: the model's own.
     ``qtype``: ``q4_0``, ``q8_0`` or ``f16`` to convert float weights while loading.
     ``progress(done, total, name)`` is called after each tensor. Raises FileNotFoundError for a
     missing path and ValueError (naming the file and the field or tensor) for anything malformed.
@@ -32,15 +36,20 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
+    override: Tokenizer | bool | None = None if tokenizer is True else tokenizer
+    if override is not None and override is not False and not isinstance(override, Tokenizer):
+        override = Tokenizer.from_file(override)
+    header = read_header(path) if path.is_file() else None
+    if header is not None and header[1] == 0:
+        raise ValueError(f"{path}: a vocabulary-only GGUF file (no tensors): it holds a tokenizer but no weights; "
+                         "load it with llamix.Tokenizer.from_file, or pass it as tokenizer=")
     if path.is_dir():
-        ck = load_hf(path, qtype, progress)
+        ck = load_hf(path, qtype, progress, tokenizer=override)
     else:
         with open(path, "rb") as f:
             magic = f.read(4)
-        ck = load_gguf(path, qtype, progress) if magic == b"GGUF" else load_llama2c(path, qtype, progress)
-    if tokenizer is not None:
-        ck.tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_file(tokenizer)
-        ck.tokenizer_entries = []
+        load = load_gguf if magic == b"GGUF" else load_llama2c
+        ck = load(path, qtype, progress, tokenizer=override)
     if ck.tokenizer is not None and ck.tokenizer.vocab_size > ck.config.vocab_size:
         raise ValueError(f"{ck.tokenizer.source}: tokenizer has {ck.tokenizer.vocab_size} pieces but the model's "
                          f"vocabulary is {ck.config.vocab_size}")

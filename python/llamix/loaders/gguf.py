@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig
-from ..formats.gguf import GGUFReader
+from ..formats.gguf import GGUFReader, read_header
 from ..formats.gguf_llama import tokenizer_entries_of
 from ..formats.names import expected_shapes, tensor_names
 from ..quant import QuantizedTensor
-from ..tokenizer import Tokenizer
+from ..tokenizer import Tokenizer, register_metadata_reader
 from .checkpoint import COMPUTE_TYPES, Checkpoint, Progress, check_shape, float_weight, norm_weight
 
 
@@ -56,7 +56,40 @@ def config_from_gguf(reader: GGUFReader) -> ModelConfig:
     return c
 
 
-def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None) -> Checkpoint:
+def gguf_metadata(path: Path) -> dict:
+    """A GGUF file's metadata (how ``Tokenizer.from_file`` reads a GGUF vocabulary)."""
+    return GGUFReader(path).metadata
+
+
+register_metadata_reader(b"GGUF", gguf_metadata)
+
+
+def tokenizer_of(reader: GGUFReader) -> Tokenizer | None:
+    """The tokenizer of a GGUF file's ``tokenizer.ggml.*`` metadata (None if it has none)."""
+    if "tokenizer.ggml.model" not in reader.metadata:
+        return None
+    return Tokenizer.from_gguf_metadata(reader.metadata, source=str(reader.path))
+
+
+def vocabulary_only(path: Path, tokenizer: Tokenizer | None = None) -> tuple[str, Tokenizer | None] | None:
+    """For a GGUF file holding no tensors (a vocabulary-only file, as llama.cpp's tokenizer tests
+    ship them): its architecture name and tokenizer (``tokenizer`` instead, when given). None for
+    any other file or a folder."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    header = read_header(path)
+    if header is None or header[1] != 0:
+        return None
+    r = GGUFReader(path)
+    arch = r.get("general.architecture")
+    return (arch if isinstance(arch, str) else "?"), (tokenizer if tokenizer is not None else tokenizer_of(r))
+
+
+def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
+              tokenizer: Tokenizer | bool | None = None) -> Checkpoint:
+    """``tokenizer``: used instead of the file's own vocabulary, which is then not read at all
+    (``False``: no tokenizer; ``None`` or ``True``: the file's own)."""
     r = GGUFReader(path)
     config = config_from_gguf(r)
     shapes = expected_shapes(config)
@@ -78,5 +111,7 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None) -
         if progress is not None:
             progress(i + 1, len(names), name)
     rope_freqs = r.tensors["rope_freqs.weight"].array().astype(np.float32) if "rope_freqs.weight" in r.tensors else None
-    tok = Tokenizer.from_gguf_metadata(r.metadata, source=str(path)) if "tokenizer.ggml.model" in r.metadata else None
-    return Checkpoint(config, tensors, tok, rope_freqs, str(path), keep_alive=r, tokenizer_entries=tokenizer_entries_of(r))
+    own = tokenizer is None or tokenizer is True
+    tok = tokenizer_of(r) if own else (tokenizer or None)
+    entries = tokenizer_entries_of(r) if own else []
+    return Checkpoint(config, tensors, tok, rope_freqs, str(path), keep_alive=r, tokenizer_entries=entries)

@@ -95,7 +95,10 @@ def _normalise_scaling(s: dict | None, source: str) -> dict | None:
     return {"rope_type": kind, **{k: v for k, v in s.items() if v is not None}}
 
 
-def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None) -> Checkpoint:
+def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None,
+            tokenizer: Tokenizer | bool | None = None) -> Checkpoint:
+    """``tokenizer``: used instead of the folder's own, which is then not read (``False``: no
+    tokenizer); otherwise tokenizer.model (SentencePiece) or, without one, tokenizer.json."""
     config = config_from_hf(read_hf_config(folder), str(folder / "config.json"))
     st = SafetensorsCheckpoint(folder)
     if config.tie_embeddings is False and "lm_head.weight" not in st:
@@ -117,6 +120,8 @@ def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None) -
             tensors[name] = float_weight(hf_rows_to_gguf(name, w, config), src, qtype)
         if progress is not None:
             progress(i + 1, len(names), name)
-    tok_path = folder / "tokenizer.model"
-    tok = Tokenizer.from_file(tok_path) if tok_path.is_file() else None
+    own = tokenizer is None or tokenizer is True
+    tok = None if own or tokenizer is False else tokenizer
+    if own and any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
+        tok = Tokenizer.from_file(folder)
     return Checkpoint(config, tensors, tok, None, str(folder), keep_alive=st)

@@ -17,7 +17,10 @@ def config_from_llama2c(h: dict) -> ModelConfig:
                        rms_eps=1e-5, rope_theta=10000.0, tie_embeddings=h["shared_classifier"], architecture="llama")
 
 
-def load_llama2c(path: Path, qtype: str | None, progress: Progress | None = None) -> Checkpoint:
+def load_llama2c(path: Path, qtype: str | None, progress: Progress | None = None,
+                 tokenizer: Tokenizer | bool | None = None) -> Checkpoint:
+    """``tokenizer``: used instead of a ``.model`` file beside the checkpoint, which is then not
+    read (``False``: no tokenizer)."""
     ck = Llama2cCheckpoint(path)
     config = config_from_llama2c(ck.config)
     tensors = {}
@@ -27,12 +30,13 @@ def load_llama2c(path: Path, qtype: str | None, progress: Progress | None = None
         tensors[name] = norm_weight(w, "f32") if w.ndim == 1 else float_weight(w, "f32", qtype)
         if progress is not None:
             progress(i + 1, len(names), name)
-    tok = None
+    own = tokenizer is None or tokenizer is True
+    tok = None if own or tokenizer is False else tokenizer
     candidates = [path.with_suffix(".model"), path.parent / "tokenizer.model"]
     others = sorted(path.parent.glob("*.model"))
     if len(others) == 1:
         candidates.append(others[0])
-    for c in candidates:
+    for c in candidates if own else []:
         if c.is_file():
             tok = Tokenizer.from_file(c)
             break

@@ -87,15 +87,36 @@ class Model:
     # --- tokens ---
     def _tok(self) -> Tokenizer:
         if self.tokenizer is None:
-            raise ValueError(f"{self.source}: this model has no tokenizer; pass tokenizer= a SentencePiece .model file")
+            raise ValueError(f"{self.source}: this model has no tokenizer; pass tokenizer= a tokenizer.model, "
+                             "tokenizer.json or GGUF file")
         return self.tokenizer
 
-    def tokenize(self, text: str, bos: bool = True) -> list[int]:
-        """Token ids of ``text`` (with the BOS id first when ``bos``)."""
-        return self._tok().encode(text, bos=bos)
+    def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = False, *, bos: bool | None = None,
+                 add_bos: bool | None = None, special: bool | None = None) -> list[int]:
+        """Token ids of ``text``, as llama.cpp's ``llama_tokenize``: ``add_special`` adds BOS (and
+        EOS) where the vocabulary asks for them; ``parse_special`` turns control tokens written in
+        the text (``<|im_start|>``) into their ids. ``bos`` and ``add_bos`` are other names of
+        ``add_special``, ``special`` of ``parse_special`` (llama-cpp-python's ``Llama.tokenize``)."""
+        for alias in (bos, add_bos):
+            if alias is not None:
+                add_special = bool(alias)
+        if special is not None:
+            parse_special = bool(special)
+        if isinstance(text, (bytes, bytearray)):  # as llama-cpp-python takes it
+            text = bytes(text).decode("utf-8")
+        return self._tok().encode(text, add_special=add_special, parse_special=parse_special)
 
-    def detokenize(self, ids: Sequence[int]) -> str:
-        return self._tok().decode(ids)
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        """The text of ``ids``; control tokens show only with ``special=True``."""
+        return self._tok().decode(ids, special=special)
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        """The tokens that end generation: the tokenizer's end-of-generation set, or the config's
+        EOS when the model has no tokenizer."""
+        if self.tokenizer is not None and self.tokenizer.eos_ids:
+            return self.tokenizer.eos_ids
+        return (self.config.eos_token_id,)
 
     # --- forward ---
     def _check_tokens(self, ids: np.ndarray) -> None:
@@ -168,21 +189,26 @@ class Model:
                  stop: str | Sequence[str] | None = None) -> str:
         """The completion of ``prompt`` (the prompt is not repeated).
 
-        Stops after ``max_tokens`` tokens (``-1``: when the context is full), at the
-        end-of-sequence token, or before the first occurrence of any ``stop`` string. ``temperature=0`` is greedy; ``seed`` makes sampling
-        reproducible. A prompt may also be a list of token ids.
+        Stops after ``max_tokens`` tokens (``-1``: when the context is full), at any
+        end-of-generation token (:attr:`eos_ids`: EOS, end of turn, ``<|im_end|>`` ...), or before
+        the first occurrence of any ``stop`` string. ``temperature=0`` is greedy; ``seed`` makes
+        sampling reproducible. A text prompt gets BOS only where the vocabulary asks for it
+        (``add_bos_token``), and control tokens written in it (``<|im_start|>``) count as their ids,
+        as llama-cli reads prompts; a prompt may also be a list of token ids, used as it is.
         """
         return "".join(self.stream(prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop))
 
     def generate_tokens(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8,
                         top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                         seed: int | None = None) -> list[int]:
-        """The generated token ids (no stop strings; stops at EOS or max_tokens)."""
+        """The generated token ids (no stop strings; stops at an end-of-generation token or max_tokens)."""
         sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
         return [t for _, t in self._generate(prompt, max_tokens, sampler, None, decode=False)]
 
     def _generate(self, prompt, max_tokens: int, sampler: Sampler, stop, decode: bool = True):
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        # a text prompt is read as llama-cli and llama-cpp-python read one: BOS where the vocabulary
+        # asks for it, control tokens written in it (a chat template's <|im_start|>) as their ids
+        ids = self.tokenize(prompt, parse_special=True) if isinstance(prompt, str) else [int(i) for i in prompt]
         if not ids:
             raise ValueError("empty prompt: give at least one token (e.g. BOS)")
         if max_tokens < 0:  # llama.cpp's -n -1: until end-of-sequence or the context is full
@@ -195,7 +221,7 @@ class Model:
         if max_tokens == 0:
             return
         decoder = StreamDecoder(self._tok(), ids) if decode else None
-        eos = self.config.eos_token_id if self.tokenizer is None else self.tokenizer.eos_id
+        eos = self.eos_ids
         text, emitted = "", 0   # generated text so far, and how much of it has been yielded
         history = list(ids)
         self.timings = timings = Timings()
@@ -204,7 +230,7 @@ class Model:
         timings.prompt_s = time.perf_counter() - t0
         for i in range(max_tokens):
             token = sampler.sample(logits, history)
-            if token == eos:
+            if token in eos:
                 break
             history.append(token)
             piece = decoder.push(token) if decoder else ""
@@ -251,13 +277,16 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
-def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | None = None, qtype: str | None = None,
+def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None, qtype: str | None = None,
          n_threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32", *,
          quant: str | None = None, threads: int | None = None) -> Model:
     """Load a model: a GGUF file (architecture ``llama``), a Hugging Face folder (config.json +
     safetensors) or a llama2.c ``.bin`` checkpoint (the loaders read it; see llamix.loaders).
 
-    - ``tokenizer``: a SentencePiece ``.model`` file, to override or supply the model's own.
+    - ``tokenizer``: a Tokenizer or a tokenizer file (``tokenizer.model``, ``tokenizer.json``, a
+      GGUF file, also vocabulary-only), to override or supply the model's own; it is read first,
+      and the model's own vocabulary is then not read; ``False`` loads no tokenizer (prompts as
+      token ids).
     - ``qtype``: ``"q4_0"``, ``"q8_0"`` or ``"f16"`` to convert float weights while loading
       (tensor by tensor from the mapping); ``None`` keeps the stored types. ``quant`` is an alias.
     - ``n_threads``: compute threads (default: physical cores; ``threads`` is an alias).
