@@ -23,7 +23,7 @@ from llamix.formats.gguf_llama import MetadataEntry, TensorEntry, tokenizer_meta
 from llamix.formats.gguf import ValueType as V
 from llamix.loaders import byte_tokenizer, random_checkpoint
 from llamix.tokenizer import decode_stream
-from conftest import require_peer
+import llama_cpp_peer
 
 # assets/vocab: tokenizer.ggml.model and .pre of each (assets/README.md)
 VOCABS = ["llama-spm", "phi-3", "llama-bpe", "qwen2", "gpt-2", "deepseek-coder", "falcon"]
@@ -432,7 +432,7 @@ def _agrees_with_llama_cpp(tok: Tokenizer, path: Path, texts: list[str]) -> None
 @pytest.mark.peers
 @pytest.mark.parametrize("name", VOCABS)
 def test_same_as_llama_cpp(assets, name):
-    require_peer("llama_cpp")
+    llama_cpp_peer.require()
     _agrees_with_llama_cpp(tok_of(assets, name), vocab_file(assets, name), SPECIAL_TEXTS)
 
 
@@ -449,7 +449,7 @@ def test_real_published_files_agree_with_llama_cpp(file):
     path = Path(os.environ.get("LLAMIX_REAL_MODELS", REAL_MODELS)) / file
     if not path.is_file():
         pytest.skip(f"{path} not fetched (python fetch_real_models.py in the shared assets)")
-    require_peer("llama_cpp")
+    llama_cpp_peer.require()
     t0 = time.perf_counter()
     tok = Tokenizer.from_file(path)
     assert time.perf_counter() - t0 < 10
@@ -475,7 +475,7 @@ def test_special_token_matcher_is_leftmost_longest():
 def test_llama_cpp_reads_the_vocabularies_llamix_writes(assets, qwen_json, tmp_path):
     """Exported GGUF files: SentencePiece (stories260K) and byte-level BPE (a tokenizer.json
     vocabulary), read back by llama.cpp with the same tokens, EOG set and add_bos."""
-    require_peer("llama_cpp")
+    llama_cpp_peer.require()
     llamix.export_gguf(assets / "stories260K" / "stories260K.bin", tmp_path / "spm.gguf", "q8_0")
     tok = Tokenizer.from_file(qwen_json)
     llamix.export_gguf(random_checkpoint("tiny", "q8_0", tokenizer=tok, vocab_size=151936), tmp_path / "bpe.gguf", "q8_0")

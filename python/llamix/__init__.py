@@ -6,8 +6,6 @@ Layers, each importing only those below it (held by an import-linter contract in
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
-
 from ._runtime import cpu_info, set_isa, set_threads
 from . import merge
 from .config import ModelConfig
@@ -19,10 +17,7 @@ from .model import Model, load
 from .quant import QuantizedTensor, matmul, matmul_many, quantize
 from .tokenizer import Tokenizer
 
-try:
-    __version__ = _version("llamix")
-except PackageNotFoundError:  # run from a source tree without installing
-    __version__ = "0+unknown"
+__version__ = "0.1.0"  # the package's one version: pyproject.toml reads it from here
 
 __all__ = [
     # kernels and runtime
