@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "sanitize"
 IN_CI = bool(os.environ.get("CI"))
-KERNEL_TESTS = ["test_quant_formats.py", "test_matmul.py", "test_kquant.py", "test_thread_pool.py"]
+KERNEL_TESTS = ["test_quant_formats.py", "test_matmul.py", "test_kquant.py", "test_thread_pool.py", "test_ops.py"]
 
 
 def _skip_or_fail(msg: str):
