@@ -4,7 +4,8 @@ there fails a test instead of killing the test run.
 
 ``llamacpp_run(path, ...)`` returns a dict: ``ids`` (the prompt ids; llama.cpp's own tokenization
 when ``text`` is given), ``greedy`` (``n_greedy`` tokens, each the argmax of the logits after the
-previous one; no end-of-sequence stop) and ``logits`` (float32 (n, vocab): every prompt position
+previous one; no end-of-sequence stop), ``text`` (llama.cpp's detokenization of ``detokenize``
+ids, when given) and ``logits`` (float32 (n, vocab): every prompt position
 when ``all_logits``, else the last). Run as a script, it is the child.
 """
 from __future__ import annotations
@@ -20,14 +21,16 @@ import numpy as np
 
 
 def llamacpp_run(path, ids=None, text: str | None = None, n_greedy: int = 0, all_logits: bool = False,
-                 n_ctx: int = 256, threads: int = 2, f32_kv: bool = True, timeout: float = 600) -> dict:
+                 n_ctx: int = 256, threads: int = 2, f32_kv: bool = True, detokenize=None,
+                 timeout: float = 600) -> dict:
     """Run llama.cpp on ``path`` in a child process (see the module docstring). ``f32_kv``: keep
     llama.cpp's KV cache in float32 (its default is fp16)."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "logits.npy"
         req = {"path": str(path), "ids": None if ids is None else [int(i) for i in ids], "text": text,
                "n_greedy": int(n_greedy), "all_logits": bool(all_logits), "n_ctx": int(n_ctx), "threads": int(threads),
-               "f32_kv": bool(f32_kv), "out": str(out)}
+               "f32_kv": bool(f32_kv), "out": str(out),
+               "detokenize": None if detokenize is None else [int(i) for i in detokenize]}
         r = subprocess.run([sys.executable, __file__], input=json.dumps(req), capture_output=True, text=True,
                            timeout=timeout)
         if r.returncode != 0:
@@ -71,7 +74,10 @@ def _child() -> None:
         llm.eval([tok])
         last = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
     np.save(req["out"], logits)
-    sys.stdout.write(json.dumps({"ids": [int(i) for i in ids], "greedy": greedy}) + "\n")
+    res = {"ids": [int(i) for i in ids], "greedy": greedy}
+    if req["detokenize"] is not None:
+        res["text"] = llm.detokenize(req["detokenize"]).decode("utf-8", errors="replace")
+    sys.stdout.write(json.dumps(res) + "\n")
     sys.stdout.flush()
     os._exit(0)  # skip llama.cpp's teardown
 
