@@ -187,3 +187,34 @@ def test_same_greedy_tokens_as_llamacpp(files, case):
         mine.append(int(np.argmax(logits)))
         logits = m.eval([mine[-1]])
     assert mine == theirs["greedy"]
+
+
+def _q5_0_as_q8_0(t):
+    """A Q5_0 tensor's bytes rewritten as Q8_0 blocks of the same values (numpy, from the block
+    layout: value = d * (q - 16), q's low nibbles in qs, fifth bits in qh)."""
+    from llamix.quant import QuantizedTensor
+
+    rows, k = t.shape
+    raw = t.data.reshape(rows, k // 32, 22)
+    qh = raw[..., 2:6].copy().view(np.uint32)[..., 0]
+    qs = raw[..., 6:22]
+    bits = (qh[..., None] >> np.arange(32, dtype=np.uint32)) & 1
+    q = np.concatenate([qs & 0xF, qs >> 4], axis=-1).astype(np.int16) | (bits.astype(np.int16) << 4)
+    out = np.concatenate([raw[..., 0:2], (q - 16).astype(np.int8).view(np.uint8)], axis=-1)
+    return QuantizedTensor(np.ascontiguousarray(out.reshape(rows, -1)), "q8_0", (rows, k))
+
+
+def test_q5_0_weights_run_as_the_q8_0_weights_of_the_same_values():
+    """The forward pass multiplies Q5_0 matrices (most of the Q4_K_M mixes of small models) with
+    the Q8_0 kernels: bit for bit the model whose Q5_0 blocks are rewritten as Q8_0."""
+    ck = random_checkpoint("tiny", "q5_0", seed=3, architecture="qwen2")
+    as_q8 = {n: _q5_0_as_q8_0(t) if getattr(t, "qtype", None) == "q5_0" else t for n, t in ck.tensors.items()}
+    assert sum(getattr(t, "qtype", None) == "q5_0" for t in ck.tensors.values()) > 20
+    from llamix.loaders import Checkpoint
+
+    other = Checkpoint(ck.config, as_q8, None, None, "as q8_0")
+    a = llamix.Model(ck, n_ctx=32).logits(IDS[:12])
+    b = llamix.Model(other, n_ctx=32).logits(IDS[:12])
+    assert np.array_equal(a, b)
+    np.testing.assert_array_equal(ck.tensors["blk.0.attn_q.weight"].dequantize(),
+                                  as_q8["blk.0.attn_q.weight"].dequantize())
