@@ -218,3 +218,32 @@ def test_q5_0_weights_run_as_the_q8_0_weights_of_the_same_values():
     assert np.array_equal(a, b)
     np.testing.assert_array_equal(ck.tensors["blk.0.attn_q.weight"].dequantize(),
                                   as_q8["blk.0.attn_q.weight"].dequantize())
+
+
+@pytest.mark.peers
+def test_mistral_folder_sliding_window_matches_transformers(tmp_path):
+    """A Hugging Face Mistral folder whose sliding window (4) is shorter than the 12-token prompt:
+    llamix applies it on every layer, as transformers does (float32 both: 1e-4 of the largest logit),
+    in one batch and token by token."""
+    torch = require_peer("torch")
+    transformers = require_peer("transformers")
+    torch.manual_seed(5)
+    cfg = transformers.MistralConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                     rms_norm_eps=1e-5, initializer_range=0.2, sliding_window=4,
+                                     attn_implementation="eager")
+    model = transformers.MistralForCausalLM(cfg).eval()
+    model.save_pretrained(tmp_path / "mistral", safe_serialization=True)
+    ids = [1, 5, 17, 42, 3, 88, 60, 61, 2, 9, 33, 71]
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].double().numpy()
+        full = transformers.MistralForCausalLM(transformers.MistralConfig(**{**cfg.to_dict(), "sliding_window": None}))
+        full.load_state_dict(model.state_dict())
+        no_window = full.eval()(torch.tensor([ids])).logits[0].double().numpy()
+    assert _rel(no_window, ref) > 1e-2  # the window changes the result
+    m = llamix.load(tmp_path / "mistral", n_ctx=32)
+    assert m.config.sliding_window == 4
+    assert _rel(m.logits(ids), ref) < 1e-4
+    m.reset()
+    steps = np.stack([m.eval(ids[:3])] + [m.eval([t]) for t in ids[3:]])
+    assert _rel(steps, ref[2:]) < 1e-4
