@@ -48,3 +48,26 @@ def require_peer(module: str, extra: str = "peers"):
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+def _llama_cpp_cpu_buffers_only() -> None:
+    """ggml's AMX path crashes on some Xeons: llama.cpp models loaded in this process use CPU
+    buffers only (``use_extra_bufts = False``), as tests/llamacpp_peer.py's child process does."""
+    try:
+        from llama_cpp import llama_cpp as low
+    except Exception:  # noqa: BLE001 - no usable peer: the peer tests skip on their own
+        return
+    default = low.llama_model_default_params
+    if getattr(default, "cpu_buffers_only", False):
+        return
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    params.cpu_buffers_only = True
+    low.llama_model_default_params = params
+
+
+_llama_cpp_cpu_buffers_only()

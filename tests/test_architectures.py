@@ -71,7 +71,7 @@ def test_logits_match_float64_oracle(files, case):
 
 
 @pytest.mark.parametrize("case", ["gemma3", "qwen2", "phi3-window"])
-def test_identical_across_threads_and_isas_close(files, case, threads):
+def test_identical_across_thread_counts(files, case, threads):
     m = llamix.load(files[case], n_ctx=64, threads=threads)
     ours = m.logits(IDS)
     llamix.set_threads(1)
@@ -159,6 +159,13 @@ def test_refusals_name_the_file_and_key(tmp_path, files):
     _rewrite(files["qwen3"], bad, tensors_extra={"blk.0.attn_output.bias": np.ones(256, np.float32)})
     with pytest.raises(ValueError, match=r"'blk\.0\.attn_output\.bias' is not part of a qwen3 model"):
         llamix.load(bad)
+
+
+def test_export_refuses_what_the_architecture_cannot_say(tmp_path):
+    ck = random_checkpoint("tiny", seed=1, lazy=True, qk_norm=True)  # a llama with q/k norms
+    with pytest.raises(ValueError, match="a llama GGUF file cannot hold qk_norm = True"):
+        export_gguf(ck, tmp_path / "x.gguf", "f32")
+    assert not (tmp_path / "x.gguf").exists()
 
 
 def test_tokenizer_false_skips_the_vocabulary(files):

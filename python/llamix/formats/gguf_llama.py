@@ -40,22 +40,16 @@ def check_representable(config) -> str:
     """The GGUF architecture name of ``config``; ValueError when the file's keys cannot say what
     the config says (llama.cpp derives these facts from the architecture, not from keys)."""
     arch = getattr(config, "architecture", "llama")
-    fixed = architecture_defaults(arch, config.dim)
-    if arch == "gemma3":
-        fixed.pop("rope_theta_local")  # written as rope.freq_base_swa when not llama.cpp's default
-    if arch in ("llama", "phi3"):
-        fixed["sliding_window_pattern"] = 1
-    for k in ("attn_bias", "qk_norm", "post_norms", "activation", "embed_scale", "sliding_window_pattern"):
-        want = fixed.get(k, {"attn_bias": False, "qk_norm": False, "post_norms": False, "activation": "silu",
-                             "embed_scale": 1.0, "sliding_window_pattern": getattr(config, k, 1)}[k])
-        if getattr(config, k, want) != want:
+    want = {"attn_bias": False, "qk_norm": False, "post_norms": False, "activation": "silu", "embed_scale": 1.0,
+            "sliding_window_pattern": 1, "attn_scale": None}
+    want.update(architecture_defaults(arch, config.dim))
+    want.pop("rope_theta_local", None)  # written as rope.freq_base_swa where not llama.cpp's default
+    if arch == "gemma3" and config.n_layers == 62:  # see loaders/gguf.py
+        want["attn_scale"] = float(np.float32(1.0) / np.sqrt(np.float32(config.dim // config.n_heads)))
+    for k, v in want.items():
+        if k != "architecture" and getattr(config, k, v) != v:
             raise ValueError(f"a {arch} GGUF file cannot hold {k} = {getattr(config, k)!r} (llama.cpp's {arch} "
-                             f"has {want!r})")
-    want_scale = None
-    if arch == "gemma3" and config.n_layers == 62:
-        want_scale = float(np.float32(1.0) / np.sqrt(np.float32(config.dim // config.n_heads)))
-    if getattr(config, "attn_scale", None) not in (None, want_scale):
-        raise ValueError(f"a {arch} GGUF file cannot hold attn_scale = {config.attn_scale!r}")
+                             f"has {v!r})")
     if arch in ("qwen2", "qwen3") and getattr(config, "sliding_window", 0):
         raise ValueError(f"a {arch} GGUF file cannot hold a sliding window (llama.cpp's {arch} has none)")
     return arch
