@@ -70,6 +70,17 @@ def test_logits_match_float64_oracle(files, case):
     assert _rel(np.stack(steps), ref[9:]) < 1e-4
 
 
+@pytest.mark.parametrize("case", ["gemma3", "phi3-window", "qwen3"])
+def test_fp16_kv_cache_with_windows(files, case):
+    """The fp16 KV cache reads the same window (keys and values rounded to 11 bits: 2e-3)."""
+    ref = oracle_arch.logits(oracle_arch.read(files[case]), IDS)
+    m = llamix.load(files[case], n_ctx=64, kv_cache="f16")
+    assert _rel(m.logits(IDS), ref) < 2e-3
+    m.reset()
+    steps = [m.eval(IDS[:7])] + [m.eval([t]) for t in IDS[7:]]
+    assert _rel(np.stack(steps), ref[6:]) < 2e-3
+
+
 @pytest.mark.parametrize("case", ["gemma3", "qwen2", "phi3-window"])
 def test_identical_across_thread_counts(files, case, threads):
     m = llamix.load(files[case], n_ctx=64, threads=threads)
