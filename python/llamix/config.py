@@ -45,7 +45,7 @@ class ModelConfig:
     attn_scale: float | None = None  # attention scores' scale; None: 1/sqrt(head_dim)
     sliding_window: int = 0       # keys a sliding-window layer sees: p - j < window (0: none)
     sliding_window_pattern: int = 1  # 1: every layer slides; n > 1: layer i slides unless i % n == n - 1 (gemma3: 6)
-    sliding_layers: tuple | None = None  # per layer, whether it is a sliding layer (replaces the pattern; HF layer_types)
+    sliding_layers: tuple | None = None  # per layer, whether it slides (instead of the pattern; HF layer_types)
     rope_theta_local: float | None = None  # RoPE base of the sliding layers, unscaled (gemma3: 1e4); None: rope_theta
     extra: dict = field(default_factory=dict)
 
