@@ -21,6 +21,7 @@ import pytest
 
 import llamix
 from llamix.cli import main as llamix_main
+from llamix.formats.gguf import GGUFReader
 
 import llama_cpp_peer
 from conftest import require_peer
@@ -356,6 +357,25 @@ def test_refusals_name_the_field(made, tmp_path):
         (bad / "config.json").write_text(json.dumps({**cfg, **change}))
         with pytest.raises(ValueError, match=message):
             llamix.load(bad)
+
+
+@pytest.mark.parametrize("case", ["qwen2", "qwen3", "gemma3", "phi3"])
+def test_merge_straight_to_gguf(made, tmp_path, case):
+    """``llamix merge CONFIG out.gguf`` on folders of each architecture writes the file that merging
+    to a folder and exporting it writes (names, q/k row order, Gemma's norms, phi3's fused
+    tensors); a linear merge of a model with itself is that model."""
+    _, folder, ref = made(case)
+    cfg = tmp_path / "merge.yml"
+    cfg.write_text(f"merge_method: linear\nmodels:\n  - model: {folder}\n    parameters: {{weight: 0.3}}\n"
+                   f"  - model: {folder}\n    parameters: {{weight: 0.7}}\ndtype: float32\n")
+    one, two = tmp_path / "one.gguf", tmp_path / "two.gguf"
+    llamix.merge_to_gguf(cfg, one, "f32")
+    llamix.export_gguf(llamix.merge(cfg, tmp_path / "folder"), two, "f32")
+    a, b = GGUFReader(one), GGUFReader(two)
+    assert set(a.tensors) == set(b.tensors)
+    for name in b.tensors:
+        np.testing.assert_array_equal(a.tensors[name].raw(), b.tensors[name].raw(), err_msg=name)
+    assert _rel(llamix.load(one, n_ctx=16).logits(IDS), ref) < 1e-4
 
 
 LLAMA_CPP_CASES = [c for c, spec in CASES.items() if spec[5]]

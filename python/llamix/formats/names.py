@@ -247,6 +247,16 @@ def pairs_to_file_rows(name: str, w: np.ndarray, config) -> np.ndarray:
     return w if heads is None else pairs_to_rotate_half(w, heads)
 
 
+def hf_to_file_layout(file_name: str, w: np.ndarray, config) -> np.ndarray:
+    """A tensor in Hugging Face layout, named as the GGUF file names it (phi3: fused) -> the
+    file's layout: a llama file's q/k rows in adjacent-pair order, the NEOX architectures' in
+    Hugging Face's own rotate-half order; Gemma's norms plus 1."""
+    offset = hf_norm_offset(getattr(config, "architecture", "llama"))
+    if offset and file_name.endswith("norm.weight"):
+        return (np.asarray(w, np.float32) + np.float32(offset)).astype(np.float32)
+    return w if getattr(config, "rope_neox", False) else hf_rows_to_gguf(file_name, w, config)
+
+
 def hf_rows_to_gguf(gguf_name: str, w: np.ndarray, config) -> np.ndarray:
     """A canonical-named tensor read from a Hugging Face checkpoint in adjacent-pair RoPE order
     (any architecture: Hugging Face keeps rotate-half order): q (n_heads) and k (n_kv_heads)
