@@ -172,6 +172,10 @@ def test_folder_and_its_gguf_export_match_transformers(made, tmp_path, case):
     assert g.config.architecture == m.config.architecture
     err = _rel(g.logits(IDS), ref)
     assert err < 1e-4, err
+    if case.startswith("gemma3"):  # GGUF norms hold 1 + w, as llama.cpp's converter writes them
+        hf, file = made(case)[0].model.layers[0], GGUFReader(out).tensors
+        for module, name in ((hf.input_layernorm, "attn_norm"), (hf.self_attn.q_norm, "attn_q_norm")):
+            np.testing.assert_array_equal(file[f"blk.0.{name}.weight"].array(), module.weight.detach().numpy() + 1)
 
 
 def test_configs_read_as_transformers_reads_them(made):
