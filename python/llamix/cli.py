@@ -8,6 +8,7 @@ went away (``| head``).
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import signal
@@ -42,9 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         mod = importlib.import_module(f"llamix.commands.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
-        p.set_defaults(run=mod.run)
+        p.set_defaults(run=mod.run, parser=p)
         mod.add_arguments(p)
     return parser
+
+
+def _refuse_unknown(sub: argparse.ArgumentParser, extra: list[str]) -> None:
+    """An unknown flag is the subcommand's usage error, with the nearest flag it has."""
+    known = [o for a in sub._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
+    hints = []
+    for arg in extra:
+        close = difflib.get_close_matches(arg.split("=")[0], known, n=1) if arg.startswith("-") else []
+        hints.append(f"{arg} (did you mean {close[0]}?)" if close else arg)
+    sub.error("unrecognized arguments: " + " ".join(hints))
 
 
 def _terminate(signum, frame):
@@ -54,10 +65,12 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if not args.command:
         parser.print_help()
         return 2
+    if extra:
+        _refuse_unknown(args.parser, extra)
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return int(args.run(args) or 0)

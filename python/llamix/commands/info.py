@@ -50,6 +50,7 @@ def run(args) -> int:
     c = out["cpu"]
     print(f"cpu: kernels {c['isa']} (available {', '.join(c['available_isas'])}), threads {c['threads']}, "
           f"physical cores {c['physical_cores']}")
+    print(f"cpu features: {' '.join(c['features'])}")
     if args.model:
         m = out["model"]
         print(f"model: {m['source']}")

@@ -43,9 +43,20 @@ def random_config(shape: str = "tiny", **overrides) -> ModelConfig:
     return ModelConfig(**{**base, **arch, **overrides})
 
 
+def _word(i: int) -> str:
+    """The i-th made-up word: 'ba', 'ca', ... in base 26, two letters or more."""
+    letters = ""
+    i += 26
+    while i:
+        i, r = divmod(i, 26)
+        letters += chr(97 + r)
+    return letters
+
+
 def byte_tokenizer(vocab_size: int) -> Tokenizer:
     """A SentencePiece tokenizer with no merges: <unk> <s> </s>, the 256 byte pieces, U+2581 and
-    printable ASCII, padded with unused pieces to ``vocab_size``. Any text encodes."""
+    printable ASCII, padded to ``vocab_size`` with made-up words (which decode to text but are
+    never produced by encoding). Any text encodes."""
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as pb  # protobuf: only when a vocabulary is built
 
@@ -59,8 +70,9 @@ def byte_tokenizer(vocab_size: int) -> Tokenizer:
         proto.pieces.add(piece=ch, score=-float(i), type=S.NORMAL)
     if len(proto.pieces) > vocab_size:
         raise ValueError(f"vocab_size {vocab_size} is too small for a byte tokenizer ({len(proto.pieces)} pieces)")
-    while len(proto.pieces) < vocab_size:
-        proto.pieces.add(piece=f"<unused{len(proto.pieces)}>", score=0.0, type=S.UNUSED)
+    # the rest are made-up words, so that a random model's tokens print as (gibberish) text
+    for i in range(vocab_size - len(proto.pieces)):
+        proto.pieces.add(piece="\u2581" + _word(i), score=-100.0 - i, type=S.NORMAL)
     ts = proto.trainer_spec
     ts.model_type, ts.vocab_size, ts.byte_fallback = pb.TrainerSpec.BPE, vocab_size, True
     ts.unk_id, ts.bos_id, ts.eos_id, ts.pad_id = 0, 1, 2, -1
