@@ -27,7 +27,7 @@ def add_arguments(p) -> None:
     p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
     p.add_argument("--temperature", type=float, dest="temp", help=argparse.SUPPRESS)
     p.add_argument("--top-k", type=int, default=40, help="top-k sampling (0: off)")
-    p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling (1.0: off)")
+    p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling (1.0: off, 0: greedy)")
     p.add_argument("--min-p", type=float, default=0.05, help="min-p sampling (0.0: off)")
     p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty of the last 64 tokens (1.0: off)")
     p.add_argument("-s", "--seed", type=int, help="sampling seed (default: random)")
@@ -45,7 +45,7 @@ def _check(args) -> None:
         check(args.ctx_size > 0, "-c/--ctx-size", f"must be positive, got {args.ctx_size}")
     check(args.temp >= 0, "--temp", f"must be >= 0, got {args.temp}")
     check(args.top_k >= 0, "--top-k", f"must be >= 0, got {args.top_k}")
-    check(0 < args.top_p <= 1, "--top-p", f"must be in (0, 1], got {args.top_p}")
+    check(0 <= args.top_p <= 1, "--top-p", f"must be in [0, 1] (0: greedy), got {args.top_p}")
     check(0 <= args.min_p <= 1, "--min-p", f"must be in [0, 1], got {args.min_p}")
     check(args.repeat_penalty > 0, "--repeat-penalty", f"must be positive, got {args.repeat_penalty}")
 
