@@ -1,10 +1,13 @@
 """Shared pieces of the inference benchmarks: the synthesized random-weight GGUF files (same file
-for llamix and llama.cpp), llamix's timing loops (llama.cpp's are in lcpp_child.py, run in a
-child process), and a read-bandwidth probe."""
+for llamix and llama.cpp), the real published files when present, timing loops for both (llama.cpp
+also in a child process, :class:`LlamaCppChild`), and a read-bandwidth probe."""
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,6 +37,51 @@ def model_file(shape: str, quant: str, seed: int = 0) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     export_gguf(ck, path, quant, pure=True, name=f"random {shape} {quant}")
     return path
+
+
+# real published files (the assets' fetch_real_models.py puts them there): name -> file
+REAL_MODELS = {"qwen2-0.5b-q4_k_m": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+               "gemma3-270m-q4_k_m": "gemma-3-270m-q4_k_m.gguf"}
+
+
+def real_model_files() -> dict[str, Path]:
+    """The real files present in $LLAMIX_REAL_MODELS (default ~/.cache/llamix-real-models)."""
+    folder = Path(os.environ.get("LLAMIX_REAL_MODELS") or Path.home() / ".cache" / "llamix-real-models")
+    return {k: folder / f for k, f in REAL_MODELS.items() if (folder / f).is_file()}
+
+
+class LlamaCppChild:
+    """llama.cpp on one file in a child process (bench/_llamacpp_child.py): CPU buffers only, and
+    a crash there cannot take the benchmark down with it."""
+
+    def __init__(self, path, n_ctx: int, threads: int):
+        self.p = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_llamacpp_child.py")), str(path),
+                                   str(n_ctx), str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.n_vocab = self._read()["n_vocab"]
+
+    def _read(self) -> dict:
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the llama.cpp child exited (code {self.p.wait()})")
+        return json.loads(line)
+
+    def ask(self, **req) -> dict:
+        self.p.stdin.write(json.dumps(req) + "\n")
+        self.p.stdin.flush()
+        return self._read()
+
+    def pp(self, tokens) -> float:
+        return self.ask(cmd="pp", tokens=list(map(int, tokens)))["tps"]
+
+    def tg(self, tokens) -> float:
+        return self.ask(cmd="tg", tokens=list(map(int, tokens)))["tps"]
+
+    def logits(self, tokens) -> np.ndarray:
+        return np.asarray(self.ask(cmd="logits", tokens=list(map(int, tokens)))["logits"], dtype=np.float32)
+
+    def close(self) -> None:
+        self.p.stdin.close()
+        self.p.wait(timeout=60)
 
 
 def prompt_tokens(n: int, vocab: int, seed: int = 0) -> list[int]:

@@ -1,7 +1,10 @@
-"""Inference speed, llamix against llama.cpp (llama-cpp-python) in the same run, on the same
-synthesized random-weight TinyLlama-1.1B-shaped GGUF files (Q4_0 and Q8_0), same thread count.
+"""Inference speed, llamix against llama.cpp (llama-cpp-python, in a child process) in the same
+run, on the same files, same thread count: synthesized random-weight TinyLlama-1.1B-shaped GGUF
+files (Q4_0 and Q8_0), and the real published files when present (Qwen2.5-Coder-0.5B and Gemma 3
+270M, Q4_K_M mixes; see infer_common.REAL_MODELS).
 
-    python bench/infer_table.py [--reps 3] [--threads 2] [--shape 1b] [--quants q4_0,q8_0] [--json]
+    python bench/infer_table.py [--reps 3] [--threads 2] [--shape 1b] [--quants q4_0,q8_0] [--no-real] [--json]
+    python bench/infer_table.py --quick      # 1 repetition, pp128 / tg32, Q4_0 and the real files
 
 pp: one batch of 512 prompt tokens from an empty cache; tg: 128 single-token decodes from an
 empty cache (llama-bench's -p 512 / -n 128). Repetitions alternate between the two engines;
@@ -26,15 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lcpp_child  # noqa: E402
 import llamix  # noqa: E402
-from infer_common import (decode_bytes_per_token, llamix_pp, llamix_tg, model_file, prompt_tokens,  # noqa: E402
-                          read_bandwidth)
+from infer_common import (LlamaCppChild, decode_bytes_per_token, llamix_pp, llamix_tg,  # noqa: E402
+                          model_file, prompt_tokens, read_bandwidth, real_model_files)
 
 
-def check_same_answer(m, lcpp, tokens) -> float:
-    """Correlation of the last-token logits of both engines (must be > 0.99); lcpp: the child
-    process holding llama.cpp's model."""
+def check_same_answer(m, llm: LlamaCppChild, tokens) -> float:
+    """Correlation of the last-token logits of both engines (must be > 0.99)."""
     ours = m.logits(tokens)[-1]
-    theirs = lcpp.call(lcpp_child.last_logits, tokens)
+    theirs = llm.logits(tokens)
     r = float(np.corrcoef(ours, theirs)[0, 1])
     assert r > 0.99, f"llamix and llama.cpp disagree on the same file (logit correlation {r:.4f})"
     return r
@@ -48,32 +50,38 @@ def main() -> int:
     ap.add_argument("--quants", default="q4_0,q8_0")
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("--no-real", action="store_true", help="skip the real published files")
+    ap.add_argument("--quick", action="store_true", help="1 repetition, pp128 / tg32, Q4_0 and the real files")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.quick:
+        args.reps, args.p, args.n, args.quants = 1, 128, 32, "q4_0"
 
     llamix.set_threads(args.threads)
     rows = []
     bw = []
-    for quant in args.quants.split(","):
-        path = model_file(args.shape, quant)
-        m = llamix.load(path, threads=args.threads, n_ctx=args.p + args.n)
-        with lcpp_child.Child() as lcpp:  # llama.cpp in its own process, the model kept loaded
-            lcpp.call(lcpp_child.load, path, n_ctx=args.p + args.n, n_batch=args.p, threads=args.threads)
-            corr = check_same_answer(m, lcpp, prompt_tokens(8, m.config.vocab_size, seed=1))
-            pp_tokens = prompt_tokens(args.p, m.config.vocab_size)
-            tg_tokens = prompt_tokens(args.n, m.config.vocab_size, seed=2)
-            llamix_pp(m, pp_tokens), lcpp.call(lcpp_child.pp, pp_tokens)  # warm-up: first touch of every weight
-            res = {"llamix_pp": [], "llamacpp_pp": [], "llamix_tg": [], "llamacpp_tg": []}
-            for _ in range(args.reps):
-                res["llamix_pp"].append(llamix_pp(m, pp_tokens))
-                res["llamacpp_pp"].append(lcpp.call(lcpp_child.pp, pp_tokens))
-                res["llamix_tg"].append(llamix_tg(m, tg_tokens))
-                res["llamacpp_tg"].append(lcpp.call(lcpp_child.tg, tg_tokens))
-                bw.append(read_bandwidth(args.threads, rounds=3))
+    files = [(q, f"random {args.shape}", model_file(args.shape, q)) for q in args.quants.split(",") if q]
+    if not args.no_real:
+        files += [(name, "real", path) for name, path in real_model_files().items()]
+    for quant, kind, path in files:
+        m = llamix.load(path, threads=args.threads, n_ctx=args.p + args.n, tokenizer=False)
+        llm = LlamaCppChild(path, args.p + args.n, args.threads)
+        corr = check_same_answer(m, llm, prompt_tokens(8, m.config.vocab_size, seed=1))
+        pp_tokens = prompt_tokens(args.p, m.config.vocab_size)
+        tg_tokens = prompt_tokens(args.n, m.config.vocab_size, seed=2)
+        llamix_pp(m, pp_tokens), llm.pp(pp_tokens)  # warm-up: first touch of every weight
+        res = {"llamix_pp": [], "llamacpp_pp": [], "llamix_tg": [], "llamacpp_tg": []}
+        for _ in range(args.reps):
+            res["llamix_pp"].append(llamix_pp(m, pp_tokens))
+            res["llamacpp_pp"].append(llm.pp(pp_tokens))
+            res["llamix_tg"].append(llamix_tg(m, tg_tokens))
+            res["llamacpp_tg"].append(llm.tg(tg_tokens))
+            bw.append(read_bandwidth(args.threads, rounds=3))
         med = {k: statistics.median(v) for k, v in res.items()}
-        rows.append({"quant": quant, "bytes_per_token": decode_bytes_per_token(m), "logit_corr": corr, **med,
-                     "runs": res})
-        del m
+        rows.append({"quant": quant, "model": kind, "bytes_per_token": decode_bytes_per_token(m), "logit_corr": corr,
+                     **med, "runs": res})
+        llm.close()
+        del llm, m
     bandwidth = statistics.median(bw)
     load = os.getloadavg()[0]  # other processes competing for the cores distort both engines
     for r in rows:
@@ -84,19 +92,19 @@ def main() -> int:
                           "llama_cpp": lcpp_child.NOTE, "read_bandwidth_gbs": bandwidth / 1e9, "load_average": load,
                           "rows": rows}, indent=1))
         return 0
-    print(f"random-weight {args.shape} model, {args.threads} threads, {llamix.cpu_info()['isa']} kernels, "
+    print(f"random-weight {args.shape} model and real files, {args.threads} threads, {llamix.cpu_info()['isa']} kernels, "
           f"medians of {args.reps} runs; read bandwidth probe {bandwidth / 1e9:.1f} GB/s; load average {load:.1f}"
           f" on {os.cpu_count()} CPUs; {lcpp_child.NOTE}")
     if load > os.cpu_count():
         print("WARNING: the machine is busy with other processes; both engines' figures are distorted "
               "(llama.cpp's spinning thread barriers suffer most)")
-    print("| type | test | llamix t/s | llama.cpp t/s | ratio | llamix GB/s (share of bw) | llama.cpp GB/s (share) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| model | type | test | llamix t/s | llama.cpp t/s | ratio | llamix GB/s (share of bw) | llama.cpp GB/s (share) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         gb = r["bytes_per_token"] / 1e9
-        print(f"| {r['quant']} | pp{args.p} | {r['llamix_pp']:.1f} | {r['llamacpp_pp']:.1f} | "
+        print(f"| {r['model']} | {r['quant']} | pp{args.p} | {r['llamix_pp']:.1f} | {r['llamacpp_pp']:.1f} | "
               f"{r['llamix_pp'] / r['llamacpp_pp']:.2f} | | |")
-        print(f"| {r['quant']} | tg{args.n} | {r['llamix_tg']:.1f} | {r['llamacpp_tg']:.1f} | "
+        print(f"| {r['model']} | {r['quant']} | tg{args.n} | {r['llamix_tg']:.1f} | {r['llamacpp_tg']:.1f} | "
               f"{r['llamix_tg'] / r['llamacpp_tg']:.2f} | {r['llamix_tg'] * gb:.1f} ({r['tg_bw_fraction']:.0%}) | "
               f"{r['llamacpp_tg'] * gb:.1f} ({r['llamacpp_tg_bw_fraction']:.0%}) |")
     return 0

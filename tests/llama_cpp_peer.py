@@ -104,6 +104,31 @@ def run_model(path, *, n_ctx: int = 128, n_threads: int = DEFAULT_THREADS, token
             "greedy": [greedy(llm, prompt, n, stop) for prompt, n, stop in greedy_runs]}
 
 
+def run_prompt(path, ids=None, text: str | None = None, n_greedy: int = 0, all_logits: bool = False,
+               n_ctx: int = 256, n_threads: int = DEFAULT_THREADS, f32_kv: bool = True, detokenize=None) -> dict:
+    """``ids`` (the prompt; llama.cpp's own tokenization of ``text`` with BOS when given),
+    ``greedy`` (``n_greedy`` argmax tokens after the prompt, no end-of-sequence stop), ``text``
+    (llama.cpp's detokenization of ``detokenize`` ids, when given) and ``logits`` (float32
+    (n, vocab): every prompt position when ``all_logits``, else (1, vocab) of the last).
+    ``f32_kv``: keep llama.cpp's KV cache in float32 (its default is fp16)."""
+    kw = {"type_k": 0, "type_v": 0} if f32_kv else {}  # GGML_TYPE_F32
+    llm = open_model(path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=all_logits,
+                     seed=0, **kw)
+    if ids is None:
+        ids = llm.tokenize(text.encode(), add_bos=True, special=False)
+    ids = [int(i) for i in ids]
+    llm.eval(ids)
+    logits = np.array(llm.scores[:len(ids)], dtype=np.float32) if all_logits else last_logits(llm)[None]
+    out = []
+    for _ in range(n_greedy):  # the last row (with logits_all, get_logits() is the first)
+        out.append(int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)))))
+        llm.eval([out[-1]])
+    res = {"ids": ids, "greedy": out, "logits": logits}
+    if detokenize is not None:
+        res["text"] = llm.detokenize([int(i) for i in detokenize]).decode("utf-8", errors="replace")
+    return res
+
+
 def quantize(src, dst, ftype: str, pure: bool = False, nthread: int = DEFAULT_THREADS) -> int:
     """llama_model_quantize(src -> dst) to LLAMA_FTYPE_MOSTLY_<ftype>; llama.cpp's return code."""
     llama_cpp = _llama_cpp()
@@ -170,6 +195,12 @@ def quantize_in_child(src, dst, ftype: str, pure: bool = False) -> int:
     """quantize in the child process (see child())."""
     __tracebackhide__ = True
     return child().call(quantize, src, dst, ftype, pure)
+
+
+def run_prompt_in_child(path, **kw) -> dict:
+    """run_prompt in the child process (see child())."""
+    __tracebackhide__ = True
+    return child().call(run_prompt, path, **kw)
 
 
 def api_results(path, prompt: str, messages: list, n_ctx: int = 256) -> dict:

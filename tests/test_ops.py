@@ -1,10 +1,13 @@
-"""The transformer ops (RMSNorm, RoPE, SwiGLU, attention) for every kernel variant, against
+"""The transformer ops (RMSNorm, RoPE, SwiGLU, GeGLU, attention) for every kernel variant, against
 float64 numpy oracles written from the formulas, on sizes around the 8-lane SIMD width."""
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pytest
 
+import llamix
 from llamix import _C
 
 from helpers import using_isa
@@ -52,6 +55,61 @@ def test_swiglu(isa, n):
     ref = g64 / (1 + np.exp(-g64)) * u
     # SIMD exp is a polynomial with relative error < 2e-7 (a few ulp); plus the divide and multiply
     assert np.allclose(y, ref, rtol=8 * EPS32, atol=1e-30)
+
+
+@contextlib.contextmanager
+def using_isa(name):
+    before = _C.isa()
+    llamix.set_isa(name)
+    try:
+        yield
+    finally:
+        llamix.set_isa(before)
+
+
+def _gelu_tanh64(g):
+    """0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), as x / (1 + exp(-2u)) (the same
+    function; no cancellation where tanh(u) is near -1)."""
+    x = np.asarray(g, np.float64)
+    u = np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)
+    with np.errstate(over="ignore"):
+        y = x / (1 + np.exp(-2 * u))
+    tanh_form = 0.5 * x * (1 + np.tanh(u))
+    assert np.allclose(y[x > -3], tanh_form[x > -3], rtol=1e-13)
+    return y
+
+
+@pytest.mark.parametrize("n", SIZES + [4096])
+def test_geglu(isa, n):
+    """GELU (tanh approximation) times u. Every variant computes z = 2 sqrt(2/pi) (g + c g^3) with the
+    same float32 operations and differs from the scalar reference only in exp (a polynomial): within
+    1e-6 relative. Against float64 the float32 rounding of z itself (argument of exp up to ~90)
+    limits the agreement for negative g, where the result is tiny."""
+    rng = np.random.default_rng(200 + n)
+    g = (rng.standard_normal(n) * 4).astype(np.float32)
+    g[0] = -100.0  # exp overflow region: the result is -0 to float32 precision
+    if n > 2:
+        g[1] = 0.0
+    u = rng.standard_normal(n).astype(np.float32)
+    y = _C.geglu(g, u)
+    with using_isa("scalar"):
+        ref = _C.geglu(g, u)
+    assert np.allclose(y, ref, rtol=1e-6, atol=1e-30)
+    exact = _gelu_tanh64(g) * u
+    mild = g > -3  # z < 11: exp's argument rounded to float32 costs < 1e-6 relative
+    assert np.allclose(y[mild], exact[mild], rtol=8 * EPS32, atol=1e-30)
+    z = np.abs(2 * np.sqrt(2 / np.pi) * (g.astype(np.float64) + 0.044715 * g.astype(np.float64) ** 3))
+    # z's rounding (|z| eps relative, a few roundings) passes into exp(-z) unchanged in absolute terms
+    assert (np.abs(y - exact) <= (4 * z + 8) * EPS32 * np.abs(exact) + 1e-30).all()
+
+
+def test_geglu_rows_independent_of_length(isa):
+    """A row's values do not depend on where the SIMD body ends and the tail starts."""
+    g = np.random.default_rng(7).standard_normal(37).astype(np.float32) * 3
+    u = np.ones(37, np.float32)
+    whole = _C.geglu(g, u)
+    for cut in (1, 8, 9, 16, 30):
+        assert np.array_equal(_C.geglu(g[:cut].copy(), u[:cut].copy()), whole[:cut])
 
 
 @pytest.mark.parametrize("n_keys", [1, 2, 7, 8, 9, 33, 300])

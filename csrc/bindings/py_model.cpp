@@ -2,6 +2,7 @@
 // arrays that own their bytes, one GIL-released call per batch of tokens).
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -39,9 +40,14 @@ struct PyTransformer {
         r.k = k;
         return r;
     }
-    const float* norm(const py::array& a, const std::string& name) {
+    const float* norm(const py::array& a, const std::string& name) { return vector(a, w.cfg.dim, name); }
+    const float* vector(const py::array& a, int64_t n, const std::string& name) {
         keep.push_back(a);
-        return f32_vector(a, w.cfg.dim, name);
+        return f32_vector(a, n, name);
+    }
+    // An optional float32 vector of n: None -> nullptr.
+    const float* optional(const py::object& a, int64_t n, const std::string& name) {
+        return a.is_none() ? nullptr : vector(a.cast<py::array>(), n, name);
     }
 };
 
@@ -63,18 +69,33 @@ void register_model(py::module_& m) {
 
     py::class_<PyTransformer>(m, "Transformer")
         .def(py::init([](int64_t dim, int64_t n_layers, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                         int64_t hidden, int64_t vocab, float eps, py::array inv_freq) {
+                         int64_t hidden, int64_t vocab, float eps, py::array inv_freq, float embed_scale,
+                         float attn_scale, const std::string& activation) {
             require(dim > 0 && n_layers > 0 && n_heads > 0 && n_kv_heads > 0 && head_dim > 0 && hidden > 0 && vocab > 0,
                     "transformer dimensions must be positive");
             require(n_heads % n_kv_heads == 0, "n_heads must be a multiple of n_kv_heads");
             require(head_dim % 2 == 0, "head_dim must be even");
+            require(std::isfinite(embed_scale) && embed_scale > 0, "embed_scale must be positive");
+            require(std::isfinite(attn_scale) && attn_scale >= 0, "attn_scale must be >= 0 (0: 1/sqrt(head_dim))");
+            require(activation == "silu" || activation == "gelu_tanh",
+                    "activation must be 'silu' or 'gelu_tanh', got '" + activation + "'");
             auto* p = new PyTransformer();
-            p->w.cfg = TransformerConfig{dim, n_layers, n_heads, n_kv_heads, head_dim, hidden, vocab, eps};
-            const float* f = f32_vector(inv_freq, head_dim / 2, "inv_freq");
-            p->w.inv_freq.assign(f, f + head_dim / 2);
+            p->w.cfg = TransformerConfig{dim, n_layers, n_heads, n_kv_heads, head_dim, hidden, vocab, eps, embed_scale,
+                                         attn_scale, activation == "silu" ? Activation::silu : Activation::gelu_tanh};
+            // inv_freq: (head_dim / 2) for one RoPE table, or (n_tables, head_dim / 2)
+            require_dtype<float>(inv_freq, "inv_freq", "float32");
+            require_c_contiguous(inv_freq, "inv_freq");
+            const int64_t half = head_dim / 2;
+            require((inv_freq.ndim() == 1 && inv_freq.shape(0) == half) ||
+                        (inv_freq.ndim() == 2 && inv_freq.shape(0) >= 1 && inv_freq.shape(1) == half),
+                    "inv_freq must have shape (" + std::to_string(half) + ",) or (n_tables, " + std::to_string(half) + ")");
+            const int64_t n_tables = inv_freq.ndim() == 1 ? 1 : inv_freq.shape(0);
+            const float* f = static_cast<const float*>(inv_freq.data());
+            for (int64_t r = 0; r < n_tables; ++r) p->w.inv_freq.emplace_back(f + r * half, f + (r + 1) * half);
             return p;
         }), py::arg("dim"), py::arg("n_layers"), py::arg("n_heads"), py::arg("n_kv_heads"), py::arg("head_dim"),
-            py::arg("hidden"), py::arg("vocab"), py::arg("eps"), py::arg("inv_freq"))
+            py::arg("hidden"), py::arg("vocab"), py::arg("eps"), py::arg("inv_freq"), py::arg("embed_scale") = 1.0f,
+            py::arg("attn_scale") = 0.0f, py::arg("activation") = "silu")
         .def("set_embedding", [](PyTransformer& p, py::tuple spec) {
             p.w.token_embd = p.weight(spec, p.w.cfg.vocab, p.w.cfg.dim, "token_embd");
         })
@@ -83,9 +104,14 @@ void register_model(py::module_& m) {
             p.w.output = p.weight(spec, p.w.cfg.vocab, p.w.cfg.dim, "output");
         })
         .def("add_layer", [](PyTransformer& p, py::array attn_norm, py::array ffn_norm, py::tuple wq, py::tuple wk,
-                             py::tuple wv, py::tuple wo, py::tuple gate, py::tuple up, py::tuple down) {
+                             py::tuple wv, py::tuple wo, py::tuple gate, py::tuple up, py::tuple down, py::object bq,
+                             py::object bk, py::object bv, py::object q_norm, py::object k_norm,
+                             py::object post_attn_norm, py::object post_ffn_norm, int64_t window, int rope_table) {
             const TransformerConfig& c = p.w.cfg;
             require(int64_t(p.w.layers.size()) < c.n_layers, "too many layers");
+            require(window >= 0, "window must be >= 0 (0: no sliding window)");
+            require(rope_table >= 0 && size_t(rope_table) < p.w.inv_freq.size(),
+                    "rope_table must index one of the " + std::to_string(p.w.inv_freq.size()) + " inv_freq tables");
             const std::string b = "blk." + std::to_string(p.w.layers.size()) + ".";
             const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
             TransformerLayer L;
@@ -98,8 +124,22 @@ void register_model(py::module_& m) {
             L.w_gate = p.weight(gate, c.hidden, c.dim, b + "ffn_gate");
             L.w_up = p.weight(up, c.hidden, c.dim, b + "ffn_up");
             L.w_down = p.weight(down, c.dim, c.hidden, b + "ffn_down");
+            L.bq = p.optional(bq, qd, b + "attn_q.bias");
+            L.bk = p.optional(bk, kvd, b + "attn_k.bias");
+            L.bv = p.optional(bv, kvd, b + "attn_v.bias");
+            L.q_norm = p.optional(q_norm, c.head_dim, b + "attn_q_norm");
+            L.k_norm = p.optional(k_norm, c.head_dim, b + "attn_k_norm");
+            L.post_attn_norm = p.optional(post_attn_norm, c.dim, b + "post_attention_norm");
+            L.post_ffn_norm = p.optional(post_ffn_norm, c.dim, b + "post_ffw_norm");
+            L.window = window;
+            L.rope_table = rope_table;
             p.w.layers.push_back(L);
-        })
+        }, py::arg("attn_norm"), py::arg("ffn_norm"), py::arg("wq"), py::arg("wk"), py::arg("wv"), py::arg("wo"),
+           py::arg("gate"), py::arg("up"), py::arg("down"), py::kw_only(), py::arg("bq") = py::none(),
+           py::arg("bk") = py::none(), py::arg("bv") = py::none(), py::arg("q_norm") = py::none(),
+           py::arg("k_norm") = py::none(), py::arg("post_attn_norm") = py::none(),
+           py::arg("post_ffn_norm") = py::none(), py::arg("window") = 0, py::arg("rope_table") = 0,
+           "Append a layer; the keyword arguments are the optional pieces (None / 0: absent).")
         .def("prepare", [](PyTransformer& p) {
             py::gil_scoped_release release;
             p.w.prepare();

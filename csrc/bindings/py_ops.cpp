@@ -59,6 +59,18 @@ void register_ops(py::module_& m) {
         kernels().ops.swiglu(gp, up, yp, n);
         return y;
     }, py::arg("g"), py::arg("u"), "silu(g) * u.");
+    m.def("geglu", [](py::array g, py::array u) {
+        require_dtype<float>(g, "g", "float32");
+        require(g.ndim() == 1, "g must be 1-D");
+        const int64_t n = g.shape(0);
+        const float* gp = f32_vector(g, n, "g");
+        const float* up = f32_vector(u, n, "u");
+        py::array_t<float> y(n);
+        float* yp = y.mutable_data();
+        py::gil_scoped_release release;
+        kernels().ops.geglu(gp, up, yp, n);
+        return y;
+    }, py::arg("g"), py::arg("u"), "gelu_tanh(g) * u (GELU's tanh approximation).");
     m.def("attention_group", [](py::array q, py::array k, py::array v, float scale) {
         auto qa = f32_2d(q, "q"), ka = f32_2d(k, "k"), va = f32_2d(v, "v");
         const int64_t nq = qa.shape(0), hd = qa.shape(1), nk = ka.shape(0);

@@ -171,6 +171,45 @@ void pack_group_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb
     }
 }
 
+void pack_group_q5_0_as_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst) {
+    for (int64_t b = 0; b < nb; ++b, dst += kQ8GroupBlockBytes) {
+        std::memset(dst, 0, kQ8GroupBlockBytes);
+        for (int r = 0; r < rows; ++r) {
+            const auto* blk = reinterpret_cast<const block_q5_0*>(src + r * row_bytes) + b;
+            std::memcpy(dst + 2 * r, &blk->d, 2);
+            uint32_t qh;
+            std::memcpy(&qh, blk->qh, 4);
+            int8_t v[QK8_0];  // value = d * (q - 16): q's low 4 bits in qs, the fifth in qh
+            for (int j = 0; j < QK8_0 / 2; ++j) {
+                v[j] = int8_t(((blk->qs[j] & 0x0F) | (((qh >> j) & 1u) << 4)) - 16);
+                v[j + QK8_0 / 2] = int8_t(((blk->qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - 16);
+            }
+            uint8_t* q = dst + 2 * kGroupRows;
+            for (int c = 0; c < 8; ++c)
+                for (int j = 0; j < 4; ++j)
+                    q[(c * kGroupRows + r) * 4 + j] = static_cast<uint8_t>(v[4 * c + j] ^ 0x80);  // q + 128
+        }
+    }
+}
+
+PreparedWeight prepare_weight_q5_0_as_q8_0(const void* w, int64_t rows, int64_t k) {
+    // Q5_0's values d * (q - 16) with q < 32 are Q8_0 values with the same scale: repacked as
+    // Q8_0 groups the weight is exactly the same matrix and takes the Q8_0 kernels (the packed
+    // copy is 34/22 of the source bytes). The source rows are not Q8_0 rows: not referenced.
+    PreparedWeight p{nullptr, QType::Q8_0, rows, k, nullptr, 0};
+    const int64_t nb = k / QK8_0, group_bytes = nb * kQ8GroupBlockBytes, groups = ceil_div(rows, kGroupRows);
+    p.packed_bytes = groups * group_bytes;
+    p.packed = allocate_weight_memory(size_t(p.packed_bytes));
+    uint8_t* mem = p.packed.get();
+    const auto* src = static_cast<const uint8_t*>(w);
+    const int64_t row_bytes = qtype_row_bytes(QType::Q5_0, k);
+    ThreadPool::instance().parallel_for(groups, [&](int64_t g, int) {
+        const int rows_here = int(std::min<int64_t>(kGroupRows, rows - g * kGroupRows));
+        pack_group_q5_0_as_q8_0(src + g * kGroupRows * row_bytes, row_bytes, rows_here, nb, mem + g * group_bytes);
+    });
+    return p;
+}
+
 PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k) {
     PreparedWeight p{w, wtype, rows, k, nullptr, 0};
     // K-quants are packed only for a variant that multiplies packed groups; the others read the

@@ -13,6 +13,8 @@ namespace llamix {
 // (missing rows are zero padded). Used by prepare_weight and, per task, by the raw-bytes matmul.
 void pack_group_q4_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
 void pack_group_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
+// Q5_0 rows into a Q8_0 group (the same values: d * (q - 16) with the same d).
+void pack_group_q5_0_as_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
 
 // A weight matrix prepared once for fast multiplication. Q4_0 / Q8_0 are repacked into a buffer
 // of about the same size as the source (so while the source stays resident, e.g. an mmap'd file
@@ -27,6 +29,10 @@ struct PreparedWeight {
 };
 
 PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k);
+// A Q5_0 weight prepared as the Q8_0 weight of the same values: it then multiplies Q8_0
+// activations with the Q8_0 kernels, as llama.cpp multiplies Q5_0 (the forward pass uses this;
+// prepare_weight keeps Q5_0's float32 path).
+PreparedWeight prepare_weight_q5_0_as_q8_0(const void* w, int64_t rows, int64_t k);
 // y: (n, rows) = x: (n, k) @ W.T
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y);
 

@@ -6,6 +6,10 @@
 
 namespace llamix {
 
+// GELU's tanh approximation: 2 sqrt(2/pi) and the cubic coefficient, shared by every variant.
+constexpr float kGeluTwoSqrt2OverPi = 1.5957691216057308f;
+constexpr float kGeluCubic = 0.044715f;
+
 struct OpsKernels {
     // y = x / sqrt(mean(x^2) + eps) * w, one row of n.
     void (*rmsnorm)(const float* x, const float* w, float* y, int64_t n, float eps) = nullptr;
@@ -14,6 +18,11 @@ struct OpsKernels {
     void (*rope)(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) = nullptr;
     // SwiGLU: y = silu(g) * u = g / (1 + exp(-g)) * u, n elements.
     void (*swiglu)(const float* g, const float* u, float* y, int64_t n) = nullptr;
+    // GeGLU with GELU's tanh approximation (Gemma): y = gelu_tanh(g) * u, n elements, where
+    //   gelu_tanh(g) = 0.5 g (1 + tanh(z)) = g / (1 + exp(-2z)),  z = sqrt(2/pi) (g + 0.044715 g^3)
+    // (the second form has no cancellation). z is computed with the same float32 operations in
+    // every variant; only exp differs (a polynomial in the SIMD variants, a few ulp from libm's).
+    void (*geglu)(const float* g, const float* u, float* y, int64_t n) = nullptr;
     // y += x, n elements (the residual connection).
     void (*add)(float* y, const float* x, int64_t n) = nullptr;
     // One query of one head against n_keys cached positions:

@@ -31,7 +31,12 @@ void dequantize_row_any(QType type, const void* row, float* y, int64_t k) {
 
 namespace {
 
-void prepare_one(WeightRef& r) { r.prepared = prepare_weight(r.data, r.type, r.rows, r.k); }
+// Q5_0 (most matrices of llama.cpp's Q4_K_M / Q5_K_M mixes of small models) multiplies as the
+// Q8_0 weight of the same values, against Q8_0 activations as in llama.cpp.
+void prepare_one(WeightRef& r) {
+    r.prepared = r.type == QType::Q5_0 ? prepare_weight_q5_0_as_q8_0(r.data, r.rows, r.k)
+                                       : prepare_weight(r.data, r.type, r.rows, r.k);
+}
 
 // Several weights multiplying the same activations (q/k/v, gate/up) in one parallel region.
 void mm_many(const float* x, int64_t n, std::initializer_list<const WeightRef*> ws, std::initializer_list<float*> ys) {
@@ -85,23 +90,32 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
     float* proj = ws.get(6, n * dim);           // (n, dim)
     float* gate = ws.get(7, n * c.hidden);      // (n, hidden)
     float* up = ws.get(8, n * c.hidden);        // (n, hidden)
-    float* rope_cos = ws.get(9, n * half);     // (n, hd / 2)
-    float* rope_sin = ws.get(10, n * half);
+    const int64_t n_tables = int64_t(w.inv_freq.size());
+    float* rope_cos = ws.get(9, n_tables * n * half);   // (n_tables, n, hd / 2)
+    float* rope_sin = ws.get(10, n_tables * n * half);
     float* scores = ws.get(11, int64_t(pool.threads()) * group * (pos + n));  // per-thread softmax scratch
 
     for_rows(n, [&](int64_t t, int) {
+        float* xt = x + t * dim;
         dequantize_row_any(w.token_embd.type,
                            static_cast<const uint8_t*>(w.token_embd.data) + tokens[t] * qtype_row_bytes(w.token_embd.type, dim),
-                           x + t * dim, dim);
+                           xt, dim);
+        if (c.embed_scale != 1.0f)
+            for (int64_t i = 0; i < dim; ++i) xt[i] *= c.embed_scale;
         // angles in float32 as transformers computes them; cos/sin evaluated in double
-        for (int64_t i = 0; i < half; ++i) {
-            const float angle = float(pos + t) * w.inv_freq[size_t(i)];
-            rope_cos[t * half + i] = float(std::cos(double(angle)));
-            rope_sin[t * half + i] = float(std::sin(double(angle)));
+        for (int64_t r = 0; r < n_tables; ++r) {
+            const float* inv_freq = w.inv_freq[size_t(r)].data();
+            float* cos_t = rope_cos + (r * n + t) * half;
+            float* sin_t = rope_sin + (r * n + t) * half;
+            for (int64_t i = 0; i < half; ++i) {
+                const float angle = float(pos + t) * inv_freq[i];
+                cos_t[i] = float(std::cos(double(angle)));
+                sin_t[i] = float(std::sin(double(angle)));
+            }
         }
     });
 
-    const float scale = 1.0f / std::sqrt(float(hd));
+    const float scale = c.attn_scale > 0.0f ? c.attn_scale : 1.0f / std::sqrt(float(hd));
     for (int64_t li = 0; li < c.n_layers; ++li) {
         const TransformerLayer& L = w.layers[size_t(li)];
         const int64_t layer_off = li * cache.n_ctx * kv_dim;  // this layer's (n_ctx, kv_dim) block
@@ -110,9 +124,20 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
         for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.attn_norm, xn + t * dim, dim, c.eps); });
         // new keys and values (n, kv_dim), rotated, then stored in the cache rows pos..pos+n-1
         mm_many(xn, n, {&L.wq, &L.wk, &L.wv}, {q, knew, vnew});  // one pass, x quantized once
+        const float* layer_cos = rope_cos + int64_t(L.rope_table) * n * half;
+        const float* layer_sin = rope_sin + int64_t(L.rope_table) * n * half;
         for_rows(n, [&](int64_t t, int) {
-            K.rope(q + t * q_dim, c.n_heads, hd, rope_cos + t * half, rope_sin + t * half);
-            K.rope(knew + t * kv_dim, c.n_kv_heads, hd, rope_cos + t * half, rope_sin + t * half);
+            float* qt = q + t * q_dim;
+            float* kt = knew + t * kv_dim;
+            if (L.bq) K.add(qt, L.bq, q_dim);
+            if (L.bk) K.add(kt, L.bk, kv_dim);
+            if (L.bv) K.add(vnew + t * kv_dim, L.bv, kv_dim);
+            if (L.q_norm)
+                for (int64_t h = 0; h < c.n_heads; ++h) K.rmsnorm(qt + h * hd, L.q_norm, qt + h * hd, hd, c.eps);
+            if (L.k_norm)
+                for (int64_t h = 0; h < c.n_kv_heads; ++h) K.rmsnorm(kt + h * hd, L.k_norm, kt + h * hd, hd, c.eps);
+            K.rope(qt, c.n_heads, hd, layer_cos + t * half, layer_sin + t * half);
+            K.rope(kt, c.n_kv_heads, hd, layer_cos + t * half, layer_sin + t * half);
         });
         const int64_t new_off = layer_off + pos * kv_dim;
         if (cache.f16) {
@@ -123,33 +148,41 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
             std::copy(vnew, vnew + n * kv_dim, cache.v.begin() + new_off);
         }
         // one task per (token, kv head): the group of query heads sharing it reads the cache once;
-        // causal: token t sees positions 0..pos+t
+        // causal: token t sees positions first..pos+t, first = 0 or, with a sliding window, the
+        // oldest position less than `window` behind it
         const int64_t n_pos = pos + n;
         auto attend = [&](int64_t task, int th) {
-            const int64_t t = task / c.n_kv_heads, g = task % c.n_kv_heads, off = layer_off + g * hd;
+            const int64_t t = task / c.n_kv_heads, g = task % c.n_kv_heads;
+            const int64_t first = L.window > 0 ? std::max<int64_t>(0, pos + t + 1 - L.window) : 0;
+            const int64_t off = layer_off + first * kv_dim + g * hd, n_keys = pos + t + 1 - first;
             const float* qg = q + t * q_dim + g * group * hd;
             float* out = att + t * q_dim + g * group * hd;
             float* scratch = scores + int64_t(th) * group * n_pos;
             if (cache.f16)
-                attention_group_f16(K, qg, hd, group, cache.k16.data() + off, cache.v16.data() + off, kv_dim, pos + t + 1,
+                attention_group_f16(K, qg, hd, group, cache.k16.data() + off, cache.v16.data() + off, kv_dim, n_keys,
                                       hd, scale, out, hd, scratch);
             else
-                attention_group(K, qg, hd, group, cache.k.data() + off, cache.v.data() + off, kv_dim, pos + t + 1, hd,
+                attention_group(K, qg, hd, group, cache.k.data() + off, cache.v.data() + off, kv_dim, n_keys, hd,
                                   scale, out, hd, scratch);
         };
         if (n * c.n_heads * n_pos >= 4096) pool.parallel_for(n * c.n_kv_heads, attend);
         else for (int64_t task = 0; task < n * c.n_kv_heads; ++task) attend(task, 0);
         mm(att, n, L.wo, proj);
-        for_rows(n, [&](int64_t t, int) { K.add(x + t * dim, proj + t * dim, dim); });
+        for_rows(n, [&](int64_t t, int) {
+            if (L.post_attn_norm) K.rmsnorm(proj + t * dim, L.post_attn_norm, proj + t * dim, dim, c.eps);
+            K.add(x + t * dim, proj + t * dim, dim);
+        });
 
-        // feed-forward (SwiGLU)
+        // feed-forward (SwiGLU or GeGLU)
         for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.ffn_norm, xn + t * dim, dim, c.eps); });
         mm_many(xn, n, {&L.w_gate, &L.w_up}, {gate, up});
-        for_rows(n, [&](int64_t t, int) {
-            K.swiglu(gate + t * c.hidden, up + t * c.hidden, gate + t * c.hidden, c.hidden);
-        });
+        const auto glu = c.activation == Activation::gelu_tanh ? K.geglu : K.swiglu;
+        for_rows(n, [&](int64_t t, int) { glu(gate + t * c.hidden, up + t * c.hidden, gate + t * c.hidden, c.hidden); });
         mm(gate, n, L.w_down, proj);
-        for_rows(n, [&](int64_t t, int) { K.add(x + t * dim, proj + t * dim, dim); });
+        for_rows(n, [&](int64_t t, int) {
+            if (L.post_ffn_norm) K.rmsnorm(proj + t * dim, L.post_ffn_norm, proj + t * dim, dim, c.eps);
+            K.add(x + t * dim, proj + t * dim, dim);
+        });
     }
 
     // final norm and the output head, only for the rows asked for (hidden states: the norm only)

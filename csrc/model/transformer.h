@@ -5,6 +5,11 @@
 // Per layer (Touvron et al. 2023, "LLaMA"):  h = x + Wo attn(rope(Wq n(x)), rope(Wk n(x)), Wv n(x))
 //                                            x' = h + Wdown (silu(Wgate n'(h)) * Wup n'(h))
 // with n, n' RMSNorm, RoPE on adjacent pairs (GGUF layout), grouped-query attention over a KV cache.
+// Optional pieces, each off by default (the llama path is unchanged): q/k/v biases (Qwen2), per-head
+// RMSNorm of q and k before RoPE (Qwen3, Gemma 3), RMSNorm of the attention and FFN outputs before
+// their residual adds (Gemma 3), GELU(tanh) instead of SiLU in the gated FFN, an embedding scale,
+// an attention scale other than 1/sqrt(head_dim), a sliding window per layer, and one RoPE table
+// per layer chosen from several (Gemma 3's local and global layers use different bases).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -14,9 +19,14 @@
 
 namespace llamix {
 
+enum class Activation { silu, gelu_tanh };  // the gated FFN's activation
+
 struct TransformerConfig {
     int64_t dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, hidden = 0, vocab = 0;
     float eps = 1e-5f;
+    float embed_scale = 1.0f;  // token embeddings are multiplied by this (Gemma: sqrt(dim))
+    float attn_scale = 0.0f;   // attention scores' scale; 0: 1 / sqrt(head_dim)
+    Activation activation = Activation::silu;
 };
 
 // A 2-D weight in any supported type: the source bytes (rows, row_bytes) and its prepared form.
@@ -34,6 +44,13 @@ struct TransformerLayer {
     WeightRef wo;                      // (dim, n_heads * head_dim)
     WeightRef w_gate, w_up;            // (hidden, dim)
     WeightRef w_down;                  // (dim, hidden)
+    // optional (nullptr: absent)
+    const float *bq = nullptr, *bk = nullptr, *bv = nullptr;  // biases of q (q_dim), k and v (kv_dim)
+    const float *q_norm = nullptr, *k_norm = nullptr;         // per-head RMSNorm weights (head_dim)
+    const float* post_attn_norm = nullptr;  // (dim) RMSNorm of the attention output before the residual add
+    const float* post_ffn_norm = nullptr;   // (dim) the same for the FFN output
+    int64_t window = 0;  // sliding window: position p attends to keys j with p - j < window; 0: all
+    int rope_table = 0;  // which of TransformerWeights::inv_freq this layer rotates with
 };
 
 // Scratch buffers of the forward pass, kept between calls and grown on demand.
@@ -51,7 +68,9 @@ struct TransformerWeights {
     std::vector<TransformerLayer> layers;
     const float* output_norm = nullptr;  // (dim)
     WeightRef output;                  // (vocab, dim)
-    std::vector<float> inv_freq;       // (head_dim / 2) RoPE inverse frequencies (scaling applied)
+    // RoPE inverse frequencies (head_dim / 2 each, scaling applied): one table, or one per kind of
+    // layer (TransformerLayer::rope_table picks)
+    std::vector<std::vector<float>> inv_freq;
     bool is_prepared = false;
     Workspace workspace;
 

@@ -1,6 +1,13 @@
 """Hyper-parameters of a LLaMA-family model and the RoPE frequencies they imply (the loaders fill
 them from a GGUF file, a Hugging Face config.json or a llama2.c header).
 
+Beside ``llama`` (and Mistral, a llama with a sliding window), the architectures llama.cpp calls
+``qwen2`` (q/k/v biases), ``qwen3`` (per-head q/k RMSNorm), ``gemma3`` (q/k norm, norms after
+attention and FFN, GELU(tanh), scaled embeddings, 5 sliding-window layers in every 6 with their
+own RoPE base) and ``phi3`` (fused q/k/v and gate/up in files; the loaders split them). Each
+difference is a field whose default keeps llama's forward pass; :func:`architecture_defaults`
+gives an architecture's values.
+
 RoPE: Su et al. 2021, "RoFormer" (https://arxiv.org/abs/2104.09864); Llama-3 frequency scaling as
 in transformers' ``_compute_llama3_parameters`` and llama.cpp's ``rope_freqs`` tensor.
 """
@@ -27,7 +34,16 @@ class ModelConfig:
     tie_embeddings: bool = False
     bos_token_id: int = 1
     eos_token_id: int = 2
-    architecture: str = "llama"
+    architecture: str = "llama"   # llama.cpp's general.architecture (HF "mistral" is "llama" there)
+    attn_bias: bool = False       # q, k and v projections have biases (qwen2)
+    qk_norm: bool = False         # per-head RMSNorm of q and k before RoPE (qwen3, gemma3)
+    post_norms: bool = False      # RMSNorm of the attention and FFN outputs before the residual adds (gemma3)
+    activation: str = "silu"      # the gated FFN's activation: "silu" (SwiGLU) or "gelu_tanh" (GeGLU)
+    embed_scale: float = 1.0      # token embeddings are multiplied by this (gemma3: sqrt(dim))
+    attn_scale: float | None = None  # attention scores' scale; None: 1/sqrt(head_dim)
+    sliding_window: int = 0       # keys a sliding-window layer sees: p - j < window (0: none)
+    sliding_window_pattern: int = 1  # 1: every layer slides; n > 1: layer i slides unless i % n == n - 1 (gemma3: 6)
+    rope_theta_local: float | None = None  # RoPE base of the sliding layers, unscaled (gemma3: 1e4); None: rope_theta
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -39,7 +55,38 @@ class ModelConfig:
     def kv_dim(self) -> int:
         return self.n_kv_heads * self.head_dim
 
+    @property
+    def rope_neox(self) -> bool:
+        """Whether files of this architecture keep q/k rows in rotate-half (NEOX) order, as
+        llama.cpp's ``llama_model_rope_type`` says; llamix computes in adjacent-pair order."""
+        return self.architecture in NEOX_ARCHITECTURES
+
+    def layer_window(self, i: int) -> int:
+        """The sliding window of layer ``i`` (0: it sees every earlier position)."""
+        if not self.sliding_window:
+            return 0
+        n = self.sliding_window_pattern
+        return self.sliding_window if n <= 1 or i % n < n - 1 else 0
+
+    def layer_rope_table(self, i: int) -> int:
+        """Which row of :meth:`rope_tables` layer ``i`` rotates with."""
+        return 1 if self.rope_theta_local is not None and self.layer_window(i) else 0
+
     def validate(self, source: str = "config") -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"{source}: architecture {self.architecture!r} is not supported "
+                             f"(supported: {', '.join(ARCHITECTURES)})")
+        if self.activation not in ("silu", "gelu_tanh"):
+            raise ValueError(f"{source}: activation {self.activation!r} is not supported (silu, gelu_tanh)")
+        for name in ("sliding_window", "sliding_window_pattern"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (1 if name.endswith("pattern") else 0):
+                raise ValueError(f"{source}: {name} must be a {'positive' if name.endswith('pattern') else 'non-negative'}"
+                                 f" integer, got {v!r}")
+        for name in ("embed_scale", "attn_scale", "rope_theta_local"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float, np.floating)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{source}: {name} must be a positive number, got {v!r}")
         for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size", "head_dim", "context_length"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v <= 0:
@@ -90,6 +137,15 @@ class ModelConfig:
         medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
         return np.where(medium, smoothed, scaled).astype(np.float32)
 
+    def rope_tables(self, freq_factors: np.ndarray | None = None) -> np.ndarray:
+        """(1 or 2, head_dim / 2) float32 inverse frequencies: row 0 for the full-attention layers
+        (scaling and ``freq_factors`` applied), row 1, when ``rope_theta_local`` is set, for the
+        sliding layers (that base, unscaled, as llama.cpp's ``rope_freq_scale_train_swa = 1``)."""
+        tables = [self.rope_inv_freq(freq_factors)]
+        if self.rope_theta_local is not None:
+            tables.append(replace(self, rope_theta=self.rope_theta_local, rope_scaling=None).rope_inv_freq())
+        return np.ascontiguousarray(np.stack(tables), dtype=np.float32)
+
     def llama3_rope_factors(self) -> np.ndarray | None:
         """Llama-3 scaling as llama.cpp stores it (GGUF ``rope_freqs.weight``): per-frequency
         divisors of the plain frequencies; None for other scalings."""
@@ -97,3 +153,25 @@ class ModelConfig:
             return None
         plain = replace(self, rope_scaling=None).rope_inv_freq()
         return (plain / self.rope_inv_freq()).astype(np.float32)
+
+
+# architectures whose files keep q/k rows in rotate-half order (llama.cpp: LLAMA_ROPE_TYPE_NEOX)
+NEOX_ARCHITECTURES = ("qwen2", "qwen3", "gemma3", "phi3")
+ARCHITECTURES = ("llama",) + NEOX_ARCHITECTURES
+
+
+def architecture_defaults(architecture: str, dim: int) -> dict:
+    """The ModelConfig fields that make ``architecture`` differ from llama (ValueError for one
+    llamix does not run). ``dim`` sets gemma3's embedding scale, sqrt(dim) in float32 as both
+    transformers and llama.cpp compute it."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture {architecture!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
+    out: dict = {"architecture": architecture}
+    if architecture == "qwen2":
+        out.update(attn_bias=True)
+    elif architecture == "qwen3":
+        out.update(qk_norm=True)
+    elif architecture == "gemma3":
+        out.update(qk_norm=True, post_norms=True, activation="gelu_tanh", embed_scale=float(np.sqrt(np.float32(dim))),
+                   sliding_window_pattern=6, rope_theta_local=10000.0)
+    return out

@@ -30,6 +30,14 @@ void swiglu(const float* g, const float* u, float* y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
+void geglu(const float* g, const float* u, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float x = g[i];
+        const float z = kGeluTwoSqrt2OverPi * (x + kGeluCubic * (x * x * x));  // 2 sqrt(2/pi) (x + c x^3)
+        y[i] = x / (1.0f + std::exp(-z)) * u[i];
+    }
+}
+
 void add(float* y, const float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
@@ -77,6 +85,7 @@ void fill_ops_ref(OpsKernels& k) {
     k.rmsnorm = ref::rmsnorm;
     k.rope = ref::rope;
     k.swiglu = ref::swiglu;
+    k.geglu = ref::geglu;
     k.add = ref::add;
     k.attention = ref::attention;
     k.attention_f16 = ref::attention_f16;

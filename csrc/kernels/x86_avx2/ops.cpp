@@ -81,6 +81,26 @@ void swiglu(const float* g, const float* u, float* y, int64_t n) {
     for (; i < n; ++i) y[i] = g[i] / (1.0f + exp_scalar(-g[i])) * u[i];
 }
 
+// The same float32 operations as the reference for z (no FMA: the build sets -ffp-contract=off),
+// so only exp's polynomial differs from it.
+void geglu(const float* g, const float* u, float* y, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), c = _mm256_set1_ps(kGeluCubic);
+    const __m256 s2 = _mm256_set1_ps(kGeluTwoSqrt2OverPi);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+        const __m256 z = _mm256_mul_ps(s2, _mm256_add_ps(x, _mm256_mul_ps(c, x3)));
+        const __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), z));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; ++i) {
+        const float x = g[i];
+        const float z = kGeluTwoSqrt2OverPi * (x + kGeluCubic * (x * x * x));
+        y[i] = x / (1.0f + exp_scalar(-z)) * u[i];
+    }
+}
+
 void add(float* y, const float* x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
@@ -203,6 +223,7 @@ void attention_f16(const float* q, const uint16_t* k, const uint16_t* v, int64_t
 void fill_ops_avx2(OpsKernels& k) {
     k.rmsnorm = avx2::rmsnorm;
     k.swiglu = avx2::swiglu;
+    k.geglu = avx2::geglu;
     k.add = avx2::add;
     k.attention = avx2::attention;
     k.attention_f16 = avx2::attention_f16;

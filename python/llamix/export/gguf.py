@@ -27,7 +27,7 @@ import numpy as np
 
 from ..formats.gguf_llama import (CHAT_TEMPLATE_KEY, FILE_TYPE_IDS, TensorEntry, chat_template_entry, tokenizer_metadata,
                                   write_llama_gguf)
-from ..formats.names import tensor_names
+from ..formats.names import file_shapes, file_tensor_names, fused_parts, pairs_to_file_rows
 from ..loaders import Checkpoint, load_checkpoint
 from ..quant import QuantizedTensor, quantize
 from ..quant.qtypes import qtype_info
@@ -179,19 +179,27 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     if template and not any(e.key == CHAT_TEMPLATE_KEY for e in entries):
         entries.append(chat_template_entry(template))  # a Hugging Face folder's template
     out = Path(out)
-    names = tensor_names(config)
+    names = file_tensor_names(config)  # the file's tensors: phi3 fuses q/k/v and gate/up
+    fshapes = file_shapes(config)
     report = ExportReport(str(out), ft or "as stored")
     plan = []
     for tname in names:
-        shape = _shape(tensors, tname)
+        parts = [p for p, _, _ in fused_parts(tname, config) or [(tname, 0, 0)]]
+        shape = _shape(tensors, parts[0])
+        if len(parts) > 1:
+            shape = tuple(fshapes[tname])
         if ft is None:
-            target = _stored_type(tensors[tname])
+            stored = {_stored_type(tensors[p]) for p in parts}
+            if len(stored) > 1:
+                raise ValueError(f"{tname}: its parts {parts} are stored as {sorted(stored)}; pass a file type to "
+                                 "write them as one tensor")
+            target = stored.pop()
         else:
             target = tensor_type(tname, shape, ft, config.n_layers, config.tie_embeddings, pure)
         gtype = GGUF_TYPE_NAME.get(target, target.upper())
         n = int(np.prod(shape))
         nbytes = qtype_info(target).row_bytes(shape[-1]) * (n // shape[-1])
-        plan.append((TensorEntry(tname, gtype, shape, _converter(tensors, tname, target)), nbytes))
+        plan.append((TensorEntry(tname, gtype, shape, _converter(tensors, parts, target, config)), nbytes))
         report.types[tname] = gtype
         report.n_params += n
         report.nbytes += nbytes
@@ -213,5 +221,10 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     return report
 
 
-def _converter(tensors, name: str, target: str):
-    return lambda: convert_tensor(tensors[name], target)
+def _converter(tensors, parts: list[str], target: str, config):
+    """The file tensor made of ``parts`` (one, or phi3's fused rows), each converted to ``target``
+    and put back in the file's row order (rows are independent in every block format)."""
+    def produce():
+        data = [pairs_to_file_rows(p, convert_tensor(tensors[p], target), config) for p in parts]
+        return data[0] if len(data) == 1 else np.concatenate(data, axis=0)
+    return produce

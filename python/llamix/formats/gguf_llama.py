@@ -1,9 +1,10 @@
 """The one writer of llama-family GGUF files: metadata keys as llama.cpp's ``convert_hf_to_gguf.py``
-writes them for ``general.architecture = llama``, the tokenizer as ``tokenizer.ggml.*`` entries,
-and the tensors streamed in file order (see gguf.py for the container, names.py for the names).
+writes them for ``general.architecture`` = ``llama``, ``qwen2``, ``qwen3``, ``gemma3`` or ``phi3``
+(``{arch}.*``), the tokenizer as ``tokenizer.ggml.*`` entries, and the tensors streamed in file
+order (see gguf.py for the container, names.py for the names).
 
-``config`` is any object with llamix's ModelConfig fields; q/k rows are expected in GGUF's
-adjacent-pair RoPE order already.
+``config`` is any object with llamix's ModelConfig fields; the tensors are expected in the file's
+layout already (names.py: q/k rows of the NEOX architectures in rotate-half order, phi3 fused).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
+from ..config import architecture_defaults
 from .gguf import GGUFReader, GGUFWriter, ValueType as V
 
 # llama.cpp's general.file_type (enum llama_ftype) of the file types llamix writes
@@ -35,31 +37,59 @@ class TensorEntry(NamedTuple):
     data: object                 # array (block types: uint8 bytes) or a callable producing it when written
 
 
+def check_representable(config) -> str:
+    """The GGUF architecture name of ``config``; ValueError when the file's keys cannot say what
+    the config says (llama.cpp derives these facts from the architecture, not from keys)."""
+    arch = getattr(config, "architecture", "llama")
+    want = {"attn_bias": False, "qk_norm": False, "post_norms": False, "activation": "silu", "embed_scale": 1.0,
+            "sliding_window_pattern": 1, "attn_scale": None}
+    want.update(architecture_defaults(arch, config.dim))
+    want.pop("rope_theta_local", None)  # written as rope.freq_base_swa where not llama.cpp's default
+    if arch == "gemma3" and config.n_layers == 62:  # see loaders/gguf.py
+        want["attn_scale"] = float(np.float32(1.0) / np.sqrt(np.float32(config.dim // config.n_heads)))
+    for k, v in want.items():
+        if k != "architecture" and getattr(config, k, v) != v:
+            raise ValueError(f"a {arch} GGUF file cannot hold {k} = {getattr(config, k)!r} (llama.cpp's {arch} "
+                             f"has {v!r})")
+    if arch in ("qwen2", "qwen3") and getattr(config, "sliding_window", 0):
+        raise ValueError(f"a {arch} GGUF file cannot hold a sliding window (llama.cpp's {arch} has none)")
+    return arch
+
+
 def llama_metadata(config, name: str = "llamix", file_type_id: int | None = None) -> list[MetadataEntry]:
-    """``general.*`` and ``llama.*`` entries for a model of ``config``."""
+    """``general.*`` and ``{arch}.*`` entries for a model of ``config``."""
     c = config
-    kv = [MetadataEntry("general.architecture", "llama", V.STRING), MetadataEntry("general.name", name, V.STRING)]
+    arch = check_representable(c)
+    kv = [MetadataEntry("general.architecture", arch, V.STRING), MetadataEntry("general.name", name, V.STRING)]
     if file_type_id is not None:
         kv += [MetadataEntry("general.file_type", int(file_type_id), V.UINT32),
                MetadataEntry("general.quantization_version", QUANTIZATION_VERSION, V.UINT32)]
     kv += [
-        MetadataEntry("llama.vocab_size", c.vocab_size, V.UINT32),
-        MetadataEntry("llama.context_length", c.context_length, V.UINT32),
-        MetadataEntry("llama.embedding_length", c.dim, V.UINT32),
-        MetadataEntry("llama.block_count", c.n_layers, V.UINT32),
-        MetadataEntry("llama.feed_forward_length", c.hidden_dim, V.UINT32),
-        MetadataEntry("llama.rope.dimension_count", c.head_dim, V.UINT32),
-        MetadataEntry("llama.attention.head_count", c.n_heads, V.UINT32),
-        MetadataEntry("llama.attention.head_count_kv", c.n_kv_heads, V.UINT32),
-        MetadataEntry("llama.attention.layer_norm_rms_epsilon", float(c.rms_eps), V.FLOAT32),
-        MetadataEntry("llama.rope.freq_base", float(c.rope_theta), V.FLOAT32),
+        MetadataEntry(f"{arch}.vocab_size", c.vocab_size, V.UINT32),
+        MetadataEntry(f"{arch}.context_length", c.context_length, V.UINT32),
+        MetadataEntry(f"{arch}.embedding_length", c.dim, V.UINT32),
+        MetadataEntry(f"{arch}.block_count", c.n_layers, V.UINT32),
+        MetadataEntry(f"{arch}.feed_forward_length", c.hidden_dim, V.UINT32),
+        MetadataEntry(f"{arch}.rope.dimension_count", c.head_dim, V.UINT32),
+        MetadataEntry(f"{arch}.attention.head_count", c.n_heads, V.UINT32),
+        MetadataEntry(f"{arch}.attention.head_count_kv", c.n_kv_heads, V.UINT32),
+        MetadataEntry(f"{arch}.attention.layer_norm_rms_epsilon", float(c.rms_eps), V.FLOAT32),
+        MetadataEntry(f"{arch}.rope.freq_base", float(c.rope_theta), V.FLOAT32),
     ]
-    if c.head_dim * c.n_heads != c.dim:
-        kv += [MetadataEntry("llama.attention.key_length", c.head_dim, V.UINT32),
-               MetadataEntry("llama.attention.value_length", c.head_dim, V.UINT32)]
+    if c.head_dim * c.n_heads != c.dim or arch == "gemma3":
+        kv += [MetadataEntry(f"{arch}.attention.key_length", c.head_dim, V.UINT32),
+               MetadataEntry(f"{arch}.attention.value_length", c.head_dim, V.UINT32)]
     if c.rope_scaling and c.rope_scaling.get("rope_type") == "linear":
-        kv += [MetadataEntry("llama.rope.scaling.type", "linear", V.STRING),
-               MetadataEntry("llama.rope.scaling.factor", float(c.rope_scaling["factor"]), V.FLOAT32)]
+        kv += [MetadataEntry(f"{arch}.rope.scaling.type", "linear", V.STRING),
+               MetadataEntry(f"{arch}.rope.scaling.factor", float(c.rope_scaling["factor"]), V.FLOAT32)]
+    window = getattr(c, "sliding_window", 0)
+    if arch == "gemma3":  # llama.cpp requires the key; a window as long as the context slides nothing
+        kv.append(MetadataEntry(f"{arch}.attention.sliding_window", int(window or c.context_length), V.UINT32))
+        local = getattr(c, "rope_theta_local", None)
+        if local is not None and float(local) != 10000.0:
+            kv.append(MetadataEntry(f"{arch}.rope.freq_base_swa", float(local), V.FLOAT32))
+    elif window:
+        kv.append(MetadataEntry(f"{arch}.attention.sliding_window", int(window), V.UINT32))
     return kv
 
 

@@ -1,57 +1,138 @@
-"""Loading a GGUF file (architecture ``llama``): config from its metadata, tensors used in place
-from the memory map, the tokenizer built from ``tokenizer.ggml.*``."""
+"""Loading a GGUF file of a supported architecture (``llama``, ``qwen2``, ``qwen3``, ``gemma3``,
+``phi3``): config from its ``{arch}.*`` metadata (llama.cpp's key names, each checked for type and
+range), tensors used in place from the memory map where their layout is already llamix's
+(q/k rows of the NEOX architectures are permuted into adjacent-pair order, phi3's fused tensors
+split by rows), the tokenizer built from ``tokenizer.ggml.*``."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..config import ModelConfig
+from ..config import ARCHITECTURES, ModelConfig, architecture_defaults
 from ..formats.gguf import GGUFReader, read_header
 from ..formats.gguf_llama import tokenizer_entries_of
-from ..formats.names import expected_shapes, tensor_names
+from ..formats.names import file_rows_to_pairs, file_shapes, file_tensor_names, fused_parts
 from ..quant import QuantizedTensor
 from ..tokenizer import Tokenizer, register_metadata_reader
 from .checkpoint import COMPUTE_TYPES, Checkpoint, Progress, check_shape, float_weight, norm_weight
 
+_REQUIRED = object()
+
+
+def hparam(reader: GGUFReader, key: str, kind: type, default: Any = _REQUIRED, *, lo: float | None = None,
+           hi: float | None = None, positive: bool = False) -> Any:
+    """One metadata value, checked: ``kind`` int, float (an integer value is accepted), str or
+    bool; numbers within [lo, hi] (``positive``: > 0). A missing key gives ``default`` (ValueError
+    when required); anything else wrong is a ValueError naming the file and the key."""
+    source = str(reader.path)
+    if key not in reader.metadata:
+        if default is _REQUIRED:
+            raise ValueError(f"{source}: required metadata key {key!r} is missing")
+        return default
+    v = reader.metadata[key]
+    is_int = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if kind is int:
+        if not is_int:
+            raise ValueError(f"{source}: metadata {key!r} must be an integer, got {_describe(v)}")
+        v = int(v)
+    elif kind is float:
+        if not (is_int or isinstance(v, (float, np.floating))) or not math.isfinite(float(v)):
+            raise ValueError(f"{source}: metadata {key!r} must be a finite number, got {_describe(v)}")
+        v = float(v)
+    elif kind is str:
+        if not isinstance(v, str):
+            raise ValueError(f"{source}: metadata {key!r} must be a string, got {_describe(v)}")
+        return v
+    elif kind is bool:
+        if not isinstance(v, (bool, np.bool_)):
+            raise ValueError(f"{source}: metadata {key!r} must be a boolean, got {_describe(v)}")
+        return bool(v)
+    else:
+        raise TypeError(f"unsupported kind {kind!r}")
+    if positive and not v > 0:
+        raise ValueError(f"{source}: metadata {key!r} = {v!r} must be positive")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{source}: metadata {key!r} = {v!r} is out of range "
+                         f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]")
+    return v
+
+
+def _describe(v) -> str:
+    if isinstance(v, (list, np.ndarray)):
+        return f"an array of {len(v)}"
+    s = repr(v)
+    return f"{type(v).__name__} {s[:40]}"
+
 
 def config_from_gguf(reader: GGUFReader) -> ModelConfig:
-    """The hyper-parameters in a GGUF file's ``llama.*`` metadata (llama.cpp's key names)."""
+    """The hyper-parameters in a GGUF file's ``general.architecture`` and ``{arch}.*`` metadata."""
     source = str(reader.path)
-    arch = reader.require("general.architecture")
-    if arch != "llama":
-        raise ValueError(f"{source}: architecture {arch!r} is not supported (only 'llama')")
-    g = lambda k, d=None: reader.get(f"llama.{k}", d)  # noqa: E731
-    req = lambda k: reader.require(f"llama.{k}")  # noqa: E731
-    dim, n_heads = int(req("embedding_length")), int(req("attention.head_count"))
-    vocab = g("vocab_size")
+    arch = hparam(reader, "general.architecture", str)
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{source}: architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
+    big = 1 << 31
+
+    def get(key: str, kind: type, default: Any = _REQUIRED, **kw) -> Any:
+        return hparam(reader, f"{arch}.{key}", kind, default, **kw)
+
+    dim = get("embedding_length", int, lo=1, hi=big)
+    n_layers = get("block_count", int, lo=1, hi=100_000)
+    n_heads = get("attention.head_count", int, lo=1, hi=big)
+    n_kv = get("attention.head_count_kv", int, n_heads, lo=1, hi=n_heads)
+    hidden = get("feed_forward_length", int, lo=1, hi=big)
+    vocab = get("vocab_size", int, None, lo=1, hi=big)
     if vocab is None:
         tokens = reader.get("tokenizer.ggml.tokens")
         emb = reader.tensors.get("token_embd.weight")
         vocab = len(tokens) if tokens else (emb.shape[0] if emb is not None else None)
     if vocab is None:
-        raise ValueError(f"{source}: cannot determine the vocabulary size (llama.vocab_size missing)")
+        raise ValueError(f"{source}: cannot determine the vocabulary size ({arch}.vocab_size missing)")
+    head_dim = get("attention.key_length", int, None, lo=2, hi=big)
+    rope_dims = get("rope.dimension_count", int, None, lo=2, hi=big)
+    if head_dim is None:
+        head_dim = rope_dims if rope_dims is not None else dim // n_heads
+    value_dim = get("attention.value_length", int, head_dim, lo=1, hi=big)
+    if value_dim != head_dim:
+        raise ValueError(f"{source}: {arch}.attention.value_length ({value_dim}) differs from the key length "
+                         f"({head_dim}); llamix needs them equal")
+    if rope_dims is not None and rope_dims != head_dim:
+        raise ValueError(f"{source}: partial RoPE ({arch}.rope.dimension_count {rope_dims} != head_dim {head_dim}) "
+                         "is not supported")
     scaling = None
-    stype = g("rope.scaling.type")
+    stype = get("rope.scaling.type", str, None)
     if stype not in (None, "none") and "rope_freqs.weight" not in reader.tensors:
         if stype != "linear":
-            raise ValueError(f"{source}: llama.rope.scaling.type {stype!r} is not supported")
-        scaling = {"rope_type": "linear", "factor": float(g("rope.scaling.factor", 1.0))}
-    head_dim = int(g("rope.dimension_count", dim // n_heads))
-    if g("attention.key_length") is not None:
-        head_dim = int(g("attention.key_length"))
+            raise ValueError(f"{source}: {arch}.rope.scaling.type {stype!r} is not supported (none, linear)")
+        scaling = {"rope_type": "linear", "factor": get("rope.scaling.factor", float, 1.0, positive=True)}
+    for name in ("rope_factors_long.weight", "rope_factors_short.weight"):
+        if name in reader.tensors:
+            raise ValueError(f"{source}: tensor {name!r}: Phi-3 long-context RoPE factors (LongRoPE) are not supported")
+    kw = architecture_defaults(arch, dim)
+    if arch == "gemma3":
+        kw["sliding_window"] = get("attention.sliding_window", int, lo=1, hi=big)
+        kw["rope_theta_local"] = get("rope.freq_base_swa", float, 10000.0, positive=True)
+        if n_layers == 62:  # llama.cpp (after gemma_pytorch): the 27B scales queries by 1/sqrt(dim / n_heads)
+            kw["attn_scale"] = float(np.float32(1.0) / np.sqrt(np.float32(dim // n_heads)))
+    elif arch in ("llama", "phi3"):
+        # llama: as llamix writes a Mistral model; phi3: the window transformers applies on every
+        # layer (llama.cpp ignores phi3's window)
+        kw["sliding_window"] = get("attention.sliding_window", int, 0, lo=0, hi=big)
+    context = get("context_length", int, 2048, lo=1, hi=big)
+    if kw.get("sliding_window", 0) >= context:
+        kw["sliding_window"] = 0  # a window as long as the context changes nothing
     c = ModelConfig(
-        dim=dim, n_layers=int(req("block_count")), n_heads=n_heads,
-        n_kv_heads=int(g("attention.head_count_kv", n_heads)), hidden_dim=int(req("feed_forward_length")),
-        vocab_size=int(vocab), head_dim=head_dim, context_length=int(g("context_length", 2048)),
-        rms_eps=float(req("attention.layer_norm_rms_epsilon")), rope_theta=float(g("rope.freq_base", 10000.0)),
+        dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv, hidden_dim=hidden, vocab_size=int(vocab),
+        head_dim=head_dim, context_length=context,
+        rms_eps=get("attention.layer_norm_rms_epsilon", float, positive=True, hi=1.0),
+        rope_theta=get("rope.freq_base", float, 10000.0, positive=True),
         rope_scaling=scaling, tie_embeddings="output.weight" not in reader.tensors,
-        bos_token_id=int(reader.get("tokenizer.ggml.bos_token_id", 1)),
-        eos_token_id=int(reader.get("tokenizer.ggml.eos_token_id", 2)),
+        bos_token_id=hparam(reader, "tokenizer.ggml.bos_token_id", int, 1, lo=0, hi=big),
+        eos_token_id=hparam(reader, "tokenizer.ggml.eos_token_id", int, 2, lo=0, hi=big),
+        **kw,
     )
-    if g("rope.dimension_count") is not None and int(g("rope.dimension_count")) != c.head_dim:
-        raise ValueError(f"{source}: partial RoPE (rope.dimension_count {g('rope.dimension_count')} != head_dim "
-                         f"{c.head_dim}) is not supported")
     c.validate(source)
     return c
 
@@ -86,28 +167,45 @@ def vocabulary_only(path: Path, tokenizer: Tokenizer | None = None) -> tuple[str
     return (arch if isinstance(arch, str) else "?"), (tokenizer if tokenizer is not None else tokenizer_of(r))
 
 
+def _check_type(path, name: str, t) -> str:
+    qt = t.type.name.lower()
+    if qt not in COMPUTE_TYPES:
+        raise ValueError(f"{path}: tensor {name!r} has type {t.type.name}, which llamix cannot compute with yet "
+                         f"(supported: {', '.join(x.upper() for x in COMPUTE_TYPES)})")
+    return qt
+
+
 def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
               tokenizer: Tokenizer | bool | None = None) -> Checkpoint:
     """``tokenizer``: used instead of the file's own vocabulary, which is then not read at all
     (``False``: no tokenizer; ``None`` or ``True``: the file's own)."""
     r = GGUFReader(path)
     config = config_from_gguf(r)
-    shapes = expected_shapes(config)
+    shapes = file_shapes(config)
+    names = file_tensor_names(config)
+    expected = set(names) | {"rope_freqs.weight"}
+    unknown = [n for n in r.tensors if n not in expected]
+    if unknown:
+        raise ValueError(f"{path}: tensor {unknown[0]!r} is not part of a {config.architecture} model as llamix runs it"
+                         f"{f' ({len(unknown)} such tensors)' if len(unknown) > 1 else ''}")
     tensors = {}
-    names = tensor_names(config)
     for i, name in enumerate(names):
         t = r.tensor(name)
         check_shape(str(path), name, t.shape, shapes[name])
-        qt = t.type.name.lower()
-        if qt not in COMPUTE_TYPES:
-            raise ValueError(f"{path}: tensor {name!r} has type {t.type.name}, which llamix cannot compute with yet "
-                             f"(supported: {', '.join(x.upper() for x in COMPUTE_TYPES)})")
+        qt = _check_type(path, name, t)
         if len(t.shape) == 1:
-            tensors[name] = norm_weight(t.array(), qt)
-        elif qt in ("f32", "f16", "bf16"):
-            tensors[name] = float_weight(t.array(), qt, qtype)
-        else:  # block-quantized: used in place, whatever qtype asks for
-            tensors[name] = QuantizedTensor(t.raw(), qt, t.shape)
+            tensors[name] = file_rows_to_pairs(name, norm_weight(t.array(), qt), config)
+        else:
+            parts = fused_parts(name, config) or [(name, 0, t.shape[0])]
+            plain = qt in ("f32", "f16", "bf16")
+            src = t.array() if plain else t.raw()
+            for part, a, b in parts:
+                rows = src if (a, b) == (0, t.shape[0]) else src[a:b]
+                rows = file_rows_to_pairs(part, rows, config)
+                if plain:
+                    tensors[part] = float_weight(rows, qt, qtype)
+                else:  # block-quantized: used in place (or a permuted copy), whatever qtype asks for
+                    tensors[part] = QuantizedTensor(np.ascontiguousarray(rows), qt, (b - a, t.shape[1]))
         if progress is not None:
             progress(i + 1, len(names), name)
     rope_freqs = r.tensors["rope_freqs.weight"].array().astype(np.float32) if "rope_freqs.weight" in r.tensors else None

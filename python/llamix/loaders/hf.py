@@ -52,14 +52,14 @@ def config_from_hf(cfg: dict[str, Any], source: str = "config.json") -> ModelCon
             tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             bos_token_id=_first_int(cfg.get("bos_token_id"), 1),
             eos_token_id=_first_int(cfg.get("eos_token_id"), 2),
-            architecture=mtype,
+            architecture="llama",  # llama.cpp's name for both (Mistral: a llama with a sliding window)
         )
     except KeyError as e:
         raise ValueError(f"{source}: required field {e.args[0]!r} is missing") from None
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: invalid value ({e})") from None
     if cfg.get("sliding_window") and mtype == "mistral" and int(cfg["sliding_window"]) < kw["context_length"]:
-        kw["extra"] = {"sliding_window": int(cfg["sliding_window"])}  # exact up to the window length
+        kw["sliding_window"] = int(cfg["sliding_window"])  # on every layer
     params = cfg.get("rope_parameters")  # transformers 5.x
     if isinstance(params, dict) and "rope_theta" in params and not any(isinstance(v, dict) for v in params.values()):
         theta, scaling = params.get("rope_theta", 10000.0), params

@@ -1,7 +1,8 @@
 """Random-weight llama models of named shapes, made without any download: for benchmarks
 (``llamix bench --shape``), trying the pipeline (``llamix generate --random``) and tests.
 
-Weights are N(0, 0.02) (norms 1). A pool of normal draws is made once per seed and each tensor is
+Weights are N(0, 0.02) (llama's norms 1; the optional tensors of other architectures are random:
+biases N(0, 0.1), q/k and post norms N(1, 0.1)). A pool of normal draws is made once per seed and each tensor is
 a slice of it at an offset keyed by (seed, tensor name), so a 1B model is made in seconds, the
 same tensor comes out whatever order tensors are asked in, and memory holds one tensor at a time
 when the checkpoint is lazy. The text such a model produces is meaningless by construction.
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..config import ModelConfig
+from ..config import ModelConfig, architecture_defaults
 from ..formats.names import expected_shapes, tensor_names
 from ..quant import quantize
 from ..quant.qtypes import qtype_info
@@ -33,10 +34,13 @@ _POOL_SIZE = 1 << 24
 
 
 def random_config(shape: str = "tiny", **overrides) -> ModelConfig:
-    """The config of a named shape (``tiny``, ``1b``, ``7b``), with any field overridden."""
+    """The config of a named shape (``tiny``, ``1b``, ``7b``), with any field overridden;
+    ``architecture=`` brings that architecture's defaults (config.architecture_defaults)."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
-    return ModelConfig(**{**SHAPES[shape], "rms_eps": 1e-5, "rope_theta": 10000.0, **overrides})
+    base = {**SHAPES[shape], "rms_eps": 1e-5, "rope_theta": 10000.0}
+    arch = architecture_defaults(overrides.get("architecture", "llama"), overrides.get("dim", base["dim"]))
+    return ModelConfig(**{**base, **arch, **overrides})
 
 
 def byte_tokenizer(vocab_size: int) -> Tokenizer:
@@ -84,13 +88,16 @@ class RandomTensors(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         shape = self.shapes[name]
-        if len(shape) == 1:
+        if len(shape) == 1 and name.endswith(("attn_norm.weight", "ffn_norm.weight", "output_norm.weight")):
             return np.ones(shape, np.float32)
         pool = _pool(self.seed)
         n = int(np.prod(shape))
         off = int(np.random.default_rng([self.seed, zlib.crc32(name.encode())]).integers(0, pool.size // 2))
         src = pool[off:]
-        return (src[:n] if n <= src.size else np.resize(src, n)).reshape(shape)
+        w = (src[:n] if n <= src.size else np.resize(src, n)).reshape(shape)
+        if len(shape) == 1:  # biases N(0, 0.1); q/k and post norms N(1, 0.1)
+            w = w * np.float32(5) + np.float32(0 if name.endswith(".bias") else 1)
+        return w
 
     def __iter__(self):
         return iter(self.shapes)

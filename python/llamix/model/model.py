@@ -15,7 +15,7 @@ import numpy as np
 from .._runtime import _C
 from .._runtime import set_threads
 from ..config import ModelConfig
-from ..formats.names import LAYER_TENSORS
+from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
 from ..quant import QuantizedTensor
 from ..tokenizer import Tokenizer
@@ -66,23 +66,26 @@ class Model(CompletionAPI):
         if int(n_ctx) <= 0:
             raise ValueError(f"n_ctx must be positive, got {n_ctx}")
         self.n_ctx = int(n_ctx)
-        window = c.extra.get("sliding_window")
-        if window and self.n_ctx > window:
-            raise ValueError(f"{self.source}: n_ctx = {self.n_ctx} exceeds the model's sliding attention window "
-                             f"({window}), which llamix does not implement; use n_ctx <= {window}")
         if n_threads is not None:
             set_threads(n_threads)
-        self.inv_freq = c.rope_inv_freq(self.rope_freqs)
+        self.inv_freq = c.rope_tables(self.rope_freqs)
         t = _C.Transformer(c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size,
-                           float(c.rms_eps), self.inv_freq)
+                           float(c.rms_eps), self.inv_freq, embed_scale=float(c.embed_scale),
+                           attn_scale=float(c.attn_scale or 0.0), activation=c.activation)
         spec = lambda name: (self.tensors[name].data, self.tensors[name].info.gguf_id)  # noqa: E731
         t.set_embedding(spec("token_embd.weight"))
         t.set_output(self.tensors["output_norm.weight"],
                      spec("token_embd.weight" if c.tie_embeddings else "output.weight"))
+        optional = set(layer_tensor_names(c))  # the architecture's optional tensors; others are None
         for i in range(c.n_layers):
             b = f"blk.{i}."
+            opt = lambda name: self.tensors[b + name] if name in optional else None  # noqa: E731
             t.add_layer(self.tensors[b + "attn_norm.weight"], self.tensors[b + "ffn_norm.weight"],
-                        *(spec(b + n + ".weight") for n in LAYER_TENSORS if not n.endswith("norm")))
+                        *(spec(b + n + ".weight") for n in LAYER_TENSORS if not n.endswith("norm")),
+                        bq=opt("attn_q.bias"), bk=opt("attn_k.bias"), bv=opt("attn_v.bias"),
+                        q_norm=opt("attn_q_norm.weight"), k_norm=opt("attn_k_norm.weight"),
+                        post_attn_norm=opt("post_attention_norm.weight"), post_ffn_norm=opt("post_ffw_norm.weight"),
+                        window=c.layer_window(i), rope_table=c.layer_rope_table(i))
         t.prepare()
         self._t = t
         self._cache = _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, kv_cache)
@@ -294,7 +297,7 @@ class Model(CompletionAPI):
 def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None, qtype: str | None = None,
          n_threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32", *,
          quant: str | None = None, threads: int | None = None, chat_format: str | None = None) -> Model:
-    """Load a model: a GGUF file (architecture ``llama``), a Hugging Face folder (config.json +
+    """Load a model: a GGUF file (architecture ``llama``, ``qwen2``, ``qwen3``, ``gemma3`` or ``phi3``), a Hugging Face folder (config.json +
     safetensors) or a llama2.c ``.bin`` checkpoint (the loaders read it; see llamix.loaders).
 
     - ``tokenizer``: a Tokenizer or a tokenizer file (``tokenizer.model``, ``tokenizer.json``, a
