@@ -287,3 +287,39 @@ def test_hidden_states_feed_the_logits(model):
     logits = model.logits(ids)
     head = model.tensors["token_embd.weight" if model.config.tie_embeddings else "output.weight"].dequantize()
     np.testing.assert_allclose(h @ head.T, logits, atol=2e-2 * np.abs(logits).max())
+
+
+def test_tool_call_reply_becomes_tool_calls(model, monkeypatch):
+    """With ``tools``, a reply written as <tool_call>{"name", "arguments"}</tool_call> comes back as
+    OpenAI tool_calls (arguments as a JSON string) with finish_reason "tool_calls"; the tools reach
+    the template."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    template = ("{%- if tools %}TOOLS:{{ tools | tojson }}\n{%- endif %}"
+                "{%- for m in messages %}{{ m.role }}: {{ m.content }}\n{%- endfor %}assistant:")
+    reply = 'Let me check.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich"}}\n</tool_call>'
+    ids = model.tokenize(reply, add_special=False)
+    prompts = []
+
+    def scripted_run(request):   # the model "says" reply, then ends its turn
+        prompts.append(model.detokenize(request.prompt))
+        for t in ids + [model.eos_ids[0]]:
+            z = np.zeros(model.config.vocab_size, np.float32)
+            z[t] = 50.0
+            step = request.step(z)
+            yield step
+            if request.done:
+                return
+
+    monkeypatch.setattr(model, "run", scripted_run)
+    monkeypatch.setattr(model.checkpoint, "chat_template", template)
+    monkeypatch.setattr(model, "_chat_formats", {}, raising=False)
+    r = model.create_chat_completion([{"role": "user", "content": "Weather?"}], tools=tools, temperature=0)
+    choice = r["choices"][0]
+    assert prompts[0].startswith('TOOLS:[{"type": "function"')
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Let me check."
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Zürich"}
+    plain = model.create_chat_completion([{"role": "user", "content": "Weather?"}], temperature=0)  # no tools: text
+    assert plain["choices"][0]["message"]["content"] == reply and plain["choices"][0]["finish_reason"] == "stop"

@@ -5,7 +5,7 @@ ids, and the KV cache holds all of them but the last. The next turn's prompt is 
 template rendered over the whole conversation; when that text begins with the text of what is
 already known (the template writes earlier turns as they were), only the rest is tokenized and
 appended to the known ids, so the cache's prefix matches and ``Model.run`` evaluates just the
-last reply token and the new turn. When it does not (a template that rewrites earlier turns, a
+new turn (and the reply's last token, when ``max_tokens`` cut the reply before it was evaluated). When it does not (a template that rewrites earlier turns, a
 reply cut by a stop string), the whole prompt is tokenized and the cache reuses whatever prefix
 still matches.
 
