@@ -51,6 +51,7 @@ def test_json_schema_valid_every_time(qwen):
     assert valid == 50
 
 
+@pytest.mark.slow
 def test_five_turns_evaluate_only_the_new_turn(qwen):
     s = ChatSession(qwen, system_prompt="You are a concise assistant.")
     turns = ["Hi! My name is Ada.", "What is 12 times 12?", "Name a prime number bigger than 100.",
