@@ -25,9 +25,9 @@ one from these parameters); the model's side, evaluating prompt and tokens on th
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-import uuid
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -133,7 +133,7 @@ class CompletionAPI:
                                    min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
                                    frequency_penalty=frequency_penalty, stop=stop, seed=seed, logprobs=logprobs,
                                    logit_bias=logit_bias, response_format=response_format)
-        head = {"id": f"cmpl-{uuid.uuid4()}", "object": "text_completion", "created": int(time.time()),
+        head = {"id": f"cmpl-{_uuid4()}", "object": "text_completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(ids)
         echo_lp = self._prompt_logprobs(ids, logprobs) if echo and logprobs is not None else None
@@ -218,7 +218,7 @@ class CompletionAPI:
                                    frequency_penalty=frequency_penalty, stop=stops, seed=seed,
                                    logprobs=(top_logprobs or 0) if logprobs else None, logit_bias=logit_bias,
                                    response_format=response_format)
-        head = {"id": f"chatcmpl-{uuid.uuid4()}", "object": "chat.completion", "created": int(time.time()),
+        head = {"id": f"chatcmpl-{_uuid4()}", "object": "chat.completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
         if stream:
             return self._chat_chunks(request, {**head, "object": "chat.completion.chunk"})
@@ -289,6 +289,14 @@ class CompletionAPI:
                 "usage": {"prompt_tokens": total, "total_tokens": total}}
 
 
+def _uuid4() -> str:
+    """A random (version 4) UUID's text, as the OpenAI-style ids carry (without importing uuid)."""
+    b = bytearray(os.urandom(16))
+    b[6], b[8] = (b[6] & 0x0F) | 0x40, (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 # --- result shapes ---------------------------------------------------------------------------------------
 def _usage(request: Request) -> dict:
     n_prompt, n_out = len(request.prompt), len(request.tokens)
@@ -333,7 +341,7 @@ def _tool_calls(text: str) -> list[dict]:
         if not isinstance(call, dict) or not isinstance(call.get("name"), str):
             continue
         args = call.get("arguments", {})
-        calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+        calls.append({"id": f"call_{os.urandom(12).hex()}", "type": "function",
                       "function": {"name": call["name"],
                                    "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}})
     return calls
