@@ -4,7 +4,8 @@ float64 numpy oracle (tests/oracle_arch.py, reading the file with gguf-py), incr
 thread counts, writing back, the loader's refusals, and llama.cpp as a peer (marker ``peers``).
 
 Every case has grouped-query attention (8 query heads, 4 KV heads); windows are shorter than the
-24-token sequence; gemma3 has 7 layers so that layer 5 is global and the others slide.
+24-token sequence (gemma3-whole-window's covers the context: its sliding layers still take the
+local RoPE base); gemma3 has 7 layers so that layer 5 is global and the others slide.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ CASES = {
     "qwen3": ("qwen3", False, 0, 4, {"rms_eps": 1e-6}),
     "gemma3": ("gemma3", True, 5, 7, {"rope_theta": 1e6, "rms_eps": 1e-6}),
     "gemma3-untied": ("gemma3", False, 9, 7, {}),
+    # no window (written as the context length): the sliding layers still rotate with the local base
+    "gemma3-whole-window": ("gemma3", True, 0, 7, {"rope_theta": 1e6}),
     "phi3-window": ("phi3", False, 6, 4, {}),
     "phi3": ("phi3", True, 0, 4, {}),
 }
@@ -187,7 +190,8 @@ def test_tokenizer_false_skips_the_vocabulary(files):
 
 
 @pytest.mark.peers
-@pytest.mark.parametrize("case", ["llama", "qwen2-tied", "qwen2", "qwen3", "gemma3", "gemma3-untied", "phi3"])
+@pytest.mark.parametrize("case", ["llama", "qwen2-tied", "qwen2", "qwen3", "gemma3", "gemma3-untied",
+                                  "gemma3-whole-window", "phi3"])
 def test_same_greedy_tokens_as_llamacpp(files, case):
     """llama.cpp on the same file (F32 weights, float32 KV cache): the 24 prompt logits agree to
     1e-4 of the largest (gemma3: 2e-3, llama.cpp's GELU is an fp16 table lookup) and 32 greedy

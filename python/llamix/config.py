@@ -6,7 +6,9 @@ Beside ``llama`` (and Mistral, a llama with a sliding window), the architectures
 attention and FFN, GELU(tanh), scaled embeddings, 5 sliding-window layers in every 6 with their
 own RoPE base) and ``phi3`` (fused q/k/v and gate/up in files; the loaders split them). Each
 difference is a field whose default keeps llama's forward pass; :func:`architecture_defaults`
-gives an architecture's values.
+gives an architecture's values. Which layers slide is a pattern (``sliding_window_pattern``) or,
+for Hugging Face configs whose ``layer_types`` follow none (Qwen2's ``max_window_layers``), one
+flag per layer (``sliding_layers``); a sliding layer takes the local RoPE base whatever its window.
 
 RoPE: Su et al. 2021, "RoFormer" (https://arxiv.org/abs/2104.09864); Llama-3 frequency scaling as
 in transformers' ``_compute_llama3_parameters`` and llama.cpp's ``rope_freqs`` tensor.
@@ -43,12 +45,15 @@ class ModelConfig:
     attn_scale: float | None = None  # attention scores' scale; None: 1/sqrt(head_dim)
     sliding_window: int = 0       # keys a sliding-window layer sees: p - j < window (0: none)
     sliding_window_pattern: int = 1  # 1: every layer slides; n > 1: layer i slides unless i % n == n - 1 (gemma3: 6)
+    sliding_layers: tuple | None = None  # per layer, whether it slides (instead of the pattern; HF layer_types)
     rope_theta_local: float | None = None  # RoPE base of the sliding layers, unscaled (gemma3: 1e4); None: rope_theta
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.head_dim:
             self.head_dim = self.dim // max(self.n_heads, 1)
+        if isinstance(self.sliding_layers, list):
+            self.sliding_layers = tuple(self.sliding_layers)
         self.validate()
 
     @property
@@ -61,16 +66,21 @@ class ModelConfig:
         llama.cpp's ``llama_model_rope_type`` says; llamix computes in adjacent-pair order."""
         return self.architecture in NEOX_ARCHITECTURES
 
+    def layer_is_sliding(self, i: int) -> bool:
+        """Whether layer ``i`` is a sliding-window layer (``sliding_layers``, else the pattern). Such
+        a layer rotates with ``rope_theta_local`` even when the window covers the whole context."""
+        if self.sliding_layers is not None:
+            return bool(self.sliding_layers[i])
+        n = self.sliding_window_pattern
+        return n <= 1 or i % n < n - 1
+
     def layer_window(self, i: int) -> int:
         """The sliding window of layer ``i`` (0: it sees every earlier position)."""
-        if not self.sliding_window:
-            return 0
-        n = self.sliding_window_pattern
-        return self.sliding_window if n <= 1 or i % n < n - 1 else 0
+        return self.sliding_window if self.sliding_window and self.layer_is_sliding(i) else 0
 
     def layer_rope_table(self, i: int) -> int:
         """Which row of :meth:`rope_tables` layer ``i`` rotates with."""
-        return 1 if self.rope_theta_local is not None and self.layer_window(i) else 0
+        return 1 if self.rope_theta_local is not None and self.layer_is_sliding(i) else 0
 
     def validate(self, source: str = "config") -> None:
         if self.architecture not in ARCHITECTURES:
@@ -91,6 +101,11 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"{source}: {name} must be a positive integer, got {v!r}")
+        layers = self.sliding_layers
+        if layers is not None and (not isinstance(layers, tuple) or len(layers) != self.n_layers
+                                   or not all(isinstance(v, (bool, np.bool_)) for v in layers)):
+            raise ValueError(f"{source}: sliding_layers must be None or one boolean per layer ({self.n_layers}), "
+                             f"got {layers!r}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"{source}: n_heads ({self.n_heads}) is not a multiple of n_kv_heads ({self.n_kv_heads})")
         if self.head_dim % 2:

@@ -1,9 +1,10 @@
 """``llamix merge CONFIG.yml OUT.gguf --type q4_0``: merge and quantize in one streaming pass.
 
 The merge executor yields each merged tensor (float32, Hugging Face name and layout) in plan
-order; each is renamed to GGUF, its q/k rows permuted from rotate-half to adjacent-pair RoPE
-order, quantized with the same type rules as ``llamix quantize``, and written; the full-precision
-model never exists, in memory or on disk.
+order; each is renamed to GGUF (the architecture's names), put in the file's layout (a llama
+file's q/k rows permuted from rotate-half to adjacent-pair RoPE order, Gemma's norms + 1),
+quantized with the same type rules as ``llamix quantize``, and written; the full-precision model
+never exists, in memory or on disk.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..formats.gguf_llama import TensorEntry, tokenizer_metadata, write_llama_gguf
-from ..formats.names import gguf_name, hf_rows_to_gguf
+from ..formats.names import gguf_name, hf_to_file_layout
 from ..loaders import config_from_hf
 from ..merge.config import load_config
 from ..merge.executor import merged_tensors
@@ -37,7 +38,7 @@ def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool
     progress = progress if callable(progress) else None
     plan = build_plan(load_config(config))
     mc = config_from_hf(plan.out_config, "merged config.json")
-    names = {t.name: gguf_name(t.name) for t in plan.tensors}
+    names = {t.name: gguf_name(t.name, mc.architecture) for t in plan.tensors}
     mc.tie_embeddings = "output.weight" not in names.values()
     folder = plan.tokenizer_from.path if plan.tokenizer_from is not None else None
     if folder is None or not any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
@@ -55,10 +56,10 @@ def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool
             got, arr = next(stream)
             if got != task.name:  # the executor's order is the plan's order
                 raise RuntimeError(f"merge produced {got!r} where {task.name!r} was expected")
-            arr = np.asarray(arr, dtype=np.float32).reshape(task.shape)
+            arr = hf_to_file_layout(name, np.asarray(arr, dtype=np.float32).reshape(task.shape), mc)
             if arr.ndim == 1:
                 return arr
-            return quantize(np.ascontiguousarray(hf_rows_to_gguf(name, arr, mc)), target).data
+            return quantize(np.ascontiguousarray(arr), target).data
         return produce
 
     def on_tensor(e: TensorEntry) -> None:

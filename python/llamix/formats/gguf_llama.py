@@ -42,18 +42,35 @@ def check_representable(config) -> str:
     the config says (llama.cpp derives these facts from the architecture, not from keys)."""
     arch = getattr(config, "architecture", "llama")
     want = {"attn_bias": False, "qk_norm": False, "post_norms": False, "activation": "silu", "embed_scale": 1.0,
-            "sliding_window_pattern": 1, "attn_scale": None}
+            "sliding_window_pattern": 1, "attn_scale": None, "sliding_layers": None}
     want.update(architecture_defaults(arch, config.dim))
     want.pop("rope_theta_local", None)  # written as rope.freq_base_swa where not llama.cpp's default
     if arch == "gemma3" and config.n_layers == 62:  # see loaders/gguf.py
         want["attn_scale"] = float(np.float32(1.0) / np.sqrt(np.float32(config.dim // config.n_heads)))
     for k, v in want.items():
-        if k != "architecture" and getattr(config, k, v) != v:
-            raise ValueError(f"a {arch} GGUF file cannot hold {k} = {getattr(config, k)!r} (llama.cpp's {arch} "
-                             f"has {v!r})")
+        got = getattr(config, k, v)
+        if (k == "attn_scale" or (k == "embed_scale" and arch == "gemma3")) and got is not None and v is not None:
+            # the scale rounded to a bf16/f16 checkpoint's dtype (as transformers computes it for
+            # Gemma) or float32 1/sqrt computed another way: llama.cpp's float32 value is the same model
+            same = abs(got - v) <= 2.0 ** -8 * abs(v) if k == "embed_scale" else abs(got - v) <= 1e-6 * abs(v)
+        else:
+            same = got == v
+        if k == "sliding_layers" and not same:
+            raise ValueError(f"a {arch} GGUF file cannot hold which layers slide ({_layer_kinds(got)}; llama.cpp's "
+                             f"{arch} slides {'five layers in six' if arch == 'gemma3' else 'all or none'})")
+        if k != "architecture" and not same:
+            raise ValueError(f"a {arch} GGUF file cannot hold {k} = {got!r} (llama.cpp's {arch} has {v!r})")
     if arch in ("qwen2", "qwen3") and getattr(config, "sliding_window", 0):
         raise ValueError(f"a {arch} GGUF file cannot hold a sliding window (llama.cpp's {arch} has none)")
+    scaling = getattr(config, "rope_scaling", None) or {}
+    if arch != "llama" and scaling.get("rope_type") == "llama3":
+        raise ValueError(f"a {arch} GGUF file cannot hold Llama-3 RoPE scaling (llama.cpp's {arch} reads no "
+                         "rope_freqs tensor)")
     return arch
+
+
+def _layer_kinds(flags) -> str:
+    return "".join("S" if f else "F" for f in flags) + " (S: sliding, F: full)"
 
 
 def llama_metadata(config, name: str = "llamix", file_type_id: int | None = None) -> list[MetadataEntry]:

@@ -8,8 +8,15 @@ head; Hugging Face checkpoints, and GGUF files of the architectures llama.cpp ru
 (and q/k biases and q/k-norm weights) are permuted. llamix's canonical form is adjacent pairs,
 with phi3's fused ``attn_qkv`` and ``ffn_up`` (gate then up) split into llama's tensors:
 :func:`file_tensor_names` / :func:`file_shapes` are a GGUF file's tensors, :func:`tensor_names` /
-:func:`expected_shapes` the canonical ones; :func:`split_fused` and :func:`fuse` convert.
-``config`` arguments are any object with llamix's ModelConfig fields.
+:func:`expected_shapes` the canonical ones; :func:`fused_parts` splits.
+
+Hugging Face checkpoints name tensors per architecture (:data:`HF_LAYER_NAMES_BY_ARCH`: qwen2's
+q/k/v biases, qwen3's and gemma3's q/k norms, gemma3's four norms per layer, phi3's fused
+``qkv_proj`` and ``gate_up_proj``, which hold the rows of GGUF's ``attn_qkv`` / ``ffn_up`` in the
+same order); their q/k rows are in rotate-half order whatever the architecture, and Gemma's norms
+hold w where the model computes x * (1 + w) (GGUF files hold 1 + w, as llama.cpp's converter
+writes them: :func:`hf_norm_offset`). ``config`` arguments are any object with llamix's
+ModelConfig fields.
 """
 from __future__ import annotations
 
@@ -24,7 +31,6 @@ HF_LAYER_NAMES = {
     "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
     "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
 }
-_GGUF_LAYER_TO_HF = {v: k for k, v in HF_LAYER_NAMES.items()}
 # whole-model tensors: GGUF name -> Hugging Face name
 _GLOBAL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
            "output.weight": "lm_head.weight"}
@@ -128,26 +134,74 @@ def fused_parts(name: str, config) -> list[tuple[str, int, int]] | None:
     return None
 
 
-def hf_name(gguf_name: str) -> str:
-    """``blk.3.attn_k.weight`` -> ``model.layers.3.self_attn.k_proj.weight`` (ValueError otherwise)."""
+# Hugging Face tensor names inside a decoder layer -> the GGUF file's per-layer names, per
+# architecture (llama.cpp's names for each; phi3's fused tensors are the file's, split as a GGUF
+# file's are: fused_parts)
+_HF_LLAMA = {f"{k}.weight": f"{v}.weight" for k, v in HF_LAYER_NAMES.items()}
+_HF_QK_NORM = {"self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight"}
+HF_LAYER_NAMES_BY_ARCH: dict[str, dict[str, str]] = {
+    "llama": _HF_LLAMA,
+    "qwen2": {**_HF_LLAMA, "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+              "self_attn.v_proj.bias": "attn_v.bias"},
+    "qwen3": {**_HF_LLAMA, **_HF_QK_NORM},
+    # Gemma: post_attention_layernorm normalises the attention output; pre_feedforward_layernorm
+    # is llama's ffn_norm
+    "gemma3": {**{k: v for k, v in _HF_LLAMA.items() if v != "ffn_norm.weight"}, **_HF_QK_NORM,
+               "post_attention_layernorm.weight": "post_attention_norm.weight",
+               "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+               "post_feedforward_layernorm.weight": "post_ffw_norm.weight"},
+    "phi3": {"input_layernorm.weight": "attn_norm.weight", "self_attn.qkv_proj.weight": "attn_qkv.weight",
+             "self_attn.o_proj.weight": "attn_output.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+             "mlp.gate_up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"},
+}
+_GGUF_TO_HF_BY_ARCH = {a: {v: k for k, v in t.items()} for a, t in HF_LAYER_NAMES_BY_ARCH.items()}
+
+# where a Hugging Face folder keeps its text model: (prefix of embed_tokens / layers / norm, head name):
+# a causal LM; an image-text Gemma-3 under the module paths transformers' Gemma3ForConditionalGeneration
+# has in memory; as published (and as transformers saves it)
+HF_TEXT_LAYOUTS = (("model.", "lm_head.weight"), ("model.language_model.", "lm_head.weight"),
+                   ("language_model.model.", "language_model.lm_head.weight"))
+
+
+def _layer_table(architecture: str, table: dict) -> dict:
+    if architecture not in table:
+        raise ValueError(f"architecture {architecture!r} has no Hugging Face tensor names "
+                         f"(known: {', '.join(HF_LAYER_NAMES_BY_ARCH)})")
+    return table[architecture]
+
+
+def hf_name(gguf_name: str, architecture: str = "llama", prefix: str = "model.", head: str = "lm_head.weight") -> str:
+    """A GGUF file's tensor name -> the Hugging Face name (``blk.3.attn_k.weight`` ->
+    ``model.layers.3.self_attn.k_proj.weight``; phi3's ``blk.3.attn_qkv.weight`` ->
+    ``model.layers.3.self_attn.qkv_proj.weight``). ``prefix`` / ``head``: one of
+    :data:`HF_TEXT_LAYOUTS`. ValueError for a name the architecture does not have."""
+    names = _layer_table(architecture, _GGUF_TO_HF_BY_ARCH)
+    if gguf_name == "output.weight":
+        return head
     if gguf_name in _GLOBAL:
-        return _GLOBAL[gguf_name]
-    parts = gguf_name.split(".")
-    if len(parts) == 4 and parts[0] == "blk" and parts[2] in _GGUF_LAYER_TO_HF and parts[3] == "weight":
-        return f"model.layers.{parts[1]}.{_GGUF_LAYER_TO_HF[parts[2]]}.weight"
-    raise ValueError(f"tensor {gguf_name!r} is not a llama-architecture GGUF tensor name")
+        return prefix + _GLOBAL[gguf_name][len("model."):]
+    parts = gguf_name.split(".", 2)
+    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in names:
+        return f"{prefix}layers.{parts[1]}.{names[parts[2]]}"
+    raise ValueError(f"tensor {gguf_name!r} is not a {architecture}-architecture GGUF tensor name")
 
 
-def gguf_name(hf: str) -> str:
-    """A Hugging Face llama tensor name -> its GGUF name (ValueError for anything else)."""
+def gguf_name(hf: str, architecture: str = "llama") -> str:
+    """A Hugging Face tensor name (``model.`` layout) -> its GGUF file name (ValueError for
+    anything else)."""
+    names = _layer_table(architecture, HF_LAYER_NAMES_BY_ARCH)
     if hf in _GLOBAL_HF:
         return _GLOBAL_HF[hf]
-    parts = hf.split(".")
-    if len(parts) >= 5 and parts[0] == "model" and parts[1] == "layers" and parts[-1] == "weight":
-        kind = ".".join(parts[3:-1])
-        if kind in HF_LAYER_NAMES:
-            return f"blk.{parts[2]}.{HF_LAYER_NAMES[kind]}.weight"
-    raise ValueError(f"tensor {hf!r} has no GGUF name (only llama-architecture models can be written as GGUF)")
+    parts = hf.split(".", 3)
+    if len(parts) == 4 and parts[0] == "model" and parts[1] == "layers" and parts[2].isdigit() and parts[3] in names:
+        return f"blk.{parts[2]}.{names[parts[3]]}"
+    raise ValueError(f"tensor {hf!r} has no GGUF name (not part of a {architecture}-architecture model)")
+
+
+def hf_norm_offset(architecture: str) -> float:
+    """What a Hugging Face checkpoint's RMSNorm weights lack of GGUF's: Gemma computes
+    x * (1 + w), so its GGUF norms (every ``*norm.weight``, q/k norms included) hold 1 + w."""
+    return 1.0 if architecture == "gemma3" else 0.0
 
 
 def rotate_half_to_pairs(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -193,11 +247,19 @@ def pairs_to_file_rows(name: str, w: np.ndarray, config) -> np.ndarray:
     return w if heads is None else pairs_to_rotate_half(w, heads)
 
 
+def hf_to_file_layout(file_name: str, w: np.ndarray, config) -> np.ndarray:
+    """A tensor in Hugging Face layout, named as the GGUF file names it (phi3: fused) -> the
+    file's layout: a llama file's q/k rows in adjacent-pair order, the NEOX architectures' in
+    Hugging Face's own rotate-half order; Gemma's norms plus 1."""
+    offset = hf_norm_offset(getattr(config, "architecture", "llama"))
+    if offset and file_name.endswith("norm.weight"):
+        return (np.asarray(w, np.float32) + np.float32(offset)).astype(np.float32)
+    return w if getattr(config, "rope_neox", False) else hf_rows_to_gguf(file_name, w, config)
+
+
 def hf_rows_to_gguf(gguf_name: str, w: np.ndarray, config) -> np.ndarray:
-    """A weight read from a Hugging Face checkpoint in GGUF's row order: q (n_heads) and k
-    (n_kv_heads) rows permuted for adjacent-pair RoPE, every other tensor unchanged."""
-    if gguf_name.endswith(".attn_q.weight"):
-        return rotate_half_to_pairs(w, config.n_heads)
-    if gguf_name.endswith(".attn_k.weight"):
-        return rotate_half_to_pairs(w, config.n_kv_heads)
-    return w
+    """A canonical-named tensor read from a Hugging Face checkpoint in adjacent-pair RoPE order
+    (any architecture: Hugging Face keeps rotate-half order): q (n_heads) and k (n_kv_heads)
+    weight rows and biases, q/k-norm weights (1 head) permuted, every other tensor unchanged."""
+    heads = rope_heads(gguf_name, config)
+    return w if heads is None else rotate_half_to_pairs(w, heads)

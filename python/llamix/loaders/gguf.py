@@ -16,7 +16,7 @@ from ..formats.gguf import GGUFReader, read_header
 from ..formats.gguf_llama import tokenizer_entries_of
 from ..formats.names import file_rows_to_pairs, file_shapes, file_tensor_names, fused_parts
 from ..quant import QuantizedTensor
-from ..tokenizer import Tokenizer, register_metadata_reader
+from ..tokenizer import Tokenizer
 from .checkpoint import COMPUTE_TYPES, Checkpoint, Progress, check_shape, float_weight, norm_weight
 
 _REQUIRED = object()
@@ -136,13 +136,6 @@ def config_from_gguf(reader: GGUFReader) -> ModelConfig:
     c.validate(source)
     return c
 
-
-def gguf_metadata(path: Path) -> dict:
-    """A GGUF file's metadata (how ``Tokenizer.from_file`` reads a GGUF vocabulary)."""
-    return GGUFReader(path).metadata
-
-
-register_metadata_reader(b"GGUF", gguf_metadata)
 
 
 def tokenizer_of(reader: GGUFReader) -> Tokenizer | None:

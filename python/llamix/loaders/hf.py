@@ -1,18 +1,57 @@
-"""Loading a Hugging Face model folder (config.json + safetensors, transformers' llama/mistral
-layout): tensors renamed to GGUF's names, q/k rows permuted to adjacent-pair RoPE order."""
+"""Loading a Hugging Face model folder (config.json + safetensors) of the architectures llamix runs:
+``model_type`` llama, mistral, qwen2, qwen3, gemma3_text, gemma3 (the text model of a
+Gemma3ForConditionalGeneration folder) and phi3.
+
+The config is read as transformers reads it (4.x and 5.x spellings; a field left out takes the
+config class's default, as published Gemma-3 folders rely on); tensors are renamed to GGUF's
+names per architecture (formats/names.py), q/k rows (and q/k biases and norms) permuted from
+rotate-half to adjacent-pair order, phi3's fused q/k/v and gate/up split, Gemma's norm weights
+w stored as the 1 + w its RMSNorm multiplies by (as GGUF files hold them).
+"""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
-from ..formats.names import expected_shapes, hf_name, hf_rows_to_gguf, tensor_names
+import numpy as np
+
+from ..config import ModelConfig, architecture_defaults
+from ..formats.names import (HF_TEXT_LAYOUTS, file_shapes, file_tensor_names, fused_parts, hf_name, hf_norm_offset,
+                             hf_rows_to_gguf)
 from ..formats.safetensors import SafetensorsCheckpoint
 from ..tokenizer import Tokenizer
 from .checkpoint import Checkpoint, Progress, check_shape, float_weight, norm_weight
 
-SUPPORTED_HF_TYPES = ("llama", "mistral")
+SUPPORTED_HF_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma3", "phi3")
+
+# llama.cpp's architecture of each model_type (Mistral is a llama with a sliding window)
+_ARCHITECTURE = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
+                 "phi3": "phi3"}
+
+_LLAMA = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+              num_attention_heads=32, max_position_embeddings=2048, rms_norm_eps=1e-6, rope_theta=10000.0,
+              tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, hidden_act="silu")
+_QWEN = dict(_LLAMA, vocab_size=151936, intermediate_size=22016, max_position_embeddings=32768, bos_token_id=None,
+             eos_token_id=None, use_sliding_window=False, sliding_window=4096, max_window_layers=28)
+# transformers' config class defaults of the fields read here (a config.json may leave any out)
+_DEFAULTS: dict[str, dict] = {
+    "llama": _LLAMA,
+    "mistral": dict(_LLAMA, intermediate_size=14336, num_key_value_heads=8, max_position_embeddings=131072,
+                    sliding_window=4096),
+    "qwen2": _QWEN,
+    "qwen3": dict(_QWEN, head_dim=128),
+    "gemma3_text": dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                        num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=131072,
+                        rms_norm_eps=1e-6, rope_theta=1_000_000.0, rope_local_base_freq=10_000.0,
+                        tie_word_embeddings=True, bos_token_id=2, eos_token_id=1,
+                        hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=256, sliding_window=4096,
+                        sliding_window_pattern=6),
+    "phi3": dict(_LLAMA, vocab_size=32064, hidden_size=3072, intermediate_size=8192, max_position_embeddings=4096,
+                 rms_norm_eps=1e-5, eos_token_id=32000, sliding_window=None),
+}
+_GELU_TANH = ("gelu_pytorch_tanh", "gelu_new")  # transformers' activations computing GELU's tanh form
 
 
 def read_hf_config(folder: Path) -> dict:
@@ -29,55 +68,170 @@ def read_hf_config(folder: Path) -> dict:
     return raw
 
 
-def config_from_hf(cfg: dict[str, Any], source: str = "config.json") -> ModelConfig:
-    """The hyper-parameters in a transformers config.json dict (4.x ``rope_theta``/``rope_scaling``/``torch_dtype``
-    or 5.x ``rope_parameters``/``dtype``/``head_dim``)."""
+def _text_config(cfg: dict, source: str) -> tuple[str, dict]:
+    """(model_type, the fields of the text model with transformers' defaults filled in). A
+    ``gemma3`` config (image and text) gives its ``text_config``; the end-of-sequence ids and tied
+    head of the whole model apply where the text config does not set them."""
     mtype = cfg.get("model_type")
     if mtype not in SUPPORTED_HF_TYPES:
         raise ValueError(f"{source}: model_type {mtype!r} is not supported (expected one of {SUPPORTED_HF_TYPES})")
-    if cfg.get("attention_bias") or cfg.get("mlp_bias"):
-        raise ValueError(f"{source}: attention_bias / mlp_bias are not supported")
-    act = cfg.get("hidden_act", "silu")
-    if act != "silu":
-        raise ValueError(f"{source}: hidden_act {act!r} is not supported (only silu)")
-    try:
-        dim, n_heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-        kw = dict(
-            dim=dim, n_layers=int(cfg["num_hidden_layers"]), n_heads=n_heads,
-            n_kv_heads=int(cfg.get("num_key_value_heads") or n_heads),
-            hidden_dim=int(cfg["intermediate_size"]), vocab_size=int(cfg["vocab_size"]),
-            head_dim=int(cfg.get("head_dim") or dim // n_heads),
-            context_length=int(cfg.get("max_position_embeddings", 2048)),
-            rms_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            bos_token_id=_first_int(cfg.get("bos_token_id"), 1),
-            eos_token_id=_first_int(cfg.get("eos_token_id"), 2),
-            architecture="llama",  # llama.cpp's name for both (Mistral: a llama with a sliding window)
-        )
-    except KeyError as e:
-        raise ValueError(f"{source}: required field {e.args[0]!r} is missing") from None
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: invalid value ({e})") from None
-    if cfg.get("sliding_window") and mtype == "mistral" and int(cfg["sliding_window"]) < kw["context_length"]:
-        kw["sliding_window"] = int(cfg["sliding_window"])  # on every layer
-    params = cfg.get("rope_parameters")  # transformers 5.x
-    if isinstance(params, dict) and "rope_theta" in params and not any(isinstance(v, dict) for v in params.values()):
-        theta, scaling = params.get("rope_theta", 10000.0), params
+    if mtype == "gemma3":
+        text = cfg.get("text_config") or {}
+        if not isinstance(text, dict):
+            raise ValueError(f"{source}: text_config must be a JSON object, got {type(text).__name__}")
+        if text.get("model_type", "gemma3_text") != "gemma3_text":
+            raise ValueError(f"{source}: text_config.model_type {text.get('model_type')!r} is not gemma3_text")
+        outer = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "tie_word_embeddings") if k in cfg}
+        return "gemma3_text", {**_DEFAULTS["gemma3_text"], **outer, **text}
+    return mtype, {**_DEFAULTS[mtype], **cfg}
+
+
+def _number(cfg: dict, key: str, kind: type, source: str, *, positive: bool = True, optional: bool = False):
+    """``cfg[key]`` checked: an int (``kind`` int) or a finite number, positive unless told."""
+    v = cfg.get(key)
+    if v is None and optional:
+        return None
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if kind is int:
+        ok = ok and float(v).is_integer()
+    if not ok or (positive and v <= 0):
+        want = "a positive " if positive else "a "
+        raise ValueError(f"{source}: {key} must be {want}{'integer' if kind is int else 'number'}, got {v!r}")
+    return kind(v)
+
+
+def config_from_hf(cfg: dict[str, Any], source: str = "config.json") -> ModelConfig:
+    """The hyper-parameters in a transformers config.json dict (4.x ``rope_theta`` / ``rope_scaling`` /
+    ``rope_local_base_freq`` / ``sliding_window_pattern`` / ``torch_dtype`` or 5.x ``rope_parameters``
+    / ``layer_types`` / ``dtype``). Which layers slide follows transformers: Mistral and Phi-3 every
+    layer; Qwen2/Qwen3 the layers from ``max_window_layers`` on, when ``use_sliding_window``; Gemma-3
+    all but every ``sliding_window_pattern``-th; ``layer_types`` when given. ValueError naming the
+    field for anything llamix would compute differently."""
+    mtype, c = _text_config(cfg, source)
+    arch = _ARCHITECTURE[mtype]
+    dim = _number(c, "hidden_size", int, source)
+    n_heads = _number(c, "num_attention_heads", int, source)
+    n_layers = _number(c, "num_hidden_layers", int, source)
+    kw = dict(dim=dim, n_layers=n_layers, n_heads=n_heads,
+              n_kv_heads=_number(c, "num_key_value_heads", int, source, optional=True) or n_heads,
+              hidden_dim=_number(c, "intermediate_size", int, source),
+              vocab_size=_number(c, "vocab_size", int, source),
+              head_dim=_number(c, "head_dim", int, source, optional=True) or dim // n_heads,
+              context_length=_number(c, "max_position_embeddings", int, source),
+              rms_eps=_number(c, "rms_norm_eps", float, source),
+              tie_embeddings=bool(c.get("tie_word_embeddings")),
+              bos_token_id=_first_int(c.get("bos_token_id"), 1, source),
+              eos_token_id=_first_int(c.get("eos_token_id"), 2, source))
+    kw.update(architecture_defaults(arch, dim))
+    _check_unsupported(mtype, c, source)
+    theta, scaling, local = _rope(mtype, c, source)
+    kw.update(rope_theta=theta, rope_scaling=scaling)
+    if arch == "gemma3":
+        kw["rope_theta_local"] = local
+        scalar = _number(c, "query_pre_attn_scalar", float, source)
+        if scalar != kw["head_dim"]:  # transformers: scores times query_pre_attn_scalar ** -0.5, in float32
+            kw["attn_scale"] = float(np.float32(scalar ** -0.5))
+    kw.update(_sliding(mtype, c, n_layers, kw["context_length"], source))
+    config = ModelConfig(**kw)
+    config.extra.setdefault("dtype", cfg.get("dtype") or cfg.get("torch_dtype"))
+    config.validate(source)
+    return config
+
+
+def _check_unsupported(mtype: str, c: dict, source: str) -> None:
+    if mtype == "gemma3_text":
+        act = c.get("hidden_activation") or c.get("hidden_act")
+        if act not in _GELU_TANH:
+            raise ValueError(f"{source}: hidden_activation {act!r} is not supported (gelu_pytorch_tanh)")
+        for key in ("final_logit_softcapping", "attn_logit_softcapping"):
+            if c.get(key) is not None:
+                raise ValueError(f"{source}: {key} is not supported (Gemma-3 has none)")
+        if c.get("use_bidirectional_attention"):
+            raise ValueError(f"{source}: use_bidirectional_attention is not supported (a causal LM only)")
     else:
-        theta, scaling = cfg.get("rope_theta", 10000.0), cfg.get("rope_scaling")
-    kw["rope_theta"] = float(theta)
-    kw["rope_scaling"] = _normalise_scaling(scaling, source)
-    c = ModelConfig(**kw)
-    c.extra.setdefault("dtype", cfg.get("dtype") or cfg.get("torch_dtype"))
-    c.validate(source)
-    return c
+        act = c.get("hidden_act", "silu")
+        if act != "silu":
+            raise ValueError(f"{source}: hidden_act {act!r} is not supported (only silu)")
+    if mtype != "qwen2" and (c.get("attention_bias") or c.get("mlp_bias")):
+        raise ValueError(f"{source}: attention_bias / mlp_bias are not supported for model_type {mtype}")
 
 
+def _rope(mtype: str, c: dict, source: str) -> tuple[float, dict | None, float | None]:
+    """(base, scaling of the full-attention layers, base of Gemma-3's sliding layers)."""
+    params = c.get("rope_parameters")  # transformers 5.x: one dict, or one per layer type
+    local = None
+    if isinstance(params, dict) and params and all(isinstance(v, dict) for v in params.values()):
+        full, local = dict(params.get("full_attention") or {}), params.get("sliding_attention")
+    elif isinstance(params, dict) and params:
+        full = dict(params)
+    else:
+        full = dict(c.get("rope_scaling") or {})
+    theta = full.pop("rope_theta", None)
+    if theta is None:
+        theta = c.get("rope_theta", _DEFAULTS[mtype]["rope_theta"])
+    theta = _number({"rope_theta": theta}, "rope_theta", float, source)
+    partial = full.pop("partial_rotary_factor", c.get("partial_rotary_factor"))
+    if partial is not None and partial != 1.0:
+        raise ValueError(f"{source}: partial_rotary_factor {partial!r} is not supported (RoPE over the whole head)")
+    kind = full.get("rope_type") or full.get("type")
+    if kind in ("longrope", "su", "yarn") and mtype == "phi3":
+        raise ValueError(f"{source}: Phi-3 long-context RoPE ({kind}, LongRoPE) is not supported")
+    scaling = _normalise_scaling(full, source)
+    local_theta = None
+    if mtype == "gemma3_text":
+        local = dict(local or {})
+        lt = local.pop("rope_theta", None)
+        local_theta = _number({"rope_local_base_freq": c.get("rope_local_base_freq") if lt is None else lt},
+                              "rope_local_base_freq", float, source)
+        if (local.get("rope_type") or "default") != "default":
+            raise ValueError(f"{source}: RoPE scaling of the sliding-window layers "
+                             f"({local.get('rope_type')!r}) is not supported")
+    return theta, scaling, local_theta
 
-def _first_int(v, default: int) -> int:
+
+def _sliding(mtype: str, c: dict, n_layers: int, context: int, source: str) -> dict:
+    """The sliding-window fields (``sliding_window``, ``sliding_layers``) of a config, from
+    transformers' rules for which layers slide."""
+    window = c.get("sliding_window")
+    if mtype in ("qwen2", "qwen3") and not c.get("use_sliding_window"):
+        window = None
+    if window is not None:
+        window = _number(c, "sliding_window", int, source)
+    types = c.get("layer_types")
+    if types is not None:
+        if (not isinstance(types, list) or len(types) != n_layers
+                or any(t not in ("sliding_attention", "full_attention") for t in types)):
+            raise ValueError(f"{source}: layer_types must list 'sliding_attention' or 'full_attention' for each of "
+                             f"the {n_layers} layers")
+        flags = [t == "sliding_attention" for t in types]
+    elif mtype in ("qwen2", "qwen3"):
+        first = _number(c, "max_window_layers", int, source, positive=False)
+        flags = [window is not None and i >= first for i in range(n_layers)]
+    elif mtype == "gemma3_text":
+        n = _number(c, "sliding_window_pattern", int, source)
+        flags = [(i + 1) % n != 0 for i in range(n_layers)]
+    elif mtype in ("mistral", "phi3"):
+        flags = [True] * n_layers
+    else:
+        flags = [False] * n_layers
+    out: dict = {"sliding_window": window if window is not None and window < context else 0}
+    pattern = 6 if mtype == "gemma3_text" else 1
+    if flags != [pattern <= 1 or i % pattern < pattern - 1 for i in range(n_layers)]:
+        if not any(flags) and mtype != "gemma3_text":
+            out["sliding_window"] = 0
+        else:
+            out["sliding_layers"] = tuple(flags)
+    return out
+
+
+def _first_int(v, default: int, source: str) -> int:
     if isinstance(v, list):
         v = v[0] if v else None
-    return default if v is None else int(v)
+    if v is None:
+        return default
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"{source}: token ids must be non-negative integers, got {v!r}")
+    return v
 
 
 def _normalise_scaling(s: dict | None, source: str) -> dict | None:
@@ -85,6 +239,7 @@ def _normalise_scaling(s: dict | None, source: str) -> dict | None:
         return None
     s = dict(s)
     kind = s.pop("rope_type", None) or s.pop("type", None) or "default"
+    s.pop("type", None)
     s.pop("rope_theta", None)
     if kind == "default":
         return None
@@ -95,31 +250,67 @@ def _normalise_scaling(s: dict | None, source: str) -> dict | None:
     return {"rope_type": kind, **{k: v for k, v in s.items() if v is not None}}
 
 
+def _rounded(x: float, dtype: str) -> float:
+    """float32 ``x`` rounded to ``dtype`` (bf16: to nearest even; f16) and back."""
+    x32 = np.float32(x)
+    if dtype == "f16":
+        return float(np.float16(x32))
+    if dtype == "bf16":
+        u = int(np.array(x32).view(np.uint32))
+        return float(np.array(((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16, np.uint32).view(np.float32))
+    return float(x32)
+
+
+def _text_layout(st: SafetensorsCheckpoint, folder: Path) -> tuple[str, str]:
+    """(prefix, head name) of the folder's text model (see names.HF_TEXT_LAYOUTS)."""
+    for prefix, head in HF_TEXT_LAYOUTS:
+        if prefix + "embed_tokens.weight" in st:
+            return prefix, head
+    looked = ", ".join(p + "embed_tokens.weight" for p, _ in HF_TEXT_LAYOUTS)
+    raise ValueError(f"{folder}: no text model found (none of the tensors {looked})")
+
+
 def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None,
             tokenizer: Tokenizer | bool | None = None) -> Checkpoint:
     """``tokenizer``: used instead of the folder's own, which is then not read (``False``: no
     tokenizer); otherwise tokenizer.model (SentencePiece) or, without one, tokenizer.json."""
     config = config_from_hf(read_hf_config(folder), str(folder / "config.json"))
     st = SafetensorsCheckpoint(folder)
-    if config.tie_embeddings is False and "lm_head.weight" not in st:
+    prefix, head = _text_layout(st, folder)
+    arch = config.architecture
+    if config.tie_embeddings is False and head not in st:
         config.tie_embeddings = True  # some exports omit the head when it equals the embedding
-    shapes = expected_shapes(config)
-    tensors = {}
-    names = tensor_names(config)
+    if arch == "gemma3":  # transformers: sqrt(hidden) cast to the embedding's dtype
+        config.embed_scale = _rounded(config.embed_scale, st.dtype(prefix + "embed_tokens.weight"))
+    offset = np.float32(hf_norm_offset(arch))
+    shapes = file_shapes(config)
+    names = file_tensor_names(config)
+    tensors, used = {}, set()
     for i, name in enumerate(names):
-        src_name = hf_name(name)
+        src_name = hf_name(name, arch, prefix, head)
         if src_name not in st:
             raise ValueError(f"{folder}: tensor {src_name!r} is missing")
         w, src = st.get(src_name), st.dtype(src_name)
         if src not in ("f32", "f16", "bf16"):
             raise ValueError(f"{folder}: tensor {src_name!r} has dtype {src}, expected F32, F16 or BF16")
         check_shape(str(folder), src_name, w.shape, shapes[name])
+        used.add(src_name)
         if w.ndim == 1:
-            tensors[name] = norm_weight(w, src)
+            v = norm_weight(w, src)
+            if offset and name.endswith("norm.weight"):
+                v = v + offset  # Gemma computes x * (1 + w) in float32
+            tensors[name] = hf_rows_to_gguf(name, v, config)
         else:
-            tensors[name] = float_weight(hf_rows_to_gguf(name, w, config), src, qtype)
+            for part, a, b in fused_parts(name, config) or [(name, 0, w.shape[0])]:
+                rows = w if (a, b) == (0, w.shape[0]) else w[a:b]
+                tensors[part] = float_weight(hf_rows_to_gguf(part, rows, config), src, qtype)
         if progress is not None:
             progress(i + 1, len(names), name)
+    extra = [n for n in st.keys() if n.startswith(prefix + "layers.") and n not in used
+             and not n.endswith("rotary_emb.inv_freq")]
+    if extra:
+        raise ValueError(f"{folder}: tensor {extra[0]!r} is not part of a {arch} model as llamix runs it"
+                         f"{f' ({len(extra)} such tensors)' if len(extra) > 1 else ''}")
     own = tokenizer is None or tokenizer is True
     tok = None if own or tokenizer is False else tokenizer
     if own and any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):

@@ -15,23 +15,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..formats.gguf import GGUFReader
 from . import bpe, spm
 from .vocab import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, Vocab, vocab_from_gguf_metadata
-
-# magic bytes -> function reading that kind of file's metadata into a dict. The readers live in
-# layers above this one (llamix.loaders registers GGUF's), so the tokenizer imports none of them.
-_METADATA_READERS: dict[bytes, Callable[[Path], Mapping]] = {}
-
-
-def register_metadata_reader(magic: bytes, read: Callable[[Path], Mapping]) -> None:
-    """Let :meth:`Tokenizer.from_file` read files starting with ``magic`` (a GGUF file's
-    ``tokenizer.ggml.*`` metadata) through ``read(path) -> dict``."""
-    _METADATA_READERS[bytes(magic)] = read
-
 
 class Tokenizer:
     """Text <-> token ids.
@@ -88,10 +78,8 @@ class Tokenizer:
             raise FileNotFoundError(f"{path}: no such tokenizer file")
         with open(path, "rb") as f:
             head = f.read(4)
-        if head in _METADATA_READERS:
-            return cls.from_gguf_metadata(_METADATA_READERS[head](path), source=str(path))
         if head == b"GGUF":
-            raise ValueError(f"{path}: reading GGUF metadata needs llamix.loaders (import llamix)")
+            return cls.from_gguf_metadata(GGUFReader(path).metadata, source=str(path))
         if path.suffix == ".json" or head.lstrip()[:1] == b"{":
             return cls.from_tokenizer_json(path)
         return cls.from_sentencepiece(path)
