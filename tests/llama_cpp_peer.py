@@ -201,3 +201,28 @@ def run_prompt_in_child(path, **kw) -> dict:
     """run_prompt in the child process (see child())."""
     __tracebackhide__ = True
     return child().call(run_prompt, path, **kw)
+
+
+def api_results(path, prompt: str, messages: list, n_ctx: int = 256) -> dict:
+    """llama-cpp-python's own API results on ``path`` (completion, streamed chunks, logprobs,
+    chat completion and chunks, embeddings), to compare their shapes with llamix's."""
+    llm = open_model(path, n_ctx=n_ctx, logits_all=True, seed=1)
+    out = {
+        "completion": llm.create_completion(prompt, max_tokens=4, seed=1),
+        "completion_logprobs": llm.create_completion(prompt, max_tokens=3, logprobs=2, seed=1),
+        "completion_echo": llm(prompt, max_tokens=2, echo=True, seed=1),
+        "completion_stream": list(llm.create_completion(prompt, max_tokens=4, stream=True, seed=1)),
+        "chat": llm.create_chat_completion(messages, max_tokens=4, seed=1),
+        "chat_logprobs": llm.create_chat_completion(messages, max_tokens=3, logprobs=True, top_logprobs=2, seed=1),
+        "chat_stream": list(llm.create_chat_completion(messages, max_tokens=4, stream=True, seed=1)),
+    }
+    del llm
+    emb = open_model(path, n_ctx=n_ctx, embedding=True, pooling_type=1)  # LLAMA_POOLING_TYPE_MEAN
+    out["embedding"] = emb.create_embedding(["hello world", "a b"])
+    return out
+
+
+def api_results_in_child(path, prompt: str, messages: list) -> dict:
+    """api_results in the child process (see child())."""
+    __tracebackhide__ = True
+    return child().call(api_results, path, prompt, messages)

@@ -89,8 +89,43 @@ def test_seeded_reproducibility():
     assert a != [s3.sample(LOGITS) for _ in range(50)]
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_k=-1), dict(top_p=0), dict(min_p=2),
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_k=-1), dict(top_p=-0.1), dict(top_p=1.5),
+                                 dict(min_p=2),
                                  dict(repeat_penalty=0)])
 def test_invalid_parameters(bad):
     with pytest.raises(ValueError):
         Sampler(**bad)
+
+
+def test_top_p_zero_is_greedy():
+    """llama.cpp keeps one token when top_p = 0: sampling is the argmax at any temperature."""
+    s = Sampler(temperature=1.5, top_k=0, top_p=0.0, min_p=0.0, seed=3)
+    assert {s.sample(LOGITS) for _ in range(200)} == {0}
+
+
+def test_frequency_and_presence_penalties():
+    """logit -= count * frequency + presence (counted over the last repeat_last_n tokens), after
+    the repetition penalty: checked against the formula on a history with repeats."""
+    history = [1, 1, 1, 3, 9, 9, 2]
+    s = Sampler(repeat_penalty=1.3, frequency_penalty=0.25, presence_penalty=0.5, repeat_last_n=6)
+    out = s.penalize(LOGITS, history)
+    want = LOGITS.astype(np.float64).copy()
+    window = history[-6:]
+    for t in set(window):
+        v = want[t]
+        v = v / 1.3 if v > 0 else v * 1.3
+        want[t] = v - window.count(t) * 0.25 - 0.5
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+    assert LOGITS[1] == np.float32(1.5)  # the caller's array is left alone
+
+
+def test_masked_tokens_are_never_sampled():
+    """A grammar's mask sets logits to -inf: those tokens never come out, whatever the filters."""
+    logits = LOGITS.copy()
+    allowed = np.array([3, 5, 7])
+    mask = np.full(logits.shape, -np.inf, np.float32)
+    mask[allowed] = 0
+    for kw in (dict(top_k=0, top_p=1.0, min_p=0.0), dict(top_k=40, top_p=0.95, min_p=0.05), dict(temperature=0)):
+        s = Sampler(seed=1, **kw)
+        got = {s.sample(logits + mask) for _ in range(300)}
+        assert got <= set(allowed.tolist()) and got

@@ -144,7 +144,8 @@ void register_model(py::module_& m) {
             py::gil_scoped_release release;
             p.w.prepare();
         }, "Prepare (repack) every weight for the active kernel variant now rather than on first use.")
-        .def("forward", [](PyTransformer& p, KVCache& cache, py::array tokens, int64_t pos, int64_t n_out) {
+        .def("forward", [](PyTransformer& p, KVCache& cache, py::array tokens, int64_t pos, int64_t n_out,
+                           bool hidden) {
             const TransformerConfig& c = p.w.cfg;
             require(int64_t(p.w.layers.size()) == c.n_layers && p.w.token_embd.data && p.w.output.data,
                     "the transformer's weights are incomplete");
@@ -164,15 +165,16 @@ void register_model(py::module_& m) {
                 if (tp[i] < 0 || tp[i] >= c.vocab)
                     throw py::value_error("token id " + std::to_string(tp[i]) + " is outside the vocabulary (0.." +
                                           std::to_string(c.vocab - 1) + ")");
-            py::array_t<float> logits({n_out, c.vocab});
-            float* lp = logits.mutable_data();
+            py::array_t<float> out({n_out, hidden ? c.dim : c.vocab});
+            float* op = out.mutable_data();
             {
                 py::gil_scoped_release release;
-                transformer_forward(p.w, cache, tp, n, pos, lp, n_out);
+                transformer_forward(p.w, cache, tp, n, pos, hidden ? nullptr : op, n_out, hidden ? op : nullptr);
             }
-            return logits;
-        }, py::arg("cache"), py::arg("tokens"), py::arg("pos"), py::arg("n_out") = 1,
-           "Run tokens at positions pos.. and return the logits of the last n_out tokens.");
+            return out;
+        }, py::arg("cache"), py::arg("tokens"), py::arg("pos"), py::arg("n_out") = 1, py::arg("hidden") = false,
+           "Run tokens at positions pos.. and return the logits of the last n_out tokens (n_out, vocab), or with "
+           "hidden=True their final hidden states after the output norm (n_out, dim).");
 }
 
 }  // namespace llamix

@@ -72,7 +72,7 @@ void TransformerWeights::prepare() {
 }
 
 void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* tokens, int64_t n, int64_t pos,
-                         float* logits, int64_t n_out) {
+                         float* logits, int64_t n_out, float* hidden) {
     if (!w.is_prepared) w.prepare();  // prepared layouts are shared by every kernel variant
     const TransformerConfig& c = w.cfg;
     const OpsKernels& K = kernels().ops;
@@ -185,12 +185,13 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
         });
     }
 
-    // final norm and the output head, only for the rows asked for
+    // final norm and the output head, only for the rows asked for (hidden states: the norm only)
     const int64_t first = n - n_out;
+    float* normed = hidden ? hidden : xn;
     for_rows(n_out, [&](int64_t t, int) {
-        K.rmsnorm(x + (first + t) * dim, w.output_norm, xn + t * dim, dim, c.eps);
+        K.rmsnorm(x + (first + t) * dim, w.output_norm, normed + t * dim, dim, c.eps);
     });
-    mm(xn, n_out, w.output, logits);
+    if (!hidden) mm(xn, n_out, w.output, logits);
 }
 
 }  // namespace llamix

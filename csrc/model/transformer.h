@@ -99,10 +99,11 @@ struct KVCache {
 };
 
 // Runs tokens[0..n) at positions pos..pos+n-1 (the cache must already hold positions < pos) and
-// writes the logits of the last n_out tokens to logits (n_out, vocab). The caller checks that
-// pos + n <= cache.n_ctx and that every token is < vocab.
+// writes the logits of the last n_out tokens to logits (n_out, vocab); or, when hidden is given,
+// their final hidden states after the output norm to hidden (n_out, dim) and no logits
+// (embeddings). The caller checks that pos + n <= cache.n_ctx and that every token is < vocab.
 void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* tokens, int64_t n, int64_t pos,
-                         float* logits, int64_t n_out);
+                         float* logits, int64_t n_out, float* hidden = nullptr);
 
 // One row of a weight in any supported type to float32 (embedding lookup).
 void dequantize_row_any(QType type, const void* row, float* y, int64_t k);

@@ -13,7 +13,8 @@ from .eval import PerplexityResult, SoupResult, perplexity, soup
 from .export import ExportReport, export_gguf, merge_to_gguf
 from .loaders import Checkpoint, load_checkpoint, random_checkpoint
 from .merge import ConfigError
-from .model import Model, load
+from .chat_format import ChatFormat
+from .model import ChatSession, Model, load
 from .quant import QuantizedTensor, matmul, matmul_many, quantize
 from .tokenizer import Tokenizer
 
@@ -24,6 +25,8 @@ __all__ = [
     "QuantizedTensor", "cpu_info", "matmul", "matmul_many", "quantize", "set_isa", "set_threads",
     # inference
     "Checkpoint", "Model", "ModelConfig", "Tokenizer", "load", "load_checkpoint", "random_checkpoint",
+    # chat
+    "ChatFormat", "ChatSession",
     # merging
     "ConfigError", "merge",
     # quantize, export, quality

@@ -19,6 +19,7 @@ from . import __version__
 COMMANDS = {
     "info": "show a model's hyper-parameters and tensors, and the CPU's kernels",
     "generate": "generate text from a prompt",
+    "chat": "talk with a model in its chat template (multi-turn, streamed)",
     "bench": "measure prompt processing and generation speed (llama-bench style)",
     "quantize": "write a model as a GGUF file of a chosen type",
     "perplexity": "measure perplexity (and KL divergence against a base model) on a text",

@@ -10,6 +10,9 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
+from ..loaders import random_checkpoint
+from ..model import Model, load
+
 MODEL_HELP = "GGUF file, Hugging Face folder or llama2.c .bin"
 TOKENIZER_HELP = "tokenizer file (tokenizer.model, tokenizer.json or GGUF) instead of the model's own"
 
@@ -43,6 +46,49 @@ def lower_choice(choices) -> Callable[[str], str]:
 def add_qtype(p, choices=("q4_0", "q8_0", "f16"), help: str = "convert float weights to this type while loading") -> None:
     p.add_argument("--qtype", type=lower_choice(choices), metavar="TYPE", help=f"{help} ({', '.join(choices)})")
     p.add_argument("--quant", type=lower_choice(choices), dest="qtype", help=argparse.SUPPRESS)
+
+
+def add_sampling(p) -> None:
+    """llama-cli's sampling flags, with its defaults."""
+    p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
+    p.add_argument("--temperature", type=float, dest="temp", help=argparse.SUPPRESS)
+    p.add_argument("--top-k", type=int, default=40, help="top-k sampling (0: off)")
+    p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling (1.0: off, 0: greedy)")
+    p.add_argument("--min-p", type=float, default=0.05, help="min-p sampling (0.0: off)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty of the last 64 tokens (1.0: off)")
+    p.add_argument("-s", "--seed", type=int, help="sampling seed (default: random)")
+    p.add_argument("--stop", action="append", metavar="STR", help="stop before this string (repeatable)")
+
+
+def check_sampling(args) -> None:
+    check(args.temp >= 0, "--temp", f"must be >= 0, got {args.temp}")
+    check(args.top_k >= 0, "--top-k", f"must be >= 0, got {args.top_k}")
+    check(0 <= args.top_p <= 1, "--top-p", f"must be in [0, 1] (0: greedy), got {args.top_p}")
+    check(0 <= args.min_p <= 1, "--min-p", f"must be in [0, 1], got {args.min_p}")
+    check(args.repeat_penalty > 0, "--repeat-penalty", f"must be positive, got {args.repeat_penalty}")
+
+
+def sampling_kwargs(args) -> dict:
+    """The sampling flags as keyword arguments of Model.stream / ChatSession.send."""
+    return dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                repeat_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop)
+
+
+def open_model(args, **kw) -> Model:
+    """The model of -m/--model or --random SHAPE (which says on stderr that its text is
+    meaningless), with the -c / -t / --qtype / --kv-cache / --tokenizer flags; UsageError when
+    it has no tokenizer."""
+    if getattr(args, "random", None):
+        print(f"[llamix: random-weight '{args.random}' model, no download: the text below is meaningless]",
+              file=sys.stderr)
+        m = Model(random_checkpoint(args.random, args.qtype or "q4_0"), n_ctx=args.ctx_size, n_threads=args.threads,
+                  kv_cache=args.kv_cache, **kw)
+    else:
+        m = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size,
+                 kv_cache=args.kv_cache, **kw)
+    if m.tokenizer is None:
+        raise UsageError(f"{m.source}: the model has no tokenizer; give one with --tokenizer FILE")
+    return m
 
 
 def check(cond: bool, flag: str, msg: str) -> None:

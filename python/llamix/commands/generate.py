@@ -5,10 +5,10 @@ import argparse
 import sys
 import time
 
-from ..loaders import SHAPES, random_checkpoint
-from ..model import Model, load
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads,
-                     quiet_requested, read_prompt)
+from ..loaders import SHAPES
+from ..model import Model
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_sampling, add_threads, check,
+                     check_sampling, check_threads, open_model, quiet_requested, read_prompt)
 
 
 def add_arguments(p) -> None:
@@ -24,14 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-tokens", type=int, dest="n_predict", help=argparse.SUPPRESS)
     add_ctx(p)
     add_threads(p)
-    p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
-    p.add_argument("--temperature", type=float, dest="temp", help=argparse.SUPPRESS)
-    p.add_argument("--top-k", type=int, default=40, help="top-k sampling (0: off)")
-    p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling (1.0: off)")
-    p.add_argument("--min-p", type=float, default=0.05, help="min-p sampling (0.0: off)")
-    p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty of the last 64 tokens (1.0: off)")
-    p.add_argument("-s", "--seed", type=int, help="sampling seed (default: random)")
-    p.add_argument("--stop", action="append", metavar="STR", help="stop before this string (repeatable)")
+    add_sampling(p)
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
     p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache type (keys and values)")
@@ -43,26 +36,13 @@ def _check(args) -> None:
     check(args.n_predict >= -1, "-n/--n-predict", f"must be >= -1, got {args.n_predict}")
     if args.ctx_size is not None:
         check(args.ctx_size > 0, "-c/--ctx-size", f"must be positive, got {args.ctx_size}")
-    check(args.temp >= 0, "--temp", f"must be >= 0, got {args.temp}")
-    check(args.top_k >= 0, "--top-k", f"must be >= 0, got {args.top_k}")
-    check(0 < args.top_p <= 1, "--top-p", f"must be in (0, 1], got {args.top_p}")
-    check(0 <= args.min_p <= 1, "--min-p", f"must be in [0, 1], got {args.min_p}")
-    check(args.repeat_penalty > 0, "--repeat-penalty", f"must be positive, got {args.repeat_penalty}")
+    check_sampling(args)
 
 
 def run(args) -> int:
     _check(args)
     prompt = read_prompt(args)
-    if args.random:
-        print(f"[llamix: random-weight '{args.random}' model, no download: the text below is meaningless]",
-              file=sys.stderr)
-        m = Model(random_checkpoint(args.random, args.qtype or "q4_0"), n_ctx=args.ctx_size, n_threads=args.threads,
-                  kv_cache=args.kv_cache)
-    else:
-        m = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size,
-                 kv_cache=args.kv_cache)
-    if m.tokenizer is None:
-        raise UsageError(f"{m.source}: the model has no tokenizer; give one with --tokenizer FILE")
+    m = open_model(args)
     n_prompt = len(m.tokenize(prompt))
     if n_prompt + max(args.n_predict, 0) > m.n_ctx:
         raise UsageError(f"-n/--n-predict: the prompt ({n_prompt} tokens) plus {args.n_predict} tokens exceed the "

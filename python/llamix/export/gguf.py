@@ -25,7 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..formats.gguf_llama import FILE_TYPE_IDS, TensorEntry, tokenizer_metadata, write_llama_gguf
+from ..formats.gguf_llama import (CHAT_TEMPLATE_KEY, FILE_TYPE_IDS, TensorEntry, chat_template_entry, tokenizer_metadata,
+                                  write_llama_gguf)
 from ..formats.names import file_shapes, file_tensor_names, fused_parts, pairs_to_file_rows
 from ..loaders import Checkpoint, load_checkpoint
 from ..quant import QuantizedTensor, quantize
@@ -138,7 +139,8 @@ def _source(model, tokenizer) -> Checkpoint:
     ck = getattr(model, "checkpoint", model)  # a Model runs a Checkpoint
     if tokenizer is not None:
         tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_file(tokenizer)
-        return Checkpoint(ck.config, ck.tensors, tok, getattr(ck, "rope_freqs", None), getattr(ck, "source", "model"))
+        return Checkpoint(ck.config, ck.tensors, tok, getattr(ck, "rope_freqs", None), getattr(ck, "source", "model"),
+                          chat_template=getattr(ck, "chat_template", None))
     return ck
 
 
@@ -173,6 +175,9 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     if not entries:
         raise ValueError(f"{getattr(ck, 'source', model)}: the model has no tokenizer; pass tokenizer= a "
                          "tokenizer.model, tokenizer.json or GGUF file (llama.cpp needs it in the GGUF)")
+    template = getattr(ck, "chat_template", None)
+    if template and not any(e.key == CHAT_TEMPLATE_KEY for e in entries):
+        entries.append(chat_template_entry(template))  # a Hugging Face folder's template
     out = Path(out)
     names = file_tensor_names(config)  # the file's tensors: phi3 fuses q/k/v and gate/up
     fshapes = file_shapes(config)

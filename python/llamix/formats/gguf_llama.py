@@ -19,6 +19,7 @@ from .gguf import GGUFReader, GGUFWriter, ValueType as V
 # llama.cpp's general.file_type (enum llama_ftype) of the file types llamix writes
 FILE_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17,
                  "q6_k": 18, "bf16": 32}
+CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 QUANTIZATION_VERSION = 2  # ggml's GGML_QNT_VERSION: the block layouts written here
 
 
@@ -154,6 +155,12 @@ def tokenizer_metadata(tokenizer, vocab_size: int | None = None) -> list[Metadat
     if model == "llama":
         kv.append(MetadataEntry("tokenizer.ggml.add_space_prefix", bool(vocab.add_space_prefix), V.BOOL))
     return kv
+
+
+def chat_template_entry(template: str) -> MetadataEntry:
+    """``tokenizer.chat_template``, where llama.cpp and transformers' GGUF reader find the model's
+    Jinja chat template."""
+    return MetadataEntry(CHAT_TEMPLATE_KEY, str(template), V.STRING)
 
 
 def tokenizer_entries_of(reader: GGUFReader) -> list[MetadataEntry]:

@@ -38,6 +38,9 @@ class Checkpoint:
     keep_alive: object = None  # the mapped file(s) behind zero-copy tensors
     # a GGUF source's tokenizer.* metadata, as stored (copied verbatim when it is written again)
     tokenizer_entries: list = field(default_factory=list)
+    # the model's Jinja chat template (GGUF tokenizer.chat_template; a Hugging Face folder's
+    # chat_template.jinja or tokenizer_config.json), None when the checkpoint has none
+    chat_template: str | None = None
 
 
 def check_qtype(qtype: str | None) -> str | None:

@@ -205,4 +205,6 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
     own = tokenizer is None or tokenizer is True
     tok = tokenizer_of(r) if own else (tokenizer or None)
     entries = tokenizer_entries_of(r) if own else []
-    return Checkpoint(config, tensors, tok, rope_freqs, str(path), keep_alive=r, tokenizer_entries=entries)
+    template = r.get("tokenizer.chat_template")
+    return Checkpoint(config, tensors, tok, rope_freqs, str(path), keep_alive=r, tokenizer_entries=entries,
+                      chat_template=template if isinstance(template, str) and template else None)

@@ -315,4 +315,27 @@ def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None,
     tok = None if own or tokenizer is False else tokenizer
     if own and any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
         tok = Tokenizer.from_file(folder)
-    return Checkpoint(config, tensors, tok, None, str(folder), keep_alive=st)
+    return Checkpoint(config, tensors, tok, None, str(folder), keep_alive=st, chat_template=hf_chat_template(folder))
+
+
+def hf_chat_template(folder: Path) -> str | None:
+    """A Hugging Face folder's chat template, where transformers looks for it: ``chat_template.jinja``,
+    then ``chat_template.json``, then ``tokenizer_config.json``'s ``chat_template`` (a string, or a
+    list of named templates of which the one named ``default`` is taken). None when there is none."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        f = folder / name
+        if not f.is_file():
+            continue
+        try:
+            value = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise ValueError(f"{f}: invalid JSON ({e})") from None
+        if isinstance(value, list):  # [{"name": ..., "template": ...}]
+            named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+            value = named.get("default")
+        if isinstance(value, str) and value:
+            return value
+    return None

@@ -18,7 +18,9 @@ from ..config import ModelConfig
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
 from ..quant import QuantizedTensor
-from ..tokenizer import StreamDecoder, Tokenizer
+from ..tokenizer import Tokenizer
+from .api import CompletionAPI
+from .engine import Request, Step
 from .sampling import Sampler
 
 DEFAULT_N_CTX = 2048  # KV cache positions when n_ctx is not given (capped by the training context)
@@ -34,7 +36,7 @@ class Timings:
     eval_s: float = 0.0
 
 
-class Model:
+class Model(CompletionAPI):
     """A model ready to run: weights prepared for the kernels and a KV cache of ``n_ctx`` positions.
     Build with :func:`llamix.load` (a file) or ``Model(checkpoint)`` (e.g. a random-weight one).
 
@@ -43,10 +45,14 @@ class Model:
     ``tensors`` maps GGUF tensor names (``token_embd.weight``, ``blk.0.attn_q.weight``, ...) to
     :class:`QuantizedTensor` (2-D weights; q/k rows in the adjacent-pair RoPE order of GGUF) or
     float32 arrays (norms): the model exactly as it computes, e.g. for export.
+    ``chat_format``: the chat template's name for :meth:`create_chat_completion` (``None``: the
+    checkpoint's own template, else a built-in format its vocabulary points to; see
+    :mod:`llamix.chat_format`). The OpenAI-style methods (``create_completion``,
+    ``create_chat_completion``, ``create_embedding``, ``embed``) come from :class:`CompletionAPI`.
     """
 
     def __init__(self, checkpoint: Checkpoint, n_ctx: int | None = None, n_threads: int | None = None,
-                 kv_cache: str = "f32", *, threads: int | None = None):
+                 kv_cache: str = "f32", *, threads: int | None = None, chat_format: str | None = None):
         self.checkpoint = checkpoint
         self.config: ModelConfig = checkpoint.config
         self.tokenizer: Tokenizer | None = checkpoint.tokenizer
@@ -86,6 +92,7 @@ class Model:
         self.timings = Timings()     # of the last generation
         self.n_past = 0              # positions filled in the cache
         self._cached: list[int] = []  # the tokens that filled them
+        self.chat_format = chat_format
 
     # --- tokens ---
     def _tok(self) -> Tokenizer:
@@ -219,47 +226,62 @@ class Model:
         if len(ids) + max_tokens > self.n_ctx:
             raise ValueError(f"context overflow: the prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) "
                              f"exceed n_ctx = {self.n_ctx}")
-        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
         self._check_tokens(np.asarray(ids))
         if max_tokens == 0:
             return
-        decoder = StreamDecoder(self._tok(), ids) if decode else None
-        eos = self.eos_ids
-        text, emitted = "", 0   # generated text so far, and how much of it has been yielded
-        history = list(ids)
+        request = Request(ids, sampler=sampler, max_tokens=max_tokens, tokenizer=self._tok() if decode else None,
+                          stop=stop, eos_ids=self.eos_ids)
+        for step in self.run(request):
+            if not step.eog:
+                yield step.text, step.token
+            elif step.text:
+                yield step.text, -1
+
+    def run(self, request: Request) -> Iterator[Step]:
+        """Drive one :class:`Request` on this model's KV cache: evaluate its prompt (reusing the
+        cached prefix it shares with the last sequence), then per step hand the logits to the
+        request and evaluate the token it sampled, until it is done. Records :attr:`timings`.
+        The cache then holds the prompt and every generated token but the last."""
+        ids = request.prompt
+        if not ids:
+            raise ValueError("empty prompt: give at least one token (e.g. BOS)")
+        if len(ids) >= self.n_ctx:
+            raise ValueError(f"context overflow: the prompt ({len(ids)} tokens) leaves no room in n_ctx = {self.n_ctx}")
         self.timings = timings = Timings()
         t0 = time.perf_counter()
         logits = self._prefill(ids)
         timings.prompt_s = time.perf_counter() - t0
-        for i in range(max_tokens):
-            token = sampler.sample(logits, history)
-            if token in eos:
-                break
-            history.append(token)
-            piece = decoder.push(token) if decoder else ""
-            if stops and piece:
-                # never yield text that a stop string could still start in: hold back its prefix
-                text += piece
-                cuts = [text.find(s) for s in stops if s in text]
-                if cuts:
-                    yield text[emitted:min(cuts)], token
-                    return
-                hold = max(_overlap(text, s) for s in stops)
-                piece, emitted = text[emitted:len(text) - hold], len(text) - hold
-            yield piece, token
-            if i + 1 < max_tokens:
-                t0 = time.perf_counter()
-                logits = self.eval([token])
-                timings.eval_s += time.perf_counter() - t0
-                timings.eval_tokens += 1
-        if decoder:
-            tail = decoder.flush()
-            if stops:
-                text += tail
-                cuts = [text.find(s) for s in stops if s in text]
-                tail = text[emitted:min(cuts)] if cuts else text[emitted:]
-            if tail:
-                yield tail, -1
+        while True:
+            step = request.step(logits)
+            if not request.done and self.n_past >= self.n_ctx:  # no room to evaluate the token
+                step.text += request.stop("length")
+                step.finish_reason = request.finish_reason
+            yield step
+            if request.done:
+                return
+            t0 = time.perf_counter()
+            logits = self.eval([step.token])
+            timings.eval_s += time.perf_counter() - t0
+            timings.eval_tokens += 1
+
+    def hidden_states(self, tokens: Sequence[int]) -> np.ndarray:
+        """float32 (n_tokens, dim): the final hidden states (after the output norm) of ``tokens``
+        run as a fresh sequence from position 0, the rows embeddings are pooled from. The KV cache
+        is used for the run and then emptied."""
+        arr = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if arr.size == 0:
+            raise ValueError("no tokens to embed")
+        self._check_tokens(arr)
+        if arr.size > self.n_ctx:
+            raise ValueError(f"{arr.size} tokens exceed n_ctx = {self.n_ctx}")
+        self.reset()
+        arr = arr.astype(np.int32)
+        try:
+            out = [self._t.forward(self._cache, arr[s:s + N_BATCH], s, min(N_BATCH, arr.size - s), hidden=True)
+                   for s in range(0, arr.size, N_BATCH)]
+        finally:
+            self.reset()
+        return np.concatenate(out)
 
     def __repr__(self) -> str:
         c = self.config
@@ -272,17 +294,9 @@ class Model:
         return sum(t.nbytes for t in self.tensors.values())
 
 
-def _overlap(text: str, stop: str) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of ``stop``."""
-    for n in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:n]):
-            return n
-    return 0
-
-
 def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None, qtype: str | None = None,
          n_threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32", *,
-         quant: str | None = None, threads: int | None = None) -> Model:
+         quant: str | None = None, threads: int | None = None, chat_format: str | None = None) -> Model:
     """Load a model: a GGUF file (architecture ``llama``, ``qwen2``, ``qwen3``, ``gemma3`` or ``phi3``), a Hugging Face folder (config.json +
     safetensors) or a llama2.c ``.bin`` checkpoint (the loaders read it; see llamix.loaders).
 
@@ -295,8 +309,11 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | boo
     - ``n_threads``: compute threads (default: physical cores; ``threads`` is an alias).
     - ``n_ctx``: KV cache length in tokens (default: the training context, at most 2048).
     - ``kv_cache``: ``"f32"`` (default, exact) or ``"f16"`` (half the memory, as llama.cpp keeps it).
+    - ``chat_format``: a built-in chat format's name instead of the model's own template (see
+      :mod:`llamix.chat_format`), as llama-cpp-python's ``Llama(chat_format=...)``.
 
     Raises FileNotFoundError for a missing path, ValueError naming the file and field otherwise.
     """
     ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
-    return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache)
+    return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
+                 chat_format=chat_format)

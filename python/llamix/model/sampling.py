@@ -1,7 +1,9 @@
-"""Token sampling, in llama.cpp's order: repetition penalty, then top-k, top-p (nucleus, Holtzman
+"""Token sampling, in llama.cpp's order: repetition, frequency and presence penalties, then top-k, top-p (nucleus, Holtzman
 et al. 2019, https://arxiv.org/abs/1904.09751) and min-p (Nguyen et al. 2024,
 https://arxiv.org/abs/2407.01082) filters on the softmax of the raw logits, then temperature on
-the surviving logits, then one draw. ``temperature <= 0`` is greedy (argmax after the penalty).
+the surviving logits, then one draw. ``temperature <= 0`` is greedy (argmax after the penalty),
+and so is ``top_p = 0`` (only the most probable token reaches the prefix), as in llama.cpp.
+Tokens whose logit is -inf (masked by a grammar) are never candidates.
 
 Definitions (p = softmax(logits), tokens sorted by decreasing p, ties by lower id):
 - top-k (k > 0): keep the k most probable tokens.
@@ -18,30 +20,37 @@ import numpy as np
 
 class Sampler:
     def __init__(self, temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
-                 repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int | None = None):
+                 repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int | None = None, *,
+                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 disables it), got {top_k}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if not 0 <= top_p <= 1:
+            raise ValueError(f"top_p must be in [0, 1] (0: greedy), got {top_p}")
         if not 0 <= min_p <= 1:
             raise ValueError(f"min_p must be in [0, 1], got {min_p}")
         if repeat_penalty <= 0:
             raise ValueError(f"repeat_penalty must be > 0, got {repeat_penalty}")
         self.temperature, self.top_k, self.top_p, self.min_p = float(temperature), int(top_k), float(top_p), float(min_p)
         self.repeat_penalty, self.repeat_last_n = float(repeat_penalty), int(repeat_last_n)
+        self.frequency_penalty, self.presence_penalty = float(frequency_penalty), float(presence_penalty)
         self.rng = np.random.default_rng(seed)
 
     def penalize(self, logits: np.ndarray, history: Sequence[int]) -> np.ndarray:
-        """CTRL-style repetition penalty (Keskar et al. 2019) on the last ``repeat_last_n`` tokens:
-        positive logits are divided by the penalty, negative ones multiplied."""
-        if self.repeat_penalty == 1.0 or not len(history):
+        """Penalties on the tokens of the last ``repeat_last_n`` of ``history``, as llama.cpp's
+        penalties sampler: the CTRL-style repetition penalty (Keskar et al. 2019; positive logits
+        divided by it, negative ones multiplied), then OpenAI's frequency and presence penalties
+        (``logit -= count * frequency_penalty + presence_penalty``)."""
+        if (self.repeat_penalty == 1.0 and self.frequency_penalty == 0.0 and self.presence_penalty == 0.0) \
+                or not len(history) or self.repeat_last_n == 0:
             return logits
-        ids = np.unique(np.asarray(history[-self.repeat_last_n:], dtype=np.int64))
+        ids, counts = np.unique(np.asarray(history[-self.repeat_last_n:], dtype=np.int64), return_counts=True)
         logits = logits.copy()
         v = logits[ids]
-        logits[ids] = np.where(v > 0, v / self.repeat_penalty, v * self.repeat_penalty)
+        if self.repeat_penalty != 1.0:
+            v = np.where(v > 0, v / self.repeat_penalty, v * self.repeat_penalty)
+        logits[ids] = v - (counts * self.frequency_penalty + self.presence_penalty)
         return logits
 
     def candidates(self, logits: np.ndarray) -> np.ndarray:
@@ -52,6 +61,8 @@ class Sampler:
         else:
             idx = np.arange(n)
         idx = idx[np.lexsort((idx, -logits[idx]))]  # by decreasing logit, ties by id
+        if not np.isfinite(logits[idx[-1]]):  # masked tokens (-inf) are no candidates
+            idx = idx[:max(int(np.count_nonzero(np.isfinite(logits[idx]))), 1)]
         p = np.exp(logits[idx].astype(np.float64) - logits[idx[0]])
         p /= p.sum()
         keep = n

@@ -302,6 +302,11 @@ class Tokenizer:
                 chunks[k] = chunks[k][1:]
         return b"".join(chunks).decode("utf-8", errors="replace")
 
+    def token_bytes(self) -> list[bytes]:
+        """Every token's bytes as llama.cpp's ``token_to_piece(special=False)`` renders them (control,
+        unknown and unused tokens: empty), indexed by id; e.g. for a grammar engine's token table."""
+        return list(self._piece_bytes())
+
     def _piece_bytes(self) -> list[bytes]:
         """Each token's bytes as llama.cpp's token_to_piece renders it with special=False (made on
         first use: a large vocabulary takes a moment)."""

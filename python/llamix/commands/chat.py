@@ -1,0 +1,148 @@
+"""``llamix chat -m MODEL``: an interactive conversation in the model's chat template.
+
+One line per message. The reply streams as it is generated and the conversation stays in the KV
+cache, so a turn evaluates only its own text. ``/reset`` starts over (the system prompt stays),
+``/exit`` or Ctrl-D ends the session; Ctrl-C stops the reply being written (twice in a row, or at
+the prompt, ends the session). When the context fills, the oldest turns are dropped, and the
+session says so.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+
+from ..chat_format import format_names
+from ..loaders import SHAPES
+from ..model.chat import ChatSession
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_sampling, add_threads, check,
+                     check_sampling, check_threads, open_model, quiet_requested, sampling_kwargs)
+
+try:  # line editing and history at the prompt, where the platform has it
+    import readline  # noqa: F401
+except ImportError:  # pragma: no cover - Windows
+    pass
+
+HELP = "/reset: start over (the system prompt stays)   /exit or Ctrl-D: quit   Ctrl-C: stop the reply"
+
+
+def add_arguments(p) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-m", "--model", help=MODEL_HELP)
+    src.add_argument("--random", metavar="SHAPE", choices=list(SHAPES),
+                     help=f"no download: a random-weight model of this shape ({', '.join(SHAPES)}); its text is gibberish")
+    p.add_argument("-sys", "--system-prompt", metavar="TEXT", help="the system message, kept for the whole session")
+    p.add_argument("--chat-format", metavar="NAME", choices=format_names(),
+                   help=f"a built-in format instead of the model's template ({', '.join(format_names())})")
+    p.add_argument("-n", "--n-predict", type=int, default=-1, metavar="N",
+                   help="at most N tokens per reply (-1: until the end of the turn)")
+    add_ctx(p)
+    add_threads(p)
+    add_sampling(p)
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    add_qtype(p)
+    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache type (keys and values)")
+    p.add_argument("--stats", action="store_true",
+                   help="after each reply, print the tokens evaluated and the prompt and generation speed to stderr")
+
+
+def _check(args) -> None:
+    check_threads(args)
+    check(args.n_predict >= -1 and args.n_predict != 0, "-n/--n-predict", f"must be -1 or positive, got {args.n_predict}")
+    if args.ctx_size is not None:
+        check(args.ctx_size > 0, "-c/--ctx-size", f"must be positive, got {args.ctx_size}")
+    check_sampling(args)
+
+
+class _Interrupt:
+    """Ctrl-C while a reply is written: a flag checked between tokens, so the reply stops cleanly
+    (the session and its KV cache stay usable). A second Ctrl-C before the reply has stopped
+    raises KeyboardInterrupt as usual."""
+
+    def __init__(self):
+        self.hit = False
+
+    def __enter__(self):
+        self.hit = False
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _read(tty: bool) -> str | None:
+    """One message, or None at the end of input."""
+    if tty:
+        try:
+            return input("> ")
+        except EOFError:
+            print()
+            return None
+    line = sys.stdin.readline()
+    return None if line == "" else line.rstrip("\n")
+
+
+def run(args) -> int:
+    _check(args)
+    m = open_model(args)
+    try:
+        session = ChatSession(m, system_prompt=args.system_prompt, chat_format=args.chat_format)
+    except ValueError as e:
+        raise UsageError(f"--chat-format: {e}") from None
+    tty = sys.stdin.isatty()
+    out, err = sys.stdout, sys.stderr
+    quiet = quiet_requested(args)
+    if tty and not quiet:
+        print(f"[llamix chat: {m!r}, chat format {session.format.name}]\n[{HELP}]", file=err)
+    interrupt = _Interrupt() if _main_thread() else None
+    sampling = sampling_kwargs(args)
+    while True:
+        text = _read(tty)
+        if text is None or text.strip() == "/exit":
+            return 0
+        if text.strip() == "/reset":
+            session.reset()
+            print("[conversation reset]", file=err)
+            continue
+        if not text.strip():
+            continue
+        try:
+            reply = session.send(text, max_tokens=args.n_predict, **sampling)
+        except ValueError as e:  # the message alone does not fit the context
+            print(f"[{e}]", file=err)
+            continue
+        if interrupt is not None:
+            interrupt.__enter__()
+        try:
+            for piece in reply:
+                out.write(piece)
+                out.flush()
+                if interrupt is not None and interrupt.hit:
+                    break
+        finally:
+            reply.close()   # records the turn, whether it ended or was stopped
+            if interrupt is not None:
+                interrupt.__exit__()
+            out.write("\n")
+            out.flush()
+        st = session.stats
+        if interrupt is not None and interrupt.hit:
+            print("[reply stopped]", file=err)
+        if st.dropped_turns:
+            print(f"[context full: dropped the oldest {st.dropped_turns} turn(s)]", file=err)
+        if st.finish_reason == "length" and m.n_past + 1 >= m.n_ctx:
+            print("[context full: the reply was cut; older turns are dropped at the next message]", file=err)
+        if args.stats and not quiet:
+            print(f"[prompt: {st.prompt_tokens} of {st.prompt_total} tokens evaluated, {st.prompt_tps:.1f} tokens/s | "
+                  f"generation: {st.generated} tokens, {st.eval_tps:.1f} tokens/s]", file=err)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()

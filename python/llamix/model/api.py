@@ -1,0 +1,370 @@
+"""llama-cpp-python's completion, chat and embedding API on :class:`llamix.Model`, with its names,
+defaults and OpenAI-shaped results, so code written for ``llama_cpp.Llama`` runs on a llamix model.
+
+- ``create_completion(prompt, ...)`` / ``model(prompt, ...)``: ``{"id": "cmpl-…", "object":
+  "text_completion", "created", "model", "choices": [{"text", "index", "logprobs",
+  "finish_reason"}], "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}``, or with
+  ``stream=True`` an iterator of such chunks (no ``usage``) ending with one whose
+  ``finish_reason`` is set and text empty.
+- ``create_chat_completion(messages, ...)``: ``{"id": "chatcmpl-…", "object": "chat.completion",
+  …, "choices": [{"index", "message": {"role": "assistant", "content"}, "logprobs",
+  "finish_reason"}], "usage"}``; streamed as ``chat.completion.chunk`` dicts whose first delta is
+  ``{"role": "assistant"}``, then ``{"content": …}`` pieces, then ``{}`` with the finish reason.
+- ``create_embedding(input)`` / ``embed(texts)``: pooled final hidden states.
+
+``finish_reason`` is ``"stop"`` (end-of-generation token, stop string, JSON complete) or
+``"length"`` (``max_tokens`` or a full context); ``"tool_calls"`` when ``tools`` were given and the
+reply is a tool call in the template's ``<tool_call>{…}</tool_call>`` form. Log-probabilities are
+natural logs under the distribution each token was sampled from (see
+:class:`llamix.model.engine.TokenLogprob`).
+
+The per-request state lives in :class:`~llamix.model.engine.Request` (:meth:`new_request` makes
+one from these parameters); the model's side, evaluating prompt and tokens on the KV cache, is
+``Model.run``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..chat_format import ChatFormat, chat_format_for
+from .engine import Request, Step, TokenLogprob
+from .grammar import JSONConstraint, grammar_tokenizer, schema_of
+from .sampling import Sampler
+
+_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
+
+
+class CompletionAPI:
+    """Mixed into :class:`llamix.Model` (which provides ``tokenize``, ``tokenizer``, ``eos_ids``,
+    ``n_ctx``, ``run``, ``hidden_states``, ``checkpoint``, ``source`` and ``chat_format``)."""
+
+    # --- chat templates ------------------------------------------------------------------------------
+    def chat_formatter(self, chat_format: str | None = None) -> ChatFormat:
+        """The :class:`~llamix.chat_format.ChatFormat` for ``chat_format`` (None: the model's own
+        template, else the built-in format its vocabulary points to); made once per name."""
+        name = chat_format if chat_format is not None else self.chat_format
+        cache = self.__dict__.setdefault("_chat_formats", {})
+        if name not in cache:
+            tok = self._tok()
+            text = lambda i: tok.tokens[i] if 0 <= i < tok.vocab_size else ""  # noqa: E731
+            cache[name] = chat_format_for(getattr(self.checkpoint, "chat_template", None), name, text(tok.bos_id),
+                                          text(tok.eos_id), tok.tokens)
+        return cache[name]
+
+    def apply_chat_template(self, messages: Sequence[Mapping], add_generation_prompt: bool = True,
+                            tools: list | None = None, chat_format: str | None = None) -> str:
+        """The prompt text of ``messages`` in the model's chat format."""
+        return self.chat_formatter(chat_format).render(messages, add_generation_prompt, tools=tools)
+
+    def chat_tokens(self, messages: Sequence[Mapping], add_generation_prompt: bool = True, tools: list | None = None,
+                    chat_format: str | None = None) -> list[int]:
+        """The token ids of the rendered prompt: control tokens written by the template are their
+        ids (``parse_special``); BOS is added only where the vocabulary wants one and the template
+        did not write it."""
+        return self.chat_text_tokens(self.apply_chat_template(messages, add_generation_prompt, tools, chat_format))
+
+    def chat_text_tokens(self, text: str, first: bool = True) -> list[int]:
+        """Ids of rendered chat text (``first``: it starts the sequence, so BOS applies)."""
+        tok = self._tok()
+        ids = tok.encode(text, add_special=False, parse_special=True)
+        if first and tok.add_bos and tok.bos_id >= 0 and ids[:1] != [tok.bos_id]:
+            ids = [tok.bos_id] + ids
+        return ids
+
+    # --- the engine API ------------------------------------------------------------------------------
+    def new_request(self, prompt_ids: Sequence[int], *, max_tokens: int | None = 16, temperature: float = 0.8,
+                    top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05, repeat_penalty: float = 1.0,
+                    presence_penalty: float = 0.0, frequency_penalty: float = 0.0, stop=None, seed: int | None = None,
+                    logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None,
+                    response_format: Mapping | None = None, decode: bool = True) -> Request:
+        """A :class:`Request` for ``prompt_ids`` with these sampling parameters (llama-cpp-python's
+        names and meanings; ``max_tokens`` None or <= 0: until the context is full, and never past
+        it). Raises ValueError when the prompt does not fit the context."""
+        ids = [int(i) for i in prompt_ids]
+        if not ids:
+            raise ValueError("empty prompt: give at least one token (e.g. BOS)")
+        if len(ids) >= self.n_ctx:
+            raise ValueError(f"Requested tokens ({len(ids)}) exceed context window of {self.n_ctx}")
+        self._check_tokens(np.asarray(ids))
+        room = self.n_ctx - len(ids)
+        max_tokens = room if max_tokens is None or max_tokens <= 0 else min(int(max_tokens), room)
+        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed,
+                          frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
+        constraint = None
+        schema = schema_of(response_format)
+        if schema is not None:
+            constraint = JSONConstraint(self._grammar_tokenizer(), schema, self.config.vocab_size)
+        bias = None
+        if logit_bias:
+            bias = {int(k): float(v) for k, v in logit_bias.items()}
+            bad = [k for k in bias if not 0 <= k < self.config.vocab_size]
+            if bad:
+                raise ValueError(f"logit_bias: token id {bad[0]} is outside the vocabulary")
+        return Request(ids, sampler=sampler, max_tokens=max_tokens, tokenizer=self._tok() if decode else None,
+                       stop=stop, eos_ids=self.eos_ids, constraint=constraint, logprobs=logprobs, logit_bias=bias)
+
+    def _grammar_tokenizer(self):
+        if "_ll_tokenizer" not in self.__dict__:
+            self.__dict__["_ll_tokenizer"] = grammar_tokenizer(self._tok(), self.config.vocab_size, self.eos_ids)
+        return self.__dict__["_ll_tokenizer"]
+
+    # --- completions ---------------------------------------------------------------------------------
+    def create_completion(self, prompt: str | Sequence[int], suffix: str | None = None, max_tokens: int | None = 16,
+                          temperature: float = 0.8, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
+                          logprobs: int | None = None, echo: bool = False, stop: str | list[str] | None = None,
+                          frequency_penalty: float = 0.0, presence_penalty: float = 0.0, repeat_penalty: float = 1.0,
+                          top_k: int = 40, stream: bool = False, seed: int | None = None, model: str | None = None,
+                          logit_bias: Mapping[int, float] | None = None, response_format: Mapping | None = None,
+                          **unsupported) -> dict | Iterator[dict]:
+        """Complete ``prompt`` (text, read with control tokens as their ids and BOS where the
+        vocabulary asks for it, or token ids), as llama-cpp-python's ``Llama.create_completion``.
+        ``logprobs``: the number of alternatives per token to report. ``typical_p`` must stay 1.0,
+        ``suffix`` None; other llama-cpp-python-only arguments (mirostat, tfs_z, grammar,
+        logits_processor, stopping_criteria) are refused."""
+        _refuse(suffix=suffix is not None, typical_p=typical_p != 1.0, **_unsupported(unsupported))
+        ids = self.tokenize(prompt, parse_special=True) if isinstance(prompt, str) else [int(i) for i in prompt]
+        request = self.new_request(ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                                   min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
+                                   frequency_penalty=frequency_penalty, stop=stop, seed=seed, logprobs=logprobs,
+                                   logit_bias=logit_bias, response_format=response_format)
+        head = {"id": f"cmpl-{_uuid4()}", "object": "text_completion", "created": int(time.time()),
+                "model": model if model is not None else self.source}
+        prompt_text = prompt if isinstance(prompt, str) else self.detokenize(ids)
+        echo_lp = self._prompt_logprobs(ids, logprobs) if echo and logprobs is not None else None
+        if stream:
+            return self._completion_chunks(request, head, prompt_text if echo else "", echo_lp)
+        steps = list(self.run(request))
+        text = (prompt_text if echo else "") + request.text
+        lp = None
+        if logprobs is not None:
+            lp = _completion_logprobs([s.logprob for s in steps if not s.eog], 0 if echo else len(prompt_text), echo_lp)
+        return {**head, "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": request.finish_reason}],
+                "usage": _usage(request)}
+
+    __call__ = create_completion
+
+    def _completion_chunks(self, request: Request, head: dict, echo_text: str, echo_lp) -> Iterator[dict]:
+        chunk = lambda text, lp, reason: {**head, "choices": [  # noqa: E731
+            {"text": text, "index": 0, "logprobs": lp, "finish_reason": reason}]}
+        offset = 0
+        if echo_text:
+            yield chunk(echo_text, _completion_logprobs([], 0, echo_lp) if echo_lp else None, None)
+            offset = len(echo_text)
+        for step in self.run(request):
+            lp = None
+            if step.logprob is not None and not step.eog:
+                lp = _completion_logprobs([step.logprob], offset, None)
+            if step.text or lp is not None:
+                yield chunk(step.text, lp, None)
+                offset += len(step.text)
+        yield chunk("", None, request.finish_reason)
+
+    def _prompt_logprobs(self, ids: list[int], n: int) -> list[TokenLogprob]:
+        """Log-probabilities of the prompt's own tokens (echo), BOS left out: each under the
+        model's distribution after the tokens before it, except the first, which gets none (NaN,
+        reported as null, as OpenAI and llama-cpp-python report it)."""
+        logits = self.logits(ids).astype(np.float64)
+        tok = self._tok()
+        out: list[TokenLogprob] = []
+        for i, t in enumerate(ids):
+            if t == tok.bos_id:
+                continue
+            ctx = [j for j in ids[max(0, i - 4):i] if j != tok.bos_id]
+            text_of = lambda j: tok.decode(ctx + [j])[len(tok.decode(ctx)):]  # noqa: E731
+            if not out:
+                out.append(TokenLogprob(t, text_of(t), float("nan")))
+                continue
+            z = logits[i - 1]
+            lp = z - (z.max() + np.log(np.exp(z - z.max()).sum()))
+            k = min(int(n), lp.size)
+            best = np.argpartition(-lp, k - 1)[:k] if k else np.array([], dtype=np.int64)
+            best = best[np.lexsort((best, -lp[best]))]
+            out.append(TokenLogprob(t, text_of(t), float(lp[t]), [(int(j), text_of(int(j)), float(lp[j])) for j in best]))
+        return out
+
+    # --- chat ----------------------------------------------------------------------------------------
+    def create_chat_completion(self, messages: Sequence[Mapping], functions=None, function_call=None,
+                               tools: list | None = None, tool_choice=None, temperature: float = 0.2,
+                               top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05, typical_p: float = 1.0,
+                               stream: bool = False, stop: str | list[str] | None = None, seed: int | None = None,
+                               response_format: Mapping | None = None, max_tokens: int | None = None,
+                               presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                               repeat_penalty: float = 1.0, model: str | None = None,
+                               logit_bias: Mapping[int, float] | None = None, logprobs: bool | None = None,
+                               top_logprobs: int | None = None, chat_format: str | None = None,
+                               **unsupported) -> dict | Iterator[dict]:
+        """Reply to ``messages`` (OpenAI chat messages) as llama-cpp-python's
+        ``Llama.create_chat_completion``: the prompt is the model's chat template (or
+        ``chat_format``), the reply ends at the end-of-turn token. ``response_format``
+        ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": {"schema": …}}``
+        constrains the reply to JSON (valid against the schema). ``tools`` are given to the
+        template; a reply in the ``<tool_call>{"name": …, "arguments": …}</tool_call>`` form comes
+        back as ``message["tool_calls"]``. ``logprobs=True`` reports each token's log-probability
+        and ``top_logprobs`` alternatives."""
+        _refuse(functions=functions is not None, function_call=function_call is not None, typical_p=typical_p != 1.0,
+                **_unsupported(unsupported))
+        fmt = self.chat_formatter(chat_format)
+        ids = self.chat_tokens(messages, True, tools, chat_format)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        stops += [s for s in fmt.stop if s not in stops]
+        request = self.new_request(ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                                   min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
+                                   frequency_penalty=frequency_penalty, stop=stops, seed=seed,
+                                   logprobs=(top_logprobs or 0) if logprobs else None, logit_bias=logit_bias,
+                                   response_format=response_format)
+        head = {"id": f"chatcmpl-{_uuid4()}", "object": "chat.completion", "created": int(time.time()),
+                "model": model if model is not None else self.source}
+        if stream:
+            return self._chat_chunks(request, {**head, "object": "chat.completion.chunk"})
+        steps = list(self.run(request))
+        message: dict[str, Any] = {"role": "assistant", "content": request.text}
+        reason = request.finish_reason
+        calls = _tool_calls(request.text) if tools else []
+        if calls:
+            rest = _TOOL_CALL.sub("", request.text).strip()
+            message = {"role": "assistant", "content": rest or None, "tool_calls": calls}
+            reason = "tool_calls"
+        lp = None
+        if logprobs:
+            lp = _chat_logprobs([s.logprob for s in steps if not s.eog])
+        return {**head, "choices": [{"index": 0, "message": message, "logprobs": lp, "finish_reason": reason}],
+                "usage": _usage(request)}
+
+    def _chat_chunks(self, request: Request, head: dict) -> Iterator[dict]:
+        chunk = lambda delta, lp, reason: {**head, "choices": [  # noqa: E731
+            {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason}]}
+        yield chunk({"role": "assistant"}, None, None)
+        for step in self.run(request):
+            lp = _chat_logprobs([step.logprob]) if step.logprob is not None and not step.eog else None
+            if step.text or lp is not None:
+                yield chunk({"content": step.text}, lp, None)
+        yield chunk({}, None, request.finish_reason)
+
+    # --- embeddings ----------------------------------------------------------------------------------
+    def embed(self, input: str | Sequence[str], normalize: bool = False, truncate: bool = True,
+              return_count: bool = False, pooling: str = "mean"):
+        """Embeddings of ``input``: float32 (n, dim) for a list of texts, (dim,) for one text; the
+        final hidden states after the output norm of each text (tokenized with BOS where the
+        vocabulary asks for it), pooled by ``pooling`` (``"mean"`` over the tokens, or ``"last"``:
+        the last token's), L2-normalised when ``normalize``. ``truncate``: texts longer than the
+        context are cut to it (otherwise ValueError). ``return_count``: also return the number of
+        tokens embedded. Each text is run alone from position 0; the KV cache is emptied."""
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        texts = [input] if isinstance(input, str) else list(input)
+        out = np.zeros((len(texts), self.config.dim), dtype=np.float32)
+        total = 0
+        for i, text in enumerate(texts):
+            ids = self.tokenize(text)
+            if len(ids) > self.n_ctx:
+                if not truncate:
+                    raise ValueError(f"input {i} has {len(ids)} tokens, more than n_ctx = {self.n_ctx}")
+                ids = ids[:self.n_ctx]
+            if not ids:
+                raise ValueError(f"input {i} is empty and the vocabulary adds no BOS: nothing to embed")
+            h = self.hidden_states(ids)
+            out[i] = h.mean(axis=0, dtype=np.float64) if pooling == "mean" else h[-1]
+            total += len(ids)
+        if normalize:
+            norms = np.linalg.norm(out.astype(np.float64), axis=1, keepdims=True)
+            out = (out / np.maximum(norms, 1e-12)).astype(np.float32)
+        result = out[0] if isinstance(input, str) else out
+        return (result, total) if return_count else result
+
+    def create_embedding(self, input: str | Sequence[str], model: str | None = None, normalize: bool = False,
+                         pooling: str = "mean") -> dict:
+        """OpenAI's embeddings response: ``{"object": "list", "data": [{"object": "embedding",
+        "embedding": [...], "index": i}], "model", "usage": {"prompt_tokens", "total_tokens"}}``."""
+        texts = [input] if isinstance(input, str) else list(input)
+        vecs, total = self.embed(texts, normalize=normalize, return_count=True, pooling=pooling)
+        return {"object": "list",
+                "data": [{"object": "embedding", "embedding": v.tolist(), "index": i} for i, v in enumerate(vecs)],
+                "model": model if model is not None else self.source,
+                "usage": {"prompt_tokens": total, "total_tokens": total}}
+
+
+def _uuid4() -> str:
+    """A random (version 4) UUID's text, as the OpenAI-style ids carry (without importing uuid)."""
+    b = bytearray(os.urandom(16))
+    b[6], b[8] = (b[6] & 0x0F) | 0x40, (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# --- result shapes ---------------------------------------------------------------------------------------
+def _usage(request: Request) -> dict:
+    n_prompt, n_out = len(request.prompt), len(request.tokens)
+    return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}
+
+
+def _completion_logprobs(steps: list[TokenLogprob], offset: int, echo: list | None) -> dict:
+    """llama-cpp-python's CompletionLogprobs: tokens, text offsets, each token's log-probability
+    and a dict of the top alternatives (the token itself included)."""
+    out = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
+    for i, lp in enumerate((echo or []) + steps):
+        out["tokens"].append(lp.text)
+        out["text_offset"].append(offset)
+        offset += len(lp.text)
+        if np.isnan(lp.logprob):   # the prompt's first token: nothing came before it
+            out["token_logprobs"].append(None)
+            out["top_logprobs"].append(None)
+            continue
+        out["token_logprobs"].append(lp.logprob)
+        top = {text: v for _, text, v in lp.top}
+        top[lp.text] = lp.logprob
+        out["top_logprobs"].append(top)
+    return out
+
+
+def _chat_logprobs(steps: list[TokenLogprob]) -> dict:
+    """OpenAI's chat logprobs: {"content": [{token, logprob, bytes, top_logprobs: [...]}], "refusal"}."""
+    def entry(text: str, v: float) -> dict:
+        return {"token": text, "logprob": v, "bytes": list(text.encode("utf-8"))}
+    return {"content": [{**entry(lp.text, lp.logprob), "top_logprobs": [entry(t, v) for _, t, v in lp.top]}
+                        for lp in steps],
+            "refusal": None}
+
+
+def _tool_calls(text: str) -> list[dict]:
+    calls = []
+    for m in _TOOL_CALL.finditer(text):
+        try:
+            call = json.loads(m.group(1))
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            continue
+        args = call.get("arguments", {})
+        calls.append({"id": f"call_{os.urandom(12).hex()}", "type": "function",
+                      "function": {"name": call["name"],
+                                   "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}})
+    return calls
+
+
+_IGNORED = {"tfs_z": 1.0, "mirostat_mode": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1, "grammar": None,
+            "logits_processor": None, "stopping_criteria": None}
+
+
+def _unsupported(kwargs: dict) -> dict:
+    """llama-cpp-python arguments llamix does not implement: accepted at their defaults only."""
+    out = {}
+    for k, v in kwargs.items():
+        if k not in _IGNORED:
+            raise TypeError(f"unexpected keyword argument {k!r}")
+        out[k] = v != _IGNORED[k]
+    return out
+
+
+def _refuse(**flags: bool) -> None:
+    bad = [k for k, on in flags.items() if on]
+    if bad:
+        raise ValueError(f"not supported by llamix: {', '.join(bad)} (leave at llama-cpp-python's default)")
+
+
+__all__ = ["CompletionAPI", "Step"]

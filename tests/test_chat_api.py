@@ -1,0 +1,325 @@
+"""The llama-cpp-python-shaped API: create_completion / __call__ / create_chat_completion /
+create_embedding results have llama-cpp-python's shapes (compared with llama-cpp-python's own
+results on the same GGUF, peers), code written for it runs, streaming equals the whole result,
+finish reasons, usage, log-probabilities (against a numpy log-softmax of logits recomputed from
+scratch), response_format JSON (parsed and validated with jsonschema), the engine's Request on
+synthetic logits (stop strings, bias, end of generation), and embeddings against transformers'
+final hidden states (peers)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import llamix
+from llamix import Tokenizer
+from llamix.chat_format import builtin_format
+from llamix.model.engine import Request
+from llamix.model.sampling import Sampler
+
+import llama_cpp_peer
+from conftest import require_peer
+from helpers import log_softmax, tiny_tensors, write_model
+
+MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module")
+def qwen_vocab(assets) -> Tokenizer:
+    return Tokenizer.from_file(assets / "vocab" / "ggml-vocab-qwen2.gguf")
+
+
+@pytest.fixture(scope="module")
+def model(qwen_vocab):
+    """A random-weight model with Qwen2's 151k-token vocabulary and a ChatML template."""
+    ck = llamix.random_checkpoint("tiny", "q8_0", tokenizer=qwen_vocab, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                                  hidden_dim=128, seed=3)
+    ck.chat_template = builtin_format("chatml").template
+    return llamix.Model(ck, n_ctx=256)
+
+
+def shape(x, key: str = ""):
+    """The structure of a result: key sets, list element structure, scalar types (a completion's
+    top_logprobs entries are dicts keyed by token text: their values' type only)."""
+    if isinstance(x, dict):
+        if key == "top_logprobs" and "logprob" not in x:
+            return {"<token>": sorted({shape(v) for v in x.values()})}
+        return {k: shape(v, k) for k, v in x.items()}
+    if isinstance(x, list):
+        return [shape(x[0], key)] if x else []
+    if isinstance(x, (bool, np.bool_)):
+        return "bool"
+    if isinstance(x, (int, float, np.integer, np.floating)):
+        return "number"
+    return type(x).__name__
+
+
+# --- against llama-cpp-python ----------------------------------------------------------------------
+@pytest.mark.peers
+def test_result_shapes_match_llama_cpp_python(model, tmp_path):
+    llama_cpp_peer.require()
+    path = tmp_path / "m.gguf"
+    llamix.export_gguf(model, path, qtype="q8_0")
+    theirs = llama_cpp_peer.api_results_in_child(path, "Hello there", MESSAGES)
+    ours = {
+        "completion": model.create_completion("Hello there", max_tokens=4, seed=1),
+        "completion_logprobs": model.create_completion("Hello there", max_tokens=3, logprobs=2, seed=1),
+        "completion_echo": model("Hello there", max_tokens=2, echo=True, seed=1),
+        "completion_stream": list(model.create_completion("Hello there", max_tokens=4, stream=True, seed=1)),
+        "chat": model.create_chat_completion(MESSAGES, max_tokens=4, seed=1),
+        "chat_logprobs": model.create_chat_completion(MESSAGES, max_tokens=3, logprobs=True, top_logprobs=2, seed=1),
+        "chat_stream": list(model.create_chat_completion(MESSAGES, max_tokens=4, stream=True, seed=1)),
+        "embedding": model.create_embedding(["hello world", "a b"]),
+    }
+    for key in theirs:
+        t, o = theirs[key], ours[key]
+        if key.endswith("stream"):
+            # the first and the last chunk, and every one between them, shaped alike
+            assert shape(o[0]) == shape(t[0]), key
+            assert shape(o[-1]) == shape(t[-1]), key
+            assert {json.dumps(shape(c), sort_keys=True) for c in o[1:-1]} <= \
+                {json.dumps(shape(c), sort_keys=True) for c in t[1:-1]}, key
+            assert o[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+            continue
+        if key == "chat_logprobs":  # llama-cpp-python writes "bytes": null; OpenAI (and llamix) the UTF-8 bytes
+            for entry in t["choices"][0]["logprobs"]["content"]:
+                entry["bytes"] = [0]
+                for alt in entry["top_logprobs"]:
+                    alt["bytes"] = [0]
+        assert shape(o) == shape(t), f"{key}:\n{shape(o)}\n!=\n{shape(t)}"
+    assert ours["completion"]["id"].startswith("cmpl-") and ours["chat"]["id"].startswith("chatcmpl-")
+    assert ours["chat"]["object"] == "chat.completion" and ours["chat_stream"][0]["object"] == "chat.completion.chunk"
+    # mean-pooled embeddings of the same file: the same vectors, up to both engines' Q8_0 activations
+    for o, t in zip(ours["embedding"]["data"], theirs["embedding"]["data"]):
+        a, b = np.asarray(o["embedding"], np.float64), np.asarray(t["embedding"], np.float64)
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.999
+    assert ours["embedding"]["usage"] == theirs["embedding"]["usage"]
+
+
+def test_code_written_for_llama_cpp_python_runs(model):
+    llm = model
+    out = llm("Q: Name the planets in the solar system? A: ", max_tokens=8, stop=["Q:", "\n"], echo=True, seed=0)
+    assert out["choices"][0]["text"].startswith("Q: Name the planets")
+    pieces = []
+    for chunk in llm.create_chat_completion(messages=MESSAGES, stream=True, max_tokens=6, seed=4):
+        delta = chunk["choices"][0]["delta"]
+        if "role" in delta:
+            assert delta["role"] == "assistant"
+        elif "content" in delta:
+            pieces.append(delta["content"])
+    whole = llm.create_chat_completion(messages=MESSAGES, max_tokens=6, seed=4)
+    assert "".join(pieces) == whole["choices"][0]["message"]["content"]
+    assert whole["usage"]["completion_tokens"] <= 6
+    emb = llm.create_embedding("Hello, world!")["data"][0]["embedding"]
+    assert isinstance(emb, list) and len(emb) == llm.config.dim
+
+
+# --- behaviour ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stream_equals_whole(model, seed):
+    kw = dict(max_tokens=12, temperature=1.0, seed=seed, stop=["e"])
+    whole = model.create_completion("Once upon", **kw)
+    chunks = list(model.create_completion("Once upon", stream=True, **kw))
+    assert "".join(c["choices"][0]["text"] for c in chunks) == whole["choices"][0]["text"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+    assert "e" not in whole["choices"][0]["text"]
+
+
+def test_greedy_finish_reasons_and_usage(model):
+    a = model.create_completion("Hi", max_tokens=5, temperature=0)
+    b = model.create_completion("Hi", max_tokens=5, temperature=0.9, top_p=0.0, seed=8)  # top_p = 0: greedy
+    assert a["choices"][0]["text"] == b["choices"][0]["text"]
+    assert a["choices"][0]["finish_reason"] == "length"
+    n_prompt = len(model.tokenize("Hi"))
+    assert a["usage"] == {"prompt_tokens": n_prompt, "completion_tokens": 5, "total_tokens": n_prompt + 5}
+    eos = model.eos_ids[0]
+    r = model.create_completion("Hi", max_tokens=5, logit_bias={eos: 1e4})  # the first token ends it
+    assert r["choices"][0] == {"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}
+    assert r["usage"]["completion_tokens"] == 0
+    # max_tokens None: until the context is full, never past it
+    full = model.create_completion([1, 2, 3], max_tokens=None, temperature=0, logit_bias={e: -1e4 for e in model.eos_ids})
+    assert full["choices"][0]["finish_reason"] == "length" and full["usage"]["total_tokens"] == model.n_ctx
+    with pytest.raises(ValueError, match="exceed context window"):
+        model.create_completion(list(range(300)))
+
+
+def test_logprobs_against_recomputed_logits(model):
+    """Each reported log-probability is log_softmax of the logits at its position (recomputed here
+    from scratch over prompt + completion), and the top alternatives are the best ones."""
+    r = model.create_completion("The sky is", max_tokens=6, temperature=1.0, seed=5, logprobs=3)
+    lp = r["choices"][0]["logprobs"]
+    prompt = model.tokenize("The sky is", parse_special=True)
+    out = model.create_completion("The sky is", max_tokens=6, temperature=1.0, seed=5)
+    assert out["choices"][0]["text"] == r["choices"][0]["text"]   # asking for logprobs changes nothing
+    tokens = model.tokenize("The sky is" + r["choices"][0]["text"], add_special=True, parse_special=True)[len(prompt):]
+    ref = log_softmax(model.logits(prompt + tokens))
+    assert len(lp["token_logprobs"]) == 6
+    for i, v in enumerate(lp["token_logprobs"]):
+        assert v == pytest.approx(ref[len(prompt) - 1 + i, tokens[i]], abs=1e-4)
+        top = sorted(ref[len(prompt) - 1 + i], reverse=True)[:3]
+        got = sorted(lp["top_logprobs"][i].values(), reverse=True)
+        assert got[:3] == pytest.approx(top, abs=1e-4) or len(got) == 4
+    assert lp["text_offset"][0] == len("The sky is")
+    assert "".join(lp["tokens"]) == r["choices"][0]["text"]
+    chat = model.create_chat_completion(MESSAGES, max_tokens=3, logprobs=True, top_logprobs=2, seed=2)
+    content = chat["choices"][0]["logprobs"]["content"]
+    assert len(content) == 3 and all(len(c["top_logprobs"]) == 2 for c in content)
+    assert all(c["top_logprobs"][0]["logprob"] >= c["top_logprobs"][1]["logprob"] >= c["logprob"] - 1e-9
+               or c["logprob"] >= c["top_logprobs"][1]["logprob"] for c in content)
+    echo = model("The sky is", max_tokens=1, echo=True, logprobs=1, temperature=0)["choices"][0]["logprobs"]
+    assert echo["token_logprobs"][0] is None and echo["top_logprobs"][0] is None
+    assert echo["token_logprobs"][1] == pytest.approx(ref[0, prompt[1]], abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_json_schema_output_validates(model, seed):
+    """A random model sampled at temperature 1 still writes JSON that validates: the grammar
+    leaves it no other choice."""
+    jsonschema = require_peer("jsonschema", "test")
+    schema = {"type": "object", "additionalProperties": False, "required": ["name", "ok", "kind", "tags"],
+              "properties": {"name": {"type": "string", "maxLength": 8}, "ok": {"type": "boolean"},
+                             "kind": {"enum": ["a", "b", "c"]},
+                             "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "maxItems": 2}}}
+    r = model.create_chat_completion(MESSAGES, temperature=1.0, seed=seed, max_tokens=200,
+                                     response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    text = r["choices"][0]["message"]["content"]
+    assert r["choices"][0]["finish_reason"] == "stop", text
+    jsonschema.validate(json.loads(text), schema)
+
+
+def test_json_object_and_bad_formats(model):
+    r = model.create_chat_completion(MESSAGES, temperature=0, max_tokens=120, logit_bias={},
+                                     response_format={"type": "json_object", "schema": {
+                                         "type": "object", "properties": {"n": {"type": "integer", "maximum": 9}},
+                                         "required": ["n"], "additionalProperties": False}})
+    assert isinstance(json.loads(r["choices"][0]["message"]["content"])["n"], int)
+    with pytest.raises(ValueError, match="response_format type 'xml'"):
+        model.create_chat_completion(MESSAGES, response_format={"type": "xml"})
+    with pytest.raises(ValueError, match="not supported by llamix: typical_p"):
+        model.create_completion("x", typical_p=0.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        model.create_completion("x", bogus=1)
+
+
+# --- the engine's Request on synthetic logits ------------------------------------------------------
+def _onehot(vocab: int, token: int, others: float = 0.0) -> np.ndarray:
+    z = np.full(vocab, others, np.float32)
+    z[token] = 30.0
+    return z
+
+
+def test_request_stop_strings_hold_back_text(qwen_vocab):
+    """Text that could begin a stop string is held back until it cannot; the stop string and what
+    follows it never come out; finish_reason says why it ended."""
+    tok = qwen_vocab
+    ids = tok.encode(" alpha beta gamma delta", add_special=False)
+    req = Request([tok.bos_id if tok.bos_id >= 0 else 0], sampler=Sampler(temperature=0), max_tokens=50,
+                  tokenizer=tok, stop=["gam", "zzz"], eos_ids=tok.eos_ids)
+    released = []
+    for t in ids:
+        step = req.step(_onehot(tok.vocab_size, t))
+        released.append(step.text)
+        if req.done:
+            break
+    assert "".join(released) == req.text == " alpha beta "
+    assert req.finish_reason == "stop"
+    req2 = Request([0], sampler=Sampler(temperature=0), max_tokens=2, tokenizer=tok, eos_ids=tok.eos_ids)
+    assert req2.step(_onehot(tok.vocab_size, ids[0])).finish_reason is None
+    assert req2.step(_onehot(tok.vocab_size, ids[1])).finish_reason == "length" and req2.done
+    req3 = Request([0], sampler=Sampler(temperature=0), max_tokens=5, tokenizer=tok, eos_ids=tok.eos_ids)
+    s = req3.step(_onehot(tok.vocab_size, tok.eos_ids[0]))
+    assert s.eog and s.finish_reason == "stop" and req3.tokens == []
+
+
+def test_request_logprobs_and_bias(qwen_vocab):
+    """Log-probabilities are of the distribution sampled from: logits plus bias, after penalties."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal(qwen_vocab.vocab_size).astype(np.float32)
+    req = Request([5, 6], sampler=Sampler(temperature=0, repeat_penalty=1.5), max_tokens=3, tokenizer=qwen_vocab,
+                  logprobs=4, logit_bias={7: 3.0, 8: -2.0})
+    step = req.step(z)
+    x = z.astype(np.float64).copy()
+    x[7] += 3.0
+    x[8] -= 2.0
+    for t in (5, 6):
+        x[t] = x[t] / 1.5 if x[t] > 0 else x[t] * 1.5
+    ref = log_softmax(x)
+    assert step.token == int(np.argmax(x))
+    assert step.logprob.logprob == pytest.approx(ref[step.token], abs=1e-5)
+    assert [t for t, _, _ in step.logprob.top] == list(np.argsort(-ref, kind="stable")[:4])
+    assert [v for _, _, v in step.logprob.top] == pytest.approx(np.sort(ref)[::-1][:4], abs=1e-5)
+
+
+# --- embeddings -----------------------------------------------------------------------------------------
+@pytest.mark.peers
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_embeddings_match_transformers_hidden_states(tmp_path, assets, pooling):
+    """Pooled final hidden states (after the output norm) of a Hugging Face llama folder equal
+    transformers' last hidden_states entry, pooled the same way."""
+    torch = require_peer("torch")
+    transformers = require_peer("transformers")
+    folder = write_model(tmp_path / "m", tiny_tensors(4, vocab=512), vocab=512)
+    (folder / "tokenizer.model").write_bytes((assets / "stories260K" / "tok512.model").read_bytes())
+    m = llamix.load(folder, n_ctx=64)
+    hf = transformers.LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    texts = ["Once upon a time there was a cat", "The end."]
+    got = m.embed(texts, pooling=pooling)
+    got_n = m.embed(texts, pooling=pooling, normalize=True)
+    assert got.shape == (2, 16) and got.dtype == np.float32
+    for i, text in enumerate(texts):
+        ids = m.tokenize(text)
+        with torch.no_grad():
+            h = hf(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0].double().numpy()
+        want = h.mean(0) if pooling == "mean" else h[-1]
+        np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+        np.testing.assert_allclose(got_n[i], want / np.linalg.norm(want), rtol=1e-4, atol=1e-5)
+    assert m.n_past == 0   # the cache is left empty
+    one = m.embed(texts[1], pooling=pooling)
+    assert one.shape == (16,) and np.array_equal(one, got[1])
+
+
+def test_hidden_states_feed_the_logits(model):
+    """The hidden rows times the output matrix are the logits (same forward pass, head skipped)."""
+    ids = model.tokenize("a b c d e")
+    h = model.hidden_states(ids)
+    logits = model.logits(ids)
+    head = model.tensors["token_embd.weight" if model.config.tie_embeddings else "output.weight"].dequantize()
+    np.testing.assert_allclose(h @ head.T, logits, atol=2e-2 * np.abs(logits).max())
+
+
+def test_tool_call_reply_becomes_tool_calls(model, monkeypatch):
+    """With ``tools``, a reply written as <tool_call>{"name", "arguments"}</tool_call> comes back as
+    OpenAI tool_calls (arguments as a JSON string) with finish_reason "tool_calls"; the tools reach
+    the template."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    template = ("{%- if tools %}TOOLS:{{ tools | tojson }}\n{%- endif %}"
+                "{%- for m in messages %}{{ m.role }}: {{ m.content }}\n{%- endfor %}assistant:")
+    reply = 'Let me check.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich"}}\n</tool_call>'
+    ids = model.tokenize(reply, add_special=False)
+    prompts = []
+
+    def scripted_run(request):   # the model "says" reply, then ends its turn
+        prompts.append(model.detokenize(request.prompt))
+        for t in ids + [model.eos_ids[0]]:
+            z = np.zeros(model.config.vocab_size, np.float32)
+            z[t] = 50.0
+            step = request.step(z)
+            yield step
+            if request.done:
+                return
+
+    monkeypatch.setattr(model, "run", scripted_run)
+    monkeypatch.setattr(model.checkpoint, "chat_template", template)
+    monkeypatch.setattr(model, "_chat_formats", {}, raising=False)
+    r = model.create_chat_completion([{"role": "user", "content": "Weather?"}], tools=tools, temperature=0)
+    choice = r["choices"][0]
+    assert prompts[0].startswith('TOOLS:[{"type": "function"')
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Let me check."
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Zürich"}
+    plain = model.create_chat_completion([{"role": "user", "content": "Weather?"}], temperature=0)  # no tools: text
+    assert plain["choices"][0]["message"]["content"] == reply and plain["choices"][0]["finish_reason"] == "stop"
