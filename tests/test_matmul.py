@@ -1,7 +1,8 @@
 """y = x @ dequantize(W).T for every weight type, kernel variant, thread count and awkward shape."""
 from __future__ import annotations
 
-import gc
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -236,9 +237,22 @@ def test_matmul_many_bad_input():
             bad()
 
 
-def _anon_huge_kb() -> int:
+# Run in a fresh process: in a long test session the allocator reuses heap memory that earlier
+# tests already had backed by huge pages, so the growth counted here would depend on test order.
+HUGE_PAGE_PROBE = """
+import gc, numpy as np, llamix
+
+def anon_huge_kb():
     with open("/proc/self/smaps_rollup") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("AnonHugePages:"))
+
+weights = [llamix.quantize(np.ones((1024, 4096), np.float32), "q4_0") for _ in range(9)]  # 2.25 MiB each
+gc.collect()
+gc.disable()  # nothing else may free huge pages while we count
+before = anon_huge_kb()
+prepared = [w.prepared() for w in weights]  # each repacked copy spans at least one whole huge page
+print(anon_huge_kb() - before)
+"""
 
 
 def test_prepared_weights_ask_for_huge_pages():
@@ -246,19 +260,12 @@ def test_prepared_weights_ask_for_huge_pages():
     miss, so buffers of 2 MiB and more are madvised for transparent huge pages (as numpy does)."""
     try:
         mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
-        _anon_huge_kb()
+        open("/proc/self/smaps_rollup").close()
     except OSError:
         pytest.skip("no transparent huge pages on this OS")
     if "[never]" in mode:
         pytest.skip("transparent huge pages are disabled on this machine")
-    weights = [llamix.quantize(np.ones((1024, 4096), np.float32), "q4_0") for _ in range(9)]  # 2.25 MiB each
-    gc.collect()  # nothing else may free huge pages while we count
-    gc.disable()
-    try:
-        before = _anon_huge_kb()
-        prepared = [w.prepared() for w in weights]  # each repacked copy spans at least one whole huge page
-        grown = _anon_huge_kb() - before
-    finally:
-        gc.enable()
+    r = subprocess.run([sys.executable, "-c", HUGE_PAGE_PROBE], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    grown = int(r.stdout.split()[-1])
     assert grown >= 8 * 2048, f"prepared weights got {grown} KiB of huge pages, expected >= {8 * 2048}"
-    del prepared
