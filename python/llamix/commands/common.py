@@ -10,11 +10,13 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
+from ..errors import ArgumentError
+
 MODEL_HELP = "GGUF file, Hugging Face folder or llama2.c .bin"
 TOKENIZER_HELP = "tokenizer file (tokenizer.model, tokenizer.json or GGUF) instead of the model's own"
 
 
-class UsageError(ValueError):
+class UsageError(ArgumentError):
     """A flag's value is wrong; the message names the flag."""
 
 

@@ -16,11 +16,10 @@ from typing import Any, Optional
 
 import yaml
 
+from ..errors import ConfigError
 from .kernels import dtype_name
 
-
-class ConfigError(ValueError):
-    """An invalid or unsupported merge configuration; the message names the field."""
+__all__ = ["ConfigError", "MergeConfig", "Slice", "Source", "load_config", "parse_config"]
 
 
 TOP_LEVEL = {"models", "slices", "merge_method", "base_model", "dtype", "out_dtype", "tokenizer_source", "parameters",
