@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArgumentError
 from ..formats.safetensors import SafetensorsWriter
 from .plan import MergePlan, TensorTask
 
@@ -31,15 +32,15 @@ def parse_size(size) -> int:
                 try:
                     n = int(float(text[: -len(u)]) * f)
                 except ValueError:
-                    raise ValueError(f"shard size {size!r}: expected e.g. 5GB, 500MB or a byte count") from None
+                    raise ArgumentError(f"shard size {size!r}: expected e.g. 5GB, 500MB or a byte count") from None
                 break
         else:
             try:
                 n = int(text)
             except ValueError:
-                raise ValueError(f"shard size {size!r}: expected e.g. 5GB, 500MB or a byte count") from None
+                raise ArgumentError(f"shard size {size!r}: expected e.g. 5GB, 500MB or a byte count") from None
     if n <= 0:
-        raise ValueError(f"shard size {size!r} must be positive")
+        raise ArgumentError(f"shard size {size!r} must be positive")
     return n
 
 
