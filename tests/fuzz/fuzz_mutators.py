@@ -358,41 +358,87 @@ def llama2c_case(draw):
 METHODS = ["linear", "slerp", "nuslerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
            "breadcrumbs_ties", "della", "della_linear", "model_stock", "passthrough", "nonsense"]
 PARAMS = ["weight", "density", "gamma", "epsilon", "lambda", "t", "normalize", "rescale", "int8_mask", "filter_wise"]
-MODEL_REFS = ["a", "b", "c", "g.gguf", "s.bin", "text.gguf", "missing", "/abs/nowhere", "../outside", ""]
+MODEL_REFS = ["a", "b", "c", "d", "g.gguf", "s.bin", "text.gguf", "missing", "/abs/nowhere", "../outside", ""]
 param_value = st.one_of(st.sampled_from([0.5, 1.0, 0.0, -1.0, math.nan, math.inf, -math.inf, -2**63, 2**63, 1e308,
                                          "0.5", ".nan", "x", True, None, [], [0.1, 0.9], [math.nan, 1.0]]),
                         json_value)
 
 
+TASK_FAMILY = ["task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
+               "della_linear"]
+
+
+def merge_template(method: str) -> dict:
+    """A valid config of ``method`` over the fixture folders a, b, d (2 layers each; c has 3)."""
+    if method == "linear":
+        return {"merge_method": method, "models": [{"model": "a", "parameters": {"weight": 1.0}},
+                                                   {"model": "b", "parameters": {"weight": 0.5}}]}
+    if method == "slerp":
+        return {"merge_method": method, "base_model": "a", "models": [{"model": "a"}, {"model": "b"}],
+                "parameters": {"t": 0.5}}
+    if method == "nuslerp":
+        return {"merge_method": method, "models": [{"model": "a", "parameters": {"weight": 0.5}},
+                                                   {"model": "b", "parameters": {"weight": 0.5}}]}
+    if method == "model_stock":
+        return {"merge_method": method, "base_model": "a", "models": [{"model": "b"}, {"model": "d"}]}
+    if method == "passthrough":
+        return {"merge_method": method, "slices": [{"sources": [{"model": "a", "layer_range": [0, 2]}]}]}
+    params = {"weight": 1.0, "density": 0.5}
+    if method.startswith("della"):
+        params["epsilon"] = 0.1
+    return {"merge_method": method, "base_model": "a", "models": [{"model": "b", "parameters": params},
+                                                                  {"model": "d", "parameters": dict(params)}]}
+
+
 @st.composite
 def merge_case(draw):
-    method = draw(st.sampled_from(METHODS))
-    cfg: dict = {"merge_method": method, "dtype": "float32"}
+    method = draw(st.sampled_from(METHODS[:-1]))
+    cfg = merge_template(method)
+    cfg["dtype"] = "float32"
     notes = [method]
-    n_models = draw(st.integers(0, 3))
-    if draw(st.integers(0, 4)) == 0:  # slices
-        cfg["slices"] = [{"sources": [{"model": draw(st.sampled_from(MODEL_REFS[:3])),
-                                       "layer_range": draw(st.sampled_from([[0, 2], [0, 1], [1, 2], [0, 99], [2, 1],
-                                                                            [-1, 1], [0.5, 1], "x"]))}
-                                      for _ in range(max(1, n_models))]}]
-        notes.append("slices")
-    else:
-        cfg["models"] = [{"model": draw(st.sampled_from(MODEL_REFS[:3] * 3 + MODEL_REFS)),
-                          "parameters": {p: draw(param_value) for p in draw(st.lists(st.sampled_from(PARAMS),
-                                                                                     max_size=2, unique=True))}}
-                         for _ in range(n_models)]
-    if draw(st.booleans()):
-        cfg["base_model"] = draw(st.sampled_from(MODEL_REFS[:3] * 3 + MODEL_REFS))
-    if draw(st.booleans()):
-        cfg["parameters"] = {p: draw(param_value) for p in draw(st.lists(st.sampled_from(PARAMS), max_size=3,
-                                                                         unique=True))}
-    for _ in range(draw(st.integers(0, 2))):
-        key = draw(st.sampled_from(["dtype", "out_dtype", "tokenizer_source", "merge_method", "models", "slices",
-                                    "bogus", "parameters"]))
-        cfg[key] = draw(json_value)
-        notes.append(f"{key} = {cfg[key]!r:.40}")
+    for _ in range(draw(st.integers(0, 3))):
+        op = draw(st.sampled_from(["param", "param", "param", "gparam", "only_base", "model", "key", "drop_models",
+                                   "layer_range", "method"]))
+        models = [m for m in cfg.get("models") or [] if isinstance(m, dict)] if isinstance(cfg.get("models"), list) \
+            else []
+        if op == "param" and models:
+            m = draw(st.sampled_from(models))
+            name = draw(st.sampled_from(PARAMS))
+            if not isinstance(m.get("parameters"), dict):
+                m["parameters"] = {}
+            m["parameters"][name] = draw(param_value)
+            notes.append(f"{m['model']}.{name} = {m['parameters'][name]!r:.40}")
+        elif op == "gparam":
+            name = draw(st.sampled_from(PARAMS))
+            if not isinstance(cfg.get("parameters"), dict):
+                cfg["parameters"] = {}
+            cfg["parameters"][name] = draw(param_value)
+            notes.append(f"parameters.{name} = {cfg['parameters'][name]!r:.40}")
+        elif op == "only_base" and models and cfg.get("base_model"):
+            cfg["models"] = [{"model": cfg["base_model"]}]
+            notes.append("only the base model")
+        elif op == "model" and models:
+            m = draw(st.sampled_from(models))
+            m["model"] = draw(st.sampled_from(MODEL_REFS))
+            notes.append(f"model {m['model']!r}")
+        elif op == "key":
+            key = draw(st.sampled_from(["dtype", "out_dtype", "tokenizer_source", "base_model", "merge_method",
+                                        "bogus", "parameters"]))
+            cfg[key] = draw(st.one_of(st.sampled_from(MODEL_REFS + ["base", "union", "bfloat16", "float16"]),
+                                      json_value))
+            notes.append(f"{key} = {cfg[key]!r:.40}")
+        elif op == "drop_models":
+            cfg.pop("models", None)
+            notes.append("no models")
+        elif op == "layer_range" and cfg.get("slices"):
+            cfg["slices"][0]["sources"][0]["layer_range"] = draw(st.sampled_from(
+                [[0, 1], [1, 2], [0, 99], [2, 1], [-1, 1], [0.5, 1], "x", [0, 10**7]]))
+            notes.append(f"layer_range {cfg['slices'][0]['sources'][0]['layer_range']!r}")
+        elif op == "method":
+            cfg["merge_method"] = draw(st.sampled_from(METHODS))
+            notes.append(f"merge_method {cfg['merge_method']}")
     text = yaml.safe_dump(cfg, sort_keys=False).encode()
-    op = draw(st.sampled_from(["none"] * 6 + ["deep", "invalid", "nonutf8", "notmap"]))
+    op = draw(st.sampled_from(["none"] * 12 + ["deep", "invalid", "nonutf8", "notmap"]))
     if op == "deep":
         d = draw(DEEP)
         text = b"merge_method: linear\nmodels: " + b"[" * d + b"]" * d + b"\n"

@@ -87,7 +87,7 @@ def t_llama2c(folder: Path, args: dict) -> None:
 
 def _merge_fixtures(folder: Path) -> None:
     tok = ff.spm_model_bytes(ff.H_VOCAB)
-    for name, seed, layers in (("a", 0, ff.H_LAYERS), ("b", 1, ff.H_LAYERS), ("c", 2, 3)):
+    for name, seed, layers in (("a", 0, ff.H_LAYERS), ("b", 1, ff.H_LAYERS), ("c", 2, 3), ("d", 3, ff.H_LAYERS)):
         d = folder / name
         d.mkdir()
         for f, raw in ff.hf_folder_files(seed, layers).items():
@@ -157,7 +157,7 @@ def t_tokenizer(folder: Path, args: dict) -> None:
         text = m.generate(arg, max_tokens=2, temperature=0)
         if not isinstance(text, str):
             raise Wrong(f"generate returned {type(text).__name__}")
-        if not (isinstance(arg, str) or _integers(arg)):
+        if not (isinstance(arg, (str, bytes)) or _integers(arg)):
             raise Wrong(f"generate accepted {arg!r:.60} as a prompt")
     else:
         raise KeyError(call)
