@@ -14,6 +14,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 
 from ..config import architecture_defaults
+from ..errors import ConfigError, FormatError
 from .gguf import GGUFReader, GGUFWriter, ValueType as V
 
 # llama.cpp's general.file_type (enum llama_ftype) of the file types llamix writes
@@ -48,10 +49,10 @@ def check_representable(config) -> str:
         want["attn_scale"] = float(np.float32(1.0) / np.sqrt(np.float32(config.dim // config.n_heads)))
     for k, v in want.items():
         if k != "architecture" and getattr(config, k, v) != v:
-            raise ValueError(f"a {arch} GGUF file cannot hold {k} = {getattr(config, k)!r} (llama.cpp's {arch} "
+            raise ConfigError(f"a {arch} GGUF file cannot hold {k} = {getattr(config, k)!r} (llama.cpp's {arch} "
                              f"has {v!r})")
     if arch in ("qwen2", "qwen3") and getattr(config, "sliding_window", 0):
-        raise ValueError(f"a {arch} GGUF file cannot hold a sliding window (llama.cpp's {arch} has none)")
+        raise ConfigError(f"a {arch} GGUF file cannot hold a sliding window (llama.cpp's {arch} has none)")
     return arch
 
 
@@ -121,7 +122,7 @@ def tokenizer_metadata(tokenizer, vocab_size: int | None = None) -> list[Metadat
                MetadataEntry("tokenizer.ggml.merges", list(vocab.merges or []), V.ARRAY, V.STRING)]
     else:
         if vocab.scores is None:
-            raise ValueError(f"{tokenizer.source}: a SentencePiece vocabulary without piece scores cannot be written "
+            raise FormatError(f"{tokenizer.source}: a SentencePiece vocabulary without piece scores cannot be written "
                              "as GGUF (give the model's tokenizer.model)")
         # padding tokens get the score convert_hf_to_gguf.py gives them, below every real piece
         scores = np.concatenate([np.asarray(vocab.scores, dtype=np.float32), np.full(pad, -1000.0, np.float32)])

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import FormatError
+
 # per-layer tensors, in the order the forward pass takes them
 LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
 
@@ -135,7 +137,7 @@ def hf_name(gguf_name: str) -> str:
     parts = gguf_name.split(".")
     if len(parts) == 4 and parts[0] == "blk" and parts[2] in _GGUF_LAYER_TO_HF and parts[3] == "weight":
         return f"model.layers.{parts[1]}.{_GGUF_LAYER_TO_HF[parts[2]]}.weight"
-    raise ValueError(f"tensor {gguf_name!r} is not a llama-architecture GGUF tensor name")
+    raise FormatError(f"tensor {gguf_name!r} is not a llama-architecture GGUF tensor name")
 
 
 def gguf_name(hf: str) -> str:
@@ -147,7 +149,7 @@ def gguf_name(hf: str) -> str:
         kind = ".".join(parts[3:-1])
         if kind in HF_LAYER_NAMES:
             return f"blk.{parts[2]}.{HF_LAYER_NAMES[kind]}.weight"
-    raise ValueError(f"tensor {hf!r} has no GGUF name (only llama-architecture models can be written as GGUF)")
+    raise FormatError(f"tensor {hf!r} has no GGUF name (only llama-architecture models can be written as GGUF)")
 
 
 def rotate_half_to_pairs(w: np.ndarray, n_heads: int) -> np.ndarray:
