@@ -8,7 +8,7 @@ import time
 from ..loaders import SHAPES, random_checkpoint
 from ..model import Model, load
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads,
-                     quiet_requested, read_prompt)
+                     quiet_requested, read_prompt, warn_ctx)
 
 
 def add_arguments(p) -> None:
@@ -63,6 +63,7 @@ def run(args) -> int:
                  kv_cache=args.kv_cache)
     if m.tokenizer is None:
         raise UsageError(f"{m.source}: the model has no tokenizer; give one with --tokenizer FILE")
+    warn_ctx("generate", args.ctx_size, m.config)
     n_prompt = len(m.tokenize(prompt))
     if n_prompt + max(args.n_predict, 0) > m.n_ctx:
         raise UsageError(f"-n/--n-predict: the prompt ({n_prompt} tokens) plus {args.n_predict} tokens exceed the "

@@ -45,12 +45,14 @@ def parse_size(size) -> int:
 
 
 class HFFolderWriter:
-    """Writes the merged tensors as a Hugging Face model folder at ``out_dir`` (atomically)."""
+    """Writes the merged tensors as a Hugging Face model folder at ``out_dir`` (atomically).
+    ``overwrite``: replace an existing ``out_dir`` (only once the new folder is complete)."""
 
-    def __init__(self, out_dir: str | os.PathLike, shard_size="5GB"):
+    def __init__(self, out_dir: str | os.PathLike, shard_size="5GB", overwrite: bool = False):
         self.out_dir = Path(out_dir)
         self.shard_bytes = parse_size(shard_size)
-        if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
+        self.overwrite = overwrite
+        if not overwrite and self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
             raise FileExistsError(f"{self.out_dir}: already exists and is not an empty folder")
         self.tmp = self.out_dir.parent / f".{self.out_dir.name}.llamix-tmp-{os.getpid()}"
         self._st = None
@@ -80,9 +82,16 @@ class HFFolderWriter:
                 if src.is_file():
                     shutil.copyfile(src, self.tmp / f)
         (self.tmp / "README.md").write_text(readme(plan))
-        if self.out_dir.exists():  # an empty folder: replace it
-            self.out_dir.rmdir()
+        old = None
+        if self.out_dir.exists() or self.out_dir.is_symlink():  # an empty folder, or overwrite: set it aside
+            old = self.out_dir.parent / f".{self.out_dir.name}.llamix-old-{os.getpid()}"
+            os.replace(self.out_dir, old)
         os.replace(self.tmp, self.out_dir)
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
 
     def abort(self) -> None:
         if self._st is not None:
