@@ -5,6 +5,9 @@ from __future__ import annotations
 from . import _C
 from .errors import ArgumentError
 
+# a bad LLAMIX_ISA / LLAMIX_THREADS (read by the kernels on first use) raises ArgumentError
+_C.set_setting_error(ArgumentError)
+
 
 def cpu_info() -> dict:
     """Report what the kernels run on.
