@@ -4,12 +4,30 @@
 #include "bindings/checks.h"
 #include "common/bandwidth.h"
 #include "common/cpu_features.h"
+#include "common/setting_error.h"
 #include "common/thread_pool.h"
 #include "kernels/kernels.h"
 
 namespace llamix {
 
+namespace {
+// The Python class a SettingError becomes (llamix.ArgumentError, handed over by llamix._runtime at
+// import; ValueError until then). A borrowed reference kept for the process's life.
+PyObject* g_setting_error = PyExc_ValueError;
+}  // namespace
+
 void register_runtime(py::module_& m) {
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const SettingError& e) {
+            PyErr_SetString(g_setting_error, e.what());
+        }
+    });
+    m.def("set_setting_error", [](py::object cls) {
+        require(PyExceptionClass_Check(cls.ptr()), "set_setting_error takes an exception class");
+        g_setting_error = cls.inc_ref().ptr();  // kept alive for the process (never decremented)
+    }, "The exception class raised for a bad LLAMIX_ISA / LLAMIX_THREADS (llamix.ArgumentError).");
     m.def("cpu_features", [] { return cpu_features().names(); }, "CPU features usable (CPUID and OS support).");
     m.def("physical_cores", &physical_cores);
     m.def("available_isas", [] {

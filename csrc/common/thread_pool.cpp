@@ -1,10 +1,13 @@
 // The persistent worker pool: worker loop (spin, then sleep), job hand-out and sizing.
 #include "common/thread_pool.h"
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <string>
 
 #include "common/cpu_features.h"
+#include "common/setting_error.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -25,10 +28,20 @@ constexpr std::chrono::microseconds kSpinTime{50};
 constexpr uint64_t kClosed = 1ull << 31;
 constexpr uint64_t kJoinedMask = kClosed - 1;
 
+constexpr long kMaxThreads = 4096;
+
+// LLAMIX_THREADS: a whole number of threads (0 or unset: one per physical core); anything else is
+// an error naming the variable, never read as 0.
 int default_threads() {
-    if (const char* env = std::getenv("LLAMIX_THREADS")) {
-        const int n = std::atoi(env);
-        if (n > 0) return n;
+    const char* env = std::getenv("LLAMIX_THREADS");
+    if (env && *env) {
+        char* end = nullptr;
+        errno = 0;
+        const long n = std::strtol(env, &end, 10);
+        if (end == env || *end != '\0' || errno == ERANGE || n < 0 || n > kMaxThreads)
+            throw SettingError("LLAMIX_THREADS=" + std::string(env) + ": expected a number of threads from 0 to " +
+                               std::to_string(kMaxThreads) + " (0: one per physical core)");
+        if (n > 0) return static_cast<int>(n);
     }
     return physical_cores();
 }

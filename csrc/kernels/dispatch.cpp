@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "common/cpu_features.h"
+#include "common/setting_error.h"
 #include "kernels/kernels.h"
 
 namespace llamix {
@@ -89,9 +90,22 @@ const KernelTable* table_for(Isa isa) {
 const KernelTable* choose_initial() {
     const auto isas = available_isas();
     Isa best = isas.front();
-    if (const char* env = std::getenv("LLAMIX_ISA")) {
-        const Isa wanted = parse_isa(env);  // an unknown name is an error, not a silent fallback
-        if (can_run(wanted)) best = wanted;
+    const char* env = std::getenv("LLAMIX_ISA");
+    if (env && *env) {  // an unknown name, or one this CPU cannot run, is an error, not a silent fallback
+        const std::string name(env);
+        Isa wanted;
+        try {
+            wanted = parse_isa(name);
+        } catch (const std::invalid_argument&) {
+            throw SettingError("LLAMIX_ISA=" + name + ": unknown kernel variant (expected scalar, avx2, avx512 or neon)");
+        }
+        if (!can_run(wanted)) {
+            std::string runs;
+            for (Isa isa : isas) runs += std::string(runs.empty() ? "" : ", ") + isa_name(isa);
+            throw SettingError("LLAMIX_ISA=" + name + ": this CPU cannot run the '" + name + "' kernels (it runs " +
+                               runs + ")");
+        }
+        best = wanted;
     }
     return table_for(best);
 }
@@ -128,7 +142,11 @@ const KernelTable& kernels() {
 void set_isa(const std::string& name) {
     const Isa isa = parse_isa(name);
     if (!can_run(isa)) throw std::invalid_argument(std::string("this CPU cannot run the '") + name + "' kernels");
-    kernels();  // make sure the initial choice has happened (and cannot later overwrite this one)
+    try {
+        kernels();  // make sure the initial choice has happened (and cannot later overwrite this one)
+    } catch (const SettingError&) {
+        // a bad LLAMIX_ISA: this explicit choice replaces it (kernels() reads the active table first)
+    }
     g_active.store(table_for(isa), std::memory_order_release);
 }
 

@@ -2,17 +2,17 @@
 
 Layers, each importing only those below it (held by an import-linter contract in the tests):
 ``commands``/``cli`` -> ``eval`` -> ``export`` -> ``model`` | ``merge`` -> ``loaders`` -> ``formats``
--> ``config``, ``tokenizer``, ``quant``, ``_runtime`` (and the C++ module ``_C``).
+-> ``config``, ``tokenizer``, ``quant``, ``_runtime`` (and the C++ module ``_C``) -> ``errors``.
 """
 from __future__ import annotations
 
 from ._runtime import cpu_info, set_isa, set_threads
+from .errors import ArgumentError, ConfigError, FormatError, LlamixError
 from . import merge
 from .config import ModelConfig
 from .eval import PerplexityResult, SoupResult, perplexity, soup
 from .export import ExportReport, export_gguf, merge_to_gguf
 from .loaders import Checkpoint, load_checkpoint, random_checkpoint
-from .merge import ConfigError
 from .chat_format import ChatFormat
 from .model import ChatSession, Model, load
 from .quant import QuantizedTensor, matmul, matmul_many, quantize
@@ -27,8 +27,10 @@ __all__ = [
     "Checkpoint", "Model", "ModelConfig", "Tokenizer", "load", "load_checkpoint", "random_checkpoint",
     # chat
     "ChatFormat", "ChatSession",
+    # errors: LlamixError (a ValueError) and its kinds
+    "ArgumentError", "ConfigError", "FormatError", "LlamixError",
     # merging
-    "ConfigError", "merge",
+    "merge",
     # quantize, export, quality
     "ExportReport", "PerplexityResult", "SoupResult", "export_gguf", "merge_to_gguf", "perplexity", "soup",
     "__version__",

@@ -3,6 +3,10 @@ module), CPU features, the active kernel variant, and the thread pool."""
 from __future__ import annotations
 
 from . import _C
+from .errors import ArgumentError
+
+# a bad LLAMIX_ISA / LLAMIX_THREADS (read by the kernels on first use) raises ArgumentError
+_C.set_setting_error(ArgumentError)
 
 
 def cpu_info() -> dict:
@@ -24,7 +28,7 @@ def set_threads(n: int | None) -> None:
     """Set the number of compute threads (``None`` or 0: one per physical core)."""
     n = 0 if n is None else int(n)
     if n < 0:
-        raise ValueError(f"threads must be >= 0, got {n}")
+        raise ArgumentError(f"threads must be >= 0, got {n}")
     _C.set_threads(n)
 
 

@@ -1,7 +1,8 @@
 """The ``llamix`` command line: each subcommand lives in ``llamix/commands/<name>.py`` and provides
 ``add_arguments(parser)`` and ``run(args) -> int``.
 
-Exit codes: 0 done, 1 an error (one line on stderr naming the file, field or flag), 2 bad usage,
+Exit codes: 0 done, 1 an error (one line on stderr naming the file, field or flag: a
+``llamix.LlamixError``, or an ``OSError`` naming the file), 2 bad usage,
 130 interrupted (Ctrl-C or SIGTERM: partial output files are removed), 141 the reader of stdout
 went away (``| head``).
 """
@@ -100,6 +101,8 @@ def _main_thread() -> bool:
 def _message(e: BaseException) -> str:
     if isinstance(e, KeyError):  # str(KeyError) is the key's repr
         return f"missing {e.args[0]!r}" if e.args else "missing key"
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:  # not "[Errno 2] ..."
+        return f"{e.filename}: {e.strerror}"
     return str(e)
 
 

@@ -16,8 +16,11 @@ in transformers' ``_compute_llama3_parameters`` and llama.cpp's ``rope_freqs`` t
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import InitVar, asdict, dataclass, field, replace
+
 import numpy as np
+
+from .errors import ConfigError, check_value, describe
 
 @dataclass
 class ModelConfig:
@@ -48,13 +51,15 @@ class ModelConfig:
     sliding_layers: tuple | None = None  # per layer, whether it slides (instead of the pattern; HF layer_types)
     rope_theta_local: float | None = None  # RoPE base of the sliding layers, unscaled (gemma3: 1e4); None: rope_theta
     extra: dict = field(default_factory=dict)
+    # the file these values came from, named by validation errors (not a field: not stored or compared)
+    source: InitVar[str] = "config"
 
-    def __post_init__(self) -> None:
-        if not self.head_dim:
-            self.head_dim = self.dim // max(self.n_heads, 1)
+    def __post_init__(self, source: str = "config") -> None:
+        if not self.head_dim and isinstance(self.dim, int) and isinstance(self.n_heads, int) and self.n_heads > 0:
+            self.head_dim = self.dim // self.n_heads
         if isinstance(self.sliding_layers, list):
             self.sliding_layers = tuple(self.sliding_layers)
-        self.validate()
+        self.validate(source)
 
     @property
     def kv_dim(self) -> int:
@@ -83,39 +88,43 @@ class ModelConfig:
         return 1 if self.rope_theta_local is not None and self.layer_is_sliding(i) else 0
 
     def validate(self, source: str = "config") -> None:
+        """Check every field's type and range; ConfigError naming ``source`` and the field."""
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"{source}: architecture {self.architecture!r} is not supported "
-                             f"(supported: {', '.join(ARCHITECTURES)})")
+            raise ConfigError(f"{source}: architecture {self.architecture!r} is not supported "
+                              f"(supported: {', '.join(ARCHITECTURES)})")
         if self.activation not in ("silu", "gelu_tanh"):
-            raise ValueError(f"{source}: activation {self.activation!r} is not supported (silu, gelu_tanh)")
+            raise ConfigError(f"{source}: activation {self.activation!r} is not supported (silu, gelu_tanh)")
         for name in ("sliding_window", "sliding_window_pattern"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (1 if name.endswith("pattern") else 0):
-                raise ValueError(f"{source}: {name} must be a {'positive' if name.endswith('pattern') else 'non-negative'}"
-                                 f" integer, got {v!r}")
+                raise ConfigError(f"{source}: {name} must be a {'positive' if name.endswith('pattern') else 'non-negative'}"
+                                  f" integer, got {v!r}")
         for name in ("embed_scale", "attn_scale", "rope_theta_local"):
             v = getattr(self, name)
-            if v is not None and not (isinstance(v, (int, float, np.floating)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{source}: {name} must be a positive number, got {v!r}")
+            if v is not None and not (isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
+                                      and math.isfinite(v) and v > 0):
+                raise ConfigError(f"{source}: {name} must be a positive number, got {v!r}")
         for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size", "head_dim", "context_length"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v <= 0:
-                raise ValueError(f"{source}: {name} must be a positive integer, got {v!r}")
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{source}: {name} must be a positive integer, got {v!r}")
         layers = self.sliding_layers
         if layers is not None and (not isinstance(layers, tuple) or len(layers) != self.n_layers
                                    or not all(isinstance(v, (bool, np.bool_)) for v in layers)):
-            raise ValueError(f"{source}: sliding_layers must be None or one boolean per layer ({self.n_layers}), "
+            raise ConfigError(f"{source}: sliding_layers must be None or one boolean per layer ({self.n_layers}), "
                              f"got {layers!r}")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"{source}: n_heads ({self.n_heads}) is not a multiple of n_kv_heads ({self.n_kv_heads})")
+            raise ConfigError(f"{source}: n_heads ({self.n_heads}) is not a multiple of n_kv_heads ({self.n_kv_heads})")
         if self.head_dim % 2:
-            raise ValueError(f"{source}: head_dim ({self.head_dim}) must be even for RoPE")
-        if not (self.rms_eps > 0 and self.rope_theta > 0):
-            raise ValueError(f"{source}: rms_eps and rope_theta must be positive")
+            raise ConfigError(f"{source}: head_dim ({self.head_dim}) must be even for RoPE")
+        for name in ("rms_eps", "rope_theta"):
+            v = check_value(getattr(self, name), float, f"{source}: {name}", lo=0.0)
+            if not v > 0:
+                raise ConfigError(f"{source}: rms_eps and rope_theta must be positive ({name} = {v!r})")
+        for name in ("bos_token_id", "eos_token_id"):
+            check_value(getattr(self, name), int, f"{source}: {name}", lo=-1, hi=2**31 - 1)
         if self.rope_scaling is not None:
-            kind = self.rope_scaling.get("rope_type")
-            if kind not in ("linear", "llama3"):
-                raise ValueError(f"{source}: rope scaling type {kind!r} is not supported (default, linear, llama3)")
+            check_rope_scaling(self.rope_scaling, source)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,7 +142,7 @@ class ModelConfig:
         if freq_factors is not None:
             freq_factors = np.asarray(freq_factors, dtype=np.float32).reshape(-1)
             if freq_factors.shape != inv_freq.shape:
-                raise ValueError(f"rope_freqs has {freq_factors.size} entries, expected {inv_freq.size}")
+                raise ConfigError(f"rope_freqs has {freq_factors.size} entries, expected {inv_freq.size}")
             return (inv_freq / freq_factors).astype(np.float32)
         s = self.rope_scaling
         if s is None:
@@ -170,6 +179,30 @@ class ModelConfig:
         return (plain / self.rope_inv_freq()).astype(np.float32)
 
 
+def check_rope_scaling(s, source: str, where: str = "rope scaling") -> None:
+    """A ``rope_scaling`` dict as ModelConfig holds it: ``rope_type`` linear or llama3, a positive
+    finite ``factor``; llama3's ``low_freq_factor`` < ``high_freq_factor`` and
+    ``original_max_position_embeddings`` positive numbers when given. ConfigError otherwise."""
+    if not isinstance(s, dict):
+        raise ConfigError(f"{source}: {where} must be an object, got {describe(s)}")
+    kind = s.get("rope_type")
+    if kind not in ("linear", "llama3"):
+        raise ConfigError(f"{source}: rope scaling type {kind!r} is not supported (default, linear, llama3)")
+    if s.get("factor") is None:
+        raise ConfigError(f"{source}: rope scaling {kind!r} needs a 'factor'")
+    factor = check_value(s["factor"], float, f"{source}: {where}.factor", lo=0.0)
+    if not factor > 0:
+        raise ConfigError(f"{source}: {where}.factor must be positive, got {factor!r}")
+    if kind == "llama3":
+        low, high = (check_value(s.get(k, d), float, f"{source}: {where}.{k}", lo=0.0)
+                     for k, d in (("low_freq_factor", 1.0), ("high_freq_factor", 4.0)))
+        if not 0 < low < high:
+            raise ConfigError(f"{source}: {where}: low_freq_factor ({low}) must be positive and below "
+                              f"high_freq_factor ({high})")
+        check_value(s.get("original_max_position_embeddings", 8192), float,
+                    f"{source}: {where}.original_max_position_embeddings", lo=1.0)
+
+
 # architectures whose files keep q/k rows in rotate-half order (llama.cpp: LLAMA_ROPE_TYPE_NEOX)
 NEOX_ARCHITECTURES = ("qwen2", "qwen3", "gemma3", "phi3")
 ARCHITECTURES = ("llama",) + NEOX_ARCHITECTURES
@@ -180,7 +213,7 @@ def architecture_defaults(architecture: str, dim: int) -> dict:
     llamix does not run). ``dim`` sets gemma3's embedding scale, sqrt(dim) in float32 as both
     transformers and llama.cpp compute it."""
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture {architecture!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
+        raise ConfigError(f"architecture {architecture!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
     out: dict = {"architecture": architecture}
     if architecture == "qwen2":
         out.update(attn_bias=True)

@@ -6,18 +6,21 @@ import argparse
 import os
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
 from ..loaders import random_checkpoint
 from ..model import Model, load
+from ..errors import ArgumentError
+from ..tokenizer import check_text
 
 MODEL_HELP = "GGUF file, Hugging Face folder or llama2.c .bin"
 TOKENIZER_HELP = "tokenizer file (tokenizer.model, tokenizer.json or GGUF) instead of the model's own"
 
 
-class UsageError(ValueError):
+class UsageError(ArgumentError):
     """A flag's value is wrong; the message names the flag."""
 
 
@@ -107,17 +110,80 @@ def read_prompt(args) -> str:
     if len(given) > 1:
         raise UsageError("give the prompt once: -p/--prompt, -f/--file or a positional PROMPT")
     if args.file is not None:
-        if args.file == "-":
-            return sys.stdin.read()
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                return f.read()
-        except UnicodeDecodeError as e:
-            raise UsageError(f"-f/--file {args.file}: not UTF-8 text ({e})") from None
+        return read_text_file(args.file, "-f/--file")
     text = args.prompt if args.prompt is not None else args.prompt_text
     if text is None:
         raise UsageError("no prompt: give -p/--prompt TEXT or -f/--file FILE")
-    return text
+    # an argument that was not UTF-8 reaches Python as lone surrogates (surrogateescape)
+    return check_text(text, "-p/--prompt" if args.prompt is not None else "PROMPT")
+
+
+def read_text_file(path: str, flag: str) -> str:
+    """The UTF-8 text of ``path`` (``-``: standard input); UsageError naming the flag and the file
+    when it is missing, unreadable or not UTF-8."""
+    if path == "-":
+        try:
+            return check_text(sys.stdin.read(), f"{flag} - (standard input)")
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{flag} - (standard input): not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{flag} {path}: is a folder, not a text file") from None
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot be read ({e.strerror or e})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{flag} {path}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start})") from None
+
+
+def add_force(p) -> None:
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists (never an input)")
+
+
+# the files a model folder's readers open (config.json, weights, index, tokenizer files)
+_FOLDER_INPUTS = (".json", ".safetensors", ".model", ".bin", ".txt", ".yml", ".yaml")
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def check_output(out: str, inputs: Iterable, force: bool, flag: str = "OUT") -> None:
+    """The one rule for outputs: an existing OUT is replaced only with ``--force``, and never when
+    it is one of the inputs (a file given, or a file an input folder's readers open) or holds one
+    (a folder being replaced that contains an input)."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        inp = Path(given).resolve()
+        if target == inp or (inp.is_dir() and target.is_file() and _is_within(target, inp)
+                             and target.suffix in _FOLDER_INPUTS) or (target.is_dir() and _is_within(inp, target)):
+            raise UsageError(f"{flag} {out}: is or holds an input ({given}); write the output elsewhere")
+    empty_folder = target.is_dir() and not any(target.iterdir())
+    if Path(out).exists() and not force and not empty_folder:
+        kind = "folder" if Path(out).is_dir() else "file"
+        raise UsageError(f"{flag} {out}: the {kind} already exists (pass --force to replace it)")
+
+
+def warn(command: str, message: str) -> None:
+    """One warning line on stderr, as the CLI's errors are printed."""
+    print(f"llamix {command}: warning: {message}", file=sys.stderr)
+
+
+def warn_ctx(command: str, n_ctx: int | None, config) -> None:
+    """Warn when -c/--ctx-size goes beyond the context the model was trained with."""
+    if n_ctx is not None and n_ctx > config.context_length:
+        warn(command, f"-c/--ctx-size {n_ctx} is beyond the model's training context ({config.context_length}): "
+                      "past it the output degrades")
 
 
 def quiet_requested(args=None) -> bool:

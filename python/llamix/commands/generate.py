@@ -8,7 +8,8 @@ import time
 from ..loaders import SHAPES
 from ..model import Model
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_sampling, add_threads, check,
-                     check_sampling, check_threads, open_model, quiet_requested, read_prompt)
+                     check_sampling, check_threads, open_model, quiet_requested, read_prompt,
+                     warn_ctx)
 
 
 def add_arguments(p) -> None:
@@ -43,6 +44,7 @@ def run(args) -> int:
     _check(args)
     prompt = read_prompt(args)
     m = open_model(args)
+    warn_ctx("generate", args.ctx_size, m.config)
     n_prompt = len(m.tokenize(prompt))
     if n_prompt + max(args.n_predict, 0) > m.n_ctx:
         raise UsageError(f"-n/--n-predict: the prompt ({n_prompt} tokens) plus {args.n_predict} tokens exceed the "

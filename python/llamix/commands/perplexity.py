@@ -6,8 +6,8 @@ import time
 
 from ..eval import perplexity
 from ..model import load
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads,
-                     progress_bar, quiet_requested)
+from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_qtype, add_threads, check, check_threads, progress_bar,
+                     quiet_requested, read_text_file, warn_ctx)
 
 
 def add_arguments(p) -> None:
@@ -28,12 +28,9 @@ def run(args) -> int:
     check(args.ctx_size >= 4, "-c/--ctx-size", f"must be at least 4, got {args.ctx_size}")
     if args.batch is not None:
         check(args.batch > 0, "-b/--batch-size", f"must be positive, got {args.batch}")
-    try:
-        with open(args.file, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise UsageError(f"-f/--file {args.file}: not UTF-8 text ({e})") from None
+    text = read_text_file(args.file, "-f/--file")
     model = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size)
+    warn_ctx("perplexity", args.ctx_size, model.config)
     base = load(args.kl_base, tokenizer=args.tokenizer, n_ctx=args.ctx_size) if args.kl_base else None
     t0 = time.perf_counter()
     with progress_bar("perplexity", unit="chunk", quiet=quiet_requested()) as bar:

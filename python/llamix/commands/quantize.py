@@ -7,8 +7,8 @@ import time
 
 from .._runtime import set_threads
 from ..export import FILE_TYPES, export_gguf
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_threads, check_threads, lower_choice, progress_bar,
-                     quiet_requested)
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_force, add_threads, check_output, check_threads,
+                     lower_choice, progress_bar, quiet_requested)
 
 
 def add_arguments(p) -> None:
@@ -21,6 +21,9 @@ def add_arguments(p) -> None:
                    help=f"file type: {', '.join(FILE_TYPES)} (default q4_0)")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     p.add_argument("--pure", action="store_true", help="no Q6_K/Q8_0 output head, no _M mix: one type everywhere")
+    p.add_argument("--allow-requantize", action="store_true",
+                   help="convert tensors that are quantized already to another type (a second rounding error)")
+    add_force(p)
     add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -36,15 +39,19 @@ def run(args) -> int:
     if args.type_pos and args.type and args.type_pos != args.type:
         raise UsageError(f"--type {args.type} and the positional TYPE {args.type_pos} disagree")
     qtype = args.type or args.type_pos or "q4_0"
+    check_output(args.out, [args.model, args.tokenizer], args.force)
     if args.threads:
         set_threads(args.threads)
     t0 = time.perf_counter()
     with progress_bar(f"quantize {os.path.basename(args.out)}", quiet=quiet_requested(args)) as bar:
-        r = export_gguf(args.model, args.out, qtype, tokenizer=args.tokenizer, pure=args.pure, progress=bar)
+        r = export_gguf(args.model, args.out, qtype, tokenizer=args.tokenizer, pure=args.pure, progress=bar,
+                        allow_requantize=args.allow_requantize)
     dt = time.perf_counter() - t0
     size = os.path.getsize(args.out)
     counts = ", ".join(f"{n} {t}" for t, n in sorted(r.type_counts().items()))
     print(f"wrote {args.out}: {qtype}, {size / 1e6:.2f} MB, {r.bits_per_weight:.3f} bits/weight over "
           f"{r.n_params / 1e6:.2f} M weights ({counts})")
+    if r.fallback_note():
+        print(f"note: {r.fallback_note()}")
     print(f"{dt:.2f} s, {_input_bytes(args.model) / dt / 1e9:.3f} GB/s of input")
     return 0

@@ -6,8 +6,8 @@ import argparse
 from .._runtime import set_threads
 from ..eval import soup
 from ..export import FILE_TYPES
-from .common import (TOKENIZER_HELP, UsageError, add_ctx, add_threads, check_threads, lower_choice, progress_bar,
-                     quiet_requested)
+from .common import (TOKENIZER_HELP, add_ctx, add_force, add_threads, check_output, check_threads, lower_choice,
+                     progress_bar, quiet_requested, read_text_file)
 
 EVAL_TYPES = ("q8_0", "q4_0", "f16", "f32")
 
@@ -26,18 +26,16 @@ def add_arguments(p) -> None:
                    help=f"GGUF type of the output ({', '.join(FILE_TYPES)})")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_threads(p)
+    add_force(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
     check_threads(args)
+    check_output(args.out, [*args.candidates, args.base, args.eval, args.tokenizer], args.force)
+    text = read_text_file(args.eval, "--eval")
     if args.threads:
         set_threads(args.threads)
-    try:
-        with open(args.eval, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise UsageError(f"--eval {args.eval}: not UTF-8 text ({e})") from None
     with progress_bar("soup", unit="trial", quiet=quiet_requested(args)) as bar:
         r = soup(args.candidates, text, args.out, base=args.base, method="uniform" if args.uniform else "greedy",
                  qtype=args.qtype, n_ctx=args.ctx_size, out_qtype=args.type, tokenizer=args.tokenizer, progress=bar)

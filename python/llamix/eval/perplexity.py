@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import ArgumentError
+
 Progress = Callable[[float, float, str], None]  # progress(done, total, note)
 
 
@@ -79,10 +81,10 @@ def _bos_id(model) -> int | None:
 def windows(tokens: list[int], n_ctx: int, bos: int | None) -> list[np.ndarray]:
     """The non-overlapping evaluation windows, each starting with ``bos`` (None: as cut)."""
     if n_ctx < 4:
-        raise ValueError(f"n_ctx must be at least 4, got {n_ctx}")
+        raise ArgumentError(f"n_ctx must be at least 4, got {n_ctx}")
     n_chunks = len(tokens) // n_ctx
     if n_chunks < 1:
-        raise ValueError(f"the text has {len(tokens)} tokens: at least n_ctx = {n_ctx} are needed for one window")
+        raise ArgumentError(f"the text has {len(tokens)} tokens: at least n_ctx = {n_ctx} are needed for one window")
     out = []
     for i in range(n_chunks):
         w = np.asarray(tokens[i * n_ctx:(i + 1) * n_ctx], dtype=np.int64)
@@ -108,13 +110,13 @@ def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | No
     for m in (model, kl_base):
         max_ctx = getattr(m, "n_ctx", None) if m is not None else None
         if max_ctx and n_ctx > int(max_ctx):
-            raise ValueError(f"n_ctx {n_ctx} exceeds the context the model was loaded with ({max_ctx})")
+            raise ArgumentError(f"n_ctx {n_ctx} exceeds the context the model was loaded with ({max_ctx})")
     if n_batch is not None and int(n_batch) <= 0:
-        raise ValueError(f"n_batch must be positive, got {n_batch}")
+        raise ArgumentError(f"n_batch must be positive, got {n_batch}")
     tokens = _tokens(model, text)
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if kl_base is not None and vocab and getattr(kl_base.config, "vocab_size", vocab) != vocab:
-        raise ValueError(f"the base model's vocabulary ({kl_base.config.vocab_size}) differs from the model's ({vocab})")
+        raise ArgumentError(f"the base model's vocabulary ({kl_base.config.vocab_size}) differs from the model's ({vocab})")
     wins = windows(tokens, n_ctx, _bos_id(model))
     first = n_ctx // 2
     nll_all, kl_all, top1_all, chunk_ppl = [], [], [], []
@@ -158,6 +160,6 @@ def _window_logits(model, ids: np.ndarray, n_batch: int | None) -> np.ndarray:
         return np.asarray(model.logits(ids))
     # a llamix Model: continue the sequence batch by batch in its KV cache
     if not hasattr(model, "eval"):
-        raise ValueError("n_batch needs a llamix Model (or a model whose logits() takes whole windows)")
+        raise ArgumentError("n_batch needs a llamix Model (or a model whose logits() takes whole windows)")
     model.reset()
     return np.concatenate([model.eval(ids[i:i + n_batch], all_logits=True) for i in range(0, len(ids), n_batch)])

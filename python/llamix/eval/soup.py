@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArgumentError, FormatError
 from ..export import export_gguf
 from ..formats.names import tensor_names
 from ..loaders import Checkpoint, load_checkpoint
@@ -112,10 +113,10 @@ def _check_compatible(refs: list[str], checkpoints: list) -> None:
     names = tensor_names(first.config)
     for ref, ck in zip(refs[1:], checkpoints[1:]):
         if tensor_names(ck.config) != names:
-            raise ValueError(f"{ref}: its tensors differ from {refs[0]}'s (different architecture or layer count)")
+            raise FormatError(f"{ref}: its tensors differ from {refs[0]}'s (different architecture or layer count)")
         for n in names:
             if tuple(ck.tensors[n].shape) != tuple(first.tensors[n].shape):
-                raise ValueError(f"{ref}: tensor {n!r} has shape {tuple(ck.tensors[n].shape)}, "
+                raise FormatError(f"{ref}: tensor {n!r} has shape {tuple(ck.tensors[n].shape)}, "
                                  f"{refs[0]} has {tuple(first.tensors[n].shape)}")
 
 
@@ -136,17 +137,17 @@ def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", 
     qtype = quant or qtype
     out_qtype = out_type or out_qtype
     if method not in ("greedy", "uniform"):
-        raise ValueError(f"method must be 'greedy' or 'uniform', got {method!r}")
+        raise ArgumentError(f"method must be 'greedy' or 'uniform', got {method!r}")
     refs = [str(c) for c in candidates]
     if not refs:
-        raise ValueError("soup needs at least one candidate")
+        raise ArgumentError("soup needs at least one candidate")
     qtype_info(qtype)
     cks = [load_checkpoint(c, tokenizer=tokenizer) for c in refs]
     base_ck = load_checkpoint(base, tokenizer=tokenizer) if base is not None else None
     _check_compatible(refs + ([str(base)] if base is not None else []), cks + ([base_ck] if base_ck else []))
     tok = next((ck.tokenizer for ck in ([base_ck] if base_ck else []) + cks if ck.tokenizer is not None), None)
     if tok is None:
-        raise ValueError(f"{refs[0]}: no tokenizer to read the evaluation text; pass tokenizer=")
+        raise ArgumentError(f"{refs[0]}: no tokenizer to read the evaluation text; pass tokenizer=")
     n_ctx = int(n_ctx or min(512, cks[0].config.context_length))
     tokens = text_tokens(tok, eval_text) if isinstance(eval_text, str) else list(eval_text)
     n_trials = len(refs) + (1 if base_ck else 0) + (len(refs) - 1 if method == "greedy" else 1)

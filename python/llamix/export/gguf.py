@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import ArgumentError
 from ..formats.gguf_llama import (CHAT_TEMPLATE_KEY, FILE_TYPE_IDS, TensorEntry, chat_template_entry, tokenizer_metadata,
                                   write_llama_gguf)
 from ..formats.names import file_shapes, file_tensor_names, fused_parts, pairs_to_file_rows
@@ -48,7 +49,7 @@ def check_file_type(name: str) -> str:
     """A file type name as llama-quantize spells it, any case (``Q4_K_M`` == ``q4_k_m``), checked."""
     t = str(name).lower()
     if t not in FILE_TYPES:
-        raise ValueError(f"unknown type {name!r}; expected one of {', '.join(FILE_TYPES)}")
+        raise ArgumentError(f"unknown type {name!r}; expected one of {', '.join(FILE_TYPES)}")
     return t
 
 
@@ -76,6 +77,13 @@ def fallback_type(qtype: str, k: int) -> str:
 def tensor_type(name: str, shape: tuple[int, ...], file_type: str, n_layers: int, tied: bool,
                 pure: bool = False) -> str:
     """The llamix qtype a tensor is written in, for a file of ``file_type``."""
+    t = chosen_type(name, shape, file_type, n_layers, tied, pure)
+    return t if len(shape) < 2 else fallback_type(t, shape[-1])
+
+
+def chosen_type(name: str, shape: tuple[int, ...], file_type: str, n_layers: int, tied: bool,
+                pure: bool = False) -> str:
+    """The type llama-quantize's rules pick for a tensor, before any fallback for its row length."""
     ft = check_file_type(file_type)
     if len(shape) < 2:
         return "f32"
@@ -90,7 +98,7 @@ def tensor_type(name: str, shape: tuple[int, ...], file_type: str, n_layers: int
         elif ft in ("q4_k_m", "q5_k_m") and (".attn_v." in name or ".ffn_down." in name):
             if use_more_bits(int(name.split(".")[1]), n_layers):
                 t = "q6_k"
-    return fallback_type(t, shape[-1])
+    return t
 
 
 @dataclass
@@ -100,6 +108,7 @@ class ExportReport:
     n_params: int = 0
     nbytes: int = 0                               # tensor bytes (the file adds metadata)
     types: dict = field(default_factory=dict)     # tensor name -> GGUF type written
+    fallbacks: dict = field(default_factory=dict)  # tensor name -> (type chosen, type written) where they differ
 
     @property
     def bits_per_weight(self) -> float:
@@ -110,6 +119,18 @@ class ExportReport:
         for t in self.types.values():
             out[t] = out.get(t, 0) + 1
         return out
+
+    def fallback_note(self) -> str | None:
+        """``"5 of 47 matrices fell back ...: 3 x Q4_K -> Q5_0, 2 x Q6_K -> Q8_0"``, or None."""
+        if not self.fallbacks:
+            return None
+        pairs: dict = {}
+        for wanted, got in self.fallbacks.values():
+            pairs[(wanted, got)] = pairs.get((wanted, got), 0) + 1
+        n_matrices = sum(1 for t in self.types.values() if t != "F32") or len(self.types)
+        detail = ", ".join(f"{n} x {w.upper()} -> {g.upper()}" for (w, g), n in sorted(pairs.items()))
+        return (f"{len(self.fallbacks)} of {n_matrices} tensors fell back to another type (rows not a multiple of "
+                f"the block size, as llama-quantize does): {detail}")
 
 
 _PLAIN = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}
@@ -153,8 +174,16 @@ def _stored_type(t) -> str:
     return t.qtype if isinstance(t, QuantizedTensor) else "f32"
 
 
+def _block_types(tensors, parts: list[str]) -> set:
+    """The block-quantized types ``parts`` are stored in (lazily computed tensors are floats: not
+    computed here)."""
+    if hasattr(tensors, "shape_of"):
+        return set()
+    return {_stored_type(tensors[p]) for p in parts} - {"f32", "f16", "bf16"}
+
+
 def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: bool = False, name: str | None = None,
-                progress: Progress | None = None) -> ExportReport:
+                progress: Progress | None = None, allow_requantize: bool = False) -> ExportReport:
     """Write ``model`` as a GGUF file that llama.cpp loads alone, converting tensor by tensor.
 
     ``model``: a path llamix loads, a loaded :class:`llamix.Model`, or a Checkpoint. ``qtype``:
@@ -163,17 +192,22 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     tensor's stored type. ``tokenizer``: a tokenizer file or Tokenizer replacing the model's.
     ``pure``: one type for every matrix. ``progress(done_bytes, total_bytes, tensor_name)`` is
     called after each tensor. The file appears only when complete (temporary name, then rename).
-    Raises ValueError for an unknown type or a model without a tokenizer (llama.cpp needs one).
+    ``allow_requantize``: convert tensors that are block-quantized already to another type (each
+    conversion adds error; llama-quantize refuses it unless told, so does this). Raises a
+    LlamixError for an unknown type, a tensor that would be requantized, ``out`` naming the input,
+    or a model without a tokenizer (llama.cpp needs one).
     """
     ft = None if qtype is None else check_file_type(qtype)
     progress = progress if callable(progress) else None
+    if isinstance(model, (str, os.PathLike)) and Path(out).resolve() == Path(model).resolve():
+        raise ArgumentError(f"{out}: the output would overwrite the model it is made from")
     ck = _source(model, tokenizer)
     config, tensors = ck.config, ck.tensors
     entries = list(getattr(ck, "tokenizer_entries", None) or [])
     if not entries and ck.tokenizer is not None:
         entries = tokenizer_metadata(ck.tokenizer, config.vocab_size)
     if not entries:
-        raise ValueError(f"{getattr(ck, 'source', model)}: the model has no tokenizer; pass tokenizer= a "
+        raise ArgumentError(f"{getattr(ck, 'source', model)}: the model has no tokenizer; pass tokenizer= a "
                          "tokenizer.model, tokenizer.json or GGUF file (llama.cpp needs it in the GGUF)")
     template = getattr(ck, "chat_template", None)
     if template and not any(e.key == CHAT_TEMPLATE_KEY for e in entries):
@@ -191,11 +225,20 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
         if ft is None:
             stored = {_stored_type(tensors[p]) for p in parts}
             if len(stored) > 1:
-                raise ValueError(f"{tname}: its parts {parts} are stored as {sorted(stored)}; pass a file type to "
+                raise ArgumentError(f"{tname}: its parts {parts} are stored as {sorted(stored)}; pass a file type to "
                                  "write them as one tensor")
             target = stored.pop()
         else:
             target = tensor_type(tname, shape, ft, config.n_layers, config.tie_embeddings, pure)
+            if len(shape) >= 2:
+                wanted = chosen_type(tname, shape, ft, config.n_layers, config.tie_embeddings, pure)
+                if wanted != target:
+                    report.fallbacks[tname] = (GGUF_TYPE_NAME.get(wanted, wanted), target)
+            stored = _block_types(tensors, parts) - {target}
+            if stored and not allow_requantize:
+                raise ArgumentError(f"{getattr(ck, 'source', model)}: tensor {tname!r} is {stored.pop().upper()} "
+                                    f"already; requantizing it to {target.upper()} adds a second rounding error "
+                                    "(pass allow_requantize=True, --allow-requantize, to do it anyway)")
         gtype = GGUF_TYPE_NAME.get(target, target.upper())
         n = int(np.prod(shape))
         nbytes = qtype_info(target).row_bytes(shape[-1]) * (n // shape[-1])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..formats.gguf_llama import TensorEntry, tokenizer_metadata, write_llama_gguf
 from ..formats.names import gguf_name, hf_to_file_layout
 from ..loaders import config_from_hf
@@ -21,7 +22,7 @@ from ..merge.plan import build_plan
 from ..quant import quantize
 from ..quant.qtypes import qtype_info
 from ..tokenizer import Tokenizer
-from .gguf import GGUF_TYPE_NAME, ExportReport, Progress, check_file_type, file_type_id, tensor_type
+from .gguf import GGUF_TYPE_NAME, ExportReport, Progress, check_file_type, chosen_type, file_type_id, tensor_type
 
 
 def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool = False,
@@ -31,18 +32,18 @@ def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool
 
     ``config``: a YAML path, text or dict. ``seed``: of the random masks (dare_*, della*).
     ``progress(done_tensors, total_tensors, name)`` is called after each tensor. The file appears
-    only when complete. Raises ConfigError for a bad config, ValueError for a type or a model
+    only when complete. Raises ConfigError for a bad config, ArgumentError for a type, ConfigError for a model
     without a ``tokenizer.model`` or ``tokenizer.json`` (llama.cpp needs the vocabulary in the file).
     """
     ft = check_file_type(qtype)
     progress = progress if callable(progress) else None
     plan = build_plan(load_config(config))
-    mc = config_from_hf(plan.out_config, "merged config.json")
+    mc = config_from_hf(plan.out_config, f"{plan.config.source} (the merged model's config.json)")
     names = {t.name: gguf_name(t.name, mc.architecture) for t in plan.tensors}
     mc.tie_embeddings = "output.weight" not in names.values()
     folder = plan.tokenizer_from.path if plan.tokenizer_from is not None else None
     if folder is None or not any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
-        raise ValueError(f"{folder / 'tokenizer.model' if folder else 'merge config'}: no tokenizer.model or "
+        raise ConfigError(f"{folder / 'tokenizer.model' if folder else 'merge config'}: no tokenizer.model or "
                          "tokenizer.json to put in the GGUF (llama.cpp needs it)")
     tok = Tokenizer.from_file(folder)
 
@@ -71,6 +72,9 @@ def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool
     for task in plan.tensors:
         name, shape = names[task.name], tuple(task.shape)
         target = tensor_type(name, shape, ft, mc.n_layers, mc.tie_embeddings, pure)
+        wanted = chosen_type(name, shape, ft, mc.n_layers, mc.tie_embeddings, pure)
+        if len(shape) >= 2 and wanted != target:
+            report.fallbacks[name] = (GGUF_TYPE_NAME.get(wanted, wanted), target)
         gtype = GGUF_TYPE_NAME.get(target, target.upper())
         entries.append(TensorEntry(name, gtype, shape, next_tensor(task, name, target)))
         report.types[name] = gtype

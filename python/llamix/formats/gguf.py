@@ -14,6 +14,7 @@ bytes); a type missing from it is refused by name, so new block formats slot in 
 """
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -24,12 +25,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..errors import ArgumentError, FormatError, check_value
+
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3
 DEFAULT_ALIGNMENT = 32
+MAX_ARRAY_DEPTH = 16    # arrays of arrays nest at most this deep (llama.cpp's files nest none)
+MAX_DIMENSION = 2**63   # ggml's ne[] are int64: a dimension must be below this
 
 
-class GGUFError(ValueError):
+class GGUFError(FormatError):
     """A GGUF file is truncated, corrupt or holds something unsupported."""
 
 
@@ -124,8 +129,7 @@ class GGUFTensor:
         flat = np.frombuffer(self._file._mmap, dtype=np.uint8, count=self.nbytes, offset=self.offset)
         if len(self.shape) <= 1:
             return flat
-        rows = int(np.prod(self.shape[:-1], dtype=np.int64))
-        return flat.reshape(rows, self.nbytes // rows)
+        return flat.reshape(math.prod(self.shape[:-1]), self.type.nbytes(self.shape[-1]))
 
     def array(self) -> np.ndarray:
         """Plain types (F32, F16, BF16 as uint16, integers) as a typed view in PyTorch order."""
@@ -186,7 +190,7 @@ class _Cursor:
         self.pos = pos
         return out
 
-    def value(self, vtype: int, what: str):
+    def value(self, vtype: int, what: str, depth: int = 0):
         if vtype in _SCALAR_FMT:
             return self.unpack(_SCALAR_FMT[vtype], what)
         if vtype == ValueType.STRING:
@@ -203,7 +207,9 @@ class _Cursor:
             if etype == ValueType.STRING:
                 return self.strings(count, what)
             if etype == ValueType.ARRAY:
-                return [self.value(etype, f"{what}[{i}]") for i in range(count)]
+                if depth >= MAX_ARRAY_DEPTH:
+                    raise GGUFError(f"{self.path}: {what} nests arrays more than {MAX_ARRAY_DEPTH} deep (corrupt)")
+                return [self.value(etype, f"{what}[{i}]", depth + 1) for i in range(count)]
             raise GGUFError(f"{self.path}: {what} has unknown array element type {etype}")
         raise GGUFError(f"{self.path}: {what} has unknown value type {vtype}")
 
@@ -254,14 +260,18 @@ class GGUFReader:
             offset = c.unpack("<Q", f"data offset of tensor {name!r}")
             if type_id not in TENSOR_TYPES:
                 raise GGUFError(f"{self.path}: tensor {name!r} has unknown ggml type id {type_id}")
+            if any(d >= MAX_DIMENSION for d in ne):
+                raise GGUFError(f"{self.path}: tensor {name!r} has a dimension of {max(ne)}, beyond ggml's int64 "
+                                "dimensions (corrupt)")
             infos.append((name, ne, TENSOR_TYPES[type_id], offset))
-        self.alignment = int(self.metadata.get("general.alignment", DEFAULT_ALIGNMENT))
-        if self.alignment <= 0 or self.alignment & (self.alignment - 1):
+        self.alignment = check_value(self.metadata.get("general.alignment", DEFAULT_ALIGNMENT), int,
+                                     f"{self.path}: metadata 'general.alignment'", lo=1, hi=1 << 30, error=GGUFError)
+        if self.alignment & (self.alignment - 1):
             raise GGUFError(f"{self.path}: general.alignment = {self.alignment} is not a power of two")
         self.data_offset = -(-c.pos // self.alignment) * self.alignment
         self.tensors: dict[str, GGUFTensor] = {}
         for name, ne, ttype, offset in infos:
-            n_el = int(np.prod(ne, dtype=np.int64)) if ne else 1
+            n_el = math.prod(ne)  # Python integers: a product past 2**63 must not wrap
             if ne and ne[0] % ttype.block_size:
                 raise GGUFError(f"{self.path}: tensor {name!r} ({ttype.name}) has rows of {ne[0]} elements, "
                                 f"not a multiple of the block size {ttype.block_size}")
@@ -322,7 +332,7 @@ class GGUFWriter:
 
     def __init__(self, path: str | os.PathLike, alignment: int = DEFAULT_ALIGNMENT):
         if alignment <= 0 or alignment & (alignment - 1):
-            raise ValueError(f"alignment must be a power of two, got {alignment}")
+            raise ArgumentError(f"alignment must be a power of two, got {alignment}")
         self.path = Path(path)
         self.alignment = alignment
         self._kv: list[tuple[str, int, Any]] = []
@@ -332,7 +342,7 @@ class GGUFWriter:
 
     def add(self, key: str, value: Any, vtype: int | None = None, element_type: int | None = None) -> None:
         if any(k == key for k, _, _ in self._kv):
-            raise ValueError(f"metadata key {key!r} added twice")
+            raise ArgumentError(f"metadata key {key!r} added twice")
         vtype = _infer_type(value) if vtype is None else vtype
         if vtype == ValueType.ARRAY:
             value = (element_type if element_type is not None else _infer_element_type(value), value)
@@ -344,14 +354,14 @@ class GGUFWriter:
         ttype = tensor_type(type)
         if shape is None:
             if callable(data) or ttype.block_size != 1:
-                raise ValueError(f"tensor {name!r}: shape is required for {ttype.name} or lazily given data")
+                raise ArgumentError(f"tensor {name!r}: shape is required for {ttype.name} or lazily given data")
             shape = np.asarray(data).shape
         shape = tuple(int(s) for s in shape)
         if shape and shape[-1] % ttype.block_size:
-            raise ValueError(f"tensor {name!r}: rows of {shape[-1]} elements are not a multiple of the "
+            raise ArgumentError(f"tensor {name!r}: rows of {shape[-1]} elements are not a multiple of the "
                              f"{ttype.name} block size {ttype.block_size}")
         if any(t[0] == name for t in self._tensors):
-            raise ValueError(f"tensor {name!r} added twice")
+            raise ArgumentError(f"tensor {name!r} added twice")
         nbytes = ttype.nbytes(int(np.prod(shape, dtype=np.int64)) if shape else 1)
         self._tensors.append((name, ttype, shape, nbytes, data))
 
@@ -393,10 +403,10 @@ class GGUFWriter:
                 want = _PLAIN_NP[ttype.ggml_id]
                 if arr.dtype != want:
                     if ttype.name == "BF16":
-                        raise ValueError(f"tensor {name!r}: BF16 data must be given as uint16 bit patterns")
+                        raise ArgumentError(f"tensor {name!r}: BF16 data must be given as uint16 bit patterns")
                     arr = arr.astype(want)
             if arr.nbytes != nbytes:
-                raise ValueError(f"tensor {name!r}: {ttype.name} {list(shape)} needs {nbytes} bytes, got {arr.nbytes}")
+                raise ArgumentError(f"tensor {name!r}: {ttype.name} {list(shape)} needs {nbytes} bytes, got {arr.nbytes}")
             f.write(memoryview(arr).cast("B"))
             f.write(b"\0" * (-nbytes % self.alignment))
 
@@ -457,7 +467,7 @@ def _pack_value(vtype: int, value: Any, key: str) -> bytes:
         try:
             return struct.pack(_SCALAR_FMT[vtype], value)
         except struct.error as e:
-            raise ValueError(f"metadata {key!r}: {value!r} does not fit {_TYPE_NAMES[vtype]} ({e})") from None
+            raise ArgumentError(f"metadata {key!r}: {value!r} does not fit {_TYPE_NAMES[vtype]} ({e})") from None
     if vtype == ValueType.STRING:
         return _pack_string(str(value))
     if vtype == ValueType.ARRAY:
@@ -468,9 +478,9 @@ def _pack_value(vtype: int, value: Any, key: str) -> bytes:
             if arr.dtype.kind in "iu" and _SCALAR_NP[etype].kind in "iu":
                 info = np.iinfo(_SCALAR_NP[etype])
                 if arr.size and (arr.min() < info.min or arr.max() > info.max):
-                    raise ValueError(f"metadata {key!r}: values do not fit {_TYPE_NAMES[etype]}")
+                    raise ArgumentError(f"metadata {key!r}: values do not fit {_TYPE_NAMES[etype]}")
             return head + arr.astype(_SCALAR_NP[etype]).tobytes()
         return head + b"".join(_pack_value(etype, v, f"{key}[{i}]") if etype != ValueType.ARRAY
                                else _pack_value(etype, (_infer_element_type(v), v), f"{key}[{i}]")
                                for i, v in enumerate(items))
-    raise ValueError(f"metadata {key!r}: unknown value type {vtype}")
+    raise ArgumentError(f"metadata {key!r}: unknown value type {vtype}")

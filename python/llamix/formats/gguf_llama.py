@@ -14,6 +14,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 
 from ..config import architecture_defaults
+from ..errors import ConfigError, FormatError
 from .gguf import GGUFReader, GGUFWriter, ValueType as V
 
 # llama.cpp's general.file_type (enum llama_ftype) of the file types llamix writes
@@ -56,15 +57,15 @@ def check_representable(config) -> str:
         else:
             same = got == v
         if k == "sliding_layers" and not same:
-            raise ValueError(f"a {arch} GGUF file cannot hold which layers slide ({_layer_kinds(got)}; llama.cpp's "
+            raise ConfigError(f"a {arch} GGUF file cannot hold which layers slide ({_layer_kinds(got)}; llama.cpp's "
                              f"{arch} slides {'five layers in six' if arch == 'gemma3' else 'all or none'})")
         if k != "architecture" and not same:
-            raise ValueError(f"a {arch} GGUF file cannot hold {k} = {got!r} (llama.cpp's {arch} has {v!r})")
+            raise ConfigError(f"a {arch} GGUF file cannot hold {k} = {got!r} (llama.cpp's {arch} has {v!r})")
     if arch in ("qwen2", "qwen3") and getattr(config, "sliding_window", 0):
-        raise ValueError(f"a {arch} GGUF file cannot hold a sliding window (llama.cpp's {arch} has none)")
+        raise ConfigError(f"a {arch} GGUF file cannot hold a sliding window (llama.cpp's {arch} has none)")
     scaling = getattr(config, "rope_scaling", None) or {}
     if arch != "llama" and scaling.get("rope_type") == "llama3":
-        raise ValueError(f"a {arch} GGUF file cannot hold Llama-3 RoPE scaling (llama.cpp's {arch} reads no "
+        raise ConfigError(f"a {arch} GGUF file cannot hold Llama-3 RoPE scaling (llama.cpp's {arch} reads no "
                          "rope_freqs tensor)")
     return arch
 
@@ -139,7 +140,7 @@ def tokenizer_metadata(tokenizer, vocab_size: int | None = None) -> list[Metadat
                MetadataEntry("tokenizer.ggml.merges", list(vocab.merges or []), V.ARRAY, V.STRING)]
     else:
         if vocab.scores is None:
-            raise ValueError(f"{tokenizer.source}: a SentencePiece vocabulary without piece scores cannot be written "
+            raise FormatError(f"{tokenizer.source}: a SentencePiece vocabulary without piece scores cannot be written "
                              "as GGUF (give the model's tokenizer.model)")
         # padding tokens get the score convert_hf_to_gguf.py gives them, below every real piece
         scores = np.concatenate([np.asarray(vocab.scores, dtype=np.float32), np.full(pad, -1000.0, np.float32)])

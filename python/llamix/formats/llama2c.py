@@ -15,6 +15,7 @@ same convention as GGUF. Tensors are exposed under GGUF names.
 """
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -22,10 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FormatError
+
 MAGIC = 0x616B3432
+V1_HEADER = 256  # version 1: magic, version, 7 ints, the shared-classifier byte, padding
 
 
-class Llama2cError(ValueError):
+class Llama2cError(FormatError):
     """A llama2.c checkpoint is truncated, corrupt or of an unsupported version."""
 
 
@@ -45,6 +49,9 @@ class Llama2cCheckpoint:
             self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         (magic,) = struct.unpack_from("<I", self._mmap, 0)
         if magic == MAGIC:
+            if size < V1_HEADER:
+                raise Llama2cError(f"{self.path}: truncated: a llama2.c version 1 header is {V1_HEADER} bytes, the "
+                                   f"file has {size}")
             (version,) = struct.unpack_from("<i", self._mmap, 4)
             if version != 1:
                 raise Llama2cError(f"{self.path}: llama2.c version {version} is not supported (only the float32 "
@@ -81,7 +88,7 @@ class Llama2cCheckpoint:
             order.append("output")
         arrays = {}
         for name in order:
-            n = int(np.prod(shapes[name]))
+            n = math.prod(shapes[name])
             if offset + 4 * n > size:
                 raise Llama2cError(f"{self.path}: truncated: {name} {list(shapes[name])} needs bytes up to "
                                    f"{offset + 4 * n}, the file has {size}")

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import FormatError
+
 # per-layer tensors, in the order the forward pass takes them
 LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
 
@@ -183,7 +185,7 @@ def hf_name(gguf_name: str, architecture: str = "llama", prefix: str = "model.",
     parts = gguf_name.split(".", 2)
     if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in names:
         return f"{prefix}layers.{parts[1]}.{names[parts[2]]}"
-    raise ValueError(f"tensor {gguf_name!r} is not a {architecture}-architecture GGUF tensor name")
+    raise FormatError(f"tensor {gguf_name!r} is not a {architecture}-architecture GGUF tensor name")
 
 
 def gguf_name(hf: str, architecture: str = "llama") -> str:
@@ -195,7 +197,7 @@ def gguf_name(hf: str, architecture: str = "llama") -> str:
     parts = hf.split(".", 3)
     if len(parts) == 4 and parts[0] == "model" and parts[1] == "layers" and parts[2].isdigit() and parts[3] in names:
         return f"blk.{parts[2]}.{names[parts[3]]}"
-    raise ValueError(f"tensor {hf!r} has no GGUF name (not part of a {architecture}-architecture model)")
+    raise FormatError(f"tensor {hf!r} has no GGUF name (not part of a {architecture}-architecture model)")
 
 
 def hf_norm_offset(architecture: str) -> float:

@@ -8,12 +8,15 @@ patterns (numpy has no bfloat16).
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import ArgumentError, FormatError, describe, parse_json
 
 # safetensors dtype -> (numpy dtype, our type name)
 DTYPES = {
@@ -29,9 +32,10 @@ DTYPES = {
     "BOOL": (np.dtype("?"), "bool"),
 }
 _MAX_HEADER = 100 * 1024 * 1024
+_MAX_DIMENSION = 2**62  # a shape entry must be below this (safetensors' are u64, numpy's int64)
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(FormatError):
     """A safetensors file is truncated, corrupt or holds something unsupported."""
 
 
@@ -63,33 +67,48 @@ class SafetensorsFile:
                 (n,) = struct.unpack("<Q", f.read(8))
                 if n > _MAX_HEADER or 8 + n > size:
                     raise SafetensorsError(f"{self.path}: header length {n} exceeds the file size {size} (truncated or not safetensors)")
-                try:
-                    header = json.loads(f.read(n))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    raise SafetensorsError(f"{self.path}: header is not valid JSON ({e})") from None
+                header = parse_json(f.read(n), f"{self.path}: header", error=SafetensorsError)
                 self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 8 + n else None
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.path}: no such file") from None
-        if not isinstance(header, dict):
-            raise SafetensorsError(f"{self.path}: header is not a JSON object")
-        self.metadata: dict = header.pop("__metadata__", None) or {}
+        meta = header.pop("__metadata__", None)
+        if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+            raise SafetensorsError(f"{self.path}: header: __metadata__ must map names to strings, got {describe(meta)}")
+        self.metadata: dict = meta or {}
         self._data_start = 8 + n
         data_len = size - self._data_start
         self._entries: dict[str, tuple[np.dtype, str, tuple[int, ...], int, int]] = {}
         for name, e in header.items():
-            try:
-                dtype_name, shape, (begin, end) = e["dtype"], tuple(int(s) for s in e["shape"]), e["data_offsets"]
-            except (KeyError, TypeError, ValueError):
-                raise SafetensorsError(f"{self.path}: tensor {name!r} has a malformed header entry") from None
-            if dtype_name not in DTYPES:
-                raise SafetensorsError(f"{self.path}: tensor {name!r} has unsupported dtype {dtype_name}")
+            dtype_name, shape, (begin, end) = self._check_entry(name, e)
             np_dtype, short = DTYPES[dtype_name]
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
+            nbytes = math.prod(shape) * np_dtype.itemsize
             if not (0 <= begin <= end <= data_len) or end - begin != nbytes:
                 raise SafetensorsError(
                     f"{self.path}: tensor {name!r} ({dtype_name} {list(shape)}) has data offsets [{begin}, {end}) "
                     f"that do not fit its size {nbytes} or the file's {data_len} data bytes (truncated?)")
             self._entries[name] = (np_dtype, short, shape, begin, end)
+
+    def _check_entry(self, name: str, e) -> tuple[str, tuple[int, ...], tuple[int, int]]:
+        """A header entry's dtype, shape and data offsets, each checked for type and range."""
+        where = f"{self.path}: tensor {name!r}"
+        if not isinstance(e, dict):
+            raise SafetensorsError(f"{where}: header entry must be an object with dtype, shape and data_offsets, "
+                                   f"got {describe(e)}")
+        for key in ("dtype", "shape", "data_offsets"):
+            if key not in e:
+                raise SafetensorsError(f"{where}: header entry has no {key!r}")
+        dtype_name, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
+            raise SafetensorsError(f"{where} has unsupported dtype {describe(dtype_name)} "
+                                   f"(supported: {', '.join(DTYPES)})")
+        if not isinstance(shape, list) or not all(_is_int(d) and 0 <= d < _MAX_DIMENSION for d in shape):
+            raise SafetensorsError(f"{where}: shape must be a list of non-negative integers, got {describe(shape)}"
+                                   + (f" {shape}" if isinstance(shape, list) and len(shape) <= 8 else ""))
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+            raise SafetensorsError(f"{where}: data_offsets must be two integers [begin, end], got "
+                                   f"{describe(offsets)}" + (f" {offsets}" if isinstance(offsets, list) and
+                                                             len(offsets) <= 4 else ""))
+        return dtype_name, tuple(shape), (offsets[0], offsets[1])
 
     def keys(self) -> list[str]:
         return list(self._entries)
@@ -152,6 +171,10 @@ class SafetensorsFile:
             raise KeyError(f"{self.path}: no tensor named {name!r}") from None
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 class SafetensorsCheckpoint:
     """A Hugging Face folder's weights: ``model.safetensors`` or shards listed in
     ``model.safetensors.index.json`` (or any single ``*.safetensors`` file given directly)."""
@@ -167,12 +190,9 @@ class SafetensorsCheckpoint:
         index = path / "model.safetensors.index.json"
         single = path / "model.safetensors"
         if index.exists():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise SafetensorsError(f"{index}: not a valid safetensors index ({e})") from None
+            weight_map = read_index(index)
             for shard in sorted(set(weight_map.values())):
-                self._add(path / shard)
+                self._add(path / shard, shard)
             for name, shard in weight_map.items():
                 if name not in self._files[shard]:
                     raise SafetensorsError(f"{index}: tensor {name!r} is listed in {shard} but not stored there")
@@ -185,11 +205,12 @@ class SafetensorsCheckpoint:
             for s in shards:
                 self._add(s)
 
-    def _add(self, file: Path) -> None:
+    def _add(self, file: Path, key: str | None = None) -> None:
         st = SafetensorsFile(file)
-        self._files[file.name] = st
+        key = key or file.name
+        self._files[key] = st
         for name in st.keys():
-            self._where[name] = file.name
+            self._where[name] = key
 
     def keys(self) -> list[str]:
         return list(self._where)
@@ -221,6 +242,28 @@ class SafetensorsCheckpoint:
         return self.file_of(name).shape(name)
 
 
+def read_index(index: Path) -> dict[str, str]:
+    """The ``weight_map`` of a ``model.safetensors.index.json`` (tensor name -> shard file), checked:
+    an object of strings, each shard a file name inside the index's folder (an absolute path, a
+    ``..`` or a sub-folder is refused, never opened)."""
+    try:
+        raw = index.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{index}: no such file") from None
+    doc = parse_json(raw, str(index), error=SafetensorsError)
+    weight_map = doc.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise SafetensorsError(f"{index}: weight_map must be an object of tensor names to shard files, "
+                               f"got {describe(weight_map)}")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise SafetensorsError(f"{index}: weight_map[{name!r}] must be a shard file name, got {describe(shard)}")
+        if Path(shard).name != shard or shard in (".", ".."):
+            raise SafetensorsError(f"{index}: weight_map[{name!r}] = {shard!r} is not a file in the model folder "
+                                   "(shards must be plain file names beside the index)")
+    return weight_map
+
+
 # ---- writing ------------------------------------------------------------------------------
 
 _WRITE_DTYPES = {"f32": ("F32", 4), "f16": ("F16", 2), "bf16": ("BF16", 2)}
@@ -249,13 +292,13 @@ class SafetensorsWriter:
         self.folder = Path(folder)
         self._order = [name for name, _, _ in tensors]
         if len(set(self._order)) != len(self._order):
-            raise ValueError("SafetensorsWriter: duplicate tensor names")
+            raise ArgumentError("SafetensorsWriter: duplicate tensor names")
         self._spec: dict[str, tuple[str, tuple[int, ...], int]] = {}
         shards: list[list[str]] = [[]]
         size = 0
         for name, dtype, shape in tensors:
             if dtype not in _WRITE_DTYPES:
-                raise ValueError(f"SafetensorsWriter: tensor {name!r} has unsupported dtype {dtype}")
+                raise ArgumentError(f"SafetensorsWriter: tensor {name!r} has unsupported dtype {dtype}")
             nbytes = int(np.prod(shape, dtype=np.int64)) * _WRITE_DTYPES[dtype][1]
             if shards[-1] and size + nbytes > max_shard_bytes:
                 shards.append([])
@@ -292,13 +335,13 @@ class SafetensorsWriter:
         """Write the next tensor (in the order given to the constructor); bf16 as uint16."""
         if self._next >= len(self._order) or self._order[self._next] != name:
             expected = self._order[self._next] if self._next < len(self._order) else "nothing more"
-            raise ValueError(f"SafetensorsWriter: got tensor {name!r}, expected {expected!r}")
+            raise ArgumentError(f"SafetensorsWriter: got tensor {name!r}, expected {expected!r}")
         dtype, shape, nbytes = self._spec[name]
         arr = np.ascontiguousarray(array)
         if tuple(arr.shape) != shape and arr.size == int(np.prod(shape, dtype=np.int64)):
             arr = arr.reshape(shape)
         if tuple(arr.shape) != shape or arr.nbytes != nbytes:
-            raise ValueError(f"SafetensorsWriter: tensor {name!r} has shape {list(arr.shape)} and {arr.nbytes} bytes, "
+            raise ArgumentError(f"SafetensorsWriter: tensor {name!r} has shape {list(arr.shape)} and {arr.nbytes} bytes, "
                              f"expected {list(shape)} ({dtype})")
         shard = self._shard_of[name]
         if shard != self._open_shard:
@@ -309,7 +352,7 @@ class SafetensorsWriter:
     def close(self) -> list[str]:
         """Finish the files (and the index if sharded); returns the file names written."""
         if self._next != len(self._order):
-            raise ValueError(f"SafetensorsWriter: only {self._next} of {len(self._order)} tensors were written")
+            raise ArgumentError(f"SafetensorsWriter: only {self._next} of {len(self._order)} tensors were written")
         if self._fh:
             self._fh.close()
             self._fh = None

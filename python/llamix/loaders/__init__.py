@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..formats.gguf import read_header
+from ..errors import FormatError
+from ..formats.gguf import GGUF_MAGIC, read_header
 from ..tokenizer import Tokenizer
 from .checkpoint import COMPUTE_TYPES, LOAD_QTYPES, Checkpoint, Progress, check_qtype
 from .gguf import config_from_gguf, load_gguf, vocabulary_only
@@ -29,7 +30,8 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
     ``False``: no tokenizer at all (token ids only); ``None`` or ``True``: the model's own.
     ``qtype``: ``q4_0``, ``q8_0`` or ``f16`` to convert float weights while loading.
     ``progress(done, total, name)`` is called after each tensor. Raises FileNotFoundError for a
-    missing path and ValueError (naming the file and the field or tensor) for anything malformed.
+    missing path and a :class:`llamix.LlamixError` (naming the file and the field or tensor) for
+    anything malformed.
     """
     qtype = check_qtype(qtype)
     progress = progress if callable(progress) else None
@@ -41,16 +43,18 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
         override = Tokenizer.from_file(override)
     header = read_header(path) if path.is_file() else None
     if header is not None and header[1] == 0:
-        raise ValueError(f"{path}: a vocabulary-only GGUF file (no tensors): it holds a tokenizer but no weights; "
-                         "load it with llamix.Tokenizer.from_file, or pass it as tokenizer=")
+        raise FormatError(f"{path}: a vocabulary-only GGUF file (no tensors): it holds a tokenizer but no weights; "
+                          "load it with llamix.Tokenizer.from_file, or pass it as tokenizer=")
     if path.is_dir():
         ck = load_hf(path, qtype, progress, tokenizer=override)
     else:
         with open(path, "rb") as f:
             magic = f.read(4)
-        load = load_gguf if magic == b"GGUF" else load_llama2c
+        if magic != GGUF_MAGIC and path.suffix.lower() == ".gguf":
+            raise FormatError(f"{path}: not a GGUF file: bad magic {magic!r} (expected {GGUF_MAGIC!r})")
+        load = load_gguf if magic == GGUF_MAGIC else load_llama2c
         ck = load(path, qtype, progress, tokenizer=override)
     if ck.tokenizer is not None and ck.tokenizer.vocab_size > ck.config.vocab_size:
-        raise ValueError(f"{ck.tokenizer.source}: tokenizer has {ck.tokenizer.vocab_size} pieces but the model's "
-                         f"vocabulary is {ck.config.vocab_size}")
+        raise FormatError(f"{ck.tokenizer.source}: tokenizer has {ck.tokenizer.vocab_size} pieces but the model's "
+                          f"vocabulary is {ck.config.vocab_size} ({ck.source})")
     return ck

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import ModelConfig
+from ..errors import ArgumentError, FormatError
 from ..quant import QuantizedTensor, quantize
 from ..quant.qtypes import qtype_info
 from ..tokenizer import Tokenizer
@@ -24,6 +25,7 @@ COMPUTE_TYPES = ("f32", "f16", "bf16", "q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "
 LOAD_QTYPES = ("q4_0", "q8_0", "f16")
 
 Progress = Callable[[float, float, str], None]  # progress(done, total, note)
+MAX_LAYERS = 100_000  # a layer count beyond this is a corrupt header, not a model
 
 
 @dataclass
@@ -48,7 +50,7 @@ def check_qtype(qtype: str | None) -> str | None:
         return None
     q = str(qtype).lower()
     if q not in LOAD_QTYPES:
-        raise ValueError(f"qtype={qtype!r}: weights can be quantized while loading to {', '.join(LOAD_QTYPES)} only")
+        raise ArgumentError(f"qtype={qtype!r}: weights can be quantized while loading to {', '.join(LOAD_QTYPES)} only")
     return q
 
 
@@ -74,4 +76,13 @@ def norm_weight(w: np.ndarray, src: str) -> np.ndarray:
 
 def check_shape(source: str, name: str, got, want) -> None:
     if tuple(got) != tuple(want):
-        raise ValueError(f"{source}: tensor {name!r} has shape {tuple(got)}, expected {tuple(want)} from the config")
+        raise FormatError(f"{source}: tensor {name!r} has shape {tuple(got)}, expected {tuple(want)} from the config")
+
+
+def check_layer_count(config_source, key: str, n_layers: int, present: set, tensors_source: str) -> None:
+    """The layer count a config claims, against the layers whose tensors the file holds: checked
+    before anything is built per layer, so a corrupt count costs nothing."""
+    if n_layers != len(present) or (present and max(present) != n_layers - 1):
+        held = f"layers 0..{max(present)}" if present and len(present) == max(present) + 1 else \
+            f"{len(present)} layers" if present else "no layers"
+        raise FormatError(f"{config_source}: {key} = {n_layers}, but {tensors_source} holds tensors of {held}")

@@ -6,56 +6,60 @@ split by rows), the tokenizer built from ``tokenizer.ggml.*``."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..config import ARCHITECTURES, ModelConfig, architecture_defaults
+from ..errors import ConfigError, FormatError
 from ..formats.gguf import GGUFReader, read_header
 from ..formats.gguf_llama import tokenizer_entries_of
 from ..formats.names import file_rows_to_pairs, file_shapes, file_tensor_names, fused_parts
 from ..quant import QuantizedTensor
 from ..tokenizer import Tokenizer
-from .checkpoint import COMPUTE_TYPES, Checkpoint, Progress, check_shape, float_weight, norm_weight
+from .checkpoint import (COMPUTE_TYPES, MAX_LAYERS, Checkpoint, Progress, check_layer_count, check_shape, float_weight,
+                         norm_weight)
 
 _REQUIRED = object()
+_BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
 def hparam(reader: GGUFReader, key: str, kind: type, default: Any = _REQUIRED, *, lo: float | None = None,
            hi: float | None = None, positive: bool = False) -> Any:
     """One metadata value, checked: ``kind`` int, float (an integer value is accepted), str or
-    bool; numbers within [lo, hi] (``positive``: > 0). A missing key gives ``default`` (ValueError
-    when required); anything else wrong is a ValueError naming the file and the key."""
+    bool; numbers within [lo, hi] (``positive``: > 0). A missing key gives ``default`` (ConfigError
+    when required); anything else wrong is a ConfigError naming the file and the key."""
     source = str(reader.path)
     if key not in reader.metadata:
         if default is _REQUIRED:
-            raise ValueError(f"{source}: required metadata key {key!r} is missing")
+            raise ConfigError(f"{source}: required metadata key {key!r} is missing")
         return default
     v = reader.metadata[key]
     is_int = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
     if kind is int:
         if not is_int:
-            raise ValueError(f"{source}: metadata {key!r} must be an integer, got {_describe(v)}")
+            raise ConfigError(f"{source}: metadata {key!r} must be an integer, got {_describe(v)}")
         v = int(v)
     elif kind is float:
         if not (is_int or isinstance(v, (float, np.floating))) or not math.isfinite(float(v)):
-            raise ValueError(f"{source}: metadata {key!r} must be a finite number, got {_describe(v)}")
+            raise ConfigError(f"{source}: metadata {key!r} must be a finite number, got {_describe(v)}")
         v = float(v)
     elif kind is str:
         if not isinstance(v, str):
-            raise ValueError(f"{source}: metadata {key!r} must be a string, got {_describe(v)}")
+            raise ConfigError(f"{source}: metadata {key!r} must be a string, got {_describe(v)}")
         return v
     elif kind is bool:
         if not isinstance(v, (bool, np.bool_)):
-            raise ValueError(f"{source}: metadata {key!r} must be a boolean, got {_describe(v)}")
+            raise ConfigError(f"{source}: metadata {key!r} must be a boolean, got {_describe(v)}")
         return bool(v)
     else:
         raise TypeError(f"unsupported kind {kind!r}")
     if positive and not v > 0:
-        raise ValueError(f"{source}: metadata {key!r} = {v!r} must be positive")
+        raise ConfigError(f"{source}: metadata {key!r} = {v!r} must be positive")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ValueError(f"{source}: metadata {key!r} = {v!r} is out of range "
+        raise ConfigError(f"{source}: metadata {key!r} = {v!r} is out of range "
                          f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]")
     return v
 
@@ -72,14 +76,14 @@ def config_from_gguf(reader: GGUFReader) -> ModelConfig:
     source = str(reader.path)
     arch = hparam(reader, "general.architecture", str)
     if arch not in ARCHITECTURES:
-        raise ValueError(f"{source}: architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
+        raise ConfigError(f"{source}: architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)})")
     big = 1 << 31
 
     def get(key: str, kind: type, default: Any = _REQUIRED, **kw) -> Any:
         return hparam(reader, f"{arch}.{key}", kind, default, **kw)
 
     dim = get("embedding_length", int, lo=1, hi=big)
-    n_layers = get("block_count", int, lo=1, hi=100_000)
+    n_layers = get("block_count", int, lo=1, hi=MAX_LAYERS)
     n_heads = get("attention.head_count", int, lo=1, hi=big)
     n_kv = get("attention.head_count_kv", int, n_heads, lo=1, hi=n_heads)
     hidden = get("feed_forward_length", int, lo=1, hi=big)
@@ -87,29 +91,32 @@ def config_from_gguf(reader: GGUFReader) -> ModelConfig:
     if vocab is None:
         tokens = reader.get("tokenizer.ggml.tokens")
         emb = reader.tensors.get("token_embd.weight")
-        vocab = len(tokens) if tokens else (emb.shape[0] if emb is not None else None)
+        if isinstance(tokens, list) and tokens:
+            vocab = len(tokens)
+        elif emb is not None and emb.shape:
+            vocab = emb.shape[0]
     if vocab is None:
-        raise ValueError(f"{source}: cannot determine the vocabulary size ({arch}.vocab_size missing)")
+        raise ConfigError(f"{source}: cannot determine the vocabulary size ({arch}.vocab_size missing)")
     head_dim = get("attention.key_length", int, None, lo=2, hi=big)
     rope_dims = get("rope.dimension_count", int, None, lo=2, hi=big)
     if head_dim is None:
         head_dim = rope_dims if rope_dims is not None else dim // n_heads
     value_dim = get("attention.value_length", int, head_dim, lo=1, hi=big)
     if value_dim != head_dim:
-        raise ValueError(f"{source}: {arch}.attention.value_length ({value_dim}) differs from the key length "
+        raise ConfigError(f"{source}: {arch}.attention.value_length ({value_dim}) differs from the key length "
                          f"({head_dim}); llamix needs them equal")
     if rope_dims is not None and rope_dims != head_dim:
-        raise ValueError(f"{source}: partial RoPE ({arch}.rope.dimension_count {rope_dims} != head_dim {head_dim}) "
+        raise ConfigError(f"{source}: partial RoPE ({arch}.rope.dimension_count {rope_dims} != head_dim {head_dim}) "
                          "is not supported")
     scaling = None
     stype = get("rope.scaling.type", str, None)
     if stype not in (None, "none") and "rope_freqs.weight" not in reader.tensors:
         if stype != "linear":
-            raise ValueError(f"{source}: {arch}.rope.scaling.type {stype!r} is not supported (none, linear)")
+            raise ConfigError(f"{source}: {arch}.rope.scaling.type {stype!r} is not supported (none, linear)")
         scaling = {"rope_type": "linear", "factor": get("rope.scaling.factor", float, 1.0, positive=True)}
     for name in ("rope_factors_long.weight", "rope_factors_short.weight"):
         if name in reader.tensors:
-            raise ValueError(f"{source}: tensor {name!r}: Phi-3 long-context RoPE factors (LongRoPE) are not supported")
+            raise ConfigError(f"{source}: tensor {name!r}: Phi-3 long-context RoPE factors (LongRoPE) are not supported")
     kw = architecture_defaults(arch, dim)
     if arch == "gemma3":
         kw["sliding_window"] = get("attention.sliding_window", int, lo=1, hi=big)
@@ -129,11 +136,10 @@ def config_from_gguf(reader: GGUFReader) -> ModelConfig:
         rms_eps=get("attention.layer_norm_rms_epsilon", float, positive=True, hi=1.0),
         rope_theta=get("rope.freq_base", float, 10000.0, positive=True),
         rope_scaling=scaling, tie_embeddings="output.weight" not in reader.tensors,
-        bos_token_id=hparam(reader, "tokenizer.ggml.bos_token_id", int, 1, lo=0, hi=big),
-        eos_token_id=hparam(reader, "tokenizer.ggml.eos_token_id", int, 2, lo=0, hi=big),
-        **kw,
+        bos_token_id=hparam(reader, "tokenizer.ggml.bos_token_id", int, 1, lo=0, hi=big - 1),
+        eos_token_id=hparam(reader, "tokenizer.ggml.eos_token_id", int, 2, lo=0, hi=big - 1),
+        **kw, source=source,
     )
-    c.validate(source)
     return c
 
 
@@ -163,7 +169,7 @@ def vocabulary_only(path: Path, tokenizer: Tokenizer | None = None) -> tuple[str
 def _check_type(path, name: str, t) -> str:
     qt = t.type.name.lower()
     if qt not in COMPUTE_TYPES:
-        raise ValueError(f"{path}: tensor {name!r} has type {t.type.name}, which llamix cannot compute with yet "
+        raise FormatError(f"{path}: tensor {name!r} has type {t.type.name}, which llamix cannot compute with yet "
                          f"(supported: {', '.join(x.upper() for x in COMPUTE_TYPES)})")
     return qt
 
@@ -174,12 +180,14 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
     (``False``: no tokenizer; ``None`` or ``True``: the file's own)."""
     r = GGUFReader(path)
     config = config_from_gguf(r)
+    layers = {int(m.group(1)) for name in r.tensors if (m := _BLOCK.match(name))}
+    check_layer_count(path, f"{config.architecture}.block_count", config.n_layers, layers, "the file")
     shapes = file_shapes(config)
     names = file_tensor_names(config)
     expected = set(names) | {"rope_freqs.weight"}
     unknown = [n for n in r.tensors if n not in expected]
     if unknown:
-        raise ValueError(f"{path}: tensor {unknown[0]!r} is not part of a {config.architecture} model as llamix runs it"
+        raise FormatError(f"{path}: tensor {unknown[0]!r} is not part of a {config.architecture} model as llamix runs it"
                          f"{f' ({len(unknown)} such tensors)' if len(unknown) > 1 else ''}")
     tensors = {}
     for i, name in enumerate(names):
@@ -201,7 +209,13 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
                     tensors[part] = QuantizedTensor(np.ascontiguousarray(rows), qt, (b - a, t.shape[1]))
         if progress is not None:
             progress(i + 1, len(names), name)
-    rope_freqs = r.tensors["rope_freqs.weight"].array().astype(np.float32) if "rope_freqs.weight" in r.tensors else None
+    rope_freqs = None
+    if "rope_freqs.weight" in r.tensors:
+        t = r.tensors["rope_freqs.weight"]
+        check_shape(str(path), "rope_freqs.weight", t.shape, (config.head_dim // 2,))
+        if t.type.name != "F32":
+            raise FormatError(f"{path}: tensor 'rope_freqs.weight' has type {t.type.name}, expected F32")
+        rope_freqs = t.array().astype(np.float32)
     own = tokenizer is None or tokenizer is True
     tok = tokenizer_of(r) if own else (tokenizer or None)
     entries = tokenizer_entries_of(r) if own else []

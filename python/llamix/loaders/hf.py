@@ -20,9 +20,12 @@ import numpy as np
 from ..config import ModelConfig, architecture_defaults
 from ..formats.names import (HF_TEXT_LAYOUTS, file_shapes, file_tensor_names, fused_parts, hf_name, hf_norm_offset,
                              hf_rows_to_gguf)
+import re
+
+from ..errors import ConfigError, FormatError, describe, parse_json
 from ..formats.safetensors import SafetensorsCheckpoint
 from ..tokenizer import Tokenizer
-from .checkpoint import Checkpoint, Progress, check_shape, float_weight, norm_weight
+from .checkpoint import MAX_LAYERS, Checkpoint, Progress, check_layer_count, check_shape, float_weight, norm_weight
 
 SUPPORTED_HF_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma3", "phi3")
 
@@ -54,18 +57,13 @@ _DEFAULTS: dict[str, dict] = {
 _GELU_TANH = ("gelu_pytorch_tanh", "gelu_new")  # transformers' activations computing GELU's tanh form
 
 
+
 def read_hf_config(folder: Path) -> dict:
-    """config.json of a Hugging Face folder as a dict (ValueError naming the file otherwise)."""
+    """config.json of a Hugging Face folder as a dict (FormatError naming the file otherwise)."""
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{folder}: no config.json (not a Hugging Face model folder)")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path}: invalid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{cfg_path}: expected a JSON object, got {type(raw).__name__}")
-    return raw
+    return parse_json(cfg_path.read_bytes(), str(cfg_path))
 
 
 def _text_config(cfg: dict, source: str) -> tuple[str, dict]:
@@ -74,13 +72,13 @@ def _text_config(cfg: dict, source: str) -> tuple[str, dict]:
     head of the whole model apply where the text config does not set them."""
     mtype = cfg.get("model_type")
     if mtype not in SUPPORTED_HF_TYPES:
-        raise ValueError(f"{source}: model_type {mtype!r} is not supported (expected one of {SUPPORTED_HF_TYPES})")
+        raise ConfigError(f"{source}: model_type {mtype!r} is not supported (expected one of {SUPPORTED_HF_TYPES})")
     if mtype == "gemma3":
         text = cfg.get("text_config") or {}
         if not isinstance(text, dict):
-            raise ValueError(f"{source}: text_config must be a JSON object, got {type(text).__name__}")
+            raise ConfigError(f"{source}: text_config must be a JSON object, got {type(text).__name__}")
         if text.get("model_type", "gemma3_text") != "gemma3_text":
-            raise ValueError(f"{source}: text_config.model_type {text.get('model_type')!r} is not gemma3_text")
+            raise ConfigError(f"{source}: text_config.model_type {text.get('model_type')!r} is not gemma3_text")
         outer = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "tie_word_embeddings") if k in cfg}
         return "gemma3_text", {**_DEFAULTS["gemma3_text"], **outer, **text}
     return mtype, {**_DEFAULTS[mtype], **cfg}
@@ -92,12 +90,30 @@ def _number(cfg: dict, key: str, kind: type, source: str, *, positive: bool = Tr
     if v is None and optional:
         return None
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if kind is int:
-        ok = ok and float(v).is_integer()
+    if kind is int:  # sizes and counts: a model's fit in 32 bits, a larger one is a corrupt file
+        ok = ok and float(v).is_integer() and abs(v) < 1 << 31
     if not ok or (positive and v <= 0):
         want = "a positive " if positive else "a "
-        raise ValueError(f"{source}: {key} must be {want}{'integer' if kind is int else 'number'}, got {v!r}")
+        raise ConfigError(f"{source}: {key} must be {want}{'integer below 2^31' if kind is int else 'number'}, "
+                          f"got {describe(v)}")
     return kind(v)
+
+
+def _flag(c: dict, key: str, source: str) -> bool:
+    v = c.get(key)
+    if v is not None and not isinstance(v, bool):
+        raise ConfigError(f"{source}: {key} must be true or false, got {describe(v)}")
+    return bool(v)
+
+
+def _object(c: dict, key: str, source: str) -> dict:
+    """``c[key]`` as a dict: a JSON object, or empty for null/absent."""
+    v = c.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ConfigError(f"{source}: {key} must be an object or null, got {describe(v)}")
+    return dict(v)
 
 
 def config_from_hf(cfg: dict[str, Any], source: str = "config.json") -> ModelConfig:
@@ -112,6 +128,8 @@ def config_from_hf(cfg: dict[str, Any], source: str = "config.json") -> ModelCon
     dim = _number(c, "hidden_size", int, source)
     n_heads = _number(c, "num_attention_heads", int, source)
     n_layers = _number(c, "num_hidden_layers", int, source)
+    if n_layers > MAX_LAYERS:  # a corrupt count: refused before anything is built per layer
+        raise ConfigError(f"{source}: num_hidden_layers = {n_layers} is not a model's layer count (at most {MAX_LAYERS})")
     kw = dict(dim=dim, n_layers=n_layers, n_heads=n_heads,
               n_kv_heads=_number(c, "num_key_value_heads", int, source, optional=True) or n_heads,
               hidden_dim=_number(c, "intermediate_size", int, source),
@@ -119,7 +137,7 @@ def config_from_hf(cfg: dict[str, Any], source: str = "config.json") -> ModelCon
               head_dim=_number(c, "head_dim", int, source, optional=True) or dim // n_heads,
               context_length=_number(c, "max_position_embeddings", int, source),
               rms_eps=_number(c, "rms_norm_eps", float, source),
-              tie_embeddings=bool(c.get("tie_word_embeddings")),
+              tie_embeddings=_flag(c, "tie_word_embeddings", source),
               bos_token_id=_first_int(c.get("bos_token_id"), 1, source),
               eos_token_id=_first_int(c.get("eos_token_id"), 2, source))
     kw.update(architecture_defaults(arch, dim))
@@ -132,7 +150,7 @@ def config_from_hf(cfg: dict[str, Any], source: str = "config.json") -> ModelCon
         if scalar != kw["head_dim"]:  # transformers: scores times query_pre_attn_scalar ** -0.5, in float32
             kw["attn_scale"] = float(np.float32(scalar ** -0.5))
     kw.update(_sliding(mtype, c, n_layers, kw["context_length"], source))
-    config = ModelConfig(**kw)
+    config = ModelConfig(**kw, source=source)
     config.extra.setdefault("dtype", cfg.get("dtype") or cfg.get("torch_dtype"))
     config.validate(source)
     return config
@@ -142,18 +160,18 @@ def _check_unsupported(mtype: str, c: dict, source: str) -> None:
     if mtype == "gemma3_text":
         act = c.get("hidden_activation") or c.get("hidden_act")
         if act not in _GELU_TANH:
-            raise ValueError(f"{source}: hidden_activation {act!r} is not supported (gelu_pytorch_tanh)")
+            raise ConfigError(f"{source}: hidden_activation {act!r} is not supported (gelu_pytorch_tanh)")
         for key in ("final_logit_softcapping", "attn_logit_softcapping"):
             if c.get(key) is not None:
-                raise ValueError(f"{source}: {key} is not supported (Gemma-3 has none)")
+                raise ConfigError(f"{source}: {key} is not supported (Gemma-3 has none)")
         if c.get("use_bidirectional_attention"):
-            raise ValueError(f"{source}: use_bidirectional_attention is not supported (a causal LM only)")
+            raise ConfigError(f"{source}: use_bidirectional_attention is not supported (a causal LM only)")
     else:
         act = c.get("hidden_act", "silu")
         if act != "silu":
-            raise ValueError(f"{source}: hidden_act {act!r} is not supported (only silu)")
+            raise ConfigError(f"{source}: hidden_act {act!r} is not supported (only silu)")
     if mtype != "qwen2" and (c.get("attention_bias") or c.get("mlp_bias")):
-        raise ValueError(f"{source}: attention_bias / mlp_bias are not supported for model_type {mtype}")
+        raise ConfigError(f"{source}: attention_bias / mlp_bias are not supported for model_type {mtype}")
 
 
 def _rope(mtype: str, c: dict, source: str) -> tuple[float, dict | None, float | None]:
@@ -165,17 +183,17 @@ def _rope(mtype: str, c: dict, source: str) -> tuple[float, dict | None, float |
     elif isinstance(params, dict) and params:
         full = dict(params)
     else:
-        full = dict(c.get("rope_scaling") or {})
+        full = _object(c, "rope_scaling", source)
     theta = full.pop("rope_theta", None)
     if theta is None:
         theta = c.get("rope_theta", _DEFAULTS[mtype]["rope_theta"])
     theta = _number({"rope_theta": theta}, "rope_theta", float, source)
     partial = full.pop("partial_rotary_factor", c.get("partial_rotary_factor"))
     if partial is not None and partial != 1.0:
-        raise ValueError(f"{source}: partial_rotary_factor {partial!r} is not supported (RoPE over the whole head)")
+        raise ConfigError(f"{source}: partial_rotary_factor {partial!r} is not supported (RoPE over the whole head)")
     kind = full.get("rope_type") or full.get("type")
     if kind in ("longrope", "su", "yarn") and mtype == "phi3":
-        raise ValueError(f"{source}: Phi-3 long-context RoPE ({kind}, LongRoPE) is not supported")
+        raise ConfigError(f"{source}: Phi-3 long-context RoPE ({kind}, LongRoPE) is not supported")
     scaling = _normalise_scaling(full, source)
     local_theta = None
     if mtype == "gemma3_text":
@@ -184,7 +202,7 @@ def _rope(mtype: str, c: dict, source: str) -> tuple[float, dict | None, float |
         local_theta = _number({"rope_local_base_freq": c.get("rope_local_base_freq") if lt is None else lt},
                               "rope_local_base_freq", float, source)
         if (local.get("rope_type") or "default") != "default":
-            raise ValueError(f"{source}: RoPE scaling of the sliding-window layers "
+            raise ConfigError(f"{source}: RoPE scaling of the sliding-window layers "
                              f"({local.get('rope_type')!r}) is not supported")
     return theta, scaling, local_theta
 
@@ -201,7 +219,7 @@ def _sliding(mtype: str, c: dict, n_layers: int, context: int, source: str) -> d
     if types is not None:
         if (not isinstance(types, list) or len(types) != n_layers
                 or any(t not in ("sliding_attention", "full_attention") for t in types)):
-            raise ValueError(f"{source}: layer_types must list 'sliding_attention' or 'full_attention' for each of "
+            raise ConfigError(f"{source}: layer_types must list 'sliding_attention' or 'full_attention' for each of "
                              f"the {n_layers} layers")
         flags = [t == "sliding_attention" for t in types]
     elif mtype in ("qwen2", "qwen3"):
@@ -230,13 +248,15 @@ def _first_int(v, default: int, source: str) -> int:
     if v is None:
         return default
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise ValueError(f"{source}: token ids must be non-negative integers, got {v!r}")
+        raise ConfigError(f"{source}: token ids must be non-negative integers, got {v!r}")
     return v
 
 
-def _normalise_scaling(s: dict | None, source: str) -> dict | None:
-    if not s:
+def _normalise_scaling(s, source: str, where: str = "rope_scaling") -> dict | None:
+    if s is None or s == {}:
         return None
+    if not isinstance(s, dict):
+        raise ConfigError(f"{source}: {where} must be an object or null, got {describe(s)}")
     s = dict(s)
     kind = s.pop("rope_type", None) or s.pop("type", None) or "default"
     s.pop("type", None)
@@ -244,10 +264,10 @@ def _normalise_scaling(s: dict | None, source: str) -> dict | None:
     if kind == "default":
         return None
     if kind not in ("linear", "llama3"):
-        raise ValueError(f"{source}: rope scaling type {kind!r} is not supported (default, linear, llama3)")
-    if "factor" not in s:
-        raise ValueError(f"{source}: rope scaling {kind!r} needs a 'factor'")
-    return {"rope_type": kind, **{k: v for k, v in s.items() if v is not None}}
+        raise ConfigError(f"{source}: rope scaling type {kind!r:.60} is not supported (default, linear, llama3)")
+    if s.get("factor") is None:
+        raise ConfigError(f"{source}: rope scaling {kind!r} needs a 'factor'")
+    return {"rope_type": kind, **{k: v for k, v in s.items() if v is not None}}  # checked by ModelConfig
 
 
 def _rounded(x: float, dtype: str) -> float:
@@ -267,7 +287,7 @@ def _text_layout(st: SafetensorsCheckpoint, folder: Path) -> tuple[str, str]:
         if prefix + "embed_tokens.weight" in st:
             return prefix, head
     looked = ", ".join(p + "embed_tokens.weight" for p, _ in HF_TEXT_LAYOUTS)
-    raise ValueError(f"{folder}: no text model found (none of the tensors {looked})")
+    raise ConfigError(f"{folder}: no text model found (none of the tensors {looked})")
 
 
 def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None,
@@ -277,6 +297,10 @@ def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None,
     config = config_from_hf(read_hf_config(folder), str(folder / "config.json"))
     st = SafetensorsCheckpoint(folder)
     prefix, head = _text_layout(st, folder)
+    layer_key = re.compile(re.escape(prefix) + r"layers\.(\d+)\.")
+    present = {int(m.group(1)) for k in st.keys() if (m := layer_key.match(k))}
+    if not present.issuperset(range(config.n_layers)):  # layers beyond it are refused as unknown tensors below
+        check_layer_count(folder / "config.json", "num_hidden_layers", config.n_layers, present, "the safetensors files")
     arch = config.architecture
     if config.tie_embeddings is False and head not in st:
         config.tie_embeddings = True  # some exports omit the head when it equals the embedding
@@ -289,10 +313,10 @@ def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None,
     for i, name in enumerate(names):
         src_name = hf_name(name, arch, prefix, head)
         if src_name not in st:
-            raise ValueError(f"{folder}: tensor {src_name!r} is missing")
+            raise FormatError(f"{folder}: tensor {src_name!r} is missing")
         w, src = st.get(src_name), st.dtype(src_name)
         if src not in ("f32", "f16", "bf16"):
-            raise ValueError(f"{folder}: tensor {src_name!r} has dtype {src}, expected F32, F16 or BF16")
+            raise FormatError(f"{folder}: tensor {src_name!r} has dtype {src}, expected F32, F16 or BF16")
         check_shape(str(folder), src_name, w.shape, shapes[name])
         used.add(src_name)
         if w.ndim == 1:
@@ -309,7 +333,7 @@ def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None,
     extra = [n for n in st.keys() if n.startswith(prefix + "layers.") and n not in used
              and not n.endswith("rotary_emb.inv_freq")]
     if extra:
-        raise ValueError(f"{folder}: tensor {extra[0]!r} is not part of a {arch} model as llamix runs it"
+        raise ConfigError(f"{folder}: tensor {extra[0]!r} is not part of a {arch} model as llamix runs it"
                          f"{f' ({len(extra)} such tensors)' if len(extra) > 1 else ''}")
     own = tokenizer is None or tokenizer is True
     tok = None if own or tokenizer is False else tokenizer
@@ -332,7 +356,7 @@ def hf_chat_template(folder: Path) -> str | None:
         try:
             value = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
         except (json.JSONDecodeError, AttributeError) as e:
-            raise ValueError(f"{f}: invalid JSON ({e})") from None
+            raise ConfigError(f"{f}: invalid JSON ({e})") from None
         if isinstance(value, list):  # [{"name": ..., "template": ...}]
             named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
             value = named.get("default")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..config import ModelConfig, architecture_defaults
+from ..errors import ArgumentError
 from ..formats.names import expected_shapes, tensor_names
 from ..quant import quantize
 from ..quant.qtypes import qtype_info
@@ -37,7 +38,7 @@ def random_config(shape: str = "tiny", **overrides) -> ModelConfig:
     """The config of a named shape (``tiny``, ``1b``, ``7b``), with any field overridden;
     ``architecture=`` brings that architecture's defaults (config.architecture_defaults)."""
     if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
+        raise ArgumentError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     base = {**SHAPES[shape], "rms_eps": 1e-5, "rope_theta": 10000.0}
     arch = architecture_defaults(overrides.get("architecture", "llama"), overrides.get("dim", base["dim"]))
     return ModelConfig(**{**base, **arch, **overrides})
@@ -69,7 +70,7 @@ def byte_tokenizer(vocab_size: int) -> Tokenizer:
     for i, ch in enumerate(["\u2581"] + [chr(c) for c in range(33, 127)]):
         proto.pieces.add(piece=ch, score=-float(i), type=S.NORMAL)
     if len(proto.pieces) > vocab_size:
-        raise ValueError(f"vocab_size {vocab_size} is too small for a byte tokenizer ({len(proto.pieces)} pieces)")
+        raise ArgumentError(f"vocab_size {vocab_size} is too small for a byte tokenizer ({len(proto.pieces)} pieces)")
     # the rest are made-up words, so that a random model's tokens print as (gibberish) text
     for i in range(vocab_size - len(proto.pieces)):
         proto.pieces.add(piece="\u2581" + _word(i), score=-100.0 - i, type=S.NORMAL)

@@ -15,12 +15,12 @@ from .plan import build_plan
 
 def merge(config: Any, out_dir: str | os.PathLike, *, n_threads: Optional[int] = None, shard_size="5GB",
           seed: int = 0, out_dtype: Optional[str] = None, progress: Optional[Progress] = None, writer=None,
-          threads: Optional[int] = None) -> Path:
+          threads: Optional[int] = None, overwrite: bool = False) -> Path:
     """Merge models as a mergekit YAML config describes, into a Hugging Face folder.
 
     config: a path to a YAML file, a YAML string, or a dict (mergekit's schema). Everything is
     validated (fields, models, tensor names and shapes, parameters) before any work starts.
-    out_dir: the output folder (must not exist or be empty); written atomically.
+    out_dir: the output folder (must not exist or be empty, unless ``overwrite``); written atomically.
     n_threads: compute threads (default: the current setting; ``threads`` is an alias).
     shard_size: e.g. "5GB". progress(input_bytes_done, input_bytes_total, tensor_name): called
     after each tensor.
@@ -31,7 +31,7 @@ def merge(config: Any, out_dir: str | os.PathLike, *, n_threads: Optional[int] =
     threads = threads if n_threads is None else n_threads
     cfg = load_config(config)
     plan = build_plan(cfg, dtype_name(out_dtype) if out_dtype else None)
-    out = writer if writer is not None else HFFolderWriter(out_dir, shard_size)
+    out = writer if writer is not None else HFFolderWriter(out_dir, shard_size, overwrite=overwrite)
     before = _C.threads()
     if threads is not None:
         set_threads(threads)

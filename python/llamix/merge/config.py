@@ -16,11 +16,10 @@ from typing import Any, Optional
 
 import yaml
 
+from ..errors import ConfigError
 from .kernels import dtype_name
 
-
-class ConfigError(ValueError):
-    """An invalid or unsupported merge configuration; the message names the field."""
+__all__ = ["ConfigError", "MergeConfig", "Slice", "Source", "load_config", "parse_config"]
 
 
 TOP_LEVEL = {"models", "slices", "merge_method", "base_model", "dtype", "out_dtype", "tokenizer_source", "parameters",
@@ -62,6 +61,7 @@ class MergeConfig:
     parameters: dict = field(default_factory=dict)
     base_dir: Path = field(default_factory=Path.cwd)  # relative model paths resolve here too
     text: str = ""  # the YAML as given (recorded in the output README)
+    source: str = "merge config"  # the file it came from, named by every error
 
     def referenced_models(self) -> list[str]:
         """Every model the config names, in first-mention order (base first if set)."""
@@ -80,6 +80,7 @@ def load_config(config: Any) -> MergeConfig:
     if isinstance(config, MergeConfig):
         return config
     base_dir = Path.cwd()
+    source = "merge config"
     if isinstance(config, (str, os.PathLike)):
         text = str(config)
         is_path = isinstance(config, os.PathLike) or ("\n" not in text and (
@@ -88,21 +89,42 @@ def load_config(config: Any) -> MergeConfig:
             path = Path(config)
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: merge config not found")
-            text = path.read_text()
+            raw = path.read_bytes()
+            source = str(path)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{path}: not UTF-8 text (byte {raw[e.start]:#04x} at {e.start})") from None
             base_dir = path.resolve().parent
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"the merge config is not valid YAML: {e}") from None
+        data = _parse_yaml(text, source)
     elif isinstance(config, dict):
         data = config
-        text = yaml.safe_dump(config, sort_keys=False)
+        try:
+            text = yaml.safe_dump(config, sort_keys=False)
+        except (yaml.YAMLError, RecursionError) as e:
+            raise ConfigError(f"{source}: cannot be written as YAML ({type(e).__name__})") from None
     else:
         raise ConfigError(f"config must be a path, a YAML string or a dict, not {type(config).__name__}")
-    cfg = parse_config(data)
+    try:
+        cfg = parse_config(data)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     cfg.base_dir = base_dir
     cfg.text = text
+    cfg.source = source
     return cfg
+
+
+def _parse_yaml(text: str, source: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        for mark in (getattr(e, "problem_mark", None), getattr(e, "context_mark", None)):
+            if mark is not None:
+                mark.name = source  # PyYAML says "<unicode string>"
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
 
 
 def parse_config(data: Any) -> MergeConfig:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArgumentError
 from ..formats.safetensors import SafetensorsWriter
 from .plan import MergePlan, TensorTask
 
@@ -31,25 +32,27 @@ def parse_size(size) -> int:
                 try:
                     n = int(float(text[: -len(u)]) * f)
                 except ValueError:
-                    raise ValueError(f"shard size {size!r}: expected e.g. 5GB, 500MB or a byte count") from None
+                    raise ArgumentError(f"shard size {size!r}: expected e.g. 5GB, 500MB or a byte count") from None
                 break
         else:
             try:
                 n = int(text)
             except ValueError:
-                raise ValueError(f"shard size {size!r}: expected e.g. 5GB, 500MB or a byte count") from None
+                raise ArgumentError(f"shard size {size!r}: expected e.g. 5GB, 500MB or a byte count") from None
     if n <= 0:
-        raise ValueError(f"shard size {size!r} must be positive")
+        raise ArgumentError(f"shard size {size!r} must be positive")
     return n
 
 
 class HFFolderWriter:
-    """Writes the merged tensors as a Hugging Face model folder at ``out_dir`` (atomically)."""
+    """Writes the merged tensors as a Hugging Face model folder at ``out_dir`` (atomically).
+    ``overwrite``: replace an existing ``out_dir`` (only once the new folder is complete)."""
 
-    def __init__(self, out_dir: str | os.PathLike, shard_size="5GB"):
+    def __init__(self, out_dir: str | os.PathLike, shard_size="5GB", overwrite: bool = False):
         self.out_dir = Path(out_dir)
         self.shard_bytes = parse_size(shard_size)
-        if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
+        self.overwrite = overwrite
+        if not overwrite and self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
             raise FileExistsError(f"{self.out_dir}: already exists and is not an empty folder")
         self.tmp = self.out_dir.parent / f".{self.out_dir.name}.llamix-tmp-{os.getpid()}"
         self._st = None
@@ -79,9 +82,16 @@ class HFFolderWriter:
                 if src.is_file():
                     shutil.copyfile(src, self.tmp / f)
         (self.tmp / "README.md").write_text(readme(plan))
-        if self.out_dir.exists():  # an empty folder: replace it
-            self.out_dir.rmdir()
+        old = None
+        if self.out_dir.exists() or self.out_dir.is_symlink():  # an empty folder, or overwrite: set it aside
+            old = self.out_dir.parent / f".{self.out_dir.name}.llamix-old-{os.getpid()}"
+            os.replace(self.out_dir, old)
         os.replace(self.tmp, self.out_dir)
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
 
     def abort(self) -> None:
         if self._st is not None:

@@ -11,6 +11,7 @@ default).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
@@ -26,9 +27,11 @@ class Param:
     scope: str = "global"
     default: Any = None
     required: bool = False
+    lo: Optional[float] = None  # the range of a number's values (None: unbounded)
+    hi: Optional[float] = None
 
     def convert(self, value, where: str):
-        """Validate one resolved value; errors name the field."""
+        """Validate one resolved value (type, a finite number, the range); errors name the field."""
         if self.kind is bool:
             if isinstance(value, bool):
                 return value
@@ -42,6 +45,12 @@ class Param:
                 raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, int) and abs(value) > 2**53:
+            raise ConfigError(f"{where}: {value!r} is too large")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            raise ConfigError(f"{where}: {value!r} is out of range [{self.lo}, {self.hi}]")
         return int(value) if self.kind is int else float(value)
 
 

@@ -8,12 +8,12 @@ come from the first slice's sources, the final norm and head from the last slice
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..errors import FormatError, parse_json
 from ..formats.safetensors import SafetensorsCheckpoint
 from .config import ConfigError, MergeConfig, Slice, Source
 from .methods import MergeMethod, TensorJob, get_method
@@ -32,11 +32,14 @@ class ModelInfo:
     weights: SafetensorsCheckpoint
 
     def num_layers(self) -> int:
+        """The layers the weights hold (config.json's num_hidden_layers must agree)."""
+        idx = {int(m["index"]) for name in self.weights.keys() if (m := LAYER.match(name))}
+        held = max(idx) + 1 if idx else 0
         n = self.config.get("num_hidden_layers")
-        if isinstance(n, int):
-            return n
-        idx = [int(m["index"]) for name in self.weights.keys() if (m := LAYER.match(name))]
-        return max(idx) + 1 if idx else 0
+        if n is not None and n != held:
+            raise FormatError(f"{self.path / 'config.json'}: num_hidden_layers = {n!r}, but the weights hold "
+                              f"{held} layers")
+        return held
 
 
 @dataclass
@@ -75,13 +78,13 @@ def open_model(ref: str, base_dir: Path, where: str) -> ModelInfo:
     if path is None:
         raise ConfigError(f"{where}: model {ref!r} is not a local folder (looked in {candidates[0]} and "
                           f"{candidates[1]}); downloading from the Hugging Face Hub is not supported")
+    if path.is_file() and path.suffix != ".safetensors":
+        raise ConfigError(f"{where}: {path} is not a Hugging Face folder: merge takes Hugging Face folders "
+                          "(config.json and safetensors), not GGUF or llama2.c files")
     folder = path if path.is_dir() else path.parent
     config = {}
     if (folder / "config.json").exists():
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{where}: {folder / 'config.json'} is not valid JSON ({e})") from None
+        config = parse_json((folder / "config.json").read_bytes(), str(folder / "config.json"))
     try:
         weights = SafetensorsCheckpoint(path)
     except FileNotFoundError as e:
@@ -94,6 +97,17 @@ def _promote(dtypes: list[str]) -> str:
 
 
 def build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None) -> MergePlan:
+    """The plan of a validated config: every input opened and every check made (ConfigError
+    naming the config's file and the field, or an error naming the input file)."""
+    try:
+        return _build_plan(cfg, out_dtype)
+    except ConfigError as e:
+        if str(e).startswith(cfg.source):
+            raise
+        raise ConfigError(f"{cfg.source}: {e}") from None
+
+
+def _build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None) -> MergePlan:
     method = get_method(cfg.merge_method)
     where_of = _first_mention(cfg)
     models = {ref: open_model(ref, cfg.base_dir, where_of[ref]) for ref in cfg.referenced_models()}
@@ -203,9 +217,9 @@ def _check_same_names(models: dict[str, ModelInfo], refs: list[str]) -> None:
             missing = sorted(names - other)
             extra = sorted(other - names)
             if missing:
-                raise ValueError(f"tensor {missing[0]!r} is in {first.ref} but not in {ref} "
+                raise ConfigError(f"tensor {missing[0]!r} is in {first.ref} but not in {ref} "
                                  f"({len(missing)} missing); the models do not have the same architecture")
-            raise ValueError(f"tensor {extra[0]!r} is in {ref} but not in {first.ref} ({len(extra)} extra); "
+            raise ConfigError(f"tensor {extra[0]!r} is in {ref} but not in {first.ref} ({len(extra)} extra); "
                              "the models do not have the same architecture")
 
 
@@ -232,11 +246,11 @@ class _Planner:
         for src, name in inputs:
             w = self.models[src.model].weights
             if name not in w:
-                raise ValueError(f"tensor {name!r} is missing from {src.model} ({src.where}); needed for {out_name}")
+                raise ConfigError(f"tensor {name!r} is missing from {src.model} ({src.where}); needed for {out_name}")
             shapes.append(tuple(w.shape(name)))
             dt = w.dtype(name)
             if dt not in FLOAT_TYPES:
-                raise ValueError(f"tensor {name!r} in {src.model} has dtype {dt}; only float32/float16/bfloat16 "
+                raise ConfigError(f"tensor {name!r} in {src.model} has dtype {dt}; only float32/float16/bfloat16 "
                                  "tensors can be merged")
             dtypes.append(FLOAT_TYPES[dt])
             self.input_bytes += w.file_of(name).nbytes(name)
@@ -244,7 +258,7 @@ class _Planner:
             detail = ", ".join(f"{src.model}: {list(s)}" for (src, _), s in zip(inputs, shapes))
             hint = " (different vocabularies: llamix does not align tokenizers)" if "embed" in out_name or \
                 "lm_head" in out_name else ""
-            raise ValueError(f"tensor {out_name}: shapes differ between models ({detail}){hint}")
+            raise ConfigError(f"tensor {out_name}: shapes differ between models ({detail}){hint}")
         base = sl.base_model or cfg.base_model
         refs = [src.model for src, _ in inputs]
         base_index = refs.index(base) if (base in refs and method.base != "ignored") else None

@@ -32,6 +32,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..tokenizer import check_token_ids
 from ..chat_format import ChatFormat, chat_format_for
 from .engine import Request, Step, TokenLogprob
 from .grammar import JSONConstraint, grammar_tokenizer, schema_of
@@ -91,7 +92,7 @@ class CompletionAPI:
             raise ValueError("empty prompt: give at least one token (e.g. BOS)")
         if len(ids) >= self.n_ctx:
             raise ValueError(f"Requested tokens ({len(ids)}) exceed context window of {self.n_ctx}")
-        self._check_tokens(np.asarray(ids))
+        ids = check_token_ids(ids, self.config.vocab_size, "prompt")
         room = self.n_ctx - len(ids)
         max_tokens = room if max_tokens is None or max_tokens <= 0 else min(int(max_tokens), room)
         sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed,

@@ -15,10 +15,11 @@ import numpy as np
 from .._runtime import _C
 from .._runtime import set_threads
 from ..config import ModelConfig
+from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
 from ..quant import QuantizedTensor
-from ..tokenizer import Tokenizer
+from ..tokenizer import Tokenizer, check_text, check_token_ids
 from .api import CompletionAPI
 from .engine import Request, Step
 from .sampling import Sampler
@@ -63,8 +64,8 @@ class Model(CompletionAPI):
         c = self.config
         if n_ctx is None:
             n_ctx = min(c.context_length, DEFAULT_N_CTX)
-        if int(n_ctx) <= 0:
-            raise ValueError(f"n_ctx must be positive, got {n_ctx}")
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, (int, np.integer)) or n_ctx <= 0:
+            raise ArgumentError(f"n_ctx must be a positive integer, got {n_ctx!r}")
         self.n_ctx = int(n_ctx)
         if n_threads is not None:
             set_threads(n_threads)
@@ -97,7 +98,7 @@ class Model(CompletionAPI):
     # --- tokens ---
     def _tok(self) -> Tokenizer:
         if self.tokenizer is None:
-            raise ValueError(f"{self.source}: this model has no tokenizer; pass tokenizer= a tokenizer.model, "
+            raise ArgumentError(f"{self.source}: this model has no tokenizer; pass tokenizer= a tokenizer.model, "
                              "tokenizer.json or GGUF file")
         return self.tokenizer
 
@@ -112,8 +113,7 @@ class Model(CompletionAPI):
                 add_special = bool(alias)
         if special is not None:
             parse_special = bool(special)
-        if isinstance(text, (bytes, bytearray)):  # as llama-cpp-python takes it
-            text = bytes(text).decode("utf-8")
+        text = check_text(text)  # a str, or UTF-8 bytes as llama-cpp-python takes them
         return self._tok().encode(text, add_special=add_special, parse_special=parse_special)
 
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
@@ -129,10 +129,6 @@ class Model(CompletionAPI):
         return (self.config.eos_token_id,)
 
     # --- forward ---
-    def _check_tokens(self, ids: np.ndarray) -> None:
-        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
-            bad = int(ids[(ids < 0) | (ids >= self.config.vocab_size)][0])
-            raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.config.vocab_size - 1})")
 
     def eval(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append ``tokens`` to the cached sequence (after ``n_past`` positions) and run them.
@@ -141,13 +137,11 @@ class Model(CompletionAPI):
         when ``all_logits``. Raises ValueError for an empty list, an id outside the vocabulary, or
         more tokens than the cache has room for (nothing is evaluated then).
         """
-        ids = tokens
-        arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+        arr = np.asarray(check_token_ids(tokens, self.config.vocab_size, "tokens"), dtype=np.int64)
         if arr.size == 0:
-            raise ValueError("no tokens to evaluate")
-        self._check_tokens(arr)
+            raise ArgumentError("tokens: no tokens to evaluate")
         if self.n_past + arr.size > self.n_ctx:
-            raise ValueError(f"context overflow: {self.n_past} cached + {arr.size} new tokens exceed n_ctx = "
+            raise ArgumentError(f"context overflow: {self.n_past} cached + {arr.size} new tokens exceed n_ctx = "
                              f"{self.n_ctx} (load with a larger n_ctx, up to the model's {self.config.context_length})")
         arr = arr.astype(np.int32)
         outs = []
@@ -218,15 +212,19 @@ class Model(CompletionAPI):
     def _generate(self, prompt, max_tokens: int, sampler: Sampler, stop, decode: bool = True):
         # a text prompt is read as llama-cli and llama-cpp-python read one: BOS where the vocabulary
         # asks for it, control tokens written in it (a chat template's <|im_start|>) as their ids
-        ids = self.tokenize(prompt, parse_special=True) if isinstance(prompt, str) else [int(i) for i in prompt]
+        if isinstance(prompt, (str, bytes, bytearray)):
+            ids = self.tokenize(prompt, parse_special=True)
+        else:
+            ids = check_token_ids(prompt, self.config.vocab_size, "prompt")
         if not ids:
-            raise ValueError("empty prompt: give at least one token (e.g. BOS)")
+            raise ArgumentError("empty prompt: give at least one token (e.g. BOS)")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)):
+            raise ArgumentError(f"max_tokens must be an integer, got {max_tokens!r}")
         if max_tokens < 0:  # llama.cpp's -n -1: until end-of-sequence or the context is full
             max_tokens = max(self.n_ctx - len(ids), 0)
         if len(ids) + max_tokens > self.n_ctx:
-            raise ValueError(f"context overflow: the prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) "
+            raise ArgumentError(f"context overflow: the prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) "
                              f"exceed n_ctx = {self.n_ctx}")
-        self._check_tokens(np.asarray(ids))
         if max_tokens == 0:
             return
         request = Request(ids, sampler=sampler, max_tokens=max_tokens, tokenizer=self._tok() if decode else None,
@@ -271,7 +269,7 @@ class Model(CompletionAPI):
         arr = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if arr.size == 0:
             raise ValueError("no tokens to embed")
-        self._check_tokens(arr)
+        check_token_ids(arr, self.config.vocab_size, "tokens")
         if arr.size > self.n_ctx:
             raise ValueError(f"{arr.size} tokens exceed n_ctx = {self.n_ctx}")
         self.reset()

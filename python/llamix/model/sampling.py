@@ -17,21 +17,19 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ArgumentError, check_value
+
 
 class Sampler:
     def __init__(self, temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                  repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int | None = None, *,
                  frequency_penalty: float = 0.0, presence_penalty: float = 0.0):
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables it), got {top_k}")
-        if not 0 <= top_p <= 1:
-            raise ValueError(f"top_p must be in [0, 1] (0: greedy), got {top_p}")
-        if not 0 <= min_p <= 1:
-            raise ValueError(f"min_p must be in [0, 1], got {min_p}")
-        if repeat_penalty <= 0:
-            raise ValueError(f"repeat_penalty must be > 0, got {repeat_penalty}")
+        temperature = check_value(temperature, float, "temperature", lo=0.0, error=ArgumentError)
+        top_k = check_value(top_k, int, "top_k (0 disables it)", lo=0, error=ArgumentError)
+        top_p = check_value(top_p, float, "top_p (0: greedy)", lo=0.0, hi=1.0, error=ArgumentError)
+        min_p = check_value(min_p, float, "min_p", lo=0.0, hi=1.0, error=ArgumentError)
+        if not check_value(repeat_penalty, float, "repeat_penalty", lo=0.0, error=ArgumentError) > 0:
+            raise ArgumentError(f"repeat_penalty must be > 0, got {repeat_penalty}")
         self.temperature, self.top_k, self.top_p, self.min_p = float(temperature), int(top_k), float(top_p), float(min_p)
         self.repeat_penalty, self.repeat_last_n = float(repeat_penalty), int(repeat_last_n)
         self.frequency_penalty, self.presence_penalty = float(frequency_penalty), float(presence_penalty)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ArgumentError
+
 
 @dataclass(frozen=True)
 class QTypeInfo:
@@ -44,4 +46,4 @@ def qtype_info(qtype: str | QTypeInfo) -> QTypeInfo:
     try:
         return QTYPES[str(qtype).lower()]
     except KeyError:
-        raise ValueError(f"unknown qtype {qtype!r}; expected one of {', '.join(QTYPES)}") from None
+        raise ArgumentError(f"unknown qtype {qtype!r}; expected one of {', '.join(QTYPES)}") from None

@@ -4,7 +4,27 @@ from __future__ import annotations
 import numpy as np
 
 from .._runtime import _C
+from ..errors import ArgumentError, describe
 from .qtypes import QTypeInfo, qtype_info
+
+MAX_DIM = 2**31 - 1  # rows and row length: the kernels index with 32-bit counts per dimension
+
+
+def check_shape(shape, info: QTypeInfo, what: str = "shape") -> tuple[int, int]:
+    """``(rows, k)`` of a matrix of ``info``'s type: two integers in [0, 2**31), k a whole number of
+    blocks; ArgumentError naming ``what`` otherwise."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 2:
+        raise ArgumentError(f"{what} must be (rows, k), two integers, got {describe(shape)}"
+                            + (f" {list(shape)}" if isinstance(shape, (list, tuple)) and len(shape) <= 4 else ""))
+    out = []
+    for name, v in zip(("rows", "k"), shape):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 0 <= v <= MAX_DIM:
+            raise ArgumentError(f"{what}: {name} must be an integer in [0, {MAX_DIM}], got {describe(v)}")
+        out.append(int(v))
+    rows, k = out
+    if k % info.block_size:
+        raise ArgumentError(f"{what}: row length {k} is not a multiple of the {info.name} block size {info.block_size}")
+    return rows, k
 
 
 class QuantizedTensor:
@@ -17,11 +37,9 @@ class QuantizedTensor:
 
     def __init__(self, data: np.ndarray, qtype: str | QTypeInfo, shape: tuple[int, int]):
         info = qtype_info(qtype)
-        rows, k = (int(s) for s in shape)
-        if k % info.block_size:
-            raise ValueError(f"row length {k} is not a multiple of the {info.name} block size {info.block_size}")
-        if data.dtype != np.uint8 or data.shape != (rows, info.row_bytes(k)):
-            raise ValueError(
+        rows, k = check_shape(shape, info)
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (rows, info.row_bytes(k)):
+            raise ArgumentError(
                 f"{info.name} data for shape {(rows, k)} must be uint8 of shape {(rows, info.row_bytes(k))}, "
                 f"got {data.dtype} {data.shape}")
         self.data = data
@@ -33,13 +51,20 @@ class QuantizedTensor:
     def from_bytes(cls, data, qtype: str, shape: tuple[int, int]) -> "QuantizedTensor":
         """Wrap existing bytes (a buffer, memoryview or uint8 array; e.g. a memory-mapped file) without a copy."""
         info = qtype_info(qtype)
-        rows, k = (int(s) for s in shape)
-        arr = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
-        if arr.dtype != np.uint8:
-            arr = arr.view(np.uint8)
+        rows, k = check_shape(shape, info)
+        if isinstance(data, np.ndarray):
+            if not data.flags.c_contiguous:
+                raise ArgumentError(f"data: a {info.name} tensor's bytes must be one C-contiguous buffer "
+                                    f"(got an array of strides {data.strides}); no copy is made")
+            arr = data.reshape(-1).view(np.uint8)
+        else:
+            try:
+                arr = np.frombuffer(data, dtype=np.uint8)
+            except (TypeError, ValueError) as e:
+                raise ArgumentError(f"data must be a C-contiguous buffer of bytes, got {describe(data)} ({e})") from None
         expected = rows * info.row_bytes(k)
         if arr.size != expected:
-            raise ValueError(f"{info.name} tensor of shape {(rows, k)} needs {expected} bytes, got {arr.size}")
+            raise ArgumentError(f"data: a {info.name} tensor of shape {(rows, k)} needs {expected} bytes, got {arr.size}")
         return cls(arr.reshape(rows, info.row_bytes(k)), info, (rows, k))
 
     @property
@@ -76,13 +101,13 @@ class QuantizedTensor:
 def _float_source(w: np.ndarray, src: str | None) -> tuple[np.ndarray, int]:
     if src == "bf16":
         if w.dtype not in (np.uint16, np.int16):
-            raise ValueError(f"bf16 source data must be given as uint16 bit patterns, got {w.dtype}")
+            raise ArgumentError(f"bf16 source data must be given as uint16 bit patterns, got {w.dtype}")
         return w, 30
     if w.dtype == np.float32:
         return w, 0
     if w.dtype == np.float16:
         return w, 1
-    raise ValueError(f"w must be float32 or float16 (or uint16 with src='bf16'), got {w.dtype}")
+    raise ArgumentError(f"w must be float32 or float16 (or uint16 with src='bf16'), got {w.dtype}")
 
 
 def quantize(w: np.ndarray, qtype: str, *, src: str | None = None) -> QuantizedTensor:
@@ -97,12 +122,12 @@ def quantize(w: np.ndarray, qtype: str, *, src: str | None = None) -> QuantizedT
     if w.ndim == 1:
         w = w.reshape(1, -1)
     if w.ndim != 2:
-        raise ValueError(f"w must be 2-D (rows, k), got shape {w.shape}")
+        raise ArgumentError(f"w must be 2-D (rows, k), got shape {w.shape}")
     w, src_id = _float_source(w, src)
     if not w.flags.c_contiguous:
         w = np.ascontiguousarray(w)
     if w.shape[1] % info.block_size:
-        raise ValueError(f"row length {w.shape[1]} is not a multiple of the {info.name} block size {info.block_size}")
+        raise ArgumentError(f"row length {w.shape[1]} is not a multiple of the {info.name} block size {info.block_size}")
     if info.name == "q4_0_mse":  # same bytes as q4_0, scales by error-minimising search
         return QuantizedTensor(_C.quantize_rows_q4_0_mse(w, src_id), "q4_0", w.shape)
     data = _C.quantize_rows(w, src_id, info.gguf_id)
@@ -115,15 +140,15 @@ def _as_weight(w) -> tuple[np.ndarray, int, int, int]:
         return w.data, w.info.gguf_id, w.shape[0], w.shape[1]
     w = np.asarray(w)
     if w.ndim != 2:
-        raise ValueError(f"w must be 2-D (rows, k), got shape {w.shape}")
+        raise ArgumentError(f"w must be 2-D (rows, k), got shape {w.shape}")
     if w.dtype == np.float32:
         type_id = 0
     elif w.dtype == np.float16:
         type_id = 1
     else:
-        raise ValueError(f"w must be a QuantizedTensor or a float32/float16 array, got {w.dtype}")
+        raise ArgumentError(f"w must be a QuantizedTensor or a float32/float16 array, got {w.dtype}")
     if not w.flags.c_contiguous:
-        raise ValueError("w must be C-contiguous (llamix never copies weights)")
+        raise ArgumentError("w must be C-contiguous (llamix never copies weights)")
     return w.view(np.uint8), type_id, w.shape[0], w.shape[1]
 
 
@@ -136,26 +161,26 @@ def matmul(x: np.ndarray, w, out: np.ndarray | None = None) -> np.ndarray:
     """
     x = np.asarray(x)
     if x.dtype != np.float32:
-        raise ValueError(f"x must be float32, got {x.dtype}")
+        raise ArgumentError(f"x must be float32, got {x.dtype}")
     squeeze = x.ndim == 1
     if squeeze:
         x = x.reshape(1, -1)
     if x.ndim != 2:
-        raise ValueError(f"x must be 2-D (n_tokens, k), got shape {x.shape}")
+        raise ArgumentError(f"x must be 2-D (n_tokens, k), got shape {x.shape}")
     x = np.ascontiguousarray(x)
     out2d = None
     if out is not None:
         if not isinstance(out, np.ndarray):
-            raise ValueError("out must be a numpy array")
+            raise ArgumentError("out must be a numpy array")
         out2d = out.reshape(1, -1) if (squeeze and out.ndim == 1) else out
     if isinstance(w, QuantizedTensor):
         if x.shape[1] != w.shape[1]:
-            raise ValueError(f"x has {x.shape[1]} columns but w has rows of {w.shape[1]}")
+            raise ArgumentError(f"x has {x.shape[1]} columns but w has rows of {w.shape[1]}")
         y = w.prepared().matmul(x, out2d)
     else:
         data, type_id, rows, k = _as_weight(w)
         if x.shape[1] != k:
-            raise ValueError(f"x has {x.shape[1]} columns but w has rows of {k}")
+            raise ArgumentError(f"x has {x.shape[1]} columns but w has rows of {k}")
         y = _C.matmul(x, data, type_id, k, out2d)
     if out is not None:
         return out
@@ -171,11 +196,11 @@ def matmul_many(x: np.ndarray, weights, outs=None) -> list:
     """
     x = np.asarray(x)
     if x.dtype != np.float32:
-        raise ValueError(f"x must be float32, got {x.dtype}")
+        raise ArgumentError(f"x must be float32, got {x.dtype}")
     if x.ndim != 2:
-        raise ValueError(f"x must be 2-D (n_tokens, k), got shape {x.shape}")
+        raise ArgumentError(f"x must be 2-D (n_tokens, k), got shape {x.shape}")
     weights = list(weights)
     for i, w in enumerate(weights):
         if not isinstance(w, QuantizedTensor):
-            raise ValueError(f"weights[{i}] must be a QuantizedTensor, got {type(w).__name__}")
+            raise ArgumentError(f"weights[{i}] must be a QuantizedTensor, got {type(w).__name__}")
     return _C.matmul_many(np.ascontiguousarray(x), [w.prepared() for w in weights], outs)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FormatError, parse_json
 from .pretokenizers import CONTRACTIONS, GPT2, PRE_TOKENIZERS
 from .vocab import BYTE, CONTROL, NORMAL, UNUSED, USER_DEFINED, Vocab
 
@@ -155,7 +156,7 @@ def load_tokenizer_json(path: Path):
     try:
         return tokenizers.Tokenizer.from_file(str(path))
     except Exception as e:  # noqa: BLE001 - the library raises plain Exception for any parse problem
-        raise ValueError(f"{path}: not a Hugging Face tokenizer.json ({e})") from None
+        raise FormatError(f"{path}: not a Hugging Face tokenizer.json ({e})") from None
 
 
 def _token_text(v) -> str | None:
@@ -168,10 +169,7 @@ def _token_text(v) -> str | None:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from None
+    d = parse_json(path.read_bytes(), str(path), want=None)
     return d if isinstance(d, dict) else {}
 
 
@@ -334,5 +332,5 @@ def detect_pre(hf, vocab: Vocab, source: str) -> str:
         if got == want:
             return name
     vocab.pre = None
-    raise ValueError(f"{source}: no llama.cpp pre-tokenizer tokenizes as this tokenizer.json does, so it cannot be "
+    raise FormatError(f"{source}: no llama.cpp pre-tokenizer tokenizes as this tokenizer.json does, so it cannot be "
                      "written as a GGUF vocabulary")

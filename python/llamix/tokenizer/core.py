@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ArgumentError, FormatError, describe
 from ..formats.gguf import GGUFReader
 from . import bpe, spm
 from .vocab import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, Vocab, vocab_from_gguf_metadata
@@ -94,9 +95,9 @@ class Tokenizer:
         try:
             sp.LoadFromSerializedProto(path.read_bytes())
         except Exception as e:  # noqa: BLE001 - sentencepiece raises plain RuntimeError/OSError
-            raise ValueError(f"{path}: not a SentencePiece model ({e})") from None
+            raise FormatError(f"{path}: not a SentencePiece model ({e})") from None
         settings = bpe.folder_settings(path.parent)
-        vocab = spm.vocab_from_processor(sp, settings.get("add_bos_token", True))
+        vocab = spm.vocab_from_processor(sp, settings.get("add_bos_token", True), source=str(path))
         vocab.add_eos = settings.get("add_eos_token", False) and vocab.eos_id >= 0
         vocab.extra_eos = tuple(i for i in settings.get("eos_ids", ()) if 0 <= i < vocab.size)
         vocab.finish()
@@ -123,7 +124,7 @@ class Tokenizer:
         try:
             hf = bpe.tokenizer_from_vocab(vocab)
         except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception
-            raise ValueError(f"{source}: the tokenizer metadata does not form a BPE tokenizer ({e})") from None
+            raise FormatError(f"{source}: the tokenizer metadata does not form a BPE tokenizer ({e})") from None
         return cls._make(vocab, bpe.HFBackend(hf, chunk=True), source)
 
     # --- what the vocabulary says ---
@@ -193,7 +194,7 @@ class Tokenizer:
         if self.vocab.pre is None and self._hf is not None and self.model == "gpt2":
             bpe.detect_pre(self._hf, self.vocab, self.source)
         if self.vocab.pre is None:
-            raise ValueError(f"{self.source}: no BPE pre-tokenizer name for this vocabulary")
+            raise FormatError(f"{self.source}: no BPE pre-tokenizer name for this vocabulary")
         return self.vocab.pre
 
     def is_eog(self, token: int) -> bool:
@@ -219,8 +220,7 @@ class Tokenizer:
         """
         if bos is not None:
             add_special = bool(bos)
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        text = check_text(text)
         v = self.vocab
         out: list[int] = [v.bos_id] if add_special and v.add_bos and v.bos_id >= 0 else []
         if text:
@@ -282,11 +282,7 @@ class Tokenizer:
         """The text of ``ids``. Control and unknown tokens show only with ``special=True``; a
         SentencePiece vocabulary's space prefix is removed from the first piece. Bytes that do
         not form UTF-8 (an incomplete character at the end) show as U+FFFD."""
-        ids = [int(i) for i in ids]
-        n = self.vocab_size
-        if ids and (min(ids) < 0 or max(ids) >= n):
-            bad = next(i for i in ids if not 0 <= i < n)
-            raise ValueError(f"token id {bad} is outside the vocabulary (0..{n - 1})")
+        ids = check_token_ids(ids, self.vocab_size)
         if self._hf is not None:
             return self._hf.decode(ids, skip_special_tokens=not special)
         pieces, attrs = self._piece_bytes(), self.vocab.attrs
@@ -331,6 +327,49 @@ class Tokenizer:
 
 
 _SPACE = " \t\n\v\f\r"  # C's isspace, which llama.cpp strips around special tokens
+
+
+def check_text(text, what: str = "text") -> str:
+    """``text`` checked for tokenizing: a str of valid Unicode (no lone surrogates, which cannot be
+    encoded as UTF-8), or UTF-8 bytes (decoded); ArgumentError naming ``what`` otherwise."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        raw = bytes(text)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ArgumentError(f"{what}: not valid UTF-8 (byte {raw[e.start]:#04x} at {e.start})") from None
+    if not isinstance(text, str):
+        raise ArgumentError(f"{what} must be a str (or UTF-8 bytes), got {describe(text)}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ArgumentError(f"{what}: not valid Unicode: a lone surrogate U+{ord(text[e.start]):04X} at position "
+                            f"{e.start} (bytes that were not UTF-8, read with errors='surrogateescape'?)") from None
+    return text
+
+
+def check_token_ids(ids, vocab_size: int, what: str = "ids") -> list[int]:
+    """``ids`` as a list of Python ints, each a token id in [0, vocab_size): a sequence (or a 1-D
+    integer numpy array) of integers; floats, strings, booleans and nested lists are refused with
+    an ArgumentError naming ``what``, never truncated or split into characters."""
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise ArgumentError(f"{what} must be a 1-D array of integer token ids, got {ids.dtype} of shape {ids.shape}")
+        out = ids.tolist()
+    else:
+        if isinstance(ids, (str, bytes, bytearray, dict)) or not hasattr(ids, "__iter__"):
+            raise ArgumentError(f"{what} must be a sequence of integer token ids, got {describe(ids)}")
+        out = []
+        for k, i in enumerate(ids):
+            if type(i) is not int:
+                if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+                    raise ArgumentError(f"{what}[{k}] must be an integer token id, got {describe(i)}")
+                i = int(i)
+            out.append(i)
+    if out and (min(out) < 0 or max(out) >= vocab_size):
+        k, bad = next((k, i) for k, i in enumerate(out) if not 0 <= i < vocab_size)
+        raise ArgumentError(f"{what}[{k}]: token id {bad} is outside the vocabulary (0..{vocab_size - 1})")
+    return out
 
 
 def trie_pattern(words: list[str]) -> str:

@@ -17,6 +17,7 @@ import struct
 
 import numpy as np
 
+from ..errors import FormatError
 from .vocab import BYTE, CONTROL, NORMAL, UNDEFINED, UNKNOWN, Vocab
 
 # sentencepiece_model.proto field numbers (ModelProto, SentencePiece, TrainerSpec, NormalizerSpec)
@@ -74,7 +75,7 @@ def model_proto(vocab: Vocab, source: str = "GGUF") -> bytes:
     names = {f"<0x{b:02X}>" for b in range(256)}
     for i in byte_ids:
         if vocab.tokens[i] not in names:
-            raise ValueError(f"{source}: tokenizer.ggml.token_type[{i}] says byte, but token {i} is "
+            raise FormatError(f"{source}: tokenizer.ggml.token_type[{i}] says byte, but token {i} is "
                              f"{vocab.tokens[i]!r}, not <0xXX>")
     byte_fallback = len({vocab.tokens[i] for i in byte_ids}) == 256
     scores = vocab.scores if vocab.scores is not None else np.zeros(n, np.float32)
@@ -109,16 +110,22 @@ def processor_from_vocab(vocab: Vocab, source: str = "GGUF"):
     try:
         sp.LoadFromSerializedProto(model_proto(vocab, source))
     except (RuntimeError, OSError) as e:
-        raise ValueError(f"{source}: the tokenizer metadata does not form a valid SentencePiece model ({e})") from None
+        raise FormatError(f"{source}: the tokenizer metadata does not form a valid SentencePiece model ({e})") from None
     return sp
 
 
-def vocab_from_processor(sp, add_bos: bool = True) -> Vocab:
-    """The vocabulary of a loaded SentencePieceProcessor (piece types are GGUF's token types)."""
+def vocab_from_processor(sp, add_bos: bool = True, source: str = "SentencePiece model") -> Vocab:
+    """The vocabulary of a loaded SentencePieceProcessor (piece types are GGUF's token types);
+    FormatError naming ``source`` for a piece that is not valid UTF-8 (protobuf hands those over
+    as bytes; SentencePiece itself would fail on them only when the piece is decoded)."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     proto = pb.ModelProto.FromString(sp.serialized_model_proto())
-    v = Vocab("llama", [p.piece for p in proto.pieces], np.array([p.type for p in proto.pieces], np.int32),
+    pieces = [p.piece for p in proto.pieces]
+    for i, p in enumerate(pieces):
+        if not isinstance(p, str):
+            raise FormatError(f"{source}: piece {i} ({p[:16]!r}) is not valid UTF-8 (corrupt SentencePiece model)")
+    v = Vocab("llama", pieces, np.array([p.type for p in proto.pieces], np.int32),
               scores=np.array([p.score for p in proto.pieces], np.float32),
               bos_id=int(sp.bos_id()), eos_id=int(sp.eos_id()), unk_id=int(sp.unk_id()), pad_id=int(sp.pad_id()),
               add_bos=add_bos, add_space_prefix=bool(proto.normalizer_spec.add_dummy_prefix))

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..errors import FormatError
 from .pretokenizers import PRE_TOKENIZERS, PreTokenizer
 
 # GGUF token types (llama.cpp's enum llama_token_type; SentencePiece's piece types from 1)
@@ -157,7 +158,7 @@ def _get_int(meta: Mapping, key: str, source: str) -> int | None:
         return None
     v = meta[key]
     if not _is_int(v):
-        raise ValueError(f"{source}: {key} should be an integer, got {type(v).__name__} {v!r:.40}")
+        raise FormatError(f"{source}: {key} should be an integer, got {type(v).__name__} {v!r:.40}")
     return int(v)
 
 
@@ -166,7 +167,7 @@ def _get_bool(meta: Mapping, key: str, source: str) -> bool | None:
         return None
     v = meta[key]
     if not isinstance(v, (bool, np.bool_)):
-        raise ValueError(f"{source}: {key} should be a boolean, got {type(v).__name__} {v!r:.40}")
+        raise FormatError(f"{source}: {key} should be a boolean, got {type(v).__name__} {v!r:.40}")
     return bool(v)
 
 
@@ -175,7 +176,7 @@ def _get_str(meta: Mapping, key: str, source: str) -> str | None:
         return None
     v = meta[key]
     if not isinstance(v, str):
-        raise ValueError(f"{source}: {key} should be a string, got {type(v).__name__} {v!r:.40}")
+        raise FormatError(f"{source}: {key} should be a string, got {type(v).__name__} {v!r:.40}")
     return v
 
 
@@ -184,7 +185,7 @@ def _get_strings(meta: Mapping, key: str, source: str) -> list[str] | None:
         return None
     v = meta[key]
     if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
-        raise ValueError(f"{source}: {key} should be an array of strings, got {_describe(v)}")
+        raise FormatError(f"{source}: {key} should be an array of strings, got {_describe(v)}")
     return list(v)
 
 
@@ -196,10 +197,10 @@ def _get_numbers(meta: Mapping, key: str, source: str, n: int, kind: str) -> np.
     arr = np.asarray(v) if isinstance(v, (list, tuple, np.ndarray)) else None
     ok = "iu" if kind == "i" else "iuf"
     if arr is None or arr.ndim != 1 or (arr.size and arr.dtype.kind not in ok):
-        raise ValueError(f"{source}: {key} should be an array of {'integers' if kind == 'i' else 'numbers'}, "
+        raise FormatError(f"{source}: {key} should be an array of {'integers' if kind == 'i' else 'numbers'}, "
                          f"got {_describe(v)}")
     if arr.size < n:
-        raise ValueError(f"{source}: {key} has {arr.size} entries but tokenizer.ggml.tokens has {n}")
+        raise FormatError(f"{source}: {key} has {arr.size} entries but tokenizer.ggml.tokens has {n}")
     return arr[:n]
 
 
@@ -218,16 +219,16 @@ def vocab_from_gguf_metadata(meta: Mapping, source: str = "GGUF") -> Vocab:
     key for anything missing, of the wrong type or out of range."""
     model = _get_str(meta, K + "model", source)
     if model is None:
-        raise ValueError(f"{source}: no tokenizer in the metadata (tokenizer.ggml.model missing); pass tokenizer= "
+        raise FormatError(f"{source}: no tokenizer in the metadata (tokenizer.ggml.model missing); pass tokenizer= "
                          "a tokenizer.model, tokenizer.json or GGUF file")
     if model in ("no_vocab", "none"):
-        raise ValueError(f"{source}: tokenizer.ggml.model = {model!r}: the file has no vocabulary")
+        raise FormatError(f"{source}: tokenizer.ggml.model = {model!r}: the file has no vocabulary")
     if model not in MODELS:
-        raise ValueError(f"{source}: tokenizer.ggml.model = {model!r} is not supported "
+        raise FormatError(f"{source}: tokenizer.ggml.model = {model!r} is not supported "
                          f"({', '.join(f'{k!r} ({v})' for k, v in MODELS.items())})")
     tokens = _get_strings(meta, K + "tokens", source)
     if not tokens:
-        raise ValueError(f"{source}: tokenizer.ggml.tokens is missing or empty")
+        raise FormatError(f"{source}: tokenizer.ggml.tokens is missing or empty")
     n = len(tokens)
     # llama.cpp names empty tokens rather than refusing the file
     tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
@@ -235,14 +236,14 @@ def vocab_from_gguf_metadata(meta: Mapping, source: str = "GGUF") -> Vocab:
         seen: dict[str, int] = {}
         for i, t in enumerate(tokens):
             if t in seen:
-                raise ValueError(f"{source}: tokenizer.ggml.tokens holds {t!r} twice (ids {seen[t]} and {i})")
+                raise FormatError(f"{source}: tokenizer.ggml.tokens holds {t!r} twice (ids {seen[t]} and {i})")
             seen[t] = i
     types = _get_numbers(meta, K + "token_type", source, n, "i")
     if types is None:
         types = np.full(n, NORMAL, np.int32)
     elif types.size and (types.min() < 0 or types.max() > BYTE):
         bad = int(np.flatnonzero((types < 0) | (types > BYTE))[0])
-        raise ValueError(f"{source}: tokenizer.ggml.token_type[{bad}] = {types[bad]} is not a token type (0..6)")
+        raise FormatError(f"{source}: tokenizer.ggml.token_type[{bad}] = {types[bad]} is not a token type (0..6)")
     scores = _get_numbers(meta, K + "scores", source, n, "f")
     merges = _get_strings(meta, K + "merges", source)
     pre = _get_str(meta, K + "pre", source)
@@ -253,12 +254,12 @@ def vocab_from_gguf_metadata(meta: Mapping, source: str = "GGUF") -> Vocab:
         v.add_bos, v.add_space_prefix = True, True
     else:
         if merges is None:
-            raise ValueError(f"{source}: tokenizer.ggml.model = 'gpt2' (byte-level BPE) needs its merges, but "
+            raise FormatError(f"{source}: tokenizer.ggml.model = 'gpt2' (byte-level BPE) needs its merges, but "
                              "tokenizer.ggml.merges is missing")
         pre = pre or "default"
         pt = PRE_TOKENIZERS.get(pre)
         if pt is None:
-            raise ValueError(f"{source}: tokenizer.ggml.pre = {pre!r} is not a pre-tokenizer llamix knows "
+            raise FormatError(f"{source}: tokenizer.ggml.pre = {pre!r} is not a pre-tokenizer llamix knows "
                              f"(llama.cpp's names: {', '.join(sorted(PRE_TOKENIZERS))})")
         v.merges, v.pre = merges, pre
         v.bos_id = v.eos_id = 11  # llama.cpp's defaults for gpt2 vocabularies (Falcon's)
@@ -272,15 +273,15 @@ def vocab_from_gguf_metadata(meta: Mapping, source: str = "GGUF") -> Vocab:
         if idx is None:
             continue
         if not 0 <= idx < n:
-            raise ValueError(f"{source}: tokenizer.ggml.{key}_token_id = {idx} is outside the vocabulary of {n} tokens")
+            raise FormatError(f"{source}: tokenizer.ggml.{key}_token_id = {idx} is outside the vocabulary of {n} tokens")
         setattr(v, attr, idx)
     for key, attr in (("add_bos_token", "add_bos"), ("add_eos_token", "add_eos"), ("add_space_prefix", "add_space_prefix")):
         b = _get_bool(meta, K + key, source)
         if b is not None:
             setattr(v, attr, b)
     if v.add_bos and v.bos_id < 0:
-        raise ValueError(f"{source}: tokenizer.ggml.add_bos_token is true, but tokenizer.ggml.bos_token_id is not set")
+        raise FormatError(f"{source}: tokenizer.ggml.add_bos_token is true, but tokenizer.ggml.bos_token_id is not set")
     if v.add_eos and v.eos_id < 0:
-        raise ValueError(f"{source}: tokenizer.ggml.add_eos_token is true, but tokenizer.ggml.eos_token_id is not set")
+        raise FormatError(f"{source}: tokenizer.ggml.add_eos_token is true, but tokenizer.ggml.eos_token_id is not set")
     v.finish()
     return v

@@ -92,13 +92,15 @@ def family(name: str, paper: str, sparsification=None, consensus=None, normalize
     params = [Param("int8_mask", bool, default=False),  # a memory option in mergekit; no effect on results
               Param("normalize", bool, default=normalize), Param("rescale", bool, default=rescale),
               Param("lambda", float, default=1.0),
-              Param("weight", float, "non_base", required=True), Param("density", float, "non_base", default=1.0)]
+              Param("weight", float, "non_base", required=True),
+              Param("density", float, "non_base", default=1.0, lo=0.0, hi=1.0)]
     if sparsification == "magnitude_outliers":
-        params.append(Param("gamma", float, "non_base", default=0.01))
+        params.append(Param("gamma", float, "non_base", default=0.01, lo=0.0, hi=1.0))
     if sparsification == "della":
-        params.append(Param("epsilon", float, "non_base", default=0.15))
+        params.append(Param("epsilon", float, "non_base", default=0.15, lo=0.0, hi=1.0))
+    # task vectors are differences from the base: at least one other model is needed
     return TaskArithmeticFamily(name=name, paper=paper, parameters=tuple(params), base="required",
-                                sparsification=sparsification, consensus=consensus)
+                                sparsification=sparsification, consensus=consensus, min_non_base=1)
 
 
 TASK_ARITHMETIC = family("task_arithmetic", "https://arxiv.org/abs/2212.04089")
