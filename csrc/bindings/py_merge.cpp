@@ -214,6 +214,104 @@ void register_merge(py::module_& m) {
     }, py::arg("x"), py::arg("type"), py::arg("scale"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
 
+    m.def("merge_nearswap", [](py::object base, int base_type, py::object x, int type, float t, int out_type,
+                               int work_type, std::optional<py::array> buffer) {
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in, a = checked(as_input(x, type, "x"), c.n, "x");
+        py::array out = new_output(bi, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_nearswap(c, b, a, t, o);
+        return out;
+    }, py::arg("base"), py::arg("base_type"), py::arg("x"), py::arg("type"), py::arg("t"), py::arg("out_type"),
+       py::arg("work_type"), py::arg("buffer") = py::none());
+
+    m.def("merge_ram", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types, float eps,
+                          bool plus, float r, float alpha, int out_type, int work_type, std::optional<py::array> buffer) {
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in;
+        const auto in = xs.empty() ? std::vector<MergeInput>{} : as_inputs(xs, types, c.n);
+        RamParams p;
+        p.eps = eps, p.plus = plus, p.r = r, p.alpha = alpha;
+        py::array out = new_output(bi, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_ram(c, b, in, p, o);
+        return out;
+    }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("eps"), py::arg("plus"), py::arg("r"),
+       py::arg("alpha"), py::arg("out_type"), py::arg("work_type"), py::arg("buffer") = py::none());
+
+    m.def("merge_sce", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types,
+                          double select_topk, int out_type, int work_type, std::optional<py::array> buffer) {
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in;
+        const auto in = xs.empty() ? std::vector<MergeInput>{} : as_inputs(xs, types, c.n);
+        py::array out = new_output(bi, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_sce(c, b, in, select_topk, o);
+        return out;
+    }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("select_topk"), py::arg("out_type"),
+       py::arg("work_type"), py::arg("buffer") = py::none());
+
+    m.def("merge_multislerp", [](std::vector<py::object> xs, std::vector<int> types, std::optional<py::object> base,
+                                 int base_type, std::vector<float> weights, bool normalize, float eps, int out_type,
+                                 int work_type,
+                                 std::optional<py::array> buffer) {
+        require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
+        require(weights.size() == xs.size(), "one weight per input tensor is needed");
+        const Input first = as_input(xs[0], types[0], "input 0");
+        const MergeCommon c = common(first, work_type);
+        const auto in = as_inputs(xs, types, c.n);
+        MergeInput bs;
+        if (base) bs = checked(as_input(*base, base_type, "base"), c.n, "base");
+        py::array out = new_output(first, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        const bool has_base = bool(base);
+        py::gil_scoped_release release;
+        merge_multislerp(c, has_base ? &bs : nullptr, in, weights, normalize, eps, o);
+        return out;
+    }, py::arg("xs"), py::arg("types"), py::arg("base"), py::arg("base_type"), py::arg("weights"), py::arg("normalize"),
+       py::arg("eps"),
+       py::arg("out_type"), py::arg("work_type"), py::arg("buffer") = py::none());
+
+    m.def("merge_karcher", [](std::vector<py::object> xs, std::vector<int> types, int max_iter, double tol, int out_type,
+                              int work_type, std::optional<py::array> buffer) {
+        require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
+        const Input first = as_input(xs[0], types[0], "input 0");
+        const MergeCommon c = common(first, work_type);
+        const auto in = as_inputs(xs, types, c.n);
+        py::array out = new_output(first, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        KarcherReport rep;
+        {
+            py::gil_scoped_release release;
+            rep = merge_karcher(c, in, max_iter, tol, o);
+        }
+        return py::make_tuple(out, rep.iterations);
+    }, py::arg("xs"), py::arg("types"), py::arg("max_iter"), py::arg("tol"), py::arg("out_type"), py::arg("work_type"),
+       py::arg("buffer") = py::none(), "(merged tensor, iterations run)");
+
+    m.def("merge_arcee_fusion", [](py::object base, int base_type, py::object x, int type, int64_t rows, int out_type,
+                                   int work_type, std::optional<py::array> buffer) {
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in, a = checked(as_input(x, type, "x"), c.n, "x");
+        require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
+        py::array out = new_output(bi, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        float threshold;
+        {
+            py::gil_scoped_release release;
+            threshold = merge_arcee_fusion(c, b, a, rows, o);
+        }
+        return py::make_tuple(out, threshold);
+    }, py::arg("base"), py::arg("base_type"), py::arg("x"), py::arg("type"), py::arg("rows"), py::arg("out_type"),
+       py::arg("work_type"), py::arg("buffer") = py::none(), "(merged tensor, importance threshold)");
+
     m.def("merge_sparsify_mask", [](py::object base, int base_type, py::object x, int type, SparsifyTuple sparsify,
                                     uint64_t seed, std::string name, int model_index, int64_t rows, int work_type) {
         const Input bi = as_input(base, base_type, "base");
