@@ -6,6 +6,7 @@
 #include "bindings/checks.h"
 #include "drivers/merge.h"
 #include "kernels/kernels.h"
+#include "kernels/merge_math.h"
 
 namespace llamix {
 
@@ -311,6 +312,22 @@ void register_merge(py::module_& m) {
         return py::make_tuple(out, threshold);
     }, py::arg("base"), py::arg("base_type"), py::arg("x"), py::arg("type"), py::arg("rows"), py::arg("out_type"),
        py::arg("work_type"), py::arg("buffer") = py::none(), "(merged tensor, importance threshold)");
+
+    m.def("merge_torch_reduce", [](py::object x, int type, bool norm) {
+        const Input xi = as_input(x, type, "x");
+        const MergeCommon c = common(xi, 0);
+        py::gil_scoped_release release;
+        return merge_torch_reduce(c, xi.in, norm);
+    }, py::arg("x"), py::arg("type"), py::arg("norm"),
+       "torch's float32 sum (norm=False) or 2-norm of the tensor, in torch's order (the merge drivers' reductions).");
+
+    m.def("merge_exp_log_f32", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, bool log) {
+        py::array_t<float> out(x.size());
+        const float* in = x.data();
+        float* o = out.mutable_data();
+        for (py::ssize_t i = 0; i < x.size(); ++i) o[i] = log ? merge_math::log_f32(in[i]) : merge_math::exp_f32(in[i]);
+        return out;
+    }, py::arg("x"), py::arg("log"), "The merge kernels' float32 exp or log (scalar reference), element by element.");
 
     m.def("merge_sparsify_mask", [](py::object base, int base_type, py::object x, int type, SparsifyTuple sparsify,
                                     uint64_t seed, std::string name, int model_index, int64_t rows, int work_type) {

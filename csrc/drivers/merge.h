@@ -115,6 +115,10 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
 // median + 1.5 IQR of the tensor's importance; returns that threshold. rows: the rows of the last axis.
 float merge_arcee_fusion(const MergeCommon& c, MergeInput base, MergeInput x, int64_t rows, MergeOutput out);
 
+// torch's float32 sum (norm = false) or 2-norm (norm = true) of the whole tensor, computed as the
+// drivers do: chunks loaded in parallel, fed in order (merge_torch_order.h). For tests.
+float merge_torch_reduce(const MergeCommon& c, MergeInput x, bool norm);
+
 // The keep-mask bits of one model's sparsifier (for tests and statistics): n bits, LSB first.
 std::vector<uint8_t> merge_sparsify_mask(const MergeCommon& c, MergeInput base, MergeInput x, const Sparsify& sp,
                                          uint64_t seed, const std::string& name, int model_index, int64_t rows);

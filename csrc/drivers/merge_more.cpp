@@ -520,6 +520,24 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     return report;
 }
 
+float merge_torch_reduce(const MergeCommon& c, MergeInput x, bool norm) {
+    const Tiling tl(c.n, 1);
+    Scratch scratch(1, kChunk);
+    TorchSum sum(c.n);
+    TorchNorm nrm(c.n);
+    InOrder io;
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        InOrder::Turn turn(io, task);
+        float* v = scratch.get(th, 0);
+        load_work(c, x, tl.begin(task), tl.size(task), v);
+        turn.run([&] {
+            if (norm) nrm.feed(v, tl.size(task));
+            else sum.feed(v, tl.size(task));
+        });
+    });
+    return norm ? nrm.result() : sum.result();
+}
+
 namespace {
 
 // Order-preserving keys of float32 values (NaN above everything, as torch.sort puts them last).

@@ -135,6 +135,18 @@ def arcee_fusion(base, x, rows=1, out="float32", work="float32", buffer=None, in
     return (res, threshold) if info else res
 
 
+def torch_sum(x) -> float:
+    """torch's float32 sum of a tensor, in torch's order (the one multislerp and sce use)."""
+    a, t = _typed(x)
+    return _C.merge_torch_reduce(a, t, False)
+
+
+def torch_norm(x) -> float:
+    """torch's float32 2-norm of a tensor, in torch's order (the one multislerp and karcher use)."""
+    a, t = _typed(x)
+    return _C.merge_torch_reduce(a, t, True)
+
+
 def scale(x, s=1.0, out="float32", work="float32", buffer=None) -> np.ndarray:
     a, t = _typed(x)
     return _C.merge_scale(a, t, float(s), *_ids(out, work), buffer)
