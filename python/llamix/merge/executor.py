@@ -17,6 +17,7 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 
+from . import kernels
 from .kernels import NUMPY
 from .plan import FLOAT_TYPES, MergePlan, TensorTask
 
@@ -66,6 +67,9 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
         for ref, name in task.inputs:
             w = plan.models[ref].weights
             arrays.append((w.ref(name), FLOAT_TYPES[w.dtype(name)]))
+        if task.align:  # rows realigned to the output vocabulary, in the working dtype
+            work = [kernels.scale((np.asarray(a), dt), out=task.work, work=task.work) for a, dt in arrays]
+            arrays = [(a, task.work) for a in plan.vocab.align([ref for ref, _ in task.inputs], work, task.work)]
         job = task.job(arrays, seed)
         if dtype_for is not None:
             job.out = dtype_for(task)
@@ -79,7 +83,7 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
         nbytes = 0
         for ref, name in task.inputs:
             w = plan.models[ref].weights
-            nbytes += w.file_of(name).nbytes(name)
+            nbytes += w.nbytes(name)
             w.release(name)
         yield task.name, out
         done += nbytes

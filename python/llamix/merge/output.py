@@ -15,7 +15,7 @@ from ..formats.safetensors import SafetensorsWriter
 from .plan import MergePlan, TensorTask
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json")
+                   "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja")
 SHORT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 
 
@@ -73,11 +73,7 @@ class HFFolderWriter:
         plan = self._plan
         self._st.close()
         (self.tmp / "config.json").write_text(json.dumps(plan.out_config, indent=2) + "\n")
-        if plan.tokenizer_from is not None:
-            for f in TOKENIZER_FILES:
-                src = plan.tokenizer_from.path / f
-                if src.is_file():
-                    shutil.copyfile(src, self.tmp / f)
+        write_tokenizer(plan, self.tmp)
         (self.tmp / "README.md").write_text(readme(plan))
         if self.out_dir.exists():  # an empty folder: replace it
             self.out_dir.rmdir()
@@ -87,6 +83,25 @@ class HFFolderWriter:
         if self._st is not None:
             self._st.abort()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def write_tokenizer(plan: MergePlan, out: Path) -> None:
+    """The output's tokenizer files: the merged vocabulary's, or the source model's copied; then the
+    chat template, if the config sets one, into tokenizer_config.json."""
+    if plan.vocab is not None:
+        plan.vocab.write(out, plan.chat_template)
+        return
+    if plan.tokenizer_from is not None:
+        for f in TOKENIZER_FILES:
+            src = plan.tokenizer_from.path / f
+            if src.is_file():
+                shutil.copyfile(src, out / f)
+    if plan.chat_template is not None:
+        path = out / "tokenizer_config.json"
+        config = json.loads(path.read_text()) if path.is_file() else {}
+        config["chat_template"] = plan.chat_template
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        (out / "chat_template.jinja").unlink(missing_ok=True)  # it would take precedence over the config's
 
 
 def readme(plan: MergePlan) -> str:
