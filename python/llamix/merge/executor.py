@@ -5,8 +5,9 @@ few times the largest tensor for the top-k masks), never the model.
 
 Writers are pluggable (an output format is a writer): ``dtype_for(task)`` says which dtype the
 merge should produce for a tensor (a quantizing GGUF writer asks for float32), ``write(name,
-array)`` receives each merged tensor in plan order, ``begin(plan)`` / ``finish()`` / ``abort()``
-bracket the run; ``write`` is called from one background thread, in order. See
+array)`` receives each merged tensor, ``begin(plan)`` / ``finish()`` / ``abort()`` bracket the
+run; ``write`` is called from one background thread, in plan order, unless the writer sets
+``concurrency`` > 1 after ``begin`` (then from that many threads, in any order). See
 output.HFFolderWriter.
 """
 from __future__ import annotations
@@ -99,11 +100,14 @@ MAX_PENDING_BYTES = 64 << 20
 def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Optional[Progress] = None) -> None:
     """Merge every tensor of the plan into the writer; the writer is aborted on any error.
 
-    ``writer.write`` runs on one background thread, in plan order, while the next tensors are
-    merged; up to MAX_PENDING_BYTES of merged outputs may wait for it."""
+    ``writer.write`` runs on a background thread (``writer.concurrency`` of them if the writer
+    declares it can take tensors in any order, e.g. several shards written in parallel) while the
+    next tensors are merged; up to MAX_PENDING_BYTES of merged outputs may wait for it."""
     writer.begin(plan)
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamix-merge-writer") as pool:
+        # writers that put tensors at fixed offsets (HFFolderWriter) may run several threads at once
+        workers = max(1, int(getattr(writer, "concurrency", 1)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llamix-merge-writer") as pool:
             buffers = BufferPool()
             pending: deque = deque()  # (future, array) in plan order
             waiting = 0

@@ -44,11 +44,21 @@ def parse_size(size) -> int:
 
 
 class HFFolderWriter:
-    """Writes the merged tensors as a Hugging Face model folder at ``out_dir`` (atomically)."""
+    """Writes the merged tensors as a Hugging Face model folder at ``out_dir`` (atomically).
 
-    def __init__(self, out_dir: str | os.PathLike, shard_size="5GB"):
+    Every shard's header is written first and each tensor goes to its offset, so tensors can be
+    written in any order by several threads: with several shards, ``concurrency`` writer threads
+    (up to ``write_threads``, default 2) write them in parallel. copy_tokenizer: the tokenizer
+    files of the source model (a built vocabulary is always written); write_model_card: README.md
+    and mergekit_config.yml holding the config."""
+
+    def __init__(self, out_dir: str | os.PathLike, shard_size="5GB", copy_tokenizer: bool = True,
+                 write_model_card: bool = True, write_threads: int | None = None):
         self.out_dir = Path(out_dir)
         self.shard_bytes = parse_size(shard_size)
+        self.copy_tokenizer, self.write_model_card = copy_tokenizer, write_model_card
+        self.write_threads = max(1, write_threads or 2)
+        self.concurrency = 1
         if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
             raise FileExistsError(f"{self.out_dir}: already exists and is not an empty folder")
         self.tmp = self.out_dir.parent / f".{self.out_dir.name}.llamix-tmp-{os.getpid()}"
@@ -61,7 +71,9 @@ class HFFolderWriter:
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
         manifest = [(t.name, SHORT[t.out], t.shape) for t in plan.tensors]
-        self._st = SafetensorsWriter(self.tmp, manifest, self.shard_bytes, {"format": "pt", "merged_by": "llamix"})
+        self._st = SafetensorsWriter(self.tmp, manifest, self.shard_bytes, {"format": "pt", "merged_by": "llamix"},
+                                     any_order=True)
+        self.concurrency = min(len(self._st.files), self.write_threads)
 
     def dtype_for(self, task: TensorTask) -> str:
         return task.out
@@ -73,8 +85,10 @@ class HFFolderWriter:
         plan = self._plan
         self._st.close()
         (self.tmp / "config.json").write_text(json.dumps(plan.out_config, indent=2) + "\n")
-        write_tokenizer(plan, self.tmp)
-        (self.tmp / "README.md").write_text(readme(plan))
+        write_tokenizer(plan, self.tmp, self.copy_tokenizer)
+        if self.write_model_card:
+            (self.tmp / "README.md").write_text(readme(plan))
+            (self.tmp / "mergekit_config.yml").write_text(plan.config.text.strip() + "\n")
         if self.out_dir.exists():  # an empty folder: replace it
             self.out_dir.rmdir()
         os.replace(self.tmp, self.out_dir)
@@ -85,11 +99,13 @@ class HFFolderWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def write_tokenizer(plan: MergePlan, out: Path) -> None:
-    """The output's tokenizer files: the merged vocabulary's, or the source model's copied; then the
-    chat template, if the config sets one, into tokenizer_config.json."""
+def write_tokenizer(plan: MergePlan, out: Path, copy: bool = True) -> None:
+    """The output's tokenizer files: the merged vocabulary's, or (copy) the source model's copied;
+    then the chat template, if the config sets one, into tokenizer_config.json."""
     if plan.vocab is not None:
         plan.vocab.write(out, plan.chat_template)
+        return
+    if not copy:
         return
     if plan.tokenizer_from is not None:
         for f in TOKENIZER_FILES:

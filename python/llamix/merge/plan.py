@@ -90,10 +90,17 @@ def _promote(dtypes: list[str]) -> str:
     return dtypes[0] if len(set(dtypes)) == 1 else "float32"
 
 
-def build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None) -> MergePlan:
+def build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None, allow_crimes: bool = False) -> MergePlan:
+    """allow_crimes: merge models whose config.json names different architectures (mergekit's
+    --allow-crimes); refused otherwise."""
     method = get_method(cfg.merge_method)
     where_of = _first_mention(cfg)
     models = {ref: open_model(ref, cfg.base_dir, where_of[ref]) for ref in cfg.referenced_models()}
+    archs = {ref: tuple(m.config.get("architectures") or ()) for ref, m in models.items() if m.config}
+    if not allow_crimes and len(set(archs.values())) > 1:
+        detail = ", ".join(f"{ref}: {'/'.join(a) or '?'}" for ref, a in archs.items())
+        raise ConfigError(f"models: different architectures ({detail}); mixing them needs allow_crimes "
+                          "(--allow-crimes), as in mergekit")
     slices = _as_slices(cfg, models)
     base_ref = cfg.base_model or slices[0].sources[0].model
     vocab = build_vocab(cfg, models, base_ref, where_of)
