@@ -276,3 +276,20 @@ def test_file_inputs_and_dtypes_match_arrays(tmp_path, method):
     bf = [(O.f32_to_bf16(a), "bfloat16") for a in [base] + xs]
     as_f32 = [O.bf16_to_f64(a).astype(np.float32) for a, _ in bf]
     np.testing.assert_array_equal(run(bf[0], bf[1:]), run(as_f32[0], as_f32[1:]))
+
+
+@pytest.mark.parametrize("method", ["multislerp", "multislerp_no_base", "karcher"])
+def test_resident_and_streaming_paths_agree(isa, threads, method):
+    """Multi-SLERP and the Karcher mean keep a tensor's inputs in memory between passes when they
+    fit the cache budget, and read them again on every pass otherwise: the same bits either way."""
+    base, xs = models(40000, seed=11, spread=0.2)
+    run = {"multislerp": lambda: K.multislerp(xs, [0.2, 0.3, 0.5], base=base),
+           "multislerp_no_base": lambda: K.multislerp(xs, [0.2, 0.3, 0.5], normalize=False),
+           "karcher": lambda: K.karcher([base] + xs)}[method]
+    resident = run()
+    before = _C.merge_cache_budget(0)
+    try:
+        streamed = run()
+    finally:
+        _C.merge_cache_budget(before)
+    np.testing.assert_array_equal(resident.view(np.uint32), streamed.view(np.uint32))

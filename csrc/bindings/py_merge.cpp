@@ -313,6 +313,10 @@ void register_merge(py::module_& m) {
     }, py::arg("base"), py::arg("base_type"), py::arg("x"), py::arg("type"), py::arg("rows"), py::arg("out_type"),
        py::arg("work_type"), py::arg("buffer") = py::none(), "(merged tensor, importance threshold)");
 
+    m.def("merge_cache_budget", &merge_cache_budget, py::arg("bytes") = -1,
+          "Memory (bytes) multi-pass merges may keep a tensor's inputs in between passes; sets it when >= 0 and "
+          "returns the previous value.");
+
     m.def("merge_torch_reduce", [](py::object x, int type, bool norm) {
         const Input xi = as_input(x, type, "x");
         const MergeCommon c = common(xi, 0);

@@ -115,6 +115,10 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
 // median + 1.5 IQR of the tensor's importance; returns that threshold. rows: the rows of the last axis.
 float merge_arcee_fusion(const MergeCommon& c, MergeInput base, MergeInput x, int64_t rows, MergeOutput out);
 
+// The memory multi-pass methods may use to keep a tensor's inputs between passes (default 512 MiB,
+// LLAMIX_MERGE_CACHE_MB); bytes >= 0 sets it and returns the previous value, < 0 just returns it.
+int64_t merge_cache_budget(int64_t bytes);
+
 // torch's float32 sum (norm = false) or 2-norm (norm = true) of the whole tensor, computed as the
 // drivers do: chunks loaded in parallel, fed in order (merge_torch_order.h). For tests.
 float merge_torch_reduce(const MergeCommon& c, MergeInput x, bool norm);

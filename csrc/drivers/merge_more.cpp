@@ -7,14 +7,19 @@
 // chunk) instead of holding task vectors in memory; only the Karcher mean keeps one float32 copy
 // of the running mean.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "common/thread_pool.h"
+#include "common/weight_memory.h"
 #include "drivers/merge.h"
 #include "drivers/merge_io.h"
 #include "drivers/merge_rank_select.h"
@@ -28,14 +33,126 @@ using namespace merge_detail;
 
 namespace {
 
-// Task vectors d[m] = x[m] - base (or x[m] itself without a base) of one chunk.
+// Multi-pass methods keep the float32 task vectors (and base) of a tensor between passes when they
+// fit in this much memory (LLAMIX_MERGE_CACHE_MB, default 512; 0 turns it off); larger tensors are
+// read from the inputs again on every pass.
+std::atomic<int64_t>& cache_budget_bytes() {
+    static std::atomic<int64_t> bytes{[] {
+        const char* env = std::getenv("LLAMIX_MERGE_CACHE_MB");
+        return (env && *env ? std::max<int64_t>(0, std::atoll(env)) : 512) << 20;
+    }()};
+    return bytes;
+}
+
+int64_t cache_budget() { return cache_budget_bytes().load(); }
+
+// Tensor-sized buffers handed from one tensor's merge to the next: a merge runs tensor after
+// tensor of a few sizes, and fresh memory would have every page faulted in and zeroed again (slow
+// in a VM). Huge-page memory (common/weight_memory.h); at most kPoolBytes kept when idle.
+class BufferPool {
+   public:
+    struct Lease {
+        std::shared_ptr<uint8_t> mem;
+        size_t bytes = 0;
+        Lease() = default;
+        Lease(const Lease&) = delete;
+        Lease& operator=(const Lease&) = delete;
+        ~Lease() {
+            if (mem) BufferPool::give(std::move(mem), bytes);
+        }
+        float* data() const { return reinterpret_cast<float*>(mem.get()); }
+    };
+    static void take(Lease& l, size_t bytes) {
+        {
+            std::lock_guard<std::mutex> lock(mutex());
+            auto& free = pool();
+            size_t best = free.size();
+            for (size_t i = 0; i < free.size(); ++i)
+                if (free[i].second >= bytes && (best == free.size() || free[i].second < free[best].second)) best = i;
+            if (best < free.size()) {
+                l.mem = std::move(free[best].first);
+                l.bytes = free[best].second;
+                free.erase(free.begin() + std::ptrdiff_t(best));
+                return;
+            }
+        }
+        l.mem = allocate_weight_memory(bytes);
+        l.bytes = bytes;
+    }
+
+   private:
+    static constexpr size_t kPoolBytes = size_t(512) << 20;
+    static std::mutex& mutex() {
+        static std::mutex m;
+        return m;
+    }
+    static std::vector<std::pair<std::shared_ptr<uint8_t>, size_t>>& pool() {
+        static std::vector<std::pair<std::shared_ptr<uint8_t>, size_t>> p;
+        return p;
+    }
+    static void give(std::shared_ptr<uint8_t> mem, size_t bytes) {
+        std::lock_guard<std::mutex> lock(mutex());
+        auto& free = pool();
+        free.emplace_back(std::move(mem), bytes);
+        size_t total = 0;
+        for (auto& f : free) total += f.second;
+        while (total > kPoolBytes && !free.empty()) {  // drop the smallest first
+            auto it = std::min_element(free.begin(), free.end(), [](auto& a, auto& b) { return a.second < b.second; });
+            total -= it->second;
+            free.erase(it);
+        }
+    }
+};
+
+// The values load_deltas produces for each chunk (in working precision), kept after the first
+// pass that loads a chunk so that later passes copy them instead of reading and converting the
+// inputs again. Each chunk is filled by the one task that loads it first; other passes read it
+// only after that pass's parallel region has ended.
+class DeltaCache {
+   public:
+    DeltaCache(int arrays, int64_t n, int64_t tasks)
+        : arrays_(arrays), n_(n), on_(arrays > 0 && n > 0 && tasks > 0 && int64_t(arrays) * n * 4 <= cache_budget()) {
+        if (on_) {
+            BufferPool::take(mem_, size_t(arrays) * size_t(n) * 4);  // uninitialised: filled chunk by chunk
+            filled_.assign(size_t(tasks), 0);
+        }
+    }
+    bool on() const { return on_; }
+    bool has(int64_t task) const { return on_ && filled_[size_t(task)]; }
+    float* at(int j, int64_t off) { return mem_.data() + int64_t(j) * n_ + off; }
+    void store(int64_t task, int j, int64_t off, const float* v, int64_t len) {
+        if (!on_) return;
+        std::memcpy(at(j, off), v, size_t(len) * 4);
+        if (j == arrays_ - 1) filled_[size_t(task)] = 1;
+    }
+
+   private:
+    int arrays_;
+    int64_t n_;
+    bool on_;
+    BufferPool::Lease mem_;
+    std::vector<uint8_t> filled_;
+};
+
+// Task vectors d[m] = x[m] - base (or x[m] itself without a base) of one chunk, and the base in b.
+// With a cache (arrays: the N deltas, then the base if any), from it once a pass has filled it.
 void load_deltas(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x, int64_t off,
-                 int64_t len, float* b, const std::vector<float*>& d) {
+                 int64_t len, float* b, const std::vector<float*>& d, DeltaCache* cache = nullptr, int64_t task = -1) {
     const MergeKernels& K = kernels().merge;
+    const int N = int(x.size());
+    if (cache && cache->has(task)) {
+        for (int m = 0; m < N; ++m) std::memcpy(d[size_t(m)], cache->at(m, off), size_t(len) * 4);
+        if (base) std::memcpy(b, cache->at(N, off), size_t(len) * 4);
+        return;
+    }
     if (base) load_work(c, *base, off, len, b);
-    for (size_t m = 0; m < x.size(); ++m) {
-        load_work(c, x[m], off, len, d[m]);
-        if (base) K.sub(d[m], d[m], b, len);
+    for (int m = 0; m < N; ++m) {
+        load_work(c, x[size_t(m)], off, len, d[size_t(m)]);
+        if (base) K.sub(d[size_t(m)], d[size_t(m)], b, len);
+    }
+    if (cache) {
+        for (int m = 0; m < N; ++m) cache->store(task, m, off, d[size_t(m)], len);
+        if (base) cache->store(task, N, off, b, len);
     }
 }
 
@@ -70,13 +187,14 @@ void merge_ram(const MergeCommon& c, MergeInput base, const std::vector<MergeInp
     const MergeKernels& K = kernels().merge;
     const Tiling tl(c.n, 1);
     Scratch scratch(N + 2, kChunk);
+    DeltaCache* const reuse = nullptr;  // reading the inputs again is as fast as keeping them
     std::vector<float> lambda(size_t(N), 1.0f);
     if (p.plus) {
         std::vector<int64_t> counts(size_t(tl.tasks()) * size_t(2 * N), 0);
         ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
             const int64_t off = tl.begin(task), len = tl.size(task);
             const std::vector<float*> d = buffers(scratch, th, 0, N);
-            load_deltas(c, &base, x, off, len, scratch.get(th, N), d);
+            load_deltas(c, &base, x, off, len, scratch.get(th, N), d, reuse, task);
             int64_t* cnt = &counts[size_t(task) * size_t(2 * N)];
             K.ram_counts(d.data(), N, p.eps, cnt, cnt + N, len);
         });
@@ -98,7 +216,7 @@ void merge_ram(const MergeCommon& c, MergeInput base, const std::vector<MergeInp
         const std::vector<float*> d = buffers(scratch, th, 0, N);
         float* b = scratch.get(th, N);
         float* acc = scratch.get(th, N + 1);
-        load_deltas(c, &base, x, off, len, b, d);
+        load_deltas(c, &base, x, off, len, b, d, reuse, task);
         K.ram(d.data(), lambda.data(), N, p.eps, acc, len);
         K.add(acc, b, len);
         store_out(c, acc, out, off, len);
@@ -188,6 +306,126 @@ void merge_sce(const MergeCommon& c, MergeInput base, const std::vector<MergeInp
     });
 }
 
+namespace {
+
+// Multi-SLERP with the tensor's units, base, mean and tangent sum held in memory (the same float32
+// operations as merge_multislerp's streaming passes, so the same bits): the inputs are read once.
+// Returns false (nothing written) when the weighted units cancel: the caller's path handles that.
+bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x,
+                         const std::vector<float>& w, float eps, MergeOutput out) {
+    const MergeKernels& K = kernels().merge;
+    const int N = int(x.size());
+    const int64_t n = c.n;
+    const Tiling tl(n, 1);
+    ThreadPool& pool = ThreadPool::instance();
+    BufferPool::Lease mem;
+    BufferPool::take(mem, size_t(N + 3) * size_t(n) * 4);
+    auto arr = [&](int j, int64_t off) { return mem.data() + int64_t(j) * n + off; };
+    const int BASE = N, MEAN = N + 1, TAN = N + 2;
+    Scratch scratch(N, kChunk);
+    auto ptrs = [&](int64_t off) {
+        std::vector<float*> u(static_cast<size_t>(N));
+        for (int m = 0; m < N; ++m) u[size_t(m)] = arr(m, off);
+        return u;
+    };
+    // pass 1: the deltas, and their norms
+    std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int) {
+            InOrder::Turn turn(io, task);
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            const std::vector<float*> d = ptrs(off);
+            load_deltas(c, base, x, off, len, arr(BASE, off), d);
+            turn.run([&] {
+                for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(d[size_t(m)], len);
+            });
+        });
+    }
+    std::vector<float> norms(static_cast<size_t>(N)), den(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) {
+        norms[size_t(m)] = nrm[size_t(m)].result();
+        den[size_t(m)] = norms[size_t(m)] + eps;
+    }
+    // pass 2: units in place, their weighted sum, its norm
+    TorchNorm mn(n);
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            const std::vector<float*> u = ptrs(off);
+            float* mean = arr(MEAN, off);
+            float* tmp = scratch.get(th, 0);
+            for (int m = 0; m < N; ++m) {
+                K.div(u[size_t(m)], den[size_t(m)], len);
+                std::memcpy(tmp, u[size_t(m)], size_t(len) * 4);
+                K.scale(tmp, w[size_t(m)], len);
+                if (m == 0) std::memcpy(mean, tmp, size_t(len) * 4);
+                else K.add(mean, tmp, len);
+            }
+            turn.run([&] { mn.feed(mean, len); });
+        });
+    }
+    const float mean_norm = mn.result();
+    if (mean_norm < eps) return false;
+    // pass 3: the normalized mean, and each unit's dot with it
+    std::vector<TorchSum> dsum(static_cast<size_t>(N), TorchSum(n));
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            float* mean = arr(MEAN, off);
+            K.div(mean, mean_norm, len);
+            const std::vector<float*> u = ptrs(off);
+            for (int m = 0; m < N; ++m) K.mul(scratch.get(th, m), u[size_t(m)], mean, len);
+            turn.run([&] {
+                for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(scratch.get(th, m), len);
+            });
+        });
+    }
+    std::vector<float> dots(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
+    // pass 4: the weighted tangent sum, and its norm
+    TorchNorm tnorm(n);
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            const std::vector<float*> u = ptrs(off);
+            float* mean = arr(MEAN, off);
+            float* acc = arr(TAN, off);
+            float* tmp = scratch.get(th, 0);
+            for (int m = 0; m < N; ++m) {
+                K.lincomb2(tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
+                K.scale(tmp, w[size_t(m)], len);
+                if (m == 0) std::memcpy(acc, tmp, size_t(len) * 4);
+                else K.add(acc, tmp, len);
+            }
+            turn.run([&] { tnorm.feed(acc, len); });
+        });
+    }
+    const float tn = tnorm.result() + eps;
+    const float cos_tn = std::cos(tn), sinc = std::sin(tn) / tn;
+    std::vector<float> nw(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) nw[size_t(m)] = norms[size_t(m)] * w[size_t(m)];
+    const float avg_norm = torch_sum(nw);
+    // pass 5: back onto the sphere, scaled, plus the base
+    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        float* res = scratch.get(th, 0);
+        K.lincomb2(res, arr(MEAN, off), cos_tn, arr(TAN, off), sinc, 1.0f, len);
+        K.scale(res, avg_norm, len);
+        if (base) K.add(res, arr(BASE, off), len);
+        store_out(c, res, out, off, len);
+    });
+    return true;
+}
+
+}  // namespace
+
 void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x,
                       std::vector<float> w, bool normalize, float eps, MergeOutput out) {
     const int N = int(x.size());
@@ -201,9 +439,12 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     ThreadPool& pool = ThreadPool::instance();
+    if (int64_t(N + 3) * n * 4 <= cache_budget())
+        if (multislerp_resident(c, base, x, w, eps, out)) return;
     // buffers: N deltas (then units), base, mean, tangent sum, one temporary
     Scratch scratch(N + 4, kChunk);
     const int B = N, MEAN = N + 1, ACC = N + 2, TMP = N + 3;
+    DeltaCache* const cache = nullptr;  // (the resident path above covers the tensors that fit)
 
     // Pass 1: the norm of each delta.
     std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
@@ -212,7 +453,7 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
         pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
             InOrder::Turn turn(io, task);
             const std::vector<float*> d = buffers(scratch, th, 0, N);
-            load_deltas(c, base, x, tl.begin(task), tl.size(task), scratch.get(th, B), d);
+            load_deltas(c, base, x, tl.begin(task), tl.size(task), scratch.get(th, B), d, cache, task);
             turn.run([&] {
                 for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(d[size_t(m)], tl.size(task));
             });
@@ -227,7 +468,7 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     auto units_and_sum = [&](int64_t task, int th) {
         const std::vector<float*> d = buffers(scratch, th, 0, N);
         const int64_t len = tl.size(task);
-        load_deltas(c, base, x, tl.begin(task), len, scratch.get(th, B), d);
+        load_deltas(c, base, x, tl.begin(task), len, scratch.get(th, B), d, cache, task);
         float* mean = scratch.get(th, MEAN);
         float* tmp = scratch.get(th, TMP);
         for (int m = 0; m < N; ++m) {
@@ -260,7 +501,7 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
             const std::vector<float*> d = buffers(scratch, th, 0, N);
             const int64_t len = tl.size(task);
             float* b = scratch.get(th, B);
-            load_deltas(c, base, x, tl.begin(task), len, b, d);
+            load_deltas(c, base, x, tl.begin(task), len, b, d, cache, task);
             K.lincomb2(d[0], d[0], w[0], d[1], w[1], 1.0f, len);
             if (base) K.add(d[0], b, len);
             store_out(c, d[0], out, tl.begin(task), len);
@@ -342,9 +583,11 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     ThreadPool& pool = ThreadPool::instance();
     Scratch scratch(N + 2, kChunk);  // inputs (then units), tangent, temporary
     const int TAN = N, TMP = N + 1;
+    // the inputs (then their units) stay in memory if they fit beside the mean and the step
+    DeltaCache cache(int64_t(N + 2) * n * 4 <= cache_budget() ? N : 0, n, tl.tasks());
     auto load_inputs = [&](int64_t task, int th) {
         const std::vector<float*> u = buffers(scratch, th, 0, N);
-        load_deltas(c, nullptr, x, tl.begin(task), tl.size(task), nullptr, u);
+        load_deltas(c, nullptr, x, tl.begin(task), tl.size(task), nullptr, u, &cache, task);
         return u;
     };
     // Norms: torch's float32 vector_norm of each input.
@@ -390,17 +633,39 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
             else K.div(u[size_t(m)], norms[size_t(m)], len);
         }
     };
-    std::vector<float> mean(static_cast<size_t>(n));
+    // When the inputs fit the cache, it now holds them all: turn them into units once, and every
+    // later pass reads them from there instead of loading and dividing again.
+    if (cache.on()) {
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int) {
+            std::vector<float*> u(static_cast<size_t>(N));
+            for (int m = 0; m < N; ++m) u[size_t(m)] = cache.at(m, tl.begin(task));
+            units(u, tl.size(task));
+        });
+    }
+    auto get_units = [&](int64_t task, int th) {
+        if (cache.on()) {
+            std::vector<float*> u(static_cast<size_t>(N));
+            for (int m = 0; m < N; ++m) u[size_t(m)] = cache.at(m, tl.begin(task));
+            return u;  // read only
+        }
+        const std::vector<float*> u = load_inputs(task, th);
+        units(u, tl.size(task));
+        return u;
+    };
+    BufferPool::Lease mean_mem, step_mem;  // the running mean; the tangent of the current iteration
+    BufferPool::take(mean_mem, size_t(n) * 4);
+    BufferPool::take(step_mem, size_t(n) * 4);
+    float* const mean = mean_mem.data();
+    float* const step = step_mem.data();
     // The starting mean: the weighted sum of the valid units, and its norm.
     TorchNorm mn(n);
     {
         InOrder io;
         pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
             InOrder::Turn turn(io, task);
-            const std::vector<float*> u = load_inputs(task, th);
+            const std::vector<float*> u = get_units(task, th);
             const int64_t off = tl.begin(task), len = tl.size(task);
-            units(u, len);
-            float* m = mean.data() + off;
+            float* m = mean + off;
             float* tmp = scratch.get(th, TMP);
             std::fill(m, m + len, 0.0f);
             for (int v : valid) {
@@ -414,9 +679,8 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     float pending = mn.result();  // divide the mean by this before its next use (0: nothing to do)
     if (double(pending) < tol) {  // the units cancel: start from the first valid one
         pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            const std::vector<float*> u = load_inputs(task, th);
-            units(u, tl.size(task));
-            std::memcpy(mean.data() + tl.begin(task), u[size_t(valid[0])], size_t(tl.size(task)) * 4);
+            const std::vector<float*> u = get_units(task, th);
+            std::memcpy(mean + tl.begin(task), u[size_t(valid[0])], size_t(tl.size(task)) * 4);
         });
         pending = 0.0f;
     }
@@ -445,10 +709,9 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         std::vector<double> part(size_t(tl.tasks()) * size_t(N), 0.0);
         const float div = pending;
         pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            const std::vector<float*> u = load_inputs(task, th);
+            const std::vector<float*> u = get_units(task, th);
             const int64_t len = tl.size(task);
-            units(u, len);
-            float* m = mean.data() + tl.begin(task);
+            float* m = mean + tl.begin(task);
             apply_pending(m, len, div);
             for (int v : valid) {
                 double sums[3];
@@ -476,9 +739,9 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
             InOrder io;
             pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
                 InOrder::Turn turn(io, task);
-                const std::vector<float*> u = load_inputs(task, th);
-                units(u, tl.size(task));
-                const float* tan = tangent(task, th, u, mean.data() + tl.begin(task));
+                const std::vector<float*> u = get_units(task, th);
+                const float* tan = tangent(task, th, u, mean + tl.begin(task));
+                std::memcpy(step + tl.begin(task), tan, size_t(tl.size(task)) * 4);
                 turn.run([&] { tnorm.feed(tan, tl.size(task)); });
             });
         }
@@ -491,11 +754,10 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
             InOrder io;
             pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
                 InOrder::Turn turn(io, task);
-                const std::vector<float*> u = load_inputs(task, th);
                 const int64_t len = tl.size(task);
-                units(u, len);
-                float* m = mean.data() + tl.begin(task);
-                float* tan = tangent(task, th, u, m);
+                float* m = mean + tl.begin(task);
+                float* tan = scratch.get(th, TAN);
+                std::memcpy(tan, step + tl.begin(task), size_t(len) * 4);
                 K.div(tan, tn, len);
                 K.lincomb2(m, m, cos_tn, tan, sin_tn, 1.0f, len);
                 turn.run([&] { un.feed(m, len); });
@@ -510,7 +772,7 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     const float div = pending;
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
         const int64_t len = tl.size(task);
-        float* m = mean.data() + tl.begin(task);
+        float* m = mean + tl.begin(task);
         float* res = scratch.get(th, TMP);
         std::memcpy(res, m, size_t(len) * 4);
         apply_pending(res, len, div);
@@ -518,6 +780,10 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         store_out(c, res, out, tl.begin(task), len);
     });
     return report;
+}
+
+int64_t merge_cache_budget(int64_t bytes) {
+    return bytes < 0 ? cache_budget() : cache_budget_bytes().exchange(bytes);
 }
 
 float merge_torch_reduce(const MergeCommon& c, MergeInput x, bool norm) {
@@ -636,12 +902,11 @@ float merge_arcee_fusion(const MergeCommon& c, MergeInput base, MergeInput x, in
         });
     }
     Scratch scratch(3, kChunk);
-    // importance = |x - base| * KL of the row, and the delta x - base
-    auto importance = [&](int64_t task, float* imp, float* d) {
+    const std::vector<MergeInput> xs{x};
+    // importance = |x - base| * KL of the row, the delta x - base, and the base
+    auto importance = [&](int64_t task, float* imp, float* d, float* b) {
         const int64_t off = tl.begin(task), len = tl.size(task);
-        load_work(c, x, off, len, d);
-        load_work(c, base, off, len, imp);
-        K.sub(d, d, imp, len);
+        load_deltas(c, &base, xs, off, len, b, {d});
         std::memcpy(imp, d, size_t(len) * 4);
         K.abs_scale(imp, kl[size_t(tl.row(task))], len);
     };
@@ -651,7 +916,7 @@ float merge_arcee_fusion(const MergeCommon& c, MergeInput base, MergeInput x, in
         std::vector<int64_t> ranks;
         for (double q : {0.25, 0.5, 0.75}) ranks.push_back(int64_t(std::floor(q * double(n - 1))));
         const std::vector<float> qs = order_statistics(
-            tl, ranks, [&](int64_t task, int th, float* v) { importance(task, v, scratch.get(th, 1)); }, scratch, 0);
+            tl, ranks, [&](int64_t task, int th, float* v) { importance(task, v, scratch.get(th, 1), scratch.get(th, 2)); }, scratch, 0);
         threshold = qs[1] + 1.5f * (qs[2] - qs[0]);
     }
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
@@ -659,9 +924,8 @@ float merge_arcee_fusion(const MergeCommon& c, MergeInput base, MergeInput x, in
         float* d = scratch.get(th, 1);
         float* b = scratch.get(th, 2);
         const int64_t off = tl.begin(task), len = tl.size(task);
-        importance(task, imp, d);
+        importance(task, imp, d, b);
         K.keep_ge(d, imp, threshold, len);
-        load_work(c, base, off, len, b);
         K.add(d, b, len);
         store_out(c, d, out, off, len);
     });
