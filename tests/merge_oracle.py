@@ -1,5 +1,5 @@
 """float64 numpy oracles for the merge methods, written from the formulas in
-shared/MERGE_METHODS.md (mergekit 0.1.5 semantics), independent of llamix: numpy only (and the
+docs/MERGING.md (mergekit 0.1.5 semantics), independent of llamix: numpy only (and the
 numpy bf16 helpers of helpers.py), never llamix's kernels or arithmetic (test_merge_kernels.py
 checks that importing it loads no llamix module). Top-k / magnitude selections (TIES,
 breadcrumbs) rank by sorting |delta| in float64 (rank_keep); della's rank-dependent keep
