@@ -413,3 +413,33 @@ def test_lora_matches_peft_merge_and_unload(tmp_path):
     for name in got:
         np.testing.assert_allclose(got[name], want[name], rtol=0, atol=4 * 2.0 ** -24 * (np.abs(want[name]).max() + 1),
                                    err_msg=name)
+
+
+def test_online_resolution_fetches_only_weights_configs_and_tokenizers(tmp_path, monkeypatch):
+    """Not in the cache and not offline: huggingface_hub is asked for safetensors, configs and
+    tokenizer files only; a repo with only pickled weights is refused before downloading."""
+    hub = pytest.importorskip("huggingface_hub")
+    base = tiny_tensors(5)
+    src = write_model(tmp_path / "src", base)
+    calls = []
+
+    def snapshot_download(repo_id, revision=None, cache_dir=None, local_files_only=False, allow_patterns=None):
+        calls.append((repo_id, revision, local_files_only, tuple(allow_patterns or ())))
+        if local_files_only:
+            raise FileNotFoundError("not cached")
+        return str(src)
+
+    monkeypatch.setattr(hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(hub, "list_repo_files", lambda repo_id, revision=None: (
+        ["config.json", "pytorch_model.bin"] if repo_id == "org/pickled" else ["config.json", "model.safetensors"]))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    llamix.merge({"merge_method": "linear", "models": [{"model": "org/model@main", "parameters": {"weight": 1}}]},
+                 tmp_path / "out", progress=False)
+    assert [c[:3] for c in calls] == [("org/model", "main", True), ("org/model", "main", False)]
+    patterns = calls[1][3]
+    assert "*.safetensors" in patterns and "config.json" in patterns and "tokenizer.json" in patterns
+    assert not any(p.endswith(".bin") or p == "*" for p in patterns)
+    with pytest.raises(ConfigError, match=r"org/pickled has only pytorch_model.bin \(a pickle\)"):
+        llamix.merge({"merge_method": "linear", "models": [{"model": "org/pickled", "parameters": {"weight": 1}}]},
+                     tmp_path / "out2", progress=False)
