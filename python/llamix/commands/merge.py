@@ -50,17 +50,19 @@ def add_mergekit_flags(p, full: bool = False) -> None:
     hide = (lambda text: text) if full else (lambda text: argparse.SUPPRESS)
     p.add_argument("--out-shard-size", type=parse_kmb, default=None, metavar="SIZE",
                    help="largest output shard in mergekit's syntax (5B = 5e9 bytes; default 5B)")
-    _bool_flag(p, "copy-tokenizer", True, "write the source model's tokenizer files into the output")
+    _bool_flag(p, "copy-tokenizer", True, "write the source model's tokenizer files into the output "
+               "(--no-copy-tokenizer: leave them out)")
     _bool_flag(p, "allow-crimes", False, "merge models whose config.json names different architectures")
     _bool_flag(p, "lazy-unpickle", False, "accepted, no effect: llamix reads only safetensors")
     _bool_flag(p, "low-cpu-memory", False, "accepted, no effect: llamix streams one tensor at a time anyway")
     p.add_argument("--random-seed", type=int, default=None, metavar="N", help="seed of the random masks (= --seed)")
-    _bool_flag(p, "write-model-card", True, "write README.md and mergekit_config.yml holding the config")
+    _bool_flag(p, "write-model-card", True, "write README.md and mergekit_config.yml holding the config "
+               "(--no-write-model-card: leave them out)")
     _bool_flag(p, "clone-tensors", False, "accepted, no effect: every output tensor is its own buffer")
     _bool_flag(p, "trust-remote-code", False, "refused: llamix runs no code from model repositories")
     _bool_flag(p, "cuda", False, "refused: llamix runs on the CPU")
     p.add_argument("-v", "--verbose", action="count", default=0, dest="verbosity",
-                   help="print the plan (models, tensors, bytes) and timings; -vv for every tensor")
+                   help="print the plan before merging (models, LoRAs, vocabulary, bytes); -vv lists every tensor")
     # the rest of mergekit-yaml's options
     _bool_flag(p, "unsafe-truncate-embeddings", False, hide("refused: align vocabularies with tokenizer_source or "
                                                             "tokenizer: instead"))
