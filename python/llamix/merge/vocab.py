@@ -112,15 +112,19 @@ class OutputVocab:
                 defaults[token] = self._configured(token, tid, cfg, tensor_of, token_shape)
         out = []
         n_real = len(self.vocab)
+        forced = np.zeros(n_real, bool)
+        for token, cfg in configs.items():
+            if cfg.force and token in self.vocab:
+                forced[self.vocab[token]] = True
         for r in refs:
             p, old = self.perms[r], tensor_of[r]
             new = np.zeros((self.size,) + token_shape, np.float32)
-            for token, tid in self.vocab.items():
-                cfg = configs.get(token)
-                if p[tid] >= 0 and not (cfg and cfg.force):
-                    new[tid] = old[p[tid]]
-                elif token in defaults:
-                    new[tid] = defaults[token]
+            own = (p >= 0) & ~forced
+            new[:n_real][own] = old[p[own]]
+            for token, row in defaults.items():
+                tid = self.vocab[token]
+                if not own[tid]:
+                    new[tid] = row
             if self.size > n_real:  # padding rows: the mean of the real ones
                 new[n_real:] = _round(torch_column_sums(new[:n_real]) / np.float32(n_real), dtype)
             out.append(_from_f32(new, dtype))
