@@ -1,5 +1,5 @@
 """float64 numpy oracles for the merge methods, written from the formulas in
-shared/MERGE_METHODS.md (mergekit 0.1.5 semantics), independent of llamix: numpy only (and the
+docs/MERGING.md (mergekit 0.1.5 semantics), independent of llamix: numpy only (and the
 numpy bf16 helpers of helpers.py), never llamix's kernels or arithmetic (test_merge_kernels.py
 checks that importing it loads no llamix module). Top-k / magnitude selections (TIES,
 breadcrumbs) rank by sorting |delta| in float64 (rank_keep); della's rank-dependent keep
@@ -144,3 +144,116 @@ def model_stock(base, xs, filter_wise=False):
     t = np.where(np.abs(den) < 1e-6, 0.0, n * c / np.where(np.abs(den) < 1e-6, 1, den))
     avg = sum(ws) / n
     return (t * avg + (1 - t) * b).reshape(shape)
+
+
+# --- nearswap, RAM, SCE, Multi-SLERP, Karcher, Arcee Fusion (docs/MERGING.md) --------------------
+# Discrete decisions (|d| > eps, the SCE vote, the top-k by variance) are taken on the float32
+# values the kernels see, so that the oracle and the kernel decide alike at the boundary.
+
+def nearswap(a, b, t):
+    w = np.clip(t / np.maximum(np.abs(a - b), 1e-6), 0, 1)
+    return w * b + (1 - w) * a
+
+
+def ram(base, xs, eps, r=None, alpha=None):
+    """RAM (r None) or RAM+ tensor-local."""
+    d32 = np.stack([x.astype(np.float32) - base.astype(np.float32) for x in xs])
+    nz = np.abs(d32) > np.float32(eps)
+    c = nz.sum(0)
+    d = np.stack([x - base for x in xs]) * nz
+    lam = np.ones(len(xs))
+    if r is not None:
+        flat_nz = nz.reshape(len(xs), -1)
+        shared = (flat_nz & (c.reshape(-1) > 1)).sum(1)
+        unique = (flat_nz & (c.reshape(-1) == 1)).sum(1)
+        lam = 1 + r * np.clip(shared / np.maximum(unique, eps), 0, alpha)
+    lam = lam.reshape((-1,) + (1,) * base.ndim)
+    return base + (d * (c == 1) * lam + d * (c > 1) / np.maximum(c, 1)).sum(0)
+
+
+def topk_keep(values, k):
+    """Keep the k largest values; equal values rank by index (the later ones are kept)."""
+    flat = np.asarray(values, np.float64).ravel()
+    order = np.argsort(flat, kind="stable")
+    keep = np.zeros(flat.size, bool)
+    if k > 0:
+        keep[order[flat.size - k:]] = True
+    return keep.reshape(np.shape(values))
+
+
+def sce(base, xs, select_topk=1.0):
+    d32 = np.stack([x.astype(np.float32) - base.astype(np.float32) for x in xs])
+    d = d32.astype(np.float64)
+    if select_topk < 1:
+        var = d.var(0)
+        k = int(np.float32(np.float32(np.count_nonzero(var)) * np.float32(select_topk))) if select_topk > 0 else 0
+        keep = topk_keep(var.astype(np.float32), k)
+        d, d32 = d * keep, d32 * keep
+    w = (d ** 2).reshape(len(xs), -1).mean(1)
+    w = np.full(len(xs), 1 / len(xs)) if abs(w.sum()) < 1e-6 else w / w.sum()
+    vote = d32[0].copy()
+    for x in d32[1:]:
+        vote = vote + x
+    sigma = np.where(vote >= 0, 1.0, -1.0)
+    e = w.reshape((-1,) + (1,) * base.ndim) * (np.sign(d) == sigma)
+    return base + (d * e).sum(0) / np.maximum(e.sum(0), 1e-6)
+
+
+def multislerp(xs, weights, base=None, normalize=True, eps=1e-8):
+    if len(xs) == 1:
+        return xs[0]
+    t = np.stack([x.ravel() - (base.ravel() if base is not None else 0) for x in xs])
+    w = np.asarray(weights, np.float64)
+    if normalize:
+        w = w / w.sum()
+    norms = np.linalg.norm(t, axis=1, keepdims=True)
+    u = t / (norms + eps)
+    mean = (u * w[:, None]).sum(0)
+    mean = mean / np.linalg.norm(mean)
+    tangent = ((u - (u @ mean)[:, None] * mean) * w[:, None]).sum(0)
+    tn = np.linalg.norm(tangent) + eps
+    res = (mean * np.cos(tn) + tangent * np.sin(tn) / tn) * (norms[:, 0] * w).sum()
+    res = res.reshape(xs[0].shape)
+    return res + base if base is not None else res
+
+
+def karcher(xs, max_iter=10, tol=1e-5):
+    if len(xs) == 1:
+        return xs[0]
+    norms = [np.linalg.norm(x) for x in xs]
+    units = [x.ravel() / n if n else np.zeros(x.size) for x, n in zip(xs, norms)]
+    valid = [i for i, n in enumerate(norms) if n > tol]
+    alpha = 1 / len(valid)
+    mean = sum(alpha * units[i] for i in valid)
+    mean = units[valid[0]] if np.linalg.norm(mean) < tol else mean / np.linalg.norm(mean)
+    for _ in range(max_iter):
+        tangent = np.zeros_like(mean)
+        for i in valid:
+            dot = np.clip(mean @ units[i], -1, 1)
+            theta = np.arccos(dot)
+            if theta < tol:
+                continue
+            tangent += alpha * theta / np.sin(theta) * (units[i] - dot * mean)
+        tn = np.linalg.norm(tangent)
+        if tn < tol:
+            break
+        mean = np.cos(tn) * mean + np.sin(tn) * tangent / tn
+        un = np.linalg.norm(mean)
+        if un > tol:
+            mean = mean / un
+    return (sum(norms) / len(xs) * mean).reshape(xs[0].shape)
+
+
+def arcee_importance(base, x):
+    """|x - base| times the KL divergence of softmax(x) + 1e-8 from softmax(base) + 1e-8 per row."""
+    def softmax(v):
+        e = np.exp(v - v.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    p, q = softmax(x) + 1e-8, softmax(base) + 1e-8
+    return np.abs(x - base) * (p * np.log(p / q)).sum(-1, keepdims=True)
+
+
+def arcee_threshold(importance):
+    s = np.sort(importance.ravel())
+    q1, med, q3 = (s[int(np.floor(q * (s.size - 1)))] for q in (0.25, 0.5, 0.75))
+    return med + 1.5 * (q3 - q1)

@@ -147,6 +147,39 @@ def test_every_method_runs_deterministically(tmp_path, models, method):
         assert any(not np.array_equal(a[k], c[k]) for k in a)  # the seed matters
 
 
+NEW_METHOD_CONFIGS = {
+    "sce": ({"select_topk": 0.5}, {}, True),
+    "multislerp": ({}, {"weight": 0.5}, True),
+    "karcher": ({"max_iter": 5}, {}, False),
+    "nearswap": ({"t": 0.01}, {}, True),
+    "arcee_fusion": ({}, {}, True),
+    "ram": ({"epsilon": 0.01}, {}, True),
+    "ramplus_tl": ({"epsilon": 0.01, "r": 0.3}, {}, True),
+}
+
+
+@pytest.mark.parametrize("method", list(NEW_METHOD_CONFIGS))
+def test_new_methods_run_deterministically(tmp_path, models, method):
+    """Every thread count gives the same bits; the output differs from every input (a method that
+    returned the base would pass the first check)."""
+    p = models["paths"]
+    params, per_model, with_base = NEW_METHOD_CONFIGS[method]
+    keys = ("ft0",) if method in ("nearswap", "arcee_fusion") else ("ft0", "ft1", "bf16")
+    mods = [{"model": str(p[k]), "parameters": dict(per_model)} for k in keys]
+    cfg = {"merge_method": method, "models": mods, "parameters": params}
+    if with_base:
+        cfg["base_model"] = str(p["base"])
+        if method in ("nearswap", "arcee_fusion"):
+            cfg["models"] = [{"model": str(p["base"])}] + mods
+    a = run(tmp_path / "a", cfg, threads=1)
+    b = run(tmp_path / "b", cfg, threads=2)
+    inputs = [f64(models["base"])] + [f64(t) for t in models["ft"]]
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+        assert np.isfinite(a[name]).all()
+    assert all(any(not np.array_equal(a[k], x[k].astype(np.float32)) for k in a) for x in inputs)
+
+
 @pytest.mark.parametrize("row_wise", [False, True])
 def test_nuslerp_vectors_along_either_axis(tmp_path, models, row_wise):
     """nuslerp_flatten: false: a vector per run along the last axis, or along axis 0 with

@@ -6,6 +6,7 @@
 #include "bindings/checks.h"
 #include "drivers/merge.h"
 #include "kernels/kernels.h"
+#include "kernels/merge_math.h"
 
 namespace llamix {
 
@@ -213,6 +214,124 @@ void register_merge(py::module_& m) {
         return out;
     }, py::arg("x"), py::arg("type"), py::arg("scale"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
+
+    m.def("merge_nearswap", [](py::object base, int base_type, py::object x, int type, float t, int out_type,
+                               int work_type, std::optional<py::array> buffer) {
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in, a = checked(as_input(x, type, "x"), c.n, "x");
+        py::array out = new_output(bi, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_nearswap(c, b, a, t, o);
+        return out;
+    }, py::arg("base"), py::arg("base_type"), py::arg("x"), py::arg("type"), py::arg("t"), py::arg("out_type"),
+       py::arg("work_type"), py::arg("buffer") = py::none());
+
+    m.def("merge_ram", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types, float eps,
+                          bool plus, float r, float alpha, int out_type, int work_type, std::optional<py::array> buffer) {
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in;
+        const auto in = xs.empty() ? std::vector<MergeInput>{} : as_inputs(xs, types, c.n);
+        RamParams p;
+        p.eps = eps, p.plus = plus, p.r = r, p.alpha = alpha;
+        py::array out = new_output(bi, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_ram(c, b, in, p, o);
+        return out;
+    }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("eps"), py::arg("plus"), py::arg("r"),
+       py::arg("alpha"), py::arg("out_type"), py::arg("work_type"), py::arg("buffer") = py::none());
+
+    m.def("merge_sce", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types,
+                          double select_topk, int out_type, int work_type, std::optional<py::array> buffer) {
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in;
+        const auto in = xs.empty() ? std::vector<MergeInput>{} : as_inputs(xs, types, c.n);
+        py::array out = new_output(bi, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        py::gil_scoped_release release;
+        merge_sce(c, b, in, select_topk, o);
+        return out;
+    }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("select_topk"), py::arg("out_type"),
+       py::arg("work_type"), py::arg("buffer") = py::none());
+
+    m.def("merge_multislerp", [](std::vector<py::object> xs, std::vector<int> types, std::optional<py::object> base,
+                                 int base_type, std::vector<float> weights, bool normalize, float eps, int out_type,
+                                 int work_type,
+                                 std::optional<py::array> buffer) {
+        require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
+        require(weights.size() == xs.size(), "one weight per input tensor is needed");
+        const Input first = as_input(xs[0], types[0], "input 0");
+        const MergeCommon c = common(first, work_type);
+        const auto in = as_inputs(xs, types, c.n);
+        MergeInput bs;
+        if (base) bs = checked(as_input(*base, base_type, "base"), c.n, "base");
+        py::array out = new_output(first, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        const bool has_base = bool(base);
+        py::gil_scoped_release release;
+        merge_multislerp(c, has_base ? &bs : nullptr, in, weights, normalize, eps, o);
+        return out;
+    }, py::arg("xs"), py::arg("types"), py::arg("base"), py::arg("base_type"), py::arg("weights"), py::arg("normalize"),
+       py::arg("eps"),
+       py::arg("out_type"), py::arg("work_type"), py::arg("buffer") = py::none());
+
+    m.def("merge_karcher", [](std::vector<py::object> xs, std::vector<int> types, int max_iter, double tol, int out_type,
+                              int work_type, std::optional<py::array> buffer) {
+        require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
+        const Input first = as_input(xs[0], types[0], "input 0");
+        const MergeCommon c = common(first, work_type);
+        const auto in = as_inputs(xs, types, c.n);
+        py::array out = new_output(first, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        KarcherReport rep;
+        {
+            py::gil_scoped_release release;
+            rep = merge_karcher(c, in, max_iter, tol, o);
+        }
+        return py::make_tuple(out, rep.iterations);
+    }, py::arg("xs"), py::arg("types"), py::arg("max_iter"), py::arg("tol"), py::arg("out_type"), py::arg("work_type"),
+       py::arg("buffer") = py::none(), "(merged tensor, iterations run)");
+
+    m.def("merge_arcee_fusion", [](py::object base, int base_type, py::object x, int type, int64_t rows, int out_type,
+                                   int work_type, std::optional<py::array> buffer) {
+        const Input bi = as_input(base, base_type, "base");
+        const MergeCommon c = common(bi, work_type);
+        const MergeInput b = bi.in, a = checked(as_input(x, type, "x"), c.n, "x");
+        require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
+        py::array out = new_output(bi, out_type, buffer);
+        const MergeOutput o = as_output(out, out_type);
+        float threshold;
+        {
+            py::gil_scoped_release release;
+            threshold = merge_arcee_fusion(c, b, a, rows, o);
+        }
+        return py::make_tuple(out, threshold);
+    }, py::arg("base"), py::arg("base_type"), py::arg("x"), py::arg("type"), py::arg("rows"), py::arg("out_type"),
+       py::arg("work_type"), py::arg("buffer") = py::none(), "(merged tensor, importance threshold)");
+
+    m.def("merge_cache_budget", &merge_cache_budget, py::arg("bytes") = -1,
+          "Memory (bytes) multi-pass merges may keep a tensor's inputs in between passes; sets it when >= 0 and "
+          "returns the previous value.");
+
+    m.def("merge_torch_reduce", [](py::object x, int type, bool norm) {
+        const Input xi = as_input(x, type, "x");
+        const MergeCommon c = common(xi, 0);
+        py::gil_scoped_release release;
+        return merge_torch_reduce(c, xi.in, norm);
+    }, py::arg("x"), py::arg("type"), py::arg("norm"),
+       "torch's float32 sum (norm=False) or 2-norm of the tensor, in torch's order (the merge drivers' reductions).");
+
+    m.def("merge_exp_log_f32", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, bool log) {
+        py::array_t<float> out(x.size());
+        const float* in = x.data();
+        float* o = out.mutable_data();
+        for (py::ssize_t i = 0; i < x.size(); ++i) o[i] = log ? merge_math::log_f32(in[i]) : merge_math::exp_f32(in[i]);
+        return out;
+    }, py::arg("x"), py::arg("log"), "The merge kernels' float32 exp or log (scalar reference), element by element.");
 
     m.def("merge_sparsify_mask", [](py::object base, int base_type, py::object x, int type, SparsifyTuple sparsify,
                                     uint64_t seed, std::string name, int model_index, int64_t rows, int work_type) {

@@ -81,6 +81,48 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
 // out = x * s (passthrough with scale) or a plain dtype conversion when s == 1.
 void merge_scale(const MergeCommon& c, MergeInput x, float s, MergeOutput out);
 
+// NearSwap: base pulled to x where the two are within t of each other (merge_more.cpp).
+void merge_nearswap(const MergeCommon& c, MergeInput base, MergeInput x, float t, MergeOutput out);
+
+// RAM (plus = false) and RAM+ tensor-local: task vectors averaged where several models change an
+// entry by more than eps, kept whole where one does (RAM+: scaled up by lambda per model).
+struct RamParams {
+    float eps = 1e-5f;
+    bool plus = false;
+    float r = 0.1f, alpha = 0.2f;
+};
+void merge_ram(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x, const RamParams& p,
+               MergeOutput out);
+
+// SCE: select the entries whose task vectors vary most across models (select_topk < 1), elect signs,
+// weight each model by its mean square.
+void merge_sce(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x, double select_topk,
+               MergeOutput out);
+
+// Multi-SLERP: barycentric interpolation on the sphere of the inputs (their task vectors over base,
+// when given), weights w (float32), divided by their sum when normalize.
+void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x,
+                      std::vector<float> w, bool normalize, float eps, MergeOutput out);
+
+// The weighted Karcher mean of the inputs' directions (equal weights), times their mean norm.
+struct KarcherReport {
+    int iterations = 0;
+};
+KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>& x, int max_iter, double tol,
+                            MergeOutput out);
+
+// Arcee Fusion: x's changes kept where their importance |x - base| * KL(row) reaches
+// median + 1.5 IQR of the tensor's importance; returns that threshold. rows: the rows of the last axis.
+float merge_arcee_fusion(const MergeCommon& c, MergeInput base, MergeInput x, int64_t rows, MergeOutput out);
+
+// The memory multi-pass methods may use to keep a tensor's inputs between passes (default 512 MiB,
+// LLAMIX_MERGE_CACHE_MB); bytes >= 0 sets it and returns the previous value, < 0 just returns it.
+int64_t merge_cache_budget(int64_t bytes);
+
+// torch's float32 sum (norm = false) or 2-norm (norm = true) of the whole tensor, computed as the
+// drivers do: chunks loaded in parallel, fed in order (merge_torch_order.h). For tests.
+float merge_torch_reduce(const MergeCommon& c, MergeInput x, bool norm);
+
 // The keep-mask bits of one model's sparsifier (for tests and statistics): n bits, LSB first.
 std::vector<uint8_t> merge_sparsify_mask(const MergeCommon& c, MergeInput base, MergeInput x, const Sparsify& sp,
                                          uint64_t seed, const std::string& name, int model_index, int64_t rows);

@@ -1,6 +1,6 @@
 // Per-tensor merge drivers: split one output tensor into fixed chunks (independent of the thread
 // count), run the active ISA's primitives on each chunk in float32, and write the output dtype.
-// Semantics follow mergekit 0.1.5 as written down in shared/MERGE_METHODS.md; scalar coefficient
+// Semantics follow mergekit 0.1.5 as written down in docs/MERGING.md; scalar coefficient
 // math (acos, sin, cosines) is done in float32 in the same order as mergekit so results match.
 // The sums behind them (norms, dots) do not: ours are accurate (double, fixed order), mergekit's
 // are torch's float32 reductions, whose rounding depends on torch's summation order and thread

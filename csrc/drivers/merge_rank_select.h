@@ -2,6 +2,7 @@
 // ranks of |x - base| a model keeps, found without sorting.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "common/fp16.h"
@@ -43,6 +44,22 @@ struct RankRule {
 // the task vectors of all rank-sparsified models at once.
 std::vector<RankRule> rank_rules(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x,
                                  const std::vector<Sparsify>& sp);
+
+// The same selection over any values: values(task, thread, out) writes the A value arrays of one
+// chunk of a Tiling(n, 1) (out[a] has room for kChunk floats); they are ranked by |v|.
+using RankValues = std::function<void(int64_t task, int th, float* const* out)>;
+
+// Pass 1: per value array, the cumulative histogram of the high 16 bits of |v| and the number of
+// exact zeros.
+struct RankHistogram {
+    std::vector<std::vector<int64_t>> cum;  // per array: 65537 entries
+    std::vector<int64_t> zeros;
+};
+RankHistogram rank_histogram(int64_t n, int A, const RankValues& values);
+
+// Pass 2: rules[a] (r0, r1, keep_all / keep_none and the active boundaries set, or null to skip)
+// gets its boundary keys and tie ordinals.
+void rank_finish(int64_t n, const std::vector<RankRule*>& rules, const RankHistogram& h, const RankValues& values);
 
 }  // namespace merge_detail
 }  // namespace llamix

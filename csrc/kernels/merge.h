@@ -86,11 +86,54 @@ struct MergeKernels {
     void (*add)(float* acc, const float* x, int64_t n) = nullptr;
     // x[i] = x[i] / d[i]
     void (*div_elementwise)(float* x, const float* d, int64_t n) = nullptr;
+
+    // --- nearswap, RAM, SCE and arcee_fusion (drivers/merge_more.cpp) ---
+    // NearSwap: w = min(max((1 / max(|a[i] - b[i]|, 1e-6)) * t, 0), 1); out[i] = w b[i] + (1 - w) a[i],
+    // every operation rounded (mergekit's t / x is torch's reciprocal(x) * t). NaN propagates.
+    void (*nearswap)(const float* a, const float* b, float t, float* out, int64_t n) = nullptr;
+    // RAM over n_models task vectors d[m]: z_m = d[m][i] if |d[m][i]| > eps else d[m][i] * 0, c the
+    // number of models with |d| > eps; out[i] = sum_m (((z_m * [c == 1]) * lambda[m]) + (z_m * [c > 1]) / max(c, 1)),
+    // summed in model order from the first term (lambda[m] == 1 for plain RAM).
+    void (*ram)(const float* const* d, const float* lambda, int n_models, float eps, float* out, int64_t n) = nullptr;
+    // RAM+ counts, added to shared[m] / unique[m]: elements where |d[m]| > eps and c > 1 / c == 1.
+    void (*ram_counts)(const float* const* d, int n_models, float eps, int64_t* shared, int64_t* unique,
+                       int64_t n) = nullptr;
+    // out[i] = float(population variance over m of d[m][i]): mean and squares summed in double in
+    // model order, one division each, rounded once to float32.
+    void (*variance)(const float* const* d, int n_models, float* out, int64_t n) = nullptr;
+    // SCE: sigma = (sum_m d[m][i]) >= 0 ? +1 : -1 (float32, model order); e_m = w[m] * [sign d[m][i] == sigma];
+    // out[i] = (sum_m d[m][i] * e_m) / max(sum_m e_m, 1e-6), sums in model order from the first term.
+    void (*sce)(const float* const* d, const float* w, int n_models, float* out, int64_t n) = nullptr;
+    // The largest x[i], NaN ignored (-inf when there is none).
+    float (*max)(const float* x, int64_t n) = nullptr;
+    // e[i] = exp_f32(x[i] - m) (merge_math.h); returns the lane sum of e in double.
+    double (*exp_sum)(const float* x, float m, float* e, int64_t n) = nullptr;
+    // Lane sum in double of p * log_f32(p / q) with p = ex[i] * sx + eps, q = ey[i] * sy + eps, each
+    // operation rounded to float32 (one row's KL divergence).
+    double (*kl_sum)(const float* ex, float sx, const float* ey, float sy, float eps, int64_t n) = nullptr;
+    // x[i] = |x[i]| * s
+    void (*abs_scale)(float* x, float s, int64_t n) = nullptr;
+    // x[i] = x[i] * (key[i] >= th ? 1 : 0)  (a dropped entry keeps its sign: x * 0)
+    void (*keep_ge)(float* x, const float* key, float th, int64_t n) = nullptr;
+    // out[i] = a[i] * b[i]
+    void (*mul)(float* out, const float* a, const float* b, int64_t n) = nullptr;
+
+    // --- torch's float32 reduction orders (drivers/merge_torch_order.h) ---
+    // lanes[j] = lanes[j] + x[i + j] * x[i + j] for i = 0, 8, 16, ... (n a multiple of 8; each
+    // product rounded, then the add): the loop of torch's 2-norm over a contiguous row.
+    void (*sq_lanes8)(float* lanes, const float* x, int64_t n) = nullptr;
+    // acc[k][j] = acc[k][j] + x[32 g + 8 k + j] for g = 0 .. groups - 1, k < 4, j < 8 (float32, in g
+    // order): the inner loop of torch's cascade sum over 8-float vectors.
+    void (*sum_groups32)(float* acc, const float* x, int64_t groups) = nullptr;
 };
 
 void fill_merge_ref(MergeKernels& k);
 void fill_merge_avx2(MergeKernels& k);
 void fill_merge_avx512(MergeKernels& k);
+// the primitives of nearswap, RAM, SCE and arcee_fusion (merge_more.cpp), called by the above
+void fill_merge_more_ref(MergeKernels& k);
+void fill_merge_more_avx2(MergeKernels& k);
+void fill_merge_more_avx512(MergeKernels& k);
 void fill_merge_neon(MergeKernels& k);
 
 }  // namespace llamix

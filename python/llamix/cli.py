@@ -25,6 +25,7 @@ COMMANDS = {
     "quantize": "write a model as a GGUF file of a chosen type",
     "perplexity": "measure perplexity (and KL divergence against a base model) on a text",
     "merge": "merge models from a mergekit-style YAML config",
+    "extract-lora": "extract a LoRA adapter (truncated SVD of the weight deltas) from a fine-tune and its base",
     "soup": "greedy model soup: add candidates only while held-out perplexity improves",
 }
 
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llamix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        mod = importlib.import_module(f"llamix.commands.{name}")
+        mod = importlib.import_module(f"llamix.commands.{name.replace('-', '_')}")
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
         p.set_defaults(run=mod.run, parser=p)
         mod.add_arguments(p)
@@ -73,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if extra:
         _refuse_unknown(args.parser, extra)
+    return run_command(args)
+
+
+def mergekit_yaml(argv: list[str] | None = None) -> int:
+    """The ``llamix-mergekit-yaml`` console script: mergekit-yaml's argument list, llamix's merge."""
+    return run_command(importlib.import_module("llamix.commands.mergekit_yaml").parse(argv))
+
+
+def run_command(args) -> int:
+    """Run a parsed command (args.run) with the exit-code conventions above."""
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return int(args.run(args) or 0)

@@ -181,6 +181,7 @@ void fill_merge_ref(MergeKernels& k) {
     k.consensus = ref::consensus;
     k.add = ref::accumulate;
     k.div_elementwise = ref::div_elementwise;
+    fill_merge_more_ref(k);
 }
 
 }  // namespace llamix

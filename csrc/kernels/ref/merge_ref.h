@@ -20,5 +20,18 @@ void scale(float* x, float w, int64_t n);
 void consensus(const float* const* d, const float* w, int n_models, Consensus rule, float* out, float* div, int64_t n);
 void accumulate(float* acc, const float* x, int64_t n);
 void div_elementwise(float* x, const float* d, int64_t n);
+void nearswap(const float* a, const float* b, float t, float* out, int64_t n);
+void ram(const float* const* d, const float* lambda, int n_models, float eps, float* out, int64_t n);
+void ram_counts(const float* const* d, int n_models, float eps, int64_t* shared, int64_t* unique, int64_t n);
+void variance(const float* const* d, int n_models, float* out, int64_t n);
+void sce(const float* const* d, const float* w, int n_models, float* out, int64_t n);
+float max(const float* x, int64_t n);
+double exp_sum(const float* x, float m, float* e, int64_t n);
+double kl_sum(const float* ex, float sx, const float* ey, float sy, float eps, int64_t n);
+void abs_scale(float* x, float s, int64_t n);
+void keep_ge(float* x, const float* key, float th, int64_t n);
+void mul(float* out, const float* a, const float* b, int64_t n);
+void sq_lanes8(float* lanes, const float* x, int64_t n);
+void sum_groups32(float* acc, const float* x, int64_t groups);
 }  // namespace ref
 }  // namespace llamix

@@ -296,6 +296,7 @@ void fill_merge_avx2(MergeKernels& k) {
     k.range_mask = avx2::range_mask;
     k.mask_scale = avx2::mask_scale;
     k.consensus = avx2::consensus;
+    fill_merge_more_avx2(k);
 }
 
 }  // namespace llamix

@@ -259,6 +259,7 @@ void fill_merge_avx512(MergeKernels& k) {
     k.range_mask = avx512::range_mask;
     k.mask_scale = avx512::mask_scale;
     k.consensus = avx512::consensus;
+    fill_merge_more_avx512(k);
 }
 
 }  // namespace llamix

@@ -38,6 +38,9 @@ def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool
     ft = check_file_type(qtype)
     progress = progress if callable(progress) else None
     plan = build_plan(load_config(config))
+    if plan.vocab is not None and (plan.vocab.new_tokens or plan.vocab.size != len(plan.vocab.vocab)):
+        raise ConfigError("merging straight to GGUF with a merged or padded vocabulary is not supported: merge into a "
+                         "folder, then `llamix quantize` it")
     mc = config_from_hf(plan.out_config, f"{plan.config.source} (the merged model's config.json)")
     names = {t.name: gguf_name(t.name, mc.architecture) for t in plan.tensors}
     mc.tie_embeddings = "output.weight" not in names.values()

@@ -12,6 +12,7 @@ import math
 import mmap
 import os
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -288,8 +289,12 @@ class SafetensorsWriter:
     """
 
     def __init__(self, folder: str | os.PathLike, tensors: list[tuple[str, str, tuple[int, ...]]],
-                 max_shard_bytes: int = 5_000_000_000, metadata: dict | None = None):
+                 max_shard_bytes: int = 5_000_000_000, metadata: dict | None = None, any_order: bool = False):
+        """any_order: every shard is opened with its header up front and ``write`` puts each tensor
+        at its offset with pwrite, in any order and from several threads at once (shards are then
+        written in parallel)."""
         self.folder = Path(folder)
+        self._any_order = any_order
         self._order = [name for name, _, _ in tensors]
         if len(set(self._order)) != len(self._order):
             raise ArgumentError("SafetensorsWriter: duplicate tensor names")
@@ -314,10 +319,27 @@ class SafetensorsWriter:
         self._fh = None
         self._open_shard = -1
         self.total_bytes = sum(s[2] for s in self._spec.values())
+        self._fds: list[int] = []
+        self._offset: dict[str, int] = {}
+        if any_order:
+            self._lock = threading.Lock()
+            self._written: set[str] = set()
+            for i, names in enumerate(self._shards):
+                raw = self._header(i)
+                fd = os.open(self.folder / self._files[i], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                self._fds.append(fd)
+                os.write(fd, struct.pack("<Q", len(raw)) + raw)
+                pos = 8 + len(raw)
+                for name in names:
+                    self._offset[name] = pos
+                    pos += self._spec[name][2]
 
-    def _start_shard(self, i: int) -> None:
-        if self._fh:
-            self._fh.close()
+    @property
+    def files(self) -> list[str]:
+        """The file names the layout uses (model.safetensors, or the shards in order)."""
+        return list(self._files)
+
+    def _header(self, i: int) -> bytes:
         header: dict = {"__metadata__": self._metadata}
         offset = 0
         for name in self._shards[i]:
@@ -325,14 +347,22 @@ class SafetensorsWriter:
             header[name] = {"dtype": _WRITE_DTYPES[dtype][0], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
             offset += nbytes
         raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-(8 + len(raw)) % 8)  # data starts 8-byte aligned
+        return raw + b" " * (-(8 + len(raw)) % 8)  # data starts 8-byte aligned
+
+    def _start_shard(self, i: int) -> None:
+        if self._fh:
+            self._fh.close()
+        raw = self._header(i)
         self._fh = open(self.folder / self._files[i], "wb")
         self._fh.write(struct.pack("<Q", len(raw)))
         self._fh.write(raw)
         self._open_shard = i
 
     def write(self, name: str, array: np.ndarray) -> None:
-        """Write the next tensor (in the order given to the constructor); bf16 as uint16."""
+        """Write the next tensor (in the order given to the constructor; with any_order, any listed
+        tensor not written yet); bf16 as uint16."""
+        if self._any_order:
+            return self._write_at(name, array)
         if self._next >= len(self._order) or self._order[self._next] != name:
             expected = self._order[self._next] if self._next < len(self._order) else "nothing more"
             raise ArgumentError(f"SafetensorsWriter: got tensor {name!r}, expected {expected!r}")
@@ -349,8 +379,31 @@ class SafetensorsWriter:
         self._fh.write(memoryview(arr).cast("B"))
         self._next += 1
 
+    def _write_at(self, name: str, array: np.ndarray) -> None:
+        if name not in self._offset:
+            raise ValueError(f"SafetensorsWriter: tensor {name!r} is not in the layout")
+        dtype, shape, nbytes = self._spec[name]
+        arr = np.ascontiguousarray(array)
+        if arr.nbytes != nbytes or arr.size != int(np.prod(shape, dtype=np.int64)):
+            raise ValueError(f"SafetensorsWriter: tensor {name!r} has shape {list(arr.shape)} and {arr.nbytes} bytes, "
+                             f"expected {list(shape)} ({dtype})")
+        with self._lock:
+            if name in self._written:
+                raise ValueError(f"SafetensorsWriter: tensor {name!r} written twice")
+            self._written.add(name)
+        view, pos, fd = memoryview(arr).cast("B"), self._offset[name], self._fds[self._shard_of[name]]
+        while view.nbytes:
+            n = os.pwrite(fd, view, pos)
+            view, pos = view[n:], pos + n
+        with self._lock:
+            self._next += 1
+
     def close(self) -> list[str]:
         """Finish the files (and the index if sharded); returns the file names written."""
+        if self._any_order:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = []
         if self._next != len(self._order):
             raise ArgumentError(f"SafetensorsWriter: only {self._next} of {len(self._order)} tensors were written")
         if self._fh:
@@ -370,3 +423,6 @@ class SafetensorsWriter:
         if self._fh:
             self._fh.close()
             self._fh = None
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []

@@ -27,9 +27,27 @@ TOP_LEVEL = {"models", "slices", "merge_method", "base_model", "dtype", "out_dty
 # Keys mergekit accepts that llamix refuses, with the reason.
 UNSUPPORTED = {
     "modules": "multi-module (e.g. vision-language) merges are not supported; use `models` or `slices`",
-    "tokenizer": "vocabulary alignment (`tokenizer:` with extra tokens) is not supported; use `tokenizer_source: base`",
-    "chat_template": "setting a chat template is not supported; edit tokenizer_config.json after merging",
 }
+
+
+@dataclass
+class TokenSource:
+    """Where one token's embedding (and output-head row) comes from (mergekit's ``tokens:``):
+    kind "model" (the token's own row in `model`), "model_token" (row `token_id` or the row of
+    `token` in `model`), "zero"; None lets the default rule decide. force: use it even where the
+    model has the token itself."""
+    kind: Optional[str] = None
+    model: Optional[str] = None
+    token: Optional[str] = None
+    token_id: Optional[int] = None
+    force: bool = False
+
+
+@dataclass
+class TokenizerConfig:
+    source: str = "union"  # "union", "base" or a model
+    tokens: dict = field(default_factory=dict)  # token text -> TokenSource
+    pad_to_multiple_of: Optional[int] = None
 
 
 @dataclass
@@ -58,6 +76,8 @@ class MergeConfig:
     dtype: Optional[str] = None
     out_dtype: Optional[str] = None
     tokenizer_source: Optional[str] = None
+    tokenizer: Optional[TokenizerConfig] = None
+    chat_template: Optional[str] = None
     parameters: dict = field(default_factory=dict)
     base_dir: Path = field(default_factory=Path.cwd)  # relative model paths resolve here too
     text: str = ""  # the YAML as given (recorded in the output README)
@@ -151,9 +171,16 @@ def parse_config(data: Any) -> MergeConfig:
                 raise ConfigError(f"{key}: unsupported dtype {data[key]!r} (float32, float16 or bfloat16)") from None
     ts = data.get("tokenizer_source")
     if ts is not None:
-        if ts == "union":
-            raise ConfigError("tokenizer_source: 'union' (merging vocabularies) is not supported; use 'base' or a model")
-        cfg.tokenizer_source = _model_ref(ts, "tokenizer_source")
+        cfg.tokenizer_source = ts if ts in ("union", "base") else _model_ref(ts, "tokenizer_source")
+    if data.get("tokenizer") is not None:
+        if ts is not None:
+            raise ConfigError("tokenizer / tokenizer_source: give one of them, not both (as mergekit)")
+        cfg.tokenizer = _tokenizer(data["tokenizer"])
+    ct = data.get("chat_template")
+    if ct is not None:
+        if not isinstance(ct, str) or not ct.strip():
+            raise ConfigError("chat_template: expected a built-in template name, 'auto' or a Jinja template string")
+        cfg.chat_template = ct
     cfg.parameters = _parameters(data.get("parameters"), "parameters")
     if has_models:
         cfg.models = [_source(m, f"models[{i}]", slices=False) for i, m in enumerate(_list(data["models"], "models"))]
@@ -179,6 +206,53 @@ def parse_config(data: Any) -> MergeConfig:
     return cfg
 
 
+def _tokenizer(t) -> TokenizerConfig:
+    if not isinstance(t, dict):
+        raise ConfigError("tokenizer: expected a mapping (source, tokens, pad_to_multiple_of)")
+    for key in t:
+        if key not in ("source", "tokens", "pad_to_multiple_of"):
+            raise ConfigError(f"tokenizer.{key}: unknown field (expected source, tokens, pad_to_multiple_of)")
+    out = TokenizerConfig()
+    src = t.get("source", "union")
+    out.source = src if src in ("union", "base") else _model_ref(src, "tokenizer.source")
+    pad = t.get("pad_to_multiple_of")
+    if pad is not None:
+        if not isinstance(pad, int) or isinstance(pad, bool) or pad <= 0:
+            raise ConfigError(f"tokenizer.pad_to_multiple_of: expected a positive integer, got {pad!r}")
+        out.pad_to_multiple_of = pad
+    tokens = t.get("tokens") or {}
+    if not isinstance(tokens, dict):
+        raise ConfigError("tokenizer.tokens: expected a mapping of token text to {source, force}")
+    for tok, spec in tokens.items():
+        where = f"tokenizer.tokens[{tok!r}]"
+        spec = spec or {}
+        if not isinstance(spec, dict) or set(spec) - {"source", "force"}:
+            raise ConfigError(f"{where}: expected {{source, force}}")
+        ts = TokenSource(force=bool(spec.get("force", False)))
+        src = spec.get("source")
+        if isinstance(src, dict) and "kind" in src:
+            kind = src["kind"]
+            if kind == "zero":
+                if set(src) != {"kind"}:
+                    raise ConfigError(f"{where}.source: a zero source has no other fields")
+                ts.kind = "zero"
+            elif kind == "model_token":
+                if set(src) - {"kind", "model", "token", "token_id"}:
+                    raise ConfigError(f"{where}.source: unknown fields {sorted(set(src) - {'kind', 'model', 'token', 'token_id'})}")
+                if (src.get("token") is None) == (src.get("token_id") is None):
+                    raise ConfigError(f"{where}.source: give exactly one of token and token_id")
+                if src.get("token_id") is not None and (not isinstance(src["token_id"], int) or src["token_id"] < 0):
+                    raise ConfigError(f"{where}.source.token_id: expected a non-negative integer")
+                ts.kind, ts.model = "model_token", _model_ref(src.get("model"), f"{where}.source.model")
+                ts.token, ts.token_id = src.get("token"), src.get("token_id")
+            else:
+                raise ConfigError(f"{where}.source.kind: expected model_token or zero, got {kind!r}")
+        elif src is not None:
+            ts.kind, ts.model = "model", _model_ref(src, f"{where}.source")
+        out.tokens[str(tok)] = ts
+    return out
+
+
 def _list(value, where: str) -> list:
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}: expected a non-empty list")
@@ -186,16 +260,24 @@ def _list(value, where: str) -> list:
 
 
 def _model_ref(value, where: str, optional: bool = False) -> Optional[str]:
+    """A model reference as a string: PATH, org/name[@REV], either optionally +LORA[@REV]; mergekit's
+    mapping form {model: {path, revision}, lora: {path, revision}} is written the same way."""
     if value is None and optional:
         return None
-    if isinstance(value, dict) and set(value) <= {"model", "lora"} and "lora" not in value:
-        value = value.get("model")
-        if isinstance(value, dict):
-            value = value.get("path")
+    if isinstance(value, dict) and set(value) <= {"model", "lora", "override_architecture"}:
+        if value.get("override_architecture") is not None:
+            raise ConfigError(f"{where}.override_architecture: not supported")
+
+        def text(v, w):
+            if isinstance(v, dict) and isinstance(v.get("path"), str):
+                return v["path"] + (f"@{v['revision']}" if v.get("revision") else "")
+            if isinstance(v, str) and v:
+                return v
+            raise ConfigError(f"{w}: expected a path (or {{path, revision}})")
+        model = text(value.get("model"), f"{where}.model")
+        value = model if value.get("lora") is None else f"{model}+{text(value['lora'], f'{where}.lora')}"
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: expected a model folder path")
-    if "+" in value and not Path(value).exists():
-        raise ConfigError(f"{where}: LoRA references ('model+lora') are not supported")
+        raise ConfigError(f"{where}: expected a model folder or Hugging Face repo id")
     return value
 
 
@@ -213,8 +295,8 @@ def _source(m, where: str, slices: bool) -> Source:
     if slices:
         lr = m.get("layer_range")
         if (not isinstance(lr, (list, tuple)) or len(lr) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                                         for v in lr) or not 0 <= lr[0] < lr[1]):
-            raise ConfigError(f"{where}.layer_range: expected [start, end) with 0 <= start < end, got {lr!r}")
+                                                                         for v in lr) or not 0 <= lr[0] <= lr[1]):
+            raise ConfigError(f"{where}.layer_range: expected [start, end) with 0 <= start <= end, got {lr!r}")
         src.layer_range = (lr[0], lr[1])
     return src
 

@@ -5,8 +5,9 @@ few times the largest tensor for the top-k masks), never the model.
 
 Writers are pluggable (an output format is a writer): ``dtype_for(task)`` says which dtype the
 merge should produce for a tensor (a quantizing GGUF writer asks for float32), ``write(name,
-array)`` receives each merged tensor in plan order, ``begin(plan)`` / ``finish()`` / ``abort()``
-bracket the run; ``write`` is called from one background thread, in order. See
+array)`` receives each merged tensor, ``begin(plan)`` / ``finish()`` / ``abort()`` bracket the
+run; ``write`` is called from one background thread, in plan order, unless the writer sets
+``concurrency`` > 1 after ``begin`` (then from that many threads, in any order). See
 output.HFFolderWriter.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 
+from . import kernels
 from .kernels import NUMPY
 from .plan import FLOAT_TYPES, MergePlan, TensorTask
 
@@ -66,6 +68,9 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
         for ref, name in task.inputs:
             w = plan.models[ref].weights
             arrays.append((w.ref(name), FLOAT_TYPES[w.dtype(name)]))
+        if task.align:  # rows realigned to the output vocabulary, in the working dtype
+            work = [kernels.scale((np.asarray(a), dt), out=task.work, work=task.work) for a, dt in arrays]
+            arrays = [(a, task.work) for a in plan.vocab.align([ref for ref, _ in task.inputs], work, task.work)]
         job = task.job(arrays, seed)
         if dtype_for is not None:
             job.out = dtype_for(task)
@@ -79,7 +84,7 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
         nbytes = 0
         for ref, name in task.inputs:
             w = plan.models[ref].weights
-            nbytes += w.file_of(name).nbytes(name)
+            nbytes += w.nbytes(name)
             w.release(name)
         yield task.name, out
         done += nbytes
@@ -95,11 +100,14 @@ MAX_PENDING_BYTES = 64 << 20
 def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Optional[Progress] = None) -> None:
     """Merge every tensor of the plan into the writer; the writer is aborted on any error.
 
-    ``writer.write`` runs on one background thread, in plan order, while the next tensors are
-    merged; up to MAX_PENDING_BYTES of merged outputs may wait for it."""
+    ``writer.write`` runs on a background thread (``writer.concurrency`` of them if the writer
+    declares it can take tensors in any order, e.g. several shards written in parallel) while the
+    next tensors are merged; up to MAX_PENDING_BYTES of merged outputs may wait for it."""
     writer.begin(plan)
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamix-merge-writer") as pool:
+        # writers that put tensors at fixed offsets (HFFolderWriter) may run several threads at once
+        workers = max(1, int(getattr(writer, "concurrency", 1)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llamix-merge-writer") as pool:
             buffers = BufferPool()
             pending: deque = deque()  # (future, array) in plan order
             waiting = 0

@@ -93,6 +93,60 @@ def model_stock(base, xs, rows=1, out="float32", work="float32", buffer=None) ->
     return _C.merge_model_stock(b, tb, list(arrs), list(types), int(rows), *_ids(out, work), buffer)
 
 
+def nearswap(base, x, t, out="float32", work="float32", buffer=None) -> np.ndarray:
+    (b, tb), (a, ta) = _typed(base), _typed(x)
+    return _C.merge_nearswap(b, tb, a, ta, float(t), *_ids(out, work), buffer)
+
+
+def ram(base, xs, eps=1e-5, plus=False, r=0.1, alpha=0.2, out="float32", work="float32", buffer=None) -> np.ndarray:
+    """RAM (plus=False) or RAM+ tensor-local over the task vectors of xs (may be empty: the base)."""
+    b, tb = _typed(base)
+    arrs, types = zip(*(_typed(x) for x in xs)) if xs else ((), ())
+    return _C.merge_ram(b, tb, list(arrs), list(types), float(eps), bool(plus), float(r), float(alpha),
+                        *_ids(out, work), buffer)
+
+
+def sce(base, xs, select_topk=1.0, out="float32", work="float32", buffer=None) -> np.ndarray:
+    b, tb = _typed(base)
+    arrs, types = zip(*(_typed(x) for x in xs)) if xs else ((), ())
+    return _C.merge_sce(b, tb, list(arrs), list(types), float(select_topk), *_ids(out, work), buffer)
+
+
+def multislerp(xs, weights, base=None, normalize=True, eps=1e-8, out="float32", work="float32",
+               buffer=None) -> np.ndarray:
+    arrs, types = zip(*(_typed(x) for x in xs))
+    bs, tbs = _typed(base) if base is not None else (None, 0)
+    return _C.merge_multislerp(list(arrs), list(types), bs, tbs, [float(w) for w in weights], bool(normalize),
+                               float(eps), *_ids(out, work), buffer)
+
+
+def karcher(xs, max_iter=10, tol=1e-5, out="float32", work="float32", buffer=None, info=False):
+    """The Karcher mean; with info=True also the number of iterations run."""
+    arrs, types = zip(*(_typed(x) for x in xs))
+    res, iterations = _C.merge_karcher(list(arrs), list(types), int(max_iter), float(tol), *_ids(out, work), buffer)
+    return (res, iterations) if info else res
+
+
+def arcee_fusion(base, x, rows=1, out="float32", work="float32", buffer=None, info=False):
+    """Arcee Fusion; rows: the number of rows of the last axis (KL divergence per row). With
+    info=True also the importance threshold."""
+    (b, tb), (a, ta) = _typed(base), _typed(x)
+    res, threshold = _C.merge_arcee_fusion(b, tb, a, ta, int(rows), *_ids(out, work), buffer)
+    return (res, threshold) if info else res
+
+
+def torch_sum(x) -> float:
+    """torch's float32 sum of a tensor, in torch's order (the one multislerp and sce use)."""
+    a, t = _typed(x)
+    return _C.merge_torch_reduce(a, t, False)
+
+
+def torch_norm(x) -> float:
+    """torch's float32 2-norm of a tensor, in torch's order (the one multislerp and karcher use)."""
+    a, t = _typed(x)
+    return _C.merge_torch_reduce(a, t, True)
+
+
 def scale(x, s=1.0, out="float32", work="float32", buffer=None) -> np.ndarray:
     a, t = _typed(x)
     return _C.merge_scale(a, t, float(s), *_ids(out, work), buffer)

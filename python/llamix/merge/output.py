@@ -16,7 +16,7 @@ from ..formats.safetensors import SafetensorsWriter
 from .plan import MergePlan, TensorTask
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json")
+                   "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja")
 SHORT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 
 
@@ -46,11 +46,21 @@ def parse_size(size) -> int:
 
 class HFFolderWriter:
     """Writes the merged tensors as a Hugging Face model folder at ``out_dir`` (atomically).
-    ``overwrite``: replace an existing ``out_dir`` (only once the new folder is complete)."""
 
-    def __init__(self, out_dir: str | os.PathLike, shard_size="5GB", overwrite: bool = False):
+    Every shard's header is written first and each tensor goes to its offset, so tensors can be
+    written in any order by several threads: with several shards, ``concurrency`` writer threads
+    (up to ``write_threads``, default 2) write them in parallel. copy_tokenizer: the tokenizer
+    files of the source model (a built vocabulary is always written); write_model_card: README.md
+    and mergekit_config.yml holding the config. ``overwrite``: replace an existing ``out_dir``
+    (only once the new folder is complete)."""
+
+    def __init__(self, out_dir: str | os.PathLike, shard_size="5GB", copy_tokenizer: bool = True,
+                 write_model_card: bool = True, write_threads: int | None = None, overwrite: bool = False):
         self.out_dir = Path(out_dir)
         self.shard_bytes = parse_size(shard_size)
+        self.copy_tokenizer, self.write_model_card = copy_tokenizer, write_model_card
+        self.write_threads = max(1, write_threads or 2)
+        self.concurrency = 1
         self.overwrite = overwrite
         if not overwrite and self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
             raise FileExistsError(f"{self.out_dir}: already exists and is not an empty folder")
@@ -64,7 +74,9 @@ class HFFolderWriter:
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
         manifest = [(t.name, SHORT[t.out], t.shape) for t in plan.tensors]
-        self._st = SafetensorsWriter(self.tmp, manifest, self.shard_bytes, {"format": "pt", "merged_by": "llamix"})
+        self._st = SafetensorsWriter(self.tmp, manifest, self.shard_bytes, {"format": "pt", "merged_by": "llamix"},
+                                     any_order=True)
+        self.concurrency = min(len(self._st.files), self.write_threads)
 
     def dtype_for(self, task: TensorTask) -> str:
         return task.out
@@ -76,12 +88,10 @@ class HFFolderWriter:
         plan = self._plan
         self._st.close()
         (self.tmp / "config.json").write_text(json.dumps(plan.out_config, indent=2) + "\n")
-        if plan.tokenizer_from is not None:
-            for f in TOKENIZER_FILES:
-                src = plan.tokenizer_from.path / f
-                if src.is_file():
-                    shutil.copyfile(src, self.tmp / f)
-        (self.tmp / "README.md").write_text(readme(plan))
+        write_tokenizer(plan, self.tmp, self.copy_tokenizer)
+        if self.write_model_card:
+            (self.tmp / "README.md").write_text(readme(plan))
+            (self.tmp / "mergekit_config.yml").write_text(plan.config.text.strip() + "\n")
         old = None
         if self.out_dir.exists() or self.out_dir.is_symlink():  # an empty folder, or overwrite: set it aside
             old = self.out_dir.parent / f".{self.out_dir.name}.llamix-old-{os.getpid()}"
@@ -97,6 +107,27 @@ class HFFolderWriter:
         if self._st is not None:
             self._st.abort()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def write_tokenizer(plan: MergePlan, out: Path, copy: bool = True) -> None:
+    """The output's tokenizer files: the merged vocabulary's, or (copy) the source model's copied;
+    then the chat template, if the config sets one, into tokenizer_config.json."""
+    if plan.vocab is not None:
+        plan.vocab.write(out, plan.chat_template)
+        return
+    if not copy:
+        return
+    if plan.tokenizer_from is not None:
+        for f in TOKENIZER_FILES:
+            src = plan.tokenizer_from.path / f
+            if src.is_file():
+                shutil.copyfile(src, out / f)
+    if plan.chat_template is not None:
+        path = out / "tokenizer_config.json"
+        config = json.loads(path.read_text()) if path.is_file() else {}
+        config["chat_template"] = plan.chat_template
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        (out / "chat_template.jinja").unlink(missing_ok=True)  # it would take precedence over the config's
 
 
 def readme(plan: MergePlan) -> str:

@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..errors import FormatError, parse_json
-from ..formats.safetensors import SafetensorsCheckpoint
+from ..errors import FormatError
 from .config import ConfigError, MergeConfig, Slice, Source
 from .methods import MergeMethod, TensorJob, get_method
 from .params import layer_t, resolve
+from .chat_templates import resolve_chat_template
+from .sources import open_weights, parse_ref, read_config, resolve_folder
+from .vocab import OutputVocab, build_vocab, is_vocab_tensor
+from .weights import ModelWeights, open_lora
 
 LAYER = re.compile(r"^(?P<prefix>(?:.*\.)?layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
 FLOAT_TYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
@@ -25,11 +28,12 @@ FLOAT_TYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 @dataclass
 class ModelInfo:
-    """One input folder: its config.json and memory-mapped weights."""
+    """One input: its folder's config.json and weights (with a LoRA applied, for model+lora)."""
     ref: str
     path: Path
     config: dict
-    weights: SafetensorsCheckpoint
+    weights: ModelWeights
+    lora_path: Optional[Path] = None
 
     def num_layers(self) -> int:
         """The layers the weights hold (config.json's num_hidden_layers must agree)."""
@@ -53,6 +57,7 @@ class TensorTask:
     input_params: list[dict]
     work: str
     out: str
+    align: bool = False  # a vocabulary tensor whose rows are realigned to the output vocabulary
 
     def job(self, arrays: list[tuple], seed: int = 0) -> TensorJob:
         return TensorJob(self.name, self.shape, arrays, self.base_index, self.params, self.input_params,
@@ -70,48 +75,51 @@ class MergePlan:
     tokenizer_from: Optional[ModelInfo]
     input_bytes: int = 0        # bytes read from the inputs (for throughput)
     notes: list[str] = field(default_factory=list)
+    vocab: Optional[OutputVocab] = None    # a built output vocabulary (tokenizer_source / tokenizer)
+    chat_template: Optional[str] = None    # the template text to write into tokenizer_config.json
 
 
 def open_model(ref: str, base_dir: Path, where: str) -> ModelInfo:
-    candidates = [Path(ref).expanduser(), base_dir / ref]
-    path = next((p for p in candidates if p.exists()), None)
-    if path is None:
-        raise ConfigError(f"{where}: model {ref!r} is not a local folder (looked in {candidates[0]} and "
-                          f"{candidates[1]}); downloading from the Hugging Face Hub is not supported")
-    if path.is_file() and path.suffix != ".safetensors":
-        raise ConfigError(f"{where}: {path} is not a Hugging Face folder: merge takes Hugging Face folders "
-                          "(config.json and safetensors), not GGUF or llama2.c files")
+    """A model reference (folder, Hub repo id, either with +LORA) opened for reading."""
+    mr = parse_ref(ref, where)
+    path = resolve_folder(mr.model, base_dir, where)
     folder = path if path.is_dir() else path.parent
-    config = {}
-    if (folder / "config.json").exists():
-        config = parse_json((folder / "config.json").read_bytes(), str(folder / "config.json"))
-    try:
-        weights = SafetensorsCheckpoint(path)
-    except FileNotFoundError as e:
-        raise ConfigError(f"{where}: {e} (only safetensors checkpoints are supported)") from None
-    return ModelInfo(ref, folder, config, weights)
+    config = read_config(folder, where)
+    checkpoint = open_weights(path, where)
+    lora = resolve_folder(mr.lora, base_dir, f"{where} (LoRA)") if mr.lora else None
+    return ModelInfo(ref, folder, config, open_lora(checkpoint, lora, where), lora)
 
 
 def _promote(dtypes: list[str]) -> str:
     return dtypes[0] if len(set(dtypes)) == 1 else "float32"
 
 
-def build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None) -> MergePlan:
+def build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None, allow_crimes: bool = False) -> MergePlan:
     """The plan of a validated config: every input opened and every check made (ConfigError
-    naming the config's file and the field, or an error naming the input file)."""
+    naming the config's file and the field, or an error naming the input file). allow_crimes:
+    merge models whose config.json names different architectures (mergekit's --allow-crimes);
+    refused otherwise."""
     try:
-        return _build_plan(cfg, out_dtype)
+        return _build_plan(cfg, out_dtype, allow_crimes)
     except ConfigError as e:
         if str(e).startswith(cfg.source):
             raise
         raise ConfigError(f"{cfg.source}: {e}") from None
 
 
-def _build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None) -> MergePlan:
+def _build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None, allow_crimes: bool = False) -> MergePlan:
     method = get_method(cfg.merge_method)
     where_of = _first_mention(cfg)
     models = {ref: open_model(ref, cfg.base_dir, where_of[ref]) for ref in cfg.referenced_models()}
+    archs = {ref: tuple(m.config.get("architectures") or ()) for ref, m in models.items() if m.config}
+    if not allow_crimes and len(set(archs.values())) > 1:
+        detail = ", ".join(f"{ref}: {'/'.join(a) or '?'}" for ref, a in archs.items())
+        raise ConfigError(f"models: different architectures ({detail}); mixing them needs allow_crimes "
+                          "(--allow-crimes), as in mergekit")
     slices = _as_slices(cfg, models)
+    base_ref = cfg.base_model or slices[0].sources[0].model
+    vocab = build_vocab(cfg, models, base_ref, where_of)
+    chat_template = resolve_chat_template(cfg.chat_template, [m.path for m in models.values()])
     known = {p.name for p in method.parameters}
     _check_parameter_names(cfg, slices, known, method.name)
     for sl in slices:
@@ -131,7 +139,7 @@ def _build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None) -> MergePlan:
     if cfg.models:
         _check_same_names(models, [s.model for s in slices[0].sources])
 
-    planner = _Planner(cfg, method, models, out_dtype)
+    planner = _Planner(cfg, method, models, out_dtype, vocab)
     first, last = slices[0], slices[-1]
     for name in pre:
         planner.add(name, first, [(s, name) for s in first.sources], 0.0)
@@ -147,7 +155,6 @@ def _build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None) -> MergePlan:
     for name in post:
         planner.add(name, last, [(s, name) for s in last.sources], 0.0)
 
-    base_ref = cfg.base_model or slices[0].sources[0].model
     out_config = dict(models[base_ref].config)
     if not out_config:
         raise ConfigError(f"base_model: {models[base_ref].path} has no config.json to base the output's on")
@@ -155,8 +162,11 @@ def _build_plan(cfg: MergeConfig, out_dtype: Optional[str] = None) -> MergePlan:
     out_config["torch_dtype"] = out_types.pop() if len(out_types) == 1 else "float32"
     if "num_hidden_layers" in out_config or out_layer:
         out_config["num_hidden_layers"] = out_layer
+    if vocab is not None:
+        out_config["vocab_size"] = vocab.size
     plan = MergePlan(cfg, method, models, planner.tasks, out_layer, out_config,
-                     _tokenizer_model(cfg, models, base_ref), planner.input_bytes)
+                     _tokenizer_model(cfg, models, base_ref), planner.input_bytes, vocab=vocab,
+                     chat_template=chat_template)
     return plan
 
 
@@ -224,10 +234,10 @@ def _check_same_names(models: dict[str, ModelInfo], refs: list[str]) -> None:
 
 
 def _tokenizer_model(cfg: MergeConfig, models: dict[str, ModelInfo], base_ref: str) -> Optional[ModelInfo]:
-    src = cfg.tokenizer_source
-    if src is None or src == "base":
-        if src == "base" and not cfg.base_model:
-            raise ConfigError("tokenizer_source: 'base' needs a base_model")
+    """Whose tokenizer files the output starts from: the base's (the first model's without a base),
+    or the model named by tokenizer_source / tokenizer.source."""
+    src = cfg.tokenizer.source if cfg.tokenizer is not None else cfg.tokenizer_source
+    if src is None or src in ("base", "union"):
         return models[base_ref]
     if src in models:
         return models[src]
@@ -235,8 +245,9 @@ def _tokenizer_model(cfg: MergeConfig, models: dict[str, ModelInfo], base_ref: s
 
 
 class _Planner:
-    def __init__(self, cfg: MergeConfig, method: MergeMethod, models: dict[str, ModelInfo], out_dtype: Optional[str]):
-        self.cfg, self.method, self.models, self.out_dtype = cfg, method, models, out_dtype
+    def __init__(self, cfg: MergeConfig, method: MergeMethod, models: dict[str, ModelInfo], out_dtype: Optional[str],
+                 vocab: Optional[OutputVocab] = None):
+        self.cfg, self.method, self.models, self.out_dtype, self.vocab = cfg, method, models, out_dtype, vocab
         self.tasks: list[TensorTask] = []
         self.input_bytes = 0
 
@@ -253,11 +264,17 @@ class _Planner:
                 raise ConfigError(f"tensor {name!r} in {src.model} has dtype {dt}; only float32/float16/bfloat16 "
                                  "tensors can be merged")
             dtypes.append(FLOAT_TYPES[dt])
-            self.input_bytes += w.file_of(name).nbytes(name)
+            self.input_bytes += w.nbytes(name)
+        align = False
+        if self.vocab is not None and all(
+                is_vocab_tensor(name, sh, self.models[src.model].config.get("vocab_size"))
+                for (src, name), sh in zip(inputs, shapes)):
+            align = not all(self.vocab.is_identity(src.model, sh[0]) for (src, _), sh in zip(inputs, shapes))
+            shapes = [(self.vocab.size,) + sh[1:] for sh in shapes]
         if len(set(shapes)) > 1:
             detail = ", ".join(f"{src.model}: {list(s)}" for (src, _), s in zip(inputs, shapes))
-            hint = " (different vocabularies: llamix does not align tokenizers)" if "embed" in out_name or \
-                "lm_head" in out_name else ""
+            hint = (" (different vocabularies: set tokenizer_source: union, or a tokenizer: section, to align "
+                    "them)") if "embed" in out_name or "lm_head" in out_name else ""
             raise ConfigError(f"tensor {out_name}: shapes differ between models ({detail}){hint}")
         base = sl.base_model or cfg.base_model
         refs = [src.model for src, _ in inputs]
@@ -276,6 +293,6 @@ class _Planner:
         work = cfg.dtype or _promote(dtypes)
         out = self.out_dtype or cfg.out_dtype or work
         task = TensorTask(out_name, shapes[0], [(src.model, name) for src, name in inputs], base_index, params,
-                          input_params, work, out)
+                          input_params, work, out, align)
         method.check_params(task.job([(None, d) for d in dtypes]), out_name)
         self.tasks.append(task)

@@ -1,0 +1,935 @@
+// Per-tensor drivers of the methods added after the task-arithmetic family: nearswap, RAM and
+// RAM+ (tensor-local), SCE, Multi-SLERP, the Karcher mean and Arcee Fusion. Semantics follow
+// mergekit 0.1.5 (docs/MERGING.md): element-wise steps are the same float32 operations in the same
+// order; sums behind scalars (norms, dots, mean squares, KL divergences) are accurate (double, fixed
+// chunks and lanes), so every ISA and thread count gives the same bits. Methods that need a scalar
+// of the whole tensor make several passes over their inputs (read again from the files, chunk by
+// chunk) instead of holding task vectors in memory; only the Karcher mean keeps one float32 copy
+// of the running mean.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/thread_pool.h"
+#include "common/weight_memory.h"
+#include "drivers/merge.h"
+#include "drivers/merge_io.h"
+#include "drivers/merge_rank_select.h"
+#include "drivers/merge_tiling.h"
+#include "drivers/merge_torch_order.h"
+#include "kernels/kernels.h"
+
+namespace llamix {
+
+using namespace merge_detail;
+
+namespace {
+
+// Multi-pass methods keep the float32 task vectors (and base) of a tensor between passes when they
+// fit in this much memory (LLAMIX_MERGE_CACHE_MB, default 512; 0 turns it off); larger tensors are
+// read from the inputs again on every pass.
+std::atomic<int64_t>& cache_budget_bytes() {
+    static std::atomic<int64_t> bytes{[] {
+        const char* env = std::getenv("LLAMIX_MERGE_CACHE_MB");
+        return (env && *env ? std::max<int64_t>(0, std::atoll(env)) : 512) << 20;
+    }()};
+    return bytes;
+}
+
+int64_t cache_budget() { return cache_budget_bytes().load(); }
+
+// Tensor-sized buffers handed from one tensor's merge to the next: a merge runs tensor after
+// tensor of a few sizes, and fresh memory would have every page faulted in and zeroed again (slow
+// in a VM). Huge-page memory (common/weight_memory.h); at most kPoolBytes kept when idle.
+class BufferPool {
+   public:
+    struct Lease {
+        std::shared_ptr<uint8_t> mem;
+        size_t bytes = 0;
+        Lease() = default;
+        Lease(const Lease&) = delete;
+        Lease& operator=(const Lease&) = delete;
+        ~Lease() {
+            if (mem) BufferPool::give(std::move(mem), bytes);
+        }
+        float* data() const { return reinterpret_cast<float*>(mem.get()); }
+    };
+    static void take(Lease& l, size_t bytes) {
+        {
+            std::lock_guard<std::mutex> lock(mutex());
+            auto& free = pool();
+            size_t best = free.size();
+            for (size_t i = 0; i < free.size(); ++i)
+                if (free[i].second >= bytes && (best == free.size() || free[i].second < free[best].second)) best = i;
+            if (best < free.size()) {
+                l.mem = std::move(free[best].first);
+                l.bytes = free[best].second;
+                free.erase(free.begin() + std::ptrdiff_t(best));
+                return;
+            }
+        }
+        l.mem = allocate_weight_memory(bytes);
+        l.bytes = bytes;
+    }
+
+   private:
+    static constexpr size_t kPoolBytes = size_t(512) << 20;
+    static std::mutex& mutex() {
+        static std::mutex m;
+        return m;
+    }
+    static std::vector<std::pair<std::shared_ptr<uint8_t>, size_t>>& pool() {
+        static std::vector<std::pair<std::shared_ptr<uint8_t>, size_t>> p;
+        return p;
+    }
+    static void give(std::shared_ptr<uint8_t> mem, size_t bytes) {
+        std::lock_guard<std::mutex> lock(mutex());
+        auto& free = pool();
+        free.emplace_back(std::move(mem), bytes);
+        size_t total = 0;
+        for (auto& f : free) total += f.second;
+        while (total > kPoolBytes && !free.empty()) {  // drop the smallest first
+            auto it = std::min_element(free.begin(), free.end(), [](auto& a, auto& b) { return a.second < b.second; });
+            total -= it->second;
+            free.erase(it);
+        }
+    }
+};
+
+// The values load_deltas produces for each chunk (in working precision), kept after the first
+// pass that loads a chunk so that later passes copy them instead of reading and converting the
+// inputs again. Each chunk is filled by the one task that loads it first; other passes read it
+// only after that pass's parallel region has ended.
+class DeltaCache {
+   public:
+    DeltaCache(int arrays, int64_t n, int64_t tasks)
+        : arrays_(arrays), n_(n), on_(arrays > 0 && n > 0 && tasks > 0 && int64_t(arrays) * n * 4 <= cache_budget()) {
+        if (on_) {
+            BufferPool::take(mem_, size_t(arrays) * size_t(n) * 4);  // uninitialised: filled chunk by chunk
+            filled_.assign(size_t(tasks), 0);
+        }
+    }
+    bool on() const { return on_; }
+    bool has(int64_t task) const { return on_ && filled_[size_t(task)]; }
+    float* at(int j, int64_t off) { return mem_.data() + int64_t(j) * n_ + off; }
+    void store(int64_t task, int j, int64_t off, const float* v, int64_t len) {
+        if (!on_) return;
+        std::memcpy(at(j, off), v, size_t(len) * 4);
+        if (j == arrays_ - 1) filled_[size_t(task)] = 1;
+    }
+
+   private:
+    int arrays_;
+    int64_t n_;
+    bool on_;
+    BufferPool::Lease mem_;
+    std::vector<uint8_t> filled_;
+};
+
+// Task vectors d[m] = x[m] - base (or x[m] itself without a base) of one chunk, and the base in b.
+// With a cache (arrays: the N deltas, then the base if any), from it once a pass has filled it.
+void load_deltas(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x, int64_t off,
+                 int64_t len, float* b, const std::vector<float*>& d, DeltaCache* cache = nullptr, int64_t task = -1) {
+    const MergeKernels& K = kernels().merge;
+    const int N = int(x.size());
+    if (cache && cache->has(task)) {
+        for (int m = 0; m < N; ++m) std::memcpy(d[size_t(m)], cache->at(m, off), size_t(len) * 4);
+        if (base) std::memcpy(b, cache->at(N, off), size_t(len) * 4);
+        return;
+    }
+    if (base) load_work(c, *base, off, len, b);
+    for (int m = 0; m < N; ++m) {
+        load_work(c, x[size_t(m)], off, len, d[size_t(m)]);
+        if (base) K.sub(d[size_t(m)], d[size_t(m)], b, len);
+    }
+    if (cache) {
+        for (int m = 0; m < N; ++m) cache->store(task, m, off, d[size_t(m)], len);
+        if (base) cache->store(task, N, off, b, len);
+    }
+}
+
+std::vector<float*> buffers(Scratch& s, int th, int first, int count) {
+    std::vector<float*> out(static_cast<size_t>(count));
+    for (int j = 0; j < count; ++j) out[size_t(j)] = s.get(th, first + j);
+    return out;
+}
+
+void copy_input(const MergeCommon& c, MergeInput x, MergeOutput out) { merge_scale(c, x, 1.0f, out); }
+
+}  // namespace
+
+void merge_nearswap(const MergeCommon& c, MergeInput base, MergeInput x, float t, MergeOutput out) {
+    const MergeKernels& K = kernels().merge;
+    const Tiling tl(c.n, 1);
+    Scratch scratch(2, kL1Block);
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        float* a = scratch.get(th, 0);
+        float* b = scratch.get(th, 1);
+        for_l1_blocks(c, base, x, tl.begin(task), tl.begin(task) + tl.size(task), a, b, [&](int64_t off, int64_t len) {
+            K.nearswap(a, b, t, a, len);
+            store_out(c, a, out, off, len);
+        });
+    });
+}
+
+void merge_ram(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x, const RamParams& p,
+               MergeOutput out) {
+    const int N = int(x.size());
+    if (N == 0) return copy_input(c, base, out);
+    const MergeKernels& K = kernels().merge;
+    const Tiling tl(c.n, 1);
+    Scratch scratch(N + 2, kChunk);
+    DeltaCache* const reuse = nullptr;  // reading the inputs again is as fast as keeping them
+    std::vector<float> lambda(size_t(N), 1.0f);
+    if (p.plus) {
+        std::vector<int64_t> counts(size_t(tl.tasks()) * size_t(2 * N), 0);
+        ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            const std::vector<float*> d = buffers(scratch, th, 0, N);
+            load_deltas(c, &base, x, off, len, scratch.get(th, N), d, reuse, task);
+            int64_t* cnt = &counts[size_t(task) * size_t(2 * N)];
+            K.ram_counts(d.data(), N, p.eps, cnt, cnt + N, len);
+        });
+        for (int m = 0; m < N; ++m) {
+            int64_t shared = 0, unique = 0;
+            for (int64_t t = 0; t < tl.tasks(); ++t) {
+                shared += counts[size_t(t) * size_t(2 * N) + size_t(m)];
+                unique += counts[size_t(t) * size_t(2 * N) + size_t(N + m)];
+            }
+            // mergekit, in float32: rho = shared / max(unique, eps); lambda = 1 + r * clamp(rho, 0, alpha)
+            const float u = float(unique);
+            float rho = float(shared) / (u < p.eps ? p.eps : u);
+            rho = rho < 0.0f ? 0.0f : (rho > p.alpha ? p.alpha : rho);
+            lambda[size_t(m)] = 1.0f + p.r * rho;
+        }
+    }
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        const std::vector<float*> d = buffers(scratch, th, 0, N);
+        float* b = scratch.get(th, N);
+        float* acc = scratch.get(th, N + 1);
+        load_deltas(c, &base, x, off, len, b, d, reuse, task);
+        K.ram(d.data(), lambda.data(), N, p.eps, acc, len);
+        K.add(acc, b, len);
+        store_out(c, acc, out, off, len);
+    });
+}
+
+void merge_sce(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x, double select_topk,
+               MergeOutput out) {
+    const int N = int(x.size());
+    if (N == 0) return copy_input(c, base, out);
+    const MergeKernels& K = kernels().merge;
+    const int64_t n = c.n;
+    const Tiling tl(n, 1);
+    Scratch scratch(N + 3, kChunk);  // deltas, base, mask bits, variance (then the result)
+    const RankValues variance = [&](int64_t task, int th, float* const* v) {
+        const std::vector<float*> d = buffers(scratch, th, 0, N);
+        load_deltas(c, &base, x, tl.begin(task), tl.size(task), scratch.get(th, N), d);
+        K.variance(d.data(), N, v[0], tl.size(task));
+    };
+    // Selection: keep the k = int(nonzero(var) * select_topk) largest variances across models
+    // (equal variances rank by index: the later ones are kept).
+    RankRule rule;
+    if (select_topk < 1.0) {
+        rule.keep_all = false;
+        if (select_topk <= 0.0) {
+            rule.keep_none = true;
+        } else {
+            const RankHistogram h = rank_histogram(n, 1, variance);
+            const int64_t nonzero = n - h.zeros[0];
+            const int64_t k = int64_t(float(float(nonzero) * float(select_topk)));  // torch: int(int64 tensor * float)
+            if (k <= 0) {
+                rule.keep_none = true;
+            } else if (k >= n) {
+                rule.keep_all = true;
+            } else {
+                rule.r0 = n - k;
+                rule.r1 = n;
+                rule.lo.active = true;
+                rule.lo.rank = rule.r0;
+                rank_finish(n, {&rule}, h, variance);
+            }
+        }
+    }
+    // The masked task vectors of one chunk (the variance buffer holds the chunk's mask bits).
+    auto masked = [&](int64_t task, int th, const std::vector<float*>& d, float* b) {
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        load_deltas(c, &base, x, off, len, b, d);
+        if (rule.keep_all) return;
+        float* v = scratch.get(th, N + 2);
+        uint8_t* bits = reinterpret_cast<uint8_t*>(scratch.get(th, N + 1));
+        if (rule.keep_none) {
+            std::memset(bits, 0, size_t(ceil_div(len, 8)));
+        } else {
+            K.variance(d.data(), N, v, len);
+            rule.mask(task, v, len, bits);
+        }
+        for (int m = 0; m < N; ++m) K.mask_scale(d[size_t(m)], bits, 1.0f, len);
+    };
+    // Weights: the mean square of each masked task vector (torch's float32 sum, then / n),
+    // normalized to sum 1.
+    std::vector<TorchSum> sq(static_cast<size_t>(N), TorchSum(n));
+    {
+        InOrder io;
+        ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const std::vector<float*> d = buffers(scratch, th, 0, N);
+            masked(task, th, d, scratch.get(th, N));
+            for (int m = 0; m < N; ++m) K.mul(d[size_t(m)], d[size_t(m)], d[size_t(m)], tl.size(task));
+            turn.run([&] {
+                for (int m = 0; m < N; ++m) sq[size_t(m)].feed(d[size_t(m)], tl.size(task));
+            });
+        });
+    }
+    std::vector<float> w(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) w[size_t(m)] = sq[size_t(m)].result() / float(n);
+    const float total = torch_sum(w);
+    for (int m = 0; m < N; ++m)
+        w[size_t(m)] = std::fabs(double(total)) < 1e-6 ? 1.0f / float(N) : w[size_t(m)] / total;
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        const std::vector<float*> d = buffers(scratch, th, 0, N);
+        float* b = scratch.get(th, N);
+        float* acc = scratch.get(th, N + 2);
+        masked(task, th, d, b);
+        K.sce(d.data(), w.data(), N, acc, tl.size(task));
+        K.add(acc, b, tl.size(task));
+        store_out(c, acc, out, tl.begin(task), tl.size(task));
+    });
+}
+
+namespace {
+
+// Multi-SLERP with the tensor's units, base, mean and tangent sum held in memory (the same float32
+// operations as merge_multislerp's streaming passes, so the same bits): the inputs are read once.
+// Returns false (nothing written) when the weighted units cancel: the caller's path handles that.
+bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x,
+                         const std::vector<float>& w, float eps, MergeOutput out) {
+    const MergeKernels& K = kernels().merge;
+    const int N = int(x.size());
+    const int64_t n = c.n;
+    const Tiling tl(n, 1);
+    ThreadPool& pool = ThreadPool::instance();
+    BufferPool::Lease mem;
+    BufferPool::take(mem, size_t(N + 3) * size_t(n) * 4);
+    auto arr = [&](int j, int64_t off) { return mem.data() + int64_t(j) * n + off; };
+    const int BASE = N, MEAN = N + 1, TAN = N + 2;
+    Scratch scratch(N, kChunk);
+    auto ptrs = [&](int64_t off) {
+        std::vector<float*> u(static_cast<size_t>(N));
+        for (int m = 0; m < N; ++m) u[size_t(m)] = arr(m, off);
+        return u;
+    };
+    // pass 1: the deltas, and their norms
+    std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int) {
+            InOrder::Turn turn(io, task);
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            const std::vector<float*> d = ptrs(off);
+            load_deltas(c, base, x, off, len, arr(BASE, off), d);
+            turn.run([&] {
+                for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(d[size_t(m)], len);
+            });
+        });
+    }
+    std::vector<float> norms(static_cast<size_t>(N)), den(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) {
+        norms[size_t(m)] = nrm[size_t(m)].result();
+        den[size_t(m)] = norms[size_t(m)] + eps;
+    }
+    // pass 2: units in place, their weighted sum, its norm
+    TorchNorm mn(n);
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            const std::vector<float*> u = ptrs(off);
+            float* mean = arr(MEAN, off);
+            float* tmp = scratch.get(th, 0);
+            for (int m = 0; m < N; ++m) {
+                K.div(u[size_t(m)], den[size_t(m)], len);
+                std::memcpy(tmp, u[size_t(m)], size_t(len) * 4);
+                K.scale(tmp, w[size_t(m)], len);
+                if (m == 0) std::memcpy(mean, tmp, size_t(len) * 4);
+                else K.add(mean, tmp, len);
+            }
+            turn.run([&] { mn.feed(mean, len); });
+        });
+    }
+    const float mean_norm = mn.result();
+    if (mean_norm < eps) return false;
+    // pass 3: the normalized mean, and each unit's dot with it
+    std::vector<TorchSum> dsum(static_cast<size_t>(N), TorchSum(n));
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            float* mean = arr(MEAN, off);
+            K.div(mean, mean_norm, len);
+            const std::vector<float*> u = ptrs(off);
+            for (int m = 0; m < N; ++m) K.mul(scratch.get(th, m), u[size_t(m)], mean, len);
+            turn.run([&] {
+                for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(scratch.get(th, m), len);
+            });
+        });
+    }
+    std::vector<float> dots(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
+    // pass 4: the weighted tangent sum, and its norm
+    TorchNorm tnorm(n);
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            const std::vector<float*> u = ptrs(off);
+            float* mean = arr(MEAN, off);
+            float* acc = arr(TAN, off);
+            float* tmp = scratch.get(th, 0);
+            for (int m = 0; m < N; ++m) {
+                K.lincomb2(tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
+                K.scale(tmp, w[size_t(m)], len);
+                if (m == 0) std::memcpy(acc, tmp, size_t(len) * 4);
+                else K.add(acc, tmp, len);
+            }
+            turn.run([&] { tnorm.feed(acc, len); });
+        });
+    }
+    const float tn = tnorm.result() + eps;
+    const float cos_tn = std::cos(tn), sinc = std::sin(tn) / tn;
+    std::vector<float> nw(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) nw[size_t(m)] = norms[size_t(m)] * w[size_t(m)];
+    const float avg_norm = torch_sum(nw);
+    // pass 5: back onto the sphere, scaled, plus the base
+    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        float* res = scratch.get(th, 0);
+        K.lincomb2(res, arr(MEAN, off), cos_tn, arr(TAN, off), sinc, 1.0f, len);
+        K.scale(res, avg_norm, len);
+        if (base) K.add(res, arr(BASE, off), len);
+        store_out(c, res, out, off, len);
+    });
+    return true;
+}
+
+}  // namespace
+
+void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x,
+                      std::vector<float> w, bool normalize, float eps, MergeOutput out) {
+    const int N = int(x.size());
+    if (N == 0 || w.size() != x.size()) throw std::invalid_argument("multislerp: need one weight per model");
+    if (N == 1) return copy_input(c, x[0], out);  // mergekit returns the one model as it is
+    if (normalize) {
+        const float total = torch_sum(w);
+        for (float& v : w) v = v / total;
+    }
+    const MergeKernels& K = kernels().merge;
+    const int64_t n = c.n;
+    const Tiling tl(n, 1);
+    ThreadPool& pool = ThreadPool::instance();
+    if (int64_t(N + 3) * n * 4 <= cache_budget())
+        if (multislerp_resident(c, base, x, w, eps, out)) return;
+    // buffers: N deltas (then units), base, mean, tangent sum, one temporary
+    Scratch scratch(N + 4, kChunk);
+    const int B = N, MEAN = N + 1, ACC = N + 2, TMP = N + 3;
+    DeltaCache* const cache = nullptr;  // (the resident path above covers the tensors that fit)
+
+    // Pass 1: the norm of each delta.
+    std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const std::vector<float*> d = buffers(scratch, th, 0, N);
+            load_deltas(c, base, x, tl.begin(task), tl.size(task), scratch.get(th, B), d, cache, task);
+            turn.run([&] {
+                for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(d[size_t(m)], tl.size(task));
+            });
+        });
+    }
+    std::vector<float> norms(static_cast<size_t>(N)), den(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) {
+        norms[size_t(m)] = nrm[size_t(m)].result();
+        den[size_t(m)] = norms[size_t(m)] + eps;
+    }
+    // The units u = d / (|d| + eps) and their weighted sum into MEAN (not yet normalized).
+    auto units_and_sum = [&](int64_t task, int th) {
+        const std::vector<float*> d = buffers(scratch, th, 0, N);
+        const int64_t len = tl.size(task);
+        load_deltas(c, base, x, tl.begin(task), len, scratch.get(th, B), d, cache, task);
+        float* mean = scratch.get(th, MEAN);
+        float* tmp = scratch.get(th, TMP);
+        for (int m = 0; m < N; ++m) {
+            K.div(d[size_t(m)], den[size_t(m)], len);
+            std::memcpy(tmp, d[size_t(m)], size_t(len) * 4);
+            K.scale(tmp, w[size_t(m)], len);
+            if (m == 0) std::memcpy(mean, tmp, size_t(len) * 4);
+            else K.add(mean, tmp, len);
+        }
+        return d;
+    };
+    // Pass 2: the norm of the weighted sum of units.
+    TorchNorm mn(n);
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            units_and_sum(task, th);
+            turn.run([&] { mn.feed(scratch.get(th, MEAN), tl.size(task)); });
+        });
+    }
+    const float mean_norm = mn.result();
+    if (mean_norm < eps) {
+        if (N != 2)
+            throw std::invalid_argument(
+                "multislerp: the weighted sum of the input tensors is zero (antipodal inputs whose weights cancel); "
+                "try different weights");
+        // two models: plain weighted sum, as mergekit falls back to
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            const std::vector<float*> d = buffers(scratch, th, 0, N);
+            const int64_t len = tl.size(task);
+            float* b = scratch.get(th, B);
+            load_deltas(c, base, x, tl.begin(task), len, b, d, cache, task);
+            K.lincomb2(d[0], d[0], w[0], d[1], w[1], 1.0f, len);
+            if (base) K.add(d[0], b, len);
+            store_out(c, d[0], out, tl.begin(task), len);
+        });
+        return;
+    }
+    // Pass 3: the dot of each unit with the normalized mean (torch: sum of the rounded products).
+    std::vector<TorchSum> dsum(static_cast<size_t>(N), TorchSum(n));
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const std::vector<float*> u = units_and_sum(task, th);
+            const int64_t len = tl.size(task);
+            float* mean = scratch.get(th, MEAN);
+            K.div(mean, mean_norm, len);
+            for (int m = 0; m < N; ++m) K.mul(u[size_t(m)], u[size_t(m)], mean, len);
+            turn.run([&] {
+                for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(u[size_t(m)], len);
+            });
+        });
+    }
+    std::vector<float> dots(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
+    // The weighted sum of the tangent vectors u - dot * mean, into ACC.
+    auto tangent = [&](int64_t task, int th) {
+        const std::vector<float*> u = units_and_sum(task, th);
+        const int64_t len = tl.size(task);
+        float* mean = scratch.get(th, MEAN);
+        float* acc = scratch.get(th, ACC);
+        float* tmp = scratch.get(th, TMP);
+        K.div(mean, mean_norm, len);
+        for (int m = 0; m < N; ++m) {
+            K.lincomb2(tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
+            K.scale(tmp, w[size_t(m)], len);
+            if (m == 0) std::memcpy(acc, tmp, size_t(len) * 4);
+            else K.add(acc, tmp, len);
+        }
+    };
+    // Pass 4: the tangent sum's norm.
+    TorchNorm tnorm(n);
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            tangent(task, th);
+            turn.run([&] { tnorm.feed(scratch.get(th, ACC), tl.size(task)); });
+        });
+    }
+    const float tn = tnorm.result() + eps;
+    const float cos_tn = std::cos(tn), sinc = std::sin(tn) / tn;
+    std::vector<float> nw(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) nw[size_t(m)] = norms[size_t(m)] * w[size_t(m)];
+    const float avg_norm = torch_sum(nw);
+    // Pass 5: back onto the sphere, scaled by the weighted mean norm, plus the base.
+    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        tangent(task, th);
+        const int64_t len = tl.size(task);
+        float* mean = scratch.get(th, MEAN);
+        K.lincomb2(mean, mean, cos_tn, scratch.get(th, ACC), sinc, 1.0f, len);
+        K.scale(mean, avg_norm, len);
+        if (base) K.add(mean, scratch.get(th, B), len);
+        store_out(c, mean, out, tl.begin(task), len);
+    });
+}
+
+KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>& x, int max_iter, double tol,
+                            MergeOutput out) {
+    const int N = int(x.size());
+    KarcherReport report;
+    if (N == 0) throw std::invalid_argument("karcher: needs at least one model");
+    if (N == 1) {
+        copy_input(c, x[0], out);
+        return report;
+    }
+    const MergeKernels& K = kernels().merge;
+    const int64_t n = c.n;
+    const Tiling tl(n, 1);
+    ThreadPool& pool = ThreadPool::instance();
+    Scratch scratch(N + 2, kChunk);  // inputs (then units), tangent, temporary
+    const int TAN = N, TMP = N + 1;
+    // the inputs (then their units) stay in memory if they fit beside the mean and the step
+    DeltaCache cache(int64_t(N + 2) * n * 4 <= cache_budget() ? N : 0, n, tl.tasks());
+    auto load_inputs = [&](int64_t task, int th) {
+        const std::vector<float*> u = buffers(scratch, th, 0, N);
+        load_deltas(c, nullptr, x, tl.begin(task), tl.size(task), nullptr, u, &cache, task);
+        return u;
+    };
+    // Norms: torch's float32 vector_norm of each input.
+    std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const std::vector<float*> u = load_inputs(task, th);
+            turn.run([&] {
+                for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(u[size_t(m)], tl.size(task));
+            });
+        });
+    }
+    std::vector<float> norms(static_cast<size_t>(N));
+    std::vector<int> valid;
+    for (int m = 0; m < N; ++m) {
+        norms[size_t(m)] = nrm[size_t(m)].result();
+        if (double(norms[size_t(m)]) > tol) valid.push_back(m);
+    }
+    const double alpha = 1.0 / double(N);
+    if (valid.empty()) {  // mergekit: sum(tensor * 0)
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            const std::vector<float*> u = load_inputs(task, th);
+            float* acc = scratch.get(th, TAN);
+            const int64_t len = tl.size(task);
+            std::fill(acc, acc + len, 0.0f);
+            for (int m = 0; m < N; ++m) {
+                K.scale(u[size_t(m)], 0.0f, len);
+                K.add(acc, u[size_t(m)], len);
+            }
+            store_out(c, acc, out, tl.begin(task), len);
+        });
+        return report;
+    }
+    double alpha_sum = 0.0;
+    for (size_t j = 0; j < valid.size(); ++j) alpha_sum += alpha;
+    const float a_norm = float(alpha / alpha_sum);  // every valid model has the same normalized weight
+    // Units in place: u = x / |x| (all zeros when |x| == 0).
+    auto units = [&](const std::vector<float*>& u, int64_t len) {
+        for (int m = 0; m < N; ++m) {
+            if (norms[size_t(m)] == 0.0f) std::fill(u[size_t(m)], u[size_t(m)] + len, 0.0f);
+            else K.div(u[size_t(m)], norms[size_t(m)], len);
+        }
+    };
+    // When the inputs fit the cache, it now holds them all: turn them into units once, and every
+    // later pass reads them from there instead of loading and dividing again.
+    if (cache.on()) {
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int) {
+            std::vector<float*> u(static_cast<size_t>(N));
+            for (int m = 0; m < N; ++m) u[size_t(m)] = cache.at(m, tl.begin(task));
+            units(u, tl.size(task));
+        });
+    }
+    auto get_units = [&](int64_t task, int th) {
+        if (cache.on()) {
+            std::vector<float*> u(static_cast<size_t>(N));
+            for (int m = 0; m < N; ++m) u[size_t(m)] = cache.at(m, tl.begin(task));
+            return u;  // read only
+        }
+        const std::vector<float*> u = load_inputs(task, th);
+        units(u, tl.size(task));
+        return u;
+    };
+    BufferPool::Lease mean_mem, step_mem;  // the running mean; the tangent of the current iteration
+    BufferPool::take(mean_mem, size_t(n) * 4);
+    BufferPool::take(step_mem, size_t(n) * 4);
+    float* const mean = mean_mem.data();
+    float* const step = step_mem.data();
+    // The starting mean: the weighted sum of the valid units, and its norm.
+    TorchNorm mn(n);
+    {
+        InOrder io;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            InOrder::Turn turn(io, task);
+            const std::vector<float*> u = get_units(task, th);
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            float* m = mean + off;
+            float* tmp = scratch.get(th, TMP);
+            std::fill(m, m + len, 0.0f);
+            for (int v : valid) {
+                std::memcpy(tmp, u[size_t(v)], size_t(len) * 4);
+                K.scale(tmp, a_norm, len);
+                K.add(m, tmp, len);
+            }
+            turn.run([&] { mn.feed(m, len); });
+        });
+    }
+    float pending = mn.result();  // divide the mean by this before its next use (0: nothing to do)
+    if (double(pending) < tol) {  // the units cancel: start from the first valid one
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            const std::vector<float*> u = get_units(task, th);
+            std::memcpy(mean + tl.begin(task), u[size_t(valid[0])], size_t(tl.size(task)) * 4);
+        });
+        pending = 0.0f;
+    }
+    auto apply_pending = [&](float* m, int64_t len, float div) {
+        if (div != 0.0f) K.div(m, div, len);
+    };
+    std::vector<float> dot(static_cast<size_t>(N)), coef(static_cast<size_t>(N));
+    std::vector<char> skip(static_cast<size_t>(N));
+    // sum over the contributing models of coef * (u - dot * mean), into TAN
+    auto tangent = [&](int64_t task, int th, const std::vector<float*>& u, const float* m) {
+        const int64_t len = tl.size(task);
+        float* tan = scratch.get(th, TAN);
+        float* tmp = scratch.get(th, TMP);
+        std::fill(tan, tan + len, 0.0f);
+        for (int v : valid) {
+            if (skip[size_t(v)]) continue;
+            K.lincomb2(tmp, u[size_t(v)], 1.0f, m, -dot[size_t(v)], 1.0f, len);
+            K.scale(tmp, coef[size_t(v)], len);
+            K.add(tan, tmp, len);
+        }
+        return tan;
+    };
+    for (int it = 0; it < max_iter; ++it) {
+        // the dots of the (normalized) mean with the units: torch.dot is a BLAS call whose order
+        // depends on the BLAS and its threads, so these are accurate sums (double, fixed order)
+        std::vector<double> part(size_t(tl.tasks()) * size_t(N), 0.0);
+        const float div = pending;
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            const std::vector<float*> u = get_units(task, th);
+            const int64_t len = tl.size(task);
+            float* m = mean + tl.begin(task);
+            apply_pending(m, len, div);
+            for (int v : valid) {
+                double sums[3];
+                K.dot3(m, u[size_t(v)], len, sums);
+                part[size_t(task) * size_t(N) + size_t(v)] = sums[2];
+            }
+        });
+        pending = 0.0f;
+        bool any = false;
+        for (int v : valid) {
+            double sd = 0.0;
+            for (int64_t t = 0; t < tl.tasks(); ++t) sd += part[size_t(t) * size_t(N) + size_t(v)];
+            const float d = std::min(1.0f, std::max(-1.0f, float(sd)));
+            const float theta = std::acos(d);
+            dot[size_t(v)] = d;
+            skip[size_t(v)] = double(theta) < tol;
+            coef[size_t(v)] = float(alpha / alpha_sum) * (theta / std::sin(theta));
+            any = any || !skip[size_t(v)];
+        }
+        report.iterations = it + 1;
+        if (!any) break;  // tangent = 0: its norm is below tol
+        // the tangent's norm
+        TorchNorm tnorm(n);
+        {
+            InOrder io;
+            pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+                InOrder::Turn turn(io, task);
+                const std::vector<float*> u = get_units(task, th);
+                const float* tan = tangent(task, th, u, mean + tl.begin(task));
+                std::memcpy(step + tl.begin(task), tan, size_t(tl.size(task)) * 4);
+                turn.run([&] { tnorm.feed(tan, tl.size(task)); });
+            });
+        }
+        const float tn = tnorm.result();
+        if (double(tn) < tol) break;
+        const float cos_tn = std::cos(tn), sin_tn = std::sin(tn);
+        // the step along the geodesic, and the new mean's norm
+        TorchNorm un(n);
+        {
+            InOrder io;
+            pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+                InOrder::Turn turn(io, task);
+                const int64_t len = tl.size(task);
+                float* m = mean + tl.begin(task);
+                float* tan = scratch.get(th, TAN);
+                std::memcpy(tan, step + tl.begin(task), size_t(len) * 4);
+                K.div(tan, tn, len);
+                K.lincomb2(m, m, cos_tn, tan, sin_tn, 1.0f, len);
+                turn.run([&] { un.feed(m, len); });
+            });
+        }
+        const float unit_norm = un.result();
+        pending = double(unit_norm) > tol ? unit_norm : 0.0f;
+    }
+    // scale = sum_m alpha * |x_m| over every model, in float32 and in order (a Python sum)
+    float scale = 0.0f;
+    for (int m = 0; m < N; ++m) scale = scale + float(alpha) * norms[size_t(m)];
+    const float div = pending;
+    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        const int64_t len = tl.size(task);
+        float* m = mean + tl.begin(task);
+        float* res = scratch.get(th, TMP);
+        std::memcpy(res, m, size_t(len) * 4);
+        apply_pending(res, len, div);
+        K.scale(res, scale, len);
+        store_out(c, res, out, tl.begin(task), len);
+    });
+    return report;
+}
+
+int64_t merge_cache_budget(int64_t bytes) {
+    return bytes < 0 ? cache_budget() : cache_budget_bytes().exchange(bytes);
+}
+
+float merge_torch_reduce(const MergeCommon& c, MergeInput x, bool norm) {
+    const Tiling tl(c.n, 1);
+    Scratch scratch(1, kChunk);
+    TorchSum sum(c.n);
+    TorchNorm nrm(c.n);
+    InOrder io;
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        InOrder::Turn turn(io, task);
+        float* v = scratch.get(th, 0);
+        load_work(c, x, tl.begin(task), tl.size(task), v);
+        turn.run([&] {
+            if (norm) nrm.feed(v, tl.size(task));
+            else sum.feed(v, tl.size(task));
+        });
+    });
+    return norm ? nrm.result() : sum.result();
+}
+
+namespace {
+
+// Order-preserving keys of float32 values (NaN above everything, as torch.sort puts them last).
+inline uint32_t order_key(float v) {
+    if (v != v) return 0xffffffffu;
+    const uint32_t b = f32_bits(v);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+inline float key_value(uint32_t k) { return bits_f32((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k); }
+
+// The values at ascending ranks `ranks` of a tensor given chunk by chunk (values(task, th, out)),
+// found by radix selection on their 32-bit order keys in two passes.
+std::vector<float> order_statistics(const Tiling& tl, const std::vector<int64_t>& ranks,
+                                    const std::function<void(int64_t, int, float*)>& values, Scratch& scratch,
+                                    int slot) {
+    ThreadPool& pool = ThreadPool::instance();
+    const int T = pool.threads();
+    const size_t R = ranks.size();
+    std::vector<uint32_t> hist(size_t(T) * 65536, 0);
+    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        float* v = scratch.get(th, slot);
+        values(task, th, v);
+        uint32_t* h = hist.data() + size_t(th) * 65536;
+        for (int64_t i = 0; i < tl.size(task); ++i) h[order_key(v[i]) >> 16]++;
+    });
+    std::vector<int64_t> cum(65537, 0);
+    for (int b = 0; b < 65536; ++b) {
+        int64_t s = 0;
+        for (int th = 0; th < T; ++th) s += hist[size_t(th) * 65536 + size_t(b)];
+        cum[size_t(b) + 1] = cum[size_t(b)] + s;
+    }
+    std::vector<int> bins(R, 0);
+    std::vector<int64_t> below(R, 0);
+    for (size_t r = 0; r < R; ++r) {
+        bins[r] = int(std::upper_bound(cum.begin(), cum.end(), ranks[r]) - cum.begin()) - 1;
+        below[r] = cum[size_t(bins[r])];
+    }
+    std::vector<uint32_t> low(size_t(T) * R * 65536, 0);
+    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        float* v = scratch.get(th, slot);
+        values(task, th, v);
+        for (int64_t i = 0; i < tl.size(task); ++i) {
+            const uint32_t k = order_key(v[i]);
+            for (size_t r = 0; r < R; ++r)
+                if (int(k >> 16) == bins[r]) low[(size_t(th) * R + r) * 65536 + (k & 0xffffu)]++;
+        }
+    });
+    std::vector<float> out(R, 0.0f);
+    for (size_t r = 0; r < R; ++r) {
+        int64_t s = below[r];
+        uint32_t lb = 0;
+        for (uint32_t b = 0; b < 65536; ++b) {
+            int64_t cnt = 0;
+            for (int th = 0; th < T; ++th) cnt += low[(size_t(th) * R + r) * 65536 + b];
+            if (s + cnt > ranks[r]) {
+                lb = b;
+                break;
+            }
+            s += cnt;
+        }
+        out[r] = key_value((uint32_t(bins[r]) << 16) | lb);
+    }
+    return out;
+}
+
+}  // namespace
+
+float merge_arcee_fusion(const MergeCommon& c, MergeInput base, MergeInput x, int64_t rows, MergeOutput out) {
+    const MergeKernels& K = kernels().merge;
+    const int64_t n = c.n;
+    const Tiling tl(n, rows);
+    const int64_t L = tl.len;
+    ThreadPool& pool = ThreadPool::instance();
+    if (n == 0) return 0.0f;
+    // KL divergence of softmax(x) from softmax(base) along each row (p = softmax + 1e-8, as mergekit),
+    // rows read in groups of about one chunk
+    std::vector<float> kl(static_cast<size_t>(tl.rows));
+    {
+        const int64_t group = std::max<int64_t>(1, kChunk / std::max<int64_t>(L, 1));
+        Scratch rows_scratch(4, group * L);
+        pool.parallel_for(ceil_div(tl.rows, group), [&](int64_t g, int th) {
+            const int64_t r0 = g * group, r1 = std::min(tl.rows, r0 + group);
+            float* xb = rows_scratch.get(th, 0);
+            float* bb = rows_scratch.get(th, 1);
+            float* ex = rows_scratch.get(th, 2);
+            float* eb = rows_scratch.get(th, 3);
+            load_work(c, x, r0 * L, (r1 - r0) * L, xb);
+            load_work(c, base, r0 * L, (r1 - r0) * L, bb);
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t o = (r - r0) * L;
+                const float sx = float(K.exp_sum(xb + o, K.max(xb + o, L), ex, L));
+                const float sb = float(K.exp_sum(bb + o, K.max(bb + o, L), eb, L));
+                kl[size_t(r)] = float(K.kl_sum(ex, 1.0f / sx, eb, 1.0f / sb, 1e-8f, L));
+            }
+        });
+    }
+    Scratch scratch(3, kChunk);
+    const std::vector<MergeInput> xs{x};
+    // importance = |x - base| * KL of the row, the delta x - base, and the base
+    auto importance = [&](int64_t task, float* imp, float* d, float* b) {
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        load_deltas(c, &base, xs, off, len, b, {d});
+        std::memcpy(imp, d, size_t(len) * 4);
+        K.abs_scale(imp, kl[size_t(tl.row(task))], len);
+    };
+    // threshold = median + 1.5 (q3 - q1) of the importance: its order statistics at floor(q (n - 1))
+    float threshold = 0.0f;
+    if (n > 0) {
+        std::vector<int64_t> ranks;
+        for (double q : {0.25, 0.5, 0.75}) ranks.push_back(int64_t(std::floor(q * double(n - 1))));
+        const std::vector<float> qs = order_statistics(
+            tl, ranks, [&](int64_t task, int th, float* v) { importance(task, v, scratch.get(th, 1), scratch.get(th, 2)); }, scratch, 0);
+        threshold = qs[1] + 1.5f * (qs[2] - qs[0]);
+    }
+    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        float* imp = scratch.get(th, 0);
+        float* d = scratch.get(th, 1);
+        float* b = scratch.get(th, 2);
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        importance(task, imp, d, b);
+        K.keep_ge(d, imp, threshold, len);
+        K.add(d, b, len);
+        store_out(c, d, out, off, len);
+    });
+    return threshold;
+}
+
+}  // namespace llamix

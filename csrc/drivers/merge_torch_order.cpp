@@ -1,0 +1,129 @@
+// torch's float32 norm and sum orders (see merge_torch_order.h), on the kernel table's 8-lane
+// primitives.
+#include "drivers/merge_torch_order.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <thread>
+
+#include "kernels/kernels.h"
+
+namespace llamix {
+namespace merge_detail {
+
+void InOrder::wait_for(int64_t task) {
+    for (int spins = 0; next_.load(std::memory_order_acquire) != task; ++spins) {
+        if (aborted_.load(std::memory_order_acquire))
+            throw std::runtime_error("merge: an earlier part of this tensor failed");
+        if (spins > 64) std::this_thread::yield();
+    }
+}
+
+void TorchNorm::feed(const float* x, int64_t len) {
+    const int64_t main = std::max<int64_t>(0, std::min(len, full_ - pos_));
+    if (main > 0) kernels().merge.sq_lanes8(lanes_, x, main);
+    for (int64_t i = main; i < len; ++i) tail_.push_back(x[i]);
+    pos_ += len;
+}
+
+float TorchNorm::result() const {
+    float b = lanes_[0];
+    for (int j = 1; j < 8; ++j) b = b + lanes_[j];
+    for (float v : tail_) {
+        const float sq = v * v;
+        b = b + sq;
+    }
+    return std::sqrt(b);
+}
+
+namespace {
+
+int64_t ceil_log2(int64_t x) {  // ATen's utils::CeilLog2
+    if (x <= 2) return 1;
+    int64_t r = 0;
+    for (uint64_t v = uint64_t(x - 1); v > 1; v >>= 1) ++r;
+    return r + 1;
+}
+
+}  // namespace
+
+TorchSum::TorchSum(int64_t n) : n_(n) {
+    width_ = n >= 8 ? 8 : 1;  // 8-float vectors, or scalars for rows shorter than one vector
+    items_ = n / width_;
+    groups_ = items_ / 4;
+    level_power_ = std::max<int64_t>(4, ceil_log2(groups_) / 4);
+    level_step_ = int64_t(1) << level_power_;
+    main_groups_ = groups_ / level_step_ * level_step_;
+    acc_.assign(size_t(16 * width_), 0.0f);
+}
+
+void TorchSum::add_groups(const float* x, int64_t groups) {
+    const int64_t W = width_;
+    for (int64_t g = 0; g < groups;) {
+        // up to the end of the current cascade block
+        int64_t span = groups - g;
+        if (group_ < main_groups_) span = std::min(span, level_step_ - group_ % level_step_);
+        if (W == 8) {
+            kernels().merge.sum_groups32(acc_.data(), x + g * 32, span);
+        } else {
+            for (int64_t s = 0; s < span; ++s)
+                for (int k = 0; k < 4; ++k) acc_[size_t(k)] = acc_[size_t(k)] + x[(g + s) * 4 + k];
+        }
+        g += span;
+        group_ += span;
+        if (group_ <= main_groups_ && group_ % level_step_ == 0) {  // a block is complete: carry it up
+            for (int64_t j = 1; j < 4; ++j) {
+                for (int64_t e = 0; e < 4 * W; ++e) {
+                    float& up = acc_[size_t(j * 4 * W + e)];
+                    float& down = acc_[size_t((j - 1) * 4 * W + e)];
+                    up = up + down;
+                    down = 0.0f;
+                }
+                const int64_t mask = (level_step_ - 1) << (j * level_power_);
+                if ((group_ & mask) != 0) break;
+            }
+        }
+    }
+}
+
+void TorchSum::feed(const float* x, int64_t len) {
+    const int64_t per_group = 4 * width_;
+    const int64_t in_groups = std::max<int64_t>(0, std::min(len, groups_ * per_group - pos_));
+    if (in_groups % per_group != 0) throw std::logic_error("TorchSum: feeds must cover whole groups");
+    if (in_groups > 0) add_groups(x, in_groups / per_group);
+    rest_.insert(rest_.end(), x + in_groups, x + len);
+    pos_ += len;
+}
+
+float TorchSum::result() const {
+    const int64_t W = width_;
+    std::vector<float> acc(acc_);
+    auto a = [&](int64_t level, int64_t k, int64_t j) -> float& { return acc[size_t((level * 4 + k) * W + j)]; };
+    for (int64_t l = 1; l < 4; ++l)  // the levels into level 0
+        for (int64_t k = 0; k < 4; ++k)
+            for (int64_t j = 0; j < W; ++j) a(0, k, j) = a(0, k, j) + a(l, k, j);
+    // the items after the whole groups into partial 0, then partials 1..3 into it
+    const int64_t left_items = items_ - groups_ * 4;
+    for (int64_t i = 0; i < left_items; ++i)
+        for (int64_t j = 0; j < W; ++j) a(0, 0, j) = a(0, 0, j) + rest_[size_t(i * W + j)];
+    for (int64_t k = 1; k < 4; ++k)
+        for (int64_t j = 0; j < W; ++j) a(0, 0, j) = a(0, 0, j) + a(0, k, j);
+    float total = 0.0f;
+    if (W == 8) {
+        for (int64_t i = left_items * W; i < int64_t(rest_.size()); ++i) total = total + rest_[size_t(i)];
+        for (int64_t j = 0; j < 8; ++j) total = total + a(0, 0, j);
+    } else {
+        total = a(0, 0, 0);
+    }
+    return 0.0f + total;  // torch adds the result into a zero-filled output
+}
+
+float torch_sum(const std::vector<float>& v) {
+    TorchSum s(int64_t(v.size()));
+    s.feed(v.data(), int64_t(v.size()));
+    return s.result();
+}
+
+}  // namespace merge_detail
+}  // namespace llamix

@@ -1,0 +1,46 @@
+"""``llamix extract-lora --base BASE --model FINETUNE --rank R OUT``: a PEFT LoRA adapter that takes
+the base to the fine-tune (mergekit-extract-lora's job): a truncated SVD of each weight delta, one
+tensor at a time; prints each tensor's relative truncation error."""
+from __future__ import annotations
+
+import sys
+import time
+
+from .._runtime import set_threads
+from ..merge.extract_lora import extract_lora
+from .common import add_threads, check, check_threads, progress_bar, quiet_requested
+
+
+def add_arguments(p) -> None:
+    p.add_argument("out", help="output folder of the adapter (adapter_config.json, adapter_model.safetensors)")
+    p.add_argument("--base", required=True, help="base model: a folder or a Hugging Face repo id")
+    p.add_argument("--model", required=True, help="fine-tuned model: a folder or a Hugging Face repo id")
+    p.add_argument("--rank", "--max-rank", type=int, required=True, dest="rank", metavar="R",
+                   help="rank of each weight's update")
+    p.add_argument("--embed-lora", action="store_true",
+                   help="factor the embeddings and output head too (default: saved whole in modules_to_save)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="dtype of the adapter's tensors (default: the fine-tune's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the randomized SVD's sketch")
+    add_threads(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-tensor report")
+
+
+def run(args) -> int:
+    check_threads(args)
+    check(args.rank >= 1, "--rank", f"must be >= 1, got {args.rank}")
+    if args.threads:
+        set_threads(args.threads)
+    start = time.perf_counter()
+    quiet = quiet_requested(args)
+    with progress_bar("extract-lora", unit="tensor", quiet=quiet) as bar:
+        report = extract_lora(args.base, args.model, args.out, args.rank, embed_lora=args.embed_lora,
+                              out_dtype=args.dtype, seed=args.seed, progress=bar)
+    if not quiet:
+        for t in report.tensors:
+            detail = f"rank {t.rank}, relative error {t.rel_error:.6f}" if t.kind == "lora" else "saved whole"
+            print(f"{t.name}: {detail}", file=sys.stderr)
+    worst = report.worst()
+    summary = f", largest relative truncation error {worst.rel_error:.6f} ({worst.name})" if worst else ""
+    print(f"LoRA of rank {args.rank} written to {args.out} in {time.perf_counter() - start:.1f} s{summary}")
+    return 0

@@ -1,0 +1,30 @@
+"""karcher: the Karcher (Riemannian) mean of the models' directions on the unit sphere, scaled by
+their mean norm.
+
+https://arxiv.org/abs/2603.04972 (mergekit's reference for its "Karcher Mean" method)
+
+Per tensor, every input counts (a base is just another input), each with weight 1/N: units
+u_i = x_i / |x_i|; start from the normalized mean of the units; repeat up to max_iter times: step
+along the geodesic by the weighted mean of the log maps sum_i w_i theta_i / sin(theta_i)
+(u_i - cos(theta_i) m) (units within tol of m skipped), renormalize, stop once that step's norm is
+below tol; out = (sum_i |x_i| / N) m. Inputs whose norm is below tol are left out of the mean.
+The norms are torch's float32 norms, reproduced; the dots (mergekit: torch.dot, an MKL call whose
+order depends on its threads) are accurate sums. The running mean is the one tensor-sized buffer.
+"""
+from __future__ import annotations
+
+from .. import kernels
+from ..params import Param
+from .base import MergeMethod, TensorJob
+
+
+class Karcher(MergeMethod):
+    def merge(self, job: TensorJob):
+        return kernels.karcher(job.inputs, max_iter=job.params["max_iter"], tol=job.params["tol"], out=job.out,
+                               work=job.work, buffer=job.buffer)
+
+
+KARCHER = Karcher(
+    name="karcher", paper="https://arxiv.org/abs/2603.04972",
+    parameters=(Param("max_iter", int, default=10), Param("tol", float, default=1e-5)),
+)
