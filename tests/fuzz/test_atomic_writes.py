@@ -9,9 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import llamix
+
 import fuzz_formats as ff
 
 ROOT = Path(__file__).resolve().parents[2]
+# where the llamix under test lives (site-packages once installed, python/ in a source tree):
+# child processes import that one, never the source tree without its compiled extension
+LLAMIX_HOME = str(Path(llamix.__file__).resolve().parents[1])
 
 # The child runs the CLI with one step patched to announce "midway" (a marker file) and then wait
 # to be killed.
@@ -19,6 +24,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 marker = Path(sys.argv[1])
+import llamix
 import llamix.export.gguf as export_gguf
 import llamix.merge.output as output
 import llamix.export.merge_gguf as merge_gguf
@@ -49,7 +55,7 @@ sys.exit(main(sys.argv[2:]))
 
 def _kill_midway(tmp_path: Path, argv: list[str]) -> None:
     marker = tmp_path / "midway"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([LLAMIX_HOME, os.environ.get("PYTHONPATH", "")]),
            "LLAMIX_QUIET": "1"}
     p = subprocess.Popen([sys.executable, "-c", CHILD, str(marker), *argv], env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)

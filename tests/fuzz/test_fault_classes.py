@@ -21,6 +21,9 @@ from llamix import ArgumentError, ConfigError, FormatError, LlamixError
 from llamix.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+# where the llamix under test lives (site-packages once installed, python/ in a source tree):
+# child processes import that one, never the source tree without its compiled extension
+LLAMIX_HOME = str(Path(llamix.__file__).resolve().parents[1])
 
 
 def _gguf(tmp_path, name="m.gguf", set_kv=(), drop=(), tensors=None) -> Path:
@@ -323,7 +326,7 @@ def test_tokenize_takes_one_text(model):
 def test_cli_argument_that_is_not_utf8(tmp_path):
     path = _gguf(tmp_path)
     r = subprocess.run([sys.executable, "-m", "llamix", "generate", "-m", str(path), "-p", b"ab\xffc", "-n", "1"],
-                       capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT / "python")})
+                       capture_output=True, env={**os.environ, "PYTHONPATH": LLAMIX_HOME})
     err = r.stderr.decode()
     assert r.returncode == 1 and "-p/--prompt" in err and err.count("\n") == 1, err
 
@@ -418,7 +421,7 @@ def test_ctx_size_beyond_training_context_warns(tmp_path, capsys):
 def test_environment_variables(env, needle):
     if env.get("LLAMIX_ISA") == "neon" and "neon" in llamix.cpu_info()["available_isas"]:
         pytest.skip("this CPU runs neon")
-    run_env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), **env}
+    run_env = {**os.environ, "PYTHONPATH": LLAMIX_HOME, **env}
     code = "import llamix\ntry:\n    llamix.cpu_info()\nexcept llamix.ArgumentError as e:\n    print('refused:', e)\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env)
     assert r.returncode == 0 and r.stdout.startswith("refused: " + needle), r.stdout + r.stderr
