@@ -168,7 +168,7 @@ void copy_input(const MergeCommon& c, MergeInput x, MergeOutput out) { merge_sca
 
 void merge_nearswap(const MergeCommon& c, MergeInput base, MergeInput x, float t, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
-    const Tiling tl(c.n, 1);
+    const Tiling tl(c.n, 1, kStreamChunk);
     Scratch scratch(2, kL1Block);
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* a = scratch.get(th, 0);
