@@ -103,8 +103,7 @@ BOUNDS = {"linear": ("all", 1), "slerp": ("all", 2), "task_arithmetic": ("all", 
           # decisions at a boundary (top-k ties, |d| > epsilon, near-zero votes) on bf16-rounded values
           "ties": (0.98, 5), "breadcrumbs": (0.98, 5), "breadcrumbs_ties": (0.98, 5), "sce": (0.98, 5),
           "ram": (0.98, 5), "ramplus_tl": (0.98, 5),
-          # mergekit's karcher keeps its units in bfloat16: its mean is several bf16 ulps off the float32 one
-          "karcher": (0.99, 16)}
+          }
 
 
 def check(method: str, ours: Path, theirs: Path, inputs: list[Path]) -> str:
@@ -127,6 +126,11 @@ def check(method: str, ours: Path, theirs: Path, inputs: list[Path]) -> str:
                 assert d.max() <= bound, (method, name, d.max())
             else:
                 assert np.mean(d <= bound) >= frac, (method, name, np.mean(d <= bound))
+        elif method == "karcher":
+            # mergekit's karcher keeps its units and iterates in bfloat16 here: ten steps of bf16 noise
+            # (its tangent never falls below tol) leave its mean ~1-2% (RMS) off the float32 one
+            rel = float(np.sqrt(np.mean((a - b) ** 2) / np.mean(b ** 2)))
+            assert rel < 0.03, (name, rel)
         elif method == "arcee_fusion":
             # the kept fraction: mergekit estimates the threshold from 10^6 random samples and takes a
             # float32 KL divergence several percent off; entries are either x's or the base's

@@ -320,8 +320,9 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     ThreadPool& pool = ThreadPool::instance();
-    BufferPool::Lease mem;
-    BufferPool::take(mem, size_t(N) * size_t(n) * 4);
+    BufferPool::Lease mem;  // the N units, then the mean
+    BufferPool::take(mem, size_t(N + 1) * size_t(n) * 4);
+    auto resident_mean = [&](int64_t off) { return mem.data() + int64_t(N) * n + off; };
     auto ptrs = [&](int64_t off) {
         std::vector<float*> u(static_cast<size_t>(N));
         for (int m = 0; m < N; ++m) u[size_t(m)] = mem.data() + int64_t(m) * n + off;
@@ -329,11 +330,10 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
     };
     Scratch scratch(N + 3, kChunk);  // products, base, mean, tangent / temporary
     const int B = N, MEAN = N + 1, TMP = N + 2;
-    // the weighted sum of the units of a chunk into MEAN
+    // the weighted sum of the units of a chunk into `mean`
     // (w0 u0 + w1 u1) then + w_m u_m, each product and sum rounded: lincomb2 with coefficient 1 on
     // the running sum (1 * x and / 1 are exact) is that, bit for bit
-    auto mean_of = [&](const std::vector<float*>& u, int64_t len, int th) {
-        float* mean = scratch.get(th, MEAN);
+    auto mean_of = [&](const std::vector<float*>& u, int64_t len, float* mean) {
         K.lincomb2(mean, u[0], w[0], u[1], w[1], 1.0f, len);
         for (int m = 2; m < N; ++m) K.lincomb2(mean, mean, 1.0f, u[size_t(m)], w[size_t(m)], 1.0f, len);
         return mean;
@@ -361,11 +361,11 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
     TorchNorm mn(n);
     {
         OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { mn.feed(v[0], len); });
-        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int) {
             const int64_t off = tl.begin(task), len = tl.size(task);
             const std::vector<float*> u = ptrs(off);
             for (int m = 0; m < N; ++m) K.div(u[size_t(m)], den[size_t(m)], len);
-            io.put(task, mean_of(u, len, th), len);
+            io.put_stable(task, mean_of(u, len, resident_mean(off)), len);
         }));
         io.finish();
     }
@@ -380,8 +380,8 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
         pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             const int64_t off = tl.begin(task), len = tl.size(task);
             const std::vector<float*> u = ptrs(off);
-            float* mean = mean_of(u, len, th);
-            K.div(mean, mean_norm, len);
+            float* mean = resident_mean(off);
+            K.div(mean, mean_norm, len);  // normalized in place, kept for the last passes
             for (int m = 0; m < N; ++m) K.mul(scratch.get(th, m), u[size_t(m)], mean, len);
             io.put(task, buffers(scratch, th, 0, N), len);
         }));
@@ -390,9 +390,8 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
     std::vector<float> dots(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
     // the normalized mean and the weighted tangent sum of a chunk (tangent into scratch slot 0)
-    auto tangent = [&](const std::vector<float*>& u, int64_t len, int th) {
-        float* mean = mean_of(u, len, th);
-        K.div(mean, mean_norm, len);
+    auto tangent = [&](const std::vector<float*>& u, int64_t len, int th, int64_t off) {
+        const float* mean = resident_mean(off);
         float* acc = scratch.get(th, 0);
         float* tmp = scratch.get(th, TMP);
         for (int m = 0; m < N; ++m) {
@@ -408,7 +407,7 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
         OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
         pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             const int64_t off = tl.begin(task), len = tl.size(task);
-            tangent(ptrs(off), len, th);
+            tangent(ptrs(off), len, th, off);
             io.put(task, scratch.get(th, 0), len);
         }));
         io.finish();
@@ -421,15 +420,16 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
     // pass 5: back onto the sphere, scaled, plus the base (read again)
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
         const int64_t off = tl.begin(task), len = tl.size(task);
-        float* mean = tangent(ptrs(off), len, th);
-        K.lincomb2(mean, mean, cos_tn, scratch.get(th, 0), sinc, 1.0f, len);
-        K.scale(mean, avg_norm, len);
+        const float* mean = tangent(ptrs(off), len, th, off);
+        float* res = scratch.get(th, MEAN);
+        K.lincomb2(res, mean, cos_tn, scratch.get(th, 0), sinc, 1.0f, len);
+        K.scale(res, avg_norm, len);
         if (base) {
             float* b = scratch.get(th, B);
             load_work(c, *base, off, len, b);
-            K.add(mean, b, len);
+            K.add(res, b, len);
         }
-        store_out(c, mean, out, off, len);
+        store_out(c, res, out, off, len);
     });
     return true;
 }
@@ -449,7 +449,7 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     ThreadPool& pool = ThreadPool::instance();
-    if (int64_t(N) * n * 4 <= cache_budget())
+    if (int64_t(N + 1) * n * 4 <= cache_budget())
         if (multislerp_resident(c, base, x, w, eps, out)) return;
     // buffers: N deltas (then units), base, mean, tangent sum, one temporary
     Scratch scratch(N + 4, kChunk);
