@@ -32,8 +32,8 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const 
     if (normalize && total == 0.0f)
         throw std::invalid_argument("linear: the weights sum to zero, cannot normalize (set normalize: false)");
     const MergeKernels& K = kernels().merge;
-    const Tiling tl(c.n, 1);
-    Scratch scratch(2, kChunk);
+    const Tiling tl(c.n, 1, kStreamChunk);
+    Scratch scratch(2, kL1Block);
     std::vector<const uint8_t*> src(size_t(ThreadPool::instance().threads()) * x.size());  // each input's task chunk
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* acc = scratch.get(th, 0);
@@ -262,8 +262,8 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
 
 void merge_scale(const MergeCommon& c, MergeInput x, float s, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
-    const Tiling tl(c.n, 1);
-    Scratch scratch(1, kChunk);
+    const Tiling tl(c.n, 1, kStreamChunk);
+    Scratch scratch(1, kStreamChunk);
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* a = scratch.get(th, 0);
         const int64_t off = tl.begin(task), len = tl.size(task);

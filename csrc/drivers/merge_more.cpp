@@ -168,7 +168,7 @@ void copy_input(const MergeCommon& c, MergeInput x, MergeOutput out) { merge_sca
 
 void merge_nearswap(const MergeCommon& c, MergeInput base, MergeInput x, float t, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
-    const Tiling tl(c.n, 1);
+    const Tiling tl(c.n, 1, kStreamChunk);
     Scratch scratch(2, kL1Block);
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* a = scratch.get(th, 0);
@@ -279,16 +279,16 @@ void merge_sce(const MergeCommon& c, MergeInput base, const std::vector<MergeInp
     // normalized to sum 1.
     std::vector<TorchSum> sq(static_cast<size_t>(N), TorchSum(n));
     {
-        InOrder io;
-        ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            InOrder::Turn turn(io, task);
+        OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
+            for (int m = 0; m < N; ++m) sq[size_t(m)].feed(v[m], len);
+        });
+        ThreadPool::instance().parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             const std::vector<float*> d = buffers(scratch, th, 0, N);
             masked(task, th, d, scratch.get(th, N));
             for (int m = 0; m < N; ++m) K.mul(d[size_t(m)], d[size_t(m)], d[size_t(m)], tl.size(task));
-            turn.run([&] {
-                for (int m = 0; m < N; ++m) sq[size_t(m)].feed(d[size_t(m)], tl.size(task));
-            });
-        });
+            io.put(task, d, tl.size(task));
+        }));
+        io.finish();
     }
     std::vector<float> w(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) w[size_t(m)] = sq[size_t(m)].result() / float(n);
@@ -308,9 +308,11 @@ void merge_sce(const MergeCommon& c, MergeInput base, const std::vector<MergeInp
 
 namespace {
 
-// Multi-SLERP with the tensor's units, base, mean and tangent sum held in memory (the same float32
-// operations as merge_multislerp's streaming passes, so the same bits): the inputs are read once.
-// Returns false (nothing written) when the weighted units cancel: the caller's path handles that.
+// Multi-SLERP with the tensor's units held in memory (the same float32 operations as
+// merge_multislerp's streaming passes, so the same bits): the inputs are read once, the base twice;
+// the weighted mean and the tangent sum are recomputed from the units on each pass (cheaper than
+// keeping them). Returns false (nothing written) when the weighted units cancel: the caller's path
+// handles that.
 bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x,
                          const std::vector<float>& w, float eps, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
@@ -318,107 +320,115 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     ThreadPool& pool = ThreadPool::instance();
-    BufferPool::Lease mem;
-    BufferPool::take(mem, size_t(N + 3) * size_t(n) * 4);
-    auto arr = [&](int j, int64_t off) { return mem.data() + int64_t(j) * n + off; };
-    const int BASE = N, MEAN = N + 1, TAN = N + 2;
-    Scratch scratch(N, kChunk);
+    BufferPool::Lease mem;  // the N units, then the mean
+    BufferPool::take(mem, size_t(N + 1) * size_t(n) * 4);
+    auto resident_mean = [&](int64_t off) { return mem.data() + int64_t(N) * n + off; };
     auto ptrs = [&](int64_t off) {
         std::vector<float*> u(static_cast<size_t>(N));
-        for (int m = 0; m < N; ++m) u[size_t(m)] = arr(m, off);
+        for (int m = 0; m < N; ++m) u[size_t(m)] = mem.data() + int64_t(m) * n + off;
         return u;
+    };
+    Scratch scratch(N + 3, kChunk);  // products, base, mean, tangent / temporary
+    const int B = N, MEAN = N + 1, TMP = N + 2;
+    // the weighted sum of the units of a chunk into `mean`
+    // (w0 u0 + w1 u1) then + w_m u_m, each product and sum rounded: lincomb2 with coefficient 1 on
+    // the running sum (1 * x and / 1 are exact) is that, bit for bit
+    auto mean_of = [&](const std::vector<float*>& u, int64_t len, float* mean) {
+        K.lincomb2(mean, u[0], w[0], u[1], w[1], 1.0f, len);
+        for (int m = 2; m < N; ++m) K.lincomb2(mean, mean, 1.0f, u[size_t(m)], w[size_t(m)], 1.0f, len);
+        return mean;
     };
     // pass 1: the deltas, and their norms
     std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
     {
-        InOrder io;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int) {
-            InOrder::Turn turn(io, task);
+        OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
+            for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
+        });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             const int64_t off = tl.begin(task), len = tl.size(task);
             const std::vector<float*> d = ptrs(off);
-            load_deltas(c, base, x, off, len, arr(BASE, off), d);
-            turn.run([&] {
-                for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(d[size_t(m)], len);
-            });
-        });
+            load_deltas(c, base, x, off, len, scratch.get(th, B), d);
+            io.put_stable(task, d, len);  // the deltas stay put until pass 2
+        }));
+        io.finish();
     }
     std::vector<float> norms(static_cast<size_t>(N)), den(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) {
         norms[size_t(m)] = nrm[size_t(m)].result();
         den[size_t(m)] = norms[size_t(m)] + eps;
     }
-    // pass 2: units in place, their weighted sum, its norm
+    // pass 2: units in place, their weighted sum's norm
     TorchNorm mn(n);
     {
-        InOrder io;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            InOrder::Turn turn(io, task);
+        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { mn.feed(v[0], len); });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int) {
             const int64_t off = tl.begin(task), len = tl.size(task);
             const std::vector<float*> u = ptrs(off);
-            float* mean = arr(MEAN, off);
-            float* tmp = scratch.get(th, 0);
-            for (int m = 0; m < N; ++m) {
-                K.div(u[size_t(m)], den[size_t(m)], len);
-                std::memcpy(tmp, u[size_t(m)], size_t(len) * 4);
-                K.scale(tmp, w[size_t(m)], len);
-                if (m == 0) std::memcpy(mean, tmp, size_t(len) * 4);
-                else K.add(mean, tmp, len);
-            }
-            turn.run([&] { mn.feed(mean, len); });
-        });
+            for (int m = 0; m < N; ++m) K.div(u[size_t(m)], den[size_t(m)], len);
+            io.put_stable(task, mean_of(u, len, resident_mean(off)), len);
+        }));
+        io.finish();
     }
     const float mean_norm = mn.result();
     if (mean_norm < eps) return false;
-    // pass 3: the normalized mean, and each unit's dot with it
+    // pass 3: each unit's dot with the normalized mean
     std::vector<TorchSum> dsum(static_cast<size_t>(N), TorchSum(n));
     {
-        InOrder io;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            InOrder::Turn turn(io, task);
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            float* mean = arr(MEAN, off);
-            K.div(mean, mean_norm, len);
-            const std::vector<float*> u = ptrs(off);
-            for (int m = 0; m < N; ++m) K.mul(scratch.get(th, m), u[size_t(m)], mean, len);
-            turn.run([&] {
-                for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(scratch.get(th, m), len);
-            });
+        OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
+            for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(v[m], len);
         });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            const std::vector<float*> u = ptrs(off);
+            float* mean = resident_mean(off);
+            K.div(mean, mean_norm, len);  // normalized in place, kept for the last passes
+            for (int m = 0; m < N; ++m) K.mul(scratch.get(th, m), u[size_t(m)], mean, len);
+            io.put(task, buffers(scratch, th, 0, N), len);
+        }));
+        io.finish();
     }
     std::vector<float> dots(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
-    // pass 4: the weighted tangent sum, and its norm
+    // the normalized mean and the weighted tangent sum of a chunk (tangent into scratch slot 0)
+    auto tangent = [&](const std::vector<float*>& u, int64_t len, int th, int64_t off) {
+        const float* mean = resident_mean(off);
+        float* acc = scratch.get(th, 0);
+        float* tmp = scratch.get(th, TMP);
+        for (int m = 0; m < N; ++m) {
+            K.lincomb2(m == 0 ? acc : tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
+            if (m == 0) K.scale(acc, w[0], len);
+            else K.lincomb2(acc, acc, 1.0f, tmp, w[size_t(m)], 1.0f, len);  // acc + w tmp, two roundings
+        }
+        return mean;
+    };
+    // pass 4: the tangent sum's norm
     TorchNorm tnorm(n);
     {
-        InOrder io;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            InOrder::Turn turn(io, task);
+        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             const int64_t off = tl.begin(task), len = tl.size(task);
-            const std::vector<float*> u = ptrs(off);
-            float* mean = arr(MEAN, off);
-            float* acc = arr(TAN, off);
-            float* tmp = scratch.get(th, 0);
-            for (int m = 0; m < N; ++m) {
-                K.lincomb2(tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
-                K.scale(tmp, w[size_t(m)], len);
-                if (m == 0) std::memcpy(acc, tmp, size_t(len) * 4);
-                else K.add(acc, tmp, len);
-            }
-            turn.run([&] { tnorm.feed(acc, len); });
-        });
+            tangent(ptrs(off), len, th, off);
+            io.put(task, scratch.get(th, 0), len);
+        }));
+        io.finish();
     }
     const float tn = tnorm.result() + eps;
     const float cos_tn = std::cos(tn), sinc = std::sin(tn) / tn;
     std::vector<float> nw(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) nw[size_t(m)] = norms[size_t(m)] * w[size_t(m)];
     const float avg_norm = torch_sum(nw);
-    // pass 5: back onto the sphere, scaled, plus the base
+    // pass 5: back onto the sphere, scaled, plus the base (read again)
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
         const int64_t off = tl.begin(task), len = tl.size(task);
-        float* res = scratch.get(th, 0);
-        K.lincomb2(res, arr(MEAN, off), cos_tn, arr(TAN, off), sinc, 1.0f, len);
+        const float* mean = tangent(ptrs(off), len, th, off);
+        float* res = scratch.get(th, MEAN);
+        K.lincomb2(res, mean, cos_tn, scratch.get(th, 0), sinc, 1.0f, len);
         K.scale(res, avg_norm, len);
-        if (base) K.add(res, arr(BASE, off), len);
+        if (base) {
+            float* b = scratch.get(th, B);
+            load_work(c, *base, off, len, b);
+            K.add(res, b, len);
+        }
         store_out(c, res, out, off, len);
     });
     return true;
@@ -439,7 +449,7 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     ThreadPool& pool = ThreadPool::instance();
-    if (int64_t(N + 3) * n * 4 <= cache_budget())
+    if (int64_t(N + 1) * n * 4 <= cache_budget())
         if (multislerp_resident(c, base, x, w, eps, out)) return;
     // buffers: N deltas (then units), base, mean, tangent sum, one temporary
     Scratch scratch(N + 4, kChunk);
@@ -449,15 +459,15 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     // Pass 1: the norm of each delta.
     std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
     {
-        InOrder io;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            InOrder::Turn turn(io, task);
+        OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
+            for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
+        });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             const std::vector<float*> d = buffers(scratch, th, 0, N);
             load_deltas(c, base, x, tl.begin(task), tl.size(task), scratch.get(th, B), d, cache, task);
-            turn.run([&] {
-                for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(d[size_t(m)], tl.size(task));
-            });
-        });
+            io.put(task, d, tl.size(task));
+        }));
+        io.finish();
     }
     std::vector<float> norms(static_cast<size_t>(N)), den(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) {
@@ -471,24 +481,22 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
         load_deltas(c, base, x, tl.begin(task), len, scratch.get(th, B), d, cache, task);
         float* mean = scratch.get(th, MEAN);
         float* tmp = scratch.get(th, TMP);
-        for (int m = 0; m < N; ++m) {
-            K.div(d[size_t(m)], den[size_t(m)], len);
-            std::memcpy(tmp, d[size_t(m)], size_t(len) * 4);
-            K.scale(tmp, w[size_t(m)], len);
-            if (m == 0) std::memcpy(mean, tmp, size_t(len) * 4);
-            else K.add(mean, tmp, len);
-        }
+        for (int m = 0; m < N; ++m) K.div(d[size_t(m)], den[size_t(m)], len);
+        // (w0 u0 + w1 u1) then + w_m u_m, each product and sum rounded (lincomb2 with 1 and / 1)
+        K.lincomb2(mean, d[0], w[0], d[1], w[1], 1.0f, len);
+        for (int m = 2; m < N; ++m) K.lincomb2(mean, mean, 1.0f, d[size_t(m)], w[size_t(m)], 1.0f, len);
+        (void)tmp;
         return d;
     };
     // Pass 2: the norm of the weighted sum of units.
     TorchNorm mn(n);
     {
-        InOrder io;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            InOrder::Turn turn(io, task);
+        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { mn.feed(v[0], len); });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             units_and_sum(task, th);
-            turn.run([&] { mn.feed(scratch.get(th, MEAN), tl.size(task)); });
-        });
+            io.put(task, scratch.get(th, MEAN), tl.size(task));
+        }));
+        io.finish();
     }
     const float mean_norm = mn.result();
     if (mean_norm < eps) {
@@ -511,18 +519,18 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     // Pass 3: the dot of each unit with the normalized mean (torch: sum of the rounded products).
     std::vector<TorchSum> dsum(static_cast<size_t>(N), TorchSum(n));
     {
-        InOrder io;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            InOrder::Turn turn(io, task);
+        OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
+            for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(v[m], len);
+        });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             const std::vector<float*> u = units_and_sum(task, th);
             const int64_t len = tl.size(task);
             float* mean = scratch.get(th, MEAN);
             K.div(mean, mean_norm, len);
             for (int m = 0; m < N; ++m) K.mul(u[size_t(m)], u[size_t(m)], mean, len);
-            turn.run([&] {
-                for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(u[size_t(m)], len);
-            });
-        });
+            io.put(task, u, len);
+        }));
+        io.finish();
     }
     std::vector<float> dots(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
@@ -535,21 +543,20 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
         float* tmp = scratch.get(th, TMP);
         K.div(mean, mean_norm, len);
         for (int m = 0; m < N; ++m) {
-            K.lincomb2(tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
-            K.scale(tmp, w[size_t(m)], len);
-            if (m == 0) std::memcpy(acc, tmp, size_t(len) * 4);
-            else K.add(acc, tmp, len);
+            K.lincomb2(m == 0 ? acc : tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
+            if (m == 0) K.scale(acc, w[0], len);
+            else K.lincomb2(acc, acc, 1.0f, tmp, w[size_t(m)], 1.0f, len);  // acc + w tmp, two roundings
         }
     };
     // Pass 4: the tangent sum's norm.
     TorchNorm tnorm(n);
     {
-        InOrder io;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            InOrder::Turn turn(io, task);
+        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             tangent(task, th);
-            turn.run([&] { tnorm.feed(scratch.get(th, ACC), tl.size(task)); });
-        });
+            io.put(task, scratch.get(th, ACC), tl.size(task));
+        }));
+        io.finish();
     }
     const float tn = tnorm.result() + eps;
     const float cos_tn = std::cos(tn), sinc = std::sin(tn) / tn;
@@ -593,14 +600,13 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     // Norms: torch's float32 vector_norm of each input.
     std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
     {
-        InOrder io;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            InOrder::Turn turn(io, task);
-            const std::vector<float*> u = load_inputs(task, th);
-            turn.run([&] {
-                for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(u[size_t(m)], tl.size(task));
-            });
+        OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
+            for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
         });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
+            io.put(task, load_inputs(task, th), tl.size(task));
+        }));
+        io.finish();
     }
     std::vector<float> norms(static_cast<size_t>(N));
     std::vector<int> valid;
@@ -660,21 +666,18 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     // The starting mean: the weighted sum of the valid units, and its norm.
     TorchNorm mn(n);
     {
-        InOrder io;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            InOrder::Turn turn(io, task);
+        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { mn.feed(v[0], len); });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             const std::vector<float*> u = get_units(task, th);
             const int64_t off = tl.begin(task), len = tl.size(task);
             float* m = mean + off;
             float* tmp = scratch.get(th, TMP);
             std::fill(m, m + len, 0.0f);
-            for (int v : valid) {
-                std::memcpy(tmp, u[size_t(v)], size_t(len) * 4);
-                K.scale(tmp, a_norm, len);
-                K.add(m, tmp, len);
-            }
-            turn.run([&] { mn.feed(m, len); });
-        });
+            for (int v : valid) K.lincomb2(m, m, 1.0f, u[size_t(v)], a_norm, 1.0f, len);  // m + a u, two roundings
+            (void)tmp;
+            io.put_stable(task, m, len);
+        }));
+        io.finish();
     }
     float pending = mn.result();  // divide the mean by this before its next use (0: nothing to do)
     if (double(pending) < tol) {  // the units cancel: start from the first valid one
@@ -698,8 +701,7 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         for (int v : valid) {
             if (skip[size_t(v)]) continue;
             K.lincomb2(tmp, u[size_t(v)], 1.0f, m, -dot[size_t(v)], 1.0f, len);
-            K.scale(tmp, coef[size_t(v)], len);
-            K.add(tan, tmp, len);
+            K.lincomb2(tan, tan, 1.0f, tmp, coef[size_t(v)], 1.0f, len);  // tan + coef tmp, two roundings
         }
         return tan;
     };
@@ -736,14 +738,14 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         // the tangent's norm
         TorchNorm tnorm(n);
         {
-            InOrder io;
-            pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-                InOrder::Turn turn(io, task);
+            OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
+            pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
                 const std::vector<float*> u = get_units(task, th);
                 const float* tan = tangent(task, th, u, mean + tl.begin(task));
                 std::memcpy(step + tl.begin(task), tan, size_t(tl.size(task)) * 4);
-                turn.run([&] { tnorm.feed(tan, tl.size(task)); });
-            });
+                io.put_stable(task, step + tl.begin(task), tl.size(task));
+            }));
+            io.finish();
         }
         const float tn = tnorm.result();
         if (double(tn) < tol) break;
@@ -751,17 +753,17 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         // the step along the geodesic, and the new mean's norm
         TorchNorm un(n);
         {
-            InOrder io;
-            pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-                InOrder::Turn turn(io, task);
+            OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { un.feed(v[0], len); });
+            pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
                 const int64_t len = tl.size(task);
                 float* m = mean + tl.begin(task);
                 float* tan = scratch.get(th, TAN);
                 std::memcpy(tan, step + tl.begin(task), size_t(len) * 4);
                 K.div(tan, tn, len);
                 K.lincomb2(m, m, cos_tn, tan, sin_tn, 1.0f, len);
-                turn.run([&] { un.feed(m, len); });
-            });
+                io.put_stable(task, m, len);
+            }));
+            io.finish();
         }
         const float unit_norm = un.result();
         pending = double(unit_norm) > tol ? unit_norm : 0.0f;
@@ -791,16 +793,16 @@ float merge_torch_reduce(const MergeCommon& c, MergeInput x, bool norm) {
     Scratch scratch(1, kChunk);
     TorchSum sum(c.n);
     TorchNorm nrm(c.n);
-    InOrder io;
-    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        InOrder::Turn turn(io, task);
+    OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) {
+        if (norm) nrm.feed(v[0], len);
+        else sum.feed(v[0], len);
+    });
+    ThreadPool::instance().parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
         float* v = scratch.get(th, 0);
         load_work(c, x, tl.begin(task), tl.size(task), v);
-        turn.run([&] {
-            if (norm) nrm.feed(v, tl.size(task));
-            else sum.feed(v, tl.size(task));
-        });
-    });
+        io.put(task, v, tl.size(task));
+    }));
+    io.finish();
     return norm ? nrm.result() : sum.result();
 }
 

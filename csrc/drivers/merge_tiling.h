@@ -30,17 +30,23 @@ class Scratch {
     std::unique_ptr<float[]> data_;
 };
 
-// Vectors of length L laid out as `rows` contiguous runs, each split into chunks of kChunk.
+// Element-wise methods (no reduction, so any chunking gives the same bits) take bigger tasks:
+// fewer pread calls per byte read.
+constexpr int64_t kStreamChunk = 4 * kChunk;
+
+// Vectors of length L laid out as `rows` contiguous runs, each split into chunks of `chunk`
+// elements (kChunk unless a method without reductions asks for more).
 struct Tiling {
-    int64_t rows, len, per_row;
-    Tiling(int64_t n, int64_t r) : rows(std::max<int64_t>(r, 1)), len(n / std::max<int64_t>(r, 1)) {
+    int64_t rows, len, per_row, chunk;
+    Tiling(int64_t n, int64_t r, int64_t c = kChunk)
+        : rows(std::max<int64_t>(r, 1)), len(n / std::max<int64_t>(r, 1)), chunk(c) {
         if (rows * len != n) throw std::invalid_argument("merge: tensor size is not a multiple of the row count");
-        per_row = std::max<int64_t>(1, ceil_div(len, kChunk));
+        per_row = std::max<int64_t>(1, ceil_div(len, chunk));
     }
     int64_t tasks() const { return rows * per_row; }
     int64_t row(int64_t task) const { return task / per_row; }
-    int64_t begin(int64_t task) const { return row(task) * len + (task % per_row) * kChunk; }
-    int64_t size(int64_t task) const { return std::min(kChunk, len - (task % per_row) * kChunk); }
+    int64_t begin(int64_t task) const { return row(task) * len + (task % per_row) * chunk; }
+    int64_t size(int64_t task) const { return std::min(chunk, len - (task % per_row) * chunk); }
 };
 
 // Sum per-task partials row by row, in task order: deterministic for any thread count.

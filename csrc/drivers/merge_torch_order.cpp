@@ -4,20 +4,78 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <thread>
 
+#include "drivers/merge_tiling.h"
 #include "kernels/kernels.h"
 
 namespace llamix {
 namespace merge_detail {
 
-void InOrder::wait_for(int64_t task) {
-    for (int spins = 0; next_.load(std::memory_order_acquire) != task; ++spins) {
+OrderedFeed::OrderedFeed(int64_t tasks, int arrays, Step step)
+    : tasks_(tasks), arrays_(arrays), step_(std::move(step)), slots_(std::max<int64_t>(1, std::min<int64_t>(kSlots, tasks))),
+      data_(new float[size_t(slots_) * size_t(arrays) * size_t(kChunk)]), len_(size_t(slots_), 0),
+      where_(size_t(slots_) * size_t(arrays), nullptr),
+      ready_(new std::atomic<int64_t>[size_t(slots_)]) {
+    for (int64_t i = 0; i < slots_; ++i) ready_[i].store(0, std::memory_order_relaxed);
+}
+
+size_t OrderedFeed::claim(int64_t task) {
+    // the slot is free once the task `slots_` before this one has been fed
+    for (int64_t spins = 0; next_.load(std::memory_order_acquire) <= task - slots_; ++spins) {
         if (aborted_.load(std::memory_order_acquire))
             throw std::runtime_error("merge: an earlier part of this tensor failed");
+        drain();
         if (spins > 64) std::this_thread::yield();
     }
+    return size_t(task % slots_);
+}
+
+void OrderedFeed::ready(int64_t task, size_t slot, int64_t len) {
+    len_[slot] = len;
+    ready_[slot].store(task + 1, std::memory_order_release);
+    drain();
+}
+
+void OrderedFeed::put(int64_t task, const float* const* values, int64_t len) {
+    const size_t slot = claim(task);
+    for (int a = 0; a < arrays_; ++a) {
+        float* dst = data_.get() + (slot * size_t(arrays_) + size_t(a)) * size_t(kChunk);
+        std::memcpy(dst, values[a], size_t(len) * 4);
+        where_[slot * size_t(arrays_) + size_t(a)] = dst;
+    }
+    ready(task, slot, len);
+}
+
+void OrderedFeed::put_stable(int64_t task, const float* const* values, int64_t len) {
+    const size_t slot = claim(task);
+    for (int a = 0; a < arrays_; ++a) where_[slot * size_t(arrays_) + size_t(a)] = values[a];
+    ready(task, slot, len);
+}
+
+void OrderedFeed::drain() {
+    for (;;) {
+        bool expected = false;
+        if (!draining_.compare_exchange_strong(expected, true, std::memory_order_acquire)) return;  // someone is on it
+        int64_t t = next_.load(std::memory_order_relaxed);
+        std::vector<const float*> v(static_cast<size_t>(arrays_));
+        while (t < tasks_ && ready_[t % slots_].load(std::memory_order_acquire) == t + 1) {
+            const size_t slot = size_t(t % slots_);
+            for (int a = 0; a < arrays_; ++a) v[size_t(a)] = where_[slot * size_t(arrays_) + size_t(a)];
+            step_(t, v.data(), len_[slot]);
+            next_.store(++t, std::memory_order_release);
+        }
+        draining_.store(false, std::memory_order_release);
+        // a chunk marked ready while we held the flag would otherwise wait for finish()
+        if (!(t < tasks_ && ready_[t % slots_].load(std::memory_order_acquire) == t + 1)) return;
+    }
+}
+
+void OrderedFeed::finish() {
+    drain();
+    if (next_.load() != tasks_) throw std::logic_error("OrderedFeed: not every chunk was put");
 }
 
 void TorchNorm::feed(const float* x, int64_t len) {

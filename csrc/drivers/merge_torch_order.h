@@ -14,46 +14,65 @@
 //   0's 8 lanes; rows shorter than 8 the same over scalars.
 //
 // Both are sequential in the row, so the values must be fed in order: a parallel pass computes each
-// chunk's values in parallel and feeds them through InOrder, which runs the feeding steps in task
-// order (parallel_for hands out tasks in increasing order, so the lowest unfinished task can always
-// proceed).
+// chunk's values in parallel and hands them to an OrderedFeed, which feeds them in task order.
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <vector>
 
 namespace llamix {
 namespace merge_detail {
 
-// Runs each task's step in task order. A task that fails before or during its step aborts the
-// steps still waiting (they throw), so an error never leaves a thread spinning.
-class InOrder {
+// Feeds chunk values to sequential reductions in task order without making tasks wait for each
+// other: a task copies its values (`arrays` arrays of up to kChunk floats) into a ring of slots
+// and marks them ready; whichever thread finds the next chunk ready feeds it (one at a time), so a
+// thread descheduled mid-task delays the feeding, never the other threads' work. A task waits only
+// if the ring is full (its chunk is kSlots ahead of the one being fed). finish() feeds what is
+// left; call it after the parallel region.
+class OrderedFeed {
    public:
-    class Turn {
-       public:
-        Turn(InOrder& io, int64_t task) : io_(io), task_(task) {}
-        ~Turn() {
-            if (!done_) io_.aborted_.store(true, std::memory_order_release);
-        }
-        Turn(const Turn&) = delete;
-        Turn& operator=(const Turn&) = delete;
-        template <class F>
-        void run(F&& step) {
-            io_.wait_for(task_);
-            step();
-            done_ = true;
-            io_.next_.store(task_ + 1, std::memory_order_release);
-        }
-
-       private:
-        InOrder& io_;
-        int64_t task_;
-        bool done_ = false;
-    };
+    using Step = std::function<void(int64_t task, const float* const* values, int64_t len)>;
+    OrderedFeed(int64_t tasks, int arrays, Step step);
+    void put(int64_t task, const float* const* values, int64_t len);
+    void put(int64_t task, const std::vector<float*>& values, int64_t len) { put(task, values.data(), len); }
+    void put(int64_t task, const float* value, int64_t len) { put(task, &value, len); }
+    // As put, for values that stay where they are until finish(): their addresses are kept, not
+    // the values copied.
+    void put_stable(int64_t task, const float* const* values, int64_t len);
+    void put_stable(int64_t task, const std::vector<float*>& values, int64_t len) { put_stable(task, values.data(), len); }
+    void put_stable(int64_t task, const float* value, int64_t len) { put_stable(task, &value, len); }
+    void finish();
+    // The task body f(task, thread) wrapped so that an exception in it stops tasks waiting for a
+    // slot (they would wait for a chunk that never comes) before it propagates.
+    template <class F>
+    auto guard(F&& f) {
+        return [this, &f](int64_t task, int th) {
+            try {
+                f(task, th);
+            } catch (...) {
+                aborted_.store(true, std::memory_order_release);
+                throw;
+            }
+        };
+    }
 
    private:
-    void wait_for(int64_t task);
-    std::atomic<int64_t> next_{0};
+    static constexpr int kSlots = 64;
+    void drain();
+    size_t claim(int64_t task);
+    void ready(int64_t task, size_t slot, int64_t len);
+    int64_t tasks_;
+    int arrays_;
+    Step step_;
+    int64_t slots_;                           // min(kSlots, tasks)
+    std::unique_ptr<float[]> data_;           // slots x arrays x kChunk, uninitialised
+    std::vector<int64_t> len_;
+    std::vector<const float*> where_;         // per slot and array: the values (in data_, or stable)
+    std::unique_ptr<std::atomic<int64_t>[]> ready_;  // per slot: task + 1 once its values are in
+    std::atomic<int64_t> next_{0};            // the next task to feed
+    std::atomic<bool> draining_{false};
     std::atomic<bool> aborted_{false};
 };
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import FormatError
+from .chat_templates import resolve_chat_template
 from .config import ConfigError, MergeConfig, Slice, Source
 from .methods import MergeMethod, TensorJob, get_method
 from .params import layer_t, resolve
-from .chat_templates import resolve_chat_template
 from .sources import open_weights, parse_ref, read_config, resolve_folder
 from .vocab import OutputVocab, build_vocab, is_vocab_tensor
 from .weights import ModelWeights, open_lora

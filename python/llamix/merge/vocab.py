@@ -31,6 +31,7 @@ import numpy as np
 
 from .config import ConfigError, MergeConfig, TokenSource
 from .kernels import scale as round_to
+from .sources import parse_ref, read_config, resolve_folder
 
 VOCAB_TENSOR = ("embed", "lm_head", "wte", "output.weight", "embed_out")
 
@@ -291,14 +292,12 @@ def build_vocab(cfg: MergeConfig, models: dict, base_ref: str, where_of: dict[st
     base = base_ref
     extra = list((cfg.tokenizer.tokens if cfg.tokenizer else {}) or {})
     pad = cfg.tokenizer.pad_to_multiple_of if cfg.tokenizer else None
-    if source == "base":
-        src_ref = base
-    elif source == "union":
-        src_ref = base
-    else:
-        src_ref = source
-        if src_ref not in models:
-            raise ConfigError(f"{field_name}: {src_ref} is not one of the merged models")
+    src_ref = base if source in ("base", "union") else source
+    if src_ref not in models:  # a tokenizer from a model that is not merged: only its files are read
+        folder = resolve_folder(parse_ref(src_ref, field_name).model, cfg.base_dir, field_name)
+        vocabs[src_ref] = read_vocab(folder, read_config(folder, field_name).get("vocab_size"))
+        if vocabs[src_ref] is None:
+            raise ConfigError(f"{field_name}: {src_ref} has no tokenizer.json")
     missing = [ref for ref, v in vocabs.items() if v is None]
     if missing:
         same = len({sizes[r] for r in models}) == 1 and not extra and not pad and source != "union"
@@ -345,6 +344,8 @@ def build_vocab(cfg: MergeConfig, models: dict, base_ref: str, where_of: dict[st
     out = OutputVocab(src.folder, vocab, size, new_tokens, base=base,
                       tokens=dict(cfg.tokenizer.tokens) if cfg.tokenizer else {})
     for ref, v in vocabs.items():
+        if ref not in models:
+            continue
         p = np.full(len(vocab), -1, np.int64)
         for token, tid in vocab.items():
             j = v.vocab.get(token)
