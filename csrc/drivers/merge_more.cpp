@@ -310,9 +310,8 @@ namespace {
 
 // Multi-SLERP with the tensor's units held in memory (the same float32 operations as
 // merge_multislerp's streaming passes, so the same bits): the inputs are read once, the base twice;
-// the weighted mean and the tangent sum are recomputed from the units on each pass (cheaper than
-// keeping them). Returns false (nothing written) when the weighted units cancel: the caller's path
-// handles that.
+// the normalized mean is kept beside the units, and the tangent sum replaces the first unit.
+// Returns false (nothing written) when the weighted units cancel: the caller's path handles that.
 bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x,
                          const std::vector<float>& w, float eps, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
@@ -389,26 +388,23 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
     }
     std::vector<float> dots(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
-    // the normalized mean and the weighted tangent sum of a chunk (tangent into scratch slot 0)
-    auto tangent = [&](const std::vector<float*>& u, int64_t len, int th, int64_t off) {
-        const float* mean = resident_mean(off);
-        float* acc = scratch.get(th, 0);
-        float* tmp = scratch.get(th, TMP);
-        for (int m = 0; m < N; ++m) {
-            K.lincomb2(m == 0 ? acc : tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
-            if (m == 0) K.scale(acc, w[0], len);
-            else K.lincomb2(acc, acc, 1.0f, tmp, w[size_t(m)], 1.0f, len);  // acc + w tmp, two roundings
-        }
-        return mean;
-    };
-    // pass 4: the tangent sum's norm
+    // pass 4: the weighted tangent sum of each chunk, written over the first unit (the units are not
+    // needed after it), and its norm
     TorchNorm tnorm(n);
     {
         OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
         pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             const int64_t off = tl.begin(task), len = tl.size(task);
-            tangent(ptrs(off), len, th, off);
-            io.put(task, scratch.get(th, 0), len);
+            const std::vector<float*> u = ptrs(off);
+            const float* mean = resident_mean(off);
+            float* acc = u[0];  // element-wise: u0[i] is read before acc[i] is written
+            float* tmp = scratch.get(th, TMP);
+            for (int m = 0; m < N; ++m) {
+                K.lincomb2(m == 0 ? acc : tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
+                if (m == 0) K.scale(acc, w[0], len);
+                else K.lincomb2(acc, acc, 1.0f, tmp, w[size_t(m)], 1.0f, len);  // acc + w tmp, two roundings
+            }
+            io.put_stable(task, acc, len);
         }));
         io.finish();
     }
@@ -420,9 +416,9 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
     // pass 5: back onto the sphere, scaled, plus the base (read again)
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
         const int64_t off = tl.begin(task), len = tl.size(task);
-        const float* mean = tangent(ptrs(off), len, th, off);
+        const float* mean = resident_mean(off);
         float* res = scratch.get(th, MEAN);
-        K.lincomb2(res, mean, cos_tn, scratch.get(th, 0), sinc, 1.0f, len);
+        K.lincomb2(res, mean, cos_tn, mem.data() + off, sinc, 1.0f, len);  // the tangent sum (pass 4)
         K.scale(res, avg_norm, len);
         if (base) {
             float* b = scratch.get(th, B);
