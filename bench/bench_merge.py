@@ -204,6 +204,7 @@ def main() -> int:
     ap.add_argument("--mergekit-repeat", type=int, default=None, help="default: --repeat")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--json", help="also write every run's figures here")
     args = ap.parse_args()
     root, outroot = Path(args.models), Path(args.out)
     t = time.perf_counter()
@@ -233,25 +234,34 @@ def main() -> int:
             for tool in ("mergekit", "llamix"):
                 if r < reps[tool]:
                     res[tool].append(run(tool, cfg_path, outroot / f"{method}-{tool}", args.threads))
-        verdict = check(method, outroot / f"{method}-llamix", outroot / f"{method}-mergekit", [base, ft1, ft2])
-        med = {k: {m: statistics.median(r[m] for r in v) for m in ("merge_s", "wall_s", "maxrss_mb")}
+        try:
+            verdict = check(method, outroot / f"{method}-llamix", outroot / f"{method}-mergekit", [base, ft1, ft2])
+        except AssertionError as e:  # reported in the table, and the run goes on to the other methods
+            verdict = f"MISMATCH {e}"
+        med = {k: {m: statistics.median(r[m] for r in v) for m in ("merge_s", "wall_s", "maxrss_mb", "import_s")}
                for k, v in res.items()}
         for v in med.values():
             v["process_s"] = v["wall_s"] - SETTLE_S
-        rows.append((method, in_bytes, floor, med, verdict))
-        print(f"{method}: llamix {med['llamix']['process_s']:.2f} s (merge {med['llamix']['merge_s']:.2f}), mergekit "
-              f"{med['mergekit']['process_s']:.2f} s (merge {med['mergekit']['merge_s']:.2f}); I/O floor {floor:.2f} s; "
+        rows.append((method, in_bytes, floor, med, verdict, res))
+        print(f"{method}: llamix {med['llamix']['process_s']:.2f} s (merge {med['llamix']['merge_s']:.2f}, imports "
+              f"{med['llamix']['import_s']:.2f}), mergekit {med['mergekit']['process_s']:.2f} s (merge "
+              f"{med['mergekit']['merge_s']:.2f}, imports {med['mergekit']['import_s']:.2f}); I/O floor {floor:.2f} s; "
               f"{verdict}", flush=True)
         for tool in ("llamix", "mergekit"):
             shutil.rmtree(outroot / f"{method}-{tool}", ignore_errors=True)
+        if args.json:  # after every method, so an interrupted run keeps what it measured
+            Path(args.json).write_text(json.dumps([{"method": m, "input_bytes": b, "io_floor_s": f, "median": med,
+                                                     "check": v, "runs": r} for m, b, f, med, v, r in rows], indent=1))
     print()
-    print("| method | input GB | llamix process s (merge s) | mergekit process s (merge s) | speed-up (process) | "
-          "llamix GB/s | I/O floor s | llamix merge / floor | llamix RSS MB | mergekit RSS MB | RSS ratio | check |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for method, in_bytes, floor, med, verdict in rows:
+    print("| method | input GB | llamix process s (merge s) | mergekit process s (merge s) | speed-up (merge) | "
+          "speed-up (process) | llamix GB/s | I/O floor s | llamix merge / floor | llamix RSS MB | mergekit RSS MB | "
+          "RSS ratio | check |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for method, in_bytes, floor, med, verdict, _ in rows:
         l, m = med["llamix"], med["mergekit"]
         print(f"| {method} | {in_bytes / 1e9:.2f} | {l['process_s']:.2f} ({l['merge_s']:.2f}) | "
-              f"{m['process_s']:.2f} ({m['merge_s']:.2f}) | {m['process_s'] / l['process_s']:.1f}x | "
+              f"{m['process_s']:.2f} ({m['merge_s']:.2f}) | {m['merge_s'] / l['merge_s']:.1f}x | "
+              f"{m['process_s'] / l['process_s']:.1f}x | "
               f"{in_bytes / l['merge_s'] / 1e9:.2f} | {floor:.2f} | {l['merge_s'] / floor:.2f} | {l['maxrss_mb']:.0f} | "
               f"{m['maxrss_mb']:.0f} | {l['maxrss_mb'] / m['maxrss_mb']:.2f} | {verdict} |")
     print(f"\nprocess: the whole merging process (start, imports, merge, exit) less the child's {SETTLE_S} s pause "

@@ -62,6 +62,12 @@ const uint8_t* fetch(MergeInput in, int64_t off, int64_t len, int slot) {
     return buf;
 }
 
+void copy_raw(MergeInput in, int64_t off, int64_t len, void* dst) {
+    const int64_t size = type_size(in.type);
+    if (in.fd >= 0) read_exact(in.fd, dst, len * size, in.file_offset + off * size);
+    else std::memcpy(dst, at(in, off), size_t(len * size));
+}
+
 void load_work(const MergeCommon& c, MergeInput in, int64_t off, int64_t len, float* dst) {
     if (in.fd >= 0 && in.type == QType::F32) {
         read_exact(in.fd, dst, len * 4, in.file_offset + off * 4);  // already float32: straight in

@@ -17,6 +17,10 @@ inline int64_t type_size(QType t) { return t == QType::F32 ? 4 : 2; }
 // thread's buffer `slot` (valid until that slot is fetched into again).
 const uint8_t* fetch(MergeInput in, int64_t off, int64_t len, int slot);
 
+// Copy elements [off, off + len) of an input, in its stored type, to dst (read straight there
+// from its file, or copied from memory).
+void copy_raw(MergeInput in, int64_t off, int64_t len, void* dst);
+
 // Load elements [off, off + len) of an input as float32 in the working dtype's precision.
 void load_work(const MergeCommon& c, MergeInput in, int64_t off, int64_t len, float* dst);
 

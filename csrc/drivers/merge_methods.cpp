@@ -263,6 +263,15 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
 void merge_scale(const MergeCommon& c, MergeInput x, float s, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
     const Tiling tl(c.n, 1, kStreamChunk);
+    if (s == 1.0f && out.type == x.type && (c.work == QType::F32 || c.work == x.type)) {
+        // Nothing to round or scale: the stored bits are the result (what converting to float32 and
+        // back gives, NaN payloads kept as mergekit keeps them), read straight into the output.
+        ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int) {
+            const int64_t off = tl.begin(task);
+            copy_raw(x, off, tl.size(task), static_cast<uint8_t*>(out.data) + off * type_size(out.type));
+        });
+        return;
+    }
     Scratch scratch(1, kStreamChunk);
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* a = scratch.get(th, 0);
