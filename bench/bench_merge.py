@@ -98,7 +98,9 @@ def read(folder: Path, name: str) -> np.ndarray:
 # llamix against mergekit per method, on a few tensors, in bf16 ulps at the inputs' scale: the
 # largest distance allowed for 99.9% of the elements ("all": for every element). mergekit computes in
 # bfloat16 here (dtype: bfloat16), rounding every intermediate; llamix in float32, rounding once.
-BOUNDS = {"linear": ("all", 1), "slerp": ("all", 2), "task_arithmetic": ("all", 2), "passthrough": ("all", 0),
+# task_arithmetic: mergekit rounds four times in bf16 (each delta, each weighted delta, their sum, base +
+# sum) and a delta can be twice an input's magnitude: measured 3 ulps (llamix: within 0.5 ulp of float64)
+BOUNDS = {"linear": ("all", 1), "slerp": ("all", 2), "task_arithmetic": ("all", 4), "passthrough": ("all", 0),
           "nuslerp": ("all", 7), "model_stock": ("all", 7), "nearswap": ("all", 4), "multislerp": ("all", 6),
           # decisions at a boundary (top-k ties, |d| > epsilon, near-zero votes) on bf16-rounded values
           "ties": (0.98, 5), "breadcrumbs": (0.98, 5), "breadcrumbs_ties": (0.98, 5), "sce": (0.98, 5),
@@ -254,15 +256,17 @@ def main() -> int:
                                                      "check": v, "runs": r} for m, b, f, med, v, r in rows], indent=1))
     print()
     print("| method | input GB | llamix process s (merge s) | mergekit process s (merge s) | speed-up (merge) | "
-          "speed-up (process) | llamix GB/s | I/O floor s | llamix merge / floor | llamix RSS MB | mergekit RSS MB | "
-          "RSS ratio | check |")
+          "speed-up (process) | llamix GB/s | I/O floor s | llamix merge / floor (median, best) | llamix RSS MB | "
+          "mergekit RSS MB | RSS ratio | check |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for method, in_bytes, floor, med, verdict, _ in rows:
+    for method, in_bytes, floor, med, verdict, res in rows:
         l, m = med["llamix"], med["mergekit"]
+        best = min(r["merge_s"] for r in res["llamix"])  # the floor is a best of 3 too
         print(f"| {method} | {in_bytes / 1e9:.2f} | {l['process_s']:.2f} ({l['merge_s']:.2f}) | "
               f"{m['process_s']:.2f} ({m['merge_s']:.2f}) | {m['merge_s'] / l['merge_s']:.1f}x | "
               f"{m['process_s'] / l['process_s']:.1f}x | "
-              f"{in_bytes / l['merge_s'] / 1e9:.2f} | {floor:.2f} | {l['merge_s'] / floor:.2f} | {l['maxrss_mb']:.0f} | "
+              f"{in_bytes / l['merge_s'] / 1e9:.2f} | {floor:.2f} | {l['merge_s'] / floor:.2f} "
+              f"(best {best / floor:.2f}) | {l['maxrss_mb']:.0f} | "
               f"{m['maxrss_mb']:.0f} | {l['maxrss_mb'] / m['maxrss_mb']:.2f} | {verdict} |")
     print(f"\nprocess: the whole merging process (start, imports, merge, exit) less the child's {SETTLE_S} s pause "
           "after its imports; merge: inside the process; I/O floor: reading the method's inputs from the page cache "
