@@ -7,7 +7,9 @@ checked against mergekit's (see check()). Times: the merge inside the process, a
 process (start, imports, merge, exit; the child's 0.5 s settling pause after its imports is taken
 out). The I/O floor is measured in the same run: reading the inputs of a method from the page
 cache (as the merge reads them, with pread on the same number of threads) plus writing its output
-to the output folder's file system; llamix's `linear` is compared with it.
+to the output folder's file system, best of 3 before the runs, and once more right before each
+llamix run; llamix's merge time is compared with it both ways (median / best of 3, and the median
+of the per-round ratios, which one burst of load on a shared machine does not skew).
 
     python bench/bench_merge.py [--repeat 3] [--threads 2] [--methods linear,ties,...]
 """
@@ -145,9 +147,9 @@ def check(method: str, ours: Path, theirs: Path, inputs: list[Path]) -> str:
     return f"ok (99.9% within {max(worst):.1f} ulp)"
 
 
-def io_floor(plan, out_dir: Path, threads: int) -> float:
+def io_floor(plan, out_dir: Path, threads: int, reps: int = 3) -> float:
     """Seconds to read the plan's input tensors from the page cache (pread, `threads` threads, as the
-    merge reads them) plus to write its output's bytes to one file in out_dir; best of 3."""
+    merge reads them) plus to write its output's bytes to one file in out_dir; best of `reps`."""
     from concurrent.futures import ThreadPoolExecutor
     spans = []  # (fd, offset, bytes)
     for task in plan.tensors:
@@ -169,7 +171,7 @@ def io_floor(plan, out_dir: Path, threads: int) -> float:
     best = float("inf")
     data = np.ones(chunk, np.uint8)
     target = out_dir / "io-floor.bin"
-    for _ in range(3):
+    for _ in range(reps):
         t = time.perf_counter()
         with ThreadPoolExecutor(threads) as ex:
             list(ex.map(read, range(threads)))
@@ -229,13 +231,18 @@ def main() -> int:
         plan = build_plan(load_config(cfg_path))
         in_bytes = plan.input_bytes
         floor = io_floor(plan, outroot, args.threads)
-        del plan
         res = {"llamix": [], "mergekit": []}
         reps = {"llamix": args.repeat, "mergekit": args.mergekit_repeat or args.repeat}
         for r in range(max(reps.values())):  # the tools take turns, so both see the same machine
             for tool in ("mergekit", "llamix"):
                 if r < reps[tool]:
+                    # the floor again right before each llamix run: on a shared machine the load changes
+                    # from minute to minute, and a ratio taken within one round sees one load
+                    round_floor = io_floor(plan, outroot, args.threads, reps=1) if tool == "llamix" else None
                     res[tool].append(run(tool, cfg_path, outroot / f"{method}-{tool}", args.threads))
+                    if round_floor is not None:
+                        res[tool][-1]["floor_s"] = round_floor
+        del plan
         try:
             verdict = check(method, outroot / f"{method}-llamix", outroot / f"{method}-mergekit", [base, ft1, ft2])
         except AssertionError as e:  # reported in the table, and the run goes on to the other methods
@@ -256,21 +263,22 @@ def main() -> int:
                                                      "check": v, "runs": r} for m, b, f, med, v, r in rows], indent=1))
     print()
     print("| method | input GB | llamix process s (merge s) | mergekit process s (merge s) | speed-up (merge) | "
-          "speed-up (process) | llamix GB/s | I/O floor s | llamix merge / floor (median, best) | llamix RSS MB | "
+          "speed-up (process) | llamix GB/s | I/O floor s | llamix merge / floor (per round) | llamix RSS MB | "
           "mergekit RSS MB | RSS ratio | check |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for method, in_bytes, floor, med, verdict, res in rows:
         l, m = med["llamix"], med["mergekit"]
-        best = min(r["merge_s"] for r in res["llamix"])  # the floor is a best of 3 too
+        per_round = statistics.median(r["merge_s"] / r["floor_s"] for r in res["llamix"])
         print(f"| {method} | {in_bytes / 1e9:.2f} | {l['process_s']:.2f} ({l['merge_s']:.2f}) | "
               f"{m['process_s']:.2f} ({m['merge_s']:.2f}) | {m['merge_s'] / l['merge_s']:.1f}x | "
               f"{m['process_s'] / l['process_s']:.1f}x | "
               f"{in_bytes / l['merge_s'] / 1e9:.2f} | {floor:.2f} | {l['merge_s'] / floor:.2f} "
-              f"(best {best / floor:.2f}) | {l['maxrss_mb']:.0f} | "
+              f"({per_round:.2f}) | {l['maxrss_mb']:.0f} | "
               f"{m['maxrss_mb']:.0f} | {l['maxrss_mb'] / m['maxrss_mb']:.2f} | {verdict} |")
     print(f"\nprocess: the whole merging process (start, imports, merge, exit) less the child's {SETTLE_S} s pause "
           "after its imports; merge: inside the process; I/O floor: reading the method's inputs from the page cache "
-          "plus writing its output, measured in this run; RSS: peak resident set of the merging process (VmHWM)")
+          "plus writing its output, measured in this run (best of 3; per round: the median of llamix's merge over the "
+          "floor measured right before it); RSS: peak resident set of the merging process (VmHWM)")
     return 0
 
 
