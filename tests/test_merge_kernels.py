@@ -307,3 +307,27 @@ def test_oracle_is_independent_of_llamix():
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]", r.stdout
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_copy_keeps_the_stored_bits_from_memory_and_from_a_file(tmp_path, dtype):
+    """scale by 1 in the stored dtype (passthrough, and the one-model copies) is the stored bits:
+    every bit pattern (NaNs with payloads, infinities, subnormals, -0) read back unchanged, from an
+    array and from a file read chunk by chunk (a size that is not a multiple of the task chunk);
+    an actual conversion (to float32) still gives the values."""
+    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
+    n = 3 * 65536 + 123
+    bits = np.arange(n, dtype=np.uint32).astype(np.uint16)  # every 16-bit pattern, and more
+    arr = bits if dtype == "bfloat16" else bits.view(np.float16)
+    short = {"bfloat16": "bf16", "float16": "f16"}[dtype]
+    w = SafetensorsWriter(tmp_path, [("t", short, (n,))])
+    w.write("t", arr)
+    w.close()
+    ref = SafetensorsCheckpoint(tmp_path).ref("t")
+    for src in (arr, ref):
+        out = K.scale((src, dtype), 1.0, out=dtype, work="float32")
+        assert out.view(np.uint16).tobytes() == bits.tobytes()
+    f32 = K.scale((ref, dtype), 1.0, out="float32", work="float32")
+    expect = (bits.astype(np.uint32) << 16).view(np.float32) if dtype == "bfloat16" else arr.astype(np.float32)
+    ok = np.isnan(expect)
+    assert np.array_equal(f32[~ok], expect[~ok]) and np.isnan(f32[ok]).all()
