@@ -22,7 +22,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 W_A, W_B = 0.4, 0.7
-SIGMA = 0.6
+SIGMA = 1.2
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 

@@ -58,7 +58,7 @@ class RayPool:
             if address:
                 ray.init(address=address, **quiet)
             else:
-                ray.init(num_cpus=max(machine_cpus(), workers or 1), **quiet)
+                ray.init(address="local", num_cpus=max(machine_cpus(), workers or 1), **quiet)
                 self.started = True
         total = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.workers = max(1, workers or min(total, max_workers or total))
