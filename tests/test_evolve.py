@@ -174,8 +174,8 @@ def test_task_file_errors_name_line_and_field(tmp_path):
 
 def test_merge_errors_are_found_before_any_work(problem, tmp_path):
     """A config whose merges cannot run fails with the merge's own message before Ray starts."""
-    pytest.importorskip("ray", reason="the 'evolve' extra")
-    pytest.importorskip("cmaes", reason="the 'evolve' extra")
+    require_peer("ray", "evolve")
+    require_peer("cmaes", "evolve")
     path = _config(problem, tmp_path, base_model=None, merge_method="task_arithmetic")
     with pytest.raises(llamix.ConfigError, match="base_model"):
         llamix.evolve(path, tmp_path / "run")

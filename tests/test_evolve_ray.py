@@ -25,10 +25,8 @@ import yaml
 import llamix
 from llamix.eval.objective import parse_objective, score_merge
 
+from conftest import require_peer
 from evolve_problem import W_A, W_B, make_problem
-
-ray = pytest.importorskip("ray", reason="the 'evolve' extra (pip install 'llamix[evolve]')")
-pytest.importorskip("cmaes", reason="the 'evolve' extra (pip install 'llamix[evolve]')")
 
 pytestmark = pytest.mark.slow  # each run starts Ray and scores tens of candidates (~2 min in all)
 
@@ -68,6 +66,9 @@ def _cmdline(pid: int) -> bytes:
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray instance with 2 CPUs, started here; afterwards no process of it may remain."""
+    ray = require_peer("ray", "evolve")
+    require_peer("cmaes", "evolve")
+    require_peer("matplotlib", "evolve")
     before = _ray_pids()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
@@ -158,6 +159,7 @@ def test_killed_worker_is_retried(local_ray, reference, problem, tmp_path):
         time.sleep(0.01)
     t.join()
     assert killed, "no evaluating worker was seen to kill"
+    assert not Path(f"/proc/{killed[0]}").exists() or b"_score_merge_task" not in _cmdline(killed[0])
     assert _rows(result["r"].history) == _rows(reference.history)[:2 * POPULATION]
 
 
