@@ -189,3 +189,33 @@ def test_without_the_extra_the_cli_says_how_to_install(problem, tmp_path):
     assert r.returncode == 1, r.stderr
     assert "pip install 'llamix[evolve]'" in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.startswith("llamix evolve: error:")
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["evolve", "cfg.yml"], "expected CONFIG.yml OUT_DIR"),
+    (["evolve", "cfg.yml", "out", "--workers", "0"], "--workers must be >= 1"),
+    (["soup", "o.gguf", "--candidates", "a", "--eval", "t.txt", "--workers", "2"], "--workers/--ray-address need --ray"),
+])
+def test_cli_usage_errors(argv, msg, capsys, tmp_path, monkeypatch):
+    from llamix.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text("hello")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+
+
+def test_resume_with_another_config_names_the_fields(problem, tmp_path):
+    require_peer("ray", "evolve")
+    require_peer("cmaes", "evolve")
+    run = tmp_path / "run"
+    run.mkdir()
+    first = load_evolve_config(_config(problem, tmp_path))
+    (run / "evolve.yml").write_text(yaml.safe_dump(first.data))
+    (run / "state.json").write_text("{}")
+    other = _config(problem, tmp_path / "other" if (tmp_path / "other").mkdir() is None else tmp_path,
+                    budget={"generations": 3, "population": 4})
+    with pytest.raises(llamix.ArgumentError, match=r"differs from the run in .*\(budget\)"):
+        llamix.evolve(other, run, resume=True)
+    with pytest.raises(llamix.ArgumentError, match="exists and is not an empty folder"):
+        llamix.evolve(other, run)

@@ -231,3 +231,16 @@ def test_soup_on_ray_equals_soup_in_process(local_ray, problem, tmp_path):
         there = llamix.soup(cands, text, base=problem["base"], n_ctx=64, evaluate_groups=pool.soup_evaluator("q8_0"))
     assert there.ranking == here.ranking and there.kept == here.kept and there.ppl == here.ppl
     assert there.base_ppl == here.base_ppl and [s.ppl_after for s in there.steps] == [s.ppl_after for s in here.steps]
+
+
+def test_soup_cli_with_ray(local_ray, problem, tmp_path, capsys):
+    from llamix.cli import main
+    cands = [str(problem["ft_a"]), str(problem["ft_b"]), str(problem["theta"])]
+    assert main(["soup", str(tmp_path / "here.gguf"), "--candidates", *cands, "--eval", str(problem["text"]),
+                 "-c", "64", "-q"]) == 0
+    here = capsys.readouterr().out
+    assert main(["soup", str(tmp_path / "there.gguf"), "--candidates", *cands, "--eval", str(problem["text"]),
+                 "-c", "64", "-q", "--ray", "--workers", "2"]) == 0
+    there = capsys.readouterr().out
+    assert there.replace("there.gguf", "here.gguf") == here
+    assert (tmp_path / "there.gguf").read_bytes() == (tmp_path / "here.gguf").read_bytes()

@@ -10,8 +10,9 @@ OUT_TYPES = ("hf", "none") + tuple(FILE_TYPES)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("paths", nargs="+", metavar="CONFIG.yml OUT_DIR",
-                   help="the evolve config and the run's folder (with --resume: OUT_DIR alone continues its own "
+    p.add_argument("config", nargs="?", metavar="CONFIG.yml", help="the evolve config (see docs/MERGING.md)")
+    p.add_argument("out_dir", nargs="?", metavar="OUT_DIR",
+                   help="the run's folder: new or empty; with --resume, a run's (OUT_DIR alone resumes with its own "
                         "config)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="candidates evaluated at once (default: one per CPU, at most the population)")
@@ -25,11 +26,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    if len(args.paths) > 2 or (len(args.paths) == 1 and not args.resume):
+    paths = [x for x in (args.config, args.out_dir) if x is not None]
+    if not paths or (len(paths) == 1 and not args.resume):
         raise UsageError("expected CONFIG.yml OUT_DIR (or OUT_DIR alone with --resume)")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    config, out = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
+    config, out = (None, paths[0]) if len(paths) == 1 else paths
     with progress_bar("evolve", unit="cand", quiet=quiet_requested(args)) as bar:
         r = evolve(config, out, workers=args.workers, ray_address=args.ray_address, resume=args.resume,
                    out_type=None if args.out_type == "none" else args.out_type, progress=bar)
