@@ -48,7 +48,7 @@ def main() -> None:
         stand_in_for_vllm_backend()
         import ray
         from mergekit.scripts.evolve import main as mergekit_evolve
-        ray.init(num_cpus=int(workers), num_gpus=int(workers), include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=int(workers), num_gpus=int(workers), include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR, runtime_env={"worker_process_setup_hook": stand_in_for_vllm_backend})
         t = time.perf_counter()
         mergekit_evolve([genome, "--storage-path", storage, "--max-fevals", fevals, "--strategy", "pool",

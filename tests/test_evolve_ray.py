@@ -70,7 +70,7 @@ def local_ray():
     require_peer("cmaes", "evolve")
     require_peer("matplotlib", "evolve")
     before = _ray_pids()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
     left = _wait_gone(_ray_pids() - before)
@@ -244,3 +244,38 @@ def test_soup_cli_with_ray(local_ray, problem, tmp_path, capsys):
     there = capsys.readouterr().out
     assert there.replace("there.gguf", "here.gguf") == here
     assert (tmp_path / "there.gguf").read_bytes() == (tmp_path / "here.gguf").read_bytes()
+
+
+def test_joins_a_running_cluster(reference, problem, tmp_path):
+    """--ray-address: the search runs on a cluster started apart (``ray start --head``), which stays up."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    before = _ray_pids()
+    head = subprocess.Popen([sys.executable, "-c", "from ray.scripts.scripts import main; main()", "start", "--head",
+                             f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                             "--block"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in head.stdout:
+            if "Ray runtime started" in line:
+                break
+        assert head.poll() is None, "ray start --head failed"
+        cfg = _config(problem, tmp_path, generations=1)
+        r = _cli(str(cfg), str(tmp_path / "run"), "--ray-address", f"127.0.0.1:{port}", "--out-type", "none", "-q",
+                 env=env)
+        stdout, stderr = r.communicate(timeout=300)
+        assert r.returncode == 0, stderr
+        import json
+        history = json.loads((tmp_path / "run" / "state.json").read_text())["history"]
+        assert _rows(history) == _rows(reference.history)[:POPULATION]
+        assert head.poll() is None  # the cluster is not the driver's to stop
+    finally:
+        head.send_signal(signal.SIGTERM)
+        head.wait(timeout=60)
+        # `ray start` leaves the address for later ray.init() calls to join: not once it is gone
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
+    assert not _wait_gone(_ray_pids() - before), "Ray processes left running"

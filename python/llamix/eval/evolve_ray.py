@@ -40,6 +40,20 @@ def _soup_task(refs: list, tokens: list, qtype: str, n_ctx: int, tokenizer) -> f
     return group_perplexity(refs, tokens, qtype, n_ctx, tokenizer=tokenizer, n_threads=_task_threads())
 
 
+def _task_error(e: Exception, i: int) -> Exception:
+    """What a failed task raises in the driver: the evaluation's own error (a bad config, a missing
+    file) as it was raised in the worker; anything else (a worker that died more than MAX_RETRIES
+    times, a node without llamix) as one LlamixError line."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, (ValueError, OSError)) and not isinstance(cause, ray.exceptions.RayError):
+        return cause
+    text = str(cause if isinstance(cause, Exception) else e).strip().splitlines()
+    msg = f"Ray could not evaluate candidate {i}: {type(cause or e).__name__}: {text[0] if text else ''}"
+    if "No module named 'llamix'" in str(e):
+        msg += " (install llamix, the same version, on every node of the Ray cluster)"
+    return LlamixError(msg)
+
+
 def machine_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -91,10 +105,8 @@ class RayPool:
                     i = pending.pop(ref)
                     try:
                         results[i] = ray.get(ref)
-                    except ray.exceptions.RayTaskError as e:
-                        raise (e.cause if isinstance(e.cause, Exception) else e) from None
-                    except ray.exceptions.RayError as e:  # e.g. the worker died more than MAX_RETRIES times
-                        raise LlamixError(f"Ray could not evaluate item {i}: {type(e).__name__}: {e}") from None
+                    except ray.exceptions.RayError as e:
+                        raise _task_error(e, i) from None
                     if done is not None:
                         done(i, results[i])
         finally:
