@@ -219,3 +219,25 @@ def test_resume_with_another_config_names_the_fields(problem, tmp_path):
         llamix.evolve(other, run, resume=True)
     with pytest.raises(llamix.ArgumentError, match="exists and is not an empty folder"):
         llamix.evolve(other, run)
+
+
+def test_saved_config_keeps_names_and_resolves_from_anywhere(problem, tmp_path, monkeypatch):
+    """A run's evolve.yml (paths made absolute) gives the same search as the config it came from,
+    with the models' names as written, from any folder."""
+    work = tmp_path / "w"
+    work.mkdir()
+    for k in ("base", "ft_a", "ft_b"):
+        (work / k).symlink_to(problem[k])
+    (work / "held.txt").write_text(TEXT.read_text())
+    monkeypatch.chdir(work)
+    cfg = load_evolve_config({"base_model": "base", "models": ["ft_a", {"model": "ft_b", "name": "b"}],
+                              "merge_method": "task_arithmetic", "parameters": {"weight": [0.0, 1.0]},
+                              "objective": {"perplexity": "held.txt"}, "budget": {"generations": 1, "population": 2}})
+    assert [d.name for d in cfg.dims] == ["ft_a:weight", "b:weight"]
+    saved = tmp_path / "saved.yml"
+    saved.write_text(yaml.safe_dump(cfg.data, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    again = load_evolve_config(saved)
+    assert [d.name for d in again.dims] == ["ft_a:weight", "b:weight"]
+    assert again.fingerprint() == cfg.fingerprint() and again.models == cfg.models
+    assert Path(again.objective.perplexity).is_absolute()

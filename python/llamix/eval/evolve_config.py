@@ -3,7 +3,7 @@ the mergekit config of each candidate.
 
 ```yaml
 base_model: ./base              # as in merge configs: a Hugging Face folder or repo id
-models: [./ft_a, ./ft_b]        # or [{model: ./ft_a, parameters: {weight: [0.2, 0.8], density: 0.5}}]
+models: [./ft_a, ./ft_b]        # or [{model: ./ft_a, parameters: {weight: [0.2, 0.8], density: 0.5}, name: a}]
 merge_method: ties              # any llamix merge method
 parameters:                     # [lo, hi]: searched (per model for per-model parameters); a scalar: fixed
   weight: [0.0, 1.0]
@@ -56,7 +56,7 @@ class Dim:
 class EvolveConfig:
     merge_method: str
     models: list[str]                        # resolved references (absolute paths where local)
-    labels: list[str]                        # the references as written (column names)
+    labels: list[str]                        # each model's name (default: its reference as written): column names
     base_model: str | None
     dims: list[Dim]
     fixed: dict                              # global parameters not searched
@@ -174,28 +174,33 @@ def _parse(data: Any, source: str, base_dir: Path) -> EvolveConfig:
     models_raw = data["models"]
     if not isinstance(models_raw, list) or not models_raw:
         raise ConfigError("models: expected a non-empty list of models")
-    labels, own_params = [], []
+    refs, labels, own_params = [], [], []
     for i, m in enumerate(models_raw):
         if isinstance(m, str) and m:
+            refs.append(m)
             labels.append(m)
             own_params.append({})
-        elif isinstance(m, dict) and isinstance(m.get("model"), str) and set(m) <= {"model", "parameters"}:
-            labels.append(m["model"])
+        elif isinstance(m, dict) and isinstance(m.get("model"), str) and set(m) <= {"model", "parameters", "name"}:
+            name = m.get("name", m["model"])
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"models[{i}].name: expected a non-empty string")
+            refs.append(m["model"])
+            labels.append(name)
             p = m.get("parameters") or {}
             if not isinstance(p, dict):
                 raise ConfigError(f"models[{i}].parameters: expected a mapping")
             own_params.append(p)
         else:
-            raise ConfigError(f"models[{i}]: expected a model path or {{model: PATH, parameters: {{...}}}}")
+            raise ConfigError(f"models[{i}]: expected a model path or {{model: PATH, parameters: {{...}}, name: NAME}}")
     if len(set(labels)) != len(labels):
-        raise ConfigError("models: a model is listed twice")
+        raise ConfigError("models: a model (or name) is listed twice")
     params = data["parameters"]
     if not isinstance(params, dict):
         raise ConfigError("parameters: expected a mapping of parameter names to [lo, hi] ranges or values")
 
     known = {p.name: p for p in method.parameters}
     groups_n = _number(data.get("layer_groups", 1), "layer_groups", int, lo=1)
-    models = [_resolve(m, base_dir) for m in labels]
+    models = [_resolve(m, base_dir) for m in refs]
     base_ref = _resolve(base, base_dir) if base is not None else None
     layer_groups = [(0, 0)]
     if groups_n > 1:
@@ -269,7 +274,8 @@ def _parse(data: Any, source: str, base_dir: Path) -> EvolveConfig:
 
     normalized = dict(data)
     normalized["base_model"] = base_ref
-    normalized["models"] = [{"model": m, **({"parameters": p} if p else {})} for m, p in zip(models, own_params)]
+    normalized["models"] = [{"model": m, "name": label, **({"parameters": p} if p else {})}
+                            for m, label, p in zip(models, labels, own_params)]
     normalized["objective"] = objective.as_dict()
     normalized.update(budget={"generations": generations, "population": population}, sigma=sigma, seed=seed)
     return EvolveConfig(method.name, models, labels, base_ref, dims, fixed, fixed_per_model,
