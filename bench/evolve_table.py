@@ -128,6 +128,7 @@ def main() -> None:
     args = ap.parse_args()
     gens = dict((k, int(v)) for k, v in (x.split(":") for x in args.generations.split(",")))
     rows = []
+    load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="evolve_bench_") as d:
         work = Path(d)
         tasks = write_tasks(work / "tasks.jsonl")
@@ -142,6 +143,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print()
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (at the start: {load0})")
     print("| model | Ray workers | llamix evolve (Q8_0) cand./h | mergekit-evolve (bf16) cand./h | ratio |")
     print("|---|---|---|---|---|")
     for r in rows:
