@@ -11,6 +11,7 @@ from .errors import ArgumentError, ConfigError, FormatError, LlamixError
 from . import merge
 from .config import ModelConfig
 from .eval import PerplexityResult, SoupResult, perplexity, soup
+from .eval import EvolveResult, evolve
 from .export import ExportReport, export_gguf, merge_to_gguf
 from .loaders import Checkpoint, load_checkpoint, random_checkpoint
 from .chat_format import ChatFormat
@@ -34,4 +35,6 @@ __all__ = [
     # quantize, export, quality
     "ExportReport", "PerplexityResult", "SoupResult", "export_gguf", "merge_to_gguf", "perplexity", "soup",
     "__version__",
+    # evolutionary merge search (the 'evolve' extra)
+    "EvolveResult", "evolve",
 ]

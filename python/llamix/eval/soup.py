@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._runtime import set_threads
 from ..errors import ArgumentError, FormatError
 from ..export import export_gguf
 from ..formats.names import tensor_names
@@ -120,9 +121,20 @@ def _check_compatible(refs: list[str], checkpoints: list) -> None:
                                  f"{refs[0]} has {tuple(first.tensors[n].shape)}")
 
 
+def group_perplexity(refs, tokens, qtype: str = "q8_0", n_ctx: int = 512, *, tokenizer=None,
+                     n_threads: int | None = None) -> float:
+    """Perplexity on ``tokens`` of the uniform average of the models at paths ``refs``, quantized to
+    ``qtype``: one soup trial, from paths (what a Ray task of ``llamix soup --ray`` runs)."""
+    if n_threads:
+        set_threads(n_threads)
+    cks = [load_checkpoint(r, tokenizer=tokenizer) for r in refs]
+    tok = next((ck.tokenizer for ck in cks if ck.tokenizer is not None), None)
+    return perplexity(_model(cks, tok, qtype, n_ctx), list(tokens), n_ctx=n_ctx).ppl
+
+
 def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", qtype: str = "q8_0",
          n_ctx: int | None = None, out_qtype: str = "f16", tokenizer=None, progress: Progress | None = None,
-         quant: str | None = None, out_type: str | None = None) -> SoupResult:
+         quant: str | None = None, out_type: str | None = None, evaluate_groups=None) -> SoupResult:
     """Make a model soup of ``candidates`` (paths llamix loads, fine-tuned from the same base).
 
     ``method="greedy"``: rank the candidates by perplexity on ``eval_text`` (held-out text) with
@@ -131,7 +143,10 @@ def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", 
     ``base`` (optional) is measured for reference. ``out``: write the soup as a GGUF file of
     ``out_qtype`` (``out_type`` is an alias). ``n_ctx``: the perplexity window (default: the
     smaller of 512 and the model's context). ``progress(done_trials, total_trials, note)`` is
-    called after each perplexity run. Raises ValueError for incompatible candidates.
+    called after each perplexity run. ``evaluate_groups(groups, tokens, n_ctx)``: computes the
+    perplexity of each group of paths (a list of lists) elsewhere, e.g. in parallel Ray tasks
+    (``RayPool.soup_evaluator``); the trials of one round (the ranking) are handed over together.
+    Raises ValueError for incompatible candidates.
     """
     progress = progress if callable(progress) else None
     qtype = quant or qtype
@@ -153,17 +168,30 @@ def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", 
     n_trials = len(refs) + (1 if base_ck else 0) + (len(refs) - 1 if method == "greedy" else 1)
     trials = {"done": 0}
 
+    ref_of = {id(ck): ref for ref, ck in zip(refs, cks)}
+    if base_ck is not None:
+        ref_of[id(base_ck)] = str(base)
+
+    def ppls(groups: list, notes: list) -> list:
+        if evaluate_groups is not None:
+            out = evaluate_groups([[ref_of[id(ck)] for ck in g] for g in groups], tokens, n_ctx)
+        else:
+            out = [perplexity(_model(g, tok, qtype, n_ctx), tokens, n_ctx=n_ctx).ppl for g in groups]
+        for note in notes:
+            trials["done"] += 1
+            if progress is not None:
+                progress(trials["done"], n_trials, note)
+        return list(out)
+
     def ppl(group: list, note: str) -> float:
-        p = perplexity(_model(group, tok, qtype, n_ctx), tokens, n_ctx=n_ctx).ppl
-        trials["done"] += 1
-        if progress is not None:
-            progress(trials["done"], n_trials, note)
-        return p
+        return ppls([group], [note])[0]
 
     res = SoupResult(method)
+    first = ([[base_ck]] if base_ck is not None else []) + [[ck] for ck in cks]
+    first_scores = ppls(first, (["base"] if base_ck is not None else []) + [Path(ref).name for ref in refs])
     if base_ck is not None:
-        res.base_ppl = ppl([base_ck], "base")
-    scores = [ppl([ck], Path(ref).name) for ref, ck in zip(refs, cks)]
+        res.base_ppl = first_scores.pop(0)
+    scores = first_scores
     order = sorted(range(len(refs)), key=lambda i: scores[i])  # stable: ties keep the given order
     res.ranking = [(refs[i], scores[i]) for i in order]
     if method == "uniform":
