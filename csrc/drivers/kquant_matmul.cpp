@@ -15,7 +15,10 @@
 
 namespace llamix {
 
-bool is_kquant(QType t) { return t == QType::Q4_K || t == QType::Q5_K || t == QType::Q6_K; }
+bool is_kquant(QType t) {
+    return t == QType::Q4_K || t == QType::Q5_K || t == QType::Q6_K || t == QType::Q2_K || t == QType::Q3_K ||
+           t == QType::IQ4_XS;
+}
 
 void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k) {
     const KQuantKernels& K = kernels().kquant;
@@ -23,6 +26,9 @@ void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k) {
         case QType::Q4_K: K.dequantize_row_q4_K(x, y, k); return;
         case QType::Q5_K: K.dequantize_row_q5_K(x, y, k); return;
         case QType::Q6_K: K.dequantize_row_q6_K(x, y, k); return;
+        case QType::Q2_K: K.dequantize_row_q2_K(x, y, k); return;
+        case QType::Q3_K: K.dequantize_row_q3_K(x, y, k); return;
+        case QType::IQ4_XS: K.dequantize_row_iq4_xs(x, y, k); return;
         default: throw std::invalid_argument("dequantize_row_kquant: not a K-quant family type");
     }
 }
@@ -156,7 +162,16 @@ void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wt
         const KQuantGroupJob job{packed, wtype, rows, y};
         return matmul_kquant_groups(x, n, k, &job, 1);
     }
-    auto dot = wtype == QType::Q4_K ? K.dot_q4_K_q8_K : wtype == QType::Q5_K ? K.dot_q5_K_q8_K : K.dot_q6_K_q8_K;
+    KQuantKernels::DotRows dot = nullptr;
+    switch (wtype) {
+        case QType::Q4_K: dot = K.dot_q4_K_q8_K; break;
+        case QType::Q5_K: dot = K.dot_q5_K_q8_K; break;
+        case QType::Q6_K: dot = K.dot_q6_K_q8_K; break;
+        case QType::Q2_K: dot = K.dot_q2_K_q8_K; break;
+        case QType::Q3_K: dot = K.dot_q3_K_q8_K; break;
+        case QType::IQ4_XS: dot = K.dot_iq4_xs_q8_K; break;
+        default: throw std::invalid_argument("matmul_kquant: not a K-quant family type");
+    }
     const int64_t x_row_bytes = k / QK_K * static_cast<int64_t>(sizeof(block_q8_K));
     const std::vector<uint8_t> xq = quantize_q8_K(K, x, n, k);
     const auto* wbytes = static_cast<const uint8_t*>(w);

@@ -75,6 +75,16 @@ struct KQuantKernels {
     GroupGemm gemm_q4_K_groups = nullptr;
     GroupGemm gemm_q5_K_groups = nullptr;
     GroupGemm gemm_q6_K_groups = nullptr;
+    // Q2_K, Q3_K, IQ4_XS (kernels/lowbit.h): dequantization bit-exact with gguf.quants, and the
+    // row dots against Q8_K: Q2_K a.d * (d * sumi - dmin * summ) as Q4_K; Q3_K
+    // a.d * (d * (sumi - 4 * off)) with the quants taken unsigned (0..7) and off = sum_j
+    // (sc_j - 32) * bsums_j; IQ4_XS a.d * (d * sumi).
+    void (*dequantize_row_q2_K)(const void* x, float* y, int64_t k) = nullptr;
+    void (*dequantize_row_q3_K)(const void* x, float* y, int64_t k) = nullptr;
+    void (*dequantize_row_iq4_xs)(const void* x, float* y, int64_t k) = nullptr;
+    DotRows dot_q2_K_q8_K = nullptr;
+    DotRows dot_q3_K_q8_K = nullptr;
+    DotRows dot_iq4_xs_q8_K = nullptr;
 };
 
 // Packed K-quant groups: kGroupRows (16) rows interleaved super-block by super-block, the
