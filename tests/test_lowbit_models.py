@@ -35,7 +35,7 @@ def _rel(a, ref) -> float:
 @pytest.fixture(scope="module")
 def f32_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("lowbit") / "tiny-f32.gguf"
-    export_gguf(random_checkpoint("tiny", seed=3, n_layers=2), path, "f32")
+    export_gguf(random_checkpoint("tiny", seed=3, lazy=True, n_layers=2), path, "f32")
     return path
 
 
@@ -54,8 +54,9 @@ def _blocks_for(qtype: str, w: np.ndarray, rng) -> np.ndarray:
     return data.reshape(w.shape[0], -1)
 
 
-def write_with_gguf(src, dst, qtype: str, seed: int = 0):
-    """``src`` (an F32 llama GGUF) rewritten by gguf.GGUFWriter with every matrix in ``qtype``."""
+def write_with_gguf(src, dst, qtype: str | None, seed: int = 0, scale: dict | None = None):
+    """``src`` (an F32/F16 llama GGUF) rewritten by gguf.GGUFWriter with every matrix in ``qtype``
+    (None: as stored), the tensors named in ``scale`` multiplied by their factor first."""
     gguf = require_peer("gguf", "test")
     r = gguf.GGUFReader(str(src))
     w = gguf.GGUFWriter(str(dst), r.fields["general.architecture"].contents())
@@ -67,7 +68,9 @@ def write_with_gguf(src, dst, qtype: str, seed: int = 0):
     rng = np.random.default_rng(seed)
     for t in r.tensors:
         data = np.asarray(t.data)
-        if data.ndim == 2:
+        if scale and t.name in scale:
+            data = (data.astype(np.float32) * scale[t.name]).astype(data.dtype)
+        if data.ndim == 2 and qtype is not None:
             w.add_tensor(t.name, _blocks_for(qtype, data.astype(np.float32), rng), raw_dtype=gguf_type(qtype))
         else:
             w.add_tensor(t.name, data)
@@ -110,17 +113,30 @@ FTYPES = ["Q4_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_NL", "IQ4_XS"]
 
 @pytest.fixture(scope="module")
 def llama_quantized(tmp_path_factory):
-    """The tiny random model (rows of 256) as F16, then each FTYPE written by llama.cpp."""
+    """The tiny random model (rows of 256) as F16, its output head scaled by 5 so that the next
+    token is far from uniform (logits of std ~1.6, not ~0.3: perplexity ~120 instead of the
+    vocabulary's 354, so it measures the weights; at 15x random models turn so sensitive that
+    llama.cpp and llamix differ by 1-2 % through their activation rounding alone), each FTYPE
+    written from it by llama.cpp, and 3 windows of 128 tokens sampled from the F16 model."""
     llama_cpp_peer.require()
     d = tmp_path_factory.mktemp("lcpp-quant")
-    src = d / "tiny-f16.gguf"
-    export_gguf(random_checkpoint("tiny", seed=4), src, "f16")
+    plain = export_gguf(random_checkpoint("tiny", seed=4, lazy=True), d / "tiny-plain.gguf", "f16") and d / "tiny-plain.gguf"
+    src = write_with_gguf(plain, d / "tiny-f16.gguf", None, scale={"output.weight": 5.0})
     out = {}
     for ftype in FTYPES:
         dst = d / f"tiny-{ftype}.gguf"
         assert llama_cpp_peer.quantize_in_child(src, dst, ftype) == 0, ftype
         out[ftype] = dst
-    return out
+    m, rng, wins = llamix.load(src, n_ctx=128), np.random.default_rng(6), []
+    for _ in range(3):
+        m.reset()
+        win, logits = [1], m.eval([1])
+        while len(win) < 128:
+            p = np.exp(logits.astype(np.float64) - logits.max())
+            win.append(int(rng.choice(len(p), p=p / p.sum())))
+            logits = m.eval([win[-1]])
+        wins.append(win)
+    return out, wins
 
 
 def _nll(logits: np.ndarray, win) -> list[float]:
@@ -133,25 +149,36 @@ def _nll(logits: np.ndarray, win) -> list[float]:
 @pytest.mark.peers
 @pytest.mark.parametrize("ftype", FTYPES)
 def test_llama_quantize_files_match_llama_cpp(llama_quantized, ftype):
-    """A file llama.cpp's quantizer wrote: llamix reads every tensor type in it, the 24 greedy
-    tokens after a prompt equal llama.cpp's, and the perplexity over windows of random tokens
-    (scored as llama-perplexity does: the second half of each window) is within 1 %."""
-    path = llama_quantized[ftype]
+    """A file llama.cpp's quantizer wrote: llamix reads every tensor type in it; along llama.cpp's
+    32 greedy tokens the logits agree within 3 % of the largest (llamix's and llama.cpp's 8-bit
+    activations differ: 1.2-1.8 % measured, as for Q4_0 files; a wrong block is O(1)) and the
+    argmax is the same wherever llamix's top two logits are further apart than twice the measured
+    difference; the perplexity of text sampled from the F16 model, scored as llama-perplexity
+    does (second half of each window), is within 1 % of llama.cpp's (float32 KV cache) and of the
+    float64 forward pass over the dequantized weights."""
+    files, wins = llama_quantized
+    path = files[ftype]
     m = llamix.load(path, n_ctx=128)
     types = {t.qtype for t in m.checkpoint.tensors.values() if hasattr(t, "qtype")}
     main = {"Q4_1": "q4_1", "Q2_K": "q2_k", "IQ4_NL": "iq4_nl", "IQ4_XS": "iq4_xs"}.get(ftype, "q3_k")
     assert main in types, types
-    rng = np.random.default_rng(6)
-    wins = [[1] + rng.integers(3, 354, 127).tolist() for _ in range(3)]
-    theirs = llama_cpp_peer.run_prompt_in_child(path, ids=IDS, n_greedy=24, n_ctx=128)
-    lg = llama_cpp_peer.run_model_in_child(path, n_ctx=128, logits=wins)["logits"]
-    mine, logits = [], m.eval(IDS)
-    for _ in range(24):
-        mine.append(int(np.argmax(logits)))
-        logits = m.eval([mine[-1]])
-    assert mine == theirs["greedy"]
+    greedy = llama_cpp_peer.run_prompt_in_child(path, ids=IDS[:8], n_greedy=32, n_ctx=128)["greedy"]
+    seq = IDS[:8] + greedy
+    theirs = llama_cpp_peer.run_model_in_child(path, n_ctx=128, logits=[seq] + wins, type_k=0, type_v=0)["logits"]  # f32 KV
+    ours = m.logits(seq)
+    diff = np.abs(ours - theirs[0]).max()
+    assert diff < 3e-2 * np.abs(theirs[0]).max(), diff / np.abs(theirs[0]).max()
+    top2 = np.sort(ours[7:-1], -1)
+    clear = top2[:, -1] - top2[:, -2] > 2 * diff
+    assert clear.sum() >= 3  # some steps are no near-tie (3-15 of 32 measured)
+    np.testing.assert_array_equal(ours[7:-1].argmax(-1)[clear], np.array(greedy)[clear])
     ppl = {}
-    for who, per_window in [("llama.cpp", lg), ("llamix", [m.logits(w) for w in wins])]:
+    oracle = oracle_arch.read(path)
+    for who, per_window in [("llama.cpp", theirs[1:]), ("llamix", [m.logits(w) for w in wins]),
+                            ("float64", [oracle_arch.logits(oracle, w) for w in wins])]:
         nll = [x for w, z in zip(wins, per_window) for x in _nll(z, w)[64:]]
         ppl[who] = math.exp(np.mean(nll))
+    print(ftype, f"logit diff {diff / np.abs(theirs[0]).max():.4f}", f"clear {int(clear.sum())}/32", ppl)
     assert ppl["llamix"] == pytest.approx(ppl["llama.cpp"], rel=1e-2), ppl
+    assert ppl["llamix"] == pytest.approx(ppl["float64"], rel=1e-2), ppl
+    assert ppl["llamix"] < 200, ppl  # far from the uniform 354: the weights are being used
