@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "kernels/kquant.h"
 #include "kernels/lowbit.h"
 #include "kernels/x86_shared/lowbit_kquant.h"
 
@@ -87,6 +88,151 @@ void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
     if (t < n) tails[n - t](w, nb, x + t * nb, y + t * y_stride, y_stride, mask);
 }
 
+// Packed Q2_K / Q3_K / IQ4_XS groups (layouts in kernels/kquant.h): 16 rows per vector, so
+// vpdpbusd against a broadcast 4-byte piece of the activations gives 16 row dots at once. Per
+// sub-block the exact int32 dot is multiplied by its scale; mins and unsigned offsets go through
+// the activations' 16-sums (vpdpwssd on (scale, scale) int16 pairs). Then the reference's float
+// operations, in its order: bit-identical.
+constexpr int kGroupTile = 4;
+
+inline __m512i bcast32(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+inline __m512i ld(const uint8_t* p) { return _mm512_loadu_si512(p); }
+// (lo, hi) int32 lanes -> one int16 pair per lane, for vpdpwssd against two 16-sums
+inline __m512i pair16(__m512i lo, __m512i hi) {
+    return _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(hi, 16));
+}
+
+enum class Kind { q2_K, q3_K, iq4_xs };
+
+template <Kind K, int T>
+void lowbit_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride,
+                       __mmask16 rows) {
+    constexpr int64_t kBlockBytes = K == Kind::q2_K ? kQ2KGroupBlockBytes : K == Kind::q3_K ? kQ3KGroupBlockBytes
+                                                                                            : kIQ4XSGroupBlockBytes;
+    const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
+    const __m512i nib = _mm512_set1_epi32(0xF);
+    alignas(16) uint8_t levels[16];  // kvalues_iq4nl + 128
+    for (int i = 0; i < 16; ++i) levels[i] = uint8_t(kvalues_iq4nl[i] + 128);
+    const __m512i table = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(levels)));
+    __m512 fsum[T];
+    for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nsb; ++b) {
+        const uint8_t* g = w + b * kBlockBytes;
+        if constexpr (T == 1) {
+            for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + kPrefetchBytes + o), _MM_HINT_T0);
+        }
+        const block_q8_K* a[T];
+        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+        __m512i sumi[T], off[T];
+        for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm512_setzero_si512();
+        const __m512 d = half_scales(g);
+        __m512 v[T];
+        if constexpr (K == Kind::q2_K || K == Kind::q3_K) {
+            // 16 sub-blocks of 16: scale j and (Q2_K) min j as int32 per row
+            __m512i sc[16];
+            if constexpr (K == Kind::q2_K) {
+                for (int i = 0; i < 4; ++i) {
+                    const __m512i wd = ld(g + 64 + 64 * i);
+                    for (int bb = 0; bb < 4; ++bb) sc[4 * i + bb] = _mm512_srli_epi32(wd, 8 * bb);  // low byte: sc | m << 4
+                }
+            } else {
+                const __m512i w0 = ld(g + 32), w1 = ld(g + 96), w2 = ld(g + 160);
+                const __m512i lo4 = _mm512_set1_epi32(0x0F0F0F0F), lo2 = _mm512_set1_epi32(0x03030303);
+                const __m512i q[4] = {  // scales 4q..4q+3 in bytes 0..3: low 4 bits | high 2 bits << 4
+                    _mm512_or_si512(_mm512_and_si512(w0, lo4), _mm512_slli_epi32(_mm512_and_si512(w2, lo2), 4)),
+                    _mm512_or_si512(_mm512_and_si512(w1, lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 2), lo2), 4)),
+                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w0, 4), lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 4), lo2), 4)),
+                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w1, 4), lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 6), lo2), 4))};
+                for (int j = 0; j < 16; ++j)
+                    sc[j] = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(q[j / 4], 8 * (j % 4)), _mm512_set1_epi32(0xFF)), _mm512_set1_epi32(32));
+            }
+            const uint8_t* qs = g + (K == Kind::q2_K ? 64 + 256 : 32 + 192);
+            const uint8_t* hm = qs + 1024;
+            for (int j = 0; j < 16; ++j) {
+                const __m512i raw = ld(qs + 64 * j);
+                __m512i hbits = _mm512_setzero_si512();
+                if constexpr (K == Kind::q3_K) hbits = ld(hm + 64 * (j / 2));
+                __m512i acc[T];
+                for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int s = 0; s < 4; ++s) {
+                    __m512i q = _mm512_and_si512(_mm512_srli_epi16(raw, 2 * s), m3);
+                    if constexpr (K == Kind::q3_K)  // bit k = 4 (j % 2) + s of each hmask byte adds 4
+                        q = _mm512_or_si512(q, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hbits, 4 * (j % 2) + s), one), 2));
+                    for (int t = 0; t < T; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], q, bcast32(a[t]->qs + 16 * j + 4 * s));
+                }
+                const __m512i scale = K == Kind::q2_K ? _mm512_and_si512(sc[j], nib) : sc[j];
+                for (int t = 0; t < T; ++t) sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(acc[t], scale));
+            }
+            // Q2_K: summ = sum_j m_j * bsums_j; Q3_K: off = sum_j sc_j * bsums_j
+            for (int i = 0; i < 8; ++i) {
+                const __m512i pr = K == Kind::q2_K ? pair16(_mm512_and_si512(_mm512_srli_epi32(sc[2 * i], 4), nib),
+                                                            _mm512_and_si512(_mm512_srli_epi32(sc[2 * i + 1], 4), nib))
+                                                   : pair16(sc[2 * i], sc[2 * i + 1]);
+                for (int t = 0; t < T; ++t) off[t] = _mm512_dpwssd_epi32(off[t], pr, bcast32(a[t]->bsums + 2 * i));
+            }
+            if constexpr (K == Kind::q2_K) {  // a.d * (d * sumi - dmin * summ)
+                const __m512 dmin = half_scales(g + 32);
+                for (int t = 0; t < T; ++t)
+                    v[t] = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi[t])), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(off[t])));
+            } else {  // a.d * (d * (sumi - 4 off))
+                for (int t = 0; t < T; ++t)
+                    v[t] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(sumi[t], _mm512_slli_epi32(off[t], 2))));
+            }
+        } else {
+            // 8 sub-blocks of 32: ls_j = (scales_l nibble j) | (scales_h bits 2j) << 4, minus 32
+            const __m512i sh = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32)));
+            const __m512i sl = ld(g + 64);
+            const uint8_t* qs = g + 128;
+            for (int j = 0; j < 8; ++j) {
+                const __m512i ls = _mm512_sub_epi32(
+                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(sl, 4 * j), nib),
+                                    _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(sh, 2 * j), _mm512_set1_epi32(3)), 4)),
+                    _mm512_set1_epi32(32));
+                __m512i acc[T];
+                for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; ++c) {  // low nibbles: elements 4c.., high: 16 + 4c..
+                    const __m512i raw = ld(qs + 64 * (4 * j + c));
+                    const __m512i lo = _mm512_shuffle_epi8(table, _mm512_and_si512(raw, m4));
+                    const __m512i hi = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4));
+                    for (int t = 0; t < T; ++t) {
+                        acc[t] = _mm512_dpbusd_epi32(acc[t], lo, bcast32(a[t]->qs + 32 * j + 4 * c));
+                        acc[t] = _mm512_dpbusd_epi32(acc[t], hi, bcast32(a[t]->qs + 32 * j + 16 + 4 * c));
+                    }
+                }
+                for (int t = 0; t < T; ++t) {
+                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(acc[t], ls));
+                    off[t] = _mm512_dpwssd_epi32(off[t], pair16(ls, ls), bcast32(a[t]->bsums + 2 * j));
+                }
+            }
+            for (int t = 0; t < T; ++t)  // a.d * (d * (sumi - 128 off)): levels were taken + 128
+                v[t] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(sumi[t], _mm512_slli_epi32(off[t], 7))));
+        }
+        for (int t = 0; t < T; ++t) fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), v[t]));
+    }
+    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, fsum[t]);
+}
+
+using GroupTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, float*, int64_t, __mmask16);
+
+template <Kind K>
+void lowbit_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y, int64_t y_stride,
+                   int rows) {
+    static constexpr GroupTileFn tails[kGroupTile] = {nullptr, lowbit_group_tile<K, 1>, lowbit_group_tile<K, 2>,
+                                                      lowbit_group_tile<K, 3>};
+    const auto* x = static_cast<const uint8_t*>(xq);
+    const __mmask16 mask = __mmask16((1u << rows) - 1);
+    int64_t t = 0;
+    for (; t + kGroupTile <= n; t += kGroupTile)
+        lowbit_group_tile<K, kGroupTile>(w, nsb, x + t * xq_stride, xq_stride, y + t * y_stride, y_stride, mask);
+    if (t < n) tails[n - t](w, nsb, x + t * xq_stride, xq_stride, y + t * y_stride, y_stride, mask);
+}
+
 }  // namespace
 
 }  // namespace avx512
@@ -95,6 +241,9 @@ void fill_lowbit_avx512(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     m.gemm_q4_1 = avx512::run_tiles<true>;
     m.gemm_iq4_nl = avx512::run_tiles<false>;
     x86_shared::fill_lowbit_kquant_dots(k);
+    k.gemm_q2_K_groups = avx512::lowbit_groups<avx512::Kind::q2_K>;
+    k.gemm_q3_K_groups = avx512::lowbit_groups<avx512::Kind::q3_K>;
+    k.gemm_iq4_xs_groups = avx512::lowbit_groups<avx512::Kind::iq4_xs>;
 }
 
 }  // namespace llamix
