@@ -113,7 +113,7 @@ void lowbit_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t
                        __mmask16 rows) {
     constexpr int64_t kBlockBytes = K == Kind::q2_K ? kQ2KGroupBlockBytes : K == Kind::q3_K ? kQ3KGroupBlockBytes
                                                                                             : kIQ4XSGroupBlockBytes;
-    const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
+    const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(0x0F);
     const __m512i nib = _mm512_set1_epi32(0xF);
     alignas(16) uint8_t levels[16];  // kvalues_iq4nl + 128
     for (int i = 0; i < 16; ++i) levels[i] = uint8_t(kvalues_iq4nl[i] + 128);
@@ -132,26 +132,29 @@ void lowbit_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t
         const __m512 d = half_scales(g);
         __m512 v[T];
         if constexpr (K == Kind::q2_K || K == Kind::q3_K) {
-            // 16 sub-blocks of 16: scale j and (Q2_K) min j as int32 per row
-            __m512i sc[16];
+            // 16 sub-blocks of 16, four per word: byte b of word i holds sub-block 4i + b's
+            // scale (Q2_K: scale | min << 4; Q3_K: the 6-bit scale, decoded from 3 words)
+            __m512i words[4];
             if constexpr (K == Kind::q2_K) {
-                for (int i = 0; i < 4; ++i) {
-                    const __m512i wd = ld(g + 64 + 64 * i);
-                    for (int bb = 0; bb < 4; ++bb) sc[4 * i + bb] = _mm512_srli_epi32(wd, 8 * bb);  // low byte: sc | m << 4
-                }
+                for (int i = 0; i < 4; ++i) words[i] = ld(g + 64 + 64 * i);
             } else {
                 const __m512i w0 = ld(g + 32), w1 = ld(g + 96), w2 = ld(g + 160);
                 const __m512i lo4 = _mm512_set1_epi32(0x0F0F0F0F), lo2 = _mm512_set1_epi32(0x03030303);
-                const __m512i q[4] = {  // scales 4q..4q+3 in bytes 0..3: low 4 bits | high 2 bits << 4
-                    _mm512_or_si512(_mm512_and_si512(w0, lo4), _mm512_slli_epi32(_mm512_and_si512(w2, lo2), 4)),
-                    _mm512_or_si512(_mm512_and_si512(w1, lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 2), lo2), 4)),
-                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w0, 4), lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 4), lo2), 4)),
-                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w1, 4), lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 6), lo2), 4))};
-                for (int j = 0; j < 16; ++j)
-                    sc[j] = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(q[j / 4], 8 * (j % 4)), _mm512_set1_epi32(0xFF)), _mm512_set1_epi32(32));
+                words[0] = _mm512_or_si512(_mm512_and_si512(w0, lo4), _mm512_slli_epi32(_mm512_and_si512(w2, lo2), 4));
+                words[1] = _mm512_or_si512(_mm512_and_si512(w1, lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 2), lo2), 4));
+                words[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w0, 4), lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 4), lo2), 4));
+                words[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w1, 4), lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 6), lo2), 4));
             }
+            // int32 scale (and Q2_K min) of sub-block j per row
+            auto scale_of = [&](int j) {
+                const __m512i byte = _mm512_srli_epi32(words[j / 4], 8 * (j % 4));
+                return K == Kind::q2_K ? _mm512_and_si512(byte, nib)
+                                       : _mm512_sub_epi32(_mm512_and_si512(byte, _mm512_set1_epi32(0x3F)), _mm512_set1_epi32(32));
+            };
             const uint8_t* qs = g + (K == Kind::q2_K ? 64 + 256 : 32 + 192);
             const uint8_t* hm = qs + 1024;
+            const __m512i four = _mm512_set1_epi8(4);
+#pragma GCC unroll 16
             for (int j = 0; j < 16; ++j) {
                 const __m512i raw = ld(qs + 64 * j);
                 __m512i hbits = _mm512_setzero_si512();
@@ -162,17 +165,18 @@ void lowbit_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t
                 for (int s = 0; s < 4; ++s) {
                     __m512i q = _mm512_and_si512(_mm512_srli_epi16(raw, 2 * s), m3);
                     if constexpr (K == Kind::q3_K)  // bit k = 4 (j % 2) + s of each hmask byte adds 4
-                        q = _mm512_or_si512(q, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hbits, 4 * (j % 2) + s), one), 2));
+                        q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(hbits, _mm512_set1_epi8(char(1 << (4 * (j % 2) + s)))), q, four);
                     for (int t = 0; t < T; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], q, bcast32(a[t]->qs + 16 * j + 4 * s));
                 }
-                const __m512i scale = K == Kind::q2_K ? _mm512_and_si512(sc[j], nib) : sc[j];
+                const __m512i scale = scale_of(j);
                 for (int t = 0; t < T; ++t) sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(acc[t], scale));
             }
             // Q2_K: summ = sum_j m_j * bsums_j; Q3_K: off = sum_j sc_j * bsums_j
             for (int i = 0; i < 8; ++i) {
-                const __m512i pr = K == Kind::q2_K ? pair16(_mm512_and_si512(_mm512_srli_epi32(sc[2 * i], 4), nib),
-                                                            _mm512_and_si512(_mm512_srli_epi32(sc[2 * i + 1], 4), nib))
-                                                   : pair16(sc[2 * i], sc[2 * i + 1]);
+                const __m512i pr = K == Kind::q2_K
+                                       ? pair16(_mm512_and_si512(_mm512_srli_epi32(words[i / 2], 8 * (2 * i % 4) + 4), nib),
+                                                _mm512_and_si512(_mm512_srli_epi32(words[i / 2], 8 * ((2 * i + 1) % 4) + 4), nib))
+                                       : pair16(scale_of(2 * i), scale_of(2 * i + 1));
                 for (int t = 0; t < T; ++t) off[t] = _mm512_dpwssd_epi32(off[t], pr, bcast32(a[t]->bsums + 2 * i));
             }
             if constexpr (K == Kind::q2_K) {  // a.d * (d * sumi - dmin * summ)
