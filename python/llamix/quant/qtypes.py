@@ -32,7 +32,7 @@ QTYPES: dict[str, QTypeInfo] = {
         QTypeInfo("bf16", 30, 1, 2),
         # Q4_0 bytes whose block scales come from an error-minimising search
         QTypeInfo("q4_0_mse", 2, 32, 18),
-        # types published files use (loaded and multiplied; issue #15)
+        # low-bit types people publish (ggml-common.h layouts)
         QTypeInfo("q4_1", 3, 32, 20),
         QTypeInfo("q2_k", 10, 256, 84),
         QTypeInfo("q3_k", 11, 256, 110),
