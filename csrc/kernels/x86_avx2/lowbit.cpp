@@ -12,6 +12,8 @@
 namespace llamix {
 namespace avx2 {
 
+struct Tag {};  // names this ISA's copies of kernels/x86_shared code
+
 namespace {
 
 constexpr int kTile = 4;  // tokens per register tile
@@ -256,7 +258,7 @@ void fill_lowbit_avx2(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     using namespace avx2;
     m.gemm_q4_1 = run_tiles<q4_1_half<1>, q4_1_half<2>, q4_1_half<3>, q4_1_half<4>>;
     m.gemm_iq4_nl = run_tiles<iq4_nl_half<1>, iq4_nl_half<2>, iq4_nl_half<3>, iq4_nl_half<4>>;
-    x86_shared::fill_lowbit_kquant_dots(k);
+    x86_shared::fill_lowbit_kquant_dots<avx2::Tag>(k);
     k.gemm_q2_K_groups = lowbit_groups<Kind::q2_K>;
     k.gemm_q3_K_groups = lowbit_groups<Kind::q3_K>;
     k.gemm_iq4_xs_groups = lowbit_groups<Kind::iq4_xs>;

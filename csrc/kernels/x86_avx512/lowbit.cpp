@@ -17,6 +17,8 @@
 namespace llamix {
 namespace avx512 {
 
+struct Tag {};  // names this ISA's copies of kernels/x86_shared code
+
 namespace {
 
 constexpr int64_t kPrefetchBytes = 4096;  // decode: lines in flight ahead of the unpack (as Q4_0)
@@ -244,7 +246,7 @@ void lowbit_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_str
 void fill_lowbit_avx512(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     m.gemm_q4_1 = avx512::run_tiles<true>;
     m.gemm_iq4_nl = avx512::run_tiles<false>;
-    x86_shared::fill_lowbit_kquant_dots(k);
+    x86_shared::fill_lowbit_kquant_dots<avx512::Tag>(k);
     k.gemm_q2_K_groups = avx512::lowbit_groups<avx512::Kind::q2_K>;
     k.gemm_q3_K_groups = avx512::lowbit_groups<avx512::Kind::q3_K>;
     k.gemm_iq4_xs_groups = avx512::lowbit_groups<avx512::Kind::iq4_xs>;
