@@ -3,6 +3,10 @@ memory bandwidth, all measured in one run.
 
     python bench/matmul_table.py [--quick] [--f16] [--types q4_0,q8_0,q4_K,...] [--rounds N]
 
+Types llamix reads but cannot write (q4_1, q2_k, q3_k, iq4_nl, iq4_xs until their quantizers
+land) are timed on random blocks with weight-sized fp16 scales: the speed does not depend on the
+values, and the answer is still checked against the dequantized weights.
+
 GEMV (1 token): effective GB/s of weight bytes, cycling through enough distinct weight matrices
 that the working set is several times the last-level cache (as a model's layers are), next to a
 STREAM-like read probe and numpy's float32 matvec (also cycled). Each GEMV timing streams at least
@@ -30,6 +34,7 @@ import numpy as np
 
 import llamix
 from llamix import _C
+from llamix.quant import qtype_info
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (32000, 4096)]
 LLC_BYTES = 32 << 20
@@ -55,6 +60,29 @@ def median_time(f, rounds: int) -> float:
         f()
         ts.append(time.perf_counter() - t)
     return float(np.median(ts))
+
+
+# fp16 scales (byte offsets in a block) and a value for them that gives weight-sized numbers, for
+# types timed on random blocks
+RANDOM_BLOCK_SCALES = {"q4_1": ((0, 2), 0.01), "iq4_nl": ((0,), 2e-4), "q2_k": ((80, 82), 1e-3),
+                       "q3_k": ((108,), 2e-4), "iq4_xs": ((0,), 1e-5)}
+
+
+def weight(w: np.ndarray, qtype: str, rng) -> llamix.QuantizedTensor:
+    """w quantized to qtype, or (a type llamix cannot write) random blocks of w's shape."""
+    if qtype.lower() not in RANDOM_BLOCK_SCALES:
+        return llamix.quantize(w, qtype)
+    try:
+        return llamix.quantize(w, qtype)
+    except ValueError:
+        pass
+    info = qtype_info(qtype)
+    rows, k = w.shape
+    data = rng.integers(0, 256, (rows, k // info.block_size, info.block_bytes), dtype=np.uint8)
+    offsets, scale = RANDOM_BLOCK_SCALES[qtype.lower()]
+    for off in offsets:
+        data[..., off:off + 2] = np.full(data.shape[:2], scale, np.float16).view(np.uint8).reshape(*data.shape[:2], 2)
+    return llamix.QuantizedTensor(data.reshape(rows, -1), info, (rows, k))
 
 
 def check_answer(qt: llamix.QuantizedTensor, x: np.ndarray) -> None:
@@ -118,7 +146,7 @@ def main() -> int:
         x1 = rng.standard_normal((1, k), dtype=np.float32)
         X = rng.standard_normal((TOKENS, k), dtype=np.float32)
         for qtype in qtypes:
-            qt = llamix.quantize(w, qtype)
+            qt = weight(w, qtype, rng)
             check_answer(qt, x1)
             check_answer(qt, X[:64])
             n_copies = max(2, -(-WORKING_SET // qt.nbytes))

@@ -189,10 +189,10 @@ def test_gguf_errors_name_file_field_and_type(tmp_path):
                         "blk.0.attn_output.weight": (32, 32), "blk.0.ffn_gate.weight": (256, 32),
                         "blk.0.ffn_up.weight": (256, 32)}.items():
         w.add_tensor(name, np.zeros(shape, np.float32))
-    # Q2_K: a type llamix does not compute with (Q4_K/Q5_K/Q6_K load since issue 5)
-    w.add_tensor("blk.0.ffn_down.weight", np.zeros((32, 84), np.uint8), "Q2_K", (32, 256))
+    # IQ2_XXS: a type llamix does not compute with (K-quants load since issue 5, Q2_K/Q3_K/IQ4_XS since 15)
+    w.add_tensor("blk.0.ffn_down.weight", np.zeros((32, 66), np.uint8), "IQ2_XXS", (32, 256))
     w.write()
-    with pytest.raises(ValueError, match=r"k\.gguf: tensor 'blk\.0\.ffn_down\.weight' has type Q2_K"):
+    with pytest.raises(ValueError, match=r"k\.gguf: tensor 'blk\.0\.ffn_down\.weight' has type IQ2_XXS"):
         llamix.load(p)
     with pytest.raises(ValueError, match=r"missing\.gguf: required metadata key 'llama\.block_count'"):
         llamix.load(_tiny_gguf(tmp_path / "missing.gguf", meta={"llama.block_count": None}))

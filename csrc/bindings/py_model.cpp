@@ -24,7 +24,8 @@ struct PyTransformer {
         py::array data = spec[0].cast<py::array>();
         const QType t = qtype_from_int(spec[1].cast<int>());
         require(t == QType::F32 || t == QType::F16 || t == QType::BF16 || t == QType::Q4_0 || t == QType::Q8_0 ||
-                    t == QType::Q5_0 || t == QType::Q5_1 || is_kquant(t),  // K-quant mixes
+                    t == QType::Q5_0 || t == QType::Q5_1 || is_kquant(t) ||  // K-quant mixes
+                    t == QType::Q4_1 || t == QType::IQ4_NL,
                 name + ": tensor type " + std::to_string(int(t)) + " is not supported by the forward pass");
         require_dtype<uint8_t>(data, name.c_str(), "uint8");
         require_c_contiguous(data, name.c_str());

@@ -79,6 +79,11 @@ void dequantize_row(QType t, const void* x, float* y, int64_t k) {
         case QType::Q4_K: kernels().kquant.dequantize_row_q4_K(x, y, k); return;
         case QType::Q5_K: kernels().kquant.dequantize_row_q5_K(x, y, k); return;
         case QType::Q6_K: kernels().kquant.dequantize_row_q6_K(x, y, k); return;
+        case QType::Q4_1: Q.dequantize_row_q4_1(x, y, k); return;
+        case QType::IQ4_NL: Q.dequantize_row_iq4_nl(x, y, k); return;
+        case QType::Q2_K: kernels().kquant.dequantize_row_q2_K(x, y, k); return;
+        case QType::Q3_K: kernels().kquant.dequantize_row_q3_K(x, y, k); return;
+        case QType::IQ4_XS: kernels().kquant.dequantize_row_iq4_xs(x, y, k); return;
         default: throw std::invalid_argument("dequantize: unsupported type");
     }
 }

@@ -10,12 +10,16 @@
 
 #include "common/thread_pool.h"
 #include "drivers/kquant_matmul.h"
+#include "drivers/lowbit_pack.h"
 #include "drivers/row_groups.h"
 #include "kernels/kernels.h"
 
 namespace llamix {
 
-bool is_kquant(QType t) { return t == QType::Q4_K || t == QType::Q5_K || t == QType::Q6_K; }
+bool is_kquant(QType t) {
+    return t == QType::Q4_K || t == QType::Q5_K || t == QType::Q6_K || t == QType::Q2_K || t == QType::Q3_K ||
+           t == QType::IQ4_XS;
+}
 
 void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k) {
     const KQuantKernels& K = kernels().kquant;
@@ -23,6 +27,9 @@ void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k) {
         case QType::Q4_K: K.dequantize_row_q4_K(x, y, k); return;
         case QType::Q5_K: K.dequantize_row_q5_K(x, y, k); return;
         case QType::Q6_K: K.dequantize_row_q6_K(x, y, k); return;
+        case QType::Q2_K: K.dequantize_row_q2_K(x, y, k); return;
+        case QType::Q3_K: K.dequantize_row_q3_K(x, y, k); return;
+        case QType::IQ4_XS: K.dequantize_row_iq4_xs(x, y, k); return;
         default: throw std::invalid_argument("dequantize_row_kquant: not a K-quant family type");
     }
 }
@@ -32,6 +39,9 @@ int64_t kquant_group_block_bytes(QType t) {
         case QType::Q4_K: return kQ4KGroupBlockBytes;
         case QType::Q5_K: return kQ5KGroupBlockBytes;
         case QType::Q6_K: return kQ6KGroupBlockBytes;
+        case QType::Q2_K: return kQ2KGroupBlockBytes;
+        case QType::Q3_K: return kQ3KGroupBlockBytes;
+        case QType::IQ4_XS: return kIQ4XSGroupBlockBytes;
         default: return 0;
     }
 }
@@ -65,7 +75,7 @@ void pack_q6_K(const block_q6_K& x, int r, uint8_t* dst) {
 
 void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst) {
     const int64_t group_bytes = kquant_group_block_bytes(t);
-    if (group_bytes == 0) throw std::invalid_argument("pack_group_kquant: only Q4_K, Q5_K and Q6_K are packed");
+    if (group_bytes == 0) throw std::invalid_argument("pack_group_kquant: not a packed K-quant family type");
     const int64_t block_bytes = group_bytes / kGroupRows;
     for (int64_t b = 0; b < nsb; ++b, dst += group_bytes) {
         std::memset(dst, 0, size_t(group_bytes));
@@ -73,6 +83,10 @@ void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows,
             const uint8_t* blk = src + r * row_bytes + b * block_bytes;
             if (t == QType::Q6_K) {
                 pack_q6_K(*reinterpret_cast<const block_q6_K*>(blk), r, dst);
+                continue;
+            }
+            if (t == QType::Q2_K || t == QType::Q3_K || t == QType::IQ4_XS) {
+                pack_lowbit_kquant(t, blk, r, dst);
                 continue;
             }
             // Q4_K and Q5_K share d, dmin and scales; Q5_K adds qh before qs
@@ -102,6 +116,9 @@ KQuantKernels::GroupGemm group_kernel(const KQuantKernels& K, QType t) {
         case QType::Q4_K: return K.gemm_q4_K_groups;
         case QType::Q5_K: return K.gemm_q5_K_groups;
         case QType::Q6_K: return K.gemm_q6_K_groups;
+        case QType::Q2_K: return K.gemm_q2_K_groups;
+        case QType::Q3_K: return K.gemm_q3_K_groups;
+        case QType::IQ4_XS: return K.gemm_iq4_xs_groups;
         default: return nullptr;
     }
 }
@@ -156,7 +173,16 @@ void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wt
         const KQuantGroupJob job{packed, wtype, rows, y};
         return matmul_kquant_groups(x, n, k, &job, 1);
     }
-    auto dot = wtype == QType::Q4_K ? K.dot_q4_K_q8_K : wtype == QType::Q5_K ? K.dot_q5_K_q8_K : K.dot_q6_K_q8_K;
+    KQuantKernels::DotRows dot = nullptr;
+    switch (wtype) {
+        case QType::Q4_K: dot = K.dot_q4_K_q8_K; break;
+        case QType::Q5_K: dot = K.dot_q5_K_q8_K; break;
+        case QType::Q6_K: dot = K.dot_q6_K_q8_K; break;
+        case QType::Q2_K: dot = K.dot_q2_K_q8_K; break;
+        case QType::Q3_K: dot = K.dot_q3_K_q8_K; break;
+        case QType::IQ4_XS: dot = K.dot_iq4_xs_q8_K; break;
+        default: throw std::invalid_argument("matmul_kquant: not a K-quant family type");
+    }
     const int64_t x_row_bytes = k / QK_K * static_cast<int64_t>(sizeof(block_q8_K));
     const std::vector<uint8_t> xq = quantize_q8_K(K, x, n, k);
     const auto* wbytes = static_cast<const uint8_t*>(w);

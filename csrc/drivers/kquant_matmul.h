@@ -15,7 +15,7 @@ void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows,
 
 // The threaded matmul for K-quant weights (drivers/kquant_matmul.cpp): quantize the activations
 // to Q8_K once, then fixed-size row tasks. x: (n, k), w: (rows, k) of type wtype, y: (n, rows).
-bool is_kquant(QType t);  // Q4_K, Q5_K, Q6_K: the types this family multiplies
+bool is_kquant(QType t);  // Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_XS: the types this family multiplies
 // One row of any of those types -> float32 (e.g. an embedding lookup).
 void dequantize_row_kquant(QType t, const void* x, float* y, int64_t k);
 // `packed`, if not null, holds the weight's packed groups (used when the chosen variant has a

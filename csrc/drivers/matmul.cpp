@@ -20,7 +20,13 @@ namespace {
 
 constexpr int64_t kFloatRowsPerTask = 16;
 
-int64_t group_block_bytes(QType t) { return t == QType::Q4_0 ? kQ4GroupBlockBytes : kQ8GroupBlockBytes; }
+int64_t group_block_bytes(QType t) {
+    switch (t) {
+        case QType::Q4_0: case QType::IQ4_NL: return kQ4GroupBlockBytes;
+        case QType::Q4_1: return kQ41GroupBlockBytes;
+        default: return kQ8GroupBlockBytes;
+    }
+}
 
 // Per-thread buffers reused across calls (no allocation on the decode path).
 std::vector<block_q8a>& act_buffer() {
@@ -48,6 +54,24 @@ const block_q8a* quantize_activations(const MatmulKernels& K, const float* x, in
 using GemmFn = void (*)(const uint8_t*, int64_t, const block_q8a*, int64_t, float*, int64_t, int);
 using PackFn = void (*)(const uint8_t*, int64_t, int, int64_t, uint8_t*);
 
+GemmFn group_gemm(const MatmulKernels& K, QType t) {
+    switch (t) {
+        case QType::Q4_0: return K.gemm_q4_0;
+        case QType::Q4_1: return K.gemm_q4_1;
+        case QType::IQ4_NL: return K.gemm_iq4_nl;
+        default: return K.gemm_q8_0;
+    }
+}
+
+// IQ4_NL blocks have Q4_0's layout (fp16 d, 16 bytes of nibbles): packed alike.
+PackFn group_packer(QType t) {
+    switch (t) {
+        case QType::Q4_0: case QType::IQ4_NL: return pack_group_q4_0;
+        case QType::Q4_1: return pack_group_q4_1;
+        default: return pack_group_q8_0;
+    }
+}
+
 // One block-weight matmul, row group by row group, over already quantized activations.
 // `packed` is the prepared buffer, or null to pack each group from `raw` when it runs.
 struct BlockJob {
@@ -60,8 +84,8 @@ struct BlockJob {
 
     BlockJob(const MatmulKernels& K, QType t, int64_t k, const uint8_t* packed_, const uint8_t* raw_, int64_t rows_,
              float* y_)
-        : gemm(t == QType::Q4_0 ? K.gemm_q4_0 : K.gemm_q8_0),
-          pack(t == QType::Q4_0 ? pack_group_q4_0 : pack_group_q8_0),
+        : gemm(group_gemm(K, t)),
+          pack(group_packer(t)),
           packed(packed_), raw(raw_), rows(rows_), nb(k / QK8_0), group_bytes(nb * group_block_bytes(t)),
           row_bytes(qtype_row_bytes(t, k)), groups(ceil_div(rows_, kGroupRows)), y(y_) {}
 
@@ -121,7 +145,9 @@ void matmul_floats(const float* x, int64_t n, int64_t k, const void* w, QType t,
     });
 }
 
-bool is_block_type(QType t) { return t == QType::Q4_0 || t == QType::Q8_0; }
+bool is_block_type(QType t) {
+    return t == QType::Q4_0 || t == QType::Q8_0 || t == QType::Q4_1 || t == QType::IQ4_NL;
+}
 
 // Types multiplied by dequantizing each weight row to float32 (no packed kernel of their own).
 bool is_dequantized_type(QType t) { return t == QType::Q5_0 || t == QType::Q5_1; }
@@ -153,6 +179,18 @@ void pack_group_q4_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb
             const auto* blk = reinterpret_cast<const block_q4_0*>(src + r * row_bytes) + b;
             std::memcpy(dst + 2 * r, &blk->d, 2);
             for (int c = 0; c < 4; ++c) std::memcpy(dst + 2 * kGroupRows + (c * kGroupRows + r) * 4, blk->qs + 4 * c, 4);
+        }
+    }
+}
+
+void pack_group_q4_1(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst) {
+    for (int64_t b = 0; b < nb; ++b, dst += kQ41GroupBlockBytes) {
+        std::memset(dst, 0, kQ41GroupBlockBytes);
+        for (int r = 0; r < rows; ++r) {
+            const auto* blk = reinterpret_cast<const block_q4_1*>(src + r * row_bytes) + b;
+            std::memcpy(dst + 2 * r, &blk->d, 2);
+            std::memcpy(dst + 2 * kGroupRows + 2 * r, &blk->m, 2);
+            for (int c = 0; c < 4; ++c) std::memcpy(dst + 4 * kGroupRows + (c * kGroupRows + r) * 4, blk->qs + 4 * c, 4);
         }
     }
 }
@@ -230,10 +268,8 @@ PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t 
         uint8_t* dst = mem + g * group_bytes;
         if (kquant)
             pack_group_kquant(wtype, first, row_bytes, rows_here, blocks, dst);
-        else if (wtype == QType::Q4_0)
-            pack_group_q4_0(first, row_bytes, rows_here, blocks, dst);
         else
-            pack_group_q8_0(first, row_bytes, rows_here, blocks, dst);
+            group_packer(wtype)(first, row_bytes, rows_here, blocks, dst);
     });
     return p;
 }

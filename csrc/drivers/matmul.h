@@ -13,6 +13,8 @@ namespace llamix {
 // (missing rows are zero padded). Used by prepare_weight and, per task, by the raw-bytes matmul.
 void pack_group_q4_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
 void pack_group_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
+// Q4_1 rows into a Q4_1 group (kernels/matmul.h); IQ4_NL rows pack with pack_group_q4_0.
+void pack_group_q4_1(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
 // Q5_0 rows into a Q8_0 group (the same values: d * (q - 16) with the same d).
 void pack_group_q5_0_as_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
 

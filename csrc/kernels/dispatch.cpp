@@ -7,6 +7,7 @@
 #include "common/cpu_features.h"
 #include "common/setting_error.h"
 #include "kernels/kernels.h"
+#include "kernels/lowbit.h"
 
 namespace llamix {
 
@@ -37,6 +38,7 @@ KernelTable build(Isa isa) {
     fill_ops_ref(t.ops);
     fill_merge_ref(t.merge);
     fill_kquant_ref(t.kquant);
+    fill_lowbit_ref(t.quant, t.matmul, t.kquant);
 #ifdef LLAMIX_HAVE_X86
     if (isa == Isa::avx2 || isa == Isa::avx512) {
         fill_quant_avx2(t.quant);
@@ -44,6 +46,7 @@ KernelTable build(Isa isa) {
         fill_ops_avx2(t.ops);
         fill_merge_avx2(t.merge);
         fill_kquant_avx2(t.kquant);
+        fill_lowbit_avx2(t.quant, t.matmul, t.kquant);
     }
     if (isa == Isa::avx512) {
         fill_quant_avx512(t.quant);
@@ -51,6 +54,7 @@ KernelTable build(Isa isa) {
         fill_ops_avx512(t.ops);
         fill_merge_avx512(t.merge);
         fill_kquant_avx512(t.kquant);
+        fill_lowbit_avx512(t.quant, t.matmul, t.kquant);
     }
 #endif
 #ifdef LLAMIX_HAVE_NEON

@@ -75,7 +75,40 @@ struct KQuantKernels {
     GroupGemm gemm_q4_K_groups = nullptr;
     GroupGemm gemm_q5_K_groups = nullptr;
     GroupGemm gemm_q6_K_groups = nullptr;
+    // Q2_K, Q3_K, IQ4_XS (kernels/lowbit.h): dequantization bit-exact with gguf.quants, and the
+    // row dots against Q8_K: Q2_K a.d * (d * sumi - dmin * summ) as Q4_K; Q3_K
+    // a.d * (d * (sumi - 4 * off)) with the quants taken unsigned (0..7) and off = sum_j
+    // (sc_j - 32) * bsums_j; IQ4_XS a.d * (d * sumi).
+    void (*dequantize_row_q2_K)(const void* x, float* y, int64_t k) = nullptr;
+    void (*dequantize_row_q3_K)(const void* x, float* y, int64_t k) = nullptr;
+    void (*dequantize_row_iq4_xs)(const void* x, float* y, int64_t k) = nullptr;
+    DotRows dot_q2_K_q8_K = nullptr;
+    DotRows dot_q3_K_q8_K = nullptr;
+    DotRows dot_iq4_xs_q8_K = nullptr;
+    // Packed groups of these (layouts below), where a variant has a kernel for them.
+    GroupGemm gemm_q2_K_groups = nullptr;
+    GroupGemm gemm_q3_K_groups = nullptr;
+    GroupGemm gemm_iq4_xs_groups = nullptr;
 };
+
+// Packed Q2_K / Q3_K / IQ4_XS groups: kGroupRows rows per super-block, the source's bytes
+// rearranged (same size) so that one 512-bit vector holds 4 bytes of each of 16 rows.
+// Q2_K, with v(e) the 2-bit quant of element e:
+//   uint16_t d[16], dmin[16];
+//   uint32_t scales[4][16];       word i of row r's scales[16] (sub-block 4i + b in byte b)
+//   uint8_t  qs[16][16][4];       sub-block j, row r, byte i: bits 2s, 2s + 1 = v(16 j + 4 s + i)
+// Q3_K, with h(e) its hmask bit:
+//   uint16_t d[16];
+//   uint32_t scales[3][16];       word i of row r's 12-byte scale field
+//   uint8_t  qs[16][16][4];       as Q2_K
+//   uint8_t  hmask[8][16][4];     pair p, row r, byte i: bit k = h(32 p + 4 k + i)
+// IQ4_XS:
+//   uint16_t d[16], scales_h[16];
+//   uint32_t scales_l[16];
+//   uint8_t  qs[8][4][16][4];     sub-block j, chunk c, row r: row r's qs[16 j + 4 c .. + 3]
+constexpr int64_t kQ2KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q2_K));
+constexpr int64_t kQ3KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q3_K));
+constexpr int64_t kIQ4XSGroupBlockBytes = kGroupRows * int64_t(sizeof(block_iq4_xs));
 
 // Packed K-quant groups: kGroupRows (16) rows interleaved super-block by super-block, the
 // source's bytes rearranged (same size) so that one 512-bit vector holds 4 bytes of each of 16

@@ -36,6 +36,9 @@ constexpr int64_t kQ4GroupBlockBytes = kGroupRows * 2 + 4 * kGroupRows * 4;  // 
 //   uint8_t  qs[8][16][4];     chunk c, row r: elements 4c..4c+3 of row r, stored as q + 128
 // -> 544 bytes.
 constexpr int64_t kQ8GroupBlockBytes = kGroupRows * 2 + 8 * kGroupRows * 4;   // 544
+// Packed Q4_1 group, per block b: uint16_t d[16], m[16]; then qs as Q4_0 -> 320 bytes.
+// Packed IQ4_NL groups are laid out as Q4_0's (the nibbles index kvalues_iq4nl).
+constexpr int64_t kQ41GroupBlockBytes = kGroupRows * 4 + 4 * kGroupRows * 4;  // 320
 
 struct MatmulKernels {
     // x: (k) float32 -> (k / 32) activation blocks; the quants and fp16 scale equal
@@ -59,6 +62,12 @@ struct MatmulKernels {
     FloatGemm gemm_f16 = nullptr;
     FloatGemm gemm_bf16 = nullptr;
     FloatGemm gemm_f32 = nullptr;
+    // Q4_1: per block += (d_w * d_x) * float(sum q_w * q_x) + m_w * (d_x * float(sum_x)).
+    // IQ4_NL: as Q4_0 with kvalues_iq4nl[q] for q - 8. (kernels/lowbit.h)
+    void (*gemm_q4_1)(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y,
+                      int64_t y_stride, int rows) = nullptr;
+    void (*gemm_iq4_nl)(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y,
+                        int64_t y_stride, int rows) = nullptr;
 };
 
 void fill_matmul_ref(MatmulKernels& k);

@@ -28,6 +28,9 @@ struct QuantKernels {
     void (*quantize_row_q5_1)(const float* x, void* y, int64_t k) = nullptr;
     void (*dequantize_row_q5_0)(const void* x, float* y, int64_t k) = nullptr;
     void (*dequantize_row_q5_1)(const void* x, float* y, int64_t k) = nullptr;
+    // Q4_1 / IQ4_NL blocks -> float32, bit-exact with gguf.quants.dequantize; k a multiple of 32.
+    void (*dequantize_row_q4_1)(const void* x, float* y, int64_t k) = nullptr;
+    void (*dequantize_row_iq4_nl)(const void* x, float* y, int64_t k) = nullptr;
 };
 
 void fill_quant_ref(QuantKernels& k);

@@ -23,6 +23,8 @@ void dequantize_row_any(QType type, const void* row, float* y, int64_t k) {
         case QType::Q8_0: Q.dequantize_row_q8_0(row, y, k); return;
         case QType::Q5_0: Q.dequantize_row_q5_0(row, y, k); return;
         case QType::Q5_1: Q.dequantize_row_q5_1(row, y, k); return;
+        case QType::Q4_1: Q.dequantize_row_q4_1(row, y, k); return;
+        case QType::IQ4_NL: Q.dequantize_row_iq4_nl(row, y, k); return;
         default:
             if (is_kquant(type)) return dequantize_row_kquant(type, row, y, k);
             throw std::invalid_argument("embedding lookup: unsupported tensor type " + std::to_string(int(type)));

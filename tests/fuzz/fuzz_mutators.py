@@ -514,12 +514,13 @@ def spm_case(draw):
 # --- QuantizedTensor.from_bytes ---------------------------------------------------------------------
 @st.composite
 def quant_case(draw):
-    qtype = draw(st.sampled_from(["q4_0", "q8_0", "f16", "f32", "q4_k", "q6_k", "bf16", "Q4_0", "q9", "", "q4_0_mse"]))
+    qtype = draw(st.sampled_from(["q4_0", "q8_0", "f16", "f32", "q4_k", "q6_k", "bf16", "Q4_0", "q9", "", "q4_0_mse",
+                                  "q4_1", "q2_k", "q3_k", "iq4_nl", "IQ4_XS"]))
     shape = draw(st.one_of(st.lists(st.sampled_from([0, 1, 2, 32, 256, -1, -32, 2**31, 2**63, 2**64]), min_size=0,
                                     max_size=4),
                            st.sampled_from([[1, 32], [2, 32], [0, 32], [0, -32], [-1, -32], [0, 2**63], [1, 2, 32],
                                             "x", None, [1.5, 32], [True, 32]])))
-    nbytes = draw(st.sampled_from([0, 18, 34, 36, 64, 68, 1024, 144]))
+    nbytes = draw(st.sampled_from([0, 18, 34, 36, 64, 68, 1024, 144, 20, 40, 84, 110, 136, 272]))
     layout = draw(st.sampled_from(["bytes", "array", "strided", "float32"]))
     return _case({}, {"qtype": qtype, "shape": shape, "nbytes": nbytes, "layout": layout},
                  [f"from_bytes({layout} {nbytes}, {qtype!r}, {shape!r})"])

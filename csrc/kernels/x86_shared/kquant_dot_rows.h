@@ -29,6 +29,14 @@ inline __m128i reduce4(const __m256i v[4]) {
 inline bool has_mins(const block_q4_K*) { return true; }
 inline bool has_mins(const block_q5_K*) { return true; }
 inline bool has_mins(const block_q6_K*) { return false; }
+inline bool has_mins(const block_q2_K*) { return true; }
+inline bool has_mins(const block_q3_K*) { return false; }
+inline bool has_mins(const block_iq4_xs*) { return false; }
+// Types without mins: log2 of the offset their quants were multiplied with (unsigned), removed
+// as offset * sum_j scale_j * bsums_j (IQ4_XS: signed levels, bsum multipliers of zero).
+inline int offset_log2(const void*) { return 0; }
+inline int offset_log2(const block_q6_K*) { return 5; }
+inline int offset_log2(const block_q3_K*) { return 2; }
 
 // One weight row against n <= kMaxTokens activation rows. Per super-block and token the int32
 // sums are exact; four tokens' sums are reduced together and combined in float32 lane by lane
@@ -69,8 +77,8 @@ void dot_rows(int64_t k, const void* w, const void* xq, int64_t xq_stride, int n
             __m128 v;
             if (mins)  // a.d * (d * sumi - dmin * summ)
                 v = _mm_sub_ps(_mm_mul_ps(d, _mm_cvtepi32_ps(sumi)), _mm_mul_ps(dmin, _mm_cvtepi32_ps(sumb)));
-            else       // a.d * (d * (sumi - 32 * offset)): Q6_K's quants were multiplied unsigned
-                v = _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_sub_epi32(sumi, _mm_slli_epi32(sumb, 5))));
+            else       // a.d * (d * (sumi - 32 * offset)): Q6_K's quants were multiplied unsigned (Q3_K: 4)
+                v = _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_sub_epi32(sumi, _mm_sll_epi32(sumb, _mm_cvtsi32_si128(offset_log2(x))))));
             sum[g] = _mm_add_ps(sum[g], _mm_mul_ps(_mm_load_ps(ad), v));
         }
     }

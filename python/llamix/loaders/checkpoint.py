@@ -20,7 +20,8 @@ from ..tokenizer import Tokenizer
 
 # Weight types the forward pass computes with. Other GGUF types are refused by name; a new
 # block format slots in by adding it here and to the C++ forward's row lookup.
-COMPUTE_TYPES = ("f32", "f16", "bf16", "q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "q5_0", "q5_1")
+COMPUTE_TYPES = ("f32", "f16", "bf16", "q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "q5_0", "q5_1",
+                 "q4_1", "q2_k", "q3_k", "iq4_nl", "iq4_xs")
 # Types float weights can be converted to while loading.
 LOAD_QTYPES = ("q4_0", "q8_0", "f16")
 

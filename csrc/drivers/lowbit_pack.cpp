@@ -1,0 +1,72 @@
+// Repacking of Q2_K / Q3_K / IQ4_XS super-blocks into packed 16-row groups (layouts in
+// kernels/kquant.h): the same bits, moved so that 4 bytes of each of 16 rows meet one broadcast
+// 4-byte piece of the activations.
+#include <cstring>
+
+#include "drivers/lowbit_pack.h"
+#include "kernels/kquant.h"
+
+namespace llamix {
+
+namespace {
+
+constexpr int R = kGroupRows;
+
+// The 2-bit quant of element e: bits 2s of qs[32 h + l] for e = 128 h + 32 s + l.
+inline int two_bits(const uint8_t* qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3; }
+
+// Sub-block j's 16 two-bit quants as one 4-byte word: byte i, bits 2s = element 16 j + 4 s + i.
+void pack_two_bits(const uint8_t* src_qs, int r, uint8_t* dst_qs) {
+    for (int j = 0; j < 16; ++j)
+        for (int i = 0; i < 4; ++i) {
+            int byte = 0;
+            for (int s = 0; s < 4; ++s) byte |= two_bits(src_qs, 16 * j + 4 * s + i) << (2 * s);
+            dst_qs[(j * R + r) * 4 + i] = static_cast<uint8_t>(byte);
+        }
+}
+
+void pack_q2_K(const block_q2_K& x, int r, uint8_t* dst) {
+    std::memcpy(dst + 2 * r, &x.d, 2);
+    std::memcpy(dst + 2 * R + 2 * r, &x.dmin, 2);
+    for (int i = 0; i < 4; ++i) std::memcpy(dst + 4 * R + (i * R + r) * 4, x.scales + 4 * i, 4);
+    pack_two_bits(x.qs, r, dst + 4 * R + 16 * R);
+}
+
+void pack_q3_K(const block_q3_K& x, int r, uint8_t* dst) {
+    std::memcpy(dst + 2 * r, &x.d, 2);
+    for (int i = 0; i < 3; ++i) std::memcpy(dst + 2 * R + (i * R + r) * 4, x.scales + 4 * i, 4);
+    uint8_t* qs = dst + 2 * R + 12 * R;
+    pack_two_bits(x.qs, r, qs);
+    uint8_t* hm = qs + 64 * R;
+    for (int p = 0; p < 8; ++p)
+        for (int i = 0; i < 4; ++i) {
+            int byte = 0;
+            for (int k = 0; k < 8; ++k) {
+                const int e = 32 * p + 4 * k + i;
+                byte |= ((x.hmask[e % 32] >> (e / 32)) & 1) << k;
+            }
+            hm[(p * R + r) * 4 + i] = static_cast<uint8_t>(byte);
+        }
+}
+
+void pack_iq4_xs(const block_iq4_xs& x, int r, uint8_t* dst) {
+    std::memcpy(dst + 2 * r, &x.d, 2);
+    std::memcpy(dst + 2 * R + 2 * r, &x.scales_h, 2);
+    std::memcpy(dst + 4 * R + 4 * r, x.scales_l, 4);
+    uint8_t* qs = dst + 8 * R;
+    for (int j = 0; j < 8; ++j)
+        for (int c = 0; c < 4; ++c) std::memcpy(qs + ((j * 4 + c) * R + r) * 4, x.qs + 16 * j + 4 * c, 4);
+}
+
+}  // namespace
+
+void pack_lowbit_kquant(QType t, const uint8_t* blk, int r, uint8_t* dst) {
+    switch (t) {
+        case QType::Q2_K: return pack_q2_K(*reinterpret_cast<const block_q2_K*>(blk), r, dst);
+        case QType::Q3_K: return pack_q3_K(*reinterpret_cast<const block_q3_K*>(blk), r, dst);
+        case QType::IQ4_XS: return pack_iq4_xs(*reinterpret_cast<const block_iq4_xs*>(blk), r, dst);
+        default: return;
+    }
+}
+
+}  // namespace llamix
