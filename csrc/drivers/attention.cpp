@@ -1,5 +1,16 @@
-// Table-level fallbacks for the optional grouped-attention entries of the ops table.
+// Table-level fallbacks for the optional grouped-attention entries of the ops table, and the tiled
+// causal attention over a KV cache of any supported type.
 #include "drivers/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/thread_pool.h"
+#include "kernels/kernels.h"
 
 namespace llamix {
 
@@ -23,6 +34,221 @@ void attention_group_f16(const OpsKernels& K, const float* q, int64_t q_stride, 
     }
     for (int64_t h = 0; h < n_q; ++h)
         K.attention_f16(q + h * q_stride, k, v, stride, n_keys, head_dim, scale, out + h * out_stride, scratch);
+}
+
+void store_kv_rows(const float* x, int64_t n, int64_t kv_dim, QType type, uint8_t* dst, int64_t row_bytes) {
+    const QuantKernels& Q = kernels().quant;
+    for (int64_t t = 0; t < n; ++t) {
+        const float* xt = x + t * kv_dim;
+        uint8_t* row = dst + t * row_bytes;
+        switch (type) {
+            case QType::F32: std::memcpy(row, xt, size_t(kv_dim) * sizeof(float)); break;
+            case QType::F16: Q.f32_to_f16(xt, reinterpret_cast<uint16_t*>(row), kv_dim); break;
+            case QType::Q8_0: Q.quantize_row_q8_0(xt, row, kv_dim); break;
+            case QType::Q4_0: Q.quantize_row_q4_0(xt, row, kv_dim); break;
+            default: throw std::invalid_argument("KV cache: unsupported type " + std::to_string(int(type)));
+        }
+    }
+}
+
+namespace {
+
+constexpr int64_t kMaxRows = 128;  // query rows (tokens x heads of a group) per task
+
+// Head g's slice (head_dim elements) of one cache row, widened to float32.
+inline void load_slice(QType type, const uint8_t* row, int64_t g, int64_t hd, float* dst) {
+    const QuantKernels& Q = kernels().quant;
+    switch (type) {
+        case QType::F32: std::memcpy(dst, row + g * hd * 4, size_t(hd) * sizeof(float)); return;
+        case QType::F16: Q.f16_to_f32(reinterpret_cast<const uint16_t*>(row) + g * hd, dst, hd); return;
+        case QType::Q8_0: Q.dequantize_row_q8_0(row + qtype_row_bytes(type, g * hd), dst, hd); return;
+        case QType::Q4_0: Q.dequantize_row_q4_0(row + qtype_row_bytes(type, g * hd), dst, hd); return;
+        default: throw std::invalid_argument("KV cache: unsupported type " + std::to_string(int(type)));
+    }
+}
+
+// Per-thread buffers, grown on demand and kept (the pool's threads live as long as the process).
+struct TileScratch {
+    std::vector<float> q, o, s, k, kt, v, m, l, alpha;
+    void reserve(int64_t rows, int64_t hd) {
+        auto grow = [](std::vector<float>& b, int64_t n) {
+            if (b.size() < size_t(n)) b.resize(size_t(n));
+        };
+        grow(q, rows * hd);
+        grow(o, rows * hd);
+        grow(s, rows * kAttnTile);
+        grow(k, kAttnTile * hd);
+        grow(kt, kAttnTile * hd);
+        grow(v, kAttnTile * hd);
+        grow(m, rows);
+        grow(l, rows);
+        grow(alpha, rows);
+    }
+};
+thread_local TileScratch tile_scratch;
+
+// The geometry of one call.
+struct Problem {
+    const float* q;
+    int64_t q_stride, n, pos;
+    const KVLayer* kv;
+    int64_t n_kv_heads, group, hd, window;
+    float scale;
+    int64_t first(int64_t t) const { return window > 0 ? std::max<int64_t>(0, pos + t + 1 - window) : 0; }
+};
+
+// A chunk's partial result for a block of rows: running max m, sum l, unnormalised output o.
+struct Partial {
+    float* m;
+    float* l;
+    float* o;
+};
+
+// Rows of query tokens [t0, t1) x the group of kv head g, keys [a, b] (inside one chunk):
+// fills p (reset first) with that chunk's online-softmax state, tile by tile.
+void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, int64_t b, const float* qbuf,
+               Partial p, TileScratch& S) {
+    const OpsKernels& K = kernels().ops;
+    const int64_t hd = P.hd, rows = (t1 - t0) * P.group, n_keys = P.pos + P.n;
+    std::fill(p.m, p.m + rows, -INFINITY);
+    std::fill(p.l, p.l + rows, 0.0f);
+    std::fill(p.o, p.o + rows * hd, 0.0f);
+    for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
+        for (int64_t j = 0; j < kAttnTile; ++j) {
+            float* kr = S.k.data() + j * hd;
+            float* vr = S.v.data() + j * hd;
+            if (j0 + j < n_keys) {
+                load_slice(P.kv->k_type, P.kv->k + (j0 + j) * P.kv->k_row_bytes, g, hd, kr);
+                load_slice(P.kv->v_type, P.kv->v + (j0 + j) * P.kv->v_row_bytes, g, hd, vr);
+            } else {  // past the cache's end: zeros, masked below
+                std::fill(kr, kr + hd, 0.0f);
+                std::fill(vr, vr + hd, 0.0f);
+            }
+        }
+        K.attn_tile_transpose(S.k.data(), hd, S.kt.data());
+        float* s = S.s.data();
+        K.attn_tile_scores(qbuf, rows, hd, S.kt.data(), s);
+        // causal and window masks: row (t, h) sees keys first(t) .. pos + t
+        for (int64_t t = t0; t < t1; ++t) {
+            const int64_t lo = P.first(t) - j0, hi = P.pos + t - j0;  // tile-relative, inclusive
+            if (lo <= 0 && hi >= kAttnTile - 1) continue;
+            for (int64_t h = 0; h < P.group; ++h) {
+                float* sr = s + ((t - t0) * P.group + h) * kAttnTile;
+                for (int64_t j = 0; j < kAttnTile; ++j)
+                    if (j < lo || j > hi) sr[j] = -INFINITY;
+            }
+        }
+        K.attn_tile_softmax(s, rows, p.m, p.l, S.alpha.data());
+        K.attn_tile_accumulate(s, rows, S.v.data(), hd, S.alpha.data(), p.o);
+    }
+}
+
+// total <- total (+) chunk by the log-sum-exp rule (a chunk with no key for a row leaves it).
+void merge(Partial total, Partial chunk, int64_t rows, int64_t hd) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float mc = chunk.m[r];
+        if (mc == -INFINITY) continue;
+        float* o = total.o + r * hd;
+        const float* oc = chunk.o + r * hd;
+        if (total.m[r] == -INFINITY) {
+            total.m[r] = mc;
+            total.l[r] = chunk.l[r];
+            std::copy(oc, oc + hd, o);
+            continue;
+        }
+        const float mx = std::max(total.m[r], mc);
+        const float a = std::exp(total.m[r] - mx), b = std::exp(mc - mx);
+        total.m[r] = mx;
+        total.l[r] = total.l[r] * a + chunk.l[r] * b;
+        for (int64_t d = 0; d < hd; ++d) o[d] = o[d] * a + oc[d] * b;
+    }
+}
+
+// Gathers the block's query rows, scaled, into qbuf (rows, hd).
+void gather_q(const Problem& P, int64_t g, int64_t t0, int64_t t1, float* qbuf) {
+    for (int64_t t = t0; t < t1; ++t)
+        for (int64_t h = 0; h < P.group; ++h) {
+            const float* src = P.q + t * P.q_stride + (g * P.group + h) * P.hd;
+            float* dst = qbuf + ((t - t0) * P.group + h) * P.hd;
+            for (int64_t d = 0; d < P.hd; ++d) dst[d] = src[d] * P.scale;
+        }
+}
+
+// out rows of the block = o / l.
+void scatter_out(const Problem& P, int64_t g, int64_t t0, int64_t t1, Partial total, float* out, int64_t out_stride) {
+    for (int64_t t = t0; t < t1; ++t)
+        for (int64_t h = 0; h < P.group; ++h) {
+            const int64_t r = (t - t0) * P.group + h;
+            const float inv = 1.0f / total.l[r];
+            float* dst = out + t * out_stride + (g * P.group + h) * P.hd;
+            for (int64_t d = 0; d < P.hd; ++d) dst[d] = total.o[r * P.hd + d] * inv;
+        }
+}
+
+}  // namespace
+
+void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, const KVLayer& kv, int64_t n_heads,
+                      int64_t n_kv_heads, int64_t head_dim, int64_t window, float scale, float* out,
+                      int64_t out_stride) {
+    if (n <= 0) return;
+    const int64_t group = n_heads / n_kv_heads, hd = head_dim;
+    const Problem P{q, q_stride, n, pos, &kv, n_kv_heads, group, hd, window, scale};
+    ThreadPool& pool = ThreadPool::instance();
+    const int64_t block = std::max<int64_t>(1, kMaxRows / group);  // query tokens per task
+    const int64_t last_key = pos + n - 1;
+
+    if (n <= block) {
+        // Short batch (decoding): one row block per head; its chunks run as separate tasks and are
+        // merged in chunk order afterwards (the same arithmetic as the long path's running merge).
+        const int64_t rows = n * group, c_first = P.first(0) / kAttnChunk, c_last = last_key / kAttnChunk;
+        const int64_t n_chunks = c_last - c_first + 1, n_tasks = n_kv_heads * n_chunks;
+        const int64_t part = rows * (hd + 2);
+        std::vector<float> partials(size_t(n_tasks * part)), qall(size_t(n_kv_heads * rows * hd));
+        for (int64_t g = 0; g < n_kv_heads; ++g) gather_q(P, g, 0, n, qall.data() + g * rows * hd);
+        auto partial = [&](int64_t task) {
+            float* base = partials.data() + task * part;
+            return Partial{base, base + rows, base + 2 * rows};
+        };
+        auto task_fn = [&](int64_t task, int) {
+            const int64_t g = task / n_chunks, c = c_first + task % n_chunks;
+            TileScratch& S = tile_scratch;
+            S.reserve(rows, hd);
+            const int64_t a = std::max(P.first(0), c * kAttnChunk), b = std::min(last_key, c * kAttnChunk + kAttnChunk - 1);
+            run_chunk(P, g, 0, n, a, b, qall.data() + g * rows * hd, partial(task), S);
+        };
+        // a few thousand multiply-adds are not worth waking the pool
+        if (n_tasks > 1 && rows * (last_key + 1) * hd >= (int64_t(1) << 16)) pool.parallel_for(n_tasks, task_fn);
+        else for (int64_t task = 0; task < n_tasks; ++task) task_fn(task, 0);
+        for (int64_t g = 0; g < n_kv_heads; ++g) {
+            const Partial total = partial(g * n_chunks);
+            for (int64_t c = 1; c < n_chunks; ++c) merge(total, partial(g * n_chunks + c), rows, hd);
+            scatter_out(P, g, 0, n, total, out, out_stride);
+        }
+        return;
+    }
+
+    // Long batch (prefill): one task per (row block, head), chunks in order inside it; the last
+    // blocks (the most keys) first so the pool's threads finish together.
+    const int64_t n_blocks = (n + block - 1) / block;
+    pool.parallel_for(n_blocks * n_kv_heads, [&](int64_t task, int) {
+        const int64_t bi = n_blocks - 1 - task / n_kv_heads, g = task % n_kv_heads;
+        const int64_t t0 = bi * block, t1 = std::min(n, t0 + block), rows = (t1 - t0) * group;
+        TileScratch& S = tile_scratch;
+        S.reserve(2 * rows, hd);  // the chunk's state lives in the upper half of o, m, l
+        std::vector<float> qbuf(size_t(rows * hd)), chunk_o(size_t(rows * hd)), chunk_ml(size_t(2 * rows));
+        gather_q(P, g, t0, t1, qbuf.data());
+        const Partial total{S.m.data(), S.l.data(), S.o.data()};
+        const Partial chunk{chunk_ml.data(), chunk_ml.data() + rows, chunk_o.data()};
+        std::fill(total.m, total.m + rows, -INFINITY);
+        std::fill(total.l, total.l + rows, 0.0f);
+        const int64_t lo = P.first(t0), hi = pos + t1 - 1;
+        for (int64_t c = lo / kAttnChunk; c <= hi / kAttnChunk; ++c) {
+            const int64_t a = std::max(lo, c * kAttnChunk), b = std::min(hi, c * kAttnChunk + kAttnChunk - 1);
+            run_chunk(P, g, t0, t1, a, b, qbuf.data(), chunk, S);
+            merge(total, chunk, rows, hd);
+        }
+        scatter_out(P, g, t0, t1, total, out, out_stride);
+    });
 }
 
 }  // namespace llamix
