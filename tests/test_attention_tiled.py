@@ -121,3 +121,12 @@ def test_bad_arguments_raise():
         _C.attention_causal(q, k, v, 3, 2, 0, 1.0, "q8_0", "f32")
     with pytest.raises(ValueError, match="pos"):
         _C.attention_causal(q, k, v, 4, 2, 0, 1.0)
+
+
+@pytest.mark.parametrize("type_k,type_v", [("f32", "f32"), ("f16", "q8_0")])
+def test_position_major_rows_give_the_same_bits(isa, type_k, type_v):
+    """The cache's two layouts (head-major streams, position-major rows) are the same attention."""
+    q, k, v = make(20, 600, 8, 2, 64, seed=13)
+    a = _C.attention_causal(q, k, v, 600, 2, 0, 0.125, type_k, type_v, head_major=True)
+    b = _C.attention_causal(q, k, v, 600, 2, 0, 0.125, type_k, type_v, head_major=False)
+    assert np.array_equal(a, b)

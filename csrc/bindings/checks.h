@@ -55,6 +55,8 @@ inline QType kv_cache_type(const std::string& name, const char* what) {
     throw py::value_error(std::string(what) + ": KV cache type must be 'f32', 'f16', 'q8_0' or 'q4_0', got '" + name + "'");
 }
 
+inline bool is_float_kv_type(QType t) { return t == QType::F32 || t == QType::F16; }
+
 inline std::string kv_cache_type_name(QType t) {
     switch (t) {
         case QType::F16: return "f16";

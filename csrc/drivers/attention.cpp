@@ -36,34 +36,44 @@ void attention_group_f16(const OpsKernels& K, const float* q, int64_t q_stride, 
         K.attention_f16(q + h * q_stride, k, v, stride, n_keys, head_dim, scale, out + h * out_stride, scratch);
 }
 
-void store_kv_rows(const float* x, int64_t n, int64_t kv_dim, QType type, uint8_t* dst, int64_t row_bytes) {
+void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim, QType type, uint8_t* dst,
+                   int64_t row_bytes, int64_t head_bytes) {
     const QuantKernels& Q = kernels().quant;
-    for (int64_t t = 0; t < n; ++t) {
-        const float* xt = x + t * kv_dim;
-        uint8_t* row = dst + t * row_bytes;
-        switch (type) {
-            case QType::F32: std::memcpy(row, xt, size_t(kv_dim) * sizeof(float)); break;
-            case QType::F16: Q.f32_to_f16(xt, reinterpret_cast<uint16_t*>(row), kv_dim); break;
-            case QType::Q8_0: Q.quantize_row_q8_0(xt, row, kv_dim); break;
-            case QType::Q4_0: Q.quantize_row_q4_0(xt, row, kv_dim); break;
-            default: throw std::invalid_argument("KV cache: unsupported type " + std::to_string(int(type)));
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t g = 0; g < n_heads; ++g) {
+            const float* xs = x + (t * n_heads + g) * head_dim;
+            uint8_t* slice = dst + g * head_bytes + t * row_bytes;
+            switch (type) {
+                case QType::F32: std::memcpy(slice, xs, size_t(head_dim) * sizeof(float)); break;
+                case QType::F16: Q.f32_to_f16(xs, reinterpret_cast<uint16_t*>(slice), head_dim); break;
+                case QType::Q8_0: Q.quantize_row_q8_0(xs, slice, head_dim); break;
+                case QType::Q4_0: Q.quantize_row_q4_0(xs, slice, head_dim); break;
+                default: throw std::invalid_argument("KV cache: unsupported type " + std::to_string(int(type)));
+            }
         }
-    }
 }
 
 namespace {
 
 constexpr int64_t kMaxRows = 128;  // query rows (tokens x heads of a group) per task
 
-// Head g's slice (head_dim elements) of one cache row, widened to float32.
-inline void load_slice(QType type, const uint8_t* row, int64_t g, int64_t hd, float* dst) {
+// Rows [j0, j0 + count) of kv head g (head_dim elements each) widened to float32 into dst
+// (count, hd): one conversion call when the head's rows are contiguous (head-major layout).
+void load_rows(QType type, const uint8_t* base, int64_t row_bytes, int64_t head_bytes, int64_t g, int64_t j0,
+               int64_t count, int64_t hd, float* dst) {
     const QuantKernels& Q = kernels().quant;
-    switch (type) {
-        case QType::F32: std::memcpy(dst, row + g * hd * 4, size_t(hd) * sizeof(float)); return;
-        case QType::F16: Q.f16_to_f32(reinterpret_cast<const uint16_t*>(row) + g * hd, dst, hd); return;
-        case QType::Q8_0: Q.dequantize_row_q8_0(row + qtype_row_bytes(type, g * hd), dst, hd); return;
-        case QType::Q4_0: Q.dequantize_row_q4_0(row + qtype_row_bytes(type, g * hd), dst, hd); return;
-        default: throw std::invalid_argument("KV cache: unsupported type " + std::to_string(int(type)));
+    const int64_t slice = qtype_row_bytes(type, hd);
+    const uint8_t* src = base + g * head_bytes + j0 * row_bytes;
+    const bool whole = row_bytes == slice;
+    const int64_t runs = whole ? 1 : count, len = whole ? count * hd : hd;
+    for (int64_t i = 0; i < runs; ++i, src += row_bytes, dst += hd) {
+        switch (type) {
+            case QType::F32: std::memcpy(dst, src, size_t(len) * sizeof(float)); break;
+            case QType::F16: Q.f16_to_f32(reinterpret_cast<const uint16_t*>(src), dst, len); break;
+            case QType::Q8_0: Q.dequantize_row_q8_0(src, dst, len); break;
+            case QType::Q4_0: Q.dequantize_row_q4_0(src, dst, len); break;
+            default: throw std::invalid_argument("KV cache: unsupported type " + std::to_string(int(type)));
+        }
     }
 }
 
@@ -114,16 +124,13 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
     std::fill(p.l, p.l + rows, 0.0f);
     std::fill(p.o, p.o + rows * hd, 0.0f);
     for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
-        for (int64_t j = 0; j < kAttnTile; ++j) {
-            float* kr = S.k.data() + j * hd;
-            float* vr = S.v.data() + j * hd;
-            if (j0 + j < n_keys) {
-                load_slice(P.kv->k_type, P.kv->k + (j0 + j) * P.kv->k_row_bytes, g, hd, kr);
-                load_slice(P.kv->v_type, P.kv->v + (j0 + j) * P.kv->v_row_bytes, g, hd, vr);
-            } else {  // past the cache's end: zeros, masked below
-                std::fill(kr, kr + hd, 0.0f);
-                std::fill(vr, vr + hd, 0.0f);
-            }
+        const KVLayer& kv = *P.kv;
+        const int64_t count = std::min(kAttnTile, n_keys - j0);
+        load_rows(kv.k_type, kv.k, kv.k_row_bytes, kv.k_head_bytes, g, j0, count, hd, S.k.data());
+        load_rows(kv.v_type, kv.v, kv.v_row_bytes, kv.v_head_bytes, g, j0, count, hd, S.v.data());
+        if (count < kAttnTile) {  // past the cache's end: zeros, masked below
+            std::fill(S.k.data() + count * hd, S.k.data() + kAttnTile * hd, 0.0f);
+            std::fill(S.v.data() + count * hd, S.v.data() + kAttnTile * hd, 0.0f);
         }
         K.attn_tile_transpose(S.k.data(), hd, S.kt.data());
         float* s = S.s.data();

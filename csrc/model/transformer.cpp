@@ -137,11 +137,11 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
             K.rope(kt, c.n_kv_heads, hd, layer_cos + t * half, layer_sin + t * half);
         });
         // the new rows go into the cache (quantized there), then attention over positions < pos + n
-        const KVLayer kv = cache.layer(li);
-        store_kv_rows(knew, n, kv_dim, cache.k_type, cache.k.data() + (li * cache.n_ctx + pos) * cache.k_row_bytes,
-                      cache.k_row_bytes);
-        store_kv_rows(vnew, n, kv_dim, cache.v_type, cache.v.data() + (li * cache.n_ctx + pos) * cache.v_row_bytes,
-                      cache.v_row_bytes);
+        const KVLayer kv = cache.layer(li, c.n_kv_heads, hd);  // a read-only view of bytes the cache owns
+        store_kv_rows(knew, n, c.n_kv_heads, hd, cache.k_type, const_cast<uint8_t*>(kv.k) + pos * kv.k_row_bytes,
+                      kv.k_row_bytes, kv.k_head_bytes);
+        store_kv_rows(vnew, n, c.n_kv_heads, hd, cache.v_type, const_cast<uint8_t*>(kv.v) + pos * kv.v_row_bytes,
+                      kv.v_row_bytes, kv.v_head_bytes);
         attention_causal(q, q_dim, n, pos, kv, c.n_heads, c.n_kv_heads, hd, L.window, scale, att, q_dim);
         mm(att, n, L.wo, proj);
         for_rows(n, [&](int64_t t, int) {

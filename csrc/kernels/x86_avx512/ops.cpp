@@ -343,6 +343,27 @@ void attn_tile_scores(const float* q, int64_t n_rows, int64_t head_dim, const fl
     for (; r < n_rows; ++r) scores_rows<1>(q, r, head_dim, kt, s);
 }
 
+namespace {
+
+// e^x with the same polynomial as exp_ps, the power of two applied by vscalefps (no clamp, no
+// integer exponent arithmetic: 12 instructions; x = -inf is masked by the caller).
+inline __m512 exp_scalef(__m512 x) {
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, n);
+}
+
+}  // namespace
+
 void attn_tile_softmax(float* s, int64_t n_rows, float* m, float* l, float* alpha) {
     const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
     for (int64_t r = 0; r < n_rows; ++r) {
@@ -360,7 +381,7 @@ void attn_tile_softmax(float* s, int64_t n_rows, float* m, float* l, float* alph
         __m512 sum = _mm512_setzero_ps();
         for (int c = 0; c < 4; ++c) {
             const __mmask16 live = _mm512_cmp_ps_mask(x[c], neg_inf, _CMP_NEQ_OQ);
-            const __m512 e = _mm512_maskz_mov_ps(live, exp_ps(_mm512_sub_ps(x[c], vmx)));
+            const __m512 e = _mm512_maskz_mov_ps(live, exp_scalef(_mm512_sub_ps(x[c], vmx)));
             _mm512_storeu_ps(sr + 16 * c, e);
             sum = _mm512_add_ps(sum, e);
         }
