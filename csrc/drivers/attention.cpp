@@ -234,11 +234,12 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
         return;
     }
 
-    // Long batch (prefill): one task per (row block, head), chunks in order inside it; the last
-    // blocks (the most keys) first so the pool's threads finish together.
+    // Long batch (prefill): one task per (row block, head), chunks in order inside it. A head's
+    // tasks are consecutive (its keys and values stay in the core's L2 from one block to the
+    // next), the last blocks (the most keys) first so the pool's threads finish together.
     const int64_t n_blocks = (n + block - 1) / block;
     pool.parallel_for(n_blocks * n_kv_heads, [&](int64_t task, int) {
-        const int64_t bi = n_blocks - 1 - task / n_kv_heads, g = task % n_kv_heads;
+        const int64_t bi = n_blocks - 1 - task % n_blocks, g = task / n_blocks;
         const int64_t t0 = bi * block, t1 = std::min(n, t0 + block), rows = (t1 - t0) * group;
         TileScratch& S = tile_scratch;
         S.reserve(2 * rows, hd);  // the chunk's state lives in the upper half of o, m, l

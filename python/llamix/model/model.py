@@ -181,6 +181,11 @@ class Model(CompletionAPI):
         self.n_past = 0
         self._cached = []
 
+    @property
+    def kv_cache_nbytes(self) -> int:
+        """Bytes the KV cache holds: keys and values of every layer for n_ctx positions, in their types."""
+        return int(self._cache.nbytes)
+
     def rewind(self, n_past: int) -> None:
         """Keep the first ``n_past`` cached positions and forget the rest (0 <= n_past <= n_past now)."""
         if isinstance(n_past, bool) or not isinstance(n_past, (int, np.integer)) or not 0 <= n_past <= self.n_past:
