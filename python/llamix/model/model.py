@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .._runtime import _C
-from .._runtime import set_threads
+from .._runtime import idle_blas_threads, set_threads
 from ..config import ModelConfig
 from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
@@ -164,6 +164,7 @@ class Model(CompletionAPI):
             raise ArgumentError(f"context overflow: {self.n_past} cached + {arr.size} new tokens exceed n_ctx = "
                              f"{self.n_ctx} (load with a larger n_ctx, up to the model's {self.config.context_length})")
         arr = arr.astype(np.int32)
+        idle_blas_threads()  # a spinning OpenBLAS worker would take a core from the kernels
         outs = []
         for start in range(0, arr.size, N_BATCH):
             chunk = arr[start:start + N_BATCH]
