@@ -14,6 +14,9 @@
 #include "kernels/ops.h"
 
 namespace llamix {
+namespace avx2 {
+void attn_tile_transpose(const float* k, int64_t head_dim, float* kt);  // x86_avx2/ops.cpp
+}  // namespace avx2
 namespace avx512 {
 
 namespace {
@@ -276,7 +279,8 @@ void attention_group_f16(const float* q, int64_t q_stride, int64_t n_q, const ui
 }
 
 // Flash-attention tiles (kernels/ops.h): a tile's 64 keys are 4 vectors, rows four at a time.
-// (The tile transpose is the AVX2 one.) Each row's arithmetic is the same whatever its block.
+// Each row's arithmetic is the same whatever its block.
+
 namespace {
 
 template <int NR>
@@ -336,6 +340,39 @@ inline void accumulate_row_block(const float* p, int64_t r0, const float* v, int
 }
 
 }  // namespace
+
+// kt (head_dim, 64) = k (64, head_dim) transposed, in 16x16 blocks (four shuffle stages);
+// head_dim not a multiple of 16 goes through the AVX2 8x8 kernel.
+void attn_tile_transpose(const float* k, int64_t head_dim, float* kt) {
+    if (head_dim % 16) {
+        avx2::attn_tile_transpose(k, head_dim, kt);
+        return;
+    }
+    for (int64_t j0 = 0; j0 < kAttnTile; j0 += 16)
+        for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
+            __m512 r[16], t[16];
+            for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(k + (j0 + i) * head_dim + d0);
+            for (int i = 0; i < 16; i += 2) {
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 16; i += 4) {
+                r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+                r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+                r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+            }
+            for (int i = 0; i < 16; i += 8)
+                for (int c = 0; c < 4; ++c) {
+                    t[i + c] = _mm512_shuffle_f32x4(r[i + c], r[i + 4 + c], 0x88);
+                    t[i + 4 + c] = _mm512_shuffle_f32x4(r[i + c], r[i + 4 + c], 0xDD);
+                }
+            for (int c = 0; c < 8; ++c) {
+                _mm512_storeu_ps(kt + (d0 + c) * kAttnTile + j0, _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88));
+                _mm512_storeu_ps(kt + (d0 + 8 + c) * kAttnTile + j0, _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD));
+            }
+        }
+}
 
 void attn_tile_scores(const float* q, int64_t n_rows, int64_t head_dim, const float* kt, float* s) {
     int64_t r = 0;
@@ -401,6 +438,7 @@ void attn_tile_accumulate(const float* p, int64_t n_rows, const float* v, int64_
 }  // namespace avx512
 
 void fill_ops_avx512(OpsKernels& k) {
+    k.attn_tile_transpose = avx512::attn_tile_transpose;
     k.attn_tile_scores = avx512::attn_tile_scores;
     k.attn_tile_softmax = avx512::attn_tile_softmax;
     k.attn_tile_accumulate = avx512::attn_tile_accumulate;
