@@ -242,7 +242,7 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
         const int64_t bi = n_blocks - 1 - task % n_blocks, g = task / n_blocks;
         const int64_t t0 = bi * block, t1 = std::min(n, t0 + block), rows = (t1 - t0) * group;
         TileScratch& S = tile_scratch;
-        S.reserve(2 * rows, hd);  // the chunk's state lives in the upper half of o, m, l
+        S.reserve(rows, hd);
         std::vector<float> qbuf(size_t(rows * hd)), chunk_o(size_t(rows * hd)), chunk_ml(size_t(2 * rows));
         gather_q(P, g, t0, t1, qbuf.data());
         const Partial total{S.m.data(), S.l.data(), S.o.data()};
