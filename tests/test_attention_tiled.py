@@ -69,7 +69,7 @@ def test_matches_float64(isa, threads, n, pos, window):
 
 
 @pytest.mark.parametrize("group", [1, 2, 3, 4, 8])
-@pytest.mark.parametrize("hd", [16, 40, 64, 128])
+@pytest.mark.parametrize("hd", [16, 40, 64, 128, 256])
 def test_gqa_ratios_and_head_sizes(isa, group, hd):
     n_kv = 2
     n, pos = 37, 150
