@@ -5,6 +5,13 @@ files (Q4_0 and Q8_0), and the real published files when present (Qwen2.5-Coder-
 
     python bench/infer_table.py [--reps 3] [--threads 2] [--shape 1b] [--quants q4_0,q8_0] [--no-real] [--json]
     python bench/infer_table.py --quick      # 1 repetition, pp128 / tg32, Q4_0 and the real files
+    python bench/infer_table.py --depths 4096,16384   # only the depth rows (below)
+
+Depth rows (--depths): pp512 and tg after N tokens already in the cache, llamix (f16 cache) against
+`llama-bench -d N` (bench/llama_cpp_tools.py's build, f16 cache, flash attention on and off, its
+best reported) on the same Q4_0 file; tg's share of the bandwidth roofline counts the weights plus
+the f16 keys and values read per token. Depths past --tg-max-depth measure pp only, and llama.cpp
+runs only with flash attention there (--fa-max-depth) to keep the run under half an hour.
 
 pp: one batch of 512 prompt tokens from an empty cache; tg: 128 single-token decodes from an
 empty cache (llama-bench's -p 512 / -n 128). Repetitions alternate between the two engines;
@@ -29,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lcpp_child  # noqa: E402
 import llamix  # noqa: E402
+import depth_rows  # noqa: E402
 from infer_common import (LlamaCppChild, decode_bytes_per_token, llamix_pp, llamix_tg,  # noqa: E402
                           model_file, prompt_tokens, read_bandwidth, real_model_files)
 
@@ -53,7 +61,12 @@ def main() -> int:
     ap.add_argument("--no-real", action="store_true", help="skip the real published files")
     ap.add_argument("--quick", action="store_true", help="1 repetition, pp128 / tg32, Q4_0 and the real files")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--depths", help="comma-separated depths: measure only the depth rows (llama-bench -d)")
+    ap.add_argument("--tg-max-depth", type=int, default=4096, help="deepest depth with a tg row")
+    ap.add_argument("--fa-max-depth", type=int, default=4096, help="deepest depth llama.cpp also runs without flash attention")
     args = ap.parse_args()
+    if args.depths:
+        return depth_rows.main(args)
     if args.quick:
         args.reps, args.p, args.n, args.quants = 1, 128, 32, "q4_0"
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.sanitize
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "sanitize"
 KERNEL_TESTS = ["test_quant_formats.py", "test_matmul.py", "test_kquant.py", "test_thread_pool.py", "test_ops.py",
-                "test_merge_kernels_more.py"]
+                "test_merge_kernels_more.py", "test_attention_tiled.py"]
 KERNEL_TESTS += ["test_lowbit_quants.py"]  # Q4_1 / IQ4_NL / Q2_K / Q3_K / IQ4_XS dequantization and dots
 
 

@@ -46,4 +46,24 @@ inline void require_row_length(QType t, int64_t k, const char* what) {
                                       " is not a positive multiple of the block size " + std::to_string(bs));
 }
 
+// KV cache element types by llama.cpp's -ctk / -ctv names.
+inline QType kv_cache_type(const std::string& name, const char* what) {
+    if (name == "f32") return QType::F32;
+    if (name == "f16") return QType::F16;
+    if (name == "q8_0") return QType::Q8_0;
+    if (name == "q4_0") return QType::Q4_0;
+    throw py::value_error(std::string(what) + ": KV cache type must be 'f32', 'f16', 'q8_0' or 'q4_0', got '" + name + "'");
+}
+
+inline bool is_float_kv_type(QType t) { return t == QType::F32 || t == QType::F16; }
+
+inline std::string kv_cache_type_name(QType t) {
+    switch (t) {
+        case QType::F16: return "f16";
+        case QType::Q8_0: return "q8_0";
+        case QType::Q4_0: return "q4_0";
+        default: return "f32";
+    }
+}
+
 }  // namespace llamix

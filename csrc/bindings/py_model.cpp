@@ -56,16 +56,28 @@ struct PyTransformer {
 
 void register_model(py::module_& m) {
     py::class_<KVCache>(m, "KVCache")
-        .def(py::init([](int64_t n_layers, int64_t n_ctx, int64_t kv_dim, const std::string& type) {
+        .def(py::init([](int64_t n_layers, int64_t n_ctx, int64_t kv_dim, const std::string& type_k,
+                         const py::object& type_v, int64_t n_kv_heads) {
             require(n_layers > 0 && n_ctx > 0 && kv_dim > 0, "KVCache dimensions must be positive");
-            require(type == "f32" || type == "f16", "KV cache type must be 'f32' or 'f16', got '" + type + "'");
+            require(n_kv_heads > 0 && kv_dim % n_kv_heads == 0, "n_kv_heads must divide kv_dim");
+            const QType kt = kv_cache_type(type_k, "type_k");
+            const QType vt = type_v.is_none() ? kt : kv_cache_type(type_v.cast<std::string>(), "type_v");
+            require((kv_dim / n_kv_heads) % 32 == 0 || (kt != QType::Q8_0 && kt != QType::Q4_0 && vt != QType::Q8_0 && vt != QType::Q4_0),
+                    "a q8_0 / q4_0 KV cache needs kv_dim to be a multiple of 32");
             py::gil_scoped_release release;
-            return new KVCache(n_layers, n_ctx, kv_dim, type == "f16");
-        }), py::arg("n_layers"), py::arg("n_ctx"), py::arg("kv_dim"), py::arg("type") = "f32")
+            return new KVCache(n_layers, n_ctx, kv_dim, kt, vt, n_kv_heads);
+        }), py::arg("n_layers"), py::arg("n_ctx"), py::arg("kv_dim"), py::arg("type_k") = "f32",
+           py::arg("type_v") = py::none(), py::arg("n_kv_heads") = 1,
+           "Keys and values of every layer and position; type_k / type_v: 'f32', 'f16', 'q8_0' or 'q4_0' "
+           "(type_v defaults to type_k); n_kv_heads: the model's KV heads, each stored as one contiguous "
+           "stream (1: position-major rows, which any model reads).")
+        .def_readonly("n_kv_heads", &KVCache::n_kv_heads)
         .def_readonly("n_ctx", &KVCache::n_ctx)
         .def_readonly("n_layers", &KVCache::n_layers)
         .def_readonly("kv_dim", &KVCache::kv_dim)
-        .def_property_readonly("type", [](const KVCache& c) { return std::string(c.f16 ? "f16" : "f32"); })
+        .def_property_readonly("type_k", [](const KVCache& c) { return kv_cache_type_name(c.k_type); })
+        .def_property_readonly("type_v", [](const KVCache& c) { return kv_cache_type_name(c.v_type); })
+        .def_property_readonly("type", [](const KVCache& c) { return kv_cache_type_name(c.k_type); })
         .def_property_readonly("nbytes", &KVCache::nbytes);
 
     py::class_<PyTransformer>(m, "Transformer")
@@ -152,6 +164,12 @@ void register_model(py::module_& m) {
                     "the transformer's weights are incomplete");
             require(cache.n_layers == c.n_layers && cache.kv_dim == c.n_kv_heads * c.head_dim,
                     "the KV cache does not match this model");
+            require(cache.n_kv_heads == 1 || cache.n_kv_heads == c.n_kv_heads,
+                    "the KV cache was made for " + std::to_string(cache.n_kv_heads) + " KV heads, the model has " +
+                        std::to_string(c.n_kv_heads));
+            require(c.head_dim % 32 == 0 || (is_float_kv_type(cache.k_type) && is_float_kv_type(cache.v_type)),
+                    "a q8_0 / q4_0 KV cache needs head_dim to be a multiple of 32, got " +
+                        std::to_string(c.head_dim));
             require_dtype<int32_t>(tokens, "tokens", "int32");
             require(tokens.ndim() == 1 && tokens.shape(0) > 0, "tokens must be a non-empty 1-D array");
             require_c_contiguous(tokens, "tokens");

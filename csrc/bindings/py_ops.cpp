@@ -71,6 +71,38 @@ void register_ops(py::module_& m) {
         kernels().ops.geglu(gp, up, yp, n);
         return y;
     }, py::arg("g"), py::arg("u"), "gelu_tanh(g) * u (GELU's tanh approximation).");
+    m.def("attention_causal", [](py::array q, py::array k, py::array v, int64_t pos, int64_t n_kv_heads, int64_t window,
+                                 float scale, const std::string& type_k, const std::string& type_v, bool head_major) {
+        require_dtype<float>(q, "q", "float32");
+        require(q.ndim() == 3, "q must be (n_tokens, n_heads, head_dim)");
+        require_c_contiguous(q, "q");
+        auto ka = f32_2d(k, "k"), va = f32_2d(v, "v");
+        const int64_t n = q.shape(0), n_heads = q.shape(1), hd = q.shape(2), kv_dim = ka.shape(1), nk = pos + n;
+        require(n > 0 && pos >= 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0 && kv_dim == n_kv_heads * hd &&
+                    ka.shape(0) == nk && va.shape(0) == nk && va.shape(1) == kv_dim,
+                "k and v must be (pos + n_tokens, n_kv_heads * head_dim), n_heads a multiple of n_kv_heads");
+        const QType kt = kv_cache_type(type_k, "type_k"), vt = kv_cache_type(type_v, "type_v");
+        require(hd % 32 == 0 || (is_float_kv_type(kt) && is_float_kv_type(vt)), "q8_0 / q4_0 need head_dim % 32 == 0");
+        const int64_t ks = qtype_row_bytes(kt, hd), vs = qtype_row_bytes(vt, hd);
+        // head-major: each head's rows contiguous (the model's cache); else position-major rows
+        const KVLayer shape{nullptr, nullptr, kt, vt, head_major ? ks : ks * n_kv_heads, head_major ? vs : vs * n_kv_heads,
+                            head_major ? nk * ks : ks, head_major ? nk * vs : vs};
+        std::vector<uint8_t> kc(size_t(nk * n_kv_heads * ks)), vc(size_t(nk * n_kv_heads * vs));
+        py::array_t<float> out({n, n_heads, hd});
+        const float *qp = static_cast<const float*>(q.data()), *kp = ka.data(), *vp = va.data();
+        float* op = out.mutable_data();
+        py::gil_scoped_release release;
+        store_kv_rows(kp, nk, n_kv_heads, hd, kt, kc.data(), shape.k_row_bytes, shape.k_head_bytes);
+        store_kv_rows(vp, nk, n_kv_heads, hd, vt, vc.data(), shape.v_row_bytes, shape.v_head_bytes);
+        KVLayer layer = shape;
+        layer.k = kc.data();
+        layer.v = vc.data();
+        attention_causal(qp, n_heads * hd, n, pos, layer, n_heads, n_kv_heads, hd, window, scale, op, n_heads * hd);
+        return out;
+    }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos"), py::arg("n_kv_heads"), py::arg("window") = 0,
+       py::arg("scale") = 1.0f, py::arg("type_k") = "f32", py::arg("type_v") = "f32", py::arg("head_major") = true,
+       "Causal grouped-query attention of n_tokens queries at positions pos.. over a cache holding k and v "
+       "(stored as type_k / type_v first, head-major or in position-major rows), as the forward pass runs it.");
     m.def("attention_group", [](py::array q, py::array k, py::array v, float scale) {
         auto qa = f32_2d(q, "q"), ka = f32_2d(k, "k"), va = f32_2d(v, "v");
         const int64_t nq = qa.shape(0), hd = qa.shape(1), nk = ka.shape(0);

@@ -1,5 +1,16 @@
-// Table-level fallbacks for the optional grouped-attention entries of the ops table.
+// Table-level fallbacks for the optional grouped-attention entries of the ops table, and the tiled
+// causal attention over a KV cache of any supported type.
 #include "drivers/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/thread_pool.h"
+#include "kernels/kernels.h"
 
 namespace llamix {
 
@@ -23,6 +34,229 @@ void attention_group_f16(const OpsKernels& K, const float* q, int64_t q_stride, 
     }
     for (int64_t h = 0; h < n_q; ++h)
         K.attention_f16(q + h * q_stride, k, v, stride, n_keys, head_dim, scale, out + h * out_stride, scratch);
+}
+
+void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim, QType type, uint8_t* dst,
+                   int64_t row_bytes, int64_t head_bytes) {
+    const QuantKernels& Q = kernels().quant;
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t g = 0; g < n_heads; ++g) {
+            const float* xs = x + (t * n_heads + g) * head_dim;
+            uint8_t* slice = dst + g * head_bytes + t * row_bytes;
+            switch (type) {
+                case QType::F32: std::memcpy(slice, xs, size_t(head_dim) * sizeof(float)); break;
+                case QType::F16: Q.f32_to_f16(xs, reinterpret_cast<uint16_t*>(slice), head_dim); break;
+                case QType::Q8_0: Q.quantize_row_q8_0(xs, slice, head_dim); break;
+                case QType::Q4_0: Q.quantize_row_q4_0(xs, slice, head_dim); break;
+                default: throw std::invalid_argument("KV cache: unsupported type " + std::to_string(int(type)));
+            }
+        }
+}
+
+namespace {
+
+constexpr int64_t kMaxRows = 128;  // query rows (tokens x heads of a group) per task
+
+// Rows [j0, j0 + count) of kv head g (head_dim elements each) widened to float32 into dst
+// (count, hd): one conversion call when the head's rows are contiguous (head-major layout).
+void load_rows(QType type, const uint8_t* base, int64_t row_bytes, int64_t head_bytes, int64_t g, int64_t j0,
+               int64_t count, int64_t hd, float* dst) {
+    const QuantKernels& Q = kernels().quant;
+    const int64_t slice = qtype_row_bytes(type, hd);
+    const uint8_t* src = base + g * head_bytes + j0 * row_bytes;
+    const bool whole = row_bytes == slice;
+    const int64_t runs = whole ? 1 : count, len = whole ? count * hd : hd;
+    for (int64_t i = 0; i < runs; ++i, src += row_bytes, dst += hd) {
+        switch (type) {
+            case QType::F32: std::memcpy(dst, src, size_t(len) * sizeof(float)); break;
+            case QType::F16: Q.f16_to_f32(reinterpret_cast<const uint16_t*>(src), dst, len); break;
+            case QType::Q8_0: Q.dequantize_row_q8_0(src, dst, len); break;
+            case QType::Q4_0: Q.dequantize_row_q4_0(src, dst, len); break;
+            default: throw std::invalid_argument("KV cache: unsupported type " + std::to_string(int(type)));
+        }
+    }
+}
+
+// Per-thread buffers, grown on demand and kept (the pool's threads live as long as the process).
+struct TileScratch {
+    std::vector<float> q, o, s, k, kt, v, m, l, alpha;
+    void reserve(int64_t rows, int64_t hd) {
+        auto grow = [](std::vector<float>& b, int64_t n) {
+            if (b.size() < size_t(n)) b.resize(size_t(n));
+        };
+        grow(q, rows * hd);
+        grow(o, rows * hd);
+        grow(s, rows * kAttnTile);
+        grow(k, kAttnTile * hd);
+        grow(kt, kAttnTile * hd);
+        grow(v, kAttnTile * hd);
+        grow(m, rows);
+        grow(l, rows);
+        grow(alpha, rows);
+    }
+};
+thread_local TileScratch tile_scratch;
+
+// The geometry of one call.
+struct Problem {
+    const float* q;
+    int64_t q_stride, n, pos;
+    const KVLayer* kv;
+    int64_t n_kv_heads, group, hd, window;
+    float scale;
+    int64_t first(int64_t t) const { return window > 0 ? std::max<int64_t>(0, pos + t + 1 - window) : 0; }
+};
+
+// A chunk's partial result for a block of rows: running max m, sum l, unnormalised output o.
+struct Partial {
+    float* m;
+    float* l;
+    float* o;
+};
+
+// Rows of query tokens [t0, t1) x the group of kv head g, keys [a, b] (inside one chunk):
+// fills p (reset first) with that chunk's online-softmax state, tile by tile.
+void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, int64_t b, const float* qbuf,
+               Partial p, TileScratch& S) {
+    const OpsKernels& K = kernels().ops;
+    const int64_t hd = P.hd, rows = (t1 - t0) * P.group, n_keys = P.pos + P.n;
+    std::fill(p.m, p.m + rows, -INFINITY);
+    std::fill(p.l, p.l + rows, 0.0f);
+    std::fill(p.o, p.o + rows * hd, 0.0f);
+    for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
+        const KVLayer& kv = *P.kv;
+        const int64_t count = std::min(kAttnTile, n_keys - j0);
+        load_rows(kv.k_type, kv.k, kv.k_row_bytes, kv.k_head_bytes, g, j0, count, hd, S.k.data());
+        load_rows(kv.v_type, kv.v, kv.v_row_bytes, kv.v_head_bytes, g, j0, count, hd, S.v.data());
+        if (count < kAttnTile) {  // past the cache's end: zeros, masked below
+            std::fill(S.k.data() + count * hd, S.k.data() + kAttnTile * hd, 0.0f);
+            std::fill(S.v.data() + count * hd, S.v.data() + kAttnTile * hd, 0.0f);
+        }
+        K.attn_tile_transpose(S.k.data(), hd, S.kt.data());
+        float* s = S.s.data();
+        K.attn_tile_scores(qbuf, rows, hd, S.kt.data(), s);
+        // causal and window masks: row (t, h) sees keys first(t) .. pos + t
+        for (int64_t t = t0; t < t1; ++t) {
+            const int64_t lo = P.first(t) - j0, hi = P.pos + t - j0;  // tile-relative, inclusive
+            if (lo <= 0 && hi >= kAttnTile - 1) continue;
+            for (int64_t h = 0; h < P.group; ++h) {
+                float* sr = s + ((t - t0) * P.group + h) * kAttnTile;
+                for (int64_t j = 0; j < kAttnTile; ++j)
+                    if (j < lo || j > hi) sr[j] = -INFINITY;
+            }
+        }
+        K.attn_tile_softmax(s, rows, p.m, p.l, S.alpha.data());
+        K.attn_tile_accumulate(s, rows, S.v.data(), hd, S.alpha.data(), p.o);
+    }
+}
+
+// total <- total (+) chunk by the log-sum-exp rule (a chunk with no key for a row leaves it).
+void merge(Partial total, Partial chunk, int64_t rows, int64_t hd) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float mc = chunk.m[r];
+        if (mc == -INFINITY) continue;
+        float* o = total.o + r * hd;
+        const float* oc = chunk.o + r * hd;
+        if (total.m[r] == -INFINITY) {
+            total.m[r] = mc;
+            total.l[r] = chunk.l[r];
+            std::copy(oc, oc + hd, o);
+            continue;
+        }
+        const float mx = std::max(total.m[r], mc);
+        const float a = std::exp(total.m[r] - mx), b = std::exp(mc - mx);
+        total.m[r] = mx;
+        total.l[r] = total.l[r] * a + chunk.l[r] * b;
+        for (int64_t d = 0; d < hd; ++d) o[d] = o[d] * a + oc[d] * b;
+    }
+}
+
+// Gathers the block's query rows, scaled, into qbuf (rows, hd).
+void gather_q(const Problem& P, int64_t g, int64_t t0, int64_t t1, float* qbuf) {
+    for (int64_t t = t0; t < t1; ++t)
+        for (int64_t h = 0; h < P.group; ++h) {
+            const float* src = P.q + t * P.q_stride + (g * P.group + h) * P.hd;
+            float* dst = qbuf + ((t - t0) * P.group + h) * P.hd;
+            for (int64_t d = 0; d < P.hd; ++d) dst[d] = src[d] * P.scale;
+        }
+}
+
+// out rows of the block = o / l.
+void scatter_out(const Problem& P, int64_t g, int64_t t0, int64_t t1, Partial total, float* out, int64_t out_stride) {
+    for (int64_t t = t0; t < t1; ++t)
+        for (int64_t h = 0; h < P.group; ++h) {
+            const int64_t r = (t - t0) * P.group + h;
+            const float inv = 1.0f / total.l[r];
+            float* dst = out + t * out_stride + (g * P.group + h) * P.hd;
+            for (int64_t d = 0; d < P.hd; ++d) dst[d] = total.o[r * P.hd + d] * inv;
+        }
+}
+
+}  // namespace
+
+void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, const KVLayer& kv, int64_t n_heads,
+                      int64_t n_kv_heads, int64_t head_dim, int64_t window, float scale, float* out,
+                      int64_t out_stride) {
+    if (n <= 0) return;
+    const int64_t group = n_heads / n_kv_heads, hd = head_dim;
+    const Problem P{q, q_stride, n, pos, &kv, n_kv_heads, group, hd, window, scale};
+    ThreadPool& pool = ThreadPool::instance();
+    const int64_t block = std::max<int64_t>(1, kMaxRows / group);  // query tokens per task
+    const int64_t last_key = pos + n - 1;
+
+    if (n <= block) {
+        // Short batch (decoding): one row block per head; its chunks run as separate tasks and are
+        // merged in chunk order afterwards (the same arithmetic as the long path's running merge).
+        const int64_t rows = n * group, c_first = P.first(0) / kAttnChunk, c_last = last_key / kAttnChunk;
+        const int64_t n_chunks = c_last - c_first + 1, n_tasks = n_kv_heads * n_chunks;
+        const int64_t part = rows * (hd + 2);
+        std::vector<float> partials(size_t(n_tasks * part)), qall(size_t(n_kv_heads * rows * hd));
+        for (int64_t g = 0; g < n_kv_heads; ++g) gather_q(P, g, 0, n, qall.data() + g * rows * hd);
+        auto partial = [&](int64_t task) {
+            float* base = partials.data() + task * part;
+            return Partial{base, base + rows, base + 2 * rows};
+        };
+        auto task_fn = [&](int64_t task, int) {
+            const int64_t g = task / n_chunks, c = c_first + task % n_chunks;
+            TileScratch& S = tile_scratch;
+            S.reserve(rows, hd);
+            const int64_t a = std::max(P.first(0), c * kAttnChunk), b = std::min(last_key, c * kAttnChunk + kAttnChunk - 1);
+            run_chunk(P, g, 0, n, a, b, qall.data() + g * rows * hd, partial(task), S);
+        };
+        // a few thousand multiply-adds are not worth waking the pool
+        if (n_tasks > 1 && rows * (last_key + 1) * hd >= (int64_t(1) << 16)) pool.parallel_for(n_tasks, task_fn);
+        else for (int64_t task = 0; task < n_tasks; ++task) task_fn(task, 0);
+        for (int64_t g = 0; g < n_kv_heads; ++g) {
+            const Partial total = partial(g * n_chunks);
+            for (int64_t c = 1; c < n_chunks; ++c) merge(total, partial(g * n_chunks + c), rows, hd);
+            scatter_out(P, g, 0, n, total, out, out_stride);
+        }
+        return;
+    }
+
+    // Long batch (prefill): one task per (row block, head), chunks in order inside it. A head's
+    // tasks are consecutive (its keys and values stay in the core's L2 from one block to the
+    // next), the last blocks (the most keys) first so the pool's threads finish together.
+    const int64_t n_blocks = (n + block - 1) / block;
+    pool.parallel_for(n_blocks * n_kv_heads, [&](int64_t task, int) {
+        const int64_t bi = n_blocks - 1 - task % n_blocks, g = task / n_blocks;
+        const int64_t t0 = bi * block, t1 = std::min(n, t0 + block), rows = (t1 - t0) * group;
+        TileScratch& S = tile_scratch;
+        S.reserve(rows, hd);
+        std::vector<float> qbuf(size_t(rows * hd)), chunk_o(size_t(rows * hd)), chunk_ml(size_t(2 * rows));
+        gather_q(P, g, t0, t1, qbuf.data());
+        const Partial total{S.m.data(), S.l.data(), S.o.data()};
+        const Partial chunk{chunk_ml.data(), chunk_ml.data() + rows, chunk_o.data()};
+        std::fill(total.m, total.m + rows, -INFINITY);
+        std::fill(total.l, total.l + rows, 0.0f);
+        const int64_t lo = P.first(t0), hi = pos + t1 - 1;
+        for (int64_t c = lo / kAttnChunk; c <= hi / kAttnChunk; ++c) {
+            const int64_t a = std::max(lo, c * kAttnChunk), b = std::min(hi, c * kAttnChunk + kAttnChunk - 1);
+            run_chunk(P, g, t0, t1, a, b, qbuf.data(), chunk, S);
+            merge(total, chunk, rows, hd);
+        }
+        scatter_out(P, g, t0, t1, total, out, out_stride);
+    });
 }
 
 }  // namespace llamix

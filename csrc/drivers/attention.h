@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 
+#include "common/formats.h"
 #include "kernels/ops.h"
 
 namespace llamix {
@@ -14,5 +15,38 @@ void attention_group(const OpsKernels& K, const float* q, int64_t q_stride, int6
 void attention_group_f16(const OpsKernels& K, const float* q, int64_t q_stride, int64_t n_q, const uint16_t* k,
                          const uint16_t* v, int64_t stride, int64_t n_keys, int64_t head_dim, float scale, float* out,
                          int64_t out_stride, float* scratch);
+
+// One layer of a KV cache: the keys of kv head g at position p (head_dim elements of k_type: F32,
+// F16, Q8_0 or Q4_0) start at k + g * k_head_bytes + p * k_row_bytes; the same for values. Either
+// position-major rows (head_bytes = a head's slice, row_bytes = all heads) or head-major blocks
+// (row_bytes = a head's slice: a head's keys are one contiguous stream). Quantized types need
+// head_dim % 32 == 0 (a head's slice is whole blocks).
+struct KVLayer {
+    const uint8_t* k = nullptr;
+    const uint8_t* v = nullptr;
+    QType k_type = QType::F32, v_type = QType::F32;
+    int64_t k_row_bytes = 0, v_row_bytes = 0;
+    int64_t k_head_bytes = 0, v_head_bytes = 0;
+};
+
+// Causal grouped-query attention of n query tokens at positions pos..pos+n-1 against positions
+// [0, pos + n) of one layer's cache, as a flash attention: tiles of kAttnTile keys are converted to
+// float32 once for every query head that shares their KV head (up to 128 query rows), with an
+// online softmax, so no (n, n_keys) score matrix exists. Keys are grouped in chunks of
+// kAttnChunk absolute positions whose partial results are merged in order by the log-sum-exp rule;
+// short batches (decoding) run the chunks of a head on different threads. The work split depends
+// only on n, pos and the shapes, so the result is bit-identical for any thread count and a token's
+// output does not depend on the batch it came in.
+// q: (n, n_heads * head_dim) float32 rows q_stride floats apart; out likewise (out_stride);
+// window > 0: position p attends only to keys j with p - j < window. Threads on the global pool.
+constexpr int64_t kAttnChunk = 512;
+void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, const KVLayer& kv, int64_t n_heads,
+                      int64_t n_kv_heads, int64_t head_dim, int64_t window, float scale, float* out,
+                      int64_t out_stride);
+
+// Stores n rows of n_heads * head_dim float32 values as `type` (F32, F16, Q8_0, Q4_0): head g of
+// row t goes to dst + g * head_bytes + t * row_bytes (the KVLayer layout).
+void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim, QType type, uint8_t* dst,
+                   int64_t row_bytes, int64_t head_bytes);
 
 }  // namespace llamix

@@ -9,6 +9,8 @@ namespace llamix {
 // GELU's tanh approximation: 2 sqrt(2/pi) and the cubic coefficient, shared by every variant.
 constexpr float kGeluTwoSqrt2OverPi = 1.5957691216057308f;
 constexpr float kGeluCubic = 0.044715f;
+// Keys per flash-attention tile (the attn_tile_* entries below).
+constexpr int64_t kAttnTile = 64;
 
 struct OpsKernels {
     // y = x / sqrt(mean(x^2) + eps) * w, one row of n.
@@ -46,6 +48,21 @@ struct OpsKernels {
     // The same with keys and values stored as fp16 (IEEE half bit patterns).
     void (*attention_f16)(const float* q, const uint16_t* k, const uint16_t* v, int64_t stride, int64_t n_keys,
                           int64_t head_dim, float scale, float* out, float* scratch) = nullptr;
+
+    // Flash-attention tiles (Dao et al. 2022, "FlashAttention"), driven by attention_causal()
+    // (drivers/attention.h): a tile is kAttnTile keys; rows are query heads, head_dim floats each.
+    // kt (head_dim, kAttnTile) = the tile's keys k (kAttnTile, head_dim) transposed.
+    void (*attn_tile_transpose)(const float* k, int64_t head_dim, float* kt) = nullptr;
+    // s (n_rows, kAttnTile) = q (n_rows, head_dim) . kt (q already scaled).
+    void (*attn_tile_scores)(const float* q, int64_t n_rows, int64_t head_dim, const float* kt, float* s) = nullptr;
+    // Online softmax of a tile of scores, row by row (-inf marks a masked key):
+    //   m' = max(m[r], max_j s[r][j]);  s[r][j] <- exp(s[r][j] - m') (exactly 0 where masked);
+    //   alpha[r] = exp(m[r] - m');  l[r] <- alpha[r] l[r] + sum_j s[r][j];  m[r] <- m'.
+    // A row with no key yet (m' = -inf) gets alpha 1 and zeros. alpha is exactly 1 when m' = m.
+    void (*attn_tile_softmax)(float* s, int64_t n_rows, float* m, float* l, float* alpha) = nullptr;
+    // o (n_rows, head_dim) = alpha[r] o + p (n_rows, kAttnTile) . v (kAttnTile, head_dim).
+    void (*attn_tile_accumulate)(const float* p, int64_t n_rows, const float* v, int64_t head_dim,
+                                 const float* alpha, float* o) = nullptr;
 };
 
 void fill_ops_ref(OpsKernels& k);

@@ -79,8 +79,7 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
     const TransformerConfig& c = w.cfg;
     const OpsKernels& K = kernels().ops;
     const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
-    const int64_t group = c.n_heads / c.n_kv_heads, half = hd / 2;
-    ThreadPool& pool = ThreadPool::instance();
+    const int64_t half = hd / 2;
 
     Workspace& ws = w.workspace;  // buffers reused across calls (no page faults per token)
     float* x = ws.get(0, n * dim);              // residual stream (n, dim)
@@ -95,7 +94,6 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
     const int64_t n_tables = int64_t(w.inv_freq.size());
     float* rope_cos = ws.get(9, n_tables * n * half);   // (n_tables, n, hd / 2)
     float* rope_sin = ws.get(10, n_tables * n * half);
-    float* scores = ws.get(11, int64_t(pool.threads()) * group * (pos + n));  // per-thread softmax scratch
 
     for_rows(n, [&](int64_t t, int) {
         float* xt = x + t * dim;
@@ -120,7 +118,6 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
     const float scale = c.attn_scale > 0.0f ? c.attn_scale : 1.0f / std::sqrt(float(hd));
     for (int64_t li = 0; li < c.n_layers; ++li) {
         const TransformerLayer& L = w.layers[size_t(li)];
-        const int64_t layer_off = li * cache.n_ctx * kv_dim;  // this layer's (n_ctx, kv_dim) block
 
         // attention
         for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.attn_norm, xn + t * dim, dim, c.eps); });
@@ -141,34 +138,13 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
             K.rope(qt, c.n_heads, hd, layer_cos + t * half, layer_sin + t * half);
             K.rope(kt, c.n_kv_heads, hd, layer_cos + t * half, layer_sin + t * half);
         });
-        const int64_t new_off = layer_off + pos * kv_dim;
-        if (cache.f16) {
-            kernels().quant.f32_to_f16(knew, cache.k16.data() + new_off, n * kv_dim);
-            kernels().quant.f32_to_f16(vnew, cache.v16.data() + new_off, n * kv_dim);
-        } else {
-            std::copy(knew, knew + n * kv_dim, cache.k.begin() + new_off);
-            std::copy(vnew, vnew + n * kv_dim, cache.v.begin() + new_off);
-        }
-        // one task per (token, kv head): the group of query heads sharing it reads the cache once;
-        // causal: token t sees positions first..pos+t, first = 0 or, with a sliding window, the
-        // oldest position less than `window` behind it
-        const int64_t n_pos = pos + n;
-        auto attend = [&](int64_t task, int th) {
-            const int64_t t = task / c.n_kv_heads, g = task % c.n_kv_heads;
-            const int64_t first = L.window > 0 ? std::max<int64_t>(0, pos + t + 1 - L.window) : 0;
-            const int64_t off = layer_off + first * kv_dim + g * hd, n_keys = pos + t + 1 - first;
-            const float* qg = q + t * q_dim + g * group * hd;
-            float* out = att + t * q_dim + g * group * hd;
-            float* scratch = scores + int64_t(th) * group * n_pos;
-            if (cache.f16)
-                attention_group_f16(K, qg, hd, group, cache.k16.data() + off, cache.v16.data() + off, kv_dim, n_keys,
-                                      hd, scale, out, hd, scratch);
-            else
-                attention_group(K, qg, hd, group, cache.k.data() + off, cache.v.data() + off, kv_dim, n_keys, hd,
-                                  scale, out, hd, scratch);
-        };
-        if (n * c.n_heads * n_pos >= 4096) pool.parallel_for(n * c.n_kv_heads, attend);
-        else for (int64_t task = 0; task < n * c.n_kv_heads; ++task) attend(task, 0);
+        // the new rows go into the cache (quantized there), then attention over positions < pos + n
+        const KVLayer kv = cache.layer(li, c.n_kv_heads, hd);  // a read-only view of bytes the cache owns
+        store_kv_rows(knew, n, c.n_kv_heads, hd, cache.k_type, const_cast<uint8_t*>(kv.k) + pos * kv.k_row_bytes,
+                      kv.k_row_bytes, kv.k_head_bytes);
+        store_kv_rows(vnew, n, c.n_kv_heads, hd, cache.v_type, const_cast<uint8_t*>(kv.v) + pos * kv.v_row_bytes,
+                      kv.v_row_bytes, kv.v_head_bytes);
+        attention_causal(q, q_dim, n, pos, kv, c.n_heads, c.n_kv_heads, hd, L.window, scale, att, q_dim);
         mm(att, n, L.wo, proj);
         for_rows(n, [&](int64_t t, int) {
             if (L.post_attn_norm) K.rmsnorm(proj + t * dim, L.post_attn_norm, proj + t * dim, dim, c.eps);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "drivers/attention.h"
 #include "drivers/matmul.h"
 #include "kernels/kernels.h"
 
@@ -78,24 +79,31 @@ struct TransformerWeights {
     void prepare();
 };
 
-// Keys and values of every layer and position: (n_layers, n_ctx, kv_dim) each, float32 or fp16.
+// Keys and values of every layer and position, keys and values each stored as F32, F16, Q8_0 or
+// Q4_0 (quantized as tokens are appended; quantized types need head_dim % 32 == 0, checked by
+// the caller). Layout (n_layers, n_kv_heads, n_ctx, head_dim): each head's keys and values are
+// contiguous streams for the attention; n_kv_heads = 1 gives plain (n_layers, n_ctx, kv_dim) rows.
 struct KVCache {
-    int64_t n_layers = 0, n_ctx = 0, kv_dim = 0;
-    bool f16 = false;
-    std::vector<float> k, v;          // float32 cache
-    std::vector<uint16_t> k16, v16;   // fp16 cache
+    int64_t n_layers = 0, n_ctx = 0, kv_dim = 0, n_kv_heads = 1;
+    QType k_type = QType::F32, v_type = QType::F32;
+    int64_t k_row_bytes = 0, v_row_bytes = 0;  // bytes of one position of one head
+    std::vector<uint8_t> k, v;                 // (n_layers, n_kv_heads, n_ctx, k_row_bytes) and likewise
+    KVCache(int64_t layers, int64_t ctx, int64_t kvd, QType kt, QType vt, int64_t kv_heads = 1)
+        : n_layers(layers), n_ctx(ctx), kv_dim(kvd), n_kv_heads(kv_heads), k_type(kt), v_type(vt),
+          k_row_bytes(qtype_row_bytes(kt, kvd / kv_heads)), v_row_bytes(qtype_row_bytes(vt, kvd / kv_heads)),
+          k(size_t(layers * ctx * kv_heads * k_row_bytes)), v(size_t(layers * ctx * kv_heads * v_row_bytes)) {}
     KVCache(int64_t layers, int64_t ctx, int64_t kvd, bool half)
-        : n_layers(layers), n_ctx(ctx), kv_dim(kvd), f16(half) {
-        const size_t n = size_t(layers * ctx * kvd);
-        if (half) {
-            k16.resize(n);
-            v16.resize(n);
-        } else {
-            k.resize(n);
-            v.resize(n);
-        }
+        : KVCache(layers, ctx, kvd, half ? QType::F16 : QType::F32, half ? QType::F16 : QType::F32) {}
+    size_t nbytes() const { return k.size() + v.size(); }
+    // Layer li as the attention driver reads it, for a model with kv_heads heads of head_dim.
+    KVLayer layer(int64_t li, int64_t kv_heads, int64_t head_dim) {
+        const int64_t per_head = n_kv_heads == kv_heads;  // head-major; else position-major rows
+        const int64_t ks = qtype_row_bytes(k_type, head_dim), vs = qtype_row_bytes(v_type, head_dim);
+        uint8_t* kl = k.data() + li * n_ctx * n_kv_heads * k_row_bytes;
+        uint8_t* vl = v.data() + li * n_ctx * n_kv_heads * v_row_bytes;
+        return KVLayer{kl, vl, k_type, v_type, k_row_bytes, v_row_bytes,
+                       per_head ? n_ctx * ks : ks, per_head ? n_ctx * vs : vs};
     }
-    size_t nbytes() const { return (k.size() + v.size()) * sizeof(float) + (k16.size() + v16.size()) * 2; }
 };
 
 // Runs tokens[0..n) at positions pos..pos+n-1 (the cache must already hold positions < pos) and

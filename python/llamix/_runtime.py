@@ -2,6 +2,10 @@
 module), CPU features, the active kernel variant, and the thread pool."""
 from __future__ import annotations
 
+import ctypes
+import sys
+import threading
+
 from . import _C
 from .errors import ArgumentError
 
@@ -38,3 +42,46 @@ def set_isa(name: str) -> None:
     The environment variable ``LLAMIX_ISA`` does the same at start-up.
     """
     _C.set_isa(name)
+
+
+# OpenBLAS's shutdown entry points in this process, found from /proc/self/maps; rescanned when the
+# set of imported modules changes (scipy brings its own OpenBLAS).
+_openblas = {"modules": -1, "shutdown": []}
+
+
+def _openblas_shutdowns() -> list:
+    if _openblas["modules"] != len(sys.modules):
+        paths = set()
+        try:
+            with open("/proc/self/maps") as f:
+                for line in f:
+                    path = line.rstrip("\n").split(maxsplit=5)[-1]
+                    name = path.rsplit("/", 1)[-1].lower()
+                    if path.startswith("/") and "openblas" in name and ".so" in name:
+                        paths.add(path)
+        except OSError:  # not Linux: nothing to do
+            pass
+        found = []
+        for path in sorted(paths):
+            try:
+                found.append(ctypes.CDLL(path).blas_thread_shutdown_)
+            except (OSError, AttributeError):
+                continue
+        _openblas.update(modules=len(sys.modules), shutdown=found)
+    return _openblas["shutdown"]
+
+
+def idle_blas_threads() -> None:
+    """Stop OpenBLAS's worker threads (numpy's, scipy's) before llamix's kernels run.
+
+    After a multi-threaded BLAS call OpenBLAS's workers keep spinning for a while (about 0.3 s)
+    and take a core from llamix's threads: on 2 cores a matrix-vector product right after a numpy
+    matvec ran at half speed. OpenBLAS restarts its workers by itself on its next threaded call
+    (the same path it takes after a fork), so this costs a BLAS user some 0.1 ms at most. Done
+    only while this is the process's one Python thread: another thread could be inside a BLAS
+    call. Does nothing where no OpenBLAS is loaded. Environment variables are left alone.
+    """
+    if threading.active_count() != 1:
+        return
+    for shutdown in _openblas_shutdowns():
+        shutdown()

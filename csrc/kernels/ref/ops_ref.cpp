@@ -78,6 +78,55 @@ void attention_f16(const float* q, const uint16_t* k, const uint16_t* v, int64_t
     attention_impl(q, k, v, stride, n_keys, head_dim, scale, out, scratch, fp16_to_fp32);
 }
 
+// Flash-attention tiles (kernels/ops.h).
+void attn_tile_transpose(const float* k, int64_t head_dim, float* kt) {
+    for (int64_t j = 0; j < kAttnTile; ++j)
+        for (int64_t d = 0; d < head_dim; ++d) kt[d * kAttnTile + j] = k[j * head_dim + d];
+}
+
+void attn_tile_scores(const float* q, int64_t n_rows, int64_t head_dim, const float* kt, float* s) {
+    for (int64_t r = 0; r < n_rows; ++r) {
+        float* sr = s + r * kAttnTile;
+        for (int64_t j = 0; j < kAttnTile; ++j) sr[j] = 0.0f;
+        for (int64_t d = 0; d < head_dim; ++d) {
+            const float qd = q[r * head_dim + d];
+            for (int64_t j = 0; j < kAttnTile; ++j) sr[j] += qd * kt[d * kAttnTile + j];
+        }
+    }
+}
+
+void attn_tile_softmax(float* s, int64_t n_rows, float* m, float* l, float* alpha) {
+    for (int64_t r = 0; r < n_rows; ++r) {
+        float* sr = s + r * kAttnTile;
+        float mx = m[r];
+        for (int64_t j = 0; j < kAttnTile; ++j) mx = std::max(mx, sr[j]);
+        if (mx == -INFINITY) {  // no key for this row yet
+            for (int64_t j = 0; j < kAttnTile; ++j) sr[j] = 0.0f;
+            alpha[r] = 1.0f;
+            continue;
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < kAttnTile; ++j) {
+            sr[j] = sr[j] == -INFINITY ? 0.0f : std::exp(sr[j] - mx);
+            sum += sr[j];
+        }
+        alpha[r] = std::exp(m[r] - mx);  // exp(-inf) = 0 for the first keys
+        l[r] = alpha[r] * l[r] + sum;
+        m[r] = mx;
+    }
+}
+
+void attn_tile_accumulate(const float* p, int64_t n_rows, const float* v, int64_t head_dim, const float* alpha,
+                          float* o) {
+    for (int64_t r = 0; r < n_rows; ++r) {
+        float* orow = o + r * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) orow[d] *= alpha[r];
+        for (int64_t j = 0; j < kAttnTile; ++j) {
+            const float pj = p[r * kAttnTile + j];
+            for (int64_t d = 0; d < head_dim; ++d) orow[d] += pj * v[j * head_dim + d];
+        }
+    }
+}
 
 }  // namespace ref
 
@@ -89,6 +138,10 @@ void fill_ops_ref(OpsKernels& k) {
     k.add = ref::add;
     k.attention = ref::attention;
     k.attention_f16 = ref::attention_f16;
+    k.attn_tile_transpose = ref::attn_tile_transpose;
+    k.attn_tile_scores = ref::attn_tile_scores;
+    k.attn_tile_softmax = ref::attn_tile_softmax;
+    k.attn_tile_accumulate = ref::attn_tile_accumulate;
 }
 
 }  // namespace llamix

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/ops.h"
 
@@ -218,9 +219,147 @@ void attention_f16(const float* q, const uint16_t* k, const uint16_t* v, int64_t
 }
 
 
+// Flash-attention tiles (kernels/ops.h): keys along the 8 lanes, rows two at a time.
+void attn_tile_transpose(const float* k, int64_t head_dim, float* kt) {
+    if (head_dim % 8) {
+        for (int64_t j = 0; j < kAttnTile; ++j)
+            for (int64_t d = 0; d < head_dim; ++d) kt[d * kAttnTile + j] = k[j * head_dim + d];
+        return;
+    }
+    for (int64_t j0 = 0; j0 < kAttnTile; j0 += 8)
+        for (int64_t d0 = 0; d0 < head_dim; d0 += 8) {  // one 8x8 block
+            __m256 r[8], t[8];
+            for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(k + (j0 + i) * head_dim + d0);
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+            }
+            for (int i = 0; i < 4; ++i) {
+                _mm256_storeu_ps(kt + (d0 + i) * kAttnTile + j0, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+                _mm256_storeu_ps(kt + (d0 + i + 4) * kAttnTile + j0, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+            }
+        }
+}
+
+// Every row's scores are one FMA chain per key over d in order, whatever the row blocking.
+void attn_tile_scores(const float* q, int64_t n_rows, int64_t head_dim, const float* kt, float* s) {
+    for (int64_t c0 = 0; c0 < kAttnTile; c0 += 32) {  // 32 keys = 4 vectors
+        int64_t r = 0;
+        for (; r + 2 <= n_rows; r += 2) {
+            const float* q0 = q + r * head_dim;
+            const float* q1 = q0 + head_dim;
+            __m256 a[8];
+            for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
+            for (int64_t d = 0; d < head_dim; ++d) {
+                const float* kd = kt + d * kAttnTile + c0;
+                const __m256 b0 = _mm256_broadcast_ss(q0 + d), b1 = _mm256_broadcast_ss(q1 + d);
+                for (int c = 0; c < 4; ++c) {
+                    const __m256 kv = _mm256_loadu_ps(kd + 8 * c);
+                    a[c] = _mm256_fmadd_ps(b0, kv, a[c]);
+                    a[c + 4] = _mm256_fmadd_ps(b1, kv, a[c + 4]);
+                }
+            }
+            for (int c = 0; c < 4; ++c) {
+                _mm256_storeu_ps(s + r * kAttnTile + c0 + 8 * c, a[c]);
+                _mm256_storeu_ps(s + (r + 1) * kAttnTile + c0 + 8 * c, a[c + 4]);
+            }
+        }
+        for (; r < n_rows; ++r) {
+            __m256 a[4];
+            for (int i = 0; i < 4; ++i) a[i] = _mm256_setzero_ps();
+            for (int64_t d = 0; d < head_dim; ++d) {
+                const __m256 b = _mm256_broadcast_ss(q + r * head_dim + d);
+                for (int c = 0; c < 4; ++c) a[c] = _mm256_fmadd_ps(b, _mm256_loadu_ps(kt + d * kAttnTile + c0 + 8 * c), a[c]);
+            }
+            for (int c = 0; c < 4; ++c) _mm256_storeu_ps(s + r * kAttnTile + c0 + 8 * c, a[c]);
+        }
+    }
+}
+
+void attn_tile_softmax(float* s, int64_t n_rows, float* m, float* l, float* alpha) {
+    const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
+    for (int64_t r = 0; r < n_rows; ++r) {
+        float* sr = s + r * kAttnTile;
+        __m256 vmax = _mm256_set1_ps(m[r]);
+        for (int64_t j = 0; j < kAttnTile; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(sr + j));
+        const float mx = hmax(vmax);
+        if (mx == -INFINITY) {
+            for (int64_t j = 0; j < kAttnTile; j += 8) _mm256_storeu_ps(sr + j, _mm256_setzero_ps());
+            alpha[r] = 1.0f;
+            continue;
+        }
+        const __m256 vmx = _mm256_set1_ps(mx);
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t j = 0; j < kAttnTile; j += 8) {
+            const __m256 x = _mm256_loadu_ps(sr + j);
+            const __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(x, neg_inf, _CMP_EQ_OQ), exp_ps(_mm256_sub_ps(x, vmx)));
+            _mm256_storeu_ps(sr + j, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        alpha[r] = std::exp(m[r] - mx);
+        l[r] = alpha[r] * l[r] + hsum(sum);
+        m[r] = mx;
+    }
+}
+
+namespace {
+
+// Output columns [c0, c0 + 8 NV) of rows r0 (and r0 + 1 when two): o = alpha o + p . v.
+template <int NV, bool Two>
+inline void accumulate_block(const float* p, int64_t r0, const float* v, int64_t head_dim, const float* alpha, float* o,
+                             int64_t c0) {
+    __m256 a[2][NV];
+    for (int i = 0; i < (Two ? 2 : 1); ++i) {
+        const __m256 al = _mm256_set1_ps(alpha[r0 + i]);
+        for (int c = 0; c < NV; ++c) a[i][c] = _mm256_mul_ps(al, _mm256_loadu_ps(o + (r0 + i) * head_dim + c0 + 8 * c));
+    }
+    for (int64_t j = 0; j < kAttnTile; ++j) {
+        const __m256 p0 = _mm256_broadcast_ss(p + r0 * kAttnTile + j);
+        const __m256 p1 = Two ? _mm256_broadcast_ss(p + (r0 + 1) * kAttnTile + j) : p0;
+        for (int c = 0; c < NV; ++c) {
+            const __m256 vv = _mm256_loadu_ps(v + j * head_dim + c0 + 8 * c);
+            a[0][c] = _mm256_fmadd_ps(p0, vv, a[0][c]);
+            if (Two) a[1][c] = _mm256_fmadd_ps(p1, vv, a[1][c]);
+        }
+    }
+    for (int i = 0; i < (Two ? 2 : 1); ++i)
+        for (int c = 0; c < NV; ++c) _mm256_storeu_ps(o + (r0 + i) * head_dim + c0 + 8 * c, a[i][c]);
+}
+
+}  // namespace
+
+void attn_tile_accumulate(const float* p, int64_t n_rows, const float* v, int64_t head_dim, const float* alpha,
+                          float* o) {
+    const int64_t wide = head_dim / 32 * 32, narrow = head_dim / 8 * 8;
+    int64_t r = 0;
+    auto row_block = [&](auto two) {
+        constexpr bool Two = decltype(two)::value;
+        for (int64_t c0 = 0; c0 < wide; c0 += 32) accumulate_block<4, Two>(p, r, v, head_dim, alpha, o, c0);
+        for (int64_t c0 = wide; c0 < narrow; c0 += 8) accumulate_block<1, Two>(p, r, v, head_dim, alpha, o, c0);
+        for (int64_t i = 0; i < (Two ? 2 : 1); ++i)  // columns past the last vector
+            for (int64_t d = narrow; d < head_dim; ++d) {
+                float acc = alpha[r + i] * o[(r + i) * head_dim + d];
+                for (int64_t j = 0; j < kAttnTile; ++j) acc = std::fma(p[(r + i) * kAttnTile + j], v[j * head_dim + d], acc);
+                o[(r + i) * head_dim + d] = acc;
+            }
+    };
+    for (; r + 2 <= n_rows; r += 2) row_block(std::true_type{});
+    for (; r < n_rows; ++r) row_block(std::false_type{});
+}
+
 }  // namespace avx2
 
 void fill_ops_avx2(OpsKernels& k) {
+    k.attn_tile_transpose = avx2::attn_tile_transpose;
+    k.attn_tile_scores = avx2::attn_tile_scores;
+    k.attn_tile_softmax = avx2::attn_tile_softmax;
+    k.attn_tile_accumulate = avx2::attn_tile_accumulate;
     k.rmsnorm = avx2::rmsnorm;
     k.swiglu = avx2::swiglu;
     k.geglu = avx2::geglu;

@@ -14,6 +14,9 @@
 #include "kernels/ops.h"
 
 namespace llamix {
+namespace avx2 {
+void attn_tile_transpose(const float* k, int64_t head_dim, float* kt);  // x86_avx2/ops.cpp
+}  // namespace avx2
 namespace avx512 {
 
 namespace {
@@ -275,9 +278,170 @@ void attention_group_f16(const float* q, int64_t q_stride, int64_t n_q, const ui
     attention_group_impl<F16Cache>(q, q_stride, n_q, k, v, stride, n_keys, head_dim, scale, out, out_stride, scratch);
 }
 
+// Flash-attention tiles (kernels/ops.h): a tile's 64 keys are 4 vectors, rows four at a time.
+// Each row's arithmetic is the same whatever its block.
+
+namespace {
+
+template <int NR>
+inline void scores_rows(const float* q, int64_t r0, int64_t head_dim, const float* kt, float* s) {
+    __m512 a[NR][4];
+    for (int i = 0; i < NR; ++i)
+        for (int c = 0; c < 4; ++c) a[i][c] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < head_dim; ++d) {
+        const float* kd = kt + d * kAttnTile;
+        const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16);
+        const __m512 k2 = _mm512_loadu_ps(kd + 32), k3 = _mm512_loadu_ps(kd + 48);
+        for (int i = 0; i < NR; ++i) {
+            const __m512 b = _mm512_set1_ps(q[(r0 + i) * head_dim + d]);
+            a[i][0] = _mm512_fmadd_ps(b, k0, a[i][0]);
+            a[i][1] = _mm512_fmadd_ps(b, k1, a[i][1]);
+            a[i][2] = _mm512_fmadd_ps(b, k2, a[i][2]);
+            a[i][3] = _mm512_fmadd_ps(b, k3, a[i][3]);
+        }
+    }
+    for (int i = 0; i < NR; ++i)
+        for (int c = 0; c < 4; ++c) _mm512_storeu_ps(s + (r0 + i) * kAttnTile + 16 * c, a[i][c]);
+}
+
+// Output columns [c0, c0 + 16 NV) of rows r0..r0+NR-1 (mask: the last vector's lanes).
+template <int NR, int NV>
+inline void accumulate_rows(const float* p, int64_t r0, const float* v, int64_t head_dim, const float* alpha, float* o,
+                            int64_t c0, __mmask16 last) {
+    __m512 a[NR][NV];
+    auto mask = [&](int c) { return c == NV - 1 ? last : __mmask16(0xFFFF); };
+    for (int i = 0; i < NR; ++i) {
+        const __m512 al = _mm512_set1_ps(alpha[r0 + i]);
+        for (int c = 0; c < NV; ++c)
+            a[i][c] = _mm512_mul_ps(al, _mm512_maskz_loadu_ps(mask(c), o + (r0 + i) * head_dim + c0 + 16 * c));
+    }
+    for (int64_t j = 0; j < kAttnTile; ++j) {
+        __m512 vv[NV];
+        for (int c = 0; c < NV; ++c) vv[c] = _mm512_maskz_loadu_ps(mask(c), v + j * head_dim + c0 + 16 * c);
+        for (int i = 0; i < NR; ++i) {
+            const __m512 b = _mm512_set1_ps(p[(r0 + i) * kAttnTile + j]);
+            for (int c = 0; c < NV; ++c) a[i][c] = _mm512_fmadd_ps(b, vv[c], a[i][c]);
+        }
+    }
+    for (int i = 0; i < NR; ++i)
+        for (int c = 0; c < NV; ++c) _mm512_mask_storeu_ps(o + (r0 + i) * head_dim + c0 + 16 * c, mask(c), a[i][c]);
+}
+
+template <int NR>
+inline void accumulate_row_block(const float* p, int64_t r0, const float* v, int64_t head_dim, const float* alpha,
+                                 float* o) {
+    int64_t c0 = 0;
+    for (; c0 + 64 <= head_dim; c0 += 64) accumulate_rows<NR, 4>(p, r0, v, head_dim, alpha, o, c0, 0xFFFF);
+    for (; c0 < head_dim; c0 += 16) {
+        const int64_t left = head_dim - c0;
+        accumulate_rows<NR, 1>(p, r0, v, head_dim, alpha, o, c0,
+                               left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1));
+    }
+}
+
+}  // namespace
+
+// kt (head_dim, 64) = k (64, head_dim) transposed, in 16x16 blocks (four shuffle stages);
+// head_dim not a multiple of 16 goes through the AVX2 8x8 kernel.
+void attn_tile_transpose(const float* k, int64_t head_dim, float* kt) {
+    if (head_dim % 16) {
+        avx2::attn_tile_transpose(k, head_dim, kt);
+        return;
+    }
+    for (int64_t j0 = 0; j0 < kAttnTile; j0 += 16)
+        for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
+            __m512 r[16], t[16];
+            for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(k + (j0 + i) * head_dim + d0);
+            for (int i = 0; i < 16; i += 2) {
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 16; i += 4) {
+                r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+                r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+                r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+            }
+            for (int i = 0; i < 16; i += 8)
+                for (int c = 0; c < 4; ++c) {
+                    t[i + c] = _mm512_shuffle_f32x4(r[i + c], r[i + 4 + c], 0x88);
+                    t[i + 4 + c] = _mm512_shuffle_f32x4(r[i + c], r[i + 4 + c], 0xDD);
+                }
+            for (int c = 0; c < 8; ++c) {
+                _mm512_storeu_ps(kt + (d0 + c) * kAttnTile + j0, _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88));
+                _mm512_storeu_ps(kt + (d0 + 8 + c) * kAttnTile + j0, _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD));
+            }
+        }
+}
+
+void attn_tile_scores(const float* q, int64_t n_rows, int64_t head_dim, const float* kt, float* s) {
+    int64_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) scores_rows<4>(q, r, head_dim, kt, s);
+    for (; r < n_rows; ++r) scores_rows<1>(q, r, head_dim, kt, s);
+}
+
+namespace {
+
+// e^x with the same polynomial as exp_ps, the power of two applied by vscalefps (no clamp, no
+// integer exponent arithmetic: 12 instructions; x = -inf is masked by the caller).
+inline __m512 exp_scalef(__m512 x) {
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, n);
+}
+
+}  // namespace
+
+void attn_tile_softmax(float* s, int64_t n_rows, float* m, float* l, float* alpha) {
+    const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+    for (int64_t r = 0; r < n_rows; ++r) {
+        float* sr = s + r * kAttnTile;
+        __m512 x[4];
+        __m512 vmax = _mm512_set1_ps(m[r]);
+        for (int c = 0; c < 4; ++c) vmax = _mm512_max_ps(vmax, x[c] = _mm512_loadu_ps(sr + 16 * c));
+        const float mx = _mm512_reduce_max_ps(vmax);
+        if (mx == -INFINITY) {
+            for (int c = 0; c < 4; ++c) _mm512_storeu_ps(sr + 16 * c, _mm512_setzero_ps());
+            alpha[r] = 1.0f;
+            continue;
+        }
+        const __m512 vmx = _mm512_set1_ps(mx);
+        __m512 sum = _mm512_setzero_ps();
+        for (int c = 0; c < 4; ++c) {
+            const __mmask16 live = _mm512_cmp_ps_mask(x[c], neg_inf, _CMP_NEQ_OQ);
+            const __m512 e = _mm512_maskz_mov_ps(live, exp_scalef(_mm512_sub_ps(x[c], vmx)));
+            _mm512_storeu_ps(sr + 16 * c, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        alpha[r] = std::exp(m[r] - mx);
+        l[r] = alpha[r] * l[r] + _mm512_reduce_add_ps(sum);
+        m[r] = mx;
+    }
+}
+
+void attn_tile_accumulate(const float* p, int64_t n_rows, const float* v, int64_t head_dim, const float* alpha,
+                          float* o) {
+    int64_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) accumulate_row_block<4>(p, r, v, head_dim, alpha, o);
+    for (; r < n_rows; ++r) accumulate_row_block<1>(p, r, v, head_dim, alpha, o);
+}
+
 }  // namespace avx512
 
 void fill_ops_avx512(OpsKernels& k) {
+    k.attn_tile_transpose = avx512::attn_tile_transpose;
+    k.attn_tile_scores = avx512::attn_tile_scores;
+    k.attn_tile_softmax = avx512::attn_tile_softmax;
+    k.attn_tile_accumulate = avx512::attn_tile_accumulate;
     k.attention = avx512::attention;
     k.attention_f16 = avx512::attention_f16;
     k.attention_group = avx512::attention_group;

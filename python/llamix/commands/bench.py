@@ -1,7 +1,8 @@
 """``llamix bench``: prompt processing and generation speed, like llama-bench.
 
-``pp``: one forward pass over ``-p`` prompt tokens from an empty cache; ``tg``: ``-n`` single-token
-decodes from an empty cache. Reported in tokens/s, median over ``-r`` repetitions (after one
+``pp``: one forward pass over ``-p`` prompt tokens; ``tg``: ``-n`` single-token decodes; both
+after ``-d/--n-depth`` tokens already in the cache (llama-bench's ``-d``; filled once, untimed,
+and rewound to that depth before each repetition). Reported in tokens/s, median over ``-r`` repetitions (after one
 warm-up). ``--shape 1b|7b|tiny`` measures a synthesized random-weight LLaMA (no download).
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from .._runtime import cpu_info
 from ..loaders import SHAPES, random_checkpoint
 from ..model import Model, load
-from .common import MODEL_HELP, add_qtype, add_threads, check, check_threads
+from .common import MODEL_HELP, add_kv_cache, add_qtype, add_threads, check, check_threads, kv_cache_kwargs
 
 
 def add_arguments(p) -> None:
@@ -29,25 +30,36 @@ def add_arguments(p) -> None:
     p.add_argument("-n", "--n-gen", type=int, default=128, metavar="N", help="generated tokens (tg test; 0: skip)")
     add_threads(p)
     p.add_argument("-r", "--repetitions", type=int, default=3, metavar="N", help="repetitions of each test (median)")
-    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache type (keys and values)")
+    p.add_argument("-d", "--n-depth", type=int, default=0, metavar="N",
+                   help="tokens already in the KV cache when pp and tg are measured (llama-bench's -d)")
+    add_kv_cache(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def measure(m: Model, n_prompt: int, n_gen: int, reps: int) -> dict:
-    """Median tokens/s for prompt processing and generation on a loaded Model."""
+def measure(m: Model, n_prompt: int, n_gen: int, reps: int, n_depth: int = 0) -> dict:
+    """Median tokens/s for prompt processing and generation on a loaded Model, after ``n_depth``
+    tokens already in its cache."""
     rng = np.random.default_rng(0)
     vocab = m.config.vocab_size
+    depth = rng.integers(3, vocab, n_depth).tolist()
     prompt = rng.integers(3, vocab, n_prompt).tolist() if n_prompt else []
     gen = rng.integers(3, vocab, max(n_gen, 1)).tolist()
 
+    def at_depth() -> None:
+        if m.n_past < n_depth:
+            m.reset()
+            if n_depth:
+                m.eval(depth)
+        m.rewind(n_depth)
+
     def pp() -> float:
-        m.reset()
+        at_depth()
         t = time.perf_counter()
         m.eval(prompt)
         return n_prompt / (time.perf_counter() - t)
 
     def tg() -> float:
-        m.reset()
+        at_depth()
         t = time.perf_counter()
         for tok in gen[:n_gen]:
             m.eval([tok])
@@ -69,28 +81,32 @@ def run(args) -> int:
     check(args.n_prompt >= 0, "-p/--n-prompt", f"must be >= 0, got {args.n_prompt}")
     check(args.n_gen >= 0, "-n/--n-gen", f"must be >= 0, got {args.n_gen}")
     check(args.repetitions >= 1, "-r/--repetitions", f"must be >= 1, got {args.repetitions}")
-    n_ctx = max(args.n_prompt, args.n_gen, 1)
+    check(args.n_depth >= 0, "-d/--n-depth", f"must be >= 0, got {args.n_depth}")
+    n_ctx = args.n_depth + max(args.n_prompt, args.n_gen, 1)
     if args.shape:
         qtype = args.qtype or "q4_0"
-        m = Model(random_checkpoint(args.shape, qtype), n_ctx=n_ctx, n_threads=args.threads, kv_cache=args.kv_cache)
+        m = Model(random_checkpoint(args.shape, qtype), n_ctx=n_ctx, n_threads=args.threads,
+                  **kv_cache_kwargs(args))
         name = f"random {args.shape} {qtype}"
     else:
-        m = load(args.model, qtype=args.qtype, n_threads=args.threads, n_ctx=n_ctx, kv_cache=args.kv_cache)
+        m = load(args.model, qtype=args.qtype, n_threads=args.threads, n_ctx=n_ctx, **kv_cache_kwargs(args))
         name = m.source
-    res = measure(m, args.n_prompt, args.n_gen, args.repetitions)
+    res = measure(m, args.n_prompt, args.n_gen, args.repetitions, args.n_depth)
     info = cpu_info()
     gb = m.nbytes / 1e9
     out = {"model": name, "size_gb": round(gb, 3), "threads": info["threads"], "isa": info["isa"],
-           "kv_cache": args.kv_cache, "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
+           "kv_cache": args.kv_cache, "type_k": m.kv_cache_k, "type_v": m.kv_cache_v, "n_depth": args.n_depth,
+           "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
            **{k: round(v, 2) for k, v in res.items()}}
     if args.json:
         print(json.dumps(out))
         return 0
+    at = f" @ d{args.n_depth}" if args.n_depth else ""  # llama-bench's label
     print("| model | size | threads | isa | test | t/s |")
     print("|---|---:|---:|---|---|---:|")
     if "pp" in res:
-        print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | pp{args.n_prompt} | {res['pp']:.2f} |")
+        print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | pp{args.n_prompt}{at} | {res['pp']:.2f} |")
     if "tg" in res:
-        print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | tg{args.n_gen} | {res['tg']:.2f} |")
+        print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | tg{args.n_gen}{at} | {res['tg']:.2f} |")
         print(f"(tg reads {gb * res['tg']:.1f} GB/s of weights)", file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ import sys
 from ..chat_format import format_names
 from ..loaders import SHAPES
 from ..model.chat import ChatSession
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_sampling, add_threads, check,
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_sampling, add_threads, check,
                      check_sampling, check_threads, open_model, quiet_requested, sampling_kwargs)
 
 try:  # line editing and history at the prompt, where the platform has it
@@ -40,7 +40,7 @@ def add_arguments(p) -> None:
     add_sampling(p)
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
-    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache type (keys and values)")
+    add_kv_cache(p)
     p.add_argument("--stats", action="store_true",
                    help="after each reply, print the tokens evaluated and the prompt and generation speed to stderr")
 

@@ -51,6 +51,23 @@ def add_qtype(p, choices=("q4_0", "q8_0", "f16"), help: str = "convert float wei
     p.add_argument("--quant", type=lower_choice(choices), dest="qtype", help=argparse.SUPPRESS)
 
 
+def add_kv_cache(p) -> None:
+    """The KV cache's types: llama.cpp's -ctk/--cache-type-k and -ctv/--cache-type-v, and
+    --kv-cache for both."""
+    types = ("f32", "f16", "q8_0", "q4_0")
+    p.add_argument("--kv-cache", type=lower_choice(types), default="f32", metavar="TYPE",
+                   help=f"KV cache type of keys and values ({', '.join(types)}; default f32)")
+    p.add_argument("-ctk", "--cache-type-k", type=lower_choice(types), metavar="TYPE",
+                   help="KV cache type of the keys (default: --kv-cache)")
+    p.add_argument("-ctv", "--cache-type-v", type=lower_choice(types), metavar="TYPE",
+                   help="KV cache type of the values (default: --kv-cache)")
+
+
+def kv_cache_kwargs(args) -> dict:
+    """The KV cache flags as keyword arguments of Model / load."""
+    return dict(kv_cache=args.kv_cache, kv_cache_k=args.cache_type_k, kv_cache_v=args.cache_type_v)
+
+
 def add_sampling(p) -> None:
     """llama-cli's sampling flags, with its defaults."""
     p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
@@ -79,16 +96,16 @@ def sampling_kwargs(args) -> dict:
 
 def open_model(args, **kw) -> Model:
     """The model of -m/--model or --random SHAPE (which says on stderr that its text is
-    meaningless), with the -c / -t / --qtype / --kv-cache / --tokenizer flags; UsageError when
+    meaningless), with the -c / -t / --qtype / --kv-cache / -ctk / -ctv / --tokenizer flags; UsageError when
     it has no tokenizer."""
     if getattr(args, "random", None):
         print(f"[llamix: random-weight '{args.random}' model, no download: the text below is meaningless]",
               file=sys.stderr)
         m = Model(random_checkpoint(args.random, args.qtype or "q4_0"), n_ctx=args.ctx_size, n_threads=args.threads,
-                  kv_cache=args.kv_cache, **kw)
+                  **kv_cache_kwargs(args), **kw)
     else:
         m = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size,
-                 kv_cache=args.kv_cache, **kw)
+                 **kv_cache_kwargs(args), **kw)
     if m.tokenizer is None:
         raise UsageError(f"{m.source}: the model has no tokenizer; give one with --tokenizer FILE")
     return m

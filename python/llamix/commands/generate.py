@@ -7,7 +7,7 @@ import time
 
 from ..loaders import SHAPES
 from ..model import Model
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_sampling, add_threads, check,
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_sampling, add_threads, check,
                      check_sampling, check_threads, open_model, quiet_requested, read_prompt,
                      warn_ctx)
 
@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
     add_sampling(p)
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
-    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache type (keys and values)")
+    add_kv_cache(p)
     p.add_argument("--stats", action="store_true", help="print prompt and generation speed to stderr at the end")
 
 

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .._runtime import _C
-from .._runtime import set_threads
+from .._runtime import idle_blas_threads, set_threads
 from ..config import ModelConfig
 from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
@@ -37,12 +37,28 @@ class Timings:
     eval_s: float = 0.0
 
 
+KV_CACHE_TYPES = ("f32", "f16", "q8_0", "q4_0")
+
+
+def _kv_cache_type(name: str, t, head_dim: int) -> str:
+    if t not in KV_CACHE_TYPES:
+        raise ArgumentError(f"{name}: KV cache type must be one of {', '.join(KV_CACHE_TYPES)}, got {t!r}")
+    if t.startswith("q") and head_dim % 32:
+        raise ArgumentError(f"{name}={t!r} needs head_dim to be a multiple of 32 (its block size); "
+                            f"this model's head_dim is {head_dim}")
+    return t
+
+
 class Model(CompletionAPI):
     """A model ready to run: weights prepared for the kernels and a KV cache of ``n_ctx`` positions.
     Build with :func:`llamix.load` (a file) or ``Model(checkpoint)`` (e.g. a random-weight one).
 
     ``n_threads``: compute threads (default: one per physical core; ``threads`` is an alias).
-    ``kv_cache``: ``"f32"`` or ``"f16"``. ``checkpoint`` is what the model runs;
+    ``kv_cache``: the KV cache's element type, ``"f32"``, ``"f16"``, ``"q8_0"`` or ``"q4_0"``
+    (llama.cpp's ``-ctk/-ctv`` names; the quantized ones need ``head_dim % 32 == 0``), for keys
+    and values; ``kv_cache_k`` / ``kv_cache_v`` set them apart (``None``: ``kv_cache``). Keys and
+    values are quantized as tokens are appended; see docs/PERFORMANCE.md for their perplexity
+    and KL divergence against the float32 cache. ``checkpoint`` is what the model runs;
     ``tensors`` maps GGUF tensor names (``token_embd.weight``, ``blk.0.attn_q.weight``, ...) to
     :class:`QuantizedTensor` (2-D weights; q/k rows in the adjacent-pair RoPE order of GGUF) or
     float32 arrays (norms): the model exactly as it computes, e.g. for export.
@@ -53,7 +69,8 @@ class Model(CompletionAPI):
     """
 
     def __init__(self, checkpoint: Checkpoint, n_ctx: int | None = None, n_threads: int | None = None,
-                 kv_cache: str = "f32", *, threads: int | None = None, chat_format: str | None = None):
+                 kv_cache: str = "f32", *, threads: int | None = None, chat_format: str | None = None,
+                 kv_cache_k: str | None = None, kv_cache_v: str | None = None):
         self.checkpoint = checkpoint
         self.config: ModelConfig = checkpoint.config
         self.tokenizer: Tokenizer | None = checkpoint.tokenizer
@@ -89,7 +106,10 @@ class Model(CompletionAPI):
                         window=c.layer_window(i), rope_table=c.layer_rope_table(i))
         t.prepare()
         self._t = t
-        self._cache = _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, kv_cache)
+        self.kv_cache_k, self.kv_cache_v = (_kv_cache_type(name, t or kv_cache, c.head_dim)
+                                            for name, t in (("kv_cache_k", kv_cache_k), ("kv_cache_v", kv_cache_v)))
+        self._cache = _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, self.kv_cache_k, self.kv_cache_v,
+                                 n_kv_heads=c.n_kv_heads)
         self.timings = Timings()     # of the last generation
         self.n_past = 0              # positions filled in the cache
         self._cached: list[int] = []  # the tokens that filled them
@@ -144,6 +164,7 @@ class Model(CompletionAPI):
             raise ArgumentError(f"context overflow: {self.n_past} cached + {arr.size} new tokens exceed n_ctx = "
                              f"{self.n_ctx} (load with a larger n_ctx, up to the model's {self.config.context_length})")
         arr = arr.astype(np.int32)
+        idle_blas_threads()  # a spinning OpenBLAS worker would take a core from the kernels
         outs = []
         for start in range(0, arr.size, N_BATCH):
             chunk = arr[start:start + N_BATCH]
@@ -160,6 +181,18 @@ class Model(CompletionAPI):
         """Forget the cached sequence."""
         self.n_past = 0
         self._cached = []
+
+    @property
+    def kv_cache_nbytes(self) -> int:
+        """Bytes the KV cache holds: keys and values of every layer for n_ctx positions, in their types."""
+        return int(self._cache.nbytes)
+
+    def rewind(self, n_past: int) -> None:
+        """Keep the first ``n_past`` cached positions and forget the rest (0 <= n_past <= n_past now)."""
+        if isinstance(n_past, bool) or not isinstance(n_past, (int, np.integer)) or not 0 <= n_past <= self.n_past:
+            raise ArgumentError(f"n_past must be an integer in 0..{self.n_past}, got {n_past!r}")
+        self.n_past = int(n_past)
+        self._cached = self._cached[:self.n_past]
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """float32 (n_tokens, vocab) logits for a fresh sequence starting at position 0."""
@@ -294,7 +327,8 @@ class Model(CompletionAPI):
 
 def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None, qtype: str | None = None,
          n_threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32", *,
-         quant: str | None = None, threads: int | None = None, chat_format: str | None = None) -> Model:
+         quant: str | None = None, threads: int | None = None, chat_format: str | None = None,
+         kv_cache_k: str | None = None, kv_cache_v: str | None = None) -> Model:
     """Load a model: a GGUF file (architecture ``llama``, ``qwen2``, ``qwen3``, ``gemma3`` or ``phi3``), a Hugging Face folder (config.json +
     safetensors) or a llama2.c ``.bin`` checkpoint (the loaders read it; see llamix.loaders).
 
@@ -306,7 +340,9 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | boo
       (tensor by tensor from the mapping); ``None`` keeps the stored types. ``quant`` is an alias.
     - ``n_threads``: compute threads (default: physical cores; ``threads`` is an alias).
     - ``n_ctx``: KV cache length in tokens (default: the training context, at most 2048).
-    - ``kv_cache``: ``"f32"`` (default, exact) or ``"f16"`` (half the memory, as llama.cpp keeps it).
+    - ``kv_cache``: ``"f32"`` (default, exact), ``"f16"`` (half the memory, as llama.cpp keeps it),
+      ``"q8_0"`` or ``"q4_0"``; ``kv_cache_k`` / ``kv_cache_v`` set keys and values apart
+      (llama.cpp's ``-ctk`` / ``-ctv``).
     - ``chat_format``: a built-in chat format's name instead of the model's own template (see
       :mod:`llamix.chat_format`), as llama-cpp-python's ``Llama(chat_format=...)``.
 
@@ -314,4 +350,4 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | boo
     """
     ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
     return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
-                 chat_format=chat_format)
+                 chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v)
