@@ -73,12 +73,33 @@ void TransformerWeights::prepare() {
 
 void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* tokens, int64_t n, int64_t pos,
                          float* logits, int64_t n_out, float* hidden) {
+    const BatchSeq seq{&cache, pos, n, n_out};
+    transformer_forward_batch(w, &seq, 1, tokens, logits, hidden);
+}
+
+void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int64_t n_seqs, const int32_t* tokens,
+                               float* logits, float* hidden) {
     if (!w.is_prepared) w.prepare();  // prepared layouts are shared by every kernel variant
     const TransformerConfig& c = w.cfg;
     const OpsKernels& K = kernels().ops;
     const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
     const int64_t group = c.n_heads / c.n_kv_heads, half = hd / 2;
     ThreadPool& pool = ThreadPool::instance();
+
+    // the batch's rows are the sequences' tokens one after another; row t belongs to sequence
+    // seq_of[t], at position row_pos[t] of its cache
+    std::vector<int64_t> first_row(size_t(n_seqs) + 1, 0);
+    int64_t max_pos = 0, n_out = 0;
+    for (int64_t s = 0; s < n_seqs; ++s) {
+        first_row[size_t(s) + 1] = first_row[size_t(s)] + seqs[s].n;
+        max_pos = std::max(max_pos, seqs[s].pos + seqs[s].n);
+        n_out += seqs[s].n_out;
+    }
+    const int64_t n = first_row[size_t(n_seqs)];
+    std::vector<int64_t> seq_of(static_cast<size_t>(n));
+    for (int64_t s = 0; s < n_seqs; ++s)
+        std::fill(seq_of.begin() + first_row[size_t(s)], seq_of.begin() + first_row[size_t(s) + 1], s);
+    auto row_pos = [&](int64_t t) { return seqs[seq_of[size_t(t)]].pos + t - first_row[size_t(seq_of[size_t(t)])]; };
 
     Workspace& ws = w.workspace;  // buffers reused across calls (no page faults per token)
     float* x = ws.get(0, n * dim);              // residual stream (n, dim)
@@ -93,7 +114,7 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
     const int64_t n_tables = int64_t(w.inv_freq.size());
     float* rope_cos = ws.get(9, n_tables * n * half);   // (n_tables, n, hd / 2)
     float* rope_sin = ws.get(10, n_tables * n * half);
-    float* scores = ws.get(11, int64_t(pool.threads()) * group * (pos + n));  // per-thread softmax scratch
+    float* scores = ws.get(11, int64_t(pool.threads()) * group * max_pos);  // per-thread softmax scratch
 
     for_rows(n, [&](int64_t t, int) {
         float* xt = x + t * dim;
@@ -103,12 +124,13 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
         if (c.embed_scale != 1.0f)
             for (int64_t i = 0; i < dim; ++i) xt[i] *= c.embed_scale;
         // angles in float32 as transformers computes them; cos/sin evaluated in double
+        const float p = float(row_pos(t));
         for (int64_t r = 0; r < n_tables; ++r) {
             const float* inv_freq = w.inv_freq[size_t(r)].data();
             float* cos_t = rope_cos + (r * n + t) * half;
             float* sin_t = rope_sin + (r * n + t) * half;
             for (int64_t i = 0; i < half; ++i) {
-                const float angle = float(pos + t) * inv_freq[i];
+                const float angle = p * inv_freq[i];
                 cos_t[i] = float(std::cos(double(angle)));
                 sin_t[i] = float(std::sin(double(angle)));
             }
@@ -118,11 +140,10 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
     const float scale = c.attn_scale > 0.0f ? c.attn_scale : 1.0f / std::sqrt(float(hd));
     for (int64_t li = 0; li < c.n_layers; ++li) {
         const TransformerLayer& L = w.layers[size_t(li)];
-        const int64_t layer_off = li * cache.n_ctx * kv_dim;  // this layer's (n_ctx, kv_dim) block
 
         // attention
         for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.attn_norm, xn + t * dim, dim, c.eps); });
-        // new keys and values (n, kv_dim), rotated, then stored in the cache rows pos..pos+n-1
+        // new keys and values (n, kv_dim), rotated, then stored in each sequence's cache rows pos..pos+n-1
         mm_many(xn, n, {&L.wq, &L.wk, &L.wv}, {q, knew, vnew});  // one pass, x quantized once
         const float* layer_cos = rope_cos + int64_t(L.rope_table) * n * half;
         const float* layer_sin = rope_sin + int64_t(L.rope_table) * n * half;
@@ -139,25 +160,32 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
             K.rope(qt, c.n_heads, hd, layer_cos + t * half, layer_sin + t * half);
             K.rope(kt, c.n_kv_heads, hd, layer_cos + t * half, layer_sin + t * half);
         });
-        const int64_t new_off = layer_off + pos * kv_dim;
-        if (cache.f16) {
-            kernels().quant.f32_to_f16(knew, cache.k16.data() + new_off, n * kv_dim);
-            kernels().quant.f32_to_f16(vnew, cache.v16.data() + new_off, n * kv_dim);
-        } else {
-            std::copy(knew, knew + n * kv_dim, cache.k.begin() + new_off);
-            std::copy(vnew, vnew + n * kv_dim, cache.v.begin() + new_off);
+        for (int64_t s = 0; s < n_seqs; ++s) {
+            KVCache& cache = *seqs[s].cache;
+            const int64_t layer_off = li * cache.n_ctx * kv_dim;  // this layer's (n_ctx, kv_dim) block
+            const int64_t new_off = layer_off + seqs[s].pos * kv_dim, rows = seqs[s].n;
+            const float* ks = knew + first_row[size_t(s)] * kv_dim;
+            const float* vs = vnew + first_row[size_t(s)] * kv_dim;
+            if (cache.f16) {
+                kernels().quant.f32_to_f16(ks, cache.k16.data() + new_off, rows * kv_dim);
+                kernels().quant.f32_to_f16(vs, cache.v16.data() + new_off, rows * kv_dim);
+            } else {
+                std::copy(ks, ks + rows * kv_dim, cache.k.begin() + new_off);
+                std::copy(vs, vs + rows * kv_dim, cache.v.begin() + new_off);
+            }
         }
-        // one task per (token, kv head): the group of query heads sharing it reads the cache once;
-        // causal: token t sees positions first..pos+t, first = 0 or, with a sliding window, the
-        // oldest position less than `window` behind it
-        const int64_t n_pos = pos + n;
+        // one task per (token, kv head): the group of query heads sharing it reads its sequence's
+        // cache once; causal: token t at position p sees positions first..p, first = 0 or, with a
+        // sliding window, the oldest position less than `window` behind it
         auto attend = [&](int64_t task, int th) {
             const int64_t t = task / c.n_kv_heads, g = task % c.n_kv_heads;
-            const int64_t first = L.window > 0 ? std::max<int64_t>(0, pos + t + 1 - L.window) : 0;
-            const int64_t off = layer_off + first * kv_dim + g * hd, n_keys = pos + t + 1 - first;
+            const KVCache& cache = *seqs[seq_of[size_t(t)]].cache;
+            const int64_t p = row_pos(t), layer_off = li * cache.n_ctx * kv_dim;
+            const int64_t first = L.window > 0 ? std::max<int64_t>(0, p + 1 - L.window) : 0;
+            const int64_t off = layer_off + first * kv_dim + g * hd, n_keys = p + 1 - first;
             const float* qg = q + t * q_dim + g * group * hd;
             float* out = att + t * q_dim + g * group * hd;
-            float* scratch = scores + int64_t(th) * group * n_pos;
+            float* scratch = scores + int64_t(th) * group * max_pos;
             if (cache.f16)
                 attention_group_f16(K, qg, hd, group, cache.k16.data() + off, cache.v16.data() + off, kv_dim, n_keys,
                                       hd, scale, out, hd, scratch);
@@ -165,7 +193,7 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
                 attention_group(K, qg, hd, group, cache.k.data() + off, cache.v.data() + off, kv_dim, n_keys, hd,
                                   scale, out, hd, scratch);
         };
-        if (n * c.n_heads * n_pos >= 4096) pool.parallel_for(n * c.n_kv_heads, attend);
+        if (n * c.n_heads * max_pos >= 4096) pool.parallel_for(n * c.n_kv_heads, attend);
         else for (int64_t task = 0; task < n * c.n_kv_heads; ++task) attend(task, 0);
         mm(att, n, L.wo, proj);
         for_rows(n, [&](int64_t t, int) {
@@ -185,11 +213,16 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
         });
     }
 
-    // final norm and the output head, only for the rows asked for (hidden states: the norm only)
-    const int64_t first = n - n_out;
+    // final norm and the output head, only for the rows asked for: each sequence's last n_out
+    // (hidden states: the norm only)
+    std::vector<int64_t> out_rows;
+    out_rows.reserve(size_t(n_out));
+    for (int64_t s = 0; s < n_seqs; ++s)
+        for (int64_t t = first_row[size_t(s) + 1] - seqs[s].n_out; t < first_row[size_t(s) + 1]; ++t) out_rows.push_back(t);
+    if (n_out == 0) return;
     float* normed = hidden ? hidden : xn;
-    for_rows(n_out, [&](int64_t t, int) {
-        K.rmsnorm(x + (first + t) * dim, w.output_norm, normed + t * dim, dim, c.eps);
+    for_rows(n_out, [&](int64_t r, int) {
+        K.rmsnorm(x + out_rows[size_t(r)] * dim, w.output_norm, normed + r * dim, dim, c.eps);
     });
     if (!hidden) mm(xn, n_out, w.output, logits);
 }

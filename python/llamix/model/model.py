@@ -90,6 +90,7 @@ class Model(CompletionAPI):
         t.prepare()
         self._t = t
         self._cache = _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, kv_cache)
+        self.kv_cache = kv_cache     # the cache's type, "f32" or "f16"
         self.timings = Timings()     # of the last generation
         self.n_past = 0              # positions filled in the cache
         self._cached: list[int] = []  # the tokens that filled them
