@@ -219,7 +219,12 @@ class BatchEngine:
                 if slot.job is not None and slot.job.cancelled:
                     self._release(slot, None)
             if self.slots_busy:
-                self._step()
+                try:
+                    self._step()
+                except Exception as e:  # noqa: BLE001 - a bug here must not leave requests waiting forever
+                    for slot in self.slots:
+                        slot.cached = []
+                        self._release(slot, e)
         self._shutdown()
 
     def _admit(self) -> None:

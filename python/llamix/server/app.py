@@ -145,12 +145,15 @@ class Server:
         if stream:
             return _JobStream(self._events(prepared, feed, usage), job)
         steps = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_disconnect, request, job)
-            try:
-                steps = [s async for s in feed]
-            finally:
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, request, job)
+                try:
+                    steps = [s async for s in feed]
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            job.cancel()   # the handler itself was cancelled (shutdown): free the slot; no-op once done
         if job.cancelled and not prepared.request.done:
             return error_response(499, "the client closed the request", code="client_closed")
         return JSONResponse(prepared.response(steps))
