@@ -342,7 +342,8 @@ def create_app(model: Model, n_parallel: int = 4, *, name: str | None = None, ap
               Route("/v1/completions", endpoint(server.completions), methods=["POST"]),
               Route("/v1/chat/completions", endpoint(server.chat_completions), methods=["POST"]),
               Route("/v1/embeddings", endpoint(server.embeddings), methods=["POST"])]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error, Exception: internal_error})
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.add_middleware(_Gate, server=server)
     app.state.server = server
     return app
