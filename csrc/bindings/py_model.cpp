@@ -193,7 +193,59 @@ void register_model(py::module_& m) {
             return out;
         }, py::arg("cache"), py::arg("tokens"), py::arg("pos"), py::arg("n_out") = 1, py::arg("hidden") = false,
            "Run tokens at positions pos.. and return the logits of the last n_out tokens (n_out, vocab), or with "
-           "hidden=True their final hidden states after the output norm (n_out, dim).");
+           "hidden=True their final hidden states after the output norm (n_out, dim).")
+        .def("forward_batch", [](PyTransformer& p, std::vector<KVCache*> caches, py::array tokens,
+                                 std::vector<int64_t> positions, std::vector<int64_t> counts,
+                                 std::vector<int64_t> n_outs) {
+            const TransformerConfig& c = p.w.cfg;
+            require(int64_t(p.w.layers.size()) == c.n_layers && p.w.token_embd.data && p.w.output.data,
+                    "the transformer's weights are incomplete");
+            const size_t n_seqs = caches.size();
+            require(n_seqs > 0, "forward_batch: no sequences");
+            require(positions.size() == n_seqs && counts.size() == n_seqs && n_outs.size() == n_seqs,
+                    "forward_batch: caches, positions, counts and n_outs must have one entry per sequence");
+            require_dtype<int32_t>(tokens, "tokens", "int32");
+            require(tokens.ndim() == 1, "tokens must be a 1-D array");
+            require_c_contiguous(tokens, "tokens");
+            std::vector<BatchSeq> seqs(n_seqs);
+            int64_t total = 0, total_out = 0;
+            for (size_t s = 0; s < n_seqs; ++s) {
+                KVCache* cache = caches[s];
+                const std::string name = "sequence " + std::to_string(s);
+                require(cache != nullptr, name + ": cache is None");
+                require(cache->n_layers == c.n_layers && cache->kv_dim == c.n_kv_heads * c.head_dim,
+                        name + ": the KV cache does not match this model");
+                for (size_t o = 0; o < s; ++o)
+                    require(caches[o] != cache, name + ": the same KV cache appears twice in one batch");
+                require(counts[s] >= 1, name + ": counts must be >= 1");
+                require(n_outs[s] >= 0 && n_outs[s] <= counts[s], name + ": n_out must be in 0..count");
+                require(positions[s] >= 0, name + ": pos must be >= 0");
+                if (positions[s] + counts[s] > cache->n_ctx)
+                    throw py::value_error(name + ": context overflow: positions " + std::to_string(positions[s]) + ".." +
+                                          std::to_string(positions[s] + counts[s] - 1) + " do not fit n_ctx = " +
+                                          std::to_string(cache->n_ctx));
+                seqs[s] = BatchSeq{cache, positions[s], counts[s], n_outs[s]};
+                total += counts[s];
+                total_out += n_outs[s];
+            }
+            require(tokens.shape(0) == total, "tokens: expected " + std::to_string(total) + " ids (the sum of counts)");
+            const int32_t* tp = static_cast<const int32_t*>(tokens.data());
+            for (int64_t i = 0; i < total; ++i)
+                if (tp[i] < 0 || tp[i] >= c.vocab)
+                    throw py::value_error("token id " + std::to_string(tp[i]) + " is outside the vocabulary (0.." +
+                                          std::to_string(c.vocab - 1) + ")");
+            py::array_t<float> out({total_out, c.vocab});
+            float* op = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                transformer_forward_batch(p.w, seqs.data(), int64_t(n_seqs), tp, op);
+            }
+            return out;
+        }, py::arg("caches"), py::arg("tokens"), py::arg("positions"), py::arg("counts"), py::arg("n_outs"),
+           "Continuous batching: run several sequences in one pass, sequence s's counts[s] tokens (one after "
+           "another in tokens) at positions[s].. of its own cache caches[s]; return the logits (sum n_outs, vocab) "
+           "of each sequence's last n_outs[s] tokens, in sequence order. Each sequence's logits are those it gets "
+           "run alone.");
 }
 
 }  // namespace llamix

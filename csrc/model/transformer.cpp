@@ -75,11 +75,31 @@ void TransformerWeights::prepare() {
 
 void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* tokens, int64_t n, int64_t pos,
                          float* logits, int64_t n_out, float* hidden) {
+    const BatchSeq seq{&cache, pos, n, n_out};
+    transformer_forward_batch(w, &seq, 1, tokens, logits, hidden);
+}
+
+void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int64_t n_seqs, const int32_t* tokens,
+                               float* logits, float* hidden) {
     if (!w.is_prepared) w.prepare();  // prepared layouts are shared by every kernel variant
     const TransformerConfig& c = w.cfg;
     const OpsKernels& K = kernels().ops;
     const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
     const int64_t half = hd / 2;
+
+    // the batch's rows are the sequences' tokens one after another; row t belongs to sequence
+    // seq_of[t], at position row_pos[t] of its cache
+    std::vector<int64_t> first_row(size_t(n_seqs) + 1, 0);
+    int64_t n_out = 0;
+    for (int64_t s = 0; s < n_seqs; ++s) {
+        first_row[size_t(s) + 1] = first_row[size_t(s)] + seqs[s].n;
+        n_out += seqs[s].n_out;
+    }
+    const int64_t n = first_row[size_t(n_seqs)];
+    std::vector<int64_t> seq_of(static_cast<size_t>(n));
+    for (int64_t s = 0; s < n_seqs; ++s)
+        std::fill(seq_of.begin() + first_row[size_t(s)], seq_of.begin() + first_row[size_t(s) + 1], s);
+    auto row_pos = [&](int64_t t) { return seqs[seq_of[size_t(t)]].pos + t - first_row[size_t(seq_of[size_t(t)])]; };
 
     Workspace& ws = w.workspace;  // buffers reused across calls (no page faults per token)
     float* x = ws.get(0, n * dim);              // residual stream (n, dim)
@@ -103,12 +123,13 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
         if (c.embed_scale != 1.0f)
             for (int64_t i = 0; i < dim; ++i) xt[i] *= c.embed_scale;
         // angles in float32 as transformers computes them; cos/sin evaluated in double
+        const float p = float(row_pos(t));
         for (int64_t r = 0; r < n_tables; ++r) {
             const float* inv_freq = w.inv_freq[size_t(r)].data();
             float* cos_t = rope_cos + (r * n + t) * half;
             float* sin_t = rope_sin + (r * n + t) * half;
             for (int64_t i = 0; i < half; ++i) {
-                const float angle = float(pos + t) * inv_freq[i];
+                const float angle = p * inv_freq[i];
                 cos_t[i] = float(std::cos(double(angle)));
                 sin_t[i] = float(std::sin(double(angle)));
             }
@@ -121,7 +142,7 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
 
         // attention
         for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.attn_norm, xn + t * dim, dim, c.eps); });
-        // new keys and values (n, kv_dim), rotated, then stored in the cache rows pos..pos+n-1
+        // new keys and values (n, kv_dim), rotated, then stored in each sequence's cache rows pos..pos+n-1
         mm_many(xn, n, {&L.wq, &L.wk, &L.wv}, {q, knew, vnew});  // one pass, x quantized once
         const float* layer_cos = rope_cos + int64_t(L.rope_table) * n * half;
         const float* layer_sin = rope_sin + int64_t(L.rope_table) * n * half;
@@ -138,13 +159,19 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
             K.rope(qt, c.n_heads, hd, layer_cos + t * half, layer_sin + t * half);
             K.rope(kt, c.n_kv_heads, hd, layer_cos + t * half, layer_sin + t * half);
         });
-        // the new rows go into the cache (quantized there), then attention over positions < pos + n
-        const KVLayer kv = cache.layer(li, c.n_kv_heads, hd);  // a read-only view of bytes the cache owns
-        store_kv_rows(knew, n, c.n_kv_heads, hd, cache.k_type, const_cast<uint8_t*>(kv.k) + pos * kv.k_row_bytes,
-                      kv.k_row_bytes, kv.k_head_bytes);
-        store_kv_rows(vnew, n, c.n_kv_heads, hd, cache.v_type, const_cast<uint8_t*>(kv.v) + pos * kv.v_row_bytes,
-                      kv.v_row_bytes, kv.v_head_bytes);
-        attention_causal(q, q_dim, n, pos, kv, c.n_heads, c.n_kv_heads, hd, L.window, scale, att, q_dim);
+        // each sequence's new rows go into its cache (quantized there), then attention over its
+        // positions < pos + n
+        for (int64_t s = 0; s < n_seqs; ++s) {
+            KVCache& cache = *seqs[s].cache;
+            const int64_t pos = seqs[s].pos, rows = seqs[s].n, r0 = first_row[size_t(s)];
+            const KVLayer kv = cache.layer(li, c.n_kv_heads, hd);  // a read-only view of bytes the cache owns
+            store_kv_rows(knew + r0 * kv_dim, rows, c.n_kv_heads, hd, cache.k_type,
+                          const_cast<uint8_t*>(kv.k) + pos * kv.k_row_bytes, kv.k_row_bytes, kv.k_head_bytes);
+            store_kv_rows(vnew + r0 * kv_dim, rows, c.n_kv_heads, hd, cache.v_type,
+                          const_cast<uint8_t*>(kv.v) + pos * kv.v_row_bytes, kv.v_row_bytes, kv.v_head_bytes);
+            attention_causal(q + r0 * q_dim, q_dim, rows, pos, kv, c.n_heads, c.n_kv_heads, hd, L.window, scale,
+                             att + r0 * q_dim, q_dim);
+        }
         mm(att, n, L.wo, proj);
         for_rows(n, [&](int64_t t, int) {
             if (L.post_attn_norm) K.rmsnorm(proj + t * dim, L.post_attn_norm, proj + t * dim, dim, c.eps);
@@ -163,11 +190,16 @@ void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* t
         });
     }
 
-    // final norm and the output head, only for the rows asked for (hidden states: the norm only)
-    const int64_t first = n - n_out;
+    // final norm and the output head, only for the rows asked for: each sequence's last n_out
+    // (hidden states: the norm only)
+    std::vector<int64_t> out_rows;
+    out_rows.reserve(size_t(n_out));
+    for (int64_t s = 0; s < n_seqs; ++s)
+        for (int64_t t = first_row[size_t(s) + 1] - seqs[s].n_out; t < first_row[size_t(s) + 1]; ++t) out_rows.push_back(t);
+    if (n_out == 0) return;
     float* normed = hidden ? hidden : xn;
-    for_rows(n_out, [&](int64_t t, int) {
-        K.rmsnorm(x + (first + t) * dim, w.output_norm, normed + t * dim, dim, c.eps);
+    for_rows(n_out, [&](int64_t r, int) {
+        K.rmsnorm(x + out_rows[size_t(r)] * dim, w.output_norm, normed + r * dim, dim, c.eps);
     });
     if (!hidden) mm(xn, n_out, w.output, logits);
 }

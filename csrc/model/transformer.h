@@ -113,6 +113,23 @@ struct KVCache {
 void transformer_forward(TransformerWeights& w, KVCache& cache, const int32_t* tokens, int64_t n, int64_t pos,
                          float* logits, int64_t n_out, float* hidden = nullptr);
 
+// One sequence's part of a batched forward pass: its next n tokens at positions pos..pos+n-1 of its
+// own cache (which must hold positions < pos), and how many of its last tokens want logits
+// (0..n).
+struct BatchSeq {
+    KVCache* cache = nullptr;
+    int64_t pos = 0, n = 0, n_out = 0;
+};
+
+// Several sequences in one pass (continuous batching): the rows are the sequences' tokens one
+// after another (tokens[0..sum n)); every matmul runs once over all rows, attention per row on
+// its own sequence's cache. Writes the logits (sum n_out, vocab) of each sequence's last n_out
+// tokens in sequence order (or their hidden states (sum n_out, dim)). Each row's result is the
+// one transformer_forward gives the sequence alone. The caches must be distinct; the caller
+// checks positions and token ids as for transformer_forward.
+void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int64_t n_seqs, const int32_t* tokens,
+                               float* logits, float* hidden = nullptr);
+
 // One row of a weight in any supported type to float32 (embedding lookup).
 void dequantize_row_any(QType type, const void* row, float* y, int64_t k);
 

@@ -28,6 +28,7 @@ COMMANDS = {
     "extract-lora": "extract a LoRA adapter (truncated SVD of the weight deltas) from a fine-tune and its base",
     "soup": "greedy model soup: add candidates only while held-out perplexity improves",
     "evolve": "search merge parameters with CMA-ES, candidates scored in parallel on Ray",
+    "serve": "an OpenAI-compatible HTTP server with continuous batching",
 }
 
 

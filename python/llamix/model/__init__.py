@@ -1,8 +1,9 @@
 """A loaded model: forward pass (C++), KV cache, sampling, generation. Sees a Checkpoint (config +
 tensor lookup + tokenizer), nothing of files."""
+from .batch import BatchEngine, EngineStopped, Job, QueueFull
 from .chat import ChatSession
 from .engine import Request, Step
 from .model import Model, load
 from .sampling import Sampler
 
-__all__ = ["ChatSession", "Model", "Request", "Sampler", "Step", "load"]
+__all__ = ["BatchEngine", "ChatSession", "EngineStopped", "Job", "QueueFull", "Model", "Request", "Sampler", "Step", "load"]

@@ -28,7 +28,7 @@ import json
 import os
 import re
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -128,6 +128,23 @@ class CompletionAPI:
         ``logprobs``: the number of alternatives per token to report. ``typical_p`` must stay 1.0,
         ``suffix`` None; other llama-cpp-python-only arguments (mirostat, tfs_z, grammar,
         logits_processor, stopping_criteria) are refused."""
+        c = self.prepare_completion(prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo,
+                                    stop, frequency_penalty, presence_penalty, repeat_penalty, top_k, seed, model,
+                                    logit_bias, response_format, **unsupported)
+        return c.chunks(self.run(c.request)) if stream else c.response(list(self.run(c.request)))
+
+    __call__ = create_completion
+
+    def prepare_completion(self, prompt: str | Sequence[int], suffix: str | None = None, max_tokens: int | None = 16,
+                           temperature: float = 0.8, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
+                           logprobs: int | None = None, echo: bool = False, stop: str | list[str] | None = None,
+                           frequency_penalty: float = 0.0, presence_penalty: float = 0.0, repeat_penalty: float = 1.0,
+                           top_k: int = 40, seed: int | None = None, model: str | None = None,
+                           logit_bias: Mapping[int, float] | None = None, response_format: Mapping | None = None,
+                           **unsupported) -> "TextCompletion":
+        """:meth:`create_completion` up to running: its :class:`TextCompletion` (the Request and
+        the result's shaping), for a driver that runs the request itself (a batching server).
+        With ``echo`` and ``logprobs`` it runs the prompt on the model once (its log-probabilities)."""
         _refuse(suffix=suffix is not None, typical_p=typical_p != 1.0, **_unsupported(unsupported))
         ids = self.tokenize(prompt, parse_special=True) if isinstance(prompt, str) else [int(i) for i in prompt]
         request = self.new_request(ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
@@ -138,33 +155,8 @@ class CompletionAPI:
                 "model": model if model is not None else self.source}
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(ids)
         echo_lp = self._prompt_logprobs(ids, logprobs) if echo and logprobs is not None else None
-        if stream:
-            return self._completion_chunks(request, head, prompt_text if echo else "", echo_lp)
-        steps = list(self.run(request))
-        text = (prompt_text if echo else "") + request.text
-        lp = None
-        if logprobs is not None:
-            lp = _completion_logprobs([s.logprob for s in steps if not s.eog], 0 if echo else len(prompt_text), echo_lp)
-        return {**head, "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": request.finish_reason}],
-                "usage": _usage(request)}
-
-    __call__ = create_completion
-
-    def _completion_chunks(self, request: Request, head: dict, echo_text: str, echo_lp) -> Iterator[dict]:
-        chunk = lambda text, lp, reason: {**head, "choices": [  # noqa: E731
-            {"text": text, "index": 0, "logprobs": lp, "finish_reason": reason}]}
-        offset = 0
-        if echo_text:
-            yield chunk(echo_text, _completion_logprobs([], 0, echo_lp) if echo_lp else None, None)
-            offset = len(echo_text)
-        for step in self.run(request):
-            lp = None
-            if step.logprob is not None and not step.eog:
-                lp = _completion_logprobs([step.logprob], offset, None)
-            if step.text or lp is not None:
-                yield chunk(step.text, lp, None)
-                offset += len(step.text)
-        yield chunk("", None, request.finish_reason)
+        return TextCompletion(request, head, prompt_text if echo else "", logprobs is not None, echo_lp,
+                              0 if echo else len(prompt_text))
 
     def _prompt_logprobs(self, ids: list[int], n: int) -> list[TokenLogprob]:
         """Log-probabilities of the prompt's own tokens (echo), BOS left out: each under the
@@ -208,6 +200,24 @@ class CompletionAPI:
         template; a reply in the ``<tool_call>{"name": …, "arguments": …}</tool_call>`` form comes
         back as ``message["tool_calls"]``. ``logprobs=True`` reports each token's log-probability
         and ``top_logprobs`` alternatives."""
+        c = self.prepare_chat_completion(messages, functions, function_call, tools, tool_choice, temperature, top_p,
+                                         top_k, min_p, typical_p, stop, seed, response_format, max_tokens,
+                                         presence_penalty, frequency_penalty, repeat_penalty, model, logit_bias,
+                                         logprobs, top_logprobs, chat_format, **unsupported)
+        return c.chunks(self.run(c.request)) if stream else c.response(list(self.run(c.request)))
+
+    def prepare_chat_completion(self, messages: Sequence[Mapping], functions=None, function_call=None,
+                                tools: list | None = None, tool_choice=None, temperature: float = 0.2,
+                                top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05, typical_p: float = 1.0,
+                                stop: str | list[str] | None = None, seed: int | None = None,
+                                response_format: Mapping | None = None, max_tokens: int | None = None,
+                                presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                                repeat_penalty: float = 1.0, model: str | None = None,
+                                logit_bias: Mapping[int, float] | None = None, logprobs: bool | None = None,
+                                top_logprobs: int | None = None, chat_format: str | None = None,
+                                **unsupported) -> "ChatCompletion":
+        """:meth:`create_chat_completion` up to running: its :class:`ChatCompletion` (the Request
+        and the result's shaping), for a driver that runs the request itself (a batching server)."""
         _refuse(functions=functions is not None, function_call=function_call is not None, typical_p=typical_p != 1.0,
                 **_unsupported(unsupported))
         fmt = self.chat_formatter(chat_format)
@@ -221,31 +231,7 @@ class CompletionAPI:
                                    response_format=response_format)
         head = {"id": f"chatcmpl-{_uuid4()}", "object": "chat.completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
-        if stream:
-            return self._chat_chunks(request, {**head, "object": "chat.completion.chunk"})
-        steps = list(self.run(request))
-        message: dict[str, Any] = {"role": "assistant", "content": request.text}
-        reason = request.finish_reason
-        calls = _tool_calls(request.text) if tools else []
-        if calls:
-            rest = _TOOL_CALL.sub("", request.text).strip()
-            message = {"role": "assistant", "content": rest or None, "tool_calls": calls}
-            reason = "tool_calls"
-        lp = None
-        if logprobs:
-            lp = _chat_logprobs([s.logprob for s in steps if not s.eog])
-        return {**head, "choices": [{"index": 0, "message": message, "logprobs": lp, "finish_reason": reason}],
-                "usage": _usage(request)}
-
-    def _chat_chunks(self, request: Request, head: dict) -> Iterator[dict]:
-        chunk = lambda delta, lp, reason: {**head, "choices": [  # noqa: E731
-            {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason}]}
-        yield chunk({"role": "assistant"}, None, None)
-        for step in self.run(request):
-            lp = _chat_logprobs([step.logprob]) if step.logprob is not None and not step.eog else None
-            if step.text or lp is not None:
-                yield chunk({"content": step.text}, lp, None)
-        yield chunk({}, None, request.finish_reason)
+        return ChatCompletion(request, head, bool(tools), bool(logprobs))
 
     # --- embeddings ----------------------------------------------------------------------------------
     def embed(self, input: str | Sequence[str], normalize: bool = False, truncate: bool = True,
@@ -288,6 +274,99 @@ class CompletionAPI:
                 "data": [{"object": "embedding", "embedding": v.tolist(), "index": i} for i, v in enumerate(vecs)],
                 "model": model if model is not None else self.source,
                 "usage": {"prompt_tokens": total, "total_tokens": total}}
+
+
+class TextCompletion:
+    """A prepared ``create_completion``: its :class:`Request` and how the request's steps become
+    llama-cpp-python's results. Whoever runs the request feeds the steps to :meth:`response` (all
+    of them) or, streaming, takes :meth:`first_chunks`, a :meth:`chunk` per step and
+    :meth:`last_chunk` (:meth:`chunks` does all three over an iterable of steps)."""
+
+    def __init__(self, request: Request, head: dict, echo_text: str, logprobs: bool, echo_lp, text_offset: int = 0):
+        self.request, self.head, self.echo_text, self.logprobs, self.echo_lp = request, head, echo_text, logprobs, echo_lp
+        self.text_offset = text_offset   # the whole result's first text_offset (llama-cpp-python: after the prompt)
+        self._offset = 0
+
+    def response(self, steps: Sequence[Step]) -> dict:
+        request = self.request
+        lp = None
+        if self.logprobs:
+            lp = _completion_logprobs([s.logprob for s in steps if not s.eog], self.text_offset, self.echo_lp)
+        return {**self.head, "choices": [{"text": self.echo_text + request.text, "index": 0, "logprobs": lp,
+                                          "finish_reason": request.finish_reason}],
+                "usage": _usage(request)}
+
+    def _chunk(self, text: str, lp, reason) -> dict:
+        return {**self.head, "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": reason}]}
+
+    def first_chunks(self) -> list[dict]:
+        if not self.echo_text:
+            return []
+        self._offset = len(self.echo_text)
+        return [self._chunk(self.echo_text, _completion_logprobs([], 0, self.echo_lp) if self.echo_lp else None, None)]
+
+    def chunk(self, step: Step) -> dict | None:
+        lp = None
+        if step.logprob is not None and not step.eog:
+            lp = _completion_logprobs([step.logprob], self._offset, None)
+        if not (step.text or lp is not None):
+            return None
+        self._offset += len(step.text)
+        return self._chunk(step.text, lp, None)
+
+    def last_chunk(self) -> dict:
+        return self._chunk("", None, self.request.finish_reason)
+
+    def usage_chunk(self) -> dict:
+        """OpenAI's ``stream_options.include_usage`` chunk: no choices, the usage."""
+        return {**self.head, "choices": [], "usage": _usage(self.request)}
+
+    def chunks(self, steps: Iterable[Step]) -> Iterator[dict]:
+        yield from self.first_chunks()
+        for step in steps:
+            c = self.chunk(step)
+            if c is not None:
+                yield c
+        yield self.last_chunk()
+
+
+class ChatCompletion(TextCompletion):
+    """A prepared ``create_chat_completion``: as :class:`TextCompletion`, with chat's shapes (a
+    message, or ``chat.completion.chunk`` deltas; tool calls when ``tools`` were given)."""
+
+    def __init__(self, request: Request, head: dict, tools: bool, logprobs: bool):
+        super().__init__(request, head, "", logprobs, None)
+        self.tools = tools
+        self.chunk_head = {**head, "object": "chat.completion.chunk"}
+
+    def response(self, steps: Sequence[Step]) -> dict:
+        request = self.request
+        message: dict[str, Any] = {"role": "assistant", "content": request.text}
+        reason = request.finish_reason
+        calls = _tool_calls(request.text) if self.tools else []
+        if calls:
+            rest = _TOOL_CALL.sub("", request.text).strip()
+            message = {"role": "assistant", "content": rest or None, "tool_calls": calls}
+            reason = "tool_calls"
+        lp = _chat_logprobs([s.logprob for s in steps if not s.eog]) if self.logprobs else None
+        return {**self.head, "choices": [{"index": 0, "message": message, "logprobs": lp, "finish_reason": reason}],
+                "usage": _usage(request)}
+
+    def _chunk(self, delta: dict, lp, reason) -> dict:  # type: ignore[override]
+        return {**self.chunk_head, "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason}]}
+
+    def first_chunks(self) -> list[dict]:
+        return [self._chunk({"role": "assistant"}, None, None)]
+
+    def chunk(self, step: Step) -> dict | None:
+        lp = _chat_logprobs([step.logprob]) if step.logprob is not None and not step.eog else None
+        return self._chunk({"content": step.text}, lp, None) if step.text or lp is not None else None
+
+    def last_chunk(self) -> dict:
+        return self._chunk({}, None, self.request.finish_reason)
+
+    def usage_chunk(self) -> dict:
+        return {**self.chunk_head, "choices": [], "usage": _usage(self.request)}
 
 
 def _uuid4() -> str:
@@ -368,4 +447,4 @@ def _refuse(**flags: bool) -> None:
         raise ValueError(f"not supported by llamix: {', '.join(bad)} (leave at llama-cpp-python's default)")
 
 
-__all__ = ["CompletionAPI", "Step"]
+__all__ = ["ChatCompletion", "CompletionAPI", "Step", "TextCompletion"]

@@ -108,8 +108,7 @@ class Model(CompletionAPI):
         self._t = t
         self.kv_cache_k, self.kv_cache_v = (_kv_cache_type(name, t or kv_cache, c.head_dim)
                                             for name, t in (("kv_cache_k", kv_cache_k), ("kv_cache_v", kv_cache_v)))
-        self._cache = _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, self.kv_cache_k, self.kv_cache_v,
-                                 n_kv_heads=c.n_kv_heads)
+        self._cache = self.new_kv_cache()
         self.timings = Timings()     # of the last generation
         self.n_past = 0              # positions filled in the cache
         self._cached: list[int] = []  # the tokens that filled them
@@ -181,6 +180,12 @@ class Model(CompletionAPI):
         """Forget the cached sequence."""
         self.n_past = 0
         self._cached = []
+
+    def new_kv_cache(self):
+        """An empty KV cache of this model's n_ctx and key/value types (one per sequence: the
+        model's own, or a server's slot)."""
+        c = self.config
+        return _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, self.kv_cache_k, self.kv_cache_v, n_kv_heads=c.n_kv_heads)
 
     @property
     def kv_cache_nbytes(self) -> int:

@@ -1,0 +1,82 @@
+"""``llamix serve -m MODEL``: an OpenAI-compatible HTTP server with continuous batching
+(llama-server's flags: ``--host``, ``--port``, ``-np/--parallel``, ``-c``, ``-t``, ``--api-key``).
+
+``-c`` is the KV cache size in all, split evenly between the ``--parallel`` slots, as
+llama-server splits it; by default each slot gets the model's context (at most 2048). SIGTERM or
+Ctrl-C stops the server: running requests get ``--shutdown-timeout`` seconds to finish.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from ..chat_format import format_names
+from ..loaders import SHAPES
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads,
+                     open_model, warn_ctx)
+
+try:   # the serve extra: starlette, uvicorn, prometheus_client
+    from ..server import serve
+    _MISSING = None
+except ModuleNotFoundError as e:
+    if e.name not in ("starlette", "uvicorn", "prometheus_client", "anyio"):
+        raise
+    serve, _MISSING = None, e.name
+
+
+def add_arguments(p) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-m", "--model", help=MODEL_HELP)
+    src.add_argument("--random", metavar="SHAPE", choices=list(SHAPES),
+                     help=f"no download: a random-weight model of this shape ({', '.join(SHAPES)}); its text is gibberish")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port")
+    p.add_argument("-np", "--parallel", type=int, default=4, metavar="N",
+                   help="KV cache slots: requests decoded together in one batch")
+    add_ctx(p, what="KV cache positions in all, split evenly between the slots "
+                    "(default: the model's context per slot, at most 2048)")
+    add_threads(p)
+    p.add_argument("-b", "--batch-size", type=int, default=512, metavar="N",
+                   help="at most N tokens (decodes and prompt chunks) per forward pass")
+    p.add_argument("--api-key", metavar="KEY", default=os.environ.get("LLAMIX_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $LLAMIX_API_KEY; none: no key)")
+    p.add_argument("-a", "--alias", metavar="NAME", help="the model id clients see (default: the file's name)")
+    p.add_argument("--chat-format", metavar="NAME", choices=format_names(),
+                   help=f"a built-in chat format instead of the model's template ({', '.join(format_names())})")
+    p.add_argument("--max-queue", type=int, default=64, metavar="N",
+                   help="requests waiting for a slot before new ones get 503")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds running requests get to finish at SIGTERM")
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    add_qtype(p)
+    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache type (keys and values)")
+
+
+def run(args) -> int:
+    check_threads(args)
+    check(1 <= args.parallel <= 256, "-np/--parallel", f"must be in 1..256, got {args.parallel}")
+    check(0 < args.port < 65536, "--port", f"must be in 1..65535, got {args.port}")
+    check(args.batch_size >= 1, "-b/--batch-size", f"must be >= 1, got {args.batch_size}")
+    check(args.max_queue >= 0, "--max-queue", f"must be >= 0, got {args.max_queue}")
+    check(args.shutdown_timeout >= 0, "--shutdown-timeout", f"must be >= 0, got {args.shutdown_timeout}")
+    if args.ctx_size is not None:
+        check(args.ctx_size >= args.parallel, "-c/--ctx-size",
+              f"must give each of the {args.parallel} slots at least one position, got {args.ctx_size}")
+    if serve is None:
+        raise UsageError(f"llamix serve needs the 'serve' extra ({_MISSING} is not installed): "
+                         "pip install 'llamix[serve]'")
+    if args.ctx_size is not None:
+        args.ctx_size //= args.parallel   # the model's n_ctx is one slot's context
+    model = open_model(args, chat_format=args.chat_format)
+    warn_ctx("serve", model.n_ctx, model.config)
+    # SIGTERM ends the server cleanly: uvicorn shuts down, then passes the signal on (ignored here)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if main else None
+    try:
+        serve(model, args.host, args.port, args.parallel, name=args.alias, api_key=args.api_key or None,
+              max_queue=args.max_queue, n_batch=args.batch_size, shutdown_timeout=args.shutdown_timeout)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0

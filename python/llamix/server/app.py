@@ -1,0 +1,349 @@
+"""The OpenAI-compatible HTTP server: a Starlette application over a :class:`BatchEngine`.
+
+Endpoints: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions`` (server-sent
+events with ``"stream": true``, ending ``data: [DONE]``), ``POST /v1/embeddings``, ``GET /health``,
+``GET /metrics``. Requests are shaped by the model's own API (``prepare_completion`` /
+``prepare_chat_completion`` / ``create_embedding``, the functions ``llamix.Model`` offers in
+process), run by the batch engine, and errors come back as OpenAI error objects
+(``{"error": {"message", "type", "param", "code"}}``): 400 for a malformed body, a field of the
+wrong type or a prompt beyond the context (with both sizes), 401 for a missing or wrong API key
+(``Authorization: Bearer KEY``, compared in constant time; ``/health`` needs none), 404 / 405,
+413 for a body over ``max_body_bytes``, 503 when the queue is full or the server is stopping.
+
+A client that goes away (closes a stream, or drops a waiting request) cancels its request: its
+slot is free at the next step. Each answered request writes one JSON line to the
+``llamix.server.access`` logger.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import json
+import logging
+import re
+import time
+from typing import Any, AsyncIterator
+
+import anyio
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..model import BatchEngine, EngineStopped, Job, Model, QueueFull
+from ..model.api import TextCompletion
+from .metrics import CONTENT_TYPE, Metrics
+from .params import BadRequest, chat_kwargs, completion_kwargs, embedding_input
+
+ACCESS_LOG = logging.getLogger("llamix.server.access")
+MAX_BODY_BYTES = 8 << 20   # a request body larger than this is refused (413)
+_CONTEXT = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+
+
+def error_response(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                   code: str | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code, **extra}},
+                        status_code=status)
+
+
+def _bad_request(e: Exception) -> JSONResponse:
+    msg = str(e)
+    m = _CONTEXT.search(msg)
+    if m:
+        return error_response(400, f"the prompt ({m[1]} tokens) does not fit the context of {m[2]} tokens per slot",
+                              code="context_length_exceeded", n_prompt_tokens=int(m[1]), n_ctx=int(m[2]))
+    if isinstance(e, BadRequest):
+        return error_response(400, msg, param=e.param, code=e.code, **e.extra)
+    return error_response(400, msg)
+
+
+class _Feed:
+    """A request's steps handed from the engine thread to the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.items = loop, asyncio.Queue()
+
+    def sink(self, item) -> None:   # on the engine thread
+        with contextlib.suppress(RuntimeError):   # the loop is closed: nobody listens any more
+            self.loop.call_soon_threadsafe(self.items.put_nowait, item)
+
+    async def __aiter__(self) -> AsyncIterator:
+        while True:
+            item = await self.items.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+class _JobStream(StreamingResponse):
+    """Server-sent events of one job; however the response ends (done, client gone, shutdown),
+    the job is cancelled, which frees its slot."""
+
+    def __init__(self, content, job: Job):
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.job = job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel()
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+class Server:
+    """The application's state: the model, its engine, the served name, the key and the metrics."""
+
+    def __init__(self, model: Model, engine: BatchEngine, name: str, api_key: str | None, max_body_bytes: int):
+        self.model, self.engine, self.name = model, engine, name
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+        self.metrics = Metrics(engine)
+        self.created = int(time.time())
+
+    # --- plumbing --------------------------------------------------------------------------------------
+    async def read_json(self, request: HTTPRequest) -> Any:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > self.max_body_bytes:
+            raise _Refused(error_response(413, f"the request body ({size} bytes) is over the limit of "
+                                               f"{self.max_body_bytes} bytes", code="request_too_large"))
+        chunks, total = [], 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > self.max_body_bytes:
+                raise _Refused(error_response(413, f"the request body is over the limit of {self.max_body_bytes} "
+                                                   "bytes", code="request_too_large"))
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise _Refused(error_response(400, f"the request body is not valid JSON: {e}", code="invalid_json")) \
+                from None
+
+    async def run_job(self, request: HTTPRequest, prepared: TextCompletion, stream: bool, usage: bool) -> Response:
+        feed = _Feed(asyncio.get_running_loop())
+        try:
+            job = self.engine.submit(prepared.request, feed.sink)
+        except QueueFull as e:
+            return error_response(503, str(e), type_="server_error", code="queue_full")
+        except EngineStopped as e:
+            return error_response(503, str(e), type_="server_error", code="unavailable")
+        except ValueError as e:
+            return _bad_request(e)
+        request.state.job = job
+        if stream:
+            return _JobStream(self._events(prepared, feed, usage), job)
+        steps = []
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, request, job)
+                try:
+                    steps = [s async for s in feed]
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            job.cancel()   # the handler itself was cancelled (shutdown): free the slot; no-op once done
+        if job.cancelled and not prepared.request.done:
+            return error_response(499, "the client closed the request", code="client_closed")
+        return JSONResponse(prepared.response(steps))
+
+    async def _events(self, prepared: TextCompletion, feed: _Feed, usage: bool) -> AsyncIterator[str]:
+        for chunk in prepared.first_chunks():
+            yield _sse(chunk)
+        try:
+            async for step in feed:
+                chunk = prepared.chunk(step)
+                if chunk is not None:
+                    yield _sse(chunk)
+        except Exception as e:  # noqa: BLE001 - the stream has started: the error goes as an event
+            yield _sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
+            yield "data: [DONE]\n\n"
+            return
+        yield _sse(prepared.last_chunk())
+        if usage:
+            yield _sse(prepared.usage_chunk())
+        yield "data: [DONE]\n\n"
+
+    # --- endpoints -------------------------------------------------------------------------------------
+    async def health(self, request: HTTPRequest) -> Response:
+        e = self.engine
+        return JSONResponse({"status": "ok", "slots_idle": e.n_parallel - e.slots_busy,
+                             "slots_processing": e.slots_busy, "queue_depth": e.queue_depth})
+
+    async def models(self, request: HTTPRequest) -> Response:
+        c = self.model.config
+        return JSONResponse({"object": "list", "data": [{
+            "id": self.name, "object": "model", "created": self.created, "owned_by": "llamix",
+            "meta": {"n_ctx_slot": self.model.n_ctx, "n_parallel": self.engine.n_parallel,
+                     "n_ctx_train": c.context_length, "n_vocab": c.vocab_size, "n_embd": c.dim}}]})
+
+    async def metrics_text(self, request: HTTPRequest) -> Response:
+        return Response(self.metrics.text(), media_type=CONTENT_TYPE)
+
+    async def completions(self, request: HTTPRequest) -> Response:
+        body = await self.read_json(request)
+        try:
+            kw, stream, usage = completion_kwargs(body)
+            # echo with logprobs runs the prompt through the model: on the engine thread
+            if kw.get("echo") and kw.get("logprobs") is not None:
+                prepared = await asyncio.wrap_future(self.engine.call(self.model.prepare_completion, model=self.name,
+                                                                      **kw))
+            else:
+                prepared = await run_in_threadpool(self.model.prepare_completion, model=self.name, **kw)
+        except ValueError as e:
+            return _bad_request(e)
+        return await self.run_job(request, prepared, stream, usage)
+
+    async def chat_completions(self, request: HTTPRequest) -> Response:
+        body = await self.read_json(request)
+        try:
+            kw, stream, usage = chat_kwargs(body)
+            prepared = await run_in_threadpool(self.model.prepare_chat_completion, model=self.name, **kw)
+        except ValueError as e:
+            return _bad_request(e)
+        return await self.run_job(request, prepared, stream, usage)
+
+    async def embeddings(self, request: HTTPRequest) -> Response:
+        body = await self.read_json(request)
+        try:
+            texts, b64 = embedding_input(body)
+            result = await asyncio.wrap_future(self.engine.call(self.model.create_embedding, texts, model=self.name))
+        except (ValueError, EngineStopped) as e:
+            return _bad_request(e) if isinstance(e, ValueError) else error_response(503, str(e), "server_error")
+        if b64:   # the openai client asks for base64 float32 by default
+            for d in result["data"]:
+                d["embedding"] = base64.b64encode(np.asarray(d["embedding"], dtype="<f4").tobytes()).decode()
+        request.state.usage = result["usage"]
+        return JSONResponse(result)
+
+
+class _Refused(Exception):
+    """An early answer (a body too large or not JSON) raised out of a helper."""
+
+    def __init__(self, response: Response):
+        self.response = response
+
+
+async def _cancel_on_disconnect(request: HTTPRequest, job: Job) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    job.cancel()
+
+
+class _Gate:
+    """ASGI middleware: the API key, the access log and the request metrics."""
+
+    def __init__(self, app, server: Server):
+        self.app, self.server = app, server
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = [0]
+
+        async def send_status(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        path = scope["path"]
+        key = self.server.api_key
+        try:
+            if key is not None and path != "/health" and not _authorized(scope, key):
+                await error_response(401, "invalid or missing API key (Authorization: Bearer KEY)",
+                                     "authentication_error", code="invalid_api_key")(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            self._log(scope, status[0] or 499, time.perf_counter() - t0)
+
+    def _log(self, scope, status: int, seconds: float) -> None:
+        state = scope.get("state", {})
+        job: Job | None = state.get("job")
+        path = scope["path"]
+        record = {"ts": round(time.time(), 3), "client": (scope.get("client") or ("", 0))[0],
+                  "method": scope["method"], "path": path, "status": status, "duration_ms": round(seconds * 1e3, 1)}
+        m = self.server.metrics
+        if job is not None:
+            r = job.request
+            record.update(prompt_tokens=len(r.prompt), prompt_evaluated=job.n_prompt_evaluated,
+                          completion_tokens=len(r.tokens), finish_reason=r.finish_reason)
+            if job.t_first is not None:
+                record["ttft_ms"] = round((job.t_first - job.t_submit) * 1e3, 1)
+                m.ttft.observe(job.t_first - job.t_submit)
+            m.duration.observe(seconds)
+        elif state.get("usage"):
+            record.update(prompt_tokens=state["usage"]["prompt_tokens"])
+        m.requests.labels(path if path in _PATHS else "other", str(status)).inc()
+        ACCESS_LOG.info(json.dumps(record))
+
+
+def _authorized(scope, key: bytes) -> bool:
+    given = b""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            given = value
+    scheme, _, token = given.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key)
+
+
+_PATHS = {"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings"}
+
+
+def create_app(model: Model, n_parallel: int = 4, *, name: str | None = None, api_key: str | None = None,
+               max_queue: int = 64, max_body_bytes: int = MAX_BODY_BYTES, n_batch: int | None = None,
+               shutdown_timeout: float = 10.0) -> Starlette:
+    """The ASGI application serving ``model`` with ``n_parallel`` KV cache slots of ``model.n_ctx``
+    positions each, at most ``max_queue`` requests waiting (503 beyond). ``name``: the model id
+    clients see (default: the file's name). The engine thread starts and stops with the
+    application's lifespan; at shutdown requests still running get ``shutdown_timeout`` seconds."""
+    engine = BatchEngine(model, n_parallel, max_queue, **({"n_batch": n_batch} if n_batch else {}))
+    served = name or model.source.rstrip("/").rsplit("/", 1)[-1]
+    server = Server(model, engine, served, api_key, max_body_bytes)
+
+    def endpoint(fn):
+        async def handle(request: HTTPRequest) -> Response:
+            try:
+                return await fn(request)
+            except _Refused as r:
+                return r.response
+        return handle
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        engine.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(engine.stop, shutdown_timeout)
+
+    async def http_error(request, exc: HTTPException) -> Response:
+        return error_response(exc.status_code, exc.detail or "error", "invalid_request_error",
+                              code="not_found" if exc.status_code == 404 else None)
+
+    async def internal_error(request, exc: Exception) -> Response:
+        return error_response(500, f"internal error: {exc}", "server_error")
+
+    routes = [Route("/health", endpoint(server.health), methods=["GET"]),
+              Route("/metrics", endpoint(server.metrics_text), methods=["GET"]),
+              Route("/v1/models", endpoint(server.models), methods=["GET"]),
+              Route("/v1/completions", endpoint(server.completions), methods=["POST"]),
+              Route("/v1/chat/completions", endpoint(server.chat_completions), methods=["POST"]),
+              Route("/v1/embeddings", endpoint(server.embeddings), methods=["POST"])]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error, Exception: internal_error})
+    app.add_middleware(_Gate, server=server)
+    app.state.server = server
+    return app

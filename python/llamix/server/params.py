@@ -1,0 +1,171 @@
+"""OpenAI request bodies -> the keyword arguments of ``Model.prepare_completion`` /
+``prepare_chat_completion`` / ``create_embedding``.
+
+Fields the server does not know are ignored (clients send extras: ``user``, ``store``, ...); a
+known field of the wrong JSON type, or a value llamix cannot honour (``n`` > 1), is a
+:class:`BadRequest` naming the field. Values are then checked where they are used (the sampler,
+the chat template, the tokenizer) and those errors are 400 too.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+NUMBER, INT, BOOL, STR, LIST, OBJECT, NULL = "number", "integer", "boolean", "string", "array", "object", "null"
+
+
+class BadRequest(ValueError):
+    """A request the server refuses with 400: ``message`` and the offending ``param``."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None, **extra):
+        super().__init__(message)
+        self.param, self.code, self.extra = param, code, extra
+
+
+def _type_of(v: Any) -> str:
+    if v is None:
+        return NULL
+    if isinstance(v, bool):
+        return BOOL
+    if isinstance(v, int):
+        return INT
+    if isinstance(v, float):
+        return NUMBER
+    if isinstance(v, str):
+        return STR
+    if isinstance(v, list):
+        return LIST
+    if isinstance(v, dict):
+        return OBJECT
+    return type(v).__name__
+
+
+def _check(body: dict, name: str, *types: str) -> Any:
+    """body[name] (None when absent), or BadRequest when its JSON type is not one of ``types``
+    (an integer counts as a number)."""
+    if name not in body:
+        return None
+    v = body[name]
+    t = _type_of(v)
+    if t in types or (t == INT and NUMBER in types):
+        return v
+    raise BadRequest(f"'{name}' must be {' or '.join(types)}, got {t}", param=name, code="invalid_type")
+
+
+# sampling fields shared by completions and chat: OpenAI's plus llama.cpp's extras
+_SAMPLING = {"temperature": (NUMBER, NULL), "top_p": (NUMBER, NULL), "top_k": (INT, NULL), "min_p": (NUMBER, NULL),
+             "presence_penalty": (NUMBER, NULL), "frequency_penalty": (NUMBER, NULL),
+             "repeat_penalty": (NUMBER, NULL), "seed": (INT, NULL), "response_format": (OBJECT, NULL)}
+
+
+def _common(body: dict) -> tuple[dict, bool, bool]:
+    """Sampling keyword arguments, stream, include_usage."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
+    kw = {}
+    for name, types in _SAMPLING.items():
+        v = _check(body, name, *types)
+        if v is not None:
+            kw[name] = v
+    n = _check(body, "n", INT, NULL)
+    if n is not None and n != 1:
+        raise BadRequest(f"'n' must be 1 (one choice per request), got {n}", param="n")
+    stop = _check(body, "stop", STR, LIST, NULL)
+    if isinstance(stop, list):
+        if not all(isinstance(s, str) for s in stop):
+            raise BadRequest("'stop' must be a string or an array of strings", param="stop", code="invalid_type")
+    if stop:
+        kw["stop"] = stop
+    bias = _check(body, "logit_bias", OBJECT, NULL)
+    if bias:
+        try:
+            kw["logit_bias"] = {int(k): float(v) for k, v in bias.items()}
+        except (TypeError, ValueError):
+            raise BadRequest("'logit_bias' maps token ids to numbers", param="logit_bias") from None
+    stream = bool(_check(body, "stream", BOOL, NULL))
+    options = _check(body, "stream_options", OBJECT, NULL) or {}
+    usage = _check(options, "include_usage", BOOL, NULL)
+    return kw, stream, bool(usage)
+
+
+def completion_kwargs(body: dict) -> tuple[dict, bool, bool]:
+    """(keyword arguments of ``prepare_completion``, stream, include_usage) of a
+    ``/v1/completions`` body."""
+    kw, stream, usage = _common(body)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]          # a batch of one prompt
+    if isinstance(prompt, list):
+        if not prompt or not all(_type_of(i) == INT for i in prompt):
+            raise BadRequest("'prompt' must be a string or an array of token ids (one prompt per request)",
+                             param="prompt", code="invalid_type")
+    elif not isinstance(prompt, str):
+        raise BadRequest(f"'prompt' must be a string or an array of token ids, got {_type_of(prompt)}", param="prompt",
+                         code="invalid_type" if "prompt" in body else "missing")
+    kw["prompt"] = prompt
+    for name, types in {"max_tokens": (INT, NULL), "echo": (BOOL, NULL), "logprobs": (INT, NULL),
+                        "suffix": (STR, NULL)}.items():
+        v = _check(body, name, *types)
+        if v is not None:
+            kw[name] = v
+    return kw, stream, usage
+
+
+def chat_kwargs(body: dict) -> tuple[dict, bool, bool]:
+    """(keyword arguments of ``prepare_chat_completion``, stream, include_usage) of a
+    ``/v1/chat/completions`` body. Message content given as parts keeps their text (images are
+    refused)."""
+    kw, stream, usage = _common(body)
+    messages = _check(body, "messages", LIST)
+    if not messages:
+        raise BadRequest("'messages' must be a non-empty array of messages", param="messages",
+                         code="invalid_type" if "messages" in body else "missing")
+    kw["messages"] = [_message(m, i) for i, m in enumerate(messages)]
+    max_tokens = _check(body, "max_completion_tokens", INT, NULL)
+    if max_tokens is None:
+        max_tokens = _check(body, "max_tokens", INT, NULL)
+    if max_tokens is not None:
+        kw["max_tokens"] = max_tokens
+    for name, types in {"logprobs": (BOOL, NULL), "top_logprobs": (INT, NULL), "tools": (LIST, NULL)}.items():
+        v = _check(body, name, *types)
+        if v is not None:
+            kw[name] = v
+    choice = _check(body, "tool_choice", STR, OBJECT, NULL)
+    if choice is not None:
+        kw["tool_choice"] = choice
+    return kw, stream, usage
+
+
+def _message(m: Any, i: int) -> dict:
+    where = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise BadRequest(f"'{where}' must be an object, got {_type_of(m)}", param=where, code="invalid_type")
+    if not isinstance(m.get("role"), str):
+        raise BadRequest(f"'{where}.role' must be a string", param=f"{where}.role", code="invalid_type")
+    content = m.get("content")
+    if isinstance(content, list):   # content parts: [{"type": "text", "text": ...}, ...]
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise BadRequest(f"'{where}.content': only text parts are supported", param=f"{where}.content")
+            texts.append(part["text"])
+        m = {**m, "content": "".join(texts)}
+    elif content is not None and not isinstance(content, str):
+        raise BadRequest(f"'{where}.content' must be a string, an array of text parts or null, got "
+                         f"{_type_of(content)}", param=f"{where}.content", code="invalid_type")
+    return m
+
+
+def embedding_input(body: dict) -> tuple[list[str], bool]:
+    """(the texts of a ``/v1/embeddings`` body, whether the result goes as base64 floats)."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
+    texts = _check(body, "input", STR, LIST)
+    if isinstance(texts, str):
+        texts = [texts]
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise BadRequest("'input' must be a string or a non-empty array of strings", param="input",
+                         code="invalid_type" if "input" in body else "missing")
+    fmt = _check(body, "encoding_format", STR, NULL) or "float"
+    if fmt not in ("float", "base64"):
+        raise BadRequest(f"'encoding_format' must be 'float' or 'base64', got {fmt!r}", param="encoding_format")
+    return texts, fmt == "base64"

@@ -1,0 +1,29 @@
+"""Run the server on uvicorn until SIGINT / SIGTERM."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from ..model import Model
+from .app import ACCESS_LOG, MAX_BODY_BYTES, create_app
+
+
+def serve(model: Model, host: str = "127.0.0.1", port: int = 8080, n_parallel: int = 4, *, name: str | None = None,
+          api_key: str | None = None, max_queue: int = 64, max_body_bytes: int = MAX_BODY_BYTES,
+          n_batch: int | None = None, shutdown_timeout: float = 10.0, log_level: str = "info") -> None:
+    """Serve ``model`` at http://host:port until SIGINT or SIGTERM; then requests still running get
+    ``shutdown_timeout`` seconds to finish before they are cancelled, and the function returns.
+    Access log lines (JSON) go to stderr. Arguments as :func:`llamix.server.create_app`."""
+    app = create_app(model, n_parallel, name=name, api_key=api_key, max_queue=max_queue,
+                     max_body_bytes=max_body_bytes, n_batch=n_batch, shutdown_timeout=shutdown_timeout)
+    if not ACCESS_LOG.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        ACCESS_LOG.addHandler(handler)
+        ACCESS_LOG.setLevel(logging.INFO)
+        ACCESS_LOG.propagate = False
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=shutdown_timeout, lifespan="on")
+    uvicorn.Server(config).run()

@@ -1,0 +1,155 @@
+"""Continuous batching: ``Transformer.forward_batch`` gives every sequence, bit for bit, the logits
+it gets run alone through ``forward`` (batch sizes 1..8, prompts mixed with decodes, f32 and f16
+caches, every kernel variant and thread count), and the ``BatchEngine`` scheduler gives each
+request the tokens ``Model.run`` gives it alone (greedy and seeded sampling), admits requests as
+slots free up, frees a cancelled request's slot, bounds its queue and reuses cached prefixes."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import llamix
+from llamix import _C
+from llamix.model import BatchEngine, QueueFull, Sampler
+from llamix.model.engine import Request
+
+
+@pytest.fixture(scope="module", params=["q4_0", "q4_K"])
+def model(request):
+    ck = llamix.random_checkpoint("tiny", request.param, seed=1, n_layers=2)
+    return llamix.Model(ck, n_ctx=96)
+
+
+def _alone(m, prompt, n_gen, kv):
+    """Greedy logits of prompt then n_gen tokens, each sequence alone on a fresh cache."""
+    c = m.config
+    cache = _C.KVCache(c.n_layers, m.n_ctx, c.kv_dim, kv)
+    out = [m._t.forward(cache, np.asarray(prompt, np.int32), 0, 1)[0]]
+    for k in range(n_gen):
+        t = np.array([int(np.argmax(out[-1]))], np.int32)
+        out.append(m._t.forward(cache, t, len(prompt) + k, 1)[0])
+    return out
+
+
+@pytest.mark.parametrize("kv", ["f32", "f16"])
+def test_forward_batch_equals_alone(model, isa, threads, kv):
+    c = model.config
+    rng = np.random.default_rng(7)
+    prompts = [rng.integers(0, c.vocab_size, size=int(rng.integers(1, 24))).tolist() for _ in range(8)]
+    n_gen = 4
+    ref = [_alone(model, p, n_gen, kv) for p in prompts]
+    for size in range(1, 9):
+        ps = prompts[:size]
+        caches = [_C.KVCache(c.n_layers, model.n_ctx, c.kv_dim, kv) for _ in ps]
+        # sequence i starts i steps late: its prompt runs in the same pass as the others' decodes
+        done = [0] * size        # tokens generated per sequence
+        last: list = [None] * size
+        for step in range(n_gen + size):
+            seqs = [i for i in range(size) if i <= step and done[i] <= n_gen]
+            if not seqs:
+                break
+            toks, pos, cnt = [], [], []
+            for i in seqs:
+                if last[i] is None:
+                    toks += ps[i]; pos.append(0); cnt.append(len(ps[i]))
+                else:
+                    toks.append(int(np.argmax(last[i]))); pos.append(len(ps[i]) + done[i] - 1); cnt.append(1)
+            logits = model._t.forward_batch([caches[i] for i in seqs], np.array(toks, np.int32), pos, cnt,
+                                            [1] * len(seqs))
+            assert logits.shape == (len(seqs), c.vocab_size)
+            for r, i in enumerate(seqs):
+                np.testing.assert_array_equal(logits[r], ref[i][done[i]], err_msg=f"batch {size}, sequence {i}")
+                last[i] = logits[r]
+                done[i] += 1
+
+
+def test_forward_batch_checks(model):
+    c = model.config
+    a = _C.KVCache(c.n_layers, model.n_ctx, c.kv_dim)
+    b = _C.KVCache(c.n_layers, 8, c.kv_dim)
+    t = lambda *x: np.array(x, np.int32)  # noqa: E731
+    with pytest.raises(ValueError, match="twice"):
+        model._t.forward_batch([a, a], t(1, 2), [0, 0], [1, 1], [1, 1])
+    with pytest.raises(ValueError, match="context overflow"):
+        model._t.forward_batch([a, b], t(1, 2), [0, 8], [1, 1], [1, 1])
+    with pytest.raises(ValueError, match="sum of counts"):
+        model._t.forward_batch([a, b], t(1, 2, 3), [0, 0], [1, 1], [1, 1])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model._t.forward_batch([a], t(c.vocab_size), [0], [1], [1])
+    with pytest.raises(ValueError, match="n_out"):
+        model._t.forward_batch([a], t(1), [0], [1], [2])
+    wrong = _C.KVCache(c.n_layers + 1, 8, c.kv_dim)
+    with pytest.raises(ValueError, match="does not match"):
+        model._t.forward_batch([wrong], t(1), [0], [1], [1])
+    # no logits wanted from a prompt chunk: nothing returned, the cache still filled
+    assert model._t.forward_batch([a], t(1, 2), [0], [2], [0]).shape == (0, c.vocab_size)
+
+
+# --- the scheduler --------------------------------------------------------------------------------------
+def _request(m, prompt, max_tokens=12, **kw):
+    return Request(prompt, sampler=Sampler(**{"temperature": 0.0, **kw}), max_tokens=max_tokens, eos_ids=())
+
+
+def _prompts(m, n, seed=3):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(1, m.config.vocab_size, size=int(rng.integers(2, 30))).tolist() for _ in range(n)]
+
+
+@pytest.mark.parametrize("parallel", [1, 3, 8])
+def test_engine_matches_alone(model, parallel):
+    prompts = _prompts(model, 10)
+    kinds = [dict(temperature=0.0), dict(temperature=0.9, seed=5, top_k=0, top_p=1.0, min_p=0.0)]
+    alone = []
+    for i, p in enumerate(prompts):
+        model.reset()
+        alone.append([s.token for s in model.run(_request(model, p, **kinds[i % 2]))])
+    results: dict[int, list[int]] = {}
+    with BatchEngine(model, n_parallel=parallel, n_batch=40) as engine:
+        def go(i):
+            results[i] = [s.token for s in engine.run(_request(model, prompts[i], **kinds[i % 2]))]
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(len(prompts))]
+        for th in threads:
+            th.start()
+            time.sleep(0.002 * (th.name[-1] == "3"))   # stagger some arrivals
+        for th in threads:
+            th.join(60)
+        assert engine.n_steps > 0
+    assert [results[i] for i in range(len(prompts))] == alone
+
+
+def test_engine_cancel_frees_slot_and_queue_bound(model):
+    p = _prompts(model, 1)[0]
+    with BatchEngine(model, n_parallel=1, max_queue=1) as engine:
+        got = []
+        first = engine.submit(_request(model, p, max_tokens=60), got.append)
+        while not got:
+            time.sleep(0.001)
+        second = engine.submit(_request(model, p, max_tokens=2), lambda item: None)
+        with pytest.raises(QueueFull):
+            engine.submit(_request(model, p, max_tokens=2), lambda item: None)
+        second.cancel()                      # dropped from the queue at once
+        assert second.finished and engine.queue_depth == 0
+        first.cancel()
+        deadline = time.time() + 10
+        while engine.slots_busy and time.time() < deadline:
+            time.sleep(0.001)
+        assert engine.slots_busy == 0 and first.finished
+        assert got[-1] is None and len(got) < 60
+        # the slot serves the next request, and its cached prefix is reused
+        steps = list(engine.run(_request(model, p, max_tokens=3)))
+        assert len(steps) == 3
+        model.reset()
+        assert [s.token for s in steps] == [s.token for s in model.run(_request(model, p, max_tokens=3))]
+
+
+def test_engine_call_and_stop(model):
+    engine = BatchEngine(model, n_parallel=2).start()
+    assert engine.call(lambda x: x + 1, 41).result(10) == 42
+    with pytest.raises(ZeroDivisionError):
+        engine.call(lambda: 1 / 0).result(10)
+    engine.stop(10)
+    with pytest.raises(RuntimeError, match="stopped"):
+        engine.submit(_request(model, [1, 2]), lambda item: None)

@@ -1,0 +1,404 @@
+"""``llamix serve``: a server started here on a free port of 127.0.0.1 (uvicorn in a thread, or the
+``llamix serve`` command in a child process), driven by the official ``openai`` client and by raw
+HTTP (httpx). Its answers are compared with the same model's in-process API (a second Model on
+the same weights, run alone): chat, streaming, completions with log-probabilities, JSON schema
+output (validated with jsonschema), embeddings. Then the HTTP side: error objects and statuses
+(malformed JSON, wrong types, unknown fields, huge bodies, context overflow, API key, queue
+full), a client leaving mid-stream freeing its slot, 16 concurrent clients each getting its
+alone-run answer, a short soak, the access log and /metrics, and SIGTERM shutting the command
+down cleanly. Nothing is left running afterwards."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import llamix
+from llamix import Tokenizer
+from llamix.chat_format import builtin_format
+
+from conftest import require_peer
+
+uvicorn = require_peer("uvicorn", "serve")
+server_mod = require_peer("llamix.server", "serve")
+openai = require_peer("openai", "test")
+httpx = require_peer("httpx", "test")
+
+KEY = "test-key-123"
+MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Say hello."}]
+N_CTX = 256
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(app):
+    """uvicorn serving ``app`` on a free port in a thread; stopped (and checked stopped) after."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=5))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert th.is_alive() and time.time() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        th.join(30)
+        assert not th.is_alive(), "the server did not stop"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(assets):
+    """A random-weight model with Qwen2's 151k-token vocabulary and a ChatML template."""
+    tok = Tokenizer.from_file(assets / "vocab" / "ggml-vocab-qwen2.gguf")
+    ck = llamix.random_checkpoint("tiny", "q8_0", tokenizer=tok, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                                  hidden_dim=128, seed=3)
+    ck.chat_template = builtin_format("chatml").template
+    return ck
+
+
+@pytest.fixture(scope="module")
+def ref(checkpoint):
+    """The same weights, run alone in process: the reference answers."""
+    return llamix.Model(checkpoint, n_ctx=N_CTX)
+
+
+@pytest.fixture(scope="module")
+def app(checkpoint):
+    return server_mod.create_app(llamix.Model(checkpoint, n_ctx=N_CTX), 4, name="tiny", api_key=KEY,
+                                 max_body_bytes=64 << 10, max_queue=32)
+
+
+@pytest.fixture(scope="module")
+def url(app):
+    with running(app) as u:
+        yield u
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def post(url, path, body=None, key=KEY, **kw):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if body is not None:
+        kw["json"] = body
+    return httpx.post(url + path, headers=headers, timeout=60, **kw)
+
+
+def health(url) -> dict:
+    return httpx.get(url + "/health", timeout=10).json()
+
+
+def wait_idle(url, seconds=10.0) -> dict:
+    deadline = time.time() + seconds
+    while True:
+        h = health(url)
+        if h["slots_processing"] == 0 and h["queue_depth"] == 0 or time.time() > deadline:
+            return h
+        time.sleep(0.01)
+
+
+# --- the openai client -----------------------------------------------------------------------------------
+def test_models(client):
+    models = client.models.list().data
+    assert [m.id for m in models] == ["tiny"] and models[0].owned_by == "llamix"
+
+
+def test_chat_matches_in_process(client, ref):
+    r = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=12, temperature=0)
+    want = ref.create_chat_completion(MESSAGES, max_tokens=12, temperature=0)
+    assert r.choices[0].message.content == want["choices"][0]["message"]["content"]
+    assert r.choices[0].finish_reason == want["choices"][0]["finish_reason"] == "length"
+    assert {k: getattr(r.usage, k) for k in want["usage"]} == want["usage"]
+    assert r.model == "tiny" and r.object == "chat.completion"
+
+
+def test_chat_stream_equals_whole(client, url):
+    whole = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=10, temperature=0)
+    chunks = list(client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=10, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
+    # the wire format: server-sent events ending with [DONE]
+    r = post(url, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 3, "stream": True})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = [line for line in r.text.split("\n\n") if line]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+
+
+def test_completion_with_logprobs_matches_in_process(client, ref):
+    r = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=8, temperature=0, logprobs=2)
+    want = ref.create_completion("Once upon a time", max_tokens=8, temperature=0, logprobs=2)
+    assert r.choices[0].text == want["choices"][0]["text"]
+    np.testing.assert_allclose(r.choices[0].logprobs.token_logprobs, want["choices"][0]["logprobs"]["token_logprobs"],
+                               rtol=1e-6)
+    echo = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=3, temperature=0, echo=True,
+                                     logprobs=1)
+    want = ref.create_completion("Once upon a time", max_tokens=3, temperature=0, echo=True, logprobs=1)
+    assert echo.choices[0].text == want["choices"][0]["text"]
+    assert echo.choices[0].logprobs.tokens == want["choices"][0]["logprobs"]["tokens"]
+
+
+def test_json_schema(client):
+    jsonschema = require_peer("jsonschema", "test")
+    schema = {"type": "object", "additionalProperties": False, "required": ["name", "ok"],
+              "properties": {"name": {"type": "string", "maxLength": 8}, "ok": {"type": "boolean"}}}
+    for seed in range(3):
+        r = client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=200, temperature=1.0, seed=seed,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+        assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+        jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+
+
+def test_embeddings(client, ref):
+    texts = ["hello world", "a longer sentence to embed"]
+    got = client.embeddings.create(model="tiny", input=texts)            # the client asks for base64
+    floats = client.embeddings.create(model="tiny", input=texts, encoding_format="float")
+    want = ref.embed(texts)
+    for i in range(2):
+        np.testing.assert_array_equal(np.asarray(got.data[i].embedding, np.float32), want[i])
+        np.testing.assert_array_equal(np.asarray(floats.data[i].embedding, np.float32), want[i])
+    assert got.usage.prompt_tokens == sum(len(ref.tokenize(t)) for t in texts)
+
+
+def test_concurrent_clients_get_their_alone_answers(client, ref, url):
+    """16 clients at once on 4 slots: each greedy answer is the one its prompt gets alone."""
+    prompts = [[{"role": "user", "content": f"Tell me about the number {i}." + " more" * (i % 5)}] for i in range(16)]
+    want = [ref.create_chat_completion(p, max_tokens=6 + i % 7, temperature=0)["choices"][0]["message"]["content"]
+            for i, p in enumerate(prompts)]
+
+    def ask(i):
+        r = client.chat.completions.create(model="tiny", messages=prompts[i], max_tokens=6 + i % 7, temperature=0)
+        return r.choices[0].message.content
+
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(ask, range(16)))
+    assert got == want
+    assert wait_idle(url)["slots_processing"] == 0
+
+
+# --- raw HTTP ----------------------------------------------------------------------------------------------
+def _error(r, status):
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) >= {"message", "type", "param", "code"}
+    return err
+
+
+def test_bad_requests(url):
+    assert _error(post(url, "/v1/chat/completions", content=b"{not json"), 400)["code"] == "invalid_json"
+    err = _error(post(url, "/v1/chat/completions", {"messages": MESSAGES, "temperature": "hot"}), 400)
+    assert err["param"] == "temperature"
+    assert _error(post(url, "/v1/chat/completions", {"messages": "hi"}), 400)["param"] == "messages"
+    assert _error(post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": 5}]}), 400)["param"] \
+        == "messages[0].content"
+    assert _error(post(url, "/v1/chat/completions", {"messages": MESSAGES, "n": 2}), 400)["param"] == "n"
+    assert _error(post(url, "/v1/completions", {"prompt": 3}), 400)["param"] == "prompt"
+    assert _error(post(url, "/v1/completions", {"prompt": "x", "top_p": 7}), 400)   # a value the sampler refuses
+    assert _error(post(url, "/v1/embeddings", {"input": [1, "a"]}), 400)["param"] == "input"
+    assert _error(post(url, "/v1/chat/completions", [1, 2]), 400)
+    # unknown fields are tolerated
+    r = post(url, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2, "user": "u", "store": False,
+                                           "some_future_field": {"x": 1}})
+    assert r.status_code == 200, r.text
+    # text content parts are read as text
+    r = post(url, "/v1/chat/completions", {"max_tokens": 2, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}]})
+    assert r.status_code == 200, r.text
+
+
+def test_context_overflow_names_sizes(url):
+    err = _error(post(url, "/v1/completions", {"prompt": "word " * 400, "max_tokens": 4}), 400)
+    assert err["code"] == "context_length_exceeded" and err["n_ctx"] == N_CTX and err["n_prompt_tokens"] > N_CTX
+    assert str(N_CTX) in err["message"]
+
+
+def test_body_size_bounded(url):
+    big = {"messages": [{"role": "user", "content": "x" * (100 << 10)}]}
+    assert _error(post(url, "/v1/chat/completions", big), 413)["code"] == "request_too_large"
+    # without a Content-Length (chunked): counted as it arrives
+    def gen():
+        for _ in range(100):
+            yield b" " * 1024
+    r = httpx.post(url + "/v1/chat/completions", content=gen(), headers={"Authorization": f"Bearer {KEY}"},
+                   timeout=30)
+    _error(r, 413)
+
+
+def test_api_key(url):
+    assert _error(post(url, "/v1/chat/completions", {"messages": MESSAGES}, key=None), 401)["type"] \
+        == "authentication_error"
+    _error(post(url, "/v1/chat/completions", {"messages": MESSAGES}, key="wrong"), 401)
+    _error(httpx.get(url + "/v1/models", timeout=10), 401)
+    assert httpx.get(url + "/health", timeout=10).status_code == 200   # health needs no key
+    assert _error(httpx.get(url + "/nope", headers={"Authorization": f"Bearer {KEY}"}, timeout=10), 404)
+    assert _error(httpx.get(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=10),
+                  405)
+
+
+def test_disconnect_mid_stream_frees_the_slot(url, app):
+    """The client leaves after a few tokens of a 200-token stream; the engine is held meanwhile (a
+    call blocking it between steps) so the request cannot simply run to its end: once released, the
+    slot is free after at most a step or two."""
+    engine = app.state.server.engine
+    body = {"messages": MESSAGES, "max_tokens": 200, "stream": True, "temperature": 0}
+    generated_before = _metric(url, "llamix_tokens_generated_total")
+    gate = threading.Event()
+    with httpx.Client(timeout=30) as c:
+        with c.stream("POST", url + "/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}) as r:
+            lines = r.iter_lines()
+            got = [next(lines) for _ in range(6)]
+            assert any(x.startswith("data: ") for x in got)
+            engine.call(gate.wait, 30)
+            assert health(url)["slots_processing"] == 1
+        # leaving the block closes the connection mid-stream
+    time.sleep(0.5)     # the server sees the connection go
+    gate.set()
+    h = wait_idle(url)
+    assert h["slots_processing"] == 0
+    generated = _metric(url, "llamix_tokens_generated_total") - generated_before
+    assert 0 < generated < 40, generated
+
+
+def _metric(url, name) -> float:
+    text = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics:\n{text}")
+
+
+def test_metrics_and_access_log(url, client, caplog):
+    with caplog.at_level(logging.INFO, logger="llamix.server.access"):
+        client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, temperature=0)
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "llamix.server.access"]
+    rec = [r for r in records if r["path"] == "/v1/chat/completions"][-1]
+    assert rec["status"] == 200 and rec["method"] == "POST" and rec["completion_tokens"] == 4
+    assert rec["prompt_tokens"] > 0 and rec["ttft_ms"] >= 0 and rec["duration_ms"] >= rec["ttft_ms"]
+    r = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert r.headers["content-type"].startswith("text/plain")
+    assert _metric(url, "llamix_slots") == 4 and _metric(url, "llamix_tokens_generated_total") >= 4
+    assert 'llamix_requests_total{endpoint="/v1/chat/completions",status="200"}' in r.text
+    assert "llamix_time_to_first_token_seconds_count" in r.text and "llamix_queue_depth" in r.text
+
+
+def test_queue_full_is_503(checkpoint):
+    """One slot, no queue: while the engine is held (a call blocking it between steps), the first
+    request waits for the slot and the second is refused with 503."""
+    app = server_mod.create_app(llamix.Model(checkpoint, n_ctx=N_CTX), 1, max_queue=0)
+    engine = app.state.server.engine
+    with running(app) as u:
+        gate = threading.Event()
+        engine.call(gate.wait, 30)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.post, u + "/v1/completions", json={"prompt": "a", "max_tokens": 2}, timeout=30)
+            deadline = time.time() + 10
+            while engine.queue_depth == 0 and time.time() < deadline:
+                time.sleep(0.005)
+            err = _error(httpx.post(u + "/v1/completions", json={"prompt": "b", "max_tokens": 2}, timeout=30), 503)
+            assert err["code"] == "queue_full"
+            gate.set()
+            assert first.result(30).status_code == 200
+
+
+def test_soak(url, client):
+    """A few seconds of mixed traffic (chat, streams dropped early, completions, embeddings, bad
+    requests) from 6 clients: no 5xx, every slot free afterwards, the server still answers."""
+    stop = time.time() + 6
+    failures = []
+
+    def worker(seed):
+        rnd = random.Random(seed)
+        while time.time() < stop:
+            kind = rnd.randrange(5)
+            try:
+                if kind == 0:
+                    client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=rnd.randrange(1, 20))
+                elif kind == 1:
+                    with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
+                                      json={"messages": MESSAGES, "max_tokens": 100, "stream": True},
+                                      headers={"Authorization": f"Bearer {KEY}"}) as r:
+                        for i, _ in enumerate(r.iter_lines()):
+                            if i > rnd.randrange(1, 10):
+                                break
+                elif kind == 2:
+                    client.completions.create(model="tiny", prompt="abc " * rnd.randrange(1, 30), max_tokens=5)
+                elif kind == 3:
+                    client.embeddings.create(model="tiny", input="soak " * rnd.randrange(1, 10))
+                else:
+                    r = post(url, "/v1/chat/completions", content=b"[")
+                    if r.status_code != 400:
+                        failures.append(r.status_code)
+            except Exception as e:  # noqa: BLE001 - collected and reported
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures[:5]
+    assert wait_idle(url)["slots_processing"] == 0
+    assert client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2).choices
+
+
+# --- the command -----------------------------------------------------------------------------------------
+def test_serve_command_sigterm(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(llamix.__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")]), "LLAMIX_QUIET": "1"}
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "llamix", "serve", "--random", "tiny", "--port", str(port),
+                             "-np", "2", "-c", "512", "-t", "1", "--shutdown-timeout", "5"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        models = httpx.get(url + "/v1/models", timeout=10).json()
+        assert models["data"][0]["meta"]["n_ctx_slot"] == 256     # -c 512 split between 2 slots
+        r = httpx.post(url + "/v1/completions", json={"prompt": [1, 2, 3], "max_tokens": 3}, timeout=30)
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, (tmp_path / "serve.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+    text = (tmp_path / "serve.log").read_text()
+    access = [json.loads(line) for line in text.splitlines() if line.startswith('{"ts"')]
+    assert {a["path"] for a in access} >= {"/health", "/v1/models", "/v1/completions"}
