@@ -226,3 +226,35 @@ def api_results_in_child(path, prompt: str, messages: list) -> dict:
     """api_results in the child process (see child())."""
     __tracebackhide__ = True
     return child().call(api_results, path, prompt, messages)
+
+
+def ggml_quantize(w: np.ndarray, type_name: str, imatrix=None) -> np.ndarray:
+    """ggml's own quantizer (ggml_quantize_chunk in llama-cpp-python's libggml-base: the code
+    llama-quantize runs per tensor) on a float32 (rows, k) matrix, with optional per-column
+    importance; uint8 (rows, row_bytes)."""
+    import os
+
+    llama_cpp = _llama_cpp()
+    from gguf import GGMLQuantizationType
+
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so"))
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_row_size.restype = ctypes.c_size_t
+    lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
+    tid = int(GGMLQuantizationType[type_name.upper()])
+    lib.ggml_quantize_init(tid)
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    row = int(lib.ggml_row_size(tid, w.shape[1]))
+    out = np.zeros((w.shape[0], row), np.uint8)
+    imp = None if imatrix is None else np.ascontiguousarray(imatrix, np.float32)
+    lib.ggml_quantize_chunk(tid, w.ctypes.data, out.ctypes.data, 0, w.shape[0], w.shape[1],
+                            None if imp is None else imp.ctypes.data)
+    return out
+
+
+def ggml_quantize_in_child(w, type_name: str, imatrix=None) -> np.ndarray:
+    """ggml_quantize in the child process (see child())."""
+    __tracebackhide__ = True
+    return child().call(ggml_quantize, w, type_name, imatrix)

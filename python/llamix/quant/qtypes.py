@@ -32,6 +32,12 @@ QTYPES: dict[str, QTypeInfo] = {
         QTypeInfo("bf16", 30, 1, 2),
         # Q4_0 bytes whose block scales come from an error-minimising search
         QTypeInfo("q4_0_mse", 2, 32, 18),
+        # low-bit types people publish (ggml-common.h layouts)
+        QTypeInfo("q4_1", 3, 32, 20),
+        QTypeInfo("q2_k", 10, 256, 84),
+        QTypeInfo("q3_k", 11, 256, 110),
+        QTypeInfo("iq4_nl", 20, 32, 18),
+        QTypeInfo("iq4_xs", 23, 256, 136),
     ]
 }
 # Quantizer variants that write another type's bytes (the file says Q4_0, not "q4_0_mse").
