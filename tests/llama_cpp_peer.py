@@ -258,3 +258,48 @@ def ggml_quantize_in_child(w, type_name: str, imatrix=None) -> np.ndarray:
     """ggml_quantize in the child process (see child())."""
     __tracebackhide__ = True
     return child().call(ggml_quantize, w, type_name, imatrix)
+
+
+def quantize_ex(src, dst, ftype: str, *, pure: bool = False, output_tensor_type: str | None = None,
+                token_embedding_type: str | None = None, leave_output_tensor: bool = False, tensor_types=(),
+                imatrix: dict | None = None, nthread: int = DEFAULT_THREADS) -> int:
+    """llama_model_quantize with llama-quantize's per-tensor flags: type names as GGUF spells them
+    (``"q8_0"``), ``tensor_types`` ((pattern, type), ...) as --tensor-type, ``imatrix`` a dict of
+    tensor name -> float32 per-column importance (what llama-quantize passes from --imatrix)."""
+    llama_cpp = _llama_cpp()
+    from gguf import GGMLQuantizationType
+
+    gtype = lambda name: int(GGMLQuantizationType[name.upper()])  # noqa: E731
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.nthread, p.pure = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}"), nthread, pure
+    if output_tensor_type:
+        p.output_tensor_type = gtype(output_tensor_type)
+    if token_embedding_type:
+        p.token_embedding_type = gtype(token_embedding_type)
+    p.quantize_output_tensor = not leave_output_tensor
+    keep = []
+    if tensor_types:
+        tt = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()
+        for i, (pattern, typ) in enumerate(tensor_types):
+            tt[i].pattern, tt[i].type = pattern.encode(), gtype(typ)
+        tt[len(tensor_types)].pattern = None
+        p.tt_overrides = tt
+        keep.append(tt)
+    if imatrix:
+        arr = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
+        for i, (name, v) in enumerate(imatrix.items()):
+            v = np.ascontiguousarray(v, dtype=np.float32)
+            keep.append(v)
+            arr[i].name = name.encode()
+            arr[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            arr[i].size = v.size
+        arr[len(imatrix)].name = None
+        p.imatrix = arr
+        keep.append(arr)
+    return int(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)))
+
+
+def quantize_ex_in_child(src, dst, ftype: str, **kw) -> int:
+    """quantize_ex in the child process (see child())."""
+    __tracebackhide__ = True
+    return child().call(quantize_ex, src, dst, ftype, **kw)

@@ -27,6 +27,7 @@ COMMANDS = {
     "merge": "merge models from a mergekit-style YAML config",
     "extract-lora": "extract a LoRA adapter (truncated SVD of the weight deltas) from a fine-tune and its base",
     "soup": "greedy model soup: add candidates only while held-out perplexity improves",
+    "imatrix": "compute an importance matrix over a calibration text (llama-imatrix's job) for quantize --imatrix",
 }
 
 

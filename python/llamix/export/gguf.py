@@ -263,6 +263,8 @@ def _converter(tensors, parts: list[str], target: str, config, importance=None):
     """The file tensor made of ``parts`` (one, or phi3's fused rows), each converted to ``target``
     and put back in the file's row order (rows are independent in every block format)."""
     def produce():
-        data = [pairs_to_file_rows(p, convert_tensor(tensors[p], target, importance), config) for p in parts]
+        conv = (lambda t: convert_tensor(t, target)) if importance is None else \
+            (lambda t: convert_tensor(t, target, importance))
+        data = [pairs_to_file_rows(p, conv(tensors[p]), config) for p in parts]
         return data[0] if len(data) == 1 else np.concatenate(data, axis=0)
     return produce
