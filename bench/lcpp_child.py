@@ -108,3 +108,26 @@ def timed_quantize(src, dst, ftype: str, threads: int) -> float:
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize failed for {ftype} (code {rc})")
     return dt
+
+
+# --- quant_quality.py ---------------------------------------------------------------------------
+def lcpp_logprobs(path, windows, ctx: int, threads: int) -> np.ndarray:
+    """log-softmax of the second half of every window (positions ctx/2 .. ctx-2), float32."""
+    llm = llama_cpp_peer.open_model(str(path), n_ctx=ctx, n_batch=ctx, n_ubatch=ctx, n_threads=threads,
+                                    n_threads_batch=threads, logits_all=True)
+    out = []
+    for w in windows:
+        llm.reset()
+        llm.eval([int(i) for i in w])
+        lg = np.array(llm.scores[ctx // 2:ctx - 1], dtype=np.float64)
+        lg -= lg.max(-1, keepdims=True)
+        out.append((lg - np.log(np.exp(lg).sum(-1, keepdims=True))).astype(np.float32))
+    return np.concatenate(out)
+
+
+def lcpp_quantize(src, dst, ftype: str, imatrix, threads: int) -> float:
+    t = time.perf_counter()
+    rc = llama_cpp_peer.quantize_ex(src, dst, ftype, imatrix=imatrix, nthread=threads)
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize {ftype} failed ({rc})")
+    return time.perf_counter() - t

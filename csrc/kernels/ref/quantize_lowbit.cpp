@@ -18,6 +18,14 @@ namespace lowbit {
 
 namespace {
 
+#ifndef Q3_STEP
+#define Q3_STEP 0.25f
+#define Q3_STEPS 3
+#define Q3_SIDES 1
+#define Q6_STEP 1.0f
+#define Q6_STEPS 2
+#endif
+
 using ref::clampi;
 using ref::nearest_int;
 
@@ -45,14 +53,15 @@ const float* block_weights(const float* importance, int64_t offset, int n) {
 
 // ---- grids: value(q) and the nearest q to a value -------------------------------------------
 
-struct UniformGrid {  // q in [lo, hi], value q
+struct UniformGrid {  // q in [lo, hi], value q; candidates: the ends +- step * (0..steps)
     int lo, hi;
+    float step;
+    int steps;
+    int sides;  // 1: only the largest |x| mapped to lo (the end with more levels), 2: to either end
     int nearest(float v) const { return clampi(nearest_int(v), lo, hi); }
     float value(int q) const { return float(q); }
     float lo_value() const { return float(lo); }
     float hi_value() const { return float(hi); }
-    static constexpr float kStep = 0.2f;
-    static constexpr int kSteps = 5;
     // sum w v x and sum w v v for v = value(nearest(iscale x)), in float lanes (only ranks candidates)
     void sums(const float* x, const float* w, int n, float iscale, float& svx, float& svv) const {
         float a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
@@ -90,8 +99,9 @@ struct IQ4Grid {  // q in [0, 16), value kIQ4Values[q]
     float value(int q) const { return float(kIQ4Values[q]); }
     float lo_value() const { return float(kIQ4Values[0]); }
     float hi_value() const { return float(kIQ4Values[15]); }
-    static constexpr float kStep = 2.0f;
-    static constexpr int kSteps = 4;
+    float step = 2.0f;
+    int steps = 4;
+    int sides = 2;
     void sums(const float* x, const float* w, int n, float iscale, float& svx, float& svv) const {
         float a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
         for (int i = 0; i < n; i += 4)
@@ -123,9 +133,9 @@ float fit_scale(const float* x, const float* w, int n, const Grid& g) {
         if (svv > 0 && svx * (svx / svv) > best) { best = svx * (svx / svv); best_s = svx / svv; return true; }
         return false;
     };
-    for (int side = 0; side < 2; ++side)
-        for (int step = -Grid::kSteps; step <= Grid::kSteps; ++step)
-            consider(((side == 0 ? g.lo_value() : g.hi_value()) + Grid::kStep * float(step)) / mx);
+    for (int side = 0; side < g.sides; ++side)
+        for (int step = -g.steps; step <= g.steps; ++step)
+            consider(((side == 0 ? g.lo_value() : g.hi_value()) + g.step * float(step)) / mx);
     for (int it = 0; it < 2 && best_s != 0.0f; ++it)
         if (!consider(1.0f / best_s)) break;
     return best_s;
@@ -199,12 +209,15 @@ double quants_sym(const float* x, const float* w, int nsub, int sub, float d, co
     for (int j = 0; j < nsub; ++j) {
         const float se = d * float(L[j]);
         const float inv = se != 0.0f ? 1.0f / se : 0.0f;
-        for (int l = 0; l < sub; ++l) {
-            const int i = j * sub + l;
-            q[i] = g.nearest(x[i] * inv);
-            const double e = double(x[i]) - double(se) * g.value(q[i]);
-            err += w[i] * e * e;
-        }
+        float e4[4] = {0, 0, 0, 0};  // float lanes: these errors only rank candidates
+        for (int l = 0; l < sub; l += 4)
+            for (int u = 0; u < 4; ++u) {
+                const int i = j * sub + l + u;
+                q[i] = g.nearest(x[i] * inv);
+                const float e = x[i] - se * g.value(q[i]);
+                e4[u] += w[i] * e * e;
+            }
+        err += double((e4[0] + e4[1]) + (e4[2] + e4[3]));
     }
     return err;
 }
@@ -265,12 +278,15 @@ double quants_affine(const float* x, const float* w, int nsub, int sub, int nmax
     for (int j = 0; j < nsub; ++j) {
         const float se = d * float(sc[j]), me = dmin * float(mn[j]);
         const float inv = se > 0.0f ? 1.0f / se : 0.0f;
-        for (int l = 0; l < sub; ++l) {
-            const int i = j * sub + l;
-            q[i] = clampi(nearest_int((x[i] + me) * inv), 0, nmax);
-            const double e = double(x[i]) - (double(se) * q[i] - me);
-            err += w[i] * e * e;
-        }
+        float e4[4] = {0, 0, 0, 0};  // float lanes: these errors only rank candidates
+        for (int l = 0; l < sub; l += 4)
+            for (int u = 0; u < 4; ++u) {
+                const int i = j * sub + l + u;
+                q[i] = int(ref::round_clamp((x[i] + me) * inv, 0.0f, float(nmax)));
+                const float e = x[i] - (se * float(q[i]) - me);
+                e4[u] += w[i] * e * e;
+            }
+        err += double((e4[0] + e4[1]) + (e4[2] + e4[3]));
     }
     return err;
 }
@@ -389,7 +405,7 @@ void q2_K(const float* x, const float* w, BlockQ2_K& y) {
 
 void q3_K(const float* x, const float* w, BlockQ3_K& y) {
     int L[16], q[kQK];
-    y.d = code_sym(x, w, 16, 16, UniformGrid{-4, 3}, -32, 31, L, q);
+    y.d = code_sym(x, w, 16, 16, UniformGrid{-4, 3, Q3_STEP, Q3_STEPS, Q3_SIDES}, -32, 31, L, q);
     std::memset(y.scales, 0, sizeof(y.scales));
     for (int j = 0; j < 16; ++j) {
         const int ls = L[j] + 32;
@@ -437,7 +453,7 @@ void q5_K(const float* x, const float* w, BlockQ5_K& y) {
 
 void q6_K(const float* x, const float* w, BlockQ6_K& y) {
     int L[16], q[kQK];
-    y.d = code_sym(x, w, 16, 16, UniformGrid{-32, 31}, -127, 127, L, q);
+    y.d = code_sym(x, w, 16, 16, UniformGrid{-32, 31, Q6_STEP, Q6_STEPS, 1}, -127, 127, L, q);
     for (int j = 0; j < 16; ++j) y.scales[j] = static_cast<int8_t>(L[j]);
     std::memset(y.ql, 0, sizeof(y.ql));
     std::memset(y.qh, 0, sizeof(y.qh));
