@@ -1,5 +1,6 @@
 // Quantizers for the low-bit GGUF types people publish (Q4_1, Q2_K, Q3_K, IQ4_NL, IQ4_XS) and
-// importance-weighted versions of the K-quants (Q4_K, Q5_K, Q6_K), each minimising
+// importance-weighted versions of the K-quants (Q4_K, Q5_K, Q6_K) and of Q4_0/Q5_0/Q5_1 (the
+// mixes' fallbacks), each minimising
 //     sum_i w_i (x_i - dequantized_i)^2
 // over a row, where w_i is the column's importance (llama-imatrix's mean squared activation of
 // that input column) or 1 when none is given. Block layouts are ggml's (ggml-common.h); values
@@ -12,7 +13,7 @@ namespace llamix {
 namespace lowbit {
 
 // GGUF (ggml_type) ids of the types written here.
-enum Type : int { Q4_1 = 3, Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, IQ4_NL = 20, IQ4_XS = 23 };
+enum Type : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, IQ4_NL = 20, IQ4_XS = 23 };
 
 bool supported(int type);
 int64_t block_elems(int type);  // weights per block (32 or 256)

@@ -353,6 +353,9 @@ void code_affine(const float* x, const float* w, int nsub, int sub, int nmax, in
 
 // ---- block writers ------------------------------------------------------------------------
 
+struct BlockQ4_0 { uint16_t d; uint8_t qs[16]; };
+struct BlockQ5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };
+struct BlockQ5_1 { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; };
 struct BlockQ4_1 { uint16_t d, m; uint8_t qs[16]; };
 struct BlockQ2_K { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; };
 struct BlockQ3_K { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; };
@@ -361,6 +364,7 @@ struct BlockQ5_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t
 struct BlockQ6_K { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
 struct BlockIQ4_NL { uint16_t d; uint8_t qs[16]; };
 struct BlockIQ4_XS { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[128]; };
+static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "block size");
 static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110, "block size");
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210, "block size");
 static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136, "block size");
@@ -391,6 +395,49 @@ void q4_1_weighted(const float* x, const float* w, BlockQ4_1& y) {
         const int qa = clampi(nearest_int((x[j] - m) * inv), 0, 15), qb = clampi(nearest_int((x[j + 16] - m) * inv), 0, 15);
         y.qs[j] = static_cast<uint8_t>(qa | (qb << 4));
     }
+}
+
+// Q4_0 / Q5_0 (weighted only: the unweighted ones are ggml's reference, kernels/quant.h):
+// x = d * q on [-8, 7] / [-16, 15], stored with an offset of 8 / 16.
+template <int kLo>
+void sym32(const float* x, const float* w, uint16_t& dh, int* q) {
+    dh = to_half(fit_scale(x, w, 32, UniformGrid{kLo, -kLo - 1, 0.25f, 3, 2}));
+    const float d = fp16_to_fp32(dh), inv = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 32; ++i) q[i] = clampi(nearest_int(x[i] * inv), kLo, -kLo - 1) - kLo;
+}
+
+void q4_0(const float* x, const float* w, BlockQ4_0& y) {
+    int q[32];
+    sym32<-8>(x, w, y.d, q);
+    for (int j = 0; j < 16; ++j) y.qs[j] = static_cast<uint8_t>(q[j] | (q[j + 16] << 4));
+}
+
+// Q5_0 / Q5_1: low nibbles as Q4_0, bit 4 of element j in bit j of qh (little-endian u32)
+void pack_q5(const int* q, uint8_t* qh, uint8_t* qs) {
+    uint32_t h = 0;
+    for (int j = 0; j < 16; ++j) {
+        qs[j] = static_cast<uint8_t>((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+        h |= uint32_t(q[j] >> 4) << j;
+        h |= uint32_t(q[j + 16] >> 4) << (j + 16);
+    }
+    for (int b = 0; b < 4; ++b) qh[b] = static_cast<uint8_t>(h >> (8 * b));
+}
+
+void q5_0(const float* x, const float* w, BlockQ5_0& y) {
+    int q[32];
+    sym32<-16>(x, w, y.d, q);
+    pack_q5(q, y.qh, y.qs);
+}
+
+void q5_1(const float* x, const float* w, BlockQ5_1& y) {
+    float s = 0.0f, b = 0.0f;
+    fit_affine(x, w, 32, 31, false, s, b);
+    y.d = to_half(s);
+    y.m = to_half(b);
+    const float d = fp16_to_fp32(y.d), m = fp16_to_fp32(y.m), inv = d > 0.0f ? 1.0f / d : 0.0f;
+    int q[32];
+    for (int i = 0; i < 32; ++i) q[i] = clampi(nearest_int((x[i] - m) * inv), 0, 31);
+    pack_q5(q, y.qh, y.qs);
 }
 
 void q2_K(const float* x, const float* w, BlockQ2_K& y) {
@@ -500,7 +547,7 @@ bool supported(int type) { return block_elems(type) > 0; }
 
 int64_t block_elems(int type) {
     switch (type) {
-        case Q4_1: case IQ4_NL: return 32;
+        case Q4_0: case Q5_0: case Q5_1: case Q4_1: case IQ4_NL: return 32;
         case Q2_K: case Q3_K: case Q4_K: case Q5_K: case Q6_K: case IQ4_XS: return kQK;
         default: return 0;
     }
@@ -508,6 +555,9 @@ int64_t block_elems(int type) {
 
 int64_t block_bytes(int type) {
     switch (type) {
+        case Q4_0: return sizeof(BlockQ4_0);
+        case Q5_0: return sizeof(BlockQ5_0);
+        case Q5_1: return sizeof(BlockQ5_1);
         case Q4_1: return sizeof(BlockQ4_1);
         case Q2_K: return sizeof(BlockQ2_K);
         case Q3_K: return sizeof(BlockQ3_K);
@@ -530,6 +580,9 @@ void quantize_row(int type, const float* x, void* y, int64_t k, const float* imp
                 row<BlockQ4_1, q4_1_weighted>(x, y, k, importance, 32);
             }
             return;
+        case Q4_0: row<BlockQ4_0, q4_0>(x, y, k, importance, 32); return;
+        case Q5_0: row<BlockQ5_0, q5_0>(x, y, k, importance, 32); return;
+        case Q5_1: row<BlockQ5_1, q5_1>(x, y, k, importance, 32); return;
         case Q2_K: row<BlockQ2_K, q2_K>(x, y, k, importance, kQK); return;
         case Q3_K: row<BlockQ3_K, q3_K>(x, y, k, importance, kQK); return;
         case Q4_K: row<BlockQ4_K, q4_K>(x, y, k, importance, kQK); return;

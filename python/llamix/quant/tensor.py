@@ -113,7 +113,7 @@ def _float_source(w: np.ndarray, src: str | None) -> tuple[np.ndarray, int]:
 # Types written by the weighted low-bit quantizers (kernels/quantize_lowbit.h), and the K-quants
 # they also write when an importance matrix is given.
 LOWBIT_TYPES = ("q4_1", "q2_k", "q3_k", "iq4_nl", "iq4_xs")
-WEIGHTED_TYPES = LOWBIT_TYPES + ("q4_k", "q5_k", "q6_k")
+WEIGHTED_TYPES = LOWBIT_TYPES + ("q4_k", "q5_k", "q6_k", "q4_0", "q5_0", "q5_1")
 
 
 def check_importance(imatrix, k: int, what: str = "imatrix") -> np.ndarray:
@@ -138,7 +138,7 @@ def quantize(w: np.ndarray, qtype: str, *, src: str | None = None, imatrix: np.n
     ``q3_k``, ``iq4_nl``, ``iq4_xs`` (weighted least-squares searches; ``q4_1`` without an
     importance matrix is ggml's reference, byte-identical with ``gguf.quants.quantize``).
     ``imatrix``: optional float (k,) per-column importance (llama-imatrix's mean squared
-    activation); ``q4_1 q2_k q3_k iq4_nl iq4_xs q4_k q5_k q6_k`` then minimise
+    activation); ``q4_1 q2_k q3_k iq4_nl iq4_xs q4_k q5_k q6_k q4_0 q5_0 q5_1`` then minimise
     ``sum_j imatrix[j] * (w[i, j] - dequantized[i, j])**2`` per row; other types ignore it, as
     llama-quantize's do for Q8_0 and the float types. Rows are converted one at a time: no
     float32 copy of a half matrix is made.
