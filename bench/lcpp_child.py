@@ -119,10 +119,26 @@ def lcpp_logprobs(path, windows, ctx: int, threads: int) -> np.ndarray:
     for w in windows:
         llm.reset()
         llm.eval([int(i) for i in w])
-        lg = np.array(llm.scores[ctx // 2:ctx - 1], dtype=np.float64)
+        lg = np.array(llm.scores[ctx // 2:ctx - 1], dtype=np.float32)
         lg -= lg.max(-1, keepdims=True)
-        out.append((lg - np.log(np.exp(lg).sum(-1, keepdims=True))).astype(np.float32))
+        out.append(lg - np.log(np.exp(lg).sum(-1, keepdims=True)))
     return np.concatenate(out)
+
+
+_base = None  # the reference file's log-probabilities, kept in the child (large vocabularies)
+
+
+def lcpp_set_base(path, windows, ctx: int, threads: int) -> int:
+    global _base
+    _base = lcpp_logprobs(path, windows, ctx, threads)
+    return int(_base.shape[0])
+
+
+def lcpp_kl_top1(path, windows, ctx: int, threads: int) -> tuple[float, float]:
+    """Mean KL(base || path) over the scored positions, and the fraction where the argmax agrees."""
+    lp = lcpp_logprobs(path, windows, ctx, threads)
+    kl = float(np.mean(np.sum(np.exp(_base) * (_base - lp), axis=-1, dtype=np.float64)))
+    return kl, float(np.mean(_base.argmax(-1) == lp.argmax(-1)))
 
 
 def lcpp_quantize(src, dst, ftype: str, imatrix, threads: int) -> float:

@@ -39,7 +39,9 @@ def bits_per_weight(path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="an f16 GGUF (default: a random-weight model with rows of 256)")
-    ap.add_argument("-f", "--file", help="text: the first 40%% calibrates the imatrix, the rest is held out")
+    ap.add_argument("-f", "--file", help="held-out text (default: random tokens)")
+    ap.add_argument("--calib", help="calibration text for the imatrix (default: the first 40%% of -f's tokens, "
+                                    "the rest held out)")
     ap.add_argument("-c", "--ctx", type=int, default=256)
     ap.add_argument("--chunks", type=int, default=4, help="windows for the imatrix and for KL each")
     ap.add_argument("-t", "--threads", type=int, default=2)
@@ -49,7 +51,7 @@ def main() -> None:
     from llamix._runtime import set_threads
     from llamix.eval.imatrix import compute_imatrix
     from llamix.export import export_gguf
-    from lcpp_child import Child, lcpp_logprobs, lcpp_quantize
+    from lcpp_child import Child, lcpp_kl_top1, lcpp_quantize, lcpp_set_base
 
     set_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="quant_quality."))
@@ -62,8 +64,10 @@ def main() -> None:
     ctx, n = args.ctx, args.chunks
     if args.file:
         ids = m.tokenize(Path(args.file).read_text(encoding="utf-8"))
-        cut = int(0.4 * len(ids))
+        cut = 0 if args.calib else int(0.4 * len(ids))
         calib, held = ids[:cut], ids[cut:]
+        if args.calib:
+            calib = m.tokenize(Path(args.calib).read_text(encoding="utf-8"))
     else:
         rng = np.random.default_rng(0)
         calib = rng.integers(3, m.config.vocab_size, size=ctx * n).tolist()
@@ -79,7 +83,7 @@ def main() -> None:
     del m
 
     with Child(timeout=3600) as child:
-        base = child.call(lcpp_logprobs, src, windows, ctx, args.threads)
+        child.call(lcpp_set_base, src, windows, ctx, args.threads)
         rows = []
         for ft in FTYPES:
             for weighted in (False, True):
@@ -90,9 +94,7 @@ def main() -> None:
                 export_gguf(src, ours, ft, imatrix=means if weighted else None)
                 t_ours = time.perf_counter() - t0
                 for who, path, dt in (("llama.cpp", theirs, t_theirs), ("llamix", ours, t_ours)):
-                    lp = child.call(lcpp_logprobs, path, windows, ctx, args.threads)
-                    kl = float(np.mean(np.sum(np.exp(base) * (base - lp), axis=-1)))
-                    top1 = float(np.mean(base.argmax(-1) == lp.argmax(-1)))
+                    kl, top1 = child.call(lcpp_kl_top1, path, windows, ctx, args.threads)
                     rows.append((ft.upper(), "yes" if weighted else "no", who, bits_per_weight(path), kl, top1,
                                  in_bytes / dt / 1e9))
                     path.unlink()

@@ -167,7 +167,7 @@ def test_llama_imatrix_file_round_trip(tmp_path, s260_bin):
     text.write_text("Once upon a time, there was a little girl named Lily. She loved to play outside. " * 30)
     theirs = tmp_path / "theirs.gguf"
     r = subprocess.run([str(exe), "-m", str(model), "-f", str(text), "-o", str(theirs), "-c", "64", "--chunks", "4",
-                        "-t", "1", "--no-ppl"], capture_output=True, text=True)
+                        "-b", "64", "-t", "1", "--no-ppl"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     im = read_imatrix(theirs)
     assert im.chunk_size == 64 and im.chunk_count == 4 and len(im.sums) == 7 * 5

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.sanitize
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "sanitize"
 KERNEL_TESTS = ["test_quant_formats.py", "test_matmul.py", "test_kquant.py", "test_thread_pool.py", "test_ops.py",
-                "test_merge_kernels_more.py"]
+                "test_merge_kernels_more.py", "test_quant_lowbit.py"]
 
 
 def _tool(name: str) -> str:
