@@ -36,6 +36,22 @@ def _werr(d, w, imp) -> float:
     return float(np.sqrt(np.sum(imp * (d.astype(np.float64) - w) ** 2) / np.sum(imp * w.astype(np.float64) ** 2)))
 
 
+# llama.cpp's error weights for an importance vector (ggml-quants.c, quantize_row_*_impl):
+# importance * sqrt(sigma2 + x^2), sigma2 = factor * mean(x^2) over a span; Q6_K: importance alone
+_SPAN = {"q2_k": (256, 1), "q3_k": (256, 2), "q4_k": (256, 2), "q5_k": (256, 2), "iq4_xs": (256, 2),
+         "iq4_nl": (32, 2), "q4_0": (None, 1), "q4_1": (None, 1), "q5_0": (None, 1), "q5_1": (None, 1)}
+
+
+def _ggml_weights(w, imp, qtype) -> np.ndarray:
+    if qtype == "q6_k":
+        return np.broadcast_to(imp.astype(np.float64), w.shape)
+    span, factor = _SPAN[qtype]
+    span = span or w.shape[1]
+    x = w.astype(np.float64).reshape(w.shape[0], -1, span)
+    s2 = factor * np.mean(x * x, axis=-1, keepdims=True)
+    return (imp.astype(np.float64).reshape(1, -1, span) * np.sqrt(s2 + x * x)).reshape(w.shape)
+
+
 def _ours(w, qtype, imp):
     return quantize(w, qtype, imatrix=imp).data
 
@@ -55,6 +71,8 @@ def test_round_trip_through_gguf(qtype):
     weighted = _deq(_ours(w, qtype, imp), qtype, w.shape)
     assert _werr(plain, w, ones) < BOUND[qtype]
     # the importance-weighted search lowers the error it weights
+    metric = _ggml_weights(w, imp, qtype)
+    assert _werr(weighted, w, metric) < _werr(plain, w, metric)
     assert _werr(weighted, w, imp) < _werr(plain, w, imp)
 
 
@@ -90,8 +108,8 @@ def test_bad_input():
 @pytest.mark.parametrize("qtype", TYPES + ["q4_0w", "q5_0w", "q5_1w"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_no_worse_than_llama_cpp(qtype, weighted):
-    """Same matrix, same importance vector: our (importance-)weighted RMS error is at most
-    llama.cpp's (measured 0.85-1.0x of it)."""
+    """Same matrix, same importance vector: our RMS error, weighted as llama.cpp weights it, is at
+    most llama.cpp's (measured 0.85-1.0x of it)."""
     llama_cpp_peer.require()
     if qtype.endswith("w"):  # the fallback types: weighted by us only with an importance matrix
         if not weighted:
@@ -102,7 +120,7 @@ def test_no_worse_than_llama_cpp(qtype, weighted):
     theirs = llama_cpp_peer.ggml_quantize_in_child(w, qtype, im)
     ours = quantize(w, qtype, imatrix=im).data
     assert ours.shape == theirs.shape
-    metric = imp if weighted else np.ones_like(imp)
+    metric = _ggml_weights(w, imp, qtype) if weighted else np.ones_like(w)
     e_ours, e_theirs = _werr(_deq(ours, qtype, w.shape), w, metric), _werr(_deq(theirs, qtype, w.shape), w, metric)
     assert e_ours <= e_theirs * 1.0005, (e_ours, e_theirs)
     if qtype == "q4_1" and not weighted:

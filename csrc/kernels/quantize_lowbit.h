@@ -2,8 +2,9 @@
 // importance-weighted versions of the K-quants (Q4_K, Q5_K, Q6_K) and of Q4_0/Q5_0/Q5_1 (the
 // mixes' fallbacks), each minimising
 //     sum_i w_i (x_i - dequantized_i)^2
-// over a row, where w_i is the column's importance (llama-imatrix's mean squared activation of
-// that input column) or 1 when none is given. Block layouts are ggml's (ggml-common.h); values
+// over a row, where w_i = importance_i * sqrt(sigma2 + x_i^2) as llama.cpp weights it
+// (importance: llama-imatrix's mean squared activation of the input column; sigma2: a mean
+// square of the weights around x_i; Q6_K: importance_i alone), or 1 when no importance is given. Block layouts are ggml's (ggml-common.h); values
 // are what gguf.quants.dequantize computes. Reference (scalar) code: the search, not the memory
 // traffic, is the cost, and rows are spread over the thread pool by the binding.
 #pragma once
