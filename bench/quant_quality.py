@@ -6,7 +6,7 @@ weight, mean KL(f16 || quantized) and top-1 agreement on held-out tokens, and qu
 (GB/s of f16 input). Every file, llamix's and llama.cpp's, is evaluated by llama.cpp (in a child
 process), so only the quantizers differ.
 
-    flock /work/bench.lock python bench/quant_quality.py [--model F16.gguf] [-f TEXT] [-c 256]
+    flock /work/bench.lock python bench/quant_quality.py [--model F16.gguf] [-f TEXT] [--calib TEXT] [-c 256]
 
 Without --model an f16 random-weight model with rows of 256 is made (its KL figures are small:
 random weights give flat distributions; pass a real model's f16 file for meaningful ones).
@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("-c", "--ctx", type=int, default=256)
     ap.add_argument("--chunks", type=int, default=4, help="windows for the imatrix and for KL each")
     ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("--quality-only", action="store_true",
+                    help="no speed column (for runs outside the bench lock: KL and sizes do not depend on timing)")
     args = ap.parse_args()
 
     import llamix
@@ -104,13 +106,14 @@ def main() -> None:
     print("| type | imatrix | quantizer | bits/weight | mean KL | top-1 | quantize GB/s (f16 input) |")
     print("|---|---|---|---|---|---|---|")
     for ft, w, who, bpw, kl, top1, gbs in rows:
-        print(f"| {ft} | {w} | {who} | {bpw:.3f} | {kl:.6f} | {100 * top1:.2f} % | {gbs:.3f} |")
+        speed = "—" if args.quality_only else f"{gbs:.3f}"
+        print(f"| {ft} | {w} | {who} | {bpw:.3f} | {kl:.6f} | {100 * top1:.2f} % | {speed} |")
     by = {(r[0], r[1], r[2]): r for r in rows}
     for ft in FTYPES:
         for w in ("no", "yes"):
             a, b = by[(ft.upper(), w, "llamix")], by[(ft.upper(), w, "llama.cpp")]
-            print(f"{ft.upper()} imatrix={w}: KL llamix/llama.cpp {a[4] / max(b[4], 1e-12):.3f}, "
-                  f"speed llamix/llama.cpp {a[6] / b[6]:.2f}x")
+            speed = "" if args.quality_only else f", speed llamix/llama.cpp {a[6] / b[6]:.2f}x"
+            print(f"{ft.upper()} imatrix={w}: KL llamix/llama.cpp {a[4] / max(b[4], 1e-12):.3f}{speed}")
 
 
 if __name__ == "__main__":
