@@ -1,8 +1,8 @@
 """The low-bit quantizers (Q4_1, Q2_K, Q3_K, IQ4_NL, IQ4_XS) and importance-weighted K-quants.
 
 Oracles: gguf.quants (its Q4_1 quantizer: identical bytes; its dequantizers read every block we
-write), and ggml's own quantizer (ggml_quantize_chunk from llama-cpp-python, in a child process,
-with the same importance vector): our weighted error is no larger than llama.cpp's.
+write); ggml's own quantizer in test_quant_lowbit_peers.py. No llama.cpp here: the sanitizer run
+(test_sanitizers.py) runs this file.
 """
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from gguf import GGMLQuantizationType, quants
 
 from llamix.errors import ArgumentError
 from llamix.quant import quantize
-
-import llama_cpp_peer
 
 TYPES = ["q4_1", "q2_k", "q3_k", "iq4_nl", "iq4_xs", "q4_k", "q5_k", "q6_k"]
 # relative RMS error of Gaussian-ish weights, unit weights (a sanity bound, far above what we reach)
@@ -102,26 +100,3 @@ def test_bad_input():
         quantize(w[:, :96], "q2_k")
     w16 = w.astype(np.float16)
     np.testing.assert_array_equal(quantize(w16, "iq4_nl").data, quantize(w16.astype(np.float32), "iq4_nl").data)
-
-
-@pytest.mark.peers
-@pytest.mark.parametrize("qtype", TYPES + ["q4_0w", "q5_0w", "q5_1w"])
-@pytest.mark.parametrize("weighted", [False, True])
-def test_no_worse_than_llama_cpp(qtype, weighted):
-    """Same matrix, same importance vector: our RMS error, weighted as llama.cpp weights it, is at
-    most llama.cpp's (measured 0.85-1.0x of it)."""
-    llama_cpp_peer.require()
-    if qtype.endswith("w"):  # the fallback types: weighted by us only with an importance matrix
-        if not weighted:
-            pytest.skip("Q4_0/Q5_0/Q5_1 without an importance matrix are ggml's reference (test_quant_formats.py)")
-        qtype = qtype[:-1]
-    w, imp = _weights(rows=64, seed=3)
-    im = imp if weighted else None
-    theirs = llama_cpp_peer.ggml_quantize_in_child(w, qtype, im)
-    ours = quantize(w, qtype, imatrix=im).data
-    assert ours.shape == theirs.shape
-    metric = _ggml_weights(w, imp, qtype) if weighted else np.ones_like(w)
-    e_ours, e_theirs = _werr(_deq(ours, qtype, w.shape), w, metric), _werr(_deq(theirs, qtype, w.shape), w, metric)
-    assert e_ours <= e_theirs * 1.0005, (e_ours, e_theirs)
-    if qtype == "q4_1" and not weighted:
-        np.testing.assert_array_equal(ours, theirs)  # both are ggml's reference quantizer
