@@ -2,15 +2,12 @@
 
 Format: GGUF v3 (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md), LLaMA keys and
 tensor names as llama.cpp's ``convert_hf_to_gguf.py`` writes them. Tensor types follow
-llama.cpp's ``llama_tensor_get_type`` (src/llama-quant.cpp) for the file types offered here:
-
-- 1-D tensors (norms) stay F32; for F32/F16 files every matrix takes that type.
-- For quantized files the output head (or the token embedding when the head is tied to it) is
-  Q6_K, or Q8_0 when its rows are not a multiple of 256 (``pure=True`` turns this off).
-- ``q4_k_m`` / ``q5_k_m``: Q4_K / Q5_K, with Q6_K for ``attn_v`` and ``ffn_down`` of the layers
-  ``use_more_bits`` picks (the first and last eighth, and every third layer between).
-- A row length that is not a multiple of the chosen block size falls back as llama-quantize
-  does: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, and then (or for Q4_0/Q8_0) F16.
+llama.cpp's ``llama_tensor_get_type`` (src/llama-quant.cpp) for the file types offered here, with
+its per-tensor overrides: see :mod:`llamix.export.type_rules` (1-D tensors stay F32; the output
+head takes Q6_K, or Q8_0 when its rows are not a multiple of the type's block; the _S/_M/_L
+mixes give attn_v, ffn_down and attn_output more bits in chosen layers; rows a block does not
+divide fall back: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0, IQ4_XS -> IQ4_NL,
+then F16). An importance matrix weights every quantizer that can use it.
 
 ``q4_0_mse`` writes Q4_0 blocks whose scales minimise the squared error (same bytes format).
 The source is read through the memory map and converted one tensor at a time while the file is
