@@ -108,3 +108,42 @@ def timed_quantize(src, dst, ftype: str, threads: int) -> float:
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize failed for {ftype} (code {rc})")
     return dt
+
+
+# --- quant_quality.py ---------------------------------------------------------------------------
+def lcpp_logprobs(path, windows, ctx: int, threads: int) -> np.ndarray:
+    """log-softmax of the second half of every window (positions ctx/2 .. ctx-2), float32."""
+    llm = llama_cpp_peer.open_model(str(path), n_ctx=ctx, n_batch=ctx, n_ubatch=ctx, n_threads=threads,
+                                    n_threads_batch=threads, logits_all=True)
+    out = []
+    for w in windows:
+        llm.reset()
+        llm.eval([int(i) for i in w])
+        lg = np.array(llm.scores[ctx // 2:ctx - 1], dtype=np.float32)
+        lg -= lg.max(-1, keepdims=True)
+        out.append(lg - np.log(np.exp(lg).sum(-1, keepdims=True)))
+    return np.concatenate(out)
+
+
+_base = None  # the reference file's log-probabilities, kept in the child (large vocabularies)
+
+
+def lcpp_set_base(path, windows, ctx: int, threads: int) -> int:
+    global _base
+    _base = lcpp_logprobs(path, windows, ctx, threads)
+    return int(_base.shape[0])
+
+
+def lcpp_kl_top1(path, windows, ctx: int, threads: int) -> tuple[float, float]:
+    """Mean KL(base || path) over the scored positions, and the fraction where the argmax agrees."""
+    lp = lcpp_logprobs(path, windows, ctx, threads)
+    kl = float(np.mean(np.sum(np.exp(_base) * (_base - lp), axis=-1, dtype=np.float64)))
+    return kl, float(np.mean(_base.argmax(-1) == lp.argmax(-1)))
+
+
+def lcpp_quantize(src, dst, ftype: str, imatrix, threads: int) -> float:
+    t = time.perf_counter()
+    rc = llama_cpp_peer.quantize_ex(src, dst, ftype, imatrix=imatrix, nthread=threads)
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize {ftype} failed ({rc})")
+    return time.perf_counter() - t

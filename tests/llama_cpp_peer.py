@@ -226,3 +226,80 @@ def api_results_in_child(path, prompt: str, messages: list) -> dict:
     """api_results in the child process (see child())."""
     __tracebackhide__ = True
     return child().call(api_results, path, prompt, messages)
+
+
+def ggml_quantize(w: np.ndarray, type_name: str, imatrix=None) -> np.ndarray:
+    """ggml's own quantizer (ggml_quantize_chunk in llama-cpp-python's libggml-base: the code
+    llama-quantize runs per tensor) on a float32 (rows, k) matrix, with optional per-column
+    importance; uint8 (rows, row_bytes)."""
+    import os
+
+    llama_cpp = _llama_cpp()
+    from gguf import GGMLQuantizationType
+
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so"))
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_row_size.restype = ctypes.c_size_t
+    lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
+    tid = int(GGMLQuantizationType[type_name.upper()])
+    lib.ggml_quantize_init(tid)
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    row = int(lib.ggml_row_size(tid, w.shape[1]))
+    out = np.zeros((w.shape[0], row), np.uint8)
+    imp = None if imatrix is None else np.ascontiguousarray(imatrix, np.float32)
+    lib.ggml_quantize_chunk(tid, w.ctypes.data, out.ctypes.data, 0, w.shape[0], w.shape[1],
+                            None if imp is None else imp.ctypes.data)
+    return out
+
+
+def ggml_quantize_in_child(w, type_name: str, imatrix=None) -> np.ndarray:
+    """ggml_quantize in the child process (see child())."""
+    __tracebackhide__ = True
+    return child().call(ggml_quantize, w, type_name, imatrix)
+
+
+def quantize_ex(src, dst, ftype: str, *, pure: bool = False, output_tensor_type: str | None = None,
+                token_embedding_type: str | None = None, leave_output_tensor: bool = False, tensor_types=(),
+                imatrix: dict | None = None, nthread: int = DEFAULT_THREADS) -> int:
+    """llama_model_quantize with llama-quantize's per-tensor flags: type names as GGUF spells them
+    (``"q8_0"``), ``tensor_types`` ((pattern, type), ...) as --tensor-type, ``imatrix`` a dict of
+    tensor name -> float32 per-column importance (what llama-quantize passes from --imatrix)."""
+    llama_cpp = _llama_cpp()
+    from gguf import GGMLQuantizationType
+
+    gtype = lambda name: int(GGMLQuantizationType[name.upper()])  # noqa: E731
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.nthread, p.pure = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}"), nthread, pure
+    if output_tensor_type:
+        p.output_tensor_type = gtype(output_tensor_type)
+    if token_embedding_type:
+        p.token_embedding_type = gtype(token_embedding_type)
+    p.quantize_output_tensor = not leave_output_tensor
+    keep = []
+    if tensor_types:
+        tt = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()
+        for i, (pattern, typ) in enumerate(tensor_types):
+            tt[i].pattern, tt[i].type = pattern.encode(), gtype(typ)
+        tt[len(tensor_types)].pattern = None
+        p.tt_overrides = tt
+        keep.append(tt)
+    if imatrix:
+        arr = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
+        for i, (name, v) in enumerate(imatrix.items()):
+            v = np.ascontiguousarray(v, dtype=np.float32)
+            keep.append(v)
+            arr[i].name = name.encode()
+            arr[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            arr[i].size = v.size
+        arr[len(imatrix)].name = None
+        p.imatrix = arr
+        keep.append(arr)
+    return int(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)))
+
+
+def quantize_ex_in_child(src, dst, ftype: str, **kw) -> int:
+    """quantize_ex in the child process (see child())."""
+    __tracebackhide__ = True
+    return child().call(quantize_ex, src, dst, ftype, **kw)

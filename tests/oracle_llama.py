@@ -45,8 +45,10 @@ def rope(x, pos, hd, theta=10000.0):
     return out
 
 
-def logits(w: dict, ids) -> np.ndarray:
-    """(T, vocab) float64 logits of a sequence starting at position 0."""
+def logits(w: dict, ids, taps: dict | None = None) -> np.ndarray:
+    """(T, vocab) float64 logits of a sequence starting at position 0. ``taps``, if given, receives
+    each layer's matmul inputs: taps[(layer, "attn_in" | "attn_out" | "ffn_in" | "down_in")] = (T, k)."""
+    tap = (lambda key, a: taps.__setitem__(key, a)) if taps is not None else (lambda key, a: None)  # noqa: E731
     c = w["cfg"]
     T, hd, H, KV = len(ids), c["hd"], c["n_heads"], c["n_kv"]
     pos = np.arange(T, dtype=np.float64)
@@ -54,6 +56,7 @@ def logits(w: dict, ids) -> np.ndarray:
     mask = np.triu(np.full((T, T), -np.inf), 1)
     for l in range(c["n_layers"]):
         h = rmsnorm(x, w["rms_att"][l])
+        tap((l, "attn_in"), h)
         q = rope((h @ w["wq"][l].T).reshape(T, H, hd), pos, hd)
         k = rope((h @ w["wk"][l].T).reshape(T, KV, hd), pos, hd)
         v = (h @ w["wv"][l].T).reshape(T, KV, hd)
@@ -61,8 +64,13 @@ def logits(w: dict, ids) -> np.ndarray:
         att = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask
         att = np.exp(att - att.max(-1, keepdims=True))
         att /= att.sum(-1, keepdims=True)
-        x = x + np.einsum("hts,shd->thd", att, v).reshape(T, H * hd) @ w["wo"][l].T
+        o = np.einsum("hts,shd->thd", att, v).reshape(T, H * hd)
+        tap((l, "attn_out"), o)
+        x = x + o @ w["wo"][l].T
         h = rmsnorm(x, w["rms_ffn"][l])
+        tap((l, "ffn_in"), h)
         g = h @ w["w1"][l].T
-        x = x + ((g / (1 + np.exp(-g))) * (h @ w["w3"][l].T)) @ w["w2"][l].T
+        d = (g / (1 + np.exp(-g))) * (h @ w["w3"][l].T)
+        tap((l, "down_in"), d)
+        x = x + d @ w["w2"][l].T
     return rmsnorm(x, w["rms_final"]) @ w["cls"].T

@@ -105,7 +105,7 @@ def test_type_rules():
     assert t("blk.4.attn_v.weight", (1024, 4096), "q4_k_m") == "q4_k"
     assert t("blk.4.ffn_norm.weight", (4096,), "q4_k_m") == "f32"
     with pytest.raises(ValueError, match="unknown type"):
-        t("output.weight", (8, 8), "q3_k")
+        t("output.weight", (8, 8), "q7_k")
 
 
 def test_atomic_write_and_errors(s260_bin, tmp_path, monkeypatch):
@@ -113,7 +113,7 @@ def test_atomic_write_and_errors(s260_bin, tmp_path, monkeypatch):
 
     out = tmp_path / "never.gguf"
 
-    def boom(t, target):
+    def boom(t, target, importance=None):
         raise RuntimeError("conversion failed")
     monkeypatch.setattr(ex, "convert_tensor", boom)
     with pytest.raises(RuntimeError):
@@ -121,7 +121,7 @@ def test_atomic_write_and_errors(s260_bin, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary left behind
     monkeypatch.undo()
     with pytest.raises(ValueError, match="unknown type"):
-        export_gguf(s260_bin, out, "q2_k")
+        export_gguf(s260_bin, out, "q7_k")
     with pytest.raises(FileNotFoundError):
         export_gguf(tmp_path / "missing.bin", out, "q4_0")
 

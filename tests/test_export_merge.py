@@ -64,5 +64,5 @@ def test_names_and_errors(assets, tmp_path):
     with pytest.raises(ValueError, match="no GGUF name"):
         gguf_name("model.vision_tower.weight")
     with pytest.raises(ValueError, match="unknown type"):
-        merge_to_gguf(_config(assets, tmp_path), tmp_path / "x.gguf", "q3_k")
+        merge_to_gguf(_config(assets, tmp_path), tmp_path / "x.gguf", "q7_k")
     assert not (tmp_path / "x.gguf").exists()

@@ -27,6 +27,7 @@ BUILD = ROOT / "build" / "sanitize"
 KERNEL_TESTS = ["test_quant_formats.py", "test_matmul.py", "test_kquant.py", "test_thread_pool.py", "test_ops.py",
                 "test_merge_kernels_more.py", "test_attention_tiled.py"]
 KERNEL_TESTS += ["test_lowbit_quants.py"]  # Q4_1 / IQ4_NL / Q2_K / Q3_K / IQ4_XS dequantization and dots
+KERNEL_TESTS += ["test_quant_lowbit.py"]  # the low-bit quantizers
 
 
 def _tool(name: str) -> str:

@@ -10,6 +10,7 @@ void register_ops(py::module_& m);
 void register_model(py::module_& m);
 void register_merge(py::module_& m);
 void register_kquant(py::module_& m);
+void register_quant_lowbit(py::module_& m);
 }  // namespace llamix
 
 PYBIND11_MODULE(_C, m) {
@@ -20,4 +21,5 @@ PYBIND11_MODULE(_C, m) {
     llamix::register_model(m);
     llamix::register_merge(m);
     llamix::register_kquant(m);
+    llamix::register_quant_lowbit(m);
 }

@@ -3,11 +3,13 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "bindings/checks.h"
 #include "drivers/kquant_matmul.h"
+#include "model/activation_stats.h"
 #include "model/transformer.h"
 
 namespace llamix {
@@ -18,6 +20,7 @@ namespace {
 struct PyTransformer {
     TransformerWeights w;
     std::vector<py::object> keep;
+    std::unique_ptr<ActivationStats> stats;  // imatrix collection, when on
 
     WeightRef weight(const py::tuple& spec, int64_t rows, int64_t k, const std::string& name) {
         require(spec.size() == 2, name + ": expected (data, qtype)");
@@ -157,6 +160,22 @@ void register_model(py::module_& m) {
             py::gil_scoped_release release;
             p.w.prepare();
         }, "Prepare (repack) every weight for the active kernel variant now rather than on first use.")
+        .def("collect_activation_stats", [](PyTransformer& p, bool on) {
+            p.stats = on ? std::make_unique<ActivationStats>(p.w.cfg.n_layers) : nullptr;
+            p.w.stats = p.stats.get();
+        }, py::arg("on"), "Start (afresh) or stop summing the squares of every matmul input per column.")
+        .def("activation_stats", [](PyTransformer& p) {
+            require(p.stats != nullptr, "activation statistics are not being collected");
+            py::list out;
+            for (size_t i = 0; i < p.stats->sums.size(); ++i) {
+                const std::vector<double>& s = p.stats->sums[i];
+                py::array_t<double> a(py::ssize_t(s.size()));
+                std::copy(s.begin(), s.end(), a.mutable_data());
+                out.append(py::make_tuple(a, p.stats->tokens[i]));
+            }
+            return out;
+        }, "[(sums float64 (k,), tokens)] for layer * 4 + point, points: attention input (q/k/v), attention "
+           "output (wo), FFN input (gate/up), gated hidden state (down).")
         .def("forward", [](PyTransformer& p, KVCache& cache, py::array tokens, int64_t pos, int64_t n_out,
                            bool hidden) {
             const TransformerConfig& c = p.w.cfg;

@@ -10,6 +10,7 @@
 #include "common/thread_pool.h"
 #include "drivers/attention.h"
 #include "drivers/kquant_matmul.h"
+#include "model/activation_stats.h"
 
 namespace llamix {
 
@@ -142,6 +143,7 @@ void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int6
 
         // attention
         for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.attn_norm, xn + t * dim, dim, c.eps); });
+        if (w.stats) w.stats->add(li, ActivationStats::kAttnIn, xn, n, dim);
         // new keys and values (n, kv_dim), rotated, then stored in each sequence's cache rows pos..pos+n-1
         mm_many(xn, n, {&L.wq, &L.wk, &L.wv}, {q, knew, vnew});  // one pass, x quantized once
         const float* layer_cos = rope_cos + int64_t(L.rope_table) * n * half;
@@ -172,6 +174,7 @@ void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int6
             attention_causal(q + r0 * q_dim, q_dim, rows, pos, kv, c.n_heads, c.n_kv_heads, hd, L.window, scale,
                              att + r0 * q_dim, q_dim);
         }
+        if (w.stats) w.stats->add(li, ActivationStats::kAttnOut, att, n, q_dim);
         mm(att, n, L.wo, proj);
         for_rows(n, [&](int64_t t, int) {
             if (L.post_attn_norm) K.rmsnorm(proj + t * dim, L.post_attn_norm, proj + t * dim, dim, c.eps);
@@ -180,9 +183,11 @@ void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int6
 
         // feed-forward (SwiGLU or GeGLU)
         for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.ffn_norm, xn + t * dim, dim, c.eps); });
+        if (w.stats) w.stats->add(li, ActivationStats::kFfnIn, xn, n, dim);
         mm_many(xn, n, {&L.w_gate, &L.w_up}, {gate, up});
         const auto glu = c.activation == Activation::gelu_tanh ? K.geglu : K.swiglu;
         for_rows(n, [&](int64_t t, int) { glu(gate + t * c.hidden, up + t * c.hidden, gate + t * c.hidden, c.hidden); });
+        if (w.stats) w.stats->add(li, ActivationStats::kFfnDownIn, gate, n, c.hidden);
         mm(gate, n, L.w_down, proj);
         for_rows(n, [&](int64_t t, int) {
             if (L.post_ffn_norm) K.rmsnorm(proj + t * dim, L.post_ffn_norm, proj + t * dim, dim, c.eps);

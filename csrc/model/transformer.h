@@ -20,6 +20,8 @@
 
 namespace llamix {
 
+struct ActivationStats;  // model/activation_stats.h
+
 enum class Activation { silu, gelu_tanh };  // the gated FFN's activation
 
 struct TransformerConfig {
@@ -74,6 +76,7 @@ struct TransformerWeights {
     std::vector<std::vector<float>> inv_freq;
     bool is_prepared = false;
     Workspace workspace;
+    ActivationStats* stats = nullptr;  // when set, the forward pass adds its matmul inputs' squares (imatrix)
 
     // Prepare (repack) every weight once; the prepared layout serves every kernel variant.
     void prepare();

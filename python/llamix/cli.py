@@ -29,6 +29,7 @@ COMMANDS = {
     "soup": "greedy model soup: add candidates only while held-out perplexity improves",
     "evolve": "search merge parameters with CMA-ES, candidates scored in parallel on Ray",
     "serve": "an OpenAI-compatible HTTP server with continuous batching",
+    "imatrix": "compute an importance matrix over a calibration text (llama-imatrix's job) for quantize --imatrix",
 }
 
 

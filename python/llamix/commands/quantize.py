@@ -6,7 +6,10 @@ import os
 import time
 
 from .._runtime import set_threads
+from ..errors import ArgumentError
+from ..formats.imatrix import read_imatrix
 from ..export import FILE_TYPES, export_gguf
+from ..export.type_rules import TENSOR_TYPES, TypeOverrides, parse_tensor_type
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_force, add_threads, check_output, check_threads,
                      lower_choice, progress_bar, quiet_requested)
 
@@ -21,6 +24,16 @@ def add_arguments(p) -> None:
                    help=f"file type: {', '.join(FILE_TYPES)} (default q4_0)")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     p.add_argument("--pure", action="store_true", help="no Q6_K/Q8_0 output head, no _M mix: one type everywhere")
+    tensor_types = lower_choice(TENSOR_TYPES)
+    p.add_argument("--output-tensor-type", type=tensor_types, metavar="TYPE", help="type of output.weight")
+    p.add_argument("--token-embedding-type", type=tensor_types, metavar="TYPE", help="type of token_embd.weight")
+    p.add_argument("--tensor-type", action="append", default=[], metavar="PATTERN=TYPE",
+                   help="type of the tensors whose name PATTERN (a regular expression) matches, e.g. attn_v=q8_0; "
+                        "repeatable, the first match wins (as llama-quantize)")
+    p.add_argument("--leave-output-tensor", action="store_true", help="keep output.weight in its source type")
+    p.add_argument("--imatrix", metavar="FILE",
+                   help="importance matrix (llama-imatrix's .gguf or legacy .dat, or llamix imatrix's): weights "
+                        "each quantizer's error by the mean squared activation of each column")
     p.add_argument("--allow-requantize", action="store_true",
                    help="convert tensors that are quantized already to another type (a second rounding error)")
     add_force(p)
@@ -39,13 +52,21 @@ def run(args) -> int:
     if args.type_pos and args.type and args.type_pos != args.type:
         raise UsageError(f"--type {args.type} and the positional TYPE {args.type_pos} disagree")
     qtype = args.type or args.type_pos or "q4_0"
-    check_output(args.out, [args.model, args.tokenizer], args.force)
+    check_output(args.out, [args.model, args.tokenizer, args.imatrix], args.force)
+    try:
+        overrides = TypeOverrides(output_tensor_type=args.output_tensor_type,
+                                  token_embedding_type=args.token_embedding_type,
+                                  tensor_types=tuple(parse_tensor_type(t) for t in args.tensor_type),
+                                  leave_output_tensor=args.leave_output_tensor, pure=args.pure)
+    except ArgumentError as e:
+        raise UsageError(str(e)) from None
+    imatrix = read_imatrix(args.imatrix).means() if args.imatrix else None
     if args.threads:
         set_threads(args.threads)
     t0 = time.perf_counter()
     with progress_bar(f"quantize {os.path.basename(args.out)}", quiet=quiet_requested(args)) as bar:
         r = export_gguf(args.model, args.out, qtype, tokenizer=args.tokenizer, pure=args.pure, progress=bar,
-                        allow_requantize=args.allow_requantize)
+                        allow_requantize=args.allow_requantize, overrides=overrides, imatrix=imatrix)
     dt = time.perf_counter() - t0
     size = os.path.getsize(args.out)
     counts = ", ".join(f"{n} {t}" for t, n in sorted(r.type_counts().items()))

@@ -2,15 +2,12 @@
 
 Format: GGUF v3 (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md), LLaMA keys and
 tensor names as llama.cpp's ``convert_hf_to_gguf.py`` writes them. Tensor types follow
-llama.cpp's ``llama_tensor_get_type`` (src/llama-quant.cpp) for the file types offered here:
-
-- 1-D tensors (norms) stay F32; for F32/F16 files every matrix takes that type.
-- For quantized files the output head (or the token embedding when the head is tied to it) is
-  Q6_K, or Q8_0 when its rows are not a multiple of 256 (``pure=True`` turns this off).
-- ``q4_k_m`` / ``q5_k_m``: Q4_K / Q5_K, with Q6_K for ``attn_v`` and ``ffn_down`` of the layers
-  ``use_more_bits`` picks (the first and last eighth, and every third layer between).
-- A row length that is not a multiple of the chosen block size falls back as llama-quantize
-  does: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, and then (or for Q4_0/Q8_0) F16.
+llama.cpp's ``llama_tensor_get_type`` (src/llama-quant.cpp) for the file types offered here, with
+its per-tensor overrides: see :mod:`llamix.export.type_rules` (1-D tensors stay F32; the output
+head takes Q6_K, or Q8_0 when its rows are not a multiple of the type's block; the _S/_M/_L
+mixes give attn_v, ffn_down and attn_output more bits in chosen layers; rows a block does not
+divide fall back: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0, IQ4_XS -> IQ4_NL,
+then F16). An importance matrix weights every quantizer that can use it.
 
 ``q4_0_mse`` writes Q4_0 blocks whose scales minimise the squared error (same bytes format).
 The source is read through the memory map and converted one tensor at a time while the file is
@@ -19,7 +16,7 @@ written, so memory holds one converted tensor, never the model in float32.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -33,17 +30,10 @@ from ..loaders import Checkpoint, load_checkpoint
 from ..quant import QuantizedTensor, quantize
 from ..quant.qtypes import qtype_info
 from ..tokenizer import Tokenizer
+from .type_rules import FILE_TYPES, FTYPE_AS, TypeOverrides, fallback_type, use_more_bits  # noqa: F401 (re-exported)
+from .type_rules import chosen_type as rules_chosen_type
 
 Progress = Callable[[float, float, str], None]  # progress(done, total, note)
-
-# file type name (llama-quantize's, lower case) -> the tensor type most matrices take
-FILE_TYPES: dict[str, str] = {
-    "f32": "f32", "f16": "f16", "q4_0": "q4_0", "q8_0": "q8_0", "q4_0_mse": "q4_0_mse",
-    "q4_k": "q4_k", "q4_k_m": "q4_k", "q5_k_m": "q5_k", "q6_k": "q6_k",
-}
-# file types whose general.file_type is another's
-_FTYPE_AS = {"q4_0_mse": "q4_0", "q4_k": "q4_k_m"}
-
 
 def check_file_type(name: str) -> str:
     """A file type name as llama-quantize spells it, any case (``Q4_K_M`` == ``q4_k_m``), checked."""
@@ -55,50 +45,30 @@ def check_file_type(name: str) -> str:
 
 def file_type_id(name: str) -> int:
     """llama.cpp's ``general.file_type`` (enum llama_ftype) of a file type."""
-    return FILE_TYPE_IDS[_FTYPE_AS.get(name, name)]
+    return FILE_TYPE_IDS[FTYPE_AS.get(name, name)]
 
 
-FALLBACK = {"q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
 GGUF_TYPE_NAME = {"q4_0_mse": "Q4_0"}  # quantizer variants -> the type written in the file
 
 
-def use_more_bits(i: int, n: int) -> bool:
-    """llama.cpp's choice of layers that get more bits in the _M mixes."""
-    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
-
-
-def fallback_type(qtype: str, k: int) -> str:
-    """The type a row of ``k`` weights can take when ``qtype``'s block does not divide it."""
-    while qtype not in ("f32", "f16", "bf16") and k % qtype_info(qtype).block_size:
-        qtype = FALLBACK.get(qtype, "f16")
-    return qtype
+def chosen_type(name: str, shape: tuple[int, ...], file_type: str, n_layers: int, tied: bool,
+                pure: bool = False, *, n_gqa: int = 1, overrides: TypeOverrides | None = None,
+                stored: str = "f32") -> str:
+    """The type llama-quantize's rules pick for a tensor, before any fallback for its row length
+    (see :mod:`llamix.export.type_rules`)."""
+    ft = check_file_type(file_type)
+    ov = overrides or TypeOverrides()
+    if pure and not ov.pure:
+        ov = replace(ov, pure=True)
+    return rules_chosen_type(name, shape, ft, n_layers, tied, n_gqa=n_gqa, overrides=ov, stored=stored)
 
 
 def tensor_type(name: str, shape: tuple[int, ...], file_type: str, n_layers: int, tied: bool,
-                pure: bool = False) -> str:
-    """The llamix qtype a tensor is written in, for a file of ``file_type``."""
-    t = chosen_type(name, shape, file_type, n_layers, tied, pure)
+                pure: bool = False, **kw) -> str:
+    """The llamix qtype a tensor is written in, for a file of ``file_type`` (keywords as
+    :func:`chosen_type`)."""
+    t = chosen_type(name, shape, file_type, n_layers, tied, pure, **kw)
     return t if len(shape) < 2 else fallback_type(t, shape[-1])
-
-
-def chosen_type(name: str, shape: tuple[int, ...], file_type: str, n_layers: int, tied: bool,
-                pure: bool = False) -> str:
-    """The type llama-quantize's rules pick for a tensor, before any fallback for its row length."""
-    ft = check_file_type(file_type)
-    if len(shape) < 2:
-        return "f32"
-    base = FILE_TYPES[ft]
-    if base in ("f32", "f16"):
-        return base
-    t = base
-    is_head = name == "output.weight" or (tied and name == "token_embd.weight")
-    if not pure:
-        if is_head:
-            t = "q8_0" if shape[-1] % 256 else (t if t == "q8_0" else "q6_k")
-        elif ft in ("q4_k_m", "q5_k_m") and (".attn_v." in name or ".ffn_down." in name):
-            if use_more_bits(int(name.split(".")[1]), n_layers):
-                t = "q6_k"
-    return t
 
 
 @dataclass
@@ -136,20 +106,21 @@ class ExportReport:
 _PLAIN = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}
 
 
-def convert_tensor(t, target: str) -> np.ndarray:
-    """One tensor (QuantizedTensor, or a float array) -> the bytes (or float array) of ``target``."""
+def convert_tensor(t, target: str, importance=None) -> np.ndarray:
+    """One tensor (QuantizedTensor, or a float array) -> the bytes (or float array) of ``target``;
+    ``importance`` (float32 (k,)) weights the quantizer's error where the type's quantizer uses it."""
     if not isinstance(t, QuantizedTensor):
         w = np.asarray(t)
         if w.ndim < 2:
             return np.ascontiguousarray(w, dtype=np.float32)
-        return quantize(np.ascontiguousarray(w.reshape(-1, w.shape[-1])), target).data
+        return quantize(np.ascontiguousarray(w.reshape(-1, w.shape[-1])), target, imatrix=importance).data
     src = t.qtype
     if src == target:
         return t.data
     if src in _PLAIN:
         w = t.data.view(_PLAIN[src]).reshape(t.shape)
-        return quantize(w, target, src="bf16" if src == "bf16" else None).data
-    return quantize(t.dequantize(), target).data  # block -> block: one tensor in float32 at a time
+        return quantize(w, target, src="bf16" if src == "bf16" else None, imatrix=importance).data
+    return quantize(t.dequantize(), target, imatrix=importance).data  # block -> block: one tensor in float32 at a time
 
 
 def _source(model, tokenizer) -> Checkpoint:
@@ -174,6 +145,13 @@ def _stored_type(t) -> str:
     return t.qtype if isinstance(t, QuantizedTensor) else "f32"
 
 
+def _source_type(tensors, parts: list[str]) -> str:
+    """The type the first part is stored in ("f32" for lazily computed tensors)."""
+    if hasattr(tensors, "shape_of"):
+        return "f32"
+    return _stored_type(tensors[parts[0]])
+
+
 def _block_types(tensors, parts: list[str]) -> set:
     """The block-quantized types ``parts`` are stored in (lazily computed tensors are floats: not
     computed here)."""
@@ -183,11 +161,13 @@ def _block_types(tensors, parts: list[str]) -> set:
 
 
 def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: bool = False, name: str | None = None,
-                progress: Progress | None = None, allow_requantize: bool = False) -> ExportReport:
+                progress: Progress | None = None, allow_requantize: bool = False,
+                overrides: TypeOverrides | None = None, imatrix=None) -> ExportReport:
     """Write ``model`` as a GGUF file that llama.cpp loads alone, converting tensor by tensor.
 
     ``model``: a path llamix loads, a loaded :class:`llamix.Model`, or a Checkpoint. ``qtype``:
-    the file type (any case: ``f32 f16 q8_0 q4_0 q4_0_mse q4_k q4_k_m q5_k_m q6_k``; per-tensor
+    the file type (any case: ``f32 f16 q8_0 q4_0 q4_0_mse q4_1 q2_k q3_k_s q3_k_m q3_k_l q4_k_s
+    q4_k_m q5_k_s q5_k_m q6_k iq4_nl iq4_xs``, and llama-quantize's aliases ``q3_k q4_k q5_k``; per-tensor
     types as llama-quantize chooses them, see :func:`tensor_type`), or ``None`` to keep every
     tensor's stored type. ``tokenizer``: a tokenizer file or Tokenizer replacing the model's.
     ``pure``: one type for every matrix. ``progress(done_bytes, total_bytes, tensor_name)`` is
@@ -196,8 +176,14 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     conversion adds error; llama-quantize refuses it unless told, so does this). Raises a
     LlamixError for an unknown type, a tensor that would be requantized, ``out`` naming the input,
     or a model without a tokenizer (llama.cpp needs one).
+    ``overrides``: llama-quantize's per-tensor flags (:class:`~llamix.export.type_rules.TypeOverrides`).
+    ``imatrix``: a mapping of tensor name -> float32 (row length,) importance (an
+    :class:`~llamix.eval.imatrix.ImportanceMatrix`'s ``.values()`` or llama-imatrix's file read by
+    it); each matrix it names is quantized minimising the error weighted by it.
     """
     ft = None if qtype is None else check_file_type(qtype)
+    ov = replace(overrides or TypeOverrides(), pure=pure or (overrides is not None and overrides.pure),
+                 has_imatrix=imatrix is not None)
     progress = progress if callable(progress) else None
     if isinstance(model, (str, os.PathLike)) and Path(out).resolve() == Path(model).resolve():
         raise ArgumentError(f"{out}: the output would overwrite the model it is made from")
@@ -229,9 +215,11 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
                                  "write them as one tensor")
             target = stored.pop()
         else:
-            target = tensor_type(tname, shape, ft, config.n_layers, config.tie_embeddings, pure)
+            rule_kw = dict(n_gqa=max(1, config.n_heads // max(1, config.n_kv_heads)), overrides=ov,
+                           stored=_source_type(tensors, parts))
+            target = tensor_type(tname, shape, ft, config.n_layers, config.tie_embeddings, **rule_kw)
             if len(shape) >= 2:
-                wanted = chosen_type(tname, shape, ft, config.n_layers, config.tie_embeddings, pure)
+                wanted = chosen_type(tname, shape, ft, config.n_layers, config.tie_embeddings, **rule_kw)
                 if wanted != target:
                     report.fallbacks[tname] = (GGUF_TYPE_NAME.get(wanted, wanted), target)
             stored = _block_types(tensors, parts) - {target}
@@ -242,7 +230,11 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
         gtype = GGUF_TYPE_NAME.get(target, target.upper())
         n = int(np.prod(shape))
         nbytes = qtype_info(target).row_bytes(shape[-1]) * (n // shape[-1])
-        plan.append((TensorEntry(tname, gtype, shape, _converter(tensors, parts, target, config)), nbytes))
+        importance = None if imatrix is None or len(shape) < 2 else imatrix.get(tname)
+        if importance is not None and np.shape(importance) != (shape[-1],):
+            raise ArgumentError(f"imatrix: entry {tname!r} has {np.size(importance)} values but the tensor's rows "
+                                f"have {shape[-1]} (an importance matrix of another model?)")
+        plan.append((TensorEntry(tname, gtype, shape, _converter(tensors, parts, target, config, importance)), nbytes))
         report.types[tname] = gtype
         report.n_params += n
         report.nbytes += nbytes
@@ -264,10 +256,12 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     return report
 
 
-def _converter(tensors, parts: list[str], target: str, config):
+def _converter(tensors, parts: list[str], target: str, config, importance=None):
     """The file tensor made of ``parts`` (one, or phi3's fused rows), each converted to ``target``
     and put back in the file's row order (rows are independent in every block format)."""
     def produce():
-        data = [pairs_to_file_rows(p, convert_tensor(tensors[p], target), config) for p in parts]
+        conv = (lambda t: convert_tensor(t, target)) if importance is None else \
+            (lambda t: convert_tensor(t, target, importance))
+        data = [pairs_to_file_rows(p, conv(tensors[p]), config) for p in parts]
         return data[0] if len(data) == 1 else np.concatenate(data, axis=0)
     return produce

@@ -74,8 +74,9 @@ def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool
     entries = []
     for task in plan.tensors:
         name, shape = names[task.name], tuple(task.shape)
-        target = tensor_type(name, shape, ft, mc.n_layers, mc.tie_embeddings, pure)
-        wanted = chosen_type(name, shape, ft, mc.n_layers, mc.tie_embeddings, pure)
+        gqa = max(1, mc.n_heads // max(1, mc.n_kv_heads))
+        target = tensor_type(name, shape, ft, mc.n_layers, mc.tie_embeddings, pure, n_gqa=gqa)
+        wanted = chosen_type(name, shape, ft, mc.n_layers, mc.tie_embeddings, pure, n_gqa=gqa)
         if len(shape) >= 2 and wanted != target:
             report.fallbacks[name] = (GGUF_TYPE_NAME.get(wanted, wanted), target)
         gtype = GGUF_TYPE_NAME.get(target, target.upper())

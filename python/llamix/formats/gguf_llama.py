@@ -19,7 +19,8 @@ from .gguf import GGUFReader, GGUFWriter, ValueType as V
 
 # llama.cpp's general.file_type (enum llama_ftype) of the file types llamix writes
 FILE_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17,
-                 "q6_k": 18, "bf16": 32}
+                 "q6_k": 18, "bf16": 32,
+                 "q4_1": 3, "q2_k": 10, "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "iq4_nl": 25, "iq4_xs": 30}
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 QUANTIZATION_VERSION = 2  # ggml's GGML_QNT_VERSION: the block layouts written here
 

@@ -110,12 +110,38 @@ def _float_source(w: np.ndarray, src: str | None) -> tuple[np.ndarray, int]:
     raise ArgumentError(f"w must be float32 or float16 (or uint16 with src='bf16'), got {w.dtype}")
 
 
-def quantize(w: np.ndarray, qtype: str, *, src: str | None = None) -> QuantizedTensor:
+# Types written by the weighted low-bit quantizers (kernels/quantize_lowbit.h), and the K-quants
+# they also write when an importance matrix is given.
+LOWBIT_TYPES = ("q4_1", "q2_k", "q3_k", "iq4_nl", "iq4_xs")
+WEIGHTED_TYPES = LOWBIT_TYPES + ("q4_k", "q5_k", "q6_k", "q4_0", "q5_0", "q5_1")
+
+
+def check_importance(imatrix, k: int, what: str = "imatrix") -> np.ndarray:
+    """A per-column importance vector: float32 (k,), finite and non-negative; ArgumentError otherwise."""
+    v = np.asarray(imatrix)
+    if v.ndim != 1 or v.shape[0] != k:
+        raise ArgumentError(f"{what} must be a vector of {k} values (one per column), got shape {v.shape}")
+    if not np.issubdtype(v.dtype, np.floating):
+        raise ArgumentError(f"{what} must be floating point, got {v.dtype}")
+    v = np.ascontiguousarray(v, dtype=np.float32)
+    if not np.all(np.isfinite(v)) or np.any(v < 0):
+        raise ArgumentError(f"{what} must be finite and non-negative")
+    return v
+
+
+def quantize(w: np.ndarray, qtype: str, *, src: str | None = None, imatrix: np.ndarray | None = None) -> QuantizedTensor:
     """Quantize a (rows, k) float32/float16 matrix (or bf16 bit patterns with ``src='bf16'``).
 
     ``qtype`` is one of ``q4_0``, ``q8_0``, ``f16``, ``bf16``, ``f32`` (bytes equal llama.cpp's
     reference quantizer), ``q4_k``, ``q5_k``, ``q6_k`` (searched scales and mins) or ``q4_0_mse``
-    (Q4_0 bytes, each block's scale chosen to minimise the squared error). Rows are converted one at a time: no float32 copy of a half matrix is made.
+    (Q4_0 bytes, each block's scale chosen to minimise the squared error), or ``q4_1``, ``q2_k``,
+    ``q3_k``, ``iq4_nl``, ``iq4_xs`` (weighted least-squares searches; ``q4_1`` without an
+    importance matrix is ggml's reference, byte-identical with ``gguf.quants.quantize``).
+    ``imatrix``: optional float (k,) per-column importance (llama-imatrix's mean squared
+    activation); ``q4_1 q2_k q3_k iq4_nl iq4_xs q4_k q5_k q6_k q4_0 q5_0 q5_1`` then minimise
+    ``sum_j imatrix[j] * (w[i, j] - dequantized[i, j])**2`` per row; other types ignore it, as
+    llama-quantize's do for Q8_0 and the float types. Rows are converted one at a time: no
+    float32 copy of a half matrix is made.
     """
     info = qtype_info(qtype)
     w = np.asarray(w)
@@ -128,6 +154,9 @@ def quantize(w: np.ndarray, qtype: str, *, src: str | None = None) -> QuantizedT
         w = np.ascontiguousarray(w)
     if w.shape[1] % info.block_size:
         raise ArgumentError(f"row length {w.shape[1]} is not a multiple of the {info.name} block size {info.block_size}")
+    if info.name in LOWBIT_TYPES or (imatrix is not None and info.name in WEIGHTED_TYPES):
+        imp = None if imatrix is None else check_importance(imatrix, w.shape[1])
+        return QuantizedTensor(_C.quantize_rows_lowbit(w, src_id, info.gguf_id, imp), info, w.shape)
     if info.name == "q4_0_mse":  # same bytes as q4_0, scales by error-minimising search
         return QuantizedTensor(_C.quantize_rows_q4_0_mse(w, src_id), "q4_0", w.shape)
     data = _C.quantize_rows(w, src_id, info.gguf_id)
