@@ -85,7 +85,7 @@ def run_llamix(folders, tasks: Path, workers: int, generations: int, population:
            "budget": {"generations": generations, "population": population}, "seed": 0}
     try:
         t = time.perf_counter()
-        r = llamix.evolve(cfg, work / f"llamix_w{workers}", workers=workers, out_type=None)
+        r = llamix.evolve(cfg, work / f"llamix_{folders[0].parent.name}_w{workers}", workers=workers, out_type=None)
         seconds = time.perf_counter() - t
     finally:
         ray.shutdown()
@@ -100,12 +100,12 @@ def run_mergekit(folders, tasks: Path, workers: int, fevals: int, population: in
         "task": "llamix_bench_mc", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(tasks)}},
         "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{context}}",
         "doc_to_choice": "{{choices}}", "doc_to_target": "{{answer}}", "metric_list": [{"metric": "acc"}]}))
-    genome = work / f"genome_w{workers}.yml"
+    genome = work / f"genome_{folders[0].parent.name}_w{workers}.yml"
     genome.write_text(yaml.safe_dump({
         "genome": {"models": [ft1, ft2], "merge_method": "task_arithmetic", "base_model": base},
         "tasks": [{"name": "llamix_bench_mc", "metric": "acc,none"}],
         "apply_chat_template": False, "fewshot_as_multiturn": False}))
-    storage = work / f"mergekit_w{workers}"
+    storage = work / f"mergekit_{folders[0].parent.name}_w{workers}"
     env = dict(os.environ, HF_DATASETS_CACHE=str(work / "hf_datasets"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     p = subprocess.run([sys.executable, str(HERE / "_mergekit_evolve_child.py"), str(genome), str(storage),
                         str(task_dir), str(workers), str(fevals), str(population)],
