@@ -13,7 +13,7 @@ import threading
 
 from ..chat_format import format_names
 from ..loaders import SHAPES
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_qtype, add_threads, check, check_threads,
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_threads, check, check_threads,
                      open_model, warn_ctx)
 
 try:   # the serve extra: starlette, uvicorn, prometheus_client
@@ -50,7 +50,7 @@ def add_arguments(p) -> None:
                    help="seconds running requests get to finish at SIGTERM")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
-    p.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache type (keys and values)")
+    add_kv_cache(p)
 
 
 def run(args) -> int:
