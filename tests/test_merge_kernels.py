@@ -274,6 +274,34 @@ def test_della_probabilities_follow_rank(isa):
     assert abs(low - (d - 0.9 * eps)) < 0.03 and abs(high - (d + 0.9 * eps)) < 0.03
 
 
+@pytest.mark.parametrize("rows,cols", [(9, 300), (3, 40), (2, 2500)])
+def test_della_mask_is_the_random_mask_at_each_rank_probability(rows, cols):
+    """Element i of a DELLA mask is the RANDOM mask's element i (same hash) at density
+    p(rank_i) = density - eps + 2 eps rank_i / (L - 1), ranks by |delta| ascending, ties by index:
+    exact for short and long rows (comparison and radix sort), rows not a multiple of 8, ties,
+    and any thread count."""
+    rng = np.random.default_rng(12)
+    n = rows * cols
+    base = rng.standard_normal(n).astype(np.float32)
+    # few distinct magnitudes of either sign: many ties
+    x = base + (rng.integers(-6, 7, n) * 0.25).astype(np.float32)
+    d, eps = 0.45, 0.3
+    got = []
+    for t in (1, 2, 3):
+        with using_threads(t):
+            got.append(K.sparsify_mask(base, x, K.sparsifier(K.DELLA, density=d, epsilon=eps), seed=5, name="w", rows=rows))
+    np.testing.assert_array_equal(got[0], got[1])
+    np.testing.assert_array_equal(got[0], got[2])
+    delta = (x - base).reshape(rows, cols)
+    ranks = np.argsort(np.argsort(np.abs(delta), axis=1, kind="stable"), axis=1, kind="stable").reshape(-1)
+    want = np.zeros(n, bool)
+    for r in range(cols):
+        p = (d - eps) + r / (cols - 1) * 2.0 * eps
+        m = np.asarray(K.sparsify_mask(base, x, K.sparsifier(K.RANDOM, density=p), seed=5, name="w")).astype(bool)
+        want[ranks == r] = m[ranks == r]
+    np.testing.assert_array_equal(np.asarray(got[0]).astype(bool), want)
+
+
 def test_thread_count_does_not_change_results():
     rng = np.random.default_rng(9)
     base, _, xs, _ = tv_inputs(rng, 70001, 2)
