@@ -6,6 +6,7 @@ llama-imatrix itself (when bench/llama_cpp_tools.py has built it) for exchanging
 """
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -128,6 +129,12 @@ def test_quantize_with_imatrix_lowers_weighted_error(s260_imatrix, tmp_path):
     assert means  # the s260 matrix itself is exercised by the CLI test
 
 
+# The CLI children import the llamix under test (site-packages once installed; the source tree has no
+# compiled extension of its own).
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(llamix.__file__).parents[1]),
+                                                          os.environ.get("PYTHONPATH", "")])}
+
+
 def test_cli_imatrix_then_quantize(s260_bin, tmp_path, assets):
     text = tmp_path / "calib.txt"
     text.write_text("Once upon a time, there was a little girl named Lily. She loved to play outside. " * 20)
@@ -135,7 +142,7 @@ def test_cli_imatrix_then_quantize(s260_bin, tmp_path, assets):
     env_py = [sys.executable, "-m", "llamix"]
     r = subprocess.run(env_py + ["imatrix", "-m", str(s260_bin), "-f", str(text), "-o", str(out), "-c", "64",
                                  "--chunks", "3", "-q"], capture_output=True, text=True, cwd=tmp_path,
-                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "python")})
+                       env=CHILD_ENV)
     assert r.returncode == 0, r.stderr
     im = read_imatrix(out)
     assert im.chunk_count == 3 and im.datasets == ["calib.txt"]
@@ -143,7 +150,7 @@ def test_cli_imatrix_then_quantize(s260_bin, tmp_path, assets):
     r = subprocess.run(env_py + ["quantize", str(s260_bin), str(q), "q4_k_m", "--imatrix", str(out), "-q",
                                  "--tensor-type", "attn_v=q8_0", "--output-tensor-type", "f16"],
                        capture_output=True, text=True, cwd=tmp_path,
-                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "python")})
+                       env=CHILD_ENV)
     assert r.returncode == 0, r.stderr
     from llamix.formats.gguf import GGUFReader
     types = {n: t.type.name for n, t in GGUFReader(q).tensors.items()}
