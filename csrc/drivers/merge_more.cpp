@@ -308,6 +308,19 @@ void merge_sce(const MergeCommon& c, MergeInput base, const std::vector<MergeInp
 
 namespace {
 
+// Multi-SLERP's step back onto the sphere, shared by the resident and streaming paths: from the
+// tangent sum's norm, cos(|t|) and sin(|t|)/|t|, and the weighted mean of the inputs' norms.
+struct SphereStep {
+    float cos_tn, sinc, avg_norm;
+};
+SphereStep multislerp_sphere(float tangent_norm, float eps, const std::vector<float>& norms,
+                             const std::vector<float>& w) {
+    const float tn = tangent_norm + eps;
+    std::vector<float> nw(norms.size());
+    for (size_t m = 0; m < norms.size(); ++m) nw[m] = norms[m] * w[m];
+    return {std::cos(tn), std::sin(tn) / tn, torch_sum(nw)};
+}
+
 // Multi-SLERP with the tensor's units held in memory (the same float32 operations as
 // merge_multislerp's streaming passes, so the same bits): the inputs are read once, the base twice;
 // the normalized mean is kept beside the units, and the tangent sum replaces the first unit.
@@ -408,11 +421,7 @@ bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std
         }));
         io.finish();
     }
-    const float tn = tnorm.result() + eps;
-    const float cos_tn = std::cos(tn), sinc = std::sin(tn) / tn;
-    std::vector<float> nw(static_cast<size_t>(N));
-    for (int m = 0; m < N; ++m) nw[size_t(m)] = norms[size_t(m)] * w[size_t(m)];
-    const float avg_norm = torch_sum(nw);
+    const auto [cos_tn, sinc, avg_norm] = multislerp_sphere(tnorm.result(), eps, norms, w);
     // pass 5: back onto the sphere, scaled, plus the base (read again)
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
         const int64_t off = tl.begin(task), len = tl.size(task);
@@ -554,11 +563,7 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
         }));
         io.finish();
     }
-    const float tn = tnorm.result() + eps;
-    const float cos_tn = std::cos(tn), sinc = std::sin(tn) / tn;
-    std::vector<float> nw(static_cast<size_t>(N));
-    for (int m = 0; m < N; ++m) nw[size_t(m)] = norms[size_t(m)] * w[size_t(m)];
-    const float avg_norm = torch_sum(nw);
+    const auto [cos_tn, sinc, avg_norm] = multislerp_sphere(tnorm.result(), eps, norms, w);
     // Pass 5: back onto the sphere, scaled by the weighted mean norm, plus the base.
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
         tangent(task, th);
