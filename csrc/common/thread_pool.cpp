@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "common/cpu_features.h"
 #include "common/setting_error.h"
@@ -145,7 +146,13 @@ void ThreadPool::run(int64_t n_tasks, TaskRef fn) {
     work_on_current_job(0);
     // All tasks are taken: close the job, then wait for the workers still inside it.
     job_state_.fetch_or(kClosed, std::memory_order_acq_rel);
-    while (job_state_.load(std::memory_order_acquire) & kJoinedMask) LLAMIX_PAUSE();
+    // Spin briefly, then yield: a worker still inside the job may have lost its core (to a merge's
+    // writer thread, another process), and spinning here would keep it from getting one back.
+    const auto spin_until = std::chrono::steady_clock::now() + kSpinTime;
+    for (unsigned spin = 1; job_state_.load(std::memory_order_acquire) & kJoinedMask; ++spin) {
+        if (spin % 64 == 0 && std::chrono::steady_clock::now() >= spin_until) std::this_thread::yield();
+        else LLAMIX_PAUSE();
+    }
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
 }

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .._runtime import _C, set_threads
+from .._runtime import _C, idle_blas_threads, set_threads
 from .config import load_config
 from .executor import Progress, execute
 from .kernels import dtype_name
@@ -33,6 +33,7 @@ def merge(config: Any, out_dir: str | os.PathLike, *, n_threads: Optional[int] =
     Returns the output path.
     """
     threads = threads if n_threads is None else n_threads
+    idle_blas_threads()  # numpy's OpenBLAS workers spin after its import and would take a core
     cfg = load_config(config)
     plan = build_plan(cfg, dtype_name(out_dtype) if out_dtype else None, allow_crimes=allow_crimes)
     out = writer if writer is not None else HFFolderWriter(out_dir, shard_size, overwrite=overwrite,
