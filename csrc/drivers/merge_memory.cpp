@@ -3,10 +3,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <utility>
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/weight_memory.h"
 #include "drivers/merge_io.h"
@@ -55,7 +58,6 @@ void BufferPool::Lease::take(size_t bytes) {
             return;
         }
     }
-    if (std::getenv("LLAMIX_DEBUG_POOL")) std::fprintf(stderr, "pool: new %zu\n", bytes);
     mem_ = allocate_weight_memory(bytes);
     size_ = bytes;
 }
@@ -79,6 +81,8 @@ ResidentInputs::ResidentInputs(const std::vector<MergeInput>& in, int64_t n) : i
     for (const MergeInput& x : in)
         if (x.fd >= 0) bytes += n * type_size(x.type);
     if (bytes == 0 || bytes > cache_budget()) return;
+    on_ = true;
+    if (map_files(n)) return;
     lease_.take(size_t(bytes));
     uint8_t* p = lease_.bytes();
     dst_.assign(in.size(), nullptr);
@@ -88,11 +92,40 @@ ResidentInputs::ResidentInputs(const std::vector<MergeInput>& in, int64_t n) : i
         mem_[i] = MergeInput{p, in[i].type};
         p += n * type_size(in[i].type);
     }
-    on_ = true;
 }
 
+bool ResidentInputs::map_files(int64_t n) {
+    const int64_t page = ::sysconf(_SC_PAGESIZE);
+    for (size_t i = 0; i < in_.size(); ++i) {
+        if (in_[i].fd < 0) continue;
+        const int64_t start = in_[i].file_offset / page * page, lead = in_[i].file_offset - start;
+        const size_t len = size_t(lead + n * type_size(in_[i].type));
+        // a file shorter than the tensor (truncated since it was opened) is left to pread, which
+        // reports it; a mapping would fault (SIGBUS) past its end
+        struct stat st;
+        void* m = MAP_FAILED;
+        if (::fstat(in_[i].fd, &st) == 0 && int64_t(st.st_size) >= start + int64_t(len))
+            m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED | MAP_POPULATE, in_[i].fd, off_t(start));
+        if (m == MAP_FAILED) {
+            unmap();
+            mem_ = in_;
+            return false;
+        }
+        maps_.emplace_back(m, len);
+        mem_[i] = MergeInput{static_cast<uint8_t*>(m) + lead, in_[i].type};
+    }
+    return true;
+}
+
+void ResidentInputs::unmap() {
+    for (auto& [p, len] : maps_) ::munmap(p, len);
+    maps_.clear();
+}
+
+ResidentInputs::~ResidentInputs() { unmap(); }
+
 void ResidentInputs::fill(int64_t off, int64_t len) const {
-    if (!on_) return;
+    if (!on_ || dst_.empty()) return;
     for (size_t i = 0; i < in_.size(); ++i)
         if (dst_[i]) copy_raw(in_[i], off, len, dst_[i] + off * type_size(in_[i].type));
 }

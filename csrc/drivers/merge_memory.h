@@ -1,10 +1,10 @@
 // Memory the multi-pass merge methods keep for one tensor: the cache budget, a pool of
-// tensor-sized buffers reused from tensor to tensor, and a tensor's inputs held as stored so that
-// only the first pass reads the files.
+// tensor-sized buffers reused from tensor to tensor, and a tensor's inputs held as stored.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "drivers/merge.h"
@@ -39,22 +39,31 @@ class BufferPool {
 };
 
 // A tensor's inputs held in memory as stored (no conversion: f16 / bf16 take 2 bytes an element),
-// for methods that make several passes: the first pass reads each chunk from the file into memory
-// (fill), later passes read memory instead of the page cache (no system call, no page lookup per
-// 4 KiB). Inputs already in memory are used where they are. Off (the inputs as given) when the
-// file-backed ones do not fit the cache budget.
+// for methods that make several passes, so that every pass reads memory instead of calling pread
+// chunk by chunk. File-backed inputs are mapped (read-only, shared with the page cache, populated
+// at once: no copy, and no fresh pages to zero); where mapping fails they are copied, the first
+// pass reading each chunk from the file into a pooled buffer (fill). Inputs already in memory are
+// used where they are. Off (the inputs as given) when the file-backed ones do not fit the cache
+// budget. Mapped or copied, they count in the resident set until the tensor is done.
 class ResidentInputs {
    public:
     ResidentInputs(const std::vector<MergeInput>& in, int64_t n);
+    ~ResidentInputs();
+    ResidentInputs(const ResidentInputs&) = delete;
+    ResidentInputs& operator=(const ResidentInputs&) = delete;
     bool on() const { return on_; }
-    // Read elements [off, off + len) of every file-backed input into memory (once per chunk).
+    // Copy elements [off, off + len) of every file-backed input into memory, unless mapped (call once
+    // per chunk, in the first pass).
     void fill(int64_t off, int64_t len) const;
     // The inputs to read: in memory when on (a chunk once filled), else the inputs as given.
     const std::vector<MergeInput>& inputs() const { return on_ ? mem_ : in_; }
     const MergeInput& operator[](size_t i) const { return inputs()[i]; }
 
    private:
+    bool map_files(int64_t n);
+    void unmap();
     std::vector<MergeInput> in_, mem_;
+    std::vector<std::pair<void*, size_t>> maps_;
     std::vector<uint8_t*> dst_;  // per input: where its bytes go in memory (null: used where it is)
     bool on_ = false;
     BufferPool::Lease lease_;
