@@ -205,7 +205,8 @@ def main() -> int:
     ap.add_argument("--out", default="/dev/shm/llamix-bench-out",
                     help="outputs (default tmpfs: this VM's disk writes at ~0.2-0.3 GB/s, which would hide both tools' speed)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--mergekit-repeat", type=int, default=None, help="default: --repeat")
+    ap.add_argument("--mergekit-repeat", type=int, default=None,
+                    help="default: --repeat; 0 runs llamix alone (no ratios, no output check)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--json", help="also write every run's figures here")
@@ -232,7 +233,8 @@ def main() -> int:
         in_bytes = plan.input_bytes
         floor = io_floor(plan, outroot, args.threads)
         res = {"llamix": [], "mergekit": []}
-        reps = {"llamix": args.repeat, "mergekit": args.mergekit_repeat or args.repeat}
+        reps = {"llamix": args.repeat,
+                "mergekit": args.repeat if args.mergekit_repeat is None else args.mergekit_repeat}
         for r in range(max(reps.values())):  # the tools take turns, so both see the same machine
             for tool in ("mergekit", "llamix"):
                 if r < reps[tool]:
@@ -243,19 +245,23 @@ def main() -> int:
                     if round_floor is not None:
                         res[tool][-1]["floor_s"] = round_floor
         del plan
-        try:
-            verdict = check(method, outroot / f"{method}-llamix", outroot / f"{method}-mergekit", [base, ft1, ft2])
-        except AssertionError as e:  # reported in the table, and the run goes on to the other methods
-            verdict = f"MISMATCH {e}"
+        if not res["mergekit"]:
+            verdict = "not checked (no mergekit run)"
+        else:
+            try:
+                verdict = check(method, outroot / f"{method}-llamix", outroot / f"{method}-mergekit", [base, ft1, ft2])
+            except AssertionError as e:  # reported in the table, and the run goes on to the other methods
+                verdict = f"MISMATCH {e}"
         med = {k: {m: statistics.median(r[m] for r in v) for m in ("merge_s", "wall_s", "maxrss_mb", "import_s")}
-               for k, v in res.items()}
+               for k, v in res.items() if v}
         for v in med.values():
             v["process_s"] = v["wall_s"] - SETTLE_S
         rows.append((method, in_bytes, floor, med, verdict, res))
-        print(f"{method}: llamix {med['llamix']['process_s']:.2f} s (merge {med['llamix']['merge_s']:.2f}, imports "
-              f"{med['llamix']['import_s']:.2f}), mergekit {med['mergekit']['process_s']:.2f} s (merge "
-              f"{med['mergekit']['merge_s']:.2f}, imports {med['mergekit']['import_s']:.2f}); I/O floor {floor:.2f} s; "
-              f"{verdict}", flush=True)
+        l, m = med["llamix"], med.get("mergekit")
+        peer = (f"mergekit {m['process_s']:.2f} s (merge {m['merge_s']:.2f}, imports {m['import_s']:.2f})" if m
+                else "mergekit not run")
+        print(f"{method}: llamix {l['process_s']:.2f} s (merge {l['merge_s']:.2f}, imports {l['import_s']:.2f}), "
+              f"{peer}; I/O floor {floor:.2f} s; {verdict}", flush=True)
         for tool in ("llamix", "mergekit"):
             shutil.rmtree(outroot / f"{method}-{tool}", ignore_errors=True)
         if args.json:  # after every method, so an interrupted run keeps what it measured
@@ -267,14 +273,17 @@ def main() -> int:
           "mergekit RSS MB | RSS ratio | check |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for method, in_bytes, floor, med, verdict, res in rows:
-        l, m = med["llamix"], med["mergekit"]
+        l, m = med["llamix"], med.get("mergekit")
         per_round = statistics.median(r["merge_s"] / r["floor_s"] for r in res["llamix"])
-        print(f"| {method} | {in_bytes / 1e9:.2f} | {l['process_s']:.2f} ({l['merge_s']:.2f}) | "
-              f"{m['process_s']:.2f} ({m['merge_s']:.2f}) | {m['merge_s'] / l['merge_s']:.1f}x | "
-              f"{m['process_s'] / l['process_s']:.1f}x | "
+        if m:
+            peer = (f"{m['process_s']:.2f} ({m['merge_s']:.2f}) | {m['merge_s'] / l['merge_s']:.1f}x | "
+                    f"{m['process_s'] / l['process_s']:.1f}x")
+        else:
+            peer = "- | - | -"
+        print(f"| {method} | {in_bytes / 1e9:.2f} | {l['process_s']:.2f} ({l['merge_s']:.2f}) | {peer} | "
               f"{in_bytes / l['merge_s'] / 1e9:.2f} | {floor:.2f} | {l['merge_s'] / floor:.2f} "
               f"({per_round:.2f}) | {l['maxrss_mb']:.0f} | "
-              f"{m['maxrss_mb']:.0f} | {l['maxrss_mb'] / m['maxrss_mb']:.2f} | {verdict} |")
+              + (f"{m['maxrss_mb']:.0f} | {l['maxrss_mb'] / m['maxrss_mb']:.2f}" if m else "- | -") + f" | {verdict} |")
     print(f"\nprocess: the whole merging process (start, imports, merge, exit) less the child's {SETTLE_S} s pause "
           "after its imports; merge: inside the process; I/O floor: reading the method's inputs from the page cache "
           "plus writing its output, measured in this run (best of 3; per round: the median of llamix's merge over the "

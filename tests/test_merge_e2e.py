@@ -438,9 +438,11 @@ def test_merge_is_both_the_function_and_the_package():
     assert llamix.merge.__call__.__doc__ == llamix.merge.api.merge.__doc__
 
 
-def test_input_truncated_after_planning_names_the_tensor(tmp_path):
-    """The kernels read inputs with pread while merging: a file cut short after the plan was
-    made fails with the tensor's name, not a crash or a silently short tensor."""
+@pytest.mark.parametrize("method", ["linear", "model_stock", "multislerp", "arcee_fusion"])
+def test_input_truncated_after_planning_names_the_tensor(tmp_path, method):
+    """The kernels read inputs with pread while merging (multi-pass methods map them, or read them
+    when the file is shorter than the tensor): a file cut short after the plan was made fails with
+    the tensor's name, not a crash or a silently short tensor."""
     import os
 
     from llamix.merge.config import load_config
@@ -449,8 +451,17 @@ def test_input_truncated_after_planning_names_the_tensor(tmp_path):
 
     a = write_model(tmp_path / "a", tiny_tensors(1))
     b = write_model(tmp_path / "b", tiny_tensors(2))
-    plan = build_plan(load_config({"merge_method": "linear", "models": [
-        {"model": str(a), "parameters": {"weight": 0.5}}, {"model": str(b), "parameters": {"weight": 0.5}}]}))
+    c = write_model(tmp_path / "c", tiny_tensors(3))
+    half = {"parameters": {"weight": 0.5}}
+    config = {
+        "linear": {"merge_method": "linear", "models": [{"model": str(a), **half}, {"model": str(b), **half}]},
+        "model_stock": {"merge_method": "model_stock", "base_model": str(a),
+                        "models": [{"model": str(b)}, {"model": str(c)}]},
+        "multislerp": {"merge_method": "multislerp", "models": [{"model": str(a), **half}, {"model": str(b), **half}]},
+        "arcee_fusion": {"merge_method": "arcee_fusion", "base_model": str(a),
+                         "models": [{"model": str(a)}, {"model": str(b)}]},
+    }[method]
+    plan = build_plan(load_config(config))
     shard = next(b.glob("*.safetensors"))
     os.truncate(shard, os.path.getsize(shard) // 2)
     with pytest.raises(RuntimeError, match=r"merging tensor '.*': merge: reading an input tensor failed"):

@@ -278,18 +278,33 @@ def test_file_inputs_and_dtypes_match_arrays(tmp_path, method):
     np.testing.assert_array_equal(run(bf[0], bf[1:]), run(as_f32[0], as_f32[1:]))
 
 
-@pytest.mark.parametrize("method", ["multislerp", "multislerp_no_base", "karcher"])
-def test_resident_and_streaming_paths_agree(isa, threads, method):
-    """Multi-SLERP and the Karcher mean keep a tensor's inputs in memory between passes when they
-    fit the cache budget, and read them again on every pass otherwise: the same bits either way."""
+@pytest.mark.parametrize("method", ["multislerp", "multislerp_no_base", "karcher", "arcee", "model_stock"])
+def test_resident_and_streaming_paths_agree(tmp_path, isa, threads, method):
+    """Multi-pass methods keep a tensor's inputs in memory between passes when they fit the cache
+    budget (read from the files once), and read them again on every pass otherwise: the same bits
+    either way, from arrays or from files."""
+    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
+
     base, xs = models(40000, seed=11, spread=0.2)
-    run = {"multislerp": lambda: K.multislerp(xs, [0.2, 0.3, 0.5], base=base),
-           "multislerp_no_base": lambda: K.multislerp(xs, [0.2, 0.3, 0.5], normalize=False),
-           "karcher": lambda: K.karcher([base] + xs)}[method]
-    resident = run()
+    tensors = {"b": O.f32_to_bf16(base), **{f"x{i}": O.f32_to_bf16(x) for i, x in enumerate(xs)}}
+    w = SafetensorsWriter(tmp_path, [(name, "bf16", a.shape) for name, a in tensors.items()])
+    for name, a in tensors.items():
+        w.write(name, a)
+    w.close()
+    ck = SafetensorsCheckpoint(tmp_path)
+    fb, fx = (ck.ref("b"), "bfloat16"), [(ck.ref(f"x{i}"), "bfloat16") for i in range(3)]
+    ab, ax = (np.asarray(fb[0]), "bfloat16"), [(np.asarray(r), "bfloat16") for r, _ in fx]
+    run = {"multislerp": lambda b, x: K.multislerp(x, [0.2, 0.3, 0.5], base=b),
+           "multislerp_no_base": lambda b, x: K.multislerp(x, [0.2, 0.3, 0.5], normalize=False),
+           "karcher": lambda b, x: K.karcher([b] + x),
+           "arcee": lambda b, x: K.arcee_fusion(b, x[0], rows=40),
+           "model_stock": lambda b, x: K.model_stock(b, x, rows=40)}[method]
+    arrays = run(ab, ax)
+    resident = run(fb, fx)
     before = _C.merge_cache_budget(0)
     try:
-        streamed = run()
+        streamed = run(fb, fx)
     finally:
         _C.merge_cache_budget(before)
     np.testing.assert_array_equal(resident.view(np.uint32), streamed.view(np.uint32))
+    np.testing.assert_array_equal(arrays.view(np.uint32), streamed.view(np.uint32))

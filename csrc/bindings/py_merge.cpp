@@ -108,6 +108,20 @@ Sparsify as_sparsify(const SparsifyTuple& s) {
     return sp;
 }
 
+// One driver call, the part every binding shares: the output allocated in out_type shaped like
+// `first` (or the caller's buffer, checked), then f(common, output) with the GIL released.
+template <class F>
+py::array run_merge(const Input& first, int work_type, int out_type, const std::optional<py::array>& buffer, F&& f) {
+    const MergeCommon c = common(first, work_type);
+    py::array out = new_output(first, out_type, buffer);
+    const MergeOutput o = as_output(out, out_type);
+    {
+        py::gil_scoped_release release;
+        f(c, o);
+    }
+    return out;
+}
+
 }  // namespace
 
 void register_merge(py::module_& m) {
@@ -116,43 +130,31 @@ void register_merge(py::module_& m) {
         require(weights.size() == xs.size(), "one weight per input tensor is needed");
         require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
         const Input first = as_input(xs[0], types[0], "input 0");
-        const MergeCommon c = common(first, work_type);
-        const auto in = as_inputs(xs, types, c.n);
-        py::array out = new_output(first, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        py::gil_scoped_release release;
-        merge_linear(c, in, weights, normalize, o);
-        return out;
+        const auto in = as_inputs(xs, types, first.n);
+        return run_merge(first, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_linear(c, in, weights, normalize, o); });
     }, py::arg("xs"), py::arg("types"), py::arg("weights"), py::arg("normalize"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
 
     m.def("merge_slerp", [](py::object v0, int t0, py::object v1, int t1, float t, int out_type, int work_type,
                             std::optional<py::array> buffer) {
         const Input x0 = as_input(v0, t0, "v0");
-        const MergeCommon c = common(x0, work_type);
-        const MergeInput a = x0.in, b = checked(as_input(v1, t1, "v1"), c.n, "v1");
-        py::array out = new_output(x0, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        py::gil_scoped_release release;
-        merge_slerp(c, a, b, t, o);
-        return out;
+        const MergeInput b = checked(as_input(v1, t1, "v1"), x0.n, "v1");
+        return run_merge(x0, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_slerp(c, x0.in, b, t, o); });
     }, py::arg("v0"), py::arg("type0"), py::arg("v1"), py::arg("type1"), py::arg("t"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
 
     m.def("merge_nuslerp", [](py::object x0, int t0, py::object x1, int t1, std::optional<py::object> base, int base_type,
                               double t, int64_t rows, int out_type, int work_type, std::optional<py::array> buffer) {
         const Input first = as_input(x0, t0, "x0");
-        const MergeCommon c = common(first, work_type);
-        const MergeInput a = first.in, b = checked(as_input(x1, t1, "x1"), c.n, "x1");
+        const MergeInput b = checked(as_input(x1, t1, "x1"), first.n, "x1");
         MergeInput bs;
-        if (base) bs = checked(as_input(*base, base_type, "base"), c.n, "base");
-        require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
-        py::array out = new_output(first, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        const bool has_base = bool(base);
-        py::gil_scoped_release release;
-        merge_nuslerp(c, a, b, has_base ? &bs : nullptr, t, rows, o);
-        return out;
+        if (base) bs = checked(as_input(*base, base_type, "base"), first.n, "base");
+        require(rows >= 1 && first.n % rows == 0, "rows must divide the tensor size");
+        const MergeInput* has_base = base ? &bs : nullptr;
+        return run_merge(first, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_nuslerp(c, first.in, b, has_base, t, rows, o); });
     }, py::arg("x0"), py::arg("type0"), py::arg("x1"), py::arg("type1"), py::arg("base"), py::arg("base_type"), py::arg("t"),
        py::arg("rows"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
@@ -162,12 +164,10 @@ void register_merge(py::module_& m) {
                                    float lambda, uint64_t seed, std::string name, int64_t rows, int out_type, int work_type,
                                    std::optional<py::array> buffer) {
         const Input bi = as_input(base, base_type, "base");
-        const MergeCommon c = common(bi, work_type);
-        const MergeInput b = bi.in;
-        const auto in = as_inputs(xs, types, c.n);
+        const auto in = as_inputs(xs, types, bi.n);
         require(sparsify.size() == xs.size(), "one sparsifier per input tensor is needed");
         require(consensus >= 0 && consensus <= 2, "consensus must be 0 (none), 1 (sum) or 2 (count)");
-        require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
+        require(rows >= 1 && bi.n % rows == 0, "rows must divide the tensor size");
         std::vector<Sparsify> sp;
         for (const auto& s : sparsify) sp.push_back(as_sparsify(s));
         TaskVectorParams p;
@@ -178,11 +178,8 @@ void register_merge(py::module_& m) {
         p.seed = seed;
         p.name = std::move(name);
         p.rows = rows;
-        py::array out = new_output(bi, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        py::gil_scoped_release release;
-        merge_task_vectors(c, b, in, sp, p, o);
-        return out;
+        return run_merge(bi, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_task_vectors(c, bi.in, in, sp, p, o); });
     }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("sparsify"), py::arg("consensus"),
        py::arg("rescale"), py::arg("normalize"), py::arg("lambda_"), py::arg("seed"), py::arg("name"), py::arg("rows"),
        py::arg("out_type"), py::arg("work_type"),
@@ -191,70 +188,46 @@ void register_merge(py::module_& m) {
     m.def("merge_model_stock", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types,
                                   int64_t rows, int out_type, int work_type, std::optional<py::array> buffer) {
         const Input bi = as_input(base, base_type, "base");
-        const MergeCommon c = common(bi, work_type);
-        const MergeInput b = bi.in;
-        const auto in = as_inputs(xs, types, c.n);
-        require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
-        py::array out = new_output(bi, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        py::gil_scoped_release release;
-        merge_model_stock(c, b, in, rows, o);
-        return out;
+        const auto in = as_inputs(xs, types, bi.n);
+        require(rows >= 1 && bi.n % rows == 0, "rows must divide the tensor size");
+        return run_merge(bi, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_model_stock(c, bi.in, in, rows, o); });
     }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("rows"), py::arg("out_type"),
        py::arg("work_type"), py::arg("buffer") = py::none());
 
     m.def("merge_scale", [](py::object x, int type, float s, int out_type, int work_type, std::optional<py::array> buffer) {
         const Input xi = as_input(x, type, "x");
-        const MergeCommon c = common(xi, work_type);
-        const MergeInput a = xi.in;
-        py::array out = new_output(xi, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        py::gil_scoped_release release;
-        merge_scale(c, a, s, o);
-        return out;
+        return run_merge(xi, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_scale(c, xi.in, s, o); });
     }, py::arg("x"), py::arg("type"), py::arg("scale"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
 
     m.def("merge_nearswap", [](py::object base, int base_type, py::object x, int type, float t, int out_type,
                                int work_type, std::optional<py::array> buffer) {
         const Input bi = as_input(base, base_type, "base");
-        const MergeCommon c = common(bi, work_type);
-        const MergeInput b = bi.in, a = checked(as_input(x, type, "x"), c.n, "x");
-        py::array out = new_output(bi, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        py::gil_scoped_release release;
-        merge_nearswap(c, b, a, t, o);
-        return out;
+        const MergeInput a = checked(as_input(x, type, "x"), bi.n, "x");
+        return run_merge(bi, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_nearswap(c, bi.in, a, t, o); });
     }, py::arg("base"), py::arg("base_type"), py::arg("x"), py::arg("type"), py::arg("t"), py::arg("out_type"),
        py::arg("work_type"), py::arg("buffer") = py::none());
 
     m.def("merge_ram", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types, float eps,
                           bool plus, float r, float alpha, int out_type, int work_type, std::optional<py::array> buffer) {
         const Input bi = as_input(base, base_type, "base");
-        const MergeCommon c = common(bi, work_type);
-        const MergeInput b = bi.in;
-        const auto in = xs.empty() ? std::vector<MergeInput>{} : as_inputs(xs, types, c.n);
+        const auto in = xs.empty() ? std::vector<MergeInput>{} : as_inputs(xs, types, bi.n);
         RamParams p;
         p.eps = eps, p.plus = plus, p.r = r, p.alpha = alpha;
-        py::array out = new_output(bi, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        py::gil_scoped_release release;
-        merge_ram(c, b, in, p, o);
-        return out;
+        return run_merge(bi, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_ram(c, bi.in, in, p, o); });
     }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("eps"), py::arg("plus"), py::arg("r"),
        py::arg("alpha"), py::arg("out_type"), py::arg("work_type"), py::arg("buffer") = py::none());
 
     m.def("merge_sce", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types,
                           double select_topk, int out_type, int work_type, std::optional<py::array> buffer) {
         const Input bi = as_input(base, base_type, "base");
-        const MergeCommon c = common(bi, work_type);
-        const MergeInput b = bi.in;
-        const auto in = xs.empty() ? std::vector<MergeInput>{} : as_inputs(xs, types, c.n);
-        py::array out = new_output(bi, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        py::gil_scoped_release release;
-        merge_sce(c, b, in, select_topk, o);
-        return out;
+        const auto in = xs.empty() ? std::vector<MergeInput>{} : as_inputs(xs, types, bi.n);
+        return run_merge(bi, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_sce(c, bi.in, in, select_topk, o); });
     }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("select_topk"), py::arg("out_type"),
        py::arg("work_type"), py::arg("buffer") = py::none());
 
@@ -265,16 +238,13 @@ void register_merge(py::module_& m) {
         require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
         require(weights.size() == xs.size(), "one weight per input tensor is needed");
         const Input first = as_input(xs[0], types[0], "input 0");
-        const MergeCommon c = common(first, work_type);
-        const auto in = as_inputs(xs, types, c.n);
+        const auto in = as_inputs(xs, types, first.n);
         MergeInput bs;
-        if (base) bs = checked(as_input(*base, base_type, "base"), c.n, "base");
-        py::array out = new_output(first, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        const bool has_base = bool(base);
-        py::gil_scoped_release release;
-        merge_multislerp(c, has_base ? &bs : nullptr, in, weights, normalize, eps, o);
-        return out;
+        if (base) bs = checked(as_input(*base, base_type, "base"), first.n, "base");
+        const MergeInput* has_base = base ? &bs : nullptr;
+        return run_merge(first, work_type, out_type, buffer, [&](const MergeCommon& c, MergeOutput o) {
+            merge_multislerp(c, has_base, in, weights, normalize, eps, o);
+        });
     }, py::arg("xs"), py::arg("types"), py::arg("base"), py::arg("base_type"), py::arg("weights"), py::arg("normalize"),
        py::arg("eps"),
        py::arg("out_type"), py::arg("work_type"), py::arg("buffer") = py::none());
@@ -283,15 +253,10 @@ void register_merge(py::module_& m) {
                               int work_type, std::optional<py::array> buffer) {
         require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
         const Input first = as_input(xs[0], types[0], "input 0");
-        const MergeCommon c = common(first, work_type);
-        const auto in = as_inputs(xs, types, c.n);
-        py::array out = new_output(first, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
+        const auto in = as_inputs(xs, types, first.n);
         KarcherReport rep;
-        {
-            py::gil_scoped_release release;
-            rep = merge_karcher(c, in, max_iter, tol, o);
-        }
+        py::array out = run_merge(first, work_type, out_type, buffer,
+                                  [&](const MergeCommon& c, MergeOutput o) { rep = merge_karcher(c, in, max_iter, tol, o); });
         return py::make_tuple(out, rep.iterations);
     }, py::arg("xs"), py::arg("types"), py::arg("max_iter"), py::arg("tol"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none(), "(merged tensor, iterations run)");
@@ -299,16 +264,12 @@ void register_merge(py::module_& m) {
     m.def("merge_arcee_fusion", [](py::object base, int base_type, py::object x, int type, int64_t rows, int out_type,
                                    int work_type, std::optional<py::array> buffer) {
         const Input bi = as_input(base, base_type, "base");
-        const MergeCommon c = common(bi, work_type);
-        const MergeInput b = bi.in, a = checked(as_input(x, type, "x"), c.n, "x");
-        require(rows >= 1 && c.n % rows == 0, "rows must divide the tensor size");
-        py::array out = new_output(bi, out_type, buffer);
-        const MergeOutput o = as_output(out, out_type);
-        float threshold;
-        {
-            py::gil_scoped_release release;
-            threshold = merge_arcee_fusion(c, b, a, rows, o);
-        }
+        const MergeInput a = checked(as_input(x, type, "x"), bi.n, "x");
+        require(rows >= 1 && bi.n % rows == 0, "rows must divide the tensor size");
+        float threshold = 0.0f;
+        py::array out = run_merge(bi, work_type, out_type, buffer, [&](const MergeCommon& c, MergeOutput o) {
+            threshold = merge_arcee_fusion(c, bi.in, a, rows, o);
+        });
         return py::make_tuple(out, threshold);
     }, py::arg("base"), py::arg("base_type"), py::arg("x"), py::arg("type"), py::arg("rows"), py::arg("out_type"),
        py::arg("work_type"), py::arg("buffer") = py::none(), "(merged tensor, importance threshold)");

@@ -15,6 +15,7 @@
 #include "common/thread_pool.h"
 #include "drivers/merge.h"
 #include "drivers/merge_io.h"
+#include "drivers/merge_memory.h"
 #include "drivers/merge_rank_select.h"
 #include "drivers/merge_sparsify.h"
 #include "drivers/merge_tiling.h"
@@ -210,16 +211,21 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
     const MergeKernels& K = kernels().merge;
     const Tiling tl(c.n, rows);
     const int P = N * (N - 1) / 2;
+    // the inputs as stored (base first), read from their files once when they fit the cache budget
+    std::vector<MergeInput> all{base};
+    all.insert(all.end(), x.begin(), x.end());
+    const ResidentInputs res(all, c.n);
     Scratch scratch(N + 1, kChunk);
     // Per pair (i < j): |o_i|^2, |o_j|^2, <o_i, o_j> of the offsets o = x - base.
     std::vector<double> part(size_t(tl.tasks()) * P * 3);
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         const int64_t off = tl.begin(task), len = tl.size(task);
         float* b = scratch.get(th, N);
-        load_work(c, base, off, len, b);
+        res.fill(off, len);
+        load_work(c, res[0], off, len, b);
         for (int m = 0; m < N; ++m) {
             float* o = scratch.get(th, m);
-            load_work(c, x[m], off, len, o);
+            load_work(c, res[size_t(m) + 1], off, len, o);
             K.sub(o, o, b, len);
         }
         int pair = 0;
@@ -247,10 +253,10 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
         float* b = scratch.get(th, N);
         float* avg = scratch.get(th, 0);
         float* tmp = scratch.get(th, 1);
-        load_work(c, base, off, len, b);
-        load_work(c, x[0], off, len, avg);
+        load_work(c, res[0], off, len, b);
+        load_work(c, res[1], off, len, avg);
         for (int m = 1; m < N; ++m) {
-            load_work(c, x[m], off, len, tmp);
+            load_work(c, res[size_t(m) + 1], off, len, tmp);
             K.add(avg, tmp, len);
         }
         K.div(avg, float(N), len);

@@ -11,7 +11,6 @@
 #include <cmath>
 #include <cstring>
 #include <cstdlib>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -22,6 +21,7 @@
 #include "common/weight_memory.h"
 #include "drivers/merge.h"
 #include "drivers/merge_io.h"
+#include "drivers/merge_memory.h"
 #include "drivers/merge_rank_select.h"
 #include "drivers/merge_tiling.h"
 #include "drivers/merge_torch_order.h"
@@ -33,77 +33,6 @@ using namespace merge_detail;
 
 namespace {
 
-// Multi-pass methods keep the float32 task vectors (and base) of a tensor between passes when they
-// fit in this much memory (LLAMIX_MERGE_CACHE_MB, default 512; 0 turns it off); larger tensors are
-// read from the inputs again on every pass.
-std::atomic<int64_t>& cache_budget_bytes() {
-    static std::atomic<int64_t> bytes{[] {
-        const char* env = std::getenv("LLAMIX_MERGE_CACHE_MB");
-        return (env && *env ? std::max<int64_t>(0, std::atoll(env)) : 512) << 20;
-    }()};
-    return bytes;
-}
-
-int64_t cache_budget() { return cache_budget_bytes().load(); }
-
-// Tensor-sized buffers handed from one tensor's merge to the next: a merge runs tensor after
-// tensor of a few sizes, and fresh memory would have every page faulted in and zeroed again (slow
-// in a VM). Huge-page memory (common/weight_memory.h); at most kPoolBytes kept when idle.
-class BufferPool {
-   public:
-    struct Lease {
-        std::shared_ptr<uint8_t> mem;
-        size_t bytes = 0;
-        Lease() = default;
-        Lease(const Lease&) = delete;
-        Lease& operator=(const Lease&) = delete;
-        ~Lease() {
-            if (mem) BufferPool::give(std::move(mem), bytes);
-        }
-        float* data() const { return reinterpret_cast<float*>(mem.get()); }
-    };
-    static void take(Lease& l, size_t bytes) {
-        {
-            std::lock_guard<std::mutex> lock(mutex());
-            auto& free = pool();
-            size_t best = free.size();
-            for (size_t i = 0; i < free.size(); ++i)
-                if (free[i].second >= bytes && (best == free.size() || free[i].second < free[best].second)) best = i;
-            if (best < free.size()) {
-                l.mem = std::move(free[best].first);
-                l.bytes = free[best].second;
-                free.erase(free.begin() + std::ptrdiff_t(best));
-                return;
-            }
-        }
-        l.mem = allocate_weight_memory(bytes);
-        l.bytes = bytes;
-    }
-
-   private:
-    static constexpr size_t kPoolBytes = size_t(512) << 20;
-    static std::mutex& mutex() {
-        static std::mutex m;
-        return m;
-    }
-    static std::vector<std::pair<std::shared_ptr<uint8_t>, size_t>>& pool() {
-        static std::vector<std::pair<std::shared_ptr<uint8_t>, size_t>> p;
-        return p;
-    }
-    static void give(std::shared_ptr<uint8_t> mem, size_t bytes) {
-        std::lock_guard<std::mutex> lock(mutex());
-        auto& free = pool();
-        free.emplace_back(std::move(mem), bytes);
-        size_t total = 0;
-        for (auto& f : free) total += f.second;
-        while (total > kPoolBytes && !free.empty()) {  // drop the smallest first
-            auto it = std::min_element(free.begin(), free.end(), [](auto& a, auto& b) { return a.second < b.second; });
-            total -= it->second;
-            free.erase(it);
-        }
-    }
-};
-
 // The values load_deltas produces for each chunk (in working precision), kept after the first
 // pass that loads a chunk so that later passes copy them instead of reading and converting the
 // inputs again. Each chunk is filled by the one task that loads it first; other passes read it
@@ -113,7 +42,7 @@ class DeltaCache {
     DeltaCache(int arrays, int64_t n, int64_t tasks)
         : arrays_(arrays), n_(n), on_(arrays > 0 && n > 0 && tasks > 0 && int64_t(arrays) * n * 4 <= cache_budget()) {
         if (on_) {
-            BufferPool::take(mem_, size_t(arrays) * size_t(n) * 4);  // uninitialised: filled chunk by chunk
+            mem_.take(size_t(arrays) * size_t(n) * 4);  // uninitialised: filled chunk by chunk
             filled_.assign(size_t(tasks), 0);
         }
     }
@@ -321,124 +250,6 @@ SphereStep multislerp_sphere(float tangent_norm, float eps, const std::vector<fl
     return {std::cos(tn), std::sin(tn) / tn, torch_sum(nw)};
 }
 
-// Multi-SLERP with the tensor's units held in memory (the same float32 operations as
-// merge_multislerp's streaming passes, so the same bits): the inputs are read once, the base twice;
-// the normalized mean is kept beside the units, and the tangent sum replaces the first unit.
-// Returns false (nothing written) when the weighted units cancel: the caller's path handles that.
-bool multislerp_resident(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x,
-                         const std::vector<float>& w, float eps, MergeOutput out) {
-    const MergeKernels& K = kernels().merge;
-    const int N = int(x.size());
-    const int64_t n = c.n;
-    const Tiling tl(n, 1);
-    ThreadPool& pool = ThreadPool::instance();
-    BufferPool::Lease mem;  // the N units, then the mean
-    BufferPool::take(mem, size_t(N + 1) * size_t(n) * 4);
-    auto resident_mean = [&](int64_t off) { return mem.data() + int64_t(N) * n + off; };
-    auto ptrs = [&](int64_t off) {
-        std::vector<float*> u(static_cast<size_t>(N));
-        for (int m = 0; m < N; ++m) u[size_t(m)] = mem.data() + int64_t(m) * n + off;
-        return u;
-    };
-    Scratch scratch(N + 3, kChunk);  // products, base, mean, tangent / temporary
-    const int B = N, MEAN = N + 1, TMP = N + 2;
-    // the weighted sum of the units of a chunk into `mean`
-    // (w0 u0 + w1 u1) then + w_m u_m, each product and sum rounded: lincomb2 with coefficient 1 on
-    // the running sum (1 * x and / 1 are exact) is that, bit for bit
-    auto mean_of = [&](const std::vector<float*>& u, int64_t len, float* mean) {
-        K.lincomb2(mean, u[0], w[0], u[1], w[1], 1.0f, len);
-        for (int m = 2; m < N; ++m) K.lincomb2(mean, mean, 1.0f, u[size_t(m)], w[size_t(m)], 1.0f, len);
-        return mean;
-    };
-    // pass 1: the deltas, and their norms
-    std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
-    {
-        OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
-            for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
-        });
-        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            const std::vector<float*> d = ptrs(off);
-            load_deltas(c, base, x, off, len, scratch.get(th, B), d);
-            io.put_stable(task, d, len);  // the deltas stay put until pass 2
-        }));
-        io.finish();
-    }
-    std::vector<float> norms(static_cast<size_t>(N)), den(static_cast<size_t>(N));
-    for (int m = 0; m < N; ++m) {
-        norms[size_t(m)] = nrm[size_t(m)].result();
-        den[size_t(m)] = norms[size_t(m)] + eps;
-    }
-    // pass 2: units in place, their weighted sum's norm
-    TorchNorm mn(n);
-    {
-        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { mn.feed(v[0], len); });
-        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int) {
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            const std::vector<float*> u = ptrs(off);
-            for (int m = 0; m < N; ++m) K.div(u[size_t(m)], den[size_t(m)], len);
-            io.put_stable(task, mean_of(u, len, resident_mean(off)), len);
-        }));
-        io.finish();
-    }
-    const float mean_norm = mn.result();
-    if (mean_norm < eps) return false;
-    // pass 3: each unit's dot with the normalized mean
-    std::vector<TorchSum> dsum(static_cast<size_t>(N), TorchSum(n));
-    {
-        OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
-            for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(v[m], len);
-        });
-        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            const std::vector<float*> u = ptrs(off);
-            float* mean = resident_mean(off);
-            K.div(mean, mean_norm, len);  // normalized in place, kept for the last passes
-            for (int m = 0; m < N; ++m) K.mul(scratch.get(th, m), u[size_t(m)], mean, len);
-            io.put(task, buffers(scratch, th, 0, N), len);
-        }));
-        io.finish();
-    }
-    std::vector<float> dots(static_cast<size_t>(N));
-    for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
-    // pass 4: the weighted tangent sum of each chunk, written over the first unit (the units are not
-    // needed after it), and its norm
-    TorchNorm tnorm(n);
-    {
-        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
-        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            const std::vector<float*> u = ptrs(off);
-            const float* mean = resident_mean(off);
-            float* acc = u[0];  // element-wise: u0[i] is read before acc[i] is written
-            float* tmp = scratch.get(th, TMP);
-            for (int m = 0; m < N; ++m) {
-                K.lincomb2(m == 0 ? acc : tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
-                if (m == 0) K.scale(acc, w[0], len);
-                else K.lincomb2(acc, acc, 1.0f, tmp, w[size_t(m)], 1.0f, len);  // acc + w tmp, two roundings
-            }
-            io.put_stable(task, acc, len);
-        }));
-        io.finish();
-    }
-    const auto [cos_tn, sinc, avg_norm] = multislerp_sphere(tnorm.result(), eps, norms, w);
-    // pass 5: back onto the sphere, scaled, plus the base (read again)
-    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        const int64_t off = tl.begin(task), len = tl.size(task);
-        const float* mean = resident_mean(off);
-        float* res = scratch.get(th, MEAN);
-        K.lincomb2(res, mean, cos_tn, mem.data() + off, sinc, 1.0f, len);  // the tangent sum (pass 4)
-        K.scale(res, avg_norm, len);
-        if (base) {
-            float* b = scratch.get(th, B);
-            load_work(c, *base, off, len, b);
-            K.add(res, b, len);
-        }
-        store_out(c, res, out, off, len);
-    });
-    return true;
-}
-
 }  // namespace
 
 void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::vector<MergeInput>& x,
@@ -454,55 +265,71 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     ThreadPool& pool = ThreadPool::instance();
-    if (int64_t(N + 1) * n * 4 <= cache_budget())
-        if (multislerp_resident(c, base, x, w, eps, out)) return;
-    // buffers: N deltas (then units), base, mean, tangent sum, one temporary
-    Scratch scratch(N + 4, kChunk);
+    // The inputs as stored, read from their files by pass 1 only when they fit the cache budget;
+    // every pass computes its values from them again (in cache, chunk by chunk), which costs less
+    // than writing float32 task vectors, units or means to memory and reading them back.
+    std::vector<MergeInput> all(x);
+    if (base) all.push_back(*base);
+    const ResidentInputs res(all, n);
+    const std::vector<MergeInput> xs(res.inputs().begin(), res.inputs().begin() + N);
+    const MergeInput* bs = base ? &res[size_t(N)] : nullptr;
+    // Every pass works through each chunk in blocks of kBlock elements whose N + 4 float arrays stay
+    // in L1 (the chunk's float32 arrays would round-trip through L2 at every step), and writes the
+    // values it reduces straight into the feed's ring.
+    constexpr int64_t kBlock = 1024;
+    Scratch scratch(N + 4, kBlock);  // N deltas (then units), base, mean, tangent sum, one temporary
     const int B = N, MEAN = N + 1, ACC = N + 2, TMP = N + 3;
-    DeltaCache* const cache = nullptr;  // (the resident path above covers the tensors that fit)
-
-    // Pass 1: the norm of each delta.
-    std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
-    {
-        OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
-            for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
-        });
+    // A pass over the tensor: block(off, len, th, values) for each block, values[a] the place of the
+    // block's elements of reduced array a (`arrays` of them, fed in order to `step`).
+    auto pass = [&](int arrays, OrderedFeed::Step step, auto&& block) {
+        OrderedFeed io(tl.tasks(), arrays, std::move(step));
         pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-            const std::vector<float*> d = buffers(scratch, th, 0, N);
-            load_deltas(c, base, x, tl.begin(task), tl.size(task), scratch.get(th, B), d, cache, task);
-            io.put(task, d, tl.size(task));
+            const int64_t begin = tl.begin(task), end = begin + tl.size(task);
+            float* const* slot = io.slot(task);
+            std::vector<float*> values(size_t(arrays) + 1);
+            for (int64_t off = begin; off < end; off += kBlock) {
+                for (int a = 0; a < arrays; ++a) values[size_t(a)] = slot[a] + (off - begin);
+                block(off, std::min(kBlock, end - off), th, values.data());
+            }
+            io.publish(task, end - begin);
         }));
         io.finish();
-    }
+    };
+    // Without a feed: block(off, len, th) for each block.
+    auto blocks = [&](auto&& block) {
+        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+            const int64_t begin = tl.begin(task), end = begin + tl.size(task);
+            for (int64_t off = begin; off < end; off += kBlock) block(off, std::min(kBlock, end - off), th);
+        });
+    };
+
+    // Pass 1: the norm of each delta (read from the files into memory on the way, when resident).
+    std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
+    pass(N, [&](int64_t, const float* const* v, int64_t len) {
+        for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
+    }, [&](int64_t off, int64_t len, int th, float* const* v) {
+        res.fill(off, len);
+        load_deltas(c, bs, xs, off, len, scratch.get(th, B), std::vector<float*>(v, v + N));
+    });
     std::vector<float> norms(static_cast<size_t>(N)), den(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) {
         norms[size_t(m)] = nrm[size_t(m)].result();
         den[size_t(m)] = norms[size_t(m)] + eps;
     }
-    // The units u = d / (|d| + eps) and their weighted sum into MEAN (not yet normalized).
-    auto units_and_sum = [&](int64_t task, int th) {
+    // The units u = d / (|d| + eps) of a block, and their weighted sum into `mean` (not yet normalized).
+    auto units_and_sum = [&](int64_t off, int64_t len, int th, float* mean) {
         const std::vector<float*> d = buffers(scratch, th, 0, N);
-        const int64_t len = tl.size(task);
-        load_deltas(c, base, x, tl.begin(task), len, scratch.get(th, B), d, cache, task);
-        float* mean = scratch.get(th, MEAN);
-        float* tmp = scratch.get(th, TMP);
+        load_deltas(c, bs, xs, off, len, scratch.get(th, B), d);
         for (int m = 0; m < N; ++m) K.div(d[size_t(m)], den[size_t(m)], len);
         // (w0 u0 + w1 u1) then + w_m u_m, each product and sum rounded (lincomb2 with 1 and / 1)
         K.lincomb2(mean, d[0], w[0], d[1], w[1], 1.0f, len);
         for (int m = 2; m < N; ++m) K.lincomb2(mean, mean, 1.0f, d[size_t(m)], w[size_t(m)], 1.0f, len);
-        (void)tmp;
         return d;
     };
     // Pass 2: the norm of the weighted sum of units.
     TorchNorm mn(n);
-    {
-        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { mn.feed(v[0], len); });
-        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-            units_and_sum(task, th);
-            io.put(task, scratch.get(th, MEAN), tl.size(task));
-        }));
-        io.finish();
-    }
+    pass(1, [&](int64_t, const float* const* v, int64_t len) { mn.feed(v[0], len); },
+         [&](int64_t off, int64_t len, int th, float* const* v) { units_and_sum(off, len, th, v[0]); });
     const float mean_norm = mn.result();
     if (mean_norm < eps) {
         if (N != 2)
@@ -510,41 +337,33 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
                 "multislerp: the weighted sum of the input tensors is zero (antipodal inputs whose weights cancel); "
                 "try different weights");
         // two models: plain weighted sum, as mergekit falls back to
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        blocks([&](int64_t off, int64_t len, int th) {
             const std::vector<float*> d = buffers(scratch, th, 0, N);
-            const int64_t len = tl.size(task);
             float* b = scratch.get(th, B);
-            load_deltas(c, base, x, tl.begin(task), len, b, d, cache, task);
+            load_deltas(c, bs, xs, off, len, b, d);
             K.lincomb2(d[0], d[0], w[0], d[1], w[1], 1.0f, len);
             if (base) K.add(d[0], b, len);
-            store_out(c, d[0], out, tl.begin(task), len);
+            store_out(c, d[0], out, off, len);
         });
         return;
     }
     // Pass 3: the dot of each unit with the normalized mean (torch: sum of the rounded products).
     std::vector<TorchSum> dsum(static_cast<size_t>(N), TorchSum(n));
-    {
-        OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
-            for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(v[m], len);
-        });
-        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-            const std::vector<float*> u = units_and_sum(task, th);
-            const int64_t len = tl.size(task);
-            float* mean = scratch.get(th, MEAN);
-            K.div(mean, mean_norm, len);
-            for (int m = 0; m < N; ++m) K.mul(u[size_t(m)], u[size_t(m)], mean, len);
-            io.put(task, u, len);
-        }));
-        io.finish();
-    }
+    pass(N, [&](int64_t, const float* const* v, int64_t len) {
+        for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(v[m], len);
+    }, [&](int64_t off, int64_t len, int th, float* const* v) {
+        float* mean = scratch.get(th, MEAN);
+        const std::vector<float*> u = units_and_sum(off, len, th, mean);
+        K.div(mean, mean_norm, len);
+        for (int m = 0; m < N; ++m) K.mul(v[m], u[size_t(m)], mean, len);
+    });
     std::vector<float> dots(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
-    // The weighted sum of the tangent vectors u - dot * mean, into ACC.
-    auto tangent = [&](int64_t task, int th) {
-        const std::vector<float*> u = units_and_sum(task, th);
-        const int64_t len = tl.size(task);
+    // The weighted sum of the tangent vectors u - dot * mean of a block into acc; the normalized
+    // mean stays in MEAN.
+    auto tangent = [&](int64_t off, int64_t len, int th, float* acc) {
         float* mean = scratch.get(th, MEAN);
-        float* acc = scratch.get(th, ACC);
+        const std::vector<float*> u = units_and_sum(off, len, th, mean);
         float* tmp = scratch.get(th, TMP);
         K.div(mean, mean_norm, len);
         for (int m = 0; m < N; ++m) {
@@ -555,24 +374,18 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     };
     // Pass 4: the tangent sum's norm.
     TorchNorm tnorm(n);
-    {
-        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
-        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-            tangent(task, th);
-            io.put(task, scratch.get(th, ACC), tl.size(task));
-        }));
-        io.finish();
-    }
+    pass(1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); },
+         [&](int64_t off, int64_t len, int th, float* const* v) { tangent(off, len, th, v[0]); });
     const auto [cos_tn, sinc, avg_norm] = multislerp_sphere(tnorm.result(), eps, norms, w);
     // Pass 5: back onto the sphere, scaled by the weighted mean norm, plus the base.
-    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        tangent(task, th);
-        const int64_t len = tl.size(task);
+    blocks([&](int64_t off, int64_t len, int th) {
+        float* acc = scratch.get(th, ACC);
+        tangent(off, len, th, acc);
         float* mean = scratch.get(th, MEAN);
-        K.lincomb2(mean, mean, cos_tn, scratch.get(th, ACC), sinc, 1.0f, len);
+        K.lincomb2(mean, mean, cos_tn, acc, sinc, 1.0f, len);
         K.scale(mean, avg_norm, len);
         if (base) K.add(mean, scratch.get(th, B), len);
-        store_out(c, mean, out, tl.begin(task), len);
+        store_out(c, mean, out, off, len);
     });
 }
 
@@ -660,8 +473,8 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         return u;
     };
     BufferPool::Lease mean_mem, step_mem;  // the running mean; the tangent of the current iteration
-    BufferPool::take(mean_mem, size_t(n) * 4);
-    BufferPool::take(step_mem, size_t(n) * 4);
+    mean_mem.take(size_t(n) * 4);
+    step_mem.take(size_t(n) * 4);
     float* const mean = mean_mem.data();
     float* const step = step_mem.data();
     // The starting mean: the weighted sum of the valid units, and its norm.
@@ -785,10 +598,6 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     return report;
 }
 
-int64_t merge_cache_budget(int64_t bytes) {
-    return bytes < 0 ? cache_budget() : cache_budget_bytes().exchange(bytes);
-}
-
 float merge_torch_reduce(const MergeCommon& c, MergeInput x, bool norm) {
     const Tiling tl(c.n, 1);
     Scratch scratch(1, kChunk);
@@ -818,60 +627,62 @@ inline uint32_t order_key(float v) {
 
 inline float key_value(uint32_t k) { return bits_f32((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k); }
 
-// The values at ascending ranks `ranks` of a tensor given chunk by chunk (values(task, th, out)),
-// found by radix selection on their 32-bit order keys in two passes.
-std::vector<float> order_statistics(const Tiling& tl, const std::vector<int64_t>& ranks,
-                                    const std::function<void(int64_t, int, float*)>& values, Scratch& scratch,
-                                    int slot) {
-    ThreadPool& pool = ThreadPool::instance();
-    const int T = pool.threads();
-    const size_t R = ranks.size();
-    std::vector<uint32_t> hist(size_t(T) * 65536, 0);
-    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        float* v = scratch.get(th, slot);
-        values(task, th, v);
-        uint32_t* h = hist.data() + size_t(th) * 65536;
-        for (int64_t i = 0; i < tl.size(task); ++i) h[order_key(v[i]) >> 16]++;
-    });
-    std::vector<int64_t> cum(65537, 0);
-    for (int b = 0; b < 65536; ++b) {
-        int64_t s = 0;
-        for (int th = 0; th < T; ++th) s += hist[size_t(th) * 65536 + size_t(b)];
-        cum[size_t(b) + 1] = cum[size_t(b)] + s;
+// The values at given ascending ranks of a tensor's values, by radix selection on their 32-bit
+// order keys: count() every value by the top 16 bits of its key (pass 1), choose() the bins that
+// hold the ranks, gather() the keys that fall in those bins (pass 2; a few in a thousand of the
+// values), then values() selects among them. count and gather take per-thread state (th).
+class RankSelect {
+   public:
+    RankSelect(int threads, std::vector<int64_t> ranks)
+        : ranks_(std::move(ranks)), hist_(size_t(threads) * 65536, 0), picked_(size_t(threads)) {}
+    void count(int th, const float* v, int64_t n) {
+        uint32_t* h = hist_.data() + size_t(th) * 65536;
+        for (int64_t i = 0; i < n; ++i) h[order_key(v[i]) >> 16]++;
     }
-    std::vector<int> bins(R, 0);
-    std::vector<int64_t> below(R, 0);
-    for (size_t r = 0; r < R; ++r) {
-        bins[r] = int(std::upper_bound(cum.begin(), cum.end(), ranks[r]) - cum.begin()) - 1;
-        below[r] = cum[size_t(bins[r])];
-    }
-    std::vector<uint32_t> low(size_t(T) * R * 65536, 0);
-    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        float* v = scratch.get(th, slot);
-        values(task, th, v);
-        for (int64_t i = 0; i < tl.size(task); ++i) {
-            const uint32_t k = order_key(v[i]);
-            for (size_t r = 0; r < R; ++r)
-                if (int(k >> 16) == bins[r]) low[(size_t(th) * R + r) * 65536 + (k & 0xffffu)]++;
+    void choose() {
+        const size_t T = picked_.size();
+        std::vector<int64_t> cum(65537, 0);
+        for (size_t b = 0; b < 65536; ++b) {
+            int64_t s = 0;
+            for (size_t th = 0; th < T; ++th) s += hist_[th * 65536 + b];
+            cum[b + 1] = cum[b] + s;
         }
-    });
-    std::vector<float> out(R, 0.0f);
-    for (size_t r = 0; r < R; ++r) {
-        int64_t s = below[r];
-        uint32_t lb = 0;
-        for (uint32_t b = 0; b < 65536; ++b) {
-            int64_t cnt = 0;
-            for (int th = 0; th < T; ++th) cnt += low[(size_t(th) * R + r) * 65536 + b];
-            if (s + cnt > ranks[r]) {
-                lb = b;
-                break;
-            }
-            s += cnt;
+        for (int64_t r : ranks_) {
+            const int bin = int(std::upper_bound(cum.begin(), cum.end(), r) - cum.begin()) - 1;
+            bins_.push_back(uint32_t(bin));
+            below_.push_back(cum[size_t(bin)]);
         }
-        out[r] = key_value((uint32_t(bins[r]) << 16) | lb);
+        for (int j = 0; j < 3; ++j) wanted_[j] = bins_[std::min(size_t(j), bins_.size() - 1)];
     }
-    return out;
-}
+    void gather(int th, const float* v, int64_t n) {
+        std::vector<uint32_t>& out = picked_[size_t(th)];
+        for (int64_t i = 0; i < n; ++i) {
+            const uint32_t k = order_key(v[i]), top = k >> 16;
+            if (top == wanted_[0] || top == wanted_[1] || top == wanted_[2]) out.push_back(k);
+        }
+    }
+    std::vector<float> values() {
+        std::vector<float> out;
+        for (size_t r = 0; r < ranks_.size(); ++r) {
+            std::vector<uint32_t> keys;
+            for (const auto& p : picked_)
+                for (uint32_t k : p)
+                    if (k >> 16 == bins_[r]) keys.push_back(k);
+            const auto nth = keys.begin() + std::ptrdiff_t(ranks_[r] - below_[r]);
+            std::nth_element(keys.begin(), nth, keys.end());
+            out.push_back(key_value(*nth));
+        }
+        return out;
+    }
+
+   private:
+    std::vector<int64_t> ranks_;  // up to 3
+    std::vector<uint32_t> hist_;
+    std::vector<std::vector<uint32_t>> picked_;
+    std::vector<uint32_t> bins_;
+    std::vector<int64_t> below_;  // per rank: how many values lie in the bins below its bin
+    uint32_t wanted_[3] = {};
+};
 
 }  // namespace
 
@@ -882,46 +693,59 @@ float merge_arcee_fusion(const MergeCommon& c, MergeInput base, MergeInput x, in
     const int64_t L = tl.len;
     ThreadPool& pool = ThreadPool::instance();
     if (n == 0) return 0.0f;
-    // KL divergence of softmax(x) from softmax(base) along each row (p = softmax + 1e-8, as mergekit),
-    // rows read in groups of about one chunk
+    // the inputs as stored, read from their files once when they fit the cache budget
+    const ResidentInputs res({x, base}, n);
+    const MergeInput xr = res[0], br = res[1];
+    // threshold = median + 1.5 (q3 - q1) of the importance: its order statistics at floor(q (n - 1))
+    std::vector<int64_t> ranks;
+    for (double q : {0.25, 0.5, 0.75}) ranks.push_back(int64_t(std::floor(q * double(n - 1))));
+    RankSelect select(pool.threads(), ranks);
+    // Pass 1, rows in groups of about one chunk: the KL divergence of softmax(x) from softmax(base)
+    // along each row (p = softmax + 1e-8, as mergekit), then the importance |x - base| * KL(row) of
+    // the row's elements, counted for the selection.
     std::vector<float> kl(static_cast<size_t>(tl.rows));
     {
         const int64_t group = std::max<int64_t>(1, kChunk / std::max<int64_t>(L, 1));
         Scratch rows_scratch(4, group * L);
         pool.parallel_for(ceil_div(tl.rows, group), [&](int64_t g, int th) {
-            const int64_t r0 = g * group, r1 = std::min(tl.rows, r0 + group);
+            const int64_t r0 = g * group, r1 = std::min(tl.rows, r0 + group), off = r0 * L, len = (r1 - r0) * L;
             float* xb = rows_scratch.get(th, 0);
             float* bb = rows_scratch.get(th, 1);
             float* ex = rows_scratch.get(th, 2);
             float* eb = rows_scratch.get(th, 3);
-            load_work(c, x, r0 * L, (r1 - r0) * L, xb);
-            load_work(c, base, r0 * L, (r1 - r0) * L, bb);
+            res.fill(off, len);
+            load_work(c, xr, off, len, xb);
+            load_work(c, br, off, len, bb);
             for (int64_t r = r0; r < r1; ++r) {
                 const int64_t o = (r - r0) * L;
                 const float sx = float(K.exp_sum(xb + o, K.max(xb + o, L), ex, L));
                 const float sb = float(K.exp_sum(bb + o, K.max(bb + o, L), eb, L));
                 kl[size_t(r)] = float(K.kl_sum(ex, 1.0f / sx, eb, 1.0f / sb, 1e-8f, L));
             }
+            K.sub(xb, xb, bb, len);  // the delta x - base, as load_deltas makes it
+            for (int64_t r = r0; r < r1; ++r) K.abs_scale(xb + (r - r0) * L, kl[size_t(r)], L);
+            select.count(th, xb, len);
         });
     }
+    select.choose();
     Scratch scratch(3, kChunk);
-    const std::vector<MergeInput> xs{x};
+    const std::vector<MergeInput> xs{xr};
     // importance = |x - base| * KL of the row, the delta x - base, and the base
     auto importance = [&](int64_t task, float* imp, float* d, float* b) {
         const int64_t off = tl.begin(task), len = tl.size(task);
-        load_deltas(c, &base, xs, off, len, b, {d});
+        load_deltas(c, &br, xs, off, len, b, {d});
         std::memcpy(imp, d, size_t(len) * 4);
         K.abs_scale(imp, kl[size_t(tl.row(task))], len);
     };
-    // threshold = median + 1.5 (q3 - q1) of the importance: its order statistics at floor(q (n - 1))
-    float threshold = 0.0f;
-    if (n > 0) {
-        std::vector<int64_t> ranks;
-        for (double q : {0.25, 0.5, 0.75}) ranks.push_back(int64_t(std::floor(q * double(n - 1))));
-        const std::vector<float> qs = order_statistics(
-            tl, ranks, [&](int64_t task, int th, float* v) { importance(task, v, scratch.get(th, 1), scratch.get(th, 2)); }, scratch, 0);
-        threshold = qs[1] + 1.5f * (qs[2] - qs[0]);
-    }
+    // Pass 2: the importances in the bins that hold the quantiles.
+    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        float* imp = scratch.get(th, 0);
+        importance(task, imp, scratch.get(th, 1), scratch.get(th, 2));
+        select.gather(th, imp, tl.size(task));
+    });
+    const std::vector<float> qs = select.values();
+    const float threshold = qs[1] + 1.5f * (qs[2] - qs[0]);
+    // Pass 3: x's changes where their importance reaches the threshold.
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* imp = scratch.get(th, 0);
         float* d = scratch.get(th, 1);

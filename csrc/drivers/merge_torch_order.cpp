@@ -17,9 +17,10 @@ namespace merge_detail {
 OrderedFeed::OrderedFeed(int64_t tasks, int arrays, Step step)
     : tasks_(tasks), arrays_(arrays), step_(std::move(step)), slots_(std::max<int64_t>(1, std::min<int64_t>(kSlots, tasks))),
       data_(new float[size_t(slots_) * size_t(arrays) * size_t(kChunk)]), len_(size_t(slots_), 0),
-      where_(size_t(slots_) * size_t(arrays), nullptr),
+      where_(size_t(slots_) * size_t(arrays), nullptr), own_(size_t(slots_) * size_t(arrays), nullptr),
       ready_(new std::atomic<int64_t>[size_t(slots_)]) {
     for (int64_t i = 0; i < slots_; ++i) ready_[i].store(0, std::memory_order_relaxed);
+    for (size_t i = 0; i < own_.size(); ++i) own_[i] = data_.get() + i * size_t(kChunk);
 }
 
 size_t OrderedFeed::claim(int64_t task) {
@@ -40,12 +41,16 @@ void OrderedFeed::ready(int64_t task, size_t slot, int64_t len) {
 }
 
 void OrderedFeed::put(int64_t task, const float* const* values, int64_t len) {
-    const size_t slot = claim(task);
-    for (int a = 0; a < arrays_; ++a) {
-        float* dst = data_.get() + (slot * size_t(arrays_) + size_t(a)) * size_t(kChunk);
-        std::memcpy(dst, values[a], size_t(len) * 4);
-        where_[slot * size_t(arrays_) + size_t(a)] = dst;
-    }
+    float* const* dst = slot(task);
+    for (int a = 0; a < arrays_; ++a) std::memcpy(dst[a], values[a], size_t(len) * 4);
+    publish(task, len);
+}
+
+float* const* OrderedFeed::slot(int64_t task) { return own_.data() + claim(task) * size_t(arrays_); }
+
+void OrderedFeed::publish(int64_t task, int64_t len) {
+    const size_t slot = size_t(task % slots_);
+    for (int a = 0; a < arrays_; ++a) where_[slot * size_t(arrays_) + size_t(a)] = own_[slot * size_t(arrays_) + size_t(a)];
     ready(task, slot, len);
 }
 

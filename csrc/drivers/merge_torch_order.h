@@ -43,6 +43,10 @@ class OrderedFeed {
     void put_stable(int64_t task, const float* const* values, int64_t len);
     void put_stable(int64_t task, const std::vector<float*>& values, int64_t len) { put_stable(task, values.data(), len); }
     void put_stable(int64_t task, const float* value, int64_t len) { put_stable(task, &value, len); }
+    // As put, for values written straight into the ring: slot(task) waits for the task's slot to be
+    // free and returns its arrays (`arrays` of kChunk floats); publish(task, len) marks them ready.
+    float* const* slot(int64_t task);
+    void publish(int64_t task, int64_t len);
     void finish();
     // The task body f(task, thread) wrapped so that an exception in it stops tasks waiting for a
     // slot (they would wait for a chunk that never comes) before it propagates.
@@ -70,6 +74,7 @@ class OrderedFeed {
     std::unique_ptr<float[]> data_;           // slots x arrays x kChunk, uninitialised
     std::vector<int64_t> len_;
     std::vector<const float*> where_;         // per slot and array: the values (in data_, or stable)
+    std::vector<float*> own_;                 // per slot and array: its place in data_
     std::unique_ptr<std::atomic<int64_t>[]> ready_;  // per slot: task + 1 once its values are in
     std::atomic<int64_t> next_{0};            // the next task to feed
     std::atomic<bool> draining_{false};

@@ -33,7 +33,10 @@ class TensorWriter(Protocol):
 
 class BufferPool:
     """Output arrays handed back once written and reused for later tensors, so the pages of a
-    model's worth of outputs are not faulted in and zeroed tensor after tensor."""
+    model's worth of outputs are not faulted in and zeroed tensor after tensor. A buffer is reused
+    only for a tensor at least half its size: a small tensor holding the embedding's buffer would
+    have the next large tensor allocate another (and the bytes waiting for the writer, counted by
+    the tensors' sizes, would understate the memory held)."""
 
     def __init__(self):
         self._free: list[np.ndarray] = []  # raw uint8 buffers
@@ -41,7 +44,7 @@ class BufferPool:
     def get(self, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
         dt = NUMPY[dtype]
         nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        fits = [i for i, raw in enumerate(self._free) if raw.nbytes >= nbytes]
+        fits = [i for i, raw in enumerate(self._free) if nbytes <= raw.nbytes <= 2 * nbytes]
         raw = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes)) if fits else np.empty(nbytes, np.uint8)
         return raw[:nbytes].view(dt).reshape(shape)
 
@@ -94,7 +97,7 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
 
 # Outputs merged ahead of the writer, at most: the writer (one file, written by one thread) is the
 # slowest stage, and a merge that waited on every write would leave a core idle while it does.
-MAX_PENDING_BYTES = 64 << 20
+MAX_PENDING_BYTES = 32 << 20
 
 
 def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Optional[Progress] = None) -> None:
