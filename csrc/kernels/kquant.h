@@ -132,6 +132,9 @@ constexpr int64_t kQ5KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q5_K))
 constexpr int64_t kQ6KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q6_K));
 
 void fill_kquant_ref(KQuantKernels& k);
+namespace ref {
+void quantize_act_q8_K(const float* x, void* y, int64_t k);  // SIMD variants hand it blocks holding a NaN
+}  // namespace ref
 void fill_kquant_avx2(KQuantKernels& k);
 void fill_kquant_avx512(KQuantKernels& k);
 void fill_kquant_neon(KQuantKernels& k);
