@@ -186,11 +186,11 @@ void q23_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq
                     const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
                     __m512i q[4] = {_mm512_and_si512(raw, m3), _mm512_shuffle_epi8(high_pair, lo), _mm512_and_si512(hi, m3),
                                     _mm512_shuffle_epi8(high_pair, hi)};
-                    if constexpr (Q3) {  // bit 4 (j % 2) + s of the pair's hmask byte adds 4 to field s
-                        const __m512i hbits = ld(g + kHmask + 64 * (j / 2));
+                    if constexpr (Q3) {  // the (j, s) byte mask of high bits adds 4 to field s
 #pragma GCC unroll 4
                         for (int s = 0; s < 4; ++s)
-                            q[s] = _mm512_mask_add_epi8(q[s], _mm512_test_epi8_mask(hbits, _mm512_set1_epi8(char(1 << (4 * (j % 2) + s)))), q[s], four);
+                            q[s] = _mm512_mask_add_epi8(q[s], _load_mask64(reinterpret_cast<__mmask64*>(const_cast<uint8_t*>(g + kHmask + 8 * (4 * j + s)))),
+                                                        q[s], four);
                     }
 #pragma GCC unroll 4
                     for (int t = 0; t < T; ++t) {
