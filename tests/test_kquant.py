@@ -133,6 +133,25 @@ def test_activation_quantizer_bytes():
     np.testing.assert_array_equal(bsums, qs.reshape(2, 16, 16).sum(-1))
 
 
+def test_activation_quantizer_bytes_equal_reference_on_edges(isa):
+    """Each variant's Q8_K activation bytes equal the scalar reference's: exact halves (round
+    half away from zero), amax ties, zeros, huge values, infinities and NaNs (one block each)."""
+    rng = np.random.default_rng(11)
+    blocks = [rng.standard_normal(256) * 3]
+    halves = rng.integers(-127, 127, 256) + 0.5  # amax 127: d = 1, so x * id = k + 0.5 exactly
+    halves[0] = 127.0
+    blocks += [halves, -halves, np.zeros(256), rng.standard_normal(256) * 1e30, rng.standard_normal(256) * 1e-30]
+    for special in (np.inf, -np.inf, np.nan):
+        b = rng.standard_normal(256)
+        b[[3, 200]] = special
+        blocks.append(b)
+    x = np.concatenate(blocks).astype(np.float32)
+    got = _C.quantize_act_q8_K(x)
+    with using_isa("scalar"):
+        expected = _C.quantize_act_q8_K(x)
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("qtype", list(KTYPES))
 @pytest.mark.parametrize("n,rows,k", [(1, 1, 256), (3, 17, 512), (5, 33, 768)])
 def test_matmul_matches_oracle_and_reference(isa, threads, qtype, n, rows, k):

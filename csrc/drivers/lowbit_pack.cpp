@@ -37,16 +37,13 @@ void pack_q3_K(const block_q3_K& x, int r, uint8_t* dst) {
     for (int i = 0; i < 3; ++i) std::memcpy(dst + 2 * R + (i * R + r) * 4, x.scales + 4 * i, 4);
     uint8_t* qs = dst + 2 * R + 12 * R;
     pack_two_bits(x.qs, r, qs);
-    uint8_t* hm = qs + 64 * R;
-    for (int p = 0; p < 8; ++p)
-        for (int i = 0; i < 4; ++i) {
-            int byte = 0;
-            for (int k = 0; k < 8; ++k) {
-                const int e = 32 * p + 4 * k + i;
-                byte |= ((x.hmask[e % 32] >> (e / 32)) & 1) << k;
+    uint8_t* hm = qs + 64 * R;  // 64-bit mask per (sub-block j, field s): bit 4 r + i
+    for (int j = 0; j < 16; ++j)
+        for (int s = 0; s < 4; ++s)
+            for (int i = 0; i < 4; ++i) {
+                const int e = 16 * j + 4 * s + i, bit = 4 * r + i;
+                if ((x.hmask[e % 32] >> (e / 32)) & 1) hm[8 * (4 * j + s) + bit / 8] |= static_cast<uint8_t>(1 << (bit % 8));
             }
-            hm[(p * R + r) * 4 + i] = static_cast<uint8_t>(byte);
-        }
 }
 
 void pack_iq4_xs(const block_iq4_xs& x, int r, uint8_t* dst) {

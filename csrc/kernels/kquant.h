@@ -101,7 +101,9 @@ struct KQuantKernels {
 //   uint16_t d[16];
 //   uint32_t scales[3][16];       word i of row r's 12-byte scale field
 //   uint8_t  qs[16][16][4];       as Q2_K
-//   uint8_t  hmask[8][16][4];     pair p, row r, byte i: bit k = h(32 p + 4 k + i)
+//   uint64_t hmask[16][4];        sub-block j, field s: bit 4 r + i = h(16 j + 4 s + i) of row r
+//                                 (a byte mask over the qs vector of j: loaded straight into
+//                                 an AVX-512 mask register)
 // IQ4_XS:
 //   uint16_t d[16], scales_h[16];
 //   uint32_t scales_l[16];
@@ -132,6 +134,9 @@ constexpr int64_t kQ5KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q5_K))
 constexpr int64_t kQ6KGroupBlockBytes = kGroupRows * int64_t(sizeof(block_q6_K));
 
 void fill_kquant_ref(KQuantKernels& k);
+namespace ref {
+void quantize_act_q8_K(const float* x, void* y, int64_t k);  // SIMD variants hand it blocks holding a NaN
+}  // namespace ref
 void fill_kquant_avx2(KQuantKernels& k);
 void fill_kquant_avx512(KQuantKernels& k);
 void fill_kquant_neon(KQuantKernels& k);

@@ -10,6 +10,7 @@
 
 #include "common/fp16.h"
 #include "kernels/kquant.h"
+#include "kernels/ref/row_loops.h"
 #include "kernels/ref/scale_search.h"
 
 namespace llamix {
@@ -288,11 +289,6 @@ float dot_q6_K_q8_K(int64_t k, const void* w, const void* xq) {
         sum += a[b].d * (fp16_to_fp32(x[b].d) * float(sumi));
     }
     return sum;
-}
-
-template <float (*dot)(int64_t, const void*, const void*)>
-void dot_rows(int64_t k, const void* w, const void* xq, int64_t xq_stride, int n, float* y, int64_t y_stride) {
-    for (int t = 0; t < n; ++t) y[t * y_stride] = dot(k, w, static_cast<const uint8_t*>(xq) + t * xq_stride);
 }
 
 }  // namespace ref

@@ -7,6 +7,7 @@
 
 #include "common/fp16.h"
 #include "kernels/lowbit.h"
+#include "kernels/ref/row_loops.h"
 
 namespace llamix {
 namespace ref {
@@ -96,51 +97,29 @@ void dequantize_row_iq4_xs(const void* in, float* y, int64_t k) {
     }
 }
 
-// Packed Q4_1 groups (kernels/matmul.h): rows' d, then m, then nibbles as Q4_0's.
-void gemm_q4_1(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    for (int64_t t = 0; t < n; ++t, x += nb) {
-        for (int r = 0; r < rows; ++r) {
-            float sum = 0.0f;
-            for (int64_t b = 0; b < nb; ++b) {
-                const uint8_t* blk = w + b * kQ41GroupBlockBytes;
-                uint16_t dw, mw;
-                std::memcpy(&dw, blk + 2 * r, 2);
-                std::memcpy(&mw, blk + 2 * kGroupRows + 2 * r, 2);
-                const uint8_t* qs = blk + 4 * kGroupRows;
-                int32_t isum = 0;
-                for (int c = 0; c < 4; ++c)
-                    for (int j = 0; j < 4; ++j) {
-                        const uint8_t q = qs[(c * kGroupRows + r) * 4 + j];
-                        isum += (q & 0x0f) * x[b].qs[4 * c + j] + (q >> 4) * x[b].qs[16 + 4 * c + j];
-                    }
-                sum += fp16_to_fp32(dw) * x[b].d * float(isum) + fp16_to_fp32(mw) * (x[b].d * float(x[b].sum));
-            }
-            y[t * y_stride + r] = sum;
+// Packed Q4_1 group block (kernels/matmul.h: rows' d, then m, then nibbles as Q4_0's), row r:
+// (d_w * d_x) * isum + m_w * (d_x * sum_x).
+float term_q4_1(const uint8_t* blk, int r, const block_q8a& xb) {
+    const uint8_t* qs = blk + 4 * kGroupRows;
+    int32_t isum = 0;
+    for (int c = 0; c < 4; ++c)
+        for (int j = 0; j < 4; ++j) {
+            const uint8_t q = qs[(c * kGroupRows + r) * 4 + j];
+            isum += (q & 0x0f) * xb.qs[4 * c + j] + (q >> 4) * xb.qs[16 + 4 * c + j];
         }
-    }
+    return group_half(blk, 0, r) * xb.d * float(isum) + group_half(blk, 2 * kGroupRows, r) * (xb.d * float(xb.sum));
 }
 
-// Packed IQ4_NL groups: Q4_0's layout, levels from kvalues_iq4nl.
-void gemm_iq4_nl(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    for (int64_t t = 0; t < n; ++t, x += nb) {
-        for (int r = 0; r < rows; ++r) {
-            float sum = 0.0f;
-            for (int64_t b = 0; b < nb; ++b) {
-                const uint8_t* blk = w + b * kQ4GroupBlockBytes;
-                uint16_t dw;
-                std::memcpy(&dw, blk + 2 * r, 2);
-                const uint8_t* qs = blk + 2 * kGroupRows;
-                int32_t isum = 0;
-                for (int c = 0; c < 4; ++c)
-                    for (int j = 0; j < 4; ++j) {
-                        const uint8_t q = qs[(c * kGroupRows + r) * 4 + j];
-                        isum += kvalues_iq4nl[q & 0x0f] * x[b].qs[4 * c + j] + kvalues_iq4nl[q >> 4] * x[b].qs[16 + 4 * c + j];
-                    }
-                sum += fp16_to_fp32(dw) * x[b].d * float(isum);
-            }
-            y[t * y_stride + r] = sum;
+// Packed IQ4_NL group block: Q4_0's layout, levels from kvalues_iq4nl.
+float term_iq4_nl(const uint8_t* blk, int r, const block_q8a& xb) {
+    const uint8_t* qs = blk + 2 * kGroupRows;
+    int32_t isum = 0;
+    for (int c = 0; c < 4; ++c)
+        for (int j = 0; j < 4; ++j) {
+            const uint8_t q = qs[(c * kGroupRows + r) * 4 + j];
+            isum += kvalues_iq4nl[q & 0x0f] * xb.qs[4 * c + j] + kvalues_iq4nl[q >> 4] * xb.qs[16 + 4 * c + j];
         }
-    }
+    return group_half(blk, 0, r) * xb.d * float(isum);
 }
 
 // sum_j sc_j * <q_j, a_j> and sum_j m_j * bsums_j per super-block in int32 (as Q4_K).
@@ -201,18 +180,13 @@ float dot_iq4_xs_q8_K(int64_t k, const void* w, const void* xq) {
     return sum;
 }
 
-template <float (*dot)(int64_t, const void*, const void*)>
-void dot_rows(int64_t k, const void* w, const void* xq, int64_t xq_stride, int n, float* y, int64_t y_stride) {
-    for (int t = 0; t < n; ++t) y[t * y_stride] = dot(k, w, static_cast<const uint8_t*>(xq) + t * xq_stride);
-}
-
 }  // namespace ref
 
 void fill_lowbit_ref(QuantKernels& q, MatmulKernels& m, KQuantKernels& k) {
     q.dequantize_row_q4_1 = ref::dequantize_row_q4_1;
     q.dequantize_row_iq4_nl = ref::dequantize_row_iq4_nl;
-    m.gemm_q4_1 = ref::gemm_q4_1;
-    m.gemm_iq4_nl = ref::gemm_iq4_nl;
+    m.gemm_q4_1 = ref::gemm_groups<kQ41GroupBlockBytes, ref::term_q4_1>;
+    m.gemm_iq4_nl = ref::gemm_groups<kQ4GroupBlockBytes, ref::term_iq4_nl>;
     k.dequantize_row_q2_K = ref::dequantize_row_q2_K;
     k.dequantize_row_q3_K = ref::dequantize_row_q3_K;
     k.dequantize_row_iq4_xs = ref::dequantize_row_iq4_xs;

@@ -7,6 +7,7 @@
 #include "common/fp16.h"
 #include "kernels/matmul.h"
 #include "kernels/quant.h"
+#include "kernels/ref/row_loops.h"
 
 namespace llamix {
 namespace ref {
@@ -26,50 +27,26 @@ void quantize_act_q8a(const float* x, block_q8a* y, int64_t k) {
     }
 }
 
-// w: nb packed Q4_0 blocks of 16 rows; for row r of block b:
-//   sum_j (q_w[j] - 8) * q_x[j], then sum_b += (d_w * d_x) * isum
-void gemm_q4_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    for (int64_t t = 0; t < n; ++t, x += nb) {
-        for (int r = 0; r < rows; ++r) {
-            float sum = 0.0f;
-            for (int64_t b = 0; b < nb; ++b) {
-                const uint8_t* blk = w + b * kQ4GroupBlockBytes;
-                uint16_t dw;
-                std::memcpy(&dw, blk + 2 * r, 2);
-                const uint8_t* qs = blk + 2 * kGroupRows;
-                int32_t isum = 0;
-                for (int c = 0; c < 4; ++c)
-                    for (int j = 0; j < 4; ++j) {
-                        const uint8_t q = qs[(c * kGroupRows + r) * 4 + j];
-                        isum += ((q & 0x0f) - 8) * x[b].qs[4 * c + j];
-                        isum += ((q >> 4) - 8) * x[b].qs[16 + 4 * c + j];
-                    }
-                sum += fp16_to_fp32(dw) * x[b].d * float(isum);
-            }
-            y[t * y_stride + r] = sum;
+// Packed Q4_0 group block, row r: sum_j (q_w[j] - 8) * q_x[j], then (d_w * d_x) * isum.
+float term_q4_0(const uint8_t* blk, int r, const block_q8a& xb) {
+    const uint8_t* qs = blk + 2 * kGroupRows;
+    int32_t isum = 0;
+    for (int c = 0; c < 4; ++c)
+        for (int j = 0; j < 4; ++j) {
+            const uint8_t q = qs[(c * kGroupRows + r) * 4 + j];
+            isum += ((q & 0x0f) - 8) * xb.qs[4 * c + j];
+            isum += ((q >> 4) - 8) * xb.qs[16 + 4 * c + j];
         }
-    }
+    return group_half(blk, 0, r) * xb.d * float(isum);
 }
 
-// As gemm_q4_0 with int8 weights stored as q + 128 in 8 chunks of 4 elements.
-void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    for (int64_t t = 0; t < n; ++t, x += nb) {
-        for (int r = 0; r < rows; ++r) {
-            float sum = 0.0f;
-            for (int64_t b = 0; b < nb; ++b) {
-                const uint8_t* blk = w + b * kQ8GroupBlockBytes;
-                uint16_t dw;
-                std::memcpy(&dw, blk + 2 * r, 2);
-                const uint8_t* qs = blk + 2 * kGroupRows;
-                int32_t isum = 0;
-                for (int c = 0; c < 8; ++c)
-                    for (int j = 0; j < 4; ++j)
-                        isum += (int(qs[(c * kGroupRows + r) * 4 + j]) - 128) * x[b].qs[4 * c + j];
-                sum += fp16_to_fp32(dw) * x[b].d * float(isum);
-            }
-            y[t * y_stride + r] = sum;
-        }
-    }
+// As term_q4_0 with int8 weights stored as q + 128 in 8 chunks of 4 elements.
+float term_q8_0(const uint8_t* blk, int r, const block_q8a& xb) {
+    const uint8_t* qs = blk + 2 * kGroupRows;
+    int32_t isum = 0;
+    for (int c = 0; c < 8; ++c)
+        for (int j = 0; j < 4; ++j) isum += (int(qs[(c * kGroupRows + r) * 4 + j]) - 128) * xb.qs[4 * c + j];
+    return group_half(blk, 0, r) * xb.d * float(isum);
 }
 
 float dot_f16_f32(int64_t k, const void* wv, const float* x) {
@@ -104,8 +81,8 @@ void gemm_float(const void* w, int64_t rows, int64_t k, const float* x, int64_t 
 
 void fill_matmul_ref(MatmulKernels& k) {
     k.quantize_act_q8a = ref::quantize_act_q8a;
-    k.gemm_q4_0 = ref::gemm_q4_0;
-    k.gemm_q8_0 = ref::gemm_q8_0;
+    k.gemm_q4_0 = ref::gemm_groups<kQ4GroupBlockBytes, ref::term_q4_0>;
+    k.gemm_q8_0 = ref::gemm_groups<kQ8GroupBlockBytes, ref::term_q8_0>;
     k.dot_f16_f32 = ref::dot_f16_f32;
     k.dot_bf16_f32 = ref::dot_bf16_f32;
     k.dot_f32_f32 = ref::dot_f32_f32;

@@ -9,9 +9,12 @@
 #include "common/fp16.h"
 #include "kernels/kquant.h"
 #include "kernels/x86_shared/kquant_dot_rows.h"
+#include "kernels/x86_shared/quantize_q8_K.h"
 
 namespace llamix {
 namespace avx2 {
+
+struct Tag;  // names this ISA's copies of kernels/x86_shared code (defined in lowbit.cpp)
 
 namespace {
 
@@ -263,6 +266,7 @@ void gemm_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_strid
 
 void fill_kquant_avx2(KQuantKernels& k) {
     using namespace avx2;
+    k.quantize_act_q8_K = x86_shared::quantize_act_q8_K<Tag>;
     k.dot_q4_K_q8_K = x86_shared::dot_rows<block_q4_K, Unpacked, unpack, scaled_sum>;
     k.dot_q5_K_q8_K = x86_shared::dot_rows<block_q5_K, Unpacked, unpack, scaled_sum>;
     k.dot_q6_K_q8_K = x86_shared::dot_rows<block_q6_K, Unpacked, unpack, scaled_sum>;

@@ -130,13 +130,21 @@ inline __m256i pair16(__m256i lo, __m256i hi) {
     return _mm256_or_si256(_mm256_and_si256(lo, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32(hi, 16));
 }
 
+// 4 in byte 4 r + i where bit 4 r + i of a Q3_K (j, s) high-bit mask half (8 rows, 32 bits) is set
+inline __m256i high_fours(const uint8_t* p) {
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+    const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(bcast32(p), spread), bit);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(4));
+}
+
 enum class Kind { q2_K, q3_K, iq4_xs };
 
 template <Kind K, int T>
 void lowbit_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, int h, float out[][8]) {
     constexpr int64_t kBlockBytes = K == Kind::q2_K ? kQ2KGroupBlockBytes : K == Kind::q3_K ? kQ3KGroupBlockBytes
                                                                                             : kIQ4XSGroupBlockBytes;
-    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F);
     const __m256i nib = _mm256_set1_epi32(0xF);
     const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_iq4nl)));
     __m256 fsum[T];
@@ -170,19 +178,16 @@ void lowbit_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_st
                                        : _mm256_sub_epi32(_mm256_and_si256(byte, _mm256_set1_epi32(0x3F)), _mm256_set1_epi32(32));
             };
             const uint8_t* qs = g + (K == Kind::q2_K ? 64 + 256 : 32 + 192) + 32 * h;
-            const uint8_t* hm = qs + 1024;
+            const uint8_t* hm = g + 32 + 192 + 1024;  // Q3_K: high-bit masks (whole rows: the half picks its word)
 #pragma GCC unroll 16
             for (int j = 0; j < 16; ++j) {
                 const __m256i raw = ld(qs + 64 * j);
-                __m256i hbits = _mm256_setzero_si256();
-                if constexpr (K == Kind::q3_K) hbits = ld(hm + 64 * (j / 2));
                 __m256i acc[T];
                 for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_si256();
 #pragma GCC unroll 4
                 for (int s = 0; s < 4; ++s) {
                     __m256i q = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * s), m3);
-                    if constexpr (K == Kind::q3_K)  // bit k = 4 (j % 2) + s of each hmask byte adds 4
-                        q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 4 * (j % 2) + s), one), 2));
+                    if constexpr (K == Kind::q3_K) q = _mm256_or_si256(q, high_fours(hm + 8 * (4 * j + s) + 4 * h));
                     for (int t = 0; t < T; ++t) acc[t] = _mm256_add_epi16(acc[t], _mm256_maddubs_epi16(q, bcast32(a[t]->qs + 16 * j + 4 * s)));
                 }
                 const __m256i scale = dup16(scale_of(j));

@@ -13,9 +13,12 @@
 #include "common/fp16.h"
 #include "kernels/kquant.h"
 #include "kernels/x86_shared/kquant_dot_rows.h"
+#include "kernels/x86_shared/quantize_q8_K.h"
 
 namespace llamix {
 namespace avx512 {
+
+struct Tag;  // names this ISA's copies of kernels/x86_shared code (defined in lowbit.cpp)
 
 namespace {
 
@@ -285,6 +288,7 @@ void gemm_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_strid
 
 void fill_kquant_avx512(KQuantKernels& k) {
     using namespace avx512;
+    k.quantize_act_q8_K = x86_shared::quantize_act_q8_K<Tag>;
     k.dot_q4_K_q8_K = x86_shared::dot_rows<block_q4_K, Unpacked, unpack, scaled_sum>;
     k.dot_q5_K_q8_K = x86_shared::dot_rows<block_q5_K, Unpacked, unpack, scaled_sum>;
     k.dot_q6_K_q8_K = x86_shared::dot_rows<block_q6_K, Unpacked, unpack, scaled_sum>;

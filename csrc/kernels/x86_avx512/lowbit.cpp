@@ -91,9 +91,11 @@ void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
 }
 
 // Packed Q2_K / Q3_K / IQ4_XS groups (layouts in kernels/kquant.h): 16 rows per vector, so
-// vpdpbusd against a broadcast 4-byte piece of the activations gives 16 row dots at once. Per
-// sub-block the exact int32 dot is multiplied by its scale; mins and unsigned offsets go through
-// the activations' 16-sums (vpdpwssd on (scale, scale) int16 pairs). Then the reference's float
+// vpdpbusd against a broadcast 4-byte piece of the activations gives 16 row dots at once. The
+// exact integer sums of the reference are formed with few port-0 operations (decode is bound by
+// the unpack, and AVX-512 shifts, vpdpbusd and vpmulld share that port): 2-bit fields come out
+// of nibbles by vpshufb, and a sub-block's dot (|dot| < 2^15) is packed as an int16 with its
+// neighbour's and multiplied by both scales in one vpdpwssd. Then the reference's float
 // operations, in its order: bit-identical.
 constexpr int kGroupTile = 4;
 
@@ -103,141 +105,224 @@ inline __m512i bcast32(const void* p) {
     return _mm512_set1_epi32(v);
 }
 inline __m512i ld(const uint8_t* p) { return _mm512_loadu_si512(p); }
-// (lo, hi) int32 lanes -> one int16 pair per lane, for vpdpwssd against two 16-sums
-inline __m512i pair16(__m512i lo, __m512i hi) {
-    return _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(hi, 16));
+inline __m512i table16(const uint8_t* t) { return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t))); }
+// lo16 of a (sub-block j's dot) and lo16 of b (sub-block j + 2's) as one int16 pair per lane
+inline __m512i pack_dots(__m512i a, __m512i b) { return _mm512_mask_blend_epi16(0xAAAAAAAA, a, _mm512_slli_epi32(b, 16)); }
+
+// A Q8_K block's 16 sums as int16 pairs (4i, 4i + 2), (4i + 1, 4i + 3): dword 2i, 2i + 1, to
+// meet the scale pairs of pack_dots.
+inline void paired_sums(const block_q8_K& a, int32_t* out8) {
+    const __m256i order = _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15,
+                                           0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out8),
+                       _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)), order));
 }
 
-enum class Kind { q2_K, q3_K, iq4_xs };
-
-template <Kind K, int T>
-void lowbit_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride,
-                       __mmask16 rows) {
-    constexpr int64_t kBlockBytes = K == Kind::q2_K ? kQ2KGroupBlockBytes : K == Kind::q3_K ? kQ3KGroupBlockBytes
-                                                                                            : kIQ4XSGroupBlockBytes;
-    const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(0x0F);
-    const __m512i nib = _mm512_set1_epi32(0xF);
-    alignas(16) uint8_t levels[16];  // kvalues_iq4nl + 128
-    for (int i = 0; i < 16; ++i) levels[i] = uint8_t(kvalues_iq4nl[i] + 128);
-    const __m512i table = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(levels)));
+// Q2_K (Q3 false) or Q3_K: sumi = sum_j s_j * dot_j with the quants unsigned, off = sum_j
+// (Q2_K: m_j, Q3_K: s_j) * bsums_j; s_j is Q3_K's scale minus 32.
+template <bool Q3, int T>
+void q23_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride,
+                    __mmask16 rows) {
+    constexpr int64_t kBlockBytes = Q3 ? kQ3KGroupBlockBytes : kQ2KGroupBlockBytes;
+    constexpr int64_t kScales = Q3 ? 32 : 64, kQs = Q3 ? 32 + 192 : 64 + 256, kHmask = kQs + 1024;
+    alignas(16) static constexpr uint8_t kHighPair[16] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};  // n >> 2
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+    const __m512i high_pair = table16(kHighPair);
     __m512 fsum[T];
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; ++b) {
         const uint8_t* g = w + b * kBlockBytes;
         if constexpr (T == 1) {
+#pragma GCC unroll 64
             for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + kPrefetchBytes + o), _MM_HINT_T0);
         }
         const block_q8_K* a[T];
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
-        __m512i sumi[T], off[T];
-        for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm512_setzero_si512();
-        const __m512 d = half_scales(g);
-        __m512 v[T];
-        if constexpr (K == Kind::q2_K || K == Kind::q3_K) {
-            // 16 sub-blocks of 16, four per word: byte b of word i holds sub-block 4i + b's
-            // scale (Q2_K: scale | min << 4; Q3_K: the 6-bit scale, decoded from 3 words)
-            __m512i words[4];
-            if constexpr (K == Kind::q2_K) {
-                for (int i = 0; i < 4; ++i) words[i] = ld(g + 64 + 64 * i);
-            } else {
-                const __m512i w0 = ld(g + 32), w1 = ld(g + 96), w2 = ld(g + 160);
-                const __m512i lo4 = _mm512_set1_epi32(0x0F0F0F0F), lo2 = _mm512_set1_epi32(0x03030303);
-                words[0] = _mm512_or_si512(_mm512_and_si512(w0, lo4), _mm512_slli_epi32(_mm512_and_si512(w2, lo2), 4));
-                words[1] = _mm512_or_si512(_mm512_and_si512(w1, lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 2), lo2), 4));
-                words[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w0, 4), lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 4), lo2), 4));
-                words[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w1, 4), lo4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w2, 6), lo2), 4));
-            }
-            // int32 scale (and Q2_K min) of sub-block j per row
-            auto scale_of = [&](int j) {
-                const __m512i byte = _mm512_srli_epi32(words[j / 4], 8 * (j % 4));
-                return K == Kind::q2_K ? _mm512_and_si512(byte, nib)
-                                       : _mm512_sub_epi32(_mm512_and_si512(byte, _mm512_set1_epi32(0x3F)), _mm512_set1_epi32(32));
-            };
-            const uint8_t* qs = g + (K == Kind::q2_K ? 64 + 256 : 32 + 192);
-            const uint8_t* hm = qs + 1024;
-            const __m512i four = _mm512_set1_epi8(4);
-#pragma GCC unroll 16
-            for (int j = 0; j < 16; ++j) {
-                const __m512i raw = ld(qs + 64 * j);
-                __m512i hbits = _mm512_setzero_si512();
-                if constexpr (K == Kind::q3_K) hbits = ld(hm + 64 * (j / 2));
-                __m512i acc[T];
-                for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_si512();
+        // byte b of words[i]: sub-block 4i + b's scale byte (Q2_K: scale | min << 4; Q3_K: the
+        // 6-bit scale decoded from the three words of the source's field)
+        __m512i words[4];
+        if constexpr (!Q3) {
 #pragma GCC unroll 4
-                for (int s = 0; s < 4; ++s) {
-                    __m512i q = _mm512_and_si512(_mm512_srli_epi16(raw, 2 * s), m3);
-                    if constexpr (K == Kind::q3_K)  // bit k = 4 (j % 2) + s of each hmask byte adds 4
-                        q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(hbits, _mm512_set1_epi8(char(1 << (4 * (j % 2) + s)))), q, four);
-                    for (int t = 0; t < T; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], q, bcast32(a[t]->qs + 16 * j + 4 * s));
-                }
-                const __m512i scale = scale_of(j);
-                for (int t = 0; t < T; ++t) sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(acc[t], scale));
-            }
-            // Q2_K: summ = sum_j m_j * bsums_j; Q3_K: off = sum_j sc_j * bsums_j
-            for (int i = 0; i < 8; ++i) {
-                const __m512i pr = K == Kind::q2_K
-                                       ? pair16(_mm512_and_si512(_mm512_srli_epi32(words[i / 2], 8 * (2 * i % 4) + 4), nib),
-                                                _mm512_and_si512(_mm512_srli_epi32(words[i / 2], 8 * ((2 * i + 1) % 4) + 4), nib))
-                                       : pair16(scale_of(2 * i), scale_of(2 * i + 1));
-                for (int t = 0; t < T; ++t) off[t] = _mm512_dpwssd_epi32(off[t], pr, bcast32(a[t]->bsums + 2 * i));
-            }
-            if constexpr (K == Kind::q2_K) {  // a.d * (d * sumi - dmin * summ)
-                const __m512 dmin = half_scales(g + 32);
-                for (int t = 0; t < T; ++t)
-                    v[t] = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi[t])), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(off[t])));
-            } else {  // a.d * (d * (sumi - 4 off))
-                for (int t = 0; t < T; ++t)
-                    v[t] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(sumi[t], _mm512_slli_epi32(off[t], 2))));
-            }
+            for (int i = 0; i < 4; ++i) words[i] = ld(g + kScales + 64 * i);
         } else {
-            // 8 sub-blocks of 32: ls_j = (scales_l nibble j) | (scales_h bits 2j) << 4, minus 32
-            const __m512i sh = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32)));
-            const __m512i sl = ld(g + 64);
-            const uint8_t* qs = g + 128;
-            for (int j = 0; j < 8; ++j) {
-                const __m512i ls = _mm512_sub_epi32(
-                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(sl, 4 * j), nib),
-                                    _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(sh, 2 * j), _mm512_set1_epi32(3)), 4)),
-                    _mm512_set1_epi32(32));
-                __m512i acc[T];
-                for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_si512();
+            const __m512i w0 = ld(g + 32), w1 = ld(g + 96), w2 = ld(g + 160);
+            const __m512i lo4 = _mm512_set1_epi32(0x0F0F0F0F), hi2 = _mm512_set1_epi32(0x30303030);
+            // ternlog 0xF8: a | (b & c)
+            words[0] = _mm512_ternarylogic_epi32(_mm512_and_si512(w0, lo4), _mm512_slli_epi32(w2, 4), hi2, 0xF8);
+            words[1] = _mm512_ternarylogic_epi32(_mm512_and_si512(w1, lo4), _mm512_slli_epi32(w2, 2), hi2, 0xF8);
+            words[2] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi32(w0, 4), lo4), w2, hi2, 0xF8);
+            words[3] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi32(w1, 4), lo4), _mm512_srli_epi32(w2, 2), hi2, 0xF8);
+        }
+        __m512i sumi[T][2], off[T];
 #pragma GCC unroll 4
-                for (int c = 0; c < 4; ++c) {  // low nibbles: elements 4c.., high: 16 + 4c..
-                    const __m512i raw = ld(qs + 64 * (4 * j + c));
-                    const __m512i lo = _mm512_shuffle_epi8(table, _mm512_and_si512(raw, m4));
-                    const __m512i hi = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4));
+        for (int t = 0; t < T; ++t) sumi[t][0] = sumi[t][1] = off[t] = _mm512_setzero_si512();
+        alignas(32) int32_t bsum_pairs[T][8];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) paired_sums(*a[t], bsum_pairs[t]);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+            // scale pairs (4i, 4i + 2) and (4i + 1, 4i + 3) as int16 per lane; Q2_K's mins likewise
+            __m512i sp[2], mp[2];
+            if constexpr (!Q3) {
+                const __m512i low = _mm512_set1_epi32(0x000F000F);
+                sp[0] = _mm512_and_si512(words[i], low);
+                sp[1] = _mm512_and_si512(_mm512_srli_epi32(words[i], 8), low);
+                mp[0] = _mm512_and_si512(_mm512_srli_epi32(words[i], 4), low);
+                mp[1] = _mm512_and_si512(_mm512_srli_epi32(words[i], 12), low);
+            } else {
+                const __m512i low = _mm512_set1_epi32(0x00FF00FF), v32 = _mm512_set1_epi16(32);
+                sp[0] = mp[0] = _mm512_sub_epi16(_mm512_and_si512(words[i], low), v32);
+                sp[1] = mp[1] = _mm512_sub_epi16(_mm512_and_si512(_mm512_srli_epi32(words[i], 8), low), v32);
+            }
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; ++h) {  // sub-blocks 4i + h and 4i + h + 2
+                __m512i acc[2][T];
+#pragma GCC unroll 2
+                for (int e = 0; e < 2; ++e) {
+                    const int j = 4 * i + h + 2 * e;
+                    const __m512i raw = ld(g + kQs + 64 * j);
+                    const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+                    __m512i q[4] = {_mm512_and_si512(raw, m3), _mm512_shuffle_epi8(high_pair, lo), _mm512_and_si512(hi, m3),
+                                    _mm512_shuffle_epi8(high_pair, hi)};
+                    if constexpr (Q3) {  // the (j, s) byte mask of high bits adds 4 to field s
+#pragma GCC unroll 4
+                        for (int s = 0; s < 4; ++s)
+                            q[s] = _mm512_mask_add_epi8(q[s], _load_mask64(reinterpret_cast<__mmask64*>(const_cast<uint8_t*>(g + kHmask + 8 * (4 * j + s)))),
+                                                        q[s], four);
+                    }
+#pragma GCC unroll 4
                     for (int t = 0; t < T; ++t) {
-                        acc[t] = _mm512_dpbusd_epi32(acc[t], lo, bcast32(a[t]->qs + 32 * j + 4 * c));
-                        acc[t] = _mm512_dpbusd_epi32(acc[t], hi, bcast32(a[t]->qs + 32 * j + 16 + 4 * c));
+                        const int8_t* av = a[t]->qs + 16 * j;
+                        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], bcast32(av));
+                        s0 = _mm512_dpbusd_epi32(s0, q[1], bcast32(av + 4));
+                        s0 = _mm512_dpbusd_epi32(s0, q[2], bcast32(av + 8));
+                        acc[e][t] = _mm512_dpbusd_epi32(s0, q[3], bcast32(av + 12));
                     }
                 }
+#pragma GCC unroll 4
                 for (int t = 0; t < T; ++t) {
-                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(acc[t], ls));
-                    off[t] = _mm512_dpwssd_epi32(off[t], pair16(ls, ls), bcast32(a[t]->bsums + 2 * j));
+                    sumi[t][h] = _mm512_dpwssd_epi32(sumi[t][h], pack_dots(acc[0][t], acc[1][t]), sp[h]);
+                    off[t] = _mm512_dpwssd_epi32(off[t], mp[h], _mm512_set1_epi32(bsum_pairs[t][2 * i + h]));
                 }
             }
-            for (int t = 0; t < T; ++t)  // a.d * (d * (sumi - 128 off)): levels were taken + 128
-                v[t] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(sumi[t], _mm512_slli_epi32(off[t], 7))));
         }
-        for (int t = 0; t < T; ++t) fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), v[t]));
+        const __m512 d = half_scales(g);
+        if constexpr (!Q3) {  // a.d * (d * sumi - dmin * summ)
+            const __m512 dmin = half_scales(g + 32);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) {
+                const __m512i s = _mm512_add_epi32(sumi[t][0], sumi[t][1]);
+                const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(s)), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(off[t])));
+                fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), v));
+            }
+        } else {  // a.d * (d * (sumi - 4 off))
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) {
+                const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(sumi[t][0], sumi[t][1]), _mm512_slli_epi32(off[t], 2));
+                fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), _mm512_mul_ps(d, _mm512_cvtepi32_ps(s))));
+            }
+        }
     }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, fsum[t]);
+}
+
+// IQ4_XS: levels looked up as kvalues_iq4nl + 128 (unsigned), so sumi = sum_j ls_j * dot_j and
+// off = sum_j ls_j * (bsums_2j + bsums_2j+1) removes 128 * off; ls_j = 6-bit scale minus 32.
+template <int T>
+void iq4_xs_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride,
+                       __mmask16 rows) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), lo4 = _mm512_set1_epi32(0x0F0F0F0F), hi2 = _mm512_set1_epi32(0x30303030);
+    const __m512i v32 = _mm512_set1_epi16(32);
+    // vpshufb indexes within 128-bit lanes: the byte offset of each row's dword there, in both halves
+    const __m512i lane_rows = _mm512_set4_epi32(0x000C000C, 0x00080008, 0x00040004, 0);
+    alignas(16) uint8_t levels[16];
+    for (int i = 0; i < 16; ++i) levels[i] = uint8_t(kvalues_iq4nl[i] + 128);
+    const __m512i table = table16(levels);
+    __m512 fsum[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nsb; ++b) {
+        const uint8_t* g = w + b * kIQ4XSGroupBlockBytes;
+        if constexpr (T == 1) {
+#pragma GCC unroll 64
+            for (int64_t o = 0; o < kIQ4XSGroupBlockBytes; o += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(g + kPrefetchBytes + o), _MM_HINT_T0);
+        }
+        const block_q8_K* a[T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+        // 6-bit scales as bytes: even[row] byte k = scale 2k, odd[row] byte k = scale 2k + 1. The
+        // high bits: nibble k of scales_h (bits of scales 2k, 2k + 1) spread to byte k first.
+        const __m512i sl = ld(g + 64);
+        __m512i sh = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32)));
+        sh = _mm512_and_si512(_mm512_or_si512(sh, _mm512_slli_epi32(sh, 8)), _mm512_set1_epi32(0x00FF00FF));
+        sh = _mm512_and_si512(_mm512_or_si512(sh, _mm512_slli_epi32(sh, 4)), lo4);
+        const __m512i scale_bytes[2] = {
+            _mm512_ternarylogic_epi32(_mm512_and_si512(sl, lo4), _mm512_slli_epi32(sh, 4), hi2, 0xF8),
+            _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi32(sl, 4), lo4), _mm512_slli_epi32(sh, 2), hi2, 0xF8)};
+        __m512i sumi[T], off[T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm512_setzero_si512();
+        const uint8_t* qs = g + 128;
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+            // (ls_j, ls_j) as an int16 pair per row: byte j / 2 of scale_bytes[j % 2] into both halves
+            const __m512i pick = _mm512_add_epi32(_mm512_set1_epi32(int32_t(0x80008000u | uint32_t(j / 2) | (uint32_t(j / 2) << 16))),
+                                                  lane_rows);
+            const __m512i pair = _mm512_sub_epi16(_mm512_shuffle_epi8(scale_bytes[j % 2], pick), v32);
+            const __m512i ls = _mm512_srai_epi32(pair, 16);
+            __m512i acc[T];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; ++c) {  // low nibbles: elements 4c.., high: 16 + 4c..
+                const __m512i raw = ld(qs + 64 * (4 * j + c));
+                const __m512i lo = _mm512_shuffle_epi8(table, _mm512_and_si512(raw, m4));
+                const __m512i hi = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4));
+#pragma GCC unroll 4
+                for (int t = 0; t < T; ++t) {
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], lo, bcast32(a[t]->qs + 32 * j + 4 * c));
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], hi, bcast32(a[t]->qs + 32 * j + 16 + 4 * c));
+                }
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) {
+                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(acc[t], ls));
+                off[t] = _mm512_dpwssd_epi32(off[t], pair, bcast32(a[t]->bsums + 2 * j));
+            }
+        }
+        const __m512 d = half_scales(g);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {  // a.d * (d * (sumi - 128 off)): levels were taken + 128
+            const __m512 v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(sumi[t], _mm512_slli_epi32(off[t], 7))));
+            fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), v));
+        }
+    }
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, fsum[t]);
 }
 
 using GroupTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, float*, int64_t, __mmask16);
 
-template <Kind K>
+// Tiles of kGroupTile tokens, then one smaller tile for the rest.
+template <template <int> class Tile>
 void lowbit_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y, int64_t y_stride,
                    int rows) {
-    static constexpr GroupTileFn tails[kGroupTile] = {nullptr, lowbit_group_tile<K, 1>, lowbit_group_tile<K, 2>,
-                                                      lowbit_group_tile<K, 3>};
+    static_assert(kGroupTile == 4, "one tile function per token count 1..4");
+    static constexpr GroupTileFn tails[kGroupTile] = {nullptr, Tile<1>::f, Tile<2>::f, Tile<3>::f};
     const auto* x = static_cast<const uint8_t*>(xq);
     const __mmask16 mask = __mmask16((1u << rows) - 1);
     int64_t t = 0;
-    for (; t + kGroupTile <= n; t += kGroupTile)
-        lowbit_group_tile<K, kGroupTile>(w, nsb, x + t * xq_stride, xq_stride, y + t * y_stride, y_stride, mask);
+    for (; t + kGroupTile <= n; t += kGroupTile) Tile<kGroupTile>::f(w, nsb, x + t * xq_stride, xq_stride, y + t * y_stride, y_stride, mask);
     if (t < n) tails[n - t](w, nsb, x + t * xq_stride, xq_stride, y + t * y_stride, y_stride, mask);
 }
+
+template <int T> struct Q2Tile { static constexpr GroupTileFn f = q23_group_tile<false, T>; };
+template <int T> struct Q3Tile { static constexpr GroupTileFn f = q23_group_tile<true, T>; };
+template <int T> struct IQ4XSTile { static constexpr GroupTileFn f = iq4_xs_group_tile<T>; };
 
 }  // namespace
 
@@ -247,9 +332,9 @@ void fill_lowbit_avx512(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     m.gemm_q4_1 = avx512::run_tiles<true>;
     m.gemm_iq4_nl = avx512::run_tiles<false>;
     x86_shared::fill_lowbit_kquant_dots<avx512::Tag>(k);
-    k.gemm_q2_K_groups = avx512::lowbit_groups<avx512::Kind::q2_K>;
-    k.gemm_q3_K_groups = avx512::lowbit_groups<avx512::Kind::q3_K>;
-    k.gemm_iq4_xs_groups = avx512::lowbit_groups<avx512::Kind::iq4_xs>;
+    k.gemm_q2_K_groups = avx512::lowbit_groups<avx512::Q2Tile>;
+    k.gemm_q3_K_groups = avx512::lowbit_groups<avx512::Q3Tile>;
+    k.gemm_iq4_xs_groups = avx512::lowbit_groups<avx512::IQ4XSTile>;
 }
 
 }  // namespace llamix
