@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/fp16.h"
@@ -121,25 +122,112 @@ struct IQ4Grid {  // q in [0, 16), value kIQ4Values[q]
 // x ~= s * value(q): the s minimising sum w (x - s value(q))^2 over a grid of candidates (the
 // largest |x| mapped near each end of the grid), the best refitted and re-rounded twice (Lloyd
 // steps). Returns s (0 for an all-zero block).
+// The element of largest magnitude (the positive one on a tie), by a max and a min that vectorize.
+inline float signed_absmax(const float* x, int n) {
+    float hi = 0.0f, lo = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        hi = std::max(hi, x[i]);
+        lo = std::min(lo, x[i]);
+    }
+    return hi >= -lo ? hi : lo;
+}
+
 template <class Grid>
 float fit_scale(const float* x, const float* w, int n, const Grid& g) {
-    float amax = 0.0f, mx = 0.0f;
-    for (int i = 0; i < n; ++i)
-        if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); mx = x[i]; }
+    const float mx = signed_absmax(x, n), amax = std::fabs(mx);
     if (!(amax > 0.0f) || !std::isfinite(amax)) return 0.0f;
-    float best = -1.0f, best_s = mx / g.lo_value();
+    // the least-squares s = svx / svv leaves the error sum w x^2 - svx^2 / svv: the best candidate
+    // has the largest svx^2 / svv, compared by cross-multiplying (a division per candidate stalls)
+    float bvx = 0.0f, bvv = 0.0f;  // bvv == 0: no candidate yet
     auto consider = [&](float iscale) {
         float svx, svv;
         g.sums(x, w, n, iscale, svx, svv);
-        if (svv > 0 && svx * (svx / svv) > best) { best = svx * (svx / svv); best_s = svx / svv; return true; }
+        if (svv > 0 && (bvv == 0.0f || double(svx) * svx * bvv > double(bvx) * bvx * svv)) {
+            bvx = svx;
+            bvv = svv;
+            return true;
+        }
         return false;
     };
     for (int side = 0; side < g.sides; ++side)
         for (int step = -g.steps; step <= g.steps; ++step)
             consider(((side == 0 ? g.lo_value() : g.hi_value()) + g.step * float(step)) / mx);
-    for (int it = 0; it < 2 && best_s != 0.0f; ++it)
-        if (!consider(1.0f / best_s)) break;
-    return best_s;
+    for (int it = 0; it < 2 && bvv > 0.0f && bvx != 0.0f; ++it)
+        if (!consider(bvv / bvx)) break;
+    return bvv > 0.0f ? bvx / bvv : mx / g.lo_value();
+}
+
+// Weighted sums of q, q*q and q*x over n (a multiple of 4) elements for
+// q = round_clamp(iscale * (x - x0), 0, qmax), in 4 float lanes (GCC/Clang vector extensions:
+// portable, and each lane's operations are the scalar ones). Float suffices: they rank candidates.
+struct WeightedQuantSums { float q = 0, qq = 0, qx = 0; };
+inline WeightedQuantSums weighted_quant_sums(const float* x, const float* w, int n, float iscale, float x0, float qmax) {
+    using ref::f32x4;
+    f32x4 aq = {}, aqq = {}, aqx = {};
+    const f32x4 vs = iscale - f32x4{}, v0 = x0 - f32x4{}, vhi = qmax - f32x4{}, zero = {};
+    const f32x4 magic = ref::kRoundMagic - f32x4{};
+    for (int i = 0; i < n; i += 4) {
+        f32x4 xv, wv;
+        std::memcpy(&xv, x + i, sizeof(xv));
+        std::memcpy(&wv, w + i, sizeof(wv));
+        f32x4 q = (vs * (xv - v0) + magic) - magic;
+        q = q > zero ? q : zero;  // also NaN -> 0
+        q = q < vhi ? q : vhi;
+        const f32x4 wq = wv * q;
+        aq += wq;
+        aqq += wq * q;
+        aqx += wq * xv;
+    }
+    WeightedQuantSums s;
+    s.q = (aq[0] + aq[1]) + (aq[2] + aq[3]);
+    s.qq = (aqq[0] + aqq[1]) + (aqq[2] + aqq[3]);
+    s.qx = (aqx[0] + aqx[1]) + (aqx[2] + aqx[3]);
+    return s;
+}
+
+// fit_scale on a uniform grid for 4 consecutive sub-blocks of n (<= 32, a multiple of 4) elements
+// at once, one per float lane (no horizontal sums in the candidate loop): the same candidates,
+// Lloyd steps and choice per sub-block as fit_scale.
+void fit_scale_x4(const float* x, const float* w, int n, const UniformGrid& g, float* s_out) {
+    using ref::f32x4;
+    f32x4 xt[32], wt[32];  // element i of the 4 sub-blocks
+    f32x4 hi = {}, lo = {};
+    for (int i = 0; i < n; ++i) {
+        for (int u = 0; u < 4; ++u) { xt[i][u] = x[u * n + i]; wt[i][u] = w[u * n + i]; }
+        hi = hi > xt[i] ? hi : xt[i];
+        lo = lo < xt[i] ? lo : xt[i];
+    }
+    const f32x4 mx = hi >= -lo ? hi : lo;  // the element of largest magnitude, positive on a tie
+    const f32x4 zero = {}, magic = ref::kRoundMagic - f32x4{};
+    const f32x4 vlo = float(g.lo) - f32x4{}, vhi = float(g.hi) - f32x4{};
+    f32x4 bvx = {}, bvv = {}, best = {};  // best = bvx^2 / bvv; bvv == 0: none yet
+    auto consider = [&](f32x4 iscale) {
+        f32x4 svx = {}, svv = {};
+        for (int i = 0; i < n; ++i) {
+            f32x4 v = (iscale * xt[i] + magic) - magic;
+            v = v > vlo ? v : vlo;  // also NaN (a zero mx) -> lo: such lanes are discarded below
+            v = v < vhi ? v : vhi;
+            const f32x4 wv = wt[i] * v;
+            svx += wv * xt[i];
+            svv += wv * v;
+        }
+        const f32x4 r = svv > zero ? svx * (svx / svv) : zero;
+        const auto take = (svv > zero) & ((bvv == zero) | (r > best));
+        bvx = take ? svx : bvx;
+        bvv = take ? svv : bvv;
+        best = take ? r : best;
+    };
+    for (int side = 0; side < g.sides; ++side)
+        for (int step = -g.steps; step <= g.steps; ++step)
+            consider(((side == 0 ? float(g.lo) : float(g.hi)) + g.step * float(step)) / mx);
+    for (int it = 0; it < 2; ++it) {  // Lloyd steps (a lane that stops improving recomputes its best)
+        const auto ok = (bvv > zero) & (bvx != zero);
+        consider(ok ? bvv / (ok ? bvx : 1.0f - zero) : zero);
+    }
+    for (int u = 0; u < 4; ++u) {
+        const float a = std::fabs(mx[u]);
+        s_out[u] = !(a > 0.0f) || !std::isfinite(a) ? 0.0f : bvv[u] > 0.0f ? bvx[u] / bvv[u] : mx[u] / float(g.lo);
+    }
 }
 
 // x ~= s * q + b with q in [0, nmax], s >= 0 (and b <= 0 when nonpos_b: K-quant mins are stored
@@ -162,13 +250,8 @@ void fit_affine(const float* x, const float* w, int n, int nmax, bool nonpos_b, 
     double best_err = INFINITY;
     // weighted least squares of x ~= s q + b for the quants of (s0, b0); returns the error
     auto refit = [&](float inv_s, float b0, float& s, float& b) {
-        double sq = 0, sqq = 0, sqx = 0;
-        for (int i = 0; i < n; ++i) {
-            const float q = float(clampi(nearest_int((x[i] - b0) * inv_s), 0, nmax));
-            sq += double(w[i]) * q;
-            sqq += double(w[i]) * q * q;
-            sqx += double(w[i]) * q * x[i];
-        }
+        const WeightedQuantSums ws = weighted_quant_sums(x, w, n, inv_s, b0, float(nmax));
+        const double sq = ws.q, sqq = ws.qq, sqx = ws.qx;
         const double det = sw * sqq - sq * sq;
         double ds, db;
         if (det > 1e-30 * sw * sqq) {
@@ -214,8 +297,16 @@ double quants_sym(const float* x, const float* w, int nsub, int sub, float d, co
         for (int l = 0; l < sub; l += 4)
             for (int u = 0; u < 4; ++u) {
                 const int i = j * sub + l + u;
-                q[i] = g.nearest(x[i] * inv);
-                const float e = x[i] - se * g.value(q[i]);
+                float v;
+                if constexpr (std::is_same_v<Grid, UniformGrid>) {  // rounding in float lanes vectorizes
+                    v = ref::round_clamp(x[i] * inv, float(g.lo), float(g.hi));
+                    v = v == v ? v : 0.0f;  // NaN input: quant 0
+                    q[i] = int(v);
+                } else {
+                    q[i] = g.nearest(x[i] * inv);
+                    v = g.value(q[i]);
+                }
+                const float e = x[i] - se * v;
                 e4[u] += w[i] * e * e;
             }
         err += double((e4[0] + e4[1]) + (e4[2] + e4[3]));
@@ -231,7 +322,11 @@ uint16_t code_sym(const float* x, const float* w, int nsub, int sub, const Grid&
     float s[16];
     float smax = 0.0f;
     for (int j = 0; j < nsub; ++j) {
-        s[j] = fit_scale(x + j * sub, w + j * sub, sub, g);
+        if constexpr (std::is_same_v<Grid, UniformGrid>) {
+            if (j % 4 == 0 && j + 4 <= nsub && sub <= 32) fit_scale_x4(x + j * sub, w + j * sub, sub, g, s + j);
+        } else {
+            s[j] = fit_scale(x + j * sub, w + j * sub, sub, g);
+        }
         if (std::fabs(s[j]) > std::fabs(smax)) smax = s[j];
     }
     // the largest scale takes the end of the integer range with more room
@@ -322,14 +417,24 @@ void code_affine(const float* x, const float* w, int nsub, int sub, int nmax, in
     double err = quants_affine(x, w, nsub, sub, nmax, d, dmin, sc, mn, q);
     for (int iter = 0; iter < 2; ++iter) {
         // x ~= d * a - dmin * c with a = sc q, c = mn: 2x2 weighted normal equations
+        // per sub-block float lanes over its elements (sums of w q, w q q, w q x, w, w x), then
+        // scaled by sc[j] and mn[j] and added in double
         double saa = 0, sac = 0, scc = 0, sax = 0, scx = 0;
-        for (int j = 0; j < nsub; ++j)
-            for (int l = 0; l < sub; ++l) {
-                const int i = j * sub + l;
-                const double a = double(sc[j]) * q[i], c = mn[j];
-                saa += w[i] * a * a; sac += w[i] * a * c; scc += w[i] * c * c;
-                sax += w[i] * a * x[i]; scx += w[i] * c * x[i];
-            }
+        for (int j = 0; j < nsub; ++j) {
+            float a4[5][4] = {};
+            for (int l = 0; l < sub; l += 4)
+                for (int u = 0; u < 4; ++u) {
+                    const int i = j * sub + l + u;
+                    const float qf = float(q[i]), wq = w[i] * qf;
+                    a4[0][u] += wq; a4[1][u] += wq * qf; a4[2][u] += wq * x[i];
+                    a4[3][u] += w[i]; a4[4][u] += w[i] * x[i];
+                }
+            double t[5];
+            for (int k = 0; k < 5; ++k) t[k] = double((a4[k][0] + a4[k][1]) + (a4[k][2] + a4[k][3]));
+            const double a = sc[j], c = mn[j];
+            saa += a * a * t[1]; sac += a * c * t[0]; scc += c * c * t[3];
+            sax += a * t[2]; scx += c * t[4];
+        }
         const double det = saa * scc - sac * sac;
         double nd, ndmin;
         if (scc > 0 && det > 1e-12 * saa * scc) {
