@@ -318,8 +318,9 @@ double quants_sym(const float* x, const float* w, int nsub, int sub, float d, co
                     v = v == v ? v : 0.0f;  // NaN input: quant 0
                     q[i] = int(v);
                 } else {
-                    q[i] = g.nearest(x[i] * inv);
-                    v = g.value(q[i]);
+                    const int pos = int(IQ4Grid::table_pos(x[i] * inv)) + IQ4Table::kHalf;
+                    q[i] = kIQ4Table.idx[pos];
+                    v = kIQ4Table.value[pos];
                 }
                 const float e = x[i] - se * v;
                 e4[u] += w[i] * e * e;
