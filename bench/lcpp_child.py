@@ -147,3 +147,12 @@ def lcpp_quantize(src, dst, ftype: str, imatrix, threads: int) -> float:
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize {ftype} failed ({rc})")
     return time.perf_counter() - t
+
+
+def lcpp_quantize_times(src, dst, ftype: str, imatrix, threads: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this child's threads) that llama_model_quantize takes."""
+    t, c = time.perf_counter(), time.process_time()
+    rc = llama_cpp_peer.quantize_ex(src, dst, ftype, imatrix=imatrix, nthread=threads)
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize {ftype} failed ({rc})")
+    return time.perf_counter() - t, time.process_time() - c

@@ -53,7 +53,7 @@ def main() -> None:
     from llamix._runtime import set_threads
     from llamix.eval.imatrix import compute_imatrix
     from llamix.export import export_gguf
-    from lcpp_child import Child, lcpp_kl_top1, lcpp_quantize, lcpp_set_base
+    from lcpp_child import Child, lcpp_kl_top1, lcpp_quantize_times, lcpp_set_base
 
     set_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="quant_quality."))
@@ -91,28 +91,32 @@ def main() -> None:
             for weighted in (False, True):
                 tag = f"{ft}{'_im' if weighted else ''}"
                 theirs, ours = tmp / f"lcpp_{tag}.gguf", tmp / f"llamix_{tag}.gguf"
-                t_theirs = child.call(lcpp_quantize, src, theirs, ft, means if weighted else None, args.threads)
-                t0 = time.perf_counter()
-                export_gguf(src, ours, ft, imatrix=means if weighted else None)
-                t_ours = time.perf_counter() - t0
-                for who, path, dt in (("llama.cpp", theirs, t_theirs), ("llamix", ours, t_ours)):
+                t_theirs, c_theirs = child.call(lcpp_quantize_times, src, theirs, ft, means if weighted else None,
+                                                args.threads)
+                t0, c0 = time.perf_counter(), time.process_time()
+                export_gguf(src, ours, ft, imatrix=means if weighted else None, progress=False)
+                t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
+                for who, path, dt, ct in (("llama.cpp", theirs, t_theirs, c_theirs), ("llamix", ours, t_ours, c_ours)):
                     kl, top1 = child.call(lcpp_kl_top1, path, windows, ctx, args.threads)
                     rows.append((ft.upper(), "yes" if weighted else "no", who, bits_per_weight(path), kl, top1,
-                                 in_bytes / dt / 1e9))
+                                 in_bytes / dt / 1e9, in_bytes / ct / 1e9))
                     path.unlink()
+                print(f"{ft} imatrix={weighted}: done", file=sys.stderr, flush=True)
     name = Path(args.model).name if args.model else "random-weight f16 (8 layers, dim 512, hidden 1536, GQA 4)"
     print(f"model: {name}; {len(windows)} held-out windows of {ctx} tokens; imatrix from {n} chunks; "
           f"{args.threads} threads; KL and top-1 of llama.cpp's logits on each file vs the f16 file")
-    print("| type | imatrix | quantizer | bits/weight | mean KL | top-1 | quantize GB/s (f16 input) |")
-    print("|---|---|---|---|---|---|---|")
-    for ft, w, who, bpw, kl, top1, gbs in rows:
-        speed = "—" if args.quality_only else f"{gbs:.3f}"
+    print("| type | imatrix | quantizer | bits/weight | mean KL | top-1 | quantize GB/s (f16 input) | "
+          "GB per CPU-second |")
+    print("|---|---|---|---|---|---|---|---|")
+    for ft, w, who, bpw, kl, top1, gbs, gbc in rows:
+        speed = "— | —" if args.quality_only else f"{gbs:.3f} | {gbc:.3f}"
         print(f"| {ft} | {w} | {who} | {bpw:.3f} | {kl:.6f} | {100 * top1:.2f} % | {speed} |")
     by = {(r[0], r[1], r[2]): r for r in rows}
     for ft in FTYPES:
         for w in ("no", "yes"):
             a, b = by[(ft.upper(), w, "llamix")], by[(ft.upper(), w, "llama.cpp")]
-            speed = "" if args.quality_only else f", speed llamix/llama.cpp {a[6] / b[6]:.2f}x"
+            speed = "" if args.quality_only else (f", quantize speed llamix/llama.cpp {a[6] / b[6]:.2f}x "
+                                                  f"(per CPU-second {a[7] / b[7]:.2f}x)")
             print(f"{ft.upper()} imatrix={w}: KL llamix/llama.cpp {a[4] / max(b[4], 1e-12):.3f}{speed}")
 
 

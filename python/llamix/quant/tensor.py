@@ -110,10 +110,10 @@ def _float_source(w: np.ndarray, src: str | None) -> tuple[np.ndarray, int]:
     raise ArgumentError(f"w must be float32 or float16 (or uint16 with src='bf16'), got {w.dtype}")
 
 
-# Types written by the weighted low-bit quantizers (kernels/quantize_lowbit.h), and the K-quants
-# they also write when an importance matrix is given.
-LOWBIT_TYPES = ("q4_1", "q2_k", "q3_k", "iq4_nl", "iq4_xs")
-WEIGHTED_TYPES = LOWBIT_TYPES + ("q4_k", "q5_k", "q6_k", "q4_0", "q5_0", "q5_1")
+# Types written by the weighted low-bit quantizers (kernels/quantize_lowbit.h), and the fallback
+# types they also write when an importance matrix is given (without one those are ggml's reference).
+LOWBIT_TYPES = ("q4_1", "q2_k", "q3_k", "iq4_nl", "iq4_xs", "q4_k", "q5_k", "q6_k")
+WEIGHTED_TYPES = LOWBIT_TYPES + ("q4_0", "q5_0", "q5_1")
 
 
 def check_importance(imatrix, k: int, what: str = "imatrix") -> np.ndarray:
@@ -133,10 +133,12 @@ def quantize(w: np.ndarray, qtype: str, *, src: str | None = None, imatrix: np.n
     """Quantize a (rows, k) float32/float16 matrix (or bf16 bit patterns with ``src='bf16'``).
 
     ``qtype`` is one of ``q4_0``, ``q8_0``, ``f16``, ``bf16``, ``f32`` (bytes equal llama.cpp's
-    reference quantizer), ``q4_k``, ``q5_k``, ``q6_k`` (searched scales and mins) or ``q4_0_mse``
-    (Q4_0 bytes, each block's scale chosen to minimise the squared error), or ``q4_1``, ``q2_k``,
-    ``q3_k``, ``iq4_nl``, ``iq4_xs`` (weighted least-squares searches; ``q4_1`` without an
-    importance matrix is ggml's reference, byte-identical with ``gguf.quants.quantize``).
+    reference quantizer), ``q4_0_mse`` (Q4_0 bytes, each block's scale chosen to minimise the
+    squared error), or ``q4_1``, ``q2_k``, ``q3_k``, ``q4_k``, ``q5_k``, ``q6_k``, ``iq4_nl``,
+    ``iq4_xs`` (weighted least-squares searches of scales and mins; ``q4_1`` without an
+    importance matrix is ggml's reference, byte-identical with ``gguf.quants.quantize``; without
+    one ``q4_k q5_k iq4_nl iq4_xs`` weight each element by ``sqrt(sigma2 + w**2)``, as below with
+    unit importance, the others equally).
     ``imatrix``: optional float (k,) per-column importance (llama-imatrix's mean squared
     activation); ``q4_1 q2_k q3_k iq4_nl iq4_xs q4_k q5_k q6_k q4_0 q5_0 q5_1`` then minimise
     ``sum_j imatrix[j] * (w[i, j] - dequantized[i, j])**2`` per row; other types ignore it, as
