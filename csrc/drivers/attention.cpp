@@ -36,13 +36,30 @@ void attention_group_f16(const OpsKernels& K, const float* q, int64_t q_stride, 
         K.attention_f16(q + h * q_stride, k, v, stride, n_keys, head_dim, scale, out + h * out_stride, scratch);
 }
 
-void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim, QType type, uint8_t* dst,
-                   int64_t row_bytes, int64_t head_bytes) {
+void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim, QType type, uint8_t* base,
+                   int64_t pos, int64_t row_bytes, int64_t head_bytes, bool tiled) {
     const QuantKernels& Q = kernels().quant;
+    if (tiled && !kv_keys_tiled(type))
+        throw std::invalid_argument("KV cache: tiled keys must be f32 or f16, got type " + std::to_string(int(type)));
+    std::vector<uint16_t> half(tiled && type == QType::F16 ? size_t(head_dim) : 0);
     for (int64_t t = 0; t < n; ++t)
         for (int64_t g = 0; g < n_heads; ++g) {
             const float* xs = x + (t * n_heads + g) * head_dim;
-            uint8_t* slice = dst + g * head_bytes + t * row_bytes;
+            const int64_t p = pos + t;
+            if (tiled) {  // element d goes to row d, column p % kAttnTile of the position's tile
+                uint8_t* tile = base + g * head_bytes + p / kAttnTile * kAttnTile * row_bytes;
+                const int64_t col = p % kAttnTile;
+                if (type == QType::F16) {
+                    Q.f32_to_f16(xs, half.data(), head_dim);
+                    uint16_t* dst = reinterpret_cast<uint16_t*>(tile) + col;
+                    for (int64_t d = 0; d < head_dim; ++d) dst[d * kAttnTile] = half[size_t(d)];
+                } else {
+                    float* dst = reinterpret_cast<float*>(tile) + col;
+                    for (int64_t d = 0; d < head_dim; ++d) dst[d * kAttnTile] = xs[d];
+                }
+                continue;
+            }
+            uint8_t* slice = base + g * head_bytes + p * row_bytes;
             switch (type) {
                 case QType::F32: std::memcpy(slice, xs, size_t(head_dim) * sizeof(float)); break;
                 case QType::F16: Q.f32_to_f16(xs, reinterpret_cast<uint16_t*>(slice), head_dim); break;
@@ -77,9 +94,21 @@ void load_rows(QType type, const uint8_t* base, int64_t row_bytes, int64_t head_
     }
 }
 
+// Asks for the next tile's keys and values (head-major streams: two runs of a few KiB) while this
+// one computes: the hardware prefetcher stops at 4 KiB pages and a tile's work is short, so
+// without it every tile starts with a wait on memory.
+void prefetch_tile(const KVLayer& kv, int64_t g, int64_t j0, int64_t count) {
+    if (kv.k_head_bytes < kv.k_row_bytes * count) return;  // position-major rows: not one run
+    const uint8_t* k = kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes;
+    const uint8_t* v = kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes;
+    for (int64_t o = 0; o < count * kv.k_row_bytes; o += 64) __builtin_prefetch(k + o, 0, 3);
+    for (int64_t o = 0; o < count * kv.v_row_bytes; o += 64) __builtin_prefetch(v + o, 0, 3);
+}
+
 // Per-thread buffers, grown on demand and kept (the pool's threads live as long as the process).
 struct TileScratch {
     std::vector<float> q, o, s, k, kt, v, m, l, alpha;
+    std::vector<uint16_t> v16;  // an F16 tail tile, zero-padded
     void reserve(int64_t rows, int64_t hd) {
         auto grow = [](std::vector<float>& b, int64_t n) {
             if (b.size() < size_t(n)) b.resize(size_t(n));
@@ -93,6 +122,7 @@ struct TileScratch {
         grow(m, rows);
         grow(l, rows);
         grow(alpha, rows);
+        if (v16.size() < size_t(kAttnTile * hd)) v16.resize(size_t(kAttnTile * hd));
     }
 };
 thread_local TileScratch tile_scratch;
@@ -126,15 +156,28 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
     for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
         const KVLayer& kv = *P.kv;
         const int64_t count = std::min(kAttnTile, n_keys - j0);
-        load_rows(kv.k_type, kv.k, kv.k_row_bytes, kv.k_head_bytes, g, j0, count, hd, S.k.data());
-        load_rows(kv.v_type, kv.v, kv.v_row_bytes, kv.v_head_bytes, g, j0, count, hd, S.v.data());
-        if (count < kAttnTile) {  // past the cache's end: zeros, masked below
-            std::fill(S.k.data() + count * hd, S.k.data() + kAttnTile * hd, 0.0f);
-            std::fill(S.v.data() + count * hd, S.v.data() + kAttnTile * hd, 0.0f);
-        }
-        K.attn_tile_transpose(S.k.data(), hd, S.kt.data());
+        if (j0 + kAttnTile <= b) prefetch_tile(kv, g, j0 + kAttnTile, std::min(kAttnTile, n_keys - j0 - kAttnTile));
         float* s = S.s.data();
-        K.attn_tile_scores(qbuf, rows, hd, S.kt.data(), s);
+        // keys: F16 tiles read in place where the table has the kernel (columns past the cache's
+        // end hold stale keys, masked below); else widened to kt first
+        if (kv.k_tiled && kv.k_type == QType::F16 && K.attn_tile_scores_f16) {
+            const uint8_t* tile = kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes;
+            K.attn_tile_scores_f16(qbuf, rows, hd, reinterpret_cast<const uint16_t*>(tile), s);
+        } else {
+            if (kv.k_tiled) {
+                // the tile as stored is kt (one run); columns past the cache's end zeroed
+                load_rows(kv.k_type, kv.k, kv.k_row_bytes * kAttnTile, kv.k_head_bytes, g, j0 / kAttnTile, 1,
+                          hd * kAttnTile, S.kt.data());
+                if (count < kAttnTile)
+                    for (int64_t d = 0; d < hd; ++d)
+                        std::fill_n(S.kt.data() + d * kAttnTile + count, kAttnTile - count, 0.0f);
+            } else {
+                load_rows(kv.k_type, kv.k, kv.k_row_bytes, kv.k_head_bytes, g, j0, count, hd, S.k.data());
+                if (count < kAttnTile) std::fill(S.k.data() + count * hd, S.k.data() + kAttnTile * hd, 0.0f);
+                K.attn_tile_transpose(S.k.data(), hd, S.kt.data());
+            }
+            K.attn_tile_scores(qbuf, rows, hd, S.kt.data(), s);
+        }
         // causal and window masks: row (t, h) sees keys first(t) .. pos + t
         for (int64_t t = t0; t < t1; ++t) {
             const int64_t lo = P.first(t) - j0, hi = P.pos + t - j0;  // tile-relative, inclusive
@@ -146,7 +189,22 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
             }
         }
         K.attn_tile_softmax(s, rows, p.m, p.l, S.alpha.data());
-        K.attn_tile_accumulate(s, rows, S.v.data(), hd, S.alpha.data(), p.o);
+        // values: an F16 head-major stream read in place (a tail tile copied, zero-padded: a
+        // stale value could be inf, and 0 * inf is not 0); else widened rows
+        if (kv.v_type == QType::F16 && kv.v_row_bytes == hd * 2 && K.attn_tile_accumulate_f16) {
+            const uint16_t* vt = reinterpret_cast<const uint16_t*>(kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes);
+            if (count < kAttnTile) {
+                std::copy_n(vt, count * hd, S.v16.data());
+                std::fill(S.v16.data() + count * hd, S.v16.data() + kAttnTile * hd, uint16_t(0));
+                vt = S.v16.data();
+            }
+            K.attn_tile_accumulate_f16(s, rows, vt, hd, S.alpha.data(), p.o);
+        } else {
+            load_rows(kv.v_type, kv.v, kv.v_row_bytes, kv.v_head_bytes, g, j0, count, hd, S.v.data());
+            if (count < kAttnTile)  // past the cache's end: zeros, masked
+                std::fill(S.v.data() + count * hd, S.v.data() + kAttnTile * hd, 0.0f);
+            K.attn_tile_accumulate(s, rows, S.v.data(), hd, S.alpha.data(), p.o);
+        }
     }
 }
 

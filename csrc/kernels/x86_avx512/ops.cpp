@@ -435,9 +435,94 @@ void attn_tile_accumulate(const float* p, int64_t n_rows, const float* v, int64_
     for (; r < n_rows; ++r) accumulate_row_block<1>(p, r, v, head_dim, alpha, o);
 }
 
+namespace {
+
+// The F16 tiles widened in registers (vcvtph2ps), no float32 copy: each element of s or o gets
+// the same fma chain as in attn_tile_scores / attn_tile_accumulate above. Rows are taken eight
+// at a time against half a tile (32 keys, or 32 output columns), so every half is widened once
+// per eight rows.
+template <int NR>
+inline void scores_rows_f16(const float* q, int64_t r0, int64_t head_dim, const uint16_t* kt, float* s) {
+    for (int half = 0; half < 2; ++half) {
+        __m512 a[NR][2];
+        for (int i = 0; i < NR; ++i) a[i][0] = a[i][1] = _mm512_setzero_ps();
+        const uint16_t* kh = kt + 32 * half;
+        for (int64_t d = 0; d < head_dim; ++d) {
+            const __m512 k0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kh + d * kAttnTile)));
+            const __m512 k1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kh + d * kAttnTile + 16)));
+            for (int i = 0; i < NR; ++i) {
+                const __m512 b = _mm512_set1_ps(q[(r0 + i) * head_dim + d]);
+                a[i][0] = _mm512_fmadd_ps(b, k0, a[i][0]);
+                a[i][1] = _mm512_fmadd_ps(b, k1, a[i][1]);
+            }
+        }
+        for (int i = 0; i < NR; ++i) {
+            _mm512_storeu_ps(s + (r0 + i) * kAttnTile + 32 * half, a[i][0]);
+            _mm512_storeu_ps(s + (r0 + i) * kAttnTile + 32 * half + 16, a[i][1]);
+        }
+    }
+}
+
+inline __m512 load_f16(const uint16_t* x, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x));
+}
+
+// Output columns [c0, c0 + 32) of rows r0..r0+NR-1 (m0, m1: the two vectors' lanes).
+template <int NR>
+inline void accumulate_rows_f16(const float* p, int64_t r0, const uint16_t* v, int64_t head_dim, const float* alpha,
+                                float* o, int64_t c0, __mmask16 m0, __mmask16 m1) {
+    __m512 a[NR][2];
+    for (int i = 0; i < NR; ++i) {
+        const __m512 al = _mm512_set1_ps(alpha[r0 + i]);
+        a[i][0] = _mm512_mul_ps(al, _mm512_maskz_loadu_ps(m0, o + (r0 + i) * head_dim + c0));
+        a[i][1] = _mm512_mul_ps(al, _mm512_maskz_loadu_ps(m1, o + (r0 + i) * head_dim + c0 + 16));
+    }
+    for (int64_t j = 0; j < kAttnTile; ++j) {
+        const __m512 v0 = load_f16(v + j * head_dim + c0, m0), v1 = load_f16(v + j * head_dim + c0 + 16, m1);
+        for (int i = 0; i < NR; ++i) {
+            const __m512 b = _mm512_set1_ps(p[(r0 + i) * kAttnTile + j]);
+            a[i][0] = _mm512_fmadd_ps(b, v0, a[i][0]);
+            a[i][1] = _mm512_fmadd_ps(b, v1, a[i][1]);
+        }
+    }
+    for (int i = 0; i < NR; ++i) {
+        _mm512_mask_storeu_ps(o + (r0 + i) * head_dim + c0, m0, a[i][0]);
+        _mm512_mask_storeu_ps(o + (r0 + i) * head_dim + c0 + 16, m1, a[i][1]);
+    }
+}
+
+template <int NR>
+inline void accumulate_row_block_f16(const float* p, int64_t r0, const uint16_t* v, int64_t head_dim,
+                                     const float* alpha, float* o) {
+    auto lanes = [](int64_t left) {
+        return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+    };
+    for (int64_t c0 = 0; c0 < head_dim; c0 += 32)
+        accumulate_rows_f16<NR>(p, r0, v, head_dim, alpha, o, c0, lanes(head_dim - c0), lanes(head_dim - c0 - 16));
+}
+
+}  // namespace
+
+void attn_tile_scores_f16(const float* q, int64_t n_rows, int64_t head_dim, const uint16_t* kt, float* s) {
+    int64_t r = 0;
+    for (; r + 8 <= n_rows; r += 8) scores_rows_f16<8>(q, r, head_dim, kt, s);
+    for (; r + 4 <= n_rows; r += 4) scores_rows_f16<4>(q, r, head_dim, kt, s);
+    for (; r < n_rows; ++r) scores_rows_f16<1>(q, r, head_dim, kt, s);
+}
+
+void attn_tile_accumulate_f16(const float* p, int64_t n_rows, const uint16_t* v, int64_t head_dim, const float* alpha,
+                              float* o) {
+    int64_t r = 0;
+    for (; r + 8 <= n_rows; r += 8) accumulate_row_block_f16<8>(p, r, v, head_dim, alpha, o);
+    for (; r + 4 <= n_rows; r += 4) accumulate_row_block_f16<4>(p, r, v, head_dim, alpha, o);
+    for (; r < n_rows; ++r) accumulate_row_block_f16<1>(p, r, v, head_dim, alpha, o);
+}
+
 }  // namespace avx512
 
 void fill_ops_avx512(OpsKernels& k) {
+    k.attn_tile_scores_f16 = avx512::attn_tile_scores_f16;
+    k.attn_tile_accumulate_f16 = avx512::attn_tile_accumulate_f16;
     k.attn_tile_transpose = avx512::attn_tile_transpose;
     k.attn_tile_scores = avx512::attn_tile_scores;
     k.attn_tile_softmax = avx512::attn_tile_softmax;
