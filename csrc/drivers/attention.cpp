@@ -73,6 +73,9 @@ void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim,
 namespace {
 
 constexpr int64_t kMaxRows = 128;  // query rows (tokens x heads of a group) per task
+// Up to this many rows read F16 tiles in place (the *_f16 kernels widen a tile once per 8 rows);
+// more widen each tile once to float32.
+constexpr int64_t kInPlaceRows = 8;
 
 // Rows [j0, j0 + count) of kv head g (head_dim elements each) widened to float32 into dst
 // (count, hd): one conversion call when the head's rows are contiguous (head-major layout).
@@ -153,14 +156,16 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
     std::fill(p.m, p.m + rows, -INFINITY);
     std::fill(p.l, p.l + rows, 0.0f);
     std::fill(p.o, p.o + rows * hd, 0.0f);
+    const bool in_place = rows <= kInPlaceRows;
     for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
         const KVLayer& kv = *P.kv;
         const int64_t count = std::min(kAttnTile, n_keys - j0);
         if (j0 + kAttnTile <= b) prefetch_tile(kv, g, j0 + kAttnTile, std::min(kAttnTile, n_keys - j0 - kAttnTile));
         float* s = S.s.data();
-        // keys: F16 tiles read in place where the table has the kernel (columns past the cache's
-        // end hold stale keys, masked below); else widened to kt first
-        if (kv.k_tiled && kv.k_type == QType::F16 && K.attn_tile_scores_f16) {
+        // keys: F16 tiles read in place where the table has the kernel and the rows are few (a
+        // decoding step: each key is widened once, in registers; columns past the cache's end hold
+        // stale keys, masked below); else widened to kt first (once for all the rows)
+        if (in_place && kv.k_tiled && kv.k_type == QType::F16 && K.attn_tile_scores_f16) {
             const uint8_t* tile = kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes;
             K.attn_tile_scores_f16(qbuf, rows, hd, reinterpret_cast<const uint16_t*>(tile), s);
         } else {
@@ -191,7 +196,7 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
         K.attn_tile_softmax(s, rows, p.m, p.l, S.alpha.data());
         // values: an F16 head-major stream read in place (a tail tile copied, zero-padded: a
         // stale value could be inf, and 0 * inf is not 0); else widened rows
-        if (kv.v_type == QType::F16 && kv.v_row_bytes == hd * 2 && K.attn_tile_accumulate_f16) {
+        if (in_place && kv.v_type == QType::F16 && kv.v_row_bytes == hd * 2 && K.attn_tile_accumulate_f16) {
             const uint16_t* vt = reinterpret_cast<const uint16_t*>(kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes);
             if (count < kAttnTile) {
                 std::copy_n(vt, count * hd, S.v16.data());
