@@ -273,10 +273,17 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
         const int64_t rows = n * group, c_first = P.first(0) / kAttnChunk, c_last = last_key / kAttnChunk;
         const int64_t n_chunks = c_last - c_first + 1, n_tasks = n_kv_heads * n_chunks;
         const int64_t part = rows * (hd + 2);
-        std::vector<float> partials(size_t(n_tasks * part)), qall(size_t(n_kv_heads * rows * hd));
-        for (int64_t g = 0; g < n_kv_heads; ++g) gather_q(P, g, 0, n, qall.data() + g * rows * hd);
+        // the caller's buffers, kept between calls (no allocation per layer and token); the tasks
+        // reach them through these pointers (a thread_local named inside a task would be the
+        // worker's own)
+        thread_local std::vector<float> partial_buf, q_buf;
+        if (partial_buf.size() < size_t(n_tasks * part)) partial_buf.resize(size_t(n_tasks * part));
+        if (q_buf.size() < size_t(n_kv_heads * rows * hd)) q_buf.resize(size_t(n_kv_heads * rows * hd));
+        float* const partials = partial_buf.data();
+        float* const qall = q_buf.data();
+        for (int64_t g = 0; g < n_kv_heads; ++g) gather_q(P, g, 0, n, qall + g * rows * hd);
         auto partial = [&](int64_t task) {
-            float* base = partials.data() + task * part;
+            float* base = partials + task * part;
             return Partial{base, base + rows, base + 2 * rows};
         };
         auto task_fn = [&](int64_t task, int) {
@@ -284,7 +291,7 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
             TileScratch& S = tile_scratch;
             S.reserve(rows, hd);
             const int64_t a = std::max(P.first(0), c * kAttnChunk), b = std::min(last_key, c * kAttnChunk + kAttnChunk - 1);
-            run_chunk(P, g, 0, n, a, b, qall.data() + g * rows * hd, partial(task), S);
+            run_chunk(P, g, 0, n, a, b, qall + g * rows * hd, partial(task), S);
         };
         // a few thousand multiply-adds are not worth waking the pool
         if (n_tasks > 1 && rows * (last_key + 1) * hd >= (int64_t(1) << 16)) pool.parallel_for(n_tasks, task_fn);
