@@ -89,15 +89,17 @@ def test_bit_identical_across_thread_counts(isa, n, pos):
 
 
 @pytest.mark.parametrize("window", [0, 200])
-def test_token_result_does_not_depend_on_its_batch(isa, window):
+@pytest.mark.parametrize("kv_type", ["f32", "f16"])
+def test_token_result_does_not_depend_on_its_batch(isa, window, kv_type):
     """A token's output is the same bits whether it is decoded alone or prefilled in a batch (the
-    tiles and chunks sit at absolute key positions)."""
+    tiles and chunks sit at absolute key positions; an f16 cache is read in place for a decoding
+    step's few rows and widened first for a batch's many)."""
     n, pos = 150, 900
     q, k, v = make(n, pos, 8, 2, 64, seed=5)
-    batch = _C.attention_causal(q, k, v, pos, 2, window, 0.125)
+    batch = _C.attention_causal(q, k, v, pos, 2, window, 0.125, kv_type, kv_type)
     for t in (0, 1, 63, 100, 149):
         one = _C.attention_causal(q[t:t + 1].copy(), k[:pos + t + 1].copy(), v[:pos + t + 1].copy(), pos + t, 2,
-                                  window, 0.125)
+                                  window, 0.125, kv_type, kv_type)
         assert np.array_equal(one[0], batch[t]), t
 
 
@@ -123,10 +125,12 @@ def test_bad_arguments_raise():
         _C.attention_causal(q, k, v, 4, 2, 0, 1.0)
 
 
-@pytest.mark.parametrize("type_k,type_v", [("f32", "f32"), ("f16", "q8_0")])
-def test_position_major_rows_give_the_same_bits(isa, type_k, type_v):
-    """The cache's two layouts (head-major streams, position-major rows) are the same attention."""
-    q, k, v = make(20, 600, 8, 2, 64, seed=13)
-    a = _C.attention_causal(q, k, v, 600, 2, 0, 0.125, type_k, type_v, head_major=True)
-    b = _C.attention_causal(q, k, v, 600, 2, 0, 0.125, type_k, type_v, head_major=False)
+@pytest.mark.parametrize("type_k,type_v", [("f32", "f32"), ("f16", "q8_0"), ("f16", "f16")])
+@pytest.mark.parametrize("n,pos,group", [(20, 600, 4), (1, 600, 4), (1, 1000, 8), (2, 777, 3)])
+def test_position_major_rows_give_the_same_bits(isa, type_k, type_v, n, pos, group):
+    """The cache's two layouts (head-major streams, f32/f16 keys in transposed tiles; position-major
+    rows) are the same attention, for batches and decoding steps (the tail tile included)."""
+    q, k, v = make(n, pos, 2 * group, 2, 64, seed=13)
+    a = _C.attention_causal(q, k, v, pos, 2, 0, 0.125, type_k, type_v, head_major=True)
+    b = _C.attention_causal(q, k, v, pos, 2, 0, 0.125, type_k, type_v, head_major=False)
     assert np.array_equal(a, b)

@@ -84,16 +84,19 @@ void register_ops(py::module_& m) {
         const QType kt = kv_cache_type(type_k, "type_k"), vt = kv_cache_type(type_v, "type_v");
         require(hd % 32 == 0 || (is_float_kv_type(kt) && is_float_kv_type(vt)), "q8_0 / q4_0 need head_dim % 32 == 0");
         const int64_t ks = qtype_row_bytes(kt, hd), vs = qtype_row_bytes(vt, hd);
-        // head-major: each head's rows contiguous (the model's cache); else position-major rows
+        // head-major: each head's rows contiguous (the model's cache: F32/F16 keys in transposed
+        // tiles, whole tiles); else position-major rows
+        const bool tiled = head_major && kv_keys_tiled(kt);
+        const int64_t nk_k = tiled ? (nk + kAttnTile - 1) / kAttnTile * kAttnTile : nk;
         const KVLayer shape{nullptr, nullptr, kt, vt, head_major ? ks : ks * n_kv_heads, head_major ? vs : vs * n_kv_heads,
-                            head_major ? nk * ks : ks, head_major ? nk * vs : vs};
-        std::vector<uint8_t> kc(size_t(nk * n_kv_heads * ks)), vc(size_t(nk * n_kv_heads * vs));
+                            head_major ? nk_k * ks : ks, head_major ? nk * vs : vs, tiled};
+        std::vector<uint8_t> kc(size_t(nk_k * n_kv_heads * ks)), vc(size_t(nk * n_kv_heads * vs));
         py::array_t<float> out({n, n_heads, hd});
         const float *qp = static_cast<const float*>(q.data()), *kp = ka.data(), *vp = va.data();
         float* op = out.mutable_data();
         py::gil_scoped_release release;
-        store_kv_rows(kp, nk, n_kv_heads, hd, kt, kc.data(), shape.k_row_bytes, shape.k_head_bytes);
-        store_kv_rows(vp, nk, n_kv_heads, hd, vt, vc.data(), shape.v_row_bytes, shape.v_head_bytes);
+        store_kv_rows(kp, nk, n_kv_heads, hd, kt, kc.data(), 0, shape.k_row_bytes, shape.k_head_bytes, tiled);
+        store_kv_rows(vp, nk, n_kv_heads, hd, vt, vc.data(), 0, shape.v_row_bytes, shape.v_head_bytes);
         KVLayer layer = shape;
         layer.k = kc.data();
         layer.v = vc.data();

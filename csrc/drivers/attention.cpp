@@ -36,13 +36,30 @@ void attention_group_f16(const OpsKernels& K, const float* q, int64_t q_stride, 
         K.attention_f16(q + h * q_stride, k, v, stride, n_keys, head_dim, scale, out + h * out_stride, scratch);
 }
 
-void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim, QType type, uint8_t* dst,
-                   int64_t row_bytes, int64_t head_bytes) {
+void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim, QType type, uint8_t* base,
+                   int64_t pos, int64_t row_bytes, int64_t head_bytes, bool tiled) {
     const QuantKernels& Q = kernels().quant;
+    if (tiled && !kv_keys_tiled(type))
+        throw std::invalid_argument("KV cache: tiled keys must be f32 or f16, got type " + std::to_string(int(type)));
+    std::vector<uint16_t> half(tiled && type == QType::F16 ? size_t(head_dim) : 0);
     for (int64_t t = 0; t < n; ++t)
         for (int64_t g = 0; g < n_heads; ++g) {
             const float* xs = x + (t * n_heads + g) * head_dim;
-            uint8_t* slice = dst + g * head_bytes + t * row_bytes;
+            const int64_t p = pos + t;
+            if (tiled) {  // element d goes to row d, column p % kAttnTile of the position's tile
+                uint8_t* tile = base + g * head_bytes + p / kAttnTile * kAttnTile * row_bytes;
+                const int64_t col = p % kAttnTile;
+                if (type == QType::F16) {
+                    Q.f32_to_f16(xs, half.data(), head_dim);
+                    uint16_t* dst = reinterpret_cast<uint16_t*>(tile) + col;
+                    for (int64_t d = 0; d < head_dim; ++d) dst[d * kAttnTile] = half[size_t(d)];
+                } else {
+                    float* dst = reinterpret_cast<float*>(tile) + col;
+                    for (int64_t d = 0; d < head_dim; ++d) dst[d * kAttnTile] = xs[d];
+                }
+                continue;
+            }
+            uint8_t* slice = base + g * head_bytes + p * row_bytes;
             switch (type) {
                 case QType::F32: std::memcpy(slice, xs, size_t(head_dim) * sizeof(float)); break;
                 case QType::F16: Q.f32_to_f16(xs, reinterpret_cast<uint16_t*>(slice), head_dim); break;
@@ -56,6 +73,9 @@ void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim,
 namespace {
 
 constexpr int64_t kMaxRows = 128;  // query rows (tokens x heads of a group) per task
+// Up to this many rows read F16 tiles in place (the *_f16 kernels widen a tile once per 8 rows);
+// more widen each tile once to float32.
+constexpr int64_t kInPlaceRows = 8;
 
 // Rows [j0, j0 + count) of kv head g (head_dim elements each) widened to float32 into dst
 // (count, hd): one conversion call when the head's rows are contiguous (head-major layout).
@@ -77,9 +97,21 @@ void load_rows(QType type, const uint8_t* base, int64_t row_bytes, int64_t head_
     }
 }
 
+// Asks for the next tile's keys and values (head-major streams: two runs of a few KiB) while this
+// one computes: the hardware prefetcher stops at 4 KiB pages and a tile's work is short, so
+// without it every tile starts with a wait on memory.
+void prefetch_tile(const KVLayer& kv, int64_t g, int64_t j0, int64_t count) {
+    if (kv.k_head_bytes < kv.k_row_bytes * count) return;  // position-major rows: not one run
+    const uint8_t* k = kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes;
+    const uint8_t* v = kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes;
+    for (int64_t o = 0; o < count * kv.k_row_bytes; o += 64) __builtin_prefetch(k + o, 0, 3);
+    for (int64_t o = 0; o < count * kv.v_row_bytes; o += 64) __builtin_prefetch(v + o, 0, 3);
+}
+
 // Per-thread buffers, grown on demand and kept (the pool's threads live as long as the process).
 struct TileScratch {
     std::vector<float> q, o, s, k, kt, v, m, l, alpha;
+    std::vector<uint16_t> v16;  // an F16 tail tile, zero-padded
     void reserve(int64_t rows, int64_t hd) {
         auto grow = [](std::vector<float>& b, int64_t n) {
             if (b.size() < size_t(n)) b.resize(size_t(n));
@@ -93,6 +125,7 @@ struct TileScratch {
         grow(m, rows);
         grow(l, rows);
         grow(alpha, rows);
+        if (v16.size() < size_t(kAttnTile * hd)) v16.resize(size_t(kAttnTile * hd));
     }
 };
 thread_local TileScratch tile_scratch;
@@ -123,18 +156,33 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
     std::fill(p.m, p.m + rows, -INFINITY);
     std::fill(p.l, p.l + rows, 0.0f);
     std::fill(p.o, p.o + rows * hd, 0.0f);
+    const bool in_place = rows <= kInPlaceRows;
     for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
         const KVLayer& kv = *P.kv;
         const int64_t count = std::min(kAttnTile, n_keys - j0);
-        load_rows(kv.k_type, kv.k, kv.k_row_bytes, kv.k_head_bytes, g, j0, count, hd, S.k.data());
-        load_rows(kv.v_type, kv.v, kv.v_row_bytes, kv.v_head_bytes, g, j0, count, hd, S.v.data());
-        if (count < kAttnTile) {  // past the cache's end: zeros, masked below
-            std::fill(S.k.data() + count * hd, S.k.data() + kAttnTile * hd, 0.0f);
-            std::fill(S.v.data() + count * hd, S.v.data() + kAttnTile * hd, 0.0f);
-        }
-        K.attn_tile_transpose(S.k.data(), hd, S.kt.data());
+        if (j0 + kAttnTile <= b) prefetch_tile(kv, g, j0 + kAttnTile, std::min(kAttnTile, n_keys - j0 - kAttnTile));
         float* s = S.s.data();
-        K.attn_tile_scores(qbuf, rows, hd, S.kt.data(), s);
+        // keys: F16 tiles read in place where the table has the kernel and the rows are few (a
+        // decoding step: each key is widened once, in registers; columns past the cache's end hold
+        // stale keys, masked below); else widened to kt first (once for all the rows)
+        if (in_place && kv.k_tiled && kv.k_type == QType::F16 && K.attn_tile_scores_f16) {
+            const uint8_t* tile = kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes;
+            K.attn_tile_scores_f16(qbuf, rows, hd, reinterpret_cast<const uint16_t*>(tile), s);
+        } else {
+            if (kv.k_tiled) {
+                // the tile as stored is kt (one run); columns past the cache's end zeroed
+                load_rows(kv.k_type, kv.k, kv.k_row_bytes * kAttnTile, kv.k_head_bytes, g, j0 / kAttnTile, 1,
+                          hd * kAttnTile, S.kt.data());
+                if (count < kAttnTile)
+                    for (int64_t d = 0; d < hd; ++d)
+                        std::fill_n(S.kt.data() + d * kAttnTile + count, kAttnTile - count, 0.0f);
+            } else {
+                load_rows(kv.k_type, kv.k, kv.k_row_bytes, kv.k_head_bytes, g, j0, count, hd, S.k.data());
+                if (count < kAttnTile) std::fill(S.k.data() + count * hd, S.k.data() + kAttnTile * hd, 0.0f);
+                K.attn_tile_transpose(S.k.data(), hd, S.kt.data());
+            }
+            K.attn_tile_scores(qbuf, rows, hd, S.kt.data(), s);
+        }
         // causal and window masks: row (t, h) sees keys first(t) .. pos + t
         for (int64_t t = t0; t < t1; ++t) {
             const int64_t lo = P.first(t) - j0, hi = P.pos + t - j0;  // tile-relative, inclusive
@@ -146,7 +194,22 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
             }
         }
         K.attn_tile_softmax(s, rows, p.m, p.l, S.alpha.data());
-        K.attn_tile_accumulate(s, rows, S.v.data(), hd, S.alpha.data(), p.o);
+        // values: an F16 head-major stream read in place (a tail tile copied, zero-padded: a
+        // stale value could be inf, and 0 * inf is not 0); else widened rows
+        if (in_place && kv.v_type == QType::F16 && kv.v_row_bytes == hd * 2 && K.attn_tile_accumulate_f16) {
+            const uint16_t* vt = reinterpret_cast<const uint16_t*>(kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes);
+            if (count < kAttnTile) {
+                std::copy_n(vt, count * hd, S.v16.data());
+                std::fill(S.v16.data() + count * hd, S.v16.data() + kAttnTile * hd, uint16_t(0));
+                vt = S.v16.data();
+            }
+            K.attn_tile_accumulate_f16(s, rows, vt, hd, S.alpha.data(), p.o);
+        } else {
+            load_rows(kv.v_type, kv.v, kv.v_row_bytes, kv.v_head_bytes, g, j0, count, hd, S.v.data());
+            if (count < kAttnTile)  // past the cache's end: zeros, masked
+                std::fill(S.v.data() + count * hd, S.v.data() + kAttnTile * hd, 0.0f);
+            K.attn_tile_accumulate(s, rows, S.v.data(), hd, S.alpha.data(), p.o);
+        }
     }
 }
 
@@ -210,10 +273,17 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
         const int64_t rows = n * group, c_first = P.first(0) / kAttnChunk, c_last = last_key / kAttnChunk;
         const int64_t n_chunks = c_last - c_first + 1, n_tasks = n_kv_heads * n_chunks;
         const int64_t part = rows * (hd + 2);
-        std::vector<float> partials(size_t(n_tasks * part)), qall(size_t(n_kv_heads * rows * hd));
-        for (int64_t g = 0; g < n_kv_heads; ++g) gather_q(P, g, 0, n, qall.data() + g * rows * hd);
+        // the caller's buffers, kept between calls (no allocation per layer and token); the tasks
+        // reach them through these pointers (a thread_local named inside a task would be the
+        // worker's own)
+        thread_local std::vector<float> partial_buf, q_buf;
+        if (partial_buf.size() < size_t(n_tasks * part)) partial_buf.resize(size_t(n_tasks * part));
+        if (q_buf.size() < size_t(n_kv_heads * rows * hd)) q_buf.resize(size_t(n_kv_heads * rows * hd));
+        float* const partials = partial_buf.data();
+        float* const qall = q_buf.data();
+        for (int64_t g = 0; g < n_kv_heads; ++g) gather_q(P, g, 0, n, qall + g * rows * hd);
         auto partial = [&](int64_t task) {
-            float* base = partials.data() + task * part;
+            float* base = partials + task * part;
             return Partial{base, base + rows, base + 2 * rows};
         };
         auto task_fn = [&](int64_t task, int) {
@@ -221,7 +291,7 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
             TileScratch& S = tile_scratch;
             S.reserve(rows, hd);
             const int64_t a = std::max(P.first(0), c * kAttnChunk), b = std::min(last_key, c * kAttnChunk + kAttnChunk - 1);
-            run_chunk(P, g, 0, n, a, b, qall.data() + g * rows * hd, partial(task), S);
+            run_chunk(P, g, 0, n, a, b, qall + g * rows * hd, partial(task), S);
         };
         // a few thousand multiply-adds are not worth waking the pool
         if (n_tasks > 1 && rows * (last_key + 1) * hd >= (int64_t(1) << 16)) pool.parallel_for(n_tasks, task_fn);

@@ -27,7 +27,16 @@ struct KVLayer {
     QType k_type = QType::F32, v_type = QType::F32;
     int64_t k_row_bytes = 0, v_row_bytes = 0;
     int64_t k_head_bytes = 0, v_head_bytes = 0;
+    // Keys only, head-major F32/F16 only: a head's keys are stored as tiles of kAttnTile positions,
+    // each transposed to (head_dim, kAttnTile), the layout the score kernel reads (no transpose
+    // per tile): element d of position p is at k + g * k_head_bytes
+    // + (p / kAttnTile) * kAttnTile * k_row_bytes + (d * kAttnTile + p % kAttnTile) * element size.
+    // A head's stream then holds whole tiles.
+    bool k_tiled = false;
 };
+
+// Whether a head-major cache stores keys of this type as transposed tiles (KVLayer::k_tiled).
+inline bool kv_keys_tiled(QType k_type) { return k_type == QType::F32 || k_type == QType::F16; }
 
 // Causal grouped-query attention of n query tokens at positions pos..pos+n-1 against positions
 // [0, pos + n) of one layer's cache, as a flash attention: tiles of kAttnTile keys are converted to
@@ -44,9 +53,10 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
                       int64_t n_kv_heads, int64_t head_dim, int64_t window, float scale, float* out,
                       int64_t out_stride);
 
-// Stores n rows of n_heads * head_dim float32 values as `type` (F32, F16, Q8_0, Q4_0): head g of
-// row t goes to dst + g * head_bytes + t * row_bytes (the KVLayer layout).
-void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim, QType type, uint8_t* dst,
-                   int64_t row_bytes, int64_t head_bytes);
+// Stores n rows of n_heads * head_dim float32 values as `type` (F32, F16, Q8_0, Q4_0) at positions
+// pos..pos+n-1 of a layer whose position 0 is at base: head g of position p goes to
+// base + g * head_bytes + p * row_bytes, or into its transposed tile when tiled (the KVLayer layout).
+void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim, QType type, uint8_t* base,
+                   int64_t pos, int64_t row_bytes, int64_t head_bytes, bool tiled = false);
 
 }  // namespace llamix

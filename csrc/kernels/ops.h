@@ -63,6 +63,14 @@ struct OpsKernels {
     // o (n_rows, head_dim) = alpha[r] o + p (n_rows, kAttnTile) . v (kAttnTile, head_dim).
     void (*attn_tile_accumulate)(const float* p, int64_t n_rows, const float* v, int64_t head_dim,
                                  const float* alpha, float* o) = nullptr;
+    // Optional (nullptr: the driver widens the tile to float32 and calls the entries above):
+    // attn_tile_scores and attn_tile_accumulate reading an F16 tile (kt (head_dim, kAttnTile),
+    // v (kAttnTile, head_dim)) straight from the cache, widening in registers; the same float32
+    // arithmetic in the same order as the float32 entries of the same table, so the same bits.
+    void (*attn_tile_scores_f16)(const float* q, int64_t n_rows, int64_t head_dim, const uint16_t* kt,
+                                 float* s) = nullptr;
+    void (*attn_tile_accumulate_f16)(const float* p, int64_t n_rows, const uint16_t* v, int64_t head_dim,
+                                     const float* alpha, float* o) = nullptr;
 };
 
 void fill_ops_ref(OpsKernels& k);

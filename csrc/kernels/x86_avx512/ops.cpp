@@ -382,47 +382,49 @@ void attn_tile_scores(const float* q, int64_t n_rows, int64_t head_dim, const fl
 
 namespace {
 
-// e^x with the same polynomial as exp_ps, the power of two applied by vscalefps (no clamp, no
-// integer exponent arithmetic: 12 instructions; x = -inf is masked by the caller).
-inline __m512 exp_scalef(__m512 x) {
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(y, n);
+// exp(x - mx) for a row's scores as 2^t, t = x log2(e) - mx log2(e) (one fused multiply-add),
+// t clamped at -150 so a masked score (-inf) gives exactly 0 (2^-150 rounds to 0); 2^t = 2^n 2^f,
+// n = round(t), f in [-1/2, 1/2], 2^f by its Taylor polynomial of degree 6 (relative error below
+// 2e-7), 2^n applied by vscalefps: 11 instructions, no compare.
+inline __m512 exp_shifted(__m512 x, __m512 mx_log2e) {
+    __m512 t = _mm512_fmsub_ps(x, _mm512_set1_ps(1.44269504088896341f), mx_log2e);
+    t = _mm512_max_ps(t, _mm512_set1_ps(-150.0f));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(1.5403530393381609e-4f);            // ln2^6 / 6!
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));  // ln2^5 / 5!
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f));  // ln2^4 / 4!
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f));  // ln2^3 / 3!
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f));  // ln2^2 / 2!
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f));  // ln2
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
 }
 
 }  // namespace
 
+// Online softmax of a tile (kernels/ops.h). The rescale factor is computed only when the row's
+// maximum moves (alpha is exactly 1 otherwise, as the contract says).
 void attn_tile_softmax(float* s, int64_t n_rows, float* m, float* l, float* alpha) {
-    const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
     for (int64_t r = 0; r < n_rows; ++r) {
         float* sr = s + r * kAttnTile;
         __m512 x[4];
-        __m512 vmax = _mm512_set1_ps(m[r]);
-        for (int c = 0; c < 4; ++c) vmax = _mm512_max_ps(vmax, x[c] = _mm512_loadu_ps(sr + 16 * c));
-        const float mx = _mm512_reduce_max_ps(vmax);
+        for (int c = 0; c < 4; ++c) x[c] = _mm512_loadu_ps(sr + 16 * c);
+        const float mx = std::max(m[r], _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(x[0], x[1]),
+                                                                          _mm512_max_ps(x[2], x[3]))));
         if (mx == -INFINITY) {
             for (int c = 0; c < 4; ++c) _mm512_storeu_ps(sr + 16 * c, _mm512_setzero_ps());
             alpha[r] = 1.0f;
             continue;
         }
-        const __m512 vmx = _mm512_set1_ps(mx);
+        const __m512 shift = _mm512_set1_ps(mx * 1.44269504088896341f);
         __m512 sum = _mm512_setzero_ps();
         for (int c = 0; c < 4; ++c) {
-            const __mmask16 live = _mm512_cmp_ps_mask(x[c], neg_inf, _CMP_NEQ_OQ);
-            const __m512 e = _mm512_maskz_mov_ps(live, exp_scalef(_mm512_sub_ps(x[c], vmx)));
+            const __m512 e = exp_shifted(x[c], shift);
             _mm512_storeu_ps(sr + 16 * c, e);
             sum = _mm512_add_ps(sum, e);
         }
-        alpha[r] = std::exp(m[r] - mx);
+        alpha[r] = mx == m[r] ? 1.0f : std::exp(m[r] - mx);
         l[r] = alpha[r] * l[r] + _mm512_reduce_add_ps(sum);
         m[r] = mx;
     }
@@ -435,9 +437,94 @@ void attn_tile_accumulate(const float* p, int64_t n_rows, const float* v, int64_
     for (; r < n_rows; ++r) accumulate_row_block<1>(p, r, v, head_dim, alpha, o);
 }
 
+namespace {
+
+// The F16 tiles widened in registers (vcvtph2ps), no float32 copy: each element of s or o gets
+// the same fma chain as in attn_tile_scores / attn_tile_accumulate above. Rows are taken eight
+// at a time against half a tile (32 keys, or 32 output columns), so every half is widened once
+// per eight rows.
+template <int NR>
+inline void scores_rows_f16(const float* q, int64_t r0, int64_t head_dim, const uint16_t* kt, float* s) {
+    for (int half = 0; half < 2; ++half) {
+        __m512 a[NR][2];
+        for (int i = 0; i < NR; ++i) a[i][0] = a[i][1] = _mm512_setzero_ps();
+        const uint16_t* kh = kt + 32 * half;
+        for (int64_t d = 0; d < head_dim; ++d) {
+            const __m512 k0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kh + d * kAttnTile)));
+            const __m512 k1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kh + d * kAttnTile + 16)));
+            for (int i = 0; i < NR; ++i) {
+                const __m512 b = _mm512_set1_ps(q[(r0 + i) * head_dim + d]);
+                a[i][0] = _mm512_fmadd_ps(b, k0, a[i][0]);
+                a[i][1] = _mm512_fmadd_ps(b, k1, a[i][1]);
+            }
+        }
+        for (int i = 0; i < NR; ++i) {
+            _mm512_storeu_ps(s + (r0 + i) * kAttnTile + 32 * half, a[i][0]);
+            _mm512_storeu_ps(s + (r0 + i) * kAttnTile + 32 * half + 16, a[i][1]);
+        }
+    }
+}
+
+inline __m512 load_f16(const uint16_t* x, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x));
+}
+
+// Output columns [c0, c0 + 32) of rows r0..r0+NR-1 (m0, m1: the two vectors' lanes).
+template <int NR>
+inline void accumulate_rows_f16(const float* p, int64_t r0, const uint16_t* v, int64_t head_dim, const float* alpha,
+                                float* o, int64_t c0, __mmask16 m0, __mmask16 m1) {
+    __m512 a[NR][2];
+    for (int i = 0; i < NR; ++i) {
+        const __m512 al = _mm512_set1_ps(alpha[r0 + i]);
+        a[i][0] = _mm512_mul_ps(al, _mm512_maskz_loadu_ps(m0, o + (r0 + i) * head_dim + c0));
+        a[i][1] = _mm512_mul_ps(al, _mm512_maskz_loadu_ps(m1, o + (r0 + i) * head_dim + c0 + 16));
+    }
+    for (int64_t j = 0; j < kAttnTile; ++j) {
+        const __m512 v0 = load_f16(v + j * head_dim + c0, m0), v1 = load_f16(v + j * head_dim + c0 + 16, m1);
+        for (int i = 0; i < NR; ++i) {
+            const __m512 b = _mm512_set1_ps(p[(r0 + i) * kAttnTile + j]);
+            a[i][0] = _mm512_fmadd_ps(b, v0, a[i][0]);
+            a[i][1] = _mm512_fmadd_ps(b, v1, a[i][1]);
+        }
+    }
+    for (int i = 0; i < NR; ++i) {
+        _mm512_mask_storeu_ps(o + (r0 + i) * head_dim + c0, m0, a[i][0]);
+        _mm512_mask_storeu_ps(o + (r0 + i) * head_dim + c0 + 16, m1, a[i][1]);
+    }
+}
+
+template <int NR>
+inline void accumulate_row_block_f16(const float* p, int64_t r0, const uint16_t* v, int64_t head_dim,
+                                     const float* alpha, float* o) {
+    auto lanes = [](int64_t left) {
+        return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+    };
+    for (int64_t c0 = 0; c0 < head_dim; c0 += 32)
+        accumulate_rows_f16<NR>(p, r0, v, head_dim, alpha, o, c0, lanes(head_dim - c0), lanes(head_dim - c0 - 16));
+}
+
+}  // namespace
+
+void attn_tile_scores_f16(const float* q, int64_t n_rows, int64_t head_dim, const uint16_t* kt, float* s) {
+    int64_t r = 0;
+    for (; r + 8 <= n_rows; r += 8) scores_rows_f16<8>(q, r, head_dim, kt, s);
+    for (; r + 4 <= n_rows; r += 4) scores_rows_f16<4>(q, r, head_dim, kt, s);
+    for (; r < n_rows; ++r) scores_rows_f16<1>(q, r, head_dim, kt, s);
+}
+
+void attn_tile_accumulate_f16(const float* p, int64_t n_rows, const uint16_t* v, int64_t head_dim, const float* alpha,
+                              float* o) {
+    int64_t r = 0;
+    for (; r + 8 <= n_rows; r += 8) accumulate_row_block_f16<8>(p, r, v, head_dim, alpha, o);
+    for (; r + 4 <= n_rows; r += 4) accumulate_row_block_f16<4>(p, r, v, head_dim, alpha, o);
+    for (; r < n_rows; ++r) accumulate_row_block_f16<1>(p, r, v, head_dim, alpha, o);
+}
+
 }  // namespace avx512
 
 void fill_ops_avx512(OpsKernels& k) {
+    k.attn_tile_scores_f16 = avx512::attn_tile_scores_f16;
+    k.attn_tile_accumulate_f16 = avx512::attn_tile_accumulate_f16;
     k.attn_tile_transpose = avx512::attn_tile_transpose;
     k.attn_tile_scores = avx512::attn_tile_scores;
     k.attn_tile_softmax = avx512::attn_tile_softmax;
