@@ -67,12 +67,19 @@ def test_stats_print_prompt_and_generation_speed(s260, capsys):
     (["generate", "-p", "hi", "--top-p", "1.5"], "--top-p"),
     (["generate", "-p", "hi", "-n", "600", "-c", "16"], "-c/--ctx-size"),
     (["generate"], "-p/--prompt"),
+    (["generate", "-p", "hi", "-s", "-2"], "-s/--seed"),
 ])
 def test_errors_name_the_flag_on_their_own_line(s260, argv, flag, capsys):
     argv = argv[:1] + ["-m", s260] + argv[1:]
     assert main(argv) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("llamix generate: error: ") and flag in err and err.count("\n") == 1
+
+
+def test_seed_minus_one_is_random_as_in_llama_cpp(s260, capsys):
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "4", "-s", "-1", "-t", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Once upon a time") and err == ""
 
 
 def _raise_on_fourth_eval(monkeypatch, exc: BaseException) -> None:

@@ -56,7 +56,7 @@ def add_kv_cache(p) -> None:
     --kv-cache for both."""
     types = ("f32", "f16", "q8_0", "q4_0")
     p.add_argument("--kv-cache", type=lower_choice(types), default="f32", metavar="TYPE",
-                   help=f"KV cache type of keys and values ({', '.join(types)}; default f32)")
+                   help=f"KV cache type of keys and values ({', '.join(types)})")
     p.add_argument("-ctk", "--cache-type-k", type=lower_choice(types), metavar="TYPE",
                    help="KV cache type of the keys (default: --kv-cache)")
     p.add_argument("-ctv", "--cache-type-v", type=lower_choice(types), metavar="TYPE",
@@ -76,7 +76,7 @@ def add_sampling(p) -> None:
     p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling (1.0: off, 0: greedy)")
     p.add_argument("--min-p", type=float, default=0.05, help="min-p sampling (0.0: off)")
     p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty of the last 64 tokens (1.0: off)")
-    p.add_argument("-s", "--seed", type=int, help="sampling seed (default: random)")
+    p.add_argument("-s", "--seed", type=int, help="sampling seed (default, or -1: random)")
     p.add_argument("--stop", action="append", metavar="STR", help="stop before this string (repeatable)")
 
 
@@ -86,6 +86,8 @@ def check_sampling(args) -> None:
     check(0 <= args.top_p <= 1, "--top-p", f"must be in [0, 1] (0: greedy), got {args.top_p}")
     check(0 <= args.min_p <= 1, "--min-p", f"must be in [0, 1], got {args.min_p}")
     check(args.repeat_penalty > 0, "--repeat-penalty", f"must be positive, got {args.repeat_penalty}")
+    if args.seed is not None:
+        check(args.seed >= -1, "-s/--seed", f"must be >= 0 (or -1: random), got {args.seed}")
 
 
 def sampling_kwargs(args) -> dict:
