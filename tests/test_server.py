@@ -400,6 +400,7 @@ def test_serve_command_sigterm(tmp_path):
             proc.wait(10)
         log.close()
     text = (tmp_path / "serve.log").read_text()
+    assert f"running on http://127.0.0.1:{port} " in text     # where it listens, as uvicorn says it
     access = [json.loads(line) for line in text.splitlines() if line.startswith('{"ts"')]
     assert {a["path"] for a in access} >= {"/health", "/v1/models", "/v1/completions"}
 

@@ -29,4 +29,8 @@ def serve(model: Model, host: str = "127.0.0.1", port: int = 8080, n_parallel: i
         ACCESS_LOG.propagate = False
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=shutdown_timeout, lifespan="on")
+    if sock is not None:   # uvicorn says where it listens only for the sockets it binds itself
+        host_, port_ = sock.getsockname()[:2]
+        logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+                                                f"[{host_}]" if ":" in host_ else host_, port_)
     uvicorn.Server(config).run(sockets=None if sock is None else [sock])
