@@ -125,3 +125,12 @@ def test_every_mergekit_yaml_option_is_accepted(tmp_path, config):
             argv = [flag, values.get(ann, "1")]
         parser.parse_args(["c", "o"] + argv)
     parser.parse_args(["c", "o", "-j", "2"])
+
+
+def test_a_folder_given_as_the_config_is_named(tmp_path, config, capsys):
+    """`llamix merge . out` (a folder where the YAML file belongs) names the folder (was: 'merge
+    config: the merge config must be a mapping', the folder's name read as a YAML string)."""
+    assert cli_main(["merge", str(config.parent), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"llamix merge: error: {config.parent}: a folder, not a merge config (a YAML file)\n"
+    assert not (tmp_path / "out").exists()
