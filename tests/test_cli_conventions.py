@@ -82,6 +82,22 @@ def test_seed_minus_one_is_random_as_in_llama_cpp(s260, capsys):
     assert out.startswith("Once upon a time") and err == ""
 
 
+@pytest.mark.parametrize("flag, kw", [("--frequency-penalty", "frequency_penalty"),
+                                      ("--presence-penalty", "presence_penalty")])
+def test_frequency_and_presence_penalty_flags(s260, capsys, flag, kw):
+    """llama-cli's --frequency-penalty / --presence-penalty (were missing): the greedy text is the
+    llama-cpp-python-shaped API's with the same penalty, and differs from the unpenalized one."""
+    prompt = "Once upon a time"
+    assert main(["generate", "-m", s260, "-p", prompt, "-n", "40", "--temp", "0", flag, "1.5", "-t", "1"]) == 0
+    out = capsys.readouterr().out
+    m = llamix.load(s260)
+    want = m.create_completion(prompt, max_tokens=40, temperature=0, **{kw: 1.5})["choices"][0]["text"]
+    plain = m.create_completion(prompt, max_tokens=40, temperature=0)["choices"][0]["text"]
+    assert want != plain and out == prompt + want + "\n"
+    assert main(["generate", "-m", s260, "-p", prompt, "-n", "4", flag, "nan"]) == 1
+    assert flag in capsys.readouterr().err
+
+
 def _raise_on_fourth_eval(monkeypatch, exc: BaseException) -> None:
     calls, real = {"n": 0}, Model.eval
 
