@@ -98,6 +98,24 @@ def test_frequency_and_presence_penalty_flags(s260, capsys, flag, kw):
     assert flag in capsys.readouterr().err
 
 
+def test_bad_environment_is_said_before_any_output(s260, capsys, monkeypatch):
+    """LLAMIX_THREADS=abc was reported after the prompt had been printed (the kernels read it at
+    their first use); LLAMIX_QUIET=0 turned the progress bars off."""
+    from llamix.commands.common import quiet_requested
+    # the kernels read LLAMIX_THREADS once per process: a fresh one
+    r = subprocess.run([sys.executable, "-m", "llamix", "generate", "-m", s260, "-p", "Once upon a time", "-n", "2"],
+                       capture_output=True, text=True, env={**os.environ, "LLAMIX_THREADS": "abc"}, timeout=120)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("llamix generate: error: LLAMIX_THREADS=abc") and r.stderr.count("\n") == 1
+    for value, quiet in (("0", False), ("", False), ("1", True), ("true", True)):
+        monkeypatch.setenv("LLAMIX_QUIET", value)
+        assert quiet_requested() is quiet, value
+    monkeypatch.setenv("LLAMIX_QUIET", "sometimes")
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == "llamix generate: error: LLAMIX_QUIET=sometimes: expected 1 (no progress bars) or 0\n"
+
+
 def _raise_on_fourth_eval(monkeypatch, exc: BaseException) -> None:
     calls, real = {"n": 0}, Model.eval
 

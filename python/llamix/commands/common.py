@@ -214,7 +214,11 @@ def warn_ctx(command: str, n_ctx: int | None, config) -> None:
 
 
 def quiet_requested(args=None) -> bool:
-    return bool(os.environ.get("LLAMIX_QUIET")) or bool(getattr(args, "quiet", False))
+    """-q/--quiet, or LLAMIX_QUIET=1 (0 or unset: bars on a terminal); another value is an error."""
+    value = os.environ.get("LLAMIX_QUIET", "")
+    if value.strip().lower() not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ArgumentError(f"LLAMIX_QUIET={value}: expected 1 (no progress bars) or 0")
+    return value.strip().lower() in ("1", "true", "yes", "on") or bool(getattr(args, "quiet", False))
 
 
 @contextmanager
