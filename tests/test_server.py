@@ -400,5 +400,23 @@ def test_serve_command_sigterm(tmp_path):
             proc.wait(10)
         log.close()
     text = (tmp_path / "serve.log").read_text()
+    assert f"running on http://127.0.0.1:{port} " in text     # where it listens, as uvicorn says it
     access = [json.loads(line) for line in text.splitlines() if line.startswith('{"ts"')]
     assert {a["path"] for a in access} >= {"/health", "/v1/models", "/v1/completions"}
+
+
+def test_serve_command_busy_port_or_bad_host_is_one_line_naming_the_flag(capsys):
+    """A port in use or a host that is no address here ends in one line naming --host/--port and
+    exit code 1, before the model loads (was uvicorn's log lines and exit code 3)."""
+    from llamix.cli import main
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["serve", "-m", "no-such-model.gguf", "--port", str(port), "-t", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"llamix serve: error: --host 127.0.0.1 --port {port}: cannot listen there")
+    assert err.count("\n") == 1
+    assert main(["serve", "--random", "tiny", "--host", "256.1.1.1", "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("llamix serve: error: --host '256.1.1.1': ") and err.count("\n") == 1
