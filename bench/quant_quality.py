@@ -9,7 +9,9 @@ process), so only the quantizers differ.
     flock /work/bench.lock python bench/quant_quality.py [--model F16.gguf] [-f TEXT] [--calib TEXT] [-c 256]
 
 Without --model an f16 random-weight model with rows of 256 is made (its KL figures are small:
-random weights give flat distributions; pass a real model's f16 file for meaningful ones).
+random weights give flat distributions; pass a real model's f16 file for meaningful ones, or the
+TinyLlama-shaped one bench/synth_tinyllama.py writes). The speed columns are GB of f16 input per
+second, wall clock and per CPU-second of the quantizing process (steadier on a shared machine).
 """
 from __future__ import annotations
 
