@@ -7,9 +7,12 @@ weight, mean KL(f16 || quantized) and top-1 agreement on held-out tokens, and qu
 process), so only the quantizers differ.
 
     flock /work/bench.lock python bench/quant_quality.py [--model F16.gguf] [-f TEXT] [--calib TEXT] [-c 256]
+    flock /work/bench.lock python bench/quant_quality.py --model F16.gguf --speed-only q3_k_m [--rounds 2]
 
 Without --model an f16 random-weight model with rows of 256 is made (its KL figures are small:
-random weights give flat distributions; pass a real model's f16 file for meaningful ones).
+random weights give flat distributions; pass a real model's f16 file for meaningful ones, or the
+TinyLlama-shaped one bench/synth_tinyllama.py writes). The speed columns are GB of f16 input per
+second, wall clock and per CPU-second of the quantizing process (steadier on a shared machine).
 """
 from __future__ import annotations
 
@@ -36,6 +39,29 @@ def bits_per_weight(path) -> float:
     return 8.0 * sum(t.nbytes for t in r.tensors.values()) / sum(t.n_elements for t in r.tensors.values())
 
 
+def speed_only(args) -> None:
+    """Wall and CPU seconds of llama_model_quantize and of export_gguf on the same f16 file, in turn."""
+    from llamix._runtime import set_threads
+    from llamix.export import export_gguf
+    from lcpp_child import Child, lcpp_quantize_times
+
+    set_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="quant_speed."))
+    src = Path(args.model)
+    with Child(timeout=3600) as child:
+        for ft in args.speed_only.split(","):
+            for _ in range(args.rounds):
+                t_l, c_l = child.call(lcpp_quantize_times, src, tmp / "lcpp.gguf", ft, None, args.threads)
+                t0, c0 = time.perf_counter(), time.process_time()
+                export_gguf(src, tmp / "llamix.gguf", ft, progress=False)
+                t_o, c_o = time.perf_counter() - t0, time.process_time() - c0
+                print(f"{ft}: llama.cpp {t_l:.1f} s ({c_l:.1f} CPU-s), llamix {t_o:.1f} s ({c_o:.1f} CPU-s): "
+                      f"speed llamix/llama.cpp {t_l / t_o:.2f}x (per CPU-second {c_l / c_o:.2f}x)", flush=True)
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="an f16 GGUF (default: a random-weight model with rows of 256)")
@@ -47,7 +73,13 @@ def main() -> None:
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--quality-only", action="store_true",
                     help="no speed column (for runs outside the bench lock: KL and sizes do not depend on timing)")
+    ap.add_argument("--speed-only", metavar="TYPES",
+                    help="only time quantizing (no imatrix, no KL): these comma-separated types, --rounds times each, "
+                         "llama.cpp then llamix")
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    if args.speed_only:
+        return speed_only(args)
 
     import llamix
     from llamix._runtime import set_threads
