@@ -219,6 +219,9 @@ def test_bad_requests(url):
     assert _error(post(url, "/v1/chat/completions", {"messages": "hi"}), 400)["param"] == "messages"
     assert _error(post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": 5}]}), 400)["param"] \
         == "messages[0].content"
+    # a user message without content was refused by the template's Jinja error, naming no field
+    err = _error(post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": None}]}), 400)
+    assert err["param"] == "messages[0].content" and "null only in an assistant message" in err["message"]
     assert _error(post(url, "/v1/chat/completions", {"messages": MESSAGES, "n": 2}), 400)["param"] == "n"
     assert _error(post(url, "/v1/completions", {"prompt": 3}), 400)["param"] == "prompt"
     assert _error(post(url, "/v1/completions", {"prompt": "x", "top_p": 7}), 400)   # a value the sampler refuses
