@@ -203,6 +203,25 @@ def test_json_object_and_bad_formats(model):
         model.create_completion("x", bogus=1)
 
 
+def test_bad_stop_and_logit_bias_name_the_argument(model):
+    """stop and logit_bias of the wrong shape end in an ArgumentError naming them (was a bare
+    TypeError "'int' object is not iterable" / ValueError from int()); logit_bias keys may be
+    digit strings, as an OpenAI JSON body sends them."""
+    for call in (model.create_completion, lambda p, **kw: model.create_chat_completion(MESSAGES, **kw),
+                 lambda p, **kw: llamix.ChatSession(model).send(p, **kw)):
+        with pytest.raises(llamix.ArgumentError, match="stop must be a string or a list of strings, got int 5"):
+            list(call("Hi", max_tokens=2, stop=5))
+        with pytest.raises(llamix.ArgumentError, match="stop must be"):
+            list(call("Hi", max_tokens=2, stop=["ok", None]))
+    with pytest.raises(llamix.ArgumentError, match=r"logit_bias\['abc'\]"):
+        model.create_completion("Hi", max_tokens=2, logit_bias={"abc": 1.0})
+    with pytest.raises(llamix.ArgumentError, match="logit_bias must be a mapping"):
+        model.create_completion("Hi", max_tokens=2, logit_bias=[1, 2])
+    eos = model.eos_ids[0]
+    r = model.create_completion("Hi", max_tokens=5, logit_bias={str(eos): 1e4})   # the first token ends it
+    assert r["usage"]["completion_tokens"] == 0 and r["choices"][0]["finish_reason"] == "stop"
+
+
 # --- the engine's Request on synthetic logits ------------------------------------------------------
 def _onehot(vocab: int, token: int, others: float = 0.0) -> np.ndarray:
     z = np.full(vocab, others, np.float32)

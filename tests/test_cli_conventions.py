@@ -67,12 +67,53 @@ def test_stats_print_prompt_and_generation_speed(s260, capsys):
     (["generate", "-p", "hi", "--top-p", "1.5"], "--top-p"),
     (["generate", "-p", "hi", "-n", "600", "-c", "16"], "-c/--ctx-size"),
     (["generate"], "-p/--prompt"),
+    (["generate", "-p", "hi", "-s", "-2"], "-s/--seed"),
 ])
 def test_errors_name_the_flag_on_their_own_line(s260, argv, flag, capsys):
     argv = argv[:1] + ["-m", s260] + argv[1:]
     assert main(argv) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("llamix generate: error: ") and flag in err and err.count("\n") == 1
+
+
+def test_seed_minus_one_is_random_as_in_llama_cpp(s260, capsys):
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "4", "-s", "-1", "-t", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Once upon a time") and err == ""
+
+
+@pytest.mark.parametrize("flag, kw", [("--frequency-penalty", "frequency_penalty"),
+                                      ("--presence-penalty", "presence_penalty")])
+def test_frequency_and_presence_penalty_flags(s260, capsys, flag, kw):
+    """llama-cli's --frequency-penalty / --presence-penalty (were missing): the greedy text is the
+    llama-cpp-python-shaped API's with the same penalty, and differs from the unpenalized one."""
+    prompt = "Once upon a time"
+    assert main(["generate", "-m", s260, "-p", prompt, "-n", "40", "--temp", "0", flag, "1.5", "-t", "1"]) == 0
+    out = capsys.readouterr().out
+    m = llamix.load(s260)
+    want = m.create_completion(prompt, max_tokens=40, temperature=0, **{kw: 1.5})["choices"][0]["text"]
+    plain = m.create_completion(prompt, max_tokens=40, temperature=0)["choices"][0]["text"]
+    assert want != plain and out == prompt + want + "\n"
+    assert main(["generate", "-m", s260, "-p", prompt, "-n", "4", flag, "nan"]) == 1
+    assert flag in capsys.readouterr().err
+
+
+def test_bad_environment_is_said_before_any_output(s260, capsys, monkeypatch):
+    """LLAMIX_THREADS=abc was reported after the prompt had been printed (the kernels read it at
+    their first use); LLAMIX_QUIET=0 turned the progress bars off."""
+    from llamix.commands.common import quiet_requested
+    # the kernels read LLAMIX_THREADS once per process: a fresh one
+    r = subprocess.run([sys.executable, "-m", "llamix", "generate", "-m", s260, "-p", "Once upon a time", "-n", "2"],
+                       capture_output=True, text=True, env={**os.environ, "LLAMIX_THREADS": "abc"}, timeout=120)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("llamix generate: error: LLAMIX_THREADS=abc") and r.stderr.count("\n") == 1
+    for value, quiet in (("0", False), ("", False), ("1", True), ("true", True)):
+        monkeypatch.setenv("LLAMIX_QUIET", value)
+        assert quiet_requested() is quiet, value
+    monkeypatch.setenv("LLAMIX_QUIET", "sometimes")
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == "llamix generate: error: LLAMIX_QUIET=sometimes: expected 1 (no progress bars) or 0\n"
 
 
 def _raise_on_fourth_eval(monkeypatch, exc: BaseException) -> None:

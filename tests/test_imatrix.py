@@ -101,6 +101,22 @@ def test_errors(s260_bin, tmp_path):
         read_imatrix(tmp_path / "x.gguf")
 
 
+def test_quantize_imatrix_flag_errors_name_the_flag_and_file(s260_bin, tmp_path, capsys):
+    """A missing file or a folder names --imatrix (was: 'x.gguf: No such file or directory'); a
+    text file says it is no importance matrix (was: 'entry 0: bad name length 2020175201')."""
+    from llamix.cli import main
+    out = str(tmp_path / "q.gguf")
+    assert main(["quantize", str(s260_bin), out, "q4_0", "--imatrix", str(tmp_path / "none.gguf")]) == 1
+    assert capsys.readouterr().err == f"llamix quantize: error: --imatrix {tmp_path / 'none.gguf'}: no such file\n"
+    assert main(["quantize", str(s260_bin), out, "q4_0", "--imatrix", str(tmp_path)]) == 1
+    assert "--imatrix" in capsys.readouterr().err
+    (tmp_path / "calib.txt").write_text("Once upon a time, there was a little girl.\n")
+    assert main(["quantize", str(s260_bin), out, "q4_0", "--imatrix", str(tmp_path / "calib.txt")]) == 1
+    err = capsys.readouterr().err
+    assert "calib.txt: not an importance matrix (neither GGUF nor llama.cpp's legacy .dat" in err
+    assert not (tmp_path / "q.gguf").exists()
+
+
 def test_quantize_with_imatrix_lowers_weighted_error(s260_imatrix, tmp_path):
     """Each matrix quantized with the importance matrix has a lower importance-weighted error."""
     from llamix.export import export_gguf

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from llamix.errors import ArgumentError
 from llamix.model.sampling import Sampler
 
 LOGITS = np.array([2.0, 1.5, 1.4, 0.3, 0.0, -0.5, -1.0, -3.0, 2.0 - 1e-3, -8.0], dtype=np.float32)
@@ -95,6 +96,17 @@ def test_seeded_reproducibility():
 def test_invalid_parameters(bad):
     with pytest.raises(ValueError):
         Sampler(**bad)
+
+
+def test_seed_minus_one_is_random_as_in_llama_cpp():
+    """llama.cpp's -s -1 and llama-cpp-python's seed=-1 (LLAMA_DEFAULT_SEED) draw a random seed;
+    other negative seeds are refused naming the argument."""
+    draws = [[Sampler(seed=-1, top_k=0).sample(LOGITS) for _ in range(40)] for _ in range(2)]
+    assert draws[0] != draws[1]          # two fresh random streams (equal with probability ~1e-20)
+    with pytest.raises(ArgumentError, match="seed"):
+        Sampler(seed=-2)
+    with pytest.raises(ArgumentError, match="seed"):
+        Sampler(seed="7")
 
 
 def test_top_p_zero_is_greedy():

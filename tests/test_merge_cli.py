@@ -125,3 +125,32 @@ def test_every_mergekit_yaml_option_is_accepted(tmp_path, config):
             argv = [flag, values.get(ann, "1")]
         parser.parse_args(["c", "o"] + argv)
     parser.parse_args(["c", "o", "-j", "2"])
+
+
+def test_a_folder_given_as_the_config_is_named(tmp_path, config, capsys):
+    """`llamix merge . out` (a folder where the YAML file belongs) names the folder (was: 'merge
+    config: the merge config must be a mapping', the folder's name read as a YAML string)."""
+    assert cli_main(["merge", str(config.parent), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"llamix merge: error: {config.parent}: a folder, not a merge config (a YAML file)\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_type_and_out_dtype_must_fit_the_output(tmp_path, config, capsys, assets):
+    """--type with a folder OUT was ignored (a safetensors folder came out), and OUT.GGUF in capitals
+    became a folder named so: the output's kind decides, and a flag that does not apply is refused."""
+    assert cli_main(["merge", str(config), str(tmp_path / "out"), "--type", "q8_0"]) == 1
+    assert "--type q8_0: only for an OUT ending in .gguf" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert cli_main(["merge", str(config), str(tmp_path / "m.gguf"), "--out-dtype", "float16"]) == 1
+    assert "--out-dtype float16: only for a Hugging Face folder" in capsys.readouterr().err
+    s260 = str(assets / "stories260K_hf")     # has a tokenizer for the GGUF
+    gguf_cfg = tmp_path / "s260.yml"
+    gguf_cfg.write_text(yaml.safe_dump({"merge_method": "linear", "dtype": "float32", "models": [
+        {"model": s260, "parameters": {"weight": 0.5}}, {"model": s260, "parameters": {"weight": 0.5}}]}))
+    assert cli_main(["merge", str(gguf_cfg), str(tmp_path / "M.GGUF"), "--type", "q8_0", "-t", "1"]) == 0
+    assert (tmp_path / "M.GGUF").is_file() and (tmp_path / "M.GGUF").read_bytes()[:4] == b"GGUF"
+    assert cli_main(["merge", str(gguf_cfg), str(tmp_path / "d.gguf"), "-t", "1"]) == 0   # the default type
+    assert "(q4_0," in capsys.readouterr().out
+    assert mergekit_yaml([str(config), str(tmp_path / "folder")]) == 0                  # no --type there
+    assert (tmp_path / "folder" / "config.json").is_file()

@@ -102,6 +102,28 @@ def test_batched_windows_equal_whole(s260):
     assert b.ppl == pytest.approx(a.ppl, rel=1e-5)
 
 
+def test_chunks_scores_the_first_windows_only(s260, tmp_path, capsys):
+    """n_chunks / --chunks N (llama-perplexity's --chunks): the result of a text cut after N
+    windows, and the first N running values of the whole text's."""
+    full = llamix.perplexity(s260, TEXT[:3000], n_ctx=64)
+    assert full.n_chunks > 3
+    two = llamix.perplexity(s260, TEXT[:3000], n_ctx=64, n_chunks=2)
+    cut = llamix.perplexity(s260, s260.tokenize(TEXT[:3000])[:128], n_ctx=64)   # BOS first, as llama-perplexity
+    assert two.n_chunks == 2 and two.chunk_ppl == pytest.approx(full.chunk_ppl[:2], rel=1e-6)
+    assert two.ppl == pytest.approx(cut.ppl, rel=1e-6) and two.n_tokens == cut.n_tokens
+    assert llamix.perplexity(s260, TEXT[:3000], n_ctx=64, n_chunks=1000).n_chunks == full.n_chunks
+    with pytest.raises(llamix.ArgumentError, match="n_chunks"):
+        llamix.perplexity(s260, TEXT[:3000], n_ctx=64, n_chunks=0)
+    from llamix.cli import main
+    f = tmp_path / "t.txt"
+    f.write_text(TEXT[:3000])
+    assert main(["perplexity", "-m", str(s260.source), "-f", str(f), "-c", "64", "--chunks", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == " ".join(f"[{i + 1}]{p:.4f}" for i, p in enumerate(two.chunk_ppl))
+    assert main(["perplexity", "-m", str(s260.source), "-f", str(f), "-c", "64", "--chunks", "0"]) == 1
+    assert "--chunks must be >= 1" in capsys.readouterr().err
+
+
 def test_bad_input(s260):
     with pytest.raises(ValueError, match="at least n_ctx"):
         llamix.perplexity(s260, "Once upon a time", n_ctx=128)

@@ -219,6 +219,9 @@ def test_bad_requests(url):
     assert _error(post(url, "/v1/chat/completions", {"messages": "hi"}), 400)["param"] == "messages"
     assert _error(post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": 5}]}), 400)["param"] \
         == "messages[0].content"
+    # a user message without content was refused by the template's Jinja error, naming no field
+    err = _error(post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": None}]}), 400)
+    assert err["param"] == "messages[0].content" and "null only in an assistant message" in err["message"]
     assert _error(post(url, "/v1/chat/completions", {"messages": MESSAGES, "n": 2}), 400)["param"] == "n"
     assert _error(post(url, "/v1/completions", {"prompt": 3}), 400)["param"] == "prompt"
     assert _error(post(url, "/v1/completions", {"prompt": "x", "top_p": 7}), 400)   # a value the sampler refuses
@@ -400,5 +403,23 @@ def test_serve_command_sigterm(tmp_path):
             proc.wait(10)
         log.close()
     text = (tmp_path / "serve.log").read_text()
+    assert f"running on http://127.0.0.1:{port} " in text     # where it listens, as uvicorn says it
     access = [json.loads(line) for line in text.splitlines() if line.startswith('{"ts"')]
     assert {a["path"] for a in access} >= {"/health", "/v1/models", "/v1/completions"}
+
+
+def test_serve_command_busy_port_or_bad_host_is_one_line_naming_the_flag(capsys):
+    """A port in use or a host that is no address here ends in one line naming --host/--port and
+    exit code 1, before the model loads (was uvicorn's log lines and exit code 3)."""
+    from llamix.cli import main
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["serve", "-m", "no-such-model.gguf", "--port", str(port), "-t", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"llamix serve: error: --host 127.0.0.1 --port {port}: cannot listen there")
+    assert err.count("\n") == 1
+    assert main(["serve", "--random", "tiny", "--host", "256.1.1.1", "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("llamix serve: error: --host '256.1.1.1': ") and err.count("\n") == 1

@@ -16,6 +16,8 @@ import signal
 import sys
 
 from . import __version__
+from ._runtime import cpu_info
+from .commands.common import quiet_requested
 
 COMMANDS = {
     "info": "show a model's hyper-parameters and tensors, and the CPU's kernels",
@@ -89,6 +91,7 @@ def run_command(args) -> int:
     """Run a parsed command (args.run) with the exit-code conventions above."""
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
+        _check_environment()
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         _stderr_line(f"llamix {args.command}: interrupted")
@@ -105,6 +108,13 @@ def run_command(args) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _check_environment() -> None:
+    """A bad LLAMIX_ISA / LLAMIX_THREADS / LLAMIX_QUIET is said before any work or output (the
+    kernels would read the first two at their first use, after the prompt was printed)."""
+    cpu_info()
+    quiet_requested()
 
 
 def _main_thread() -> bool:

@@ -3,6 +3,7 @@ the prompt from -p / -f / stdin, and progress bars (tqdm: drawn on a terminal's 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -56,7 +57,7 @@ def add_kv_cache(p) -> None:
     --kv-cache for both."""
     types = ("f32", "f16", "q8_0", "q4_0")
     p.add_argument("--kv-cache", type=lower_choice(types), default="f32", metavar="TYPE",
-                   help=f"KV cache type of keys and values ({', '.join(types)}; default f32)")
+                   help=f"KV cache type of keys and values ({', '.join(types)})")
     p.add_argument("-ctk", "--cache-type-k", type=lower_choice(types), metavar="TYPE",
                    help="KV cache type of the keys (default: --kv-cache)")
     p.add_argument("-ctv", "--cache-type-v", type=lower_choice(types), metavar="TYPE",
@@ -76,7 +77,11 @@ def add_sampling(p) -> None:
     p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling (1.0: off, 0: greedy)")
     p.add_argument("--min-p", type=float, default=0.05, help="min-p sampling (0.0: off)")
     p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty of the last 64 tokens (1.0: off)")
-    p.add_argument("-s", "--seed", type=int, help="sampling seed (default: random)")
+    p.add_argument("--presence-penalty", type=float, default=0.0,
+                   help="subtracted once from the logit of each token among the last 64 (0.0: off)")
+    p.add_argument("--frequency-penalty", type=float, default=0.0,
+                   help="subtracted from a token's logit per occurrence among the last 64 (0.0: off)")
+    p.add_argument("-s", "--seed", type=int, help="sampling seed (default, or -1: random)")
     p.add_argument("--stop", action="append", metavar="STR", help="stop before this string (repeatable)")
 
 
@@ -86,12 +91,17 @@ def check_sampling(args) -> None:
     check(0 <= args.top_p <= 1, "--top-p", f"must be in [0, 1] (0: greedy), got {args.top_p}")
     check(0 <= args.min_p <= 1, "--min-p", f"must be in [0, 1], got {args.min_p}")
     check(args.repeat_penalty > 0, "--repeat-penalty", f"must be positive, got {args.repeat_penalty}")
+    for flag, v in (("--presence-penalty", args.presence_penalty), ("--frequency-penalty", args.frequency_penalty)):
+        check(math.isfinite(v), flag, f"must be a finite number, got {v}")
+    if args.seed is not None:
+        check(args.seed >= -1, "-s/--seed", f"must be >= 0 (or -1: random), got {args.seed}")
 
 
 def sampling_kwargs(args) -> dict:
     """The sampling flags as keyword arguments of Model.stream / ChatSession.send."""
     return dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                repeat_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop)
+                repeat_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop,
+                presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty)
 
 
 def open_model(args, **kw) -> Model:
@@ -204,7 +214,11 @@ def warn_ctx(command: str, n_ctx: int | None, config) -> None:
 
 
 def quiet_requested(args=None) -> bool:
-    return bool(os.environ.get("LLAMIX_QUIET")) or bool(getattr(args, "quiet", False))
+    """-q/--quiet, or LLAMIX_QUIET=1 (0 or unset: bars on a terminal); another value is an error."""
+    value = os.environ.get("LLAMIX_QUIET", "")
+    if value.strip().lower() not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ArgumentError(f"LLAMIX_QUIET={value}: expected 1 (no progress bars) or 0")
+    return value.strip().lower() in ("1", "true", "yes", "on") or bool(getattr(args, "quiet", False))
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import time
 from ..loaders import SHAPES
 from ..model import Model
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_sampling, add_threads, check,
-                     check_sampling, check_threads, open_model, quiet_requested, read_prompt,
+                     check_sampling, check_threads, open_model, quiet_requested, read_prompt, sampling_kwargs,
                      warn_ctx)
 
 
@@ -54,9 +54,7 @@ def run(args) -> int:
     out.flush()
     t0 = time.perf_counter()
     try:
-        for piece in m.stream(prompt, max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k,
-                              top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty, seed=args.seed,
-                              stop=args.stop):
+        for piece in m.stream(prompt, max_tokens=args.n_predict, **sampling_kwargs(args)):
             out.write(piece)
             out.flush()
     finally:  # Ctrl-C or an error: what was generated stays, the terminal gets its newline

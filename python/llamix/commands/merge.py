@@ -92,8 +92,8 @@ def add_arguments(p) -> None:
     p.add_argument("--shard-size", default=None, help="largest safetensors shard, e.g. 5GB or 500MB (default 5GB)")
     p.add_argument("--seed", type=int, default=None, help="seed of the random masks (dare_*, della*; default 0)")
     p.add_argument("--out-dtype", default=None, help="override the config's out_dtype")
-    p.add_argument("--type", type=lower_choice(FILE_TYPES), default="q4_0", metavar="TYPE",
-                   help=f"GGUF type when OUT ends in .gguf ({', '.join(FILE_TYPES)})")
+    p.add_argument("--type", type=lower_choice(FILE_TYPES), default=None, metavar="TYPE",
+                   help=f"GGUF type when OUT ends in .gguf ({', '.join(FILE_TYPES)}) (default: q4_0)")
     add_force(p)
     p.add_argument("-q", "--quiet", action="store_true", default=False, help="no progress bar")
     p.add_argument("--no-quiet", dest="quiet", action="store_false", help=argparse.SUPPRESS)
@@ -173,18 +173,26 @@ def _inputs(config_path: str) -> list:
 
 def run(args) -> int:
     opts = resolve_options(args)
+    to_gguf = str(args.out).lower().endswith(".gguf")
+    if args.type is not None and not to_gguf:   # was ignored: a safetensors folder came out
+        raise UsageError(f"--type {args.type}: only for an OUT ending in .gguf; {args.out} is written as a Hugging "
+                         "Face folder (its dtype: out_dtype / --out-dtype)")
+    if args.out_dtype is not None and to_gguf:
+        raise UsageError(f"--out-dtype {args.out_dtype}: only for a Hugging Face folder; {args.out} is a GGUF file "
+                         "(its type: --type)")
     force = getattr(args, "force", False)  # llamix-mergekit-yaml has no --force: it never overwrites
     check_output(args.out, _inputs(args.config), force)
     start = time.perf_counter()
     quiet = quiet_requested(args)
     if args.verbosity:
         _describe(args.config, opts, args.out, args)
-    if str(args.out).endswith(".gguf"):
+    if to_gguf:
+        qtype = args.type or "q4_0"
         if opts["threads"]:
             set_threads(opts["threads"])
         with progress_bar("merge+quantize", unit="tensor", quiet=quiet) as bar:
-            r = merge_to_gguf(args.config, args.out, args.type, seed=opts["seed"], progress=bar)
-        print(f"merged into {args.out} ({args.type}, {r.bits_per_weight:.3f} bits/weight) in "
+            r = merge_to_gguf(args.config, args.out, qtype, seed=opts["seed"], progress=bar)
+        print(f"merged into {args.out} ({qtype}, {r.bits_per_weight:.3f} bits/weight) in "
               f"{time.perf_counter() - start:.1f} s")
         if r.fallback_note():
             print(f"note: {r.fallback_note()}")

@@ -28,7 +28,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """mergekit-yaml's arguments, as the namespace llamix merge's run() reads (run = that run)."""
     args = build_parser().parse_args(argv)
     args.config, args.out = args.config_file, args.out_path
-    args.threads, args.shard_size, args.seed, args.out_dtype, args.type = None, None, None, None, "q4_0"
+    args.threads, args.shard_size, args.seed, args.out_dtype, args.type = None, None, None, None, None
     args.command = "merge"
     args.run = run_merge
     return args

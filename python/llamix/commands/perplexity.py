@@ -1,4 +1,4 @@
-"""``llamix perplexity -m MODEL -f TEXT [-c 512] [--kl-base BASE]``: perplexity as llama-perplexity computes it."""
+"""``llamix perplexity -m MODEL -f TEXT [-c 512] [--chunks N] [--kl-base BASE]``: perplexity as llama-perplexity computes it."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,7 @@ def add_arguments(p) -> None:
     p.add_argument("-b", "--batch-size", type=int, dest="batch", metavar="N",
                    help="tokens per forward call inside a window (default: the window)")
     p.add_argument("--batch", type=int, dest="batch", help=argparse.SUPPRESS)
+    p.add_argument("--chunks", type=int, metavar="N", help="score at most the first N windows (default: all)")
     p.add_argument("--kl-base", help="base model: also report mean KL(base || model) and top-1 agreement")
     add_qtype(p, help="quantize MODEL while loading")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
@@ -28,13 +29,16 @@ def run(args) -> int:
     check(args.ctx_size >= 4, "-c/--ctx-size", f"must be at least 4, got {args.ctx_size}")
     if args.batch is not None:
         check(args.batch > 0, "-b/--batch-size", f"must be positive, got {args.batch}")
+    if args.chunks is not None:
+        check(args.chunks >= 1, "--chunks", f"must be >= 1, got {args.chunks}")
     text = read_text_file(args.file, "-f/--file")
     model = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size)
     warn_ctx("perplexity", args.ctx_size, model.config)
     base = load(args.kl_base, tokenizer=args.tokenizer, n_ctx=args.ctx_size) if args.kl_base else None
     t0 = time.perf_counter()
     with progress_bar("perplexity", unit="chunk", quiet=quiet_requested()) as bar:
-        r = perplexity(model, text, n_ctx=args.ctx_size, kl_base=base, n_batch=args.batch, progress=bar)
+        r = perplexity(model, text, n_ctx=args.ctx_size, kl_base=base, n_batch=args.batch, progress=bar,
+                       n_chunks=args.chunks)
     dt = time.perf_counter() - t0
     print(" ".join(f"[{i + 1}]{p:.4f}" for i, p in enumerate(r.chunk_ppl)))
     print(r.summary())

@@ -60,7 +60,12 @@ def run(args) -> int:
                                   leave_output_tensor=args.leave_output_tensor, pure=args.pure)
     except ArgumentError as e:
         raise UsageError(str(e)) from None
-    imatrix = read_imatrix(args.imatrix).means() if args.imatrix else None
+    imatrix = None
+    if args.imatrix:
+        if not os.path.isfile(args.imatrix):
+            raise UsageError(f"--imatrix {args.imatrix}: " + ("is a folder, not an importance matrix file"
+                                                              if os.path.isdir(args.imatrix) else "no such file"))
+        imatrix = read_imatrix(args.imatrix).means()
     if args.threads:
         set_threads(args.threads)
     t0 = time.perf_counter()

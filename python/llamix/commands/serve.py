@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 
 from ..chat_format import format_names
@@ -68,15 +69,39 @@ def run(args) -> int:
                          "pip install 'llamix[serve]'")
     if args.ctx_size is not None:
         args.ctx_size //= args.parallel   # the model's n_ctx is one slot's context
-    model = open_model(args, chat_format=args.chat_format)
+    sock = bind_socket(args.host, args.port)   # before the model loads: a busy port fails at once
+    try:
+        model = open_model(args, chat_format=args.chat_format)
+    except BaseException:
+        sock.close()
+        raise
     warn_ctx("serve", model.n_ctx, model.config)
     # SIGTERM ends the server cleanly: uvicorn shuts down, then passes the signal on (ignored here)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: None) if main else None
     try:
         serve(model, args.host, args.port, args.parallel, name=args.alias, api_key=args.api_key or None,
-              max_queue=args.max_queue, n_batch=args.batch_size, shutdown_timeout=args.shutdown_timeout)
+              max_queue=args.max_queue, n_batch=args.batch_size, shutdown_timeout=args.shutdown_timeout, sock=sock)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (IPv6 when the host has a ':', as uvicorn decides), or a
+    UsageError naming --host / --port (an unknown name, a port in use, an address not here)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        addr = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0][4]
+    except socket.gaierror as e:
+        raise UsageError(f"--host {host!r}: no such address to listen on ({e.strerror})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn: restart while old connections wait
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise UsageError(f"--host {host} --port {port}: cannot listen there ({e.strerror})") from None
+    sock.set_inheritable(True)
+    return sock

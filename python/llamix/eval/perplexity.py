@@ -95,12 +95,13 @@ def windows(tokens: list[int], n_ctx: int, bos: int | None) -> list[np.ndarray]:
 
 
 def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | None = None,
-               progress: Progress | None = None) -> PerplexityResult:
+               progress: Progress | None = None, n_chunks: int | None = None) -> PerplexityResult:
     """Perplexity of ``model`` on ``text`` (a string, or token ids) as llama.cpp computes it.
 
     ``kl_base``: a second model (the unquantized one) to compare token distributions with: adds
     the mean KL divergence KL(base || model) and the top-1 agreement. ``n_batch``: tokens per
-    forward call inside a window (default: the whole window at once). ``progress(done_windows,
+    forward call inside a window (default: the whole window at once). ``n_chunks``: score only
+    the first ``n_chunks`` windows (llama-perplexity's ``--chunks``; None: all). ``progress(done_windows,
     total_windows, "ppl X")`` is called after each window. ``model`` is a :class:`llamix.Model` or
     anything with ``logits(ids)``, ``tokenize``, ``config`` (a peer wrapped for comparison).
     Raises ValueError for a text shorter than one window or models of different vocabularies.
@@ -113,11 +114,13 @@ def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | No
             raise ArgumentError(f"n_ctx {n_ctx} exceeds the context the model was loaded with ({max_ctx})")
     if n_batch is not None and int(n_batch) <= 0:
         raise ArgumentError(f"n_batch must be positive, got {n_batch}")
+    if n_chunks is not None and int(n_chunks) < 1:
+        raise ArgumentError(f"n_chunks must be >= 1 (None: every window), got {n_chunks}")
     tokens = _tokens(model, text)
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if kl_base is not None and vocab and getattr(kl_base.config, "vocab_size", vocab) != vocab:
         raise ArgumentError(f"the base model's vocabulary ({kl_base.config.vocab_size}) differs from the model's ({vocab})")
-    wins = windows(tokens, n_ctx, _bos_id(model))
+    wins = windows(tokens, n_ctx, _bos_id(model))[:None if n_chunks is None else int(n_chunks)]
     first = n_ctx // 2
     nll_all, kl_all, top1_all, chunk_ppl = [], [], [], []
     for i, w in enumerate(wins):

@@ -104,7 +104,8 @@ def _read_legacy(path: Path) -> ImportanceMatrix:
     for i in range(n_entries):
         n = take("<i", f"entry {i}'s name length")
         if not 0 < n <= 4096:
-            raise FormatError(f"{path}: entry {i}: bad name length {n}")
+            what = "not an importance matrix (neither GGUF nor llama.cpp's legacy .dat: " if i == 0 else ""
+            raise FormatError(f"{path}: {what}entry {i}: bad name length {n}{')' if what else ''}")
         name = data[pos:pos + n].decode("utf-8", errors="replace")
         pos += n
         ncall = take("<i", f"entry {name!r}'s ncall")

@@ -104,9 +104,11 @@ def load_config(config: Any) -> MergeConfig:
     if isinstance(config, (str, os.PathLike)):
         text = str(config)
         is_path = isinstance(config, os.PathLike) or ("\n" not in text and (
-            text.endswith((".yml", ".yaml")) or Path(text).is_file()))
+            text.endswith((".yml", ".yaml")) or Path(text).is_file() or Path(text).is_dir()))
         if is_path:
             path = Path(config)
+            if path.is_dir():
+                raise ConfigError(f"{path}: a folder, not a merge config (a YAML file)")
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: merge config not found")
             raw = path.read_bytes()

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..tokenizer import check_token_ids
 from ..chat_format import ChatFormat, chat_format_for
-from .engine import Request, Step, TokenLogprob
+from .engine import Request, Step, TokenLogprob, logit_bias_ids, stop_strings
 from .grammar import JSONConstraint, grammar_tokenizer, schema_of
 from .sampling import Sampler
 
@@ -103,7 +103,7 @@ class CompletionAPI:
             constraint = JSONConstraint(self._grammar_tokenizer(), schema, self.config.vocab_size)
         bias = None
         if logit_bias:
-            bias = {int(k): float(v) for k, v in logit_bias.items()}
+            bias = logit_bias_ids(logit_bias)
             bad = [k for k in bias if not 0 <= k < self.config.vocab_size]
             if bad:
                 raise ValueError(f"logit_bias: token id {bad[0]} is outside the vocabulary")
@@ -222,7 +222,7 @@ class CompletionAPI:
                 **_unsupported(unsupported))
         fmt = self.chat_formatter(chat_format)
         ids = self.chat_tokens(messages, True, tools, chat_format)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        stops = stop_strings(stop)
         stops += [s for s in fmt.stop if s not in stops]
         request = self.new_request(ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                    min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from .engine import Request
+from .engine import Request, stop_strings
 
 
 @dataclass
@@ -83,7 +83,7 @@ class ChatSession:
         messages = self.messages + [{"role": "user", "content": content}]
         ids, dropped = self._fit(messages, max_tokens)
         stop = sampling.pop("stop", None)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        stops = stop_strings(stop)
         stops += [s for s in self.format.stop if s not in stops]
         request: Request = self.model.new_request(ids, max_tokens=max_tokens, stop=stops, **sampling)
         first = 1 if self.system_prompt else 0

@@ -14,11 +14,41 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ArgumentError, describe
 from ..tokenizer import StreamDecoder, Tokenizer
 from .grammar import JSONConstraint
 from .sampling import Sampler
 
 FINISH_STOP, FINISH_LENGTH = "stop", "length"
+
+
+def stop_strings(stop) -> list[str]:
+    """``stop`` (None, a string or a sequence of strings, as OpenAI's and llama-cpp-python's
+    ``stop``) as a list of strings; ArgumentError naming ``stop`` for anything else."""
+    stops = [stop] if isinstance(stop, str) else stop
+    if stops is None:
+        return []
+    if isinstance(stops, (bytes, Mapping)) or not isinstance(stops, Sequence) \
+            or not all(isinstance(s, str) for s in stops):
+        raise ArgumentError(f"stop must be a string or a list of strings, got {describe(stop)}")
+    return list(stops)
+
+
+def logit_bias_ids(logit_bias) -> dict[int, float]:
+    """``logit_bias`` ({token id: bias}; ids may be strings of digits, as OpenAI's JSON sends them)
+    as {int: float}; ArgumentError naming the entry for anything else."""
+    if logit_bias is None:
+        return {}
+    if not isinstance(logit_bias, Mapping):
+        raise ArgumentError(f"logit_bias must be a mapping of token id to bias, got {describe(logit_bias)}")
+    out = {}
+    for k, v in logit_bias.items():
+        try:
+            out[int(k)] = float(v)
+        except (TypeError, ValueError):
+            raise ArgumentError(f"logit_bias[{k!r}]: expected an integer token id and a number, "
+                                f"got {describe(k)} -> {describe(v)}") from None
+    return out
 
 
 @dataclass
@@ -64,13 +94,13 @@ class Request:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.sampler, self.max_tokens, self.tokenizer = sampler, int(max_tokens), tokenizer
-        self.stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        self.stops = [s for s in stop_strings(stop) if s]
         if self.stops and tokenizer is None:
             raise ValueError("stop strings need a tokenizer")
         self.eos = frozenset(int(i) for i in eos_ids)
         self.constraint = constraint
         self.n_logprobs = None if logprobs is None else max(0, int(logprobs))
-        self.bias = {int(k): float(v) for k, v in (logit_bias or {}).items()}
+        self.bias = logit_bias_ids(logit_bias)
         self.tokens: list[int] = []
         self.text = ""            # the completion's text released so far
         self.finish_reason: str | None = None

@@ -219,26 +219,31 @@ class Model(CompletionAPI):
     # --- generation ---
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
-               stop: str | Sequence[str] | None = None) -> Iterator[str]:
+               stop: str | Sequence[str] | None = None, *, presence_penalty: float = 0.0,
+               frequency_penalty: float = 0.0) -> Iterator[str]:
         """Yield the completion's text piece by piece as tokens are generated (see :meth:`generate`)."""
-        for piece, _ in self._generate(prompt, max_tokens, Sampler(temperature, top_k, top_p, min_p, repeat_penalty,
-                                                                   seed=seed), stop):
+        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed,
+                          presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
+        for piece, _ in self._generate(prompt, max_tokens, sampler, stop):
             if piece:
                 yield piece
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
-                 stop: str | Sequence[str] | None = None) -> str:
+                 stop: str | Sequence[str] | None = None, *, presence_penalty: float = 0.0,
+                 frequency_penalty: float = 0.0) -> str:
         """The completion of ``prompt`` (the prompt is not repeated).
 
         Stops after ``max_tokens`` tokens (``-1``: when the context is full), at any
         end-of-generation token (:attr:`eos_ids`: EOS, end of turn, ``<|im_end|>`` ...), or before
         the first occurrence of any ``stop`` string. ``temperature=0`` is greedy; ``seed`` makes
-        sampling reproducible. A text prompt gets BOS only where the vocabulary asks for it
+        sampling reproducible; ``presence_penalty`` / ``frequency_penalty`` are OpenAI's (and
+        llama.cpp's) penalties over the last 64 tokens. A text prompt gets BOS only where the vocabulary asks for it
         (``add_bos_token``), and control tokens written in it (``<|im_start|>``) count as their ids,
         as llama-cli reads prompts; a prompt may also be a list of token ids, used as it is.
         """
-        return "".join(self.stream(prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop))
+        return "".join(self.stream(prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop,
+                                   presence_penalty=presence_penalty, frequency_penalty=frequency_penalty))
 
     def generate_tokens(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8,
                         top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,

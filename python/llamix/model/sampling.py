@@ -32,8 +32,12 @@ class Sampler:
             raise ArgumentError(f"repeat_penalty must be > 0, got {repeat_penalty}")
         self.temperature, self.top_k, self.top_p, self.min_p = float(temperature), int(top_k), float(top_p), float(min_p)
         self.repeat_penalty, self.repeat_last_n = float(repeat_penalty), int(repeat_last_n)
+        frequency_penalty = check_value(frequency_penalty, float, "frequency_penalty", error=ArgumentError)
+        presence_penalty = check_value(presence_penalty, float, "presence_penalty", error=ArgumentError)
         self.frequency_penalty, self.presence_penalty = float(frequency_penalty), float(presence_penalty)
-        self.rng = np.random.default_rng(seed)
+        if seed is not None:   # -1 is llama.cpp's and llama-cpp-python's "random seed"
+            seed = check_value(seed, int, "seed (-1: random)", lo=-1, error=ArgumentError)
+        self.rng = np.random.default_rng(None if seed in (None, -1) else seed)
 
     def penalize(self, logits: np.ndarray, history: Sequence[int]) -> np.ndarray:
         """Penalties on the tokens of the last ``repeat_last_n`` of ``history``, as llama.cpp's

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 import uvicorn
@@ -12,10 +13,12 @@ from .app import ACCESS_LOG, MAX_BODY_BYTES, create_app
 
 def serve(model: Model, host: str = "127.0.0.1", port: int = 8080, n_parallel: int = 4, *, name: str | None = None,
           api_key: str | None = None, max_queue: int = 64, max_body_bytes: int = MAX_BODY_BYTES,
-          n_batch: int | None = None, shutdown_timeout: float = 10.0, log_level: str = "info") -> None:
+          n_batch: int | None = None, shutdown_timeout: float = 10.0, log_level: str = "info",
+          sock: socket.socket | None = None) -> None:
     """Serve ``model`` at http://host:port until SIGINT or SIGTERM; then requests still running get
     ``shutdown_timeout`` seconds to finish before they are cancelled, and the function returns.
-    Access log lines (JSON) go to stderr. Arguments as :func:`llamix.server.create_app`."""
+    Access log lines (JSON) go to stderr. ``sock``: a socket bound already (to host:port), to
+    listen on instead of binding one here. Arguments as :func:`llamix.server.create_app`."""
     app = create_app(model, n_parallel, name=name, api_key=api_key, max_queue=max_queue,
                      max_body_bytes=max_body_bytes, n_batch=n_batch, shutdown_timeout=shutdown_timeout)
     if not ACCESS_LOG.handlers:
@@ -26,4 +29,8 @@ def serve(model: Model, host: str = "127.0.0.1", port: int = 8080, n_parallel: i
         ACCESS_LOG.propagate = False
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=shutdown_timeout, lifespan="on")
-    uvicorn.Server(config).run()
+    if sock is not None:   # uvicorn says where it listens only for the sockets it binds itself
+        host_, port_ = sock.getsockname()[:2]
+        logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+                                                f"[{host_}]" if ":" in host_ else host_, port_)
+    uvicorn.Server(config).run(sockets=None if sock is None else [sock])
