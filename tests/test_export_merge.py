@@ -5,6 +5,8 @@ with ``llamix quantize`` (two passes): the one-pass GGUF must hold exactly the s
 """
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -16,11 +18,14 @@ from llamix.formats.names import gguf_name
 
 def _config(assets, tmp_path, method="linear"):
     hf = assets / "stories260K_hf"
+    twin = tmp_path / "twin"  # a second input equal to the first (one model listed twice is refused)
+    if not twin.exists():
+        shutil.copytree(hf, twin)
     if method == "linear":
         text = (f"merge_method: linear\nmodels:\n  - model: {hf}\n    parameters: {{weight: 0.3}}\n"
-                f"  - model: {hf}\n    parameters: {{weight: 0.7}}\ndtype: float32\n")
+                f"  - model: {twin}\n    parameters: {{weight: 0.7}}\ndtype: float32\n")
     else:
-        text = (f"merge_method: slerp\nbase_model: {hf}\nmodels:\n  - model: {hf}\n  - model: {hf}\n"
+        text = (f"merge_method: slerp\nbase_model: {hf}\nmodels:\n  - model: {hf}\n  - model: {twin}\n"
                 f"parameters:\n  t: 0.4\ndtype: float32\n")
     p = tmp_path / "merge.yml"
     p.write_text(text)

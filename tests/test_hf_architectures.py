@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import zlib
 
 import numpy as np
@@ -375,9 +376,10 @@ def test_merge_straight_to_gguf(made, tmp_path, case):
     to a folder and exporting it writes (names, q/k row order, Gemma's norms, phi3's fused
     tensors); a linear merge of a model with itself is that model."""
     _, folder, ref = made(case)
+    twin = shutil.copytree(folder, tmp_path / "twin")  # one model listed twice is refused
     cfg = tmp_path / "merge.yml"
     cfg.write_text(f"merge_method: linear\nmodels:\n  - model: {folder}\n    parameters: {{weight: 0.3}}\n"
-                   f"  - model: {folder}\n    parameters: {{weight: 0.7}}\ndtype: float32\n")
+                   f"  - model: {twin}\n    parameters: {{weight: 0.7}}\ndtype: float32\n")
     one, two = tmp_path / "one.gguf", tmp_path / "two.gguf"
     llamix.merge_to_gguf(cfg, one, "f32")
     llamix.export_gguf(llamix.merge(cfg, tmp_path / "folder"), two, "f32")

@@ -32,8 +32,9 @@ def test_info(assets, capsys):
     assert info["cpu"]["isa"] in info["cpu"]["available_isas"]
 
 
-def test_bench_json(capsys):
-    assert main(["bench", "--shape", "tiny", "-p", "16", "-n", "4", "-r", "1", "-t", "1", "--json"]) == 0
+@pytest.mark.parametrize("flag", [["--json"], ["-o", "json"]])  # llama-bench spells it -o json
+def test_bench_json(capsys, flag):
+    assert main(["bench", "--shape", "tiny", "-p", "16", "-n", "4", "-r", "1", "-t", "1", *flag]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["pp"] > 0 and res["tg"] > 0 and res["threads"] == 1 and res["n_prompt"] == 16
 

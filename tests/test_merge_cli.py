@@ -147,7 +147,7 @@ def test_type_and_out_dtype_must_fit_the_output(tmp_path, config, capsys, assets
     s260 = str(assets / "stories260K_hf")     # has a tokenizer for the GGUF
     gguf_cfg = tmp_path / "s260.yml"
     gguf_cfg.write_text(yaml.safe_dump({"merge_method": "linear", "dtype": "float32", "models": [
-        {"model": s260, "parameters": {"weight": 0.5}}, {"model": s260, "parameters": {"weight": 0.5}}]}))
+        {"model": s260, "parameters": {"weight": 1.0}}]}))
     assert cli_main(["merge", str(gguf_cfg), str(tmp_path / "M.GGUF"), "--type", "q8_0", "-t", "1"]) == 0
     assert (tmp_path / "M.GGUF").is_file() and (tmp_path / "M.GGUF").read_bytes()[:4] == b"GGUF"
     assert cli_main(["merge", str(gguf_cfg), str(tmp_path / "d.gguf"), "-t", "1"]) == 0   # the default type

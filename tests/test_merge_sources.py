@@ -443,3 +443,15 @@ def test_online_resolution_fetches_only_weights_configs_and_tokenizers(tmp_path,
     with pytest.raises(ConfigError, match=r"org/pickled has only pytorch_model.bin \(a pickle\)"):
         llamix.merge({"merge_method": "linear", "models": [{"model": "org/pickled", "parameters": {"weight": 1}}]},
                      tmp_path / "out2", progress=False)
+
+
+def test_a_model_listed_twice_is_refused(tmp_path):
+    """mergekit refuses it ("Duplicate merge inputs"); a weight split over two entries of one model
+    would otherwise merge silently as one heavier input."""
+    a = tmp_path / "a"
+    write_model(a, tiny_tensors(0))
+    cfg = {"merge_method": "linear", "models": [{"model": str(a), "parameters": {"weight": 0.5}},
+                                                 {"model": str(a), "parameters": {"weight": 0.5}}]}
+    with pytest.raises(ConfigError, match=r"models\[1\]\.model: .* is listed twice \(also models\[0\]\)"):
+        llamix.merge(cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -219,6 +219,9 @@ def test_bad_requests(url):
     assert _error(post(url, "/v1/chat/completions", {"messages": "hi"}), 400)["param"] == "messages"
     assert _error(post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": 5}]}), 400)["param"] \
         == "messages[0].content"
+    # a user message without content was refused by the template's Jinja error, naming no field
+    err = _error(post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": None}]}), 400)
+    assert err["param"] == "messages[0].content" and "null only in an assistant message" in err["message"]
     assert _error(post(url, "/v1/chat/completions", {"messages": MESSAGES, "n": 2}), 400)["param"] == "n"
     assert _error(post(url, "/v1/completions", {"prompt": 3}), 400)["param"] == "prompt"
     assert _error(post(url, "/v1/completions", {"prompt": "x", "top_p": 7}), 400)   # a value the sampler refuses
@@ -256,8 +259,10 @@ def test_api_key(url):
     assert _error(post(url, "/v1/chat/completions", {"messages": MESSAGES}, key=None), 401)["type"] \
         == "authentication_error"
     _error(post(url, "/v1/chat/completions", {"messages": MESSAGES}, key="wrong"), 401)
-    _error(httpx.get(url + "/v1/models", timeout=10), 401)
-    assert httpx.get(url + "/health", timeout=10).status_code == 200   # health needs no key
+    _error(httpx.get(url + "/metrics", timeout=10), 401)
+    # as llama-server: health and the model list need no key
+    assert httpx.get(url + "/health", timeout=10).status_code == 200
+    assert httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"] == "tiny"
     assert _error(httpx.get(url + "/nope", headers={"Authorization": f"Bearer {KEY}"}, timeout=10), 404)
     assert _error(httpx.get(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=10),
                   405)

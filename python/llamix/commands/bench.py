@@ -33,7 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("-d", "--n-depth", type=int, default=0, metavar="N",
                    help="tokens already in the KV cache when pp and tg are measured (llama-bench's -d)")
     add_kv_cache(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("-o", "--output", choices=["md", "json"], default="md",
+                   help="md: a Markdown table (default); json: one JSON object (llama-bench's -o)")
+    p.add_argument("--json", action="store_true", help="the same as -o json")
 
 
 def measure(m: Model, n_prompt: int, n_gen: int, reps: int, n_depth: int = 0) -> dict:
@@ -98,7 +100,7 @@ def run(args) -> int:
            "kv_cache": args.kv_cache, "type_k": m.kv_cache_k, "type_v": m.kv_cache_v, "n_depth": args.n_depth,
            "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
            **{k: round(v, 2) for k, v in res.items()}}
-    if args.json:
+    if args.json or args.output == "json":
         print(json.dumps(out))
         return 0
     at = f" @ d{args.n_depth}" if args.n_depth else ""  # llama-bench's label

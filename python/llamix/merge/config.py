@@ -186,6 +186,12 @@ def parse_config(data: Any) -> MergeConfig:
     cfg.parameters = _parameters(data.get("parameters"), "parameters")
     if has_models:
         cfg.models = [_source(m, f"models[{i}]", slices=False) for i, m in enumerate(_list(data["models"], "models"))]
+        first: dict[str, str] = {}
+        for src in cfg.models:  # mergekit refuses these too ("Duplicate merge inputs")
+            if src.model in first:
+                raise ConfigError(f"{src.where}.model: {src.model!r} is listed twice (also {first[src.model]}); "
+                                  "give it once, with the weight you mean")
+            first[src.model] = src.where
     else:
         cfg.slices = []
         for i, s in enumerate(_list(data["slices"], "slices")):

@@ -7,7 +7,8 @@ events with ``"stream": true``, ending ``data: [DONE]``), ``POST /v1/embeddings`
 process), run by the batch engine, and errors come back as OpenAI error objects
 (``{"error": {"message", "type", "param", "code"}}``): 400 for a malformed body, a field of the
 wrong type or a prompt beyond the context (with both sizes), 401 for a missing or wrong API key
-(``Authorization: Bearer KEY``, compared in constant time; ``/health`` needs none), 404 / 405,
+(``Authorization: Bearer KEY``, compared in constant time; ``/health`` and ``/v1/models`` need
+none, as with llama-server), 404 / 405,
 413 for a body over ``max_body_bytes``, 503 when the queue is full or the server is stopping.
 
 A client that goes away (closes a stream, or drops a waiting request) cancels its request: its
@@ -261,7 +262,7 @@ class _Gate:
         path = scope["path"]
         key = self.server.api_key
         try:
-            if key is not None and path != "/health" and not _authorized(scope, key):
+            if key is not None and path not in _PUBLIC_PATHS and not _authorized(scope, key):
                 await error_response(401, "invalid or missing API key (Authorization: Bearer KEY)",
                                      "authentication_error", code="invalid_api_key")(scope, receive, send_status)
             else:
@@ -299,6 +300,9 @@ def _authorized(scope, key: bytes) -> bool:
     return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key)
 
 
+# Open without the API key, as llama-server leaves them: a client can check the server is up and
+# which model it serves before it has a key.
+_PUBLIC_PATHS = {"/health", "/v1/models"}
 _PATHS = {"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings"}
 
 

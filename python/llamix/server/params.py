@@ -152,6 +152,9 @@ def _message(m: Any, i: int) -> dict:
     elif content is not None and not isinstance(content, str):
         raise BadRequest(f"'{where}.content' must be a string, an array of text parts or null, got "
                          f"{_type_of(content)}", param=f"{where}.content", code="invalid_type")
+    elif content is None and m["role"] != "assistant":   # OpenAI: null only for an assistant's tool calls
+        raise BadRequest(f"'{where}.content' must be a string or an array of text parts (null only in an "
+                         f"assistant message), got null", param=f"{where}.content", code="invalid_type")
     return m
 
 
