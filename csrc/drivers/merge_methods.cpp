@@ -248,21 +248,28 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
         const float den = 1.0f + float(N - 1) * cos;
         t_row[r] = std::fabs(den) < 1e-6f ? 0.0f : (float(N) * cos) / den;
     }
+    // element-wise: in blocks whose three arrays stay in L1 when the inputs are in memory (read
+    // from files, a task's chunk at once)
+    const bool in_memory = std::all_of(res.inputs().begin(), res.inputs().end(), [](const MergeInput& i) { return i.fd < 0; });
+    const int64_t block = in_memory ? kL1Block : kChunk;
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        const int64_t off = tl.begin(task), len = tl.size(task);
-        float* b = scratch.get(th, N);
-        float* avg = scratch.get(th, 0);
-        float* tmp = scratch.get(th, 1);
-        load_work(c, res[0], off, len, b);
-        load_work(c, res[1], off, len, avg);
-        for (int m = 1; m < N; ++m) {
-            load_work(c, res[size_t(m) + 1], off, len, tmp);
-            K.add(avg, tmp, len);
-        }
-        K.div(avg, float(N), len);
         const float tr = t_row[tl.row(task)];
-        K.lincomb2(avg, avg, tr, b, 1.0f - tr, 1.0f, len);
-        store_out(c, avg, out, off, len);
+        const int64_t begin = tl.begin(task), end = begin + tl.size(task);
+        for (int64_t off = begin; off < end; off += block) {
+            const int64_t len = std::min(block, end - off);
+            float* b = scratch.get(th, N);
+            float* avg = scratch.get(th, 0);
+            float* tmp = scratch.get(th, 1);
+            load_work(c, res[0], off, len, b);
+            load_work(c, res[1], off, len, avg);
+            for (int m = 1; m < N; ++m) {
+                load_work(c, res[size_t(m) + 1], off, len, tmp);
+                K.add(avg, tmp, len);
+            }
+            K.div(avg, float(N), len);
+            K.lincomb2(avg, avg, tr, b, 1.0f - tr, 1.0f, len);
+            store_out(c, avg, out, off, len);
+        }
     });
 }
 

@@ -3,9 +3,10 @@
 // mergekit 0.1.5 (docs/MERGING.md): element-wise steps are the same float32 operations in the same
 // order; sums behind scalars (norms, dots, mean squares, KL divergences) are accurate (double, fixed
 // chunks and lanes), so every ISA and thread count gives the same bits. Methods that need a scalar
-// of the whole tensor make several passes over their inputs (read again from the files, chunk by
-// chunk) instead of holding task vectors in memory; only the Karcher mean keeps one float32 copy
-// of the running mean.
+// of the whole tensor make several passes over their inputs instead of holding task vectors in
+// memory: Multi-SLERP and Arcee Fusion over the inputs as stored, mapped once per tensor when they
+// fit the cache budget (merge_memory.h), the others read again from the files chunk by chunk; the
+// Karcher mean keeps its float32 inputs and one copy of the running mean.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
