@@ -163,7 +163,8 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
     for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
         const int64_t count = std::min(kAttnTile, n_keys - j0);
         // the next tile of this chunk: fetched by the in-place kernels a line per step, else here
-        const bool has_next = j0 + kAttnTile <= b;
+        // (past the chunk too: the next chunk of this head is usually this thread's next work)
+        const bool has_next = j0 + kAttnTile < n_keys;
         if (has_next && !(k_in_place && v_in_place))
             prefetch_tile(kv, g, j0 + kAttnTile, std::min(kAttnTile, n_keys - j0 - kAttnTile), !k_in_place, !v_in_place);
         float* s = S.s.data();
@@ -300,7 +301,12 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
             run_chunk(P, g, 0, n, a, b, qall + g * rows * hd, partial(task), S);
         };
         // a few thousand multiply-adds are not worth waking the pool
-        if (n_tasks > 1 && rows * (last_key + 1) * hd >= (int64_t(1) << 16)) pool.parallel_for(n_tasks, task_fn);
+        // each thread takes a contiguous run of chunks (one stream through the cache, the next
+        // tile prefetched across chunk ends)
+        if (n_tasks > 1 && rows * (last_key + 1) * hd >= (int64_t(1) << 16))
+            pool.parallel_ranges(n_tasks, 1, [&](int64_t begin, int64_t end, int th) {
+                for (int64_t task = begin; task < end; ++task) task_fn(task, th);
+            });
         else for (int64_t task = 0; task < n_tasks; ++task) task_fn(task, 0);
         for (int64_t g = 0; g < n_kv_heads; ++g) {
             const Partial total = partial(g * n_chunks);
