@@ -100,12 +100,12 @@ void load_rows(QType type, const uint8_t* base, int64_t row_bytes, int64_t head_
 // Asks for the next tile's keys and values (head-major streams: two runs of a few KiB) while this
 // one computes: the hardware prefetcher stops at 4 KiB pages and a tile's work is short, so
 // without it every tile starts with a wait on memory.
-void prefetch_tile(const KVLayer& kv, int64_t g, int64_t j0, int64_t count) {
+void prefetch_tile(const KVLayer& kv, int64_t g, int64_t j0, int64_t count, bool keys, bool values) {
     if (kv.k_head_bytes < kv.k_row_bytes * count) return;  // position-major rows: not one run
     const uint8_t* k = kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes;
     const uint8_t* v = kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes;
-    for (int64_t o = 0; o < count * kv.k_row_bytes; o += 64) __builtin_prefetch(k + o, 0, 3);
-    for (int64_t o = 0; o < count * kv.v_row_bytes; o += 64) __builtin_prefetch(v + o, 0, 3);
+    for (int64_t o = 0; keys && o < count * kv.k_row_bytes; o += 64) __builtin_prefetch(k + o, 0, 3);
+    for (int64_t o = 0; values && o < count * kv.v_row_bytes; o += 64) __builtin_prefetch(v + o, 0, 3);
 }
 
 // Per-thread buffers, grown on demand and kept (the pool's threads live as long as the process).
@@ -156,18 +156,24 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
     std::fill(p.m, p.m + rows, -INFINITY);
     std::fill(p.l, p.l + rows, 0.0f);
     std::fill(p.o, p.o + rows * hd, 0.0f);
+    const KVLayer& kv = *P.kv;
     const bool in_place = rows <= kInPlaceRows;
+    const bool k_in_place = in_place && kv.k_tiled && kv.k_type == QType::F16 && K.attn_tile_scores_f16;
+    const bool v_in_place = in_place && kv.v_type == QType::F16 && kv.v_row_bytes == hd * 2 && K.attn_tile_accumulate_f16;
     for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
-        const KVLayer& kv = *P.kv;
         const int64_t count = std::min(kAttnTile, n_keys - j0);
-        if (j0 + kAttnTile <= b) prefetch_tile(kv, g, j0 + kAttnTile, std::min(kAttnTile, n_keys - j0 - kAttnTile));
+        // the next tile of this chunk: fetched by the in-place kernels a line per step, else here
+        // (past the chunk too: the next chunk of this head is usually this thread's next work)
+        const bool has_next = j0 + kAttnTile < n_keys;
+        if (has_next && !(k_in_place && v_in_place))
+            prefetch_tile(kv, g, j0 + kAttnTile, std::min(kAttnTile, n_keys - j0 - kAttnTile), !k_in_place, !v_in_place);
         float* s = S.s.data();
         // keys: F16 tiles read in place where the table has the kernel and the rows are few (a
         // decoding step: each key is widened once, in registers; columns past the cache's end hold
         // stale keys, masked below); else widened to kt first (once for all the rows)
-        if (in_place && kv.k_tiled && kv.k_type == QType::F16 && K.attn_tile_scores_f16) {
-            const uint8_t* tile = kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes;
-            K.attn_tile_scores_f16(qbuf, rows, hd, reinterpret_cast<const uint16_t*>(tile), s);
+        if (k_in_place) {
+            const uint16_t* tile = reinterpret_cast<const uint16_t*>(kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes);
+            K.attn_tile_scores_f16(qbuf, rows, hd, tile, s, has_next ? tile + kAttnTile * hd : nullptr);
         } else {
             if (kv.k_tiled) {
                 // the tile as stored is kt (one run); columns past the cache's end zeroed
@@ -196,14 +202,15 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
         K.attn_tile_softmax(s, rows, p.m, p.l, S.alpha.data());
         // values: an F16 head-major stream read in place (a tail tile copied, zero-padded: a
         // stale value could be inf, and 0 * inf is not 0); else widened rows
-        if (in_place && kv.v_type == QType::F16 && kv.v_row_bytes == hd * 2 && K.attn_tile_accumulate_f16) {
+        if (v_in_place) {
             const uint16_t* vt = reinterpret_cast<const uint16_t*>(kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes);
+            const uint16_t* v_next = has_next ? vt + kAttnTile * hd : nullptr;
             if (count < kAttnTile) {
                 std::copy_n(vt, count * hd, S.v16.data());
                 std::fill(S.v16.data() + count * hd, S.v16.data() + kAttnTile * hd, uint16_t(0));
                 vt = S.v16.data();
             }
-            K.attn_tile_accumulate_f16(s, rows, vt, hd, S.alpha.data(), p.o);
+            K.attn_tile_accumulate_f16(s, rows, vt, hd, S.alpha.data(), p.o, v_next);
         } else {
             load_rows(kv.v_type, kv.v, kv.v_row_bytes, kv.v_head_bytes, g, j0, count, hd, S.v.data());
             if (count < kAttnTile)  // past the cache's end: zeros, masked
@@ -294,7 +301,12 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
             run_chunk(P, g, 0, n, a, b, qall + g * rows * hd, partial(task), S);
         };
         // a few thousand multiply-adds are not worth waking the pool
-        if (n_tasks > 1 && rows * (last_key + 1) * hd >= (int64_t(1) << 16)) pool.parallel_for(n_tasks, task_fn);
+        // each thread takes a contiguous run of chunks (one stream through the cache, the next
+        // tile prefetched across chunk ends)
+        if (n_tasks > 1 && rows * (last_key + 1) * hd >= (int64_t(1) << 16))
+            pool.parallel_ranges(n_tasks, 1, [&](int64_t begin, int64_t end, int th) {
+                for (int64_t task = begin; task < end; ++task) task_fn(task, th);
+            });
         else for (int64_t task = 0; task < n_tasks; ++task) task_fn(task, 0);
         for (int64_t g = 0; g < n_kv_heads; ++g) {
             const Partial total = partial(g * n_chunks);

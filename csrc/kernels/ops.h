@@ -67,10 +67,12 @@ struct OpsKernels {
     // attn_tile_scores and attn_tile_accumulate reading an F16 tile (kt (head_dim, kAttnTile),
     // v (kAttnTile, head_dim)) straight from the cache, widening in registers; the same float32
     // arithmetic in the same order as the float32 entries of the same table, so the same bits.
-    void (*attn_tile_scores_f16)(const float* q, int64_t n_rows, int64_t head_dim, const uint16_t* kt,
-                                 float* s) = nullptr;
+    // next: the next tile's keys (values) in the cache, fetched into cache a line at a time while
+    // this one computes (nullptr: none); it does not change the result.
+    void (*attn_tile_scores_f16)(const float* q, int64_t n_rows, int64_t head_dim, const uint16_t* kt, float* s,
+                                 const uint16_t* next) = nullptr;
     void (*attn_tile_accumulate_f16)(const float* p, int64_t n_rows, const uint16_t* v, int64_t head_dim,
-                                     const float* alpha, float* o) = nullptr;
+                                     const float* alpha, float* o, const uint16_t* next) = nullptr;
 };
 
 void fill_ops_ref(OpsKernels& k);

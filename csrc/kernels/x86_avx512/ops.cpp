@@ -443,13 +443,21 @@ namespace {
 // the same fma chain as in attn_tile_scores / attn_tile_accumulate above. Rows are taken eight
 // at a time against half a tile (32 keys, or 32 output columns), so every half is widened once
 // per eight rows.
+// The next tile's line `line` (of 2 head_dim: a tile is kAttnTile x head_dim halves) into L1.
+inline void prefetch_line(const uint16_t* next, int64_t line, int64_t head_dim) {
+    if (next && line < 2 * head_dim)
+        _mm_prefetch(reinterpret_cast<const char*>(next) + 64 * line, _MM_HINT_T0);
+}
+
 template <int NR>
-inline void scores_rows_f16(const float* q, int64_t r0, int64_t head_dim, const uint16_t* kt, float* s) {
+inline void scores_rows_f16(const float* q, int64_t r0, int64_t head_dim, const uint16_t* kt, float* s,
+                            const uint16_t* next) {
     for (int half = 0; half < 2; ++half) {
         __m512 a[NR][2];
         for (int i = 0; i < NR; ++i) a[i][0] = a[i][1] = _mm512_setzero_ps();
         const uint16_t* kh = kt + 32 * half;
         for (int64_t d = 0; d < head_dim; ++d) {
+            prefetch_line(next, half * head_dim + d, head_dim);  // one line per step: 2 head_dim lines
             const __m512 k0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kh + d * kAttnTile)));
             const __m512 k1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kh + d * kAttnTile + 16)));
             for (int i = 0; i < NR; ++i) {
@@ -472,7 +480,7 @@ inline __m512 load_f16(const uint16_t* x, __mmask16 m) {
 // Output columns [c0, c0 + 32) of rows r0..r0+NR-1 (m0, m1: the two vectors' lanes).
 template <int NR>
 inline void accumulate_rows_f16(const float* p, int64_t r0, const uint16_t* v, int64_t head_dim, const float* alpha,
-                                float* o, int64_t c0, __mmask16 m0, __mmask16 m1) {
+                                float* o, int64_t c0, __mmask16 m0, __mmask16 m1, const uint16_t* next) {
     __m512 a[NR][2];
     for (int i = 0; i < NR; ++i) {
         const __m512 al = _mm512_set1_ps(alpha[r0 + i]);
@@ -480,6 +488,7 @@ inline void accumulate_rows_f16(const float* p, int64_t r0, const uint16_t* v, i
         a[i][1] = _mm512_mul_ps(al, _mm512_maskz_loadu_ps(m1, o + (r0 + i) * head_dim + c0 + 16));
     }
     for (int64_t j = 0; j < kAttnTile; ++j) {
+        prefetch_line(next, c0 / 32 * kAttnTile + j, head_dim);
         const __m512 v0 = load_f16(v + j * head_dim + c0, m0), v1 = load_f16(v + j * head_dim + c0 + 16, m1);
         for (int i = 0; i < NR; ++i) {
             const __m512 b = _mm512_set1_ps(p[(r0 + i) * kAttnTile + j]);
@@ -495,29 +504,32 @@ inline void accumulate_rows_f16(const float* p, int64_t r0, const uint16_t* v, i
 
 template <int NR>
 inline void accumulate_row_block_f16(const float* p, int64_t r0, const uint16_t* v, int64_t head_dim,
-                                     const float* alpha, float* o) {
+                                     const float* alpha, float* o, const uint16_t* next) {
     auto lanes = [](int64_t left) {
         return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
     };
     for (int64_t c0 = 0; c0 < head_dim; c0 += 32)
-        accumulate_rows_f16<NR>(p, r0, v, head_dim, alpha, o, c0, lanes(head_dim - c0), lanes(head_dim - c0 - 16));
+        accumulate_rows_f16<NR>(p, r0, v, head_dim, alpha, o, c0, lanes(head_dim - c0), lanes(head_dim - c0 - 16),
+                                next);
 }
 
 }  // namespace
 
-void attn_tile_scores_f16(const float* q, int64_t n_rows, int64_t head_dim, const uint16_t* kt, float* s) {
+// The next tile is prefetched during the first row block only.
+void attn_tile_scores_f16(const float* q, int64_t n_rows, int64_t head_dim, const uint16_t* kt, float* s,
+                          const uint16_t* next) {
     int64_t r = 0;
-    for (; r + 8 <= n_rows; r += 8) scores_rows_f16<8>(q, r, head_dim, kt, s);
-    for (; r + 4 <= n_rows; r += 4) scores_rows_f16<4>(q, r, head_dim, kt, s);
-    for (; r < n_rows; ++r) scores_rows_f16<1>(q, r, head_dim, kt, s);
+    for (; r + 8 <= n_rows; r += 8, next = nullptr) scores_rows_f16<8>(q, r, head_dim, kt, s, next);
+    for (; r + 4 <= n_rows; r += 4, next = nullptr) scores_rows_f16<4>(q, r, head_dim, kt, s, next);
+    for (; r < n_rows; ++r, next = nullptr) scores_rows_f16<1>(q, r, head_dim, kt, s, next);
 }
 
 void attn_tile_accumulate_f16(const float* p, int64_t n_rows, const uint16_t* v, int64_t head_dim, const float* alpha,
-                              float* o) {
+                              float* o, const uint16_t* next) {
     int64_t r = 0;
-    for (; r + 8 <= n_rows; r += 8) accumulate_row_block_f16<8>(p, r, v, head_dim, alpha, o);
-    for (; r + 4 <= n_rows; r += 4) accumulate_row_block_f16<4>(p, r, v, head_dim, alpha, o);
-    for (; r < n_rows; ++r) accumulate_row_block_f16<1>(p, r, v, head_dim, alpha, o);
+    for (; r + 8 <= n_rows; r += 8, next = nullptr) accumulate_row_block_f16<8>(p, r, v, head_dim, alpha, o, next);
+    for (; r + 4 <= n_rows; r += 4, next = nullptr) accumulate_row_block_f16<4>(p, r, v, head_dim, alpha, o, next);
+    for (; r < n_rows; ++r, next = nullptr) accumulate_row_block_f16<1>(p, r, v, head_dim, alpha, o, next);
 }
 
 }  // namespace avx512
