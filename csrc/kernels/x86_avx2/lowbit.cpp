@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/lowbit.h"
+#include "kernels/x86_avx2/token_tiles.h"
 #include "kernels/x86_shared/lowbit_kquant.h"
 
 namespace llamix {
@@ -15,8 +16,6 @@ namespace avx2 {
 struct Tag {};  // names this ISA's copies of kernels/x86_shared code
 
 namespace {
-
-constexpr int kTile = 4;  // tokens per register tile
 
 inline __m256i bcast4(const int8_t* p) {
     int32_t v;
@@ -90,24 +89,6 @@ void iq4_nl_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float 
         }
     }
     for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
-}
-
-using HalfFn = void (*)(const uint8_t*, int64_t, const block_q8a*, int, float[][8]);
-
-// Token tiles of kTile, then one smaller tile; results through a small buffer so padding rows
-// are never written.
-template <HalfFn F1, HalfFn F2, HalfFn F3, HalfFn F4>
-void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    static constexpr HalfFn fns[kTile + 1] = {nullptr, F1, F2, F3, F4};
-    float out[kTile][8];
-    for (int64_t t = 0; t < n; t += kTile) {
-        const int nt = int(n - t < kTile ? n - t : kTile);
-        for (int h = 0; h < 2 && 8 * h < rows; ++h) {
-            fns[nt](w, nb, x + t * nb, h, out);
-            const int nr = rows - 8 * h < 8 ? rows - 8 * h : 8;
-            for (int i = 0; i < nt; ++i) std::memcpy(y + (t + i) * y_stride + 8 * h, out[i], size_t(nr) * sizeof(float));
-        }
-    }
 }
 
 // Packed Q2_K / Q3_K / IQ4_XS groups (layouts in kernels/kquant.h), one 8-row half at a time: a

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "kernels/matmul.h"
+#include "kernels/x86_avx2/token_tiles.h"
 
 namespace llamix {
 namespace avx2 {
@@ -17,8 +18,6 @@ namespace avx2 {
 void quantize_act_q8a(const float* x, block_q8a* y, int64_t k);  // x86_avx2/quant.cpp
 
 namespace {
-
-constexpr int kTile = 4;  // tokens per register tile (16 ymm registers)
 
 inline __m256i bcast4(const int8_t* p) {
     int32_t v;
@@ -91,27 +90,6 @@ void q8_0_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float ou
     for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
 }
 
-using HalfFn = void (*)(const uint8_t*, int64_t, const block_q8a*, int, float[][8]);
-
-template <int T> struct Q4 { static void f(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float o[][8]) { q4_0_half<T>(w, nb, x, h, o); } };
-template <int T> struct Q8 { static void f(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float o[][8]) { q8_0_half<T>(w, nb, x, h, o); } };
-
-// Token tiles of kTile, then one smaller tile: the only tail handling. Results go through a small
-// buffer so rows beyond `rows` (padding) are never written.
-template <template <int> class K>
-void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    static constexpr HalfFn fns[kTile + 1] = {nullptr, K<1>::f, K<2>::f, K<3>::f, K<4>::f};
-    float out[kTile][8];
-    for (int64_t t = 0; t < n; t += kTile) {
-        const int nt = int(n - t < kTile ? n - t : kTile);
-        for (int h = 0; h < 2 && 8 * h < rows; ++h) {
-            fns[nt](w, nb, x + t * nb, h, out);
-            const int nr = rows - 8 * h < 8 ? rows - 8 * h : 8;
-            for (int i = 0; i < nt; ++i) std::memcpy(y + (t + i) * y_stride + 8 * h, out[i], size_t(nr) * sizeof(float));
-        }
-    }
-}
-
 // Float weights: 4 accumulators of 8 lanes; the tail goes through a zero-padded vector.
 inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -140,11 +118,11 @@ float dot_float(int64_t k, const W* w, const float* x, Load load) {
 }  // namespace
 
 void gemm_q4_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    run_tiles<Q4>(w, nb, x, n, y, y_stride, rows);
+    run_tiles<q4_0_half<1>, q4_0_half<2>, q4_0_half<3>, q4_0_half<4>>(w, nb, x, n, y, y_stride, rows);
 }
 
 void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    run_tiles<Q8>(w, nb, x, n, y, y_stride, rows);
+    run_tiles<q8_0_half<1>, q8_0_half<2>, q8_0_half<3>, q8_0_half<4>>(w, nb, x, n, y, y_stride, rows);
 }
 
 float dot_f32_f32(int64_t k, const void* w, const float* x) {
