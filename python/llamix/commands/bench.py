@@ -7,7 +7,6 @@ warm-up). ``--shape 1b|7b|tiny`` measures a synthesized random-weight LLaMA (no 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys

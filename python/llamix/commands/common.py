@@ -12,10 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
-from ..loaders import random_checkpoint
-from ..model import Model, load
 from ..errors import ArgumentError
-from ..tokenizer import check_text
 
 MODEL_HELP = "GGUF file, Hugging Face folder or llama2.c .bin"
 TOKENIZER_HELP = "tokenizer file (tokenizer.model, tokenizer.json or GGUF) instead of the model's own"
@@ -104,23 +101,6 @@ def sampling_kwargs(args) -> dict:
                 presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty)
 
 
-def open_model(args, **kw) -> Model:
-    """The model of -m/--model or --random SHAPE (which says on stderr that its text is
-    meaningless), with the -c / -t / --qtype / --kv-cache / -ctk / -ctv / --tokenizer flags; UsageError when
-    it has no tokenizer."""
-    if getattr(args, "random", None):
-        print(f"[llamix: random-weight '{args.random}' model, no download: the text below is meaningless]",
-              file=sys.stderr)
-        m = Model(random_checkpoint(args.random, args.qtype or "q4_0"), n_ctx=args.ctx_size, n_threads=args.threads,
-                  **kv_cache_kwargs(args), **kw)
-    else:
-        m = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size,
-                 **kv_cache_kwargs(args), **kw)
-    if m.tokenizer is None:
-        raise UsageError(f"{m.source}: the model has no tokenizer; give one with --tokenizer FILE")
-    return m
-
-
 def check(cond: bool, flag: str, msg: str) -> None:
     if not cond:
         raise UsageError(f"{flag} {msg}")
@@ -129,42 +109,6 @@ def check(cond: bool, flag: str, msg: str) -> None:
 def check_threads(args) -> None:
     if args.threads is not None:
         check(args.threads >= 0, "-t/--threads", f"must be >= 0, got {args.threads}")
-
-
-def read_prompt(args) -> str:
-    """The prompt of -p TEXT, -f FILE (``-`` reads standard input) or the positional PROMPT."""
-    given = [x for x in (args.prompt, args.file, args.prompt_text) if x is not None]
-    if len(given) > 1:
-        raise UsageError("give the prompt once: -p/--prompt, -f/--file or a positional PROMPT")
-    if args.file is not None:
-        return read_text_file(args.file, "-f/--file")
-    text = args.prompt if args.prompt is not None else args.prompt_text
-    if text is None:
-        raise UsageError("no prompt: give -p/--prompt TEXT or -f/--file FILE")
-    # an argument that was not UTF-8 reaches Python as lone surrogates (surrogateescape)
-    return check_text(text, "-p/--prompt" if args.prompt is not None else "PROMPT")
-
-
-def read_text_file(path: str, flag: str) -> str:
-    """The UTF-8 text of ``path`` (``-``: standard input); UsageError naming the flag and the file
-    when it is missing, unreadable or not UTF-8."""
-    if path == "-":
-        try:
-            return check_text(sys.stdin.read(), f"{flag} - (standard input)")
-        except UnicodeDecodeError as e:
-            raise UsageError(f"{flag} - (standard input): not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{flag} {path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{flag} {path}: is a folder, not a text file") from None
-    except OSError as e:
-        raise UsageError(f"{flag} {path}: cannot be read ({e.strerror or e})") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{flag} {path}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start})") from None
 
 
 def add_force(p) -> None:

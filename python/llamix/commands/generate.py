@@ -7,9 +7,9 @@ import time
 
 from ..loaders import SHAPES
 from ..model import Model
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_sampling, add_threads, check,
-                     check_sampling, check_threads, open_model, quiet_requested, read_prompt, sampling_kwargs,
-                     warn_ctx)
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_sampling,
+                     add_threads, check, check_sampling, check_threads, quiet_requested, sampling_kwargs, warn_ctx)
+from .model_inputs import open_model, read_prompt
 
 
 def add_arguments(p) -> None:

@@ -7,7 +7,8 @@ import time
 from ..eval import perplexity
 from ..model import load
 from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_qtype, add_threads, check, check_threads, progress_bar,
-                     quiet_requested, read_text_file, warn_ctx)
+                     quiet_requested, warn_ctx)
+from .model_inputs import read_text_file
 
 
 def add_arguments(p) -> None:

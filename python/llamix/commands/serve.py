@@ -14,8 +14,9 @@ import threading
 
 from ..chat_format import format_names
 from ..loaders import SHAPES
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_threads, check, check_threads,
-                     open_model, warn_ctx)
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_threads, check,
+                     check_threads, warn_ctx)
+from .model_inputs import open_model
 
 try:   # the serve extra: starlette, uvicorn, prometheus_client
     from ..server import serve

@@ -8,7 +8,8 @@ from ..eval import soup
 from ..eval.evolve import require_extra
 from ..export import FILE_TYPES
 from .common import (TOKENIZER_HELP, add_ctx, add_force, add_threads, check, check_output, check_threads, lower_choice,
-                     progress_bar, quiet_requested, read_text_file)
+                     progress_bar, quiet_requested)
+from .model_inputs import read_text_file
 
 EVAL_TYPES = ("q8_0", "q4_0", "f16", "f32")
 
