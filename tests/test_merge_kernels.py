@@ -67,6 +67,20 @@ def test_linear(isa, threads, n, dtype):
     assert np.all(np.abs(got - want) <= tol + 1e-30)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_linear_mixed_input_dtypes(isa, threads, normalize):
+    """Inputs of three dtypes in one sum, summed in place (one pass per block)."""
+    n = 70001
+    rng = np.random.default_rng(5)
+    xs = [rand(rng, n, dt) for dt in ("bfloat16", "float32", "float16", "bfloat16")]
+    w = [0.4, 0.3, -0.2, 0.25]
+    got = both(lambda: K.linear([x for x, _ in xs], w, normalize=normalize))
+    d = sum(w) if normalize else 1.0
+    want = sum(wi * x for wi, (_, x) in zip(w, xs)) / d
+    tol = 6 * U * sum(abs(wi) * np.abs(x) for wi, (_, x) in zip(w, xs)) / abs(d)
+    assert np.all(np.abs(got - want) <= tol + 1e-30)
+
+
 def test_linear_output_dtypes_round_once(isa):
     rng = np.random.default_rng(0)
     xs = [rand(rng, 1000)[0] for _ in range(2)]

@@ -35,26 +35,37 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const 
     const MergeKernels& K = kernels().merge;
     const Tiling tl(c.n, 1, kStreamChunk);
     Scratch scratch(2, kL1Block);
-    std::vector<const uint8_t*> src(size_t(ThreadPool::instance().threads()) * x.size());  // each input's task chunk
+    const size_t k = x.size();
+    // Inputs already in the working precision are summed in place in one pass (weighted_sum);
+    // others are rounded to it first, one at a time.
+    const bool in_place =
+        std::all_of(x.begin(), x.end(), [&](const MergeInput& in) { return c.work == QType::F32 || in.type == c.work; });
+    std::vector<QType> types(k);
+    for (size_t i = 0; i < k; ++i) types[i] = x[i].type;
+    const float d = normalize ? total : 1.0f;  // x / 1 == x exactly: no division then
+    std::vector<const uint8_t*> chunks(size_t(ThreadPool::instance().threads()) * k);  // each input's task chunk
+    std::vector<const void*> src(chunks.size());  // each input's place in the block
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* acc = scratch.get(th, 0);
         float* tmp = scratch.get(th, 1);
+        const void** at = &src[size_t(th) * k];
         const int64_t begin = tl.begin(task), end = begin + tl.size(task);
-        for (size_t i = 0; i < x.size(); ++i) src[size_t(th) * x.size() + i] = fetch(x[i], begin, end - begin, int(i));
+        const uint8_t** chunk = &chunks[size_t(th) * k];
+        for (size_t i = 0; i < k; ++i) chunk[i] = fetch(x[i], begin, end - begin, int(i));
         // Sub-blocks small enough that the accumulator stays in L1 across the inputs.
         for (int64_t off = begin; off < end; off += kL1Block) {
             const int64_t len = std::min(kL1Block, end - off);
-            std::fill(acc, acc + len, 0.0f);
-            for (size_t i = 0; i < x.size(); ++i) {
-                const MergeInput part{src[size_t(th) * x.size() + i] + (off - begin) * type_size(x[i].type), x[i].type};
-                if (c.work == QType::F32 || x[i].type == c.work) {
-                    K.fma_acc_typed(acc, part.data, part.type, w[i], len);  // no rounding: read in place
-                } else {
-                    load_work(c, part, 0, len, tmp);
+            for (size_t i = 0; i < k; ++i) at[i] = chunk[i] + (off - begin) * type_size(x[i].type);
+            if (in_place) {
+                K.weighted_sum(acc, at, types.data(), w.data(), int(k), d, len);
+            } else {
+                std::fill(acc, acc + len, 0.0f);
+                for (size_t i = 0; i < k; ++i) {
+                    load_work(c, MergeInput{at[i], x[i].type}, 0, len, tmp);
                     K.fma_acc(acc, tmp, w[i], len);
                 }
+                if (d != 1.0f) K.div(acc, d, len);
             }
-            if (normalize && total != 1.0f) K.div(acc, total, len);  // x / 1 == x exactly
             store_out(c, acc, out, off, len);
         }
     });

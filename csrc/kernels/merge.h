@@ -52,6 +52,11 @@ struct MergeKernels {
     // acc[i] = fma(float(x[i]), w, acc[i]) with x of type F32/F16/BF16 read in place (load + fma_acc
     // without the float32 copy)
     void (*fma_acc_typed)(float* acc, const void* x, QType type, float w, int64_t n) = nullptr;
+    // out[i] = fma(float(x[k-1][i]), w[k-1], ... fma(float(x[0][i]), w[0], 0.0f)) / d: linear's weighted
+    // sum of k inputs of types F32/F16/BF16 read in place, one pass (d == 1: no division). The same
+    // bits as filling acc with zeros, k fma_acc_typed calls, then div.
+    void (*weighted_sum)(float* out, const void* const* x, const QType* type, const float* w, int k, float d,
+                         int64_t n) = nullptr;
     // x[i] = x[i] / d
     void (*div)(float* x, float d, int64_t n) = nullptr;
     // out[i] = ((ca * a[i]) + (cb * b[i])) / d, each operation rounded

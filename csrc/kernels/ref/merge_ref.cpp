@@ -58,6 +58,12 @@ void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
     }
 }
 
+void weighted_sum(float* out, const void* const* x, const QType* type, const float* w, int k, float d, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) out[i] = 0.0f;
+    for (int m = 0; m < k; ++m) fma_acc_typed(out, x[m], type[m], w[m], n);
+    if (d != 1.0f) div(out, d, n);
+}
+
 void div(float* x, float d, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] / d;
 }
@@ -169,6 +175,7 @@ void fill_merge_ref(MergeKernels& k) {
     k.store = ref::store;
     k.fma_acc = ref::fma_acc;
     k.fma_acc_typed = ref::fma_acc_typed;
+    k.weighted_sum = ref::weighted_sum;
     k.div = ref::div;
     k.lincomb2 = ref::lincomb2;
     k.sub = ref::sub;

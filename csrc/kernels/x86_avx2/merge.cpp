@@ -97,6 +97,21 @@ void fma_acc(float* acc, const float* x, float w, int64_t n) {
     if (i < n) ref::fma_acc(acc + i, x + i, w, n - i);
 }
 
+void weighted_sum(float* out, const void* const* x, const QType* type, const float* w, int k, float d, int64_t n) {
+    const __m256 vd = _mm256_set1_ps(d);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int m = 0; m < k; ++m) acc = _mm256_fmadd_ps(load8(x[m], type[m], i), _mm256_set1_ps(w[m]), acc);
+        _mm256_storeu_ps(out + i, d != 1.0f ? _mm256_div_ps(acc, vd) : acc);
+    }
+    if (i < n) {
+        std::vector<const void*> rest(static_cast<size_t>(k));
+        for (int m = 0; m < k; ++m) rest[size_t(m)] = static_cast<const uint8_t*>(x[m]) + i * (type[m] == QType::F32 ? 4 : 2);
+        ref::weighted_sum(out + i, rest.data(), type, w, k, d, n - i);
+    }
+}
+
 void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
     const __m256 vw = _mm256_set1_ps(w);
     int64_t i = 0;
@@ -284,6 +299,7 @@ void fill_merge_avx2(MergeKernels& k) {
     k.store = avx2::store;
     k.fma_acc = avx2::fma_acc;
     k.fma_acc_typed = avx2::fma_acc_typed;
+    k.weighted_sum = avx2::weighted_sum;
     k.div = avx2::div;
     k.lincomb2 = avx2::lincomb2;
     k.sub = avx2::sub;

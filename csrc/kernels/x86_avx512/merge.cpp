@@ -93,6 +93,21 @@ void fma_acc(float* acc, const float* x, float w, int64_t n) {
     if (i < n) ref::fma_acc(acc + i, x + i, w, n - i);
 }
 
+void weighted_sum(float* out, const void* const* x, const QType* type, const float* w, int k, float d, int64_t n) {
+    const __m512 vd = _mm512_set1_ps(d);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int m = 0; m < k; ++m) acc = _mm512_fmadd_ps(load16(x[m], type[m], i), _mm512_set1_ps(w[m]), acc);
+        _mm512_storeu_ps(out + i, d != 1.0f ? _mm512_div_ps(acc, vd) : acc);
+    }
+    if (i < n) {
+        std::vector<const void*> rest(static_cast<size_t>(k));
+        for (int m = 0; m < k; ++m) rest[size_t(m)] = static_cast<const uint8_t*>(x[m]) + i * (type[m] == QType::F32 ? 4 : 2);
+        ref::weighted_sum(out + i, rest.data(), type, w, k, d, n - i);
+    }
+}
+
 void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
     const __m512 vw = _mm512_set1_ps(w);
     int64_t i = 0;
@@ -251,6 +266,7 @@ void fill_merge_avx512(MergeKernels& k) {
     k.store = avx512::store;
     k.fma_acc = avx512::fma_acc;
     k.fma_acc_typed = avx512::fma_acc_typed;
+    k.weighted_sum = avx512::weighted_sum;
     k.lincomb2 = avx512::lincomb2;
     k.sub = avx512::sub;
     k.dot3 = avx512::dot3;
