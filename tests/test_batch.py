@@ -123,8 +123,13 @@ def test_engine_matches_alone(model, parallel):
 def test_engine_cancel_frees_slot_and_queue_bound(model):
     p = _prompts(model, 1)[0]
     with BatchEngine(model, n_parallel=1, max_queue=1) as engine:
-        got = []
-        first = engine.submit(_request(model, p, max_tokens=60), got.append)
+        got, go_on = [], threading.Event()
+
+        def held(item):  # the first request stays in its slot until the queue checks are done
+            got.append(item)
+            go_on.wait(30)
+
+        first = engine.submit(_request(model, p, max_tokens=60), held)
         while not got:
             time.sleep(0.001)
         second = engine.submit(_request(model, p, max_tokens=2), lambda item: None)
@@ -133,6 +138,7 @@ def test_engine_cancel_frees_slot_and_queue_bound(model):
         second.cancel()                      # dropped from the queue at once
         assert second.finished and engine.queue_depth == 0
         first.cancel()
+        go_on.set()
         deadline = time.time() + 10
         while engine.slots_busy and time.time() < deadline:
             time.sleep(0.001)

@@ -146,6 +146,17 @@ class _Terminal:
         out, self.buf = self.buf[:i], self.buf[i:]
         return out
 
+    def wait_for_bytes(self, n: int, timeout: float = 60.0) -> None:
+        """Read until at least n bytes wait unconsumed."""
+        end = time.monotonic() + timeout
+        while len(self.buf) < n and time.monotonic() < end:
+            if select.select([self.fd], [], [], max(0.0, end - time.monotonic()))[0]:
+                try:
+                    self.buf += os.read(self.fd, 4096)
+                except OSError:
+                    break
+        assert len(self.buf) >= n, f"no streamed reply; got {self.buf[-500:]!r}"
+
 
 def test_chat_command_in_a_terminal(model_file):
     """Through a pseudo-terminal: the prompt, a streamed reply, Ctrl-C stopping a long reply with
@@ -158,17 +169,24 @@ def test_chat_command_in_a_terminal(model_file):
         term = _Terminal(fd)
         term.expect(b"> ")
         os.write(fd, b"Write something very long\n")
-        time.sleep(0.5)                                # the reply is being streamed (it runs to the full context)
+        term.expect(b"very long")                      # the echo of the line typed
+        term.wait_for_bytes(40)                        # the reply is being streamed (it runs to the full context)
         os.write(fd, b"\x03")                          # Ctrl-C
         out = term.expect(b"> ")
         assert b"[reply stopped]" in out and b"tokens evaluated" in out
         os.write(fd, b"/reset\n")
         term.expect(b"[conversation reset]")
         term.expect(b"> ")
-        time.sleep(0.3)   # readline has the terminal now (an EOF typed before it would be lost)
-        os.write(fd, b"\x04")                          # Ctrl-D at the prompt
-        end = time.monotonic() + 60
+        # Ctrl-D at the prompt, again every half second: one typed before readline has the
+        # terminal is lost (readline flushes pending input when it takes it), on a loaded machine too
+        end, next_eof = time.monotonic() + 60, 0.0
         while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < end:
+            if time.monotonic() >= next_eof:
+                try:
+                    os.write(fd, b"\x04")
+                except OSError:  # the chat has closed the terminal
+                    pass
+                next_eof = time.monotonic() + 0.5
             time.sleep(0.05)
         assert done[0] == pid, "the chat did not end at Ctrl-D"
         assert os.waitstatus_to_exitcode(done[1]) == 0
