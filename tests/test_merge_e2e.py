@@ -303,35 +303,6 @@ def test_interrupted_merge_leaves_nothing(tmp_path, models, monkeypatch):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("method", ["linear", "passthrough"])
-def test_file_output_equals_the_writer_path(tmp_path, models, method):
-    """linear and passthrough write each tensor into the output file themselves (the writer's
-    place()); the folder is byte for byte the one the writer thread writes from arrays, sharded too."""
-    from llamix.merge import load_config
-    from llamix.merge.executor import execute
-    from llamix.merge.output import HFFolderWriter
-    from llamix.merge.plan import build_plan
-    p = models["paths"]
-    cfg = {"merge_method": method, "dtype": "bfloat16",
-           "models": [{"model": str(p["ft0"]), "parameters": {"weight": 0.7}},
-                      {"model": str(p["bf16"]), "parameters": {"weight": 0.5}}]}
-    if method == "passthrough":
-        cfg["models"] = [{"model": str(p["ft0"]), "parameters": {"scale": 0.5}}]
-
-    class ArraysOnly(HFFolderWriter):
-        place = None
-
-    folders = []
-    for writer_type, name in ((HFFolderWriter, "placed"), (ArraysOnly, "arrays")):
-        writer = writer_type(tmp_path / name, shard_size="2KB")
-        execute(build_plan(load_config(cfg)), writer)
-        folders.append(tmp_path / name)
-    files = sorted(f.name for f in folders[0].iterdir())
-    assert files == sorted(f.name for f in folders[1].iterdir()) and len([f for f in files if f.endswith(".safetensors")]) > 1
-    for f in files:
-        assert (folders[0] / f).read_bytes() == (folders[1] / f).read_bytes(), f
-
-
 def test_cli(tmp_path, models, capsys):
     cfg = tmp_path / "merge.yml"
     cfg.write_text(yaml.safe_dump({"merge_method": "task_arithmetic", "base_model": str(models["paths"]["base"]),

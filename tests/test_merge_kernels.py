@@ -81,46 +81,6 @@ def test_linear_mixed_input_dtypes(isa, threads, normalize):
     assert np.all(np.abs(got - want) <= tol + 1e-30)
 
 
-@pytest.mark.parametrize("out", ["float32", "bfloat16"])
-def test_linear_and_scale_write_into_a_file(tmp_path, isa, threads, out):
-    """With an OutputFile the result goes to its place in the file (chunk by chunk, from staging
-    buffers), byte for byte what the array result holds; the rest of the file is untouched."""
-    import os
-    n = 2 * 65536 + 7  # around the element-wise tasks' chunk
-    rng = np.random.default_rng(11)
-    xs = [rand(rng, n, "bfloat16")[0] for _ in range(3)]
-    path = tmp_path / "out.bin"
-    size = 4 if out == "float32" else 2
-    for kind, call in (("linear", lambda buf: K.linear(xs, [0.4, 0.3, 0.3], out=out, buffer=buf)),
-                       ("scale", lambda buf: K.scale(xs[1], 0.5, out=out, buffer=buf)),
-                       ("copy", lambda buf: K.scale(xs[2], 1.0, out="bfloat16", work="bfloat16", buffer=buf))):
-        want = call(None)
-        path.write_bytes(b"\xaa" * (24 + n * size + 8))
-        fd = os.open(path, os.O_RDWR)
-        try:
-            assert call(K.OutputFile(fd, 24)) is None
-        finally:
-            os.close(fd)
-        raw = path.read_bytes()
-        assert raw[:24] == b"\xaa" * 24 and raw[24 + want.nbytes:] == b"\xaa" * (len(raw) - 24 - want.nbytes), kind
-        assert raw[24:24 + want.nbytes] == want.tobytes(), kind
-
-
-def test_file_output_errors_are_exceptions(tmp_path):
-    import os
-    x = np.ones(1000, np.float32)
-    path = tmp_path / "ro.bin"
-    path.write_bytes(b"")
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with pytest.raises(RuntimeError, match="writing the output failed at byte 0"):
-            K.linear([x], [1.0], buffer=K.OutputFile(fd, 0))
-    finally:
-        os.close(fd)
-    with pytest.raises(ValueError, match="out_file"):
-        K.scale(x, buffer=K.OutputFile(-1, 0))
-
-
 def test_linear_output_dtypes_round_once(isa):
     rng = np.random.default_rng(0)
     xs = [rand(rng, 1000)[0] for _ in range(2)]

@@ -122,37 +122,19 @@ py::array run_merge(const Input& first, int work_type, int out_type, const std::
     return out;
 }
 
-// The same for the drivers that can write their output into a file (merge_linear, merge_scale):
-// with out_file = (fd, byte offset) the result goes there and None is returned.
-using OutFile = std::optional<std::pair<int, int64_t>>;
-template <class F>
-py::object run_merge_to(const Input& first, int work_type, int out_type, const std::optional<py::array>& buffer,
-                        const OutFile& out_file, F&& f) {
-    if (!out_file) return run_merge(first, work_type, out_type, buffer, f);
-    require(!buffer, "give an out buffer or an out_file, not both");
-    require(out_file->first >= 0 && out_file->second >= 0, "out_file must be (fd, byte offset), both >= 0");
-    const MergeCommon c = common(first, work_type);
-    const MergeOutput o{nullptr, float_type(out_type, "out_type"), out_file->first, out_file->second};
-    {
-        py::gil_scoped_release release;
-        f(c, o);
-    }
-    return py::none();
-}
-
 }  // namespace
 
 void register_merge(py::module_& m) {
     m.def("merge_linear", [](std::vector<py::object> xs, std::vector<int> types, std::vector<float> weights, bool normalize,
-                             int out_type, int work_type, std::optional<py::array> buffer, OutFile out_file) {
+                             int out_type, int work_type, std::optional<py::array> buffer) {
         require(weights.size() == xs.size(), "one weight per input tensor is needed");
         require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
         const Input first = as_input(xs[0], types[0], "input 0");
         const auto in = as_inputs(xs, types, first.n);
-        return run_merge_to(first, work_type, out_type, buffer, out_file,
-                            [&](const MergeCommon& c, MergeOutput o) { merge_linear(c, in, weights, normalize, o); });
+        return run_merge(first, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_linear(c, in, weights, normalize, o); });
     }, py::arg("xs"), py::arg("types"), py::arg("weights"), py::arg("normalize"), py::arg("out_type"), py::arg("work_type"),
-       py::arg("buffer") = py::none(), py::arg("out_file") = py::none());
+       py::arg("buffer") = py::none());
 
     m.def("merge_slerp", [](py::object v0, int t0, py::object v1, int t1, float t, int out_type, int work_type,
                             std::optional<py::array> buffer) {
@@ -213,13 +195,12 @@ void register_merge(py::module_& m) {
     }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("rows"), py::arg("out_type"),
        py::arg("work_type"), py::arg("buffer") = py::none());
 
-    m.def("merge_scale", [](py::object x, int type, float s, int out_type, int work_type, std::optional<py::array> buffer,
-                            OutFile out_file) {
+    m.def("merge_scale", [](py::object x, int type, float s, int out_type, int work_type, std::optional<py::array> buffer) {
         const Input xi = as_input(x, type, "x");
-        return run_merge_to(xi, work_type, out_type, buffer, out_file,
-                            [&](const MergeCommon& c, MergeOutput o) { merge_scale(c, xi.in, s, o); });
+        return run_merge(xi, work_type, out_type, buffer,
+                         [&](const MergeCommon& c, MergeOutput o) { merge_scale(c, xi.in, s, o); });
     }, py::arg("x"), py::arg("type"), py::arg("scale"), py::arg("out_type"), py::arg("work_type"),
-       py::arg("buffer") = py::none(), py::arg("out_file") = py::none());
+       py::arg("buffer") = py::none());
 
     m.def("merge_nearswap", [](py::object base, int base_type, py::object x, int type, float t, int out_type,
                                int work_type, std::optional<py::array> buffer) {

@@ -23,15 +23,10 @@ struct MergeInput {
     int64_t file_offset = 0;
 };
 
-// The output: n elements of type F32, F16 or BF16, in memory at `data`, or, with fd >= 0, written
-// into a file at byte `file_offset` (merge_linear and merge_scale only: each task's chunk is
-// stored in a cache-resident buffer and written with pwrite, so the output makes no round trip
-// through memory and no writer thread has to copy it again).
+// The output: n elements of type F32, F16 or BF16.
 struct MergeOutput {
     void* data = nullptr;
     QType type = QType::F32;
-    int fd = -1;
-    int64_t file_offset = 0;
 };
 
 // Inputs may be rounded to a narrower working dtype first (mergekit casts inputs to `dtype` on

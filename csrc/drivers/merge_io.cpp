@@ -31,18 +31,6 @@ void read_exact(int fd, void* dst, int64_t bytes, int64_t offset) {
     }
 }
 
-void write_exact(int fd, const void* src, int64_t bytes, int64_t offset) {
-    const auto* p = static_cast<const uint8_t*>(src);
-    while (bytes > 0) {
-        const ssize_t put = ::pwrite(fd, p, size_t(bytes), off_t(offset));
-        if (put < 0 && errno == EINTR) continue;
-        if (put <= 0)
-            throw std::runtime_error("merge: writing the output failed at byte " + std::to_string(offset) + ": " +
-                                     (put == 0 ? std::string("nothing written") : std::strerror(errno)));
-        p += put, bytes -= put, offset += put;
-    }
-}
-
 // A per-thread byte buffer; `slot` tells apart the buffers one task holds at the same time.
 uint8_t* thread_buffer(int slot, int64_t bytes) {
     static thread_local std::vector<std::vector<uint8_t>> buffers;
@@ -92,21 +80,6 @@ void load_work(const MergeCommon& c, MergeInput in, int64_t off, int64_t len, fl
 void store_out(const MergeCommon& c, float* x, MergeOutput out, int64_t off, int64_t len) {
     if (c.work != QType::F32 && c.work != out.type) round_to(c.work, x, len);
     kernels().merge.store(x, static_cast<uint8_t*>(out.data) + off * type_size(out.type), out.type, len);
-}
-
-OutputChunk::OutputChunk(MergeOutput out, int64_t begin, int64_t len) : out_(out), chunk_(out), begin_(begin), len_(len) {
-    if (out.fd < 0) return;
-    static thread_local std::vector<uint8_t> stage;
-    const size_t bytes = size_t(len * type_size(out.type));
-    if (stage.size() < bytes) stage.resize(bytes);
-    chunk_ = MergeOutput{stage.data(), out.type};
-    first_ = begin;
-}
-
-void OutputChunk::write() const {
-    if (out_.fd < 0) return;
-    const int64_t size = type_size(out_.type);
-    write_exact(out_.fd, chunk_.data, len_ * size, out_.file_offset + begin_ * size);
 }
 
 }  // namespace merge_detail

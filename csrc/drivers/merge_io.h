@@ -28,21 +28,6 @@ void load_work(const MergeCommon& c, MergeInput in, int64_t off, int64_t len, fl
 // output (mergekit's result lives in the working dtype before `out_dtype` converts it).
 void store_out(const MergeCommon& c, float* x, MergeOutput out, int64_t off, int64_t len);
 
-// Where a task stores its output elements [begin, begin + len): element `off` goes to
-// chunk()[at(off)]. An output in memory is its own chunk (write() does nothing); for a file output
-// (out.fd >= 0) the chunk is the calling thread's staging buffer, written with one pwrite by write().
-class OutputChunk {
-   public:
-    OutputChunk(MergeOutput out, int64_t begin, int64_t len);
-    MergeOutput chunk() const { return chunk_; }
-    int64_t at(int64_t off) const { return off - first_; }
-    void write() const;
-
-   private:
-    MergeOutput out_, chunk_;
-    int64_t begin_, len_, first_ = 0;  // first_: the element at chunk index 0
-};
-
 // f(off, len) for each L1-sized block of [begin, end), with both inputs' elements there loaded
 // into a and b (float32, working precision); each input's range is read once, in place or from
 // its file. Streaming passes stay in L1 instead of round-tripping whole chunks through L2.

@@ -52,7 +52,6 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const 
         const int64_t begin = tl.begin(task), end = begin + tl.size(task);
         const uint8_t** chunk = &chunks[size_t(th) * k];
         for (size_t i = 0; i < k; ++i) chunk[i] = fetch(x[i], begin, end - begin, int(i));
-        const OutputChunk dst(out, begin, end - begin);
         // Sub-blocks small enough that the accumulator stays in L1 across the inputs.
         for (int64_t off = begin; off < end; off += kL1Block) {
             const int64_t len = std::min(kL1Block, end - off);
@@ -67,9 +66,8 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const 
                 }
                 if (d != 1.0f) K.div(acc, d, len);
             }
-            store_out(c, acc, dst.chunk(), dst.at(off), len);
+            store_out(c, acc, out, off, len);
         }
-        dst.write();
     });
 }
 
@@ -293,10 +291,8 @@ void merge_scale(const MergeCommon& c, MergeInput x, float s, MergeOutput out) {
         // Nothing to round or scale: the stored bits are the result (what converting to float32 and
         // back gives, NaN payloads kept as mergekit keeps them), read straight into the output.
         ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int) {
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            const OutputChunk dst(out, off, len);
-            copy_raw(x, off, len, static_cast<uint8_t*>(dst.chunk().data) + dst.at(off) * type_size(out.type));
-            dst.write();
+            const int64_t off = tl.begin(task);
+            copy_raw(x, off, tl.size(task), static_cast<uint8_t*>(out.data) + off * type_size(out.type));
         });
         return;
     }
@@ -304,11 +300,9 @@ void merge_scale(const MergeCommon& c, MergeInput x, float s, MergeOutput out) {
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* a = scratch.get(th, 0);
         const int64_t off = tl.begin(task), len = tl.size(task);
-        const OutputChunk dst(out, off, len);
         load_work(c, x, off, len, a);
         if (s != 1.0f) K.scale(a, s, len);
-        store_out(c, a, dst.chunk(), dst.at(off), len);
-        dst.write();
+        store_out(c, a, out, off, len);
     });
 }
 

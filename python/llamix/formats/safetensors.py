@@ -379,23 +379,6 @@ class SafetensorsWriter:
         self._fh.write(memoryview(arr).cast("B"))
         self._next += 1
 
-    def place(self, name: str) -> tuple[int, int]:
-        """(file descriptor, byte offset) where the caller writes tensor `name` itself, which then
-        counts as written (any_order only; the caller writes exactly its bytes before close())."""
-        if not self._any_order:
-            raise ValueError("SafetensorsWriter: place() needs any_order=True")
-        if name not in self._offset:
-            raise ValueError(f"SafetensorsWriter: tensor {name!r} is not in the layout")
-        self._claim(name)
-        return self._fds[self._shard_of[name]], self._offset[name]
-
-    def _claim(self, name: str) -> None:
-        with self._lock:
-            if name in self._written:
-                raise ValueError(f"SafetensorsWriter: tensor {name!r} written twice")
-            self._written.add(name)
-            self._next += 1
-
     def _write_at(self, name: str, array: np.ndarray) -> None:
         if name not in self._offset:
             raise ValueError(f"SafetensorsWriter: tensor {name!r} is not in the layout")
@@ -404,11 +387,16 @@ class SafetensorsWriter:
         if arr.nbytes != nbytes or arr.size != int(np.prod(shape, dtype=np.int64)):
             raise ValueError(f"SafetensorsWriter: tensor {name!r} has shape {list(arr.shape)} and {arr.nbytes} bytes, "
                              f"expected {list(shape)} ({dtype})")
-        self._claim(name)
+        with self._lock:
+            if name in self._written:
+                raise ValueError(f"SafetensorsWriter: tensor {name!r} written twice")
+            self._written.add(name)
         view, pos, fd = memoryview(arr).cast("B"), self._offset[name], self._fds[self._shard_of[name]]
         while view.nbytes:
             n = os.pwrite(fd, view, pos)
             view, pos = view[n:], pos + n
+        with self._lock:
+            self._next += 1
 
     def close(self) -> list[str]:
         """Finish the files (and the index if sharded); returns the file names written."""

@@ -7,10 +7,8 @@ Writers are pluggable (an output format is a writer): ``dtype_for(task)`` says w
 merge should produce for a tensor (a quantizing GGUF writer asks for float32), ``write(name,
 array)`` receives each merged tensor, ``begin(plan)`` / ``finish()`` / ``abort()`` bracket the
 run; ``write`` is called from one background thread, in plan order, unless the writer sets
-``concurrency`` > 1 after ``begin`` (then from that many threads, in any order). A writer
-that lays out its file up front may also offer ``place(name) -> kernels.OutputFile``: methods
-that can (``file_output``) then write that tensor into the file themselves, from cache-resident
-chunks, with no output array and no second copy by the writer. See output.HFFolderWriter.
+``concurrency`` > 1 after ``begin`` (then from that many threads, in any order). See
+output.HFFolderWriter.
 """
 from __future__ import annotations
 
@@ -63,11 +61,9 @@ Progress = Callable[[float, float, str], None]  # progress(done, total, note)
 
 
 def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Optional[Progress] = None,
-                   buffers: Optional[BufferPool] = None, place: Optional[Callable[[str], kernels.OutputFile]] = None):
+                   buffers: Optional[BufferPool] = None):
     """Yield (name, merged array) in plan order; input pages are released after each tensor.
     With `buffers`, the arrays come from that pool (hand them back with put() when done).
-    With `place` (a writer's), methods that can (``file_output``) write each tensor straight to
-    ``place(name)`` in its file, and None is yielded for it.
     ``progress(input_bytes_done, plan.input_bytes, name)`` is called after each tensor."""
     done = 0
     for task in plan.tensors:
@@ -81,13 +77,10 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
         job = task.job(arrays, seed)
         if dtype_for is not None:
             job.out = dtype_for(task)
-        if place is not None and plan.method.file_output:
-            job.buffer = place(task.name)
-        elif buffers is not None:
+        if buffers is not None:
             job.buffer = buffers.get(job.out, task.shape)
         try:
-            out = plan.method.merge(job)
-            out = None if out is None else out.reshape(task.shape)
+            out = plan.method.merge(job).reshape(task.shape)
         except (OSError, RuntimeError) as e:  # e.g. an input file truncated since it was opened
             raise type(e)(f"merging tensor {task.name!r}: {e}") from e
         del arrays, job
@@ -121,11 +114,7 @@ def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Opti
             buffers = BufferPool()
             pending: deque = deque()  # (future, array) in plan order
             waiting = 0
-            place = getattr(writer, "place", None)
-            for name, array in merged_tensors(plan, seed, writer.dtype_for, progress if callable(progress) else None, buffers,
-                                              place):
-                if array is None:  # written in place
-                    continue
+            for name, array in merged_tensors(plan, seed, writer.dtype_for, progress if callable(progress) else None, buffers):
                 pending.append((pool.submit(writer.write, name, array), array))
                 waiting += array.nbytes
                 while pending and (pending[0][0].done() or waiting > MAX_PENDING_BYTES):

@@ -4,13 +4,9 @@ Tensors are numpy arrays: float32, float16, or bfloat16 as uint16 bit patterns (
 bfloat16). Each argument may be an array (uint16 means bfloat16), a TensorRef (read from its file
 chunk by chunk), or either as ``(tensor, dtype)``.
 ``out`` and ``work`` are dtype names; ``work`` rounds inputs first (mergekit's ``dtype``).
-``buffer``: an optional reusable output array (the output's size and dtype), returned filled;
-for ``linear`` and ``scale`` also an :class:`OutputFile`, where the result is written instead
-(then they return None).
+``buffer``: an optional reusable output array (the output's size and dtype), returned filled.
 """
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import numpy as np
 
@@ -55,22 +51,9 @@ def _ids(out: str, work: str) -> tuple[int, int]:
     return TYPE_IDS[dtype_name(out)], TYPE_IDS[dtype_name(work)]
 
 
-class OutputFile(NamedTuple):
-    """An output tensor's place in an open file: the merge writes it there, chunk by chunk from
-    cache-resident buffers, instead of returning an array for a writer to copy again."""
-    fd: int
-    offset: int  # bytes
-
-
-def _target(buffer):
-    """(buffer, out_file) arguments of the drivers that can write into a file."""
-    return (None, (buffer.fd, buffer.offset)) if isinstance(buffer, OutputFile) else (buffer, None)
-
-
-def linear(xs, weights, normalize=True, out="float32", work="float32", buffer=None) -> np.ndarray | None:
+def linear(xs, weights, normalize=True, out="float32", work="float32", buffer=None) -> np.ndarray:
     arrs, types = zip(*(_typed(x) for x in xs))
-    return _C.merge_linear(list(arrs), list(types), [float(w) for w in weights], bool(normalize), *_ids(out, work),
-                           *_target(buffer))
+    return _C.merge_linear(list(arrs), list(types), [float(w) for w in weights], bool(normalize), *_ids(out, work), buffer)
 
 
 def slerp(v0, v1, t, out="float32", work="float32", buffer=None) -> np.ndarray:
@@ -164,9 +147,9 @@ def torch_norm(x) -> float:
     return _C.merge_torch_reduce(a, t, True)
 
 
-def scale(x, s=1.0, out="float32", work="float32", buffer=None) -> np.ndarray | None:
+def scale(x, s=1.0, out="float32", work="float32", buffer=None) -> np.ndarray:
     a, t = _typed(x)
-    return _C.merge_scale(a, t, float(s), *_ids(out, work), *_target(buffer))
+    return _C.merge_scale(a, t, float(s), *_ids(out, work), buffer)
 
 
 def sparsify_mask(base, x, sp, seed=0, name="", model_index=0, rows=1, work="float32") -> np.ndarray:

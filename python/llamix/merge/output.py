@@ -13,7 +13,6 @@ import numpy as np
 
 from ..errors import ArgumentError
 from ..formats.safetensors import SafetensorsWriter
-from .kernels import OutputFile
 from .plan import MergePlan, TensorTask
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -84,10 +83,6 @@ class HFFolderWriter:
 
     def write(self, name: str, array: np.ndarray) -> None:
         self._st.write(name, array)
-
-    def place(self, name: str) -> OutputFile:
-        """Where the merge writes tensor `name` itself (then it is not given to write())."""
-        return OutputFile(*self._st.place(name))
 
     def finish(self) -> None:
         plan = self._plan

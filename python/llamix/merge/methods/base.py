@@ -23,8 +23,7 @@ class TensorJob:
     work: str = "float32"                    # working dtype: inputs are rounded to it
     out: str = "float32"                     # output dtype
     seed: int = 0
-    buffer: Optional[np.ndarray] = None      # reusable output array (size and dtype of the output), or, for
-                                             # methods with file_output, where in the output file it goes
+    buffer: Optional[np.ndarray] = None      # reusable output array (size and dtype of the output)
 
     @property
     def base(self) -> tuple[np.ndarray, str]:
@@ -46,8 +45,6 @@ class MergeMethod:
     min_non_base: int = 0
     max_non_base: Optional[int] = None
     tags: tuple = field(default=())
-    # merge() also takes a kernels.OutputFile as job.buffer: it writes the result there and returns None
-    file_output: bool = False
 
     def param(self, name: str) -> Param:
         for p in self.parameters:
@@ -73,5 +70,5 @@ class MergeMethod:
     def check_params(self, job: TensorJob, where: str) -> None:
         """Value checks on resolved parameters (before any work); raise ConfigError."""
 
-    def merge(self, job: TensorJob) -> Optional[np.ndarray]:
+    def merge(self, job: TensorJob) -> np.ndarray:
         raise NotImplementedError

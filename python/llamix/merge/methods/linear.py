@@ -28,5 +28,4 @@ class Linear(MergeMethod):
 LINEAR = Linear(
     name="linear", paper="https://arxiv.org/abs/2203.05482",
     parameters=(Param("weight", float, "input", required=True), Param("normalize", bool, default=True)),
-    file_output=True,
 )

@@ -18,5 +18,5 @@ class Passthrough(MergeMethod):
 PASSTHROUGH = Passthrough(
     name="passthrough", paper="https://arxiv.org/abs/2312.15166",
     parameters=(Param("scale", float, "input", default=None),),
-    min_inputs=1, max_inputs=1, file_output=True,
+    min_inputs=1, max_inputs=1,
 )
