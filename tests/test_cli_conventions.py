@@ -68,6 +68,7 @@ def test_stats_print_prompt_and_generation_speed(s260, capsys):
     (["generate", "-p", "hi", "-n", "600", "-c", "16"], "-c/--ctx-size"),
     (["generate"], "-p/--prompt"),
     (["generate", "-p", "hi", "-s", "-2"], "-s/--seed"),
+    (["generate", "-p", "hi", "--repeat-last-n", "-2"], "--repeat-last-n"),
 ])
 def test_errors_name_the_flag_on_their_own_line(s260, argv, flag, capsys):
     argv = argv[:1] + ["-m", s260] + argv[1:]
@@ -96,6 +97,22 @@ def test_frequency_and_presence_penalty_flags(s260, capsys, flag, kw):
     assert want != plain and out == prompt + want + "\n"
     assert main(["generate", "-m", s260, "-p", prompt, "-n", "4", flag, "nan"]) == 1
     assert flag in capsys.readouterr().err
+
+
+def test_repeat_last_n_flag(s260, capsys):
+    """llama-cli's --repeat-last-n (was fixed at 64): the penalties' window, as the API's
+    repeat_last_n; a window of 2 lets earlier words repeat where 64 does not."""
+    prompt = "Once upon a time"
+    outs = {}
+    for n in ("2", "64", "-1"):
+        assert main(["generate", "-m", s260, "-p", prompt, "-n", "40", "--temp", "0", "--repeat-penalty", "1.8",
+                     "--repeat-last-n", n, "-t", "1"]) == 0
+        outs[n] = capsys.readouterr().out
+    m = llamix.load(s260)
+    for n, out in outs.items():
+        want = m.create_completion(prompt, max_tokens=40, temperature=0, repeat_penalty=1.8, repeat_last_n=int(n))
+        assert out == prompt + want["choices"][0]["text"] + "\n", n
+    assert outs["2"] != outs["64"]
 
 
 def test_bad_environment_is_said_before_any_output(s260, capsys, monkeypatch):

@@ -92,7 +92,7 @@ def test_seeded_reproducibility():
 
 @pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_k=-1), dict(top_p=-0.1), dict(top_p=1.5),
                                  dict(min_p=2),
-                                 dict(repeat_penalty=0)])
+                                 dict(repeat_penalty=0), dict(repeat_last_n=-2)])
 def test_invalid_parameters(bad):
     with pytest.raises(ValueError):
         Sampler(**bad)
@@ -115,20 +115,23 @@ def test_top_p_zero_is_greedy():
     assert {s.sample(LOGITS) for _ in range(200)} == {0}
 
 
-def test_frequency_and_presence_penalties():
-    """logit -= count * frequency + presence (counted over the last repeat_last_n tokens), after
-    the repetition penalty: checked against the formula on a history with repeats."""
+@pytest.mark.parametrize("last_n", [6, 2, -1])
+def test_frequency_and_presence_penalties(last_n):
+    """logit -= count * frequency + presence (counted over the last repeat_last_n tokens; -1: all
+    of them, as llama.cpp's --repeat-last-n -1), after the repetition penalty: checked against the
+    formula on a history with repeats."""
     history = [1, 1, 1, 3, 9, 9, 2]
-    s = Sampler(repeat_penalty=1.3, frequency_penalty=0.25, presence_penalty=0.5, repeat_last_n=6)
+    s = Sampler(repeat_penalty=1.3, frequency_penalty=0.25, presence_penalty=0.5, repeat_last_n=last_n)
     out = s.penalize(LOGITS, history)
     want = LOGITS.astype(np.float64).copy()
-    window = history[-6:]
+    window = history if last_n == -1 else history[-last_n:]
     for t in set(window):
         v = want[t]
         v = v / 1.3 if v > 0 else v * 1.3
         want[t] = v - window.count(t) * 0.25 - 0.5
     np.testing.assert_allclose(out, want, rtol=1e-6)
     assert LOGITS[1] == np.float32(1.5)  # the caller's array is left alone
+    np.testing.assert_array_equal(Sampler(repeat_penalty=1.3, repeat_last_n=0).penalize(LOGITS, history), LOGITS)
 
 
 def test_masked_tokens_are_never_sampled():

@@ -165,6 +165,15 @@ def test_completion_with_logprobs_matches_in_process(client, ref):
     assert echo.choices[0].logprobs.tokens == want["choices"][0]["logprobs"]["tokens"]
 
 
+def test_repeat_last_n_as_llama_server(client, ref):
+    """llama-server's repeat_last_n body field: the penalties' window, as in process."""
+    for n in (2, -1):
+        r = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=12, temperature=0,
+                                      extra_body={"repeat_penalty": 1.8, "repeat_last_n": n})
+        want = ref.create_completion("Once upon a time", max_tokens=12, temperature=0, repeat_penalty=1.8, repeat_last_n=n)
+        assert r.choices[0].text == want["choices"][0]["text"]
+
+
 def test_json_schema(client):
     jsonschema = require_peer("jsonschema", "test")
     schema = {"type": "object", "additionalProperties": False, "required": ["name", "ok"],
@@ -225,6 +234,8 @@ def test_bad_requests(url):
     assert _error(post(url, "/v1/chat/completions", {"messages": MESSAGES, "n": 2}), 400)["param"] == "n"
     assert _error(post(url, "/v1/completions", {"prompt": 3}), 400)["param"] == "prompt"
     assert _error(post(url, "/v1/completions", {"prompt": "x", "top_p": 7}), 400)   # a value the sampler refuses
+    assert _error(post(url, "/v1/completions", {"prompt": "x", "repeat_last_n": 1.5}), 400)["param"] == "repeat_last_n"
+    assert _error(post(url, "/v1/completions", {"prompt": "x", "repeat_last_n": -3}), 400)
     assert _error(post(url, "/v1/embeddings", {"input": [1, "a"]}), 400)["param"] == "input"
     assert _error(post(url, "/v1/chat/completions", [1, 2]), 400)
     # unknown fields are tolerated

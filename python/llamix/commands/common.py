@@ -73,11 +73,13 @@ def add_sampling(p) -> None:
     p.add_argument("--top-k", type=int, default=40, help="top-k sampling (0: off)")
     p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling (1.0: off, 0: greedy)")
     p.add_argument("--min-p", type=float, default=0.05, help="min-p sampling (0.0: off)")
-    p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty of the last 64 tokens (1.0: off)")
+    p.add_argument("--repeat-last-n", type=int, default=64, metavar="N",
+                   help="last N tokens the penalties look at (0: off, -1: the whole context)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty of the last N tokens (1.0: off)")
     p.add_argument("--presence-penalty", type=float, default=0.0,
-                   help="subtracted once from the logit of each token among the last 64 (0.0: off)")
+                   help="subtracted once from the logit of each token among the last N (0.0: off)")
     p.add_argument("--frequency-penalty", type=float, default=0.0,
-                   help="subtracted from a token's logit per occurrence among the last 64 (0.0: off)")
+                   help="subtracted from a token's logit per occurrence among the last N (0.0: off)")
     p.add_argument("-s", "--seed", type=int, help="sampling seed (default, or -1: random)")
     p.add_argument("--stop", action="append", metavar="STR", help="stop before this string (repeatable)")
 
@@ -88,6 +90,7 @@ def check_sampling(args) -> None:
     check(0 <= args.top_p <= 1, "--top-p", f"must be in [0, 1] (0: greedy), got {args.top_p}")
     check(0 <= args.min_p <= 1, "--min-p", f"must be in [0, 1], got {args.min_p}")
     check(args.repeat_penalty > 0, "--repeat-penalty", f"must be positive, got {args.repeat_penalty}")
+    check(args.repeat_last_n >= -1, "--repeat-last-n", f"must be >= 0 (or -1: the whole context), got {args.repeat_last_n}")
     for flag, v in (("--presence-penalty", args.presence_penalty), ("--frequency-penalty", args.frequency_penalty)):
         check(math.isfinite(v), flag, f"must be a finite number, got {v}")
     if args.seed is not None:
@@ -97,7 +100,7 @@ def check_sampling(args) -> None:
 def sampling_kwargs(args) -> dict:
     """The sampling flags as keyword arguments of Model.stream / ChatSession.send."""
     return dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                repeat_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop,
+                repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n, seed=args.seed, stop=args.stop,
                 presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty)
 
 

@@ -83,10 +83,11 @@ class CompletionAPI:
                     top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05, repeat_penalty: float = 1.0,
                     presence_penalty: float = 0.0, frequency_penalty: float = 0.0, stop=None, seed: int | None = None,
                     logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None,
-                    response_format: Mapping | None = None, decode: bool = True) -> Request:
+                    response_format: Mapping | None = None, decode: bool = True, repeat_last_n: int = 64) -> Request:
         """A :class:`Request` for ``prompt_ids`` with these sampling parameters (llama-cpp-python's
         names and meanings; ``max_tokens`` None or <= 0: until the context is full, and never past
-        it). Raises ValueError when the prompt does not fit the context."""
+        it; ``repeat_last_n``: the penalties' window, llama.cpp's, 0 off, -1 the whole context).
+        Raises ValueError when the prompt does not fit the context."""
         ids = [int(i) for i in prompt_ids]
         if not ids:
             raise ValueError("empty prompt: give at least one token (e.g. BOS)")
@@ -95,7 +96,7 @@ class CompletionAPI:
         ids = check_token_ids(ids, self.config.vocab_size, "prompt")
         room = self.n_ctx - len(ids)
         max_tokens = room if max_tokens is None or max_tokens <= 0 else min(int(max_tokens), room)
-        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed,
+        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed=seed,
                           frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
         constraint = None
         schema = schema_of(response_format)
@@ -122,15 +123,16 @@ class CompletionAPI:
                           frequency_penalty: float = 0.0, presence_penalty: float = 0.0, repeat_penalty: float = 1.0,
                           top_k: int = 40, stream: bool = False, seed: int | None = None, model: str | None = None,
                           logit_bias: Mapping[int, float] | None = None, response_format: Mapping | None = None,
-                          **unsupported) -> dict | Iterator[dict]:
+                          repeat_last_n: int = 64, **unsupported) -> dict | Iterator[dict]:
         """Complete ``prompt`` (text, read with control tokens as their ids and BOS where the
         vocabulary asks for it, or token ids), as llama-cpp-python's ``Llama.create_completion``.
         ``logprobs``: the number of alternatives per token to report. ``typical_p`` must stay 1.0,
         ``suffix`` None; other llama-cpp-python-only arguments (mirostat, tfs_z, grammar,
-        logits_processor, stopping_criteria) are refused."""
+        logits_processor, stopping_criteria) are refused. ``repeat_last_n`` (llama.cpp's; not in
+        llama-cpp-python's signature): the tokens the penalties look back on (0: none, -1: all)."""
         c = self.prepare_completion(prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo,
                                     stop, frequency_penalty, presence_penalty, repeat_penalty, top_k, seed, model,
-                                    logit_bias, response_format, **unsupported)
+                                    logit_bias, response_format, repeat_last_n=repeat_last_n, **unsupported)
         return c.chunks(self.run(c.request)) if stream else c.response(list(self.run(c.request)))
 
     __call__ = create_completion
@@ -141,7 +143,7 @@ class CompletionAPI:
                            frequency_penalty: float = 0.0, presence_penalty: float = 0.0, repeat_penalty: float = 1.0,
                            top_k: int = 40, seed: int | None = None, model: str | None = None,
                            logit_bias: Mapping[int, float] | None = None, response_format: Mapping | None = None,
-                           **unsupported) -> "TextCompletion":
+                           repeat_last_n: int = 64, **unsupported) -> "TextCompletion":
         """:meth:`create_completion` up to running: its :class:`TextCompletion` (the Request and
         the result's shaping), for a driver that runs the request itself (a batching server).
         With ``echo`` and ``logprobs`` it runs the prompt on the model once (its log-probabilities)."""
@@ -150,7 +152,7 @@ class CompletionAPI:
         request = self.new_request(ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                    min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
                                    frequency_penalty=frequency_penalty, stop=stop, seed=seed, logprobs=logprobs,
-                                   logit_bias=logit_bias, response_format=response_format)
+                                   logit_bias=logit_bias, response_format=response_format, repeat_last_n=repeat_last_n)
         head = {"id": f"cmpl-{_uuid4()}", "object": "text_completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(ids)
@@ -191,7 +193,7 @@ class CompletionAPI:
                                repeat_penalty: float = 1.0, model: str | None = None,
                                logit_bias: Mapping[int, float] | None = None, logprobs: bool | None = None,
                                top_logprobs: int | None = None, chat_format: str | None = None,
-                               **unsupported) -> dict | Iterator[dict]:
+                               repeat_last_n: int = 64, **unsupported) -> dict | Iterator[dict]:
         """Reply to ``messages`` (OpenAI chat messages) as llama-cpp-python's
         ``Llama.create_chat_completion``: the prompt is the model's chat template (or
         ``chat_format``), the reply ends at the end-of-turn token. ``response_format``
@@ -203,7 +205,7 @@ class CompletionAPI:
         c = self.prepare_chat_completion(messages, functions, function_call, tools, tool_choice, temperature, top_p,
                                          top_k, min_p, typical_p, stop, seed, response_format, max_tokens,
                                          presence_penalty, frequency_penalty, repeat_penalty, model, logit_bias,
-                                         logprobs, top_logprobs, chat_format, **unsupported)
+                                         logprobs, top_logprobs, chat_format, repeat_last_n=repeat_last_n, **unsupported)
         return c.chunks(self.run(c.request)) if stream else c.response(list(self.run(c.request)))
 
     def prepare_chat_completion(self, messages: Sequence[Mapping], functions=None, function_call=None,
@@ -215,7 +217,7 @@ class CompletionAPI:
                                 repeat_penalty: float = 1.0, model: str | None = None,
                                 logit_bias: Mapping[int, float] | None = None, logprobs: bool | None = None,
                                 top_logprobs: int | None = None, chat_format: str | None = None,
-                                **unsupported) -> "ChatCompletion":
+                                repeat_last_n: int = 64, **unsupported) -> "ChatCompletion":
         """:meth:`create_chat_completion` up to running: its :class:`ChatCompletion` (the Request
         and the result's shaping), for a driver that runs the request itself (a batching server)."""
         _refuse(functions=functions is not None, function_call=function_call is not None, typical_p=typical_p != 1.0,
@@ -228,7 +230,7 @@ class CompletionAPI:
                                    min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
                                    frequency_penalty=frequency_penalty, stop=stops, seed=seed,
                                    logprobs=(top_logprobs or 0) if logprobs else None, logit_bias=logit_bias,
-                                   response_format=response_format)
+                                   response_format=response_format, repeat_last_n=repeat_last_n)
         head = {"id": f"chatcmpl-{_uuid4()}", "object": "chat.completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
         return ChatCompletion(request, head, bool(tools), bool(logprobs))

@@ -76,8 +76,8 @@ class ChatSession:
     def send(self, content: str, max_tokens: int | None = None, **sampling) -> Iterator[str]:
         """Add a user message and return an iterator over the reply's text. ``max_tokens`` (None
         or <= 0: until the end of the turn or the context is full) and ``sampling``
-        (temperature, top_k, top_p, min_p, repeat_penalty, presence_penalty, frequency_penalty,
-        seed, stop) as in ``create_completion``. Closing the iterator early keeps what was said
+        (temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,
+        frequency_penalty, seed, stop) as in ``create_completion``. Closing the iterator early keeps what was said
         so far. :attr:`stats` describes the turn once the iterator is done. Raises ValueError
         (before any work) when the message alone does not fit the context."""
         messages = self.messages + [{"role": "user", "content": content}]

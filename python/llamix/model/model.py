@@ -220,9 +220,9 @@ class Model(CompletionAPI):
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
                stop: str | Sequence[str] | None = None, *, presence_penalty: float = 0.0,
-               frequency_penalty: float = 0.0) -> Iterator[str]:
+               frequency_penalty: float = 0.0, repeat_last_n: int = 64) -> Iterator[str]:
         """Yield the completion's text piece by piece as tokens are generated (see :meth:`generate`)."""
-        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed,
+        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed=seed,
                           presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
         for piece, _ in self._generate(prompt, max_tokens, sampler, stop):
             if piece:
@@ -231,19 +231,21 @@ class Model(CompletionAPI):
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
                  stop: str | Sequence[str] | None = None, *, presence_penalty: float = 0.0,
-                 frequency_penalty: float = 0.0) -> str:
+                 frequency_penalty: float = 0.0, repeat_last_n: int = 64) -> str:
         """The completion of ``prompt`` (the prompt is not repeated).
 
         Stops after ``max_tokens`` tokens (``-1``: when the context is full), at any
         end-of-generation token (:attr:`eos_ids`: EOS, end of turn, ``<|im_end|>`` ...), or before
         the first occurrence of any ``stop`` string. ``temperature=0`` is greedy; ``seed`` makes
-        sampling reproducible; ``presence_penalty`` / ``frequency_penalty`` are OpenAI's (and
-        llama.cpp's) penalties over the last 64 tokens. A text prompt gets BOS only where the vocabulary asks for it
+        sampling reproducible; ``repeat_penalty`` (llama.cpp's) and ``presence_penalty`` /
+        ``frequency_penalty`` (OpenAI's) look at the last ``repeat_last_n`` tokens (llama.cpp's
+        window: 64; 0 turns them off, -1 takes the whole context). A text prompt gets BOS only where the vocabulary asks for it
         (``add_bos_token``), and control tokens written in it (``<|im_start|>``) count as their ids,
         as llama-cli reads prompts; a prompt may also be a list of token ids, used as it is.
         """
         return "".join(self.stream(prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop,
-                                   presence_penalty=presence_penalty, frequency_penalty=frequency_penalty))
+                                   presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+                                   repeat_last_n=repeat_last_n))
 
     def generate_tokens(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8,
                         top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,

@@ -31,6 +31,8 @@ class Sampler:
         if not check_value(repeat_penalty, float, "repeat_penalty", lo=0.0, error=ArgumentError) > 0:
             raise ArgumentError(f"repeat_penalty must be > 0, got {repeat_penalty}")
         self.temperature, self.top_k, self.top_p, self.min_p = float(temperature), int(top_k), float(top_p), float(min_p)
+        repeat_last_n = check_value(repeat_last_n, int, "repeat_last_n (0: off, -1: the whole context)", lo=-1,
+                                    error=ArgumentError)
         self.repeat_penalty, self.repeat_last_n = float(repeat_penalty), int(repeat_last_n)
         frequency_penalty = check_value(frequency_penalty, float, "frequency_penalty", error=ArgumentError)
         presence_penalty = check_value(presence_penalty, float, "presence_penalty", error=ArgumentError)
@@ -40,14 +42,15 @@ class Sampler:
         self.rng = np.random.default_rng(None if seed in (None, -1) else seed)
 
     def penalize(self, logits: np.ndarray, history: Sequence[int]) -> np.ndarray:
-        """Penalties on the tokens of the last ``repeat_last_n`` of ``history``, as llama.cpp's
+        """Penalties on the tokens of the last ``repeat_last_n`` of ``history`` (-1: all of it), as llama.cpp's
         penalties sampler: the CTRL-style repetition penalty (Keskar et al. 2019; positive logits
         divided by it, negative ones multiplied), then OpenAI's frequency and presence penalties
         (``logit -= count * frequency_penalty + presence_penalty``)."""
         if (self.repeat_penalty == 1.0 and self.frequency_penalty == 0.0 and self.presence_penalty == 0.0) \
                 or not len(history) or self.repeat_last_n == 0:
             return logits
-        ids, counts = np.unique(np.asarray(history[-self.repeat_last_n:], dtype=np.int64), return_counts=True)
+        window = history if self.repeat_last_n < 0 else history[-self.repeat_last_n:]
+        ids, counts = np.unique(np.asarray(window, dtype=np.int64), return_counts=True)
         logits = logits.copy()
         v = logits[ids]
         if self.repeat_penalty != 1.0:

@@ -54,7 +54,8 @@ def _check(body: dict, name: str, *types: str) -> Any:
 # sampling fields shared by completions and chat: OpenAI's plus llama.cpp's extras
 _SAMPLING = {"temperature": (NUMBER, NULL), "top_p": (NUMBER, NULL), "top_k": (INT, NULL), "min_p": (NUMBER, NULL),
              "presence_penalty": (NUMBER, NULL), "frequency_penalty": (NUMBER, NULL),
-             "repeat_penalty": (NUMBER, NULL), "seed": (INT, NULL), "response_format": (OBJECT, NULL)}
+             "repeat_penalty": (NUMBER, NULL), "repeat_last_n": (INT, NULL), "seed": (INT, NULL),
+             "response_format": (OBJECT, NULL)}
 
 
 def _common(body: dict) -> tuple[dict, bool, bool]:
