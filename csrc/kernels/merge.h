@@ -67,6 +67,12 @@ struct MergeKernels {
     // threshold24 / 2^24). n is a multiple of 8 except for the last chunk; index0 % 8 == 0.
     void (*random_mask)(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24, uint8_t* mask,
                         int64_t n) = nullptr;
+    // h[i] = mask_hash(k0, k1, index0 + i) >> 8: the 24-bit draws of random_mask, for a caller
+    // whose threshold differs per element (DELLA's rank-dependent densities).
+    void (*mask_hash24)(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t* h, int64_t n) = nullptr;
+    // The rank of element i among n keys, ascending, ties by index: #{j : key[j] < key[i]} +
+    // #{j < i : key[j] == key[i]} (keys <= 0x7fffffff).
+    int64_t (*rank_of)(const uint32_t* key, int64_t n, int64_t i) = nullptr;
     // Bit i of mask = lo <= key(x[i]) <= hi with key = the bits of |x[i]| as uint32 (an
     // order-preserving integer; lo, hi <= 0x7fffffff). The chunk starts at a multiple of 8.
     void (*range_mask)(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) = nullptr;

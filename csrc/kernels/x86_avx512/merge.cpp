@@ -189,6 +189,35 @@ void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24
     if (i < n) ref::random_mask(k0, k1, index0 + uint32_t(i), threshold24, mask + (i >> 3), n - i);
 }
 
+int64_t rank_of(const uint32_t* key, int64_t n, int64_t i) {
+    // keys are <= 0x7fffffff, so signed compares order them
+    const __m512i k = _mm512_set1_epi32(int(key[i]));
+    int64_t r = 0, j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m512i v = _mm512_loadu_si512(key + j);
+        __mmask16 m = _mm512_cmplt_epi32_mask(v, k);
+        if (j < i) {  // ties before element i count too
+            const __mmask16 before = i - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (i - j)) - 1);
+            m |= _mm512_mask_cmpeq_epi32_mask(before, v, k);
+        }
+        r += __builtin_popcount(unsigned(m));
+    }
+    for (; j < n; ++j) r += key[j] < key[i] || (key[j] == key[i] && j < i);
+    return r;
+}
+
+void mask_hash24(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t* h, int64_t n) {
+    const __m512i vk0 = _mm512_set1_epi32(int(k0)), vk1 = _mm512_set1_epi32(int(k1));
+    const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(int(index0 + uint32_t(i))), step);
+        const __m512i v = fmix32(_mm512_add_epi32(fmix32(_mm512_xor_si512(idx, vk0)), vk1));
+        _mm512_storeu_si512(reinterpret_cast<__m512i*>(h + i), _mm512_srli_epi32(v, 8));
+    }
+    if (i < n) ref::mask_hash24(k0, k1, index0 + uint32_t(i), h + i, n - i);
+}
+
 void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) {
     const __m512i abs = _mm512_set1_epi32(0x7fffffff);
     const __m512i vlo = _mm512_set1_epi32(int(lo)), vhi = _mm512_set1_epi32(int(hi));
@@ -256,6 +285,8 @@ void fill_merge_avx512(MergeKernels& k) {
     k.dot3 = avx512::dot3;
     k.abs_sums = avx512::abs_sums;
     k.random_mask = avx512::random_mask;
+    k.mask_hash24 = avx512::mask_hash24;
+    k.rank_of = avx512::rank_of;
     k.range_mask = avx512::range_mask;
     k.mask_scale = avx512::mask_scale;
     k.consensus = avx512::consensus;
