@@ -141,6 +141,25 @@ def test_model_stock(isa, threads, filter_wise):
     np.testing.assert_allclose(got, want, rtol=0, atol=64 * U * np.abs(base).max())
 
 
+
+@pytest.mark.parametrize("n_models", [2, 3, 4])
+def test_model_stock_average_bits_at_extremes(isa, n_models):
+    """The average's division by N (a multiplication by 1/N when N is a power of two) and the
+    final lincomb2: the reference's bits on subnormals (row 0), huge values, infinities and NaNs
+    (row 1, whose t is then NaN)."""
+    rng = np.random.default_rng(13)
+    n = 4099
+    base = rng.standard_normal((2, n)).astype(np.float32)
+    xs = [base + 0.1 * rng.standard_normal((2, n)).astype(np.float32) for _ in range(n_models)]
+    base[0, ::13] = 0
+    for x in xs:
+        x[0, ::13] = rng.standard_normal(len(x[0, ::13])).astype(np.float32) * np.float32(2.0 ** -135)
+        x[1, 1::17] = np.float32(3e38)
+        x[1, 2::101] = np.inf
+        x[1, 3::211] = np.nan
+    got = both(lambda: K.model_stock(base, xs, rows=2))
+    assert np.isfinite(got[0]).all() and np.any(np.abs(got[0]) < 2.0 ** -126)
+
 # ---- task vectors --------------------------------------------------------------------------
 
 def tv_inputs(rng, n, n_models=3, dtype="bfloat16"):

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "common/formats.h"
+#include "common/fp16.h"
 
 namespace llamix {
 
@@ -40,6 +41,14 @@ inline uint32_t fmix32(uint32_t h) {
 // into the key by the drivers (MaskKey::k0_for in drivers/).
 inline uint32_t mask_hash(uint32_t k0, uint32_t k1, uint32_t index) {
     return fmix32(fmix32(index ^ k0) + k1);
+}
+
+// 1 / d when d is a power of two whose reciprocal is a normal float, else 0: then x * (1 / d)
+// is x / d exactly (both round the same exact value), for every x.
+inline float exact_reciprocal(float d) {
+    const uint32_t b = f32_bits(d), e = (b >> 23) & 0xffu;
+    if ((b & 0x7fffffu) != 0 || e < 2 || e > 252) return 0.0f;  // not 2^k, or 2^-k not normal
+    return 1.0f / d;
 }
 
 struct MergeKernels {

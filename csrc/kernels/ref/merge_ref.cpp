@@ -63,10 +63,11 @@ void div(float* x, float d, int64_t n) {
 }
 
 void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n) {
+    // A sum is never a signalling NaN, so dividing it by 1 returns it unchanged: skipped.
     for (int64_t i = 0; i < n; ++i) {
         const float pa = ca * a[i];
         const float pb = cb * b[i];
-        out[i] = (pa + pb) / d;
+        out[i] = d == 1.0f ? pa + pb : (pa + pb) / d;
     }
 }
 

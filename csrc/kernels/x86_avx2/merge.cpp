@@ -106,7 +106,12 @@ void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
 
 void div(float* x, float d, int64_t n) {
     const __m256 vd = _mm256_set1_ps(d);
+    const float r = exact_reciprocal(d);
     int64_t i = 0;
+    if (r != 0.0f) {  // the same bits as / d
+        const __m256 vr = _mm256_set1_ps(r);
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vr));
+    }
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), vd));
     if (i < n) ref::div(x + i, d, n - i);
 }
@@ -117,7 +122,8 @@ void lincomb2(float* out, const float* a, float ca, const float* b, float cb, fl
     for (; i + 8 <= n; i += 8) {
         const __m256 pa = _mm256_mul_ps(va, _mm256_loadu_ps(a + i));
         const __m256 pb = _mm256_mul_ps(vb, _mm256_loadu_ps(b + i));
-        _mm256_storeu_ps(out + i, _mm256_div_ps(_mm256_add_ps(pa, pb), vd));
+        const __m256 sum = _mm256_add_ps(pa, pb);
+        _mm256_storeu_ps(out + i, d == 1.0f ? sum : _mm256_div_ps(sum, vd));  // as the reference: / 1 skipped
     }
     if (i < n) ref::lincomb2(out + i, a + i, ca, b + i, cb, d, n - i);
 }

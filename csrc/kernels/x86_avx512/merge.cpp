@@ -101,13 +101,26 @@ void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
     if (i < n) ref::fma_acc_typed(acc + i, static_cast<const uint8_t*>(x) + i * (type == QType::F32 ? 4 : 2), type, w, n - i);
 }
 
+void div(float* x, float d, int64_t n) {
+    const __m512 vd = _mm512_set1_ps(d);
+    const float r = exact_reciprocal(d);
+    int64_t i = 0;
+    if (r != 0.0f) {  // the same bits as / d
+        const __m512 vr = _mm512_set1_ps(r);
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vr));
+    }
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_div_ps(_mm512_loadu_ps(x + i), vd));
+    if (i < n) ref::div(x + i, d, n - i);
+}
+
 void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n) {
     const __m512 va = _mm512_set1_ps(ca), vb = _mm512_set1_ps(cb), vd = _mm512_set1_ps(d);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m512 pa = _mm512_mul_ps(va, _mm512_loadu_ps(a + i));
         const __m512 pb = _mm512_mul_ps(vb, _mm512_loadu_ps(b + i));
-        _mm512_storeu_ps(out + i, _mm512_div_ps(_mm512_add_ps(pa, pb), vd));
+        const __m512 sum = _mm512_add_ps(pa, pb);
+        _mm512_storeu_ps(out + i, d == 1.0f ? sum : _mm512_div_ps(sum, vd));  // as the reference: / 1 skipped
     }
     if (i < n) ref::lincomb2(out + i, a + i, ca, b + i, cb, d, n - i);
 }
@@ -280,6 +293,7 @@ void fill_merge_avx512(MergeKernels& k) {
     k.store = avx512::store;
     k.fma_acc = avx512::fma_acc;
     k.fma_acc_typed = avx512::fma_acc_typed;
+    k.div = avx512::div;
     k.lincomb2 = avx512::lincomb2;
     k.sub = avx512::sub;
     k.dot3 = avx512::dot3;
