@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <vector>
 
 #include "common/thread_pool.h"
@@ -106,6 +107,7 @@ std::vector<uint8_t> della_mask_bits(const TaskVectorSource& src, int64_t n, int
                                      double eps, const MaskKey& key, std::vector<double>* part) {
     rows = std::max<int64_t>(rows, 1);
     const int64_t L = n / rows;
+    if (L * rows != n) throw std::invalid_argument("merge: tensor size is not a multiple of the row count");
     std::vector<uint8_t> bits(size_t(ceil_div(n, 8)), 0);
     // The keep threshold of each rank: the same for every row.
     std::vector<uint32_t> thr(static_cast<size_t>(L));
