@@ -155,6 +155,25 @@ def test_model_stock(isa, threads, filter_wise):
     np.testing.assert_allclose(got, want, rtol=0, atol=64 * U * np.abs(base).max())
 
 
+
+@pytest.mark.parametrize("n_models", [2, 3, 4])
+def test_model_stock_average_bits_at_extremes(isa, n_models):
+    """The average's division by N (a multiplication by 1/N when N is a power of two) and the
+    final lincomb2: the reference's bits on subnormals (row 0), huge values, infinities and NaNs
+    (row 1, whose t is then NaN)."""
+    rng = np.random.default_rng(13)
+    n = 4099
+    base = rng.standard_normal((2, n)).astype(np.float32)
+    xs = [base + 0.1 * rng.standard_normal((2, n)).astype(np.float32) for _ in range(n_models)]
+    base[0, ::13] = 0
+    for x in xs:
+        x[0, ::13] = rng.standard_normal(len(x[0, ::13])).astype(np.float32) * np.float32(2.0 ** -135)
+        x[1, 1::17] = np.float32(3e38)
+        x[1, 2::101] = np.inf
+        x[1, 3::211] = np.nan
+    got = both(lambda: K.model_stock(base, xs, rows=2))
+    assert np.isfinite(got[0]).all() and np.any(np.abs(got[0]) < 2.0 ** -126)
+
 # ---- task vectors --------------------------------------------------------------------------
 
 def tv_inputs(rng, n, n_models=3, dtype="bfloat16"):
@@ -288,17 +307,26 @@ def test_della_probabilities_follow_rank(isa):
     assert abs(low - (d - 0.9 * eps)) < 0.03 and abs(high - (d + 0.9 * eps)) < 0.03
 
 
-@pytest.mark.parametrize("rows,cols", [(9, 300), (3, 40), (2, 2500)])
-def test_della_mask_is_the_random_mask_at_each_rank_probability(rows, cols):
+@pytest.mark.parametrize("rows,cols,kind", [(9, 300, "ties"), (3, 40, "ties"), (2, 2500, "ties"), (3, 1000, "spread"),
+                                           (4, 999, "bf16")])
+def test_della_mask_is_the_random_mask_at_each_rank_probability(isa, rows, cols, kind):
     """Element i of a DELLA mask is the RANDOM mask's element i (same hash) at density
     p(rank_i) = density - eps + 2 eps rank_i / (L - 1), ranks by |delta| ascending, ties by index:
-    exact for short and long rows (comparison and radix sort), rows not a multiple of 8, ties,
-    and any thread count."""
+    exact for short and long rows, rows not a multiple of 8, ties (few distinct magnitudes, or
+    bf16 inputs' quantized deltas), magnitudes over a hundred octaves with zeros and infinities,
+    every ISA and any thread count."""
     rng = np.random.default_rng(12)
     n = rows * cols
     base = rng.standard_normal(n).astype(np.float32)
-    # few distinct magnitudes of either sign: many ties
-    x = base + (rng.integers(-6, 7, n) * 0.25).astype(np.float32)
+    if kind == "ties":  # few distinct magnitudes of either sign
+        x = base + (rng.integers(-6, 7, n) * 0.25).astype(np.float32)
+    elif kind == "spread":
+        x = base + (rng.standard_normal(n) * 2.0 ** rng.integers(-100, 20, n)).astype(np.float32)
+        x[::7] = base[::7]  # exact zeros
+        x[5::97] = np.inf
+    else:  # a fine-tune's bf16 deltas
+        base = O.bf16_to_f64(O.f32_to_bf16(0.02 * base)).astype(np.float32)
+        x = O.bf16_to_f64(O.f32_to_bf16(base + 0.002 * rng.standard_normal(n).astype(np.float32))).astype(np.float32)
     d, eps = 0.45, 0.3
     got = []
     for t in (1, 2, 3):

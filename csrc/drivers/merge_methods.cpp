@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -160,11 +161,26 @@ void merge_nuslerp(const MergeCommon& c, MergeInput x0, MergeInput x1, const Mer
     });
 }
 
-void merge_task_vectors(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x,
+void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vector<MergeInput>& x_in,
                         const std::vector<Sparsify>& sp, const TaskVectorParams& p, MergeOutput out) {
-    const int N = int(x.size());
-    if (N == 0 || sp.size() != x.size()) throw std::invalid_argument("merge_task_vectors: need one sparsifier per input");
+    const int N = int(x_in.size());
+    if (N == 0 || sp.size() != x_in.size()) throw std::invalid_argument("merge_task_vectors: need one sparsifier per input");
     const MergeKernels& K = kernels().merge;
+    // A sparsifier makes passes over the inputs before the final one (rank selection, DELLA, the
+    // rescale's norms): then they are held in memory (mapped when they can be) and read from there.
+    std::vector<MergeInput> all{base_in};
+    all.insert(all.end(), x_in.begin(), x_in.end());
+    std::unique_ptr<ResidentInputs> res;
+    if (std::any_of(sp.begin(), sp.end(), [](const Sparsify& s) { return s.kind != Sparsify::none; })) {
+        res = std::make_unique<ResidentInputs>(all, c.n);
+        const Tiling chunks(c.n, 1);
+        ThreadPool::instance().parallel_for(chunks.tasks(), [&](int64_t task, int) {
+            res->fill(chunks.begin(task), chunks.size(task));  // copies only where mapping failed
+        });
+    }
+    const std::vector<MergeInput>& in = res ? res->inputs() : all;
+    const MergeInput base = in[0];
+    const std::vector<MergeInput> x(in.begin() + 1, in.end());
     const std::vector<RankRule> rules = rank_rules(c, base, x, sp);
     std::vector<ModelMask> masks;
     std::vector<float> w(static_cast<size_t>(N));

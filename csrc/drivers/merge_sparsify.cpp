@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <vector>
 
 #include "common/thread_pool.h"
@@ -32,88 +33,110 @@ std::vector<uint8_t> random_mask_bits(int64_t n, double density, const MaskKey& 
     return bits;
 }
 
-// Sorts (key << 32 | index) words, given in index order, by their 31-bit key: three stable LSD
-// passes of 11 bits (ties keep index order, as a full sort of the words would). The result is in
-// `a`; `tmp` is scratch of the same length. Passes whose digit is the same for all words are skipped.
-void radix_sort_keys(uint64_t* a, uint64_t* tmp, int64_t L) {
-    if (L < 256) {  // a comparison sort is quicker on short rows; the order is the same
-        std::sort(a, a + L);
-        return;
-    }
-    constexpr int kBits = 11, kPasses = 3;
-    constexpr uint32_t kMask = (1u << kBits) - 1;
-    uint32_t hist[kPasses][1u << kBits] = {};
+// One row's ranking state, per thread: the row's keys, buckets and draws, and its bucket counts.
+struct DellaRow {
+    // Buckets of 1/64 octave (key >> 17), the top kBuckets below the row's largest key; smaller
+    // keys share bucket 0. The bucket is monotone in the key, so bucket b holds ranks [cum[b], cum[b + 1]).
+    static constexpr int kShift = 17, kBuckets = 1024;
+    std::vector<uint32_t> key, draw, cum;
+    std::vector<uint16_t> bucket;
+    explicit DellaRow(int64_t L) : key(size_t(L)), draw(size_t(L)), cum(kBuckets + 1), bucket(size_t(L)) {}
+};
+
+// The DELLA keep bits of one row (delta d, L elements starting at element off) into bits, whose bit 0
+// is element bit0 (a multiple of 8; the row's bits are zero on entry):
+// element i is kept when draw_i < thr[rank_i], ranks by |d| ascending, ties by index. The bucket
+// of an element brackets its rank, and the thresholds of the bracket's ends decide unless the draw
+// falls between them (about one element in a hundred); those few get their exact rank by counting.
+// The bits are the ones a full stable sort of the row gives.
+void della_row(const float* d, int64_t L, int64_t off, const uint32_t* thr, const MaskKey& key, DellaRow& w,
+               uint8_t* bits, int64_t bit0) {
+    constexpr int NB = DellaRow::kBuckets;
+    const MergeKernels& K = kernels().merge;
+    uint32_t* k = w.key.data();
+    uint32_t kmax = 0;
     for (int64_t i = 0; i < L; ++i) {
-        const uint32_t k = uint32_t(a[i] >> 32);
-        for (int p = 0; p < kPasses; ++p) ++hist[p][(k >> (p * kBits)) & kMask];
+        k[i] = mag_key(d[i]);
+        kmax = std::max(kmax, k[i]);
     }
-    uint64_t* src = a;
-    uint64_t* dst = tmp;
-    for (int p = 0; p < kPasses; ++p) {
-        uint32_t* h = hist[p];
-        if (h[(uint32_t(src[0] >> 32) >> (p * kBits)) & kMask] == uint32_t(L)) continue;
-        uint32_t sum = 0;
-        for (uint32_t d = 0; d <= kMask; ++d) {
-            const uint32_t c = h[d];
-            h[d] = sum;
-            sum += c;
+    // the draws, in pieces that do not cross a multiple of 2^32 (where the key changes)
+    uint32_t* h = w.draw.data();
+    for (int64_t i = 0; i < L;) {
+        const int64_t idx = off + i, len = std::min(L - i, int64_t((uint64_t(idx) | 0xffffffffull) + 1) - idx);
+        K.mask_hash24(key.k0_for(idx), key.k1, uint32_t(idx), h + i, len);
+        i += len;
+    }
+    const int32_t b0 = int32_t(kmax >> DellaRow::kShift) - (NB - 1);
+    uint32_t* cum = w.cum.data();
+    std::fill(cum, cum + NB + 1, 0u);
+    uint16_t* bk = w.bucket.data();
+    for (int64_t i = 0; i < L; ++i) {
+        const int32_t b = std::max(int32_t(k[i] >> DellaRow::kShift) - b0, 0);
+        bk[i] = uint16_t(b);
+        cum[b + 1]++;
+    }
+    for (int b = 0; b < NB; ++b) cum[b + 1] += cum[b];
+    // 8 elements to a byte of keep bits (the row may start inside a byte)
+    for (int64_t i0 = 0; i0 < L;) {
+        const int64_t idx0 = off + i0, n8 = std::min<int64_t>(L - i0, 8 - (idx0 & 7));
+        unsigned byte = 0, amb = 0;
+        for (int64_t j = 0; j < n8; ++j) {
+            const int b = bk[i0 + j];
+            const uint32_t t0 = thr[cum[b]], t1 = thr[cum[b + 1] - 1], v = h[i0 + j];
+            const uint32_t lo = std::min(t0, t1), hi = std::max(t0, t1);  // any sign of epsilon
+            byte |= unsigned(v < lo) << j;
+            amb |= unsigned(v >= lo && v < hi) << j;
         }
-        const int shift = 32 + p * kBits;
-        for (int64_t i = 0; i < L; ++i) dst[h[(src[i] >> shift) & kMask]++] = src[i];
-        std::swap(src, dst);
+        while (amb) {  // the exact rank decides
+            const int j = __builtin_ctz(amb);
+            amb &= amb - 1;
+            const int64_t i = i0 + j;
+            byte |= unsigned(h[i] < thr[K.rank_of(k, L, i)]) << j;
+        }
+        bits[(idx0 - bit0) >> 3] |= uint8_t(byte << (idx0 & 7));
+        i0 += n8;
     }
-    if (src != a) std::copy(src, src + L, a);
 }
 
 // DELLA (Deep et al. 2024): within each row, rank |delta| ascending (ties by index) and keep rank
-// r (0-based) with probability density - eps + 2 eps r / (L - 1). Rows are ranked with a stable
-// radix sort of their 31-bit magnitude keys (ties stay in index order); tasks take 8 rows so each
-// writes whole mask bytes.
+// r (0-based) with probability density - eps + 2 eps r / (L - 1). Each task takes a span of whole
+// kChunk chunks and ranks the rows overlapping it (a row crossing a span boundary is ranked by both
+// tasks, each keeping the bits inside its span): with part set, the task also adds the L1 sums of
+// each of its chunks before and after masking (part[2 c], part[2 c + 1]), the rescale's pass.
 std::vector<uint8_t> della_mask_bits(const TaskVectorSource& src, int64_t n, int64_t rows, double density,
-                                     double eps, const MaskKey& key) {
+                                     double eps, const MaskKey& key, std::vector<double>* part) {
     rows = std::max<int64_t>(rows, 1);
     const int64_t L = n / rows;
-    std::vector<uint8_t> bits(size_t(ceil_div(n, 8)) + 1, 0);
-    // Rows per task: a multiple of 8 unless L is (so tasks start on a mask byte), and about kChunk
-    // elements, so short rows are read with few pread calls.
-    const int64_t group = (L % 8 == 0) ? 1 : 8;
-    const int64_t per_task = ceil_div(std::max<int64_t>(1, kChunk / std::max<int64_t>(L, 1)), group) * group;
+    if (L * rows != n) throw std::invalid_argument("merge: tensor size is not a multiple of the row count");
+    std::vector<uint8_t> bits(size_t(ceil_div(n, 8)), 0);
     // The keep threshold of each rank: the same for every row.
     std::vector<uint32_t> thr(static_cast<size_t>(L));
     for (int64_t rank = 0; rank < L; ++rank) {
         const double frac = L > 1 ? double(rank) / double(L - 1) : 0.0;
         thr[size_t(rank)] = threshold24((density - eps) + frac * 2.0 * eps);
     }
-    const int64_t block = std::min(rows, per_task) * L;
-    Scratch scratch(2, block);
+    // at least 4 chunks and 16 rows a span: boundary rows cost at most an eighth more ranking
+    const int64_t chunks = ceil_div(n, kChunk);
+    const int64_t span = std::min(chunks, std::max<int64_t>(4, ceil_div(16 * L, kChunk))) * kChunk;
+    const int64_t cap = std::min(n, span + 2 * L);  // the elements of the rows overlapping a span
+    Scratch scratch(2, cap);
     const size_t T = size_t(ThreadPool::instance().threads());
-    std::vector<std::vector<uint64_t>> order(T, std::vector<uint64_t>(size_t(L) * 2));
-    std::vector<std::vector<uint32_t>> hashes(T, std::vector<uint32_t>(size_t(L)));
-    ThreadPool::instance().parallel_for(ceil_div(rows, per_task), [&](int64_t task, int th) {
+    std::vector<DellaRow> work(T, DellaRow(L));
+    std::vector<std::vector<uint8_t>> local(T, std::vector<uint8_t>(size_t(ceil_div(cap, 8)) + 2));
+    const MergeKernels& K = kernels().merge;
+    ThreadPool::instance().parallel_for(ceil_div(n, span), [&](int64_t task, int th) {
+        const int64_t s0 = task * span, s1 = std::min(n, s0 + span);
+        const int64_t e0 = s0 / L * L, e1 = ceil_div(s1, L) * L, bit0 = e0 & ~int64_t(7);
         float* d = scratch.get(th, 0);
-        uint64_t* ord = order[th].data();
-        uint32_t* h = hashes[th].data();
-        const int64_t r0 = task * per_task, r1 = std::min(rows, r0 + per_task);
-        src.delta(r0 * L, (r1 - r0) * L, d, scratch.get(th, 1));
-        for (int64_t r = r0; r < r1; ++r) {
-            const int64_t off = r * L;
-            const float* dr = d + (r - r0) * L;
-            for (int64_t i = 0; i < L; ++i) ord[i] = (uint64_t(mag_key(dr[i])) << 32) | uint64_t(i);
-            radix_sort_keys(ord, ord + L, L);
-            if ((off >> 32) == ((off + L - 1) >> 32)) {  // one key for the row
-                const uint32_t k0 = key.k0_for(off);
-                for (int64_t i = 0; i < L; ++i) h[i] = mask_hash(k0, key.k1, uint32_t(off + i)) >> 8;
-            } else {
-                for (int64_t i = 0; i < L; ++i) h[i] = mask_hash(key.k0_for(off + i), key.k1, uint32_t(off + i)) >> 8;
-            }
-            for (int64_t rank = 0; rank < L; ++rank) {
-                const int64_t i = int64_t(ord[rank] & 0xffffffffu);
-                const int64_t idx = off + i;
-                if (h[i] < thr[size_t(rank)]) bits[size_t(idx >> 3)] |= uint8_t(1u << (idx & 7));
-            }
-        }
+        uint8_t* lb = local[th].data();
+        src.delta(e0, e1 - e0, d, scratch.get(th, 1));
+        std::fill(lb, lb + ceil_div(e1 - bit0, 8), uint8_t(0));
+        for (int64_t r0 = e0; r0 < e1; r0 += L) della_row(d + (r0 - e0), L, r0, thr.data(), key, work[th], lb, bit0);
+        std::copy(lb + (s0 - bit0) / 8, lb + ceil_div(s1 - bit0, 8), bits.data() + s0 / 8);
+        if (part)
+            for (int64_t c0 = s0; c0 < s1; c0 += kChunk)
+                K.abs_sums(d + (c0 - e0), lb + (c0 - bit0) / 8, std::min(kChunk, s1 - c0), &(*part)[size_t(c0 / kChunk) * 2]);
     });
-    bits.resize(size_t(ceil_div(n, 8)));
     return bits;
 }
 
@@ -124,6 +147,7 @@ ModelMask sparsify_mask(const MergeCommon& c, const TaskVectorSource& src, const
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     ModelMask mm;
+    std::vector<double> part(size_t(tl.tasks()) * 2);  // per chunk: L1 norms before and after masking
     switch (sp.kind) {
         case Sparsify::none: return mm;
         case Sparsify::rank:
@@ -144,14 +168,14 @@ ModelMask sparsify_mask(const MergeCommon& c, const TaskVectorSource& src, const
                 mm.bits.assign(size_t(ceil_div(n, 8)), 0);
                 return mm;  // mergekit returns zeros without rescaling
             }
-            mm.bits = della_mask_bits(src, n, rows, sp.density, sp.epsilon, key);
+            mm.bits = della_mask_bits(src, n, rows, sp.density, sp.epsilon, key, rescale ? &part : nullptr);
             break;
     }
     if (!rescale && sp.kind != Sparsify::rank) return mm;
-    // One pass: the rank mask (if stored) and the L1 norms before and after masking.
+    // One pass: the rank mask (if stored) and the L1 norms before and after masking (DELLA's pass
+    // has added those).
     Scratch scratch(2, kChunk);
-    std::vector<double> part(size_t(tl.tasks()) * 2);
-    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+    if (sp.kind != Sparsify::della) ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         float* d = scratch.get(th, 0);
         const int64_t off = tl.begin(task), len = tl.size(task);
         src.delta(off, len, d, scratch.get(th, 1));

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "common/formats.h"
+#include "common/fp16.h"
 
 namespace llamix {
 
@@ -40,6 +41,14 @@ inline uint32_t fmix32(uint32_t h) {
 // into the key by the drivers (MaskKey::k0_for in drivers/).
 inline uint32_t mask_hash(uint32_t k0, uint32_t k1, uint32_t index) {
     return fmix32(fmix32(index ^ k0) + k1);
+}
+
+// 1 / d when d is a power of two whose reciprocal is a normal float, else 0: then x * (1 / d)
+// is x / d exactly (both round the same exact value), for every x.
+inline float exact_reciprocal(float d) {
+    const uint32_t b = f32_bits(d), e = (b >> 23) & 0xffu;
+    if ((b & 0x7fffffu) != 0 || e < 2 || e > 252) return 0.0f;  // not 2^k, or 2^-k not normal
+    return 1.0f / d;
 }
 
 struct MergeKernels {
@@ -72,6 +81,12 @@ struct MergeKernels {
     // threshold24 / 2^24). n is a multiple of 8 except for the last chunk; index0 % 8 == 0.
     void (*random_mask)(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24, uint8_t* mask,
                         int64_t n) = nullptr;
+    // h[i] = mask_hash(k0, k1, index0 + i) >> 8: the 24-bit draws of random_mask, for a caller
+    // whose threshold differs per element (DELLA's rank-dependent densities).
+    void (*mask_hash24)(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t* h, int64_t n) = nullptr;
+    // The rank of element i among n keys, ascending, ties by index: #{j : key[j] < key[i]} +
+    // #{j < i : key[j] == key[i]} (keys <= 0x7fffffff).
+    int64_t (*rank_of)(const uint32_t* key, int64_t n, int64_t i) = nullptr;
     // Bit i of mask = lo <= key(x[i]) <= hi with key = the bits of |x[i]| as uint32 (an
     // order-preserving integer; lo, hi <= 0x7fffffff). The chunk starts at a multiple of 8.
     void (*range_mask)(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) = nullptr;

@@ -69,10 +69,11 @@ void div(float* x, float d, int64_t n) {
 }
 
 void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n) {
+    // A sum is never a signalling NaN, so dividing it by 1 returns it unchanged: skipped.
     for (int64_t i = 0; i < n; ++i) {
         const float pa = ca * a[i];
         const float pb = cb * b[i];
-        out[i] = (pa + pb) / d;
+        out[i] = d == 1.0f ? pa + pb : (pa + pb) / d;
     }
 }
 
@@ -113,6 +114,17 @@ void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24
         }
         mask[i >> 3] = byte;
     }
+}
+
+void mask_hash24(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t* h, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) h[i] = mask_hash(k0, k1, index0 + uint32_t(i)) >> 8;
+}
+
+int64_t rank_of(const uint32_t* key, int64_t n, int64_t i) {
+    const uint32_t k = key[i];
+    int64_t r = 0;
+    for (int64_t j = 0; j < n; ++j) r += key[j] < k || (key[j] == k && j < i);
+    return r;
 }
 
 void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) {
@@ -182,6 +194,8 @@ void fill_merge_ref(MergeKernels& k) {
     k.dot3 = ref::dot3;
     k.abs_sums = ref::abs_sums;
     k.random_mask = ref::random_mask;
+    k.mask_hash24 = ref::mask_hash24;
+    k.rank_of = ref::rank_of;
     k.range_mask = ref::range_mask;
     k.mask_scale = ref::mask_scale;
     k.scale = ref::scale;

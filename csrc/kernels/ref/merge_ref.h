@@ -15,6 +15,8 @@ void sub(float* out, const float* a, const float* b, int64_t n);
 void dot3(const float* a, const float* b, int64_t n, double out[3]);
 void abs_sums(const float* x, const uint8_t* mask, int64_t n, double out[2]);
 void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24, uint8_t* mask, int64_t n);
+int64_t rank_of(const uint32_t* key, int64_t n, int64_t i);
+void mask_hash24(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t* h, int64_t n);
 void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n);
 void mask_scale(float* x, const uint8_t* mask, float s, int64_t n);
 void scale(float* x, float w, int64_t n);

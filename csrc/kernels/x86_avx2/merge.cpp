@@ -121,7 +121,12 @@ void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
 
 void div(float* x, float d, int64_t n) {
     const __m256 vd = _mm256_set1_ps(d);
+    const float r = exact_reciprocal(d);
     int64_t i = 0;
+    if (r != 0.0f) {  // the same bits as / d
+        const __m256 vr = _mm256_set1_ps(r);
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vr));
+    }
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), vd));
     if (i < n) ref::div(x + i, d, n - i);
 }
@@ -132,7 +137,8 @@ void lincomb2(float* out, const float* a, float ca, const float* b, float cb, fl
     for (; i + 8 <= n; i += 8) {
         const __m256 pa = _mm256_mul_ps(va, _mm256_loadu_ps(a + i));
         const __m256 pb = _mm256_mul_ps(vb, _mm256_loadu_ps(b + i));
-        _mm256_storeu_ps(out + i, _mm256_div_ps(_mm256_add_ps(pa, pb), vd));
+        const __m256 sum = _mm256_add_ps(pa, pb);
+        _mm256_storeu_ps(out + i, d == 1.0f ? sum : _mm256_div_ps(sum, vd));  // as the reference: / 1 skipped
     }
     if (i < n) ref::lincomb2(out + i, a + i, ca, b + i, cb, d, n - i);
 }
@@ -236,6 +242,36 @@ void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24
     if (i < n) ref::random_mask(k0, k1, index0 + uint32_t(i), threshold24, mask + (i >> 3), n - i);
 }
 
+int64_t rank_of(const uint32_t* key, int64_t n, int64_t i) {
+    // keys are <= 0x7fffffff, so signed compares order them
+    const __m256i k = _mm256_set1_epi32(int(key[i]));
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int64_t r = 0, j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(key + j));
+        __m256i m = _mm256_cmpgt_epi32(k, v);
+        if (j < i) {  // ties before element i count too
+            const __m256i before = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::min<int64_t>(i - j, 8))), lane);
+            m = _mm256_or_si256(m, _mm256_and_si256(before, _mm256_cmpeq_epi32(v, k)));
+        }
+        r += __builtin_popcount(unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(m))));
+    }
+    for (; j < n; ++j) r += key[j] < key[i] || (key[j] == key[i] && j < i);
+    return r;
+}
+
+void mask_hash24(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t* h, int64_t n) {
+    const __m256i vk0 = _mm256_set1_epi32(int(k0)), vk1 = _mm256_set1_epi32(int(k1));
+    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(int(index0 + uint32_t(i))), step);
+        const __m256i v = fmix32(_mm256_add_epi32(fmix32(_mm256_xor_si256(idx, vk0)), vk1));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + i), _mm256_srli_epi32(v, 8));
+    }
+    if (i < n) ref::mask_hash24(k0, k1, index0 + uint32_t(i), h + i, n - i);
+}
+
 void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) {
     // keys and bounds are <= 0x7fffffff, so signed compares order them correctly
     const __m256i abs = _mm256_set1_epi32(0x7fffffff);
@@ -309,6 +345,8 @@ void fill_merge_avx2(MergeKernels& k) {
     k.dot3 = avx2::dot3;
     k.abs_sums = avx2::abs_sums;
     k.random_mask = avx2::random_mask;
+    k.mask_hash24 = avx2::mask_hash24;
+    k.rank_of = avx2::rank_of;
     k.range_mask = avx2::range_mask;
     k.mask_scale = avx2::mask_scale;
     k.consensus = avx2::consensus;

@@ -116,13 +116,26 @@ void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
     if (i < n) ref::fma_acc_typed(acc + i, static_cast<const uint8_t*>(x) + i * (type == QType::F32 ? 4 : 2), type, w, n - i);
 }
 
+void div(float* x, float d, int64_t n) {
+    const __m512 vd = _mm512_set1_ps(d);
+    const float r = exact_reciprocal(d);
+    int64_t i = 0;
+    if (r != 0.0f) {  // the same bits as / d
+        const __m512 vr = _mm512_set1_ps(r);
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vr));
+    }
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_div_ps(_mm512_loadu_ps(x + i), vd));
+    if (i < n) ref::div(x + i, d, n - i);
+}
+
 void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n) {
     const __m512 va = _mm512_set1_ps(ca), vb = _mm512_set1_ps(cb), vd = _mm512_set1_ps(d);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m512 pa = _mm512_mul_ps(va, _mm512_loadu_ps(a + i));
         const __m512 pb = _mm512_mul_ps(vb, _mm512_loadu_ps(b + i));
-        _mm512_storeu_ps(out + i, _mm512_div_ps(_mm512_add_ps(pa, pb), vd));
+        const __m512 sum = _mm512_add_ps(pa, pb);
+        _mm512_storeu_ps(out + i, d == 1.0f ? sum : _mm512_div_ps(sum, vd));  // as the reference: / 1 skipped
     }
     if (i < n) ref::lincomb2(out + i, a + i, ca, b + i, cb, d, n - i);
 }
@@ -204,6 +217,35 @@ void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24
     if (i < n) ref::random_mask(k0, k1, index0 + uint32_t(i), threshold24, mask + (i >> 3), n - i);
 }
 
+int64_t rank_of(const uint32_t* key, int64_t n, int64_t i) {
+    // keys are <= 0x7fffffff, so signed compares order them
+    const __m512i k = _mm512_set1_epi32(int(key[i]));
+    int64_t r = 0, j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m512i v = _mm512_loadu_si512(key + j);
+        __mmask16 m = _mm512_cmplt_epi32_mask(v, k);
+        if (j < i) {  // ties before element i count too
+            const __mmask16 before = i - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (i - j)) - 1);
+            m |= _mm512_mask_cmpeq_epi32_mask(before, v, k);
+        }
+        r += __builtin_popcount(unsigned(m));
+    }
+    for (; j < n; ++j) r += key[j] < key[i] || (key[j] == key[i] && j < i);
+    return r;
+}
+
+void mask_hash24(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t* h, int64_t n) {
+    const __m512i vk0 = _mm512_set1_epi32(int(k0)), vk1 = _mm512_set1_epi32(int(k1));
+    const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(int(index0 + uint32_t(i))), step);
+        const __m512i v = fmix32(_mm512_add_epi32(fmix32(_mm512_xor_si512(idx, vk0)), vk1));
+        _mm512_storeu_si512(reinterpret_cast<__m512i*>(h + i), _mm512_srli_epi32(v, 8));
+    }
+    if (i < n) ref::mask_hash24(k0, k1, index0 + uint32_t(i), h + i, n - i);
+}
+
 void range_mask(const float* x, uint32_t lo, uint32_t hi, uint8_t* mask, int64_t n) {
     const __m512i abs = _mm512_set1_epi32(0x7fffffff);
     const __m512i vlo = _mm512_set1_epi32(int(lo)), vhi = _mm512_set1_epi32(int(hi));
@@ -267,11 +309,14 @@ void fill_merge_avx512(MergeKernels& k) {
     k.fma_acc = avx512::fma_acc;
     k.fma_acc_typed = avx512::fma_acc_typed;
     k.weighted_sum = avx512::weighted_sum;
+    k.div = avx512::div;
     k.lincomb2 = avx512::lincomb2;
     k.sub = avx512::sub;
     k.dot3 = avx512::dot3;
     k.abs_sums = avx512::abs_sums;
     k.random_mask = avx512::random_mask;
+    k.mask_hash24 = avx512::mask_hash24;
+    k.rank_of = avx512::rank_of;
     k.range_mask = avx512::range_mask;
     k.mask_scale = avx512::mask_scale;
     k.consensus = avx512::consensus;
