@@ -58,10 +58,21 @@ void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
     }
 }
 
+void weighted_sum_from(float* out, const void* const* x, const QType* type, const float* w, int k, float d,
+                       int64_t begin, int64_t n) {
+    for (int64_t i = begin; i < n; ++i) {
+        float acc = 0.0f;
+        for (int m = 0; m < k; ++m) {
+            float v;
+            load(static_cast<const uint8_t*>(x[m]) + i * (type[m] == QType::F32 ? 4 : 2), type[m], &v, 1);
+            acc = std::fma(v, w[m], acc);
+        }
+        out[i] = d != 1.0f ? acc / d : acc;
+    }
+}
+
 void weighted_sum(float* out, const void* const* x, const QType* type, const float* w, int k, float d, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) out[i] = 0.0f;
-    for (int m = 0; m < k; ++m) fma_acc_typed(out, x[m], type[m], w[m], n);
-    if (d != 1.0f) div(out, d, n);
+    weighted_sum_from(out, x, type, w, k, d, 0, n);
 }
 
 void div(float* x, float d, int64_t n) {

@@ -9,6 +9,9 @@ void store(const float* src, void* dst, QType type, int64_t n);
 void fma_acc(float* acc, const float* x, float w, int64_t n);
 void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n);
 void weighted_sum(float* out, const void* const* x, const QType* type, const float* w, int k, float d, int64_t n);
+// weighted_sum's elements [begin, n) (the SIMD variants' tails)
+void weighted_sum_from(float* out, const void* const* x, const QType* type, const float* w, int k, float d,
+                       int64_t begin, int64_t n);
 void div(float* x, float d, int64_t n);
 void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n);
 void sub(float* out, const float* a, const float* b, int64_t n);

@@ -101,11 +101,7 @@ void weighted_sum(float* out, const void* const* x, const QType* type, const flo
         for (int m = 0; m < k; ++m) acc = _mm512_fmadd_ps(load16(x[m], type[m], i), _mm512_set1_ps(w[m]), acc);
         _mm512_storeu_ps(out + i, d != 1.0f ? _mm512_div_ps(acc, vd) : acc);
     }
-    if (i < n) {
-        std::vector<const void*> rest(static_cast<size_t>(k));
-        for (int m = 0; m < k; ++m) rest[size_t(m)] = static_cast<const uint8_t*>(x[m]) + i * (type[m] == QType::F32 ? 4 : 2);
-        ref::weighted_sum(out + i, rest.data(), type, w, k, d, n - i);
-    }
+    ref::weighted_sum_from(out, x, type, w, k, d, i, n);
 }
 
 void fma_acc_typed(float* acc, const void* x, QType type, float w, int64_t n) {
