@@ -76,13 +76,17 @@ BufferPool::Lease::~Lease() {
     }
 }
 
-ResidentInputs::ResidentInputs(const std::vector<MergeInput>& in, int64_t n) : in_(in), mem_(in) {
+ResidentInputs::ResidentInputs(const std::vector<MergeInput>& in, int64_t n, Unmapped fallback) : in_(in), mem_(in) {
     int64_t bytes = 0;
     for (const MergeInput& x : in)
         if (x.fd >= 0) bytes += n * type_size(x.type);
     if (bytes == 0 || bytes > cache_budget()) return;
     on_ = true;
     if (map_files(n)) return;
+    if (fallback == Unmapped::pread) {
+        on_ = false;
+        return;
+    }
     lease_.take(size_t(bytes));
     uint8_t* p = lease_.bytes();
     dst_.assign(in.size(), nullptr);

@@ -45,9 +45,14 @@ class BufferPool {
 // pass reading each chunk from the file into a pooled buffer (fill). Inputs already in memory are
 // used where they are. Off (the inputs as given) when the file-backed ones do not fit the cache
 // budget. Mapped or copied, they count in the resident set until the tensor is done.
+//
+// Single-pass methods map their inputs too (fallback pread: where mapping fails they read the files
+// chunk by chunk as if not resident): reading the mapped pages costs about 40% less CPU than
+// pread's copy into a buffer in this project's merge bench (linear: 1.6 -> 1.0 s of CPU).
 class ResidentInputs {
    public:
-    ResidentInputs(const std::vector<MergeInput>& in, int64_t n);
+    enum class Unmapped { copy, pread };  // where mapping fails: copy into memory, or leave the inputs as given
+    ResidentInputs(const std::vector<MergeInput>& in, int64_t n, Unmapped fallback = Unmapped::copy);
     ~ResidentInputs();
     ResidentInputs(const ResidentInputs&) = delete;
     ResidentInputs& operator=(const ResidentInputs&) = delete;

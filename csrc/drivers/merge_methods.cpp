@@ -26,9 +26,9 @@ namespace llamix {
 
 using namespace merge_detail;
 
-void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const std::vector<float>& w, bool normalize,
+void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& xin, const std::vector<float>& w, bool normalize,
                   MergeOutput out) {
-    if (x.empty() || x.size() != w.size()) throw std::invalid_argument("merge_linear: need one weight per input");
+    if (xin.empty() || xin.size() != w.size()) throw std::invalid_argument("merge_linear: need one weight per input");
     float total = w[0];
     for (size_t i = 1; i < w.size(); ++i) total = total + w[i];
     if (normalize && total == 0.0f)
@@ -36,9 +36,11 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const 
     const MergeKernels& K = kernels().merge;
     const Tiling tl(c.n, 1, kStreamChunk);
     Scratch scratch(2, kL1Block);
-    const size_t k = x.size();
+    const size_t k = xin.size();
     // Inputs already in the working precision are summed in place in one pass (weighted_sum);
     // others are rounded to it first, one at a time.
+    const ResidentInputs res(xin, c.n, ResidentInputs::Unmapped::pread);  // one pass: read the files' pages in place
+    const std::vector<MergeInput>& x = res.inputs();
     const bool in_place =
         std::all_of(x.begin(), x.end(), [&](const MergeInput& in) { return c.work == QType::F32 || in.type == c.work; });
     std::vector<QType> types(k);
@@ -72,8 +74,10 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& x, const 
     });
 }
 
-void merge_slerp(const MergeCommon& c, MergeInput v0, MergeInput v1, float t, MergeOutput out) {
+void merge_slerp(const MergeCommon& c, MergeInput v0_in, MergeInput v1_in, float t, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
+    const ResidentInputs res({v0_in, v1_in}, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const MergeInput v0 = res[0], v1 = res[1];
     const Tiling tl(c.n, 1);
     Scratch scratch(2, kL1Block);
     std::vector<double> part(size_t(tl.tasks()) * 3);
@@ -109,9 +113,14 @@ void merge_slerp(const MergeCommon& c, MergeInput v0, MergeInput v1, float t, Me
     });
 }
 
-void merge_nuslerp(const MergeCommon& c, MergeInput x0, MergeInput x1, const MergeInput* base, double t, int64_t rows,
-                   MergeOutput out) {
+void merge_nuslerp(const MergeCommon& c, MergeInput x0_in, MergeInput x1_in, const MergeInput* base_in, double t,
+                   int64_t rows, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
+    std::vector<MergeInput> all{x0_in, x1_in};
+    if (base_in) all.push_back(*base_in);
+    const ResidentInputs res(all, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const MergeInput x0 = res[0], x1 = res[1];
+    const MergeInput* base = base_in ? &res[2] : nullptr;
     const Tiling tl(c.n, rows);
     Scratch scratch(3, kChunk);
     // v0, v1: the inputs, or their task vectors over the base.
@@ -166,19 +175,20 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
     const int N = int(x_in.size());
     if (N == 0 || sp.size() != x_in.size()) throw std::invalid_argument("merge_task_vectors: need one sparsifier per input");
     const MergeKernels& K = kernels().merge;
-    // A sparsifier makes passes over the inputs before the final one (rank selection, DELLA, the
-    // rescale's norms): then they are held in memory (mapped when they can be) and read from there.
+    // The inputs are read where the files' pages are mapped. A sparsifier makes passes over them
+    // before the final one (rank selection, DELLA, the rescale's norms): where mapping fails they
+    // are then copied into memory on the way.
     std::vector<MergeInput> all{base_in};
     all.insert(all.end(), x_in.begin(), x_in.end());
-    std::unique_ptr<ResidentInputs> res;
-    if (std::any_of(sp.begin(), sp.end(), [](const Sparsify& s) { return s.kind != Sparsify::none; })) {
-        res = std::make_unique<ResidentInputs>(all, c.n);
+    const bool sparsify = std::any_of(sp.begin(), sp.end(), [](const Sparsify& s) { return s.kind != Sparsify::none; });
+    const ResidentInputs res(all, c.n, sparsify ? ResidentInputs::Unmapped::copy : ResidentInputs::Unmapped::pread);
+    if (sparsify) {
         const Tiling chunks(c.n, 1);
         ThreadPool::instance().parallel_for(chunks.tasks(), [&](int64_t task, int) {
-            res->fill(chunks.begin(task), chunks.size(task));  // copies only where mapping failed
+            res.fill(chunks.begin(task), chunks.size(task));  // copies only where mapping failed
         });
     }
-    const std::vector<MergeInput>& in = res ? res->inputs() : all;
+    const std::vector<MergeInput>& in = res.inputs();
     const MergeInput base = in[0];
     const std::vector<MergeInput> x(in.begin() + 1, in.end());
     const std::vector<RankRule> rules = rank_rules(c, base, x, sp);
@@ -300,8 +310,10 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
     });
 }
 
-void merge_scale(const MergeCommon& c, MergeInput x, float s, MergeOutput out) {
+void merge_scale(const MergeCommon& c, MergeInput x_in, float s, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
+    const ResidentInputs res({x_in}, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const MergeInput x = res[0];
     const Tiling tl(c.n, 1, kStreamChunk);
     if (s == 1.0f && out.type == x.type && (c.work == QType::F32 || c.work == x.type)) {
         // Nothing to round or scale: the stored bits are the result (what converting to float32 and

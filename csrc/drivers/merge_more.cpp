@@ -96,8 +96,10 @@ void copy_input(const MergeCommon& c, MergeInput x, MergeOutput out) { merge_sca
 
 }  // namespace
 
-void merge_nearswap(const MergeCommon& c, MergeInput base, MergeInput x, float t, MergeOutput out) {
+void merge_nearswap(const MergeCommon& c, MergeInput base_in, MergeInput x_in, float t, MergeOutput out) {
     const MergeKernels& K = kernels().merge;
+    const ResidentInputs res({base_in, x_in}, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const MergeInput base = res[0], x = res[1];
     const Tiling tl(c.n, 1, kStreamChunk);
     Scratch scratch(2, kL1Block);
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
@@ -110,11 +112,16 @@ void merge_nearswap(const MergeCommon& c, MergeInput base, MergeInput x, float t
     });
 }
 
-void merge_ram(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x, const RamParams& p,
+void merge_ram(const MergeCommon& c, MergeInput base_in, const std::vector<MergeInput>& x_in, const RamParams& p,
                MergeOutput out) {
-    const int N = int(x.size());
-    if (N == 0) return copy_input(c, base, out);
+    const int N = int(x_in.size());
+    if (N == 0) return copy_input(c, base_in, out);
     const MergeKernels& K = kernels().merge;
+    std::vector<MergeInput> all{base_in};
+    all.insert(all.end(), x_in.begin(), x_in.end());
+    const ResidentInputs res(all, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const MergeInput base = res[0];
+    const std::vector<MergeInput> x(res.inputs().begin() + 1, res.inputs().end());
     const Tiling tl(c.n, 1);
     Scratch scratch(N + 2, kChunk);
     DeltaCache* const reuse = nullptr;  // reading the inputs again is as fast as keeping them
@@ -153,11 +160,16 @@ void merge_ram(const MergeCommon& c, MergeInput base, const std::vector<MergeInp
     });
 }
 
-void merge_sce(const MergeCommon& c, MergeInput base, const std::vector<MergeInput>& x, double select_topk,
+void merge_sce(const MergeCommon& c, MergeInput base_in, const std::vector<MergeInput>& x_in, double select_topk,
                MergeOutput out) {
-    const int N = int(x.size());
-    if (N == 0) return copy_input(c, base, out);
+    const int N = int(x_in.size());
+    if (N == 0) return copy_input(c, base_in, out);
     const MergeKernels& K = kernels().merge;
+    std::vector<MergeInput> all{base_in};
+    all.insert(all.end(), x_in.begin(), x_in.end());
+    const ResidentInputs res(all, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const MergeInput base = res[0];
+    const std::vector<MergeInput> x(res.inputs().begin() + 1, res.inputs().end());
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     Scratch scratch(N + 3, kChunk);  // deltas, base, mask bits, variance (then the result)
@@ -390,8 +402,10 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     });
 }
 
-KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>& x, int max_iter, double tol,
+KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>& x_in, int max_iter, double tol,
                             MergeOutput out) {
+    const ResidentInputs res(x_in, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const std::vector<MergeInput>& x = res.inputs();
     const int N = int(x.size());
     KarcherReport report;
     if (N == 0) throw std::invalid_argument("karcher: needs at least one model");
