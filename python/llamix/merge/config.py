@@ -9,6 +9,7 @@ layer_range: [start, end], parameters}]`` with optional slice ``parameters`` / `
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,13 +138,25 @@ def load_config(config: Any) -> MergeConfig:
     return cfg
 
 
+# libyaml's parser where PyYAML has it: the same documents as yaml.safe_load, about 100x faster on
+# hostile input (200 KB of nested brackets: 7 ms, where the pure-Python scanner took 1.4-9 s before
+# giving up at the recursion limit).
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _NamedText(io.StringIO):
+    """The config's text under its file's name, which PyYAML's error marks then show (for a plain
+    string they say "<unicode string>")."""
+
+    def __init__(self, text: str, name: str):
+        super().__init__(text)
+        self.name = name
+
+
 def _parse_yaml(text: str, source: str):
     try:
-        return yaml.safe_load(text)
+        return yaml.load(_NamedText(text, source), Loader=_YAML_LOADER)
     except yaml.YAMLError as e:
-        for mark in (getattr(e, "problem_mark", None), getattr(e, "context_mark", None)):
-            if mark is not None:
-                mark.name = source  # PyYAML says "<unicode string>"
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
     except RecursionError:
         raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
