@@ -64,6 +64,7 @@ def test_stats_print_prompt_and_generation_speed(s260, capsys):
 @pytest.mark.parametrize("argv, flag", [
     (["generate", "-p", "hi", "-n", "-2"], "-n/--n-predict"),
     (["generate", "-p", "hi", "-t", "-1"], "-t/--threads"),
+    (["generate", "-p", "hi", "-t", "100000"], "-t/--threads"),
     (["generate", "-p", "hi", "--top-p", "1.5"], "--top-p"),
     (["generate", "-p", "hi", "-n", "600", "-c", "16"], "-c/--ctx-size"),
     (["generate"], "-p/--prompt"),

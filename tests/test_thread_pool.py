@@ -77,6 +77,16 @@ def test_set_threads_rejects_negative():
         llamix.set_threads(-1)
 
 
+def test_set_threads_rejects_more_than_eight_per_cpu():
+    # 4096 spinning workers on 2 CPUs held a load average of 1200: refused, naming the limit
+    limit = 8 * len(os.sched_getaffinity(0))
+    assert _C.max_threads() == limit
+    with pytest.raises(llamix.ArgumentError, match=f"at most {limit}"):
+        llamix.set_threads(limit + 1)
+    with pytest.raises(ValueError, match=f"at most {limit}"):
+        _C.set_threads(limit + 1)
+
+
 @pytest.mark.parametrize("n", [1, 3, 64])
 def test_bit_identical_for_any_thread_count(isa, n):
     rng = np.random.default_rng(n)

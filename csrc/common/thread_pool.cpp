@@ -1,9 +1,13 @@
 // The persistent worker pool: worker loop (spin, then sleep), job hand-out and sizing.
 #include "common/thread_pool.h"
 
+#include <sched.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -29,8 +33,6 @@ constexpr std::chrono::microseconds kSpinTime{50};
 constexpr uint64_t kClosed = 1ull << 31;
 constexpr uint64_t kJoinedMask = kClosed - 1;
 
-constexpr long kMaxThreads = 4096;
-
 // LLAMIX_THREADS: a whole number of threads (0 or unset: one per physical core); anything else is
 // an error naming the variable, never read as 0.
 int default_threads() {
@@ -39,14 +41,25 @@ int default_threads() {
         char* end = nullptr;
         errno = 0;
         const long n = std::strtol(env, &end, 10);
-        if (end == env || *end != '\0' || errno == ERANGE || n < 0 || n > kMaxThreads)
+        if (end == env || *end != '\0' || errno == ERANGE || n < 0 || n > max_threads())
             throw SettingError("LLAMIX_THREADS=" + std::string(env) + ": expected a number of threads from 0 to " +
-                               std::to_string(kMaxThreads) + " (0: one per physical core)");
+                               std::to_string(max_threads()) + " (8 per CPU this process may use; 0: one per physical core)");
         if (n > 0) return static_cast<int>(n);
     }
     return physical_cores();
 }
 }  // namespace
+
+int max_threads() {
+    // Workers spin between jobs, so threads beyond the CPUs only take turns spinning: 4096 of them
+    // on 2 CPUs made one `generate` hold a load average of 1200. A few per CPU stay allowed (tests
+    // run 3-8 threads on 2-core machines to check that results do not depend on the count).
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+    if (cpus <= 0) cpus = std::max(1u, std::thread::hardware_concurrency());
+    return 8 * cpus;
+}
 
 ThreadPool& ThreadPool::instance() {
     static ThreadPool pool;
@@ -58,6 +71,9 @@ ThreadPool::ThreadPool() { start_workers(default_threads()); }
 ThreadPool::~ThreadPool() { stop_workers(); }
 
 void ThreadPool::set_threads(int n) {
+    if (n > max_threads())
+        throw std::invalid_argument("threads: at most " + std::to_string(max_threads()) +
+                                    " (8 per CPU this process may use), got " + std::to_string(n));
     if (n <= 0) n = default_threads();
     std::lock_guard<std::mutex> lock(run_mutex_);
     if (n == n_threads_) return;

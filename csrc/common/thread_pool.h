@@ -29,13 +29,16 @@ class TaskRef {
     void (*call_)(void*, int64_t, int);
 };
 
+// The most threads set_threads and LLAMIX_THREADS accept: 8 per CPU this process may run on.
+int max_threads();
+
 class ThreadPool {
    public:
     static ThreadPool& instance();
     ~ThreadPool();
 
     int threads() const { return n_threads_; }
-    void set_threads(int n);  // n >= 1; 0 means the default (physical cores)
+    void set_threads(int n);  // 0 <= n <= max_threads(); 0 means the default (physical cores)
 
     // Runs f(task, thread) for every task in [0, n_tasks); returns when all are done.
     // `thread` is in [0, threads()) and indexes per-thread scratch space.

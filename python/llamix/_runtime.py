@@ -28,11 +28,21 @@ def cpu_info() -> dict:
     }
 
 
+def max_threads() -> int:
+    """The most compute threads set_threads accepts: 8 per CPU this process may use."""
+    return _C.max_threads()
+
+
 def set_threads(n: int | None) -> None:
-    """Set the number of compute threads (``None`` or 0: one per physical core)."""
+    """Set the number of compute threads (``None`` or 0: one per physical core).
+
+    Raises ArgumentError below 0 or above 8 per CPU this process may use (spinning workers beyond
+    the CPUs only take turns)."""
     n = 0 if n is None else int(n)
     if n < 0:
         raise ArgumentError(f"threads must be >= 0, got {n}")
+    if n > max_threads():
+        raise ArgumentError(f"threads: at most {max_threads()} (8 per CPU this process may use), got {n}")
     _C.set_threads(n)
 
 

@@ -417,7 +417,8 @@ def test_ctx_size_beyond_training_context_warns(tmp_path, capsys):
 @pytest.mark.parametrize("env, needle", [({"LLAMIX_ISA": "neon"}, "LLAMIX_ISA=neon"),
                                          ({"LLAMIX_ISA": "sse9"}, "LLAMIX_ISA=sse9"),
                                          ({"LLAMIX_THREADS": "abc"}, "LLAMIX_THREADS=abc"),
-                                         ({"LLAMIX_THREADS": "-2"}, "LLAMIX_THREADS=-2")])
+                                         ({"LLAMIX_THREADS": "-2"}, "LLAMIX_THREADS=-2"),
+                                         ({"LLAMIX_THREADS": "100000"}, "LLAMIX_THREADS=100000")])
 def test_environment_variables(env, needle):
     if env.get("LLAMIX_ISA") == "neon" and "neon" in llamix.cpu_info()["available_isas"]:
         pytest.skip("this CPU runs neon")

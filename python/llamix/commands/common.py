@@ -112,6 +112,9 @@ def check(cond: bool, flag: str, msg: str) -> None:
 def check_threads(args) -> None:
     if args.threads is not None:
         check(args.threads >= 0, "-t/--threads", f"must be >= 0, got {args.threads}")
+        from .._runtime import max_threads
+        check(args.threads <= max_threads(), "-t/--threads",
+              f"at most {max_threads()} (8 per CPU this process may use), got {args.threads}")
 
 
 def add_force(p) -> None:
