@@ -159,3 +159,21 @@ def test_engine_call_and_stop(model):
     engine.stop(10)
     with pytest.raises(RuntimeError, match="stopped"):
         engine.submit(_request(model, [1, 2]), lambda item: None)
+
+
+def test_ids_past_the_tokenizer_are_never_sampled(assets):
+    # a Hugging Face config's vocab_size may exceed its tokenizer's (Qwen2: 151936 rows, 151665
+    # tokens): the extra rows have no text, so a request with a tokenizer never samples them
+    tok = llamix.Tokenizer.from_file(assets / "stories260K" / "tok512.model")
+    n = tok.vocab_size
+    logits = np.zeros(n + 40, np.float32)
+    logits[n + 7] = 50.0  # the best logit lies in the padding
+    logits[3] = 10.0
+    for kw in ({"temperature": 0.0}, {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "seed": 1}):
+        for _ in range(20):
+            req = Request([1], sampler=Sampler(**kw), max_tokens=1, tokenizer=tok, eos_ids=())
+            assert req.step(logits).token < n
+    greedy = Request([1], sampler=Sampler(temperature=0.0), max_tokens=1, tokenizer=tok, eos_ids=())
+    assert greedy.step(logits).token == 3
+    raw = Request([1], sampler=Sampler(temperature=0.0), max_tokens=1, eos_ids=())  # token ids only: every row
+    assert raw.step(logits).token == n + 7

@@ -250,6 +250,20 @@ def test_repo_ids_resolve_from_the_cache_offline(tmp_path, offline_hub):
                      tmp_path / "out3", progress=False)
 
 
+def test_a_mistyped_local_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    # 'models/llama-bse' beside a 'models' folder: refused at once as a local path (no Hub request,
+    # which offline took about 25 s of retries); '@main' still means the repo
+    write_model(tmp_path / "models" / "llama-base", tiny_tensors(5))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import llamix.merge.sources as sources
+    monkeypatch.setattr(sources, "from_hub", lambda *a, **k: pytest.fail("asked the Hub"))
+    with pytest.raises(ConfigError, match=r"models/llama-bse.*is not a local folder: .*models exists but holds no "
+                                          r"'llama-bse'.*models/llama-bse@main"):
+        llamix.merge({"merge_method": "linear", "models": [{"model": "models/llama-bse", "parameters": {"weight": 1}}]},
+                     tmp_path / "out", progress=False)
+
+
 # --- LoRA ----------------------------------------------------------------------------------------
 def write_adapter(folder: Path, base: dict, targets, r=4, alpha=8.0, rslora=False, seed=0, embed=False) -> dict:
     """A PEFT LoRA adapter for `targets` (module names), written with the safetensors package.

@@ -149,6 +149,14 @@ def resolve_folder(mp: ModelPath, base_dir: Path, where: str, patterns=None) -> 
         if c.exists() and mp.revision is None:
             return c
     if REPO_ID.match(mp.path):
+        # 'models/llama-bse' next to an existing 'models' folder is a mistyped local path: say so at
+        # once instead of asking the Hub (offline, huggingface_hub retries for about 25 s)
+        org = mp.path.split("/")[0]
+        local = [c.parent for c in candidates if c.parent.is_dir() and c.parent.name == org]
+        if local and mp.revision is None:
+            raise ConfigError(f"{where}: model {str(mp)!r} is not a local folder: {local[0]} exists but holds no "
+                              f"{mp.path.split('/')[1]!r} (to mean the Hugging Face repo {mp.path}, write "
+                              f"{mp.path}@main)")
         return from_hub(mp, where, patterns)
     raise ConfigError(f"{where}: model {str(mp)!r} is not a local folder (looked in {candidates[0]} and "
                       f"{candidates[1]}) nor a Hugging Face repo id (org/name)")

@@ -117,8 +117,13 @@ class Request:
         return self.prompt + self.tokens
 
     def logits_for_sampling(self, logits: np.ndarray) -> np.ndarray:
-        """``logits`` with the logit bias added and the grammar's refused tokens at -inf."""
+        """``logits`` with the logit bias added and the grammar's refused tokens at -inf, as are
+        rows past the tokenizer's vocabulary (a Hugging Face config's vocab_size is often padded
+        beyond the tokenizer's, e.g. Qwen2's 151936 rows for 151665 tokens: those ids have no text)."""
         z = np.asarray(logits, dtype=np.float32)
+        if self.tokenizer is not None and self.tokenizer.vocab_size < z.shape[0]:
+            z = z.copy()
+            z[self.tokenizer.vocab_size:] = -np.inf
         if self.bias:
             z = z.copy()
             ids = np.fromiter(self.bias, dtype=np.int64)
