@@ -118,6 +118,22 @@ def test_text_file_named_gguf(tmp_path, capsys):
     assert "not a GGUF file: bad magic" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.json"])
+def test_a_file_of_a_folder_points_at_the_folder(tmp_path, name, capsys):
+    path = tmp_path / name
+    path.write_text('{"dim": 2288, "just": "a part of a Hugging Face folder"}\n')
+    _raises(FormatError, path, "pass the folder holding config.json", call=lambda: llamix.load_checkpoint(path))
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "pass the folder holding config.json" in err and err.count("\n") == 1
+
+
+def test_neither_gguf_nor_llama2c(tmp_path):
+    path = tmp_path / "weights.dat"
+    path.write_bytes(b"\x00\x01" * 64)
+    _raises(FormatError, path, "neither a GGUF file", call=lambda: llamix.load_checkpoint(path))
+
+
 # --- safetensors and Hugging Face folders -----------------------------------------------------------
 E = "model.embed_tokens.weight"
 

@@ -66,7 +66,8 @@ class Llama2cCheckpoint:
             offset, legacy = 28, True
         dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len = dims
         if min(dims) <= 0 or dim % n_heads or n_heads % n_kv_heads or dim > 1 << 16 or n_layers > 1024:
-            raise Llama2cError(f"{self.path}: implausible header {dict(zip(_FIELDS, dims))} (not a llama2.c checkpoint?)")
+            raise Llama2cError(f"{self.path}: neither a GGUF file (no GGUF magic) nor a llama2.c checkpoint (implausible "
+                              f"header {dict(zip(_FIELDS, dims))})")
         self.config = dict(zip(_FIELDS, dims))
         self.config["shared_classifier"] = shared
         hd = dim // n_heads

@@ -19,6 +19,11 @@ __all__ = ["COMPUTE_TYPES", "Checkpoint", "LOAD_QTYPES", "SHAPES", "byte_tokeniz
            "read_hf_config", "vocabulary_only"]
 
 
+# Files a user may point at instead of their Hugging Face folder (read as llama2.c they would give
+# a meaningless "implausible header").
+_PARTS_OF_FOLDERS = {".safetensors", ".json", ".model", ".txt", ".md", ".py", ".yml", ".yaml"}
+
+
 def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None,
                     qtype: str | None = None, progress: Progress | None = None) -> Checkpoint:
     """Read a GGUF file, a Hugging Face folder or a llama2.c ``.bin`` (told apart by the file's
@@ -52,6 +57,10 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
             magic = f.read(4)
         if magic != GGUF_MAGIC and path.suffix.lower() == ".gguf":
             raise FormatError(f"{path}: not a GGUF file: bad magic {magic!r} (expected {GGUF_MAGIC!r})")
+        if magic != GGUF_MAGIC and path.suffix.lower() in _PARTS_OF_FOLDERS:
+            raise FormatError(f"{path}: a model is a GGUF file, a llama2.c .bin or a Hugging Face folder; this "
+                              f"{path.suffix} file is part of a folder: pass the folder holding config.json "
+                              f"({path.parent})")
         load = load_gguf if magic == GGUF_MAGIC else load_llama2c
         ck = load(path, qtype, progress, tokenizer=override)
     if ck.tokenizer is not None and ck.tokenizer.vocab_size > ck.config.vocab_size:

@@ -157,7 +157,16 @@ def _parse_yaml(text: str, source: str):
     try:
         return yaml.load(_NamedText(text, source), Loader=_YAML_LOADER)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        # one line: "<context> (line, column): <problem> (line, column)", as PyYAML's marks say
+        def at(mark):
+            return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if "nesting depth" in problem:
+            problem = "nested too deeply"
+        context = getattr(e, "context", None)
+        context = f"{context}{at(getattr(e, 'context_mark', None))}: " if context else ""
+        raise ConfigError(f"{source}: not valid YAML: {context}{problem}{at(getattr(e, 'problem_mark', None))}") \
+            from None
     except RecursionError:
         raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
 
