@@ -84,7 +84,7 @@ def windows(tokens: list[int], n_ctx: int, bos: int | None) -> list[np.ndarray]:
         raise ArgumentError(f"n_ctx must be at least 4, got {n_ctx}")
     n_chunks = len(tokens) // n_ctx
     if n_chunks < 1:
-        raise ArgumentError(f"the text has {len(tokens)} tokens: at least n_ctx = {n_ctx} are needed for one window")
+        raise ArgumentError(f"the text has {len(tokens)} tokens: at least n_ctx = {n_ctx} are needed for one window (give a longer text, or a smaller n_ctx: -c)")
     out = []
     for i in range(n_chunks):
         w = np.asarray(tokens[i * n_ctx:(i + 1) * n_ctx], dtype=np.int64)

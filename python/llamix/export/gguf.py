@@ -218,15 +218,18 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
             rule_kw = dict(n_gqa=max(1, config.n_heads // max(1, config.n_kv_heads)), overrides=ov,
                            stored=_source_type(tensors, parts))
             target = tensor_type(tname, shape, ft, config.n_layers, config.tie_embeddings, **rule_kw)
+            fallback = ""
             if len(shape) >= 2:
                 wanted = chosen_type(tname, shape, ft, config.n_layers, config.tie_embeddings, **rule_kw)
                 if wanted != target:
                     report.fallbacks[tname] = (GGUF_TYPE_NAME.get(wanted, wanted), target)
+                    fallback = (f" (llama-quantize's fallback for {GGUF_TYPE_NAME.get(wanted, wanted)}: rows of "
+                                f"{shape[-1]} are not a multiple of its block)")
             stored = _block_types(tensors, parts) - {target}
             if stored and not allow_requantize:
                 raise ArgumentError(f"{getattr(ck, 'source', model)}: tensor {tname!r} is {stored.pop().upper()} "
-                                    f"already; requantizing it to {target.upper()} adds a second rounding error "
-                                    "(pass allow_requantize=True, --allow-requantize, to do it anyway)")
+                                    f"already; requantizing it to {target.upper()}{fallback} adds a second rounding "
+                                    "error (pass allow_requantize=True, --allow-requantize, to do it anyway)")
         gtype = GGUF_TYPE_NAME.get(target, target.upper())
         n = int(np.prod(shape))
         nbytes = qtype_info(target).row_bytes(shape[-1]) * (n // shape[-1])

@@ -44,7 +44,8 @@ def _kv_cache_type(name: str, t, head_dim: int) -> str:
     if t not in KV_CACHE_TYPES:
         raise ArgumentError(f"{name}: KV cache type must be one of {', '.join(KV_CACHE_TYPES)}, got {t!r}")
     if t.startswith("q") and head_dim % 32:
-        raise ArgumentError(f"{name}={t!r} needs head_dim to be a multiple of 32 (its block size); "
+        flag = {"kv_cache_k": " (-ctk)", "kv_cache_v": " (-ctv)"}.get(name, "")
+        raise ArgumentError(f"{name}={t!r}{flag} needs head_dim to be a multiple of 32 (its block size); "
                             f"this model's head_dim is {head_dim}")
     return t
 
