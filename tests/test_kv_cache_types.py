@@ -71,6 +71,10 @@ def test_cli_flags_and_bench_depth(capsys):
     assert out["pp"] > 0 and out["tg"] > 0
     assert main(["bench", "--shape", "tiny", "-p", "8", "-n", "0", "-r", "1", "-d", "-1"]) == 1
     assert "-d/--n-depth must be >= 0" in capsys.readouterr().err
+    assert main(["bench", "--shape", "tiny", "-p", "0", "-n", "0"]) == 1
+    assert "nothing to measure" in capsys.readouterr().err
+    assert main(["bench", "--shape", "tiny", "-p", "4", "-n", "0", "-r", "1", "-d", "2046"]) == 0  # context 2048
+    assert "beyond the model's training context (2048)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["bench", "--shape", "tiny", "-p", "8", "-n", "0", "-r", "1", "-ctk", "q9"])
     assert e.value.code == 2 and "-ctk/--cache-type-k" in capsys.readouterr().err

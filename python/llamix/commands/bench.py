@@ -17,7 +17,7 @@ import numpy as np
 from .._runtime import cpu_info
 from ..loaders import SHAPES, random_checkpoint
 from ..model import Model, load
-from .common import MODEL_HELP, add_kv_cache, add_qtype, add_threads, check, check_threads, kv_cache_kwargs
+from .common import MODEL_HELP, add_kv_cache, add_qtype, add_threads, check, check_threads, kv_cache_kwargs, warn
 
 
 def add_arguments(p) -> None:
@@ -83,6 +83,7 @@ def run(args) -> int:
     check(args.n_gen >= 0, "-n/--n-gen", f"must be >= 0, got {args.n_gen}")
     check(args.repetitions >= 1, "-r/--repetitions", f"must be >= 1, got {args.repetitions}")
     check(args.n_depth >= 0, "-d/--n-depth", f"must be >= 0, got {args.n_depth}")
+    check(args.n_prompt > 0 or args.n_gen > 0, "-p/-n", "nothing to measure: both -p and -n are 0")
     n_ctx = args.n_depth + max(args.n_prompt, args.n_gen, 1)
     if args.shape:
         qtype = args.qtype or "q4_0"
@@ -92,6 +93,9 @@ def run(args) -> int:
     else:
         m = load(args.model, qtype=args.qtype, n_threads=args.threads, n_ctx=n_ctx, **kv_cache_kwargs(args))
         name = m.source
+    if n_ctx > m.config.context_length:
+        warn("bench", f"-d {args.n_depth} plus the test's tokens ({n_ctx}) go beyond the model's training context "
+                      f"({m.config.context_length}): the speed is measured, the text would degrade")
     res = measure(m, args.n_prompt, args.n_gen, args.repetitions, args.n_depth)
     info = cpu_info()
     gb = m.nbytes / 1e9
