@@ -108,13 +108,14 @@ def _env():
 
 
 def test_chat_command_through_pipes(model, model_file):
-    lines = "Hello\nSecond message\n/reset\nThird\n/exit\nnever read\n"
+    lines = "Hello\nSecond message\n/reset\n/help\n/hlep\nThird\n/exit\nnever read\n"
     r = subprocess.run([sys.executable, "-m", "llamix.cli", "chat", "-m", str(model_file), "-n", "6", "--stats",
                         "-s", "3", "-sys", "Be brief.", "-c", "384"], input=lines, capture_output=True, text=True,
                        env=_env(), timeout=120)
     assert r.returncode == 0, r.stderr
     stats = re.findall(r"\[prompt: (\d+) of (\d+) tokens evaluated", r.stderr)
-    assert len(stats) == 3 and "[conversation reset]" in r.stderr
+    assert len(stats) == 3 and "[conversation reset]" in r.stderr   # /help and /hlep are no turns
+    assert "/help: this line" in r.stderr and "[/hlep: not a command; /reset:" in r.stderr
     (n1, t1), (n2, t2), (n3, t3) = [(int(a), int(b)) for a, b in stats]
     assert n1 == t1 and n2 < t2 and n3 < t3   # turn 2 reuses turn 1; after /reset the system prompt is reused
     assert t3 < t2

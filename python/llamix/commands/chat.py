@@ -8,6 +8,7 @@ session says so.
 """
 from __future__ import annotations
 
+import re
 import signal
 import sys
 
@@ -110,6 +111,12 @@ def run(args) -> int:
         if text.strip() == "/reset":
             session.reset()
             print("[conversation reset]", file=err)
+            continue
+        if text.strip() in ("/help", "/?"):
+            print(f"[{HELP}   /help: this line]", file=err)
+            continue
+        if re.fullmatch(r"/[A-Za-z]+", text.strip()):  # a mistyped command, not a message for the model
+            print(f"[{text.strip()}: not a command; {HELP}]", file=err)
             continue
         if not text.strip():
             continue
