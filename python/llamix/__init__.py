@@ -37,7 +37,8 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | {"merge"})
+    # the public names and the loaded submodules, not this file's helpers (annotations, importlib)
+    return sorted(n for n in set(globals()) | set(_LAZY) | {"merge"} if n not in ("annotations", "importlib"))
 
 
 __version__ = "0.1.0"  # the package's one version: pyproject.toml reads it from here
