@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
+from .._runtime import max_threads
 from ..errors import ArgumentError
 
 MODEL_HELP = "GGUF file, Hugging Face folder or llama2.c .bin"
@@ -112,7 +113,6 @@ def check(cond: bool, flag: str, msg: str) -> None:
 def check_threads(args) -> None:
     if args.threads is not None:
         check(args.threads >= 0, "-t/--threads", f"must be >= 0, got {args.threads}")
-        from .._runtime import max_threads
         check(args.threads <= max_threads(), "-t/--threads",
               f"at most {max_threads()} (8 per CPU this process may use), got {args.threads}")
 

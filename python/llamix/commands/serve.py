@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 
 from ..chat_format import format_names
 from ..loaders import SHAPES
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_threads, check,
-                     check_threads, warn_ctx)
+                     check_threads, quiet_requested, warn_ctx)
 from .model_inputs import open_model
 
 try:   # the serve extra: starlette, uvicorn, prometheus_client
@@ -77,6 +78,9 @@ def run(args) -> int:
         sock.close()
         raise
     warn_ctx("serve", model.n_ctx, model.config)
+    if not quiet_requested(args):  # what llama-server says as it starts: the model, its slots and their context
+        print(f"llamix serve: {model!r}; {args.parallel} slot(s) of {model.n_ctx} tokens, chat format "
+              f"{model.chat_format or 'from the model'}; http://{args.host}:{args.port}/v1", file=sys.stderr)
     # SIGTERM ends the server cleanly: uvicorn shuts down, then passes the signal on (ignored here)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: None) if main else None
