@@ -4,7 +4,7 @@
 // arithmetic uses GCC's vector operators, one IEEE operation each (the build has
 // -ffp-contract=off), in the reference's order; the tail (n % kWidth elements) is the reference's.
 #pragma once
-#include <vector>
+#include <memory>
 
 #include "kernels/ref/merge_ref.h"
 
@@ -20,7 +20,9 @@ void multislerp_lanes(const MultislerpArgs& a, SlerpStage stage, float* const* o
     struct PerModel {
         V w, den, neg_dot, u;
     };
-    std::vector<PerModel> pm(static_cast<size_t>(N));
+    PerModel few[8];  // on the stack for up to 8 models: this runs once per block of ~1000 elements
+    std::unique_ptr<PerModel[]> many(N > 8 ? new PerModel[size_t(N)] : nullptr);
+    PerModel* const pm = N > 8 ? many.get() : few;
     for (int m = 0; m < N; ++m) {
         pm[size_t(m)].w = L::set(a.w[m]);
         pm[size_t(m)].den = L::set(a.den ? a.den[m] : 1.0f);
