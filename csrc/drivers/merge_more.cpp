@@ -290,7 +290,7 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     // call (kernels().merge.multislerp: loads, differences, units, mean and tangent in registers)
     // that writes the values the pass reduces straight into the feed's ring.
     constexpr int64_t kBlock = 1024;
-    Scratch scratch(N + 4, kBlock);  // N deltas (or inputs rounded to the working type), base, result, -, -
+    Scratch scratch(N + 2, kBlock);  // the N inputs and the base (rounded to the working type, or deltas), result
     const int B = N, RES = N + 1;
     std::vector<MultislerpArgs> args(size_t(pool.threads()));  // per thread: the block's inputs
     std::vector<std::vector<const void*>> arg_x(size_t(pool.threads()), std::vector<const void*>(size_t(N)));
