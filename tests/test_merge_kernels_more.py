@@ -114,6 +114,34 @@ def test_multislerp(isa, threads, n, with_base):
     assert np.all(np.abs(got - want) <= 2e-5 * (scale_of(base, xs) + np.abs(want)))
 
 
+def _bf16(a):
+    """float32 -> bfloat16 bits (truncated: any bf16 values will do) as uint16, and their float32 values."""
+    bits = (np.asarray(a, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    return bits, (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+@pytest.mark.parametrize("n", [33, 1025, 40000])
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "mixed"])
+def test_multislerp_stored_types(isa, threads, n, k, dtype):
+    # the fused kernel reads bf16 / f16 inputs in place (bf16 with two models has its own loop)
+    base, xs = models(n, k=k, seed=n + k, spread=0.3)
+    if dtype == "float16":
+        ins = [x.astype(np.float16) for x in xs]
+        b = base.astype(np.float16)
+        vals, bv = [x.astype(np.float32) for x in ins], b.astype(np.float32)
+    else:
+        pairs = [_bf16(x) for x in xs]
+        ins, vals = [p[0] for p in pairs], [p[1] for p in pairs]
+        b, bv = _bf16(base)
+        if dtype == "mixed":  # a float32 base with bf16 models
+            b = bv
+    w = [0.6, 0.4, 0.3][:k]
+    got = both(lambda: K.multislerp(ins, w, base=b))
+    want = O.multislerp([f64(v) for v in vals], w, f64(bv))
+    assert np.all(np.abs(got - want) <= 2e-5 * (scale_of(bv, vals) + np.abs(want)))
+
+
 def test_multislerp_special_cases():
     base, xs = models(1000, seed=3)
     np.testing.assert_array_equal(K.multislerp(xs[:1], [0.3]), xs[0])  # one model: returned as is

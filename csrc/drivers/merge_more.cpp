@@ -286,12 +286,40 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     const ResidentInputs res(all, n);
     const std::vector<MergeInput> xs(res.inputs().begin(), res.inputs().begin() + N);
     const MergeInput* bs = base ? &res[size_t(N)] : nullptr;
-    // Every pass works through each chunk in blocks of kBlock elements whose N + 4 float arrays stay
-    // in L1 (the chunk's float32 arrays would round-trip through L2 at every step), and writes the
-    // values it reduces straight into the feed's ring.
+    // Every pass works through each chunk in blocks of kBlock elements, each block in one kernel
+    // call (kernels().merge.multislerp: loads, differences, units, mean and tangent in registers)
+    // that writes the values the pass reduces straight into the feed's ring.
     constexpr int64_t kBlock = 1024;
-    Scratch scratch(N + 4, kBlock);  // N deltas (then units), base, mean, tangent sum, one temporary
-    const int B = N, MEAN = N + 1, ACC = N + 2, TMP = N + 3;
+    Scratch scratch(N + 2, kBlock);  // the N inputs and the base (rounded to the working type, or deltas), result
+    const int B = N, RES = N + 1;
+    std::vector<MultislerpArgs> args(size_t(pool.threads()));  // per thread: the block's inputs
+    std::vector<std::vector<const void*>> arg_x(size_t(pool.threads()), std::vector<const void*>(size_t(N)));
+    std::vector<std::vector<QType>> arg_type(size_t(pool.threads()), std::vector<QType>(size_t(N)));
+    // The kernel's arguments for the block [off, off + len) on thread th: each input where it is
+    // stored, or rounded to the working type into the thread's scratch when that changes it.
+    auto block_args = [&](int64_t off, int64_t len, int th) -> MultislerpArgs& {
+        auto place = [&](const MergeInput& in, int j, const void*& p, QType& t) {
+            if (c.work != QType::F32 && in.type != c.work) {
+                load_work(c, in, off, len, scratch.get(th, j));
+                p = scratch.get(th, j), t = QType::F32;
+            } else {
+                p = fetch(in, off, len, 1 + j), t = in.type;  // slot 0 is load_work's
+            }
+        };
+        MultislerpArgs& a = args[size_t(th)];
+        for (int m = 0; m < N; ++m) place(xs[size_t(m)], m, arg_x[size_t(th)][size_t(m)], arg_type[size_t(th)][size_t(m)]);
+        if (bs) place(*bs, B, a.base, a.base_type);
+        a.x = arg_x[size_t(th)].data();
+        a.type = arg_type[size_t(th)].data();
+        return a;
+    };
+    for (MultislerpArgs& a : args) {
+        a.n_models = N;
+        a.w = w.data();
+    }
+    auto set_args = [&](auto&& f) {
+        for (MultislerpArgs& a : args) f(a);
+    };
     // A pass over the tensor: block(off, len, th, values) for each block, values[a] the place of the
     // block's elements of reduced array a (`arrays` of them, fed in order to `step`).
     auto pass = [&](int arrays, OrderedFeed::Step step, auto&& block) {
@@ -308,6 +336,13 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
         }));
         io.finish();
     };
+    // The stage's values of each block fed to `step` (arrays: how many the stage writes).
+    auto stage_pass = [&](SlerpStage stage, int arrays, OrderedFeed::Step step, bool first = false) {
+        pass(arrays, std::move(step), [&](int64_t off, int64_t len, int th, float* const* v) {
+            if (first) res.fill(off, len);
+            K.multislerp(block_args(off, len, th), stage, v, len);
+        });
+    };
     // Without a feed: block(off, len, th) for each block.
     auto blocks = [&](auto&& block) {
         pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
@@ -318,31 +353,18 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
 
     // Pass 1: the norm of each delta (read from the files into memory on the way, when resident).
     std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
-    pass(N, [&](int64_t, const float* const* v, int64_t len) {
+    stage_pass(SlerpStage::deltas, N, [&](int64_t, const float* const* v, int64_t len) {
         for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
-    }, [&](int64_t off, int64_t len, int th, float* const* v) {
-        res.fill(off, len);
-        load_deltas(c, bs, xs, off, len, scratch.get(th, B), std::vector<float*>(v, v + N));
-    });
+    }, true);
     std::vector<float> norms(static_cast<size_t>(N)), den(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) {
         norms[size_t(m)] = nrm[size_t(m)].result();
         den[size_t(m)] = norms[size_t(m)] + eps;
     }
-    // The units u = d / (|d| + eps) of a block, and their weighted sum into `mean` (not yet normalized).
-    auto units_and_sum = [&](int64_t off, int64_t len, int th, float* mean) {
-        const std::vector<float*> d = buffers(scratch, th, 0, N);
-        load_deltas(c, bs, xs, off, len, scratch.get(th, B), d);
-        for (int m = 0; m < N; ++m) K.div(d[size_t(m)], den[size_t(m)], len);
-        // (w0 u0 + w1 u1) then + w_m u_m, each product and sum rounded (lincomb2 with 1 and / 1)
-        K.lincomb2(mean, d[0], w[0], d[1], w[1], 1.0f, len);
-        for (int m = 2; m < N; ++m) K.lincomb2(mean, mean, 1.0f, d[size_t(m)], w[size_t(m)], 1.0f, len);
-        return d;
-    };
-    // Pass 2: the norm of the weighted sum of units.
+    set_args([&](MultislerpArgs& a) { a.den = den.data(); });
+    // Pass 2: the norm of the weighted sum of units u = d / (|d| + eps).
     TorchNorm mn(n);
-    pass(1, [&](int64_t, const float* const* v, int64_t len) { mn.feed(v[0], len); },
-         [&](int64_t off, int64_t len, int th, float* const* v) { units_and_sum(off, len, th, v[0]); });
+    stage_pass(SlerpStage::mean, 1, [&](int64_t, const float* const* v, int64_t len) { mn.feed(v[0], len); });
     const float mean_norm = mn.result();
     if (mean_norm < eps) {
         if (N != 2)
@@ -360,45 +382,27 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
         });
         return;
     }
+    set_args([&](MultislerpArgs& a) { a.mean_norm = mean_norm; });
     // Pass 3: the dot of each unit with the normalized mean (torch: sum of the rounded products).
     std::vector<TorchSum> dsum(static_cast<size_t>(N), TorchSum(n));
-    pass(N, [&](int64_t, const float* const* v, int64_t len) {
+    stage_pass(SlerpStage::dots, N, [&](int64_t, const float* const* v, int64_t len) {
         for (int m = 0; m < N; ++m) dsum[size_t(m)].feed(v[m], len);
-    }, [&](int64_t off, int64_t len, int th, float* const* v) {
-        float* mean = scratch.get(th, MEAN);
-        const std::vector<float*> u = units_and_sum(off, len, th, mean);
-        K.div(mean, mean_norm, len);
-        for (int m = 0; m < N; ++m) K.mul(v[m], u[size_t(m)], mean, len);
     });
     std::vector<float> dots(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
-    // The weighted sum of the tangent vectors u - dot * mean of a block into acc; the normalized
-    // mean stays in MEAN.
-    auto tangent = [&](int64_t off, int64_t len, int th, float* acc) {
-        float* mean = scratch.get(th, MEAN);
-        const std::vector<float*> u = units_and_sum(off, len, th, mean);
-        float* tmp = scratch.get(th, TMP);
-        K.div(mean, mean_norm, len);
-        for (int m = 0; m < N; ++m) {
-            K.lincomb2(m == 0 ? acc : tmp, u[size_t(m)], 1.0f, mean, -dots[size_t(m)], 1.0f, len);
-            if (m == 0) K.scale(acc, w[0], len);
-            else K.lincomb2(acc, acc, 1.0f, tmp, w[size_t(m)], 1.0f, len);  // acc + w tmp, two roundings
-        }
-    };
-    // Pass 4: the tangent sum's norm.
+    set_args([&](MultislerpArgs& a) { a.dots = dots.data(); });
+    // Pass 4: the norm of the weighted sum of the tangent vectors u - dot * mean.
     TorchNorm tnorm(n);
-    pass(1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); },
-         [&](int64_t off, int64_t len, int th, float* const* v) { tangent(off, len, th, v[0]); });
+    stage_pass(SlerpStage::tangent, 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
     const auto [cos_tn, sinc, avg_norm] = multislerp_sphere(tnorm.result(), eps, norms, w);
+    set_args([&, cos_tn = cos_tn, sinc = sinc, avg_norm = avg_norm](MultislerpArgs& a) {
+        a.cos_tn = cos_tn, a.sinc = sinc, a.avg_norm = avg_norm;
+    });
     // Pass 5: back onto the sphere, scaled by the weighted mean norm, plus the base.
     blocks([&](int64_t off, int64_t len, int th) {
-        float* acc = scratch.get(th, ACC);
-        tangent(off, len, th, acc);
-        float* mean = scratch.get(th, MEAN);
-        K.lincomb2(mean, mean, cos_tn, acc, sinc, 1.0f, len);
-        K.scale(mean, avg_norm, len);
-        if (base) K.add(mean, scratch.get(th, B), len);
-        store_out(c, mean, out, off, len);
+        float* r = scratch.get(th, RES);
+        K.multislerp(block_args(off, len, th), SlerpStage::result, &r, len);
+        store_out(c, r, out, off, len);
     });
 }
 

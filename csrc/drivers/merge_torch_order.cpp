@@ -15,12 +15,18 @@ namespace llamix {
 namespace merge_detail {
 
 OrderedFeed::OrderedFeed(int64_t tasks, int arrays, Step step)
-    : tasks_(tasks), arrays_(arrays), step_(std::move(step)), slots_(std::max<int64_t>(1, std::min<int64_t>(kSlots, tasks))),
+    : tasks_(tasks), arrays_(arrays), step_(std::move(step)), slots_(slot_count(tasks, arrays)),
       data_(new float[size_t(slots_) * size_t(arrays) * size_t(kChunk)]), len_(size_t(slots_), 0),
       where_(size_t(slots_) * size_t(arrays), nullptr), own_(size_t(slots_) * size_t(arrays), nullptr),
       ready_(new std::atomic<int64_t>[size_t(slots_)]) {
     for (int64_t i = 0; i < slots_; ++i) ready_[i].store(0, std::memory_order_relaxed);
     for (size_t i = 0; i < own_.size(); ++i) own_[i] = data_.get() + i * size_t(kChunk);
+}
+
+int64_t OrderedFeed::slot_count(int64_t tasks, int arrays) {
+    const int64_t fit = kRingBytes / (int64_t(std::max(arrays, 1)) * kChunk * 4);
+    const int64_t slots = std::max<int64_t>(2 * int64_t(ThreadPool::instance().threads()) + 2, fit);
+    return std::max<int64_t>(1, std::min<int64_t>(std::min<int64_t>(kSlots, slots), tasks));
 }
 
 size_t OrderedFeed::claim(int64_t task) {

@@ -29,7 +29,7 @@ namespace merge_detail {
 // other: a task copies its values (`arrays` arrays of up to kChunk floats) into a ring of slots
 // and marks them ready; whichever thread finds the next chunk ready feeds it (one at a time), so a
 // thread descheduled mid-task delays the feeding, never the other threads' work. A task waits only
-// if the ring is full (its chunk is kSlots ahead of the one being fed). finish() feeds what is
+// if the ring is full (its chunk is a ring's length ahead of the one being fed). finish() feeds what is
 // left; call it after the parallel region.
 class OrderedFeed {
    public:
@@ -63,14 +63,19 @@ class OrderedFeed {
     }
 
    private:
-    static constexpr int kSlots = 64;
+    static constexpr int kSlots = 64;  // at most
+    // The ring's size in bytes it aims for: chunks fed soon after they are written are still in
+    // L2 (a 64-slot ring of two arrays, 8 MB, made every write and read go to L3 or memory). It
+    // has at least 2 slots per thread, so that no thread waits for one while others compute.
+    static constexpr int64_t kRingBytes = int64_t(1) << 20;
+    static int64_t slot_count(int64_t tasks, int arrays);
     void drain();
     size_t claim(int64_t task);
     void ready(int64_t task, size_t slot, int64_t len);
     int64_t tasks_;
     int arrays_;
     Step step_;
-    int64_t slots_;                           // min(kSlots, tasks)
+    int64_t slots_;                           // slot_count(tasks, arrays)
     std::unique_ptr<float[]> data_;           // slots x arrays x kChunk, uninitialised
     std::vector<int64_t> len_;
     std::vector<const float*> where_;         // per slot and array: the values (in data_, or stable)

@@ -51,6 +51,28 @@ inline float exact_reciprocal(float d) {
     return 1.0f / d;
 }
 
+// Multi-SLERP's element-wise work (drivers/merge_more.cpp, mergekit 0.1.5's multislerp), one stage
+// per pass over the inputs. Per element, each operation rounded to float32, in this order:
+//   d_m = x_m - b (x_m itself without a base);  u_m = d_m / den[m];
+//   mean = ((w[0] u_0 + w[1] u_1) + w[2] u_2) + ...;  mn = mean / mean_norm;
+//   t_m = u_m + (-dots[m]) mn;  acc = t_0 w[0], then acc = acc + w[m] t_m for m >= 1;
+//   r = ((cos_tn mn + sinc acc) avg_norm) + b (no + b without a base).
+// What a stage writes: deltas: out[m] = d_m; mean: out[0] = mean; dots: out[m] = u_m mn;
+// tangent: out[0] = acc; result: out[0] = r. The same bits as the driver's former chain of
+// load / sub / div / lincomb2 / mul / scale / add calls, in one pass over registers.
+enum class SlerpStage : int { deltas, mean, dots, tangent, result };
+struct MultislerpArgs {
+    int n_models = 0;                // at least 2
+    const void* const* x = nullptr;  // the models' elements 0 .. n-1, of types type[m] (F32, F16, BF16)
+    const QType* type = nullptr;
+    const void* base = nullptr;      // null: no base
+    QType base_type = QType::F32;
+    const float* w = nullptr;        // per model: weight, |d_m| + eps, dot with the mean
+    const float* den = nullptr;
+    const float* dots = nullptr;
+    float mean_norm = 1.0f, cos_tn = 1.0f, sinc = 0.0f, avg_norm = 1.0f;
+};
+
 struct MergeKernels {
     // dst[i] = float(src[i]); src is float32, float16 or bfloat16 (QType F32/F16/BF16).
     void (*load)(const void* src, QType type, float* dst, int64_t n) = nullptr;
@@ -145,6 +167,9 @@ struct MergeKernels {
     // acc[k][j] = acc[k][j] + x[32 g + 8 k + j] for g = 0 .. groups - 1, k < 4, j < 8 (float32, in g
     // order): the inner loop of torch's cascade sum over 8-float vectors.
     void (*sum_groups32)(float* acc, const float* x, int64_t groups) = nullptr;
+
+    // --- Multi-SLERP (see SlerpStage above) ---
+    void (*multislerp)(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t n) = nullptr;
 };
 
 void fill_merge_ref(MergeKernels& k);

@@ -2,6 +2,7 @@
 // reproduce bit for bit. Each operation's rounding is written out (-ffp-contract=off).
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "common/fp16.h"
 #include "kernels/merge_math.h"
@@ -191,6 +192,58 @@ void sum_groups32(float* acc, const float* x, int64_t groups) {
         for (int k = 0; k < 32; ++k) acc[k] = acc[k] + x[g * 32 + k];
 }
 
+namespace {
+
+float element(const void* p, QType type, int64_t i) {
+    float v;
+    load(static_cast<const uint8_t*>(p) + i * (type == QType::F32 ? 4 : 2), type, &v, 1);
+    return v;
+}
+
+}  // namespace
+
+void multislerp_from(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t begin, int64_t n) {
+    const int N = a.n_models;
+    std::vector<float> u(static_cast<size_t>(N));
+    for (int64_t i = begin; i < n; ++i) {
+        const float b = a.base ? element(a.base, a.base_type, i) : 0.0f;
+        for (int m = 0; m < N; ++m) {
+            float d = element(a.x[m], a.type[m], i);
+            if (a.base) d = d - b;
+            if (stage == SlerpStage::deltas) out[m][i] = d;
+            else u[size_t(m)] = d / a.den[m];
+        }
+        if (stage == SlerpStage::deltas) continue;
+        float mean = a.w[0] * u[0] + a.w[1] * u[1];
+        for (int m = 2; m < N; ++m) mean = mean + a.w[m] * u[size_t(m)];
+        if (stage == SlerpStage::mean) {
+            out[0][i] = mean;
+            continue;
+        }
+        const float mn = mean / a.mean_norm;
+        if (stage == SlerpStage::dots) {
+            for (int m = 0; m < N; ++m) out[m][i] = u[size_t(m)] * mn;
+            continue;
+        }
+        float acc = (u[0] + -a.dots[0] * mn) * a.w[0];
+        for (int m = 1; m < N; ++m) {
+            const float t = u[size_t(m)] + -a.dots[m] * mn;
+            acc = acc + a.w[m] * t;
+        }
+        if (stage == SlerpStage::tangent) {
+            out[0][i] = acc;
+            continue;
+        }
+        float r = (a.cos_tn * mn + a.sinc * acc) * a.avg_norm;
+        if (a.base) r = r + b;
+        out[0][i] = r;
+    }
+}
+
+void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t n) {
+    multislerp_from(a, stage, out, 0, n);
+}
+
 }  // namespace ref
 
 void fill_merge_more_ref(MergeKernels& k) {
@@ -207,6 +260,7 @@ void fill_merge_more_ref(MergeKernels& k) {
     k.mul = ref::mul;
     k.sq_lanes8 = ref::sq_lanes8;
     k.sum_groups32 = ref::sum_groups32;
+    k.multislerp = ref::multislerp;
 }
 
 }  // namespace llamix

@@ -8,6 +8,7 @@
 
 #include "kernels/merge_math.h"
 #include "kernels/ref/merge_ref.h"
+#include "kernels/x86_shared/multislerp_lanes.h"
 
 namespace llamix {
 namespace avx2 {
@@ -315,6 +316,28 @@ void sum_groups32(float* acc, const float* x, int64_t groups) {
     _mm256_storeu_ps(acc + 24, a3);
 }
 
+// 8 floats of an F32 / F16 / BF16 array (x86::multislerp_lanes's lane type)
+struct Lanes8 {
+    using V = __m256;
+    static constexpr int kWidth = 8;
+    static V load(const void* p, QType type, int64_t i) {
+        const auto* h = static_cast<const uint16_t*>(p) + i;
+        switch (type) {
+            case QType::F16: return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+            case QType::BF16:
+                return _mm256_castsi256_ps(
+                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h))), 16));
+            default: return _mm256_loadu_ps(static_cast<const float*>(p) + i);
+        }
+    }
+    static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+    static V set(float x) { return _mm256_set1_ps(x); }
+};
+
+void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t n) {
+    x86::multislerp_lanes<Lanes8>(a, stage, out, n);
+}
+
 }  // namespace avx2
 
 void fill_merge_more_avx2(MergeKernels& k) {
@@ -331,6 +354,7 @@ void fill_merge_more_avx2(MergeKernels& k) {
     k.mul = avx2::mul;
     k.sq_lanes8 = avx2::sq_lanes8;
     k.sum_groups32 = avx2::sum_groups32;
+    k.multislerp = avx2::multislerp;
 }
 
 }  // namespace llamix

@@ -13,6 +13,7 @@
 
 #include "kernels/merge_math.h"
 #include "kernels/ref/merge_ref.h"
+#include "kernels/x86_shared/multislerp_lanes.h"
 
 namespace llamix {
 namespace avx512 {
@@ -233,6 +234,28 @@ void mul(float* out, const float* a, const float* b, int64_t n) {
     if (i < n) ref::mul(out + i, a + i, b + i, n - i);
 }
 
+// 16 floats of an F32 / F16 / BF16 array (x86::multislerp_lanes's lane type)
+struct Lanes16 {
+    using V = __m512;
+    static constexpr int kWidth = 16;
+    static V load(const void* p, QType type, int64_t i) {
+        const auto* h = static_cast<const uint16_t*>(p) + i;
+        switch (type) {
+            case QType::F16: return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
+            case QType::BF16:
+                return _mm512_castsi512_ps(
+                    _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h))), 16));
+            default: return _mm512_loadu_ps(static_cast<const float*>(p) + i);
+        }
+    }
+    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+    static V set(float x) { return _mm512_set1_ps(x); }
+};
+
+void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t n) {
+    x86::multislerp_lanes<Lanes16>(a, stage, out, n);
+}
+
 }  // namespace avx512
 
 void fill_merge_more_avx512(MergeKernels& k) {
@@ -245,6 +268,7 @@ void fill_merge_more_avx512(MergeKernels& k) {
     k.abs_scale = avx512::abs_scale;
     k.keep_ge = avx512::keep_ge;
     k.mul = avx512::mul;
+    k.multislerp = avx512::multislerp;
 }
 
 }  // namespace llamix
