@@ -388,13 +388,14 @@ uint16_t code_sym(const float* x, const float* w, int nsub, int sub, const Grid&
 // Q3_K codes sub-block j's scale as d * L[j] (d fp16, L in [-32, 31]) over quants in [-4, 3]. At a
 // given scale the nearest quants are optimal, so the error is sum_j E_j(d L[j]), E_j(s) sub-block
 // j's error at scale s. With uneven weights E_j has several local minima, and the best coded L is
-// often not the one nearest the sub-block's own best scale s_j: measured on TinyLlama-shaped
-// weights, 7 % of the time it lies near -4/3 s_j or -3/4 s_j (the other sign: the largest |x| on
-// the other end of [-4, 3]) or 3/4 s_j (the largest |x| clipped, when it weighs little). So each
-// sub-block tries L within 1 of those four scales / d, for d = smax / -32 and smax / 31 (smax: the
-// s_j of largest magnitude), then for the least-squares d of the better choice's integers.
-// Measured (bench/quant_quality.py's matrices): 0.6 % less weighted error than code_sym's search
-// at 1.8x its time; trying every L for every d in a fine grid gains only 0.3 % more, at 9x.
+// not always the one nearest the sub-block's own best scale s_j: on TinyLlama-shaped weights with
+// an imatrix, 7 % of the time it is not within 1 of s_j / d, mostly lying near the other sign's
+// optimum (the largest |x| on the other end of [-4, 3]: about -4/3 s_j or -3/4 s_j) or near
+// 3/4 s_j (the largest |x| clipped, when it weighs little). So each sub-block tries L within 1 of
+// those four scales / d, for d = smax / -32 and smax / 31 (smax: the s_j of largest magnitude),
+// then for the least-squares d of the better choice's integers. Measured on those matrices
+// (docs/PERFORMANCE.md): 0.6 % less weighted error than code_sym's search at 1.8x its time; every
+// L for each of 12 d gains 0.3 % more at 9x its time, every L over a dense grid of d 0.35 %.
 
 // The four candidate scales of each sub-block for one super-block (see above).
 struct Q3Candidates {
