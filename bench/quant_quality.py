@@ -8,6 +8,7 @@ process), so only the quantizers differ.
 
     flock /work/bench.lock python bench/quant_quality.py [--model F16.gguf] [-f TEXT] [--calib TEXT] [-c 256]
     flock /work/bench.lock python bench/quant_quality.py --model F16.gguf --speed-only q3_k_m [--rounds 2]
+    python bench/quant_quality.py --model F16.gguf --types q3_k_m --quality-only   (one type's rows only)
 
 Without --model an f16 random-weight model with rows of 256 is made (its KL figures are small:
 random weights give flat distributions; pass a real model's f16 file for meaningful ones, or the
@@ -77,7 +78,13 @@ def main() -> None:
                     help="only time quantizing (no imatrix, no KL): these comma-separated types, --rounds times each, "
                          "llama.cpp then llamix")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--types", default=",".join(FTYPES),
+                    help="comma-separated types for the quality table, each without and with the imatrix "
+                         f"(default: {','.join(FTYPES)})")
     args = ap.parse_args()
+    types = [t.strip().lower() for t in args.types.split(",") if t.strip()]
+    if not types or any(t not in FTYPES for t in types):
+        ap.error(f"--types: {args.types!r}: choose from {', '.join(FTYPES)}")
     if args.speed_only:
         return speed_only(args)
 
@@ -119,7 +126,7 @@ def main() -> None:
     with Child(timeout=3600) as child:
         child.call(lcpp_set_base, src, windows, ctx, args.threads)
         rows = []
-        for ft in FTYPES:
+        for ft in types:
             for weighted in (False, True):
                 tag = f"{ft}{'_im' if weighted else ''}"
                 theirs, ours = tmp / f"lcpp_{tag}.gguf", tmp / f"llamix_{tag}.gguf"
@@ -144,7 +151,7 @@ def main() -> None:
         speed = "— | —" if args.quality_only else f"{gbs:.3f} | {gbc:.3f}"
         print(f"| {ft} | {w} | {who} | {bpw:.3f} | {kl:.6f} | {100 * top1:.2f} % | {speed} |")
     by = {(r[0], r[1], r[2]): r for r in rows}
-    for ft in FTYPES:
+    for ft in types:
         for w in ("no", "yes"):
             a, b = by[(ft.upper(), w, "llamix")], by[(ft.upper(), w, "llama.cpp")]
             speed = "" if args.quality_only else (f", quantize speed llamix/llama.cpp {a[6] / b[6]:.2f}x "

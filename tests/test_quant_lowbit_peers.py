@@ -35,6 +35,21 @@ def test_no_worse_than_llama_cpp(qtype, weighted):
         np.testing.assert_array_equal(ours, theirs)  # both are ggml's reference quantizer
 
 
+@pytest.mark.peers
+def test_q3_k_importance_search_beats_llama_cpp():
+    """Q3_K with an importance vector searches its 16 sub-block scales and the super-block scale
+    jointly (kernels/ref/quantize_lowbit.cpp, q3_K_joint), not one after the other as llama.cpp
+    does: a clear margin, not a tie (measured 0.982x llama.cpp's RMS error; the sequential search
+    it replaced reached 0.991x)."""
+    llama_cpp_peer.require()
+    w, imp = _weights(rows=128, seed=5)
+    theirs = llama_cpp_peer.ggml_quantize_in_child(w, "q3_k", imp)
+    ours = quantize(w, "q3_k", imatrix=imp).data
+    metric = _ggml_weights(w, imp, "q3_k")
+    e_ours, e_theirs = _werr(_deq(ours, "q3_k", w.shape), w, metric), _werr(_deq(theirs, "q3_k", w.shape), w, metric)
+    assert e_ours <= 0.985 * e_theirs, (e_ours, e_theirs)
+
+
 # Real weights (qwen2.5-coder-0.5B's published Q4_K_M file, dequantized) and their true importance
 # (the activations' mean squares over a short text, by llamix's imatrix): the cases where a search
 # tuned on Gaussian matrices alone misled us. Q4_K/Q5_K/IQ4 without an imatrix used to reach the
