@@ -293,7 +293,7 @@ def test_f32_is_the_default_and_bad_names_raise():
 
 # ---- the Model's setting ----
 
-def test_model_attn_precision_setting():
+def test_model_attn_precision_setting(monkeypatch):
     import llamix
     from llamix.errors import ArgumentError
 
@@ -301,9 +301,15 @@ def test_model_attn_precision_setting():
     ids = list(range(3, 40))
     f32 = llamix.Model(ck, n_ctx=64, kv_cache="f16", attn_precision="f32")
     bf16 = llamix.Model(ck, n_ctx=64, kv_cache="f16", attn_precision="bf16")
-    auto = llamix.Model(ck, n_ctx=64, kv_cache="f16")
     assert (f32.attn_precision, bf16.attn_precision) == ("f32", "bf16")
-    assert auto.attn_precision == ("bf16" if AMX else "f32")
+    monkeypatch.delenv("LLAMIX_ATTN_PRECISION", raising=False)  # conftest's f32 for the suite
+    assert llamix.Model(ck, n_ctx=64).attn_precision == ("bf16" if AMX else "f32")
+    monkeypatch.setenv("LLAMIX_ATTN_PRECISION", "bf16")
+    assert llamix.Model(ck, n_ctx=64).attn_precision == "bf16"
+    assert llamix.Model(ck, n_ctx=64, attn_precision="f32").attn_precision == "f32"  # only auto follows it
+    monkeypatch.setenv("LLAMIX_ATTN_PRECISION", "fp8")
+    with pytest.raises(ArgumentError, match="LLAMIX_ATTN_PRECISION"):
+        llamix.Model(ck, n_ctx=64)
     assert llamix.cpu_info()["amx"] == AMX
     a, b = f32.eval(ids, all_logits=True), bf16.eval(ids, all_logits=True)
     assert not np.array_equal(a, b)  # the setting reaches the attention
@@ -322,3 +328,17 @@ def test_cli_flag(capsys):
     assert main(["bench", "--shape", "tiny", "-p", "8", "-n", "0", "-r", "1", "--attn-precision", "bf16",
                  "--json"]) == 0
     assert '"attn_precision": "bf16"' in capsys.readouterr().out
+
+
+@needs_amx
+def test_amx_after_another_library_used_the_tiles():
+    """PyTorch's oneDNN runs its bf16 matmuls on AMX in the same threads and releases the tiles
+    after them: each attention task loads its own tile configuration (a stale one faults)."""
+    torch = pytest.importorskip("torch")
+    q, k, v = make(40, 20, 8, 2, 64, seed=9)
+    before = _C.attention_causal(q, k, v, 20, 2, 0, 0.125, precision="bf16")
+    x = torch.randn(64, 64, dtype=torch.bfloat16)
+    for _ in range(3):
+        x = x @ x / 8
+    with using_threads(1):  # the calling thread, whose tiles torch has just used
+        assert np.array_equal(_C.attention_causal(q, k, v, 20, 2, 0, 0.125, precision="bf16"), before)

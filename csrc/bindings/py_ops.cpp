@@ -127,7 +127,13 @@ void register_ops(py::module_& m) {
         const uint16_t *qp = static_cast<const uint16_t*>(q.data()), *kpp = static_cast<const uint16_t*>(kp.data());
         float* sp = s.mutable_data();
         py::gil_scoped_release release;
-        (amx ? K.attn_bf16_scores_amx : K.attn_bf16_scores)(qp, rows, hd32, kpp, sp);
+        if (!amx) {
+            K.attn_bf16_scores(qp, rows, hd32, kpp, sp);
+            return s;
+        }
+        K.attn_bf16_amx_begin();
+        K.attn_bf16_scores_amx(qp, rows, hd32, kpp, sp);
+        K.attn_bf16_amx_end();
         return s;
     }, py::arg("q"), py::arg("kp"), py::arg("amx") = false, "s (n_rows, 64) = q . keys in TDPBF16PS's arithmetic.");
     m.def("attn_bf16_accumulate", [](py::array p, py::array vp, py::array alpha, py::array o, bool amx) {
@@ -148,7 +154,13 @@ void register_ops(py::module_& m) {
         float* op = out.mutable_data();
         const OpsKernels& K = kernels().ops;
         py::gil_scoped_release release;
-        (amx ? K.attn_bf16_accumulate_amx : K.attn_bf16_accumulate)(pp, rows, hd32, vpp, ap, op);
+        if (!amx) {
+            K.attn_bf16_accumulate(pp, rows, hd32, vpp, ap, op);
+            return out;
+        }
+        K.attn_bf16_amx_begin();
+        K.attn_bf16_accumulate_amx(pp, rows, hd32, vpp, ap, op);
+        K.attn_bf16_amx_end();
         return out;
     }, py::arg("p"), py::arg("vp"), py::arg("alpha"), py::arg("o"), py::arg("amx") = false,
        "alpha o + p . values in TDPBF16PS's arithmetic (o: (n_rows, hd32) float32, returned anew).");

@@ -325,6 +325,7 @@ void run_chunk_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t
     const bool v_f16_stream = kv.v_type == QType::F16 && kv.v_row_bytes == hd * 2;
     float* s = S.s.data();
     uint16_t *kp = S.kp.data(), *vp = S.vp.data(), *pb = S.pb.data();
+    if (amx) K.attn_bf16_amx_begin();  // this thread's tiles, for this chunk (kernels/ops.h)
     for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
         const int64_t count = std::min(kAttnTile, n_keys - j0);
         if (j0 + kAttnTile < n_keys)
@@ -376,6 +377,7 @@ void run_chunk_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t
                                                                         S.alpha.data() + r0, p.o + r0 * hd32);
         }
     }
+    if (amx) K.attn_bf16_amx_end();
 }
 
 }  // namespace

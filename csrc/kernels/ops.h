@@ -93,7 +93,12 @@ struct OpsKernels {
     void (*attn_bf16_accumulate)(const uint16_t* p, int64_t n_rows, int64_t hd32, const uint16_t* vp,
                                  const float* alpha, float* o) = nullptr;
     // The same two with AMX tiles (optional; only where amx_usable(), in rows of 16: n_rows a
-    // multiple of 16, buffers padded to it). The calling thread's tile state is configured on first use.
+    // multiple of 16, buffers padded to it), called between attn_bf16_amx_begin (loads this
+    // thread's tile configuration) and attn_bf16_amx_end (releases the tiles) on the same thread,
+    // with no other AMX user in between: another library on the thread (oneDNN in PyTorch) may
+    // load its own configuration or release the tiles, after which a tile instruction faults.
+    void (*attn_bf16_amx_begin)() = nullptr;
+    void (*attn_bf16_amx_end)() = nullptr;
     void (*attn_bf16_scores_amx)(const uint16_t* q, int64_t n_rows, int64_t hd32, const uint16_t* kp,
                                  float* s) = nullptr;
     void (*attn_bf16_accumulate_amx)(const uint16_t* p, int64_t n_rows, int64_t hd32, const uint16_t* vp,

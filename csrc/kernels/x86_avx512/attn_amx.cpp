@@ -2,8 +2,7 @@
 // 16 rows, the same bits as the reference (kernels/ref/tdpbf16.h is the instruction's arithmetic).
 // Every tile is 16 rows x 64 bytes: an A tile is 16 rows of 32 bf16 (q or p), a B tile one packed
 // 512-element block, a C tile 16 x 16 float32 (scores, or output columns). Only called where
-// amx_usable() (the process holds the tile permission); each thread loads the tile configuration
-// on its first call.
+// amx_usable() (the process holds the tile permission), between attn_bf16_amx_begin and _end.
 #pragma GCC target("amx-tile,amx-bf16")
 #include <immintrin.h>
 
@@ -26,24 +25,27 @@ struct TileConfig {
 };
 static_assert(sizeof(TileConfig) == 64, "the tile configuration is 64 bytes");
 
-// Tiles 0-7: 16 rows x 64 bytes, loaded once per thread (the OS keeps it across context switches).
-inline void configure_tiles() {
-    thread_local bool configured = false;
-    if (configured) return;
+// Tiles 0-7: 16 rows x 64 bytes. A constant in memory: GCC 12's _tile_loadconfig tells the
+// compiler it reads only the first 8 bytes, so a configuration built on the stack loses its
+// row and column fields to dead-store elimination.
+constexpr TileConfig make_tile_config() {
     TileConfig cfg;
     for (int i = 0; i < 8; ++i) {
         cfg.rows[i] = 16;
         cfg.colsb[i] = 64;
     }
-    _tile_loadconfig(&cfg);
-    configured = true;
+    return cfg;
 }
+alignas(64) constexpr TileConfig kTileConfig = make_tile_config();
 
 }  // namespace
 
+void attn_bf16_amx_begin() { _tile_loadconfig(&kTileConfig); }
+
+void attn_bf16_amx_end() { _tile_release(); }
+
 // Rows r0..r0+15 (C tiles 0-3: keys 0-15 .. 48-63): per d block, one A tile of q and four B tiles.
 void attn_bf16_scores_amx(const uint16_t* q, int64_t n_rows, int64_t hd32, const uint16_t* kp, float* s) {
-    configure_tiles();
     const int64_t q_stride = hd32 * 2;
     for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
         _tile_zero(0);
@@ -74,7 +76,6 @@ void attn_bf16_scores_amx(const uint16_t* q, int64_t n_rows, int64_t hd32, const
 // by alpha), both 32-key blocks of p added in order, stored back.
 void attn_bf16_accumulate_amx(const uint16_t* p, int64_t n_rows, int64_t hd32, const uint16_t* vp, const float* alpha,
                               float* o) {
-    configure_tiles();
     attn_bf16_scale_rows(n_rows, hd32, alpha, o);
     const int64_t col_blocks = hd32 / 16, o_stride = hd32 * 4;
     for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
@@ -113,6 +114,8 @@ void attn_bf16_accumulate_amx(const uint16_t* p, int64_t n_rows, int64_t hd32, c
 }
 
 void fill_attn_amx(OpsKernels& k) {
+    k.attn_bf16_amx_begin = attn_bf16_amx_begin;
+    k.attn_bf16_amx_end = attn_bf16_amx_end;
     k.attn_bf16_scores_amx = attn_bf16_scores_amx;
     k.attn_bf16_accumulate_amx = attn_bf16_accumulate_amx;
 }
