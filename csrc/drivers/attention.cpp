@@ -86,7 +86,7 @@ namespace {
 
 constexpr int64_t kMaxRows = 128;  // query rows (tokens x heads of a group) per task
 // bf16 products: more rows per task, so each key and value tile is packed once for more of them
-constexpr int64_t kMaxRowsBf16 = 256;
+constexpr int64_t kMaxRowsBf16 = 512;
 // Up to this many rows read F16 tiles in place (the *_f16 kernels widen a tile once per 8 rows);
 // more widen each tile once to float32.
 constexpr int64_t kInPlaceRows = 8;
