@@ -40,7 +40,9 @@ def main(args) -> int:
     llamix.set_threads(args.threads)
     bandwidth = read_bandwidth(args.threads, rounds=3)
     rows = []
-    m0 = llamix.load(path, threads=args.threads, n_ctx=args.p + args.n, tokenizer=False, kv_cache="f16")
+    m0 = llamix.load(path, threads=args.threads, n_ctx=args.p + args.n, tokenizer=False, kv_cache="f16",
+                     attn_precision=args.attn_precision)
+    precision = m0.attn_precision
     base = measure(m0, args.p, 0, args.reps)
     weights = sum(t.nbytes for n, t in m0.tensors.items() if n != "token_embd.weight")
     config = m0.config
@@ -48,7 +50,8 @@ def main(args) -> int:
     for d in depths:
         n_gen = args.n if d <= args.tg_max_depth else 0
         fa = [0, 1] if d <= args.fa_max_depth else [1]
-        m = llamix.load(path, threads=args.threads, n_ctx=d + max(args.p, n_gen), tokenizer=False, kv_cache="f16")
+        m = llamix.load(path, threads=args.threads, n_ctx=d + max(args.p, n_gen), tokenizer=False, kv_cache="f16",
+                        attn_precision=args.attn_precision)
         ours = measure(m, args.p, n_gen, args.reps, n_depth=d)
         del m
         theirs = llama_bench(path, d, args.p, n_gen, args.threads, args.reps, fa)
@@ -63,10 +66,11 @@ def main(args) -> int:
         print(json.dumps(row), flush=True)
     load = os.getloadavg()[0]
     if args.json:
-        print(json.dumps({"threads": args.threads, "p": args.p, "n": args.n, "reps": args.reps, "depth0_pp": base["pp"],
+        print(json.dumps({"threads": args.threads, "attn_precision": precision, "p": args.p, "n": args.n, "reps": args.reps, "depth0_pp": base["pp"],
                           "read_bandwidth_gbs": bandwidth / 1e9, "load_average": load, "rows": rows}, indent=1))
         return 0
-    print(f"random-weight {args.shape} Q4_0, {args.threads} threads, f16 KV cache both, medians of {args.reps}; "
+    print(f"random-weight {args.shape} Q4_0, {args.threads} threads, f16 KV cache both, llamix attention {precision}, "
+          f"medians of {args.reps}; "
           f"read bandwidth {bandwidth / 1e9:.1f} GB/s; load average {load:.1f}; llamix pp{args.p} at depth 0: "
           f"{base['pp']:.1f} t/s")
     print("| test | depth | llamix t/s | llama.cpp FA off | llama.cpp FA on | ratio vs best | llamix vs its depth 0 | share of roofline |")

@@ -64,6 +64,8 @@ def main() -> int:
     ap.add_argument("--depths", help="comma-separated depths: measure only the depth rows (llama-bench -d)")
     ap.add_argument("--tg-max-depth", type=int, default=4096, help="deepest depth with a tg row")
     ap.add_argument("--fa-max-depth", type=int, default=4096, help="deepest depth llama.cpp also runs without flash attention")
+    ap.add_argument("--attn-precision", default="auto", choices=("auto", "f32", "bf16"),
+                    help="llamix's attention arithmetic in the depth rows (auto: bf16 where AMX tiles are usable)")
     args = ap.parse_args()
     if args.depths:
         return depth_rows.main(args)

@@ -1,8 +1,10 @@
 """What a quantized KV cache costs in accuracy: perplexity, KL divergence and top-1 agreement of
 each cache type (keys and values apart, llama.cpp's -ctk / -ctv) against the float32 cache, same
-model, same text, same windows (llama-perplexity's method, llamix.eval.perplexity).
+model, same text, same windows (llama-perplexity's method, llamix.eval.perplexity); and of the
+attention's bf16 products (attn_precision="bf16", AMX's arithmetic) over the f32 and f16 caches
+against float32 products over the f32 cache.
 
-    python bench/kv_cache_quality.py [--model FILE] [--ctx 1024] [--chunks 4] [--text FILE]
+    python bench/kv_cache_quality.py [--model FILE] [--ctx 1024] [--chunks 4] [--text FILE] [--attention-rows]
 
 Defaults: the real Qwen2.5-Coder-0.5B Q4_K_M file (head_dim 64) and, when present, Gemma 3 270M
 (head_dim 256, sliding-window layers); the text is llamix's own docs (English prose and code).
@@ -21,7 +23,9 @@ from infer_common import real_model_files  # noqa: E402
 from llamix.eval.perplexity import perplexity  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TYPES = [("f16", "f16"), ("q8_0", "q8_0"), ("q8_0", "q4_0"), ("q4_0", "q4_0")]
+# (K type, V type, attention precision)
+TYPES = [("f16", "f16", "f32"), ("q8_0", "q8_0", "f32"), ("q8_0", "q4_0", "f32"), ("q4_0", "q4_0", "f32"),
+         ("f32", "f32", "bf16"), ("f16", "f16", "bf16")]
 
 
 def default_text() -> str:
@@ -35,6 +39,7 @@ def main() -> int:
     ap.add_argument("--chunks", type=int, default=4, help="windows of the text scored")
     ap.add_argument("--text", help="a text file (default: llamix's docs)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--attention-rows", action="store_true", help="only the rows of bf16 attention products")
     args = ap.parse_args()
     models = [Path(m) for m in args.model] if args.model else list(real_model_files().values())
     if not models:
@@ -42,19 +47,19 @@ def main() -> int:
         return 1
     text = Path(args.text).read_text() if args.text else default_text()
     print(f"windows of {args.ctx} tokens (second halves scored), {args.chunks} windows; KL(f32 cache || cache type)")
-    print("| model | K type | V type | KV bytes/token | perplexity | vs f32 | mean KL | top-1 agreement |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| model | K type | V type | attention | KV bytes/token | perplexity | vs f32 | mean KL | top-1 agreement |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for path in models:
-        base = llamix.load(path, n_ctx=args.ctx, threads=args.threads)
+        base = llamix.load(path, n_ctx=args.ctx, threads=args.threads, attn_precision="f32")
         ids = base.tokenize(text)[: args.ctx * args.chunks]
         ref = perplexity(base, ids, n_ctx=args.ctx)
         per_token = base.kv_cache_nbytes // base.n_ctx
-        print(f"| {path.name} | f32 | f32 | {per_token} | {ref.ppl:.4f} | | | |", flush=True)
-        for tk, tv in TYPES:
-            m = llamix.load(path, n_ctx=args.ctx, threads=args.threads, kv_cache_k=tk, kv_cache_v=tv)
+        print(f"| {path.name} | f32 | f32 | f32 | {per_token} | {ref.ppl:.4f} | | | |", flush=True)
+        for tk, tv, ap in [t for t in TYPES if t[2] == "bf16" or not args.attention_rows]:
+            m = llamix.load(path, n_ctx=args.ctx, threads=args.threads, kv_cache_k=tk, kv_cache_v=tv, attn_precision=ap)
             r = perplexity(m, ids, n_ctx=args.ctx, kl_base=base)
             per_token = m.kv_cache_nbytes // m.n_ctx
-            print(f"| {path.name} | {tk} | {tv} | {per_token} | {r.ppl:.4f} | {r.ppl / ref.ppl - 1:+.2%} | "
+            print(f"| {path.name} | {tk} | {tv} | {ap} | {per_token} | {r.ppl:.4f} | {r.ppl / ref.ppl - 1:+.2%} | "
                   f"{r.kl:.5f} ± {r.kl_se:.5f} | {r.top1:.2%} |", flush=True)
             del m
     return 0

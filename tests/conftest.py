@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import pytest
 
-from llamix import _C
+# attn_precision="auto" means f32 here: the suite's float64 and peer comparisons have float32
+# tolerances; the bf16 attention has its own tests (test_attention_amx.py) with its own bound.
+os.environ.setdefault("LLAMIX_ATTN_PRECISION", "f32")
+
+from llamix import _C  # noqa: E402
 
 from helpers import skip_or_fail, using_isa, using_threads
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/formats.h"
+#include "drivers/attention.h"
 
 namespace llamix {
 namespace py = pybind11;
@@ -54,6 +55,15 @@ inline QType kv_cache_type(const std::string& name, const char* what) {
     if (name == "q4_0") return QType::Q4_0;
     throw py::value_error(std::string(what) + ": KV cache type must be 'f32', 'f16', 'q8_0' or 'q4_0', got '" + name + "'");
 }
+
+// The attention's arithmetic by the Model's attn_precision names ("auto" is resolved in Python).
+inline AttnPrecision attn_precision(const std::string& name, const char* what) {
+    if (name == "f32") return AttnPrecision::f32;
+    if (name == "bf16") return AttnPrecision::bf16;
+    throw py::value_error(std::string(what) + ": attention precision must be 'f32' or 'bf16', got '" + name + "'");
+}
+
+inline const char* attn_precision_name(AttnPrecision p) { return p == AttnPrecision::bf16 ? "bf16" : "f32"; }
 
 inline bool is_float_kv_type(QType t) { return t == QType::F32 || t == QType::F16; }
 

@@ -60,20 +60,25 @@ struct PyTransformer {
 void register_model(py::module_& m) {
     py::class_<KVCache>(m, "KVCache")
         .def(py::init([](int64_t n_layers, int64_t n_ctx, int64_t kv_dim, const std::string& type_k,
-                         const py::object& type_v, int64_t n_kv_heads) {
+                         const py::object& type_v, int64_t n_kv_heads, const std::string& precision) {
             require(n_layers > 0 && n_ctx > 0 && kv_dim > 0, "KVCache dimensions must be positive");
             require(n_kv_heads > 0 && kv_dim % n_kv_heads == 0, "n_kv_heads must divide kv_dim");
             const QType kt = kv_cache_type(type_k, "type_k");
             const QType vt = type_v.is_none() ? kt : kv_cache_type(type_v.cast<std::string>(), "type_v");
             require((kv_dim / n_kv_heads) % 32 == 0 || (kt != QType::Q8_0 && kt != QType::Q4_0 && vt != QType::Q8_0 && vt != QType::Q4_0),
                     "a q8_0 / q4_0 KV cache needs kv_dim to be a multiple of 32");
+            const AttnPrecision ap = attn_precision(precision, "attn_precision");
             py::gil_scoped_release release;
-            return new KVCache(n_layers, n_ctx, kv_dim, kt, vt, n_kv_heads);
+            auto* cache = new KVCache(n_layers, n_ctx, kv_dim, kt, vt, n_kv_heads);
+            cache->precision = ap;
+            return cache;
         }), py::arg("n_layers"), py::arg("n_ctx"), py::arg("kv_dim"), py::arg("type_k") = "f32",
-           py::arg("type_v") = py::none(), py::arg("n_kv_heads") = 1,
+           py::arg("type_v") = py::none(), py::arg("n_kv_heads") = 1, py::arg("attn_precision") = "f32",
            "Keys and values of every layer and position; type_k / type_v: 'f32', 'f16', 'q8_0' or 'q4_0' "
            "(type_v defaults to type_k); n_kv_heads: the model's KV heads, each stored as one contiguous "
-           "stream (1: position-major rows, which any model reads).")
+           "stream (1: position-major rows, which any model reads); attn_precision: the attention's "
+           "products over this cache, 'f32' or 'bf16' (drivers/attention.h).")
+        .def_property_readonly("attn_precision", [](const KVCache& c) { return attn_precision_name(c.precision); })
         .def_readonly("n_kv_heads", &KVCache::n_kv_heads)
         .def_readonly("n_ctx", &KVCache::n_ctx)
         .def_readonly("n_layers", &KVCache::n_layers)

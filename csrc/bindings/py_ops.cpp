@@ -1,6 +1,7 @@
 // The transformer ops, one call each (for tests); the fused forward pass is in py_model.cpp.
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -72,7 +73,8 @@ void register_ops(py::module_& m) {
         return y;
     }, py::arg("g"), py::arg("u"), "gelu_tanh(g) * u (GELU's tanh approximation).");
     m.def("attention_causal", [](py::array q, py::array k, py::array v, int64_t pos, int64_t n_kv_heads, int64_t window,
-                                 float scale, const std::string& type_k, const std::string& type_v, bool head_major) {
+                                 float scale, const std::string& type_k, const std::string& type_v, bool head_major,
+                                 const std::string& precision) {
         require_dtype<float>(q, "q", "float32");
         require(q.ndim() == 3, "q must be (n_tokens, n_heads, head_dim)");
         require_c_contiguous(q, "q");
@@ -89,7 +91,8 @@ void register_ops(py::module_& m) {
         const bool tiled = head_major && kv_keys_tiled(kt);
         const int64_t nk_k = tiled ? (nk + kAttnTile - 1) / kAttnTile * kAttnTile : nk;
         const KVLayer shape{nullptr, nullptr, kt, vt, head_major ? ks : ks * n_kv_heads, head_major ? vs : vs * n_kv_heads,
-                            head_major ? nk_k * ks : ks, head_major ? nk * vs : vs, tiled};
+                            head_major ? nk_k * ks : ks, head_major ? nk * vs : vs, tiled,
+                            attn_precision(precision, "precision")};
         std::vector<uint8_t> kc(size_t(nk_k * n_kv_heads * ks)), vc(size_t(nk * n_kv_heads * vs));
         py::array_t<float> out({n, n_heads, hd});
         const float *qp = static_cast<const float*>(q.data()), *kp = ka.data(), *vp = va.data();
@@ -104,8 +107,83 @@ void register_ops(py::module_& m) {
         return out;
     }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos"), py::arg("n_kv_heads"), py::arg("window") = 0,
        py::arg("scale") = 1.0f, py::arg("type_k") = "f32", py::arg("type_v") = "f32", py::arg("head_major") = true,
+       py::arg("precision") = "f32",
        "Causal grouped-query attention of n_tokens queries at positions pos.. over a cache holding k and v "
-       "(stored as type_k / type_v first, head-major or in position-major rows), as the forward pass runs it.");
+       "(stored as type_k / type_v first, head-major or in position-major rows), as the forward pass runs it; "
+       "precision: the products' arithmetic, 'f32' or 'bf16' (drivers/attention.h).");
+    // The bf16 attention products' tile kernels on raw bit patterns (kernels/ops.h, attn_bf16_*), for
+    // tests against the spec: the active table's emulation, or its AMX entry (amx=True).
+    m.def("attn_bf16_scores", [](py::array q, py::array kp, bool amx) {
+        require_dtype<uint16_t>(q, "q", "uint16 (bf16 bit patterns)");
+        require_dtype<uint16_t>(kp, "kp", "uint16 (bf16 bit patterns)");
+        require_c_contiguous(q, "q");
+        require_c_contiguous(kp, "kp");
+        require(q.ndim() == 2 && q.shape(1) % 32 == 0 && q.shape(1) > 0, "q must be (n_rows, hd32), hd32 a multiple of 32");
+        const int64_t rows = q.shape(0), hd32 = q.shape(1);
+        require(kp.size() == hd32 * kAttnTile, "kp must hold hd32 * 64 elements");
+        const OpsKernels& K = kernels().ops;
+        if (amx) require(attention_uses_amx() && rows % 16 == 0, "AMX tiles are not usable here (or n_rows % 16 != 0)");
+        py::array_t<float> s({rows, kAttnTile});
+        const uint16_t *qp = static_cast<const uint16_t*>(q.data()), *kpp = static_cast<const uint16_t*>(kp.data());
+        float* sp = s.mutable_data();
+        py::gil_scoped_release release;
+        if (!amx) {
+            K.attn_bf16_scores(qp, rows, hd32, kpp, sp);
+            return s;
+        }
+        K.attn_bf16_amx_begin();
+        K.attn_bf16_scores_amx(qp, rows, hd32, kpp, sp);
+        K.attn_bf16_amx_end();
+        return s;
+    }, py::arg("q"), py::arg("kp"), py::arg("amx") = false, "s (n_rows, 64) = q . keys in TDPBF16PS's arithmetic.");
+    m.def("attn_bf16_accumulate", [](py::array p, py::array vp, py::array alpha, py::array o, bool amx) {
+        for (auto* a : {&p, &vp}) {
+            require_dtype<uint16_t>(*a, "p/vp", "uint16 (bf16 bit patterns)");
+            require_c_contiguous(*a, "p/vp");
+        }
+        auto oa = f32_2d(o, "o");
+        const int64_t rows = oa.shape(0), hd32 = oa.shape(1);
+        require(hd32 % 32 == 0 && hd32 > 0, "o must be (n_rows, hd32), hd32 a multiple of 32");
+        require(p.ndim() == 2 && p.shape(0) == rows && p.shape(1) == kAttnTile, "p must be (n_rows, 64)");
+        require(vp.size() == hd32 * kAttnTile, "vp must hold 64 * hd32 elements");
+        const float* ap = f32_vector(alpha, rows, "alpha");
+        if (amx) require(attention_uses_amx() && rows % 16 == 0, "AMX tiles are not usable here (or n_rows % 16 != 0)");
+        py::array_t<float> out({rows, hd32});
+        std::copy_n(oa.data(), rows * hd32, out.mutable_data());
+        const uint16_t *pp = static_cast<const uint16_t*>(p.data()), *vpp = static_cast<const uint16_t*>(vp.data());
+        float* op = out.mutable_data();
+        const OpsKernels& K = kernels().ops;
+        py::gil_scoped_release release;
+        if (!amx) {
+            K.attn_bf16_accumulate(pp, rows, hd32, vpp, ap, op);
+            return out;
+        }
+        K.attn_bf16_amx_begin();
+        K.attn_bf16_accumulate_amx(pp, rows, hd32, vpp, ap, op);
+        K.attn_bf16_amx_end();
+        return out;
+    }, py::arg("p"), py::arg("vp"), py::arg("alpha"), py::arg("o"), py::arg("amx") = false,
+       "alpha o + p . values in TDPBF16PS's arithmetic (o: (n_rows, hd32) float32, returned anew).");
+    m.def("attn_bf16_pack", [](py::array x, bool keys) {
+        const bool half = x.dtype().is(py::dtype::of<uint16_t>());
+        if (!half) require_dtype<float>(x, "x", "float32 or uint16 (fp16 bit patterns)");
+        require_c_contiguous(x, "x");
+        require(x.ndim() == 2, "x must be 2-D");
+        const int64_t hd = keys ? x.shape(0) : x.shape(1);
+        require((keys ? x.shape(1) : x.shape(0)) == kAttnTile && hd > 0 && hd % 2 == 0,
+                "x must be kt (head_dim, 64) for keys or v (64, head_dim) for values, head_dim even");
+        const int64_t hd32 = (hd + 31) / 32 * 32;
+        py::array_t<uint16_t> out(hd32 * kAttnTile);
+        const void* xp = x.data();
+        uint16_t* op = out.mutable_data();
+        const OpsKernels& K = kernels().ops;
+        py::gil_scoped_release release;
+        if (keys && half) K.attn_bf16_pack_keys_f16(static_cast<const uint16_t*>(xp), hd, op);
+        else if (keys) K.attn_bf16_pack_keys(static_cast<const float*>(xp), hd, op);
+        else if (half) K.attn_bf16_pack_values_f16(static_cast<const uint16_t*>(xp), hd, op);
+        else K.attn_bf16_pack_values(static_cast<const float*>(xp), hd, op);
+        return out;
+    }, py::arg("x"), py::arg("keys"), "A tile packed for the bf16 products (kernels/ops.h: kp or vp).");
     m.def("attention_group", [](py::array q, py::array k, py::array v, float scale) {
         auto qa = f32_2d(q, "q"), ka = f32_2d(k, "k"), va = f32_2d(v, "v");
         const int64_t nq = qa.shape(0), hd = qa.shape(1), nk = ka.shape(0);

@@ -6,6 +6,7 @@
 #include "common/cpu_features.h"
 #include "common/setting_error.h"
 #include "common/thread_pool.h"
+#include "drivers/attention.h"
 #include "kernels/kernels.h"
 
 namespace llamix {
@@ -43,6 +44,13 @@ void register_runtime(py::module_& m) {
             throw py::value_error(e.what());
         }
     });
+    m.def("amx_usable", [] { return amx_usable(); },
+          "Whether this process may run AMX tiles (CPU AMX-BF16, LLAMIX_AMX not 0, the OS granted the tile "
+          "permission, asked on the first call): attn_precision='auto' means bf16 then.");
+    m.def("attention_uses_amx", [] { return attention_uses_amx(); },
+          "Whether bf16 attention runs on AMX tiles now (amx_usable, the active kernel variant, set_attention_amx).");
+    m.def("set_attention_amx", [](bool enabled) { set_attention_amx(enabled); }, py::arg("enabled"),
+          "Off: bf16 attention runs the exact emulation instead of AMX tiles (the same bits; for tests).");
     m.def("threads", [] { return ThreadPool::instance().threads(); });
     m.def("stream_read", [](py::array data) {
         require_c_contiguous(data, "data");

@@ -1,7 +1,9 @@
 // CPU feature detection: CPUID + XGETBV on x86, HWCAP on arm64, and the physical core count.
 #include "common/cpu_features.h"
 
+#include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -11,6 +13,12 @@
 #include <cpuid.h>
 #define LLAMIX_X86 1
 #endif
+#if defined(LLAMIX_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include "common/setting_error.h"
 #if defined(__aarch64__) && defined(__linux__)
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
@@ -43,11 +51,12 @@ CpuFeatures detect() {
     const bool avx = (r[2] >> 28) & 1;
     f.fma = (r[2] >> 12) & 1;
     f.f16c = (r[2] >> 29) & 1;
-    bool ymm_os = false, zmm_os = false;
+    bool ymm_os = false, zmm_os = false, tile_os = false;
     if (osxsave) {
         const auto xcr0 = xgetbv0();
         ymm_os = (xcr0 & 0x6) == 0x6;      // SSE + AVX state
         zmm_os = (xcr0 & 0xe6) == 0xe6;    // + opmask, ZMM_Hi256, Hi16_ZMM
+        tile_os = (xcr0 & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
     }
     if (max_leaf >= 7 && avx && ymm_os) {
         cpuid(7, 0, r);
@@ -59,6 +68,7 @@ CpuFeatures detect() {
             f.avx512bw = (r[1] >> 30) & 1;
             f.avx512vl = (r[1] >> 31) & 1;
             f.avx512vnni = (r[2] >> 11) & 1;
+            f.amx_bf16 = tile_os && ((r[3] >> 22) & 1) && ((r[3] >> 24) & 1);  // AMX-BF16, AMX-TILE
         }
         unsigned s[4];
         cpuid(7, 1, s);
@@ -89,7 +99,7 @@ std::vector<std::string> CpuFeatures::names() const {
     const std::pair<bool, const char*> all[] = {
         {avx2, "avx2"}, {fma, "fma"}, {f16c, "f16c"}, {bmi2, "bmi2"}, {avx512f, "avx512f"},
         {avx512bw, "avx512bw"}, {avx512vl, "avx512vl"}, {avx512dq, "avx512dq"},
-        {avx512vnni, "avx512vnni"}, {avx512bf16, "avx512bf16"}, {avxvnni, "avxvnni"},
+        {avx512vnni, "avx512vnni"}, {avx512bf16, "avx512bf16"}, {avxvnni, "avxvnni"}, {amx_bf16, "amx_bf16"},
         {neon, "neon"}, {dotprod, "dotprod"}, {fp16, "fp16"}};
     for (const auto& [has, name] : all)
         if (has) out.emplace_back(name);
@@ -99,6 +109,38 @@ std::vector<std::string> CpuFeatures::names() const {
 const CpuFeatures& cpu_features() {
     static const CpuFeatures f = detect();
     return f;
+}
+
+namespace {
+
+// Linux keeps the 8 KiB tile data out of a process's state until it asks (arch_prctl); the grant
+// holds for every thread of the process.
+bool request_amx_permission() {
+#if defined(LLAMIX_X86) && defined(__linux__)
+    constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+}
+
+}  // namespace
+
+bool amx_usable() {
+    static std::once_flag once;
+    static bool usable = false;
+    static const char* bad = nullptr;
+    std::call_once(once, [] {
+        const char* env = std::getenv("LLAMIX_AMX");
+        const std::string e = env ? env : "";
+        if (!e.empty() && e != "0" && e != "1") {
+            bad = env;
+            return;
+        }
+        usable = e != "0" && cpu_features().amx_bf16 && request_amx_permission();
+    });
+    if (bad) throw SettingError(std::string("LLAMIX_AMX=") + bad + ": expected 0 (never use AMX tiles) or 1");
+    return usable;
 }
 
 int physical_cores() {

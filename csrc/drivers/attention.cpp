@@ -3,16 +3,28 @@
 #include "drivers/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "common/cpu_features.h"
 #include "common/thread_pool.h"
 #include "kernels/kernels.h"
 
 namespace llamix {
+
+namespace {
+std::atomic<bool> g_attention_amx{true};
+}  // namespace
+
+bool attention_uses_amx() {
+    return g_attention_amx.load(std::memory_order_relaxed) && kernels().ops.attn_bf16_scores_amx && amx_usable();
+}
+
+void set_attention_amx(bool enabled) { g_attention_amx.store(enabled, std::memory_order_relaxed); }
 
 void attention_group(const OpsKernels& K, const float* q, int64_t q_stride, int64_t n_q, const float* k,
                      const float* v, int64_t stride, int64_t n_keys, int64_t head_dim, float scale, float* out,
@@ -73,6 +85,8 @@ void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim,
 namespace {
 
 constexpr int64_t kMaxRows = 128;  // query rows (tokens x heads of a group) per task
+// bf16 products: more rows per task, so each key and value tile is packed once for more of them
+constexpr int64_t kMaxRowsBf16 = 512;
 // Up to this many rows read F16 tiles in place (the *_f16 kernels widen a tile once per 8 rows);
 // more widen each tile once to float32.
 constexpr int64_t kInPlaceRows = 8;
@@ -112,6 +126,17 @@ void prefetch_tile(const KVLayer& kv, int64_t g, int64_t j0, int64_t count, bool
 struct TileScratch {
     std::vector<float> q, o, s, k, kt, v, m, l, alpha;
     std::vector<uint16_t> v16;  // an F16 tail tile, zero-padded
+    std::vector<uint16_t> kp, vp, pb;  // bf16 products: packed keys and values, probabilities
+    // bf16 products: rows rounded up to 16 (AMX's tiles), head_dim to 32 (hd32)
+    void reserve_bf16(int64_t rows16, int64_t hd, int64_t hd32) {
+        reserve(rows16, std::max(hd, hd32));
+        auto grow = [](std::vector<uint16_t>& b, int64_t n) {
+            if (b.size() < size_t(n)) b.resize(size_t(n));
+        };
+        grow(kp, hd32 * kAttnTile);
+        grow(vp, hd32 * kAttnTile);
+        grow(pb, rows16 * kAttnTile);
+    }
     void reserve(int64_t rows, int64_t hd) {
         auto grow = [](std::vector<float>& b, int64_t n) {
             if (b.size() < size_t(n)) b.resize(size_t(n));
@@ -220,13 +245,14 @@ void run_chunk(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, i
     }
 }
 
-// total <- total (+) chunk by the log-sum-exp rule (a chunk with no key for a row leaves it).
-void merge(Partial total, Partial chunk, int64_t rows, int64_t hd) {
+// total <- total (+) chunk by the log-sum-exp rule (a chunk with no key for a row leaves it);
+// o rows ld floats apart.
+void merge(Partial total, Partial chunk, int64_t rows, int64_t hd, int64_t ld) {
     for (int64_t r = 0; r < rows; ++r) {
         const float mc = chunk.m[r];
         if (mc == -INFINITY) continue;
-        float* o = total.o + r * hd;
-        const float* oc = chunk.o + r * hd;
+        float* o = total.o + r * ld;
+        const float* oc = chunk.o + r * ld;
         if (total.m[r] == -INFINITY) {
             total.m[r] = mc;
             total.l[r] = chunk.l[r];
@@ -251,15 +277,107 @@ void gather_q(const Problem& P, int64_t g, int64_t t0, int64_t t1, float* qbuf) 
         }
 }
 
-// out rows of the block = o / l.
-void scatter_out(const Problem& P, int64_t g, int64_t t0, int64_t t1, Partial total, float* out, int64_t out_stride) {
+// out rows of the block = o / l (o rows ld floats apart).
+void scatter_out(const Problem& P, int64_t g, int64_t t0, int64_t t1, Partial total, float* out, int64_t out_stride,
+                 int64_t ld) {
     for (int64_t t = t0; t < t1; ++t)
         for (int64_t h = 0; h < P.group; ++h) {
             const int64_t r = (t - t0) * P.group + h;
             const float inv = 1.0f / total.l[r];
             float* dst = out + t * out_stride + (g * P.group + h) * P.hd;
-            for (int64_t d = 0; d < P.hd; ++d) dst[d] = total.o[r * P.hd + d] * inv;
+            for (int64_t d = 0; d < P.hd; ++d) dst[d] = total.o[r * ld + d] * inv;
         }
+}
+
+// ---- bf16 products (AttnPrecision::bf16) ----
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// The block's query rows, scaled in float32, rounded to bf16 into qb (rows16, hd32); padding zero.
+void gather_q_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t hd32, uint16_t* qb) {
+    const QuantKernels& Q = kernels().quant;
+    const int64_t rows = (t1 - t0) * P.group, rows16 = round_up(rows, 16);
+    std::fill(qb, qb + rows16 * hd32, uint16_t(0));
+    std::vector<float> row(size_t(P.hd));
+    for (int64_t t = t0; t < t1; ++t)
+        for (int64_t h = 0; h < P.group; ++h) {
+            const float* src = P.q + t * P.q_stride + (g * P.group + h) * P.hd;
+            for (int64_t d = 0; d < P.hd; ++d) row[size_t(d)] = src[d] * P.scale;
+            Q.f32_to_bf16(row.data(), qb + ((t - t0) * P.group + h) * hd32, P.hd);
+        }
+}
+
+// run_chunk with bf16 products: each tile's keys and values packed once (kernels/ops.h layouts),
+// scores and the update on AMX tiles (amx: rows padded to 16) or by the emulation. p holds rows16
+// rows (o: hd32 floats each).
+void run_chunk_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, int64_t b, const uint16_t* qb,
+                    Partial p, TileScratch& S, bool amx) {
+    const OpsKernels& K = kernels().ops;
+    const QuantKernels& Q = kernels().quant;
+    const int64_t hd = P.hd, hd32 = round_up(hd, 32), rows = (t1 - t0) * P.group, rows16 = round_up(rows, 16);
+    const int64_t n_keys = P.pos + P.n;
+    std::fill(p.m, p.m + rows16, -INFINITY);
+    std::fill(p.l, p.l + rows16, 0.0f);
+    std::fill(p.o, p.o + rows16 * hd32, 0.0f);
+    std::fill(S.alpha.begin() + rows, S.alpha.begin() + rows16, 1.0f);
+    std::fill(S.pb.begin() + rows * kAttnTile, S.pb.begin() + rows16 * kAttnTile, uint16_t(0));
+    const KVLayer& kv = *P.kv;
+    const bool v_f16_stream = kv.v_type == QType::F16 && kv.v_row_bytes == hd * 2;
+    float* s = S.s.data();
+    uint16_t *kp = S.kp.data(), *vp = S.vp.data(), *pb = S.pb.data();
+    if (amx) K.attn_bf16_amx_begin();  // this thread's tiles, for this chunk (kernels/ops.h)
+    for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
+        const int64_t count = std::min(kAttnTile, n_keys - j0);
+        if (j0 + kAttnTile < n_keys)
+            prefetch_tile(kv, g, j0 + kAttnTile, std::min(kAttnTile, n_keys - j0 - kAttnTile), true, true);
+        // keys: tiled F16 / F32 packed straight from the cache (columns past its end are stale,
+        // masked below); others widened and transposed first
+        const uint8_t* ktile = kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes;
+        if (kv.k_tiled && kv.k_type == QType::F16) {
+            K.attn_bf16_pack_keys_f16(reinterpret_cast<const uint16_t*>(ktile), hd, kp);
+        } else if (kv.k_tiled) {
+            K.attn_bf16_pack_keys(reinterpret_cast<const float*>(ktile), hd, kp);
+        } else {
+            load_rows(kv.k_type, kv.k, kv.k_row_bytes, kv.k_head_bytes, g, j0, count, hd, S.k.data());
+            if (count < kAttnTile) std::fill(S.k.data() + count * hd, S.k.data() + kAttnTile * hd, 0.0f);
+            K.attn_tile_transpose(S.k.data(), hd, S.kt.data());
+            K.attn_bf16_pack_keys(S.kt.data(), hd, kp);
+        }
+        // values: zero past the cache's end (a stale value could be inf, and 0 * inf is not 0)
+        if (v_f16_stream) {
+            const uint16_t* vt = reinterpret_cast<const uint16_t*>(kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes);
+            if (count < kAttnTile) {
+                std::copy_n(vt, count * hd, S.v16.data());
+                std::fill(S.v16.data() + count * hd, S.v16.data() + kAttnTile * hd, uint16_t(0));
+                vt = S.v16.data();
+            }
+            K.attn_bf16_pack_values_f16(vt, hd, vp);
+        } else {
+            load_rows(kv.v_type, kv.v, kv.v_row_bytes, kv.v_head_bytes, g, j0, count, hd, S.v.data());
+            if (count < kAttnTile) std::fill(S.v.data() + count * hd, S.v.data() + kAttnTile * hd, 0.0f);
+            K.attn_bf16_pack_values(S.v.data(), hd, vp);
+        }
+        // 16 rows at a time (AMX's tile height): their scores, probabilities and outputs stay in
+        // L1 while the packed tile serves every block
+        for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+            const int64_t r1 = std::min(rows, r0 + 16), nr = amx ? 16 : r1 - r0;
+            float* sb = s;  // this block's scores (16 x 64)
+            (amx ? K.attn_bf16_scores_amx : K.attn_bf16_scores)(qb + r0 * hd32, nr, hd32, kp, sb);
+            // causal and window masks: row r (token t0 + r / group) sees keys first(t) .. pos + t
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t t = t0 + r / P.group, lo = P.first(t) - j0, hi = P.pos + t - j0;
+                if (lo <= 0 && hi >= kAttnTile - 1) continue;
+                float* sr = sb + (r - r0) * kAttnTile;
+                for (int64_t j = 0; j < kAttnTile; ++j)
+                    if (j < lo || j > hi) sr[j] = -INFINITY;
+            }
+            K.attn_tile_softmax(sb, r1 - r0, p.m + r0, p.l + r0, S.alpha.data() + r0);
+            Q.f32_to_bf16(sb, pb + r0 * kAttnTile, (r1 - r0) * kAttnTile);
+            (amx ? K.attn_bf16_accumulate_amx : K.attn_bf16_accumulate)(pb + r0 * kAttnTile, nr, hd32, vp,
+                                                                        S.alpha.data() + r0, p.o + r0 * hd32);
+        }
+    }
+    if (amx) K.attn_bf16_amx_end();
 }
 
 }  // namespace
@@ -271,34 +389,53 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
     const int64_t group = n_heads / n_kv_heads, hd = head_dim;
     const Problem P{q, q_stride, n, pos, &kv, n_kv_heads, group, hd, window, scale};
     ThreadPool& pool = ThreadPool::instance();
-    const int64_t block = std::max<int64_t>(1, kMaxRows / group);  // query tokens per task
+    // bf16 products: rows padded to 16, o rows hd32 floats apart, q rounded to bf16 once per block
+    const bool bf16 = kv.precision == AttnPrecision::bf16;
+    const bool amx = bf16 && attention_uses_amx();
+    const int64_t hd32 = round_up(hd, 32), ld = bf16 ? hd32 : hd;
+    const int64_t block = std::max<int64_t>(1, (bf16 ? kMaxRowsBf16 : kMaxRows) / group);  // query tokens per task
     const int64_t last_key = pos + n - 1;
 
     if (n <= block) {
         // Short batch (decoding): one row block per head; its chunks run as separate tasks and are
         // merged in chunk order afterwards (the same arithmetic as the long path's running merge).
         const int64_t rows = n * group, c_first = P.first(0) / kAttnChunk, c_last = last_key / kAttnChunk;
+        const int64_t rows_alloc = bf16 ? round_up(rows, 16) : rows;
         const int64_t n_chunks = c_last - c_first + 1, n_tasks = n_kv_heads * n_chunks;
-        const int64_t part = rows * (hd + 2);
+        const int64_t part = rows_alloc * (ld + 2);
         // the caller's buffers, kept between calls (no allocation per layer and token); the tasks
         // reach them through these pointers (a thread_local named inside a task would be the
         // worker's own)
         thread_local std::vector<float> partial_buf, q_buf;
+        thread_local std::vector<uint16_t> qb_buf;
         if (partial_buf.size() < size_t(n_tasks * part)) partial_buf.resize(size_t(n_tasks * part));
-        if (q_buf.size() < size_t(n_kv_heads * rows * hd)) q_buf.resize(size_t(n_kv_heads * rows * hd));
         float* const partials = partial_buf.data();
-        float* const qall = q_buf.data();
-        for (int64_t g = 0; g < n_kv_heads; ++g) gather_q(P, g, 0, n, qall + g * rows * hd);
+        float* qall = nullptr;
+        uint16_t* qball = nullptr;
+        if (bf16) {
+            if (qb_buf.size() < size_t(n_kv_heads * rows_alloc * hd32)) qb_buf.resize(size_t(n_kv_heads * rows_alloc * hd32));
+            qball = qb_buf.data();
+            for (int64_t g = 0; g < n_kv_heads; ++g) gather_q_bf16(P, g, 0, n, hd32, qball + g * rows_alloc * hd32);
+        } else {
+            if (q_buf.size() < size_t(n_kv_heads * rows * hd)) q_buf.resize(size_t(n_kv_heads * rows * hd));
+            qall = q_buf.data();
+            for (int64_t g = 0; g < n_kv_heads; ++g) gather_q(P, g, 0, n, qall + g * rows * hd);
+        }
         auto partial = [&](int64_t task) {
             float* base = partials + task * part;
-            return Partial{base, base + rows, base + 2 * rows};
+            return Partial{base, base + rows_alloc, base + 2 * rows_alloc};
         };
         auto task_fn = [&](int64_t task, int) {
             const int64_t g = task / n_chunks, c = c_first + task % n_chunks;
             TileScratch& S = tile_scratch;
-            S.reserve(rows, hd);
             const int64_t a = std::max(P.first(0), c * kAttnChunk), b = std::min(last_key, c * kAttnChunk + kAttnChunk - 1);
-            run_chunk(P, g, 0, n, a, b, qall + g * rows * hd, partial(task), S);
+            if (bf16) {
+                S.reserve_bf16(rows_alloc, hd, hd32);
+                run_chunk_bf16(P, g, 0, n, a, b, qball + g * rows_alloc * hd32, partial(task), S, amx);
+            } else {
+                S.reserve(rows, hd);
+                run_chunk(P, g, 0, n, a, b, qall + g * rows * hd, partial(task), S);
+            }
         };
         // a few thousand multiply-adds are not worth waking the pool
         // each thread takes a contiguous run of chunks (one stream through the cache, the next
@@ -310,8 +447,8 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
         else for (int64_t task = 0; task < n_tasks; ++task) task_fn(task, 0);
         for (int64_t g = 0; g < n_kv_heads; ++g) {
             const Partial total = partial(g * n_chunks);
-            for (int64_t c = 1; c < n_chunks; ++c) merge(total, partial(g * n_chunks + c), rows, hd);
-            scatter_out(P, g, 0, n, total, out, out_stride);
+            for (int64_t c = 1; c < n_chunks; ++c) merge(total, partial(g * n_chunks + c), rows, hd, ld);
+            scatter_out(P, g, 0, n, total, out, out_stride, ld);
         }
         return;
     }
@@ -323,21 +460,27 @@ void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, 
     pool.parallel_for(n_blocks * n_kv_heads, [&](int64_t task, int) {
         const int64_t bi = n_blocks - 1 - task % n_blocks, g = task / n_blocks;
         const int64_t t0 = bi * block, t1 = std::min(n, t0 + block), rows = (t1 - t0) * group;
+        const int64_t rows_alloc = bf16 ? round_up(rows, 16) : rows;
         TileScratch& S = tile_scratch;
-        S.reserve(rows, hd);
-        std::vector<float> qbuf(size_t(rows * hd)), chunk_o(size_t(rows * hd)), chunk_ml(size_t(2 * rows));
-        gather_q(P, g, t0, t1, qbuf.data());
+        if (bf16) S.reserve_bf16(rows_alloc, hd, hd32);
+        else S.reserve(rows, hd);
+        std::vector<float> qbuf(bf16 ? 0 : size_t(rows * hd)), chunk_o(size_t(rows_alloc * ld)),
+            chunk_ml(size_t(2 * rows_alloc));
+        std::vector<uint16_t> qb(bf16 ? size_t(rows_alloc * hd32) : 0);
+        if (bf16) gather_q_bf16(P, g, t0, t1, hd32, qb.data());
+        else gather_q(P, g, t0, t1, qbuf.data());
         const Partial total{S.m.data(), S.l.data(), S.o.data()};
-        const Partial chunk{chunk_ml.data(), chunk_ml.data() + rows, chunk_o.data()};
+        const Partial chunk{chunk_ml.data(), chunk_ml.data() + rows_alloc, chunk_o.data()};
         std::fill(total.m, total.m + rows, -INFINITY);
         std::fill(total.l, total.l + rows, 0.0f);
         const int64_t lo = P.first(t0), hi = pos + t1 - 1;
         for (int64_t c = lo / kAttnChunk; c <= hi / kAttnChunk; ++c) {
             const int64_t a = std::max(lo, c * kAttnChunk), b = std::min(hi, c * kAttnChunk + kAttnChunk - 1);
-            run_chunk(P, g, t0, t1, a, b, qbuf.data(), chunk, S);
-            merge(total, chunk, rows, hd);
+            if (bf16) run_chunk_bf16(P, g, t0, t1, a, b, qb.data(), chunk, S, amx);
+            else run_chunk(P, g, t0, t1, a, b, qbuf.data(), chunk, S);
+            merge(total, chunk, rows, hd, ld);
         }
-        scatter_out(P, g, t0, t1, total, out, out_stride);
+        scatter_out(P, g, t0, t1, total, out, out_stride, ld);
     });
 }
 

@@ -16,6 +16,19 @@ void attention_group_f16(const OpsKernels& K, const float* q, int64_t q_stride, 
                          const uint16_t* v, int64_t stride, int64_t n_keys, int64_t head_dim, float scale, float* out,
                          int64_t out_stride, float* scratch);
 
+// The arithmetic of the attention's products (the Model's attn_precision): f32, float32 FMA
+// throughout; bf16, q, keys, probabilities and values rounded to bf16 (nearest even) with float32
+// sums in the order of AMX's TDPBF16PS (kernels/ops.h, attn_bf16_*), on AMX tiles where the
+// process may use them, else the same bits by the table's exact emulation. The softmax, its
+// running max and sum, the rescaling and the chunk merges stay float32 in both.
+enum class AttnPrecision { f32 = 0, bf16 = 1 };
+
+// Whether bf16 attention runs on AMX tiles now: the CPU and the OS allow it (amx_usable()), the
+// active kernel table has the AMX entries and set_attention_amx has not turned them off.
+bool attention_uses_amx();
+// Turns the AMX tiles off (false) or back on; the emulation gives the same bits (for tests).
+void set_attention_amx(bool enabled);
+
 // One layer of a KV cache: the keys of kv head g at position p (head_dim elements of k_type: F32,
 // F16, Q8_0 or Q4_0) start at k + g * k_head_bytes + p * k_row_bytes; the same for values. Either
 // position-major rows (head_bytes = a head's slice, row_bytes = all heads) or head-major blocks
@@ -33,6 +46,8 @@ struct KVLayer {
     // + (p / kAttnTile) * kAttnTile * k_row_bytes + (d * kAttnTile + p % kAttnTile) * element size.
     // A head's stream then holds whole tiles.
     bool k_tiled = false;
+    // The arithmetic of the attention's products (attn_precision below).
+    AttnPrecision precision = AttnPrecision::f32;
 };
 
 // Whether a head-major cache stores keys of this type as transposed tiles (KVLayer::k_tiled).

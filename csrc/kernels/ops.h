@@ -73,11 +73,52 @@ struct OpsKernels {
                                  const uint16_t* next) = nullptr;
     void (*attn_tile_accumulate_f16)(const float* p, int64_t n_rows, const uint16_t* v, int64_t head_dim,
                                      const float* alpha, float* o, const uint16_t* next) = nullptr;
+
+    // bf16 attention products (attn_precision "bf16"; drivers/attention.h): the products of a tile
+    // in the arithmetic of AMX's TDPBF16PS, which every variant reproduces bit for bit
+    // (kernels/ref/tdpbf16.h is the spec). A block of 32 bf16 products a_i b_i added to a float32
+    // c gives  c + (e + o),  e = the chain of the 16 even products from +0, o = the 16 odd ones,
+    // each step one fused multiply-add rounded to nearest even (the product of two bf16 is exact),
+    // denormal inputs read as zero and denormal results flushed to zero; no MXCSR dependence.
+    // Operands (hd32 = head_dim rounded up to a multiple of 32, zero padded):
+    //   q, p: bf16 rows, q (n_rows, hd32), p (n_rows, kAttnTile);
+    //   kp: a tile's keys as (hd32 / 32) x 4 blocks of 512 bf16, block (b, n) at (b * 4 + n) * 512
+    //       holding element d = 32 b + 2 i + e of key 16 n + j at i * 32 + 2 j + e (AMX's pair layout);
+    //   vp: a tile's values as 2 x (hd32 / 16) blocks, block (b, c) at (b * hd32 / 16 + c) * 512
+    //       holding key 32 b + 2 i + e of column 16 c + j at i * 32 + 2 j + e.
+    // s (n_rows, kAttnTile) = q . keys, over the d blocks in order from +0.
+    void (*attn_bf16_scores)(const uint16_t* q, int64_t n_rows, int64_t hd32, const uint16_t* kp, float* s) = nullptr;
+    // o (n_rows, hd32) = alpha[r] o (a float32 multiply, skipped where alpha is 1), then + p . values
+    // over the two 32-key blocks in order.
+    void (*attn_bf16_accumulate)(const uint16_t* p, int64_t n_rows, int64_t hd32, const uint16_t* vp,
+                                 const float* alpha, float* o) = nullptr;
+    // The same two with AMX tiles (optional; only where amx_usable(), in rows of 16: n_rows a
+    // multiple of 16, buffers padded to it), called between attn_bf16_amx_begin (loads this
+    // thread's tile configuration) and attn_bf16_amx_end (releases the tiles) on the same thread,
+    // with no other AMX user in between: another library on the thread (oneDNN in PyTorch) may
+    // load its own configuration or release the tiles, after which a tile instruction faults.
+    void (*attn_bf16_amx_begin)() = nullptr;
+    void (*attn_bf16_amx_end)() = nullptr;
+    void (*attn_bf16_scores_amx)(const uint16_t* q, int64_t n_rows, int64_t hd32, const uint16_t* kp,
+                                 float* s) = nullptr;
+    void (*attn_bf16_accumulate_amx)(const uint16_t* p, int64_t n_rows, int64_t hd32, const uint16_t* vp,
+                                     const float* alpha, float* o) = nullptr;
+    // Packing a tile into kp / vp, each element rounded to bf16 (nearest even, NaN kept quiet):
+    // keys from kt (head_dim, kAttnTile) float32 or F16 (the cache's tiled keys), values from
+    // v (kAttnTile, head_dim) float32 or F16 rows; the padding (d >= head_dim) is zero.
+    void (*attn_bf16_pack_keys)(const float* kt, int64_t head_dim, uint16_t* kp) = nullptr;
+    void (*attn_bf16_pack_keys_f16)(const uint16_t* kt, int64_t head_dim, uint16_t* kp) = nullptr;
+    void (*attn_bf16_pack_values)(const float* v, int64_t head_dim, uint16_t* vp) = nullptr;
+    void (*attn_bf16_pack_values_f16)(const uint16_t* v, int64_t head_dim, uint16_t* vp) = nullptr;
 };
 
 void fill_ops_ref(OpsKernels& k);
 void fill_ops_avx2(OpsKernels& k);
 void fill_ops_avx512(OpsKernels& k);
 void fill_ops_neon(OpsKernels& k);
+// The bf16 attention product entries of each level (kernels/*/attn_bf16_tiles.cpp; AMX where usable).
+void fill_attn_bf16_tiles_ref(OpsKernels& k);
+void fill_attn_bf16_tiles_avx2(OpsKernels& k);
+void fill_attn_bf16_tiles_avx512(OpsKernels& k);
 
 }  // namespace llamix

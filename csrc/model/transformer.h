@@ -95,6 +95,7 @@ struct KVCache {
     bool k_tiled = false;
     int64_t k_ctx = 0;                         // positions in a head's key stream
     std::vector<uint8_t> k, v;                 // (n_layers, n_kv_heads, k_ctx, k_row_bytes), (.., n_ctx, v_row_bytes)
+    AttnPrecision precision = AttnPrecision::f32;  // the attention's products over this cache
     KVCache(int64_t layers, int64_t ctx, int64_t kvd, QType kt, QType vt, int64_t kv_heads = 1)
         : n_layers(layers), n_ctx(ctx), kv_dim(kvd), n_kv_heads(kv_heads), k_type(kt), v_type(vt),
           k_row_bytes(qtype_row_bytes(kt, kvd / kv_heads)), v_row_bytes(qtype_row_bytes(vt, kvd / kv_heads)),
@@ -111,7 +112,7 @@ struct KVCache {
         uint8_t* kl = k.data() + li * k_ctx * n_kv_heads * k_row_bytes;
         uint8_t* vl = v.data() + li * n_ctx * n_kv_heads * v_row_bytes;
         return KVLayer{kl, vl, k_type, v_type, k_row_bytes, v_row_bytes,
-                       per_head ? k_ctx * ks : ks, per_head ? n_ctx * vs : vs, k_tiled && per_head};
+                       per_head ? k_ctx * ks : ks, per_head ? n_ctx * vs : vs, k_tiled && per_head, precision};
     }
 };
 

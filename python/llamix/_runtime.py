@@ -3,6 +3,7 @@ module), CPU features, the active kernel variant, and the thread pool."""
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
 
@@ -17,7 +18,8 @@ def cpu_info() -> dict:
     """Report what the kernels run on.
 
     Returns a dict with ``features`` (CPU features usable by this OS), ``isa`` (the active kernel
-    variant), ``available_isas`` (best first), ``threads`` (pool size) and ``physical_cores``.
+    variant), ``available_isas`` (best first), ``threads`` (pool size), ``physical_cores`` and
+    ``amx`` (whether AMX tiles are usable, see :func:`attn_precision`).
     """
     return {
         "features": list(_C.cpu_features()),
@@ -25,12 +27,36 @@ def cpu_info() -> dict:
         "available_isas": list(_C.available_isas()),
         "threads": _C.threads(),
         "physical_cores": _C.physical_cores(),
+        "amx": bool(_C.amx_usable()),
     }
 
 
 def max_threads() -> int:
     """The most compute threads set_threads accepts: 8 per CPU this process may use."""
     return _C.max_threads()
+
+
+ATTN_PRECISIONS = ("auto", "f32", "bf16")
+
+
+def attn_precision(value: str, name: str = "attn_precision") -> str:
+    """The attention's arithmetic for ``value``: ``"f32"`` (float32 products), ``"bf16"`` (bf16
+    inputs, float32 sums in the order of AMX's TDPBF16PS: on AMX tiles where usable, else its exact
+    emulation, the same bits), or ``"auto"``: ``"bf16"`` where this process may use AMX tiles (the
+    CPU has AMX-BF16, ``LLAMIX_AMX`` is not 0 and Linux granted the tile permission), else ``"f32"``;
+    the environment variable ``LLAMIX_ATTN_PRECISION=f32`` (or ``bf16``) decides ``"auto"`` instead
+    (the test suite sets f32: its float64 and peer comparisons have float32 tolerances).
+    Raises ArgumentError for another value."""
+    if value not in ATTN_PRECISIONS:
+        raise ArgumentError(f"{name} must be one of {', '.join(ATTN_PRECISIONS)}, got {value!r}")
+    if value != "auto":
+        return value
+    env = os.environ.get("LLAMIX_ATTN_PRECISION", "")
+    if env:
+        if env not in ATTN_PRECISIONS[1:]:
+            raise ArgumentError(f"LLAMIX_ATTN_PRECISION={env}: expected f32 or bf16 (what attn_precision='auto' means)")
+        return env
+    return "bf16" if _C.amx_usable() else "f32"
 
 
 def set_threads(n: int | None) -> None:

@@ -142,6 +142,7 @@ void fill_ops_ref(OpsKernels& k) {
     k.attn_tile_scores = ref::attn_tile_scores;
     k.attn_tile_softmax = ref::attn_tile_softmax;
     k.attn_tile_accumulate = ref::attn_tile_accumulate;
+    fill_attn_bf16_tiles_ref(k);
 }
 
 }  // namespace llamix

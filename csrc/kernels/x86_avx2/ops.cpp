@@ -360,6 +360,7 @@ void fill_ops_avx2(OpsKernels& k) {
     k.attn_tile_scores = avx2::attn_tile_scores;
     k.attn_tile_softmax = avx2::attn_tile_softmax;
     k.attn_tile_accumulate = avx2::attn_tile_accumulate;
+    fill_attn_bf16_tiles_avx2(k);
     k.rmsnorm = avx2::rmsnorm;
     k.swiglu = avx2::swiglu;
     k.geglu = avx2::geglu;

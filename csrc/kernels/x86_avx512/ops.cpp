@@ -541,6 +541,7 @@ void fill_ops_avx512(OpsKernels& k) {
     k.attn_tile_scores = avx512::attn_tile_scores;
     k.attn_tile_softmax = avx512::attn_tile_softmax;
     k.attn_tile_accumulate = avx512::attn_tile_accumulate;
+    fill_attn_bf16_tiles_avx512(k);
     k.attention = avx512::attention;
     k.attention_f16 = avx512::attention_f16;
     k.attention_group = avx512::attention_group;

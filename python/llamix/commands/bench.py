@@ -100,7 +100,8 @@ def run(args) -> int:
     info = cpu_info()
     gb = m.nbytes / 1e9
     out = {"model": name, "size_gb": round(gb, 3), "threads": info["threads"], "isa": info["isa"],
-           "kv_cache": args.kv_cache, "type_k": m.kv_cache_k, "type_v": m.kv_cache_v, "n_depth": args.n_depth,
+           "kv_cache": args.kv_cache, "type_k": m.kv_cache_k, "type_v": m.kv_cache_v,
+           "attn_precision": m.attn_precision, "n_depth": args.n_depth,
            "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
            **{k: round(v, 2) for k, v in res.items()}}
     if args.json or args.output == "json":

@@ -60,11 +60,16 @@ def add_kv_cache(p) -> None:
                    help="KV cache type of the keys (default: --kv-cache)")
     p.add_argument("-ctv", "--cache-type-v", type=lower_choice(types), metavar="TYPE",
                    help="KV cache type of the values (default: --kv-cache)")
+    precisions = ("auto", "f32", "bf16")
+    p.add_argument("--attn-precision", type=lower_choice(precisions), default="auto", metavar="P",
+                   help="the attention's arithmetic: auto (bf16 on CPUs with AMX tiles, else f32), f32, or bf16 "
+                        "(bf16 inputs, float32 sums)")
 
 
 def kv_cache_kwargs(args) -> dict:
-    """The KV cache flags as keyword arguments of Model / load."""
-    return dict(kv_cache=args.kv_cache, kv_cache_k=args.cache_type_k, kv_cache_v=args.cache_type_v)
+    """The KV cache flags (and the attention's precision over the cache) as keyword arguments of Model / load."""
+    return dict(kv_cache=args.kv_cache, kv_cache_k=args.cache_type_k, kv_cache_v=args.cache_type_v,
+                attn_precision=getattr(args, "attn_precision", "auto"))
 
 
 def add_sampling(p) -> None:

@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .._runtime import _C
+from .._runtime import attn_precision as _attn_precision
 from .._runtime import idle_blas_threads, set_threads
 from ..config import ModelConfig
 from ..errors import ArgumentError
@@ -65,13 +66,17 @@ class Model(CompletionAPI):
     float32 arrays (norms): the model exactly as it computes, e.g. for export.
     ``chat_format``: the chat template's name for :meth:`create_chat_completion` (``None``: the
     checkpoint's own template, else a built-in format its vocabulary points to; see
-    :mod:`llamix.chat_format`). The OpenAI-style methods (``create_completion``,
+    :mod:`llamix.chat_format`). ``attn_precision``: the attention's arithmetic, ``"auto"``
+    (default: ``"bf16"`` where the CPU has AMX tiles, else ``"f32"``), ``"f32"`` (float32 products)
+    or ``"bf16"`` (q, keys, probabilities and values rounded to bf16, float32 sums, as AMX's
+    TDPBF16PS computes them, on any CPU; the softmax stays float32); its accuracy against f32 is in
+    docs/PERFORMANCE.md. The OpenAI-style methods (``create_completion``,
     ``create_chat_completion``, ``create_embedding``, ``embed``) come from :class:`CompletionAPI`.
     """
 
     def __init__(self, checkpoint: Checkpoint, n_ctx: int | None = None, n_threads: int | None = None,
                  kv_cache: str = "f32", *, threads: int | None = None, chat_format: str | None = None,
-                 kv_cache_k: str | None = None, kv_cache_v: str | None = None):
+                 kv_cache_k: str | None = None, kv_cache_v: str | None = None, attn_precision: str = "auto"):
         self.checkpoint = checkpoint
         self.config: ModelConfig = checkpoint.config
         self.tokenizer: Tokenizer | None = checkpoint.tokenizer
@@ -109,6 +114,7 @@ class Model(CompletionAPI):
         self._t = t
         self.kv_cache_k, self.kv_cache_v = (_kv_cache_type(name, t or kv_cache, c.head_dim)
                                             for name, t in (("kv_cache_k", kv_cache_k), ("kv_cache_v", kv_cache_v)))
+        self.attn_precision = _attn_precision(attn_precision)  # "f32" or "bf16" ("auto" resolved)
         self._cache = self.new_kv_cache()
         self.timings = Timings()     # of the last generation
         self.n_past = 0              # positions filled in the cache
@@ -186,7 +192,8 @@ class Model(CompletionAPI):
         """An empty KV cache of this model's n_ctx and key/value types (one per sequence: the
         model's own, or a server's slot)."""
         c = self.config
-        return _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, self.kv_cache_k, self.kv_cache_v, n_kv_heads=c.n_kv_heads)
+        return _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, self.kv_cache_k, self.kv_cache_v, n_kv_heads=c.n_kv_heads,
+                          attn_precision=self.attn_precision)
 
     @property
     def kv_cache_nbytes(self) -> int:
@@ -341,7 +348,7 @@ class Model(CompletionAPI):
 def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None, qtype: str | None = None,
          n_threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32", *,
          quant: str | None = None, threads: int | None = None, chat_format: str | None = None,
-         kv_cache_k: str | None = None, kv_cache_v: str | None = None) -> Model:
+         kv_cache_k: str | None = None, kv_cache_v: str | None = None, attn_precision: str = "auto") -> Model:
     """Load a model: a GGUF file (architecture ``llama``, ``qwen2``, ``qwen3``, ``gemma3`` or ``phi3``), a Hugging Face folder (config.json +
     safetensors) or a llama2.c ``.bin`` checkpoint (the loaders read it; see llamix.loaders).
 
@@ -356,6 +363,8 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | boo
     - ``kv_cache``: ``"f32"`` (default, exact), ``"f16"`` (half the memory, as llama.cpp keeps it),
       ``"q8_0"`` or ``"q4_0"``; ``kv_cache_k`` / ``kv_cache_v`` set keys and values apart
       (llama.cpp's ``-ctk`` / ``-ctv``).
+    - ``attn_precision``: ``"auto"`` (default), ``"f32"`` or ``"bf16"``: the attention's arithmetic
+      (see :class:`Model`; ``"auto"`` is ``"bf16"`` on CPUs with AMX tiles, else ``"f32"``).
     - ``chat_format``: a built-in chat format's name instead of the model's own template (see
       :mod:`llamix.chat_format`), as llama-cpp-python's ``Llama(chat_format=...)``.
 
@@ -363,4 +372,4 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | boo
     """
     ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
     return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
-                 chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v)
+                 chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v, attn_precision=attn_precision)
