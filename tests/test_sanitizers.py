@@ -28,6 +28,7 @@ KERNEL_TESTS = ["test_quant_formats.py", "test_matmul.py", "test_kquant.py", "te
                 "test_merge_kernels_more.py", "test_attention_tiled.py"]
 KERNEL_TESTS += ["test_lowbit_quants.py"]  # Q4_1 / IQ4_NL / Q2_K / Q3_K / IQ4_XS dequantization and dots
 KERNEL_TESTS += ["test_quant_lowbit.py"]  # the low-bit quantizers
+KERNEL_TESTS += ["test_attention_amx.py"]  # bf16 attention products: AMX tiles and their emulations (~96 s)
 
 
 def _tool(name: str) -> str:
