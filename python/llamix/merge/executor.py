@@ -1,5 +1,6 @@
 """Run a merge plan one output tensor at a time: the C++ kernels read the inputs' tensors from
-their files chunk by chunk (TensorRef), merge them, and hand the result to a writer. Peak memory
+their files (TensorRef: mapped while the tensor merges, else read chunk by chunk), merge them, and
+hand the result to a writer. Peak memory
 is the outputs waiting for the writer (at most MAX_PENDING_BYTES) plus the kernels' scratch (a
 few times the largest tensor for the top-k masks), never the model.
 
