@@ -35,8 +35,12 @@ def test_info(assets, capsys):
 @pytest.mark.parametrize("flag", [["--json"], ["-o", "json"]])  # llama-bench spells it -o json
 def test_bench_json(capsys, flag):
     assert main(["bench", "--shape", "tiny", "-p", "16", "-n", "4", "-r", "1", "-t", "1", *flag]) == 0
-    res = json.loads(capsys.readouterr().out)
-    assert res["pp"] > 0 and res["tg"] > 0 and res["threads"] == 1 and res["n_prompt"] == 16
+    pp, tg = json.loads(capsys.readouterr().out)  # llama-bench's list: one record per test
+    assert (pp["n_prompt"], pp["n_gen"], tg["n_prompt"], tg["n_gen"]) == (16, 0, 0, 4)
+    for r in (pp, tg):
+        assert r["n_threads"] == 1 and len(r["samples_ns"]) == len(r["samples_ts"]) == 1 and r["avg_ts"] > 0
+        tokens = r["n_prompt"] + r["n_gen"]
+        assert r["avg_ts"] == pytest.approx(tokens * 1e9 / r["avg_ns"], rel=1e-6)
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
@@ -63,3 +67,36 @@ def test_llama2c_version1_format(assets, tmp_path):
     v1.write_bytes(v1.read_bytes()[:-100])
     with pytest.raises(ValueError, match="truncated"):
         llamix.load(v1)
+
+
+@pytest.mark.peers
+def test_bench_json_reads_like_llama_bench(tmp_path, s260_bin, capsys):
+    """`llamix bench -o json` gives llama-bench's records: the same tests in the same order, and
+    every field both print has the same JSON type; the model's size and parameter count agree."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from llama_cpp_tools import tool
+
+    exe = tool("llama-bench")
+    if exe is None:
+        pytest.skip("llama-bench is not built (bench/llama_cpp_tools.py builds it into ~/.cache/llamix-llama-cpp)")
+    from llamix.export import export_gguf
+    model = tmp_path / "s260.gguf"
+    export_gguf(s260_bin, model, "f32")
+    flags = ["-p", "8", "-n", "2", "-r", "2", "-t", "1", "-d", "4", "-ctk", "f16", "-ctv", "f16", "-o", "json"]
+    r = subprocess.run([str(exe), "-m", str(model), *flags], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    theirs = json.loads(r.stdout)
+    assert main(["bench", "-m", str(model), *flags]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    key = ("n_prompt", "n_gen", "n_depth", "n_threads", "type_k", "type_v", "model_size", "model_n_params")
+    assert [[x[k] for k in key] for x in ours] == [[x[k] for k in key] for x in theirs]
+    for a, b in zip(ours, theirs):
+        shared = set(a) & set(b)
+        assert {"avg_ts", "stddev_ts", "avg_ns", "samples_ts", "samples_ns", "test_time", "model_type"} <= shared
+        for k in shared:
+            assert type(a[k]) is type(b[k]) or {type(a[k]), type(b[k])} <= {int, float}, (k, a[k], b[k])
+        assert len(a["samples_ns"]) == len(b["samples_ns"]) == 2

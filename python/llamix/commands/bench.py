@@ -2,18 +2,24 @@
 
 ``pp``: one forward pass over ``-p`` prompt tokens; ``tg``: ``-n`` single-token decodes; both
 after ``-d/--n-depth`` tokens already in the cache (llama-bench's ``-d``; filled once, untimed,
-and rewound to that depth before each repetition). Reported in tokens/s, median over ``-r`` repetitions (after one
-warm-up). ``--shape 1b|7b|tiny`` measures a synthesized random-weight LLaMA (no download).
+and rewound to that depth before each repetition). The table reports tokens/s, the median over ``-r``
+repetitions (after one warm-up); ``-o json|jsonl|csv`` gives llama-bench's records (its field names:
+``avg_ts``, ``stddev_ts``, ``samples_ts``, ...). ``--shape 1b|7b|tiny`` measures a synthesized
+random-weight LLaMA (no download).
 """
 from __future__ import annotations
 
+import csv
+import datetime
 import json
+import platform
 import statistics
 import sys
 import time
 
 import numpy as np
 
+from .. import __version__
 from .._runtime import cpu_info
 from ..loaders import SHAPES, random_checkpoint
 from ..model import Model, load
@@ -32,14 +38,15 @@ def add_arguments(p) -> None:
     p.add_argument("-d", "--n-depth", type=int, default=0, metavar="N",
                    help="tokens already in the KV cache when pp and tg are measured (llama-bench's -d)")
     add_kv_cache(p)
-    p.add_argument("-o", "--output", choices=["md", "json"], default="md",
-                   help="md: a Markdown table (default); json: one JSON object (llama-bench's -o)")
+    p.add_argument("-o", "--output", choices=["md", "json", "jsonl", "csv"], default="md",
+                   help="md: a Markdown table of medians (default); json, jsonl, csv: one record per test "
+                        "with llama-bench's -o field names (avg_ts, samples_ts, n_depth, ...)")
     p.add_argument("--json", action="store_true", help="the same as -o json")
 
 
-def measure(m: Model, n_prompt: int, n_gen: int, reps: int, n_depth: int = 0) -> dict:
-    """Median tokens/s for prompt processing and generation on a loaded Model, after ``n_depth``
-    tokens already in its cache."""
+def _samples(m: Model, n_prompt: int, n_gen: int, reps: int, n_depth: int = 0) -> dict[str, list[int]]:
+    """Nanoseconds of each repetition of the ``pp`` and ``tg`` tests, after ``n_depth`` tokens
+    already in the cache (after one untimed warm-up)."""
     rng = np.random.default_rng(0)
     vocab = m.config.vocab_size
     depth = rng.integers(3, vocab, n_depth).tolist()
@@ -53,28 +60,94 @@ def measure(m: Model, n_prompt: int, n_gen: int, reps: int, n_depth: int = 0) ->
                 m.eval(depth)
         m.rewind(n_depth)
 
-    def pp() -> float:
+    def pp() -> int:
         at_depth()
-        t = time.perf_counter()
+        t = time.perf_counter_ns()
         m.eval(prompt)
-        return n_prompt / (time.perf_counter() - t)
+        return time.perf_counter_ns() - t
 
-    def tg() -> float:
+    def tg() -> int:
         at_depth()
-        t = time.perf_counter()
+        t = time.perf_counter_ns()
         for tok in gen[:n_gen]:
             m.eval([tok])
-        return n_gen / (time.perf_counter() - t)
+        return time.perf_counter_ns() - t
 
     out = {}
     if n_prompt:
         pp()  # warm-up (first touch of the weights)
-        out["pp"] = statistics.median(pp() for _ in range(reps))
+        out["pp"] = [pp() for _ in range(reps)]
     if n_gen:
         if not n_prompt:
             tg()
-        out["tg"] = statistics.median(tg() for _ in range(reps))
+        out["tg"] = [tg() for _ in range(reps)]
     return out
+
+
+def _medians(samples: dict[str, list[int]], n_prompt: int, n_gen: int) -> dict[str, float]:
+    tokens = {"pp": n_prompt, "tg": n_gen}
+    return {test: statistics.median(tokens[test] * 1e9 / x for x in ns) for test, ns in samples.items()}
+
+
+def measure(m: Model, n_prompt: int, n_gen: int, reps: int, n_depth: int = 0) -> dict:
+    """Median tokens/s for prompt processing (``pp``) and generation (``tg``) on a loaded Model,
+    after ``n_depth`` tokens already in its cache."""
+    return _medians(_samples(m, n_prompt, n_gen, reps, n_depth), n_prompt, n_gen)
+
+
+def _cpu_name() -> str:
+    """The CPU's model name as llama-bench's cpu_info gives it (Linux), else the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _records(m: Model, name: str, samples: dict[str, list[int]], args) -> list[dict]:
+    """One record per test with llama-bench's field names and meanings where they apply
+    (llama-bench's ``-o json``: ``avg_ts`` is the mean of the repetitions' tokens/s), plus
+    llamix's ``isa``, ``attn_precision`` and ``median_ts`` (what the table shows)."""
+    info = cpu_info()
+    n_params = sum(int(np.prod(t.shape)) for t in m.tensors.values())
+    size = f"{n_params / 1e9:.0f}B" if n_params >= 1e9 else f"{n_params / 1e6:.0f}M"
+    by_type: dict[str, int] = {}
+    for t in m.tensors.values():  # quantized tensors, or numpy arrays (norms)
+        kind = getattr(t, "qtype", None) or {"float32": "f32", "float16": "f16"}.get(t.dtype.name, t.dtype.name)
+        by_type[kind] = by_type.get(kind, 0) + t.nbytes
+    main_type = max(by_type, key=by_type.__getitem__).upper()
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    out = []
+    for test, ns in samples.items():
+        n_prompt, n_gen = (args.n_prompt, 0) if test == "pp" else (0, args.n_gen)
+        ts = [(n_prompt + n_gen) * 1e9 / x for x in ns]
+        out.append({
+            "build_commit": __version__, "cpu_info": _cpu_name(), "backends": "CPU",
+            "model_filename": name, "model_type": f"{m.config.architecture} {size} {main_type}",
+            "model_size": m.nbytes, "model_n_params": n_params, "n_threads": info["threads"],
+            "type_k": m.kv_cache_k, "type_v": m.kv_cache_v,
+            "n_prompt": n_prompt, "n_gen": n_gen, "n_depth": args.n_depth, "test_time": when,
+            "avg_ns": round(statistics.mean(ns)), "stddev_ns": round(statistics.stdev(ns)) if len(ns) > 1 else 0,
+            "avg_ts": statistics.mean(ts), "stddev_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
+            "samples_ns": ns, "samples_ts": ts,
+            "isa": info["isa"], "attn_precision": m.attn_precision, "median_ts": statistics.median(ts)})
+    return out
+
+
+def _print_records(records: list[dict], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(records, indent=2))
+    elif fmt == "jsonl":
+        for r in records:
+            print(json.dumps(r))
+    else:  # csv: the lists as llama-bench leaves them out of its CSV
+        fields = [k for k in records[0] if not k.startswith("samples_")]
+        w = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(records)
 
 
 def run(args) -> int:
@@ -96,23 +169,20 @@ def run(args) -> int:
     if n_ctx > m.config.context_length:
         warn("bench", f"-d {args.n_depth} plus the test's tokens ({n_ctx}) go beyond the model's training context "
                       f"({m.config.context_length}): the speed is measured, the text would degrade")
-    res = measure(m, args.n_prompt, args.n_gen, args.repetitions, args.n_depth)
+    samples = _samples(m, args.n_prompt, args.n_gen, args.repetitions, args.n_depth)
+    fmt = "json" if args.json else args.output
+    if fmt != "md":
+        _print_records(_records(m, name, samples, args), fmt)
+        return 0
     info = cpu_info()
     gb = m.nbytes / 1e9
-    out = {"model": name, "size_gb": round(gb, 3), "threads": info["threads"], "isa": info["isa"],
-           "kv_cache": args.kv_cache, "type_k": m.kv_cache_k, "type_v": m.kv_cache_v,
-           "attn_precision": m.attn_precision, "n_depth": args.n_depth,
-           "n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
-           **{k: round(v, 2) for k, v in res.items()}}
-    if args.json or args.output == "json":
-        print(json.dumps(out))
-        return 0
+    res = _medians(samples, args.n_prompt, args.n_gen)
     at = f" @ d{args.n_depth}" if args.n_depth else ""  # llama-bench's label
     print("| model | size | threads | isa | test | t/s |")
     print("|---|---:|---:|---|---|---:|")
-    if "pp" in res:
-        print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | pp{args.n_prompt}{at} | {res['pp']:.2f} |")
+    tokens = {"pp": args.n_prompt, "tg": args.n_gen}
+    for test, ts in res.items():
+        print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | {test}{tokens[test]}{at} | {ts:.2f} |")
     if "tg" in res:
-        print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | tg{args.n_gen}{at} | {res['tg']:.2f} |")
         print(f"(tg reads {gb * res['tg']:.1f} GB/s of weights)", file=sys.stderr)
     return 0
