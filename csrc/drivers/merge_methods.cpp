@@ -41,8 +41,7 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& xin, cons
     // others are rounded to it first, one at a time.
     const ResidentInputs res(xin, c.n, ResidentInputs::Unmapped::pread);  // one pass: read the files' pages in place
     const std::vector<MergeInput>& x = res.inputs();
-    const bool in_place =
-        std::all_of(x.begin(), x.end(), [&](const MergeInput& in) { return c.work == QType::F32 || in.type == c.work; });
+    const bool in_place = stored_as_work(c, x);
     std::vector<QType> types(k);
     for (size_t i = 0; i < k; ++i) types[i] = x[i].type;
     const float d = normalize ? total : 1.0f;  // x / 1 == x exactly: no division then
@@ -133,11 +132,17 @@ void merge_nuslerp(const MergeCommon& c, MergeInput x0_in, MergeInput x1_in, con
             K.sub(b, b, bs, len);
         }
     };
+    // Inputs already in the working precision: their deltas' sums straight from where they are stored
+    const bool in_place = stored_as_work(c, res.inputs());
     std::vector<double> part(size_t(tl.tasks()) * 3);
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        if (in_place) {
+            delta_dot3(x0, x1, base, off, len, &part[size_t(task) * 3]);
+            return;
+        }
         float* a = scratch.get(th, 0);
         float* b = scratch.get(th, 1);
-        const int64_t off = tl.begin(task), len = tl.size(task);
         load_pair(off, len, a, b, scratch.get(th, 2));
         K.dot3(a, b, len, &part[size_t(task) * 3]);
     });
@@ -156,17 +161,24 @@ void merge_nuslerp(const MergeCommon& c, MergeInput x0_in, MergeInput x1_in, con
             coef[r * 3] = std::sin(omt * theta), coef[r * 3 + 1] = std::sin(tf * theta), coef[r * 3 + 2] = std::sin(theta);
         }
     }
-    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+    // element-wise, back to front (the chunks pass 1 read last are still in cache), in L1-sized
+    // blocks when the inputs are in memory (from files: a task's chunk at once)
+    const int64_t block = in_memory(res.inputs()) ? kL1Block : kChunk;
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t back, int th) {
+        const int64_t task = tl.tasks() - 1 - back;
         float* a = scratch.get(th, 0);
         float* b = scratch.get(th, 1);
         float* bs = scratch.get(th, 2);
-        const int64_t off = tl.begin(task), len = tl.size(task), r = tl.row(task);
-        load_pair(off, len, a, b, bs);
-        K.lincomb2(a, a, coef[r * 3], b, coef[r * 3 + 1], coef[r * 3 + 2], len);
-        if (base) {
-            K.add(a, bs, len);  // base + result (addition commutes exactly)
+        const int64_t begin = tl.begin(task), end = begin + tl.size(task), r = tl.row(task);
+        for (int64_t off = begin; off < end; off += block) {
+            const int64_t len = std::min(block, end - off);
+            load_pair(off, len, a, b, bs);
+            K.lincomb2(a, a, coef[r * 3], b, coef[r * 3 + 1], coef[r * 3 + 2], len);
+            if (base) {
+                K.add(a, bs, len);  // base + result (addition commutes exactly)
+            }
+            store_out(c, a, out, off, len);
         }
-        store_out(c, a, out, off, len);
     });
 }
 
@@ -255,10 +267,19 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
     Scratch scratch(N + 1, kChunk);
     // Per pair (i < j): |o_i|^2, |o_j|^2, <o_i, o_j> of the offsets o = x - base.
     std::vector<double> part(size_t(tl.tasks()) * P * 3);
+    const bool in_place = stored_as_work(c, res.inputs());  // the pairs' sums straight from the stored inputs
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         const int64_t off = tl.begin(task), len = tl.size(task);
-        float* b = scratch.get(th, N);
         res.fill(off, len);
+        if (in_place) {
+            int pair = 0;
+            for (int i = 0; i < N; ++i)
+                for (int j = i + 1; j < N; ++j, ++pair)
+                    delta_dot3(res[size_t(i) + 1], res[size_t(j) + 1], &res[0], off, len,
+                               &part[(size_t(task) * P + pair) * 3]);
+            return;
+        }
+        float* b = scratch.get(th, N);
         load_work(c, res[0], off, len, b);
         for (int m = 0; m < N; ++m) {
             float* o = scratch.get(th, m);
@@ -287,9 +308,10 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
     }
     // element-wise: in blocks whose three arrays stay in L1 when the inputs are in memory (read
     // from files, a task's chunk at once)
-    const bool in_memory = std::all_of(res.inputs().begin(), res.inputs().end(), [](const MergeInput& i) { return i.fd < 0; });
-    const int64_t block = in_memory ? kL1Block : kChunk;
-    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+    const int64_t block = in_memory(res.inputs()) ? kL1Block : kChunk;
+    // back to front: the chunks pass 1 read last are still in cache
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t back, int th) {
+        const int64_t task = tl.tasks() - 1 - back;
         const float tr = t_row[tl.row(task)];
         const int64_t begin = tl.begin(task), end = begin + tl.size(task);
         for (int64_t off = begin; off < end; off += block) {
