@@ -217,13 +217,14 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
 
     const Tiling tl(c.n, 1);
     Scratch scratch(N + 4, kChunk);  // the last buffer holds a chunk's inline mask bits
-    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        const int64_t off = tl.begin(task), len = tl.size(task);
+    std::vector<const float*> deltas(size_t(ThreadPool::instance().threads()) * N);
+    // base + lambda * mix of the weighted, masked deltas over [off, off + len) of chunk `task`
+    auto mix = [&](int64_t task, int64_t off, int64_t len, int th) {
         uint8_t* chunk_bits = reinterpret_cast<uint8_t*>(scratch.get(th, N + 3));
         float* b = scratch.get(th, N);
         float* acc = scratch.get(th, N + 1);
         float* div = scratch.get(th, N + 2);
-        std::vector<const float*> d(static_cast<size_t>(N));
+        const float** d = &deltas[size_t(th) * N];
         load_work(c, base, off, len, b);
         for (int m = 0; m < N; ++m) {
             float* dm = scratch.get(th, m);
@@ -240,7 +241,7 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
             d[m] = dm;
         }
         if (p.consensus != Consensus::none) {
-            K.consensus(d.data(), w.data(), N, p.consensus, acc, div, len);
+            K.consensus(d, w.data(), N, p.consensus, acc, div, len);
             if (p.normalize) K.div_elementwise(acc, div, len);
         } else {
             std::memcpy(acc, d[0], size_t(len) * 4);
@@ -250,6 +251,15 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
         if (p.lambda != 1.0f) K.scale(acc, p.lambda, len);
         K.add(acc, b, len);  // base + mixed delta
         store_out(c, acc, out, off, len);
+    };
+    // Element-wise unless a rank rule masks a chunk (its tie ordinals count per chunk): then in
+    // L1-sized blocks when the inputs are in memory, which keeps the N + 3 arrays in L1.
+    const bool whole_chunks = !in_memory(in) || std::any_of(masks.begin(), masks.end(), [](const ModelMask& mm) {
+        return mm.rule != nullptr;
+    });
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        const int64_t begin = tl.begin(task), end = begin + tl.size(task), block = whole_chunks ? end - begin : kL1Block;
+        for (int64_t off = begin; off < end; off += block) mix(task, off, std::min(block, end - off), th);
     });
 }
 
