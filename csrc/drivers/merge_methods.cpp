@@ -190,10 +190,9 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
     // The inputs are read where the files' pages are mapped. A sparsifier makes passes over them
     // before the final one (rank selection, DELLA, the rescale's norms): where mapping fails they
     // are then copied into memory on the way.
-    std::vector<MergeInput> all{base_in};
-    all.insert(all.end(), x_in.begin(), x_in.end());
     const bool sparsify = std::any_of(sp.begin(), sp.end(), [](const Sparsify& s) { return s.kind != Sparsify::none; });
-    const ResidentInputs res(all, c.n, sparsify ? ResidentInputs::Unmapped::copy : ResidentInputs::Unmapped::pread);
+    const ResidentInputs res(base_first(base_in, x_in), c.n,
+                             sparsify ? ResidentInputs::Unmapped::copy : ResidentInputs::Unmapped::pread);
     if (sparsify) {
         const Tiling chunks(c.n, 1);
         ThreadPool::instance().parallel_for(chunks.tasks(), [&](int64_t task, int) {
@@ -202,7 +201,7 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
     }
     const std::vector<MergeInput>& in = res.inputs();
     const MergeInput base = in[0];
-    const std::vector<MergeInput> x(in.begin() + 1, in.end());
+    const std::vector<MergeInput> x = models_of(res);
     const std::vector<RankRule> rules = rank_rules(c, base, x, sp);
     std::vector<ModelMask> masks;
     std::vector<float> w(static_cast<size_t>(N));
@@ -271,9 +270,7 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
     const Tiling tl(c.n, rows);
     const int P = N * (N - 1) / 2;
     // the inputs as stored (base first), read from their files once when they fit the cache budget
-    std::vector<MergeInput> all{base};
-    all.insert(all.end(), x.begin(), x.end());
-    const ResidentInputs res(all, c.n);
+    const ResidentInputs res(base_first(base, x), c.n);
     Scratch scratch(N + 1, kChunk);
     // Per pair (i < j): |o_i|^2, |o_j|^2, <o_i, o_j> of the offsets o = x - base.
     std::vector<double> part(size_t(tl.tasks()) * P * 3);

@@ -117,11 +117,9 @@ void merge_ram(const MergeCommon& c, MergeInput base_in, const std::vector<Merge
     const int N = int(x_in.size());
     if (N == 0) return copy_input(c, base_in, out);
     const MergeKernels& K = kernels().merge;
-    std::vector<MergeInput> all{base_in};
-    all.insert(all.end(), x_in.begin(), x_in.end());
-    const ResidentInputs res(all, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const ResidentInputs res(base_first(base_in, x_in), c.n, ResidentInputs::Unmapped::pread);  // the pages in place
     const MergeInput base = res[0];
-    const std::vector<MergeInput> x(res.inputs().begin() + 1, res.inputs().end());
+    const std::vector<MergeInput> x = models_of(res);
     const Tiling tl(c.n, 1);
     Scratch scratch(N + 2, kChunk);
     DeltaCache* const reuse = nullptr;  // reading the inputs again is as fast as keeping them
@@ -165,11 +163,9 @@ void merge_sce(const MergeCommon& c, MergeInput base_in, const std::vector<Merge
     const int N = int(x_in.size());
     if (N == 0) return copy_input(c, base_in, out);
     const MergeKernels& K = kernels().merge;
-    std::vector<MergeInput> all{base_in};
-    all.insert(all.end(), x_in.begin(), x_in.end());
-    const ResidentInputs res(all, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const ResidentInputs res(base_first(base_in, x_in), c.n, ResidentInputs::Unmapped::pread);  // the pages in place
     const MergeInput base = res[0];
-    const std::vector<MergeInput> x(res.inputs().begin() + 1, res.inputs().end());
+    const std::vector<MergeInput> x = models_of(res);
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     Scratch scratch(N + 3, kChunk);  // deltas, base, mask bits, variance (then the result)
