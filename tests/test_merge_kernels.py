@@ -156,6 +156,26 @@ def test_model_stock(isa, threads, filter_wise):
 
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("n", [7, 16385, 3 * 16384 + 9])
+def test_dots_read_in_place_equal_dots_of_loaded_copies(isa, threads, dtype, n):
+    """nuslerp / model_stock sum their deltas' dots straight from inputs stored in the working dtype
+    (delta_dot3); inputs of another type are loaded, rounded and subtracted first (load, sub, dot3).
+    The same values both ways give the same bits."""
+    rng = np.random.default_rng(n)
+    stored = [rand(rng, n, dtype)[0] for _ in range(4)]
+    as_f32 = [(O.bf16_to_f64(x) if dtype == "bfloat16" else x.astype(np.float64)).astype(np.float32) for x in stored]
+    for base in (None, 3):
+        kw = {} if base is None else {"base": stored[base]}
+        kw32 = {} if base is None else {"base": as_f32[base]}
+        got = both(lambda: K.nuslerp(stored[0], stored[1], 0.3, rows=1, work=dtype, **kw))
+        want = K.nuslerp(as_f32[0], as_f32[1], 0.3, rows=1, work=dtype, **kw32)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    got = both(lambda: K.model_stock(stored[0], stored[1:], work=dtype))
+    want = K.model_stock(as_f32[0], as_f32[1:], work=dtype)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 @pytest.mark.parametrize("n_models", [2, 3, 4])
 def test_model_stock_average_bits_at_extremes(isa, n_models):
     """The average's division by N (a multiplication by 1/N when N is a power of two) and the

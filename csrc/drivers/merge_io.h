@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "drivers/merge.h"
 #include "drivers/merge_tiling.h"
@@ -27,6 +28,27 @@ void load_work(const MergeCommon& c, MergeInput in, int64_t off, int64_t len, fl
 // Store a float32 result: rounded to the working dtype first when that is narrower than the
 // output (mergekit's result lives in the working dtype before `out_dtype` converts it).
 void store_out(const MergeCommon& c, float* x, MergeOutput out, int64_t off, int64_t len);
+
+// Whether every input is stored in the working precision (loading them rounds nothing): kernels
+// may then read them where they are stored.
+inline bool stored_as_work(const MergeCommon& c, const std::vector<MergeInput>& x) {
+    return std::all_of(x.begin(), x.end(), [&](const MergeInput& in) { return c.work == QType::F32 || in.type == c.work; });
+}
+
+// Whether every input is in memory (none is read from its file with pread).
+inline bool in_memory(const std::vector<MergeInput>& x) {
+    return std::all_of(x.begin(), x.end(), [](const MergeInput& in) { return in.fd < 0; });
+}
+
+// dot3 (|d0|^2, |d1|^2, <d0, d1>) of the deltas x0 - base, x1 - base (x0, x1 without a base) over
+// [off, off + len), read where they are stored: the bits of load_work, sub, dot3 for inputs stored
+// in the working precision (stored_as_work).
+inline void delta_dot3(MergeInput x0, MergeInput x1, const MergeInput* base, int64_t off, int64_t len, double out[3]) {
+    double lanes[24] = {};
+    kernels().merge.delta_dot3(fetch(x0, off, len, 0), x0.type, fetch(x1, off, len, 1), x1.type,
+                               base ? fetch(*base, off, len, 2) : nullptr, base ? base->type : QType::F32, len, lanes);
+    for (int j = 0; j < 3; ++j) out[j] = combine_lanes(lanes + 8 * j);
+}
 
 // f(off, len) for each L1-sized block of [begin, end), with both inputs' elements there loaded
 // into a and b (float32, working precision); each input's range is read once, in place or from

@@ -74,5 +74,16 @@ class ResidentInputs {
     BufferPool::Lease lease_;
 };
 
+// The inputs of the methods over a base and models, in the order their ResidentInputs keep them:
+// the base first, then the models; models_of gives back the models' part.
+inline std::vector<MergeInput> base_first(MergeInput base, const std::vector<MergeInput>& x) {
+    std::vector<MergeInput> all{base};
+    all.insert(all.end(), x.begin(), x.end());
+    return all;
+}
+inline std::vector<MergeInput> models_of(const ResidentInputs& res) {
+    return std::vector<MergeInput>(res.inputs().begin() + 1, res.inputs().end());
+}
+
 }  // namespace merge_detail
 }  // namespace llamix

@@ -41,8 +41,7 @@ void merge_linear(const MergeCommon& c, const std::vector<MergeInput>& xin, cons
     // others are rounded to it first, one at a time.
     const ResidentInputs res(xin, c.n, ResidentInputs::Unmapped::pread);  // one pass: read the files' pages in place
     const std::vector<MergeInput>& x = res.inputs();
-    const bool in_place =
-        std::all_of(x.begin(), x.end(), [&](const MergeInput& in) { return c.work == QType::F32 || in.type == c.work; });
+    const bool in_place = stored_as_work(c, x);
     std::vector<QType> types(k);
     for (size_t i = 0; i < k; ++i) types[i] = x[i].type;
     const float d = normalize ? total : 1.0f;  // x / 1 == x exactly: no division then
@@ -133,11 +132,17 @@ void merge_nuslerp(const MergeCommon& c, MergeInput x0_in, MergeInput x1_in, con
             K.sub(b, b, bs, len);
         }
     };
+    // Inputs already in the working precision: their deltas' sums straight from where they are stored
+    const bool in_place = stored_as_work(c, res.inputs());
     std::vector<double> part(size_t(tl.tasks()) * 3);
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        const int64_t off = tl.begin(task), len = tl.size(task);
+        if (in_place) {
+            delta_dot3(x0, x1, base, off, len, &part[size_t(task) * 3]);
+            return;
+        }
         float* a = scratch.get(th, 0);
         float* b = scratch.get(th, 1);
-        const int64_t off = tl.begin(task), len = tl.size(task);
         load_pair(off, len, a, b, scratch.get(th, 2));
         K.dot3(a, b, len, &part[size_t(task) * 3]);
     });
@@ -156,17 +161,24 @@ void merge_nuslerp(const MergeCommon& c, MergeInput x0_in, MergeInput x1_in, con
             coef[r * 3] = std::sin(omt * theta), coef[r * 3 + 1] = std::sin(tf * theta), coef[r * 3 + 2] = std::sin(theta);
         }
     }
-    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+    // element-wise, back to front (the chunks pass 1 read last are still in cache), in L1-sized
+    // blocks when the inputs are in memory (from files: a task's chunk at once)
+    const int64_t block = in_memory(res.inputs()) ? kL1Block : kChunk;
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t back, int th) {
+        const int64_t task = tl.tasks() - 1 - back;
         float* a = scratch.get(th, 0);
         float* b = scratch.get(th, 1);
         float* bs = scratch.get(th, 2);
-        const int64_t off = tl.begin(task), len = tl.size(task), r = tl.row(task);
-        load_pair(off, len, a, b, bs);
-        K.lincomb2(a, a, coef[r * 3], b, coef[r * 3 + 1], coef[r * 3 + 2], len);
-        if (base) {
-            K.add(a, bs, len);  // base + result (addition commutes exactly)
+        const int64_t begin = tl.begin(task), end = begin + tl.size(task), r = tl.row(task);
+        for (int64_t off = begin; off < end; off += block) {
+            const int64_t len = std::min(block, end - off);
+            load_pair(off, len, a, b, bs);
+            K.lincomb2(a, a, coef[r * 3], b, coef[r * 3 + 1], coef[r * 3 + 2], len);
+            if (base) {
+                K.add(a, bs, len);  // base + result (addition commutes exactly)
+            }
+            store_out(c, a, out, off, len);
         }
-        store_out(c, a, out, off, len);
     });
 }
 
@@ -178,10 +190,9 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
     // The inputs are read where the files' pages are mapped. A sparsifier makes passes over them
     // before the final one (rank selection, DELLA, the rescale's norms): where mapping fails they
     // are then copied into memory on the way.
-    std::vector<MergeInput> all{base_in};
-    all.insert(all.end(), x_in.begin(), x_in.end());
     const bool sparsify = std::any_of(sp.begin(), sp.end(), [](const Sparsify& s) { return s.kind != Sparsify::none; });
-    const ResidentInputs res(all, c.n, sparsify ? ResidentInputs::Unmapped::copy : ResidentInputs::Unmapped::pread);
+    const ResidentInputs res(base_first(base_in, x_in), c.n,
+                             sparsify ? ResidentInputs::Unmapped::copy : ResidentInputs::Unmapped::pread);
     if (sparsify) {
         const Tiling chunks(c.n, 1);
         ThreadPool::instance().parallel_for(chunks.tasks(), [&](int64_t task, int) {
@@ -190,7 +201,7 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
     }
     const std::vector<MergeInput>& in = res.inputs();
     const MergeInput base = in[0];
-    const std::vector<MergeInput> x(in.begin() + 1, in.end());
+    const std::vector<MergeInput> x = models_of(res);
     const std::vector<RankRule> rules = rank_rules(c, base, x, sp);
     std::vector<ModelMask> masks;
     std::vector<float> w(static_cast<size_t>(N));
@@ -205,13 +216,14 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
 
     const Tiling tl(c.n, 1);
     Scratch scratch(N + 4, kChunk);  // the last buffer holds a chunk's inline mask bits
-    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        const int64_t off = tl.begin(task), len = tl.size(task);
+    std::vector<const float*> deltas(size_t(ThreadPool::instance().threads()) * N);
+    // base + lambda * mix of the weighted, masked deltas over [off, off + len) of chunk `task`
+    auto mix = [&](int64_t task, int64_t off, int64_t len, int th) {
         uint8_t* chunk_bits = reinterpret_cast<uint8_t*>(scratch.get(th, N + 3));
         float* b = scratch.get(th, N);
         float* acc = scratch.get(th, N + 1);
         float* div = scratch.get(th, N + 2);
-        std::vector<const float*> d(static_cast<size_t>(N));
+        const float** d = &deltas[size_t(th) * N];
         load_work(c, base, off, len, b);
         for (int m = 0; m < N; ++m) {
             float* dm = scratch.get(th, m);
@@ -228,7 +240,7 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
             d[m] = dm;
         }
         if (p.consensus != Consensus::none) {
-            K.consensus(d.data(), w.data(), N, p.consensus, acc, div, len);
+            K.consensus(d, w.data(), N, p.consensus, acc, div, len);
             if (p.normalize) K.div_elementwise(acc, div, len);
         } else {
             std::memcpy(acc, d[0], size_t(len) * 4);
@@ -238,6 +250,15 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
         if (p.lambda != 1.0f) K.scale(acc, p.lambda, len);
         K.add(acc, b, len);  // base + mixed delta
         store_out(c, acc, out, off, len);
+    };
+    // Element-wise unless a rank rule masks a chunk (its tie ordinals count per chunk): then in
+    // L1-sized blocks when the inputs are in memory, which keeps the N + 3 arrays in L1.
+    const bool whole_chunks = !in_memory(in) || std::any_of(masks.begin(), masks.end(), [](const ModelMask& mm) {
+        return mm.rule != nullptr;
+    });
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+        const int64_t begin = tl.begin(task), end = begin + tl.size(task), block = whole_chunks ? end - begin : kL1Block;
+        for (int64_t off = begin; off < end; off += block) mix(task, off, std::min(block, end - off), th);
     });
 }
 
@@ -249,16 +270,23 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
     const Tiling tl(c.n, rows);
     const int P = N * (N - 1) / 2;
     // the inputs as stored (base first), read from their files once when they fit the cache budget
-    std::vector<MergeInput> all{base};
-    all.insert(all.end(), x.begin(), x.end());
-    const ResidentInputs res(all, c.n);
+    const ResidentInputs res(base_first(base, x), c.n);
     Scratch scratch(N + 1, kChunk);
     // Per pair (i < j): |o_i|^2, |o_j|^2, <o_i, o_j> of the offsets o = x - base.
     std::vector<double> part(size_t(tl.tasks()) * P * 3);
+    const bool in_place = stored_as_work(c, res.inputs());  // the pairs' sums straight from the stored inputs
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
         const int64_t off = tl.begin(task), len = tl.size(task);
-        float* b = scratch.get(th, N);
         res.fill(off, len);
+        if (in_place) {
+            int pair = 0;
+            for (int i = 0; i < N; ++i)
+                for (int j = i + 1; j < N; ++j, ++pair)
+                    delta_dot3(res[size_t(i) + 1], res[size_t(j) + 1], &res[0], off, len,
+                               &part[(size_t(task) * P + pair) * 3]);
+            return;
+        }
+        float* b = scratch.get(th, N);
         load_work(c, res[0], off, len, b);
         for (int m = 0; m < N; ++m) {
             float* o = scratch.get(th, m);
@@ -287,9 +315,10 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
     }
     // element-wise: in blocks whose three arrays stay in L1 when the inputs are in memory (read
     // from files, a task's chunk at once)
-    const bool in_memory = std::all_of(res.inputs().begin(), res.inputs().end(), [](const MergeInput& i) { return i.fd < 0; });
-    const int64_t block = in_memory ? kL1Block : kChunk;
-    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int th) {
+    const int64_t block = in_memory(res.inputs()) ? kL1Block : kChunk;
+    // back to front: the chunks pass 1 read last are still in cache
+    ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t back, int th) {
+        const int64_t task = tl.tasks() - 1 - back;
         const float tr = t_row[tl.row(task)];
         const int64_t begin = tl.begin(task), end = begin + tl.size(task);
         for (int64_t off = begin; off < end; off += block) {

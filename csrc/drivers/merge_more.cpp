@@ -117,11 +117,9 @@ void merge_ram(const MergeCommon& c, MergeInput base_in, const std::vector<Merge
     const int N = int(x_in.size());
     if (N == 0) return copy_input(c, base_in, out);
     const MergeKernels& K = kernels().merge;
-    std::vector<MergeInput> all{base_in};
-    all.insert(all.end(), x_in.begin(), x_in.end());
-    const ResidentInputs res(all, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const ResidentInputs res(base_first(base_in, x_in), c.n, ResidentInputs::Unmapped::pread);  // the pages in place
     const MergeInput base = res[0];
-    const std::vector<MergeInput> x(res.inputs().begin() + 1, res.inputs().end());
+    const std::vector<MergeInput> x = models_of(res);
     const Tiling tl(c.n, 1);
     Scratch scratch(N + 2, kChunk);
     DeltaCache* const reuse = nullptr;  // reading the inputs again is as fast as keeping them
@@ -165,11 +163,9 @@ void merge_sce(const MergeCommon& c, MergeInput base_in, const std::vector<Merge
     const int N = int(x_in.size());
     if (N == 0) return copy_input(c, base_in, out);
     const MergeKernels& K = kernels().merge;
-    std::vector<MergeInput> all{base_in};
-    all.insert(all.end(), x_in.begin(), x_in.end());
-    const ResidentInputs res(all, c.n, ResidentInputs::Unmapped::pread);  // read the pages in place
+    const ResidentInputs res(base_first(base_in, x_in), c.n, ResidentInputs::Unmapped::pread);  // the pages in place
     const MergeInput base = res[0];
-    const std::vector<MergeInput> x(res.inputs().begin() + 1, res.inputs().end());
+    const std::vector<MergeInput> x = models_of(res);
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     Scratch scratch(N + 3, kChunk);  // deltas, base, mask bits, variance (then the result)
@@ -638,10 +634,11 @@ float merge_torch_reduce(const MergeCommon& c, MergeInput x, bool norm) {
 namespace {
 
 // Order-preserving keys of float32 values (NaN above everything, as torch.sort puts them last).
+// Branch-free integer steps, so that loops over many values vectorize.
 inline uint32_t order_key(float v) {
-    if (v != v) return 0xffffffffu;
     const uint32_t b = f32_bits(v);
-    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    const uint32_t k = b ^ (uint32_t(int32_t(b) >> 31) | 0x80000000u);  // negative: ~b; else: b | sign bit
+    return int32_t(b & 0x7fffffffu) > int32_t(0x7f800000u) ? 0xffffffffu : k;
 }
 
 inline float key_value(uint32_t k) { return bits_f32((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k); }
@@ -653,17 +650,26 @@ inline float key_value(uint32_t k) { return bits_f32((k & 0x80000000u) ? (k & 0x
 class RankSelect {
    public:
     RankSelect(int threads, std::vector<int64_t> ranks)
-        : ranks_(std::move(ranks)), hist_(size_t(threads) * 65536, 0), picked_(size_t(threads)) {}
+        : ranks_(std::move(ranks)), hist_(size_t(threads) * kHists * 65536, 0), picked_(size_t(threads)) {}
     void count(int th, const float* v, int64_t n) {
-        uint32_t* h = hist_.data() + size_t(th) * 65536;
-        for (int64_t i = 0; i < n; ++i) h[order_key(v[i]) >> 16]++;
+        // two histograms taking turns, so that runs of equal bins do not wait on each other's increments
+        uint32_t* h0 = hist_.data() + size_t(th) * kHists * 65536;
+        uint32_t* h1 = h0 + 65536;
+        uint32_t bins[kBlock];
+        for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+            const int64_t m = std::min<int64_t>(kBlock, n - i0);
+            for (int64_t j = 0; j < m; ++j) bins[j] = order_key(v[i0 + j]) >> 16;
+            int64_t j = 0;
+            for (; j + 2 <= m; j += 2) h0[bins[j]]++, h1[bins[j + 1]]++;
+            if (j < m) h0[bins[j]]++;
+        }
     }
     void choose() {
-        const size_t T = picked_.size();
+        const size_t T = picked_.size() * kHists;
         std::vector<int64_t> cum(65537, 0);
         for (size_t b = 0; b < 65536; ++b) {
             int64_t s = 0;
-            for (size_t th = 0; th < T; ++th) s += hist_[th * 65536 + b];
+            for (size_t h = 0; h < T; ++h) s += hist_[h * 65536 + b];
             cum[b + 1] = cum[b] + s;
         }
         for (int64_t r : ranks_) {
@@ -674,10 +680,24 @@ class RankSelect {
         for (int j = 0; j < 3; ++j) wanted_[j] = bins_[std::min(size_t(j), bins_.size() - 1)];
     }
     void gather(int th, const float* v, int64_t n) {
+        // a few in a thousand values fall in the wanted bins: test a block at once, collect rarely
         std::vector<uint32_t>& out = picked_[size_t(th)];
-        for (int64_t i = 0; i < n; ++i) {
-            const uint32_t k = order_key(v[i]), top = k >> 16;
-            if (top == wanted_[0] || top == wanted_[1] || top == wanted_[2]) out.push_back(k);
+        const uint32_t w0 = wanted_[0], w1 = wanted_[1], w2 = wanted_[2];
+        // (short blocks: the bins around the quartiles are the fullest, a percent or so of the values)
+        uint32_t keys[kGatherBlock];
+        for (int64_t i0 = 0; i0 < n; i0 += kGatherBlock) {
+            const int64_t m = std::min<int64_t>(kGatherBlock, n - i0);
+            uint32_t hit = 0;
+            for (int64_t j = 0; j < m; ++j) {
+                const uint32_t k = order_key(v[i0 + j]), top = k >> 16;
+                keys[j] = k;
+                hit |= uint32_t(top == w0) | uint32_t(top == w1) | uint32_t(top == w2);
+            }
+            if (!hit) continue;
+            for (int64_t j = 0; j < m; ++j) {
+                const uint32_t top = keys[j] >> 16;
+                if (top == w0 || top == w1 || top == w2) out.push_back(keys[j]);
+            }
         }
     }
     std::vector<float> values() {
@@ -695,6 +715,9 @@ class RankSelect {
     }
 
    private:
+    static constexpr int kHists = 2;       // per thread
+    static constexpr int64_t kBlock = 64;        // values keyed at once
+    static constexpr int64_t kGatherBlock = 16;  // values tested at once
     std::vector<int64_t> ranks_;  // up to 3
     std::vector<uint32_t> hist_;
     std::vector<std::vector<uint32_t>> picked_;
@@ -747,33 +770,43 @@ float merge_arcee_fusion(const MergeCommon& c, MergeInput base, MergeInput x, in
         });
     }
     select.choose();
-    Scratch scratch(3, kChunk);
+    // Passes 2 and 3 are element-wise: in L1-sized blocks when the inputs are in memory (read from
+    // files: a task's chunk at once).
+    const int64_t block = in_memory(res.inputs()) ? kL1Block : kChunk;
+    Scratch scratch(3, block);
     const std::vector<MergeInput> xs{xr};
-    // importance = |x - base| * KL of the row, the delta x - base, and the base
-    auto importance = [&](int64_t task, float* imp, float* d, float* b) {
-        const int64_t off = tl.begin(task), len = tl.size(task);
-        load_deltas(c, &br, xs, off, len, b, {d});
-        std::memcpy(imp, d, size_t(len) * 4);
-        K.abs_scale(imp, kl[size_t(tl.row(task))], len);
-    };
-    // Pass 2: the importances in the bins that hold the quantiles.
-    pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
+    // f(off, len, importance, delta, base) for each block of chunk `task`: importance = |x - base| *
+    // KL of the row, the delta x - base, and the base
+    auto importance = [&](int64_t task, int th, auto&& f) {
         float* imp = scratch.get(th, 0);
-        importance(task, imp, scratch.get(th, 1), scratch.get(th, 2));
-        select.gather(th, imp, tl.size(task));
+        float* d = scratch.get(th, 1);
+        float* b = scratch.get(th, 2);
+        const float s = kl[size_t(tl.row(task))];
+        const std::vector<float*> dv{d};
+        const int64_t begin = tl.begin(task), end = begin + tl.size(task);
+        for (int64_t off = begin; off < end; off += block) {
+            const int64_t len = std::min(block, end - off);
+            load_deltas(c, &br, xs, off, len, b, dv);
+            std::memcpy(imp, d, size_t(len) * 4);
+            K.abs_scale(imp, s, len);
+            f(off, len, imp, d, b);
+        }
+    };
+    // Pass 2: the importances in the bins that hold the quantiles (gathered in any order: the values
+    // at the ranks do not depend on it), back to front: the chunks pass 1 read last are in cache.
+    pool.parallel_for(tl.tasks(), [&](int64_t back, int th) {
+        importance(tl.tasks() - 1 - back, th,
+                   [&](int64_t, int64_t len, const float* imp, const float*, const float*) { select.gather(th, imp, len); });
     });
     const std::vector<float> qs = select.values();
     const float threshold = qs[1] + 1.5f * (qs[2] - qs[0]);
     // Pass 3: x's changes where their importance reaches the threshold.
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        float* imp = scratch.get(th, 0);
-        float* d = scratch.get(th, 1);
-        float* b = scratch.get(th, 2);
-        const int64_t off = tl.begin(task), len = tl.size(task);
-        importance(task, imp, d, b);
-        K.keep_ge(d, imp, threshold, len);
-        K.add(d, b, len);
-        store_out(c, d, out, off, len);
+        importance(task, th, [&](int64_t off, int64_t len, const float* imp, float* d, const float* b) {
+            K.keep_ge(d, imp, threshold, len);
+            K.add(d, b, len);
+            store_out(c, d, out, off, len);
+        });
     });
     return threshold;
 }

@@ -96,6 +96,13 @@ struct MergeKernels {
     void (*sub)(float* out, const float* a, const float* b, int64_t n) = nullptr;
     // Lane sums (see above) of a*a, b*b, a*b in double: out[0..2]. b may equal a.
     void (*dot3)(const float* a, const float* b, int64_t n, double out[3]) = nullptr;
+    // dot3 of the deltas d_k = float(x_k[i]) - float(base[i]) (one float32 rounding; d_k = float(x_k[i])
+    // when base is null), the inputs of types F32/F16/BF16 read in place, ADDED to the running lanes
+    // lanes[0..7] (d0*d0), lanes[8..15] (d1*d1), lanes[16..23] (d0*d1), element i to lane i % 8. From
+    // zero lanes, one call, then combine_lanes: the bits of sub, sub, dot3 on float32 copies. A
+    // chunk may be fed in several calls of multiples of 8 elements.
+    void (*delta_dot3)(const void* x0, QType t0, const void* x1, QType t1, const void* base, QType tb, int64_t n,
+                       double lanes[24]) = nullptr;
     // Lane sum of |x[i]|, and of |x[i]| where bit i of mask is set: out[0], out[1].
     // mask may be null (then out[1] = out[0]). The chunk starts at a multiple of 8 elements.
     void (*abs_sums)(const float* x, const uint8_t* mask, int64_t n, double out[2]) = nullptr;

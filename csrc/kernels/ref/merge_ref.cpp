@@ -105,6 +105,32 @@ void dot3(const float* a, const float* b, int64_t n, double out[3]) {
     out[2] = combine_lanes(ab);
 }
 
+namespace {
+float value_at(const void* src, QType type, int64_t i) {
+    switch (type) {
+        case QType::F16: return fp16_to_fp32(static_cast<const uint16_t*>(src)[i]);
+        case QType::BF16: return bf16_to_fp32(static_cast<const uint16_t*>(src)[i]);
+        default: return static_cast<const float*>(src)[i];
+    }
+}
+}  // namespace
+
+void delta_dot3(const void* x0, QType t0, const void* x1, QType t1, const void* base, QType tb, int64_t n,
+                double lanes[24]) {
+    for (int64_t i = 0; i < n; ++i) {
+        float a = value_at(x0, t0, i), b = value_at(x1, t1, i);
+        if (base) {
+            const float s = value_at(base, tb, i);
+            a = a - s;
+            b = b - s;
+        }
+        const double x = a, y = b;
+        lanes[i % 8] += x * x;
+        lanes[8 + i % 8] += y * y;
+        lanes[16 + i % 8] += x * y;
+    }
+}
+
 void abs_sums(const float* x, const uint8_t* mask, int64_t n, double out[2]) {
     double all[8] = {}, kept[8] = {};
     for (int64_t i = 0; i < n; ++i) {
@@ -203,6 +229,7 @@ void fill_merge_ref(MergeKernels& k) {
     k.lincomb2 = ref::lincomb2;
     k.sub = ref::sub;
     k.dot3 = ref::dot3;
+    k.delta_dot3 = ref::delta_dot3;
     k.abs_sums = ref::abs_sums;
     k.random_mask = ref::random_mask;
     k.mask_hash24 = ref::mask_hash24;

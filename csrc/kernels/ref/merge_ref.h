@@ -16,6 +16,8 @@ void div(float* x, float d, int64_t n);
 void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n);
 void sub(float* out, const float* a, const float* b, int64_t n);
 void dot3(const float* a, const float* b, int64_t n, double out[3]);
+void delta_dot3(const void* x0, QType t0, const void* x1, QType t1, const void* base, QType tb, int64_t n,
+                double lanes[24]);
 void abs_sums(const float* x, const uint8_t* mask, int64_t n, double out[2]);
 void random_mask(uint32_t k0, uint32_t k1, uint32_t index0, uint32_t threshold24, uint8_t* mask, int64_t n);
 int64_t rank_of(const uint32_t* key, int64_t n, int64_t i);

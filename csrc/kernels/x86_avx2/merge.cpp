@@ -194,6 +194,37 @@ void dot3(const float* a, const float* b, int64_t n, double out[3]) {
     out[2] = combine_lanes(ab);
 }
 
+void delta_dot3(const void* x0, QType t0, const void* x1, QType t1, const void* base, QType tb, int64_t n,
+                double lanes[24]) {
+    __m256d aa_lo = _mm256_loadu_pd(lanes), aa_hi = _mm256_loadu_pd(lanes + 4);
+    __m256d bb_lo = _mm256_loadu_pd(lanes + 8), bb_hi = _mm256_loadu_pd(lanes + 12);
+    __m256d ab_lo = _mm256_loadu_pd(lanes + 16), ab_hi = _mm256_loadu_pd(lanes + 20);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = load8(x0, t0, i), y = load8(x1, t1, i);
+        if (base) {
+            const __m256 s = load8(base, tb, i);
+            x = _mm256_sub_ps(x, s);
+            y = _mm256_sub_ps(y, s);
+        }
+        const __m256d xl = _mm256_cvtps_pd(_mm256_castps256_ps128(x)), xh = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+        const __m256d yl = _mm256_cvtps_pd(_mm256_castps256_ps128(y)), yh = _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1));
+        aa_lo = _mm256_add_pd(aa_lo, _mm256_mul_pd(xl, xl));
+        aa_hi = _mm256_add_pd(aa_hi, _mm256_mul_pd(xh, xh));
+        bb_lo = _mm256_add_pd(bb_lo, _mm256_mul_pd(yl, yl));
+        bb_hi = _mm256_add_pd(bb_hi, _mm256_mul_pd(yh, yh));
+        ab_lo = _mm256_add_pd(ab_lo, _mm256_mul_pd(xl, yl));
+        ab_hi = _mm256_add_pd(ab_hi, _mm256_mul_pd(xh, yh));
+    }
+    store_lanes(aa_lo, aa_hi, lanes);
+    store_lanes(bb_lo, bb_hi, lanes + 8);
+    store_lanes(ab_lo, ab_hi, lanes + 16);
+    if (i < n) {  // i is a multiple of 8: the tail's lanes are its own indices mod 8
+        const auto at = [&](const void* p, QType t) { return static_cast<const uint8_t*>(p) + i * (t == QType::F32 ? 4 : 2); };
+        ref::delta_dot3(at(x0, t0), t0, at(x1, t1), t1, base ? at(base, tb) : nullptr, tb, n - i, lanes);
+    }
+}
+
 void abs_sums(const float* x, const uint8_t* mask, int64_t n, double out[2]) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     __m256d all_lo = _mm256_setzero_pd(), all_hi = all_lo, kept_lo = all_lo, kept_hi = all_lo;
@@ -339,6 +370,7 @@ void fill_merge_avx2(MergeKernels& k) {
     k.scale = avx2::scale;
     k.div_elementwise = avx2::div_elementwise;
     k.dot3 = avx2::dot3;
+    k.delta_dot3 = avx2::delta_dot3;
     k.abs_sums = avx2::abs_sums;
     k.random_mask = avx2::random_mask;
     k.mask_hash24 = avx2::mask_hash24;

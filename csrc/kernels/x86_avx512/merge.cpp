@@ -172,6 +172,35 @@ void dot3(const float* a, const float* b, int64_t n, double out[3]) {
     out[2] = combine_lanes(lab);
 }
 
+void delta_dot3(const void* x0, QType t0, const void* x1, QType t1, const void* base, QType tb, int64_t n,
+                double lanes[24]) {
+    // as dot3: elements i..i+7 then i+8..i+15 go to lanes 0..7 in that order
+    __m512d aa = _mm512_loadu_pd(lanes), bb = _mm512_loadu_pd(lanes + 8), ab = _mm512_loadu_pd(lanes + 16);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = load16(x0, t0, i), y = load16(x1, t1, i);
+        if (base) {
+            const __m512 s = load16(base, tb, i);
+            x = _mm512_sub_ps(x, s);
+            y = _mm512_sub_ps(y, s);
+        }
+        const __m512d xl = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+        const __m512d xh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+        const __m512d yl = _mm512_cvtps_pd(_mm512_castps512_ps256(y));
+        const __m512d yh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
+        aa = _mm512_add_pd(_mm512_add_pd(aa, _mm512_mul_pd(xl, xl)), _mm512_mul_pd(xh, xh));
+        bb = _mm512_add_pd(_mm512_add_pd(bb, _mm512_mul_pd(yl, yl)), _mm512_mul_pd(yh, yh));
+        ab = _mm512_add_pd(_mm512_add_pd(ab, _mm512_mul_pd(xl, yl)), _mm512_mul_pd(xh, yh));
+    }
+    _mm512_storeu_pd(lanes, aa);
+    _mm512_storeu_pd(lanes + 8, bb);
+    _mm512_storeu_pd(lanes + 16, ab);
+    if (i < n) {  // i is a multiple of 16: the tail's lanes are its own indices mod 8
+        const auto at = [&](const void* p, QType t) { return static_cast<const uint8_t*>(p) + i * (t == QType::F32 ? 4 : 2); };
+        ref::delta_dot3(at(x0, t0), t0, at(x1, t1), t1, base ? at(base, tb) : nullptr, tb, n - i, lanes);
+    }
+}
+
 void abs_sums(const float* x, const uint8_t* mask, int64_t n, double out[2]) {
     __m512d all = _mm512_setzero_pd(), kept = all;
     int64_t i = 0;
@@ -309,6 +338,7 @@ void fill_merge_avx512(MergeKernels& k) {
     k.lincomb2 = avx512::lincomb2;
     k.sub = avx512::sub;
     k.dot3 = avx512::dot3;
+    k.delta_dot3 = avx512::delta_dot3;
     k.abs_sums = avx512::abs_sums;
     k.random_mask = avx512::random_mask;
     k.mask_hash24 = avx512::mask_hash24;
