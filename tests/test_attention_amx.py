@@ -246,7 +246,8 @@ def test_bf16_token_result_does_not_depend_on_its_batch(isa, window, kv_type):
 @needs_amx
 @pytest.mark.parametrize("type_k,type_v,head_major", [("f16", "f16", True), ("f32", "f32", True),
                                                       ("q8_0", "q4_0", True), ("f16", "f16", False)])
-@pytest.mark.parametrize("n,pos,group", [(1, 1000, 8), (7, 600, 4), (300, 500, 8), (45, 100, 3)])
+@pytest.mark.parametrize("n,pos,group", [(1, 1000, 8), (7, 600, 4), (300, 500, 8), (45, 100, 3), (1, 3000, 3),
+                                         (2, 2100, 4)])
 def test_amx_and_the_emulation_give_the_same_bits(type_k, type_v, head_major, n, pos, group):
     q, k, v = make(n, pos, 2 * group, 2, 64, seed=17)
     with using_isa("avx512"):
@@ -259,6 +260,20 @@ def test_amx_and_the_emulation_give_the_same_bits(type_k, type_v, head_major, n,
         finally:
             _C.set_attention_amx(True)
     assert np.array_equal(tiles, emulated)
+
+
+@pytest.mark.parametrize("type_k,type_v", [("f16", "f16"), ("f16", "q8_0"), ("f32", "f16")])
+@pytest.mark.parametrize("hd", [32, 64, 128, 256])
+@pytest.mark.parametrize("n,pos,group", [(1, 0, 8), (1, 63, 1), (1, 1000, 8), (2, 777, 4), (1, 1030, 3),
+                                         (5, 300, 2), (40, 90, 8)])
+def test_packed_f16_cache_gives_the_bits_of_f16_rows(isa, type_k, type_v, hd, n, pos, group):
+    """Under bf16 products a head-major f16 stream holds packed bf16 tiles, read in place (no
+    packing per read, AMX blocks as high as a decoding step's rows): the same bits as f16 in
+    position-major rows, widened and packed on every read."""
+    q, k, v = make(n, pos, 2 * group, 2, hd, seed=n + pos + hd)
+    packed = _C.attention_causal(q, k, v, pos, 2, 0, 0.125, type_k, type_v, True, precision="bf16")
+    rows = _C.attention_causal(q, k, v, pos, 2, 0, 0.125, type_k, type_v, False, precision="bf16")
+    assert np.array_equal(packed, rows)
 
 
 def test_products_are_the_same_bits_on_every_variant():

@@ -69,9 +69,7 @@ void register_model(py::module_& m) {
                     "a q8_0 / q4_0 KV cache needs kv_dim to be a multiple of 32");
             const AttnPrecision ap = attn_precision(precision, "attn_precision");
             py::gil_scoped_release release;
-            auto* cache = new KVCache(n_layers, n_ctx, kv_dim, kt, vt, n_kv_heads);
-            cache->precision = ap;
-            return cache;
+            return new KVCache(n_layers, n_ctx, kv_dim, kt, vt, n_kv_heads, ap);
         }), py::arg("n_layers"), py::arg("n_ctx"), py::arg("kv_dim"), py::arg("type_k") = "f32",
            py::arg("type_v") = py::none(), py::arg("n_kv_heads") = 1, py::arg("attn_precision") = "f32",
            "Keys and values of every layer and position; type_k / type_v: 'f32', 'f16', 'q8_0' or 'q4_0' "

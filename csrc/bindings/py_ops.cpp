@@ -87,22 +87,24 @@ void register_ops(py::module_& m) {
         require(hd % 32 == 0 || (is_float_kv_type(kt) && is_float_kv_type(vt)), "q8_0 / q4_0 need head_dim % 32 == 0");
         const int64_t ks = qtype_row_bytes(kt, hd), vs = qtype_row_bytes(vt, hd);
         // head-major: each head's rows contiguous (the model's cache: F32/F16 keys in transposed
-        // tiles, whole tiles); else position-major rows
+        // tiles, under bf16 products F16 streams as packed bf16 tiles; whole tiles); else
+        // position-major rows
+        const AttnPrecision ap = attn_precision(precision, "precision");
         const bool tiled = head_major && kv_keys_tiled(kt);
-        const int64_t nk_k = tiled ? (nk + kAttnTile - 1) / kAttnTile * kAttnTile : nk;
+        const bool k_packed = head_major && kv_bf16_packed(kt, ap, hd), v_packed = head_major && kv_bf16_packed(vt, ap, hd);
+        const int64_t whole = (nk + kAttnTile - 1) / kAttnTile * kAttnTile;
+        const int64_t nk_k = tiled || k_packed ? whole : nk, nk_v = v_packed ? whole : nk;
         const KVLayer shape{nullptr, nullptr, kt, vt, head_major ? ks : ks * n_kv_heads, head_major ? vs : vs * n_kv_heads,
-                            head_major ? nk_k * ks : ks, head_major ? nk * vs : vs, tiled,
-                            attn_precision(precision, "precision")};
-        std::vector<uint8_t> kc(size_t(nk_k * n_kv_heads * ks)), vc(size_t(nk * n_kv_heads * vs));
+                            head_major ? nk_k * ks : ks, head_major ? nk_v * vs : vs, tiled, ap, k_packed, v_packed};
+        std::vector<uint8_t> kc(size_t(nk_k * n_kv_heads * ks)), vc(size_t(nk_v * n_kv_heads * vs));
         py::array_t<float> out({n, n_heads, hd});
         const float *qp = static_cast<const float*>(q.data()), *kp = ka.data(), *vp = va.data();
         float* op = out.mutable_data();
         py::gil_scoped_release release;
-        store_kv_rows(kp, nk, n_kv_heads, hd, kt, kc.data(), 0, shape.k_row_bytes, shape.k_head_bytes, tiled);
-        store_kv_rows(vp, nk, n_kv_heads, hd, vt, vc.data(), 0, shape.v_row_bytes, shape.v_head_bytes);
         KVLayer layer = shape;
         layer.k = kc.data();
         layer.v = vc.data();
+        store_kv(layer, kp, vp, nk, 0, n_kv_heads, hd);
         attention_causal(qp, n_heads * hd, n, pos, layer, n_heads, n_kv_heads, hd, window, scale, op, n_heads * hd);
         return out;
     }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos"), py::arg("n_kv_heads"), py::arg("window") = 0,
@@ -131,7 +133,7 @@ void register_ops(py::module_& m) {
             K.attn_bf16_scores(qp, rows, hd32, kpp, sp);
             return s;
         }
-        K.attn_bf16_amx_begin();
+        K.attn_bf16_amx_begin(16);
         K.attn_bf16_scores_amx(qp, rows, hd32, kpp, sp);
         K.attn_bf16_amx_end();
         return s;
@@ -158,7 +160,7 @@ void register_ops(py::module_& m) {
             K.attn_bf16_accumulate(pp, rows, hd32, vpp, ap, op);
             return out;
         }
-        K.attn_bf16_amx_begin();
+        K.attn_bf16_amx_begin(16);
         K.attn_bf16_accumulate_amx(pp, rows, hd32, vpp, ap, op);
         K.attn_bf16_amx_end();
         return out;

@@ -84,6 +84,44 @@ void store_kv_rows(const float* x, int64_t n, int64_t n_heads, int64_t head_dim,
 
 namespace {
 
+// n rows of n_heads * head_dim float32 values into packed bf16 tiles (KVLayer::k_packed /
+// v_packed): each rounded to F16, then to bf16, then scattered to its place in its tile.
+void store_packed_rows(const float* x, int64_t n, int64_t n_heads, int64_t hd, uint8_t* base, int64_t pos,
+                       int64_t row_bytes, int64_t head_bytes, bool keys) {
+    const QuantKernels& Q = kernels().quant;
+    std::vector<uint16_t> half(static_cast<size_t>(hd)), b16(static_cast<size_t>(hd));
+    std::vector<float> wide(static_cast<size_t>(hd));
+    const int64_t col_blocks = hd / 16;
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t g = 0; g < n_heads; ++g) {
+            const int64_t p = pos + t, j = p % kAttnTile;
+            Q.f32_to_f16(x + (t * n_heads + g) * hd, half.data(), hd);
+            Q.f16_to_f32(half.data(), wide.data(), hd);
+            Q.f32_to_bf16(wide.data(), b16.data(), hd);
+            uint16_t* tile = reinterpret_cast<uint16_t*>(base + g * head_bytes + (p - j) * row_bytes);
+            if (keys)  // kp: element d of key j at block (d / 32, j / 16), row d % 32 / 2, pair (j % 16, d % 2)
+                for (int64_t d = 0; d < hd; ++d)
+                    tile[(d / 32 * 4 + j / 16) * 512 + d % 32 / 2 * 32 + 2 * (j % 16) + d % 2] = b16[size_t(d)];
+            else  // vp: column c of key j at block (j / 32, c / 16), row j % 32 / 2, pair (c % 16, j % 2)
+                for (int64_t c = 0; c < hd; ++c)
+                    tile[(j / 32 * col_blocks + c / 16) * 512 + j % 32 / 2 * 32 + 2 * (c % 16) + j % 2] = b16[size_t(c)];
+        }
+}
+
+}  // namespace
+
+void store_kv(const KVLayer& kv, const float* k, const float* v, int64_t n, int64_t pos, int64_t n_kv_heads,
+              int64_t head_dim) {
+    uint8_t* kb = const_cast<uint8_t*>(kv.k);  // KVLayer is the attention's read-only view of the cache
+    uint8_t* vb = const_cast<uint8_t*>(kv.v);
+    if (kv.k_packed) store_packed_rows(k, n, n_kv_heads, head_dim, kb, pos, kv.k_row_bytes, kv.k_head_bytes, true);
+    else store_kv_rows(k, n, n_kv_heads, head_dim, kv.k_type, kb, pos, kv.k_row_bytes, kv.k_head_bytes, kv.k_tiled);
+    if (kv.v_packed) store_packed_rows(v, n, n_kv_heads, head_dim, vb, pos, kv.v_row_bytes, kv.v_head_bytes, false);
+    else store_kv_rows(v, n, n_kv_heads, head_dim, kv.v_type, vb, pos, kv.v_row_bytes, kv.v_head_bytes);
+}
+
+namespace {
+
 constexpr int64_t kMaxRows = 128;  // query rows (tokens x heads of a group) per task
 // bf16 products: more rows per task, so each key and value tile is packed once for more of them
 constexpr int64_t kMaxRowsBf16 = 512;
@@ -120,6 +158,18 @@ void prefetch_tile(const KVLayer& kv, int64_t g, int64_t j0, int64_t count, bool
     const uint8_t* v = kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes;
     for (int64_t o = 0; keys && o < count * kv.k_row_bytes; o += 64) __builtin_prefetch(k + o, 0, 3);
     for (int64_t o = 0; values && o < count * kv.v_row_bytes; o += 64) __builtin_prefetch(v + o, 0, 3);
+}
+
+// Part `part` of 4 of the tile of positions j0..j0+63 of a head-major layer (its key bytes, then
+// its value bytes) asked for: the bf16 products spread a tile's requests over the previous tile's
+// work, a quarter at a time, so that the memory stays busy while they compute and no burst of
+// requests waits on the line fill buffers.
+void prefetch_quarter(const KVLayer& kv, int64_t g, int64_t j0, int part) {
+    const int64_t kb = kAttnTile * kv.k_row_bytes, total = kb + kAttnTile * kv.v_row_bytes;
+    const uint8_t* k = kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes;
+    const uint8_t* v = kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes;
+    for (int64_t o = total * part / 4 / 64 * 64; o < total * (part + 1) / 4; o += 64)
+        __builtin_prefetch(o < kb ? k + o : v + (o - kb), 0, 3);
 }
 
 // Per-thread buffers, grown on demand and kept (the pool's threads live as long as the process).
@@ -307,9 +357,22 @@ void gather_q_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t 
         }
 }
 
-// run_chunk with bf16 products: each tile's keys and values packed once (kernels/ops.h layouts),
-// scores and the update on AMX tiles (amx: rows padded to 16) or by the emulation. p holds rows16
-// rows (o: hd32 floats each).
+// A packed value tile whose keys from `count` on are past the cache's end, copied to dst with those
+// keys zeroed (a stale value could be inf, and 0 * inf is not 0).
+const uint16_t* zero_packed_tail(const uint16_t* vp, int64_t count, int64_t hd32, uint16_t* dst) {
+    const int64_t col_blocks = hd32 / 16;
+    std::copy_n(vp, kAttnTile * hd32, dst);
+    for (int64_t j = count; j < kAttnTile; ++j)  // key j: element j % 2 of every pair in row j % 32 / 2
+        for (int64_t c = 0; c < col_blocks; ++c) {
+            uint16_t* row = dst + (j / 32 * col_blocks + c) * 512 + j % 32 / 2 * 32 + j % 2;
+            for (int64_t i = 0; i < 16; ++i) row[2 * i] = 0;
+        }
+    return dst;
+}
+
+// run_chunk with bf16 products: each tile's keys and values packed once (kernels/ops.h layouts;
+// packed streams read in place), scores and the update on AMX tiles (amx: blocks of 16 rows,
+// padded, or one block of fewer) or by the emulation. p holds rows16 rows (o: hd32 floats each).
 void run_chunk_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t a, int64_t b, const uint16_t* qb,
                     Partial p, TileScratch& S, bool amx) {
     const OpsKernels& K = kernels().ops;
@@ -324,45 +387,59 @@ void run_chunk_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t
     const KVLayer& kv = *P.kv;
     const bool v_f16_stream = kv.v_type == QType::F16 && kv.v_row_bytes == hd * 2;
     float* s = S.s.data();
-    uint16_t *kp = S.kp.data(), *vp = S.vp.data(), *pb = S.pb.data();
-    if (amx) K.attn_bf16_amx_begin();  // this thread's tiles, for this chunk (kernels/ops.h)
+    uint16_t* pb = S.pb.data();
+    // AMX blocks: fewer than 16 rows (decoding) as one block of their own height, else 16 (padded)
+    const int64_t block_rows = rows < 16 ? rows : 16;
+    if (amx) K.attn_bf16_amx_begin(block_rows);  // this thread's tiles, for this chunk (kernels/ops.h)
+    // the next tile, a quarter at a time (head-major streams: whole tiles in the cache; position-
+    // major rows are left to the hardware)
+    const bool head_major = kv.k_head_bytes >= kv.k_row_bytes * kAttnTile && kv.v_head_bytes >= kv.v_row_bytes * kAttnTile;
+    auto prefetch_next = [&](int64_t j0, int part) {
+        if (head_major && j0 + kAttnTile < n_keys) prefetch_quarter(kv, g, j0 + kAttnTile, part);
+    };
     for (int64_t j0 = a / kAttnTile * kAttnTile; j0 <= b; j0 += kAttnTile) {
         const int64_t count = std::min(kAttnTile, n_keys - j0);
-        if (j0 + kAttnTile < n_keys)
-            prefetch_tile(kv, g, j0 + kAttnTile, std::min(kAttnTile, n_keys - j0 - kAttnTile), true, true);
+        prefetch_next(j0, 0);
         // keys: tiled F16 / F32 packed straight from the cache (columns past its end are stale,
         // masked below); others widened and transposed first
         const uint8_t* ktile = kv.k + g * kv.k_head_bytes + j0 * kv.k_row_bytes;
-        if (kv.k_tiled && kv.k_type == QType::F16) {
-            K.attn_bf16_pack_keys_f16(reinterpret_cast<const uint16_t*>(ktile), hd, kp);
+        const uint16_t *kp = S.kp.data(), *vp = S.vp.data();  // the packed tiles: scratch, or the cache's own
+        if (kv.k_packed) {
+            kp = reinterpret_cast<const uint16_t*>(ktile);
+        } else if (kv.k_tiled && kv.k_type == QType::F16) {
+            K.attn_bf16_pack_keys_f16(reinterpret_cast<const uint16_t*>(ktile), hd, S.kp.data());
         } else if (kv.k_tiled) {
-            K.attn_bf16_pack_keys(reinterpret_cast<const float*>(ktile), hd, kp);
+            K.attn_bf16_pack_keys(reinterpret_cast<const float*>(ktile), hd, S.kp.data());
         } else {
             load_rows(kv.k_type, kv.k, kv.k_row_bytes, kv.k_head_bytes, g, j0, count, hd, S.k.data());
             if (count < kAttnTile) std::fill(S.k.data() + count * hd, S.k.data() + kAttnTile * hd, 0.0f);
             K.attn_tile_transpose(S.k.data(), hd, S.kt.data());
-            K.attn_bf16_pack_keys(S.kt.data(), hd, kp);
+            K.attn_bf16_pack_keys(S.kt.data(), hd, S.kp.data());
         }
         // values: zero past the cache's end (a stale value could be inf, and 0 * inf is not 0)
-        if (v_f16_stream) {
+        if (kv.v_packed) {
+            vp = reinterpret_cast<const uint16_t*>(kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes);
+            if (count < kAttnTile) vp = zero_packed_tail(vp, count, hd32, S.vp.data());
+        } else if (v_f16_stream) {
             const uint16_t* vt = reinterpret_cast<const uint16_t*>(kv.v + g * kv.v_head_bytes + j0 * kv.v_row_bytes);
             if (count < kAttnTile) {
                 std::copy_n(vt, count * hd, S.v16.data());
                 std::fill(S.v16.data() + count * hd, S.v16.data() + kAttnTile * hd, uint16_t(0));
                 vt = S.v16.data();
             }
-            K.attn_bf16_pack_values_f16(vt, hd, vp);
+            K.attn_bf16_pack_values_f16(vt, hd, S.vp.data());
         } else {
             load_rows(kv.v_type, kv.v, kv.v_row_bytes, kv.v_head_bytes, g, j0, count, hd, S.v.data());
             if (count < kAttnTile) std::fill(S.v.data() + count * hd, S.v.data() + kAttnTile * hd, 0.0f);
-            K.attn_bf16_pack_values(S.v.data(), hd, vp);
+            K.attn_bf16_pack_values(S.v.data(), hd, S.vp.data());
         }
         // 16 rows at a time (AMX's tile height): their scores, probabilities and outputs stay in
         // L1 while the packed tile serves every block
         for (int64_t r0 = 0; r0 < rows; r0 += 16) {
-            const int64_t r1 = std::min(rows, r0 + 16), nr = amx ? 16 : r1 - r0;
+            const int64_t r1 = std::min(rows, r0 + 16), nr = amx ? block_rows : r1 - r0;
             float* sb = s;  // this block's scores (16 x 64)
             (amx ? K.attn_bf16_scores_amx : K.attn_bf16_scores)(qb + r0 * hd32, nr, hd32, kp, sb);
+            if (r0 == 0) prefetch_next(j0, 1);
             // causal and window masks: row r (token t0 + r / group) sees keys first(t) .. pos + t
             for (int64_t r = r0; r < r1; ++r) {
                 const int64_t t = t0 + r / P.group, lo = P.first(t) - j0, hi = P.pos + t - j0;
@@ -372,10 +449,12 @@ void run_chunk_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t
                     if (j < lo || j > hi) sr[j] = -INFINITY;
             }
             K.attn_tile_softmax(sb, r1 - r0, p.m + r0, p.l + r0, S.alpha.data() + r0);
+            if (r0 == 0) prefetch_next(j0, 2);
             Q.f32_to_bf16(sb, pb + r0 * kAttnTile, (r1 - r0) * kAttnTile);
             (amx ? K.attn_bf16_accumulate_amx : K.attn_bf16_accumulate)(pb + r0 * kAttnTile, nr, hd32, vp,
                                                                         S.alpha.data() + r0, p.o + r0 * hd32);
         }
+        prefetch_next(j0, 3);
     }
     if (amx) K.attn_bf16_amx_end();
 }

@@ -48,10 +48,21 @@ struct KVLayer {
     bool k_tiled = false;
     // The arithmetic of the attention's products (attn_precision below).
     AttnPrecision precision = AttnPrecision::f32;
+    // Head-major F16 streams under bf16 products (kv_bf16_packed): every element stored already
+    // rounded to bf16 (the F16 value rounded to nearest even, what the products read of it), in
+    // the products' packed layout (kernels/ops.h: kp for keys, vp for values, hd32 = head_dim),
+    // one packed tile per kAttnTile positions: the tile of positions p0..p0+63 (p0 a multiple of
+    // 64) starts at k + g * k_head_bytes + p0 * k_row_bytes (the same bytes as F16 rows). The
+    // attention reads these tiles in place (no packing per read), with the same bits.
+    bool k_packed = false, v_packed = false;
 };
 
 // Whether a head-major cache stores keys of this type as transposed tiles (KVLayer::k_tiled).
 inline bool kv_keys_tiled(QType k_type) { return k_type == QType::F32 || k_type == QType::F16; }
+// Whether a head-major stream of this type holds packed bf16 tiles (KVLayer::k_packed / v_packed).
+inline bool kv_bf16_packed(QType type, AttnPrecision precision, int64_t head_dim) {
+    return type == QType::F16 && precision == AttnPrecision::bf16 && head_dim % 32 == 0;
+}
 
 // Causal grouped-query attention of n query tokens at positions pos..pos+n-1 against positions
 // [0, pos + n) of one layer's cache, as a flash attention: tiles of kAttnTile keys are converted to
@@ -67,6 +78,11 @@ constexpr int64_t kAttnChunk = 512;
 void attention_causal(const float* q, int64_t q_stride, int64_t n, int64_t pos, const KVLayer& kv, int64_t n_heads,
                       int64_t n_kv_heads, int64_t head_dim, int64_t window, float scale, float* out,
                       int64_t out_stride);
+
+// Stores the keys and the values of n positions (n rows of n_kv_heads * head_dim float32 each) at
+// positions pos..pos+n-1 of the layer kv, in its types and layouts (the cache's bytes: kv.k, kv.v).
+void store_kv(const KVLayer& kv, const float* k, const float* v, int64_t n, int64_t pos, int64_t n_kv_heads,
+              int64_t head_dim);
 
 // Stores n rows of n_heads * head_dim float32 values as `type` (F32, F16, Q8_0, Q4_0) at positions
 // pos..pos+n-1 of a layer whose position 0 is at base: head g of position p goes to

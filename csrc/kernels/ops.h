@@ -92,12 +92,13 @@ struct OpsKernels {
     // over the two 32-key blocks in order.
     void (*attn_bf16_accumulate)(const uint16_t* p, int64_t n_rows, int64_t hd32, const uint16_t* vp,
                                  const float* alpha, float* o) = nullptr;
-    // The same two with AMX tiles (optional; only where amx_usable(), in rows of 16: n_rows a
-    // multiple of 16, buffers padded to it), called between attn_bf16_amx_begin (loads this
-    // thread's tile configuration) and attn_bf16_amx_end (releases the tiles) on the same thread,
-    // with no other AMX user in between: another library on the thread (oneDNN in PyTorch) may
-    // load its own configuration or release the tiles, after which a tile instruction faults.
-    void (*attn_bf16_amx_begin)() = nullptr;
+    // The same two with AMX tiles (optional; only where amx_usable(), in blocks of m rows: n_rows
+    // a multiple of m, buffers padded to it), called between attn_bf16_amx_begin(m) (loads this
+    // thread's tile configuration for blocks of m rows, 1..16) and attn_bf16_amx_end (releases
+    // the tiles) on the same thread, with no other AMX user in between: another library on the
+    // thread (oneDNN in PyTorch) may load its own configuration or release the tiles, after which
+    // a tile instruction faults. A block's rows do not change any row's bits.
+    void (*attn_bf16_amx_begin)(int64_t m) = nullptr;
     void (*attn_bf16_amx_end)() = nullptr;
     void (*attn_bf16_scores_amx)(const uint16_t* q, int64_t n_rows, int64_t hd32, const uint16_t* kp,
                                  float* s) = nullptr;

@@ -167,10 +167,7 @@ void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int6
             KVCache& cache = *seqs[s].cache;
             const int64_t pos = seqs[s].pos, rows = seqs[s].n, r0 = first_row[size_t(s)];
             const KVLayer kv = cache.layer(li, c.n_kv_heads, hd);  // a read-only view of bytes the cache owns
-            store_kv_rows(knew + r0 * kv_dim, rows, c.n_kv_heads, hd, cache.k_type, const_cast<uint8_t*>(kv.k), pos,
-                          kv.k_row_bytes, kv.k_head_bytes, kv.k_tiled);
-            store_kv_rows(vnew + r0 * kv_dim, rows, c.n_kv_heads, hd, cache.v_type, const_cast<uint8_t*>(kv.v), pos,
-                          kv.v_row_bytes, kv.v_head_bytes);
+            store_kv(kv, knew + r0 * kv_dim, vnew + r0 * kv_dim, rows, pos, c.n_kv_heads, hd);
             attention_causal(q + r0 * q_dim, q_dim, rows, pos, kv, c.n_heads, c.n_kv_heads, hd, L.window, scale,
                              att + r0 * q_dim, q_dim);
         }

@@ -87,21 +87,27 @@ struct TransformerWeights {
 // the caller). Layout (n_layers, n_kv_heads, n_ctx, head_dim): each head's keys and values are
 // contiguous streams for the attention; n_kv_heads = 1 gives plain (n_layers, n_ctx, kv_dim) rows.
 // With several heads, F32/F16 keys are stored as transposed tiles (KVLayer::k_tiled), each
-// head's key stream rounded up to whole tiles (k_ctx positions).
+// head's key stream rounded up to whole tiles (k_ctx positions); under bf16 products F16 keys and
+// values are packed bf16 tiles instead (KVLayer::k_packed, v_packed; streams of whole tiles).
 struct KVCache {
     int64_t n_layers = 0, n_ctx = 0, kv_dim = 0, n_kv_heads = 1;
     QType k_type = QType::F32, v_type = QType::F32;
     int64_t k_row_bytes = 0, v_row_bytes = 0;  // bytes of one position of one head
-    bool k_tiled = false;
-    int64_t k_ctx = 0;                         // positions in a head's key stream
-    std::vector<uint8_t> k, v;                 // (n_layers, n_kv_heads, k_ctx, k_row_bytes), (.., n_ctx, v_row_bytes)
     AttnPrecision precision = AttnPrecision::f32;  // the attention's products over this cache
-    KVCache(int64_t layers, int64_t ctx, int64_t kvd, QType kt, QType vt, int64_t kv_heads = 1)
+    bool k_tiled = false;
+    bool k_packed = false, v_packed = false;   // F16 under bf16 products: packed bf16 tiles (KVLayer)
+    int64_t k_ctx = 0, v_ctx = 0;              // positions in a head's key / value stream (whole tiles)
+    std::vector<uint8_t> k, v;                 // (n_layers, n_kv_heads, k_ctx, k_row_bytes), (.., v_ctx, v_row_bytes)
+    KVCache(int64_t layers, int64_t ctx, int64_t kvd, QType kt, QType vt, int64_t kv_heads = 1,
+            AttnPrecision prec = AttnPrecision::f32)
         : n_layers(layers), n_ctx(ctx), kv_dim(kvd), n_kv_heads(kv_heads), k_type(kt), v_type(vt),
           k_row_bytes(qtype_row_bytes(kt, kvd / kv_heads)), v_row_bytes(qtype_row_bytes(vt, kvd / kv_heads)),
-          k_tiled(kv_heads > 1 && kv_keys_tiled(kt)),
-          k_ctx(k_tiled ? (ctx + kAttnTile - 1) / kAttnTile * kAttnTile : ctx),
-          k(size_t(layers * k_ctx * kv_heads * k_row_bytes)), v(size_t(layers * ctx * kv_heads * v_row_bytes)) {}
+          precision(prec), k_tiled(kv_heads > 1 && kv_keys_tiled(kt)),
+          k_packed(kv_heads > 1 && kv_bf16_packed(kt, prec, kvd / kv_heads)),
+          v_packed(kv_heads > 1 && kv_bf16_packed(vt, prec, kvd / kv_heads)),
+          k_ctx(k_tiled || k_packed ? (ctx + kAttnTile - 1) / kAttnTile * kAttnTile : ctx),
+          v_ctx(v_packed ? (ctx + kAttnTile - 1) / kAttnTile * kAttnTile : ctx),
+          k(size_t(layers * k_ctx * kv_heads * k_row_bytes)), v(size_t(layers * v_ctx * kv_heads * v_row_bytes)) {}
     KVCache(int64_t layers, int64_t ctx, int64_t kvd, bool half)
         : KVCache(layers, ctx, kvd, half ? QType::F16 : QType::F32, half ? QType::F16 : QType::F32) {}
     size_t nbytes() const { return k.size() + v.size(); }
@@ -110,9 +116,10 @@ struct KVCache {
         const int64_t per_head = n_kv_heads == kv_heads;  // head-major; else position-major rows
         const int64_t ks = qtype_row_bytes(k_type, head_dim), vs = qtype_row_bytes(v_type, head_dim);
         uint8_t* kl = k.data() + li * k_ctx * n_kv_heads * k_row_bytes;
-        uint8_t* vl = v.data() + li * n_ctx * n_kv_heads * v_row_bytes;
+        uint8_t* vl = v.data() + li * v_ctx * n_kv_heads * v_row_bytes;
         return KVLayer{kl, vl, k_type, v_type, k_row_bytes, v_row_bytes,
-                       per_head ? k_ctx * ks : ks, per_head ? n_ctx * vs : vs, k_tiled && per_head, precision};
+                       per_head ? k_ctx * ks : ks, per_head ? v_ctx * vs : vs, k_tiled && per_head, precision,
+                       k_packed && per_head, v_packed && per_head};
     }
 };
 

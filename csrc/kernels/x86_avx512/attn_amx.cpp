@@ -25,29 +25,40 @@ struct TileConfig {
 };
 static_assert(sizeof(TileConfig) == 64, "the tile configuration is 64 bytes");
 
-// Tiles 0-7: 16 rows x 64 bytes. A constant in memory: GCC 12's _tile_loadconfig tells the
-// compiler it reads only the first 8 bytes, so a configuration built on the stack loses its
-// row and column fields to dead-store elimination.
-constexpr TileConfig make_tile_config() {
-    TileConfig cfg;
-    for (int i = 0; i < 8; ++i) {
-        cfg.rows[i] = 16;
-        cfg.colsb[i] = 64;
+// Configuration m (1..16): tiles 0-4 (the C tiles and the A tile) m rows, tiles 5-7 (B tiles) 16,
+// all 64 bytes wide. Constants in memory: GCC 12's _tile_loadconfig tells the compiler it reads
+// only the first 8 bytes, so a configuration built on the stack loses its row and column fields
+// to dead-store elimination.
+struct TileConfigs {
+    TileConfig by_rows[17];
+};
+constexpr TileConfigs make_tile_configs() {
+    TileConfigs all{};
+    for (int m = 1; m <= 16; ++m) {
+        TileConfig& cfg = all.by_rows[m];
+        for (int i = 0; i < 8; ++i) {
+            cfg.rows[i] = uint8_t(i < 5 ? m : 16);
+            cfg.colsb[i] = 64;
+        }
     }
-    return cfg;
+    return all;
 }
-alignas(64) constexpr TileConfig kTileConfig = make_tile_config();
+alignas(64) constexpr TileConfigs kTileConfigs = make_tile_configs();
+thread_local int64_t t_block_rows = 16;  // the rows of this thread's configuration
 
 }  // namespace
 
-void attn_bf16_amx_begin() { _tile_loadconfig(&kTileConfig); }
+void attn_bf16_amx_begin(int64_t m) {
+    t_block_rows = m;
+    _tile_loadconfig(&kTileConfigs.by_rows[m]);
+}
 
 void attn_bf16_amx_end() { _tile_release(); }
 
-// Rows r0..r0+15 (C tiles 0-3: keys 0-15 .. 48-63): per d block, one A tile of q and four B tiles.
+// Rows r0..r0+m-1 (C tiles 0-3: keys 0-15 .. 48-63): per d block, one A tile of q and four B tiles.
 void attn_bf16_scores_amx(const uint16_t* q, int64_t n_rows, int64_t hd32, const uint16_t* kp, float* s) {
-    const int64_t q_stride = hd32 * 2;
-    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int64_t q_stride = hd32 * 2, m = t_block_rows;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += m) {
         _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);
@@ -77,8 +88,8 @@ void attn_bf16_scores_amx(const uint16_t* q, int64_t n_rows, int64_t hd32, const
 void attn_bf16_accumulate_amx(const uint16_t* p, int64_t n_rows, int64_t hd32, const uint16_t* vp, const float* alpha,
                               float* o) {
     attn_bf16_scale_rows(n_rows, hd32, alpha, o);
-    const int64_t col_blocks = hd32 / 16, o_stride = hd32 * 4;
-    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int64_t col_blocks = hd32 / 16, o_stride = hd32 * 4, m = t_block_rows;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += m) {
         const uint16_t* pr = p + r0 * kAttnTile;
         for (int64_t c0 = 0; c0 < col_blocks; c0 += 4) {
             const int64_t nc = col_blocks - c0 < 4 ? col_blocks - c0 : 4;  // 2 (hd32 = 32 + 64 k) or 4
