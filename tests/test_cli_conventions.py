@@ -46,6 +46,23 @@ def test_prompt_from_flag_file_and_stdin(s260, tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out == want
 
 
+@pytest.mark.parametrize("flags", [["-ngl", "99"], ["--n-gpu-layers", "0"], ["-fa"], ["-fa", "on"],
+                                   ["-ngl", "99", "-fa", "auto"]])
+def test_llama_cpp_gpu_flags_are_accepted_with_a_warning(s260, capsys, flags):
+    """-ngl and -fa, typed from llama.cpp habit: llama.cpp's CPU-only builds run with a warning;
+    argparse read -ngl 99 as "-n gl" (invalid int value: 'gl') and -fa as "-f a" (the prompt
+    given twice)."""
+    want = "Once upon a time, there was a little girl named Lily. She\n"
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0", *flags]) == 0
+    out, err = capsys.readouterr()
+    assert out == want
+    for flag in flags:
+        if flag.startswith("-"):
+            assert f"llamix generate: warning: {flag} has no effect: llamix runs on the CPU" in err
+    assert main(["bench", "-m", s260, "-p", "8", "-n", "2", "-r", "1", *flags]) == 0
+    assert "has no effect" in capsys.readouterr().err
+
+
 def test_n_predict_minus_one_fills_the_context(s260, capsys):
     assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "-1", "-c", "12", "--temp", "0",
                  "--stop", "\x00never"]) == 0

@@ -9,6 +9,7 @@ from ..loaders import SHAPES
 from ..model import Model
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_sampling,
                      add_threads, check, check_sampling, check_threads, quiet_requested, sampling_kwargs, warn_ctx)
+from .common import add_gpu_flags
 from .model_inputs import open_model, read_prompt
 
 
@@ -25,6 +26,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-tokens", type=int, dest="n_predict", help=argparse.SUPPRESS)
     add_ctx(p)
     add_threads(p)
+    add_gpu_flags(p)
     add_sampling(p)
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
