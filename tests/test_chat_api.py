@@ -342,3 +342,38 @@ def test_tool_call_reply_becomes_tool_calls(model, monkeypatch):
     assert json.loads(call["function"]["arguments"]) == {"city": "Zürich"}
     plain = model.create_chat_completion([{"role": "user", "content": "Weather?"}], temperature=0)  # no tools: text
     assert plain["choices"][0]["message"]["content"] == reply and plain["choices"][0]["finish_reason"] == "stop"
+
+
+def test_tool_choice_none_leaves_tools_out_and_forcing_is_refused(model, monkeypatch):
+    """OpenAI's tool_choice: "auto" (and None) give the tools to the template; "none" means no
+    tool call, so the template gets no tools and a <tool_call> block stays text; forcing a call
+    ("required" or a named function), which llamix does not do, is refused rather than ignored
+    (a named function was silently answered as free text)."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    template = ("{%- if tools %}TOOLS:{{ tools | tojson }}\n{%- endif %}"
+                "{%- for m in messages %}{{ m.role }}: {{ m.content }}\n{%- endfor %}assistant:")
+    reply = '<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>'
+    ids = model.tokenize(reply, add_special=False)
+    prompts = []
+
+    def scripted_run(request):
+        prompts.append(model.detokenize(request.prompt))
+        for t in ids + [model.eos_ids[0]]:
+            z = np.zeros(model.config.vocab_size, np.float32)
+            z[t] = 50.0
+            yield request.step(z)
+            if request.done:
+                return
+
+    monkeypatch.setattr(model, "run", scripted_run)
+    monkeypatch.setattr(model.checkpoint, "chat_template", template)
+    monkeypatch.setattr(model, "_chat_formats", {}, raising=False)
+    msgs = [{"role": "user", "content": "Weather?"}]
+    auto = model.create_chat_completion(msgs, tools=tools, tool_choice="auto", temperature=0)
+    assert prompts[-1].startswith("TOOLS:") and auto["choices"][0]["finish_reason"] == "tool_calls"
+    none = model.create_chat_completion(msgs, tools=tools, tool_choice="none", temperature=0)
+    assert not prompts[-1].startswith("TOOLS:")
+    assert none["choices"][0]["finish_reason"] == "stop" and none["choices"][0]["message"]["content"] == reply
+    for forced in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        with pytest.raises(ValueError, match="tool_choice"):
+            model.create_chat_completion(msgs, tools=tools, tool_choice=forced, temperature=0)

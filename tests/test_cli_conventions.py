@@ -46,6 +46,40 @@ def test_prompt_from_flag_file_and_stdin(s260, tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out == want
 
 
+@pytest.mark.parametrize("flags", [["-ngl", "99"], ["--n-gpu-layers", "0"], ["-fa"], ["-fa", "on"],
+                                   ["-ngl", "99", "-fa", "auto"]])
+def test_llama_cpp_gpu_flags_are_accepted_with_a_warning(s260, capsys, flags):
+    """-ngl and -fa, typed from llama.cpp habit: llama.cpp's CPU-only builds run with a warning;
+    argparse read -ngl 99 as "-n gl" (invalid int value: 'gl') and -fa as "-f a" (the prompt
+    given twice)."""
+    want = "Once upon a time, there was a little girl named Lily. She\n"
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0", *flags]) == 0
+    out, err = capsys.readouterr()
+    assert out == want
+    for flag in flags:
+        if flag.startswith("-"):
+            assert f"llamix generate: warning: {flag} has no effect: llamix runs on the CPU" in err
+    assert main(["bench", "-m", s260, "-p", "8", "-n", "2", "-r", "1", *flags]) == 0
+    assert "has no effect" in capsys.readouterr().err
+
+
+def test_escapes_in_prompt_and_stop_as_llama_cpp(s260, capsys):
+    """llama.cpp processes escapes in -p and the stop strings unless --no-escape (its -e is on by
+    default): -p 'Once upon\\na time' is a two-line prompt; -f files are read as they are."""
+    assert main(["generate", "-m", s260, "-p", r"Once upon\na time", "-n", "1", "--temp", "0"]) == 0
+    assert capsys.readouterr().out.startswith("Once upon\na time")
+    assert main(["generate", "-m", s260, "-p", r"Once upon\na time", "-n", "1", "--temp", "0", "--no-escape"]) == 0
+    assert capsys.readouterr().out.startswith(r"Once upon\na time")
+    # greedy: "Once upon a time, there was a little girl named Lily." -- a stop at the ", " after time
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0", "--stop", r",\x20"]) == 0
+    assert capsys.readouterr().out == "Once upon a time\n"
+    assert main(["generate", "-m", s260, "-p", r"Once \xff", "-n", "1"]) == 1
+    assert "-p/--prompt" in capsys.readouterr().err
+    from llamix.commands.model_inputs import process_escapes
+    assert process_escapes(r"a\tb\\n\'\"\x41\q\xZZ\\") == "a\tb\\n'\"A\\q\\xZZ\\"
+    assert process_escapes(r"caf\xc3\xa9 \n") == "café \n"
+
+
 def test_n_predict_minus_one_fills_the_context(s260, capsys):
     assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "-1", "-c", "12", "--temp", "0",
                  "--stop", "\x00never"]) == 0

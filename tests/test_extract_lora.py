@@ -97,3 +97,19 @@ def test_cli(tmp_path, pair, capsys):
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()
     assert cli_main(["extract-lora", "--base", str(base_dir), "--model", str(ft_dir), "--rank", "3",
                      str(tmp_path / "out")]) == 1  # exists: refused
+
+
+def test_cli_takes_mergekit_extract_lora_spelling(tmp_path, pair, capsys):
+    """mergekit-extract-lora --model FT --base-model BASE --out-path OUT --max-rank R: the same
+    adapter as llamix's spelling (--base-model and --out-path were refused as unknown)."""
+    base_dir, ft_dir, _, _ = pair
+    assert cli_main(["extract-lora", "--model", str(ft_dir), "--base-model", str(base_dir),
+                     "--out-path", str(tmp_path / "mk"), "--max-rank", "3", "-q"]) == 0
+    assert cli_main(["extract-lora", "--base", str(base_dir), "--model", str(ft_dir), "--rank", "3", "-q",
+                     str(tmp_path / "ours")]) == 0
+    a = (tmp_path / "mk" / "adapter_model.safetensors").read_bytes()
+    assert a == (tmp_path / "ours" / "adapter_model.safetensors").read_bytes()
+    capsys.readouterr()
+    for out in ([], [str(tmp_path / "x"), "--out-path", str(tmp_path / "y")]):   # neither, or both
+        assert cli_main(["extract-lora", "--base", str(base_dir), "--model", str(ft_dir), "--rank", "3", *out]) == 1
+        assert "OUT" in capsys.readouterr().err

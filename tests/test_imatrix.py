@@ -72,6 +72,20 @@ def test_file_round_trip(s260_imatrix, tmp_path, suffix):
         np.testing.assert_allclose(b[name], a[name], rtol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("suffix", [".gguf", ".dat"])
+def test_written_file_has_the_usual_mode(s260_imatrix, tmp_path, suffix):
+    """Both formats are written under a temporary name (mkstemp: mode 0600) and then get the mode
+    any new file gets (0666 minus the umask), as open() would give; the .dat kept 0600."""
+    _, im = s260_imatrix
+    path = tmp_path / f"im{suffix}"
+    umask = os.umask(0o022)
+    try:
+        write_imatrix(im, path)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_legacy_layout_by_hand(tmp_path):
     """A .dat written field by field as llama-imatrix's save_imatrix_legacy writes it."""
     vals = np.array([0.5, 2.0, 4.0, 8.0], np.float32)

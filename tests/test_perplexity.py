@@ -160,3 +160,45 @@ def test_perplexity_matches_llama_cpp(assets, tmp_path):
 
     ppl, _, _ = _oracle_ppl(lambda win: _nll(by_window[tuple(win)], win), tokens, 128)
     assert llamix.perplexity(m, TEXT[:3000], n_ctx=128).ppl == pytest.approx(ppl, rel=5e-3)
+
+
+class _LogitsModel:
+    """A stand-in model (the duck type llamix.perplexity takes): fixed random logits per window."""
+
+    def __init__(self, vocab: int, seed: int):
+        self.config = type("C", (), {"vocab_size": vocab, "bos_token_id": 1})()
+        self.vocab, self.seed = vocab, seed
+
+    def logits(self, ids):
+        z = np.random.default_rng(self.seed + int(ids[1])).standard_normal((len(ids), self.vocab), dtype=np.float32)
+        z *= 3
+        return z
+
+
+def test_scoring_memory_stays_near_one_window_of_logits():
+    """The float64 log-softmax runs over a few rows at a time: the peak memory past the window's
+    float32 logits (both models' with a KL base) stays a fraction of them. Scored whole, the
+    float64 copy and its temporaries took about 3x the logits more per model (4.3 GB for one
+    1024-token window of a 262k vocabulary). Results as the numpy formulas over whole windows."""
+    import tracemalloc
+
+    n_ctx, vocab = 1024, 5000
+    tokens = np.random.default_rng(0).integers(2, vocab, 2 * n_ctx).tolist()
+    model, base = _LogitsModel(vocab, 1), _LogitsModel(vocab, 2)
+    window_bytes = n_ctx * vocab * 4
+    tracemalloc.start()
+    try:
+        r = llamix.perplexity(model, tokens, n_ctx=n_ctx, kl_base=base)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.5 * window_bytes, peak / window_bytes   # the two windows of logits, and a little more
+    nll, kl, top = [], [], []
+    for w in windows(tokens, n_ctx, 1):
+        a = log_softmax(model.logits(w).astype(np.float64))[n_ctx // 2:n_ctx - 1]
+        b = log_softmax(base.logits(w).astype(np.float64))[n_ctx // 2:n_ctx - 1]
+        nll.extend(-a[np.arange(len(a)), w[n_ctx // 2 + 1:]])
+        kl.extend((np.exp(b) * (b - a)).sum(-1))
+        top.extend(a.argmax(-1) == b.argmax(-1))
+    assert r.ppl == pytest.approx(math.exp(np.mean(nll)), rel=1e-12)
+    assert r.kl == pytest.approx(np.mean(kl), rel=1e-9) and r.top1 == pytest.approx(np.mean(top), abs=1e-12)

@@ -67,6 +67,18 @@ def test_overrides_as_llama_quantize(f16_models, tmp_path):
 
 
 @pytest.mark.peers
+@pytest.mark.parametrize("ftype, tt", [("q4_k_m", (("blk\\.1\\.", "q8_0"),)),
+                                       ("q3_k_m", (("blk\\.0\\.attn_v", "q8_0"),)),
+                                       ("q4_k_s", (("blk\\.[02]\\.ffn_down", "q5_0"), ("blk\\.1\\.attn_v", "q8_0")))])
+def test_override_of_a_few_layers_shifts_the_mix_as_llama_quantize(f16_models, tmp_path, ftype, tt):
+    """llama-quantize counts the attn_v and ffn_down tensors that take their type from the mix
+    (qs.i_attention_wv, qs.i_ffn_down); one that a --tensor-type pattern matches is not counted, so
+    the "more bits" layers after it move by one. The types were the layer numbers' before."""
+    llama_cpp_peer.require()
+    _compare(f16_models["deep"], tmp_path, ftype, dict(tensor_types=tt), dict(overrides=TypeOverrides(tensor_types=tt)))
+
+
+@pytest.mark.peers
 @pytest.mark.parametrize("ftype", ["iq4_xs", "q4_0"])
 def test_imatrix_rules_as_llama_quantize(f16_models, tmp_path, ftype):
     """With an importance matrix llama-quantize keeps IQ4_XS in the first ffn_down layers and gives

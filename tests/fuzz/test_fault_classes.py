@@ -128,6 +128,20 @@ def test_a_file_of_a_folder_points_at_the_folder(tmp_path, name, capsys):
     assert "pass the folder holding config.json" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("name", ["notes.txt", "tok512.model"])
+def test_a_file_outside_a_model_folder_is_not_sent_to_its_folder(tmp_path, name, capsys):
+    """A text file, or a llama2.c folder's tokenizer, in a folder without config.json: pointing at
+    that folder ("pass the folder holding config.json") only led to "no config.json" next."""
+    path = tmp_path / name
+    path.write_text("some notes, not a model at all\n")
+    _raises(FormatError, path, "is not a model", call=lambda: llamix.load_checkpoint(path))
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "is not a model" in err and "config.json" not in err and err.count("\n") == 1
+    (tmp_path / "config.json").write_text("{}")   # beside a config.json it is a part of that folder
+    _raises(FormatError, path, "pass the folder holding config.json", call=lambda: llamix.load_checkpoint(path))
+
+
 def test_neither_gguf_nor_llama2c(tmp_path):
     path = tmp_path / "weights.dat"
     path.write_bytes(b"\x00\x01" * 64)

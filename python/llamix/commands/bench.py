@@ -23,7 +23,8 @@ from .. import __version__
 from .._runtime import cpu_info
 from ..loaders import SHAPES, random_checkpoint
 from ..model import Model, load
-from .common import MODEL_HELP, add_kv_cache, add_qtype, add_threads, check, check_threads, kv_cache_kwargs, warn
+from .common import (MODEL_HELP, add_gpu_flags, add_kv_cache, add_qtype, add_threads, check, check_threads,
+                     kv_cache_kwargs, warn)
 
 
 def add_arguments(p) -> None:
@@ -34,6 +35,7 @@ def add_arguments(p) -> None:
     p.add_argument("-p", "--n-prompt", type=int, default=512, metavar="N", help="prompt tokens (pp test; 0: skip)")
     p.add_argument("-n", "--n-gen", type=int, default=128, metavar="N", help="generated tokens (tg test; 0: skip)")
     add_threads(p)
+    add_gpu_flags(p)
     p.add_argument("-r", "--repetitions", type=int, default=3, metavar="N", help="repetitions of each test (median)")
     p.add_argument("-d", "--n-depth", type=int, default=0, metavar="N",
                    help="tokens already in the KV cache when pp and tg are measured (llama-bench's -d)")

@@ -17,6 +17,7 @@ from ..loaders import SHAPES
 from ..model.chat import ChatSession
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_sampling,
                      add_threads, check, check_sampling, check_threads, quiet_requested, sampling_kwargs)
+from .common import add_gpu_flags
 from .model_inputs import open_model
 
 try:  # line editing and history at the prompt, where the platform has it
@@ -39,6 +40,7 @@ def add_arguments(p) -> None:
                    help="at most N tokens per reply (-1: until the end of the turn)")
     add_ctx(p)
     add_threads(p)
+    add_gpu_flags(p)
     add_sampling(p)
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)

@@ -28,6 +28,23 @@ def add_threads(p) -> None:
                    help="compute threads (default: one per physical core)")
 
 
+class _NoEffectOnCpu(argparse.Action):
+    """A llama.cpp GPU flag typed from habit: accepted with a warning, as llama.cpp's CPU-only
+    builds accept it, rather than misread by argparse as -n gl (-ngl) or -f a (-fa)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} has no effect: llamix runs on the CPU", file=sys.stderr)
+
+
+def add_gpu_flags(p) -> None:
+    """llama.cpp's -ngl/--n-gpu-layers and -fa/--flash-attn: no effect here (CPU only)."""
+    p.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", action=_NoEffectOnCpu, metavar="N", dest="_ngl",
+                   help="accepted as llama.cpp's flag, no effect (CPU only)")
+    p.add_argument("-fa", "--flash-attn", action=_NoEffectOnCpu, nargs="?", choices=("on", "off", "auto"),
+                   dest="_fa", help="accepted as llama.cpp's flag, no effect (the attention is chosen by "
+                                    "--attn-precision)")
+
+
 def add_ctx(p, default: int | None = None, what: str = "context size in tokens (default: the model's, at most 2048)") -> None:
     p.add_argument("-c", "--ctx-size", type=int, default=default, metavar="N", dest="ctx_size", help=what)
     for old in ("--ctx", "--n-ctx"):  # earlier spellings, kept working

@@ -1,5 +1,6 @@
 """``llamix extract-lora --base BASE --model FINETUNE --rank R OUT``: a PEFT LoRA adapter that takes
-the base to the fine-tune (mergekit-extract-lora's job): a truncated SVD of each weight delta, one
+the base to the fine-tune (mergekit-extract-lora's job, whose spelling ``--base-model``,
+``--out-path``, ``--max-rank`` works too): a truncated SVD of each weight delta, one
 tensor at a time; prints each tensor's relative truncation error."""
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from .common import add_threads, check, check_threads, progress_bar, quiet_reque
 
 
 def add_arguments(p) -> None:
-    p.add_argument("out", help="output folder of the adapter (adapter_config.json, adapter_model.safetensors)")
-    p.add_argument("--base", required=True, help="base model: a folder or a Hugging Face repo id")
+    p.add_argument("out", nargs="?",
+                   help="output folder of the adapter (adapter_config.json, adapter_model.safetensors)")
+    p.add_argument("--out-path", metavar="OUT", help="the same as OUT (mergekit-extract-lora's spelling)")
+    p.add_argument("--base", "--base-model", required=True, help="base model: a folder or a Hugging Face repo id")
     p.add_argument("--model", required=True, help="fine-tuned model: a folder or a Hugging Face repo id")
     p.add_argument("--rank", "--max-rank", type=int, required=True, dest="rank", metavar="R",
                    help="rank of each weight's update")
@@ -29,6 +32,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     check_threads(args)
     check(args.rank >= 1, "--rank", f"must be >= 1, got {args.rank}")
+    check((args.out is None) != (args.out_path is None), "OUT", "give the output folder once: OUT or --out-path")
+    args.out = args.out if args.out is not None else args.out_path
     if args.threads:
         set_threads(args.threads)
     start = time.perf_counter()

@@ -7,9 +7,11 @@ import time
 
 from ..loaders import SHAPES
 from ..model import Model
+from ..tokenizer import check_text
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_sampling,
                      add_threads, check, check_sampling, check_threads, quiet_requested, sampling_kwargs, warn_ctx)
-from .model_inputs import open_model, read_prompt
+from .common import add_gpu_flags
+from .model_inputs import open_model, process_escapes, read_prompt
 
 
 def add_arguments(p) -> None:
@@ -25,11 +27,15 @@ def add_arguments(p) -> None:
     p.add_argument("--max-tokens", type=int, dest="n_predict", help=argparse.SUPPRESS)
     add_ctx(p)
     add_threads(p)
+    add_gpu_flags(p)
     add_sampling(p)
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
     add_kv_cache(p)
     p.add_argument("--stats", action="store_true", help="print prompt and generation speed to stderr at the end")
+    p.add_argument("-e", "--escape", action=argparse.BooleanOptionalAction, default=True,
+                   help="process escapes (\\n \\r \\t \\' \\\" \\\\ \\xHH) in -p and --stop, as llama.cpp does "
+                        "(--no-escape: take backslashes literally)")
 
 
 def _check(args) -> None:
@@ -43,6 +49,8 @@ def _check(args) -> None:
 def run(args) -> int:
     _check(args)
     prompt = read_prompt(args)
+    if args.escape and args.stop:
+        args.stop = [check_text(process_escapes(s), "--stop") for s in args.stop]
     m = open_model(args)
     warn_ctx("generate", args.ctx_size, m.config)
     n_prompt = len(m.tokenize(prompt))

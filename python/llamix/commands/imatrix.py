@@ -10,6 +10,7 @@ from ..formats.imatrix import write_imatrix
 from ..model import load
 from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_force, add_threads, check, check_output, check_threads,
                      progress_bar, quiet_requested)
+from .common import add_gpu_flags
 from .model_inputs import read_text_file
 
 
@@ -24,6 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_force(p)
     add_threads(p)
+    add_gpu_flags(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

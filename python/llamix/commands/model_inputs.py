@@ -2,6 +2,7 @@
 common.py so that commands without a model (merge, quantize, ...) never import the model stack."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -28,8 +29,25 @@ def open_model(args, **kw) -> Model:
     return m
 
 
+_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"'": b"'", b'"': b'"', b"\\": b"\\"}
+
+
+def process_escapes(text: str) -> str:
+    """llama.cpp's string_process_escapes, which its -e/--escape (on by default) applies to -p and
+    the stop strings: \\n \\r \\t \\' \\" \\\\ and \\xHH (a byte); any other backslash stays as
+    written. Bytes that are not UTF-8 come back as lone surrogates, as a non-UTF-8 argument does
+    (check_text refuses them, naming the flag)."""
+    def one(m: re.Match) -> bytes:
+        e = m.group(1)
+        return bytes([int(e[1:], 16)]) if len(e) == 3 else _ESCAPES.get(e, b"\\" + e)
+
+    raw = text.encode("utf-8", "surrogateescape")
+    return re.sub(rb"\\(x[0-9a-fA-F]{2}|.)", one, raw, flags=re.S).decode("utf-8", "surrogateescape")
+
+
 def read_prompt(args) -> str:
-    """The prompt of -p TEXT, -f FILE (``-`` reads standard input) or the positional PROMPT."""
+    """The prompt of -p TEXT, -f FILE (``-`` reads standard input) or the positional PROMPT; with
+    ``args.escape`` (generate's -e/--escape, llama.cpp's default) escapes in -p/PROMPT are processed."""
     given = [x for x in (args.prompt, args.file, args.prompt_text) if x is not None]
     if len(given) > 1:
         raise UsageError("give the prompt once: -p/--prompt, -f/--file or a positional PROMPT")
@@ -38,8 +56,11 @@ def read_prompt(args) -> str:
     text = args.prompt if args.prompt is not None else args.prompt_text
     if text is None:
         raise UsageError("no prompt: give -p/--prompt TEXT or -f/--file FILE")
+    flag = "-p/--prompt" if args.prompt is not None else "PROMPT"
+    if getattr(args, "escape", False):
+        text = process_escapes(text)
     # an argument that was not UTF-8 reaches Python as lone surrogates (surrogateescape)
-    return check_text(text, "-p/--prompt" if args.prompt is not None else "PROMPT")
+    return check_text(text, flag)
 
 
 def read_text_file(path: str, flag: str) -> str:

@@ -8,6 +8,7 @@ from ..eval import perplexity
 from ..model import load
 from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_qtype, add_threads, check, check_threads, progress_bar,
                      quiet_requested, warn_ctx)
+from .common import add_gpu_flags
 from .model_inputs import read_text_file
 
 
@@ -23,6 +24,7 @@ def add_arguments(p) -> None:
     add_qtype(p, help="quantize MODEL while loading")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_threads(p)
+    add_gpu_flags(p)
 
 
 def run(args) -> int:

@@ -17,6 +17,7 @@ from ..chat_format import format_names
 from ..loaders import SHAPES
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_threads, check,
                      check_threads, quiet_requested, warn_ctx)
+from .common import add_gpu_flags
 from .model_inputs import open_model
 
 try:   # the serve extra: starlette, uvicorn, prometheus_client
@@ -40,6 +41,7 @@ def add_arguments(p) -> None:
     add_ctx(p, what="KV cache positions in all, split evenly between the slots "
                     "(default: the model's context per slot, at most 2048)")
     add_threads(p)
+    add_gpu_flags(p)
     p.add_argument("-b", "--batch-size", type=int, default=512, metavar="N",
                    help="at most N tokens (decodes and prompt chunks) per forward pass")
     p.add_argument("--api-key", metavar="KEY", default=os.environ.get("LLAMIX_API_KEY"),

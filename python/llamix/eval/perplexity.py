@@ -49,6 +49,9 @@ class PerplexityResult:
         return s
 
 
+_ROWS = 16   # logit rows turned into float64 log-probabilities at once
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax in float64 (n, vocab)."""
     z = logits.astype(np.float64)
@@ -124,14 +127,19 @@ def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | No
     first = n_ctx // 2
     nll_all, kl_all, top1_all, chunk_ppl = [], [], [], []
     for i, w in enumerate(wins):
-        lp = log_softmax(_window_logits(model, w, n_batch)[first:n_ctx - 1])
+        logits = _window_logits(model, w, n_batch)[first:n_ctx - 1]
+        base = _window_logits(kl_base, w, n_batch)[first:n_ctx - 1] if kl_base is not None else None
         target = w[first + 1:]
-        nll = -lp[np.arange(len(target)), target]
-        nll_all.append(nll)
-        if kl_base is not None:
-            lb = log_softmax(_window_logits(kl_base, w, n_batch)[first:n_ctx - 1])
-            kl_all.append((np.exp(lb) * (lb - lp)).sum(axis=-1))
-            top1_all.append(lb.argmax(-1) == lp.argmax(-1))
+        # float64 a few rows at a time: a whole window's (rows, vocab) in float64, and its
+        # temporaries, took several times the logits' memory (GBs for a 256k vocabulary)
+        for r in range(0, len(target), _ROWS):
+            lp = log_softmax(logits[r:r + _ROWS])
+            nll_all.append(-lp[np.arange(len(lp)), target[r:r + _ROWS]])
+            if base is not None:
+                lb = log_softmax(base[r:r + _ROWS])
+                kl_all.append((np.exp(lb) * (lb - lp)).sum(axis=-1))
+                top1_all.append(lb.argmax(-1) == lp.argmax(-1))
+        del logits, base   # before the next window's are made
         chunk_ppl.append(math.exp(np.concatenate(nll_all).mean()))
         if progress is not None:
             progress(i + 1, len(wins), f"ppl {chunk_ppl[-1]:.4f}")

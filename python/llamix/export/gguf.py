@@ -31,6 +31,7 @@ from ..quant import QuantizedTensor, quantize
 from ..quant.qtypes import qtype_info
 from ..tokenizer import Tokenizer
 from .type_rules import FILE_TYPES, FTYPE_AS, TypeOverrides, fallback_type, use_more_bits  # noqa: F401 (re-exported)
+from .type_rules import mix_layer_indices
 from .type_rules import chosen_type as rules_chosen_type
 
 Progress = Callable[[float, float, str], None]  # progress(done, total, note)
@@ -53,14 +54,15 @@ GGUF_TYPE_NAME = {"q4_0_mse": "Q4_0"}  # quantizer variants -> the type written 
 
 def chosen_type(name: str, shape: tuple[int, ...], file_type: str, n_layers: int, tied: bool,
                 pure: bool = False, *, n_gqa: int = 1, overrides: TypeOverrides | None = None,
-                stored: str = "f32") -> str:
+                stored: str = "f32", layer: int | None = None) -> str:
     """The type llama-quantize's rules pick for a tensor, before any fallback for its row length
-    (see :mod:`llamix.export.type_rules`)."""
+    (see :mod:`llamix.export.type_rules`; ``layer``: llama.cpp's attn_v/ffn_down counter,
+    :func:`~llamix.export.type_rules.mix_layer_indices`)."""
     ft = check_file_type(file_type)
     ov = overrides or TypeOverrides()
     if pure and not ov.pure:
         ov = replace(ov, pure=True)
-    return rules_chosen_type(name, shape, ft, n_layers, tied, n_gqa=n_gqa, overrides=ov, stored=stored)
+    return rules_chosen_type(name, shape, ft, n_layers, tied, n_gqa=n_gqa, overrides=ov, stored=stored, layer=layer)
 
 
 def tensor_type(name: str, shape: tuple[int, ...], file_type: str, n_layers: int, tied: bool,
@@ -202,6 +204,7 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     names = file_tensor_names(config)  # the file's tensors: phi3 fuses q/k/v and gate/up
     fshapes = file_shapes(config)
     report = ExportReport(str(out), ft or "as stored")
+    layers = mix_layer_indices(names, ov)   # llama.cpp's counters: an overridden attn_v/ffn_down does not count
     plan = []
     for tname in names:
         parts = [p for p, _, _ in fused_parts(tname, config) or [(tname, 0, 0)]]
@@ -216,7 +219,7 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
             target = stored.pop()
         else:
             rule_kw = dict(n_gqa=max(1, config.n_heads // max(1, config.n_kv_heads)), overrides=ov,
-                           stored=_source_type(tensors, parts))
+                           stored=_source_type(tensors, parts), layer=layers.get(tname))
             target = tensor_type(tname, shape, ft, config.n_layers, config.tie_embeddings, **rule_kw)
             fallback = ""
             if len(shape) >= 2:

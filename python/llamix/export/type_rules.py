@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 from ..errors import ArgumentError
 from ..quant.qtypes import QTYPES, qtype_info
@@ -99,13 +100,30 @@ def _layer(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def mix_layer_indices(names: Iterable[str], overrides: TypeOverrides) -> dict[str, int]:
+    """llama.cpp's running counters (qs.i_attention_wv, qs.i_ffn_down) at each attn_v and
+    ffn_down tensor of ``names`` (in file order): how many earlier tensors of its kind took their
+    type from the mix. A tensor a --tensor-type pattern matches skips the mix and does not count,
+    so the layers after it take the "more bits" choices of the layer before, as in llama-quantize."""
+    counts = {"attn_v": 0, "ffn_down": 0}
+    out = {}
+    for name in names:
+        cat = category(name)
+        if cat in counts:
+            out[name] = counts[cat]
+            if not any(re.search(p, name) for p, _ in overrides.tensor_types):
+                counts[cat] += 1
+    return out
+
+
 def mix_type(name: str, k: int, ft: str, t: str, n_layers: int, tied: bool, n_gqa: int,
-             ov: TypeOverrides) -> str:
+             ov: TypeOverrides, layer: int | None = None) -> str:
     """llama_tensor_get_type_impl for llamix's file types: the type of ``name`` in the mix ``ft``,
-    starting from ``t`` (the file type's default)."""
+    starting from ``t`` (the file type's default). ``layer``: llama.cpp's counter for an attn_v or
+    ffn_down tensor (:func:`mix_layer_indices`; default: the layer in the name)."""
     ft = FTYPE_AS.get(ft, ft)
     cat = category(name)
-    i = _layer(name)
+    i = _layer(name) if layer is None else layer
     if cat == "output" or (tied and cat == "token_embd"):
         if ov.output_tensor_type:
             return check_tensor_type(ov.output_tensor_type, "--output-tensor-type")
@@ -150,7 +168,7 @@ def mix_type(name: str, k: int, ft: str, t: str, n_layers: int, tied: bool, n_gq
 
 
 def chosen_type(name: str, shape: tuple, ft: str, n_layers: int, tied: bool, *, n_gqa: int = 1,
-                overrides: TypeOverrides | None = None, stored: str = "f32") -> str:
+                overrides: TypeOverrides | None = None, stored: str = "f32", layer: int | None = None) -> str:
     """The type llama_tensor_get_type picks for ``name`` (of ``shape``) in a file of type ``ft`` (a
     FILE_TYPES key), before the fallback for its row length (:func:`fallback_type`).
     ``stored``: the tensor's type in the source (kept by --leave-output-tensor)."""
@@ -170,4 +188,4 @@ def chosen_type(name: str, shape: tuple, ft: str, n_layers: int, tied: bool, *, 
     for pattern, typ in ov.tensor_types:
         if re.search(pattern, name):
             return typ
-    return t if ov.pure else mix_type(name, int(shape[-1]), ft, t, n_layers, tied, n_gqa, ov)
+    return t if ov.pure else mix_type(name, int(shape[-1]), ft, t, n_layers, tied, n_gqa, ov, layer)

@@ -160,6 +160,9 @@ def write_imatrix(im: ImportanceMatrix, path: str | os.PathLike, legacy: bool | 
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(out)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode (as the GGUF writer)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -58,9 +58,13 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
         if magic != GGUF_MAGIC and path.suffix.lower() == ".gguf":
             raise FormatError(f"{path}: not a GGUF file: bad magic {magic!r} (expected {GGUF_MAGIC!r})")
         if magic != GGUF_MAGIC and path.suffix.lower() in _PARTS_OF_FOLDERS:
-            raise FormatError(f"{path}: a model is a GGUF file, a llama2.c .bin or a Hugging Face folder; this "
-                              f"{path.suffix} file is part of a folder: pass the folder holding config.json "
-                              f"({path.parent})")
+            # point to the folder when the file is a Hugging Face part or lies in one; a stray .txt or
+            # a llama2.c folder's tokenizer.model is no part of one
+            in_folder = path.suffix.lower() in (".safetensors", ".json") or (path.parent / "config.json").is_file()
+            hint = (f"this {path.suffix} file is part of a folder: pass the folder holding config.json ({path.parent})"
+                    if in_folder else
+                    f"this {path.suffix} file is not a model (a tokenizer file goes to --tokenizer, tokenizer=)")
+            raise FormatError(f"{path}: a model is a GGUF file, a llama2.c .bin or a Hugging Face folder; {hint}")
         load = load_gguf if magic == GGUF_MAGIC else load_llama2c
         ck = load(path, qtype, progress, tokenizer=override)
     if ck.tokenizer is not None and ck.tokenizer.vocab_size > ck.config.vocab_size:

@@ -222,6 +222,7 @@ class CompletionAPI:
         and the result's shaping), for a driver that runs the request itself (a batching server)."""
         _refuse(functions=functions is not None, function_call=function_call is not None, typical_p=typical_p != 1.0,
                 **_unsupported(unsupported))
+        tools = _tools_for_choice(tools, tool_choice)
         fmt = self.chat_formatter(chat_format)
         ids = self.chat_tokens(messages, True, tools, chat_format)
         stops = stop_strings(stop)
@@ -441,6 +442,18 @@ def _unsupported(kwargs: dict) -> dict:
             raise TypeError(f"unexpected keyword argument {k!r}")
         out[k] = v != _IGNORED[k]
     return out
+
+
+def _tools_for_choice(tools: list | None, tool_choice) -> list | None:
+    """The tools the template sees under OpenAI's ``tool_choice``: ``None`` or ``"auto"`` (the
+    model decides) keeps them, ``"none"`` (no tool call) leaves them out; forcing a call
+    (``"required"`` or a named function) is refused rather than ignored."""
+    if tool_choice is None or tool_choice == "auto":
+        return tools
+    if tool_choice == "none":
+        return None
+    raise ValueError(f"not supported by llamix: tool_choice={tool_choice!r} (None, 'auto' or 'none'): "
+                     "a reply is not forced to call a tool")
 
 
 def _refuse(**flags: bool) -> None:
