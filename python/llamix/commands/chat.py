@@ -15,9 +15,9 @@ import sys
 from ..chat_format import format_names
 from ..loaders import SHAPES
 from ..model.chat import ChatSession
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_sampling,
-                     add_threads, check, check_sampling, check_threads, quiet_requested, sampling_kwargs)
-from .common import add_gpu_flags
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_kv_cache, add_qtype,
+                     add_sampling, add_threads, check, check_sampling, check_threads, quiet_requested,
+                     sampling_kwargs)
 from .model_inputs import open_model
 
 try:  # line editing and history at the prompt, where the platform has it

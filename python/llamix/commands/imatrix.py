@@ -8,9 +8,8 @@ import time
 from ..eval.imatrix import compute_imatrix
 from ..formats.imatrix import write_imatrix
 from ..model import load
-from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_force, add_threads, check, check_output, check_threads,
-                     progress_bar, quiet_requested)
-from .common import add_gpu_flags
+from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_force, add_gpu_flags, add_threads, check, check_output,
+                     check_threads, progress_bar, quiet_requested)
 from .model_inputs import read_text_file
 
 

@@ -15,9 +15,8 @@ import threading
 
 from ..chat_format import format_names
 from ..loaders import SHAPES
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_kv_cache, add_qtype, add_threads, check,
-                     check_threads, quiet_requested, warn_ctx)
-from .common import add_gpu_flags
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_kv_cache, add_qtype,
+                     add_threads, check, check_threads, quiet_requested, warn_ctx)
 from .model_inputs import open_model
 
 try:   # the serve extra: starlette, uvicorn, prometheus_client
