@@ -104,12 +104,27 @@ def test_stats_print_prompt_and_generation_speed(s260, capsys):
     (["generate"], "-p/--prompt"),
     (["generate", "-p", "hi", "-s", "-2"], "-s/--seed"),
     (["generate", "-p", "hi", "--repeat-last-n", "-2"], "--repeat-last-n"),
+    (["generate", "-p", "hi", "--temp", "nan"], "--temp"),
 ])
 def test_errors_name_the_flag_on_their_own_line(s260, argv, flag, capsys):
     argv = argv[:1] + ["-m", s260] + argv[1:]
     assert main(argv) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("llamix generate: error: ") and flag in err and err.count("\n") == 1
+
+
+def test_negative_temp_is_greedy_and_negative_top_k_off_as_in_llama_cpp(s260, capsys):
+    """llama.cpp samples greedily at a temperature <= 0 and turns top-k off at <= 0."""
+    texts = []
+    for flags in (["--temp", "0"], ["--temp", "-1"], ["--temp", "-0.5", "--top-k", "-1"]):
+        assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "-t", "1", *flags]) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] == texts[2] and texts[0].startswith("Once upon a time")
+    args = []
+    for k in ("-1", "0"):  # top-k off: sampling with a seed gives the same text either way
+        assert main(["generate", "-m", s260, "-p", "Once", "-n", "12", "-t", "1", "-s", "3", "--top-k", k]) == 0
+        args.append(capsys.readouterr().out)
+    assert args[0] == args[1]
 
 
 def test_seed_minus_one_is_random_as_in_llama_cpp(s260, capsys):

@@ -91,9 +91,9 @@ def kv_cache_kwargs(args) -> dict:
 
 def add_sampling(p) -> None:
     """llama-cli's sampling flags, with its defaults."""
-    p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
+    p.add_argument("--temp", type=float, default=0.8, help="temperature (<= 0: greedy)")
     p.add_argument("--temperature", type=float, dest="temp", help=argparse.SUPPRESS)
-    p.add_argument("--top-k", type=int, default=40, help="top-k sampling (0: off)")
+    p.add_argument("--top-k", type=int, default=40, help="top-k sampling (<= 0: off)")
     p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling (1.0: off, 0: greedy)")
     p.add_argument("--min-p", type=float, default=0.05, help="min-p sampling (0.0: off)")
     p.add_argument("--repeat-last-n", type=int, default=64, metavar="N",
@@ -108,8 +108,9 @@ def add_sampling(p) -> None:
 
 
 def check_sampling(args) -> None:
-    check(args.temp >= 0, "--temp", f"must be >= 0, got {args.temp}")
-    check(args.top_k >= 0, "--top-k", f"must be >= 0, got {args.top_k}")
+    check(math.isfinite(args.temp), "--temp", f"must be a finite number, got {args.temp}")
+    # llama.cpp's meanings: a temperature <= 0 is greedy, a top-k <= 0 is off
+    args.temp, args.top_k = max(args.temp, 0.0), max(args.top_k, 0)
     check(0 <= args.top_p <= 1, "--top-p", f"must be in [0, 1] (0: greedy), got {args.top_p}")
     check(0 <= args.min_p <= 1, "--min-p", f"must be in [0, 1], got {args.min_p}")
     check(args.repeat_penalty > 0, "--repeat-penalty", f"must be positive, got {args.repeat_penalty}")
