@@ -113,3 +113,14 @@ def test_cli_takes_mergekit_extract_lora_spelling(tmp_path, pair, capsys):
     for out in ([], [str(tmp_path / "x"), "--out-path", str(tmp_path / "y")]):   # neither, or both
         assert cli_main(["extract-lora", "--base", str(base_dir), "--model", str(ft_dir), "--rank", "3", *out]) == 1
         assert "OUT" in capsys.readouterr().err
+
+
+def test_rank_above_the_matrices_is_capped_and_said(tmp_path, pair, capsys):
+    """--rank larger than every matrix: the adapter's r is the largest rank written, and the
+    summary line says the asked rank was capped (it said 'rank 10000')."""
+    base_dir, ft_dir, _, _ = pair
+    assert cli_main(["extract-lora", "--base", str(base_dir), "--model", str(ft_dir), "--rank", "10000", "-q",
+                     str(tmp_path / "out")]) == 0
+    r = json.loads((tmp_path / "out" / "adapter_config.json").read_text())["r"]
+    assert r < 10000
+    assert f"LoRA of rank {r} (--rank 10000 capped by the matrices' sizes)" in capsys.readouterr().out

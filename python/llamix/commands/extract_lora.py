@@ -47,5 +47,6 @@ def run(args) -> int:
             print(f"{t.name}: {detail}", file=sys.stderr)
     worst = report.worst()
     summary = f", largest relative truncation error {worst.rel_error:.6f} ({worst.name})" if worst else ""
-    print(f"LoRA of rank {args.rank} written to {args.out} in {time.perf_counter() - start:.1f} s{summary}")
+    capped = f" (--rank {args.rank} capped by the matrices' sizes)" if report.rank < args.rank else ""
+    print(f"LoRA of rank {report.rank}{capped} written to {args.out} in {time.perf_counter() - start:.1f} s{summary}")
     return 0

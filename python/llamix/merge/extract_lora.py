@@ -173,6 +173,7 @@ def extract_lora(base: str, model: str, out: str | os.PathLike, rank: int, *, em
         writer.close()
         os.replace(tmp / "model.safetensors", tmp / "adapter_model.safetensors")
         r = max(ranks.values(), default=rank)
+        report.rank = r  # the adapter's rank: the asked one, or less where every matrix is smaller
         different = {m: k for m, k in ranks.items() if k != r}
         config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": r,
                   "rank_pattern": different, "alpha_pattern": different, "target_modules": sorted(targets),
