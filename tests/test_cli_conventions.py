@@ -220,6 +220,19 @@ def test_type_names_in_any_case(s260, tmp_path, capsys):
     assert e.value.code == 2 and "Q9_9" in capsys.readouterr().err
 
 
+def test_file_outputs_need_an_existing_folder(s260, tmp_path, capsys):
+    """quantize and imatrix write a file into a folder that exists, as llama-quantize and
+    llama-imatrix do; a mistyped folder is an error naming it, not created."""
+    missing = tmp_path / "no" / "such"
+    assert main(["quantize", s260, str(missing / "out.gguf"), "q8_0"]) == 1
+    assert f"the folder {missing} does not exist" in capsys.readouterr().err
+    text = tmp_path / "calib.txt"
+    text.write_text("Once upon a time there was a cat. " * 20)
+    assert main(["imatrix", "-m", s260, "-f", str(text), "-o", str(missing / "im.gguf"), "-c", "32"]) == 1
+    assert f"the folder {missing} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+
+
 def test_sigterm_during_quantize_leaves_no_file(s260, tmp_path, monkeypatch, capsys):
     import llamix.export.gguf as export_gguf_module
     real = export_gguf_module.convert_tensor

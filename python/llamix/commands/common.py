@@ -156,11 +156,14 @@ def _is_within(path: Path, folder: Path) -> bool:
         return False
 
 
-def check_output(out: str, inputs: Iterable, force: bool, flag: str = "OUT") -> None:
+def check_output(out: str, inputs: Iterable, force: bool, flag: str = "OUT", file: bool = False) -> None:
     """The one rule for outputs: an existing OUT is replaced only with ``--force``, and never when
     it is one of the inputs (a file given, or a file an input folder's readers open) or holds one
-    (a folder being replaced that contains an input)."""
+    (a folder being replaced that contains an input). ``file``: OUT is a file whose folder must
+    exist (as llama-quantize and llama-imatrix require; a mistyped folder is not created)."""
     target = Path(out).resolve()
+    if file and not target.parent.is_dir():
+        raise UsageError(f"{flag} {out}: the folder {target.parent} does not exist")
     for given in inputs:
         if given is None:
             continue

@@ -33,7 +33,7 @@ def run(args) -> int:
     check(args.ctx_size >= 4, "-c/--ctx-size", f"must be at least 4, got {args.ctx_size}")
     if args.chunks is not None:
         check(args.chunks >= 1, "--chunks", f"must be positive, got {args.chunks}")
-    check_output(args.out, [args.model, args.file, args.tokenizer], args.force, flag="-o")
+    check_output(args.out, [args.model, args.file, args.tokenizer], args.force, flag="-o", file=True)
     text = read_text_file(args.file, "-f/--file")
     model = load(args.model, tokenizer=args.tokenizer, n_threads=args.threads, n_ctx=args.ctx_size)
     t0 = time.perf_counter()

@@ -52,7 +52,7 @@ def run(args) -> int:
     if args.type_pos and args.type and args.type_pos != args.type:
         raise UsageError(f"--type {args.type} and the positional TYPE {args.type_pos} disagree")
     qtype = args.type or args.type_pos or "q4_0"
-    check_output(args.out, [args.model, args.tokenizer, args.imatrix], args.force)
+    check_output(args.out, [args.model, args.tokenizer, args.imatrix], args.force, file=True)
     try:
         overrides = TypeOverrides(output_tensor_type=args.output_tensor_type,
                                   token_embedding_type=args.token_embedding_type,
