@@ -144,6 +144,9 @@ def test_type_and_out_dtype_must_fit_the_output(tmp_path, config, capsys, assets
     assert not (tmp_path / "out").exists()
     assert cli_main(["merge", str(config), str(tmp_path / "m.gguf"), "--out-dtype", "float16"]) == 1
     assert "--out-dtype float16: only for a Hugging Face folder" in capsys.readouterr().err
+    for flag in ("--shard-size", "--out-shard-size"):  # were ignored: a GGUF output is one file
+        assert cli_main(["merge", str(config), str(tmp_path / "m.gguf"), flag, "1K"]) == 1
+        assert f"{flag}: only for a Hugging Face folder" in capsys.readouterr().err
     s260 = str(assets / "stories260K_hf")     # has a tokenizer for the GGUF
     gguf_cfg = tmp_path / "s260.yml"
     gguf_cfg.write_text(yaml.safe_dump({"merge_method": "linear", "dtype": "float32", "models": [

@@ -180,6 +180,9 @@ def run(args) -> int:
     if args.out_dtype is not None and to_gguf:
         raise UsageError(f"--out-dtype {args.out_dtype}: only for a Hugging Face folder; {args.out} is a GGUF file "
                          "(its type: --type)")
+    if to_gguf and (args.shard_size is not None or args.out_shard_size is not None):  # was ignored
+        flag = "--shard-size" if args.shard_size is not None else "--out-shard-size"
+        raise UsageError(f"{flag}: only for a Hugging Face folder; {args.out} is one GGUF file")
     force = getattr(args, "force", False)  # llamix-mergekit-yaml has no --force: it never overwrites
     check_output(args.out, _inputs(args.config), force)
     start = time.perf_counter()
