@@ -281,3 +281,30 @@ def test_sigterm_during_merge_leaves_no_folder(tmp_path, monkeypatch, capsys):
     before = set(tmp_path.iterdir())
     assert main(["merge", str(cfg), str(tmp_path / "out"), "-t", "1", "-q"]) == 130
     assert set(tmp_path.iterdir()) == before and "interrupted" in capsys.readouterr().err
+
+
+def test_a_killed_merge_leaves_nothing_for_the_next_one(tmp_path, capsys):
+    """A merge killed with SIGKILL (or by the OOM killer) runs no handler and leaves its hidden
+    temporary folder; the next merge to the same OUT removes it, and leaves a live process's."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from helpers import perturbed, tiny_tensors, write_model
+
+    base = tiny_tensors(0)
+    paths = [write_model(tmp_path / f"m{i}", perturbed(base, i)) for i in range(2)]
+    cfg = tmp_path / "merge.yml"
+    cfg.write_text(yaml.safe_dump({"merge_method": "linear", "dtype": "float32",
+                                   "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in paths]}))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f".out.llamix-tmp-{gone.pid}"
+    live = tmp_path / f".out.llamix-tmp-{os.getppid()}"
+    other = tmp_path / f".other.llamix-tmp-{gone.pid}"   # another output's: not this merge's business
+    for d in (dead, live, other):
+        d.mkdir()
+        (d / "model-00001-of-00001.safetensors").write_bytes(b"partial")
+    assert main(["merge", str(cfg), str(tmp_path / "out"), "-t", "1", "-q"]) == 0
+    assert not dead.exists() and live.exists() and other.exists() and (tmp_path / "out" / "config.json").exists()

@@ -27,6 +27,7 @@ import numpy as np
 from ..formats.safetensors import SafetensorsWriter
 from .config import ConfigError
 from .kernels import scale as convert
+from .output import temporary_folder
 from .sources import open_weights, parse_ref, resolve_folder
 
 SHORT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
@@ -134,7 +135,7 @@ def extract_lora(base: str, model: str, out: str | os.PathLike, rank: int, *, em
         else:
             layout.append((f"base_model.model.{name}", short, shape))
         kept.append((name, kind, shape, module))
-    tmp = out.parent / f".{out.name}.llamix-tmp-{os.getpid()}"
+    tmp = temporary_folder(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     report = ExtractReport(str(out), rank)

@@ -20,6 +20,29 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
 SHORT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 
 
+def temporary_folder(out_dir: Path) -> Path:
+    """The hidden sibling an output folder is written into (renamed into place when complete).
+    Those a killed process left behind (SIGKILL, out of memory: no handler ran) for the same OUT
+    are removed first; a live process's are left alone."""
+    prefixes = (f".{out_dir.name}.llamix-tmp-", f".{out_dir.name}.llamix-old-")
+    if out_dir.parent.is_dir():
+        for p in out_dir.parent.iterdir():
+            pid = next((p.name[len(x):] for x in prefixes if p.name.startswith(x)), "")
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+    return out_dir.parent / f"{prefixes[0]}{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but not ours to signal
+        return True
+    return True
+
+
 def parse_size(size) -> int:
     """Bytes from 5GB / 500MB / 2.5G / 1000000 (decimal units, as Hugging Face uses)."""
     if isinstance(size, (int, float)) and not isinstance(size, bool):
@@ -64,7 +87,7 @@ class HFFolderWriter:
         self.overwrite = overwrite
         if not overwrite and self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
             raise FileExistsError(f"{self.out_dir}: already exists and is not an empty folder")
-        self.tmp = self.out_dir.parent / f".{self.out_dir.name}.llamix-tmp-{os.getpid()}"
+        self.tmp = temporary_folder(self.out_dir)
         self._st = None
         self._plan = None
 
