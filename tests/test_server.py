@@ -421,6 +421,54 @@ def test_serve_command_sigterm(tmp_path):
     assert {a["path"] for a in access} >= {"/health", "/v1/models", "/v1/completions"}
 
 
+def _start_serve(tmp_path, *flags):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(llamix.__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")]), "LLAMIX_QUIET": "1"}
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "llamix", "serve", "--random", "tiny", "--port", str(port), *flags],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url, log
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()
+        time.sleep(0.1)
+
+
+def test_serve_sigterm_answers_requests_past_the_shutdown_timeout(tmp_path):
+    """Requests still running --shutdown-timeout seconds after SIGTERM end with an answer: a
+    streaming one with an error event and [DONE], a plain one with a 503 error object; no
+    traceback in the log (uvicorn had cancelled their handlers: a bare 500, a stream cut off)."""
+    proc, url, log = _start_serve(tmp_path, "-np", "2", "-c", "131072", "-t", "1", "--shutdown-timeout", "1")
+    body = {"prompt": [1, 2, 3], "max_tokens": 60000, "temperature": 0, "logit_bias": {"2": -100}}
+    results = {}
+
+    def plain():
+        results["plain"] = httpx.post(url + "/v1/completions", json=body, timeout=60)
+    try:
+        worker = threading.Thread(target=plain)
+        worker.start()
+        with httpx.stream("POST", url + "/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+            lines = r.iter_lines()
+            assert next(line for line in lines if line.startswith("data: "))   # it runs
+            proc.send_signal(signal.SIGTERM)
+            events = [line for line in lines if line.startswith("data: ")]
+        worker.join(60)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+    text = (tmp_path / "serve.log").read_text()
+    assert events[-1] == "data: [DONE]" and '"error"' in events[-2] and "stopped" in events[-2], events[-3:]
+    assert results["plain"].status_code == 503 and results["plain"].json()["error"]["code"] == "unavailable"
+    assert "Traceback" not in text and "Exception in ASGI application" not in text, text[-3000:]
+
+
 def test_serve_command_busy_port_or_bad_host_is_one_line_naming_the_flag(capsys):
     """A port in use or a host that is no address here ends in one line naming --host/--port and
     exit code 1, before the model loads (was uvicorn's log lines and exit code 3)."""

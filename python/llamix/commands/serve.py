@@ -51,7 +51,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-queue", type=int, default=64, metavar="N",
                    help="requests waiting for a slot before new ones get 503")
     p.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
-                   help="seconds running requests get to finish at SIGTERM")
+                   help="seconds running requests get to finish at SIGTERM (then: a 503 error, or an error event "
+                        "and [DONE] in a stream)")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
     add_kv_cache(p)

@@ -145,16 +145,21 @@ class Server:
         request.state.job = job
         if stream:
             return _JobStream(self._events(prepared, feed, usage), job)
-        steps = []
+        steps, stopped = [], False
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_disconnect, request, job)
                 try:
                     steps = [s async for s in feed]
+                except EngineStopped:   # the server's shutdown deadline ended the request
+                    stopped = True
                 finally:
                     tg.cancel_scope.cancel()
         finally:
             job.cancel()   # the handler itself was cancelled (shutdown): free the slot; no-op once done
+        if stopped:
+            return error_response(503, "the server is shutting down: the request was stopped", type_="server_error",
+                                  code="unavailable")
         if job.cancelled and not prepared.request.done:
             return error_response(499, "the client closed the request", code="client_closed")
         return JSONResponse(prepared.response(steps))
