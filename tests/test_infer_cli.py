@@ -86,17 +86,28 @@ def test_bench_json_reads_like_llama_bench(tmp_path, s260_bin, capsys):
     from llamix.export import export_gguf
     model = tmp_path / "s260.gguf"
     export_gguf(s260_bin, model, "f32")
-    flags = ["-p", "8", "-n", "2", "-r", "2", "-t", "1", "-d", "4", "-ctk", "f16", "-ctv", "f16", "-o", "json"]
+    flags = ["-p", "8,4", "-n", "2", "-r", "2", "-t", "1,2", "-d", "0,4", "-ctk", "f16", "-ctv", "f16", "-o", "json"]
     r = subprocess.run([str(exe), "-m", str(model), *flags], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     theirs = json.loads(r.stdout)
     assert main(["bench", "-m", str(model), *flags]) == 0
     ours = json.loads(capsys.readouterr().out)
     key = ("n_prompt", "n_gen", "n_depth", "n_threads", "type_k", "type_v", "model_size", "model_n_params")
-    assert [[x[k] for k in key] for x in ours] == [[x[k] for k in key] for x in theirs]
+    assert len(ours) == 2 * 2 * 3   # value lists: every -t x -d, each with its pp (-p 8,4) and tg tests
+    assert [[x[k] for k in key] for x in ours] == [[x[k] for k in key] for x in theirs]   # and their order
     for a, b in zip(ours, theirs):
         shared = set(a) & set(b)
         assert {"avg_ts", "stddev_ts", "avg_ns", "samples_ts", "samples_ns", "test_time", "model_type"} <= shared
         for k in shared:
             assert type(a[k]) is type(b[k]) or {type(a[k]), type(b[k])} <= {int, float}, (k, a[k], b[k])
         assert len(a["samples_ns"]) == len(b["samples_ns"]) == 2
+
+
+def test_bench_value_lists_as_llama_bench(capsys):
+    """-p/-n/-d/-t take llama-bench's comma lists: one table row per test, in llama-bench's order."""
+    assert main(["bench", "--shape", "tiny", "-p", "8,16", "-n", "2", "-d", "0,4", "-t", "1", "-r", "1"]) == 0
+    rows = [line.split(" | ")[4] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == ["pp8", "pp16", "tg2", "pp8 @ d4", "pp16 @ d4", "tg2 @ d4"]
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--shape", "tiny", "-p", "16,x"])
+    assert e.value.code == 2 and "comma-separated list" in capsys.readouterr().err

@@ -9,6 +9,7 @@ random-weight LLaMA (no download).
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime
 import json
@@ -20,11 +21,19 @@ import time
 import numpy as np
 
 from .. import __version__
-from .._runtime import cpu_info
+from .._runtime import cpu_info, max_threads, set_threads
 from ..loaders import SHAPES, random_checkpoint
 from ..model import Model, load
-from .common import (MODEL_HELP, add_gpu_flags, add_kv_cache, add_qtype, add_threads, check, check_threads,
-                     kv_cache_kwargs, warn)
+from .common import MODEL_HELP, add_gpu_flags, add_kv_cache, add_qtype, check, kv_cache_kwargs, warn
+
+
+def _int_list(text: str) -> list[int]:
+    """llama-bench's value lists: ``512`` or ``128,256,512`` (each value a test)."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or a comma-separated list of them, got {text!r}") \
+            from None
 
 
 def add_arguments(p) -> None:
@@ -32,13 +41,16 @@ def add_arguments(p) -> None:
     src.add_argument("-m", "--model", help=MODEL_HELP)
     src.add_argument("--shape", choices=list(SHAPES), help="a random-weight model of this shape (no download)")
     add_qtype(p, help="weight type (default: as stored; q4_0 for --shape)")
-    p.add_argument("-p", "--n-prompt", type=int, default=512, metavar="N", help="prompt tokens (pp test; 0: skip)")
-    p.add_argument("-n", "--n-gen", type=int, default=128, metavar="N", help="generated tokens (tg test; 0: skip)")
-    add_threads(p)
+    p.add_argument("-p", "--n-prompt", type=_int_list, default=[512], metavar="N[,N...]",
+                   help="prompt tokens (pp test; 0: skip) (default: 512)")
+    p.add_argument("-n", "--n-gen", type=_int_list, default=[128], metavar="N[,N...]",
+                   help="generated tokens (tg test; 0: skip) (default: 128)")
+    p.add_argument("-t", "--threads", type=_int_list, default=None, metavar="N[,N...]",
+                   help="compute threads (default: one per physical core)")
     add_gpu_flags(p)
     p.add_argument("-r", "--repetitions", type=int, default=3, metavar="N", help="repetitions of each test (median)")
-    p.add_argument("-d", "--n-depth", type=int, default=0, metavar="N",
-                   help="tokens already in the KV cache when pp and tg are measured (llama-bench's -d)")
+    p.add_argument("-d", "--n-depth", type=_int_list, default=[0], metavar="N[,N...]",
+                   help="tokens already in the KV cache when pp and tg are measured (llama-bench's -d) (default: 0)")
     add_kv_cache(p)
     p.add_argument("-o", "--output", choices=["md", "json", "jsonl", "csv"], default="md",
                    help="md: a Markdown table of medians (default); json, jsonl, csv: one record per test "
@@ -109,7 +121,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _records(m: Model, name: str, samples: dict[str, list[int]], args) -> list[dict]:
+def _records(m: Model, name: str, tests: list[dict]) -> list[dict]:
     """One record per test with llama-bench's field names and meanings where they apply
     (llama-bench's ``-o json``: ``avg_ts`` is the mean of the repetitions' tokens/s), plus
     llamix's ``isa``, ``attn_precision`` and ``median_ts`` (what the table shows)."""
@@ -121,17 +133,16 @@ def _records(m: Model, name: str, samples: dict[str, list[int]], args) -> list[d
         kind = getattr(t, "qtype", None) or {"float32": "f32", "float16": "f16"}.get(t.dtype.name, t.dtype.name)
         by_type[kind] = by_type.get(kind, 0) + t.nbytes
     main_type = max(by_type, key=by_type.__getitem__).upper()
-    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     out = []
-    for test, ns in samples.items():
-        n_prompt, n_gen = (args.n_prompt, 0) if test == "pp" else (0, args.n_gen)
-        ts = [(n_prompt + n_gen) * 1e9 / x for x in ns]
+    for t in tests:
+        ns = t["samples_ns"]
+        ts = [(t["n_prompt"] + t["n_gen"]) * 1e9 / x for x in ns]
         out.append({
             "build_commit": __version__, "cpu_info": _cpu_name(), "backends": "CPU",
             "model_filename": name, "model_type": f"{m.config.architecture} {size} {main_type}",
-            "model_size": m.nbytes, "model_n_params": n_params, "n_threads": info["threads"],
+            "model_size": m.nbytes, "model_n_params": n_params, "n_threads": t["n_threads"],
             "type_k": m.kv_cache_k, "type_v": m.kv_cache_v,
-            "n_prompt": n_prompt, "n_gen": n_gen, "n_depth": args.n_depth, "test_time": when,
+            "n_prompt": t["n_prompt"], "n_gen": t["n_gen"], "n_depth": t["n_depth"], "test_time": t["test_time"],
             "avg_ns": round(statistics.mean(ns)), "stddev_ns": round(statistics.stdev(ns)) if len(ns) > 1 else 0,
             "avg_ts": statistics.mean(ts), "stddev_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
             "samples_ns": ns, "samples_ts": ts,
@@ -152,39 +163,58 @@ def _print_records(records: list[dict], fmt: str) -> None:
         w.writerows(records)
 
 
+def _tests(m: Model, args) -> list[dict]:
+    """Every test of the command line, in llama-bench's order: for each thread count and depth,
+    the pp tests of each -p, then the tg tests of each -n."""
+    tests = []
+    for n_threads in args.threads or [0]:
+        if n_threads:
+            set_threads(n_threads)
+        for depth in args.n_depth:
+            runs = [(p, 0) for p in args.n_prompt if p] + [(0, n) for n in args.n_gen if n]
+            for n_prompt, n_gen in runs:
+                when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                samples = _samples(m, n_prompt, n_gen, args.repetitions, depth)
+                tests.append({"n_prompt": n_prompt, "n_gen": n_gen, "n_depth": depth, "n_threads": cpu_info()["threads"],
+                              "test_time": when.replace("+00:00", "Z"), "samples_ns": next(iter(samples.values()))})
+    return tests
+
+
 def run(args) -> int:
-    check_threads(args)
-    check(args.n_prompt >= 0, "-p/--n-prompt", f"must be >= 0, got {args.n_prompt}")
-    check(args.n_gen >= 0, "-n/--n-gen", f"must be >= 0, got {args.n_gen}")
+    for t in args.threads or []:
+        check(0 <= t <= max_threads(), "-t/--threads", f"each value in [0, {max_threads()}] (8 per CPU this process "
+                                                       f"may use), got {t}")
+    for flag, values in (("-p/--n-prompt", args.n_prompt), ("-n/--n-gen", args.n_gen), ("-d/--n-depth", args.n_depth)):
+        check(all(v >= 0 for v in values), flag, f"must be >= 0, got {','.join(map(str, values))}")
     check(args.repetitions >= 1, "-r/--repetitions", f"must be >= 1, got {args.repetitions}")
-    check(args.n_depth >= 0, "-d/--n-depth", f"must be >= 0, got {args.n_depth}")
-    check(args.n_prompt > 0 or args.n_gen > 0, "-p/-n", "nothing to measure: both -p and -n are 0")
-    n_ctx = args.n_depth + max(args.n_prompt, args.n_gen, 1)
+    check(any(args.n_prompt) or any(args.n_gen), "-p/-n", "nothing to measure: both -p and -n are 0")
+    n_ctx = max(args.n_depth) + max(*args.n_prompt, *args.n_gen, 1)
+    first_threads = (args.threads or [None])[0] or None
     if args.shape:
         qtype = args.qtype or "q4_0"
-        m = Model(random_checkpoint(args.shape, qtype), n_ctx=n_ctx, n_threads=args.threads,
+        m = Model(random_checkpoint(args.shape, qtype), n_ctx=n_ctx, n_threads=first_threads,
                   **kv_cache_kwargs(args))
         name = f"random {args.shape} {qtype}"
     else:
-        m = load(args.model, qtype=args.qtype, n_threads=args.threads, n_ctx=n_ctx, **kv_cache_kwargs(args))
+        m = load(args.model, qtype=args.qtype, n_threads=first_threads, n_ctx=n_ctx, **kv_cache_kwargs(args))
         name = m.source
     if n_ctx > m.config.context_length:
-        warn("bench", f"-d {args.n_depth} plus the test's tokens ({n_ctx}) go beyond the model's training context "
-                      f"({m.config.context_length}): the speed is measured, the text would degrade")
-    samples = _samples(m, args.n_prompt, args.n_gen, args.repetitions, args.n_depth)
+        warn("bench", f"-d {max(args.n_depth)} plus the test's tokens ({n_ctx}) go beyond the model's training "
+                      f"context ({m.config.context_length}): the speed is measured, the text would degrade")
+    tests = _tests(m, args)
     fmt = "json" if args.json else args.output
     if fmt != "md":
-        _print_records(_records(m, name, samples, args), fmt)
+        _print_records(_records(m, name, tests), fmt)
         return 0
-    info = cpu_info()
-    gb = m.nbytes / 1e9
-    res = _medians(samples, args.n_prompt, args.n_gen)
-    at = f" @ d{args.n_depth}" if args.n_depth else ""  # llama-bench's label
+    isa, gb = cpu_info()["isa"], m.nbytes / 1e9
     print("| model | size | threads | isa | test | t/s |")
     print("|---|---:|---:|---|---|---:|")
-    tokens = {"pp": args.n_prompt, "tg": args.n_gen}
-    for test, ts in res.items():
-        print(f"| {name} | {gb:.2f} GB | {info['threads']} | {info['isa']} | {test}{tokens[test]}{at} | {ts:.2f} |")
-    if "tg" in res:
-        print(f"(tg reads {gb * res['tg']:.1f} GB/s of weights)", file=sys.stderr)
+    for t in tests:
+        test = f"pp{t['n_prompt']}" if t["n_prompt"] else f"tg{t['n_gen']}"
+        at = f" @ d{t['n_depth']}" if t["n_depth"] else ""  # llama-bench's label
+        ts = statistics.median((t["n_prompt"] + t["n_gen"]) * 1e9 / x for x in t["samples_ns"])
+        print(f"| {name} | {gb:.2f} GB | {t['n_threads']} | {isa} | {test}{at} | {ts:.2f} |")
+        if t["n_gen"]:
+            plural = "s" if t["n_threads"] != 1 else ""
+            print(f"({test}{at} on {t['n_threads']} thread{plural} reads {gb * ts:.1f} GB/s of weights)", file=sys.stderr)
     return 0
