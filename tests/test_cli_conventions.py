@@ -88,6 +88,17 @@ def test_n_predict_minus_one_fills_the_context(s260, capsys):
     assert capsys.readouterr().out.startswith("Once upon a time")
 
 
+def test_n_predict_past_the_context_stops_at_its_end_with_a_warning(s260, capsys):
+    """-n beyond the context generates until the context is full, as llama.cpp without context
+    shift does (it was refused before generating anything)."""
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "600", "-c", "16", "--temp", "0",
+                 "--stats"]) == 0
+    out, err = capsys.readouterr()
+    assert "go past the context (-c/--ctx-size 16)" in err and out.startswith("Once upon a time")
+    n_prompt = int(err.split("prompt eval time")[1].split("/")[1].split()[0])
+    assert f"/ {16 - n_prompt - 1:5d} runs" in err   # the last token sampled fills the context, never run
+
+
 def test_stats_print_prompt_and_generation_speed(s260, capsys):
     assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "8", "--temp", "0", "--stats"]) == 0
     err = capsys.readouterr().err
@@ -100,7 +111,7 @@ def test_stats_print_prompt_and_generation_speed(s260, capsys):
     (["generate", "-p", "hi", "-t", "-1"], "-t/--threads"),
     (["generate", "-p", "hi", "-t", "100000"], "-t/--threads"),
     (["generate", "-p", "hi", "--top-p", "1.5"], "--top-p"),
-    (["generate", "-p", "hi", "-n", "600", "-c", "16"], "-c/--ctx-size"),
+    (["generate", "-p", "hi " * 20, "-n", "4", "-c", "16"], "-c/--ctx-size"),
     (["generate"], "-p/--prompt"),
     (["generate", "-p", "hi", "-s", "-2"], "-s/--seed"),
     (["generate", "-p", "hi", "--repeat-last-n", "-2"], "--repeat-last-n"),

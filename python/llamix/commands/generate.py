@@ -10,7 +10,7 @@ from ..model import Model
 from ..tokenizer import check_text
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_kv_cache, add_qtype,
                      add_sampling, add_threads, check, check_sampling, check_threads, quiet_requested,
-                     sampling_kwargs, warn_ctx)
+                     sampling_kwargs, warn, warn_ctx)
 from .model_inputs import open_model, process_escapes, read_prompt
 
 
@@ -54,9 +54,13 @@ def run(args) -> int:
     m = open_model(args)
     warn_ctx("generate", args.ctx_size, m.config)
     n_prompt = len(m.tokenize(prompt))
-    if n_prompt + max(args.n_predict, 0) > m.n_ctx:
-        raise UsageError(f"-n/--n-predict: the prompt ({n_prompt} tokens) plus {args.n_predict} tokens exceed the "
-                         f"context (-c/--ctx-size {m.n_ctx})")
+    if n_prompt >= m.n_ctx:
+        raise UsageError(f"-c/--ctx-size: the prompt ({n_prompt} tokens) leaves no room in the context ({m.n_ctx} "
+                         "tokens)")
+    if n_prompt + args.n_predict > m.n_ctx:   # as llama.cpp without context shift: stop where the context ends
+        warn("generate", f"the prompt ({n_prompt} tokens) plus -n {args.n_predict} go past the context "
+                         f"(-c/--ctx-size {m.n_ctx}): at most {m.n_ctx - n_prompt} tokens are generated")
+        args.n_predict = m.n_ctx - n_prompt
     out = sys.stdout
     out.write(prompt)
     out.flush()
