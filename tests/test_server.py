@@ -197,6 +197,30 @@ def test_embeddings(client, ref):
     assert got.usage.prompt_tokens == sum(len(ref.tokenize(t)) for t in texts)
 
 
+def test_embeddings_longer_than_the_context_are_refused(client):
+    """An input past n_ctx is a 400 naming it, as OpenAI answers (it was cut silently)."""
+    with pytest.raises(openai.BadRequestError, match="more than n_ctx"):
+        client.embeddings.create(model="tiny", input=["word " * (2 * N_CTX)])
+
+
+def test_llama_server_fields(url, ref):
+    """llama-server's n_predict is max_tokens when that is absent; its samplers llamix does not
+    have are a 400 naming them unless sent at the value that turns them off (were ignored)."""
+    body = {"model": "tiny", "prompt": "Hello", "temperature": 0}
+    r = post(url, "/v1/completions", {**body, "n_predict": 3})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+    r = post(url, "/v1/completions", {**body, "n_predict": 3, "max_tokens": 5})
+    assert r.json()["usage"]["completion_tokens"] == 5
+    r = post(url, "/v1/chat/completions", {"model": "tiny", "messages": MESSAGES, "temperature": 0, "n_predict": 2})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+    r = post(url, "/v1/completions", {**body, "max_tokens": 2, "typical_p": 1.0, "mirostat": 0, "tfs_z": 1})
+    assert r.status_code == 200
+    for name, value in (("typical_p", 0.9), ("mirostat", 2), ("dry_multiplier", 0.8)):
+        r = post(url, "/v1/completions", {**body, "max_tokens": 2, name: value})
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == name and "not supported" in err["message"]
+
+
 def test_concurrent_clients_get_their_alone_answers(client, ref, url):
     """16 clients at once on 4 slots: each greedy answer is the one its prompt gets alone."""
     prompts = [[{"role": "user", "content": f"Tell me about the number {i}." + " more" * (i % 5)}] for i in range(16)]

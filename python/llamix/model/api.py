@@ -268,11 +268,12 @@ class CompletionAPI:
         return (result, total) if return_count else result
 
     def create_embedding(self, input: str | Sequence[str], model: str | None = None, normalize: bool = False,
-                         pooling: str = "mean") -> dict:
+                         pooling: str = "mean", truncate: bool = True) -> dict:
         """OpenAI's embeddings response: ``{"object": "list", "data": [{"object": "embedding",
-        "embedding": [...], "index": i}], "model", "usage": {"prompt_tokens", "total_tokens"}}``."""
+        "embedding": [...], "index": i}], "model", "usage": {"prompt_tokens", "total_tokens"}}``.
+        ``truncate``: as :meth:`embed` (False: ValueError for a text longer than n_ctx)."""
         texts = [input] if isinstance(input, str) else list(input)
-        vecs, total = self.embed(texts, normalize=normalize, return_count=True, pooling=pooling)
+        vecs, total = self.embed(texts, normalize=normalize, truncate=truncate, return_count=True, pooling=pooling)
         return {"object": "list",
                 "data": [{"object": "embedding", "embedding": v.tolist(), "index": i} for i, v in enumerate(vecs)],
                 "model": model if model is not None else self.source,

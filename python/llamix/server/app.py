@@ -224,7 +224,8 @@ class Server:
         body = await self.read_json(request)
         try:
             texts, b64 = embedding_input(body)
-            result = await asyncio.wrap_future(self.engine.call(self.model.create_embedding, texts, model=self.name))
+            result = await asyncio.wrap_future(self.engine.call(self.model.create_embedding, texts, model=self.name,
+                                                                    truncate=False))   # 400, as OpenAI's
         except (ValueError, EngineStopped) as e:
             return _bad_request(e) if isinstance(e, ValueError) else error_response(503, str(e), "server_error")
         if b64:   # the openai client asks for base64 float32 by default

@@ -2,8 +2,9 @@
 ``prepare_chat_completion`` / ``create_embedding``.
 
 Fields the server does not know are ignored (clients send extras: ``user``, ``store``, ...); a
-known field of the wrong JSON type, or a value llamix cannot honour (``n`` > 1), is a
-:class:`BadRequest` naming the field. Values are then checked where they are used (the sampler,
+known field of the wrong JSON type, or a value llamix cannot honour (``n`` > 1, a llama-server
+sampler llamix does not have set away from its neutral value), is a :class:`BadRequest` naming
+the field. llama-server's ``n_predict`` is ``max_tokens`` when that is absent. Values are then checked where they are used (the sampler,
 the chat template, the tokenizer) and those errors are 400 too.
 """
 from __future__ import annotations
@@ -58,6 +59,21 @@ _SAMPLING = {"temperature": (NUMBER, NULL), "top_p": (NUMBER, NULL), "top_k": (I
              "response_format": (OBJECT, NULL)}
 
 
+# llama-server's samplers that llamix does not have, with the value that turns each off: clients
+# often send them at that value, and anything else would be silently not done
+_NEUTRAL = {"typical_p": 1.0, "mirostat": 0, "tfs_z": 1.0, "dynatemp_range": 0.0, "xtc_probability": 0.0,
+            "dry_multiplier": 0.0}
+
+
+def _max_tokens(body: dict, *names: str) -> int | None:
+    """The first of ``names`` the body has, else llama-server's ``n_predict``."""
+    for name in (*names, "n_predict"):
+        v = _check(body, name, INT, NULL)
+        if v is not None:
+            return v
+    return None
+
+
 def _common(body: dict) -> tuple[dict, bool, bool]:
     """Sampling keyword arguments, stream, include_usage."""
     if not isinstance(body, dict):
@@ -67,6 +83,11 @@ def _common(body: dict) -> tuple[dict, bool, bool]:
         v = _check(body, name, *types)
         if v is not None:
             kw[name] = v
+    for name, neutral in _NEUTRAL.items():
+        v = _check(body, name, NUMBER, NULL)
+        if v is not None and v != neutral:
+            raise BadRequest(f"'{name}' is not supported by llamix (leave it out, or {neutral} to turn it off)",
+                             param=name, code="unsupported")
     n = _check(body, "n", INT, NULL)
     if n is not None and n != 1:
         raise BadRequest(f"'n' must be 1 (one choice per request), got {n}", param="n")
@@ -103,8 +124,10 @@ def completion_kwargs(body: dict) -> tuple[dict, bool, bool]:
         raise BadRequest(f"'prompt' must be a string or an array of token ids, got {_type_of(prompt)}", param="prompt",
                          code="invalid_type" if "prompt" in body else "missing")
     kw["prompt"] = prompt
-    for name, types in {"max_tokens": (INT, NULL), "echo": (BOOL, NULL), "logprobs": (INT, NULL),
-                        "suffix": (STR, NULL)}.items():
+    max_tokens = _max_tokens(body, "max_tokens")
+    if max_tokens is not None:
+        kw["max_tokens"] = max_tokens
+    for name, types in {"echo": (BOOL, NULL), "logprobs": (INT, NULL), "suffix": (STR, NULL)}.items():
         v = _check(body, name, *types)
         if v is not None:
             kw[name] = v
@@ -121,9 +144,7 @@ def chat_kwargs(body: dict) -> tuple[dict, bool, bool]:
         raise BadRequest("'messages' must be a non-empty array of messages", param="messages",
                          code="invalid_type" if "messages" in body else "missing")
     kw["messages"] = [_message(m, i) for i, m in enumerate(messages)]
-    max_tokens = _check(body, "max_completion_tokens", INT, NULL)
-    if max_tokens is None:
-        max_tokens = _check(body, "max_tokens", INT, NULL)
+    max_tokens = _max_tokens(body, "max_completion_tokens", "max_tokens")
     if max_tokens is not None:
         kw["max_tokens"] = max_tokens
     for name, types in {"logprobs": (BOOL, NULL), "top_logprobs": (INT, NULL), "tools": (LIST, NULL)}.items():
