@@ -301,6 +301,21 @@ class GGUFReader:
         except KeyError:
             raise GGUFError(f"{self.path}: no tensor named {name!r}") from None
 
+    def release_pages(self) -> None:
+        """Drop the pages of the quantized tensors from this process's resident memory: they stay
+        in the OS page cache and fault back in where read again (a mapped, read-only file), so a
+        model whose quantized weights were repacked into their own memory does not count them
+        twice. Plain (float) tensors, which the kernels read in place, are left resident."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        for t in self.tensors.values():
+            if t.type.ggml_id in _PLAIN_NP or t.nbytes == 0:
+                continue
+            start = t.offset // page * page    # whole pages inside the file: a page shared with a
+            stop = min(len(self._mmap), -(-(t.offset + t.nbytes) // page) * page)   # neighbour refaults
+            self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
     def close(self) -> None:
         """Release the mapping (only once no tensor views are alive)."""
         self._mmap.close()

@@ -45,6 +45,13 @@ class Checkpoint:
     # chat_template.jinja or tokenizer_config.json), None when the checkpoint has none
     chat_template: str | None = None
 
+    def release_pages(self) -> None:
+        """Drop the mapped source file's pages from the process's resident memory, where the
+        source can (a GGUF file); tensors read in place fault back in when used."""
+        release = getattr(self.keep_alive, "release_pages", None)
+        if release is not None:
+            release()
+
 
 def check_qtype(qtype: str | None) -> str | None:
     if qtype is None:

@@ -111,6 +111,9 @@ class Model(CompletionAPI):
                         post_attn_norm=opt("post_attention_norm.weight"), post_ffn_norm=opt("post_ffw_norm.weight"),
                         window=c.layer_window(i), rope_table=c.layer_rope_table(i))
         t.prepare()
+        # the repacked weights are the kernels' own copies now: the file's pages need not stay
+        # resident as well (what is read in place, norms and embedding rows, faults back in)
+        getattr(checkpoint, "release_pages", lambda: None)()
         self._t = t
         self.kv_cache_k, self.kv_cache_v = (_kv_cache_type(name, t or kv_cache, c.head_dim)
                                             for name, t in (("kv_cache_k", kv_cache_k), ("kv_cache_v", kv_cache_v)))
