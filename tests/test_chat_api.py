@@ -115,6 +115,26 @@ def test_code_written_for_llama_cpp_python_runs(model):
     assert isinstance(emb, list) and len(emb) == llm.config.dim
 
 
+def test_llama_cpp_python_constructor_arguments(qwen_vocab, tmp_path, s260_bin):
+    """Llama(seed=...) makes a whole run reproducible (calls without a seed draw theirs from it);
+    n_gpu_layers / n_batch / logits_all / verbose are accepted (a nonzero n_gpu_layers warns);
+    n_tokens is the filled context (these were TypeErrors / AttributeErrors)."""
+    def run(seed):
+        ck = llamix.random_checkpoint("tiny", "q8_0", tokenizer=qwen_vocab, dim=64, n_layers=2, n_heads=4,
+                                      n_kv_heads=2, hidden_dim=128, seed=3)
+        m = llamix.Model(ck, n_ctx=256, seed=seed)
+        return [m.create_completion("Hello", max_tokens=8, temperature=1.5)["choices"][0]["text"] for _ in range(3)]
+    first = run(11)
+    assert run(11) == first and len(set(first)) > 1    # reproducible, and not one text repeated
+    assert run(12) != first
+    with pytest.warns(UserWarning, match="n_gpu_layers=-1 has no effect"):
+        llm = llamix.load(s260_bin, n_gpu_layers=-1, n_batch=512, logits_all=True, verbose=False, seed=1)
+    llm.eval(llm.tokenize("Once upon a time"))
+    assert llm.n_tokens == llm.n_past > 0
+    with pytest.raises(llamix.ArgumentError, match="seed must be an integer"):
+        llamix.load(s260_bin, seed="x")
+
+
 # --- behaviour ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", [0, 1])
 def test_stream_equals_whole(model, seed):

@@ -96,8 +96,9 @@ class CompletionAPI:
         ids = check_token_ids(ids, self.config.vocab_size, "prompt")
         room = self.n_ctx - len(ids)
         max_tokens = room if max_tokens is None or max_tokens <= 0 else min(int(max_tokens), room)
-        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed=seed,
-                          frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
+        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
+                          seed=self._sampling_seed(seed), frequency_penalty=frequency_penalty,
+                          presence_penalty=presence_penalty)
         constraint = None
         schema = schema_of(response_format)
         if schema is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -72,12 +73,20 @@ class Model(CompletionAPI):
     TDPBF16PS computes them, on any CPU; the softmax stays float32); its accuracy against f32 is in
     docs/PERFORMANCE.md. The OpenAI-style methods (``create_completion``,
     ``create_chat_completion``, ``create_embedding``, ``embed``) come from :class:`CompletionAPI`.
+    ``seed``: as llama-cpp-python's ``Llama(seed=...)``, the sampling of calls that give no
+    ``seed`` of their own is drawn from it, so a program's whole run is reproducible (``None`` or
+    -1: random).
     """
 
     def __init__(self, checkpoint: Checkpoint, n_ctx: int | None = None, n_threads: int | None = None,
                  kv_cache: str = "f32", *, threads: int | None = None, chat_format: str | None = None,
-                 kv_cache_k: str | None = None, kv_cache_v: str | None = None, attn_precision: str = "auto"):
+                 kv_cache_k: str | None = None, kv_cache_v: str | None = None, attn_precision: str = "auto",
+                 seed: int | None = None):
         self.checkpoint = checkpoint
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < -1):
+            raise ArgumentError(f"seed must be an integer >= -1 (-1: random), got {seed!r}")
+        # llama-cpp-python's Llama(seed=...): the calls that give no seed draw theirs from it
+        self._seeds = None if seed in (None, -1) else np.random.default_rng(int(seed))
         self.config: ModelConfig = checkpoint.config
         self.tokenizer: Tokenizer | None = checkpoint.tokenizer
         self.tensors: dict[str, QuantizedTensor | np.ndarray] = checkpoint.tensors
@@ -228,13 +237,25 @@ class Model(CompletionAPI):
         return self.eval(ids[common:])
 
     # --- generation ---
+    def _sampling_seed(self, seed: int | None) -> int | None:
+        """A call's seed: its own, else the next one drawn from the model's ``seed``."""
+        if seed is not None or self._seeds is None:
+            return seed
+        return int(self._seeds.integers(0, 2**63 - 1))
+
+    @property
+    def n_tokens(self) -> int:
+        """Positions filled in the KV cache (llama-cpp-python's ``Llama.n_tokens``; :attr:`n_past`)."""
+        return self.n_past
+
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
                stop: str | Sequence[str] | None = None, *, presence_penalty: float = 0.0,
                frequency_penalty: float = 0.0, repeat_last_n: int = 64) -> Iterator[str]:
         """Yield the completion's text piece by piece as tokens are generated (see :meth:`generate`)."""
-        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed=seed,
-                          presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
+        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
+                          seed=self._sampling_seed(seed), presence_penalty=presence_penalty,
+                          frequency_penalty=frequency_penalty)
         for piece, _ in self._generate(prompt, max_tokens, sampler, stop):
             if piece:
                 yield piece
@@ -262,7 +283,7 @@ class Model(CompletionAPI):
                         top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                         seed: int | None = None) -> list[int]:
         """The generated token ids (no stop strings; stops at an end-of-generation token or max_tokens)."""
-        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
+        sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed=self._sampling_seed(seed))
         return [t for _, t in self._generate(prompt, max_tokens, sampler, None, decode=False)]
 
     def _generate(self, prompt, max_tokens: int, sampler: Sampler, stop, decode: bool = True):
@@ -351,7 +372,9 @@ class Model(CompletionAPI):
 def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None, qtype: str | None = None,
          n_threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32", *,
          quant: str | None = None, threads: int | None = None, chat_format: str | None = None,
-         kv_cache_k: str | None = None, kv_cache_v: str | None = None, attn_precision: str = "auto") -> Model:
+         kv_cache_k: str | None = None, kv_cache_v: str | None = None, attn_precision: str = "auto",
+         seed: int | None = None, n_gpu_layers: int = 0, n_batch: int | None = None, logits_all: bool = False,
+         verbose: bool = True) -> Model:
     """Load a model: a GGUF file (architecture ``llama``, ``qwen2``, ``qwen3``, ``gemma3`` or ``phi3``), a Hugging Face folder (config.json +
     safetensors) or a llama2.c ``.bin`` checkpoint (the loaders read it; see llamix.loaders).
 
@@ -371,8 +394,17 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | boo
     - ``chat_format``: a built-in chat format's name instead of the model's own template (see
       :mod:`llamix.chat_format`), as llama-cpp-python's ``Llama(chat_format=...)``.
 
+    - ``seed``: the default sampling seed (see :class:`Model`), as ``Llama(seed=...)``.
+    - ``n_gpu_layers``, ``n_batch``, ``logits_all``, ``verbose``: llama-cpp-python's, accepted so
+      that its code runs unchanged, with no effect (CPU only; llamix sizes its own batches, keeps
+      what logits a call asks for, and loads quietly); a nonzero ``n_gpu_layers`` warns.
+
     Raises FileNotFoundError for a missing path, ValueError naming the file and field otherwise.
     """
+    if n_gpu_layers:
+        warnings.warn(f"n_gpu_layers={n_gpu_layers} has no effect: llamix runs on the CPU", stacklevel=2)
+    del n_batch, logits_all, verbose   # accepted for llama-cpp-python's code, no effect here
     ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
     return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
-                 chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v, attn_precision=attn_precision)
+                 chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v, attn_precision=attn_precision,
+                 seed=seed)
