@@ -216,3 +216,42 @@ def test_llama_imatrix_file_round_trip(tmp_path, s260_bin):
         back = read_imatrix(tmp_path / f"again{suffix}").means()
         for name, v in im.means().items():
             np.testing.assert_allclose(back[name], v, rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.peers
+def test_quantize_metadata_as_llama_quantize(tmp_path, s260_bin):
+    """A quantized file keeps its source's general.* description (basename, finetune, size_label,
+    license, ...) and records the importance matrix (quantize.imatrix.*) as llama-quantize does;
+    both were dropped."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from llama_cpp_tools import tool
+
+    exe = tool("llama-quantize")
+    if exe is None:
+        pytest.skip("llama-quantize is not built (bench/llama_cpp_tools.py builds it into ~/.cache/llamix-llama-cpp)")
+    from llamix.cli import main
+    from llamix.export import export_gguf
+    from llamix.formats.gguf import GGUFReader, ValueType
+    from llamix.formats.gguf_llama import MetadataEntry
+    src = tmp_path / "src-f16.gguf"
+    described = [MetadataEntry("general.basename", "stories", ValueType.STRING),
+                 MetadataEntry("general.finetune", "tiny-chat", ValueType.STRING),
+                 MetadataEntry("general.size_label", "260K", ValueType.STRING),
+                 MetadataEntry("general.license", "mit", ValueType.STRING)]
+    export_gguf(s260_bin, src, "f16", metadata=described, name="Stories 260K")
+    text = tmp_path / "calib.txt"
+    text.write_text("Once upon a time, there was a little girl named Lily. She loved to play outside. " * 30)
+    im = tmp_path / "im.gguf"
+    assert main(["imatrix", "-m", str(src), "-f", str(text), "-o", str(im), "-c", "64", "--chunks", "3", "-q"]) == 0
+    theirs, ours = tmp_path / "theirs.gguf", tmp_path / "ours.gguf"
+    r = subprocess.run([str(exe), "--imatrix", str(im), str(src), str(theirs), "Q4_K_M", "1"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert main(["quantize", str(src), str(ours), "q4_k_m", "--imatrix", str(im), "-q"]) == 0
+
+    def kept(path):
+        md = GGUFReader(path).metadata
+        return {k: v for k, v in md.items() if k.startswith(("general.", "quantize."))}
+    mine, want = kept(ours), kept(theirs)
+    assert mine == want, {k: (mine.get(k), want.get(k)) for k in set(mine) | set(want) if mine.get(k) != want.get(k)}
+    assert want["general.finetune"] == "tiny-chat" and want["quantize.imatrix.chunks_count"] == 3

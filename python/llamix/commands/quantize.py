@@ -7,7 +7,7 @@ import time
 
 from .._runtime import set_threads
 from ..errors import ArgumentError
-from ..formats.imatrix import read_imatrix
+from ..formats.imatrix import quantize_metadata, read_imatrix
 from ..export import FILE_TYPES, export_gguf
 from ..export.type_rules import TENSOR_TYPES, TypeOverrides, parse_tensor_type
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_force, add_threads, check_output, check_threads,
@@ -60,18 +60,21 @@ def run(args) -> int:
                                   leave_output_tensor=args.leave_output_tensor, pure=args.pure)
     except ArgumentError as e:
         raise UsageError(str(e)) from None
-    imatrix = None
+    imatrix, metadata = None, []
     if args.imatrix:
         if not os.path.isfile(args.imatrix):
             raise UsageError(f"--imatrix {args.imatrix}: " + ("is a folder, not an importance matrix file"
                                                               if os.path.isdir(args.imatrix) else "no such file"))
-        imatrix = read_imatrix(args.imatrix).means()
+        im = read_imatrix(args.imatrix)
+        imatrix = im.means()
+        metadata = quantize_metadata(args.imatrix, im)
     if args.threads:
         set_threads(args.threads)
     t0 = time.perf_counter()
     with progress_bar(f"quantize {os.path.basename(args.out)}", quiet=quiet_requested(args)) as bar:
         r = export_gguf(args.model, args.out, qtype, tokenizer=args.tokenizer, pure=args.pure, progress=bar,
-                        allow_requantize=args.allow_requantize, overrides=overrides, imatrix=imatrix)
+                        allow_requantize=args.allow_requantize, overrides=overrides, imatrix=imatrix,
+                        metadata=metadata)
     dt = time.perf_counter() - t0
     size = os.path.getsize(args.out)
     counts = ", ".join(f"{n} {t}" for t, n in sorted(r.type_counts().items()))

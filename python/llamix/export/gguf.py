@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import ArgumentError
-from ..formats.gguf_llama import (CHAT_TEMPLATE_KEY, FILE_TYPE_IDS, TensorEntry, chat_template_entry, tokenizer_metadata,
-                                  write_llama_gguf)
+from ..formats.gguf_llama import (CHAT_TEMPLATE_KEY, FILE_TYPE_IDS, MetadataEntry, TensorEntry, chat_template_entry,
+                                  tokenizer_metadata, write_llama_gguf)
 from ..formats.names import file_shapes, file_tensor_names, fused_parts, pairs_to_file_rows
 from ..loaders import Checkpoint, load_checkpoint
 from ..quant import QuantizedTensor, quantize
@@ -164,7 +164,8 @@ def _block_types(tensors, parts: list[str]) -> set:
 
 def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: bool = False, name: str | None = None,
                 progress: Progress | None = None, allow_requantize: bool = False,
-                overrides: TypeOverrides | None = None, imatrix=None) -> ExportReport:
+                overrides: TypeOverrides | None = None, imatrix=None,
+                metadata: Sequence[MetadataEntry] = ()) -> ExportReport:
     """Write ``model`` as a GGUF file that llama.cpp loads alone, converting tensor by tensor.
 
     ``model``: a path llamix loads, a loaded :class:`llamix.Model`, or a Checkpoint. ``qtype``:
@@ -181,7 +182,9 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     ``overrides``: llama-quantize's per-tensor flags (:class:`~llamix.export.type_rules.TypeOverrides`).
     ``imatrix``: a mapping of tensor name -> float32 (row length,) importance (an
     :class:`~llamix.eval.imatrix.ImportanceMatrix`'s ``.values()`` or llama-imatrix's file read by
-    it); each matrix it names is quantized minimising the error weighted by it.
+    it); each matrix it names is quantized minimising the error weighted by it. ``metadata``: more
+    entries for the file (the quantize command's ``quantize.imatrix.*``). A GGUF source's
+    ``general.*`` description and name are kept, as llama-quantize keeps them.
     """
     ft = None if qtype is None else check_file_type(qtype)
     ov = replace(overrides or TypeOverrides(), pure=pure or (overrides is not None and overrides.pure),
@@ -257,8 +260,9 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
             progress(written["bytes"], report.nbytes, e.name)
 
     write_llama_gguf(out, config, [e for e, _ in plan], tokenizer=entries,
-                     name=name or Path(str(getattr(ck, "source", "llamix"))).stem, file_type_id=ftype_id,
-                     rope_freqs=getattr(ck, "rope_freqs", None), on_tensor=on_tensor)
+                     name=name or getattr(ck, "name", None) or Path(str(getattr(ck, "source", "llamix"))).stem,
+                     file_type_id=ftype_id, rope_freqs=getattr(ck, "rope_freqs", None), on_tensor=on_tensor,
+                     extra=[*getattr(ck, "general_entries", ()), *metadata])
     return report
 
 

@@ -165,6 +165,18 @@ def chat_template_entry(template: str) -> MetadataEntry:
     return MetadataEntry(CHAT_TEMPLATE_KEY, str(template), V.STRING)
 
 
+# general.* keys a written file sets itself rather than copying them from its source
+_OWN_GENERAL = ("general.architecture", "general.name", "general.file_type", "general.quantization_version")
+
+
+def general_entries_of(reader: GGUFReader) -> list[MetadataEntry]:
+    """A GGUF file's descriptive ``general.*`` entries (basename, finetune, size_label, license,
+    ...) as stored, which llama-quantize carries into the files it writes; not those a written
+    file sets itself (architecture, name, file_type, quantization_version)."""
+    return [MetadataEntry(k, v, reader.value_types.get(k)) for k, v in reader.metadata.items()
+            if k.startswith("general.") and k not in _OWN_GENERAL]
+
+
 def tokenizer_entries_of(reader: GGUFReader) -> list[MetadataEntry]:
     """A GGUF file's ``tokenizer.*`` entries as stored (value types kept), to copy into another file."""
     return [MetadataEntry(k, v, reader.value_types.get(k)) for k, v in reader.metadata.items()
@@ -173,18 +185,20 @@ def tokenizer_entries_of(reader: GGUFReader) -> list[MetadataEntry]:
 
 def write_llama_gguf(path: str | os.PathLike, config, tensors: Iterable[TensorEntry], *,
                      tokenizer: list[MetadataEntry] | None, name: str = "llamix", file_type_id: int | None = None,
-                     rope_freqs: np.ndarray | None = None, on_tensor: Callable[[TensorEntry], None] | None = None) -> None:
+                     rope_freqs: np.ndarray | None = None, on_tensor: Callable[[TensorEntry], None] | None = None,
+                     extra: Iterable[MetadataEntry] = ()) -> None:
     """Write a llama GGUF file atomically (a temporary name beside ``path``, renamed when complete).
 
     ``tensors`` are written in the order given; a callable ``data`` is called when its turn
     comes, so one converted tensor is in memory at a time. ``tokenizer``: entries from
     :func:`tokenizer_metadata` or :func:`tokenizer_entries_of`. ``rope_freqs``: Llama-3 frequency
     divisors (default: derived from ``config.rope_scaling``). ``on_tensor`` is called after each
-    tensor's bytes are produced (progress). Raises ValueError for a tensor whose row length is not
-    a multiple of its type's block.
+    tensor's bytes are produced (progress). ``extra``: more entries, written after the model's
+    (``general.*`` kept from a source file, ``quantize.imatrix.*``). Raises ValueError for a tensor
+    whose row length is not a multiple of its type's block.
     """
     w = GGUFWriter(path)
-    for e in llama_metadata(config, name, file_type_id) + list(tokenizer or []):
+    for e in llama_metadata(config, name, file_type_id) + list(tokenizer or []) + list(extra):
         w.add(e.key, e.value, e.vtype, e.element_type)
     if rope_freqs is None:
         rope_freqs = config.llama3_rope_factors()

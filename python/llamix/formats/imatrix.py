@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .gguf import GGUF_MAGIC, GGUFReader, GGUFWriter, ValueType
+from .gguf_llama import MetadataEntry
 
 SUMS, COUNTS = ".in_sum2", ".counts"
 
@@ -168,3 +169,14 @@ def write_imatrix(im: ImportanceMatrix, path: str | os.PathLike, legacy: bool | 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def quantize_metadata(path: str | os.PathLike, im: ImportanceMatrix) -> list[MetadataEntry]:
+    """The ``quantize.imatrix.*`` entries llama-quantize writes into a file quantized with the
+    importance matrix ``im`` read from ``path``: its file, first dataset, entry and chunk counts."""
+    out = [MetadataEntry("quantize.imatrix.file", str(path), ValueType.STRING)]
+    if im.datasets:
+        out.append(MetadataEntry("quantize.imatrix.dataset", str(im.datasets[0]), ValueType.STRING))
+    out += [MetadataEntry("quantize.imatrix.entries_count", len(im.sums), ValueType.UINT32),
+            MetadataEntry("quantize.imatrix.chunks_count", int(im.chunk_count), ValueType.UINT32)]
+    return out

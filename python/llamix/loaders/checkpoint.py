@@ -41,6 +41,10 @@ class Checkpoint:
     keep_alive: object = None  # the mapped file(s) behind zero-copy tensors
     # a GGUF source's tokenizer.* metadata, as stored (copied verbatim when it is written again)
     tokenizer_entries: list = field(default_factory=list)
+    # a GGUF source's descriptive general.* metadata (basename, finetune, size_label, ...) and its
+    # general.name, carried into the files written from it as llama-quantize carries them
+    general_entries: list = field(default_factory=list)
+    name: str | None = None
     # the model's Jinja chat template (GGUF tokenizer.chat_template; a Hugging Face folder's
     # chat_template.jinja or tokenizer_config.json), None when the checkpoint has none
     chat_template: str | None = None

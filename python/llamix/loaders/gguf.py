@@ -15,7 +15,7 @@ import numpy as np
 from ..config import ARCHITECTURES, ModelConfig, architecture_defaults
 from ..errors import ConfigError, FormatError
 from ..formats.gguf import GGUFReader, read_header
-from ..formats.gguf_llama import tokenizer_entries_of
+from ..formats.gguf_llama import general_entries_of, tokenizer_entries_of
 from ..formats.names import file_rows_to_pairs, file_shapes, file_tensor_names, fused_parts
 from ..quant import QuantizedTensor
 from ..tokenizer import Tokenizer
@@ -220,5 +220,7 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
     tok = tokenizer_of(r) if own else (tokenizer or None)
     entries = tokenizer_entries_of(r) if own else []
     template = r.get("tokenizer.chat_template")
+    name = r.get("general.name")
     return Checkpoint(config, tensors, tok, rope_freqs, str(path), keep_alive=r, tokenizer_entries=entries,
-                      chat_template=template if isinstance(template, str) and template else None)
+                      chat_template=template if isinstance(template, str) and template else None,
+                      general_entries=general_entries_of(r), name=name if isinstance(name, str) else None)
