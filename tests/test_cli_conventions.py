@@ -319,3 +319,15 @@ def test_a_killed_merge_leaves_nothing_for_the_next_one(tmp_path, capsys):
         (d / "model-00001-of-00001.safetensors").write_bytes(b"partial")
     assert main(["merge", str(cfg), str(tmp_path / "out"), "-t", "1", "-q"]) == 0
     assert not dead.exists() and live.exists() and other.exists() and (tmp_path / "out" / "config.json").exists()
+
+
+def test_qtype_on_a_quantized_file_says_it_kept_the_weights(s260_bin, tmp_path, capsys):
+    """--qtype converts float weights only; on a file quantized already it said nothing."""
+    from llamix.export import export_gguf
+    q4 = tmp_path / "s260-q4_0.gguf"
+    export_gguf(s260_bin, q4, "q4_0", pure=True)
+    assert main(["generate", "-m", str(q4), "--qtype", "q8_0", "-p", "Once", "-n", "2", "--temp", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "--qtype q8_0 converts float weights only" in err and "are Q4_0 already" in err
+    assert main(["generate", "-m", str(q4), "--qtype", "q4_0", "-p", "Once", "-n", "2", "--temp", "0"]) == 0
+    assert "warning" not in capsys.readouterr().err      # nothing to convert, nothing to say

@@ -26,6 +26,11 @@ def open_model(args, **kw) -> Model:
                  **kv_cache_kwargs(args), **kw)
     if m.tokenizer is None:
         raise UsageError(f"{m.source}: the model has no tokenizer; give one with --tokenizer FILE")
+    kept = m.checkpoint.kept_quantized
+    if args.qtype and kept:   # --qtype converts float weights only: say where it did not apply
+        print(f"llamix: warning: --qtype {args.qtype} converts float weights only; {len(kept)} of {m.source}'s "
+              f"matrices are {', '.join(sorted({t.upper() for t in kept.values()}))} already and run as stored "
+              "(llamix quantize --allow-requantize converts them)", file=sys.stderr)
     return m
 
 

@@ -45,6 +45,8 @@ class Checkpoint:
     # general.name, carried into the files written from it as llama-quantize carries them
     general_entries: list = field(default_factory=list)
     name: str | None = None
+    # the block-quantized matrices a load asked to convert (qtype=) kept as stored: name -> type
+    kept_quantized: dict = field(default_factory=dict)
     # the model's Jinja chat template (GGUF tokenizer.chat_template; a Hugging Face folder's
     # chat_template.jinja or tokenizer_config.json), None when the checkpoint has none
     chat_template: str | None = None

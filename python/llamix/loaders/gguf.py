@@ -189,7 +189,7 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
     if unknown:
         raise FormatError(f"{path}: tensor {unknown[0]!r} is not part of a {config.architecture} model as llamix runs it"
                          f"{f' ({len(unknown)} such tensors)' if len(unknown) > 1 else ''}")
-    tensors = {}
+    tensors, kept = {}, {}
     for i, name in enumerate(names):
         t = r.tensor(name)
         check_shape(str(path), name, t.shape, shapes[name])
@@ -207,6 +207,8 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
                     tensors[part] = float_weight(rows, qt, qtype)
                 else:  # block-quantized: used in place (or a permuted copy), whatever qtype asks for
                     tensors[part] = QuantizedTensor(np.ascontiguousarray(rows), qt, (b - a, t.shape[1]))
+                    if qtype is not None and qtype != qt:
+                        kept[part] = qt
         if progress is not None:
             progress(i + 1, len(names), name)
     rope_freqs = None
@@ -223,4 +225,5 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
     name = r.get("general.name")
     return Checkpoint(config, tensors, tok, rope_freqs, str(path), keep_alive=r, tokenizer_entries=entries,
                       chat_template=template if isinstance(template, str) and template else None,
-                      general_entries=general_entries_of(r), name=name if isinstance(name, str) else None)
+                      general_entries=general_entries_of(r), name=name if isinstance(name, str) else None,
+                      kept_quantized=kept)
