@@ -94,8 +94,8 @@ def test_sigkill_during_merge_leaves_no_output(tmp_path):
                    "  - model: b\n    parameters: {weight: 1}\n")
     for out in (tmp_path / "out", tmp_path / "out.gguf"):
         (tmp_path / "midway").unlink(missing_ok=True)
-        _kill_midway(tmp_path, ["merge", str(cfg), str(out), "--shard-size", "2KB"] +
-                     (["--type", "q8_0"] if out.suffix == ".gguf" else []))
+        _kill_midway(tmp_path, ["merge", str(cfg), str(out)] +
+                     (["--type", "q8_0"] if out.suffix == ".gguf" else ["--shard-size", "2KB"]))
         assert not out.exists()
     # what is left is a temporary folder or file, never one under the output's name or with a config.json
     leftovers = [p for p in tmp_path.iterdir() if p.name not in ("a", "b", "merge.yml", "midway")]
