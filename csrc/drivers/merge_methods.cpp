@@ -251,8 +251,9 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
         K.add(acc, b, len);  // base + mixed delta
         store_out(c, acc, out, off, len);
     };
-    // Element-wise unless a rank rule masks a chunk (its tie ordinals count per chunk): then in
-    // L1-sized blocks when the inputs are in memory, which keeps the N + 3 arrays in L1.
+    // A rank rule masks whole chunks (its tie ordinals count per chunk), and files are read a chunk
+    // at a time; otherwise every step is element-wise and runs in L1-sized blocks (the N + 3 arrays
+    // stay in L1).
     const bool whole_chunks = !in_memory(in) || std::any_of(masks.begin(), masks.end(), [](const ModelMask& mm) {
         return mm.rule != nullptr;
     });
