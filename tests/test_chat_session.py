@@ -101,6 +101,15 @@ def test_reset_and_interrupted_reply(model):
     assert s.messages == [{"role": "system", "content": "S"}]
 
 
+def test_a_message_that_is_not_unicode_is_named_with_its_own_position(model):
+    """Bytes that were not UTF-8 (a lone surrogate) are refused naming the message and the
+    position in it, not a position in the rendered prompt; the session is unchanged."""
+    s = ChatSession(model, system_prompt="S")
+    with pytest.raises(llamix.ArgumentError, match=r"message: not valid Unicode: a lone surrogate U\+DCFF at position 3"):
+        s.send("hi \udcff there")
+    assert s.messages == [{"role": "system", "content": "S"}]
+
+
 # --- the command -----------------------------------------------------------------------------------
 def _env():
     return {**os.environ, "PYTHONPATH": str(PYTHON_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""),

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+from ..tokenizer import check_text
 from .engine import Request, stop_strings
 
 
@@ -80,6 +81,7 @@ class ChatSession:
         frequency_penalty, seed, stop) as in ``create_completion``. Closing the iterator early keeps what was said
         so far. :attr:`stats` describes the turn once the iterator is done. Raises ValueError
         (before any work) when the message alone does not fit the context."""
+        content = check_text(content, "message")   # named here: the rendered prompt's positions would mislead
         messages = self.messages + [{"role": "user", "content": content}]
         ids, dropped = self._fit(messages, max_tokens)
         stop = sampling.pop("stop", None)
