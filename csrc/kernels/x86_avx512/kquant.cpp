@@ -159,6 +159,7 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
         __m512i sumi[T], sumi_hi[T], summ[T];
 #pragma GCC unroll 4
         for (int t = 0; t < T; ++t) sumi[t] = sumi_hi[t] = summ[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
         for (int p = 0; p < 4; ++p) {  // sub-blocks 2p (low nibbles) and 2p + 1 (high nibbles)
             __m512i lo_acc[T], hi_acc[T];
 #pragma GCC unroll 4
