@@ -112,7 +112,8 @@ void tile(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t y_
     __m512 acc[T];
 #pragma GCC unroll 16
     for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
-    auto block = [&](int64_t b) __attribute__((always_inline)) {
+#pragma GCC unroll 1
+    for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* blk = w + b * BlockBytes;
         if constexpr (T <= 2 && Weights::kPrefetch) {
 #pragma GCC unroll 8
@@ -127,17 +128,7 @@ void tile(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t y_
             const block_q8a& xb = x[i * nb + b];
             acc[i] = accumulate(acc[i], dw, xb, block_dot<T, 8>(wv, xb, Offset));
         }
-    };
-    // Decode: two blocks per iteration give the out-of-order core more independent work to
-    // overlap with the loads (Q4_0 in-cache +5-10% of CPU time); prefill tiles are long enough.
-    int64_t b = 0;
-    if constexpr (T <= 2)
-        for (; b + 2 <= nb; b += 2) {
-            block(b);
-            block(b + 1);
-        }
-#pragma GCC unroll 1
-    for (; b < nb; ++b) block(b);
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < T; ++i) _mm512_mask_storeu_ps(y + i * y_stride, rows, acc[i]);
 }
