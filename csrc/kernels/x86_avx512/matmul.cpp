@@ -47,21 +47,11 @@ inline __m512 accumulate(__m512 acc, __m512 dw, const block_q8a& xb, __m512i isu
 
 // The integer dots start from -offset * sum_x, which removes the weights' unsigned offset.
 // With few tokens a second chain halves the dependency chain of one token's 8 vpdpbusd; with
-// many tokens the tokens themselves are independent chains. Weights whose high nibbles are kept
-// in place (16 * n, Weights::kHigh16) have that chain shifted back, exactly: its sum is a multiple
-// of 16.
+// many tokens the tokens themselves are independent chains.
 template <int T, int Chunks, class Weights>
 inline __m512i block_dot(const Weights& wv, const block_q8a& xb, int offset) {
     __m512i s0 = _mm512_set1_epi32(-offset * xb.sum);
-    if constexpr (Weights::kHigh16) {
-        __m512i s1 = _mm512_setzero_si512();
-#pragma GCC unroll 8
-        for (int c = 0; c < Chunks / 2; ++c) {
-            s0 = _mm512_dpbusd_epi32(s0, wv[c], bcast4(xb.qs + wv.offset(c)));
-            s1 = _mm512_dpbusd_epi32(s1, wv[c + Chunks / 2], bcast4(xb.qs + wv.offset(c + Chunks / 2)));
-        }
-        return _mm512_add_epi32(s0, _mm512_srai_epi32(s1, 4));
-    } else if constexpr (T < 4) {
+    if constexpr (T < 4) {
         __m512i s1 = _mm512_setzero_si512();
 #pragma GCC unroll 8
         for (int c = 0; c < Chunks; c += 2) {
@@ -77,27 +67,25 @@ inline __m512i block_dot(const Weights& wv, const block_q8a& xb, int offset) {
 }
 
 // One block's weights of 16 rows as 8 vectors of 4 bytes per row, and where each vector's
-// 4 activation bytes sit in the block. High16: the high nibbles stay in place (16 * n, one AND
-// instead of a shift and an AND; decode is bound by such unpacking).
-template <bool High16>
+// 4 activation bytes sit in the block.
 struct Q4Weights {
-    static constexpr bool kPrefetch = true, kHigh16 = High16;
+    static constexpr bool kPrefetch = true;
     __m512i v[8];  // low nibbles of chunks 0..3, then high nibbles
     const __m512i& operator[](int c) const { return v[c]; }
     static constexpr int offset(int c) { return c < 4 ? 4 * c : 16 + 4 * (c - 4); }
     inline void load(const uint8_t* qs) {
-        const __m512i m4 = _mm512_set1_epi8(0x0f), h4 = _mm512_set1_epi8(char(0xf0));
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
 #pragma GCC unroll 4
         for (int c = 0; c < 4; ++c) {
             const __m512i raw = _mm512_loadu_si512(qs + 64 * c);
             v[c] = _mm512_and_si512(raw, m4);
-            v[c + 4] = High16 ? _mm512_and_si512(raw, h4) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            v[c + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
         }
     }
 };
 
 struct Q8Weights {
-    static constexpr bool kPrefetch = false, kHigh16 = false;
+    static constexpr bool kPrefetch = false;
     __m512i v[8];  // int8 + 128 of chunks 0..7
     const __m512i& operator[](int c) const { return v[c]; }
     static constexpr int offset(int c) { return 4 * c; }
@@ -150,9 +138,7 @@ void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
     if (t < n) tails[n - t](w, nb, x + t * nb, y + t * y_stride, y_stride, mask);
 }
 
-// Decode (one or two tokens) keeps the high nibbles in place: one shift per token and block
-// instead of four per block.
-template <int T> struct Q4 { static constexpr TileFn f = tile<Q4Weights<(T <= 2)>, kQ4GroupBlockBytes, 8, T>; };
+template <int T> struct Q4 { static constexpr TileFn f = tile<Q4Weights, kQ4GroupBlockBytes, 8, T>; };
 template <int T> struct Q8 { static constexpr TileFn f = tile<Q8Weights, kQ8GroupBlockBytes, 128, T>; };
 
 // Float weights: 4 independent accumulators of 16 lanes; masked loads for the tail.
