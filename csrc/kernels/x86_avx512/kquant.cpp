@@ -116,6 +116,15 @@ inline __m512i bcast32(const void* p) {
     return _mm512_set1_epi32(v);
 }
 
+// Byte k of each dword of v, zero-extended, by one vpshufb (its indices stay within 128-bit
+// lanes): to the whole dword (kByteToDword), or to both int16 halves (kByteToWordPair).
+constexpr uint32_t kByteToDword = 0x80808000u, kByteToWordPair = 0x80008000u;
+inline __m512i spread_byte(__m512i v, int k, uint32_t pattern) {
+    const __m512i lane_dwords = _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0);  // each dword's offset
+    const uint32_t kk = uint32_t(k) * 0x01010101u;
+    return _mm512_shuffle_epi8(v, _mm512_add_epi32(_mm512_set1_epi32(int32_t(pattern | (kk & ~pattern))), lane_dwords));
+}
+
 template <bool Q5, int T>
 void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride,
                 __mmask16 rows) {
@@ -123,7 +132,10 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
     constexpr int64_t kQs = 64 + 3 * 64, kQh = kQs + 2048;  // offsets in a packed super-block
     const __m512i m4 = _mm512_set1_epi8(0x0F), low6 = _mm512_set1_epi32(0x3f3f3f3f);
     const __m512i low4 = _mm512_set1_epi32(0x0f0f0f0f), low2 = _mm512_set1_epi32(0x03030303);
-    const __m512i byte0 = _mm512_set1_epi32(0xff);
+    // Q4_K keeps the high nibbles in place (16 * n: one AND, no shift); their scaled sums are
+    // shifted back once per super-block, exactly (|16 * sum| < 2^28)
+    constexpr bool kHigh16 = !Q5;
+    const __m512i h4 = _mm512_set1_epi8(char(0xF0));
     __m512 fsum[T];
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
@@ -144,9 +156,10 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
         const __m512i mn[2] = {_mm512_and_si512(w1, low6),
                                _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w2, 4), low4),
                                                _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w1, 6), low2), 4))};
-        __m512i sumi[T], summ[T];
+        __m512i sumi[T], sumi_hi[T], summ[T];
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) sumi[t] = summ[t] = _mm512_setzero_si512();
+        for (int t = 0; t < T; ++t) sumi[t] = sumi_hi[t] = summ[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
         for (int p = 0; p < 4; ++p) {  // sub-blocks 2p (low nibbles) and 2p + 1 (high nibbles)
             __m512i lo_acc[T], hi_acc[T];
 #pragma GCC unroll 4
@@ -154,7 +167,8 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
 #pragma GCC unroll 8
             for (int c = 0; c < 8; ++c) {
                 const __m512i raw = _mm512_loadu_si512(g + kQs + (p * 8 + c) * 64);
-                __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+                __m512i lo = _mm512_and_si512(raw, m4);
+                __m512i hi = kHigh16 ? _mm512_and_si512(raw, h4) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
                 if constexpr (Q5) {  // fifth bits: bit j of qh for sub-block j
                     const __m512i qh = _mm512_loadu_si512(g + kQh + c * 64), v16 = _mm512_set1_epi8(16);
                     lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(char(1 << (2 * p)))), lo, v16);
@@ -167,18 +181,22 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
                 }
             }
             // byte (2p % 4) and (2p % 4 + 1) of the scale word: sub-blocks 2p and 2p + 1
-            const __m512i s_lo = _mm512_and_si512(_mm512_srli_epi32(sc[p / 2], 16 * (p % 2)), byte0);
-            const __m512i s_hi = _mm512_and_si512(_mm512_srli_epi32(sc[p / 2], 16 * (p % 2) + 8), byte0);
+            const __m512i s_lo = spread_byte(sc[p / 2], (2 * p) % 4, kByteToDword);
+            const __m512i s_hi = spread_byte(sc[p / 2], (2 * p) % 4 + 1, kByteToDword);
 #pragma GCC unroll 4
-            for (int t = 0; t < T; ++t)
-                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_add_epi32(_mm512_mullo_epi32(lo_acc[t], s_lo),
-                                                                     _mm512_mullo_epi32(hi_acc[t], s_hi)));
+            for (int t = 0; t < T; ++t) {
+                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(lo_acc[t], s_lo));
+                (kHigh16 ? sumi_hi[t] : sumi[t]) = _mm512_add_epi32(kHigh16 ? sumi_hi[t] : sumi[t], _mm512_mullo_epi32(hi_acc[t], s_hi));
+            }
+        }
+        if constexpr (kHigh16) {
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) sumi[t] = _mm512_add_epi32(sumi[t], _mm512_srai_epi32(sumi_hi[t], 4));
         }
         // summ = sum_j m_j * (bsums[2j] + bsums[2j+1]): (m_j, m_j) int16 pairs against the two sums
 #pragma GCC unroll 8
         for (int j = 0; j < 8; ++j) {
-            const __m512i m = _mm512_and_si512(_mm512_srli_epi32(mn[j / 4], 8 * (j % 4)), byte0);
-            const __m512i pair = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+            const __m512i pair = spread_byte(mn[j / 4], j % 4, kByteToWordPair);
 #pragma GCC unroll 4
             for (int t = 0; t < T; ++t) summ[t] = _mm512_dpwssd_epi32(summ[t], pair, bcast32(a[t]->bsums + 2 * j));
         }

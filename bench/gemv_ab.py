@@ -1,0 +1,96 @@
+"""GEMV of two llamix builds in lockstep: which one streams a weight faster on this machine now.
+
+    python bench/gemv_ab.py BASE_PYTHONPATH NEW_PYTHONPATH [--types q4_0,q2_k] [--threads 1] [--rounds 30]
+
+Each PYTHONPATH is a folder holding a `llamix` package (a copy of python/llamix with its _C
+extension, e.g. one built from main). Two extension modules cannot share one process (pybind11
+registers their types globally), so each build runs in a child process and the parent tells them
+in turn to stream ~48 MiB of 4096x4096 weights (a 128 MiB working set of copies, 1-token GEMVs),
+swapping the order every round. The ratio new/base is taken per round, so load that changes over
+seconds (other processes on a shared 2-core machine) cancels out; the median and the quartiles
+of the per-round ratios are printed. Both builds must give the same answer (checked first).
+One thread is the steadiest measure when the machine is shared; two is the decode setting.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+STREAM_BYTES = 48 << 20
+WORKING_SET = 128 << 20
+
+
+def worker(qtype: str, threads: int) -> None:
+    """Prepares the copies, prints a checksum line, then one GB/s line per line read on stdin."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import llamix
+    from llamix import _C
+    from matmul_table import weight
+
+    llamix.set_threads(threads)
+    rng = np.random.default_rng(0)
+    k = rows = 4096
+    qt = weight(rng.standard_normal((rows, k), dtype=np.float32), qtype, rng)
+    copies = max(2, -(-WORKING_SET // qt.nbytes))
+    mats = [_C.PreparedWeight(qt.data.copy(), qt.info.gguf_id, k) for _ in range(copies)]
+    x = rng.standard_normal((1, k), dtype=np.float32)
+    y = np.empty((1, rows), np.float32)
+    mats[0].matmul(x, y)
+    print(json.dumps(y[0].astype(np.float64).tolist()[:64]), flush=True)
+    calls, pos = max(1, STREAM_BYTES // qt.nbytes), 0
+    for _ in sys.stdin:
+        mats[pos % copies].matmul(x, y)  # untimed: wakes the threads
+        t0 = time.perf_counter()
+        for i in range(calls):
+            mats[(pos + i) % copies].matmul(x, y)
+        pos += calls
+        print(qt.nbytes * calls / (time.perf_counter() - t0) / 1e9, flush=True)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], int(sys.argv[3]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("base", help="PYTHONPATH of the base build")
+    ap.add_argument("new", help="PYTHONPATH of the new build")
+    ap.add_argument("--types", default="q4_0,q4_k,q4_1,q2_k,q3_k,iq4_nl,iq4_xs")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=30)
+    args = ap.parse_args()
+    builds = {"base": args.base, "new": args.new}
+    print(f"GEMV 4096x4096, {args.threads} thread(s), {args.rounds} rounds of ~{STREAM_BYTES >> 20} MiB per build; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for qtype in args.types.split(","):
+        procs = {name: subprocess.Popen([sys.executable, __file__, "--worker", qtype, str(args.threads)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env={**os.environ, "PYTHONPATH": path})
+                 for name, path in builds.items()}
+        answers = {name: p.stdout.readline() for name, p in procs.items()}
+        if answers["base"] != answers["new"]:
+            raise SystemExit(f"{qtype}: the two builds give different answers")
+        gbs = {name: [] for name in builds}
+        for r in range(args.rounds):
+            for name in ("base", "new") if r % 2 == 0 else ("new", "base"):
+                procs[name].stdin.write("go\n")
+                procs[name].stdin.flush()
+                gbs[name].append(float(procs[name].stdout.readline()))
+        for p in procs.values():
+            p.stdin.close()
+            p.wait()
+        base, new = np.array(gbs["base"]), np.array(gbs["new"])
+        ratio = new / base
+        print(f"{qtype:7s} base {np.median(base):5.1f} GB/s  new {np.median(new):5.1f} GB/s  new/base "
+              f"{np.median(ratio):.3f} (quartiles {np.percentile(ratio, 25):.2f}-{np.percentile(ratio, 75):.2f})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
