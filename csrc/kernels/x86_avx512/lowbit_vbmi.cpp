@@ -3,6 +3,8 @@
 // instructions fewer per 64 weight bytes in the unpack that bounds decode. Same integer sums, so
 // bit-identical with lowbit.cpp's copies and the reference. Chosen by fill_lowbit_avx512.
 #pragma GCC target("avx512vbmi")
+// GCC 12's own intrinsic headers under a target pragma: their _mm512_undefined_* self-initialise
+// (GCC bug 105593), which warns once per use; nothing in this file is uninitialised
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #define LLAMIX_LOWBIT_VBMI 1
