@@ -411,13 +411,15 @@ def test_soak(url, client):
 
 
 # --- the command -----------------------------------------------------------------------------------------
-def test_serve_command_sigterm(tmp_path):
+@contextlib.contextmanager
+def serve_command(tmp_path, *flags):
+    """`llamix serve --random tiny FLAGS` in a child process, its output in tmp_path/serve.log:
+    yields (process, url) once /health answers; killed afterwards if it is still running."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(llamix.__file__).parents[1]),
                                                          os.environ.get("PYTHONPATH", "")]), "LLAMIX_QUIET": "1"}
     log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "llamix", "serve", "--random", "tiny", "--port", str(port),
-                             "-np", "2", "-c", "512", "-t", "1", "--shutdown-timeout", "5"],
+    proc = subprocess.Popen([sys.executable, "-m", "llamix", "serve", "--random", "tiny", "--port", str(port), *flags],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -428,51 +430,38 @@ def test_serve_command_sigterm(tmp_path):
                     break
             assert proc.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()
             time.sleep(0.1)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def test_serve_command_sigterm(tmp_path):
+    with serve_command(tmp_path, "-np", "2", "-c", "512", "-t", "1", "--shutdown-timeout", "5") as (proc, url):
         models = httpx.get(url + "/v1/models", timeout=10).json()
         assert models["data"][0]["meta"]["n_ctx_slot"] == 256     # -c 512 split between 2 slots
         r = httpx.post(url + "/v1/completions", json={"prompt": [1, 2, 3], "max_tokens": 3}, timeout=30)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, (tmp_path / "serve.log").read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
     text = (tmp_path / "serve.log").read_text()
-    assert f"running on http://127.0.0.1:{port} " in text     # where it listens, as uvicorn says it
+    assert f"running on {url} " in text     # where it listens, as uvicorn says it
     access = [json.loads(line) for line in text.splitlines() if line.startswith('{"ts"')]
     assert {a["path"] for a in access} >= {"/health", "/v1/models", "/v1/completions"}
-
-
-def _start_serve(tmp_path, *flags):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(llamix.__file__).parents[1]),
-                                                         os.environ.get("PYTHONPATH", "")]), "LLAMIX_QUIET": "1"}
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "llamix", "serve", "--random", "tiny", "--port", str(port), *flags],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url, log
-        assert proc.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()
-        time.sleep(0.1)
 
 
 def test_serve_sigterm_answers_requests_past_the_shutdown_timeout(tmp_path):
     """Requests still running --shutdown-timeout seconds after SIGTERM end with an answer: a
     streaming one with an error event and [DONE], a plain one with a 503 error object; no
     traceback in the log (uvicorn had cancelled their handlers: a bare 500, a stream cut off)."""
-    proc, url, log = _start_serve(tmp_path, "-np", "2", "-c", "131072", "-t", "1", "--shutdown-timeout", "1")
     body = {"prompt": [1, 2, 3], "max_tokens": 60000, "temperature": 0, "logit_bias": {"2": -100}}
     results = {}
-
-    def plain():
-        results["plain"] = httpx.post(url + "/v1/completions", json=body, timeout=60)
-    try:
+    flags = ("-np", "2", "-c", "131072", "-t", "1", "--shutdown-timeout", "1")
+    with serve_command(tmp_path, *flags) as (proc, url):
+        def plain():
+            results["plain"] = httpx.post(url + "/v1/completions", json=body, timeout=60)
         worker = threading.Thread(target=plain)
         worker.start()
         with httpx.stream("POST", url + "/v1/completions", json={**body, "stream": True}, timeout=60) as r:
@@ -482,11 +471,6 @@ def test_serve_sigterm_answers_requests_past_the_shutdown_timeout(tmp_path):
             events = [line for line in lines if line.startswith("data: ")]
         worker.join(60)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
     text = (tmp_path / "serve.log").read_text()
     assert events[-1] == "data: [DONE]" and '"error"' in events[-2] and "stopped" in events[-2], events[-3:]
     assert results["plain"].status_code == 503 and results["plain"].json()["error"]["code"] == "unavailable"
