@@ -328,31 +328,39 @@ def test_hidden_states_feed_the_logits(model):
     np.testing.assert_allclose(h @ head.T, logits, atol=2e-2 * np.abs(logits).max())
 
 
-def test_tool_call_reply_becomes_tool_calls(model, monkeypatch):
-    """With ``tools``, a reply written as <tool_call>{"name", "arguments"}</tool_call> comes back as
-    OpenAI tool_calls (arguments as a JSON string) with finish_reason "tool_calls"; the tools reach
-    the template."""
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    template = ("{%- if tools %}TOOLS:{{ tools | tojson }}\n{%- endif %}"
-                "{%- for m in messages %}{{ m.role }}: {{ m.content }}\n{%- endfor %}assistant:")
-    reply = 'Let me check.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich"}}\n</tool_call>'
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+TOOL_TEMPLATE = ("{%- if tools %}TOOLS:{{ tools | tojson }}\n{%- endif %}"
+                 "{%- for m in messages %}{{ m.role }}: {{ m.content }}\n{%- endfor %}assistant:")
+
+
+def _script_tool_reply(model, monkeypatch, reply: str) -> list[str]:
+    """The model "says" ``reply`` and ends its turn, under TOOL_TEMPLATE; returns the list the
+    rendered prompts are appended to."""
     ids = model.tokenize(reply, add_special=False)
     prompts = []
 
-    def scripted_run(request):   # the model "says" reply, then ends its turn
+    def scripted_run(request):
         prompts.append(model.detokenize(request.prompt))
         for t in ids + [model.eos_ids[0]]:
             z = np.zeros(model.config.vocab_size, np.float32)
             z[t] = 50.0
-            step = request.step(z)
-            yield step
+            yield request.step(z)
             if request.done:
                 return
 
     monkeypatch.setattr(model, "run", scripted_run)
-    monkeypatch.setattr(model.checkpoint, "chat_template", template)
+    monkeypatch.setattr(model.checkpoint, "chat_template", TOOL_TEMPLATE)
     monkeypatch.setattr(model, "_chat_formats", {}, raising=False)
-    r = model.create_chat_completion([{"role": "user", "content": "Weather?"}], tools=tools, temperature=0)
+    return prompts
+
+
+def test_tool_call_reply_becomes_tool_calls(model, monkeypatch):
+    """With ``tools``, a reply written as <tool_call>{"name", "arguments"}</tool_call> comes back as
+    OpenAI tool_calls (arguments as a JSON string) with finish_reason "tool_calls"; the tools reach
+    the template."""
+    reply = 'Let me check.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich"}}\n</tool_call>'
+    prompts = _script_tool_reply(model, monkeypatch, reply)
+    r = model.create_chat_completion([{"role": "user", "content": "Weather?"}], tools=TOOLS, temperature=0)
     choice = r["choices"][0]
     assert prompts[0].startswith('TOOLS:[{"type": "function"')
     assert choice["finish_reason"] == "tool_calls"
@@ -369,31 +377,14 @@ def test_tool_choice_none_leaves_tools_out_and_forcing_is_refused(model, monkeyp
     tool call, so the template gets no tools and a <tool_call> block stays text; forcing a call
     ("required" or a named function), which llamix does not do, is refused rather than ignored
     (a named function was silently answered as free text)."""
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    template = ("{%- if tools %}TOOLS:{{ tools | tojson }}\n{%- endif %}"
-                "{%- for m in messages %}{{ m.role }}: {{ m.content }}\n{%- endfor %}assistant:")
     reply = '<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>'
-    ids = model.tokenize(reply, add_special=False)
-    prompts = []
-
-    def scripted_run(request):
-        prompts.append(model.detokenize(request.prompt))
-        for t in ids + [model.eos_ids[0]]:
-            z = np.zeros(model.config.vocab_size, np.float32)
-            z[t] = 50.0
-            yield request.step(z)
-            if request.done:
-                return
-
-    monkeypatch.setattr(model, "run", scripted_run)
-    monkeypatch.setattr(model.checkpoint, "chat_template", template)
-    monkeypatch.setattr(model, "_chat_formats", {}, raising=False)
+    prompts = _script_tool_reply(model, monkeypatch, reply)
     msgs = [{"role": "user", "content": "Weather?"}]
-    auto = model.create_chat_completion(msgs, tools=tools, tool_choice="auto", temperature=0)
+    auto = model.create_chat_completion(msgs, tools=TOOLS, tool_choice="auto", temperature=0)
     assert prompts[-1].startswith("TOOLS:") and auto["choices"][0]["finish_reason"] == "tool_calls"
-    none = model.create_chat_completion(msgs, tools=tools, tool_choice="none", temperature=0)
+    none = model.create_chat_completion(msgs, tools=TOOLS, tool_choice="none", temperature=0)
     assert not prompts[-1].startswith("TOOLS:")
     assert none["choices"][0]["finish_reason"] == "stop" and none["choices"][0]["message"]["content"] == reply
     for forced in ("required", {"type": "function", "function": {"name": "get_weather"}}):
         with pytest.raises(ValueError, match="tool_choice"):
-            model.create_chat_completion(msgs, tools=tools, tool_choice=forced, temperature=0)
+            model.create_chat_completion(msgs, tools=TOOLS, tool_choice=forced, temperature=0)
