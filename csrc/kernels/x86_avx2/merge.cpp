@@ -164,20 +164,25 @@ void div_elementwise(float* x, const float* d, int64_t n) {
     if (i < n) ref::div_elementwise(x + i, d + i, n - i);
 }
 
+// x*x, y*y and x*y of 8 floats added in double to 8-lane sums (lanes 0-3 in *_lo, 4-7 in *_hi);
+// products are exact in double, so fused or not is the same. dot3 and delta_dot3 share it.
+static inline void add_products8(__m256 x, __m256 y, __m256d& aa_lo, __m256d& aa_hi, __m256d& bb_lo, __m256d& bb_hi,
+                                 __m256d& ab_lo, __m256d& ab_hi) {
+    const __m256d xl = _mm256_cvtps_pd(_mm256_castps256_ps128(x)), xh = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+    const __m256d yl = _mm256_cvtps_pd(_mm256_castps256_ps128(y)), yh = _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1));
+    aa_lo = _mm256_add_pd(aa_lo, _mm256_mul_pd(xl, xl));
+    aa_hi = _mm256_add_pd(aa_hi, _mm256_mul_pd(xh, xh));
+    bb_lo = _mm256_add_pd(bb_lo, _mm256_mul_pd(yl, yl));
+    bb_hi = _mm256_add_pd(bb_hi, _mm256_mul_pd(yh, yh));
+    ab_lo = _mm256_add_pd(ab_lo, _mm256_mul_pd(xl, yl));
+    ab_hi = _mm256_add_pd(ab_hi, _mm256_mul_pd(xh, yh));
+}
+
 void dot3(const float* a, const float* b, int64_t n, double out[3]) {
-    // lanes 0-3 in *_lo, 4-7 in *_hi; products are exact in double, so fused or not is the same
     __m256d aa_lo = _mm256_setzero_pd(), aa_hi = aa_lo, bb_lo = aa_lo, bb_hi = aa_lo, ab_lo = aa_lo, ab_hi = aa_lo;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        const __m256 x = _mm256_loadu_ps(a + i), y = _mm256_loadu_ps(b + i);
-        const __m256d xl = _mm256_cvtps_pd(_mm256_castps256_ps128(x)), xh = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
-        const __m256d yl = _mm256_cvtps_pd(_mm256_castps256_ps128(y)), yh = _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1));
-        aa_lo = _mm256_add_pd(aa_lo, _mm256_mul_pd(xl, xl));
-        aa_hi = _mm256_add_pd(aa_hi, _mm256_mul_pd(xh, xh));
-        bb_lo = _mm256_add_pd(bb_lo, _mm256_mul_pd(yl, yl));
-        bb_hi = _mm256_add_pd(bb_hi, _mm256_mul_pd(yh, yh));
-        ab_lo = _mm256_add_pd(ab_lo, _mm256_mul_pd(xl, yl));
-        ab_hi = _mm256_add_pd(ab_hi, _mm256_mul_pd(xh, yh));
+        add_products8(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), aa_lo, aa_hi, bb_lo, bb_hi, ab_lo, ab_hi);
     }
     double aa[8], bb[8], ab[8];
     store_lanes(aa_lo, aa_hi, aa);
@@ -207,14 +212,7 @@ void delta_dot3(const void* x0, QType t0, const void* x1, QType t1, const void* 
             x = _mm256_sub_ps(x, s);
             y = _mm256_sub_ps(y, s);
         }
-        const __m256d xl = _mm256_cvtps_pd(_mm256_castps256_ps128(x)), xh = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
-        const __m256d yl = _mm256_cvtps_pd(_mm256_castps256_ps128(y)), yh = _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1));
-        aa_lo = _mm256_add_pd(aa_lo, _mm256_mul_pd(xl, xl));
-        aa_hi = _mm256_add_pd(aa_hi, _mm256_mul_pd(xh, xh));
-        bb_lo = _mm256_add_pd(bb_lo, _mm256_mul_pd(yl, yl));
-        bb_hi = _mm256_add_pd(bb_hi, _mm256_mul_pd(yh, yh));
-        ab_lo = _mm256_add_pd(ab_lo, _mm256_mul_pd(xl, yl));
-        ab_hi = _mm256_add_pd(ab_hi, _mm256_mul_pd(xh, yh));
+        add_products8(x, y, aa_lo, aa_hi, bb_lo, bb_hi, ab_lo, ab_hi);
     }
     store_lanes(aa_lo, aa_hi, lanes);
     store_lanes(bb_lo, bb_hi, lanes + 8);

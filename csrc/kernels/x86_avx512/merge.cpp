@@ -142,20 +142,25 @@ void sub(float* out, const float* a, const float* b, int64_t n) {
     if (i < n) ref::sub(out + i, a + i, b + i, n - i);
 }
 
+// x*x, y*y and x*y of 16 floats added in double to 8-lane sums: elements 0..7 then 8..15 go to
+// lanes 0..7 in that order (the reference's per-lane order); dot3 and delta_dot3 share it.
+static inline void add_products16(__m512 x, __m512 y, __m512d& aa, __m512d& bb, __m512d& ab) {
+    const __m512d xl = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+    const __m512d xh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    const __m512d yl = _mm512_cvtps_pd(_mm512_castps512_ps256(y));
+    const __m512d yh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
+    aa = _mm512_add_pd(_mm512_add_pd(aa, _mm512_mul_pd(xl, xl)), _mm512_mul_pd(xh, xh));
+    bb = _mm512_add_pd(_mm512_add_pd(bb, _mm512_mul_pd(yl, yl)), _mm512_mul_pd(yh, yh));
+    ab = _mm512_add_pd(_mm512_add_pd(ab, _mm512_mul_pd(xl, yl)), _mm512_mul_pd(xh, yh));
+}
+
 void dot3(const float* a, const float* b, int64_t n, double out[3]) {
     // One 8-lane accumulator each: elements i..i+7 then i+8..i+15 go to lanes 0..7 in that order,
     // exactly the reference's per-lane order.
     __m512d aa = _mm512_setzero_pd(), bb = aa, ab = aa;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        const __m512 x = _mm512_loadu_ps(a + i), y = _mm512_loadu_ps(b + i);
-        const __m512d xl = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
-        const __m512d xh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
-        const __m512d yl = _mm512_cvtps_pd(_mm512_castps512_ps256(y));
-        const __m512d yh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
-        aa = _mm512_add_pd(_mm512_add_pd(aa, _mm512_mul_pd(xl, xl)), _mm512_mul_pd(xh, xh));
-        bb = _mm512_add_pd(_mm512_add_pd(bb, _mm512_mul_pd(yl, yl)), _mm512_mul_pd(yh, yh));
-        ab = _mm512_add_pd(_mm512_add_pd(ab, _mm512_mul_pd(xl, yl)), _mm512_mul_pd(xh, yh));
+        add_products16(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), aa, bb, ab);
     }
     double la[8], lb[8], lab[8];
     _mm512_storeu_pd(la, aa);
@@ -184,13 +189,7 @@ void delta_dot3(const void* x0, QType t0, const void* x1, QType t1, const void* 
             x = _mm512_sub_ps(x, s);
             y = _mm512_sub_ps(y, s);
         }
-        const __m512d xl = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
-        const __m512d xh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
-        const __m512d yl = _mm512_cvtps_pd(_mm512_castps512_ps256(y));
-        const __m512d yh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
-        aa = _mm512_add_pd(_mm512_add_pd(aa, _mm512_mul_pd(xl, xl)), _mm512_mul_pd(xh, xh));
-        bb = _mm512_add_pd(_mm512_add_pd(bb, _mm512_mul_pd(yl, yl)), _mm512_mul_pd(yh, yh));
-        ab = _mm512_add_pd(_mm512_add_pd(ab, _mm512_mul_pd(xl, yl)), _mm512_mul_pd(xh, yh));
+        add_products16(x, y, aa, bb, ab);
     }
     _mm512_storeu_pd(lanes, aa);
     _mm512_storeu_pd(lanes + 8, bb);
