@@ -242,6 +242,10 @@ def test_file_outputs_need_an_existing_folder(s260, tmp_path, capsys):
     assert main(["imatrix", "-m", s260, "-f", str(text), "-o", str(missing / "im.gguf"), "-c", "32"]) == 1
     assert f"the folder {missing} does not exist" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+    (tmp_path / "folder").mkdir()    # a folder OUT: named as such, not "pass --force" (which then failed)
+    for force in ([], ["--force"]):
+        assert main(["quantize", s260, str(tmp_path / "folder"), "q8_0", *force]) == 1
+        assert "is a folder; give the output file's path" in capsys.readouterr().err
 
 
 def test_sigterm_during_quantize_leaves_no_file(s260, tmp_path, monkeypatch, capsys):

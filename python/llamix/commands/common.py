@@ -164,6 +164,8 @@ def check_output(out: str, inputs: Iterable, force: bool, flag: str = "OUT", fil
     target = Path(out).resolve()
     if file and not target.parent.is_dir():
         raise UsageError(f"{flag} {out}: the folder {target.parent} does not exist")
+    if file and target.is_dir():   # --force cannot replace a folder with a file
+        raise UsageError(f"{flag} {out}: is a folder; give the output file's path")
     for given in inputs:
         if given is None:
             continue
