@@ -10,7 +10,10 @@ values, and the answer is still checked against the dequantized weights.
 GEMV (1 token): effective GB/s of weight bytes, cycling through enough distinct weight matrices
 that the working set is several times the last-level cache (as a model's layers are), next to a
 STREAM-like read probe and numpy's float32 matvec (also cycled). Each GEMV timing streams at least
-512 MiB, after one untimed call that wakes the threads. "% of probe" is against the
+512 MiB, right after an untimed pass of the same length: on these VMs a core that idled (waiting
+for the other tool's turn) streams at about half speed for its first tens of milliseconds (probe
+after a 1.5 s sleep, 2 threads: 13-20 GB/s on the first 512 MiB pass, 29-32 on the second), and a
+decode keeps the cores busy, so every contender (probe, llamix, numpy) is timed warm, alike. "% of probe" is against the
 probe; "% of read BW" against the better of the two (numpy's matvec is itself a read stream,
 and sometimes the faster one).
 GEMM (512 tokens): GFLOP/s against numpy's float32 matmul. numpy runs in a subprocess whose
@@ -157,21 +160,32 @@ def main() -> int:
             for m in mats:
                 m.matmul(x1, y1)
 
-            def gemv():
-                mats[-1].matmul(x1, y1)  # untimed: wakes the threads (and the clock) after the peer's turn
-                t0 = time.perf_counter()
+            def stream():
                 for i in range(calls):
                     mats[i % len(mats)].matmul(x1, y1)
+
+            def gemv():
+                stream()  # untimed: the cores warm up after the peer's turn (see the docstring)
+                t0 = time.perf_counter()
+                stream()
                 return time.perf_counter() - t0
+
+            def probe_s():
+                _C.stream_read(probe)  # untimed, as gemv()
+                return median_time(lambda: _C.stream_read(probe), 1)
+
+            def gemm():
+                mats[0].matmul(X, Y)  # untimed, as gemv()
+                return median_time(lambda: mats[0].matmul(X, Y), 1)
 
             Y = np.empty((TOKENS, rows), np.float32)
             mats[0].matmul(X, Y)
             t = {"gemv": [], "probe": [], "np_gemv": [], "gemm": [], "np_gemm": []}
             for r in range(args.rounds):  # interleaved, so all see the same machine load
                 t["gemv"].append(gemv() / calls)
-                t["probe"].append(median_time(lambda: _C.stream_read(probe), 1))
+                t["probe"].append(probe_s())
                 t["np_gemv"].append(peer.ask("gemv", shape)["s"])
-                t["gemm"].append(median_time(lambda: mats[0].matmul(X, Y), 1))
+                t["gemm"].append(gemm())
                 t["np_gemm"].append(peer.ask("gemm", shape)["s"])
             # Ratios per round, then their median: robust to the drift between rounds.
             v = {key: np.array(val) for key, val in t.items()}
