@@ -31,6 +31,7 @@ from llamix import Tokenizer
 from llamix.chat_format import builtin_format
 
 from conftest import require_peer
+from serving import free_port, running
 
 uvicorn = require_peer("uvicorn", "serve")
 server_mod = require_peer("llamix.server", "serve")
@@ -40,32 +41,6 @@ httpx = require_peer("httpx", "test")
 KEY = "test-key-123"
 MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Say hello."}]
 N_CTX = 256
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running(app):
-    """uvicorn serving ``app`` on a free port in a thread; stopped (and checked stopped) after."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert th.is_alive() and time.time() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        th.join(30)
-        assert not th.is_alive(), "the server did not stop"
 
 
 @pytest.fixture(scope="module")

@@ -78,7 +78,8 @@ class Step:
 class Request:
     """A generation in progress: ``prompt`` ids, sampled ``tokens`` (end-of-generation token
     excluded), released ``text``, ``finish_reason`` (``"stop"``: end-of-generation token, stop
-    string or completed grammar; ``"length"``: ``max_tokens``) once :attr:`done`.
+    string or completed grammar; ``"length"``: ``max_tokens``) once :attr:`done`, and
+    ``stopping_word``: the stop string that ended it ("" if none did).
 
     ``tokenizer``: for text and stop strings (None: ids only). ``logprobs``: how many top
     alternatives to report per token (None: no log-probabilities). ``logit_bias``: {token id:
@@ -104,6 +105,7 @@ class Request:
         self.tokens: list[int] = []
         self.text = ""            # the completion's text released so far
         self.finish_reason: str | None = None
+        self.stopping_word = ""   # the stop string that ended the request, if one did
         self._decoder = StreamDecoder(tokenizer, self.prompt) if tokenizer is not None else None
         self._pending = ""        # decoded text not yet released (a stop string may be starting)
 
@@ -168,9 +170,11 @@ class Request:
             self.text += piece
             return piece
         self._pending += piece
-        cuts = [self._pending.find(s) for s in self.stops if s in self._pending]
+        cuts = [(self._pending.find(s), k) for k, s in enumerate(self.stops) if s in self._pending]
         if cuts:
-            out = self._pending[:min(cuts)]
+            at, k = min(cuts)
+            self.stopping_word = self.stops[k]
+            out = self._pending[:at]
             self._pending = ""
             self.text += out
             self.finish_reason = FINISH_STOP

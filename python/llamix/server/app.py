@@ -2,7 +2,8 @@
 
 Endpoints: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions`` (server-sent
 events with ``"stream": true``, ending ``data: [DONE]``), ``POST /v1/embeddings``, ``GET /health``,
-``GET /metrics``. Requests are shaped by the model's own API (``prepare_completion`` /
+``GET /metrics``, and llama-server's own ``/completion``, ``/tokenize``, ``/detokenize``,
+``/apply-template`` and ``GET /props`` (native.py). Requests are shaped by the model's own API (``prepare_completion`` /
 ``prepare_chat_completion`` / ``create_embedding``, the functions ``llamix.Model`` offers in
 process), run by the batch engine, and errors come back as OpenAI error objects
 (``{"error": {"message", "type", "param", "code"}}``): 400 for a malformed body, a field of the
@@ -38,6 +39,8 @@ from starlette.routing import Route
 
 from ..model import BatchEngine, EngineStopped, Job, Model, QueueFull
 from ..model.api import TextCompletion
+from ..model.engine import Request, Step
+from . import native
 from .metrics import CONTENT_TYPE, Metrics
 from .params import BadRequest, chat_kwargs, completion_kwargs, embedding_input
 
@@ -132,10 +135,11 @@ class Server:
             raise _Refused(error_response(400, f"the request body is not valid JSON: {e}", code="invalid_json")) \
                 from None
 
-    async def run_job(self, request: HTTPRequest, prepared: TextCompletion, stream: bool, usage: bool) -> Response:
+    def submit(self, request: HTTPRequest, req: Request) -> tuple[Job, _Feed] | Response:
+        """``req`` queued on the engine with a feed of its steps, or the error response."""
         feed = _Feed(asyncio.get_running_loop())
         try:
-            job = self.engine.submit(prepared.request, feed.sink)
+            job = self.engine.submit(req, feed.sink)
         except QueueFull as e:
             return error_response(503, str(e), type_="server_error", code="queue_full")
         except EngineStopped as e:
@@ -143,8 +147,10 @@ class Server:
         except ValueError as e:
             return _bad_request(e)
         request.state.job = job
-        if stream:
-            return _JobStream(self._events(prepared, feed, usage), job)
+        return job, feed
+
+    async def steps(self, request: HTTPRequest, job: Job, feed: _Feed) -> list[Step] | Response:
+        """All of a job's steps, or the error response (shutdown, client gone)."""
         steps, stopped = [], False
         try:
             async with anyio.create_task_group() as tg:
@@ -160,9 +166,19 @@ class Server:
         if stopped:
             return error_response(503, "the server is shutting down: the request was stopped", type_="server_error",
                                   code="unavailable")
-        if job.cancelled and not prepared.request.done:
+        if job.cancelled and not job.request.done:
             return error_response(499, "the client closed the request", code="client_closed")
-        return JSONResponse(prepared.response(steps))
+        return steps
+
+    async def run_job(self, request: HTTPRequest, prepared: TextCompletion, stream: bool, usage: bool) -> Response:
+        submitted = self.submit(request, prepared.request)
+        if isinstance(submitted, Response):
+            return submitted
+        job, feed = submitted
+        if stream:
+            return _JobStream(self._events(prepared, feed, usage), job)
+        steps = await self.steps(request, job, feed)
+        return steps if isinstance(steps, Response) else JSONResponse(prepared.response(steps))
 
     async def _events(self, prepared: TextCompletion, feed: _Feed, usage: bool) -> AsyncIterator[str]:
         for chunk in prepared.first_chunks():
@@ -233,6 +249,88 @@ class Server:
                 d["embedding"] = base64.b64encode(np.asarray(d["embedding"], dtype="<f4").tobytes()).decode()
         request.state.usage = result["usage"]
         return JSONResponse(result)
+
+    # --- llama-server's own endpoints (native.py) ------------------------------------------------------
+    async def completion(self, request: HTTPRequest) -> Response:
+        """llama-server's ``/completion``."""
+        body = await self.read_json(request)
+        m = self.model
+        try:
+            kw, stream, options = native.completion_kwargs(body)
+            ids = await run_in_threadpool(native.prompt_ids, m, body.get("prompt") if isinstance(body, dict) else None,
+                                          True)
+            # n_predict 0 generates nothing: the request is shaped, never run
+            req = m.new_request(ids, **{**kw, "max_tokens": 1 if options["n_predict"] == 0 else kw["max_tokens"]})
+        except ValueError as e:
+            return _bad_request(e)
+        settings = native.settings_of(kw, options, req.stops, m.n_ctx)
+        prompt_text = b"".join(m.tokenizer.pieces(ids)).decode("utf-8", errors="replace")
+        shaped = native.NativeCompletion(req, prompt_text, self.name, settings, options, m.n_ctx)
+        if options["n_predict"] == 0:   # nothing to generate (llama-server would only fill the cache)
+            return JSONResponse(shaped.final([], None, False))
+        submitted = self.submit(request, req)
+        if isinstance(submitted, Response):
+            return submitted
+        job, feed = submitted
+        if stream:
+            return _JobStream(self._native_events(shaped, job, feed), job)
+        steps = await self.steps(request, job, feed)
+        return steps if isinstance(steps, Response) else JSONResponse(shaped.final(steps, job, False))
+
+    async def _native_events(self, shaped: native.NativeCompletion, job: Job, feed: _Feed) -> AsyncIterator[str]:
+        steps = []
+        try:
+            async for step in feed:
+                steps.append(step)
+                event = shaped.event(step)
+                if event is not None:
+                    yield _sse(event)
+        except Exception as e:  # noqa: BLE001 - the stream has started: the error goes as an event
+            yield _sse({"error": {"code": 500, "message": str(e), "type": "server_error"}})
+            return
+        yield _sse(shaped.final(steps, job, True))
+
+    async def tokenize(self, request: HTTPRequest) -> Response:
+        body = await self.read_json(request)
+        try:
+            content, add_special, parse_special, pieces = native.tokenize_body(body)
+            ids = native.prompt_ids(self.model, content, add_special, parse_special, field="content")
+        except ValueError as e:
+            return _bad_request(e)
+        tok = self.model.tokenizer   # prompt_ids has refused a model without one
+        return JSONResponse({"tokens": native.with_pieces(ids, tok.pieces(ids)) if pieces else ids})
+
+    async def detokenize(self, request: HTTPRequest) -> Response:
+        body = await self.read_json(request)
+        try:
+            tok = self.model._tok()   # ArgumentError (400) for a model without a tokenizer
+            ids = native.detokenize_body(body, tok.vocab_size)
+        except ValueError as e:
+            return _bad_request(e)
+        return JSONResponse({"content": b"".join(tok.pieces(ids)).decode("utf-8", errors="replace")})
+
+    async def apply_template(self, request: HTTPRequest) -> Response:
+        """llama-server's ``/apply-template``: the chat prompt of ``messages``, not run."""
+        body = await self.read_json(request)
+        try:
+            kw, _, _ = chat_kwargs(body)
+            prompt = await run_in_threadpool(self.model.apply_chat_template, kw["messages"], tools=kw.get("tools"))
+        except ValueError as e:
+            return _bad_request(e)
+        return JSONResponse({"prompt": prompt})
+
+    async def props(self, request: HTTPRequest) -> Response:
+        """llama-server's ``GET /props``: the slots' settings, the model and its chat template."""
+        m = self.model
+        defaults = native.settings_of({}, {"n_predict": -1, "n_probs": 0}, [], m.n_ctx)
+        try:
+            template = m.chat_formatter().template
+        except ValueError:
+            template = ""
+        return JSONResponse({"default_generation_settings": {"n_ctx": m.n_ctx, "params": defaults},
+                             "total_slots": self.engine.n_parallel, "model_alias": self.name, "model_path": m.source,
+                             "chat_template": template or "", "modalities": {"vision": False, "audio": False},
+                             "build_info": "llamix"})
 
 
 class _Refused(Exception):
@@ -308,8 +406,10 @@ def _authorized(scope, key: bytes) -> bool:
 
 # Open without the API key, as llama-server leaves them: a client can check the server is up and
 # which model it serves before it has a key.
-_PUBLIC_PATHS = {"/health", "/v1/models"}
-_PATHS = {"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings"}
+_PUBLIC_PATHS = {"/health", "/v1/health", "/v1/models", "/models"}
+_PATHS = {"/health", "/v1/health", "/metrics", "/v1/models", "/models", "/v1/completions", "/v1/chat/completions",
+          "/chat/completions", "/v1/embeddings", "/completion", "/completions", "/tokenize", "/detokenize",
+          "/apply-template", "/props"}
 
 
 def create_app(model: Model, n_parallel: int = 4, *, name: str | None = None, api_key: str | None = None,
@@ -346,12 +446,17 @@ def create_app(model: Model, n_parallel: int = 4, *, name: str | None = None, ap
     async def internal_error(request, exc: Exception) -> Response:
         return error_response(500, f"internal error: {exc}", "server_error")
 
-    routes = [Route("/health", endpoint(server.health), methods=["GET"]),
-              Route("/metrics", endpoint(server.metrics_text), methods=["GET"]),
-              Route("/v1/models", endpoint(server.models), methods=["GET"]),
-              Route("/v1/completions", endpoint(server.completions), methods=["POST"]),
-              Route("/v1/chat/completions", endpoint(server.chat_completions), methods=["POST"]),
-              Route("/v1/embeddings", endpoint(server.embeddings), methods=["POST"])]
+    routes = [Route(path, endpoint(fn), methods=[method]) for path, (method, fn) in {
+        "/health": ("GET", server.health), "/v1/health": ("GET", server.health),
+        "/metrics": ("GET", server.metrics_text),
+        "/v1/models": ("GET", server.models), "/models": ("GET", server.models),
+        "/v1/completions": ("POST", server.completions),
+        "/v1/chat/completions": ("POST", server.chat_completions), "/chat/completions": ("POST", server.chat_completions),
+        "/v1/embeddings": ("POST", server.embeddings),
+        # llama-server's own API (its /completions is its native one, not OpenAI's)
+        "/completion": ("POST", server.completion), "/completions": ("POST", server.completion),
+        "/tokenize": ("POST", server.tokenize), "/detokenize": ("POST", server.detokenize),
+        "/apply-template": ("POST", server.apply_template), "/props": ("GET", server.props)}.items()]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.add_middleware(_Gate, server=server)

@@ -298,6 +298,15 @@ class Tokenizer:
                 chunks[k] = chunks[k][1:]
         return b"".join(chunks).decode("utf-8", errors="replace")
 
+    def pieces(self, ids: Sequence[int]) -> list[bytes]:
+        """Each of ``ids``' bytes as llama.cpp's ``token_to_piece(special=True)`` renders it: control
+        and unknown tokens as their text, no space prefix removed (llama-server's ``/tokenize``
+        pieces and ``/detokenize``)."""
+        ids = check_token_ids(ids, self.vocab_size)
+        pieces, attrs = self._piece_bytes(), self.vocab.attrs
+        return [pieces[i] or (self.vocab.tokens[i].encode("utf-8") if attrs[i] in (CONTROL, UNKNOWN) else b"")
+                for i in ids]
+
     def token_bytes(self) -> list[bytes]:
         """Every token's bytes as llama.cpp's ``token_to_piece(special=False)`` renders them (control,
         unknown and unused tokens: empty), indexed by id; e.g. for a grammar engine's token table."""
