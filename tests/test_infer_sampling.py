@@ -90,12 +90,24 @@ def test_seeded_reproducibility():
     assert a != [s3.sample(LOGITS) for _ in range(50)]
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_k=-1), dict(top_p=-0.1), dict(top_p=1.5),
+@pytest.mark.parametrize("bad", [dict(temperature=float("nan")), dict(top_k=2.5), dict(top_p=-0.1), dict(top_p=1.5),
                                  dict(min_p=2),
                                  dict(repeat_penalty=0), dict(repeat_last_n=-2)])
 def test_invalid_parameters(bad):
     with pytest.raises(ValueError):
         Sampler(**bad)
+
+
+def test_negative_temperature_is_greedy_and_negative_top_k_off_as_in_llama_cpp():
+    """llama.cpp (and llama-cpp-python, llama-server, which pass them through): temperature <= 0
+    samples greedily, top_k <= 0 keeps every token (both were refused)."""
+    best = int(np.argmax(LOGITS))
+    assert all(Sampler(temperature=-1, seed=s).sample(LOGITS) == best for s in range(20))
+
+    def draws(top_k):
+        smp = Sampler(seed=4, top_k=top_k)
+        return [smp.sample(LOGITS) for _ in range(60)]
+    assert draws(-5) == draws(0) and len(set(draws(0))) > 2
 
 
 def test_seed_minus_one_is_random_as_in_llama_cpp():

@@ -109,8 +109,6 @@ def add_sampling(p) -> None:
 
 def check_sampling(args) -> None:
     check(math.isfinite(args.temp), "--temp", f"must be a finite number, got {args.temp}")
-    # llama.cpp's meanings: a temperature <= 0 is greedy, a top-k <= 0 is off
-    args.temp, args.top_k = max(args.temp, 0.0), max(args.top_k, 0)
     check(0 <= args.top_p <= 1, "--top-p", f"must be in [0, 1] (0: greedy), got {args.top_p}")
     check(0 <= args.min_p <= 1, "--min-p", f"must be in [0, 1], got {args.min_p}")
     check(args.repeat_penalty > 0, "--repeat-penalty", f"must be positive, got {args.repeat_penalty}")

@@ -24,8 +24,10 @@ class Sampler:
     def __init__(self, temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                  repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int | None = None, *,
                  frequency_penalty: float = 0.0, presence_penalty: float = 0.0):
-        temperature = check_value(temperature, float, "temperature", lo=0.0, error=ArgumentError)
-        top_k = check_value(top_k, int, "top_k (0 disables it)", lo=0, error=ArgumentError)
+        # llama.cpp's meanings, which llama-cpp-python and llama-server pass through: a temperature
+        # <= 0 is greedy, a top_k <= 0 is off
+        temperature = max(check_value(temperature, float, "temperature", error=ArgumentError), 0.0)
+        top_k = max(check_value(top_k, int, "top_k", error=ArgumentError), 0)
         top_p = check_value(top_p, float, "top_p (0: greedy)", lo=0.0, hi=1.0, error=ArgumentError)
         min_p = check_value(min_p, float, "min_p", lo=0.0, hi=1.0, error=ArgumentError)
         if not check_value(repeat_penalty, float, "repeat_penalty", lo=0.0, error=ArgumentError) > 0:
