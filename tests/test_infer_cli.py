@@ -101,12 +101,24 @@ def test_bench_json_reads_like_llama_bench(tmp_path, s260_bin, capsys):
         for k in shared:
             assert type(a[k]) is type(b[k]) or {type(a[k]), type(b[k])} <= {int, float}, (k, a[k], b[k])
         assert len(a["samples_ns"]) == len(b["samples_ns"]) == 2
+    # the default Markdown table: llama-bench's columns, rows and cells (but the speeds, the backend's
+    # name and the model's label, which llama.cpp takes from its own table of model sizes)
+    flags = ["-p", "8", "-n", "2", "-r", "2", "-t", "1", "-d", "0,4"]
+    r = subprocess.run([str(exe), "-m", str(model), *flags], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert main(["bench", "-m", str(model), *flags, "-ctk", "f16", "-ctv", "f16"]) == 0
+
+    def table(text):
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+        return [[c for k, c in enumerate(row) if rows[0][k] not in ("model", "backend", "t/s")] for row in rows[:1] + rows[2:]]
+    assert table(capsys.readouterr().out) == table(r.stdout)
 
 
 def test_bench_value_lists_as_llama_bench(capsys):
     """-p/-n/-d/-t take llama-bench's comma lists: one table row per test, in llama-bench's order."""
     assert main(["bench", "--shape", "tiny", "-p", "8,16", "-n", "2", "-d", "0,4", "-t", "1", "-r", "1"]) == 0
-    rows = [line.split(" | ")[4] for line in capsys.readouterr().out.splitlines()[2:]]
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()]
+    rows = [r[table[0].index("test")] for r in table[2:]]
     assert rows == ["pp8", "pp16", "tg2", "pp8 @ d4", "pp16 @ d4", "tg2 @ d4"]
     with pytest.raises(SystemExit) as e:
         main(["bench", "--shape", "tiny", "-p", "16,x"])

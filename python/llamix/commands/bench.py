@@ -48,12 +48,12 @@ def add_arguments(p) -> None:
     p.add_argument("-t", "--threads", type=_int_list, default=None, metavar="N[,N...]",
                    help="compute threads (default: one per physical core)")
     add_gpu_flags(p)
-    p.add_argument("-r", "--repetitions", type=int, default=3, metavar="N", help="repetitions of each test (median)")
+    p.add_argument("-r", "--repetitions", type=int, default=3, metavar="N", help="repetitions of each test (the table: their mean ± standard deviation, as llama-bench)")
     p.add_argument("-d", "--n-depth", type=_int_list, default=[0], metavar="N[,N...]",
                    help="tokens already in the KV cache when pp and tg are measured (llama-bench's -d) (default: 0)")
     add_kv_cache(p)
     p.add_argument("-o", "--output", choices=["md", "json", "jsonl", "csv"], default="md",
-                   help="md: a Markdown table of medians (default); json, jsonl, csv: one record per test "
+                   help="md: llama-bench's Markdown table (default); json, jsonl, csv: one record per test "
                         "with llama-bench's -o field names (avg_ts, samples_ts, n_depth, ...)")
     p.add_argument("--json", action="store_true", help="the same as -o json")
 
@@ -163,6 +163,31 @@ def _print_records(records: list[dict], fmt: str) -> None:
         w.writerows(records)
 
 
+def _print_table(records: list[dict]) -> None:
+    """llama-bench's Markdown table: model type, size (MiB/GiB), parameters, backend, threads, the
+    cache types where they are not llama-bench's default f16, test and t/s as mean ± standard
+    deviation of the repetitions; then, on stderr, what each generation test reads per second."""
+    kv = any(r["type_k"] != "f16" or r["type_v"] != "f16" for r in records)
+    head = ["model", "size", "params", "backend", "threads"] + (["type_k", "type_v"] if kv else []) + ["test", "t/s"]
+    print("| " + " | ".join(head) + " |")
+    print("| " + " | ".join("---" if h in ("model", "backend", "type_k", "type_v") else "---:" for h in head) + " |")
+    for r in records:
+        size, n = r["model_size"], r["model_n_params"]
+        test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+        test += f" @ d{r['n_depth']}" if r["n_depth"] else ""
+        row = [r["model_type"], f"{size / 2**20:.2f} MiB" if size < 2**30 else f"{size / 2**30:.2f} GiB",
+               f"{n / 1e6:.2f} M" if n < 1e9 else f"{n / 1e9:.2f} B", f"CPU ({r['isa']})", str(r["n_threads"])]
+        row += [r["type_k"], r["type_v"]] if kv else []
+        row += [test, f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}"]
+        print("| " + " | ".join(row) + " |")
+    for r in records:
+        if r["n_gen"]:
+            at = f" @ d{r['n_depth']}" if r["n_depth"] else ""
+            plural = "s" if r["n_threads"] != 1 else ""
+            print(f"(tg{r['n_gen']}{at} on {r['n_threads']} thread{plural}: median {r['median_ts']:.2f} t/s, "
+                  f"{r['model_size'] * r['median_ts'] / 1e9:.1f} GB/s of weights)", file=sys.stderr)
+
+
 def _tests(m: Model, args) -> list[dict]:
     """Every test of the command line, in llama-bench's order: for each thread count and depth,
     the pp tests of each -p, then the tg tests of each -n."""
@@ -206,15 +231,5 @@ def run(args) -> int:
     if fmt != "md":
         _print_records(_records(m, name, tests), fmt)
         return 0
-    isa, gb = cpu_info()["isa"], m.nbytes / 1e9
-    print("| model | size | threads | isa | test | t/s |")
-    print("|---|---:|---:|---|---|---:|")
-    for t in tests:
-        test = f"pp{t['n_prompt']}" if t["n_prompt"] else f"tg{t['n_gen']}"
-        at = f" @ d{t['n_depth']}" if t["n_depth"] else ""  # llama-bench's label
-        ts = statistics.median((t["n_prompt"] + t["n_gen"]) * 1e9 / x for x in t["samples_ns"])
-        print(f"| {name} | {gb:.2f} GB | {t['n_threads']} | {isa} | {test}{at} | {ts:.2f} |")
-        if t["n_gen"]:
-            plural = "s" if t["n_threads"] != 1 else ""
-            print(f"({test}{at} on {t['n_threads']} thread{plural} reads {gb * ts:.1f} GB/s of weights)", file=sys.stderr)
+    _print_table(_records(m, name, tests))
     return 0
