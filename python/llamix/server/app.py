@@ -42,7 +42,8 @@ from ..model.api import TextCompletion
 from ..model.engine import Request, Step
 from . import native
 from .metrics import CONTENT_TYPE, Metrics
-from .params import BadRequest, chat_kwargs, completion_kwargs, embedding_input
+from .params import (BadRequest, chat_kwargs, completion_kwargs, embedding_input, native_completion_kwargs,
+                     native_detokenize_body, native_prompt_ids, native_tokenize_body)
 
 ACCESS_LOG = logging.getLogger("llamix.server.access")
 MAX_BODY_BYTES = 8 << 20   # a request body larger than this is refused (413)
@@ -256,8 +257,8 @@ class Server:
         body = await self.read_json(request)
         m = self.model
         try:
-            kw, stream, options = native.completion_kwargs(body)
-            ids = await run_in_threadpool(native.prompt_ids, m, body.get("prompt") if isinstance(body, dict) else None,
+            kw, stream, options = native_completion_kwargs(body)
+            ids = await run_in_threadpool(native_prompt_ids, m, body.get("prompt") if isinstance(body, dict) else None,
                                           True)
             # n_predict 0 generates nothing: the request is shaped, never run
             req = m.new_request(ids, **{**kw, "max_tokens": 1 if options["n_predict"] == 0 else kw["max_tokens"]})
@@ -293,18 +294,18 @@ class Server:
     async def tokenize(self, request: HTTPRequest) -> Response:
         body = await self.read_json(request)
         try:
-            content, add_special, parse_special, pieces = native.tokenize_body(body)
-            ids = native.prompt_ids(self.model, content, add_special, parse_special, field="content")
-        except ValueError as e:
+            content, add_special, parse_special, pieces = native_tokenize_body(body)
+            ids = native_prompt_ids(self.model, content, add_special, parse_special, field="content")
+            tokens = native.with_pieces(ids, self.model.tokenizer.pieces(ids)) if pieces else ids
+        except ValueError as e:   # also: ids out of the vocabulary, a model without a tokenizer
             return _bad_request(e)
-        tok = self.model.tokenizer   # prompt_ids has refused a model without one
-        return JSONResponse({"tokens": native.with_pieces(ids, tok.pieces(ids)) if pieces else ids})
+        return JSONResponse({"tokens": tokens})
 
     async def detokenize(self, request: HTTPRequest) -> Response:
         body = await self.read_json(request)
         try:
             tok = self.model._tok()   # ArgumentError (400) for a model without a tokenizer
-            ids = native.detokenize_body(body, tok.vocab_size)
+            ids = native_detokenize_body(body, tok.vocab_size)
         except ValueError as e:
             return _bad_request(e)
         return JSONResponse({"content": b"".join(tok.pieces(ids)).decode("utf-8", errors="replace")})
@@ -451,7 +452,8 @@ def create_app(model: Model, n_parallel: int = 4, *, name: str | None = None, ap
         "/metrics": ("GET", server.metrics_text),
         "/v1/models": ("GET", server.models), "/models": ("GET", server.models),
         "/v1/completions": ("POST", server.completions),
-        "/v1/chat/completions": ("POST", server.chat_completions), "/chat/completions": ("POST", server.chat_completions),
+        "/v1/chat/completions": ("POST", server.chat_completions),
+        "/chat/completions": ("POST", server.chat_completions),
         "/v1/embeddings": ("POST", server.embeddings),
         # llama-server's own API (its /completions is its native one, not OpenAI's)
         "/completion": ("POST", server.completion), "/completions": ("POST", server.completion),

@@ -1,5 +1,5 @@
-"""llama-server's own (non-OpenAI) request and response shapes: ``/completion``, ``/tokenize``,
-``/detokenize``, ``/apply-template``, ``/props``.
+"""llama-server's own (non-OpenAI) answers: ``/completion``'s, ``/tokenize``'s pieces, ``/props``'s
+settings (their request bodies are read in params.py).
 
 Fields and defaults follow llama.cpp's ``tools/server/README.md``: a ``/completion`` body takes
 ``prompt`` (a string, token ids, or both mixed), ``n_predict`` (-1: until the context is full; 0:
@@ -12,75 +12,14 @@ sends one ``{"content", "tokens", "stop": false}`` event per piece of text and a
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..model import Job
 from ..model.engine import FINISH_LENGTH, Request, Step, TokenLogprob
-from .params import BOOL, INT, LIST, NULL, STR, BadRequest, _check, _common, _type_of
 
 # llama-server's sampling defaults (common/common.h), reported in generation_settings
 _DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0,
              "repeat_last_n": 64, "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": -1}
-
-
-def prompt_ids(model, prompt: Any, add_special: bool, parse_special: bool = True, field: str = "prompt") -> list[int]:
-    """Token ids of a llama-server prompt: a string, token ids, or strings and ids mixed. BOS (where
-    the vocabulary asks for it) only when ``add_special`` and the first element is text, as
-    llama-server's ``tokenize_mixed``."""
-    parts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(parts, list) or not parts or not all(_type_of(p) in (STR, INT) for p in parts):
-        raise BadRequest(f"'{field}' must be a string, an array of token ids, or an array of both mixed",
-                         param=field, code="invalid_type" if prompt is not None else "missing")
-    ids: list[int] = []
-    for i, p in enumerate(parts):
-        if isinstance(p, str):
-            ids += model.tokenize(p, add_special=add_special and i == 0, parse_special=parse_special)
-        else:
-            ids.append(p)
-    return ids
-
-
-def completion_kwargs(body: Any) -> tuple[dict, bool, dict]:
-    """(keyword arguments of ``Model.new_request`` less the prompt, stream, options) of a
-    ``/completion`` body; options: ``n_predict``, ``return_tokens``, ``n_probs``."""
-    kw, stream, _ = _common(body)
-    n_predict = _check(body, "n_predict", INT, NULL)
-    n_predict = -1 if n_predict is None else n_predict
-    if n_predict < -1:
-        raise BadRequest(f"'n_predict' must be -1 (no limit) or >= 0, got {n_predict}", param="n_predict")
-    n_probs = _check(body, "n_probs", INT, NULL) or 0
-    if n_probs < 0:
-        raise BadRequest(f"'n_probs' must be >= 0, got {n_probs}", param="n_probs")
-    for name in ("return_tokens", "cache_prompt", "post_sampling_probs"):
-        _check(body, name, BOOL, NULL)
-    if body.get("post_sampling_probs"):
-        raise BadRequest("'post_sampling_probs' is not supported by llamix (n_probs gives log-probabilities)",
-                         param="post_sampling_probs", code="unsupported")
-    kw["max_tokens"] = None if n_predict == -1 else n_predict
-    if n_probs:
-        kw["logprobs"] = n_probs
-    return kw, stream, {"n_predict": n_predict, "return_tokens": bool(body.get("return_tokens")), "n_probs": n_probs}
-
-
-def tokenize_body(body: Any) -> tuple[Any, bool, bool, bool]:
-    """(content, add_special, parse_special, with_pieces) of a ``/tokenize`` body."""
-    if not isinstance(body, dict):
-        raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
-    content = _check(body, "content", STR, LIST)
-    if content is None:
-        raise BadRequest("'content' (the text to tokenize) is required", param="content", code="missing")
-    flags = [_check(body, name, BOOL, NULL) for name in ("add_special", "parse_special", "with_pieces")]
-    return content, bool(flags[0]), flags[1] is not False, bool(flags[2])
-
-
-def detokenize_body(body: Any, vocab_size: int) -> list[int]:
-    if not isinstance(body, dict):
-        raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
-    ids = _check(body, "tokens", LIST) or []
-    bad = [i for i in ids if _type_of(i) != INT or not 0 <= i < vocab_size]
-    if bad:
-        raise BadRequest(f"'tokens' must be token ids from 0 to {vocab_size - 1}, got {bad[0]!r}", param="tokens")
-    return ids
 
 
 def with_pieces(ids: Sequence[int], pieces: Sequence[bytes]) -> list[dict]:
