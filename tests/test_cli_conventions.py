@@ -335,3 +335,15 @@ def test_qtype_on_a_quantized_file_says_it_kept_the_weights(s260_bin, tmp_path, 
     assert "--qtype q8_0 converts float weights only" in err and "are Q4_0 already" in err
     assert main(["generate", "-m", str(q4), "--qtype", "q4_0", "-p", "Once", "-n", "2", "--temp", "0"]) == 0
     assert "warning" not in capsys.readouterr().err      # nothing to convert, nothing to say
+
+
+def test_ctrl_c_while_a_command_imports_its_stack_is_one_line(monkeypatch, capsys):
+    """Ctrl-C during the command's imports (numpy, the kernels, the server: the slow part of a
+    start) ends with exit code 130 and one line, as during its work (was a traceback)."""
+    import importlib
+
+    def interrupted(name, *a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert main(["generate", "-m", "x.gguf"]) == 130
+    assert capsys.readouterr().err == "llamix: interrupted\n"

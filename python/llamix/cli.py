@@ -77,7 +77,11 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    try:   # a command imports its stack (numpy, the kernels, ...): Ctrl-C may come during it
+        parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    except KeyboardInterrupt:
+        _stderr_line("llamix: interrupted")
+        return 130
     args, extra = parser.parse_known_args(argv)
     if not args.command:
         parser.print_help()
