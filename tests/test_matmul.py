@@ -44,7 +44,7 @@ def _sentinel_matmul(x, qw):
     return out
 
 
-@pytest.mark.parametrize("qtype", ["q4_0", "q8_0"])
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
 @pytest.mark.parametrize("n", TOKENS)
 @pytest.mark.parametrize("rows", ROWS)
 def test_block_matmul_within_activation_rounding(isa, threads, qtype, n, rows):
@@ -65,7 +65,7 @@ def _with_isa(name, f):
         return f()
 
 
-@pytest.mark.parametrize("qtype", ["q4_0", "q8_0"])
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
 @pytest.mark.parametrize("n,rows,k", [(1, 33, 512), (5, 16, 64), (8, 47, 128), (13, 17, 96), (64, 31, 32)])
 def test_block_matmul_bit_identical_to_scalar(isa, qtype, n, rows, k):
     """SIMD kernels compute the reference's sums exactly: same integer dots, same
@@ -80,6 +80,27 @@ def test_block_matmul_bit_identical_to_scalar(isa, qtype, n, rows, k):
     raw = _C.matmul(x, qw.data, qw.info.gguf_id, k)  # the raw-bytes path packs per task
     np.testing.assert_array_equal(prepared, ref)
     np.testing.assert_array_equal(raw, ref)
+
+
+def test_q5_0_is_the_q8_0_weight_of_the_same_values(isa):
+    """Q5_0's values d * (q - 16) are Q8_0 values with the same scale: the packed Q5_0 kernels give
+    the Q8_0 kernels' bits on those Q8_0 blocks (llama.cpp also multiplies Q5_0 against Q8_0
+    activations), every fifth-bit pattern included."""
+    rng = np.random.default_rng(7)
+    rows, k = 37, 256
+    q5 = llamix.quantize((rng.standard_normal((rows, k)) * 0.05).astype(np.float32), "q5_0")
+    blocks = q5.data.reshape(rows, k // 32, 22)
+    blocks[:3, :, 2:6] = rng.integers(0, 256, (3, k // 32, 4), dtype=np.uint8)   # any fifth bits
+    d, qh, qs = blocks[..., :2], blocks[..., 2:6].copy().view("<u4")[..., 0], blocks[..., 6:]
+    e = np.arange(32)
+    nib = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.int16)
+    vals = nib | (((qh[..., None] >> e) & 1) << 4).astype(np.int16)
+    q8 = np.concatenate([d, (vals - 16).astype(np.int8).view(np.uint8)], axis=-1)
+    as_q8 = llamix.QuantizedTensor(np.ascontiguousarray(q8.reshape(rows, -1)), "q8_0", (rows, k))
+    np.testing.assert_array_equal(as_q8.dequantize(), q5.dequantize())
+    for n in (1, 3, 20):
+        x = (rng.standard_normal((n, k)) * 2).astype(np.float32)
+        np.testing.assert_array_equal(llamix.matmul(x, q5), llamix.matmul(x, as_q8))
 
 
 def test_q8_0_weights_at_minus_128(isa):

@@ -24,6 +24,7 @@ int64_t group_block_bytes(QType t) {
     switch (t) {
         case QType::Q4_0: case QType::IQ4_NL: return kQ4GroupBlockBytes;
         case QType::Q4_1: return kQ41GroupBlockBytes;
+        case QType::Q5_0: return kQ5GroupBlockBytes;
         default: return kQ8GroupBlockBytes;
     }
 }
@@ -59,6 +60,7 @@ GemmFn group_gemm(const MatmulKernels& K, QType t) {
         case QType::Q4_0: return K.gemm_q4_0;
         case QType::Q4_1: return K.gemm_q4_1;
         case QType::IQ4_NL: return K.gemm_iq4_nl;
+        case QType::Q5_0: return K.gemm_q5_0;
         default: return K.gemm_q8_0;
     }
 }
@@ -68,6 +70,7 @@ PackFn group_packer(QType t) {
     switch (t) {
         case QType::Q4_0: case QType::IQ4_NL: return pack_group_q4_0;
         case QType::Q4_1: return pack_group_q4_1;
+        case QType::Q5_0: return pack_group_q5_0;
         default: return pack_group_q8_0;
     }
 }
@@ -146,18 +149,18 @@ void matmul_floats(const float* x, int64_t n, int64_t k, const void* w, QType t,
 }
 
 bool is_block_type(QType t) {
-    return t == QType::Q4_0 || t == QType::Q8_0 || t == QType::Q4_1 || t == QType::IQ4_NL;
+    return t == QType::Q4_0 || t == QType::Q8_0 || t == QType::Q4_1 || t == QType::IQ4_NL || t == QType::Q5_0;
 }
 
 // Types multiplied by dequantizing each weight row to float32 (no packed kernel of their own).
-bool is_dequantized_type(QType t) { return t == QType::Q5_0 || t == QType::Q5_1; }
+bool is_dequantized_type(QType t) { return t == QType::Q5_1; }
 
 constexpr int64_t kDequantRowsPerTask = 16;
 
-// Q5_0 / Q5_1 only appear as fallbacks for small tensors: dequantize, then float32 dots.
+// Q5_1 only appears as a fallback for Q5_K (rare): dequantize, then float32 dots.
 void matmul_dequantized(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
     const KernelTable& K = kernels();
-    auto deq = wtype == QType::Q5_0 ? K.quant.dequantize_row_q5_0 : K.quant.dequantize_row_q5_1;
+    auto deq = K.quant.dequantize_row_q5_1;
     const auto* wbytes = static_cast<const uint8_t*>(w);
     const int64_t w_row_bytes = qtype_row_bytes(wtype, k);
     ThreadPool::instance().parallel_for(ceil_div(rows, kDequantRowsPerTask), [&](int64_t task, int) {
@@ -209,43 +212,24 @@ void pack_group_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb
     }
 }
 
-void pack_group_q5_0_as_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst) {
-    for (int64_t b = 0; b < nb; ++b, dst += kQ8GroupBlockBytes) {
-        std::memset(dst, 0, kQ8GroupBlockBytes);
+void pack_group_q5_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst) {
+    for (int64_t b = 0; b < nb; ++b, dst += kQ5GroupBlockBytes) {
+        std::memset(dst, 0, kQ5GroupBlockBytes);
+        uint8_t* qs = dst + 2 * kGroupRows;
+        uint8_t* qh = qs + 4 * kGroupRows * 4;
         for (int r = 0; r < rows; ++r) {
             const auto* blk = reinterpret_cast<const block_q5_0*>(src + r * row_bytes) + b;
             std::memcpy(dst + 2 * r, &blk->d, 2);
-            uint32_t qh;
-            std::memcpy(&qh, blk->qh, 4);
-            int8_t v[QK8_0];  // value = d * (q - 16): q's low 4 bits in qs, the fifth in qh
-            for (int j = 0; j < QK8_0 / 2; ++j) {
-                v[j] = int8_t(((blk->qs[j] & 0x0F) | (((qh >> j) & 1u) << 4)) - 16);
-                v[j + QK8_0 / 2] = int8_t(((blk->qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - 16);
+            for (int c = 0; c < 4; ++c) std::memcpy(qs + (c * kGroupRows + r) * 4, blk->qs + 4 * c, 4);
+            uint32_t bits;  // bit e: the fifth bit of element e
+            std::memcpy(&bits, blk->qh, 4);
+            for (int j = 0; j < 4; ++j) {   // chunk c holds element 4c + j (c < 4), 16 + 4(c - 4) + j (c >= 4)
+                uint8_t v = 0;
+                for (int c = 0; c < 8; ++c) v = uint8_t(v | ((bits >> ((c < 4 ? 4 * c : 16 + 4 * (c - 4)) + j) & 1u) << c));
+                qh[r * 4 + j] = v;
             }
-            uint8_t* q = dst + 2 * kGroupRows;
-            for (int c = 0; c < 8; ++c)
-                for (int j = 0; j < 4; ++j)
-                    q[(c * kGroupRows + r) * 4 + j] = static_cast<uint8_t>(v[4 * c + j] ^ 0x80);  // q + 128
         }
     }
-}
-
-PreparedWeight prepare_weight_q5_0_as_q8_0(const void* w, int64_t rows, int64_t k) {
-    // Q5_0's values d * (q - 16) with q < 32 are Q8_0 values with the same scale: repacked as
-    // Q8_0 groups the weight is exactly the same matrix and takes the Q8_0 kernels (the packed
-    // copy is 34/22 of the source bytes). The source rows are not Q8_0 rows: not referenced.
-    PreparedWeight p{nullptr, QType::Q8_0, rows, k, nullptr, 0};
-    const int64_t nb = k / QK8_0, group_bytes = nb * kQ8GroupBlockBytes, groups = ceil_div(rows, kGroupRows);
-    p.packed_bytes = groups * group_bytes;
-    p.packed = allocate_weight_memory(size_t(p.packed_bytes));
-    uint8_t* mem = p.packed.get();
-    const auto* src = static_cast<const uint8_t*>(w);
-    const int64_t row_bytes = qtype_row_bytes(QType::Q5_0, k);
-    ThreadPool::instance().parallel_for(groups, [&](int64_t g, int) {
-        const int rows_here = int(std::min<int64_t>(kGroupRows, rows - g * kGroupRows));
-        pack_group_q5_0_as_q8_0(src + g * kGroupRows * row_bytes, row_bytes, rows_here, nb, mem + g * group_bytes);
-    });
-    return p;
 }
 
 PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k) {

@@ -15,10 +15,10 @@ void pack_group_q4_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb
 void pack_group_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
 // Q4_1 rows into a Q4_1 group (kernels/matmul.h); IQ4_NL rows pack with pack_group_q4_0.
 void pack_group_q4_1(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
-// Q5_0 rows into a Q8_0 group (the same values: d * (q - 16) with the same d).
-void pack_group_q5_0_as_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
+// Q5_0 rows into a Q5_0 group (kernels/matmul.h).
+void pack_group_q5_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
 
-// A weight matrix prepared once for fast multiplication. Q4_0 / Q8_0 are repacked into a buffer
+// A weight matrix prepared once for fast multiplication. Block types are repacked into a buffer
 // of about the same size as the source (so while the source stays resident, e.g. an mmap'd file
 // that is still referenced, the weights take twice the RAM; the source pages go cold and can be
 // dropped). F16/BF16/F32 borrow the source bytes, which must then outlive it.
@@ -31,10 +31,6 @@ struct PreparedWeight {
 };
 
 PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k);
-// A Q5_0 weight prepared as the Q8_0 weight of the same values: it then multiplies Q8_0
-// activations with the Q8_0 kernels, as llama.cpp multiplies Q5_0 (the forward pass uses this;
-// prepare_weight keeps Q5_0's float32 path).
-PreparedWeight prepare_weight_q5_0_as_q8_0(const void* w, int64_t rows, int64_t k);
 // y: (n, rows) = x: (n, k) @ W.T
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y);
 
@@ -42,9 +38,8 @@ void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* 
 // are quantized once and all block weights share one parallel region. ys[i]: (n, ws[i]->rows).
 void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const* ws, float* const* ys, int count);
 
-// The same on raw GGUF bytes (groups are packed per task into a small per-thread buffer). Q5_0 /
-// Q5_1 (small fallback tensors), prepared or not, are dequantized row by row and multiplied in
-// float32.
+// The same on raw GGUF bytes (groups are packed per task into a small per-thread buffer). Q5_1
+// (Q5_K's rare fallback), prepared or not, is dequantized row by row and multiplied in float32.
 // x: (n, k) float32, w: (rows, k) of type wtype, y: (n, rows) float32.
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y);
 

@@ -1,4 +1,4 @@
-// y = x @ W.T with W in a block format (Q4_0, Q8_0) or F16/BF16/F32 and x float32.
+// y = x @ W.T with W in a block format (Q4_0, Q5_0, Q8_0, ...) or F16/BF16/F32 and x float32.
 //
 // Block weights are repacked once (prepare_weight) into groups of kGroupRows rows interleaved
 // block by block, the layout every ISA's kernel reads (so a prepared weight stays valid when the
@@ -36,6 +36,11 @@ constexpr int64_t kQ4GroupBlockBytes = kGroupRows * 2 + 4 * kGroupRows * 4;  // 
 //   uint8_t  qs[8][16][4];     chunk c, row r: elements 4c..4c+3 of row r, stored as q + 128
 // -> 544 bytes.
 constexpr int64_t kQ8GroupBlockBytes = kGroupRows * 2 + 8 * kGroupRows * 4;   // 544
+// Packed Q5_0 group, per block b: uint16_t d[16]; qs as Q4_0 (the low 4 bits); then
+//   uint8_t  qh[16][4];        row r, byte j: bit c is the fifth bit of the element that chunk c
+//                              (low nibbles c < 4, high nibbles c >= 4) holds at byte j of row r
+// -> 352 bytes, the same as the 16 source blocks. Values are d * (q - 16), q = nibble | bit << 4.
+constexpr int64_t kQ5GroupBlockBytes = kGroupRows * 2 + 4 * kGroupRows * 4 + kGroupRows * 4;  // 352
 // Packed Q4_1 group, per block b: uint16_t d[16], m[16]; then qs as Q4_0 -> 320 bytes.
 // Packed IQ4_NL groups are laid out as Q4_0's (the nibbles index kvalues_iq4nl).
 constexpr int64_t kQ41GroupBlockBytes = kGroupRows * 4 + 4 * kGroupRows * 4;  // 320
@@ -50,6 +55,8 @@ struct MatmulKernels {
     void (*gemm_q4_0)(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y,
                       int64_t y_stride, int rows) = nullptr;
     void (*gemm_q8_0)(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y,
+                      int64_t y_stride, int rows) = nullptr;
+    void (*gemm_q5_0)(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y,
                       int64_t y_stride, int rows) = nullptr;
     // Float weights: one weight row (k elements) against one float32 activation row.
     float (*dot_f16_f32)(int64_t k, const void* w, const float* x) = nullptr;

@@ -34,12 +34,7 @@ void dequantize_row_any(QType type, const void* row, float* y, int64_t k) {
 
 namespace {
 
-// Q5_0 (most matrices of llama.cpp's Q4_K_M / Q5_K_M mixes of small models) multiplies as the
-// Q8_0 weight of the same values, against Q8_0 activations as in llama.cpp.
-void prepare_one(WeightRef& r) {
-    r.prepared = r.type == QType::Q5_0 ? prepare_weight_q5_0_as_q8_0(r.data, r.rows, r.k)
-                                       : prepare_weight(r.data, r.type, r.rows, r.k);
-}
+void prepare_one(WeightRef& r) { r.prepared = prepare_weight(r.data, r.type, r.rows, r.k); }
 
 // Several weights multiplying the same activations (q/k/v, gate/up) in one parallel region.
 void mm_many(const float* x, int64_t n, std::initializer_list<const WeightRef*> ws, std::initializer_list<float*> ys) {

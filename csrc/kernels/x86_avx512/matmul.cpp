@@ -84,6 +84,26 @@ struct Q4Weights {
     }
 };
 
+// Q5_0: Q4_0's nibbles with the fifth bit of chunk c moved from bit c of the qh bytes to bit 4
+// (16-bit shifts by at most 4 never carry a bit across a byte's bit 4).
+struct Q5Weights {
+    static constexpr bool kPrefetch = true;
+    __m512i v[8];
+    const __m512i& operator[](int c) const { return v[c]; }
+    static constexpr int offset(int c) { return Q4Weights::offset(c); }
+    inline void load(const uint8_t* qs) {
+        const __m512i m4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
+        const __m512i qh = _mm512_loadu_si512(qs + 4 * 64);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+            const __m512i raw = _mm512_loadu_si512(qs + 64 * c);
+            const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            v[c] = _mm512_ternarylogic_epi32(lo, _mm512_slli_epi16(qh, 4 - c), bit4, 0xF8);  // lo | (h & bit4)
+            v[c + 4] = _mm512_ternarylogic_epi32(hi, _mm512_srli_epi16(qh, c), bit4, 0xF8);
+        }
+    }
+};
+
 struct Q8Weights {
     static constexpr bool kPrefetch = false;
     __m512i v[8];  // int8 + 128 of chunks 0..7
@@ -140,6 +160,7 @@ void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
 
 template <int T> struct Q4 { static constexpr TileFn f = tile<Q4Weights, kQ4GroupBlockBytes, 8, T>; };
 template <int T> struct Q8 { static constexpr TileFn f = tile<Q8Weights, kQ8GroupBlockBytes, 128, T>; };
+template <int T> struct Q5 { static constexpr TileFn f = tile<Q5Weights, kQ5GroupBlockBytes, 16, T>; };
 
 // Float weights: 4 independent accumulators of 16 lanes; masked loads for the tail.
 inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
@@ -248,6 +269,10 @@ void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
     run_tiles<Q8>(w, nb, x, n, y, y_stride, rows);
 }
 
+void gemm_q5_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    run_tiles<Q5>(w, nb, x, n, y, y_stride, rows);
+}
+
 float dot_f32_f32(int64_t k, const void* wv, const float* x) {
     const auto* w = static_cast<const float*>(wv);
     return dot_float(k, x, [w](int64_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, w + i); });
@@ -271,6 +296,7 @@ void fill_matmul_avx512(MatmulKernels& k) {
     k.quantize_act_q8a = avx512::quantize_act_q8a;
     k.gemm_q4_0 = avx512::gemm_q4_0;
     k.gemm_q8_0 = avx512::gemm_q8_0;
+    k.gemm_q5_0 = avx512::gemm_q5_0;
     k.dot_f32_f32 = avx512::dot_f32_f32;
     k.dot_f16_f32 = avx512::dot_f16_f32;
     k.dot_bf16_f32 = avx512::dot_bf16_f32;
