@@ -134,6 +134,26 @@ def test_apply_template_props_and_aliases(url, model):
     assert r.status_code == 200 and r.json()["object"] == "chat.completion"
 
 
+def test_one_prompt_per_completion(url, model):
+    """An array of strings (or of arrays) is several prompts to llama-server: refused, never run
+    as the prompts joined; an array holding one prompt is that prompt."""
+    for prompt in (["Hello", " there"], [[9707], [1879]], ["Hello", [1879]]):
+        r = post(url, "/completion", {"prompt": prompt, "n_predict": 2})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+    want = model.create_completion([9707, 1879], max_tokens=4, temperature=0)["choices"][0]["text"]
+    for prompt in ([[9707, 1879]], [9707, 1879]):
+        r = post(url, "/completion", {"prompt": prompt, "n_predict": 4, "temperature": 0})
+        assert r.status_code == 200 and r.json()["content"] == want and r.json()["tokens_evaluated"] == 2, r.text
+
+
+def test_apply_template_without_generation_prompt(url, model):
+    messages = [{"role": "user", "content": "hi"}]
+    for add in (False, True):
+        got = post(url, "/apply-template", {"messages": messages, "add_generation_prompt": add}).json()["prompt"]
+        assert got == model.apply_chat_template(messages, add_generation_prompt=add)
+    assert post(url, "/apply-template", {"messages": messages, "add_generation_prompt": 1}).status_code == 400
+
+
 @pytest.mark.parametrize("path, body, param", [
     ("/completion", {"n_predict": 2}, "prompt"),
     ("/completion", {"prompt": {"x": 1}}, "prompt"),
@@ -189,9 +209,12 @@ def llama_server(model_path: Path, log: Path):
 def test_same_answers_as_llama_server(tmp_path, s260_bin):
     """stories260K (SentencePiece, byte-fallback pieces) exported to an f32 GGUF, served by both."""
     from llamix.export import export_gguf
+    from llamix.loaders import load_checkpoint
 
     path = tmp_path / "s260.gguf"
-    export_gguf(s260_bin, path, "f32")
+    ck = load_checkpoint(s260_bin)
+    ck.chat_template = builtin_format("chatml").template   # for /apply-template
+    export_gguf(ck, path, "f32")
     ours = llamix.load(str(path), n_ctx=N_CTX)
     with llama_server(path, tmp_path / "llama-server.log") as theirs, \
             running(server_mod.create_app(ours, 1, name="s260")) as mine:
@@ -216,3 +239,9 @@ def test_same_answers_as_llama_server(tmp_path, s260_bin):
         assert set(a["timings"]) >= {k for k in b["timings"] if not k.startswith("draft")}
         a, b = both("/completion", {**body, "stop": [a["content"][5:8]]})
         assert (a["content"], a["stop_type"], a["stopping_word"]) == (b["content"], b["stop_type"], b["stopping_word"])
+        a, b = both("/completion", {**body, "prompt": [ids]})     # one prompt in an array: that prompt
+        assert (a["content"], a["tokens_evaluated"]) == (b["content"], b["tokens_evaluated"])
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        for add in (True, False):
+            a, b = both("/apply-template", {"messages": messages, "add_generation_prompt": add})
+            assert a == b, add

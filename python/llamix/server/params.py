@@ -216,6 +216,21 @@ def native_prompt_ids(model, prompt: Any, add_special: bool, parse_special: bool
     return ids
 
 
+def native_completion_prompt(body: Any) -> Any:
+    """The one prompt of a ``/completion`` body. llama-server reads an array of strings, or of
+    arrays, as several prompts (``tokenize_input_prompts``) and answers each; llamix answers one
+    prompt per request, so such an array is refused rather than run as one joined prompt. An array
+    holding a single prompt is that prompt."""
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], list):
+        return prompt[0]
+    if isinstance(prompt, list) and len(prompt) > 1 and (all(isinstance(p, str) for p in prompt)
+                                                         or any(isinstance(p, list) for p in prompt)):
+        raise BadRequest(f"'prompt' holds {len(prompt)} prompts (an array of strings or of arrays); llamix answers "
+                         "one prompt per request: send one request for each", param="prompt", code="unsupported")
+    return prompt
+
+
 def native_completion_kwargs(body: Any) -> tuple[dict, bool, dict]:
     """(keyword arguments of ``Model.new_request`` less the prompt, stream, options) of a
     ``/completion`` body; options: ``n_predict``, ``return_tokens``, ``n_probs``."""
@@ -236,6 +251,13 @@ def native_completion_kwargs(body: Any) -> tuple[dict, bool, dict]:
     if n_probs:
         kw["logprobs"] = n_probs
     return kw, stream, {"n_predict": n_predict, "return_tokens": bool(body.get("return_tokens")), "n_probs": n_probs}
+
+
+def native_template_body(body: Any) -> tuple[dict, bool]:
+    """(keyword arguments as ``chat_kwargs``, add_generation_prompt) of an ``/apply-template`` body:
+    llama-server ends the prompt with the assistant's header unless ``add_generation_prompt`` is false."""
+    kw, _, _ = chat_kwargs(body)
+    return kw, _check(body, "add_generation_prompt", BOOL, NULL) is not False
 
 
 def native_tokenize_body(body: Any) -> tuple[Any, bool, bool, bool]:
