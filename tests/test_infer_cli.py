@@ -112,6 +112,18 @@ def test_bench_json_reads_like_llama_bench(tmp_path, s260_bin, capsys):
         rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
         return [[c for k, c in enumerate(row) if rows[0][k] not in ("model", "backend", "t/s")] for row in rows[:1] + rows[2:]]
     assert table(capsys.readouterr().out) == table(r.stdout)
+    # the model column's file type is the one the file declares (general.file_type), named as
+    # llama.cpp names it, not the type of the tensor holding the most bytes
+    for qtype in ("q4_k_m", "iq4_xs"):
+        quantized = tmp_path / f"s260.{qtype}.gguf"
+        export_gguf(s260_bin, quantized, qtype)
+        flags = ["-p", "8", "-n", "0", "-r", "1", "-t", "1"]
+        r = subprocess.run([str(exe), "-m", str(quantized), *flags], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert main(["bench", "-m", str(quantized), *flags]) == 0
+        labels = [[line.split("|")[1].strip().split(" ", 2)[2] for line in text.splitlines()[2:] if line.startswith("|")]
+                  for text in (capsys.readouterr().out, r.stdout)]
+        assert labels[0] == labels[1] == [{"q4_k_m": "Q4_K - Medium", "iq4_xs": "IQ4_XS - 4.25 bpw"}[qtype]], labels
 
 
 def test_bench_value_lists_as_llama_bench(capsys):

@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import __version__
 from .._runtime import cpu_info, max_threads, set_threads
+from ..formats.gguf import GGUFReader, read_header
 from ..loaders import SHAPES, random_checkpoint
 from ..model import Model, load
 from .common import MODEL_HELP, add_gpu_flags, add_kv_cache, add_qtype, check, kv_cache_kwargs, warn
@@ -121,6 +122,25 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# llama.cpp's names of its file types (llama_model_ftype_name), by general.file_type
+_FTYPE_NAMES = {0: "all F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K - Medium",
+                11: "Q3_K - Small", 12: "Q3_K - Medium", 13: "Q3_K - Large", 14: "Q4_K - Small", 15: "Q4_K - Medium",
+                16: "Q5_K - Small", 17: "Q5_K - Medium", 18: "Q6_K", 21: "Q2_K - Small", 25: "IQ4_NL - 4.5 bpw",
+                30: "IQ4_XS - 4.25 bpw", 32: "BF16"}
+
+
+def _file_type_name(source: str) -> str | None:
+    """The file type a GGUF file declares (``general.file_type``), named as llama-bench's model
+    column names it ("Q4_K - Medium"); None for other sources or a file that does not say."""
+    try:
+        if read_header(source) is None:
+            return None
+        ftype = GGUFReader(source).metadata.get("general.file_type")
+    except (OSError, ValueError):
+        return None
+    return _FTYPE_NAMES.get(int(ftype)) if isinstance(ftype, (int, np.integer)) else None
+
+
 def _records(m: Model, name: str, tests: list[dict]) -> list[dict]:
     """One record per test with llama-bench's field names and meanings where they apply
     (llama-bench's ``-o json``: ``avg_ts`` is the mean of the repetitions' tokens/s), plus
@@ -132,7 +152,8 @@ def _records(m: Model, name: str, tests: list[dict]) -> list[dict]:
     for t in m.tensors.values():  # quantized tensors, or numpy arrays (norms)
         kind = getattr(t, "qtype", None) or {"float32": "f32", "float16": "f16"}.get(t.dtype.name, t.dtype.name)
         by_type[kind] = by_type.get(kind, 0) + t.nbytes
-    main_type = max(by_type, key=by_type.__getitem__).upper()
+    # the file's declared type, as llama.cpp reads it; else the type holding the most bytes
+    main_type = _file_type_name(m.source) or max(by_type, key=by_type.__getitem__).upper()
     out = []
     for t in tests:
         ns = t["samples_ns"]
