@@ -97,6 +97,21 @@ def test_result_shapes_match_llama_cpp_python(model, tmp_path):
     assert ours["embedding"]["usage"] == theirs["embedding"]["usage"]
 
 
+@pytest.mark.peers
+def test_vocabulary_accessors_as_llama_cpp_python(model, tmp_path, s260_bin):
+    """n_vocab(), n_embd(), token_bos(), token_eos(): Llama's methods, the same values on the same
+    file (byte-level BPE without BOS, SentencePiece with BOS)."""
+    llama_cpp_peer.require()
+    qwen = tmp_path / "qwen.gguf"
+    llamix.export_gguf(model, qwen, qtype="q8_0")
+    s260 = tmp_path / "s260.gguf"
+    llamix.export_gguf(s260_bin, s260, qtype="f32")
+    for path in (qwen, s260):
+        llm = llamix.load(path)
+        theirs = llama_cpp_peer.accessors_in_child(path)
+        assert {name: getattr(llm, name)() for name in theirs} == theirs, path.name
+
+
 def test_code_written_for_llama_cpp_python_runs(model):
     llm = model
     out = llm("Q: Name the planets in the solar system? A: ", max_tokens=8, stop=["Q:", "\n"], echo=True, seed=0)
