@@ -245,3 +245,6 @@ def test_same_answers_as_llama_server(tmp_path, s260_bin):
         for add in (True, False):
             a, b = both("/apply-template", {"messages": messages, "add_generation_prompt": add})
             assert a == b, add
+        a, b = (httpx.get(u + "/props", timeout=10).json() for u in (mine, theirs))
+        for key in ("bos_token", "eos_token", "chat_template", "total_slots"):
+            assert a[key] == b[key], key

@@ -329,10 +329,13 @@ class Server:
             template = m.chat_formatter().template
         except ValueError:
             template = ""
+        tok = m.tokenizer
+        special = {f"{kind}_token": b"".join(tok.pieces([i])).decode("utf-8", errors="replace")
+                   for kind, i in (("bos", tok.bos_id if tok else -1), ("eos", tok.eos_id if tok else -1)) if i >= 0}
         return JSONResponse({"default_generation_settings": {"n_ctx": m.n_ctx, "params": defaults},
                              "total_slots": self.engine.n_parallel, "model_alias": self.name, "model_path": m.source,
                              "chat_template": template or "", "modalities": {"vision": False, "audio": False},
-                             "build_info": "llamix"})
+                             **special, "build_info": "llamix"})
 
 
 class _Refused(Exception):
