@@ -126,6 +126,37 @@ def test_bench_json_reads_like_llama_bench(tmp_path, s260_bin, capsys):
         assert labels[0] == labels[1] == [{"q4_k_m": "Q4_K - Medium", "iq4_xs": "IQ4_XS - 4.25 bpw"}[qtype]], labels
 
 
+@pytest.mark.peers
+def test_bench_tests_from_flags_as_llama_bench(tmp_path, s260_bin, capsys):
+    """A repeated flag adds its values, ranges (first-last+step, first-last*factor) expand, and
+    -fa takes llama-bench's 0/1: the same tests, in the same order, as llama-bench lists them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from llama_cpp_tools import tool
+
+    exe = tool("llama-bench")
+    if exe is None:
+        pytest.skip("llama-bench is not built (bench/llama_cpp_tools.py builds it into ~/.cache/llamix-llama-cpp)")
+    from llamix.export import export_gguf
+    model = tmp_path / "s260.gguf"
+    export_gguf(s260_bin, model, "f32")
+    for flags in (["-p", "8", "-p", "16", "-n", "0"], ["-p", "4-16*2", "-n", "1-3+2"], ["-p", "8", "-n", "0", "-fa", "1"],
+                  ["-p", "4", "-n", "1", "-d", "0", "-d", "2,4"]):
+        flags = [*flags, "-r", "1", "-t", "1", "-o", "jsonl"]
+        r = subprocess.run([str(exe), "-m", str(model), *flags], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert main(["bench", "-m", str(model), *flags]) == 0
+        key = ("n_prompt", "n_gen", "n_depth")
+        tests = [[[json.loads(line)[k] for k in key] for line in text.splitlines() if line.strip()]
+                 for text in (capsys.readouterr().out, r.stdout)]
+        assert tests[0] == tests[1], flags
+    with pytest.raises(SystemExit):
+        main(["bench", "-m", str(model), "-p", "4-8*1"])   # a range that does not advance
+
+
 def test_bench_value_lists_as_llama_bench(capsys):
     """-p/-n/-d/-t take llama-bench's comma lists: one table row per test, in llama-bench's order."""
     assert main(["bench", "--shape", "tiny", "-p", "8,16", "-n", "2", "-d", "0,4", "-t", "1", "-r", "1"]) == 0

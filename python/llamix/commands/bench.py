@@ -14,6 +14,7 @@ import csv
 import datetime
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -28,13 +29,35 @@ from ..model import Model, load
 from .common import MODEL_HELP, add_gpu_flags, add_kv_cache, add_qtype, check, kv_cache_kwargs, warn
 
 
+_RANGE = re.compile(r"(\d+)(?:-(\d+)(?:([+*])(\d+))?)?")
+
+
 def _int_list(text: str) -> list[int]:
-    """llama-bench's value lists: ``512`` or ``128,256,512`` (each value a test)."""
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or a comma-separated list of them, got {text!r}") \
-            from None
+    """llama-bench's value lists (each value a test): ``512``, ``128,256,512``, and ranges
+    ``first-last`` (step 1), ``first-last+step``, ``first-last*factor`` (values up to ``last``)."""
+    out = []
+    for item in text.split(","):
+        m = _RANGE.fullmatch(item.strip())
+        if m is None:
+            raise argparse.ArgumentTypeError(f"expected an integer, a range (first-last, first-last+step, "
+                                             f"first-last*factor) or a comma-separated list of them, got {text!r}")
+        first = int(m[1])
+        last = int(m[2]) if m[2] else first
+        op, step = m[3] or "+", int(m[4]) if m[4] else 1
+        i = first
+        while i <= last:
+            out.append(i)
+            i, previous = (i + step if op == "+" else i * step), i
+            if i <= previous:
+                raise argparse.ArgumentTypeError(f"the range {item!r} does not advance (step {op}{step} from {previous})")
+    return out
+
+
+def _values(args, name: str, default: list[int]) -> list[int]:
+    """A value-list flag's values: every occurrence's (``-p 64 -p 128`` tests both, as llama-bench),
+    or the default when the flag is absent."""
+    given = getattr(args, name)
+    return default if given is None else given
 
 
 def add_arguments(p) -> None:
@@ -42,15 +65,15 @@ def add_arguments(p) -> None:
     src.add_argument("-m", "--model", help=MODEL_HELP)
     src.add_argument("--shape", choices=list(SHAPES), help="a random-weight model of this shape (no download)")
     add_qtype(p, help="weight type (default: as stored; q4_0 for --shape)")
-    p.add_argument("-p", "--n-prompt", type=_int_list, default=[512], metavar="N[,N...]",
+    p.add_argument("-p", "--n-prompt", type=_int_list, action="extend", default=None, metavar="N[,N...]",
                    help="prompt tokens (pp test; 0: skip) (default: 512)")
-    p.add_argument("-n", "--n-gen", type=_int_list, default=[128], metavar="N[,N...]",
+    p.add_argument("-n", "--n-gen", type=_int_list, action="extend", default=None, metavar="N[,N...]",
                    help="generated tokens (tg test; 0: skip) (default: 128)")
-    p.add_argument("-t", "--threads", type=_int_list, default=None, metavar="N[,N...]",
+    p.add_argument("-t", "--threads", type=_int_list, action="extend", default=None, metavar="N[,N...]",
                    help="compute threads (default: one per physical core)")
     add_gpu_flags(p)
     p.add_argument("-r", "--repetitions", type=int, default=3, metavar="N", help="repetitions of each test (the table: their mean ± standard deviation, as llama-bench)")
-    p.add_argument("-d", "--n-depth", type=_int_list, default=[0], metavar="N[,N...]",
+    p.add_argument("-d", "--n-depth", type=_int_list, action="extend", default=None, metavar="N[,N...]",
                    help="tokens already in the KV cache when pp and tg are measured (llama-bench's -d) (default: 0)")
     add_kv_cache(p)
     p.add_argument("-o", "--output", choices=["md", "json", "jsonl", "csv"], default="md",
@@ -227,6 +250,8 @@ def _tests(m: Model, args) -> list[dict]:
 
 
 def run(args) -> int:
+    args.n_prompt, args.n_gen, args.n_depth = (_values(args, name, default) for name, default in
+                                               (("n_prompt", [512]), ("n_gen", [128]), ("n_depth", [0])))
     for t in args.threads or []:
         check(0 <= t <= max_threads(), "-t/--threads", f"each value in [0, {max_threads()}] (8 per CPU this process "
                                                        f"may use), got {t}")
