@@ -387,6 +387,34 @@ def test_tool_call_reply_becomes_tool_calls(model, monkeypatch):
     assert plain["choices"][0]["message"]["content"] == reply and plain["choices"][0]["finish_reason"] == "stop"
 
 
+@pytest.mark.parametrize("reply", [
+    'Let me check.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich"}}\n</tool_call>',
+    '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>\n<tool_call>{"name": "get_time", '
+    '"arguments": {"tz": "UTC"}}</tool_call>',
+    'Compare a < b, then <tool_ca and stop.',     # no call: every character is streamed as content
+])
+def test_streamed_tool_calls_are_the_whole_answers(model, monkeypatch, reply):
+    """Streamed with tools, a reply's tool calls come as OpenAI's tool_calls deltas and finish
+    reason, never as content text: the openai library's own accumulator (the one its client's
+    stream helper uses) rebuilds from the chunks the message create_chat_completion returns."""
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    _script_tool_reply(model, monkeypatch, reply)
+    msgs = [{"role": "user", "content": "Weather?"}]
+    whole = model.create_chat_completion(msgs, tools=TOOLS, temperature=0)["choices"][0]
+    state = ChatCompletionStreamState()
+    for chunk in model.create_chat_completion(msgs, tools=TOOLS, temperature=0, stream=True):
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    streamed = state.get_final_completion().choices[0]
+    assert streamed.finish_reason == whole["finish_reason"]
+    assert (streamed.message.content or "").strip() == (whole["message"]["content"] or "")
+    calls = [(c.function.name, json.loads(c.function.arguments)) for c in streamed.message.tool_calls or []]
+    assert calls == [(c["function"]["name"], json.loads(c["function"]["arguments"]))
+                     for c in whole["message"].get("tool_calls", [])]
+    assert bool(calls) == ("<tool_call>{" in reply.replace("\n", ""))
+
+
 def test_tool_choice_none_leaves_tools_out_and_forcing_is_refused(model, monkeypatch):
     """OpenAI's tool_choice: "auto" (and None) give the tools to the template; "none" means no
     tool call, so the template gets no tools and a <tool_call> block stays text; forcing a call

@@ -9,7 +9,8 @@ defaults and OpenAI-shaped results, so code written for ``llama_cpp.Llama`` runs
 - ``create_chat_completion(messages, ...)``: ``{"id": "chatcmpl-…", "object": "chat.completion",
   …, "choices": [{"index", "message": {"role": "assistant", "content"}, "logprobs",
   "finish_reason"}], "usage"}``; streamed as ``chat.completion.chunk`` dicts whose first delta is
-  ``{"role": "assistant"}``, then ``{"content": …}`` pieces, then ``{}`` with the finish reason.
+  ``{"role": "assistant"}``, then ``{"content": …}`` pieces (with ``tools``: a reply's tool calls
+  as one ``{"tool_calls": [...]}`` delta, as OpenAI streams them), then ``{}`` with the finish reason.
 - ``create_embedding(input)`` / ``embed(texts)``: pooled final hidden states.
 
 ``finish_reason`` is ``"stop"`` (end-of-generation token, stop string, JSON complete) or
@@ -39,6 +40,7 @@ from .grammar import JSONConstraint, grammar_tokenizer, schema_of
 from .sampling import Sampler
 
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
+_CALL_OPEN = "<tool_call>"
 
 
 class CompletionAPI:
@@ -285,7 +287,7 @@ class TextCompletion:
     """A prepared ``create_completion``: its :class:`Request` and how the request's steps become
     llama-cpp-python's results. Whoever runs the request feeds the steps to :meth:`response` (all
     of them) or, streaming, takes :meth:`first_chunks`, a :meth:`chunk` per step and
-    :meth:`last_chunk` (:meth:`chunks` does all three over an iterable of steps)."""
+    :meth:`last_chunks` (:meth:`chunks` does all three over an iterable of steps)."""
 
     def __init__(self, request: Request, head: dict, echo_text: str, logprobs: bool, echo_lp, text_offset: int = 0):
         self.request, self.head, self.echo_text, self.logprobs, self.echo_lp = request, head, echo_text, logprobs, echo_lp
@@ -319,8 +321,8 @@ class TextCompletion:
         self._offset += len(step.text)
         return self._chunk(step.text, lp, None)
 
-    def last_chunk(self) -> dict:
-        return self._chunk("", None, self.request.finish_reason)
+    def last_chunks(self) -> list[dict]:
+        return [self._chunk("", None, self.request.finish_reason)]
 
     def usage_chunk(self) -> dict:
         """OpenAI's ``stream_options.include_usage`` chunk: no choices, the usage."""
@@ -332,7 +334,7 @@ class TextCompletion:
             c = self.chunk(step)
             if c is not None:
                 yield c
-        yield self.last_chunk()
+        yield from self.last_chunks()
 
 
 class ChatCompletion(TextCompletion):
@@ -343,6 +345,7 @@ class ChatCompletion(TextCompletion):
         super().__init__(request, head, "", logprobs, None)
         self.tools = tools
         self.chunk_head = {**head, "object": "chat.completion.chunk"}
+        self._held = ""   # streamed text not sent yet: a tool call, or an end that may begin one
 
     def response(self, steps: Sequence[Step]) -> dict:
         request = self.request
@@ -365,10 +368,33 @@ class ChatCompletion(TextCompletion):
 
     def chunk(self, step: Step) -> dict | None:
         lp = _chat_logprobs([step.logprob]) if step.logprob is not None and not step.eog else None
-        return self._chunk({"content": step.text}, lp, None) if step.text or lp is not None else None
+        text = self._release(step.text) if self.tools else step.text
+        return self._chunk({"content": text}, lp, None) if text or lp is not None else None
 
-    def last_chunk(self) -> dict:
-        return self._chunk({}, None, self.request.finish_reason)
+    def _release(self, text: str) -> str:
+        """Of the text streamed so far, what is surely not part of a tool call: from the first
+        ``<tool_call>`` on, text is held back for :meth:`last_chunks` (as is an end of the text
+        that may be its beginning)."""
+        held = self._held + text
+        start = held.find(_CALL_OPEN)
+        if start < 0:
+            keep = next((k for k in range(min(len(held), len(_CALL_OPEN) - 1), 0, -1)
+                         if _CALL_OPEN.startswith(held[-k:])), 0)
+            start = len(held) - keep
+        self._held = held[start:]
+        return held[:start]
+
+    def last_chunks(self) -> list[dict]:
+        """The text held back, as OpenAI streams a reply's tool calls: one delta with
+        ``tool_calls`` (each with its ``index``) and the finish reason ``"tool_calls"``; text that
+        holds no call is sent as content."""
+        held, self._held = self._held, ""
+        calls = _tool_calls(held) if self.tools else []
+        rest = _TOOL_CALL.sub("", held).strip() if calls else held
+        out = [self._chunk({"content": rest}, None, None)] if rest else []
+        if calls:
+            out.append(self._chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}, None, None))
+        return out + [self._chunk({}, None, "tool_calls" if calls else self.request.finish_reason)]
 
     def usage_chunk(self) -> dict:
         return {**self.chunk_head, "choices": [], "usage": _usage(self.request)}

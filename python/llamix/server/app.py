@@ -194,7 +194,8 @@ class Server:
             yield _sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
             yield "data: [DONE]\n\n"
             return
-        yield _sse(prepared.last_chunk())
+        for chunk in prepared.last_chunks():
+            yield _sse(chunk)
         if usage:
             yield _sse(prepared.usage_chunk())
         yield "data: [DONE]\n\n"
