@@ -146,6 +146,30 @@ def test_one_prompt_per_completion(url, model):
         assert r.status_code == 200 and r.json()["content"] == want and r.json()["tokens_evaluated"] == 2, r.text
 
 
+def test_llama_server_json_schema_grammar_and_logit_bias_pairs(url, model):
+    """llama-server's own fields: ``json_schema`` constrains as response_format does (it was
+    ignored), ``grammar`` (GBNF) is refused rather than ignored, and ``logit_bias`` may be
+    [[id, bias], ...] pairs with false banning the token."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "additionalProperties": False}
+    for path, body in (("/completion", {"prompt": "Hello", "n_predict": 40}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 40})):
+        r = post(url, path, {**body, "temperature": 1.0, "seed": 3, "json_schema": schema})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        text = answer["content"] if path == "/completion" else answer["choices"][0]["message"]["content"]
+        assert set(json.loads(text)) == {"n"}, text
+    r = post(url, "/completion", {"prompt": "Hello", "grammar": 'root ::= "yes"'})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "grammar"
+    base = {"prompt": "Hello there", "n_predict": 3, "temperature": 0, "return_tokens": True}
+    first = post(url, "/completion", base).json()["tokens"][0]
+    for bias in ([[first, False]], [[str(first), -1000]], {str(first): -1000}):
+        got = post(url, "/completion", {**base, "logit_bias": bias}).json()["tokens"]
+        assert got and got[0] != first, bias
+    r = post(url, "/completion", {**base, "logit_bias": [["Hello", -1]]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias"
+
+
 def test_apply_template_without_generation_prompt(url, model):
     messages = [{"role": "user", "content": "hi"}]
     for add in (False, True):
@@ -245,6 +269,9 @@ def test_same_answers_as_llama_server(tmp_path, s260_bin):
         for add in (True, False):
             a, b = both("/apply-template", {"messages": messages, "add_generation_prompt": add})
             assert a == b, add
+        first = both("/completion", body)[1]["tokens"][0]
+        a, b = both("/completion", {**body, "logit_bias": [[first, False]]})   # llama-server's pairs: banned
+        assert a["tokens"] == b["tokens"] and a["content"] == b["content"] and first not in a["tokens"][:1]
         a, b = (httpx.get(u + "/props", timeout=10).json() for u in (mine, theirs))
         for key in ("bos_token", "eos_token", "chat_template", "total_slots"):
             assert a[key] == b[key], key

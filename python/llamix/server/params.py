@@ -98,16 +98,40 @@ def _common(body: dict) -> tuple[dict, bool, bool]:
             raise BadRequest("'stop' must be a string or an array of strings", param="stop", code="invalid_type")
     if stop:
         kw["stop"] = stop
-    bias = _check(body, "logit_bias", OBJECT, NULL)
+    bias = _check(body, "logit_bias", OBJECT, LIST, NULL)
     if bias:
-        try:
-            kw["logit_bias"] = {int(k): float(v) for k, v in bias.items()}
-        except (TypeError, ValueError):
-            raise BadRequest("'logit_bias' maps token ids to numbers", param="logit_bias") from None
+        kw["logit_bias"] = _logit_bias(bias)
+    schema = _check(body, "json_schema", OBJECT, NULL)   # llama-server's field for response_format's schema
+    if schema is not None:
+        if "response_format" in kw:
+            raise BadRequest("give 'json_schema' or 'response_format', not both", param="json_schema")
+        kw["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
+    if _check(body, "grammar", STR, NULL):
+        raise BadRequest("'grammar' (GBNF) is not supported by llamix: constrain the output with 'json_schema' or "
+                         "'response_format'", param="grammar", code="unsupported")
     stream = bool(_check(body, "stream", BOOL, NULL))
     options = _check(body, "stream_options", OBJECT, NULL) or {}
     usage = _check(options, "include_usage", BOOL, NULL)
     return kw, stream, bool(usage)
+
+
+def _logit_bias(bias: dict | list) -> dict[int, float]:
+    """OpenAI's ``{"id": bias}``, or llama-server's ``[[id, bias], ...]`` where a bias of ``false``
+    bans the token."""
+    if isinstance(bias, dict):
+        pairs = list(bias.items())
+    elif all(isinstance(e, list) and len(e) == 2 for e in bias):
+        pairs = [tuple(e) for e in bias]
+    else:
+        raise BadRequest("'logit_bias' as an array holds [token id, bias] pairs", param="logit_bias")
+    out = {}
+    for k, v in pairs:
+        try:
+            out[int(k)] = float("-inf") if v is False else float(v)
+        except (TypeError, ValueError):
+            raise BadRequest(f"'logit_bias' maps token ids to numbers (or false), got {k!r}: {v!r}; token text is "
+                             "not taken: /tokenize gives its ids", param="logit_bias") from None
+    return out
 
 
 def completion_kwargs(body: dict) -> tuple[dict, bool, bool]:
