@@ -128,8 +128,9 @@ def test_bench_json_reads_like_llama_bench(tmp_path, s260_bin, capsys):
 
 @pytest.mark.peers
 def test_bench_tests_from_flags_as_llama_bench(tmp_path, s260_bin, capsys):
-    """A repeated flag adds its values, ranges (first-last+step, first-last*factor) expand, and
-    -fa takes llama-bench's 0/1: the same tests, in the same order, as llama-bench lists them."""
+    """A repeated flag adds its values, ranges (first-last+step, first-last*factor) expand, -pg
+    adds prompt-then-generation tests and -fa takes llama-bench's 0/1: the same tests, in the same
+    order, as llama-bench lists them."""
     import subprocess
     import sys
     from pathlib import Path
@@ -144,7 +145,7 @@ def test_bench_tests_from_flags_as_llama_bench(tmp_path, s260_bin, capsys):
     model = tmp_path / "s260.gguf"
     export_gguf(s260_bin, model, "f32")
     for flags in (["-p", "8", "-p", "16", "-n", "0"], ["-p", "4-16*2", "-n", "1-3+2"], ["-p", "8", "-n", "0", "-fa", "1"],
-                  ["-p", "4", "-n", "1", "-d", "0", "-d", "2,4"]):
+                  ["-p", "4", "-n", "1", "-d", "0", "-d", "2,4"], ["-p", "4", "-n", "1", "-pg", "8,2", "-pg", "4,1"]):
         flags = [*flags, "-r", "1", "-t", "1", "-o", "jsonl"]
         r = subprocess.run([str(exe), "-m", str(model), *flags], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]

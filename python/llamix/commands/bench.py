@@ -53,6 +53,14 @@ def _int_list(text: str) -> list[int]:
     return out
 
 
+def _pair(text: str) -> list[tuple[int, int]]:
+    """llama-bench's ``-pg pp,tg``: a prompt of ``pp`` tokens then ``tg`` generated, timed together."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected two integers pp,tg, got {text!r}")
+    return [(int(parts[0]), int(parts[1]))]
+
+
 def _values(args, name: str, default: list[int]) -> list[int]:
     """A value-list flag's values: every occurrence's (``-p 64 -p 128`` tests both, as llama-bench),
     or the default when the flag is absent."""
@@ -69,6 +77,9 @@ def add_arguments(p) -> None:
                    help="prompt tokens (pp test; 0: skip) (default: 512)")
     p.add_argument("-n", "--n-gen", type=_int_list, action="extend", default=None, metavar="N[,N...]",
                    help="generated tokens (tg test; 0: skip) (default: 128)")
+    p.add_argument("-pg", type=_pair, action="extend", default=[], metavar="PP,TG", dest="n_pg",
+                   help="a prompt of PP tokens then TG generated, timed as one test (llama-bench's ppPP+tgTG); "
+                        "repeatable")
     p.add_argument("-t", "--threads", type=_int_list, action="extend", default=None, metavar="N[,N...]",
                    help="compute threads (default: one per physical core)")
     add_gpu_flags(p)
@@ -82,9 +93,11 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="the same as -o json")
 
 
-def _samples(m: Model, n_prompt: int, n_gen: int, reps: int, n_depth: int = 0) -> dict[str, list[int]]:
+def _samples(m: Model, n_prompt: int, n_gen: int, reps: int, n_depth: int = 0,
+             together: bool = False) -> dict[str, list[int]]:
     """Nanoseconds of each repetition of the ``pp`` and ``tg`` tests, after ``n_depth`` tokens
-    already in the cache (after one untimed warm-up)."""
+    already in the cache (after one untimed warm-up); ``together``: one ``pg`` test, the prompt
+    and then the generation timed as one (llama-bench's ``-pg``)."""
     rng = np.random.default_rng(0)
     vocab = m.config.vocab_size
     depth = rng.integers(3, vocab, n_depth).tolist()
@@ -111,7 +124,18 @@ def _samples(m: Model, n_prompt: int, n_gen: int, reps: int, n_depth: int = 0) -
             m.eval([tok])
         return time.perf_counter_ns() - t
 
+    def pg() -> int:
+        t = pp()
+        start = time.perf_counter_ns()
+        for tok in gen[:n_gen]:
+            m.eval([tok])
+        return t + time.perf_counter_ns() - start
+
     out = {}
+    if together:
+        pg()  # warm-up
+        out["pg"] = [pg() for _ in range(reps)]
+        return out
     if n_prompt:
         pp()  # warm-up (first touch of the weights)
         out["pp"] = [pp() for _ in range(reps)]
@@ -217,7 +241,7 @@ def _print_table(records: list[dict]) -> None:
     print("| " + " | ".join("---" if h in ("model", "backend", "type_k", "type_v") else "---:" for h in head) + " |")
     for r in records:
         size, n = r["model_size"], r["model_n_params"]
-        test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+        test = "+".join(([f"pp{r['n_prompt']}"] if r["n_prompt"] else []) + ([f"tg{r['n_gen']}"] if r["n_gen"] else []))
         test += f" @ d{r['n_depth']}" if r["n_depth"] else ""
         row = [r["model_type"], f"{size / 2**20:.2f} MiB" if size < 2**30 else f"{size / 2**30:.2f} GiB",
                f"{n / 1e6:.2f} M" if n < 1e9 else f"{n / 1e9:.2f} B", f"CPU ({r['isa']})", str(r["n_threads"])]
@@ -225,7 +249,7 @@ def _print_table(records: list[dict]) -> None:
         row += [test, f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}"]
         print("| " + " | ".join(row) + " |")
     for r in records:
-        if r["n_gen"]:
+        if r["n_gen"] and not r["n_prompt"]:
             at = f" @ d{r['n_depth']}" if r["n_depth"] else ""
             plural = "s" if r["n_threads"] != 1 else ""
             print(f"(tg{r['n_gen']}{at} on {r['n_threads']} thread{plural}: median {r['median_ts']:.2f} t/s, "
@@ -240,10 +264,11 @@ def _tests(m: Model, args) -> list[dict]:
         if n_threads:
             set_threads(n_threads)
         for depth in args.n_depth:
-            runs = [(p, 0) for p in args.n_prompt if p] + [(0, n) for n in args.n_gen if n]
-            for n_prompt, n_gen in runs:
+            runs = [(p, 0) for p in args.n_prompt if p] + [(0, n) for n in args.n_gen if n] + list(args.n_pg)
+            for k, (n_prompt, n_gen) in enumerate(runs):
                 when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-                samples = _samples(m, n_prompt, n_gen, args.repetitions, depth)
+                together = k >= len(runs) - len(args.n_pg)
+                samples = _samples(m, n_prompt, n_gen, args.repetitions, depth, together)
                 tests.append({"n_prompt": n_prompt, "n_gen": n_gen, "n_depth": depth, "n_threads": cpu_info()["threads"],
                               "test_time": when.replace("+00:00", "Z"), "samples_ns": next(iter(samples.values()))})
     return tests
@@ -258,8 +283,8 @@ def run(args) -> int:
     for flag, values in (("-p/--n-prompt", args.n_prompt), ("-n/--n-gen", args.n_gen), ("-d/--n-depth", args.n_depth)):
         check(all(v >= 0 for v in values), flag, f"must be >= 0, got {','.join(map(str, values))}")
     check(args.repetitions >= 1, "-r/--repetitions", f"must be >= 1, got {args.repetitions}")
-    check(any(args.n_prompt) or any(args.n_gen), "-p/-n", "nothing to measure: both -p and -n are 0")
-    n_ctx = max(args.n_depth) + max(*args.n_prompt, *args.n_gen, 1)
+    check(any(args.n_prompt) or any(args.n_gen) or args.n_pg, "-p/-n", "nothing to measure: both -p and -n are 0")
+    n_ctx = max(args.n_depth) + max(*args.n_prompt, *args.n_gen, *(p + g for p, g in args.n_pg), 1)
     first_threads = (args.threads or [None])[0] or None
     if args.shape:
         qtype = args.qtype or "q4_0"
