@@ -195,6 +195,12 @@ def test_bad_requests_name_the_field(url, path, body, param):
 
 
 # --- against llama-server ------------------------------------------------------------------------------------
+# ChatML with tool calls written as Qwen2.5's template writes them (arguments | tojson)
+TOOL_TEMPLATE = ("{%- for m in messages %}<|im_start|>{{ m.role }}\n{%- if m.content %}{{ m.content }}{%- endif %}"
+                 "{%- for c in m.tool_calls or [] %}<tool_call>{\"name\": \"{{ c.function.name }}\", \"arguments\": "
+                 "{{ c.function.arguments | tojson }}}</tool_call>{%- endfor %}<|im_end|>\n{%- endfor %}"
+                 "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}")
+
 @contextlib.contextmanager
 def llama_server(model_path: Path, log: Path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -237,7 +243,7 @@ def test_same_answers_as_llama_server(tmp_path, s260_bin):
 
     path = tmp_path / "s260.gguf"
     ck = load_checkpoint(s260_bin)
-    ck.chat_template = builtin_format("chatml").template   # for /apply-template
+    ck.chat_template = TOOL_TEMPLATE   # for /apply-template
     export_gguf(ck, path, "f32")
     ours = llamix.load(str(path), n_ctx=N_CTX)
     with llama_server(path, tmp_path / "llama-server.log") as theirs, \
@@ -269,6 +275,11 @@ def test_same_answers_as_llama_server(tmp_path, s260_bin):
         for add in (True, False):
             a, b = both("/apply-template", {"messages": messages, "add_generation_prompt": add})
             assert a == b, add
+        call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        a, b = both("/apply-template", {"messages": [*messages, {"role": "assistant", "content": None,
+                                                                  "tool_calls": [call]},
+                                                     {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]})
+        assert a == b and '"arguments": {"city": "Paris"}' in a["prompt"], (a, b)   # arguments not encoded twice
         first = both("/completion", body)[1]["tokens"][0]
         a, b = both("/completion", {**body, "logit_bias": [[first, False]]})   # llama-server's pairs: banned
         assert a["tokens"] == b["tokens"] and a["content"] == b["content"] and first not in a["tokens"][:1]

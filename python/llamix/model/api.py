@@ -62,8 +62,11 @@ class CompletionAPI:
 
     def apply_chat_template(self, messages: Sequence[Mapping], add_generation_prompt: bool = True,
                             tools: list | None = None, chat_format: str | None = None) -> str:
-        """The prompt text of ``messages`` in the model's chat format."""
-        return self.chat_formatter(chat_format).render(messages, add_generation_prompt, tools=tools)
+        """The prompt text of ``messages`` in the model's chat format (tool calls' JSON-string
+        arguments parsed to objects for a template that needs them: see
+        :meth:`ChatFormat.with_object_arguments`)."""
+        fmt = self.chat_formatter(chat_format)
+        return fmt.render(fmt.with_object_arguments(messages), add_generation_prompt, tools=tools)
 
     def chat_tokens(self, messages: Sequence[Mapping], add_generation_prompt: bool = True, tools: list | None = None,
                     chat_format: str | None = None) -> list[int]:
