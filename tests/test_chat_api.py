@@ -415,11 +415,9 @@ def test_streamed_tool_calls_are_the_whole_answers(model, monkeypatch, reply):
     assert bool(calls) == ("<tool_call>{" in reply.replace("\n", ""))
 
 
-def test_tool_choice_none_leaves_tools_out_and_forcing_is_refused(model, monkeypatch):
+def test_tool_choice_none_leaves_tools_out(model, monkeypatch):
     """OpenAI's tool_choice: "auto" (and None) give the tools to the template; "none" means no
-    tool call, so the template gets no tools and a <tool_call> block stays text; forcing a call
-    ("required" or a named function), which llamix does not do, is refused rather than ignored
-    (a named function was silently answered as free text)."""
+    tool call, so the template gets no tools and a <tool_call> block stays text."""
     reply = '<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>'
     prompts = _script_tool_reply(model, monkeypatch, reply)
     msgs = [{"role": "user", "content": "Weather?"}]
@@ -428,6 +426,39 @@ def test_tool_choice_none_leaves_tools_out_and_forcing_is_refused(model, monkeyp
     none = model.create_chat_completion(msgs, tools=TOOLS, tool_choice="none", temperature=0)
     assert not prompts[-1].startswith("TOOLS:")
     assert none["choices"][0]["finish_reason"] == "stop" and none["choices"][0]["message"]["content"] == reply
-    for forced in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+
+
+FORCED_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"unit": {"enum": ["C", "F"]}, "metric": {"type": "boolean"}},
+        "required": ["unit", "metric"], "additionalProperties": False}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"tz": {"type": "string", "enum": ["UTC", "CET"]}}, "required": ["tz"],
+        "additionalProperties": False}}}]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_forced_tool_choice_always_calls_the_tool(model, seed):
+    """tool_choice {"type": "function", "function": {"name": N}} or "required" (OpenAI's, as
+    llama-cpp-python honours them; they were refused): whatever a random-weight model samples, the
+    reply is one call to N (or to one of the tools) whose arguments satisfy its parameters (no
+    free strings or numbers here: a random model would write them until max_tokens)."""
+    msgs = [{"role": "user", "content": "Weather?"}]
+    for choice, names in (({"type": "function", "function": {"name": "get_weather"}}, {"get_weather"}),
+                          ("required", {"get_weather", "get_time"})):
+        r = model.create_chat_completion(msgs, tools=FORCED_TOOLS, tool_choice=choice, temperature=1.0, seed=seed,
+                                         max_tokens=120)
+        c = r["choices"][0]
+        assert c["finish_reason"] == "tool_calls", c
+        (call,) = c["message"]["tool_calls"]
+        args = json.loads(call["function"]["arguments"])
+        assert call["function"]["name"] in names
+        if call["function"]["name"] == "get_weather":
+            assert set(args) == {"unit", "metric"} and args["unit"] in ("C", "F") and type(args["metric"]) is bool
+        else:
+            assert args in ({"tz": "UTC"}, {"tz": "CET"})
+    for bad in ({"type": "function", "function": {"name": "nope"}}, "sometimes", {"type": "function"}):
         with pytest.raises(ValueError, match="tool_choice"):
-            model.create_chat_completion(msgs, tools=TOOLS, tool_choice=forced, temperature=0)
+            model.create_chat_completion(msgs, tools=FORCED_TOOLS, tool_choice=bad)
+    with pytest.raises(ValueError, match="no tools"):
+        model.create_chat_completion(msgs, tool_choice="required")

@@ -36,7 +36,7 @@ import numpy as np
 from ..tokenizer import check_token_ids
 from ..chat_format import ChatFormat, chat_format_for
 from .engine import Request, Step, TokenLogprob, logit_bias_ids, stop_strings
-from .grammar import JSONConstraint, grammar_tokenizer, schema_of
+from .grammar import JSONConstraint, grammar_tokenizer, schema_of, tool_call_grammar
 from .sampling import Sampler
 
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
@@ -88,11 +88,13 @@ class CompletionAPI:
                     top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05, repeat_penalty: float = 1.0,
                     presence_penalty: float = 0.0, frequency_penalty: float = 0.0, stop=None, seed: int | None = None,
                     logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None,
-                    response_format: Mapping | None = None, decode: bool = True, repeat_last_n: int = 64) -> Request:
+                    response_format: Mapping | None = None, decode: bool = True, repeat_last_n: int = 64,
+                    grammar: str | None = None) -> Request:
         """A :class:`Request` for ``prompt_ids`` with these sampling parameters (llama-cpp-python's
         names and meanings; ``max_tokens`` None or <= 0: until the context is full, and never past
-        it; ``repeat_last_n``: the penalties' window, llama.cpp's, 0 off, -1 the whole context).
-        Raises ValueError when the prompt does not fit the context."""
+        it; ``repeat_last_n``: the penalties' window, llama.cpp's, 0 off, -1 the whole context;
+        ``grammar``: the output's grammar, llama.cpp's GBNF or llguidance's Lark, instead of a
+        ``response_format``). Raises ValueError when the prompt does not fit the context."""
         ids = [int(i) for i in prompt_ids]
         if not ids:
             raise ValueError("empty prompt: give at least one token (e.g. BOS)")
@@ -106,8 +108,10 @@ class CompletionAPI:
                           presence_penalty=presence_penalty)
         constraint = None
         schema = schema_of(response_format)
-        if schema is not None:
-            constraint = JSONConstraint(self._grammar_tokenizer(), schema, self.config.vocab_size)
+        if schema is not None and grammar is not None:
+            raise ValueError("give a grammar or a JSON response_format, not both")
+        if schema is not None or grammar is not None:
+            constraint = JSONConstraint(self._grammar_tokenizer(), schema, self.config.vocab_size, grammar=grammar)
         bias = None
         if logit_bias:
             bias = logit_bias_ids(logit_bias)
@@ -228,7 +232,8 @@ class CompletionAPI:
         and the result's shaping), for a driver that runs the request itself (a batching server)."""
         _refuse(functions=functions is not None, function_call=function_call is not None, typical_p=typical_p != 1.0,
                 **_unsupported(unsupported))
-        tools = _tools_for_choice(tools, tool_choice)
+        tools, forced = _tools_for_choice(tools, tool_choice)
+        grammar = None if forced is False else tool_call_grammar(tools, forced)
         fmt = self.chat_formatter(chat_format)
         ids = self.chat_tokens(messages, True, tools, chat_format)
         stops = stop_strings(stop)
@@ -237,7 +242,7 @@ class CompletionAPI:
                                    min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
                                    frequency_penalty=frequency_penalty, stop=stops, seed=seed,
                                    logprobs=(top_logprobs or 0) if logprobs else None, logit_bias=logit_bias,
-                                   response_format=response_format, repeat_last_n=repeat_last_n)
+                                   response_format=response_format, repeat_last_n=repeat_last_n, grammar=grammar)
         head = {"id": f"chatcmpl-{_uuid4()}", "object": "chat.completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
         return ChatCompletion(request, head, bool(tools), bool(logprobs))
@@ -475,16 +480,25 @@ def _unsupported(kwargs: dict) -> dict:
     return out
 
 
-def _tools_for_choice(tools: list | None, tool_choice) -> list | None:
-    """The tools the template sees under OpenAI's ``tool_choice``: ``None`` or ``"auto"`` (the
-    model decides) keeps them, ``"none"`` (no tool call) leaves them out; forcing a call
-    (``"required"`` or a named function) is refused rather than ignored."""
+def _tools_for_choice(tools: list | None, tool_choice) -> tuple[list | None, str | None | bool]:
+    """(the tools the template sees, the call forced) under OpenAI's ``tool_choice``: ``None`` or
+    ``"auto"`` (the model decides) keeps the tools and forces nothing (False); ``"none"`` (no tool
+    call) leaves them out; ``"required"`` forces a call to one of them (None: any) and
+    ``{"type": "function", "function": {"name": N}}`` a call to N: the reply is then constrained
+    to a ``<tool_call>`` block with that name and arguments valid against its parameters."""
     if tool_choice is None or tool_choice == "auto":
-        return tools
+        return tools, False
     if tool_choice == "none":
-        return None
-    raise ValueError(f"not supported by llamix: tool_choice={tool_choice!r} (None, 'auto' or 'none'): "
-                     "a reply is not forced to call a tool")
+        return None, False
+    if not tools:
+        raise ValueError(f"tool_choice={tool_choice!r} forces a tool call, but no tools were given")
+    if tool_choice == "required":
+        return tools, None
+    fn = tool_choice.get("function") if isinstance(tool_choice, Mapping) else None
+    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+        raise ValueError(f"tool_choice must be 'auto', 'none', 'required' or {{'type': 'function', 'function': "
+                         f"{{'name': ...}}}}, got {tool_choice!r}")
+    return tools, fn["name"]
 
 
 def _refuse(**flags: bool) -> None:
