@@ -104,9 +104,40 @@ class _Vocabulary:
         self._tok = tok
 
     def __call__(self, text) -> list[int]:
-        if isinstance(text, (bytes, bytearray)):
-            text = bytes(text).decode("utf-8", errors="replace")
-        return self._tok.encode(text, add_special=False, parse_special=False)
+        """Ids whose bytes are exactly ``text`` (llguidance tokenizes the bytes a grammar forces).
+        A SentencePiece vocabulary writes a space before a text (its dummy prefix), so the text
+        is tokenized after a newline whose tokens are then dropped; failing both, the longest
+        matching tokens, left to right."""
+        data = bytes(text) if isinstance(text, (bytes, bytearray)) else str(text).encode("utf-8")
+        text = data.decode("utf-8", errors="replace")
+        for prefix in ("", "\n"):
+            ids = self._tok.encode(prefix + text, add_special=False, parse_special=False)
+            pieces = [self.tokens[i] for i in ids]
+            for k in range(len(ids) + 1):
+                if b"".join(pieces[k:]) == data:
+                    return ids[k:]
+                if len(b"".join(pieces[:k])) > len(prefix) + 1:
+                    break
+        return self._longest_match(data)
+
+    def _longest_match(self, data: bytes) -> list[int]:
+        if not hasattr(self, "_by_bytes"):
+            self._by_bytes = {}
+            for i, b in enumerate(self.tokens):
+                if b and not b.startswith(b"\xff"):
+                    self._by_bytes.setdefault(b, i)
+            self._longest = max(map(len, self._by_bytes))
+        ids, at = [], 0
+        while at < len(data):
+            for n in range(min(self._longest, len(data) - at), 0, -1):
+                i = self._by_bytes.get(data[at:at + n])
+                if i is not None:
+                    ids.append(i)
+                    at += n
+                    break
+            else:
+                raise ValueError(f"the vocabulary has no token for the byte {data[at]:#04x}")
+        return ids
 
 
 def grammar_tokenizer(tok: Tokenizer, n_vocab: int, eos_ids: Sequence[int]) -> Any:
