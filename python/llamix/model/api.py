@@ -157,12 +157,14 @@ class CompletionAPI:
         """:meth:`create_completion` up to running: its :class:`TextCompletion` (the Request and
         the result's shaping), for a driver that runs the request itself (a batching server).
         With ``echo`` and ``logprobs`` it runs the prompt on the model once (its log-probabilities)."""
+        grammar = _grammar_text(unsupported)
         _refuse(suffix=suffix is not None, typical_p=typical_p != 1.0, **_unsupported(unsupported))
         ids = self.tokenize(prompt, parse_special=True) if isinstance(prompt, str) else [int(i) for i in prompt]
         request = self.new_request(ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                    min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
                                    frequency_penalty=frequency_penalty, stop=stop, seed=seed, logprobs=logprobs,
-                                   logit_bias=logit_bias, response_format=response_format, repeat_last_n=repeat_last_n)
+                                   logit_bias=logit_bias, response_format=response_format, repeat_last_n=repeat_last_n,
+                                   grammar=grammar)
         head = {"id": f"cmpl-{_uuid4()}", "object": "text_completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(ids)
@@ -230,10 +232,14 @@ class CompletionAPI:
                                 repeat_last_n: int = 64, **unsupported) -> "ChatCompletion":
         """:meth:`create_chat_completion` up to running: its :class:`ChatCompletion` (the Request
         and the result's shaping), for a driver that runs the request itself (a batching server)."""
+        grammar = _grammar_text(unsupported)
         _refuse(functions=functions is not None, function_call=function_call is not None, typical_p=typical_p != 1.0,
                 **_unsupported(unsupported))
         tools, forced = _tools_for_choice(tools, tool_choice)
-        grammar = None if forced is False else tool_call_grammar(tools, forced)
+        if forced is not False:
+            if grammar is not None:
+                raise ValueError("give a grammar or a forced tool_choice, not both")
+            grammar = tool_call_grammar(tools, forced)
         fmt = self.chat_formatter(chat_format)
         ids = self.chat_tokens(messages, True, tools, chat_format)
         stops = stop_strings(stop)
@@ -466,7 +472,7 @@ def _tool_calls(text: str) -> list[dict]:
     return calls
 
 
-_IGNORED = {"tfs_z": 1.0, "mirostat_mode": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1, "grammar": None,
+_IGNORED = {"tfs_z": 1.0, "mirostat_mode": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1,
             "logits_processor": None, "stopping_criteria": None}
 
 
@@ -499,6 +505,15 @@ def _tools_for_choice(tools: list | None, tool_choice) -> tuple[list | None, str
         raise ValueError(f"tool_choice must be 'auto', 'none', 'required' or {{'type': 'function', 'function': "
                          f"{{'name': ...}}}}, got {tool_choice!r}")
     return tools, fn["name"]
+
+
+def _grammar_text(kwargs: dict) -> str | None:
+    """The ``grammar`` keyword (taken out of ``kwargs``): llama.cpp's GBNF as text (llama-server's
+    ``grammar`` field; llama-cpp-python takes a ``LlamaGrammar`` built from such text)."""
+    grammar = kwargs.pop("grammar", None)
+    if grammar is not None and not isinstance(grammar, str):
+        raise ValueError(f"grammar: give the grammar's GBNF text (a str), got {type(grammar).__name__}")
+    return grammar or None
 
 
 def _refuse(**flags: bool) -> None:

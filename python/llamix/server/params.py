@@ -106,9 +106,11 @@ def _common(body: dict) -> tuple[dict, bool, bool]:
         if "response_format" in kw:
             raise BadRequest("give 'json_schema' or 'response_format', not both", param="json_schema")
         kw["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
-    if _check(body, "grammar", STR, NULL):
-        raise BadRequest("'grammar' (GBNF) is not supported by llamix: constrain the output with 'json_schema' or "
-                         "'response_format'", param="grammar", code="unsupported")
+    grammar = _check(body, "grammar", STR, NULL)   # llama-server's GBNF
+    if grammar:
+        if "response_format" in kw:
+            raise BadRequest("give 'grammar' or 'json_schema' / 'response_format', not both", param="grammar")
+        kw["grammar"] = grammar
     stream = bool(_check(body, "stream", BOOL, NULL))
     options = _check(body, "stream_options", OBJECT, NULL) or {}
     usage = _check(options, "include_usage", BOOL, NULL)
