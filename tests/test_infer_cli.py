@@ -19,6 +19,31 @@ def test_generate_real_model(assets, capsys):
     assert capsys.readouterr().out == "Once upon a time, there was a little girl named Lily. She\n"  # 12 tokens
 
 
+def test_generate_takes_llama_cli_flags(s260_bin, tmp_path, capsys):
+    """llama-cli's -no-cnv (accepted: generate holds no conversation), --no-display-prompt (only
+    the generated text), --grammar / --grammar-file (GBNF) and -j/--json-schema (the output
+    follows them however it is sampled); they were refused as unknown flags."""
+    base = ["generate", "-m", str(s260_bin), "-p", "Once upon", "-n", "12", "--temp", "0"]
+    assert main(base) == 0
+    plain = capsys.readouterr().out
+    assert main([*base, "-no-cnv"]) == 0 and capsys.readouterr().out == plain
+    assert main([*base, "--no-display-prompt"]) == 0 and "Once upon" + capsys.readouterr().out == plain
+    gbnf = tmp_path / "answer.gbnf"
+    gbnf.write_text('root ::= ("yes" | "no" | "maybe") "."\n')
+    schema = {"type": "object", "properties": {"pet": {"enum": ["cat", "dog"]}}, "required": ["pet"],
+              "additionalProperties": False}
+    for seed in range(3):
+        sampled = ["-p", "Once upon", "--temp", "1.0", "-s", str(seed), "--no-display-prompt"]
+        for flags in (["--grammar", 'root ::= ("yes" | "no" | "maybe") "."'], ["--grammar-file", str(gbnf)]):
+            assert main(["generate", "-m", str(s260_bin), *sampled, "-n", "12", *flags]) == 0
+            assert capsys.readouterr().out in ("yes.\n", "no.\n", "maybe.\n")
+        # room for the whitespace the grammar allows (32 characters a gap), so the JSON completes
+        assert main(["generate", "-m", str(s260_bin), *sampled, "-n", "300", "-j", json.dumps(schema)]) == 0
+        assert json.loads(capsys.readouterr().out) in ({"pet": "cat"}, {"pet": "dog"})
+    assert main([*base, "--grammar", "root ::= ("]) == 1
+    assert "--grammar" in capsys.readouterr().err
+
+
 def test_generate_random_needs_no_download(capsys):
     assert main(["generate", "--random", "tiny", "Hello", "--max-tokens", "8", "--seed", "1"]) == 0
     out = capsys.readouterr()
