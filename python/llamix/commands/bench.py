@@ -29,7 +29,7 @@ from ..model import Model, load
 from .common import MODEL_HELP, add_gpu_flags, add_kv_cache, add_qtype, check, kv_cache_kwargs, warn
 
 
-_RANGE = re.compile(r"(\d+)(?:-(\d+)(?:([+*])(\d+))?)?")
+_RANGE = re.compile(r"(-?\d+)(?:-(\d+)(?:([+*])(\d+))?)?")   # a negative value is refused later, by name
 
 
 def _int_list(text: str) -> list[int]:
