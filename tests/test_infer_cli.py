@@ -44,6 +44,20 @@ def test_generate_takes_llama_cli_flags(s260_bin, tmp_path, capsys):
     assert "--grammar" in capsys.readouterr().err
 
 
+def test_generate_ignore_eos(capsys):
+    """llama-cli's --ignore-eos: a sampled run that ends early at an end-of-generation token goes
+    on to -n tokens (the --stats line counts the decodes: -n less the last token)."""
+    import re
+
+    def runs(*flags) -> int:
+        assert main(["generate", "--random", "tiny", "Hi", "-n", "200", "--temp", "1", "--stats", *flags]) == 0
+        return int(re.search(r"eval time .* / +(\d+) runs", capsys.readouterr().err).group(1))
+    early = [seed for seed in range(6) if runs("-s", str(seed)) < 199]
+    assert early, "no sampled run ended early: nothing to check"
+    for seed in early[:2]:
+        assert runs("-s", str(seed), "--ignore-eos") == 199
+
+
 def test_generate_random_needs_no_download(capsys):
     assert main(["generate", "--random", "tiny", "Hello", "--max-tokens", "8", "--seed", "1"]) == 0
     out = capsys.readouterr()

@@ -36,6 +36,8 @@ def add_arguments(p) -> None:
     p.add_argument("--stats", action="store_true", help="print prompt and generation speed to stderr at the end")
     p.add_argument("--no-display-prompt", action="store_true", help="print only the generated text, not the prompt "
                                                                      "before it (llama-cli's flag)")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="never end at an end-of-generation token: generate -n tokens (llama-cli's flag)")
     p.add_argument("-no-cnv", "--no-conversation", action="store_true",
                    help="accepted as llama-cli's flag: generate never holds a conversation (llamix chat does)")
     constraint = p.add_mutually_exclusive_group()
@@ -72,12 +74,15 @@ def run(args) -> int:
                          f"(-c/--ctx-size {m.n_ctx}): at most {m.n_ctx - n_prompt} tokens are generated")
         args.n_predict = m.n_ctx - n_prompt
     grammar, response_format, flag = _constraint(args)
-    if grammar is None and response_format is None:
+    # llama-cli's --ignore-eos: every end-of-generation token's logit at -inf
+    bias = {i: float("-inf") for i in m.eos_ids} if args.ignore_eos else None
+    if grammar is None and response_format is None and bias is None:
         pieces = m.stream(prompt, max_tokens=args.n_predict, **sampling_kwargs(args))
-    else:   # the same generation as stream's, under the grammar's mask
+    else:   # the same generation as stream's, under the grammar's mask or the bias
         try:
             request = m.new_request(m.tokenize(prompt, parse_special=True), max_tokens=args.n_predict,
-                                    grammar=grammar, response_format=response_format, **sampling_kwargs(args))
+                                    grammar=grammar, response_format=response_format, logit_bias=bias,
+                                    **sampling_kwargs(args))
         except ValueError as e:
             raise UsageError(f"{flag}: {e}") from None
         pieces = (step.text for step in m.run(request)) if args.n_predict else iter(())
