@@ -418,6 +418,7 @@ def test_streamed_tool_calls_are_the_whole_answers(model, monkeypatch, reply):
     """Streamed with tools, a reply's tool calls come as OpenAI's tool_calls deltas and finish
     reason, never as content text: the openai library's own accumulator (the one its client's
     stream helper uses) rebuilds from the chunks the message create_chat_completion returns."""
+    require_peer("openai", "test")
     from openai.lib.streaming.chat import ChatCompletionStreamState
     from openai.types.chat import ChatCompletionChunk
 
