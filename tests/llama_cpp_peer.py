@@ -228,6 +228,19 @@ def api_results_in_child(path, prompt: str, messages: list) -> dict:
     return child().call(api_results, path, prompt, messages)
 
 
+def accessors(path) -> dict:
+    """Llama's vocabulary and size accessors on ``path``: n_vocab, n_embd, token_bos, token_eos."""
+    llm = open_model(path)
+    return {"n_vocab": llm.n_vocab(), "n_embd": llm.n_embd(), "token_bos": llm.token_bos(),
+            "token_eos": llm.token_eos()}
+
+
+def accessors_in_child(path) -> dict:
+    """accessors in the child process (see child())."""
+    __tracebackhide__ = True
+    return child().call(accessors, path)
+
+
 def ggml_quantize(w: np.ndarray, type_name: str, imatrix=None) -> np.ndarray:
     """ggml's own quantizer (ggml_quantize_chunk in llama-cpp-python's libggml-base: the code
     llama-quantize runs per tensor) on a float32 (rows, k) matrix, with optional per-column

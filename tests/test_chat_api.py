@@ -97,6 +97,21 @@ def test_result_shapes_match_llama_cpp_python(model, tmp_path):
     assert ours["embedding"]["usage"] == theirs["embedding"]["usage"]
 
 
+@pytest.mark.peers
+def test_vocabulary_accessors_as_llama_cpp_python(model, tmp_path, s260_bin):
+    """n_vocab(), n_embd(), token_bos(), token_eos(): Llama's methods, the same values on the same
+    file (byte-level BPE without BOS, SentencePiece with BOS)."""
+    llama_cpp_peer.require()
+    qwen = tmp_path / "qwen.gguf"
+    llamix.export_gguf(model, qwen, qtype="q8_0")
+    s260 = tmp_path / "s260.gguf"
+    llamix.export_gguf(s260_bin, s260, qtype="f32")
+    for path in (qwen, s260):
+        llm = llamix.load(path)
+        theirs = llama_cpp_peer.accessors_in_child(path)
+        assert {name: getattr(llm, name)() for name in theirs} == theirs, path.name
+
+
 def test_code_written_for_llama_cpp_python_runs(model):
     llm = model
     out = llm("Q: Name the planets in the solar system? A: ", max_tokens=8, stop=["Q:", "\n"], echo=True, seed=0)
@@ -207,6 +222,27 @@ def test_json_schema_output_validates(model, seed):
     text = r["choices"][0]["message"]["content"]
     assert r["choices"][0]["finish_reason"] == "stop", text
     jsonschema.validate(json.loads(text), schema)
+
+
+def test_json_schema_on_a_sentencepiece_vocabulary(s260_bin):
+    """A SentencePiece vocabulary that writes a space before a text (Llama 2, Mistral,
+    TinyLlama): the bytes a grammar forces are tokenized without that space (a JSON reply raised
+    RuntimeError 'token " " doesn't satisfy the grammar' at its first forced '{')."""
+    from llamix.model.grammar import _Vocabulary
+
+    jsonschema = require_peer("jsonschema", "test")
+    m = llamix.load(s260_bin, n_ctx=512)
+    vocab = _Vocabulary(m.tokenizer, m.config.vocab_size, m.eos_ids)
+    for text in ("nce", " nce", "{", '"name": "Lily"', "é\n x", "\n\n"):
+        assert b"".join(vocab.tokens[i] for i in vocab(text)) == text.encode(), text
+    schema = {"type": "object", "additionalProperties": False, "required": ["kind", "ok"],
+              "properties": {"kind": {"enum": ["cat", "dog"]}, "ok": {"type": "boolean"}}}
+    for seed in range(3):
+        # room for the whitespace the grammar allows (32 characters a gap), so the JSON completes
+        r = m.create_completion("Once upon a time", temperature=0.7, seed=seed, max_tokens=400,
+                                response_format={"type": "json_schema", "json_schema": {"schema": schema}})
+        assert r["choices"][0]["finish_reason"] == "stop"
+        jsonschema.validate(json.loads(r["choices"][0]["text"]), schema)
 
 
 def test_json_object_and_bad_formats(model):
@@ -372,11 +408,38 @@ def test_tool_call_reply_becomes_tool_calls(model, monkeypatch):
     assert plain["choices"][0]["message"]["content"] == reply and plain["choices"][0]["finish_reason"] == "stop"
 
 
-def test_tool_choice_none_leaves_tools_out_and_forcing_is_refused(model, monkeypatch):
+@pytest.mark.parametrize("reply", [
+    'Let me check.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich"}}\n</tool_call>',
+    '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>\n<tool_call>{"name": "get_time", '
+    '"arguments": {"tz": "UTC"}}</tool_call>',
+    'Compare a < b, then <tool_ca and stop.',     # no call: every character is streamed as content
+])
+def test_streamed_tool_calls_are_the_whole_answers(model, monkeypatch, reply):
+    """Streamed with tools, a reply's tool calls come as OpenAI's tool_calls deltas and finish
+    reason, never as content text: the openai library's own accumulator (the one its client's
+    stream helper uses) rebuilds from the chunks the message create_chat_completion returns."""
+    require_peer("openai", "test")
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    _script_tool_reply(model, monkeypatch, reply)
+    msgs = [{"role": "user", "content": "Weather?"}]
+    whole = model.create_chat_completion(msgs, tools=TOOLS, temperature=0)["choices"][0]
+    state = ChatCompletionStreamState()
+    for chunk in model.create_chat_completion(msgs, tools=TOOLS, temperature=0, stream=True):
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    streamed = state.get_final_completion().choices[0]
+    assert streamed.finish_reason == whole["finish_reason"]
+    assert (streamed.message.content or "").strip() == (whole["message"]["content"] or "")
+    calls = [(c.function.name, json.loads(c.function.arguments)) for c in streamed.message.tool_calls or []]
+    assert calls == [(c["function"]["name"], json.loads(c["function"]["arguments"]))
+                     for c in whole["message"].get("tool_calls", [])]
+    assert bool(calls) == ("<tool_call>{" in reply.replace("\n", ""))
+
+
+def test_tool_choice_none_leaves_tools_out(model, monkeypatch):
     """OpenAI's tool_choice: "auto" (and None) give the tools to the template; "none" means no
-    tool call, so the template gets no tools and a <tool_call> block stays text; forcing a call
-    ("required" or a named function), which llamix does not do, is refused rather than ignored
-    (a named function was silently answered as free text)."""
+    tool call, so the template gets no tools and a <tool_call> block stays text."""
     reply = '<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>'
     prompts = _script_tool_reply(model, monkeypatch, reply)
     msgs = [{"role": "user", "content": "Weather?"}]
@@ -385,6 +448,39 @@ def test_tool_choice_none_leaves_tools_out_and_forcing_is_refused(model, monkeyp
     none = model.create_chat_completion(msgs, tools=TOOLS, tool_choice="none", temperature=0)
     assert not prompts[-1].startswith("TOOLS:")
     assert none["choices"][0]["finish_reason"] == "stop" and none["choices"][0]["message"]["content"] == reply
-    for forced in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+
+
+FORCED_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"unit": {"enum": ["C", "F"]}, "metric": {"type": "boolean"}},
+        "required": ["unit", "metric"], "additionalProperties": False}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"tz": {"type": "string", "enum": ["UTC", "CET"]}}, "required": ["tz"],
+        "additionalProperties": False}}}]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_forced_tool_choice_always_calls_the_tool(model, seed):
+    """tool_choice {"type": "function", "function": {"name": N}} or "required" (OpenAI's, as
+    llama-cpp-python honours them; they were refused): whatever a random-weight model samples, the
+    reply is one call to N (or to one of the tools) whose arguments satisfy its parameters (no
+    free strings or numbers here: a random model would write them until max_tokens)."""
+    msgs = [{"role": "user", "content": "Weather?"}]
+    for choice, names in (({"type": "function", "function": {"name": "get_weather"}}, {"get_weather"}),
+                          ("required", {"get_weather", "get_time"})):
+        r = model.create_chat_completion(msgs, tools=FORCED_TOOLS, tool_choice=choice, temperature=1.0, seed=seed,
+                                         max_tokens=120)
+        c = r["choices"][0]
+        assert c["finish_reason"] == "tool_calls", c
+        (call,) = c["message"]["tool_calls"]
+        args = json.loads(call["function"]["arguments"])
+        assert call["function"]["name"] in names
+        if call["function"]["name"] == "get_weather":
+            assert set(args) == {"unit", "metric"} and args["unit"] in ("C", "F") and type(args["metric"]) is bool
+        else:
+            assert args in ({"tz": "UTC"}, {"tz": "CET"})
+    for bad in ({"type": "function", "function": {"name": "nope"}}, "sometimes", {"type": "function"}):
         with pytest.raises(ValueError, match="tool_choice"):
-            model.create_chat_completion(msgs, tools=TOOLS, tool_choice=forced, temperature=0)
+            model.create_chat_completion(msgs, tools=FORCED_TOOLS, tool_choice=bad)
+    with pytest.raises(ValueError, match="no tools"):
+        model.create_chat_completion(msgs, tool_choice="required")

@@ -130,6 +130,23 @@ def test_qwen2_file_template_with_tools_renders_as_transformers():
 
 
 # --- without peers ----------------------------------------------------------------------------------
+def test_string_arguments_become_objects_only_where_the_template_needs_them():
+    """OpenAI clients send a tool call's arguments as a JSON string; a template that writes them
+    with tojson would encode that string twice, so they are parsed first (as llama-server does);
+    a template that writes them as they are keeps the string. (Against llama-server:
+    test_server_native.)"""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"city": "Zürich"}'}}
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    loop = "{%- for m in messages %}{{ m.role }}:{{ m.content }}{%- for c in m.tool_calls or [] %}"
+    needs = ChatFormat(loop + "[{{ c.function.arguments | tojson }}]{%- endfor %}\n{%- endfor %}")
+    raw = ChatFormat(loop + "[{{ c.function.arguments }}]{%- endfor %}\n{%- endfor %}")
+    assert needs.render(needs.with_object_arguments(msgs)).endswith('[{"city": "Zürich"}]')
+    assert raw.render(raw.with_object_arguments(msgs)).endswith('[{"city": "Zürich"}]')
+    assert raw.with_object_arguments(msgs) == msgs and msgs[1]["tool_calls"][0] is call   # inputs left alone
+    model = builtin_format("chatml")
+    assert model.with_object_arguments(msgs) == msgs     # no tool calls written at all
+
+
 def test_builtin_layouts():
     """The built-in formats' text for a system + user + assistant + user conversation, written out."""
     msgs = CONVERSATIONS["multi-turn"][:1] + [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"},

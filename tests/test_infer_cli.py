@@ -19,6 +19,45 @@ def test_generate_real_model(assets, capsys):
     assert capsys.readouterr().out == "Once upon a time, there was a little girl named Lily. She\n"  # 12 tokens
 
 
+def test_generate_takes_llama_cli_flags(s260_bin, tmp_path, capsys):
+    """llama-cli's -no-cnv (accepted: generate holds no conversation), --no-display-prompt (only
+    the generated text), --grammar / --grammar-file (GBNF) and -j/--json-schema (the output
+    follows them however it is sampled); they were refused as unknown flags."""
+    base = ["generate", "-m", str(s260_bin), "-p", "Once upon", "-n", "12", "--temp", "0"]
+    assert main(base) == 0
+    plain = capsys.readouterr().out
+    assert main([*base, "-no-cnv"]) == 0 and capsys.readouterr().out == plain
+    assert main([*base, "--no-display-prompt"]) == 0 and "Once upon" + capsys.readouterr().out == plain
+    gbnf = tmp_path / "answer.gbnf"
+    gbnf.write_text('root ::= ("yes" | "no" | "maybe") "."\n')
+    schema = {"type": "object", "properties": {"pet": {"enum": ["cat", "dog"]}}, "required": ["pet"],
+              "additionalProperties": False}
+    for seed in range(3):
+        sampled = ["-p", "Once upon", "--temp", "1.0", "-s", str(seed), "--no-display-prompt"]
+        for flags in (["--grammar", 'root ::= ("yes" | "no" | "maybe") "."'], ["--grammar-file", str(gbnf)]):
+            assert main(["generate", "-m", str(s260_bin), *sampled, "-n", "12", *flags]) == 0
+            assert capsys.readouterr().out in ("yes.\n", "no.\n", "maybe.\n")
+        # room for the whitespace the grammar allows (32 characters a gap), so the JSON completes
+        assert main(["generate", "-m", str(s260_bin), *sampled, "-n", "300", "-j", json.dumps(schema)]) == 0
+        assert json.loads(capsys.readouterr().out) in ({"pet": "cat"}, {"pet": "dog"})
+    assert main([*base, "--grammar", "root ::= ("]) == 1
+    assert "--grammar" in capsys.readouterr().err
+
+
+def test_generate_ignore_eos(capsys):
+    """llama-cli's --ignore-eos: a sampled run that ends early at an end-of-generation token goes
+    on to -n tokens (the --stats line counts the decodes: -n less the last token)."""
+    import re
+
+    def runs(*flags) -> int:
+        assert main(["generate", "--random", "tiny", "Hi", "-n", "200", "--temp", "1", "--stats", *flags]) == 0
+        return int(re.search(r"eval time .* / +(\d+) runs", capsys.readouterr().err).group(1))
+    early = [seed for seed in range(6) if runs("-s", str(seed)) < 199]
+    assert early, "no sampled run ended early: nothing to check"
+    for seed in early[:2]:
+        assert runs("-s", str(seed), "--ignore-eos") == 199
+
+
 def test_generate_random_needs_no_download(capsys):
     assert main(["generate", "--random", "tiny", "Hello", "--max-tokens", "8", "--seed", "1"]) == 0
     out = capsys.readouterr()
@@ -112,6 +151,50 @@ def test_bench_json_reads_like_llama_bench(tmp_path, s260_bin, capsys):
         rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
         return [[c for k, c in enumerate(row) if rows[0][k] not in ("model", "backend", "t/s")] for row in rows[:1] + rows[2:]]
     assert table(capsys.readouterr().out) == table(r.stdout)
+    # the model column's file type is the one the file declares (general.file_type), named as
+    # llama.cpp names it, not the type of the tensor holding the most bytes
+    for qtype in ("q4_k_m", "iq4_xs"):
+        quantized = tmp_path / f"s260.{qtype}.gguf"
+        export_gguf(s260_bin, quantized, qtype)
+        flags = ["-p", "8", "-n", "0", "-r", "1", "-t", "1"]
+        r = subprocess.run([str(exe), "-m", str(quantized), *flags], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert main(["bench", "-m", str(quantized), *flags]) == 0
+        labels = [[line.split("|")[1].strip().split(" ", 2)[2] for line in text.splitlines()[2:] if line.startswith("|")]
+                  for text in (capsys.readouterr().out, r.stdout)]
+        assert labels[0] == labels[1] == [{"q4_k_m": "Q4_K - Medium", "iq4_xs": "IQ4_XS - 4.25 bpw"}[qtype]], labels
+
+
+@pytest.mark.peers
+def test_bench_tests_from_flags_as_llama_bench(tmp_path, s260_bin, capsys):
+    """A repeated flag adds its values, ranges (first-last+step, first-last*factor) expand, -pg
+    adds prompt-then-generation tests and -fa takes llama-bench's 0/1: the same tests, in the same
+    order, as llama-bench lists them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from llama_cpp_tools import tool
+
+    exe = tool("llama-bench")
+    if exe is None:
+        pytest.skip("llama-bench is not built (bench/llama_cpp_tools.py builds it into ~/.cache/llamix-llama-cpp)")
+    from llamix.export import export_gguf
+    model = tmp_path / "s260.gguf"
+    export_gguf(s260_bin, model, "f32")
+    for flags in (["-p", "8", "-p", "16", "-n", "0"], ["-p", "4-16*2", "-n", "1-3+2"], ["-p", "8", "-n", "0", "-fa", "1"],
+                  ["-p", "4", "-n", "1", "-d", "0", "-d", "2,4"], ["-p", "4", "-n", "1", "-pg", "8,2", "-pg", "4,1"]):
+        flags = [*flags, "-r", "1", "-t", "1", "-o", "jsonl"]
+        r = subprocess.run([str(exe), "-m", str(model), *flags], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert main(["bench", "-m", str(model), *flags]) == 0
+        key = ("n_prompt", "n_gen", "n_depth")
+        tests = [[[json.loads(line)[k] for k in key] for line in text.splitlines() if line.strip()]
+                 for text in (capsys.readouterr().out, r.stdout)]
+        assert tests[0] == tests[1], flags
+    with pytest.raises(SystemExit):
+        main(["bench", "-m", str(model), "-p", "4-8*1"])   # a range that does not advance
 
 
 def test_bench_value_lists_as_llama_bench(capsys):

@@ -134,6 +134,54 @@ def test_apply_template_props_and_aliases(url, model):
     assert r.status_code == 200 and r.json()["object"] == "chat.completion"
 
 
+def test_one_prompt_per_completion(url, model):
+    """An array of strings (or of arrays) is several prompts to llama-server: refused, never run
+    as the prompts joined; an array holding one prompt is that prompt."""
+    for prompt in (["Hello", " there"], [[9707], [1879]], ["Hello", [1879]]):
+        r = post(url, "/completion", {"prompt": prompt, "n_predict": 2})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+    want = model.create_completion([9707, 1879], max_tokens=4, temperature=0)["choices"][0]["text"]
+    for prompt in ([[9707, 1879]], [9707, 1879]):
+        r = post(url, "/completion", {"prompt": prompt, "n_predict": 4, "temperature": 0})
+        assert r.status_code == 200 and r.json()["content"] == want and r.json()["tokens_evaluated"] == 2, r.text
+
+
+def test_llama_server_json_schema_grammar_and_logit_bias_pairs(url, model):
+    """llama-server's own fields: ``json_schema`` constrains as response_format does and
+    ``grammar`` (GBNF) as llama-server does (both were ignored), and ``logit_bias`` may be
+    [[id, bias], ...] pairs with false banning the token."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "additionalProperties": False}
+    for path, body in (("/completion", {"prompt": "Hello", "n_predict": 40}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 40})):
+        r = post(url, path, {**body, "temperature": 1.0, "seed": 3, "json_schema": schema})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        text = answer["content"] if path == "/completion" else answer["choices"][0]["message"]["content"]
+        assert set(json.loads(text)) == {"n"}, text
+    for seed in range(4):   # GBNF, sampled: always one of the grammar's words
+        got = post(url, "/completion", {"prompt": "Hello", "n_predict": 8, "temperature": 1.5, "seed": seed,
+                                        "grammar": 'root ::= "yes" | "no" | "maybe" [0-9]'}).json()
+        assert got["content"] in ("yes", "no") or (got["content"][:5] == "maybe" and got["content"][5:].isdigit()), got
+    r = post(url, "/completion", {"prompt": "Hello", "grammar": "root ::= ("})
+    assert r.status_code == 400 and "grammar" in r.json()["error"]["message"]
+    base = {"prompt": "Hello there", "n_predict": 3, "temperature": 0, "return_tokens": True}
+    first = post(url, "/completion", base).json()["tokens"][0]
+    for bias in ([[first, False]], [[str(first), -1000]], {str(first): -1000}):
+        got = post(url, "/completion", {**base, "logit_bias": bias}).json()["tokens"]
+        assert got and got[0] != first, bias
+    r = post(url, "/completion", {**base, "logit_bias": [["Hello", -1]]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias"
+
+
+def test_apply_template_without_generation_prompt(url, model):
+    messages = [{"role": "user", "content": "hi"}]
+    for add in (False, True):
+        got = post(url, "/apply-template", {"messages": messages, "add_generation_prompt": add}).json()["prompt"]
+        assert got == model.apply_chat_template(messages, add_generation_prompt=add)
+    assert post(url, "/apply-template", {"messages": messages, "add_generation_prompt": 1}).status_code == 400
+
+
 @pytest.mark.parametrize("path, body, param", [
     ("/completion", {"n_predict": 2}, "prompt"),
     ("/completion", {"prompt": {"x": 1}}, "prompt"),
@@ -151,6 +199,12 @@ def test_bad_requests_name_the_field(url, path, body, param):
 
 
 # --- against llama-server ------------------------------------------------------------------------------------
+# ChatML with tool calls written as Qwen2.5's template writes them (arguments | tojson)
+TOOL_TEMPLATE = ("{%- for m in messages %}<|im_start|>{{ m.role }}\n{%- if m.content %}{{ m.content }}{%- endif %}"
+                 "{%- for c in m.tool_calls or [] %}<tool_call>{\"name\": \"{{ c.function.name }}\", \"arguments\": "
+                 "{{ c.function.arguments | tojson }}}</tool_call>{%- endfor %}<|im_end|>\n{%- endfor %}"
+                 "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}")
+
 @contextlib.contextmanager
 def llama_server(model_path: Path, log: Path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -189,9 +243,12 @@ def llama_server(model_path: Path, log: Path):
 def test_same_answers_as_llama_server(tmp_path, s260_bin):
     """stories260K (SentencePiece, byte-fallback pieces) exported to an f32 GGUF, served by both."""
     from llamix.export import export_gguf
+    from llamix.loaders import load_checkpoint
 
     path = tmp_path / "s260.gguf"
-    export_gguf(s260_bin, path, "f32")
+    ck = load_checkpoint(s260_bin)
+    ck.chat_template = TOOL_TEMPLATE   # for /apply-template
+    export_gguf(ck, path, "f32")
     ours = llamix.load(str(path), n_ctx=N_CTX)
     with llama_server(path, tmp_path / "llama-server.log") as theirs, \
             running(server_mod.create_app(ours, 1, name="s260")) as mine:
@@ -216,3 +273,23 @@ def test_same_answers_as_llama_server(tmp_path, s260_bin):
         assert set(a["timings"]) >= {k for k in b["timings"] if not k.startswith("draft")}
         a, b = both("/completion", {**body, "stop": [a["content"][5:8]]})
         assert (a["content"], a["stop_type"], a["stopping_word"]) == (b["content"], b["stop_type"], b["stopping_word"])
+        a, b = both("/completion", {**body, "prompt": [ids]})     # one prompt in an array: that prompt
+        assert (a["content"], a["tokens_evaluated"]) == (b["content"], b["tokens_evaluated"])
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        for add in (True, False):
+            a, b = both("/apply-template", {"messages": messages, "add_generation_prompt": add})
+            assert a == b, add
+        call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        a, b = both("/apply-template", {"messages": [*messages, {"role": "assistant", "content": None,
+                                                                  "tool_calls": [call]},
+                                                     {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]})
+        assert a == b and '"arguments": {"city": "Paris"}' in a["prompt"], (a, b)   # arguments not encoded twice
+        gbnf = 'root ::= ("Once" | "Lily" | "The") " " [a-z]+ "."'
+        a, b = both("/completion", {**body, "grammar": gbnf})     # the same constrained greedy text (the
+        assert a["content"] == b["content"], (a["content"], b["content"])   # engines may split it differently)
+        first = both("/completion", body)[1]["tokens"][0]
+        a, b = both("/completion", {**body, "logit_bias": [[first, False]]})   # llama-server's pairs: banned
+        assert a["tokens"] == b["tokens"] and a["content"] == b["content"] and first not in a["tokens"][:1]
+        a, b = (httpx.get(u + "/props", timeout=10).json() for u in (mine, theirs))
+        for key in ("bos_token", "eos_token", "chat_template", "total_slots"):
+            assert a[key] == b[key], key

@@ -97,6 +97,34 @@ class ChatFormat:
     eos_token: str = ""
     stop: tuple[str, ...] = ()
     _compiled: Any = field(default=None, repr=False, compare=False)
+    _object_arguments: Any = field(default=None, repr=False, compare=False)
+
+    def with_object_arguments(self, messages: Sequence[Mapping]) -> list:
+        """``messages`` with each tool call's ``arguments`` given as a JSON string (as OpenAI
+        clients send them) parsed to an object, when this template writes arguments with
+        ``tojson`` and so would encode a string twice (``"arguments": "{\\"city\\": ...}"``);
+        llama-server does the same for such templates. Other messages, and every message for
+        other templates, are returned as they are."""
+        if not any(isinstance(m, Mapping) and m.get("tool_calls") for m in messages) or not self._needs_objects():
+            return list(messages)
+        return [_parsed_arguments(m) if isinstance(m, Mapping) and m.get("tool_calls") else m for m in messages]
+
+    def _needs_objects(self) -> bool:
+        """Whether a call's arguments render as JSON when given as an object and encoded twice
+        when given as a string (found by rendering one probe call both ways, as llama-server's
+        template capabilities are)."""
+        if self._object_arguments is None:
+            def render(arguments) -> str:
+                call = {"id": "call_1", "type": "function", "function": {"name": "probe", "arguments": arguments}}
+                try:
+                    return self.render([{"role": "user", "content": "x"},
+                                        {"role": "assistant", "content": "", "tool_calls": [call]}], False)
+                except ValueError:
+                    return ""
+            probe = {"llamix_probe": "value"}
+            self._object_arguments = json.dumps(probe)[1:-1] in render(probe) and \
+                '\\"llamix_probe\\"' in render(json.dumps(probe))
+        return self._object_arguments
 
     def render(self, messages: Sequence[Mapping], add_generation_prompt: bool = True, tools: list | None = None,
                **extra) -> str:
@@ -205,6 +233,28 @@ def _raise_exception(message):
 
 def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
+
+
+def _parsed_arguments(message: Mapping) -> dict:
+    """A message whose tool calls' JSON-string ``arguments`` (at the call or its ``function``)
+    are parsed to objects (strings that are not a JSON object stay as they are)."""
+    def parsed(holder):
+        args = holder.get("arguments") if isinstance(holder, Mapping) else None
+        if not isinstance(args, str):
+            return holder
+        try:
+            value = json.loads(args)
+        except ValueError:
+            return holder
+        return {**holder, "arguments": value} if isinstance(value, dict) else holder
+
+    calls = []
+    for call in message["tool_calls"]:
+        call = parsed(call)
+        if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
+            call = {**call, "function": parsed(call["function"])}
+        calls.append(call)
+    return {**message, "tool_calls": calls}
 
 
 def _plain(value):

@@ -40,7 +40,7 @@ def add_gpu_flags(p) -> None:
     """llama.cpp's -ngl/--n-gpu-layers and -fa/--flash-attn: no effect here (CPU only)."""
     p.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", action=_NoEffectOnCpu, metavar="N", dest="_ngl",
                    help="accepted as llama.cpp's flag, no effect (CPU only)")
-    p.add_argument("-fa", "--flash-attn", action=_NoEffectOnCpu, nargs="?", choices=("on", "off", "auto"),
+    p.add_argument("-fa", "--flash-attn", action=_NoEffectOnCpu, nargs="?", choices=("on", "off", "auto", "1", "0"),
                    dest="_fa", help="accepted as llama.cpp's flag, no effect (the attention is chosen by "
                                     "--attn-precision)")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -33,6 +34,17 @@ def add_arguments(p) -> None:
     add_qtype(p)
     add_kv_cache(p)
     p.add_argument("--stats", action="store_true", help="print prompt and generation speed to stderr at the end")
+    p.add_argument("--no-display-prompt", action="store_true", help="print only the generated text, not the prompt "
+                                                                     "before it (llama-cli's flag)")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="never end at an end-of-generation token: generate -n tokens (llama-cli's flag)")
+    p.add_argument("-no-cnv", "--no-conversation", action="store_true",
+                   help="accepted as llama-cli's flag: generate never holds a conversation (llamix chat does)")
+    constraint = p.add_mutually_exclusive_group()
+    constraint.add_argument("--grammar", metavar="GBNF", help="constrain the output to this GBNF grammar (llama.cpp's)")
+    constraint.add_argument("--grammar-file", metavar="FILE", help="the same, read from a file")
+    constraint.add_argument("-j", "--json-schema", metavar="SCHEMA",
+                            help="constrain the output to JSON valid against this JSON schema (text)")
     p.add_argument("-e", "--escape", action=argparse.BooleanOptionalAction, default=True,
                    help="process escapes (\\n \\r \\t \\' \\\" \\\\ \\xHH) in -p and --stop, as llama.cpp does "
                         "(--no-escape: take backslashes literally)")
@@ -61,12 +73,26 @@ def run(args) -> int:
         warn("generate", f"the prompt ({n_prompt} tokens) plus -n {args.n_predict} go past the context "
                          f"(-c/--ctx-size {m.n_ctx}): at most {m.n_ctx - n_prompt} tokens are generated")
         args.n_predict = m.n_ctx - n_prompt
+    grammar, response_format, flag = _constraint(args)
+    # llama-cli's --ignore-eos: every end-of-generation token's logit at -inf
+    bias = {i: float("-inf") for i in m.eos_ids} if args.ignore_eos else None
+    if grammar is None and response_format is None and bias is None:
+        pieces = m.stream(prompt, max_tokens=args.n_predict, **sampling_kwargs(args))
+    else:   # the same generation as stream's, under the grammar's mask or the bias
+        try:
+            request = m.new_request(m.tokenize(prompt, parse_special=True), max_tokens=args.n_predict,
+                                    grammar=grammar, response_format=response_format, logit_bias=bias,
+                                    **sampling_kwargs(args))
+        except ValueError as e:
+            raise UsageError(f"{flag}: {e}") from None
+        pieces = (step.text for step in m.run(request)) if args.n_predict else iter(())
     out = sys.stdout
-    out.write(prompt)
-    out.flush()
+    if not args.no_display_prompt:
+        out.write(prompt)
+        out.flush()
     t0 = time.perf_counter()
     try:
-        for piece in m.stream(prompt, max_tokens=args.n_predict, **sampling_kwargs(args)):
+        for piece in pieces:
             out.write(piece)
             out.flush()
     finally:  # Ctrl-C or an error: what was generated stays, the terminal gets its newline
@@ -75,6 +101,24 @@ def run(args) -> int:
         if args.stats and not quiet_requested(args):
             _print_timings(m, time.perf_counter() - t0)
     return 0
+
+
+def _constraint(args) -> tuple[str | None, dict | None, str]:
+    """(GBNF grammar, JSON response_format, the flag) of --grammar / --grammar-file / -j/--json-schema."""
+    if args.grammar_file:
+        flag = f"--grammar-file {args.grammar_file}"
+        try:
+            with open(args.grammar_file, encoding="utf-8") as f:
+                return f.read(), None, flag
+        except OSError as e:
+            raise UsageError(f"{flag}: {e.strerror or e}") from None
+    if args.json_schema:
+        try:
+            schema = json.loads(args.json_schema)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"-j/--json-schema: not JSON: {e}") from None
+        return None, {"type": "json_schema", "json_schema": {"schema": schema}}, "-j/--json-schema"
+    return args.grammar or None, None, "--grammar"
 
 
 def _print_timings(m: Model, total_s: float) -> None:

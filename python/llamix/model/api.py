@@ -9,7 +9,8 @@ defaults and OpenAI-shaped results, so code written for ``llama_cpp.Llama`` runs
 - ``create_chat_completion(messages, ...)``: ``{"id": "chatcmpl-…", "object": "chat.completion",
   …, "choices": [{"index", "message": {"role": "assistant", "content"}, "logprobs",
   "finish_reason"}], "usage"}``; streamed as ``chat.completion.chunk`` dicts whose first delta is
-  ``{"role": "assistant"}``, then ``{"content": …}`` pieces, then ``{}`` with the finish reason.
+  ``{"role": "assistant"}``, then ``{"content": …}`` pieces (with ``tools``: a reply's tool calls
+  as one ``{"tool_calls": [...]}`` delta, as OpenAI streams them), then ``{}`` with the finish reason.
 - ``create_embedding(input)`` / ``embed(texts)``: pooled final hidden states.
 
 ``finish_reason`` is ``"stop"`` (end-of-generation token, stop string, JSON complete) or
@@ -35,10 +36,11 @@ import numpy as np
 from ..tokenizer import check_token_ids
 from ..chat_format import ChatFormat, chat_format_for
 from .engine import Request, Step, TokenLogprob, logit_bias_ids, stop_strings
-from .grammar import JSONConstraint, grammar_tokenizer, schema_of
+from .grammar import JSONConstraint, grammar_tokenizer, schema_of, tool_call_grammar
 from .sampling import Sampler
 
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
+_CALL_OPEN = "<tool_call>"
 
 
 class CompletionAPI:
@@ -60,8 +62,11 @@ class CompletionAPI:
 
     def apply_chat_template(self, messages: Sequence[Mapping], add_generation_prompt: bool = True,
                             tools: list | None = None, chat_format: str | None = None) -> str:
-        """The prompt text of ``messages`` in the model's chat format."""
-        return self.chat_formatter(chat_format).render(messages, add_generation_prompt, tools=tools)
+        """The prompt text of ``messages`` in the model's chat format (tool calls' JSON-string
+        arguments parsed to objects for a template that needs them: see
+        :meth:`ChatFormat.with_object_arguments`)."""
+        fmt = self.chat_formatter(chat_format)
+        return fmt.render(fmt.with_object_arguments(messages), add_generation_prompt, tools=tools)
 
     def chat_tokens(self, messages: Sequence[Mapping], add_generation_prompt: bool = True, tools: list | None = None,
                     chat_format: str | None = None) -> list[int]:
@@ -83,11 +88,13 @@ class CompletionAPI:
                     top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05, repeat_penalty: float = 1.0,
                     presence_penalty: float = 0.0, frequency_penalty: float = 0.0, stop=None, seed: int | None = None,
                     logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None,
-                    response_format: Mapping | None = None, decode: bool = True, repeat_last_n: int = 64) -> Request:
+                    response_format: Mapping | None = None, decode: bool = True, repeat_last_n: int = 64,
+                    grammar: str | None = None) -> Request:
         """A :class:`Request` for ``prompt_ids`` with these sampling parameters (llama-cpp-python's
         names and meanings; ``max_tokens`` None or <= 0: until the context is full, and never past
-        it; ``repeat_last_n``: the penalties' window, llama.cpp's, 0 off, -1 the whole context).
-        Raises ValueError when the prompt does not fit the context."""
+        it; ``repeat_last_n``: the penalties' window, llama.cpp's, 0 off, -1 the whole context;
+        ``grammar``: the output's grammar, llama.cpp's GBNF or llguidance's Lark, instead of a
+        ``response_format``). Raises ValueError when the prompt does not fit the context."""
         ids = [int(i) for i in prompt_ids]
         if not ids:
             raise ValueError("empty prompt: give at least one token (e.g. BOS)")
@@ -101,8 +108,10 @@ class CompletionAPI:
                           presence_penalty=presence_penalty)
         constraint = None
         schema = schema_of(response_format)
-        if schema is not None:
-            constraint = JSONConstraint(self._grammar_tokenizer(), schema, self.config.vocab_size)
+        if schema is not None and grammar is not None:
+            raise ValueError("give a grammar or a JSON response_format, not both")
+        if schema is not None or grammar is not None:
+            constraint = JSONConstraint(self._grammar_tokenizer(), schema, self.config.vocab_size, grammar=grammar)
         bias = None
         if logit_bias:
             bias = logit_bias_ids(logit_bias)
@@ -148,12 +157,14 @@ class CompletionAPI:
         """:meth:`create_completion` up to running: its :class:`TextCompletion` (the Request and
         the result's shaping), for a driver that runs the request itself (a batching server).
         With ``echo`` and ``logprobs`` it runs the prompt on the model once (its log-probabilities)."""
+        grammar = _grammar_text(unsupported)
         _refuse(suffix=suffix is not None, typical_p=typical_p != 1.0, **_unsupported(unsupported))
         ids = self.tokenize(prompt, parse_special=True) if isinstance(prompt, str) else [int(i) for i in prompt]
         request = self.new_request(ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                    min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
                                    frequency_penalty=frequency_penalty, stop=stop, seed=seed, logprobs=logprobs,
-                                   logit_bias=logit_bias, response_format=response_format, repeat_last_n=repeat_last_n)
+                                   logit_bias=logit_bias, response_format=response_format, repeat_last_n=repeat_last_n,
+                                   grammar=grammar)
         head = {"id": f"cmpl-{_uuid4()}", "object": "text_completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(ids)
@@ -221,9 +232,14 @@ class CompletionAPI:
                                 repeat_last_n: int = 64, **unsupported) -> "ChatCompletion":
         """:meth:`create_chat_completion` up to running: its :class:`ChatCompletion` (the Request
         and the result's shaping), for a driver that runs the request itself (a batching server)."""
+        grammar = _grammar_text(unsupported)
         _refuse(functions=functions is not None, function_call=function_call is not None, typical_p=typical_p != 1.0,
                 **_unsupported(unsupported))
-        tools = _tools_for_choice(tools, tool_choice)
+        tools, forced = _tools_for_choice(tools, tool_choice)
+        if forced is not False:
+            if grammar is not None:
+                raise ValueError("give a grammar or a forced tool_choice, not both")
+            grammar = tool_call_grammar(tools, forced)
         fmt = self.chat_formatter(chat_format)
         ids = self.chat_tokens(messages, True, tools, chat_format)
         stops = stop_strings(stop)
@@ -232,7 +248,7 @@ class CompletionAPI:
                                    min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
                                    frequency_penalty=frequency_penalty, stop=stops, seed=seed,
                                    logprobs=(top_logprobs or 0) if logprobs else None, logit_bias=logit_bias,
-                                   response_format=response_format, repeat_last_n=repeat_last_n)
+                                   response_format=response_format, repeat_last_n=repeat_last_n, grammar=grammar)
         head = {"id": f"chatcmpl-{_uuid4()}", "object": "chat.completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
         return ChatCompletion(request, head, bool(tools), bool(logprobs))
@@ -285,7 +301,7 @@ class TextCompletion:
     """A prepared ``create_completion``: its :class:`Request` and how the request's steps become
     llama-cpp-python's results. Whoever runs the request feeds the steps to :meth:`response` (all
     of them) or, streaming, takes :meth:`first_chunks`, a :meth:`chunk` per step and
-    :meth:`last_chunk` (:meth:`chunks` does all three over an iterable of steps)."""
+    :meth:`last_chunks` (:meth:`chunks` does all three over an iterable of steps)."""
 
     def __init__(self, request: Request, head: dict, echo_text: str, logprobs: bool, echo_lp, text_offset: int = 0):
         self.request, self.head, self.echo_text, self.logprobs, self.echo_lp = request, head, echo_text, logprobs, echo_lp
@@ -319,8 +335,8 @@ class TextCompletion:
         self._offset += len(step.text)
         return self._chunk(step.text, lp, None)
 
-    def last_chunk(self) -> dict:
-        return self._chunk("", None, self.request.finish_reason)
+    def last_chunks(self) -> list[dict]:
+        return [self._chunk("", None, self.request.finish_reason)]
 
     def usage_chunk(self) -> dict:
         """OpenAI's ``stream_options.include_usage`` chunk: no choices, the usage."""
@@ -332,7 +348,7 @@ class TextCompletion:
             c = self.chunk(step)
             if c is not None:
                 yield c
-        yield self.last_chunk()
+        yield from self.last_chunks()
 
 
 class ChatCompletion(TextCompletion):
@@ -343,6 +359,7 @@ class ChatCompletion(TextCompletion):
         super().__init__(request, head, "", logprobs, None)
         self.tools = tools
         self.chunk_head = {**head, "object": "chat.completion.chunk"}
+        self._held = ""   # streamed text not sent yet: a tool call, or an end that may begin one
 
     def response(self, steps: Sequence[Step]) -> dict:
         request = self.request
@@ -365,10 +382,33 @@ class ChatCompletion(TextCompletion):
 
     def chunk(self, step: Step) -> dict | None:
         lp = _chat_logprobs([step.logprob]) if step.logprob is not None and not step.eog else None
-        return self._chunk({"content": step.text}, lp, None) if step.text or lp is not None else None
+        text = self._release(step.text) if self.tools else step.text
+        return self._chunk({"content": text}, lp, None) if text or lp is not None else None
 
-    def last_chunk(self) -> dict:
-        return self._chunk({}, None, self.request.finish_reason)
+    def _release(self, text: str) -> str:
+        """Of the text streamed so far, what is surely not part of a tool call: from the first
+        ``<tool_call>`` on, text is held back for :meth:`last_chunks` (as is an end of the text
+        that may be its beginning)."""
+        held = self._held + text
+        start = held.find(_CALL_OPEN)
+        if start < 0:
+            keep = next((k for k in range(min(len(held), len(_CALL_OPEN) - 1), 0, -1)
+                         if _CALL_OPEN.startswith(held[-k:])), 0)
+            start = len(held) - keep
+        self._held = held[start:]
+        return held[:start]
+
+    def last_chunks(self) -> list[dict]:
+        """The text held back, as OpenAI streams a reply's tool calls: one delta with
+        ``tool_calls`` (each with its ``index``) and the finish reason ``"tool_calls"``; text that
+        holds no call is sent as content."""
+        held, self._held = self._held, ""
+        calls = _tool_calls(held) if self.tools else []
+        rest = _TOOL_CALL.sub("", held).strip() if calls else held
+        out = [self._chunk({"content": rest}, None, None)] if rest else []
+        if calls:
+            out.append(self._chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}, None, None))
+        return out + [self._chunk({}, None, "tool_calls" if calls else self.request.finish_reason)]
 
     def usage_chunk(self) -> dict:
         return {**self.chunk_head, "choices": [], "usage": _usage(self.request)}
@@ -432,7 +472,7 @@ def _tool_calls(text: str) -> list[dict]:
     return calls
 
 
-_IGNORED = {"tfs_z": 1.0, "mirostat_mode": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1, "grammar": None,
+_IGNORED = {"tfs_z": 1.0, "mirostat_mode": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1,
             "logits_processor": None, "stopping_criteria": None}
 
 
@@ -446,16 +486,34 @@ def _unsupported(kwargs: dict) -> dict:
     return out
 
 
-def _tools_for_choice(tools: list | None, tool_choice) -> list | None:
-    """The tools the template sees under OpenAI's ``tool_choice``: ``None`` or ``"auto"`` (the
-    model decides) keeps them, ``"none"`` (no tool call) leaves them out; forcing a call
-    (``"required"`` or a named function) is refused rather than ignored."""
+def _tools_for_choice(tools: list | None, tool_choice) -> tuple[list | None, str | None | bool]:
+    """(the tools the template sees, the call forced) under OpenAI's ``tool_choice``: ``None`` or
+    ``"auto"`` (the model decides) keeps the tools and forces nothing (False); ``"none"`` (no tool
+    call) leaves them out; ``"required"`` forces a call to one of them (None: any) and
+    ``{"type": "function", "function": {"name": N}}`` a call to N: the reply is then constrained
+    to a ``<tool_call>`` block with that name and arguments valid against its parameters."""
     if tool_choice is None or tool_choice == "auto":
-        return tools
+        return tools, False
     if tool_choice == "none":
-        return None
-    raise ValueError(f"not supported by llamix: tool_choice={tool_choice!r} (None, 'auto' or 'none'): "
-                     "a reply is not forced to call a tool")
+        return None, False
+    if not tools:
+        raise ValueError(f"tool_choice={tool_choice!r} forces a tool call, but no tools were given")
+    if tool_choice == "required":
+        return tools, None
+    fn = tool_choice.get("function") if isinstance(tool_choice, Mapping) else None
+    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+        raise ValueError(f"tool_choice must be 'auto', 'none', 'required' or {{'type': 'function', 'function': "
+                         f"{{'name': ...}}}}, got {tool_choice!r}")
+    return tools, fn["name"]
+
+
+def _grammar_text(kwargs: dict) -> str | None:
+    """The ``grammar`` keyword (taken out of ``kwargs``): llama.cpp's GBNF as text (llama-server's
+    ``grammar`` field; llama-cpp-python takes a ``LlamaGrammar`` built from such text)."""
+    grammar = kwargs.pop("grammar", None)
+    if grammar is not None and not isinstance(grammar, str):
+        raise ValueError(f"grammar: give the grammar's GBNF text (a str), got {type(grammar).__name__}")
+    return grammar or None
 
 
 def _refuse(**flags: bool) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from ..tokenizer import Tokenizer
 
 MAX_WHITESPACE = 32
+_WS = rf"[\x20\x0A\x0D\x09]{{0,{MAX_WHITESPACE}}}"
 
 
 def _llguidance():
@@ -69,6 +70,26 @@ def schema_of(response_format: Mapping | None) -> dict | None:
     return dict(schema)
 
 
+def tool_call_grammar(tools: Sequence[Mapping], name: str | None = None) -> str:
+    """A grammar (llguidance's Lark) for a reply that is one tool call, written as the tool-call
+    parser reads it, ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``: the
+    tool ``name`` (None: any of ``tools``) with arguments valid against its ``parameters``
+    schema. Raises ValueError when no tool has that name."""
+    options = []
+    for t in tools:
+        f = t.get("function", t) if isinstance(t, Mapping) else None
+        if not isinstance(f, Mapping) or not isinstance(f.get("name"), str):
+            raise ValueError(f"tools: each tool needs a function name, got {t!r}")
+        if name is None or f["name"] == name:
+            options.append({"type": "object", "properties": {"name": {"const": f["name"]},
+                                                             "arguments": dict(f.get("parameters") or {"type": "object"})},
+                            "required": ["name", "arguments"], "additionalProperties": False})
+    if not options:
+        raise ValueError(f"tool_choice names the function {name!r}, which is not among the tools")
+    schema = {**(options[0] if len(options) == 1 else {"anyOf": options}), "x-guidance": {"whitespace_pattern": _WS}}
+    return 'start: "<tool_call>\\n" call "\\n</tool_call>"\ncall: %json ' + json.dumps(schema)
+
+
 class _Vocabulary:
     """What llguidance's TokenizerWrapper reads: each token's bytes (special tokens as 0xFF + their
     text, which no grammar matches), the end-of-generation ids and a tokenize function."""
@@ -83,9 +104,40 @@ class _Vocabulary:
         self._tok = tok
 
     def __call__(self, text) -> list[int]:
-        if isinstance(text, (bytes, bytearray)):
-            text = bytes(text).decode("utf-8", errors="replace")
-        return self._tok.encode(text, add_special=False, parse_special=False)
+        """Ids whose bytes are exactly ``text`` (llguidance tokenizes the bytes a grammar forces).
+        A SentencePiece vocabulary writes a space before a text (its dummy prefix), so the text
+        is tokenized after a newline whose tokens are then dropped; failing both, the longest
+        matching tokens, left to right."""
+        data = bytes(text) if isinstance(text, (bytes, bytearray)) else str(text).encode("utf-8")
+        text = data.decode("utf-8", errors="replace")
+        for prefix in ("", "\n"):
+            ids = self._tok.encode(prefix + text, add_special=False, parse_special=False)
+            pieces = [self.tokens[i] for i in ids]
+            for k in range(len(ids) + 1):
+                if b"".join(pieces[k:]) == data:
+                    return ids[k:]
+                if len(b"".join(pieces[:k])) > len(prefix) + 1:
+                    break
+        return self._longest_match(data)
+
+    def _longest_match(self, data: bytes) -> list[int]:
+        if not hasattr(self, "_by_bytes"):
+            self._by_bytes = {}
+            for i, b in enumerate(self.tokens):
+                if b and not b.startswith(b"\xff"):
+                    self._by_bytes.setdefault(b, i)
+            self._longest = max(map(len, self._by_bytes))
+        ids, at = [], 0
+        while at < len(data):
+            for n in range(min(self._longest, len(data) - at), 0, -1):
+                i = self._by_bytes.get(data[at:at + n])
+                if i is not None:
+                    ids.append(i)
+                    at += n
+                    break
+            else:
+                raise ValueError(f"the vocabulary has no token for the byte {data[at]:#04x}")
+        return ids
 
 
 def grammar_tokenizer(tok: Tokenizer, n_vocab: int, eos_ids: Sequence[int]) -> Any:
@@ -101,16 +153,21 @@ class JSONConstraint:
     When the JSON is complete only end-of-generation tokens are allowed, so generation ends there.
     """
 
-    def __init__(self, ll_tokenizer: Any, schema: Mapping, n_vocab: int):
+    def __init__(self, ll_tokenizer: Any, schema: Mapping | None, n_vocab: int, grammar: str | None = None):
+        """``schema``: a JSON schema; or ``grammar``: a grammar text instead, llama.cpp's GBNF or
+        llguidance's Lark (as :func:`tool_call_grammar` writes)."""
         llg = _llguidance()
+        what = "grammar" if grammar is not None else "response_format schema"
         try:
-            grammar = llg.LLMatcher.grammar_from_json_schema(
-                dict(schema), overrides={"whitespace_pattern": rf"[\x20\x0A\x0D\x09]{{0,{MAX_WHITESPACE}}}"})
+            if grammar is not None:
+                grammar = llg.grammar_from("gbnf", grammar)   # GBNF, or Lark (told apart by llguidance)
+            else:
+                grammar = llg.LLMatcher.grammar_from_json_schema(dict(schema), overrides={"whitespace_pattern": _WS})
         except ValueError as e:
-            raise ValueError(f"response_format schema: {e}") from None
+            raise ValueError(f"{what}: {e}") from None
         self._m = llg.LLMatcher(ll_tokenizer, grammar, log_level=0)
         if self._m.is_error():
-            raise ValueError(f"response_format schema cannot be used: {self._m.get_error()}")
+            raise ValueError(f"{what} cannot be used: {self._m.get_error()}")
         self.n_vocab = n_vocab
 
     def allowed(self) -> np.ndarray:

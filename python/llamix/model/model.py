@@ -166,6 +166,24 @@ class Model(CompletionAPI):
             return self.tokenizer.eos_ids
         return (self.config.eos_token_id,)
 
+    # llama-cpp-python's Llama accessors, for code written against it
+    def n_vocab(self) -> int:
+        """The number of tokens in the vocabulary (``Llama.n_vocab()``)."""
+        return self.tokenizer.vocab_size if self.tokenizer is not None else self.config.vocab_size
+
+    def n_embd(self) -> int:
+        """The embedding (hidden state) width (``Llama.n_embd()``)."""
+        return self.config.dim
+
+    def token_bos(self) -> int:
+        """The vocabulary's BOS id, -1 when it has none (``Llama.token_bos()``)."""
+        return self._tok().bos_id
+
+    def token_eos(self) -> int:
+        """The vocabulary's EOS id, -1 when it has none (``Llama.token_eos()``; ``eos_ids`` holds
+        every token that ends generation)."""
+        return self._tok().eos_id
+
     # --- forward ---
 
     def eval(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:

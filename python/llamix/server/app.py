@@ -43,7 +43,8 @@ from ..model.engine import Request, Step
 from . import native
 from .metrics import CONTENT_TYPE, Metrics
 from .params import (BadRequest, chat_kwargs, completion_kwargs, embedding_input, native_completion_kwargs,
-                     native_detokenize_body, native_prompt_ids, native_tokenize_body)
+                     native_completion_prompt, native_detokenize_body, native_prompt_ids, native_template_body,
+                     native_tokenize_body)
 
 ACCESS_LOG = logging.getLogger("llamix.server.access")
 MAX_BODY_BYTES = 8 << 20   # a request body larger than this is refused (413)
@@ -193,7 +194,8 @@ class Server:
             yield _sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
             yield "data: [DONE]\n\n"
             return
-        yield _sse(prepared.last_chunk())
+        for chunk in prepared.last_chunks():
+            yield _sse(chunk)
         if usage:
             yield _sse(prepared.usage_chunk())
         yield "data: [DONE]\n\n"
@@ -258,8 +260,7 @@ class Server:
         m = self.model
         try:
             kw, stream, options = native_completion_kwargs(body)
-            ids = await run_in_threadpool(native_prompt_ids, m, body.get("prompt") if isinstance(body, dict) else None,
-                                          True)
+            ids = await run_in_threadpool(native_prompt_ids, m, native_completion_prompt(body), True)
             # n_predict 0 generates nothing: the request is shaped, never run
             req = m.new_request(ids, **{**kw, "max_tokens": 1 if options["n_predict"] == 0 else kw["max_tokens"]})
         except ValueError as e:
@@ -314,8 +315,9 @@ class Server:
         """llama-server's ``/apply-template``: the chat prompt of ``messages``, not run."""
         body = await self.read_json(request)
         try:
-            kw, _, _ = chat_kwargs(body)
-            prompt = await run_in_threadpool(self.model.apply_chat_template, kw["messages"], tools=kw.get("tools"))
+            kw, add_generation_prompt = native_template_body(body)
+            prompt = await run_in_threadpool(self.model.apply_chat_template, kw["messages"], add_generation_prompt,
+                                             tools=kw.get("tools"))
         except ValueError as e:
             return _bad_request(e)
         return JSONResponse({"prompt": prompt})
@@ -328,10 +330,13 @@ class Server:
             template = m.chat_formatter().template
         except ValueError:
             template = ""
+        tok = m.tokenizer
+        special = {f"{kind}_token": b"".join(tok.pieces([i])).decode("utf-8", errors="replace")
+                   for kind, i in (("bos", tok.bos_id if tok else -1), ("eos", tok.eos_id if tok else -1)) if i >= 0}
         return JSONResponse({"default_generation_settings": {"n_ctx": m.n_ctx, "params": defaults},
                              "total_slots": self.engine.n_parallel, "model_alias": self.name, "model_path": m.source,
                              "chat_template": template or "", "modalities": {"vision": False, "audio": False},
-                             "build_info": "llamix"})
+                             **special, "build_info": "llamix"})
 
 
 class _Refused(Exception):

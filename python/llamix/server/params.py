@@ -98,16 +98,42 @@ def _common(body: dict) -> tuple[dict, bool, bool]:
             raise BadRequest("'stop' must be a string or an array of strings", param="stop", code="invalid_type")
     if stop:
         kw["stop"] = stop
-    bias = _check(body, "logit_bias", OBJECT, NULL)
+    bias = _check(body, "logit_bias", OBJECT, LIST, NULL)
     if bias:
-        try:
-            kw["logit_bias"] = {int(k): float(v) for k, v in bias.items()}
-        except (TypeError, ValueError):
-            raise BadRequest("'logit_bias' maps token ids to numbers", param="logit_bias") from None
+        kw["logit_bias"] = _logit_bias(bias)
+    schema = _check(body, "json_schema", OBJECT, NULL)   # llama-server's field for response_format's schema
+    if schema is not None:
+        if "response_format" in kw:
+            raise BadRequest("give 'json_schema' or 'response_format', not both", param="json_schema")
+        kw["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
+    grammar = _check(body, "grammar", STR, NULL)   # llama-server's GBNF
+    if grammar:
+        if "response_format" in kw:
+            raise BadRequest("give 'grammar' or 'json_schema' / 'response_format', not both", param="grammar")
+        kw["grammar"] = grammar
     stream = bool(_check(body, "stream", BOOL, NULL))
     options = _check(body, "stream_options", OBJECT, NULL) or {}
     usage = _check(options, "include_usage", BOOL, NULL)
     return kw, stream, bool(usage)
+
+
+def _logit_bias(bias: dict | list) -> dict[int, float]:
+    """OpenAI's ``{"id": bias}``, or llama-server's ``[[id, bias], ...]`` where a bias of ``false``
+    bans the token."""
+    if isinstance(bias, dict):
+        pairs = list(bias.items())
+    elif all(isinstance(e, list) and len(e) == 2 for e in bias):
+        pairs = [tuple(e) for e in bias]
+    else:
+        raise BadRequest("'logit_bias' as an array holds [token id, bias] pairs", param="logit_bias")
+    out = {}
+    for k, v in pairs:
+        try:
+            out[int(k)] = float("-inf") if v is False else float(v)
+        except (TypeError, ValueError):
+            raise BadRequest(f"'logit_bias' maps token ids to numbers (or false), got {k!r}: {v!r}; token text is "
+                             "not taken: /tokenize gives its ids", param="logit_bias") from None
+    return out
 
 
 def completion_kwargs(body: dict) -> tuple[dict, bool, bool]:
@@ -216,6 +242,21 @@ def native_prompt_ids(model, prompt: Any, add_special: bool, parse_special: bool
     return ids
 
 
+def native_completion_prompt(body: Any) -> Any:
+    """The one prompt of a ``/completion`` body. llama-server reads an array of strings, or of
+    arrays, as several prompts (``tokenize_input_prompts``) and answers each; llamix answers one
+    prompt per request, so such an array is refused rather than run as one joined prompt. An array
+    holding a single prompt is that prompt."""
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], list):
+        return prompt[0]
+    if isinstance(prompt, list) and len(prompt) > 1 and (all(isinstance(p, str) for p in prompt)
+                                                         or any(isinstance(p, list) for p in prompt)):
+        raise BadRequest(f"'prompt' holds {len(prompt)} prompts (an array of strings or of arrays); llamix answers "
+                         "one prompt per request: send one request for each", param="prompt", code="unsupported")
+    return prompt
+
+
 def native_completion_kwargs(body: Any) -> tuple[dict, bool, dict]:
     """(keyword arguments of ``Model.new_request`` less the prompt, stream, options) of a
     ``/completion`` body; options: ``n_predict``, ``return_tokens``, ``n_probs``."""
@@ -236,6 +277,13 @@ def native_completion_kwargs(body: Any) -> tuple[dict, bool, dict]:
     if n_probs:
         kw["logprobs"] = n_probs
     return kw, stream, {"n_predict": n_predict, "return_tokens": bool(body.get("return_tokens")), "n_probs": n_probs}
+
+
+def native_template_body(body: Any) -> tuple[dict, bool]:
+    """(keyword arguments as ``chat_kwargs``, add_generation_prompt) of an ``/apply-template`` body:
+    llama-server ends the prompt with the assistant's header unless ``add_generation_prompt`` is false."""
+    kw, _, _ = chat_kwargs(body)
+    return kw, _check(body, "add_generation_prompt", BOOL, NULL) is not False
 
 
 def native_tokenize_body(body: Any) -> tuple[Any, bool, bool, bool]:
