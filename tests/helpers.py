@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,19 @@ def perturbed_copies(src: Path, dest: Path, seeds, scale: float, files=("config.
             (folder / f).write_bytes((src / f).read_bytes())
         folders.append(folder)
     return base, folders
+
+
+def hub_cache(root: Path, repo: str, source: Path, commit="0123456789abcdef0123456789abcdef01234567", ref="main"):
+    """`source`'s files placed in a cache folder the way huggingface_hub lays one out."""
+    repo_dir = root / ("models--" + repo.replace("/", "--"))
+    snap = repo_dir / "snapshots" / commit
+    blobs = repo_dir / "blobs"
+    snap.mkdir(parents=True, exist_ok=True)
+    blobs.mkdir(exist_ok=True)
+    for f in source.iterdir():
+        blob = blobs / f"{abs(hash((repo, f.name))):x}"
+        shutil.copyfile(f, blob)
+        (snap / f.name).symlink_to(Path("../../blobs") / blob.name)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / ref).write_text(commit)
+    return commit

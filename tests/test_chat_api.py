@@ -20,7 +20,7 @@ from llamix.model.sampling import Sampler
 
 import llama_cpp_peer
 from conftest import require_peer
-from helpers import log_softmax, tiny_tensors, write_model
+from helpers import hub_cache, log_softmax, tiny_tensors, write_model
 
 MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Say hello."}]
 
@@ -148,6 +148,36 @@ def test_llama_cpp_python_constructor_arguments(qwen_vocab, tmp_path, s260_bin):
     assert llm.n_tokens == llm.n_past > 0
     with pytest.raises(llamix.ArgumentError, match="seed must be an integer"):
         llamix.load(s260_bin, seed="x")
+
+
+def test_llama_class_and_from_pretrained_as_llama_cpp_python(tmp_path, s260_bin, monkeypatch):
+    """llamix.Llama(model_path=..., n_ctx=..., n_threads=...) is the Model load() gives, and
+    Llama.from_pretrained(repo_id, filename) finds the file in huggingface_hub's cache (offline)."""
+    pytest.importorskip("huggingface_hub")
+    from llamix.export import export_gguf
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    export_gguf(s260_bin, repo / "stories-f32.gguf", "f32")
+    export_gguf(s260_bin, repo / "stories-q8_0.gguf", "q8_0")
+    llm = llamix.Llama(model_path=str(repo / "stories-q8_0.gguf"), n_ctx=64, n_threads=1, seed=3, verbose=False)
+    ref = llamix.load(repo / "stories-q8_0.gguf", n_ctx=64, n_threads=1)
+    assert isinstance(llm, llamix.Model) and llm.n_ctx == 64
+    want = ref.create_completion("Once upon a time", max_tokens=6, temperature=0)["choices"][0]["text"]
+    assert llm("Once upon a time", max_tokens=6, temperature=0)["choices"][0]["text"] == want
+    assert llamix.load(model_path=repo / "stories-q8_0.gguf", n_ctx=64).n_vocab() == llm.n_vocab()
+
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_cache(cache, "someone/stories-GGUF", repo)
+    llm = llamix.Llama.from_pretrained("someone/stories-GGUF", "*q8_0.gguf", n_ctx=64)
+    assert isinstance(llm, llamix.Llama) and llm.source.endswith("stories-q8_0.gguf")
+    assert llm("Once upon a time", max_tokens=6, temperature=0)["choices"][0]["text"] == want
+    with pytest.raises(llamix.ArgumentError, match=r"2 files match '\*.gguf'.*name one"):
+        llamix.Llama.from_pretrained("someone/stories-GGUF", "*.gguf")
+    with pytest.raises(llamix.ArgumentError, match="path once"):
+        llamix.load()
 
 
 # --- behaviour ---------------------------------------------------------------------------------------

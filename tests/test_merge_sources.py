@@ -16,7 +16,7 @@ import llamix
 from llamix.merge import ConfigError
 
 from conftest import require_peer
-from helpers import perturbed, read_model, tiny_tensors, write_model
+from helpers import hub_cache, perturbed, read_model, tiny_tensors, write_model
 
 HIDDEN = 16
 
@@ -201,22 +201,6 @@ def test_pytorch_bin_is_refused_with_a_conversion_hint(tmp_path):
 
 
 # --- Hugging Face repo ids from the local cache --------------------------------------------------
-def hub_cache(root: Path, repo: str, source: Path, commit="0123456789abcdef0123456789abcdef01234567", ref="main"):
-    """`source`'s files placed in a cache folder the way huggingface_hub lays one out."""
-    repo_dir = root / ("models--" + repo.replace("/", "--"))
-    snap = repo_dir / "snapshots" / commit
-    blobs = repo_dir / "blobs"
-    snap.mkdir(parents=True, exist_ok=True)
-    blobs.mkdir(exist_ok=True)
-    for f in source.iterdir():
-        blob = blobs / f"{abs(hash((repo, f.name))):x}"
-        shutil.copyfile(f, blob)
-        (snap / f.name).symlink_to(Path("../../blobs") / blob.name)
-    (repo_dir / "refs").mkdir(exist_ok=True)
-    (repo_dir / "refs" / ref).write_text(commit)
-    return commit
-
-
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
     pytest.importorskip("huggingface_hub")

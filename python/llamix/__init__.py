@@ -20,7 +20,7 @@ _LAZY = {
     "ExportReport": ".export", "export_gguf": ".export", "merge_to_gguf": ".export",
     "Checkpoint": ".loaders", "load_checkpoint": ".loaders", "random_checkpoint": ".loaders",
     "ChatFormat": ".chat_format",
-    "ChatSession": ".model", "Model": ".model", "load": ".model",
+    "ChatSession": ".model", "Llama": ".model", "Model": ".model", "load": ".model",
     "QuantizedTensor": ".quant", "matmul": ".quant", "matmul_many": ".quant", "quantize": ".quant",
     "Tokenizer": ".tokenizer",
 }
@@ -47,7 +47,7 @@ __all__ = [
     # kernels and runtime
     "QuantizedTensor", "cpu_info", "matmul", "matmul_many", "quantize", "set_isa", "set_threads",
     # inference
-    "Checkpoint", "Model", "ModelConfig", "Tokenizer", "load", "load_checkpoint", "random_checkpoint",
+    "Checkpoint", "Llama", "Model", "ModelConfig", "Tokenizer", "load", "load_checkpoint", "random_checkpoint",
     # chat
     "ChatFormat", "ChatSession",
     # errors: LlamixError (a ValueError) and its kinds

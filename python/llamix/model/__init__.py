@@ -3,7 +3,7 @@ tensor lookup + tokenizer), nothing of files."""
 from .batch import BatchEngine, EngineStopped, Job, QueueFull
 from .chat import ChatSession
 from .engine import Request, Step
-from .model import Model, load
+from .model import Llama, Model, load
 from .sampling import Sampler
 
-__all__ = ["BatchEngine", "ChatSession", "EngineStopped", "Job", "QueueFull", "Model", "Request", "Sampler", "Step", "load"]
+__all__ = ["BatchEngine", "ChatSession", "EngineStopped", "Job", "Llama", "QueueFull", "Model", "Request", "Sampler", "Step", "load"]

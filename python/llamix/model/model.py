@@ -387,12 +387,12 @@ class Model(CompletionAPI):
         return sum(t.nbytes for t in self.tensors.values())
 
 
-def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None, qtype: str | None = None,
+def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | Tokenizer | bool | None = None, qtype: str | None = None,
          n_threads: int | None = None, n_ctx: int | None = None, kv_cache: str = "f32", *,
          quant: str | None = None, threads: int | None = None, chat_format: str | None = None,
          kv_cache_k: str | None = None, kv_cache_v: str | None = None, attn_precision: str = "auto",
          seed: int | None = None, n_gpu_layers: int = 0, n_batch: int | None = None, logits_all: bool = False,
-         verbose: bool = True) -> Model:
+         verbose: bool = True, model_path: str | os.PathLike | None = None) -> Model:
     """Load a model: a GGUF file (architecture ``llama``, ``qwen2``, ``qwen3``, ``gemma3`` or ``phi3``), a Hugging Face folder (config.json +
     safetensors) or a llama2.c ``.bin`` checkpoint (the loaders read it; see llamix.loaders).
 
@@ -417,8 +417,13 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | boo
       that its code runs unchanged, with no effect (CPU only; llamix sizes its own batches, keeps
       what logits a call asks for, and loads quietly); a nonzero ``n_gpu_layers`` warns.
 
+    ``model_path`` is another name of ``path`` (llama-cpp-python's).
+
     Raises FileNotFoundError for a missing path, ValueError naming the file and field otherwise.
     """
+    if (path is None) == (model_path is None):
+        raise ArgumentError("load: give the model's path once (path or model_path)")
+    path = path if path is not None else model_path
     if n_gpu_layers:
         warnings.warn(f"n_gpu_layers={n_gpu_layers} has no effect: llamix runs on the CPU", stacklevel=2)
     del n_batch, logits_all, verbose   # accepted for llama-cpp-python's code, no effect here
@@ -426,3 +431,37 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | boo
     return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
                  chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v, attn_precision=attn_precision,
                  seed=seed)
+
+
+class Llama(Model):
+    """llama-cpp-python's ``llama_cpp.Llama`` by name, so its code runs unchanged:
+    ``Llama(model_path="m.gguf", n_ctx=2048, n_threads=4, seed=..., chat_format=..., ...)`` takes
+    :func:`load`'s arguments and is the :class:`Model` it loads (``create_completion``,
+    ``create_chat_completion``, ``tokenize``, ``embed``, ...)."""
+
+    def __init__(self, model_path: str | os.PathLike, **kwargs):
+        loaded = load(model_path, **kwargs)
+        self.__dict__.update(vars(loaded))   # a Model holds no finalizer: its state moves here whole
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, **kwargs) -> "Llama":
+        """``Llama.from_pretrained(repo_id, filename, **load_args)``, as llama-cpp-python's: the one
+        file of the Hugging Face repo matching ``filename`` (a name or a glob, e.g.
+        ``"*q4_k_m.gguf"``), fetched through ``huggingface_hub`` (its cache first; HF_HUB_OFFLINE=1
+        honoured; the ``hub`` extra). Raises ArgumentError when no file or several match."""
+        import fnmatch
+
+        try:
+            import huggingface_hub
+        except ImportError:
+            raise ArgumentError("Llama.from_pretrained needs the huggingface_hub package (pip install "
+                                "'llamix[hub]')") from None
+        folder = huggingface_hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
+                                                   allow_patterns=[filename])
+        found = sorted(p for p in (os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder)
+                                   for f in fs) if fnmatch.fnmatch(p, filename))
+        if len(found) != 1:
+            raise ArgumentError(f"{repo_id}: {len(found)} files match {filename!r}"
+                                + (f" ({', '.join(found[:8])}); name one" if found else ""))
+        return cls(os.path.join(folder, found[0]), **kwargs)
