@@ -5,6 +5,7 @@ file keeps structure, bookkeeping and sampling.
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 import time
 import warnings
@@ -450,8 +451,6 @@ class Llama(Model):
         file of the Hugging Face repo matching ``filename`` (a name or a glob, e.g.
         ``"*q4_k_m.gguf"``), fetched through ``huggingface_hub`` (its cache first; HF_HUB_OFFLINE=1
         honoured; the ``hub`` extra). Raises ArgumentError when no file or several match."""
-        import fnmatch
-
         try:
             import huggingface_hub
         except ImportError:
