@@ -6,11 +6,12 @@ beforehand so both tools read from the page cache. Before timing is trusted, lla
 checked against mergekit's (see check()). Times: the merge inside the process, and the whole
 process (start, imports, merge, exit; the child's 0.5 s settling pause after its imports is taken
 out); both tools' modules are imported before the merge is timed and load compiled bytecode (llamix
-is byte-compiled first, as pip does when it installs it). The I/O floor is measured in the same run: reading the inputs of a method from the page
-cache (as the merge reads them, with pread on the same number of threads) plus writing its output
-to the output folder's file system, best of 3 before the runs, and once more right before each
-llamix run; llamix's merge time is compared with it both ways (median / best of 3, and the median
-of the per-round ratios, which one burst of load on a shared machine does not skew).
+is byte-compiled first, as pip does when it installs it). The I/O floor is measured in the same
+run: reading the inputs of a method from the page cache (as the merge reads them, with pread on
+the same number of threads) plus writing its output to the output folder's file system, best of 3
+before the runs, and once more right before each llamix run; llamix's merge time is compared with
+it both ways (median / best of 3, and the median of the per-round ratios, which one burst of load
+on a shared machine does not skew).
 
     python bench/bench_merge.py [--repeat 3] [--threads 2] [--methods linear,ties,...]
 """
