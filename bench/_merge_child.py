@@ -13,6 +13,7 @@ tool, config, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv
 t0 = time.perf_counter()
 if tool == "llamix":
     import llamix
+    import llamix.merge  # imported on first use otherwise, inside the timed merge (mergekit's are imported here)
     t_imported = time.perf_counter()
     time.sleep(SETTLE_S)
     t1 = time.perf_counter()

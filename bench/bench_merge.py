@@ -5,11 +5,13 @@ Each merge runs in its own process (peak RSS = that merge's VmHWM); the inputs a
 beforehand so both tools read from the page cache. Before timing is trusted, llamix's output is
 checked against mergekit's (see check()). Times: the merge inside the process, and the whole
 process (start, imports, merge, exit; the child's 0.5 s settling pause after its imports is taken
-out). The I/O floor is measured in the same run: reading the inputs of a method from the page
-cache (as the merge reads them, with pread on the same number of threads) plus writing its output
-to the output folder's file system, best of 3 before the runs, and once more right before each
-llamix run; llamix's merge time is compared with it both ways (median / best of 3, and the median
-of the per-round ratios, which one burst of load on a shared machine does not skew).
+out); both tools' modules are imported before the merge is timed and load compiled bytecode (llamix
+is byte-compiled first, as pip does when it installs it). The I/O floor is measured in the same
+run: reading the inputs of a method from the page cache (as the merge reads them, with pread on
+the same number of threads) plus writing its output to the output folder's file system, best of 3
+before the runs, and once more right before each llamix run; llamix's merge time is compared with
+it both ways (median / best of 3, and the median of the per-round ratios, which one burst of load
+on a shared machine does not skew).
 
     python bench/bench_merge.py [--repeat 3] [--threads 2] [--methods linear,ties,...]
 """
@@ -30,6 +32,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from merge_ab import compile_llamix  # noqa: E402
 from merge_models import make_models, n_params  # noqa: E402
 
 METHODS = ["linear", "slerp", "nuslerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
@@ -220,6 +223,7 @@ def main() -> int:
             with open(p, "rb") as fh:
                 while fh.read(1 << 26):
                     pass
+    print(f"llamix byte-compiled in {compile_llamix()} (as an installed package is)")
     bw = memory_bandwidth_gbs()
     print(f"memory copy bandwidth: {bw:.1f} GB/s; threads: {args.threads}; repeats: {args.repeat}")
     from llamix.merge.config import load_config
