@@ -69,6 +69,7 @@ CpuFeatures detect() {
             f.avx512vl = (r[1] >> 31) & 1;
             f.avx512vnni = (r[2] >> 11) & 1;
             f.avx512vbmi = (r[2] >> 1) & 1;
+            f.gfni = (r[2] >> 8) & 1;
             f.amx_bf16 = tile_os && ((r[3] >> 22) & 1) && ((r[3] >> 24) & 1);  // AMX-BF16, AMX-TILE
         }
         unsigned s[4];
@@ -100,7 +101,7 @@ std::vector<std::string> CpuFeatures::names() const {
     const std::pair<bool, const char*> all[] = {
         {avx2, "avx2"}, {fma, "fma"}, {f16c, "f16c"}, {bmi2, "bmi2"}, {avx512f, "avx512f"},
         {avx512bw, "avx512bw"}, {avx512vl, "avx512vl"}, {avx512dq, "avx512dq"},
-        {avx512vnni, "avx512vnni"}, {avx512vbmi, "avx512vbmi"}, {avx512bf16, "avx512bf16"}, {avxvnni, "avxvnni"}, {amx_bf16, "amx_bf16"},
+        {avx512vnni, "avx512vnni"}, {avx512vbmi, "avx512vbmi"}, {gfni, "gfni"}, {avx512bf16, "avx512bf16"}, {avxvnni, "avxvnni"}, {amx_bf16, "amx_bf16"},
         {neon, "neon"}, {dotprod, "dotprod"}, {fp16, "fp16"}};
     for (const auto& [has, name] : all)
         if (has) out.emplace_back(name);

@@ -10,6 +10,7 @@ struct CpuFeatures {
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
     bool avx512vnni = false, avx512bf16 = false, avxvnni = false;
     bool avx512vbmi = false;  // vpermb: used by some AVX-512 kernels when present
+    bool gfni = false;        // GF(2) affine byte maps: with avx512vbmi, the low-bit decode kernels
     bool amx_bf16 = false;  // AMX-TILE + AMX-BF16 with the tile state enabled in XCR0
     bool neon = false, dotprod = false, fp16 = false;
     std::vector<std::string> names() const;

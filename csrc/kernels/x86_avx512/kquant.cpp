@@ -247,9 +247,9 @@ void q6_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_
                 for (int odd = 0; odd < 2; ++odd) {
                     const int c = 2 * h + odd;
                     const __m512i raw = _mm512_loadu_si512(g + kQl + c * 64);
-                    const __m512i qa = _mm512_or_si512(_mm512_and_si512(raw, m4), _mm512_and_si512(high[2 * odd], m30));
-                    const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4),
-                                                       _mm512_and_si512(high[2 * odd + 1], m30));
+                    // ternlog 0xE4: m4 ? nibble : high bits (bits 4-5 only after the AND)
+                    const __m512i qa = _mm512_ternarylogic_epi32(raw, _mm512_and_si512(high[2 * odd], m30), m4, 0xE4);
+                    const __m512i qb = _mm512_ternarylogic_epi32(_mm512_srli_epi16(raw, 4), _mm512_and_si512(high[2 * odd + 1], m30), m4, 0xE4);
 #pragma GCC unroll 4
                     for (int t = 0; t < T; ++t) {
                         acc_a[t] = _mm512_dpbusd_epi32(acc_a[t], qa, bcast32(a[t]->qs + 4 * c));

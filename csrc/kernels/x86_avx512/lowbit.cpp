@@ -1,5 +1,5 @@
 // AVX-512 VNNI kernels of Q4_1, IQ4_NL, Q2_K, Q3_K and IQ4_XS: the packed group kernels of
-// lowbit_tiles.h (or their VBMI copies, lowbit_vbmi.cpp, where the CPU has AVX512-VBMI), and the
+// lowbit_tiles.h (or their VBMI + GFNI copies, lowbit_vbmi.cpp, where the CPU has both), and the
 // Q2_K, Q3_K, IQ4_XS row dots of kernels/x86_shared/lowbit_kquant.h compiled with this folder's flags.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -23,7 +23,7 @@ void fill_lowbit_avx512(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     k.gemm_q2_K_groups = avx512::lowbit_groups<avx512::Q2Tile>;
     k.gemm_q3_K_groups = avx512::lowbit_groups<avx512::Q3Tile>;
     k.gemm_iq4_xs_groups = avx512::lowbit_groups<avx512::IQ4XSTile>;
-    if (cpu_features().avx512vbmi) avx512::fill_lowbit_groups_vbmi(m, k);
+    if (cpu_features().avx512vbmi && cpu_features().gfni) avx512::fill_lowbit_groups_vbmi(m, k);
 }
 
 }  // namespace llamix

@@ -1,6 +1,6 @@
 // The AVX-512 VNNI kernels of Q4_1 and IQ4_NL on the packed 16-row groups (kernels/matmul.h) and
 // of the packed Q2_K, Q3_K and IQ4_XS groups (kernels/kquant.h), included by lowbit.cpp (AVX-512
-// VNNI) and lowbit_vbmi.cpp (the same code with AVX512-VBMI lookups, LLAMIX_LOWBIT_VBMI = 1).
+// VNNI) and lowbit_vbmi.cpp (the same code with AVX512-VBMI lookups and GFNI, LLAMIX_LOWBIT_VBMI = 1).
 // Everything here has internal linkage, so each file keeps its own copy. One zmm holds 4 bytes of
 // each of the 16 rows, and vpdpbusd against a broadcast 4-byte piece of one activation block
 // accumulates 16 row dots at once, as the Q4_0 kernel of matmul.cpp. IQ4_NL's nibbles are looked
@@ -62,24 +62,46 @@ inline __m512i lookup_high(__m512i raw, __m512i table) {
 #endif
 }
 
-// The four 2-bit fields of each byte (bits 2s..2s+1 -> q[s]); high_pair[n] = n >> 2.
-inline void two_bit_fields(__m512i raw, __m512i high_pair, __m512i* q) {
-    const __m512i m3 = _mm512_set1_epi8(3);
-    const __m512i hi = _mm512_srli_epi16(raw, 4);  // byte b: its high nibble in bits 0..3
+// The four 2-bit fields of each byte (bits 2s..2s+1 -> q[s]), as bytes 0..3.
 #if LLAMIX_LOWBIT_VBMI
-    q[0] = _mm512_and_si512(raw, m3);
-    q[1] = _mm512_permutexvar_epi8(raw, high_pair);
-    q[2] = _mm512_and_si512(hi, m3);
-    q[3] = _mm512_permutexvar_epi8(hi, high_pair);
+// vpermb looks up the low 6 bits of each byte in a 64-byte table, so fields 1 and 2 come out in one
+// operation each, and field 3 (bits 6, 7, out of its reach) by one GF(2) affine map (GFNI): four
+// operations for four fields, no shift (decode waits on this unpack).
+alignas(64) constexpr uint8_t kField1[64] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 0, 0, 0, 0, 1, 1, 1, 1,
+                                             2, 2, 2, 2, 3, 3, 3, 3, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+                                             0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};  // (n >> 2) & 3
+alignas(64) constexpr uint8_t kField2[64] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                             1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+                                             3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3};  // (n >> 4) & 3
+// Bit i of the result is the parity of x AND byte 7 - i of the matrix: bits 6, 7 of x to bits 0, 1.
+constexpr int64_t kField3Matrix = int64_t(0x4080000000000000ull);
+struct TwoBitTables {
+    __m512i field1, field2;
+};
+inline TwoBitTables two_bit_tables() { return {_mm512_load_si512(kField1), _mm512_load_si512(kField2)}; }
+inline void two_bit_fields(__m512i raw, const TwoBitTables& tb, __m512i* q) {
+    q[0] = _mm512_and_si512(raw, _mm512_set1_epi8(3));
+    q[1] = _mm512_permutexvar_epi8(raw, tb.field1);
+    q[2] = _mm512_permutexvar_epi8(raw, tb.field2);
+    q[3] = _mm512_gf2p8affine_epi64_epi8(raw, _mm512_set1_epi64(kField3Matrix), 0);
+}
 #else
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
+// 2-bit fields out of nibbles by vpshufb: high_pair[n] = n >> 2.
+alignas(16) constexpr uint8_t kHighPair[16] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
+struct TwoBitTables {
+    __m512i high_pair;
+};
+inline TwoBitTables two_bit_tables() { return {table16(kHighPair)}; }
+inline void two_bit_fields(__m512i raw, const TwoBitTables& tb, __m512i* q) {
+    const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(0x0F);
+    const __m512i hi = _mm512_srli_epi16(raw, 4);  // byte b: its high nibble in bits 0..3
     const __m512i lo4 = _mm512_and_si512(raw, m4), hi4 = _mm512_and_si512(hi, m4);
     q[0] = _mm512_and_si512(raw, m3);
-    q[1] = _mm512_shuffle_epi8(high_pair, lo4);
+    q[1] = _mm512_shuffle_epi8(tb.high_pair, lo4);
     q[2] = _mm512_and_si512(hi4, m3);
-    q[3] = _mm512_shuffle_epi8(high_pair, hi4);
-#endif
+    q[3] = _mm512_shuffle_epi8(tb.high_pair, hi4);
 }
+#endif
 
 // Q41: Q4_1 groups (d, m, nibbles); otherwise IQ4_NL groups (d, nibbles as Q4_0's).
 template <bool Q41, int T>
@@ -144,11 +166,10 @@ void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
 
 // Packed Q2_K / Q3_K / IQ4_XS groups (layouts in kernels/kquant.h): 16 rows per vector, so
 // vpdpbusd against a broadcast 4-byte piece of the activations gives 16 row dots at once. The
-// exact integer sums of the reference are formed with few port-0 operations (decode is bound by
-// the unpack, and AVX-512 shifts, vpdpbusd and vpmulld share that port): 2-bit fields come out
-// of nibbles by vpshufb, and a sub-block's dot (|dot| < 2^15) is packed as an int16 with its
-// neighbour's and multiplied by both scales in one vpdpwssd. Then the reference's float
-// operations, in its order: bit-identical.
+// exact integer sums of the reference are formed with few vector operations (decode is bound by
+// the unpack): a sub-block's dot (|dot| < 2^15) is packed as an int16 with its neighbour's and
+// multiplied by both scales in one vpdpwssd. Then the reference's float operations, in its order:
+// bit-identical.
 constexpr int kGroupTile = 4;
 
 inline __m512i bcast32(const void* p) {
@@ -157,28 +178,28 @@ inline __m512i bcast32(const void* p) {
     return _mm512_set1_epi32(v);
 }
 inline __m512i ld(const uint8_t* p) { return _mm512_loadu_si512(p); }
-// lo16 of a (sub-block j's dot) and lo16 of b (sub-block j + 2's) as one int16 pair per lane
+// lo16 of a (sub-block j's dot) and lo16 of b (sub-block j + 1's) as one int16 pair per lane
 inline __m512i pack_dots(__m512i a, __m512i b) { return _mm512_mask_blend_epi16(0xAAAAAAAA, a, _mm512_slli_epi32(b, 16)); }
 
-// A Q8_K block's 16 sums as int16 pairs (4i, 4i + 2), (4i + 1, 4i + 3): dword 2i, 2i + 1, to
-// meet the scale pairs of pack_dots.
-inline void paired_sums(const block_q8_K& a, int32_t* out8) {
-    const __m256i order = _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15,
-                                           0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(out8),
-                       _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)), order));
+// Bytes 2p, 2p + 1 of every row's word zero-extended to the row's int16 pair (vpshufb: -1 zeroes)
+inline __m512i byte_pair(__m512i words, int p) {
+    const int8_t a = int8_t(2 * p), b = int8_t(2 * p + 1), z = -1;
+    return _mm512_shuffle_epi8(words, _mm512_set_epi8(z, b + 12, z, a + 12, z, b + 8, z, a + 8, z, b + 4, z, a + 4, z, b, z, a,
+                                                      z, b + 12, z, a + 12, z, b + 8, z, a + 8, z, b + 4, z, a + 4, z, b, z, a,
+                                                      z, b + 12, z, a + 12, z, b + 8, z, a + 8, z, b + 4, z, a + 4, z, b, z, a,
+                                                      z, b + 12, z, a + 12, z, b + 8, z, a + 8, z, b + 4, z, a + 4, z, b, z, a));
 }
 
 // Q2_K (Q3 false) or Q3_K: sumi = sum_j s_j * dot_j with the quants unsigned, off = sum_j
-// (Q2_K: m_j, Q3_K: s_j) * bsums_j; s_j is Q3_K's scale minus 32.
+// (Q2_K: m_j, Q3_K: s_j) * bsums_j; s_j is Q3_K's scale minus 32. Sub-blocks are paired (j, j + 1),
+// so each off step multiplies two adjacent bsums read straight from the activation block.
 template <bool Q3, int T>
 void q23_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride,
                     __mmask16 rows) {
     constexpr int64_t kBlockBytes = Q3 ? kQ3KGroupBlockBytes : kQ2KGroupBlockBytes;
     constexpr int64_t kScales = Q3 ? 32 : 64, kQs = Q3 ? 32 + 192 : 64 + 256, kHmask = kQs + 1024;
-    alignas(16) static constexpr uint8_t kHighPair[16] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};  // n >> 2
     const __m512i four = _mm512_set1_epi8(4);
-    const __m512i high_pair = table16(kHighPair);
+    const TwoBitTables tables = two_bit_tables();
     __m512 fsum[T];
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
@@ -203,35 +224,28 @@ void q23_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq
             words[2] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi32(w0, 4), lo4), w2, hi2, 0xF8);
             words[3] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi32(w1, 4), lo4), _mm512_srli_epi32(w2, 2), hi2, 0xF8);
         }
-        __m512i sumi[T][2], off[T];
+        __m512i sumi[T], off[T];
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) sumi[t][0] = sumi[t][1] = off[t] = _mm512_setzero_si512();
-        alignas(32) int32_t bsum_pairs[T][8];
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) paired_sums(*a[t], bsum_pairs[t]);
+        for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
-            // scale pairs (4i, 4i + 2) and (4i + 1, 4i + 3) as int16 per lane; Q2_K's mins likewise
-            __m512i sp[2], mp[2];
-            if constexpr (!Q3) {
-                const __m512i low = _mm512_set1_epi32(0x000F000F);
-                sp[0] = _mm512_and_si512(words[i], low);
-                sp[1] = _mm512_and_si512(_mm512_srli_epi32(words[i], 8), low);
-                mp[0] = _mm512_and_si512(_mm512_srli_epi32(words[i], 4), low);
-                mp[1] = _mm512_and_si512(_mm512_srli_epi32(words[i], 12), low);
-            } else {
-                const __m512i low = _mm512_set1_epi32(0x00FF00FF), v32 = _mm512_set1_epi16(32);
-                sp[0] = mp[0] = _mm512_sub_epi16(_mm512_and_si512(words[i], low), v32);
-                sp[1] = mp[1] = _mm512_sub_epi16(_mm512_and_si512(_mm512_srli_epi32(words[i], 8), low), v32);
-            }
 #pragma GCC unroll 2
-            for (int h = 0; h < 2; ++h) {  // sub-blocks 4i + h and 4i + h + 2
+            for (int p = 0; p < 2; ++p) {  // sub-blocks 4i + 2p and 4i + 2p + 1
+                // their scales as an int16 pair per row; Q2_K's mins likewise
+                const __m512i pair = byte_pair(words[i], p);
+                __m512i sp, mp;
+                if constexpr (!Q3) {
+                    sp = _mm512_and_si512(pair, _mm512_set1_epi16(0x0F));
+                    mp = _mm512_srli_epi16(pair, 4);
+                } else {
+                    sp = mp = _mm512_sub_epi16(pair, _mm512_set1_epi16(32));
+                }
                 __m512i acc[2][T];
 #pragma GCC unroll 2
                 for (int e = 0; e < 2; ++e) {
-                    const int j = 4 * i + h + 2 * e;
+                    const int j = 4 * i + 2 * p + e;
                     __m512i q[4];
-                    two_bit_fields(ld(g + kQs + 64 * j), high_pair, q);
+                    two_bit_fields(ld(g + kQs + 64 * j), tables, q);
                     if constexpr (Q3) {  // the (j, s) byte mask of high bits adds 4 to field s
 #pragma GCC unroll 4
                         for (int s = 0; s < 4; ++s)
@@ -249,8 +263,8 @@ void q23_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq
                 }
 #pragma GCC unroll 4
                 for (int t = 0; t < T; ++t) {
-                    sumi[t][h] = _mm512_dpwssd_epi32(sumi[t][h], pack_dots(acc[0][t], acc[1][t]), sp[h]);
-                    off[t] = _mm512_dpwssd_epi32(off[t], mp[h], _mm512_set1_epi32(bsum_pairs[t][2 * i + h]));
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], pack_dots(acc[0][t], acc[1][t]), sp);
+                    off[t] = _mm512_dpwssd_epi32(off[t], mp, bcast32(a[t]->bsums + 4 * i + 2 * p));
                 }
             }
         }
@@ -259,14 +273,13 @@ void q23_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq
             const __m512 dmin = half_scales(g + 32);
 #pragma GCC unroll 4
             for (int t = 0; t < T; ++t) {
-                const __m512i s = _mm512_add_epi32(sumi[t][0], sumi[t][1]);
-                const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(s)), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(off[t])));
+                const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi[t])), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(off[t])));
                 fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), v));
             }
         } else {  // a.d * (d * (sumi - 4 off))
 #pragma GCC unroll 4
             for (int t = 0; t < T; ++t) {
-                const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(sumi[t][0], sumi[t][1]), _mm512_slli_epi32(off[t], 2));
+                const __m512i s = _mm512_sub_epi32(sumi[t], _mm512_slli_epi32(off[t], 2));
                 fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), _mm512_mul_ps(d, _mm512_cvtepi32_ps(s))));
             }
         }
