@@ -11,13 +11,13 @@ pickle.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from ..formats.safetensors import SafetensorsCheckpoint
+from ..loaders.hub import hub_cache_dir, hub_offline
 from .config import ConfigError
 
 # The files fetched for a repo: weights, configs, tokenizers, chat templates, PEFT adapters.
@@ -94,18 +94,6 @@ def _refuse_pickles(folder: Path, where: str, what: str = "model") -> None:
             f"AutoModelForCausalLM.from_pretrained('{folder}').save_pretrained('OUT', safe_serialization=True) "
             f"(for a PEFT adapter: PeftModel.save_pretrained with safe_serialization=True), or with the "
             f"safetensors convert script (https://huggingface.co/spaces/safetensors/convert)")
-
-
-def hub_cache_dir() -> Path:
-    """huggingface_hub's cache folder, from the environment as it is now."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def from_hub(mp: ModelPath, where: str, patterns=None) -> Path:

@@ -21,6 +21,7 @@ from ..config import ModelConfig
 from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
+from ..loaders.hub import hub_cache_dir, hub_offline
 from ..quant import QuantizedTensor
 from ..tokenizer import Tokenizer, check_text, check_token_ids
 from .api import CompletionAPI
@@ -450,16 +451,27 @@ class Llama(Model):
         """``Llama.from_pretrained(repo_id, filename, **load_args)``, as llama-cpp-python's: the one
         file of the Hugging Face repo matching ``filename`` (a name or a glob, e.g.
         ``"*q4_k_m.gguf"``), fetched through ``huggingface_hub`` (its cache first; HF_HUB_OFFLINE=1
-        honoured; the ``hub`` extra). Raises ArgumentError when no file or several match."""
+        honoured; the ``hub`` extra). Raises ArgumentError when no file or several match (offline:
+        none in the cache)."""
         try:
             import huggingface_hub
         except ImportError:
             raise ArgumentError("Llama.from_pretrained needs the huggingface_hub package (pip install "
                                 "'llamix[hub]')") from None
-        folder = huggingface_hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
-                                                   allow_patterns=[filename])
-        found = sorted(p for p in (os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder)
-                                   for f in fs) if fnmatch.fnmatch(p, filename))
+        cache = cache_dir if cache_dir is not None else hub_cache_dir()
+
+        def matching(local_only: bool) -> tuple[str, list[str]]:
+            folder = huggingface_hub.snapshot_download(repo_id, revision=revision, cache_dir=cache,
+                                                       allow_patterns=[filename], local_files_only=local_only)
+            return folder, sorted(p for p in (os.path.relpath(os.path.join(d, f), folder)
+                                              for d, _, fs in os.walk(folder) for f in fs)
+                                  if fnmatch.fnmatch(p, filename))
+        try:   # the cache first; then, unless HF_HUB_OFFLINE, the Hub
+            folder, found = matching(local_only=True)
+        except Exception:  # noqa: BLE001 - huggingface_hub raises several kinds for "not cached"
+            folder, found = None, []
+        if not found and not hub_offline():
+            folder, found = matching(local_only=False)
         if len(found) != 1:
             raise ArgumentError(f"{repo_id}: {len(found)} files match {filename!r}"
                                 + (f" ({', '.join(found[:8])}); name one" if found else ""))
