@@ -11,6 +11,7 @@
 #include "drivers/attention.h"
 #include "drivers/kquant_matmul.h"
 #include "model/activation_stats.h"
+#include "model/op_times.h"
 
 namespace llamix {
 
@@ -58,6 +59,13 @@ void for_rows(int64_t n, F&& f) {
         return;
     }
     ThreadPool::instance().parallel_for(n, [&](int64_t t, int th) { f(t, th); });
+}
+
+// f() timed as op (LLAMIX_OP_TIMES, model/op_times.h).
+template <class F>
+inline void timed(OpTimes::Op op, F&& f) {
+    OpTimer timer(op);
+    f();
 }
 
 }  // namespace
@@ -110,8 +118,9 @@ void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int6
     const int64_t n_tables = int64_t(w.inv_freq.size());
     float* rope_cos = ws.get(9, n_tables * n * half);   // (n_tables, n, hd / 2)
     float* rope_sin = ws.get(10, n_tables * n * half);
+    OpTimes::instance().start_call(n);
 
-    for_rows(n, [&](int64_t t, int) {
+    timed(OpTimes::embed, [&] { for_rows(n, [&](int64_t t, int) {
         float* xt = x + t * dim;
         dequantize_row_any(w.token_embd.type,
                            static_cast<const uint8_t*>(w.token_embd.data) + tokens[t] * qtype_row_bytes(w.token_embd.type, dim),
@@ -130,20 +139,20 @@ void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int6
                 sin_t[i] = float(std::sin(double(angle)));
             }
         }
-    });
+    }); });
 
     const float scale = c.attn_scale > 0.0f ? c.attn_scale : 1.0f / std::sqrt(float(hd));
     for (int64_t li = 0; li < c.n_layers; ++li) {
         const TransformerLayer& L = w.layers[size_t(li)];
 
         // attention
-        for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.attn_norm, xn + t * dim, dim, c.eps); });
+        timed(OpTimes::norm, [&] { for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.attn_norm, xn + t * dim, dim, c.eps); }); });
         if (w.stats) w.stats->add(li, ActivationStats::kAttnIn, xn, n, dim);
         // new keys and values (n, kv_dim), rotated, then stored in each sequence's cache rows pos..pos+n-1
-        mm_many(xn, n, {&L.wq, &L.wk, &L.wv}, {q, knew, vnew});  // one pass, x quantized once
+        timed(OpTimes::qkv, [&] { mm_many(xn, n, {&L.wq, &L.wk, &L.wv}, {q, knew, vnew}); });  // one pass, x quantized once
         const float* layer_cos = rope_cos + int64_t(L.rope_table) * n * half;
         const float* layer_sin = rope_sin + int64_t(L.rope_table) * n * half;
-        for_rows(n, [&](int64_t t, int) {
+        timed(OpTimes::rope, [&] { for_rows(n, [&](int64_t t, int) {
             float* qt = q + t * q_dim;
             float* kt = knew + t * kv_dim;
             if (L.bq) K.add(qt, L.bq, q_dim);
@@ -155,36 +164,38 @@ void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int6
                 for (int64_t h = 0; h < c.n_kv_heads; ++h) K.rmsnorm(kt + h * hd, L.k_norm, kt + h * hd, hd, c.eps);
             K.rope(qt, c.n_heads, hd, layer_cos + t * half, layer_sin + t * half);
             K.rope(kt, c.n_kv_heads, hd, layer_cos + t * half, layer_sin + t * half);
-        });
+        }); });
         // each sequence's new rows go into its cache (quantized there), then attention over its
         // positions < pos + n
         for (int64_t s = 0; s < n_seqs; ++s) {
             KVCache& cache = *seqs[s].cache;
             const int64_t pos = seqs[s].pos, rows = seqs[s].n, r0 = first_row[size_t(s)];
             const KVLayer kv = cache.layer(li, c.n_kv_heads, hd);  // a read-only view of bytes the cache owns
-            store_kv(kv, knew + r0 * kv_dim, vnew + r0 * kv_dim, rows, pos, c.n_kv_heads, hd);
-            attention_causal(q + r0 * q_dim, q_dim, rows, pos, kv, c.n_heads, c.n_kv_heads, hd, L.window, scale,
-                             att + r0 * q_dim, q_dim);
+            timed(OpTimes::store_kv, [&] { store_kv(kv, knew + r0 * kv_dim, vnew + r0 * kv_dim, rows, pos, c.n_kv_heads, hd); });
+            timed(OpTimes::attention, [&] {
+                attention_causal(q + r0 * q_dim, q_dim, rows, pos, kv, c.n_heads, c.n_kv_heads, hd, L.window, scale,
+                                 att + r0 * q_dim, q_dim);
+            });
         }
         if (w.stats) w.stats->add(li, ActivationStats::kAttnOut, att, n, q_dim);
-        mm(att, n, L.wo, proj);
-        for_rows(n, [&](int64_t t, int) {
+        timed(OpTimes::wo, [&] { mm(att, n, L.wo, proj); });
+        timed(OpTimes::residual, [&] { for_rows(n, [&](int64_t t, int) {
             if (L.post_attn_norm) K.rmsnorm(proj + t * dim, L.post_attn_norm, proj + t * dim, dim, c.eps);
             K.add(x + t * dim, proj + t * dim, dim);
-        });
+        }); });
 
         // feed-forward (SwiGLU or GeGLU)
-        for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.ffn_norm, xn + t * dim, dim, c.eps); });
+        timed(OpTimes::norm, [&] { for_rows(n, [&](int64_t t, int) { K.rmsnorm(x + t * dim, L.ffn_norm, xn + t * dim, dim, c.eps); }); });
         if (w.stats) w.stats->add(li, ActivationStats::kFfnIn, xn, n, dim);
-        mm_many(xn, n, {&L.w_gate, &L.w_up}, {gate, up});
+        timed(OpTimes::gate_up, [&] { mm_many(xn, n, {&L.w_gate, &L.w_up}, {gate, up}); });
         const auto glu = c.activation == Activation::gelu_tanh ? K.geglu : K.swiglu;
-        for_rows(n, [&](int64_t t, int) { glu(gate + t * c.hidden, up + t * c.hidden, gate + t * c.hidden, c.hidden); });
+        timed(OpTimes::glu, [&] { for_rows(n, [&](int64_t t, int) { glu(gate + t * c.hidden, up + t * c.hidden, gate + t * c.hidden, c.hidden); }); });
         if (w.stats) w.stats->add(li, ActivationStats::kFfnDownIn, gate, n, c.hidden);
-        mm(gate, n, L.w_down, proj);
-        for_rows(n, [&](int64_t t, int) {
+        timed(OpTimes::down, [&] { mm(gate, n, L.w_down, proj); });
+        timed(OpTimes::residual, [&] { for_rows(n, [&](int64_t t, int) {
             if (L.post_ffn_norm) K.rmsnorm(proj + t * dim, L.post_ffn_norm, proj + t * dim, dim, c.eps);
             K.add(x + t * dim, proj + t * dim, dim);
-        });
+        }); });
     }
 
     // final norm and the output head, only for the rows asked for: each sequence's last n_out
@@ -194,6 +205,7 @@ void transformer_forward_batch(TransformerWeights& w, const BatchSeq* seqs, int6
     for (int64_t s = 0; s < n_seqs; ++s)
         for (int64_t t = first_row[size_t(s) + 1] - seqs[s].n_out; t < first_row[size_t(s) + 1]; ++t) out_rows.push_back(t);
     if (n_out == 0) return;
+    OpTimer output_timer(OpTimes::output);
     float* normed = hidden ? hidden : xn;
     for_rows(n_out, [&](int64_t r, int) {
         K.rmsnorm(x + out_rows[size_t(r)] * dim, w.output_norm, normed + r * dim, dim, c.eps);

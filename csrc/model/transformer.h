@@ -12,7 +12,11 @@
 // per layer chosen from several (Gemma 3's local and global layers use different bases).
 #pragma once
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <vector>
+
+#include "common/weight_memory.h"
 
 #include "drivers/attention.h"
 #include "drivers/matmul.h"
@@ -82,6 +86,23 @@ struct TransformerWeights {
     void prepare();
 };
 
+// A zeroed byte buffer in streaming memory (common/weight_memory.h: 2 MiB pages where the OS has
+// them): decoding reads a layer's keys and values once per token, and on 4 KiB pages every 4 KiB
+// of those streams costs a TLB miss and restarts the hardware prefetcher. Not copyable.
+class KVBuffer {
+   public:
+    explicit KVBuffer(size_t n) : n_(n), mem_(allocate_weight_memory(n)) { std::memset(mem_.get(), 0, n); }
+    KVBuffer(const KVBuffer&) = delete;
+    KVBuffer& operator=(const KVBuffer&) = delete;
+    uint8_t* data() { return mem_.get(); }
+    const uint8_t* data() const { return mem_.get(); }
+    size_t size() const { return n_; }
+
+   private:
+    size_t n_;
+    std::shared_ptr<uint8_t> mem_;
+};
+
 // Keys and values of every layer and position, keys and values each stored as F32, F16, Q8_0 or
 // Q4_0 (quantized as tokens are appended; quantized types need head_dim % 32 == 0, checked by
 // the caller). Layout (n_layers, n_kv_heads, n_ctx, head_dim): each head's keys and values are
@@ -97,7 +118,7 @@ struct KVCache {
     bool k_tiled = false;
     bool k_packed = false, v_packed = false;   // F16 under bf16 products: packed bf16 tiles (KVLayer)
     int64_t k_ctx = 0, v_ctx = 0;              // positions in a head's key / value stream (whole tiles)
-    std::vector<uint8_t> k, v;                 // (n_layers, n_kv_heads, k_ctx, k_row_bytes), (.., v_ctx, v_row_bytes)
+    KVBuffer k, v;                             // (n_layers, n_kv_heads, k_ctx, k_row_bytes), (.., v_ctx, v_row_bytes)
     KVCache(int64_t layers, int64_t ctx, int64_t kvd, QType kt, QType vt, int64_t kv_heads = 1,
             AttnPrecision prec = AttnPrecision::f32)
         : n_layers(layers), n_ctx(ctx), kv_dim(kvd), n_kv_heads(kv_heads), k_type(kt), v_type(vt),
