@@ -8,9 +8,9 @@ land) are timed on random blocks with weight-sized fp16 scales: the speed does n
 values, and the answer is still checked against the dequantized weights.
 
 GEMV (1 token): effective GB/s of weight bytes, cycling through enough distinct weight matrices
-that the working set is several times the last-level cache (as a model's layers are), next to a
-STREAM-like read probe and numpy's float32 matvec (also cycled). Each GEMV timing streams at least
-512 MiB, right after an untimed pass of the same length: on these VMs a core that idled (waiting
+that the working set (512 MiB) is beyond the last-level cache's reach (as a model's layers are),
+next to a STREAM-like read probe of the same size and numpy's float32 matvec (also cycled). Each
+GEMV timing streams the whole working set, right after an untimed pass of the same length: on these VMs a core that idled (waiting
 for the other tool's turn) streams at about half speed for its first tens of milliseconds (probe
 after a 1.5 s sleep, 2 threads: 13-20 GB/s on the first 512 MiB pass, 29-32 on the second), and a
 decode keeps the cores busy, so every contender (probe, llamix, numpy) is timed warm, alike. "% of probe" is against the
@@ -40,12 +40,18 @@ from llamix import _C
 from llamix.quant import qtype_info
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (32000, 4096)]
-LLC_BYTES = 32 << 20
-WORKING_SET = 4 * LLC_BYTES
+
+
+# Each contender streams this many bytes of distinct copies, so that it reads from memory: on the
+# Xeon VM of these tables (sysfs reports the host's whole 480 MiB L3) a 128 MiB working set read at
+# 46-51 GB/s, 512 MiB and 1 GiB at 28-30; 4 x 480 MiB per contender (numpy's copies, llamix's, the
+# probe) made the VM thrash (numpy's matvec at 9-17 GB/s).
+WORKING_SET = 512 << 20
 TOKENS = 512
-# Each GEMV timing streams at least this much, as the probe does: a few milliseconds right after
-# the other tool's turn measure the threads' and the clock's wake-up more than the memory.
-STREAM_BYTES = 512 << 20
+# Each GEMV timing streams at least this much, and at least the whole working set: a few
+# milliseconds right after the other tool's turn measure the threads' and the clock's wake-up more
+# than the memory.
+STREAM_BYTES = WORKING_SET
 # OpenBLAS's idle threads spin for a while after each call (2^28 cycles by default) and would
 # take the cores from whatever is timed next: let them fall asleep first.
 SETTLE_S = 0.3
@@ -137,7 +143,7 @@ def main() -> int:
     qtypes = args.types.split(",") + (["f16"] if args.f16 else [])
     rng = np.random.default_rng(0)
 
-    probe = np.ones(WORKING_SET * 4 // 8, np.uint64)  # 512 MiB
+    probe = np.ones(WORKING_SET // 8, np.uint64)   # the working set's size, as the GEMV streams
     _C.stream_read(probe)
     probe_gbs = []
     peer = NumpyPeer(shapes)
@@ -208,8 +214,8 @@ def main() -> int:
     print(f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs "
           "(other processes share the machine: compare within a row)")
     print(f"llamix isa={info['isa']} threads={info['threads']}; numpy {np.__version__} OpenBLAS core: {core}")
-    print(f"read bandwidth (STREAM-like probe, 512 MiB, same run): median {np.median(probe_gbs) / 1e9:.1f} GB/s")
-    print(f"GEMV working set >= {WORKING_SET >> 20} MiB (LLC {LLC_BYTES >> 20} MiB); GEMM {TOKENS} tokens\n")
+    print(f"read bandwidth (STREAM-like probe, {WORKING_SET >> 20} MiB, same run): median {np.median(probe_gbs) / 1e9:.1f} GB/s")
+    print(f"GEMV working set >= {WORKING_SET >> 20} MiB; GEMM {TOKENS} tokens\n")
     print("| shape (rows x k) | type | GEMV us | GEMV GB/s | % of probe | % of read BW | numpy f32 GEMV us (GB/s) | GEMV vs numpy "
           "| GEMM-512 ms | GEMM GFLOP/s | numpy sgemm GFLOP/s | GEMM vs numpy |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
