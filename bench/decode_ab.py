@@ -4,7 +4,8 @@
 
 Each PYTHONPATH is a folder holding a `llamix` package with its _C extension (e.g. a copy of
 python/llamix built from main). Two extension modules cannot share one process, so each build runs
-in a child process holding a random TinyLlama-1.1B Q4_0 (`llamix bench --shape 1b`) with an f16
+in a child process holding a random TinyLlama-1.1B Q4_0 (`llamix bench --shape 1b`; or the file of
+`--model`) with an f16
 cache filled to each depth once; the parent tells them in turn to decode -n tokens after rewinding
 to the depth (two untimed tokens first: the first ~20 ms of streaming after an idle spell run
 slow on some VMs), swapping the order every round. The ratio new/base of ms per token is taken
@@ -24,14 +25,15 @@ import time
 import numpy as np
 
 
-def worker(depths: list[int], n_gen: int, threads: int, precision: str, cpu_time: bool) -> None:
+def worker(depths: list[int], n_gen: int, threads: int, precision: str, cpu_time: bool, model: str) -> None:
     """Fills one cache per depth, prints a checksum line, then one ms/token line per command read
     on stdin (the command is the depth)."""
     from llamix import Model
+    from llamix.loaders import load_checkpoint
     from llamix.loaders.random import random_checkpoint
 
     rng = np.random.default_rng(0)
-    ckpt = random_checkpoint("1b", "q4_0")
+    ckpt = load_checkpoint(model) if model else random_checkpoint("1b", "q4_0")
     models = {}
     for d in depths:
         m = Model(ckpt, n_ctx=d + n_gen + 2, n_threads=threads, kv_cache_k="f16", kv_cache_v="f16",
@@ -62,12 +64,13 @@ def worker(depths: list[int], n_gen: int, threads: int, precision: str, cpu_time
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker([int(d) for d in sys.argv[2].split(",")], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],
-               sys.argv[6] == "1")
+               sys.argv[6] == "1", sys.argv[7])
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("base", help="PYTHONPATH of the base build")
     ap.add_argument("new", help="PYTHONPATH of the new build")
     ap.add_argument("--depths", default="0,4096")
+    ap.add_argument("-m", "--model", default="", help="a model file or folder (default: a random TinyLlama-1.1B Q4_0)")
     ap.add_argument("-n", type=int, default=32, help="tokens decoded per timing")
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--attn-precision", default="auto", choices=["auto", "f32", "bf16"])
@@ -83,10 +86,11 @@ def main() -> int:
     depths = [int(d) for d in args.depths.split(",")]
     builds = {"base": args.base, "new": args.new}
     extra_env = {"base": args.base_env, "new": args.new_env}
-    print(f"decode, random TinyLlama-1.1B Q4_0, f16 cache, {args.threads} threads, attn {args.attn_precision}, "
+    print(f"decode, {args.model or 'random TinyLlama-1.1B Q4_0'}, f16 cache, {args.threads} threads, attn {args.attn_precision}, "
           f"{args.rounds} rounds of {args.n} tokens; load average {os.getloadavg()[0]:.1f}")
     procs = {name: subprocess.Popen([sys.executable, __file__, "--worker", args.depths, str(args.n),
-                                     str(args.threads), args.attn_precision, "1" if args.cpu_time else "0"],
+                                     str(args.threads), args.attn_precision, "1" if args.cpu_time else "0",
+                                     args.model],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                     env={**os.environ, "PYTHONPATH": path,
                                          **dict(e.split("=", 1) for e in extra_env[name])})
