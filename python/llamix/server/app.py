@@ -3,9 +3,9 @@
 Endpoints: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions`` (server-sent
 events with ``"stream": true``, ending ``data: [DONE]``), ``POST /v1/embeddings``, ``GET /health``,
 ``GET /metrics``, and llama-server's own ``/completion``, ``/tokenize``, ``/detokenize``,
-``/apply-template`` and ``GET /props`` (native.py). Requests are shaped by the model's own API (``prepare_completion`` /
-``prepare_chat_completion`` / ``create_embedding``, the functions ``llamix.Model`` offers in
-process), run by the batch engine, and errors come back as OpenAI error objects
+``/apply-template`` and ``GET /props`` (native.py). Requests are shaped by the model's own API
+(``prepare_completion`` / ``prepare_chat_completion`` / ``create_embedding``, the functions
+``llamix.Model`` offers in process), run by the batch engine, and errors come back as OpenAI error objects
 (``{"error": {"message", "type", "param", "code"}}``): 400 for a malformed body, a field of the
 wrong type or a prompt beyond the context (with both sizes), 401 for a missing or wrong API key
 (``Authorization: Bearer KEY``, compared in constant time; ``/health`` and ``/v1/models`` need
