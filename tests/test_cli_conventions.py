@@ -47,7 +47,7 @@ def test_prompt_from_flag_file_and_stdin(s260, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("flags", [["-ngl", "99"], ["--n-gpu-layers", "0"], ["-fa"], ["-fa", "on"],
-                                   ["-ngl", "99", "-fa", "auto"]])
+                                   ["-ngl", "99", "-fa", "auto"], ["-nkvo"], ["-nkvo", "1"]])
 def test_llama_cpp_gpu_flags_are_accepted_with_a_warning(s260, capsys, flags):
     """-ngl and -fa, typed from llama.cpp habit: llama.cpp's CPU-only builds run with a warning;
     argparse read -ngl 99 as "-n gl" (invalid int value: 'gl') and -fa as "-f a" (the prompt

@@ -102,6 +102,15 @@ def test_batched_windows_equal_whole(s260):
     assert b.ppl == pytest.approx(a.ppl, rel=1e-5)
 
 
+def test_too_short_a_text_names_the_file(s260, tmp_path, capsys):
+    from llamix.cli import main
+    short = tmp_path / "short.txt"
+    short.write_text("Once upon a time")
+    assert main(["perplexity", "-m", str(s260.source), "-f", str(short), "-c", "64"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"llamix perplexity: error: -f {short}: the text has ") and err.count("\n") == 1
+
+
 def test_chunks_scores_the_first_windows_only(s260, tmp_path, capsys):
     """n_chunks / --chunks N (llama-perplexity's --chunks): the result of a text cut after N
     windows, and the first N running values of the whole text's."""

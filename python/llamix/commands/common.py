@@ -37,12 +37,15 @@ class _NoEffectOnCpu(argparse.Action):
 
 
 def add_gpu_flags(p) -> None:
-    """llama.cpp's -ngl/--n-gpu-layers and -fa/--flash-attn: no effect here (CPU only)."""
+    """llama.cpp's -ngl/--n-gpu-layers, -fa/--flash-attn and -nkvo: no effect here (CPU only)."""
     p.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", action=_NoEffectOnCpu, metavar="N", dest="_ngl",
                    help="accepted as llama.cpp's flag, no effect (CPU only)")
     p.add_argument("-fa", "--flash-attn", action=_NoEffectOnCpu, nargs="?", choices=("on", "off", "auto", "1", "0"),
                    dest="_fa", help="accepted as llama.cpp's flag, no effect (the attention is chosen by "
                                     "--attn-precision)")
+    # llama-cli's bare -nkvo and llama-bench's -nkvo 0|1 (argparse read them as -n kvo)
+    p.add_argument("-nkvo", "--no-kv-offload", action=_NoEffectOnCpu, nargs="?", choices=("0", "1"), dest="_nkvo",
+                   help="accepted as llama.cpp's flag, no effect (the KV cache is in RAM)")
 
 
 def add_ctx(p, default: int | None = None, what: str = "context size in tokens (default: the model's, at most 2048)") -> None:

@@ -40,7 +40,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     with progress_bar("perplexity", unit="chunk", quiet=quiet_requested()) as bar:
         r = perplexity(model, text, n_ctx=args.ctx_size, kl_base=base, n_batch=args.batch, progress=bar,
-                       n_chunks=args.chunks)
+                       n_chunks=args.chunks, source=f"-f {args.file}")
     dt = time.perf_counter() - t0
     print(" ".join(f"[{i + 1}]{p:.4f}" for i, p in enumerate(r.chunk_ppl)))
     print(r.summary())

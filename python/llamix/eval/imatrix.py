@@ -39,7 +39,7 @@ def compute_imatrix(model, text, n_ctx: int = 512, *, chunks: int | None = None,
         raise ArgumentError(f"-c {n_ctx} exceeds the context the model was loaded with ({model.n_ctx})")
     tokens = _tokens(model, text)
     if len(tokens) < 2 * n_ctx:
-        raise ArgumentError(f"the calibration text has {len(tokens)} tokens; at least 2 * n_ctx = {2 * n_ctx} are "
+        raise ArgumentError(f"{dataset + ': ' if dataset else ''}the calibration text has {len(tokens)} tokens; at least 2 * n_ctx = {2 * n_ctx} are "
                             "needed (as llama-imatrix); give a longer text or a smaller -c")
     wins = windows(tokens, n_ctx, _bos_id(model))
     if chunks is not None:

@@ -81,13 +81,14 @@ def _bos_id(model) -> int | None:
     return int(model.config.bos_token_id)
 
 
-def windows(tokens: list[int], n_ctx: int, bos: int | None) -> list[np.ndarray]:
-    """The non-overlapping evaluation windows, each starting with ``bos`` (None: as cut)."""
+def windows(tokens: list[int], n_ctx: int, bos: int | None, source: str | None = None) -> list[np.ndarray]:
+    """The non-overlapping evaluation windows, each starting with ``bos`` (None: as cut);
+    ``source`` names the text in the error for one too short."""
     if n_ctx < 4:
         raise ArgumentError(f"n_ctx must be at least 4, got {n_ctx}")
     n_chunks = len(tokens) // n_ctx
     if n_chunks < 1:
-        raise ArgumentError(f"the text has {len(tokens)} tokens: at least n_ctx = {n_ctx} are needed for one window (give a longer text, or a smaller n_ctx: -c)")
+        raise ArgumentError(f"{source + ': ' if source else ''}the text has {len(tokens)} tokens: at least n_ctx = {n_ctx} are needed for one window (give a longer text, or a smaller n_ctx: -c)")
     out = []
     for i in range(n_chunks):
         w = np.asarray(tokens[i * n_ctx:(i + 1) * n_ctx], dtype=np.int64)
@@ -98,7 +99,8 @@ def windows(tokens: list[int], n_ctx: int, bos: int | None) -> list[np.ndarray]:
 
 
 def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | None = None,
-               progress: Progress | None = None, n_chunks: int | None = None) -> PerplexityResult:
+               progress: Progress | None = None, n_chunks: int | None = None,
+               source: str | None = None) -> PerplexityResult:
     """Perplexity of ``model`` on ``text`` (a string, or token ids) as llama.cpp computes it.
 
     ``kl_base``: a second model (the unquantized one) to compare token distributions with: adds
@@ -107,7 +109,7 @@ def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | No
     the first ``n_chunks`` windows (llama-perplexity's ``--chunks``; None: all). ``progress(done_windows,
     total_windows, "ppl X")`` is called after each window. ``model`` is a :class:`llamix.Model` or
     anything with ``logits(ids)``, ``tokenize``, ``config`` (a peer wrapped for comparison).
-    Raises ValueError for a text shorter than one window or models of different vocabularies.
+    ``source``: the text's name (a file) for error messages. Raises ValueError for a text shorter than one window or models of different vocabularies.
     """
     progress = progress if callable(progress) else None
     n_ctx = int(n_ctx)
@@ -123,7 +125,7 @@ def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | No
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if kl_base is not None and vocab and getattr(kl_base.config, "vocab_size", vocab) != vocab:
         raise ArgumentError(f"the base model's vocabulary ({kl_base.config.vocab_size}) differs from the model's ({vocab})")
-    wins = windows(tokens, n_ctx, _bos_id(model))[:None if n_chunks is None else int(n_chunks)]
+    wins = windows(tokens, n_ctx, _bos_id(model), source)[:None if n_chunks is None else int(n_chunks)]
     first = n_ctx // 2
     nll_all, kl_all, top1_all, chunk_ppl = [], [], [], []
     for i, w in enumerate(wins):
