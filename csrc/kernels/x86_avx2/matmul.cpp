@@ -33,71 +33,47 @@ inline __m256 accumulate(__m256 acc, __m256 dw, const block_q8a& xb, __m256i dot
 
 // Rows [8h, 8h + 8) of one group against T tokens; results to out[i][0..8). Chunk by chunk, so
 // only one chunk's unpacked weights, T int16 sums and T float accumulators are live (16 ymm).
-template <int T>
-void q4_0_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
-    __m256 acc[T];
-#pragma GCC unroll 4
-    for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-#pragma GCC unroll 1
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = w + b * kQ4GroupBlockBytes;
-        __m256i s[T];
-#pragma GCC unroll 4
-        for (int i = 0; i < T; ++i) s[i] = _mm256_setzero_si256();
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; ++c) {
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
-            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-#pragma GCC unroll 4
-            for (int i = 0; i < T; ++i) {
-                const int8_t* q = x[i * nb + b].qs;
-                s[i] = _mm256_add_epi16(s[i], _mm256_maddubs_epi16(lo, bcast4(q + 4 * c)));
-                s[i] = _mm256_add_epi16(s[i], _mm256_maddubs_epi16(hi, bcast4(q + 16 + 4 * c)));
-            }
-        }
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
-#pragma GCC unroll 4
-        for (int i = 0; i < T; ++i) acc[i] = accumulate(acc[i], dw, x[i * nb + b], _mm256_madd_epi16(s[i], ones), 8);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
-}
-
-// Q5_0: Q4_0's nibbles plus the fifth bits (bit c of the qh bytes to bit 4, as the AVX-512
-// kernel). Unsigned 5-bit weights times int8 reach 2 * 31 * 127 per pmaddubsw lane: a chunk's two
-// products are added in int16 (at most 15748), then widened to int32.
-template <int T>
-void q5_0_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
+// Q5 adds the fifth bits (bit c of the qh bytes to bit 4, as the AVX-512 kernel). Unsigned 5-bit
+// weights times int8 reach 2 * 31 * 127 per pmaddubsw lane, so Q5 widens each chunk's two products
+// (at most 15748 in int16) to int32; Q4_0's 8 products of a block fit int16 (30480), one widening.
+template <bool Q5, int T>
+void nibble_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
+    constexpr int64_t kBlockBytes = Q5 ? kQ5GroupBlockBytes : kQ4GroupBlockBytes;
     __m256 acc[T];
 #pragma GCC unroll 4
     for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
 #pragma GCC unroll 1
     for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = w + b * kQ5GroupBlockBytes;
-        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 256 + 32 * h));
+        const uint8_t* blk = w + b * kBlockBytes;
+        __m256i qh = _mm256_setzero_si256();
+        if constexpr (Q5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 256 + 32 * h));
         __m256i s[T];
 #pragma GCC unroll 4
         for (int i = 0; i < T; ++i) s[i] = _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (int c = 0; c < 4; ++c) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m4),
-                                               _mm256_and_si256(_mm256_slli_epi16(qh, 4 - c), bit4));
-            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
-                                               _mm256_and_si256(_mm256_srli_epi16(qh, c), bit4));
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if constexpr (Q5) {
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4 - c), bit4));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_srli_epi16(qh, c), bit4));
+            }
 #pragma GCC unroll 4
             for (int i = 0; i < T; ++i) {
                 const int8_t* q = x[i * nb + b].qs;
                 const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(q + 4 * c)),
                                                    _mm256_maddubs_epi16(hi, bcast4(q + 16 + 4 * c)));
-                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(p, ones));
+                if constexpr (Q5) s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(p, ones));
+                else s[i] = _mm256_add_epi16(s[i], p);
             }
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
 #pragma GCC unroll 4
-        for (int i = 0; i < T; ++i) acc[i] = accumulate(acc[i], dw, x[i * nb + b], s[i], 16);
+        for (int i = 0; i < T; ++i) {
+            const __m256i isum = Q5 ? s[i] : _mm256_madd_epi16(s[i], ones);
+            acc[i] = accumulate(acc[i], dw, x[i * nb + b], isum, Q5 ? 16 : 8);
+        }
     }
 #pragma GCC unroll 4
     for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
@@ -157,7 +133,8 @@ float dot_float(int64_t k, const W* w, const float* x, Load load) {
 }  // namespace
 
 void gemm_q4_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    run_tiles<q4_0_half<1>, q4_0_half<2>, q4_0_half<3>, q4_0_half<4>>(w, nb, x, n, y, y_stride, rows);
+    run_tiles<nibble_half<false, 1>, nibble_half<false, 2>, nibble_half<false, 3>, nibble_half<false, 4>>(
+        w, nb, x, n, y, y_stride, rows);
 }
 
 void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
@@ -165,7 +142,8 @@ void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
 }
 
 void gemm_q5_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    run_tiles<q5_0_half<1>, q5_0_half<2>, q5_0_half<3>, q5_0_half<4>>(w, nb, x, n, y, y_stride, rows);
+    run_tiles<nibble_half<true, 1>, nibble_half<true, 2>, nibble_half<true, 3>, nibble_half<true, 4>>(
+        w, nb, x, n, y, y_stride, rows);
 }
 
 float dot_f32_f32(int64_t k, const void* w, const float* x) {

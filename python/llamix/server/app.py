@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import anyio
 import numpy as np
@@ -172,15 +172,24 @@ class Server:
             return error_response(499, "the client closed the request", code="client_closed")
         return steps
 
-    async def run_job(self, request: HTTPRequest, prepared: TextCompletion, stream: bool, usage: bool) -> Response:
-        submitted = self.submit(request, prepared.request)
+    async def answer(self, request: HTTPRequest, req: Request, stream: bool,
+                     events: Callable[[Job, _Feed], AsyncIterator[str]],
+                     whole: Callable[[list[Step], Job], dict]) -> Response:
+        """Run ``req`` on the engine: the server-sent ``events(job, feed)`` when ``stream``, else
+        the JSON of ``whole(steps, job)``; or the error response (queue full, shutdown, client gone)."""
+        submitted = self.submit(request, req)
         if isinstance(submitted, Response):
             return submitted
         job, feed = submitted
         if stream:
-            return _JobStream(self._events(prepared, feed, usage), job)
+            return _JobStream(events(job, feed), job)
         steps = await self.steps(request, job, feed)
-        return steps if isinstance(steps, Response) else JSONResponse(prepared.response(steps))
+        return steps if isinstance(steps, Response) else JSONResponse(whole(steps, job))
+
+    async def run_job(self, request: HTTPRequest, prepared: TextCompletion, stream: bool, usage: bool) -> Response:
+        return await self.answer(request, prepared.request, stream,
+                                 lambda job, feed: self._events(prepared, feed, usage),
+                                 lambda steps, job: prepared.response(steps))
 
     async def _events(self, prepared: TextCompletion, feed: _Feed, usage: bool) -> AsyncIterator[str]:
         for chunk in prepared.first_chunks():
@@ -270,14 +279,8 @@ class Server:
         shaped = native.NativeCompletion(req, prompt_text, self.name, settings, options, m.n_ctx)
         if options["n_predict"] == 0:   # nothing to generate (llama-server would only fill the cache)
             return JSONResponse(shaped.final([], None, False))
-        submitted = self.submit(request, req)
-        if isinstance(submitted, Response):
-            return submitted
-        job, feed = submitted
-        if stream:
-            return _JobStream(self._native_events(shaped, job, feed), job)
-        steps = await self.steps(request, job, feed)
-        return steps if isinstance(steps, Response) else JSONResponse(shaped.final(steps, job, False))
+        return await self.answer(request, req, stream, lambda job, feed: self._native_events(shaped, job, feed),
+                                 lambda steps, job: shaped.final(steps, job, False))
 
     async def _native_events(self, shaped: native.NativeCompletion, job: Job, feed: _Feed) -> AsyncIterator[str]:
         steps = []
