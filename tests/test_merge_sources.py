@@ -142,6 +142,68 @@ def test_different_vocabularies_without_tokenizer_config_are_refused(tmp_path, v
                      progress=False)
 
 
+SPM = ("stories260K_hf", "tokenizer.model")
+
+
+def spm_model(root: Path, name: str, tensors: dict, added=(), assets=None) -> str:
+    """A model whose tokenizer is only a tokenizer.model (512 pieces) plus `added` tokens ((text,
+    special), ids 512...) in tokenizer_config.json's added_tokens_decoder, as transformers saves them."""
+    n = 512 + len(added)
+    rng = np.random.default_rng(len(added))
+    t = dict(tensors)
+    for k in ("model.embed_tokens.weight", "lm_head.weight"):
+        t[k] = np.concatenate([t[k], rng.standard_normal((n - t[k].shape[0], HIDDEN)).astype(np.float32)])
+    folder = write_model(root / name, t, vocab=n)
+    shutil.copy(assets.joinpath(*SPM), folder / "tokenizer.model")
+    decoder = {str(i): {"content": c, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                        "special": True} for i, c in enumerate(("<unk>", "<s>", "</s>"))}
+    for i, (text, special) in enumerate(added):
+        decoder[str(512 + i)] = {"content": text, "lstrip": False, "normalized": not special, "rstrip": False,
+                                 "single_word": False, "special": special}
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+         "legacy": True, "added_tokens_decoder": decoder}))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def spm_models(tmp_path_factory, assets):
+    """SentencePiece-only models: base (512 pieces); ft0 adds <tool>; ft1 adds <|im_start|> (special)
+    and newb (not special)."""
+    root = tmp_path_factory.mktemp("spm_models")
+    base = tiny_tensors(10, vocab=512)
+    return {"base": spm_model(root, "base", base, assets=assets),
+            "ft0": spm_model(root, "ft0", perturbed(base, 1, 0.05), [("<tool>", True)], assets=assets),
+            "ft1": spm_model(root, "ft1", perturbed(base, 2, 0.05), [("<|im_start|>", True), ("newb", False)],
+                             assets=assets)}
+
+
+def test_union_of_sentencepiece_only_models(tmp_path, spm_models):
+    """Models with only a tokenizer.model merge with tokenizer_source: union (they were refused):
+    the new tokens follow the base's pieces, each row is its token's (aligned as for tokenizer.json
+    models), and the output's tokenizer.model + added_tokens_decoder give llamix's tokenizer the
+    merged vocabulary."""
+    from llamix.tokenizer import Tokenizer
+    from llamix.tokenizer.vocab import CONTROL, USER_DEFINED
+    p = spm_models
+    cfg = {"merge_method": "linear", "dtype": "float32", "tokenizer_source": "union",
+           "models": weighted(p, ("base", 0.5), ("ft0", 0.3), ("ft1", 0.2))}
+    out = llamix.merge(cfg, tmp_path / "out", progress=False)
+    tok = Tokenizer.from_file(out)
+    assert tok.vocab_size == 515 and tok.tokens[512:] == ["<tool>", "<|im_start|>", "newb"]
+    assert list(tok.token_types[512:]) == [CONTROL, CONTROL, USER_DEFINED]
+    assert tok.encode("<tool>x", parse_special=True) == [tok.bos_id, 512] + tok.encode("x", add_special=False)
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == 515
+    got = read_model(out)["lm_head.weight"]
+    rows = {k: read_model(Path(p[k]))["lm_head.weight"] for k in p}
+    for tid, own in ((7, {"base": 7, "ft0": 7, "ft1": 7}), (512, {"ft0": 512}), (513, {"ft1": 512}),
+                     (514, {"ft1": 513})):
+        donor = {k: rows[k][j] for k, j in own.items()}
+        aligned = {k: donor.get(k, next(iter(donor.values()))) for k in p}
+        want = 0.5 * aligned["base"] + 0.3 * aligned["ft0"] + 0.2 * aligned["ft1"]
+        np.testing.assert_allclose(got[tid], want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("template,check", [("chatml", "<|im_start|>"), ("llama3", "<|start_header_id|>"),
                                             ("{% for m in messages %}{{ m['content'] }}{% endfor %}", "m['content']")])
 def test_chat_template_written_into_tokenizer_config(tmp_path, vocab_models, template, check):
@@ -376,6 +438,34 @@ def test_vocabularies_match_mergekit(tmp_path, vocab_models, name, dtype):
                 same(got[tensor][len(vm):], want[tensor][len(vm):], tensor)
         else:
             same(got[tensor], want[tensor], tensor)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("tokenizer", [{"tokenizer_source": "union"},
+                                       {"tokenizer": {"source": "union", "pad_to_multiple_of": 8}}])
+def test_sentencepiece_only_vocabularies_match_mergekit(tmp_path, spm_models, tokenizer, dtype):
+    """tokenizer.model-only inputs: the same tokens (as transformers reads both outputs), vocab_size,
+    and each token's rows as mergekit's."""
+    require_peer("transformers")
+    from transformers import AutoTokenizer
+    p = spm_models
+    cfg = {"merge_method": "linear", "dtype": dtype, **tokenizer,
+           "models": weighted(p, ("base", 0.5), ("ft0", 0.3), ("ft1", 0.2))}
+    want = run_mergekit(cfg, tmp_path / "mergekit")
+    got = read_model(llamix.merge(cfg, tmp_path / "llamix", progress=False))
+    vm = AutoTokenizer.from_pretrained(tmp_path / "mergekit").get_vocab()
+    vl = AutoTokenizer.from_pretrained(tmp_path / "llamix").get_vocab()
+    assert vm.keys() == vl.keys()
+    size = json.loads((tmp_path / "mergekit" / "config.json").read_text())["vocab_size"]
+    assert json.loads((tmp_path / "llamix" / "config.json").read_text())["vocab_size"] == size
+    for tensor in got:
+        assert got[tensor].shape == want[tensor].shape, tensor
+        if tensor in ("model.embed_tokens.weight", "lm_head.weight"):
+            for tok, i in vm.items():
+                np.testing.assert_array_equal(got[tensor][vl[tok]], want[tensor][i], err_msg=f"{tensor} {tok!r}")
+        else:
+            np.testing.assert_array_equal(got[tensor], want[tensor], err_msg=tensor)
 
 
 @pytest.mark.peers

@@ -66,3 +66,58 @@ def test_errors(tmp_path):
         Tokenizer.from_gguf_metadata({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"]})
     with pytest.raises(ValueError, match="outside the vocabulary"):
         byte_tokenizer(400).decode([400])
+
+
+def spm_folder_with_added_tokens(folder, assets):
+    """tok512.model plus the tokens a Hugging Face fine-tune adds: <|im_start|> (special) and
+    <|im_end|> in tokenizer_config.json's added_tokens_decoder, "newb" (not special) in
+    added_tokens.json, id 515 left as a gap."""
+    import json
+    import shutil
+    folder.mkdir()
+    shutil.copy(assets / "stories260K" / "tok512.model", folder / "tokenizer.model")
+    entry = {"lstrip": False, "rstrip": False, "single_word": False, "normalized": False, "special": True}
+    (folder / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": {
+        "512": {**entry, "content": "<|im_start|>"}, "513": {**entry, "content": "<|im_end|>"}}}))
+    (folder / "added_tokens.json").write_text(json.dumps({"newb": 514, "later": 516}))
+    return folder
+
+
+def test_sentencepiece_folder_reads_its_added_tokens(tmp_path, assets):
+    """A tokenizer.model folder's added tokens are part of the vocabulary, as llama.cpp's converter
+    takes them: special ones control tokens, others user-defined, gaps unused."""
+    from llamix.tokenizer.vocab import CONTROL, UNUSED, USER_DEFINED
+    tok = Tokenizer.from_file(spm_folder_with_added_tokens(tmp_path / "m", assets))
+    plain = Tokenizer.from_file(assets / "stories260K" / "tok512.model")
+    assert tok.tokens[:512] == plain.tokens
+    assert tok.tokens[512:] == ["<|im_start|>", "<|im_end|>", "newb", "[PAD515]", "later"]
+    assert list(tok.token_types[512:]) == [CONTROL, CONTROL, USER_DEFINED, UNUSED, USER_DEFINED]
+    body = plain.encode("user", add_special=False)
+    assert tok.encode("<|im_start|>user<|im_end|>", parse_special=True) == [1, 512, *body, 513]
+    assert 512 not in tok.encode("<|im_start|>user", parse_special=False)   # control: only when parsed
+    assert tok.encode("newb", add_special=False) == [514]                    # user-defined: always
+    assert 513 in tok.eos_ids                                                # <|im_end|> ends a turn
+    assert tok.decode([512, *body, 513], special=True).replace(" ", "") == "<|im_start|>user<|im_end|>"
+
+
+@pytest.mark.peers
+def test_sentencepiece_folder_added_tokens_match_transformers(tmp_path, assets):
+    from conftest import require_peer
+    require_peer("transformers")
+    from transformers import AutoTokenizer
+    folder = spm_folder_with_added_tokens(tmp_path / "m", assets)
+    (folder / "added_tokens.json").unlink()  # transformers reads it only without added_tokens_decoder
+    ref = AutoTokenizer.from_pretrained(folder).get_vocab()
+    tok = Tokenizer.from_file(folder)
+    assert {t: i for i, t in enumerate(tok.tokens)} == ref
+
+
+def test_malformed_added_tokens_are_named(tmp_path, assets):
+    folder = spm_folder_with_added_tokens(tmp_path / "m", assets)
+    (folder / "added_tokens.json").write_text('{"newb": "x"}')
+    with pytest.raises(ValueError, match=r"added_tokens.json.*'newb'"):
+        Tokenizer.from_file(folder)
+    (folder / "added_tokens.json").unlink()
+    (folder / "tokenizer_config.json").write_text('{"added_tokens_decoder": {"512": {"special": true}}}')
+    with pytest.raises(ValueError, match=r"tokenizer_config.json.*added_tokens_decoder\['512'\]"):
+        Tokenizer.from_file(folder)

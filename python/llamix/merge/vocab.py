@@ -2,8 +2,9 @@
 ``tokenizer:``), each input's embedding and output-head rows realigned to it, and the merged
 tokenizer files.
 
-Vocabulary (from each model's ``tokenizer.json``; tokens at ids >= the model's ``vocab_size`` are
-ignored, as mergekit strips them):
+Vocabulary (from each model's ``tokenizer.json``, else its ``tokenizer.model`` with the tokens its
+folder adds, as transformers reads them; tokens at ids >= the model's ``vocab_size`` are ignored,
+as mergekit strips them):
 - ``base``: the base model's vocabulary (the first model's without a base); ``<model>``: that
   model's; ``union``: the base's, then every token of the other models it lacks, in model order
   (plain tokens first, then added tokens with their flags); mergekit takes the other models in
@@ -29,6 +30,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..tokenizer import Tokenizer
+from ..tokenizer.spm import added_tokens
+from ..tokenizer.vocab import CONTROL, UNKNOWN, UNUSED
 from .config import ConfigError, MergeConfig, TokenSource
 from .kernels import scale as round_to
 from .sources import parse_ref, read_config, resolve_folder
@@ -54,9 +58,10 @@ def _load_tokenizer(folder: Path):
 
 
 def read_vocab(folder: Path, vocab_size: Optional[int]) -> Optional[ModelVocab]:
-    """The model's vocabulary from its tokenizer.json, or None if it has none."""
+    """The model's vocabulary from its tokenizer.json, else from its tokenizer.model and the tokens
+    the folder adds to it (as transformers reads them), or None if it has neither."""
     if not (folder / "tokenizer.json").is_file():
-        return None
+        return _read_sentencepiece_vocab(folder, vocab_size) if (folder / "tokenizer.model").is_file() else None
     tok = _load_tokenizer(folder)
     limit = vocab_size if vocab_size is not None else tok.get_vocab_size(with_added_tokens=True)
     vocab = {t: i for t, i in tok.get_vocab(with_added_tokens=True).items() if i < limit}
@@ -65,6 +70,26 @@ def read_vocab(folder: Path, vocab_size: Optional[int]) -> Optional[ModelVocab]:
         if i < limit and a.content not in added:
             added[a.content] = {"content": a.content, "lstrip": a.lstrip, "normalized": a.normalized, "rstrip": a.rstrip,
                                 "single_word": a.single_word, "special": a.special}
+    return ModelVocab(vocab, added, folder)
+
+
+def _read_sentencepiece_vocab(folder: Path, vocab_size: Optional[int]) -> ModelVocab:
+    """The pieces of tokenizer.model, then the folder's added tokens (added_tokens.json,
+    tokenizer_config.json's added_tokens_decoder); control and unknown pieces count as added
+    special tokens, as transformers makes them."""
+    tok = Tokenizer.from_file(folder / "tokenizer.model")
+    limit = vocab_size if vocab_size is not None else tok.vocab_size
+    types = tok.token_types
+    vocab = {}
+    for i, t in enumerate(tok.tokens[:limit]):
+        if types[i] != UNUSED:
+            vocab.setdefault(t, i)
+    special = {i: (t, True) for i, t in enumerate(tok.tokens[:limit]) if types[i] in (CONTROL, UNKNOWN)}
+    added = {}
+    for i, (t, is_special) in sorted({**special, **added_tokens(folder)}.items()):
+        if i < limit and t not in added:
+            added[t] = {"content": t, "lstrip": False, "normalized": not is_special, "rstrip": False,
+                        "single_word": False, "special": is_special}
     return ModelVocab(vocab, added, folder)
 
 
@@ -171,29 +196,40 @@ class OutputVocab:
 
     # -- output files ---------------------------------------------------------------------------
     def write(self, out: Path, chat_template: Optional[str]) -> None:
-        """tokenizer.json with the new tokens, tokenizer_config.json (added_tokens_decoder, chat
-        template), and the source's other tokenizer files."""
-        from tokenizers import AddedToken
+        """The source's tokenizer files with the new tokens: tokenizer.json (when the source has
+        one) and tokenizer_config.json's added_tokens_decoder, which a tokenizer.model-only
+        tokenizer is read with (transformers, llama.cpp's converter, llamix); and the chat template."""
         src = self.source_folder
-        for f in ("special_tokens_map.json", "tokenizer.model", "generation_config.json"):
+        for f in ("special_tokens_map.json", "tokenizer.model", "generation_config.json", "added_tokens.json"):
             if (src / f).is_file():
                 (out / f).write_bytes((src / f).read_bytes())
-        tok = _load_tokenizer(src)
+        if (src / "tokenizer.json").is_file():
+            self._write_tokenizer_json(out)
+        config = _read_json(src / "tokenizer_config.json")
+        decoder = config.get("added_tokens_decoder")
+        if not isinstance(decoder, dict):
+            decoder = config["added_tokens_decoder"] = {}
+        for token, info in self.new_tokens:
+            special = bool(info.get("special", False))
+            decoder.setdefault(str(self.vocab[token]), {
+                "content": token, "lstrip": bool(info.get("lstrip", False)),
+                "normalized": bool(info.get("normalized", not special)), "rstrip": bool(info.get("rstrip", False)),
+                "single_word": bool(info.get("single_word", False)), "special": special})
+        if not decoder:
+            del config["added_tokens_decoder"]
+        if chat_template is not None:
+            config["chat_template"] = chat_template
+        (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+    def _write_tokenizer_json(self, out: Path) -> None:
+        from tokenizers import AddedToken
+        tok = _load_tokenizer(self.source_folder)
         for token, info in self.new_tokens:
             at = AddedToken(token, single_word=info.get("single_word", False), lstrip=info.get("lstrip", False),
                             rstrip=info.get("rstrip", False), normalized=info.get("normalized", not info.get("special")),
                             special=info.get("special", False))
             (tok.add_special_tokens if info.get("special") else tok.add_tokens)([at])
         tok.save(str(out / "tokenizer.json"))
-        config = _read_json(src / "tokenizer_config.json")
-        decoder = config.get("added_tokens_decoder")
-        if isinstance(decoder, dict):
-            for i, a in tok.get_added_tokens_decoder().items():
-                decoder.setdefault(str(i), {"content": a.content, "lstrip": a.lstrip, "normalized": a.normalized,
-                                            "rstrip": a.rstrip, "single_word": a.single_word, "special": a.special})
-        if chat_template is not None:
-            config["chat_template"] = chat_template
-        (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def _read_json(path: Path) -> dict:
@@ -297,14 +333,15 @@ def build_vocab(cfg: MergeConfig, models: dict, base_ref: str, where_of: dict[st
         folder = resolve_folder(parse_ref(src_ref, field_name).model, cfg.base_dir, field_name)
         vocabs[src_ref] = read_vocab(folder, read_config(folder, field_name).get("vocab_size"))
         if vocabs[src_ref] is None:
-            raise ConfigError(f"{field_name}: {src_ref} has no tokenizer.json")
+            raise ConfigError(f"{field_name}: {src_ref} has no tokenizer.json or tokenizer.model")
     missing = [ref for ref, v in vocabs.items() if v is None]
     if missing:
         same = len({sizes[r] for r in models}) == 1 and not extra and not pad and source != "union"
         if same:
-            return None  # one vocabulary everywhere (e.g. SentencePiece models): copy the files
+            return None  # one vocabulary everywhere: copy the files
         what = f"{field_name}: {source!r}" if source in ("union", "base") else f"{field_name}: {source}"
-        raise ConfigError(f"{what} needs each model's tokenizer.json to align vocabularies; "
+        raise ConfigError(f"{what} needs each model's tokenizer.json or tokenizer.model to align "
+                          "vocabularies; "
                           f"{missing[0]} ({where_of.get(missing[0], 'model')}) has none")
     src = vocabs[src_ref]
     new_tokens: list[tuple[str, dict]] = []

@@ -87,7 +87,9 @@ class Tokenizer:
 
     @classmethod
     def from_sentencepiece(cls, path: str | os.PathLike) -> "Tokenizer":
-        """A SentencePiece ``.model`` file as it is (its normalizer included)."""
+        """A SentencePiece ``.model`` file as it is (its normalizer included), with the tokens a
+        Hugging Face folder adds to it beside it (``added_tokens.json``, ``tokenizer_config.json``'s
+        ``added_tokens_decoder``) as llama.cpp's converter takes them."""
         import sentencepiece as spm_lib
 
         path = Path(path)
@@ -98,6 +100,7 @@ class Tokenizer:
             raise FormatError(f"{path}: not a SentencePiece model ({e})") from None
         settings = bpe.folder_settings(path.parent)
         vocab = spm.vocab_from_processor(sp, settings.get("add_bos_token", True), source=str(path))
+        spm.add_tokens(vocab, spm.added_tokens(path.parent))
         vocab.add_eos = settings.get("add_eos_token", False) and vocab.eos_id >= 0
         vocab.extra_eos = tuple(i for i in settings.get("eos_ids", ()) if 0 <= i < vocab.size)
         vocab.finish()

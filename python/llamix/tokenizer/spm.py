@@ -14,11 +14,12 @@ comes into play.
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError
-from .vocab import BYTE, CONTROL, NORMAL, UNDEFINED, UNKNOWN, Vocab
+from ..errors import FormatError, parse_json
+from .vocab import BYTE, CONTROL, NORMAL, UNDEFINED, UNKNOWN, UNUSED, USER_DEFINED, Vocab
 
 # sentencepiece_model.proto field numbers (ModelProto, SentencePiece, TrainerSpec, NormalizerSpec)
 _PIECES, _TRAINER, _NORMALIZER = 1, 2, 3
@@ -140,3 +141,47 @@ class SentencePieceBackend:
 
     def encode(self, fragments: list[str]) -> list[list[int]]:
         return self.sp.encode(fragments)
+
+
+def added_tokens(folder: Path) -> dict[int, tuple[str, bool]]:
+    """The tokens a Hugging Face folder adds to its ``tokenizer.model``: id -> (text, special),
+    from ``added_tokens.json`` ({text: id}, not special) and ``tokenizer_config.json``'s
+    ``added_tokens_decoder`` ({"id": {"content", "special", ...}}), which wins where both name an
+    id. FormatError naming the file and the entry for a malformed one."""
+    out: dict[int, tuple[str, bool]] = {}
+    path = folder / "added_tokens.json"
+    if path.is_file():
+        for text, i in parse_json(path.read_bytes(), str(path)).items():
+            if not isinstance(i, int) or isinstance(i, bool) or i < 0:
+                raise FormatError(f"{path}: token {text!r} has id {i!r}, expected an integer >= 0")
+            out[i] = (text, False)
+    path = folder / "tokenizer_config.json"
+    if path.is_file():
+        decoder = parse_json(path.read_bytes(), str(path)).get("added_tokens_decoder") or {}
+        if not isinstance(decoder, dict):
+            raise FormatError(f"{path}: added_tokens_decoder is {type(decoder).__name__}, expected an object")
+        for key, entry in decoder.items():
+            text = entry.get("content") if isinstance(entry, dict) else None
+            if not (isinstance(key, str) and key.isdigit() and isinstance(text, str)):
+                raise FormatError(f"{path}: added_tokens_decoder[{key!r}] is not an id with a \"content\" text")
+            out[int(key)] = (text, bool(entry.get("special", False)))
+    return out
+
+
+def add_tokens(vocab: Vocab, added: dict[int, tuple[str, bool]]) -> None:
+    """Put a folder's added tokens (:func:`added_tokens`) into a SentencePiece ``vocab`` as
+    llama.cpp's convert_hf_to_gguf.py does: special ones as control tokens, others user-defined
+    (cut out of the text whole), ids past the pieces appended (gaps as unused ``[PAD<id>]``).
+    A piece the model already marks control, unknown or user-defined with the same text stays."""
+    if not added:
+        return
+    n = max(vocab.size, max(added) + 1)
+    tokens = list(vocab.tokens) + [f"[PAD{i}]" for i in range(vocab.size, n)]
+    types = np.concatenate([vocab.types, np.full(n - vocab.size, UNUSED, np.int32)])
+    scores = None if vocab.scores is None else np.concatenate(
+        [vocab.scores, np.full(n - vocab.size, -1000.0, np.float32)])
+    for i, (text, special) in sorted(added.items()):
+        if i < vocab.size and tokens[i] == text and types[i] in (CONTROL, UNKNOWN, USER_DEFINED):
+            continue
+        tokens[i], types[i] = text, CONTROL if special else USER_DEFINED
+    vocab.tokens, vocab.types, vocab.scores = tokens, types, scores
