@@ -146,8 +146,9 @@ void group_tile(const uint8_t* const* w, int64_t nsb, const uint8_t* xq, int64_t
             const uint8_t* g = w[s] + b * kBlockBytes;
             __m512* fsum = fsum_[s];
             if constexpr (T == 1) {  // decode streams the weights once: keep more lines in flight
-                // (Q4_K over 128 MiB: 31 GB/s without, 37 at 2 KiB ahead, 41 at 4 KiB, 43 at 8 KiB)
-                for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
+                // (Q4_K over 128 MiB: 31 GB/s without, 37 at 2 KiB ahead, 41 at 4 KiB, 43 at 8 KiB);
+                // G interleaved groups (decode pairs) each advance G times slower: 1 / G the bytes
+                for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 / G + o), _MM_HINT_T0);
             }
             const block_q8_K* a[T];
 #pragma GCC unroll 4
@@ -235,7 +236,7 @@ void q6_group_tile(const uint8_t* const* w, int64_t nsb, const uint8_t* xq, int6
             const uint8_t* g = w[s] + b * kQ6KGroupBlockBytes;
             __m512* fsum = fsum_[s];
             if constexpr (T == 1) {
-                for (int64_t o = 0; o < kQ6KGroupBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
+                for (int64_t o = 0; o < kQ6KGroupBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 / G + o), _MM_HINT_T0);
             }
             const block_q8_K* a[T];
 #pragma GCC unroll 4

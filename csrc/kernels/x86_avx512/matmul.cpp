@@ -117,7 +117,9 @@ struct Q8Weights {
 
 // G > 1 (decode): G groups at once, their blocks interleaved, so that each core keeps G memory
 // streams in flight (the hardware prefetcher runs ahead on each: one stream per core streamed at
-// about 0.75 of the read probe, two at 0.9). Each group's sums are the same operations as alone.
+// about 0.75 of the read probe, two at 0.9). Each stream advances G times slower, so its prefetch
+// leads by 1 / G the bytes (the same time ahead: measured 1.00-1.10x against the full distance).
+// Each group's sums are the same operations as alone.
 template <class Weights, int64_t BlockBytes, int Offset, int T, int G = 1>
 void tile(const uint8_t* const* w, int64_t nb, const block_q8a* x, float* const* y, int64_t y_stride, const __mmask16* rows) {
     __m512 acc[G][T];
@@ -132,7 +134,7 @@ void tile(const uint8_t* const* w, int64_t nb, const block_q8a* x, float* const*
             if constexpr (T <= 2 && Weights::kPrefetch) {
 #pragma GCC unroll 8
                 for (int64_t o = 0; o < BlockBytes; o += 64)
-                    _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + o), _MM_HINT_T0);
+                    _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes / G + o), _MM_HINT_T0);
             }
             const __m512 dw = scales(blk);
             Weights wv;
