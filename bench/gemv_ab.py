@@ -1,6 +1,7 @@
 """GEMV of two llamix builds in lockstep: which one streams a weight faster on this machine now.
 
     python bench/gemv_ab.py BASE_PYTHONPATH NEW_PYTHONPATH [--types q4_0,q2_k] [--threads 1] [--rounds 30]
+                            [--working-set 512]
 
 Each PYTHONPATH is a folder holding a `llamix` package (a copy of python/llamix with its _C
 extension, e.g. one built from main). Two extension modules cannot share one process (pybind11
@@ -10,6 +11,10 @@ swapping the order every round. The ratio new/base is taken per round, so load t
 seconds (other processes on a shared 2-core machine) cancels out; the median and the quartiles
 of the per-round ratios are printed. Both builds must give the same answer (checked first).
 One thread is the steadiest measure when the machine is shared; two is the decode setting.
+`--working-set 512` (MiB per build) reads from memory: the default 128 MiB is partly served by this
+VM's host L3 (docs/PERFORMANCE.md, GEMV round 5), a relative measure of the kernels, not of DRAM.
+Each process's memory lands where the host puts it: fresh processes can differ by 10-50% for
+identical code, so repeat a run before trusting a ratio far from 1 (GEMV round 6).
 """
 from __future__ import annotations
 
@@ -24,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 STREAM_BYTES = 48 << 20
-WORKING_SET = 128 << 20   # below this VM's reported L3 (480 MiB): a relative measure, not a memory stream
+WORKING_SET_MIB = 128   # below this VM's reported L3 (480 MiB): a relative measure, not a memory stream
 
 
-def worker(qtype: str, threads: int) -> None:
+def worker(qtype: str, threads: int, working_set: int) -> None:
     """Prepares the copies, prints a checksum line, then one GB/s line per line read on stdin."""
     sys.path.insert(0, str(Path(__file__).parent))
     import llamix
@@ -38,13 +43,13 @@ def worker(qtype: str, threads: int) -> None:
     rng = np.random.default_rng(0)
     k = rows = 4096
     qt = weight(rng.standard_normal((rows, k), dtype=np.float32), qtype, rng)
-    copies = max(2, -(-WORKING_SET // qt.nbytes))
+    copies = max(2, -(-working_set // qt.nbytes))
     mats = [_C.PreparedWeight(qt.data.copy(), qt.info.gguf_id, k) for _ in range(copies)]
     x = rng.standard_normal((1, k), dtype=np.float32)
     y = np.empty((1, rows), np.float32)
     mats[0].matmul(x, y)
     print(json.dumps(y[0].astype(np.float64).tolist()[:64]), flush=True)
-    calls, pos = max(1, STREAM_BYTES // qt.nbytes), 0
+    calls, pos = max(1, max(STREAM_BYTES, working_set // 2) // qt.nbytes), 0
     for _ in sys.stdin:
         mats[pos % copies].matmul(x, y)  # untimed: wakes the threads
         t0 = time.perf_counter()
@@ -56,7 +61,7 @@ def worker(qtype: str, threads: int) -> None:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], int(sys.argv[3]))
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) << 20)
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("base", help="PYTHONPATH of the base build")
@@ -64,12 +69,15 @@ def main() -> int:
     ap.add_argument("--types", default="q4_0,q4_k,q4_1,q2_k,q3_k,iq4_nl,iq4_xs")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--working-set", type=int, default=WORKING_SET_MIB, help="MiB of weight copies per build")
     args = ap.parse_args()
     builds = {"base": args.base, "new": args.new}
-    print(f"GEMV 4096x4096, {args.threads} thread(s), {args.rounds} rounds of ~{STREAM_BYTES >> 20} MiB per build; "
+    stream_mib = max(STREAM_BYTES >> 20, args.working_set // 2)
+    print(f"GEMV 4096x4096, {args.threads} thread(s), {args.rounds} rounds of ~{stream_mib} MiB per build "
+          f"({args.working_set} MiB of copies); "
           f"load average {os.getloadavg()[0]:.1f}")
     for qtype in args.types.split(","):
-        procs = {name: subprocess.Popen([sys.executable, __file__, "--worker", qtype, str(args.threads)],
+        procs = {name: subprocess.Popen([sys.executable, __file__, "--worker", qtype, str(args.threads), str(args.working_set)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env={**os.environ, "PYTHONPATH": path})
                  for name, path in builds.items()}

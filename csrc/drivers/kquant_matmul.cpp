@@ -123,6 +123,19 @@ KQuantKernels::GroupGemm group_kernel(const KQuantKernels& K, QType t) {
     }
 }
 
+// The decode pair kernel of a packed type, or null (kernels/matmul.h)
+MatmulKernels::GemvPair group_gemv_pair(const KQuantKernels& K, QType t) {
+    switch (t) {
+        case QType::Q4_K: return K.gemv_pair_q4_K;
+        case QType::Q5_K: return K.gemv_pair_q5_K;
+        case QType::Q6_K: return K.gemv_pair_q6_K;
+        case QType::Q2_K: return K.gemv_pair_q2_K;
+        case QType::Q3_K: return K.gemv_pair_q3_K;
+        case QType::IQ4_XS: return K.gemv_pair_iq4_xs;
+        default: return nullptr;
+    }
+}
+
 // Activations quantized to Q8_K, (n, k / 256) blocks.
 std::vector<uint8_t> quantize_q8_K(const KQuantKernels& K, const float* x, int64_t n, int64_t k) {
     const int64_t row_bytes = k / QK_K * static_cast<int64_t>(sizeof(block_q8_K));
@@ -141,6 +154,7 @@ bool kquant_packs(QType t) { return group_kernel(kernels().kquant, t) != nullptr
 void matmul_kquant_groups(const float* x, int64_t n, int64_t k, const KQuantGroupJob* jobs, int count) {
     struct Job {
         KQuantKernels::GroupGemm gemm;
+        MatmulKernels::GemvPair pair;
         const uint8_t* packed;
         int64_t rows, group_bytes;
         float* y;
@@ -152,18 +166,26 @@ void matmul_kquant_groups(const float* x, int64_t n, int64_t k, const KQuantGrou
     for (int i = 0; i < count; ++i) {
         const auto gemm = group_kernel(K, jobs[i].type);
         if (!gemm || !jobs[i].packed) throw std::invalid_argument("matmul_kquant_groups: weight has no packed groups");
-        js.push_back({gemm, jobs[i].packed, jobs[i].rows, nsb * kquant_group_block_bytes(jobs[i].type), jobs[i].y});
+        js.push_back({gemm, group_gemv_pair(K, jobs[i].type), jobs[i].packed, jobs[i].rows, nsb * kquant_group_block_bytes(jobs[i].type), jobs[i].y});
         first.push_back(first.back() + ceil_div(jobs[i].rows, kGroupRows));
     }
     const std::vector<uint8_t> xq = quantize_q8_K(K, x, n, k);
     const int64_t x_row_bytes = nsb * static_cast<int64_t>(sizeof(block_q8_K));
-    run_row_groups(first, n, std::max<int64_t>(8, kActChunkBytes / x_row_bytes),
-                   [&](size_t j, int64_t g, int64_t t0, int64_t nt) {
-                       const Job& job = js[j];
-                       const int rows_here = int(std::min<int64_t>(kGroupRows, job.rows - g * kGroupRows));
-                       job.gemm(job.packed + g * job.group_bytes, nsb, xq.data() + t0 * x_row_bytes, x_row_bytes, nt,
-                                job.y + t0 * job.rows + g * kGroupRows, job.rows, rows_here);
-                   });
+    auto rows_in = [&](const Job& job, int64_t g) { return int(std::min<int64_t>(kGroupRows, job.rows - g * kGroupRows)); };
+    auto run = [&](size_t j, int64_t g, int64_t t0, int64_t nt) {
+        const Job& job = js[j];
+        job.gemm(job.packed + g * job.group_bytes, nsb, xq.data() + t0 * x_row_bytes, x_row_bytes, nt,
+                 job.y + t0 * job.rows + g * kGroupRows, job.rows, rows_in(job, g));
+    };
+    std::vector<char> paired(js.size());
+    for (size_t j = 0; j < js.size(); ++j) paired[j] = js[j].pair != nullptr;
+    if (n == 1 && std::find(paired.begin(), paired.end(), 1) != paired.end())
+        return run_row_group_pairs(first, paired, run, [&](size_t j, int64_t g0, int64_t g1) {
+            const Job& job = js[j];
+            job.pair(job.packed + g0 * job.group_bytes, job.packed + g1 * job.group_bytes, nsb, xq.data(),
+                     job.y + g0 * kGroupRows, job.y + g1 * kGroupRows, rows_in(job, g0), rows_in(job, g1));
+        });
+    run_row_groups(first, n, std::max<int64_t>(8, kActChunkBytes / x_row_bytes), run);
 }
 
 void matmul_kquant(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y,

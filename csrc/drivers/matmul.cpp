@@ -65,6 +65,17 @@ GemmFn group_gemm(const MatmulKernels& K, QType t) {
     }
 }
 
+// The decode pair kernel of a type, or null (kernels/matmul.h)
+MatmulKernels::GemvPair group_gemv_pair(const MatmulKernels& K, QType t) {
+    switch (t) {
+        case QType::Q4_0: return K.gemv_pair_q4_0;
+        case QType::Q4_1: return K.gemv_pair_q4_1;
+        case QType::IQ4_NL: return K.gemv_pair_iq4_nl;
+        case QType::Q5_0: return K.gemv_pair_q5_0;
+        default: return K.gemv_pair_q8_0;
+    }
+}
+
 // IQ4_NL blocks have Q4_0's layout (fp16 d, 16 bytes of nibbles): packed alike.
 PackFn group_packer(QType t) {
     switch (t) {
@@ -79,6 +90,7 @@ PackFn group_packer(QType t) {
 // `packed` is the prepared buffer, or null to pack each group from `raw` when it runs.
 struct BlockJob {
     GemmFn gemm;
+    MatmulKernels::GemvPair pair;  // null, or decode of two prepared groups at once
     PackFn pack;
     const uint8_t* packed;
     const uint8_t* raw;
@@ -88,6 +100,7 @@ struct BlockJob {
     BlockJob(const MatmulKernels& K, QType t, int64_t k, const uint8_t* packed_, const uint8_t* raw_, int64_t rows_,
              float* y_)
         : gemm(group_gemm(K, t)),
+          pair(packed_ ? group_gemv_pair(K, t) : nullptr),
           pack(group_packer(t)),
           packed(packed_), raw(raw_), rows(rows_), nb(k / QK8_0), group_bytes(nb * group_block_bytes(t)),
           row_bytes(qtype_row_bytes(t, k)), groups(ceil_div(rows_, kGroupRows)), y(y_) {}
@@ -105,6 +118,13 @@ struct BlockJob {
         }
         gemm(w, nb, xq + t0 * nb, nt, y + t0 * rows + r0, rows, rows_here);
     }
+
+    // Row groups g0 and g1 at once, one token (pair is set).
+    void run_pair(int64_t g0, int64_t g1, const block_q8a* xq) const {
+        pair(packed + g0 * group_bytes, packed + g1 * group_bytes, nb, xq, y + g0 * kGroupRows, y + g1 * kGroupRows,
+             rows_in(g0), rows_in(g1));
+    }
+    int rows_in(int64_t g) const { return int(std::min<int64_t>(kGroupRows, rows - g * kGroupRows)); }
 };
 
 // Several block-weight matmuls (same k) on the same activations, quantized once, in one
@@ -112,10 +132,14 @@ struct BlockJob {
 void run_block_jobs(const BlockJob* jobs, size_t count, const block_q8a* xq, int64_t n) {
     std::vector<int64_t> first{0};  // index of each job's first row group
     for (size_t j = 0; j < count; ++j) first.push_back(first.back() + jobs[j].groups);
+    auto run = [&](size_t j, int64_t g, int64_t t0, int64_t nt) { jobs[j].run_group(g, xq, t0, nt); };
+    std::vector<char> paired(count);
+    for (size_t j = 0; j < count; ++j) paired[j] = jobs[j].pair != nullptr;
+    if (n == 1 && std::find(paired.begin(), paired.end(), 1) != paired.end())
+        return run_row_group_pairs(first, paired, run, [&](size_t j, int64_t g0, int64_t g1) { jobs[j].run_pair(g0, g1, xq); });
     const int64_t act_row_bytes = jobs[0].nb * int64_t(sizeof(block_q8a));
     const int64_t tokens_per_chunk = std::max<int64_t>(8, kActChunkBytes / act_row_bytes / 8 * 8);
-    run_row_groups(first, n, tokens_per_chunk,
-                   [&](size_t j, int64_t g, int64_t t0, int64_t nt) { jobs[j].run_group(g, xq, t0, nt); });
+    run_row_groups(first, n, tokens_per_chunk, run);
 }
 
 void matmul_blocks(const float* x, int64_t n, int64_t k, QType t, const uint8_t* packed, const uint8_t* raw,

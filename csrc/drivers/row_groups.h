@@ -44,4 +44,31 @@ void run_row_groups(const std::vector<int64_t>& first, int64_t n, int64_t tokens
     });
 }
 
+// One token (decode), where job j has a two-group kernel if paired[j]: run_pair(j, g0, g1) reads
+// groups g0 and g1 of job j at once, their blocks alternately. A job's groups are paired (i, i + h),
+// h = half its groups (an odd last group runs alone through run(j, g, 0, 1)), and each thread
+// takes a lane of consecutive pairs: two streams per core, each through half of the thread's rows.
+// One stream per core read 0.72-0.79 of the read probe, two 0.85-0.9 (docs/PERFORMANCE.md, GEMV
+// round 6). Each output is still computed whole by one call, the same values as run alone.
+template <class F, class P>
+void run_row_group_pairs(const std::vector<int64_t>& first, const std::vector<char>& paired, F&& run, P&& run_pair) {
+    const size_t jobs = paired.size();
+    std::vector<int64_t> piece_first{0};  // each job's first piece: a pair, or a group alone
+    for (size_t j = 0; j < jobs; ++j) {
+        const int64_t groups = first[j + 1] - first[j];
+        piece_first.push_back(piece_first.back() + (paired[j] ? groups - groups / 2 : groups));
+    }
+    ThreadPool::instance().parallel_ranges(piece_first.back(), 1, [&](int64_t p0, int64_t p1, int) {
+        for (int64_t p = p0; p < p1; ++p) {
+            size_t j = 0;  // a short scan: a handful of jobs at most
+            while (p >= piece_first[j + 1]) ++j;
+            const int64_t i = p - piece_first[j], groups = first[j + 1] - first[j], half = groups / 2;
+            if (paired[j] && i < half)
+                run_pair(j, i, i + half);
+            else
+                run(j, paired[j] ? groups - 1 : i, 0, 1);
+        }
+    });
+}
+
 }  // namespace llamix

@@ -89,6 +89,13 @@ struct KQuantKernels {
     GroupGemm gemm_q2_K_groups = nullptr;
     GroupGemm gemm_q3_K_groups = nullptr;
     GroupGemm gemm_iq4_xs_groups = nullptr;
+    // Decode of two packed groups at once (MatmulKernels::GemvPair; x: Q8_K bytes, nb = k / 256).
+    MatmulKernels::GemvPair gemv_pair_q4_K = nullptr;
+    MatmulKernels::GemvPair gemv_pair_q5_K = nullptr;
+    MatmulKernels::GemvPair gemv_pair_q6_K = nullptr;
+    MatmulKernels::GemvPair gemv_pair_q2_K = nullptr;
+    MatmulKernels::GemvPair gemv_pair_q3_K = nullptr;
+    MatmulKernels::GemvPair gemv_pair_iq4_xs = nullptr;
 };
 
 // Packed Q2_K / Q3_K / IQ4_XS groups: kGroupRows rows per super-block, the source's bytes

@@ -75,6 +75,17 @@ struct MatmulKernels {
                       int64_t y_stride, int rows) = nullptr;
     void (*gemm_iq4_nl)(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y,
                         int64_t y_stride, int rows) = nullptr;
+    // Decode (one token) of two packed groups w0, w1 of one weight at once, their blocks read
+    // alternately: two memory streams per core instead of one. x: nb activation blocks
+    // (block_q8a, or Q8_K bytes for the K-quant family); y0, y1 as gemm's y for n = 1. The same
+    // values as two gemm calls. Null where an ISA has none (the driver then runs single groups).
+    using GemvPair = void (*)(const uint8_t* w0, const uint8_t* w1, int64_t nb, const void* x, float* y0, float* y1,
+                              int rows0, int rows1);
+    GemvPair gemv_pair_q4_0 = nullptr;
+    GemvPair gemv_pair_q8_0 = nullptr;
+    GemvPair gemv_pair_q5_0 = nullptr;
+    GemvPair gemv_pair_q4_1 = nullptr;
+    GemvPair gemv_pair_iq4_nl = nullptr;
 };
 
 void fill_matmul_ref(MatmulKernels& k);

@@ -125,9 +125,9 @@ inline __m512i spread_byte(__m512i v, int k, uint32_t pattern) {
     return _mm512_shuffle_epi8(v, _mm512_add_epi32(_mm512_set1_epi32(int32_t(pattern | (kk & ~pattern))), lane_dwords));
 }
 
-template <bool Q5, int T>
-void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride,
-                __mmask16 rows) {
+template <bool Q5, int T, int G = 1>
+void group_tile(const uint8_t* const* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* const* y, int64_t y_stride,
+                const __mmask16* rows) {
     constexpr int64_t kBlockBytes = Q5 ? kQ5KGroupBlockBytes : kQ4KGroupBlockBytes;
     constexpr int64_t kQs = 64 + 3 * 64, kQh = kQs + 2048;  // offsets in a packed super-block
     const __m512i m4 = _mm512_set1_epi8(0x0F), low6 = _mm512_set1_epi32(0x3f3f3f3f);
@@ -136,155 +136,184 @@ void group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_str
     // shifted back once per super-block, exactly (|16 * sum| < 2^28)
     constexpr bool kHigh16 = !Q5;
     const __m512i h4 = _mm512_set1_epi8(char(0xF0));
-    __m512 fsum[T];
+    __m512 fsum_[G][T];
 #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
+    for (int s = 0; s < G; ++s)
+        for (int t = 0; t < T; ++t) fsum_[s][t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; ++b) {
-        const uint8_t* g = w + b * kBlockBytes;
-        if constexpr (T == 1) {  // decode streams the weights once: keep more lines in flight
-            // (Q4_K over 128 MiB: 31 GB/s without, 37 at 2 KiB ahead, 41 at 4 KiB, 43 at 8 KiB)
-            for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
-        }
-        const block_q8_K* a[T];
+#pragma GCC unroll 2
+        for (int s = 0; s < G; ++s) {
+            const uint8_t* g = w[s] + b * kBlockBytes;
+            __m512* fsum = fsum_[s];
+            if constexpr (T == 1) {  // decode streams the weights once: keep more lines in flight
+                // (Q4_K over 128 MiB: 31 GB/s without, 37 at 2 KiB ahead, 41 at 4 KiB, 43 at 8 KiB);
+                // G interleaved groups (decode pairs) each advance G times slower: 1 / G the bytes
+                for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 / G + o), _MM_HINT_T0);
+            }
+            const block_q8_K* a[T];
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
-        // the 12-byte scale fields of 16 rows as three words each: sc0..3, sc4..7, m0..3, m4..7
-        const __m512i w0 = _mm512_loadu_si512(g + 64), w1 = _mm512_loadu_si512(g + 128), w2 = _mm512_loadu_si512(g + 192);
-        const __m512i sc[2] = {_mm512_and_si512(w0, low6),
-                               _mm512_or_si512(_mm512_and_si512(w2, low4),
-                                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w0, 6), low2), 4))};
-        const __m512i mn[2] = {_mm512_and_si512(w1, low6),
-                               _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w2, 4), low4),
-                                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w1, 6), low2), 4))};
-        __m512i sumi[T], sumi_hi[T], summ[T];
+            for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+            // the 12-byte scale fields of 16 rows as three words each: sc0..3, sc4..7, m0..3, m4..7
+            const __m512i w0 = _mm512_loadu_si512(g + 64), w1 = _mm512_loadu_si512(g + 128), w2 = _mm512_loadu_si512(g + 192);
+            const __m512i sc[2] = {_mm512_and_si512(w0, low6),
+                                   _mm512_or_si512(_mm512_and_si512(w2, low4),
+                                                   _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w0, 6), low2), 4))};
+            const __m512i mn[2] = {_mm512_and_si512(w1, low6),
+                                   _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w2, 4), low4),
+                                                   _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(w1, 6), low2), 4))};
+            __m512i sumi[T], sumi_hi[T], summ[T];
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) sumi[t] = sumi_hi[t] = summ[t] = _mm512_setzero_si512();
+            for (int t = 0; t < T; ++t) sumi[t] = sumi_hi[t] = summ[t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
-        for (int p = 0; p < 4; ++p) {  // sub-blocks 2p (low nibbles) and 2p + 1 (high nibbles)
-            __m512i lo_acc[T], hi_acc[T];
+            for (int p = 0; p < 4; ++p) {  // sub-blocks 2p (low nibbles) and 2p + 1 (high nibbles)
+                __m512i lo_acc[T], hi_acc[T];
 #pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) lo_acc[t] = hi_acc[t] = _mm512_setzero_si512();
+                for (int t = 0; t < T; ++t) lo_acc[t] = hi_acc[t] = _mm512_setzero_si512();
 #pragma GCC unroll 8
-            for (int c = 0; c < 8; ++c) {
-                const __m512i raw = _mm512_loadu_si512(g + kQs + (p * 8 + c) * 64);
-                __m512i lo = _mm512_and_si512(raw, m4);
-                __m512i hi = kHigh16 ? _mm512_and_si512(raw, h4) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
-                if constexpr (Q5) {  // fifth bits: bit j of qh for sub-block j
-                    const __m512i qh = _mm512_loadu_si512(g + kQh + c * 64), v16 = _mm512_set1_epi8(16);
-                    lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(char(1 << (2 * p)))), lo, v16);
-                    hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(char(2 << (2 * p)))), hi, v16);
+                for (int c = 0; c < 8; ++c) {
+                    const __m512i raw = _mm512_loadu_si512(g + kQs + (p * 8 + c) * 64);
+                    __m512i lo = _mm512_and_si512(raw, m4);
+                    __m512i hi = kHigh16 ? _mm512_and_si512(raw, h4) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+                    if constexpr (Q5) {  // fifth bits: bit j of qh for sub-block j
+                        const __m512i qh = _mm512_loadu_si512(g + kQh + c * 64), v16 = _mm512_set1_epi8(16);
+                        lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(char(1 << (2 * p)))), lo, v16);
+                        hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(qh, _mm512_set1_epi8(char(2 << (2 * p)))), hi, v16);
+                    }
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; ++t) {
+                        lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, bcast32(a[t]->qs + 64 * p + 4 * c));
+                        hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, bcast32(a[t]->qs + 64 * p + 32 + 4 * c));
+                    }
                 }
+                // byte (2p % 4) and (2p % 4 + 1) of the scale word: sub-blocks 2p and 2p + 1
+                const __m512i s_lo = spread_byte(sc[p / 2], (2 * p) % 4, kByteToDword);
+                const __m512i s_hi = spread_byte(sc[p / 2], (2 * p) % 4 + 1, kByteToDword);
 #pragma GCC unroll 4
                 for (int t = 0; t < T; ++t) {
-                    lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, bcast32(a[t]->qs + 64 * p + 4 * c));
-                    hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, bcast32(a[t]->qs + 64 * p + 32 + 4 * c));
+                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(lo_acc[t], s_lo));
+                    (kHigh16 ? sumi_hi[t] : sumi[t]) = _mm512_add_epi32(kHigh16 ? sumi_hi[t] : sumi[t], _mm512_mullo_epi32(hi_acc[t], s_hi));
                 }
             }
-            // byte (2p % 4) and (2p % 4 + 1) of the scale word: sub-blocks 2p and 2p + 1
-            const __m512i s_lo = spread_byte(sc[p / 2], (2 * p) % 4, kByteToDword);
-            const __m512i s_hi = spread_byte(sc[p / 2], (2 * p) % 4 + 1, kByteToDword);
+            if constexpr (kHigh16) {
 #pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) {
-                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(lo_acc[t], s_lo));
-                (kHigh16 ? sumi_hi[t] : sumi[t]) = _mm512_add_epi32(kHigh16 ? sumi_hi[t] : sumi[t], _mm512_mullo_epi32(hi_acc[t], s_hi));
+                for (int t = 0; t < T; ++t) sumi[t] = _mm512_add_epi32(sumi[t], _mm512_srai_epi32(sumi_hi[t], 4));
             }
-        }
-        if constexpr (kHigh16) {
-#pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) sumi[t] = _mm512_add_epi32(sumi[t], _mm512_srai_epi32(sumi_hi[t], 4));
-        }
-        // summ = sum_j m_j * (bsums[2j] + bsums[2j+1]): (m_j, m_j) int16 pairs against the two sums
+            // summ = sum_j m_j * (bsums[2j] + bsums[2j+1]): (m_j, m_j) int16 pairs against the two sums
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) {
-            const __m512i pair = spread_byte(mn[j / 4], j % 4, kByteToWordPair);
+            for (int j = 0; j < 8; ++j) {
+                const __m512i pair = spread_byte(mn[j / 4], j % 4, kByteToWordPair);
 #pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) summ[t] = _mm512_dpwssd_epi32(summ[t], pair, bcast32(a[t]->bsums + 2 * j));
-        }
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
-        const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32)));
+                for (int t = 0; t < T; ++t) summ[t] = _mm512_dpwssd_epi32(summ[t], pair, bcast32(a[t]->bsums + 2 * j));
+            }
+            const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
+            const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32)));
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {  // a.d * (d * sumi - dmin * summ), as the reference
-            const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi[t])), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(summ[t])));
-            fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), v));
+            for (int t = 0; t < T; ++t) {  // a.d * (d * sumi - dmin * summ), as the reference
+                const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi[t])), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(summ[t])));
+                fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), v));
+            }
         }
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, fsum[t]);
+    for (int s = 0; s < G; ++s)
+        for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[s] + t * y_stride, rows[s], fsum_[s][t]);
 }
 
 // Q6_K: 16 sub-blocks of 16 with signed scales, 6-bit unsigned quants (offset 32, removed with
 // the activation sums as the reference does: sumi = sum_j sc_j * (s_j - 32 * bsum_j)).
-template <int T>
-void q6_group_tile(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride,
-                   __mmask16 rows) {
+template <int T, int G = 1>
+void q6_group_tile(const uint8_t* const* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* const* y, int64_t y_stride,
+                   const __mmask16* rows) {
     constexpr int64_t kScales = 32, kQl = kScales + 256, kQh = kQl + 2048;  // offsets in a packed super-block
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-    __m512 fsum[T];
+    __m512 fsum_[G][T];
 #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) fsum[t] = _mm512_setzero_ps();
+    for (int s = 0; s < G; ++s)
+        for (int t = 0; t < T; ++t) fsum_[s][t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; ++b) {
-        const uint8_t* g = w + b * kQ6KGroupBlockBytes;
-        if constexpr (T == 1) {
-            for (int64_t o = 0; o < kQ6KGroupBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
-        }
-        const block_q8_K* a[T];
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
-        __m512i sumi[T], off[T];
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm512_setzero_si512();
-        for (int u = 0; u < 8; ++u) {  // sub-blocks u (chunks 4u..4u+3) and 8 + u (chunks 32 + 4u..)
-            __m512i acc_a[T], acc_b[T];
-#pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) acc_a[t] = acc_b[t] = _mm512_setzero_si512();
 #pragma GCC unroll 2
-            for (int h = 2 * u; h < 2 * u + 2; ++h) {
-                // chunks 2h and 2h + 1 share one vector of high bits: fields (bits 0-1, 2-3) for
-                // chunk 2h and 32 + 2h, (4-5, 6-7) for 2h + 1 and 33 + 2h; each moved to bits 4-5
-                const __m512i hb = _mm512_loadu_si512(g + kQh + h * 64);
-                const __m512i high[4] = {_mm512_slli_epi16(hb, 4), _mm512_slli_epi16(hb, 2), hb, _mm512_srli_epi16(hb, 2)};
-#pragma GCC unroll 2
-                for (int odd = 0; odd < 2; ++odd) {
-                    const int c = 2 * h + odd;
-                    const __m512i raw = _mm512_loadu_si512(g + kQl + c * 64);
-                    // ternlog 0xE4: m4 ? nibble : high bits (bits 4-5 only after the AND)
-                    const __m512i qa = _mm512_ternarylogic_epi32(raw, _mm512_and_si512(high[2 * odd], m30), m4, 0xE4);
-                    const __m512i qb = _mm512_ternarylogic_epi32(_mm512_srli_epi16(raw, 4), _mm512_and_si512(high[2 * odd + 1], m30), m4, 0xE4);
+        for (int s = 0; s < G; ++s) {
+            const uint8_t* g = w[s] + b * kQ6KGroupBlockBytes;
+            __m512* fsum = fsum_[s];
+            if constexpr (T == 1) {
+                for (int64_t o = 0; o < kQ6KGroupBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 / G + o), _MM_HINT_T0);
+            }
+            const block_q8_K* a[T];
 #pragma GCC unroll 4
-                    for (int t = 0; t < T; ++t) {
-                        acc_a[t] = _mm512_dpbusd_epi32(acc_a[t], qa, bcast32(a[t]->qs + 4 * c));
-                        acc_b[t] = _mm512_dpbusd_epi32(acc_b[t], qb, bcast32(a[t]->qs + 128 + 4 * c));
+            for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+            __m512i sumi[T], off[T];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm512_setzero_si512();
+            for (int u = 0; u < 8; ++u) {  // sub-blocks u (chunks 4u..4u+3) and 8 + u (chunks 32 + 4u..)
+                __m512i acc_a[T], acc_b[T];
+#pragma GCC unroll 4
+                for (int t = 0; t < T; ++t) acc_a[t] = acc_b[t] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+                for (int h = 2 * u; h < 2 * u + 2; ++h) {
+                    // chunks 2h and 2h + 1 share one vector of high bits: fields (bits 0-1, 2-3) for
+                    // chunk 2h and 32 + 2h, (4-5, 6-7) for 2h + 1 and 33 + 2h; each moved to bits 4-5
+                    const __m512i hb = _mm512_loadu_si512(g + kQh + h * 64);
+                    const __m512i high[4] = {_mm512_slli_epi16(hb, 4), _mm512_slli_epi16(hb, 2), hb, _mm512_srli_epi16(hb, 2)};
+#pragma GCC unroll 2
+                    for (int odd = 0; odd < 2; ++odd) {
+                        const int c = 2 * h + odd;
+                        const __m512i raw = _mm512_loadu_si512(g + kQl + c * 64);
+                        // ternlog 0xE4: m4 ? nibble : high bits (bits 4-5 only after the AND)
+                        const __m512i qa = _mm512_ternarylogic_epi32(raw, _mm512_and_si512(high[2 * odd], m30), m4, 0xE4);
+                        const __m512i qb = _mm512_ternarylogic_epi32(_mm512_srli_epi16(raw, 4), _mm512_and_si512(high[2 * odd + 1], m30), m4, 0xE4);
+#pragma GCC unroll 4
+                        for (int t = 0; t < T; ++t) {
+                            acc_a[t] = _mm512_dpbusd_epi32(acc_a[t], qa, bcast32(a[t]->qs + 4 * c));
+                            acc_b[t] = _mm512_dpbusd_epi32(acc_b[t], qb, bcast32(a[t]->qs + 128 + 4 * c));
+                        }
                     }
                 }
+                // scales of sub-blocks u and 8 + u: int16 pairs (sc_2q, sc_2q+1) per row, q = u / 2 and 4 + u / 2
+                const __m512i pa = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kScales + (u / 2) * 32)));
+                const __m512i pb = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kScales + (4 + u / 2) * 32)));
+                const __m512i sa = u % 2 ? _mm512_srai_epi32(pa, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pa, 16), 16);
+                const __m512i sb = u % 2 ? _mm512_srai_epi32(pb, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pb, 16), 16);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; ++t)
+                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_add_epi32(_mm512_mullo_epi32(acc_a[t], sa), _mm512_mullo_epi32(acc_b[t], sb)));
             }
-            // scales of sub-blocks u and 8 + u: int16 pairs (sc_2q, sc_2q+1) per row, q = u / 2 and 4 + u / 2
-            const __m512i pa = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kScales + (u / 2) * 32)));
-            const __m512i pb = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kScales + (4 + u / 2) * 32)));
-            const __m512i sa = u % 2 ? _mm512_srai_epi32(pa, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pa, 16), 16);
-            const __m512i sb = u % 2 ? _mm512_srai_epi32(pb, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pb, 16), 16);
-#pragma GCC unroll 4
-            for (int t = 0; t < T; ++t)
-                sumi[t] = _mm512_add_epi32(sumi[t], _mm512_add_epi32(_mm512_mullo_epi32(acc_a[t], sa), _mm512_mullo_epi32(acc_b[t], sb)));
-        }
-        // the offsets sum_j sc_j * bsum_j, after the products so that fewer registers are live there
+            // the offsets sum_j sc_j * bsum_j, after the products so that fewer registers are live there
 #pragma GCC unroll 8
-        for (int q = 0; q < 8; ++q) {
-            const __m512i pairs = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kScales + q * 32)));
+            for (int q = 0; q < 8; ++q) {
+                const __m512i pairs = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kScales + q * 32)));
 #pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) off[t] = _mm512_dpwssd_epi32(off[t], pairs, bcast32(a[t]->bsums + 2 * q));
-        }
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
+                for (int t = 0; t < T; ++t) off[t] = _mm512_dpwssd_epi32(off[t], pairs, bcast32(a[t]->bsums + 2 * q));
+            }
+            const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {  // a.d * (d * sumi), as the reference
-            const __m512i total = _mm512_sub_epi32(sumi[t], _mm512_slli_epi32(off[t], 5));
-            fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), _mm512_mul_ps(d, _mm512_cvtepi32_ps(total))));
+            for (int t = 0; t < T; ++t) {  // a.d * (d * sumi), as the reference
+                const __m512i total = _mm512_sub_epi32(sumi[t], _mm512_slli_epi32(off[t], 5));
+                fsum[t] = _mm512_add_ps(fsum[t], _mm512_mul_ps(_mm512_set1_ps(a[t]->d), _mm512_mul_ps(d, _mm512_cvtepi32_ps(total))));
+            }
         }
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, fsum[t]);
+    for (int s = 0; s < G; ++s)
+        for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[s] + t * y_stride, rows[s], fsum_[s][t]);
 }
 
 using GroupTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, float*, int64_t, __mmask16);
+using MultiTileFn = void (*)(const uint8_t* const*, int64_t, const uint8_t*, int64_t, float* const*, int64_t, const __mmask16*);
+
+// One group, T tokens.
+template <MultiTileFn Tile>
+void one_group(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride, __mmask16 rows) {
+    Tile(&w, nsb, xq, xq_stride, &y, y_stride, &rows);
+}
+
+// Two groups, one token (MatmulKernels::GemvPair): the decode tiles with G = 2.
+template <MultiTileFn Tile>
+void gemv_pair(const uint8_t* w0, const uint8_t* w1, int64_t nsb, const void* xq, float* y0, float* y1, int rows0, int rows1) {
+    const uint8_t* const w[2] = {w0, w1};
+    float* const y[2] = {y0, y1};
+    const __mmask16 rows[2] = {__mmask16((1u << rows0) - 1), __mmask16((1u << rows1) - 1)};
+    Tile(w, nsb, static_cast<const uint8_t*>(xq), 0, y, 0, rows);
+}
 
 // Tiles of kGroupTile tokens, then one smaller tile for the rest.
 template <GroupTileFn Tile1, GroupTileFn Tile2, GroupTileFn Tile3, GroupTileFn Tile4>
@@ -310,9 +339,15 @@ void fill_kquant_avx512(KQuantKernels& k) {
     k.dot_q4_K_q8_K = x86_shared::dot_rows<block_q4_K, Unpacked, unpack, scaled_sum>;
     k.dot_q5_K_q8_K = x86_shared::dot_rows<block_q5_K, Unpacked, unpack, scaled_sum>;
     k.dot_q6_K_q8_K = x86_shared::dot_rows<block_q6_K, Unpacked, unpack, scaled_sum>;
-    k.gemm_q4_K_groups = gemm_groups<group_tile<false, 1>, group_tile<false, 2>, group_tile<false, 3>, group_tile<false, 4>>;
-    k.gemm_q5_K_groups = gemm_groups<group_tile<true, 1>, group_tile<true, 2>, group_tile<true, 3>, group_tile<true, 4>>;
-    k.gemm_q6_K_groups = gemm_groups<q6_group_tile<1>, q6_group_tile<2>, q6_group_tile<3>, q6_group_tile<4>>;
+    k.gemm_q4_K_groups = gemm_groups<one_group<group_tile<false, 1>>, one_group<group_tile<false, 2>>,
+                                     one_group<group_tile<false, 3>>, one_group<group_tile<false, 4>>>;
+    k.gemm_q5_K_groups = gemm_groups<one_group<group_tile<true, 1>>, one_group<group_tile<true, 2>>,
+                                     one_group<group_tile<true, 3>>, one_group<group_tile<true, 4>>>;
+    k.gemm_q6_K_groups = gemm_groups<one_group<q6_group_tile<1>>, one_group<q6_group_tile<2>>, one_group<q6_group_tile<3>>,
+                                     one_group<q6_group_tile<4>>>;
+    k.gemv_pair_q4_K = gemv_pair<group_tile<false, 1, 2>>;
+    k.gemv_pair_q5_K = gemv_pair<group_tile<true, 1, 2>>;
+    k.gemv_pair_q6_K = gemv_pair<q6_group_tile<1, 2>>;
 }
 
 }  // namespace llamix

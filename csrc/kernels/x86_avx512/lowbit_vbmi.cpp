@@ -20,6 +20,7 @@ void fill_lowbit_groups_vbmi(MatmulKernels& m, KQuantKernels& k) {
     k.gemm_q2_K_groups = lowbit_groups<Q2Tile>;
     k.gemm_q3_K_groups = lowbit_groups<Q3Tile>;
     k.gemm_iq4_xs_groups = lowbit_groups<IQ4XSTile>;
+    fill_gemv_pairs(m, k);
 }
 
 }  // namespace avx512

@@ -115,30 +115,55 @@ struct Q8Weights {
     }
 };
 
-template <class Weights, int64_t BlockBytes, int Offset, int T>
-void tile(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t y_stride, __mmask16 rows) {
-    __m512 acc[T];
+// G > 1 (decode): G groups at once, their blocks interleaved, so that each core keeps G memory
+// streams in flight (the hardware prefetcher runs ahead on each: one stream per core streamed at
+// about 0.75 of the read probe, two at 0.9). Each stream advances G times slower, so its prefetch
+// leads by 1 / G the bytes (the same time ahead: measured 1.00-1.10x against the full distance).
+// Each group's sums are the same operations as alone.
+template <class Weights, int64_t BlockBytes, int Offset, int T, int G = 1>
+void tile(const uint8_t* const* w, int64_t nb, const block_q8a* x, float* const* y, int64_t y_stride, const __mmask16* rows) {
+    __m512 acc[G][T];
 #pragma GCC unroll 16
-    for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
+    for (int s = 0; s < G; ++s)
+        for (int i = 0; i < T; ++i) acc[s][i] = _mm512_setzero_ps();
 #pragma GCC unroll 1
     for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = w + b * BlockBytes;
-        if constexpr (T <= 2 && Weights::kPrefetch) {
+#pragma GCC unroll 2
+        for (int s = 0; s < G; ++s) {
+            const uint8_t* blk = w[s] + b * BlockBytes;
+            if constexpr (T <= 2 && Weights::kPrefetch) {
 #pragma GCC unroll 8
-            for (int64_t o = 0; o < BlockBytes; o += 64)
-                _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + o), _MM_HINT_T0);
-        }
-        const __m512 dw = scales(blk);
-        Weights wv;
-        wv.load(blk + 2 * kGroupRows);
+                for (int64_t o = 0; o < BlockBytes; o += 64)
+                    _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes / G + o), _MM_HINT_T0);
+            }
+            const __m512 dw = scales(blk);
+            Weights wv;
+            wv.load(blk + 2 * kGroupRows);
 #pragma GCC unroll 16
-        for (int i = 0; i < T; ++i) {
-            const block_q8a& xb = x[i * nb + b];
-            acc[i] = accumulate(acc[i], dw, xb, block_dot<T, 8>(wv, xb, Offset));
+            for (int i = 0; i < T; ++i) {
+                const block_q8a& xb = x[i * nb + b];
+                acc[s][i] = accumulate(acc[s][i], dw, xb, block_dot<T, 8>(wv, xb, Offset));
+            }
         }
     }
 #pragma GCC unroll 16
-    for (int i = 0; i < T; ++i) _mm512_mask_storeu_ps(y + i * y_stride, rows, acc[i]);
+    for (int s = 0; s < G; ++s)
+        for (int i = 0; i < T; ++i) _mm512_mask_storeu_ps(y[s] + i * y_stride, rows[s], acc[s][i]);
+}
+
+// One group, T tokens.
+template <class Weights, int64_t BlockBytes, int Offset, int T>
+void tile1(const uint8_t* w, int64_t nb, const block_q8a* x, float* y, int64_t y_stride, __mmask16 rows) {
+    tile<Weights, BlockBytes, Offset, T>(&w, nb, x, &y, y_stride, &rows);
+}
+
+// Two groups, one token (MatmulKernels::GemvPair).
+template <class Weights, int64_t BlockBytes, int Offset>
+void gemv_pair(const uint8_t* w0, const uint8_t* w1, int64_t nb, const void* x, float* y0, float* y1, int rows0, int rows1) {
+    const uint8_t* const w[2] = {w0, w1};
+    float* const y[2] = {y0, y1};
+    const __mmask16 rows[2] = {__mmask16((1u << rows0) - 1), __mmask16((1u << rows1) - 1)};
+    tile<Weights, BlockBytes, Offset, 1, 2>(w, nb, static_cast<const block_q8a*>(x), y, 0, rows);
 }
 
 using TileFn = void (*)(const uint8_t*, int64_t, const block_q8a*, float*, int64_t, __mmask16);
@@ -158,9 +183,9 @@ void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
     if (t < n) tails[n - t](w, nb, x + t * nb, y + t * y_stride, y_stride, mask);
 }
 
-template <int T> struct Q4 { static constexpr TileFn f = tile<Q4Weights, kQ4GroupBlockBytes, 8, T>; };
-template <int T> struct Q8 { static constexpr TileFn f = tile<Q8Weights, kQ8GroupBlockBytes, 128, T>; };
-template <int T> struct Q5 { static constexpr TileFn f = tile<Q5Weights, kQ5GroupBlockBytes, 16, T>; };
+template <int T> struct Q4 { static constexpr TileFn f = tile1<Q4Weights, kQ4GroupBlockBytes, 8, T>; };
+template <int T> struct Q8 { static constexpr TileFn f = tile1<Q8Weights, kQ8GroupBlockBytes, 128, T>; };
+template <int T> struct Q5 { static constexpr TileFn f = tile1<Q5Weights, kQ5GroupBlockBytes, 16, T>; };
 
 // Float weights: 4 independent accumulators of 16 lanes; masked loads for the tail.
 inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
@@ -297,6 +322,9 @@ void fill_matmul_avx512(MatmulKernels& k) {
     k.gemm_q4_0 = avx512::gemm_q4_0;
     k.gemm_q8_0 = avx512::gemm_q8_0;
     k.gemm_q5_0 = avx512::gemm_q5_0;
+    k.gemv_pair_q4_0 = avx512::gemv_pair<avx512::Q4Weights, kQ4GroupBlockBytes, 8>;
+    k.gemv_pair_q8_0 = avx512::gemv_pair<avx512::Q8Weights, kQ8GroupBlockBytes, 128>;
+    k.gemv_pair_q5_0 = avx512::gemv_pair<avx512::Q5Weights, kQ5GroupBlockBytes, 16>;
     k.dot_f32_f32 = avx512::dot_f32_f32;
     k.dot_f16_f32 = avx512::dot_f16_f32;
     k.dot_bf16_f32 = avx512::dot_bf16_f32;

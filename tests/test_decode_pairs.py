@@ -1,0 +1,43 @@
+"""Decode (one token) reads two row groups of a packed weight at once (run_row_group_pairs and the
+kernels' GemvPair): the results must be the scalar reference's bits, for every packed type, any
+row count (pairs, an odd last group, a short last group), any thread count, and in matmul_many
+next to weights of other types."""
+import numpy as np
+import pytest
+
+import llamix
+from helpers import using_isa, using_threads
+
+PACKED_TYPES = ["q4_0", "q4_1", "q5_0", "q8_0", "iq4_nl", "q2_k", "q3_k", "iq4_xs", "q4_k", "q5_k", "q6_k"]
+
+
+def _scalar(x, qw):
+    with using_isa("scalar"):
+        return llamix.matmul(x, llamix.QuantizedTensor(qw.data, qw.info, qw.shape))
+
+
+@pytest.mark.parametrize("qtype", PACKED_TYPES)
+@pytest.mark.parametrize("rows", [16, 32, 47, 80, 97, 130])
+def test_one_token_bit_identical_to_scalar(isa, qtype, rows):
+    rng = np.random.default_rng(rows)
+    k = 512
+    w = (rng.standard_normal((rows, k)) * rng.uniform(0.1, 3, (rows, 1))).astype(np.float32)
+    qw = llamix.quantize(w, qtype)
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    ref = _scalar(x, qw)
+    for t in [1, 2, 3]:
+        with using_threads(t):
+            out = np.full((1, rows), np.nan, np.float32)
+            np.testing.assert_array_equal(llamix.matmul(x, qw, out=out), ref)
+
+
+def test_one_token_matmul_many_mixed_types(isa, threads):
+    rng = np.random.default_rng(5)
+    k = 256
+    ws = [llamix.quantize(rng.standard_normal((rows, k)).astype(np.float32), qt)
+          for rows, qt in [(64, "q4_0"), (33, "q4_k"), (16, "f16"), (49, "q8_0"), (80, "q6_k"), (17, "iq4_xs")]]
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    outs = [np.full((1, w.shape[0]), np.nan, np.float32) for w in ws]
+    llamix.matmul_many(x, ws, outs)
+    for w, y in zip(ws, outs):  # float weights sum in an order of each ISA's own
+        np.testing.assert_array_equal(y, llamix.matmul(x, w) if w.info.name == "f16" else _scalar(x, w))
