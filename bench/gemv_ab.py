@@ -9,7 +9,9 @@ registers their types globally), so each build runs in a child process and the p
 in turn to stream ~48 MiB of 4096x4096 weights (a 128 MiB working set of copies, 1-token GEMVs),
 swapping the order every round. The ratio new/base is taken per round, so load that changes over
 seconds (other processes on a shared 2-core machine) cancels out; the median and the quartiles
-of the per-round ratios are printed. Both builds must give the same answer (checked first).
+of the per-round ratios are printed. Both builds must give the same answer (checked first; with
+--tolerance REL, within REL of the largest output: for a change that changes the numerics on
+purpose, e.g. Q5_1 from float32 dequantized rows to packed kernels against 8-bit activations).
 One thread is the steadiest measure when the machine is shared; two is the decode setting.
 `--working-set 512` (MiB per build) reads from memory: the default 128 MiB is partly served by this
 VM's host L3 (docs/PERFORMANCE.md, GEMV round 5), a relative measure of the kernels, not of DRAM.
@@ -70,6 +72,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--working-set", type=int, default=WORKING_SET_MIB, help="MiB of weight copies per build")
+    ap.add_argument("--tolerance", type=float, default=0.0,
+                    help="allowed difference of the answers, relative to the largest (default: identical)")
     args = ap.parse_args()
     builds = {"base": args.base, "new": args.new}
     stream_mib = max(STREAM_BYTES >> 20, args.working_set // 2)
@@ -81,9 +85,10 @@ def main() -> int:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env={**os.environ, "PYTHONPATH": path})
                  for name, path in builds.items()}
-        answers = {name: p.stdout.readline() for name, p in procs.items()}
-        if answers["base"] != answers["new"]:
-            raise SystemExit(f"{qtype}: the two builds give different answers")
+        answers = {name: np.array(json.loads(p.stdout.readline())) for name, p in procs.items()}
+        diff = np.abs(answers["base"] - answers["new"]).max()
+        if diff > args.tolerance * np.abs(answers["base"]).max():
+            raise SystemExit(f"{qtype}: the two builds give different answers (max difference {diff:.3g})")
         gbs = {name: [] for name in builds}
         for r in range(args.rounds):
             for name in ("base", "new") if r % 2 == 0 else ("new", "base"):

@@ -8,7 +8,7 @@ import pytest
 import llamix
 from helpers import using_isa, using_threads
 
-PACKED_TYPES = ["q4_0", "q4_1", "q5_0", "q8_0", "iq4_nl", "q2_k", "q3_k", "iq4_xs", "q4_k", "q5_k", "q6_k"]
+PACKED_TYPES = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl", "q2_k", "q3_k", "iq4_xs", "q4_k", "q5_k", "q6_k"]
 
 
 def _scalar(x, qw):

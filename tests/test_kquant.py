@@ -262,15 +262,20 @@ def test_q5_fallback_types_equal_gguf(qtype, kind):
     np.testing.assert_array_equal(q.dequantize(), quants.dequantize(q.data, gt))
 
 
-@pytest.mark.parametrize("qtype", ["q5_1"])
+@pytest.mark.parametrize("qtype", ["q5_0", "q5_1"])
 def test_q5_fallback_matmul(isa, threads, qtype):
-    """Q5_1 multiplies as dequantized float32 weights: error is float32 rounding only (Q5_0 has
-    packed kernels against Q8_0 activations, as Q4_0: tests/test_matmul.py)."""
+    """Q5_0 / Q5_1 multiply as packed groups against Q8_0 activations (as Q4_0 / Q4_1): exactly
+    the float64 product of gguf.quants' dequantized weights and gguf.quants' Q8_0 activations,
+    up to float32 rounding of the per-block products and their running sum."""
+    require_peer("gguf", "test")
+    from gguf import GGMLQuantizationType, quants
+
     rng = np.random.default_rng(11)
     w = rng.standard_normal((19, 96)).astype(np.float32)
     x = rng.standard_normal((3, 96)).astype(np.float32)
     q = llamix.quantize(w, qtype)
-    wd = q.dequantize().astype(np.float64)
+    wd = quants.dequantize(q.data, getattr(GGMLQuantizationType, qtype.upper())).astype(np.float64)
+    xq = quants.dequantize(quants.quantize(x, GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0).astype(np.float64)
     y = llamix.matmul(x, q)
-    bound = 96 * 2.0**-23 * (np.abs(x) @ np.abs(wd).T)
-    assert np.all(np.abs(y - x.astype(np.float64) @ wd.T) <= bound)
+    bound = (96 // 32 + 4) * 2.0**-23 * (np.abs(xq) @ np.abs(wd).T) + 1e-30
+    assert np.all(np.abs(y - xq @ wd.T) <= bound)

@@ -1,6 +1,6 @@
-"""Models whose tensors are Q4_1, Q2_K, Q3_K, IQ4_NL or IQ4_XS load and run (issue #15).
+"""Models whose tensors are Q4_1, Q5_1, Q2_K, Q3_K, IQ4_NL or IQ4_XS load and run (issue #15).
 
-Oracles: files written by gguf's own writer (Q4_1 blocks from gguf.quants' quantizer; for the
+Oracles: files written by gguf's own writer (Q4_1 / Q5_1 blocks from gguf.quants' quantizer; for the
 types gguf.quants cannot write, blocks built from random bytes with scales that give weights of
 a model's size) against the float64 numpy forward pass of tests/oracle_arch.py over the weights
 as gguf.quants dequantizes them; and files written by llama.cpp's quantizer (llama_model_quantize,
@@ -40,12 +40,12 @@ def f32_file(tmp_path_factory):
 
 
 def _blocks_for(qtype: str, w: np.ndarray, rng) -> np.ndarray:
-    """(rows, row bytes) of ``qtype`` standing for ``w``: gguf.quants' Q4_1 of it, else random
+    """(rows, row bytes) of ``qtype`` standing for ``w``: gguf.quants' Q4_1 / Q5_1 of it, else random
     blocks whose fp16 scales are set to SCALE (a weight of the model's size, not w's values)."""
     from gguf import quants
 
-    if qtype == "q4_1":
-        return quants.quantize(w, gguf_type("q4_1"))
+    if qtype in ("q4_1", "q5_1"):
+        return quants.quantize(w, gguf_type(qtype))
     bs, nbytes, offsets = TYPES[qtype]
     data = random_blocks(qtype, w.shape[0], w.shape[1] // bs, rng).reshape(w.shape[0], -1, nbytes)
     for off in offsets:
@@ -108,7 +108,7 @@ def test_info_lists_the_types(tmp_path, f32_file, capsys):
 
 
 # llama.cpp's quantizer types (LLAMA_FTYPE_MOSTLY_*) whose files hold these tensor types
-FTYPES = ["Q4_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_NL", "IQ4_XS"]
+FTYPES = ["Q4_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_NL", "IQ4_XS", "Q5_1"]
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_llama_quantize_files_match_llama_cpp(llama_quantized, ftype):
     path = files[ftype]
     m = llamix.load(path, n_ctx=128)
     types = {t.qtype for t in m.checkpoint.tensors.values() if hasattr(t, "qtype")}
-    main = {"Q4_1": "q4_1", "Q2_K": "q2_k", "IQ4_NL": "iq4_nl", "IQ4_XS": "iq4_xs"}.get(ftype, "q3_k")
+    main = {"Q4_1": "q4_1", "Q2_K": "q2_k", "IQ4_NL": "iq4_nl", "IQ4_XS": "iq4_xs", "Q5_1": "q5_1"}.get(ftype, "q3_k")
     assert main in types, types
     greedy = llama_cpp_peer.run_prompt_in_child(path, ids=IDS[:8], n_greedy=32, n_ctx=128)["greedy"]
     seq = IDS[:8] + greedy

@@ -1,4 +1,6 @@
-"""The types published files use besides llamix's own: Q4_1, IQ4_NL, Q2_K, Q3_K, IQ4_XS (issue #15).
+"""The types published files use besides llamix's own: Q4_1, IQ4_NL, Q2_K, Q3_K, IQ4_XS (issue #15),
+and Q5_1 (Q5_K's fallback for rows that are not a multiple of 256: most of Q5_K_M files of models
+with hidden sizes 896, 1536, 2560, ...; packed kernels as Q4_1's with a fifth bit).
 
 Oracles: ``gguf.quants.dequantize`` (bit-exact dequantization of random blocks with valid and edge
 scales), ``gguf.quants.quantize`` for the Q8_0 activations that Q4_1 / IQ4_NL multiply, Q8_K
@@ -21,6 +23,7 @@ from helpers import using_isa
 # type -> (block elements, block bytes, byte offsets of the fp16 scales that must stay finite)
 TYPES = {
     "q4_1": (32, 20, (0, 2)),
+    "q5_1": (32, 24, (0, 2)),
     "iq4_nl": (32, 18, (0,)),
     "q2_k": (256, 84, (80, 82)),
     "q3_k": (256, 110, (108,)),
@@ -158,7 +161,7 @@ def test_matmul_many_mixes_the_new_types(isa, threads, n):
     rng = np.random.default_rng(12)
     k = 512
     weights = [QuantizedTensor.from_bytes(random_blocks(t, rows, k // TYPES[t][0], rng), t, (rows, k))
-               for rows, t in [(40, "q3_k"), (17, "q2_k"), (33, "iq4_xs"), (21, "q4_1"), (16, "iq4_nl")]]
+               for rows, t in [(40, "q3_k"), (17, "q2_k"), (33, "iq4_xs"), (21, "q4_1"), (16, "iq4_nl"), (18, "q5_1")]]
     weights.append(llamix.quantize(rng.standard_normal((24, k)).astype(np.float32), "q4_k"))
     x = rng.standard_normal((n, k)).astype(np.float32)
     together = llamix.matmul_many(x, weights)

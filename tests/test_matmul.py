@@ -44,7 +44,7 @@ def _sentinel_matmul(x, qw):
     return out
 
 
-@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q5_1", "q8_0"])
 @pytest.mark.parametrize("n", TOKENS)
 @pytest.mark.parametrize("rows", ROWS)
 def test_block_matmul_within_activation_rounding(isa, threads, qtype, n, rows):
@@ -65,7 +65,7 @@ def _with_isa(name, f):
         return f()
 
 
-@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q5_1", "q8_0"])
 @pytest.mark.parametrize("n,rows,k", [(1, 33, 512), (5, 16, 64), (8, 47, 128), (13, 17, 96), (64, 31, 32)])
 def test_block_matmul_bit_identical_to_scalar(isa, qtype, n, rows, k):
     """SIMD kernels compute the reference's sums exactly: same integer dots, same

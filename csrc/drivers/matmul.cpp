@@ -25,6 +25,7 @@ int64_t group_block_bytes(QType t) {
         case QType::Q4_0: case QType::IQ4_NL: return kQ4GroupBlockBytes;
         case QType::Q4_1: return kQ41GroupBlockBytes;
         case QType::Q5_0: return kQ5GroupBlockBytes;
+        case QType::Q5_1: return kQ51GroupBlockBytes;
         default: return kQ8GroupBlockBytes;
     }
 }
@@ -61,6 +62,7 @@ GemmFn group_gemm(const MatmulKernels& K, QType t) {
         case QType::Q4_1: return K.gemm_q4_1;
         case QType::IQ4_NL: return K.gemm_iq4_nl;
         case QType::Q5_0: return K.gemm_q5_0;
+        case QType::Q5_1: return K.gemm_q5_1;
         default: return K.gemm_q8_0;
     }
 }
@@ -72,7 +74,9 @@ MatmulKernels::GemvPair group_gemv_pair(const MatmulKernels& K, QType t) {
         case QType::Q4_1: return K.gemv_pair_q4_1;
         case QType::IQ4_NL: return K.gemv_pair_iq4_nl;
         case QType::Q5_0: return K.gemv_pair_q5_0;
-        default: return K.gemv_pair_q8_0;
+        case QType::Q5_1: return K.gemv_pair_q5_1;
+        case QType::Q8_0: return K.gemv_pair_q8_0;
+        default: return nullptr;
     }
 }
 
@@ -82,6 +86,7 @@ PackFn group_packer(QType t) {
         case QType::Q4_0: case QType::IQ4_NL: return pack_group_q4_0;
         case QType::Q4_1: return pack_group_q4_1;
         case QType::Q5_0: return pack_group_q5_0;
+        case QType::Q5_1: return pack_group_q5_1;
         default: return pack_group_q8_0;
     }
 }
@@ -173,28 +178,21 @@ void matmul_floats(const float* x, int64_t n, int64_t k, const void* w, QType t,
 }
 
 bool is_block_type(QType t) {
-    return t == QType::Q4_0 || t == QType::Q8_0 || t == QType::Q4_1 || t == QType::IQ4_NL || t == QType::Q5_0;
+    return t == QType::Q4_0 || t == QType::Q8_0 || t == QType::Q4_1 || t == QType::IQ4_NL || t == QType::Q5_0 ||
+           t == QType::Q5_1;
 }
 
-// Types multiplied by dequantizing each weight row to float32 (no packed kernel of their own).
-bool is_dequantized_type(QType t) { return t == QType::Q5_1; }
-
-constexpr int64_t kDequantRowsPerTask = 16;
-
-// Q5_1 only appears as a fallback for Q5_K (rare): dequantize, then float32 dots.
-void matmul_dequantized(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
-    const KernelTable& K = kernels();
-    auto deq = K.quant.dequantize_row_q5_1;
-    const auto* wbytes = static_cast<const uint8_t*>(w);
-    const int64_t w_row_bytes = qtype_row_bytes(wtype, k);
-    ThreadPool::instance().parallel_for(ceil_div(rows, kDequantRowsPerTask), [&](int64_t task, int) {
-        std::vector<float> row(static_cast<size_t>(k));
-        const int64_t r1 = std::min(rows, (task + 1) * kDequantRowsPerTask);
-        for (int64_t r = task * kDequantRowsPerTask; r < r1; ++r) {
-            deq(wbytes + r * w_row_bytes, row.data(), k);
-            for (int64_t t = 0; t < n; ++t) y[t * rows + r] = K.matmul.dot_f32_f32(k, row.data(), x + t * k);
-        }
-    });
+// One row of a packed Q5_0 / Q5_1 group block: the nibbles as Q4_0's, and per byte j of the row
+// the fifth bits of the 8 elements its chunks hold at j (kernels/matmul.h).
+void pack_q5_row(const uint8_t* src_qs, const uint8_t* src_qh, int r, uint8_t* qs, uint8_t* qh) {
+    for (int c = 0; c < 4; ++c) std::memcpy(qs + (c * kGroupRows + r) * 4, src_qs + 4 * c, 4);
+    uint32_t bits;  // bit e: the fifth bit of element e
+    std::memcpy(&bits, src_qh, 4);
+    for (int j = 0; j < 4; ++j) {  // chunk c holds element 4c + j (c < 4), 16 + 4(c - 4) + j (c >= 4)
+        uint8_t v = 0;
+        for (int c = 0; c < 8; ++c) v = uint8_t(v | ((bits >> ((c < 4 ? 4 * c : 16 + 4 * (c - 4)) + j) & 1u) << c));
+        qh[r * 4 + j] = v;
+    }
 }
 
 }  // namespace
@@ -240,18 +238,23 @@ void pack_group_q5_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb
     for (int64_t b = 0; b < nb; ++b, dst += kQ5GroupBlockBytes) {
         std::memset(dst, 0, kQ5GroupBlockBytes);
         uint8_t* qs = dst + 2 * kGroupRows;
-        uint8_t* qh = qs + 4 * kGroupRows * 4;
         for (int r = 0; r < rows; ++r) {
             const auto* blk = reinterpret_cast<const block_q5_0*>(src + r * row_bytes) + b;
             std::memcpy(dst + 2 * r, &blk->d, 2);
-            for (int c = 0; c < 4; ++c) std::memcpy(qs + (c * kGroupRows + r) * 4, blk->qs + 4 * c, 4);
-            uint32_t bits;  // bit e: the fifth bit of element e
-            std::memcpy(&bits, blk->qh, 4);
-            for (int j = 0; j < 4; ++j) {   // chunk c holds element 4c + j (c < 4), 16 + 4(c - 4) + j (c >= 4)
-                uint8_t v = 0;
-                for (int c = 0; c < 8; ++c) v = uint8_t(v | ((bits >> ((c < 4 ? 4 * c : 16 + 4 * (c - 4)) + j) & 1u) << c));
-                qh[r * 4 + j] = v;
-            }
+            pack_q5_row(blk->qs, blk->qh, r, qs, qs + 4 * kGroupRows * 4);
+        }
+    }
+}
+
+void pack_group_q5_1(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst) {
+    for (int64_t b = 0; b < nb; ++b, dst += kQ51GroupBlockBytes) {
+        std::memset(dst, 0, kQ51GroupBlockBytes);
+        uint8_t* qs = dst + 4 * kGroupRows;
+        for (int r = 0; r < rows; ++r) {
+            const auto* blk = reinterpret_cast<const block_q5_1*>(src + r * row_bytes) + b;
+            std::memcpy(dst + 2 * r, &blk->d, 2);
+            std::memcpy(dst + 2 * kGroupRows + 2 * r, &blk->m, 2);
+            pack_q5_row(blk->qs, blk->qh, r, qs, qs + 4 * kGroupRows * 4);
         }
     }
 }
@@ -284,7 +287,6 @@ PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t 
 
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y) {
     if (n <= 0 || w.rows <= 0) return;
-    if (is_dequantized_type(w.type)) return matmul_dequantized(x, n, w.k, w.data, w.type, w.rows, y);
     if (is_kquant(w.type)) return matmul_kquant(x, n, w.k, w.data, w.type, w.rows, y, w.packed.get());
     if (is_block_type(w.type))
         matmul_blocks(x, n, w.k, w.type, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, y);
@@ -304,8 +306,6 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
         const PreparedWeight& w = *ws[i];
         if (is_kquant(w.type) && w.packed && kquant_packs(w.type))
             kjobs.push_back({w.packed.get(), w.type, w.rows, ys[i]});
-        else if (is_dequantized_type(w.type))
-            matmul_dequantized(x, n, k, w.data, w.type, w.rows, ys[i]);
         else if (is_kquant(w.type))
             matmul_kquant(x, n, k, w.data, w.type, w.rows, ys[i]);
         else if (!is_block_type(w.type))
@@ -319,7 +319,6 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
 
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y) {
     if (n <= 0 || rows <= 0) return;
-    if (is_dequantized_type(wtype)) return matmul_dequantized(x, n, k, w, wtype, rows, y);
     if (is_kquant(wtype)) return matmul_kquant(x, n, k, w, wtype, rows, y);
     if (is_block_type(wtype))
         matmul_blocks(x, n, k, wtype, nullptr, static_cast<const uint8_t*>(w), rows, y);

@@ -15,8 +15,9 @@ void pack_group_q4_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb
 void pack_group_q8_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
 // Q4_1 rows into a Q4_1 group (kernels/matmul.h); IQ4_NL rows pack with pack_group_q4_0.
 void pack_group_q4_1(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
-// Q5_0 rows into a Q5_0 group (kernels/matmul.h).
+// Q5_0 rows into a Q5_0 group, Q5_1 rows into a Q5_1 group (kernels/matmul.h).
 void pack_group_q5_0(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
+void pack_group_q5_1(const uint8_t* src, int64_t row_bytes, int rows, int64_t nb, uint8_t* dst);
 
 // A weight matrix prepared once for fast multiplication. Block types are repacked into a buffer
 // of about the same size as the source (so while the source stays resident, e.g. an mmap'd file
@@ -38,8 +39,7 @@ void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* 
 // are quantized once and all block weights share one parallel region. ys[i]: (n, ws[i]->rows).
 void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const* ws, float* const* ys, int count);
 
-// The same on raw GGUF bytes (groups are packed per task into a small per-thread buffer). Q5_1
-// (Q5_K's rare fallback), prepared or not, is dequantized row by row and multiplied in float32.
+// The same on raw GGUF bytes (groups are packed per task into a small per-thread buffer).
 // x: (n, k) float32, w: (rows, k) of type wtype, y: (n, rows) float32.
 void matmul(const float* x, int64_t n, int64_t k, const void* w, QType wtype, int64_t rows, float* y);
 

@@ -44,6 +44,9 @@ constexpr int64_t kQ5GroupBlockBytes = kGroupRows * 2 + 4 * kGroupRows * 4 + kGr
 // Packed Q4_1 group, per block b: uint16_t d[16], m[16]; then qs as Q4_0 -> 320 bytes.
 // Packed IQ4_NL groups are laid out as Q4_0's (the nibbles index kvalues_iq4nl).
 constexpr int64_t kQ41GroupBlockBytes = kGroupRows * 4 + 4 * kGroupRows * 4;  // 320
+// Packed Q5_1 group, per block b: uint16_t d[16], m[16]; then qs and qh as Q5_0's -> 384 bytes,
+// the same as the 16 source blocks. Values are d * q + m, q = nibble | bit << 4 (0..31).
+constexpr int64_t kQ51GroupBlockBytes = kGroupRows * 4 + 4 * kGroupRows * 4 + kGroupRows * 4;  // 384
 
 struct MatmulKernels {
     // x: (k) float32 -> (k / 32) activation blocks; the quants and fp16 scale equal
@@ -75,6 +78,9 @@ struct MatmulKernels {
                       int64_t y_stride, int rows) = nullptr;
     void (*gemm_iq4_nl)(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y,
                         int64_t y_stride, int rows) = nullptr;
+    // Q5_1: as Q4_1 with q = nibble | fifth bit << 4 (0..31).
+    void (*gemm_q5_1)(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y,
+                      int64_t y_stride, int rows) = nullptr;
     // Decode (one token) of two packed groups w0, w1 of one weight at once, their blocks read
     // alternately: two memory streams per core instead of one. x: nb activation blocks
     // (block_q8a, or Q8_K bytes for the K-quant family); y0, y1 as gemm's y for n = 1. The same
@@ -84,6 +90,7 @@ struct MatmulKernels {
     GemvPair gemv_pair_q4_0 = nullptr;
     GemvPair gemv_pair_q8_0 = nullptr;
     GemvPair gemv_pair_q5_0 = nullptr;
+    GemvPair gemv_pair_q5_1 = nullptr;
     GemvPair gemv_pair_q4_1 = nullptr;
     GemvPair gemv_pair_iq4_nl = nullptr;
 };

@@ -40,18 +40,30 @@ float term_q4_0(const uint8_t* blk, int r, const block_q8a& xb) {
     return group_half(blk, 0, r) * xb.d * float(isum);
 }
 
-// Packed Q5_0 group block, row r: as term_q4_0 with the fifth bits from qh and an offset of 16.
-float term_q5_0(const uint8_t* blk, int r, const block_q8a& xb) {
-    const uint8_t* qs = blk + 2 * kGroupRows;
+// Row r of a packed Q5_0 / Q5_1 group block's quants (qs, then qh): sum_j q_w[j] * q_x[j] with
+// q_w = nibble | fifth bit << 4, unsigned (0..31).
+int32_t five_bit_dot(const uint8_t* qs, int r, const block_q8a& xb) {
     const uint8_t* qh = qs + 4 * kGroupRows * 4;
     int32_t isum = 0;
     for (int c = 0; c < 4; ++c)
         for (int j = 0; j < 4; ++j) {
             const uint8_t q = qs[(c * kGroupRows + r) * 4 + j], h = qh[r * 4 + j];
-            isum += ((q & 0x0f) + ((h >> c & 1) << 4) - 16) * xb.qs[4 * c + j];
-            isum += ((q >> 4) + ((h >> (c + 4) & 1) << 4) - 16) * xb.qs[16 + 4 * c + j];
+            isum += ((q & 0x0f) | (h >> c & 1) << 4) * xb.qs[4 * c + j];
+            isum += ((q >> 4) | (h >> (c + 4) & 1) << 4) * xb.qs[16 + 4 * c + j];
         }
+    return isum;
+}
+
+// Packed Q5_0 group block, row r: as term_q4_0 with 5-bit quants and an offset of 16.
+float term_q5_0(const uint8_t* blk, int r, const block_q8a& xb) {
+    const int32_t isum = five_bit_dot(blk + 2 * kGroupRows, r, xb) - 16 * xb.sum;
     return group_half(blk, 0, r) * xb.d * float(isum);
+}
+
+// Packed Q5_1 group block, row r: Q4_1's (d_w * d_x) * isum + m_w * (d_x * sum_x), 5-bit quants.
+float term_q5_1(const uint8_t* blk, int r, const block_q8a& xb) {
+    const int32_t isum = five_bit_dot(blk + 4 * kGroupRows, r, xb);
+    return group_half(blk, 0, r) * xb.d * float(isum) + group_half(blk, 2 * kGroupRows, r) * (xb.d * float(xb.sum));
 }
 
 // As term_q4_0 with int8 weights stored as q + 128 in 8 chunks of 4 elements.
@@ -98,6 +110,7 @@ void fill_matmul_ref(MatmulKernels& k) {
     k.gemm_q4_0 = ref::gemm_groups<kQ4GroupBlockBytes, ref::term_q4_0>;
     k.gemm_q8_0 = ref::gemm_groups<kQ8GroupBlockBytes, ref::term_q8_0>;
     k.gemm_q5_0 = ref::gemm_groups<kQ5GroupBlockBytes, ref::term_q5_0>;
+    k.gemm_q5_1 = ref::gemm_groups<kQ51GroupBlockBytes, ref::term_q5_1>;
     k.dot_f16_f32 = ref::dot_f16_f32;
     k.dot_bf16_f32 = ref::dot_bf16_f32;
     k.dot_f32_f32 = ref::dot_f32_f32;

@@ -31,14 +31,24 @@ inline __m256 accumulate(__m256 acc, __m256 dw, const block_q8a& xb, __m256i dot
     return _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
 }
 
+// The packed nibble formats: Q4_0 (d, nibbles; q - 8), Q5_0 (d, nibbles, fifth bits; q - 16) and
+// Q5_1 (d, m, nibbles, fifth bits; d * q + m).
+enum class Nibbles { q4_0, q5_0, q5_1 };
+
 // Rows [8h, 8h + 8) of one group against T tokens; results to out[i][0..8). Chunk by chunk, so
 // only one chunk's unpacked weights, T int16 sums and T float accumulators are live (16 ymm).
 // Q5 adds the fifth bits (bit c of the qh bytes to bit 4, as the AVX-512 kernel). Unsigned 5-bit
 // weights times int8 reach 2 * 31 * 127 per pmaddubsw lane, so Q5 widens each chunk's two products
 // (at most 15748 in int16) to int32; Q4_0's 8 products of a block fit int16 (30480), one widening.
-template <bool Q5, int T>
+// Q5_1 adds Q4_1's min term, m_w * (d_x * sum_x), to each block's product before accumulating.
+template <Nibbles F, int T>
 void nibble_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
-    constexpr int64_t kBlockBytes = Q5 ? kQ5GroupBlockBytes : kQ4GroupBlockBytes;
+    constexpr bool Q5 = F != Nibbles::q4_0, kMins = F == Nibbles::q5_1;
+    constexpr int64_t kBlockBytes = F == Nibbles::q4_0 ? kQ4GroupBlockBytes
+                                    : F == Nibbles::q5_0 ? kQ5GroupBlockBytes
+                                                         : kQ51GroupBlockBytes;
+    constexpr int64_t kQs = kMins ? 4 * kGroupRows : 2 * kGroupRows;
+    constexpr int kOffset = F == Nibbles::q4_0 ? 8 : F == Nibbles::q5_0 ? 16 : 0;
     __m256 acc[T];
 #pragma GCC unroll 4
     for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
@@ -47,13 +57,13 @@ void nibble_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float 
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* blk = w + b * kBlockBytes;
         __m256i qh = _mm256_setzero_si256();
-        if constexpr (Q5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 256 + 32 * h));
+        if constexpr (Q5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQs + 256 + 32 * h));
         __m256i s[T];
 #pragma GCC unroll 4
         for (int i = 0; i < T; ++i) s[i] = _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (int c = 0; c < 4; ++c) {
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQs + 64 * c + 32 * h));
             __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
             if constexpr (Q5) {
                 lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4 - c), bit4));
@@ -69,10 +79,18 @@ void nibble_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float 
             }
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
+        const __m256 mw = kMins ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2 * kGroupRows + 16 * h)))
+                                : _mm256_setzero_ps();
 #pragma GCC unroll 4
         for (int i = 0; i < T; ++i) {
+            const block_q8a& xb = x[i * nb + b];
             const __m256i isum = Q5 ? s[i] : _mm256_madd_epi16(s[i], ones);
-            acc[i] = accumulate(acc[i], dw, x[i * nb + b], isum, Q5 ? 16 : 8);
+            if constexpr (kMins) {  // (d_w * d_x) * isum + m_w * (d_x * sum_x), as kernels/ref
+                const __m256 prod = _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), _mm256_cvtepi32_ps(isum));
+                acc[i] = _mm256_add_ps(acc[i], _mm256_add_ps(prod, _mm256_mul_ps(mw, _mm256_set1_ps(xb.d * float(xb.sum)))));
+            } else {
+                acc[i] = accumulate(acc[i], dw, xb, isum, kOffset);
+            }
         }
     }
 #pragma GCC unroll 4
@@ -133,8 +151,7 @@ float dot_float(int64_t k, const W* w, const float* x, Load load) {
 }  // namespace
 
 void gemm_q4_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    run_tiles<nibble_half<false, 1>, nibble_half<false, 2>, nibble_half<false, 3>, nibble_half<false, 4>>(
-        w, nb, x, n, y, y_stride, rows);
+    run_tiles<nibble_half<Nibbles::q4_0, 1>, nibble_half<Nibbles::q4_0, 2>, nibble_half<Nibbles::q4_0, 3>, nibble_half<Nibbles::q4_0, 4>>(w, nb, x, n, y, y_stride, rows);
 }
 
 void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
@@ -142,8 +159,11 @@ void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
 }
 
 void gemm_q5_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    run_tiles<nibble_half<true, 1>, nibble_half<true, 2>, nibble_half<true, 3>, nibble_half<true, 4>>(
-        w, nb, x, n, y, y_stride, rows);
+    run_tiles<nibble_half<Nibbles::q5_0, 1>, nibble_half<Nibbles::q5_0, 2>, nibble_half<Nibbles::q5_0, 3>, nibble_half<Nibbles::q5_0, 4>>(w, nb, x, n, y, y_stride, rows);
+}
+
+void gemm_q5_1(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    run_tiles<nibble_half<Nibbles::q5_1, 1>, nibble_half<Nibbles::q5_1, 2>, nibble_half<Nibbles::q5_1, 3>, nibble_half<Nibbles::q5_1, 4>>(w, nb, x, n, y, y_stride, rows);
 }
 
 float dot_f32_f32(int64_t k, const void* w, const float* x) {
@@ -178,6 +198,7 @@ void fill_matmul_avx2(MatmulKernels& k) {
     k.gemm_q4_0 = avx2::gemm_q4_0;
     k.gemm_q8_0 = avx2::gemm_q8_0;
     k.gemm_q5_0 = avx2::gemm_q5_0;
+    k.gemm_q5_1 = avx2::gemm_q5_1;
     k.dot_f32_f32 = avx2::dot_f32_f32;
     k.dot_f16_f32 = avx2::dot_f16_f32;
     k.dot_bf16_f32 = avx2::dot_bf16_f32;

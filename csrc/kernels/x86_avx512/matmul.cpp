@@ -68,8 +68,9 @@ inline __m512i block_dot(const Weights& wv, const block_q8a& xb, int offset) {
 
 // One block's weights of 16 rows as 8 vectors of 4 bytes per row, and where each vector's
 // 4 activation bytes sit in the block.
+// kMins: the group has Q4_1's layout (d, m, then the quants) and adds m_w * (d_x * sum_x).
 struct Q4Weights {
-    static constexpr bool kPrefetch = true;
+    static constexpr bool kPrefetch = true, kMins = false;
     __m512i v[8];  // low nibbles of chunks 0..3, then high nibbles
     const __m512i& operator[](int c) const { return v[c]; }
     static constexpr int offset(int c) { return c < 4 ? 4 * c : 16 + 4 * (c - 4); }
@@ -87,7 +88,7 @@ struct Q4Weights {
 // Q5_0: Q4_0's nibbles with the fifth bit of chunk c moved from bit c of the qh bytes to bit 4
 // (16-bit shifts by at most 4 never carry a bit across a byte's bit 4).
 struct Q5Weights {
-    static constexpr bool kPrefetch = true;
+    static constexpr bool kPrefetch = true, kMins = false;
     __m512i v[8];
     const __m512i& operator[](int c) const { return v[c]; }
     static constexpr int offset(int c) { return Q4Weights::offset(c); }
@@ -104,8 +105,13 @@ struct Q5Weights {
     }
 };
 
+// Q5_1: Q5_0's quants after the rows' d and m.
+struct Q51Weights : Q5Weights {
+    static constexpr bool kMins = true;
+};
+
 struct Q8Weights {
-    static constexpr bool kPrefetch = false;
+    static constexpr bool kPrefetch = false, kMins = false;
     __m512i v[8];  // int8 + 128 of chunks 0..7
     const __m512i& operator[](int c) const { return v[c]; }
     static constexpr int offset(int c) { return 4 * c; }
@@ -138,11 +144,21 @@ void tile(const uint8_t* const* w, int64_t nb, const block_q8a* x, float* const*
             }
             const __m512 dw = scales(blk);
             Weights wv;
-            wv.load(blk + 2 * kGroupRows);
+            wv.load(blk + (Weights::kMins ? 4 : 2) * kGroupRows);
+            if constexpr (Weights::kMins) {  // (d_w * d_x) * isum + m_w * (d_x * sum_x), as kernels/ref
+                const __m512 mw = scales(blk + 2 * kGroupRows);
 #pragma GCC unroll 16
-            for (int i = 0; i < T; ++i) {
-                const block_q8a& xb = x[i * nb + b];
-                acc[s][i] = accumulate(acc[s][i], dw, xb, block_dot<T, 8>(wv, xb, Offset));
+                for (int i = 0; i < T; ++i) {
+                    const block_q8a& xb = x[i * nb + b];
+                    const __m512 prod = _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_set1_ps(xb.d)), _mm512_cvtepi32_ps(block_dot<T, 8>(wv, xb, 0)));
+                    acc[s][i] = _mm512_add_ps(acc[s][i], _mm512_add_ps(prod, _mm512_mul_ps(mw, _mm512_set1_ps(xb.d * float(xb.sum)))));
+                }
+            } else {
+#pragma GCC unroll 16
+                for (int i = 0; i < T; ++i) {
+                    const block_q8a& xb = x[i * nb + b];
+                    acc[s][i] = accumulate(acc[s][i], dw, xb, block_dot<T, 8>(wv, xb, Offset));
+                }
             }
         }
     }
@@ -186,6 +202,7 @@ void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
 template <int T> struct Q4 { static constexpr TileFn f = tile1<Q4Weights, kQ4GroupBlockBytes, 8, T>; };
 template <int T> struct Q8 { static constexpr TileFn f = tile1<Q8Weights, kQ8GroupBlockBytes, 128, T>; };
 template <int T> struct Q5 { static constexpr TileFn f = tile1<Q5Weights, kQ5GroupBlockBytes, 16, T>; };
+template <int T> struct Q51 { static constexpr TileFn f = tile1<Q51Weights, kQ51GroupBlockBytes, 0, T>; };
 
 // Float weights: 4 independent accumulators of 16 lanes; masked loads for the tail.
 inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
@@ -298,6 +315,10 @@ void gemm_q5_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, floa
     run_tiles<Q5>(w, nb, x, n, y, y_stride, rows);
 }
 
+void gemm_q5_1(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    run_tiles<Q51>(w, nb, x, n, y, y_stride, rows);
+}
+
 float dot_f32_f32(int64_t k, const void* wv, const float* x) {
     const auto* w = static_cast<const float*>(wv);
     return dot_float(k, x, [w](int64_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, w + i); });
@@ -322,9 +343,11 @@ void fill_matmul_avx512(MatmulKernels& k) {
     k.gemm_q4_0 = avx512::gemm_q4_0;
     k.gemm_q8_0 = avx512::gemm_q8_0;
     k.gemm_q5_0 = avx512::gemm_q5_0;
+    k.gemm_q5_1 = avx512::gemm_q5_1;
     k.gemv_pair_q4_0 = avx512::gemv_pair<avx512::Q4Weights, kQ4GroupBlockBytes, 8>;
     k.gemv_pair_q8_0 = avx512::gemv_pair<avx512::Q8Weights, kQ8GroupBlockBytes, 128>;
     k.gemv_pair_q5_0 = avx512::gemv_pair<avx512::Q5Weights, kQ5GroupBlockBytes, 16>;
+    k.gemv_pair_q5_1 = avx512::gemv_pair<avx512::Q51Weights, kQ51GroupBlockBytes, 0>;
     k.dot_f32_f32 = avx512::dot_f32_f32;
     k.dot_f16_f32 = avx512::dot_f16_f32;
     k.dot_bf16_f32 = avx512::dot_bf16_f32;
