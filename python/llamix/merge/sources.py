@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..formats.safetensors import SafetensorsCheckpoint
-from ..loaders.hub import hub_cache_dir, hub_offline
 from .config import ConfigError
 
 # The files fetched for a repo: weights, configs, tokenizers, chat templates, PEFT adapters.
@@ -99,6 +98,8 @@ def _refuse_pickles(folder: Path, where: str, what: str = "model") -> None:
 def from_hub(mp: ModelPath, where: str, patterns=None) -> Path:
     """The snapshot folder of a repo: from the local cache, else downloaded (safetensors, configs,
     tokenizer files only) unless HF_HUB_OFFLINE is set."""
+    # imported here: llamix.loaders (the inference loaders) costs a merge of local folders ~30 ms
+    from ..loaders.hub import hub_cache_dir, hub_offline
     try:
         import huggingface_hub
     except ImportError:
