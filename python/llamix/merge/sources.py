@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..formats.hub_cache import hub_cache_dir, hub_offline
 from ..formats.safetensors import SafetensorsCheckpoint
 from .config import ConfigError
 
@@ -98,8 +99,6 @@ def _refuse_pickles(folder: Path, where: str, what: str = "model") -> None:
 def from_hub(mp: ModelPath, where: str, patterns=None) -> Path:
     """The snapshot folder of a repo: from the local cache, else downloaded (safetensors, configs,
     tokenizer files only) unless HF_HUB_OFFLINE is set."""
-    # imported here: llamix.loaders (the inference loaders) costs a merge of local folders ~30 ms
-    from ..loaders.hub import hub_cache_dir, hub_offline
     try:
         import huggingface_hub
     except ImportError:
