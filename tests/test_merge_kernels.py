@@ -278,6 +278,73 @@ def test_ties_density_one_is_task_arithmetic_with_consensus(isa):
     assert np.all(np.abs(got - want) <= 12 * U * (np.abs(base64) + 1))
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("n_models", [1, 2, 3])
+@pytest.mark.parametrize("normalize,lam", [(False, 1.0), (True, 0.7)])
+def test_task_arithmetic_one_pass_equals_the_chain(tmp_path, isa, threads, dtype, n_models, normalize, lam):
+    """Unmasked task arithmetic on inputs in memory runs as one kernel pass (task_sum); read from
+    files chunk by chunk (no cache budget) it runs as the chain of load, sub, scale, add, div,
+    scale, add: the same bits, for every input dtype, model count, normalize and lambda."""
+    from llamix import _C
+    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
+    rng = np.random.default_rng(11)
+    n = 2 * 16384 + 1001  # whole L1 blocks, a partial one, and a tail under the vector width
+    base, _, xs, _ = tv_inputs(rng, n, n_models, dtype)
+    xs[0][:64] = base[:64]  # zero deltas
+    short = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}[dtype]
+    w = SafetensorsWriter(tmp_path, [("b", short, (n,))] + [(f"x{i}", short, (n,)) for i in range(n_models)])
+    for name, a in [("b", base)] + [(f"x{i}", x) for i, x in enumerate(xs)]:
+        w.write(name, a)
+    w.close()
+    ck = SafetensorsCheckpoint(tmp_path)
+    sps = [K.sparsifier(weight=wt) for wt in [0.6, -0.3, 0.45][:n_models]]
+
+    def run(b, x):
+        return K.task_vectors((b, dtype), [(a, dtype) for a in x], sps, normalize=normalize, lambda_=lam,
+                              out="float32", work=dtype)
+
+    one_pass = both(lambda: run(base, xs))
+    before = _C.merge_cache_budget(0)
+    try:
+        chain = run(ck.ref("b"), [ck.ref(f"x{i}") for i in range(n_models)])
+    finally:
+        _C.merge_cache_budget(before)
+    np.testing.assert_array_equal(one_pass.view(np.uint32), chain.view(np.uint32))
+
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("n_models", [2, 3])
+@pytest.mark.parametrize("rows", [1, 7])
+def test_model_stock_one_pass_equals_the_chain(tmp_path, isa, threads, dtype, n_models, rows):
+    """Model Stock's final pass on inputs in memory is one kernel call per block (stock_mix); read
+    from files chunk by chunk (no cache budget) it is the chain of load, add, div, lincomb2: the
+    same bits, for every input dtype, model count, and per tensor or per row."""
+    from llamix import _C
+    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
+    rng = np.random.default_rng(12)
+    n = 7 * 5003  # rows of 5003: L1 blocks, partial ones, and tails under the vector width
+    base, _, xs, _ = tv_inputs(rng, n, n_models, dtype)
+    short = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}[dtype]
+    w = SafetensorsWriter(tmp_path, [("b", short, (n,))] + [(f"x{i}", short, (n,)) for i in range(n_models)])
+    for name, a in [("b", base)] + [(f"x{i}", x) for i, x in enumerate(xs)]:
+        w.write(name, a)
+    w.close()
+    ck = SafetensorsCheckpoint(tmp_path)
+
+    def run(b, x):
+        return K.model_stock((b, dtype), [(a, dtype) for a in x], rows=rows, out="float32", work=dtype)
+
+    one_pass = both(lambda: run(base, xs))
+    before = _C.merge_cache_budget(0)
+    try:
+        chain = run(ck.ref("b"), [ck.ref(f"x{i}") for i in range(n_models)])
+    finally:
+        _C.merge_cache_budget(before)
+    np.testing.assert_array_equal(one_pass.view(np.uint32), chain.view(np.uint32))
+
+
+
 def test_random_mask_statistics_and_determinism(isa, threads):
     rng = np.random.default_rng(6)
     n = 200_000

@@ -41,8 +41,8 @@ class BufferPool {
 // A tensor's inputs held in memory as stored (no conversion: f16 / bf16 take 2 bytes an element),
 // for methods that make several passes, so that every pass reads memory instead of calling pread
 // chunk by chunk. File-backed inputs are mapped (read-only, shared with the page cache, populated
-// at once: no copy, and no fresh pages to zero); where mapping fails they are copied, the first
-// pass reading each chunk from the file into a pooled buffer (fill). Inputs already in memory are
+// at once by all threads: no copy, and no fresh pages to zero); where mapping fails they are
+// copied, the first pass reading each chunk from the file into a pooled buffer (fill). Inputs already in memory are
 // used where they are. Off (the inputs as given) when the file-backed ones do not fit the cache
 // budget. Mapped or copied, they count in the resident set until the tensor is done.
 //
@@ -66,6 +66,7 @@ class ResidentInputs {
 
    private:
     bool map_files(int64_t n);
+    void populate() const;
     void unmap();
     std::vector<MergeInput> in_, mem_;
     std::vector<std::pair<void*, size_t>> maps_;

@@ -217,11 +217,28 @@ void merge_task_vectors(const MergeCommon& c, MergeInput base_in, const std::vec
     const Tiling tl(c.n, 1);
     Scratch scratch(N + 4, kChunk);  // the last buffer holds a chunk's inline mask bits
     std::vector<const float*> deltas(size_t(ThreadPool::instance().threads()) * N);
+    // No masks, no vote, inputs in memory in the working precision: one kernel pass (task_sum)
+    // reads them where they are, instead of a load, sub and scale per model and three more sweeps.
+    const bool one_pass = p.consensus == Consensus::none && in_memory(in) && stored_as_work(c, in) &&
+                          std::all_of(masks.begin(), masks.end(), [](const ModelMask& mm) {
+                              return mm.rule == nullptr && mm.bits.empty() && mm.rescale == 1.0f;
+                          });
+    std::vector<const void*> at(one_pass ? deltas.size() : 0);
+    std::vector<QType> types(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) types[size_t(m)] = x[size_t(m)].type;
     // base + lambda * mix of the weighted, masked deltas over [off, off + len) of chunk `task`
     auto mix = [&](int64_t task, int64_t off, int64_t len, int th) {
+        float* acc = scratch.get(th, N + 1);
+        if (one_pass) {
+            const void** xs = &at[size_t(th) * N];
+            for (int m = 0; m < N; ++m) xs[m] = static_cast<const uint8_t*>(x[size_t(m)].data) + off * type_size(x[size_t(m)].type);
+            K.task_sum(acc, static_cast<const uint8_t*>(base.data) + off * type_size(base.type), base.type, xs,
+                       types.data(), w.data(), N, p.normalize ? total : 1.0f, p.lambda, len);
+            store_out(c, acc, out, off, len);
+            return;
+        }
         uint8_t* chunk_bits = reinterpret_cast<uint8_t*>(scratch.get(th, N + 3));
         float* b = scratch.get(th, N);
-        float* acc = scratch.get(th, N + 1);
         float* div = scratch.get(th, N + 2);
         const float** d = &deltas[size_t(th) * N];
         load_work(c, base, off, len, b);
@@ -315,8 +332,13 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
         t_row[r] = std::fabs(den) < 1e-6f ? 0.0f : (float(N) * cos) / den;
     }
     // element-wise: in blocks whose three arrays stay in L1 when the inputs are in memory (read
-    // from files, a task's chunk at once)
+    // from files, a task's chunk at once); in the working precision there, one kernel pass
+    // (stock_mix) reads them where they are
     const int64_t block = in_memory(res.inputs()) ? kL1Block : kChunk;
+    const bool one_pass = in_memory(res.inputs()) && in_place;
+    std::vector<const void*> at(one_pass ? size_t(ThreadPool::instance().threads()) * N : 0);
+    std::vector<QType> types(static_cast<size_t>(N));
+    for (int m = 0; m < N; ++m) types[size_t(m)] = res[size_t(m) + 1].type;
     // back to front: the chunks pass 1 read last are still in cache
     ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t back, int th) {
         const int64_t task = tl.tasks() - 1 - back;
@@ -324,8 +346,19 @@ void merge_model_stock(const MergeCommon& c, MergeInput base, const std::vector<
         const int64_t begin = tl.begin(task), end = begin + tl.size(task);
         for (int64_t off = begin; off < end; off += block) {
             const int64_t len = std::min(block, end - off);
-            float* b = scratch.get(th, N);
             float* avg = scratch.get(th, 0);
+            if (one_pass) {
+                const void** xs = &at[size_t(th) * N];
+                for (int m = 0; m < N; ++m) {
+                    const MergeInput& in = res[size_t(m) + 1];
+                    xs[m] = static_cast<const uint8_t*>(in.data) + off * type_size(in.type);
+                }
+                K.stock_mix(avg, static_cast<const uint8_t*>(res[0].data) + off * type_size(res[0].type), res[0].type,
+                            xs, types.data(), N, tr, 1.0f - tr, len);
+                store_out(c, avg, out, off, len);
+                continue;
+            }
+            float* b = scratch.get(th, N);
             float* tmp = scratch.get(th, 1);
             load_work(c, res[0], off, len, b);
             load_work(c, res[1], off, len, avg);

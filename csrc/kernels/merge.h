@@ -88,6 +88,18 @@ struct MergeKernels {
     // bits as filling acc with zeros, k fma_acc_typed calls, then div.
     void (*weighted_sum)(float* out, const void* const* x, const QType* type, const float* w, int k, float d,
                          int64_t n) = nullptr;
+    // out[i] = ((((float(x[0][i]) - b) * w[0]) + ... + ((float(x[k-1][i]) - b) * w[k-1])) / d) * lambda + b
+    // with b = float(base[i]): task arithmetic's base plus its weighted deltas (no masks), the inputs
+    // of types F32/F16/BF16 read in place, one pass (d == 1: no division; lambda == 1: no multiply).
+    // The same bits as load, sub and scale per model, the deltas added in model order, div, scale,
+    // then add the base.
+    void (*task_sum)(float* out, const void* base, QType tb, const void* const* x, const QType* type, const float* w,
+                     int k, float d, float lambda, int64_t n) = nullptr;
+    // out[i] = (ca * ((float(x[0][i]) + ... + float(x[k-1][i])) / k)) + (cb * float(base[i])): Model
+    // Stock's mix of the models' mean and the base, the inputs of types F32/F16/BF16 read in place,
+    // one pass. The same bits as load, add per model, div by k, then lincomb2(ca, cb, 1).
+    void (*stock_mix)(float* out, const void* base, QType tb, const void* const* x, const QType* type, int k, float ca,
+                      float cb, int64_t n) = nullptr;
     // x[i] = x[i] / d
     void (*div)(float* x, float d, int64_t n) = nullptr;
     // out[i] = ((ca * a[i]) + (cb * b[i])) / d, each operation rounded

@@ -75,6 +75,50 @@ void weighted_sum(float* out, const void* const* x, const QType* type, const flo
     weighted_sum_from(out, x, type, w, k, d, 0, n);
 }
 
+void task_sum_from(float* out, const void* base, QType tb, const void* const* x, const QType* type, const float* w,
+                   int k, float d, float lambda, int64_t begin, int64_t n) {
+    for (int64_t i = begin; i < n; ++i) {
+        float b, acc = 0.0f;
+        load(static_cast<const uint8_t*>(base) + i * (tb == QType::F32 ? 4 : 2), tb, &b, 1);
+        for (int m = 0; m < k; ++m) {
+            float v;
+            load(static_cast<const uint8_t*>(x[m]) + i * (type[m] == QType::F32 ? 4 : 2), type[m], &v, 1);
+            const float dm = (v - b) * w[m];
+            acc = m == 0 ? dm : acc + dm;
+        }
+        if (d != 1.0f) acc = acc / d;
+        if (lambda != 1.0f) acc = acc * lambda;
+        out[i] = acc + b;
+    }
+}
+
+void task_sum(float* out, const void* base, QType tb, const void* const* x, const QType* type, const float* w, int k,
+              float d, float lambda, int64_t n) {
+    task_sum_from(out, base, tb, x, type, w, k, d, lambda, 0, n);
+}
+
+void stock_mix_from(float* out, const void* base, QType tb, const void* const* x, const QType* type, int k, float ca,
+                    float cb, int64_t begin, int64_t n) {
+    for (int64_t i = begin; i < n; ++i) {
+        float b, acc = 0.0f;
+        load(static_cast<const uint8_t*>(base) + i * (tb == QType::F32 ? 4 : 2), tb, &b, 1);
+        for (int m = 0; m < k; ++m) {
+            float v;
+            load(static_cast<const uint8_t*>(x[m]) + i * (type[m] == QType::F32 ? 4 : 2), type[m], &v, 1);
+            acc = m == 0 ? v : acc + v;
+        }
+        acc = acc / float(k);
+        const float pa = ca * acc;
+        const float pb = cb * b;
+        out[i] = pa + pb;
+    }
+}
+
+void stock_mix(float* out, const void* base, QType tb, const void* const* x, const QType* type, int k, float ca,
+               float cb, int64_t n) {
+    stock_mix_from(out, base, tb, x, type, k, ca, cb, 0, n);
+}
+
 void div(float* x, float d, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] / d;
 }
@@ -225,6 +269,8 @@ void fill_merge_ref(MergeKernels& k) {
     k.fma_acc = ref::fma_acc;
     k.fma_acc_typed = ref::fma_acc_typed;
     k.weighted_sum = ref::weighted_sum;
+    k.task_sum = ref::task_sum;
+    k.stock_mix = ref::stock_mix;
     k.div = ref::div;
     k.lincomb2 = ref::lincomb2;
     k.sub = ref::sub;

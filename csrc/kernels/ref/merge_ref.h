@@ -12,6 +12,16 @@ void weighted_sum(float* out, const void* const* x, const QType* type, const flo
 // weighted_sum's elements [begin, n) (the SIMD variants' tails)
 void weighted_sum_from(float* out, const void* const* x, const QType* type, const float* w, int k, float d,
                        int64_t begin, int64_t n);
+void task_sum(float* out, const void* base, QType tb, const void* const* x, const QType* type, const float* w, int k,
+              float d, float lambda, int64_t n);
+// task_sum's elements [begin, n) (the SIMD variants' tails)
+void task_sum_from(float* out, const void* base, QType tb, const void* const* x, const QType* type, const float* w,
+                   int k, float d, float lambda, int64_t begin, int64_t n);
+void stock_mix(float* out, const void* base, QType tb, const void* const* x, const QType* type, int k, float ca,
+               float cb, int64_t n);
+// stock_mix's elements [begin, n) (the SIMD variants' tails)
+void stock_mix_from(float* out, const void* base, QType tb, const void* const* x, const QType* type, int k, float ca,
+                    float cb, int64_t begin, int64_t n);
 void div(float* x, float d, int64_t n);
 void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n);
 void sub(float* out, const float* a, const float* b, int64_t n);

@@ -97,6 +97,35 @@ void fma_acc(float* acc, const float* x, float w, int64_t n) {
     if (i < n) ref::fma_acc(acc + i, x + i, w, n - i);
 }
 
+void task_sum(float* out, const void* base, QType tb, const void* const* x, const QType* type, const float* w, int k,
+              float d, float lambda, int64_t n) {
+    const __m256 vd = _mm256_set1_ps(d), vl = _mm256_set1_ps(lambda);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 b = load8(base, tb, i);
+        __m256 acc = _mm256_mul_ps(_mm256_sub_ps(load8(x[0], type[0], i), b), _mm256_set1_ps(w[0]));
+        for (int m = 1; m < k; ++m)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_sub_ps(load8(x[m], type[m], i), b), _mm256_set1_ps(w[m])));
+        if (d != 1.0f) acc = _mm256_div_ps(acc, vd);
+        if (lambda != 1.0f) acc = _mm256_mul_ps(acc, vl);
+        _mm256_storeu_ps(out + i, _mm256_add_ps(acc, b));
+    }
+    ref::task_sum_from(out, base, tb, x, type, w, k, d, lambda, i, n);
+}
+
+void stock_mix(float* out, const void* base, QType tb, const void* const* x, const QType* type, int k, float ca,
+               float cb, int64_t n) {
+    const __m256 vk = _mm256_set1_ps(float(k)), va = _mm256_set1_ps(ca), vb = _mm256_set1_ps(cb);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc = load8(x[0], type[0], i);
+        for (int m = 1; m < k; ++m) acc = _mm256_add_ps(acc, load8(x[m], type[m], i));
+        acc = _mm256_div_ps(acc, vk);
+        _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_mul_ps(va, acc), _mm256_mul_ps(vb, load8(base, tb, i))));
+    }
+    ref::stock_mix_from(out, base, tb, x, type, k, ca, cb, i, n);
+}
+
 void weighted_sum(float* out, const void* const* x, const QType* type, const float* w, int k, float d, int64_t n) {
     const __m256 vd = _mm256_set1_ps(d);
     int64_t i = 0;
@@ -360,6 +389,8 @@ void fill_merge_avx2(MergeKernels& k) {
     k.store = avx2::store;
     k.fma_acc = avx2::fma_acc;
     k.fma_acc_typed = avx2::fma_acc_typed;
+    k.task_sum = avx2::task_sum;
+    k.stock_mix = avx2::stock_mix;
     k.weighted_sum = avx2::weighted_sum;
     k.div = avx2::div;
     k.lincomb2 = avx2::lincomb2;

@@ -93,6 +93,35 @@ void fma_acc(float* acc, const float* x, float w, int64_t n) {
     if (i < n) ref::fma_acc(acc + i, x + i, w, n - i);
 }
 
+void task_sum(float* out, const void* base, QType tb, const void* const* x, const QType* type, const float* w, int k,
+              float d, float lambda, int64_t n) {
+    const __m512 vd = _mm512_set1_ps(d), vl = _mm512_set1_ps(lambda);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 b = load16(base, tb, i);
+        __m512 acc = _mm512_mul_ps(_mm512_sub_ps(load16(x[0], type[0], i), b), _mm512_set1_ps(w[0]));
+        for (int m = 1; m < k; ++m)
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_sub_ps(load16(x[m], type[m], i), b), _mm512_set1_ps(w[m])));
+        if (d != 1.0f) acc = _mm512_div_ps(acc, vd);
+        if (lambda != 1.0f) acc = _mm512_mul_ps(acc, vl);
+        _mm512_storeu_ps(out + i, _mm512_add_ps(acc, b));
+    }
+    ref::task_sum_from(out, base, tb, x, type, w, k, d, lambda, i, n);
+}
+
+void stock_mix(float* out, const void* base, QType tb, const void* const* x, const QType* type, int k, float ca,
+               float cb, int64_t n) {
+    const __m512 vk = _mm512_set1_ps(float(k)), va = _mm512_set1_ps(ca), vb = _mm512_set1_ps(cb);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 acc = load16(x[0], type[0], i);
+        for (int m = 1; m < k; ++m) acc = _mm512_add_ps(acc, load16(x[m], type[m], i));
+        acc = _mm512_div_ps(acc, vk);
+        _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_mul_ps(va, acc), _mm512_mul_ps(vb, load16(base, tb, i))));
+    }
+    ref::stock_mix_from(out, base, tb, x, type, k, ca, cb, i, n);
+}
+
 void weighted_sum(float* out, const void* const* x, const QType* type, const float* w, int k, float d, int64_t n) {
     const __m512 vd = _mm512_set1_ps(d);
     int64_t i = 0;
@@ -333,6 +362,8 @@ void fill_merge_avx512(MergeKernels& k) {
     k.fma_acc = avx512::fma_acc;
     k.fma_acc_typed = avx512::fma_acc_typed;
     k.weighted_sum = avx512::weighted_sum;
+    k.task_sum = avx512::task_sum;
+    k.stock_mix = avx512::stock_mix;
     k.div = avx512::div;
     k.lincomb2 = avx512::lincomb2;
     k.sub = avx512::sub;

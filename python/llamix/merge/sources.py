@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..formats.hub_cache import hub_cache_dir, hub_offline
 from ..formats.safetensors import SafetensorsCheckpoint
-from ..loaders.hub import hub_cache_dir, hub_offline
 from .config import ConfigError
 
 # The files fetched for a repo: weights, configs, tokenizers, chat templates, PEFT adapters.

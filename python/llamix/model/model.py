@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
-from ..loaders.hub import hub_cache_dir, hub_offline
+from ..formats.hub_cache import hub_cache_dir, hub_offline
 from ..quant import QuantizedTensor
 from ..tokenizer import Tokenizer, check_text, check_token_ids
 from .api import CompletionAPI
