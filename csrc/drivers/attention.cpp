@@ -456,9 +456,13 @@ void run_chunk_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t
                 for (int64_t j = 0; j < kAttnTile; ++j)
                     if (j < lo || j > hi) sr[j] = -INFINITY;
             }
-            K.attn_tile_softmax(sb, r1 - r0, p.m + r0, p.l + r0, S.alpha.data() + r0);
+            if (K.attn_tile_softmax_bf16) {
+                K.attn_tile_softmax_bf16(sb, r1 - r0, p.m + r0, p.l + r0, S.alpha.data() + r0, pb + r0 * kAttnTile);
+            } else {
+                K.attn_tile_softmax(sb, r1 - r0, p.m + r0, p.l + r0, S.alpha.data() + r0);
+                Q.f32_to_bf16(sb, pb + r0 * kAttnTile, (r1 - r0) * kAttnTile);
+            }
             if (r0 == 0) prefetch_next(j0, 2);
-            Q.f32_to_bf16(sb, pb + r0 * kAttnTile, (r1 - r0) * kAttnTile);
             (amx ? K.attn_bf16_accumulate_amx : K.attn_bf16_accumulate)(pb + r0 * kAttnTile, nr, hd32, vp,
                                                                         S.alpha.data() + r0, p.o + r0 * hd32);
         }

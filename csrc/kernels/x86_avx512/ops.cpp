@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/ops.h"
 
@@ -430,6 +431,80 @@ void attn_tile_softmax(float* s, int64_t n_rows, float* m, float* l, float* alph
     }
 }
 
+namespace {
+
+// exp(x - mx) for the bf16 products' softmax, whose probabilities are rounded to bf16 (8 bits)
+// next: 2^f by a degree-4 polynomial (a least-squares fit of relative error on [-1/2, 1/2]; at most
+// 2.7e-6 from 2^f in float32), two multiply-adds fewer than exp_shifted; otherwise the same steps.
+inline __m512 exp_shifted_bf16(__m512 x, __m512 mx_log2e) {
+    __m512 t = _mm512_fmsub_ps(x, _mm512_set1_ps(1.44269504088896341f), mx_log2e);
+    t = _mm512_max_ps(t, _mm512_set1_ps(-150.0f));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(0.009570101276040077f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05591785907745361f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240247443318367f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931217908859253f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999992847442627f));
+    return _mm512_scalef_ps(p, n);
+}
+
+// Two vectors of float32 (not NaN) rounded to bf16 (nearest even), as 32 words in lane order:
+// x + 0x7fff + (bit 16 of x), the high halves of the two picked by one permute.
+inline __m512i round_pair_bf16(__m512 a, __m512 b) {
+    const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+    const __m512i ua = _mm512_castps_si512(a), ub = _mm512_castps_si512(b);
+    const __m512i ra = _mm512_add_epi32(_mm512_add_epi32(ua, bias), _mm512_and_si512(_mm512_srli_epi32(ua, 16), one));
+    const __m512i rb = _mm512_add_epi32(_mm512_add_epi32(ub, bias), _mm512_and_si512(_mm512_srli_epi32(ub, 16), one));
+    const __m512i odd_words = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29,
+                                               27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi16(ra, odd_words, rb);
+}
+
+}  // namespace
+
+// attn_tile_softmax with its probabilities rounded to bf16 into pb (kernels/ops.h), in one pass.
+// A row whose sum is NaN (a NaN or infinite score) is rounded again by f32_to_bf16's rule (NaN
+// stays a quiet NaN), which round_pair_bf16 does not handle.
+void attn_tile_softmax_bf16(float* s, int64_t n_rows, float* m, float* l, float* alpha, uint16_t* pb) {
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const float* sr = s + r * kAttnTile;
+        uint16_t* pr = pb + r * kAttnTile;
+        __m512 x[4];
+        for (int c = 0; c < 4; ++c) x[c] = _mm512_loadu_ps(sr + 16 * c);
+        const float mx = std::max(m[r], _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(x[0], x[1]),
+                                                                          _mm512_max_ps(x[2], x[3]))));
+        if (mx == -INFINITY) {
+            _mm512_storeu_si512(pr, _mm512_setzero_si512());
+            _mm512_storeu_si512(pr + 32, _mm512_setzero_si512());
+            alpha[r] = 1.0f;
+            continue;
+        }
+        const __m512 shift = _mm512_set1_ps(mx * 1.44269504088896341f);
+        __m512 e[4], sum = _mm512_setzero_ps();
+        for (int c = 0; c < 4; ++c) {
+            e[c] = exp_shifted_bf16(x[c], shift);
+            sum = _mm512_add_ps(sum, e[c]);
+        }
+        const float tile_sum = _mm512_reduce_add_ps(sum);
+        if (std::isnan(tile_sum)) {
+            alignas(64) float wide[kAttnTile];
+            for (int c = 0; c < 4; ++c) _mm512_store_ps(wide + 16 * c, e[c]);
+            for (int64_t j = 0; j < kAttnTile; ++j) {
+                uint32_t u;
+                std::memcpy(&u, wide + j, 4);
+                pr[j] = std::isnan(wide[j]) ? uint16_t((u >> 16) | 0x40) : uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+            }
+        } else {
+            _mm512_storeu_si512(pr, round_pair_bf16(e[0], e[1]));
+            _mm512_storeu_si512(pr + 32, round_pair_bf16(e[2], e[3]));
+        }
+        alpha[r] = mx == m[r] ? 1.0f : std::exp(m[r] - mx);
+        l[r] = alpha[r] * l[r] + tile_sum;
+        m[r] = mx;
+    }
+}
+
 void attn_tile_accumulate(const float* p, int64_t n_rows, const float* v, int64_t head_dim, const float* alpha,
                           float* o) {
     int64_t r = 0;
@@ -540,6 +615,7 @@ void fill_ops_avx512(OpsKernels& k) {
     k.attn_tile_transpose = avx512::attn_tile_transpose;
     k.attn_tile_scores = avx512::attn_tile_scores;
     k.attn_tile_softmax = avx512::attn_tile_softmax;
+    k.attn_tile_softmax_bf16 = avx512::attn_tile_softmax_bf16;
     k.attn_tile_accumulate = avx512::attn_tile_accumulate;
     fill_attn_bf16_tiles_avx512(k);
     k.attention = avx512::attention;
