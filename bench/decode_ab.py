@@ -1,6 +1,7 @@
-"""One-token decoding of two llamix builds in lockstep: which one generates faster on this machine now.
+"""One-token decoding (or, with -p N, an N-token prompt) of two llamix builds in lockstep: which one
+runs faster on this machine now.
 
-    python bench/decode_ab.py BASE_PYTHONPATH NEW_PYTHONPATH [--depths 0,4096] [-n 32] [--rounds 15]
+    python bench/decode_ab.py BASE_PYTHONPATH NEW_PYTHONPATH [--depths 0,4096] [-n 32] [-p 0] [--rounds 15]
 
 Each PYTHONPATH is a folder holding a `llamix` package with its _C extension (e.g. a copy of
 python/llamix built from main). Two extension modules cannot share one process, so each build runs
@@ -8,7 +9,10 @@ in a child process holding a random TinyLlama-1.1B Q4_0 (`llamix bench --shape 1
 `--model`) with an f16
 cache filled to each depth once; the parent tells them in turn to decode -n tokens after rewinding
 to the depth (two untimed tokens first: the first ~20 ms of streaming after an idle spell run
-slow on some VMs), swapping the order every round. The ratio new/base of ms per token is taken
+slow on some VMs), swapping the order every round. With -p N each timing is one N-token prompt
+(pp) after rewinding to the depth, after an untimed one, and each build's slowdown at depth
+against depth 0 is printed too (per-round ratios, like issue 16's "pp512 at depth 4096 against
+depth 0"). The ratio new/base of ms per token is taken
 per round, so load that drifts over seconds cancels out; medians and quartiles are printed. Both
 builds must give the same logits (checked first, bit for bit).
 """
@@ -25,7 +29,8 @@ import time
 import numpy as np
 
 
-def worker(depths: list[int], n_gen: int, threads: int, precision: str, cpu_time: bool, model: str) -> None:
+def worker(depths: list[int], n_gen: int, threads: int, precision: str, cpu_time: bool, model: str,
+           n_prompt: int) -> None:
     """Fills one cache per depth, prints a checksum line, then one ms/token line per command read
     on stdin (the command is the depth)."""
     from llamix import Model
@@ -36,21 +41,30 @@ def worker(depths: list[int], n_gen: int, threads: int, precision: str, cpu_time
     ckpt = load_checkpoint(model) if model else random_checkpoint("1b", "q4_0")
     models = {}
     for d in depths:
-        m = Model(ckpt, n_ctx=d + n_gen + 2, n_threads=threads, kv_cache_k="f16", kv_cache_v="f16",
+        m = Model(ckpt, n_ctx=d + max(n_gen + 2, n_prompt), n_threads=threads, kv_cache_k="f16", kv_cache_v="f16",
                   attn_precision=precision)
         if d:
             m.eval(rng.integers(3, m.config.vocab_size, d).tolist())
         models[d] = m
     gen = rng.integers(3, ckpt.config.vocab_size, n_gen + 2).tolist()
+    prompt = rng.integers(3, ckpt.config.vocab_size, n_prompt).tolist()
     digest = hashlib.sha256()
     for d, m in models.items():
         m.rewind(d)
-        digest.update(m.eval(gen[:1]).tobytes())
+        digest.update(m.eval(prompt if n_prompt else gen[:1]).tobytes())
     print(digest.hexdigest(), flush=True)
     clock = time.process_time if cpu_time else time.perf_counter
     for line in sys.stdin:
         d = int(line)
         m = models[d]
+        if n_prompt:
+            m.rewind(d)
+            m.eval(prompt)  # untimed
+            m.rewind(d)
+            t0 = clock()
+            m.eval(prompt)
+            print((clock() - t0) * 1e3 / n_prompt, flush=True)
+            continue
         m.rewind(d)
         for tok in gen[:2]:  # untimed: wakes the threads and the memory
             m.eval([tok])
@@ -64,7 +78,7 @@ def worker(depths: list[int], n_gen: int, threads: int, precision: str, cpu_time
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker([int(d) for d in sys.argv[2].split(",")], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],
-               sys.argv[6] == "1", sys.argv[7])
+               sys.argv[6] == "1", sys.argv[7], int(sys.argv[8]))
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("base", help="PYTHONPATH of the base build")
@@ -72,6 +86,7 @@ def main() -> int:
     ap.add_argument("--depths", default="0,4096")
     ap.add_argument("-m", "--model", default="", help="a model file or folder (default: a random TinyLlama-1.1B Q4_0)")
     ap.add_argument("-n", type=int, default=32, help="tokens decoded per timing")
+    ap.add_argument("-p", type=int, default=0, help="time one prompt of this many tokens instead of -n decodes")
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--attn-precision", default="auto", choices=["auto", "f32", "bf16"])
     ap.add_argument("--rounds", type=int, default=15)
@@ -86,11 +101,12 @@ def main() -> int:
     depths = [int(d) for d in args.depths.split(",")]
     builds = {"base": args.base, "new": args.new}
     extra_env = {"base": args.base_env, "new": args.new_env}
-    print(f"decode, {args.model or 'random TinyLlama-1.1B Q4_0'}, f16 cache, {args.threads} threads, attn {args.attn_precision}, "
-          f"{args.rounds} rounds of {args.n} tokens; load average {os.getloadavg()[0]:.1f}")
+    what = f"pp{args.p}" if args.p else "decode"
+    print(f"{what}, {args.model or 'random TinyLlama-1.1B Q4_0'}, f16 cache, {args.threads} threads, attn {args.attn_precision}, "
+          f"{args.rounds} rounds of {args.p or args.n} tokens; load average {os.getloadavg()[0]:.1f}")
     procs = {name: subprocess.Popen([sys.executable, __file__, "--worker", args.depths, str(args.n),
                                      str(args.threads), args.attn_precision, "1" if args.cpu_time else "0",
-                                     args.model],
+                                     args.model, str(args.p)],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                     env={**os.environ, "PYTHONPATH": path,
                                          **dict(e.split("=", 1) for e in extra_env[name])})
@@ -116,6 +132,13 @@ def main() -> int:
               f"({1e3 / statistics.median(ms['base', d]):.1f} t/s), new {statistics.median(ms['new', d]):.2f} ms/token "
               f"({1e3 / statistics.median(ms['new', d]):.1f} t/s); new/base time {statistics.median(ratios):.3f} "
               f"(quartiles {q[0]:.3f}-{q[2]:.3f})")
+    if depths[0] == 0:
+        for name in builds:
+            for d in depths[1:]:
+                slow = sorted(b / a for a, b in zip(ms[name, 0], ms[name, d]))
+                print(f"{name}: depth {d} against depth 0, time x{statistics.median(slow):.3f} "
+                      f"(quartiles {statistics.quantiles(slow, n=4)[0]:.3f}-{statistics.quantiles(slow, n=4)[2]:.3f})"
+                      if len(slow) > 1 else f"{name}: depth {d} against depth 0, time x{slow[0]:.3f}")
     print(f"load average {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -391,11 +391,10 @@ void run_chunk_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t
     std::fill(p.l, p.l + rows16, 0.0f);
     std::fill(p.o, p.o + rows16 * hd32, 0.0f);
     std::fill(S.alpha.begin() + rows, S.alpha.begin() + rows16, 1.0f);
-    std::fill(S.pb.begin() + rows * kAttnTile, S.pb.begin() + rows16 * kAttnTile, uint16_t(0));
     const KVLayer& kv = *P.kv;
     const bool v_f16_stream = kv.v_type == QType::F16 && kv.v_row_bytes == hd * 2;
     float* s = S.s.data();
-    uint16_t* pb = S.pb.data();
+    uint16_t* pb = S.pb.data();  // one block's probabilities (16 x 64), reused by every block: stays in L1
     // AMX blocks: fewer than 16 rows (decoding) as one block of their own height, else 16 (padded)
     const int64_t block_rows = rows < 16 ? rows : 16;
     if (amx) K.attn_bf16_amx_begin(block_rows);  // this thread's tiles, for this chunk (kernels/ops.h)
@@ -456,10 +455,16 @@ void run_chunk_bf16(const Problem& P, int64_t g, int64_t t0, int64_t t1, int64_t
                 for (int64_t j = 0; j < kAttnTile; ++j)
                     if (j < lo || j > hi) sr[j] = -INFINITY;
             }
-            K.attn_tile_softmax(sb, r1 - r0, p.m + r0, p.l + r0, S.alpha.data() + r0);
+            if (K.attn_tile_softmax_bf16) {
+                K.attn_tile_softmax_bf16(sb, r1 - r0, p.m + r0, p.l + r0, S.alpha.data() + r0, pb);
+            } else {
+                K.attn_tile_softmax(sb, r1 - r0, p.m + r0, p.l + r0, S.alpha.data() + r0);
+                Q.f32_to_bf16(sb, pb, (r1 - r0) * kAttnTile);
+            }
             if (r0 == 0) prefetch_next(j0, 2);
-            Q.f32_to_bf16(sb, pb + r0 * kAttnTile, (r1 - r0) * kAttnTile);
-            (amx ? K.attn_bf16_accumulate_amx : K.attn_bf16_accumulate)(pb + r0 * kAttnTile, nr, hd32, vp,
+            if (r1 - r0 < nr)  // padding rows of a last block: zero probabilities
+                std::fill(pb + (r1 - r0) * kAttnTile, pb + nr * kAttnTile, uint16_t(0));
+            (amx ? K.attn_bf16_accumulate_amx : K.attn_bf16_accumulate)(pb, nr, hd32, vp,
                                                                         S.alpha.data() + r0, p.o + r0 * hd32);
         }
         prefetch_next(j0, 3);

@@ -60,6 +60,12 @@ struct OpsKernels {
     //   alpha[r] = exp(m[r] - m');  l[r] <- alpha[r] l[r] + sum_j s[r][j];  m[r] <- m'.
     // A row with no key yet (m' = -inf) gets alpha 1 and zeros. alpha is exactly 1 when m' = m.
     void (*attn_tile_softmax)(float* s, int64_t n_rows, float* m, float* l, float* alpha) = nullptr;
+    // Optional (nullptr: attn_tile_softmax, then the probabilities rounded by f32_to_bf16): the
+    // bf16 products' softmax, attn_tile_softmax's contract with the probabilities written rounded
+    // to bf16 (nearest even, NaN kept quiet) into pb (n_rows, kAttnTile) in one pass (s is left
+    // undefined); its exp may differ from attn_tile_softmax's (the bf16 rounding follows it).
+    void (*attn_tile_softmax_bf16)(float* s, int64_t n_rows, float* m, float* l, float* alpha,
+                                   uint16_t* pb) = nullptr;
     // o (n_rows, head_dim) = alpha[r] o + p (n_rows, kAttnTile) . v (kAttnTile, head_dim).
     void (*attn_tile_accumulate)(const float* p, int64_t n_rows, const float* v, int64_t head_dim,
                                  const float* alpha, float* o) = nullptr;

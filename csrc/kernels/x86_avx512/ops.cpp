@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/ops.h"
 
@@ -430,6 +431,108 @@ void attn_tile_softmax(float* s, int64_t n_rows, float* m, float* l, float* alph
     }
 }
 
+namespace {
+
+// exp(x - mx) for the bf16 products' softmax, whose probabilities are rounded to bf16 (8 bits)
+// next: 2^f by a degree-4 polynomial (a least-squares fit of relative error on [-1/2, 1/2]; at most
+// 2.7e-6 from 2^f in float32), two multiply-adds fewer than exp_shifted; otherwise the same steps.
+inline __m512 exp_shifted_bf16(__m512 x, __m512 mx_log2e) {
+    __m512 t = _mm512_fmsub_ps(x, _mm512_set1_ps(1.44269504088896341f), mx_log2e);
+    t = _mm512_max_ps(t, _mm512_set1_ps(-150.0f));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(0.009570101276040077f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05591785907745361f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240247443318367f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931217908859253f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999992847442627f));
+    return _mm512_scalef_ps(p, n);
+}
+
+// Two vectors of float32 (not NaN) rounded to bf16 (nearest even), as 32 words in lane order:
+// x + 0x7fff + (bit 16 of x), the high halves of the two picked by one permute.
+inline __m512i round_pair_bf16(__m512 a, __m512 b) {
+    const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+    const __m512i ua = _mm512_castps_si512(a), ub = _mm512_castps_si512(b);
+    const __m512i ra = _mm512_add_epi32(_mm512_add_epi32(ua, bias), _mm512_and_si512(_mm512_srli_epi32(ua, 16), one));
+    const __m512i rb = _mm512_add_epi32(_mm512_add_epi32(ub, bias), _mm512_and_si512(_mm512_srli_epi32(ub, 16), one));
+    const __m512i odd_words = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29,
+                                               27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi16(ra, odd_words, rb);
+}
+
+}  // namespace
+
+// Lanes 0..3: the maximum (sum) of the 16 lanes of a, b, c, d; each lane's result depends on its
+// own vector only, in one fixed order (whichever of the four slots a row takes).
+template <bool kMax>
+inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    auto op8 = [](__m256 x, __m256 y) { return kMax ? _mm256_max_ps(x, y) : _mm256_add_ps(x, y); };
+    auto half = [&](__m512 x) { return op8(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps(x, 1)); };
+    const __m256 a8 = half(a), b8 = half(b), c8 = half(c), d8 = half(d);
+    const __m256 ab = op8(_mm256_unpacklo_ps(a8, b8), _mm256_unpackhi_ps(a8, b8));  // a02 b02 a13 b13 | a46 ..
+    const __m256 cd = op8(_mm256_unpacklo_ps(c8, d8), _mm256_unpackhi_ps(c8, d8));
+    const __m256 abcd = op8(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m128 lo = _mm256_castps256_ps128(abcd), hi = _mm256_extractf128_ps(abcd, 1);
+    return kMax ? _mm_max_ps(lo, hi) : _mm_add_ps(lo, hi);
+}
+
+// attn_tile_softmax with its probabilities rounded to bf16 into pb (kernels/ops.h), in one pass,
+// four rows at a time (their maxima and sums reduced together; a short group repeats its last
+// row, whose result is the same in any slot). A row whose sum is NaN (a NaN or infinite score) is
+// rounded again by f32_to_bf16's rule (NaN stays a quiet NaN), which round_pair_bf16 does not handle.
+void attn_tile_softmax_bf16(float* s, int64_t n_rows, float* m, float* l, float* alpha, uint16_t* pb) {
+    for (int64_t r = 0; r < n_rows; r += 4) {
+        const int64_t nr = std::min<int64_t>(4, n_rows - r);
+        __m512 x[4][4], rmax[4];
+        for (int i = 0; i < 4; ++i) {
+            const float* sr = s + (r + std::min<int64_t>(i, nr - 1)) * kAttnTile;
+            for (int c = 0; c < 4; ++c) x[i][c] = _mm512_loadu_ps(sr + 16 * c);
+            rmax[i] = _mm512_max_ps(_mm512_max_ps(x[i][0], x[i][1]), _mm512_max_ps(x[i][2], x[i][3]));
+        }
+        alignas(16) float tmax[4], tsum[4];
+        _mm_store_ps(tmax, reduce4<true>(rmax[0], rmax[1], rmax[2], rmax[3]));
+        __m512 e[4][4], sum[4];
+        float mx[4];
+        for (int i = 0; i < 4; ++i) {
+            mx[i] = std::max(m[r + std::min<int64_t>(i, nr - 1)], tmax[i]);
+            const __m512 shift = _mm512_set1_ps(mx[i] == -INFINITY ? 0.0f : mx[i] * 1.44269504088896341f);
+            sum[i] = _mm512_setzero_ps();
+            for (int c = 0; c < 4; ++c) {
+                e[i][c] = exp_shifted_bf16(x[i][c], shift);  // all -inf: exactly 0
+                sum[i] = _mm512_add_ps(sum[i], e[i][c]);
+            }
+        }
+        _mm_store_ps(tsum, reduce4<false>(sum[0], sum[1], sum[2], sum[3]));
+        for (int i = 0; i < nr; ++i) {
+            uint16_t* pr = pb + (r + i) * kAttnTile;
+            if (mx[i] == -INFINITY) {  // no key yet: zeros, alpha 1
+                _mm512_storeu_si512(pr, _mm512_setzero_si512());
+                _mm512_storeu_si512(pr + 32, _mm512_setzero_si512());
+                alpha[r + i] = 1.0f;
+                continue;
+            }
+            if (std::isnan(tsum[i])) {
+                alignas(64) float wide[kAttnTile];
+                for (int c = 0; c < 4; ++c) _mm512_store_ps(wide + 16 * c, e[i][c]);
+                for (int64_t j = 0; j < kAttnTile; ++j) {
+                    uint32_t u;
+                    std::memcpy(&u, wide + j, 4);
+                    pr[j] = std::isnan(wide[j]) ? uint16_t((u >> 16) | 0x40)
+                                                : uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+                }
+            } else {
+                _mm512_storeu_si512(pr, round_pair_bf16(e[i][0], e[i][1]));
+                _mm512_storeu_si512(pr + 32, round_pair_bf16(e[i][2], e[i][3]));
+            }
+            const float a = mx[i] == m[r + i] ? 1.0f : std::exp(m[r + i] - mx[i]);
+            alpha[r + i] = a;
+            l[r + i] = a * l[r + i] + tsum[i];
+            m[r + i] = mx[i];
+        }
+    }
+}
+
 void attn_tile_accumulate(const float* p, int64_t n_rows, const float* v, int64_t head_dim, const float* alpha,
                           float* o) {
     int64_t r = 0;
@@ -540,6 +643,7 @@ void fill_ops_avx512(OpsKernels& k) {
     k.attn_tile_transpose = avx512::attn_tile_transpose;
     k.attn_tile_scores = avx512::attn_tile_scores;
     k.attn_tile_softmax = avx512::attn_tile_softmax;
+    k.attn_tile_softmax_bf16 = avx512::attn_tile_softmax_bf16;
     k.attn_tile_accumulate = avx512::attn_tile_accumulate;
     fill_attn_bf16_tiles_avx512(k);
     k.attention = avx512::attention;
