@@ -27,6 +27,13 @@ void load(const void* src, QType type, float* dst, int64_t n) {
     }
 }
 
+// Element i of a float32 / float16 / bfloat16 array, as float32.
+static float element(const void* src, QType type, int64_t i) {
+    float v;
+    load(static_cast<const uint8_t*>(src) + i * (type == QType::F32 ? 4 : 2), type, &v, 1);
+    return v;
+}
+
 void store(const float* src, void* dst, QType type, int64_t n) {
     switch (type) {
         case QType::F32: std::memcpy(dst, src, size_t(n) * 4); return;
@@ -63,9 +70,7 @@ void weighted_sum_from(float* out, const void* const* x, const QType* type, cons
     for (int64_t i = begin; i < n; ++i) {
         float acc = 0.0f;
         for (int m = 0; m < k; ++m) {
-            float v;
-            load(static_cast<const uint8_t*>(x[m]) + i * (type[m] == QType::F32 ? 4 : 2), type[m], &v, 1);
-            acc = std::fma(v, w[m], acc);
+            acc = std::fma(element(x[m], type[m], i), w[m], acc);
         }
         out[i] = d != 1.0f ? acc / d : acc;
     }
@@ -78,12 +83,10 @@ void weighted_sum(float* out, const void* const* x, const QType* type, const flo
 void task_sum_from(float* out, const void* base, QType tb, const void* const* x, const QType* type, const float* w,
                    int k, float d, float lambda, int64_t begin, int64_t n) {
     for (int64_t i = begin; i < n; ++i) {
-        float b, acc = 0.0f;
-        load(static_cast<const uint8_t*>(base) + i * (tb == QType::F32 ? 4 : 2), tb, &b, 1);
+        const float b = element(base, tb, i);
+        float acc = 0.0f;
         for (int m = 0; m < k; ++m) {
-            float v;
-            load(static_cast<const uint8_t*>(x[m]) + i * (type[m] == QType::F32 ? 4 : 2), type[m], &v, 1);
-            const float dm = (v - b) * w[m];
+            const float dm = (element(x[m], type[m], i) - b) * w[m];
             acc = m == 0 ? dm : acc + dm;
         }
         if (d != 1.0f) acc = acc / d;
@@ -100,11 +103,10 @@ void task_sum(float* out, const void* base, QType tb, const void* const* x, cons
 void stock_mix_from(float* out, const void* base, QType tb, const void* const* x, const QType* type, int k, float ca,
                     float cb, int64_t begin, int64_t n) {
     for (int64_t i = begin; i < n; ++i) {
-        float b, acc = 0.0f;
-        load(static_cast<const uint8_t*>(base) + i * (tb == QType::F32 ? 4 : 2), tb, &b, 1);
+        const float b = element(base, tb, i);
+        float acc = 0.0f;
         for (int m = 0; m < k; ++m) {
-            float v;
-            load(static_cast<const uint8_t*>(x[m]) + i * (type[m] == QType::F32 ? 4 : 2), type[m], &v, 1);
+            const float v = element(x[m], type[m], i);
             acc = m == 0 ? v : acc + v;
         }
         acc = acc / float(k);
