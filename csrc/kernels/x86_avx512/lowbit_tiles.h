@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "kernels/kquant.h"
+#include "kernels/x86_avx512/group_tile_adapters.h"
 #include "kernels/lowbit.h"
 
 #ifndef LLAMIX_LOWBIT_VBMI
@@ -383,24 +384,6 @@ void iq4_xs_group_tile(const uint8_t* const* w, int64_t nsb, const uint8_t* xq, 
 #pragma GCC unroll 4
     for (int s = 0; s < G; ++s)
         for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y[s] + t * y_stride, rows[s], fsum_[s][t]);
-}
-
-using GroupTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, float*, int64_t, __mmask16);
-using MultiTileFn = void (*)(const uint8_t* const*, int64_t, const uint8_t*, int64_t, float* const*, int64_t, const __mmask16*);
-
-// One group, T tokens.
-template <MultiTileFn Tile>
-void one_group(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, float* y, int64_t y_stride, __mmask16 rows) {
-    Tile(&w, nsb, xq, xq_stride, &y, y_stride, &rows);
-}
-
-// Two groups, one token (MatmulKernels::GemvPair): the decode tiles with G = 2.
-template <MultiTileFn Tile>
-void gemv_pair(const uint8_t* w0, const uint8_t* w1, int64_t nb, const void* x, float* y0, float* y1, int rows0, int rows1) {
-    const uint8_t* const w[2] = {w0, w1};
-    float* const y[2] = {y0, y1};
-    const __mmask16 rows[2] = {__mmask16((1u << rows0) - 1), __mmask16((1u << rows1) - 1)};
-    Tile(w, nb, static_cast<const uint8_t*>(x), 0, y, 0, rows);
 }
 
 // Q4_1 / IQ4_NL (block_q8a activations) in the same form.
