@@ -95,7 +95,8 @@ struct NibbleGroups {
     }
 };
 
-// Q8_0: the sign trick (|w| times sign-adjusted activations), widened per 4-byte piece.
+// Q8_0: the sign trick (|w| times sign-adjusted activations), widened per 4-byte piece; each
+// chunk's weights are unpacked once for the T tokens.
 struct Q8Groups {
     using Act = block_q8a;
     static constexpr int64_t kBlockBytes = kQ8GroupBlockBytes;
@@ -104,21 +105,25 @@ struct Q8Groups {
     template <int T>
     static inline void step(const uint8_t* blk, const block_q8a* const* x, int h, __m256* acc) {
         const __m256i bias = _mm256_set1_epi8(char(0x80)), ones = _mm256_set1_epi16(1);
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
-        for (int i = 0; i < T; ++i) {
-            const block_q8a& xb = *x[i];
-            __m256i s = _mm256_setzero_si256();
-            for (int c = 0; c < 8; ++c) {
-                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
-                const __m256i ws = _mm256_xor_si256(v, bias);  // back to int8
-                const __m256i xv = bcast4(xb.qs + 4 * c);
+        __m256i s[T];
+#pragma GCC unroll 4
+        for (int i = 0; i < T; ++i) s[i] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
+            const __m256i ws = _mm256_xor_si256(v, bias);  // back to int8
+            const __m256i aw = _mm256_sign_epi8(ws, ws);
+#pragma GCC unroll 4
+            for (int i = 0; i < T; ++i) {
                 // |w| times x with w's sign: x is within [-127, 127], so negating it never overflows
                 // (a weight of -128, which other tools may write, becomes 128 unsigned)
-                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(ws, ws), _mm256_sign_epi8(xv, ws));
-                s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+                const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast4(x[i]->qs + 4 * c), ws));
+                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(p, ones));
             }
-            acc[i] = accumulate(acc[i], dw, xb, s, 0);
         }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
+#pragma GCC unroll 4
+        for (int i = 0; i < T; ++i) acc[i] = accumulate(acc[i], dw, *x[i], s[i], 0);
     }
 };
 

@@ -20,8 +20,14 @@ namespace llamix {
 namespace avx2 {
 namespace {
 
-// Decode's software prefetch lead, in bytes of one stream (docs/PERFORMANCE.md, AVX2 decode).
-constexpr int64_t kPrefetchBytes = 4096;
+// Decode's software prefetch lead, in bytes of each stream: a few blocks ahead, 1 KiB for the
+// 32-blocks (288-544 bytes per group block), 4 KiB for the super-blocks (1.3-3.4 KiB). Measured on
+// a Zen 3 (2 threads, pairs, docs/PERFORMANCE.md "AVX2 decode"): 1-6 KiB were within noise of each
+// other for most types, and none at all lost up to 40% on the super-blocks even from L3.
+template <class K>
+constexpr int64_t prefetch_lead() {
+    return K::kBlockBytes > 1024 ? 4096 : 1024;
+}
 
 // One 8-row half of a group for T tokens (x: token t's blocks at x + t * x_stride bytes): out[t][row].
 template <class K, int T>
@@ -44,8 +50,7 @@ void half_tile(const uint8_t* w, int64_t nb, const uint8_t* x, int64_t x_stride,
 // Decode: G groups (G = 2: MatmulKernels::GemvPair) against one token, both halves of each in
 // one pass over the blocks, the groups' blocks read alternately, so that each core keeps G memory
 // streams in flight (one stream per core leaves the memory idle while the core unpacks; and two
-// passes, one per half, re-read every group from L2 with no stream in flight). Each stream
-// advances G times slower, so its prefetch leads by 1 / G the bytes (the same time ahead).
+// passes, one per half, re-read every group from L2 with no stream in flight).
 template <class K, int G>
 void gemv_groups(const uint8_t* const* w, int64_t nb, const void* x, float* const* y, const int* rows) {
     using Act = typename K::Act;
@@ -60,7 +65,7 @@ void gemv_groups(const uint8_t* const* w, int64_t nb, const void* x, float* cons
             const uint8_t* blk = w[s] + b * K::kBlockBytes;
 #pragma GCC unroll 64
             for (int64_t o = 0; o < K::kBlockBytes; o += 64)
-                _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes / G + o), _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(blk + prefetch_lead<K>() + o), _MM_HINT_T0);
             K::template step<1>(blk, a, 0, acc[s][0]);
             K::template step<1>(blk, a, 1, acc[s][1]);
         }
