@@ -92,13 +92,14 @@ inline __m256i scaled_sum(const Unpacked& u, const int8_t* a) {
 }
 
 // Packed K-quant groups (kernels/kquant.h), block steps of one 8-row half (run by token_tiles.h as
-// GEMM tiles and decode pairs): a ymm holds 4 bytes of
-// each of 8 rows; pmaddubsw against a broadcast 4-byte piece of the activations gives each row two
+// GEMM tiles and decode pairs): a ymm holds 4 bytes of each of 8 rows; pmaddubsw against a broadcast 4-byte piece of the activations gives each row two
 // int16 sums, kept in int16 only while they provably fit (Q4_K: one 32-wide sub-block, 16
 // products of at most 15 * 127; Q5_K: half of one; Q6_K: 8 elements), then pmaddwd with the
 // sub-block scale in both halves turns them into scale * sum in int32. Exact integer sums,
 // combined in float32 as the reference does: bit-identical.
-constexpr int kGroupTile = 2;  // tokens per register tile (16 ymm registers)
+// Tokens per GEMM tile: each unpacked weight vector meets 4 tokens (with 2, GEMM-512 on a Zen 3 was
+// 5-30% slower and Q5_K / Q6_K / IQ4_XS below numpy's sgemm; some sums then live in memory).
+constexpr int kGroupTile = 4;
 
 inline __m256i bcast32(const void* p) {
     int32_t v;
@@ -145,13 +146,13 @@ struct KQuantGroups {
                     lo = _mm256_or_si256(lo, _mm256_and_si256(j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4), b4));
                     hi = _mm256_or_si256(hi, _mm256_and_si256(j + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - j) : _mm256_srli_epi16(qh, j - 3), b4));
                 }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                 for (int t = 0; t < T; ++t) {
                     lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast32(a[t]->qs + 64 * p + 4 * c)));
                     hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, bcast32(a[t]->qs + 64 * p + 32 + 4 * c)));
                 }
                 if ((c + 1) % kFlush == 0) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                     for (int t = 0; t < T; ++t) {
                         sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(lo16[t], s_lo), _mm256_madd_epi16(hi16[t], s_hi)));
                         lo16[t] = hi16[t] = _mm256_setzero_si256();
@@ -207,13 +208,13 @@ struct Q6KGroups {
                     const __m256i qa = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_and_si256(high[2 * odd], m30));
                     const __m256i qb = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
                                                        _mm256_and_si256(high[2 * odd + 1], m30));
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                     for (int t = 0; t < T; ++t) {
                         a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(qa, bcast32(a[t]->qs + 4 * c)));
                         b16[t] = _mm256_add_epi16(b16[t], _mm256_maddubs_epi16(qb, bcast32(a[t]->qs + 128 + 4 * c)));
                     }
                 }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                 for (int t = 0; t < T; ++t)
                     sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(a16[t], sa), _mm256_madd_epi16(b16[t], sb)));
             }

@@ -98,7 +98,7 @@ struct IQ4NLGroups {
 // 4 * 2 * 7 * 127), then pmaddwd by (scale, scale) gives scale * dot in int32. IQ4_XS: levels
 // looked up signed, |v| times x with v's sign (pairs at most 2 * 127 * 127), pmaddwd by the
 // scale per piece. Mins and Q3_K's offset of 4 through the 16-sums; the reference's float order.
-constexpr int kGroupTile = 2;
+constexpr int kGroupTile = 4;  // tokens per GEMM tile, as the K-quants (kquant.cpp)
 
 inline __m256i bcast32(const void* p) {
     int32_t v;
