@@ -246,9 +246,6 @@ void fill_kquant_avx2(KQuantKernels& k) {
     k.gemm_q4_K_groups = gemm_q8K<KQuantGroups<false>>;
     k.gemm_q5_K_groups = gemm_q8K<KQuantGroups<true>>;
     k.gemm_q6_K_groups = gemm_q8K<Q6KGroups>;
-    k.gemv_pair_q4_K = gemv_pair<KQuantGroups<false>>;
-    k.gemv_pair_q5_K = gemv_pair<KQuantGroups<true>>;
-    k.gemv_pair_q6_K = gemv_pair<Q6KGroups>;
 }
 
 }  // namespace llamix

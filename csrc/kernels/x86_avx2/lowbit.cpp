@@ -228,9 +228,6 @@ void fill_lowbit_avx2(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     k.gemm_q2_K_groups = gemm_q8K<LowbitGroups<Kind::q2_K>>;
     k.gemm_q3_K_groups = gemm_q8K<LowbitGroups<Kind::q3_K>>;
     k.gemm_iq4_xs_groups = gemm_q8K<LowbitGroups<Kind::iq4_xs>>;
-    k.gemv_pair_q2_K = gemv_pair<LowbitGroups<Kind::q2_K>>;
-    k.gemv_pair_q3_K = gemv_pair<LowbitGroups<Kind::q3_K>>;
-    k.gemv_pair_iq4_xs = gemv_pair<LowbitGroups<Kind::iq4_xs>>;
 }
 
 }  // namespace llamix

@@ -20,14 +20,17 @@ namespace llamix {
 namespace avx2 {
 namespace {
 
-// Decode's software prefetch lead, in bytes of each stream: a few blocks ahead, 1 KiB for the
-// 32-blocks (288-544 bytes per group block), 4 KiB for the super-blocks (1.3-3.4 KiB). Measured on
-// a Zen 3 (2 threads, pairs, docs/PERFORMANCE.md "AVX2 decode"): 1-6 KiB were within noise of each
-// other for most types, and none at all lost up to 40% on the super-blocks even from L3.
+// The 256-element super-block types (K-quants, Q2_K, Q3_K, IQ4_XS: 1.3-3.4 KiB per group block)
+// decode one 8-row half at a time, the first half prefetching the group 4 KiB ahead in software
+// and the second reading it again from L2: on a Zen 3, decode pairs and one pass over both halves
+// (gemv_groups) measured 0.68-0.98 of that in lockstep (docs/PERFORMANCE.md, "AVX2 decode"), so
+// these types have no AVX2 pair kernels. The 32-block types use gemv_groups.
 template <class K>
-constexpr int64_t prefetch_lead() {
-    return K::kBlockBytes > 1024 ? 4096 : 1024;
-}
+constexpr bool kSuperBlocks = K::kBlockBytes > 1024;
+constexpr int64_t kSuperBlockPrefetch = 4096;
+// Decode's software prefetch lead for the 32-block types (288-544 bytes per group block), in bytes
+// of each stream: 1 KiB, a few blocks (1-6 KiB measured within noise of each other on a Zen 3).
+constexpr int64_t kPrefetchLead = 1024;
 
 // One 8-row half of a group for T tokens (x: token t's blocks at x + t * x_stride bytes): out[t][row].
 template <class K, int T>
@@ -41,6 +44,11 @@ void half_tile(const uint8_t* w, int64_t nb, const uint8_t* x, int64_t x_stride,
         const Act* a[T];
 #pragma GCC unroll 4
         for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const Act*>(x + t * x_stride) + b;
+        if constexpr (T == 1 && kSuperBlocks<K>) {
+            if (h == 0)  // a decode streams the weights once (the second half then hits L2)
+                for (int64_t o = 0; o < K::kBlockBytes; o += 64)
+                    _mm_prefetch(reinterpret_cast<const char*>(w + b * K::kBlockBytes + kSuperBlockPrefetch + o), _MM_HINT_T0);
+        }
         K::template step<T>(w + b * K::kBlockBytes, a, h, acc);
     }
 #pragma GCC unroll 4
@@ -54,6 +62,7 @@ void half_tile(const uint8_t* w, int64_t nb, const uint8_t* x, int64_t x_stride,
 template <class K, int G>
 void gemv_groups(const uint8_t* const* w, int64_t nb, const void* x, float* const* y, const int* rows) {
     using Act = typename K::Act;
+    static_assert(!kSuperBlocks<K>, "the super-block types decode one half at a time (see kSuperBlocks)");
     __m256 acc[G][2][1];
 #pragma GCC unroll 4
     for (int s = 0; s < G; ++s) acc[s][0][0] = acc[s][1][0] = _mm256_setzero_ps();
@@ -65,7 +74,7 @@ void gemv_groups(const uint8_t* const* w, int64_t nb, const void* x, float* cons
             const uint8_t* blk = w[s] + b * K::kBlockBytes;
 #pragma GCC unroll 64
             for (int64_t o = 0; o < K::kBlockBytes; o += 64)
-                _mm_prefetch(reinterpret_cast<const char*>(blk + prefetch_lead<K>() + o), _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchLead + o), _MM_HINT_T0);
             K::template step<1>(blk, a, 0, acc[s][0]);
             K::template step<1>(blk, a, 1, acc[s][1]);
         }
@@ -91,9 +100,8 @@ template <class K, class Table>
 void group_gemm(const uint8_t* w, int64_t nb, const void* xv, int64_t x_stride, int64_t n, float* y, int64_t y_stride,
                 int rows) {
     const auto* x = static_cast<const uint8_t*>(xv);
-    if (n == 1) {
-        gemv_groups<K, 1>(&w, nb, x, &y, &rows);
-        return;
+    if constexpr (!kSuperBlocks<K>) {
+        if (n == 1) return gemv_groups<K, 1>(&w, nb, x, &y, &rows);
     }
     float out[K::kTile][8];
     for (int64_t t = 0; t < n; t += K::kTile) {
@@ -123,7 +131,7 @@ void gemm_q8K(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, 
         group_gemm<K, TileTable<K, 1, 2>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
 }
 
-// MatmulKernels::GemvPair: two groups of one weight, one token.
+// MatmulKernels::GemvPair: two groups of one weight, one token (the 32-block types).
 template <class K>
 void gemv_pair(const uint8_t* w0, const uint8_t* w1, int64_t nb, const void* x, float* y0, float* y1, int rows0,
                int rows1) {
