@@ -2,7 +2,9 @@
 kernels' GemvPair): the results must be the scalar reference's bits, for every packed type, any
 row count (pairs, an odd last group, a short last group alone or in a pair, a group of 8 rows or
 fewer), any thread count, and in matmul_many next to weights of other types. The `isa` fixture runs
-every variant with pair kernels here (AVX2, AVX-512) against the scalar reference, which has none."""
+every variant against the scalar reference, which has no pair kernels: AVX-512 pairs every type,
+AVX2 the 32-block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL; its super-block types decode a lone
+group one 8-row half at a time)."""
 import numpy as np
 import pytest
 
