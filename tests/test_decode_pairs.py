@@ -1,7 +1,10 @@
 """Decode (one token) reads two row groups of a packed weight at once (run_row_group_pairs and the
 kernels' GemvPair): the results must be the scalar reference's bits, for every packed type, any
-row count (pairs, an odd last group, a short last group), any thread count, and in matmul_many
-next to weights of other types."""
+row count (pairs, an odd last group, a short last group alone or in a pair, a group of 8 rows or
+fewer), any thread count, and in matmul_many next to weights of other types. The `isa` fixture runs
+every variant against the scalar reference, which has no pair kernels: AVX-512 pairs every type,
+AVX2 the 32-block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL; its super-block types decode a lone
+group one 8-row half at a time)."""
 import numpy as np
 import pytest
 
@@ -17,7 +20,7 @@ def _scalar(x, qw):
 
 
 @pytest.mark.parametrize("qtype", PACKED_TYPES)
-@pytest.mark.parametrize("rows", [16, 32, 47, 80, 97, 130])
+@pytest.mark.parametrize("rows", [5, 16, 20, 32, 47, 60, 80, 97, 130])
 def test_one_token_bit_identical_to_scalar(isa, qtype, rows):
     rng = np.random.default_rng(rows)
     k = 512

@@ -8,6 +8,7 @@
 
 #include "common/fp16.h"
 #include "kernels/kquant.h"
+#include "kernels/x86_avx2/token_tiles.h"
 #include "kernels/x86_shared/kquant_dot_rows.h"
 #include "kernels/x86_shared/quantize_q8_K.h"
 
@@ -90,13 +91,15 @@ inline __m256i scaled_sum(const Unpacked& u, const int8_t* a) {
     return acc;
 }
 
-// Packed K-quant groups (kernels/kquant.h), one 8-row half at a time: a ymm holds 4 bytes of
-// each of 8 rows; pmaddubsw against a broadcast 4-byte piece of the activations gives each row two
+// Packed K-quant groups (kernels/kquant.h), block steps of one 8-row half (run by token_tiles.h as
+// GEMM tiles and decode pairs): a ymm holds 4 bytes of each of 8 rows; pmaddubsw against a broadcast 4-byte piece of the activations gives each row two
 // int16 sums, kept in int16 only while they provably fit (Q4_K: one 32-wide sub-block, 16
 // products of at most 15 * 127; Q5_K: half of one; Q6_K: 8 elements), then pmaddwd with the
 // sub-block scale in both halves turns them into scale * sum in int32. Exact integer sums,
 // combined in float32 as the reference does: bit-identical.
-constexpr int kGroupTile = 2;  // tokens per register tile (16 ymm registers)
+// Tokens per GEMM tile: each unpacked weight vector meets 4 tokens (with 2, GEMM-512 on a Zen 3 was
+// 5-30% slower and Q5_K / Q6_K / IQ4_XS below numpy's sgemm; some sums then live in memory).
+constexpr int kGroupTile = 4;
 
 inline __m256i bcast32(const void* p) {
     int32_t v;
@@ -106,22 +109,18 @@ inline __m256i bcast32(const void* p) {
 // An int32 lane's low 16 bits copied to its high 16 bits: (v, v) as int16 for pmaddwd.
 inline __m256i pair16(__m256i low16) { return _mm256_or_si256(low16, _mm256_slli_epi32(low16, 16)); }
 
-template <bool Q5, int T>
-void kq_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, int h, float out[][8]) {
-    constexpr int64_t kBlockBytes = Q5 ? kQ5KGroupBlockBytes : kQ4KGroupBlockBytes;
-    constexpr int64_t kQs = 64 + 3 * 64, kQh = kQs + 2048;
-    constexpr int kFlush = Q5 ? 4 : 8;  // chunks whose int16 sums fit
-    const __m256i m4 = _mm256_set1_epi8(0x0F), low6 = _mm256_set1_epi32(0x3f3f3f3f), low4 = _mm256_set1_epi32(0x0f0f0f0f);
-    const __m256i low2 = _mm256_set1_epi32(0x03030303), byte0 = _mm256_set1_epi32(0xff);
-    __m256 fsum[T];
-    for (int t = 0; t < T; ++t) fsum[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nsb; ++b) {
-        const uint8_t* g = w + b * kBlockBytes;
-        if (T == 1 && h == 0) {  // decode streams the weights once (the second half then hits L1/L2)
-            for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
-        }
-        const block_q8_K* a[T];
-        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+template <bool Q5>
+struct KQuantGroups {
+    using Act = block_q8_K;
+    static constexpr int64_t kBlockBytes = Q5 ? kQ5KGroupBlockBytes : kQ4KGroupBlockBytes;
+    static constexpr int kTile = kGroupTile;
+    static constexpr int64_t kQs = 64 + 3 * 64, kQh = kQs + 2048;
+    static constexpr int kFlush = Q5 ? 4 : 8;  // chunks whose int16 sums fit
+
+    template <int T>
+    static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
+        const __m256i m4 = _mm256_set1_epi8(0x0F), low6 = _mm256_set1_epi32(0x3f3f3f3f), low4 = _mm256_set1_epi32(0x0f0f0f0f);
+        const __m256i low2 = _mm256_set1_epi32(0x03030303), byte0 = _mm256_set1_epi32(0xff);
         // the 12-byte scale fields of 8 rows as three words each: sc0..3, sc4..7, m0..3, m4..7
         const __m256i w0 = load256(g + 64 + 32 * h), w1 = load256(g + 128 + 32 * h), w2 = load256(g + 192 + 32 * h);
         const __m256i sc[2] = {_mm256_and_si256(w0, low6),
@@ -147,13 +146,13 @@ void kq_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride
                     lo = _mm256_or_si256(lo, _mm256_and_si256(j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4), b4));
                     hi = _mm256_or_si256(hi, _mm256_and_si256(j + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - j) : _mm256_srli_epi16(qh, j - 3), b4));
                 }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                 for (int t = 0; t < T; ++t) {
                     lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast32(a[t]->qs + 64 * p + 4 * c)));
                     hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, bcast32(a[t]->qs + 64 * p + 32 + 4 * c)));
                 }
                 if ((c + 1) % kFlush == 0) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                     for (int t = 0; t < T; ++t) {
                         sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(lo16[t], s_lo), _mm256_madd_epi16(hi16[t], s_hi)));
                         lo16[t] = hi16[t] = _mm256_setzero_si256();
@@ -174,22 +173,17 @@ void kq_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride
             fsum[t] = _mm256_add_ps(fsum[t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), v));
         }
     }
-    for (int t = 0; t < T; ++t) _mm256_storeu_ps(out[t], fsum[t]);
-}
+};
 
-template <int T>
-void q6_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, int h, float out[][8]) {
-    constexpr int64_t kScales = 32, kQl = kScales + 256, kQh = kQl + 2048;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30), high16 = _mm256_set1_epi32(int(0xffff0000u));
-    __m256 fsum[T];
-    for (int t = 0; t < T; ++t) fsum[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nsb; ++b) {
-        const uint8_t* g = w + b * kQ6KGroupBlockBytes;
-        if (T == 1 && h == 0) {
-            for (int64_t o = 0; o < kQ6KGroupBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
-        }
-        const block_q8_K* a[T];
-        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+struct Q6KGroups {
+    using Act = block_q8_K;
+    static constexpr int64_t kBlockBytes = kQ6KGroupBlockBytes;
+    static constexpr int kTile = kGroupTile;
+    static constexpr int64_t kScales = 32, kQl = kScales + 256, kQh = kQl + 2048;
+
+    template <int T>
+    static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
+        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30), high16 = _mm256_set1_epi32(int(0xffff0000u));
         __m256i sumi[T], off[T];
         for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm256_setzero_si256();
         for (int u = 0; u < 8; ++u) {  // sub-blocks u (chunks 4u..4u+3) and 8 + u (chunks 32 + 4u..)
@@ -214,13 +208,13 @@ void q6_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride
                     const __m256i qa = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_and_si256(high[2 * odd], m30));
                     const __m256i qb = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
                                                        _mm256_and_si256(high[2 * odd + 1], m30));
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                     for (int t = 0; t < T; ++t) {
                         a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(qa, bcast32(a[t]->qs + 4 * c)));
                         b16[t] = _mm256_add_epi16(b16[t], _mm256_maddubs_epi16(qb, bcast32(a[t]->qs + 128 + 4 * c)));
                     }
                 }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                 for (int t = 0; t < T; ++t)
                     sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(a16[t], sa), _mm256_madd_epi16(b16[t], sb)));
             }
@@ -237,28 +231,7 @@ void q6_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride
             fsum[t] = _mm256_add_ps(fsum[t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), _mm256_mul_ps(d, _mm256_cvtepi32_ps(total))));
         }
     }
-    for (int t = 0; t < T; ++t) _mm256_storeu_ps(out[t], fsum[t]);
-}
-
-using HalfFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int, float[][8]);
-
-// Token tiles of kGroupTile, each over both 8-row halves; results go through a small buffer so
-// padding rows are never written.
-template <HalfFn Tile1, HalfFn Tile2>
-void gemm_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y, int64_t y_stride,
-                 int rows) {
-    static_assert(kGroupTile == 2, "one half function per token count 1..2");
-    const auto* x = static_cast<const uint8_t*>(xq);
-    float out[kGroupTile][8];
-    for (int64_t t = 0; t < n; t += kGroupTile) {
-        const int nt = n - t < kGroupTile ? int(n - t) : kGroupTile;
-        for (int h = 0; h < 2 && 8 * h < rows; ++h) {
-            (nt == 2 ? Tile2 : Tile1)(w, nsb, x + t * xq_stride, xq_stride, h, out);
-            const int nr = rows - 8 * h < 8 ? rows - 8 * h : 8;
-            for (int i = 0; i < nt; ++i) __builtin_memcpy(y + (t + i) * y_stride + 8 * h, out[i], size_t(nr) * sizeof(float));
-        }
-    }
-}
+};
 
 }  // namespace
 
@@ -270,9 +243,9 @@ void fill_kquant_avx2(KQuantKernels& k) {
     k.dot_q4_K_q8_K = x86_shared::dot_rows<block_q4_K, Unpacked, unpack, scaled_sum>;
     k.dot_q5_K_q8_K = x86_shared::dot_rows<block_q5_K, Unpacked, unpack, scaled_sum>;
     k.dot_q6_K_q8_K = x86_shared::dot_rows<block_q6_K, Unpacked, unpack, scaled_sum>;
-    k.gemm_q4_K_groups = gemm_groups<kq_half<false, 1>, kq_half<false, 2>>;
-    k.gemm_q5_K_groups = gemm_groups<kq_half<true, 1>, kq_half<true, 2>>;
-    k.gemm_q6_K_groups = gemm_groups<q6_half<1>, q6_half<2>>;
+    k.gemm_q4_K_groups = gemm_q8K<KQuantGroups<false>>;
+    k.gemm_q5_K_groups = gemm_q8K<KQuantGroups<true>>;
+    k.gemm_q6_K_groups = gemm_q8K<Q6KGroups>;
 }
 
 }  // namespace llamix

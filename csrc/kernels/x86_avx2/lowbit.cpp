@@ -1,6 +1,7 @@
-// AVX2 kernels of Q4_1, IQ4_NL (packed 16-row groups against Q8_0 activations, one 8-row half
-// at a time as the Q4_0 kernel in matmul.cpp) and Q2_K, Q3_K, IQ4_XS (packed groups below, and
-// row dots against Q8_K for unpacked weights: kernels/x86_shared/lowbit_kquant.h). Exact integer sums, combined in float32 as
+// AVX2 kernels of Q4_1, IQ4_NL (packed 16-row groups against Q8_0 activations, block steps of one
+// 8-row half as the Q4_0 kernel in matmul.cpp) and Q2_K, Q3_K, IQ4_XS (packed groups below, and
+// row dots against Q8_K for unpacked weights: kernels/x86_shared/lowbit_kquant.h); token_tiles.h
+// runs the steps as GEMM tiles and decode pairs. Exact integer sums, combined in float32 as
 // kernels/ref/lowbit_ref.cpp does: bit-identical with the reference.
 #include <immintrin.h>
 
@@ -27,13 +28,14 @@ inline __m256 half_scales(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_s
 
 // Q4_1: unsigned nibbles, all 8 maddubs of a block summed in int16 (8 * 2 * 15 * 127 < 2^15);
 // per block acc += (d_w * d_x) * isum + m_w * (d_x * sum_x).
-template <int T>
-void q4_1_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
-    __m256 acc[T];
-    for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = w + b * kQ41GroupBlockBytes;
+struct Q41Groups {
+    using Act = block_q8a;
+    static constexpr int64_t kBlockBytes = kQ41GroupBlockBytes;
+    static constexpr int kTile = 4;
+
+    template <int T>
+    static inline void step(const uint8_t* blk, const block_q8a* const* x, int h, __m256* acc) {
+        const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
         __m256i s[T];
         for (int i = 0; i < T; ++i) s[i] = _mm256_setzero_si256();
 #pragma GCC unroll 4
@@ -41,32 +43,32 @@ void q4_1_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float ou
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 4 * kGroupRows + 64 * c + 32 * h));
             const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
             for (int i = 0; i < T; ++i) {
-                const int8_t* q = x[i * nb + b].qs;
+                const int8_t* q = x[i]->qs;
                 s[i] = _mm256_add_epi16(s[i], _mm256_maddubs_epi16(lo, bcast4(q + 4 * c)));
                 s[i] = _mm256_add_epi16(s[i], _mm256_maddubs_epi16(hi, bcast4(q + 16 + 4 * c)));
             }
         }
         const __m256 dw = half_scales(blk + 16 * h), mw = half_scales(blk + 2 * kGroupRows + 16 * h);
         for (int i = 0; i < T; ++i) {
-            const block_q8a& xb = x[i * nb + b];
+            const block_q8a& xb = *x[i];
             const __m256 prod = _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), _mm256_cvtepi32_ps(_mm256_madd_epi16(s[i], ones)));
             const __m256 mins = _mm256_mul_ps(mw, _mm256_set1_ps(xb.d * float(xb.sum)));
             acc[i] = _mm256_add_ps(acc[i], _mm256_add_ps(prod, mins));
         }
     }
-    for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
-}
+};
 
 // IQ4_NL: nibbles looked up in kvalues_iq4nl (pshufb), then |v| times x with v's sign
 // (pairs at most 2 * 127 * 127, widened per piece); per block acc += (d_w * d_x) * isum.
-template <int T>
-void iq4_nl_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
-    __m256 acc[T];
-    for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_iq4nl)));
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = w + b * kQ4GroupBlockBytes;
+struct IQ4NLGroups {
+    using Act = block_q8a;
+    static constexpr int64_t kBlockBytes = kQ4GroupBlockBytes;
+    static constexpr int kTile = 4;
+
+    template <int T>
+    static inline void step(const uint8_t* blk, const block_q8a* const* x, int h, __m256* acc) {
+        const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_iq4nl)));
         __m256i s[T];
         for (int i = 0; i < T; ++i) s[i] = _mm256_setzero_si256();
 #pragma GCC unroll 4
@@ -76,7 +78,7 @@ void iq4_nl_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float 
             const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
             const __m256i alo = _mm256_sign_epi8(lo, lo), ahi = _mm256_sign_epi8(hi, hi);
             for (int i = 0; i < T; ++i) {
-                const int8_t* q = x[i * nb + b].qs;
+                const int8_t* q = x[i]->qs;
                 const __m256i plo = _mm256_maddubs_epi16(alo, _mm256_sign_epi8(bcast4(q + 4 * c), lo));
                 const __m256i phi = _mm256_maddubs_epi16(ahi, _mm256_sign_epi8(bcast4(q + 16 + 4 * c), hi));
                 s[i] = _mm256_add_epi32(s[i], _mm256_add_epi32(_mm256_madd_epi16(plo, ones), _mm256_madd_epi16(phi, ones)));
@@ -84,12 +86,11 @@ void iq4_nl_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float 
         }
         const __m256 dw = half_scales(blk + 16 * h);
         for (int i = 0; i < T; ++i) {
-            const block_q8a& xb = x[i * nb + b];
+            const block_q8a& xb = *x[i];
             acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), _mm256_cvtepi32_ps(s[i])));
         }
     }
-    for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
-}
+};
 
 // Packed Q2_K / Q3_K / IQ4_XS groups (layouts in kernels/kquant.h), one 8-row half at a time: a
 // ymm holds 4 bytes of each of 8 rows. Q2_K / Q3_K: unsigned quants (at most 7), pmaddubsw against
@@ -97,7 +98,7 @@ void iq4_nl_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float 
 // 4 * 2 * 7 * 127), then pmaddwd by (scale, scale) gives scale * dot in int32. IQ4_XS: levels
 // looked up signed, |v| times x with v's sign (pairs at most 2 * 127 * 127), pmaddwd by the
 // scale per piece. Mins and Q3_K's offset of 4 through the 16-sums; the reference's float order.
-constexpr int kGroupTile = 2;
+constexpr int kGroupTile = 4;  // tokens per GEMM tile, as the K-quants (kquant.cpp)
 
 inline __m256i bcast32(const void* p) {
     int32_t v;
@@ -121,22 +122,18 @@ inline __m256i high_fours(const uint8_t* p) {
 
 enum class Kind { q2_K, q3_K, iq4_xs };
 
-template <Kind K, int T>
-void lowbit_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_stride, int h, float out[][8]) {
-    constexpr int64_t kBlockBytes = K == Kind::q2_K ? kQ2KGroupBlockBytes : K == Kind::q3_K ? kQ3KGroupBlockBytes
-                                                                                            : kIQ4XSGroupBlockBytes;
-    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F);
-    const __m256i nib = _mm256_set1_epi32(0xF);
-    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_iq4nl)));
-    __m256 fsum[T];
-    for (int t = 0; t < T; ++t) fsum[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nsb; ++b) {
-        const uint8_t* g = w + b * kBlockBytes;
-        if (T == 1 && h == 0) {  // decode streams the weights once (the second half then hits L1/L2)
-            for (int64_t o = 0; o < kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g + 4096 + o), _MM_HINT_T0);
-        }
-        const block_q8_K* a[T];
-        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const block_q8_K*>(xq + t * xq_stride) + b;
+template <Kind K>
+struct LowbitGroups {
+    using Act = block_q8_K;
+    static constexpr int64_t kBlockBytes = K == Kind::q2_K ? kQ2KGroupBlockBytes : K == Kind::q3_K ? kQ3KGroupBlockBytes
+                                                                                                   : kIQ4XSGroupBlockBytes;
+    static constexpr int kTile = kGroupTile;
+
+    template <int T>
+    static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
+        const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F);
+        const __m256i nib = _mm256_set1_epi32(0xF);
+        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_iq4nl)));
         __m256i sumi[T], off[T];
         for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm256_setzero_si256();
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
@@ -215,26 +212,7 @@ void lowbit_half(const uint8_t* w, int64_t nsb, const uint8_t* xq, int64_t xq_st
         }
         for (int t = 0; t < T; ++t) fsum[t] = _mm256_add_ps(fsum[t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), v[t]));
     }
-    for (int t = 0; t < T; ++t) _mm256_storeu_ps(out[t], fsum[t]);
-}
-
-using GroupHalfFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int, float[][8]);
-
-template <Kind K>
-void lowbit_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y, int64_t y_stride,
-                   int rows) {
-    static constexpr GroupHalfFn fns[kGroupTile + 1] = {nullptr, lowbit_half<K, 1>, lowbit_half<K, 2>};
-    const auto* x = static_cast<const uint8_t*>(xq);
-    float out[kGroupTile][8];
-    for (int64_t t = 0; t < n; t += kGroupTile) {
-        const int nt = n - t < kGroupTile ? int(n - t) : kGroupTile;
-        for (int h = 0; h < 2 && 8 * h < rows; ++h) {
-            fns[nt](w, nsb, x + t * xq_stride, xq_stride, h, out);
-            const int nr = rows - 8 * h < 8 ? rows - 8 * h : 8;
-            for (int i = 0; i < nt; ++i) std::memcpy(y + (t + i) * y_stride + 8 * h, out[i], size_t(nr) * sizeof(float));
-        }
-    }
-}
+};
 
 }  // namespace
 
@@ -242,12 +220,14 @@ void lowbit_groups(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_str
 
 void fill_lowbit_avx2(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     using namespace avx2;
-    m.gemm_q4_1 = run_tiles<q4_1_half<1>, q4_1_half<2>, q4_1_half<3>, q4_1_half<4>>;
-    m.gemm_iq4_nl = run_tiles<iq4_nl_half<1>, iq4_nl_half<2>, iq4_nl_half<3>, iq4_nl_half<4>>;
+    m.gemm_q4_1 = gemm_q8a<Q41Groups>;
+    m.gemm_iq4_nl = gemm_q8a<IQ4NLGroups>;
+    m.gemv_pair_q4_1 = gemv_pair<Q41Groups>;
+    m.gemv_pair_iq4_nl = gemv_pair<IQ4NLGroups>;
     x86_shared::fill_lowbit_kquant_dots<avx2::Tag>(k);
-    k.gemm_q2_K_groups = lowbit_groups<Kind::q2_K>;
-    k.gemm_q3_K_groups = lowbit_groups<Kind::q3_K>;
-    k.gemm_iq4_xs_groups = lowbit_groups<Kind::iq4_xs>;
+    k.gemm_q2_K_groups = gemm_q8K<LowbitGroups<Kind::q2_K>>;
+    k.gemm_q3_K_groups = gemm_q8K<LowbitGroups<Kind::q3_K>>;
+    k.gemm_iq4_xs_groups = gemm_q8K<LowbitGroups<Kind::iq4_xs>>;
 }
 
 }  // namespace llamix

@@ -4,7 +4,8 @@
 // Q4_0: nibbles (0..15) times int8 (|x| <= 127) keep all 8 partial sums of a block within int16
 // (8 * 2 * 15 * 127 = 30480), so one pmaddwd per block suffices. Q8_0 uses the sign trick
 // (|w| times sign-adjusted activations) and widens per 4-byte piece. The float accumulation is the
-// reference's: (d_w * d_x) * float(isum), added in block order.
+// reference's: (d_w * d_x) * float(isum), added in block order. Each type is one block step;
+// token_tiles.h runs it as GEMM tiles, a lone group, or a decode pair (both halves of two groups).
 #include <immintrin.h>
 
 #include <cstring>
@@ -35,27 +36,26 @@ inline __m256 accumulate(__m256 acc, __m256 dw, const block_q8a& xb, __m256i dot
 // Q5_1 (d, m, nibbles, fifth bits; d * q + m).
 enum class Nibbles { q4_0, q5_0, q5_1 };
 
-// Rows [8h, 8h + 8) of one group against T tokens; results to out[i][0..8). Chunk by chunk, so
-// only one chunk's unpacked weights, T int16 sums and T float accumulators are live (16 ymm).
+// One block of rows [8h, 8h + 8) against T tokens (the step of token_tiles.h), chunk by chunk,
+// so only one chunk's unpacked weights, T int16 sums and T float accumulators are live (16 ymm).
 // Q5 adds the fifth bits (bit c of the qh bytes to bit 4, as the AVX-512 kernel). Unsigned 5-bit
 // weights times int8 reach 2 * 31 * 127 per pmaddubsw lane, so Q5 widens each chunk's two products
 // (at most 15748 in int16) to int32; Q4_0's 8 products of a block fit int16 (30480), one widening.
 // Q5_1 adds Q4_1's min term, m_w * (d_x * sum_x), to each block's product before accumulating.
-template <Nibbles F, int T>
-void nibble_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
-    constexpr bool Q5 = F != Nibbles::q4_0, kMins = F == Nibbles::q5_1;
-    constexpr int64_t kBlockBytes = F == Nibbles::q4_0 ? kQ4GroupBlockBytes
-                                    : F == Nibbles::q5_0 ? kQ5GroupBlockBytes
-                                                         : kQ51GroupBlockBytes;
-    constexpr int64_t kQs = kMins ? 4 * kGroupRows : 2 * kGroupRows;
-    constexpr int kOffset = F == Nibbles::q4_0 ? 8 : F == Nibbles::q5_0 ? 16 : 0;
-    __m256 acc[T];
-#pragma GCC unroll 4
-    for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
-#pragma GCC unroll 1
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = w + b * kBlockBytes;
+template <Nibbles F>
+struct NibbleGroups {
+    using Act = block_q8a;
+    static constexpr bool Q5 = F != Nibbles::q4_0, kMins = F == Nibbles::q5_1;
+    static constexpr int64_t kBlockBytes = F == Nibbles::q4_0 ? kQ4GroupBlockBytes
+                                           : F == Nibbles::q5_0 ? kQ5GroupBlockBytes
+                                                                : kQ51GroupBlockBytes;
+    static constexpr int kTile = 4;
+    static constexpr int64_t kQs = kMins ? 4 * kGroupRows : 2 * kGroupRows;
+    static constexpr int kOffset = F == Nibbles::q4_0 ? 8 : F == Nibbles::q5_0 ? 16 : 0;
+
+    template <int T>
+    static inline void step(const uint8_t* blk, const block_q8a* const* x, int h, __m256* acc) {
+        const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
         __m256i qh = _mm256_setzero_si256();
         if constexpr (Q5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQs + 256 + 32 * h));
         __m256i s[T];
@@ -71,7 +71,7 @@ void nibble_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float 
             }
 #pragma GCC unroll 4
             for (int i = 0; i < T; ++i) {
-                const int8_t* q = x[i * nb + b].qs;
+                const int8_t* q = x[i]->qs;
                 const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(q + 4 * c)),
                                                    _mm256_maddubs_epi16(hi, bcast4(q + 16 + 4 * c)));
                 if constexpr (Q5) s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(p, ones));
@@ -83,7 +83,7 @@ void nibble_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float 
                                 : _mm256_setzero_ps();
 #pragma GCC unroll 4
         for (int i = 0; i < T; ++i) {
-            const block_q8a& xb = x[i * nb + b];
+            const block_q8a& xb = *x[i];
             const __m256i isum = Q5 ? s[i] : _mm256_madd_epi16(s[i], ones);
             if constexpr (kMins) {  // (d_w * d_x) * isum + m_w * (d_x * sum_x), as kernels/ref
                 const __m256 prod = _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), _mm256_cvtepi32_ps(isum));
@@ -93,35 +93,39 @@ void nibble_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float 
             }
         }
     }
-#pragma GCC unroll 4
-    for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
-}
+};
 
-template <int T>
-void q8_0_half(const uint8_t* w, int64_t nb, const block_q8a* x, int h, float out[][8]) {
-    __m256 acc[T];
-    for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
-    const __m256i bias = _mm256_set1_epi8(char(0x80)), ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = w + b * kQ8GroupBlockBytes;
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
-        for (int i = 0; i < T; ++i) {
-            const block_q8a& xb = x[i * nb + b];
-            __m256i s = _mm256_setzero_si256();
-            for (int c = 0; c < 8; ++c) {
-                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
-                const __m256i ws = _mm256_xor_si256(v, bias);  // back to int8
-                const __m256i xv = bcast4(xb.qs + 4 * c);
+// Q8_0: the sign trick (|w| times sign-adjusted activations), widened per 4-byte piece; each
+// chunk's weights are unpacked once for the T tokens.
+struct Q8Groups {
+    using Act = block_q8a;
+    static constexpr int64_t kBlockBytes = kQ8GroupBlockBytes;
+    static constexpr int kTile = 4;
+
+    template <int T>
+    static inline void step(const uint8_t* blk, const block_q8a* const* x, int h, __m256* acc) {
+        const __m256i bias = _mm256_set1_epi8(char(0x80)), ones = _mm256_set1_epi16(1);
+        __m256i s[T];
+#pragma GCC unroll 4
+        for (int i = 0; i < T; ++i) s[i] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2 * kGroupRows + 64 * c + 32 * h));
+            const __m256i ws = _mm256_xor_si256(v, bias);  // back to int8
+            const __m256i aw = _mm256_sign_epi8(ws, ws);
+#pragma GCC unroll 4
+            for (int i = 0; i < T; ++i) {
                 // |w| times x with w's sign: x is within [-127, 127], so negating it never overflows
                 // (a weight of -128, which other tools may write, becomes 128 unsigned)
-                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(ws, ws), _mm256_sign_epi8(xv, ws));
-                s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+                const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast4(x[i]->qs + 4 * c), ws));
+                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(p, ones));
             }
-            acc[i] = accumulate(acc[i], dw, xb, s, 0);
         }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
+#pragma GCC unroll 4
+        for (int i = 0; i < T; ++i) acc[i] = accumulate(acc[i], dw, *x[i], s[i], 0);
     }
-    for (int i = 0; i < T; ++i) _mm256_storeu_ps(out[i], acc[i]);
-}
+};
 
 // Float weights: 4 accumulators of 8 lanes; the tail goes through a zero-padded vector.
 inline float hsum(__m256 v) {
@@ -149,22 +153,6 @@ float dot_float(int64_t k, const W* w, const float* x, Load load) {
 }
 
 }  // namespace
-
-void gemm_q4_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    run_tiles<nibble_half<Nibbles::q4_0, 1>, nibble_half<Nibbles::q4_0, 2>, nibble_half<Nibbles::q4_0, 3>, nibble_half<Nibbles::q4_0, 4>>(w, nb, x, n, y, y_stride, rows);
-}
-
-void gemm_q8_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    run_tiles<q8_0_half<1>, q8_0_half<2>, q8_0_half<3>, q8_0_half<4>>(w, nb, x, n, y, y_stride, rows);
-}
-
-void gemm_q5_0(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    run_tiles<nibble_half<Nibbles::q5_0, 1>, nibble_half<Nibbles::q5_0, 2>, nibble_half<Nibbles::q5_0, 3>, nibble_half<Nibbles::q5_0, 4>>(w, nb, x, n, y, y_stride, rows);
-}
-
-void gemm_q5_1(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    run_tiles<nibble_half<Nibbles::q5_1, 1>, nibble_half<Nibbles::q5_1, 2>, nibble_half<Nibbles::q5_1, 3>, nibble_half<Nibbles::q5_1, 4>>(w, nb, x, n, y, y_stride, rows);
-}
 
 float dot_f32_f32(int64_t k, const void* w, const float* x) {
     return dot_float(k, static_cast<const float*>(w), x, [](const float* p) { return _mm256_loadu_ps(p); });
@@ -195,10 +183,15 @@ void gemm_float(const void* w, int64_t rows, int64_t k, const float* x, int64_t 
 
 void fill_matmul_avx2(MatmulKernels& k) {
     k.quantize_act_q8a = avx2::quantize_act_q8a;
-    k.gemm_q4_0 = avx2::gemm_q4_0;
-    k.gemm_q8_0 = avx2::gemm_q8_0;
-    k.gemm_q5_0 = avx2::gemm_q5_0;
-    k.gemm_q5_1 = avx2::gemm_q5_1;
+    using namespace avx2;
+    k.gemm_q4_0 = gemm_q8a<NibbleGroups<Nibbles::q4_0>>;
+    k.gemm_q8_0 = gemm_q8a<Q8Groups>;
+    k.gemm_q5_0 = gemm_q8a<NibbleGroups<Nibbles::q5_0>>;
+    k.gemm_q5_1 = gemm_q8a<NibbleGroups<Nibbles::q5_1>>;
+    k.gemv_pair_q4_0 = gemv_pair<NibbleGroups<Nibbles::q4_0>>;
+    k.gemv_pair_q8_0 = gemv_pair<Q8Groups>;
+    k.gemv_pair_q5_0 = gemv_pair<NibbleGroups<Nibbles::q5_0>>;
+    k.gemv_pair_q5_1 = gemv_pair<NibbleGroups<Nibbles::q5_1>>;
     k.dot_f32_f32 = avx2::dot_f32_f32;
     k.dot_f16_f32 = avx2::dot_f16_f32;
     k.dot_bf16_f32 = avx2::dot_bf16_f32;

@@ -1,34 +1,144 @@
-// The AVX2 token-tile driver of the 16-row groups paired with Q8_0 activations (Q4_0 and Q8_0 in
-// matmul.cpp, Q4_1 and IQ4_NL in lowbit.cpp): written once for the files of this ISA folder.
+// The AVX2 drivers of the packed 16-row groups (kernels/matmul.h, kernels/kquant.h), written once
+// for every type of this ISA folder (matmul.cpp, kquant.cpp, lowbit.cpp). A type is a struct with
+//   using Act = block_q8a or block_q8_K;     // the activation blocks it multiplies
+//   static constexpr int64_t kBlockBytes;     // one packed (super-)block of the 16 rows
+//   static constexpr int kTile;               // tokens per register tile (16 ymm registers)
+//   template <int T> static void step(const uint8_t* blk, const Act* const* a, int h, __m256* acc);
+// where step adds one block of rows [8h, 8h + 8) against T tokens' activation blocks a[t] to
+// acc[t], with the reference's float expression. Every driver calls step in block order for each
+// row, so GEMM tiles, a lone group and decode pairs give the same bits.
 #pragma once
+#include <immintrin.h>
+
 #include <cstdint>
 #include <cstring>
 
 #include "common/formats.h"
+#include "kernels/matmul.h"
 
 namespace llamix {
 namespace avx2 {
 namespace {
 
-constexpr int kTile = 4;  // tokens per register tile (16 ymm registers)
+// The 256-element super-block types (K-quants, Q2_K, Q3_K, IQ4_XS: 1.3-3.4 KiB per group block)
+// decode one 8-row half at a time, the first half prefetching the group 4 KiB ahead in software
+// and the second reading it again from L2: on a Zen 3, decode pairs and one pass over both halves
+// (gemv_groups) measured 0.68-0.98 of that in lockstep (docs/PERFORMANCE.md, "AVX2 decode"), so
+// these types have no AVX2 pair kernels. The 32-block types use gemv_groups.
+template <class K>
+constexpr bool kSuperBlocks = K::kBlockBytes > 1024;
+constexpr int64_t kSuperBlockPrefetch = 4096;
+// Decode's software prefetch lead for the 32-block types (288-544 bytes per group block), in bytes
+// of each stream: 1 KiB, a few blocks (1-6 KiB measured within noise of each other on a Zen 3).
+constexpr int64_t kPrefetchLead = 1024;
 
-// One 8-row half of a group for T = 1..kTile tokens: out[t][row].
-using HalfFn = void (*)(const uint8_t*, int64_t, const block_q8a*, int, float[][8]);
+// One 8-row half of a group for T tokens (x: token t's blocks at x + t * x_stride bytes): out[t][row].
+template <class K, int T>
+void half_tile(const uint8_t* w, int64_t nb, const uint8_t* x, int64_t x_stride, int h, float out[][8]) {
+    using Act = typename K::Act;
+    __m256 acc[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+#pragma GCC unroll 1
+    for (int64_t b = 0; b < nb; ++b) {
+        const Act* a[T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const Act*>(x + t * x_stride) + b;
+        if constexpr (T == 1 && kSuperBlocks<K>) {
+            if (h == 0)  // a decode streams the weights once (the second half then hits L2)
+                for (int64_t o = 0; o < K::kBlockBytes; o += 64)
+                    _mm_prefetch(reinterpret_cast<const char*>(w + b * K::kBlockBytes + kSuperBlockPrefetch + o), _MM_HINT_T0);
+        }
+        K::template step<T>(w + b * K::kBlockBytes, a, h, acc);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) _mm256_storeu_ps(out[t], acc[t]);
+}
 
-// Token tiles of kTile, then one smaller tile: the only tail handling. Results go through a small
-// buffer so rows beyond `rows` (padding) are never written.
-template <HalfFn F1, HalfFn F2, HalfFn F3, HalfFn F4>
-void run_tiles(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
-    static constexpr HalfFn fns[kTile + 1] = {nullptr, F1, F2, F3, F4};
-    float out[kTile][8];
-    for (int64_t t = 0; t < n; t += kTile) {
-        const int nt = int(n - t < kTile ? n - t : kTile);
+// Decode: G groups (G = 2: MatmulKernels::GemvPair) against one token, both halves of each in
+// one pass over the blocks, the groups' blocks read alternately, so that each core keeps G memory
+// streams in flight (one stream per core leaves the memory idle while the core unpacks; and two
+// passes, one per half, re-read every group from L2 with no stream in flight).
+template <class K, int G>
+void gemv_groups(const uint8_t* const* w, int64_t nb, const void* x, float* const* y, const int* rows) {
+    using Act = typename K::Act;
+    static_assert(!kSuperBlocks<K>, "the super-block types decode one half at a time (see kSuperBlocks)");
+    __m256 acc[G][2][1];
+#pragma GCC unroll 4
+    for (int s = 0; s < G; ++s) acc[s][0][0] = acc[s][1][0] = _mm256_setzero_ps();
+#pragma GCC unroll 1
+    for (int64_t b = 0; b < nb; ++b) {
+        const Act* a[1] = {static_cast<const Act*>(x) + b};
+#pragma GCC unroll 2
+        for (int s = 0; s < G; ++s) {
+            const uint8_t* blk = w[s] + b * K::kBlockBytes;
+#pragma GCC unroll 64
+            for (int64_t o = 0; o < K::kBlockBytes; o += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchLead + o), _MM_HINT_T0);
+            K::template step<1>(blk, a, 0, acc[s][0]);
+            K::template step<1>(blk, a, 1, acc[s][1]);
+        }
+    }
+    for (int s = 0; s < G; ++s) {
+        float out[16];
+        _mm256_storeu_ps(out, acc[s][0][0]);
+        _mm256_storeu_ps(out + 8, acc[s][1][0]);
+        std::memcpy(y[s], out, size_t(rows[s]) * sizeof(float));  // padding rows are never written
+    }
+}
+
+// One group against n tokens (y[t * y_stride + row]): decode as one pass over the blocks, then
+// token tiles of K::kTile and one smaller tile. Results go through a small buffer so rows beyond
+// `rows` (padding) are never written.
+template <class K, int... Ts>
+struct TileTable {
+    using Fn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int, float[][8]);
+    static constexpr Fn fns[sizeof...(Ts) + 1] = {nullptr, half_tile<K, Ts>...};
+};
+
+template <class K, class Table>
+void group_gemm(const uint8_t* w, int64_t nb, const void* xv, int64_t x_stride, int64_t n, float* y, int64_t y_stride,
+                int rows) {
+    const auto* x = static_cast<const uint8_t*>(xv);
+    if constexpr (!kSuperBlocks<K>) {
+        if (n == 1) return gemv_groups<K, 1>(&w, nb, x, &y, &rows);
+    }
+    float out[K::kTile][8];
+    for (int64_t t = 0; t < n; t += K::kTile) {
+        const int nt = int(n - t < K::kTile ? n - t : K::kTile);
         for (int h = 0; h < 2 && 8 * h < rows; ++h) {
-            fns[nt](w, nb, x + t * nb, h, out);
+            Table::fns[nt](w, nb, x + t * x_stride, x_stride, h, out);
             const int nr = rows - 8 * h < 8 ? rows - 8 * h : 8;
             for (int i = 0; i < nt; ++i) std::memcpy(y + (t + i) * y_stride + 8 * h, out[i], size_t(nr) * sizeof(float));
         }
     }
+}
+
+// The kernel table's entries. MatmulKernels' gemm (Q8_0 activations, nb blocks per token row):
+template <class K>
+void gemm_q8a(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float* y, int64_t y_stride, int rows) {
+    static_assert(K::kTile == 4, "one tile function per token count 1..4");
+    group_gemm<K, TileTable<K, 1, 2, 3, 4>>(w, nb, x, nb * int64_t(sizeof(block_q8a)), n, y, y_stride, rows);
+}
+
+// KQuantKernels' GroupGemm (Q8_K activations, xq_stride bytes apart):
+template <class K>
+void gemm_q8K(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y, int64_t y_stride,
+              int rows) {
+    if constexpr (K::kTile == 4)
+        group_gemm<K, TileTable<K, 1, 2, 3, 4>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
+    else
+        group_gemm<K, TileTable<K, 1, 2>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
+}
+
+// MatmulKernels::GemvPair: two groups of one weight, one token (the 32-block types).
+template <class K>
+void gemv_pair(const uint8_t* w0, const uint8_t* w1, int64_t nb, const void* x, float* y0, float* y1, int rows0,
+               int rows1) {
+    const uint8_t* const w[2] = {w0, w1};
+    float* const y[2] = {y0, y1};
+    const int rows[2] = {rows0, rows1};
+    gemv_groups<K, 2>(w, nb, x, y, rows);
 }
 
 }  // namespace
