@@ -253,20 +253,20 @@ namespace {
 // NR x NV accumulators (6 x 2: 12 of the 16 registers, with two key vectors and a broadcast).
 template <int NR, int NV>
 inline void scores_block(const float* q, int64_t r0, int64_t head_dim, const float* kt, float* s, int64_t c0) {
-    __m256 a[NR][NV];
-    for (int i = 0; i < NR; ++i)
-        for (int c = 0; c < NV; ++c) a[i][c] = _mm256_setzero_ps();
+    __m256 a[NR * NV];  // one flat array (GCC keeps a two-dimensional one in memory)
+    _Pragma("GCC unroll 16") for (int i = 0; i < NR * NV; ++i) a[i] = _mm256_setzero_ps();
+    const float* qr = q + r0 * head_dim;
     for (int64_t d = 0; d < head_dim; ++d) {
         const float* kd = kt + d * kAttnTile + c0;
         __m256 kv[NV];
-        for (int c = 0; c < NV; ++c) kv[c] = _mm256_loadu_ps(kd + 8 * c);
-        for (int i = 0; i < NR; ++i) {
-            const __m256 b = _mm256_broadcast_ss(q + (r0 + i) * head_dim + d);
-            for (int c = 0; c < NV; ++c) a[i][c] = _mm256_fmadd_ps(b, kv[c], a[i][c]);
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) kv[c] = _mm256_loadu_ps(kd + 8 * c);
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) {
+            const __m256 b = _mm256_broadcast_ss(qr + i * head_dim + d);
+            _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) a[i * NV + c] = _mm256_fmadd_ps(b, kv[c], a[i * NV + c]);
         }
     }
-    for (int i = 0; i < NR; ++i)
-        for (int c = 0; c < NV; ++c) _mm256_storeu_ps(s + (r0 + i) * kAttnTile + c0 + 8 * c, a[i][c]);
+    _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) _mm256_storeu_ps(s + (r0 + i) * kAttnTile + c0 + 8 * c, a[i * NV + c]);
 }
 
 template <int NR>
@@ -349,21 +349,23 @@ namespace {
 template <int NR, int NV>
 inline void accumulate_block(const float* p, int64_t r0, const float* v, int64_t head_dim, const float* alpha, float* o,
                              int64_t c0) {
-    __m256 a[NR][NV];
-    for (int i = 0; i < NR; ++i) {
+    __m256 a[NR * NV];
+    _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) {
         const __m256 al = _mm256_set1_ps(alpha[r0 + i]);
-        for (int c = 0; c < NV; ++c) a[i][c] = _mm256_mul_ps(al, _mm256_loadu_ps(o + (r0 + i) * head_dim + c0 + 8 * c));
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c)
+            a[i * NV + c] = _mm256_mul_ps(al, _mm256_loadu_ps(o + (r0 + i) * head_dim + c0 + 8 * c));
     }
+    const float* pr = p + r0 * kAttnTile;
     for (int64_t j = 0; j < kAttnTile; ++j) {
         __m256 vv[NV];
-        for (int c = 0; c < NV; ++c) vv[c] = _mm256_loadu_ps(v + j * head_dim + c0 + 8 * c);
-        for (int i = 0; i < NR; ++i) {
-            const __m256 b = _mm256_broadcast_ss(p + (r0 + i) * kAttnTile + j);
-            for (int c = 0; c < NV; ++c) a[i][c] = _mm256_fmadd_ps(b, vv[c], a[i][c]);
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) vv[c] = _mm256_loadu_ps(v + j * head_dim + c0 + 8 * c);
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) {
+            const __m256 b = _mm256_broadcast_ss(pr + i * kAttnTile + j);
+            _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) a[i * NV + c] = _mm256_fmadd_ps(b, vv[c], a[i * NV + c]);
         }
     }
-    for (int i = 0; i < NR; ++i)
-        for (int c = 0; c < NV; ++c) _mm256_storeu_ps(o + (r0 + i) * head_dim + c0 + 8 * c, a[i][c]);
+    _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) _mm256_storeu_ps(o + (r0 + i) * head_dim + c0 + 8 * c, a[i * NV + c]);
 }
 
 // Columns past the last whole vector, one scalar FMA chain each (the same order).
@@ -429,13 +431,13 @@ inline void scores_rows_f16(const float* q, int64_t r0, int64_t head_dim, const 
                             const uint16_t* next) {
     for (int64_t c0 = 0; c0 < kAttnTile; c0 += 8) {
         __m256 a[NR];
-        for (int i = 0; i < NR; ++i) a[i] = _mm256_setzero_ps();
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) a[i] = _mm256_setzero_ps();
         for (int64_t d = 0; d < head_dim; ++d) {
             const __m256 kv = load8_f16(kt + d * kAttnTile + c0);
-            for (int i = 0; i < NR; ++i) a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + (r0 + i) * head_dim + d), kv, a[i]);
+            _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + (r0 + i) * head_dim + d), kv, a[i]);
         }
         prefetch_share(next, c0 / 8, kAttnTile / 8, head_dim);
-        for (int i = 0; i < NR; ++i) _mm256_storeu_ps(s + (r0 + i) * kAttnTile + c0, a[i]);
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) _mm256_storeu_ps(s + (r0 + i) * kAttnTile + c0, a[i]);
     }
 }
 
@@ -445,14 +447,14 @@ inline void accumulate_rows_f16(const float* p, int64_t r0, const uint16_t* v, i
     const int64_t narrow = head_dim / 8 * 8;
     for (int64_t c0 = 0; c0 < narrow; c0 += 8) {
         __m256 a[NR];
-        for (int i = 0; i < NR; ++i)
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
             a[i] = _mm256_mul_ps(_mm256_set1_ps(alpha[r0 + i]), _mm256_loadu_ps(o + (r0 + i) * head_dim + c0));
         for (int64_t j = 0; j < kAttnTile; ++j) {
             const __m256 vv = load8_f16(v + j * head_dim + c0);
-            for (int i = 0; i < NR; ++i) a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (r0 + i) * kAttnTile + j), vv, a[i]);
+            _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (r0 + i) * kAttnTile + j), vv, a[i]);
         }
         prefetch_share(next, c0 / 8, std::max<int64_t>(1, narrow / 8), head_dim);
-        for (int i = 0; i < NR; ++i) _mm256_storeu_ps(o + (r0 + i) * head_dim + c0, a[i]);
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) _mm256_storeu_ps(o + (r0 + i) * head_dim + c0, a[i]);
     }
     accumulate_tail_columns(p, r0, NR, [v](int64_t i) { return _cvtsh_ss(v[i]); }, head_dim, alpha, o);
 }
