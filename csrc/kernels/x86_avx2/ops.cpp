@@ -262,11 +262,13 @@ inline void scores_block(const float* q, int64_t r0, int64_t head_dim, const flo
         _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) kv[c] = _mm256_loadu_ps(kd + 8 * c);
         _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) {
             const __m256 b = _mm256_broadcast_ss(qr + i * head_dim + d);
-            _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) a[i * NV + c] = _mm256_fmadd_ps(b, kv[c], a[i * NV + c]);
+            _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c)
+                a[i * NV + c] = _mm256_fmadd_ps(b, kv[c], a[i * NV + c]);
         }
     }
     _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
-        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) _mm256_storeu_ps(s + (r0 + i) * kAttnTile + c0 + 8 * c, a[i * NV + c]);
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c)
+            _mm256_storeu_ps(s + (r0 + i) * kAttnTile + c0 + 8 * c, a[i * NV + c]);
 }
 
 template <int NR>
@@ -361,11 +363,13 @@ inline void accumulate_block(const float* p, int64_t r0, const float* v, int64_t
         _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) vv[c] = _mm256_loadu_ps(v + j * head_dim + c0 + 8 * c);
         _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) {
             const __m256 b = _mm256_broadcast_ss(pr + i * kAttnTile + j);
-            _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) a[i * NV + c] = _mm256_fmadd_ps(b, vv[c], a[i * NV + c]);
+            _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c)
+                a[i * NV + c] = _mm256_fmadd_ps(b, vv[c], a[i * NV + c]);
         }
     }
     _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
-        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) _mm256_storeu_ps(o + (r0 + i) * head_dim + c0 + 8 * c, a[i * NV + c]);
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c)
+            _mm256_storeu_ps(o + (r0 + i) * head_dim + c0 + 8 * c, a[i * NV + c]);
 }
 
 // Columns past the last whole vector, one scalar FMA chain each (the same order).
@@ -375,13 +379,15 @@ inline void accumulate_tail_columns(const float* p, int64_t r0, int64_t nr, Load
     for (int64_t i = r0; i < r0 + nr; ++i)
         for (int64_t d = head_dim / 8 * 8; d < head_dim; ++d) {
             float acc = alpha[i] * o[i * head_dim + d];
-            for (int64_t j = 0; j < kAttnTile; ++j) acc = std::fma(p[i * kAttnTile + j], load_v(j * head_dim + d), acc);
+            for (int64_t j = 0; j < kAttnTile; ++j)
+                acc = std::fma(p[i * kAttnTile + j], load_v(j * head_dim + d), acc);
             o[i * head_dim + d] = acc;
         }
 }
 
 template <int NR>
-inline void accumulate_rows(const float* p, int64_t r0, const float* v, int64_t head_dim, const float* alpha, float* o) {
+inline void accumulate_rows(const float* p, int64_t r0, const float* v, int64_t head_dim, const float* alpha,
+                            float* o) {
     const int64_t pairs = head_dim / 16 * 16, narrow = head_dim / 8 * 8;
     for (int64_t c0 = 0; c0 < pairs; c0 += 16) accumulate_block<NR, 2>(p, r0, v, head_dim, alpha, o, c0);
     for (int64_t c0 = pairs; c0 < narrow; c0 += 8) accumulate_block<NR, 1>(p, r0, v, head_dim, alpha, o, c0);
@@ -433,7 +439,8 @@ inline void scores_rows_f16(const float* q, int64_t r0, int64_t head_dim, const 
         _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) a[i] = _mm256_setzero_ps();
         for (int64_t d = 0; d < head_dim; ++d) {
             const __m256 kv = load8_f16(kt + d * kAttnTile + c0);
-            _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + (r0 + i) * head_dim + d), kv, a[i]);
+            _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
+                a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + (r0 + i) * head_dim + d), kv, a[i]);
         }
         prefetch_share(next, c0 / 8, kAttnTile / 8, head_dim);
         _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) _mm256_storeu_ps(s + (r0 + i) * kAttnTile + c0, a[i]);
@@ -450,7 +457,8 @@ inline void accumulate_rows_f16(const float* p, int64_t r0, const uint16_t* v, i
             a[i] = _mm256_mul_ps(_mm256_set1_ps(alpha[r0 + i]), _mm256_loadu_ps(o + (r0 + i) * head_dim + c0));
         for (int64_t j = 0; j < kAttnTile; ++j) {
             const __m256 vv = load8_f16(v + j * head_dim + c0);
-            _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (r0 + i) * kAttnTile + j), vv, a[i]);
+            _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
+                a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (r0 + i) * kAttnTile + j), vv, a[i]);
         }
         prefetch_share(next, c0 / 8, std::max<int64_t>(1, narrow / 8), head_dim);
         _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) _mm256_storeu_ps(o + (r0 + i) * head_dim + c0, a[i]);
