@@ -134,3 +134,24 @@ def test_position_major_rows_give_the_same_bits(isa, type_k, type_v, n, pos, gro
     a = _C.attention_causal(q, k, v, pos, 2, 0, 0.125, type_k, type_v, head_major=True)
     b = _C.attention_causal(q, k, v, pos, 2, 0, 0.125, type_k, type_v, head_major=False)
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("group", [1, 3, 5, 8])
+@pytest.mark.parametrize("hd", [16, 40, 64, 72, 128])
+def test_f16_tiles_read_in_place_give_the_batch_bits(isa, group, hd):
+    """A decoding step's few rows (at most 8) read an f16 cache's tiles in place, widened in
+    registers (attn_tile_scores_f16 / attn_tile_accumulate_f16 where the kernel table has them:
+    AVX2, AVX-512); a batch's many rows widen each tile to float32 first. Both must be the same
+    float32 arithmetic, so the same bits, for any head size (columns past the last vector of 8 or
+    16) and any number of rows up to 8 (each row block of the in-place kernels), with a tail tile;
+    and both must match the float64 oracle on the values the cache holds."""
+    n, pos, n_kv = 20, 600, 2
+    q, k, v = make(n, pos, n_kv * group, n_kv, hd, seed=group * 1000 + hd)
+    batch = _C.attention_causal(q, k, v, pos, n_kv, 0, 0.1, "f16", "f16")
+    ref = oracle(q, stored(k, "f16"), stored(v, "f16"), pos, n_kv, 0, 0.1)
+    np.testing.assert_allclose(batch, ref, rtol=1e-4, atol=2e-5)
+    steps = [(t, 1) for t in (0, 7, 19)] + ([(10, 8 // group)] if group <= 4 else [])
+    for t, m in steps:  # m tokens at positions pos + t..: m * group rows, at most 8
+        one = _C.attention_causal(q[t:t + m].copy(), k[:pos + t + m].copy(), v[:pos + t + m].copy(), pos + t, n_kv, 0,
+                                  0.1, "f16", "f16")
+        assert np.array_equal(one, batch[t:t + m]), (t, m)

@@ -247,110 +247,256 @@ void attn_tile_transpose(const float* k, int64_t head_dim, float* kt) {
         }
 }
 
+namespace {
+
+// Scores of rows r0..r0+NR-1 against keys [c0, c0 + 8 NV): one FMA chain per key over d in order.
+// NR x NV accumulators (6 x 2: 12 of the 16 registers, with two key vectors and a broadcast).
+template <int NR, int NV>
+inline void scores_block(const float* q, int64_t r0, int64_t head_dim, const float* kt, float* s, int64_t c0) {
+    __m256 a[NR * NV];  // one flat array (GCC keeps a two-dimensional one in memory)
+    _Pragma("GCC unroll 16") for (int i = 0; i < NR * NV; ++i) a[i] = _mm256_setzero_ps();
+    const float* qr = q + r0 * head_dim;
+    for (int64_t d = 0; d < head_dim; ++d) {
+        const float* kd = kt + d * kAttnTile + c0;
+        __m256 kv[NV];
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) kv[c] = _mm256_loadu_ps(kd + 8 * c);
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) {
+            const __m256 b = _mm256_broadcast_ss(qr + i * head_dim + d);
+            _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c)
+                a[i * NV + c] = _mm256_fmadd_ps(b, kv[c], a[i * NV + c]);
+        }
+    }
+    _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c)
+            _mm256_storeu_ps(s + (r0 + i) * kAttnTile + c0 + 8 * c, a[i * NV + c]);
+}
+
+template <int NR>
+inline void scores_rows(const float* q, int64_t r0, int64_t head_dim, const float* kt, float* s) {
+    for (int64_t c0 = 0; c0 < kAttnTile; c0 += 16) scores_block<NR, 2>(q, r0, head_dim, kt, s, c0);
+}
+
+}  // namespace
+
 // Every row's scores are one FMA chain per key over d in order, whatever the row blocking.
 void attn_tile_scores(const float* q, int64_t n_rows, int64_t head_dim, const float* kt, float* s) {
-    for (int64_t c0 = 0; c0 < kAttnTile; c0 += 32) {  // 32 keys = 4 vectors
-        int64_t r = 0;
-        for (; r + 2 <= n_rows; r += 2) {
-            const float* q0 = q + r * head_dim;
-            const float* q1 = q0 + head_dim;
-            __m256 a[8];
-            for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
-            for (int64_t d = 0; d < head_dim; ++d) {
-                const float* kd = kt + d * kAttnTile + c0;
-                const __m256 b0 = _mm256_broadcast_ss(q0 + d), b1 = _mm256_broadcast_ss(q1 + d);
-                for (int c = 0; c < 4; ++c) {
-                    const __m256 kv = _mm256_loadu_ps(kd + 8 * c);
-                    a[c] = _mm256_fmadd_ps(b0, kv, a[c]);
-                    a[c + 4] = _mm256_fmadd_ps(b1, kv, a[c + 4]);
-                }
-            }
-            for (int c = 0; c < 4; ++c) {
-                _mm256_storeu_ps(s + r * kAttnTile + c0 + 8 * c, a[c]);
-                _mm256_storeu_ps(s + (r + 1) * kAttnTile + c0 + 8 * c, a[c + 4]);
-            }
-        }
-        for (; r < n_rows; ++r) {
-            __m256 a[4];
-            for (int i = 0; i < 4; ++i) a[i] = _mm256_setzero_ps();
-            for (int64_t d = 0; d < head_dim; ++d) {
-                const __m256 b = _mm256_broadcast_ss(q + r * head_dim + d);
-                for (int c = 0; c < 4; ++c) a[c] = _mm256_fmadd_ps(b, _mm256_loadu_ps(kt + d * kAttnTile + c0 + 8 * c), a[c]);
-            }
-            for (int c = 0; c < 4; ++c) _mm256_storeu_ps(s + r * kAttnTile + c0 + 8 * c, a[c]);
-        }
+    int64_t r = 0;
+    for (; r + 6 <= n_rows; r += 6) scores_rows<6>(q, r, head_dim, kt, s);
+    switch (n_rows - r) {
+        case 5: scores_rows<5>(q, r, head_dim, kt, s); break;
+        case 4: scores_rows<4>(q, r, head_dim, kt, s); break;
+        case 3: scores_rows<3>(q, r, head_dim, kt, s); break;
+        case 2: scores_rows<2>(q, r, head_dim, kt, s); break;
+        case 1: scores_rows<1>(q, r, head_dim, kt, s); break;
+        default: break;
     }
 }
 
+namespace {
+
+// exp(x - mx) as 2^t, t = x log2(e) - mx log2(e) (one fused multiply-add), t clamped at -127;
+// 2^t = 2^n 2^f, n = round(t), f in [-1/2, 1/2], 2^f by its Taylor polynomial of degree 6
+// (relative error below 2e-7), 2^n built in the exponent field: n = -127 gives the bits of +0, so
+// a masked score (-inf) and anything below 2^-126.5 come out exactly 0, with no compare.
+inline __m256 exp_shifted(__m256 x, __m256 mx_log2e) {
+    __m256 t = _mm256_fmsub_ps(x, _mm256_set1_ps(1.44269504088896341f), mx_log2e);
+    t = _mm256_max_ps(t, _mm256_set1_ps(-127.0f));
+    const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(t, n);
+    __m256 p = _mm256_set1_ps(1.5403530393381609e-4f);                  // ln2^6 / 6!
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-3f));  // ln2^5 / 5!
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-3f));  // ln2^4 / 4!
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108664821580e-2f));  // ln2^3 / 3!
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-1f));  // ln2^2 / 2!
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-1f));  // ln2
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+}  // namespace
+
+// Online softmax of a tile (kernels/ops.h): a row's 8 vectors held in registers through both
+// passes; the rescale factor computed only when the row's maximum moves (alpha is exactly 1
+// otherwise, as the contract says).
 void attn_tile_softmax(float* s, int64_t n_rows, float* m, float* l, float* alpha) {
-    const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
     for (int64_t r = 0; r < n_rows; ++r) {
         float* sr = s + r * kAttnTile;
-        __m256 vmax = _mm256_set1_ps(m[r]);
-        for (int64_t j = 0; j < kAttnTile; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(sr + j));
-        const float mx = hmax(vmax);
+        __m256 x[8];
+        for (int c = 0; c < 8; ++c) x[c] = _mm256_loadu_ps(sr + 8 * c);
+        const __m256 m01 = _mm256_max_ps(x[0], x[1]), m23 = _mm256_max_ps(x[2], x[3]);
+        const __m256 m45 = _mm256_max_ps(x[4], x[5]), m67 = _mm256_max_ps(x[6], x[7]);
+        const float mx = std::max(m[r], hmax(_mm256_max_ps(_mm256_max_ps(m01, m23), _mm256_max_ps(m45, m67))));
         if (mx == -INFINITY) {
-            for (int64_t j = 0; j < kAttnTile; j += 8) _mm256_storeu_ps(sr + j, _mm256_setzero_ps());
+            for (int c = 0; c < 8; ++c) _mm256_storeu_ps(sr + 8 * c, _mm256_setzero_ps());
             alpha[r] = 1.0f;
             continue;
         }
-        const __m256 vmx = _mm256_set1_ps(mx);
-        __m256 sum = _mm256_setzero_ps();
-        for (int64_t j = 0; j < kAttnTile; j += 8) {
-            const __m256 x = _mm256_loadu_ps(sr + j);
-            const __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(x, neg_inf, _CMP_EQ_OQ), exp_ps(_mm256_sub_ps(x, vmx)));
-            _mm256_storeu_ps(sr + j, e);
-            sum = _mm256_add_ps(sum, e);
+        const __m256 shift = _mm256_set1_ps(mx * 1.44269504088896341f);
+        __m256 sum[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int c = 0; c < 8; ++c) {
+            const __m256 e = exp_shifted(x[c], shift);
+            _mm256_storeu_ps(sr + 8 * c, e);
+            sum[c & 1] = _mm256_add_ps(sum[c & 1], e);
         }
-        alpha[r] = std::exp(m[r] - mx);
-        l[r] = alpha[r] * l[r] + hsum(sum);
+        alpha[r] = mx == m[r] ? 1.0f : std::exp(m[r] - mx);
+        l[r] = alpha[r] * l[r] + hsum(_mm256_add_ps(sum[0], sum[1]));
         m[r] = mx;
     }
 }
 
 namespace {
 
-// Output columns [c0, c0 + 8 NV) of rows r0 (and r0 + 1 when two): o = alpha o + p . v.
-template <int NV, bool Two>
+// Output columns [c0, c0 + 8 NV) of rows r0..r0+NR-1: o = alpha o, then + p_j v_j over j in order.
+template <int NR, int NV>
 inline void accumulate_block(const float* p, int64_t r0, const float* v, int64_t head_dim, const float* alpha, float* o,
                              int64_t c0) {
-    __m256 a[2][NV];
-    for (int i = 0; i < (Two ? 2 : 1); ++i) {
+    __m256 a[NR * NV];
+    _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) {
         const __m256 al = _mm256_set1_ps(alpha[r0 + i]);
-        for (int c = 0; c < NV; ++c) a[i][c] = _mm256_mul_ps(al, _mm256_loadu_ps(o + (r0 + i) * head_dim + c0 + 8 * c));
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c)
+            a[i * NV + c] = _mm256_mul_ps(al, _mm256_loadu_ps(o + (r0 + i) * head_dim + c0 + 8 * c));
     }
+    const float* pr = p + r0 * kAttnTile;
     for (int64_t j = 0; j < kAttnTile; ++j) {
-        const __m256 p0 = _mm256_broadcast_ss(p + r0 * kAttnTile + j);
-        const __m256 p1 = Two ? _mm256_broadcast_ss(p + (r0 + 1) * kAttnTile + j) : p0;
-        for (int c = 0; c < NV; ++c) {
-            const __m256 vv = _mm256_loadu_ps(v + j * head_dim + c0 + 8 * c);
-            a[0][c] = _mm256_fmadd_ps(p0, vv, a[0][c]);
-            if (Two) a[1][c] = _mm256_fmadd_ps(p1, vv, a[1][c]);
+        __m256 vv[NV];
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c) vv[c] = _mm256_loadu_ps(v + j * head_dim + c0 + 8 * c);
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) {
+            const __m256 b = _mm256_broadcast_ss(pr + i * kAttnTile + j);
+            _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c)
+                a[i * NV + c] = _mm256_fmadd_ps(b, vv[c], a[i * NV + c]);
         }
     }
-    for (int i = 0; i < (Two ? 2 : 1); ++i)
-        for (int c = 0; c < NV; ++c) _mm256_storeu_ps(o + (r0 + i) * head_dim + c0 + 8 * c, a[i][c]);
+    _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
+        _Pragma("GCC unroll 16") for (int c = 0; c < NV; ++c)
+            _mm256_storeu_ps(o + (r0 + i) * head_dim + c0 + 8 * c, a[i * NV + c]);
+}
+
+// Columns past the last whole vector, one scalar FMA chain each (the same order).
+template <class LoadV>
+inline void accumulate_tail_columns(const float* p, int64_t r0, int64_t nr, LoadV load_v, int64_t head_dim,
+                                    const float* alpha, float* o) {
+    for (int64_t i = r0; i < r0 + nr; ++i)
+        for (int64_t d = head_dim / 8 * 8; d < head_dim; ++d) {
+            float acc = alpha[i] * o[i * head_dim + d];
+            for (int64_t j = 0; j < kAttnTile; ++j)
+                acc = std::fma(p[i * kAttnTile + j], load_v(j * head_dim + d), acc);
+            o[i * head_dim + d] = acc;
+        }
+}
+
+template <int NR>
+inline void accumulate_rows(const float* p, int64_t r0, const float* v, int64_t head_dim, const float* alpha,
+                            float* o) {
+    const int64_t pairs = head_dim / 16 * 16, narrow = head_dim / 8 * 8;
+    for (int64_t c0 = 0; c0 < pairs; c0 += 16) accumulate_block<NR, 2>(p, r0, v, head_dim, alpha, o, c0);
+    for (int64_t c0 = pairs; c0 < narrow; c0 += 8) accumulate_block<NR, 1>(p, r0, v, head_dim, alpha, o, c0);
+    accumulate_tail_columns(p, r0, NR, [v](int64_t i) { return v[i]; }, head_dim, alpha, o);
 }
 
 }  // namespace
 
 void attn_tile_accumulate(const float* p, int64_t n_rows, const float* v, int64_t head_dim, const float* alpha,
                           float* o) {
-    const int64_t wide = head_dim / 32 * 32, narrow = head_dim / 8 * 8;
     int64_t r = 0;
-    auto row_block = [&](auto two) {
-        constexpr bool Two = decltype(two)::value;
-        for (int64_t c0 = 0; c0 < wide; c0 += 32) accumulate_block<4, Two>(p, r, v, head_dim, alpha, o, c0);
-        for (int64_t c0 = wide; c0 < narrow; c0 += 8) accumulate_block<1, Two>(p, r, v, head_dim, alpha, o, c0);
-        for (int64_t i = 0; i < (Two ? 2 : 1); ++i)  // columns past the last vector
-            for (int64_t d = narrow; d < head_dim; ++d) {
-                float acc = alpha[r + i] * o[(r + i) * head_dim + d];
-                for (int64_t j = 0; j < kAttnTile; ++j) acc = std::fma(p[(r + i) * kAttnTile + j], v[j * head_dim + d], acc);
-                o[(r + i) * head_dim + d] = acc;
-            }
-    };
-    for (; r + 2 <= n_rows; r += 2) row_block(std::true_type{});
-    for (; r < n_rows; ++r) row_block(std::false_type{});
+    for (; r + 6 <= n_rows; r += 6) accumulate_rows<6>(p, r, v, head_dim, alpha, o);
+    switch (n_rows - r) {
+        case 5: accumulate_rows<5>(p, r, v, head_dim, alpha, o); break;
+        case 4: accumulate_rows<4>(p, r, v, head_dim, alpha, o); break;
+        case 3: accumulate_rows<3>(p, r, v, head_dim, alpha, o); break;
+        case 2: accumulate_rows<2>(p, r, v, head_dim, alpha, o); break;
+        case 1: accumulate_rows<1>(p, r, v, head_dim, alpha, o); break;
+        default: break;
+    }
+}
+
+namespace {
+
+// The F16 tiles read in place (a decoding step's few rows), widened in registers by vcvtph2ps:
+// each element of s or o gets the same FMA chain as in attn_tile_scores / attn_tile_accumulate
+// above, so the same bits. Up to 8 rows against one vector (8 keys, or 8 output columns) at a
+// time, so every element is widened once per 8 rows. Every line of the next tile is asked for
+// along the way (on Zen 3 one line in four left decoding at depth 11% slower than widening each
+// tile first with the whole next tile prefetched).
+inline __m256 load8_f16(const uint16_t* x) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+}
+
+// Pass `pass` of `passes` over a tile asks for its share of the next tile's lines (a tile is
+// 2 head_dim lines: kAttnTile x head_dim halves), spread over the passes rather than in one burst.
+inline void prefetch_share(const uint16_t* next, int64_t pass, int64_t passes, int64_t head_dim) {
+    if (!next) return;
+    const int64_t lines = 2 * head_dim, per = (lines + passes - 1) / passes;
+    for (int64_t ln = pass * per; ln < std::min(lines, pass * per + per); ++ln)
+        _mm_prefetch(reinterpret_cast<const char*>(next) + 64 * ln, _MM_HINT_T0);
+}
+
+template <int NR>
+inline void scores_rows_f16(const float* q, int64_t r0, int64_t head_dim, const uint16_t* kt, float* s,
+                            const uint16_t* next) {
+    for (int64_t c0 = 0; c0 < kAttnTile; c0 += 8) {
+        __m256 a[NR];
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) a[i] = _mm256_setzero_ps();
+        for (int64_t d = 0; d < head_dim; ++d) {
+            const __m256 kv = load8_f16(kt + d * kAttnTile + c0);
+            _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
+                a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + (r0 + i) * head_dim + d), kv, a[i]);
+        }
+        prefetch_share(next, c0 / 8, kAttnTile / 8, head_dim);
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) _mm256_storeu_ps(s + (r0 + i) * kAttnTile + c0, a[i]);
+    }
+}
+
+template <int NR>
+inline void accumulate_rows_f16(const float* p, int64_t r0, const uint16_t* v, int64_t head_dim, const float* alpha,
+                                float* o, const uint16_t* next) {
+    const int64_t narrow = head_dim / 8 * 8;
+    for (int64_t c0 = 0; c0 < narrow; c0 += 8) {
+        __m256 a[NR];
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
+            a[i] = _mm256_mul_ps(_mm256_set1_ps(alpha[r0 + i]), _mm256_loadu_ps(o + (r0 + i) * head_dim + c0));
+        for (int64_t j = 0; j < kAttnTile; ++j) {
+            const __m256 vv = load8_f16(v + j * head_dim + c0);
+            _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i)
+                a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (r0 + i) * kAttnTile + j), vv, a[i]);
+        }
+        prefetch_share(next, c0 / 8, std::max<int64_t>(1, narrow / 8), head_dim);
+        _Pragma("GCC unroll 16") for (int i = 0; i < NR; ++i) _mm256_storeu_ps(o + (r0 + i) * head_dim + c0, a[i]);
+    }
+    accumulate_tail_columns(p, r0, NR, [v](int64_t i) { return _cvtsh_ss(v[i]); }, head_dim, alpha, o);
+}
+
+template <class F>
+inline void rows_by_8(int64_t n_rows, F&& f) {
+    int64_t r = 0;
+    for (; r + 8 <= n_rows; r += 8) f(std::integral_constant<int, 8>{}, r);
+    switch (n_rows - r) {
+        case 7: f(std::integral_constant<int, 7>{}, r); break;
+        case 6: f(std::integral_constant<int, 6>{}, r); break;
+        case 5: f(std::integral_constant<int, 5>{}, r); break;
+        case 4: f(std::integral_constant<int, 4>{}, r); break;
+        case 3: f(std::integral_constant<int, 3>{}, r); break;
+        case 2: f(std::integral_constant<int, 2>{}, r); break;
+        case 1: f(std::integral_constant<int, 1>{}, r); break;
+        default: break;
+    }
+}
+
+}  // namespace
+
+// The next tile is asked for during the first row block only.
+void attn_tile_scores_f16(const float* q, int64_t n_rows, int64_t head_dim, const uint16_t* kt, float* s,
+                          const uint16_t* next) {
+    rows_by_8(n_rows, [&](auto nr, int64_t r) {
+        scores_rows_f16<decltype(nr)::value>(q, r, head_dim, kt, s, r == 0 ? next : nullptr);
+    });
+}
+
+void attn_tile_accumulate_f16(const float* p, int64_t n_rows, const uint16_t* v, int64_t head_dim, const float* alpha,
+                              float* o, const uint16_t* next) {
+    rows_by_8(n_rows, [&](auto nr, int64_t r) {
+        accumulate_rows_f16<decltype(nr)::value>(p, r, v, head_dim, alpha, o, r == 0 ? next : nullptr);
+    });
 }
 
 }  // namespace avx2
@@ -360,6 +506,8 @@ void fill_ops_avx2(OpsKernels& k) {
     k.attn_tile_scores = avx2::attn_tile_scores;
     k.attn_tile_softmax = avx2::attn_tile_softmax;
     k.attn_tile_accumulate = avx2::attn_tile_accumulate;
+    k.attn_tile_scores_f16 = avx2::attn_tile_scores_f16;
+    k.attn_tile_accumulate_f16 = avx2::attn_tile_accumulate_f16;
     fill_attn_bf16_tiles_avx2(k);
     k.rmsnorm = avx2::rmsnorm;
     k.swiglu = avx2::swiglu;
