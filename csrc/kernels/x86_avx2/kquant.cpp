@@ -106,8 +106,28 @@ inline __m256i bcast32(const void* p) {
     __builtin_memcpy(&v, p, 4);
     return _mm256_set1_epi32(v);
 }
-// An int32 lane's low 16 bits copied to its high 16 bits: (v, v) as int16 for pmaddwd.
-inline __m256i pair16(__m256i low16) { return _mm256_or_si256(low16, _mm256_slli_epi32(low16, 16)); }
+// pshufb control: byte k of each int32 lane zero-extended into both of its int16 halves, (b_k, b_k)
+// as int16 for pmaddwd (one instruction instead of shift, mask, shift and or).
+inline __m256i byte_pair_ctrl(int k) {
+    const __m256i lane = _mm256_setr_epi32(0, 0x00040004, 0x00080008, 0x000c000c, 0, 0x00040004, 0x00080008, 0x000c000c);
+    return _mm256_add_epi32(_mm256_set1_epi32(int(0x80008000u | (0x00010001u * unsigned(k)))), lane);
+}
+// pshufb control: int16 k (0 or 1) of each int32 lane copied to both of its halves.
+inline __m256i word_pair_ctrl(int k) {
+    const __m256i lane = _mm256_setr_epi32(0, 0x04040404, 0x08080808, 0x0c0c0c0c, 0, 0x04040404, 0x08080808, 0x0c0c0c0c);
+    return _mm256_add_epi32(_mm256_set1_epi32(k ? 0x03020302 : 0x01000100), lane);
+}
+// The 8 sub-block sums of a Q8_K block's bsums, B_j = bsums[2j] + bsums[2j + 1] (|B_j| <= 32 * 128,
+// so int16), as the int16 pairs (B0, B2), (B1, B3), (B4, B6), (B5, B7) broadcast to every int32 lane:
+// pmaddwd of them with a row's mins as pairs (m0, m2), (m1, m3), ... sums m_j * B_j exactly.
+inline void min_pairs(const block_q8_K* a, __m256i out[4]) {
+    const __m256i b = _mm256_madd_epi16(load256(a->bsums), _mm256_set1_epi16(1));  // B0..B3 | B4..B7 (int32)
+    const __m256i p = _mm256_shufflelo_epi16(_mm256_packs_epi32(b, b), 0xd8);          // (B0,B2),(B1,B3) | (B4,B6),(B5,B7)
+    out[0] = _mm256_permutevar8x32_epi32(p, _mm256_set1_epi32(0));
+    out[1] = _mm256_permutevar8x32_epi32(p, _mm256_set1_epi32(1));
+    out[2] = _mm256_permutevar8x32_epi32(p, _mm256_set1_epi32(4));
+    out[3] = _mm256_permutevar8x32_epi32(p, _mm256_set1_epi32(5));
+}
 
 template <bool Q5>
 struct KQuantGroups {
@@ -116,11 +136,12 @@ struct KQuantGroups {
     static constexpr int kTile = kGroupTile;
     static constexpr int64_t kQs = 64 + 3 * 64, kQh = kQs + 2048;
     static constexpr int kFlush = Q5 ? 4 : 8;  // chunks whose int16 sums fit
+    static constexpr bool kDecode = true;      // decode: both halves in one pass (token_tiles.h)
 
     template <int T>
     static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
         const __m256i m4 = _mm256_set1_epi8(0x0F), low6 = _mm256_set1_epi32(0x3f3f3f3f), low4 = _mm256_set1_epi32(0x0f0f0f0f);
-        const __m256i low2 = _mm256_set1_epi32(0x03030303), byte0 = _mm256_set1_epi32(0xff);
+        const __m256i low2 = _mm256_set1_epi32(0x03030303);
         // the 12-byte scale fields of 8 rows as three words each: sc0..3, sc4..7, m0..3, m4..7
         const __m256i w0 = load256(g + 64 + 32 * h), w1 = load256(g + 128 + 32 * h), w2 = load256(g + 192 + 32 * h);
         const __m256i sc[2] = {_mm256_and_si256(w0, low6),
@@ -130,10 +151,10 @@ struct KQuantGroups {
                                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4),
                                                _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), low2), 4))};
         __m256i sumi[T], summ[T];
-        for (int t = 0; t < T; ++t) sumi[t] = summ[t] = _mm256_setzero_si256();
+        for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
         for (int p = 0; p < 4; ++p) {  // sub-blocks 2p (low nibbles) and 2p + 1 (high nibbles)
-            const __m256i s_lo = pair16(_mm256_and_si256(_mm256_srli_epi32(sc[p / 2], 16 * (p % 2)), byte0));
-            const __m256i s_hi = pair16(_mm256_and_si256(_mm256_srli_epi32(sc[p / 2], 16 * (p % 2) + 8), byte0));
+            const __m256i s_lo = _mm256_shuffle_epi8(sc[p / 2], byte_pair_ctrl(2 * (p % 2)));
+            const __m256i s_hi = _mm256_shuffle_epi8(sc[p / 2], byte_pair_ctrl(2 * (p % 2) + 1));
             __m256i lo16[T], hi16[T];
             for (int t = 0; t < T; ++t) lo16[t] = hi16[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
@@ -160,17 +181,83 @@ struct KQuantGroups {
                 }
             }
         }
-        // summ = sum_j m_j * (bsums[2j] + bsums[2j+1])
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) {
-            const __m256i m = pair16(_mm256_and_si256(_mm256_srli_epi32(mn[j / 4], 8 * (j % 4)), byte0));
-            for (int t = 0; t < T; ++t) summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(a[t]->bsums + 2 * j)));
+        // summ = sum_j m_j * (bsums[2j] + bsums[2j+1]): the mins as int16 pairs (m0, m2), (m1, m3), ...
+        {
+            const __m256i even = _mm256_set1_epi32(0x00ff00ff);
+            const __m256i m[4] = {_mm256_and_si256(mn[0], even), _mm256_srli_epi16(mn[0], 8), _mm256_and_si256(mn[1], even),
+                                  _mm256_srli_epi16(mn[1], 8)};
+            for (int t = 0; t < T; ++t) {
+                __m256i bp[4];
+                min_pairs(a[t], bp);
+                summ[t] = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(m[0], bp[0]), _mm256_madd_epi16(m[1], bp[1])),
+                                           _mm256_add_epi32(_mm256_madd_epi16(m[2], bp[2]), _mm256_madd_epi16(m[3], bp[3])));
+            }
         }
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
         const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * h)));
         for (int t = 0; t < T; ++t) {  // a.d * (d * sumi - dmin * summ), as the reference
             const __m256 v = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[t])), _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(summ[t])));
             fsum[t] = _mm256_add_ps(fsum[t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), v));
+        }
+    }
+
+    // Decode (one token): both 8-row halves in one pass, so each activation piece is broadcast once
+    // for the 16 rows; the same integer sums and float expression per half as step<1>.
+    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) {
+        const __m256i m4 = _mm256_set1_epi8(0x0F), low6 = _mm256_set1_epi32(0x3f3f3f3f), low4 = _mm256_set1_epi32(0x0f0f0f0f);
+        const __m256i low2 = _mm256_set1_epi32(0x03030303);
+        __m256i sc[2][2], mn[2][2];
+        for (int h = 0; h < 2; ++h) {
+            const __m256i w0 = load256(g + 64 + 32 * h), w1 = load256(g + 128 + 32 * h), w2 = load256(g + 192 + 32 * h);
+            sc[h][0] = _mm256_and_si256(w0, low6);
+            sc[h][1] = _mm256_or_si256(_mm256_and_si256(w2, low4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), low2), 4));
+            mn[h][0] = _mm256_and_si256(w1, low6);
+            mn[h][1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4),
+                                       _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), low2), 4));
+        }
+        __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int p = 0; p < 4; ++p) {
+            __m256i lo16[2], hi16[2];
+            lo16[0] = hi16[0] = lo16[1] = hi16[1] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; ++c) {
+                const __m256i al = bcast32(a->qs + 64 * p + 4 * c), ah = bcast32(a->qs + 64 * p + 32 + 4 * c);
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; ++h) {
+                    const __m256i raw = load256(g + kQs + (p * 8 + c) * 64 + 32 * h);
+                    __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                    if constexpr (Q5) {
+                        const __m256i qh = load256(g + kQh + c * 64 + 32 * h), b4 = _mm256_set1_epi8(0x10);
+                        const int j = 2 * p;
+                        lo = _mm256_or_si256(lo, _mm256_and_si256(j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4), b4));
+                        hi = _mm256_or_si256(hi, _mm256_and_si256(j + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - j) : _mm256_srli_epi16(qh, j - 3), b4));
+                    }
+                    lo16[h] = _mm256_add_epi16(lo16[h], _mm256_maddubs_epi16(lo, al));
+                    hi16[h] = _mm256_add_epi16(hi16[h], _mm256_maddubs_epi16(hi, ah));
+                }
+                if ((c + 1) % kFlush == 0) {
+#pragma GCC unroll 2
+                    for (int h = 0; h < 2; ++h) {
+                        const __m256i s_lo = _mm256_shuffle_epi8(sc[h][p / 2], byte_pair_ctrl(2 * (p % 2)));
+                        const __m256i s_hi = _mm256_shuffle_epi8(sc[h][p / 2], byte_pair_ctrl(2 * (p % 2) + 1));
+                        sumi[h] = _mm256_add_epi32(sumi[h], _mm256_add_epi32(_mm256_madd_epi16(lo16[h], s_lo), _mm256_madd_epi16(hi16[h], s_hi)));
+                        lo16[h] = hi16[h] = _mm256_setzero_si256();
+                    }
+                }
+            }
+        }
+        __m256i bp[4];
+        min_pairs(a, bp);
+        const __m256i even = _mm256_set1_epi32(0x00ff00ff);
+        const __m256 ad = _mm256_set1_ps(a->d);
+        for (int h = 0; h < 2; ++h) {
+            const __m256i summ = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(mn[h][0], even), bp[0]), _mm256_madd_epi16(_mm256_srli_epi16(mn[h][0], 8), bp[1])),
+                _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(mn[h][1], even), bp[2]), _mm256_madd_epi16(_mm256_srli_epi16(mn[h][1], 8), bp[3])));
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
+            const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * h)));
+            const __m256 v = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[h])), _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(summ)));
+            fsum[h] = _mm256_add_ps(fsum[h], _mm256_mul_ps(ad, v));
         }
     }
 };
@@ -180,20 +267,19 @@ struct Q6KGroups {
     static constexpr int64_t kBlockBytes = kQ6KGroupBlockBytes;
     static constexpr int kTile = kGroupTile;
     static constexpr int64_t kScales = 32, kQl = kScales + 256, kQh = kQl + 2048;
+    static constexpr bool kDecode = true;  // decode: both halves in one pass (token_tiles.h)
 
     template <int T>
     static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
-        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30), high16 = _mm256_set1_epi32(int(0xffff0000u));
+        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
         __m256i sumi[T], off[T];
         for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm256_setzero_si256();
         for (int u = 0; u < 8; ++u) {  // sub-blocks u (chunks 4u..4u+3) and 8 + u (chunks 32 + 4u..)
             // (sc_2q, sc_2q+1) int16 pairs per row for q = u / 2 and 4 + u / 2; (sc_u, sc_u) of each
             const __m256i pa = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kScales + (u / 2) * 32 + 16 * h)));
             const __m256i pb = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kScales + (4 + u / 2) * 32 + 16 * h)));
-            const __m256i top_a = u % 2 ? _mm256_and_si256(pa, high16) : _mm256_slli_epi32(pa, 16);  // (0, sc_u)
-            const __m256i top_b = u % 2 ? _mm256_and_si256(pb, high16) : _mm256_slli_epi32(pb, 16);  // (0, sc_8+u)
-            const __m256i sa = _mm256_or_si256(top_a, _mm256_srli_epi32(top_a, 16));
-            const __m256i sb = _mm256_or_si256(top_b, _mm256_srli_epi32(top_b, 16));
+            const __m256i dup = word_pair_ctrl(u % 2);
+            const __m256i sa = _mm256_shuffle_epi8(pa, dup), sb = _mm256_shuffle_epi8(pb, dup);  // (sc_u, sc_u), (sc_8+u, sc_8+u)
 #pragma GCC unroll 2
             for (int hh = 2 * u; hh < 2 * u + 2; ++hh) {
                 // chunks 2hh and 2hh + 1 share one vector of high bits (layout in kquant.h)
@@ -229,6 +315,57 @@ struct Q6KGroups {
         for (int t = 0; t < T; ++t) {  // a.d * (d * sumi), as the reference
             const __m256i total = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(off[t], 5));
             fsum[t] = _mm256_add_ps(fsum[t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), _mm256_mul_ps(d, _mm256_cvtepi32_ps(total))));
+        }
+    }
+
+    // Decode (one token): both 8-row halves in one pass, each activation piece broadcast once for
+    // the 16 rows; the same integer sums and float expression per half as step<1>.
+    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) {
+        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+        __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int u = 0; u < 8; ++u) {  // sub-blocks u (chunks 4u..4u+3) and 8 + u
+            const __m256i dup = word_pair_ctrl(u % 2);
+#pragma GCC unroll 2
+            for (int hh = 2 * u; hh < 2 * u + 2; ++hh) {
+                __m256i a16[2], b16[2];
+                a16[0] = b16[0] = a16[1] = b16[1] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+                for (int odd = 0; odd < 2; ++odd) {
+                    const int c = 2 * hh + odd;
+                    const __m256i xa = bcast32(a->qs + 4 * c), xb = bcast32(a->qs + 128 + 4 * c);
+#pragma GCC unroll 2
+                    for (int h = 0; h < 2; ++h) {
+                        const __m256i bits = load256(g + kQh + hh * 64 + 32 * h);
+                        const __m256i raw = load256(g + kQl + c * 64 + 32 * h);
+                        const __m256i ha = odd ? bits : _mm256_slli_epi16(bits, 4);
+                        const __m256i hb = odd ? _mm256_srli_epi16(bits, 2) : _mm256_slli_epi16(bits, 2);
+                        const __m256i qa = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_and_si256(ha, m30));
+                        const __m256i qb = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_and_si256(hb, m30));
+                        a16[h] = _mm256_add_epi16(a16[h], _mm256_maddubs_epi16(qa, xa));
+                        b16[h] = _mm256_add_epi16(b16[h], _mm256_maddubs_epi16(qb, xb));
+                    }
+                }
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; ++h) {
+                    const __m256i pa = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kScales + (u / 2) * 32 + 16 * h)));
+                    const __m256i pb = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kScales + (4 + u / 2) * 32 + 16 * h)));
+                    sumi[h] = _mm256_add_epi32(sumi[h], _mm256_add_epi32(_mm256_madd_epi16(a16[h], _mm256_shuffle_epi8(pa, dup)),
+                                                                         _mm256_madd_epi16(b16[h], _mm256_shuffle_epi8(pb, dup))));
+                }
+            }
+        }
+        const __m256 ad = _mm256_set1_ps(a->d);
+        for (int h = 0; h < 2; ++h) {
+            __m256i off = _mm256_setzero_si256();  // sum_j sc_j * bsum_j
+            for (int q = 0; q < 4; ++q) {
+                const __m256i pa = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kScales + q * 32 + 16 * h)));
+                const __m256i pb = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kScales + (4 + q) * 32 + 16 * h)));
+                off = _mm256_add_epi32(off, _mm256_madd_epi16(pa, bcast32(a->bsums + 2 * q)));
+                off = _mm256_add_epi32(off, _mm256_madd_epi16(pb, bcast32(a->bsums + 8 + 2 * q)));
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
+            const __m256i total = _mm256_sub_epi32(sumi[h], _mm256_slli_epi32(off, 5));
+            fsum[h] = _mm256_add_ps(fsum[h], _mm256_mul_ps(ad, _mm256_mul_ps(d, _mm256_cvtepi32_ps(total))));
         }
     }
 };

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "common/formats.h"
 #include "kernels/matmul.h"
@@ -24,7 +25,9 @@ namespace {
 // decode one 8-row half at a time, the first half prefetching the group 4 KiB ahead in software
 // and the second reading it again from L2: on a Zen 3, decode pairs and one pass over both halves
 // (gemv_groups) measured 0.68-0.98 of that in lockstep (docs/PERFORMANCE.md, "AVX2 decode"), so
-// these types have no AVX2 pair kernels. The 32-block types use gemv_groups.
+// these types have no AVX2 pair kernels. The 32-block types use gemv_groups. Q4_K, Q5_K and Q6_K
+// have a one-token `decode` of both halves that shares each activation broadcast between them
+// (gemv_both below: 1.0-1.2 of the one-half-at-a-time path in lockstep, docs/PERFORMANCE.md).
 template <class K>
 constexpr bool kSuperBlocks = K::kBlockBytes > 1024;
 constexpr int64_t kSuperBlockPrefetch = 4096;
@@ -87,6 +90,32 @@ void gemv_groups(const uint8_t* const* w, int64_t nb, const void* x, float* cons
     }
 }
 
+// Super-block types with `kDecode = true` and a one-token
+// `static void decode(const uint8_t* blk, const Act* a, __m256* acc)`
+// (both 8-row halves of a block in one pass: acc[0], acc[1]) decode through it in one pass over
+// the group, prefetching kSuperBlockPrefetch ahead; the others one half at a time (half_tile).
+template <class K, class = void>
+struct HasDecode : std::false_type {};
+template <class K>
+struct HasDecode<K, std::void_t<decltype(K::kDecode)>> : std::bool_constant<K::kDecode> {};
+
+template <class K>
+void gemv_both(const uint8_t* w, int64_t nb, const void* x, float* y, int rows) {
+    using Act = typename K::Act;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+#pragma GCC unroll 1
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = w + b * K::kBlockBytes;
+        for (int64_t o = 0; o < K::kBlockBytes; o += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(blk + kSuperBlockPrefetch + o), _MM_HINT_T0);
+        K::decode(blk, static_cast<const Act*>(x) + b, acc);
+    }
+    float out[16];
+    _mm256_storeu_ps(out, acc[0]);
+    _mm256_storeu_ps(out + 8, acc[1]);
+    std::memcpy(y, out, size_t(rows) * sizeof(float));  // padding rows are never written
+}
+
 // One group against n tokens (y[t * y_stride + row]): decode as one pass over the blocks, then
 // token tiles of K::kTile and one smaller tile. Results go through a small buffer so rows beyond
 // `rows` (padding) are never written.
@@ -102,6 +131,8 @@ void group_gemm(const uint8_t* w, int64_t nb, const void* xv, int64_t x_stride, 
     const auto* x = static_cast<const uint8_t*>(xv);
     if constexpr (!kSuperBlocks<K>) {
         if (n == 1) return gemv_groups<K, 1>(&w, nb, x, &y, &rows);
+    } else if constexpr (HasDecode<K>::value) {
+        if (n == 1) return gemv_both<K>(w, nb, x, y, rows);
     }
     float out[K::kTile][8];
     for (int64_t t = 0; t < n; t += K::kTile) {
