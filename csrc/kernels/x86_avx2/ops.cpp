@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "kernels/ops.h"
+#include "kernels/x86_shared/exp2_taylor.h"
 
 namespace llamix {
 namespace avx2 {
@@ -303,13 +304,9 @@ inline __m256 exp_shifted(__m256 x, __m256 mx_log2e) {
     t = _mm256_max_ps(t, _mm256_set1_ps(-127.0f));
     const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m256 f = _mm256_sub_ps(t, n);
-    __m256 p = _mm256_set1_ps(1.5403530393381609e-4f);                  // ln2^6 / 6!
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-3f));  // ln2^5 / 5!
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-3f));  // ln2^4 / 4!
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108664821580e-2f));  // ln2^3 / 3!
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-1f));  // ln2^2 / 2!
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-1f));  // ln2
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256 p = _mm256_set1_ps(x86_shared::kExp2Taylor6[0]);
+#pragma GCC unroll 6
+    for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(x86_shared::kExp2Taylor6[i]));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }

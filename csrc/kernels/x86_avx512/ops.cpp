@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "kernels/ops.h"
+#include "kernels/x86_shared/exp2_taylor.h"
 
 namespace llamix {
 namespace avx2 {
@@ -392,13 +393,9 @@ inline __m512 exp_shifted(__m512 x, __m512 mx_log2e) {
     t = _mm512_max_ps(t, _mm512_set1_ps(-150.0f));
     const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_set1_ps(1.5403530393381609e-4f);            // ln2^6 / 6!
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));  // ln2^5 / 5!
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f));  // ln2^4 / 4!
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f));  // ln2^3 / 3!
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f));  // ln2^2 / 2!
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f));  // ln2
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_set1_ps(x86_shared::kExp2Taylor6[0]);
+#pragma GCC unroll 6
+    for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(x86_shared::kExp2Taylor6[i]));
     return _mm512_scalef_ps(p, n);
 }
 
