@@ -212,6 +212,43 @@ def test_concurrent_clients_get_their_alone_answers(client, ref, url):
     assert wait_idle(url)["slots_processing"] == 0
 
 
+def test_n_choices_are_the_seeded_answers_alone(client, ref):
+    """OpenAI's n: choice i is what the request gets alone with seed + i; the usage counts the
+    prompt once and every choice's tokens; one id for the whole response."""
+    r = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=9, temperature=1.0, seed=7, n=3)
+    want = [ref.create_chat_completion(MESSAGES, max_tokens=9, temperature=1.0, seed=7 + i) for i in range(3)]
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert [c.message.content for c in r.choices] == [w["choices"][0]["message"]["content"] for w in want]
+    assert len({c.message.content for c in r.choices}) > 1   # the choices were sampled apart
+    assert r.usage.prompt_tokens == want[0]["usage"]["prompt_tokens"]
+    assert r.usage.completion_tokens == sum(w["usage"]["completion_tokens"] for w in want)
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    c = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=7, temperature=1.0, seed=3, n=2)
+    want = [ref.create_completion("Once upon a time", max_tokens=7, temperature=1.0, seed=3 + i) for i in range(2)]
+    assert [x.text for x in c.choices] == [w["choices"][0]["text"] for w in want]
+    assert [x.index for x in c.choices] == [0, 1]
+
+
+def test_n_choices_stream_as_whole(client):
+    """Streamed with n, each choice's deltas (by index) add up to its whole answer, each choice
+    ends with its own finish reason, and the usage chunk counts them all."""
+    kw = dict(model="tiny", messages=MESSAGES, max_tokens=8, temperature=1.0, seed=11, n=3)
+    whole = client.chat.completions.create(**kw)
+    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    assert len({c.id for c in chunks}) == 1
+    texts, reasons, roles = ["", "", ""], [None] * 3, [None] * 3
+    for ch in chunks[:-1]:
+        (c,) = ch.choices
+        texts[c.index] += c.delta.content or ""
+        roles[c.index] = roles[c.index] or c.delta.role
+        if c.finish_reason:
+            assert reasons[c.index] is None
+            reasons[c.index] = c.finish_reason
+    assert texts == [c.message.content for c in whole.choices]
+    assert reasons == [c.finish_reason for c in whole.choices] and roles == ["assistant"] * 3
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
 # --- raw HTTP ----------------------------------------------------------------------------------------------
 def _error(r, status):
     assert r.status_code == status, r.text
@@ -230,7 +267,9 @@ def test_bad_requests(url):
     # a user message without content was refused by the template's Jinja error, naming no field
     err = _error(post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": None}]}), 400)
     assert err["param"] == "messages[0].content" and "null only in an assistant message" in err["message"]
-    assert _error(post(url, "/v1/chat/completions", {"messages": MESSAGES, "n": 2}), 400)["param"] == "n"
+    for n in (0, 129, 1.5):
+        assert _error(post(url, "/v1/chat/completions", {"messages": MESSAGES, "n": n}), 400)["param"] == "n"
+    assert _error(post(url, "/completion", {"prompt": "x", "n": 2}), 400)["param"] == "n"
     assert _error(post(url, "/v1/completions", {"prompt": 3}), 400)["param"] == "prompt"
     assert _error(post(url, "/v1/completions", {"prompt": "x", "top_p": 7}), 400)   # a value the sampler refuses
     assert _error(post(url, "/v1/completions", {"prompt": "x", "repeat_last_n": 1.5}), 400)["param"] == "repeat_last_n"

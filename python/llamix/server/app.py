@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP server: a Starlette application over a :class:`BatchEngine`.
 
 Endpoints: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions`` (server-sent
-events with ``"stream": true``, ending ``data: [DONE]``), ``POST /v1/embeddings``, ``GET /health``,
+events with ``"stream": true``, ending ``data: [DONE]``; OpenAI's ``n`` choices run as ``n`` requests
+batched together, choices.py), ``POST /v1/embeddings``, ``GET /health``,
 ``GET /metrics``, and llama-server's own ``/completion``, ``/tokenize``, ``/detokenize``,
 ``/apply-template`` and ``GET /props`` (native.py). Requests are shaped by the model's own API
 (``prepare_completion`` / ``prepare_chat_completion`` / ``create_embedding``, the functions
@@ -40,11 +41,11 @@ from starlette.routing import Route
 from ..model import BatchEngine, EngineStopped, Job, Model, QueueFull
 from ..model.api import TextCompletion
 from ..model.engine import Request, Step
-from . import native
+from . import choices, native
 from .metrics import CONTENT_TYPE, Metrics
 from .params import (BadRequest, chat_kwargs, completion_kwargs, embedding_input, native_completion_kwargs,
                      native_completion_prompt, native_detokenize_body, native_prompt_ids, native_template_body,
-                     native_tokenize_body)
+                     native_tokenize_body, n_choices)
 
 ACCESS_LOG = logging.getLogger("llamix.server.access")
 MAX_BODY_BYTES = 8 << 20   # a request body larger than this is refused (413)
@@ -89,19 +90,20 @@ class _Feed:
 
 
 class _JobStream(StreamingResponse):
-    """Server-sent events of one job; however the response ends (done, client gone, shutdown),
-    the job is cancelled, which frees its slot."""
+    """Server-sent events of a request's jobs; however the response ends (done, client gone,
+    shutdown), the jobs are cancelled, which frees their slots."""
 
-    def __init__(self, content, job: Job):
+    def __init__(self, content, jobs: list[Job]):
         super().__init__(content, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self.job = job
+        self.jobs = jobs
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.job.cancel()
+            for job in self.jobs:
+                job.cancel()
 
 
 def _sse(obj: Any) -> str:
@@ -137,77 +139,131 @@ class Server:
             raise _Refused(error_response(400, f"the request body is not valid JSON: {e}", code="invalid_json")) \
                 from None
 
-    def submit(self, request: HTTPRequest, req: Request) -> tuple[Job, _Feed] | Response:
-        """``req`` queued on the engine with a feed of its steps, or the error response."""
-        feed = _Feed(asyncio.get_running_loop())
+    def submit(self, request: HTTPRequest, reqs: list[Request]) -> list[tuple[Job, _Feed]] | Response:
+        """``reqs`` (one request's choices) queued on the engine, each with a feed of its steps; or
+        the error response, with none of them left queued."""
+        loop = asyncio.get_running_loop()
+        submitted: list[tuple[Job, _Feed]] = []
         try:
-            job = self.engine.submit(req, feed.sink)
-        except QueueFull as e:
-            return error_response(503, str(e), type_="server_error", code="queue_full")
-        except EngineStopped as e:
-            return error_response(503, str(e), type_="server_error", code="unavailable")
-        except ValueError as e:
-            return _bad_request(e)
-        request.state.job = job
-        return job, feed
+            for req in reqs:
+                feed = _Feed(loop)
+                submitted.append((self.engine.submit(req, feed.sink), feed))
+        except (QueueFull, EngineStopped, ValueError) as e:
+            for job, _ in submitted:
+                job.cancel()
+            if isinstance(e, ValueError):
+                return _bad_request(e)
+            return error_response(503, str(e), type_="server_error",
+                                  code="queue_full" if isinstance(e, QueueFull) else "unavailable")
+        request.state.jobs = [job for job, _ in submitted]
+        return submitted
 
-    async def steps(self, request: HTTPRequest, job: Job, feed: _Feed) -> list[Step] | Response:
-        """All of a job's steps, or the error response (shutdown, client gone)."""
-        steps, stopped = [], False
+    async def steps(self, request: HTTPRequest, submitted: list[tuple[Job, _Feed]]) -> list[list[Step]] | Response:
+        """All steps of each job, or the error response (shutdown, client gone)."""
+        jobs = [job for job, _ in submitted]
+        results: list[list[Step]] = [[] for _ in submitted]
+        stopped = False
+
+        async def collect(i: int, feed: _Feed) -> None:
+            nonlocal stopped
+            try:
+                results[i] = [s async for s in feed]
+            except EngineStopped:   # the server's shutdown deadline ended the request
+                stopped = True
+
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_cancel_on_disconnect, request, job)
+                tg.start_soon(_cancel_on_disconnect, request, jobs)
                 try:
-                    steps = [s async for s in feed]
-                except EngineStopped:   # the server's shutdown deadline ended the request
-                    stopped = True
+                    await asyncio.gather(*(collect(i, feed) for i, (_, feed) in enumerate(submitted)))
                 finally:
                     tg.cancel_scope.cancel()
         finally:
-            job.cancel()   # the handler itself was cancelled (shutdown): free the slot; no-op once done
+            for job in jobs:   # the handler itself was cancelled (shutdown): free the slots; no-op once done
+                job.cancel()
         if stopped:
             return error_response(503, "the server is shutting down: the request was stopped", type_="server_error",
                                   code="unavailable")
-        if job.cancelled and not job.request.done:
+        if any(job.cancelled and not job.request.done for job in jobs):
             return error_response(499, "the client closed the request", code="client_closed")
-        return steps
+        return results
 
-    async def answer(self, request: HTTPRequest, req: Request, stream: bool,
-                     events: Callable[[Job, _Feed], AsyncIterator[str]],
-                     whole: Callable[[list[Step], Job], dict]) -> Response:
-        """Run ``req`` on the engine: the server-sent ``events(job, feed)`` when ``stream``, else
-        the JSON of ``whole(steps, job)``; or the error response (queue full, shutdown, client gone)."""
-        submitted = self.submit(request, req)
+    async def answer(self, request: HTTPRequest, reqs: list[Request], stream: bool,
+                     events: Callable[[list[tuple[Job, _Feed]]], AsyncIterator[str]],
+                     whole: Callable[[list[list[Step]], list[Job]], dict]) -> Response:
+        """Run ``reqs`` (one request's choices) on the engine: the server-sent ``events(submitted)``
+        when ``stream``, else the JSON of ``whole(steps, jobs)``; or the error response (queue
+        full, shutdown, client gone)."""
+        submitted = self.submit(request, reqs)
         if isinstance(submitted, Response):
             return submitted
-        job, feed = submitted
+        jobs = [job for job, _ in submitted]
         if stream:
-            return _JobStream(events(job, feed), job)
-        steps = await self.steps(request, job, feed)
-        return steps if isinstance(steps, Response) else JSONResponse(whole(steps, job))
+            return _JobStream(events(submitted), jobs)
+        steps = await self.steps(request, submitted)
+        return steps if isinstance(steps, Response) else JSONResponse(whole(steps, jobs))
 
-    async def run_job(self, request: HTTPRequest, prepared: TextCompletion, stream: bool, usage: bool) -> Response:
-        return await self.answer(request, prepared.request, stream,
-                                 lambda job, feed: self._events(prepared, feed, usage),
-                                 lambda steps, job: prepared.response(steps))
+    async def run_jobs(self, request: HTTPRequest, prepared: list[TextCompletion], stream: bool,
+                       usage: bool) -> Response:
+        """Answer with ``prepared``'s choices (OpenAI's ``n``; one for most requests)."""
+        return await self.answer(request, [p.request for p in prepared], stream,
+                                 lambda submitted: self._events(prepared, [feed for _, feed in submitted], usage),
+                                 lambda steps, jobs: choices.merged_response(
+                                     [p.response(s) for p, s in zip(prepared, steps)]))
 
-    async def _events(self, prepared: TextCompletion, feed: _Feed, usage: bool) -> AsyncIterator[str]:
-        for chunk in prepared.first_chunks():
-            yield _sse(chunk)
+    async def _events(self, prepared: list[TextCompletion], feeds: list[_Feed], usage: bool) -> AsyncIterator[str]:
+        """The choices' chunks as their steps come, each labelled with its choice's index."""
+        head = prepared[0].head
+        for i, p in enumerate(prepared):
+            for chunk in p.first_chunks():
+                yield _sse(choices.relabel(chunk, i, head))
+        arrivals: asyncio.Queue = asyncio.Queue()
+
+        async def pump(i: int, feed: _Feed) -> None:
+            try:
+                async for step in feed:
+                    arrivals.put_nowait((i, step))
+                arrivals.put_nowait((i, None))
+            except Exception as e:  # noqa: BLE001 - handed to the stream below
+                arrivals.put_nowait((i, e))
+
+        pumps = [asyncio.ensure_future(pump(i, feed)) for i, feed in enumerate(feeds)]
         try:
-            async for step in feed:
-                chunk = prepared.chunk(step)
+            running = len(feeds)
+            while running:
+                i, item = await arrivals.get()
+                if isinstance(item, Exception):   # the stream has started: the error goes as an event
+                    yield _sse({"error": {"message": str(item), "type": "server_error", "param": None, "code": None}})
+                    yield "data: [DONE]\n\n"
+                    return
+                if item is None:
+                    running -= 1
+                    for chunk in prepared[i].last_chunks():
+                        yield _sse(choices.relabel(chunk, i, head))
+                    continue
+                chunk = prepared[i].chunk(item)
                 if chunk is not None:
-                    yield _sse(chunk)
-        except Exception as e:  # noqa: BLE001 - the stream has started: the error goes as an event
-            yield _sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
-            yield "data: [DONE]\n\n"
-            return
-        for chunk in prepared.last_chunks():
-            yield _sse(chunk)
+                    yield _sse(choices.relabel(chunk, i, head))
+        finally:
+            for task in pumps:
+                task.cancel()
         if usage:
-            yield _sse(prepared.usage_chunk())
+            yield _sse(choices.merged_usage_chunk([p.usage_chunk() for p in prepared]))
         yield "data: [DONE]\n\n"
+
+    async def _prepared(self, prepare: Callable[..., TextCompletion], kw: dict, n: int,
+                        on_engine: bool = False) -> list[TextCompletion]:
+        """``n`` choices of one request, each prepared by ``prepare(**kw)``; a given ``seed`` is
+        choice i's ``seed + i`` (without one, each choice draws its own). ``on_engine``: prepare on
+        the engine's thread (preparing runs the model)."""
+        out = []
+        for i in range(n):
+            kw_i = {**kw, "seed": kw["seed"] + i} if kw.get("seed") is not None else kw
+            if on_engine:
+                out.append(await asyncio.wrap_future(self.engine.call(prepare, model=self.name, **kw_i)))
+            else:
+                out.append(await run_in_threadpool(prepare, model=self.name, **kw_i))
+        return out
 
     # --- endpoints -------------------------------------------------------------------------------------
     async def health(self, request: HTTPRequest) -> Response:
@@ -230,23 +286,20 @@ class Server:
         try:
             kw, stream, usage = completion_kwargs(body)
             # echo with logprobs runs the prompt through the model: on the engine thread
-            if kw.get("echo") and kw.get("logprobs") is not None:
-                prepared = await asyncio.wrap_future(self.engine.call(self.model.prepare_completion, model=self.name,
-                                                                      **kw))
-            else:
-                prepared = await run_in_threadpool(self.model.prepare_completion, model=self.name, **kw)
+            prepared = await self._prepared(self.model.prepare_completion, kw, n_choices(body),
+                                            on_engine=bool(kw.get("echo") and kw.get("logprobs") is not None))
         except ValueError as e:
             return _bad_request(e)
-        return await self.run_job(request, prepared, stream, usage)
+        return await self.run_jobs(request, prepared, stream, usage)
 
     async def chat_completions(self, request: HTTPRequest) -> Response:
         body = await self.read_json(request)
         try:
             kw, stream, usage = chat_kwargs(body)
-            prepared = await run_in_threadpool(self.model.prepare_chat_completion, model=self.name, **kw)
+            prepared = await self._prepared(self.model.prepare_chat_completion, kw, n_choices(body))
         except ValueError as e:
             return _bad_request(e)
-        return await self.run_job(request, prepared, stream, usage)
+        return await self.run_jobs(request, prepared, stream, usage)
 
     async def embeddings(self, request: HTTPRequest) -> Response:
         body = await self.read_json(request)
@@ -279,8 +332,8 @@ class Server:
         shaped = native.NativeCompletion(req, prompt_text, self.name, settings, options, m.n_ctx)
         if options["n_predict"] == 0:   # nothing to generate (llama-server would only fill the cache)
             return JSONResponse(shaped.final([], None, False))
-        return await self.answer(request, req, stream, lambda job, feed: self._native_events(shaped, job, feed),
-                                 lambda steps, job: shaped.final(steps, job, False))
+        return await self.answer(request, [req], stream, lambda submitted: self._native_events(shaped, *submitted[0]),
+                                 lambda steps, jobs: shaped.final(steps[0], jobs[0], False))
 
     async def _native_events(self, shaped: native.NativeCompletion, job: Job, feed: _Feed) -> AsyncIterator[str]:
         steps = []
@@ -349,10 +402,11 @@ class _Refused(Exception):
         self.response = response
 
 
-async def _cancel_on_disconnect(request: HTTPRequest, job: Job) -> None:
+async def _cancel_on_disconnect(request: HTTPRequest, jobs: list[Job]) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
-    job.cancel()
+    for job in jobs:
+        job.cancel()
 
 
 class _Gate:
@@ -385,15 +439,17 @@ class _Gate:
 
     def _log(self, scope, status: int, seconds: float) -> None:
         state = scope.get("state", {})
-        job: Job | None = state.get("job")
+        jobs: list[Job] = state.get("jobs") or []
         path = scope["path"]
         record = {"ts": round(time.time(), 3), "client": (scope.get("client") or ("", 0))[0],
                   "method": scope["method"], "path": path, "status": status, "duration_ms": round(seconds * 1e3, 1)}
         m = self.server.metrics
-        if job is not None:
-            r = job.request
+        if jobs:   # the first choice's, with every choice's tokens (OpenAI's n)
+            job, r = jobs[0], jobs[0].request
             record.update(prompt_tokens=len(r.prompt), prompt_evaluated=job.n_prompt_evaluated,
-                          completion_tokens=len(r.tokens), finish_reason=r.finish_reason)
+                          completion_tokens=sum(len(j.request.tokens) for j in jobs), finish_reason=r.finish_reason)
+            if len(jobs) > 1:
+                record["n"] = len(jobs)
             if job.t_first is not None:
                 record["ttft_ms"] = round((job.t_first - job.t_submit) * 1e3, 1)
                 m.ttft.observe(job.t_first - job.t_submit)

@@ -4,7 +4,7 @@
 
 Fields the server does not know are ignored (clients send extras: ``user``, ``store``, ...); a
 known field of the wrong JSON type, or a value llamix cannot honour (``n`` > 1, a llama-server
-sampler llamix does not have set away from its neutral value), is a :class:`BadRequest` naming
+sampler llamix does not have set away from its neutral value, ``n`` outside 1..128), is a :class:`BadRequest` naming
 the field. llama-server's ``n_predict`` is ``max_tokens`` when that is absent. Values are then checked where they are used (the sampler,
 the chat template, the tokenizer) and those errors are 400 too.
 """
@@ -89,9 +89,6 @@ def _common(body: dict) -> tuple[dict, bool, bool]:
         if v is not None and v != neutral:
             raise BadRequest(f"'{name}' is not supported by llamix (leave it out, or {neutral} to turn it off)",
                              param=name, code="unsupported")
-    n = _check(body, "n", INT, NULL)
-    if n is not None and n != 1:
-        raise BadRequest(f"'n' must be 1 (one choice per request), got {n}", param="n")
     stop = _check(body, "stop", STR, LIST, NULL)
     if isinstance(stop, list):
         if not all(isinstance(s, str) for s in stop):
@@ -115,6 +112,19 @@ def _common(body: dict) -> tuple[dict, bool, bool]:
     options = _check(body, "stream_options", OBJECT, NULL) or {}
     usage = _check(options, "include_usage", BOOL, NULL)
     return kw, stream, bool(usage)
+
+
+MAX_CHOICES = 128   # OpenAI's bound on ``n``
+
+
+def n_choices(body: dict) -> int:
+    """OpenAI's ``n``: how many choices to generate for the prompt (default 1, at most 128)."""
+    n = _check(body, "n", INT, NULL)
+    if n is None:
+        return 1
+    if not 1 <= n <= MAX_CHOICES:
+        raise BadRequest(f"'n' must be from 1 to {MAX_CHOICES} (choices to generate), got {n}", param="n")
+    return n
 
 
 def _logit_bias(bias: dict | list) -> dict[int, float]:
@@ -261,6 +271,9 @@ def native_completion_kwargs(body: Any) -> tuple[dict, bool, dict]:
     """(keyword arguments of ``Model.new_request`` less the prompt, stream, options) of a
     ``/completion`` body; options: ``n_predict``, ``return_tokens``, ``n_probs``."""
     kw, stream, _ = _common(body)
+    if n_choices(body) != 1:   # llama-server's /completion answers one completion per prompt
+        raise BadRequest("'n' must be 1 on /completion (one completion per request); /v1/completions takes n > 1",
+                         param="n")
     n_predict = _check(body, "n_predict", INT, NULL)
     n_predict = -1 if n_predict is None else n_predict
     if n_predict < -1:
