@@ -398,7 +398,7 @@ LLAMA_CPP_CASES = [c for c, spec in CASES.items() if spec[5]]
 def test_quantized_export_same_greedy_tokens_as_llamacpp(made, tmp_path, case, qtype):
     """``llamix quantize FOLDER out.gguf --type q8_0`` (and f16): llama.cpp runs the file with the
     folder's vocabulary and gives the same 24 greedy tokens after the prompt as llamix on the same
-    file (float32 KV caches on both sides)."""
+    file (float32 KV caches on both sides), but for at most one near-tie."""
     llama_cpp_peer.require()
     _, folder, _ = made(case)
     out = tmp_path / f"{case}-{qtype}.gguf"
@@ -412,7 +412,15 @@ def test_quantized_export_same_greedy_tokens_as_llamacpp(made, tmp_path, case, q
     # activation: up to 1.3e-2; F16 files 1e-3 (llama.cpp rounds activations to f16 against f16
     # weights)
     assert _rel(logits, theirs["logits"][0]) < 3e-2
-    for _ in range(24):
-        mine.append(int(np.argmax(logits)))
-        logits = m.eval([mine[-1]])
-    assert mine == theirs["greedy"]
+    # llama.cpp's greedy tokens fed to llamix: each must be llamix's argmax, or within the logit
+    # error above of it (a near-tie, where a last-bit difference may pick either; then both go on
+    # from llama.cpp's token), and near-ties stay rare
+    flips = []
+    for i, t in enumerate(theirs["greedy"]):
+        gap = float(logits.max() - logits[t])
+        if int(np.argmax(logits)) != t:
+            flips.append((i, gap))
+            assert gap <= 6e-2 * float(np.sqrt(np.mean(np.square(logits)))), (i, gap, mine, theirs["greedy"])
+        mine.append(t)
+        logits = m.eval([t])
+    assert len(flips) <= 1, flips
