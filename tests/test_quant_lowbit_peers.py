@@ -59,16 +59,14 @@ _REAL = {"q3_k": "blk.3.ffn_down.weight", "q4_k": "blk.3.ffn_down.weight", "q5_k
 
 
 @pytest.fixture(scope="module")
-def real_weights_and_importance():
+def real_weights_and_importance(assets):
     import llamix
     from llamix.eval.imatrix import compute_imatrix
     from test_real_models import real_model_path
 
-    from conftest import ASSETS
-
     path = real_model_path("qwen2")
     m = llamix.load(path, n_ctx=128)
-    im = compute_imatrix(m, (ASSETS.parent / "STYLE.md").read_text(encoding="utf-8"), 128, chunks=2).means()
+    im = compute_imatrix(m, (assets.parent / "STYLE.md").read_text(encoding="utf-8"), 128, chunks=2).means()
     out = {}
     for name in set(_REAL.values()):
         w = m.checkpoint.tensors[name]
