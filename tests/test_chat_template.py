@@ -181,6 +181,16 @@ def test_format_choice():
         builtin_format("vicuna")
     with pytest.raises(ValueError, match="no chat template"):
         chat_format_for(None, "model", "", "")
+    assert builtin_format("mistral-instruct").name == "mistral"   # llama-cpp-python's name
+
+
+def test_unknown_format_is_refused_when_the_model_is_made():
+    """As llama-cpp-python's Llama(chat_format=...), but a name llamix does not know is an
+    ArgumentError naming the argument at once, not at the first chat."""
+    ck = llamix.random_checkpoint("tiny", "q8_0", seed=1)
+    with pytest.raises(llamix.ArgumentError, match="chat_format: unknown chat format 'nonsense'"):
+        llamix.Model(ck, n_ctx=32, chat_format="nonsense")
+    assert llamix.Model(ck, n_ctx=32, chat_format="llama3").chat_format == "llama3"
 
 
 def test_template_errors_and_sandbox():

@@ -83,7 +83,10 @@ BUILTIN_FORMATS: dict[str, BuiltinFormat] = {
     "mistral": BuiltinFormat(_MISTRAL, (), "[INST]"),
     "llama-2": BuiltinFormat(_LLAMA2, (), "[INST]"),
 }
-ALIASES = {"llama2": "llama-2", "llama3": "llama-3", "phi3": "phi-3", "gemma3": "gemma", "qwen": "chatml"}
+# other spellings, llama-cpp-python's among them ("mistral-instruct", "qwen")
+ALIASES = {"llama2": "llama-2", "llama3": "llama-3", "phi3": "phi-3", "gemma3": "gemma", "qwen": "chatml",
+           "mistral-instruct": "mistral"}
+CHOSEN_BY_MODEL = ("model", "auto")   # names that take the checkpoint's own template
 
 
 @dataclass
@@ -147,8 +150,19 @@ class ChatFormat:
             raise ValueError(f"chat template ({self.name}): {e}") from None
 
 
-def format_names() -> list[str]:
-    return list(BUILTIN_FORMATS)
+def format_names(aliases: bool = False) -> list[str]:
+    """The built-in formats' names (with ``aliases``: also their other spellings and the names that
+    choose the model's own template)."""
+    return list(BUILTIN_FORMATS) + (list(ALIASES) + list(CHOSEN_BY_MODEL) if aliases else [])
+
+
+def check_format_name(name: str | None) -> str | None:
+    """``name`` if it names a chat format (built in, an alias, ``"model"``/``"auto"``) or is None;
+    else ValueError listing the names."""
+    if name is None or str(name).lower() in format_names(aliases=True):
+        return name
+    raise ValueError(f"unknown chat format {name!r} (built in: {', '.join(BUILTIN_FORMATS)}; also "
+                     f"{', '.join(ALIASES)}; 'model' for the model's own template)")
 
 
 def builtin_format(name: str, bos_token: str = "", eos_token: str = "") -> ChatFormat:
@@ -175,7 +189,7 @@ def chat_format_for(template: str | None, chat_format: str | None, bos_token: st
     """The format a model chats in: ``chat_format`` by name if given (``"model"`` or ``None``:
     the checkpoint's ``template``); without a template, the built-in format its vocabulary points
     to (:func:`guess_format`)."""
-    if chat_format not in (None, "model", "auto"):
+    if chat_format not in (None, *CHOSEN_BY_MODEL):
         return builtin_format(chat_format, bos_token, eos_token)
     if template:
         return ChatFormat(template, "model", bos_token, eos_token)

@@ -34,7 +34,7 @@ def add_arguments(p) -> None:
     src.add_argument("--random", metavar="SHAPE", choices=list(SHAPES),
                      help=f"no download: a random-weight model of this shape ({', '.join(SHAPES)}); its text is gibberish")
     p.add_argument("-sys", "--system-prompt", metavar="TEXT", help="the system message, kept for the whole session")
-    p.add_argument("--chat-format", metavar="NAME", choices=format_names(),
+    p.add_argument("--chat-format", metavar="NAME", choices=format_names(aliases=True),
                    help=f"a built-in format instead of the model's template ({', '.join(format_names())})")
     p.add_argument("-n", "--n-predict", type=int, default=-1, metavar="N",
                    help="at most N tokens per reply (-1: until the end of the turn)")

@@ -46,7 +46,7 @@ def add_arguments(p) -> None:
     p.add_argument("--api-key", metavar="KEY", default=os.environ.get("LLAMIX_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $LLAMIX_API_KEY; none: no key)")
     p.add_argument("-a", "--alias", metavar="NAME", help="the model id clients see (default: the file's name)")
-    p.add_argument("--chat-format", metavar="NAME", choices=format_names(),
+    p.add_argument("--chat-format", metavar="NAME", choices=format_names(aliases=True),
                    help=f"a built-in chat format instead of the model's template ({', '.join(format_names())})")
     p.add_argument("--max-queue", type=int, default=64, metavar="N",
                    help="requests waiting for a slot before new ones get 503")

@@ -198,8 +198,9 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     if not entries and ck.tokenizer is not None:
         entries = tokenizer_metadata(ck.tokenizer, config.vocab_size)
     if not entries:
-        raise ArgumentError(f"{getattr(ck, 'source', model)}: the model has no tokenizer; pass tokenizer= a "
-                         "tokenizer.model, tokenizer.json or GGUF file (llama.cpp needs it in the GGUF)")
+        raise ArgumentError(f"{getattr(ck, 'source', model)}: the model has no tokenizer; pass tokenizer= "
+                         "(--tokenizer on the command line) a tokenizer.model, tokenizer.json or GGUF file (llama.cpp "
+                         "needs it in the GGUF)")
     template = getattr(ck, "chat_template", None)
     if template and not any(e.key == CHAT_TEMPLATE_KEY for e in entries):
         entries.append(chat_template_entry(template))  # a Hugging Face folder's template

@@ -46,8 +46,9 @@ def merge_to_gguf(config, out, qtype: str = "q4_0", *, seed: int = 0, pure: bool
     mc.tie_embeddings = "output.weight" not in names.values()
     folder = plan.tokenizer_from.path if plan.tokenizer_from is not None else None
     if folder is None or not any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
-        raise ConfigError(f"{folder / 'tokenizer.model' if folder else 'merge config'}: no tokenizer.model or "
-                         "tokenizer.json to put in the GGUF (llama.cpp needs it)")
+        raise ConfigError(f"{folder if folder else 'merge config'}: no tokenizer.model or tokenizer.json to put in "
+                         "the GGUF (llama.cpp needs the vocabulary in the file): add one to that folder, or take it "
+                         "from a model that has one with tokenizer_source: MODEL")
     tok = Tokenizer.from_file(folder)
 
     out = Path(out)

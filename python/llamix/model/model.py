@@ -17,6 +17,7 @@ import numpy as np
 from .._runtime import _C
 from .._runtime import attn_precision as _attn_precision
 from .._runtime import idle_blas_threads, set_threads
+from ..chat_format import check_format_name
 from ..config import ModelConfig
 from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
@@ -133,13 +134,16 @@ class Model(CompletionAPI):
         self.timings = Timings()     # of the last generation
         self.n_past = 0              # positions filled in the cache
         self._cached: list[int] = []  # the tokens that filled them
-        self.chat_format = chat_format
+        try:
+            self.chat_format = check_format_name(chat_format)
+        except ValueError as e:
+            raise ArgumentError(f"chat_format: {e}") from None
 
     # --- tokens ---
     def _tok(self) -> Tokenizer:
         if self.tokenizer is None:
-            raise ArgumentError(f"{self.source}: this model has no tokenizer; pass tokenizer= a tokenizer.model, "
-                             "tokenizer.json or GGUF file")
+            raise ArgumentError(f"{self.source}: this model has no tokenizer; pass tokenizer= (--tokenizer on the "
+                             "command line) a tokenizer.model, tokenizer.json or GGUF file")
         return self.tokenizer
 
     def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = False, *, bos: bool | None = None,

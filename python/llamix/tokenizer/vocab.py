@@ -220,7 +220,7 @@ def vocab_from_gguf_metadata(meta: Mapping, source: str = "GGUF") -> Vocab:
     model = _get_str(meta, K + "model", source)
     if model is None:
         raise FormatError(f"{source}: no tokenizer in the metadata (tokenizer.ggml.model missing); pass tokenizer= "
-                         "a tokenizer.model, tokenizer.json or GGUF file")
+                         "(--tokenizer on the command line) a tokenizer.model, tokenizer.json or GGUF file")
     if model in ("no_vocab", "none"):
         raise FormatError(f"{source}: tokenizer.ggml.model = {model!r}: the file has no vocabulary")
     if model not in MODELS:
