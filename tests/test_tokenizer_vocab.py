@@ -231,6 +231,22 @@ def test_tokenizer_json(assets, qwen_json):
     assert tok.gguf_pre() == "qwen2"
 
 
+def test_plain_byte_level_tokenizer_json_is_gpt2s(tmp_path):
+    """A tokenizer.json whose only pre-tokenizer is ByteLevel (GPT-2's expression, which tokenizers
+    ends with |\s+ and llama.cpp writes without) is llama.cpp's "gpt-2": it was taken for the first
+    pre-tokenizer that split a small vocabulary's probe alike (minicpm5)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE())
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, show_progress=False,
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    hf.train_from_iterator(["The quick brown fox jumps over the lazy dog. It's 2026!\n\n  spaces\tand tabs."] * 20,
+                           trainer)
+    hf.save(str(tmp_path / "tokenizer.json"))
+    assert Tokenizer.from_file(tmp_path / "tokenizer.json").gguf_pre() == "gpt-2"
+
+
 def test_bpe_vocabulary_written_as_gguf_reads_back(assets, qwen_json):
     """tokenizer_metadata writes a BPE vocabulary as llama.cpp reads it (gpt2, tokens, types, merges,
     pre, ids, add_bos), padded to the model's rows; from a GGUF and from a tokenizer.json."""

@@ -272,7 +272,8 @@ def _uses(component, kind: str) -> bool:
 
 def _split_patterns(component) -> list[str]:
     """The regular expressions a tokenizer.json pre-tokenizer splits by, in order (a ByteLevel
-    pre-tokenizer with ``use_regex`` splits by GPT-2's)."""
+    pre-tokenizer with ``use_regex`` splits by GPT-2's, which tokenizers ends with ``|\s+``:
+    llama.cpp writes it without, its matcher taking whitespace before a non-space the same way)."""
     if not isinstance(component, dict):
         return []
     kind = component.get("type")
@@ -281,7 +282,7 @@ def _split_patterns(component) -> list[str]:
     if kind == "Split" and isinstance(component.get("pattern"), dict) and "Regex" in component["pattern"]:
         return [component["pattern"]["Regex"]]
     if kind == "ByteLevel" and component.get("use_regex", True):
-        return [GPT2 + r"|\s+"]
+        return [GPT2]
     return []
 
 
