@@ -272,23 +272,27 @@ inline void scores_block(const float* q, int64_t r0, int64_t head_dim, const flo
             _mm256_storeu_ps(s + (r0 + i) * kAttnTile + c0 + 8 * c, a[i * NV + c]);
 }
 
-template <int NR>
+// NR rows against the tile's keys, NV vectors of keys per block: at least 8 accumulators (the FMA
+// latency x 2 pipes) whatever the rows, so a task's last 1-3 rows take wider blocks (1 x 64,
+// 2 x 32, 3 x 32 keys) instead of running latency-bound at 2-6 chains (a 128-row task ends with 2).
+template <int NR, int NV>
 inline void scores_rows(const float* q, int64_t r0, int64_t head_dim, const float* kt, float* s) {
-    for (int64_t c0 = 0; c0 < kAttnTile; c0 += 16) scores_block<NR, 2>(q, r0, head_dim, kt, s, c0);
+    for (int64_t c0 = 0; c0 < kAttnTile; c0 += 8 * NV) scores_block<NR, NV>(q, r0, head_dim, kt, s, c0);
 }
 
 }  // namespace
 
 // Every row's scores are one FMA chain per key over d in order, whatever the row blocking.
 void attn_tile_scores(const float* q, int64_t n_rows, int64_t head_dim, const float* kt, float* s) {
+    static_assert(kAttnTile % 64 == 0, "the blocks below tile 64 keys");
     int64_t r = 0;
-    for (; r + 6 <= n_rows; r += 6) scores_rows<6>(q, r, head_dim, kt, s);
+    for (; r + 6 <= n_rows; r += 6) scores_rows<6, 2>(q, r, head_dim, kt, s);
     switch (n_rows - r) {
-        case 5: scores_rows<5>(q, r, head_dim, kt, s); break;
-        case 4: scores_rows<4>(q, r, head_dim, kt, s); break;
-        case 3: scores_rows<3>(q, r, head_dim, kt, s); break;
-        case 2: scores_rows<2>(q, r, head_dim, kt, s); break;
-        case 1: scores_rows<1>(q, r, head_dim, kt, s); break;
+        case 5: scores_rows<5, 2>(q, r, head_dim, kt, s); break;
+        case 4: scores_rows<4, 2>(q, r, head_dim, kt, s); break;
+        case 3: scores_rows<3, 4>(q, r, head_dim, kt, s); break;
+        case 2: scores_rows<2, 4>(q, r, head_dim, kt, s); break;
+        case 1: scores_rows<1, 8>(q, r, head_dim, kt, s); break;
         default: break;
     }
 }
@@ -382,11 +386,14 @@ inline void accumulate_tail_columns(const float* p, int64_t r0, int64_t nr, Load
         }
 }
 
-template <int NR>
+// Output columns in blocks of 8 NV (the rows' counts as in attn_tile_scores), then 16, then 8,
+// then scalar.
+template <int NR, int NV = 2>
 inline void accumulate_rows(const float* p, int64_t r0, const float* v, int64_t head_dim, const float* alpha,
                             float* o) {
-    const int64_t pairs = head_dim / 16 * 16, narrow = head_dim / 8 * 8;
-    for (int64_t c0 = 0; c0 < pairs; c0 += 16) accumulate_block<NR, 2>(p, r0, v, head_dim, alpha, o, c0);
+    const int64_t wide = head_dim / (8 * NV) * (8 * NV), pairs = head_dim / 16 * 16, narrow = head_dim / 8 * 8;
+    for (int64_t c0 = 0; c0 < wide; c0 += 8 * NV) accumulate_block<NR, NV>(p, r0, v, head_dim, alpha, o, c0);
+    for (int64_t c0 = wide; c0 < pairs; c0 += 16) accumulate_block<NR, 2>(p, r0, v, head_dim, alpha, o, c0);
     for (int64_t c0 = pairs; c0 < narrow; c0 += 8) accumulate_block<NR, 1>(p, r0, v, head_dim, alpha, o, c0);
     accumulate_tail_columns(p, r0, NR, [v](int64_t i) { return v[i]; }, head_dim, alpha, o);
 }
@@ -400,9 +407,9 @@ void attn_tile_accumulate(const float* p, int64_t n_rows, const float* v, int64_
     switch (n_rows - r) {
         case 5: accumulate_rows<5>(p, r, v, head_dim, alpha, o); break;
         case 4: accumulate_rows<4>(p, r, v, head_dim, alpha, o); break;
-        case 3: accumulate_rows<3>(p, r, v, head_dim, alpha, o); break;
-        case 2: accumulate_rows<2>(p, r, v, head_dim, alpha, o); break;
-        case 1: accumulate_rows<1>(p, r, v, head_dim, alpha, o); break;
+        case 3: accumulate_rows<3, 4>(p, r, v, head_dim, alpha, o); break;
+        case 2: accumulate_rows<2, 4>(p, r, v, head_dim, alpha, o); break;
+        case 1: accumulate_rows<1, 8>(p, r, v, head_dim, alpha, o); break;
         default: break;
     }
 }
