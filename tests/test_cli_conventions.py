@@ -260,8 +260,8 @@ def test_sigterm_during_quantize_leaves_no_file(s260, tmp_path, monkeypatch, cap
             os.kill(os.getpid(), signal.SIGTERM)
         return real(t, target)
     monkeypatch.setattr(export_gguf_module, "convert_tensor", convert_then_terminate)
-    assert main(["quantize", s260, str(tmp_path / "out.gguf"), "q8_0"]) == 130
-    assert list(tmp_path.iterdir()) == [] and "interrupted" in capsys.readouterr().err
+    assert main(["quantize", s260, str(tmp_path / "out.gguf"), "q8_0"]) == 143   # 128 + SIGTERM
+    assert list(tmp_path.iterdir()) == [] and "terminated" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the CLI's handler is gone again
 
 
@@ -294,8 +294,8 @@ def test_sigterm_during_merge_leaves_no_folder(tmp_path, monkeypatch, capsys):
         return real(self, name, array)
     monkeypatch.setattr(HFFolderWriter, "write", write_then_terminate)
     before = set(tmp_path.iterdir())
-    assert main(["merge", str(cfg), str(tmp_path / "out"), "-t", "1", "-q"]) == 130
-    assert set(tmp_path.iterdir()) == before and "interrupted" in capsys.readouterr().err
+    assert main(["merge", str(cfg), str(tmp_path / "out"), "-t", "1", "-q"]) == 143
+    assert set(tmp_path.iterdir()) == before and "terminated" in capsys.readouterr().err
 
 
 def test_a_killed_merge_leaves_nothing_for_the_next_one(tmp_path, capsys):

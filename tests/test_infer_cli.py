@@ -58,6 +58,15 @@ def test_generate_ignore_eos(capsys):
         assert runs("-s", str(seed), "--ignore-eos") == 199
 
 
+def test_generate_says_when_the_context_ends_it(capsys):
+    """-n -1 generates until the model ends or the context is full; the latter is said (it
+    stopped silently), the former is not."""
+    assert main(["generate", "--random", "tiny", "Hi", "-n", "-1", "-c", "24", "--temp", "0", "--ignore-eos"]) == 0
+    assert "the context is full (-c/--ctx-size 24)" in capsys.readouterr().err
+    assert main(["generate", "--random", "tiny", "Hi", "-n", "4", "-c", "24", "--temp", "0"]) == 0
+    assert "context is full" not in capsys.readouterr().err
+
+
 def test_generate_random_needs_no_download(capsys):
     assert main(["generate", "--random", "tiny", "Hello", "--max-tokens", "8", "--seed", "1"]) == 0
     out = capsys.readouterr()

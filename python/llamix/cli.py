@@ -3,8 +3,8 @@
 
 Exit codes: 0 done, 1 an error (one line on stderr naming the file, field or flag: a
 ``llamix.LlamixError``, or an ``OSError`` naming the file), 2 bad usage,
-130 interrupted (Ctrl-C or SIGTERM: partial output files are removed), 141 the reader of stdout
-went away (``| head``).
+130 interrupted by Ctrl-C and 143 by SIGTERM (128 + the signal, as a shell reports it; partial
+output files are removed), 141 the reader of stdout went away (``| head``).
 """
 from __future__ import annotations
 
@@ -70,9 +70,12 @@ def _refuse_unknown(sub: argparse.ArgumentParser, extra: list[str]) -> None:
     sub.error("unrecognized arguments: " + " ".join(hints))
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, unwinding like Ctrl-C so that writers remove their temporary files on the way out."""
+
+
 def _terminate(signum, frame):
-    # SIGTERM unwinds like Ctrl-C, so writers remove their temporary files on the way out
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,9 +105,10 @@ def run_command(args) -> int:
     try:
         _check_environment()
         return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        _stderr_line(f"llamix {args.command}: interrupted")
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, _Terminated)
+        _stderr_line(f"llamix {args.command}: {'terminated' if terminated else 'interrupted'}")
+        return 143 if terminated else 130
     except BrokenPipeError:
         # the reader of our output is gone: say nothing more, and don't let the interpreter's
         # final flush fail on the same pipe

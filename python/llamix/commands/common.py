@@ -41,8 +41,8 @@ def add_gpu_flags(p) -> None:
     p.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", action=_NoEffectOnCpu, metavar="N", dest="_ngl",
                    help="accepted as llama.cpp's flag, no effect (CPU only)")
     p.add_argument("-fa", "--flash-attn", action=_NoEffectOnCpu, nargs="?", choices=("on", "off", "auto", "1", "0"),
-                   dest="_fa", help="accepted as llama.cpp's flag, no effect (the attention is chosen by "
-                                    "--attn-precision)")
+                   dest="_fa", help="accepted as llama.cpp's flag, no effect (llamix's attention is always a "
+                                    "tiled, flash-attention style one)")
     # llama-cli's bare -nkvo and llama-bench's -nkvo 0|1 (argparse read them as -n kvo)
     p.add_argument("-nkvo", "--no-kv-offload", action=_NoEffectOnCpu, nargs="?", choices=("0", "1"), dest="_nkvo",
                    help="accepted as llama.cpp's flag, no effect (the KV cache is in RAM)")

@@ -91,13 +91,17 @@ def run(args) -> int:
         out.write(prompt)
         out.flush()
     t0 = time.perf_counter()
+    full = False
     try:
         for piece in pieces:
             out.write(piece)
             out.flush()
+        full = args.n_predict < 0 and m.n_past + 1 >= m.n_ctx   # ended by the context, not by the model
     finally:  # Ctrl-C or an error: what was generated stays, the terminal gets its newline
         out.write("\n")
         out.flush()
+        if full:
+            warn("generate", f"the context is full (-c/--ctx-size {m.n_ctx}): generation stopped")
         if args.stats and not quiet_requested(args):
             _print_timings(m, time.perf_counter() - t0)
     return 0

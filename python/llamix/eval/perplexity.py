@@ -124,7 +124,9 @@ def perplexity(model, text, n_ctx: int = 512, *, kl_base=None, n_batch: int | No
     tokens = _tokens(model, text)
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if kl_base is not None and vocab and getattr(kl_base.config, "vocab_size", vocab) != vocab:
-        raise ArgumentError(f"the base model's vocabulary ({kl_base.config.vocab_size}) differs from the model's ({vocab})")
+        names = [getattr(m, "source", None) or what for m, what in ((kl_base, "the KL base"), (model, "the model"))]
+        raise ArgumentError(f"{names[0]}: the KL base's vocabulary ({kl_base.config.vocab_size} tokens) differs from "
+                            f"{names[1]}'s ({vocab}): KL divergence compares the same tokens")
     wins = windows(tokens, n_ctx, _bos_id(model), source)[:None if n_chunks is None else int(n_chunks)]
     first = n_ctx // 2
     nll_all, kl_all, top1_all, chunk_ppl = [], [], [], []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -431,12 +432,22 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
         raise ArgumentError("load: give the model's path once (path or model_path)")
     path = path if path is not None else model_path
     if n_gpu_layers:
-        warnings.warn(f"n_gpu_layers={n_gpu_layers} has no effect: llamix runs on the CPU", stacklevel=2)
+        warnings.warn(f"n_gpu_layers={n_gpu_layers} has no effect: llamix runs on the CPU", stacklevel=_caller_level())
     del n_batch, logits_all, verbose   # accepted for llama-cpp-python's code, no effect here
     ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
     return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
                  chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v, attn_precision=attn_precision,
                  seed=seed)
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside llamix, seen from the function calling this
+    one: a warning points at the user's line (``Llama(...)`` calls :func:`load` from inside)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class Llama(Model):
