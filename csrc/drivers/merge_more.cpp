@@ -347,11 +347,23 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
         });
     };
 
-    // Pass 1: the norm of each delta (read from the files into memory on the way, when resident).
+    // Pass 1: the norm of each delta. Each norm is one sequential chain of 8-lane adds over the
+    // tensor, so with every input readable where it is (mapped, or in memory, in the working
+    // type) each thread runs whole chains, one model at a time, its deltas formed and squared in
+    // registers: no chunk values written to a feed's ring and read back. Otherwise (inputs read
+    // from their files into memory on the way, or rounded to the working type first) the chunks'
+    // deltas go through the ordered feed.
     std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
-    stage_pass(SlerpStage::deltas, N, [&](int64_t, const float* const* v, int64_t len) {
-        for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
-    }, true);
+    if (!res.copies() && in_memory(res.inputs()) && stored_as_work(c, res.inputs())) {
+        pool.parallel_for(N, [&](int64_t m, int) {
+            nrm[size_t(m)].feed_deltas(xs[size_t(m)].data, xs[size_t(m)].type, bs ? bs->data : nullptr,
+                                       bs ? bs->type : QType::F32, n);
+        });
+    } else {
+        stage_pass(SlerpStage::deltas, N, [&](int64_t, const float* const* v, int64_t len) {
+            for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
+        }, true);
+    }
     std::vector<float> norms(static_cast<size_t>(N)), den(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) {
         norms[size_t(m)] = nrm[size_t(m)].result();
