@@ -338,7 +338,7 @@ def test_resident_and_streaming_paths_agree(tmp_path, isa, threads, method):
     np.testing.assert_array_equal(arrays.view(np.uint32), streamed.view(np.uint32))
 
 
-@pytest.mark.parametrize("n", [7, 40003])
+@pytest.mark.parametrize("n", [7, 40003, 200003])
 @pytest.mark.parametrize("types", [("bf16", "bf16"), ("bf16", None), ("f16", "f32"), ("f32", None), ("f16", "bf16")])
 def test_multislerp_norm_chains_match_the_feed(tmp_path, isa, threads, n, types):
     """Inputs readable where they are stored (arrays, mapped files): each model's norm is one
