@@ -336,3 +336,40 @@ def test_resident_and_streaming_paths_agree(tmp_path, isa, threads, method):
         _C.merge_cache_budget(before)
     np.testing.assert_array_equal(resident.view(np.uint32), streamed.view(np.uint32))
     np.testing.assert_array_equal(arrays.view(np.uint32), streamed.view(np.uint32))
+
+
+@pytest.mark.parametrize("n", [7, 40003, 200003])
+@pytest.mark.parametrize("types", [("bf16", "bf16"), ("bf16", None), ("f16", "f32"), ("f32", None), ("f16", "bf16")])
+def test_multislerp_norm_chains_match_the_feed(tmp_path, isa, threads, n, types):
+    """Inputs readable where they are stored (arrays, mapped files): each model's norm is one
+    thread's chain over its deltas, formed in registers (kernels().merge.delta_sq_lanes8 plus the
+    scalar tail). Streamed from the files (cache budget 0): the deltas go through the ordered feed
+    to sq_lanes8. The same bits, for every stored type, with and without a base, n % 8 != 0."""
+    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
+
+    xt, bt = types
+    conv = {"bf16": O.f32_to_bf16, "f16": lambda a: a.astype(np.float16), "f32": lambda a: a}
+    name = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
+    base, xs = models(n, seed=n + 5, spread=0.25)
+    tensors = {f"x{i}": conv[xt](x) for i, x in enumerate(xs[:2])}
+    if bt:
+        tensors["b"] = conv[bt](base)
+    w = SafetensorsWriter(tmp_path, [(k, xt if k != "b" else bt, a.shape) for k, a in tensors.items()])
+    for k, a in tensors.items():
+        w.write(k, a)
+    w.close()
+    ck = SafetensorsCheckpoint(tmp_path)
+    fx = [(ck.ref(f"x{i}"), name[xt]) for i in range(2)]
+    fb = (ck.ref("b"), name[bt]) if bt else None
+    ax = [(tensors[f"x{i}"], name[xt]) for i in range(2)]
+    ab = (tensors["b"], name[bt]) if bt else None
+    run = lambda b, x: K.multislerp(x, [0.7, 0.4], base=b)  # noqa: E731
+    arrays = run(ab, ax)
+    mapped = run(fb, fx)
+    before = _C.merge_cache_budget(0)
+    try:
+        streamed = run(fb, fx)
+    finally:
+        _C.merge_cache_budget(before)
+    np.testing.assert_array_equal(arrays.view(np.uint32), streamed.view(np.uint32))
+    np.testing.assert_array_equal(mapped.view(np.uint32), streamed.view(np.uint32))

@@ -57,6 +57,8 @@ class ResidentInputs {
     ResidentInputs(const ResidentInputs&) = delete;
     ResidentInputs& operator=(const ResidentInputs&) = delete;
     bool on() const { return on_; }
+    // Whether fill() copies anything (the inputs are read into memory, not mapped).
+    bool copies() const { return on_ && !dst_.empty(); }
     // Copy elements [off, off + len) of every file-backed input into memory, unless mapped (call once
     // per chunk, in the first pass).
     void fill(int64_t off, int64_t len) const;

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/thread_pool.h"
@@ -347,11 +348,51 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
         });
     };
 
-    // Pass 1: the norm of each delta (read from the files into memory on the way, when resident).
+    // Pass 1: the norm of each delta. Each norm is one sequential chain of 8-lane adds over the
+    // tensor, so with every input readable where it is (mapped, or in memory, in the working
+    // type) the threads run the chains themselves, their deltas formed and squared in registers:
+    // no chunk values written to a feed's ring and read back. A task takes the next piece of a
+    // chain no other thread holds (tickets start on different chains, so a thread alone
+    // alternates between them and a worker that joins late finds them equally far along).
+    // Otherwise (inputs read from their files into memory on the way, or rounded to the working
+    // type first) the chunks' deltas go through the ordered feed.
     std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
-    stage_pass(SlerpStage::deltas, N, [&](int64_t, const float* const* v, int64_t len) {
-        for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
-    }, true);
+    if (!res.copies() && in_memory(res.inputs()) && stored_as_work(c, res.inputs())) {
+        constexpr int64_t kPiece = int64_t(1) << 16;  // elements of one chain per task (a multiple of 8)
+        const int64_t pieces = ceil_div(n, kPiece);
+        std::unique_ptr<std::atomic<int64_t>[]> next(new std::atomic<int64_t>[size_t(N)]);  // per chain
+        std::unique_ptr<std::atomic<bool>[]> held(new std::atomic<bool>[size_t(N)]);
+        for (int m = 0; m < N; ++m) next[m].store(0), held[m].store(false);
+        // each task runs exactly one piece: as many tasks as pieces, so one is always left for it
+        pool.parallel_for(int64_t(N) * pieces, [&](int64_t ticket, int) {
+            for (int64_t spins = 0;; ++spins) {
+                for (int k = 0; k < N; ++k) {
+                    const int m = int((ticket + k) % N);
+                    bool free = false;
+                    if (next[m].load(std::memory_order_acquire) >= pieces ||
+                        !held[m].compare_exchange_strong(free, true, std::memory_order_acquire))
+                        continue;
+                    const int64_t p = next[m].load(std::memory_order_relaxed);
+                    if (p < pieces) {
+                        const int64_t off = p * kPiece, len = std::min(kPiece, n - off);
+                        const MergeInput& x = xs[size_t(m)];
+                        nrm[size_t(m)].feed_deltas(static_cast<const uint8_t*>(x.data) + off * type_size(x.type), x.type,
+                                                   bs ? static_cast<const uint8_t*>(bs->data) + off * type_size(bs->type)
+                                                      : nullptr,
+                                                   bs ? bs->type : QType::F32, len);
+                        next[m].store(p + 1, std::memory_order_release);
+                    }
+                    held[m].store(false, std::memory_order_release);
+                    if (p < pieces) return;
+                }
+                if (spins > 64) std::this_thread::yield();  // the last pieces' chain is another thread's
+            }
+        });
+    } else {
+        stage_pass(SlerpStage::deltas, N, [&](int64_t, const float* const* v, int64_t len) {
+            for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
+        }, true);
+    }
     std::vector<float> norms(static_cast<size_t>(N)), den(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) {
         norms[size_t(m)] = nrm[size_t(m)].result();

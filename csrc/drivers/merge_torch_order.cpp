@@ -96,6 +96,25 @@ void TorchNorm::feed(const float* x, int64_t len) {
     pos_ += len;
 }
 
+void TorchNorm::feed_deltas(const void* x, QType tx, const void* base, QType tb, int64_t len) {
+    const int64_t main = std::max<int64_t>(0, std::min(len, full_ - pos_));
+    const MergeKernels& K = kernels().merge;
+    if (main > 0) K.delta_sq_lanes8(lanes_, x, tx, base, tb, main);
+    auto at = [](const void* p, QType t, int64_t i) {
+        return static_cast<const uint8_t*>(p) + i * (t == QType::F32 ? 4 : 2);
+    };
+    for (int64_t i = main; i < len; ++i) {
+        float d, b = 0.0f;
+        K.load(at(x, tx, i), tx, &d, 1);
+        if (base) {
+            K.load(at(base, tb, i), tb, &b, 1);
+            d = d - b;
+        }
+        tail_.push_back(d);
+    }
+    pos_ += len;
+}
+
 float TorchNorm::result() const {
     float b = lanes_[0];
     for (int j = 1; j < 8; ++j) b = b + lanes_[j];

@@ -22,6 +22,8 @@
 #include <memory>
 #include <vector>
 
+#include "common/formats.h"
+
 namespace llamix {
 namespace merge_detail {
 
@@ -92,6 +94,9 @@ class TorchNorm {
     explicit TorchNorm(int64_t n = 0) : n_(n), full_(n - n % 8) {}
     // The next len elements; len is a multiple of 8 unless the row ends with this feed.
     void feed(const float* x, int64_t len);
+    // As feed, of the deltas x[i] - base[i] (x[i] without a base) of two arrays in their stored
+    // types (F32, F16, BF16), float32 differences, without writing them to memory.
+    void feed_deltas(const void* x, QType tx, const void* base, QType tb, int64_t len);
     float result() const;
 
    private:

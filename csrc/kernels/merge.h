@@ -183,6 +183,11 @@ struct MergeKernels {
     // lanes[j] = lanes[j] + x[i + j] * x[i + j] for i = 0, 8, 16, ... (n a multiple of 8; each
     // product rounded, then the add): the loop of torch's 2-norm over a contiguous row.
     void (*sq_lanes8)(float* lanes, const float* x, int64_t n) = nullptr;
+    // sq_lanes8 over the deltas d = x[i] - base[i] (d = x[i] without a base), read where they are
+    // stored (F32, F16 or BF16): lanes[j] = lanes[j] + d * d for i = 0, 8, 16, ... (n a multiple of
+    // 8; the difference, the product and the add each rounded to float32, as sq_lanes8 over the
+    // float32 deltas). Multi-SLERP's first pass, one model's chain per call.
+    void (*delta_sq_lanes8)(float* lanes, const void* x, QType tx, const void* base, QType tb, int64_t n) = nullptr;
     // acc[k][j] = acc[k][j] + x[32 g + 8 k + j] for g = 0 .. groups - 1, k < 4, j < 8 (float32, in g
     // order): the inner loop of torch's cascade sum over 8-float vectors.
     void (*sum_groups32)(float* acc, const float* x, int64_t groups) = nullptr;

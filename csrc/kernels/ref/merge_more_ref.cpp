@@ -202,6 +202,16 @@ float element(const void* p, QType type, int64_t i) {
 
 }  // namespace
 
+void delta_sq_lanes8(float* lanes, const void* x, QType tx, const void* base, QType tb, int64_t n) {
+    for (int64_t i = 0; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; ++j) {
+            float d = element(x, tx, i + j);
+            if (base) d = d - element(base, tb, i + j);
+            const float sq = d * d;
+            lanes[j] = lanes[j] + sq;
+        }
+}
+
 void multislerp_from(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t begin, int64_t n) {
     const int N = a.n_models;
     std::vector<float> u(static_cast<size_t>(N));
@@ -259,6 +269,7 @@ void fill_merge_more_ref(MergeKernels& k) {
     k.keep_ge = ref::keep_ge;
     k.mul = ref::mul;
     k.sq_lanes8 = ref::sq_lanes8;
+    k.delta_sq_lanes8 = ref::delta_sq_lanes8;
     k.sum_groups32 = ref::sum_groups32;
     k.multislerp = ref::multislerp;
 }

@@ -51,6 +51,7 @@ void keep_ge(float* x, const float* key, float th, int64_t n);
 void mul(float* out, const float* a, const float* b, int64_t n);
 void sq_lanes8(float* lanes, const float* x, int64_t n);
 void sum_groups32(float* acc, const float* x, int64_t groups);
+void delta_sq_lanes8(float* lanes, const void* x, QType tx, const void* base, QType tb, int64_t n);
 void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t n);
 // multislerp's elements [begin, n) (the SIMD variants' tails)
 void multislerp_from(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t begin, int64_t n);

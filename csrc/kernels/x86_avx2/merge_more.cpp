@@ -338,6 +338,28 @@ void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, in
     x86::multislerp_lanes<Lanes8>(a, stage, out, n);
 }
 
+// One 8-lane chain: its add is the loop's only dependency across iterations (3-4 cycles per 8
+// elements), so a call is bound by reading x and base, not by the chain.
+template <bool kBF16, bool kBase>
+void delta_sq_loop(float* lanes, const void* x, QType tx, const void* base, QType tb, int64_t n) {
+    if (kBF16) tx = tb = QType::BF16;  // a constant, so the loads' type switch folds away
+    __m256 acc = _mm256_loadu_ps(lanes);
+    for (int64_t i = 0; i + 8 <= n; i += 8) {
+        __m256 d = Lanes8::load(x, tx, i);
+        if (kBase) d = _mm256_sub_ps(d, Lanes8::load(base, tb, i));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(d, d));
+    }
+    _mm256_storeu_ps(lanes, acc);
+}
+
+void delta_sq_lanes8(float* lanes, const void* x, QType tx, const void* base, QType tb, int64_t n) {
+    const bool bf16 = tx == QType::BF16 && (!base || tb == QType::BF16);
+    if (base && bf16) return delta_sq_loop<true, true>(lanes, x, tx, base, tb, n);
+    if (base) return delta_sq_loop<false, true>(lanes, x, tx, base, tb, n);
+    if (bf16) return delta_sq_loop<true, false>(lanes, x, tx, base, tb, n);
+    delta_sq_loop<false, false>(lanes, x, tx, base, tb, n);
+}
+
 }  // namespace avx2
 
 void fill_merge_more_avx2(MergeKernels& k) {
@@ -353,6 +375,7 @@ void fill_merge_more_avx2(MergeKernels& k) {
     k.keep_ge = avx2::keep_ge;
     k.mul = avx2::mul;
     k.sq_lanes8 = avx2::sq_lanes8;
+    k.delta_sq_lanes8 = avx2::delta_sq_lanes8;
     k.sum_groups32 = avx2::sum_groups32;
     k.multislerp = avx2::multislerp;
 }

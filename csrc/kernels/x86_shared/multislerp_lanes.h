@@ -35,36 +35,52 @@ void multislerp_loop(const MultislerpArgs& a, float* const* out, int64_t n) {
     }
     const V mean_norm = L::set(a.mean_norm), cos_tn = L::set(a.cos_tn), sinc = L::set(a.sinc),
             avg_norm = L::set(a.avg_norm);
+    // The arrays' addresses in locals: read through `a` and `out`, the compiler loads them again
+    // after every store (a store to a float could, as far as it knows, change them), three
+    // dependent loads ahead of each input's load on every step.
+    const void* xp[8];
+    QType xt[8];
+    float* op[8];
+    for (int m = 0; m < N && m < 8; ++m) {
+        xp[m] = a.x[m];
+        xt[m] = a.type[m];
+        op[m] = (S == SlerpStage::deltas || S == SlerpStage::dots || m == 0) ? out[m] : nullptr;
+    }
+    const void* const bp = a.base;
+    const QType bt = a.base_type;
+    auto x_at = [&](int m) { return m < 8 ? xp[m] : a.x[m]; };
+    auto type_at = [&](int m) { return m < 8 ? xt[m] : a.type[m]; };
+    auto out_at = [&](int m) { return m < 8 ? op[m] : out[m]; };
     int64_t i = 0;
     for (; i + W <= n; i += W) {
-        const V b = kBase ? load(a.base, a.base_type, i) : L::set(0.0f);
+        const V b = kBase ? load(bp, bt, i) : L::set(0.0f);
         for (int m = 0; m < N; ++m) {
-            V d = load(a.x[m], a.type[m], i);
+            V d = load(x_at(m), type_at(m), i);
             if (kBase) d = d - b;
-            if (S == SlerpStage::deltas) L::store(out[m] + i, d);
+            if (S == SlerpStage::deltas) L::store(out_at(m) + i, d);
             else pm[m].u = d / pm[m].den;
         }
         if (S == SlerpStage::deltas) continue;
         V mean = pm[0].w * pm[0].u + pm[1].w * pm[1].u;
         for (int m = 2; m < N; ++m) mean = mean + pm[m].w * pm[m].u;
         if (S == SlerpStage::mean) {
-            L::store(out[0] + i, mean);
+            L::store(out_at(0) + i, mean);
             continue;
         }
         const V mn = mean / mean_norm;
         if (S == SlerpStage::dots) {
-            for (int m = 0; m < N; ++m) L::store(out[m] + i, pm[m].u * mn);
+            for (int m = 0; m < N; ++m) L::store(out_at(m) + i, pm[m].u * mn);
             continue;
         }
         V acc = (pm[0].u + pm[0].neg_dot * mn) * pm[0].w;
         for (int m = 1; m < N; ++m) acc = acc + pm[m].w * (pm[m].u + pm[m].neg_dot * mn);
         if (S == SlerpStage::tangent) {
-            L::store(out[0] + i, acc);
+            L::store(out_at(0) + i, acc);
             continue;
         }
         V r = (cos_tn * mn + sinc * acc) * avg_norm;
         if (kBase) r = r + b;
-        L::store(out[0] + i, r);
+        L::store(out_at(0) + i, r);
     }
     if (i < n) ref::multislerp_from(a, S, out, i, n);
 }
