@@ -139,7 +139,8 @@ template <bool Q3>
 struct Q2Q3Groups {
     using Act = block_q8_K;
     static constexpr int64_t kBlockBytes = Q3 ? kQ3KGroupBlockBytes : kQ2KGroupBlockBytes;
-    static constexpr int kTile = kGroupTile;
+    // Q3_K's GEMM tiles unpack a half once into L1 (kBuffered), so more tokens cost no registers.
+    static constexpr int kTile = Q3 ? 8 : kGroupTile;
     static constexpr bool kDecode = true;  // decode: both halves in one pass (token_tiles.h)
     static constexpr int64_t kQs = Q3 ? 32 + 192 : 64 + 256, kHm = 32 + 192 + 1024;
     static constexpr bool kBuffered = Q3;  // Q2_K's unpack is cheap enough to redo per tile register set
@@ -168,6 +169,32 @@ struct Q2Q3Groups {
     static inline __m256i field(__m256i raw, int s) {
         const __m256i m3 = _mm256_set1_epi8(3);
         return _mm256_and_si256(s ? _mm256_srli_epi16(raw, 2 * s) : raw, m3);
+    }
+
+    // sumi[t] = sum_j sb[j] * <ub[j], a_t's sub-block j> for N tokens, 4 at a time (each unpacked
+    // vector loaded once for the 4; their sums stay in registers).
+    template <int N>
+    static inline void dots(const __m256i (*ub)[4], const __m256i* sb, const block_q8_K* const* a, __m256i* sumi) {
+        if constexpr (N > 4) {
+            dots<4>(ub, sb, a, sumi);
+            dots<N - 4>(ub, sb, a + 4, sumi + 4);
+        } else {
+            __m256i si[N];
+            for (int t = 0; t < N; ++t) si[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int j = 0; j < 16; ++j) {
+                const __m256i u0 = ub[j][0], u1 = ub[j][1], u2 = ub[j][2], u3 = ub[j][3], scale = sb[j];
+#pragma GCC unroll 4
+                for (int t = 0; t < N; ++t) {
+                    const int8_t* x = a[t]->qs + 16 * j;
+                    const __m256i acc = _mm256_add_epi16(
+                        _mm256_add_epi16(_mm256_maddubs_epi16(u0, bcast32(x)), _mm256_maddubs_epi16(u1, bcast32(x + 4))),
+                        _mm256_add_epi16(_mm256_maddubs_epi16(u2, bcast32(x + 8)), _mm256_maddubs_epi16(u3, bcast32(x + 12))));
+                    si[t] = _mm256_add_epi32(si[t], _mm256_madd_epi16(acc, scale));
+                }
+            }
+            for (int t = 0; t < N; ++t) sumi[t] = si[t];
+        }
     }
 
     // Rows [8 h0, 8 h0 + 8 H) against T tokens: fsum[h * T + t] += a_t.d * (...), as the reference.
@@ -200,19 +227,7 @@ struct Q2Q3Groups {
                     sb[j] = _mm256_shuffle_epi8(wq, pair_ctrl(jj, jj, Q3));
                 }
             }
-#pragma GCC unroll 1
-            for (int t = 0; t < T; ++t) {
-                const int8_t* x = a[t]->qs;
-                __m256i si = _mm256_setzero_si256();
-#pragma GCC unroll 16
-                for (int j = 0; j < 16; ++j) {
-                    const __m256i acc = _mm256_add_epi16(
-                        _mm256_add_epi16(_mm256_maddubs_epi16(ub[j][0], bcast32(x + 16 * j)), _mm256_maddubs_epi16(ub[j][1], bcast32(x + 16 * j + 4))),
-                        _mm256_add_epi16(_mm256_maddubs_epi16(ub[j][2], bcast32(x + 16 * j + 8)), _mm256_maddubs_epi16(ub[j][3], bcast32(x + 16 * j + 12))));
-                    si = _mm256_add_epi32(si, _mm256_madd_epi16(acc, sb[j]));
-                }
-                sumi[0][t] = si;
-            }
+            dots<T>(ub, sb, a, sumi[0]);
         } else {
 #pragma GCC unroll 16
         for (int j = 0; j < 16; ++j) {

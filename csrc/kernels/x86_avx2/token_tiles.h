@@ -156,10 +156,11 @@ void gemm_q8a(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float
 template <class K>
 void gemm_q8K(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y, int64_t y_stride,
               int rows) {
-    if constexpr (K::kTile == 4)
-        group_gemm<K, TileTable<K, 1, 2, 3, 4>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
+    static_assert(K::kTile == 4 || K::kTile == 8, "one tile function per token count 1..kTile");
+    if constexpr (K::kTile == 8)
+        group_gemm<K, TileTable<K, 1, 2, 3, 4, 5, 6, 7, 8>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
     else
-        group_gemm<K, TileTable<K, 1, 2>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
+        group_gemm<K, TileTable<K, 1, 2, 3, 4>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
 }
 
 // MatmulKernels::GemvPair: two groups of one weight, one token (the 32-block types).
