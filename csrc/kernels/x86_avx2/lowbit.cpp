@@ -94,13 +94,15 @@ struct IQ4NLGroups {
 
 // Packed Q2_K / Q3_K / IQ4_XS groups (layouts in kernels/kquant.h). A ymm holds 4 bytes of each of
 // 8 rows. Q2_K / Q3_K: unsigned quants (at most 7), pmaddubsw against a broadcast 4-byte piece, the
-// 4 pieces of a 16-element sub-block summed in int16 (at most 4 * 2 * 7 * 127), then pmaddwd by
+// 4 pieces of a 16-element sub-block summed in int16 (at most 4 * 2 * 7 * 128), then pmaddwd by
 // (scale, scale) gives scale * dot in int32. IQ4_XS: levels looked up signed, |a| times the level
-// with a's sign (or |level| times a with the level's sign; pairs at most 2 * 127 * 127), pmaddwd by
+// with a's sign (or |level| times a with the level's sign; pairs at most 2 * 128 * 127), pmaddwd by
 // the scale per piece. Mins and Q3_K's offset of 4 through the 16-sums; the reference's float order.
 // Scales come out of the scale words with one pshufb per sub-block (int16 pairs in an int32 lane);
-// a decode (`decode`, token_tiles.h's gemv_both) does both 8-row halves in one pass, so each
-// activation piece is broadcast once for 16 rows.
+// Q3_K's signed scales as 256 (sc - 32) (so pshufb keeps the sign; |256 * sum| < 2^31, shifted
+// back exactly), Q2_K's mins as 16 m. A decode (`decode`, token_tiles.h's gemv_both) does both
+// 8-row halves in one pass, so each activation piece is broadcast once for 16 rows. Exact integer
+// sums in another order than the reference's: the same bits.
 constexpr int kGroupTile = 4;  // tokens per GEMM tile, as the K-quants (kquant.cpp)
 
 inline __m256i bcast32(const void* p) {
@@ -139,11 +141,9 @@ template <bool Q3>
 struct Q2Q3Groups {
     using Act = block_q8_K;
     static constexpr int64_t kBlockBytes = Q3 ? kQ3KGroupBlockBytes : kQ2KGroupBlockBytes;
-    // Q3_K's GEMM tiles unpack a half once into L1 (kBuffered), so more tokens cost no registers.
-    static constexpr int kTile = Q3 ? 8 : kGroupTile;
+    static constexpr int kTile = 8;  // GEMM tiles unpack a half once into L1: more tokens cost no registers
     static constexpr bool kDecode = true;  // decode: both halves in one pass (token_tiles.h)
     static constexpr int64_t kQs = Q3 ? 32 + 192 : 64 + 256, kHm = 32 + 192 + 1024;
-    static constexpr bool kBuffered = Q3;  // Q2_K's unpack is cheap enough to redo per tile register set
 
     // Byte b of word i: sub-block 4 i + b's scale; Q2_K: 0..15 in sc, 16 * min in mn; Q3_K: sc - 32 (signed).
     static inline void words(const uint8_t* g, int h, __m256i sc[4], __m256i mn[4]) {
@@ -198,18 +198,16 @@ struct Q2Q3Groups {
     }
 
     // Rows [8 h0, 8 h0 + 8 H) against T tokens: fsum[h * T + t] += a_t.d * (...), as the reference.
+    // A decode (T = 1) runs both halves in one pass; a GEMM tile (T > 1) one half.
     template <int H, int T>
     static inline void block(const uint8_t* g, const block_q8_K* const* a, int h0, __m256* fsum) {
-        __m256i sc[H][4], mn[H][4];
+        static_assert(T == 1 || H == 1, "GEMM tiles are one half at a time");
+        __m256i sc[H][4], mn[H][4], sumi[H][T];
         for (int h = 0; h < H; ++h) words(g, h0 + h, sc[h], mn[h]);
-        __m256i sumi[H][T];
-        for (int h = 0; h < H; ++h)
-            for (int t = 0; t < T; ++t) sumi[h][t] = _mm256_setzero_si256();
         const uint8_t* hm = g + kHm;
-        if constexpr (T > 1 && kBuffered) {
-            // GEMM tile: the half's quants and scales unpacked once into L1, then each token's sums
-            // (the tile's accumulators would not fit 16 ymm registers next to the unpack)
-            static_assert(H == 1, "GEMM tiles are one half at a time");
+        if constexpr (T > 1) {
+            // The half's quants and scales unpacked once into L1, then 4 tokens at a time (unpacking
+            // in registers for a 4-token tile spilled: 16 ymm)
             __m256i ub[16][4], sb[16];
 #pragma GCC unroll 1
             for (int q = 0; q < 4; ++q) {  // a loop of 4 sub-blocks: GCC's schedule of all 16 spilled
@@ -224,18 +222,18 @@ struct Q2Q3Groups {
                         if constexpr (Q3) u = _mm256_or_si256(u, high_fours(bcast64(hm + 32 * j + 8 * s), h0));
                         ub[j][s] = u;
                     }
-                    sb[j] = _mm256_shuffle_epi8(wq, pair_ctrl(jj, jj, Q3));
+                    sb[j] = _mm256_shuffle_epi8(wq, pair_ctrl(jj, jj, Q3));  // Q3_K: 256 (sc - 32)
                 }
             }
             dots<T>(ub, sb, a, sumi[0]);
         } else {
+            for (int h = 0; h < H; ++h) sumi[h][0] = _mm256_setzero_si256();
 #pragma GCC unroll 16
-        for (int j = 0; j < 16; ++j) {
-            __m256i raw[H], acc[H][T];
-            for (int h = 0; h < H; ++h) raw[h] = ld(g + kQs + 64 * j + 32 * (h0 + h));
-            if constexpr (T == 1) {  // each activation piece broadcast once for the H halves
+            for (int j = 0; j < 16; ++j) {
+                __m256i raw[H], acc[H];
+                for (int h = 0; h < H; ++h) raw[h] = ld(g + kQs + 64 * j + 32 * (h0 + h));
 #pragma GCC unroll 4
-                for (int s = 0; s < 4; ++s) {
+                for (int s = 0; s < 4; ++s) {  // each activation piece broadcast once for the H halves
                     const __m256i x = bcast32(a[0]->qs + 16 * j + 4 * s);
                     __m256i m64;
                     if constexpr (Q3) m64 = bcast64(hm + 32 * j + 8 * s);
@@ -243,31 +241,14 @@ struct Q2Q3Groups {
                         __m256i u = field(raw[h], s);
                         if constexpr (Q3) u = _mm256_or_si256(u, high_fours(m64, h0 + h));
                         const __m256i p = _mm256_maddubs_epi16(u, x);
-                        acc[h][0] = s ? _mm256_add_epi16(acc[h][0], p) : p;
+                        acc[h] = s ? _mm256_add_epi16(acc[h], p) : p;
                     }
                 }
-            } else {  // the 4 fields once, then each token
-                __m256i u[H][4];
-                for (int h = 0; h < H; ++h)
-#pragma GCC unroll 4
-                    for (int s = 0; s < 4; ++s) {
-                        u[h][s] = field(raw[h], s);
-                        if constexpr (Q3) u[h][s] = _mm256_or_si256(u[h][s], high_fours(bcast64(hm + 32 * j + 8 * s), h0 + h));
-                    }
-#pragma GCC unroll 4
-                for (int t = 0; t < T; ++t) {
-                    const int8_t* x = a[t]->qs + 16 * j;
-                    for (int h = 0; h < H; ++h)
-                        acc[h][t] = _mm256_add_epi16(
-                            _mm256_add_epi16(_mm256_maddubs_epi16(u[h][0], bcast32(x)), _mm256_maddubs_epi16(u[h][1], bcast32(x + 4))),
-                            _mm256_add_epi16(_mm256_maddubs_epi16(u[h][2], bcast32(x + 8)), _mm256_maddubs_epi16(u[h][3], bcast32(x + 12))));
+                for (int h = 0; h < H; ++h) {
+                    const __m256i scale = _mm256_shuffle_epi8(sc[h][j / 4], pair_ctrl(j % 4, j % 4, Q3));
+                    sumi[h][0] = _mm256_add_epi32(sumi[h][0], _mm256_madd_epi16(acc[h], scale));
                 }
             }
-            for (int h = 0; h < H; ++h) {
-                const __m256i scale = _mm256_shuffle_epi8(sc[h][j / 4], pair_ctrl(j % 4, j % 4, Q3));  // Q3_K: 256 (sc - 32)
-                for (int t = 0; t < T; ++t) sumi[h][t] = _mm256_add_epi32(sumi[h][t], _mm256_madd_epi16(acc[h][t], scale));
-            }
-        }
         }
         // Q2_K: sum_j 16 m_j * bsums_j; Q3_K: sum_j 256 (sc_j - 32) * bsums_j, adjacent sub-blocks paired
         for (int h = 0; h < H; ++h) {
