@@ -92,12 +92,17 @@ struct IQ4NLGroups {
     }
 };
 
-// Packed Q2_K / Q3_K / IQ4_XS groups (layouts in kernels/kquant.h), one 8-row half at a time: a
-// ymm holds 4 bytes of each of 8 rows. Q2_K / Q3_K: unsigned quants (at most 7), pmaddubsw against
-// a broadcast 4-byte piece, the 4 pieces of a 16-element sub-block summed in int16 (at most
-// 4 * 2 * 7 * 127), then pmaddwd by (scale, scale) gives scale * dot in int32. IQ4_XS: levels
-// looked up signed, |v| times x with v's sign (pairs at most 2 * 127 * 127), pmaddwd by the
-// scale per piece. Mins and Q3_K's offset of 4 through the 16-sums; the reference's float order.
+// Packed Q2_K / Q3_K / IQ4_XS groups (layouts in kernels/kquant.h). A ymm holds 4 bytes of each of
+// 8 rows. Q2_K / Q3_K: unsigned quants (at most 7), pmaddubsw against a broadcast 4-byte piece, the
+// 4 pieces of a 16-element sub-block summed in int16 (at most 4 * 2 * 7 * 128), then pmaddwd by
+// (scale, scale) gives scale * dot in int32. IQ4_XS: levels looked up signed, |a| times the level
+// with a's sign (or |level| times a with the level's sign; pairs at most 2 * 128 * 127), pmaddwd by
+// the scale per piece. Mins and Q3_K's offset of 4 through the 16-sums; the reference's float order.
+// Scales come out of the scale words with one pshufb per sub-block (int16 pairs in an int32 lane);
+// Q3_K's signed scales as 256 (sc - 32) (so pshufb keeps the sign; |256 * sum| < 2^31, shifted
+// back exactly), Q2_K's mins as 16 m. A decode (`decode`, token_tiles.h's gemv_both) does both
+// 8-row halves in one pass, so each activation piece is broadcast once for 16 rows. Exact integer
+// sums in another order than the reference's: the same bits.
 constexpr int kGroupTile = 4;  // tokens per GEMM tile, as the K-quants (kquant.cpp)
 
 inline __m256i bcast32(const void* p) {
@@ -105,113 +110,252 @@ inline __m256i bcast32(const void* p) {
     std::memcpy(&v, p, 4);
     return _mm256_set1_epi32(v);
 }
+inline __m256i bcast64(const void* p) {
+    int64_t v;
+    std::memcpy(&v, p, 8);
+    return _mm256_set1_epi64x(v);
+}
 inline __m256i ld(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-// int32 lanes (|v| < 2^15) -> (v, v) int16 pairs
-inline __m256i dup16(__m256i v) { return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32(v, 16)); }
-inline __m256i pair16(__m256i lo, __m256i hi) {
-    return _mm256_or_si256(_mm256_and_si256(lo, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32(hi, 16));
+
+// pshufb control: bytes k0 and k1 of each int32 lane (row) as its two int16 halves, zero-extended
+// (b_k0, b_k1), or (high) times 256, (256 b_k0, 256 b_k1), so that a signed byte stays signed.
+inline __m256i pair_ctrl(int k0, int k1, bool high = false) {
+    const __m256i lane = _mm256_setr_epi32(0, 0x04040404, 0x08080808, 0x0c0c0c0c, 0, 0x04040404, 0x08080808, 0x0c0c0c0c);
+    const uint32_t v = high ? (0x80u | uint32_t(k0) << 8 | 0x80u << 16 | uint32_t(k1) << 24)
+                            : (uint32_t(k0) | 0x80u << 8 | uint32_t(k1) << 16 | 0x80u << 24);
+    return _mm256_add_epi32(_mm256_set1_epi32(int(v)), lane);  // 0x80 + 12 still zeroes its byte
 }
 
-// 4 in byte 4 r + i where bit 4 r + i of a Q3_K (j, s) high-bit mask half (8 rows, 32 bits) is set
-inline __m256i high_fours(const uint8_t* p) {
-    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+// 4 in byte 4 r + i of 8 rows where bit 4 r + i of the 32-bit half h of a Q3_K (j, s) high-bit
+// mask (16 rows, 64 bits, broadcast) is set
+inline __m256i high_fours(__m256i mask64, int h) {
+    const __m256i spread = _mm256_add_epi8(
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+        _mm256_set1_epi8(char(4 * h)));
     const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
-    const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(bcast32(p), spread), bit);
+    const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(mask64, spread), bit);
     return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(4));
 }
 
-enum class Kind { q2_K, q3_K, iq4_xs };
-
-template <Kind K>
-struct LowbitGroups {
+template <bool Q3>
+struct Q2Q3Groups {
     using Act = block_q8_K;
-    static constexpr int64_t kBlockBytes = K == Kind::q2_K ? kQ2KGroupBlockBytes : K == Kind::q3_K ? kQ3KGroupBlockBytes
-                                                                                                   : kIQ4XSGroupBlockBytes;
-    static constexpr int kTile = kGroupTile;
+    static constexpr int64_t kBlockBytes = Q3 ? kQ3KGroupBlockBytes : kQ2KGroupBlockBytes;
+    static constexpr int kTile = 8;  // GEMM tiles unpack a half once into L1: more tokens cost no registers
+    static constexpr bool kDecode = true;  // decode: both halves in one pass (token_tiles.h)
+    static constexpr int64_t kQs = Q3 ? 32 + 192 : 64 + 256, kHm = 32 + 192 + 1024;
+
+    // Byte b of word i: sub-block 4 i + b's scale; Q2_K: 0..15 in sc, 16 * min in mn; Q3_K: sc - 32 (signed).
+    static inline void words(const uint8_t* g, int h, __m256i sc[4], __m256i mn[4]) {
+        const __m256i lo4 = _mm256_set1_epi32(0x0F0F0F0F);
+        if constexpr (!Q3) {
+            for (int i = 0; i < 4; ++i) {
+                const __m256i w = ld(g + 64 + 64 * i + 32 * h);
+                sc[i] = _mm256_and_si256(w, lo4);
+                mn[i] = _mm256_andnot_si256(lo4, w);
+            }
+        } else {
+            const __m256i w0 = ld(g + 32 + 32 * h), w1 = ld(g + 96 + 32 * h), w2 = ld(g + 160 + 32 * h);
+            const __m256i hi2 = _mm256_set1_epi32(0x30303030), off = _mm256_set1_epi8(32);
+            sc[0] = _mm256_or_si256(_mm256_and_si256(w0, lo4), _mm256_and_si256(_mm256_slli_epi32(w2, 4), hi2));
+            sc[1] = _mm256_or_si256(_mm256_and_si256(w1, lo4), _mm256_and_si256(_mm256_slli_epi32(w2, 2), hi2));
+            sc[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w0, 4), lo4), _mm256_and_si256(w2, hi2));
+            sc[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w1, 4), lo4), _mm256_and_si256(_mm256_srli_epi32(w2, 2), hi2));
+            for (int i = 0; i < 4; ++i) sc[i] = _mm256_sub_epi8(sc[i], off);
+        }
+    }
+
+    // Field s (elements 4 s .. 4 s + 3 of the sub-block) of a quant vector, unsigned.
+    static inline __m256i field(__m256i raw, int s) {
+        const __m256i m3 = _mm256_set1_epi8(3);
+        return _mm256_and_si256(s ? _mm256_srli_epi16(raw, 2 * s) : raw, m3);
+    }
+
+    // sumi[t] = sum_j sb[j] * <ub[j], a_t's sub-block j> for N tokens, 4 at a time (each unpacked
+    // vector loaded once for the 4; their sums stay in registers).
+    template <int N>
+    static inline void dots(const __m256i (*ub)[4], const __m256i* sb, const block_q8_K* const* a, __m256i* sumi) {
+        if constexpr (N > 4) {
+            dots<4>(ub, sb, a, sumi);
+            dots<N - 4>(ub, sb, a + 4, sumi + 4);
+        } else {
+            __m256i si[N];
+            for (int t = 0; t < N; ++t) si[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int j = 0; j < 16; ++j) {
+                const __m256i u0 = ub[j][0], u1 = ub[j][1], u2 = ub[j][2], u3 = ub[j][3], scale = sb[j];
+#pragma GCC unroll 4
+                for (int t = 0; t < N; ++t) {
+                    const int8_t* x = a[t]->qs + 16 * j;
+                    const __m256i acc = _mm256_add_epi16(
+                        _mm256_add_epi16(_mm256_maddubs_epi16(u0, bcast32(x)), _mm256_maddubs_epi16(u1, bcast32(x + 4))),
+                        _mm256_add_epi16(_mm256_maddubs_epi16(u2, bcast32(x + 8)), _mm256_maddubs_epi16(u3, bcast32(x + 12))));
+                    si[t] = _mm256_add_epi32(si[t], _mm256_madd_epi16(acc, scale));
+                }
+            }
+            for (int t = 0; t < N; ++t) sumi[t] = si[t];
+        }
+    }
+
+    // Rows [8 h0, 8 h0 + 8 H) against T tokens: fsum[h * T + t] += a_t.d * (...), as the reference.
+    // A decode (T = 1) runs both halves in one pass; a GEMM tile (T > 1) one half.
+    template <int H, int T>
+    static inline void block(const uint8_t* g, const block_q8_K* const* a, int h0, __m256* fsum) {
+        static_assert(T == 1 || H == 1, "GEMM tiles are one half at a time");
+        __m256i sc[H][4], mn[H][4], sumi[H][T];
+        for (int h = 0; h < H; ++h) words(g, h0 + h, sc[h], mn[h]);
+        const uint8_t* hm = g + kHm;
+        if constexpr (T > 1) {
+            // The half's quants and scales unpacked once into L1, then 4 tokens at a time (unpacking
+            // in registers for a 4-token tile spilled: 16 ymm)
+            __m256i ub[16][4], sb[16];
+#pragma GCC unroll 1
+            for (int q = 0; q < 4; ++q) {  // a loop of 4 sub-blocks: GCC's schedule of all 16 spilled
+                const __m256i wq = sc[0][q];
+#pragma GCC unroll 4
+                for (int jj = 0; jj < 4; ++jj) {
+                    const int j = 4 * q + jj;
+                    const __m256i raw = ld(g + kQs + 64 * j + 32 * h0);
+#pragma GCC unroll 4
+                    for (int s = 0; s < 4; ++s) {
+                        __m256i u = field(raw, s);
+                        if constexpr (Q3) u = _mm256_or_si256(u, high_fours(bcast64(hm + 32 * j + 8 * s), h0));
+                        ub[j][s] = u;
+                    }
+                    sb[j] = _mm256_shuffle_epi8(wq, pair_ctrl(jj, jj, Q3));  // Q3_K: 256 (sc - 32)
+                }
+            }
+            dots<T>(ub, sb, a, sumi[0]);
+        } else {
+            for (int h = 0; h < H; ++h) sumi[h][0] = _mm256_setzero_si256();
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; ++j) {
+                __m256i raw[H], acc[H];
+                for (int h = 0; h < H; ++h) raw[h] = ld(g + kQs + 64 * j + 32 * (h0 + h));
+#pragma GCC unroll 4
+                for (int s = 0; s < 4; ++s) {  // each activation piece broadcast once for the H halves
+                    const __m256i x = bcast32(a[0]->qs + 16 * j + 4 * s);
+                    __m256i m64;
+                    if constexpr (Q3) m64 = bcast64(hm + 32 * j + 8 * s);
+                    for (int h = 0; h < H; ++h) {
+                        __m256i u = field(raw[h], s);
+                        if constexpr (Q3) u = _mm256_or_si256(u, high_fours(m64, h0 + h));
+                        const __m256i p = _mm256_maddubs_epi16(u, x);
+                        acc[h] = s ? _mm256_add_epi16(acc[h], p) : p;
+                    }
+                }
+                for (int h = 0; h < H; ++h) {
+                    const __m256i scale = _mm256_shuffle_epi8(sc[h][j / 4], pair_ctrl(j % 4, j % 4, Q3));
+                    sumi[h][0] = _mm256_add_epi32(sumi[h][0], _mm256_madd_epi16(acc[h], scale));
+                }
+            }
+        }
+        // Q2_K: sum_j 16 m_j * bsums_j; Q3_K: sum_j 256 (sc_j - 32) * bsums_j, adjacent sub-blocks paired
+        for (int h = 0; h < H; ++h) {
+            __m256i off[T];
+            for (int t = 0; t < T; ++t) off[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; ++i) {
+                const __m256i pr = _mm256_shuffle_epi8(Q3 ? sc[h][i / 2] : mn[h][i / 2], pair_ctrl(2 * (i % 2), 2 * (i % 2) + 1, Q3));
+                for (int t = 0; t < T; ++t) off[t] = _mm256_add_epi32(off[t], _mm256_madd_epi16(pr, bcast32(a[t]->bsums + 2 * i)));
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * (h0 + h))));
+            for (int t = 0; t < T; ++t) {
+                __m256 v;
+                if constexpr (!Q3) {  // d * sumi - dmin * summ
+                    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * (h0 + h))));
+                    v = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[h][t])),
+                                      _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_srai_epi32(off[t], 4))));
+                } else {  // d * (sumi - 4 off): |256 (sumi - 4 off)| < 2^31, the shift exact
+                    v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_sub_epi32(sumi[h][t], _mm256_slli_epi32(off[t], 2)), 8)));
+                }
+                fsum[h * T + t] = _mm256_add_ps(fsum[h * T + t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), v));
+            }
+        }
+    }
 
     template <int T>
     static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
-        const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F);
-        const __m256i nib = _mm256_set1_epi32(0xF);
+        block<1, T>(g, a, h, fsum);
+    }
+    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) { block<2, 1>(g, &a, 0, fsum); }
+};
+
+struct IQ4XSGroups {
+    using Act = block_q8_K;
+    static constexpr int64_t kBlockBytes = kIQ4XSGroupBlockBytes;
+    static constexpr int kTile = kGroupTile;
+    static constexpr bool kDecode = true;  // decode: both halves in one pass (token_tiles.h)
+
+    // Each row's 6-bit scales ls_j (0..63) as bytes: w[0] j = 0, 2, 4, 6; w[1] j = 1, 3, 5, 7.
+    static inline void words(const uint8_t* g, int h, __m256i w[2]) {
+        const __m256i sl = ld(g + 64 + 32 * h), lo4 = _mm256_set1_epi8(0x0F);
+        const __m256i sh = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * h)));
+        // byte k of each lane <- byte k / 2 of scales_h (the 2-bit fields of j = 2k and 2k + 1)
+        const __m256i t = _mm256_shuffle_epi8(sh, _mm256_setr_epi8(0, 0, 1, 1, 4, 4, 5, 5, 8, 8, 9, 9, 12, 12, 13, 13, 0, 0, 1, 1, 4, 4, 5, 5,
+                                                                   8, 8, 9, 9, 12, 12, 13, 13));
+        const __m256i even = _mm256_set1_epi32(0x00300030), odd = _mm256_set1_epi32(0x30003000);
+        w[0] = _mm256_or_si256(_mm256_and_si256(sl, lo4),
+                               _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(t, 4), even), _mm256_and_si256(t, odd)));
+        w[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(sl, 4), lo4),
+                               _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(t, 2), even), _mm256_and_si256(_mm256_srli_epi32(t, 2), odd)));
+    }
+
+    template <int H, int T>
+    static inline void block(const uint8_t* g, const block_q8_K* const* a, int h0, __m256* fsum) {
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
         const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_iq4nl)));
-        __m256i sumi[T], off[T];
-        for (int t = 0; t < T; ++t) sumi[t] = off[t] = _mm256_setzero_si256();
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
-        __m256 v[T];
-        if constexpr (K == Kind::q2_K || K == Kind::q3_K) {
-            __m256i words[4];  // byte b of word i: sub-block 4i + b's scale (Q2_K: | min << 4)
-            if constexpr (K == Kind::q2_K) {
-                for (int i = 0; i < 4; ++i) words[i] = ld(g + 64 + 64 * i + 32 * h);
-            } else {
-                const __m256i w0 = ld(g + 32 + 32 * h), w1 = ld(g + 96 + 32 * h), w2 = ld(g + 160 + 32 * h);
-                const __m256i lo4 = _mm256_set1_epi32(0x0F0F0F0F), lo2 = _mm256_set1_epi32(0x03030303);
-                words[0] = _mm256_or_si256(_mm256_and_si256(w0, lo4), _mm256_slli_epi32(_mm256_and_si256(w2, lo2), 4));
-                words[1] = _mm256_or_si256(_mm256_and_si256(w1, lo4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 2), lo2), 4));
-                words[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w0, 4), lo4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 4), lo2), 4));
-                words[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w1, 4), lo4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 6), lo2), 4));
-            }
-            auto scale_of = [&](int j) {
-                const __m256i byte = _mm256_srli_epi32(words[j / 4], 8 * (j % 4));
-                return K == Kind::q2_K ? _mm256_and_si256(byte, nib)
-                                       : _mm256_sub_epi32(_mm256_and_si256(byte, _mm256_set1_epi32(0x3F)), _mm256_set1_epi32(32));
-            };
-            const uint8_t* qs = g + (K == Kind::q2_K ? 64 + 256 : 32 + 192) + 32 * h;
-            const uint8_t* hm = g + 32 + 192 + 1024;  // Q3_K: high-bit masks (whole rows: the half picks its word)
-#pragma GCC unroll 16
-            for (int j = 0; j < 16; ++j) {
-                const __m256i raw = ld(qs + 64 * j);
-                __m256i acc[T];
-                for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_si256();
+        __m256i w[H][2], sumi[H][T];
+        for (int h = 0; h < H; ++h) {
+            words(g, h0 + h, w[h]);
+            for (int t = 0; t < T; ++t) sumi[h][t] = _mm256_setzero_si256();
+        }
+        const uint8_t* qs = g + 128;
+#pragma GCC unroll 1
+        for (int j = 0; j < 8; ++j) {
+            __m256i ls[H];  // (ls_j - 32, ls_j - 32) per row
+            for (int h = 0; h < H; ++h)
+                ls[h] = _mm256_sub_epi16(_mm256_shuffle_epi8(w[h][j % 2], pair_ctrl(j / 2, j / 2)), _mm256_set1_epi16(32));
 #pragma GCC unroll 4
-                for (int s = 0; s < 4; ++s) {
-                    __m256i q = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * s), m3);
-                    if constexpr (K == Kind::q3_K) q = _mm256_or_si256(q, high_fours(hm + 8 * (4 * j + s) + 4 * h));
-                    for (int t = 0; t < T; ++t) acc[t] = _mm256_add_epi16(acc[t], _mm256_maddubs_epi16(q, bcast32(a[t]->qs + 16 * j + 4 * s)));
-                }
-                const __m256i scale = dup16(scale_of(j));
-                for (int t = 0; t < T; ++t) sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(acc[t], scale));
-            }
-            for (int i = 0; i < 8; ++i) {  // Q2_K: sum_j m_j * bsums_j; Q3_K: sum_j sc_j * bsums_j
-                const __m256i pr = K == Kind::q2_K
-                                       ? pair16(_mm256_and_si256(_mm256_srli_epi32(words[i / 2], 8 * (2 * i % 4) + 4), nib),
-                                                _mm256_and_si256(_mm256_srli_epi32(words[i / 2], 8 * ((2 * i + 1) % 4) + 4), nib))
-                                       : pair16(scale_of(2 * i), scale_of(2 * i + 1));
-                for (int t = 0; t < T; ++t) off[t] = _mm256_add_epi32(off[t], _mm256_madd_epi16(pr, bcast32(a[t]->bsums + 2 * i)));
-            }
-            if constexpr (K == Kind::q2_K) {
-                const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * h)));
-                for (int t = 0; t < T; ++t)
-                    v[t] = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[t])), _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(off[t])));
-            } else {
-                for (int t = 0; t < T; ++t)
-                    v[t] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], _mm256_slli_epi32(off[t], 2))));
-            }
-        } else {
-            const __m256i sh = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * h)));
-            const __m256i sl = ld(g + 64 + 32 * h);
-            const uint8_t* qs = g + 128 + 32 * h;
-            for (int j = 0; j < 8; ++j) {
-                const __m256i ls = dup16(_mm256_sub_epi32(
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(sl, 4 * j), nib),
-                                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(sh, 2 * j), _mm256_set1_epi32(3)), 4)),
-                    _mm256_set1_epi32(32)));
-#pragma GCC unroll 4
-                for (int c = 0; c < 4; ++c) {
-                    const __m256i raw = ld(qs + 64 * (4 * j + c));
-                    const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, m4));
-                    const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
-                    const __m256i alo = _mm256_sign_epi8(lo, lo), ahi = _mm256_sign_epi8(hi, hi);
-                    for (int t = 0; t < T; ++t) {
-                        const __m256i plo = _mm256_maddubs_epi16(alo, _mm256_sign_epi8(bcast32(a[t]->qs + 32 * j + 4 * c), lo));
-                        const __m256i phi = _mm256_maddubs_epi16(ahi, _mm256_sign_epi8(bcast32(a[t]->qs + 32 * j + 16 + 4 * c), hi));
-                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(plo, ls), _mm256_madd_epi16(phi, ls)));
+            for (int c = 0; c < 4; ++c) {
+                if constexpr (T == 1) {  // |a| (once for the H halves) times the level with a's sign
+                    const __m256i xl = bcast32(a[0]->qs + 32 * j + 4 * c), xh = bcast32(a[0]->qs + 32 * j + 16 + 4 * c);
+                    const __m256i axl = _mm256_sign_epi8(xl, xl), axh = _mm256_sign_epi8(xh, xh);
+                    for (int h = 0; h < H; ++h) {
+                        const __m256i raw = ld(qs + 64 * (4 * j + c) + 32 * (h0 + h));
+                        const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, m4));
+                        const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+                        const __m256i plo = _mm256_maddubs_epi16(axl, _mm256_sign_epi8(lo, xl));
+                        const __m256i phi = _mm256_maddubs_epi16(axh, _mm256_sign_epi8(hi, xh));
+                        sumi[h][0] = _mm256_add_epi32(sumi[h][0], _mm256_add_epi32(_mm256_madd_epi16(plo, ls[h]), _mm256_madd_epi16(phi, ls[h])));
+                    }
+                } else {  // |level| (once for the T tokens) times a with the level's sign
+                    for (int h = 0; h < H; ++h) {
+                        const __m256i raw = ld(qs + 64 * (4 * j + c) + 32 * (h0 + h));
+                        const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, m4));
+                        const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+                        const __m256i alo = _mm256_sign_epi8(lo, lo), ahi = _mm256_sign_epi8(hi, hi);
+                        for (int t = 0; t < T; ++t) {
+                            const __m256i plo = _mm256_maddubs_epi16(alo, _mm256_sign_epi8(bcast32(a[t]->qs + 32 * j + 4 * c), lo));
+                            const __m256i phi = _mm256_maddubs_epi16(ahi, _mm256_sign_epi8(bcast32(a[t]->qs + 32 * j + 16 + 4 * c), hi));
+                            sumi[h][t] = _mm256_add_epi32(sumi[h][t], _mm256_add_epi32(_mm256_madd_epi16(plo, ls[h]), _mm256_madd_epi16(phi, ls[h])));
+                        }
                     }
                 }
             }
-            for (int t = 0; t < T; ++t) v[t] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[t]));
         }
-        for (int t = 0; t < T; ++t) fsum[t] = _mm256_add_ps(fsum[t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), v[t]));
+        for (int h = 0; h < H; ++h) {
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * (h0 + h))));
+            for (int t = 0; t < T; ++t)
+                fsum[h * T + t] = _mm256_add_ps(fsum[h * T + t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), _mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[h][t]))));
+        }
     }
+
+    template <int T>
+    static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
+        block<1, T>(g, a, h, fsum);
+    }
+    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) { block<2, 1>(g, &a, 0, fsum); }
 };
 
 }  // namespace
@@ -225,9 +369,9 @@ void fill_lowbit_avx2(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     m.gemv_pair_q4_1 = gemv_pair<Q41Groups>;
     m.gemv_pair_iq4_nl = gemv_pair<IQ4NLGroups>;
     x86_shared::fill_lowbit_kquant_dots<avx2::Tag>(k);
-    k.gemm_q2_K_groups = gemm_q8K<LowbitGroups<Kind::q2_K>>;
-    k.gemm_q3_K_groups = gemm_q8K<LowbitGroups<Kind::q3_K>>;
-    k.gemm_iq4_xs_groups = gemm_q8K<LowbitGroups<Kind::iq4_xs>>;
+    k.gemm_q2_K_groups = gemm_q8K<Q2Q3Groups<false>>;
+    k.gemm_q3_K_groups = gemm_q8K<Q2Q3Groups<true>>;
+    k.gemm_iq4_xs_groups = gemm_q8K<IQ4XSGroups>;
 }
 
 }  // namespace llamix

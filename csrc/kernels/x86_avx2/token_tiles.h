@@ -2,7 +2,7 @@
 // for every type of this ISA folder (matmul.cpp, kquant.cpp, lowbit.cpp). A type is a struct with
 //   using Act = block_q8a or block_q8_K;     // the activation blocks it multiplies
 //   static constexpr int64_t kBlockBytes;     // one packed (super-)block of the 16 rows
-//   static constexpr int kTile;               // tokens per register tile (16 ymm registers)
+//   static constexpr int kTile;               // tokens per GEMM tile (4, or 8 where a type unpacks into L1)
 //   template <int T> static void step(const uint8_t* blk, const Act* const* a, int h, __m256* acc);
 // where step adds one block of rows [8h, 8h + 8) against T tokens' activation blocks a[t] to
 // acc[t], with the reference's float expression. Every driver calls step in block order for each
@@ -22,12 +22,13 @@ namespace avx2 {
 namespace {
 
 // The 256-element super-block types (K-quants, Q2_K, Q3_K, IQ4_XS: 1.3-3.4 KiB per group block)
-// decode one 8-row half at a time, the first half prefetching the group 4 KiB ahead in software
-// and the second reading it again from L2: on a Zen 3, decode pairs and one pass over both halves
-// (gemv_groups) measured 0.68-0.98 of that in lockstep (docs/PERFORMANCE.md, "AVX2 decode"), so
-// these types have no AVX2 pair kernels. The 32-block types use gemv_groups. Q4_K, Q5_K and Q6_K
-// have a one-token `decode` of both halves that shares each activation broadcast between them
-// (gemv_both below: 1.0-1.2 of the one-half-at-a-time path in lockstep, docs/PERFORMANCE.md).
+// have no AVX2 pair kernels: on a Zen 3, decode pairs and one pass over both halves through the
+// one-half step measured 0.68-0.98 of one half at a time in lockstep (docs/PERFORMANCE.md, "AVX2
+// decode"). Each has instead a one-token `decode` of both halves that shares each activation
+// broadcast between them (gemv_both below; Q4_K / Q5_K / Q6_K 1.0-1.2, Q2_K / Q3_K / IQ4_XS
+// 1.06-1.4 of the one-half-at-a-time path in lockstep, docs/PERFORMANCE.md). A type without one
+// would decode one half at a time, the first half prefetching the group 4 KiB ahead in software
+// and the second reading it again from L2 (half_tile). The 32-block types use gemv_groups.
 template <class K>
 constexpr bool kSuperBlocks = K::kBlockBytes > 1024;
 constexpr int64_t kSuperBlockPrefetch = 4096;
@@ -156,10 +157,11 @@ void gemm_q8a(const uint8_t* w, int64_t nb, const block_q8a* x, int64_t n, float
 template <class K>
 void gemm_q8K(const uint8_t* w, int64_t nsb, const void* xq, int64_t xq_stride, int64_t n, float* y, int64_t y_stride,
               int rows) {
-    if constexpr (K::kTile == 4)
-        group_gemm<K, TileTable<K, 1, 2, 3, 4>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
+    static_assert(K::kTile == 4 || K::kTile == 8, "one tile function per token count 1..kTile");
+    if constexpr (K::kTile == 8)
+        group_gemm<K, TileTable<K, 1, 2, 3, 4, 5, 6, 7, 8>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
     else
-        group_gemm<K, TileTable<K, 1, 2>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
+        group_gemm<K, TileTable<K, 1, 2, 3, 4>>(w, nsb, xq, xq_stride, n, y, y_stride, rows);
 }
 
 // MatmulKernels::GemvPair: two groups of one weight, one token (the 32-block types).
