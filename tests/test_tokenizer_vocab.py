@@ -232,7 +232,7 @@ def test_tokenizer_json(assets, qwen_json):
 
 
 def test_plain_byte_level_tokenizer_json_is_gpt2s(tmp_path):
-    """A tokenizer.json whose only pre-tokenizer is ByteLevel (GPT-2's expression, which tokenizers
+    r"""A tokenizer.json whose only pre-tokenizer is ByteLevel (GPT-2's expression, which tokenizers
     ends with |\s+ and llama.cpp writes without) is llama.cpp's "gpt-2": it was taken for the first
     pre-tokenizer that split a small vocabulary's probe alike (minicpm5)."""
     tokenizers = pytest.importorskip("tokenizers")
