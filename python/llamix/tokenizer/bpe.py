@@ -271,7 +271,7 @@ def _uses(component, kind: str) -> bool:
 
 
 def _split_patterns(component) -> list[str]:
-    """The regular expressions a tokenizer.json pre-tokenizer splits by, in order (a ByteLevel
+    r"""The regular expressions a tokenizer.json pre-tokenizer splits by, in order (a ByteLevel
     pre-tokenizer with ``use_regex`` splits by GPT-2's, which tokenizers ends with ``|\s+``:
     llama.cpp writes it without, its matcher taking whitespace before a non-space the same way)."""
     if not isinstance(component, dict):
