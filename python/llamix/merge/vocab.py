@@ -30,6 +30,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..tokenizer import Tokenizer
+from ..tokenizer.spm import added_tokens
+from ..tokenizer.vocab import CONTROL, UNKNOWN, UNUSED
 from .config import ConfigError, MergeConfig, TokenSource
 from .kernels import scale as round_to
 from .sources import parse_ref, read_config, resolve_folder
@@ -74,10 +77,6 @@ def _read_sentencepiece_vocab(folder: Path, vocab_size: Optional[int]) -> ModelV
     """The pieces of tokenizer.model, then the folder's added tokens (added_tokens.json,
     tokenizer_config.json's added_tokens_decoder); control and unknown pieces count as added
     special tokens, as transformers makes them."""
-    # imported here: a merge that builds no vocabulary (most) does not load the tokenizer stack
-    from ..tokenizer import CONTROL, UNKNOWN, UNUSED, Tokenizer
-    from ..tokenizer.spm import added_tokens
-
     tok = Tokenizer.from_file(folder / "tokenizer.model")
     limit = vocab_size if vocab_size is not None else tok.vocab_size
     types = tok.token_types
