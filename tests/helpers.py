@@ -61,6 +61,31 @@ def using_threads(n):
     return _setting(_C.threads, llamix.set_threads, n)
 
 
+@contextlib.contextmanager
+def merge_inputs_streamed():
+    """Run the block with a merge cache budget of 0: inputs in files are read chunk by chunk on
+    every pass, never kept resident; the previous budget is restored after it."""
+    from llamix import _C
+
+    before = _C.merge_cache_budget(0)
+    try:
+        yield
+    finally:
+        _C.merge_cache_budget(before)
+
+
+def write_tensors(folder: Path, tensors: dict):
+    """``{name: (stored type "f32" / "f16" / "bf16", array)}`` written as one safetensors file in
+    ``folder``; its :class:`SafetensorsCheckpoint`."""
+    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
+
+    w = SafetensorsWriter(folder, [(name, short, a.shape) for name, (short, a) in tensors.items()])
+    for name, (_, a) in tensors.items():
+        w.write(name, a)
+    w.close()
+    return SafetensorsCheckpoint(folder)
+
+
 # --- numbers -------------------------------------------------------------------------------------
 def f32_to_bf16(x: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 bit patterns (uint16), round to nearest even, NaN kept quiet; written

@@ -22,7 +22,7 @@ import pytest
 from llamix.merge import kernels as K
 
 import merge_oracle as O
-from helpers import using_isa, using_threads
+from helpers import merge_inputs_streamed, using_isa, using_threads, write_tensors
 
 U = 2.0 ** -24
 # around the 8/16-lane tiles and the 16384-element chunks
@@ -285,18 +285,12 @@ def test_task_arithmetic_one_pass_equals_the_chain(tmp_path, isa, threads, dtype
     """Unmasked task arithmetic on inputs in memory runs as one kernel pass (task_sum); read from
     files chunk by chunk (no cache budget) it runs as the chain of load, sub, scale, add, div,
     scale, add: the same bits, for every input dtype, model count, normalize and lambda."""
-    from llamix import _C
-    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
     rng = np.random.default_rng(11)
     n = 2 * 16384 + 1001  # whole L1 blocks, a partial one, and a tail under the vector width
     base, _, xs, _ = tv_inputs(rng, n, n_models, dtype)
     xs[0][:64] = base[:64]  # zero deltas
     short = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}[dtype]
-    w = SafetensorsWriter(tmp_path, [("b", short, (n,))] + [(f"x{i}", short, (n,)) for i in range(n_models)])
-    for name, a in [("b", base)] + [(f"x{i}", x) for i, x in enumerate(xs)]:
-        w.write(name, a)
-    w.close()
-    ck = SafetensorsCheckpoint(tmp_path)
+    ck = write_tensors(tmp_path, {"b": (short, base), **{f"x{i}": (short, x) for i, x in enumerate(xs)}})
     sps = [K.sparsifier(weight=wt) for wt in [0.6, -0.3, 0.45][:n_models]]
 
     def run(b, x):
@@ -304,11 +298,8 @@ def test_task_arithmetic_one_pass_equals_the_chain(tmp_path, isa, threads, dtype
                               out="float32", work=dtype)
 
     one_pass = both(lambda: run(base, xs))
-    before = _C.merge_cache_budget(0)
-    try:
+    with merge_inputs_streamed():
         chain = run(ck.ref("b"), [ck.ref(f"x{i}") for i in range(n_models)])
-    finally:
-        _C.merge_cache_budget(before)
     np.testing.assert_array_equal(one_pass.view(np.uint32), chain.view(np.uint32))
 
 
@@ -320,27 +311,18 @@ def test_model_stock_one_pass_equals_the_chain(tmp_path, isa, threads, dtype, n_
     """Model Stock's final pass on inputs in memory is one kernel call per block (stock_mix); read
     from files chunk by chunk (no cache budget) it is the chain of load, add, div, lincomb2: the
     same bits, for every input dtype, model count, and per tensor or per row."""
-    from llamix import _C
-    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
     rng = np.random.default_rng(12)
     n = 7 * 5003  # rows of 5003: L1 blocks, partial ones, and tails under the vector width
     base, _, xs, _ = tv_inputs(rng, n, n_models, dtype)
     short = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}[dtype]
-    w = SafetensorsWriter(tmp_path, [("b", short, (n,))] + [(f"x{i}", short, (n,)) for i in range(n_models)])
-    for name, a in [("b", base)] + [(f"x{i}", x) for i, x in enumerate(xs)]:
-        w.write(name, a)
-    w.close()
-    ck = SafetensorsCheckpoint(tmp_path)
+    ck = write_tensors(tmp_path, {"b": (short, base), **{f"x{i}": (short, x) for i, x in enumerate(xs)}})
 
     def run(b, x):
         return K.model_stock((b, dtype), [(a, dtype) for a in x], rows=rows, out="float32", work=dtype)
 
     one_pass = both(lambda: run(base, xs))
-    before = _C.merge_cache_budget(0)
-    try:
+    with merge_inputs_streamed():
         chain = run(ck.ref("b"), [ck.ref(f"x{i}") for i in range(n_models)])
-    finally:
-        _C.merge_cache_budget(before)
     np.testing.assert_array_equal(one_pass.view(np.uint32), chain.view(np.uint32))
 
 
@@ -472,15 +454,11 @@ def test_copy_keeps_the_stored_bits_from_memory_and_from_a_file(tmp_path, dtype)
     every bit pattern (NaNs with payloads, infinities, subnormals, -0) read back unchanged, from an
     array and from a file read chunk by chunk (a size that is not a multiple of the task chunk);
     an actual conversion (to float32) still gives the values."""
-    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
     n = 3 * 65536 + 123
     bits = np.arange(n, dtype=np.uint32).astype(np.uint16)  # every 16-bit pattern, and more
     arr = bits if dtype == "bfloat16" else bits.view(np.float16)
     short = {"bfloat16": "bf16", "float16": "f16"}[dtype]
-    w = SafetensorsWriter(tmp_path, [("t", short, (n,))])
-    w.write("t", arr)
-    w.close()
-    ref = SafetensorsCheckpoint(tmp_path).ref("t")
+    ref = write_tensors(tmp_path, {"t": (short, arr)}).ref("t")
     for src in (arr, ref):
         out = K.scale((src, dtype), 1.0, out=dtype, work="float32")
         assert out.view(np.uint16).tobytes() == bits.tobytes()

@@ -21,7 +21,7 @@ from llamix import _C
 from llamix.merge import kernels as K
 
 import merge_oracle as O
-from helpers import using_isa
+from helpers import merge_inputs_streamed, using_isa, write_tensors
 
 U = 2.0 ** -24
 SIZES = [1, 7, 8, 9, 31, 33, 100, 16383, 16385, 40000]
@@ -311,15 +311,9 @@ def test_resident_and_streaming_paths_agree(tmp_path, isa, threads, method):
     """Multi-pass methods keep a tensor's inputs in memory between passes when they fit the cache
     budget (read from the files once), and read them again on every pass otherwise: the same bits
     either way, from arrays or from files."""
-    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
-
     base, xs = models(40000, seed=11, spread=0.2)
-    tensors = {"b": O.f32_to_bf16(base), **{f"x{i}": O.f32_to_bf16(x) for i, x in enumerate(xs)}}
-    w = SafetensorsWriter(tmp_path, [(name, "bf16", a.shape) for name, a in tensors.items()])
-    for name, a in tensors.items():
-        w.write(name, a)
-    w.close()
-    ck = SafetensorsCheckpoint(tmp_path)
+    ck = write_tensors(tmp_path, {"b": ("bf16", O.f32_to_bf16(base)),
+                                  **{f"x{i}": ("bf16", O.f32_to_bf16(x)) for i, x in enumerate(xs)}})
     fb, fx = (ck.ref("b"), "bfloat16"), [(ck.ref(f"x{i}"), "bfloat16") for i in range(3)]
     ab, ax = (np.asarray(fb[0]), "bfloat16"), [(np.asarray(r), "bfloat16") for r, _ in fx]
     run = {"multislerp": lambda b, x: K.multislerp(x, [0.2, 0.3, 0.5], base=b),
@@ -329,11 +323,8 @@ def test_resident_and_streaming_paths_agree(tmp_path, isa, threads, method):
            "model_stock": lambda b, x: K.model_stock(b, x, rows=40)}[method]
     arrays = run(ab, ax)
     resident = run(fb, fx)
-    before = _C.merge_cache_budget(0)
-    try:
+    with merge_inputs_streamed():
         streamed = run(fb, fx)
-    finally:
-        _C.merge_cache_budget(before)
     np.testing.assert_array_equal(resident.view(np.uint32), streamed.view(np.uint32))
     np.testing.assert_array_equal(arrays.view(np.uint32), streamed.view(np.uint32))
 
@@ -345,31 +336,22 @@ def test_multislerp_norm_chains_match_the_feed(tmp_path, isa, threads, n, types)
     thread's chain over its deltas, formed in registers (kernels().merge.delta_sq_lanes8 plus the
     scalar tail). Streamed from the files (cache budget 0): the deltas go through the ordered feed
     to sq_lanes8. The same bits, for every stored type, with and without a base, n % 8 != 0."""
-    from llamix.formats.safetensors import SafetensorsCheckpoint, SafetensorsWriter
-
     xt, bt = types
     conv = {"bf16": O.f32_to_bf16, "f16": lambda a: a.astype(np.float16), "f32": lambda a: a}
     name = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
     base, xs = models(n, seed=n + 5, spread=0.25)
-    tensors = {f"x{i}": conv[xt](x) for i, x in enumerate(xs[:2])}
+    tensors = {f"x{i}": (xt, conv[xt](x)) for i, x in enumerate(xs[:2])}
     if bt:
-        tensors["b"] = conv[bt](base)
-    w = SafetensorsWriter(tmp_path, [(k, xt if k != "b" else bt, a.shape) for k, a in tensors.items()])
-    for k, a in tensors.items():
-        w.write(k, a)
-    w.close()
-    ck = SafetensorsCheckpoint(tmp_path)
+        tensors["b"] = (bt, conv[bt](base))
+    ck = write_tensors(tmp_path, tensors)
     fx = [(ck.ref(f"x{i}"), name[xt]) for i in range(2)]
     fb = (ck.ref("b"), name[bt]) if bt else None
-    ax = [(tensors[f"x{i}"], name[xt]) for i in range(2)]
-    ab = (tensors["b"], name[bt]) if bt else None
+    ax = [(tensors[f"x{i}"][1], name[xt]) for i in range(2)]
+    ab = (tensors["b"][1], name[bt]) if bt else None
     run = lambda b, x: K.multislerp(x, [0.7, 0.4], base=b)  # noqa: E731
     arrays = run(ab, ax)
     mapped = run(fb, fx)
-    before = _C.merge_cache_budget(0)
-    try:
+    with merge_inputs_streamed():
         streamed = run(fb, fx)
-    finally:
-        _C.merge_cache_budget(before)
     np.testing.assert_array_equal(arrays.view(np.uint32), streamed.view(np.uint32))
     np.testing.assert_array_equal(mapped.view(np.uint32), streamed.view(np.uint32))
