@@ -158,18 +158,18 @@ def format_names(aliases: bool = False) -> list[str]:
 
 def check_format_name(name: str | None) -> str | None:
     """``name`` if it names a chat format (built in, an alias, ``"model"``/``"auto"``) or is None;
-    else ValueError listing the names."""
-    if name is None or str(name).lower() in format_names(aliases=True):
-        return name
-    raise ValueError(f"unknown chat format {name!r} (built in: {', '.join(BUILTIN_FORMATS)}; also "
-                     f"{', '.join(ALIASES)}; 'model' for the model's own template)")
+    else :func:`builtin_format`'s ValueError listing the names."""
+    if name is not None and str(name).lower() not in CHOSEN_BY_MODEL:
+        builtin_format(name)
+    return name
 
 
 def builtin_format(name: str, bos_token: str = "", eos_token: str = "") -> ChatFormat:
     """A built-in format by name (:data:`BUILTIN_FORMATS`, or an alias such as ``llama3``)."""
     key = ALIASES.get(str(name).lower(), str(name).lower())
     if key not in BUILTIN_FORMATS:
-        raise ValueError(f"unknown chat format {name!r} (built in: {', '.join(BUILTIN_FORMATS)})")
+        raise ValueError(f"unknown chat format {name!r} (built in: {', '.join(BUILTIN_FORMATS)}; also "
+                         f"{', '.join(ALIASES)}; 'model' for the model's own template)")
     f = BUILTIN_FORMATS[key]
     return ChatFormat(f.template, key, bos_token, eos_token, f.stop)
 
