@@ -3,8 +3,8 @@
 ``/tokenize`` and ``/detokenize`` bodies likewise (native_* below).
 
 Fields the server does not know are ignored (clients send extras: ``user``, ``store``, ...); a
-known field of the wrong JSON type, or a value llamix cannot honour (``n`` > 1, a llama-server
-sampler llamix does not have set away from its neutral value, ``n`` outside 1..128), is a :class:`BadRequest` naming
+known field of the wrong JSON type, or a value llamix cannot honour (a llama-server sampler
+llamix does not have set away from its neutral value, ``n`` outside 1..128), is a :class:`BadRequest` naming
 the field. llama-server's ``n_predict`` is ``max_tokens`` when that is absent. Values are then checked where they are used (the sampler,
 the chat template, the tokenizer) and those errors are 400 too.
 """
