@@ -228,6 +228,18 @@ def api_results_in_child(path, prompt: str, messages: list) -> dict:
     return child().call(api_results, path, prompt, messages)
 
 
+def completion_texts(path, prompt: str, runs: list[dict], n_ctx: int = 256) -> list[str]:
+    """The text of llama-cpp-python's ``Llama.create_completion(prompt, **kw)`` for each kw in runs."""
+    llm = open_model(path, n_ctx=n_ctx, seed=1)
+    return [llm.create_completion(prompt, **kw)["choices"][0]["text"] for kw in runs]
+
+
+def completion_texts_in_child(path, prompt: str, runs: list[dict]) -> list[str]:
+    """completion_texts in the child process (see child())."""
+    __tracebackhide__ = True
+    return child().call(completion_texts, path, prompt, runs)
+
+
 def accessors(path) -> dict:
     """Llama's vocabulary and size accessors on ``path``: n_vocab, n_embd, token_bos, token_eos."""
     llm = open_model(path)

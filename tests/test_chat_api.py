@@ -57,6 +57,36 @@ def shape(x, key: str = ""):
 
 # --- against llama-cpp-python ----------------------------------------------------------------------
 @pytest.mark.peers
+def test_penalties_count_generated_tokens_only_as_llama_cpp_python(assets, tmp_path):
+    """llama-cpp-python's Llama never shows the prompt to its penalty sampler (llama-cli and
+    llama-server do): on the same file, its greedy completions with each penalty are llamix's API's;
+    llama.cpp's own sampling (llama_cpp_sampling=True, the prompt penalized) gives other text."""
+    llama_cpp_peer.require()
+    path = tmp_path / "s260k.gguf"
+    llamix.export_gguf(llamix.load(assets / "stories260K" / "stories260K.bin"), path, None)
+    runs = [dict(max_tokens=30, temperature=0, repeat_penalty=3.0), dict(max_tokens=30, temperature=0, frequency_penalty=1.0),
+            dict(max_tokens=30, temperature=0, presence_penalty=1.5)]
+    theirs = llama_cpp_peer.completion_texts_in_child(path, "Once upon a time", runs)
+    m = llamix.Llama(path, n_ctx=256)
+    assert [m.create_completion("Once upon a time", **kw)["choices"][0]["text"] for kw in runs] == theirs
+    assert m.create_completion("Once upon a time", llama_cpp_sampling=True, **runs[0])["choices"][0]["text"] != theirs[0]
+
+
+def test_negative_temperature_draws_from_the_whole_distribution_as_llama_cpp_python(model):
+    """llama-cpp-python's Llama with temperature < 0: its chain is the penalties and one draw from
+    the softmax of the logits (no top-k/top-p/min-p, temperature 1); llama.cpp's sampler (the CLI,
+    the server) is greedy there."""
+    s = model.prepare_completion("Hello there", temperature=-1, top_k=1, top_p=0.1, min_p=0.9).request.sampler
+    assert (s.temperature, s.top_k, s.top_p, s.min_p) == (1.0, 0, 1.0, 0.0)
+    z = np.random.default_rng(0).standard_normal(64).astype(np.float32)
+    idx, p = s.probabilities(z)
+    want = np.exp(z.astype(np.float64) - z.max())
+    np.testing.assert_allclose(p, (want / want.sum())[idx], rtol=1e-12)
+    greedy = model.prepare_completion("Hello there", temperature=-1, llama_cpp_sampling=True).request.sampler
+    assert greedy.probabilities(z)[0].tolist() == [int(np.argmax(z))]
+
+
+@pytest.mark.peers
 def test_result_shapes_match_llama_cpp_python(model, tmp_path):
     llama_cpp_peer.require()
     path = tmp_path / "m.gguf"

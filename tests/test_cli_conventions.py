@@ -148,12 +148,14 @@ def test_seed_minus_one_is_random_as_in_llama_cpp(s260, capsys):
                                       ("--presence-penalty", "presence_penalty")])
 def test_frequency_and_presence_penalty_flags(s260, capsys, flag, kw):
     """llama-cli's --frequency-penalty / --presence-penalty (were missing): the greedy text is the
-    llama-cpp-python-shaped API's with the same penalty, and differs from the unpenalized one."""
+    API's with the same penalty under llama.cpp's sampling (the prompt counted), and differs from
+    the unpenalized one."""
     prompt = "Once upon a time"
     assert main(["generate", "-m", s260, "-p", prompt, "-n", "40", "--temp", "0", flag, "1.5", "-t", "1"]) == 0
     out = capsys.readouterr().out
     m = llamix.load(s260)
-    want = m.create_completion(prompt, max_tokens=40, temperature=0, **{kw: 1.5})["choices"][0]["text"]
+    want = m.create_completion(prompt, max_tokens=40, temperature=0, llama_cpp_sampling=True,
+                               **{kw: 1.5})["choices"][0]["text"]
     plain = m.create_completion(prompt, max_tokens=40, temperature=0)["choices"][0]["text"]
     assert want != plain and out == prompt + want + "\n"
     assert main(["generate", "-m", s260, "-p", prompt, "-n", "4", flag, "nan"]) == 1
@@ -171,7 +173,8 @@ def test_repeat_last_n_flag(s260, capsys):
         outs[n] = capsys.readouterr().out
     m = llamix.load(s260)
     for n, out in outs.items():
-        want = m.create_completion(prompt, max_tokens=40, temperature=0, repeat_penalty=1.8, repeat_last_n=int(n))
+        want = m.create_completion(prompt, max_tokens=40, temperature=0, repeat_penalty=1.8, repeat_last_n=int(n),
+                                   llama_cpp_sampling=True)
         assert out == prompt + want["choices"][0]["text"] + "\n", n
     assert outs["2"] != outs["64"]
 

@@ -99,8 +99,9 @@ def test_invalid_parameters(bad):
 
 
 def test_negative_temperature_is_greedy_and_negative_top_k_off_as_in_llama_cpp():
-    """llama.cpp (and llama-cpp-python, llama-server, which pass them through): temperature <= 0
-    samples greedily, top_k <= 0 keeps every token (both were refused)."""
+    """llama.cpp's sampler (llama-cli, llama-server): temperature <= 0 samples greedily, top_k <= 0
+    keeps every token (both were refused). llama-cpp-python's negative temperature is the API's
+    (test_chat_api.py)."""
     best = int(np.argmax(LOGITS))
     assert all(Sampler(temperature=-1, seed=s).sample(LOGITS) == best for s in range(20))
 

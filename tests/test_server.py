@@ -141,11 +141,13 @@ def test_completion_with_logprobs_matches_in_process(client, ref):
 
 
 def test_repeat_last_n_as_llama_server(client, ref):
-    """llama-server's repeat_last_n body field: the penalties' window, as in process."""
+    """llama-server's repeat_last_n body field: the penalties' window, as in process under
+    llama.cpp's sampling (llama-server's penalties count the prompt)."""
     for n in (2, -1):
         r = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=12, temperature=0,
                                       extra_body={"repeat_penalty": 1.8, "repeat_last_n": n})
-        want = ref.create_completion("Once upon a time", max_tokens=12, temperature=0, repeat_penalty=1.8, repeat_last_n=n)
+        want = ref.create_completion("Once upon a time", max_tokens=12, temperature=0, repeat_penalty=1.8, repeat_last_n=n,
+                                     llama_cpp_sampling=True)
         assert r.choices[0].text == want["choices"][0]["text"]
 
 

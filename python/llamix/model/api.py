@@ -89,12 +89,13 @@ class CompletionAPI:
                     presence_penalty: float = 0.0, frequency_penalty: float = 0.0, stop=None, seed: int | None = None,
                     logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None,
                     response_format: Mapping | None = None, decode: bool = True, repeat_last_n: int = 64,
-                    grammar: str | None = None) -> Request:
+                    grammar: str | None = None, penalize_prompt: bool = True) -> Request:
         """A :class:`Request` for ``prompt_ids`` with these sampling parameters (llama-cpp-python's
         names and meanings; ``max_tokens`` None or <= 0: until the context is full, and never past
         it; ``repeat_last_n``: the penalties' window, llama.cpp's, 0 off, -1 the whole context;
         ``grammar``: the output's grammar, llama.cpp's GBNF or llguidance's Lark, instead of a
-        ``response_format``). Raises ValueError when the prompt does not fit the context."""
+        ``response_format``; ``penalize_prompt``: the penalties count the prompt's tokens too, as
+        llama-cli's and llama-server's do). Raises ValueError when the prompt does not fit the context."""
         ids = [int(i) for i in prompt_ids]
         if not ids:
             raise ValueError("empty prompt: give at least one token (e.g. BOS)")
@@ -119,7 +120,8 @@ class CompletionAPI:
             if bad:
                 raise ValueError(f"logit_bias: token id {bad[0]} is outside the vocabulary")
         return Request(ids, sampler=sampler, max_tokens=max_tokens, tokenizer=self._tok() if decode else None,
-                       stop=stop, eos_ids=self.eos_ids, constraint=constraint, logprobs=logprobs, logit_bias=bias)
+                       stop=stop, eos_ids=self.eos_ids, constraint=constraint, logprobs=logprobs, logit_bias=bias,
+                       penalize_prompt=penalize_prompt)
 
     def _grammar_tokenizer(self):
         if "_ll_tokenizer" not in self.__dict__:
@@ -133,16 +135,22 @@ class CompletionAPI:
                           frequency_penalty: float = 0.0, presence_penalty: float = 0.0, repeat_penalty: float = 1.0,
                           top_k: int = 40, stream: bool = False, seed: int | None = None, model: str | None = None,
                           logit_bias: Mapping[int, float] | None = None, response_format: Mapping | None = None,
-                          repeat_last_n: int = 64, **unsupported) -> dict | Iterator[dict]:
+                          repeat_last_n: int = 64, llama_cpp_sampling: bool = False,
+                          **unsupported) -> dict | Iterator[dict]:
         """Complete ``prompt`` (text, read with control tokens as their ids and BOS where the
         vocabulary asks for it, or token ids), as llama-cpp-python's ``Llama.create_completion``.
         ``logprobs``: the number of alternatives per token to report. ``typical_p`` must stay 1.0,
         ``suffix`` None; other llama-cpp-python-only arguments (mirostat, tfs_z, grammar,
         logits_processor, stopping_criteria) are refused. ``repeat_last_n`` (llama.cpp's; not in
-        llama-cpp-python's signature): the tokens the penalties look back on (0: none, -1: all)."""
+        llama-cpp-python's signature): the tokens the penalties look back on (0: none, -1: all).
+        Sampling is llama-cpp-python's: the penalties look at the generated tokens only, and a
+        negative ``temperature`` draws from the whole distribution (no top-k, top-p or min-p);
+        ``llama_cpp_sampling=True``: llama-cli's and llama-server's instead (the penalties count the
+        prompt too; a temperature <= 0 is greedy)."""
         c = self.prepare_completion(prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo,
                                     stop, frequency_penalty, presence_penalty, repeat_penalty, top_k, seed, model,
-                                    logit_bias, response_format, repeat_last_n=repeat_last_n, **unsupported)
+                                    logit_bias, response_format, repeat_last_n=repeat_last_n,
+                                    llama_cpp_sampling=llama_cpp_sampling, **unsupported)
         return c.chunks(self.run(c.request)) if stream else c.response(list(self.run(c.request)))
 
     __call__ = create_completion
@@ -153,18 +161,19 @@ class CompletionAPI:
                            frequency_penalty: float = 0.0, presence_penalty: float = 0.0, repeat_penalty: float = 1.0,
                            top_k: int = 40, seed: int | None = None, model: str | None = None,
                            logit_bias: Mapping[int, float] | None = None, response_format: Mapping | None = None,
-                           repeat_last_n: int = 64, **unsupported) -> "TextCompletion":
+                           repeat_last_n: int = 64, llama_cpp_sampling: bool = False,
+                           **unsupported) -> "TextCompletion":
         """:meth:`create_completion` up to running: its :class:`TextCompletion` (the Request and
         the result's shaping), for a driver that runs the request itself (a batching server).
         With ``echo`` and ``logprobs`` it runs the prompt on the model once (its log-probabilities)."""
         grammar = _grammar_text(unsupported)
         _refuse(suffix=suffix is not None, typical_p=typical_p != 1.0, **_unsupported(unsupported))
         ids = self.tokenize(prompt, parse_special=True) if isinstance(prompt, str) else [int(i) for i in prompt]
-        request = self.new_request(ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                                   min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
-                                   frequency_penalty=frequency_penalty, stop=stop, seed=seed, logprobs=logprobs,
-                                   logit_bias=logit_bias, response_format=response_format, repeat_last_n=repeat_last_n,
-                                   grammar=grammar)
+        request = self.new_request(ids, max_tokens=max_tokens, repeat_penalty=repeat_penalty,
+                                   presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, stop=stop,
+                                   seed=seed, logprobs=logprobs, logit_bias=logit_bias, response_format=response_format,
+                                   repeat_last_n=repeat_last_n, grammar=grammar,
+                                   **_sampling(llama_cpp_sampling, temperature, top_k, top_p, min_p))
         head = {"id": f"cmpl-{_uuid4()}", "object": "text_completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(ids)
@@ -205,7 +214,8 @@ class CompletionAPI:
                                repeat_penalty: float = 1.0, model: str | None = None,
                                logit_bias: Mapping[int, float] | None = None, logprobs: bool | None = None,
                                top_logprobs: int | None = None, chat_format: str | None = None,
-                               repeat_last_n: int = 64, **unsupported) -> dict | Iterator[dict]:
+                               repeat_last_n: int = 64, llama_cpp_sampling: bool = False,
+                               **unsupported) -> dict | Iterator[dict]:
         """Reply to ``messages`` (OpenAI chat messages) as llama-cpp-python's
         ``Llama.create_chat_completion``: the prompt is the model's chat template (or
         ``chat_format``), the reply ends at the end-of-turn token. ``response_format``
@@ -213,11 +223,12 @@ class CompletionAPI:
         constrains the reply to JSON (valid against the schema). ``tools`` are given to the
         template; a reply in the ``<tool_call>{"name": …, "arguments": …}</tool_call>`` form comes
         back as ``message["tool_calls"]``. ``logprobs=True`` reports each token's log-probability
-        and ``top_logprobs`` alternatives."""
+        and ``top_logprobs`` alternatives. Sampling as :meth:`create_completion`'s."""
         c = self.prepare_chat_completion(messages, functions, function_call, tools, tool_choice, temperature, top_p,
                                          top_k, min_p, typical_p, stop, seed, response_format, max_tokens,
                                          presence_penalty, frequency_penalty, repeat_penalty, model, logit_bias,
-                                         logprobs, top_logprobs, chat_format, repeat_last_n=repeat_last_n, **unsupported)
+                                         logprobs, top_logprobs, chat_format, repeat_last_n=repeat_last_n,
+                                         llama_cpp_sampling=llama_cpp_sampling, **unsupported)
         return c.chunks(self.run(c.request)) if stream else c.response(list(self.run(c.request)))
 
     def prepare_chat_completion(self, messages: Sequence[Mapping], functions=None, function_call=None,
@@ -229,7 +240,8 @@ class CompletionAPI:
                                 repeat_penalty: float = 1.0, model: str | None = None,
                                 logit_bias: Mapping[int, float] | None = None, logprobs: bool | None = None,
                                 top_logprobs: int | None = None, chat_format: str | None = None,
-                                repeat_last_n: int = 64, **unsupported) -> "ChatCompletion":
+                                repeat_last_n: int = 64, llama_cpp_sampling: bool = False,
+                                **unsupported) -> "ChatCompletion":
         """:meth:`create_chat_completion` up to running: its :class:`ChatCompletion` (the Request
         and the result's shaping), for a driver that runs the request itself (a batching server)."""
         grammar = _grammar_text(unsupported)
@@ -244,11 +256,11 @@ class CompletionAPI:
         ids = self.chat_tokens(messages, True, tools, chat_format)
         stops = stop_strings(stop)
         stops += [s for s in fmt.stop if s not in stops]
-        request = self.new_request(ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                                   min_p=min_p, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
-                                   frequency_penalty=frequency_penalty, stop=stops, seed=seed,
-                                   logprobs=(top_logprobs or 0) if logprobs else None, logit_bias=logit_bias,
-                                   response_format=response_format, repeat_last_n=repeat_last_n, grammar=grammar)
+        request = self.new_request(ids, max_tokens=max_tokens, repeat_penalty=repeat_penalty,
+                                   presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, stop=stops,
+                                   seed=seed, logprobs=(top_logprobs or 0) if logprobs else None, logit_bias=logit_bias,
+                                   response_format=response_format, repeat_last_n=repeat_last_n, grammar=grammar,
+                                   **_sampling(llama_cpp_sampling, temperature, top_k, top_p, min_p))
         head = {"id": f"chatcmpl-{_uuid4()}", "object": "chat.completion", "created": int(time.time()),
                 "model": model if model is not None else self.source}
         return ChatCompletion(request, head, bool(tools), bool(logprobs))
@@ -514,6 +526,17 @@ def _grammar_text(kwargs: dict) -> str | None:
     if grammar is not None and not isinstance(grammar, str):
         raise ValueError(f"grammar: give the grammar's GBNF text (a str), got {type(grammar).__name__}")
     return grammar or None
+
+
+def _sampling(llama_cpp: bool, temperature, top_k, top_p, min_p) -> dict:
+    """new_request's sampler settings under llama.cpp's sampler (llama-cli, llama-server: the
+    penalties count the prompt, a temperature <= 0 is greedy) or llama-cpp-python's ``Llama`` (the
+    penalties count the generated tokens only, its sampler never being shown the prompt; a
+    negative temperature draws from the whole distribution: temperature 1, no top-k, top-p or
+    min-p)."""
+    if not llama_cpp and isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature < 0:
+        temperature, top_k, top_p, min_p = 1.0, 0, 1.0, 0.0
+    return dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, penalize_prompt=llama_cpp)
 
 
 def _refuse(**flags: bool) -> None:

@@ -84,14 +84,17 @@ class Request:
     ``tokenizer``: for text and stop strings (None: ids only). ``logprobs``: how many top
     alternatives to report per token (None: no log-probabilities). ``logit_bias``: {token id:
     value added to its logit}. ``constraint``: a grammar (:class:`JSONConstraint`) masking the
-    logits.
+    logits. ``penalize_prompt``: whether the penalties look back over the prompt too (llama-cli and
+    llama-server feed it to their penalty sampler) or over the generated tokens only
+    (llama-cpp-python's ``Llama``).
     """
 
     def __init__(self, prompt: Sequence[int], *, sampler: Sampler, max_tokens: int, tokenizer: Tokenizer | None = None,
                  stop: str | Sequence[str] | None = None, eos_ids: Sequence[int] = (),
                  constraint: JSONConstraint | None = None, logprobs: int | None = None,
-                 logit_bias: Mapping[int, float] | None = None):
+                 logit_bias: Mapping[int, float] | None = None, penalize_prompt: bool = True):
         self.prompt = [int(i) for i in prompt]
+        self.penalize_prompt = bool(penalize_prompt)
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.sampler, self.max_tokens, self.tokenizer = sampler, int(max_tokens), tokenizer
@@ -115,8 +118,9 @@ class Request:
 
     @property
     def history(self) -> list[int]:
-        """Prompt and generated ids: what the penalties look back over."""
-        return self.prompt + self.tokens
+        """What the penalties look back over: the prompt's and the generated ids, or the generated
+        ones only (``penalize_prompt`` False)."""
+        return self.prompt + self.tokens if self.penalize_prompt else self.tokens
 
     def logits_for_sampling(self, logits: np.ndarray) -> np.ndarray:
         """``logits`` with the logit bias added and the grammar's refused tokens at -inf, as are
@@ -210,7 +214,7 @@ class Request:
         """The text ``token`` adds after the ids so far (its leading space kept)."""
         if self.tokenizer is None:
             return ""
-        ctx = [i for i in self.history[-4:] if i != self.tokenizer.bos_id]
+        ctx = [i for i in (self.prompt + self.tokens)[-4:] if i != self.tokenizer.bos_id]
         tok = self.tokenizer
         if not 0 <= token < tok.vocab_size:
             return ""

@@ -79,7 +79,7 @@ def _common(body: dict) -> tuple[dict, bool, bool]:
     """Sampling keyword arguments, stream, include_usage."""
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
-    kw = {}
+    kw = {"llama_cpp_sampling": True}   # as llama-server samples: the penalties count the prompt
     for name, types in _SAMPLING.items():
         v = _check(body, name, *types)
         if v is not None:
