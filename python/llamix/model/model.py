@@ -56,6 +56,45 @@ def _kv_cache_type(name: str, t, head_dim: int) -> str:
     return t
 
 
+_KV_BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+def _kv_cache_bytes(n_ctx: int, c: ModelConfig, k: str, v: str) -> float:
+    return float(n_ctx) * c.n_layers * c.kv_dim * (_KV_BYTES_PER_VALUE[k] + _KV_BYTES_PER_VALUE[v])
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory a new allocation can take without swapping (Linux: MemAvailable; else the
+    physical memory; None if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _kv_memory_message(n_ctx: int, c: ModelConfig, k: str, v: str, available: int | None) -> str:
+    need = _kv_cache_bytes(n_ctx, c, k, v)
+    have = f"the {available / 1e9:.1f} GB of memory available" if available is not None else "the memory available"
+    return (f"n_ctx (-c) {n_ctx}: the KV cache needs {need / 1e9:.1f} GB ({c.n_layers} layers x {n_ctx} positions x "
+            f"{c.kv_dim} keys and values, {k}/{v}), more than {have}; give a smaller context, or a quantized cache "
+            f"(kv_cache_k/kv_cache_v, -ctk/-ctv q8_0)")
+
+
+def _check_kv_memory(n_ctx: int, c: ModelConfig, k: str, v: str) -> None:
+    """Refuse a KV cache larger than the memory available: it would fail to allocate, or be
+    committed page by page until the system kills the process."""
+    available = _available_memory()
+    if available is not None and _kv_cache_bytes(n_ctx, c, k, v) > available:
+        raise ArgumentError(_kv_memory_message(n_ctx, c, k, v, available))
+
+
 class Model(CompletionAPI):
     """A model ready to run: weights prepared for the kernels and a KV cache of ``n_ctx`` positions.
     Build with :func:`llamix.load` (a file) or ``Model(checkpoint)`` (e.g. a random-weight one).
@@ -103,6 +142,10 @@ class Model(CompletionAPI):
         if isinstance(n_ctx, bool) or not isinstance(n_ctx, (int, np.integer)) or n_ctx <= 0:
             raise ArgumentError(f"n_ctx must be a positive integer, got {n_ctx!r}")
         self.n_ctx = int(n_ctx)
+        self.kv_cache_k, self.kv_cache_v = (_kv_cache_type(name, t or kv_cache, c.head_dim)
+                                            for name, t in (("kv_cache_k", kv_cache_k), ("kv_cache_v", kv_cache_v)))
+        self.attn_precision = _attn_precision(attn_precision)  # "f32" or "bf16" ("auto" resolved)
+        _check_kv_memory(self.n_ctx, c, self.kv_cache_k, self.kv_cache_v)   # before the weights are prepared
         if n_threads is not None:
             set_threads(n_threads)
         self.inv_freq = c.rope_tables(self.rope_freqs)
@@ -128,9 +171,6 @@ class Model(CompletionAPI):
         # resident as well (what is read in place, norms and embedding rows, faults back in)
         getattr(checkpoint, "release_pages", lambda: None)()
         self._t = t
-        self.kv_cache_k, self.kv_cache_v = (_kv_cache_type(name, t or kv_cache, c.head_dim)
-                                            for name, t in (("kv_cache_k", kv_cache_k), ("kv_cache_v", kv_cache_v)))
-        self.attn_precision = _attn_precision(attn_precision)  # "f32" or "bf16" ("auto" resolved)
         self._cache = self.new_kv_cache()
         self.timings = Timings()     # of the last generation
         self.n_past = 0              # positions filled in the cache
@@ -227,10 +267,15 @@ class Model(CompletionAPI):
 
     def new_kv_cache(self):
         """An empty KV cache of this model's n_ctx and key/value types (one per sequence: the
-        model's own, or a server's slot)."""
+        model's own, or a server's slot). Raises ArgumentError when it does not fit the memory
+        available."""
         c = self.config
-        return _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, self.kv_cache_k, self.kv_cache_v, n_kv_heads=c.n_kv_heads,
-                          attn_precision=self.attn_precision)
+        _check_kv_memory(self.n_ctx, c, self.kv_cache_k, self.kv_cache_v)
+        try:
+            return _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, self.kv_cache_k, self.kv_cache_v,
+                              n_kv_heads=c.n_kv_heads, attn_precision=self.attn_precision)
+        except MemoryError:
+            raise ArgumentError(_kv_memory_message(self.n_ctx, c, self.kv_cache_k, self.kv_cache_v, None)) from None
 
     @property
     def kv_cache_nbytes(self) -> int:
