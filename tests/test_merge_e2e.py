@@ -227,7 +227,7 @@ BAD = [
     ({"merge_method": "linear", "models": [{"model": "{ft0}", "parameters": {"weight": "x"}}]},
      "models[0].parameters.weight: expected a number"),
     ({"merge_method": "linear", "models": [{"model": "{ft0}", "parameters": {"weihgt": 1}}]},
-     "models[0].parameters.weihgt: not a parameter of linear"),
+     "models[0].parameters.weihgt: not a parameter of linear or of any other method"),
     ({"merge_method": "linear", "models": [{"model": "{ft0}"}]}, "parameters.weight: required"),
     ({"merge_method": "linear", "models": [{"model": "/no/such/model", "parameters": {"weight": 1}}]},
      "models[0].model: model '/no/such/model' is not a local folder"),
@@ -263,6 +263,26 @@ def test_bad_configs_name_the_field(tmp_path, models, cfg, message):
         llamix.merge(json.loads(text), out, progress=False)
     assert message in str(e.value)
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_another_methods_parameter_is_ignored_with_a_warning(tmp_path, models, capsys):
+    """density and int8_mask on linear (a config moved between methods): mergekit ignores them, so
+    llamix merges the same model, and says so (were refused)."""
+    p = models["paths"]
+    plain = {"merge_method": "linear", "dtype": "float32",
+             "models": [{"model": str(p["ft0"]), "parameters": {"weight": 1.0}},
+                        {"model": str(p["ft1"]), "parameters": {"weight": 2.0}}]}
+    extra = json.loads(json.dumps(plain))
+    extra["parameters"] = {"int8_mask": True}
+    extra["models"][0]["parameters"]["density"] = 0.5
+    with pytest.warns(UserWarning, match=r"models\[0\]\.parameters\.density: linear does not use density"):
+        got = read_model(llamix.merge(extra, tmp_path / "extra", progress=False))
+    want = read_model(llamix.merge(plain, tmp_path / "plain", progress=False))
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump(extra))
+    assert cli_main(["merge", str(tmp_path / "extra.yaml"), str(tmp_path / "cli"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: parameters.int8_mask: linear does not use int8_mask" in err and "UserWarning" not in err
 
 
 def test_mismatched_models_are_reported_before_writing(tmp_path, models):

@@ -14,6 +14,7 @@ import importlib
 import os
 import signal
 import sys
+import warnings
 
 from . import __version__
 from ._runtime import cpu_info
@@ -103,8 +104,11 @@ def run_command(args) -> int:
     """Run a parsed command (args.run) with the exit-code conventions above."""
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
-        _check_environment()
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            # a warning is one line, as an error is (not Python's "file:line: UserWarning:" form)
+            warnings.showwarning = lambda message, *_, **__: _stderr_line(f"llamix {args.command}: warning: {message}")
+            _check_environment()
+            return int(args.run(args) or 0)
     except KeyboardInterrupt as e:
         terminated = isinstance(e, _Terminated)
         _stderr_line(f"llamix {args.command}: {'terminated' if terminated else 'interrupted'}")

@@ -9,6 +9,7 @@ come from the first slice's sources, the final norm and head from the last slice
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -16,7 +17,7 @@ from typing import Optional
 from ..errors import FormatError
 from .chat_templates import resolve_chat_template
 from .config import ConfigError, MergeConfig, Slice, Source
-from .methods import MergeMethod, TensorJob, get_method
+from .methods import METHODS, MergeMethod, TensorJob, get_method
 from .params import layer_t, resolve
 from .sources import open_weights, parse_ref, read_config, resolve_folder
 from .vocab import OutputVocab, build_vocab, is_vocab_tensor
@@ -207,15 +208,22 @@ def _as_slices(cfg: MergeConfig, models: dict[str, ModelInfo]) -> list[Slice]:
 
 
 def _check_parameter_names(cfg: MergeConfig, slices: list[Slice], known: set[str], method: str) -> None:
+    """A parameter another method takes (``density`` on linear, a config moved from one method to
+    another) is ignored with a warning, as mergekit ignores it; a name no method takes is a typo
+    and refused (mergekit would ignore it silently)."""
     scopes = [("parameters", cfg.parameters)]
     for sl in slices:
         scopes.append((f"{sl.where}.parameters", sl.parameters))
         scopes += [(f"{s.where}.parameters", s.parameters) for s in sl.sources]
+    elsewhere = {p.name for m in METHODS.values() for p in m.parameters} - known
     for where, params in scopes:
         for name in params or {}:
-            if name not in known:
-                raise ConfigError(f"{where}.{name}: not a parameter of {method} "
-                                  f"(its parameters: {', '.join(sorted(known)) or 'none'})")
+            if name in elsewhere:
+                warnings.warn(f"{where}.{name}: {method} does not use {name}; ignored, as mergekit ignores it",
+                              stacklevel=2)
+            elif name not in known:
+                raise ConfigError(f"{where}.{name}: not a parameter of {method} or of any other method "
+                                  f"({method}'s parameters: {', '.join(sorted(known)) or 'none'})")
 
 
 def _check_same_names(models: dict[str, ModelInfo], refs: list[str]) -> None:
