@@ -206,6 +206,10 @@ def test_llama_class_and_from_pretrained_as_llama_cpp_python(tmp_path, s260_bin,
     assert llm("Once upon a time", max_tokens=6, temperature=0)["choices"][0]["text"] == want
     with pytest.raises(llamix.ArgumentError, match=r"2 files match '\*.gguf'.*name one"):
         llamix.Llama.from_pretrained("someone/stories-GGUF", "*.gguf")
+    # offline, a file not in the cache is said to be so (was "0 files match")
+    with pytest.raises(llamix.ArgumentError, match=r"no file matching '\*q4_k_m.gguf' in the Hugging Face cache.*"
+                                                   r"HF_HUB_OFFLINE is set"):
+        llamix.Llama.from_pretrained("someone/stories-GGUF", "*q4_k_m.gguf")
     with pytest.raises(llamix.ArgumentError, match="path once"):
         llamix.load()
 

@@ -291,9 +291,10 @@ def test_repo_ids_resolve_from_the_cache_offline(tmp_path, offline_hub):
     llamix.merge({"merge_method": "linear", "models": [{"model": f"org/model-b@{commit}", "parameters": {"weight": 1}}]},
                  tmp_path / "out2", progress=False)
     with pytest.raises(ConfigError, match=r"org/missing is neither a local folder nor in the Hugging Face cache.*"
-                                          "HF_HUB_OFFLINE"):
+                                          "HF_HUB_OFFLINE") as e:
         llamix.merge({"merge_method": "linear", "models": [{"model": "org/missing", "parameters": {"weight": 1}}]},
                      tmp_path / "out3", progress=False)
+    assert "local_files_only" not in str(e.value)   # huggingface_hub's advice to a Python caller
 
 
 def test_a_mistyped_local_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):

@@ -109,11 +109,11 @@ def from_hub(mp: ModelPath, where: str, patterns=None) -> Path:
     try:
         return Path(huggingface_hub.snapshot_download(mp.path, revision=mp.revision, cache_dir=cache,
                                                       local_files_only=True, allow_patterns=patterns))
-    except Exception as e:  # noqa: BLE001 - any failure here means "not in the cache"
-        cached_error = e
-    if hub_offline():
-        raise ConfigError(f"{where}: {mp} is neither a local folder nor in the Hugging Face cache at {cache} "
-                          f"(HF_HUB_OFFLINE is set, so nothing is downloaded): {cached_error}") from None
+    except Exception:  # noqa: BLE001 - any failure here means "not in the cache"
+        pass
+    if hub_offline():  # (huggingface_hub's own message here tells a Python caller to pass local_files_only=False)
+        raise ConfigError(f"{where}: {mp} is neither a local folder nor in the Hugging Face cache at {cache}, "
+                          "and HF_HUB_OFFLINE is set, so nothing is downloaded") from None
     try:
         files = huggingface_hub.list_repo_files(mp.path, revision=mp.revision)
         if not any(f.endswith(".safetensors") for f in files):

@@ -532,6 +532,9 @@ class Llama(Model):
             folder, found = None, []
         if not found and not hub_offline():
             folder, found = matching(local_only=False)
+        if not found and hub_offline():
+            raise ArgumentError(f"{repo_id}: no file matching {filename!r} in the Hugging Face cache at {cache}, "
+                                "and HF_HUB_OFFLINE is set, so nothing is downloaded")
         if len(found) != 1:
             raise ArgumentError(f"{repo_id}: {len(found)} files match {filename!r}"
                                 + (f" ({', '.join(found[:8])}); name one" if found else ""))
