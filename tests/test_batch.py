@@ -88,6 +88,33 @@ def test_forward_batch_checks(model):
     assert model._t.forward_batch([a], t(1, 2), [0], [2], [0]).shape == (0, c.vocab_size)
 
 
+@pytest.mark.parametrize("kv", ["f32", "f16", "q8_0"])
+def test_copy_prefix_continues_as_the_cache_that_evaluated_it(model, kv):
+    """A cache given another's first n positions (KVCache.copy_prefix) over stale content of its
+    own continues exactly as a cache that evaluated those n tokens: the next tokens' logits are
+    bit for bit the same (n inside, at and past the end of an attention tile)."""
+    c = model.config
+    seq = np.random.default_rng(11).integers(0, c.vocab_size, size=90).astype(np.int32)
+    new = lambda: _C.KVCache(c.n_layers, model.n_ctx, c.kv_dim, kv, n_kv_heads=c.n_kv_heads)  # noqa: E731
+    src = new()
+    model._t.forward(src, seq[:70], 0, 1)
+    for n in (1, 31, 32, 33, 70):
+        ref = new()
+        model._t.forward(ref, seq[:n], 0, 1)
+        want = model._t.forward(ref, seq[n:n + 10], n, 10)
+        dst = new()
+        model._t.forward(dst, seq[::-1][:80].copy(), 0, 1)   # stale positions, to be overwritten
+        dst.copy_prefix(src, n)
+        np.testing.assert_array_equal(model._t.forward(dst, seq[n:n + 10], n, 10), want, err_msg=f"n={n}")
+    with pytest.raises(ValueError, match="layout"):
+        dst.copy_prefix(_C.KVCache(c.n_layers, model.n_ctx, c.kv_dim, "f32" if kv != "f32" else "f16",
+                                   n_kv_heads=c.n_kv_heads), 4)
+    with pytest.raises(ValueError, match="n_ctx"):
+        dst.copy_prefix(src, model.n_ctx + 1)
+    with pytest.raises(ValueError, match="same cache"):
+        dst.copy_prefix(dst, 4)
+
+
 # --- the scheduler --------------------------------------------------------------------------------------
 def _request(m, prompt, max_tokens=12, **kw):
     return Request(prompt, sampler=Sampler(**{"temperature": 0.0, **kw}), max_tokens=max_tokens, eos_ids=())
@@ -177,3 +204,23 @@ def test_ids_past_the_tokenizer_are_never_sampled(assets):
     assert greedy.step(logits).token == 3
     raw = Request([1], sampler=Sampler(temperature=0.0), max_tokens=1, eos_ids=())  # token ids only: every row
     assert raw.step(logits).token == n + 7
+
+
+def test_engine_evaluates_a_shared_prompt_once(model):
+    """Requests sharing a long prompt (the n choices of one request, a common system prompt) arriving
+    together: one slot evaluates it, the others wait for it and copy its keys and values, running
+    only what differs; each gets the tokens it gets alone."""
+    p = np.random.default_rng(9).integers(1, model.config.vocab_size, size=40).tolist()
+    prompts = [p + [k] for k in (5, 6, 7)]
+    alone = []
+    for q in prompts:
+        model.reset()
+        alone.append([s.token for s in model.run(_request(model, q, max_tokens=4))])
+    with BatchEngine(model, n_parallel=3, n_batch=64) as engine:
+        items: list[list] = [[], [], []]
+        jobs = [engine.submit(_request(model, q, max_tokens=4), items[i].append) for i, q in enumerate(prompts)]
+        deadline = time.time() + 60
+        while not all(j.finished for j in jobs) and time.time() < deadline:
+            time.sleep(0.001)
+    assert [[s.token for s in got if s is not None] for got in items] == alone
+    assert sorted(j.n_prompt_evaluated for j in jobs) == [1, 1, len(p) + 1]

@@ -84,7 +84,16 @@ void register_model(py::module_& m) {
         .def_property_readonly("type_k", [](const KVCache& c) { return kv_cache_type_name(c.k_type); })
         .def_property_readonly("type_v", [](const KVCache& c) { return kv_cache_type_name(c.v_type); })
         .def_property_readonly("type", [](const KVCache& c) { return kv_cache_type_name(c.k_type); })
-        .def_property_readonly("nbytes", &KVCache::nbytes);
+        .def_property_readonly("nbytes", &KVCache::nbytes)
+        .def("copy_prefix", [](KVCache& dst, const KVCache& src, int64_t n) {
+            require(&dst != &src, "copy_prefix: source and destination are the same cache");
+            require(dst.same_layout(src), "copy_prefix: the caches differ in shape, types or layout");
+            require(n >= 0 && n <= src.n_ctx, "copy_prefix: n must be in [0, n_ctx]");
+            py::gil_scoped_release release;
+            dst.copy_prefix(src, n);
+        }, py::arg("src"), py::arg("n"),
+           "Copy src's keys and values of positions [0, n) into this cache (same shape, types and "
+           "layout: ValueError otherwise). A sequence then continues from src's first n tokens.");
 
     py::class_<PyTransformer>(m, "Transformer")
         .def(py::init([](int64_t dim, int64_t n_layers, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,

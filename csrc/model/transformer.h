@@ -11,6 +11,7 @@
 // an attention scale other than 1/sqrt(head_dim), a sliding window per layer, and one RoPE table
 // per layer chosen from several (Gemma 3's local and global layers use different bases).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -132,6 +133,27 @@ struct KVCache {
     KVCache(int64_t layers, int64_t ctx, int64_t kvd, bool half)
         : KVCache(layers, ctx, kvd, half ? QType::F16 : QType::F32, half ? QType::F16 : QType::F32) {}
     size_t nbytes() const { return k.size() + v.size(); }
+    // Whether src's positions can be copied into this cache byte for byte (same shape, types, layout).
+    bool same_layout(const KVCache& src) const {
+        return n_layers == src.n_layers && n_ctx == src.n_ctx && kv_dim == src.kv_dim && n_kv_heads == src.n_kv_heads &&
+               k_type == src.k_type && v_type == src.v_type && precision == src.precision && k_tiled == src.k_tiled &&
+               k_packed == src.k_packed && v_packed == src.v_packed;
+    }
+    // Copies src's keys and values of positions [0, n) into this cache (same_layout() required; the
+    // caller checks). A tiled or packed stream copies whole tiles: the positions >= n it brings along
+    // are overwritten before they are read, as a cache's stale positions always are.
+    void copy_prefix(const KVCache& src, int64_t n) {
+        const auto whole_tiles = [&](bool tiles, int64_t ctx) {
+            return tiles ? std::min(ctx, (n + kAttnTile - 1) / kAttnTile * kAttnTile) : n;
+        };
+        const int64_t kn = whole_tiles(k_tiled || k_packed, k_ctx), vn = whole_tiles(v_packed, v_ctx);
+        for (int64_t s = 0; s < n_layers * n_kv_heads; ++s) {  // one contiguous stream per layer and head
+            std::memcpy(k.data() + s * k_ctx * k_row_bytes, src.k.data() + s * k_ctx * k_row_bytes,
+                        size_t(kn * k_row_bytes));
+            std::memcpy(v.data() + s * v_ctx * v_row_bytes, src.v.data() + s * v_ctx * v_row_bytes,
+                        size_t(vn * v_row_bytes));
+        }
+    }
     // Layer li as the attention driver reads it, for a model with kv_heads heads of head_dim.
     KVLayer layer(int64_t li, int64_t kv_heads, int64_t head_dim) {
         const int64_t per_head = n_kv_heads == kv_heads;  // head-major; else position-major rows

@@ -19,7 +19,9 @@ steps, since every forward pass shares the model's scratch memory.
 
 A slot keeps the tokens its cache holds; a new request goes to the free slot whose cached tokens
 share the longest prefix with its prompt, and only the rest of the prompt is evaluated (a chat's
-next turn reuses its conversation).
+next turn reuses its conversation). A longer prefix held by another slot is copied from that
+slot's cache (``KVCache.copy_prefix``), so requests that share a system prompt, or the ``n``
+choices of one request, evaluate it once.
 """
 from __future__ import annotations
 
@@ -228,17 +230,30 @@ class BatchEngine:
 
     def _admit(self) -> None:
         """Move queued requests into free slots (caller holds the lock): each into the free slot
-        whose cache shares the longest prefix with its prompt."""
+        whose cache shares the longest prefix with its prompt. When another slot's cache shares a
+        longer prefix (a common system prompt; the ``n`` choices of one request), its keys and values
+        for that prefix are copied over instead of evaluated again; a request whose prefix another
+        slot is still evaluating waits for that slot rather than evaluating the prefix twice."""
         free = [s for s in self.slots if s.job is None]
+        waiting: list[Job] = []
         while self._queue and free:
             job = self._queue.popleft()
-            prompt = job.request.prompt
-            best = max(free, key=lambda s: _common_prefix(s.cached, prompt[:-1]))
+            head = job.request.prompt[:-1]   # the last prompt token always runs: its logits
+            best = max(free, key=lambda s: _common_prefix(s.cached, head))
+            donor = max(self.slots, key=lambda s: _common_prefix(s.cached, head))
+            shared = _common_prefix(donor.cached, head)
+            if max(_in_flight_prefix(s, head) for s in self.slots) >= shared + _WAIT_MIN:
+                waiting.append(job)
+                continue
             free.remove(best)
-            common = _common_prefix(best.cached, prompt[:-1])   # the last prompt token always runs: its logits
+            common = _common_prefix(best.cached, head)
+            if shared > common:
+                best.cache.copy_prefix(donor.cache, shared)
+                best.cached, common = donor.cached[:shared], shared
             best.cached = best.cached[:common]
-            best.pending = list(prompt[common:])
+            best.pending = list(job.request.prompt[common:])
             best.job = job
+        self._queue.extendleft(reversed(waiting))
 
     def _step(self) -> None:
         """One forward pass over every busy slot, then each request's sampling."""
@@ -316,6 +331,20 @@ class BatchEngine:
                 self._release(slot, EngineStopped("the engine was stopped while the request ran"))
         for _, _, _, fut in calls:
             fut.cancel()
+
+
+# Fewer shared tokens than this are evaluated again rather than waited for: waiting costs the
+# request at least one step of latency.
+_WAIT_MIN = 16
+
+
+def _in_flight_prefix(slot: _Slot, prompt: list[int]) -> int:
+    """The prefix ``slot`` will share with ``prompt`` once it has evaluated the rest of its own
+    prompt (0 for a slot that is not reading a prompt)."""
+    job = slot.job
+    if job is None or job.request.tokens or len(slot.pending) < 2:
+        return 0
+    return _common_prefix(slot.cached + slot.pending, prompt)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
