@@ -150,6 +150,7 @@ struct KQuantGroups {
     static constexpr int64_t kQs = 64 + 3 * 64, kQh = kQs + 2048;
     static constexpr int kFlush = Q5 ? 4 : 8;  // chunks whose int16 sums fit
     static constexpr bool kDecode = true;      // decode: both halves in one pass (token_tiles.h)
+    static constexpr bool kFarPrefetch = true;  // and a second prefetch 16 KiB ahead (token_tiles.h)
 
     template <int T>
     static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
@@ -292,6 +293,7 @@ struct Q6KGroups {
     static constexpr int kTile = kGroupTile;
     static constexpr int64_t kScales = 32, kQl = kScales + 256, kQh = kQl + 2048;
     static constexpr bool kDecode = true;  // decode: both halves in one pass (token_tiles.h)
+    static constexpr bool kFarPrefetch = true; 
 
     template <int T>
     static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {

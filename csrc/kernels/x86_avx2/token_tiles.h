@@ -32,9 +32,9 @@ namespace {
 template <class K>
 constexpr bool kSuperBlocks = K::kBlockBytes > 1024;
 constexpr int64_t kSuperBlockPrefetch = 4096;
-// A one-token decode also asks for the group 16 KiB ahead with prefetcht1 (bringing it nearer
-// than L1's 4 KiB lead can, with the L1's few miss buffers): Q4_K / Q5_K 1.12-1.15x from memory
-// in lockstep on a Zen 3 (a standalone harness, 2 threads, 512 MiB; 8 and 32 KiB: 1.00-1.04x).
+// Types with `kFarPrefetch = true` also ask for the group 16 KiB ahead with prefetcht1 in a
+// one-token decode: Q4_K / Q5_K 1.12-1.15x from memory in lockstep on a Zen 3 (a standalone
+// harness, 2 threads, 512 MiB; 8 and 32 KiB: 1.00-1.04x); Q2_K / Q3_K / IQ4_XS 0.84-0.94x (gemv_ab).
 constexpr int64_t kSuperBlockFarPrefetch = 16384;
 // Decode's software prefetch lead for the 32-block types (288-544 bytes per group block), in bytes
 // of each stream: 1 KiB, a few blocks (1-6 KiB measured within noise of each other on a Zen 3).
@@ -104,6 +104,11 @@ struct HasDecode : std::false_type {};
 template <class K>
 struct HasDecode<K, std::void_t<decltype(K::kDecode)>> : std::bool_constant<K::kDecode> {};
 
+template <class K, class = void>
+struct FarPrefetch : std::false_type {};
+template <class K>
+struct FarPrefetch<K, std::void_t<decltype(K::kFarPrefetch)>> : std::bool_constant<K::kFarPrefetch> {};
+
 template <class K>
 void gemv_both(const uint8_t* w, int64_t nb, const void* x, float* y, int rows) {
     using Act = typename K::Act;
@@ -113,8 +118,9 @@ void gemv_both(const uint8_t* w, int64_t nb, const void* x, float* y, int rows) 
         const uint8_t* blk = w + b * K::kBlockBytes;
         for (int64_t o = 0; o < K::kBlockBytes; o += 64)
             _mm_prefetch(reinterpret_cast<const char*>(blk + kSuperBlockPrefetch + o), _MM_HINT_T0);
-        for (int64_t o = 0; o < K::kBlockBytes; o += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(blk + kSuperBlockFarPrefetch + o), _MM_HINT_T1);
+        if constexpr (FarPrefetch<K>::value)
+            for (int64_t o = 0; o < K::kBlockBytes; o += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(blk + kSuperBlockFarPrefetch + o), _MM_HINT_T1);
         K::decode(blk, static_cast<const Act*>(x) + b, acc);
     }
     float out[16];
