@@ -33,8 +33,9 @@ template <class K>
 constexpr bool kSuperBlocks = K::kBlockBytes > 1024;
 constexpr int64_t kSuperBlockPrefetch = 4096;
 // Types with `kFarPrefetch = true` also ask for the group 16 KiB ahead with prefetcht1 in a
-// one-token decode: Q4_K / Q5_K 1.12-1.15x from memory in lockstep on a Zen 3 (a standalone
-// harness, 2 threads, 512 MiB; 8 and 32 KiB: 1.00-1.04x); Q2_K / Q3_K / IQ4_XS 0.84-0.94x (gemv_ab).
+// one-token decode. Measured in lockstep on a Zen 3 at load 8-10 (noisy; 2 threads, 512 MiB):
+// Q4_K / Q5_K 1.12-1.15x in a standalone harness (8 and 32 KiB ahead: 1.00-1.04x; two groups
+// at once: 0.78-1.04x), Q6_K 1.08x (gemv_ab), Q2_K / Q3_K / IQ4_XS 0.84-0.94x (gemv_ab: left out).
 constexpr int64_t kSuperBlockFarPrefetch = 16384;
 // Decode's software prefetch lead for the 32-block types (288-544 bytes per group block), in bytes
 // of each stream: 1 KiB, a few blocks (1-6 KiB measured within noise of each other on a Zen 3).
