@@ -106,6 +106,19 @@ inline __m256i bcast32(const void* p) {
     __builtin_memcpy(&v, p, 4);
     return _mm256_set1_epi32(v);
 }
+// x shifted left by S bits (right by -S) in 16-bit lanes; S is a constant, so an immediate shift.
+template <int S>
+inline __m256i shift16(__m256i x) {
+    if constexpr (S > 0) return _mm256_slli_epi16(x, S);
+    else if constexpr (S < 0) return _mm256_srli_epi16(x, -S);
+    else return x;
+}
+// x unchanged, held in a register at this point: an integer sum pinned after each add, so GCC
+// cannot reassociate a run of adds into a tree (which needs more live registers than AVX2 has).
+inline __m256i keep_in_register(__m256i x) {
+    __asm__("" : "+x"(x));
+    return x;
+}
 // pshufb control: byte k of each int32 lane zero-extended into both of its int16 halves, (b_k, b_k)
 // as int16 for pmaddwd (one instruction instead of shift, mask, shift and or).
 inline __m256i byte_pair_ctrl(int k) {
@@ -137,6 +150,7 @@ struct KQuantGroups {
     static constexpr int64_t kQs = 64 + 3 * 64, kQh = kQs + 2048;
     static constexpr int kFlush = Q5 ? 4 : 8;  // chunks whose int16 sums fit
     static constexpr bool kDecode = true;      // decode: both halves in one pass (token_tiles.h)
+    static constexpr bool kFarPrefetch = true;  // and a second prefetch 16 KiB ahead (token_tiles.h)
 
     template <int T>
     static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
@@ -202,58 +216,69 @@ struct KQuantGroups {
     }
 
     // Decode (one token): both 8-row halves in one pass, so each activation piece is broadcast once
-    // for the 16 rows; the same integer sums and float expression per half as step<1>.
-    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) {
-        const __m256i m4 = _mm256_set1_epi8(0x0F), low6 = _mm256_set1_epi32(0x3f3f3f3f), low4 = _mm256_set1_epi32(0x0f0f0f0f);
-        const __m256i low2 = _mm256_set1_epi32(0x03030303);
-        __m256i sc[2][2], mn[2][2];
-        for (int h = 0; h < 2; ++h) {
-            const __m256i w0 = load256(g + 64 + 32 * h), w1 = load256(g + 128 + 32 * h), w2 = load256(g + 192 + 32 * h);
-            sc[h][0] = _mm256_and_si256(w0, low6);
-            sc[h][1] = _mm256_or_si256(_mm256_and_si256(w2, low4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), low2), 4));
-            mn[h][0] = _mm256_and_si256(w1, low6);
-            mn[h][1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4),
-                                       _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), low2), 4));
-        }
-        __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-        for (int p = 0; p < 4; ++p) {
-            __m256i lo16[2], hi16[2];
-            lo16[0] = hi16[0] = lo16[1] = hi16[1] = _mm256_setzero_si256();
+    // for the 16 rows; the same integer sums and float expression per half as step<1>. Pair p is a
+    // template argument so the fifth bits' shifts are immediates (a run-time p compiled to branches
+    // and shifts by a register), and each int16 sum is pinned after its add (keep_in_register):
+    // GCC otherwise reassociates the 8 chunks' sums into trees and spills them, 1.3-1.6x slower
+    // from L2 on a Zen 3.
+    template <int P>
+    static inline void decode_pair(const uint8_t* g, const int8_t* aq, const __m256i (&sc)[2][2], __m256i (&sumi)[2]) {
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+        __m256i lo16[2], hi16[2];
+        lo16[0] = hi16[0] = lo16[1] = hi16[1] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-            for (int c = 0; c < 8; ++c) {
-                const __m256i al = bcast32(a->qs + 64 * p + 4 * c), ah = bcast32(a->qs + 64 * p + 32 + 4 * c);
+        for (int c = 0; c < 8; ++c) {
+            const __m256i al = bcast32(aq + 64 * P + 4 * c), ah = bcast32(aq + 64 * P + 32 + 4 * c);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; ++h) {
+                const __m256i raw = load256(g + kQs + (P * 8 + c) * 64 + 32 * h);
+                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                if constexpr (Q5) {  // fifth bits: bit 2P of qh for sub-block 2P, bit 2P + 1 for 2P + 1, to bit 4
+                    const __m256i qh = load256(g + kQh + c * 64 + 32 * h), b4 = _mm256_set1_epi8(0x10);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(shift16<4 - 2 * P>(qh), b4));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(shift16<3 - 2 * P>(qh), b4));
+                }
+                lo16[h] = keep_in_register(_mm256_add_epi16(lo16[h], _mm256_maddubs_epi16(lo, al)));
+                hi16[h] = keep_in_register(_mm256_add_epi16(hi16[h], _mm256_maddubs_epi16(hi, ah)));
+            }
+            if ((c + 1) % kFlush == 0) {
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; ++h) {
-                    const __m256i raw = load256(g + kQs + (p * 8 + c) * 64 + 32 * h);
-                    __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                    if constexpr (Q5) {
-                        const __m256i qh = load256(g + kQh + c * 64 + 32 * h), b4 = _mm256_set1_epi8(0x10);
-                        const int j = 2 * p;
-                        lo = _mm256_or_si256(lo, _mm256_and_si256(j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4), b4));
-                        hi = _mm256_or_si256(hi, _mm256_and_si256(j + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - j) : _mm256_srli_epi16(qh, j - 3), b4));
-                    }
-                    lo16[h] = _mm256_add_epi16(lo16[h], _mm256_maddubs_epi16(lo, al));
-                    hi16[h] = _mm256_add_epi16(hi16[h], _mm256_maddubs_epi16(hi, ah));
-                }
-                if ((c + 1) % kFlush == 0) {
-#pragma GCC unroll 2
-                    for (int h = 0; h < 2; ++h) {
-                        const __m256i s_lo = _mm256_shuffle_epi8(sc[h][p / 2], byte_pair_ctrl(2 * (p % 2)));
-                        const __m256i s_hi = _mm256_shuffle_epi8(sc[h][p / 2], byte_pair_ctrl(2 * (p % 2) + 1));
-                        sumi[h] = _mm256_add_epi32(sumi[h], _mm256_add_epi32(_mm256_madd_epi16(lo16[h], s_lo), _mm256_madd_epi16(hi16[h], s_hi)));
-                        lo16[h] = hi16[h] = _mm256_setzero_si256();
-                    }
+                    const __m256i s_lo = _mm256_shuffle_epi8(sc[h][P / 2], byte_pair_ctrl(2 * (P % 2)));
+                    const __m256i s_hi = _mm256_shuffle_epi8(sc[h][P / 2], byte_pair_ctrl(2 * (P % 2) + 1));
+                    sumi[h] = _mm256_add_epi32(sumi[h], _mm256_add_epi32(_mm256_madd_epi16(lo16[h], s_lo), _mm256_madd_epi16(hi16[h], s_hi)));
+                    lo16[h] = hi16[h] = _mm256_setzero_si256();
                 }
             }
         }
+    }
+
+    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) {
+        const __m256i low6 = _mm256_set1_epi32(0x3f3f3f3f), low4 = _mm256_set1_epi32(0x0f0f0f0f);
+        const __m256i low2 = _mm256_set1_epi32(0x03030303);
+        __m256i sc[2][2];  // the 12-byte scale fields of each half's 8 rows: sc0..3, sc4..7
+        for (int h = 0; h < 2; ++h) {
+            const __m256i w0 = load256(g + 64 + 32 * h), w2 = load256(g + 192 + 32 * h);
+            sc[h][0] = _mm256_and_si256(w0, low6);
+            sc[h][1] = _mm256_or_si256(_mm256_and_si256(w2, low4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), low2), 4));
+        }
+        __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        decode_pair<0>(g, a->qs, sc, sumi);
+        decode_pair<1>(g, a->qs, sc, sumi);
+        decode_pair<2>(g, a->qs, sc, sumi);
+        decode_pair<3>(g, a->qs, sc, sumi);
         __m256i bp[4];
         min_pairs(a, bp);
         const __m256i even = _mm256_set1_epi32(0x00ff00ff);
         const __m256 ad = _mm256_set1_ps(a->d);
-        for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < 2; ++h) {  // the mins m0..3, m4..7 (decoded after the sums: fewer live registers)
+            const __m256i w1 = load256(g + 128 + 32 * h), w2 = load256(g + 192 + 32 * h);
+            const __m256i mn0 = _mm256_and_si256(w1, low6);
+            const __m256i mn1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4),
+                                                _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), low2), 4));
             const __m256i summ = _mm256_add_epi32(
-                _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(mn[h][0], even), bp[0]), _mm256_madd_epi16(_mm256_srli_epi16(mn[h][0], 8), bp[1])),
-                _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(mn[h][1], even), bp[2]), _mm256_madd_epi16(_mm256_srli_epi16(mn[h][1], 8), bp[3])));
+                _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(mn0, even), bp[0]), _mm256_madd_epi16(_mm256_srli_epi16(mn0, 8), bp[1])),
+                _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(mn1, even), bp[2]), _mm256_madd_epi16(_mm256_srli_epi16(mn1, 8), bp[3])));
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
             const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * h)));
             const __m256 v = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[h])), _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(summ)));
@@ -268,6 +293,7 @@ struct Q6KGroups {
     static constexpr int kTile = kGroupTile;
     static constexpr int64_t kScales = 32, kQl = kScales + 256, kQh = kQl + 2048;
     static constexpr bool kDecode = true;  // decode: both halves in one pass (token_tiles.h)
+    static constexpr bool kFarPrefetch = true; 
 
     template <int T>
     static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
@@ -341,8 +367,8 @@ struct Q6KGroups {
                         const __m256i hb = odd ? _mm256_srli_epi16(bits, 2) : _mm256_slli_epi16(bits, 2);
                         const __m256i qa = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_and_si256(ha, m30));
                         const __m256i qb = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_and_si256(hb, m30));
-                        a16[h] = _mm256_add_epi16(a16[h], _mm256_maddubs_epi16(qa, xa));
-                        b16[h] = _mm256_add_epi16(b16[h], _mm256_maddubs_epi16(qb, xb));
+                        a16[h] = keep_in_register(_mm256_add_epi16(a16[h], _mm256_maddubs_epi16(qa, xa)));
+                        b16[h] = keep_in_register(_mm256_add_epi16(b16[h], _mm256_maddubs_epi16(qb, xb)));
                     }
                 }
 #pragma GCC unroll 2

@@ -32,6 +32,11 @@ namespace {
 template <class K>
 constexpr bool kSuperBlocks = K::kBlockBytes > 1024;
 constexpr int64_t kSuperBlockPrefetch = 4096;
+// Types with `kFarPrefetch = true` also ask for the group 16 KiB ahead with prefetcht1 in a
+// one-token decode. Measured in lockstep on a Zen 3 at load 8-10 (noisy; 2 threads, 512 MiB):
+// Q4_K / Q5_K 1.12-1.15x in a standalone harness (8 and 32 KiB ahead: 1.00-1.04x; two groups
+// at once: 0.78-1.04x), Q6_K 1.08x (gemv_ab), Q2_K / Q3_K / IQ4_XS 0.84-0.94x (gemv_ab: left out).
+constexpr int64_t kSuperBlockFarPrefetch = 16384;
 // Decode's software prefetch lead for the 32-block types (288-544 bytes per group block), in bytes
 // of each stream: 1 KiB, a few blocks (1-6 KiB measured within noise of each other on a Zen 3).
 constexpr int64_t kPrefetchLead = 1024;
@@ -100,6 +105,11 @@ struct HasDecode : std::false_type {};
 template <class K>
 struct HasDecode<K, std::void_t<decltype(K::kDecode)>> : std::bool_constant<K::kDecode> {};
 
+template <class K, class = void>
+struct FarPrefetch : std::false_type {};
+template <class K>
+struct FarPrefetch<K, std::void_t<decltype(K::kFarPrefetch)>> : std::bool_constant<K::kFarPrefetch> {};
+
 template <class K>
 void gemv_both(const uint8_t* w, int64_t nb, const void* x, float* y, int rows) {
     using Act = typename K::Act;
@@ -109,6 +119,9 @@ void gemv_both(const uint8_t* w, int64_t nb, const void* x, float* y, int rows) 
         const uint8_t* blk = w + b * K::kBlockBytes;
         for (int64_t o = 0; o < K::kBlockBytes; o += 64)
             _mm_prefetch(reinterpret_cast<const char*>(blk + kSuperBlockPrefetch + o), _MM_HINT_T0);
+        if constexpr (FarPrefetch<K>::value)
+            for (int64_t o = 0; o < K::kBlockBytes; o += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(blk + kSuperBlockFarPrefetch + o), _MM_HINT_T1);
         K::decode(blk, static_cast<const Act*>(x) + b, acc);
     }
     float out[16];
