@@ -126,7 +126,7 @@ struct KQuantKernels {
 //                                 c = 0: u_0 | u_1 << 3 | (u_6 & 3) << 6
 //                                 c = 1: u_2 | u_3 << 3 | (u_7 & 3) << 6
 //                                 c = 2: u_4 | u_5 << 3 | (u_6 >> 2) << 6 | (u_7 >> 2) << 7
-//                                 (each u_m out of its vector with 2-5 AVX2 operations)
+//                                 (each u_m out of them with 1-5 AVX2 operations)
 // IQ4_XS:
 //   uint16_t d[16], scales_h[16];
 //   uint32_t scales_l[16];
