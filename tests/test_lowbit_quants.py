@@ -154,6 +154,30 @@ def test_prepared_and_raw_paths_bit_for_bit(threads, qtype, rows):
                 np.testing.assert_array_equal(raw, expected[:n], err_msg=f"{name} raw n={n}")
 
 
+@pytest.mark.parametrize("qtype", ["q2_k", "q3_k", "iq4_xs"])
+def test_prepared_under_one_variant_runs_under_another(threads, qtype):
+    """Packed groups are laid out for the variant chosen when the weight is prepared (Q3_K: AVX2
+    and AVX-512 each have their own); under any other variant the weight still gives the scalar
+    reference's bits (from its source bytes where the layouts differ), alone and in matmul_many."""
+    rng = np.random.default_rng(21)
+    k, rows = 512, 35
+    data = random_blocks(qtype, rows, k // TYPES[qtype][0], rng)
+    x = rng.standard_normal((9, k)).astype(np.float32)
+    with using_isa("scalar"):
+        expected = llamix.matmul(x, QuantizedTensor.from_bytes(data, qtype, (rows, k)))
+    other = llamix.quantize(rng.standard_normal((24, k)).astype(np.float32), "q4_k")
+    for packed_for in _C.available_isas():
+        with using_isa(packed_for):
+            w = QuantizedTensor.from_bytes(data, qtype, (rows, k))
+            w.prepared()
+        for run_on in _C.available_isas():
+            with using_isa(run_on):
+                for n in (1, 9):
+                    msg = f"packed for {packed_for}, run on {run_on}, n={n}"
+                    np.testing.assert_array_equal(llamix.matmul(x[:n], w), expected[:n], err_msg=msg)
+                    np.testing.assert_array_equal(llamix.matmul_many(x[:n], [w, other])[0], expected[:n], err_msg=msg)
+
+
 @pytest.mark.parametrize("n", [1, 9])
 def test_matmul_many_mixes_the_new_types(isa, threads, n):
     """A Q3_K_M-style layer mixes types (Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL ...) on the same x: each

@@ -73,7 +73,10 @@ void pack_q6_K(const block_q6_K& x, int r, uint8_t* dst) {
 
 }  // namespace
 
-void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst) {
+int kquant_pack_layout(QType t) { return t == QType::Q3_K ? int(kernels().kquant.q3_K_layout) : 0; }
+
+void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst,
+                       int layout) {
     const int64_t group_bytes = kquant_group_block_bytes(t);
     if (group_bytes == 0) throw std::invalid_argument("pack_group_kquant: not a packed K-quant family type");
     const int64_t block_bytes = group_bytes / kGroupRows;
@@ -86,7 +89,7 @@ void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows,
                 continue;
             }
             if (t == QType::Q2_K || t == QType::Q3_K || t == QType::IQ4_XS) {
-                pack_lowbit_kquant(t, blk, r, dst);
+                pack_lowbit_kquant(t, blk, r, dst, Q3KLayout(layout));
                 continue;
             }
             // Q4_K and Q5_K share d, dmin and scales; Q5_K adds qh before qs

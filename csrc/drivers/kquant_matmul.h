@@ -10,8 +10,13 @@ namespace llamix {
 // Bytes per packed super-block of 16 rows, or 0 if `t` has no packed form.
 int64_t kquant_group_block_bytes(QType t);
 // Repack `rows` (<= 16) source rows (row_bytes apart) of Q4_K / Q5_K / Q6_K into one group of
-// nsb super-blocks; missing rows are zero (their results are never stored).
-void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst);
+// nsb super-blocks; missing rows are zero (their results are never stored). `layout`: the
+// variant's (kquant_pack_layout), which prepare_weight records with the packed bytes.
+void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst,
+                       int layout = 0);
+// The packed layout the chosen variant's group kernel reads for t (0 unless it has several:
+// Q3_K's Q3KLayout). A weight packed with another is multiplied from its source bytes.
+int kquant_pack_layout(QType t);
 
 // The threaded matmul for K-quant weights (drivers/kquant_matmul.cpp): quantize the activations
 // to Q8_K once, then fixed-size row tasks. x: (n, k), w: (rows, k) of type wtype, y: (n, rows).

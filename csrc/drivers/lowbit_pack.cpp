@@ -46,6 +46,27 @@ void pack_q3_K(const block_q3_K& x, int r, uint8_t* dst) {
             }
 }
 
+// Q3KLayout::triples (kernels/kquant.h): the 3-bit quants u whole, 8 of a row's byte position
+// in 3 bytes (u_6 and u_7 split between them).
+void pack_q3_K_triples(const block_q3_K& x, int r, uint8_t* dst) {
+    std::memcpy(dst + 2 * r, &x.d, 2);
+    for (int i = 0; i < 3; ++i) std::memcpy(dst + 2 * R + (i * R + r) * 4, x.scales + 4 * i, 4);
+    uint8_t* q3 = dst + 2 * R + 12 * R;
+    const int h = r / 8;
+    for (int p = 0; p < 8; ++p)
+        for (int i = 0; i < 4; ++i) {
+            int u[8];
+            for (int m = 0; m < 8; ++m) {
+                const int e = 32 * p + 4 * m + i;
+                u[m] = two_bits(x.qs, e) | ((x.hmask[e % 32] >> (e / 32)) & 1) << 2;
+            }
+            uint8_t* b = q3 + (p * 2 + h) * 96 + 4 * (r % 8) + i;
+            b[0] = static_cast<uint8_t>(u[0] | u[1] << 3 | (u[6] & 3) << 6);
+            b[32] = static_cast<uint8_t>(u[2] | u[3] << 3 | (u[7] & 3) << 6);
+            b[64] = static_cast<uint8_t>(u[4] | u[5] << 3 | (u[6] >> 2) << 6 | (u[7] >> 2) << 7);
+        }
+}
+
 void pack_iq4_xs(const block_iq4_xs& x, int r, uint8_t* dst) {
     std::memcpy(dst + 2 * r, &x.d, 2);
     std::memcpy(dst + 2 * R + 2 * r, &x.scales_h, 2);
@@ -57,10 +78,12 @@ void pack_iq4_xs(const block_iq4_xs& x, int r, uint8_t* dst) {
 
 }  // namespace
 
-void pack_lowbit_kquant(QType t, const uint8_t* blk, int r, uint8_t* dst) {
+void pack_lowbit_kquant(QType t, const uint8_t* blk, int r, uint8_t* dst, Q3KLayout q3_layout) {
     switch (t) {
         case QType::Q2_K: return pack_q2_K(*reinterpret_cast<const block_q2_K*>(blk), r, dst);
-        case QType::Q3_K: return pack_q3_K(*reinterpret_cast<const block_q3_K*>(blk), r, dst);
+        case QType::Q3_K:
+            if (q3_layout == Q3KLayout::triples) return pack_q3_K_triples(*reinterpret_cast<const block_q3_K*>(blk), r, dst);
+            return pack_q3_K(*reinterpret_cast<const block_q3_K*>(blk), r, dst);
         case QType::IQ4_XS: return pack_iq4_xs(*reinterpret_cast<const block_iq4_xs*>(blk), r, dst);
         default: return;
     }

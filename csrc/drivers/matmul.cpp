@@ -270,6 +270,7 @@ PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t 
     const int64_t groups = ceil_div(rows, kGroupRows);
     p.packed_bytes = groups * group_bytes;
     p.packed = allocate_weight_memory(size_t(p.packed_bytes));
+    if (kquant) p.layout = kquant_pack_layout(wtype);
     uint8_t* mem = p.packed.get();
     const auto* src = static_cast<const uint8_t*>(w);
     const int64_t row_bytes = qtype_row_bytes(wtype, k);
@@ -278,7 +279,7 @@ PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t 
         const uint8_t* first = src + g * kGroupRows * row_bytes;
         uint8_t* dst = mem + g * group_bytes;
         if (kquant)
-            pack_group_kquant(wtype, first, row_bytes, rows_here, blocks, dst);
+            pack_group_kquant(wtype, first, row_bytes, rows_here, blocks, dst, p.layout);
         else
             group_packer(wtype)(first, row_bytes, rows_here, blocks, dst);
     });
@@ -287,7 +288,9 @@ PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t 
 
 void matmul_prepared(const float* x, int64_t n, const PreparedWeight& w, float* y) {
     if (n <= 0 || w.rows <= 0) return;
-    if (is_kquant(w.type)) return matmul_kquant(x, n, w.k, w.data, w.type, w.rows, y, w.packed.get());
+    if (is_kquant(w.type))  // packed groups in another variant's layout: the source bytes
+        return matmul_kquant(x, n, w.k, w.data, w.type, w.rows, y,
+                             w.layout == kquant_pack_layout(w.type) ? w.packed.get() : nullptr);
     if (is_block_type(w.type))
         matmul_blocks(x, n, w.k, w.type, w.packed.get(), static_cast<const uint8_t*>(w.data), w.rows, y);
     else
@@ -304,7 +307,7 @@ void matmul_prepared_many(const float* x, int64_t n, const PreparedWeight* const
     std::vector<KQuantGroupJob> kjobs;
     for (int i = 0; i < count; ++i) {
         const PreparedWeight& w = *ws[i];
-        if (is_kquant(w.type) && w.packed && kquant_packs(w.type))
+        if (is_kquant(w.type) && w.packed && kquant_packs(w.type) && w.layout == kquant_pack_layout(w.type))
             kjobs.push_back({w.packed.get(), w.type, w.rows, ys[i]});
         else if (is_kquant(w.type))
             matmul_kquant(x, n, k, w.data, w.type, w.rows, ys[i]);

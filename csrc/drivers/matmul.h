@@ -29,6 +29,7 @@ struct PreparedWeight {
     int64_t rows = 0, k = 0;
     std::shared_ptr<uint8_t> packed;  // interleaved groups (block types only), 64-byte aligned
     int64_t packed_bytes = 0;
+    int layout = 0;  // K-quants: the packed layout (kquant_pack_layout when packed)
 };
 
 PreparedWeight prepare_weight(const void* w, QType wtype, int64_t rows, int64_t k);

@@ -49,6 +49,10 @@ inline void kquant_scale_min(int j, const uint8_t* s, uint8_t& sc, uint8_t& m) {
 
 constexpr int kMaxTokens = 8;  // activation rows per K-quant dot call (one unpack of each super-block)
 
+// Packed Q3_K groups come in two layouts (below): `masks` for AVX-512 (high bits as mask
+// registers), `triples` for AVX2 (3-bit quants whole, in byte triples).
+enum class Q3KLayout : uint8_t { masks = 0, triples = 1 };
+
 struct KQuantKernels {
     // blocks -> (k) float32; k is a multiple of 256. Bit-exact with gguf.quants.dequantize.
     void (*dequantize_row_q4_K)(const void* x, float* y, int64_t k) = nullptr;
@@ -96,6 +100,9 @@ struct KQuantKernels {
     MatmulKernels::GemvPair gemv_pair_q2_K = nullptr;
     MatmulKernels::GemvPair gemv_pair_q3_K = nullptr;
     MatmulKernels::GemvPair gemv_pair_iq4_xs = nullptr;
+    // The packed Q3_K layout the group kernels above read (below): each ISA's own, chosen when a
+    // weight is packed; a weight packed for another layout is multiplied from its source bytes.
+    Q3KLayout q3_K_layout = Q3KLayout::masks;
 };
 
 // Packed Q2_K / Q3_K / IQ4_XS groups: kGroupRows rows per super-block, the source's bytes
@@ -111,6 +118,15 @@ struct KQuantKernels {
 //   uint64_t hmask[16][4];        sub-block j, field s: bit 4 r + i = h(16 j + 4 s + i) of row r
 //                                 (a byte mask over the qs vector of j: loaded straight into
 //                                 an AVX-512 mask register)
+// Q3_K, AVX2 (Q3KLayout::triples), with u(e) = v(e) + 4 h(e) (0..7) and, for pair p (sub-blocks
+// 2p, 2p + 1), u_m = u(32 p + 4 m + i) of row r (m = 4 jj + s: sub-block 2p + jj, field s):
+//   uint16_t d[16];
+//   uint32_t scales[3][16];       as above
+//   uint8_t  q3[8][2][3][32];     pair p, half h, vector c, byte 4 (r - 8h) + i:
+//                                 c = 0: u_0 | u_1 << 3 | (u_6 & 3) << 6
+//                                 c = 1: u_2 | u_3 << 3 | (u_7 & 3) << 6
+//                                 c = 2: u_4 | u_5 << 3 | (u_6 >> 2) << 6 | (u_7 >> 2) << 7
+//                                 (each u_m out of them with 1-5 AVX2 operations)
 // IQ4_XS:
 //   uint16_t d[16], scales_h[16];
 //   uint32_t scales_l[16];

@@ -95,7 +95,9 @@ struct IQ4NLGroups {
 // Packed Q2_K / Q3_K / IQ4_XS groups (layouts in kernels/kquant.h). A ymm holds 4 bytes of each of
 // 8 rows. Q2_K / Q3_K: unsigned quants (at most 7), pmaddubsw against a broadcast 4-byte piece, the
 // 4 pieces of a 16-element sub-block summed in int16 (at most 4 * 2 * 7 * 128), then pmaddwd by
-// (scale, scale) gives scale * dot in int32. IQ4_XS: levels looked up signed, |a| times the level
+// (scale, scale) gives scale * dot in int32; Q3_K's quants come whole out of AVX2's own byte
+// triples (Q3KLayout::triples: 19 operations per 8 vectors, where the AVX-512 layout's mask bits
+// cost 5 per vector here). IQ4_XS: levels looked up signed, |a| times the level
 // with a's sign (or |level| times a with the level's sign; pairs at most 2 * 128 * 127), pmaddwd by
 // the scale per piece. Mins and Q3_K's offset of 4 through the 16-sums; the reference's float order.
 // Scales come out of the scale words with one pshufb per sub-block (int16 pairs in an int32 lane);
@@ -110,11 +112,6 @@ inline __m256i bcast32(const void* p) {
     std::memcpy(&v, p, 4);
     return _mm256_set1_epi32(v);
 }
-inline __m256i bcast64(const void* p) {
-    int64_t v;
-    std::memcpy(&v, p, 8);
-    return _mm256_set1_epi64x(v);
-}
 inline __m256i ld(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
 // pshufb control: bytes k0 and k1 of each int32 lane (row) as its two int16 halves, zero-extended
@@ -126,15 +123,14 @@ inline __m256i pair_ctrl(int k0, int k1, bool high = false) {
     return _mm256_add_epi32(_mm256_set1_epi32(int(v)), lane);  // 0x80 + 12 still zeroes its byte
 }
 
-// 4 in byte 4 r + i of 8 rows where bit 4 r + i of the 32-bit half h of a Q3_K (j, s) high-bit
-// mask (16 rows, 64 bits, broadcast) is set
-inline __m256i high_fours(__m256i mask64, int h) {
-    const __m256i spread = _mm256_add_epi8(
-        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
-        _mm256_set1_epi8(char(4 * h)));
-    const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
-    const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(mask64, spread), bit);
-    return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(4));
+// Q3_K's quant vector u_m (m = 4 jj + s: sub-block 2p + jj, field s) out of the byte triple
+// v[0..2] of its pair p and half (Q3KLayout::triples, kernels/kquant.h): an and, a shift and an
+// and, or (u_6, u_7) both halves of the value merged with an or.
+inline __m256i triple_quants(const __m256i* v, int m) {
+    const __m256i m7 = _mm256_set1_epi8(7), m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+    if (m < 6) return _mm256_and_si256(m % 2 ? _mm256_srli_epi16(v[m / 2], 3) : v[m / 2], m7);
+    return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v[m - 6], 6), m3),
+                           _mm256_and_si256(_mm256_srli_epi16(v[2], m - 2), m4));
 }
 
 template <bool Q3>
@@ -143,7 +139,12 @@ struct Q2Q3Groups {
     static constexpr int64_t kBlockBytes = Q3 ? kQ3KGroupBlockBytes : kQ2KGroupBlockBytes;
     static constexpr int kTile = 8;  // GEMM tiles unpack a half once into L1: more tokens cost no registers
     static constexpr bool kDecode = true;  // decode: both halves in one pass (token_tiles.h)
-    static constexpr int64_t kQs = Q3 ? 32 + 192 : 64 + 256, kHm = 32 + 192 + 1024;
+    static constexpr int64_t kQs = Q3 ? 32 + 192 : 64 + 256;  // Q3_K: the byte triples (AVX2's layout)
+
+    // Q3_K: the byte triple of pair p, half h
+    static inline void triple(const uint8_t* g, int p, int h, __m256i v[3]) {
+        for (int c = 0; c < 3; ++c) v[c] = ld(g + kQs + 96 * (2 * p + h) + 32 * c);
+    }
 
     // Byte b of word i: sub-block 4 i + b's scale; Q2_K: 0..15 in sc, 16 * min in mn; Q3_K: sc - 32 (signed).
     static inline void words(const uint8_t* g, int h, __m256i sc[4], __m256i mn[4]) {
@@ -204,7 +205,6 @@ struct Q2Q3Groups {
         static_assert(T == 1 || H == 1, "GEMM tiles are one half at a time");
         __m256i sc[H][4], mn[H][4], sumi[H][T];
         for (int h = 0; h < H; ++h) words(g, h0 + h, sc[h], mn[h]);
-        const uint8_t* hm = g + kHm;
         if constexpr (T > 1) {
             // The half's quants and scales unpacked once into L1, then 4 tokens at a time (unpacking
             // in registers for a 4-token tile spilled: 16 ymm)
@@ -215,12 +215,17 @@ struct Q2Q3Groups {
 #pragma GCC unroll 4
                 for (int jj = 0; jj < 4; ++jj) {
                     const int j = 4 * q + jj;
-                    const __m256i raw = ld(g + kQs + 64 * j + 32 * h0);
+                    if constexpr (Q3) {
+                        if (jj % 2 == 0) {  // the pair of sub-blocks j, j + 1
+                            __m256i v[3];
+                            triple(g, j / 2, h0, v);
+#pragma GCC unroll 8
+                            for (int m = 0; m < 8; ++m) ub[j + m / 4][m % 4] = triple_quants(v, m);
+                        }
+                    } else {
+                        const __m256i raw = ld(g + kQs + 64 * j + 32 * h0);
 #pragma GCC unroll 4
-                    for (int s = 0; s < 4; ++s) {
-                        __m256i u = field(raw, s);
-                        if constexpr (Q3) u = _mm256_or_si256(u, high_fours(bcast64(hm + 32 * j + 8 * s), h0));
-                        ub[j][s] = u;
+                        for (int s = 0; s < 4; ++s) ub[j][s] = field(raw, s);
                     }
                     sb[j] = _mm256_shuffle_epi8(wq, pair_ctrl(jj, jj, Q3));  // Q3_K: 256 (sc - 32)
                 }
@@ -228,18 +233,26 @@ struct Q2Q3Groups {
             dots<T>(ub, sb, a, sumi[0]);
         } else {
             for (int h = 0; h < H; ++h) sumi[h][0] = _mm256_setzero_si256();
+            __m256i v[H][3];  // Q3_K: the byte triples of the current pair of sub-blocks
 #pragma GCC unroll 16
             for (int j = 0; j < 16; ++j) {
                 __m256i raw[H], acc[H];
-                for (int h = 0; h < H; ++h) raw[h] = ld(g + kQs + 64 * j + 32 * (h0 + h));
+                for (int h = 0; h < H; ++h) {
+                    if constexpr (Q3) {
+                        if (j % 2 == 0) triple(g, j / 2, h0 + h, v[h]);
+                    } else {
+                        raw[h] = ld(g + kQs + 64 * j + 32 * (h0 + h));
+                    }
+                }
 #pragma GCC unroll 4
                 for (int s = 0; s < 4; ++s) {  // each activation piece broadcast once for the H halves
                     const __m256i x = bcast32(a[0]->qs + 16 * j + 4 * s);
-                    __m256i m64;
-                    if constexpr (Q3) m64 = bcast64(hm + 32 * j + 8 * s);
                     for (int h = 0; h < H; ++h) {
-                        __m256i u = field(raw[h], s);
-                        if constexpr (Q3) u = _mm256_or_si256(u, high_fours(m64, h0 + h));
+                        __m256i u;
+                        if constexpr (Q3)
+                            u = triple_quants(v[h], 4 * (j % 2) + s);
+                        else
+                            u = field(raw[h], s);
                         const __m256i p = _mm256_maddubs_epi16(u, x);
                         acc[h] = s ? _mm256_add_epi16(acc[h], p) : p;
                     }
@@ -372,6 +385,7 @@ void fill_lowbit_avx2(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     k.gemm_q2_K_groups = gemm_q8K<Q2Q3Groups<false>>;
     k.gemm_q3_K_groups = gemm_q8K<Q2Q3Groups<true>>;
     k.gemm_iq4_xs_groups = gemm_q8K<IQ4XSGroups>;
+    k.q3_K_layout = Q3KLayout::triples;
 }
 
 }  // namespace llamix

@@ -23,6 +23,7 @@ void fill_lowbit_avx512(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     k.gemm_q2_K_groups = avx512::lowbit_groups<avx512::Q2Tile>;
     k.gemm_q3_K_groups = avx512::lowbit_groups<avx512::Q3Tile>;
     k.gemm_iq4_xs_groups = avx512::lowbit_groups<avx512::IQ4XSTile>;
+    k.q3_K_layout = Q3KLayout::masks;  // its own layout, not AVX2's
     avx512::fill_gemv_pairs(m, k);
     if (cpu_features().avx512vbmi && cpu_features().gfni) avx512::fill_lowbit_groups_vbmi(m, k);
 }
