@@ -8,8 +8,14 @@ u_i = x_i / |x_i|; start from the normalized mean of the units; repeat up to max
 along the geodesic by the weighted mean of the log maps sum_i w_i theta_i / sin(theta_i)
 (u_i - cos(theta_i) m) (units within tol of m skipped), renormalize, stop once that step's norm is
 below tol; out = (sum_i |x_i| / N) m. Inputs whose norm is below tol are left out of the mean.
-The norms are torch's float32 norms, reproduced; the dots (mergekit: torch.dot, an MKL call whose
-order depends on its threads) are accurate sums. The running mean is the one tensor-sized buffer.
+The norms are torch's float32 norms, reproduced; the other scalars come from the inputs' Gram
+matrix: every vector of the iteration is a combination of the units, so the dots with the running
+mean and the norms of the mean and the tangent are quadratic forms of G_ij = <x_i, x_j> (accurate
+double sums) in N coefficients, iterated once per tensor; mergekit takes them from its float32
+vectors (its dots with torch.dot, an MKL call whose order depends on its threads). A second pass
+then replays mergekit's float32 element-wise steps (units, starting mean, every tangent and
+geodesic step, the scale) with those scalars on one block of elements at a time: two passes over
+the inputs as stored, no tensor-sized buffer.
 """
 from __future__ import annotations
 
