@@ -6,7 +6,7 @@
 // of the whole tensor make several passes over their inputs instead of holding task vectors in
 // memory: Multi-SLERP and Arcee Fusion over the inputs as stored, mapped once per tensor when they
 // fit the cache budget (merge_memory.h), the others read again from the files chunk by chunk; the
-// Karcher mean makes two passes (norms and Gram matrix, then the element-wise replay).
+// Karcher mean makes one pass per iteration (its dots and tangent norms come from the Gram matrix).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -517,11 +517,13 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     for (size_t j = 0; j < valid.size(); ++j) alpha_sum += alpha;
     const float a_norm = float(alpha / alpha_sum);  // every valid model has the same normalized weight
 
-    // The iteration's scalars, from coefficients: every vector mergekit forms lies in the span of
-    // the units u_i = x_i / |x_i|, so the running mean is sum_i a_i u_i, and its dots with the units
-    // and the norms of the mean and the tangent are quadratic forms of the unit Gram matrix
-    // Gu = G / (|x_i| |x_j|) (double). Mergekit takes them from float32 vectors whose elements carry
-    // its roundings; these are the values those roundings perturb (docs/MERGING.md).
+    // The running mean is kept as float32 elements (mergekit's roundings) and, beside them, as
+    // coefficients a over the units u_i = x_i / |x_i|: every vector mergekit forms is a combination
+    // of the units, so the dots <m, u_i> = (Gu a)_i and the tangent's norm |sum_i b_i u_i| =
+    // sqrt(b^T Gu b) come from the unit Gram matrix Gu = G / (|x_i| |x_j|) (double) without a pass.
+    // The norms of the mean, which scale every element, are torch's float32 norms of the float32
+    // mean (one pass per iteration, fused with the step); a tracks them, so it carries the same
+    // departures from |m| = 1 that keep mergekit's tangent above tol on large tensors.
     const size_t V = valid.size();
     std::vector<double> Gu(V * V);
     for (size_t p = 0; p < V; ++p)
@@ -538,23 +540,58 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         }
         return float(std::sqrt(std::max(s, 0.0)));
     };
-    struct Step {
-        std::vector<float> dot, coef;  // per valid model; coef 0: skipped (theta < tol)
-        std::vector<char> use;
-        float tn, cos_tn, sin_tn, unit_norm;  // unit_norm 0: not renormalized
+    Scratch scratch(int(V) + 2, kL1Block);  // units, tangent, temporary
+    const int TAN = int(V), TMP = int(V) + 1;
+    auto units = [&](const std::vector<float*>& u, int64_t off, int64_t len) {
+        for (size_t p = 0; p < V; ++p) {
+            const int v = valid[p];
+            load_work(c, x[size_t(v)], off, len, u[p]);
+            if (norms[size_t(v)] == 0.0f) std::fill(u[p], u[p] + len, 0.0f);
+            else K.div(u[p], norms[size_t(v)], len);
+        }
     };
-    std::vector<Step> steps;
+    // pass(f): f(off, len, units, mean block, th) on each L1 block, then the task's mean chunk fed to
+    // the torch-order norm nm (when given)
+    BufferPool::Lease mean_mem;
+    mean_mem.take(size_t(n) * 4);
+    float* const mean = mean_mem.data();
+    auto pass = [&](TorchNorm* nm, auto&& f) {
+        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) {
+            if (nm) nm->feed(v[0], len);
+        });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
+            const std::vector<float*> u = buffers(scratch, th, 0, int(V));
+            const int64_t begin = tl.begin(task), end = begin + tl.size(task);
+            for (int64_t off = begin; off < end; off += kL1Block) {
+                const int64_t len = std::min(kL1Block, end - off);
+                units(u, off, len);
+                f(off, len, u, mean + off, th);
+            }
+            io.put_stable(task, mean + begin, end - begin);
+        }));
+        io.finish();
+    };
+    // The starting mean: the weighted sum of the valid units, and its norm.
+    TorchNorm mn(n);
+    pass(&mn, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+        std::fill(m, m + len, 0.0f);
+        for (size_t p = 0; p < V; ++p) K.lincomb2(m, m, 1.0f, u[p], a_norm, 1.0f, len);  // m + a u, two roundings
+    });
     std::vector<double> a(V, double(a_norm)), b(V);
-    const float mean_norm = qnorm(a);
-    const bool from_first = double(mean_norm) < tol;  // the units cancel: start from the first valid one
-    if (from_first) {
+    float pending = mn.result();  // divide the mean by this before its next use (0: nothing to do)
+    if (double(pending) < tol) {  // the units cancel: start from the first valid one
+        pass(nullptr, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+            std::memcpy(m, u[0], size_t(len) * 4);
+        });
         std::fill(a.begin(), a.end(), 0.0);
         a[0] = 1.0;
+        pending = 0.0f;
     } else {
-        for (double& v : a) v /= double(mean_norm);
+        for (double& v : a) v /= double(pending);
     }
+    std::vector<float> dot(V), coef(V);
+    std::vector<char> use(V);
     for (int it = 0; it < max_iter; ++it) {
-        Step st{std::vector<float>(V), std::vector<float>(V), std::vector<char>(V), 0.0f, 0.0f, 0.0f, 0.0f};
         bool any = false;
         std::fill(b.begin(), b.end(), 0.0);
         for (size_t p = 0; p < V; ++p) {
@@ -562,71 +599,55 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
             for (size_t q = 0; q < V; ++q) sd += Gu[p * V + q] * a[q];
             const float d = std::min(1.0f, std::max(-1.0f, float(sd)));
             const float theta = std::acos(d);
-            st.dot[p] = d;
-            st.use[p] = !(double(theta) < tol);
-            st.coef[p] = float(alpha / alpha_sum) * (theta / std::sin(theta));
-            if (!st.use[p]) continue;
+            dot[p] = d;
+            use[p] = !(double(theta) < tol);
+            coef[p] = float(alpha / alpha_sum) * (theta / std::sin(theta));
+            if (!use[p]) continue;
             any = true;
-            b[p] += double(st.coef[p]);
-            for (size_t q = 0; q < V; ++q) b[q] -= double(st.coef[p]) * double(d) * a[q];
+            b[p] += double(coef[p]);
+            for (size_t q = 0; q < V; ++q) b[q] -= double(coef[p]) * double(d) * a[q];
         }
         report.iterations = it + 1;
         if (!any) break;  // tangent = 0: its norm is below tol
-        st.tn = qnorm(b);
-        if (double(st.tn) < tol) break;
-        st.cos_tn = std::cos(st.tn);
-        st.sin_tn = std::sin(st.tn);
-        for (size_t p = 0; p < V; ++p)
-            a[p] = double(st.cos_tn) * a[p] + double(st.sin_tn) / double(st.tn) * b[p];
-        const float un = qnorm(a);
-        if (double(un) > tol) {
-            st.unit_norm = un;
-            for (double& v : a) v /= double(un);
-        }
-        steps.push_back(std::move(st));
+        const float tn = qnorm(b);
+        if (double(tn) < tol) break;
+        const float cos_tn = std::cos(tn), sin_tn = std::sin(tn);
+        // one pass: the pending division, the tangent, the step along the geodesic, the new norm
+        TorchNorm un(n);
+        const float div = pending;
+        pass(&un, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int th) {
+            float* tan = scratch.get(th, TAN);
+            float* tmp = scratch.get(th, TMP);
+            if (div != 0.0f) K.div(m, div, len);
+            std::fill(tan, tan + len, 0.0f);
+            for (size_t p = 0; p < V; ++p) {
+                if (!use[p]) continue;
+                K.lincomb2(tmp, u[p], 1.0f, m, -dot[p], 1.0f, len);
+                K.lincomb2(tan, tan, 1.0f, tmp, coef[p], 1.0f, len);  // tan + coef tmp, two roundings
+            }
+            K.div(tan, tn, len);
+            K.lincomb2(m, m, cos_tn, tan, sin_tn, 1.0f, len);
+        });
+        const float unit_norm = un.result();
+        pending = double(unit_norm) > tol ? unit_norm : 0.0f;
+        for (size_t p = 0; p < V; ++p) a[p] = double(cos_tn) * a[p] + double(sin_tn) / double(tn) * b[p];
+        if (pending != 0.0f)
+            for (double& v : a) v /= double(pending);
     }
     // scale = sum_m alpha * |x_m| over every model, in float32 and in order (a Python sum)
     float scale = 0.0f;
     for (int m = 0; m < N; ++m) scale = scale + float(alpha) * norms[size_t(m)];
-
-    // Pass 2: mergekit's float32 element-wise steps with those scalars, every iteration on one
-    // L1 block at a time: units, the starting mean, per iteration the tangent and the geodesic
-    // step, then the scale.
-    Scratch scratch(int(V) + 3, kL1Block);  // units, mean, tangent, temporary
-    const int MEAN = int(V), TAN = int(V) + 1, TMP = int(V) + 2;
+    const float div = pending;
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        const std::vector<float*> u = buffers(scratch, th, 0, int(V));
-        float* m = scratch.get(th, MEAN);
-        float* tan = scratch.get(th, TAN);
-        float* tmp = scratch.get(th, TMP);
-        for (int64_t off = tl.begin(task), end = off + tl.size(task); off < end; off += kL1Block) {
-            const int64_t len = std::min(kL1Block, end - off);
-            for (size_t p = 0; p < V; ++p) {
-                const int v = valid[p];
-                load_work(c, x[size_t(v)], off, len, u[p]);
-                if (norms[size_t(v)] == 0.0f) std::fill(u[p], u[p] + len, 0.0f);
-                else K.div(u[p], norms[size_t(v)], len);
-            }
-            if (from_first) {
-                std::memcpy(m, u[0], size_t(len) * 4);
-            } else {
-                std::fill(m, m + len, 0.0f);
-                for (size_t p = 0; p < V; ++p) K.lincomb2(m, m, 1.0f, u[p], a_norm, 1.0f, len);  // m + a u, two roundings
-                K.div(m, mean_norm, len);
-            }
-            for (const Step& st : steps) {
-                std::fill(tan, tan + len, 0.0f);
-                for (size_t p = 0; p < V; ++p) {
-                    if (!st.use[p]) continue;
-                    K.lincomb2(tmp, u[p], 1.0f, m, -st.dot[p], 1.0f, len);
-                    K.lincomb2(tan, tan, 1.0f, tmp, st.coef[p], 1.0f, len);  // tan + coef tmp, two roundings
-                }
-                K.div(tan, st.tn, len);
-                K.lincomb2(m, m, st.cos_tn, tan, st.sin_tn, 1.0f, len);
-                if (st.unit_norm != 0.0f) K.div(m, st.unit_norm, len);
-            }
-            K.scale(m, scale, len);
-            store_out(c, m, out, off, len);
+        const int64_t len = tl.size(task);
+        float* m = mean + tl.begin(task);
+        float* res = scratch.get(th, TMP);
+        for (int64_t o = 0; o < len; o += kL1Block) {
+            const int64_t l = std::min(kL1Block, len - o);
+            std::memcpy(res, m + o, size_t(l) * 4);
+            if (div != 0.0f) K.div(res, div, l);
+            K.scale(res, scale, l);
+            store_out(c, res, out, tl.begin(task) + o, l);
         }
     });
     return report;
