@@ -540,8 +540,9 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         }
         return float(std::sqrt(std::max(s, 0.0)));
     };
-    Scratch scratch(int(V) + 2, kL1Block);  // units, tangent, temporary
-    const int TAN = int(V), TMP = int(V) + 1;
+    Scratch scratch(int(V) + 1, kL1Block);  // units, temporary
+    const int TMP = int(V);
+    constexpr int kMaxFused = 16;
     auto units = [&](const std::vector<float*>& u, int64_t off, int64_t len) {
         for (size_t p = 0; p < V; ++p) {
             const int v = valid[p];
@@ -612,21 +613,19 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         const float tn = qnorm(b);
         if (double(tn) < tol) break;
         const float cos_tn = std::cos(tn), sin_tn = std::sin(tn);
-        // one pass: the pending division, the tangent, the step along the geodesic, the new norm
+        // one pass: the pending division, the tangent, the step along the geodesic (one kernel), the new norm
         TorchNorm un(n);
         const float div = pending;
-        pass(&un, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int th) {
-            float* tan = scratch.get(th, TAN);
-            float* tmp = scratch.get(th, TMP);
-            if (div != 0.0f) K.div(m, div, len);
-            std::fill(tan, tan + len, 0.0f);
-            for (size_t p = 0; p < V; ++p) {
-                if (!use[p]) continue;
-                K.lincomb2(tmp, u[p], 1.0f, m, -dot[p], 1.0f, len);
-                K.lincomb2(tan, tan, 1.0f, tmp, coef[p], 1.0f, len);  // tan + coef tmp, two roundings
-            }
-            K.div(tan, tn, len);
-            K.lincomb2(m, m, cos_tn, tan, sin_tn, 1.0f, len);
+        std::vector<int> used;
+        std::vector<float> used_dot, used_coef;
+        for (size_t p = 0; p < V; ++p)
+            if (use[p]) used.push_back(int(p)), used_dot.push_back(dot[p]), used_coef.push_back(coef[p]);
+        pass(&un, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+            const float* uu[kMaxFused];
+            std::vector<const float*> many;
+            const float** up = used.size() <= size_t(kMaxFused) ? uu : (many.resize(used.size()), many.data());
+            for (size_t j = 0; j < used.size(); ++j) up[j] = u[size_t(used[j])];
+            K.karcher_step(m, up, int(used.size()), used_dot.data(), used_coef.data(), div, tn, cos_tn, sin_tn, len);
         });
         const float unit_norm = un.result();
         pending = double(unit_norm) > tol ? unit_norm : 0.0f;
