@@ -386,14 +386,45 @@ KARCHER = {"merge_method": "karcher", "models": [{"model": "base"}, {"model": "f
 
 @pytest.mark.parametrize("dtype,max_ulps", [("float32", 2), ("bfloat16", 4)])
 def test_karcher_matches_mergekit_at_input_scale(tmp_path, inputs, dtype, max_ulps):
-    """The norms are torch's, reproduced; the dots are not: mergekit takes them with torch.dot, an
-    MKL call whose summation order depends on MKL's code path and thread count, and each dot sets
-    an angle (acos near 1 magnifies its rounding). Measured: 2 ulps at the inputs' scale in
+    """The norms of the inputs and of the mean are torch's, reproduced; the dots and the tangent's
+    norm are not: llamix takes them from the inputs' Gram matrix, mergekit with torch.dot (an MKL
+    call whose summation order depends on MKL's code path and thread count) and the norm of its
+    float32 tangent, and each dot sets an angle (acos near 1 magnifies its rounding). Measured: 2 ulps at the inputs' scale in
     float32, which is what mergekit's own output moves by when MKL takes its AVX2 path instead of
     AVX-512 on these inputs (test_karcher_within_mergekits_own_variation); bfloat16 4."""
     cfg = resolve(KARCHER, inputs)
     worst, _ = compare(tmp_path, cfg, dtype, max_ulps, scale_of=input_scale(cfg, inputs, dtype))
     assert worst <= max_ulps
+
+
+@pytest.mark.parametrize("spread,max_ulps", [(0.05, 8), (0.01, 0)])
+def test_karcher_matches_mergekit_on_large_tensors(spread, max_ulps):
+    """2M-element float32 tensors, mergekit's karcher_merge_tensors called in-process (one torch
+    thread). torch's float32 norm of a tensor this size is off by ~1e-4 relative in its square, so
+    |u_i| and |m| are not 1 and, at spread 0.05, mergekit's tangent stays near 1e-4 > tol: it runs
+    all ten iterations, each renormalized by a torch-order norm that llamix reproduces (the dots
+    and the tangent norm come from the Gram matrix; these tensors' roundings drive the iteration,
+    so a version that took the norms of the mean from the Gram matrix too stopped after one and
+    landed 1092 ulps away). Measured 7.1 ulps at the inputs' scale (main before the Gram matrix:
+    7.0); at spread 0.01 both stop after one iteration, bit-identical."""
+    torch = require_peer("torch")
+    require_peer("mergekit")
+    from mergekit.merge_methods.karcher import karcher_merge_tensors
+    from llamix.merge import kernels as K
+    n = 2_000_000
+    rng = np.random.default_rng(5)
+    base = (rng.standard_normal(n) * 0.02).astype(np.float32)
+    xs = [base] + [(base + spread * 0.02 * rng.standard_normal(n)).astype(np.float32) for _ in range(2)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = karcher_merge_tensors([torch.from_numpy(x) for x in xs], [1 / 3] * 3).numpy().astype(np.float64)
+    finally:
+        torch.set_num_threads(threads)
+    got, iterations = K.karcher(xs, info=True)
+    assert iterations == (10 if spread == 0.05 else 1)
+    scale = np.maximum.reduce([np.abs(x) for x in xs] + [np.abs(want)])
+    assert float((np.abs(got - want) / spacing(scale, "float32")).max()) <= max_ulps
 
 
 def _mergekit_in_child(cfg: dict, out, env: dict):

@@ -6,7 +6,7 @@
 // of the whole tensor make several passes over their inputs instead of holding task vectors in
 // memory: Multi-SLERP and Arcee Fusion over the inputs as stored, mapped once per tensor when they
 // fit the cache budget (merge_memory.h), the others read again from the files chunk by chunk; the
-// Karcher mean keeps its float32 inputs and one copy of the running mean.
+// Karcher mean makes one pass per iteration (its dots and tangent norms come from the Gram matrix).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -458,26 +458,36 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     const int64_t n = c.n;
     const Tiling tl(n, 1);
     ThreadPool& pool = ThreadPool::instance();
-    Scratch scratch(N + 2, kChunk);  // inputs (then units), tangent, temporary
-    const int TAN = N, TMP = N + 1;
-    // the inputs (then their units) stay in memory if they fit beside the mean and the step
-    DeltaCache cache(int64_t(N + 2) * n * 4 <= cache_budget() ? N : 0, n, tl.tasks());
-    auto load_inputs = [&](int64_t task, int th) {
-        const std::vector<float*> u = buffers(scratch, th, 0, N);
-        load_deltas(c, nullptr, x, tl.begin(task), tl.size(task), nullptr, u, &cache, task);
-        return u;
-    };
-    // Norms: torch's float32 vector_norm of each input.
+    // Pass 1: torch's float32 vector_norm of each input, and the Gram matrix G[i][j] = <x_i, x_j>
+    // of the inputs (double lane sums per chunk, chunks added in order).
+    const size_t NN = size_t(N) * size_t(N);
     std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
+    std::vector<double> part(size_t(tl.tasks()) * NN, 0.0);
     {
+        Scratch scratch(N, kChunk);
         OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
             for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
         });
         pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-            io.put(task, load_inputs(task, th), tl.size(task));
+            const std::vector<float*> v = buffers(scratch, th, 0, N);
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            for (int m = 0; m < N; ++m) load_work(c, x[size_t(m)], off, len, v[size_t(m)]);
+            double* g = part.data() + size_t(task) * NN;
+            for (int i = 0; i < N; ++i)
+                for (int j = i + 1; j < N; ++j) {
+                    double s[3];
+                    K.dot3(v[size_t(i)], v[size_t(j)], len, s);
+                    g[size_t(i) * N + size_t(j)] = s[2];
+                    if (j == i + 1) g[size_t(i) * N + size_t(i)] = s[0];
+                    if (i == N - 2) g[size_t(j) * N + size_t(j)] = s[1];
+                }
+            io.put(task, v, len);
         }));
         io.finish();
     }
+    std::vector<double> G(NN, 0.0);
+    for (int64_t t = 0; t < tl.tasks(); ++t)
+        for (size_t k = 0; k < NN; ++k) G[k] += part[size_t(t) * NN + k];
     std::vector<float> norms(static_cast<size_t>(N));
     std::vector<int> valid;
     for (int m = 0; m < N; ++m) {
@@ -486,157 +496,142 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     }
     const double alpha = 1.0 / double(N);
     if (valid.empty()) {  // mergekit: sum(tensor * 0)
+        Scratch scratch(2, kL1Block);
         pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            const std::vector<float*> u = load_inputs(task, th);
-            float* acc = scratch.get(th, TAN);
-            const int64_t len = tl.size(task);
-            std::fill(acc, acc + len, 0.0f);
-            for (int m = 0; m < N; ++m) {
-                K.scale(u[size_t(m)], 0.0f, len);
-                K.add(acc, u[size_t(m)], len);
+            float* acc = scratch.get(th, 0);
+            float* v = scratch.get(th, 1);
+            for (int64_t off = tl.begin(task), end = off + tl.size(task); off < end; off += kL1Block) {
+                const int64_t len = std::min(kL1Block, end - off);
+                std::fill(acc, acc + len, 0.0f);
+                for (int m = 0; m < N; ++m) {
+                    load_work(c, x[size_t(m)], off, len, v);
+                    K.scale(v, 0.0f, len);
+                    K.add(acc, v, len);
+                }
+                store_out(c, acc, out, off, len);
             }
-            store_out(c, acc, out, tl.begin(task), len);
         });
         return report;
     }
     double alpha_sum = 0.0;
     for (size_t j = 0; j < valid.size(); ++j) alpha_sum += alpha;
     const float a_norm = float(alpha / alpha_sum);  // every valid model has the same normalized weight
-    // Units in place: u = x / |x| (all zeros when |x| == 0).
-    auto units = [&](const std::vector<float*>& u, int64_t len) {
-        for (int m = 0; m < N; ++m) {
-            if (norms[size_t(m)] == 0.0f) std::fill(u[size_t(m)], u[size_t(m)] + len, 0.0f);
-            else K.div(u[size_t(m)], norms[size_t(m)], len);
+
+    // The running mean is kept as float32 elements (mergekit's roundings) and, beside them, as
+    // coefficients a over the units u_i = x_i / |x_i|: every vector mergekit forms is a combination
+    // of the units, so the dots <m, u_i> = (Gu a)_i and the tangent's norm |sum_i b_i u_i| =
+    // sqrt(b^T Gu b) come from the unit Gram matrix Gu = G / (|x_i| |x_j|) (double) without a pass.
+    // The norms of the mean, which scale every element, are torch's float32 norms of the float32
+    // mean (one pass per iteration, fused with the step); a tracks them, so it carries the same
+    // departures from |m| = 1 that keep mergekit's tangent above tol on large tensors.
+    const size_t V = valid.size();
+    std::vector<double> Gu(V * V);
+    for (size_t p = 0; p < V; ++p)
+        for (size_t q = 0; q < V; ++q) {
+            const int i = std::min(valid[p], valid[q]), j = std::max(valid[p], valid[q]);
+            Gu[p * V + q] = G[size_t(i) * N + size_t(j)] / (double(norms[size_t(i)]) * double(norms[size_t(j)]));
+        }
+    auto qnorm = [&](const std::vector<double>& a) {  // |sum_p a_p u_p|, rounded to float32
+        double s = 0.0;
+        for (size_t p = 0; p < V; ++p) {
+            double r = 0.0;
+            for (size_t q = 0; q < V; ++q) r += Gu[p * V + q] * a[q];
+            s += a[p] * r;
+        }
+        return float(std::sqrt(std::max(s, 0.0)));
+    };
+    Scratch scratch(int(V) + 1, kL1Block);  // units, temporary
+    const int TMP = int(V);
+    constexpr int kMaxFused = 16;
+    auto units = [&](const std::vector<float*>& u, int64_t off, int64_t len) {
+        for (size_t p = 0; p < V; ++p) {
+            const int v = valid[p];
+            load_work(c, x[size_t(v)], off, len, u[p]);
+            if (norms[size_t(v)] == 0.0f) std::fill(u[p], u[p] + len, 0.0f);
+            else K.div(u[p], norms[size_t(v)], len);
         }
     };
-    // When the inputs fit the cache, it now holds them all: turn them into units once, and every
-    // later pass reads them from there instead of loading and dividing again.
-    if (cache.on()) {
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int) {
-            std::vector<float*> u(static_cast<size_t>(N));
-            for (int m = 0; m < N; ++m) u[size_t(m)] = cache.at(m, tl.begin(task));
-            units(u, tl.size(task));
-        });
-    }
-    auto get_units = [&](int64_t task, int th) {
-        if (cache.on()) {
-            std::vector<float*> u(static_cast<size_t>(N));
-            for (int m = 0; m < N; ++m) u[size_t(m)] = cache.at(m, tl.begin(task));
-            return u;  // read only
-        }
-        const std::vector<float*> u = load_inputs(task, th);
-        units(u, tl.size(task));
-        return u;
-    };
-    BufferPool::Lease mean_mem, step_mem;  // the running mean; the tangent of the current iteration
+    // pass(f): f(off, len, units, mean block, th) on each L1 block, then the task's mean chunk fed to
+    // the torch-order norm nm (when given)
+    BufferPool::Lease mean_mem;
     mean_mem.take(size_t(n) * 4);
-    step_mem.take(size_t(n) * 4);
     float* const mean = mean_mem.data();
-    float* const step = step_mem.data();
-    // The starting mean: the weighted sum of the valid units, and its norm.
-    TorchNorm mn(n);
-    {
-        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { mn.feed(v[0], len); });
+    auto pass = [&](TorchNorm* nm, auto&& f) {
+        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) {
+            if (nm) nm->feed(v[0], len);
+        });
         pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-            const std::vector<float*> u = get_units(task, th);
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            float* m = mean + off;
-            float* tmp = scratch.get(th, TMP);
-            std::fill(m, m + len, 0.0f);
-            for (int v : valid) K.lincomb2(m, m, 1.0f, u[size_t(v)], a_norm, 1.0f, len);  // m + a u, two roundings
-            (void)tmp;
-            io.put_stable(task, m, len);
+            const std::vector<float*> u = buffers(scratch, th, 0, int(V));
+            const int64_t begin = tl.begin(task), end = begin + tl.size(task);
+            for (int64_t off = begin; off < end; off += kL1Block) {
+                const int64_t len = std::min(kL1Block, end - off);
+                units(u, off, len);
+                f(off, len, u, mean + off, th);
+            }
+            io.put_stable(task, mean + begin, end - begin);
         }));
         io.finish();
-    }
+    };
+    // The starting mean: the weighted sum of the valid units, and its norm.
+    TorchNorm mn(n);
+    pass(&mn, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+        std::fill(m, m + len, 0.0f);
+        for (size_t p = 0; p < V; ++p) K.lincomb2(m, m, 1.0f, u[p], a_norm, 1.0f, len);  // m + a u, two roundings
+    });
+    std::vector<double> a(V, double(a_norm)), b(V);
     float pending = mn.result();  // divide the mean by this before its next use (0: nothing to do)
     if (double(pending) < tol) {  // the units cancel: start from the first valid one
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            const std::vector<float*> u = get_units(task, th);
-            std::memcpy(mean + tl.begin(task), u[size_t(valid[0])], size_t(tl.size(task)) * 4);
+        pass(nullptr, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+            std::memcpy(m, u[0], size_t(len) * 4);
         });
+        std::fill(a.begin(), a.end(), 0.0);
+        a[0] = 1.0;
         pending = 0.0f;
+    } else {
+        for (double& v : a) v /= double(pending);
     }
-    auto apply_pending = [&](float* m, int64_t len, float div) {
-        if (div != 0.0f) K.div(m, div, len);
-    };
-    std::vector<float> dot(static_cast<size_t>(N)), coef(static_cast<size_t>(N));
-    std::vector<char> skip(static_cast<size_t>(N));
-    // sum over the contributing models of coef * (u - dot * mean), into TAN
-    auto tangent = [&](int64_t task, int th, const std::vector<float*>& u, const float* m) {
-        const int64_t len = tl.size(task);
-        float* tan = scratch.get(th, TAN);
-        float* tmp = scratch.get(th, TMP);
-        std::fill(tan, tan + len, 0.0f);
-        for (int v : valid) {
-            if (skip[size_t(v)]) continue;
-            K.lincomb2(tmp, u[size_t(v)], 1.0f, m, -dot[size_t(v)], 1.0f, len);
-            K.lincomb2(tan, tan, 1.0f, tmp, coef[size_t(v)], 1.0f, len);  // tan + coef tmp, two roundings
-        }
-        return tan;
-    };
+    std::vector<float> dot(V), coef(V);
+    std::vector<char> use(V);
     for (int it = 0; it < max_iter; ++it) {
-        // the dots of the (normalized) mean with the units: torch.dot is a BLAS call whose order
-        // depends on the BLAS and its threads, so these are accurate sums (double, fixed order)
-        std::vector<double> part(size_t(tl.tasks()) * size_t(N), 0.0);
-        const float div = pending;
-        pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-            const std::vector<float*> u = get_units(task, th);
-            const int64_t len = tl.size(task);
-            float* m = mean + tl.begin(task);
-            apply_pending(m, len, div);
-            for (int v : valid) {
-                double sums[3];
-                K.dot3(m, u[size_t(v)], len, sums);
-                part[size_t(task) * size_t(N) + size_t(v)] = sums[2];
-            }
-        });
-        pending = 0.0f;
         bool any = false;
-        for (int v : valid) {
+        std::fill(b.begin(), b.end(), 0.0);
+        for (size_t p = 0; p < V; ++p) {
             double sd = 0.0;
-            for (int64_t t = 0; t < tl.tasks(); ++t) sd += part[size_t(t) * size_t(N) + size_t(v)];
+            for (size_t q = 0; q < V; ++q) sd += Gu[p * V + q] * a[q];
             const float d = std::min(1.0f, std::max(-1.0f, float(sd)));
             const float theta = std::acos(d);
-            dot[size_t(v)] = d;
-            skip[size_t(v)] = double(theta) < tol;
-            coef[size_t(v)] = float(alpha / alpha_sum) * (theta / std::sin(theta));
-            any = any || !skip[size_t(v)];
+            dot[p] = d;
+            use[p] = !(double(theta) < tol);
+            coef[p] = float(alpha / alpha_sum) * (theta / std::sin(theta));
+            if (!use[p]) continue;
+            any = true;
+            b[p] += double(coef[p]);
+            for (size_t q = 0; q < V; ++q) b[q] -= double(coef[p]) * double(d) * a[q];
         }
         report.iterations = it + 1;
         if (!any) break;  // tangent = 0: its norm is below tol
-        // the tangent's norm
-        TorchNorm tnorm(n);
-        {
-            OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
-            pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-                const std::vector<float*> u = get_units(task, th);
-                const float* tan = tangent(task, th, u, mean + tl.begin(task));
-                std::memcpy(step + tl.begin(task), tan, size_t(tl.size(task)) * 4);
-                io.put_stable(task, step + tl.begin(task), tl.size(task));
-            }));
-            io.finish();
-        }
-        const float tn = tnorm.result();
+        const float tn = qnorm(b);
         if (double(tn) < tol) break;
         const float cos_tn = std::cos(tn), sin_tn = std::sin(tn);
-        // the step along the geodesic, and the new mean's norm
+        // one pass: the pending division, the tangent, the step along the geodesic (one kernel), the new norm
         TorchNorm un(n);
-        {
-            OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { un.feed(v[0], len); });
-            pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-                const int64_t len = tl.size(task);
-                float* m = mean + tl.begin(task);
-                float* tan = scratch.get(th, TAN);
-                std::memcpy(tan, step + tl.begin(task), size_t(len) * 4);
-                K.div(tan, tn, len);
-                K.lincomb2(m, m, cos_tn, tan, sin_tn, 1.0f, len);
-                io.put_stable(task, m, len);
-            }));
-            io.finish();
-        }
+        const float div = pending;
+        std::vector<int> used;
+        std::vector<float> used_dot, used_coef;
+        for (size_t p = 0; p < V; ++p)
+            if (use[p]) used.push_back(int(p)), used_dot.push_back(dot[p]), used_coef.push_back(coef[p]);
+        pass(&un, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+            const float* uu[kMaxFused];
+            std::vector<const float*> many;
+            const float** up = used.size() <= size_t(kMaxFused) ? uu : (many.resize(used.size()), many.data());
+            for (size_t j = 0; j < used.size(); ++j) up[j] = u[size_t(used[j])];
+            K.karcher_step(m, up, int(used.size()), used_dot.data(), used_coef.data(), div, tn, cos_tn, sin_tn, len);
+        });
         const float unit_norm = un.result();
         pending = double(unit_norm) > tol ? unit_norm : 0.0f;
+        for (size_t p = 0; p < V; ++p) a[p] = double(cos_tn) * a[p] + double(sin_tn) / double(tn) * b[p];
+        if (pending != 0.0f)
+            for (double& v : a) v /= double(pending);
     }
     // scale = sum_m alpha * |x_m| over every model, in float32 and in order (a Python sum)
     float scale = 0.0f;
@@ -646,10 +641,13 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         const int64_t len = tl.size(task);
         float* m = mean + tl.begin(task);
         float* res = scratch.get(th, TMP);
-        std::memcpy(res, m, size_t(len) * 4);
-        apply_pending(res, len, div);
-        K.scale(res, scale, len);
-        store_out(c, res, out, tl.begin(task), len);
+        for (int64_t o = 0; o < len; o += kL1Block) {
+            const int64_t l = std::min(kL1Block, len - o);
+            std::memcpy(res, m + o, size_t(l) * 4);
+            if (div != 0.0f) K.div(res, div, l);
+            K.scale(res, scale, l);
+            store_out(c, res, out, tl.begin(task) + o, l);
+        }
     });
     return report;
 }

@@ -149,6 +149,12 @@ struct MergeKernels {
     void (*div_elementwise)(float* x, const float* d, int64_t n) = nullptr;
 
     // --- nearswap, RAM, SCE and arcee_fusion (drivers/merge_more.cpp) ---
+    // One Karcher iteration on float32 elements, every operation rounded, in this order (mergekit's
+    // float32 steps; the bits of div, then per model 2 lincomb2, div, lincomb2):
+    //   if div != 0: m = m / div;  tan = +0;  for p < k: tan = tan + coef[p] * (u[p] + (-dot[p]) * m);
+    //   tan = tan / tn;  m = cos_tn * m + sin_tn * tan.
+    void (*karcher_step)(float* m, const float* const* u, int k, const float* dot, const float* coef, float div,
+                         float tn, float cos_tn, float sin_tn, int64_t n) = nullptr;
     // NearSwap: w = min(max((1 / max(|a[i] - b[i]|, 1e-6)) * t, 0), 1); out[i] = w b[i] + (1 - w) a[i],
     // every operation rounded (mergekit's t / x is torch's reciprocal(x) * t). NaN propagates.
     void (*nearswap)(const float* a, const float* b, float t, float* out, int64_t n) = nullptr;

@@ -254,9 +254,28 @@ void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, in
     multislerp_from(a, stage, out, 0, n);
 }
 
+void karcher_step(float* m, const float* const* u, int k, const float* dot, const float* coef, float div, float tn,
+                  float cos_tn, float sin_tn, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        float mi = div != 0.0f ? m[i] / div : m[i];
+        float tan = 0.0f;
+        for (int p = 0; p < k; ++p) {
+            const float dm = -dot[p] * mi;
+            const float t = u[p][i] + dm;
+            const float ct = coef[p] * t;
+            tan = tan + ct;
+        }
+        tan = tan / tn;
+        const float a = cos_tn * mi;
+        const float b = sin_tn * tan;
+        m[i] = a + b;
+    }
+}
+
 }  // namespace ref
 
 void fill_merge_more_ref(MergeKernels& k) {
+    k.karcher_step = ref::karcher_step;
     k.nearswap = ref::nearswap;
     k.ram = ref::ram;
     k.ram_counts = ref::ram_counts;

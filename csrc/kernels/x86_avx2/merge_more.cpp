@@ -360,9 +360,32 @@ void delta_sq_lanes8(float* lanes, const void* x, QType tx, const void* base, QT
     delta_sq_loop<false, false>(lanes, x, tx, base, tb, n);
 }
 
+void karcher_step(float* m, const float* const* u, int k, const float* dot, const float* coef, float div, float tn,
+                  float cos_tn, float sin_tn, int64_t n) {
+    const __m256 vdiv = _mm256_set1_ps(div), vtn = _mm256_set1_ps(tn), vc = _mm256_set1_ps(cos_tn), vs = _mm256_set1_ps(sin_tn);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 mi = _mm256_loadu_ps(m + i);
+        if (div != 0.0f) mi = _mm256_div_ps(mi, vdiv);
+        __m256 tan = _mm256_setzero_ps();
+        for (int p = 0; p < k; ++p) {
+            const __m256 t = _mm256_add_ps(_mm256_loadu_ps(u[p] + i), _mm256_mul_ps(_mm256_set1_ps(-dot[p]), mi));
+            tan = _mm256_add_ps(tan, _mm256_mul_ps(_mm256_set1_ps(coef[p]), t));
+        }
+        tan = _mm256_div_ps(tan, vtn);
+        _mm256_storeu_ps(m + i, _mm256_add_ps(_mm256_mul_ps(vc, mi), _mm256_mul_ps(vs, tan)));
+    }
+    if (i < n) {
+        std::vector<const float*> tail(static_cast<size_t>(k));
+        for (int p = 0; p < k; ++p) tail[size_t(p)] = u[p] + i;
+        ref::karcher_step(m + i, tail.data(), k, dot, coef, div, tn, cos_tn, sin_tn, n - i);
+    }
+}
+
 }  // namespace avx2
 
 void fill_merge_more_avx2(MergeKernels& k) {
+    k.karcher_step = avx2::karcher_step;
     k.nearswap = avx2::nearswap;
     k.ram = avx2::ram;
     k.ram_counts = avx2::ram_counts;

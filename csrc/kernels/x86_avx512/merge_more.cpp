@@ -256,9 +256,32 @@ void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, in
     x86::multislerp_lanes<Lanes16>(a, stage, out, n);
 }
 
+void karcher_step(float* m, const float* const* u, int k, const float* dot, const float* coef, float div, float tn,
+                  float cos_tn, float sin_tn, int64_t n) {
+    const __m512 vdiv = _mm512_set1_ps(div), vtn = _mm512_set1_ps(tn), vc = _mm512_set1_ps(cos_tn), vs = _mm512_set1_ps(sin_tn);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 mi = _mm512_loadu_ps(m + i);
+        if (div != 0.0f) mi = _mm512_div_ps(mi, vdiv);
+        __m512 tan = _mm512_setzero_ps();
+        for (int p = 0; p < k; ++p) {
+            const __m512 t = _mm512_add_ps(_mm512_loadu_ps(u[p] + i), _mm512_mul_ps(_mm512_set1_ps(-dot[p]), mi));
+            tan = _mm512_add_ps(tan, _mm512_mul_ps(_mm512_set1_ps(coef[p]), t));
+        }
+        tan = _mm512_div_ps(tan, vtn);
+        _mm512_storeu_ps(m + i, _mm512_add_ps(_mm512_mul_ps(vc, mi), _mm512_mul_ps(vs, tan)));
+    }
+    if (i < n) {
+        std::vector<const float*> tail(static_cast<size_t>(k));
+        for (int p = 0; p < k; ++p) tail[size_t(p)] = u[p] + i;
+        ref::karcher_step(m + i, tail.data(), k, dot, coef, div, tn, cos_tn, sin_tn, n - i);
+    }
+}
+
 }  // namespace avx512
 
 void fill_merge_more_avx512(MergeKernels& k) {
+    k.karcher_step = avx512::karcher_step;
     k.nearswap = avx512::nearswap;
     k.ram = avx512::ram;
     k.sce = avx512::sce;

@@ -8,8 +8,16 @@ u_i = x_i / |x_i|; start from the normalized mean of the units; repeat up to max
 along the geodesic by the weighted mean of the log maps sum_i w_i theta_i / sin(theta_i)
 (u_i - cos(theta_i) m) (units within tol of m skipped), renormalize, stop once that step's norm is
 below tol; out = (sum_i |x_i| / N) m. Inputs whose norm is below tol are left out of the mean.
-The norms are torch's float32 norms, reproduced; the dots (mergekit: torch.dot, an MKL call whose
-order depends on its threads) are accurate sums. The running mean is the one tensor-sized buffer.
+The norms (of the inputs, and of the mean each iteration) are torch's float32 norms of mergekit's
+float32 vectors, reproduced: on large tensors their rounding (~1e-4 relative in the square at a
+few million elements) keeps the tangent above tol, so mergekit runs all max_iter iterations, and
+so does this. The dots with the mean and the tangent's norm come from the inputs' Gram matrix
+G_ij = <x_i, x_j> (accurate double sums, one pass with the norms): the mean is tracked as
+coefficients a over the units (renormalized by the reproduced norms), so <m, u_i> = (Gu a)_i and
+|tangent| = sqrt(b^T Gu b), Gu = G / (|x_i| |x_j|); mergekit takes them from its float32 vectors
+(its dots with torch.dot, an MKL call whose order depends on its threads). One pass per iteration
+then does mergekit's float32 element-wise steps (units, pending renormalization, tangent, step)
+and the torch-order norm of the new mean; the running mean is the one tensor-sized buffer.
 """
 from __future__ import annotations
 
