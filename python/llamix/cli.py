@@ -18,6 +18,7 @@ import sys
 from . import __version__
 from ._runtime import cpu_info
 from .commands.common import quiet_requested
+from .errors import cli_message
 
 COMMANDS = {
     "info": "show a model's hyper-parameters and tensors, and the CPU's kernels",
@@ -140,7 +141,7 @@ def _message(e: BaseException) -> str:
         return f"missing {e.args[0]!r}" if e.args else "missing key"
     if isinstance(e, OSError) and e.filename is not None and e.strerror:  # not "[Errno 2] ..."
         return f"{e.filename}: {e.strerror}"
-    return str(e)
+    return cli_message(e)
 
 
 def _stderr_line(msg: str) -> None:

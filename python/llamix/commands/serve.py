@@ -13,10 +13,9 @@ import socket
 import sys
 import threading
 
-from ..chat_format import format_names
 from ..loaders import SHAPES
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_kv_cache, add_qtype,
-                     add_threads, check, check_threads, quiet_requested, warn_ctx)
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_chat_template, add_ctx, add_gpu_flags, add_kv_cache,
+                     add_qtype, add_threads, check, check_threads, quiet_requested, warn_ctx)
 from .model_inputs import open_model
 
 try:   # the serve extra: starlette, uvicorn, prometheus_client
@@ -46,8 +45,7 @@ def add_arguments(p) -> None:
     p.add_argument("--api-key", metavar="KEY", default=os.environ.get("LLAMIX_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $LLAMIX_API_KEY; none: no key)")
     p.add_argument("-a", "--alias", metavar="NAME", help="the model id clients see (default: the file's name)")
-    p.add_argument("--chat-format", metavar="NAME", choices=format_names(aliases=True),
-                   help=f"a built-in chat format instead of the model's template ({', '.join(format_names())})")
+    add_chat_template(p)
     p.add_argument("--max-queue", type=int, default=64, metavar="N",
                    help="requests waiting for a slot before new ones get 503")
     p.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",
