@@ -347,3 +347,51 @@ def test_ctrl_c_while_a_command_imports_its_stack_is_one_line(monkeypatch, capsy
     monkeypatch.setattr(importlib, "import_module", interrupted)
     assert main(["generate", "-m", "x.gguf"]) == 130
     assert capsys.readouterr().err == "llamix: interrupted\n"
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["generate", "-m", "x.gguf", "-hf", "org/model"], "unknown option -hf: llamix reads local files"),
+    (["generate", "-m", "x.gguf", "-md", "draft.gguf", "-p", "hi"], "unknown option -md: llamix has no speculative"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-sys", "be brief"], "unknown option -sys: a system prompt needs a "
+                                                                  "conversation: llamix chat -sys TEXT"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-cnv"], "unknown option -cnv: llamix chat holds the conversation"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-sp"], "unknown option -sp"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-tb", "2"], "unknown option -tb: llamix uses -t/--threads"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-co"], "unknown option -co"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-ngll", "9"], "unknown option -ngll: did you mean -ngl?"),
+    (["chat", "-m", "x.gguf", "-hf", "org/model"], "unknown option -hf"),
+    (["serve", "-m", "x.gguf", "-nocb"], "unknown option -nocb: llamix serve always batches continuously"),
+    (["quantize", "-hf", "org/model", "out.gguf", "q4_0"], "unknown option -hf"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "--chat-template", "chatml"],
+     "--chat-template (chat templates apply in llamix chat and llamix serve"),
+])
+def test_llama_cpp_multi_letter_short_flags_are_unknown_options_by_their_name(argv, said, capsys):
+    """argparse read llama.cpp's -hf as -h (help, exit 0), -md as -m d, -cb as -c b, -sys as -s ys:
+    now a flag the command does not have is a usage error naming it whole, with what llamix has
+    instead."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines()[-1].startswith(f"llamix {argv[0]}: error: ")
+    assert said in err.splitlines()[-1], err
+
+
+def test_llama_cpp_flags_accepted(s260, capsys):
+    """llama-cli's -r/--reverse-prompt is --stop; -b, --no-mmap, --mlock are accepted (no effect);
+    -t 0 is one thread per physical core (the help says so); serve takes -cb (it always batches
+    continuously)."""
+    base = ["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0"]
+    assert main([*base, "--stop", "girl"]) == 0
+    want = capsys.readouterr().out
+    assert want == "Once upon a time, there was a little \n"
+    for flags in (["-r", "girl"], ["--reverse-prompt", "girl"], ["--stop", "girl", "-b", "64", "--no-mmap", "--mlock",
+                                                                 "-t", "0"]):
+        assert main([*base, *flags]) == 0, flags
+        assert capsys.readouterr().out == want
+    from llamix.cli import build_parser
+    args = build_parser("serve").parse_args(["serve", "--random", "tiny", "-cb", "--jinja", "--no-mmap"])
+    assert args.command == "serve"
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "0: one per physical core" in capsys.readouterr().out

@@ -12,6 +12,7 @@ import argparse
 import difflib
 import importlib
 import os
+import re
 import signal
 import sys
 
@@ -61,13 +62,72 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# llama.cpp's single-dash multi-letter flags that llamix has not (or has under another command), and
+# what to do instead. argparse would read "-hf org/m" as -h (help) and "-sys" as "-s ys".
+_LLAMA_CPP_SHORT = {
+    "-sys": "a system prompt needs a conversation: llamix chat -sys TEXT",
+    "-cnv": "llamix chat holds the conversation (generate never does)",
+    "-hf": "llamix reads local files: download the GGUF (e.g. hf download ORG/NAME FILE.gguf) and pass -m FILE "
+           "(in Python: llamix.Llama.from_pretrained(repo_id, filename))",
+    "-hfr": "llamix reads local files: download the GGUF (e.g. hf download ORG/NAME FILE.gguf) and pass -m FILE",
+    "-hff": "llamix reads local files: download the GGUF (e.g. hf download ORG/NAME FILE.gguf) and pass -m FILE",
+    "-md": "llamix has no speculative decoding (no draft model)",
+    "-tb": "llamix uses -t/--threads for prompt processing too",
+    "-cb": "llamix serve always batches continuously",
+    "-nocb": "llamix serve always batches continuously (-cb is accepted)",
+}
+# llama.cpp's flags that llamix has in another command
+_ELSEWHERE = {
+    "--chat-template": "chat templates apply in llamix chat and llamix serve; generate continues the raw prompt",
+    "--chat-template-file": "chat templates apply in llamix chat and llamix serve; generate continues the raw prompt",
+    "--system-prompt": "a system prompt needs a conversation: llamix chat -sys TEXT",
+    "--conversation": "llamix chat holds the conversation (generate never does)",
+    "--hf-repo": _LLAMA_CPP_SHORT["-hfr"],
+    "--model-draft": _LLAMA_CPP_SHORT["-md"],
+    "--threads-batch": _LLAMA_CPP_SHORT["-tb"],
+    "--cont-batching": _LLAMA_CPP_SHORT["-cb"],
+}
+_MULTI_LETTER = re.compile(r"(-[A-Za-z][A-Za-z0-9-]+)(=.*)?", re.S)
+
+
+def _refuse_multi_letter_short(sub: argparse.ArgumentParser, argv: list[str]) -> None:
+    """llama.cpp's multi-letter short flags (-sys, -hf, -cb, ...): one the command does not have
+    is a usage error naming it whole (argparse would read -sys as -s with the value 'ys', and
+    -hf as -h), with what llamix does instead where it has it."""
+    known = {o for a in sub._actions for o in a.option_strings}
+    for arg in argv:
+        if arg == "--":
+            break
+        m = _MULTI_LETTER.fullmatch(arg)
+        if m is None or m.group(1) in known:
+            continue
+        flag = m.group(1)
+        hint = _LLAMA_CPP_SHORT.get(flag)
+        if hint is None:
+            visible = [o for a in sub._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
+            close = difflib.get_close_matches(flag, visible, n=1)
+            hint = f"did you mean {close[0]}?" if close else None
+        sub.error(f"unknown option {flag}" + (f": {hint}" if hint else ""))
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
 def _refuse_unknown(sub: argparse.ArgumentParser, extra: list[str]) -> None:
     """An unknown flag is the subcommand's usage error, with the nearest flag it has."""
     known = [o for a in sub._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
     hints = []
     for arg in extra:
-        close = difflib.get_close_matches(arg.split("=")[0], known, n=1) if arg.startswith("-") else []
-        hints.append(f"{arg} (did you mean {close[0]}?)" if close else arg)
+        name = arg.split("=")[0]
+        close = difflib.get_close_matches(name, known, n=1) if arg.startswith("-") else []
+        if name in _ELSEWHERE:
+            hints.append(f"{arg} ({_ELSEWHERE[name]})")
+        else:
+            hints.append(f"{arg} (did you mean {close[0]}?)" if close else arg)
     sub.error("unrecognized arguments: " + " ".join(hints))
 
 
@@ -86,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _stderr_line("llamix: interrupted")
         return 130
+    sub = _subparser(parser, argv[0]) if argv and argv[0] in COMMANDS else None
+    if sub is not None:
+        _refuse_multi_letter_short(sub, argv[1:])
     args, extra = parser.parse_known_args(argv)
     if not args.command:
         parser.print_help()

@@ -15,9 +15,9 @@ import sys
 from ..loaders import SHAPES
 from ..errors import ChatTemplateError, FormatError
 from ..model.chat import ChatSession
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_chat_template, add_ctx, add_gpu_flags, add_kv_cache,
-                     add_qtype, add_sampling, add_threads, check, check_sampling, check_threads, quiet_requested,
-                     sampling_kwargs)
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_chat_template, add_ctx, add_gpu_flags,
+                     add_llama_cpp_loading, add_kv_cache, add_qtype, add_sampling, add_threads, check, check_sampling,
+                     check_threads, quiet_requested, sampling_kwargs)
 from .model_inputs import open_model
 
 try:  # line editing and history at the prompt, where the platform has it
@@ -40,6 +40,7 @@ def add_arguments(p) -> None:
     add_ctx(p)
     add_threads(p)
     add_gpu_flags(p)
+    add_llama_cpp_loading(p)
     add_sampling(p)
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
