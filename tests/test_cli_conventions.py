@@ -395,3 +395,38 @@ def test_llama_cpp_flags_accepted(s260, capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     assert "0: one per physical core" in capsys.readouterr().out
+
+
+def test_cli_errors_speak_in_flags_and_name_the_users_file(s260, assets, tmp_path, capsys):
+    """The command line's errors give flags where the library's give keyword arguments (they said
+    "pass allow_requantize=True, --allow-requantize", "kv_cache_k='q8_0' (-ctk)", "pass it as
+    tokenizer="); a file that cannot be written is the path given, not its temporary name; an
+    empty GGUF file is "too short" as a 20-byte one is (was "bad magic b''")."""
+    q8 = tmp_path / "m-q8_0.gguf"
+    assert main(["quantize", s260, str(q8), "q8_0"]) == 0
+    capsys.readouterr()
+    assert main(["quantize", str(q8), str(tmp_path / "m-q4.gguf"), "q4_0"]) == 1
+    err = capsys.readouterr().err
+    assert "pass --allow-requantize to do it anyway" in err and "allow_requantize=" not in err, err
+    assert main(["generate", "-m", s260, "-p", "hi", "-ctk", "q8_0"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("llamix generate: error: -ctk/--cache-type-k q8_0 needs head_dim to be a multiple of 32 (its block "
+                   "size); this model's head_dim is 8\n"), err
+    vocab = assets / "vocab" / "ggml-vocab-qwen2.gguf"
+    assert main(["generate", "-m", str(vocab), "-p", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(f"give it as --tokenizer {vocab}\n") and "tokenizer=" not in err, err
+    # the library keeps its own words
+    with pytest.raises(llamix.ArgumentError, match=r"kv_cache_k='q8_0' needs head_dim"):
+        llamix.load(s260, kv_cache_k="q8_0")
+    with pytest.raises(llamix.FormatError, match="pass it as tokenizer="):
+        llamix.load(vocab)
+    # the file asked for, not out.gguf.XXXXXXXX.tmp
+    assert main(["quantize", s260, "/proc/out.gguf", "q8_0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("llamix quantize: error: /proc/out.gguf: ") and ".tmp" not in err, err
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"")
+    assert main(["generate", "-m", str(empty), "-p", "hi"]) == 1
+    assert capsys.readouterr().err == f"llamix generate: error: {empty}: file too short (0 bytes) to be GGUF: the " \
+                                      "file is empty\n"

@@ -171,7 +171,7 @@ def run_command(args) -> int:
         return int(args.run(args) or 0)
     except KeyboardInterrupt as e:
         terminated = isinstance(e, _Terminated)
-        _stderr_line(f"llamix {args.command}: {'terminated' if terminated else 'interrupted'}")
+        _stderr_line(f"{_prog(args)}: {'terminated' if terminated else 'interrupted'}")
         return 143 if terminated else 130
     except BrokenPipeError:
         # the reader of our output is gone: say nothing more, and don't let the interpreter's
@@ -180,11 +180,16 @@ def run_command(args) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except (ValueError, OSError, KeyError) as e:
-        _stderr_line(f"llamix {args.command}: error: {_message(e)}")
+        _stderr_line(f"{_prog(args)}: error: {_message(e)}")
         return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _prog(args) -> str:
+    """The program's name in messages: ``llamix COMMAND``, or a console script's own name."""
+    return getattr(args, "prog", None) or f"llamix {args.command}"
 
 
 def _check_environment() -> None:
