@@ -539,3 +539,14 @@ def test_a_template_that_refuses_the_messages_is_a_400_with_its_message(checkpoi
         assert error["message"] == "chat template (m/tokenizer_config.json: chat_template): System role not supported"
         r = post(u, "/v1/chat/completions", {"messages": MESSAGES[1:], "max_tokens": 2}, key=None)
         assert r.status_code == 200
+
+
+def test_create_app_refuses_a_template_that_does_not_parse(checkpoint):
+    """As llama-server refuses to start: the application is not made (its chat requests would
+    each have got the server's fault as a 400 invalid_request_error)."""
+    import dataclasses
+    ck = dataclasses.replace(checkpoint, chat_template="{{ 'x' } }}", chat_template_source="m.gguf: "
+                                                                                        "tokenizer.chat_template")
+    with pytest.raises(llamix.FormatError, match=r"chat template \(m\.gguf: tokenizer\.chat_template\) does not parse"):
+        server_mod.create_app(llamix.Model(ck, n_ctx=N_CTX), 1)
+    server_mod.create_app(llamix.Model(ck, n_ctx=N_CTX, chat_format="chatml"), 1)   # a built-in format instead
