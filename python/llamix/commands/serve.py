@@ -14,8 +14,8 @@ import sys
 import threading
 
 from ..loaders import SHAPES
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_chat_template, add_ctx, add_gpu_flags, add_llama_cpp_loading, add_kv_cache,
-                     add_qtype, add_threads, check, check_threads, quiet_requested, warn_ctx)
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_chat_template, add_ctx, add_gpu_flags, add_kv_cache,
+                     add_llama_cpp_loading, add_qtype, add_threads, check, check_threads, quiet_requested, warn_ctx)
 from .model_inputs import open_model
 
 try:   # the serve extra: starlette, uvicorn, prometheus_client
