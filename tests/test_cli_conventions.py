@@ -379,6 +379,7 @@ def test_llama_cpp_multi_letter_short_flags_are_unknown_options_by_their_name(ar
 
 def test_llama_cpp_flags_accepted(s260, capsys):
     """llama-cli's -r/--reverse-prompt is --stop; -b, --no-mmap, --mlock are accepted (no effect);
+    a number attached to a one-letter flag (-t1 -c64) is still argparse's value;
     -t 0 is one thread per physical core (the help says so); serve takes -cb (it always batches
     continuously)."""
     base = ["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0"]
@@ -386,7 +387,7 @@ def test_llama_cpp_flags_accepted(s260, capsys):
     want = capsys.readouterr().out
     assert want == "Once upon a time, there was a little \n"
     for flags in (["-r", "girl"], ["--reverse-prompt", "girl"], ["--stop", "girl", "-b", "64", "--no-mmap", "--mlock",
-                                                                 "-t", "0"]):
+                                                                 "-t", "0"], ["-r", "girl", "-t1", "-c64"]):
         assert main([*base, *flags]) == 0, flags
         assert capsys.readouterr().out == want
     from llamix.cli import build_parser

@@ -88,6 +88,7 @@ _ELSEWHERE = {
     "--cont-batching": _LLAMA_CPP_SHORT["-cb"],
 }
 _MULTI_LETTER = re.compile(r"(-[A-Za-z][A-Za-z0-9-]+)(=.*)?", re.S)
+_ATTACHED_NUMBER = re.compile(r"(-[A-Za-z])-?[0-9][0-9.eE+-]*")
 
 
 def _refuse_multi_letter_short(sub: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -100,6 +101,9 @@ def _refuse_multi_letter_short(sub: argparse.ArgumentParser, argv: list[str]) ->
             break
         m = _MULTI_LETTER.fullmatch(arg)
         if m is None or m.group(1) in known:
+            continue
+        attached = _ATTACHED_NUMBER.fullmatch(arg)   # -c4096, -t4: argparse's attached value, kept working
+        if attached is not None and attached.group(1) in known:
             continue
         flag = m.group(1)
         hint = _LLAMA_CPP_SHORT.get(flag)
