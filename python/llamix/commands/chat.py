@@ -15,10 +15,10 @@ import sys
 from ..loaders import SHAPES
 from ..errors import ChatTemplateError, FormatError
 from ..model.chat import ChatSession
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_chat_template, add_ctx, add_gpu_flags,
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags,
                      add_llama_cpp_loading, add_kv_cache, add_qtype, add_sampling, add_threads, check, check_sampling,
                      check_threads, quiet_requested, sampling_kwargs)
-from .model_inputs import open_model
+from .model_inputs import add_chat_template, open_model
 
 try:  # line editing and history at the prompt, where the platform has it
     import readline  # noqa: F401

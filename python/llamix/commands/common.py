@@ -48,22 +48,6 @@ def add_gpu_flags(p) -> None:
                    help="accepted as llama.cpp's flag, no effect (the KV cache is in RAM)")
 
 
-def add_chat_template(p) -> None:
-    """The chat format: llamix's --chat-format NAME, llama.cpp's --chat-template NAME_OR_JINJA and
-    --chat-template-file FILE (one of them), and llama.cpp's --jinja (always so here)."""
-    from ..chat_format import format_names
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--chat-format", metavar="NAME", choices=format_names(aliases=True),
-                   help=f"a built-in chat format instead of the model's template ({', '.join(format_names())})")
-    g.add_argument("--chat-template", metavar="NAME_OR_JINJA",
-                   help="llama.cpp's flag: a built-in format's name (as --chat-format) or a Jinja chat template "
-                        "(text) instead of the model's")
-    g.add_argument("--chat-template-file", metavar="FILE", help="a Jinja chat template file instead of the model's "
-                                                                "template (llama.cpp's flag)")
-    p.add_argument("--jinja", action="store_true", dest="_jinja",
-                   help="accepted as llama.cpp's flag: llamix always renders chat templates with Jinja")
-
-
 def add_llama_cpp_loading(p, batch: bool = True) -> None:
     """llama.cpp's loading flags, accepted with llamix's meaning: --no-mmap / --mlock (llamix maps
     model files and reads the weights it runs as stored in place) and, with ``batch``, -b."""

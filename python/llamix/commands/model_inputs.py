@@ -13,6 +13,21 @@ from ..tokenizer import check_text
 from .common import UsageError, kv_cache_kwargs
 
 
+def add_chat_template(p) -> None:
+    """The chat format: llamix's --chat-format NAME, llama.cpp's --chat-template NAME_OR_JINJA and
+    --chat-template-file FILE (one of them), and llama.cpp's --jinja (always so here)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--chat-format", metavar="NAME", choices=format_names(aliases=True),
+                   help=f"a built-in chat format instead of the model's template ({', '.join(format_names())})")
+    g.add_argument("--chat-template", metavar="NAME_OR_JINJA",
+                   help="llama.cpp's flag: a built-in format's name (as --chat-format) or a Jinja chat template "
+                        "(text) instead of the model's")
+    g.add_argument("--chat-template-file", metavar="FILE", help="a Jinja chat template file instead of the model's "
+                                                                "template (llama.cpp's flag)")
+    p.add_argument("--jinja", action="store_true", dest="_jinja",
+                   help="accepted as llama.cpp's flag: llamix always renders chat templates with Jinja")
+
+
 def chat_template_of(args) -> tuple[str, str] | None:
     """The chat template of --chat-template / --chat-template-file as (Jinja text, where it came
     from), or None; a built-in format's name given to --chat-template becomes ``args.chat_format``."""

@@ -14,9 +14,9 @@ import sys
 import threading
 
 from ..loaders import SHAPES
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_chat_template, add_ctx, add_gpu_flags, add_kv_cache,
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_kv_cache,
                      add_llama_cpp_loading, add_qtype, add_threads, check, check_threads, quiet_requested, warn_ctx)
-from .model_inputs import open_model
+from .model_inputs import add_chat_template, open_model
 
 try:   # the serve extra: starlette, uvicorn, prometheus_client
     from ..server import serve
