@@ -13,6 +13,7 @@ import pytest
 
 import llamix
 from llamix.chat_format import BUILTIN_FORMATS, ChatFormat, builtin_format, chat_format_for, guess_format
+from llamix.model.chat import ChatSession
 from llamix.formats.gguf import GGUFReader
 
 from conftest import require_peer
@@ -240,3 +241,84 @@ def test_hf_folder_template_loads_and_exports_to_gguf(tmp_path, where, assets):
 def test_no_template_is_none(tmp_path):
     folder = write_model(tmp_path / "m", tiny_tensors(2))
     assert llamix.load_checkpoint(folder).chat_template is None
+
+
+# --- a template that does not parse, or refuses the messages -------------------------------------------
+BROKEN = "{% for m in messages %}{{ m['content'] }}{% endfor %}{{ 'x' } }}"
+REFUSES_SYSTEM = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                  "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+
+
+def hf_model_with_template(tmp_path, assets, template: str) -> Path:
+    folder = write_model(tmp_path / "m", tiny_tensors(1, vocab=512), vocab=512)
+    (folder / "tokenizer.model").write_bytes((assets / "stories260K" / "tok512.model").read_bytes())
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = template
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def chat_cli(argv, monkeypatch, capsys, stdin="hello\n"):
+    import io
+
+    from llamix.cli import main
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    rc = main(["chat", *argv, "-n", "2", "-t", "1"])
+    return rc, capsys.readouterr()
+
+
+def test_a_template_that_does_not_parse_is_an_error_naming_its_file(tmp_path, assets, monkeypatch, capsys):
+    """llamix chat with an unparseable template said "[chat template (model) does not parse: ...]"
+    and exited 0; now it is one error line naming the file and field, exit 1, before any reply;
+    ChatSession raises a FormatError at once (was a ValueError at the first message)."""
+    folder = hf_model_with_template(tmp_path, assets, BROKEN)
+    rc, cap = chat_cli(["-m", str(folder)], monkeypatch, capsys)
+    assert rc == 1 and cap.out == ""
+    assert cap.err.startswith(f"llamix chat: error: chat template ({folder / 'tokenizer_config.json'}: chat_template) "
+                              "does not parse: unexpected '}'") and cap.err.count("\n") == 1, cap.err
+    with pytest.raises(llamix.FormatError, match="tokenizer_config.json: chat_template.*does not parse"):
+        ChatSession(llamix.load(folder, n_ctx=64))
+    # a GGUF's template is named by its key
+    out = tmp_path / "m.gguf"
+    llamix.export_gguf(folder, out, qtype="f32")
+    with pytest.raises(llamix.FormatError, match=r"m\.gguf: tokenizer\.chat_template\) does not parse"):
+        ChatSession(llamix.load(out, n_ctx=64))
+    # a built-in format instead works
+    rc, cap = chat_cli(["-m", str(folder), "--chat-format", "chatml"], monkeypatch, capsys)
+    assert rc == 0, cap.err
+
+
+def test_a_template_that_refuses_the_messages_ends_chat_with_its_message(tmp_path, assets, monkeypatch, capsys):
+    """raise_exception('System role not supported') with -sys: an error line naming the template
+    and its message, exit 1 (was a bracketed note and exit 0); a ChatTemplateError in Python."""
+    folder = hf_model_with_template(tmp_path, assets, REFUSES_SYSTEM)
+    rc, cap = chat_cli(["-m", str(folder), "-sys", "Be brief."], monkeypatch, capsys)
+    assert rc == 1
+    assert cap.err.strip().splitlines()[-1] == (f"llamix chat: error: chat template ({folder / 'tokenizer_config.json'}"
+                                                 ": chat_template): System role not supported"), cap.err
+    rc, cap = chat_cli(["-m", str(folder)], monkeypatch, capsys)   # no system message: fine
+    assert rc == 0, cap.err
+    session = ChatSession(llamix.load(folder, n_ctx=64), system_prompt="x")
+    with pytest.raises(llamix.ChatTemplateError, match="System role not supported"):
+        session.send("hi")
+
+
+def test_chat_template_flags_as_llama_cpp(tmp_path, assets, monkeypatch, capsys):
+    """llama.cpp's --chat-template NAME_OR_JINJA and --chat-template-file FILE (were unknown
+    flags): a built-in name, a Jinja text or file replaces the model's template; a file that does
+    not parse is named by the flag; --jinja is accepted."""
+    folder = hf_model_with_template(tmp_path, assets, BROKEN)
+    good = tmp_path / "t.jinja"
+    good.write_text(REFUSES_SYSTEM)
+    for flags in (["--chat-template", "chatml"], ["--chat-template", REFUSES_SYSTEM, "--jinja"],
+                  ["--chat-template-file", str(good)]):
+        rc, cap = chat_cli(["-m", str(folder), *flags], monkeypatch, capsys)
+        assert rc == 0, (flags, cap.err)
+    rc, cap = chat_cli(["-m", str(folder), "--chat-template-file", str(good), "-sys", "x"], monkeypatch, capsys)
+    assert rc == 1 and f"chat template (--chat-template-file {good}): System role not supported" in cap.err
+    bad = tmp_path / "bad.jinja"
+    bad.write_text(BROKEN)
+    rc, cap = chat_cli(["-m", str(folder), "--chat-template-file", str(bad)], monkeypatch, capsys)
+    assert rc == 1 and f"chat template (--chat-template-file {bad}) does not parse" in cap.err
+    rc, cap = chat_cli(["-m", str(folder), "--chat-template", "vicuna-x"], monkeypatch, capsys)
+    assert rc == 1 and "--chat-template 'vicuna-x': neither a built-in format" in cap.err

@@ -361,3 +361,87 @@ def test_a_context_larger_than_memory_is_refused_naming_n_ctx(s260, capsys):
     assert main(["generate", "-m", s260, "-p", "Once", "-n", "2", "-c", str(10**11)]) == 1
     err = capsys.readouterr().err
     assert "-c" in err and "GB" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["generate", "-m", "x.gguf", "-hf", "org/model"], "unknown option -hf: llamix reads local files"),
+    (["generate", "-m", "x.gguf", "-md", "draft.gguf", "-p", "hi"], "unknown option -md: llamix has no speculative"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-sys", "be brief"], "unknown option -sys: a system prompt needs a "
+                                                                  "conversation: llamix chat -sys TEXT"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-cnv"], "unknown option -cnv: llamix chat holds the conversation"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-sp"], "unknown option -sp"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-tb", "2"], "unknown option -tb: llamix uses -t/--threads"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-co"], "unknown option -co"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "-ngll", "9"], "unknown option -ngll: did you mean -ngl?"),
+    (["chat", "-m", "x.gguf", "-hf", "org/model"], "unknown option -hf"),
+    (["serve", "-m", "x.gguf", "-nocb"], "unknown option -nocb: llamix serve always batches continuously"),
+    (["quantize", "-hf", "org/model", "out.gguf", "q4_0"], "unknown option -hf"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "--chat-template", "chatml"],
+     "--chat-template (chat templates apply in llamix chat and llamix serve"),
+])
+def test_llama_cpp_multi_letter_short_flags_are_unknown_options_by_their_name(argv, said, capsys):
+    """argparse read llama.cpp's -hf as -h (help, exit 0), -md as -m d, -cb as -c b, -sys as -s ys:
+    now a flag the command does not have is a usage error naming it whole, with what llamix has
+    instead."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines()[-1].startswith(f"llamix {argv[0]}: error: ")
+    assert said in err.splitlines()[-1], err
+
+
+def test_llama_cpp_flags_accepted(s260, capsys):
+    """llama-cli's -r/--reverse-prompt is --stop; -b, --no-mmap, --mlock are accepted (no effect);
+    a number attached to a one-letter flag (-t1 -c64) is still argparse's value;
+    -t 0 is one thread per physical core (the help says so); serve takes -cb (it always batches
+    continuously)."""
+    base = ["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0"]
+    assert main([*base, "--stop", "girl"]) == 0
+    want = capsys.readouterr().out
+    assert want == "Once upon a time, there was a little \n"
+    for flags in (["-r", "girl"], ["--reverse-prompt", "girl"], ["--stop", "girl", "-b", "64", "--no-mmap", "--mlock",
+                                                                 "-t", "0"], ["-r", "girl", "-t1", "-c64"]):
+        assert main([*base, *flags]) == 0, flags
+        assert capsys.readouterr().out == want
+    from llamix.cli import build_parser
+    args = build_parser("serve").parse_args(["serve", "--random", "tiny", "-cb", "--jinja", "--no-mmap"])
+    assert args.command == "serve"
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "0: one per physical core" in capsys.readouterr().out
+
+
+def test_cli_errors_speak_in_flags_and_name_the_users_file(s260, assets, tmp_path, capsys):
+    """The command line's errors give flags where the library's give keyword arguments (they said
+    "pass allow_requantize=True, --allow-requantize", "kv_cache_k='q8_0' (-ctk)", "pass it as
+    tokenizer="); a file that cannot be written is the path given, not its temporary name; an
+    empty GGUF file is "too short" as a 20-byte one is (was "bad magic b''")."""
+    q8 = tmp_path / "m-q8_0.gguf"
+    assert main(["quantize", s260, str(q8), "q8_0"]) == 0
+    capsys.readouterr()
+    assert main(["quantize", str(q8), str(tmp_path / "m-q4.gguf"), "q4_0"]) == 1
+    err = capsys.readouterr().err
+    assert "pass --allow-requantize to do it anyway" in err and "allow_requantize=" not in err, err
+    assert main(["generate", "-m", s260, "-p", "hi", "-ctk", "q8_0"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("llamix generate: error: -ctk/--cache-type-k q8_0 needs head_dim to be a multiple of 32 (its block "
+                   "size); this model's head_dim is 8\n"), err
+    vocab = assets / "vocab" / "ggml-vocab-qwen2.gguf"
+    assert main(["generate", "-m", str(vocab), "-p", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(f"give it as --tokenizer {vocab}\n") and "tokenizer=" not in err, err
+    # the library keeps its own words
+    with pytest.raises(llamix.ArgumentError, match=r"kv_cache_k='q8_0' needs head_dim"):
+        llamix.load(s260, kv_cache_k="q8_0")
+    with pytest.raises(llamix.FormatError, match="pass it as tokenizer="):
+        llamix.load(vocab)
+    # the file asked for, not out.gguf.XXXXXXXX.tmp
+    assert main(["quantize", s260, "/proc/out.gguf", "q8_0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("llamix quantize: error: /proc/out.gguf: ") and ".tmp" not in err, err
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"")
+    assert main(["generate", "-m", str(empty), "-p", "hi"]) == 1
+    assert capsys.readouterr().err == f"llamix generate: error: {empty}: file too short (0 bytes) to be GGUF: the " \
+                                      "file is empty\n"

@@ -84,12 +84,14 @@ def test_allow_crimes(tmp_path):
     assert cli_main(["merge", str(path), str(tmp_path / "o2"), "--allow-crimes", "-q"]) == 0
 
 
-def test_mergekit_yaml_entry_point(tmp_path, config):
+def test_mergekit_yaml_entry_point(tmp_path, config, capsys):
     assert mergekit_yaml([str(config), str(tmp_path / "out"), "--out-shard-size", "5B", "--copy-tokenizer",
                           "--lazy-unpickle", "--quiet", "--num-threads", "1", "--write-threads", "2",
                           "--random-seed", "3"]) == 0
     assert (tmp_path / "out" / "model.safetensors").exists()
     assert mergekit_yaml([str(config), str(tmp_path / "out2"), "--cuda"]) == 1
+    # its messages give its own name (they said "llamix merge:")
+    assert capsys.readouterr().err.startswith("llamix-mergekit-yaml: error: ")
     with pytest.raises(SystemExit):  # llamix's own flags are not mergekit-yaml's
         mergekit_yaml([str(config), str(tmp_path / "out3"), "-t", "1"])
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()

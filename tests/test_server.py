@@ -508,3 +508,47 @@ def test_serve_command_busy_port_or_bad_host_is_one_line_naming_the_flag(capsys)
     assert main(["serve", "--random", "tiny", "--host", "256.1.1.1", "--port", str(free_port())]) == 1
     err = capsys.readouterr().err
     assert err.startswith("llamix serve: error: --host '256.1.1.1': ") and err.count("\n") == 1
+
+
+def test_serve_command_refuses_a_template_that_does_not_parse(tmp_path, capsys):
+    """A chat template that does not parse is the server's fault, said at start in one line naming
+    where it came from, exit 1 (the server started, then answered every chat request 400)."""
+    from llamix.cli import main
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{% for m in messages %}{{ m['content'] } }}{% endfor %}")
+    assert main(["serve", "--random", "tiny", "--port", str(free_port()), "-t", "1", "--chat-template-file",
+                 str(bad)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"llamix serve: error: chat template (--chat-template-file {bad}) does not parse: "
+                              "unexpected '}'"), err
+    assert not any("http://" in line for line in err)   # it did not start
+
+
+def test_a_template_that_refuses_the_messages_is_a_400_with_its_message(checkpoint):
+    """raise_exception in the template: the request is one the template refuses, a 400 whose
+    message is the template's own, naming the template."""
+    import dataclasses
+    template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    ck = dataclasses.replace(checkpoint, chat_template=template, chat_template_source="m/tokenizer_config.json: "
+                                                                                      "chat_template")
+    app = server_mod.create_app(llamix.Model(ck, n_ctx=N_CTX), 1, name="tiny")
+    with running(app) as u:
+        r = post(u, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2}, key=None)
+        assert r.status_code == 400
+        error = r.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert error["message"] == "chat template (m/tokenizer_config.json: chat_template): System role not supported"
+        r = post(u, "/v1/chat/completions", {"messages": MESSAGES[1:], "max_tokens": 2}, key=None)
+        assert r.status_code == 200
+
+
+def test_create_app_refuses_a_template_that_does_not_parse(checkpoint):
+    """As llama-server refuses to start: the application is not made (its chat requests would
+    each have got the server's fault as a 400 invalid_request_error)."""
+    import dataclasses
+    ck = dataclasses.replace(checkpoint, chat_template="{{ 'x' } }}", chat_template_source="m.gguf: "
+                                                                                        "tokenizer.chat_template")
+    with pytest.raises(llamix.FormatError, match=r"chat template \(m\.gguf: tokenizer\.chat_template\) does not parse"):
+        server_mod.create_app(llamix.Model(ck, n_ctx=N_CTX), 1)
+    server_mod.create_app(llamix.Model(ck, n_ctx=N_CTX, chat_format="chatml"), 1)   # a built-in format instead

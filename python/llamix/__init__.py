@@ -13,7 +13,8 @@ import importlib
 # few milliseconds instead of ~0.3 s (measured; that is a tenth of a small merge's whole process).
 _LAZY = {
     "cpu_info": "._runtime", "set_isa": "._runtime", "set_threads": "._runtime",
-    "ArgumentError": ".errors", "ConfigError": ".errors", "FormatError": ".errors", "LlamixError": ".errors",
+    "ArgumentError": ".errors", "ChatTemplateError": ".errors", "ConfigError": ".errors", "FormatError": ".errors",
+    "LlamixError": ".errors",
     "ModelConfig": ".config",
     "PerplexityResult": ".eval", "SoupResult": ".eval", "perplexity": ".eval", "soup": ".eval",
     "EvolveResult": ".eval", "evolve": ".eval",
@@ -51,7 +52,7 @@ __all__ = [
     # chat
     "ChatFormat", "ChatSession",
     # errors: LlamixError (a ValueError) and its kinds
-    "ArgumentError", "ConfigError", "FormatError", "LlamixError",
+    "ArgumentError", "ChatTemplateError", "ConfigError", "FormatError", "LlamixError",
     # merging
     "merge",
     # quantize, export, quality

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
+from .errors import ChatTemplateError, FormatError
+
 # The built-in formats, written from each model family's published prompt layout. ``bos`` /
 # ``eos`` in the templates are the vocabulary's own BOS / EOS texts.
 _CHATML = (
@@ -93,12 +95,14 @@ CHOSEN_BY_MODEL = ("model", "auto")   # names that take the checkpoint's own tem
 class ChatFormat:
     """A chat template ready to render (see :meth:`render`). ``name`` is ``"model"`` for a
     checkpoint's own template, else the built-in format's name; ``stop`` are end-of-turn texts to
-    stop at when the model writes them as text."""
+    stop at when the model writes them as text; ``source`` says where the template came from (a
+    file and its field: ``m/tokenizer_config.json: chat_template``), for messages."""
     template: str
     name: str = "model"
     bos_token: str = ""
     eos_token: str = ""
     stop: tuple[str, ...] = ()
+    source: str = ""
     _compiled: Any = field(default=None, repr=False, compare=False)
     _object_arguments: Any = field(default=None, repr=False, compare=False)
 
@@ -147,7 +151,27 @@ class ChatFormat:
                                          bos_token=self.bos_token, eos_token=self.eos_token,
                                          tools=_plain(list(tools)) if tools else None, **_plain(extra))
         except (jinja2.TemplateError, TypeError, AttributeError, KeyError, IndexError) as e:
-            raise ValueError(f"chat template ({self.name}): {e}") from None
+            raise ChatTemplateError(f"{self.label}: {e}") from None
+
+    @property
+    def label(self) -> str:
+        """The template as messages name it: ``chat template (m/tokenizer_config.json: chat_template)``."""
+        return f"chat template ({self.source or self.name})"
+
+    def compile(self) -> "ChatFormat":
+        """Parse the template now (rendering does it on first use): a
+        :class:`~llamix.FormatError` naming where the template came from when it is not valid
+        Jinja. Returns self."""
+        if self._compiled is None:
+            jinja2 = _jinja()
+            try:
+                self._compiled = _environment().from_string(self.template)
+            except jinja2.TemplateSyntaxError as e:
+                line = f" (line {e.lineno})" if e.lineno else ""
+                raise FormatError(f"{self.label} does not parse: {e.message}{line}") from None
+            except jinja2.TemplateError as e:
+                raise FormatError(f"{self.label} does not parse: {e}") from None
+        return self
 
 
 def format_names(aliases: bool = False) -> list[str]:
@@ -185,14 +209,14 @@ def guess_format(tokens: Sequence[str]) -> str:
 
 
 def chat_format_for(template: str | None, chat_format: str | None, bos_token: str, eos_token: str,
-                    tokens: Sequence[str] = ()) -> ChatFormat:
+                    tokens: Sequence[str] = (), source: str = "") -> ChatFormat:
     """The format a model chats in: ``chat_format`` by name if given (``"model"`` or ``None``:
-    the checkpoint's ``template``); without a template, the built-in format its vocabulary points
-    to (:func:`guess_format`)."""
+    the checkpoint's ``template``, which came from ``source``); without a template, the built-in
+    format its vocabulary points to (:func:`guess_format`)."""
     if chat_format not in (None, *CHOSEN_BY_MODEL):
         return builtin_format(chat_format, bos_token, eos_token)
     if template:
-        return ChatFormat(template, "model", bos_token, eos_token)
+        return ChatFormat(template, "model", bos_token, eos_token, source=source)
     if chat_format == "model":
         raise ValueError("the model has no chat template; choose a built-in chat format "
                          f"({', '.join(BUILTIN_FORMATS)})")

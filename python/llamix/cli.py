@@ -12,6 +12,7 @@ import argparse
 import difflib
 import importlib
 import os
+import re
 import signal
 import sys
 import warnings
@@ -19,6 +20,7 @@ import warnings
 from . import __version__
 from ._runtime import cpu_info
 from .commands.common import quiet_requested
+from .errors import cli_message
 
 COMMANDS = {
     "info": "show a model's hyper-parameters and tensors, and the CPU's kernels",
@@ -61,13 +63,76 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# llama.cpp's single-dash multi-letter flags that llamix has not (or has under another command), and
+# what to do instead. argparse would read "-hf org/m" as -h (help) and "-sys" as "-s ys".
+_LLAMA_CPP_SHORT = {
+    "-sys": "a system prompt needs a conversation: llamix chat -sys TEXT",
+    "-cnv": "llamix chat holds the conversation (generate never does)",
+    "-hf": "llamix reads local files: download the GGUF (e.g. hf download ORG/NAME FILE.gguf) and pass -m FILE "
+           "(in Python: llamix.Llama.from_pretrained(repo_id, filename))",
+    "-hfr": "llamix reads local files: download the GGUF (e.g. hf download ORG/NAME FILE.gguf) and pass -m FILE",
+    "-hff": "llamix reads local files: download the GGUF (e.g. hf download ORG/NAME FILE.gguf) and pass -m FILE",
+    "-md": "llamix has no speculative decoding (no draft model)",
+    "-tb": "llamix uses -t/--threads for prompt processing too",
+    "-cb": "llamix serve always batches continuously",
+    "-nocb": "llamix serve always batches continuously (-cb is accepted)",
+}
+# llama.cpp's flags that llamix has in another command
+_ELSEWHERE = {
+    "--chat-template": "chat templates apply in llamix chat and llamix serve; generate continues the raw prompt",
+    "--chat-template-file": "chat templates apply in llamix chat and llamix serve; generate continues the raw prompt",
+    "--system-prompt": "a system prompt needs a conversation: llamix chat -sys TEXT",
+    "--conversation": "llamix chat holds the conversation (generate never does)",
+    "--hf-repo": _LLAMA_CPP_SHORT["-hfr"],
+    "--model-draft": _LLAMA_CPP_SHORT["-md"],
+    "--threads-batch": _LLAMA_CPP_SHORT["-tb"],
+    "--cont-batching": _LLAMA_CPP_SHORT["-cb"],
+}
+_MULTI_LETTER = re.compile(r"(-[A-Za-z][A-Za-z0-9-]+)(=.*)?", re.S)
+_ATTACHED_NUMBER = re.compile(r"(-[A-Za-z])-?[0-9][0-9.eE+-]*")
+
+
+def _refuse_multi_letter_short(sub: argparse.ArgumentParser, argv: list[str]) -> None:
+    """llama.cpp's multi-letter short flags (-sys, -hf, -cb, ...): one the command does not have
+    is a usage error naming it whole (argparse would read -sys as -s with the value 'ys', and
+    -hf as -h), with what llamix does instead where it has it."""
+    known = {o for a in sub._actions for o in a.option_strings}
+    for arg in argv:
+        if arg == "--":
+            break
+        m = _MULTI_LETTER.fullmatch(arg)
+        if m is None or m.group(1) in known:
+            continue
+        attached = _ATTACHED_NUMBER.fullmatch(arg)   # -c4096, -t4: argparse's attached value, kept working
+        if attached is not None and attached.group(1) in known:
+            continue
+        flag = m.group(1)
+        hint = _LLAMA_CPP_SHORT.get(flag)
+        if hint is None:
+            visible = [o for a in sub._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
+            close = difflib.get_close_matches(flag, visible, n=1)
+            hint = f"did you mean {close[0]}?" if close else None
+        sub.error(f"unknown option {flag}" + (f": {hint}" if hint else ""))
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
 def _refuse_unknown(sub: argparse.ArgumentParser, extra: list[str]) -> None:
     """An unknown flag is the subcommand's usage error, with the nearest flag it has."""
     known = [o for a in sub._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
     hints = []
     for arg in extra:
-        close = difflib.get_close_matches(arg.split("=")[0], known, n=1) if arg.startswith("-") else []
-        hints.append(f"{arg} (did you mean {close[0]}?)" if close else arg)
+        name = arg.split("=")[0]
+        close = difflib.get_close_matches(name, known, n=1) if arg.startswith("-") else []
+        if name in _ELSEWHERE:
+            hints.append(f"{arg} ({_ELSEWHERE[name]})")
+        else:
+            hints.append(f"{arg} (did you mean {close[0]}?)" if close else arg)
     sub.error("unrecognized arguments: " + " ".join(hints))
 
 
@@ -86,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _stderr_line("llamix: interrupted")
         return 130
+    sub = _subparser(parser, argv[0]) if argv and argv[0] in COMMANDS else None
+    if sub is not None:
+        _refuse_multi_letter_short(sub, argv[1:])
     args, extra = parser.parse_known_args(argv)
     if not args.command:
         parser.print_help()
@@ -106,12 +174,12 @@ def run_command(args) -> int:
     try:
         with warnings.catch_warnings():
             # a warning is one line, as an error is (not Python's "file:line: UserWarning:" form)
-            warnings.showwarning = lambda message, *_, **__: _stderr_line(f"llamix {args.command}: warning: {message}")
+            warnings.showwarning = lambda message, *_, **__: _stderr_line(f"{_prog(args)}: warning: {message}")
             _check_environment()
             return int(args.run(args) or 0)
     except KeyboardInterrupt as e:
         terminated = isinstance(e, _Terminated)
-        _stderr_line(f"llamix {args.command}: {'terminated' if terminated else 'interrupted'}")
+        _stderr_line(f"{_prog(args)}: {'terminated' if terminated else 'interrupted'}")
         return 143 if terminated else 130
     except BrokenPipeError:
         # the reader of our output is gone: say nothing more, and don't let the interpreter's
@@ -120,11 +188,16 @@ def run_command(args) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except (ValueError, OSError, KeyError) as e:
-        _stderr_line(f"llamix {args.command}: error: {_message(e)}")
+        _stderr_line(f"{_prog(args)}: error: {_message(e)}")
         return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _prog(args) -> str:
+    """The program's name in messages: ``llamix COMMAND``, or a console script's own name."""
+    return getattr(args, "prog", None) or f"llamix {args.command}"
 
 
 def _check_environment() -> None:
@@ -144,7 +217,7 @@ def _message(e: BaseException) -> str:
         return f"missing {e.args[0]!r}" if e.args else "missing key"
     if isinstance(e, OSError) and e.filename is not None and e.strerror:  # not "[Errno 2] ..."
         return f"{e.filename}: {e.strerror}"
-    return str(e)
+    return cli_message(e)
 
 
 def _stderr_line(msg: str) -> None:

@@ -9,7 +9,12 @@ integer >= 1, got 0``. The subclasses say what kind of input it was:
   or magic says: GGUF, safetensors, llama2.c, a tokenizer or JSON file);
 - :class:`ConfigError`: a value in a configuration, of the wrong type or out of range (a model's
   hyper-parameters in config.json or GGUF metadata, a merge config);
-- :class:`ArgumentError`: an argument of a function, a command-line flag or an environment variable.
+- :class:`ArgumentError`: an argument of a function, a command-line flag or an environment variable;
+- :class:`ChatTemplateError`: a chat template that refuses the messages it is given
+  (``raise_exception``) or cannot render them; the message names the template and says its words.
+
+An error may carry the command line's wording of its advice (``cli=``: flags instead of keyword
+arguments); the ``llamix`` command prints :func:`cli_message`, Python code sees ``str(e)``.
 
 A missing or unreadable file is an ``OSError`` naming the file, as Python raises it.
 
@@ -24,12 +29,23 @@ import math
 import numbers
 from typing import Any, Mapping
 
-__all__ = ["ArgumentError", "ConfigError", "FormatError", "LlamixError", "REQUIRED", "check_value", "describe",
-           "get_field", "parse_json"]
+__all__ = ["ArgumentError", "ChatTemplateError", "ConfigError", "FormatError", "LlamixError", "REQUIRED", "check_value",
+           "cli_message", "describe", "get_field", "parse_json"]
 
 
 class LlamixError(ValueError):
-    """An input llamix refuses; the message names the file (or argument) and the field."""
+    """An input llamix refuses; the message names the file (or argument) and the field.
+    ``cli``: the same message in the command line's words (flags, not keyword arguments)."""
+
+    def __init__(self, *args, cli: str | None = None):
+        super().__init__(*args)
+        self.cli = cli
+
+
+def cli_message(e: BaseException) -> str:
+    """What the command line says for ``e``: its ``cli`` wording where it has one, else ``str(e)``."""
+    cli = getattr(e, "cli", None)
+    return cli if isinstance(cli, str) and cli else str(e)
 
 
 class FormatError(LlamixError):
@@ -42,6 +58,10 @@ class ConfigError(LlamixError):
 
 class ArgumentError(LlamixError):
     """A function argument, command-line flag or environment variable has a wrong value."""
+
+
+class ChatTemplateError(LlamixError):
+    """A chat template refuses the messages (its ``raise_exception``) or cannot render them."""
 
 
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()

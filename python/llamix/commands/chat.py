@@ -12,13 +12,13 @@ import re
 import signal
 import sys
 
-from ..chat_format import format_names
 from ..loaders import SHAPES
+from ..errors import ChatTemplateError, FormatError
 from ..model.chat import ChatSession
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_kv_cache, add_qtype,
-                     add_sampling, add_threads, check, check_sampling, check_threads, quiet_requested,
-                     sampling_kwargs)
-from .model_inputs import open_model
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags,
+                     add_llama_cpp_loading, add_kv_cache, add_qtype, add_sampling, add_threads, check, check_sampling,
+                     check_threads, quiet_requested, sampling_kwargs)
+from .model_inputs import add_chat_template, open_model
 
 try:  # line editing and history at the prompt, where the platform has it
     import readline  # noqa: F401
@@ -34,13 +34,13 @@ def add_arguments(p) -> None:
     src.add_argument("--random", metavar="SHAPE", choices=list(SHAPES),
                      help=f"no download: a random-weight model of this shape ({', '.join(SHAPES)}); its text is gibberish")
     p.add_argument("-sys", "--system-prompt", metavar="TEXT", help="the system message, kept for the whole session")
-    p.add_argument("--chat-format", metavar="NAME", choices=format_names(aliases=True),
-                   help=f"a built-in format instead of the model's template ({', '.join(format_names())})")
+    add_chat_template(p)
     p.add_argument("-n", "--n-predict", type=int, default=-1, metavar="N",
                    help="at most N tokens per reply (-1: until the end of the turn)")
     add_ctx(p)
     add_threads(p)
     add_gpu_flags(p)
+    add_llama_cpp_loading(p)
     add_sampling(p)
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
@@ -97,6 +97,8 @@ def run(args) -> int:
     m = open_model(args)
     try:
         session = ChatSession(m, system_prompt=args.system_prompt, chat_format=args.chat_format)
+    except FormatError:
+        raise
     except ValueError as e:
         raise UsageError(f"--chat-format: {e}") from None
     tty = sys.stdin.isatty()
@@ -124,6 +126,8 @@ def run(args) -> int:
             continue
         try:
             reply = session.send(text, max_tokens=args.n_predict, **sampling)
+        except ChatTemplateError:   # the template refuses the conversation (-sys with a template without one)
+            raise
         except ValueError as e:  # the message alone does not fit the context
             print(f"[{e}]", file=err)
             continue

@@ -25,7 +25,7 @@ class UsageError(ArgumentError):
 
 def add_threads(p) -> None:
     p.add_argument("-t", "--threads", type=int, default=None, metavar="N",
-                   help="compute threads (default: one per physical core)")
+                   help="compute threads (default, or 0: one per physical core)")
 
 
 class _NoEffectOnCpu(argparse.Action):
@@ -46,6 +46,20 @@ def add_gpu_flags(p) -> None:
     # llama-cli's bare -nkvo and llama-bench's -nkvo 0|1 (argparse read them as -n kvo)
     p.add_argument("-nkvo", "--no-kv-offload", action=_NoEffectOnCpu, nargs="?", choices=("0", "1"), dest="_nkvo",
                    help="accepted as llama.cpp's flag, no effect (the KV cache is in RAM)")
+
+
+def add_llama_cpp_loading(p, batch: bool = True) -> None:
+    """llama.cpp's loading flags, accepted with llamix's meaning: --no-mmap / --mlock (llamix maps
+    model files and reads the weights it runs as stored in place) and, with ``batch``, -b."""
+    if batch:
+        p.add_argument("-b", "--batch-size", type=int, metavar="N", dest="_batch_size",
+                       help="accepted as llama.cpp's flag, no effect: prompts are evaluated 512 tokens per forward "
+                            "pass")
+    p.add_argument("--no-mmap", action="store_true", dest="_no_mmap",
+                   help="accepted as llama.cpp's flag, no effect: llamix always maps the model file (weights stored "
+                        "in a type it runs are read in place, others are converted into memory)")
+    p.add_argument("--mlock", action="store_true", dest="_mlock",
+                   help="accepted as llama.cpp's flag, no effect: llamix does not lock the model in RAM")
 
 
 def add_ctx(p, default: int | None = None, what: str = "context size in tokens (default: the model's, at most 2048)") -> None:
@@ -107,7 +121,8 @@ def add_sampling(p) -> None:
     p.add_argument("--frequency-penalty", type=float, default=0.0,
                    help="subtracted from a token's logit per occurrence among the last N (0.0: off)")
     p.add_argument("-s", "--seed", type=int, help="sampling seed (default, or -1: random)")
-    p.add_argument("--stop", action="append", metavar="STR", help="stop before this string (repeatable)")
+    p.add_argument("--stop", "-r", "--reverse-prompt", action="append", metavar="STR", dest="stop",
+                   help="stop before this string (repeatable; -r/--reverse-prompt: llama-cli's spelling)")
 
 
 def check_sampling(args) -> None:

@@ -9,9 +9,9 @@ import time
 from ..loaders import SHAPES
 from ..model import Model
 from ..tokenizer import check_text
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_kv_cache, add_qtype,
-                     add_sampling, add_threads, check, check_sampling, check_threads, quiet_requested,
-                     sampling_kwargs, warn, warn_ctx)
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_llama_cpp_loading,
+                     add_kv_cache, add_qtype, add_sampling, add_threads, check, check_sampling, check_threads,
+                     quiet_requested, sampling_kwargs, warn, warn_ctx)
 from .model_inputs import open_model, process_escapes, read_prompt
 
 
@@ -29,6 +29,7 @@ def add_arguments(p) -> None:
     add_ctx(p)
     add_threads(p)
     add_gpu_flags(p)
+    add_llama_cpp_loading(p)
     add_sampling(p)
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)

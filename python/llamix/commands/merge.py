@@ -102,7 +102,7 @@ def add_arguments(p) -> None:
 
 def _note(msg: str, args) -> None:
     if not quiet_requested(args) or args.verbosity:
-        print(f"llamix merge: note: {msg}", file=sys.stderr)
+        print(f"{getattr(args, 'prog', None) or 'llamix merge'}: note: {msg}", file=sys.stderr)
 
 
 def resolve_options(args) -> dict:

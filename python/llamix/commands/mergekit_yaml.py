@@ -30,5 +30,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.config, args.out = args.config_file, args.out_path
     args.threads, args.shard_size, args.seed, args.out_dtype, args.type = None, None, None, None, None
     args.command = "merge"
+    args.prog = "llamix-mergekit-yaml"   # the name its messages give (run_command's)
     args.run = run_merge
     return args

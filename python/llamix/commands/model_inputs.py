@@ -6,16 +6,55 @@ import re
 import sys
 from pathlib import Path
 
+from ..chat_format import format_names
 from ..loaders import random_checkpoint
 from ..model import Model, load
 from ..tokenizer import check_text
 from .common import UsageError, kv_cache_kwargs
 
 
+def add_chat_template(p) -> None:
+    """The chat format: llamix's --chat-format NAME, llama.cpp's --chat-template NAME_OR_JINJA and
+    --chat-template-file FILE (one of them), and llama.cpp's --jinja (always so here)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--chat-format", metavar="NAME", choices=format_names(aliases=True),
+                   help=f"a built-in chat format instead of the model's template ({', '.join(format_names())})")
+    g.add_argument("--chat-template", metavar="NAME_OR_JINJA",
+                   help="llama.cpp's flag: a built-in format's name (as --chat-format) or a Jinja chat template "
+                        "(text) instead of the model's")
+    g.add_argument("--chat-template-file", metavar="FILE", help="a Jinja chat template file instead of the model's "
+                                                                "template (llama.cpp's flag)")
+    p.add_argument("--jinja", action="store_true", dest="_jinja",
+                   help="accepted as llama.cpp's flag: llamix always renders chat templates with Jinja")
+
+
+def chat_template_of(args) -> tuple[str, str] | None:
+    """The chat template of --chat-template / --chat-template-file as (Jinja text, where it came
+    from), or None; a built-in format's name given to --chat-template becomes ``args.chat_format``."""
+    given = getattr(args, "chat_template", None)
+    if getattr(args, "chat_template_file", None):
+        path = args.chat_template_file
+        return read_text_file(path, "--chat-template-file"), f"--chat-template-file {path}"
+    if given is None:
+        return None
+    if given.lower() in format_names(aliases=True):
+        args.chat_format = given.lower()
+        return None
+    if "{{" in given or "{%" in given:
+        return check_text(given, "--chat-template"), "--chat-template"
+    raise UsageError(f"--chat-template {given!r}: neither a built-in format ({', '.join(format_names())}; also "
+                     f"{', '.join(format_names(aliases=True)[len(format_names()):])}) nor a Jinja template")
+
+
 def open_model(args, **kw) -> Model:
     """The model of -m/--model or --random SHAPE (which says on stderr that its text is
     meaningless), with the -c / -t / --qtype / --kv-cache / -ctk / -ctv / --tokenizer flags; UsageError when
-    it has no tokenizer."""
+    it has no tokenizer. For a command with a chat format (``args.chat_format``): --chat-template /
+    --chat-template-file applied, and the template parsed now (FormatError naming where it came
+    from when it does not)."""
+    template = chat_template_of(args)
+    if "chat_format" in kw:
+        kw["chat_format"] = args.chat_format
     if getattr(args, "random", None):
         print(f"[llamix: random-weight '{args.random}' model, no download: the text below is meaningless]",
               file=sys.stderr)
@@ -31,6 +70,11 @@ def open_model(args, **kw) -> Model:
         print(f"llamix: warning: --qtype {args.qtype} converts float weights only; {len(kept)} of {m.source}'s "
               f"matrices are {', '.join(sorted({t.upper() for t in kept.values()}))} already and run as stored "
               "(llamix quantize --allow-requantize converts them)", file=sys.stderr)
+    if template is not None:
+        m.checkpoint.chat_template, m.checkpoint.chat_template_source = template
+        m.__dict__.pop("_chat_formats", None)
+    if hasattr(args, "chat_format"):
+        m.chat_formatter(args.chat_format).compile()
     return m
 
 

@@ -13,11 +13,10 @@ import socket
 import sys
 import threading
 
-from ..chat_format import format_names
 from ..loaders import SHAPES
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_kv_cache, add_qtype,
-                     add_threads, check, check_threads, quiet_requested, warn_ctx)
-from .model_inputs import open_model
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_kv_cache,
+                     add_llama_cpp_loading, add_qtype, add_threads, check, check_threads, quiet_requested, warn_ctx)
+from .model_inputs import add_chat_template, open_model
 
 try:   # the serve extra: starlette, uvicorn, prometheus_client
     from ..server import serve
@@ -41,13 +40,15 @@ def add_arguments(p) -> None:
                     "(default: the model's context per slot, at most 2048)")
     add_threads(p)
     add_gpu_flags(p)
+    add_llama_cpp_loading(p, batch=False)
     p.add_argument("-b", "--batch-size", type=int, default=512, metavar="N",
                    help="at most N tokens (decodes and prompt chunks) per forward pass")
+    p.add_argument("-cb", "--cont-batching", action="store_true", dest="_cont_batching",
+                   help="accepted as llama-server's flag: llamix serve always batches continuously")
     p.add_argument("--api-key", metavar="KEY", default=os.environ.get("LLAMIX_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $LLAMIX_API_KEY; none: no key)")
     p.add_argument("-a", "--alias", metavar="NAME", help="the model id clients see (default: the file's name)")
-    p.add_argument("--chat-format", metavar="NAME", choices=format_names(aliases=True),
-                   help=f"a built-in chat format instead of the model's template ({', '.join(format_names())})")
+    add_chat_template(p)
     p.add_argument("--max-queue", type=int, default=64, metavar="N",
                    help="requests waiting for a slot before new ones get 503")
     p.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="S",

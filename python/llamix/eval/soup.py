@@ -162,8 +162,8 @@ def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", 
     _check_compatible(refs + ([str(base)] if base is not None else []), cks + ([base_ck] if base_ck else []))
     tok = next((ck.tokenizer for ck in ([base_ck] if base_ck else []) + cks if ck.tokenizer is not None), None)
     if tok is None:
-        raise ArgumentError(f"{refs[0]}: no tokenizer to read the evaluation text; pass tokenizer= "
-                             "(--tokenizer on the command line)")
+        what = f"{refs[0]}: no tokenizer to read the evaluation text"
+        raise ArgumentError(f"{what}; pass tokenizer=", cli=f"{what}; give --tokenizer FILE")
     n_ctx = int(n_ctx or min(512, cks[0].config.context_length))
     tokens = text_tokens(tok, eval_text) if isinstance(eval_text, str) else list(eval_text)
     n_trials = len(refs) + (1 if base_ck else 0) + (len(refs) - 1 if method == "greedy" else 1)

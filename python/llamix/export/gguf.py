@@ -198,9 +198,10 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
     if not entries and ck.tokenizer is not None:
         entries = tokenizer_metadata(ck.tokenizer, config.vocab_size)
     if not entries:
-        raise ArgumentError(f"{getattr(ck, 'source', model)}: the model has no tokenizer; pass tokenizer= "
-                         "(--tokenizer on the command line) a tokenizer.model, tokenizer.json or GGUF file (llama.cpp "
-                         "needs it in the GGUF)")
+        what = "a tokenizer.model, tokenizer.json or GGUF file (llama.cpp needs it in the GGUF)"
+        src = getattr(ck, "source", model)
+        raise ArgumentError(f"{src}: the model has no tokenizer; pass tokenizer= {what}",
+                            cli=f"{src}: the model has no tokenizer; give --tokenizer FILE, {what}")
     template = getattr(ck, "chat_template", None)
     if template and not any(e.key == CHAT_TEMPLATE_KEY for e in entries):
         entries.append(chat_template_entry(template))  # a Hugging Face folder's template
@@ -234,9 +235,10 @@ def export_gguf(model, out, qtype: str | None = "f16", *, tokenizer=None, pure: 
                                 f"{shape[-1]} are not a multiple of its block)")
             stored = _block_types(tensors, parts) - {target}
             if stored and not allow_requantize:
-                raise ArgumentError(f"{getattr(ck, 'source', model)}: tensor {tname!r} is {stored.pop().upper()} "
-                                    f"already; requantizing it to {target.upper()}{fallback} adds a second rounding "
-                                    "error (pass allow_requantize=True, --allow-requantize, to do it anyway)")
+                why = (f"{getattr(ck, 'source', model)}: tensor {tname!r} is {stored.pop().upper()} already; "
+                       f"requantizing it to {target.upper()}{fallback} adds a second rounding error")
+                raise ArgumentError(f"{why} (pass allow_requantize=True to do it anyway)",
+                                    cli=f"{why} (pass --allow-requantize to do it anyway)")
         gtype = GGUF_TYPE_NAME.get(target, target.upper())
         n = int(np.prod(shape))
         nbytes = qtype_info(target).row_bytes(shape[-1]) * (n // shape[-1])

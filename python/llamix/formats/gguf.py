@@ -333,6 +333,40 @@ def read_header(path: str | os.PathLike) -> tuple[int, int, int] | None:
 
 
 # --- writing -----------------------------------------------------------------------------------
+def write_replacing(path: Path, write) -> None:
+    """``write(f)`` into a temporary file beside ``path``, then renamed to ``path`` (an existing file
+    is replaced whole, or not at all). An OSError names ``path``, the file the caller asked for,
+    not the temporary name (``out.gguf.bi1u2iez.tmp``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
+        os.replace(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(e, OSError) and e.errno is not None and _is_temporary_name(e.filename, path):
+            raise type(e)(e.errno, e.strerror, str(path)) from None
+        raise
+
+
+def _is_temporary_name(name, path: Path) -> bool:
+    """Whether an OSError's file name is none, or a temporary name beside ``path``."""
+    if name is None:
+        return True
+    p = Path(os.fsdecode(name))
+    return p.parent == path.parent and p.name.startswith(path.name + ".") and p.name.endswith(".tmp")
+
+
 class GGUFWriter:
     """Writes a GGUF v3 file atomically: everything goes to a temporary name beside the target,
     which is renamed into place by :meth:`close` (or ``with`` exit) only if all went well.
@@ -382,21 +416,7 @@ class GGUFWriter:
 
     def write(self) -> None:
         """Write the file (temporary name, then rename)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                self._write_to(f)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_replacing(self.path, self._write_to)
 
     def _write_to(self, f) -> None:
         out = bytearray()

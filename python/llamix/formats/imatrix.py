@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import FormatError
-from .gguf import GGUF_MAGIC, GGUFReader, GGUFWriter, ValueType
+from .gguf import GGUF_MAGIC, GGUFReader, GGUFWriter, ValueType, write_replacing
 from .gguf_llama import MetadataEntry
 
 SUMS, COUNTS = ".in_sum2", ".counts"
@@ -156,19 +155,7 @@ def write_imatrix(im: ImportanceMatrix, path: str | os.PathLike, legacy: bool | 
         out += vals.astype("<f4").tobytes()
     ds = (im.datasets[-1] if im.datasets else "").encode()
     out += struct.pack("<ii", int(im.chunk_count), len(ds)) + ds
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(out)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode (as the GGUF writer)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_replacing(path, lambda f: f.write(out))
 
 
 def quantize_metadata(path: str | os.PathLike, im: ImportanceMatrix) -> list[MetadataEntry]:

@@ -48,13 +48,17 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
         override = Tokenizer.from_file(override)
     header = read_header(path) if path.is_file() else None
     if header is not None and header[1] == 0:
-        raise FormatError(f"{path}: a vocabulary-only GGUF file (no tensors): it holds a tokenizer but no weights; "
-                          "load it with llamix.Tokenizer.from_file, or pass it as tokenizer=")
+        what = f"{path}: a vocabulary-only GGUF file (no tensors): it holds a tokenizer but no weights"
+        raise FormatError(f"{what}; load it with llamix.Tokenizer.from_file, or pass it as tokenizer=",
+                          cli=f"{what}; give it as --tokenizer {path}")
     if path.is_dir():
         ck = load_hf(path, qtype, progress, tokenizer=override)
     else:
         with open(path, "rb") as f:
             magic = f.read(4)
+        if len(magic) < 4 and path.suffix.lower() == ".gguf":   # as the GGUF reader says of 4..23 bytes
+            raise FormatError(f"{path}: file too short ({len(magic)} bytes) to be GGUF"
+                              + (": the file is empty" if not magic else ""))
         if magic != GGUF_MAGIC and path.suffix.lower() == ".gguf":
             raise FormatError(f"{path}: not a GGUF file: bad magic {magic!r} (expected {GGUF_MAGIC!r})")
         if magic != GGUF_MAGIC and path.suffix.lower() in _PARTS_OF_FOLDERS:
@@ -62,9 +66,9 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
             # a llama2.c folder's tokenizer.model is no part of one
             in_folder = path.suffix.lower() in (".safetensors", ".json") or (path.parent / "config.json").is_file()
             hint = (f"this {path.suffix} file is part of a folder: pass the folder holding config.json ({path.parent})"
-                    if in_folder else
-                    f"this {path.suffix} file is not a model (a tokenizer file goes to --tokenizer, tokenizer=)")
-            raise FormatError(f"{path}: a model is a GGUF file, a llama2.c .bin or a Hugging Face folder; {hint}")
+                    if in_folder else f"this {path.suffix} file is not a model (a tokenizer file goes to {{}})")
+            what = f"{path}: a model is a GGUF file, a llama2.c .bin or a Hugging Face folder; {hint}"
+            raise FormatError(what.format("tokenizer="), cli=what.format("--tokenizer"))
         load = load_gguf if magic == GGUF_MAGIC else load_llama2c
         ck = load(path, qtype, progress, tokenizer=override)
     if ck.tokenizer is not None and ck.tokenizer.vocab_size > ck.config.vocab_size:

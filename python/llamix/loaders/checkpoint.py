@@ -50,6 +50,8 @@ class Checkpoint:
     # the model's Jinja chat template (GGUF tokenizer.chat_template; a Hugging Face folder's
     # chat_template.jinja or tokenizer_config.json), None when the checkpoint has none
     chat_template: str | None = None
+    # where chat_template was read, for messages: "m/tokenizer_config.json: chat_template"
+    chat_template_source: str | None = None
 
     def release_pages(self) -> None:
         """Drop the mapped source file's pages from the process's resident memory, where the

@@ -225,5 +225,6 @@ def load_gguf(path: Path, qtype: str | None, progress: Progress | None = None,
     name = r.get("general.name")
     return Checkpoint(config, tensors, tok, rope_freqs, str(path), keep_alive=r, tokenizer_entries=entries,
                       chat_template=template if isinstance(template, str) and template else None,
+                      chat_template_source=f"{path}: tokenizer.chat_template",
                       general_entries=general_entries_of(r), name=name if isinstance(name, str) else None,
                       kept_quantized=kept)

@@ -339,16 +339,19 @@ def load_hf(folder: Path, qtype: str | None, progress: Progress | None = None,
     tok = None if own or tokenizer is False else tokenizer
     if own and any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
         tok = Tokenizer.from_file(folder)
-    return Checkpoint(config, tensors, tok, None, str(folder), keep_alive=st, chat_template=hf_chat_template(folder))
+    template, template_source = hf_chat_template(folder)
+    return Checkpoint(config, tensors, tok, None, str(folder), keep_alive=st, chat_template=template,
+                      chat_template_source=template_source)
 
 
-def hf_chat_template(folder: Path) -> str | None:
+def hf_chat_template(folder: Path) -> tuple[str | None, str | None]:
     """A Hugging Face folder's chat template, where transformers looks for it: ``chat_template.jinja``,
     then ``chat_template.json``, then ``tokenizer_config.json``'s ``chat_template`` (a string, or a
-    list of named templates of which the one named ``default`` is taken). None when there is none."""
+    list of named templates of which the one named ``default`` is taken), and where it was found
+    (``folder/tokenizer_config.json: chat_template``). (None, None) when there is none."""
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
+        return jinja.read_text(encoding="utf-8"), str(jinja)
     for name in ("chat_template.json", "tokenizer_config.json"):
         f = folder / name
         if not f.is_file():
@@ -360,6 +363,9 @@ def hf_chat_template(folder: Path) -> str | None:
         if isinstance(value, list):  # [{"name": ..., "template": ...}]
             named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
             value = named.get("default")
+            field_name = "chat_template 'default'"
+        else:
+            field_name = "chat_template"
         if isinstance(value, str) and value:
-            return value
-    return None
+            return value, f"{f}: {field_name}"
+    return None, None

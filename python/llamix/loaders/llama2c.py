@@ -42,7 +42,8 @@ def load_llama2c(path: Path, qtype: str | None, progress: Progress | None = None
         if c.is_file():
             tok = Tokenizer.from_file(c)
             if tok.vocab_size != config.vocab_size:  # llama2.c's vocabularies are the tokenizer's, no padding
-                raise FormatError(f"{path}: vocab_size {config.vocab_size} does not match the {tok.vocab_size} pieces "
-                                  f"of {c} (pass the model's tokenizer with tokenizer=)")
+                why = f"{path}: vocab_size {config.vocab_size} does not match the {tok.vocab_size} pieces of {c}"
+                raise FormatError(f"{why} (pass the model's tokenizer with tokenizer=)",
+                                  cli=f"{why} (give the model's tokenizer with --tokenizer FILE)")
             break
     return Checkpoint(config, tensors, tok, None, str(path), keep_alive=ck)

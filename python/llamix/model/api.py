@@ -56,8 +56,9 @@ class CompletionAPI:
         if name not in cache:
             tok = self._tok()
             text = lambda i: tok.tokens[i] if 0 <= i < tok.vocab_size else ""  # noqa: E731
-            cache[name] = chat_format_for(getattr(self.checkpoint, "chat_template", None), name, text(tok.bos_id),
-                                          text(tok.eos_id), tok.tokens)
+            ck = self.checkpoint
+            cache[name] = chat_format_for(getattr(ck, "chat_template", None), name, text(tok.bos_id), text(tok.eos_id),
+                                          tok.tokens, source=getattr(ck, "chat_template_source", None) or "")
         return cache[name]
 
     def apply_chat_template(self, messages: Sequence[Mapping], add_generation_prompt: bool = True,

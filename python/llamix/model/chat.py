@@ -55,7 +55,7 @@ class ChatSession:
                  reply_room: int | None = None):
         self.model = model
         self.chat_format = chat_format
-        self.format = model.chat_formatter(chat_format)
+        self.format = model.chat_formatter(chat_format).compile()   # a template that does not parse: said now
         self.system_prompt = system_prompt
         self.reply_room = reply_room if reply_room is not None else min(max(model.n_ctx // 4, 1), 512)
         self.stats = TurnStats()
@@ -80,7 +80,8 @@ class ChatSession:
         (temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,
         frequency_penalty, seed, stop) as in ``create_completion``. Closing the iterator early keeps what was said
         so far. :attr:`stats` describes the turn once the iterator is done. Raises ValueError
-        (before any work) when the message alone does not fit the context."""
+        (before any work) when the message alone does not fit the context, and
+        :class:`~llamix.ChatTemplateError` when the template refuses the messages."""
         content = check_text(content, "message")   # named here: the rendered prompt's positions would mislead
         messages = self.messages + [{"role": "user", "content": content}]
         ids, dropped = self._fit(messages, max_tokens)

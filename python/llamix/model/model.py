@@ -50,9 +50,9 @@ def _kv_cache_type(name: str, t, head_dim: int) -> str:
     if t not in KV_CACHE_TYPES:
         raise ArgumentError(f"{name}: KV cache type must be one of {', '.join(KV_CACHE_TYPES)}, got {t!r}")
     if t.startswith("q") and head_dim % 32:
-        flag = {"kv_cache_k": " (-ctk)", "kv_cache_v": " (-ctv)"}.get(name, "")
-        raise ArgumentError(f"{name}={t!r}{flag} needs head_dim to be a multiple of 32 (its block size); "
-                            f"this model's head_dim is {head_dim}")
+        why = f"needs head_dim to be a multiple of 32 (its block size); this model's head_dim is {head_dim}"
+        flag = {"kv_cache_k": "-ctk/--cache-type-k", "kv_cache_v": "-ctv/--cache-type-v"}.get(name, "--kv-cache")
+        raise ArgumentError(f"{name}={t!r} {why}", cli=f"{flag} {t} {why}")
     return t
 
 
@@ -183,8 +183,9 @@ class Model(CompletionAPI):
     # --- tokens ---
     def _tok(self) -> Tokenizer:
         if self.tokenizer is None:
-            raise ArgumentError(f"{self.source}: this model has no tokenizer; pass tokenizer= (--tokenizer on the "
-                             "command line) a tokenizer.model, tokenizer.json or GGUF file")
+            what = "a tokenizer.model, tokenizer.json or GGUF file"
+            raise ArgumentError(f"{self.source}: this model has no tokenizer; pass tokenizer= {what}",
+                                cli=f"{self.source}: this model has no tokenizer; give --tokenizer FILE ({what})")
         return self.tokenizer
 
     def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = False, *, bos: bool | None = None,

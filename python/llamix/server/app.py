@@ -38,6 +38,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..errors import FormatError
 from ..model import BatchEngine, EngineStopped, Job, Model, QueueFull
 from ..model.api import TextCompletion
 from ..model.engine import Request, Step
@@ -483,7 +484,15 @@ def create_app(model: Model, n_parallel: int = 4, *, name: str | None = None, ap
     """The ASGI application serving ``model`` with ``n_parallel`` KV cache slots of ``model.n_ctx``
     positions each, at most ``max_queue`` requests waiting (503 beyond). ``name``: the model id
     clients see (default: the file's name). The engine thread starts and stops with the
-    application's lifespan; at shutdown requests still running get ``shutdown_timeout`` seconds."""
+    application's lifespan; at shutdown requests still running get ``shutdown_timeout`` seconds.
+    A chat template that does not parse is a FormatError here, as llama-server refuses to start
+    with one (each chat request would otherwise get the server's fault as a 400)."""
+    try:
+        model.chat_formatter().compile()
+    except FormatError:
+        raise
+    except ValueError:   # no tokenizer, no template to choose: the chat endpoints say so per request
+        pass
     engine = BatchEngine(model, n_parallel, max_queue, **({"n_batch": n_batch} if n_batch else {}))
     served = name or model.source.rstrip("/").rsplit("/", 1)[-1]
     server = Server(model, engine, served, api_key, max_body_bytes)

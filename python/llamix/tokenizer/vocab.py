@@ -219,8 +219,9 @@ def vocab_from_gguf_metadata(meta: Mapping, source: str = "GGUF") -> Vocab:
     key for anything missing, of the wrong type or out of range."""
     model = _get_str(meta, K + "model", source)
     if model is None:
-        raise FormatError(f"{source}: no tokenizer in the metadata (tokenizer.ggml.model missing); pass tokenizer= "
-                         "(--tokenizer on the command line) a tokenizer.model, tokenizer.json or GGUF file")
+        what = f"{source}: no tokenizer in the metadata (tokenizer.ggml.model missing)"
+        files = "a tokenizer.model, tokenizer.json or GGUF file"
+        raise FormatError(f"{what}; pass tokenizer= {files}", cli=f"{what}; give --tokenizer FILE ({files})")
     if model in ("no_vocab", "none"):
         raise FormatError(f"{source}: tokenizer.ggml.model = {model!r}: the file has no vocabulary")
     if model not in MODELS:
