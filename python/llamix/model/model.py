@@ -79,12 +79,13 @@ def _available_memory() -> int | None:
         return None
 
 
-def _kv_memory_message(n_ctx: int, c: ModelConfig, k: str, v: str, available: int | None) -> str:
+def _kv_memory_error(n_ctx: int, c: ModelConfig, k: str, v: str, available: int | None) -> ArgumentError:
     need = _kv_cache_bytes(n_ctx, c, k, v)
     have = f"the {available / 1e9:.1f} GB of memory available" if available is not None else "the memory available"
-    return (f"n_ctx (-c) {n_ctx}: the KV cache needs {need / 1e9:.1f} GB ({c.n_layers} layers x {n_ctx} positions x "
-            f"{c.kv_dim} keys and values, {k}/{v}), more than {have}; give a smaller context, or a quantized cache "
-            f"(kv_cache_k/kv_cache_v, -ctk/-ctv q8_0)")
+    what = (f"the KV cache needs {need / 1e9:.1f} GB ({c.n_layers} layers x {n_ctx} positions x {c.kv_dim} keys and "
+            f"values, {k}/{v}), more than {have}; give a smaller context, or a quantized cache")
+    return ArgumentError(f"n_ctx {n_ctx}: {what} (kv_cache_k / kv_cache_v 'q8_0')",
+                         cli=f"-c {n_ctx}: {what} (-ctk / -ctv q8_0)")
 
 
 def _check_kv_memory(n_ctx: int, c: ModelConfig, k: str, v: str) -> None:
@@ -92,7 +93,7 @@ def _check_kv_memory(n_ctx: int, c: ModelConfig, k: str, v: str) -> None:
     committed page by page until the system kills the process."""
     available = _available_memory()
     if available is not None and _kv_cache_bytes(n_ctx, c, k, v) > available:
-        raise ArgumentError(_kv_memory_message(n_ctx, c, k, v, available))
+        raise _kv_memory_error(n_ctx, c, k, v, available)
 
 
 class Model(CompletionAPI):
@@ -276,7 +277,7 @@ class Model(CompletionAPI):
             return _C.KVCache(c.n_layers, self.n_ctx, c.kv_dim, self.kv_cache_k, self.kv_cache_v,
                               n_kv_heads=c.n_kv_heads, attn_precision=self.attn_precision)
         except MemoryError:
-            raise ArgumentError(_kv_memory_message(self.n_ctx, c, self.kv_cache_k, self.kv_cache_v, None)) from None
+            raise _kv_memory_error(self.n_ctx, c, self.kv_cache_k, self.kv_cache_v, None) from None
 
     @property
     def kv_cache_nbytes(self) -> int:
