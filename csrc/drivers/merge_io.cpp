@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -53,21 +54,23 @@ void write_exact(int fd, const uint8_t* p, int64_t bytes, int64_t offset) {
 // the lock when kMaxQueued runs are waiting (bounded memory). One merge writes to files at a
 // time (file_merge_mutex), so every staged byte belongs to it.
 constexpr int64_t kStageBytes = int64_t(256) << 10;
+constexpr int64_t kRunBytes = 2 * kStageBytes;  // a run's buffer: a full stage plus one store_out (<= 256 KB)
 constexpr size_t kMaxQueued = 8;
 
 struct Run {
     int fd = -1;
     int64_t pos = 0;   // file offset of bytes[0]
     int64_t used = 0;  // bytes staged
-    std::vector<uint8_t> bytes;
+    int64_t size = 0;  // bytes' capacity
+    std::unique_ptr<uint8_t[]> bytes;  // uninitialised
 };
 
 struct Output {
     std::mutex write;  // held while writing the queue out
     std::mutex queue_mutex;
-    std::vector<Run> queue;                  // full runs waiting, in no particular order
-    std::vector<std::vector<uint8_t>> free;  // written runs' buffers, for reuse
-    std::vector<Run*> stages;                // every thread's run being filled
+    std::vector<Run> queue;  // full runs waiting, in no particular order
+    std::vector<Run> free;   // written runs, their buffers for reuse (a few)
+    std::vector<Run*> stages;  // every thread's run being filled
 };
 
 // Never destroyed: a pool thread may end after static destructors ran.
@@ -93,6 +96,17 @@ Run& my_run() {
     return r.run;
 }
 
+// Move a thread's filled run to the queue and give the thread a free buffer (queue_mutex held).
+void enqueue_locked(Output& o, Run& run) {
+    o.queue.push_back(std::move(run));
+    run = Run{};
+    if (!o.free.empty()) {
+        run.bytes = std::move(o.free.back().bytes);
+        run.size = o.free.back().size;
+        o.free.pop_back();
+    }
+}
+
 // Write the queued runs out (wait: for the writer's lock; else only if no other thread holds it).
 void drain(bool wait) {
     Output& o = output();
@@ -107,31 +121,21 @@ void drain(bool wait) {
             r = std::move(o.queue.back());
             o.queue.pop_back();
         }
-        write_exact(r.fd, r.bytes.data(), r.used, r.pos);
+        write_exact(r.fd, r.bytes.get(), r.used, r.pos);
         std::lock_guard<std::mutex> lock(o.queue_mutex);
-        o.free.push_back(std::move(r.bytes));
+        if (o.free.size() < kMaxQueued + 4) o.free.push_back(std::move(r));
     }
 }
 
-// Queue the calling thread's run (if any) and start a new one with a free buffer.
+// Queue the calling thread's run (if any), writing the queue out unless another thread is.
 void queue_run(Run& run) {
     if (run.used == 0) return;
     Output& o = output();
     size_t waiting;
     {
         std::lock_guard<std::mutex> lock(o.queue_mutex);
-        Run full;
-        full.fd = run.fd, full.pos = run.pos, full.used = run.used;
-        full.bytes = std::move(run.bytes);
-        o.queue.push_back(std::move(full));
+        enqueue_locked(o, run);
         waiting = o.queue.size();
-        run.used = 0;
-        if (!o.free.empty()) {
-            run.bytes = std::move(o.free.back());
-            o.free.pop_back();
-        } else {
-            run.bytes.clear();
-        }
     }
     drain(waiting > kMaxQueued);
 }
@@ -143,8 +147,14 @@ uint8_t* stage_for(MergeOutput out, int64_t off, int64_t bytes) {
     const int64_t pos = out.file_offset + off * type_size(out.type);
     if (run.used > 0 && (run.fd != out.fd || run.pos + run.used != pos)) queue_run(run);
     if (run.used == 0) run.fd = out.fd, run.pos = pos;
-    if (int64_t(run.bytes.size()) < run.used + bytes) run.bytes.resize(size_t(std::max(2 * kStageBytes, run.used + bytes)));
-    uint8_t* p = run.bytes.data() + run.used;
+    if (run.size < run.used + bytes) {
+        const int64_t size = std::max(kRunBytes, run.used + bytes);
+        std::unique_ptr<uint8_t[]> grown(new uint8_t[size_t(size)]);
+        if (run.used > 0) std::memcpy(grown.get(), run.bytes.get(), size_t(run.used));
+        run.bytes = std::move(grown);
+        run.size = size;
+    }
+    uint8_t* p = run.bytes.get() + run.used;
     run.used += bytes;
     return p;
 }
@@ -230,14 +240,8 @@ void finish_output(bool ok) {
     if (ok) {
         {
             std::lock_guard<std::mutex> lock(o.queue_mutex);
-            for (Run* run : o.stages) {
-                if (run->used == 0) continue;
-                Run full;
-                full.fd = run->fd, full.pos = run->pos, full.used = run->used;
-                full.bytes.assign(run->bytes.begin(), run->bytes.begin() + run->used);
-                o.queue.push_back(std::move(full));
-                run->used = 0;
-            }
+            for (Run* run : o.stages)
+                if (run->used > 0) enqueue_locked(o, *run);
         }
         try {
             drain(true);
@@ -250,7 +254,8 @@ void finish_output(bool ok) {
     std::lock_guard<std::mutex> writing(o.write);
     std::lock_guard<std::mutex> lock(o.queue_mutex);
     for (Run* run : o.stages) run->used = 0;
-    for (Run& r : o.queue) o.free.push_back(std::move(r.bytes));
+    for (Run& r : o.queue)
+        if (o.free.size() < kMaxQueued + 4) o.free.push_back(std::move(r));
     o.queue.clear();
 }
 
