@@ -288,14 +288,22 @@ def test_sigterm_during_merge_leaves_no_folder(tmp_path, monkeypatch, capsys):
     cfg = tmp_path / "merge.yml"
     cfg.write_text(yaml.safe_dump({"merge_method": "linear", "dtype": "float32",
                                    "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in paths]}))
-    real, seen = HFFolderWriter.write, {"n": 0}
+    real, real_target, seen = HFFolderWriter.write, HFFolderWriter.target, {"n": 0}
 
-    def write_then_terminate(self, name, array):  # runs on the writer thread; the handler on the main one
+    def terminate_at_third():
         seen["n"] += 1
         if seen["n"] == 3:
             os.kill(os.getpid(), signal.SIGTERM)
+
+    def write_then_terminate(self, name, array):  # runs on the writer thread; the handler on the main one
+        terminate_at_third()
         return real(self, name, array)
+
+    def target_then_terminate(self, task):  # linear's kernels write the tensors into the file themselves
+        terminate_at_third()
+        return real_target(self, task)
     monkeypatch.setattr(HFFolderWriter, "write", write_then_terminate)
+    monkeypatch.setattr(HFFolderWriter, "target", target_then_terminate)
     before = set(tmp_path.iterdir())
     assert main(["merge", str(cfg), str(tmp_path / "out"), "-t", "1", "-q"]) == 143
     assert set(tmp_path.iterdir()) == before and "terminated" in capsys.readouterr().err

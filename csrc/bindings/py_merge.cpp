@@ -5,6 +5,7 @@
 
 #include "bindings/checks.h"
 #include "drivers/merge.h"
+#include "drivers/merge_io.h"
 #include "kernels/kernels.h"
 #include "kernels/merge_math.h"
 
@@ -122,25 +123,56 @@ py::array run_merge(const Input& first, int work_type, int out_type, const std::
     return out;
 }
 
+// run_merge for the drivers that can also write their output to a file: `buffer` may be a file
+// target (fd, byte offset), open for writing, where the output's bytes go (pwrite from the
+// threads that compute them, see MergeOutput); then nothing is returned.
+template <class F>
+py::object run_merge_to(const Input& first, int work_type, int out_type, const py::object& buffer, F&& f) {
+    if (!py::isinstance<py::tuple>(buffer)) {
+        require(buffer.is_none() || py::isinstance<py::array>(buffer),
+                "buffer: expected a numpy array, a file target (fd, offset) or None");
+        return run_merge(first, work_type, out_type,
+                         buffer.is_none() ? std::nullopt
+                                          : std::optional<py::array>(py::reinterpret_borrow<py::array>(buffer)),
+                         std::forward<F>(f));
+    }
+    const auto target = buffer.cast<std::tuple<int, int64_t>>();
+    MergeOutput o{nullptr, float_type(out_type, "out_type"), std::get<0>(target), std::get<1>(target)};
+    require(o.fd >= 0 && o.file_offset >= 0, "buffer: invalid file target (fd, offset)");
+    const MergeCommon c = common(first, work_type);
+    {
+        py::gil_scoped_release release;
+        std::lock_guard<std::mutex> one_at_a_time(merge_detail::file_merge_mutex());
+        try {
+            f(c, o);
+        } catch (...) {
+            merge_detail::finish_output(false);
+            throw;
+        }
+        merge_detail::finish_output(true);
+    }
+    return py::none();
+}
+
 }  // namespace
 
 void register_merge(py::module_& m) {
     m.def("merge_linear", [](std::vector<py::object> xs, std::vector<int> types, std::vector<float> weights, bool normalize,
-                             int out_type, int work_type, std::optional<py::array> buffer) {
+                             int out_type, int work_type, py::object buffer) {
         require(weights.size() == xs.size(), "one weight per input tensor is needed");
         require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
         const Input first = as_input(xs[0], types[0], "input 0");
         const auto in = as_inputs(xs, types, first.n);
-        return run_merge(first, work_type, out_type, buffer,
+        return run_merge_to(first, work_type, out_type, buffer,
                          [&](const MergeCommon& c, MergeOutput o) { merge_linear(c, in, weights, normalize, o); });
     }, py::arg("xs"), py::arg("types"), py::arg("weights"), py::arg("normalize"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
 
     m.def("merge_slerp", [](py::object v0, int t0, py::object v1, int t1, float t, int out_type, int work_type,
-                            std::optional<py::array> buffer) {
+                            py::object buffer) {
         const Input x0 = as_input(v0, t0, "v0");
         const MergeInput b = checked(as_input(v1, t1, "v1"), x0.n, "v1");
-        return run_merge(x0, work_type, out_type, buffer,
+        return run_merge_to(x0, work_type, out_type, buffer,
                          [&](const MergeCommon& c, MergeOutput o) { merge_slerp(c, x0.in, b, t, o); });
     }, py::arg("v0"), py::arg("type0"), py::arg("v1"), py::arg("type1"), py::arg("t"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());
@@ -162,7 +194,7 @@ void register_merge(py::module_& m) {
     m.def("merge_task_vectors", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types,
                                    std::vector<SparsifyTuple> sparsify, int consensus, bool rescale, bool normalize,
                                    float lambda, uint64_t seed, std::string name, int64_t rows, int out_type, int work_type,
-                                   std::optional<py::array> buffer) {
+                                   py::object buffer) {
         const Input bi = as_input(base, base_type, "base");
         const auto in = as_inputs(xs, types, bi.n);
         require(sparsify.size() == xs.size(), "one sparsifier per input tensor is needed");
@@ -178,7 +210,7 @@ void register_merge(py::module_& m) {
         p.seed = seed;
         p.name = std::move(name);
         p.rows = rows;
-        return run_merge(bi, work_type, out_type, buffer,
+        return run_merge_to(bi, work_type, out_type, buffer,
                          [&](const MergeCommon& c, MergeOutput o) { merge_task_vectors(c, bi.in, in, sp, p, o); });
     }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("sparsify"), py::arg("consensus"),
        py::arg("rescale"), py::arg("normalize"), py::arg("lambda_"), py::arg("seed"), py::arg("name"), py::arg("rows"),
@@ -186,11 +218,11 @@ void register_merge(py::module_& m) {
        py::arg("buffer") = py::none());
 
     m.def("merge_model_stock", [](py::object base, int base_type, std::vector<py::object> xs, std::vector<int> types,
-                                  int64_t rows, int out_type, int work_type, std::optional<py::array> buffer) {
+                                  int64_t rows, int out_type, int work_type, py::object buffer) {
         const Input bi = as_input(base, base_type, "base");
         const auto in = as_inputs(xs, types, bi.n);
         require(rows >= 1 && bi.n % rows == 0, "rows must divide the tensor size");
-        return run_merge(bi, work_type, out_type, buffer,
+        return run_merge_to(bi, work_type, out_type, buffer,
                          [&](const MergeCommon& c, MergeOutput o) { merge_model_stock(c, bi.in, in, rows, o); });
     }, py::arg("base"), py::arg("base_type"), py::arg("xs"), py::arg("types"), py::arg("rows"), py::arg("out_type"),
        py::arg("work_type"), py::arg("buffer") = py::none());
@@ -234,7 +266,7 @@ void register_merge(py::module_& m) {
     m.def("merge_multislerp", [](std::vector<py::object> xs, std::vector<int> types, std::optional<py::object> base,
                                  int base_type, std::vector<float> weights, bool normalize, float eps, int out_type,
                                  int work_type,
-                                 std::optional<py::array> buffer) {
+                                 py::object buffer) {
         require(!xs.empty() && xs.size() == types.size(), "one type id per input tensor is needed");
         require(weights.size() == xs.size(), "one weight per input tensor is needed");
         const Input first = as_input(xs[0], types[0], "input 0");
@@ -242,7 +274,7 @@ void register_merge(py::module_& m) {
         MergeInput bs;
         if (base) bs = checked(as_input(*base, base_type, "base"), first.n, "base");
         const MergeInput* has_base = base ? &bs : nullptr;
-        return run_merge(first, work_type, out_type, buffer, [&](const MergeCommon& c, MergeOutput o) {
+        return run_merge_to(first, work_type, out_type, buffer, [&](const MergeCommon& c, MergeOutput o) {
             merge_multislerp(c, has_base, in, weights, normalize, eps, o);
         });
     }, py::arg("xs"), py::arg("types"), py::arg("base"), py::arg("base_type"), py::arg("weights"), py::arg("normalize"),

@@ -23,10 +23,16 @@ struct MergeInput {
     int64_t file_offset = 0;
 };
 
-// The output: n elements of type F32, F16 or BF16.
+// The output: n elements of type F32, F16 or BF16, in memory at `data`, or, with fd >= 0, written
+// to a file at byte `file_offset` (pwrite from the threads that compute it, through a small
+// per-thread staging buffer: the result never makes a round trip through a tensor-sized buffer,
+// and the threads write in parallel with each other's compute). A driver writing to a file must
+// be followed by finish_output() (drivers/merge_io.h), which writes what is still staged.
 struct MergeOutput {
     void* data = nullptr;
     QType type = QType::F32;
+    int fd = -1;
+    int64_t file_offset = 0;
 };
 
 // Inputs may be rounded to a narrower working dtype first (mergekit casts inputs to `dtype` on

@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "drivers/merge.h"
@@ -28,6 +29,18 @@ void load_work(const MergeCommon& c, MergeInput in, int64_t off, int64_t len, fl
 // Store a float32 result: rounded to the working dtype first when that is narrower than the
 // output (mergekit's result lives in the working dtype before `out_dtype` converts it).
 void store_out(const MergeCommon& c, float* x, MergeOutput out, int64_t off, int64_t len);
+
+// Store raw elements [off, off + len) of the output, already in its type (to memory, or staged for
+// its file like store_out).
+void store_raw(MergeOutput out, const void* src, int64_t off, int64_t len);
+
+// Held by a merge writing to a file output (out.fd >= 0) from before its driver runs until after
+// finish_output: one such merge at a time (merges from several Python threads take turns).
+std::mutex& file_merge_mutex();
+
+// After a driver wrote to a file output: write every staged byte (ok), or drop them all (the
+// driver failed). Call once the driver has returned, holding file_merge_mutex.
+void finish_output(bool ok);
 
 // Whether every input is stored in the working precision (loading them rounds nothing): kernels
 // may then read them where they are stored.

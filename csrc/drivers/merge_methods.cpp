@@ -382,8 +382,9 @@ void merge_scale(const MergeCommon& c, MergeInput x_in, float s, MergeOutput out
         // Nothing to round or scale: the stored bits are the result (what converting to float32 and
         // back gives, NaN payloads kept as mergekit keeps them), read straight into the output.
         ThreadPool::instance().parallel_for(tl.tasks(), [&](int64_t task, int) {
-            const int64_t off = tl.begin(task);
-            copy_raw(x, off, tl.size(task), static_cast<uint8_t*>(out.data) + off * type_size(out.type));
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            if (out.fd >= 0) store_raw(out, fetch(x, off, len, 0), off, len);  // staged for the file
+            else copy_raw(x, off, len, static_cast<uint8_t*>(out.data) + off * type_size(out.type));
         });
         return;
     }

@@ -398,6 +398,20 @@ class SafetensorsWriter:
         with self._lock:
             self._next += 1
 
+    def reserve(self, name: str) -> tuple[int, int]:
+        """With any_order: (descriptor, byte offset) where the listed tensor ``name``'s bytes go, for
+        the caller to write there itself (pwrite, any order, any thread); it counts as written."""
+        if not self._any_order:
+            raise ValueError("SafetensorsWriter: reserve() needs any_order=True")
+        if name not in self._offset:
+            raise ValueError(f"SafetensorsWriter: tensor {name!r} is not in the layout")
+        with self._lock:
+            if name in self._written:
+                raise ValueError(f"SafetensorsWriter: tensor {name!r} written twice")
+            self._written.add(name)
+            self._next += 1
+        return self._fds[self._shard_of[name]], self._offset[name]
+
     def close(self) -> list[str]:
         """Finish the files (and the index if sharded); returns the file names written."""
         if self._any_order:

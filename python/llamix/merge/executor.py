@@ -8,7 +8,11 @@ Writers are pluggable (an output format is a writer): ``dtype_for(task)`` says w
 merge should produce for a tensor (a quantizing GGUF writer asks for float32), ``write(name,
 array)`` receives each merged tensor, ``begin(plan)`` / ``finish()`` / ``abort()`` bracket the
 run; ``write`` is called from one background thread, in plan order, unless the writer sets
-``concurrency`` > 1 after ``begin`` (then from that many threads, in any order). See
+``concurrency`` > 1 after ``begin`` (then from that many threads, in any order). A writer that
+lays its files out up front may also offer ``target(task)``: a kernels.FileTarget where that
+tensor's bytes go (or None); methods that can (``file_output``) then have the kernels' threads
+write the output there as they compute it, overlapping the writes with the reads and compute and
+with no tensor-sized buffer in between, and ``write`` is not called for that tensor. See
 output.HFFolderWriter.
 """
 from __future__ import annotations
@@ -62,11 +66,15 @@ Progress = Callable[[float, float, str], None]  # progress(done, total, note)
 
 
 def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Optional[Progress] = None,
-                   buffers: Optional[BufferPool] = None):
+                   buffers: Optional[BufferPool] = None, target=None):
     """Yield (name, merged array) in plan order; input pages are released after each tensor.
     With `buffers`, the arrays come from that pool (hand them back with put() when done).
+    With `target` (a writer's target(task)), a method with file_output writes each tensor it
+    gives a FileTarget for itself, and None is yielded in place of the array.
     ``progress(input_bytes_done, plan.input_bytes, name)`` is called after each tensor."""
     done = 0
+    if not getattr(plan.method, "file_output", False):
+        target = None
     for task in plan.tensors:
         arrays = []
         for ref, name in task.inputs:
@@ -78,10 +86,17 @@ def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Opt
         job = task.job(arrays, seed)
         if dtype_for is not None:
             job.out = dtype_for(task)
-        if buffers is not None:
+        place = target(task) if target is not None else None
+        if place is not None:
+            job.buffer = place
+        elif buffers is not None:
             job.buffer = buffers.get(job.out, task.shape)
         try:
-            out = plan.method.merge(job).reshape(task.shape)
+            out = plan.method.merge(job)
+            if out is not None:
+                out = out.reshape(task.shape)
+            elif place is None:
+                raise RuntimeError(f"{plan.method.name} returned no array")
         except (OSError, RuntimeError) as e:  # e.g. an input file truncated since it was opened
             raise type(e)(f"merging tensor {task.name!r}: {e}") from e
         del arrays, job
@@ -115,7 +130,11 @@ def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Opti
             buffers = BufferPool()
             pending: deque = deque()  # (future, array) in plan order
             waiting = 0
-            for name, array in merged_tensors(plan, seed, writer.dtype_for, progress if callable(progress) else None, buffers):
+            target = getattr(writer, "target", None)
+            for name, array in merged_tensors(plan, seed, writer.dtype_for, progress if callable(progress) else None, buffers,
+                                              target if callable(target) else None):
+                if array is None:  # written to its file by the kernels
+                    continue
                 pending.append((pool.submit(writer.write, name, array), array))
                 waiting += array.nbytes
                 while pending and (pending[0][0].done() or waiting > MAX_PENDING_BYTES):

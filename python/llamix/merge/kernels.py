@@ -5,8 +5,13 @@ bfloat16). Each argument may be an array (uint16 means bfloat16), a TensorRef (r
 chunk by chunk), or either as ``(tensor, dtype)``.
 ``out`` and ``work`` are dtype names; ``work`` rounds inputs first (mergekit's ``dtype``).
 ``buffer``: an optional reusable output array (the output's size and dtype), returned filled.
+linear, slerp, task_vectors, model_stock and multislerp also take a FileTarget there: the
+output's bytes are written to that file at that offset by the threads computing them (nothing is
+returned).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,6 +23,13 @@ TYPE_IDS = {"float32": 0, "float16": 1, "bfloat16": 30}
 ALIASES = {"f32": "float32", "fp32": "float32", "float": "float32", "f16": "float16", "fp16": "float16",
            "half": "float16", "bf16": "bfloat16"}
 NUMPY = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
+
+
+class FileTarget(NamedTuple):
+    """Where a merged tensor's bytes go in an output file: a descriptor open for writing and the
+    byte offset of the tensor's first element (its size and dtype are the merge's output)."""
+    fd: int
+    offset: int
 
 
 def dtype_name(name: str) -> str:

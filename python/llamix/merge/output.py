@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ArgumentError
 from ..formats.safetensors import SafetensorsWriter
+from .kernels import FileTarget
 from .plan import MergePlan, TensorTask
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -106,6 +107,10 @@ class HFFolderWriter:
 
     def write(self, name: str, array: np.ndarray) -> None:
         self._st.write(name, array)
+
+    def target(self, task: TensorTask) -> FileTarget:
+        """Where the tensor's bytes go (the merge kernels write them there; counted as written)."""
+        return FileTarget(*self._st.reserve(task.name))
 
     def finish(self) -> None:
         plan = self._plan

@@ -3,7 +3,7 @@ function from one tensor's inputs to the merged tensor (methods know nothing of 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional, Union
 
 import numpy as np
 
@@ -23,7 +23,9 @@ class TensorJob:
     work: str = "float32"                    # working dtype: inputs are rounded to it
     out: str = "float32"                     # output dtype
     seed: int = 0
-    buffer: Optional[np.ndarray] = None      # reusable output array (size and dtype of the output)
+    # reusable output array (size and dtype of the output), or, for a method with file_output, a
+    # kernels.FileTarget: the result is written there and merge() returns None
+    buffer: Union[np.ndarray, tuple, None] = None
 
     @property
     def base(self) -> tuple[np.ndarray, str]:
@@ -45,6 +47,9 @@ class MergeMethod:
     min_non_base: int = 0
     max_non_base: Optional[int] = None
     tags: tuple = field(default=())
+    # merge() hands job.buffer to one kernel call and returns its result as it is: the executor
+    # may give it a file target (the kernel writes the output file itself)
+    file_output: ClassVar[bool] = False
 
     def param(self, name: str) -> Param:
         for p in self.parameters:

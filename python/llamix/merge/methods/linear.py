@@ -15,6 +15,8 @@ from .base import MergeMethod, TensorJob
 
 
 class Linear(MergeMethod):
+    file_output = True
+
     def check_params(self, job: TensorJob, where: str) -> None:
         if job.params["normalize"] and sum(p["weight"] for p in job.input_params) == 0:
             raise ConfigError(f"parameters.weight: the weights of {where} sum to zero; cannot normalize "

@@ -18,6 +18,8 @@ from .base import MergeMethod, TensorJob
 
 
 class ModelStock(MergeMethod):
+    file_output = True
+
     def merge(self, job: TensorJob):
         rows = 1
         if job.params["filter_wise"] and len(job.shape) >= 2:

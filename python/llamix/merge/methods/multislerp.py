@@ -19,6 +19,8 @@ from .base import MergeMethod, TensorJob
 
 
 class MultiSlerp(MergeMethod):
+    file_output = True
+
     def merge(self, job: TensorJob):
         others = job.non_base
         base = job.base if job.base_index is not None else None

@@ -20,6 +20,8 @@ from .base import MergeMethod, TensorJob
 
 
 class Slerp(MergeMethod):
+    file_output = True
+
     def merge(self, job: TensorJob):
         other = job.non_base[0]
         return kernels.slerp(job.base, job.inputs[other], job.params["t"], out=job.out, work=job.work,

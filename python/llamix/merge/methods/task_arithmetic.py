@@ -46,6 +46,8 @@ def outlier_ranks(n: int, density: float, gamma: float) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class TaskArithmeticFamily(MergeMethod):
+    file_output = True
+
     sparsification: Optional[str] = None  # None, "magnitude", "random", "magnitude_outliers", "della"
     consensus: Optional[str] = None       # None or "sum"
 
