@@ -79,7 +79,7 @@ def _common(body: dict) -> tuple[dict, bool, bool]:
     """Sampling keyword arguments, stream, include_usage."""
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
-    kw = {"llama_cpp_sampling": True}   # as llama-server samples: the penalties count the prompt
+    kw = {}
     for name, types in _SAMPLING.items():
         v = _check(body, name, *types)
         if v is not None:
@@ -150,6 +150,7 @@ def completion_kwargs(body: dict) -> tuple[dict, bool, bool]:
     """(keyword arguments of ``prepare_completion``, stream, include_usage) of a
     ``/v1/completions`` body."""
     kw, stream, usage = _common(body)
+    kw["llama_cpp_sampling"] = True   # as llama-server samples: the penalties count the prompt
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]          # a batch of one prompt
@@ -176,6 +177,7 @@ def chat_kwargs(body: dict) -> tuple[dict, bool, bool]:
     ``/v1/chat/completions`` body. Message content given as parts keeps their text (images are
     refused)."""
     kw, stream, usage = _common(body)
+    kw["llama_cpp_sampling"] = True   # as llama-server samples: the penalties count the prompt
     messages = _check(body, "messages", LIST)
     if not messages:
         raise BadRequest("'messages' must be a non-empty array of messages", param="messages",
