@@ -108,7 +108,6 @@ def test_stats_print_prompt_and_generation_speed(s260, capsys):
 
 @pytest.mark.parametrize("argv, flag", [
     (["generate", "-p", "hi", "-n", "-2"], "-n/--n-predict"),
-    (["generate", "-p", "hi", "-t", "-1"], "-t/--threads"),
     (["generate", "-p", "hi", "-t", "100000"], "-t/--threads"),
     (["generate", "-p", "hi", "--top-p", "1.5"], "--top-p"),
     (["generate", "-p", "hi " * 20, "-n", "4", "-c", "16"], "-c/--ctx-size"),
@@ -417,7 +416,7 @@ def test_llama_cpp_flags_accepted(s260, capsys):
     assert args.command == "serve"
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
-    assert "0: one per physical core" in capsys.readouterr().out
+    assert "<= 0 as in llama.cpp: one per physical core" in " ".join(capsys.readouterr().out.split())
 
 
 def test_cli_errors_speak_in_flags_and_name_the_users_file(s260, assets, tmp_path, capsys):
@@ -453,3 +452,12 @@ def test_cli_errors_speak_in_flags_and_name_the_users_file(s260, assets, tmp_pat
     assert main(["generate", "-m", str(empty), "-p", "hi"]) == 1
     assert capsys.readouterr().err == f"llamix generate: error: {empty}: file too short (0 bytes) to be GGUF: the " \
                                       "file is empty\n"
+
+
+def test_threads_at_or_below_zero_are_the_default_as_in_llama_cpp(s260, capsys):
+    """llama.cpp's -t N: N <= 0 is its default thread count (its help says -1); -t -1 was refused."""
+    texts = []
+    for t in ("-1", "0"):
+        assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "6", "--temp", "0", "-t", t]) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and texts[0].startswith("Once upon a time")

@@ -25,7 +25,7 @@ class UsageError(ArgumentError):
 
 def add_threads(p) -> None:
     p.add_argument("-t", "--threads", type=int, default=None, metavar="N",
-                   help="compute threads (default, or 0: one per physical core)")
+                   help="compute threads (default, or <= 0 as in llama.cpp: one per physical core)")
 
 
 class _NoEffectOnCpu(argparse.Action):
@@ -151,7 +151,8 @@ def check(cond: bool, flag: str, msg: str) -> None:
 
 def check_threads(args) -> None:
     if args.threads is not None:
-        check(args.threads >= 0, "-t/--threads", f"must be >= 0, got {args.threads}")
+        if args.threads < 0:   # llama.cpp's -t: a value <= 0 is its default (-1 in its help)
+            args.threads = 0
         check(args.threads <= max_threads(), "-t/--threads",
               f"at most {max_threads()} (8 per CPU this process may use), got {args.threads}")
 
