@@ -24,7 +24,7 @@ from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
 from ..formats.hub_cache import hub_cache_dir, hub_offline
-from ..quant import QuantizedTensor
+from ..quant import QuantizedTensor, qtype_info
 from ..tokenizer import Tokenizer, check_text, check_token_ids
 from .api import CompletionAPI
 from .engine import Request, Step
@@ -56,11 +56,8 @@ def _kv_cache_type(name: str, t, head_dim: int) -> str:
     return t
 
 
-_KV_BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
-
-
-def _kv_cache_bytes(n_ctx: int, c: ModelConfig, k: str, v: str) -> float:
-    return float(n_ctx) * c.n_layers * c.kv_dim * (_KV_BYTES_PER_VALUE[k] + _KV_BYTES_PER_VALUE[v])
+def _kv_cache_bytes(n_ctx: int, c: ModelConfig, k: str, v: str) -> int:
+    return n_ctx * c.n_layers * (qtype_info(k).row_bytes(c.kv_dim) + qtype_info(v).row_bytes(c.kv_dim))
 
 
 def _available_memory() -> int | None:
