@@ -239,18 +239,16 @@ class BatchEngine:
         while self._queue and free:
             job = self._queue.popleft()
             head = job.request.prompt[:-1]   # the last prompt token always runs: its logits
-            best = max(free, key=lambda s: _common_prefix(s.cached, head))
-            donor = max(self.slots, key=lambda s: _common_prefix(s.cached, head))
-            shared = _common_prefix(donor.cached, head)
-            if max(_in_flight_prefix(s, head) for s in self.slots) >= shared + _WAIT_MIN:
+            prefix = {s: _common_prefix(s.cached, head) for s in self.slots}
+            best, donor = max(free, key=prefix.get), max(self.slots, key=prefix.get)
+            if max(_in_flight_prefix(s, head) for s in self.slots) >= prefix[donor] + _WAIT_MIN:
                 waiting.append(job)
                 continue
             free.remove(best)
-            common = _common_prefix(best.cached, head)
-            if shared > common:
-                best.cache.copy_prefix(donor.cache, shared)
-                best.cached, common = donor.cached[:shared], shared
-            best.cached = best.cached[:common]
+            common = prefix[donor]
+            if common > prefix[best]:
+                best.cache.copy_prefix(donor.cache, common)
+            best.cached = donor.cached[:common]
             best.pending = list(job.request.prompt[common:])
             best.job = job
         self._queue.extendleft(reversed(waiting))
