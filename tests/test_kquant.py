@@ -197,6 +197,30 @@ def test_packed_groups_equal_reference_bit_for_bit(threads, qtype, rows):
                 np.testing.assert_array_equal(p.matmul(x[:n]), expected[:n], err_msg=f"{name} packed={p.nbytes > 0} n={n}")
 
 
+def test_q5_k_prepared_under_one_variant_runs_under_another(threads):
+    """Packed Q5_K groups are laid out for the variant chosen when the weight is prepared (AVX2's
+    `merged` layout, the 5-bit quants whole or in two pieces; AVX-512's the source's nibbles and
+    fifth bits); under any other variant the weight still gives the scalar reference's bits (from
+    its source bytes where the layouts differ), alone and in matmul_many, decode and prefill."""
+    rng = np.random.default_rng(23)
+    k, rows = 512, 35
+    data = _random_blocks("q5_k", rows, k // 256, rng)
+    x = rng.standard_normal((9, k)).astype(np.float32)
+    with using_isa("scalar"):
+        expected = llamix.matmul(x, QuantizedTensor.from_bytes(data, "q5_k", (rows, k)))
+    other = llamix.quantize(rng.standard_normal((24, k)).astype(np.float32), "q4_k")
+    for packed_for in _C.available_isas():
+        with using_isa(packed_for):
+            w = QuantizedTensor.from_bytes(data, "q5_k", (rows, k))
+            w.prepared()
+        for run_on in _C.available_isas():
+            with using_isa(run_on):
+                for n in (1, 9):
+                    msg = f"packed for {packed_for}, run on {run_on}, n={n}"
+                    np.testing.assert_array_equal(llamix.matmul(x[:n], w), expected[:n], err_msg=msg)
+                    np.testing.assert_array_equal(llamix.matmul_many(x[:n], [w, other])[0], expected[:n], err_msg=msg)
+
+
 @pytest.mark.parametrize("n", [1, 9])
 def test_matmul_many_mixes_kquants_bit_for_bit(isa, threads, n):
     """q, k and v of a Q4_K_M model have different types (Q4_K, Q6_K) and share x: matmul_many runs

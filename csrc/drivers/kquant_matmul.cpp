@@ -71,9 +71,33 @@ void pack_q6_K(const block_q6_K& x, int r, uint8_t* dst) {
         }
 }
 
+// Q5KLayout::merged (kernels/kquant.h): row r's 5-bit quants of one super-block into the quant
+// area q of a packed Q5_K group block (after d, dmin and the scales, which are as in `nibbles`).
+void pack_q5_K_merged(const block_q5_K& x, int r, uint8_t* q) {
+    const int h = r / 8;
+    for (int p = 0; p < 4; ++p)
+        for (int quad = 0; quad < 2; ++quad)
+            for (int i = 0; i < 4; ++i) {
+                int L[4], H[4];
+                for (int k = 0; k < 4; ++k) {
+                    const int l = 4 * (4 * quad + k) + i;  // byte of qs[32 p ..] and qh
+                    L[k] = (x.qs[32 * p + l] & 0xF) | ((x.qh[l] >> (2 * p)) & 1) << 4;
+                    H[k] = (x.qs[32 * p + l] >> 4) | ((x.qh[l] >> (2 * p + 1)) & 1) << 4;
+                }
+                uint8_t* b = q + ((p * 2 + quad) * 2 + h) * 160 + 4 * (r % 8) + i;
+                for (int v = 0; v < 3; ++v) b[32 * v] = static_cast<uint8_t>(L[v] | (H[v] & 7) << 5);
+                b[96] = static_cast<uint8_t>(L[3] | (H[0] >> 3) << 5 | ((H[2] >> 3) & 1) << 7);
+                b[128] = static_cast<uint8_t>(H[3] | (H[1] >> 3) << 5 | (H[2] >> 4) << 7);
+            }
+}
+
 }  // namespace
 
-int kquant_pack_layout(QType t) { return t == QType::Q3_K ? int(kernels().kquant.q3_K_layout) : 0; }
+int kquant_pack_layout(QType t) {
+    if (t == QType::Q3_K) return int(kernels().kquant.q3_K_layout);
+    if (t == QType::Q5_K) return int(kernels().kquant.q5_K_layout);
+    return 0;
+}
 
 void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows, int64_t nsb, uint8_t* dst,
                        int layout) {
@@ -99,6 +123,10 @@ void pack_group_kquant(QType t, const uint8_t* src, int64_t row_bytes, int rows,
             std::memcpy(dst + 32 + 2 * r, &head->dmin, 2);
             for (int i = 0; i < 3; ++i) std::memcpy(dst + 64 + (i * kGroupRows + r) * 4, head->scales + 4 * i, 4);
             uint8_t* q = dst + 64 + 3 * kGroupRows * 4;
+            if (t == QType::Q5_K && Q5KLayout(layout) == Q5KLayout::merged) {
+                pack_q5_K_merged(*reinterpret_cast<const block_q5_K*>(blk), r, q);
+                continue;
+            }
             for (int p = 0; p < 4; ++p)
                 for (int c = 0; c < 8; ++c) std::memcpy(q + ((p * 8 + c) * kGroupRows + r) * 4, qs + 32 * p + 4 * c, 4);
             if (t == QType::Q5_K) {

@@ -52,6 +52,9 @@ constexpr int kMaxTokens = 8;  // activation rows per K-quant dot call (one unpa
 // Packed Q3_K groups come in two layouts (below): `masks` for AVX-512 (high bits as mask
 // registers), `triples` for AVX2 (3-bit quants whole, in byte triples).
 enum class Q3KLayout : uint8_t { masks = 0, triples = 1 };
+// Packed Q5_K groups likewise: `nibbles` (the source's nibbles and fifth bits, below; AVX-512),
+// `merged` for AVX2 (the 5-bit quants whole or in two pieces, below).
+enum class Q5KLayout : uint8_t { nibbles = 0, merged = 1 };
 
 struct KQuantKernels {
     // blocks -> (k) float32; k is a multiple of 256. Bit-exact with gguf.quants.dequantize.
@@ -103,6 +106,7 @@ struct KQuantKernels {
     // The packed Q3_K layout the group kernels above read (below): each ISA's own, chosen when a
     // weight is packed; a weight packed for another layout is multiplied from its source bytes.
     Q3KLayout q3_K_layout = Q3KLayout::masks;
+    Q5KLayout q5_K_layout = Q5KLayout::nibbles;  // the same for Q5_K
 };
 
 // Packed Q2_K / Q3_K / IQ4_XS groups: kGroupRows rows per super-block, the source's bytes
@@ -144,6 +148,13 @@ constexpr int64_t kIQ4XSGroupBlockBytes = kGroupRows * int64_t(sizeof(block_iq4_
 //                                 low nibbles are sub-block 2p's elements 4c..4c+3, high
 //                                 nibbles sub-block 2p + 1's
 //   uint8_t  qh[8][16][4];        Q5_K only: chunk c, row r: row r's qh[4c .. 4c + 3]
+// Q5_K, AVX2 (Q5KLayout::merged): d, dmin and scales as above, then with L_k / H_k the 5-bit
+// quants of row r's elements 4c + i of sub-blocks 2p / 2p + 1 (c = 4 q + k: chunk k of quad q):
+//   uint8_t  q5[4][2][2][5][32];  pair p, quad q, half h, vector v, byte 4 (r - 8h) + i:
+//                                 v = 0..2: L_v | (H_v & 7) << 5
+//                                 v = 3:    L_3 | (H_0 >> 3) << 5 | (H_2 >> 3 & 1) << 7
+//                                 v = 4:    H_3 | (H_1 >> 3) << 5 | (H_2 >> 4) << 7
+//                                 (L_k and H_3 by one and, H_0 / H_1 in 5 operations, H_2 in 8)
 // Packed Q6_K groups, with v(e) the 6-bit quant of element e (0..255) and chunk c its elements
 // 4c..4c+3:
 //   uint16_t d[16];

@@ -106,13 +106,6 @@ inline __m256i bcast32(const void* p) {
     __builtin_memcpy(&v, p, 4);
     return _mm256_set1_epi32(v);
 }
-// x shifted left by S bits (right by -S) in 16-bit lanes; S is a constant, so an immediate shift.
-template <int S>
-inline __m256i shift16(__m256i x) {
-    if constexpr (S > 0) return _mm256_slli_epi16(x, S);
-    else if constexpr (S < 0) return _mm256_srli_epi16(x, -S);
-    else return x;
-}
 // x unchanged, held in a register at this point: an integer sum pinned after each add, so GCC
 // cannot reassociate a run of adds into a tree (which needs more live registers than AVX2 has).
 inline __m256i keep_in_register(__m256i x) {
@@ -147,14 +140,48 @@ struct KQuantGroups {
     using Act = block_q8_K;
     static constexpr int64_t kBlockBytes = Q5 ? kQ5KGroupBlockBytes : kQ4KGroupBlockBytes;
     static constexpr int kTile = kGroupTile;
-    static constexpr int64_t kQs = 64 + 3 * 64, kQh = kQs + 2048;
+    static constexpr int64_t kQs = 64 + 3 * 64;
     static constexpr int kFlush = Q5 ? 4 : 8;  // chunks whose int16 sums fit
     static constexpr bool kDecode = true;      // decode: both halves in one pass (token_tiles.h)
     static constexpr bool kFarPrefetch = true;  // and a second prefetch 16 KiB ahead (token_tiles.h)
 
+    // The quants of chunk c (elements 4c .. 4c + 3) of sub-blocks 2p (lo) and 2p + 1 (hi), half h.
+    // Q4_K: the two nibbles of one vector. Q5_K: from the 5-vector record of quad c / 4
+    // (Q5KLayout::merged, kernels/kquant.h): L_k / H_3 by one and, H_0 / H_1 by 5 operations, H_2
+    // by 8 (2.9 per vector, where the nibbles and qh's fifth bits took 4.5).
+    static inline void quants(const uint8_t* g, int p, int c, int h, __m256i& lo, __m256i& hi) {
+        if constexpr (!Q5) {
+            const __m256i m4 = _mm256_set1_epi8(0x0F);
+            const __m256i raw = load256(g + kQs + (p * 8 + c) * 64 + 32 * h);
+            lo = _mm256_and_si256(raw, m4);
+            hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+        } else {
+            const uint8_t* rec = g + kQs + ((p * 2 + c / 4) * 2 + h) * 160;
+            const __m256i m5 = _mm256_set1_epi8(0x1F), top3 = _mm256_set1_epi8(char(0xE0)), mid2 = _mm256_set1_epi8(0x60),
+                          bit7 = _mm256_set1_epi8(char(0x80));
+            const int k = c % 4;
+            if (k == 3) {
+                lo = _mm256_and_si256(load256(rec + 96), m5);
+                hi = _mm256_and_si256(load256(rec + 128), m5);
+                return;
+            }
+            const __m256i v = load256(rec + 32 * k);
+            lo = _mm256_and_si256(v, m5);
+            hi = _mm256_srli_epi16(_mm256_and_si256(v, top3), 5);  // bits 0-2 (the and first: no bits from the next byte)
+            if (k == 0) {
+                hi = _mm256_or_si256(hi, _mm256_srli_epi16(_mm256_and_si256(load256(rec + 96), mid2), 2));
+            } else if (k == 1) {
+                hi = _mm256_or_si256(hi, _mm256_srli_epi16(_mm256_and_si256(load256(rec + 128), mid2), 2));
+            } else {
+                hi = _mm256_or_si256(hi, _mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(load256(rec + 96), bit7), 4),
+                                                         _mm256_srli_epi16(_mm256_and_si256(load256(rec + 128), bit7), 3)));
+            }
+        }
+    }
+
     template <int T>
     static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
-        const __m256i m4 = _mm256_set1_epi8(0x0F), low6 = _mm256_set1_epi32(0x3f3f3f3f), low4 = _mm256_set1_epi32(0x0f0f0f0f);
+        const __m256i low6 = _mm256_set1_epi32(0x3f3f3f3f), low4 = _mm256_set1_epi32(0x0f0f0f0f);
         const __m256i low2 = _mm256_set1_epi32(0x03030303);
         // the 12-byte scale fields of 8 rows as three words each: sc0..3, sc4..7, m0..3, m4..7
         const __m256i w0 = load256(g + 64 + 32 * h), w1 = load256(g + 128 + 32 * h), w2 = load256(g + 192 + 32 * h);
@@ -173,14 +200,8 @@ struct KQuantGroups {
             for (int t = 0; t < T; ++t) lo16[t] = hi16[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
             for (int c = 0; c < 8; ++c) {
-                const __m256i raw = load256(g + kQs + (p * 8 + c) * 64 + 32 * h);
-                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                if constexpr (Q5) {  // fifth bits: bit j of qh for sub-block j, moved to bit 4
-                    const __m256i qh = load256(g + kQh + c * 64 + 32 * h), b4 = _mm256_set1_epi8(0x10);
-                    const int j = 2 * p;
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4), b4));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(j + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - j) : _mm256_srli_epi16(qh, j - 3), b4));
-                }
+                __m256i lo, hi;
+                quants(g, p, c, h, lo, hi);
 #pragma GCC unroll 4
                 for (int t = 0; t < T; ++t) {
                     lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast32(a[t]->qs + 64 * p + 4 * c)));
@@ -217,13 +238,12 @@ struct KQuantGroups {
 
     // Decode (one token): both 8-row halves in one pass, so each activation piece is broadcast once
     // for the 16 rows; the same integer sums and float expression per half as step<1>. Pair p is a
-    // template argument so the fifth bits' shifts are immediates (a run-time p compiled to branches
-    // and shifts by a register), and each int16 sum is pinned after its add (keep_in_register):
+    // template argument (with the nibbles-and-qh layout a run-time p compiled to branches and shifts
+    // by a register), and each int16 sum is pinned after its add (keep_in_register):
     // GCC otherwise reassociates the 8 chunks' sums into trees and spills them, 1.3-1.6x slower
     // from L2 on a Zen 3.
     template <int P>
     static inline void decode_pair(const uint8_t* g, const int8_t* aq, const __m256i (&sc)[2][2], __m256i (&sumi)[2]) {
-        const __m256i m4 = _mm256_set1_epi8(0x0F);
         __m256i lo16[2], hi16[2];
         lo16[0] = hi16[0] = lo16[1] = hi16[1] = _mm256_setzero_si256();
 #pragma GCC unroll 8
@@ -231,13 +251,8 @@ struct KQuantGroups {
             const __m256i al = bcast32(aq + 64 * P + 4 * c), ah = bcast32(aq + 64 * P + 32 + 4 * c);
 #pragma GCC unroll 2
             for (int h = 0; h < 2; ++h) {
-                const __m256i raw = load256(g + kQs + (P * 8 + c) * 64 + 32 * h);
-                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                if constexpr (Q5) {  // fifth bits: bit 2P of qh for sub-block 2P, bit 2P + 1 for 2P + 1, to bit 4
-                    const __m256i qh = load256(g + kQh + c * 64 + 32 * h), b4 = _mm256_set1_epi8(0x10);
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(shift16<4 - 2 * P>(qh), b4));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(shift16<3 - 2 * P>(qh), b4));
-                }
+                __m256i lo, hi;
+                quants(g, P, c, h, lo, hi);
                 lo16[h] = keep_in_register(_mm256_add_epi16(lo16[h], _mm256_maddubs_epi16(lo, al)));
                 hi16[h] = keep_in_register(_mm256_add_epi16(hi16[h], _mm256_maddubs_epi16(hi, ah)));
             }
@@ -246,7 +261,7 @@ struct KQuantGroups {
                 for (int h = 0; h < 2; ++h) {
                     const __m256i s_lo = _mm256_shuffle_epi8(sc[h][P / 2], byte_pair_ctrl(2 * (P % 2)));
                     const __m256i s_hi = _mm256_shuffle_epi8(sc[h][P / 2], byte_pair_ctrl(2 * (P % 2) + 1));
-                    sumi[h] = _mm256_add_epi32(sumi[h], _mm256_add_epi32(_mm256_madd_epi16(lo16[h], s_lo), _mm256_madd_epi16(hi16[h], s_hi)));
+                    sumi[h] = keep_in_register(_mm256_add_epi32(sumi[h], _mm256_add_epi32(_mm256_madd_epi16(lo16[h], s_lo), _mm256_madd_epi16(hi16[h], s_hi))));
                     lo16[h] = hi16[h] = _mm256_setzero_si256();
                 }
             }
@@ -408,6 +423,7 @@ void fill_kquant_avx2(KQuantKernels& k) {
     k.dot_q6_K_q8_K = x86_shared::dot_rows<block_q6_K, Unpacked, unpack, scaled_sum>;
     k.gemm_q4_K_groups = gemm_q8K<KQuantGroups<false>>;
     k.gemm_q5_K_groups = gemm_q8K<KQuantGroups<true>>;
+    k.q5_K_layout = Q5KLayout::merged;  // AVX2's own packed Q5_K layout
     k.gemm_q6_K_groups = gemm_q8K<Q6KGroups>;
 }
 

@@ -326,6 +326,7 @@ void fill_kquant_avx512(KQuantKernels& k) {
                                      one_group<group_tile<false, 3>>, one_group<group_tile<false, 4>>>;
     k.gemm_q5_K_groups = gemm_groups<one_group<group_tile<true, 1>>, one_group<group_tile<true, 2>>,
                                      one_group<group_tile<true, 3>>, one_group<group_tile<true, 4>>>;
+    k.q5_K_layout = Q5KLayout::nibbles;  // its own layout, not AVX2's
     k.gemm_q6_K_groups = gemm_groups<one_group<q6_group_tile<1>>, one_group<q6_group_tile<2>>, one_group<q6_group_tile<3>>,
                                      one_group<q6_group_tile<4>>>;
     k.gemv_pair_q4_K = gemv_pair<group_tile<false, 1, 2>>;
