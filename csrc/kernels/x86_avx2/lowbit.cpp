@@ -294,62 +294,6 @@ struct Q2Q3Groups {
     static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) { block<2, 1>(g, &a, 0, fsum); }
 };
 
-// Q2_K: GEMM tiles as Q2Q3Groups<false>, and a decode of its own (same layout). Per sub-block and
-// half, the four 2-bit fields come out with 5 operations instead of 7: fields 1 and 3 are left
-// 4 times their value (masks 0x0C, no shift back), their int16 products summed apart from fields
-// 0 and 2, whose sum is shifted left by 2 before the two are added (at most 8 * 4 * 3 * 127 per
-// int16); the int32 sums are then 4 times the reference's, shifted back exactly at the end. Each
-// int32 sum is pinned after its add (keep_in_register): GCC otherwise reassociated the 16
-// sub-blocks' products into trees and spilled them.
-struct Q2KGroups : Q2Q3Groups<false> {
-    static inline __m256i keep_in_register(__m256i x) {
-        __asm__("" : "+x"(x));
-        return x;
-    }
-
-    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) {
-        const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12);
-        __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) {  // sub-blocks 4q .. 4q + 3: their scales are byte jj of word q
-            __m256i sc[2];
-            for (int h = 0; h < 2; ++h) sc[h] = _mm256_and_si256(ld(g + 64 + 64 * q + 32 * h), _mm256_set1_epi32(0x0F0F0F0F));
-#pragma GCC unroll 4
-            for (int jj = 0; jj < 4; ++jj) {
-                const int j = 4 * q + jj;
-                const int8_t* x = a->qs + 16 * j;
-                const __m256i x0 = bcast32(x), x1 = bcast32(x + 4), x2 = bcast32(x + 8), x3 = bcast32(x + 12);
-#pragma GCC unroll 2
-                for (int h = 0; h < 2; ++h) {
-                    const __m256i raw = ld(g + kQs + 64 * j + 32 * h), hi = _mm256_srli_epi16(raw, 4);
-                    const __m256i one = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(raw, m3), x0),
-                                                         _mm256_maddubs_epi16(_mm256_and_si256(hi, m3), x2));
-                    const __m256i four = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(raw, m12), x1),
-                                                          _mm256_maddubs_epi16(_mm256_and_si256(hi, m12), x3));
-                    const __m256i acc = _mm256_add_epi16(_mm256_slli_epi16(one, 2), four);
-                    const __m256i scale = _mm256_shuffle_epi8(sc[h], pair_ctrl(jj, jj));
-                    sumi[h] = keep_in_register(_mm256_add_epi32(sumi[h], _mm256_madd_epi16(acc, scale)));
-                }
-            }
-        }
-        const __m256 ad = _mm256_set1_ps(a->d);
-        for (int h = 0; h < 2; ++h) {  // sum_j 16 m_j * bsums_j, adjacent sub-blocks paired, as Q2Q3Groups
-            __m256i off = _mm256_setzero_si256();
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; ++i) {
-                const __m256i mn = _mm256_andnot_si256(_mm256_set1_epi32(0x0F0F0F0F), ld(g + 64 + 64 * (i / 2) + 32 * h));
-                const __m256i pr = _mm256_shuffle_epi8(mn, pair_ctrl(2 * (i % 2), 2 * (i % 2) + 1));
-                off = _mm256_add_epi32(off, _mm256_madd_epi16(pr, bcast32(a->bsums + 2 * i)));
-            }
-            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
-            const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * h)));
-            const __m256 v = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_srai_epi32(sumi[h], 2))),
-                                           _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_srai_epi32(off, 4))));
-            fsum[h] = _mm256_add_ps(fsum[h], _mm256_mul_ps(ad, v));
-        }
-    }
-};
-
 struct IQ4XSGroups {
     using Act = block_q8_K;
     static constexpr int64_t kBlockBytes = kIQ4XSGroupBlockBytes;
@@ -438,7 +382,7 @@ void fill_lowbit_avx2(QuantKernels&, MatmulKernels& m, KQuantKernels& k) {
     m.gemv_pair_q4_1 = gemv_pair<Q41Groups>;
     m.gemv_pair_iq4_nl = gemv_pair<IQ4NLGroups>;
     x86_shared::fill_lowbit_kquant_dots<avx2::Tag>(k);
-    k.gemm_q2_K_groups = gemm_q8K<Q2KGroups>;
+    k.gemm_q2_K_groups = gemm_q8K<Q2Q3Groups<false>>;
     k.gemm_q3_K_groups = gemm_q8K<Q2Q3Groups<true>>;
     k.gemm_iq4_xs_groups = gemm_q8K<IQ4XSGroups>;
     k.q3_K_layout = Q3KLayout::triples;
