@@ -394,6 +394,8 @@ def test_every_validation_error_names_its_param(url, ref):
                   400)["param"] == "messages"
     assert _error(post(url, "/v1/embeddings", {"input": "word " * (2 * N_CTX)}), 400)["param"] == "input"
     assert _error(post(url, "/completion", {"prompt": "x", "top_p": 7}), 400)["param"] == "top_p"
+    err = _error(post(url, "/v1/chat/completions", {"messages": MESSAGES, "stream_options": {"include_usage": 1}}), 400)
+    assert err["param"] == "stream_options.include_usage"
 
 
 def test_an_unknown_role_is_refused(url):

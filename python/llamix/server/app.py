@@ -317,8 +317,10 @@ class Server:
             inputs, b64 = embedding_input(body, c.vocab_size, c.dim)
             result = await asyncio.wrap_future(self.engine.call(self.model.create_embedding, inputs, model=self.name,
                                                                     truncate=False))   # 400, as OpenAI's
-        except (ValueError, EngineStopped) as e:
-            return _bad_request(e, "input") if isinstance(e, ValueError) else error_response(503, str(e), "server_error")
+        except ValueError as e:
+            return _bad_request(e, "input")
+        except EngineStopped as e:
+            return error_response(503, str(e), "server_error")
         if b64:   # the openai client asks for base64 float32 by default
             for d in result["data"]:
                 d["embedding"] = base64.b64encode(np.asarray(d["embedding"], dtype="<f4").tobytes()).decode()

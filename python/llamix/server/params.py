@@ -42,16 +42,17 @@ def _type_of(v: Any) -> str:
     return type(v).__name__
 
 
-def _check(body: dict, name: str, *types: str) -> Any:
+def _check(body: dict, name: str, *types: str, within: str = "") -> Any:
     """body[name] (None when absent), or BadRequest when its JSON type is not one of ``types``
-    (an integer counts as a number)."""
+    (an integer counts as a number). ``within``: the field ``body`` is (``"stream_options."``)."""
     if name not in body:
         return None
     v = body[name]
     t = _type_of(v)
     if t in types or (t == INT and NUMBER in types):
         return v
-    raise BadRequest(f"'{name}' must be {' or '.join(types)}, got {t}", param=name, code="invalid_type")
+    raise BadRequest(f"'{within}{name}' must be {' or '.join(types)}, got {t}", param=within + name,
+                     code="invalid_type")
 
 
 # sampling fields shared by completions and chat: OpenAI's plus llama.cpp's extras
@@ -123,7 +124,7 @@ def _common(body: dict) -> tuple[dict, bool, bool]:
         kw["grammar"] = grammar
     stream = bool(_check(body, "stream", BOOL, NULL))
     options = _check(body, "stream_options", OBJECT, NULL) or {}
-    usage = _check(options, "include_usage", BOOL, NULL)
+    usage = _check(options, "include_usage", BOOL, NULL, within="stream_options.")
     return kw, stream, bool(usage)
 
 
