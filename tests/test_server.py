@@ -399,8 +399,8 @@ def test_every_validation_error_names_its_param(url, ref):
 
 
 def test_an_unknown_role_is_refused(url):
-    """"role": "bogus" was handed to the chat template (which ignored the message): a 400 naming
-    messages[i].role, as OpenAI answers; OpenAI's roles pass."""
+    """"role": "bogus" was handed to the chat template as it was (ChatML rendered a "bogus" turn):
+    a 400 naming messages[i].role, as OpenAI answers; OpenAI's roles pass."""
     for path in ("/v1/chat/completions", "/apply-template"):
         messages = [MESSAGES[0], {"role": "bogus", "content": "hi"}]
         err = _error(post(url, path, {"messages": messages, "max_tokens": 1}), 400)
