@@ -294,6 +294,122 @@ def test_context_overflow_names_sizes(url):
     assert str(N_CTX) in err["message"]
 
 
+def test_max_tokens_is_at_least_one_or_minus_one_on_every_endpoint(url, ref):
+    """max_tokens 0 or negative generated until the slot's context was full (/v1/completions), or
+    to the end of generation (chat): now a 400 naming the field on the OpenAI endpoints, as OpenAI
+    answers; -1 is llama-server's explicit "no limit" (its max_tokens and n_predict take it).
+    llama-server's /completion reads max_tokens and max_completion_tokens as n_predict (they were
+    ignored: no limit) and refuses them below -1 as it does n_predict."""
+    cases = [("/v1/completions", {"prompt": "Hello", "temperature": 0}, ("max_tokens", "n_predict")),
+             ("/v1/chat/completions", {"messages": MESSAGES, "temperature": 0},
+              ("max_tokens", "max_completion_tokens", "n_predict"))]
+    for path, body, fields in cases:
+        for field in fields:
+            for value in (0, -5, 2.5):
+                err = _error(post(url, path, {**body, field: value}), 400)
+                assert err["param"] == field, (path, field, value, err)
+            r = post(url, path, {**body, field: 3})
+            assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3, r.text
+    # an explicit -1: until the end of generation or the slot's context is full, as alone in process
+    r = post(url, "/v1/chat/completions", {"messages": MESSAGES, "temperature": 0, "max_tokens": -1}).json()
+    want = ref.create_chat_completion(MESSAGES, temperature=0, max_tokens=None)
+    assert r["choices"][0]["message"]["content"] == want["choices"][0]["message"]["content"]
+    assert r["usage"] == want["usage"]
+    for field in ("max_tokens", "max_completion_tokens"):
+        got = post(url, "/completion", {"prompt": "Hello", "temperature": 0, field: 3}).json()
+        assert got["tokens_predicted"] == 3 and got["generation_settings"]["n_predict"] == 3, got
+        assert _error(post(url, "/completion", {"prompt": "Hello", field: -5}), 400)["param"] == field
+    got = post(url, "/completion", {"prompt": "Hello", "n_predict": 2, "max_tokens": 5}).json()
+    assert got["tokens_predicted"] == 2   # n_predict first, as llama-server
+    assert post(url, "/completion", {"prompt": "Hello", "n_predict": 0}).json()["content"] == ""
+
+
+def test_embeddings_of_token_ids(url, ref):
+    """Token-id input, as OpenAI and llama-server take it (was a 400): one array of ids, or an
+    array of them; each embedded as the same tokens are in process. Ids outside the vocabulary,
+    an empty input and a ``dimensions`` other than the model's are 400s naming the field
+    (``dimensions`` was ignored)."""
+    texts = ["hello world", "a longer sentence to embed"]
+    ids = [ref.tokenize(t) for t in texts]
+    want = [ref.hidden_states(i).mean(axis=0, dtype=np.float64).astype(np.float32) for i in ids]
+    r = post(url, "/v1/embeddings", {"input": ids[0]}).json()
+    assert len(r["data"]) == 1 and r["usage"]["prompt_tokens"] == len(ids[0])
+    np.testing.assert_array_equal(np.asarray(r["data"][0]["embedding"], np.float32), want[0])
+    r = post(url, "/v1/embeddings", {"input": ids}).json()
+    assert [d["index"] for d in r["data"]] == [0, 1] and r["usage"]["prompt_tokens"] == sum(map(len, ids))
+    for d, w in zip(r["data"], want):
+        np.testing.assert_array_equal(np.asarray(d["embedding"], np.float32), w)
+    n_vocab, dim = ref.config.vocab_size, ref.config.dim
+    for bad in ([n_vocab], [[1, 2], [-1]], "", [""], ["a", ""], [[]], [[1], "a"]):
+        assert _error(post(url, "/v1/embeddings", {"input": bad}), 400)["param"] == "input", bad
+    err = _error(post(url, "/v1/embeddings", {"input": "hi", "dimensions": dim // 2}), 400)
+    assert err["param"] == "dimensions" and "not supported" in err["message"] and str(dim) in err["message"]
+    r = post(url, "/v1/embeddings", {"input": "hi", "dimensions": dim})
+    assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == dim
+
+
+def test_completions_of_several_prompts(client, ref, url):
+    """prompt as an array of strings or of token arrays: one choice per prompt (n per prompt,
+    prompt-major, as OpenAI), each the prompt's answer alone with seed + its choice; the usage
+    counts each prompt once. It was a 400 (one prompt per request)."""
+    prompts = ["Once upon a time", "Hello there"]
+    r = client.completions.create(model="tiny", prompt=prompts, max_tokens=5, temperature=1.0, seed=3, n=2)
+    want = [ref.create_completion(p, max_tokens=5, temperature=1.0, seed=3 + j) for p in prompts for j in range(2)]
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    assert [c.text for c in r.choices] == [w["choices"][0]["text"] for w in want]
+    assert r.usage.prompt_tokens == sum(len(ref.tokenize(p, parse_special=True)) for p in prompts)
+    assert r.usage.completion_tokens == sum(w["usage"]["completion_tokens"] for w in want)
+    ids = [[9707, 1879], [9707]]
+    r = client.completions.create(model="tiny", prompt=ids, max_tokens=4, temperature=0)
+    assert [c.text for c in r.choices] == [ref.create_completion(i, max_tokens=4, temperature=0)["choices"][0]["text"]
+                                           for i in ids]
+    # streamed: each prompt's deltas (by index) add up to its whole answer
+    whole = client.completions.create(model="tiny", prompt=prompts, max_tokens=6, temperature=0)
+    chunks = list(client.completions.create(model="tiny", prompt=prompts, max_tokens=6, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    texts = ["", ""]
+    for ch in chunks[:-1]:
+        for c in ch.choices:
+            texts[c.index] += c.text
+    assert texts == [c.text for c in whole.choices]
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    for bad in (["a", [1]], [], [[]], ["x"] * 65):
+        body = {"prompt": bad, "max_tokens": 1, "n": 2}
+        assert _error(post(url, "/v1/completions", body), 400)["param"] == "prompt", bad
+
+
+def test_every_validation_error_names_its_param(url, ref):
+    """Values the model refuses (the sampler's ranges, the vocabulary, the context) were 400s with
+    "param": null: each names its field, as OpenAI's do."""
+    for path, body in (("/v1/completions", {"prompt": "x", "max_tokens": 1}),
+                       ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 1})):
+        for field, value in (("top_p", 7), ("min_p", 3), ("repeat_penalty", -1), ("repeat_last_n", -3),
+                             ("logit_bias", {str(ref.config.vocab_size): 1}),
+                             ("response_format", {"type": "yaml"}), ("stop", [5])):
+            assert _error(post(url, path, {**body, field: value}), 400)["param"] == field, (path, field)
+    assert _error(post(url, "/v1/completions", {"prompt": "word " * 400}), 400)["param"] == "prompt"
+    assert _error(post(url, "/v1/completions", {"prompt": [10 ** 9]}), 400)["param"] == "prompt"
+    assert _error(post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 400}]}),
+                  400)["param"] == "messages"
+    assert _error(post(url, "/v1/embeddings", {"input": "word " * (2 * N_CTX)}), 400)["param"] == "input"
+    assert _error(post(url, "/completion", {"prompt": "x", "top_p": 7}), 400)["param"] == "top_p"
+    err = _error(post(url, "/v1/chat/completions", {"messages": MESSAGES, "stream_options": {"include_usage": 1}}), 400)
+    assert err["param"] == "stream_options.include_usage"
+
+
+def test_an_unknown_role_is_refused(url):
+    """"role": "bogus" was handed to the chat template as it was (ChatML rendered a "bogus" turn):
+    a 400 naming messages[i].role, as OpenAI answers; OpenAI's roles pass."""
+    for path in ("/v1/chat/completions", "/apply-template"):
+        messages = [MESSAGES[0], {"role": "bogus", "content": "hi"}]
+        err = _error(post(url, path, {"messages": messages, "max_tokens": 1}), 400)
+        assert err["param"] == "messages[1].role" and "bogus" in err["message"], err
+    r = post(url, "/v1/chat/completions", {"max_tokens": 1, "messages": [{"role": "developer", "content": "Be brief."},
+                                                                         {"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+
+
 def test_body_size_bounded(url):
     big = {"messages": [{"role": "user", "content": "x" * (100 << 10)}]}
     assert _error(post(url, "/v1/chat/completions", big), 413)["code"] == "request_too_large"

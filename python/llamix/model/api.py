@@ -267,11 +267,12 @@ class CompletionAPI:
         return ChatCompletion(request, head, bool(tools), bool(logprobs))
 
     # --- embeddings ----------------------------------------------------------------------------------
-    def embed(self, input: str | Sequence[str], normalize: bool = False, truncate: bool = True,
+    def embed(self, input: str | Sequence[str | Sequence[int]], normalize: bool = False, truncate: bool = True,
               return_count: bool = False, pooling: str = "mean"):
         """Embeddings of ``input``: float32 (n, dim) for a list of texts, (dim,) for one text; the
         final hidden states after the output norm of each text (tokenized with BOS where the
-        vocabulary asks for it), pooled by ``pooling`` (``"mean"`` over the tokens, or ``"last"``:
+        vocabulary asks for it; an element of the list may instead be token ids, taken as they
+        are), pooled by ``pooling`` (``"mean"`` over the tokens, or ``"last"``:
         the last token's), L2-normalised when ``normalize``. ``truncate``: texts longer than the
         context are cut to it (otherwise ValueError). ``return_count``: also return the number of
         tokens embedded. Each text is run alone from position 0; the KV cache is emptied."""
@@ -281,7 +282,8 @@ class CompletionAPI:
         out = np.zeros((len(texts), self.config.dim), dtype=np.float32)
         total = 0
         for i, text in enumerate(texts):
-            ids = self.tokenize(text)
+            ids = self.tokenize(text) if isinstance(text, str) else check_token_ids(text, self.config.vocab_size,
+                                                                                    f"input {i}")
             if len(ids) > self.n_ctx:
                 if not truncate:
                     raise ValueError(f"input {i} has {len(ids)} tokens, more than n_ctx = {self.n_ctx}")
@@ -297,8 +299,8 @@ class CompletionAPI:
         result = out[0] if isinstance(input, str) else out
         return (result, total) if return_count else result
 
-    def create_embedding(self, input: str | Sequence[str], model: str | None = None, normalize: bool = False,
-                         pooling: str = "mean", truncate: bool = True) -> dict:
+    def create_embedding(self, input: str | Sequence[str | Sequence[int]], model: str | None = None,
+                         normalize: bool = False, pooling: str = "mean", truncate: bool = True) -> dict:
         """OpenAI's embeddings response: ``{"object": "list", "data": [{"object": "embedding",
         "embedding": [...], "index": i}], "model", "usage": {"prompt_tokens", "total_tokens"}}``.
         ``truncate``: as :meth:`embed` (False: ValueError for a text longer than n_ctx)."""

@@ -46,7 +46,7 @@ from . import choices, native
 from .metrics import CONTENT_TYPE, Metrics
 from .params import (BadRequest, chat_kwargs, completion_kwargs, embedding_input, native_completion_kwargs,
                      native_completion_prompt, native_detokenize_body, native_prompt_ids, native_template_body,
-                     native_tokenize_body, n_choices)
+                     native_tokenize_body, n_choices, param_named)
 
 ACCESS_LOG = logging.getLogger("llamix.server.access")
 MAX_BODY_BYTES = 8 << 20   # a request body larger than this is refused (413)
@@ -59,15 +59,18 @@ def error_response(status: int, message: str, type_: str = "invalid_request_erro
                         status_code=status)
 
 
-def _bad_request(e: Exception) -> JSONResponse:
+def _bad_request(e: Exception, prompt_param: str | None = None) -> JSONResponse:
+    """The 400 of a refused request. ``prompt_param``: the field holding the endpoint's prompt,
+    named by the errors about the prompt (its size, its tokens) that come from the model."""
     msg = str(e)
     m = _CONTEXT.search(msg)
     if m:
         return error_response(400, f"the prompt ({m[1]} tokens) does not fit the context of {m[2]} tokens per slot",
-                              code="context_length_exceeded", n_prompt_tokens=int(m[1]), n_ctx=int(m[2]))
+                              param=prompt_param, code="context_length_exceeded", n_prompt_tokens=int(m[1]),
+                              n_ctx=int(m[2]))
     if isinstance(e, BadRequest):
         return error_response(400, msg, param=e.param, code=e.code, **e.extra)
-    return error_response(400, msg)
+    return error_response(400, msg, param=param_named(msg, prompt_param))
 
 
 class _Feed:
@@ -205,14 +208,16 @@ class Server:
         return steps if isinstance(steps, Response) else JSONResponse(whole(steps, jobs))
 
     async def run_jobs(self, request: HTTPRequest, prepared: list[TextCompletion], stream: bool,
-                       usage: bool) -> Response:
-        """Answer with ``prepared``'s choices (OpenAI's ``n``; one for most requests)."""
+                       usage: bool, n: int | None = None) -> Response:
+        """Answer with ``prepared``'s choices (OpenAI's ``n``; one for most requests): ``n`` of
+        each prompt, prompt after prompt (default: all of one prompt)."""
         return await self.answer(request, [p.request for p in prepared], stream,
-                                 lambda submitted: self._events(prepared, [feed for _, feed in submitted], usage),
+                                 lambda submitted: self._events(prepared, [feed for _, feed in submitted], usage, n),
                                  lambda steps, jobs: choices.merged_response(
-                                     [p.response(s) for p, s in zip(prepared, steps)]))
+                                     [p.response(s) for p, s in zip(prepared, steps)], n))
 
-    async def _events(self, prepared: list[TextCompletion], feeds: list[_Feed], usage: bool) -> AsyncIterator[str]:
+    async def _events(self, prepared: list[TextCompletion], feeds: list[_Feed], usage: bool,
+                      n: int | None = None) -> AsyncIterator[str]:
         """The choices' chunks as their steps come, each labelled with its choice's index."""
         head = prepared[0].head
         for i, p in enumerate(prepared):
@@ -249,7 +254,7 @@ class Server:
             for task in pumps:
                 task.cancel()
         if usage:
-            yield _sse(choices.merged_usage_chunk([p.usage_chunk() for p in prepared]))
+            yield _sse(choices.merged_usage_chunk([p.usage_chunk() for p in prepared], n))
         yield "data: [DONE]\n\n"
 
     async def _prepared(self, prepare: Callable[..., TextCompletion], kw: dict, n: int,
@@ -285,13 +290,16 @@ class Server:
     async def completions(self, request: HTTPRequest) -> Response:
         body = await self.read_json(request)
         try:
-            kw, stream, usage = completion_kwargs(body)
-            # echo with logprobs runs the prompt through the model: on the engine thread
-            prepared = await self._prepared(self.model.prepare_completion, kw, n_choices(body),
-                                            on_engine=bool(kw.get("echo") and kw.get("logprobs") is not None))
+            kw, prompts, stream, usage = completion_kwargs(body)
+            n = n_choices(body)
+            prepared = []
+            for prompt in prompts:   # n choices of each prompt, in order
+                # echo with logprobs runs the prompt through the model: on the engine thread
+                prepared += await self._prepared(self.model.prepare_completion, {**kw, "prompt": prompt}, n,
+                                                 on_engine=bool(kw.get("echo") and kw.get("logprobs") is not None))
         except ValueError as e:
-            return _bad_request(e)
-        return await self.run_jobs(request, prepared, stream, usage)
+            return _bad_request(e, "prompt")
+        return await self.run_jobs(request, prepared, stream, usage, n)
 
     async def chat_completions(self, request: HTTPRequest) -> Response:
         body = await self.read_json(request)
@@ -299,17 +307,20 @@ class Server:
             kw, stream, usage = chat_kwargs(body)
             prepared = await self._prepared(self.model.prepare_chat_completion, kw, n_choices(body))
         except ValueError as e:
-            return _bad_request(e)
+            return _bad_request(e, "messages")
         return await self.run_jobs(request, prepared, stream, usage)
 
     async def embeddings(self, request: HTTPRequest) -> Response:
         body = await self.read_json(request)
         try:
-            texts, b64 = embedding_input(body)
-            result = await asyncio.wrap_future(self.engine.call(self.model.create_embedding, texts, model=self.name,
+            c = self.model.config
+            inputs, b64 = embedding_input(body, c.vocab_size, c.dim)
+            result = await asyncio.wrap_future(self.engine.call(self.model.create_embedding, inputs, model=self.name,
                                                                     truncate=False))   # 400, as OpenAI's
-        except (ValueError, EngineStopped) as e:
-            return _bad_request(e) if isinstance(e, ValueError) else error_response(503, str(e), "server_error")
+        except ValueError as e:
+            return _bad_request(e, "input")
+        except EngineStopped as e:
+            return error_response(503, str(e), "server_error")
         if b64:   # the openai client asks for base64 float32 by default
             for d in result["data"]:
                 d["embedding"] = base64.b64encode(np.asarray(d["embedding"], dtype="<f4").tobytes()).decode()
@@ -327,7 +338,7 @@ class Server:
             # n_predict 0 generates nothing: the request is shaped, never run
             req = m.new_request(ids, **{**kw, "max_tokens": 1 if options["n_predict"] == 0 else kw["max_tokens"]})
         except ValueError as e:
-            return _bad_request(e)
+            return _bad_request(e, "prompt")
         settings = native.settings_of(kw, options, req.stops, m.n_ctx)
         prompt_text = b"".join(m.tokenizer.pieces(ids)).decode("utf-8", errors="replace")
         shaped = native.NativeCompletion(req, prompt_text, self.name, settings, options, m.n_ctx)
@@ -356,7 +367,7 @@ class Server:
             ids = native_prompt_ids(self.model, content, add_special, parse_special, field="content")
             tokens = native.with_pieces(ids, self.model.tokenizer.pieces(ids)) if pieces else ids
         except ValueError as e:   # also: ids out of the vocabulary, a model without a tokenizer
-            return _bad_request(e)
+            return _bad_request(e, "content")
         return JSONResponse({"tokens": tokens})
 
     async def detokenize(self, request: HTTPRequest) -> Response:
@@ -376,7 +387,7 @@ class Server:
             prompt = await run_in_threadpool(self.model.apply_chat_template, kw["messages"], add_generation_prompt,
                                              tools=kw.get("tools"))
         except ValueError as e:
-            return _bad_request(e)
+            return _bad_request(e, "messages")
         return JSONResponse({"prompt": prompt})
 
     async def props(self, request: HTTPRequest) -> Response:

@@ -10,6 +10,7 @@ the chat template, the tokenizer) and those errors are 400 too.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 NUMBER, INT, BOOL, STR, LIST, OBJECT, NULL = "number", "integer", "boolean", "string", "array", "object", "null"
@@ -41,16 +42,17 @@ def _type_of(v: Any) -> str:
     return type(v).__name__
 
 
-def _check(body: dict, name: str, *types: str) -> Any:
+def _check(body: dict, name: str, *types: str, within: str = "") -> Any:
     """body[name] (None when absent), or BadRequest when its JSON type is not one of ``types``
-    (an integer counts as a number)."""
+    (an integer counts as a number). ``within``: the field ``body`` is (``"stream_options."``)."""
     if name not in body:
         return None
     v = body[name]
     t = _type_of(v)
     if t in types or (t == INT and NUMBER in types):
         return v
-    raise BadRequest(f"'{name}' must be {' or '.join(types)}, got {t}", param=name, code="invalid_type")
+    raise BadRequest(f"'{within}{name}' must be {' or '.join(types)}, got {t}", param=within + name,
+                     code="invalid_type")
 
 
 # sampling fields shared by completions and chat: OpenAI's plus llama.cpp's extras
@@ -66,13 +68,25 @@ _NEUTRAL = {"typical_p": 1.0, "mirostat": 0, "tfs_z": 1.0, "dynatemp_range": 0.0
             "dry_multiplier": 0.0}
 
 
-def _max_tokens(body: dict, *names: str) -> int | None:
-    """The first of ``names`` the body has, else llama-server's ``n_predict``."""
+NO_LIMIT = -1   # llama-server's max_tokens / n_predict: until the end of generation or the slot's context is full
+
+
+def _max_tokens(body: dict, *names: str) -> dict:
+    """``{"max_tokens": n}`` of the first of ``names`` the body gives (not null), else of
+    llama-server's ``n_predict``; ``{}`` when none is given (the endpoint's default). Each given
+    must be an integer >= 1 (OpenAI's bound), or -1, llama-server's explicit "no limit" (its
+    aliases of ``n_predict`` take -1 too): ``max_tokens`` None, until the end of generation or the
+    slot's context is full. 0 or below -1 is a 400 naming the field (was: until the context was full)."""
+    given = {}
     for name in (*names, "n_predict"):
         v = _check(body, name, INT, NULL)
-        if v is not None:
-            return v
-    return None
+        if v is None:
+            continue
+        if v < 1 and v != NO_LIMIT:
+            raise BadRequest(f"'{name}' must be an integer >= 1 (or -1 for no limit, as llama-server), got {v}",
+                             param=name, code="integer_below_min_value")
+        given.setdefault("max_tokens", None if v == NO_LIMIT else v)
+    return given
 
 
 def _common(body: dict) -> tuple[dict, bool, bool]:
@@ -110,8 +124,29 @@ def _common(body: dict) -> tuple[dict, bool, bool]:
         kw["grammar"] = grammar
     stream = bool(_check(body, "stream", BOOL, NULL))
     options = _check(body, "stream_options", OBJECT, NULL) or {}
-    usage = _check(options, "include_usage", BOOL, NULL)
+    usage = _check(options, "include_usage", BOOL, NULL, within="stream_options.")
     return kw, stream, bool(usage)
+
+
+# fields of a body whose values the model checks itself; its errors start with the field's name
+# (the model's arguments share the body's names: "top_p (0: greedy) must be ...", "logit_bias: ...")
+_MODEL_CHECKED = {*_SAMPLING, "logit_bias", "stop", "grammar", "tools", "tool_choice", "logprobs", "top_logprobs",
+                  "suffix", "echo"}
+_ABOUT_THE_PROMPT = ("prompt", "empty prompt", "chat template", "input ")
+
+
+def param_named(message: str, prompt_param: str | None = None) -> str | None:
+    """The body field a ValueError of the model (not a :class:`BadRequest`) is about: the field
+    its message starts with, the field ``llamix`` says it does not support, or ``prompt_param``
+    (the endpoint's prompt field: ``prompt``, ``messages``, ``input``) for an error about the
+    prompt (its tokens, the chat template's refusal); None when the message names no field."""
+    word = re.match(r"\w*", message)[0]
+    if word in _MODEL_CHECKED:
+        return word
+    if message.startswith(_ABOUT_THE_PROMPT):
+        return prompt_param
+    m = re.match(r"not supported by llamix: (\w+)", message)
+    return m[1] if m else None
 
 
 MAX_CHOICES = 128   # OpenAI's bound on ``n``
@@ -146,30 +181,41 @@ def _logit_bias(bias: dict | list) -> dict[int, float]:
     return out
 
 
-def completion_kwargs(body: dict) -> tuple[dict, bool, bool]:
-    """(keyword arguments of ``prepare_completion``, stream, include_usage) of a
-    ``/v1/completions`` body."""
+def completion_kwargs(body: dict) -> tuple[dict, list, bool, bool]:
+    """(keyword arguments of ``prepare_completion`` less the prompt, the prompts, stream,
+    include_usage) of a ``/v1/completions`` body. ``prompt`` is a string, an array of token ids, or
+    (as OpenAI and llama-server take it) an array of several prompts, strings or token arrays, each
+    answered with its own ``n`` choices."""
     kw, stream, usage = _common(body)
     kw["llama_cpp_sampling"] = True   # as llama-server samples: the penalties count the prompt
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        prompt = prompt[0]          # a batch of one prompt
-    if isinstance(prompt, list):
-        if not prompt or not all(_type_of(i) == INT for i in prompt):
-            raise BadRequest("'prompt' must be a string or an array of token ids (one prompt per request)",
-                             param="prompt", code="invalid_type")
-    elif not isinstance(prompt, str):
-        raise BadRequest(f"'prompt' must be a string or an array of token ids, got {_type_of(prompt)}", param="prompt",
-                         code="invalid_type" if "prompt" in body else "missing")
-    kw["prompt"] = prompt
-    max_tokens = _max_tokens(body, "max_tokens")
-    if max_tokens is not None:
-        kw["max_tokens"] = max_tokens
+    kw.update(_max_tokens(body, "max_tokens"))
     for name, types in {"echo": (BOOL, NULL), "logprobs": (INT, NULL), "suffix": (STR, NULL)}.items():
         v = _check(body, name, *types)
         if v is not None:
             kw[name] = v
-    return kw, stream, usage
+    prompts = _completion_prompts(body)
+    n = n_choices(body)
+    if len(prompts) * n > MAX_CHOICES:
+        raise BadRequest(f"{len(prompts)} prompts of {n} choices each are {len(prompts) * n} choices, over the "
+                         f"limit of {MAX_CHOICES} per request", param="prompt")
+    return kw, prompts, stream, usage
+
+
+def _completion_prompts(body: dict) -> list:
+    """The prompts of a ``/v1/completions`` body: each a string or a list of token ids."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt:
+        if all(_type_of(i) == INT for i in prompt):   # one prompt of token ids
+            return [prompt]
+        if all(isinstance(p, str) for p in prompt):
+            return prompt
+        if all(isinstance(p, list) and p and all(_type_of(i) == INT for i in p) for p in prompt):
+            return prompt
+    raise BadRequest(f"'prompt' must be a string, an array of token ids, or a non-empty array of prompts (strings or "
+                     f"non-empty arrays of token ids, not mixed), got {_type_of(prompt)}", param="prompt",
+                     code="invalid_type" if "prompt" in body else "missing")
 
 
 def chat_kwargs(body: dict) -> tuple[dict, bool, bool]:
@@ -183,9 +229,7 @@ def chat_kwargs(body: dict) -> tuple[dict, bool, bool]:
         raise BadRequest("'messages' must be a non-empty array of messages", param="messages",
                          code="invalid_type" if "messages" in body else "missing")
     kw["messages"] = [_message(m, i) for i, m in enumerate(messages)]
-    max_tokens = _max_tokens(body, "max_completion_tokens", "max_tokens")
-    if max_tokens is not None:
-        kw["max_tokens"] = max_tokens
+    kw.update(_max_tokens(body, "max_completion_tokens", "max_tokens"))
     for name, types in {"logprobs": (BOOL, NULL), "top_logprobs": (INT, NULL), "tools": (LIST, NULL)}.items():
         v = _check(body, name, *types)
         if v is not None:
@@ -196,12 +240,18 @@ def chat_kwargs(body: dict) -> tuple[dict, bool, bool]:
     return kw, stream, usage
 
 
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")   # OpenAI's message roles
+
+
 def _message(m: Any, i: int) -> dict:
     where = f"messages[{i}]"
     if not isinstance(m, dict):
         raise BadRequest(f"'{where}' must be an object, got {_type_of(m)}", param=where, code="invalid_type")
     if not isinstance(m.get("role"), str):
         raise BadRequest(f"'{where}.role' must be a string", param=f"{where}.role", code="invalid_type")
+    if m["role"] not in ROLES:   # as OpenAI: an unknown role is not handed to the template
+        raise BadRequest(f"'{where}.role' must be one of {', '.join(map(repr, ROLES))}, got {m['role']!r}",
+                         param=f"{where}.role", code="invalid_value")
     content = m.get("content")
     if isinstance(content, list):   # content parts: [{"type": "text", "text": ...}, ...]
         texts = []
@@ -219,20 +269,37 @@ def _message(m: Any, i: int) -> dict:
     return m
 
 
-def embedding_input(body: dict) -> tuple[list[str], bool]:
-    """(the texts of a ``/v1/embeddings`` body, whether the result goes as base64 floats)."""
+def embedding_input(body: dict, n_vocab: int, n_embd: int) -> tuple[list[str | list[int]], bool]:
+    """(the inputs of a ``/v1/embeddings`` body, whether the result goes as base64 floats). An
+    input is a string, or token ids (in ``[0, n_vocab)``), as OpenAI and llama-server take them: a
+    string, an array of strings, an array of ids (one input) or an array of arrays of ids. An
+    empty input is refused, as OpenAI refuses it; so is a ``dimensions`` other than the model's
+    ``n_embd`` (llamix does not shorten embeddings)."""
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
-    texts = _check(body, "input", STR, LIST)
-    if isinstance(texts, str):
-        texts = [texts]
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise BadRequest("'input' must be a string or a non-empty array of strings", param="input",
-                         code="invalid_type" if "input" in body else "missing")
+    inputs = _check(body, "input", STR, LIST)
+    if isinstance(inputs, str) or (inputs and all(_type_of(i) == INT for i in inputs)):
+        inputs = [inputs]
+    if not inputs or not (all(isinstance(t, str) for t in inputs)
+                          or all(isinstance(t, list) and all(_type_of(i) == INT for i in t) for t in inputs)):
+        raise BadRequest("'input' must be a string, an array of strings, an array of token ids or an array of arrays "
+                         "of token ids", param="input", code="invalid_type" if "input" in body else "missing")
+    for k, t in enumerate(inputs):
+        if not t:
+            raise BadRequest(f"'input' {k} is empty: nothing to embed", param="input", code="invalid_value")
+        bad = [i for i in t if not 0 <= i < n_vocab] if isinstance(t, list) else []
+        if bad:
+            raise BadRequest(f"'input' {k}: token id {bad[0]} is outside the vocabulary (0 to {n_vocab - 1})",
+                             param="input", code="invalid_value")
+    dimensions = _check(body, "dimensions", INT, NULL)
+    if dimensions is not None and dimensions != n_embd:
+        raise BadRequest(f"'dimensions' is not supported for this model: its embeddings have {n_embd} dimensions "
+                         f"(leave 'dimensions' out, or give {n_embd}), got {dimensions}", param="dimensions",
+                         code="unsupported")
     fmt = _check(body, "encoding_format", STR, NULL) or "float"
     if fmt not in ("float", "base64"):
         raise BadRequest(f"'encoding_format' must be 'float' or 'base64', got {fmt!r}", param="encoding_format")
-    return texts, fmt == "base64"
+    return inputs, fmt == "base64"
 
 
 # --- llama-server's own endpoints -------------------------------------------------------------------
@@ -271,15 +338,22 @@ def native_completion_prompt(body: Any) -> Any:
 
 def native_completion_kwargs(body: Any) -> tuple[dict, bool, dict]:
     """(keyword arguments of ``Model.new_request`` less the prompt, stream, options) of a
-    ``/completion`` body; options: ``n_predict``, ``return_tokens``, ``n_probs``."""
+    ``/completion`` body; options: ``n_predict`` (or, as llama-server, its aliases
+    ``max_completion_tokens`` and ``max_tokens``; -1 no limit, 0 nothing generated),
+    ``return_tokens``, ``n_probs``."""
     kw, stream, _ = _common(body)
     if n_choices(body) != 1:   # llama-server's /completion answers one completion per prompt
         raise BadRequest("'n' must be 1 on /completion (one completion per request); /v1/completions takes n > 1",
                          param="n")
-    n_predict = _check(body, "n_predict", INT, NULL)
-    n_predict = -1 if n_predict is None else n_predict
-    if n_predict < -1:
-        raise BadRequest(f"'n_predict' must be -1 (no limit) or >= 0, got {n_predict}", param="n_predict")
+    given = []
+    for name in ("n_predict", "max_completion_tokens", "max_tokens"):   # llama-server's aliases, in its order
+        v = _check(body, name, INT, NULL)
+        if v is not None and v < -1:
+            raise BadRequest(f"'{name}' must be -1 (no limit) or >= 0, got {v}", param=name,
+                             code="integer_below_min_value")
+        if v is not None:
+            given.append(v)
+    n_predict = given[0] if given else -1
     n_probs = _check(body, "n_probs", INT, NULL) or 0
     if n_probs < 0:
         raise BadRequest(f"'n_probs' must be >= 0, got {n_probs}", param="n_probs")
