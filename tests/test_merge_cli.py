@@ -184,7 +184,7 @@ def test_merge_command_imports_only_the_merge_stack(tmp_path, config):
     assert (out / "model.safetensors").exists()
     loaded = set(json.loads(modules))
     assert "llamix.merge.executor" in loaded  # the check sees the merge's own modules
-    for heavy in ("tqdm", "concurrent.futures", "llamix.export.gguf", "llamix.export.merge_gguf", "llamix.tokenizer",
+    for heavy in ("tqdm", "concurrent.futures", "llamix.export.gguf", "llamix.export.merge_gguf", "llamix.tokenizer.core",
                   "llamix.formats.gguf", "llamix.model", "llamix.server", "llamix.eval"):
         assert heavy not in loaded, heavy
     assert int(frozen) > 1000
