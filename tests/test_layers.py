@@ -46,6 +46,7 @@ def test_no_imports_inside_functions_but_optional_heavy_ones():
     """Imports inside functions hide cycles; the only ones allowed load heavy optional modules late."""
     allowed = {"sentencepiece", "sentencepiece.sentencepiece_model_pb2", "threading", "tokenizers",
                "jinja2", "jinja2.ext", "jinja2.sandbox",  # chat templates (0.1 s to import)
+               "tqdm",                                     # progress bars, when one is drawn (0.1 s to import)
                "llguidance",                             # constrained (JSON) decoding
                "huggingface_hub",                          # Hub repo ids in merge configs
                "cmaes", "matplotlib", "matplotlib.figure", "matplotlib.ticker",

@@ -3,12 +3,16 @@ exact argument list): each flag's effect, the no-op flags' notes, the refused fl
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+import llamix
 from llamix.cli import main as cli_main
 from llamix.cli import mergekit_yaml
 from llamix.commands.merge import parse_kmb
@@ -159,3 +163,28 @@ def test_type_and_out_dtype_must_fit_the_output(tmp_path, config, capsys, assets
     assert "(q4_0," in capsys.readouterr().out
     assert mergekit_yaml([str(config), str(tmp_path / "folder")]) == 0                  # no --type there
     assert (tmp_path / "folder" / "config.json").is_file()
+
+
+def test_merge_command_imports_only_the_merge_stack(tmp_path, config):
+    """`llamix merge` to a folder, run as the console script runs it (argv from the command line),
+    imports neither the GGUF exporter, the tokenizers, tqdm (no bar under -q),
+    concurrent.futures nor the model or server stacks: each is start-up time every merge process
+    paid for nothing. It still merges, and freezes its start-up objects for the collector."""
+    out = tmp_path / "out"
+    code = ("import gc, json, runpy, sys; sys.argv = ['llamix', 'merge', sys.argv[1], sys.argv[2], '-q']\n"
+            "try:\n    runpy.run_module('llamix', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert e.code == 0, e.code\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('tqdm', 'llamix', 'concurrent'))))\n"
+            "print(gc.get_freeze_count())")
+    here = str(Path(llamix.__file__).resolve().parents[1])  # the llamix this test process imports
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    r = subprocess.run([sys.executable, "-c", code, str(config), str(out)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    modules, frozen = r.stdout.strip().splitlines()[-2:]
+    assert (out / "model.safetensors").exists()
+    loaded = set(json.loads(modules))
+    assert "llamix.merge.executor" in loaded  # the check sees the merge's own modules
+    for heavy in ("tqdm", "concurrent.futures", "llamix.export.gguf", "llamix.export.merge_gguf", "llamix.tokenizer.core",
+                  "llamix.formats.gguf", "llamix.model", "llamix.server", "llamix.eval"):
+        assert heavy not in loaded, heavy
+    assert int(frozen) > 1000

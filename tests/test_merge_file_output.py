@@ -64,6 +64,8 @@ def calls(xs, out):
         "ties": lambda **k: K.task_vectors(base, rest, [K.sparsifier(K.RANK, 0, 0, density=0.5, weight=1.0)] * 2,
                                            consensus="sum", name="t", out=out, **k),
         "model_stock": lambda **k: K.model_stock(base, rest, out=out, **k),
+        "nuslerp": lambda **k: K.nuslerp(rest[0], rest[1], 0.4, base=base, out=out, **k),
+        "nuslerp_no_base": lambda **k: K.nuslerp(rest[0], rest[1], 0.4, out=out, **k),
         "multislerp": lambda **k: K.multislerp(rest, [0.6, 0.4], base=base, out=out, **k),
         "multislerp_one": lambda **k: K.multislerp(rest[:1], [1.0], out=out, **k),  # the input copied as stored
     }
@@ -133,13 +135,15 @@ def test_bad_targets_are_refused(tmp_path):
         K.linear(xs, [1, 1, 1], buffer="nope")
 
 
-@pytest.mark.parametrize("method", ["linear", "task_arithmetic", "model_stock", "multislerp", "ties", "slerp"])
+@pytest.mark.parametrize("method", ["linear", "task_arithmetic", "model_stock", "multislerp", "ties", "slerp", "nuslerp",
+                                    "nuslerp_row_wise", "nuslerp_rows"])
 def test_sharded_merge_through_file_targets_equals_buffered(tmp_path, monkeypatch, method):
     t = tiny_tensors(0, layers=2, hidden=32, ffn=48)
     base, a, b = (str(write_model(tmp_path / n, perturbed(t, i) if i else t, dtype="bfloat16", layers=2, hidden=32))
                   for i, n in enumerate(("base", "a", "b")))
     keys = {"ties": ("weight", "density"), "task_arithmetic": ("weight",), "multislerp": ("weight",),
-            "linear": ("weight",)}.get(method, ())
+            "linear": ("weight",), "nuslerp": ("weight",), "nuslerp_row_wise": ("weight",),
+            "nuslerp_rows": ("weight",)}.get(method, ())
     two = [{"model": m, "parameters": {k: v for k, v in (("weight", w), ("density", 0.5)) if k in keys}}
            for m, w in ((a, 0.6), (b, 0.4))]
     if method == "slerp":
@@ -147,6 +151,10 @@ def test_sharded_merge_through_file_targets_equals_buffered(tmp_path, monkeypatc
                "slices": [{"sources": [{"model": base, "layer_range": [0, 2]}, {"model": a, "layer_range": [0, 2]}]}]}
     elif method == "linear":
         cfg = {"merge_method": "linear", "models": [{"model": base, "parameters": {"weight": 0.4}}] + two}
+    elif method.startswith("nuslerp"):  # flattened, per row, and per column (transposed in Python, pwritten)
+        params = {"nuslerp": {}, "nuslerp_rows": {"nuslerp_flatten": False},
+                  "nuslerp_row_wise": {"nuslerp_flatten": False, "nuslerp_row_wise": True}}[method]
+        cfg = {"merge_method": "nuslerp", "base_model": base, "models": two, "parameters": params}
     else:
         cfg = {"merge_method": method, "base_model": base, "models": two}
     cfg["dtype"] = "bfloat16"

@@ -178,15 +178,15 @@ void register_merge(py::module_& m) {
        py::arg("buffer") = py::none());
 
     m.def("merge_nuslerp", [](py::object x0, int t0, py::object x1, int t1, std::optional<py::object> base, int base_type,
-                              double t, int64_t rows, int out_type, int work_type, std::optional<py::array> buffer) {
+                              double t, int64_t rows, int out_type, int work_type, py::object buffer) {
         const Input first = as_input(x0, t0, "x0");
         const MergeInput b = checked(as_input(x1, t1, "x1"), first.n, "x1");
         MergeInput bs;
         if (base) bs = checked(as_input(*base, base_type, "base"), first.n, "base");
         require(rows >= 1 && first.n % rows == 0, "rows must divide the tensor size");
         const MergeInput* has_base = base ? &bs : nullptr;
-        return run_merge(first, work_type, out_type, buffer,
-                         [&](const MergeCommon& c, MergeOutput o) { merge_nuslerp(c, first.in, b, has_base, t, rows, o); });
+        return run_merge_to(first, work_type, out_type, buffer,
+                            [&](const MergeCommon& c, MergeOutput o) { merge_nuslerp(c, first.in, b, has_base, t, rows, o); });
     }, py::arg("x0"), py::arg("type0"), py::arg("x1"), py::arg("type1"), py::arg("base"), py::arg("base_type"), py::arg("t"),
        py::arg("rows"), py::arg("out_type"), py::arg("work_type"),
        py::arg("buffer") = py::none());

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import gc
 import importlib
 import os
 import re
@@ -144,7 +145,18 @@ def _terminate(signum, frame):
     raise _Terminated
 
 
+def _freeze_startup_objects(own_process: bool) -> None:
+    """The command's modules are imported: the objects they made live until the process exits.
+    gc.freeze() keeps the cyclic collector from walking them again in every full collection and at
+    interpreter exit (measured: ~0.1 s less per process on a loaded 2-core machine, a fifth of a
+    small merge's fixed cost). Only when the command line is the process's own (the console
+    scripts), never inside a caller's process (main(argv) from Python or the tests)."""
+    if own_process:
+        gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> int:
+    own_process = argv is None
     argv = sys.argv[1:] if argv is None else argv
     try:   # a command imports its stack (numpy, the kernels, ...): Ctrl-C may come during it
         parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
@@ -160,12 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if extra:
         _refuse_unknown(args.parser, extra)
+    _freeze_startup_objects(own_process)
     return run_command(args)
 
 
 def mergekit_yaml(argv: list[str] | None = None) -> int:
     """The ``llamix-mergekit-yaml`` console script: mergekit-yaml's argument list, llamix's merge."""
-    return run_command(importlib.import_module("llamix.commands.mergekit_yaml").parse(argv))
+    args = importlib.import_module("llamix.commands.mergekit_yaml").parse(argv)
+    _freeze_startup_objects(argv is None)
+    return run_command(args)
 
 
 def run_command(args) -> int:

@@ -10,8 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from tqdm import tqdm
-
 from .._runtime import max_threads
 from ..errors import ArgumentError
 
@@ -228,6 +226,9 @@ def progress_bar(desc: str, unit: str = "B", quiet: bool = False) -> Iterator[Ca
         if disable:
             return
         if bar is None:
+            # tqdm is imported only when a bar is drawn: its import (importlib.metadata, email,
+            # logging) costs more than a whole small merge's start-up, for nothing under -q or a pipe
+            from tqdm import tqdm
             bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000,
                        leave=False, file=sys.stderr, dynamic_ncols=True)
         bar.update(done - bar.n)

@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from .. import export
 from .._runtime import set_threads
-from ..export import FILE_TYPES, merge_to_gguf
+from ..export.type_rules import FILE_TYPES
 from ..merge import load_config, merge
 from ..merge.plan import build_plan
 from .common import (UsageError, add_force, add_threads, check_output, check_threads, lower_choice, progress_bar,
@@ -194,7 +195,7 @@ def run(args) -> int:
         if opts["threads"]:
             set_threads(opts["threads"])
         with progress_bar("merge+quantize", unit="tensor", quiet=quiet) as bar:
-            r = merge_to_gguf(args.config, args.out, qtype, seed=opts["seed"], progress=bar)
+            r = export.merge_to_gguf(args.config, args.out, qtype, seed=opts["seed"], progress=bar)
         print(f"merged into {args.out} ({qtype}, {r.bits_per_weight:.3f} bits/weight) in "
               f"{time.perf_counter() - start:.1f} s")
         if r.fallback_note():

@@ -17,8 +17,9 @@ output.HFFolderWriter.
 """
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Protocol
 
 import numpy as np
@@ -63,6 +64,62 @@ class BufferPool:
 
 
 Progress = Callable[[float, float, str], None]  # progress(done, total, note)
+
+
+class _Write:
+    """One submitted write: done() once it ran, result() waits and raises what it raised."""
+
+    __slots__ = ("fn", "args", "finished", "error")
+
+    def __init__(self, fn, args):
+        self.fn, self.args, self.finished, self.error = fn, args, threading.Event(), None
+
+    def done(self) -> bool:
+        return self.finished.is_set()
+
+    def result(self) -> None:
+        self.finished.wait()
+        if self.error is not None:
+            raise self.error
+
+
+class WriterThreads:
+    """The writer's background threads: submit(fn, *args) runs fn on one of them, in submission
+    order. (concurrent.futures would do, but importing it and the logging package it brings took
+    ~20 ms of every merge process's start-up, measured on the loaded 2-core bench machine.)"""
+
+    def __init__(self, workers: int):
+        self._workers = workers
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []  # started on demand: a merge whose kernels write
+        # the output files themselves submits nothing
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job.fn(*job.args)
+            except BaseException as e:  # handed to whoever waits for it
+                job.error = e
+            finally:
+                job.finished.set()
+
+    def submit(self, fn, *args) -> _Write:
+        job = _Write(fn, args)
+        self._jobs.put(job)
+        if len(self._threads) < self._workers:
+            t = threading.Thread(target=self._run, name=f"llamix-merge-writer-{len(self._threads)}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return job
+
+    def __enter__(self) -> "WriterThreads":
+        return self
+
+    def __exit__(self, *exc) -> None:  # waits for every submitted write, as ThreadPoolExecutor's exit does
+        for _ in self._threads:
+            self._jobs.put(None)
+        for t in self._threads:
+            t.join()
 
 
 def merged_tensors(plan: MergePlan, seed: int = 0, dtype_for=None, progress: Optional[Progress] = None,
@@ -126,7 +183,7 @@ def execute(plan: MergePlan, writer: TensorWriter, seed: int = 0, progress: Opti
     try:
         # writers that put tensors at fixed offsets (HFFolderWriter) may run several threads at once
         workers = max(1, int(getattr(writer, "concurrency", 1)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llamix-merge-writer") as pool:
+        with WriterThreads(workers) as pool:
             buffers = BufferPool()
             pending: deque = deque()  # (future, array) in plan order
             waiting = 0

@@ -5,7 +5,7 @@ bfloat16). Each argument may be an array (uint16 means bfloat16), a TensorRef (r
 chunk by chunk), or either as ``(tensor, dtype)``.
 ``out`` and ``work`` are dtype names; ``work`` rounds inputs first (mergekit's ``dtype``).
 ``buffer``: an optional reusable output array (the output's size and dtype), returned filled.
-linear, slerp, task_vectors, model_stock and multislerp also take a FileTarget there: the
+linear, slerp, nuslerp, task_vectors, model_stock and multislerp also take a FileTarget there: the
 output's bytes are written to that file at that offset by the threads computing them (nothing is
 returned).
 """

@@ -30,9 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..tokenizer import Tokenizer
-from ..tokenizer.spm import added_tokens
-from ..tokenizer.vocab import CONTROL, UNKNOWN, UNUSED
+from .. import tokenizer
 from .config import ConfigError, MergeConfig, TokenSource
 from .kernels import scale as round_to
 from .sources import parse_ref, read_config, resolve_folder
@@ -77,6 +75,9 @@ def _read_sentencepiece_vocab(folder: Path, vocab_size: Optional[int]) -> ModelV
     """The pieces of tokenizer.model, then the folder's added tokens (added_tokens.json,
     tokenizer_config.json's added_tokens_decoder); control and unknown pieces count as added
     special tokens, as transformers makes them."""
+    # the tokenizer package's names load their modules here, on first use (not at the merge's start)
+    Tokenizer, added_tokens = tokenizer.Tokenizer, tokenizer.added_tokens
+    CONTROL, UNKNOWN, UNUSED = tokenizer.CONTROL, tokenizer.UNKNOWN, tokenizer.UNUSED
     tok = Tokenizer.from_file(folder / "tokenizer.model")
     limit = vocab_size if vocab_size is not None else tok.vocab_size
     types = tok.token_types

@@ -10,6 +10,8 @@ only when exactly colinear (1 - cos^2 <= 1e-16).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .. import kernels
@@ -23,7 +25,17 @@ def _swap_first_last(x, shape):
     return np.ascontiguousarray(np.swapaxes(np.asarray(arr).reshape(shape), 0, -1)), dtype
 
 
+def _write_at(target: kernels.FileTarget, array: np.ndarray) -> None:
+    """The array's bytes into the output file at the target's offset."""
+    data = memoryview(np.ascontiguousarray(array)).cast("B")
+    done = 0
+    while done < len(data):
+        done += os.pwrite(target.fd, data[done:], target.offset + done)
+
+
 class NuSlerp(MergeMethod):
+    file_output = True
+
     def merge(self, job: TensorJob):
         a, b = job.non_base
         w = [job.input_params[a]["weight"], job.input_params[b]["weight"]]
@@ -44,6 +56,9 @@ class NuSlerp(MergeMethod):
             base = _swap_first_last(base, shape)
         res = kernels.nuslerp(x0, x1, t, base=base, rows=n // shape[0], out=job.out, work=job.work)
         res = np.swapaxes(res.reshape(swapped), 0, -1)
+        if isinstance(job.buffer, kernels.FileTarget):
+            _write_at(job.buffer, res)
+            return None
         if job.buffer is None:
             return np.ascontiguousarray(res)
         job.buffer.reshape(shape)[...] = res
