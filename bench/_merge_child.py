@@ -12,12 +12,17 @@ SETTLE_S = 0.5
 tool, config, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 t0 = time.perf_counter()
 if tool == "llamix":
-    import llamix
+    # As a user runs it: the command line (its console script's main(), which also freezes the
+    # imports' objects for the collector), with mergekit's options below.
+    import llamix.cli
     import llamix.merge  # imported on first use otherwise, inside the timed merge (mergekit's are imported here)
     t_imported = time.perf_counter()
     time.sleep(SETTLE_S)
     t1 = time.perf_counter()
-    llamix.merge(config, out, threads=threads, progress=False, seed=0)
+    sys.argv = ["llamix", "merge", config, out, "-t", str(threads), "-q", "--seed", "0", "--no-copy-tokenizer"]
+    code = llamix.cli.main()
+    if code:
+        sys.exit(code)
 else:
     import torch
     import yaml

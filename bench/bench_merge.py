@@ -3,7 +3,8 @@ LLaMA-shaped bf16 models (a base and two fine-tunes), for every merge method.
 
 Each merge runs in its own process (peak RSS = that merge's VmHWM); the inputs are read once
 beforehand so both tools read from the page cache. Before timing is trusted, llamix's output is
-checked against mergekit's (see check()). Times: the merge inside the process, and the whole
+checked against mergekit's (see check()). llamix runs as a user runs it, through its command line
+(`llamix merge CONFIG OUT`), mergekit through its Python entry (run_merge). Times: the merge inside the process, and the whole
 process (start, imports, merge, exit; the child's 0.5 s settling pause after its imports is taken
 out); both tools' modules are imported before the merge is timed and load compiled bytecode (llamix
 is byte-compiled first, as pip does when it installs it). The I/O floor is measured in the same
