@@ -58,7 +58,8 @@ float karcher_recip_check(float d, QType t) {
     return r;
 }
 
-template <class L, int kModels, bool kBF16>
+// kAllFast: every input has a reciprocal; kDivide: a.div != 0 (no branch on either in the loop)
+template <class L, int kModels, bool kBF16, bool kAllFast, bool kDivide>
 void karcher_loop(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
     using V = typename L::V;
     constexpr int W = L::kWidth;
@@ -76,26 +77,25 @@ void karcher_loop(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
         const float r = a.recip ? a.recip[p] : 0.0f;
         pm[p].x = a.x[p];
         pm[p].type = kBF16 ? QType::BF16 : a.type[p];
-        pm[p].fast = r != 0.0f;
+        pm[p].fast = kAllFast || r != 0.0f;
         pm[p].norm = L::set(a.norm[p]);
         pm[p].recip = L::set(r);
         pm[p].neg_dot = L::set(-a.dot[p]);
         pm[p].coef = L::set(a.coef[p]);
     }
-    const bool divide = a.div != 0.0f;
     const V div = L::set(a.div), tn = L::set(a.tn), cos_tn = L::set(a.cos_tn), sin_tn = L::set(a.sin_tn);
-    bool any_fast = false;
+    bool any_fast = kAllFast;
     for (int p = 0; p < K; ++p) any_fast = any_fast || pm[p].fast;
     auto load = [&](int p, int64_t i) { return L::load(pm[p].x, kBF16 ? QType::BF16 : pm[p].type, i); };
     int64_t i = 0;
     for (; i + W <= n; i += W) {
         V mi = L::load(m, QType::F32, i);
-        if (divide) mi = mi / div;
-        if (any_fast) {
+        if (kDivide) mi = mi / div;
+        if (kAllFast || any_fast) {
             typename L::I lo = L::abs_bits(L::set(1.0f)), hi = lo;
             for (int p = 0; p < K; ++p) {
                 const V x = load(p, off + i);
-                if (pm[p].fast) {
+                if (kAllFast || pm[p].fast) {
                     pm[p].u = karcher_unit<L>(x, pm[p].norm, pm[p].recip);
                     const typename L::I bits = L::abs_bits(pm[p].u);
                     lo = L::umin(lo, bits), hi = L::umax(hi, bits);
@@ -116,14 +116,24 @@ void karcher_loop(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
     if (i < n) ref::karcher_step_from(a, m, off, i, n);
 }
 
+template <class L, int kModels, bool kBF16>
+void karcher_pick(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
+    bool all_fast = a.recip != nullptr;
+    for (int p = 0; p < a.k && all_fast; ++p) all_fast = a.recip[p] != 0.0f;
+    if (all_fast && a.div != 0.0f) return karcher_loop<L, kModels, kBF16, true, true>(a, m, off, n);
+    if (all_fast) return karcher_loop<L, kModels, kBF16, true, false>(a, m, off, n);
+    if (a.div != 0.0f) return karcher_loop<L, kModels, kBF16, false, true>(a, m, off, n);
+    karcher_loop<L, kModels, kBF16, false, false>(a, m, off, n);
+}
+
 template <class L>
 void karcher_lanes(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
     bool bf16 = true;
     for (int p = 0; p < a.k; ++p) bf16 = bf16 && a.type[p] == QType::BF16;
-    if (a.k == 3 && bf16) return karcher_loop<L, 3, true>(a, m, off, n);
-    if (a.k == 2 && bf16) return karcher_loop<L, 2, true>(a, m, off, n);
-    if (bf16) return karcher_loop<L, 0, true>(a, m, off, n);
-    karcher_loop<L, 0, false>(a, m, off, n);
+    if (a.k == 3 && bf16) return karcher_pick<L, 3, true>(a, m, off, n);
+    if (a.k == 2 && bf16) return karcher_pick<L, 2, true>(a, m, off, n);
+    if (bf16) return karcher_pick<L, 0, true>(a, m, off, n);
+    karcher_pick<L, 0, false>(a, m, off, n);
 }
 
 }  // namespace x86
