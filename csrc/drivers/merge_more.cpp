@@ -583,7 +583,7 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     bool direct = in_memory(x) && stored_as_work(c, x);
     for (size_t p = 0; p < V; ++p) direct = direct && norms[size_t(valid[p])] != 0.0f;
     std::vector<float> recip(V, 0.0f);
-    if (direct)
+    if (direct && n >= 65536)  // the check looks at 65536 values: not worth it for smaller tensors
         for (size_t p = 0; p < V; ++p) recip[p] = K.karcher_recip(norms[size_t(valid[p])], x[size_t(valid[p])].type);
     // The starting mean: the weighted sum of the valid units, and its norm.
     TorchNorm mn(n);

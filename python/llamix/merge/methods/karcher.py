@@ -23,10 +23,10 @@ in registers (kernels karcher_step): per element 6 bytes of bf16 inputs and the 
 written, no float32 copies of the units. A unit x / |x| of a bf16 / f16 input is computed without
 the divider where that gives the division's bits: q = x r (r = 1 / |x| rounded), then
 q - (q |x| - x) r, two fused steps; karcher_recip checks it against x / |x| for all 65536 values of
-the type (per input and tensor, ~20 us) and the kernel divides any 8 or 16 elements whose units
+the type (per input of tensors of >= 65536 elements) and the kernel divides any 8 or 16 elements whose units
 fall outside [2^-100, 2^100] (zeros included), so the bits stay the scalar reference's. The two
 other divisions per element (the pending renormalization, tangent / |tangent|) have float32
-numerators and stay divisions: on Zen 3 they now bound the pass.
+numerators and stay divisions: on Zen 3, perf puts most of the pass's samples on waits for them.
 """
 from __future__ import annotations
 
