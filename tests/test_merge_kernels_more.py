@@ -163,6 +163,32 @@ def test_karcher(isa, threads, n, spread):
     assert np.all(np.abs(got - want) <= 2e-5 * (scale_of(base, xs) + np.abs(want)))
 
 
+@pytest.mark.parametrize("n", [33, 1025, 70001])  # 70001: >= 65536, the units' reciprocal is tried
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "mixed"])
+def test_karcher_stored_types(isa, threads, n, k, dtype):
+    # the iterations read bf16 / f16 inputs in place and form the units in registers (bf16 and f16
+    # through a reciprocal checked against the division for every value of the type): the bits are
+    # the scalar reference's divisions, signed zeros and values whose units are subnormal included
+    base, xs = models(n, k=k - 1, seed=n + k, spread=0.01)
+    xs = [base] + xs
+    for i, x in enumerate(xs):  # a few +-0 and tiny values at the same places in every input
+        x[i::97] = 0.0
+        x[i + 1::89] = -0.0
+        x[i + 2::83] = 1e-39 * (i + 1)
+    if dtype == "float16":
+        ins = [x.astype(np.float16) for x in xs]
+        vals = [x.astype(np.float32) for x in ins]
+    else:
+        pairs = [_bf16(x) for x in xs]
+        ins, vals = [p[0] for p in pairs], [p[1] for p in pairs]
+        if dtype == "mixed":  # float32 first input, bf16 others
+            ins[0] = vals[0]
+    got = both(lambda: K.karcher(ins))
+    want = O.karcher([f64(v) for v in vals])
+    assert np.all(np.abs(got - want) <= 2e-5 * (scale_of(vals[0], vals[1:]) + np.abs(want)) + 1e-38)  # subnormals
+
+
 def test_karcher_special_cases():
     base, xs = models(500, seed=4)
     np.testing.assert_array_equal(K.karcher([xs[0]]), xs[0])

@@ -556,32 +556,45 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     BufferPool::Lease mean_mem;
     mean_mem.take(size_t(n) * 4);
     float* const mean = mean_mem.data();
-    auto pass = [&](TorchNorm* nm, auto&& f) {
+    auto pass = [&](TorchNorm* nm, bool with_units, auto&& f) {
         OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) {
             if (nm) nm->feed(v[0], len);
         });
         pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
             const std::vector<float*> u = buffers(scratch, th, 0, int(V));
             const int64_t begin = tl.begin(task), end = begin + tl.size(task);
-            for (int64_t off = begin; off < end; off += kL1Block) {
-                const int64_t len = std::min(kL1Block, end - off);
-                units(u, off, len);
-                f(off, len, u, mean + off, th);
+            if (!with_units) {
+                f(begin, end - begin, u, mean + begin, th);
+            } else {
+                for (int64_t off = begin; off < end; off += kL1Block) {
+                    const int64_t len = std::min(kL1Block, end - off);
+                    units(u, off, len);
+                    f(off, len, u, mean + off, th);
+                }
             }
             io.put_stable(task, mean + begin, end - begin);
         }));
         io.finish();
     };
+    // The iterations' step reads the inputs where they are stored and forms the units in registers
+    // (the same divisions, or karcher_recip's checked exact alternative), unless loading rounds
+    // them (a narrower working dtype) or they are read from their files: then units() fills the
+    // scratch blocks and the step divides them by 1.
+    bool direct = in_memory(x) && stored_as_work(c, x);
+    for (size_t p = 0; p < V; ++p) direct = direct && norms[size_t(valid[p])] != 0.0f;
+    std::vector<float> recip(V, 0.0f);
+    if (direct && n >= 65536)  // the check looks at 65536 values: not worth it for smaller tensors
+        for (size_t p = 0; p < V; ++p) recip[p] = K.karcher_recip(norms[size_t(valid[p])], x[size_t(valid[p])].type);
     // The starting mean: the weighted sum of the valid units, and its norm.
     TorchNorm mn(n);
-    pass(&mn, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+    pass(&mn, true, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
         std::fill(m, m + len, 0.0f);
         for (size_t p = 0; p < V; ++p) K.lincomb2(m, m, 1.0f, u[p], a_norm, 1.0f, len);  // m + a u, two roundings
     });
     std::vector<double> a(V, double(a_norm)), b(V);
     float pending = mn.result();  // divide the mean by this before its next use (0: nothing to do)
     if (double(pending) < tol) {  // the units cancel: start from the first valid one
-        pass(nullptr, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+        pass(nullptr, true, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
             std::memcpy(m, u[0], size_t(len) * 4);
         });
         std::fill(a.begin(), a.end(), 0.0);
@@ -617,15 +630,33 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         TorchNorm un(n);
         const float div = pending;
         std::vector<int> used;
-        std::vector<float> used_dot, used_coef;
-        for (size_t p = 0; p < V; ++p)
-            if (use[p]) used.push_back(int(p)), used_dot.push_back(dot[p]), used_coef.push_back(coef[p]);
-        pass(&un, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
-            const float* uu[kMaxFused];
-            std::vector<const float*> many;
-            const float** up = used.size() <= size_t(kMaxFused) ? uu : (many.resize(used.size()), many.data());
+        std::vector<float> used_dot, used_coef, used_norm, used_recip;
+        std::vector<const void*> used_x;
+        std::vector<QType> used_type;
+        for (size_t p = 0; p < V; ++p) {
+            if (!use[p]) continue;
+            const MergeInput& in = x[size_t(valid[p])];
+            used.push_back(int(p)), used_dot.push_back(dot[p]), used_coef.push_back(coef[p]);
+            used_x.push_back(in.data), used_type.push_back(direct ? in.type : QType::F32);
+            used_norm.push_back(direct ? norms[size_t(valid[p])] : 1.0f), used_recip.push_back(direct ? recip[p] : 0.0f);
+        }
+        KarcherArgs ka;
+        ka.k = int(used.size()), ka.type = used_type.data(), ka.norm = used_norm.data(), ka.recip = used_recip.data();
+        ka.dot = used_dot.data(), ka.coef = used_coef.data();
+        ka.div = div, ka.tn = tn, ka.cos_tn = cos_tn, ka.sin_tn = sin_tn;
+        pass(&un, !direct, [&](int64_t off, int64_t len, const std::vector<float*>& u, float* m, int) {
+            KarcherArgs a = ka;
+            if (direct) {
+                a.x = used_x.data();
+                K.karcher_step(a, m, off, len);
+                return;
+            }
+            const void* uu[kMaxFused];
+            std::vector<const void*> many;
+            const void** up = used.size() <= size_t(kMaxFused) ? uu : (many.resize(used.size()), many.data());
             for (size_t j = 0; j < used.size(); ++j) up[j] = u[size_t(used[j])];
-            K.karcher_step(m, up, int(used.size()), used_dot.data(), used_coef.data(), div, tn, cos_tn, sin_tn, len);
+            a.x = up;
+            K.karcher_step(a, m, 0, len);
         });
         const float unit_norm = un.result();
         pending = double(unit_norm) > tol ? unit_norm : 0.0f;

@@ -13,6 +13,7 @@
 
 #include "kernels/merge_math.h"
 #include "kernels/ref/merge_ref.h"
+#include "kernels/x86_shared/karcher_lanes.h"
 #include "kernels/x86_shared/multislerp_lanes.h"
 
 namespace llamix {
@@ -250,38 +251,33 @@ struct Lanes16 {
     }
     static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
     static V set(float x) { return _mm512_set1_ps(x); }
+    static V fmsub(V a, V b, V c) { return _mm512_fmsub_ps(a, b, c); }
+    static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+    // |v|'s bits as unsigned integers, their lane-wise min and max, and whether every lane of lo
+    // is >= a and every lane of hi <= b
+    using I = __m512i;
+    static I abs_bits(V v) { return _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)); }
+    static I umin(I a, I b) { return _mm512_min_epu32(a, b); }
+    static I umax(I a, I b) { return _mm512_max_epu32(a, b); }
+    static bool inside(I lo, I hi, uint32_t a, uint32_t b) {
+        return (_mm512_cmplt_epu32_mask(lo, _mm512_set1_epi32(int32_t(a))) |
+                _mm512_cmpgt_epu32_mask(hi, _mm512_set1_epi32(int32_t(b)))) == 0;
+    }
 };
 
 void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t n) {
     x86::multislerp_lanes<Lanes16>(a, stage, out, n);
 }
 
-void karcher_step(float* m, const float* const* u, int k, const float* dot, const float* coef, float div, float tn,
-                  float cos_tn, float sin_tn, int64_t n) {
-    const __m512 vdiv = _mm512_set1_ps(div), vtn = _mm512_set1_ps(tn), vc = _mm512_set1_ps(cos_tn), vs = _mm512_set1_ps(sin_tn);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 mi = _mm512_loadu_ps(m + i);
-        if (div != 0.0f) mi = _mm512_div_ps(mi, vdiv);
-        __m512 tan = _mm512_setzero_ps();
-        for (int p = 0; p < k; ++p) {
-            const __m512 t = _mm512_add_ps(_mm512_loadu_ps(u[p] + i), _mm512_mul_ps(_mm512_set1_ps(-dot[p]), mi));
-            tan = _mm512_add_ps(tan, _mm512_mul_ps(_mm512_set1_ps(coef[p]), t));
-        }
-        tan = _mm512_div_ps(tan, vtn);
-        _mm512_storeu_ps(m + i, _mm512_add_ps(_mm512_mul_ps(vc, mi), _mm512_mul_ps(vs, tan)));
-    }
-    if (i < n) {
-        std::vector<const float*> tail(static_cast<size_t>(k));
-        for (int p = 0; p < k; ++p) tail[size_t(p)] = u[p] + i;
-        ref::karcher_step(m + i, tail.data(), k, dot, coef, div, tn, cos_tn, sin_tn, n - i);
-    }
-}
+void karcher_step(const KarcherArgs& a, float* m, int64_t off, int64_t n) { x86::karcher_lanes<Lanes16>(a, m, off, n); }
+
+float karcher_recip(float d, QType t) { return x86::karcher_recip_check<Lanes16>(d, t); }
 
 }  // namespace avx512
 
 void fill_merge_more_avx512(MergeKernels& k) {
     k.karcher_step = avx512::karcher_step;
+    k.karcher_recip = avx512::karcher_recip;
     k.nearswap = avx512::nearswap;
     k.ram = avx512::ram;
     k.sce = avx512::sce;

@@ -18,6 +18,15 @@ coefficients a over the units (renormalized by the reproduced norms), so <m, u_i
 (its dots with torch.dot, an MKL call whose order depends on its threads). One pass per iteration
 then does mergekit's float32 element-wise steps (units, pending renormalization, tangent, step)
 and the torch-order norm of the new mean; the running mean is the one tensor-sized buffer.
+That pass reads the inputs where they are stored (bf16 / f16 / f32, in memory) and forms the units
+in registers (kernels karcher_step): per element 6 bytes of bf16 inputs and the mean's 4 read and 4
+written, no float32 copies of the units. A unit x / |x| of a bf16 / f16 input is computed without
+the divider where that gives the division's bits: q = x r (r = 1 / |x| rounded), then
+q - (q |x| - x) r, two fused steps; karcher_recip checks it against x / |x| for all 65536 values of
+the type (per input of tensors of >= 65536 elements) and the kernel divides any 8 or 16 elements whose units
+fall outside [2^-100, 2^100] (zeros included), so the bits stay the scalar reference's. The two
+other divisions per element (the pending renormalization, tangent / |tangent|) have float32
+numerators and stay divisions: on Zen 3, perf puts most of the pass's samples on waits for them.
 """
 from __future__ import annotations
 
