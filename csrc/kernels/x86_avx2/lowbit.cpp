@@ -113,6 +113,12 @@ inline __m256i bcast32(const void* p) {
     return _mm256_set1_epi32(v);
 }
 inline __m256i ld(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+// x unchanged, held in a register at this point: a sum pinned after each add, so that GCC cannot
+// reassociate a run of adds into a tree (its products computed early and spilled).
+inline __m256i pin(__m256i x) {
+    __asm__("" : "+x"(x));
+    return x;
+}
 
 // pshufb control: bytes k0 and k1 of each int32 lane (row) as its two int16 halves, zero-extended
 // (b_k0, b_k1), or (high) times 256, (256 b_k0, 256 b_k1), so that a signed byte stays signed.
@@ -287,11 +293,71 @@ struct Q2Q3Groups {
         }
     }
 
+    // Q3_K's scale word q (sub-blocks 4 q .. 4 q + 3 in bytes 0..3 as sc - 32) of half h
+    static inline __m256i q3_word(const uint8_t* g, int h, int q) {
+        const __m256i lo4 = _mm256_set1_epi32(0x0F0F0F0F), hi2 = _mm256_set1_epi32(0x30303030);
+        const __m256i w = ld(g + 32 + 64 * (q % 2) + 32 * h), w2 = ld(g + 160 + 32 * h);
+        const __m256i lo = _mm256_and_si256(q < 2 ? w : _mm256_srli_epi32(w, 4), lo4);
+        const __m256i hi = _mm256_and_si256(q == 0 ? _mm256_slli_epi32(w2, 4) : q == 1 ? _mm256_slli_epi32(w2, 2) : q == 2 ? w2 : _mm256_srli_epi32(w2, 2), hi2);
+        return _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
+    }
+
+    // Q3_K decode (one token, both halves): a scale word per half at a time (four times per
+    // super-block) and the offsets -4 * 256 (sc - 32) * bsums folded into the sums as the words
+    // come, so that sums, words, the current sub-block's int16 sums and the activation piece stay
+    // in registers (the all-words form kept 8 words live and spilled ~170 times per super-block).
+    static inline void decode_q3(const uint8_t* g, const block_q8_K* a, __m256* fsum) {
+        alignas(32) int16_t b4[16];  // 4 * bsums (|4 bsum| <= 4 * 16 * 128: int16)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(b4), _mm256_slli_epi16(ld(reinterpret_cast<const uint8_t*>(a->bsums)), 2));
+        __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+            __m256i wq[2];
+            for (int h = 0; h < 2; ++h) {
+                wq[h] = q3_word(g, h, q);
+                for (int i = 0; i < 2; ++i)  // sub-blocks 4 q + 2 i, 4 q + 2 i + 1 against 4 bsums
+                    sumi[h] = pin(_mm256_sub_epi32(sumi[h], _mm256_madd_epi16(_mm256_shuffle_epi8(wq[h], pair_ctrl(2 * i, 2 * i + 1, true)),
+                                                                              bcast32(b4 + 4 * q + 2 * i))));
+            }
+#pragma GCC unroll 2
+            for (int pp = 0; pp < 2; ++pp) {
+                const int p = 2 * q + pp;
+                __m256i v[2][3];
+                for (int h = 0; h < 2; ++h) triple(g, p, h, v[h]);
+#pragma GCC unroll 2
+                for (int jj = 0; jj < 2; ++jj) {
+                    __m256i acc[2];
+#pragma GCC unroll 4
+                    for (int s = 0; s < 4; ++s) {
+                        const int m = 4 * jj + s;
+                        const __m256i x = bcast32(a->qs + 32 * p + 4 * m);
+                        for (int h = 0; h < 2; ++h) {
+                            const __m256i prod = _mm256_maddubs_epi16(triple_quants(v[h], m), x);
+                            acc[h] = s ? pin(_mm256_add_epi16(acc[h], prod)) : prod;
+                        }
+                    }
+                    for (int h = 0; h < 2; ++h)
+                        sumi[h] = pin(_mm256_add_epi32(sumi[h], _mm256_madd_epi16(acc[h], _mm256_shuffle_epi8(wq[h], pair_ctrl(2 * pp + jj, 2 * pp + jj, true)))));
+                }
+            }
+        }
+        const __m256 ad = _mm256_set1_ps(a->d);
+        for (int h = 0; h < 2; ++h) {  // a.d * (d * (sumi - 4 off)), the shift exact
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
+            fsum[h] = _mm256_add_ps(fsum[h], _mm256_mul_ps(ad, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_srai_epi32(sumi[h], 8)))));
+        }
+    }
+
     template <int T>
     static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
         block<1, T>(g, a, h, fsum);
     }
-    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) { block<2, 1>(g, &a, 0, fsum); }
+    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) {
+        if constexpr (Q3)
+            decode_q3(g, a, fsum);
+        else
+            block<2, 1>(g, &a, 0, fsum);
+    }
 };
 
 struct IQ4XSGroups {
