@@ -335,7 +335,7 @@ struct Q2Q3Groups {
 #pragma GCC unroll 4
                     for (int t = 0; t < N; ++t) {
                         const __m256i prod = _mm256_maddubs_epi16(u, bcast32(a[t]->qs + 32 * p + 4 * m));
-                        acc[t] = m ? _mm256_add_epi16(acc[t], prod) : prod;
+                        acc[t] = m ? pin(_mm256_add_epi16(acc[t], prod)) : prod;
                     }
                 }
 #pragma GCC unroll 4
