@@ -189,6 +189,7 @@ void matmul_kquant_groups(const float* x, int64_t n, int64_t k, const KQuantGrou
         const uint8_t* packed;
         int64_t rows, group_bytes;
         float* y;
+        const uint8_t* x = nullptr;  // its activations (Q8_K rows)
     };
     const KQuantKernels& K = kernels().kquant;
     const int64_t nsb = k / QK_K;
@@ -197,15 +198,28 @@ void matmul_kquant_groups(const float* x, int64_t n, int64_t k, const KQuantGrou
     for (int i = 0; i < count; ++i) {
         const auto gemm = group_kernel(K, jobs[i].type);
         if (!gemm || !jobs[i].packed) throw std::invalid_argument("matmul_kquant_groups: weight has no packed groups");
-        js.push_back({gemm, group_gemv_pair(K, jobs[i].type), jobs[i].packed, jobs[i].rows, nsb * kquant_group_block_bytes(jobs[i].type), jobs[i].y});
+        js.push_back({gemm, group_gemv_pair(K, jobs[i].type), jobs[i].packed, jobs[i].rows, nsb * kquant_group_block_bytes(jobs[i].type), jobs[i].y, nullptr});
         first.push_back(first.back() + ceil_div(jobs[i].rows, kGroupRows));
     }
     const std::vector<uint8_t> xq = quantize_q8_K(K, x, n, k);
     const int64_t x_row_bytes = nsb * static_cast<int64_t>(sizeof(block_q8_K));
+    // Q3_K's `triples` kernels read the activations with each pair of sub-blocks interleaved
+    std::vector<uint8_t> xq3;
+    if (K.q3_K_layout == Q3KLayout::triples)
+        for (int i = 0; i < count; ++i)
+            if (jobs[i].type == QType::Q3_K && xq3.empty()) {
+                xq3 = xq;
+                auto* b = reinterpret_cast<block_q8_K*>(xq3.data());
+                if (n == 1)
+                    q3_K_pair_activations(b, nsb);
+                else
+                    ThreadPool::instance().parallel_for(n, [&](int64_t t, int) { q3_K_pair_activations(b + t * nsb, nsb); });
+            }
+    for (int i = 0; i < count; ++i) js[i].x = jobs[i].type == QType::Q3_K && !xq3.empty() ? xq3.data() : xq.data();
     auto rows_in = [&](const Job& job, int64_t g) { return int(std::min<int64_t>(kGroupRows, job.rows - g * kGroupRows)); };
     auto run = [&](size_t j, int64_t g, int64_t t0, int64_t nt) {
         const Job& job = js[j];
-        job.gemm(job.packed + g * job.group_bytes, nsb, xq.data() + t0 * x_row_bytes, x_row_bytes, nt,
+        job.gemm(job.packed + g * job.group_bytes, nsb, job.x + t0 * x_row_bytes, x_row_bytes, nt,
                  job.y + t0 * job.rows + g * kGroupRows, job.rows, rows_in(job, g));
     };
     std::vector<char> paired(js.size());
@@ -213,7 +227,7 @@ void matmul_kquant_groups(const float* x, int64_t n, int64_t k, const KQuantGrou
     if (n == 1 && std::find(paired.begin(), paired.end(), 1) != paired.end())
         return run_row_group_pairs(first, paired, run, [&](size_t j, int64_t g0, int64_t g1) {
             const Job& job = js[j];
-            job.pair(job.packed + g0 * job.group_bytes, job.packed + g1 * job.group_bytes, nsb, xq.data(),
+            job.pair(job.packed + g0 * job.group_bytes, job.packed + g1 * job.group_bytes, nsb, job.x,
                      job.y + g0 * kGroupRows, job.y + g1 * kGroupRows, rows_in(job, g0), rows_in(job, g1));
         });
     run_row_groups(first, n, std::max<int64_t>(8, kActChunkBytes / x_row_bytes), run);

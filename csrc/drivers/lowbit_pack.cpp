@@ -47,7 +47,8 @@ void pack_q3_K(const block_q3_K& x, int r, uint8_t* dst) {
 }
 
 // Q3KLayout::triples (kernels/kquant.h): the 3-bit quants u whole, 8 of a row's byte position
-// in 3 bytes (u_6 and u_7 split between them).
+// in 3 bytes (u_6 and u_7 split between them); byte i of vector m of pair p is element
+// 32 p + 16 (i / 2) + 2 m + i % 2 (sub-block 2p in bytes 0, 1, sub-block 2p + 1 in bytes 2, 3).
 void pack_q3_K_triples(const block_q3_K& x, int r, uint8_t* dst) {
     std::memcpy(dst + 2 * r, &x.d, 2);
     for (int i = 0; i < 3; ++i) std::memcpy(dst + 2 * R + (i * R + r) * 4, x.scales + 4 * i, 4);
@@ -57,7 +58,7 @@ void pack_q3_K_triples(const block_q3_K& x, int r, uint8_t* dst) {
         for (int i = 0; i < 4; ++i) {
             int u[8];
             for (int m = 0; m < 8; ++m) {
-                const int e = 32 * p + 4 * m + i;
+                const int e = 32 * p + 16 * (i / 2) + 2 * m + i % 2;
                 u[m] = two_bits(x.qs, e) | ((x.hmask[e % 32] >> (e / 32)) & 1) << 2;
             }
             uint8_t* b = q3 + (p * 2 + h) * 96 + 4 * (r % 8) + i;

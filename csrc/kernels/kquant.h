@@ -56,6 +56,24 @@ enum class Q3KLayout : uint8_t { masks = 0, triples = 1 };
 // `merged` for AVX2 (the 5-bit quants whole or in two pieces, below).
 enum class Q5KLayout : uint8_t { nibbles = 0, merged = 1 };
 
+// The `triples` kernels read Q8_K activations (nblocks blocks) rearranged in place: in each
+// 32-element pair of sub-blocks, int16 unit m of the first sub-block then unit m of the second
+// (bytes 4m .. 4m + 3 = elements 2m, 2m + 1, 16 + 2m, 16 + 2m + 1); d and bsums unchanged.
+inline void q3_K_pair_activations(block_q8_K* x, int64_t nblocks) {
+    for (int64_t b = 0; b < nblocks; ++b)
+        for (int p = 0; p < QK_K / 32; ++p) {
+            int8_t* q = x[b].qs + 32 * p;
+            int8_t t[32];
+            for (int m = 0; m < 8; ++m) {
+                t[4 * m] = q[2 * m];
+                t[4 * m + 1] = q[2 * m + 1];
+                t[4 * m + 2] = q[16 + 2 * m];
+                t[4 * m + 3] = q[16 + 2 * m + 1];
+            }
+            for (int i = 0; i < 32; ++i) q[i] = t[i];
+        }
+}
+
 struct KQuantKernels {
     // blocks -> (k) float32; k is a multiple of 256. Bit-exact with gguf.quants.dequantize.
     void (*dequantize_row_q4_K)(const void* x, float* y, int64_t k) = nullptr;
@@ -123,7 +141,10 @@ struct KQuantKernels {
 //                                 (a byte mask over the qs vector of j: loaded straight into
 //                                 an AVX-512 mask register)
 // Q3_K, AVX2 (Q3KLayout::triples), with u(e) = v(e) + 4 h(e) (0..7) and, for pair p (sub-blocks
-// 2p, 2p + 1), u_m = u(32 p + 4 m + i) of row r (m = 4 jj + s: sub-block 2p + jj, field s):
+// 2p, 2p + 1), u_m = u(32 p + 16 (i / 2) + 2 m + i % 2) in byte i of row r (m < 8: bytes 0, 1
+// sub-block 2p's elements 2m, 2m + 1, bytes 2, 3 sub-block 2p + 1's, so that each row's two int16
+// pmaddubsw sums are the two sub-blocks'; the kernels read Q8_K activations whose 32-element pairs
+// are interleaved to match: q3_K_pair_activations):
 //   uint16_t d[16];
 //   uint32_t scales[3][16];       as above
 //   uint8_t  q3[8][2][3][32];     pair p, half h, vector c, byte 4 (r - 8h) + i:

@@ -93,13 +93,15 @@ struct IQ4NLGroups {
 };
 
 // Packed Q2_K / Q3_K / IQ4_XS groups (layouts in kernels/kquant.h). A ymm holds 4 bytes of each of
-// 8 rows. Q2_K / Q3_K: unsigned quants (at most 7), pmaddubsw against a broadcast 4-byte piece, the
-// 4 pieces of a 16-element sub-block summed in int16 (at most 4 * 2 * 7 * 128), then pmaddwd by
-// (scale, scale) gives scale * dot in int32; Q3_K's quants come whole out of AVX2's own byte
-// triples (Q3KLayout::triples: 19 operations per 8 vectors, where the AVX-512 layout's mask bits
-// cost 5 per vector here). IQ4_XS: levels looked up signed, |a| times the level
+// 8 rows. Q2_K / Q3_K: unsigned quants (at most 7), pmaddubsw against a broadcast 4-byte piece.
+// Q2_K: the 4 pieces of a 16-element sub-block summed in int16 (at most 4 * 2 * 7 * 128), then
+// pmaddwd by (scale, scale) gives scale * dot in int32, mins through the 16-sums. Q3_K's quants
+// come whole out of AVX2's own byte triples (Q3KLayout::triples: 19 operations per 8 vectors,
+// where the AVX-512 layout's mask bits cost 5 per vector here), each vector holding two elements
+// of each of a pair of sub-blocks, so that one pmaddwd scales the pair and the offset of 4 comes
+// off in int16 (q3_pair_sum). IQ4_XS: levels looked up signed, |a| times the level
 // with a's sign (or |level| times a with the level's sign; pairs at most 2 * 128 * 127), pmaddwd by
-// the scale per piece. Mins and Q3_K's offset of 4 through the 16-sums; the reference's float order.
+// the scale per piece. The reference's float order.
 // Scales come out of the scale words with one pshufb per sub-block (int16 pairs in an int32 lane);
 // Q3_K's signed scales as 256 (sc - 32) (so pshufb keeps the sign; |256 * sum| < 2^31, shifted
 // back exactly), Q2_K's mins as 16 m. A decode (`decode`, token_tiles.h's gemv_both) does both
@@ -113,6 +115,12 @@ inline __m256i bcast32(const void* p) {
     return _mm256_set1_epi32(v);
 }
 inline __m256i ld(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+// x unchanged, held in a register at this point: a sum pinned after each add, so that GCC cannot
+// reassociate a run of adds into a tree (its products computed early and spilled).
+inline __m256i pin(__m256i x) {
+    __asm__("" : "+x"(x));
+    return x;
+}
 
 // pshufb control: bytes k0 and k1 of each int32 lane (row) as its two int16 halves, zero-extended
 // (b_k0, b_k1), or (high) times 256, (256 b_k0, 256 b_k1), so that a signed byte stays signed.
@@ -123,9 +131,10 @@ inline __m256i pair_ctrl(int k0, int k1, bool high = false) {
     return _mm256_add_epi32(_mm256_set1_epi32(int(v)), lane);  // 0x80 + 12 still zeroes its byte
 }
 
-// Q3_K's quant vector u_m (m = 4 jj + s: sub-block 2p + jj, field s) out of the byte triple
-// v[0..2] of its pair p and half (Q3KLayout::triples, kernels/kquant.h): an and, a shift and an
-// and, or (u_6, u_7) both halves of the value merged with an or.
+// Q3_K's quant vector u_m (m < 8; bytes 0, 1 of each row sub-block 2p's elements 2m, 2m + 1,
+// bytes 2, 3 sub-block 2p + 1's) out of the byte triple v[0..2] of its pair p and half
+// (Q3KLayout::triples, kernels/kquant.h): an and, a shift and an and, or (u_6, u_7) both halves
+// of the value merged with an or.
 inline __m256i triple_quants(const __m256i* v, int m) {
     const __m256i m7 = _mm256_set1_epi8(7), m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
     if (m < 6) return _mm256_and_si256(m % 2 ? _mm256_srli_epi16(v[m / 2], 3) : v[m / 2], m7);
@@ -133,6 +142,7 @@ inline __m256i triple_quants(const __m256i* v, int m) {
                            _mm256_and_si256(_mm256_srli_epi16(v[2], m - 2), m4));
 }
 
+// Q2_K (Q3 = false) and Q3_K (Q3 = true) groups.
 template <bool Q3>
 struct Q2Q3Groups {
     using Act = block_q8_K;
@@ -146,34 +156,34 @@ struct Q2Q3Groups {
         for (int c = 0; c < 3; ++c) v[c] = ld(g + kQs + 96 * (2 * p + h) + 32 * c);
     }
 
-    // Byte b of word i: sub-block 4 i + b's scale; Q2_K: 0..15 in sc, 16 * min in mn; Q3_K: sc - 32 (signed).
+    // Q2_K: byte b of word i: sub-block 4 i + b's scale 0..15 in sc, 16 * min in mn.
     static inline void words(const uint8_t* g, int h, __m256i sc[4], __m256i mn[4]) {
         const __m256i lo4 = _mm256_set1_epi32(0x0F0F0F0F);
-        if constexpr (!Q3) {
-            for (int i = 0; i < 4; ++i) {
-                const __m256i w = ld(g + 64 + 64 * i + 32 * h);
-                sc[i] = _mm256_and_si256(w, lo4);
-                mn[i] = _mm256_andnot_si256(lo4, w);
-            }
-        } else {
-            const __m256i w0 = ld(g + 32 + 32 * h), w1 = ld(g + 96 + 32 * h), w2 = ld(g + 160 + 32 * h);
-            const __m256i hi2 = _mm256_set1_epi32(0x30303030), off = _mm256_set1_epi8(32);
-            sc[0] = _mm256_or_si256(_mm256_and_si256(w0, lo4), _mm256_and_si256(_mm256_slli_epi32(w2, 4), hi2));
-            sc[1] = _mm256_or_si256(_mm256_and_si256(w1, lo4), _mm256_and_si256(_mm256_slli_epi32(w2, 2), hi2));
-            sc[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w0, 4), lo4), _mm256_and_si256(w2, hi2));
-            sc[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w1, 4), lo4), _mm256_and_si256(_mm256_srli_epi32(w2, 2), hi2));
-            for (int i = 0; i < 4; ++i) sc[i] = _mm256_sub_epi8(sc[i], off);
+        for (int i = 0; i < 4; ++i) {
+            const __m256i w = ld(g + 64 + 64 * i + 32 * h);
+            sc[i] = _mm256_and_si256(w, lo4);
+            mn[i] = _mm256_andnot_si256(lo4, w);
         }
     }
 
-    // Field s (elements 4 s .. 4 s + 3 of the sub-block) of a quant vector, unsigned.
+    // Q3_K's scale word q of half h: byte b of each row sub-block 4 q + b's scale as sc - 32 (signed).
+    static inline __m256i q3_word(const uint8_t* g, int h, int q) {
+        const __m256i lo4 = _mm256_set1_epi32(0x0F0F0F0F), hi2 = _mm256_set1_epi32(0x30303030);
+        const __m256i w = ld(g + 32 + 64 * (q % 2) + 32 * h), w2 = ld(g + 160 + 32 * h);
+        const __m256i lo = _mm256_and_si256(q < 2 ? w : _mm256_srli_epi32(w, 4), lo4);
+        const __m256i hi = _mm256_and_si256(
+            q == 0 ? _mm256_slli_epi32(w2, 4) : q == 1 ? _mm256_slli_epi32(w2, 2) : q == 2 ? w2 : _mm256_srli_epi32(w2, 2), hi2);
+        return _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
+    }
+
+    // Field s (elements 4 s .. 4 s + 3 of the sub-block) of a Q2_K quant vector, unsigned.
     static inline __m256i field(__m256i raw, int s) {
         const __m256i m3 = _mm256_set1_epi8(3);
         return _mm256_and_si256(s ? _mm256_srli_epi16(raw, 2 * s) : raw, m3);
     }
 
-    // sumi[t] = sum_j sb[j] * <ub[j], a_t's sub-block j> for N tokens, 4 at a time (each unpacked
-    // vector loaded once for the 4; their sums stay in registers).
+    // Q2_K: sumi[t] = sum_j sb[j] * <ub[j], a_t's sub-block j> for N tokens, 4 at a time (each
+    // unpacked vector loaded once for the 4; their sums stay in registers).
     template <int N>
     static inline void dots(const __m256i (*ub)[4], const __m256i* sb, const block_q8_K* const* a, __m256i* sumi) {
         if constexpr (N > 4) {
@@ -198,8 +208,8 @@ struct Q2Q3Groups {
         }
     }
 
-    // Rows [8 h0, 8 h0 + 8 H) against T tokens: fsum[h * T + t] += a_t.d * (...), as the reference.
-    // A decode (T = 1) runs both halves in one pass; a GEMM tile (T > 1) one half.
+    // Q2_K: rows [8 h0, 8 h0 + 8 H) against T tokens: fsum[h * T + t] += a_t.d * (...), as the
+    // reference. A decode (T = 1) runs both halves in one pass; a GEMM tile (T > 1) one half.
     template <int H, int T>
     static inline void block(const uint8_t* g, const block_q8_K* const* a, int h0, __m256* fsum) {
         static_assert(T == 1 || H == 1, "GEMM tiles are one half at a time");
@@ -215,83 +225,163 @@ struct Q2Q3Groups {
 #pragma GCC unroll 4
                 for (int jj = 0; jj < 4; ++jj) {
                     const int j = 4 * q + jj;
-                    if constexpr (Q3) {
-                        if (jj % 2 == 0) {  // the pair of sub-blocks j, j + 1
-                            __m256i v[3];
-                            triple(g, j / 2, h0, v);
-#pragma GCC unroll 8
-                            for (int m = 0; m < 8; ++m) ub[j + m / 4][m % 4] = triple_quants(v, m);
-                        }
-                    } else {
-                        const __m256i raw = ld(g + kQs + 64 * j + 32 * h0);
+                    const __m256i raw = ld(g + kQs + 64 * j + 32 * h0);
 #pragma GCC unroll 4
-                        for (int s = 0; s < 4; ++s) ub[j][s] = field(raw, s);
-                    }
-                    sb[j] = _mm256_shuffle_epi8(wq, pair_ctrl(jj, jj, Q3));  // Q3_K: 256 (sc - 32)
+                    for (int s = 0; s < 4; ++s) ub[j][s] = field(raw, s);
+                    sb[j] = _mm256_shuffle_epi8(wq, pair_ctrl(jj, jj));
                 }
             }
             dots<T>(ub, sb, a, sumi[0]);
         } else {
             for (int h = 0; h < H; ++h) sumi[h][0] = _mm256_setzero_si256();
-            __m256i v[H][3];  // Q3_K: the byte triples of the current pair of sub-blocks
 #pragma GCC unroll 16
             for (int j = 0; j < 16; ++j) {
                 __m256i raw[H], acc[H];
-                for (int h = 0; h < H; ++h) {
-                    if constexpr (Q3) {
-                        if (j % 2 == 0) triple(g, j / 2, h0 + h, v[h]);
-                    } else {
-                        raw[h] = ld(g + kQs + 64 * j + 32 * (h0 + h));
-                    }
-                }
+                for (int h = 0; h < H; ++h) raw[h] = ld(g + kQs + 64 * j + 32 * (h0 + h));
 #pragma GCC unroll 4
                 for (int s = 0; s < 4; ++s) {  // each activation piece broadcast once for the H halves
                     const __m256i x = bcast32(a[0]->qs + 16 * j + 4 * s);
                     for (int h = 0; h < H; ++h) {
-                        __m256i u;
-                        if constexpr (Q3)
-                            u = triple_quants(v[h], 4 * (j % 2) + s);
-                        else
-                            u = field(raw[h], s);
-                        const __m256i p = _mm256_maddubs_epi16(u, x);
+                        const __m256i p = _mm256_maddubs_epi16(field(raw[h], s), x);
                         acc[h] = s ? _mm256_add_epi16(acc[h], p) : p;
                     }
                 }
                 for (int h = 0; h < H; ++h) {
-                    const __m256i scale = _mm256_shuffle_epi8(sc[h][j / 4], pair_ctrl(j % 4, j % 4, Q3));
+                    const __m256i scale = _mm256_shuffle_epi8(sc[h][j / 4], pair_ctrl(j % 4, j % 4));
                     sumi[h][0] = _mm256_add_epi32(sumi[h][0], _mm256_madd_epi16(acc[h], scale));
                 }
             }
         }
-        // Q2_K: sum_j 16 m_j * bsums_j; Q3_K: sum_j 256 (sc_j - 32) * bsums_j, adjacent sub-blocks paired
+        // sum_j 16 m_j * bsums_j, adjacent sub-blocks paired
         for (int h = 0; h < H; ++h) {
             __m256i off[T];
             for (int t = 0; t < T; ++t) off[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
             for (int i = 0; i < 8; ++i) {
-                const __m256i pr = _mm256_shuffle_epi8(Q3 ? sc[h][i / 2] : mn[h][i / 2], pair_ctrl(2 * (i % 2), 2 * (i % 2) + 1, Q3));
+                const __m256i pr = _mm256_shuffle_epi8(mn[h][i / 2], pair_ctrl(2 * (i % 2), 2 * (i % 2) + 1));
                 for (int t = 0; t < T; ++t) off[t] = _mm256_add_epi32(off[t], _mm256_madd_epi16(pr, bcast32(a[t]->bsums + 2 * i)));
             }
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * (h0 + h))));
-            for (int t = 0; t < T; ++t) {
-                __m256 v;
-                if constexpr (!Q3) {  // d * sumi - dmin * summ
-                    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * (h0 + h))));
-                    v = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[h][t])),
-                                      _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_srai_epi32(off[t], 4))));
-                } else {  // d * (sumi - 4 off): |256 (sumi - 4 off)| < 2^31, the shift exact
-                    v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_sub_epi32(sumi[h][t], _mm256_slli_epi32(off[t], 2)), 8)));
-                }
+            const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 16 * (h0 + h))));
+            for (int t = 0; t < T; ++t) {  // d * sumi - dmin * summ
+                const __m256 v = _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(sumi[h][t])),
+                                               _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_srai_epi32(off[t], 4))));
                 fsum[h * T + t] = _mm256_add_ps(fsum[h * T + t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), v));
             }
         }
     }
 
+    // Q3_K: the int32 sum of pair p (sub-blocks 2p, 2p + 1) of one half added to sumi: the 8 quant
+    // vectors' pmaddubsw sums (int16 per row: sub-block 2p's in the low half, 2p + 1's in the high;
+    // at most 16 * 7 * 128) less 4 bsums of each (at most 4 * 16 * 128: the offset of 4 in int16,
+    // |difference| < 2^15), then one pmaddwd by the pair's scales (256 (sc - 32), 256 (sc' - 32)).
+    // Activations interleaved per pair (q3_K_pair_activations): piece m at qs + 32 p + 4 m.
+    static inline __m256i q3_pair_sum(__m256i acc, __m256i b4, __m256i scales, __m256i sumi) {
+        return pin(_mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_sub_epi16(acc, b4), scales)));
+    }
+
+    // Q3_K decode (one token, both halves): a scale word per half at a time, each pair's 8 vectors
+    // summed in int16 with one activation broadcast for both halves; sums, words, the pair's int16
+    // sums and the broadcast stay in registers. The order of m frees u_0's triple byte first.
+    static inline void decode_q3(const uint8_t* g, const block_q8_K* a, __m256* fsum) {
+        alignas(32) int16_t b4[16];  // 4 * bsums (|4 bsum| <= 4 * 16 * 128: int16)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(b4), _mm256_slli_epi16(ld(reinterpret_cast<const uint8_t*>(a->bsums)), 2));
+        __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+            const __m256i wq[2] = {q3_word(g, 0, q), q3_word(g, 1, q)};
+#pragma GCC unroll 2
+            for (int pp = 0; pp < 2; ++pp) {
+                const int p = 2 * q + pp;
+                __m256i v[2][3], acc[2];
+                for (int h = 0; h < 2; ++h) triple(g, p, h, v[h]);
+                constexpr int order[8] = {0, 1, 6, 4, 5, 7, 2, 3};
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; ++k) {
+                    const int m = order[k];
+                    const __m256i x = bcast32(a->qs + 32 * p + 4 * m);
+                    for (int h = 0; h < 2; ++h) {
+                        const __m256i prod = _mm256_maddubs_epi16(triple_quants(v[h], m), x);
+                        acc[h] = k ? pin(_mm256_add_epi16(acc[h], prod)) : prod;
+                    }
+                }
+                const __m256i b = bcast32(b4 + 2 * p);
+                for (int h = 0; h < 2; ++h) sumi[h] = q3_pair_sum(acc[h], b, _mm256_shuffle_epi8(wq[h], pair_ctrl(2 * pp, 2 * pp + 1, true)), sumi[h]);
+            }
+        }
+        const __m256 ad = _mm256_set1_ps(a->d);
+        for (int h = 0; h < 2; ++h) {  // a.d * (d * (sumi - 4 off)): |256 (sumi - 4 off)| < 2^31, the shift exact
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
+            fsum[h] = _mm256_add_ps(fsum[h], _mm256_mul_ps(ad, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_srai_epi32(sumi[h], 8)))));
+        }
+    }
+
+    // Q3_K, N tokens against the unpacked half (ub: each pair's 8 quant vectors, sp: its scales),
+    // 4 tokens at a time (each unpacked vector loaded once for the 4; their sums in registers).
+    template <int N>
+    static inline void q3_dots(const __m256i (*ub)[8], const __m256i* sp, const block_q8_K* const* a, __m256i* sumi) {
+        if constexpr (N > 4) {
+            q3_dots<4>(ub, sp, a, sumi);
+            q3_dots<N - 4>(ub, sp, a + 4, sumi + 4);
+        } else {
+            __m256i si[N];
+            for (int t = 0; t < N; ++t) si[t] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+            for (int p = 0; p < 8; ++p) {
+                __m256i acc[N];
+#pragma GCC unroll 8
+                for (int m = 0; m < 8; ++m) {
+                    const __m256i u = ub[p][m];
+#pragma GCC unroll 4
+                    for (int t = 0; t < N; ++t) {
+                        const __m256i prod = _mm256_maddubs_epi16(u, bcast32(a[t]->qs + 32 * p + 4 * m));
+                        acc[t] = m ? pin(_mm256_add_epi16(acc[t], prod)) : prod;
+                    }
+                }
+#pragma GCC unroll 4
+                for (int t = 0; t < N; ++t)
+                    si[t] = q3_pair_sum(acc[t], _mm256_slli_epi16(bcast32(a[t]->bsums + 2 * p), 2), sp[p], si[t]);
+            }
+            for (int t = 0; t < N; ++t) sumi[t] = si[t];
+        }
+    }
+
+    // Q3_K GEMM tile: half h against T tokens, the half's quants and scales unpacked once into L1.
+    template <int T>
+    static inline void q3_tile(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
+        __m256i ub[8][8], sp[8], sumi[T];
+#pragma GCC unroll 1
+        for (int q = 0; q < 4; ++q) {  // a loop: GCC's schedule of all 8 pairs at once spilled
+            const __m256i w = q3_word(g, h, q);
+#pragma GCC unroll 2
+            for (int pp = 0; pp < 2; ++pp) {
+                const int p = 2 * q + pp;
+                __m256i v[3];
+                triple(g, p, h, v);
+#pragma GCC unroll 8
+                for (int m = 0; m < 8; ++m) ub[p][m] = triple_quants(v, m);
+                sp[p] = _mm256_shuffle_epi8(w, pair_ctrl(2 * pp, 2 * pp + 1, true));
+            }
+        }
+        q3_dots<T>(ub, sp, a, sumi);
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
+        for (int t = 0; t < T; ++t)
+            fsum[t] = _mm256_add_ps(fsum[t], _mm256_mul_ps(_mm256_set1_ps(a[t]->d), _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_srai_epi32(sumi[t], 8)))));
+    }
+
     template <int T>
     static inline void step(const uint8_t* g, const block_q8_K* const* a, int h, __m256* fsum) {
-        block<1, T>(g, a, h, fsum);
+        if constexpr (Q3)
+            q3_tile<T>(g, a, h, fsum);
+        else
+            block<1, T>(g, a, h, fsum);
     }
-    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) { block<2, 1>(g, &a, 0, fsum); }
+    static inline void decode(const uint8_t* g, const block_q8_K* a, __m256* fsum) {
+        if constexpr (Q3)
+            decode_q3(g, a, fsum);
+        else
+            block<2, 1>(g, &a, 0, fsum);
+    }
 };
 
 struct IQ4XSGroups {
