@@ -52,8 +52,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     imports its own stack (model, server, merge, ...), and a merge should not pay ~0.3 s to import
     the server's and the model's."""
     # allow_abbrev=False: as llama.cpp, a flag is spelled whole (--n-gpu is not --n-gpu-layers)
-    parser = argparse.ArgumentParser(prog="llamix", description="LLaMA-family models in 4 bits on the CPU, and model merging.",
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="llamix", allow_abbrev=False,
+                                     description="LLaMA-family models in 4 bits on the CPU, and model merging.")
     parser.add_argument("--version", action="version", version=f"llamix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():

@@ -6,8 +6,8 @@ import time
 
 from ..eval import perplexity
 from ..model import load
-from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_gpu_flags, add_qtype, add_threads, check, check_ctx, check_threads,
-                     progress_bar, quiet_requested, warn_ctx)
+from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_gpu_flags, add_qtype, add_threads, check, check_ctx,
+                     check_threads, progress_bar, quiet_requested, warn_ctx)
 from .model_inputs import read_text_file
 
 
