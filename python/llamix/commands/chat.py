@@ -102,6 +102,7 @@ def _read(tty: bool) -> str | None:
 
 def run(args) -> int:
     _check(args)
+    first = read_prompt(args) if args.prompt is not None or args.file is not None else None   # before the model loads
     m = open_model(args)
     try:
         session = ChatSession(m, system_prompt=args.system_prompt, chat_format=args.chat_format)
@@ -116,7 +117,6 @@ def run(args) -> int:
         print(f"[llamix chat: {m!r}, chat format {session.format.name}]\n[{HELP}]", file=err)
     interrupt = _Interrupt() if _main_thread() else None
     sampling = sampling_kwargs(args)
-    first = read_prompt(args) if args.prompt is not None or args.file is not None else None
     replied = False
     while True:
         if replied and args.single_turn:
