@@ -566,7 +566,7 @@ def test_llama_takes_llama_cpp_python_constructor_arguments(s260_bin):
     with pytest.warns(UserWarning, match="flash_attn=True has no effect"):
         llamix.Llama(str(s260_bin), flash_attn=True)
     with pytest.warns(UserWarning, match=r"tensor_split=\[0.5, 0.5\] has no effect"):
-        llamix.Llama(str(s260_bin), tensor_split=[0.5, 0.5], main_gpu=1)
+        llamix.Llama(str(s260_bin), tensor_split=[0.5, 0.5], main_gpu=0)
     for kw, said in ((dict(type_k=12), r"type_k=12 \(q4_k\): the KV cache types are f32 \(0\), f16 \(1\)"),
                      (dict(type_v=99), "type_v=99: the KV cache types are"),
                      (dict(lora_path="adapter.gguf"), r"Llama\(lora_path='adapter.gguf'\): not supported"),
