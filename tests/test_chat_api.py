@@ -548,3 +548,34 @@ def test_forced_tool_choice_always_calls_the_tool(model, seed):
             model.create_chat_completion(msgs, tools=FORCED_TOOLS, tool_choice=bad)
     with pytest.raises(ValueError, match="no tools"):
         model.create_chat_completion(msgs, tool_choice="required")
+
+
+def test_llama_takes_llama_cpp_python_constructor_arguments(s260_bin):
+    """Llama() takes llama-cpp-python's constructor arguments (they were TypeErrors from load()):
+    n_ctx=0 is the training context; type_k / type_v are ggml type ids of the KV cache; the
+    layout ones are accepted (a value other than the default warns); what llamix cannot honour is
+    an error naming the argument; an unknown keyword is a TypeError naming Llama()."""
+    llm = llamix.Llama(model_path=str(s260_bin), n_ctx=0, embedding=True, use_mmap=False, use_mlock=False,
+                       flash_attn=False, n_threads_batch=2, n_ubatch=256, offload_kqv=True, type_k=1, type_v=0,
+                       rope_freq_base=0.0, rope_freq_scale=0.0, main_gpu=0, lora_path=None, lora_scale=1.0,
+                       chat_handler=None, last_n_tokens_size=64, logits_all=False, numa=False, tensor_split=None,
+                       split_mode=1)
+    assert llm.n_ctx == llm.config.context_length == 512
+    assert (llm.kv_cache_k, llm.kv_cache_v) == ("f16", "f32")
+    assert llamix.Llama(str(s260_bin), rope_freq_base=llm.config.rope_theta).n_ctx == 512   # the model's own
+    with pytest.warns(UserWarning, match="flash_attn=True has no effect"):
+        llamix.Llama(str(s260_bin), flash_attn=True)
+    with pytest.warns(UserWarning, match=r"tensor_split=\[0.5, 0.5\] has no effect"):
+        llamix.Llama(str(s260_bin), tensor_split=[0.5, 0.5], main_gpu=0)
+    for kw, said in ((dict(type_k=12), r"type_k=12 \(q4_k\): the KV cache types are f32 \(0\), f16 \(1\)"),
+                     (dict(type_v=99), "type_v=99: the KV cache types are"),
+                     (dict(lora_path="adapter.gguf"), r"Llama\(lora_path='adapter.gguf'\): not supported"),
+                     (dict(chat_handler=print), r"Llama\(chat_handler=.*pass chat_format"),
+                     (dict(rope_freq_base=5e5), r"Llama\(rope_freq_base=500000.0\): not supported"),
+                     (dict(rope_freq_scale=0.5), r"Llama\(rope_freq_scale=0.5\): not supported"),
+                     (dict(n_ctx=-1), "n_ctx must be a positive integer")):
+        with pytest.raises(llamix.ArgumentError, match=said):
+            llamix.Llama(str(s260_bin), **kw)
+    with pytest.raises(TypeError, match=r"^Llama\(\) got an unexpected keyword argument 'n_ctxx'$"):
+        llamix.Llama(str(s260_bin), n_ctxx=64)
+    assert llamix.load(s260_bin, n_ctx=0).n_ctx == 512

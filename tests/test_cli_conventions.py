@@ -461,3 +461,85 @@ def test_threads_at_or_below_zero_are_the_default_as_in_llama_cpp(s260, capsys):
         assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "6", "--temp", "0", "-t", t]) == 0
         texts.append(capsys.readouterr().out)
     assert texts[0] == texts[1] and texts[0].startswith("Once upon a time")
+
+
+_STORY = "Once upon a time there was a little girl. She liked to play in the park with her dog. " * 60
+
+
+def test_ctx_size_zero_is_the_models_training_context(s260, tmp_path, capsys):
+    """-c 0 is the model's training context (512 here), as llama.cpp reads it (was: 'must be
+    positive'); a negative value is still refused; perplexity and imatrix take it too."""
+    assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "600", "-c", "0", "--temp", "0",
+                 "--top-k", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "go past the context (-c/--ctx-size 512)" in err, err
+    assert main(["generate", "-m", s260, "-p", "hi", "-c", "-1"]) == 1
+    assert "-c/--ctx-size must be positive (or 0: the model's training context), got -1" in capsys.readouterr().err
+    text = tmp_path / "t.txt"
+    text.write_text(_STORY)
+    assert main(["perplexity", "-m", s260, "-f", str(text), "-c", "0", "--chunks", "1"]) == 0
+    assert "1 chunks of 512" in capsys.readouterr().out
+    assert main(["imatrix", "-m", s260, "-f", str(text), "-c", "0", "--chunks", "-1", "-o",
+                 str(tmp_path / "im.gguf")]) == 0
+    assert "chunks of 512 tokens" in capsys.readouterr().out
+
+
+def test_serve_ctx_size_zero_splits_the_training_context_between_the_slots(monkeypatch, capsys):
+    """serve -c 0 -np 2: the training context split between the slots, as llama-server does."""
+    import llamix.commands.serve as serve_cmd
+    from serving import free_port
+    seen = {}
+    monkeypatch.setattr(serve_cmd, "serve", lambda model, host, port, parallel, **kw: seen.update(
+        n_ctx=model.n_ctx, trained=model.config.context_length, parallel=parallel))
+    assert main(["serve", "--random", "tiny", "-c", "0", "-np", "2", "--port", str(free_port()), "-t", "1"]) == 0
+    assert seen["parallel"] == 2 and seen["n_ctx"] == seen["trained"] // 2, seen
+    assert main(["serve", "--random", "tiny", "-c", "6", "-np", "2", "--port", str(free_port()), "-t", "1"]) == 0
+    assert seen["n_ctx"] == 3
+
+
+def test_imatrix_warns_once_beyond_the_training_context(s260, tmp_path, capsys):
+    """imatrix -c beyond the training context warns as generate and perplexity do (it said nothing)."""
+    text = tmp_path / "t.txt"
+    text.write_text(_STORY * 2)
+    assert main(["imatrix", "-m", s260, "-f", str(text), "-c", "1024", "--chunks", "1", "-o",
+                 str(tmp_path / "im.gguf")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: -c/--ctx-size 1024 is beyond the model's training context (512)") == 1, err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["serve", "--random", "tiny", "-f", "p.txt"], "unknown option -f: -f/--file (a prompt from a file) is llamix "
+                                                   "generate's and llamix chat's"),
+    (["bench", "-f", "p.txt"], "unknown option -f"),
+    (["generate", "-m", "x.gguf", "-p", "hi", "--n-pred", "3"], "unrecognized arguments: --n-pred"),
+    (["-m", "x.gguf", "-p", "hi"], "no command before -m: e.g. llamix generate -m x.gguf -p hi"),
+])
+def test_no_prefix_matching_of_flags(argv, said, capsys):
+    """-f on serve and bench was argparse's prefix of -fa ("invalid choice: 'p.txt'"), and long flags
+    could be abbreviated (--n-pred): now both are unknown options, as in llama.cpp; llama-cli's
+    'llamix -m X -p hi' (no command) says to give one (was: "invalid choice: 'x.gguf'")."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert said in err, err
+
+
+def test_chat_first_message_from_prompt_or_file_and_single_turn(s260, tmp_path, capsys, monkeypatch):
+    """chat -p TEXT / -f FILE is the first user message, as llama-cli's in conversation mode; -st ends
+    after its reply; -cnv and -i are accepted (chat is always a conversation)."""
+    import io
+    base = ["chat", "-m", s260, "--chat-format", "chatml", "-n", "6", "--temp", "0", "-t", "1"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("Once upon a time\n"))
+    assert main(base) == 0
+    want = capsys.readouterr().out
+    assert want.count("\n") == 1
+    f = tmp_path / "first.txt"
+    f.write_text("Once upon a time")
+    for flags in (["-f", str(f), "-st"], ["-p", "Once upon a time", "-st", "-cnv"], ["-f", str(f), "-i", "-st"]):
+        monkeypatch.setattr("sys.stdin", io.StringIO("a second message\n"))
+        assert main([*base, *flags]) == 0, flags
+        assert capsys.readouterr().out == want, flags
+    monkeypatch.setattr("sys.stdin", io.StringIO("a second message\n"))
+    assert main([*base, "-f", str(f)]) == 0
+    assert capsys.readouterr().out.startswith(want)

@@ -124,3 +124,51 @@ def test_rank_above_the_matrices_is_capped_and_said(tmp_path, pair, capsys):
     r = json.loads((tmp_path / "out" / "adapter_config.json").read_text())["r"]
     assert r < 10000
     assert f"LoRA of rank {r} (--rank 10000 capped by the matrices' sizes)" in capsys.readouterr().out
+
+
+def test_a_resized_vocabulary_is_saved_whole_and_refused_at_merge_time(tmp_path, pair, capsys):
+    """A fine-tune with more vocabulary rows (48 vs 40): the adapter saves embed_tokens and lm_head
+    whole with a warning, as mergekit-extract-lora does; applying it as base+adapter is refused
+    naming the adapter file, the tensor and both shapes (it wrote a model whose config said 40
+    with 48-row embeddings)."""
+    base_dir, _, base, ft = pair
+    big = dict(ft)
+    rng = np.random.default_rng(4)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        big[name] = np.concatenate([ft[name], rng.standard_normal((8, ft[name].shape[1])).astype(np.float32)])
+    ft_dir = write_model(tmp_path / "ft48", big, vocab=48)
+    assert cli_main(["extract-lora", "--base", str(base_dir), "--model", str(ft_dir), "--rank", "2", "--embed-lora",
+                     str(tmp_path / "lora")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: model.embed_tokens.weight has shape [48, 16], the base's [40, 16] (the vocabulary was resized)" \
+        in err, err
+    cfg = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert {"embed_tokens", "lm_head"} <= set(cfg["modules_to_save"]) and "embed_tokens" not in cfg["target_modules"]
+    assert "resize the base's embeddings" in (tmp_path / "lora" / "README.md").read_text()
+    with pytest.raises(llamix.ConfigError, match=r"lora/adapter_model\.safetensors saves (model\.embed_tokens|lm_head)"
+                                                 r"\.weight with shape \[48, 16\], the model's is \[40, 16\]"):
+        llamix.merge({"merge_method": "passthrough", "models": [{"model": f"{base_dir}+{tmp_path / 'lora'}"}]},
+                     tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_base_as_its_own_fine_tune_is_refused_and_force_replaces(tmp_path, pair, capsys):
+    """--model equal to --base (the same folder or an identical copy): every delta is zero, which is
+    an error (it wrote an adapter of zeros); --force replaces an existing OUT (it had no --force)."""
+    base_dir, ft_dir, base, _ = pair
+    copy = write_model(tmp_path / "copy", base)
+    for model in (base_dir, copy):
+        assert cli_main(["extract-lora", "--base", str(base_dir), "--model", str(model), "--rank", "2", "-q",
+                         str(tmp_path / "zero")]) == 1
+        assert "the fine-tune equals the base" in capsys.readouterr().err
+        assert not (tmp_path / "zero").exists() and not list(tmp_path.glob(".zero*"))
+    out = tmp_path / "out"
+    argv = ["extract-lora", "--base", str(base_dir), "--model", str(ft_dir), "--rank", "2", "-q", str(out)]
+    assert cli_main(argv) == 0
+    (out / "stale.txt").write_text("x")
+    assert cli_main(argv) == 1 and "pass --force to replace it" in capsys.readouterr().err
+    assert cli_main([*argv, "--force"]) == 0
+    assert not (out / "stale.txt").exists() and (out / "adapter_model.safetensors").exists()
+    assert cli_main(["extract-lora", "--base", str(base_dir), "--model", str(ft_dir), "--rank", "2", "-q", "--force",
+                     str(base_dir)]) == 1   # never over an input
+    assert "is or holds an input" in capsys.readouterr().err

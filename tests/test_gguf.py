@@ -143,3 +143,23 @@ def test_writer_rejects_bad_values(tmp_path):
     w = GGUFWriter(tmp_path / "y.gguf")
     with pytest.raises(ValueError, match="block size"):
         w.add_tensor("q", np.zeros((2, 18), np.uint8), "Q4_0", (2, 33))
+
+
+def test_a_file_cut_short_after_its_header_is_called_truncated(tmp_path):
+    """A download cut to 100 bytes of a model with many tensors: its header's counts need more
+    bytes than the file has, which is a truncated file, not a corrupt header (was: 'header claims
+    120 tensors and 1 metadata entries (corrupt)'); absurd counts still say corrupt."""
+    p = tmp_path / "many.gguf"
+    w = GGUFWriter(p)
+    w.add("general.architecture", "llama")
+    for i in range(120):
+        w.add_tensor(f"t{i}", np.zeros(4, np.float32))
+    w.write()
+    data = p.read_bytes()
+    p.write_bytes(data[:100])
+    with pytest.raises(GGUFError, match=r"many\.gguf: truncated: the file is 100 bytes, but its header's 120 tensors "
+                                        r"and 1 metadata entries need more than \d+ bytes"):
+        GGUFReader(p)
+    p.write_bytes(data[:16] + (2**60).to_bytes(8, "little") + data[24:100])
+    with pytest.raises(GGUFError, match="corrupt"):
+        GGUFReader(p)

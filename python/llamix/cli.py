@@ -52,11 +52,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or with ``command`` only that subcommand's flags: each command module
     imports its own stack (model, server, merge, ...), and a merge should not pay ~0.3 s to import
     the server's and the model's."""
-    parser = argparse.ArgumentParser(prog="llamix", description="LLaMA-family models in 4 bits on the CPU, and model merging.")
+    # allow_abbrev=False: as llama.cpp, a flag is spelled whole (--n-gpu is not --n-gpu-layers)
+    parser = argparse.ArgumentParser(prog="llamix", allow_abbrev=False,
+                                     description="LLaMA-family models in 4 bits on the CPU, and model merging.")
     parser.add_argument("--version", action="version", version=f"llamix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter, allow_abbrev=False)
         if command in (None, name):
             mod = importlib.import_module(f"llamix.commands.{name.replace('-', '_')}")
             p.set_defaults(run=mod.run, parser=p)
@@ -89,6 +91,12 @@ _ELSEWHERE = {
     "--threads-batch": _LLAMA_CPP_SHORT["-tb"],
     "--cont-batching": _LLAMA_CPP_SHORT["-cb"],
 }
+# single-letter flags a command has not, where argparse would take them as the start of a longer
+# one (-f as -fa, whatever allow_abbrev says), and what to do instead
+_SINGLE_LETTER = {
+    "-f": "-f/--file (a prompt from a file) is llamix generate's and llamix chat's",
+    "-p": "-p/--prompt is llamix generate's and llamix chat's",
+}
 _MULTI_LETTER = re.compile(r"(-[A-Za-z][A-Za-z0-9-]+)(=.*)?", re.S)
 _ATTACHED_NUMBER = re.compile(r"(-[A-Za-z])-?[0-9][0-9.eE+-]*")
 
@@ -101,6 +109,9 @@ def _refuse_multi_letter_short(sub: argparse.ArgumentParser, argv: list[str]) ->
     for arg in argv:
         if arg == "--":
             break
+        if re.fullmatch(r"-[A-Za-z]", arg) and arg not in known and any(o.startswith(arg) for o in known):
+            hint = _SINGLE_LETTER.get(arg)
+            sub.error(f"unknown option {arg}" + (f": {hint}" if hint else ""))
         m = _MULTI_LETTER.fullmatch(arg)
         if m is None or m.group(1) in known:
             continue
@@ -166,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = _subparser(parser, argv[0]) if argv and argv[0] in COMMANDS else None
     if sub is not None:
         _refuse_multi_letter_short(sub, argv[1:])
+    elif argv and argv[0].startswith("-") and ({"-m", "--model"} & set(argv)):
+        # llama-cli's form, llamix -m MODEL -p TEXT: argparse would call MODEL an invalid choice of COMMAND
+        parser.error(f"no command before {argv[0]}: e.g. llamix generate {' '.join(argv)} (commands: "
+                     f"{', '.join(COMMANDS)})")
     args, extra = parser.parse_known_args(argv)
     if not args.command:
         parser.print_help()

@@ -1,6 +1,7 @@
 """``llamix chat -m MODEL``: an interactive conversation in the model's chat template.
 
-One line per message. The reply streams as it is generated and the conversation stays in the KV
+One line per message (the first one may come from -p TEXT or -f FILE, as llama-cli's; -st ends
+after its reply). The reply streams as it is generated and the conversation stays in the KV
 cache, so a turn evaluates only its own text. ``/reset`` starts over (the system prompt stays),
 ``/exit`` or Ctrl-D ends the session; Ctrl-C stops the reply being written (twice in a row, or at
 the prompt, ends the session). When the context fills, the oldest turns are dropped, and the
@@ -15,10 +16,10 @@ import sys
 from ..loaders import SHAPES
 from ..errors import ChatTemplateError, FormatError
 from ..model.chat import ChatSession
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags,
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, check_ctx,
                      add_llama_cpp_loading, add_kv_cache, add_qtype, add_sampling, add_threads, check, check_sampling,
                      check_threads, quiet_requested, sampling_kwargs)
-from .model_inputs import add_chat_template, open_model
+from .model_inputs import add_chat_template, open_model, read_prompt
 
 try:  # line editing and history at the prompt, where the platform has it
     import readline  # noqa: F401
@@ -34,6 +35,14 @@ def add_arguments(p) -> None:
     src.add_argument("--random", metavar="SHAPE", choices=list(SHAPES),
                      help=f"no download: a random-weight model of this shape ({', '.join(SHAPES)}); its text is gibberish")
     p.add_argument("-sys", "--system-prompt", metavar="TEXT", help="the system message, kept for the whole session")
+    first = p.add_mutually_exclusive_group()
+    first.add_argument("-p", "--prompt", metavar="TEXT", help="the first user message (then the conversation goes on "
+                                                             "from standard input, as llama-cli's)")
+    first.add_argument("-f", "--file", metavar="FILE", help="the first user message, read from this file")
+    p.add_argument("-st", "--single-turn", action="store_true",
+                   help="end after the first reply (llama-cli's flag)")
+    p.add_argument("-cnv", "--conversation", "-i", "--interactive", action="store_true", dest="_cnv",
+                   help="accepted as llama-cli's flags: llamix chat always holds a conversation")
     add_chat_template(p)
     p.add_argument("-n", "--n-predict", type=int, default=-1, metavar="N",
                    help="at most N tokens per reply (-1: until the end of the turn)")
@@ -52,8 +61,7 @@ def add_arguments(p) -> None:
 def _check(args) -> None:
     check_threads(args)
     check(args.n_predict >= -1 and args.n_predict != 0, "-n/--n-predict", f"must be -1 or positive, got {args.n_predict}")
-    if args.ctx_size is not None:
-        check(args.ctx_size > 0, "-c/--ctx-size", f"must be positive, got {args.ctx_size}")
+    check_ctx(args)
     check_sampling(args)
 
 
@@ -94,6 +102,7 @@ def _read(tty: bool) -> str | None:
 
 def run(args) -> int:
     _check(args)
+    first = read_prompt(args) if args.prompt is not None or args.file is not None else None   # before the model loads
     m = open_model(args)
     try:
         session = ChatSession(m, system_prompt=args.system_prompt, chat_format=args.chat_format)
@@ -108,8 +117,11 @@ def run(args) -> int:
         print(f"[llamix chat: {m!r}, chat format {session.format.name}]\n[{HELP}]", file=err)
     interrupt = _Interrupt() if _main_thread() else None
     sampling = sampling_kwargs(args)
+    replied = False
     while True:
-        text = _read(tty)
+        if replied and args.single_turn:
+            return 0
+        text, first = (first, None) if first is not None else (_read(tty), None)
         if text is None or text.strip() == "/exit":
             return 0
         if text.strip() == "/reset":
@@ -145,6 +157,7 @@ def run(args) -> int:
                 interrupt.__exit__()
             out.write("\n")
             out.flush()
+        replied = True
         st = session.stats
         if interrupt is not None and interrupt.hit:
             print("[reply stopped]", file=err)

@@ -61,9 +61,18 @@ def add_llama_cpp_loading(p, batch: bool = True) -> None:
 
 
 def add_ctx(p, default: int | None = None, what: str = "context size in tokens (default: the model's, at most 2048)") -> None:
-    p.add_argument("-c", "--ctx-size", type=int, default=default, metavar="N", dest="ctx_size", help=what)
+    p.add_argument("-c", "--ctx-size", type=int, default=default, metavar="N", dest="ctx_size",
+                   help=f"{what}; 0: the model's training context, as in llama.cpp")
     for old in ("--ctx", "--n-ctx"):  # earlier spellings, kept working
         p.add_argument(old, type=int, dest="ctx_size", help=argparse.SUPPRESS)
+
+
+def check_ctx(args, minimum: int = 1) -> None:
+    """-c/--ctx-size: 0 (the model's training context, llama.cpp's meaning) or at least ``minimum``."""
+    if args.ctx_size is not None:
+        check(args.ctx_size == 0 or args.ctx_size >= minimum, "-c/--ctx-size",
+              f"must be {'positive' if minimum == 1 else f'at least {minimum}'} (or 0: the model's training "
+              f"context), got {args.ctx_size}")
 
 
 def lower_choice(choices) -> Callable[[str], str]:

@@ -9,7 +9,7 @@ import time
 
 from .._runtime import set_threads
 from ..merge.extract_lora import extract_lora
-from .common import add_threads, check, check_threads, progress_bar, quiet_requested
+from .common import add_force, add_threads, check, check_output, check_threads, progress_bar, quiet_requested, warn
 
 
 def add_arguments(p) -> None:
@@ -25,6 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="dtype of the adapter's tensors (default: the fine-tune's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the randomized SVD's sketch")
+    add_force(p)
     add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-tensor report")
 
@@ -34,13 +35,17 @@ def run(args) -> int:
     check(args.rank >= 1, "--rank", f"must be >= 1, got {args.rank}")
     check((args.out is None) != (args.out_path is None), "OUT", "give the output folder once: OUT or --out-path")
     args.out = args.out if args.out is not None else args.out_path
+    check_output(args.out, [args.base, args.model], args.force)
     if args.threads:
         set_threads(args.threads)
     start = time.perf_counter()
     quiet = quiet_requested(args)
     with progress_bar("extract-lora", unit="tensor", quiet=quiet) as bar:
         report = extract_lora(args.base, args.model, args.out, args.rank, embed_lora=args.embed_lora,
-                              out_dtype=args.dtype, seed=args.seed, progress=bar)
+                              out_dtype=args.dtype, seed=args.seed, progress=bar, overwrite=args.force)
+    for name, was, now in report.resized:   # as mergekit-extract-lora warns
+        warn("extract-lora", f"{name} has shape {list(now)}, the base's {list(was)} (the vocabulary was resized): "
+                             "saved whole; the base's embeddings must be resized to it before the adapter applies")
     if not quiet:
         for t in report.tensors:
             detail = f"rank {t.rank}, relative error {t.rel_error:.6f}" if t.kind == "lora" else "saved whole"

@@ -10,8 +10,8 @@ from ..loaders import SHAPES
 from ..model import Model
 from ..tokenizer import check_text
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_llama_cpp_loading,
-                     add_kv_cache, add_qtype, add_sampling, add_threads, check, check_sampling, check_threads,
-                     quiet_requested, sampling_kwargs, warn, warn_ctx)
+                     add_kv_cache, add_qtype, add_sampling, add_threads, check, check_ctx, check_sampling,
+                     check_threads, quiet_requested, sampling_kwargs, warn, warn_ctx)
 from .model_inputs import open_model, process_escapes, read_prompt
 
 
@@ -54,8 +54,7 @@ def add_arguments(p) -> None:
 def _check(args) -> None:
     check_threads(args)
     check(args.n_predict >= -1, "-n/--n-predict", f"must be >= -1, got {args.n_predict}")
-    if args.ctx_size is not None:
-        check(args.ctx_size > 0, "-c/--ctx-size", f"must be positive, got {args.ctx_size}")
+    check_ctx(args)
     check_sampling(args)
 
 

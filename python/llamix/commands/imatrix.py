@@ -8,8 +8,8 @@ import time
 from ..eval.imatrix import compute_imatrix
 from ..formats.imatrix import write_imatrix
 from ..model import load
-from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_force, add_gpu_flags, add_threads, check, check_output,
-                     check_threads, progress_bar, quiet_requested)
+from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_force, add_gpu_flags, add_threads, check, check_ctx,
+                     check_output, check_threads, progress_bar, quiet_requested, warn_ctx)
 from .model_inputs import read_text_file
 
 
@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
                    help="output file (written atomically): GGUF if it ends in .gguf, else llama.cpp's legacy .dat")
     p.add_argument("--output-format", choices=("gguf", "dat"), help="force the file format")
     add_ctx(p, default=512, what="chunk length in tokens")
-    p.add_argument("--chunks", type=int, metavar="N", help="use at most N chunks of the text (default: all)")
+    p.add_argument("--chunks", type=int, metavar="N", help="use at most N chunks of the text (default, or -1: all)")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_force(p)
     add_threads(p)
@@ -30,12 +30,16 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     check_threads(args)
-    check(args.ctx_size >= 4, "-c/--ctx-size", f"must be at least 4, got {args.ctx_size}")
+    check_ctx(args, minimum=4)
+    if args.chunks == -1:   # llama-imatrix's default: all the chunks
+        args.chunks = None
     if args.chunks is not None:
-        check(args.chunks >= 1, "--chunks", f"must be positive, got {args.chunks}")
+        check(args.chunks >= 1, "--chunks", f"must be positive (or -1: all), got {args.chunks}")
     check_output(args.out, [args.model, args.file, args.tokenizer], args.force, flag="-o", file=True)
     text = read_text_file(args.file, "-f/--file")
     model = load(args.model, tokenizer=args.tokenizer, n_threads=args.threads, n_ctx=args.ctx_size)
+    warn_ctx("imatrix", args.ctx_size, model.config)
+    args.ctx_size = model.n_ctx   # -c 0: the model's training context
     t0 = time.perf_counter()
     with progress_bar("imatrix", unit="chunk", quiet=quiet_requested(args)) as bar:
         im = compute_imatrix(model, text, args.ctx_size, chunks=args.chunks, dataset=os.path.basename(args.file),

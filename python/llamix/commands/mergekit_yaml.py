@@ -11,7 +11,7 @@ from .merge import add_mergekit_flags, run as run_merge
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llamix-mergekit-yaml",
+    p = argparse.ArgumentParser(prog="llamix-mergekit-yaml", allow_abbrev=False,
                                 description="Merge models from a mergekit YAML config with llamix (mergekit-yaml's "
                                             "arguments).")
     p.add_argument("config_file", help="mergekit YAML config")

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from ..chat_format import format_names
-from ..loaders import random_checkpoint
-from ..model import Model, load
+from ..loaders import load_checkpoint, random_checkpoint
+from ..model import Model
 from ..tokenizer import check_text
 from .common import UsageError, kv_cache_kwargs
 
@@ -46,9 +46,10 @@ def chat_template_of(args) -> tuple[str, str] | None:
                      f"{', '.join(format_names(aliases=True)[len(format_names()):])}) nor a Jinja template")
 
 
-def open_model(args, **kw) -> Model:
+def open_model(args, slots: int = 1, **kw) -> Model:
     """The model of -m/--model or --random SHAPE (which says on stderr that its text is
-    meaningless), with the -c / -t / --qtype / --kv-cache / -ctk / -ctv / --tokenizer flags; UsageError when
+    meaningless), with the -c (0: the model's training context; with ``slots``, split evenly
+    between them, as llama-server does) / -t / --qtype / --kv-cache / -ctk / -ctv / --tokenizer flags; UsageError when
     it has no tokenizer. For a command with a chat format (``args.chat_format``): --chat-template /
     --chat-template-file applied, and the template parsed now (FormatError naming where it came
     from when it does not)."""
@@ -58,11 +59,17 @@ def open_model(args, **kw) -> Model:
     if getattr(args, "random", None):
         print(f"[llamix: random-weight '{args.random}' model, no download: the text below is meaningless]",
               file=sys.stderr)
-        m = Model(random_checkpoint(args.random, args.qtype or "q4_0"), n_ctx=args.ctx_size, n_threads=args.threads,
-                  **kv_cache_kwargs(args), **kw)
+        ck = random_checkpoint(args.random, args.qtype or "q4_0")
     else:
-        m = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size,
-                 **kv_cache_kwargs(args), **kw)
+        ck = load_checkpoint(args.model, tokenizer=args.tokenizer, qtype=args.qtype)
+    n_ctx = args.ctx_size
+    if n_ctx == 0:   # llama.cpp's -c 0: the context the model was trained with
+        n_ctx = ck.config.context_length
+    if n_ctx is not None and slots > 1:   # the server's -c: all the slots' positions, split evenly
+        if n_ctx < slots:
+            raise UsageError(f"-c/--ctx-size {n_ctx}: must give each of the {slots} slots at least one position")
+        n_ctx //= slots
+    m = Model(ck, n_ctx=n_ctx, n_threads=args.threads, **kv_cache_kwargs(args), **kw)
     if m.tokenizer is None:
         raise UsageError(f"{m.source}: the model has no tokenizer; give one with --tokenizer FILE")
     kept = m.checkpoint.kept_quantized
@@ -97,12 +104,13 @@ def process_escapes(text: str) -> str:
 def read_prompt(args) -> str:
     """The prompt of -p TEXT, -f FILE (``-`` reads standard input) or the positional PROMPT; with
     ``args.escape`` (generate's -e/--escape, llama.cpp's default) escapes in -p/PROMPT are processed."""
-    given = [x for x in (args.prompt, args.file, args.prompt_text) if x is not None]
+    positional = getattr(args, "prompt_text", None)
+    given = [x for x in (args.prompt, args.file, positional) if x is not None]
     if len(given) > 1:
         raise UsageError("give the prompt once: -p/--prompt, -f/--file or a positional PROMPT")
     if args.file is not None:
         return read_text_file(args.file, "-f/--file")
-    text = args.prompt if args.prompt is not None else args.prompt_text
+    text = args.prompt if args.prompt is not None else positional
     if text is None:
         raise UsageError("no prompt: give -p/--prompt TEXT or -f/--file FILE")
     flag = "-p/--prompt" if args.prompt is not None else "PROMPT"

@@ -6,8 +6,8 @@ import time
 
 from ..eval import perplexity
 from ..model import load
-from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_gpu_flags, add_qtype, add_threads, check, check_threads,
-                     progress_bar, quiet_requested, warn_ctx)
+from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_gpu_flags, add_qtype, add_threads, check, check_ctx,
+                     check_threads, progress_bar, quiet_requested, warn_ctx)
 from .model_inputs import read_text_file
 
 
@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
     p.add_argument("-b", "--batch-size", type=int, dest="batch", metavar="N",
                    help="tokens per forward call inside a window (default: the window)")
     p.add_argument("--batch", type=int, dest="batch", help=argparse.SUPPRESS)
-    p.add_argument("--chunks", type=int, metavar="N", help="score at most the first N windows (default: all)")
+    p.add_argument("--chunks", type=int, metavar="N", help="score at most the first N windows (default, or -1: all)")
     p.add_argument("--kl-base", help="base model: also report mean KL(base || model) and top-1 agreement")
     add_qtype(p, help="quantize MODEL while loading")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
@@ -28,14 +28,17 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     check_threads(args)
-    check(args.ctx_size >= 4, "-c/--ctx-size", f"must be at least 4, got {args.ctx_size}")
+    check_ctx(args, minimum=4)
     if args.batch is not None:
         check(args.batch > 0, "-b/--batch-size", f"must be positive, got {args.batch}")
+    if args.chunks == -1:   # llama-perplexity's default: all the chunks
+        args.chunks = None
     if args.chunks is not None:
-        check(args.chunks >= 1, "--chunks", f"must be >= 1, got {args.chunks}")
+        check(args.chunks >= 1, "--chunks", f"must be >= 1 (or -1: all), got {args.chunks}")
     text = read_text_file(args.file, "-f/--file")
     model = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size)
     warn_ctx("perplexity", args.ctx_size, model.config)
+    args.ctx_size = model.n_ctx   # -c 0: the model's training context
     base = load(args.kl_base, tokenizer=args.tokenizer, n_ctx=args.ctx_size) if args.kl_base else None
     t0 = time.perf_counter()
     with progress_bar("perplexity", unit="chunk", quiet=quiet_requested()) as bar:

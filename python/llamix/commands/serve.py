@@ -67,16 +67,15 @@ def run(args) -> int:
     check(args.max_queue >= 0, "--max-queue", f"must be >= 0, got {args.max_queue}")
     check(args.shutdown_timeout >= 0, "--shutdown-timeout", f"must be >= 0, got {args.shutdown_timeout}")
     if args.ctx_size is not None:
-        check(args.ctx_size >= args.parallel, "-c/--ctx-size",
-              f"must give each of the {args.parallel} slots at least one position, got {args.ctx_size}")
+        check(args.ctx_size == 0 or args.ctx_size >= args.parallel, "-c/--ctx-size",
+              f"must give each of the {args.parallel} slots at least one position (or be 0: the model's training "
+              f"context), got {args.ctx_size}")
     if serve is None:
         raise UsageError(f"llamix serve needs the 'serve' extra ({_MISSING} is not installed): "
                          "pip install 'llamix[serve]'")
-    if args.ctx_size is not None:
-        args.ctx_size //= args.parallel   # the model's n_ctx is one slot's context
     sock = bind_socket(args.host, args.port)   # before the model loads: a busy port fails at once
     try:
-        model = open_model(args, chat_format=args.chat_format)
+        model = open_model(args, slots=args.parallel, chat_format=args.chat_format)   # n_ctx: one slot's
     except BaseException:
         sock.close()
         raise

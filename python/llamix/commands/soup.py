@@ -7,8 +7,8 @@ from .._runtime import set_threads
 from ..eval import soup
 from ..eval.evolve import require_extra
 from ..export import FILE_TYPES
-from .common import (TOKENIZER_HELP, add_ctx, add_force, add_threads, check, check_output, check_threads, lower_choice,
-                     progress_bar, quiet_requested)
+from .common import (TOKENIZER_HELP, add_ctx, add_force, add_threads, check, check_ctx, check_output, check_threads,
+                     lower_choice, progress_bar, quiet_requested)
 from .model_inputs import read_text_file
 
 EVAL_TYPES = ("q8_0", "q4_0", "f16", "f32")
@@ -38,6 +38,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     check_threads(args)
+    check_ctx(args, minimum=4)
     check_output(args.out, [*args.candidates, args.base, args.eval, args.tokenizer], args.force)
     text = read_text_file(args.eval, "--eval")
     if args.threads:

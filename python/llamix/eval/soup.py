@@ -142,7 +142,7 @@ def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", 
     uniform average only if the perplexity improves. ``method="uniform"``: the average of all.
     ``base`` (optional) is measured for reference. ``out``: write the soup as a GGUF file of
     ``out_qtype`` (``out_type`` is an alias). ``n_ctx``: the perplexity window (default: the
-    smaller of 512 and the model's context). ``progress(done_trials, total_trials, note)`` is
+    smaller of 512 and the model's context; 0: the model's context). ``progress(done_trials, total_trials, note)`` is
     called after each perplexity run. ``evaluate_groups(groups, tokens, n_ctx)``: computes the
     perplexity of each group of paths (a list of lists) elsewhere, e.g. in parallel Ray tasks
     (``RayPool.soup_evaluator``); the trials of one round (the ranking) are handed over together.
@@ -164,7 +164,7 @@ def soup(candidates, eval_text, out=None, *, base=None, method: str = "greedy", 
     if tok is None:
         what = f"{refs[0]}: no tokenizer to read the evaluation text"
         raise ArgumentError(f"{what}; pass tokenizer=", cli=f"{what}; give --tokenizer FILE")
-    n_ctx = int(n_ctx or min(512, cks[0].config.context_length))
+    n_ctx = int(cks[0].config.context_length if n_ctx == 0 else n_ctx or min(512, cks[0].config.context_length))
     tokens = text_tokens(tok, eval_text) if isinstance(eval_text, str) else list(eval_text)
     n_trials = len(refs) + (1 if base_ck else 0) + (len(refs) - 1 if method == "greedy" else 1)
     trials = {"done": 0}

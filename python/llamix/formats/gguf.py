@@ -241,7 +241,13 @@ class GGUFReader:
         n_tensors = c.unpack("<Q", "tensor count")
         n_kv = c.unpack("<Q", "metadata count")
         if n_tensors > size or n_kv > size:
-            raise GGUFError(f"{self.path}: header claims {n_tensors} tensors and {n_kv} metadata entries (corrupt)")
+            # a count no file could hold is a corrupt header; a plausible one is a file cut short (a
+            # copy or download), said with the least its entries take: a metadata key (length,
+            # type, a byte) and a tensor's info (name length, dimension count, type, offset)
+            if n_tensors > 1 << 24 or n_kv > 1 << 24:
+                raise GGUFError(f"{self.path}: header claims {n_tensors} tensors and {n_kv} metadata entries (corrupt)")
+            raise GGUFError(f"{self.path}: truncated: the file is {size} bytes, but its header's {n_tensors} tensors "
+                            f"and {n_kv} metadata entries need more than {24 + 13 * n_kv + 24 * n_tensors} bytes")
         self.metadata: dict[str, Any] = {}
         self.value_types: dict[str, int] = {}
         for i in range(n_kv):

@@ -10,7 +10,10 @@ projected matrix); matrices whose smaller side is at most r + 10 get an exact SV
 truncation error ||D - B A||_F / ||D||_F of each tensor is computed exactly (from D, not
 estimated) and reported.
 Embeddings and the output head are saved whole (modules_to_save) unless embed_lora; 1-D tensors
-(norms, biases) that differ from the base are saved whole; identical tensors are left out.
+(norms, biases) that differ from the base are saved whole; identical tensors are left out. An
+embedding or head whose vocabulary differs from the base's is saved whole (also with embed_lora),
+as mergekit does: the report's ``resized`` and the README say so, since the base's tensor has to
+be resized before the adapter applies (llamix's ``model+lora`` refuses it).
 Tensors are read, factored and written one at a time; the adapter folder appears atomically.
 """
 from __future__ import annotations
@@ -48,6 +51,8 @@ class ExtractReport:
     out: str
     rank: int
     tensors: list[ExtractedTensor] = field(default_factory=list)
+    # tensors whose shape differs from the base's (a resized vocabulary): (name, base shape, shape)
+    resized: list[tuple[str, tuple, tuple]] = field(default_factory=list)
 
     def worst(self) -> Optional[ExtractedTensor]:
         lora = [t for t in self.tensors if t.kind == "lora"]
@@ -96,10 +101,13 @@ def _relative_residual(d: np.ndarray, us: np.ndarray, vt: np.ndarray) -> float:
 
 def extract_lora(base: str, model: str, out: str | os.PathLike, rank: int, *, embed_lora: bool = False,
                  out_dtype: Optional[str] = None, base_dir: Optional[Path] = None, seed: int = 0,
-                 progress: Optional[Callable[[float, float, str], None]] = None) -> ExtractReport:
-    """Write a PEFT LoRA adapter of rank `rank` to `out` (a new or empty folder) that takes `base`
-    to `model` (folders or Hugging Face repo ids). out_dtype: of the adapter's tensors (default: the
-    fine-tune's). Returns each tensor's relative truncation error."""
+                 progress: Optional[Callable[[float, float, str], None]] = None,
+                 overwrite: bool = False) -> ExtractReport:
+    """Write a PEFT LoRA adapter of rank `rank` to `out` (a new or empty folder; with `overwrite`,
+    an existing one is replaced once the adapter is complete) that takes `base` to `model` (folders
+    or Hugging Face repo ids). out_dtype: of the adapter's tensors (default: the fine-tune's).
+    Returns each tensor's relative truncation error. Raises ConfigError when the fine-tune equals
+    the base (every delta is zero: no adapter to extract)."""
     if rank < 1:
         raise ConfigError(f"--rank must be >= 1, got {rank}")
     base_dir = base_dir or Path.cwd()
@@ -109,12 +117,14 @@ def extract_lora(base: str, model: str, out: str | os.PathLike, rank: int, *, em
         if mr.lora is not None:
             raise ConfigError(f"{what}: {ref}: a LoRA reference cannot be a base or a fine-tune here")
         folders[what] = resolve_folder(mr.model, base_dir, what)
+    if Path(folders["--base"]).resolve() == Path(folders["--model"]).resolve():
+        raise ConfigError(f"--model {model}: the fine-tune equals the base (--base {base}): every delta is zero")
     wb, wf = open_weights(folders["--base"], "--base"), open_weights(folders["--model"], "--model")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if not overwrite and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: already exists and is not an empty folder")
     # plan: which tensors, how, and the adapter's layout (shapes known before any work)
-    plan = []
+    plan, resized = [], []
     for name in wf.keys():
         shape = tuple(wf.shape(name))
         if wf.dtype(name) not in DTYPES:
@@ -122,6 +132,8 @@ def extract_lora(base: str, model: str, out: str | os.PathLike, rank: int, *, em
         if name not in wb or tuple(wb.shape(name)) != shape:
             if len(shape) >= 1 and any(e in name for e in EMBEDDINGS):
                 plan.append((name, "full", shape))  # e.g. a resized vocabulary: saved whole
+                if name in wb:
+                    resized.append((name, tuple(wb.shape(name)), shape))
                 continue
             raise ConfigError(f"--model: tensor {name} {list(shape)} has no counterpart of the same shape in the base")
         is_embed = any(e in name for e in EMBEDDINGS)
@@ -153,18 +165,22 @@ def extract_lora(base: str, model: str, out: str | os.PathLike, rank: int, *, em
     tmp = temporary_folder(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    report = ExtractReport(str(out), rank)
+    report = ExtractReport(str(out), rank, resized=resized)
     try:
         writer = SafetensorsWriter(tmp, layout, max_shard_bytes=1 << 62, metadata={"format": "pt"})
         targets, to_save, ranks = set(), set(), {}
+        changed = False   # any weight delta not zero
         for i, (name, kind, shape, module) in enumerate(kept):
             ft = _f32(wf.get(name), wf.dtype(name))
             if kind == "full":
+                changed = changed or name not in wb or tuple(wb.shape(name)) != shape or \
+                    not np.array_equal(ft, _f32(wb.get(name), wb.dtype(name)))
                 writer.write(f"base_model.model.{name}", convert(ft, out=dtype))
                 to_save.add(module.split(".")[-1])
                 report.tensors.append(ExtractedTensor(name, "full"))
             else:
                 d = ft - _f32(wb.get(name), wb.dtype(name))
+                changed = changed or bool(d.any())
                 emb = any(e in name for e in ("embed_tokens", "wte", "embed_out"))
                 mat = d.T if emb else d
                 u, s, vt = truncated_svd(mat, rank, seed=seed)
@@ -182,6 +198,8 @@ def extract_lora(base: str, model: str, out: str | os.PathLike, rank: int, *, em
                 report.tensors.append(ExtractedTensor(name, "lora", len(s), rel))
             if progress is not None:
                 progress(i + 1, len(kept), name)
+        if not changed:
+            raise ConfigError(f"--model {model}: the fine-tune equals the base (--base {base}): every delta is zero")
         writer.close()
         os.replace(tmp / "model.safetensors", tmp / "adapter_model.safetensors")
         r = max(ranks.values(), default=rank)
@@ -198,10 +216,18 @@ def extract_lora(base: str, model: str, out: str | os.PathLike, rank: int, *, em
                  f"against `{base}`."]
         if worst is not None:
             lines.append(f"Largest relative truncation error: {worst.rel_error:.4f} ({worst.name}).")
+        for name, was, now in resized:
+            lines.append(f"\n> [!WARNING]\n> `{name}` is saved whole with shape {list(now)}; the base's is {list(was)} "
+                         "(the vocabulary was resized): resize the base's embeddings to it before applying this "
+                         "adapter.")
         (tmp / "README.md").write_text("\n".join(lines) + "\n")
-        if out.exists():
-            out.rmdir()
+        old = None
+        if out.exists() or out.is_symlink():   # an empty folder, or overwrite: set aside, removed once replaced
+            old = out.parent / f".{out.name}.llamix-old-{os.getpid()}"
+            os.replace(out, old)
         os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -146,6 +146,13 @@ class LoraWeights(ModelWeights):
         if missing:
             raise ConfigError(f"{where}: the LoRA adapter {adapter.folder} changes {missing[0]!r}, which the model "
                               f"does not have ({len(missing)} such tensors); is it an adapter for another model?")
+        for name, key in adapter.full.items():   # modules_to_save replace the model's tensor: same shape only
+            saved, own = tuple(adapter.tensors.shape(key)), tuple(checkpoint.shape(name))
+            if saved != own:
+                raise ConfigError(f"{where}: the LoRA adapter {adapter.folder / 'adapter_model.safetensors'} saves "
+                                  f"{name} with shape {list(saved)}, the model's is {list(own)} (a fine-tune with "
+                                  "another vocabulary?): the merged model's config would not match it; merge the "
+                                  "fine-tune itself instead")
 
     def _changed(self, name: str) -> bool:
         return name in self.adapter.pairs or name in self.adapter.full

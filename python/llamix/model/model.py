@@ -6,6 +6,7 @@ file keeps structure, bookkeeping and sampling.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
 from ..formats.hub_cache import hub_cache_dir, hub_offline
 from ..quant import QuantizedTensor, qtype_info
+from ..quant.qtypes import BY_GGUF_ID
 from ..tokenizer import Tokenizer, check_text, check_token_ids
 from .api import CompletionAPI
 from .engine import Request, Step
@@ -106,6 +108,8 @@ class Model(CompletionAPI):
     ``tensors`` maps GGUF tensor names (``token_embd.weight``, ``blk.0.attn_q.weight``, ...) to
     :class:`QuantizedTensor` (2-D weights; q/k rows in the adjacent-pair RoPE order of GGUF) or
     float32 arrays (norms): the model exactly as it computes, e.g. for export.
+    ``n_ctx``: KV cache positions (``None``: the training context, at most 2048; 0: the training
+    context, as llama.cpp reads 0).
     ``chat_format``: the chat template's name for :meth:`create_chat_completion` (``None``: the
     checkpoint's own template, else a built-in format its vocabulary points to; see
     :mod:`llamix.chat_format`). ``attn_precision``: the attention's arithmetic, ``"auto"``
@@ -137,8 +141,10 @@ class Model(CompletionAPI):
         c = self.config
         if n_ctx is None:
             n_ctx = min(c.context_length, DEFAULT_N_CTX)
-        if isinstance(n_ctx, bool) or not isinstance(n_ctx, (int, np.integer)) or n_ctx <= 0:
-            raise ArgumentError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, (int, np.integer)) or n_ctx < 0:
+            raise ArgumentError(f"n_ctx must be a positive integer (or 0: the model's training context), got {n_ctx!r}")
+        if n_ctx == 0:   # llama.cpp's and llama-cpp-python's 0: the context the model was trained with
+            n_ctx = c.context_length
         self.n_ctx = int(n_ctx)
         self.kv_cache_k, self.kv_cache_v = (_kv_cache_type(name, t or kv_cache, c.head_dim)
                                             for name, t in (("kv_cache_k", kv_cache_k), ("kv_cache_v", kv_cache_v)))
@@ -454,7 +460,8 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
     - ``qtype``: ``"q4_0"``, ``"q8_0"`` or ``"f16"`` to convert float weights while loading
       (tensor by tensor from the mapping); ``None`` keeps the stored types. ``quant`` is an alias.
     - ``n_threads``: compute threads (default: physical cores; ``threads`` is an alias).
-    - ``n_ctx``: KV cache length in tokens (default: the training context, at most 2048).
+    - ``n_ctx``: KV cache length in tokens (default: the training context, at most 2048; 0: the
+      training context, as llama.cpp and llama-cpp-python read 0).
     - ``kv_cache``: ``"f32"`` (default, exact), ``"f16"`` (half the memory, as llama.cpp keeps it),
       ``"q8_0"`` or ``"q4_0"``; ``kv_cache_k`` / ``kv_cache_v`` set keys and values apart
       (llama.cpp's ``-ctk`` / ``-ctv``).
@@ -494,14 +501,96 @@ def _caller_level() -> int:
     return level
 
 
+# llama-cpp-python's Llama() arguments for its GPU and memory layout, and their defaults: a
+# different value has no effect here and says so in one warning (as -ngl does on the command line)
+_LAYOUT_ARGS = {
+    "split_mode": (1, "llamix runs on the CPU"), "main_gpu": (0, "llamix runs on the CPU"),
+    "tensor_split": (None, "llamix runs on the CPU"), "offload_kqv": (True, "llamix runs on the CPU"),
+    "op_offload": (None, "llamix runs on the CPU"), "numa": (False, "llamix places no memory by NUMA node"),
+    "use_mlock": (False, "llamix does not lock the model in RAM"),
+    "flash_attn": (False, "llamix's attention is always a tiled, flash-attention style one"),
+    "swa_full": (None, "llamix keeps every position of the sliding-window layers"),
+}
+# llama-cpp-python's arguments accepted with no effect, silently: llamix does this anyway (maps the
+# file, computes embeddings on request, sizes its batches, uses n_threads for prompts too)
+_ACCEPTED_ARGS = ("use_mmap", "embedding", "n_ubatch", "n_threads_batch", "last_n_tokens_size", "no_perf")
+# llama-cpp-python's arguments llamix cannot honour: anything but the default is an error naming it
+_REFUSED_ARGS = {
+    "vocab_only": (False, "llamix loads the weights (llamix.Tokenizer reads a vocabulary alone)"),
+    "kv_overrides": (None, "llamix does not override a model's metadata"),
+    "rope_scaling_type": ((None, -1), "llamix applies the model's own RoPE scaling"),
+    "pooling_type": ((None, -1), "llamix pools embeddings as create_embedding / embed are asked to"),
+    "attention_type": ((None, -1), "llamix's attention is causal"),
+    "yarn_ext_factor": (-1.0, "llamix applies the model's own RoPE scaling"),
+    "yarn_attn_factor": (1.0, "llamix applies the model's own RoPE scaling"),
+    "yarn_beta_fast": (32.0, "llamix applies the model's own RoPE scaling"),
+    "yarn_beta_slow": (1.0, "llamix applies the model's own RoPE scaling"),
+    "yarn_orig_ctx": (0, "llamix applies the model's own RoPE scaling"),
+    "lora_path": (None, "llamix applies no GGUF LoRA at load time; merge the adapter into the model first "
+                        "(llamix merge with a 'model+lora' source)"),
+    "lora_base": (None, "llamix applies no GGUF LoRA at load time"),
+    "lora_scale": (1.0, "llamix applies no GGUF LoRA at load time"),
+    "chat_handler": (None, "llamix renders the model's chat template or a built-in one: pass chat_format"),
+    "draft_model": (None, "llamix has no speculative decoding"),
+    "spm_infill": (False, "llamix has no infill mode"),
+}
+
+
+def _kv_type_of(name: str, t):
+    """llama-cpp-python's ``type_k`` / ``type_v``: a ggml type id (GGML_TYPE_F16 = 1, ...), as
+    llamix's KV cache type name; a name passes as it is."""
+    if t is None or isinstance(t, str):
+        return t
+    ids = {info.gguf_id: n for n, info in ((n, qtype_info(n)) for n in KV_CACHE_TYPES)}
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or int(t) not in ids:
+        known = BY_GGUF_ID.get(int(t)) if isinstance(t, (int, np.integer)) and not isinstance(t, bool) else None
+        what = f" ({known.name})" if known is not None else ""
+        raise ArgumentError(f"{name}={t!r}{what}: the KV cache types are "
+                            + ", ".join(f"{n} ({i})" for i, n in sorted(ids.items())) + " (ggml type ids)")
+    return ids[int(t)]
+
+
 class Llama(Model):
     """llama-cpp-python's ``llama_cpp.Llama`` by name, so its code runs unchanged:
     ``Llama(model_path="m.gguf", n_ctx=2048, n_threads=4, seed=..., chat_format=..., ...)`` takes
     :func:`load`'s arguments and is the :class:`Model` it loads (``create_completion``,
-    ``create_chat_completion``, ``tokenize``, ``embed``, ...)."""
+    ``create_chat_completion``, ``tokenize``, ``embed``, ...).
 
-    def __init__(self, model_path: str | os.PathLike, **kwargs):
+    llama-cpp-python's other constructor arguments are accepted as it spells them: ``n_ctx=0`` is
+    the model's training context; ``type_k`` / ``type_v`` (ggml type ids: f32 0, f16 1, q4_0 2,
+    q8_0 8) set the KV cache types; ``use_mmap``, ``embedding``, ``n_ubatch``, ``n_threads_batch``
+    (llamix uses ``n_threads`` for prompts too), ``last_n_tokens_size``, ``no_perf`` have no effect;
+    the GPU and memory layout ones (``main_gpu``, ``tensor_split``, ``flash_attn``, ``use_mlock``, ...)
+    have none either and warn when given a value other than their default; and those llamix cannot
+    honour (``lora_path``, ``chat_handler``, ``kv_overrides``, a ``rope_freq_base`` or
+    ``rope_freq_scale`` other than the model's, ...) raise ArgumentError naming the argument. An
+    unknown keyword is a TypeError."""
+
+    def __init__(self, model_path: str | os.PathLike, *, rope_freq_base: float = 0.0, rope_freq_scale: float = 0.0,
+                 type_k: int | str | None = None, type_v: int | str | None = None, **kwargs):
+        for name, (default, why) in _LAYOUT_ARGS.items():
+            value = kwargs.pop(name, default)
+            if value != default:
+                warnings.warn(f"{name}={value!r} has no effect: {why}", stacklevel=_caller_level())
+        for name in _ACCEPTED_ARGS:
+            kwargs.pop(name, None)
+        for name, (default, why) in _REFUSED_ARGS.items():
+            value = kwargs.pop(name, None if isinstance(default, tuple) else default)
+            if value not in (default if isinstance(default, tuple) else (default,)):
+                raise ArgumentError(f"Llama({name}={value!r}): not supported: {why}")
+        unknown = sorted(set(kwargs) - set(inspect.signature(load).parameters))
+        if unknown:
+            raise TypeError(f"Llama() got an unexpected keyword argument {unknown[0]!r}")
+        kwargs["kv_cache_k"] = _kv_type_of("type_k", type_k) or kwargs.get("kv_cache_k")
+        kwargs["kv_cache_v"] = _kv_type_of("type_v", type_v) or kwargs.get("kv_cache_v")
         loaded = load(model_path, **kwargs)
+        c = loaded.config
+        if rope_freq_base and rope_freq_base != c.rope_theta:
+            raise ArgumentError(f"Llama(rope_freq_base={rope_freq_base!r}): not supported: llamix uses the model's "
+                                f"RoPE base ({c.rope_theta:g}); pass 0 (the model's)")
+        if rope_freq_scale and (rope_freq_scale != 1.0 or c.rope_scaling):
+            raise ArgumentError(f"Llama(rope_freq_scale={rope_freq_scale!r}): not supported: llamix applies the "
+                                "model's own RoPE scaling; pass 0 (the model's)")
         self.__dict__.update(vars(loaded))   # a Model holds no finalizer: its state moves here whole
 
     @classmethod
