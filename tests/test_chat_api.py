@@ -569,13 +569,15 @@ def test_llama_takes_llama_cpp_python_constructor_arguments(s260_bin):
         llamix.Llama(str(s260_bin), tensor_split=[0.5, 0.5], main_gpu=0)
     for kw, said in ((dict(type_k=12), r"type_k=12 \(q4_k\): the KV cache types are f32 \(0\), f16 \(1\)"),
                      (dict(type_v=99), "type_v=99: the KV cache types are"),
-                     (dict(lora_path="adapter.gguf"), r"Llama\(lora_path='adapter.gguf'\): not supported"),
+                     (dict(lora_base="base.gguf"), r"Llama\(lora_base='base.gguf'\): not supported"),
                      (dict(chat_handler=print), r"Llama\(chat_handler=.*pass chat_format"),
                      (dict(rope_freq_base=5e5), r"Llama\(rope_freq_base=500000.0\): not supported"),
                      (dict(rope_freq_scale=0.5), r"Llama\(rope_freq_scale=0.5\): not supported"),
                      (dict(n_ctx=-1), "n_ctx must be a positive integer")):
         with pytest.raises(llamix.ArgumentError, match=said):
             llamix.Llama(str(s260_bin), **kw)
+    with pytest.raises(FileNotFoundError, match="adapter: no such LoRA adapter folder"):
+        llamix.Llama(str(s260_bin), lora_path="adapter")   # lora_path is load's lora= (tests/test_lora_load.py)
     with pytest.raises(TypeError, match=r"^Llama\(\) got an unexpected keyword argument 'n_ctxx'$"):
         llamix.Llama(str(s260_bin), n_ctxx=64)
     assert llamix.load(s260_bin, n_ctx=0).n_ctx == 512

@@ -16,7 +16,7 @@ import sys
 from ..loaders import SHAPES
 from ..errors import ChatTemplateError, FormatError
 from ..model.chat import ChatSession
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, check_ctx,
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_lora, check_ctx,
                      add_llama_cpp_loading, add_kv_cache, add_qtype, add_sampling, add_threads, check, check_sampling,
                      check_threads, quiet_requested, sampling_kwargs)
 from .model_inputs import add_chat_template, open_model, read_prompt
@@ -54,6 +54,7 @@ def add_arguments(p) -> None:
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
     add_kv_cache(p)
+    add_lora(p)
     p.add_argument("--stats", action="store_true",
                    help="after each reply, print the tokens evaluated and the prompt and generation speed to stderr")
 

@@ -107,6 +107,29 @@ def add_kv_cache(p) -> None:
                         "(bf16 inputs, float32 sums)")
 
 
+def add_lora(p) -> None:
+    """A PEFT LoRA adapter folded into the weights as they load: llama.cpp's --lora / --lora-scaled."""
+    p.add_argument("--lora", metavar="FNAME", help="PEFT LoRA adapter folder (adapter_config.json + "
+                   "adapter_model.safetensors) applied to the model's weights")
+    p.add_argument("--lora-scaled", nargs=2, metavar=("FNAME", "SCALE"),
+                   help="the same, its update scaled by SCALE")
+
+
+def lora_of(args) -> tuple[str, float] | None:
+    """(adapter folder, scale) of --lora / --lora-scaled, or None; UsageError for both, or a SCALE
+    that is not a number."""
+    plain, scaled = getattr(args, "lora", None), getattr(args, "lora_scaled", None)
+    if plain and scaled:
+        raise UsageError("--lora and --lora-scaled: give one adapter (llamix applies one)")
+    if scaled:
+        try:
+            scale = float(scaled[1])
+        except ValueError:
+            raise UsageError(f"--lora-scaled {scaled[0]} {scaled[1]}: SCALE must be a number") from None
+        return scaled[0], scale
+    return (plain, 1.0) if plain else None
+
+
 def kv_cache_kwargs(args) -> dict:
     """The KV cache flags (and the attention's precision over the cache) as keyword arguments of Model / load."""
     return dict(kv_cache=args.kv_cache, kv_cache_k=args.cache_type_k, kv_cache_v=args.cache_type_v,

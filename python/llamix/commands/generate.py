@@ -9,7 +9,7 @@ import time
 from ..loaders import SHAPES
 from ..model import Model
 from ..tokenizer import check_text
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_llama_cpp_loading,
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_lora, add_llama_cpp_loading,
                      add_kv_cache, add_qtype, add_sampling, add_threads, check, check_ctx, check_sampling,
                      check_threads, quiet_requested, sampling_kwargs, warn, warn_ctx)
 from .model_inputs import open_model, process_escapes, read_prompt
@@ -34,6 +34,7 @@ def add_arguments(p) -> None:
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
     add_kv_cache(p)
+    add_lora(p)
     p.add_argument("--stats", action="store_true", help="print prompt and generation speed to stderr at the end")
     p.add_argument("--no-display-prompt", action="store_true", help="print only the generated text, not the prompt "
                                                                      "before it (llama-cli's flag)")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from ..chat_format import format_names
 from ..loaders import load_checkpoint, random_checkpoint
+from ..loaders.lora import apply_lora
 from ..model import Model
 from ..tokenizer import check_text
-from .common import UsageError, kv_cache_kwargs
+from .common import UsageError, kv_cache_kwargs, lora_of
 
 
 def add_chat_template(p) -> None:
@@ -49,7 +50,7 @@ def chat_template_of(args) -> tuple[str, str] | None:
 def open_model(args, slots: int = 1, **kw) -> Model:
     """The model of -m/--model or --random SHAPE (which says on stderr that its text is
     meaningless), with the -c (0: the model's training context; with ``slots``, split evenly
-    between them, as llama-server does) / -t / --qtype / --kv-cache / -ctk / -ctv / --tokenizer flags; UsageError when
+    between them, as llama-server does) / -t / --qtype / --kv-cache / -ctk / -ctv / --tokenizer / --lora flags; UsageError when
     it has no tokenizer. For a command with a chat format (``args.chat_format``): --chat-template /
     --chat-template-file applied, and the template parsed now (FormatError naming where it came
     from when it does not)."""
@@ -62,6 +63,9 @@ def open_model(args, slots: int = 1, **kw) -> Model:
         ck = random_checkpoint(args.random, args.qtype or "q4_0")
     else:
         ck = load_checkpoint(args.model, tokenizer=args.tokenizer, qtype=args.qtype)
+    lora = lora_of(args)
+    if lora is not None:
+        apply_lora(ck, *lora)
     n_ctx = args.ctx_size
     if n_ctx == 0:   # llama.cpp's -c 0: the context the model was trained with
         n_ctx = ck.config.context_length

@@ -14,7 +14,7 @@ import sys
 import threading
 
 from ..loaders import SHAPES
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_kv_cache,
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_ctx, add_gpu_flags, add_lora, add_kv_cache,
                      add_llama_cpp_loading, add_qtype, add_threads, check, check_threads, quiet_requested, warn_ctx)
 from .model_inputs import add_chat_template, open_model
 
@@ -57,6 +57,7 @@ def add_arguments(p) -> None:
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_qtype(p)
     add_kv_cache(p)
+    add_lora(p)
 
 
 def run(args) -> int:

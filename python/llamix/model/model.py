@@ -24,6 +24,7 @@ from ..config import ModelConfig
 from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
+from ..loaders.lora import apply_lora
 from ..formats.hub_cache import hub_cache_dir, hub_offline
 from ..quant import QuantizedTensor, qtype_info
 from ..quant.qtypes import BY_GGUF_ID
@@ -449,7 +450,8 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
          quant: str | None = None, threads: int | None = None, chat_format: str | None = None,
          kv_cache_k: str | None = None, kv_cache_v: str | None = None, attn_precision: str = "auto",
          seed: int | None = None, n_gpu_layers: int = 0, n_batch: int | None = None, logits_all: bool = False,
-         verbose: bool = True, model_path: str | os.PathLike | None = None) -> Model:
+         verbose: bool = True, model_path: str | os.PathLike | None = None, lora: str | os.PathLike | None = None,
+         lora_scale: float = 1.0) -> Model:
     """Load a model: a GGUF file (architecture ``llama``, ``qwen2``, ``qwen3``, ``gemma3`` or ``phi3``), a Hugging Face folder (config.json +
     safetensors) or a llama2.c ``.bin`` checkpoint (the loaders read it; see llamix.loaders).
 
@@ -475,6 +477,11 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
       that its code runs unchanged, with no effect (CPU only; llamix sizes its own batches, keeps
       what logits a call asks for, and loads quietly); a nonzero ``n_gpu_layers`` warns.
 
+    - ``lora``: a PEFT LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``)
+      folded into the weights as they load, ``W + lora_scale * alpha / r * (B @ A)``, each weight
+      stored again in its own type (llama.cpp's ``--lora``, ``--lora-scaled``; see
+      :mod:`llamix.loaders.lora`).
+
     ``model_path`` is another name of ``path`` (llama-cpp-python's).
 
     Raises FileNotFoundError for a missing path, ValueError naming the file and field otherwise.
@@ -486,6 +493,8 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
         warnings.warn(f"n_gpu_layers={n_gpu_layers} has no effect: llamix runs on the CPU", stacklevel=_caller_level())
     del n_batch, logits_all, verbose   # accepted for llama-cpp-python's code, no effect here
     ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
+    if lora is not None:
+        apply_lora(ck, lora, lora_scale)
     return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
                  chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v, attn_precision=attn_precision,
                  seed=seed)
@@ -526,10 +535,7 @@ _REFUSED_ARGS = {
     "yarn_beta_fast": (32.0, "llamix applies the model's own RoPE scaling"),
     "yarn_beta_slow": (1.0, "llamix applies the model's own RoPE scaling"),
     "yarn_orig_ctx": (0, "llamix applies the model's own RoPE scaling"),
-    "lora_path": (None, "llamix applies no GGUF LoRA at load time; merge the adapter into the model first "
-                        "(llamix merge with a 'model+lora' source)"),
-    "lora_base": (None, "llamix applies no GGUF LoRA at load time"),
-    "lora_scale": (1.0, "llamix applies no GGUF LoRA at load time"),
+    "lora_base": (None, "llamix folds the adapter (lora_path) into the loaded weights themselves"),
     "chat_handler": (None, "llamix renders the model's chat template or a built-in one: pass chat_format"),
     "draft_model": (None, "llamix has no speculative decoding"),
     "spm_infill": (False, "llamix has no infill mode"),
@@ -558,16 +564,18 @@ class Llama(Model):
 
     llama-cpp-python's other constructor arguments are accepted as it spells them: ``n_ctx=0`` is
     the model's training context; ``type_k`` / ``type_v`` (ggml type ids: f32 0, f16 1, q4_0 2,
-    q8_0 8) set the KV cache types; ``use_mmap``, ``embedding``, ``n_ubatch``, ``n_threads_batch``
+    q8_0 8) set the KV cache types; ``lora_path`` / ``lora_scale`` are :func:`load`'s ``lora`` /
+    ``lora_scale`` (a PEFT adapter folder); ``use_mmap``, ``embedding``, ``n_ubatch``, ``n_threads_batch``
     (llamix uses ``n_threads`` for prompts too), ``last_n_tokens_size``, ``no_perf`` have no effect;
     the GPU and memory layout ones (``main_gpu``, ``tensor_split``, ``flash_attn``, ``use_mlock``, ...)
     have none either and warn when given a value other than their default; and those llamix cannot
-    honour (``lora_path``, ``chat_handler``, ``kv_overrides``, a ``rope_freq_base`` or
+    honour (``lora_base``, ``chat_handler``, ``kv_overrides``, a ``rope_freq_base`` or
     ``rope_freq_scale`` other than the model's, ...) raise ArgumentError naming the argument. An
     unknown keyword is a TypeError."""
 
     def __init__(self, model_path: str | os.PathLike, *, rope_freq_base: float = 0.0, rope_freq_scale: float = 0.0,
-                 type_k: int | str | None = None, type_v: int | str | None = None, **kwargs):
+                 type_k: int | str | None = None, type_v: int | str | None = None,
+                 lora_path: str | os.PathLike | None = None, **kwargs):
         for name, (default, why) in _LAYOUT_ARGS.items():
             value = kwargs.pop(name, default)
             if value != default:
@@ -581,6 +589,8 @@ class Llama(Model):
         unknown = sorted(set(kwargs) - set(inspect.signature(load).parameters))
         if unknown:
             raise TypeError(f"Llama() got an unexpected keyword argument {unknown[0]!r}")
+        if lora_path is not None:
+            kwargs["lora"] = lora_path
         kwargs["kv_cache_k"] = _kv_type_of("type_k", type_k) or kwargs.get("kv_cache_k")
         kwargs["kv_cache_v"] = _kv_type_of("type_v", type_v) or kwargs.get("kv_cache_v")
         loaded = load(model_path, **kwargs)

@@ -1,0 +1,141 @@
+"""llamix.load(path, lora=ADAPTER, lora_scale=...): a PEFT LoRA adapter folded into the weights as
+they load. Peer: peft's merge_and_unload on transformers' model of the same tiny checkpoint (the
+adapter made and saved by peft itself); the scale against the adapter's own alpha; a GGUF file of
+the model (q8_0: the updated weights quantized again) against the float result."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import llamix
+from conftest import require_peer
+from llamix.errors import ArgumentError, ConfigError
+from llamix.cli import main as cli_main
+from llamix.loaders import byte_tokenizer
+
+IDS = [1, 5, 17, 42, 3, 88, 60, 61, 2, 9, 33, 71]
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@pytest.fixture(scope="module")
+def hf_lora(tmp_path_factory):
+    """(model folder, adapter folder, transformers' logits of the merged model, of the base model)."""
+    torch = require_peer("torch")
+    transformers = require_peer("transformers")
+    peft = require_peer("peft")
+    tmp = tmp_path_factory.mktemp("lora")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=384, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   rms_norm_eps=1e-5, initializer_range=0.2, tie_word_embeddings=False)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(tmp / "model", safe_serialization=True)
+    with torch.no_grad():
+        base = model(torch.tensor([IDS])).logits[0].numpy()
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_dropout=0.0))
+    with torch.no_grad():   # peft starts B at zero: an adapter that changes nothing would prove nothing
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.2)
+    lora.save_pretrained(tmp / "adapter", safe_serialization=True)
+    merged = lora.merge_and_unload().eval()
+    with torch.no_grad():
+        want = merged(torch.tensor([IDS])).logits[0].numpy()
+    return tmp / "model", tmp / "adapter", want, base
+
+
+def test_lora_matches_peft_merged_model(hf_lora):
+    model, adapter, want, base = hf_lora
+    got = llamix.load(model, lora=adapter).logits(IDS)
+    scale = np.abs(want).max()
+    assert np.abs(want - base).max() > 0.05 * scale          # the adapter matters
+    assert np.abs(got - want).max() <= 1e-4 * scale
+
+
+def test_lora_scale_is_the_adapters_alpha_scaled(hf_lora, tmp_path):
+    model, adapter, _, base = hf_lora
+    half = tmp_path / "half"
+    half.mkdir()
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["lora_alpha"] = cfg["lora_alpha"] / 2
+    (half / "adapter_config.json").write_text(json.dumps(cfg))
+    (half / "adapter_model.safetensors").write_bytes((adapter / "adapter_model.safetensors").read_bytes())
+    scaled = llamix.load(model, lora=adapter, lora_scale=0.5).logits(IDS)
+    assert np.array_equal(scaled, llamix.load(model, lora=half).logits(IDS))
+    assert np.abs(llamix.load(model, lora=adapter, lora_scale=0.0).logits(IDS) - base).max() <= 1e-4 * np.abs(base).max()
+
+
+@pytest.mark.parametrize("qtype", ["f32", "q8_0"])
+def test_lora_on_a_gguf_file(hf_lora, tmp_path, qtype):
+    """GGUF names and q/k row order: an f32 file takes the adapter as the folder does. q8_0: each
+    updated weight is quantized again, so the result is the float one within q8_0's own error on
+    this model (the file without the adapter against the float model without it)."""
+    model, adapter, want, base = hf_lora
+    gguf = tmp_path / "m.gguf"
+    llamix.export_gguf(model, gguf, qtype, tokenizer=byte_tokenizer(384))
+    err = np.abs(llamix.load(gguf, lora=adapter).logits(IDS) - want).max()
+    if qtype == "f32":
+        assert err <= 1e-4 * np.abs(want).max()
+    else:
+        own = np.abs(llamix.load(gguf).logits(IDS) - base).max()
+        assert err <= 1.5 * own
+        assert np.abs(want - base).max() > 3 * own
+
+
+def test_llama_lora_path(hf_lora):
+    model, adapter, want, _ = hf_lora
+    got = llamix.Llama(model_path=str(model), lora_path=str(adapter), verbose=False).logits(IDS)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_an_adapter_for_another_model_is_refused(hf_lora, tmp_path):
+    model, adapter, _, _ = hf_lora
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    (other / "adapter_config.json").write_text(json.dumps(cfg))
+    require_peer("safetensors.numpy").save_file({"base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight": np.zeros((4, 64), np.float32),
+               "base_model.model.model.layers.7.self_attn.q_proj.lora_B.weight": np.zeros((64, 4), np.float32)},
+              str(other / "adapter_model.safetensors"))
+    with pytest.raises(ConfigError, match=r"layers\.7\.self_attn\.q_proj"):
+        llamix.load(model, lora=other)
+    with pytest.raises(FileNotFoundError, match="no such LoRA adapter"):
+        llamix.load(model, lora=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="not a PEFT adapter"):
+        llamix.load(model, lora=model)
+    with pytest.raises(ArgumentError, match="lora_scale"):
+        llamix.load(model, lora=adapter, lora_scale=float("nan"))
+
+
+def test_a_gguf_adapter_file_is_named(hf_lora, tmp_path):
+    model, _, _, _ = hf_lora
+    gguf = tmp_path / "adapter.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(20))
+    with pytest.raises(ConfigError, match="GGUF LoRA adapter .*give the PEFT adapter folder"):
+        llamix.load(model, lora=gguf)
+
+
+def test_cli_lora_flags(hf_lora, tmp_path, capsys):
+    """llama.cpp's --lora FNAME and --lora-scaled FNAME SCALE: the adapter at that scale changes
+    the greedy text as the API's lora= does; one adapter only; SCALE a number."""
+    model, adapter, _, _ = hf_lora
+    gguf = tmp_path / "m.gguf"
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))
+
+    def greedy(*flags):
+        assert cli_main(["generate", "-m", str(gguf), "-p", "ab", "-n", "8", "--temp", "0", "--no-display-prompt",
+                         *flags]) == 0
+        return capsys.readouterr().out
+
+    def api(**kw):
+        return llamix.load(gguf, **kw).create_completion("ab", max_tokens=8, temperature=0)["choices"][0]["text"]
+
+    assert greedy("--lora", str(adapter)).strip() == api(lora=adapter).strip()
+    assert greedy("--lora-scaled", str(adapter), "0.5").strip() == api(lora=adapter, lora_scale=0.5).strip()
+    assert cli_main(["generate", "-m", str(gguf), "-p", "ab", "--lora", str(adapter),
+                     "--lora-scaled", str(adapter), "1"]) == 1
+    assert "give one adapter" in capsys.readouterr().err
+    assert cli_main(["generate", "-m", str(gguf), "-p", "ab", "--lora-scaled", str(adapter), "half"]) == 1
+    assert "SCALE must be a number" in capsys.readouterr().err
