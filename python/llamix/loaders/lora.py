@@ -50,7 +50,7 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
         for name, a, b in _canonical_parts(target, config, where):
             w = ck.tensors[name]
             update = hf_rows_to_gguf(name, full[a:b], config) * np.float32(lora_scale)
-            ck.tensors[name] = _stored_like(w, w.dequantize() + update)
+            ck.tensors[name] = _stored_like(name, w, w.dequantize() + update)
     for target, key in adapter.full.items():    # modules_to_save: the adapter's tensor replaces the model's
         saved = as_f32(np.asarray(adapter.tensors.get(key)))
         for name, a, b in _canonical_parts(target, config, where):
@@ -58,7 +58,7 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
             if not isinstance(w, QuantizedTensor) or tuple(saved[a:b].shape) != tuple(w.shape):
                 raise ConfigError(f"{where}: {folder / 'adapter_model.safetensors'} saves {target} with shape "
                                   f"{list(saved.shape)}, which does not replace the model's {name}")
-            ck.tensors[name] = _stored_like(w, hf_rows_to_gguf(name, saved[a:b], config))
+            ck.tensors[name] = _stored_like(name, w, hf_rows_to_gguf(name, saved[a:b], config))
 
 
 def _canonical_parts(target: str, config, where: str) -> list[tuple[str, int, int]]:
@@ -86,7 +86,8 @@ def _hf_shape(ck: Checkpoint, target: str, where: str) -> tuple[int, int]:
     return (sum(s[0] for s in shapes), shapes[0][1])
 
 
-def _stored_like(w, value: np.ndarray) -> QuantizedTensor:
+def _stored_like(name: str, w, value: np.ndarray) -> QuantizedTensor:
+    """``value`` stored in ``w``'s type (float types rounded, block types quantized again)."""
     if not isinstance(w, QuantizedTensor):
-        raise ConfigError(f"a LoRA update reaches a tensor stored as {type(w).__name__}, not a weight matrix")
+        raise ConfigError(f"a LoRA update reaches {name}, which is not a weight matrix")
     return quantize(np.ascontiguousarray(value, dtype=np.float32), w.qtype)
