@@ -12,7 +12,11 @@ import pytest
 import llamix
 from conftest import require_peer
 from llamix.errors import ArgumentError, ConfigError
+import llama_cpp_peer
 from llamix.cli import main as cli_main
+from llamix.formats.gguf import GGUFWriter
+from llamix.formats.names import gguf_name, hf_rows_to_gguf
+from llamix.formats.peft_lora import LoraAdapter
 from llamix.loaders import byte_tokenizer
 
 IDS = [1, 5, 17, 42, 3, 88, 60, 61, 2, 9, 33, 71]
@@ -109,12 +113,15 @@ def test_an_adapter_for_another_model_is_refused(hf_lora, tmp_path):
         llamix.load(model, lora=adapter, lora_scale=float("nan"))
 
 
-def test_a_gguf_adapter_file_is_named(hf_lora, tmp_path):
+def test_a_file_that_is_not_an_adapter_is_named(hf_lora, tmp_path):
     model, _, _, _ = hf_lora
     gguf = tmp_path / "adapter.gguf"
-    gguf.write_bytes(b"GGUF" + bytes(20))
-    with pytest.raises(ConfigError, match="GGUF LoRA adapter .*give the PEFT adapter folder"):
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))   # a model, not an adapter
+    with pytest.raises(ConfigError, match="general.type / adapter.type are .* not a LoRA adapter"):
         llamix.load(model, lora=gguf)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not a GGUF LoRA adapter"):
+        llamix.load(model, lora=tmp_path / "notes.txt")
 
 
 def test_cli_lora_flags(hf_lora, tmp_path, capsys):
@@ -139,3 +146,41 @@ def test_cli_lora_flags(hf_lora, tmp_path, capsys):
     assert "give one adapter" in capsys.readouterr().err
     assert cli_main(["generate", "-m", str(gguf), "-p", "ab", "--lora-scaled", str(adapter), "half"]) == 1
     assert "SCALE must be a number" in capsys.readouterr().err
+
+
+def _gguf_adapter(adapter, out, alpha: float):
+    """The PEFT adapter as convert_lora_to_gguf writes one for a llama model: NAME.lora_a (r, in),
+    NAME.lora_b (out, r) with q/k rows in the GGUF file's (adjacent-pair) order."""
+    tensors = LoraAdapter(adapter, "test")
+    cfg = llamix.loaders.read_hf_config(adapter.parent / "model")
+    config = llamix.loaders.config_from_hf(cfg)
+    with GGUFWriter(out) as w:
+        w.add("general.architecture", "llama")
+        w.add("general.type", "adapter")
+        w.add("adapter.type", "lora")
+        w.add("adapter.lora.alpha", np.float32(alpha))
+        for target, (a_key, b_key, _) in tensors.pairs.items():
+            name = gguf_name(target)
+            a = np.asarray(tensors.tensors.get(a_key), np.float32)
+            b = hf_rows_to_gguf(name, np.asarray(tensors.tensors.get(b_key), np.float32), config)
+            w.add_tensor(name + ".lora_a", np.ascontiguousarray(a))
+            w.add_tensor(name + ".lora_b", np.ascontiguousarray(b))
+
+
+@pytest.mark.peers
+def test_gguf_adapter_matches_peft_and_llama_cpp(hf_lora, tmp_path):
+    """A GGUF LoRA adapter file: llamix folds it as the PEFT folder it came from, and its logits on
+    an f32 GGUF model are llama.cpp's with the same adapter (llama.cpp adds B(Ax) at run time)."""
+    model, adapter, want, _ = hf_lora
+    gguf = tmp_path / "m.gguf"
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))
+    lora = tmp_path / "lora.gguf"
+    _gguf_adapter(adapter, lora, json.loads((adapter / "adapter_config.json").read_text())["lora_alpha"])
+    ours = llamix.load(gguf, lora=lora).logits(IDS)
+    assert np.abs(ours - want).max() <= 1e-4 * np.abs(want).max()
+    half = llamix.load(gguf, lora=lora, lora_scale=0.5).logits(IDS)
+    assert np.abs(half - llamix.load(model, lora=adapter, lora_scale=0.5).logits(IDS)).max() <= 1e-4 * np.abs(want).max()
+    llama_cpp_peer.require()
+    theirs = llama_cpp_peer.run_model_in_child(gguf, n_ctx=64, seed=0, logits=[IDS], lora_path=str(lora))["logits"][0]
+    assert np.abs(theirs - want).max() <= 1e-3 * np.abs(want).max()
+    assert np.abs(ours - theirs).max() <= 1e-3 * np.abs(want).max()

@@ -108,9 +108,9 @@ def add_kv_cache(p) -> None:
 
 
 def add_lora(p) -> None:
-    """A PEFT LoRA adapter folded into the weights as they load: llama.cpp's --lora / --lora-scaled."""
-    p.add_argument("--lora", metavar="FNAME", help="PEFT LoRA adapter folder (adapter_config.json + "
-                   "adapter_model.safetensors) applied to the model's weights")
+    """A LoRA adapter folded into the weights as they load: llama.cpp's --lora / --lora-scaled."""
+    p.add_argument("--lora", metavar="FNAME", help="LoRA adapter applied to the model's weights: a GGUF adapter "
+                   "file (llama.cpp's) or a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
     p.add_argument("--lora-scaled", nargs=2, metavar=("FNAME", "SCALE"),
                    help="the same, its update scaled by SCALE")
 

@@ -1,5 +1,6 @@
-"""A PEFT LoRA adapter applied to a loaded checkpoint: ``llamix.load(path, lora=ADAPTER,
-lora_scale=1.0)`` (llama.cpp's ``--lora`` / ``--lora-scaled``).
+"""A LoRA adapter applied to a loaded checkpoint: ``llamix.load(path, lora=ADAPTER,
+lora_scale=1.0)`` (llama.cpp's ``--lora`` / ``--lora-scaled``), ADAPTER a PEFT adapter folder or a
+GGUF adapter file as llama.cpp's convert_lora_to_gguf writes it.
 
 Each weight the adapter changes becomes ``W + lora_scale * scale * (B @ A)`` (formats/peft_lora.py
 for ``scale`` and the update's shape), computed in float32 from the stored weight and stored again
@@ -17,15 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArgumentError, ConfigError, FormatError
-from ..formats.gguf import GGUF_MAGIC
-from ..formats.names import fused_parts, gguf_name, hf_rows_to_gguf
+from ..formats.gguf import GGUF_MAGIC, GGUFReader
+from ..formats.names import file_rows_to_pairs, fused_parts, gguf_name, hf_rows_to_gguf
 from ..formats.peft_lora import LoraAdapter, as_f32
 from ..quant import QuantizedTensor, quantize
 from .checkpoint import Checkpoint
 
 
 def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: float = 1.0) -> None:
-    """Fold the PEFT LoRA adapter folder ``adapter_path`` into ``ck``'s weights, in place.
+    """Fold the LoRA adapter ``adapter_path`` (a PEFT folder or a GGUF file) into ``ck``'s weights,
+    in place.
 
     Raises FileNotFoundError for a missing folder, ConfigError naming the adapter file and tensor
     for an adapter that does not fit the model (a module it lacks, another shape), ArgumentError
@@ -38,10 +40,10 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
         raise FileNotFoundError(f"{folder}: no such LoRA adapter folder")
     if folder.is_file():
         with open(folder, "rb") as f:
-            gguf = f.read(4) == GGUF_MAGIC
-        what = "a GGUF LoRA adapter (convert_lora_to_gguf's), which llamix does not read" if gguf else "a file"
-        raise ConfigError(f"lora={folder}: {what}; give the PEFT adapter folder (adapter_config.json + "
-                          "adapter_model.safetensors)")
+            if f.read(4) == GGUF_MAGIC:
+                return _apply_gguf_adapter(ck, folder, float(lora_scale))
+        raise ConfigError(f"lora={folder}: not a GGUF LoRA adapter; give a GGUF adapter file or a PEFT adapter "
+                          "folder (adapter_config.json + adapter_model.safetensors)")
     where = f"lora={folder}"
     adapter = LoraAdapter(folder, where)
     config = ck.config
@@ -59,6 +61,58 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
                 raise ConfigError(f"{where}: {folder / 'adapter_model.safetensors'} saves {target} with shape "
                                   f"{list(saved.shape)}, which does not replace the model's {name}")
             ck.tensors[name] = _stored_like(name, w, hf_rows_to_gguf(name, saved[a:b], config))
+
+
+def _apply_gguf_adapter(ck: Checkpoint, path: Path, lora_scale: float) -> None:
+    """A LoRA adapter as llama.cpp's convert_lora_to_gguf writes it: ``general.type = adapter``,
+    ``adapter.type = lora``, ``adapter.lora.alpha``, and per weight ``NAME.lora_a`` (r, in) and
+    ``NAME.lora_b`` (out, r) under the model's GGUF names, rows in the model file's order. The
+    update is ``lora_scale * alpha / r * (B @ A)`` (``lora_scale * (B @ A)`` when alpha is 0), as
+    llama.cpp scales it."""
+    reader = GGUFReader(path)
+    try:
+        _fold_gguf_adapter(ck, reader, f"lora={path}", lora_scale)
+    finally:
+        reader.close()
+
+
+def _fold_gguf_adapter(ck: Checkpoint, reader: GGUFReader, where: str, lora_scale: float) -> None:
+    kind = (reader.get("general.type"), reader.get("adapter.type"))
+    if kind != ("adapter", "lora"):
+        raise ConfigError(f"{where}: general.type / adapter.type are {kind[0]!r} / {kind[1]!r}, not a LoRA adapter "
+                          "('adapter' / 'lora')")
+    arch = reader.get("general.architecture")
+    if arch is not None and arch != ck.config.architecture:
+        raise ConfigError(f"{where}: general.architecture is {arch!r}, the model's is {ck.config.architecture!r}")
+    alpha = float(reader.get("adapter.lora.alpha", 0.0))
+    for a_name, a_tensor in reader.tensors.items():
+        if not a_name.endswith(".lora_a"):
+            if not a_name.endswith(".lora_b"):
+                raise ConfigError(f"{where}: tensor {a_name!r} is neither a .lora_a nor a .lora_b")
+            continue
+        name = a_name[: -len(".lora_a")]
+        if name + ".lora_b" not in reader.tensors:
+            raise ConfigError(f"{where}: {a_name} has no {name}.lora_b")
+        a, b = (_plain_f32(reader.tensors[n], where) for n in (a_name, name + ".lora_b"))
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+            raise ConfigError(f"{where}: {name}.lora_a {list(a.shape)} and .lora_b {list(b.shape)} are not (r, in) "
+                              "and (out, r)")
+        scale = np.float32(lora_scale * (alpha / a.shape[0] if alpha else 1.0))
+        delta = (b @ a) * scale
+        for part, first, end in fused_parts(name, ck.config) or [(name, 0, None)]:
+            w = ck.tensors.get(part)
+            rows = delta[first:end]
+            if w is None or not isinstance(w, QuantizedTensor) or tuple(w.shape) != rows.shape:
+                have = "no such tensor" if w is None else f"shape {list(getattr(w, 'shape', ()))}"
+                raise ConfigError(f"{where}: the update of {name} has shape {list(delta.shape)}; the model's {part}: "
+                                  f"{have} (an adapter for another model?)")
+            ck.tensors[part] = _stored_like(part, w, w.dequantize() + file_rows_to_pairs(part, rows, ck.config))
+
+
+def _plain_f32(t, where: str) -> np.ndarray:
+    if t.type.name not in ("F32", "F16", "BF16"):
+        raise ConfigError(f"{where}: tensor {t.name!r} is {t.type.name}; LoRA adapters are read in F32, F16 or BF16")
+    return as_f32(np.asarray(t.array()))
 
 
 def _canonical_parts(target: str, config, where: str) -> list[tuple[str, int, int]]:

@@ -477,8 +477,9 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
       that its code runs unchanged, with no effect (CPU only; llamix sizes its own batches, keeps
       what logits a call asks for, and loads quietly); a nonzero ``n_gpu_layers`` warns.
 
-    - ``lora``: a PEFT LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``)
-      folded into the weights as they load, ``W + lora_scale * alpha / r * (B @ A)``, each weight
+    - ``lora``: a LoRA adapter, a GGUF adapter file (llama.cpp's convert_lora_to_gguf) or a PEFT
+      folder (``adapter_config.json`` + ``adapter_model.safetensors``), folded into the weights as
+      they load, ``W + lora_scale * alpha / r * (B @ A)``, each weight
       stored again in its own type (llama.cpp's ``--lora``, ``--lora-scaled``; see
       :mod:`llamix.loaders.lora`).
 
@@ -565,7 +566,7 @@ class Llama(Model):
     llama-cpp-python's other constructor arguments are accepted as it spells them: ``n_ctx=0`` is
     the model's training context; ``type_k`` / ``type_v`` (ggml type ids: f32 0, f16 1, q4_0 2,
     q8_0 8) set the KV cache types; ``lora_path`` / ``lora_scale`` are :func:`load`'s ``lora`` /
-    ``lora_scale`` (a PEFT adapter folder); ``use_mmap``, ``embedding``, ``n_ubatch``, ``n_threads_batch``
+    ``lora_scale``; ``use_mmap``, ``embedding``, ``n_ubatch``, ``n_threads_batch``
     (llamix uses ``n_threads`` for prompts too), ``last_n_tokens_size``, ``no_perf`` have no effect;
     the GPU and memory layout ones (``main_gpu``, ``tensor_split``, ``flash_attn``, ``use_mlock``, ...)
     have none either and warn when given a value other than their default; and those llamix cannot
