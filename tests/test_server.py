@@ -599,6 +599,9 @@ def test_serve_sigterm_answers_requests_past_the_shutdown_timeout(tmp_path):
         with httpx.stream("POST", url + "/v1/completions", json={**body, "stream": True}, timeout=60) as r:
             lines = r.iter_lines()
             assert next(line for line in lines if line.startswith("data: "))   # it runs
+            deadline = time.monotonic() + 30   # and so does the plain one (a loaded machine may start it late)
+            while "llamix_slots_busy 2.0" not in httpx.get(url + "/metrics").text and time.monotonic() < deadline:
+                time.sleep(0.05)
             proc.send_signal(signal.SIGTERM)
             events = [line for line in lines if line.startswith("data: ")]
         worker.join(60)
