@@ -53,6 +53,30 @@ def using_isa(name: str):
     return _setting(_C.isa, llamix.set_isa, name)
 
 
+def assert_packed_under_any_isa_runs_under_any(data, qtype: str, shape: tuple[int, int], rng) -> None:
+    """A weight of ``qtype`` (its GGUF bytes ``data``) prepared under each available kernel variant
+    and run under each gives the scalar reference's bits, alone and in matmul_many, for decode
+    (1 row) and prefill (9 rows)."""
+    import llamix
+    from llamix import QuantizedTensor, _C
+
+    k = shape[1]
+    x = rng.standard_normal((9, k)).astype(np.float32)
+    with using_isa("scalar"):
+        expected = llamix.matmul(x, QuantizedTensor.from_bytes(data, qtype, shape))
+    other = llamix.quantize(rng.standard_normal((24, k)).astype(np.float32), "q4_k")
+    for packed_for in _C.available_isas():
+        with using_isa(packed_for):
+            w = QuantizedTensor.from_bytes(data, qtype, shape)
+            w.prepared()
+        for run_on in _C.available_isas():
+            with using_isa(run_on):
+                for n in (1, 9):
+                    msg = f"packed for {packed_for}, run on {run_on}, n={n}"
+                    np.testing.assert_array_equal(llamix.matmul(x[:n], w), expected[:n], err_msg=msg)
+                    np.testing.assert_array_equal(llamix.matmul_many(x[:n], [w, other])[0], expected[:n], err_msg=msg)
+
+
 def using_threads(n):
     """Run the block with ``n`` kernel threads; the previous count is restored after it."""
     import llamix

@@ -14,7 +14,7 @@ import llamix
 from llamix import QuantizedTensor, _C
 
 from conftest import require_peer
-from helpers import using_isa
+from helpers import assert_packed_under_any_isa_runs_under_any, using_isa
 
 KTYPES = {"q4_k": 144, "q5_k": 176, "q6_k": 210}
 
@@ -205,20 +205,7 @@ def test_q5_k_prepared_under_one_variant_runs_under_another(threads):
     rng = np.random.default_rng(23)
     k, rows = 512, 35
     data = _random_blocks("q5_k", rows, k // 256, rng)
-    x = rng.standard_normal((9, k)).astype(np.float32)
-    with using_isa("scalar"):
-        expected = llamix.matmul(x, QuantizedTensor.from_bytes(data, "q5_k", (rows, k)))
-    other = llamix.quantize(rng.standard_normal((24, k)).astype(np.float32), "q4_k")
-    for packed_for in _C.available_isas():
-        with using_isa(packed_for):
-            w = QuantizedTensor.from_bytes(data, "q5_k", (rows, k))
-            w.prepared()
-        for run_on in _C.available_isas():
-            with using_isa(run_on):
-                for n in (1, 9):
-                    msg = f"packed for {packed_for}, run on {run_on}, n={n}"
-                    np.testing.assert_array_equal(llamix.matmul(x[:n], w), expected[:n], err_msg=msg)
-                    np.testing.assert_array_equal(llamix.matmul_many(x[:n], [w, other])[0], expected[:n], err_msg=msg)
+    assert_packed_under_any_isa_runs_under_any(data, "q5_k", (rows, k), rng)
 
 
 @pytest.mark.parametrize("n", [1, 9])

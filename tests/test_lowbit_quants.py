@@ -18,7 +18,7 @@ from llamix import QuantizedTensor, _C
 from llamix.quant import qtype_info
 
 from conftest import require_peer
-from helpers import using_isa
+from helpers import assert_packed_under_any_isa_runs_under_any, using_isa
 
 # type -> (block elements, block bytes, byte offsets of the fp16 scales that must stay finite)
 TYPES = {
@@ -162,20 +162,7 @@ def test_prepared_under_one_variant_runs_under_another(threads, qtype):
     rng = np.random.default_rng(21)
     k, rows = 512, 35
     data = random_blocks(qtype, rows, k // TYPES[qtype][0], rng)
-    x = rng.standard_normal((9, k)).astype(np.float32)
-    with using_isa("scalar"):
-        expected = llamix.matmul(x, QuantizedTensor.from_bytes(data, qtype, (rows, k)))
-    other = llamix.quantize(rng.standard_normal((24, k)).astype(np.float32), "q4_k")
-    for packed_for in _C.available_isas():
-        with using_isa(packed_for):
-            w = QuantizedTensor.from_bytes(data, qtype, (rows, k))
-            w.prepared()
-        for run_on in _C.available_isas():
-            with using_isa(run_on):
-                for n in (1, 9):
-                    msg = f"packed for {packed_for}, run on {run_on}, n={n}"
-                    np.testing.assert_array_equal(llamix.matmul(x[:n], w), expected[:n], err_msg=msg)
-                    np.testing.assert_array_equal(llamix.matmul_many(x[:n], [w, other])[0], expected[:n], err_msg=msg)
+    assert_packed_under_any_isa_runs_under_any(data, qtype, (rows, k), rng)
 
 
 @pytest.mark.parametrize("n", [1, 9])
