@@ -6,7 +6,7 @@ below the loaders, which build a model's tokenizer with it.
 """
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_names
 
 # Each name and its module, imported on first use (PEP 562, as in llamix/__init__.py): the merge
 # holds this package for the one case that reads a tokenizer.model (tokenizer_source), and a merge
@@ -16,17 +16,7 @@ _LAZY = {"Tokenizer": ".core", "check_text": ".core", "check_token_ids": ".core"
          **{name: ".vocab" for name in ("BYTE", "CONTROL", "NORMAL", "UNDEFINED", "UNKNOWN", "UNUSED", "USER_DEFINED",
                                         "Vocab", "vocab_from_gguf_metadata")}}
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = ["BYTE", "CONTROL", "NORMAL", "PRE_TOKENIZERS", "StreamDecoder", "Tokenizer", "UNDEFINED", "UNKNOWN",
