@@ -26,6 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import ArgumentError, FormatError, check_value
+from .mapped import map_whole_file
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3
@@ -222,15 +223,7 @@ class GGUFReader:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        try:
-            f = open(self.path, "rb")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.path}: no such file") from None
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 24:
-                raise GGUFError(f"{self.path}: file too short ({size} bytes) to be GGUF")
-            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._mmap, size = map_whole_file(self.path, 24, GGUFError, "to be GGUF")
         c = _Cursor(self._mmap, size, self.path)
         magic = c.take(4, "magic")
         if magic != GGUF_MAGIC:

@@ -16,7 +16,6 @@ same convention as GGUF. Tensors are exposed under GGUF names.
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import struct
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
+from .mapped import map_whole_file
 
 MAGIC = 0x616B3432
 V1_HEADER = 256  # version 1: magic, version, 7 ints, the shared-classifier byte, padding
@@ -38,15 +38,7 @@ class Llama2cCheckpoint:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        try:
-            f = open(self.path, "rb")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.path}: no such file") from None
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 28:
-                raise Llama2cError(f"{self.path}: file too short ({size} bytes) for a llama2.c header")
-            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._mmap, size = map_whole_file(self.path, 28, Llama2cError, "for a llama2.c header")
         (magic,) = struct.unpack_from("<I", self._mmap, 0)
         if magic == MAGIC:
             if size < V1_HEADER:
