@@ -184,3 +184,28 @@ def test_gguf_adapter_matches_peft_and_llama_cpp(hf_lora, tmp_path):
     theirs = llama_cpp_peer.run_model_in_child(gguf, n_ctx=64, seed=0, logits=[IDS], lora_path=str(lora))["logits"][0]
     assert np.abs(theirs - want).max() <= 1e-3 * np.abs(want).max()
     assert np.abs(ours - theirs).max() <= 1e-3 * np.abs(want).max()
+
+
+def test_cli_one_adapter_only_said_before_loading(tmp_path, capsys, monkeypatch):
+    """llama.cpp applies every --lora given; llamix applies one, so a repeated --lora (or
+    --lora-scaled) is refused naming both rather than keeping the last one silently, and a missing
+    adapter or a SCALE that is not finite is said before the model loads."""
+    import llamix.commands.model_inputs as mi
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+
+    def no_load(*args, **kw):
+        raise AssertionError("the model was loaded before the flags were checked")
+    monkeypatch.setattr(mi, "load_checkpoint", no_load)
+    monkeypatch.setattr(mi, "random_checkpoint", no_load)
+    for cmd in ("generate", "chat"):
+        for flags in (["--lora", a, "--lora", b], ["--lora-scaled", a, "1", "--lora-scaled", b, "0.5"],
+                      ["--lora", a, "--lora-scaled", b, "1"]):
+            assert cli_main([cmd, "-m", "model.gguf", "-p", "ab", *flags]) == 1
+            err = capsys.readouterr().err
+            assert "give one adapter" in err and a in err and b in err, err
+    assert cli_main(["generate", "--random", "tiny", "-p", "ab", "--lora", str(tmp_path / "missing.gguf")]) == 1
+    assert "missing.gguf: no such LoRA adapter file or folder" in capsys.readouterr().err
+    assert cli_main(["generate", "--random", "tiny", "-p", "ab", "--lora-scaled", a, "nan"]) == 1
+    assert "SCALE must be a finite number" in capsys.readouterr().err

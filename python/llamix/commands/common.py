@@ -109,25 +109,36 @@ def add_kv_cache(p) -> None:
 
 def add_lora(p) -> None:
     """A LoRA adapter folded into the weights as they load: llama.cpp's --lora / --lora-scaled."""
-    p.add_argument("--lora", metavar="FNAME", help="LoRA adapter applied to the model's weights: a GGUF adapter "
-                   "file (llama.cpp's) or a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
-    p.add_argument("--lora-scaled", nargs=2, metavar=("FNAME", "SCALE"),
+    # appended, so that a second adapter (llama.cpp applies every --lora given) is refused by name
+    # rather than silently replacing the first
+    p.add_argument("--lora", metavar="FNAME", action="append", help="LoRA adapter applied to the model's weights: "
+                   "a GGUF adapter file (llama.cpp's) or a PEFT adapter folder (adapter_config.json + "
+                   "adapter_model.safetensors); one adapter")
+    p.add_argument("--lora-scaled", nargs=2, metavar=("FNAME", "SCALE"), action="append",
                    help="the same, its update scaled by SCALE")
 
 
 def lora_of(args) -> tuple[str, float] | None:
-    """(adapter folder, scale) of --lora / --lora-scaled, or None; UsageError for both, or a SCALE
-    that is not a number."""
-    plain, scaled = getattr(args, "lora", None), getattr(args, "lora_scaled", None)
-    if plain and scaled:
-        raise UsageError("--lora and --lora-scaled: give one adapter (llamix applies one)")
+    """(adapter folder, scale) of --lora / --lora-scaled, or None; UsageError for more than one
+    adapter (the flags repeated, or both given), or a SCALE that is not a number."""
+    plains, scaleds = getattr(args, "lora", None) or [], getattr(args, "lora_scaled", None) or []
+    if len(plains) + len(scaleds) > 1:
+        given = " ".join([f"--lora {f}" for f in plains] + [f"--lora-scaled {f} {s}" for f, s in scaleds])
+        raise UsageError(f"{given}: give one adapter (llamix applies one; several at once are not supported yet)")
+    plain, scaled = (plains or [None])[0], (scaleds or [None])[0]
     if scaled:
         try:
             scale = float(scaled[1])
         except ValueError:
             raise UsageError(f"--lora-scaled {scaled[0]} {scaled[1]}: SCALE must be a number") from None
-        return scaled[0], scale
-    return (plain, 1.0) if plain else None
+        if not math.isfinite(scale):
+            raise UsageError(f"--lora-scaled {scaled[0]} {scaled[1]}: SCALE must be a finite number")
+    else:
+        scale = 1.0
+    path = scaled[0] if scaled else plain
+    if path is not None and not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such LoRA adapter file or folder")
+    return None if path is None else (path, scale)
 
 
 def kv_cache_kwargs(args) -> dict:

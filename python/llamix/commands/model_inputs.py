@@ -55,6 +55,7 @@ def open_model(args, slots: int = 1, **kw) -> Model:
     --chat-template-file applied, and the template parsed now (FormatError naming where it came
     from when it does not)."""
     template = chat_template_of(args)
+    lora = lora_of(args)   # before the model loads: a second adapter or a missing one is said at once
     if "chat_format" in kw:
         kw["chat_format"] = args.chat_format
     if getattr(args, "random", None):
@@ -63,7 +64,6 @@ def open_model(args, slots: int = 1, **kw) -> Model:
         ck = random_checkpoint(args.random, args.qtype or "q4_0")
     else:
         ck = load_checkpoint(args.model, tokenizer=args.tokenizer, qtype=args.qtype)
-    lora = lora_of(args)
     if lora is not None:
         apply_lora(ck, *lora)
     n_ctx = args.ctx_size

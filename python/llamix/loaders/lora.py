@@ -37,7 +37,7 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
         raise ArgumentError(f"lora_scale must be a finite number, got {lora_scale!r}")
     folder = Path(adapter_path)
     if not folder.exists():
-        raise FileNotFoundError(f"{folder}: no such LoRA adapter folder")
+        raise FileNotFoundError(f"{folder}: no such LoRA adapter file or folder")
     if folder.is_file():
         with open(folder, "rb") as f:
             if f.read(4) == GGUF_MAGIC:
