@@ -91,16 +91,29 @@ def add_qtype(p, choices=("q4_0", "q8_0", "f16"), help: str = "convert float wei
     p.add_argument("--quant", type=lower_choice(choices), dest="qtype", help=argparse.SUPPRESS)
 
 
-def add_kv_cache(p) -> None:
+def lower_choice_list(choices) -> Callable[[str], list[str]]:
+    """An argparse type for llama-bench's value lists: ``f16,q8_0``, each a name from ``choices``
+    in any case."""
+    one = lower_choice(choices)
+
+    def parse(s: str) -> list[str]:
+        return [one(item.strip()) for item in s.split(",")]
+    parse.__name__ = "type names"
+    return parse
+
+
+def add_kv_cache(p, lists: bool = False) -> None:
     """The KV cache's types: llama.cpp's -ctk/--cache-type-k and -ctv/--cache-type-v, and
-    --kv-cache for both."""
+    --kv-cache for both. ``lists``: -ctk / -ctv take llama-bench's value lists (``-ctk f16,q8_0``,
+    repeatable: one test per value), each parsed to a list of names."""
     types = ("f32", "f16", "q8_0", "q4_0")
     p.add_argument("--kv-cache", type=lower_choice(types), default="f32", metavar="TYPE",
                    help=f"KV cache type of keys and values ({', '.join(types)})")
-    p.add_argument("-ctk", "--cache-type-k", type=lower_choice(types), metavar="TYPE",
-                   help="KV cache type of the keys (default: --kv-cache)")
-    p.add_argument("-ctv", "--cache-type-v", type=lower_choice(types), metavar="TYPE",
-                   help="KV cache type of the values (default: --kv-cache)")
+    many = dict(type=lower_choice_list(types), action="extend", metavar="TYPE[,TYPE...]") if lists \
+        else dict(type=lower_choice(types), metavar="TYPE")
+    each = "; a list measures each" if lists else ""
+    p.add_argument("-ctk", "--cache-type-k", help=f"KV cache type of the keys (default: --kv-cache){each}", **many)
+    p.add_argument("-ctv", "--cache-type-v", help=f"KV cache type of the values (default: --kv-cache){each}", **many)
     precisions = ("auto", "f32", "bf16")
     p.add_argument("--attn-precision", type=lower_choice(precisions), default="auto", metavar="P",
                    help="the attention's arithmetic: auto (bf16 on CPUs with AMX tiles, else f32), f32, or bf16 "
