@@ -41,7 +41,9 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
     if folder.is_file():
         with open(folder, "rb") as f:
             if f.read(4) == GGUF_MAGIC:
-                return _apply_gguf_adapter(ck, folder, float(lora_scale))
+                _apply_gguf_adapter(ck, folder, float(lora_scale))
+                ck.lora_adapters.append((str(adapter_path), float(lora_scale)))
+                return
         raise ConfigError(f"lora={folder}: not a GGUF LoRA adapter; give a GGUF adapter file or a PEFT adapter "
                           "folder (adapter_config.json + adapter_model.safetensors)")
     where = f"lora={folder}"
@@ -61,6 +63,7 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
                 raise ConfigError(f"{where}: {folder / 'adapter_model.safetensors'} saves {target} with shape "
                                   f"{list(saved.shape)}, which does not replace the model's {name}")
             ck.tensors[name] = _stored_like(name, w, hf_rows_to_gguf(name, saved[a:b], config))
+    ck.lora_adapters.append((str(adapter_path), float(lora_scale)))
 
 
 def _apply_gguf_adapter(ck: Checkpoint, path: Path, lora_scale: float) -> None:
