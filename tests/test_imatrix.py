@@ -129,6 +129,16 @@ def test_quantize_imatrix_flag_errors_name_the_flag_and_file(s260_bin, tmp_path,
     err = capsys.readouterr().err
     assert "calib.txt: not an importance matrix (neither GGUF nor llama.cpp's legacy .dat" in err
     assert not (tmp_path / "q.gguf").exists()
+    # an importance matrix of another model: the error names the file (was: 'imatrix: entry ...')
+    other = tmp_path / "other.gguf"
+    write_imatrix(ImportanceMatrix(sums={"blk.0.attn_q.weight": np.ones((1, 896))},
+                                   counts={"blk.0.attn_q.weight": np.ones(1)}, datasets=["x"], chunk_count=1,
+                                   chunk_size=8), other)
+    assert main(["quantize", str(s260_bin), out, "q4_0", "--imatrix", str(other), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"llamix quantize: error: --imatrix {other}: entry 'blk.0.attn_q.weight' has 896 values "
+                          "but the tensor's rows have 64 (an importance matrix of another model?)"), err
+    assert not (tmp_path / "q.gguf").exists()
 
 
 def test_quantize_with_imatrix_lowers_weighted_error(s260_imatrix, tmp_path):

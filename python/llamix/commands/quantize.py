@@ -72,9 +72,14 @@ def run(args) -> int:
         set_threads(args.threads)
     t0 = time.perf_counter()
     with progress_bar(f"quantize {os.path.basename(args.out)}", quiet=quiet_requested(args)) as bar:
-        r = export_gguf(args.model, args.out, qtype, tokenizer=args.tokenizer, pure=args.pure, progress=bar,
-                        allow_requantize=args.allow_requantize, overrides=overrides, imatrix=imatrix,
-                        metadata=metadata)
+        try:
+            r = export_gguf(args.model, args.out, qtype, tokenizer=args.tokenizer, pure=args.pure, progress=bar,
+                            allow_requantize=args.allow_requantize, overrides=overrides, imatrix=imatrix,
+                            metadata=metadata)
+        except ArgumentError as e:   # an entry that does not fit the model: name the file it came from
+            if args.imatrix and str(e).startswith("imatrix: "):
+                raise UsageError(f"--imatrix {args.imatrix}: {str(e)[len('imatrix: '):]}") from None
+            raise
     dt = time.perf_counter() - t0
     size = os.path.getsize(args.out)
     counts = ", ".join(f"{n} {t}" for t, n in sorted(r.type_counts().items()))
