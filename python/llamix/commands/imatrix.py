@@ -22,6 +22,8 @@ def add_arguments(p) -> None:
     add_ctx(p, default=512, what="chunk length in tokens")
     p.add_argument("--chunks", type=int, metavar="N", help="use at most N chunks of the text (default, or -1: all)")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    p.add_argument("--no-ppl", action="store_true",
+                   help="accepted as llama-imatrix's flag, no effect: llamix imatrix computes no perplexity")
     add_force(p)
     add_threads(p)
     add_gpu_flags(p)
