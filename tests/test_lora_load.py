@@ -209,3 +209,21 @@ def test_cli_one_adapter_only_said_before_loading(tmp_path, capsys, monkeypatch)
     assert "missing.gguf: no such LoRA adapter file or folder" in capsys.readouterr().err
     assert cli_main(["generate", "--random", "tiny", "-p", "ab", "--lora-scaled", a, "nan"]) == 1
     assert "SCALE must be a finite number" in capsys.readouterr().err
+
+
+def test_lora_argument_kinds(s260_bin, monkeypatch):
+    """lora= takes one path: a list (several adapters) or '' is an ArgumentError said before the
+    model loads (a list was a TypeError from pathlib, '' read the current folder as an adapter);
+    Llama(lora_path='') is no adapter, as llama-cpp-python tests it."""
+    import llamix.model.model as mm
+    real = mm.load_checkpoint
+    calls = []
+    monkeypatch.setattr(mm, "load_checkpoint", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    with pytest.raises(ArgumentError, match="one adapter .* got list; several adapters at once are not supported"):
+        llamix.load(s260_bin, lora=["a", "b"])
+    with pytest.raises(ArgumentError, match="lora='': no adapter path"):
+        llamix.load(s260_bin, lora="")
+    assert calls == []
+    plain = llamix.load(s260_bin).logits([1, 403, 407])
+    got = llamix.Llama(model_path=str(s260_bin), lora_path="", verbose=False).logits([1, 403, 407])
+    np.testing.assert_array_equal(got, plain)

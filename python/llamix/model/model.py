@@ -493,6 +493,12 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
     if n_gpu_layers:
         warnings.warn(f"n_gpu_layers={n_gpu_layers} has no effect: llamix runs on the CPU", stacklevel=_caller_level())
     del n_batch, logits_all, verbose   # accepted for llama-cpp-python's code, no effect here
+    if lora is not None and not isinstance(lora, (str, os.PathLike)):   # before the model loads
+        raise ArgumentError(f"lora must be the path of one adapter (a GGUF adapter file or a PEFT folder), got "
+                            f"{type(lora).__name__}" + ("; several adapters at once are not supported yet"
+                                                       if isinstance(lora, (list, tuple)) else ""))
+    if lora == "":
+        raise ArgumentError("lora='': no adapter path (pass None for no adapter)")
     ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
     if lora is not None:
         apply_lora(ck, lora, lora_scale)
@@ -590,7 +596,7 @@ class Llama(Model):
         unknown = sorted(set(kwargs) - set(inspect.signature(load).parameters))
         if unknown:
             raise TypeError(f"Llama() got an unexpected keyword argument {unknown[0]!r}")
-        if lora_path is not None:
+        if lora_path:   # llama-cpp-python's test: an empty lora_path is no adapter
             kwargs["lora"] = lora_path
         kwargs["kv_cache_k"] = _kv_type_of("type_k", type_k) or kwargs.get("kv_cache_k")
         kwargs["kv_cache_v"] = _kv_type_of("type_v", type_v) or kwargs.get("kv_cache_v")
