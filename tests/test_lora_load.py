@@ -227,3 +227,29 @@ def test_lora_argument_kinds(s260_bin, monkeypatch):
     plain = llamix.load(s260_bin).logits([1, 403, 407])
     got = llamix.Llama(model_path=str(s260_bin), lora_path="", verbose=False).logits([1, 403, 407])
     np.testing.assert_array_equal(got, plain)
+
+
+def test_quantize_with_lora_writes_the_adapted_model(hf_lora, tmp_path, capsys):
+    """llamix quantize --lora / --lora-scaled (llama-export-lora's job): the file written holds the
+    adapted weights (f32: the logits of load(lora=) and of peft's merged model; q8_0: within its
+    rounding), and runs with no adapter. The adapter is an input: OUT may not replace it."""
+    model, adapter, want, base = hf_lora
+    gguf = tmp_path / "m.gguf"
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))
+    out = tmp_path / "adapted.gguf"
+    assert cli_main(["quantize", str(gguf), str(out), "f32", "--lora", str(adapter), "-q"]) == 0
+    got = llamix.load(out).logits(IDS)
+    np.testing.assert_array_equal(got, llamix.load(gguf, lora=adapter).logits(IDS))
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    # q8_0 at half scale: the same file as the adapted f32 weights quantized by a second quantize
+    half, half_f32, then = (tmp_path / n for n in ("half.q8_0.gguf", "half.f32.gguf", "then.q8_0.gguf"))
+    assert cli_main(["quantize", str(gguf), str(half), "q8_0", "--lora-scaled", str(adapter), "0.5", "-q"]) == 0
+    assert cli_main(["quantize", str(gguf), str(half_f32), "f32", "--lora-scaled", str(adapter), "0.5", "-q"]) == 0
+    assert cli_main(["quantize", str(half_f32), str(then), "q8_0", "-q"]) == 0
+    np.testing.assert_array_equal(llamix.load(half_f32).logits(IDS),
+                                  llamix.load(model, lora=adapter, lora_scale=0.5).logits(IDS))
+    np.testing.assert_array_equal(llamix.load(half).logits(IDS), llamix.load(then).logits(IDS))
+    capsys.readouterr()
+    assert cli_main(["quantize", str(gguf), str(adapter / "adapter_model.safetensors"), "f32", "--lora", str(adapter),
+                     "--force", "-q"]) == 1
+    assert "input" in capsys.readouterr().err

@@ -120,13 +120,12 @@ def add_kv_cache(p, lists: bool = False) -> None:
                         "(bf16 inputs, float32 sums)")
 
 
-def add_lora(p) -> None:
+def add_lora(p, help: str = "LoRA adapter applied to the model's weights: a GGUF adapter file (llama.cpp's) or a "
+             "PEFT adapter folder (adapter_config.json + adapter_model.safetensors); one adapter") -> None:
     """A LoRA adapter folded into the weights as they load: llama.cpp's --lora / --lora-scaled."""
     # appended, so that a second adapter (llama.cpp applies every --lora given) is refused by name
     # rather than silently replacing the first
-    p.add_argument("--lora", metavar="FNAME", action="append", help="LoRA adapter applied to the model's weights: "
-                   "a GGUF adapter file (llama.cpp's) or a PEFT adapter folder (adapter_config.json + "
-                   "adapter_model.safetensors); one adapter")
+    p.add_argument("--lora", metavar="FNAME", action="append", help=help)
     p.add_argument("--lora-scaled", nargs=2, metavar=("FNAME", "SCALE"), action="append",
                    help="the same, its update scaled by SCALE")
 
