@@ -253,3 +253,32 @@ def test_quantize_with_lora_writes_the_adapted_model(hf_lora, tmp_path, capsys):
     assert cli_main(["quantize", str(gguf), str(adapter / "adapter_model.safetensors"), "f32", "--lora", str(adapter),
                      "--force", "-q"]) == 1
     assert "input" in capsys.readouterr().err
+
+
+def test_perplexity_and_imatrix_take_lora(hf_lora, tmp_path, capsys):
+    """llama-perplexity's and llama-imatrix's --lora / --lora-scaled (llama.cpp's common flags): the
+    scores are those of the adapted model (the same as on a file with the adapter written in), and
+    --kl-base compares the adapted model with the base."""
+    model, adapter, _, _ = hf_lora
+    gguf, adapted = tmp_path / "m.gguf", tmp_path / "adapted.gguf"
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))
+    llamix.export_gguf(llamix.load(gguf, lora=adapter, lora_scale=0.5), adapted, "f32")
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 12)
+    flags = ["-f", str(text), "-c", "32", "--chunks", "3"]
+
+    def run(*argv):
+        assert cli_main(list(argv)) == 0
+        return capsys.readouterr().out
+    scores = [run("perplexity", "-m", str(m), *flags, *lora).splitlines()[:-1]   # but the timing line
+              for m, lora in ((gguf, ["--lora-scaled", str(adapter), "0.5"]), (adapted, []))]
+    assert scores[0] == scores[1] and len(scores[0]) >= 2
+    kl = run("perplexity", "-m", str(gguf), *flags, "--lora", str(adapter), "--kl-base", str(gguf))
+    assert "Mean KLD" in kl and "Mean KLD = 0.000000" not in kl
+    from llamix.formats.imatrix import read_imatrix
+    run("imatrix", "-m", str(gguf), *flags, "-o", str(tmp_path / "a.gguf"), "-q", "--lora-scaled", str(adapter), "0.5")
+    run("imatrix", "-m", str(adapted), *flags, "-o", str(tmp_path / "b.gguf"), "-q")
+    a, b = read_imatrix(tmp_path / "a.gguf"), read_imatrix(tmp_path / "b.gguf")
+    assert a.sums.keys() == b.sums.keys()
+    for k in a.sums:
+        np.testing.assert_array_equal(a.sums[k], b.sums[k])

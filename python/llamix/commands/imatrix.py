@@ -8,8 +8,8 @@ import time
 from ..eval.imatrix import compute_imatrix
 from ..formats.imatrix import write_imatrix
 from ..model import load
-from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_force, add_gpu_flags, add_threads, check, check_ctx,
-                     check_output, check_threads, progress_bar, quiet_requested, warn_ctx)
+from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_force, add_gpu_flags, add_lora, add_threads, check,
+                     check_ctx, check_output, check_threads, lora_of, progress_bar, quiet_requested, warn_ctx)
 from .model_inputs import read_text_file
 
 
@@ -26,6 +26,7 @@ def add_arguments(p) -> None:
                    help="accepted as llama-imatrix's flag, no effect: llamix imatrix computes no perplexity")
     add_force(p)
     add_threads(p)
+    add_lora(p)
     add_gpu_flags(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -37,9 +38,11 @@ def run(args) -> int:
         args.chunks = None
     if args.chunks is not None:
         check(args.chunks >= 1, "--chunks", f"must be positive (or -1: all), got {args.chunks}")
-    check_output(args.out, [args.model, args.file, args.tokenizer], args.force, flag="-o", file=True)
+    lora = lora_of(args) or (None, 1.0)
+    check_output(args.out, [args.model, args.file, args.tokenizer, lora[0]], args.force, flag="-o", file=True)
     text = read_text_file(args.file, "-f/--file")
-    model = load(args.model, tokenizer=args.tokenizer, n_threads=args.threads, n_ctx=args.ctx_size)
+    model = load(args.model, tokenizer=args.tokenizer, n_threads=args.threads, n_ctx=args.ctx_size, lora=lora[0],
+                 lora_scale=lora[1])
     warn_ctx("imatrix", args.ctx_size, model.config)
     args.ctx_size = model.n_ctx   # -c 0: the model's training context
     t0 = time.perf_counter()
