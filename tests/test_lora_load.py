@@ -282,3 +282,23 @@ def test_perplexity_and_imatrix_take_lora(hf_lora, tmp_path, capsys):
     assert a.sums.keys() == b.sums.keys()
     for k in a.sums:
         np.testing.assert_array_equal(a.sums[k], b.sums[k])
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q8_0"])
+def test_lora_with_qtype_is_folded_before_the_conversion(hf_lora, tmp_path, qtype):
+    """load(float model, qtype=Q, lora=A) holds the adapted float weights converted to Q once: the
+    same weights as the adapted model written in f32 and loaded with qtype=Q (it folded the update
+    into weights already converted, rounding it a second time and losing updates below Q's step).
+    The CLI's --qtype / --lora load through the same function."""
+    model, adapter, _, _ = hf_lora
+    adapted = tmp_path / "adapted.gguf"
+    llamix.export_gguf(llamix.load(model, lora=adapter), adapted, "f32", tokenizer=byte_tokenizer(384))
+    want = llamix.load(adapted, qtype=qtype)
+    got = llamix.load(model, qtype=qtype, lora=adapter, tokenizer=byte_tokenizer(384))
+    assert want.tensors.keys() == got.tensors.keys()
+    for name, t in want.tensors.items():
+        u = got.tensors[name]
+        if hasattr(t, "qtype"):
+            assert (t.qtype, t.shape) == (u.qtype, u.shape), name
+            np.testing.assert_array_equal(np.asarray(t.data), np.asarray(u.data), err_msg=name)
+    np.testing.assert_array_equal(got.logits(IDS), want.logits(IDS))

@@ -22,7 +22,7 @@ from ..formats.gguf import GGUF_MAGIC, GGUFReader
 from ..formats.names import file_rows_to_pairs, fused_parts, gguf_name, hf_rows_to_gguf
 from ..formats.peft_lora import LoraAdapter, as_f32
 from ..quant import QuantizedTensor, quantize
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, check_qtype, float_weight
 
 
 def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: float = 1.0) -> None:
@@ -64,6 +64,32 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
                                   f"{list(saved.shape)}, which does not replace the model's {name}")
             ck.tensors[name] = _stored_like(name, w, hf_rows_to_gguf(name, saved[a:b], config))
     ck.lora_adapters.append((str(adapter_path), float(lora_scale)))
+
+
+def load_with_lora(path, adapter_path, lora_scale: float = 1.0, *, tokenizer=None, qtype: str | None = None,
+                   progress=None) -> Checkpoint:
+    """``load_checkpoint(path, tokenizer=, qtype=, progress=)`` with the adapter folded in. With
+    ``qtype``, the adapter goes into the float weights first and the adapted weights are then
+    converted, as the load converts them: one rounding to ``qtype`` (folded into weights already
+    converted, the update would be rounded a second time, and one smaller than ``qtype``'s step
+    would mostly be lost)."""
+    from . import load_checkpoint   # the package imports this module
+    qtype = check_qtype(qtype)
+    ck = load_checkpoint(path, tokenizer=tokenizer, progress=progress)
+    apply_lora(ck, adapter_path, lora_scale)
+    if qtype is None:
+        return ck
+    for name, t in list(ck.tensors.items()):
+        if not isinstance(t, QuantizedTensor) or len(t.shape) != 2:
+            continue
+        if t.qtype in _FLOAT_VIEWS:
+            ck.tensors[name] = float_weight(t.data.view(_FLOAT_VIEWS[t.qtype]).reshape(t.shape), t.qtype, qtype)
+        elif t.qtype != qtype:   # block-quantized in the file: run as stored, as the load leaves it
+            ck.kept_quantized[name] = t.qtype
+    return ck
+
+
+_FLOAT_VIEWS = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}   # float_weight's inputs
 
 
 def _apply_gguf_adapter(ck: Checkpoint, path: Path, lora_scale: float) -> None:

@@ -24,7 +24,7 @@ from ..config import ModelConfig
 from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
-from ..loaders.lora import apply_lora
+from ..loaders.lora import load_with_lora
 from ..formats.hub_cache import hub_cache_dir, hub_offline
 from ..quant import QuantizedTensor, qtype_info
 from ..quant.qtypes import BY_GGUF_ID
@@ -499,9 +499,10 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
                                                        if isinstance(lora, (list, tuple)) else ""))
     if lora == "":
         raise ArgumentError("lora='': no adapter path (pass None for no adapter)")
-    ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
-    if lora is not None:
-        apply_lora(ck, lora, lora_scale)
+    if lora is None:
+        ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
+    else:   # folded into the float weights before qtype converts them
+        ck = load_with_lora(path, lora, lora_scale, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
     return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
                  chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v, attn_precision=attn_precision,
                  seed=seed)
