@@ -302,3 +302,36 @@ def test_lora_with_qtype_is_folded_before_the_conversion(hf_lora, tmp_path, qtyp
             assert (t.qtype, t.shape) == (u.qtype, u.shape), name
             np.testing.assert_array_equal(np.asarray(t.data), np.asarray(u.data), err_msg=name)
     np.testing.assert_array_equal(got.logits(IDS), want.logits(IDS))
+
+
+def test_gguf_adapter_with_q8_0_tensors(hf_lora, tmp_path):
+    """convert_lora_to_gguf --outtype q8_0 writes Q8_0 lora_a tensors (lora_b rows of r elements
+    stay float): they are read (were refused as 'not F32, F16 or BF16'), dequantized as gguf-py
+    dequantizes them, so the model is the one with those values in a float adapter."""
+    gguf_py = require_peer("gguf")
+    from gguf.quants import dequantize, quantize as gq_quantize
+    model, adapter, _, _ = hf_lora
+    gguf = tmp_path / "m.gguf"
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))
+    tensors = LoraAdapter(adapter, "test")
+    cfg = llamix.loaders.config_from_hf(llamix.loaders.read_hf_config(model))
+    alpha = json.loads((adapter / "adapter_config.json").read_text())["lora_alpha"]
+    q8, plain = tmp_path / "q8.gguf", tmp_path / "plain.gguf"
+    for path, quantized in ((q8, True), (plain, False)):
+        with GGUFWriter(path) as w:
+            for k, v in (("general.architecture", "llama"), ("general.type", "adapter"), ("adapter.type", "lora")):
+                w.add(k, v)
+            w.add("adapter.lora.alpha", np.float32(alpha))
+            for target, (a_key, b_key, _) in tensors.pairs.items():
+                name = gguf_name(target)
+                a = np.asarray(tensors.tensors.get(a_key), np.float32)
+                raw = gq_quantize(a, gguf_py.GGMLQuantizationType.Q8_0)
+                if quantized:
+                    w.add_tensor(name + ".lora_a", raw, "Q8_0", shape=a.shape)
+                else:
+                    w.add_tensor(name + ".lora_a", np.ascontiguousarray(
+                        dequantize(raw, gguf_py.GGMLQuantizationType.Q8_0).astype(np.float32)))
+                w.add_tensor(name + ".lora_b", np.ascontiguousarray(
+                    hf_rows_to_gguf(name, np.asarray(tensors.tensors.get(b_key), np.float32), cfg)))
+    np.testing.assert_array_equal(llamix.load(gguf, lora=q8).logits(IDS), llamix.load(gguf, lora=plain).logits(IDS))
+    assert np.abs(llamix.load(gguf, lora=q8).logits(IDS) - llamix.load(gguf).logits(IDS)).max() > 0.01

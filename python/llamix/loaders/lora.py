@@ -22,7 +22,7 @@ from ..formats.gguf import GGUF_MAGIC, GGUFReader
 from ..formats.names import file_rows_to_pairs, fused_parts, gguf_name, hf_rows_to_gguf
 from ..formats.peft_lora import LoraAdapter, as_f32
 from ..quant import QuantizedTensor, quantize
-from .checkpoint import Checkpoint, check_qtype, float_weight
+from .checkpoint import COMPUTE_TYPES, Checkpoint, check_qtype, float_weight
 
 
 def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: float = 1.0) -> None:
@@ -139,9 +139,16 @@ def _fold_gguf_adapter(ck: Checkpoint, reader: GGUFReader, where: str, lora_scal
 
 
 def _plain_f32(t, where: str) -> np.ndarray:
-    if t.type.name not in ("F32", "F16", "BF16"):
-        raise ConfigError(f"{where}: tensor {t.name!r} is {t.type.name}; LoRA adapters are read in F32, F16 or BF16")
-    return as_f32(np.asarray(t.array()))
+    """A lora_a / lora_b tensor in float32: F32, F16, BF16, or a block type llamix computes with
+    (convert_lora_to_gguf --outtype q8_0 writes Q8_0 ones)."""
+    if t.type.name in ("F32", "F16", "BF16"):
+        return as_f32(np.asarray(t.array()))
+    qt = t.type.name.lower()
+    if qt not in COMPUTE_TYPES or len(t.shape) != 2:
+        raise ConfigError(f"{where}: tensor {t.name!r} is {t.type.name}; LoRA adapters are read in F32, F16, BF16 "
+                          f"or {', '.join(x.upper() for x in COMPUTE_TYPES if x not in ('f32', 'f16', 'bf16'))}")
+    rows, k = (int(n) for n in t.shape)
+    return QuantizedTensor(np.ascontiguousarray(t.raw()), qt, (rows, k)).dequantize()
 
 
 def _canonical_parts(target: str, config, where: str) -> list[tuple[str, int, int]]:
