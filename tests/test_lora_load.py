@@ -335,3 +335,48 @@ def test_gguf_adapter_with_q8_0_tensors(hf_lora, tmp_path):
                     hf_rows_to_gguf(name, np.asarray(tensors.tensors.get(b_key), np.float32), cfg)))
     np.testing.assert_array_equal(llamix.load(gguf, lora=q8).logits(IDS), llamix.load(gguf, lora=plain).logits(IDS))
     assert np.abs(llamix.load(gguf, lora=q8).logits(IDS) - llamix.load(gguf).logits(IDS)).max() > 0.01
+
+
+@pytest.mark.peers
+def test_gguf_adapter_token_embd_and_norms(hf_lora, tmp_path):
+    """convert_lora_to_gguf's token_embd LoRA has A and B flipped ((vocab, r) and (embd, r), as
+    llama.cpp's llm_build_inp_embd reads them) and its r is lora_b's: folded as E + s * A @ B^T
+    (float64 numpy), and the logits are llama.cpp's with the same adapter (the adapter was refused as
+    'not (r, in) and (out, r)'). A whole *_norm.weight (mergekit-extract-lora's changed norms,
+    which llama.cpp skips) replaces the model's norm (it was refused as not .lora_a / .lora_b)."""
+    from llamix.loaders import load_checkpoint
+    from llamix.quant import quantize
+    model, _, _, _ = hf_lora
+    gguf = tmp_path / "m.gguf"
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(0, 0.3, (384, 4)).astype(np.float32), rng.normal(0, 0.3, (64, 4)).astype(np.float32)
+    norm = rng.uniform(0.5, 1.5, 64).astype(np.float32)
+
+    def adapter(path, with_norm):
+        with GGUFWriter(path) as w:
+            for k, v in (("general.architecture", "llama"), ("general.type", "adapter"), ("adapter.type", "lora")):
+                w.add(k, v)
+            w.add("adapter.lora.alpha", np.float32(8.0))
+            w.add_tensor("token_embd.weight.lora_a", a)
+            w.add_tensor("token_embd.weight.lora_b", b)
+            if with_norm:
+                w.add_tensor("blk.1.attn_norm.weight", norm)
+        return path
+    ck = load_checkpoint(gguf)
+    e = ck.tensors["token_embd.weight"].dequantize().astype(np.float64)
+    ck.tensors["token_embd.weight"] = quantize(
+        (e + 0.5 * (8.0 / 4) * (a.astype(np.float64) @ b.astype(np.float64).T)).astype(np.float32), "f32")
+    want_embd = llamix.Model(ck, n_ctx=64).logits(IDS)
+    plain = adapter(tmp_path / "embd.gguf", False)
+    ours = llamix.load(gguf, lora=plain, lora_scale=0.5).logits(IDS)
+    scale = np.abs(want_embd).max()
+    assert np.abs(ours - want_embd).max() <= 1e-5 * scale
+    assert np.abs(ours - llamix.load(gguf).logits(IDS)).max() > 0.01 * scale    # the update matters
+    ck.tensors["blk.1.attn_norm.weight"] = norm
+    with_norm = llamix.load(gguf, lora=adapter(tmp_path / "norm.gguf", True), lora_scale=0.5).logits(IDS)
+    assert np.abs(with_norm - llamix.Model(ck, n_ctx=64).logits(IDS)).max() <= 1e-5 * scale
+    llama_cpp_peer.require()
+    theirs = llama_cpp_peer.run_model_in_child(gguf, n_ctx=64, seed=0, logits=[IDS], lora_path=str(plain),
+                                               lora_scale=0.5)["logits"][0]
+    assert np.abs(theirs - ours).max() <= 1e-3 * scale

@@ -97,7 +97,9 @@ def _apply_gguf_adapter(ck: Checkpoint, path: Path, lora_scale: float) -> None:
     ``adapter.type = lora``, ``adapter.lora.alpha``, and per weight ``NAME.lora_a`` (r, in) and
     ``NAME.lora_b`` (out, r) under the model's GGUF names, rows in the model file's order. The
     update is ``lora_scale * alpha / r * (B @ A)`` (``lora_scale * (B @ A)`` when alpha is 0), as
-    llama.cpp scales it."""
+    llama.cpp scales it. ``token_embd.weight`` has A and B flipped, as llama.cpp reads them:
+    ``.lora_a`` (vocab, r), ``.lora_b`` (embd, r), update ``A @ B^T``. Whole ``*_norm.weight``
+    tensors (mergekit-extract-lora's changed norms) replace the model's."""
     reader = GGUFReader(path)
     try:
         _fold_gguf_adapter(ck, reader, f"lora={path}", lora_scale)
@@ -116,6 +118,9 @@ def _fold_gguf_adapter(ck: Checkpoint, reader: GGUFReader, where: str, lora_scal
     alpha = float(reader.get("adapter.lora.alpha", 0.0))
     for a_name, a_tensor in reader.tensors.items():
         if not a_name.endswith(".lora_a"):
+            if a_name.endswith("_norm.weight"):
+                _replace_norm(ck, reader.tensors[a_name], where)   # mergekit-extract-lora's changed norms
+                continue
             if not a_name.endswith(".lora_b"):
                 raise ConfigError(f"{where}: tensor {a_name!r} is neither a .lora_a nor a .lora_b")
             continue
@@ -123,11 +128,12 @@ def _fold_gguf_adapter(ck: Checkpoint, reader: GGUFReader, where: str, lora_scal
         if name + ".lora_b" not in reader.tensors:
             raise ConfigError(f"{where}: {a_name} has no {name}.lora_b")
         a, b = (_plain_f32(reader.tensors[n], where) for n in (a_name, name + ".lora_b"))
-        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
-            raise ConfigError(f"{where}: {name}.lora_a {list(a.shape)} and .lora_b {list(b.shape)} are not (r, in) "
-                              "and (out, r)")
-        scale = np.float32(lora_scale * (alpha / a.shape[0] if alpha else 1.0))
-        delta = (b @ a) * scale
+        embd = name == "token_embd.weight"   # A and B flipped (llama.cpp's llm_build_inp_embd): (vocab, r), (embd, r)
+        if a.ndim != 2 or b.ndim != 2 or (a.shape[1] if embd else a.shape[0]) != b.shape[1]:
+            raise ConfigError(f"{where}: {name}.lora_a {list(a.shape)} and .lora_b {list(b.shape)} are not "
+                              + ("(vocab, r) and (embd, r)" if embd else "(r, in) and (out, r)"))
+        scale = np.float32(lora_scale * (alpha / b.shape[1] if alpha else 1.0))   # r: lora_b's, as llama.cpp
+        delta = ((a @ b.T) if embd else (b @ a)) * scale
         for part, first, end in fused_parts(name, ck.config) or [(name, 0, None)]:
             w = ck.tensors.get(part)
             rows = delta[first:end]
@@ -136,6 +142,20 @@ def _fold_gguf_adapter(ck: Checkpoint, reader: GGUFReader, where: str, lora_scal
                 raise ConfigError(f"{where}: the update of {name} has shape {list(delta.shape)}; the model's {part}: "
                                   f"{have} (an adapter for another model?)")
             ck.tensors[part] = _stored_like(part, w, w.dequantize() + file_rows_to_pairs(part, rows, ck.config))
+
+
+def _replace_norm(ck: Checkpoint, t, where: str) -> None:
+    """A norm weight a GGUF adapter carries whole (mergekit-extract-lora saves the norms a
+    fine-tune changed; convert_lora_to_gguf keeps them): it replaces the model's, read as the GGUF
+    loader reads norms. llama.cpp skips them for now; the PEFT folder they came from replaces them,
+    and so does this."""
+    w = ck.tensors.get(t.name)
+    value = _plain_f32(t, where).reshape(-1) if t.type.name in ("F32", "F16", "BF16") else None
+    if w is None or isinstance(w, QuantizedTensor) or value is None or value.shape != np.shape(w):
+        have = "no such tensor" if w is None else f"shape {list(np.shape(w))}"
+        raise ConfigError(f"{where}: {t.name} {list(int(n) for n in t.shape)} ({t.type.name}) does not replace the "
+                          f"model's {t.name}: {have}")
+    ck.tensors[t.name] = file_rows_to_pairs(t.name, value, ck.config)
 
 
 def _plain_f32(t, where: str) -> np.ndarray:
