@@ -380,3 +380,32 @@ def test_gguf_adapter_token_embd_and_norms(hf_lora, tmp_path):
     theirs = llama_cpp_peer.run_model_in_child(gguf, n_ctx=64, seed=0, logits=[IDS], lora_path=str(plain),
                                                lora_scale=0.5)["logits"][0]
     assert np.abs(theirs - ours).max() <= 1e-3 * scale
+
+
+def test_an_adapter_or_imatrix_given_as_the_model_is_named(tmp_path, capsys):
+    """A LoRA adapter (GGUF or PEFT folder) or an importance matrix given where a model goes says
+    what it is and where it is given (was: "required metadata key 'llama.embedding_length' is
+    missing", "no config.json (not a Hugging Face model folder)")."""
+    from llamix.formats.imatrix import ImportanceMatrix, write_imatrix
+    gguf = tmp_path / "lora.gguf"
+    with GGUFWriter(gguf) as w:
+        for k, v in (("general.architecture", "llama"), ("general.type", "adapter"), ("adapter.type", "lora")):
+            w.add(k, v)
+        w.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((2, 64), np.float32))
+        w.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((64, 2), np.float32))
+    peft = tmp_path / "peft"
+    peft.mkdir()
+    (peft / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2}))
+    im = tmp_path / "im.gguf"
+    write_imatrix(ImportanceMatrix(sums={"blk.0.attn_q.weight": np.ones((1, 64))}, counts={"blk.0.attn_q.weight":
+                                   np.ones(1)}, datasets=["x"], chunk_count=1, chunk_size=8), im)
+    for path, said in ((gguf, "a LoRA adapter (general.type = 'adapter'), not a model; it is given with --lora FNAME"),
+                       (peft, "a PEFT LoRA adapter folder (adapter_config.json), not a model; it is given with --lora"),
+                       (im, "an importance matrix (general.type = 'imatrix'), not a model; it is given with quantize "
+                            "--imatrix FILE")):
+        for argv in (["info", str(path)], ["generate", "-m", str(path), "-p", "a"]):
+            assert cli_main(argv) == 1
+            err = capsys.readouterr().err
+            assert err.startswith(f"llamix {argv[0]}: error: {path}: {said}") and err.count("\n") == 1, err
+        with pytest.raises((llamix.LlamixError, OSError), match="not a model"):
+            llamix.load(path)
