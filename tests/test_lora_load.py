@@ -141,6 +141,9 @@ def test_cli_lora_flags(hf_lora, tmp_path, capsys):
 
     assert greedy("--lora", str(adapter)).strip() == api(lora=adapter).strip()
     assert greedy("--lora-scaled", str(adapter), "0.5").strip() == api(lora=adapter, lora_scale=0.5).strip()
+    # llama.cpp's current spelling, FNAME:SCALE (its --lora-scaled takes one argument now)
+    assert greedy(f"--lora-scaled={adapter}:0.5") == greedy("--lora-scaled", f"{adapter}:0.5") == \
+        greedy("--lora-scaled", str(adapter), "0.5")
     assert cli_main(["generate", "-m", str(gguf), "-p", "ab", "--lora", str(adapter),
                      "--lora-scaled", str(adapter), "1"]) == 1
     assert "give one adapter" in capsys.readouterr().err
@@ -409,3 +412,23 @@ def test_an_adapter_or_imatrix_given_as_the_model_is_named(tmp_path, capsys):
             assert err.startswith(f"llamix {argv[0]}: error: {path}: {said}") and err.count("\n") == 1, err
         with pytest.raises((llamix.LlamixError, OSError), match="not a model"):
             llamix.load(path)
+
+
+def test_lora_scaled_takes_llama_cpps_fname_colon_scale():
+    """llama.cpp's --lora-scaled FNAME:SCALE[,FNAME:SCALE...] (one argument) is read as the older
+    FNAME SCALE (two), each adapter of a list its own flag (then refused: one adapter); the older
+    form, a FNAME holding ':' followed by a SCALE, and anything after -- stay as they are; --lora
+    takes llama.cpp's comma list."""
+    from llamix.cli import _lora_scaled_pairs as rewrite
+    from llamix.commands.common import UsageError, lora_of
+    assert rewrite(["generate", "--lora-scaled", "a.gguf:0.5", "-p", "x"]) == \
+        ["generate", "--lora-scaled", "a.gguf", "0.5", "-p", "x"]
+    assert rewrite(["serve", "--lora-scaled=C:/x/a.gguf:2"]) == ["serve", "--lora-scaled", "C:/x/a.gguf", "2"]
+    assert rewrite(["chat", "--lora-scaled", "a:1,b:-0.5"]) == ["chat", "--lora-scaled", "a", "1", "--lora-scaled",
+                                                                "b", "-0.5"]
+    for kept in (["generate", "--lora-scaled", "a", "0.5"], ["generate", "--lora-scaled", "x:1", "0.5"],
+                 ["generate", "--lora-scaled", "a:b", "1"], ["generate", "--", "--lora-scaled", "a:1"]):
+        assert rewrite(kept) == kept
+    import argparse
+    with pytest.raises(UsageError, match="--lora a --lora b: give one adapter"):
+        lora_of(argparse.Namespace(lora=["a,b"], lora_scaled=None))

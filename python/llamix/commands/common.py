@@ -127,13 +127,15 @@ def add_lora(p, help: str = "LoRA adapter applied to the model's weights: a GGUF
     # rather than silently replacing the first
     p.add_argument("--lora", metavar="FNAME", action="append", help=help)
     p.add_argument("--lora-scaled", nargs=2, metavar=("FNAME", "SCALE"), action="append",
-                   help="the same, its update scaled by SCALE")
+                   help="the same, its update scaled by SCALE (llama.cpp's FNAME:SCALE is taken too)")
 
 
 def lora_of(args) -> tuple[str, float] | None:
     """(adapter folder, scale) of --lora / --lora-scaled, or None; UsageError for more than one
     adapter (the flags repeated, or both given), or a SCALE that is not a number."""
-    plains, scaleds = getattr(args, "lora", None) or [], getattr(args, "lora_scaled", None) or []
+    # llama.cpp's --lora takes a comma-separated list of adapters
+    plains = [f for given in getattr(args, "lora", None) or [] for f in given.split(",")]
+    scaleds = getattr(args, "lora_scaled", None) or []
     if len(plains) + len(scaleds) > 1:
         given = " ".join([f"--lora {f}" for f in plains] + [f"--lora-scaled {f} {s}" for f, s in scaleds])
         raise UsageError(f"{given}: give one adapter (llamix applies one; several at once are not supported yet)")
