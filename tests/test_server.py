@@ -677,8 +677,9 @@ def test_lora_adapters_as_llama_server(checkpoint, tmp_path):
     """llama-server's adapter API on a server whose model has a LoRA adapter folded in: GET
     /lora-adapters lists it (id, path, scale); a request's (or POST /lora-adapters') ``lora`` list is
     taken when it asks for the loaded scale and answered by the adapted weights, and refused with a
-    400 naming the adapter otherwise (an adapter left out of the list means scale 0, as in
-    llama-server), never answered by weights other than the ones asked for. A server without an
+    400 naming the adapter otherwise (an adapter left out of the list means scale 0, and a request's
+    empty list the server's scales, as in llama-server), never answered by weights other than the
+    ones asked for. A server without an
     adapter lists none."""
     import copy
     from llamix.formats.gguf import GGUFWriter
@@ -701,25 +702,28 @@ def test_lora_adapters_as_llama_server(checkpoint, tmp_path):
     alone = llamix.Model(adapted, n_ctx=N_CTX).create_completion("Hello", max_tokens=6, temperature=0)
     app = server_mod.create_app(llamix.Model(adapted, n_ctx=N_CTX), 2)
     with running(app) as u:
-        assert httpx.get(u + "/lora-adapters", timeout=30).json() == [{"id": 0, "path": str(adapter), "scale": 0.5}]
+        assert httpx.get(u + "/lora-adapters", timeout=30).json() == [
+            {"id": 0, "path": str(adapter), "scale": 0.5, "task_name": "", "prompt_prefix": ""}]
         body = {"prompt": "Hello", "max_tokens": 6, "temperature": 0}
-        for path in ("/v1/completions", "/completion"):
-            r = post(u, path, {**body, "lora": [{"id": 0, "scale": 0.5}]}, key=None)
+        for path, lora in (("/v1/completions", [{"id": 0, "scale": 0.5}]), ("/completion", [{"id": 0, "scale": 0.5}]),
+                           ("/completion", [])):   # a request's empty list: the server's scales
+            r = post(u, path, {**body, "lora": lora}, key=None)
             assert r.status_code == 200, r.text
         assert post(u, "/v1/completions", {**body, "lora": [{"id": 0, "scale": 0.5}]}, key=None).json()[
             "choices"][0]["text"] == alone["choices"][0]["text"]
         chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
         for path, lora, said in (
                 ("/v1/completions", [{"id": 0, "scale": 1.0}], "adapter 0 (" + str(adapter) + ") at scale 1:"),
-                ("/completion", [], "at scale 0:"),     # left out: scale 0
+                ("/completion", [{"id": 0}], "at scale 0:"),     # no scale: 0
                 ("/v1/chat/completions", [{"id": 3, "scale": 0.5}], "lora[0].id: invalid adapter id 3 (loaded: 0"),
                 ("/v1/completions", {"id": 0}, "lora must be a list"),
                 ("/v1/completions", [{"id": 0, "scale": "x"}], "lora[0].scale must be a number")):
             err = _error(post(u, path, {**(chat if "chat" in path else body), "lora": lora}, key=None), 400)
             assert said in err["message"] and err["param"] == "lora", err
         assert post(u, "/lora-adapters", [{"id": 0, "scale": 0.5}], key=None).json() == {"success": True}
-        err = _error(post(u, "/lora-adapters", [{"id": 0, "scale": 0.0}], key=None), 400)
-        assert "cannot change their scale while serving" in err["message"]
+        for body in ([{"id": 0, "scale": 0.0}], []):   # POST's empty list: every adapter at scale 0
+            err = _error(post(u, "/lora-adapters", body, key=None), 400)
+            assert "cannot change their scale while serving" in err["message"]
     plain = server_mod.create_app(llamix.Model(checkpoint, n_ctx=N_CTX), 1)
     with running(plain) as u:
         assert httpx.get(u + "/lora-adapters", timeout=30).json() == []

@@ -288,20 +288,23 @@ class Server:
     # --- LoRA adapters (llama-server's /lora-adapters and per-request "lora") ---------------------------
     def adapters(self) -> list[dict]:
         """The adapters folded into the weights at load, as llama-server lists its adapters."""
-        return [{"id": i, "path": path, "scale": scale}
+        return [{"id": i, "path": path, "scale": scale, "task_name": "", "prompt_prefix": ""}
                 for i, (path, scale) in enumerate(getattr(self.model.checkpoint, "lora_adapters", []))]
 
-    def check_lora(self, given: Any) -> None:
+    def check_lora(self, given: Any, per_request: bool = True) -> None:
         """llama-server's ``lora``: ``[{"id": ID, "scale": S}, ...]``, the adapters' scales (an
-        adapter left out: scale 0). llamix folds its adapters into the weights at load, so the list
-        is taken only when it asks for the scales loaded; anything else is a 400 naming the
-        adapter, rather than an answer from other weights than the client asked for."""
+        adapter left out: scale 0; a request's empty list: the server's scales, as llama-server
+        takes it). llamix folds its adapters into the weights at load, so the list is taken only
+        when it asks for the scales loaded; anything else is a 400 naming the adapter, rather than
+        an answer from other weights than the client asked for."""
         loaded = self.adapters()
 
         def refuse(message: str) -> None:
             raise _Refused(error_response(400, message, param="lora", code="invalid_lora"))
         if not isinstance(given, list):
             refuse(f"lora must be a list of {{\"id\", \"scale\"}} objects, got {_type_name(given)}")
+        if per_request and not given:
+            return
         asked = {a["id"]: 0.0 for a in loaded}
         for k, entry in enumerate(given):
             if not isinstance(entry, dict):
@@ -325,7 +328,7 @@ class Server:
 
     async def set_lora_adapters(self, request: HTTPRequest) -> Response:
         """llama-server's ``POST /lora-adapters``: accepted when it asks for the loaded scales."""
-        self.check_lora(await self.read_json(request))
+        self.check_lora(await self.read_json(request), per_request=False)
         return JSONResponse({"success": True})
 
     async def metrics_text(self, request: HTTPRequest) -> Response:
