@@ -186,6 +186,10 @@ def test_cli_imatrix_then_quantize(s260_bin, tmp_path, assets):
     assert r.returncode == 0, r.stderr
     im = read_imatrix(out)
     assert im.chunk_count == 3 and im.datasets == ["calib.txt"]
+    from llamix.cli import main   # llama-imatrix's --output spelling (was ambiguous: --output-file / -format)
+    assert main(["imatrix", "-m", str(s260_bin), "-f", str(text), "--output", str(tmp_path / "o.gguf"), "-c", "64",
+                 "--chunks", "1", "-q", "--ppl"]) == 0
+    assert read_imatrix(tmp_path / "o.gguf").chunk_count == 1
     q = tmp_path / "q.gguf"
     r = subprocess.run(env_py + ["quantize", str(s260_bin), str(q), "q4_k_m", "--imatrix", str(out), "-q",
                                  "--tensor-type", "attn_v=q8_0", "--output-tensor-type", "f16"],

@@ -16,14 +16,14 @@ from .model_inputs import read_text_file
 def add_arguments(p) -> None:
     p.add_argument("-m", "--model", required=True, help=MODEL_HELP)
     p.add_argument("-f", "--file", required=True, help="UTF-8 calibration text (at least 2 * CTX tokens)")
-    p.add_argument("-o", "--output-file", dest="out", default="imatrix.gguf",
+    p.add_argument("-o", "--output-file", "--output", dest="out", default="imatrix.gguf",
                    help="output file (written atomically): GGUF if it ends in .gguf, else llama.cpp's legacy .dat")
     p.add_argument("--output-format", choices=("gguf", "dat"), help="force the file format")
     add_ctx(p, default=512, what="chunk length in tokens")
     p.add_argument("--chunks", type=int, metavar="N", help="use at most N chunks of the text (default, or -1: all)")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
-    p.add_argument("--no-ppl", action="store_true",
-                   help="accepted as llama-imatrix's flag, no effect: llamix imatrix computes no perplexity")
+    p.add_argument("--no-ppl", "--ppl", action="store_true",
+                   help="accepted as llama-imatrix's flags, no effect: llamix imatrix computes no perplexity")
     add_force(p)
     add_threads(p)
     add_lora(p)
