@@ -26,7 +26,7 @@ from .._runtime import cpu_info, max_threads, set_threads
 from ..formats.gguf import GGUFReader, read_header
 from ..loaders import SHAPES, random_checkpoint
 from ..model import Model, load
-from ..model.model import _kv_cache_type
+from ..model.model import kv_cache_type
 from .common import MODEL_HELP, add_gpu_flags, add_kv_cache, add_qtype, check, warn
 
 
@@ -300,7 +300,7 @@ def run(args) -> int:
         name = m.source
     for k, v in caches[1:]:   # every pair checked before the first test runs
         for flag, t in (("kv_cache_k", k or args.kv_cache), ("kv_cache_v", v or args.kv_cache)):
-            _kv_cache_type(flag, t, m.config.head_dim)
+            kv_cache_type(flag, t, m.config.head_dim)
     if n_ctx > m.config.context_length:
         warn("bench", f"-d {max(args.n_depth)} plus the test's tokens ({n_ctx}) go beyond the model's training "
                       f"context ({m.config.context_length}): the speed is measured, the text would degrade")

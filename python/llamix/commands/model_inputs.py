@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..chat_format import format_names
 from ..loaders import load_checkpoint, random_checkpoint
-from ..loaders.lora import apply_lora, load_with_lora
+from ..loaders.lora import apply_lora, apply_lora_then_convert
 from ..model import Model
 from ..tokenizer import check_text
 from .common import UsageError, kv_cache_kwargs, lora_of
@@ -65,7 +65,8 @@ def open_model(args, slots: int = 1, **kw) -> Model:
         if lora is not None:
             apply_lora(ck, *lora)
     elif lora is not None:   # folded into the float weights before --qtype converts them
-        ck = load_with_lora(args.model, *lora, tokenizer=args.tokenizer, qtype=args.qtype)
+        ck = load_checkpoint(args.model, tokenizer=args.tokenizer)
+        apply_lora_then_convert(ck, *lora, qtype=args.qtype)
     else:
         ck = load_checkpoint(args.model, tokenizer=args.tokenizer, qtype=args.qtype)
     n_ctx = args.ctx_size

@@ -66,19 +66,16 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
     ck.lora_adapters.append((str(adapter_path), float(lora_scale)))
 
 
-def load_with_lora(path, adapter_path, lora_scale: float = 1.0, *, tokenizer=None, qtype: str | None = None,
-                   progress=None) -> Checkpoint:
-    """``load_checkpoint(path, tokenizer=, qtype=, progress=)`` with the adapter folded in. With
-    ``qtype``, the adapter goes into the float weights first and the adapted weights are then
-    converted, as the load converts them: one rounding to ``qtype`` (folded into weights already
-    converted, the update would be rounded a second time, and one smaller than ``qtype``'s step
-    would mostly be lost)."""
-    from . import load_checkpoint   # the package imports this module
+def apply_lora_then_convert(ck: Checkpoint, adapter_path, lora_scale: float = 1.0, qtype: str | None = None) -> None:
+    """Fold the adapter into ``ck`` (loaded with no ``qtype``: its float weights as stored), then
+    convert the float weights to ``qtype`` as the load converts them: one rounding of the adapted
+    weights (folded into weights already converted, the update would be rounded a second time,
+    and one smaller than ``qtype``'s step would mostly be lost). Block-quantized weights stay as
+    they are, listed in ``ck.kept_quantized`` as the load lists them."""
     qtype = check_qtype(qtype)
-    ck = load_checkpoint(path, tokenizer=tokenizer, progress=progress)
     apply_lora(ck, adapter_path, lora_scale)
     if qtype is None:
-        return ck
+        return
     for name, t in list(ck.tensors.items()):
         if not isinstance(t, QuantizedTensor) or len(t.shape) != 2:
             continue
@@ -86,7 +83,6 @@ def load_with_lora(path, adapter_path, lora_scale: float = 1.0, *, tokenizer=Non
             ck.tensors[name] = float_weight(t.data.view(_FLOAT_VIEWS[t.qtype]).reshape(t.shape), t.qtype, qtype)
         elif t.qtype != qtype:   # block-quantized in the file: run as stored, as the load leaves it
             ck.kept_quantized[name] = t.qtype
-    return ck
 
 
 _FLOAT_VIEWS = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}   # float_weight's inputs

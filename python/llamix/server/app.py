@@ -44,7 +44,7 @@ from ..model.api import TextCompletion
 from ..model.engine import Request, Step
 from . import choices, native
 from .metrics import CONTENT_TYPE, Metrics
-from .params import _type_of as _type_name
+from .params import type_of as _type_name
 from .params import (BadRequest, chat_kwargs, completion_kwargs, embedding_input, native_completion_kwargs,
                      native_completion_prompt, native_detokenize_body, native_prompt_ids, native_template_body,
                      native_tokenize_body, n_choices, param_named)
