@@ -576,7 +576,7 @@ def test_llama_takes_llama_cpp_python_constructor_arguments(s260_bin):
                      (dict(n_ctx=-1), "n_ctx must be a positive integer")):
         with pytest.raises(llamix.ArgumentError, match=said):
             llamix.Llama(str(s260_bin), **kw)
-    with pytest.raises(FileNotFoundError, match="adapter: no such LoRA adapter folder"):
+    with pytest.raises(FileNotFoundError, match="adapter: no such LoRA adapter file or folder"):
         llamix.Llama(str(s260_bin), lora_path="adapter")   # lora_path is load's lora= (tests/test_lora_load.py)
     with pytest.raises(TypeError, match=r"^Llama\(\) got an unexpected keyword argument 'n_ctxx'$"):
         llamix.Llama(str(s260_bin), n_ctxx=64)

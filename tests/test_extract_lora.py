@@ -115,6 +115,21 @@ def test_cli_takes_mergekit_extract_lora_spelling(tmp_path, pair, capsys):
         assert "OUT" in capsys.readouterr().err
 
 
+def test_mergekit_extract_lora_defaults(tmp_path, pair, capsys):
+    """mergekit-extract-lora's command line without --max-rank runs with its default, 128 (it was
+    refused: --rank was required), and --no-embed-lora is taken."""
+    base_dir, ft_dir, _, _ = pair
+    assert cli_main(["extract-lora", "--model", str(ft_dir), "--base-model", str(base_dir), "--no-embed-lora",
+                     "--out-path", str(tmp_path / "mk"), "-q"]) == 0
+    assert cli_main(["extract-lora", "--base", str(base_dir), "--model", str(ft_dir), "--rank", "128", "-q",
+                     str(tmp_path / "ours")]) == 0
+    a = (tmp_path / "mk" / "adapter_model.safetensors").read_bytes()
+    assert a == (tmp_path / "ours" / "adapter_model.safetensors").read_bytes()
+    assert "(--rank 128 capped by the matrices' sizes)" in capsys.readouterr().out
+    assert cli_main(["extract-lora", "--base", str(base_dir), "--model", str(ft_dir), "-q"]) == 1
+    assert "llamix extract-lora: error: OUT / --out-path: give the output folder once" in capsys.readouterr().err
+
+
 def test_rank_above_the_matrices_is_capped_and_said(tmp_path, pair, capsys):
     """--rank larger than every matrix: the adapter's r is the largest rank written, and the
     summary line says the asked rank was capped (it said 'rank 10000')."""

@@ -129,6 +129,16 @@ def test_quantize_imatrix_flag_errors_name_the_flag_and_file(s260_bin, tmp_path,
     err = capsys.readouterr().err
     assert "calib.txt: not an importance matrix (neither GGUF nor llama.cpp's legacy .dat" in err
     assert not (tmp_path / "q.gguf").exists()
+    # an importance matrix of another model: the error names the file (was: 'imatrix: entry ...')
+    other = tmp_path / "other.gguf"
+    write_imatrix(ImportanceMatrix(sums={"blk.0.attn_q.weight": np.ones((1, 896))},
+                                   counts={"blk.0.attn_q.weight": np.ones(1)}, datasets=["x"], chunk_count=1,
+                                   chunk_size=8), other)
+    assert main(["quantize", str(s260_bin), out, "q4_0", "--imatrix", str(other), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"llamix quantize: error: --imatrix {other}: entry 'blk.0.attn_q.weight' has 896 values "
+                          "but the tensor's rows have 64 (an importance matrix of another model?)"), err
+    assert not (tmp_path / "q.gguf").exists()
 
 
 def test_quantize_with_imatrix_lowers_weighted_error(s260_imatrix, tmp_path):
@@ -171,11 +181,15 @@ def test_cli_imatrix_then_quantize(s260_bin, tmp_path, assets):
     out = tmp_path / "im.gguf"
     env_py = [sys.executable, "-m", "llamix"]
     r = subprocess.run(env_py + ["imatrix", "-m", str(s260_bin), "-f", str(text), "-o", str(out), "-c", "64",
-                                 "--chunks", "3", "-q"], capture_output=True, text=True, cwd=tmp_path,
-                       env=CHILD_ENV)
+                                 "--chunks", "3", "-q", "--no-ppl"], capture_output=True, text=True, cwd=tmp_path,
+                       env=CHILD_ENV)   # --no-ppl: llama-imatrix's, accepted (llamix computes no perplexity)
     assert r.returncode == 0, r.stderr
     im = read_imatrix(out)
     assert im.chunk_count == 3 and im.datasets == ["calib.txt"]
+    from llamix.cli import main   # llama-imatrix's --output spelling (was ambiguous: --output-file / -format)
+    assert main(["imatrix", "-m", str(s260_bin), "-f", str(text), "--output", str(tmp_path / "o.gguf"), "-c", "64",
+                 "--chunks", "1", "-q", "--ppl"]) == 0
+    assert read_imatrix(tmp_path / "o.gguf").chunk_count == 1
     q = tmp_path / "q.gguf"
     r = subprocess.run(env_py + ["quantize", str(s260_bin), str(q), "q4_k_m", "--imatrix", str(out), "-q",
                                  "--tensor-type", "attn_v=q8_0", "--output-tensor-type", "f16"],

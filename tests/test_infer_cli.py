@@ -204,6 +204,19 @@ def test_bench_tests_from_flags_as_llama_bench(tmp_path, s260_bin, capsys):
         assert tests[0] == tests[1], flags
     with pytest.raises(SystemExit):
         main(["bench", "-m", str(model), "-p", "4-8*1"])   # a range that does not advance
+    # -ctk / -ctv value lists: every pair, in llama-bench's order (a model whose head_dim, 64, holds
+    # q8_0 blocks; llama-bench takes no f32 cache)
+    import llamix
+    wide = tmp_path / "tiny.gguf"
+    export_gguf(llamix.random_checkpoint("tiny", lazy=True), wide, "q8_0")
+    flags = ["-p", "4", "-n", "1", "-ctk", "f16,q8_0", "-ctv", "q8_0", "-ctv", "f16", "-r", "1", "-t", "1", "-o", "jsonl"]
+    r = subprocess.run([str(exe), "-m", str(wide), *flags], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert main(["bench", "-m", str(wide), *flags]) == 0
+    key = ("n_prompt", "n_gen", "type_k", "type_v")
+    tests = [[[json.loads(line)[k] for k in key] for line in text.splitlines() if line.strip()]
+             for text in (capsys.readouterr().out, r.stdout)]
+    assert tests[0] == tests[1] and len(tests[0]) == 8
 
 
 def test_bench_value_lists_as_llama_bench(capsys):
@@ -215,3 +228,20 @@ def test_bench_value_lists_as_llama_bench(capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "--shape", "tiny", "-p", "16,x"])
     assert e.value.code == 2 and "comma-separated list" in capsys.readouterr().err
+
+
+def test_bench_cache_type_lists(s260_bin, capsys):
+    """-ctk / -ctv take llama-bench's value lists (comma lists, repeatable): the tests run for every
+    pair of types, each record naming its cache; a type the model cannot hold is refused before
+    any test runs."""
+    assert main(["bench", "--shape", "tiny", "-p", "8", "-n", "2", "-r", "1", "-t", "1", "-ctk", "f16,q8_0",
+                 "-ctv", "f32", "-ctk", "Q4_0", "-o", "jsonl"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert [(r["type_k"], r["type_v"], r["n_prompt"], r["n_gen"]) for r in records] == [
+        (k, "f32", p, g) for k in ("f16", "q8_0", "q4_0") for p, g in ((8, 0), (0, 2))]
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--shape", "tiny", "-ctk", "f16,q9"])
+    assert e.value.code == 2 and "'q9' is not one of" in capsys.readouterr().err
+    assert main(["bench", "-m", str(s260_bin), "-p", "8", "-n", "0", "-r", "1", "-ctv", "f16,q8_0"]) == 1
+    out, err = capsys.readouterr()
+    assert "-ctv/--cache-type-v q8_0 needs head_dim to be a multiple of 32" in err and "| pp8" not in out

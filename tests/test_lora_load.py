@@ -141,6 +141,9 @@ def test_cli_lora_flags(hf_lora, tmp_path, capsys):
 
     assert greedy("--lora", str(adapter)).strip() == api(lora=adapter).strip()
     assert greedy("--lora-scaled", str(adapter), "0.5").strip() == api(lora=adapter, lora_scale=0.5).strip()
+    # llama.cpp's current spelling, FNAME:SCALE (its --lora-scaled takes one argument now)
+    assert greedy(f"--lora-scaled={adapter}:0.5") == greedy("--lora-scaled", f"{adapter}:0.5") == \
+        greedy("--lora-scaled", str(adapter), "0.5")
     assert cli_main(["generate", "-m", str(gguf), "-p", "ab", "--lora", str(adapter),
                      "--lora-scaled", str(adapter), "1"]) == 1
     assert "give one adapter" in capsys.readouterr().err
@@ -184,3 +187,248 @@ def test_gguf_adapter_matches_peft_and_llama_cpp(hf_lora, tmp_path):
     theirs = llama_cpp_peer.run_model_in_child(gguf, n_ctx=64, seed=0, logits=[IDS], lora_path=str(lora))["logits"][0]
     assert np.abs(theirs - want).max() <= 1e-3 * np.abs(want).max()
     assert np.abs(ours - theirs).max() <= 1e-3 * np.abs(want).max()
+
+
+def test_cli_one_adapter_only_said_before_loading(tmp_path, capsys, monkeypatch):
+    """llama.cpp applies every --lora given; llamix applies one, so a repeated --lora (or
+    --lora-scaled) is refused naming both rather than keeping the last one silently, and a missing
+    adapter or a SCALE that is not finite is said before the model loads."""
+    import llamix.commands.model_inputs as mi
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+
+    def no_load(*args, **kw):
+        raise AssertionError("the model was loaded before the flags were checked")
+    monkeypatch.setattr(mi, "load_checkpoint", no_load)
+    monkeypatch.setattr(mi, "random_checkpoint", no_load)
+    for cmd in ("generate", "chat"):
+        for flags in (["--lora", a, "--lora", b], ["--lora-scaled", a, "1", "--lora-scaled", b, "0.5"],
+                      ["--lora", a, "--lora-scaled", b, "1"]):
+            assert cli_main([cmd, "-m", "model.gguf", "-p", "ab", *flags]) == 1
+            err = capsys.readouterr().err
+            assert "give one adapter" in err and a in err and b in err, err
+    assert cli_main(["generate", "--random", "tiny", "-p", "ab", "--lora", str(tmp_path / "missing.gguf")]) == 1
+    assert "missing.gguf: no such LoRA adapter file or folder" in capsys.readouterr().err
+    assert cli_main(["generate", "--random", "tiny", "-p", "ab", "--lora-scaled", a, "nan"]) == 1
+    assert "SCALE must be a finite number" in capsys.readouterr().err
+
+
+def test_lora_argument_kinds(s260_bin, monkeypatch):
+    """lora= takes one path: a list (several adapters) or '' is an ArgumentError said before the
+    model loads (a list was a TypeError from pathlib, '' read the current folder as an adapter);
+    Llama(lora_path='') is no adapter, as llama-cpp-python tests it."""
+    import llamix.model.model as mm
+    real = mm.load_checkpoint
+    calls = []
+    monkeypatch.setattr(mm, "load_checkpoint", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    with pytest.raises(ArgumentError, match="one adapter .* got list; several adapters at once are not supported"):
+        llamix.load(s260_bin, lora=["a", "b"])
+    with pytest.raises(ArgumentError, match="lora='': no adapter path"):
+        llamix.load(s260_bin, lora="")
+    assert calls == []
+    plain = llamix.load(s260_bin).logits([1, 403, 407])
+    got = llamix.Llama(model_path=str(s260_bin), lora_path="", verbose=False).logits([1, 403, 407])
+    np.testing.assert_array_equal(got, plain)
+
+
+def test_quantize_with_lora_writes_the_adapted_model(hf_lora, tmp_path, capsys):
+    """llamix quantize --lora / --lora-scaled (llama-export-lora's job): the file written holds the
+    adapted weights (f32: the logits of load(lora=) and of peft's merged model; q8_0: within its
+    rounding), and runs with no adapter. The adapter is an input: OUT may not replace it."""
+    model, adapter, want, base = hf_lora
+    gguf = tmp_path / "m.gguf"
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))
+    out = tmp_path / "adapted.gguf"
+    assert cli_main(["quantize", str(gguf), str(out), "f32", "--lora", str(adapter), "-q"]) == 0
+    got = llamix.load(out).logits(IDS)
+    np.testing.assert_array_equal(got, llamix.load(gguf, lora=adapter).logits(IDS))
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    # q8_0 at half scale: the same file as the adapted f32 weights quantized by a second quantize
+    half, half_f32, then = (tmp_path / n for n in ("half.q8_0.gguf", "half.f32.gguf", "then.q8_0.gguf"))
+    assert cli_main(["quantize", str(gguf), str(half), "q8_0", "--lora-scaled", str(adapter), "0.5", "-q"]) == 0
+    assert cli_main(["quantize", str(gguf), str(half_f32), "f32", "--lora-scaled", str(adapter), "0.5", "-q"]) == 0
+    assert cli_main(["quantize", str(half_f32), str(then), "q8_0", "-q"]) == 0
+    np.testing.assert_array_equal(llamix.load(half_f32).logits(IDS),
+                                  llamix.load(model, lora=adapter, lora_scale=0.5).logits(IDS))
+    np.testing.assert_array_equal(llamix.load(half).logits(IDS), llamix.load(then).logits(IDS))
+    capsys.readouterr()
+    assert cli_main(["quantize", str(gguf), str(adapter / "adapter_model.safetensors"), "f32", "--lora", str(adapter),
+                     "--force", "-q"]) == 1
+    assert "input" in capsys.readouterr().err
+
+
+def test_perplexity_and_imatrix_take_lora(hf_lora, tmp_path, capsys):
+    """llama-perplexity's and llama-imatrix's --lora / --lora-scaled (llama.cpp's common flags): the
+    scores are those of the adapted model (the same as on a file with the adapter written in), and
+    --kl-base compares the adapted model with the base."""
+    model, adapter, _, _ = hf_lora
+    gguf, adapted = tmp_path / "m.gguf", tmp_path / "adapted.gguf"
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))
+    llamix.export_gguf(llamix.load(gguf, lora=adapter, lora_scale=0.5), adapted, "f32")
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 12)
+    flags = ["-f", str(text), "-c", "32", "--chunks", "3"]
+
+    def run(*argv):
+        assert cli_main(list(argv)) == 0
+        return capsys.readouterr().out
+    scores = [run("perplexity", "-m", str(m), *flags, *lora).splitlines()[:-1]   # but the timing line
+              for m, lora in ((gguf, ["--lora-scaled", str(adapter), "0.5"]), (adapted, []))]
+    assert scores[0] == scores[1] and len(scores[0]) >= 2
+    kl = run("perplexity", "-m", str(gguf), *flags, "--lora", str(adapter), "--kl-base", str(gguf))
+    assert "Mean KLD" in kl and "Mean KLD = 0.000000" not in kl
+    from llamix.formats.imatrix import read_imatrix
+    run("imatrix", "-m", str(gguf), *flags, "-o", str(tmp_path / "a.gguf"), "-q", "--lora-scaled", str(adapter), "0.5")
+    run("imatrix", "-m", str(adapted), *flags, "-o", str(tmp_path / "b.gguf"), "-q")
+    a, b = read_imatrix(tmp_path / "a.gguf"), read_imatrix(tmp_path / "b.gguf")
+    assert a.sums.keys() == b.sums.keys()
+    for k in a.sums:
+        np.testing.assert_array_equal(a.sums[k], b.sums[k])
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q8_0"])
+def test_lora_with_qtype_is_folded_before_the_conversion(hf_lora, tmp_path, qtype):
+    """load(float model, qtype=Q, lora=A) holds the adapted float weights converted to Q once: the
+    same weights as the adapted model written in f32 and loaded with qtype=Q (it folded the update
+    into weights already converted, rounding it a second time and losing updates below Q's step).
+    The CLI's --qtype / --lora load through the same function."""
+    model, adapter, _, _ = hf_lora
+    adapted = tmp_path / "adapted.gguf"
+    llamix.export_gguf(llamix.load(model, lora=adapter), adapted, "f32", tokenizer=byte_tokenizer(384))
+    want = llamix.load(adapted, qtype=qtype)
+    got = llamix.load(model, qtype=qtype, lora=adapter, tokenizer=byte_tokenizer(384))
+    assert want.tensors.keys() == got.tensors.keys()
+    for name, t in want.tensors.items():
+        u = got.tensors[name]
+        if hasattr(t, "qtype"):
+            assert (t.qtype, t.shape) == (u.qtype, u.shape), name
+            np.testing.assert_array_equal(np.asarray(t.data), np.asarray(u.data), err_msg=name)
+    np.testing.assert_array_equal(got.logits(IDS), want.logits(IDS))
+
+
+def test_gguf_adapter_with_q8_0_tensors(hf_lora, tmp_path):
+    """convert_lora_to_gguf --outtype q8_0 writes Q8_0 lora_a tensors (lora_b rows of r elements
+    stay float): they are read (were refused as 'not F32, F16 or BF16'), dequantized as gguf-py
+    dequantizes them, so the model is the one with those values in a float adapter."""
+    gguf_py = require_peer("gguf")
+    from gguf.quants import dequantize, quantize as gq_quantize
+    model, adapter, _, _ = hf_lora
+    gguf = tmp_path / "m.gguf"
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))
+    tensors = LoraAdapter(adapter, "test")
+    cfg = llamix.loaders.config_from_hf(llamix.loaders.read_hf_config(model))
+    alpha = json.loads((adapter / "adapter_config.json").read_text())["lora_alpha"]
+    q8, plain = tmp_path / "q8.gguf", tmp_path / "plain.gguf"
+    for path, quantized in ((q8, True), (plain, False)):
+        with GGUFWriter(path) as w:
+            for k, v in (("general.architecture", "llama"), ("general.type", "adapter"), ("adapter.type", "lora")):
+                w.add(k, v)
+            w.add("adapter.lora.alpha", np.float32(alpha))
+            for target, (a_key, b_key, _) in tensors.pairs.items():
+                name = gguf_name(target)
+                a = np.asarray(tensors.tensors.get(a_key), np.float32)
+                raw = gq_quantize(a, gguf_py.GGMLQuantizationType.Q8_0)
+                if quantized:
+                    w.add_tensor(name + ".lora_a", raw, "Q8_0", shape=a.shape)
+                else:
+                    w.add_tensor(name + ".lora_a", np.ascontiguousarray(
+                        dequantize(raw, gguf_py.GGMLQuantizationType.Q8_0).astype(np.float32)))
+                w.add_tensor(name + ".lora_b", np.ascontiguousarray(
+                    hf_rows_to_gguf(name, np.asarray(tensors.tensors.get(b_key), np.float32), cfg)))
+    np.testing.assert_array_equal(llamix.load(gguf, lora=q8).logits(IDS), llamix.load(gguf, lora=plain).logits(IDS))
+    assert np.abs(llamix.load(gguf, lora=q8).logits(IDS) - llamix.load(gguf).logits(IDS)).max() > 0.01
+
+
+@pytest.mark.peers
+def test_gguf_adapter_token_embd_and_norms(hf_lora, tmp_path):
+    """convert_lora_to_gguf's token_embd LoRA has A and B flipped ((vocab, r) and (embd, r), as
+    llama.cpp's llm_build_inp_embd reads them) and its r is lora_b's: folded as E + s * A @ B^T
+    (float64 numpy), and the logits are llama.cpp's with the same adapter (the adapter was refused as
+    'not (r, in) and (out, r)'). A whole *_norm.weight (mergekit-extract-lora's changed norms,
+    which llama.cpp skips) replaces the model's norm (it was refused as not .lora_a / .lora_b)."""
+    from llamix.loaders import load_checkpoint
+    from llamix.quant import quantize
+    model, _, _, _ = hf_lora
+    gguf = tmp_path / "m.gguf"
+    llamix.export_gguf(model, gguf, "f32", tokenizer=byte_tokenizer(384))
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(0, 0.3, (384, 4)).astype(np.float32), rng.normal(0, 0.3, (64, 4)).astype(np.float32)
+    norm = rng.uniform(0.5, 1.5, 64).astype(np.float32)
+
+    def adapter(path, with_norm):
+        with GGUFWriter(path) as w:
+            for k, v in (("general.architecture", "llama"), ("general.type", "adapter"), ("adapter.type", "lora")):
+                w.add(k, v)
+            w.add("adapter.lora.alpha", np.float32(8.0))
+            w.add_tensor("token_embd.weight.lora_a", a)
+            w.add_tensor("token_embd.weight.lora_b", b)
+            if with_norm:
+                w.add_tensor("blk.1.attn_norm.weight", norm)
+        return path
+    ck = load_checkpoint(gguf)
+    e = ck.tensors["token_embd.weight"].dequantize().astype(np.float64)
+    ck.tensors["token_embd.weight"] = quantize(
+        (e + 0.5 * (8.0 / 4) * (a.astype(np.float64) @ b.astype(np.float64).T)).astype(np.float32), "f32")
+    want_embd = llamix.Model(ck, n_ctx=64).logits(IDS)
+    plain = adapter(tmp_path / "embd.gguf", False)
+    ours = llamix.load(gguf, lora=plain, lora_scale=0.5).logits(IDS)
+    scale = np.abs(want_embd).max()
+    assert np.abs(ours - want_embd).max() <= 1e-5 * scale
+    assert np.abs(ours - llamix.load(gguf).logits(IDS)).max() > 0.01 * scale    # the update matters
+    ck.tensors["blk.1.attn_norm.weight"] = norm
+    with_norm = llamix.load(gguf, lora=adapter(tmp_path / "norm.gguf", True), lora_scale=0.5).logits(IDS)
+    assert np.abs(with_norm - llamix.Model(ck, n_ctx=64).logits(IDS)).max() <= 1e-5 * scale
+    llama_cpp_peer.require()
+    theirs = llama_cpp_peer.run_model_in_child(gguf, n_ctx=64, seed=0, logits=[IDS], lora_path=str(plain),
+                                               lora_scale=0.5)["logits"][0]
+    assert np.abs(theirs - ours).max() <= 1e-3 * scale
+
+
+def test_an_adapter_or_imatrix_given_as_the_model_is_named(tmp_path, capsys):
+    """A LoRA adapter (GGUF or PEFT folder) or an importance matrix given where a model goes says
+    what it is and where it is given (was: "required metadata key 'llama.embedding_length' is
+    missing", "no config.json (not a Hugging Face model folder)")."""
+    from llamix.formats.imatrix import ImportanceMatrix, write_imatrix
+    gguf = tmp_path / "lora.gguf"
+    with GGUFWriter(gguf) as w:
+        for k, v in (("general.architecture", "llama"), ("general.type", "adapter"), ("adapter.type", "lora")):
+            w.add(k, v)
+        w.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((2, 64), np.float32))
+        w.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((64, 2), np.float32))
+    peft = tmp_path / "peft"
+    peft.mkdir()
+    (peft / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2}))
+    im = tmp_path / "im.gguf"
+    write_imatrix(ImportanceMatrix(sums={"blk.0.attn_q.weight": np.ones((1, 64))}, counts={"blk.0.attn_q.weight":
+                                   np.ones(1)}, datasets=["x"], chunk_count=1, chunk_size=8), im)
+    for path, said in ((gguf, "a LoRA adapter (general.type = 'adapter'), not a model; it is given with --lora FNAME"),
+                       (peft, "a PEFT LoRA adapter folder (adapter_config.json), not a model; it is given with --lora"),
+                       (im, "an importance matrix (general.type = 'imatrix'), not a model; it is given with quantize "
+                            "--imatrix FILE")):
+        for argv in (["info", str(path)], ["generate", "-m", str(path), "-p", "a"]):
+            assert cli_main(argv) == 1
+            err = capsys.readouterr().err
+            assert err.startswith(f"llamix {argv[0]}: error: {path}: {said}") and err.count("\n") == 1, err
+        with pytest.raises((llamix.LlamixError, OSError), match="not a model"):
+            llamix.load(path)
+
+
+def test_lora_scaled_takes_llama_cpps_fname_colon_scale():
+    """llama.cpp's --lora-scaled FNAME:SCALE[,FNAME:SCALE...] (one argument) is read as the older
+    FNAME SCALE (two), each adapter of a list its own flag (then refused: one adapter); the older
+    form, a FNAME holding ':' followed by a SCALE, and anything after -- stay as they are; --lora
+    takes llama.cpp's comma list."""
+    from llamix.cli import _lora_scaled_pairs as rewrite
+    from llamix.commands.common import UsageError, lora_of
+    assert rewrite(["generate", "--lora-scaled", "a.gguf:0.5", "-p", "x"]) == \
+        ["generate", "--lora-scaled", "a.gguf", "0.5", "-p", "x"]
+    assert rewrite(["serve", "--lora-scaled=C:/x/a.gguf:2"]) == ["serve", "--lora-scaled", "C:/x/a.gguf", "2"]
+    assert rewrite(["chat", "--lora-scaled", "a:1,b:-0.5"]) == ["chat", "--lora-scaled", "a", "1", "--lora-scaled",
+                                                                "b", "-0.5"]
+    for kept in (["generate", "--lora-scaled", "a", "0.5"], ["generate", "--lora-scaled", "x:1", "0.5"],
+                 ["generate", "--lora-scaled", "a:b", "1"], ["generate", "--", "--lora-scaled", "a:1"]):
+        assert rewrite(kept) == kept
+    import argparse
+    with pytest.raises(UsageError, match="--lora a --lora b: give one adapter"):
+        lora_of(argparse.Namespace(lora=["a,b"], lora_scaled=None))

@@ -123,6 +123,33 @@ def test_tokenizer_section_sources_force_and_padding(tmp_path, vocab_models):
     np.testing.assert_allclose(got[41:], np.broadcast_to(got[:41].mean(0), (7, HIDDEN)), rtol=1e-5, atol=1e-6)
 
 
+def test_token_sources_that_cannot_give_the_row_are_refused_before_merging(tmp_path, vocab_models, monkeypatch):
+    """A tokens: source naming a model without that token (or a token not in it) is a ConfigError
+    naming the config file and the field before any tensor is merged (it was raised when the
+    embeddings were aligned, without the config's name); a source that is never used (every model
+    has the token, no force) is still accepted, as before."""
+    from llamix.merge.vocab import OutputVocab
+    p = vocab_models
+    (tmp_path / "m.yml").write_text("")
+    monkeypatch.setattr(OutputVocab, "align", lambda self, *a: pytest.fail("a tensor was merged first"))
+    for source, said in ((p["base"], f"{p['base']} does not have this token"),
+                         ({"kind": "model_token", "model": p["ft1"], "token": "<nope>"},
+                          f"token '<nope>' is not in {p['ft1']}")):
+        cfg = {"merge_method": "linear", "dtype": "float32",
+               "tokenizer": {"source": "base", "tokens": {"<extra>": {"source": source}}},
+               "models": weighted(p, ("base", 0.5), ("ft1", 0.5))}
+        import yaml
+        (tmp_path / "m.yml").write_text(yaml.safe_dump(cfg))
+        with pytest.raises(ConfigError) as e:
+            llamix.merge(tmp_path / "m.yml", tmp_path / "out", progress=False)
+        assert str(e.value) == f"{tmp_path / 'm.yml'}: tokenizer.tokens['<extra>'].source: {said}", str(e.value)
+    monkeypatch.undo()
+    cfg = {"merge_method": "linear", "dtype": "float32",
+           "tokenizer": {"source": "base", "tokens": {"w5": {"source": p["ft1"]}}},
+           "models": weighted(p, ("base", 0.5), ("ft1", 0.5))}
+    llamix.merge(cfg, tmp_path / "ok", progress=False)
+
+
 def test_same_vocabulary_needs_no_alignment_and_streams(tmp_path, vocab_models, monkeypatch):
     """tokenizer_source: base over models of one vocabulary realigns nothing: the vocabulary
     tensors stream from the files like the rest."""

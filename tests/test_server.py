@@ -671,3 +671,62 @@ def test_create_app_refuses_a_template_that_does_not_parse(checkpoint):
     with pytest.raises(llamix.FormatError, match=r"chat template \(m\.gguf: tokenizer\.chat_template\) does not parse"):
         server_mod.create_app(llamix.Model(ck, n_ctx=N_CTX), 1)
     server_mod.create_app(llamix.Model(ck, n_ctx=N_CTX, chat_format="chatml"), 1)   # a built-in format instead
+
+
+def test_lora_adapters_as_llama_server(checkpoint, tmp_path):
+    """llama-server's adapter API on a server whose model has a LoRA adapter folded in: GET
+    /lora-adapters lists it (id, path, scale); a request's (or POST /lora-adapters') ``lora`` list is
+    taken when it asks for the loaded scale and answered by the adapted weights, and refused with a
+    400 naming the adapter otherwise (an adapter left out of the list means scale 0, and a request's
+    empty list the server's scales, as in llama-server), never answered by weights other than the
+    ones asked for. A server without an
+    adapter lists none."""
+    import copy
+    from llamix.formats.gguf import GGUFWriter
+    from llamix.loaders.lora import apply_lora
+
+    rng = np.random.default_rng(5)
+    adapter = tmp_path / "lora.gguf"
+    with GGUFWriter(adapter) as w:
+        w.add("general.architecture", "llama")
+        w.add("general.type", "adapter")
+        w.add("adapter.type", "lora")
+        w.add("adapter.lora.alpha", np.float32(2.0))
+        for name in ("blk.0.ffn_up.weight", "blk.1.ffn_down.weight"):
+            out, inp = checkpoint.tensors[name].shape
+            w.add_tensor(name + ".lora_a", rng.normal(0, 0.5, (2, inp)).astype(np.float32))
+            w.add_tensor(name + ".lora_b", rng.normal(0, 0.5, (out, 2)).astype(np.float32))
+    adapted = copy.copy(checkpoint)
+    adapted.tensors, adapted.lora_adapters = dict(checkpoint.tensors), []
+    apply_lora(adapted, str(adapter), 0.5)
+    alone = llamix.Model(adapted, n_ctx=N_CTX).create_completion("Hello", max_tokens=6, temperature=0)
+    app = server_mod.create_app(llamix.Model(adapted, n_ctx=N_CTX), 2)
+    with running(app) as u:
+        assert httpx.get(u + "/lora-adapters", timeout=30).json() == [
+            {"id": 0, "path": str(adapter), "scale": 0.5, "task_name": "", "prompt_prefix": ""}]
+        body = {"prompt": "Hello", "max_tokens": 6, "temperature": 0}
+        for path, lora in (("/v1/completions", [{"id": 0, "scale": 0.5}]), ("/completion", [{"id": 0, "scale": 0.5}]),
+                           ("/completion", [])):   # a request's empty list: the server's scales
+            r = post(u, path, {**body, "lora": lora}, key=None)
+            assert r.status_code == 200, r.text
+        assert post(u, "/v1/completions", {**body, "lora": [{"id": 0, "scale": 0.5}]}, key=None).json()[
+            "choices"][0]["text"] == alone["choices"][0]["text"]
+        chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        for path, lora, said in (
+                ("/v1/completions", [{"id": 0, "scale": 1.0}], "adapter 0 (" + str(adapter) + ") at scale 1:"),
+                ("/completion", [{"id": 0}], "at scale 0:"),     # no scale: 0
+                ("/v1/chat/completions", [{"id": 3, "scale": 0.5}], "lora[0].id: invalid adapter id 3 (loaded: 0"),
+                ("/v1/completions", {"id": 0}, "lora must be a list"),
+                ("/v1/completions", [{"id": 0, "scale": "x"}], "lora[0].scale must be a number")):
+            err = _error(post(u, path, {**(chat if "chat" in path else body), "lora": lora}, key=None), 400)
+            assert said in err["message"] and err["param"] == "lora", err
+        assert post(u, "/lora-adapters", [{"id": 0, "scale": 0.5}], key=None).json() == {"success": True}
+        for body in ([{"id": 0, "scale": 0.0}], []):   # POST's empty list: every adapter at scale 0
+            err = _error(post(u, "/lora-adapters", body, key=None), 400)
+            assert "cannot change their scale while serving" in err["message"]
+    plain = server_mod.create_app(llamix.Model(checkpoint, n_ctx=N_CTX), 1)
+    with running(plain) as u:
+        assert httpx.get(u + "/lora-adapters", timeout=30).json() == []
+        assert post(u, "/v1/completions", {"prompt": "a", "max_tokens": 1, "lora": []}, key=None).status_code == 200
+        _error(post(u, "/v1/completions", {"prompt": "a", "max_tokens": 1, "lora": [{"id": 0, "scale": 1}]},
+                    key=None), 400)

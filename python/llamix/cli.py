@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         # llama-cli's form, llamix -m MODEL -p TEXT: argparse would call MODEL an invalid choice of COMMAND
         parser.error(f"no command before {argv[0]}: e.g. llamix generate {' '.join(argv)} (commands: "
                      f"{', '.join(COMMANDS)})")
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_lora_scaled_pairs(argv))
     if not args.command:
         parser.print_help()
         return 2
@@ -189,6 +189,49 @@ def main(argv: list[str] | None = None) -> int:
         _refuse_unknown(args.parser, extra)
     _freeze_startup_objects(own_process)
     return run_command(args)
+
+
+def _lora_scaled_pairs(argv: list[str]) -> list[str]:
+    """llama.cpp's current ``--lora-scaled FNAME:SCALE[,FNAME:SCALE...]`` (one argument) rewritten
+    as the two-argument ``--lora-scaled FNAME SCALE`` (its older spelling, which argparse reads),
+    one flag per adapter of a list. A value that is not that form, or one followed by a number (the
+    older spelling of a FNAME holding ':'), is left as it is."""
+    def pairs(value: str) -> list[tuple[str, str]] | None:
+        out = []
+        for item in value.split(","):
+            fname, sep, scale = item.rpartition(":")
+            if not sep or not fname or not _is_number(scale):
+                return None
+            out.append((fname, scale))
+        return out
+
+    out, i = [], 0
+    while i < len(argv):
+        tok, value = argv[i], None
+        if tok == "--":
+            out += argv[i:]
+            break
+        if tok.startswith("--lora-scaled="):
+            value = tok.split("=", 1)[1]
+        elif tok == "--lora-scaled" and i + 1 < len(argv) and not _is_number(argv[i + 2] if i + 2 < len(argv) else ""):
+            value = argv[i + 1]
+        found = pairs(value) if value is not None else None
+        if found is None:
+            out.append(tok)
+        else:
+            for fname, scale in found:
+                out += ["--lora-scaled", fname, scale]
+            i += 0 if tok.startswith("--lora-scaled=") else 1
+        i += 1
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def mergekit_yaml(argv: list[str] | None = None) -> int:

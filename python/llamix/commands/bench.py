@@ -26,7 +26,8 @@ from .._runtime import cpu_info, max_threads, set_threads
 from ..formats.gguf import GGUFReader, read_header
 from ..loaders import SHAPES, random_checkpoint
 from ..model import Model, load
-from .common import MODEL_HELP, add_gpu_flags, add_kv_cache, add_qtype, check, kv_cache_kwargs, warn
+from ..model.model import kv_cache_type
+from .common import MODEL_HELP, add_gpu_flags, add_kv_cache, add_qtype, check, warn
 
 
 _RANGE = re.compile(r"(-?\d+)(?:-(\d+)(?:([+*])(\d+))?)?")   # a negative value is refused later, by name
@@ -86,7 +87,7 @@ def add_arguments(p) -> None:
     p.add_argument("-r", "--repetitions", type=int, default=3, metavar="N", help="repetitions of each test (the table: their mean ± standard deviation, as llama-bench)")
     p.add_argument("-d", "--n-depth", type=_int_list, action="extend", default=None, metavar="N[,N...]",
                    help="tokens already in the KV cache when pp and tg are measured (llama-bench's -d) (default: 0)")
-    add_kv_cache(p)
+    add_kv_cache(p, lists=True)
     p.add_argument("-o", "--output", choices=["md", "json", "jsonl", "csv"], default="md",
                    help="md: llama-bench's Markdown table (default); json, jsonl, csv: one record per test "
                         "with llama-bench's -o field names (avg_ts, samples_ts, n_depth, ...)")
@@ -286,21 +287,34 @@ def run(args) -> int:
     check(any(args.n_prompt) or any(args.n_gen) or args.n_pg, "-p/-n", "nothing to measure: both -p and -n are 0")
     n_ctx = max(args.n_depth) + max(*args.n_prompt, *args.n_gen, *(p + g for p, g in args.n_pg), 1)
     first_threads = (args.threads or [None])[0] or None
+    # llama-bench's -ctk / -ctv value lists: every pair of the two, the keys' type the outer loop
+    caches = [(k, v) for k in args.cache_type_k or [None] for v in args.cache_type_v or [None]]
+    kv = dict(kv_cache=args.kv_cache, kv_cache_k=caches[0][0], kv_cache_v=caches[0][1],
+              attn_precision=args.attn_precision)
     if args.shape:
         qtype = args.qtype or "q4_0"
-        m = Model(random_checkpoint(args.shape, qtype), n_ctx=n_ctx, n_threads=first_threads,
-                  **kv_cache_kwargs(args))
+        m = Model(random_checkpoint(args.shape, qtype), n_ctx=n_ctx, n_threads=first_threads, **kv)
         name = f"random {args.shape} {qtype}"
     else:
-        m = load(args.model, qtype=args.qtype, n_threads=first_threads, n_ctx=n_ctx, **kv_cache_kwargs(args))
+        m = load(args.model, qtype=args.qtype, n_threads=first_threads, n_ctx=n_ctx, **kv)
         name = m.source
+    for k, v in caches[1:]:   # every pair checked before the first test runs
+        for flag, t in (("kv_cache_k", k or args.kv_cache), ("kv_cache_v", v or args.kv_cache)):
+            kv_cache_type(flag, t, m.config.head_dim)
     if n_ctx > m.config.context_length:
         warn("bench", f"-d {max(args.n_depth)} plus the test's tokens ({n_ctx}) go beyond the model's training "
                       f"context ({m.config.context_length}): the speed is measured, the text would degrade")
-    tests = _tests(m, args)
+    records = []
+    for i, (k, v) in enumerate(caches):
+        if i:   # the same weights, another KV cache
+            ck = m.checkpoint
+            del m
+            m = Model(ck, n_ctx=n_ctx, n_threads=first_threads, kv_cache=args.kv_cache, kv_cache_k=k, kv_cache_v=v,
+                      attn_precision=args.attn_precision)
+        records += _records(m, name, _tests(m, args))
     fmt = "json" if args.json else args.output
     if fmt != "md":
-        _print_records(_records(m, name, tests), fmt)
+        _print_records(records, fmt)
         return 0
-    _print_table(_records(m, name, tests))
+    _print_table(records)
     return 0

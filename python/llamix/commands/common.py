@@ -91,43 +91,68 @@ def add_qtype(p, choices=("q4_0", "q8_0", "f16"), help: str = "convert float wei
     p.add_argument("--quant", type=lower_choice(choices), dest="qtype", help=argparse.SUPPRESS)
 
 
-def add_kv_cache(p) -> None:
+def lower_choice_list(choices) -> Callable[[str], list[str]]:
+    """An argparse type for llama-bench's value lists: ``f16,q8_0``, each a name from ``choices``
+    in any case."""
+    one = lower_choice(choices)
+
+    def parse(s: str) -> list[str]:
+        return [one(item.strip()) for item in s.split(",")]
+    parse.__name__ = "type names"
+    return parse
+
+
+def add_kv_cache(p, lists: bool = False) -> None:
     """The KV cache's types: llama.cpp's -ctk/--cache-type-k and -ctv/--cache-type-v, and
-    --kv-cache for both."""
+    --kv-cache for both. ``lists``: -ctk / -ctv take llama-bench's value lists (``-ctk f16,q8_0``,
+    repeatable: one test per value), each parsed to a list of names."""
     types = ("f32", "f16", "q8_0", "q4_0")
     p.add_argument("--kv-cache", type=lower_choice(types), default="f32", metavar="TYPE",
                    help=f"KV cache type of keys and values ({', '.join(types)})")
-    p.add_argument("-ctk", "--cache-type-k", type=lower_choice(types), metavar="TYPE",
-                   help="KV cache type of the keys (default: --kv-cache)")
-    p.add_argument("-ctv", "--cache-type-v", type=lower_choice(types), metavar="TYPE",
-                   help="KV cache type of the values (default: --kv-cache)")
+    many = dict(type=lower_choice_list(types), action="extend", metavar="TYPE[,TYPE...]") if lists \
+        else dict(type=lower_choice(types), metavar="TYPE")
+    each = "; a list measures each" if lists else ""
+    p.add_argument("-ctk", "--cache-type-k", help=f"KV cache type of the keys (default: --kv-cache){each}", **many)
+    p.add_argument("-ctv", "--cache-type-v", help=f"KV cache type of the values (default: --kv-cache){each}", **many)
     precisions = ("auto", "f32", "bf16")
     p.add_argument("--attn-precision", type=lower_choice(precisions), default="auto", metavar="P",
                    help="the attention's arithmetic: auto (bf16 on CPUs with AMX tiles, else f32), f32, or bf16 "
                         "(bf16 inputs, float32 sums)")
 
 
-def add_lora(p) -> None:
+def add_lora(p, help: str = "LoRA adapter applied to the model's weights: a GGUF adapter file (llama.cpp's) or a "
+             "PEFT adapter folder (adapter_config.json + adapter_model.safetensors); one adapter") -> None:
     """A LoRA adapter folded into the weights as they load: llama.cpp's --lora / --lora-scaled."""
-    p.add_argument("--lora", metavar="FNAME", help="LoRA adapter applied to the model's weights: a GGUF adapter "
-                   "file (llama.cpp's) or a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
-    p.add_argument("--lora-scaled", nargs=2, metavar=("FNAME", "SCALE"),
-                   help="the same, its update scaled by SCALE")
+    # appended, so that a second adapter (llama.cpp applies every --lora given) is refused by name
+    # rather than silently replacing the first
+    p.add_argument("--lora", metavar="FNAME", action="append", help=help)
+    p.add_argument("--lora-scaled", nargs=2, metavar=("FNAME", "SCALE"), action="append",
+                   help="the same, its update scaled by SCALE (llama.cpp's FNAME:SCALE is taken too)")
 
 
 def lora_of(args) -> tuple[str, float] | None:
-    """(adapter folder, scale) of --lora / --lora-scaled, or None; UsageError for both, or a SCALE
-    that is not a number."""
-    plain, scaled = getattr(args, "lora", None), getattr(args, "lora_scaled", None)
-    if plain and scaled:
-        raise UsageError("--lora and --lora-scaled: give one adapter (llamix applies one)")
+    """(adapter folder, scale) of --lora / --lora-scaled, or None; UsageError for more than one
+    adapter (the flags repeated, or both given), or a SCALE that is not a number."""
+    # llama.cpp's --lora takes a comma-separated list of adapters
+    plains = [f for given in getattr(args, "lora", None) or [] for f in given.split(",")]
+    scaleds = getattr(args, "lora_scaled", None) or []
+    if len(plains) + len(scaleds) > 1:
+        given = " ".join([f"--lora {f}" for f in plains] + [f"--lora-scaled {f} {s}" for f, s in scaleds])
+        raise UsageError(f"{given}: give one adapter (llamix applies one; several at once are not supported yet)")
+    plain, scaled = (plains or [None])[0], (scaleds or [None])[0]
     if scaled:
         try:
             scale = float(scaled[1])
         except ValueError:
             raise UsageError(f"--lora-scaled {scaled[0]} {scaled[1]}: SCALE must be a number") from None
-        return scaled[0], scale
-    return (plain, 1.0) if plain else None
+        if not math.isfinite(scale):
+            raise UsageError(f"--lora-scaled {scaled[0]} {scaled[1]}: SCALE must be a finite number")
+    else:
+        scale = 1.0
+    path = scaled[0] if scaled else plain
+    if path is not None and not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such LoRA adapter file or folder")
+    return None if path is None else (path, scale)
 
 
 def kv_cache_kwargs(args) -> dict:

@@ -4,6 +4,7 @@ the base to the fine-tune (mergekit-extract-lora's job, whose spelling ``--base-
 tensor at a time; prints each tensor's relative truncation error."""
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -18,10 +19,11 @@ def add_arguments(p) -> None:
     p.add_argument("--out-path", metavar="OUT", help="the same as OUT (mergekit-extract-lora's spelling)")
     p.add_argument("--base", "--base-model", required=True, help="base model: a folder or a Hugging Face repo id")
     p.add_argument("--model", required=True, help="fine-tuned model: a folder or a Hugging Face repo id")
-    p.add_argument("--rank", "--max-rank", type=int, required=True, dest="rank", metavar="R",
-                   help="rank of each weight's update")
-    p.add_argument("--embed-lora", action="store_true",
-                   help="factor the embeddings and output head too (default: saved whole in modules_to_save)")
+    p.add_argument("--rank", "--max-rank", type=int, default=128, dest="rank", metavar="R",
+                   help="rank of each weight's update (default: 128, as mergekit-extract-lora's --max-rank)")
+    p.add_argument("--embed-lora", action=argparse.BooleanOptionalAction, default=False,
+                   help="factor the embeddings and output head too (default, --no-embed-lora: saved whole in "
+                        "modules_to_save)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="dtype of the adapter's tensors (default: the fine-tune's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the randomized SVD's sketch")
@@ -33,7 +35,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     check_threads(args)
     check(args.rank >= 1, "--rank", f"must be >= 1, got {args.rank}")
-    check((args.out is None) != (args.out_path is None), "OUT", "give the output folder once: OUT or --out-path")
+    check((args.out is None) != (args.out_path is None), "OUT / --out-path:", "give the output folder once")
     args.out = args.out if args.out is not None else args.out_path
     check_output(args.out, [args.base, args.model], args.force)
     if args.threads:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..chat_format import format_names
 from ..loaders import load_checkpoint, random_checkpoint
-from ..loaders.lora import apply_lora
+from ..loaders.lora import apply_lora, apply_lora_then_convert
 from ..model import Model
 from ..tokenizer import check_text
 from .common import UsageError, kv_cache_kwargs, lora_of
@@ -55,17 +55,20 @@ def open_model(args, slots: int = 1, **kw) -> Model:
     --chat-template-file applied, and the template parsed now (FormatError naming where it came
     from when it does not)."""
     template = chat_template_of(args)
+    lora = lora_of(args)   # before the model loads: a second adapter or a missing one is said at once
     if "chat_format" in kw:
         kw["chat_format"] = args.chat_format
     if getattr(args, "random", None):
         print(f"[llamix: random-weight '{args.random}' model, no download: the text below is meaningless]",
               file=sys.stderr)
         ck = random_checkpoint(args.random, args.qtype or "q4_0")
+        if lora is not None:
+            apply_lora(ck, *lora)
+    elif lora is not None:   # folded into the float weights before --qtype converts them
+        ck = load_checkpoint(args.model, tokenizer=args.tokenizer)
+        apply_lora_then_convert(ck, *lora, qtype=args.qtype)
     else:
         ck = load_checkpoint(args.model, tokenizer=args.tokenizer, qtype=args.qtype)
-    lora = lora_of(args)
-    if lora is not None:
-        apply_lora(ck, *lora)
     n_ctx = args.ctx_size
     if n_ctx == 0:   # llama.cpp's -c 0: the context the model was trained with
         n_ctx = ck.config.context_length

@@ -6,8 +6,8 @@ import time
 
 from ..eval import perplexity
 from ..model import load
-from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_gpu_flags, add_qtype, add_threads, check, check_ctx,
-                     check_threads, progress_bar, quiet_requested, warn_ctx)
+from .common import (MODEL_HELP, TOKENIZER_HELP, add_ctx, add_gpu_flags, add_lora, add_qtype, add_threads, check,
+                     check_ctx, check_threads, lora_of, progress_bar, quiet_requested, warn_ctx)
 from .model_inputs import read_text_file
 
 
@@ -24,6 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     add_threads(p)
     add_gpu_flags(p)
+    add_lora(p)
 
 
 def run(args) -> int:
@@ -35,8 +36,10 @@ def run(args) -> int:
         args.chunks = None
     if args.chunks is not None:
         check(args.chunks >= 1, "--chunks", f"must be >= 1 (or -1: all), got {args.chunks}")
+    lora = lora_of(args) or (None, 1.0)
     text = read_text_file(args.file, "-f/--file")
-    model = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size)
+    model = load(args.model, tokenizer=args.tokenizer, qtype=args.qtype, n_threads=args.threads, n_ctx=args.ctx_size,
+                 lora=lora[0], lora_scale=lora[1])   # --kl-base stays the model without the adapter
     warn_ctx("perplexity", args.ctx_size, model.config)
     args.ctx_size = model.n_ctx   # -c 0: the model's training context
     base = load(args.kl_base, tokenizer=args.tokenizer, n_ctx=args.ctx_size) if args.kl_base else None

@@ -10,8 +10,10 @@ from ..errors import ArgumentError
 from ..formats.imatrix import quantize_metadata, read_imatrix
 from ..export import FILE_TYPES, export_gguf
 from ..export.type_rules import TENSOR_TYPES, TypeOverrides, parse_tensor_type
-from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_force, add_threads, check_output, check_threads,
-                     lower_choice, progress_bar, quiet_requested)
+from ..loaders import load_checkpoint
+from ..loaders.lora import apply_lora
+from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_force, add_lora, add_threads, check_output,
+                     check_threads, lora_of, lower_choice, progress_bar, quiet_requested)
 
 
 def add_arguments(p) -> None:
@@ -36,6 +38,8 @@ def add_arguments(p) -> None:
                         "each quantizer's error by the mean squared activation of each column")
     p.add_argument("--allow-requantize", action="store_true",
                    help="convert tensors that are quantized already to another type (a second rounding error)")
+    add_lora(p, "LoRA adapter folded into the weights before they are written (llama-export-lora's job): a GGUF "
+                "adapter file (llama.cpp's) or a PEFT adapter folder; one adapter")
     add_force(p)
     add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -52,7 +56,8 @@ def run(args) -> int:
     if args.type_pos and args.type and args.type_pos != args.type:
         raise UsageError(f"--type {args.type} and the positional TYPE {args.type_pos} disagree")
     qtype = args.type or args.type_pos or "q4_0"
-    check_output(args.out, [args.model, args.tokenizer, args.imatrix], args.force, file=True)
+    lora = lora_of(args)
+    check_output(args.out, [args.model, args.tokenizer, args.imatrix, lora and lora[0]], args.force, file=True)
     try:
         overrides = TypeOverrides(output_tensor_type=args.output_tensor_type,
                                   token_embedding_type=args.token_embedding_type,
@@ -71,10 +76,19 @@ def run(args) -> int:
     if args.threads:
         set_threads(args.threads)
     t0 = time.perf_counter()
+    model, tokenizer = args.model, args.tokenizer
+    if lora is not None:   # the weights with the adapter folded in (block types quantized again), then written
+        model, tokenizer = load_checkpoint(args.model, tokenizer=args.tokenizer), None
+        apply_lora(model, *lora)
     with progress_bar(f"quantize {os.path.basename(args.out)}", quiet=quiet_requested(args)) as bar:
-        r = export_gguf(args.model, args.out, qtype, tokenizer=args.tokenizer, pure=args.pure, progress=bar,
-                        allow_requantize=args.allow_requantize, overrides=overrides, imatrix=imatrix,
-                        metadata=metadata)
+        try:
+            r = export_gguf(model, args.out, qtype, tokenizer=tokenizer, pure=args.pure, progress=bar,
+                            allow_requantize=args.allow_requantize, overrides=overrides, imatrix=imatrix,
+                            metadata=metadata)
+        except ArgumentError as e:   # an entry that does not fit the model: name the file it came from
+            if args.imatrix and str(e).startswith("imatrix: "):
+                raise UsageError(f"--imatrix {args.imatrix}: {str(e)[len('imatrix: '):]}") from None
+            raise
     dt = time.perf_counter() - t0
     size = os.path.getsize(args.out)
     counts = ", ".join(f"{n} {t}" for t, n in sorted(r.type_counts().items()))

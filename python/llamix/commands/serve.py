@@ -82,7 +82,8 @@ def run(args) -> int:
         raise
     warn_ctx("serve", model.n_ctx, model.config)
     if not quiet_requested(args):  # what llama-server says as it starts: the model, its slots and their context
-        print(f"llamix serve: {model!r}; {args.parallel} slot(s) of {model.n_ctx} tokens, chat format "
+        lora = "".join(f"; LoRA {path} (scale {scale:g}) folded in" for path, scale in model.checkpoint.lora_adapters)
+        print(f"llamix serve: {model!r}{lora}; {args.parallel} slot(s) of {model.n_ctx} tokens, chat format "
               f"{model.chat_format or 'from the model'}; http://{args.host}:{args.port}/v1", file=sys.stderr)
     # SIGTERM ends the server cleanly: uvicorn shuts down, then passes the signal on (ignored here)
     main = threading.current_thread() is threading.main_thread()

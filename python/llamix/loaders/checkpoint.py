@@ -52,6 +52,8 @@ class Checkpoint:
     chat_template: str | None = None
     # where chat_template was read, for messages: "m/tokenizer_config.json: chat_template"
     chat_template_source: str | None = None
+    # the LoRA adapters folded into the weights as they loaded: [(path as given, scale)]
+    lora_adapters: list = field(default_factory=list)
 
     def release_pages(self) -> None:
         """Drop the mapped source file's pages from the process's resident memory, where the

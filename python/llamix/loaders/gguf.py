@@ -74,6 +74,11 @@ def _describe(v) -> str:
 def config_from_gguf(reader: GGUFReader) -> ModelConfig:
     """The hyper-parameters in a GGUF file's ``general.architecture`` and ``{arch}.*`` metadata."""
     source = str(reader.path)
+    kind = reader.get("general.type")
+    if kind in ("adapter", "imatrix"):   # not a model: say what it is and where it goes
+        what, flag = (("a LoRA adapter", "--lora FNAME (beside the base model's -m), llamix.load(model, lora=...)")
+                      if kind == "adapter" else ("an importance matrix", "quantize --imatrix FILE"))
+        raise FormatError(f"{source}: {what} (general.type = {kind!r}), not a model; it is given with {flag}")
     arch = hparam(reader, "general.architecture", str)
     if arch not in ARCHITECTURES:
         raise ConfigError(f"{source}: architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)})")

@@ -62,6 +62,10 @@ def read_hf_config(folder: Path) -> dict:
     """config.json of a Hugging Face folder as a dict (FormatError naming the file otherwise)."""
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
+        if (folder / "adapter_config.json").is_file():   # a PEFT adapter given as the model
+            raise FileNotFoundError(f"{folder}: a PEFT LoRA adapter folder (adapter_config.json), not a model; it is "
+                                    "given with --lora FNAME (beside the base model's -m), llamix.load(model, "
+                                    "lora=...), or as model+lora in a merge")
         raise FileNotFoundError(f"{folder}: no config.json (not a Hugging Face model folder)")
     return parse_json(cfg_path.read_bytes(), str(cfg_path))
 

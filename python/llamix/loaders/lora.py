@@ -22,7 +22,7 @@ from ..formats.gguf import GGUF_MAGIC, GGUFReader
 from ..formats.names import file_rows_to_pairs, fused_parts, gguf_name, hf_rows_to_gguf
 from ..formats.peft_lora import LoraAdapter, as_f32
 from ..quant import QuantizedTensor, quantize
-from .checkpoint import Checkpoint
+from .checkpoint import COMPUTE_TYPES, Checkpoint, check_qtype, float_weight
 
 
 def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: float = 1.0) -> None:
@@ -37,11 +37,13 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
         raise ArgumentError(f"lora_scale must be a finite number, got {lora_scale!r}")
     folder = Path(adapter_path)
     if not folder.exists():
-        raise FileNotFoundError(f"{folder}: no such LoRA adapter folder")
+        raise FileNotFoundError(f"{folder}: no such LoRA adapter file or folder")
     if folder.is_file():
         with open(folder, "rb") as f:
             if f.read(4) == GGUF_MAGIC:
-                return _apply_gguf_adapter(ck, folder, float(lora_scale))
+                _apply_gguf_adapter(ck, folder, float(lora_scale))
+                ck.lora_adapters.append((str(adapter_path), float(lora_scale)))
+                return
         raise ConfigError(f"lora={folder}: not a GGUF LoRA adapter; give a GGUF adapter file or a PEFT adapter "
                           "folder (adapter_config.json + adapter_model.safetensors)")
     where = f"lora={folder}"
@@ -61,6 +63,29 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
                 raise ConfigError(f"{where}: {folder / 'adapter_model.safetensors'} saves {target} with shape "
                                   f"{list(saved.shape)}, which does not replace the model's {name}")
             ck.tensors[name] = _stored_like(name, w, hf_rows_to_gguf(name, saved[a:b], config))
+    ck.lora_adapters.append((str(adapter_path), float(lora_scale)))
+
+
+def apply_lora_then_convert(ck: Checkpoint, adapter_path, lora_scale: float = 1.0, qtype: str | None = None) -> None:
+    """Fold the adapter into ``ck`` (loaded with no ``qtype``: its float weights as stored), then
+    convert the float weights to ``qtype`` as the load converts them: one rounding of the adapted
+    weights (folded into weights already converted, the update would be rounded a second time,
+    and one smaller than ``qtype``'s step would mostly be lost). Block-quantized weights stay as
+    they are, listed in ``ck.kept_quantized`` as the load lists them."""
+    qtype = check_qtype(qtype)
+    apply_lora(ck, adapter_path, lora_scale)
+    if qtype is None:
+        return
+    for name, t in list(ck.tensors.items()):
+        if not isinstance(t, QuantizedTensor) or len(t.shape) != 2:
+            continue
+        if t.qtype in _FLOAT_VIEWS:
+            ck.tensors[name] = float_weight(t.data.view(_FLOAT_VIEWS[t.qtype]).reshape(t.shape), t.qtype, qtype)
+        elif t.qtype != qtype:   # block-quantized in the file: run as stored, as the load leaves it
+            ck.kept_quantized[name] = t.qtype
+
+
+_FLOAT_VIEWS = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}   # float_weight's inputs
 
 
 def _apply_gguf_adapter(ck: Checkpoint, path: Path, lora_scale: float) -> None:
@@ -68,7 +93,9 @@ def _apply_gguf_adapter(ck: Checkpoint, path: Path, lora_scale: float) -> None:
     ``adapter.type = lora``, ``adapter.lora.alpha``, and per weight ``NAME.lora_a`` (r, in) and
     ``NAME.lora_b`` (out, r) under the model's GGUF names, rows in the model file's order. The
     update is ``lora_scale * alpha / r * (B @ A)`` (``lora_scale * (B @ A)`` when alpha is 0), as
-    llama.cpp scales it."""
+    llama.cpp scales it. ``token_embd.weight`` has A and B flipped, as llama.cpp reads them:
+    ``.lora_a`` (vocab, r), ``.lora_b`` (embd, r), update ``A @ B^T``. Whole ``*_norm.weight``
+    tensors (mergekit-extract-lora's changed norms) replace the model's."""
     reader = GGUFReader(path)
     try:
         _fold_gguf_adapter(ck, reader, f"lora={path}", lora_scale)
@@ -87,6 +114,9 @@ def _fold_gguf_adapter(ck: Checkpoint, reader: GGUFReader, where: str, lora_scal
     alpha = float(reader.get("adapter.lora.alpha", 0.0))
     for a_name, a_tensor in reader.tensors.items():
         if not a_name.endswith(".lora_a"):
+            if a_name.endswith("_norm.weight"):
+                _replace_norm(ck, reader.tensors[a_name], where)   # mergekit-extract-lora's changed norms
+                continue
             if not a_name.endswith(".lora_b"):
                 raise ConfigError(f"{where}: tensor {a_name!r} is neither a .lora_a nor a .lora_b")
             continue
@@ -94,11 +124,12 @@ def _fold_gguf_adapter(ck: Checkpoint, reader: GGUFReader, where: str, lora_scal
         if name + ".lora_b" not in reader.tensors:
             raise ConfigError(f"{where}: {a_name} has no {name}.lora_b")
         a, b = (_plain_f32(reader.tensors[n], where) for n in (a_name, name + ".lora_b"))
-        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
-            raise ConfigError(f"{where}: {name}.lora_a {list(a.shape)} and .lora_b {list(b.shape)} are not (r, in) "
-                              "and (out, r)")
-        scale = np.float32(lora_scale * (alpha / a.shape[0] if alpha else 1.0))
-        delta = (b @ a) * scale
+        embd = name == "token_embd.weight"   # A and B flipped (llama.cpp's llm_build_inp_embd): (vocab, r), (embd, r)
+        if a.ndim != 2 or b.ndim != 2 or (a.shape[1] if embd else a.shape[0]) != b.shape[1]:
+            raise ConfigError(f"{where}: {name}.lora_a {list(a.shape)} and .lora_b {list(b.shape)} are not "
+                              + ("(vocab, r) and (embd, r)" if embd else "(r, in) and (out, r)"))
+        scale = np.float32(lora_scale * (alpha / b.shape[1] if alpha else 1.0))   # r: lora_b's, as llama.cpp
+        delta = ((a @ b.T) if embd else (b @ a)) * scale
         for part, first, end in fused_parts(name, ck.config) or [(name, 0, None)]:
             w = ck.tensors.get(part)
             rows = delta[first:end]
@@ -109,10 +140,31 @@ def _fold_gguf_adapter(ck: Checkpoint, reader: GGUFReader, where: str, lora_scal
             ck.tensors[part] = _stored_like(part, w, w.dequantize() + file_rows_to_pairs(part, rows, ck.config))
 
 
+def _replace_norm(ck: Checkpoint, t, where: str) -> None:
+    """A norm weight a GGUF adapter carries whole (mergekit-extract-lora saves the norms a
+    fine-tune changed; convert_lora_to_gguf keeps them): it replaces the model's, read as the GGUF
+    loader reads norms. llama.cpp skips them for now; the PEFT folder they came from replaces them,
+    and so does this."""
+    w = ck.tensors.get(t.name)
+    value = _plain_f32(t, where).reshape(-1) if t.type.name in ("F32", "F16", "BF16") else None
+    if w is None or isinstance(w, QuantizedTensor) or value is None or value.shape != np.shape(w):
+        have = "no such tensor" if w is None else f"shape {list(np.shape(w))}"
+        raise ConfigError(f"{where}: {t.name} {list(int(n) for n in t.shape)} ({t.type.name}) does not replace the "
+                          f"model's {t.name}: {have}")
+    ck.tensors[t.name] = file_rows_to_pairs(t.name, value, ck.config)
+
+
 def _plain_f32(t, where: str) -> np.ndarray:
-    if t.type.name not in ("F32", "F16", "BF16"):
-        raise ConfigError(f"{where}: tensor {t.name!r} is {t.type.name}; LoRA adapters are read in F32, F16 or BF16")
-    return as_f32(np.asarray(t.array()))
+    """A lora_a / lora_b tensor in float32: F32, F16, BF16, or a block type llamix computes with
+    (convert_lora_to_gguf --outtype q8_0 writes Q8_0 ones)."""
+    if t.type.name in ("F32", "F16", "BF16"):
+        return as_f32(np.asarray(t.array()))
+    qt = t.type.name.lower()
+    if qt not in COMPUTE_TYPES or len(t.shape) != 2:
+        raise ConfigError(f"{where}: tensor {t.name!r} is {t.type.name}; LoRA adapters are read in F32, F16, BF16 "
+                          f"or {', '.join(x.upper() for x in COMPUTE_TYPES if x not in ('f32', 'f16', 'bf16'))}")
+    rows, k = (int(n) for n in t.shape)
+    return QuantizedTensor(np.ascontiguousarray(t.raw()), qt, (rows, k)).dequantize()
 
 
 def _canonical_parts(target: str, config, where: str) -> list[tuple[str, int, int]]:

@@ -394,5 +394,14 @@ def build_vocab(cfg: MergeConfig, models: dict, base_ref: str, where_of: dict[st
     for token, ts in out.tokens.items():
         if ts.model is not None and ts.model not in models:
             raise ConfigError(f"tokenizer.tokens[{token!r}].source: {ts.model} is not one of the merged models")
+        # a source that cannot give the row, said now (naming the config) rather than when the
+        # embeddings are merged: where the source is used (forced, or a model lacks the token)
+        tid = vocab.get(token)
+        if ts.model is None or tid is None or not (ts.force or any(p[tid] < 0 for p in out.perms.values())):
+            continue
+        if ts.kind == "model" and out.perms[ts.model][tid] < 0:
+            raise ConfigError(f"tokenizer.tokens[{token!r}].source: {ts.model} does not have this token")
+        if ts.kind == "model_token" and ts.token_id is None and ts.token not in out.vocabs[ts.model]:
+            raise ConfigError(f"tokenizer.tokens[{token!r}].source: token {ts.token!r} is not in {ts.model}")
     return out
 

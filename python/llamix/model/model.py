@@ -24,7 +24,8 @@ from ..config import ModelConfig
 from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
-from ..loaders.lora import apply_lora
+from ..loaders.checkpoint import check_qtype
+from ..loaders.lora import apply_lora_then_convert
 from ..formats.hub_cache import hub_cache_dir, hub_offline
 from ..quant import QuantizedTensor, qtype_info
 from ..quant.qtypes import BY_GGUF_ID
@@ -49,7 +50,7 @@ class Timings:
 KV_CACHE_TYPES = ("f32", "f16", "q8_0", "q4_0")
 
 
-def _kv_cache_type(name: str, t, head_dim: int) -> str:
+def kv_cache_type(name: str, t, head_dim: int) -> str:
     if t not in KV_CACHE_TYPES:
         raise ArgumentError(f"{name}: KV cache type must be one of {', '.join(KV_CACHE_TYPES)}, got {t!r}")
     if t.startswith("q") and head_dim % 32:
@@ -147,7 +148,7 @@ class Model(CompletionAPI):
         if n_ctx == 0:   # llama.cpp's and llama-cpp-python's 0: the context the model was trained with
             n_ctx = c.context_length
         self.n_ctx = int(n_ctx)
-        self.kv_cache_k, self.kv_cache_v = (_kv_cache_type(name, t or kv_cache, c.head_dim)
+        self.kv_cache_k, self.kv_cache_v = (kv_cache_type(name, t or kv_cache, c.head_dim)
                                             for name, t in (("kv_cache_k", kv_cache_k), ("kv_cache_v", kv_cache_v)))
         self.attn_precision = _attn_precision(attn_precision)  # "f32" or "bf16" ("auto" resolved)
         _check_kv_memory(self.n_ctx, c, self.kv_cache_k, self.kv_cache_v)   # before the weights are prepared
@@ -493,9 +494,19 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
     if n_gpu_layers:
         warnings.warn(f"n_gpu_layers={n_gpu_layers} has no effect: llamix runs on the CPU", stacklevel=_caller_level())
     del n_batch, logits_all, verbose   # accepted for llama-cpp-python's code, no effect here
-    ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant)
-    if lora is not None:
-        apply_lora(ck, lora, lora_scale)
+    if lora is not None and not isinstance(lora, (str, os.PathLike)):   # before the model loads
+        raise ArgumentError(f"lora must be the path of one adapter (a GGUF adapter file or a PEFT folder), got "
+                            f"{type(lora).__name__}" + ("; several adapters at once are not supported yet"
+                                                       if isinstance(lora, (list, tuple)) else ""))
+    if lora == "":
+        raise ArgumentError("lora='': no adapter path (pass None for no adapter)")
+    qtype = qtype if quant is None else quant
+    if lora is None:
+        ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype)
+    else:   # folded into the float weights before qtype converts them
+        check_qtype(qtype)
+        ck = load_checkpoint(path, tokenizer=tokenizer)
+        apply_lora_then_convert(ck, lora, lora_scale, qtype)
     return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
                  chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v, attn_precision=attn_precision,
                  seed=seed)
@@ -590,7 +601,7 @@ class Llama(Model):
         unknown = sorted(set(kwargs) - set(inspect.signature(load).parameters))
         if unknown:
             raise TypeError(f"Llama() got an unexpected keyword argument {unknown[0]!r}")
-        if lora_path is not None:
+        if lora_path:   # llama-cpp-python's test: an empty lora_path is no adapter
             kwargs["lora"] = lora_path
         kwargs["kv_cache_k"] = _kv_type_of("type_k", type_k) or kwargs.get("kv_cache_k")
         kwargs["kv_cache_v"] = _kv_type_of("type_v", type_v) or kwargs.get("kv_cache_v")

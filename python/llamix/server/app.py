@@ -44,6 +44,7 @@ from ..model.api import TextCompletion
 from ..model.engine import Request, Step
 from . import choices, native
 from .metrics import CONTENT_TYPE, Metrics
+from .params import type_of as _type_name
 from .params import (BadRequest, chat_kwargs, completion_kwargs, embedding_input, native_completion_kwargs,
                      native_completion_prompt, native_detokenize_body, native_prompt_ids, native_template_body,
                      native_tokenize_body, n_choices, param_named)
@@ -284,11 +285,59 @@ class Server:
             "meta": {"n_ctx_slot": self.model.n_ctx, "n_parallel": self.engine.n_parallel,
                      "n_ctx_train": c.context_length, "n_vocab": c.vocab_size, "n_embd": c.dim}}]})
 
+    # --- LoRA adapters (llama-server's /lora-adapters and per-request "lora") ---------------------------
+    def adapters(self) -> list[dict]:
+        """The adapters folded into the weights at load, as llama-server lists its adapters."""
+        return [{"id": i, "path": path, "scale": scale, "task_name": "", "prompt_prefix": ""}
+                for i, (path, scale) in enumerate(getattr(self.model.checkpoint, "lora_adapters", []))]
+
+    def check_lora(self, given: Any, per_request: bool = True) -> None:
+        """llama-server's ``lora``: ``[{"id": ID, "scale": S}, ...]``, the adapters' scales (an
+        adapter left out: scale 0; a request's empty list: the server's scales, as llama-server
+        takes it). llamix folds its adapters into the weights at load, so the list is taken only
+        when it asks for the scales loaded; anything else is a 400 naming the adapter, rather than
+        an answer from other weights than the client asked for."""
+        loaded = self.adapters()
+
+        def refuse(message: str) -> None:
+            raise _Refused(error_response(400, message, param="lora", code="invalid_lora"))
+        if not isinstance(given, list):
+            refuse(f"lora must be a list of {{\"id\", \"scale\"}} objects, got {_type_name(given)}")
+        if per_request and not given:
+            return
+        asked = {a["id"]: 0.0 for a in loaded}
+        for k, entry in enumerate(given):
+            if not isinstance(entry, dict):
+                refuse(f"lora[{k}] must be an object {{\"id\", \"scale\"}}, got {_type_name(entry)}")
+            i, scale = entry.get("id", -1), entry.get("scale", 0.0)
+            if isinstance(i, bool) or not isinstance(i, int) or i not in asked:
+                refuse(f"lora[{k}].id: invalid adapter id {i!r} (loaded: "
+                       f"{', '.join(str(a['id']) for a in loaded) or 'none'}; GET /lora-adapters lists them)")
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+                refuse(f"lora[{k}].scale must be a number, got {_type_name(scale)}")
+            asked[i] = float(scale)
+        for a in loaded:
+            if asked[a["id"]] != a["scale"]:
+                refuse(f"lora: adapter {a['id']} ({a['path']}) at scale {asked[a['id']]:g}: llamix folds its adapters "
+                       f"into the weights at load (scale {a['scale']:g}) and cannot change their scale while serving; "
+                       "start the server with --lora-scaled FNAME SCALE instead")
+
+    async def lora_adapters(self, request: HTTPRequest) -> Response:
+        """llama-server's ``GET /lora-adapters``: ``[{"id", "path", "scale"}]``."""
+        return JSONResponse(self.adapters())
+
+    async def set_lora_adapters(self, request: HTTPRequest) -> Response:
+        """llama-server's ``POST /lora-adapters``: accepted when it asks for the loaded scales."""
+        self.check_lora(await self.read_json(request), per_request=False)
+        return JSONResponse({"success": True})
+
     async def metrics_text(self, request: HTTPRequest) -> Response:
         return Response(self.metrics.text(), media_type=CONTENT_TYPE)
 
     async def completions(self, request: HTTPRequest) -> Response:
         body = await self.read_json(request)
+        if isinstance(body, dict) and "lora" in body:
+            self.check_lora(body["lora"])
         try:
             kw, prompts, stream, usage = completion_kwargs(body)
             n = n_choices(body)
@@ -303,6 +352,8 @@ class Server:
 
     async def chat_completions(self, request: HTTPRequest) -> Response:
         body = await self.read_json(request)
+        if isinstance(body, dict) and "lora" in body:
+            self.check_lora(body["lora"])
         try:
             kw, stream, usage = chat_kwargs(body)
             prepared = await self._prepared(self.model.prepare_chat_completion, kw, n_choices(body))
@@ -331,6 +382,8 @@ class Server:
     async def completion(self, request: HTTPRequest) -> Response:
         """llama-server's ``/completion``."""
         body = await self.read_json(request)
+        if isinstance(body, dict) and "lora" in body:
+            self.check_lora(body["lora"])
         m = self.model
         try:
             kw, stream, options = native_completion_kwargs(body)
@@ -486,7 +539,7 @@ def _authorized(scope, key: bytes) -> bool:
 _PUBLIC_PATHS = {"/health", "/v1/health", "/v1/models", "/models"}
 _PATHS = {"/health", "/v1/health", "/metrics", "/v1/models", "/models", "/v1/completions", "/v1/chat/completions",
           "/chat/completions", "/v1/embeddings", "/completion", "/completions", "/tokenize", "/detokenize",
-          "/apply-template", "/props"}
+          "/apply-template", "/props", "/lora-adapters"}
 
 
 def create_app(model: Model, n_parallel: int = 4, *, name: str | None = None, api_key: str | None = None,
@@ -543,6 +596,8 @@ def create_app(model: Model, n_parallel: int = 4, *, name: str | None = None, ap
         "/completion": ("POST", server.completion), "/completions": ("POST", server.completion),
         "/tokenize": ("POST", server.tokenize), "/detokenize": ("POST", server.detokenize),
         "/apply-template": ("POST", server.apply_template), "/props": ("GET", server.props)}.items()]
+    routes += [Route("/lora-adapters", endpoint(server.lora_adapters), methods=["GET"]),
+               Route("/lora-adapters", endpoint(server.set_lora_adapters), methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.add_middleware(_Gate, server=server)

@@ -24,7 +24,7 @@ class BadRequest(ValueError):
         self.param, self.code, self.extra = param, code, extra
 
 
-def _type_of(v: Any) -> str:
+def type_of(v: Any) -> str:
     if v is None:
         return NULL
     if isinstance(v, bool):
@@ -48,7 +48,7 @@ def _check(body: dict, name: str, *types: str, within: str = "") -> Any:
     if name not in body:
         return None
     v = body[name]
-    t = _type_of(v)
+    t = type_of(v)
     if t in types or (t == INT and NUMBER in types):
         return v
     raise BadRequest(f"'{within}{name}' must be {' or '.join(types)}, got {t}", param=within + name,
@@ -92,7 +92,7 @@ def _max_tokens(body: dict, *names: str) -> dict:
 def _common(body: dict) -> tuple[dict, bool, bool]:
     """Sampling keyword arguments, stream, include_usage."""
     if not isinstance(body, dict):
-        raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
+        raise BadRequest(f"the request body must be a JSON object, got {type_of(body)}")
     kw = {}
     for name, types in _SAMPLING.items():
         v = _check(body, name, *types)
@@ -207,14 +207,14 @@ def _completion_prompts(body: dict) -> list:
     if isinstance(prompt, str):
         return [prompt]
     if isinstance(prompt, list) and prompt:
-        if all(_type_of(i) == INT for i in prompt):   # one prompt of token ids
+        if all(type_of(i) == INT for i in prompt):   # one prompt of token ids
             return [prompt]
         if all(isinstance(p, str) for p in prompt):
             return prompt
-        if all(isinstance(p, list) and p and all(_type_of(i) == INT for i in p) for p in prompt):
+        if all(isinstance(p, list) and p and all(type_of(i) == INT for i in p) for p in prompt):
             return prompt
     raise BadRequest(f"'prompt' must be a string, an array of token ids, or a non-empty array of prompts (strings or "
-                     f"non-empty arrays of token ids, not mixed), got {_type_of(prompt)}", param="prompt",
+                     f"non-empty arrays of token ids, not mixed), got {type_of(prompt)}", param="prompt",
                      code="invalid_type" if "prompt" in body else "missing")
 
 
@@ -246,7 +246,7 @@ ROLES = ("system", "developer", "user", "assistant", "tool", "function")   # Ope
 def _message(m: Any, i: int) -> dict:
     where = f"messages[{i}]"
     if not isinstance(m, dict):
-        raise BadRequest(f"'{where}' must be an object, got {_type_of(m)}", param=where, code="invalid_type")
+        raise BadRequest(f"'{where}' must be an object, got {type_of(m)}", param=where, code="invalid_type")
     if not isinstance(m.get("role"), str):
         raise BadRequest(f"'{where}.role' must be a string", param=f"{where}.role", code="invalid_type")
     if m["role"] not in ROLES:   # as OpenAI: an unknown role is not handed to the template
@@ -262,7 +262,7 @@ def _message(m: Any, i: int) -> dict:
         m = {**m, "content": "".join(texts)}
     elif content is not None and not isinstance(content, str):
         raise BadRequest(f"'{where}.content' must be a string, an array of text parts or null, got "
-                         f"{_type_of(content)}", param=f"{where}.content", code="invalid_type")
+                         f"{type_of(content)}", param=f"{where}.content", code="invalid_type")
     elif content is None and m["role"] != "assistant":   # OpenAI: null only for an assistant's tool calls
         raise BadRequest(f"'{where}.content' must be a string or an array of text parts (null only in an "
                          f"assistant message), got null", param=f"{where}.content", code="invalid_type")
@@ -276,12 +276,12 @@ def embedding_input(body: dict, n_vocab: int, n_embd: int) -> tuple[list[str | l
     empty input is refused, as OpenAI refuses it; so is a ``dimensions`` other than the model's
     ``n_embd`` (llamix does not shorten embeddings)."""
     if not isinstance(body, dict):
-        raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
+        raise BadRequest(f"the request body must be a JSON object, got {type_of(body)}")
     inputs = _check(body, "input", STR, LIST)
-    if isinstance(inputs, str) or (inputs and all(_type_of(i) == INT for i in inputs)):
+    if isinstance(inputs, str) or (inputs and all(type_of(i) == INT for i in inputs)):
         inputs = [inputs]
     if not inputs or not (all(isinstance(t, str) for t in inputs)
-                          or all(isinstance(t, list) and all(_type_of(i) == INT for i in t) for t in inputs)):
+                          or all(isinstance(t, list) and all(type_of(i) == INT for i in t) for t in inputs)):
         raise BadRequest("'input' must be a string, an array of strings, an array of token ids or an array of arrays "
                          "of token ids", param="input", code="invalid_type" if "input" in body else "missing")
     for k, t in enumerate(inputs):
@@ -309,7 +309,7 @@ def native_prompt_ids(model, prompt: Any, add_special: bool, parse_special: bool
     the vocabulary asks for it) only when ``add_special`` and the first element is text, as
     llama-server's ``tokenize_mixed``."""
     parts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(parts, list) or not parts or not all(_type_of(p) in (STR, INT) for p in parts):
+    if not isinstance(parts, list) or not parts or not all(type_of(p) in (STR, INT) for p in parts):
         raise BadRequest(f"'{field}' must be a string, an array of token ids, or an array of both mixed",
                          param=field, code="invalid_type" if prompt is not None else "missing")
     ids: list[int] = []
@@ -378,7 +378,7 @@ def native_template_body(body: Any) -> tuple[dict, bool]:
 def native_tokenize_body(body: Any) -> tuple[Any, bool, bool, bool]:
     """(content, add_special, parse_special, with_pieces) of a ``/tokenize`` body."""
     if not isinstance(body, dict):
-        raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
+        raise BadRequest(f"the request body must be a JSON object, got {type_of(body)}")
     content = _check(body, "content", STR, LIST)
     if content is None:
         raise BadRequest("'content' (the text to tokenize) is required", param="content", code="missing")
@@ -388,9 +388,9 @@ def native_tokenize_body(body: Any) -> tuple[Any, bool, bool, bool]:
 
 def native_detokenize_body(body: Any, vocab_size: int) -> list[int]:
     if not isinstance(body, dict):
-        raise BadRequest(f"the request body must be a JSON object, got {_type_of(body)}")
+        raise BadRequest(f"the request body must be a JSON object, got {type_of(body)}")
     ids = _check(body, "tokens", LIST) or []
-    bad = [i for i in ids if _type_of(i) != INT or not 0 <= i < vocab_size]
+    bad = [i for i in ids if type_of(i) != INT or not 0 <= i < vocab_size]
     if bad:
         raise BadRequest(f"'tokens' must be token ids from 0 to {vocab_size - 1}, got {bad[0]!r}", param="tokens")
     return ids
