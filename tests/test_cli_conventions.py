@@ -33,6 +33,20 @@ def test_version_and_help_defaults(capsys):
     assert "(default: 128)" in out and "(default: 0.8)" in out
 
 
+def test_top_level_help_imports_no_command():
+    """`llamix --help` lists every command without importing any command's module (each imports
+    its stack: the server, the model, the merge; ~0.5 s for all of them)."""
+    code = ("import json, sys\nfrom llamix.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n"
+            "    assert e.code == 0, e.code\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('llamix.commands.', 'llamix.server', 'uvicorn')))))")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(llamix.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "merge" in r.stdout and "imatrix" in r.stdout      # every command listed
+    assert r.stdout.strip().splitlines()[-1] in ('["llamix.commands.common"]', "[]")
+
+
 def test_prompt_from_flag_file_and_stdin(s260, tmp_path, capsys, monkeypatch):
     want = "Once upon a time, there was a little girl named Lily. She\n"
     assert main(["generate", "-m", s260, "-p", "Once upon a time", "-n", "12", "--temp", "0"]) == 0

@@ -49,9 +49,10 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser, or with ``command`` only that subcommand's flags: each command module
-    imports its own stack (model, server, merge, ...), and a merge should not pay ~0.3 s to import
-    the server's and the model's."""
+    """The parser with ``command``'s flags (every command is listed; only ``command``'s module is
+    imported, None imports none): each command module imports its own stack (model, server, merge,
+    ...), and a merge should not pay ~0.3 s to import the server's and the model's, nor
+    ``llamix --help`` ~0.5 s to import them all."""
     # allow_abbrev=False: as llama.cpp, a flag is spelled whole (--n-gpu is not --n-gpu-layers)
     parser = argparse.ArgumentParser(prog="llamix", allow_abbrev=False,
                                      description="LLaMA-family models in 4 bits on the CPU, and model merging.")
@@ -59,7 +60,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter, allow_abbrev=False)
-        if command in (None, name):
+        if command == name:
             mod = importlib.import_module(f"llamix.commands.{name.replace('-', '_')}")
             p.set_defaults(run=mod.run, parser=p)
             mod.add_arguments(p)
