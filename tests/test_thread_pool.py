@@ -111,3 +111,20 @@ def test_concurrent_python_threads():
         got = list(ex.map(lambda x: llamix.matmul(x, qw), xs * 8))
     for i, y in enumerate(got):
         np.testing.assert_array_equal(y, expected[i % 16])
+
+
+@pytest.mark.parametrize("streams", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("nbytes", [8, 64 * 37 + 24, (4 << 20) - 8, (9 << 20) + 4096 + 8 * 5])
+def test_stream_read_reads_every_word(threads, streams, nbytes):
+    """The bandwidth probe's checksum is the XOR of every 64-bit word, whatever the split into
+    4 MiB pieces, per-thread lanes and interleaved streams (a word skipped or read twice flips it)."""
+    rng = np.random.default_rng(nbytes + streams)
+    words = rng.integers(0, 2**63, nbytes // 8, dtype=np.uint64)
+    assert _C.stream_read(words, streams) == int(np.bitwise_xor.reduce(words))
+    words[-1] ^= 1 << 40  # the tail word counts
+    assert _C.stream_read(words, streams=streams) == int(np.bitwise_xor.reduce(words))
+
+
+def test_stream_read_rejects_other_stream_counts():
+    with pytest.raises(ValueError):
+        _C.stream_read(np.zeros(64, np.uint64), 3)

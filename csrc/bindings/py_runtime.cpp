@@ -52,13 +52,17 @@ void register_runtime(py::module_& m) {
     m.def("set_attention_amx", [](bool enabled) { set_attention_amx(enabled); }, py::arg("enabled"),
           "Off: bf16 attention runs the exact emulation instead of AMX tiles (the same bits; for tests).");
     m.def("threads", [] { return ThreadPool::instance().threads(); });
-    m.def("stream_read", [](py::array data) {
+    m.def("stream_read", [](py::array data, int streams) {
         require_c_contiguous(data, "data");
+        if (streams != 1 && streams != 2 && streams != 4 && streams != 8 && streams != 16)
+            throw py::value_error("streams must be 1, 2, 4, 8 or 16");
         const void* p = data.data();
         const int64_t n = data.nbytes();
         py::gil_scoped_release release;
-        return stream_read(p, n);
-    }, py::arg("data"), "Read a buffer once with the thread pool (a memory-bandwidth probe); returns a checksum.");
+        return stream_read(p, n, streams);
+    }, py::arg("data"), py::arg("streams") = 4,
+          "Read a buffer once with the thread pool (a memory-bandwidth probe): each thread a contiguous lane, "
+          "`streams` interleaved streams per thread; returns the XOR of its 64-bit words.");
     m.def("max_threads", &max_threads, "The most threads set_threads accepts: 8 per CPU this process may use.");
     m.def("set_threads", [](int n) {
         require(n >= 0, "threads must be >= 0 (0 = physical cores)");
