@@ -1,7 +1,7 @@
 """One layer's causal attention (`_C.attention_causal`), old tree against new in lockstep: each
 round runs both trees, each in its own process (order swapped every round), and reports the
 median of the per-round time ratios new / old with quartiles. Default shape: TinyLlama-1.1B's
-(32 query heads on 4 KV heads, head_dim 64), 512 queries at depth 4096, f16 cache, float32
+(32 query heads on 4 KV heads, head_dim 64), 512 queries at depth 4096, f16 cache (--cache-type), float32
 products.
 
     python bench/attn_layer_ab.py OLD_PYTHONPATH NEW_PYTHONPATH [--n 512] [--depth 4096] [--threads 2] [--rounds 5]
@@ -30,11 +30,11 @@ def child(args) -> None:
     k = rng.standard_normal((pos + n, nkv * hd)).astype(np.float32)
     v = rng.standard_normal((pos + n, nkv * hd)).astype(np.float32)
     scale = hd ** -0.5
-    _C.attention_causal(q, k, v, pos, nkv, 0, scale, "f16", "f16")  # warm-up
+    _C.attention_causal(q, k, v, pos, nkv, 0, scale, args.cache_type, args.cache_type)  # warm-up
     times = []
     for _ in range(args.reps):
         t = time.perf_counter()
-        _C.attention_causal(q, k, v, pos, nkv, 0, scale, "f16", "f16")
+        _C.attention_causal(q, k, v, pos, nkv, 0, scale, args.cache_type, args.cache_type)
         times.append(time.perf_counter() - t)
     print(statistics.median(times))
 
@@ -51,13 +51,16 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--cache-type", default="f16", choices=["f32", "f16", "q8_0", "q4_0"],
+                    help="the cache's type, keys and values (default f16)")
     args = ap.parse_args()
     if args.child:
         child(args)
         return 0
     old, new = args.trees
     flags = [f"--n={args.n}", f"--depth={args.depth}", f"--heads={args.heads}", f"--kv-heads={args.kv_heads}",
-             f"--head-dim={args.head_dim}", f"--threads={args.threads}", f"--reps={args.reps}"]
+             f"--head-dim={args.head_dim}", f"--threads={args.threads}", f"--reps={args.reps}",
+             f"--cache-type={args.cache_type}"]
 
     def run(tree):
         env = dict(os.environ, PYTHONPATH=tree)

@@ -7,7 +7,7 @@ Each PYTHONPATH is a folder holding a `llamix` package with its _C extension (e.
 python/llamix built from main). Two extension modules cannot share one process, so each build runs
 in a child process holding a random TinyLlama-1.1B Q4_0 (`llamix bench --shape 1b`; or the file of
 `--model`) with an f16
-cache filled to each depth once; the parent tells them in turn to decode -n tokens after rewinding
+(`--cache-type`) cache filled to each depth once; the parent tells them in turn to decode -n tokens after rewinding
 to the depth (two untimed tokens first: the first ~20 ms of streaming after an idle spell run
 slow on some VMs), swapping the order every round. With -p N each timing is one N-token prompt
 (pp) after rewinding to the depth, after an untimed one, and each build's slowdown at depth
@@ -30,7 +30,7 @@ import numpy as np
 
 
 def worker(depths: list[int], n_gen: int, threads: int, precision: str, cpu_time: bool, model: str,
-           n_prompt: int) -> None:
+           n_prompt: int, cache_type: str = "f16") -> None:
     """Fills one cache per depth, prints a checksum line, then one ms/token line per command read
     on stdin (the command is the depth)."""
     from llamix import Model
@@ -41,7 +41,7 @@ def worker(depths: list[int], n_gen: int, threads: int, precision: str, cpu_time
     ckpt = load_checkpoint(model) if model else random_checkpoint("1b", "q4_0")
     models = {}
     for d in depths:
-        m = Model(ckpt, n_ctx=d + max(n_gen + 2, n_prompt), n_threads=threads, kv_cache_k="f16", kv_cache_v="f16",
+        m = Model(ckpt, n_ctx=d + max(n_gen + 2, n_prompt), n_threads=threads, kv_cache_k=cache_type, kv_cache_v=cache_type,
                   attn_precision=precision)
         if d:
             m.eval(rng.integers(3, m.config.vocab_size, d).tolist())
@@ -78,7 +78,7 @@ def worker(depths: list[int], n_gen: int, threads: int, precision: str, cpu_time
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker([int(d) for d in sys.argv[2].split(",")], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],
-               sys.argv[6] == "1", sys.argv[7], int(sys.argv[8]))
+               sys.argv[6] == "1", sys.argv[7], int(sys.argv[8]), sys.argv[9])
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("base", help="PYTHONPATH of the base build")
@@ -90,6 +90,8 @@ def main() -> int:
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--attn-precision", default="auto", choices=["auto", "f32", "bf16"])
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--cache-type", default="f16", choices=["f32", "f16", "q8_0", "q4_0"],
+                    help="the KV cache's type, keys and values (default f16)")
     ap.add_argument("--cpu-time", action="store_true",
                     help="time the process's CPU time instead of the wall clock (steadier on a shared machine "
                          "with -t 1; with more threads it counts the workers' spinning too)")
@@ -102,11 +104,11 @@ def main() -> int:
     builds = {"base": args.base, "new": args.new}
     extra_env = {"base": args.base_env, "new": args.new_env}
     what = f"pp{args.p}" if args.p else "decode"
-    print(f"{what}, {args.model or 'random TinyLlama-1.1B Q4_0'}, f16 cache, {args.threads} threads, attn {args.attn_precision}, "
+    print(f"{what}, {args.model or 'random TinyLlama-1.1B Q4_0'}, {args.cache_type} cache, {args.threads} threads, attn {args.attn_precision}, "
           f"{args.rounds} rounds of {args.p or args.n} tokens; load average {os.getloadavg()[0]:.1f}")
     procs = {name: subprocess.Popen([sys.executable, __file__, "--worker", args.depths, str(args.n),
                                      str(args.threads), args.attn_precision, "1" if args.cpu_time else "0",
-                                     args.model, str(args.p)],
+                                     args.model, str(args.p), args.cache_type],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                     env={**os.environ, "PYTHONPATH": path,
                                          **dict(e.split("=", 1) for e in extra_env[name])})

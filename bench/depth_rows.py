@@ -26,9 +26,12 @@ def llama_bench(path, depth: int, n_prompt: int, n_gen: int, threads: int, reps:
     return res
 
 
-def kv_bytes_per_token(config, depth: int) -> int:
+BYTES_PER_ELEMENT = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+def kv_bytes_per_token(config, depth: int, cache_type: str = "f16") -> int:
     """Key and value bytes one decode step reads at this depth (f16: 2 bytes an element)."""
-    return config.n_layers * depth * config.kv_dim * 2 * 2
+    return int(config.n_layers * depth * config.kv_dim * 2 * BYTES_PER_ELEMENT[cache_type])
 
 
 def main(args) -> int:
@@ -40,7 +43,8 @@ def main(args) -> int:
     llamix.set_threads(args.threads)
     bandwidth = read_bandwidth(args.threads, rounds=3)
     rows = []
-    m0 = llamix.load(path, threads=args.threads, n_ctx=args.p + args.n, tokenizer=False, kv_cache="f16",
+    ctype = getattr(args, "cache_type", "f16")
+    m0 = llamix.load(path, threads=args.threads, n_ctx=args.p + args.n, tokenizer=False, kv_cache=ctype,
                      attn_precision=args.attn_precision)
     precision = m0.attn_precision
     base = measure(m0, args.p, 0, args.reps)
@@ -50,7 +54,7 @@ def main(args) -> int:
     for d in depths:
         n_gen = args.n if d <= args.tg_max_depth else 0
         fa = [0, 1] if d <= args.fa_max_depth else [1]
-        m = llamix.load(path, threads=args.threads, n_ctx=d + max(args.p, n_gen), tokenizer=False, kv_cache="f16",
+        m = llamix.load(path, threads=args.threads, n_ctx=d + max(args.p, n_gen), tokenizer=False, kv_cache=ctype,
                         attn_precision=args.attn_precision)
         ours = measure(m, args.p, n_gen, args.reps, n_depth=d)
         del m
@@ -60,16 +64,16 @@ def main(args) -> int:
         row["pp_slowdown_vs_depth0"] = base["pp"] / ours["pp"]
         if n_gen:
             row["tg_ratio"] = ours["tg"] / max(v for (t, _), v in theirs.items() if t == "tg")
-            row["tg_roofline"] = bandwidth / (weights + kv_bytes_per_token(config, d))
+            row["tg_roofline"] = bandwidth / (weights + kv_bytes_per_token(config, d, ctype))
             row["tg_roofline_fraction"] = ours["tg"] / row["tg_roofline"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     load = os.getloadavg()[0]
     if args.json:
-        print(json.dumps({"threads": args.threads, "attn_precision": precision, "p": args.p, "n": args.n, "reps": args.reps, "depth0_pp": base["pp"],
+        print(json.dumps({"threads": args.threads, "cache_type": ctype, "attn_precision": precision, "p": args.p, "n": args.n, "reps": args.reps, "depth0_pp": base["pp"],
                           "read_bandwidth_gbs": bandwidth / 1e9, "load_average": load, "rows": rows}, indent=1))
         return 0
-    print(f"random-weight {args.shape} Q4_0, {args.threads} threads, f16 KV cache both, llamix attention {precision}, "
+    print(f"random-weight {args.shape} Q4_0, {args.threads} threads, KV cache llamix {ctype}, llama.cpp f16, llamix attention {precision}, "
           f"medians of {args.reps}; "
           f"read bandwidth {bandwidth / 1e9:.1f} GB/s; load average {load:.1f}; llamix pp{args.p} at depth 0: "
           f"{base['pp']:.1f} t/s")

@@ -7,7 +7,8 @@ files (Q4_0 and Q8_0), and the real published files when present (Qwen2.5-Coder-
     python bench/infer_table.py --quick      # 1 repetition, pp128 / tg32, Q4_0 and the real files
     python bench/infer_table.py --depths 4096,16384   # only the depth rows (below)
 
-Depth rows (--depths): pp512 and tg after N tokens already in the cache, llamix (f16 cache) against
+Depth rows (--depths): pp512 and tg after N tokens already in the cache, llamix (f16 cache, or
+--cache-type's) against
 `llama-bench -d N` (bench/llama_cpp_tools.py's build, f16 cache, flash attention on and off, its
 best reported) on the same Q4_0 file; tg's share of the bandwidth roofline counts the weights plus
 the f16 keys and values read per token. Depths past --tg-max-depth measure pp only, and llama.cpp
@@ -62,6 +63,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 repetition, pp128 / tg32, Q4_0 and the real files")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--depths", help="comma-separated depths: measure only the depth rows (llama-bench -d)")
+    ap.add_argument("--cache-type", default="f16", choices=("f32", "f16", "q8_0", "q4_0"),
+                    help="llamix's KV cache type in the depth rows (llama.cpp keeps its default f16)")
     ap.add_argument("--tg-max-depth", type=int, default=4096, help="deepest depth with a tg row")
     ap.add_argument("--fa-max-depth", type=int, default=4096, help="deepest depth llama.cpp also runs without flash attention")
     ap.add_argument("--attn-precision", default="auto", choices=("auto", "f32", "bf16"),

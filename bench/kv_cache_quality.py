@@ -4,7 +4,7 @@ model, same text, same windows (llama-perplexity's method, llamix.eval.perplexit
 attention's bf16 products (attn_precision="bf16", AMX's arithmetic) over the f32 and f16 caches
 against float32 products over the f32 cache.
 
-    python bench/kv_cache_quality.py [--model FILE] [--ctx 1024] [--chunks 4] [--text FILE] [--attention-rows]
+    python bench/kv_cache_quality.py [--model FILE] [--ctx 1024] [--chunks 4] [--text FILE] [--attention-rows] [--types q8_0/q8_0,...]
 
 Defaults: the real Qwen2.5-Coder-0.5B Q4_K_M file (head_dim 64) and, when present, Gemma 3 270M
 (head_dim 256, sliding-window layers); the text is llamix's own docs (English prose and code).
@@ -40,6 +40,7 @@ def main() -> int:
     ap.add_argument("--text", help="a text file (default: llamix's docs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attention-rows", action="store_true", help="only the rows of bf16 attention products")
+    ap.add_argument("--types", help="only these K/V pairs with float32 products, e.g. q8_0/q8_0,q8_0/q4_0")
     args = ap.parse_args()
     models = [Path(m) for m in args.model] if args.model else list(real_model_files().values())
     if not models:
@@ -55,7 +56,10 @@ def main() -> int:
         ref = perplexity(base, ids, n_ctx=args.ctx)
         per_token = base.kv_cache_nbytes // base.n_ctx
         print(f"| {path.name} | f32 | f32 | f32 | {per_token} | {ref.ppl:.4f} | | | |", flush=True)
-        for tk, tv, ap in [t for t in TYPES if t[2] == "bf16" or not args.attention_rows]:
+        rows = [t for t in TYPES if t[2] == "bf16" or not args.attention_rows]
+        if args.types:
+            rows = [(*pair.split("/"), "f32") for pair in args.types.split(",")]
+        for tk, tv, ap in rows:
             m = llamix.load(path, n_ctx=args.ctx, threads=args.threads, kv_cache_k=tk, kv_cache_v=tv, attn_precision=ap)
             r = perplexity(m, ids, n_ctx=args.ctx, kl_base=base)
             per_token = m.kv_cache_nbytes // m.n_ctx
