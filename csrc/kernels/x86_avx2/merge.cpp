@@ -126,7 +126,32 @@ void stock_mix(float* out, const void* base, QType tb, const void* const* x, con
     ref::stock_mix_from(out, base, tb, x, type, k, ca, cb, i, n);
 }
 
+// weighted_sum of K bfloat16 inputs: the arrays and weights in locals (read through x and w, the
+// compiler would load them again after every store), no type switch in the loop
+template <int K, bool kDivide>
+int64_t weighted_sum_bf16(float* out, const void* const* x, const float* w, float d, int64_t n) {
+    const uint16_t* p[K];
+    __m256 vw[K];
+    for (int m = 0; m < K; ++m) p[m] = static_cast<const uint16_t*>(x[m]), vw[m] = _mm256_set1_ps(w[m]);
+    const __m256 vd = _mm256_set1_ps(d);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int m = 0; m < K; ++m) acc = _mm256_fmadd_ps(load8(p[m], QType::BF16, i), vw[m], acc);
+        _mm256_storeu_ps(out + i, kDivide ? _mm256_div_ps(acc, vd) : acc);
+    }
+    return i;
+}
+
 void weighted_sum(float* out, const void* const* x, const QType* type, const float* w, int k, float d, int64_t n) {
+    bool bf16 = true;
+    for (int m = 0; m < k; ++m) bf16 = bf16 && type[m] == QType::BF16;
+    if (bf16 && (k == 2 || k == 3)) {
+        int64_t i;
+        if (k == 2) i = d != 1.0f ? weighted_sum_bf16<2, true>(out, x, w, d, n) : weighted_sum_bf16<2, false>(out, x, w, d, n);
+        else i = d != 1.0f ? weighted_sum_bf16<3, true>(out, x, w, d, n) : weighted_sum_bf16<3, false>(out, x, w, d, n);
+        return ref::weighted_sum_from(out, x, type, w, k, d, i, n);
+    }
     const __m256 vd = _mm256_set1_ps(d);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -228,8 +253,11 @@ void dot3(const float* a, const float* b, int64_t n, double out[3]) {
     out[2] = combine_lanes(ab);
 }
 
-void delta_dot3(const void* x0, QType t0, const void* x1, QType t1, const void* base, QType tb, int64_t n,
-                double lanes[24]) {
+// kBF16: both inputs bfloat16 without a base (the type switch folds away)
+template <bool kBF16>
+void delta_dot3_loop(const void* x0, QType t0, const void* x1, QType t1, const void* base, QType tb, int64_t n,
+                     double lanes[24]) {
+    if (kBF16) t0 = t1 = QType::BF16, base = nullptr;
     __m256d aa_lo = _mm256_loadu_pd(lanes), aa_hi = _mm256_loadu_pd(lanes + 4);
     __m256d bb_lo = _mm256_loadu_pd(lanes + 8), bb_hi = _mm256_loadu_pd(lanes + 12);
     __m256d ab_lo = _mm256_loadu_pd(lanes + 16), ab_hi = _mm256_loadu_pd(lanes + 20);
@@ -250,6 +278,12 @@ void delta_dot3(const void* x0, QType t0, const void* x1, QType t1, const void* 
         const auto at = [&](const void* p, QType t) { return static_cast<const uint8_t*>(p) + i * (t == QType::F32 ? 4 : 2); };
         ref::delta_dot3(at(x0, t0), t0, at(x1, t1), t1, base ? at(base, tb) : nullptr, tb, n - i, lanes);
     }
+}
+
+void delta_dot3(const void* x0, QType t0, const void* x1, QType t1, const void* base, QType tb, int64_t n,
+                double lanes[24]) {
+    if (!base && t0 == QType::BF16 && t1 == QType::BF16) return delta_dot3_loop<true>(x0, t0, x1, t1, base, tb, n, lanes);
+    delta_dot3_loop<false>(x0, t0, x1, t1, base, tb, n, lanes);
 }
 
 void abs_sums(const float* x, const uint8_t* mask, int64_t n, double out[2]) {

@@ -122,7 +122,32 @@ void stock_mix(float* out, const void* base, QType tb, const void* const* x, con
     ref::stock_mix_from(out, base, tb, x, type, k, ca, cb, i, n);
 }
 
+// weighted_sum of K bfloat16 inputs: the arrays and weights in locals (read through x and w, the
+// compiler would load them again after every store), no type switch in the loop
+template <int K, bool kDivide>
+int64_t weighted_sum_bf16(float* out, const void* const* x, const float* w, float d, int64_t n) {
+    const uint16_t* p[K];
+    __m512 vw[K];
+    for (int m = 0; m < K; ++m) p[m] = static_cast<const uint16_t*>(x[m]), vw[m] = _mm512_set1_ps(w[m]);
+    const __m512 vd = _mm512_set1_ps(d);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int m = 0; m < K; ++m) acc = _mm512_fmadd_ps(load16(p[m], QType::BF16, i), vw[m], acc);
+        _mm512_storeu_ps(out + i, kDivide ? _mm512_div_ps(acc, vd) : acc);
+    }
+    return i;
+}
+
 void weighted_sum(float* out, const void* const* x, const QType* type, const float* w, int k, float d, int64_t n) {
+    bool bf16 = true;
+    for (int m = 0; m < k; ++m) bf16 = bf16 && type[m] == QType::BF16;
+    if (bf16 && (k == 2 || k == 3)) {
+        int64_t i;
+        if (k == 2) i = d != 1.0f ? weighted_sum_bf16<2, true>(out, x, w, d, n) : weighted_sum_bf16<2, false>(out, x, w, d, n);
+        else i = d != 1.0f ? weighted_sum_bf16<3, true>(out, x, w, d, n) : weighted_sum_bf16<3, false>(out, x, w, d, n);
+        return ref::weighted_sum_from(out, x, type, w, k, d, i, n);
+    }
     const __m512 vd = _mm512_set1_ps(d);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
