@@ -167,9 +167,9 @@ def test_karcher(isa, threads, n, spread):
 @pytest.mark.parametrize("k", [2, 3, 4])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "mixed"])
 def test_karcher_stored_types(isa, threads, n, k, dtype):
-    # the iterations read bf16 / f16 inputs in place (all bf16: weighted_sum's own loop; mixed
-    # types: its generic one) and form the mean from them: the bits are the scalar reference's,
-    # signed zeros and subnormal values included
+    # the iterations read bf16 / f16 inputs in place and form the units in registers (bf16 and f16
+    # through a reciprocal checked against the division for every value of the type): the bits are
+    # the scalar reference's divisions, signed zeros and values whose units are subnormal included
     base, xs = models(n, k=k - 1, seed=n + k, spread=0.01)
     xs = [base] + xs
     for i, x in enumerate(xs):  # a few +-0 and tiny values at the same places in every input

@@ -6,14 +6,12 @@
 // of the whole tensor make several passes over their inputs instead of holding task vectors in
 // memory: Multi-SLERP and Arcee Fusion over the inputs as stored, mapped once per tensor when they
 // fit the cache budget (merge_memory.h), the others read again from the files chunk by chunk; the
-// Karcher mean makes one read-only pass per iteration (its dots and tangent norms come from the
-// Gram matrix, its mean is formed from the inputs in each pass).
+// Karcher mean makes one pass per iteration (its dots and tangent norms come from the Gram matrix).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
 #include <cstdlib>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -465,43 +463,7 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     const size_t NN = size_t(N) * size_t(N);
     std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
     std::vector<double> part(size_t(tl.tasks()) * NN, 0.0);
-    // The inputs are read where they are stored unless loading rounds them (a narrower working
-    // dtype) or they are read from their files: then they are loaded into scratch chunks first.
-    const bool direct = in_memory(x) && stored_as_work(c, x);
-    auto gram_part = [&](int64_t task, auto&& dot) {  // G's entries of one chunk from dot(i, j, s)
-        double* g = part.data() + size_t(task) * NN;
-        for (int i = 0; i < N; ++i)
-            for (int j = i + 1; j < N; ++j) {
-                double s[3];
-                dot(i, j, s);
-                g[size_t(i) * N + size_t(j)] = s[2];
-                if (j == i + 1) g[size_t(i) * N + size_t(i)] = s[0];
-                if (i == N - 2) g[size_t(j) * N + size_t(j)] = s[1];
-            }
-    };
-    if (direct) {
-        // The chunk's dots from the inputs in place (the bits of loading them and dot3), and each
-        // input's norm from its own feed, also read in place: different threads can run
-        // different norms' chains at once, and no chunk is copied.
-        std::vector<std::unique_ptr<OrderedFeed>> io;
-        for (int m = 0; m < N; ++m)
-            io.push_back(std::make_unique<OrderedFeed>(tl.tasks(), 1, [&, m](int64_t task, const float* const*, int64_t len) {
-                const MergeInput& in = x[size_t(m)];
-                nrm[size_t(m)].feed_deltas(static_cast<const uint8_t*>(in.data) + tl.begin(task) * type_size(in.type),
-                                           in.type, nullptr, QType::F32, len);
-            }));
-        // the task body, guarded by every feed (a failed task stops the tasks waiting for a slot)
-        std::vector<std::function<void(int64_t, int)>> body;
-        body.reserve(size_t(N) + 1);
-        body.emplace_back([&](int64_t task, int) {
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            gram_part(task, [&](int i, int j, double s[3]) { delta_dot3(x[size_t(i)], x[size_t(j)], nullptr, off, len, s); });
-            for (int m = 0; m < N; ++m) io[size_t(m)]->put_stable(task, static_cast<const float*>(nullptr), len);
-        });
-        for (int m = 0; m < N; ++m) body.emplace_back(io[size_t(m)]->guard(body.back()));
-        pool.parallel_for(tl.tasks(), body.back());
-        for (int m = 0; m < N; ++m) io[size_t(m)]->finish();
-    } else {
+    {
         Scratch scratch(N, kChunk);
         OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
             for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
@@ -510,7 +472,15 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
             const std::vector<float*> v = buffers(scratch, th, 0, N);
             const int64_t off = tl.begin(task), len = tl.size(task);
             for (int m = 0; m < N; ++m) load_work(c, x[size_t(m)], off, len, v[size_t(m)]);
-            gram_part(task, [&](int i, int j, double s[3]) { K.dot3(v[size_t(i)], v[size_t(j)], len, s); });
+            double* g = part.data() + size_t(task) * NN;
+            for (int i = 0; i < N; ++i)
+                for (int j = i + 1; j < N; ++j) {
+                    double s[3];
+                    K.dot3(v[size_t(i)], v[size_t(j)], len, s);
+                    g[size_t(i) * N + size_t(j)] = s[2];
+                    if (j == i + 1) g[size_t(i) * N + size_t(i)] = s[0];
+                    if (i == N - 2) g[size_t(j) * N + size_t(j)] = s[1];
+                }
             io.put(task, v, len);
         }));
         io.finish();
@@ -547,16 +517,13 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     for (size_t j = 0; j < valid.size(); ++j) alpha_sum += alpha;
     const float a_norm = float(alpha / alpha_sum);  // every valid model has the same normalized weight
 
-    // The mean is never stored: it is tracked as coefficients over the units u_p = x_p / |x_p|
-    // (double), m = sum_p c_p u_p. Every vector mergekit forms is such a combination, so the dots
-    // <m, u_i> = (Gu a)_i and the tangent's norm |sum_i b_i u_i| = sqrt(b^T Gu b) come from the unit
-    // Gram matrix Gu = G / (|x_i| |x_j|) (double) without a pass. What needs the elements is the
-    // torch-order float32 norm of each new (not yet renormalized) mean, which scales every element
-    // and keeps mergekit's tangent above tol on large tensors: one read-only pass over the inputs
-    // per iteration forms m_i = sum_p float(c_p / |x_p|) x_p[i] (weighted_sum: one fused
-    // multiply-add per input, from zero) in chunks fed to the norm. The last pass writes
-    // ((m_i / |m|) * scale). The elements' roundings are not mergekit's (it rounds m through every
-    // iteration): docs/MERGING.md gives the measured distance.
+    // The running mean is kept as float32 elements (mergekit's roundings) and, beside them, as
+    // coefficients a over the units u_i = x_i / |x_i|: every vector mergekit forms is a combination
+    // of the units, so the dots <m, u_i> = (Gu a)_i and the tangent's norm |sum_i b_i u_i| =
+    // sqrt(b^T Gu b) come from the unit Gram matrix Gu = G / (|x_i| |x_j|) (double) without a pass.
+    // The norms of the mean, which scale every element, are torch's float32 norms of the float32
+    // mean (one pass per iteration, fused with the step); a tracks them, so it carries the same
+    // departures from |m| = 1 that keep mergekit's tangent above tol on large tensors.
     const size_t V = valid.size();
     std::vector<double> Gu(V * V);
     for (size_t p = 0; p < V; ++p)
@@ -573,68 +540,71 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         }
         return float(std::sqrt(std::max(s, 0.0)));
     };
-    Scratch scratch(int(V), kChunk);
-    std::vector<QType> stored(V), f32(V, QType::F32);
-    for (size_t p = 0; p < V; ++p) stored[p] = x[size_t(valid[p])].type;
-    std::vector<float> w(V);
-    // The weights over the inputs of the mean with coefficients cc over the units; false when one
-    // is not a finite float (an input norm below ~1e-38, only with a tiny tol): the units are then
-    // divided out first and weighted by float(cc_p).
-    auto set_weights = [&](const std::vector<double>& cc) {
-        bool plain = true;
+    Scratch scratch(int(V) + 1, kL1Block);  // units, temporary
+    const int TMP = int(V);
+    constexpr int kMaxFused = 16;
+    auto units = [&](const std::vector<float*>& u, int64_t off, int64_t len) {
         for (size_t p = 0; p < V; ++p) {
-            const double d = norms[size_t(valid[p])];
-            w[p] = d == 0.0 ? 0.0f : float(cc[p] / d);
-            plain = plain && std::isfinite(w[p]);
+            const int v = valid[p];
+            load_work(c, x[size_t(v)], off, len, u[p]);
+            if (norms[size_t(v)] == 0.0f) std::fill(u[p], u[p] + len, 0.0f);
+            else K.div(u[p], norms[size_t(v)], len);
         }
-        if (!plain)
-            for (size_t p = 0; p < V; ++p) w[p] = float(cc[p]);
-        return plain;
     };
-    // (sum_p w_p x_p[i]) / d over [off, off + len) into m
-    auto mean_chunk = [&](bool plain, int64_t off, int64_t len, float* m, int th, float d) {
-        const void* few[8];
-        std::vector<const void*> many(V > 8 ? V : 0);
-        const void** at = V > 8 ? many.data() : few;
-        if (direct && plain) {
-            for (size_t p = 0; p < V; ++p)
-                at[p] = static_cast<const uint8_t*>(x[size_t(valid[p])].data) + off * type_size(stored[p]);
-        } else {
-            for (size_t p = 0; p < V; ++p) {
-                float* u = scratch.get(th, int(p));
-                load_work(c, x[size_t(valid[p])], off, len, u);
-                if (!plain) {
-                    const float nm = norms[size_t(valid[p])];
-                    if (nm == 0.0f) std::fill(u, u + len, 0.0f);
-                    else K.div(u, nm, len);
-                }
-                at[p] = u;
-            }
-        }
-        K.weighted_sum(m, at, direct && plain ? stored.data() : f32.data(), w.data(), int(V), d, len);
-    };
-    auto norm_pass = [&](const std::vector<double>& cc) {  // torch's float32 norm of sum_p cc_p u_p
-        const bool plain = set_weights(cc);
-        TorchNorm nm(n);
-        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) { nm.feed(v[0], len); });
+    // pass(f): f(off, len, units, mean block, th) on each L1 block, then the task's mean chunk fed to
+    // the torch-order norm nm (when given)
+    BufferPool::Lease mean_mem;
+    mean_mem.take(size_t(n) * 4);
+    float* const mean = mean_mem.data();
+    auto pass = [&](TorchNorm* nm, bool with_units, auto&& f) {
+        OrderedFeed io(tl.tasks(), 1, [&](int64_t, const float* const* v, int64_t len) {
+            if (nm) nm->feed(v[0], len);
+        });
         pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int th) {
-            const int64_t off = tl.begin(task), len = tl.size(task);
-            mean_chunk(plain, off, len, io.slot(task)[0], th, 1.0f);
-            io.publish(task, len);
+            const std::vector<float*> u = buffers(scratch, th, 0, int(V));
+            const int64_t begin = tl.begin(task), end = begin + tl.size(task);
+            if (!with_units) {
+                f(begin, end - begin, u, mean + begin, th);
+            } else {
+                for (int64_t off = begin; off < end; off += kL1Block) {
+                    const int64_t len = std::min(kL1Block, end - off);
+                    units(u, off, len);
+                    f(off, len, u, mean + off, th);
+                }
+            }
+            io.put_stable(task, mean + begin, end - begin);
         }));
         io.finish();
-        return nm.result();
     };
+    // The iterations' step reads the inputs where they are stored and forms the units in registers
+    // (the same divisions, or karcher_recip's checked exact alternative), unless loading rounds
+    // them (a narrower working dtype) or they are read from their files: then units() fills the
+    // scratch blocks and the step divides them by 1.
+    bool direct = in_memory(x) && stored_as_work(c, x);
+    for (size_t p = 0; p < V; ++p) direct = direct && norms[size_t(valid[p])] != 0.0f;
+    std::vector<float> recip(V, 0.0f);
+    if (direct && n >= 65536)  // the check looks at 65536 values: not worth it for smaller tensors
+        for (size_t p = 0; p < V; ++p) recip[p] = K.karcher_recip(norms[size_t(valid[p])], x[size_t(valid[p])].type);
     // The starting mean: the weighted sum of the valid units, and its norm.
-    std::vector<double> cc(V, double(a_norm)), a(V), b(V);
-    float pending = norm_pass(cc);  // the norm the pass's mean is divided by (0: not divided)
+    TorchNorm mn(n);
+    pass(&mn, true, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+        std::fill(m, m + len, 0.0f);
+        for (size_t p = 0; p < V; ++p) K.lincomb2(m, m, 1.0f, u[p], a_norm, 1.0f, len);  // m + a u, two roundings
+    });
+    std::vector<double> a(V, double(a_norm)), b(V);
+    float pending = mn.result();  // divide the mean by this before its next use (0: nothing to do)
     if (double(pending) < tol) {  // the units cancel: start from the first valid one
-        std::fill(cc.begin(), cc.end(), 0.0);
-        cc[0] = 1.0;
+        pass(nullptr, true, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+            std::memcpy(m, u[0], size_t(len) * 4);
+        });
+        std::fill(a.begin(), a.end(), 0.0);
+        a[0] = 1.0;
         pending = 0.0f;
+    } else {
+        for (double& v : a) v /= double(pending);
     }
-    for (size_t p = 0; p < V; ++p) a[p] = pending != 0.0f ? cc[p] / double(pending) : cc[p];
-    std::vector<float> coef(V);
+    std::vector<float> dot(V), coef(V);
+    std::vector<char> use(V);
     for (int it = 0; it < max_iter; ++it) {
         bool any = false;
         std::fill(b.begin(), b.end(), 0.0);
@@ -643,8 +613,10 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
             for (size_t q = 0; q < V; ++q) sd += Gu[p * V + q] * a[q];
             const float d = std::min(1.0f, std::max(-1.0f, float(sd)));
             const float theta = std::acos(d);
+            dot[p] = d;
+            use[p] = !(double(theta) < tol);
             coef[p] = float(alpha / alpha_sum) * (theta / std::sin(theta));
-            if (double(theta) < tol) continue;
+            if (!use[p]) continue;
             any = true;
             b[p] += double(coef[p]);
             for (size_t q = 0; q < V; ++q) b[q] -= double(coef[p]) * double(d) * a[q];
@@ -654,22 +626,59 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         const float tn = qnorm(b);
         if (double(tn) < tol) break;
         const float cos_tn = std::cos(tn), sin_tn = std::sin(tn);
-        for (size_t p = 0; p < V; ++p) cc[p] = double(cos_tn) * a[p] + double(sin_tn) / double(tn) * b[p];
-        const float unit_norm = norm_pass(cc);
+        // one pass: the pending division, the tangent, the step along the geodesic (one kernel), the new norm
+        TorchNorm un(n);
+        const float div = pending;
+        std::vector<int> used;
+        std::vector<float> used_dot, used_coef, used_norm, used_recip;
+        std::vector<const void*> used_x;
+        std::vector<QType> used_type;
+        for (size_t p = 0; p < V; ++p) {
+            if (!use[p]) continue;
+            const MergeInput& in = x[size_t(valid[p])];
+            used.push_back(int(p)), used_dot.push_back(dot[p]), used_coef.push_back(coef[p]);
+            used_x.push_back(in.data), used_type.push_back(direct ? in.type : QType::F32);
+            used_norm.push_back(direct ? norms[size_t(valid[p])] : 1.0f), used_recip.push_back(direct ? recip[p] : 0.0f);
+        }
+        KarcherArgs ka;
+        ka.k = int(used.size()), ka.type = used_type.data(), ka.norm = used_norm.data(), ka.recip = used_recip.data();
+        ka.dot = used_dot.data(), ka.coef = used_coef.data();
+        ka.div = div, ka.tn = tn, ka.cos_tn = cos_tn, ka.sin_tn = sin_tn;
+        pass(&un, !direct, [&](int64_t off, int64_t len, const std::vector<float*>& u, float* m, int) {
+            KarcherArgs a = ka;
+            if (direct) {
+                a.x = used_x.data();
+                K.karcher_step(a, m, off, len);
+                return;
+            }
+            const void* uu[kMaxFused];
+            std::vector<const void*> many;
+            const void** up = used.size() <= size_t(kMaxFused) ? uu : (many.resize(used.size()), many.data());
+            for (size_t j = 0; j < used.size(); ++j) up[j] = u[size_t(used[j])];
+            a.x = up;
+            K.karcher_step(a, m, 0, len);
+        });
+        const float unit_norm = un.result();
         pending = double(unit_norm) > tol ? unit_norm : 0.0f;
-        for (size_t p = 0; p < V; ++p) a[p] = pending != 0.0f ? cc[p] / double(pending) : cc[p];
+        for (size_t p = 0; p < V; ++p) a[p] = double(cos_tn) * a[p] + double(sin_tn) / double(tn) * b[p];
+        if (pending != 0.0f)
+            for (double& v : a) v /= double(pending);
     }
     // scale = sum_m alpha * |x_m| over every model, in float32 and in order (a Python sum)
     float scale = 0.0f;
     for (int m = 0; m < N; ++m) scale = scale + float(alpha) * norms[size_t(m)];
-    const bool plain = set_weights(cc);
-    Scratch result(1, kChunk);
+    const float div = pending;
     pool.parallel_for(tl.tasks(), [&](int64_t task, int th) {
-        const int64_t off = tl.begin(task), len = tl.size(task);
-        float* r = result.get(th, 0);
-        mean_chunk(plain, off, len, r, th, pending != 0.0f ? pending : 1.0f);
-        K.scale(r, scale, len);
-        store_out(c, r, out, off, len);
+        const int64_t len = tl.size(task);
+        float* m = mean + tl.begin(task);
+        float* res = scratch.get(th, TMP);
+        for (int64_t o = 0; o < len; o += kL1Block) {
+            const int64_t l = std::min(kL1Block, len - o);
+            std::memcpy(res, m + o, size_t(l) * 4);
+            if (div != 0.0f) K.div(res, div, l);
+            K.scale(res, scale, l);
+            store_out(c, res, out, tl.begin(task) + o, l);
+        }
     });
     return report;
 }

@@ -73,6 +73,19 @@ struct MultislerpArgs {
     float mean_norm = 1.0f, cos_tn = 1.0f, sinc = 0.0f, avg_norm = 1.0f;
 };
 
+// The Karcher mean's iteration (drivers/merge_more.cpp, karcher_step below): k inputs of types
+// type[p] (F32, F16, BF16), the norms they are divided by, and the iteration's coefficients.
+struct KarcherArgs {
+    int k = 0;
+    const void* const* x = nullptr;
+    const QType* type = nullptr;
+    const float* norm = nullptr;
+    const float* recip = nullptr;  // per input: karcher_recip(norm[p], type[p]) (0: divide), or null
+    const float* dot = nullptr;
+    const float* coef = nullptr;
+    float div = 0.0f, tn = 1.0f, cos_tn = 1.0f, sin_tn = 0.0f;
+};
+
 struct MergeKernels {
     // dst[i] = float(src[i]); src is float32, float16 or bfloat16 (QType F32/F16/BF16).
     void (*load)(const void* src, QType type, float* dst, int64_t n) = nullptr;
@@ -149,6 +162,16 @@ struct MergeKernels {
     void (*div_elementwise)(float* x, const float* d, int64_t n) = nullptr;
 
     // --- nearswap, RAM, SCE and arcee_fusion (drivers/merge_more.cpp) ---
+    // One Karcher iteration on float32 elements, every operation rounded, in this order (mergekit's
+    // float32 steps; the bits of load, div, then per model 2 lincomb2, div, lincomb2), over the units
+    // u_p = float(x[p][off + i]) / norm[p] of the inputs read where they are stored (KarcherArgs):
+    //   if div != 0: m = m / div;  tan = +0;  for p < k: tan = tan + coef[p] * (u_p + (-dot[p]) * m);
+    //   tan = tan / tn;  m = cos_tn * m + sin_tn * tan.
+    // m holds the call's n elements (m[i] is element off + i).
+    void (*karcher_step)(const KarcherArgs& a, float* m, int64_t off, int64_t n) = nullptr;
+    // The reciprocal karcher_step may multiply by instead of dividing by d for every input of type
+    // t (F16 or BF16: its 65536 values checked, all bits equal to x / d), else 0 (it divides).
+    float (*karcher_recip)(float d, QType t) = nullptr;
     // NearSwap: w = min(max((1 / max(|a[i] - b[i]|, 1e-6)) * t, 0), 1); out[i] = w b[i] + (1 - w) a[i],
     // every operation rounded (mergekit's t / x is torch's reciprocal(x) * t). NaN propagates.
     void (*nearswap)(const float* a, const float* b, float t, float* out, int64_t n) = nullptr;

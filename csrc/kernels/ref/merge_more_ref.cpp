@@ -254,9 +254,33 @@ void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, in
     multislerp_from(a, stage, out, 0, n);
 }
 
+void karcher_step_from(const KarcherArgs& a, float* m, int64_t off, int64_t begin, int64_t n) {
+    for (int64_t i = begin; i < n; ++i) {
+        const float mi = a.div != 0.0f ? m[i] / a.div : m[i];
+        float tan = 0.0f;
+        for (int p = 0; p < a.k; ++p) {
+            const float u = element(a.x[p], a.type[p], off + i) / a.norm[p];
+            const float dm = -a.dot[p] * mi;
+            const float t = u + dm;
+            const float ct = a.coef[p] * t;
+            tan = tan + ct;
+        }
+        tan = tan / a.tn;
+        const float c = a.cos_tn * mi;
+        const float s = a.sin_tn * tan;
+        m[i] = c + s;
+    }
+}
+
+void karcher_step(const KarcherArgs& a, float* m, int64_t off, int64_t n) { karcher_step_from(a, m, off, 0, n); }
+
+float karcher_recip(float, QType) { return 0.0f; }  // the reference divides
+
 }  // namespace ref
 
 void fill_merge_more_ref(MergeKernels& k) {
+    k.karcher_step = ref::karcher_step;
+    k.karcher_recip = ref::karcher_recip;
     k.nearswap = ref::nearswap;
     k.ram = ref::ram;
     k.ram_counts = ref::ram_counts;

@@ -8,6 +8,7 @@
 
 #include "kernels/merge_math.h"
 #include "kernels/ref/merge_ref.h"
+#include "kernels/x86_shared/karcher_lanes.h"
 #include "kernels/x86_shared/multislerp_lanes.h"
 
 namespace llamix {
@@ -332,6 +333,19 @@ struct Lanes8 {
     }
     static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
     static V set(float x) { return _mm256_set1_ps(x); }
+    static V fmsub(V a, V b, V c) { return _mm256_fmsub_ps(a, b, c); }
+    static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+    // |v|'s bits as unsigned integers, their lane-wise min and max, and whether every lane of lo
+    // is >= a and every lane of hi <= b (a, b < 2^31)
+    using I = __m256i;
+    static I abs_bits(V v) { return _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fffffff)); }
+    static I umin(I a, I b) { return _mm256_min_epu32(a, b); }
+    static I umax(I a, I b) { return _mm256_max_epu32(a, b); }
+    static bool inside(I lo, I hi, uint32_t a, uint32_t b) {
+        const I out = _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(a)), lo),
+                                      _mm256_cmpgt_epi32(hi, _mm256_set1_epi32(int32_t(b))));
+        return _mm256_testz_si256(out, out) != 0;
+    }
 };
 
 void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t n) {
@@ -360,9 +374,15 @@ void delta_sq_lanes8(float* lanes, const void* x, QType tx, const void* base, QT
     delta_sq_loop<false, false>(lanes, x, tx, base, tb, n);
 }
 
+void karcher_step(const KarcherArgs& a, float* m, int64_t off, int64_t n) { x86::karcher_lanes<Lanes8>(a, m, off, n); }
+
+float karcher_recip(float d, QType t) { return x86::karcher_recip_check<Lanes8>(d, t); }
+
 }  // namespace avx2
 
 void fill_merge_more_avx2(MergeKernels& k) {
+    k.karcher_step = avx2::karcher_step;
+    k.karcher_recip = avx2::karcher_recip;
     k.nearswap = avx2::nearswap;
     k.ram = avx2::ram;
     k.ram_counts = avx2::ram_counts;

@@ -13,6 +13,7 @@
 
 #include "kernels/merge_math.h"
 #include "kernels/ref/merge_ref.h"
+#include "kernels/x86_shared/karcher_lanes.h"
 #include "kernels/x86_shared/multislerp_lanes.h"
 
 namespace llamix {
@@ -250,15 +251,33 @@ struct Lanes16 {
     }
     static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
     static V set(float x) { return _mm512_set1_ps(x); }
+    static V fmsub(V a, V b, V c) { return _mm512_fmsub_ps(a, b, c); }
+    static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+    // |v|'s bits as unsigned integers, their lane-wise min and max, and whether every lane of lo
+    // is >= a and every lane of hi <= b
+    using I = __m512i;
+    static I abs_bits(V v) { return _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)); }
+    static I umin(I a, I b) { return _mm512_min_epu32(a, b); }
+    static I umax(I a, I b) { return _mm512_max_epu32(a, b); }
+    static bool inside(I lo, I hi, uint32_t a, uint32_t b) {
+        return (_mm512_cmplt_epu32_mask(lo, _mm512_set1_epi32(int32_t(a))) |
+                _mm512_cmpgt_epu32_mask(hi, _mm512_set1_epi32(int32_t(b)))) == 0;
+    }
 };
 
 void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, int64_t n) {
     x86::multislerp_lanes<Lanes16>(a, stage, out, n);
 }
 
+void karcher_step(const KarcherArgs& a, float* m, int64_t off, int64_t n) { x86::karcher_lanes<Lanes16>(a, m, off, n); }
+
+float karcher_recip(float d, QType t) { return x86::karcher_recip_check<Lanes16>(d, t); }
+
 }  // namespace avx512
 
 void fill_merge_more_avx512(MergeKernels& k) {
+    k.karcher_step = avx512::karcher_step;
+    k.karcher_recip = avx512::karcher_recip;
     k.nearswap = avx512::nearswap;
     k.ram = avx512::ram;
     k.sce = avx512::sce;

@@ -16,12 +16,17 @@ G_ij = <x_i, x_j> (accurate double sums, one pass with the norms): the mean is t
 coefficients a over the units (renormalized by the reproduced norms), so <m, u_i> = (Gu a)_i and
 |tangent| = sqrt(b^T Gu b), Gu = G / (|x_i| |x_j|); mergekit takes them from its float32 vectors
 (its dots with torch.dot, an MKL call whose order depends on its threads). One pass per iteration
-then forms the new (not yet renormalized) mean from the inputs as they are stored (bf16 / f16 /
-f32, in memory), m_i = sum_p float(c_p / |x_p|) x_p[i] (kernels weighted_sum: one fused
-multiply-add per input), and feeds it to the torch-order norm: a read-only pass of 6 bytes per
-element for three bf16 inputs, no tensor-sized buffer; the last pass writes (m_i / |m|) * scale.
-The mean's elements are rounded once per pass where mergekit rounds its float32 mean through every
-step (docs/MERGING.md gives the measured distance).
+then does mergekit's float32 element-wise steps (units, pending renormalization, tangent, step)
+and the torch-order norm of the new mean; the running mean is the one tensor-sized buffer.
+That pass reads the inputs where they are stored (bf16 / f16 / f32, in memory) and forms the units
+in registers (kernels karcher_step): per element 6 bytes of bf16 inputs and the mean's 4 read and 4
+written, no float32 copies of the units. A unit x / |x| of a bf16 / f16 input is computed without
+the divider where that gives the division's bits: q = x r (r = 1 / |x| rounded), then
+q - (q |x| - x) r, two fused steps; karcher_recip checks it against x / |x| for all 65536 values of
+the type (per input of tensors of >= 65536 elements) and the kernel divides any 8 or 16 elements whose units
+fall outside [2^-100, 2^100] (zeros included), so the bits stay the scalar reference's. The two
+other divisions per element (the pending renormalization, tangent / |tangent|) have float32
+numerators and stay divisions: on Zen 3, perf puts most of the pass's samples on waits for them.
 """
 from __future__ import annotations
 
