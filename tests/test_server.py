@@ -469,10 +469,16 @@ def _metric(url, name) -> float:
 
 
 def test_metrics_and_access_log(url, client, caplog):
+    def chat_records():
+        records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "llamix.server.access"]
+        return [r for r in records if r["path"] == "/v1/chat/completions"]
+
     with caplog.at_level(logging.INFO, logger="llamix.server.access"):
         client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, temperature=0)
-    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "llamix.server.access"]
-    rec = [r for r in records if r["path"] == "/v1/chat/completions"][-1]
+        deadline = time.time() + 10   # the server logs the request once its response is sent: after the client has it
+        while not chat_records() and time.time() < deadline:
+            time.sleep(0.01)
+    rec = chat_records()[-1]
     assert rec["status"] == 200 and rec["method"] == "POST" and rec["completion_tokens"] == 4
     assert rec["prompt_tokens"] > 0 and rec["ttft_ms"] >= 0 and rec["duration_ms"] >= rec["ttft_ms"]
     r = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
