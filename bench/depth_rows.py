@@ -58,6 +58,11 @@ def main(args) -> int:
                         attn_precision=args.attn_precision)
         ours = measure(m, args.p, n_gen, args.reps, n_depth=d)
         del m
+        # llamix's side first: llama-bench at a deep depth can run for tens of minutes, and a run
+        # stopped during it would otherwise lose both
+        tg = f", tg{n_gen} {ours['tg']:.1f} t/s" if n_gen else ""
+        print(f"depth {d}: llamix pp{args.p} {ours['pp']:.1f} t/s{tg} (at depth 0: pp{args.p} {base['pp']:.1f} t/s); "
+              "llama-bench next", flush=True)
         theirs = llama_bench(path, d, args.p, n_gen, args.threads, args.reps, fa)
         row = {"depth": d, "llamix": ours, "llama_cpp": {f"{t}_fa{f}": v for (t, f), v in theirs.items()}}
         row["pp_ratio"] = ours["pp"] / max(v for (t, _), v in theirs.items() if t == "pp")
