@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..chat_format import format_names
 from ..loaders import load_checkpoint, random_checkpoint
-from ..loaders.lora import apply_lora, apply_lora_then_convert
+from ..loaders.lora import apply_lora
 from ..model import Model
 from ..tokenizer import check_text
 from .common import UsageError, kv_cache_kwargs, lora_of
@@ -64,11 +64,9 @@ def open_model(args, slots: int = 1, **kw) -> Model:
         ck = random_checkpoint(args.random, args.qtype or "q4_0")
         if lora is not None:
             apply_lora(ck, *lora)
-    elif lora is not None:   # folded into the float weights before --qtype converts them
-        ck = load_checkpoint(args.model, tokenizer=args.tokenizer)
-        apply_lora_then_convert(ck, *lora, qtype=args.qtype)
     else:
-        ck = load_checkpoint(args.model, tokenizer=args.tokenizer, qtype=args.qtype)
+        ck = load_checkpoint(args.model, tokenizer=args.tokenizer, qtype=args.qtype, lora=lora and lora[0],
+                             lora_scale=lora[1] if lora else 1.0)
     n_ctx = args.ctx_size
     if n_ctx == 0:   # llama.cpp's -c 0: the context the model was trained with
         n_ctx = ck.config.context_length

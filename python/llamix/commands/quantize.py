@@ -11,7 +11,6 @@ from ..formats.imatrix import quantize_metadata, read_imatrix
 from ..export import FILE_TYPES, export_gguf
 from ..export.type_rules import TENSOR_TYPES, TypeOverrides, parse_tensor_type
 from ..loaders import load_checkpoint
-from ..loaders.lora import apply_lora
 from .common import (MODEL_HELP, TOKENIZER_HELP, UsageError, add_force, add_lora, add_threads, check_output,
                      check_threads, lora_of, lower_choice, progress_bar, quiet_requested)
 
@@ -78,8 +77,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     model, tokenizer = args.model, args.tokenizer
     if lora is not None:   # the weights with the adapter folded in (block types quantized again), then written
-        model, tokenizer = load_checkpoint(args.model, tokenizer=args.tokenizer), None
-        apply_lora(model, *lora)
+        model, tokenizer = load_checkpoint(args.model, tokenizer=args.tokenizer, lora=lora[0], lora_scale=lora[1]), None
     with progress_bar(f"quantize {os.path.basename(args.out)}", quiet=quiet_requested(args)) as bar:
         try:
             r = export_gguf(model, args.out, qtype, tokenizer=tokenizer, pure=args.pure, progress=bar,

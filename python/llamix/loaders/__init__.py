@@ -12,6 +12,7 @@ from .checkpoint import COMPUTE_TYPES, LOAD_QTYPES, Checkpoint, Progress, check_
 from .gguf import config_from_gguf, load_gguf, vocabulary_only
 from .hf import config_from_hf, load_hf, read_hf_config
 from .llama2c import config_from_llama2c, load_llama2c
+from .lora import apply_lora_then_convert
 from .random import SHAPES, byte_tokenizer, random_checkpoint, random_config
 
 __all__ = ["COMPUTE_TYPES", "Checkpoint", "LOAD_QTYPES", "SHAPES", "byte_tokenizer", "config_from_gguf",
@@ -25,7 +26,8 @@ _PARTS_OF_FOLDERS = {".safetensors", ".json", ".model", ".txt", ".md", ".py", ".
 
 
 def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer | bool | None = None,
-                    qtype: str | None = None, progress: Progress | None = None) -> Checkpoint:
+                    qtype: str | None = None, progress: Progress | None = None,
+                    lora: str | os.PathLike | None = None, lora_scale: float = 1.0) -> Checkpoint:
     """Read a GGUF file, a Hugging Face folder or a llama2.c ``.bin`` (told apart by the file's
     magic) into a :class:`Checkpoint`.
 
@@ -34,11 +36,17 @@ def load_checkpoint(path: str | os.PathLike, tokenizer: str | os.PathLike | Toke
     first, and the model's own is then not read at all (a broken one does not stop the load).
     ``False``: no tokenizer at all (token ids only); ``None`` or ``True``: the model's own.
     ``qtype``: ``q4_0``, ``q8_0`` or ``f16`` to convert float weights while loading.
-    ``progress(done, total, name)`` is called after each tensor. Raises FileNotFoundError for a
+    ``progress(done, total, name)`` is called after each tensor. ``lora``: a LoRA adapter (GGUF
+    file or PEFT folder) folded into the weights as stored, before ``qtype`` converts them
+    (:mod:`llamix.loaders.lora`). Raises FileNotFoundError for a
     missing path and a :class:`llamix.LlamixError` (naming the file and the field or tensor) for
     anything malformed.
     """
     qtype = check_qtype(qtype)
+    if lora is not None:   # one rounding of the adapted weights: fold into them as stored, then convert
+        ck = load_checkpoint(path, tokenizer=tokenizer, progress=progress)
+        apply_lora_then_convert(ck, lora, lora_scale, qtype)
+        return ck
     progress = progress if callable(progress) else None
     path = Path(path)
     if not path.exists():

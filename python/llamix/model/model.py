@@ -24,8 +24,6 @@ from ..config import ModelConfig
 from ..errors import ArgumentError
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
-from ..loaders.checkpoint import check_qtype
-from ..loaders.lora import apply_lora_then_convert
 from ..formats.hub_cache import hub_cache_dir, hub_offline
 from ..quant import QuantizedTensor, qtype_info
 from ..quant.qtypes import BY_GGUF_ID
@@ -500,13 +498,8 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
                                                        if isinstance(lora, (list, tuple)) else ""))
     if lora == "":
         raise ArgumentError("lora='': no adapter path (pass None for no adapter)")
-    qtype = qtype if quant is None else quant
-    if lora is None:
-        ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype)
-    else:   # folded into the float weights before qtype converts them
-        check_qtype(qtype)
-        ck = load_checkpoint(path, tokenizer=tokenizer)
-        apply_lora_then_convert(ck, lora, lora_scale, qtype)
+    ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant, lora=lora,
+                         lora_scale=lora_scale)
     return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
                  chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v, attn_precision=attn_precision,
                  seed=seed)
