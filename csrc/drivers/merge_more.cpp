@@ -605,6 +605,8 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     }
     std::vector<float> dot(V), coef(V);
     std::vector<char> use(V);
+    // per task: its last karcher_step, with every valid input used, formed all units by reciprocal
+    std::vector<char> in_range(size_t(tl.tasks()), 0);
     for (int it = 0; it < max_iter; ++it) {
         bool any = false;
         std::fill(b.begin(), b.end(), 0.0);
@@ -646,9 +648,12 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
         ka.div = div, ka.tn = tn, ka.cos_tn = cos_tn, ka.sin_tn = sin_tn;
         pass(&un, !direct, [&](int64_t off, int64_t len, const std::vector<float*>& u, float* m, int) {
             KarcherArgs a = ka;
-            if (direct) {
+            if (direct) {  // one call per task: its units' range test is remembered for the next passes
                 a.x = used_x.data();
-                K.karcher_step(a, m, off, len);
+                char& known = in_range[size_t(off / tl.chunk)];
+                a.in_range = known != 0;  // also for a subset of the inputs
+                const bool all_in = K.karcher_step(a, m, off, len);
+                if (used.size() == V) known = char(all_in);
                 return;
             }
             const void* uu[kMaxFused];

@@ -84,6 +84,9 @@ struct KarcherArgs {
     const float* dot = nullptr;
     const float* coef = nullptr;
     float div = 0.0f, tn = 1.0f, cos_tn = 1.0f, sin_tn = 0.0f;
+    // true: an earlier karcher_step over the same inputs, norms, recip, off and n returned true
+    // (its units were all in the reciprocal's exact range), so this one need not test them again
+    bool in_range = false;
 };
 
 struct MergeKernels {
@@ -167,8 +170,11 @@ struct MergeKernels {
     // u_p = float(x[p][off + i]) / norm[p] of the inputs read where they are stored (KarcherArgs):
     //   if div != 0: m = m / div;  tan = +0;  for p < k: tan = tan + coef[p] * (u_p + (-dot[p]) * m);
     //   tan = tan / tn;  m = cos_tn * m + sin_tn * tan.
-    // m holds the call's n elements (m[i] is element off + i).
-    void (*karcher_step)(const KarcherArgs& a, float* m, int64_t off, int64_t n) = nullptr;
+    // m holds the call's n elements (m[i] is element off + i). Returns true when every input has a
+    // reciprocal and the units of every whole SIMD vector were formed with it (none divided), a
+    // property of the inputs, norms and element range alone: a later call over the same ones may
+    // then set a.in_range and skip the test (same bits). The reference returns false.
+    bool (*karcher_step)(const KarcherArgs& a, float* m, int64_t off, int64_t n) = nullptr;
     // The reciprocal karcher_step may multiply by instead of dividing by d for every input of type
     // t (F16 or BF16: its 65536 values checked, all bits equal to x / d), else 0 (it divides).
     float (*karcher_recip)(float d, QType t) = nullptr;

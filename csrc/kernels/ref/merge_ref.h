@@ -24,7 +24,7 @@ void stock_mix_from(float* out, const void* base, QType tb, const void* const* x
                     float cb, int64_t begin, int64_t n);
 void div(float* x, float d, int64_t n);
 void lincomb2(float* out, const float* a, float ca, const float* b, float cb, float d, int64_t n);
-void karcher_step(const KarcherArgs& a, float* m, int64_t off, int64_t n);
+bool karcher_step(const KarcherArgs& a, float* m, int64_t off, int64_t n);
 // karcher_step's elements [begin, n) (the SIMD variants' tails)
 void karcher_step_from(const KarcherArgs& a, float* m, int64_t off, int64_t begin, int64_t n);
 float karcher_recip(float d, QType t);

@@ -374,7 +374,7 @@ void delta_sq_lanes8(float* lanes, const void* x, QType tx, const void* base, QT
     delta_sq_loop<false, false>(lanes, x, tx, base, tb, n);
 }
 
-void karcher_step(const KarcherArgs& a, float* m, int64_t off, int64_t n) { x86::karcher_lanes<Lanes8>(a, m, off, n); }
+bool karcher_step(const KarcherArgs& a, float* m, int64_t off, int64_t n) { return x86::karcher_lanes<Lanes8>(a, m, off, n); }
 
 float karcher_recip(float d, QType t) { return x86::karcher_recip_check<Lanes8>(d, t); }
 

@@ -269,7 +269,7 @@ void multislerp(const MultislerpArgs& a, SlerpStage stage, float* const* out, in
     x86::multislerp_lanes<Lanes16>(a, stage, out, n);
 }
 
-void karcher_step(const KarcherArgs& a, float* m, int64_t off, int64_t n) { x86::karcher_lanes<Lanes16>(a, m, off, n); }
+bool karcher_step(const KarcherArgs& a, float* m, int64_t off, int64_t n) { return x86::karcher_lanes<Lanes16>(a, m, off, n); }
 
 float karcher_recip(float d, QType t) { return x86::karcher_recip_check<Lanes16>(d, t); }
 

@@ -58,9 +58,12 @@ float karcher_recip_check(float d, QType t) {
     return r;
 }
 
-// kAllFast: every input has a reciprocal; kDivide: a.div != 0 (no branch on either in the loop)
-template <class L, int kModels, bool kBF16, bool kAllFast, bool kDivide>
-void karcher_loop(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
+// kAllFast: every input has a reciprocal; kDivide: a.div != 0 (no branch on either in the loop);
+// kCheck: test every vector's units against [kUnitLo, kUnitHi] (else a.in_range said that every
+// whole vector of this call passed that test before: the inputs and their norms do not change
+// between iterations, so neither do the units). Returns whether every whole vector passed it.
+template <class L, int kModels, bool kBF16, bool kAllFast, bool kDivide, bool kCheck>
+bool karcher_loop(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
     using V = typename L::V;
     constexpr int W = L::kWidth;
     const int K = kModels > 0 ? kModels : a.k;
@@ -87,11 +90,14 @@ void karcher_loop(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
     bool any_fast = kAllFast;
     for (int p = 0; p < K; ++p) any_fast = any_fast || pm[p].fast;
     auto load = [&](int p, int64_t i) { return L::load(pm[p].x, kBF16 ? QType::BF16 : pm[p].type, i); };
+    bool all_in = kAllFast;
     int64_t i = 0;
     for (; i + W <= n; i += W) {
         V mi = L::load(m, QType::F32, i);
         if (kDivide) mi = mi / div;
-        if (kAllFast || any_fast) {
+        if (!kCheck) {
+            for (int p = 0; p < K; ++p) pm[p].u = karcher_unit<L>(load(p, off + i), pm[p].norm, pm[p].recip);
+        } else if (kAllFast || any_fast) {
             typename L::I lo = L::abs_bits(L::set(1.0f)), hi = lo;
             for (int p = 0; p < K; ++p) {
                 const V x = load(p, off + i);
@@ -103,8 +109,10 @@ void karcher_loop(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
                     pm[p].u = x / pm[p].norm;
                 }
             }
-            if (!L::inside(lo, hi, kUnitLo, kUnitHi))  // zeros, tiny or huge values: divide
+            if (!L::inside(lo, hi, kUnitLo, kUnitHi)) {  // zeros, tiny or huge values: divide
+                all_in = false;
                 for (int p = 0; p < K; ++p) pm[p].u = load(p, off + i) / pm[p].norm;
+            }
         } else {
             for (int p = 0; p < K; ++p) pm[p].u = load(p, off + i) / pm[p].norm;
         }
@@ -114,26 +122,31 @@ void karcher_loop(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
         L::store(m + i, cos_tn * mi + sin_tn * tan);
     }
     if (i < n) ref::karcher_step_from(a, m, off, i, n);
+    return all_in;
 }
 
 template <class L, int kModels, bool kBF16>
-void karcher_pick(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
+bool karcher_pick(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
     bool all_fast = a.recip != nullptr;
     for (int p = 0; p < a.k && all_fast; ++p) all_fast = a.recip[p] != 0.0f;
-    if (all_fast && a.div != 0.0f) return karcher_loop<L, kModels, kBF16, true, true>(a, m, off, n);
-    if (all_fast) return karcher_loop<L, kModels, kBF16, true, false>(a, m, off, n);
-    if (a.div != 0.0f) return karcher_loop<L, kModels, kBF16, false, true>(a, m, off, n);
-    karcher_loop<L, kModels, kBF16, false, false>(a, m, off, n);
+    if (all_fast && a.in_range) {
+        if (a.div != 0.0f) return karcher_loop<L, kModels, kBF16, true, true, false>(a, m, off, n);
+        return karcher_loop<L, kModels, kBF16, true, false, false>(a, m, off, n);
+    }
+    if (all_fast && a.div != 0.0f) return karcher_loop<L, kModels, kBF16, true, true, true>(a, m, off, n);
+    if (all_fast) return karcher_loop<L, kModels, kBF16, true, false, true>(a, m, off, n);
+    if (a.div != 0.0f) return karcher_loop<L, kModels, kBF16, false, true, true>(a, m, off, n);
+    return karcher_loop<L, kModels, kBF16, false, false, true>(a, m, off, n);
 }
 
 template <class L>
-void karcher_lanes(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
+bool karcher_lanes(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
     bool bf16 = true;
     for (int p = 0; p < a.k; ++p) bf16 = bf16 && a.type[p] == QType::BF16;
     if (a.k == 3 && bf16) return karcher_pick<L, 3, true>(a, m, off, n);
     if (a.k == 2 && bf16) return karcher_pick<L, 2, true>(a, m, off, n);
     if (bf16) return karcher_pick<L, 0, true>(a, m, off, n);
-    karcher_pick<L, 0, false>(a, m, off, n);
+    return karcher_pick<L, 0, false>(a, m, off, n);
 }
 
 }  // namespace x86
