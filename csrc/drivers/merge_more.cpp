@@ -463,7 +463,30 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     const size_t NN = size_t(N) * size_t(N);
     std::vector<TorchNorm> nrm(static_cast<size_t>(N), TorchNorm(n));
     std::vector<double> part(size_t(tl.tasks()) * NN, 0.0);
-    {
+    // Inputs in memory in the working precision are read where they are (the dots and the norms'
+    // squares formed in registers: the bits of loading them first); else loaded into scratch and
+    // their chunks copied into the feed's ring.
+    const bool stored = in_memory(x) && stored_as_work(c, x);
+    auto at = [&](int m, int64_t off) { return static_cast<const uint8_t*>(x[size_t(m)].data) + off * type_size(x[size_t(m)].type); };
+    if (stored) {
+        OrderedFeed io(tl.tasks(), 1, [&](int64_t task, const float* const*, int64_t len) {
+            for (int m = 0; m < N; ++m) nrm[size_t(m)].feed_deltas(at(m, tl.begin(task)), x[size_t(m)].type, nullptr, QType::F32, len);
+        });
+        pool.parallel_for(tl.tasks(), io.guard([&](int64_t task, int) {
+            const int64_t off = tl.begin(task), len = tl.size(task);
+            double* g = part.data() + size_t(task) * NN;
+            for (int i = 0; i < N; ++i)
+                for (int j = i + 1; j < N; ++j) {
+                    double s[3];
+                    delta_dot3(x[size_t(i)], x[size_t(j)], nullptr, off, len, s);
+                    g[size_t(i) * N + size_t(j)] = s[2];
+                    if (j == i + 1) g[size_t(i) * N + size_t(i)] = s[0];
+                    if (i == N - 2) g[size_t(j) * N + size_t(j)] = s[1];
+                }
+            io.put_stable(task, static_cast<const float*>(nullptr), len);  // the feed reads the inputs
+        }));
+        io.finish();
+    } else {
         Scratch scratch(N, kChunk);
         OrderedFeed io(tl.tasks(), N, [&](int64_t, const float* const* v, int64_t len) {
             for (int m = 0; m < N; ++m) nrm[size_t(m)].feed(v[m], len);
@@ -580,17 +603,38 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     // (the same divisions, or karcher_recip's checked exact alternative), unless loading rounds
     // them (a narrower working dtype) or they are read from their files: then units() fills the
     // scratch blocks and the step divides them by 1.
-    bool direct = in_memory(x) && stored_as_work(c, x);
+    bool direct = stored;
     for (size_t p = 0; p < V; ++p) direct = direct && norms[size_t(valid[p])] != 0.0f;
     std::vector<float> recip(V, 0.0f);
     if (direct && n >= 65536)  // the check looks at 65536 values: not worth it for smaller tensors
         for (size_t p = 0; p < V; ++p) recip[p] = K.karcher_recip(norms[size_t(valid[p])], x[size_t(valid[p])].type);
+    // per task: its last karcher_step, with every valid input used, formed all units by reciprocal
+    std::vector<char> in_range(size_t(tl.tasks()), 0);
     // The starting mean: the weighted sum of the valid units, and its norm.
     TorchNorm mn(n);
-    pass(&mn, true, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
-        std::fill(m, m + len, 0.0f);
-        for (size_t p = 0; p < V; ++p) K.lincomb2(m, m, 1.0f, u[p], a_norm, 1.0f, len);  // m + a u, two roundings
-    });
+    if (direct) {
+        // karcher_step on a zero mean with dots 0, coefficients a_norm, tn = cos = sin = 1 is
+        // 0 + a u_0 + a u_1 + ... (the lincomb2 chain below: (-0) 0 = -0 and u + -0 = u; tan / 1,
+        // 1 0 + 1 tan = tan, never -0 after +0 + ...), its units formed in registers.
+        std::vector<const void*> vx(V);
+        std::vector<QType> vt(V);
+        std::vector<float> vn(V), zero(V, 0.0f), coefs(V, a_norm);
+        for (size_t p = 0; p < V; ++p)
+            vx[p] = x[size_t(valid[p])].data, vt[p] = x[size_t(valid[p])].type, vn[p] = norms[size_t(valid[p])];
+        KarcherArgs sa;
+        sa.k = int(V), sa.x = vx.data(), sa.type = vt.data(), sa.norm = vn.data(), sa.recip = recip.data();
+        sa.dot = zero.data(), sa.coef = coefs.data();
+        sa.div = 0.0f, sa.tn = 1.0f, sa.cos_tn = 1.0f, sa.sin_tn = 1.0f;
+        pass(&mn, false, [&](int64_t off, int64_t len, const std::vector<float*>&, float* m, int) {
+            std::fill(m, m + len, 0.0f);
+            in_range[size_t(off / tl.chunk)] = char(K.karcher_step(sa, m, off, len));
+        });
+    } else {
+        pass(&mn, true, [&](int64_t, int64_t len, const std::vector<float*>& u, float* m, int) {
+            std::fill(m, m + len, 0.0f);
+            for (size_t p = 0; p < V; ++p) K.lincomb2(m, m, 1.0f, u[p], a_norm, 1.0f, len);  // m + a u, two roundings
+        });
+    }
     std::vector<double> a(V, double(a_norm)), b(V);
     float pending = mn.result();  // divide the mean by this before its next use (0: nothing to do)
     if (double(pending) < tol) {  // the units cancel: start from the first valid one
@@ -605,8 +649,6 @@ KarcherReport merge_karcher(const MergeCommon& c, const std::vector<MergeInput>&
     }
     std::vector<float> dot(V), coef(V);
     std::vector<char> use(V);
-    // per task: its last karcher_step, with every valid input used, formed all units by reciprocal
-    std::vector<char> in_range(size_t(tl.tasks()), 0);
     for (int it = 0; it < max_iter; ++it) {
         bool any = false;
         std::fill(b.begin(), b.end(), 0.0);

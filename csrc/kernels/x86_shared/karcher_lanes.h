@@ -92,6 +92,40 @@ bool karcher_loop(const KarcherArgs& a, float* m, int64_t off, int64_t n) {
     auto load = [&](int p, int64_t i) { return L::load(pm[p].x, kBF16 ? QType::BF16 : pm[p].type, i); };
     bool all_in = kAllFast;
     int64_t i = 0;
+    if constexpr (!kCheck) {
+        // Software-pipelined: the mean's division for group j + 2, the tangent of group j + 1, the
+        // tangent's division and the store of group j in one step (the same operations on each
+        // element). In the plain loop the two divisions sit on one long dependent chain per group,
+        // whose waiting operations fill the scheduler before the next groups' loads can start.
+        auto first = [&](int64_t j) {
+            V v = L::load(m, QType::F32, j);
+            if (kDivide) v = v / div;
+            return v;
+        };
+        auto tangent = [&](int64_t j, V mi) {
+            V tan = L::set(0.0f);
+            for (int p = 0; p < K; ++p) {
+                const V u = karcher_unit<L>(load(p, off + j), pm[p].norm, pm[p].recip);
+                tan = tan + pm[p].coef * (u + pm[p].neg_dot * mi);
+            }
+            return tan;
+        };
+        auto last = [&](int64_t j, V mi, V tan) {
+            tan = tan / tn;
+            L::store(m + j, cos_tn * mi + sin_tn * tan);
+        };
+        if (n >= 2 * W) {
+            V mi2 = first(0), tan2 = tangent(0, mi2), mi1 = first(W);
+            for (i = 2 * W; i + W <= n; i += W) {
+                const V mi0 = first(i);
+                const V tan1 = tangent(i - W, mi1);
+                last(i - 2 * W, mi2, tan2);
+                mi2 = mi1, tan2 = tan1, mi1 = mi0;
+            }
+            last(i - 2 * W, mi2, tan2);
+            last(i - W, mi1, tangent(i - W, mi1));
+        }
+    }
     for (; i + W <= n; i += W) {
         V mi = L::load(m, QType::F32, i);
         if (kDivide) mi = mi / div;
