@@ -189,6 +189,33 @@ def test_karcher_stored_types(isa, threads, n, k, dtype):
     assert np.all(np.abs(got - want) <= 2e-5 * (scale_of(vals[0], vals[1:]) + np.abs(want)) + 1e-38)  # subnormals
 
 
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_karcher_units_range_per_task(isa, threads, k, dtype):
+    # the units' range test runs once per task (16384 elements) and later passes skip it where it
+    # passed: zeros and tiny values in a few tasks only (those keep testing and dividing), the
+    # other tasks on the unchecked, software-pipelined loop; n % 16 != 0 (a scalar tail)
+    n = 5 * 16384 + 1003
+    base, xs = models(n, k=k - 1, seed=70 + k, spread=0.2)
+    xs = [base] + xs
+    for i, x in enumerate(xs):
+        x[16384 + 5 + i] = 0.0  # task 1
+        x[3 * 16384 + 40 + i] = -1e-39 * (i + 1)  # task 3: a subnormal value
+        # task 3: every input tiny at the same places (the mean tiny there too), units subnormal
+        x[3 * 16384 + 64: 3 * 16384 + 320] = (np.float32(2.0 ** -126) * np.geomspace(1e-2, 200, 256) * (1 + i / 7)).astype(np.float32)
+        x[n - 7 + i % 3] = -0.0  # the tail
+    if dtype == "float16":
+        ins = [x.astype(np.float16) for x in xs]
+        vals = [x.astype(np.float32) for x in ins]
+    else:
+        pairs = [_bf16(x) for x in xs]
+        ins, vals = [p[0] for p in pairs], [p[1] for p in pairs]
+    got, iterations = both(lambda: K.karcher(ins)), K.karcher(ins, info=True)[1]
+    assert iterations >= (2 if k > 2 else 1)  # k > 2: steps after the first (two inputs: one pass)
+    want = O.karcher([f64(v) for v in vals])
+    assert np.all(np.abs(got - want) <= 2e-5 * (scale_of(vals[0], vals[1:]) + np.abs(want)) + 1e-38)
+
+
 def test_karcher_special_cases():
     base, xs = models(500, seed=4)
     np.testing.assert_array_equal(K.karcher([xs[0]]), xs[0])
