@@ -101,6 +101,7 @@ struct Q8Groups {
     using Act = block_q8a;
     static constexpr int64_t kBlockBytes = kQ8GroupBlockBytes;
     static constexpr int kTile = 4;
+    static constexpr int kDecodeRun = 2;
 
     template <int T>
     static inline void step(const uint8_t* blk, const block_q8a* const* x, int h, __m256* acc) {
