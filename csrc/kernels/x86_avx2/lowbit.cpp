@@ -469,6 +469,7 @@ struct IQ4XSGroups {
                         const __m256i plo = _mm256_maddubs_epi16(axl, _mm256_sign_epi8(lo, xl));
                         const __m256i phi = _mm256_maddubs_epi16(axh, _mm256_sign_epi8(hi, xh));
                         sumi[h][0] = _mm256_add_epi32(sumi[h][0], _mm256_add_epi32(_mm256_madd_epi16(plo, ls[h]), _mm256_madd_epi16(phi, ls[h])));
+                        __asm__("" : "+x"(sumi[h][0]));  // kept as one sum (no tree of products)
                     }
                 } else {  // |level| (once for the T tokens) times a with the level's sign
                     for (int h = 0; h < H; ++h) {
