@@ -34,6 +34,24 @@ def test_one_token_bit_identical_to_scalar(isa, qtype, rows):
             np.testing.assert_array_equal(llamix.matmul(x, qw, out=out), ref)
 
 
+BLOCK32_TYPES = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl"]
+
+
+@pytest.mark.parametrize("qtype", BLOCK32_TYPES)
+@pytest.mark.parametrize("k", [32, 96, 544])
+def test_one_token_odd_block_counts(isa, qtype, k):
+    """Block counts that a decode reading two blocks of a group in a row (AVX2 Q8_0) ends with one."""
+    rng = np.random.default_rng(k)
+    rows = 37
+    w = (rng.standard_normal((rows, k)) * rng.uniform(0.1, 3, (rows, 1))).astype(np.float32)
+    qw = llamix.quantize(w, qtype)
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    ref = _scalar(x, qw)
+    for t in [1, 2]:
+        with using_threads(t):
+            np.testing.assert_array_equal(llamix.matmul(x, qw), ref)
+
+
 def test_one_token_matmul_many_mixed_types(isa, threads):
     rng = np.random.default_rng(5)
     k = 256

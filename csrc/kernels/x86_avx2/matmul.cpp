@@ -96,11 +96,15 @@ struct NibbleGroups {
 };
 
 // Q8_0: the sign trick (|w| times sign-adjusted activations), widened per 4-byte piece; each
-// chunk's weights are unpacked once for the T tokens.
+// chunk's weights are unpacked once for the T tokens. A decode pair reads two blocks (1088
+// bytes, 17 lines) of a group before the other group's turn (kDecodeRun): on a Zen 3 with two
+// threads from memory 1.09-1.17x of one block per turn in lockstep (docs/PERFORMANCE.md, "Q8_0
+// and IQ4_NL decode"); the other 32-block types measured 0.94-1.02x with runs of 2 or 4.
 struct Q8Groups {
     using Act = block_q8a;
     static constexpr int64_t kBlockBytes = kQ8GroupBlockBytes;
     static constexpr int kTile = 4;
+    static constexpr int kDecodeRun = 2;
 
     template <int T>
     static inline void step(const uint8_t* blk, const block_q8a* const* x, int h, __m256* acc) {

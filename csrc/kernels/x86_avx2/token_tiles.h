@@ -67,26 +67,65 @@ void half_tile(const uint8_t* w, int64_t nb, const uint8_t* x, int64_t x_stride,
 // Decode: G groups (G = 2: MatmulKernels::GemvPair) against one token, both halves of each in
 // one pass over the blocks, the groups' blocks read alternately, so that each core keeps G memory
 // streams in flight (one stream per core leaves the memory idle while the core unpacks; and two
-// passes, one per half, re-read every group from L2 with no stream in flight).
+// passes, one per half, re-read every group from L2 with no stream in flight). A type with
+// `kDecodeRun = R` reads R blocks of a group in a row before the next group's turn (default 1).
+template <class K, class = void>
+struct DecodeRun : std::integral_constant<int, 1> {};
+template <class K>
+struct DecodeRun<K, std::void_t<decltype(K::kDecodeRun)>> : std::integral_constant<int, K::kDecodeRun> {};
+
+// A 32-block type with `kGroupsDecode = true` and `template <int G> static void decode_groups(const
+// uint8_t* const* blk, const Act& a, __m256 (*acc)[2][1])` (block b of the G groups, both halves,
+// one token) decodes through it.
+template <class K, class = void>
+struct HasGroupsDecode : std::false_type {};
+template <class K>
+struct HasGroupsDecode<K, std::void_t<decltype(K::kGroupsDecode)>> : std::bool_constant<K::kGroupsDecode> {};
+
 template <class K, int G>
 void gemv_groups(const uint8_t* const* w, int64_t nb, const void* x, float* const* y, const int* rows) {
     using Act = typename K::Act;
     static_assert(!kSuperBlocks<K>, "the super-block types decode one half at a time (see kSuperBlocks)");
+    constexpr int R = DecodeRun<K>::value;
     __m256 acc[G][2][1];
 #pragma GCC unroll 4
     for (int s = 0; s < G; ++s) acc[s][0][0] = acc[s][1][0] = _mm256_setzero_ps();
+    if constexpr (HasGroupsDecode<K>::value) {  // the type's own one-token step over the G groups
+        const Act* a = static_cast<const Act*>(x);
 #pragma GCC unroll 1
-    for (int64_t b = 0; b < nb; ++b) {
-        const Act* a[1] = {static_cast<const Act*>(x) + b};
-#pragma GCC unroll 2
-        for (int s = 0; s < G; ++s) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t* blk[G];
+#pragma GCC unroll 4
+            for (int s = 0; s < G; ++s) {
+                blk[s] = w[s] + b * K::kBlockBytes;
+#pragma GCC unroll 64
+                for (int64_t o = 0; o < K::kBlockBytes; o += 64)
+                    _mm_prefetch(reinterpret_cast<const char*>(blk[s] + kPrefetchLead + o), _MM_HINT_T0);
+            }
+            K::template decode_groups<G>(blk, a[b], acc);
+        }
+    } else {
+        auto block = [&](int s, int64_t b) {
+            const Act* a[1] = {static_cast<const Act*>(x) + b};
             const uint8_t* blk = w[s] + b * K::kBlockBytes;
 #pragma GCC unroll 64
             for (int64_t o = 0; o < K::kBlockBytes; o += 64)
                 _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchLead + o), _MM_HINT_T0);
             K::template step<1>(blk, a, 0, acc[s][0]);
             K::template step<1>(blk, a, 1, acc[s][1]);
+            // a run's blocks one after the other (GCC would otherwise interleave them)
+            if constexpr (R > 1) __asm__ volatile("" ::: "memory");
+        };
+        const int64_t nb_runs = nb / R * R;
+#pragma GCC unroll 1
+        for (int64_t b0 = 0; b0 < nb_runs; b0 += R) {
+#pragma GCC unroll 2
+            for (int s = 0; s < G; ++s)
+#pragma GCC unroll 4
+                for (int r = 0; r < R; ++r) block(s, b0 + r);
         }
+        for (int64_t b = nb_runs; b < nb; ++b)  // an odd block count's last block (R = 2)
+            for (int s = 0; s < G; ++s) block(s, b);
     }
     for (int s = 0; s < G; ++s) {
         float out[16];
