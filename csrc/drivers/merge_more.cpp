@@ -428,10 +428,34 @@ void merge_multislerp(const MergeCommon& c, const MergeInput* base, const std::v
     std::vector<float> dots(static_cast<size_t>(N));
     for (int m = 0; m < N; ++m) dots[size_t(m)] = dsum[size_t(m)].result();
     set_args([&](MultislerpArgs& a) { a.dots = dots.data(); });
-    // Pass 4: the norm of the weighted sum of the tangent vectors u - dot * mean.
+    // Pass 4: the norm of the weighted sum of the tangent vectors u - dot * mean. That sum is the
+    // float32 rounding of the torch-order norms and dots (mathematically zero), so its norm t is
+    // small, and where cos(t) and sin(t) / t both round to 1 (t below ~2.4e-4) pass 5's result
+    // needs nothing from pass 4: the pass then also writes the result with cos_tn = sinc = 1
+    // (tangent_result), and pass 5 runs only if the norm turns out larger (after what was staged
+    // is written, so that its bytes come last). t grows with the tensor's size: in the bench's
+    // 348M-parameter models it is ~1.6e-4 at 2.9M elements and 2-3e-3 at 32.8M, so larger tensors
+    // are not tried (a miss writes the output twice).
+    constexpr int64_t kSpeculateMax = int64_t(1) << 22;
+    const bool speculate = n <= kSpeculateMax;
+    if (speculate) {
+        const float avg_norm = multislerp_sphere(0.0f, eps, norms, w).avg_norm;  // does not depend on t
+        set_args([&](MultislerpArgs& a) { a.cos_tn = 1.0f, a.sinc = 1.0f, a.avg_norm = avg_norm; });
+    }
     TorchNorm tnorm(n);
-    stage_pass(SlerpStage::tangent, 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
+    if (speculate) {
+        pass(1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); },
+             [&](int64_t off, int64_t len, int th, float* const* v) {
+                 float* both[2] = {v[0], scratch.get(th, RES)};
+                 K.multislerp(block_args(off, len, th), SlerpStage::tangent_result, both, len);
+                 store_out(c, both[1], out, off, len);
+             });
+    } else {
+        stage_pass(SlerpStage::tangent, 1, [&](int64_t, const float* const* v, int64_t len) { tnorm.feed(v[0], len); });
+    }
     const auto [cos_tn, sinc, avg_norm] = multislerp_sphere(tnorm.result(), eps, norms, w);
+    if (speculate && cos_tn == 1.0f && sinc == 1.0f) return;
+    if (speculate && out.fd >= 0) finish_output(true);
     set_args([&, cos_tn = cos_tn, sinc = sinc, avg_norm = avg_norm](MultislerpArgs& a) {
         a.cos_tn = cos_tn, a.sinc = sinc, a.avg_norm = avg_norm;
     });

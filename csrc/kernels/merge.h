@@ -58,9 +58,11 @@ inline float exact_reciprocal(float d) {
 //   t_m = u_m + (-dots[m]) mn;  acc = t_0 w[0], then acc = acc + w[m] t_m for m >= 1;
 //   r = ((cos_tn mn + sinc acc) avg_norm) + b (no + b without a base).
 // What a stage writes: deltas: out[m] = d_m; mean: out[0] = mean; dots: out[m] = u_m mn;
-// tangent: out[0] = acc; result: out[0] = r. The same bits as the driver's former chain of
-// load / sub / div / lincomb2 / mul / scale / add calls, in one pass over registers.
-enum class SlerpStage : int { deltas, mean, dots, tangent, result };
+// tangent: out[0] = acc; result: out[0] = r; tangent_result: out[0] = acc and out[1] = r (the
+// driver's pass 4 and 5 in one, where it can tell in advance that cos_tn and sinc are 1). The same
+// bits as the driver's former chain of load / sub / div / lincomb2 / mul / scale / add calls, in
+// one pass over registers.
+enum class SlerpStage : int { deltas, mean, dots, tangent, result, tangent_result };
 struct MultislerpArgs {
     int n_models = 0;                // at least 2
     const void* const* x = nullptr;  // the models' elements 0 .. n-1, of types type[m] (F32, F16, BF16)

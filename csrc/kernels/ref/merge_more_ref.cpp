@@ -246,7 +246,12 @@ void multislerp_from(const MultislerpArgs& a, SlerpStage stage, float* const* ou
         }
         float r = (a.cos_tn * mn + a.sinc * acc) * a.avg_norm;
         if (a.base) r = r + b;
-        out[0][i] = r;
+        if (stage == SlerpStage::tangent_result) {
+            out[0][i] = acc;
+            out[1][i] = r;
+        } else {
+            out[0][i] = r;
+        }
     }
 }
 

@@ -44,7 +44,9 @@ void multislerp_loop(const MultislerpArgs& a, float* const* out, int64_t n) {
     for (int m = 0; m < N && m < 8; ++m) {
         xp[m] = a.x[m];
         xt[m] = a.type[m];
-        op[m] = (S == SlerpStage::deltas || S == SlerpStage::dots || m == 0) ? out[m] : nullptr;
+        op[m] = (S == SlerpStage::deltas || S == SlerpStage::dots || m == 0 || (S == SlerpStage::tangent_result && m == 1))
+                    ? out[m]
+                    : nullptr;
     }
     const void* const bp = a.base;
     const QType bt = a.base_type;
@@ -80,7 +82,12 @@ void multislerp_loop(const MultislerpArgs& a, float* const* out, int64_t n) {
         }
         V r = (cos_tn * mn + sinc * acc) * avg_norm;
         if (kBase) r = r + b;
-        L::store(out_at(0) + i, r);
+        if (S == SlerpStage::tangent_result) {
+            L::store(out_at(0) + i, acc);
+            L::store(out_at(1) + i, r);
+        } else {
+            L::store(out_at(0) + i, r);
+        }
     }
     if (i < n) ref::multislerp_from(a, S, out, i, n);
 }
@@ -109,6 +116,7 @@ void multislerp_lanes(const MultislerpArgs& a, SlerpStage stage, float* const* o
         case SlerpStage::dots: return multislerp_stage<L, SlerpStage::dots>(a, out, n);
         case SlerpStage::tangent: return multislerp_stage<L, SlerpStage::tangent>(a, out, n);
         case SlerpStage::result: return multislerp_stage<L, SlerpStage::result>(a, out, n);
+        case SlerpStage::tangent_result: return multislerp_stage<L, SlerpStage::tangent_result>(a, out, n);
     }
 }
 
