@@ -581,3 +581,21 @@ def test_llama_takes_llama_cpp_python_constructor_arguments(s260_bin):
     with pytest.raises(TypeError, match=r"^Llama\(\) got an unexpected keyword argument 'n_ctxx'$"):
         llamix.Llama(str(s260_bin), n_ctxx=64)
     assert llamix.load(s260_bin, n_ctx=0).n_ctx == 512
+
+
+def test_wrong_types_of_prompt_and_max_tokens_name_the_argument(model):
+    """A prompt that is neither text nor token ids, and a max_tokens that is not an integer, end
+    in an ArgumentError naming them (were a bare TypeError: "'int' object is not iterable",
+    "'<=' not supported between instances of 'str' and 'int'")."""
+    for prompt in (5, None, 2.5):
+        with pytest.raises(llamix.ArgumentError, match="prompt must be"):
+            model.create_completion(prompt, max_tokens=2)
+    with pytest.raises(llamix.ArgumentError, match=r"prompt\[1\] must be an integer token id"):
+        model.create_completion([1, "a"], max_tokens=2)
+    for call in (model.create_completion, lambda p, **kw: model.create_chat_completion(MESSAGES, **kw),
+                 lambda p, **kw: model.generate(p, **kw)):
+        with pytest.raises(llamix.ArgumentError, match=r"max_tokens.*must be an integer, got (str )?'5'"):
+            call("Hi", max_tokens="5")
+    # llama-cpp-python's meanings stay: None or <= 0 is until the context is full
+    assert model.create_completion("Hi", max_tokens=0, temperature=0)["usage"]["completion_tokens"] > 0
+
