@@ -599,3 +599,14 @@ def test_wrong_types_of_prompt_and_max_tokens_name_the_argument(model):
     # llama-cpp-python's meanings stay: None or <= 0 is until the context is full
     assert model.create_completion("Hi", max_tokens=0, temperature=0)["usage"]["completion_tokens"] > 0
 
+
+def test_embedding_input_of_the_wrong_type_names_it(model):
+    """embed / create_embedding of something neither text nor a list of texts or token ids: an
+    ArgumentError naming ``input`` (was a bare TypeError "'NoneType' object is not iterable")."""
+    for bad in (None, 5, 2.5):
+        for call in (model.embed, model.create_embedding):
+            with pytest.raises(llamix.ArgumentError, match="input must be"):
+                call(bad)
+    with pytest.raises(llamix.ArgumentError, match=r"input\[1\] must be"):
+        model.embed(["ok", None])
+

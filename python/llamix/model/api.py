@@ -286,7 +286,7 @@ class CompletionAPI:
         tokens embedded. Each text is run alone from position 0; the KV cache is emptied."""
         if pooling not in ("mean", "last"):
             raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
-        texts = [input] if isinstance(input, str) else list(input)
+        texts = _embedding_inputs(input)
         out = np.zeros((len(texts), self.config.dim), dtype=np.float32)
         total = 0
         for i, text in enumerate(texts):
@@ -312,7 +312,7 @@ class CompletionAPI:
         """OpenAI's embeddings response: ``{"object": "list", "data": [{"object": "embedding",
         "embedding": [...], "index": i}], "model", "usage": {"prompt_tokens", "total_tokens"}}``.
         ``truncate``: as :meth:`embed` (False: ValueError for a text longer than n_ctx)."""
-        texts = [input] if isinstance(input, str) else list(input)
+        texts = _embedding_inputs(input)
         vecs, total = self.embed(texts, normalize=normalize, truncate=truncate, return_count=True, pooling=pooling)
         return {"object": "list",
                 "data": [{"object": "embedding", "embedding": v.tolist(), "index": i} for i, v in enumerate(vecs)],
@@ -446,6 +446,19 @@ def _uuid4() -> str:
 
 
 # --- result shapes ---------------------------------------------------------------------------------------
+def _embedding_inputs(input) -> list:
+    """``embed``'s ``input`` as a list of texts or token-id lists (checked further when each is
+    tokenized); ArgumentError naming ``input`` for anything else."""
+    if isinstance(input, str):
+        return [input]
+    if isinstance(input, (bytes, bytearray, Mapping)) or not isinstance(input, (Sequence, np.ndarray)):
+        raise ArgumentError(f"input must be a string or a list of strings or of token-id lists, got {describe(input)}")
+    for i, x in enumerate(input):
+        if not isinstance(x, (str, Sequence, np.ndarray)) or isinstance(x, (bytes, bytearray)):
+            raise ArgumentError(f"input[{i}] must be a string or a list of token ids, got {describe(x)}")
+    return list(input)
+
+
 def _usage(request: Request) -> dict:
     n_prompt, n_out = len(request.prompt), len(request.tokens)
     return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}
