@@ -610,3 +610,27 @@ def test_embedding_input_of_the_wrong_type_names_it(model):
     with pytest.raises(llamix.ArgumentError, match=r"input\[1\] must be"):
         model.embed(["ok", None])
 
+
+def test_chat_messages_checked_and_text_parts_joined(model):
+    """create_chat_completion's messages as OpenAI sends them: content given as text parts is
+    their text (as llamix serve takes it; was a template TypeError "can only concatenate str (not
+    "list") to str"); messages that are not a list of role/content mappings, or parts that are not
+    text, are an ArgumentError naming the message (a str was "dictionary update sequence element
+    #0 has length 1")."""
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}]
+    plain = [{"role": "user", "content": "Say hello."}]
+    assert model.apply_chat_template(parts) == model.apply_chat_template(plain)
+    a = model.create_chat_completion(parts, temperature=0, max_tokens=4)
+    b = model.create_chat_completion(plain, temperature=0, max_tokens=4)
+    assert a["choices"][0]["message"] == b["choices"][0]["message"]
+    with pytest.raises(llamix.ArgumentError, match="messages must be a list of messages"):
+        model.create_chat_completion("hello", max_tokens=2)
+    with pytest.raises(llamix.ArgumentError, match=r"messages\[1\] must be a mapping"):
+        model.create_chat_completion([plain[0], "hi"], max_tokens=2)
+    with pytest.raises(llamix.ArgumentError, match=r"messages\[0\]\.role must be a string"):
+        model.create_chat_completion([{"content": "hi"}], max_tokens=2)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(llamix.ArgumentError, match=r"messages\[0\]\.content\[1\]: only text parts"):
+        model.create_chat_completion([{"role": "user", "content": [{"type": "text", "text": "x"}, image]}])
+    with pytest.raises(llamix.ArgumentError, match=r"messages\[0\]\.content must be"):
+        model.create_chat_completion([{"role": "user", "content": 5}], max_tokens=2)
