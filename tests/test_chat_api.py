@@ -634,3 +634,19 @@ def test_chat_messages_checked_and_text_parts_joined(model):
         model.create_chat_completion([{"role": "user", "content": [{"type": "text", "text": "x"}, image]}])
     with pytest.raises(llamix.ArgumentError, match=r"messages\[0\]\.content must be"):
         model.create_chat_completion([{"role": "user", "content": 5}], max_tokens=2)
+
+
+def test_n_threads_checked_by_type_and_minus_one_is_the_default(s260_bin):
+    """Llama(n_threads=...) / load(n_threads=...): a value that is not an integer is an
+    ArgumentError naming n_threads (a str was int()'s bare "invalid literal for int()", 2.5 was
+    cut to 2 silently); a negative one is the default (one per physical core), as llama.cpp's
+    -t and the command line's -t take it (-1 was "threads must be >= 0")."""
+    for bad in ("abc", 2.5, "2"):
+        with pytest.raises(llamix.ArgumentError, match=r"n_threads \(<= 0: one per physical core\) must be an integer"):
+            llamix.Llama(model_path=str(s260_bin), n_threads=bad)
+    before = llamix.cpu_info()["threads"]
+    try:
+        llamix.Llama(model_path=str(s260_bin), n_threads=-1, n_ctx=64)
+        assert llamix.cpu_info()["threads"] == llamix.cpu_info()["physical_cores"]
+    finally:
+        llamix.set_threads(before)
