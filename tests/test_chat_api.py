@@ -581,3 +581,72 @@ def test_llama_takes_llama_cpp_python_constructor_arguments(s260_bin):
     with pytest.raises(TypeError, match=r"^Llama\(\) got an unexpected keyword argument 'n_ctxx'$"):
         llamix.Llama(str(s260_bin), n_ctxx=64)
     assert llamix.load(s260_bin, n_ctx=0).n_ctx == 512
+
+
+def test_wrong_types_of_prompt_and_max_tokens_name_the_argument(model):
+    """A prompt that is neither text nor token ids, and a max_tokens that is not an integer, end
+    in an ArgumentError naming them (were a bare TypeError: "'int' object is not iterable",
+    "'<=' not supported between instances of 'str' and 'int'")."""
+    for prompt in (5, None, 2.5):
+        with pytest.raises(llamix.ArgumentError, match="prompt must be"):
+            model.create_completion(prompt, max_tokens=2)
+    with pytest.raises(llamix.ArgumentError, match=r"prompt\[1\] must be an integer token id"):
+        model.create_completion([1, "a"], max_tokens=2)
+    for call in (model.create_completion, lambda p, **kw: model.create_chat_completion(MESSAGES, **kw),
+                 lambda p, **kw: model.generate(p, **kw)):
+        with pytest.raises(llamix.ArgumentError, match=r"max_tokens.*must be an integer, got (str )?'5'"):
+            call("Hi", max_tokens="5")
+    # llama-cpp-python's meanings stay: None or <= 0 is until the context is full
+    assert model.create_completion("Hi", max_tokens=0, temperature=0)["usage"]["completion_tokens"] > 0
+
+
+def test_embedding_input_of_the_wrong_type_names_it(model):
+    """embed / create_embedding of something neither text nor a list of texts or token ids: an
+    ArgumentError naming ``input`` (was a bare TypeError "'NoneType' object is not iterable")."""
+    for bad in (None, 5, 2.5):
+        for call in (model.embed, model.create_embedding):
+            with pytest.raises(llamix.ArgumentError, match="input must be"):
+                call(bad)
+    with pytest.raises(llamix.ArgumentError, match=r"input\[1\] must be"):
+        model.embed(["ok", None])
+
+
+def test_chat_messages_checked_and_text_parts_joined(model):
+    """create_chat_completion's messages as OpenAI sends them: content given as text parts is
+    their text (as llamix serve takes it; was a template TypeError "can only concatenate str (not
+    "list") to str"); messages that are not a list of role/content mappings, or parts that are not
+    text, are an ArgumentError naming the message (a str was "dictionary update sequence element
+    #0 has length 1")."""
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}]
+    plain = [{"role": "user", "content": "Say hello."}]
+    assert model.apply_chat_template(parts) == model.apply_chat_template(plain)
+    a = model.create_chat_completion(parts, temperature=0, max_tokens=4)
+    b = model.create_chat_completion(plain, temperature=0, max_tokens=4)
+    assert a["choices"][0]["message"] == b["choices"][0]["message"]
+    with pytest.raises(llamix.ArgumentError, match="messages must be a list of messages"):
+        model.create_chat_completion("hello", max_tokens=2)
+    with pytest.raises(llamix.ArgumentError, match=r"messages\[1\] must be a mapping"):
+        model.create_chat_completion([plain[0], "hi"], max_tokens=2)
+    with pytest.raises(llamix.ArgumentError, match=r"messages\[0\]\.role must be a string"):
+        model.create_chat_completion([{"content": "hi"}], max_tokens=2)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(llamix.ArgumentError, match=r"messages\[0\]\.content\[1\]: only text parts"):
+        model.create_chat_completion([{"role": "user", "content": [{"type": "text", "text": "x"}, image]}])
+    with pytest.raises(llamix.ArgumentError, match=r"messages\[0\]\.content must be"):
+        model.create_chat_completion([{"role": "user", "content": 5}], max_tokens=2)
+
+
+def test_n_threads_checked_by_type_and_minus_one_is_the_default(s260_bin):
+    """Llama(n_threads=...) / load(n_threads=...): a value that is not an integer is an
+    ArgumentError naming n_threads (a str was int()'s bare "invalid literal for int()", 2.5 was
+    cut to 2 silently); a negative one is the default (one per physical core), as llama.cpp's
+    -t and the command line's -t take it (-1 was "threads must be >= 0")."""
+    for bad in ("abc", 2.5, "2"):
+        with pytest.raises(llamix.ArgumentError, match=r"n_threads \(<= 0: one per physical core\) must be an integer"):
+            llamix.Llama(model_path=str(s260_bin), n_threads=bad)
+    before = llamix.cpu_info()["threads"]
+    try:
+        llamix.Llama(model_path=str(s260_bin), n_threads=-1, n_ctx=64)
+        assert llamix.cpu_info()["threads"] == llamix.cpu_info()["physical_cores"]
+    finally:
+        llamix.set_threads(before)

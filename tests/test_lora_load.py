@@ -13,10 +13,12 @@ import llamix
 from conftest import require_peer
 from llamix.errors import ArgumentError, ConfigError
 import llama_cpp_peer
+from helpers import perturbed, tiny_tensors, write_model
 from llamix.cli import main as cli_main
 from llamix.formats.gguf import GGUFWriter
 from llamix.formats.names import gguf_name, hf_rows_to_gguf
 from llamix.formats.peft_lora import LoraAdapter
+from llamix.merge.extract_lora import extract_lora
 from llamix.loaders import byte_tokenizer
 
 IDS = [1, 5, 17, 42, 3, 88, 60, 61, 2, 9, 33, 71]
@@ -432,3 +434,20 @@ def test_lora_scaled_takes_llama_cpps_fname_colon_scale():
     import argparse
     with pytest.raises(UsageError, match="--lora a --lora b: give one adapter"):
         lora_of(argparse.Namespace(lora=["a,b"], lora_scaled=None))
+
+
+def test_extract_lora_adapter_with_changed_norms_loads(tmp_path):
+    """The adapter `llamix extract-lora` writes of a fine-tune that changed its norms (saved whole
+    in modules_to_save, as mergekit-extract-lora saves them) loads with lora= and gives the
+    fine-tune's logits at full rank (it was refused: "saves model.layers.0.input_layernorm.weight
+    with shape [16], which does not replace the model's blk.0.attn_norm.weight")."""
+    base_t = tiny_tensors(0)
+    base = write_model(tmp_path / "base", base_t)
+    ft = write_model(tmp_path / "ft", perturbed(base_t, 1, scale=0.05))
+    extract_lora(str(base), str(ft), tmp_path / "lora", rank=16)
+    saved = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["modules_to_save"]
+    assert "input_layernorm" in saved and "norm" in saved
+    ids = [1, 5, 9, 3, 7, 2]
+    ref = llamix.load(ft, n_ctx=16).logits(ids)
+    got = llamix.load(base, lora=tmp_path / "lora", n_ctx=16).logits(ids)
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()

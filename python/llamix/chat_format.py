@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from .errors import ChatTemplateError, FormatError
+from .errors import ArgumentError, ChatTemplateError, FormatError, describe
 
 # The built-in formats, written from each model family's published prompt layout. ``bos`` /
 # ``eos`` in the templates are the vocabulary's own BOS / EOS texts.
@@ -111,10 +111,12 @@ class ChatFormat:
         clients send them) parsed to an object, when this template writes arguments with
         ``tojson`` and so would encode a string twice (``"arguments": "{\\"city\\": ...}"``);
         llama-server does the same for such templates. Other messages, and every message for
-        other templates, are returned as they are."""
-        if not any(isinstance(m, Mapping) and m.get("tool_calls") for m in messages) or not self._needs_objects():
-            return list(messages)
-        return [_parsed_arguments(m) if isinstance(m, Mapping) and m.get("tool_calls") else m for m in messages]
+        other templates, are returned as they are (checked and their text parts joined:
+        :func:`chat_messages`)."""
+        messages = chat_messages(messages)
+        if not any(m.get("tool_calls") for m in messages) or not self._needs_objects():
+            return messages
+        return [_parsed_arguments(m) if m.get("tool_calls") else m for m in messages]
 
     def _needs_objects(self) -> bool:
         """Whether a call's arguments render as JSON when given as an object and encoded twice
@@ -145,7 +147,7 @@ class ChatFormat:
                 self._compiled = _environment().from_string(self.template)
             except jinja2.TemplateError as e:
                 raise ValueError(f"chat template ({self.name}) does not parse: {e}") from None
-        msgs = [_plain({k: v for k, v in dict(m).items() if v is not None}) for m in messages]
+        msgs = [_plain({k: v for k, v in m.items() if v is not None}) for m in chat_messages(messages)]
         try:
             return self._compiled.render(messages=msgs, add_generation_prompt=bool(add_generation_prompt),
                                          bos_token=self.bos_token, eos_token=self.eos_token,
@@ -293,6 +295,36 @@ def _parsed_arguments(message: Mapping) -> dict:
             call = {**call, "function": parsed(call["function"])}
         calls.append(call)
     return {**message, "tool_calls": calls}
+
+
+def chat_messages(messages) -> list[dict]:
+    """``messages`` as a template takes them: a list of mappings, each with a string ``role``;
+    content given as OpenAI's text parts (``[{"type": "text", "text": ...}, ...]``) becomes their
+    text, as ``llamix serve`` reads it. ArgumentError naming the message for anything else (a
+    string, a message that is not a mapping, content that is not text, null or text parts)."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise ArgumentError(f"messages must be a list of messages ({{'role': ..., 'content': ...}}), "
+                            f"got {describe(messages)}")
+    out = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, Mapping):
+            raise ArgumentError(f"{where} must be a mapping with 'role' and 'content', got {describe(m)}")
+        if not isinstance(m.get("role"), str):
+            raise ArgumentError(f"{where}.role must be a string, got {describe(m.get('role'))}")
+        m = dict(m)
+        content = m.get("content")
+        if isinstance(content, (list, tuple)):
+            for k, part in enumerate(content):
+                if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ArgumentError(f"{where}.content[{k}]: only text parts ({{'type': 'text', 'text': ...}}) "
+                                        f"are supported, got {describe(part)}")
+            m["content"] = "".join(part["text"] for part in content)
+        elif content is not None and not isinstance(content, str):
+            raise ArgumentError(f"{where}.content must be a string, a list of text parts or None, got "
+                                f"{describe(content)}")
+        out.append(m)
+    return out
 
 
 def _plain(value):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ArgumentError, ConfigError, FormatError
 from ..formats.gguf import GGUF_MAGIC, GGUFReader
-from ..formats.names import file_rows_to_pairs, fused_parts, gguf_name, hf_rows_to_gguf
+from ..formats.names import file_rows_to_pairs, fused_parts, gguf_name, hf_norm_offset, hf_rows_to_gguf
 from ..formats.peft_lora import LoraAdapter, as_f32
 from ..quant import QuantizedTensor, quantize
 from .checkpoint import COMPUTE_TYPES, Checkpoint, check_qtype, float_weight
@@ -57,8 +57,14 @@ def apply_lora(ck: Checkpoint, adapter_path: str | os.PathLike, lora_scale: floa
             ck.tensors[name] = _stored_like(name, w, w.dequantize() + update)
     for target, key in adapter.full.items():    # modules_to_save: the adapter's tensor replaces the model's
         saved = as_f32(np.asarray(adapter.tensors.get(key)))
-        for name, a, b in _canonical_parts(target, config, where):
-            w = ck.tensors[name]
+        for name, a, b in _canonical_parts(target, config, where, whole=True):
+            w = ck.tensors.get(name)
+            if isinstance(w, np.ndarray) and w.ndim == 1 and saved.shape == w.shape:
+                # a norm or bias (extract-lora's and mergekit-extract-lora's changed ones), read as
+                # the Hugging Face loader reads it: Gemma's norms as 1 + w, q/k-norm rows permuted
+                value = saved + np.float32(hf_norm_offset(config.architecture) if name.endswith("norm.weight") else 0)
+                ck.tensors[name] = hf_rows_to_gguf(name, value, config)
+                continue
             if not isinstance(w, QuantizedTensor) or tuple(saved[a:b].shape) != tuple(w.shape):
                 raise ConfigError(f"{where}: {folder / 'adapter_model.safetensors'} saves {target} with shape "
                                   f"{list(saved.shape)}, which does not replace the model's {name}")
@@ -167,13 +173,14 @@ def _plain_f32(t, where: str) -> np.ndarray:
     return QuantizedTensor(np.ascontiguousarray(t.raw()), qt, (rows, k)).dequantize()
 
 
-def _canonical_parts(target: str, config, where: str) -> list[tuple[str, int, int]]:
-    """The checkpoint's tensors a Hugging Face weight name covers: [(name, first row, end row)]."""
+def _canonical_parts(target: str, config, where: str, whole: bool = False) -> list[tuple[str, int, int]]:
+    """The checkpoint's tensors a Hugging Face weight name covers: [(name, first row, end row)]
+    (``whole``: a tensor saved whole, which may be a bias too)."""
     try:
         file_name = gguf_name(target, config.architecture)
     except FormatError:
         file_name = None
-    if file_name is None or not file_name.endswith(".weight"):
+    if file_name is None or not (file_name.endswith(".weight") or (whole and file_name.endswith(".bias"))):
         raise ConfigError(f"{where}: the adapter changes {target!r}, which is not a weight of this "
                           f"{config.architecture} model (is it an adapter for another model?)")
     parts = fused_parts(file_name, config)

@@ -33,6 +33,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ArgumentError, check_value, describe
 from ..tokenizer import check_token_ids
 from ..chat_format import ChatFormat, chat_format_for
 from .engine import Request, Step, TokenLogprob, logit_bias_ids, stop_strings
@@ -97,12 +98,14 @@ class CompletionAPI:
         ``grammar``: the output's grammar, llama.cpp's GBNF or llguidance's Lark, instead of a
         ``response_format``; ``penalize_prompt``: the penalties count the prompt's tokens too, as
         llama-cli's and llama-server's do). Raises ValueError when the prompt does not fit the context."""
-        ids = [int(i) for i in prompt_ids]
+        ids = check_token_ids(prompt_ids, self.config.vocab_size, "prompt")
         if not ids:
             raise ValueError("empty prompt: give at least one token (e.g. BOS)")
         if len(ids) >= self.n_ctx:
             raise ValueError(f"Requested tokens ({len(ids)}) exceed context window of {self.n_ctx}")
-        ids = check_token_ids(ids, self.config.vocab_size, "prompt")
+        if max_tokens is not None:
+            max_tokens = check_value(max_tokens, int, "max_tokens (None or <= 0: until the context is full)",
+                                     error=ArgumentError)
         room = self.n_ctx - len(ids)
         max_tokens = room if max_tokens is None or max_tokens <= 0 else min(int(max_tokens), room)
         sampler = Sampler(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
@@ -169,7 +172,12 @@ class CompletionAPI:
         With ``echo`` and ``logprobs`` it runs the prompt on the model once (its log-probabilities)."""
         grammar = _grammar_text(unsupported)
         _refuse(suffix=suffix is not None, typical_p=typical_p != 1.0, **_unsupported(unsupported))
-        ids = self.tokenize(prompt, parse_special=True) if isinstance(prompt, str) else [int(i) for i in prompt]
+        if isinstance(prompt, str):
+            ids = self.tokenize(prompt, parse_special=True)
+        elif isinstance(prompt, (bytes, bytearray)) or not hasattr(prompt, "__iter__"):
+            raise ArgumentError(f"prompt must be a string or a list of token ids, got {describe(prompt)}")
+        else:
+            ids = check_token_ids(prompt, self.config.vocab_size, "prompt")
         request = self.new_request(ids, max_tokens=max_tokens, repeat_penalty=repeat_penalty,
                                    presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, stop=stop,
                                    seed=seed, logprobs=logprobs, logit_bias=logit_bias, response_format=response_format,
@@ -278,7 +286,7 @@ class CompletionAPI:
         tokens embedded. Each text is run alone from position 0; the KV cache is emptied."""
         if pooling not in ("mean", "last"):
             raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
-        texts = [input] if isinstance(input, str) else list(input)
+        texts = _embedding_inputs(input)
         out = np.zeros((len(texts), self.config.dim), dtype=np.float32)
         total = 0
         for i, text in enumerate(texts):
@@ -304,7 +312,7 @@ class CompletionAPI:
         """OpenAI's embeddings response: ``{"object": "list", "data": [{"object": "embedding",
         "embedding": [...], "index": i}], "model", "usage": {"prompt_tokens", "total_tokens"}}``.
         ``truncate``: as :meth:`embed` (False: ValueError for a text longer than n_ctx)."""
-        texts = [input] if isinstance(input, str) else list(input)
+        texts = _embedding_inputs(input)
         vecs, total = self.embed(texts, normalize=normalize, truncate=truncate, return_count=True, pooling=pooling)
         return {"object": "list",
                 "data": [{"object": "embedding", "embedding": v.tolist(), "index": i} for i, v in enumerate(vecs)],
@@ -438,6 +446,19 @@ def _uuid4() -> str:
 
 
 # --- result shapes ---------------------------------------------------------------------------------------
+def _embedding_inputs(input) -> list:
+    """``embed``'s ``input`` as a list of texts or token-id lists (checked further when each is
+    tokenized); ArgumentError naming ``input`` for anything else."""
+    if isinstance(input, str):
+        return [input]
+    if isinstance(input, (bytes, bytearray, Mapping)) or not isinstance(input, (Sequence, np.ndarray)):
+        raise ArgumentError(f"input must be a string or a list of strings or of token-id lists, got {describe(input)}")
+    for i, x in enumerate(input):
+        if not isinstance(x, (str, Sequence, np.ndarray)) or isinstance(x, (bytes, bytearray)):
+            raise ArgumentError(f"input[{i}] must be a string or a list of token ids, got {describe(x)}")
+    return list(input)
+
+
 def _usage(request: Request) -> dict:
     n_prompt, n_out = len(request.prompt), len(request.tokens)
     return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}

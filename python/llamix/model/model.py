@@ -21,7 +21,7 @@ from .._runtime import attn_precision as _attn_precision
 from .._runtime import idle_blas_threads, set_threads
 from ..chat_format import check_format_name
 from ..config import ModelConfig
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_value
 from ..formats.names import LAYER_TENSORS, layer_tensor_names
 from ..loaders import Checkpoint, load_checkpoint
 from ..formats.hub_cache import hub_cache_dir, hub_offline
@@ -95,6 +95,15 @@ def _check_kv_memory(n_ctx: int, c: ModelConfig, k: str, v: str) -> None:
         raise _kv_memory_error(n_ctx, c, k, v, available)
 
 
+def n_threads_arg(n_threads) -> int | None:
+    """``n_threads`` checked: None (the default), or an integer; a negative one is the default
+    too (0: one per physical core), as llama.cpp's ``-t`` and the command line's take it."""
+    if n_threads is None:
+        return None
+    n = check_value(n_threads, int, "n_threads (<= 0: one per physical core)", error=ArgumentError)
+    return max(n, 0)
+
+
 class Model(CompletionAPI):
     """A model ready to run: weights prepared for the kernels and a KV cache of ``n_ctx`` positions.
     Build with :func:`llamix.load` (a file) or ``Model(checkpoint)`` (e.g. a random-weight one).
@@ -137,7 +146,7 @@ class Model(CompletionAPI):
         self.tensors: dict[str, QuantizedTensor | np.ndarray] = checkpoint.tensors
         self.rope_freqs = checkpoint.rope_freqs
         self.source = checkpoint.source
-        n_threads = threads if n_threads is None else n_threads
+        n_threads = n_threads_arg(threads if n_threads is None else n_threads)
         c = self.config
         if n_ctx is None:
             n_ctx = min(c.context_length, DEFAULT_N_CTX)
@@ -498,9 +507,10 @@ def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | T
                                                        if isinstance(lora, (list, tuple)) else ""))
     if lora == "":
         raise ArgumentError("lora='': no adapter path (pass None for no adapter)")
+    n_threads = n_threads_arg(threads if n_threads is None else n_threads)   # before the model loads
     ck = load_checkpoint(path, tokenizer=tokenizer, qtype=qtype if quant is None else quant, lora=lora,
                          lora_scale=lora_scale)
-    return Model(ck, n_ctx=n_ctx, n_threads=threads if n_threads is None else n_threads, kv_cache=kv_cache,
+    return Model(ck, n_ctx=n_ctx, n_threads=n_threads, kv_cache=kv_cache,
                  chat_format=chat_format, kv_cache_k=kv_cache_k, kv_cache_v=kv_cache_v, attn_precision=attn_precision,
                  seed=seed)
 
