@@ -123,6 +123,19 @@ def _bf16(a):
     return bits, (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+def _stored(xs, dtype):
+    """The inputs as a merge reads them stored (float16, or bfloat16 bits; "mixed": the first in
+    float32, the others bfloat16) and their float32 values."""
+    if dtype == "float16":
+        ins = [x.astype(np.float16) for x in xs]
+        return ins, [x.astype(np.float32) for x in ins]
+    pairs = [_bf16(x) for x in xs]
+    ins, vals = [p[0] for p in pairs], [p[1] for p in pairs]
+    if dtype == "mixed":
+        ins[0] = vals[0]
+    return ins, vals
+
+
 @pytest.mark.parametrize("n", [33, 1025, 40000])
 @pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "mixed"])
@@ -179,14 +192,7 @@ def test_karcher_stored_types(isa, threads, n, k, dtype):
         x[i::97] = 0.0
         x[i + 1::89] = -0.0
         x[i + 2::83] = 1e-39 * (i + 1)
-    if dtype == "float16":
-        ins = [x.astype(np.float16) for x in xs]
-        vals = [x.astype(np.float32) for x in ins]
-    else:
-        pairs = [_bf16(x) for x in xs]
-        ins, vals = [p[0] for p in pairs], [p[1] for p in pairs]
-        if dtype == "mixed":  # float32 first input, bf16 others
-            ins[0] = vals[0]
+    ins, vals = _stored(xs, dtype)  # "mixed": float32 first input, bf16 others
     got = both(lambda: K.karcher(ins))
     want = O.karcher([f64(v) for v in vals])
     assert np.all(np.abs(got - want) <= 2e-5 * (scale_of(vals[0], vals[1:]) + np.abs(want)) + 1e-38)  # subnormals
@@ -207,12 +213,7 @@ def test_karcher_units_range_per_task(isa, threads, k, dtype):
         # task 3: every input tiny at the same places (the mean tiny there too), units subnormal
         x[3 * 16384 + 64: 3 * 16384 + 320] = (np.float32(2.0 ** -126) * np.geomspace(1e-2, 200, 256) * (1 + i / 7)).astype(np.float32)
         x[n - 7 + i % 3] = -0.0  # the tail
-    if dtype == "float16":
-        ins = [x.astype(np.float16) for x in xs]
-        vals = [x.astype(np.float32) for x in ins]
-    else:
-        pairs = [_bf16(x) for x in xs]
-        ins, vals = [p[0] for p in pairs], [p[1] for p in pairs]
+    ins, vals = _stored(xs, dtype)
     got, iterations = both(lambda: K.karcher(ins)), K.karcher(ins, info=True)[1]
     assert iterations >= (2 if k > 2 else 1)  # k > 2: steps after the first (two inputs: one pass)
     want = O.karcher([f64(v) for v in vals])
